@@ -1,0 +1,41 @@
+# kiln — run `make help` for the list.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
+
+.PHONY: help setup build fixtures image test test-unit test-e2e bench clean distclean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
+
+setup: ## install apt packages and npm dependencies (idempotent, root)
+	@bash scripts/setup.sh
+
+build: setup ## compile TypeScript to dist/
+	@tsc -p tsconfig.json
+
+fixtures: setup ## build the offline test guests and installer ISO (cached in fixtures/images/)
+	@bash scripts/fixtures/tiny.sh
+	@bash scripts/fixtures/debian-12-cloud.sh
+	@bash scripts/fixtures/installer-iso.sh
+
+image: build fixtures ## build the default example image (examples/debian-12-cloud.yaml)
+	@bash scripts/make-image.sh
+
+test: build fixtures ## run every test: unit and end-to-end (boots real guests under QEMU)
+	@vitest run
+
+test-unit: build ## run only the fast unit tests
+	@vitest run test/unit
+
+test-e2e: build fixtures ## run only the end-to-end tests
+	@vitest run test/e2e
+
+bench: build fixtures ## run the benchmarks and print their figures
+	@node bench/run.mjs
+
+clean: ## remove build output (keeps cached fixture images)
+	rm -rf dist output output-*
+
+distclean: clean ## also remove cached fixture images and node_modules
+	rm -rf fixtures/images node_modules

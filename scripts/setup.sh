@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs everything kiln and its tests need on a Debian 12 machine, as root. Fast when already done:
+# apt is only consulted for packages that are missing, npm ci only when the lockfile changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  qemu-system-x86 qemu-utils ovmf          # the hypervisor, qemu-img, UEFI firmware
+  xorriso genisoimage                      # seed ISOs and the installer ISO
+  isolinux syslinux-common                 # El Torito BIOS boot for the installer ISO
+  mmdebstrap                               # Debian root trees for fixture images
+  grub-pc-bin grub-efi-amd64-bin grub-common  # bootloaders placed by hand (no mounting)
+  mtools dosfstools fdisk e2fsprogs        # ESP, GPT, ext4 built from a directory
+  cpio zstd xz-utils gzip                  # initramfs and compression
+  busybox-static                           # the tiny guest's userland
+  openssh-client                           # ssh-keygen for host keys
+  util-linux iproute2 procps               # setpriv, ss, ps
+)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing apt packages: ${missing[*]}"
+  if [ "$(id -u)" != 0 ]; then echo "setup: must run as root to install packages" >&2; exit 1; fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+else
+  echo "setup: apt packages present"
+fi
+
+stamp=node_modules/.kiln-lock-sha256
+want=$(sha256sum package-lock.json | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  echo "setup: node_modules up to date"
+else
+  echo "setup: npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$want" > "$stamp"
+fi

@@ -1,0 +1,44 @@
+/** manifest.json and SHA256SUMS: what was built, from what, with which digests, sizes and times. */
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
+import type { BuildContext } from '../build/state.js';
+import { kilnVersion } from '../version.js';
+
+export interface Manifest {
+  kiln_version: string;
+  build: string;
+  template: { file: string; sha256: string };
+  variables: Record<string, string | number | boolean>;
+  base_image: { source: string; sha256: string; format: string } | undefined;
+  accelerator: string | undefined;
+  started_at: string;
+  finished_at: string;
+  timings_ms: Record<string, number>;
+  artifacts: { name: string; path: string; format: string; size: number; virtual_size: number; sha256: string }[];
+}
+
+export function buildManifest(ctx: BuildContext, startedAt: Date, finalPathOf: (staged: string) => string): Manifest {
+  const vars = ctx.template.variables;
+  const variables: Manifest['variables'] = {};
+  for (const [k, v] of Object.entries(vars.values)) variables[k] = vars.sensitive.has(k) ? '<sensitive>' : v;
+  const base = ctx.state.base;
+  return {
+    kiln_version: kilnVersion,
+    build: ctx.build.name,
+    template: { file: ctx.template.file, sha256: ctx.template.digest },
+    variables,
+    base_image: base && { source: base.source, sha256: base.sha256, format: base.format },
+    accelerator: ctx.state.accelerator,
+    started_at: startedAt.toISOString(),
+    finished_at: new Date().toISOString(),
+    timings_ms: Object.fromEntries(Object.entries(ctx.state.timings).map(([k, v]) => [k, Math.round(v)])),
+    artifacts: ctx.state.artifacts.map((a) => ({
+      name: a.name, path: finalPathOf(a.path), format: a.format, size: a.size, virtual_size: a.virtualSize, sha256: a.sha256,
+    })),
+  };
+}
+
+/** The usual `sha256sum` format, so `sha256sum -c SHA256SUMS` works in the output directory. */
+export function writeSha256Sums(dir: string, artifacts: { name: string; sha256: string }[]): void {
+  writeFileSync(path.join(dir, 'SHA256SUMS'), artifacts.map((a) => `${a.sha256}  ${a.name}\n`).join(''));
+}

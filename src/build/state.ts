@@ -1,0 +1,76 @@
+/**
+ * The typed state a build's steps share. Fields appear as steps run; `need()` reads one that an
+ * earlier step must have set, and names that step's absence clearly if the order is ever wrong.
+ */
+import type { LoadedTemplate } from '../template/load.js';
+import type { BuildConfig } from '../template/schema.js';
+import type { EventBus } from '../ui/events.js';
+import type { Accelerator } from '../qemu/argv.js';
+import type { QemuProcess } from '../qemu/process.js';
+import type { QmpClient } from '../qemu/qmp.js';
+import type { BootConfigServer } from '../http/server.js';
+import type { KeyPair } from '../communicator/keys.js';
+import type { SshSession, SshTarget } from '../communicator/ssh.js';
+import type { Scalar } from '../template/interpolate.js';
+
+export type OnError = 'cleanup' | 'abort' | 'ask';
+
+export interface BuildOptions {
+  force: boolean;
+  onError: OnError;
+  debug: boolean;
+  cacheDir: string;
+  /** Ask the user something on the terminal (breakpoints, --debug pauses, --on-error=ask). */
+  prompt?: (question: string) => Promise<string>;
+}
+
+export interface ArtifactRecord {
+  name: string;
+  path: string;
+  format: string;
+  size: number;
+  virtualSize: number;
+  sha256: string;
+}
+
+export interface BuildState {
+  /** Private (0700) scratch directory: disk overlay, sockets, keys, seed, serial log. */
+  workDir: string;
+  startedAt: Date;
+  /** Where artifacts are written before the final rename into output_directory. */
+  stagingDir?: string;
+  base?: { path: string; format: string; sha256: string; source: string };
+  disk?: { path: string; format: 'qcow2' };
+  http?: { server: BootConfigServer; port: number; ip: string; url: string };
+  buildKey?: KeyPair;
+  hostKey?: KeyPair;
+  sshTarget?: SshTarget;
+  sshHostPort?: number;
+  accelerator?: Accelerator;
+  qemu?: QemuProcess;
+  qmp?: QmpClient;
+  serialLog?: string;
+  ssh?: SshSession;
+  artifacts: ArtifactRecord[];
+  timings: Record<string, number>;
+  cloudInitInstanceId?: string;
+  seed?: { kind: 'http'; url: string } | { kind: 'cdrom'; iso: string };
+}
+
+export interface BuildContext {
+  template: LoadedTemplate;
+  build: BuildConfig;
+  options: BuildOptions;
+  events: EventBus;
+  state: BuildState;
+  signal: AbortSignal;
+  /** `${build.*}` values known so far. */
+  buildValues(): Record<string, Scalar>;
+  log(message: string, level?: 'info' | 'warn' | 'debug'): void;
+}
+
+export function need<K extends keyof BuildState>(state: BuildState, key: K): NonNullable<BuildState[K]> {
+  const v = state[key];
+  if (v === undefined || v === null) throw new Error(`internal: build state "${String(key)}" is not set yet (a step ran out of order)`);
+  return v as NonNullable<BuildState[K]>;
+}

@@ -1,0 +1,42 @@
+/** Step: the NoCloud seed, served over HTTP (NoCloud-Net, via SMBIOS) or as a cidata ISO. */
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import type { Step } from '../step.js';
+import { need } from '../state.js';
+import { renderSeed, writeSeedIso } from '../../cloudinit/seed.js';
+import { interpolateTree } from '../../template/interpolate.js';
+
+export const cloudInitSeedStep: Step = {
+  name: 'render cloud-init seed',
+  enabled: (ctx) => ctx.build.source.cloud_init !== false,
+  async run(ctx) {
+    const ci = ctx.build.source.cloud_init;
+    if (ci === false) return;
+    const comm = ctx.build.source.communicator;
+    const buildKey = need(ctx.state, 'buildKey');
+    const hostKey = need(ctx.state, 'hostKey');
+    const seed = renderSeed({
+      hostname: ctx.build.name,
+      username: comm.type === 'ssh' ? comm.username : 'kiln',
+      authorizedKey: buildKey.publicKey,
+      password: comm.type === 'ssh' ? comm.password : undefined,
+      hostKey,
+      userData: interpolateTree(ci.user_data, { build: ctx.buildValues() }),
+      metaData: interpolateTree(ci.meta_data, { build: ctx.buildValues() }),
+    });
+    ctx.state.cloudInitInstanceId = seed.instanceId;
+    if (ci.delivery === 'http') {
+      // An unguessable prefix: other local users can reach a loopback port, but not guess the seed.
+      const prefix = `/kiln-seed-${randomBytes(12).toString('hex')}/`;
+      const http = need(ctx.state, 'http');
+      http.server.addRoute(`${prefix}user-data`, () => seed.userData);
+      http.server.addRoute(`${prefix}meta-data`, () => seed.metaData);
+      http.server.addRoute(`${prefix}vendor-data`, () => '');
+      ctx.state.seed = { kind: 'http', url: `${http.url}${prefix}` };
+    } else {
+      const iso = path.join(ctx.state.workDir, 'cidata.iso');
+      await writeSeedIso(seed, ctx.state.workDir, iso);
+      ctx.state.seed = { kind: 'cdrom', iso };
+    }
+  },
+};

@@ -1,0 +1,21 @@
+/** Step: the build disk, a qcow2 overlay on the base (the base is never written), grown to disk_size. */
+import path from 'node:path';
+import type { Step } from '../step.js';
+import { need } from '../state.js';
+import { createOverlay, imageInfo } from '../../qemu/qemu-img.js';
+import { parseSize, formatBytes } from '../../template/units.js';
+
+export const createDiskStep: Step = {
+  name: 'create disk',
+  async run(ctx) {
+    const base = need(ctx.state, 'base');
+    const disk = path.join(ctx.state.workDir, 'disk.qcow2');
+    const baseInfo = await imageInfo(base.path, base.format);
+    const wanted = ctx.build.source.disk_size ? parseSize(ctx.build.source.disk_size) : undefined;
+    if (wanted !== undefined && wanted < baseInfo.virtualSize) {
+      throw new Error(`disk_size ${formatBytes(wanted)} is smaller than the base image (${formatBytes(baseInfo.virtualSize)}); shrinking would destroy data\n  fix: set disk_size to at least ${formatBytes(baseInfo.virtualSize)} or leave it out`);
+    }
+    await createOverlay(base.path, base.format, disk, wanted && wanted > baseInfo.virtualSize ? wanted : undefined);
+    ctx.state.disk = { path: disk, format: 'qcow2' };
+  },
+};

@@ -1,0 +1,60 @@
+/** Step: find the base image (local path or download cache), verify its checksum, learn its format. */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { Step } from '../step.js';
+import { cachedFileDigest, fileDigest } from '../../cache/digest.js';
+import { ChecksumMismatchError, fetchToCache, type Expected } from '../../cache/download.js';
+import { imageInfo } from '../../qemu/qemu-img.js';
+
+const isUrl = (s: string) => /^https?:\/\//.test(s);
+
+/** Reads "HEX  name" / "ALGO (name) = HEX" lines and picks the one for `fileName`. */
+export function pickFromSums(text: string, fileName: string): Expected | undefined {
+  for (const line of text.split('\n')) {
+    const gnu = /^([0-9a-fA-F]{64}|[0-9a-fA-F]{128})\s+\*?(.+)$/.exec(line.trim());
+    if (gnu && path.basename(gnu[2]!) === fileName) return { algorithm: gnu[1]!.length === 64 ? 'sha256' : 'sha512', hex: gnu[1]!.toLowerCase() };
+    const bsd = /^(SHA256|SHA512) \((.+)\) = ([0-9a-fA-F]+)$/.exec(line.trim());
+    if (bsd && path.basename(bsd[2]!) === fileName) return { algorithm: bsd[1]!.toLowerCase() as Expected['algorithm'], hex: bsd[3]!.toLowerCase() };
+  }
+  return undefined;
+}
+
+async function expectedChecksum(checksum: string, image: string): Promise<Expected | undefined> {
+  if (checksum === 'none') return undefined;
+  const [kind, value] = [checksum.slice(0, checksum.indexOf(':')), checksum.slice(checksum.indexOf(':') + 1)];
+  if (kind === 'sha256' || kind === 'sha512') return { algorithm: kind, hex: value.toLowerCase() };
+  const text = isUrl(value) ? await (await fetch(value)).text() : readFileSync(value, 'utf8');
+  const name = path.basename(isUrl(image) ? new URL(image).pathname : image);
+  const found = pickFromSums(text, name);
+  if (!found) throw new Error(`checksum file ${value} has no line for "${name}"`);
+  return found;
+}
+
+export const fetchBaseStep: Step = {
+  name: 'fetch base image',
+  async run(ctx) {
+    const src = ctx.build.source;
+    const expected = await expectedChecksum(src.checksum, src.base_image);
+    let file: string;
+    let sha256: string;
+    if (isUrl(src.base_image)) {
+      ctx.log(`fetching ${src.base_image}`);
+      ({ path: file, sha256 } = await fetchToCache(src.base_image, ctx.options.cacheDir, expected,
+        (pct) => ctx.events.emit({ type: 'progress', build: ctx.build.name, task: 'download', percent: pct })));
+    } else {
+      file = src.base_image;
+      if (expected && expected.algorithm === 'sha512') {
+        const got = await fileDigest(file, 'sha512');
+        if (got !== expected.hex) throw new ChecksumMismatchError(`checksum mismatch for ${file}: expected sha512:${expected.hex}, got sha512:${got}`);
+      }
+      sha256 = await cachedFileDigest(file, ctx.options.cacheDir);
+      if (expected?.algorithm === 'sha256' && sha256 !== expected.hex) {
+        throw new ChecksumMismatchError(`checksum mismatch for ${file}: expected sha256:${expected.hex}, got sha256:${sha256}\n  fix: the file changed or the checksum is wrong; correct "checksum" or use "none"`);
+      }
+    }
+    const info = await imageInfo(file);
+    if (info.backingFile) throw new Error(`base image ${file} has a backing file (${info.backingFile}); give kiln a self-contained image (qemu-img convert it first)`);
+    ctx.state.base = { path: file, format: info.format, sha256, source: src.base_image };
+    ctx.log(`base image ${path.basename(src.base_image)} (${info.format}, sha256 ${sha256.slice(0, 12)}...)`, 'debug');
+  },
+};

@@ -1,0 +1,25 @@
+/** Step: this build's SSH identity: an ephemeral client key, and the host key the guest will be given. */
+import { readFileSync } from 'node:fs';
+import type { Step } from '../step.js';
+import { generateKeyPair, publicKeyOf } from '../../communicator/keys.js';
+
+export const sshKeysStep: Step = {
+  name: 'generate SSH keys',
+  enabled: (ctx) => ctx.build.source.communicator.type === 'ssh',
+  async run(ctx) {
+    const comm = ctx.build.source.communicator;
+    if (comm.type !== 'ssh') return;
+    if (comm.private_key_file) {
+      const privateKey = readFileSync(comm.private_key_file, 'utf8');
+      ctx.state.buildKey = { privateKey, publicKey: publicKeyOf(privateKey), fingerprint: '' };
+    } else {
+      ctx.state.buildKey = generateKeyPair(`kiln-build-${ctx.build.name}`);
+    }
+    ctx.events.addSecret(ctx.state.buildKey.privateKey);
+    if (ctx.build.source.cloud_init !== false) {
+      ctx.state.hostKey = generateKeyPair(`kiln-host-${ctx.build.name}`);
+      ctx.events.addSecret(ctx.state.hostKey.privateKey);
+    }
+    if (comm.password) ctx.events.addSecret(comm.password);
+  },
+};

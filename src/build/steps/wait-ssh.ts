@@ -1,0 +1,68 @@
+/** Step: wait for SSH (short attempts, sub-second retries), verify the host key, wait for cloud-init. */
+import { readFileSync } from 'node:fs';
+import type { Step } from '../step.js';
+import { need } from '../state.js';
+import { waitForSsh, type SshTarget } from '../../communicator/ssh.js';
+import { parseDuration, formatDuration } from '../../template/units.js';
+import { shellQuote } from '../../qemu/argv.js';
+
+export function serialTail(file: string | undefined, lines = 30): string {
+  if (!file) return '(no serial log)';
+  try {
+    // Strip terminal escapes so the tail reads cleanly in an error message.
+    const text = readFileSync(file, 'utf8').replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').replace(/\r/g, '');
+    return text.split('\n').filter((l) => l.trim()).slice(-lines).join('\n') || '(serial console printed nothing)';
+  } catch { return '(no serial log)'; }
+}
+
+/** Commands run as the SSH user get sudo when that user is not root. */
+export function asRoot(username: string, command: string): string {
+  return username === 'root' ? command : `sudo -n sh -c '${command.replaceAll("'", `'\\''`)}'`;
+}
+
+export const waitSshStep: Step = {
+  name: 'wait for SSH',
+  enabled: (ctx) => ctx.build.source.communicator.type === 'ssh',
+  async run(ctx) {
+    const comm = ctx.build.source.communicator;
+    if (comm.type !== 'ssh') return;
+    const st = ctx.state;
+    const qemu = need(st, 'qemu');
+    const expectedHostKey = st.hostKey?.fingerprint ?? comm.host_key_fingerprint;
+    if (!expectedHostKey) {
+      if (!comm.trust_on_first_use) throw new Error('no way to verify the guest\'s host key\n  fix: enable cloud_init (kiln injects one), set communicator.host_key_fingerprint, or set communicator.trust_on_first_use: true');
+      ctx.log('trusting the first SSH host key the guest shows (trust_on_first_use)', 'warn');
+    }
+    const target: SshTarget = {
+      host: '127.0.0.1', port: need(st, 'sshHostPort'), username: comm.username,
+      privateKey: st.buildKey?.privateKey, password: comm.password,
+      hostKeyFingerprint: expectedHostKey, trustOnFirstUse: comm.trust_on_first_use,
+    };
+    const started = performance.now();
+    const timeoutMs = parseDuration(comm.timeout);
+    try {
+      st.ssh = await waitForSsh(target, {
+        timeoutMs,
+        attemptTimeoutMs: 3000,
+        retryDelayMs: 200,
+        abort: () => (qemu.hasExited ? `QEMU exited before SSH came up${qemu.stderr ? `: ${qemu.stderr}` : ''}` : undefined),
+        onAttempt: (n, e) => ctx.log(`ssh attempt ${n}: ${e.message}`, 'debug'),
+      });
+    } catch (e) {
+      throw new Error(`${(e as Error).message}\n--- last lines of the serial console (${st.serialLog}) ---\n${serialTail(st.serialLog)}\n--- QEMU command ---\n${shellQuote(qemu.argv)}`);
+    }
+    st.sshTarget = target;
+    st.timings['boot to SSH'] = performance.now() - started;
+    ctx.log(`SSH up after ${formatDuration(performance.now() - started)} (host key ${st.ssh.hostKey})`);
+    const ssh = st.ssh;
+    const ci = ctx.build.source.cloud_init;
+    if (ci !== false && ci.wait) {
+      let out = '';
+      const r = await ssh.exec(asRoot(comm.username, 'command -v cloud-init >/dev/null || exit 0; cloud-init status --wait >/dev/null; cloud-init status --long'), { stdout: (s) => { out += s; }, stderr: (s) => { out += s; } });
+      if (r.exitCode === 2) ctx.log(`cloud-init finished with recoverable errors:\n${out.trim()}`, 'warn');
+      else if (r.exitCode !== 0) throw new Error(`cloud-init failed in the guest (exit ${r.exitCode}):\n${out.trim()}`);
+      ctx.log(`cloud-init done after ${formatDuration(performance.now() - started)}`, 'debug');
+    }
+    return () => { ssh.close(); };
+  },
+};

@@ -1,0 +1,86 @@
+/**
+ * Renders the NoCloud seed: kiln's own #cloud-config (the build user with the build's key, the host key
+ * kiln will verify) merged with the template's user_data, and meta-data with a fresh instance-id so
+ * cloud-init treats every build (and every boot of a cached layer) as a new instance.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { execa } from 'execa';
+import YAML from 'yaml';
+
+export interface SeedInput {
+  hostname: string;
+  username: string;
+  authorizedKey: string;
+  password?: string;
+  hostKey: { privateKey: string; publicKey: string };
+  userData: Record<string, unknown> | string;
+  metaData: Record<string, unknown>;
+}
+
+export interface Seed { userData: string; metaData: string; instanceId: string }
+
+export class SeedError extends Error {}
+
+function parseUserData(userData: Record<string, unknown> | string): Record<string, unknown> {
+  if (typeof userData !== 'string') return userData;
+  if (!userData.trim()) return {};
+  if (!userData.trimStart().startsWith('#cloud-config')) {
+    throw new SeedError('cloud_init.user_data must be a #cloud-config document (a map, or a string starting with "#cloud-config")');
+  }
+  const parsed = YAML.parse(userData, { version: '1.1' }) as unknown;
+  if (parsed === null || parsed === undefined) return {};
+  if (typeof parsed !== 'object' || Array.isArray(parsed)) throw new SeedError('cloud_init.user_data must be a map of cloud-config keys');
+  return parsed as Record<string, unknown>;
+}
+
+/** Deep merge where lists concatenate (users, runcmd, packages...) and the template's scalars win. */
+export function mergeCloudConfig(base: Record<string, unknown>, extra: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(extra)) {
+    const b = out[k];
+    if (Array.isArray(b) && Array.isArray(v)) out[k] = [...b, ...v];
+    else if (b && v && typeof b === 'object' && typeof v === 'object' && !Array.isArray(b) && !Array.isArray(v)) {
+      out[k] = mergeCloudConfig(b as Record<string, unknown>, v as Record<string, unknown>);
+    } else out[k] = v;
+  }
+  return out;
+}
+
+export function renderSeed(input: SeedInput): Seed {
+  const user: Record<string, unknown> = {
+    name: input.username,
+    sudo: 'ALL=(ALL) NOPASSWD:ALL',
+    shell: '/bin/bash',
+    lock_passwd: input.password === undefined,
+    ssh_authorized_keys: [input.authorizedKey],
+  };
+  if (input.password !== undefined) user.plain_text_passwd = input.password;
+  const kilnConfig: Record<string, unknown> = {
+    users: ['default', user],
+    ssh_pwauth: input.password !== undefined,
+    // The host key kiln verifies; generating others would only cost boot time (2-5 s under TCG).
+    ssh_deletekeys: true,
+    ssh_keys: { ed25519_private: input.hostKey.privateKey, ed25519_public: input.hostKey.publicKey },
+    ssh_genkeytypes: [],
+  };
+  const merged = mergeCloudConfig(kilnConfig, parseUserData(input.userData));
+  const instanceId = `kiln-${randomBytes(8).toString('hex')}`;
+  const meta = { 'instance-id': instanceId, 'local-hostname': input.hostname, ...input.metaData };
+  return {
+    userData: `#cloud-config\n${YAML.stringify(merged, { version: '1.1', lineWidth: 0 })}`,
+    metaData: YAML.stringify(meta, { version: '1.1' }),
+    instanceId,
+  };
+}
+
+/** Writes a NoCloud "cidata" ISO holding the seed. */
+export async function writeSeedIso(seed: Seed, workDir: string, isoPath: string): Promise<void> {
+  const dir = path.join(workDir, 'cidata');
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  writeFileSync(path.join(dir, 'user-data'), seed.userData, { mode: 0o600 });
+  writeFileSync(path.join(dir, 'meta-data'), seed.metaData, { mode: 0o600 });
+  const r = await execa('xorriso', ['-as', 'mkisofs', '-quiet', '-V', 'cidata', '-J', '-R', '-o', isoPath, dir], { reject: false, all: true });
+  if (r.failed) throw new SeedError(`making the cidata ISO failed: ${String(r.all ?? r.message).trim()} (is xorriso installed? run make setup)`);
+}

@@ -1,0 +1,194 @@
+/**
+ * The SSH communicator: one connection per build reused for every command and transfer (Packer opens
+ * several sessions per shell provisioner), host key checked against what kiln expects.
+ */
+import { createReadStream, createWriteStream, mkdirSync, readdirSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
+import ssh2 from 'ssh2';
+import type { ClientChannel, ConnectConfig, SFTPWrapper } from 'ssh2';
+import { fingerprintOf } from './keys.js';
+
+export interface SshTarget {
+  host: string;
+  port: number;
+  username: string;
+  privateKey?: string;
+  password?: string;
+  /** Accept only this host key ("SHA256:..."); undefined with trustOnFirstUse accepts any. */
+  hostKeyFingerprint?: string;
+  trustOnFirstUse?: boolean;
+}
+
+export class HostKeyMismatchError extends Error {}
+
+export interface ExecResult { exitCode: number | null; signal?: string; disconnected: boolean }
+
+export class SshSession {
+  private sftpHandle?: Promise<SFTPWrapper>;
+  readonly closed: Promise<void>;
+  private isClosed = false;
+
+  constructor(private readonly client: ssh2.Client, readonly hostKey: string) {
+    this.closed = new Promise((resolve) => client.once('close', () => { this.isClosed = true; resolve(); }));
+    client.on('error', () => { /* surfaced through exec/sftp failures */ });
+  }
+
+  get connected(): boolean { return !this.isClosed; }
+
+  /**
+   * Runs a command; output is streamed to the callbacks as it arrives. A connection that drops
+   * before an exit status (a reboot, a poweroff) resolves with disconnected: true.
+   */
+  exec(command: string, io: { stdout?: (s: string) => void; stderr?: (s: string) => void; stdin?: string; timeoutMs?: number } = {}): Promise<ExecResult> {
+    return new Promise((resolve, reject) => {
+      if (this.isClosed) { reject(new Error('SSH connection is closed')); return; }
+      let timer: NodeJS.Timeout | undefined;
+      const onClientClose = () => finish({ exitCode: null, disconnected: true });
+      let settled = false;
+      const finish = (r: ExecResult | Error) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        this.client.off('close', onClientClose);
+        if (r instanceof Error) reject(r); else resolve(r);
+      };
+      this.client.once('close', onClientClose);
+      this.client.exec(command, (err: Error | undefined, stream: ClientChannel) => {
+        if (err) { finish(err); return; }
+        let exitCode: number | null = null;
+        let signal: string | undefined;
+        if (io.timeoutMs) timer = setTimeout(() => { stream.close(); finish(new Error(`command timed out after ${io.timeoutMs} ms`)); }, io.timeoutMs);
+        stream.on('exit', (code: number | null, sig?: string) => { exitCode = code; signal = sig; });
+        stream.on('data', (d: Buffer) => io.stdout?.(d.toString()));
+        stream.stderr.on('data', (d: Buffer) => io.stderr?.(d.toString()));
+        stream.on('close', () => finish({ exitCode, signal, disconnected: exitCode === null && signal === undefined }));
+        if (io.stdin !== undefined) stream.end(io.stdin); else stream.end();
+      });
+    });
+  }
+
+  /** Runs a command and returns its stdout; non-zero exit is an error carrying stderr. */
+  async run(command: string): Promise<string> {
+    let out = '';
+    let err = '';
+    const r = await this.exec(command, { stdout: (s) => { out += s; }, stderr: (s) => { err += s; } });
+    if (r.exitCode !== 0) throw new Error(`"${command}" exited ${r.exitCode ?? r.signal ?? 'without status'}: ${err.trim() || out.trim()}`);
+    return out;
+  }
+
+  private sftp(): Promise<SFTPWrapper> {
+    this.sftpHandle ??= new Promise((resolve, reject) => this.client.sftp((err, s) => (err ? reject(err) : resolve(s))));
+    return this.sftpHandle;
+  }
+
+  async uploadFile(local: string, remote: string, mode?: number): Promise<void> {
+    const sftp = await this.sftp();
+    await pipeline(createReadStream(local), sftp.createWriteStream(remote, mode ? { mode } : {}));
+  }
+
+  async uploadContent(content: string | Buffer, remote: string, mode = 0o644): Promise<void> {
+    const sftp = await this.sftp();
+    await new Promise<void>((resolve, reject) => {
+      const ws = sftp.createWriteStream(remote, { mode });
+      ws.on('error', reject);
+      ws.on('close', () => resolve());
+      ws.end(content);
+    });
+  }
+
+  /** Uploads a file, or a directory recursively (rsync semantics: "dir" copies the folder, "dir/" its contents). */
+  async upload(local: string, remote: string): Promise<number> {
+    const st = statSync(local);
+    if (st.isFile()) { await this.uploadFile(local, remote, st.mode & 0o777); return 1; }
+    const target = local.endsWith('/') ? remote : path.posix.join(remote, path.basename(local));
+    const sftp = await this.sftp();
+    let count = 0;
+    const walk = async (dir: string, rdir: string) => {
+      await new Promise<void>((resolve) => sftp.mkdir(rdir, () => resolve()));
+      for (const entry of readdirSync(dir, { withFileTypes: true })) {
+        const l = path.join(dir, entry.name);
+        const r = path.posix.join(rdir, entry.name);
+        if (entry.isDirectory()) await walk(l, r);
+        else if (entry.isFile()) { await this.uploadFile(l, r, statSync(l).mode & 0o777); count++; }
+      }
+    };
+    await walk(local, target);
+    return count;
+  }
+
+  async download(remote: string, local: string): Promise<void> {
+    const sftp = await this.sftp();
+    mkdirSync(path.dirname(local), { recursive: true });
+    await pipeline(sftp.createReadStream(remote), createWriteStream(local));
+  }
+
+  close(): void { this.client.end(); }
+}
+
+/** One connection attempt with a short handshake deadline. */
+export function connectOnce(target: SshTarget, readyTimeoutMs: number): Promise<SshSession> {
+  return new Promise((resolve, reject) => {
+    const client = new ssh2.Client();
+    let hostKey = '';
+    let mismatch: string | undefined;
+    const config: ConnectConfig = {
+      host: target.host, port: target.port, username: target.username,
+      privateKey: target.privateKey, password: target.password,
+      readyTimeout: readyTimeoutMs, keepaliveInterval: 5000, keepaliveCountMax: 6,
+      tryKeyboard: false,
+      hostVerifier: (key: Buffer) => {
+        hostKey = fingerprintOf(key);
+        if (target.hostKeyFingerprint && hostKey !== target.hostKeyFingerprint) {
+          mismatch = `guest host key ${hostKey} is not the expected ${target.hostKeyFingerprint}`;
+          return false;
+        }
+        return Boolean(target.hostKeyFingerprint) || Boolean(target.trustOnFirstUse);
+      },
+    };
+    let settled = false;
+    client.once('ready', () => { settled = true; resolve(new SshSession(client, hostKey)); });
+    // ssh2 can emit more than one error for a failed attempt; keep a listener for the client's life.
+    client.on('error', (e: Error) => {
+      if (settled) return;
+      settled = true;
+      client.end();
+      reject(mismatch ? new HostKeyMismatchError(mismatch) : e);
+    });
+    client.connect(config);
+  });
+}
+
+export interface WaitOptions {
+  timeoutMs: number;
+  /** Per-attempt handshake deadline; short, because slirp accepts TCP before the guest listens. */
+  attemptTimeoutMs?: number;
+  retryDelayMs?: number;
+  /** Called with each failed attempt's reason (for --debug logs). */
+  onAttempt?: (n: number, error: Error) => void;
+  /** Stops waiting early (e.g. QEMU exited); returns a reason. */
+  abort?: () => string | undefined;
+}
+
+/** Polls until SSH accepts the login, or the deadline passes. Host-key mismatches fail at once. */
+export async function waitForSsh(target: SshTarget, opts: WaitOptions): Promise<SshSession> {
+  const deadline = Date.now() + opts.timeoutMs;
+  let attempt = 0;
+  let last: Error = new Error('no attempt made');
+  while (Date.now() < deadline) {
+    const reason = opts.abort?.();
+    if (reason) throw new Error(reason);
+    attempt++;
+    const remaining = deadline - Date.now();
+    try {
+      return await connectOnce(target, Math.max(500, Math.min(opts.attemptTimeoutMs ?? 3000, remaining)));
+    } catch (e) {
+      if (e instanceof HostKeyMismatchError) throw e;
+      last = e as Error;
+      opts.onAttempt?.(attempt, last);
+    }
+    await sleep(opts.retryDelayMs ?? 200);
+  }
+  throw new Error(`SSH to ${target.username}@${target.host}:${target.port} did not succeed within ${Math.round(opts.timeoutMs / 1000)} s (${attempt} attempts; last error: ${last.message})`);
+}

@@ -1,0 +1,39 @@
+/** What a provisioner gets to work with: the build context, an SSH session on demand, output lines. */
+import type { BuildContext } from '../build/state.js';
+import { need } from '../build/state.js';
+import { waitForSsh, type SshSession } from '../communicator/ssh.js';
+import { parseDuration } from '../template/units.js';
+
+/** The live session, reconnecting after a provisioner that expected a disconnect (a reboot). */
+export async function sshSession(ctx: BuildContext): Promise<SshSession> {
+  const st = ctx.state;
+  if (st.ssh?.connected) return st.ssh;
+  const comm = ctx.build.source.communicator;
+  const qemu = need(st, 'qemu');
+  ctx.log('reconnecting SSH', 'debug');
+  st.ssh = await waitForSsh(need(st, 'sshTarget'), {
+    timeoutMs: comm.type === 'ssh' ? parseDuration(comm.timeout) : 60_000,
+    attemptTimeoutMs: 3000,
+    abort: () => (qemu.hasExited ? 'QEMU exited while kiln waited to reconnect' : undefined),
+  });
+  return st.ssh;
+}
+
+/** Splits a byte stream into whole lines for the "output" events; flush() emits a trailing partial. */
+export function lineSplitter(emit: (line: string) => void): { write: (s: string) => void; flush: () => void } {
+  let partial = '';
+  return {
+    write(s) {
+      partial += s;
+      const lines = partial.split(/\r?\n/);
+      partial = lines.pop() ?? '';
+      for (const l of lines) emit(l);
+    },
+    flush() { if (partial) emit(partial); partial = ''; },
+  };
+}
+
+/** `KEY='value'` pairs for a POSIX shell. */
+export function shellEnv(env: Record<string, string | number | boolean>): string {
+  return Object.entries(env).map(([k, v]) => `${k}='${String(v).replaceAll("'", `'\\''`)}'`).join(' ');
+}

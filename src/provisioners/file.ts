@@ -1,0 +1,22 @@
+/** The file provisioner: upload a file, a directory or inline content; or download from the guest. */
+import type { BuildContext } from '../build/state.js';
+import type { Provisioner } from '../template/schema.js';
+import { interpolateString } from '../template/interpolate.js';
+import { sshSession } from './context.js';
+
+type FileProvisioner = Extract<Provisioner, { type: 'file' }>;
+
+export async function runFile(ctx: BuildContext, p: FileProvisioner, label: string): Promise<void> {
+  const ssh = await sshSession(ctx);
+  const values = { build: ctx.buildValues() };
+  if (p.direction === 'download') {
+    await ssh.download(p.source!, p.destination);
+    ctx.log(`${label}: downloaded ${p.source} -> ${p.destination}`);
+  } else if (p.content !== undefined) {
+    await ssh.uploadContent(String(interpolateString(p.content, values)), p.destination);
+    ctx.log(`${label}: wrote ${p.destination}`);
+  } else {
+    const n = await ssh.upload(p.source!, p.destination);
+    ctx.log(`${label}: uploaded ${p.source} -> ${p.destination} (${n} file${n === 1 ? '' : 's'})`);
+  }
+}

@@ -1,0 +1,32 @@
+/** shell-local: a command on the host, with the build's values in its environment (KILN_*). */
+import { execa } from 'execa';
+import type { BuildContext } from '../build/state.js';
+import type { Provisioner } from '../template/schema.js';
+import { interpolateString, interpolateTree } from '../template/interpolate.js';
+import { lineSplitter } from './context.js';
+import { ProvisionerError } from './shell.js';
+
+type ShellLocal = Extract<Provisioner, { type: 'shell-local' }>;
+
+export function buildEnvironment(ctx: BuildContext): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [k, v] of Object.entries(ctx.buildValues())) env[`KILN_${k.toUpperCase()}`] = String(v);
+  return env;
+}
+
+export async function runShellLocal(ctx: BuildContext, p: ShellLocal, label: string): Promise<void> {
+  const values = { build: ctx.buildValues() };
+  const env = { ...buildEnvironment(ctx), ...Object.fromEntries(Object.entries(interpolateTree(p.env, values)).map(([k, v]) => [k, String(v)])) };
+  const [file, args] = p.script ? [p.script, []] : ['/bin/sh', ['-ec', p.inline!.map((l) => String(interpolateString(l, values))).join('\n')]];
+  const out = lineSplitter((line) => ctx.events.emit({ type: 'output', build: ctx.build.name, stream: 'stdout', source: label, line }));
+  const err = lineSplitter((line) => ctx.events.emit({ type: 'output', build: ctx.build.name, stream: 'stderr', source: label, line }));
+  const child = execa(file, args, { env, reject: false, stdin: 'ignore', cwd: ctx.template.dir, cancelSignal: ctx.signal });
+  child.stdout?.on('data', (b: Buffer) => out.write(b.toString()));
+  child.stderr?.on('data', (b: Buffer) => err.write(b.toString()));
+  const r = await child;
+  out.flush();
+  err.flush();
+  if (r.exitCode === undefined || !p.valid_exit_codes.includes(r.exitCode)) {
+    throw new ProvisionerError(`${label}: exited with ${r.exitCode ?? r.signal ?? 'an error'}${r.exitCode === undefined ? `: ${r.message}` : ''}`);
+  }
+}

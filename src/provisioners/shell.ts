@@ -1,0 +1,44 @@
+/**
+ * The shell provisioner: each script (inline lines become one script run with `sh -e`) is uploaded
+ * over the build's one SSH connection, run through execute_command, its output streamed as lines, and
+ * removed afterwards.
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import type { BuildContext } from '../build/state.js';
+import type { Provisioner } from '../template/schema.js';
+import { interpolateString, interpolateTree } from '../template/interpolate.js';
+import { lineSplitter, shellEnv, sshSession } from './context.js';
+
+type Shell = Extract<Provisioner, { type: 'shell' }>;
+
+export class ProvisionerError extends Error {}
+
+export async function runShell(ctx: BuildContext, p: Shell, label: string): Promise<void> {
+  const values = { build: ctx.buildValues() };
+  const scripts: { name: string; body: string }[] = [];
+  if (p.inline) scripts.push({ name: 'inline', body: `#!/bin/sh -e\n${p.inline.map((l) => String(interpolateString(l, values))).join('\n')}\n` });
+  for (const file of p.script ? [p.script] : p.scripts ?? []) scripts.push({ name: path.basename(file), body: readFileSync(file, 'utf8') });
+  const env = shellEnv({ KILN_BUILD_NAME: ctx.build.name, ...interpolateTree(p.env, values) });
+
+  for (const script of scripts) {
+    const ssh = await sshSession(ctx);
+    const remote = path.posix.join(p.remote_folder, `kiln-${randomBytes(6).toString('hex')}.sh`);
+    await ssh.uploadContent(script.body, remote, 0o700);
+    const command = p.execute_command.replaceAll('{{path}}', remote).replaceAll('{{vars}}', env);
+    const out = lineSplitter((line) => ctx.events.emit({ type: 'output', build: ctx.build.name, stream: 'stdout', source: label, line }));
+    const err = lineSplitter((line) => ctx.events.emit({ type: 'output', build: ctx.build.name, stream: 'stderr', source: label, line }));
+    const r = await ssh.exec(command, { stdout: out.write, stderr: err.write });
+    out.flush();
+    err.flush();
+    if (r.disconnected) {
+      if (p.expect_disconnect) { ctx.log(`${label}: guest disconnected, as expected`, 'debug'); continue; }
+      throw new ProvisionerError(`${label}: the SSH connection dropped while "${script.name}" ran (did the guest reboot or power off? set expect_disconnect: true if that is intended)`);
+    }
+    if (r.exitCode === null || !p.valid_exit_codes.includes(r.exitCode)) {
+      throw new ProvisionerError(`${label}: script "${script.name}" exited with ${r.exitCode ?? `signal ${r.signal}`} (valid: ${p.valid_exit_codes.join(', ')})`);
+    }
+    await ssh.exec(`rm -f ${remote}`).catch(() => undefined);
+  }
+}

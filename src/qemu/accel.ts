@@ -1,0 +1,82 @@
+/**
+ * Which accelerator can really run a guest here. Opening /dev/kvm proves nothing (on a paravirtual
+ * host it opens, SeaBIOS runs, and a 64-bit kernel then hangs), so the probe boots a 512-byte guest
+ * that reaches long mode and prints a marker. The answer is cached per boot of the host.
+ */
+import { mkdirSync, readFileSync, renameSync, writeFileSync, existsSync } from 'node:fs';
+import path from 'node:path';
+import { execa } from 'execa';
+import type { Accelerator } from './argv.js';
+import { qemuBinary } from './process.js';
+import { probeBootSector, probeExitCode, probeImageSize, probeSuccessMarker } from './accel-probe-image.js';
+
+export interface ProbeResult { accelerator: Accelerator; ok: boolean; reason?: string; ms: number }
+
+function hostBootId(): string {
+  try { return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(); } catch { return 'unknown'; }
+}
+
+/** Boots the probe guest under `accel`; never throws. */
+export async function probeAccelerator(accel: Accelerator, cacheDir: string, timeoutMs = 8000): Promise<ProbeResult> {
+  const started = performance.now();
+  if (accel === 'tcg') return { accelerator: accel, ok: true, ms: 0 };
+  if (accel === 'kvm' && !existsSync('/dev/kvm')) return { accelerator: accel, ok: false, reason: '/dev/kvm does not exist', ms: 0 };
+  mkdirSync(cacheDir, { recursive: true });
+  const image = path.join(cacheDir, 'accel-probe.img');
+  if (!existsSync(image)) {
+    const buf = Buffer.alloc(probeImageSize);
+    probeBootSector.copy(buf, 0);
+    writeFileSync(`${image}.${process.pid}`, buf);
+    renameSync(`${image}.${process.pid}`, image);
+  }
+  const r = await execa(qemuBinary, [
+    '-accel', accel, '-machine', 'pc', '-nodefaults', '-display', 'none', '-m', '32', '-no-reboot',
+    '-drive', `file=${image},format=raw,if=ide,snapshot=on`, '-serial', 'stdio',
+    '-device', 'isa-debug-exit,iobase=0xf4,iosize=0x04',
+  ], { reject: false, timeout: timeoutMs, all: true, stdin: 'ignore' });
+  const ms = performance.now() - started;
+  const out = String(r.all ?? '');
+  if (r.exitCode === probeExitCode && out.includes(probeSuccessMarker)) return { accelerator: accel, ok: true, ms };
+  const firstError = out.split('\n').reverse().find((l) => l.trim() && !/warning:/i.test(l));
+  const reason = r.timedOut
+    ? `a test guest did not reach 64-bit mode within ${timeoutMs / 1000} s`
+    : firstError?.trim() || `QEMU exited with ${r.exitCode ?? r.signal}`;
+  return { accelerator: accel, ok: false, reason, ms };
+}
+
+const hostDefault: Accelerator[] = process.platform === 'darwin' ? ['hvf'] : process.platform === 'win32' ? ['whpx'] : ['kvm'];
+
+/**
+ * Resolves `auto` (or an explicit choice) to the accelerator to use. An explicit accelerator that does
+ * not work is an error; `auto` falls back to TCG with one line saying why.
+ */
+export async function chooseAccelerator(
+  wanted: Accelerator | 'auto', cacheDir: string, warn: (msg: string) => void,
+): Promise<Accelerator> {
+  if (wanted === 'tcg') return 'tcg';
+  const forced = process.env.KILN_ACCELERATOR as Accelerator | undefined;
+  if (wanted === 'auto' && forced) return forced;
+  const memo = path.join(cacheDir, 'accelerator.json');
+  let table: Record<string, ProbeResult> = {};
+  try { table = JSON.parse(readFileSync(memo, 'utf8')) as Record<string, ProbeResult>; } catch { /* first run */ }
+  const candidates = wanted === 'auto' ? hostDefault : [wanted];
+  for (const accel of candidates) {
+    const key = `${hostBootId()}:${qemuBinary}:${accel}`;
+    let result = table[key];
+    if (!result) {
+      result = await probeAccelerator(accel, cacheDir);
+      table[key] = result;
+      try {
+        mkdirSync(cacheDir, { recursive: true });
+        writeFileSync(`${memo}.${process.pid}`, JSON.stringify(table));
+        renameSync(`${memo}.${process.pid}`, memo);
+      } catch { /* a cache we cannot write only costs a probe next time */ }
+    }
+    if (result.ok) return accel;
+    if (wanted !== 'auto') {
+      throw new Error(`accelerator "${accel}" does not work on this host: ${result.reason}\n  fix: set accelerator: auto (falls back to tcg) or tcg`);
+    }
+    warn(`${accel} is not usable (${result.reason}); falling back to TCG software emulation, which is much slower`);
+  }
+  return 'tcg';
+}

@@ -1,0 +1,69 @@
+/**
+ * The QEMU process lifecycle in one place: start (so that it dies with kiln even on SIGKILL), watch
+ * its exit, and stop it (graceful first, then SIGKILL).
+ */
+import { execa, type ResultPromise } from 'execa';
+import { existsSync } from 'node:fs';
+
+export const qemuBinary = process.env.KILN_QEMU ?? 'qemu-system-x86_64';
+
+/**
+ * setpriv --pdeathsig makes the kernel SIGKILL QEMU when kiln's process dies, however it dies, so an
+ * interrupted or killed build never leaves a VM running. Where setpriv is missing we still run.
+ */
+const setpriv = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
+
+export interface QemuExit { code: number | null; signal: string | null; stderr: string }
+
+export class QemuProcess {
+  readonly exited: Promise<QemuExit>;
+  private exitInfo?: QemuExit;
+  private stderrTail = '';
+
+  private constructor(private readonly child: ResultPromise, readonly argv: string[]) {
+    child.stderr?.setEncoding('utf8');
+    child.stderr?.on('data', (s: string) => { this.stderrTail = (this.stderrTail + s).slice(-8192); });
+    this.exited = child.then(
+      (r) => r,
+      (r) => r,
+    ).then((r: { exitCode?: number; signal?: string }) => {
+      this.exitInfo = { code: r.exitCode ?? null, signal: r.signal ?? null, stderr: this.stderrTail.trim() };
+      return this.exitInfo;
+    });
+  }
+
+  static start(args: string[], opts: { cwd?: string } = {}): QemuProcess {
+    const [file, argv] = setpriv
+      ? [setpriv, ['--pdeathsig', 'SIGKILL', '--', qemuBinary, ...args]]
+      : [qemuBinary, args];
+    const child = execa(file, argv, {
+      cwd: opts.cwd, stdin: 'ignore', stdout: 'ignore', stderr: 'pipe', reject: false,
+      cleanup: true, buffer: false, detached: false,
+    });
+    return new QemuProcess(child, [qemuBinary, ...args]);
+  }
+
+  get pid(): number | undefined { return this.child.pid; }
+  get hasExited(): boolean { return this.exitInfo !== undefined; }
+  get stderr(): string { return this.stderrTail.trim(); }
+
+  /** Waits up to `ms` for QEMU to exit by itself; true if it did. */
+  async waitForExit(ms: number): Promise<boolean> {
+    if (this.exitInfo) return true;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), ms); });
+    const done = await Promise.race([this.exited.then(() => true as const), timeout]);
+    clearTimeout(timer);
+    return done;
+  }
+
+  /** SIGTERM, then SIGKILL if QEMU is still there after `graceMs`. Idempotent. */
+  async kill(graceMs = 2000): Promise<void> {
+    if (this.exitInfo) return;
+    this.child.kill('SIGTERM');
+    if (!(await this.waitForExit(graceMs))) {
+      this.child.kill('SIGKILL');
+      await this.exited;
+    }
+  }
+}

@@ -1,0 +1,48 @@
+/** Renderers for build events: human lines on stderr, or JSON lines on stdout for machines. */
+import type { BuildEvent, EventSink } from './events.js';
+import { formatDuration, formatBytes } from '../template/units.js';
+
+export interface HumanOptions { timestamps?: boolean; debug?: boolean; stream?: NodeJS.WritableStream }
+
+export function humanRenderer(opts: HumanOptions = {}): EventSink {
+  const out = opts.stream ?? process.stderr;
+  const color = (out as NodeJS.WriteStream).isTTY && !process.env.NO_COLOR;
+  const paint = (code: number, s: string) => (color ? `\x1b[${code}m${s}\x1b[0m` : s);
+  const lastProgress = new Map<string, number>();
+  return (e) => {
+    const prefix = (opts.timestamps ? `${e.time} ` : '') + paint(36, `${e.build}: `);
+    const line = lineFor(e, paint, lastProgress, opts.debug ?? false);
+    if (line !== undefined) out.write(line.split('\n').map((l) => prefix + l).join('\n') + '\n');
+  };
+}
+
+function lineFor(e: BuildEvent, paint: (c: number, s: string) => string, lastProgress: Map<string, number>, debug: boolean): string | undefined {
+  switch (e.type) {
+    case 'build-start': return `build starting (${e.steps.length} steps)`;
+    case 'step-start': return debug ? `[${e.index + 1}] ${e.step}...` : undefined;
+    case 'step-end': return debug ? `[${e.index + 1}] ${e.step} done in ${formatDuration(e.ms)}` : undefined;
+    case 'step-error': return paint(31, `${e.step} failed: ${e.error}`);
+    case 'cleanup': return e.error ? paint(33, `cleanup of ${e.step} failed: ${e.error}`) : debug ? `cleaned up ${e.step}` : undefined;
+    case 'log':
+      if (e.level === 'debug' && !debug) return undefined;
+      return e.level === 'warn' ? paint(33, `warning: ${e.message}`) : e.message;
+    case 'output': return `${paint(2, e.source + ':')} ${e.line}`;
+    case 'provisioner-start': return `provisioner ${e.index + 1}: ${e.provisioner}`;
+    case 'provisioner-end': return debug ? `provisioner ${e.index + 1} done in ${formatDuration(e.ms)}` : undefined;
+    case 'progress': {
+      // Plain periodic lines (every 25%) rather than a bar: readable in CI logs and on a TTY alike.
+      const step = Math.floor(e.percent / 25);
+      if ((lastProgress.get(e.task) ?? -1) >= step) return undefined;
+      lastProgress.set(e.task, step);
+      return `${e.task}: ${Math.floor(e.percent)}%`;
+    }
+    case 'artifact': return paint(32, `artifact ${e.path} (${e.format}, ${formatBytes(e.size)}, sha256 ${e.sha256.slice(0, 16)}...)`);
+    case 'build-end':
+      return e.ok ? paint(32, `build finished in ${formatDuration(e.ms)}${e.outputDirectory ? `: ${e.outputDirectory}` : ''}`)
+        : paint(31, `build failed after ${formatDuration(e.ms)}: ${e.error ?? 'unknown error'}`);
+  }
+}
+
+export function jsonRenderer(stream: NodeJS.WritableStream = process.stdout): EventSink {
+  return (e) => { stream.write(JSON.stringify(e) + '\n'); };
+}
