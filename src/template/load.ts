@@ -64,9 +64,10 @@ export function loadTemplate(file: string, inputs: VariableInputs = {}): LoadedT
     }]);
   }
   const counter = new LineCounter();
-  const doc = YAML.parseDocument(text, { lineCounter: counter, prettyErrors: false, uniqueKeys: true });
+  const doc = YAML.parseDocument(text, { lineCounter: counter, prettyErrors: true, uniqueKeys: true });
   if (doc.errors.length) {
-    throw new TemplateError(file, doc.errors.map((err) => ({
+    // Only the first: later syntax errors are usually echoes of it.
+    throw new TemplateError(file, doc.errors.slice(0, 1).map((err) => ({
       path: [], line: err.linePos?.[0]?.line,
       message: `syntax error: ${err.message.split('\n')[0]}`,
       fix: 'fix the YAML/JSON syntax at that line (indentation, quotes, a missing ":")',
@@ -80,7 +81,7 @@ export function loadTemplate(file: string, inputs: VariableInputs = {}): LoadedT
 
   // Variables first: their definitions decide how everything else is interpolated.
   const rawVars = (raw as Record<string, unknown>).variables ?? {};
-  const defs = z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), variableSchema).safeParse(rawVars);
+  const defs = z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), variableSchema).safeParse(rawVars, { reportInput: true });
   if (!defs.success) {
     throw new TemplateError(file, withLines(problemsFromZod(defs.error, keysAt).map((p) => ({ ...p, path: ['variables', ...p.path] }))));
   }
@@ -97,7 +98,7 @@ export function loadTemplate(file: string, inputs: VariableInputs = {}): LoadedT
   }, 'var');
   if (problems.length) throw new TemplateError(file, withLines(problems));
 
-  const parsed = templateSchema.safeParse({ ...interpolated, variables: rawVars });
+  const parsed = templateSchema.safeParse({ ...interpolated, variables: rawVars }, { reportInput: true });
   if (!parsed.success) throw new TemplateError(file, withLines(problemsFromZod(parsed.error, keysAt)));
   const template = parsed.data;
   const dir = path.dirname(abs);

@@ -1,0 +1,62 @@
+import { describe, expect, it } from 'vitest';
+import { buildQemuArgs, buildQemuArgGroups, escapeOption, shellQuote, type VmSpec } from '../../src/qemu/argv.js';
+
+const vm: VmSpec = {
+  name: 'tiny', accelerator: 'tcg', cpus: 2, memoryMiB: 1024, machine: 'pc', firmware: { type: 'bios' },
+  disks: [{ path: '/w/disk.qcow2', format: 'qcow2', interface: 'virtio', discard: true }],
+  net: { device: 'virtio-net-pci', hostForwards: [{ hostPort: 2222, guestPort: 22 }] },
+  qmpSocket: '/w/qmp.sock', serial: { socket: '/w/serial.sock', log: '/w/serial.log' }, headless: true,
+};
+const value = (args: string[], flag: string) => args.filter((_, i) => args[i - 1] === flag);
+
+describe('buildQemuArgs', () => {
+  it('builds a TCG VM with the disk, forwarding only on loopback, QMP and a logged serial socket', () => {
+    const a = buildQemuArgs(vm);
+    expect(value(a, '-accel')).toEqual(['tcg,thread=multi']);
+    expect(value(a, '-cpu')).toEqual(['max']);
+    expect(value(a, '-smp')).toEqual(['2']);
+    expect(value(a, '-m')).toEqual(['1024M']);
+    expect(value(a, '-drive')).toEqual(['file=/w/disk.qcow2,format=qcow2,id=disk0,cache=unsafe,discard=unmap,detect-zeroes=unmap,if=virtio']);
+    expect(value(a, '-netdev')).toEqual(['user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22']);
+    expect(value(a, '-qmp')).toEqual(['unix:/w/qmp.sock,server=on,wait=off']);
+    expect(value(a, '-chardev')[0]).toContain('logfile=/w/serial.log');
+    expect(value(a, '-display')).toEqual(['none']);
+    expect(a).toContain('virtio-rng-pci');
+  });
+  it('uses host CPU under KVM', () => {
+    const a = buildQemuArgs({ ...vm, accelerator: 'kvm' });
+    expect(value(a, '-accel')).toEqual(['kvm']);
+    expect(value(a, '-cpu')).toEqual(['host']);
+  });
+  it('adds UEFI pflash drives', () => {
+    const a = buildQemuArgs({ ...vm, firmware: { type: 'uefi', code: '/ovmf/CODE.fd', vars: '/w/VARS.fd' } });
+    expect(value(a, '-drive').slice(0, 2)).toEqual([
+      'if=pflash,format=raw,unit=0,readonly=on,file=/ovmf/CODE.fd', 'if=pflash,format=raw,unit=1,file=/w/VARS.fd',
+    ]);
+  });
+  it('escapes commas in paths', () => {
+    expect(escapeOption('/a,b/c')).toBe('/a,,b/c');
+    expect(value(buildQemuArgs({ ...vm, disks: [{ path: '/x,y.qcow2', format: 'qcow2', interface: 'ide' }] }), '-drive')[0]).toMatch(/^file=\/x,,y\.qcow2,.*if=ide$/);
+  });
+  it('wires virtio-scsi disks through a controller', () => {
+    const g = buildQemuArgGroups({ ...vm, disks: [{ path: '/d', format: 'raw', interface: 'virtio-scsi' }] });
+    expect(g).toContainEqual(['-device', 'virtio-scsi-pci,id=scsi0']);
+    expect(g).toContainEqual(['-device', 'scsi-hd,drive=disk0,bus=scsi0.0']);
+  });
+  it('puts the NoCloud-Net URL in SMBIOS, escaping the semicolon-free value', () => {
+    expect(value(buildQemuArgs({ ...vm, smbiosSerial: 'ds=nocloud-net;s=http://10.0.2.2:8000/' }), '-smbios')).toEqual(['type=1,serial=ds=nocloud-net;s=http://10.0.2.2:8000/']);
+  });
+  it('lets qemu_args replace single-valued switches and add repeatable ones', () => {
+    const a = buildQemuArgs({ ...vm, extraArgs: [['-cpu', 'qemu64'], ['-device', 'e1000'], ['-m', '2G']] });
+    expect(value(a, '-cpu')).toEqual(['qemu64']);
+    expect(value(a, '-m')).toEqual(['2G']);
+    expect(value(a, '-device')).toContain('e1000');
+    expect(value(a, '-device')).toContain('virtio-rng-pci');
+  });
+  it('has no network device without net', () => {
+    expect(value(buildQemuArgs({ ...vm, net: undefined }), '-nic')).toEqual(['none']);
+  });
+  it('quotes for copy-paste', () => {
+    expect(shellQuote(['qemu', '-name', "a b", "it's"])).toBe(`qemu -name 'a b' 'it'\\''s'`);
+  });
+});
