@@ -1,0 +1,139 @@
+// kiln build, end to end, from the tiny fixture: provisioners run over SSH, the artifact is checked
+// with qemu-img and booted again, and a failing provisioner leaves no artifact behind.
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { execa } from 'execa';
+import { afterAll, describe, expect, it } from 'vitest';
+import { Guest, imagesDir, insecureKey, overlayOf, repoRoot } from '../helpers/guest.js';
+import { kiln } from '../helpers/kiln.js';
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-e2e-build-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function template(name: string, provisioners: string, extra = ''): string {
+  const file = path.join(dir, `${name}.yaml`);
+  writeFileSync(file, `
+variables:
+  marker: { default: from-kiln }
+  token: { default: s3cr3t-t0ken, sensitive: true }
+builds:
+  - name: ${name}
+    output_directory: ${path.join(dir, 'out', name)}
+    source:
+      base_image: ${path.join(imagesDir, 'tiny.qcow2')}
+      checksum: none
+      cpus: 1
+      memory: 256
+      cloud_init: false
+      communicator:
+        username: root
+        private_key_file: ${path.join(repoRoot, 'fixtures/keys/insecure_ed25519')}
+        trust_on_first_use: true
+        timeout: 3m
+${extra}
+    provisioners:
+${provisioners}
+    outputs:
+      - format: qcow2
+      - format: raw
+`);
+  return file;
+}
+
+describe('kiln build (tiny fixture)', () => {
+  it('provisions, converts, checksums, writes a manifest, and the artifact boots with the changes', async () => {
+    writeFileSync(path.join(dir, 'upload.txt'), 'uploaded by the file provisioner\n');
+    const file = template('ok', `
+      - type: shell
+        inline:
+          - echo "\${var.marker}" > /root/marker
+          - echo "token is \${var.token}"
+        env: { GREETING: hello }
+      - type: shell
+        inline: ['echo "$GREETING from $KILN_BUILD_NAME" > /root/env.txt']
+        env: { GREETING: hello }
+      - type: file
+        source: ${path.join(dir, 'upload.txt')}
+        destination: /root/upload.txt
+      - type: file
+        source: /root/marker
+        destination: ${path.join(dir, 'downloaded-marker')}
+        direction: download
+      - type: shell-local
+        inline: ['echo "local $KILN_NAME" > ${path.join(dir, 'local.txt')}']`);
+    const run = await kiln(['build', file, '--events=json']);
+    expect(run.exitCode, run.stderr).toBe(0);
+
+    // Events: every step ran, the secret never appears, five provisioners ran in order.
+    const types = run.events.map((e) => e.type);
+    expect(types[0]).toBe('build-start');
+    expect(types.at(-1)).toBe('build-end');
+    expect(run.events.filter((e) => e.type === 'provisioner-end').map((e) => e.index)).toEqual([0, 1, 2, 3, 4]);
+    expect(JSON.stringify(run.events) + run.stderr).not.toContain('s3cr3t-t0ken');
+    expect(run.stderr).toContain('token is <sensitive>');
+
+    const out = path.join(dir, 'out', 'ok');
+    expect(readdirSync(out).sort()).toEqual(['SHA256SUMS', 'manifest.json', 'ok.qcow2', 'ok.raw']);
+    expect(readdirSync(path.join(dir, 'out')).filter((n) => n.includes('partial'))).toEqual([]);
+    const sums = await execa('sha256sum', ['-c', 'SHA256SUMS'], { cwd: out, reject: false });
+    expect(sums.exitCode, sums.stdout + sums.stderr).toBe(0);
+    const manifest = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8'));
+    expect(manifest.build).toBe('ok');
+    expect(manifest.variables).toEqual({ marker: 'from-kiln', token: '<sensitive>' });
+    expect(manifest.base_image.sha256).toMatch(/^[0-9a-f]{64}$/);
+    expect(manifest.artifacts.map((a: { name: string }) => a.name)).toEqual(['ok.qcow2', 'ok.raw']);
+
+    const info = JSON.parse((await execa('qemu-img', ['info', '--output=json', path.join(out, 'ok.qcow2')])).stdout);
+    expect(info.format).toBe('qcow2');
+    expect(info['backing-filename']).toBeUndefined(); // self-contained, not an overlay on the fixture
+    expect(manifest.artifacts[0].virtual_size).toBe(info['virtual-size']);
+    expect((await execa('qemu-img', ['check', path.join(out, 'ok.qcow2')], { reject: false })).exitCode).toBe(0);
+    expect(readFileSync(path.join(dir, 'downloaded-marker'), 'utf8')).toBe('from-kiln\n');
+    expect(readFileSync(path.join(dir, 'local.txt'), 'utf8')).toBe('local ok\n');
+
+    // Boot both artifacts and read what the provisioners left.
+    for (const [name, format] of [['ok.qcow2', 'qcow2'], ['ok.raw', 'raw']] as const) {
+      const disk = await overlayOf(path.join(out, name), dir, `boot-${format}.qcow2`, format);
+      const guest = await Guest.boot({ disk, memoryMiB: 256, cpus: 1 });
+      try {
+        const ssh = await guest.ssh('root', insecureKey);
+        expect(await ssh.run('cat /root/marker /root/env.txt /root/upload.txt')).toBe('from-kiln\nhello from ok\nuploaded by the file provisioner\n');
+        await guest.poweroff(ssh);
+      } finally {
+        await guest.destroy();
+      }
+    }
+  }, 400_000);
+
+  it('refuses an existing output directory without --force, and leaves it untouched', async () => {
+    const file = template('exists', `
+      - type: shell
+        inline: ['true']`);
+    const out = path.join(dir, 'out', 'exists');
+    await execa('mkdir', ['-p', out]);
+    writeFileSync(path.join(out, 'keep.txt'), 'mine');
+    const run = await kiln(['build', file]);
+    expect(run.exitCode).toBe(1);
+    expect(run.stderr).toMatch(/output directory .* already exists/);
+    expect(run.stderr).toMatch(/--force/);
+    expect(readdirSync(out)).toEqual(['keep.txt']);
+  });
+
+  it('a failing provisioner fails the build: non-zero exit, no artifact, no partial files, no QEMU left', async () => {
+    const file = template('fails', `
+      - type: shell
+        inline:
+          - echo about to fail
+          - exit 3`);
+    const run = await kiln(['build', file, '--events=json']);
+    expect(run.exitCode).toBe(1);
+    expect(run.stderr).toMatch(/provisioner 1: script "inline" exited with 3/);
+    expect(run.stderr).toContain('about to fail');
+    expect(existsSync(path.join(dir, 'out', 'fails'))).toBe(false);
+    expect(readdirSync(path.join(dir, 'out')).filter((n) => n.includes('fails'))).toEqual([]);
+    const ps = await execa('pgrep', ['-f', 'process=kiln-fails'], { reject: false });
+    expect(ps.stdout.trim()).toBe('');
+    expect(run.events.at(-1)).toMatchObject({ type: 'build-end', ok: false });
+  }, 200_000);
+});

@@ -1,0 +1,94 @@
+/**
+ * Boots a disk image under QEMU (TCG, like CI) through kiln's own argv builder and process layer,
+ * for end-to-end tests that check fixtures and artifacts by logging in.
+ */
+import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { buildQemuArgs, type VmSpec } from '../../src/qemu/argv.js';
+import { QemuProcess } from '../../src/qemu/process.js';
+import { QmpClient } from '../../src/qemu/qmp.js';
+import { createOverlay } from '../../src/qemu/qemu-img.js';
+import { waitForSsh, type SshSession } from '../../src/communicator/ssh.js';
+import { freePort } from '../../src/build/steps/launch-qemu.js';
+
+export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const imagesDir = process.env.KILN_FIXTURES_DIR ?? path.join(repoRoot, 'fixtures/images');
+export const insecureKey = readFileSync(path.join(repoRoot, 'fixtures/keys/insecure_ed25519'), 'utf8');
+export const insecurePublicKey = readFileSync(path.join(repoRoot, 'fixtures/keys/insecure_ed25519.pub'), 'utf8').trim();
+
+export interface BootOptions {
+  disk: string;
+  format?: 'qcow2' | 'raw' | 'vmdk';
+  firmware?: 'bios' | 'uefi';
+  memoryMiB?: number;
+  cpus?: number;
+  extraDisks?: VmSpec['disks'];
+  cdroms?: string[];
+  smbiosSerial?: string;
+  workDir?: string;
+}
+
+export class Guest {
+  private constructor(readonly qemu: QemuProcess, readonly qmp: QmpClient, readonly sshPort: number, readonly workDir: string, readonly serialLog: string) {}
+
+  static async boot(o: BootOptions): Promise<Guest> {
+    const workDir = o.workDir ?? mkdtempSync(path.join(os.tmpdir(), 'kiln-test-'));
+    const sshPort = await freePort();
+    let firmware: VmSpec['firmware'] = { type: 'bios' };
+    if (o.firmware === 'uefi') {
+      copyFileSync('/usr/share/OVMF/OVMF_VARS_4M.fd', path.join(workDir, 'vars.fd'));
+      firmware = { type: 'uefi', code: '/usr/share/OVMF/OVMF_CODE_4M.fd', vars: path.join(workDir, 'vars.fd') };
+    }
+    const serialLog = path.join(workDir, 'serial.log');
+    const spec: VmSpec = {
+      name: 'test', accelerator: 'tcg', cpus: o.cpus ?? 2, memoryMiB: o.memoryMiB ?? 512, machine: 'pc', firmware,
+      disks: [{ path: o.disk, format: o.format ?? 'qcow2', interface: 'virtio' }, ...(o.extraDisks ?? [])],
+      cdroms: o.cdroms,
+      net: { device: 'virtio-net-pci', hostForwards: [{ hostPort: sshPort, guestPort: 22 }] },
+      smbiosSerial: o.smbiosSerial,
+      qmpSocket: path.join(workDir, 'qmp.sock'),
+      serial: { socket: path.join(workDir, 'serial.sock'), log: serialLog },
+      headless: true,
+    };
+    const qemu = QemuProcess.start(buildQemuArgs(spec));
+    const qmp = await QmpClient.connect(spec.qmpSocket, 15_000);
+    return new Guest(qemu, qmp, sshPort, workDir, serialLog);
+  }
+
+  async ssh(username: string, privateKey: string, timeoutMs = 120_000, hostKeyFingerprint?: string): Promise<SshSession> {
+    try {
+      return await waitForSsh(
+        { host: '127.0.0.1', port: this.sshPort, username, privateKey, hostKeyFingerprint, trustOnFirstUse: !hostKeyFingerprint },
+        { timeoutMs, abort: () => (this.qemu.hasExited ? `QEMU exited: ${this.qemu.stderr}` : undefined) },
+      );
+    } catch (e) {
+      throw new Error(`${(e as Error).message}\nserial console:\n${this.serial().split('\n').slice(-30).join('\n')}`);
+    }
+  }
+
+  serial(): string {
+    try { return readFileSync(this.serialLog, 'utf8'); } catch { return ''; }
+  }
+
+  /** Powers off through the given session and waits for QEMU to exit by itself. */
+  async poweroff(session: SshSession, command = 'poweroff', timeoutMs = 60_000): Promise<boolean> {
+    await session.exec(command, { timeoutMs: 10_000 }).catch(() => undefined);
+    session.close();
+    return this.qemu.waitForExit(timeoutMs);
+  }
+
+  async destroy(): Promise<void> {
+    this.qmp.close();
+    await this.qemu.kill(1000);
+    rmSync(this.workDir, { recursive: true, force: true });
+  }
+}
+
+/** A throwaway qcow2 overlay, so a test never writes to a cached fixture. */
+export async function overlayOf(base: string, dir: string, name = 'overlay.qcow2', format = 'qcow2'): Promise<string> {
+  const file = path.join(dir, name);
+  await createOverlay(base, format, file);
+  return file;
+}
