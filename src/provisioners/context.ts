@@ -27,9 +27,10 @@ export function lineSplitter(emit: (line: string) => void): { write: (s: string)
       partial += s;
       const lines = partial.split(/\r?\n/);
       partial = lines.pop() ?? '';
-      for (const l of lines) emit(l);
+      // A carriage return redraws a line on a terminal (progress counters): keep what it would show.
+      for (const l of lines) emit(l.slice(l.lastIndexOf('\r') + 1));
     },
-    flush() { if (partial) emit(partial); partial = ''; },
+    flush() { if (partial) emit(partial.slice(partial.lastIndexOf('\r') + 1)); partial = ''; },
   };
 }
 

@@ -1,0 +1,95 @@
+#!/usr/bin/env node
+// `make bench`: builds the tiny and Debian examples and prints each phase's time and kiln's own
+// overhead, then measures how soon kiln notices SSH after the guest's sshd first answers.
+// Figures only, no pass/fail: compare ratios from one run (these machines are noisy).
+import { execa } from 'execa';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { buildQemuArgs } from '../dist/qemu/argv.js';
+import { QemuProcess } from '../dist/qemu/process.js';
+import { createOverlay } from '../dist/qemu/qemu-img.js';
+import { waitForSsh } from '../dist/communicator/ssh.js';
+import { freePort } from '../dist/build/steps/launch-qemu.js';
+import { readFileSync } from 'node:fs';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const fmt = (ms) => (ms === undefined ? '-' : `${(ms / 1000).toFixed(2)} s`);
+
+async function buildExample(file) {
+  const started = performance.now();
+  const r = await execa('node', [path.join(root, 'bin/kiln.js'), 'build', file, '--force', '--events=json'], { reject: false, cwd: root });
+  const total = performance.now() - started;
+  if (r.exitCode !== 0) throw new Error(`${file} failed:\n${r.stderr.split('\n').slice(-20).join('\n')}`);
+  const events = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+  const step = Object.fromEntries(events.filter((e) => e.type === 'step-end').map((e) => [e.step, e.ms]));
+  const provs = events.filter((e) => e.type === 'provisioner-end');
+  const end = events.find((e) => e.type === 'build-end');
+  const manifest = JSON.parse(readFileSync(path.join(end.outputDirectory, 'manifest.json'), 'utf8'));
+  const t = manifest.timings_ms;
+  const bootToSsh = t['boot to SSH'];
+  const rows = [
+    ['fetch base image', step['fetch base image']],
+    ['create disk (qemu-img)', step['create disk']],
+    ['seed, keys, HTTP server', (step['start HTTP server'] ?? 0) + (step['generate SSH keys'] ?? 0) + (step['render cloud-init seed'] ?? 0)],
+    ['launch QEMU (+probe)', step['launch QEMU']],
+    ['boot -> SSH', bootToSsh],
+    ['cloud-init wait', (step['wait for SSH'] ?? 0) - (bootToSsh ?? 0)],
+    ...provs.map((p) => [`  provisioner ${p.index + 1}: ${p.provisioner}`, p.ms]),
+    ['remove build access', step['remove build access']],
+    ['shutdown', step['shut down']],
+    ['convert + check + sha256', step['convert disk']],
+    ['manifest + commit', step['write manifest and commit output']],
+  ];
+  // Time the guest or qemu-img spent; the rest is kiln itself (node start, template, steps, I/O).
+  const external = (step['create disk'] ?? 0) + (step['wait for SSH'] ?? 0) + (step['provision'] ?? 0) +
+    (step['remove build access'] ?? 0) + (step['shut down'] ?? 0) + (step['convert disk'] ?? 0);
+  console.log(`\n${path.basename(file)} — total ${fmt(total)} (accelerator ${manifest.accelerator})`);
+  for (const [name, ms] of rows) console.log(`  ${name.padEnd(48)} ${fmt(ms).padStart(9)}`);
+  console.log(`  ${'kiln overhead (total - guest - qemu-img)'.padEnd(48)} ${fmt(total - external).padStart(9)}`);
+  return { total, overhead: total - external };
+}
+
+/** Boots the tiny fixture, polls the raw SSH banner every 20 ms, and races kiln's waitForSsh. */
+async function sshDetectionLag() {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-bench-'));
+  const disk = path.join(dir, 'd.qcow2');
+  await createOverlay(path.join(root, 'fixtures/images/tiny.qcow2'), 'qcow2', disk);
+  const port = await freePort();
+  const argv = buildQemuArgs({
+    name: 'bench', accelerator: 'tcg', cpus: 1, memoryMiB: 256, machine: 'pc', firmware: { type: 'bios' },
+    disks: [{ path: disk, format: 'qcow2', interface: 'virtio' }],
+    net: { device: 'virtio-net-pci', hostForwards: [{ hostPort: port, guestPort: 22 }] },
+    qmpSocket: path.join(dir, 'q.sock'), headless: true,
+  });
+  const started = performance.now();
+  const qemu = QemuProcess.start(argv);
+  let bannerAt;
+  const poll = (async () => {
+    while (bannerAt === undefined && !qemu.hasExited) {
+      await new Promise((resolve) => {
+        const s = net.connect(port, '127.0.0.1');
+        const done = () => { s.destroy(); resolve(); };
+        s.setTimeout(300, done);
+        s.on('data', (d) => { if (d.toString().startsWith('SSH-') && bannerAt === undefined) bannerAt = performance.now(); done(); });
+        s.on('error', done);
+      });
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  })();
+  const session = await waitForSsh({ host: '127.0.0.1', port, username: 'root', privateKey: readFileSync(path.join(root, 'fixtures/keys/insecure_ed25519')), trustOnFirstUse: true }, { timeoutMs: 120_000 });
+  const loggedInAt = performance.now();
+  await poll;
+  session.close();
+  await qemu.kill(1000);
+  rmSync(dir, { recursive: true, force: true });
+  console.log(`\nSSH detection (tiny fixture, TCG): sshd banner after ${fmt(bannerAt - started)}, kiln logged in after ${fmt(loggedInAt - started)}: lag ${fmt(loggedInAt - bannerAt)} (includes key exchange + auth)`);
+}
+
+for (const example of ['examples/tiny.yaml', 'examples/debian-12-cloud.yaml']) {
+  if (!existsSync(path.join(root, example))) continue;
+  await buildExample(path.join(root, example));
+}
+await sshDetectionLag();
