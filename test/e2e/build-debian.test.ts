@@ -1,0 +1,86 @@
+// kiln build from the Debian cloud fixture: cloud-init seed over NoCloud-Net, host key verified,
+// provisioners as a sudo user, and an artifact that carries their work but not kiln's access.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { execa } from 'execa';
+import { afterAll, describe, expect, it } from 'vitest';
+import { writeSeedIso } from '../../src/cloudinit/seed.js';
+import { Guest, imagesDir, overlayOf } from '../helpers/guest.js';
+import { testSeed } from '../helpers/cloud.js';
+import { fingerprintOf } from '../../src/communicator/keys.js';
+import { kiln } from '../helpers/kiln.js';
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-e2e-debian-build-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('kiln build (debian-12-cloud fixture)', () => {
+  it('builds qcow2 + vmdk; the artifact boots, carries the changes, and keeps no build key or host key', async () => {
+    const file = path.join(dir, 'debian.yaml');
+    writeFileSync(path.join(dir, 'app.conf'), 'setting=1\n');
+    writeFileSync(file, `
+builds:
+  - name: deb
+    output_directory: ${path.join(dir, 'out')}
+    source:
+      base_image: ${path.join(imagesDir, 'debian-12-cloud.qcow2')}
+      checksum: none
+      disk_size: 3G
+      memory: 1024
+      cloud_init:
+        user_data:
+          write_files:
+            - path: /etc/kiln-seeded
+              content: "from user_data\\n"
+    provisioners:
+      - type: file
+        source: ${path.join(dir, 'app.conf')}
+        destination: /tmp/app.conf
+      - type: shell
+        execute_command: "chmod +x {{path}}; sudo env {{vars}} {{path}}"
+        env: { WHO: provisioner }
+        inline:
+          - install -m 0644 /tmp/app.conf /etc/app.conf
+          - echo "$WHO ran as $(id -un) on \${build.name}" > /etc/kiln-marker
+          - df -B1 --output=size / | tail -1 > /etc/kiln-rootsize
+    outputs:
+      - format: qcow2
+      - format: vmdk
+`);
+    const run = await kiln(['build', file, '--events=json']);
+    expect(run.exitCode, run.stderr.slice(-3000)).toBe(0);
+    const out = path.join(dir, 'out');
+    const manifest = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8'));
+    expect(manifest.artifacts.map((a: { format: string }) => a.format)).toEqual(['qcow2', 'vmdk']);
+    const buildLog = run.events.filter((e) => e.type === 'log').map((e) => String(e.message)).join('\n');
+    const injectedHostKey = /SSH up after .* \(host key (SHA256:\S+)\)/.exec(buildLog)?.[1];
+    expect(injectedHostKey).toBeDefined();
+
+    for (const [name, format] of [['deb.qcow2', 'qcow2'], ['deb.vmdk', 'vmdk']] as const) {
+      const info = JSON.parse((await execa('qemu-img', ['info', '--output=json', path.join(out, name)])).stdout);
+      expect(info.format).toBe(format);
+      expect(info['virtual-size']).toBe(3 * 2 ** 30);
+      expect((await execa('qemu-img', ['check', path.join(out, name)], { reject: false })).exitCode).toBe(0);
+    }
+
+    // Boot the VMDK as a new instance with a fresh seed (what a user of the image would do).
+    const seed = testSeed('user2');
+    const iso = path.join(dir, 'seed.iso');
+    await writeSeedIso(seed.seed, dir, iso);
+    const disk = await overlayOf(path.join(out, 'deb.vmdk'), dir, 'boot.qcow2', 'vmdk');
+    const guest = await Guest.boot({ disk, memoryMiB: 1024, extraDisks: [{ path: iso, format: 'raw', interface: 'virtio', readonly: true }] });
+    try {
+      const ssh = await guest.ssh('user2', seed.userKey.privateKey, 240_000, seed.hostKey.fingerprint);
+      expect(await ssh.run('cat /etc/kiln-marker /etc/app.conf /etc/kiln-seeded')).toBe('provisioner ran as root on deb\nsetting=1\nfrom user_data\n');
+      expect(Number(await ssh.run('cat /etc/kiln-rootsize'))).toBeGreaterThan(2.5 * 2 ** 30); // grown to disk_size
+      // kiln took its access back out: the build user has no key left, kiln's host key is gone.
+      expect((await ssh.run('sudo -n cat /home/kiln/.ssh/authorized_keys 2>/dev/null || true')).trim()).toBe('');
+      const hostKeys = (await ssh.run('cat /etc/ssh/ssh_host_*_key.pub')).trim().split('\n').map((l) => fingerprintOf(l));
+      expect(hostKeys).toContain(seed.hostKey.fingerprint);
+      expect(hostKeys).not.toContain(injectedHostKey);
+      expect(await guest.poweroff(ssh, 'sudo poweroff', 90_000)).toBe(true);
+    } finally {
+      await guest.destroy();
+    }
+  }, 900_000);
+});
