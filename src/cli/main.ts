@@ -12,6 +12,8 @@ import { EventBus } from '../ui/events.js';
 import { humanRenderer, jsonRenderer } from '../ui/render.js';
 import { inspectTemplate } from './inspect.js';
 
+class UsageError extends Error {}
+
 interface Common { template: string; var?: string[]; 'var-file'?: string[] }
 
 function load(argv: Common): LoadedTemplate {
@@ -118,9 +120,15 @@ export async function main(args: string[]): Promise<number> {
     .wrap(Math.min(110, process.stdout.columns ?? 100))
     .fail((msg, err) => {
       if (err) throw err;
-      process.stderr.write(`error: ${msg}\nrun "kiln --help" for usage\n`);
-      code = 2;
+      // Throwing stops yargs from running the command after a usage error.
+      throw new UsageError(msg);
     });
-  await parser.parseAsync();
+  try {
+    await parser.parseAsync();
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    process.stderr.write(`error: ${e.message}\nrun "kiln --help" for usage\n`);
+    return 2;
+  }
   return code;
 }

@@ -75,7 +75,7 @@ builds:
       expect(Number(await ssh.run('cat /etc/kiln-rootsize'))).toBeGreaterThan(2.5 * 2 ** 30); // grown to disk_size
       // kiln took its access back out: the build user has no key left, kiln's host key is gone.
       expect((await ssh.run('sudo -n cat /home/kiln/.ssh/authorized_keys 2>/dev/null || true')).trim()).toBe('');
-      const hostKeys = (await ssh.run('cat /etc/ssh/ssh_host_*_key.pub')).trim().split('\n').map((l) => fingerprintOf(l));
+      const hostKeys = (await ssh.run('sudo -n cat /etc/ssh/ssh_host_*_key.pub')).trim().split('\n').map((l) => fingerprintOf(l));
       expect(hostKeys).toContain(seed.hostKey.fingerprint);
       expect(hostKeys).not.toContain(injectedHostKey);
       expect(await guest.poweroff(ssh, 'sudo poweroff', 90_000)).toBe(true);

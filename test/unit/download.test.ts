@@ -1,0 +1,53 @@
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BootConfigServer } from '../../src/http/server.js';
+import { ChecksumMismatchError, fetchToCache } from '../../src/cache/download.js';
+
+describe('download cache', () => {
+  const body = Buffer.alloc(3 * 2 ** 20, 7);
+  const sha256 = createHash('sha256').update(body).digest('hex');
+  const sha512 = createHash('sha512').update(body).digest('hex');
+  let hits = 0;
+  const server = new BootConfigServer({ onRequest: () => { hits++; } });
+  server.addRoute('/base.img', () => body);
+  let url = '';
+  beforeAll(async () => { url = `http://127.0.0.1:${await server.listen()}/base.img`; });
+  afterAll(() => server.close());
+
+  it('downloads once, verifies, stores by digest and reuses the file', async () => {
+    const cache = mkdtempSync(path.join(os.tmpdir(), 'kiln-dl-'));
+    const first = await fetchToCache(url, cache, { algorithm: 'sha256', hex: sha256 });
+    expect(first.sha256).toBe(sha256);
+    expect(path.basename(first.path)).toBe(`sha256-${sha256}`);
+    expect(readFileSync(first.path).equals(body)).toBe(true);
+    const before = hits;
+    const again = await fetchToCache(url, cache, { algorithm: 'sha256', hex: sha256 });
+    expect(again.path).toBe(first.path);
+    expect(hits).toBe(before); // no second download
+    const unverified = await fetchToCache(url, cache, undefined);
+    expect(unverified.path).toBe(first.path);
+  });
+
+  it('verifies sha512 too', async () => {
+    const cache = mkdtempSync(path.join(os.tmpdir(), 'kiln-dl-'));
+    const r = await fetchToCache(url, cache, { algorithm: 'sha512', hex: sha512 });
+    expect(r.sha256).toBe(sha256);
+    expect(readFileSync(r.path).length).toBe(body.length);
+  });
+
+  it('rejects a checksum mismatch and caches nothing', async () => {
+    const cache = mkdtempSync(path.join(os.tmpdir(), 'kiln-dl-'));
+    await expect(fetchToCache(url, cache, { algorithm: 'sha256', hex: '0'.repeat(64) })).rejects.toBeInstanceOf(ChecksumMismatchError);
+    const files = readdirSync(path.join(cache, 'downloads'));
+    expect(files.filter((f) => f.startsWith('sha') || f.endsWith('.part') || f.endsWith('.lock'))).toEqual([]);
+  });
+
+  it('reports an HTTP error clearly', async () => {
+    const cache = mkdtempSync(path.join(os.tmpdir(), 'kiln-dl-'));
+    await expect(fetchToCache(url.replace('base.img', 'missing.img'), cache, undefined)).rejects.toThrow(/HTTP 404/);
+    expect(existsSync(path.join(cache, 'downloads'))).toBe(true);
+  });
+});
