@@ -11,7 +11,7 @@ import type { BuildConfig } from '../template/schema.js';
 import { EventBus } from '../ui/events.js';
 import { runSteps } from './runner.js';
 import type { BuildContext, BuildOptions, BuildState } from './state.js';
-import { baseImageSteps } from './steps/index.js';
+import { buildSteps } from './steps/index.js';
 import type { Step } from './step.js';
 import type { Scalar } from '../template/interpolate.js';
 
@@ -36,7 +36,7 @@ export function selectBuilds(t: LoadedTemplate, only?: string[], except?: string
 
 export async function runBuild(
   template: LoadedTemplate, build: BuildConfig, options: BuildOptions, events: EventBus, signal: AbortSignal,
-  steps: Step[] = baseImageSteps,
+  steps: Step[] = buildSteps,
 ): Promise<BuildResult> {
   const started = performance.now();
   // Sockets live here, so the path must stay well under the 108-byte unix socket limit.

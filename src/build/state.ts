@@ -39,7 +39,12 @@ export interface BuildState {
   startedAt: Date;
   /** Where artifacts are written before the final rename into output_directory. */
   stagingDir?: string;
-  base?: { path: string; format: string; sha256: string; source: string };
+  base?: { path: string; format: string; sha256: string; source: string; kind: 'disk' | 'iso' };
+  /** True from QEMU's start on the installer ISO until the installer has finished. */
+  installing?: boolean;
+  /** Extra install media kiln made: the cd_files ISO and the floppy image. */
+  cdFilesIso?: string;
+  floppyImage?: string;
   disk?: { path: string; format: 'qcow2' };
   http?: { server: BootConfigServer; port: number; ip: string; url: string };
   buildKey?: KeyPair;

@@ -23,6 +23,9 @@ export interface VmSpec {
   firmware: { type: 'bios' } | { type: 'uefi'; code: string; vars: string };
   disks: DiskSpec[];
   cdroms?: string[];
+  floppy?: string;
+  /** Boot the CD once (an installer), then the disk on every later reset. */
+  bootCdromOnce?: boolean;
   net?: { device: string; hostForwards: { hostPort: number; guestPort: number }[] };
   /** SMBIOS system serial (cloud-init NoCloud-Net reads its seed URL from here). */
   smbiosSerial?: string;
@@ -72,6 +75,7 @@ export function buildQemuArgGroups(vm: VmSpec): string[][] {
   }
   vm.disks.forEach((d, i) => g.push(...diskArgs(d, i)));
   for (const iso of vm.cdroms ?? []) g.push(['-drive', `file=${escapeOption(iso)},media=cdrom,readonly=on`]);
+  if (vm.floppy) g.push(['-drive', `file=${escapeOption(vm.floppy)},if=floppy,format=raw`]);
   if (vm.net) {
     const fwd = vm.net.hostForwards.map((f) => `,hostfwd=tcp:127.0.0.1:${f.hostPort}-:${f.guestPort}`).join('');
     g.push(['-netdev', `user,id=net0${fwd}`]);
@@ -92,7 +96,7 @@ export function buildQemuArgGroups(vm: VmSpec): string[][] {
   if (vm.headless) g.push(['-display', 'none']);
   g.push(['-monitor', 'none']);
   g.push(['-no-user-config']);
-  g.push(['-boot', 'order=cd,menu=off']);
+  g.push(['-boot', vm.bootCdromOnce ? 'order=c,once=d,menu=off' : 'order=cd,menu=off']);
 
   for (const extra of vm.extraArgs ?? []) {
     const flag = extra[0];

@@ -116,8 +116,24 @@ export function loadTemplate(file: string, inputs: VariableInputs = {}): LoadedT
       if (kind === 'dir' && !st.isDirectory()) problems.push({ path: at, message: `${p} is not a directory`, fix: 'point it at a directory' });
     };
     const s = b.source;
-    s.base_image = resolve(s.base_image);
-    mustExist(s.base_image, ['builds', i, 'source', 'base_image'], 'file');
+    const at = ['builds', i, 'source'];
+    if ((s.base_image === undefined) === (s.iso === undefined)) {
+      problems.push({ path: at, message: s.iso ? 'both "base_image" and "iso" are set' : 'neither "base_image" nor "iso" is set', fix: 'give "base_image" (a bootable disk image) or "iso" (an installer, with disk_size and boot_command), not both' });
+    }
+    if (s.base_image !== undefined) {
+      s.base_image = resolve(s.base_image);
+      mustExist(s.base_image, [...at, 'base_image'], 'file');
+    }
+    if (s.iso !== undefined) {
+      s.iso = resolve(s.iso);
+      mustExist(s.iso, [...at, 'iso'], 'file');
+      if (!s.disk_size) problems.push({ path: [...at, 'disk_size'], message: 'an ISO install needs a blank disk of a given size', fix: 'add disk_size, e.g. disk_size: 10G' });
+      // Installers have no cloud-init datasource to read: unless asked for, no seed and no injected host key.
+      const rawCloudInit = ((raw as { builds?: { source?: { cloud_init?: unknown } }[] }).builds?.[i]?.source?.cloud_init);
+      if (rawCloudInit === undefined) s.cloud_init = false;
+    }
+    s.cd_files = s.cd_files.map((f, k) => { const r = resolve(f); mustExist(r, [...at, 'cd_files', k], 'any'); return r; });
+    s.floppy_files = s.floppy_files.map((f, k) => { const r = resolve(f); mustExist(r, [...at, 'floppy_files', k], 'any'); return r; });
     if (s.checksum.startsWith('file:') && !isUrl(s.checksum.slice(5))) {
       s.checksum = `file:${resolve(s.checksum.slice(5))}`;
       mustExist(s.checksum.slice(5), ['builds', i, 'source', 'checksum'], 'file');
@@ -133,7 +149,8 @@ export function loadTemplate(file: string, inputs: VariableInputs = {}): LoadedT
     if (s.communicator.type === 'none' && b.provisioners.some((p) => p.type === 'shell' || p.type === 'file')) {
       problems.push({ path: ['builds', i, 'source', 'communicator'], message: 'shell and file provisioners need a communicator, but it is "none"', fix: 'set communicator.type to ssh, or remove those provisioners' });
     }
-    if (s.cloud_init === false && s.communicator.type === 'ssh' && !s.communicator.private_key_file && !s.communicator.password) {
+    // An ISO install gets the build key through its answers file (${build.ssh_public_key}).
+    if (s.cloud_init === false && s.iso === undefined && s.communicator.type === 'ssh' && !s.communicator.private_key_file && !s.communicator.password) {
       problems.push({ path: ['builds', i, 'source', 'cloud_init'], message: 'without cloud-init kiln cannot give the guest its build key', fix: 'set communicator.private_key_file or communicator.password, or enable cloud_init' });
     }
     b.output_directory = resolve(b.output_directory ?? `output/${b.name}`);

@@ -4,6 +4,7 @@
  */
 import { z } from 'zod';
 import { parseDuration, parseSize } from './units.js';
+import { BootCommandError, parseBootCommand } from '../bootcommand/parse.js';
 
 const duration = z.union([z.string(), z.number().nonnegative()]).superRefine((v, ctx) => {
   try { parseDuration(v); } catch (e) { ctx.addIssue({ code: 'custom', message: (e as Error).message }); }
@@ -119,9 +120,30 @@ export const outputSchema = z.strictObject({
   compress: z.boolean().default(false),
 });
 
+const bootCommandLine = z.string().superRefine((line, ctx) => {
+  try { parseBootCommand(line); } catch (e) {
+    ctx.addIssue({ code: 'custom', message: e instanceof BootCommandError ? e.message : String(e) });
+  }
+});
+
 export const sourceSchema = z.strictObject({
-  base_image: z.string(),
+  /** A bootable disk image (cloud image) to build on; or `iso` to install onto a blank disk. */
+  base_image: z.string().optional(),
+  iso: z.string().optional(),
   checksum,
+  /** Typed at the installer's boot prompt; parsed at validate time. */
+  boot_command: z.array(bootCommandLine).default([]),
+  boot_wait: duration.default('0s'),
+  boot_key_interval: duration.optional(),
+  boot_console: z.enum(['keyboard', 'serial']).default('keyboard'),
+  /** An extra ISO built from these files (e.g. a kickstart on an OEMDRV-labelled disc). */
+  cd_files: z.array(z.string()).default([]),
+  cd_content: z.record(z.string(), z.string()).default({}),
+  cd_label: z.string().max(32).default('cidata'),
+  floppy_files: z.array(z.string()).default([]),
+  floppy_label: z.string().max(11).default('KILN'),
+  /** How long an ISO installer may run before kiln gives up on it. */
+  install_timeout: duration.default('1h'),
   disk_size: size.optional(),
   cpus: z.number().int().min(1).max(256).default(2),
   memory: z.union([z.number().int().min(64), z.string()]).default(1024),

@@ -1,8 +1,11 @@
-/** Step: the build disk, a qcow2 overlay on the base (the base is never written), grown to disk_size. */
+/**
+ * Step: the build disk: a qcow2 overlay on the base image (the base is never written), grown to
+ * disk_size; or, for an ISO install, a blank disk of disk_size.
+ */
 import path from 'node:path';
 import type { Step } from '../step.js';
 import { need } from '../state.js';
-import { createOverlay, imageInfo } from '../../qemu/qemu-img.js';
+import { createBlank, createOverlay, imageInfo } from '../../qemu/qemu-img.js';
 import { parseSize, formatBytes } from '../../template/units.js';
 
 export const createDiskStep: Step = {
@@ -10,6 +13,12 @@ export const createDiskStep: Step = {
   async run(ctx) {
     const base = need(ctx.state, 'base');
     const disk = path.join(ctx.state.workDir, 'disk.qcow2');
+    if (base.kind === 'iso') {
+      // The installer partitions this blank disk; disk_size is required for ISO sources.
+      await createBlank(disk, parseSize(ctx.build.source.disk_size!));
+      ctx.state.disk = { path: disk, format: 'qcow2' };
+      return;
+    }
     const baseInfo = await imageInfo(base.path, base.format);
     const wanted = ctx.build.source.disk_size ? parseSize(ctx.build.source.disk_size) : undefined;
     if (wanted !== undefined && wanted < baseInfo.virtualSize) {

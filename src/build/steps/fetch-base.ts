@@ -34,15 +34,18 @@ export const fetchBaseStep: Step = {
   name: 'fetch base image',
   async run(ctx) {
     const src = ctx.build.source;
-    const expected = await expectedChecksum(src.checksum, src.base_image);
+    // The loader guarantees exactly one of them.
+    const media = (src.base_image ?? src.iso)!;
+    const isIso = src.base_image === undefined;
+    const expected = await expectedChecksum(src.checksum, media);
     let file: string;
     let sha256: string;
-    if (isUrl(src.base_image)) {
-      ctx.log(`fetching ${src.base_image}`);
-      ({ path: file, sha256 } = await fetchToCache(src.base_image, ctx.options.cacheDir, expected,
+    if (isUrl(media)) {
+      ctx.log(`fetching ${media}`);
+      ({ path: file, sha256 } = await fetchToCache(media, ctx.options.cacheDir, expected,
         (pct) => ctx.events.emit({ type: 'progress', build: ctx.build.name, task: 'download', percent: pct })));
     } else {
-      file = src.base_image;
+      file = media;
       if (expected && expected.algorithm === 'sha512') {
         const got = await fileDigest(file, 'sha512');
         if (got !== expected.hex) throw new ChecksumMismatchError(`checksum mismatch for ${file}: expected sha512:${expected.hex}, got sha512:${got}`);
@@ -52,9 +55,14 @@ export const fetchBaseStep: Step = {
         throw new ChecksumMismatchError(`checksum mismatch for ${file}: expected sha256:${expected.hex}, got sha256:${sha256}\n  fix: the file changed or the checksum is wrong; correct "checksum" or use "none"`);
       }
     }
+    if (isIso) {
+      ctx.state.base = { path: file, format: 'raw', sha256, source: media, kind: 'iso' };
+      ctx.log(`installer ISO ${path.basename(media)} (sha256 ${sha256.slice(0, 12)}...)`, 'debug');
+      return;
+    }
     const info = await imageInfo(file);
     if (info.backingFile) throw new Error(`base image ${file} has a backing file (${info.backingFile}); give kiln a self-contained image (qemu-img convert it first)`);
-    ctx.state.base = { path: file, format: info.format, sha256, source: src.base_image };
-    ctx.log(`base image ${path.basename(src.base_image)} (${info.format}, sha256 ${sha256.slice(0, 12)}...)`, 'debug');
+    ctx.state.base = { path: file, format: info.format, sha256, source: media, kind: 'disk' };
+    ctx.log(`base image ${path.basename(media)} (${info.format}, sha256 ${sha256.slice(0, 12)}...)`, 'debug');
   },
 };

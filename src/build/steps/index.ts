@@ -1,4 +1,7 @@
-/** The ordered step list of a build from a base image (cloud image or any bootable disk). */
+/**
+ * The ordered step list of a build, from a base image (cloud image or any bootable disk) or from an
+ * installer ISO; steps that do not apply to a build disable themselves.
+ */
 import type { Step } from '../step.js';
 import { fetchBaseStep } from './fetch-base.js';
 import { outputDirStep } from './output-dir.js';
@@ -7,6 +10,9 @@ import { httpServerStep } from './http-server.js';
 import { sshKeysStep } from './ssh-keys.js';
 import { cloudInitSeedStep } from './cloud-init-seed.js';
 import { launchQemuStep } from './launch-qemu.js';
+import { installMediaStep } from './install-media.js';
+import { bootCommandStep } from './boot-command.js';
+import { waitInstallStep } from './wait-install.js';
 import { waitSshStep } from './wait-ssh.js';
 import { provisionStep } from './provision.js';
 import { cleanGuestStep } from './clean-guest.js';
@@ -14,14 +20,17 @@ import { shutdownStep } from './shutdown.js';
 import { convertStep } from './convert.js';
 import { commitOutputStep } from './commit-output.js';
 
-export const baseImageSteps: Step[] = [
+export const buildSteps: Step[] = [
   fetchBaseStep,
   outputDirStep,
   createDiskStep,
   httpServerStep,
   sshKeysStep,
   cloudInitSeedStep,
+  installMediaStep,
   launchQemuStep,
+  bootCommandStep,
+  waitInstallStep,
   waitSshStep,
   provisionStep,
   cleanGuestStep,

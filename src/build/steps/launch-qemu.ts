@@ -30,13 +30,16 @@ export function memoryMiB(memory: number | string): number {
   return typeof memory === 'number' ? memory : Math.round(parseSize(memory) / 2 ** 20);
 }
 
-export function vmSpecFor(ctx: BuildContext, sshHostPort: number | undefined): VmSpec {
+export function vmSpecFor(ctx: BuildContext, sshHostPort: number | undefined, withInstallMedia: boolean): VmSpec {
   const src = ctx.build.source;
   const st = ctx.state;
   const disk = need(st, 'disk');
   const comm = src.communicator;
   const disks: VmSpec['disks'] = [{ path: disk.path, format: 'qcow2', interface: src.disk_interface, discard: true }];
   if (st.seed?.kind === 'cdrom') disks.push({ path: st.seed.iso, format: 'raw', interface: 'virtio', readonly: true });
+  const installer = withInstallMedia && st.base?.kind === 'iso';
+  const cdroms = installer ? [st.base!.path] : [];
+  if (withInstallMedia && st.cdFilesIso) cdroms.push(st.cdFilesIso);
   return {
     name: ctx.build.name,
     accelerator: need(st, 'accelerator'),
@@ -47,6 +50,9 @@ export function vmSpecFor(ctx: BuildContext, sshHostPort: number | undefined): V
       ? { type: 'uefi', code: OVMF_CODE, vars: path.join(st.workDir, 'efivars.fd') }
       : { type: 'bios' },
     disks,
+    cdroms,
+    floppy: withInstallMedia ? st.floppyImage : undefined,
+    bootCdromOnce: installer,
     net: {
       device: src.net_device,
       hostForwards: comm.type === 'ssh' && sshHostPort ? [{ hostPort: sshHostPort, guestPort: comm.port }] : [],
@@ -59,6 +65,39 @@ export function vmSpecFor(ctx: BuildContext, sshHostPort: number | undefined): V
   };
 }
 
+/**
+ * Starts QEMU (and QMP) for this build; used at launch and again to boot the installed disk after an
+ * installer powered off. A port taken between our check and QEMU's bind is retried with another.
+ */
+export async function startVm(ctx: BuildContext, withInstallMedia: boolean): Promise<void> {
+  const src = ctx.build.source;
+  const st = ctx.state;
+  for (let attempt = 1; ; attempt++) {
+    const port = src.communicator.type === 'ssh' ? await freePort() : undefined;
+    const spec = vmSpecFor(ctx, port, withInstallMedia);
+    const argv = buildQemuArgs(spec);
+    ctx.log(`qemu: ${shellQuote(['qemu-system-x86_64', ...argv])}`, 'debug');
+    const qemu = QemuProcess.start(argv, { cwd: st.workDir });
+    st.qemu = qemu;
+    st.serialLog = spec.serial?.log;
+    try {
+      st.qmp = await Promise.race([
+        QmpClient.connect(spec.qmpSocket, 15_000),
+        qemu.exited.then((e) => { throw new Error(`QEMU exited at start (code ${e.code ?? e.signal}): ${e.stderr || 'no message'}\n  command: ${shellQuote(qemu.argv)}`); }),
+      ]);
+    } catch (e) {
+      await qemu.kill(500);
+      const msg = (e as Error).message;
+      if (attempt < 3 && /host forwarding rule|Address already in use/i.test(msg)) { ctx.log(`port ${port} was taken; retrying`, 'debug'); continue; }
+      throw e;
+    }
+    st.sshHostPort = port;
+    st.installing = withInstallMedia && st.base?.kind === 'iso';
+    ctx.log(`QEMU started (${st.accelerator}, ${src.cpus} vCPU, ${spec.memoryMiB} MiB${st.installing ? ', booting the installer ISO' : ''}${port ? `, ssh on 127.0.0.1:${port}` : ''})`);
+    return;
+  }
+}
+
 export const launchQemuStep: Step = {
   name: 'launch QEMU',
   async run(ctx) {
@@ -69,33 +108,11 @@ export const launchQemuStep: Step = {
       if (!existsSync(OVMF_CODE)) throw new Error(`firmware: uefi needs ${OVMF_CODE}\n  fix: apt-get install ovmf (make setup does it)`);
       copyFileSync(OVMF_VARS, path.join(st.workDir, 'efivars.fd'));
     }
-    for (let attempt = 1; ; attempt++) {
-      const port = src.communicator.type === 'ssh' ? await freePort() : undefined;
-      const spec = vmSpecFor(ctx, port);
-      const argv = buildQemuArgs(spec);
-      ctx.log(`qemu: ${shellQuote(['qemu-system-x86_64', ...argv])}`, 'debug');
-      const qemu = QemuProcess.start(argv, { cwd: st.workDir });
-      st.qemu = qemu;
-      st.serialLog = spec.serial?.log;
-      let qmp: QmpClient;
-      try {
-        qmp = await Promise.race([
-          QmpClient.connect(spec.qmpSocket, 15_000),
-          qemu.exited.then((e) => { throw new Error(`QEMU exited at start (code ${e.code ?? e.signal}): ${e.stderr || 'no message'}\n  command: ${shellQuote(qemu.argv)}`); }),
-        ]);
-      } catch (e) {
-        await qemu.kill(500);
-        const msg = (e as Error).message;
-        if (attempt < 3 && /host forwarding rule|Address already in use/i.test(msg)) { ctx.log(`port ${port} was taken; retrying`, 'debug'); continue; }
-        throw e;
-      }
-      st.qmp = qmp;
-      st.sshHostPort = port;
-      ctx.log(`QEMU started (${st.accelerator}, ${src.cpus} vCPU, ${spec.memoryMiB} MiB${port ? `, ssh on 127.0.0.1:${port}` : ''})`);
-      return async () => {
-        qmp.close();
-        await qemu.kill(3000);
-      };
-    }
+    await startVm(ctx, true);
+    // Whichever QEMU is current when the build ends is the one stopped (a relaunch replaces it).
+    return async () => {
+      st.qmp?.close();
+      await st.qemu?.kill(3000);
+    };
   },
 };

@@ -5,6 +5,7 @@ import { need } from '../state.js';
 import { waitForSsh, type SshTarget } from '../../communicator/ssh.js';
 import { parseDuration, formatDuration } from '../../template/units.js';
 import { shellQuote } from '../../qemu/argv.js';
+import { startVm } from './launch-qemu.js';
 
 export function serialTail(file: string | undefined, lines = 30): string {
   if (!file) return '(no serial log)';
@@ -27,7 +28,6 @@ export const waitSshStep: Step = {
     const comm = ctx.build.source.communicator;
     if (comm.type !== 'ssh') return;
     const st = ctx.state;
-    const qemu = need(st, 'qemu');
     const expectedHostKey = st.hostKey?.fingerprint ?? comm.host_key_fingerprint;
     if (!expectedHostKey) {
       if (!comm.trust_on_first_use) throw new Error('no way to verify the guest\'s host key\n  fix: enable cloud_init (kiln injects one), set communicator.host_key_fingerprint, or set communicator.trust_on_first_use: true');
@@ -40,17 +40,31 @@ export const waitSshStep: Step = {
     };
     const started = performance.now();
     const timeoutMs = parseDuration(comm.timeout);
-    try {
-      st.ssh = await waitForSsh(target, {
-        timeoutMs,
-        attemptTimeoutMs: 3000,
-        retryDelayMs: 200,
-        abort: () => (qemu.hasExited ? `QEMU exited before SSH came up${qemu.stderr ? `: ${qemu.stderr}` : ''}` : undefined),
-        onAttempt: (n, e) => ctx.log(`ssh attempt ${n}: ${e.message}`, 'debug'),
-      });
-    } catch (e) {
-      throw new Error(`${(e as Error).message}\n--- last lines of the serial console (${st.serialLog}) ---\n${serialTail(st.serialLog)}\n--- QEMU command ---\n${shellQuote(qemu.argv)}`);
+    const deadline = Date.now() + (st.installing ? parseDuration(ctx.build.source.install_timeout) : 0) + timeoutMs;
+    for (;;) {
+      const current = need(st, 'qemu');
+      try {
+        st.ssh = await waitForSsh({ ...target, port: need(st, 'sshHostPort') }, {
+          timeoutMs: Math.max(1000, deadline - Date.now()),
+          attemptTimeoutMs: 3000,
+          retryDelayMs: 200,
+          abort: () => (current.hasExited ? `QEMU exited before SSH came up${current.stderr ? `: ${current.stderr}` : ''}` : undefined),
+          onAttempt: (n, e) => ctx.log(`ssh attempt ${n}: ${e.message}`, 'debug'),
+        });
+        break;
+      } catch (e) {
+        // An installer that powers off when done: boot the installed disk, without the ISO, and go on.
+        if (st.installing && current.hasExited && (await current.exited).code === 0) {
+          ctx.log(`installer finished after ${formatDuration(performance.now() - started)}; booting the installed disk`);
+          st.qmp?.close();
+          await startVm(ctx, false);
+          continue;
+        }
+        throw new Error(`${(e as Error).message}\n--- last lines of the serial console (${st.serialLog}) ---\n${serialTail(st.serialLog)}\n--- QEMU command ---\n${shellQuote(current.argv)}`);
+      }
     }
+    target.port = need(st, 'sshHostPort');
+    st.installing = false;
     st.sshTarget = target;
     st.timings['boot to SSH'] = performance.now() - started;
     ctx.log(`SSH up after ${formatDuration(performance.now() - started)} (host key ${st.ssh.hostKey})`);

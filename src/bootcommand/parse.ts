@@ -1,0 +1,150 @@
+/**
+ * The boot-command language, compatible with Packer's: literal text, <special> keys, modifiers
+ * (<leftAltOn> ... <leftAltOff>), <wait>, <wait5>, <wait1m30s>; and beyond Packer, <waitFor "text">
+ * and <waitFor /regex/ 2m>, which wait for output on the serial console instead of guessing.
+ * Parsed once into an AST (at `kiln validate`); typing drivers only execute it. `${...}` template
+ * references stay inside text nodes and are filled in when the build runs.
+ */
+import { closest } from '../template/errors.js';
+import { parseDuration } from '../template/units.js';
+import { keyDisplayNames, modifierKeys, specialKeys } from './keys.js';
+
+export type BootNode =
+  | { kind: 'text'; text: string; pos: number }
+  | { kind: 'key'; key: string; action: 'press' | 'down' | 'up'; pos: number }
+  | { kind: 'wait'; ms: number; pos: number }
+  | { kind: 'waitFor'; pattern: string | RegExp; timeoutMs: number; pos: number };
+
+export class BootCommandError extends Error {
+  constructor(readonly source: string, readonly pos: number, readonly problem: string, readonly expected: string) {
+    super(`${problem} at column ${pos + 1}: expected ${expected}\n  ${source}\n  ${' '.repeat(pos)}^`);
+  }
+}
+
+/** Default timeout of <waitFor ...> when none is given. */
+export const defaultWaitForMs = 5 * 60_000;
+
+/** `<` + a name: anything else starting with `<` is ordinary text (e.g. a shell redirect). */
+const tagStart = /^<([A-Za-z][A-Za-z0-9]*)/;
+
+export function parseBootCommand(source: string): BootNode[] {
+  const nodes: BootNode[] = [];
+  let text = '';
+  let textPos = 0;
+  const flush = () => { if (text) nodes.push({ kind: 'text', text, pos: textPos }); text = ''; };
+  let i = 0;
+  while (i < source.length) {
+    const rest = source.slice(i);
+    if (rest.startsWith('${')) {
+      // A template reference is text; keep it whole so a '>' inside cannot end anything.
+      const end = source.indexOf('}', i);
+      if (end < 0) throw new BootCommandError(source, i, 'unterminated ${...} reference', '"}"');
+      if (!text) textPos = i;
+      text += source.slice(i, end + 1);
+      i = end + 1;
+      continue;
+    }
+    const tag = tagStart.exec(rest);
+    if (!tag) {
+      if (!text) textPos = i;
+      text += source[i];
+      i++;
+      continue;
+    }
+    const name = tag[1]!;
+    const lower = name.toLowerCase();
+    const afterName = i + tag[0].length;
+    if (lower === 'waitfor') {
+      flush();
+      const r = parseWaitFor(source, i, afterName);
+      nodes.push(r.node);
+      i = r.end;
+      continue;
+    }
+    if (source[afterName] !== '>') {
+      // "<a b" or "<foo=1": not a tag at all, just text (a '<' that is typed).
+      if (!text) textPos = i;
+      text += source[i];
+      i++;
+      continue;
+    }
+    flush();
+    const end = afterName + 1;
+    const wait = /^wait(.*)$/.exec(lower);
+    if (wait) {
+      const arg = name.slice(4);
+      let ms = 1000;
+      if (arg) {
+        try { ms = parseDuration(/^\d+$/.test(arg) ? `${arg}s` : arg); } catch {
+          throw new BootCommandError(source, i + 5, `"${arg}" is not a duration`, 'a duration such as <wait5>, <wait10s>, <wait1m30s> or <wait500ms>');
+        }
+      }
+      nodes.push({ kind: 'wait', ms, pos: i });
+    } else if (specialKeys[lower]) {
+      nodes.push({ kind: 'key', key: lower, action: 'press', pos: i });
+    } else {
+      const mod = /^(.*?)(on|off)?$/.exec(lower)!;
+      const base = mod[1]!;
+      if (modifierKeys[base] && mod[2]) nodes.push({ kind: 'key', key: base, action: mod[2] === 'on' ? 'down' : 'up', pos: i });
+      else if (modifierKeys[lower]) nodes.push({ kind: 'key', key: lower, action: 'press', pos: i });
+      else {
+        const candidates = [...keyDisplayNames, ...keyDisplayNames.filter((k) => /^(left|right)(Alt|Ctrl|Shift|Super)$/.test(k)).flatMap((k) => [`${k}On`, `${k}Off`]), 'wait', 'waitFor'];
+        const guess = closest(name, candidates);
+        throw new BootCommandError(source, i, `unknown key <${name}>`, guess ? `a known key; did you mean <${guess}>?` : 'a key such as <enter>, <esc>, <f2>, <leftCtrlOn> or <wait5>');
+      }
+    }
+    i = end;
+  }
+  flush();
+  return nodes;
+}
+
+function parseWaitFor(source: string, start: number, from: number): { node: BootNode; end: number } {
+  let i = from;
+  const skipSpaces = () => { while (source[i] === ' ') i++; };
+  skipSpaces();
+  if (i === from) throw new BootCommandError(source, i, 'missing pattern after <waitFor', 'a space, then "text" or /regex/');
+  let pattern: string | RegExp;
+  const quote = source[i];
+  if (quote === '"' || quote === "'") {
+    let j = i + 1;
+    let value = '';
+    while (j < source.length && source[j] !== quote) {
+      if (source[j] === '\\' && j + 1 < source.length) { value += source[j + 1]; j += 2; continue; }
+      value += source[j];
+      j++;
+    }
+    if (j >= source.length) throw new BootCommandError(source, i, 'unterminated string in <waitFor', `a closing ${quote}`);
+    if (!value) throw new BootCommandError(source, i, 'empty text in <waitFor', 'some text to wait for');
+    pattern = value;
+    i = j + 1;
+  } else if (quote === '/') {
+    let j = i + 1;
+    while (j < source.length && source[j] !== '/') j += source[j] === '\\' ? 2 : 1;
+    if (j >= source.length) throw new BootCommandError(source, i, 'unterminated regex in <waitFor', 'a closing /');
+    const flags = /^[imsu]*/.exec(source.slice(j + 1))![0];
+    try { pattern = new RegExp(source.slice(i + 1, j), flags); } catch (e) {
+      throw new BootCommandError(source, i, `bad regex: ${(e as Error).message}`, 'a valid JavaScript regular expression');
+    }
+    i = j + 1 + flags.length;
+  } else {
+    throw new BootCommandError(source, i, 'bad <waitFor> pattern', '"text" or /regex/');
+  }
+  skipSpaces();
+  let timeoutMs = defaultWaitForMs;
+  const m = /^([0-9][0-9a-z.]*)/.exec(source.slice(i));
+  if (m) {
+    try { timeoutMs = parseDuration(m[1]!); } catch {
+      throw new BootCommandError(source, i, `"${m[1]}" is not a duration`, 'a timeout such as 30s, 2m or 1m30s');
+    }
+    i += m[1]!.length;
+    skipSpaces();
+  }
+  if (source[i] !== '>') throw new BootCommandError(source, i, 'unterminated <waitFor ...>', '">"');
+  return { node: { kind: 'waitFor', pattern, timeoutMs, pos: start }, end: i + 1 };
+}
+
+/** A boot_command is a list of strings run one after another: parse each, report with its index. */
+export function parseBootCommands(lines: string[]): BootNode[][] {
+  return lines.map((l) => parseBootCommand(l));
+}

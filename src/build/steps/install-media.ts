@@ -1,0 +1,45 @@
+/**
+ * Step: extra install media from files: a CD (cd_files/cd_content, labelled cd_label, e.g. OEMDRV for
+ * a kickstart) and a FAT floppy (floppy_files), made with xorriso and mtools as Packer users expect.
+ */
+import { cpSync, mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { execa } from 'execa';
+import type { Step } from '../step.js';
+import { interpolateString } from '../../template/interpolate.js';
+
+async function tool(cmd: string, args: string[], what: string): Promise<void> {
+  const r = await execa(cmd, args, { reject: false, all: true });
+  if (r.failed) throw new Error(`${what} failed: ${String(r.all ?? r.message).trim()}\n  (is ${cmd} installed? make setup installs it)`);
+}
+
+export const installMediaStep: Step = {
+  name: 'make install media',
+  enabled: (ctx) => {
+    const s = ctx.build.source;
+    return s.cd_files.length > 0 || Object.keys(s.cd_content).length > 0 || s.floppy_files.length > 0;
+  },
+  async run(ctx) {
+    const s = ctx.build.source;
+    const work = ctx.state.workDir;
+    if (s.cd_files.length || Object.keys(s.cd_content).length) {
+      const dir = path.join(work, 'cd');
+      mkdirSync(dir, { recursive: true });
+      for (const f of s.cd_files) cpSync(f, path.join(dir, path.basename(f)), { recursive: true });
+      for (const [name, body] of Object.entries(s.cd_content)) {
+        const dst = path.join(dir, name.replace(/^\/+/, ''));
+        mkdirSync(path.dirname(dst), { recursive: true });
+        writeFileSync(dst, String(interpolateString(body, { build: ctx.buildValues() })));
+      }
+      const iso = path.join(work, 'cd_files.iso');
+      await tool('xorriso', ['-as', 'mkisofs', '-quiet', '-V', s.cd_label, '-J', '-R', '-o', iso, dir], 'making the cd_files ISO');
+      ctx.state.cdFilesIso = iso;
+    }
+    if (s.floppy_files.length) {
+      const img = path.join(work, 'floppy.img');
+      await tool('mkfs.vfat', ['-C', '-n', s.floppy_label, img, '1440'], 'making the floppy');
+      for (const f of s.floppy_files) await tool('mcopy', ['-s', '-i', img, f, '::/'], `copying ${f} to the floppy`);
+      ctx.state.floppyImage = img;
+    }
+  },
+};
