@@ -1,0 +1,84 @@
+// kiln build from an installer ISO: boot command typed on the keyboard (QMP) and on the serial
+// console, answers served by kiln's HTTP server, install, boot from disk, provision, artifact booted.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { execa } from 'execa';
+import { afterAll, describe, expect, it } from 'vitest';
+import { Guest, imagesDir, insecureKey, insecurePublicKey, overlayOf } from '../helpers/guest.js';
+import { kiln } from '../helpers/kiln.js';
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-e2e-iso-build-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('kiln build from an installer ISO', () => {
+  for (const console of ['keyboard', 'serial'] as const) {
+    it(`installs through a boot command typed on the ${console} console and provisions the installed disk`, async () => {
+      const file = path.join(dir, `${console}.yaml`);
+      writeFileSync(file, `
+builds:
+  - name: iso-${console}
+    output_directory: ${path.join(dir, 'out', console)}
+    source:
+      iso: ${path.join(imagesDir, 'installer.iso')}
+      checksum: none
+      disk_size: 1G
+      memory: 1024
+      boot_console: ${console}
+      boot_command:
+        - '<waitFor "boot: " 2m>install url=http://\${build.http_ip}:\${build.http_port}/answers.cfg console=ttyS0,115200<enter>'
+      http_content:
+        /answers.cfg: |
+          hostname=\${build.name}
+          ssh_authorized_key=\${build.ssh_public_key}
+          ssh_authorized_key=${insecurePublicKey}
+      install_timeout: 5m
+      communicator: { username: root, trust_on_first_use: true, timeout: 3m }
+    provisioners:
+      - type: shell
+        inline: ['echo "provisioned after a ${console} install" > /root/marker']
+    outputs:
+      - format: qcow2
+`);
+      const run = await kiln(['build', file, '--events=json', '--debug']);
+      expect(run.exitCode, run.stderr.slice(-3000)).toBe(0);
+      const logs = run.events.filter((e) => e.type === 'log').map((e) => String(e.message));
+      expect(logs.some((l) => l.startsWith(`boot command typed (${console})`))).toBe(true);
+      expect(logs.some((l) => /^http: GET \/answers\.cfg -> 200$/.test(l))).toBe(true);
+      expect(logs.some((l) => l.startsWith('installer finished after'))).toBe(true);
+
+      const artifact = path.join(dir, 'out', console, `iso-${console}.qcow2`);
+      expect((await execa('qemu-img', ['check', artifact], { reject: false })).exitCode).toBe(0);
+      const manifest = JSON.parse(readFileSync(path.join(dir, 'out', console, 'manifest.json'), 'utf8'));
+      expect(manifest.base_image.source).toBe(path.join(imagesDir, 'installer.iso'));
+
+      const guest = await Guest.boot({ disk: await overlayOf(artifact, dir, `${console}-boot.qcow2`), memoryMiB: 256, cpus: 1 });
+      try {
+        const ssh = await guest.ssh('root', insecureKey);
+        expect(await ssh.run('cat /root/marker; hostname')).toBe(`provisioned after a ${console} install\niso-${console}\n`);
+        // The build's key was taken back out; the key the answers file added for us stays.
+        expect((await ssh.run('cat /root/.ssh/authorized_keys')).trim()).toBe(insecurePublicKey);
+        await guest.poweroff(ssh);
+      } finally {
+        await guest.destroy();
+      }
+    }, 400_000);
+  }
+
+  it('rejects a bad boot command at validate time with its position', async () => {
+    const file = path.join(dir, 'bad.yaml');
+    writeFileSync(file, `
+builds:
+  - name: bad
+    source:
+      iso: ${path.join(imagesDir, 'installer.iso')}
+      checksum: none
+      disk_size: 1G
+      boot_command: ['install<entr>']
+      communicator: { username: root, trust_on_first_use: true }
+`);
+    const r = await kiln(['validate', file]);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toMatch(/bad\.yaml:8: builds\[0\]\.source\.boot_command\[0\]: unknown key <entr> at column 8: expected a known key; did you mean <enter>\?/);
+  });
+});
