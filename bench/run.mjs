@@ -67,20 +67,24 @@ async function sshDetectionLag() {
   const started = performance.now();
   const qemu = QemuProcess.start(argv);
   let bannerAt;
+  let loggedIn = false;
   const poll = (async () => {
-    while (bannerAt === undefined && !qemu.hasExited) {
+    while (bannerAt === undefined && !loggedIn && !qemu.hasExited) {
       await new Promise((resolve) => {
         const s = net.connect(port, '127.0.0.1');
         const done = () => { s.destroy(); resolve(); };
-        s.setTimeout(300, done);
+        s.setTimeout(1000, done);
         s.on('data', (d) => { if (d.toString().startsWith('SSH-') && bannerAt === undefined) bannerAt = performance.now(); done(); });
         s.on('error', done);
       });
-      await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, 50));
     }
   })();
-  const session = await waitForSsh({ host: '127.0.0.1', port, username: 'root', privateKey: readFileSync(path.join(root, 'fixtures/keys/insecure_ed25519')), trustOnFirstUse: true }, { timeoutMs: 120_000 });
+  const session = await waitForSsh({ host: '127.0.0.1', port, username: 'root', privateKey: readFileSync(path.join(root, 'fixtures/keys/insecure_ed25519')), trustOnFirstUse: true }, {
+    timeoutMs: 120_000, onAttempt: (n, e) => { if (process.env.BENCH_DEBUG) console.error(`attempt ${n} at ${fmt(performance.now() - started)}: ${e.message}`); },
+  });
   const loggedInAt = performance.now();
+  loggedIn = true;
   await poll;
   session.close();
   await qemu.kill(1000);
@@ -88,8 +92,10 @@ async function sshDetectionLag() {
   console.log(`\nSSH detection (tiny fixture, TCG): sshd banner after ${fmt(bannerAt - started)}, kiln logged in after ${fmt(loggedInAt - started)}: lag ${fmt(loggedInAt - bannerAt)} (includes key exchange + auth)`);
 }
 
+const only = process.env.BENCH_ONLY;
 for (const example of ['examples/tiny.yaml', 'examples/debian-12-cloud.yaml']) {
-  if (!existsSync(path.join(root, example))) continue;
+  if (!existsSync(path.join(root, example)) || (only && only !== 'builds')) continue;
   await buildExample(path.join(root, example));
 }
+if (!only || only === 'ssh')
 await sshDetectionLag();

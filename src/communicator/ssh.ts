@@ -6,6 +6,7 @@ import { createReadStream, createWriteStream, mkdirSync, readdirSync, statSync }
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
+import net from 'node:net';
 import ssh2 from 'ssh2';
 import type { ClientChannel, ConnectConfig, SFTPWrapper } from 'ssh2';
 import { fingerprintOf } from './keys.js';
@@ -127,14 +128,38 @@ export class SshSession {
   close(): void { this.client.end(); }
 }
 
-/** One connection attempt with a short handshake deadline. */
-export function connectOnce(target: SshTarget, readyTimeoutMs: number): Promise<SshSession> {
+/**
+ * Connects and waits until the server has sent something (its SSH banner), without consuming it.
+ * slirp's port forward accepts a connection before anything in the guest listens, so a bare
+ * connect proves nothing; the banner does. Rejects after `timeoutMs` or when the peer hangs up.
+ */
+export function waitForBanner(host: string, port: number, timeoutMs: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const sock = net.createConnection({ host, port });
+    const fail = (e: Error) => { clearTimeout(timer); sock.destroy(); reject(e); };
+    const timer = setTimeout(() => fail(new Error(`no SSH banner within ${timeoutMs} ms`)), timeoutMs);
+    sock.once('error', fail);
+    sock.once('end', () => fail(new Error('connection closed before the SSH banner')));
+    sock.once('data', (chunk: Buffer) => {
+      // Hand the bytes back: the SSH client reads the banner itself when it resumes the socket.
+      sock.pause();
+      sock.unshift(chunk);
+      clearTimeout(timer);
+      sock.removeAllListeners('error');
+      sock.removeAllListeners('end');
+      resolve(sock);
+    });
+  });
+}
+
+/** One SSH login over a fresh connection, or over `sock` if one is already open. */
+export function connectOnce(target: SshTarget, readyTimeoutMs: number, sock?: net.Socket): Promise<SshSession> {
   return new Promise((resolve, reject) => {
     const client = new ssh2.Client();
     let hostKey = '';
     let mismatch: string | undefined;
     const config: ConnectConfig = {
-      host: target.host, port: target.port, username: target.username,
+      host: target.host, port: target.port, username: target.username, sock,
       privateKey: target.privateKey, password: target.password,
       readyTimeout: readyTimeoutMs, keepaliveInterval: 5000, keepaliveCountMax: 6,
       tryKeyboard: false,
@@ -162,7 +187,9 @@ export function connectOnce(target: SshTarget, readyTimeoutMs: number): Promise<
 
 export interface WaitOptions {
   timeoutMs: number;
-  /** Per-attempt handshake deadline; short, because slirp accepts TCP before the guest listens. */
+  /** How long one attempt waits for the banner; short, because slirp accepts TCP before the guest listens. */
+  bannerTimeoutMs?: number;
+  /** Handshake and login deadline once the banner has arrived (the server is alive: be patient). */
   attemptTimeoutMs?: number;
   retryDelayMs?: number;
   /** Called with each failed attempt's reason (for --debug logs). */
@@ -182,7 +209,8 @@ export async function waitForSsh(target: SshTarget, opts: WaitOptions): Promise<
     attempt++;
     const remaining = deadline - Date.now();
     try {
-      return await connectOnce(target, Math.max(500, Math.min(opts.attemptTimeoutMs ?? 3000, remaining)));
+      const sock = await waitForBanner(target.host, target.port, Math.max(200, Math.min(opts.bannerTimeoutMs ?? 1000, remaining)));
+      return await connectOnce(target, Math.max(1000, Math.min(opts.attemptTimeoutMs ?? 30_000, deadline - Date.now())), sock);
     } catch (e) {
       if (e instanceof HostKeyMismatchError) throw e;
       last = e as Error;

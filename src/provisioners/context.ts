@@ -13,7 +13,7 @@ export async function sshSession(ctx: BuildContext): Promise<SshSession> {
   ctx.log('reconnecting SSH', 'debug');
   st.ssh = await waitForSsh(need(st, 'sshTarget'), {
     timeoutMs: comm.type === 'ssh' ? parseDuration(comm.timeout) : 60_000,
-    attemptTimeoutMs: 3000,
+    bannerTimeoutMs: 1000,
     abort: () => (qemu.hasExited ? 'QEMU exited while kiln waited to reconnect' : undefined),
   });
   return st.ssh;

@@ -46,7 +46,7 @@ export const waitSshStep: Step = {
       try {
         st.ssh = await waitForSsh({ ...target, port: need(st, 'sshHostPort') }, {
           timeoutMs: Math.max(1000, deadline - Date.now()),
-          attemptTimeoutMs: 3000,
+          bannerTimeoutMs: 1000,
           retryDelayMs: 200,
           abort: () => (current.hasExited ? `QEMU exited before SSH came up${current.stderr ? `: ${current.stderr}` : ''}` : undefined),
           onAttempt: (n, e) => ctx.log(`ssh attempt ${n}: ${e.message}`, 'debug'),
