@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { BuildContext } from '../build/state.js';
 import type { Provisioner } from '../template/schema.js';
 import { interpolateString, interpolateTree } from '../template/interpolate.js';
@@ -35,6 +36,14 @@ export async function runShell(ctx: BuildContext, p: Shell, label: string): Prom
     if (r.disconnected) {
       if (p.expect_disconnect) { ctx.log(`${label}: guest disconnected, as expected`, 'debug'); continue; }
       throw new ProvisionerError(`${label}: the SSH connection dropped while "${script.name}" ran (did the guest reboot or power off? set expect_disconnect: true if that is intended)`);
+    }
+    if (p.expect_disconnect && ssh.connected) {
+      // `reboot` often returns before the guest goes down: let the connection drop now, so the next
+      // provisioner does not start on a dying system. A guest that stays up keeps the connection.
+      if (await Promise.race([ssh.closed.then(() => true), sleep(10_000).then(() => false)])) {
+        ctx.log(`${label}: guest disconnected, as expected`, 'debug');
+        continue;
+      }
     }
     if (r.exitCode === null || !p.valid_exit_codes.includes(r.exitCode)) {
       throw new ProvisionerError(`${label}: script "${script.name}" exited with ${r.exitCode ?? `signal ${r.signal}`} (valid: ${p.valid_exit_codes.join(', ')})`);

@@ -202,3 +202,29 @@ describe('kiln build: interrupts and parallel builds', () => {
     expect(run.stderr).toContain('2 of 2 builds succeeded');
   }, 300_000);
 });
+
+describe('kiln build: a provisioner that reboots the guest', () => {
+  it('expect_disconnect lets a reboot pass, and the next provisioner reconnects', async () => {
+    const file = template('reboots', `
+      - type: shell
+        inline: ['echo before > /root/before', 'sync', 'reboot']
+        expect_disconnect: true
+      - type: shell
+        inline: ['cat /root/before > /root/after-reboot', 'cat /proc/uptime']`);
+    const run = await kiln(['build', file, '--events=json']);
+    expect(run.exitCode, run.stderr.slice(-2000)).toBe(0);
+    expect(run.events.filter((e) => e.type === 'provisioner-end').map((e) => e.index)).toEqual([0, 1]);
+    // The second provisioner ran on a fresh boot: uptime is shorter than the whole build so far.
+    const uptime = run.events.find((e) => e.type === 'output' && e.source === 'provisioner 2');
+    const total = Number(run.events.at(-1)!.ms) / 1000;
+    expect(Number(String(uptime!.line).split(' ')[0])).toBeLessThan(total - 2);
+    const guest = await Guest.boot({ disk: await overlayOf(path.join(dir, 'out', 'reboots', 'reboots.qcow2'), dir, 'reboots-boot.qcow2'), memoryMiB: 256, cpus: 1 });
+    try {
+      const ssh = await guest.ssh('root', insecureKey);
+      expect(await ssh.run('cat /root/after-reboot')).toBe('before\n');
+      await guest.poweroff(ssh);
+    } finally {
+      await guest.destroy();
+    }
+  }, 300_000);
+});
