@@ -31,6 +31,7 @@ export interface ArtifactRecord {
   size: number;
   virtualSize: number;
   sha256: string;
+  sha512?: string;
 }
 
 export interface BuildState {
@@ -59,6 +60,10 @@ export interface BuildState {
   artifacts: ArtifactRecord[];
   timings: Record<string, number>;
   cloudInitInstanceId?: string;
+  /** Packages installed in the guest, read at the end of provisioning (dpkg or rpm). */
+  sbom?: { manager: 'dpkg' | 'rpm' | 'none'; packages: { name: string; version: string; arch: string }[] };
+  /** Actual size of the captured disk before and after trimming free space. */
+  compaction?: { beforeBytes: number; afterBytes: number };
   seed?: { kind: 'http'; url: string } | { kind: 'cdrom'; iso: string };
 }
 

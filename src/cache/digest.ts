@@ -9,6 +9,13 @@ export async function fileDigest(file: string, algorithm: 'sha256' | 'sha512' = 
   return hash.digest('hex');
 }
 
+/** Several digests of one file in a single streamed read. */
+export async function fileDigests<A extends 'sha256' | 'sha512'>(file: string, algorithms: readonly A[]): Promise<Record<A, string>> {
+  const hashes = algorithms.map((a) => [a, createHash(a)] as const);
+  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) for (const [, h] of hashes) h.update(chunk as Buffer);
+  return Object.fromEntries(hashes.map(([a, h]) => [a, h.digest('hex')])) as Record<A, string>;
+}
+
 /**
  * A digest remembered by (path, size, mtime, inode): hashing a 400 MiB base image costs ~1-2 s, and the
  * same unchanged file is used build after build. Any change to the file changes the key.

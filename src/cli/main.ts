@@ -9,8 +9,9 @@ import { defaultCacheDir, runBuilds, selectBuilds } from '../build/build.js';
 import { BuildInterrupted } from '../build/runner.js';
 import type { OnError } from '../build/state.js';
 import { EventBus } from '../ui/events.js';
-import { humanRenderer, jsonRenderer } from '../ui/render.js';
+import { humanRenderer, jsonRenderer, type ProgressMode } from '../ui/render.js';
 import { inspectTemplate } from './inspect.js';
+import { verifyManifest } from '../artifacts/verify.js';
 
 class UsageError extends Error {}
 
@@ -40,13 +41,13 @@ function terminalPrompt(): ((q: string) => Promise<string>) | undefined {
 
 async function buildCommand(argv: Common & {
   force: boolean; only?: string[]; except?: string[]; 'on-error': OnError; 'parallel-builds': number;
-  debug: boolean; timestamps: boolean; events?: string;
+  debug: boolean; timestamps: boolean; events?: string; progress: ProgressMode;
 }): Promise<number> {
   const t = load(argv);
   const builds = selectBuilds(t, argv.only, argv.except);
   const bus = new EventBus([...t.variables.secrets]);
   if (argv.events === 'json') bus.subscribe(jsonRenderer(process.stdout));
-  bus.subscribe(humanRenderer({ timestamps: argv.timestamps, debug: argv.debug }));
+  bus.subscribe(humanRenderer({ timestamps: argv.timestamps, debug: argv.debug, progress: argv.progress }));
 
   const controller = new AbortController();
   let interrupted: string | undefined;
@@ -98,7 +99,8 @@ export async function main(args: string[]): Promise<number> {
       .option('parallel-builds', { type: 'number', default: 1, describe: 'how many builds run at once' })
       .option('debug', { type: 'boolean', default: false, describe: 'verbose logs; pause between steps on a terminal' })
       .option('timestamps', { type: 'boolean', default: false, describe: 'prefix log lines with the time' })
-      .option('events', { choices: ['json'] as const, describe: 'write a JSON-lines event stream to stdout' }),
+      .option('events', { choices: ['json'] as const, describe: 'write a JSON-lines event stream to stdout' })
+      .option('progress', { choices: ['auto', 'always', 'never'] as const, default: 'auto' as ProgressMode, describe: 'progress bars: on a terminal (auto), always, or never' }),
     async (argv) => { code = await buildCommand(argv as never).catch(reportError); })
     .command('validate <template>', 'check a template and report every problem', (y) => withTemplate(y as never),
       (argv) => {
@@ -112,7 +114,16 @@ export async function main(args: string[]): Promise<number> {
     (argv) => {
       try { process.stdout.write(inspectTemplate(load(argv as unknown as Common), Boolean(argv.json))); } catch (e) { code = reportError(e); }
     })
-    .demandCommand(1, 'give a command: build, validate or inspect')
+    .command('verify <manifest>', 're-check the artifacts a manifest.json lists (sizes, digests, qemu-img check)', (y) => y
+      .positional('manifest', { type: 'string', demandOption: true, describe: 'a manifest.json written by kiln build' }),
+    async (argv) => {
+      try {
+        const results = await verifyManifest(String(argv.manifest));
+        for (const r of results) process.stdout.write(`${r.ok ? 'ok  ' : 'FAIL'} ${r.name}${r.problems.length ? `: ${r.problems.join('; ')}` : ''}\n`);
+        code = results.every((r) => r.ok) ? 0 : 1;
+      } catch (e) { code = reportError(e); }
+    })
+    .demandCommand(1, 'give a command: build, validate, inspect or verify')
     .strict()
     .version(kilnVersion)
     .alias('h', 'help')

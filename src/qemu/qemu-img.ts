@@ -22,8 +22,9 @@ async function qemuImg(args: string[], what: string): Promise<string> {
   return String(r.stdout ?? '');
 }
 
-export async function imageInfo(file: string, format?: string): Promise<ImageInfo> {
-  const args = ['info', '--output=json', ...(format ? ['-f', format] : []), file];
+/** `shared` reads an image a running QEMU holds open (-U); its figures may be a moment old. */
+export async function imageInfo(file: string, format?: string, shared = false): Promise<ImageInfo> {
+  const args = ['info', '--output=json', ...(shared ? ['-U'] : []), ...(format ? ['-f', format] : []), file];
   const j = JSON.parse(await qemuImg(args, `reading ${file}`)) as Record<string, unknown>;
   return {
     format: String(j.format),
@@ -43,6 +44,11 @@ export async function createOverlay(base: string, baseFormat: string, overlay: s
 
 export async function createBlank(file: string, sizeBytes: number): Promise<void> {
   await qemuImg(['create', '-q', '-f', 'qcow2', file, String(sizeBytes)], `creating disk ${file}`);
+}
+
+/** Grows (never shrinks) an image's virtual size. */
+export async function resize(file: string, format: string, sizeBytes: number): Promise<void> {
+  await qemuImg(['resize', '-q', '-f', format, file, String(sizeBytes)], `resizing ${file}`);
 }
 
 export interface ConvertOptions {

@@ -110,14 +110,21 @@ export const provisionerSchema = z.discriminatedUnion('type', [
   shellProvisioner, fileProvisioner, shellLocalProvisioner, breakpointProvisioner,
 ]);
 
-export const outputFormats = ['qcow2', 'raw', 'vmdk'] as const;
+export const outputFormats = ['qcow2', 'raw', 'vmdk', 'vhdx', 'vhd', 'ova', 'vagrant', 'gce'] as const;
 export const outputSchema = z.strictObject({
   format: z.enum(outputFormats),
   /** File name inside the build's output directory; defaults to "<build>.<ext>". */
   name: z.string().regex(/^[^/\\]+$/, { message: 'name is a file name, not a path; use "directory" for where' }).optional(),
   /** Another directory for this artifact (default: the build's output_directory). */
   directory: z.string().optional(),
+  /** qcow2: zstd-compressed clusters; vmdk: same as subformat streamOptimized. */
   compress: z.boolean().default(false),
+  /** vmdk only. */
+  subformat: z.enum(['monolithicSparse', 'streamOptimized']).optional(),
+  /** vmdk only: the controller type written into the descriptor. */
+  adapter_type: z.enum(['ide', 'lsilogic', 'buslogic', 'legacyESX']).optional(),
+}).refine((o) => o.format === 'vmdk' || (o.subformat === undefined && o.adapter_type === undefined), {
+  message: '"subformat" and "adapter_type" only apply to format: vmdk',
 });
 
 const bootCommandLine = z.string().superRefine((line, ctx) => {
@@ -170,7 +177,9 @@ export const buildSchema = z.strictObject({
   output_directory: z.string().optional(),
   source: sourceSchema,
   provisioners: z.array(provisionerSchema).default([]),
-  outputs: z.array(outputSchema).min(1).default([{ format: 'qcow2', compress: false }]),
+  outputs: z.array(outputSchema).min(1).prefault([{ format: 'qcow2' }]),
+  /** Digest files written beside the artifacts (SHA256SUMS, SHA512SUMS), streamed. */
+  checksums: z.array(z.enum(['sha256', 'sha512'])).min(1).default(['sha256']),
 });
 
 export const templateSchema = z.strictObject({
@@ -194,6 +203,6 @@ export const knownKeys = {
   template: Object.keys(templateSchema.shape),
   build: Object.keys(buildSchema.shape),
   source: Object.keys(sourceSchema.shape),
-  output: Object.keys(outputSchema.shape),
+  output: ['format', 'name', 'directory', 'compress', 'subformat', 'adapter_type'],
   variable: Object.keys(variableSchema.shape),
 } as const;

@@ -1,19 +1,57 @@
 /** Renderers for build events: human lines on stderr, or JSON lines on stdout for machines. */
 import type { BuildEvent, EventSink } from './events.js';
+import cliProgress from 'cli-progress';
 import { formatDuration, formatBytes } from '../template/units.js';
 
-export interface HumanOptions { timestamps?: boolean; debug?: boolean; stream?: NodeJS.WritableStream }
+export type ProgressMode = 'auto' | 'always' | 'never';
+
+export interface HumanOptions { timestamps?: boolean; debug?: boolean; stream?: NodeJS.WritableStream; progress?: ProgressMode }
 
 export function humanRenderer(opts: HumanOptions = {}): EventSink {
   const out = opts.stream ?? process.stderr;
-  const color = (out as NodeJS.WriteStream).isTTY && !process.env.NO_COLOR;
+  const tty = Boolean((out as NodeJS.WriteStream).isTTY);
+  const color = tty && !process.env.NO_COLOR;
   const paint = (code: number, s: string) => (color ? `\x1b[${code}m${s}\x1b[0m` : s);
   const lastProgress = new Map<string, number>();
+  const mode = opts.progress ?? 'auto';
+  // Bars need a terminal to redraw on; elsewhere (CI logs, pipes) plain lines every 25% read better.
+  const bars = (mode === 'always' || (mode === 'auto' && tty)) ? new ProgressBars(out) : undefined;
   return (e) => {
     const prefix = (opts.timestamps ? `${e.time} ` : '') + paint(36, `${e.build}: `);
+    if (e.type === 'progress' && mode === 'never') return;
+    if (e.type === 'progress' && bars) { bars.update(`${e.build}: ${e.task}`, e.percent); return; }
     const line = lineFor(e, paint, lastProgress, opts.debug ?? false);
-    if (line !== undefined) out.write(line.split('\n').map((l) => prefix + l).join('\n') + '\n');
+    if (line === undefined) return;
+    const text = line.split('\n').map((l) => prefix + l).join('\n');
+    if (bars?.active) bars.log(text); else out.write(text + '\n');
+    if (e.type === 'build-end') bars?.stopAll();
   };
+}
+
+/** cli-progress bars, one per task, kept below the log lines. */
+class ProgressBars {
+  private multi?: cliProgress.MultiBar;
+  private bars = new Map<string, cliProgress.SingleBar>();
+  constructor(private readonly stream: NodeJS.WritableStream) {}
+  get active(): boolean { return this.bars.size > 0; }
+
+  update(task: string, percent: number): void {
+    this.multi ??= new cliProgress.MultiBar({
+      stream: this.stream as NodeJS.WriteStream, format: ' {bar} {percentage}% | {task}', hideCursor: true,
+      clearOnComplete: false, stopOnComplete: false, noTTYOutput: true, notTTYSchedule: 2000,
+    }, cliProgress.Presets.shades_classic);
+    let bar = this.bars.get(task);
+    if (!bar) { bar = this.multi.create(100, 0, { task }); this.bars.set(task, bar); }
+    bar.update(Math.floor(percent), { task });
+  }
+
+  log(text: string): void { this.multi?.log(`${text}\n`); }
+
+  stopAll(): void {
+    this.multi?.stop();
+    this.multi = undefined;
+    this.bars.clear();
+  }
 }
 
 function lineFor(e: BuildEvent, paint: (c: number, s: string) => string, lastProgress: Map<string, number>, debug: boolean): string | undefined {

@@ -6,7 +6,8 @@ import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync }
 import path from 'node:path';
 import type { Step } from '../step.js';
 import { need } from '../state.js';
-import { buildManifest, writeSha256Sums } from '../../artifacts/manifest.js';
+import { buildManifest, writeSums } from '../../artifacts/manifest.js';
+import { qemuImgVersion } from '../../qemu/qemu-img.js';
 
 export const commitOutputStep: Step = {
   name: 'write manifest and commit output',
@@ -21,8 +22,8 @@ export const commitOutputStep: Step = {
       return path.join(out, rel);
     };
     const inOutputDir = ctx.state.artifacts.filter((a) => path.dirname(a.path) === staging);
-    writeSha256Sums(staging, inOutputDir);
-    const manifest = buildManifest(ctx, ctx.state.startedAt, finalPathOf);
+    for (const algorithm of ctx.build.checksums) writeSums(staging, algorithm, inOutputDir);
+    const manifest = buildManifest(ctx, ctx.state.startedAt, finalPathOf, await qemuImgVersion());
     writeFileSync(path.join(staging, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
 
     // Outputs bound for other directories move first; any clash is found before the main rename.

@@ -1,45 +1,91 @@
-/** Step: write each output from the captured disk with qemu-img, then check and measure it. */
+/**
+ * Step: write every output from the captured disk, two at a time (more would only fight over the same
+ * disk), then check each with qemu-img, measure it and digest it in one streamed read.
+ */
 import path from 'node:path';
 import { mkdirSync, statSync } from 'node:fs';
 import type { Step } from '../step.js';
+import type { BuildContext } from '../state.js';
 import { need } from '../state.js';
-import { check, convert, imageInfo } from '../../qemu/qemu-img.js';
+import { check, convert, imageInfo, resize } from '../../qemu/qemu-img.js';
 import { artifactName, planFor } from '../../artifacts/formats.js';
-import { fileDigest } from '../../cache/digest.js';
+import { writePackage } from '../../artifacts/packages.js';
+import { fileDigests } from '../../cache/digest.js';
 import { formatBytes } from '../../template/units.js';
+import type { OutputConfig } from '../../template/schema.js';
+import { memoryMiB } from './launch-qemu.js';
 
 /** Where an output is staged: outputs bound for another directory get a sub-folder of their own. */
 export function stagedPath(stagingDir: string, index: number, name: string, elsewhere: boolean): string {
   return elsewhere ? path.join(stagingDir, `.elsewhere-${index}`, name) : path.join(stagingDir, name);
 }
 
+/** Runs tasks with at most `limit` in flight; the first failure rejects (the others finish first). */
+export async function withLimit<T>(limit: number, tasks: (() => Promise<T>)[]): Promise<T[]> {
+  const results: T[] = new Array(tasks.length);
+  let next = 0;
+  let failure: unknown;
+  const worker = async () => {
+    while (next < tasks.length && failure === undefined) {
+      const i = next++;
+      try { results[i] = await tasks[i]!(); } catch (e) { failure ??= e; }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, tasks.length) }, worker));
+  if (failure !== undefined) throw failure;
+  return results;
+}
+
+async function produce(ctx: BuildContext, o: OutputConfig, index: number): Promise<void> {
+  const disk = need(ctx.state, 'disk');
+  const name = artifactName(ctx.build.name, o);
+  const plan = planFor(o);
+  const dst = stagedPath(need(ctx.state, 'stagingDir'), index, name, Boolean(o.directory));
+  mkdirSync(path.dirname(dst), { recursive: true });
+  const started = performance.now();
+  const onProgress = (percent: number) => ctx.events.emit({ type: 'progress', build: ctx.build.name, task: `convert ${name}`, percent });
+  let virtualSize: number;
+  if (plan.kind === 'disk') {
+    await convert(disk.path, disk.format, dst, plan.qemuFormat, { compress: plan.compress, options: plan.options, onProgress });
+    if (plan.checkable) {
+      const checked = await check(dst, plan.qemuFormat);
+      if (!checked.ok) throw new Error(`qemu-img check failed for ${name}:\n${checked.output}`);
+    }
+    virtualSize = (await imageInfo(dst, plan.qemuFormat)).virtualSize;
+  } else {
+    const src = ctx.build.source;
+    await writePackage(plan.packageFormat, {
+      source: disk.path, sourceFormat: disk.format, out: dst, name: path.basename(name, `.${plan.extension}`),
+      cpus: src.cpus, memoryMiB: memoryMiB(src.memory), firmware: src.firmware, onProgress,
+    });
+    virtualSize = (await imageInfo(disk.path, disk.format)).virtualSize;
+  }
+  const digests = await fileDigests(dst, [...new Set(['sha256', ...ctx.build.checksums] as const)]);
+  const { size } = statSync(dst);
+  ctx.state.timings[`convert ${name}`] = performance.now() - started;
+  ctx.state.artifacts[index] = { name, path: dst, format: o.format, size, virtualSize, sha256: digests.sha256, sha512: digests.sha512 };
+  ctx.log(`${name}: ${formatBytes(size)} on disk, ${formatBytes(virtualSize)} virtual`, 'debug');
+}
+
 export const convertStep: Step = {
   name: 'convert disk',
   async run(ctx) {
     const disk = need(ctx.state, 'disk');
-    const staging = need(ctx.state, 'stagingDir');
+    const outputs = ctx.build.outputs;
     const names = new Set<string>();
-    for (const [i, o] of ctx.build.outputs.entries()) {
-      const name = artifactName(ctx.build.name, o);
-      const key = `${o.directory ?? ''}/${name}`;
-      if (names.has(key)) throw new Error(`two outputs would both write ${name}\n  fix: give one of them a different "name"`);
+    for (const o of outputs) {
+      const key = `${o.directory ?? ''}/${artifactName(ctx.build.name, o)}`;
+      if (names.has(key)) throw new Error(`two outputs would both write ${artifactName(ctx.build.name, o)}\n  fix: give one of them a different "name"`);
       names.add(key);
-      const plan = planFor(o);
-      const dst = stagedPath(staging, i, name, Boolean(o.directory));
-      mkdirSync(path.dirname(dst), { recursive: true });
-      const started = performance.now();
-      await convert(disk.path, disk.format, dst, plan.qemuFormat, {
-        compress: plan.compress, options: plan.options,
-        onProgress: (percent) => ctx.events.emit({ type: 'progress', build: ctx.build.name, task: `convert ${name}`, percent }),
-      });
-      const checked = await check(dst, plan.qemuFormat);
-      if (!checked.ok) throw new Error(`qemu-img check failed for ${name}:\n${checked.output}`);
-      const info = await imageInfo(dst, plan.qemuFormat);
-      const sha256 = await fileDigest(dst);
-      ctx.state.timings[`convert ${name}`] = performance.now() - started;
-      const { size } = statSync(dst);
-      ctx.state.artifacts.push({ name, path: dst, format: o.format, size, virtualSize: info.virtualSize, sha256 });
-      ctx.log(`${name}: ${formatBytes(size)} on disk, ${formatBytes(info.virtualSize)} virtual`, 'debug');
     }
+    if (outputs.some((o) => o.format === 'vhd')) {
+      const { virtualSize } = await imageInfo(disk.path, disk.format);
+      const mib = 2 ** 20;
+      if (virtualSize % mib) {
+        await resize(disk.path, disk.format, Math.ceil(virtualSize / mib) * mib);
+        ctx.log('disk grown to a whole MiB for the VHD output (Azure requires it)', 'warn');
+      }
+    }
+    await withLimit(2, outputs.map((o, i) => () => produce(ctx, o, i)));
   },
 };

@@ -16,6 +16,8 @@ import { waitInstallStep } from './wait-install.js';
 import { waitSshStep } from './wait-ssh.js';
 import { provisionStep } from './provision.js';
 import { cleanGuestStep } from './clean-guest.js';
+import { sbomStep } from './sbom.js';
+import { compactStep } from './compact.js';
 import { shutdownStep } from './shutdown.js';
 import { convertStep } from './convert.js';
 import { commitOutputStep } from './commit-output.js';
@@ -33,6 +35,8 @@ export const buildSteps: Step[] = [
   waitInstallStep,
   waitSshStep,
   provisionStep,
+  sbomStep,
+  compactStep,
   cleanGuestStep,
   shutdownStep,
   convertStep,

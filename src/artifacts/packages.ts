@@ -1,0 +1,23 @@
+/** Packaged outputs (OVA, Vagrant box, GCE tarball): one entry point for the convert step. */
+import { writeOva } from './ova.js';
+import { writeVagrantBox } from './vagrant.js';
+import { writeGceTarball } from './gce.js';
+
+export interface PackageInput {
+  source: string;
+  sourceFormat: string;
+  out: string;
+  name: string;
+  cpus: number;
+  memoryMiB: number;
+  firmware: 'bios' | 'uefi';
+  onProgress?: (percent: number) => void;
+}
+
+export async function writePackage(format: 'ova' | 'vagrant' | 'gce', input: PackageInput): Promise<void> {
+  switch (format) {
+    case 'ova': await writeOva(input); return;
+    case 'vagrant': await writeVagrantBox(input); return;
+    case 'gce': await writeGceTarball({ source: input.source, sourceFormat: input.sourceFormat, out: input.out, onProgress: input.onProgress }); return;
+  }
+}

@@ -1,0 +1,38 @@
+/** `kiln verify MANIFEST`: re-check every artifact a manifest lists: size, digests, qemu-img check and info. */
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { fileDigests } from '../cache/digest.js';
+import { check, imageInfo } from '../qemu/qemu-img.js';
+import type { Manifest } from './manifest.js';
+
+const qemuFormatOf: Record<string, string> = { qcow2: 'qcow2', raw: 'raw', vmdk: 'vmdk', vhdx: 'vhdx', vhd: 'vpc' };
+const checkable = new Set(['qcow2', 'vmdk', 'vhdx']);
+
+export interface VerifyResult { name: string; ok: boolean; problems: string[] }
+
+export async function verifyManifest(manifestPath: string): Promise<VerifyResult[]> {
+  const manifest = JSON.parse(readFileSync(manifestPath, 'utf8')) as Manifest;
+  const results: VerifyResult[] = [];
+  for (const a of manifest.artifacts) {
+    const problems: string[] = [];
+    // A moved output directory still verifies: fall back to the file beside the manifest.
+    const file = existsSync(a.path) ? a.path : path.join(path.dirname(manifestPath), a.name);
+    if (!existsSync(file)) { results.push({ name: a.name, ok: false, problems: [`missing: ${a.path}`] }); continue; }
+    const size = statSync(file).size;
+    if (size !== a.size) problems.push(`size is ${size}, manifest says ${a.size}`);
+    const digests = await fileDigests(file, a.sha512 ? ['sha256', 'sha512'] : ['sha256']);
+    if (digests.sha256 !== a.sha256) problems.push(`sha256 is ${digests.sha256}, manifest says ${a.sha256}`);
+    if (a.sha512 && digests.sha512 !== a.sha512) problems.push('sha512 does not match the manifest');
+    const qemuFormat = qemuFormatOf[a.format];
+    if (qemuFormat && problems.length === 0) {
+      const info = await imageInfo(file, qemuFormat);
+      if (info.virtualSize !== a.virtual_size) problems.push(`virtual size is ${info.virtualSize}, manifest says ${a.virtual_size}`);
+      if (checkable.has(a.format)) {
+        const r = await check(file, qemuFormat);
+        if (!r.ok) problems.push(`qemu-img check failed: ${r.output}`);
+      }
+    }
+    results.push({ name: a.name, ok: problems.length === 0, problems });
+  }
+  return results;
+}
