@@ -1,0 +1,112 @@
+// One build, every artifact format: each disk format boots with the provisioner's marker, the OVA and
+// Vagrant box unpack with correct descriptors and digests, and `kiln verify` re-checks it all.
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+import { execa } from 'execa';
+import { afterAll, describe, expect, it } from 'vitest';
+import { Guest, imagesDir, insecureKey, overlayOf, repoRoot } from '../helpers/guest.js';
+import { kiln } from '../helpers/kiln.js';
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-e2e-artifacts-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const sha256 = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
+
+describe('artifacts: every format from one build', () => {
+  const out = path.join(dir, 'out');
+  it('builds qcow2, raw, vmdk, vhdx, vhd, ova, vagrant and gce with SHA256SUMS, SHA512SUMS and a manifest', async () => {
+    const file = path.join(dir, 'all.yaml');
+    writeFileSync(file, `
+builds:
+  - name: all
+    output_directory: ${out}
+    source:
+      base_image: ${path.join(imagesDir, 'tiny.qcow2')}
+      checksum: none
+      cpus: 1
+      memory: 256
+      cloud_init: false
+      communicator: { username: root, private_key_file: ${path.join(repoRoot, 'fixtures/keys/insecure_ed25519')}, trust_on_first_use: true, timeout: 3m }
+    provisioners:
+      - type: shell
+        inline: ['echo every-format > /root/marker']
+    checksums: [sha256, sha512]
+    outputs:
+      - { format: qcow2, compress: true }
+      - { format: raw }
+      - { format: vmdk, subformat: streamOptimized }
+      - { format: vhdx }
+      - { format: vhd }
+      - { format: ova }
+      - { format: vagrant }
+      - { format: gce }
+`);
+    const run = await kiln(['build', file, '--events=json']);
+    expect(run.exitCode, run.stderr.slice(-3000)).toBe(0);
+    expect(readdirSync(out).sort()).toEqual(['SHA256SUMS', 'SHA512SUMS', 'all.box', 'all.ova', 'all.qcow2', 'all.raw', 'all.tar.gz', 'all.vhd', 'all.vhdx', 'all.vmdk', 'manifest.json']);
+    expect((await execa('sha256sum', ['-c', 'SHA256SUMS'], { cwd: out, reject: false })).exitCode).toBe(0);
+    expect((await execa('sha512sum', ['-c', 'SHA512SUMS'], { cwd: out, reject: false })).exitCode).toBe(0);
+    const manifest = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8'));
+    expect(manifest.artifacts).toHaveLength(8);
+    expect(manifest.tools.qemu_img).toMatch(/^\d+\.\d+/);
+    expect(manifest.sbom).toEqual({ manager: 'none', packages: [] }); // busybox guest: no dpkg or rpm
+    // Progress events came from qemu-img's own progress output.
+    expect(run.events.some((e) => e.type === 'progress' && e.task === 'convert all.vhdx')).toBe(true);
+
+    // Each disk format is what it says, and the vhd is fixed-size on a whole MiB (Azure).
+    for (const [name, format] of [['all.qcow2', 'qcow2'], ['all.vmdk', 'vmdk'], ['all.vhdx', 'vhdx'], ['all.vhd', 'vpc']] as const) {
+      const info = JSON.parse((await execa('qemu-img', ['info', '--output=json', '-f', format, path.join(out, name)])).stdout);
+      expect(info.format).toBe(format);
+      expect(info['virtual-size'] % 2 ** 20).toBe(0);
+    }
+    expect(readFileSync(path.join(out, 'all.vhd')).length).toBe(512 * 2 ** 20 + 512); // fixed: data + footer
+  }, 300_000);
+
+  for (const [name, format] of [['all.qcow2', 'qcow2'], ['all.raw', 'raw'], ['all.vmdk', 'vmdk'], ['all.vhdx', 'vhdx']] as const) {
+    it(`the ${format} artifact boots and carries the provisioner's marker`, async () => {
+      const guest = await Guest.boot({ disk: await overlayOf(path.join(out, name), dir, `${format}-boot.qcow2`, format), memoryMiB: 256, cpus: 1 });
+      try {
+        const ssh = await guest.ssh('root', insecureKey);
+        expect(await ssh.run('cat /root/marker')).toBe('every-format\n');
+        await guest.poweroff(ssh);
+      } finally {
+        await guest.destroy();
+      }
+    }, 120_000);
+  }
+
+  it('the OVA unpacks: OVF first, manifest digests match, disk identical to the qcow2', async () => {
+    const x = path.join(dir, 'ova');
+    mkdirSync(x);
+    const list = (await execa('tar', ['-tf', path.join(out, 'all.ova')])).stdout.split('\n');
+    expect(list).toEqual(['all.ovf', 'all-disk1.vmdk', 'all.mf']);
+    await execa('tar', ['-xf', path.join(out, 'all.ova'), '-C', x]);
+    const mf = readFileSync(path.join(x, 'all.mf'), 'utf8');
+    for (const f of ['all.ovf', 'all-disk1.vmdk']) expect(mf).toContain(`SHA256(${f})= ${sha256(path.join(x, f))}`);
+    const ovf = readFileSync(path.join(x, 'all.ovf'), 'utf8');
+    expect(ovf).toMatch(/ovf:capacity="536870912"/);
+    expect(ovf).toContain('streamOptimized');
+    expect((await execa('qemu-img', ['compare', '-f', 'qcow2', '-F', 'vmdk', path.join(out, 'all.qcow2'), path.join(x, 'all-disk1.vmdk')], { reject: false })).exitCode).toBe(0);
+  });
+
+  it('the Vagrant box unpacks: libvirt metadata, Vagrantfile, and a qcow2 identical to the artifact', async () => {
+    const x = path.join(dir, 'box');
+    mkdirSync(x);
+    await execa('tar', ['-xzf', path.join(out, 'all.box'), '-C', x]);
+    expect(readdirSync(x).sort()).toEqual(['Vagrantfile', 'box.img', 'metadata.json']);
+    expect(JSON.parse(readFileSync(path.join(x, 'metadata.json'), 'utf8'))).toEqual({ provider: 'libvirt', format: 'qcow2', virtual_size: 1 });
+    expect(readFileSync(path.join(x, 'Vagrantfile'), 'utf8')).toMatch(/libvirt/);
+    expect((await execa('qemu-img', ['compare', path.join(out, 'all.qcow2'), path.join(x, 'box.img')], { reject: false })).exitCode).toBe(0);
+  });
+
+  it('kiln verify passes, then catches a changed artifact', async () => {
+    const ok = await kiln(['verify', path.join(out, 'manifest.json')]);
+    expect(ok.exitCode, ok.stdout + ok.stderr).toBe(0);
+    expect(ok.stdout.split('\n').filter((l) => l.startsWith('ok   ')).length).toBe(8);
+    appendFileSync(path.join(out, 'all.raw'), 'tampered');
+    const bad = await kiln(['verify', path.join(out, 'manifest.json')]);
+    expect(bad.exitCode).toBe(1);
+    expect(bad.stdout).toMatch(/FAIL all\.raw: size is \d+, manifest says \d+; sha256 is/);
+  });
+});
