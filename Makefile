@@ -18,6 +18,7 @@ fixtures: setup ## build the offline test guests and installer ISO (cached in fi
 	@bash scripts/fixtures/tiny.sh
 	@bash scripts/fixtures/debian-12-cloud.sh
 	@bash scripts/fixtures/installer-iso.sh
+	@bash scripts/fixtures/debian-netboot-iso.sh
 
 image: build fixtures ## build the default example image (examples/debian-12-cloud.yaml)
 	@bash scripts/make-image.sh
