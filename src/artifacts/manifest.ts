@@ -17,7 +17,7 @@ export interface Manifest {
   started_at: string;
   finished_at: string;
   timings_ms: Record<string, number>;
-  artifacts: { name: string; path: string; format: string; size: number; virtual_size: number; sha256: string; sha512?: string }[];
+  artifacts: { name: string; path: string; format: string; size: number; virtual_size: number; sha256: string; sha512?: string; compression?: string }[];
 }
 
 export function buildManifest(ctx: BuildContext, startedAt: Date, finalPathOf: (staged: string) => string, qemuImgVersion: string): Manifest {
@@ -41,6 +41,7 @@ export function buildManifest(ctx: BuildContext, startedAt: Date, finalPathOf: (
     artifacts: ctx.state.artifacts.map((a) => ({
       name: a.name, path: finalPathOf(a.path), format: a.format, size: a.size, virtual_size: a.virtualSize, sha256: a.sha256,
       ...(a.sha512 ? { sha512: a.sha512 } : {}),
+      ...(a.compression ? { compression: a.compression } : {}),
     })),
   };
 }

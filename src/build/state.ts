@@ -32,6 +32,8 @@ export interface ArtifactRecord {
   virtualSize: number;
   sha256: string;
   sha512?: string;
+  /** Set when a compress post-processor wrapped the artifact (gzip, zstd, xz). */
+  compression?: string;
 }
 
 export interface BuildState {

@@ -170,6 +170,12 @@ export function loadTemplate(file: string, inputs: VariableInputs = {}): LoadedT
         mustExist(p.script, [...at, 'script'], 'file');
       }
     });
+    b.post_processors.forEach((p, j) => {
+      if (p.type === 'shell-local' && p.script) {
+        p.script = resolve(p.script);
+        mustExist(p.script, ['builds', i, 'post_processors', j, 'script'], 'file');
+      }
+    });
     // ${build.*} names that will exist at run time; anything else is a typo worth catching now.
     const known = new Set(['name', 'http_ip', 'http_port', 'http_url', 'ssh_public_key', 'ssh_username', 'output_dir', 'ssh_host', 'ssh_port']);
     for (const name of references(b).build) {

@@ -133,6 +133,23 @@ const bootCommandLine = z.string().superRefine((line, ctx) => {
   }
 });
 
+export const postProcessorSchema = z.discriminatedUnion('type', [
+  z.strictObject({
+    type: z.literal('compress'),
+    algorithm: z.enum(['gzip', 'zstd', 'xz']).default('zstd'),
+    /** Artifact formats to compress (default: all disk images and packages not already compressed). */
+    formats: z.array(z.enum(outputFormats)).optional(),
+    /** Keep the uncompressed artifact beside the compressed one. */
+    keep_input: z.boolean().default(false),
+  }),
+  z.strictObject({
+    type: z.literal('shell-local'),
+    inline: z.array(z.string()).optional(),
+    script: z.string().optional(),
+    env: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).default({}),
+  }).refine((p) => (p.inline === undefined) !== (p.script === undefined), { message: 'a shell-local post-processor needs exactly one of "inline" or "script"' }),
+]);
+
 export const sourceSchema = z.strictObject({
   /** A bootable disk image (cloud image) to build on; or `iso` to install onto a blank disk. */
   base_image: z.string().optional(),
@@ -180,6 +197,8 @@ export const buildSchema = z.strictObject({
   outputs: z.array(outputSchema).min(1).prefault([{ format: 'qcow2' }]),
   /** Digest files written beside the artifacts (SHA256SUMS, SHA512SUMS), streamed. */
   checksums: z.array(z.enum(['sha256', 'sha512'])).min(1).default(['sha256']),
+  /** Run on the finished artifacts, in order, before checksums and the manifest are written. */
+  post_processors: z.array(postProcessorSchema).default([]),
 });
 
 export const templateSchema = z.strictObject({
@@ -194,6 +213,7 @@ export type BuildConfig = z.output<typeof buildSchema>;
 export type SourceConfig = z.output<typeof sourceSchema>;
 export type Provisioner = z.output<typeof provisionerSchema>;
 export type OutputConfig = z.output<typeof outputSchema>;
+export type PostProcessor = z.output<typeof postProcessorSchema>;
 export type VariableDef = z.output<typeof variableSchema>;
 export type SshCommunicatorConfig = z.output<typeof sshCommunicator>;
 export type CloudInitConfig = z.output<typeof cloudInit>;

@@ -110,3 +110,40 @@ builds:
     expect(bad.stdout).toMatch(/FAIL all\.raw: size is \d+, manifest says \d+; sha256 is/);
   });
 });
+
+describe('post-processors', () => {
+  it('compress (zstd) replaces the raw artifact; shell-local sees the artifacts; sums and verify cover the result', async () => {
+    const out = path.join(dir, 'pp');
+    const seen = path.join(dir, 'seen.txt');
+    const file = path.join(dir, 'pp.yaml');
+    writeFileSync(file, `
+builds:
+  - name: pp
+    output_directory: ${out}
+    source:
+      base_image: ${path.join(imagesDir, 'tiny.qcow2')}
+      checksum: none
+      cpus: 1
+      memory: 256
+      cloud_init: false
+      communicator: { username: root, private_key_file: ${path.join(repoRoot, 'fixtures/keys/insecure_ed25519')}, trust_on_first_use: true, timeout: 3m }
+    outputs:
+      - { format: qcow2 }
+      - { format: raw }
+    post_processors:
+      - { type: compress, algorithm: zstd, formats: [raw] }
+      - type: shell-local
+        inline: ['printf "%s\\\\n" "$KILN_ARTIFACTS" | xargs -n1 basename > ${seen}']
+`);
+    const run = await kiln(['build', file]);
+    expect(run.exitCode, run.stderr.slice(-2000)).toBe(0);
+    expect(readdirSync(out).sort()).toEqual(['SHA256SUMS', 'manifest.json', 'pp.qcow2', 'pp.raw.zst']);
+    expect(readFileSync(seen, 'utf8')).toBe('pp.qcow2\npp.raw.zst\n');
+    expect((await execa('sha256sum', ['-c', 'SHA256SUMS'], { cwd: out, reject: false })).exitCode).toBe(0);
+    const manifest = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8'));
+    expect(manifest.artifacts[1]).toMatchObject({ name: 'pp.raw.zst', format: 'raw', compression: 'zstd' });
+    await execa('zstd', ['-d', '-q', path.join(out, 'pp.raw.zst'), '-o', path.join(dir, 'pp.raw')]);
+    expect((await execa('qemu-img', ['compare', '-f', 'qcow2', '-F', 'raw', path.join(out, 'pp.qcow2'), path.join(dir, 'pp.raw')], { reject: false })).exitCode).toBe(0);
+    expect((await kiln(['verify', path.join(out, 'manifest.json')])).exitCode).toBe(0);
+  }, 200_000);
+});

@@ -20,6 +20,7 @@ import { sbomStep } from './sbom.js';
 import { compactStep } from './compact.js';
 import { shutdownStep } from './shutdown.js';
 import { convertStep } from './convert.js';
+import { postProcessStep } from './post-process.js';
 import { commitOutputStep } from './commit-output.js';
 
 export const buildSteps: Step[] = [
@@ -40,5 +41,6 @@ export const buildSteps: Step[] = [
   cleanGuestStep,
   shutdownStep,
   convertStep,
+  postProcessStep,
   commitOutputStep,
 ];
