@@ -52,6 +52,46 @@ async function buildExample(file) {
   return { total, overhead: total - external };
 }
 
+/**
+ * Conversion throughput: kiln's whole path per format (convert + check + info + sha256, or the
+ * packaging writer) against a plain `qemu-img convert` of the same disk to the same inner format.
+ */
+async function conversionThroughput() {
+  const source = ['output/debian-12-cloud/debian-12-cloud.qcow2', 'fixtures/images/debian-12-cloud.qcow2'].map((p) => path.join(root, p)).find((p) => existsSync(p));
+  if (!source) return;
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-bench-convert-'));
+  const { convert, check, imageInfo } = await import('../dist/qemu/qemu-img.js');
+  const { planFor } = await import('../dist/artifacts/formats.js');
+  const { writePackage } = await import('../dist/artifacts/packages.js');
+  const { fileDigests } = await import('../dist/cache/digest.js');
+  const time = async (fn) => { const t = performance.now(); await fn(); return performance.now() - t; };
+  const info = await imageInfo(source);
+  console.log(`\nconversion of ${path.relative(root, source)} (${(info.actualSize / 2 ** 20).toFixed(0)} MiB used, ${(info.virtualSize / 2 ** 30).toFixed(1)} GiB virtual)`);
+  console.log(`  ${'format'.padEnd(10)} ${'plain qemu-img'.padStart(15)} ${'kiln'.padStart(9)} ${'ratio'.padStart(7)} ${'MiB/s'.padStart(7)}`);
+  const inner = { ova: ['vmdk', ['subformat=streamOptimized']], vagrant: ['qcow2', ['compat=1.1']], gce: ['raw', []] };
+  for (const format of ['qcow2', 'raw', 'vmdk', 'vhdx', 'vhd', 'ova', 'vagrant', 'gce']) {
+    const plan = planFor({ format, compress: false });
+    const [qf, opts] = plan.kind === 'disk' ? [plan.qemuFormat, plan.options] : inner[format];
+    const plainOut = path.join(dir, `plain.${format}`);
+    const plain = await time(() => convert(source, info.format, plainOut, qf, { options: opts }));
+    rmSync(plainOut, { force: true });
+    const out = path.join(dir, `kiln.${format}`);
+    const kiln = await time(async () => {
+      if (plan.kind === 'disk') {
+        await convert(source, info.format, out, plan.qemuFormat, { options: plan.options, onProgress: () => {} });
+        if (plan.checkable) await check(out, plan.qemuFormat);
+        await imageInfo(out, plan.qemuFormat);
+      } else {
+        await writePackage(plan.packageFormat, { source, sourceFormat: info.format, out, name: 'bench', cpus: 2, memoryMiB: 1024, firmware: 'bios' });
+      }
+      await fileDigests(out, ['sha256']);
+    });
+    rmSync(out, { force: true });
+    console.log(`  ${format.padEnd(10)} ${fmt(plain).padStart(15)} ${fmt(kiln).padStart(9)} ${(kiln / plain).toFixed(2).padStart(7)} ${(info.actualSize / 2 ** 20 / (kiln / 1000)).toFixed(0).padStart(7)}`);
+  }
+  rmSync(dir, { recursive: true, force: true });
+}
+
 /** Boots the tiny fixture, polls the raw SSH banner every 20 ms, and races kiln's waitForSsh. */
 async function sshDetectionLag() {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-bench-'));
@@ -97,5 +137,6 @@ for (const example of ['examples/tiny.yaml', 'examples/debian-12-cloud.yaml']) {
   if (!existsSync(path.join(root, example)) || (only && only !== 'builds')) continue;
   await buildExample(path.join(root, example));
 }
+if (!only || only === 'convert') await conversionThroughput();
 if (!only || only === 'ssh')
 await sshDetectionLag();
