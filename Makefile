@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: help setup build fixtures image test test-unit test-e2e bench clean distclean
+.PHONY: help setup build fixtures fixtures-install image test test-unit test-e2e test-install bench clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -20,6 +20,9 @@ fixtures: setup ## build the offline test guests and installer ISO (cached in fi
 	@bash scripts/fixtures/installer-iso.sh
 	@bash scripts/fixtures/debian-netboot-iso.sh
 
+fixtures-install: fixtures ## also build the Debian debootstrap installer ISO (for make test-install)
+	@bash scripts/fixtures/debian-installer-iso.sh
+
 image: build fixtures ## build the default example image (examples/debian-12-cloud.yaml)
 	@bash scripts/make-image.sh
 
@@ -31,6 +34,9 @@ test-unit: build ## run only the fast unit tests
 
 test-e2e: build fixtures ## run only the end-to-end tests
 	@vitest run test/e2e
+
+test-install: build fixtures-install ## the long ISO install test: Debian 12 via debootstrap (12-16 min under TCG)
+	@vitest run --config vitest.install.config.ts
 
 bench: build fixtures ## run the benchmarks and print their figures
 	@node bench/run.mjs
