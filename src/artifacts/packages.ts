@@ -1,18 +1,10 @@
 /** Packaged outputs (OVA, Vagrant box, GCE tarball): one entry point for the convert step. */
-import { writeOva } from './ova.js';
+import { writeOva, type OvaOptions } from './ova.js';
 import { writeVagrantBox } from './vagrant.js';
 import { writeGceTarball } from './gce.js';
 
-export interface PackageInput {
-  source: string;
-  sourceFormat: string;
-  out: string;
-  name: string;
-  cpus: number;
-  memoryMiB: number;
-  firmware: 'bios' | 'uefi';
-  onProgress?: (percent: number) => void;
-}
+/** What every packaged format takes (the OVA's inputs are the fullest set). */
+export type PackageInput = OvaOptions;
 
 export async function writePackage(format: 'ova' | 'vagrant' | 'gce', input: PackageInput): Promise<void> {
   switch (format) {

@@ -11,21 +11,14 @@
  * key (https://github.com/hashicorp/vagrant/tree/main/keys), password-less sudo, and sshd enabled —
  * provision them in the template. Without them the box boots but `vagrant up` never gets a shell.
  */
+import type { OvaOptions } from './ova.js';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { convert, imageInfo } from '../qemu/qemu-img.js';
 import { GiB, progressScale, step, writeAtomically, writeTar } from './tar.js';
 
-export interface VagrantBoxOptions {
-  source: string;
-  sourceFormat: string;
-  out: string;
-  name: string;
-  cpus: number;
-  memoryMiB: number;
-  firmware: 'bios' | 'uefi';
-  onProgress?: (pct: number) => void;
-}
+/** The same inputs as an OVA. */
+export type VagrantBoxOptions = OvaOptions;
 
 /**
  * The UEFI loader on the machine running `vagrant up` (not the build host): the 4 MiB OVMF build that

@@ -14,9 +14,21 @@ export function buildEnvironment(ctx: BuildContext): Record<string, string> {
   return env;
 }
 
-export async function runShellLocal(ctx: BuildContext, p: ShellLocal, label: string): Promise<void> {
+export interface HostCommand {
+  inline?: string[];
+  script?: string;
+  env: Record<string, string | number | boolean>;
+  valid_exit_codes?: number[];
+}
+
+/**
+ * Runs a command on the host (shell-local provisioner and post-processor): inline lines with `sh -e`
+ * or a script, in the template's folder, with the build's KILN_* values plus `extraEnv` and its own
+ * env, output streamed as lines under `label`.
+ */
+export async function runHostCommand(ctx: BuildContext, p: HostCommand, label: string, extraEnv: Record<string, string> = {}): Promise<void> {
   const values = { build: ctx.buildValues() };
-  const env = { ...buildEnvironment(ctx), ...Object.fromEntries(Object.entries(interpolateTree(p.env, values)).map(([k, v]) => [k, String(v)])) };
+  const env = { ...buildEnvironment(ctx), ...extraEnv, ...Object.fromEntries(Object.entries(interpolateTree(p.env, values)).map(([k, v]) => [k, String(v)])) };
   const [file, args] = p.script ? [p.script, []] : ['/bin/sh', ['-ec', p.inline!.map((l) => String(interpolateString(l, values))).join('\n')]];
   const out = lineSplitter((line) => ctx.events.emit({ type: 'output', build: ctx.build.name, stream: 'stdout', source: label, line }));
   const err = lineSplitter((line) => ctx.events.emit({ type: 'output', build: ctx.build.name, stream: 'stderr', source: label, line }));
@@ -26,7 +38,11 @@ export async function runShellLocal(ctx: BuildContext, p: ShellLocal, label: str
   const r = await child;
   out.flush();
   err.flush();
-  if (r.exitCode === undefined || !p.valid_exit_codes.includes(r.exitCode)) {
+  if (r.exitCode === undefined || !(p.valid_exit_codes ?? [0]).includes(r.exitCode)) {
     throw new ProvisionerError(`${label}: exited with ${r.exitCode ?? r.signal ?? 'an error'}${r.exitCode === undefined ? `: ${r.message}` : ''}`);
   }
+}
+
+export function runShellLocal(ctx: BuildContext, p: ShellLocal, label: string): Promise<void> {
+  return runHostCommand(ctx, p, label);
 }

@@ -5,15 +5,12 @@
  */
 import { rmSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { execa } from 'execa';
 import type { Step } from '../step.js';
 import type { BuildContext } from '../state.js';
 import { compressFile, compressionExtension } from '../../artifacts/compress.js';
 import { fileDigests } from '../../cache/digest.js';
-import { interpolateString } from '../../template/interpolate.js';
 import type { PostProcessor } from '../../template/schema.js';
-import { lineSplitter } from '../../provisioners/context.js';
-import { buildEnvironment } from '../../provisioners/shell-local.js';
+import { runHostCommand } from '../../provisioners/shell-local.js';
 
 /** Packages that are already compressed archives gain nothing from another pass. */
 const alreadyCompressed = new Set(['gce', 'vagrant']);
@@ -35,33 +32,18 @@ async function compress(ctx: BuildContext, p: Extract<PostProcessor, { type: 'co
   ctx.state.artifacts = next;
 }
 
-async function shellLocal(ctx: BuildContext, p: Extract<PostProcessor, { type: 'shell-local' }>, label: string): Promise<void> {
-  const values = { build: ctx.buildValues() };
-  const env = {
-    ...buildEnvironment(ctx),
-    KILN_ARTIFACTS: ctx.state.artifacts.map((a) => a.path).join('\n'),
-    KILN_STAGING_DIR: ctx.state.stagingDir ?? '',
-    ...Object.fromEntries(Object.entries(p.env).map(([k, v]) => [k, String(interpolateString(String(v), values))])),
-  };
-  const [file, args] = p.script ? [p.script, []] : ['/bin/sh', ['-ec', p.inline!.map((l) => String(interpolateString(l, values))).join('\n')]];
-  const out = lineSplitter((line) => ctx.events.emit({ type: 'output', build: ctx.build.name, stream: 'stdout', source: label, line }));
-  const err = lineSplitter((line) => ctx.events.emit({ type: 'output', build: ctx.build.name, stream: 'stderr', source: label, line }));
-  const child = execa(file, args, { env, reject: false, stdin: 'ignore', cwd: ctx.template.dir, cancelSignal: ctx.signal });
-  child.stdout?.on('data', (b: Buffer) => out.write(b.toString()));
-  child.stderr?.on('data', (b: Buffer) => err.write(b.toString()));
-  const r = await child;
-  out.flush();
-  err.flush();
-  if (r.exitCode !== 0) throw new Error(`${label} exited with ${r.exitCode ?? r.signal ?? r.message}`);
-}
-
 export const postProcessStep: Step = {
   name: 'post-process',
   enabled: (ctx) => ctx.build.post_processors.length > 0,
   async run(ctx) {
     for (const [i, p] of ctx.build.post_processors.entries()) {
       if (p.type === 'compress') await compress(ctx, p);
-      else await shellLocal(ctx, p, `post-processor ${i + 1}`);
+      else {
+        await runHostCommand(ctx, p, `post-processor ${i + 1}`, {
+          KILN_ARTIFACTS: ctx.state.artifacts.map((a) => a.path).join('\n'),
+          KILN_STAGING_DIR: ctx.state.stagingDir ?? '',
+        });
+      }
     }
   },
 };
