@@ -4,10 +4,10 @@ import { defineConfig } from 'vitest/config';
 // timeouts, so guests do not starve each other.
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
+    // test/install holds the long installs: `make test-install` runs them with vitest.install.config.ts.
+    include: ['test/unit/**/*.test.ts', 'test/e2e/**/*.test.ts'],
     fileParallelism: false,
     testTimeout: 20_000,
     hookTimeout: 60_000,
-    reporters: process.env.CI ? ['default'] : ['default'],
   },
 });
