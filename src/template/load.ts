@@ -154,7 +154,7 @@ export function loadTemplate(file: string, inputs: VariableInputs = {}): LoadedT
       problems.push({ path: ['builds', i, 'source', 'cloud_init'], message: 'without cloud-init kiln cannot give the guest its build key', fix: 'set communicator.private_key_file or communicator.password, or enable cloud_init' });
     }
     b.output_directory = resolve(b.output_directory ?? `output/${b.name}`);
-    b.outputs.forEach((o, j) => { if (o.directory) o.directory = resolve(o.directory); void j; });
+    for (const o of b.outputs) if (o.directory) o.directory = resolve(o.directory);
     b.provisioners.forEach((p, j) => {
       const at = ['builds', i, 'provisioners', j];
       if (p.type === 'shell') {
