@@ -13,6 +13,7 @@ import { runSteps } from './runner.js';
 import type { BuildContext, BuildOptions, BuildState } from './state.js';
 import { buildSteps } from './steps/index.js';
 import type { Step } from './step.js';
+import { markOwned, removeStaleWorkDirs } from './stale.js';
 import type { Scalar } from '../template/interpolate.js';
 
 export interface BuildResult {
@@ -41,6 +42,7 @@ export async function runBuild(
   const started = performance.now();
   // Sockets live here, so the path must stay well under the 108-byte unix socket limit.
   const workDir = mkdtempSync(path.join(os.tmpdir(), `kiln-${build.name.slice(0, 24)}-`));
+  markOwned(workDir);
   const state: BuildState = { workDir, startedAt: new Date(), artifacts: [], timings: {} };
   const ctx: BuildContext = {
     template, build, options, events, state, signal,
@@ -79,6 +81,9 @@ export async function runBuild(
 export async function runBuilds(
   template: LoadedTemplate, builds: BuildConfig[], options: BuildOptions, events: EventBus, signal: AbortSignal, parallel = 1,
 ): Promise<BuildResult[]> {
+  for (const dir of removeStaleWorkDirs()) {
+    events.emit({ type: 'log', build: builds[0]?.name ?? 'kiln', level: 'warn', message: `removed ${dir}, left by a kiln process that no longer exists` });
+  }
   const results: BuildResult[] = new Array(builds.length);
   let next = 0;
   const worker = async () => {

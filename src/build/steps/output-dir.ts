@@ -6,11 +6,13 @@
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import type { Step } from '../step.js';
+import { removeStaleStaging } from '../stale.js';
 
 export const outputDirStep: Step = {
   name: 'prepare output directory',
   async run(ctx) {
     const out = ctx.build.output_directory!;
+    for (const dir of removeStaleStaging(out)) ctx.log(`removed ${dir}, a partial output left by a kiln process that no longer exists`, 'warn');
     if (existsSync(out) && !ctx.options.force) {
       throw new Error(`output directory ${out} already exists\n  fix: remove it, pick another output_directory, or run with --force`);
     }
