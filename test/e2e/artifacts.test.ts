@@ -6,7 +6,7 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Guest, imagesDir, insecureKey, overlayOf, repoRoot } from '../helpers/guest.js';
+import { Guest, insecureKey, overlayOf, tinySourceYaml } from '../helpers/guest.js';
 import { kiln } from '../helpers/kiln.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-e2e-artifacts-'));
@@ -21,13 +21,7 @@ describe('artifacts: every format from one build', () => {
 builds:
   - name: all
     output_directory: ${out}
-    source:
-      base_image: ${path.join(imagesDir, 'tiny.qcow2')}
-      checksum: none
-      cpus: 1
-      memory: 256
-      cloud_init: false
-      communicator: { username: root, private_key_file: ${path.join(repoRoot, 'fixtures/keys/insecure_ed25519')}, trust_on_first_use: true, timeout: 3m }
+${tinySourceYaml()}
     provisioners:
       - type: shell
         inline: ['echo every-format > /root/marker']
@@ -120,13 +114,7 @@ describe('post-processors', () => {
 builds:
   - name: pp
     output_directory: ${out}
-    source:
-      base_image: ${path.join(imagesDir, 'tiny.qcow2')}
-      checksum: none
-      cpus: 1
-      memory: 256
-      cloud_init: false
-      communicator: { username: root, private_key_file: ${path.join(repoRoot, 'fixtures/keys/insecure_ed25519')}, trust_on_first_use: true, timeout: 3m }
+${tinySourceYaml()}
     outputs:
       - { format: qcow2 }
       - { format: raw }

@@ -5,13 +5,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Guest, imagesDir, insecureKey, overlayOf, repoRoot } from '../helpers/guest.js';
+import { Guest, insecureKey, overlayOf, repoRoot, tinySourceYaml } from '../helpers/guest.js';
 import { kiln } from '../helpers/kiln.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-e2e-build-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-function template(name: string, provisioners: string, extra = ''): string {
+function template(name: string, provisioners: string): string {
   const file = path.join(dir, `${name}.yaml`);
   writeFileSync(file, `
 variables:
@@ -20,18 +20,7 @@ variables:
 builds:
   - name: ${name}
     output_directory: ${path.join(dir, 'out', name)}
-    source:
-      base_image: ${path.join(imagesDir, 'tiny.qcow2')}
-      checksum: none
-      cpus: 1
-      memory: 256
-      cloud_init: false
-      communicator:
-        username: root
-        private_key_file: ${path.join(repoRoot, 'fixtures/keys/insecure_ed25519')}
-        trust_on_first_use: true
-        timeout: 3m
-${extra}
+${tinySourceYaml()}
     provisioners:
 ${provisioners}
     outputs:
@@ -216,13 +205,7 @@ describe('kiln build: interrupts and parallel builds', () => {
     const build = (name: string) => `
   - name: ${name}
     output_directory: ${path.join(dir, 'out', name)}
-    source:
-      base_image: ${path.join(imagesDir, 'tiny.qcow2')}
-      checksum: none
-      cpus: 1
-      memory: 256
-      cloud_init: false
-      communicator: { username: root, private_key_file: ${path.join(repoRoot, 'fixtures/keys/insecure_ed25519')}, trust_on_first_use: true, timeout: 3m }
+${tinySourceYaml()}
     provisioners:
       - type: shell
         inline: ['echo ${name} > /root/name']`;

@@ -92,3 +92,16 @@ export async function overlayOf(base: string, dir: string, name = 'overlay.qcow2
   await createOverlay(base, format, file);
   return file;
 }
+
+/** The YAML `source:` block of a build from the tiny fixture (root, insecure test key), at `indent`. */
+export function tinySourceYaml(indent = '    '): string {
+  return [
+    'source:',
+    `  base_image: ${path.join(imagesDir, 'tiny.qcow2')}`,
+    '  checksum: none',
+    '  cpus: 1',
+    '  memory: 256',
+    '  cloud_init: false',
+    `  communicator: { username: root, private_key_file: ${path.join(repoRoot, 'fixtures/keys/insecure_ed25519')}, trust_on_first_use: true, timeout: 3m }`,
+  ].map((l) => indent + l).join('\n');
+}
