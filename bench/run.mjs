@@ -20,7 +20,8 @@ const fmt = (ms) => (ms === undefined ? '-' : `${(ms / 1000).toFixed(2)} s`);
 
 async function buildExample(file) {
   const started = performance.now();
-  const r = await execa('node', [path.join(root, 'bin/kiln.js'), 'build', file, '--force', '--events=json'], { reject: false, cwd: root });
+  // --no-cache: this table is the anatomy of a full build; the layer cache has its own figures below.
+  const r = await execa('node', [path.join(root, 'bin/kiln.js'), 'build', file, '--force', '--no-cache', '--events=json'], { reject: false, cwd: root });
   const total = performance.now() - started;
   if (r.exitCode !== 0) throw new Error(`${file} failed:\n${r.stderr.split('\n').slice(-20).join('\n')}`);
   const events = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
@@ -49,7 +50,43 @@ async function buildExample(file) {
   console.log(`\n${path.basename(file)} — total ${fmt(total)} (accelerator ${manifest.accelerator})`);
   for (const [name, ms] of rows) console.log(`  ${name.padEnd(48)} ${fmt(ms).padStart(9)}`);
   console.log(`  ${'kiln overhead (total - guest - qemu-img)'.padEnd(48)} ${fmt(total - external).padStart(9)}`);
-  return { total, overhead: total - external };
+  return { total, overhead: total - external, step, provs, bootToSsh };
+}
+
+/**
+ * The layer cache on the Debian example, in one run with a fresh cache: a full build, an unchanged
+ * rebuild (reuses the artifact, no boot), and a rebuild after changing only the last provisioner
+ * (boots the cached layer, re-runs the /tmp upload and the last provisioner). The last one is set
+ * against what it should cost: one boot + those provisioners + shutdown + conversion of the full build.
+ */
+async function layerCacheBench() {
+  const file = path.join(root, 'examples/debian-12-cloud.yaml');
+  const cacheDir = mkdtempSync(path.join(os.tmpdir(), 'kiln-bench-cache-'));
+  const run = async (...args) => {
+    const started = performance.now();
+    const r = await execa('node', [path.join(root, 'bin/kiln.js'), 'build', file, '--events=json', ...args], { reject: false, cwd: root, env: { KILN_CACHE_DIR: cacheDir } });
+    const ms = performance.now() - started;
+    if (r.exitCode !== 0) throw new Error(`layer cache bench: ${args.join(' ')} failed:\n${r.stderr.split('\n').slice(-20).join('\n')}`);
+    const events = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+    return { ms, events, step: Object.fromEntries(events.filter((e) => e.type === 'step-end').map((e) => [e.step, e.ms])) };
+  };
+  try {
+    const full = await run('--force');
+    const same = await run();
+    const changed = await run('--force', '--var', `note=bench ${new Date().toISOString()}`);
+    const rerun = changed.events.filter((e) => e.type === 'provisioner-start').map((e) => e.index);
+    const expected = ['launch QEMU', 'wait for SSH', 'remove build access', 'shut down', 'convert disk'].reduce((n, s) => n + (full.step[s] ?? 0), 0)
+      + full.events.filter((e) => e.type === 'provisioner-end' && rerun.includes(e.index)).reduce((n, e) => n + e.ms, 0);
+    const saved = full.events.filter((e) => e.type === 'layer-saved');
+    console.log('\nlayer cache, examples/debian-12-cloud.yaml (fresh cache)');
+    console.log(`  ${'full build (saves a layer per provisioner)'.padEnd(52)} ${fmt(full.ms).padStart(9)}`);
+    console.log(`  ${'  layers saved'.padEnd(52)} ${saved.map((e) => `${(e.size / 2 ** 20).toFixed(1)} MiB`).join(', ')}`);
+    console.log(`  ${'no-change rebuild (artifact reused, no boot)'.padEnd(52)} ${fmt(same.ms).padStart(9)}  ratio ${(same.ms / full.ms).toFixed(3)}`);
+    console.log(`  ${`last provisioner changed (re-ran ${rerun.map((i) => i + 1).join(', ')})`.padEnd(52)} ${fmt(changed.ms).padStart(9)}  ratio ${(changed.ms / full.ms).toFixed(3)}`);
+    console.log(`  ${'  target: boot + those provisioners + shutdown + convert'.padEnd(52)} ${fmt(expected).padStart(9)}  (${(changed.ms / expected).toFixed(2)}x of it)`);
+  } finally {
+    rmSync(cacheDir, { recursive: true, force: true });
+  }
 }
 
 /**
@@ -137,6 +174,7 @@ for (const example of ['examples/tiny.yaml', 'examples/debian-12-cloud.yaml']) {
   if (!existsSync(path.join(root, example)) || (only && only !== 'builds')) continue;
   await buildExample(path.join(root, example));
 }
+if (!only || only === 'cache') await layerCacheBench();
 if (!only || only === 'convert') await conversionThroughput();
 if (!only || only === 'ssh')
 await sshDetectionLag();

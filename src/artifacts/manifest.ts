@@ -18,6 +18,11 @@ export interface Manifest {
   finished_at: string;
   timings_ms: Record<string, number>;
   artifacts: { name: string; path: string; format: string; size: number; virtual_size: number; sha256: string; sha512?: string; compression?: string }[];
+  /** The layer cache: which provisioners came from it, and the key a later identical build matches. */
+  cache?: {
+    artifact_key?: string;
+    layers: { provisioner: number; description: string; key: string | null; from_cache: boolean }[];
+  };
 }
 
 export function buildManifest(ctx: BuildContext, startedAt: Date, finalPathOf: (staged: string) => string, qemuImgVersion: string): Manifest {
@@ -43,6 +48,12 @@ export function buildManifest(ctx: BuildContext, startedAt: Date, finalPathOf: (
       ...(a.sha512 ? { sha512: a.sha512 } : {}),
       ...(a.compression ? { compression: a.compression } : {}),
     })),
+    cache: ctx.state.layers && {
+      artifact_key: ctx.state.layers.artifactKey,
+      layers: ctx.state.layers.plan.map((l, i) => ({
+        provisioner: l.index + 1, description: l.description, key: l.key ?? null, from_cache: i < ctx.state.layers!.cachedCount,
+      })),
+    },
   };
 }
 

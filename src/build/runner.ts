@@ -58,6 +58,8 @@ export async function runSteps(steps: Step[], ctx: BuildContext): Promise<RunRes
     const ms = performance.now() - started;
     ctx.state.timings[step.name] = (ctx.state.timings[step.name] ?? 0) + ms;
     ctx.events.emit({ type: 'step-end', build: name, step: step.name, index: i, ms });
+    // The layer cache found this build's finished artifacts in place: the remaining steps have nothing to do.
+    if (ctx.state.upToDate) break;
     if (ctx.options.debug && ctx.options.prompt && i < active.length - 1) {
       await ctx.options.prompt(`--debug: step "${step.name}" done; press Enter for "${active[i + 1]!.name}" `);
     }

@@ -12,6 +12,8 @@ import type { BootConfigServer } from '../http/server.js';
 import type { KeyPair } from '../communicator/keys.js';
 import type { SshSession, SshTarget } from '../communicator/ssh.js';
 import type { Scalar } from '../template/interpolate.js';
+import type { LayerStore } from '../cache/layers.js';
+import type { PlannedLayer } from '../cache/layer-keys.js';
 
 export type OnError = 'cleanup' | 'abort' | 'ask';
 
@@ -20,6 +22,8 @@ export interface BuildOptions {
   onError: OnError;
   debug: boolean;
   cacheDir: string;
+  /** --no-cache: neither use nor write provisioner layers or reuse a finished artifact. */
+  noCache?: boolean;
   /** Ask the user something on the terminal (breakpoints, --debug pauses, --on-error=ask). */
   prompt?: (question: string) => Promise<string>;
 }
@@ -48,7 +52,11 @@ export interface BuildState {
   /** Extra install media kiln made: the cd_files ISO and the floppy image. */
   cdFilesIso?: string;
   floppyImage?: string;
-  disk?: { path: string; format: 'qcow2' };
+  /** The active (top) image QEMU writes; it changes each time a layer is frozen below it. */
+  disk?: { path: string; format: 'qcow2'; virtualSize: number };
+  layers?: LayerPlan;
+  /** The finished artifacts of an identical earlier build are still in place: nothing left to do. */
+  upToDate?: boolean;
   http?: { server: BootConfigServer; port: number; ip: string; url: string };
   buildKey?: KeyPair;
   hostKey?: KeyPair;
@@ -67,6 +75,21 @@ export interface BuildState {
   /** Actual size of the captured disk before and after trimming free space. */
   compaction?: { beforeBytes: number; afterBytes: number };
   seed?: { kind: 'http'; url: string } | { kind: 'cdrom'; iso: string };
+}
+
+export interface LayerPlan {
+  store: LayerStore;
+  /** Key of the disk before any provisioner (base digest + disk-shaping source settings). */
+  rootKey: string;
+  /** The applicable provisioners in order, each with its key while the chain is cacheable. */
+  plan: PlannedLayer[];
+  /** How many of `plan` the cache already holds: provisioning resumes at plan[cachedCount]. */
+  cachedCount: number;
+  /** What the first new layer backs onto, named inside the store; null for a blank (ISO) disk. */
+  rootBacking: { name: string; format: string } | null;
+  artifactKey?: string;
+  /** Layers being copied into the store in the background while the next provisioner runs. */
+  publishing: Promise<void>;
 }
 
 export interface BuildContext {

@@ -55,6 +55,11 @@ const provisionerCommon = {
   max_retries: z.number().int().min(0).default(0),
   only: z.array(z.string()).optional(),
   except: z.array(z.string()).optional(),
+  /**
+   * Layer cache: false makes this provisioner (and every later one) run on each build. Unset means
+   * cached, except shell-local and file downloads, whose effects are on the host, not in the disk.
+   */
+  cache: z.boolean().optional(),
 };
 
 const envMap = z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).default({});

@@ -13,7 +13,9 @@ export type BuildEvent =
   | { type: 'provisioner-start'; build: string; index: number; provisioner: string }
   | { type: 'provisioner-end'; build: string; index: number; provisioner: string; ms: number }
   | { type: 'progress'; build: string; task: string; percent: number }
-  | { type: 'artifact'; build: string; path: string; format: string; size: number; sha256: string }
+  | { type: 'provisioner-cached'; build: string; index: number; provisioner: string; key: string }
+  | { type: 'layer-saved'; build: string; index: number; key: string; size: number; ms: number }
+  | { type: 'artifact'; build: string; path: string; format: string; size: number; sha256: string; reused?: boolean }
   | { type: 'build-end'; build: string; ok: boolean; ms: number; error?: string; outputDirectory?: string };
 
 export type EventSink = (event: BuildEvent & { time: string }) => void;

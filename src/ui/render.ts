@@ -66,6 +66,8 @@ function lineFor(e: BuildEvent, paint: (c: number, s: string) => string, lastPro
       return e.level === 'warn' ? paint(33, `warning: ${e.message}`) : e.message;
     case 'output': return `${paint(2, e.source + ':')} ${e.line}`;
     case 'provisioner-start': return `provisioner ${e.index + 1}: ${e.provisioner}`;
+    case 'provisioner-cached': return debug ? `provisioner ${e.index + 1}: ${e.provisioner} (cached, layer ${e.key.slice(0, 12)})` : undefined;
+    case 'layer-saved': return debug ? `provisioner ${e.index + 1} saved as layer ${e.key.slice(0, 12)} (${formatBytes(e.size)}, ${formatDuration(e.ms)})` : undefined;
     case 'provisioner-end': return debug ? `provisioner ${e.index + 1} done in ${formatDuration(e.ms)}` : undefined;
     case 'progress': {
       // Plain periodic lines (every 25%) rather than a bar: readable in CI logs and on a TTY alike.
@@ -74,7 +76,7 @@ function lineFor(e: BuildEvent, paint: (c: number, s: string) => string, lastPro
       lastProgress.set(e.task, step);
       return `${e.task}: ${Math.floor(e.percent)}%`;
     }
-    case 'artifact': return paint(32, `artifact ${e.path} (${e.format}, ${formatBytes(e.size)}, sha256 ${e.sha256.slice(0, 16)}...)`);
+    case 'artifact': return paint(32, `artifact ${e.path} (${e.reused ? 'unchanged, ' : ''}${e.format}, ${formatBytes(e.size)}, sha256 ${e.sha256.slice(0, 16)}...)`);
     case 'build-end':
       return e.ok ? paint(32, `build finished in ${formatDuration(e.ms)}${e.outputDirectory ? `: ${e.outputDirectory}` : ''}`)
         : paint(31, `build failed after ${formatDuration(e.ms)}: ${e.error ?? 'unknown error'}`);

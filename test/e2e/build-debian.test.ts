@@ -15,10 +15,13 @@ const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-e2e-debian-build-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('kiln build (debian-12-cloud fixture)', () => {
-  it('builds qcow2 + vmdk; the artifact boots, carries the changes, and keeps no build key or host key', async () => {
+  it('builds qcow2 + vmdk; a rebuild after a change to the last provisioner starts from the cached layer; the artifact boots, carries every change, and keeps no build key or host key', async () => {
     const file = path.join(dir, 'debian.yaml');
+    const env = { KILN_CACHE_DIR: path.join(dir, 'cache') };
     writeFileSync(path.join(dir, 'app.conf'), 'setting=1\n');
     writeFileSync(file, `
+variables:
+  note: { default: first }
 builds:
   - name: deb
     output_directory: ${path.join(dir, 'out')}
@@ -33,28 +36,40 @@ builds:
             - path: /etc/kiln-seeded
               content: "from user_data\\n"
     provisioners:
-      - type: file
-        source: ${path.join(dir, 'app.conf')}
-        destination: /tmp/app.conf
       - type: shell
         execute_command: "chmod +x {{path}}; sudo env {{vars}} {{path}}"
         env: { WHO: provisioner }
         inline:
-          - install -m 0644 /tmp/app.conf /etc/app.conf
           - echo "$WHO ran as $(id -un) on \${build.name}" > /etc/kiln-marker
           - df -B1 --output=size / | tail -1 > /etc/kiln-rootsize
+      - type: file
+        source: ${path.join(dir, 'app.conf')}
+        destination: /tmp/app.conf
+      - type: shell
+        inline:
+          - sudo install -m 0644 /tmp/app.conf /etc/app.conf
+          - echo "\${var.note}" | sudo tee /etc/kiln-note
     outputs:
       - format: qcow2
       - format: vmdk
 `);
-    const run = await kiln(['build', file, '--events=json']);
+    const first = await kiln(['build', file, '--events=json'], env);
+    expect(first.exitCode, first.stderr.slice(-3000)).toBe(0);
+    expect(first.events.filter((e) => e.type === 'layer-saved').map((e) => e.index)).toEqual([0, 1, 2]);
+
+    // Only the last provisioner changed: the first comes from its layer; the upload into /tmp (emptied
+    // when the cached layer boots) runs again with it. The guest accepts this build's fresh key.
+    const run = await kiln(['build', file, '--events=json', '--force', '--var', 'note=second'], env);
     expect(run.exitCode, run.stderr.slice(-3000)).toBe(0);
+    expect(run.events.filter((e) => e.type === 'provisioner-cached').map((e) => e.index)).toEqual([0]);
+    expect(run.events.filter((e) => e.type === 'provisioner-start').map((e) => e.index)).toEqual([1, 2]);
     const out = path.join(dir, 'out');
     const manifest = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8'));
     expect(manifest.artifacts.map((a: { format: string }) => a.format)).toEqual(['qcow2', 'vmdk']);
-    const buildLog = run.events.filter((e) => e.type === 'log').map((e) => String(e.message)).join('\n');
-    const injectedHostKey = /SSH up after .* \(host key (SHA256:\S+)\)/.exec(buildLog)?.[1];
+    const hostKeyOf = (r: typeof run) => /SSH up after .* \(host key (SHA256:\S+)\)/.exec(r.events.filter((e) => e.type === 'log').map((e) => String(e.message)).join('\n'))?.[1];
+    const injectedHostKey = hostKeyOf(run);
     expect(injectedHostKey).toBeDefined();
+    expect(hostKeyOf(first)).not.toBe(injectedHostKey);
 
     for (const [name, format] of [['deb.qcow2', 'qcow2'], ['deb.vmdk', 'vmdk']] as const) {
       const info = JSON.parse((await execa('qemu-img', ['info', '--output=json', path.join(out, name)])).stdout);
@@ -71,13 +86,15 @@ builds:
     const guest = await Guest.boot({ disk, memoryMiB: 1024, extraDisks: [{ path: iso, format: 'raw', interface: 'virtio', readonly: true }] });
     try {
       const ssh = await guest.ssh('user2', seed.userKey.privateKey, 240_000, seed.hostKey.fingerprint);
-      expect(await ssh.run('cat /etc/kiln-marker /etc/app.conf /etc/kiln-seeded')).toBe('provisioner ran as root on deb\nsetting=1\nfrom user_data\n');
+      expect(await ssh.run('cat /etc/kiln-marker /etc/app.conf /etc/kiln-seeded /etc/kiln-note')).toBe('provisioner ran as root on deb\nsetting=1\nfrom user_data\nsecond\n');
       expect(Number(await ssh.run('cat /etc/kiln-rootsize'))).toBeGreaterThan(2.5 * 2 ** 30); // grown to disk_size
-      // kiln took its access back out: the build user has no key left, kiln's host key is gone.
+      // kiln took its access back out: the build user has no key left (neither this build's nor the
+      // first build's, which the cached layer carried), kiln's host key is gone.
       expect((await ssh.run('sudo -n cat /home/kiln/.ssh/authorized_keys 2>/dev/null || true')).trim()).toBe('');
       const hostKeys = (await ssh.run('sudo -n cat /etc/ssh/ssh_host_*_key.pub')).trim().split('\n').map((l) => fingerprintOf(l));
       expect(hostKeys).toContain(seed.hostKey.fingerprint);
       expect(hostKeys).not.toContain(injectedHostKey);
+      expect(hostKeys).not.toContain(hostKeyOf(first));
       expect(await guest.poweroff(ssh, 'sudo poweroff', 90_000)).toBe(true);
     } finally {
       await guest.destroy();

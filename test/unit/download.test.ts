@@ -1,10 +1,15 @@
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BootConfigServer } from '../../src/http/server.js';
 import { ChecksumMismatchError, fetchToCache } from '../../src/cache/download.js';
+
+const tmp = mkdtempSync(path.join(os.tmpdir(), 'kiln-dl-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+let caches = 0;
+const newCache = () => path.join(tmp, `cache-${caches++}`);
 
 describe('download cache', () => {
   const body = Buffer.alloc(3 * 2 ** 20, 7);
@@ -18,7 +23,7 @@ describe('download cache', () => {
   afterAll(() => server.close());
 
   it('downloads once, verifies, stores by digest and reuses the file', async () => {
-    const cache = mkdtempSync(path.join(os.tmpdir(), 'kiln-dl-'));
+    const cache = newCache();
     const first = await fetchToCache(url, cache, { algorithm: 'sha256', hex: sha256 });
     expect(first.sha256).toBe(sha256);
     expect(path.basename(first.path)).toBe(`sha256-${sha256}`);
@@ -32,21 +37,21 @@ describe('download cache', () => {
   });
 
   it('verifies sha512 too', async () => {
-    const cache = mkdtempSync(path.join(os.tmpdir(), 'kiln-dl-'));
+    const cache = newCache();
     const r = await fetchToCache(url, cache, { algorithm: 'sha512', hex: sha512 });
     expect(r.sha256).toBe(sha256);
     expect(readFileSync(r.path).length).toBe(body.length);
   });
 
   it('rejects a checksum mismatch and caches nothing', async () => {
-    const cache = mkdtempSync(path.join(os.tmpdir(), 'kiln-dl-'));
+    const cache = newCache();
     await expect(fetchToCache(url, cache, { algorithm: 'sha256', hex: '0'.repeat(64) })).rejects.toBeInstanceOf(ChecksumMismatchError);
     const files = readdirSync(path.join(cache, 'downloads'));
     expect(files.filter((f) => f.startsWith('sha') || f.endsWith('.part') || f.endsWith('.lock'))).toEqual([]);
   });
 
   it('reports an HTTP error clearly', async () => {
-    const cache = mkdtempSync(path.join(os.tmpdir(), 'kiln-dl-'));
+    const cache = newCache();
     await expect(fetchToCache(url.replace('base.img', 'missing.img'), cache, undefined)).rejects.toThrow(/HTTP 404/);
     expect(existsSync(path.join(cache, 'downloads'))).toBe(true);
   });

@@ -7,6 +7,7 @@ import type { Step } from '../step.js';
 import { need } from '../state.js';
 import { sshSession } from '../../provisioners/context.js';
 import { asRoot } from './wait-ssh.js';
+import { buildKeyCommentPrefix } from './ssh-keys.js';
 
 export const cleanGuestStep: Step = {
   name: 'remove build access',
@@ -17,11 +18,11 @@ export const cleanGuestStep: Step = {
     const key = need(ctx.state, 'buildKey');
     const ssh = await sshSession(ctx);
     const commands: string[] = [];
-    if (!comm.private_key_file) {
-      // The key's base64 body is unique to this build; remove exactly the lines that carry it.
-      const body = key.publicKey.split(/\s+/)[1]!;
-      commands.push(`for f in /root/.ssh/authorized_keys /home/*/.ssh/authorized_keys; do [ -f "$f" ] && sed -i '\\#${body}#d' "$f"; done; true`);
-    }
+    // The key's base64 body is unique to this build; keys of earlier builds that a cached layer
+    // carries are found by the comment kiln gives every build key.
+    const body = comm.private_key_file ? undefined : key.publicKey.split(/\s+/)[1]!;
+    const sed = [...(body ? [`\\#${body}#d`] : []), `/ ${buildKeyCommentPrefix}[A-Za-z0-9_.-]*$/d`].map((e) => `-e '${e}'`).join(' ');
+    commands.push(`for f in /root/.ssh/authorized_keys /home/*/.ssh/authorized_keys; do [ -f "$f" ] && sed -i ${sed} "$f"; done; true`);
     if (ctx.build.source.cloud_init !== false) {
       commands.push('if command -v cloud-init >/dev/null; then cloud-init clean --logs >/dev/null 2>&1 || true; rm -f /etc/ssh/ssh_host_*; fi');
     }

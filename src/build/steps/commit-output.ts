@@ -50,5 +50,11 @@ export const commitOutputStep: Step = {
     }
     ctx.state.artifacts = ctx.state.artifacts.map((a) => ({ ...a, path: finalPathOf(a.path) }));
     for (const a of ctx.state.artifacts) ctx.events.emit({ type: 'artifact', build: ctx.build.name, path: a.path, format: a.format, size: a.size, sha256: a.sha256 });
+    const layers = ctx.state.layers;
+    if (layers?.artifactKey) {
+      // Lets an identical later build find these files and stop at once, if nobody has touched them.
+      const written = [...ctx.state.artifacts.map((a) => a.path), ...readdirSync(out).filter((f) => /^(manifest\.json|SHA(256|512)SUMS)$/.test(f)).map((f) => path.join(out, f))];
+      layers.store.recordArtifacts(layers.artifactKey, out, written);
+    }
   },
 };

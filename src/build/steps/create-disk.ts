@@ -13,10 +13,19 @@ export const createDiskStep: Step = {
   async run(ctx) {
     const base = need(ctx.state, 'base');
     const disk = path.join(ctx.state.workDir, 'disk.qcow2');
+    const layers = ctx.state.layers;
+    if (layers && layers.cachedCount > 0) {
+      // Resume on the deepest cached layer; its size already is the build's disk size (part of its key).
+      const layer = layers.store.layerFile(layers.plan[layers.cachedCount - 1]!.key!);
+      await createOverlay(layer, 'qcow2', disk);
+      ctx.state.disk = { path: disk, format: 'qcow2', virtualSize: (await imageInfo(disk, 'qcow2')).virtualSize };
+      return;
+    }
     if (base.kind === 'iso') {
       // The installer partitions this blank disk; disk_size is required for ISO sources.
-      await createBlank(disk, parseSize(ctx.build.source.disk_size!));
-      ctx.state.disk = { path: disk, format: 'qcow2' };
+      const size = parseSize(ctx.build.source.disk_size!);
+      await createBlank(disk, size);
+      ctx.state.disk = { path: disk, format: 'qcow2', virtualSize: size };
       return;
     }
     const baseInfo = await imageInfo(base.path, base.format);
@@ -24,7 +33,8 @@ export const createDiskStep: Step = {
     if (wanted !== undefined && wanted < baseInfo.virtualSize) {
       throw new Error(`disk_size ${formatBytes(wanted)} is smaller than the base image (${formatBytes(baseInfo.virtualSize)}); shrinking would destroy data\n  fix: set disk_size to at least ${formatBytes(baseInfo.virtualSize)} or leave it out`);
     }
-    await createOverlay(base.path, base.format, disk, wanted && wanted > baseInfo.virtualSize ? wanted : undefined);
-    ctx.state.disk = { path: disk, format: 'qcow2' };
+    const grown = wanted && wanted > baseInfo.virtualSize ? wanted : undefined;
+    await createOverlay(base.path, base.format, disk, grown);
+    ctx.state.disk = { path: disk, format: 'qcow2', virtualSize: grown ?? baseInfo.virtualSize };
   },
 };

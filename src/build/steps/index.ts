@@ -4,6 +4,7 @@
  */
 import type { Step } from '../step.js';
 import { fetchBaseStep } from './fetch-base.js';
+import { layerCacheStep } from './layer-cache.js';
 import { outputDirStep } from './output-dir.js';
 import { createDiskStep } from './create-disk.js';
 import { httpServerStep } from './http-server.js';
@@ -25,6 +26,7 @@ import { commitOutputStep } from './commit-output.js';
 
 export const buildSteps: Step[] = [
   fetchBaseStep,
+  layerCacheStep,
   outputDirStep,
   createDiskStep,
   httpServerStep,

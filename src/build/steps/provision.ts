@@ -1,21 +1,73 @@
-/** Step: run the build's provisioners in order. */
+/**
+ * Step: run the build's provisioners in order. With the layer cache, provisioners the cached chain
+ * covers are skipped, and after each cacheable one succeeds the disk below the guest is frozen (live,
+ * no reboot) and copied into the store in the background while the next provisioner runs.
+ */
+import path from 'node:path';
 import type { Step } from '../step.js';
+import type { BuildContext } from '../state.js';
+import { need } from '../state.js';
 import { appliesTo, describeProvisioner, runProvisioner } from '../../provisioners/index.js';
+import { sshSession } from '../../provisioners/context.js';
+import { snapshotActiveDisk } from '../../qemu/live-snapshot.js';
+
+/** Freezes the disk as it is after plan[position] and queues its copy into the layer store. */
+async function captureLayer(ctx: BuildContext, position: number): Promise<void> {
+  const layers = need(ctx.state, 'layers');
+  const planned = layers.plan[position]!;
+  const disk = need(ctx.state, 'disk');
+  if (ctx.build.source.communicator.type === 'none') {
+    ctx.log(`layer cache: not saving provisioner ${planned.index + 1}: without a communicator kiln cannot flush the guest's writes first`, 'debug');
+    return;
+  }
+  // Data the guest still holds in its page cache would be missing from the frozen image.
+  await (await sshSession(ctx)).run('sync');
+  const frozen = disk.path;
+  const overlay = path.join(ctx.state.workDir, `disk-${position + 1}.qcow2`);
+  await snapshotActiveDisk(need(ctx.state, 'qmp'), frozen, overlay, disk.virtualSize, `kiln-layer-${position + 1}`);
+  ctx.state.disk = { ...disk, path: overlay };
+
+  const parentKey = position > 0 ? layers.plan[position - 1]!.key! : undefined;
+  const backing = parentKey ? { name: `${parentKey}.qcow2`, format: 'qcow2' } : layers.rootBacking;
+  const started = performance.now();
+  layers.publishing = layers.publishing.then(async () => {
+    try {
+      const meta = await layers.store.publish(planned.key!, frozen, backing, {
+        parent: parentKey ?? null, build: ctx.build.name, template: ctx.template.file,
+        provisioner: planned.index + 1, description: planned.description,
+      }, ctx.signal);
+      ctx.events.emit({ type: 'layer-saved', build: ctx.build.name, index: planned.index, key: planned.key!, size: meta.size, ms: performance.now() - started });
+    } catch (e) {
+      // The build itself is fine; only a later rebuild loses this shortcut.
+      if (!ctx.signal.aborted) ctx.log(`layer cache: could not save the layer after provisioner ${planned.index + 1}: ${(e as Error).message}`, 'warn');
+    }
+  });
+}
 
 export const provisionStep: Step = {
   name: 'provision',
-  enabled: (ctx) => ctx.build.provisioners.length > 0,
+  enabled: (ctx) => ctx.build.provisioners.some((p) => appliesTo(p, ctx.build.name)),
   async run(ctx) {
+    const layers = ctx.state.layers;
+    let position = 0;
     const list = ctx.build.provisioners;
     for (let i = 0; i < list.length; i++) {
       const p = list[i]!;
       if (!appliesTo(p, ctx.build.name)) continue;
+      const planned = layers?.plan[position];
+      if (layers && planned && position < layers.cachedCount) {
+        ctx.events.emit({ type: 'provisioner-cached', build: ctx.build.name, index: i, provisioner: describeProvisioner(p), key: planned.key! });
+        position++;
+        continue;
+      }
       const started = performance.now();
       ctx.events.emit({ type: 'provisioner-start', build: ctx.build.name, index: i, provisioner: describeProvisioner(p) });
       await runProvisioner(ctx, p, i);
       const ms = performance.now() - started;
       ctx.state.timings[`provisioner ${i + 1}`] = ms;
       ctx.events.emit({ type: 'provisioner-end', build: ctx.build.name, index: i, provisioner: describeProvisioner(p), ms });
+      if (planned?.key) await captureLayer(ctx, position);
+      position++;
     }
   },
 };

@@ -3,6 +3,9 @@ import { readFileSync } from 'node:fs';
 import type { Step } from '../step.js';
 import { generateKeyPair, publicKeyOf } from '../../communicator/keys.js';
 
+/** Every generated build key carries this comment, so images never keep one (see clean-guest.ts). */
+export const buildKeyCommentPrefix = 'kiln-build-';
+
 export const sshKeysStep: Step = {
   name: 'generate SSH keys',
   enabled: (ctx) => ctx.build.source.communicator.type === 'ssh',
@@ -13,7 +16,7 @@ export const sshKeysStep: Step = {
       const privateKey = readFileSync(comm.private_key_file, 'utf8');
       ctx.state.buildKey = { privateKey, publicKey: publicKeyOf(privateKey), fingerprint: '' };
     } else {
-      ctx.state.buildKey = generateKeyPair(`kiln-build-${ctx.build.name}`);
+      ctx.state.buildKey = generateKeyPair(`${buildKeyCommentPrefix}${ctx.build.name}`);
     }
     ctx.events.addSecret(ctx.state.buildKey.privateKey);
     if (ctx.build.source.cloud_init !== false) {

@@ -1,0 +1,140 @@
+/**
+ * Cache keys for provisioner layers. A layer's key is a digest of everything that decides what its disk
+ * holds: the base image (or ISO) digest, the source settings that shape the disk, the parent layer's
+ * key, the provisioner's definition with variables resolved, and the content of every local file it
+ * reads. Settings that only change how the VM runs (CPUs, memory, timeouts) are left out, so tuning
+ * them keeps the cache.
+ */
+import { createHash } from 'node:crypto';
+import { lstatSync, readdirSync, readlinkSync } from 'node:fs';
+import path from 'node:path';
+import type { BuildConfig, Provisioner } from '../template/schema.js';
+import { appliesTo, describeProvisioner } from '../provisioners/index.js';
+import { fileDigest } from './digest.js';
+import { kilnVersion } from '../version.js';
+
+/** Bumped when the layout of a layer or the meaning of a key changes: old layers then never match. */
+export const LAYER_SCHEMA = 1;
+
+const RUNTIME_ONLY_SOURCE_FIELDS = new Set(['cpus', 'memory', 'accelerator', 'headless', 'boot_key_interval', 'install_timeout', 'shutdown_timeout']);
+const RUNTIME_ONLY_COMMUNICATOR_FIELDS = new Set(['timeout', 'host_key_fingerprint', 'trust_on_first_use', 'private_key_file']);
+const RUNTIME_ONLY_PROVISIONER_FIELDS = new Set(['pause_before', 'timeout', 'max_retries', 'only', 'except', 'cache']);
+
+/** JSON with object keys sorted at every level, so equal values always hash alike. */
+export function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_k, v: unknown) => {
+    if (v && typeof v === 'object' && !Array.isArray(v)) {
+      return Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    }
+    return v;
+  });
+}
+
+export function digestOf(value: unknown): string {
+  return createHash('sha256').update(canonicalJson(value)).digest('hex');
+}
+
+/** Digest of a file, or of a directory tree (names, types, link targets and contents). */
+export async function pathDigest(p: string): Promise<string> {
+  const st = lstatSync(p);
+  if (st.isSymbolicLink()) return digestOf({ link: readlinkSync(p) });
+  if (st.isFile()) return fileDigest(p);
+  if (!st.isDirectory()) return digestOf({ special: st.mode });
+  const entries: [string, string][] = [];
+  for (const name of readdirSync(p).sort()) entries.push([name, await pathDigest(path.join(p, name))]);
+  return digestOf({ dir: entries, mode: st.mode & 0o7777 });
+}
+
+/** Local files a provisioner reads on the host; their content is part of its key. */
+export function provisionerInputs(p: Provisioner): string[] {
+  switch (p.type) {
+    case 'shell': return p.script ? [p.script] : p.scripts ?? [];
+    case 'file': return p.direction === 'upload' && p.source !== undefined ? [p.source] : [];
+    case 'shell-local': return p.script ? [p.script] : [];
+    case 'breakpoint': return [];
+  }
+}
+
+/** Why a provisioner's result cannot come from the cache, or undefined when it can. */
+export function uncacheableReason(p: Provisioner): string | undefined {
+  if (p.cache === true) return undefined;
+  if (p.cache === false) return 'cache: false';
+  if (p.type === 'shell-local') return 'shell-local runs on the host (set cache: true if it only shapes the guest)';
+  if (p.type === 'file' && p.direction === 'download') return 'a file download writes to the host (set cache: true to cache anyway)';
+  return undefined;
+}
+
+export async function sourceKey(build: BuildConfig, baseSha256: string): Promise<string> {
+  const { communicator, ...rest } = build.source;
+  const shaping = Object.fromEntries(Object.entries(rest).filter(([k]) => !RUNTIME_ONLY_SOURCE_FIELDS.has(k)));
+  const comm = Object.fromEntries(Object.entries(communicator).filter(([k]) => !RUNTIME_ONLY_COMMUNICATOR_FIELDS.has(k)));
+  const files: Record<string, string> = {};
+  for (const f of [...(build.source.http_directory ? [build.source.http_directory] : []), ...build.source.cd_files, ...build.source.floppy_files]) {
+    files[f] = await pathDigest(f);
+  }
+  // base_image/iso paths are left out: the digest names the content, wherever the file lives.
+  delete shaping.base_image; delete shaping.iso; delete shaping.checksum;
+  return digestOf({ schema: LAYER_SCHEMA, base: baseSha256, source: shaping, communicator: comm, files });
+}
+
+export interface PlannedLayer {
+  /** Index in build.provisioners. */
+  index: number;
+  description: string;
+  /** Undefined from the first provisioner that cannot be cached onwards. */
+  key?: string;
+  uncacheable?: string;
+  /** A file upload into a directory emptied at boot: a resumed guest no longer has it. */
+  bootVolatile?: boolean;
+}
+
+/** Directories Linux guests empty at boot (tmpfs, or systemd-tmpfiles' `D /tmp` on Debian). */
+const CLEARED_AT_BOOT = /^\/(tmp|run|dev\/shm|var\/run)(\/|$)/;
+
+export function uploadsIntoVolatileDir(p: Provisioner): boolean {
+  return p.type === 'file' && p.direction === 'upload' && CLEARED_AT_BOOT.test(path.posix.normalize(p.destination));
+}
+
+/**
+ * How many cached layers a build can resume from. A resumed guest has booted afresh, so an upload into
+ * /tmp that the cached chain ends with is gone; resuming before it re-runs the upload for the
+ * provisioner that needs it (the usual "upload to /tmp, then install" pair).
+ */
+export function resumePoint(plan: PlannedLayer[], cachedCount: number): number {
+  let k = cachedCount;
+  while (k > 0 && k < plan.length && plan[k - 1]!.bootVolatile) k--;
+  return k;
+}
+
+export async function planLayers(build: BuildConfig, rootKey: string): Promise<PlannedLayer[]> {
+  const plan: PlannedLayer[] = [];
+  let parent: string | undefined = rootKey;
+  for (let i = 0; i < build.provisioners.length; i++) {
+    const p = build.provisioners[i]!;
+    if (!appliesTo(p, build.name)) continue;
+    const description = describeProvisioner(p);
+    const reason = uncacheableReason(p);
+    if (reason) parent = undefined;
+    if (!parent) { plan.push({ index: i, description, uncacheable: reason ?? 'an earlier provisioner is not cached' }); continue; }
+    const definition = Object.fromEntries(Object.entries(p).filter(([k]) => !RUNTIME_ONLY_PROVISIONER_FIELDS.has(k)));
+    const files: string[] = [];
+    for (const f of provisionerInputs(p)) files.push(await pathDigest(f));
+    parent = digestOf({ schema: LAYER_SCHEMA, parent, provisioner: definition, files });
+    plan.push({ index: i, description, key: parent, bootVolatile: uploadsIntoVolatileDir(p) || undefined });
+  }
+  return plan;
+}
+
+/**
+ * The key of the finished artifacts: the last layer plus everything after provisioning that shapes the
+ * output. Undefined when a provisioner or post-processor must run on every build.
+ */
+export async function artifactKey(build: BuildConfig, rootKey: string, plan: PlannedLayer[]): Promise<string | undefined> {
+  if (plan.some((l) => !l.key)) return undefined;
+  if (build.post_processors.some((p) => p.type === 'shell-local')) return undefined;
+  const last = plan.length ? plan[plan.length - 1]!.key! : rootKey;
+  return digestOf({
+    schema: LAYER_SCHEMA, kiln: kilnVersion, last, outputs: build.outputs, checksums: build.checksums,
+    post_processors: build.post_processors, output_directory: build.output_directory,
+  });
+}

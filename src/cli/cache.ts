@@ -1,0 +1,63 @@
+/** `kiln cache ls|prune|rm`: look into and trim the layer cache (see src/cache/layers.ts). */
+import { defaultCacheDir } from '../build/build.js';
+import { LayerStore, type LayerMeta } from '../cache/layers.js';
+import { formatBytes, parseSize } from '../template/units.js';
+
+export interface CacheArgs { action: 'ls' | 'prune' | 'rm'; key?: string; 'keep-size'?: string; json?: boolean }
+
+function age(d: Date): string {
+  const s = Math.max(0, (Date.now() - d.getTime()) / 1000);
+  if (s < 120) return `${Math.round(s)}s ago`;
+  if (s < 7200) return `${Math.round(s / 60)}m ago`;
+  if (s < 172800) return `${Math.round(s / 3600)}h ago`;
+  return `${Math.round(s / 86400)}d ago`;
+}
+
+/** A layer named by a unique prefix of its key (at least 6 characters), as `ls` prints them. */
+function resolveKey(store: LayerStore, prefix: string): LayerMeta {
+  if (!/^[0-9a-f]{6,64}$/.test(prefix)) throw new Error(`"${prefix}" is not a layer key\n  fix: give at least 6 hex characters of a KEY that "kiln cache ls" shows`);
+  const matches = store.list().filter((m) => m.key.startsWith(prefix));
+  if (matches.length === 0) throw new Error(`no layer ${prefix} in ${store.dir}\n  fix: "kiln cache ls" lists the layers`);
+  if (matches.length > 1) throw new Error(`"${prefix}" matches ${matches.length} layers (${matches.map((m) => m.key.slice(0, 16)).join(', ')})\n  fix: give more of the key`);
+  return matches[0]!;
+}
+
+export async function cacheCommand(args: CacheArgs): Promise<number> {
+  const store = new LayerStore(defaultCacheDir());
+  const out = (s: string) => process.stdout.write(s);
+  switch (args.action) {
+    case 'ls': {
+      const layers = store.list().sort((a, b) => a.created.localeCompare(b.created));
+      if (args.json) {
+        out(JSON.stringify({ directory: store.dir, total_bytes: store.totalBytes(), layers: layers.map((m) => ({ ...m, last_used: store.lastUsed(m.key).toISOString() })) }, null, 2) + '\n');
+        return 0;
+      }
+      if (!layers.length) { out(`no layers in ${store.dir}\n`); return 0; }
+      const rows = layers.map((m) => [m.key.slice(0, 12), m.parent ? m.parent.slice(0, 12) : (m.backing ?? '-').slice(0, 17), formatBytes(m.size), age(store.lastUsed(m.key)), `${m.build} #${m.provisioner}`, m.description]);
+      const head = ['KEY', 'PARENT', 'SIZE', 'LAST USED', 'BUILD', 'PROVISIONER'];
+      const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+      for (const r of [head, ...rows]) out(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ') + '\n');
+      out(`${layers.length} layer${layers.length === 1 ? '' : 's'}, ${formatBytes(store.totalBytes())} in ${store.dir} (base images included)\n`);
+      return 0;
+    }
+    case 'rm': {
+      if (!args.key) throw new Error('kiln cache rm needs a KEY\n  fix: "kiln cache ls" lists them; "kiln cache prune --keep-size 0" empties the cache');
+      const layer = resolveKey(store, args.key);
+      if (store.inUse().has(layer.key)) throw new Error(`layer ${layer.key.slice(0, 12)} is in use by a running build\n  fix: wait for it to finish`);
+      const removed = store.remove(layer.key);
+      store.removeUnusedBases();
+      out(`removed ${removed.map((k) => k.slice(0, 12)).join(', ')}${removed.length > 1 ? ' (the layer and those built on it)' : ''}\n`);
+      return 0;
+    }
+    case 'prune': {
+      if (args['keep-size'] === undefined) throw new Error('kiln cache prune needs --keep-size\n  fix: e.g. kiln cache prune --keep-size 20G (least recently used layers go first)');
+      let keep: number;
+      try { keep = parseSize(args['keep-size']); } catch (e) { throw new Error(`--keep-size: ${(e as Error).message}`); }
+      const before = store.totalBytes();
+      const removed = store.prune(keep);
+      const after = store.totalBytes();
+      out(`removed ${removed.length} layer${removed.length === 1 ? '' : 's'}; ${formatBytes(before)} -> ${formatBytes(after)}${after > keep ? ` (layers in use by running builds are kept)` : ''}\n`);
+      return 0;
+    }
+  }
+}

@@ -1,0 +1,168 @@
+// The layer cache end to end on the tiny guest: each provisioner's result is saved as a layer, a
+// rebuild starts from the deepest layer whose inputs are unchanged (shown by events, not timing), an
+// unchanged build reuses its artifact without booting, damaged layers are rebuilt, failures resume.
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { execa } from 'execa';
+import { afterAll, describe, expect, it } from 'vitest';
+import { Guest, insecureKey, overlayOf, tinySourceYaml } from '../helpers/guest.js';
+import { kiln, type KilnRun } from '../helpers/kiln.js';
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-e2e-layers-'));
+const cacheDir = path.join(dir, 'cache');
+const env = { KILN_CACHE_DIR: cacheDir };
+const out = path.join(dir, 'out');
+const template = path.join(dir, 'layers.yaml');
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+writeFileSync(path.join(dir, 'two.sh'), 'echo two > /root/two\n');
+writeFileSync(template, `
+variables:
+  third: { default: a }
+builds:
+  - name: layers
+    output_directory: ${out}
+${tinySourceYaml()}
+    provisioners:
+      - type: shell
+        inline: ['echo one > /root/one', 'echo "runs: $(cat /root/runs 2>/dev/null)x" > /root/runs']
+      - type: shell
+        script: ${path.join(dir, 'two.sh')}
+      - type: shell
+        inline: ['test "\${var.third}" != fail || exit 7', 'echo "three-\${var.third}" > /root/three']
+    outputs:
+      - format: qcow2
+`);
+
+const build = (...args: string[]) => kiln(['build', template, '--events=json', ...args], env);
+/** Provisioner indexes (0-based) that ran, and those the cache covered. */
+const ran = (r: KilnRun) => r.events.filter((e) => e.type === 'provisioner-start').map((e) => e.index);
+const cached = (r: KilnRun) => r.events.filter((e) => e.type === 'provisioner-cached').map((e) => e.index);
+const saved = (r: KilnRun) => r.events.filter((e) => e.type === 'layer-saved').map((e) => e.index);
+const steps = (r: KilnRun) => r.events.filter((e) => e.type === 'step-start').map((e) => e.step);
+const logs = (r: KilnRun) => r.events.filter((e) => e.type === 'log').map((e) => String(e.message)).join('\n');
+const layerFiles = () => readdirSync(path.join(cacheDir, 'layers')).filter((f) => /^[0-9a-f]{64}\.qcow2$/.test(f));
+
+async function guestFiles(): Promise<string> {
+  const disk = await overlayOf(path.join(out, 'layers.qcow2'), dir, `boot-${Date.now()}.qcow2`);
+  const guest = await Guest.boot({ disk, memoryMiB: 256, cpus: 1 });
+  try {
+    const ssh = await guest.ssh('root', insecureKey);
+    const text = await ssh.run('cat /root/one /root/two /root/three /root/runs');
+    await guest.poweroff(ssh);
+    return text;
+  } finally {
+    await guest.destroy();
+    rmSync(disk, { force: true });
+  }
+}
+
+describe('layer cache (tiny guest)', () => {
+  it('saves a layer after each provisioner; an unchanged rebuild reuses the artifact without booting', async () => {
+    const first = await build();
+    expect(first.exitCode, first.stderr.slice(-2000)).toBe(0);
+    expect(ran(first)).toEqual([0, 1, 2]);
+    expect(saved(first)).toEqual([0, 1, 2]);
+    expect(layerFiles()).toHaveLength(3);
+    // Layers back onto each other by names relative to the store, so the store can move as a whole.
+    for (const f of layerFiles()) {
+      const info = JSON.parse((await execa('qemu-img', ['info', '--output=json', path.join(cacheDir, 'layers', f)])).stdout);
+      expect(path.isAbsolute(info['backing-filename'])).toBe(false);
+      expect((await execa('qemu-img', ['check', path.join(cacheDir, 'layers', f)], { reject: false })).exitCode).toBe(0);
+    }
+    const manifestFile = path.join(out, 'manifest.json');
+    const manifest = JSON.parse(readFileSync(manifestFile, 'utf8'));
+    const mtime = statSync(manifestFile).mtimeMs;
+
+    const again = await build();
+    expect(again.exitCode, again.stderr.slice(-2000)).toBe(0);
+    expect(steps(again)).not.toContain('launch QEMU');
+    expect(ran(again)).toEqual([]);
+    expect(logs(again)).toMatch(/up to date/);
+    const artifact = again.events.find((e) => e.type === 'artifact')!;
+    expect(artifact.reused).toBe(true);
+    expect(artifact.sha256).toBe(manifest.artifacts[0].sha256);
+    expect(statSync(manifestFile).mtimeMs).toBe(mtime);
+    expect(manifest.cache.artifact_key).toMatch(/^[0-9a-f]{64}$/);
+  }, 300_000);
+
+  it('after a change to the last provisioner, runs only it; the artifact has every provisioner\'s effect', async () => {
+    const r = await build('--var', 'third=b', '--force');
+    expect(r.exitCode, r.stderr.slice(-2000)).toBe(0);
+    expect(cached(r)).toEqual([0, 1]);
+    expect(ran(r)).toEqual([2]);
+    expect(logs(r)).toContain('provisioners 1-2 cached, starting at 3 (shell (2 inline lines))');
+    expect((await execa('qemu-img', ['check', path.join(out, 'layers.qcow2')], { reject: false })).exitCode).toBe(0);
+    // Provisioner 1 ran exactly once across both builds: its effect came from the cached layer.
+    expect(await guestFiles()).toBe('one\ntwo\nthree-b\nruns: x\n');
+  }, 300_000);
+
+  it('after a change to a script file of provisioner 2, runs 2 onwards', async () => {
+    writeFileSync(path.join(dir, 'two.sh'), 'echo two-changed > /root/two\n');
+    const r = await build('--var', 'third=b', '--force');
+    expect(r.exitCode, r.stderr.slice(-2000)).toBe(0);
+    expect(cached(r)).toEqual([0]);
+    expect(ran(r)).toEqual([1, 2]);
+    expect(await guestFiles()).toBe('one\ntwo-changed\nthree-b\nruns: x\n');
+  }, 300_000);
+
+  it('detects a damaged layer by its digest and rebuilds from there', async () => {
+    const layers = JSON.parse((await kiln(['cache', 'ls', '--json'], env)).stdout).layers as { key: string; provisioner: number; description: string }[];
+    const first = layers.find((l) => l.provisioner === 1)!;
+    const file = path.join(cacheDir, 'layers', `${first.key}.qcow2`);
+    const bytes = readFileSync(file);
+    bytes.fill(0x5a, bytes.length - 4096); // damage data, keep the file's size
+    writeFileSync(file, bytes);
+    const r = await build('--var', 'third=c', '--force');
+    expect(r.exitCode, r.stderr.slice(-2000)).toBe(0);
+    expect(logs(r)).toMatch(new RegExp(`layer ${first.key.slice(0, 12)} \\(provisioner 1\\) is damaged: digest mismatch`));
+    expect(ran(r)).toEqual([0, 1, 2]);
+    expect(saved(r)).toEqual([0, 1, 2]);
+  }, 300_000);
+
+  it('a failed build keeps the layers it completed; the next run starts after the last good one', async () => {
+    const failed = await build('--var', 'third=fail', '--force');
+    expect(failed.exitCode).toBe(1);
+    expect(failed.stderr).toMatch(/provisioner 3/);
+    expect(saved(failed)).toEqual([]); // 1 and 2 were cached already; 3 failed
+    const resumed = await build('--var', 'third=d', '--force');
+    expect(resumed.exitCode, resumed.stderr.slice(-2000)).toBe(0);
+    expect(cached(resumed)).toEqual([0, 1]);
+    expect(ran(resumed)).toEqual([2]);
+  }, 300_000);
+
+  it('--no-cache runs every provisioner and neither reads nor writes layers', async () => {
+    const before = layerFiles().sort();
+    const r = await build('--var', 'third=e', '--force', '--no-cache');
+    expect(r.exitCode, r.stderr.slice(-2000)).toBe(0);
+    expect(ran(r)).toEqual([0, 1, 2]);
+    expect(saved(r)).toEqual([]);
+    expect(steps(r)).not.toContain('check layer cache');
+    expect(layerFiles().sort()).toEqual(before);
+  }, 300_000);
+
+  it('kiln cache ls / rm / prune', async () => {
+    const ls = await kiln(['cache', 'ls'], env);
+    expect(ls.exitCode).toBe(0);
+    expect(ls.stdout).toMatch(/KEY\s+PARENT\s+SIZE\s+LAST USED\s+BUILD\s+PROVISIONER/);
+    const listed = JSON.parse((await kiln(['cache', 'ls', '--json'], env)).stdout).layers as { key: string; parent: string | null; provisioner: number }[];
+    expect(listed.length).toBe(layerFiles().length);
+
+    // Removing a layer removes what backs onto it.
+    const second = listed.find((l) => l.provisioner === 2)!;
+    const descendants = listed.filter((l) => l.parent === second.key);
+    const rm = await kiln(['cache', 'rm', second.key.slice(0, 10)], env);
+    expect(rm.exitCode, rm.stderr).toBe(0);
+    for (const k of [second.key, ...descendants.map((d) => d.key)]) expect(existsSync(path.join(cacheDir, 'layers', `${k}.qcow2`))).toBe(false);
+
+    const bad = await kiln(['cache', 'rm', 'zzzz'], env);
+    expect(bad.exitCode).toBe(1);
+    expect(bad.stderr).toMatch(/not a layer key/);
+
+    const prune = await kiln(['cache', 'prune', '--keep-size', '0'], env);
+    expect(prune.exitCode, prune.stderr).toBe(0);
+    expect(layerFiles()).toEqual([]);
+    expect(readdirSync(path.join(cacheDir, 'layers')).filter((f) => f.startsWith('base-'))).toEqual([]);
+  }, 120_000);
+});
