@@ -62,7 +62,14 @@ export function parseBootCommand(source: string): BootNode[] {
       continue;
     }
     if (source[afterName] !== '>') {
-      // "<a b" or "<foo=1": not a tag at all, just text (a '<' that is typed).
+      // "<wait5" at the end of the line, or "<enter<tab>": a tag that lost its '>', which would
+      // otherwise be typed as text into the installer. "<a b" or "<foo=1" is just text (a typed '<').
+      const next = source[afterName];
+      const unclosed = next === undefined || next === '<' || (lower.startsWith('wait') && /\s/.test(next));
+      const meant = unclosed ? tagNode(name, i) : undefined;
+      if (meant && !('problem' in meant)) {
+        throw new BootCommandError(source, afterName, `unclosed <${name}`, `">" to close it: <${name}>`);
+      }
       if (!text) textPos = i;
       text += source[i];
       i++;
@@ -70,33 +77,38 @@ export function parseBootCommand(source: string): BootNode[] {
     }
     flush();
     const end = afterName + 1;
-    const wait = /^wait(.*)$/.exec(lower);
-    if (wait) {
-      const arg = name.slice(4);
-      let ms = 1000;
-      if (arg) {
-        try { ms = parseDuration(/^\d+$/.test(arg) ? `${arg}s` : arg); } catch {
-          throw new BootCommandError(source, i + 5, `"${arg}" is not a duration`, 'a duration such as <wait5>, <wait10s>, <wait1m30s> or <wait500ms>');
-        }
-      }
-      nodes.push({ kind: 'wait', ms, pos: i });
-    } else if (specialKeys[lower]) {
-      nodes.push({ kind: 'key', key: lower, action: 'press', pos: i });
-    } else {
-      const mod = /^(.*?)(on|off)?$/.exec(lower)!;
-      const base = mod[1]!;
-      if (modifierKeys[base] && mod[2]) nodes.push({ kind: 'key', key: base, action: mod[2] === 'on' ? 'down' : 'up', pos: i });
-      else if (modifierKeys[lower]) nodes.push({ kind: 'key', key: lower, action: 'press', pos: i });
-      else {
-        const candidates = [...keyDisplayNames, ...keyDisplayNames.filter((k) => /^(left|right)(Alt|Ctrl|Shift|Super)$/.test(k)).flatMap((k) => [`${k}On`, `${k}Off`]), 'wait', 'waitFor'];
-        const guess = closest(name, candidates);
-        throw new BootCommandError(source, i, `unknown key <${name}>`, guess ? `a known key; did you mean <${guess}>?` : 'a key such as <enter>, <esc>, <f2>, <leftCtrlOn> or <wait5>');
-      }
+    const node = tagNode(name, i);
+    if (node === undefined) {
+      const candidates = [...keyDisplayNames, ...keyDisplayNames.filter((k) => /^(left|right)(Alt|Ctrl|Shift|Super)$/.test(k)).flatMap((k) => [`${k}On`, `${k}Off`]), 'wait', 'waitFor'];
+      const guess = closest(name, candidates);
+      throw new BootCommandError(source, i, `unknown key <${name}>`, guess ? `a known key; did you mean <${guess}>?` : 'a key such as <enter>, <esc>, <f2>, <leftCtrlOn> or <wait5>');
     }
+    if ('problem' in node) throw new BootCommandError(source, node.pos, node.problem, node.expected);
+    nodes.push(node);
     i = end;
   }
   flush();
   return nodes;
+}
+
+/**
+ * The node a tag name stands for (`wait5`, `enter`, `leftCtrlOn`...), an error for a wait with a bad
+ * duration, or undefined when the name is no tag at all.
+ */
+function tagNode(name: string, pos: number): BootNode | { problem: string; expected: string; pos: number } | undefined {
+  const lower = name.toLowerCase();
+  if (lower.startsWith('wait')) {
+    const arg = name.slice(4);
+    if (!arg) return { kind: 'wait', ms: 1000, pos };
+    try { return { kind: 'wait', ms: parseDuration(/^\d+$/.test(arg) ? `${arg}s` : arg), pos }; } catch {
+      return { pos: pos + 5, problem: `"${arg}" is not a duration`, expected: 'a duration such as <wait5>, <wait10s>, <wait1m30s> or <wait500ms>' };
+    }
+  }
+  if (Object.hasOwn(specialKeys, lower)) return { kind: 'key', key: lower, action: 'press', pos };
+  if (Object.hasOwn(modifierKeys, lower)) return { kind: 'key', key: lower, action: 'press', pos };
+  const mod = /^(.*?)(on|off)$/.exec(lower);
+  if (mod && Object.hasOwn(modifierKeys, mod[1]!)) return { kind: 'key', key: mod[1]!, action: mod[2] === 'on' ? 'down' : 'up', pos };
+  return undefined;
 }
 
 function parseWaitFor(source: string, start: number, from: number): { node: BootNode; end: number } {

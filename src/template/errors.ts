@@ -51,63 +51,160 @@ export function closest(word: string, candidates: readonly string[]): string | u
   return best;
 }
 
-/** Turns zod's issues into problems with a fix each. `keysAt` lists the valid keys of the object at a path. */
-export function problemsFromZod(
-  error: z.ZodError,
-  keysAt: (path: (string | number)[]) => readonly string[] | undefined,
-): FieldProblem[] {
-  const problems: FieldProblem[] = [];
-  for (const issue of error.issues) {
-    const path = issue.path.filter((p): p is string | number => typeof p !== 'symbol');
-    if (issue.code === 'unrecognized_keys') {
-      for (const key of issue.keys) {
-        const valid = keysAt(path) ?? [];
-        const guess = closest(key, valid);
-        problems.push({
-          path: [...path, key],
-          message: `unknown key "${key}"`,
-          fix: guess ? `did you mean "${guess}"?` : valid.length ? `valid keys here: ${valid.join(', ')}` : 'remove it',
-        });
+/** Words for zod's type names, as a template author would say them. */
+const typeWords: Record<string, string> = { array: 'list', object: 'map', record: 'map', boolean: 'true or false', number: 'number', int: 'whole number', string: 'string' };
+const typeWord = (t: string) => typeWords[t] ?? t;
+/** "a list", "an object"; literal values ("false", '"ssh"') and "true or false" go without. */
+const withArticle = (w: string) => (w === 'true or false' || /^("|true|false|null|-?\d)/.test(w) ? w : `${/^[aeiou]/.test(w) ? 'an' : 'a'} ${w}`);
+
+/** Where a suggestion for an unknown key comes from: the keys valid at that path, and names other tools use. */
+export interface KeyHints {
+  keysAt: (path: (string | number)[]) => readonly string[] | undefined;
+  /** Foreign spellings (e.g. Packer's ssh_username) at a path, mapped to kiln's way of writing them. */
+  aliasesAt?: (path: (string | number)[]) => Readonly<Record<string, string>> | undefined;
+}
+
+/** A problem as collected, with what the clean-up in problemsFromZod needs to know about it. */
+type Collected = FieldProblem & { missing?: boolean; meant?: string };
+
+function unknownKey(key: string, path: (string | number)[], hints: KeyHints): Collected {
+  const at = { path: [...path, key], message: `unknown key "${key}"` };
+  const valid = hints.keysAt(path) ?? [];
+  const guess = closest(key, valid);
+  if (guess) return { ...at, fix: `did you mean "${guess}"?`, meant: guess };
+  const aliases = hints.aliasesAt?.(path) ?? {};
+  const alias = closest(key, Object.keys(aliases));
+  if (alias) return { ...at, fix: `"${alias}" is how Packer says it; in kiln write ${aliases[alias]}` };
+  return { ...at, fix: valid.length ? `remove it, or use one of the keys valid here: ${valid.join(', ')}` : 'remove it' };
+}
+
+function bound(issue: { origin?: unknown; minimum?: unknown; maximum?: unknown; inclusive?: unknown }, side: 'min' | 'max'): string {
+  const limit = Number(side === 'min' ? issue.minimum : issue.maximum);
+  const strict = issue.inclusive === false;
+  const word = side === 'min' ? (strict ? 'more than' : 'at least') : (strict ? 'less than' : 'at most');
+  if (issue.origin === 'array') return `${word} ${limit} item${limit === 1 ? '' : 's'}`;
+  if (issue.origin === 'string') return `${word} ${limit} character${limit === 1 ? '' : 's'}`;
+  return `${word} ${limit}`;
+}
+
+/**
+ * Turns zod's issues into problems with a fix each, one per field. A schema's own checks carry their
+ * fix in `params.fix`. Left out: a second problem with the same field (zod checks a string's length
+ * after finding it should have been a list), and a required field reported missing beside an unknown
+ * key that is its misspelling, since "did you mean" on the misspelt key already says everything.
+ */
+export function problemsFromZod(error: z.ZodError, hints: KeyHints): FieldProblem[] {
+  const problems = collectProblems(error.issues, [], hints);
+  const misspelt = new Set(problems.filter((p) => p.meant).map((p) => formatPath([...p.path.slice(0, -1), p.meant!])));
+  const reported = new Set<string>();
+  return problems.filter((p) => {
+    const field = formatPath(p.path);
+    if (reported.has(field) || (p.missing && misspelt.has(field))) return false;
+    reported.add(field);
+    return true;
+  }).map(({ missing: _missing, meant: _meant, ...p }) => p);
+}
+
+function collectProblems(issues: readonly z.core.$ZodIssue[], prefix: (string | number)[], hints: KeyHints): Collected[] {
+  const problems: Collected[] = [];
+  for (const issue of issues) {
+    const path = [...prefix, ...issue.path.filter((p): p is string | number => typeof p !== 'symbol')];
+    const params = 'params' in issue ? (issue.params as { fix?: unknown } | undefined) : undefined;
+    const input = 'input' in issue ? issue.input : undefined;
+    switch (issue.code) {
+      case 'unrecognized_keys':
+        for (const key of issue.keys) problems.push(unknownKey(key, path, hints));
+        continue;
+      case 'invalid_union': {
+        if ('note' in issue && issue.note === 'No matching discriminator') {
+          // A discriminated union (provisioner or post-processor `type`): name the valid types.
+          const field = String(issue.discriminator ?? 'type');
+          const options = ((issue as { options?: unknown[] }).options ?? []).map(String);
+          const given = input && typeof input === 'object' ? (input as Record<string, unknown>)[field] : undefined;
+          const guess = typeof given === 'string' ? closest(given, options) : undefined;
+          const at = path.at(-1) === field ? path : [...path, field];
+          if (given === undefined) problems.push({ path: at, message: `required field is missing`, fix: `add "${field}": one of ${options.join(', ')}`, missing: true });
+          else if (typeof given !== 'string') problems.push({ path: at, message: `expected a ${field} name, got ${describe(given)}`, fix: `use one of: ${options.join(', ')}` });
+          else problems.push({ path: at, message: `unknown ${field} ${describeValue(given)}`, fix: guess ? `did you mean "${guess}"? (one of: ${options.join(', ')})` : `use one of: ${options.join(', ')}` });
+          continue;
+        }
+        // A union (e.g. communicator ssh|none): report the branch that got furthest, not all of them.
+        // When the value has none of the branches' types (cloud_init: true), say which types would do.
+        const atRoot = (i: z.core.$ZodIssue) => i.path.length === 0 && (i.code === 'invalid_type' || i.code === 'invalid_value');
+        const deeper = issue.errors.filter((b) => b.length && !b.every(atRoot));
+        if (!deeper.length && issue.errors.length) {
+          const wanted = [...new Set(issue.errors.flat().map((i) => (i.code === 'invalid_type' ? typeWord(i.expected) : i.code === 'invalid_value' ? i.values.map((v) => JSON.stringify(v)).join(' or ') : '')).filter(Boolean))];
+          problems.push({ path, message: `expected ${wanted.join(' or ')}, got ${describe(input)}`, fix: `write ${wanted.map((w) => withArticle(w)).join(' or ')} here` });
+          continue;
+        }
+        const best = deeper.reduce((a, b) => (b.length < a.length ? b : a), deeper[0] ?? []);
+        if (best.length) { problems.push(...collectProblems(best, path, hints)); continue; }
+        break;
       }
-      continue;
-    }
-    if (issue.code === 'invalid_union' && 'errors' in issue && Array.isArray(issue.errors)) {
-      // A union (e.g. communicator ssh|none): report the branch that got furthest, not all of them.
-      const branches = issue.errors as z.core.$ZodIssue[][];
-      const best = branches.reduce((a, b) => (b.length < a.length ? b : a), branches[0] ?? []);
-      if (best.length) {
-        problems.push(...problemsFromZod({ issues: best.map((i) => ({ ...i, path: [...path, ...i.path] })) } as z.ZodError, keysAt));
+      case 'invalid_value': {
+        const values = issue.values.map(String);
+        if (input === undefined) {
+          problems.push({ path, message: 'required field is missing', fix: `add "${String(path.at(-1))}": one of ${values.join(', ')}`, missing: true });
+          continue;
+        }
+        const guess = typeof input === 'string' ? closest(input, values) : undefined;
+        problems.push({
+          path,
+          message: `${describeValue(input)} is not allowed`,
+          fix: guess ? `did you mean "${guess}"? (one of: ${values.join(', ')})` : `use one of: ${values.join(', ')}`,
+        });
         continue;
       }
+      case 'invalid_type': {
+        const word = typeWord(issue.expected);
+        if (input === undefined) {
+          problems.push({ path, message: 'required field is missing', fix: `add "${String(path.at(-1))}" (${withArticle(word)})`, missing: true });
+        } else if (typeof input === 'number' && !Number.isFinite(input) && (word === 'number' || word === 'whole number')) {
+          problems.push({ path, message: `${String(input)} is not a usable number (too big to represent, or not a number at all)`, fix: `write ${withArticle(word)} of a sensible size` });
+        } else {
+          problems.push({ path, message: `expected ${word}, got ${describe(input)}`, fix: `write ${withArticle(word)} here${typeExample(word)}` });
+        }
+        continue;
+      }
+      case 'invalid_key':
+        // A map key that breaks the key's own rule (a variable named "my-var"): report the key's problem.
+        problems.push(...collectProblems(issue.issues, path, hints));
+        continue;
+      case 'too_small':
+        problems.push({ path, message: `${describeValue(input)} is too small: it must be ${bound(issue, 'min')}`, fix: `use ${bound(issue, 'min')}` });
+        continue;
+      case 'too_big':
+        problems.push({ path, message: `${describeValue(input)} is too big: it must be ${bound(issue, 'max')}`, fix: `use ${bound(issue, 'max')}` });
+        continue;
+      default:
+        break;
     }
-    if (issue.code === 'invalid_value' && 'values' in issue) {
-      const given = issue.input;
-      const values = (issue.values as unknown[]).map(String);
-      const guess = typeof given === 'string' ? closest(given, values) : undefined;
-      problems.push({
-        path,
-        message: `${JSON.stringify(given)} is not allowed`,
-        fix: guess ? `did you mean "${guess}"? (one of: ${values.join(', ')})` : `use one of: ${values.join(', ')}`,
-      });
-      continue;
-    }
-    if (issue.code === 'invalid_type') {
-      const given = issue.input === undefined ? 'missing' : `got ${describe(issue.input)}`;
-      problems.push({
-        path,
-        message: issue.input === undefined ? `required field is missing` : `expected ${issue.expected}, ${given}`,
-        fix: issue.input === undefined ? `add "${String(path.at(-1))}"` : `write a ${issue.expected} here`,
-      });
-      continue;
-    }
-    problems.push({ path, message: issue.message });
+    const fix = typeof params?.fix === 'string' ? params.fix : undefined;
+    problems.push({ path, message: issue.message, ...(fix ? { fix } : { fix: 'see the field in README.md' }) });
   }
   return problems;
 }
 
+function typeExample(word: string): string {
+  if (word === 'list') return ', e.g. [a, b] or one "- item" per line';
+  if (word === 'map') return ', e.g. "key: value" lines indented below it';
+  if (word === 'true or false') return ' (without quotes)';
+  if (word === 'number' || word === 'whole number') return ' (digits, without quotes)';
+  return '';
+}
+
+/** A value as the author wrote it; Infinity and NaN, which JSON cannot show, by name. */
+function describeValue(v: unknown): string {
+  if (typeof v === 'number' && !Number.isFinite(v)) return String(v);
+  if (Array.isArray(v)) return `a list of ${v.length}`;
+  if (v && typeof v === 'object') return 'a map';
+  const text = JSON.stringify(v) ?? String(v);
+  return text.length > 60 ? `${text.slice(0, 57)}..."` : text;
+}
+
 function describe(v: unknown): string {
-  if (v === null) return 'null';
+  if (v === null) return 'null (an empty value)';
   if (Array.isArray(v)) return 'a list';
-  if (typeof v === 'object') return 'an object';
-  return `${typeof v} ${JSON.stringify(v)}`;
+  if (typeof v === 'object') return 'a map';
+  return typeof v === 'boolean' ? String(v) : `${typeof v} ${describeValue(v)}`;
 }

@@ -10,6 +10,11 @@ const reference = /\$(\$?)\{\s*(var|build)\.([A-Za-z_][A-Za-z0-9_]*)\s*\}/g;
 
 export interface InterpolationProblem { namespace: string; name: string; }
 
+/** A value by its own name only: `${var.constructor}` must not find Object.prototype's. */
+function lookup(values: Record<string, Scalar> | undefined, name: string): Scalar | undefined {
+  return values && Object.hasOwn(values, name) ? values[name] : undefined;
+}
+
 /**
  * Replaces references in one string. A string that is exactly one reference takes the value's own type
  * (so `cpus: ${var.cpus}` stays a number). Unknown names are reported through `onMissing` and left as is.
@@ -24,14 +29,14 @@ export function interpolateString(
   if (whole) {
     const ns = whole[1] as 'var' | 'build';
     if (only && ns !== only) return text;
-    const v = values[ns]?.[whole[2]!];
+    const v = lookup(values[ns], whole[2]!);
     if (v === undefined) { onMissing({ namespace: ns, name: whole[2]! }); return text; }
     return v;
   }
   return text.replace(reference, (match, escaped: string, ns: 'var' | 'build', name: string) => {
     if (escaped) return match.slice(1);
     if (only && ns !== only) return match;
-    const v = values[ns]?.[name];
+    const v = lookup(values[ns], name);
     if (v === undefined) { onMissing({ namespace: ns, name }); return match; }
     return String(v);
   });
@@ -51,7 +56,10 @@ export function interpolateTree<T>(
   if (Array.isArray(tree)) return tree.map((v, i) => interpolateTree(v, values, onMissing, only, [...path, i])) as T;
   if (tree && typeof tree === 'object') {
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(tree)) out[k] = interpolateTree(v, values, onMissing, only, [...path, k]);
+    for (const [k, v] of Object.entries(tree)) {
+      // defineProperty, not assignment: a "__proto__" key stays a key (and an unknown one) instead of a prototype.
+      Object.defineProperty(out, k, { value: interpolateTree(v, values, onMissing, only, [...path, k]), enumerable: true, writable: true, configurable: true });
+    }
     return out as T;
   }
   return tree;

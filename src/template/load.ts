@@ -4,13 +4,15 @@
  * TemplateError naming the file, the line, the field and the fix; nothing is created on disk.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import YAML, { LineCounter, isMap, isScalar, isSeq, type Node } from 'yaml';
 import { z } from 'zod';
-import { TemplateError, problemsFromZod, type FieldProblem } from './errors.js';
-import { interpolateTree, references } from './interpolate.js';
-import { knownKeys, templateSchema, variableSchema, type Template } from './schema.js';
+import { artifactName } from '../artifacts/formats.js';
+import { TemplateError, closest, problemsFromZod, type FieldProblem, type KeyHints } from './errors.js';
+import { interpolateTree } from './interpolate.js';
+import { resolveBuildPaths } from './paths.js';
+import { knownKeysAt, packerSourceAliases, templateSchema, variableName, variableSchema, type Template } from './schema.js';
 import { resolveVariables, type ResolvedVariables, type VariableInputs } from './variables.js';
 
 export interface LoadedTemplate {
@@ -22,17 +24,24 @@ export interface LoadedTemplate {
   digest: string;
 }
 
-const isUrl = (s: string) => /^https?:\/\//.test(s);
+/** A fix for the YAML mistakes people make most, by the YAML library's error code. */
+const syntaxFixes: Partial<Record<string, string>> = {
+  TAB_AS_INDENT: 'indent with spaces, not tabs',
+  BAD_INDENT: 'line this key up with the other keys of its map',
+  MISSING_CHAR: 'close the quote or bracket that is left open before this line',
+  DUPLICATE_KEY: 'remove one of the two, or rename it',
+  UNEXPECTED_TOKEN: 'look just before this point for a missing "," or ":" or an unclosed bracket',
+  BLOCK_IN_FLOW: 'look just before this point for a missing "," or ":" or an unclosed bracket',
+};
 
-function keysAt(p: (string | number)[]): readonly string[] | undefined {
-  const names = p.filter((x): x is string => typeof x === 'string');
-  const last = names.at(-1);
-  if (p.length === 0) return knownKeys.template;
-  if (last === 'builds' || (names.length === 1 && names[0] === 'builds')) return knownKeys.build;
-  if (last === 'source') return knownKeys.source;
-  if (last === 'outputs') return knownKeys.output;
-  if (names[0] === 'variables') return knownKeys.variable;
-  return undefined;
+const knownBuildValues = ['name', 'http_ip', 'http_port', 'http_url', 'ssh_public_key', 'ssh_username', 'output_dir', 'ssh_host', 'ssh_port'];
+
+/** Suggestions for unknown keys: the keys the schema allows there, and Packer's names in a source. */
+function keyHints(raw: unknown): KeyHints {
+  return {
+    keysAt: (p) => knownKeysAt(p, raw),
+    aliasesAt: (p) => (p.length === 3 && p[0] === 'builds' && p[2] === 'source' ? packerSourceAliases : undefined),
+  };
 }
 
 /** The line of the node at a path, or of its nearest existing parent. */
@@ -51,6 +60,27 @@ function lineOf(doc: YAML.Document, counter: LineCounter, p: (string | number)[]
   return undefined;
 }
 
+/** Deeper than any template needs; the limit keeps every later recursive walk far from the stack's end. */
+const maxDepth = 64;
+
+/**
+ * A YAML alias may point at a node that contains it, which makes an endless tree; and nesting can be
+ * deeper than the stack. Either is refused here, before anything walks the tree recursively.
+ */
+function treeShapeProblem(raw: unknown): FieldProblem | undefined {
+  const stack: { node: unknown; path: (string | number)[]; ancestors: Set<unknown> }[] = [{ node: raw, path: [], ancestors: new Set() }];
+  while (stack.length) {
+    const { node, path: at, ancestors } = stack.pop()!;
+    if (!node || typeof node !== 'object') continue;
+    if (ancestors.has(node)) return { path: at, message: 'an alias (*name) refers to a map or list that contains it, which never ends', fix: 'replace the alias with a copy of what it should contain' };
+    if (at.length > maxDepth) return { path: at.slice(0, 3), message: `nested more than ${maxDepth} levels deep`, fix: 'flatten it: no template field nests that deep' };
+    const inner = new Set(ancestors).add(node);
+    const entries: [string | number, unknown][] = Array.isArray(node) ? node.map((v, i) => [i, v]) : Object.entries(node);
+    for (const [k, v] of entries) stack.push({ node: v, path: [...at, k], ancestors: inner });
+  }
+  return undefined;
+}
+
 export function loadTemplate(file: string, inputs: VariableInputs = {}): LoadedTemplate {
   const abs = path.resolve(file);
   let text: string;
@@ -64,123 +94,121 @@ export function loadTemplate(file: string, inputs: VariableInputs = {}): LoadedT
     }]);
   }
   const counter = new LineCounter();
-  const doc = YAML.parseDocument(text, { lineCounter: counter, prettyErrors: true, uniqueKeys: true });
-  if (doc.errors.length) {
-    // Only the first: later syntax errors are usually echoes of it.
-    throw new TemplateError(file, doc.errors.slice(0, 1).map((err) => ({
-      path: [], line: err.linePos?.[0]?.line,
-      message: `syntax error: ${err.message.split('\n')[0]}`,
-      fix: 'fix the YAML/JSON syntax at that line (indentation, quotes, a missing ":")',
-    })));
+  const syntaxFix = 'fix the YAML/JSON syntax at that line (indentation, quotes, a missing ":")';
+  // The YAML library's own message ends with the offending lines and a caret: keep them, indented.
+  const syntaxMessage = (message: string) => {
+    const [first = '', ...context] = message.split('\n');
+    return ['syntax error: ' + first.replace(/:$/, ''), ...context.filter((l) => l.trim()).map((l) => `      ${l}`)].join('\n');
+  };
+  let doc: YAML.Document;
+  let raw: unknown;
+  try {
+    doc = YAML.parseDocument(text, { lineCounter: counter, prettyErrors: true, uniqueKeys: true });
+    if (doc.errors.length) {
+      // Only the first: later syntax errors are usually echoes of it.
+      throw new TemplateError(file, doc.errors.slice(0, 1).map((err) => ({
+        path: [], line: err.linePos?.[0]?.line, message: syntaxMessage(err.message), fix: syntaxFixes[err.code] ?? syntaxFix,
+      })));
+    }
+    raw = doc.toJS() as unknown;
+  } catch (e) {
+    if (e instanceof TemplateError) throw e;
+    // The YAML library's own limits (alias expansion, nesting too deep for the stack) are input errors too.
+    throw new TemplateError(file, [{ path: [], message: `cannot read the YAML: ${(e as Error).message?.split('\n')[0] ?? String(e)}`, fix: syntaxFix }]);
   }
-  const raw = doc.toJS() as unknown;
   const withLines = (problems: FieldProblem[]) => problems.map((p) => ({ ...p, line: p.line ?? lineOf(doc, counter, p.path) }));
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
-    throw new TemplateError(file, [{ path: [], message: 'a template is a map with "builds:" (and optionally "variables:")', fix: 'see examples/tiny.yaml' }]);
+  const shapeProblem = treeShapeProblem(raw);
+  if (shapeProblem) throw new TemplateError(file, withLines([shapeProblem]));
+  if (raw === null || raw === undefined) {
+    throw new TemplateError(file, [{ path: [], message: 'the template is empty', fix: 'describe at least one build under "builds:"; see examples/tiny.yaml' }]);
   }
+  if (typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new TemplateError(file, [{ path: [], message: `a template is a map with "builds:" (and optionally "variables:"), not ${Array.isArray(raw) ? 'a list' : 'a single value'}`, fix: 'see examples/tiny.yaml' }]);
+  }
+  const hints = keyHints(raw);
 
   // Variables first: their definitions decide how everything else is interpolated.
   const rawVars = (raw as Record<string, unknown>).variables ?? {};
-  const defs = z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), variableSchema).safeParse(rawVars, { reportInput: true });
+  const defs = z.record(variableName, variableSchema).safeParse(rawVars, { reportInput: true });
   if (!defs.success) {
-    throw new TemplateError(file, withLines(problemsFromZod(defs.error, keysAt).map((p) => ({ ...p, path: ['variables', ...p.path] }))));
+    throw new TemplateError(file, withLines(problemsFromZod(defs.error, { keysAt: (p) => hints.keysAt(['variables', ...p]) }).map((p) => ({ ...p, path: ['variables', ...p.path] }))));
   }
-  const variables = resolveVariables(defs.data, inputs, file);
+  let variables: ResolvedVariables;
+  try {
+    variables = resolveVariables(defs.data, inputs, file);
+  } catch (e) {
+    if (e instanceof TemplateError) throw new TemplateError(file, withLines(e.problems));
+    throw e;
+  }
 
   const problems: FieldProblem[] = [];
   const { variables: _defs, ...rest } = raw as Record<string, unknown>;
   const interpolated = interpolateTree(rest, { var: variables.values }, (miss) => {
     if (miss.namespace !== 'var') return;
+    const guess = closest(miss.name, Object.keys(variables.values));
     problems.push({
       path: miss.path, message: `undefined variable "${miss.name}"`,
-      fix: `declare "${miss.name}" under "variables:" or fix the reference \${var.${miss.name}}`,
+      fix: `declare "${miss.name}" under "variables:" or fix the reference \${var.${miss.name}}${guess ? ` (did you mean \${var.${guess}}?)` : ''}`,
     });
   }, 'var');
   if (problems.length) throw new TemplateError(file, withLines(problems));
 
   const parsed = templateSchema.safeParse({ ...interpolated, variables: rawVars }, { reportInput: true });
-  if (!parsed.success) throw new TemplateError(file, withLines(problemsFromZod(parsed.error, keysAt)));
+  if (!parsed.success) throw new TemplateError(file, withLines(problemsFromZod(parsed.error, hints)));
   const template = parsed.data;
   const dir = path.dirname(abs);
-  const resolve = (p: string) => (path.isAbsolute(p) || isUrl(p) ? p : path.resolve(dir, p));
 
-  const names = new Set<string>();
+  const names = new Map<string, number>();
+  const outputDirs = new Map<string, number>();
   template.builds.forEach((b, i) => {
-    if (names.has(b.name)) problems.push({ path: ['builds', i, 'name'], message: `build name "${b.name}" is used twice`, fix: 'give each build its own name' });
-    names.add(b.name);
-    const mustExist = (p: string, at: (string | number)[], kind: 'file' | 'dir' | 'any') => {
-      if (isUrl(p)) return;
-      if (!existsSync(p)) { problems.push({ path: at, message: `${p} does not exist`, fix: 'check the path (relative paths are relative to the template file)' }); return; }
-      const st = statSync(p);
-      if (kind === 'file' && !st.isFile()) problems.push({ path: at, message: `${p} is not a file`, fix: 'point it at a file' });
-      if (kind === 'dir' && !st.isDirectory()) problems.push({ path: at, message: `${p} is not a directory`, fix: 'point it at a directory' });
-    };
+    const sameName = names.get(b.name);
+    if (sameName !== undefined) problems.push({ path: ['builds', i, 'name'], message: `build name "${b.name}" is used twice (also builds[${sameName}])`, fix: 'give each build its own name' });
+    names.set(b.name, i);
     const s = b.source;
     const at = ['builds', i, 'source'];
     if ((s.base_image === undefined) === (s.iso === undefined)) {
-      problems.push({ path: at, message: s.iso ? 'both "base_image" and "iso" are set' : 'neither "base_image" nor "iso" is set', fix: 'give "base_image" (a bootable disk image) or "iso" (an installer, with disk_size and boot_command), not both' });
+      problems.push(s.iso
+        ? { path: [...at, 'iso'], message: 'both "base_image" and "iso" are set', fix: 'keep "base_image" to build on a bootable disk image, or "iso" to install onto a blank disk, not both' }
+        : { path: at, message: 'neither "base_image" nor "iso" is set', fix: 'add "base_image" (a bootable disk image) or "iso" (an installer, with disk_size and boot_command)' });
     }
-    if (s.base_image !== undefined) {
-      s.base_image = resolve(s.base_image);
-      mustExist(s.base_image, [...at, 'base_image'], 'file');
-    }
+    resolveBuildPaths(b, ['builds', i], dir, problems);
     if (s.iso !== undefined) {
-      s.iso = resolve(s.iso);
-      mustExist(s.iso, [...at, 'iso'], 'file');
       if (!s.disk_size) problems.push({ path: [...at, 'disk_size'], message: 'an ISO install needs a blank disk of a given size', fix: 'add disk_size, e.g. disk_size: 10G' });
       // Installers have no cloud-init datasource to read: unless asked for, no seed and no injected host key.
       const rawCloudInit = ((raw as { builds?: { source?: { cloud_init?: unknown } }[] }).builds?.[i]?.source?.cloud_init);
       if (rawCloudInit === undefined) s.cloud_init = false;
     }
-    s.cd_files = s.cd_files.map((f, k) => { const r = resolve(f); mustExist(r, [...at, 'cd_files', k], 'any'); return r; });
-    s.floppy_files = s.floppy_files.map((f, k) => { const r = resolve(f); mustExist(r, [...at, 'floppy_files', k], 'any'); return r; });
-    if (s.checksum.startsWith('file:') && !isUrl(s.checksum.slice(5))) {
-      s.checksum = `file:${resolve(s.checksum.slice(5))}`;
-      mustExist(s.checksum.slice(5), ['builds', i, 'source', 'checksum'], 'file');
-    }
-    if (s.http_directory) {
-      s.http_directory = resolve(s.http_directory);
-      mustExist(s.http_directory, ['builds', i, 'source', 'http_directory'], 'dir');
-    }
-    if (s.communicator.type === 'ssh' && s.communicator.private_key_file) {
-      s.communicator.private_key_file = resolve(s.communicator.private_key_file);
-      mustExist(s.communicator.private_key_file, ['builds', i, 'source', 'communicator', 'private_key_file'], 'file');
-    }
     if (s.communicator.type === 'none' && b.provisioners.some((p) => p.type === 'shell' || p.type === 'file')) {
-      problems.push({ path: ['builds', i, 'source', 'communicator'], message: 'shell and file provisioners need a communicator, but it is "none"', fix: 'set communicator.type to ssh, or remove those provisioners' });
+      problems.push({ path: [...at, 'communicator'], message: 'shell and file provisioners need a communicator, but it is "none"', fix: 'set communicator.type to ssh, or remove those provisioners' });
     }
     // An ISO install gets the build key through its answers file (${build.ssh_public_key}).
     if (s.cloud_init === false && s.iso === undefined && s.communicator.type === 'ssh' && !s.communicator.private_key_file && !s.communicator.password) {
-      problems.push({ path: ['builds', i, 'source', 'cloud_init'], message: 'without cloud-init kiln cannot give the guest its build key', fix: 'set communicator.private_key_file or communicator.password, or enable cloud_init' });
+      problems.push({ path: [...at, 'cloud_init'], message: 'without cloud-init kiln cannot give the guest its build key', fix: 'set communicator.private_key_file or communicator.password, or enable cloud_init' });
     }
-    b.output_directory = resolve(b.output_directory ?? `output/${b.name}`);
-    for (const o of b.outputs) if (o.directory) o.directory = resolve(o.directory);
-    b.provisioners.forEach((p, j) => {
-      const at = ['builds', i, 'provisioners', j];
-      if (p.type === 'shell') {
-        if (p.script) { p.script = resolve(p.script); mustExist(p.script, [...at, 'script'], 'file'); }
-        if (p.scripts) p.scripts = p.scripts.map((sc, k) => { const r = resolve(sc); mustExist(r, [...at, 'scripts', k], 'file'); return r; });
-      } else if (p.type === 'file' && p.direction === 'upload' && p.source !== undefined) {
-        p.source = resolve(p.source);
-        mustExist(p.source, [...at, 'source'], 'any');
-      } else if (p.type === 'file' && p.direction === 'download') {
-        p.destination = resolve(p.destination);
-      } else if (p.type === 'shell-local' && p.script) {
-        p.script = resolve(p.script);
-        mustExist(p.script, [...at, 'script'], 'file');
+    // Same name means same default directory: the name problem above already says so.
+    if (outputDirs.has(b.output_directory!) && sameName === undefined) {
+      problems.push({ path: ['builds', i, 'output_directory'], message: `builds[${outputDirs.get(b.output_directory!)}] writes to the same output directory, ${b.output_directory}`, fix: 'give each build its own output_directory' });
+    }
+    outputDirs.set(b.output_directory!, i);
+    // Two outputs writing one file would overwrite each other: catch it before any disk is converted.
+    const artifacts = new Map<string, number>();
+    b.outputs.forEach((o, k) => {
+      const target = path.join(o.directory ?? b.output_directory!, artifactName(b.name, o));
+      const first = artifacts.get(target);
+      if (first !== undefined) {
+        problems.push({ path: ['builds', i, 'outputs', k], message: `writes ${artifactName(b.name, o)}, like outputs[${first}]`, fix: `give one of them another "name" (e.g. name: ${b.name}-${k}.${path.extname(artifactName(b.name, o)).slice(1) || o.format}), or remove the duplicate` });
       }
-    });
-    b.post_processors.forEach((p, j) => {
-      if (p.type === 'shell-local' && p.script) {
-        p.script = resolve(p.script);
-        mustExist(p.script, ['builds', i, 'post_processors', j, 'script'], 'file');
-      }
+      artifacts.set(target, k);
     });
     // ${build.*} names that will exist at run time; anything else is a typo worth catching now.
-    const known = new Set(['name', 'http_ip', 'http_port', 'http_url', 'ssh_public_key', 'ssh_username', 'output_dir', 'ssh_host', 'ssh_port']);
-    for (const name of references(b).build) {
-      if (!known.has(name)) problems.push({ path: ['builds', i], message: `unknown build value \${build.${name}}`, fix: `use one of: ${[...known].join(', ')}` });
-    }
+    interpolateTree(b, {}, (miss) => {
+      if (miss.namespace !== 'build' || knownBuildValues.includes(miss.name)) return;
+      const guess = closest(miss.name, knownBuildValues);
+      problems.push({
+        path: ['builds', i, ...miss.path], message: `unknown build value \${build.${miss.name}}`,
+        fix: `${guess ? `did you mean \${build.${guess}}? ` : ''}kiln knows: ${knownBuildValues.join(', ')}`,
+      });
+    }, 'build');
   });
   if (problems.length) throw new TemplateError(file, withLines(problems));
 

@@ -6,12 +6,33 @@ import { z } from 'zod';
 import { parseDuration, parseSize } from './units.js';
 import { BootCommandError, parseBootCommand } from '../bootcommand/parse.js';
 
+/** A check whose failure carries its fix (errors.ts prints `params.fix` under the message). */
+const because = (message: string, fix: string) => ({ message, params: { fix } });
+
 const duration = z.union([z.string(), z.number().nonnegative()]).superRefine((v, ctx) => {
-  try { parseDuration(v); } catch (e) { ctx.addIssue({ code: 'custom', message: (e as Error).message }); }
+  try { parseDuration(v); } catch {
+    ctx.addIssue({ code: 'custom', ...because(`${JSON.stringify(v)} is not a duration`, 'write e.g. "30s", "5m", "1m30s" or "500ms"') });
+  }
 });
 const size = z.union([z.string(), z.number().int().positive()]).superRefine((v, ctx) => {
-  try { parseSize(v); } catch (e) { ctx.addIssue({ code: 'custom', message: (e as Error).message }); }
+  try { parseSize(v); } catch {
+    ctx.addIssue({ code: 'custom', ...because(`${JSON.stringify(v)} is not a size`, 'write e.g. "20G", "512M" or a number of bytes') });
+  }
 });
+/** MiB as a number, or a size string ("2G"); QEMU wants at least 64 MiB either way. */
+const memory = z.union([z.number().int().min(64), z.string()]).superRefine((v, ctx) => {
+  if (typeof v === 'number') return;
+  let bytes: number;
+  try { bytes = parseSize(v); } catch {
+    ctx.addIssue({ code: 'custom', ...because(`${JSON.stringify(v)} is not an amount of memory`, 'write MiB as a number (memory: 2048) or a size (memory: "2G")') });
+    return;
+  }
+  if (bytes < 64 * 2 ** 20) ctx.addIssue({ code: 'custom', ...because(`${JSON.stringify(v)} is less than 64 MiB`, 'give at least 64 MiB, e.g. memory: 1024') });
+});
+
+export const variableName = z.string().refine((v) => /^[A-Za-z_][A-Za-z0-9_]*$/.test(v), because(
+  'not a variable name', 'use letters, digits and "_", not starting with a digit (it is written ${var.NAME})',
+));
 
 export const variableSchema = z.strictObject({
   type: z.enum(['string', 'number', 'bool']).default('string'),
@@ -20,9 +41,10 @@ export const variableSchema = z.strictObject({
   sensitive: z.boolean().default(false),
 });
 
-const checksum = z.string().regex(/^(none|sha256:[0-9a-fA-F]{64}|sha512:[0-9a-fA-F]{128}|file:.+)$/, {
-  message: 'checksum must be "sha256:<64 hex>", "sha512:<128 hex>", "file:<path or URL of a SUMS file>" or "none"',
-});
+const checksum = z.string().refine((v) => /^(none|sha256:[0-9a-fA-F]{64}|sha512:[0-9a-fA-F]{128}|file:.+)$/.test(v), because(
+  'checksum must be "sha256:<64 hex>", "sha512:<128 hex>", "file:<path or URL of a SUMS file>" or "none"',
+  'write the image\'s digest as sha256:<hex> or sha512:<hex>, point at a SUMS file with file:, or write none to skip verification',
+));
 
 const sshCommunicator = z.strictObject({
   type: z.literal('ssh').default('ssh'),
@@ -33,7 +55,9 @@ const sshCommunicator = z.strictObject({
   port: z.number().int().min(1).max(65535).default(22),
   timeout: duration.default('10m'),
   /** "SHA256:..." as ssh-keygen -lf prints it. */
-  host_key_fingerprint: z.string().regex(/^SHA256:[A-Za-z0-9+/]{43}=?$/).optional(),
+  host_key_fingerprint: z.string().refine((v) => /^SHA256:[A-Za-z0-9+/]{43}=?$/.test(v), because(
+    'not an SSH host key fingerprint', 'write it as "ssh-keygen -lf <host key>.pub" prints it: SHA256: and 43 base64 characters',
+  )).optional(),
   /** Accept whatever host key the guest shows first (with a warning). */
   trust_on_first_use: z.boolean().default(false),
 });
@@ -76,9 +100,10 @@ export const shellProvisioner = z.strictObject({
   remote_folder: z.string().default('/tmp'),
   expect_disconnect: z.boolean().default(false),
   valid_exit_codes: z.array(z.number().int()).default([0]),
-}).refine((p) => [p.inline, p.script, p.scripts].filter((x) => x !== undefined).length === 1, {
-  message: 'a shell provisioner needs exactly one of "inline", "script" or "scripts"',
-});
+}).refine((p) => [p.inline, p.script, p.scripts].filter((x) => x !== undefined).length === 1, because(
+  'a shell provisioner needs exactly one of "inline", "script" or "scripts"',
+  'keep one of them; to run both, use two shell provisioners',
+));
 
 export const fileProvisioner = z.strictObject({
   type: z.literal('file'),
@@ -87,11 +112,13 @@ export const fileProvisioner = z.strictObject({
   content: z.string().optional(),
   destination: z.string(),
   direction: z.enum(['upload', 'download']).default('upload'),
-}).refine((p) => (p.source === undefined) !== (p.content === undefined), {
-  message: 'a file provisioner needs exactly one of "source" or "content"',
-}).refine((p) => !(p.direction === 'download' && p.content !== undefined), {
-  message: '"content" only makes sense for uploads; downloads need "source" (the guest path)',
-});
+}).refine((p) => (p.source === undefined) !== (p.content === undefined), because(
+  'a file provisioner needs exactly one of "source" or "content"',
+  'keep "source" to copy a file, or "content" to write the given text',
+)).refine((p) => !(p.direction === 'download' && p.content !== undefined), because(
+  '"content" only makes sense for uploads',
+  'downloads need "source" (the guest path): replace "content" with it',
+));
 
 export const shellLocalProvisioner = z.strictObject({
   type: z.literal('shell-local'),
@@ -100,9 +127,10 @@ export const shellLocalProvisioner = z.strictObject({
   script: z.string().optional(),
   env: envMap,
   valid_exit_codes: z.array(z.number().int()).default([0]),
-}).refine((p) => (p.inline === undefined) !== (p.script === undefined), {
-  message: 'a shell-local provisioner needs exactly one of "inline" or "script"',
-});
+}).refine((p) => (p.inline === undefined) !== (p.script === undefined), because(
+  'a shell-local provisioner needs exactly one of "inline" or "script"',
+  'keep one of them; to run both, use two shell-local provisioners',
+));
 
 export const breakpointProvisioner = z.strictObject({
   type: z.literal('breakpoint'),
@@ -119,7 +147,7 @@ export const outputFormats = ['qcow2', 'raw', 'vmdk', 'vhdx', 'vhd', 'ova', 'vag
 export const outputSchema = z.strictObject({
   format: z.enum(outputFormats),
   /** File name inside the build's output directory; defaults to "<build>.<ext>". */
-  name: z.string().regex(/^[^/\\]+$/, { message: 'name is a file name, not a path; use "directory" for where' }).optional(),
+  name: z.string().refine((v) => /^[^/\\]+$/.test(v), because('name is a file name, not a path', 'put the folder in "directory" and only the file name in "name"')).optional(),
   /** Another directory for this artifact (default: the build's output_directory). */
   directory: z.string().optional(),
   /** qcow2: zstd-compressed clusters; vmdk: same as subformat streamOptimized. */
@@ -128,13 +156,17 @@ export const outputSchema = z.strictObject({
   subformat: z.enum(['monolithicSparse', 'streamOptimized']).optional(),
   /** vmdk only: the controller type written into the descriptor. */
   adapter_type: z.enum(['ide', 'lsilogic', 'buslogic', 'legacyESX']).optional(),
-}).refine((o) => o.format === 'vmdk' || (o.subformat === undefined && o.adapter_type === undefined), {
-  message: '"subformat" and "adapter_type" only apply to format: vmdk',
-});
+}).refine((o) => o.format === 'vmdk' || (o.subformat === undefined && o.adapter_type === undefined), because(
+  '"subformat" and "adapter_type" only apply to format: vmdk',
+  'remove them, or set format: vmdk',
+));
 
 const bootCommandLine = z.string().superRefine((line, ctx) => {
   try { parseBootCommand(line); } catch (e) {
-    ctx.addIssue({ code: 'custom', message: e instanceof BootCommandError ? e.message : String(e) });
+    if (!(e instanceof BootCommandError)) throw e;
+    // The line with a caret under the column, then the fix on its own line like every other problem.
+    const caret = `\n      ${e.source}\n      ${' '.repeat(e.pos)}^`;
+    ctx.addIssue({ code: 'custom', ...because(`${e.problem} at column ${e.pos + 1}${caret}`, `write ${e.expected}`) });
   }
 });
 
@@ -152,7 +184,10 @@ export const postProcessorSchema = z.discriminatedUnion('type', [
     inline: z.array(z.string()).optional(),
     script: z.string().optional(),
     env: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).default({}),
-  }).refine((p) => (p.inline === undefined) !== (p.script === undefined), { message: 'a shell-local post-processor needs exactly one of "inline" or "script"' }),
+  }).refine((p) => (p.inline === undefined) !== (p.script === undefined), because(
+    'a shell-local post-processor needs exactly one of "inline" or "script"',
+    'keep one of them; to run both, use two shell-local post-processors',
+  )),
 ]);
 
 export const sourceSchema = z.strictObject({
@@ -175,7 +210,7 @@ export const sourceSchema = z.strictObject({
   install_timeout: duration.default('1h'),
   disk_size: size.optional(),
   cpus: z.number().int().min(1).max(256).default(2),
-  memory: z.union([z.number().int().min(64), z.string()]).default(1024),
+  memory: memory.default(1024),
   accelerator: z.enum(['auto', 'kvm', 'tcg', 'hvf', 'whpx']).default('auto'),
   firmware: z.enum(['bios', 'uefi']).default('bios'),
   machine: z.string().default('pc'),
@@ -193,9 +228,10 @@ export const sourceSchema = z.strictObject({
 });
 
 export const buildSchema = z.strictObject({
-  name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]*$/, {
-    message: 'build names use letters, digits, ".", "_" and "-" (they name files and directories)',
-  }),
+  name: z.string().refine((v) => /^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(v), because(
+    'build names use letters, digits, ".", "_" and "-" (they name files and directories)',
+    'rename it, e.g. "my build" -> my-build',
+  )),
   output_directory: z.string().optional(),
   source: sourceSchema,
   provisioners: z.array(provisionerSchema).default([]),
@@ -208,7 +244,7 @@ export const buildSchema = z.strictObject({
 
 export const templateSchema = z.strictObject({
   description: z.string().optional(),
-  variables: z.record(z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/), variableSchema).default({}),
+  variables: z.record(variableName, variableSchema).default({}),
   builds: z.array(buildSchema).min(1),
 });
 
@@ -223,11 +259,63 @@ export type VariableDef = z.output<typeof variableSchema>;
 export type SshCommunicatorConfig = z.output<typeof sshCommunicator>;
 export type CloudInitConfig = z.output<typeof cloudInit>;
 
-/** Every key the schema knows, per object path shape, for "did you mean" suggestions. */
-export const knownKeys = {
-  template: Object.keys(templateSchema.shape),
-  build: Object.keys(buildSchema.shape),
-  source: Object.keys(sourceSchema.shape),
-  output: ['format', 'name', 'directory', 'compress', 'subformat', 'adapter_type'],
-  variable: Object.keys(variableSchema.shape),
-} as const;
+/** Packer's names for source fields, as kiln writes them: a Packer user's most likely "unknown key". */
+export const packerSourceAliases: Readonly<Record<string, string>> = {
+  ssh_username: 'communicator: { username: ... }',
+  ssh_password: 'communicator: { password: ... }',
+  ssh_private_key_file: 'communicator: { private_key_file: ... }',
+  ssh_port: 'communicator: { port: ... }',
+  ssh_timeout: 'communicator: { timeout: ... }',
+  ssh_wait_timeout: 'communicator: { timeout: ... }',
+  ssh_host_key_fingerprint: 'communicator: { host_key_fingerprint: ... }',
+  iso_url: 'iso: ...',
+  iso_checksum: 'checksum: ...',
+  disk_image: 'base_image: <the image> instead of iso',
+  qemuargs: 'qemu_args: [[...]]',
+  machine_type: 'machine: ...',
+  efi_boot: 'firmware: uefi',
+  vm_name: 'the build\'s name (and outputs[].name)',
+  format: 'outputs: [{ format: ... }] on the build',
+  output_directory: 'output_directory on the build, beside "source"',
+  cd_files: 'cd_files: [...]',
+};
+
+interface SchemaDef { type: string; innerType?: z.ZodType; in?: z.ZodType; shape?: Record<string, z.ZodType>; element?: z.ZodType; valueType?: z.ZodType; options?: z.ZodType[] }
+const defOf = (schema: z.ZodType) => schema._zod.def as unknown as SchemaDef;
+const fieldOf = (data: unknown, key: string | number): unknown => (data && typeof data === 'object' && Object.hasOwn(data, key) ? (data as Record<string, unknown>)[key] : undefined);
+
+/**
+ * The keys valid in the object at `path` of a template, for "did you mean". `data` is the template as
+ * written: it picks the right member of a union (a provisioner's keys depend on its `type`).
+ */
+export function knownKeysAt(path: readonly (string | number)[], data: unknown, schema: z.ZodType = templateSchema): readonly string[] | undefined {
+  const def = defOf(schema);
+  const [head, ...rest] = path;
+  switch (def.type) {
+    case 'optional': case 'default': case 'prefault': case 'nullable': case 'readonly':
+      return def.innerType && knownKeysAt(path, data, def.innerType);
+    case 'pipe':
+      return def.in && knownKeysAt(path, data, def.in);
+    case 'object': {
+      if (head === undefined) return Object.keys(def.shape ?? {});
+      const child = typeof head === 'string' && def.shape && Object.hasOwn(def.shape, head) ? def.shape[head] : undefined;
+      return child && knownKeysAt(rest, fieldOf(data, head), child);
+    }
+    case 'array':
+      return typeof head === 'number' && def.element ? knownKeysAt(rest, fieldOf(data, head), def.element) : undefined;
+    case 'record':
+      return head !== undefined && def.valueType ? knownKeysAt(rest, fieldOf(data, head), def.valueType) : undefined;
+    case 'union': {
+      // Members whose `type` accepts the given one (all of them when it matches none), keys merged.
+      const members = def.options ?? [];
+      const typeOf = (m: z.ZodType) => { const d = defOf(m); return d.type === 'object' ? d.shape?.type : undefined; };
+      const given = fieldOf(data, 'type');
+      const matching = members.filter((m) => typeOf(m)?.safeParse(given).success);
+      const keys = new Set<string>();
+      for (const m of matching.length ? matching : members) for (const k of knownKeysAt(path, data, m) ?? []) keys.add(k);
+      return keys.size ? [...keys] : undefined;
+    }
+    default:
+      return undefined;
+  }
+}

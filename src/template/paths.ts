@@ -1,0 +1,66 @@
+/**
+ * Every local path a template names is resolved against the template's own directory and, when kiln
+ * will read it, checked to exist now: a missing script must fail `kiln validate` and stop `kiln build`
+ * before anything is created, not an hour into the build.
+ */
+import { existsSync, statSync } from 'node:fs';
+import path from 'node:path';
+import type { FieldProblem } from './errors.js';
+import type { BuildConfig } from './schema.js';
+
+export const isUrl = (s: string) => /^https?:\/\//.test(s);
+
+type Kind = 'file' | 'dir' | 'any';
+
+/** Resolves a build's paths in place (to absolute ones) and reports those that must exist but do not. */
+export function resolveBuildPaths(b: BuildConfig, at: (string | number)[], dir: string, problems: FieldProblem[]): void {
+  const resolve = (p: string) => (path.isAbsolute(p) || isUrl(p) ? p : path.resolve(dir, p));
+  const existing = (written: string, field: (string | number)[], kind: Kind): string => {
+    const resolved = resolve(written);
+    const problem = isUrl(resolved) ? undefined : missing(written, resolved, dir, kind);
+    if (problem) problems.push({ path: [...at, ...field], ...problem });
+    return resolved;
+  };
+
+  const s = b.source;
+  if (s.base_image !== undefined) s.base_image = existing(s.base_image, ['source', 'base_image'], 'file');
+  if (s.iso !== undefined) s.iso = existing(s.iso, ['source', 'iso'], 'file');
+  s.cd_files = s.cd_files.map((f, k) => existing(f, ['source', 'cd_files', k], 'any'));
+  s.floppy_files = s.floppy_files.map((f, k) => existing(f, ['source', 'floppy_files', k], 'any'));
+  if (s.checksum.startsWith('file:') && !isUrl(s.checksum.slice(5))) s.checksum = `file:${existing(s.checksum.slice(5), ['source', 'checksum'], 'file')}`;
+  if (s.http_directory) s.http_directory = existing(s.http_directory, ['source', 'http_directory'], 'dir');
+  if (s.communicator.type === 'ssh' && s.communicator.private_key_file) {
+    s.communicator.private_key_file = existing(s.communicator.private_key_file, ['source', 'communicator', 'private_key_file'], 'file');
+  }
+
+  b.output_directory = resolve(b.output_directory ?? `output/${b.name}`);
+  for (const o of b.outputs) if (o.directory) o.directory = resolve(o.directory);
+  b.provisioners.forEach((p, j) => {
+    const field = ['provisioners', j];
+    if (p.type === 'shell') {
+      if (p.script) p.script = existing(p.script, [...field, 'script'], 'file');
+      if (p.scripts) p.scripts = p.scripts.map((sc, k) => existing(sc, [...field, 'scripts', k], 'file'));
+    } else if (p.type === 'file' && p.direction === 'upload' && p.source !== undefined) {
+      p.source = existing(p.source, [...field, 'source'], 'any');
+    } else if (p.type === 'file' && p.direction === 'download') {
+      p.destination = resolve(p.destination);
+    } else if (p.type === 'shell-local' && p.script) {
+      p.script = existing(p.script, [...field, 'script'], 'file');
+    }
+  });
+  b.post_processors.forEach((p, j) => {
+    if (p.type === 'shell-local' && p.script) p.script = existing(p.script, ['post_processors', j, 'script'], 'file');
+  });
+}
+
+function missing(written: string, resolved: string, dir: string, kind: Kind): Omit<FieldProblem, 'path'> | undefined {
+  if (!written.trim()) return { message: 'the path is empty', fix: `give the path of the ${kind === 'dir' ? 'directory' : 'file'}, or remove the field` };
+  const where = written === resolved ? '' : ` (resolved relative to the template's directory ${dir}: ${resolved})`;
+  if (!existsSync(resolved)) {
+    return { message: `path ${written} does not exist${where}`, fix: `correct the path, or create the ${kind === 'dir' ? 'directory' : 'file'}` };
+  }
+  const st = statSync(resolved);
+  if (kind === 'file' && !st.isFile()) return { message: `path ${written} is not a file${where}`, fix: 'point it at a file' };
+  if (kind === 'dir' && !st.isDirectory()) return { message: `path ${written} is not a directory${where}`, fix: 'point it at a directory' };
+  return undefined;
+}
