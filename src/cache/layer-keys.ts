@@ -74,7 +74,8 @@ export async function sourceKey(build: BuildConfig, baseSha256: string): Promise
   }
   // base_image/iso paths are left out: the digest names the content, wherever the file lives.
   delete shaping.base_image; delete shaping.iso; delete shaping.checksum;
-  return digestOf({ schema: LAYER_SCHEMA, base: baseSha256, source: shaping, communicator: comm, files });
+  // The build's name reaches the disk (cloud-init's hostname, \${build.name} in provisioners).
+  return digestOf({ schema: LAYER_SCHEMA, name: build.name, base: baseSha256, source: shaping, communicator: comm, files });
 }
 
 export interface PlannedLayer {
@@ -119,7 +120,10 @@ export async function planLayers(build: BuildConfig, rootKey: string): Promise<P
     const definition = Object.fromEntries(Object.entries(p).filter(([k]) => !RUNTIME_ONLY_PROVISIONER_FIELDS.has(k)));
     const files: string[] = [];
     for (const f of provisionerInputs(p)) files.push(await pathDigest(f));
-    parent = digestOf({ schema: LAYER_SCHEMA, parent, provisioner: definition, files });
+    // Of the \${build.*} values a provisioner may use, only output_dir is stable yet not in the root key;
+    // ports, addresses and the build key change every run and stay as written.
+    const outputDir = canonicalJson(definition).includes('${build.output_dir}') ? build.output_directory : undefined;
+    parent = digestOf({ schema: LAYER_SCHEMA, parent, provisioner: definition, files, outputDir });
     plan.push({ index: i, description, key: parent, bootVolatile: uploadsIntoVolatileDir(p) || undefined });
   }
   return plan;

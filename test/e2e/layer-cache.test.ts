@@ -142,6 +142,30 @@ describe('layer cache (tiny guest)', () => {
     expect(layerFiles().sort()).toEqual(before);
   }, 300_000);
 
+  it('two builds sharing the cache at once each publish whole layers and leave no temporary file', async () => {
+    const shared = path.join(dir, 'shared-cache');
+    const twin = path.join(dir, 'twin.yaml');
+    writeFileSync(twin, `
+variables:
+  out: {}
+builds:
+  - name: twin
+    output_directory: \${var.out}
+${tinySourceYaml()}
+    provisioners:
+      - { type: shell, inline: ['echo a > /root/a'] }
+      - { type: shell, inline: ['echo b > /root/b'] }
+`);
+    const runs = await Promise.all(['x', 'y'].map((n) => kiln(['build', twin, '--events=json', '--var', `out=${path.join(dir, `twin-${n}`)}`], { KILN_CACHE_DIR: shared })));
+    for (const r of runs) expect(r.exitCode, r.stderr.slice(-2000)).toBe(0);
+    const files = readdirSync(path.join(shared, 'layers'));
+    expect(files.filter((f) => /\.(tmp-\d+|lock)$/.test(f))).toEqual([]);
+    const layers = files.filter((f) => /^[0-9a-f]{64}\.qcow2$/.test(f));
+    expect(layers).toHaveLength(2);
+    for (const f of layers) expect((await execa('qemu-img', ['check', path.join(shared, 'layers', f)], { reject: false })).exitCode).toBe(0);
+    expect(readdirSync(path.join(shared, 'layers', 'inuse'))).toEqual([]);
+  }, 300_000);
+
   it('kiln cache ls / rm / prune', async () => {
     const ls = await kiln(['cache', 'ls'], env);
     expect(ls.exitCode).toBe(0);

@@ -99,6 +99,21 @@ describe('layer keys', () => {
     expect(allowed.keys[0]).toBeDefined();
   });
 
+  it('differ between builds of another name (cloud-init hostname, \${build.name})', async () => {
+    const a = await keysOf();
+    const file = path.join(dir, 'renamed.yaml');
+    writeFileSync(file, `
+builds:
+  - name: other
+    source: { base_image: base.qcow2, checksum: none, disk_size: 2G }
+    provisioners:
+      - { type: shell, inline: [echo one] }
+`);
+    const build = loadTemplate(file, { vars: [], varFiles: [], env: {} }).template.builds[0]!;
+    const plan = await planLayers(build, await sourceKey(build, 'a'.repeat(64)));
+    expect(plan[0]!.key).not.toBe(a.keys[0]);
+  });
+
   it('leave out provisioners that do not apply to the build', async () => {
     const a = await keysOf({ provisioners: `      - { type: shell, inline: [echo one] }
       - { type: shell, inline: [echo other], only: [someone-else] }` });
