@@ -3,18 +3,19 @@
  * parallel), each through its step list, and reports through the event bus. The CLI is a thin layer
  * over this; tests call it directly.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { LoadedTemplate } from '../template/load.js';
 import type { BuildConfig } from '../template/schema.js';
 import { EventBus } from '../ui/events.js';
-import { runSteps } from './runner.js';
+import { runSteps, type RunResult } from './runner.js';
 import type { BuildContext, BuildOptions, BuildState } from './state.js';
 import { buildSteps } from './steps/index.js';
 import type { Step } from './step.js';
-import { markOwned, removeStaleWorkDirs } from './stale.js';
+import { isAlive, markOwned, ownerFile, removeStaleWorkDirs } from './stale.js';
 import type { Scalar } from '../template/interpolate.js';
+import { shellQuote } from '../qemu/argv.js';
 
 export interface BuildResult {
   build: string;
@@ -22,6 +23,8 @@ export interface BuildResult {
   error?: Error;
   failedStep?: string;
   outputDirectory?: string;
+  /** It failed and the user kept it (--on-error=abort or "abort" at the prompt) until releasing it. */
+  kept: boolean;
   artifacts: BuildState['artifacts'];
   timings: Record<string, number>;
   ms: number;
@@ -43,6 +46,7 @@ export async function runBuild(
   // Sockets live here, so the path must stay well under the 108-byte unix socket limit.
   const workDir = mkdtempSync(path.join(os.tmpdir(), `kiln-${build.name.slice(0, 24)}-`));
   markOwned(workDir);
+  recordBuild(workDir, build.name, template.file);
   const state: BuildState = { workDir, startedAt: new Date(), artifacts: [], timings: {} };
   const ctx: BuildContext = {
     template, build, options, events, state, signal,
@@ -58,13 +62,7 @@ export async function runBuild(
   };
   const result = await runSteps(steps, ctx);
   const ms = performance.now() - started;
-  if (result.kept) {
-    const how = state.sshHostPort && build.source.communicator.type === 'ssh'
-      ? `ssh -p ${state.sshHostPort} ${build.source.communicator.username}@127.0.0.1${build.source.communicator.private_key_file ? ` -i ${build.source.communicator.private_key_file}` : ''}` : '(no SSH)';
-    ctx.log(`--on-error=abort: everything is kept. VM: ${state.qemu && !state.qemu.hasExited ? `running (pid ${state.qemu.pid}), ${how}; serial console socket ${path.join(workDir, 'serial.sock')}` : 'not running'}; work dir ${workDir}`, 'warn');
-  } else {
-    rmSync(workDir, { recursive: true, force: true });
-  }
+  if (!result.kept || await holdKeptBuild(ctx, result)) rmSync(workDir, { recursive: true, force: true });
   const error = result.error;
   events.emit({
     type: 'build-end', build: build.name, ok: result.ok, ms,
@@ -72,9 +70,102 @@ export async function runBuild(
     outputDirectory: result.ok ? build.output_directory : undefined,
   });
   return {
-    build: build.name, ok: result.ok, error, failedStep: result.failedStep, ms,
+    build: build.name, ok: result.ok, error, failedStep: result.failedStep, ms, kept: result.kept,
     outputDirectory: result.ok ? build.output_directory : undefined, artifacts: state.artifacts, timings: state.timings,
   };
+}
+
+/**
+ * A failed build the user chose to keep. QEMU runs under pdeathsig and dies with kiln, so kiln stays
+ * with its VM instead of leaving an orphan: it prints how to reach the VM and waits until the user lets
+ * it go (Ctrl-C, `kill <kiln pid>`, or the guest powering off), then runs the skipped cleanups. Returns
+ * true when the work directory can go; false when no VM was running, so the files stay for inspection
+ * (the next kiln build removes them, their owner being gone by then).
+ */
+async function holdKeptBuild(ctx: BuildContext, result: RunResult): Promise<boolean> {
+  const { state, build } = ctx;
+  const vm = state.qemu && !state.qemu.hasExited ? state.qemu : undefined;
+  const stopped = `build stopped at "${result.failedStep}" and everything is kept`;
+  if (!vm) {
+    ctx.log(`${stopped}; the VM is not running.\n  work dir: ${state.workDir} (serial.log, disk)\n  the next kiln build removes it`, 'warn');
+    return false;
+  }
+  const comm = build.source.communicator;
+  let ssh = 'none (communicator: none)';
+  if (comm.type === 'ssh' && state.sshHostPort) {
+    // A generated key lives only in kiln's memory: write it where the printed command can use it.
+    let keyFile = comm.private_key_file;
+    if (!keyFile && state.buildKey) {
+      keyFile = path.join(state.workDir, 'ssh_key');
+      writeFileSync(keyFile, state.buildKey.privateKey, { mode: 0o600 });
+    }
+    // kiln gave a cloud-init guest its host key, so the command can verify it as kiln did.
+    let knownHostsFile: string | undefined;
+    if (state.hostKey) {
+      knownHostsFile = path.join(state.workDir, 'known_hosts');
+      writeFileSync(knownHostsFile, `[127.0.0.1]:${state.sshHostPort} ${state.hostKey.publicKey}\n`);
+    }
+    ssh = sshCommand({ username: comm.username, port: state.sshHostPort, keyFile, knownHostsFile });
+    if (!keyFile) ssh += '   (password: communicator.password)';
+    if (!knownHostsFile && state.ssh?.hostKey) ssh += `\n                  (host key not checked by this command; kiln saw ${state.ssh.hostKey})`;
+  }
+  ctx.log([
+    `${stopped}: the VM is still running (QEMU pid ${vm.pid}).`,
+    `  ssh:            ${ssh}`,
+    `  serial console: kiln console ${build.name}   (Ctrl-] detaches)`,
+    `  work dir:       ${state.workDir}`,
+    `  kiln waits with the VM. To stop it: Ctrl-C here, or kill ${process.pid} (the guest powering off does too);`,
+    '  kiln then stops the VM, removes the work dir and exits 1.',
+  ].join('\n'), 'warn');
+  const reason = await new Promise<string>((resolve) => {
+    const onAbort = () => resolve('stopping the kept VM');
+    if (ctx.signal.aborted) { onAbort(); return; }
+    ctx.signal.addEventListener('abort', onAbort, { once: true });
+    void vm.exited.then(() => { ctx.signal.removeEventListener('abort', onAbort); resolve('the kept VM exited'); });
+  });
+  ctx.log(`${reason}; cleaning up`);
+  await result.cleanUp();
+  return true;
+}
+
+/** The ssh command line that reaches a build's VM: its key, and its host key when kiln knows it. */
+export function sshCommand(o: { username: string; port: number; keyFile?: string; knownHostsFile?: string }): string {
+  const argv = ['ssh', '-p', String(o.port)];
+  // IdentitiesOnly: agent keys tried first could use up the server's allowed authentication attempts.
+  if (o.keyFile) argv.push('-i', o.keyFile, '-o', 'IdentitiesOnly=yes');
+  argv.push(...(o.knownHostsFile
+    ? ['-o', `UserKnownHostsFile=${o.knownHostsFile}`, '-o', 'StrictHostKeyChecking=yes']
+    : ['-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null']));
+  argv.push(`${o.username}@127.0.0.1`);
+  return shellQuote(argv);
+}
+
+/** Beside the owner marker: which build a work directory belongs to, for `kiln console`. */
+export const buildRecordFile = 'kiln-build.json';
+
+export interface RunningBuild { build: string; template: string; pid: number; startedAt: string; workDir: string }
+
+function recordBuild(workDir: string, build: string, template: string): void {
+  const record: Omit<RunningBuild, 'workDir'> = { build, template, pid: process.pid, startedAt: new Date().toISOString() };
+  writeFileSync(path.join(workDir, buildRecordFile), JSON.stringify(record) + '\n');
+}
+
+/** Builds whose kiln process is still alive, found by the records in their work directories. */
+export function listRunningBuilds(tmp = os.tmpdir()): RunningBuild[] {
+  const running: RunningBuild[] = [];
+  let entries: string[] = [];
+  try { entries = readdirSync(tmp); } catch { return running; }
+  for (const name of entries) {
+    if (!name.startsWith('kiln-')) continue;
+    const workDir = path.join(tmp, name);
+    const file = path.join(workDir, buildRecordFile);
+    if (!existsSync(file) || !existsSync(path.join(workDir, ownerFile))) continue;
+    try {
+      const record = JSON.parse(readFileSync(file, 'utf8')) as Omit<RunningBuild, 'workDir'>;
+      if (isAlive(record.pid)) running.push({ ...record, workDir });
+    } catch { /* being written or removed right now */ }
+  }
+  return running.sort((a, b) => a.startedAt.localeCompare(b.startedAt));
 }
 
 /** Runs builds with at most `parallel` at once. */

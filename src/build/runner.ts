@@ -1,6 +1,7 @@
 /**
  * Runs a build's steps in order with a cleanup stack (Packer's multistep, typed). Cleanups run in
- * reverse on success, on failure (unless --on-error=abort), and when the build is interrupted.
+ * reverse on success, on failure, and when the build is interrupted; a failure the user chose to keep
+ * (--on-error=abort, or "abort" at the --on-error=ask prompt) leaves them to RunResult.cleanUp.
  */
 import type { Cleanup, Step } from './step.js';
 import type { BuildContext } from './state.js';
@@ -9,7 +10,15 @@ export class BuildInterrupted extends Error {
   constructor(readonly signalName: string) { super(`interrupted by ${signalName}`); }
 }
 
-export interface RunResult { ok: boolean; error?: Error; failedStep?: string; kept: boolean }
+export interface RunResult {
+  ok: boolean;
+  error?: Error;
+  failedStep?: string;
+  /** The build failed and --on-error=abort (or the answer "abort") kept everything: cleanups have not run. */
+  kept: boolean;
+  /** Runs the cleanups a kept build skipped, once the user is done with it; a no-op otherwise. */
+  cleanUp: () => Promise<void>;
+}
 
 /** Rejects when the signal aborts, so a step that is blocked somewhere still yields to Ctrl-C. */
 function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
@@ -28,11 +37,13 @@ export async function runSteps(steps: Step[], ctx: BuildContext): Promise<RunRes
   const active = steps.filter((s) => s.enabled?.(ctx) ?? true);
   ctx.events.emit({ type: 'build-start', build: name, steps: active.map((s) => s.name) });
 
-  let result: RunResult = { ok: true, kept: false };
+  let result: Omit<RunResult, 'cleanUp'> = { ok: true, kept: false };
   for (let i = 0; i < active.length; i++) {
     const step = active[i]!;
     const started = performance.now();
     ctx.events.emit({ type: 'step-start', build: name, step: step.name, index: i });
+    // Set once the user has seen this failure (before the prompt), so it is not reported twice.
+    let reported = false;
     try {
       for (;;) {
         try {
@@ -42,15 +53,16 @@ export async function runSteps(steps: Step[], ctx: BuildContext): Promise<RunRes
         } catch (e) {
           if (ctx.signal.aborted || ctx.options.onError !== 'ask' || !ctx.options.prompt) throw e;
           ctx.events.emit({ type: 'step-error', build: name, step: step.name, index: i, error: (e as Error).message });
-          const answer = (await ctx.options.prompt(`step "${step.name}" failed. [r]etry, [c]lean up, or [a]bort (keep everything)? `)).trim().toLowerCase();
-          if (answer.startsWith('r')) continue;
-          if (answer.startsWith('a')) { (e as Error & { keep?: boolean }).keep = true; }
+          reported = true;
+          const answer = await askAfterFailure(ctx, step.name);
+          if (answer === 'retry') { reported = false; continue; }
+          if (answer === 'abort') (e as Error & { keep?: boolean }).keep = true;
           throw e;
         }
       }
     } catch (e) {
       const error = e as Error & { keep?: boolean };
-      if (!ctx.signal.aborted) ctx.events.emit({ type: 'step-error', build: name, step: step.name, index: i, error: error.message });
+      if (!ctx.signal.aborted && !reported) ctx.events.emit({ type: 'step-error', build: name, step: step.name, index: i, error: error.message });
       const keep = !ctx.signal.aborted && (ctx.options.onError === 'abort' || error.keep === true);
       result = { ok: false, error, failedStep: step.name, kept: keep };
       break;
@@ -66,7 +78,20 @@ export async function runSteps(steps: Step[], ctx: BuildContext): Promise<RunRes
   }
 
   if (!result.kept) await runCleanups(cleanups, ctx);
-  return result;
+  const pending = result.kept ? cleanups : [];
+  return { ...result, cleanUp: () => runCleanups(pending.splice(0), ctx) };
+}
+
+/** --on-error=ask: asks until the answer is one of the three (an empty or stray answer asks again). */
+async function askAfterFailure(ctx: BuildContext, step: string): Promise<'retry' | 'cleanup' | 'abort'> {
+  for (;;) {
+    // The CLI's prompt answers "" once the build is interrupted: clean up then, never ask again.
+    if (ctx.signal.aborted) return 'cleanup';
+    const answer = (await ctx.options.prompt!(`${ctx.build.name}: step "${step}" failed. [r]etry the step, [c]lean up, or [a]bort (keep the VM running to inspect it)? `)).trim().toLowerCase();
+    if (answer.startsWith('r')) return 'retry';
+    if (answer.startsWith('c')) return 'cleanup';
+    if (answer.startsWith('a')) return 'abort';
+  }
 }
 
 export async function runCleanups(cleanups: { step: string; fn: Cleanup }[], ctx: BuildContext): Promise<void> {

@@ -12,6 +12,8 @@ import { EventBus } from '../ui/events.js';
 import { humanRenderer, jsonRenderer, type ProgressMode } from '../ui/render.js';
 import { inspectTemplate } from './inspect.js';
 import { verifyManifest } from '../artifacts/verify.js';
+import { consoleCommand } from './console.js';
+import { cacheCommand, type CacheArgs } from './cache.js';
 
 class UsageError extends Error {}
 
@@ -31,17 +33,26 @@ function reportError(e: unknown): number {
   return 1;
 }
 
-function terminalPrompt(): ((q: string) => Promise<string>) | undefined {
+/**
+ * Questions on the terminal. readline reads in raw mode, so Ctrl-C at a prompt is not a signal: it is
+ * passed on as one, and an interrupted build's open prompt closes (answering "") so kiln can exit.
+ */
+function terminalPrompt(signal: AbortSignal): ((q: string) => Promise<string>) | undefined {
   if (!process.stdin.isTTY) return undefined;
   return (question) => new Promise((resolve) => {
     const rl = readline.createInterface({ input: process.stdin, output: process.stderr });
-    rl.question(question, (answer) => { rl.close(); resolve(answer); });
+    const done = (answer: string) => { signal.removeEventListener('abort', onAbort); rl.close(); resolve(answer); };
+    const onAbort = () => { process.stderr.write('\n'); done(''); };
+    if (signal.aborted) { onAbort(); return; }
+    signal.addEventListener('abort', onAbort, { once: true });
+    rl.on('SIGINT', () => { process.kill(process.pid, 'SIGINT'); });
+    rl.question(question, done);
   });
 }
 
 async function buildCommand(argv: Common & {
   force: boolean; only?: string[]; except?: string[]; 'on-error': OnError; 'parallel-builds': number;
-  debug: boolean; timestamps: boolean; events?: string; progress: ProgressMode;
+  debug: boolean; timestamps: boolean; events?: string; progress: ProgressMode; cache: boolean;
 }): Promise<number> {
   const t = load(argv);
   const builds = selectBuilds(t, argv.only, argv.except);
@@ -64,14 +75,16 @@ async function buildCommand(argv: Common & {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    const prompt = terminalPrompt();
+    const prompt = terminalPrompt(controller.signal);
     if (argv['on-error'] === 'ask' && !prompt) process.stderr.write('kiln: --on-error=ask needs a terminal; using cleanup\n');
     const results = await runBuilds(t, builds, {
       force: argv.force, onError: argv['on-error'] === 'ask' && !prompt ? 'cleanup' : argv['on-error'],
-      debug: argv.debug, cacheDir: defaultCacheDir(), prompt,
+      debug: argv.debug, cacheDir: defaultCacheDir(), noCache: !argv.cache, prompt,
     }, bus, controller.signal, argv['parallel-builds']);
-    if (interrupted) return interrupted === 'SIGINT' ? 130 : 143;
     const failed = results.filter((r) => !r.ok);
+    // Ctrl-C is also how a user lets go of a build kept by --on-error=abort: that build had failed already.
+    const onlyReleased = failed.length > 0 && failed.every((r) => r.kept);
+    if (interrupted && !onlyReleased) return interrupted === 'SIGINT' ? 130 : 143;
     if (builds.length > 1) {
       process.stderr.write(`${results.length - failed.length} of ${results.length} builds succeeded${failed.length ? `; failed: ${failed.map((r) => r.build).join(', ')}` : ''}\n`);
     }
@@ -95,7 +108,8 @@ export async function main(args: string[]): Promise<number> {
       .option('force', { type: 'boolean', default: false, describe: 'replace existing output directories' })
       .option('only', { type: 'string', array: true, describe: 'run only these builds' })
       .option('except', { type: 'string', array: true, describe: 'skip these builds' })
-      .option('on-error', { choices: ['cleanup', 'abort', 'ask'] as const, default: 'cleanup' as OnError, describe: 'on failure: clean up, keep everything (abort), or ask' })
+      .option('on-error', { choices: ['cleanup', 'abort', 'ask'] as const, default: 'cleanup' as OnError, describe: 'on failure: clean up, keep the VM running to inspect it (abort; kiln waits until Ctrl-C), or ask (retry, clean up, abort)' })
+      .option('cache', { type: 'boolean', default: true, describe: 'use and fill the build cache; --no-cache neither reads nor writes it' })
       .option('parallel-builds', { type: 'number', default: 1, describe: 'how many builds run at once' })
       .option('debug', { type: 'boolean', default: false, describe: 'verbose logs; pause between steps on a terminal' })
       .option('timestamps', { type: 'boolean', default: false, describe: 'prefix log lines with the time' })
@@ -123,7 +137,20 @@ export async function main(args: string[]): Promise<number> {
         code = results.every((r) => r.ok) ? 0 : 1;
       } catch (e) { code = reportError(e); }
     })
-    .demandCommand(1, 'give a command: build, validate, inspect or verify')
+    .command('console <build>', 'attach this terminal to the serial console of a running build (Ctrl-] detaches)', (y) => y
+      .positional('build', { type: 'string', demandOption: true, describe: 'the build\'s name' })
+      .option('pid', { type: 'number', describe: 'the kiln process running it, when several builds have that name' }),
+    async (argv) => { code = await consoleCommand({ build: String(argv.build), pid: argv.pid }).catch(reportError); })
+    .command('cache <action> [key]', 'list, prune or remove build cache entries', (y) => y
+      .positional('action', { choices: ['ls', 'prune', 'rm'] as const, demandOption: true, describe: 'ls: list, prune: trim to --keep-size, rm: remove one entry' })
+      .positional('key', { type: 'string', describe: 'the entry to remove (rm)' })
+      .option('keep-size', { type: 'string', describe: 'prune: the most the cache may keep, e.g. 20G' })
+      .option('json', { type: 'boolean', default: false, describe: 'print JSON' }),
+    async (argv) => {
+      const args: CacheArgs = { action: argv.action as CacheArgs['action'], key: argv.key, 'keep-size': argv['keep-size'], json: argv.json };
+      code = await cacheCommand(args).catch(reportError);
+    })
+    .demandCommand(1, 'give a command: build, validate, inspect, verify, console or cache')
     .strict()
     .version(kilnVersion)
     .alias('h', 'help')

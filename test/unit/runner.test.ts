@@ -3,6 +3,7 @@ import { runSteps, BuildInterrupted } from '../../src/build/runner.js';
 import type { Step } from '../../src/build/step.js';
 import type { BuildContext, OnError } from '../../src/build/state.js';
 import { EventBus, type BuildEvent } from '../../src/ui/events.js';
+import { sshCommand } from '../../src/build/build.js';
 
 function context(onError: OnError = 'cleanup', signal = new AbortController().signal) {
   const events: BuildEvent[] = [];
@@ -79,5 +80,85 @@ describe('runSteps', () => {
     await runSteps(steps, ctx);
     expect(log).toEqual(['cleanup a']);
     expect(events.find((e) => e.type === 'cleanup' && e.error)).toMatchObject({ step: 'b', error: 'nope' });
+  });
+});
+
+describe('runSteps with --on-error=ask', () => {
+  function asking(answers: string[]) {
+    const { ctx, events } = context('ask');
+    const questions: string[] = [];
+    ctx.options.prompt = async (q) => { questions.push(q); return answers.shift() ?? ''; };
+    return { ctx, events, questions };
+  }
+  /** A step that fails the first `failures` times it runs. */
+  function flaky(log: string[], failures: number): Step {
+    let runs = 0;
+    return {
+      name: 'flaky',
+      async run() {
+        log.push('run flaky');
+        if (runs++ < failures) throw new Error('flaky broke');
+        return () => { log.push('cleanup flaky'); };
+      },
+    };
+  }
+
+  it('retry runs the failed step again, and the build goes on', async () => {
+    const { log, step } = recorder();
+    const { ctx, events, questions } = asking(['r']);
+    const r = await runSteps([step('a'), flaky(log, 1), step('c')], ctx);
+    expect(r.ok).toBe(true);
+    expect(log).toEqual(['run a', 'run flaky', 'run flaky', 'run c', 'cleanup c', 'cleanup flaky', 'cleanup a']);
+    expect(questions).toHaveLength(1);
+    expect(questions[0]).toMatch(/b: step "flaky" failed\. \[r\]etry the step, \[c\]lean up, or \[a\]bort/);
+    expect(events.filter((e) => e.type === 'step-error')).toHaveLength(1);
+  });
+  it('asks again after an answer that is none of the three', async () => {
+    const { log, step } = recorder();
+    const { ctx, questions } = asking(['', 'x', 'C']);
+    const r = await runSteps([step('a'), flaky(log, 1)], ctx);
+    expect(questions).toHaveLength(3);
+    expect(r).toMatchObject({ ok: false, kept: false, failedStep: 'flaky' });
+    expect(log).toEqual(['run a', 'run flaky', 'cleanup a']);
+  });
+  it('clean up reports the failure once and runs the cleanups', async () => {
+    const { log, step } = recorder();
+    const { ctx, events } = asking(['c']);
+    await runSteps([step('a'), flaky(log, 1)], ctx);
+    expect(events.filter((e) => e.type === 'step-error')).toHaveLength(1);
+    expect(log).toEqual(['run a', 'run flaky', 'cleanup a']);
+  });
+  it('abort keeps everything; cleanUp() later runs the skipped cleanups in reverse, once', async () => {
+    const { log, step } = recorder();
+    const { ctx } = asking(['a']);
+    const r = await runSteps([step('a'), step('b'), flaky(log, 1)], ctx);
+    expect(r).toMatchObject({ ok: false, kept: true, failedStep: 'flaky' });
+    expect(log).toEqual(['run a', 'run b', 'run flaky']);
+    await r.cleanUp();
+    await r.cleanUp();
+    expect(log).toEqual(['run a', 'run b', 'run flaky', 'cleanup b', 'cleanup a']);
+  });
+  it('an interrupt while the question is open cleans up without asking again', async () => {
+    const { log, step } = recorder();
+    const controller = new AbortController();
+    const { ctx } = context('ask', controller.signal);
+    let asked = 0;
+    // The CLI's prompt answers "" when the build is interrupted.
+    ctx.options.prompt = async () => { asked++; controller.abort(new BuildInterrupted('SIGINT')); return ''; };
+    const r = await runSteps([step('a'), flaky(log, 1)], ctx);
+    expect(asked).toBe(1);
+    expect(r.kept).toBe(false);
+    expect(log).toEqual(['run a', 'run flaky', 'cleanup a']);
+  });
+});
+
+describe('sshCommand (how to reach a kept VM)', () => {
+  it('uses the key and the known_hosts file kiln wrote, checking the host key', () => {
+    expect(sshCommand({ username: 'kiln', port: 40022, keyFile: '/tmp/kiln-x/ssh_key', knownHostsFile: '/tmp/kiln-x/known_hosts' }))
+      .toBe('ssh -p 40022 -i /tmp/kiln-x/ssh_key -o IdentitiesOnly=yes -o UserKnownHostsFile=/tmp/kiln-x/known_hosts -o StrictHostKeyChecking=yes kiln@127.0.0.1');
+  });
+  it('without a known host key, says so to ssh rather than writing to the user\'s known_hosts; quotes paths', () => {
+    expect(sshCommand({ username: 'root', port: 2222, keyFile: '/keys/my key' }))
+      .toBe("ssh -p 2222 -i '/keys/my key' -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null root@127.0.0.1");
   });
 });
