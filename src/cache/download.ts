@@ -10,10 +10,20 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { formatBytes } from '../template/units.js';
 
 export interface Expected { algorithm: 'sha256' | 'sha512'; hex: string }
 
 export class ChecksumMismatchError extends Error {}
+
+const stallTimeoutMs = 60_000;
+
+/** An error's message with its cause: fetch says only "terminated" or "fetch failed" on its own. */
+function reason(e: unknown): string {
+  const err = e as Error & { cause?: unknown };
+  const cause = err.cause instanceof Error ? err.cause.message : undefined;
+  return cause && cause !== err.message ? `${err.message} (${cause})` : err.message;
+}
 
 async function withLock<T>(lockFile: string, fn: () => Promise<T>, timeoutMs = 30 * 60_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -57,29 +67,50 @@ export async function fetchToCache(url: string, cacheDir: string, expected: Expe
     }
     const part = path.join(dir, `url-${urlKey}.part`);
     rmSync(part, { force: true });
-    const res = await fetch(url);
-    if (!res.ok || !res.body) throw new Error(`downloading ${url} failed: HTTP ${res.status} ${res.statusText}`);
-    const total = Number(res.headers.get('content-length') ?? 0);
     const sha256 = createHash('sha256');
     const other = expected && expected.algorithm !== 'sha256' ? createHash(expected.algorithm) : undefined;
+    // A server that stops sending without closing would otherwise hang the build forever.
+    const stalled = new AbortController();
+    let stallTimer: NodeJS.Timeout | undefined;
+    const alive = () => {
+      clearTimeout(stallTimer);
+      stallTimer = setTimeout(() => stalled.abort(new Error(`no data for ${stallTimeoutMs / 1000} s`)), stallTimeoutMs);
+    };
+    alive();
+    let total = 0;
     let done = 0;
-    const body = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream);
-    body.on('data', (c: Buffer) => {
-      sha256.update(c); other?.update(c); done += c.length;
-      if (total && onProgress) onProgress((done / total) * 100);
-    });
     try {
-      await pipeline(body, createWriteStream(part));
+      let res: Response;
+      try {
+        res = await fetch(url, { signal: stalled.signal });
+      } catch (e) {
+        throw new Error(`downloading ${url} failed: ${reason(e)}\n  fix: check the URL and that the server is reachable`);
+      }
+      if (!res.ok || !res.body) throw new Error(`downloading ${url} failed: HTTP ${res.status} ${res.statusText}`);
+      total = Number(res.headers.get('content-length') ?? 0);
+      const body = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream);
+      body.on('data', (c: Buffer) => {
+        alive();
+        sha256.update(c); other?.update(c); done += c.length;
+        if (total && onProgress) onProgress((done / total) * 100);
+      });
+      try {
+        await pipeline(body, createWriteStream(part));
+      } catch (e) {
+        throw new Error(`downloading ${url} was interrupted after ${formatBytes(done)}${total ? ` of ${formatBytes(total)}` : ''}: ${reason(e)}; nothing was cached\n  fix: run the build again (the download starts over)`);
+      }
+      if (total && statSync(part).size !== total) throw new Error(`downloading ${url}: got ${done} of ${total} bytes; nothing was cached\n  fix: run the build again (the download starts over)`);
     } catch (e) {
       rmSync(part, { force: true });
-      throw new Error(`downloading ${url} was interrupted: ${(e as Error).message}`);
+      throw e;
+    } finally {
+      clearTimeout(stallTimer);
     }
-    if (total && statSync(part).size !== total) { rmSync(part, { force: true }); throw new Error(`downloading ${url}: got ${done} of ${total} bytes`); }
     const hex = sha256.digest('hex');
     const got = expected ? (other ? other.digest('hex') : hex) : hex;
     if (expected && got !== expected.hex.toLowerCase()) {
       rmSync(part, { force: true });
-      throw new ChecksumMismatchError(`checksum mismatch for ${url}: expected ${expected.algorithm}:${expected.hex}, got ${expected.algorithm}:${got}`);
+      throw new ChecksumMismatchError(`checksum mismatch for ${url}: expected ${expected.algorithm}:${expected.hex.toLowerCase()}, got ${expected.algorithm}:${got}; nothing was cached\n  fix: the server sent a different file or the checksum is wrong; correct "checksum" or use "none"`);
     }
     const final = path.join(dir, `sha256-${hex}`);
     renameSync(part, final);

@@ -2,14 +2,16 @@
  * The SSH communicator: one connection per build reused for every command and transfer (Packer opens
  * several sessions per shell provisioner), host key checked against what kiln expects.
  */
-import { createReadStream, createWriteStream, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { createReadStream, createWriteStream, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
+import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import net from 'node:net';
 import ssh2 from 'ssh2';
 import type { ClientChannel, ConnectConfig, SFTPWrapper } from 'ssh2';
 import { fingerprintOf } from './keys.js';
+import { formatBytes } from '../template/units.js';
 
 export interface SshTarget {
   host: string;
@@ -23,6 +25,9 @@ export interface SshTarget {
 }
 
 export class HostKeyMismatchError extends Error {}
+
+/** The SSH connection went away under a command or transfer (guest rebooted, powered off, sshd killed). */
+export class ConnectionLostError extends Error {}
 
 export interface ExecResult { exitCode: number | null; signal?: string; disconnected: boolean }
 
@@ -44,7 +49,7 @@ export class SshSession {
    */
   exec(command: string, io: { stdout?: (s: string) => void; stderr?: (s: string) => void; stdin?: string; timeoutMs?: number } = {}): Promise<ExecResult> {
     return new Promise((resolve, reject) => {
-      if (this.isClosed) { reject(new Error('SSH connection is closed')); return; }
+      if (this.isClosed) { reject(new ConnectionLostError('SSH connection is closed')); return; }
       let timer: NodeJS.Timeout | undefined;
       const onClientClose = () => finish({ exitCode: null, disconnected: true });
       let settled = false;
@@ -80,23 +85,70 @@ export class SshSession {
   }
 
   private sftp(): Promise<SFTPWrapper> {
-    this.sftpHandle ??= new Promise((resolve, reject) => this.client.sftp((err, s) => (err ? reject(err) : resolve(s))));
+    if (this.isClosed) return Promise.reject(new ConnectionLostError('SSH connection is closed'));
+    this.sftpHandle ??= new Promise((resolve, reject) => this.client.sftp((err, s) => {
+      if (err) { reject(err); return; }
+      // A closed SFTP session (its server was killed) is not reused; the next transfer opens another.
+      s.once('close', () => { this.sftpHandle = undefined; });
+      resolve(s);
+    }));
     return this.sftpHandle;
   }
 
-  async uploadFile(local: string, remote: string, mode?: number): Promise<void> {
+  /**
+   * Runs one SFTP transfer. ssh2's SFTP streams never settle when the session closes under them (a
+   * killed sshd, a guest gone), so the transfer fails then, its streams destroyed. The error says
+   * whether the connection was lost or the server refused.
+   */
+  private async transfer(what: string, progress: () => string, work: (sftp: SFTPWrapper, stream: <S extends Readable | Writable>(s: S) => S) => Promise<void>): Promise<void> {
     const sftp = await this.sftp();
-    await pipeline(createReadStream(local), sftp.createWriteStream(remote, mode ? { mode } : {}));
+    const streams: (Readable | Writable)[] = [];
+    let onClose!: () => void;
+    const closed = new Promise<never>((_, reject) => {
+      onClose = () => {
+        const lost = new ConnectionLostError('the SFTP session closed');
+        for (const st of streams) st.destroy(lost);
+        reject(lost);
+      };
+      sftp.once('close', onClose);
+    });
+    closed.catch(() => undefined); // only observed through the race below
+    try {
+      await Promise.race([work(sftp, (st) => { streams.push(st); return st; }), closed]);
+    } catch (e) {
+      throw await this.transferError(what, e as Error, progress());
+    } finally {
+      sftp.off('close', onClose);
+    }
+  }
+
+  /**
+   * Tells a lost connection from an error the server reported (those carry an SFTP status code); ssh2
+   * fails a transfer a moment before it reports the connection closed.
+   */
+  private async transferError(what: string, e: Error, progress: string): Promise<Error> {
+    if (typeof (e as Error & { code?: unknown }).code !== 'number') await Promise.race([this.closed, sleep(1000)]);
+    if (!this.connected) return new ConnectionLostError(`${what} failed: the SSH connection was lost (${progress})`);
+    return new Error(`${what} failed: ${e.message} (${progress})`);
+  }
+
+  async uploadFile(local: string, remote: string, mode?: number): Promise<void> {
+    const total = statSync(local).size;
+    let read = 0;
+    await this.transfer(`uploading ${local} to ${remote}`, () => `${formatBytes(read)} of ${formatBytes(total)} sent`, (sftp, stream) =>
+      pipeline(
+        stream(createReadStream(local).on('data', (c) => { read += c.length; })),
+        stream(sftp.createWriteStream(remote, mode ? { mode } : {})),
+      ));
   }
 
   async uploadContent(content: string | Buffer, remote: string, mode = 0o644): Promise<void> {
-    const sftp = await this.sftp();
-    await new Promise<void>((resolve, reject) => {
-      const ws = sftp.createWriteStream(remote, { mode });
+    await this.transfer(`writing ${remote}`, () => formatBytes(Buffer.byteLength(content)), (sftp, stream) => new Promise<void>((resolve, reject) => {
+      const ws = stream(sftp.createWriteStream(remote, { mode }));
       ws.on('error', reject);
       ws.on('close', () => resolve());
       ws.end(content);
-    });
+    }));
   }
 
   /** Uploads a file, or a directory recursively (rsync semantics: "dir" copies the folder, "dir/" its contents). */
@@ -119,10 +171,18 @@ export class SshSession {
     return count;
   }
 
+  /** Writes beside `local` and renames when complete, so a lost connection leaves no partial file. */
   async download(remote: string, local: string): Promise<void> {
-    const sftp = await this.sftp();
     mkdirSync(path.dirname(local), { recursive: true });
-    await pipeline(sftp.createReadStream(remote), createWriteStream(local));
+    const partial = `${local}.kiln-partial-${process.pid}`;
+    let received = 0;
+    try {
+      await this.transfer(`downloading ${remote} to ${local}`, () => `${formatBytes(received)} received`, (sftp, stream) =>
+        pipeline(stream(sftp.createReadStream(remote).on('data', (c: Buffer) => { received += c.length; })), stream(createWriteStream(partial))));
+      renameSync(partial, local);
+    } finally {
+      rmSync(partial, { force: true });
+    }
   }
 
   close(): void { this.client.end(); }

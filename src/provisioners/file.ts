@@ -7,6 +7,16 @@ import { sshSession } from './context.js';
 type FileProvisioner = Extract<Provisioner, { type: 'file' }>;
 
 export async function runFile(ctx: BuildContext, p: FileProvisioner, label: string): Promise<void> {
+  try {
+    await transfer(ctx, p, label);
+  } catch (e) {
+    // Keep the error's class (a lost connection is told apart later); only name the provisioner.
+    (e as Error).message = `${label}: ${(e as Error).message}`;
+    throw e;
+  }
+}
+
+async function transfer(ctx: BuildContext, p: FileProvisioner, label: string): Promise<void> {
   const ssh = await sshSession(ctx);
   const values = { build: ctx.buildValues() };
   if (p.direction === 'download') {

@@ -6,6 +6,7 @@ import { parseDuration } from '../template/units.js';
 import { runShell } from './shell.js';
 import { runFile } from './file.js';
 import { runShellLocal } from './shell-local.js';
+import { VmLostError, watchVm } from './vm-watch.js';
 
 export function describeProvisioner(p: Provisioner): string {
   switch (p.type) {
@@ -37,17 +38,26 @@ export async function runProvisioner(ctx: BuildContext, p: Provisioner, index: n
   const label = `provisioner ${index + 1}`;
   if (p.pause_before) await sleep(parseDuration(p.pause_before), undefined, { signal: ctx.signal });
   for (let attempt = 0; ; attempt++) {
+    const vm = watchVm(ctx, label, p.type === 'shell' && p.expect_disconnect);
     try {
-      const work = runOnce(ctx, p, label);
-      if (!p.timeout) { await work; return; }
-      const ms = parseDuration(p.timeout);
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([work, new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`${label} timed out after ${p.timeout}`)), ms); })])
-        .finally(() => clearTimeout(timer));
+      await vm.during(withTimeout(runOnce(ctx, p, label), p.timeout, label));
       return;
     } catch (e) {
-      if (attempt >= p.max_retries || ctx.signal.aborted) throw e;
-      ctx.log(`${label} failed (${(e as Error).message}); retry ${attempt + 1} of ${p.max_retries}`, 'warn');
+      const error = await vm.explain(e as Error);
+      // Retrying on a VM that is gone cannot help.
+      if (error instanceof VmLostError || attempt >= p.max_retries || ctx.signal.aborted) throw error;
+      ctx.log(`${label} failed (${error.message}); retry ${attempt + 1} of ${p.max_retries}`, 'warn');
+    } finally {
+      vm.stop();
     }
   }
+}
+
+function withTimeout<T>(work: Promise<T>, timeout: string | number | undefined, label: string): Promise<T> {
+  if (timeout === undefined) return work;
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    work,
+    new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`${label} timed out after ${timeout}`)), parseDuration(timeout)); }),
+  ]).finally(() => clearTimeout(timer));
 }

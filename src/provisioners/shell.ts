@@ -11,10 +11,13 @@ import type { BuildContext } from '../build/state.js';
 import type { Provisioner } from '../template/schema.js';
 import { interpolateString, interpolateTree } from '../template/interpolate.js';
 import { lineSplitter, shellEnv, sshSession } from './context.js';
+import { ConnectionLostError } from '../communicator/ssh.js';
 
 type Shell = Extract<Provisioner, { type: 'shell' }>;
 
 export class ProvisionerError extends Error {}
+
+const outputLinesInError = 10;
 
 export async function runShell(ctx: BuildContext, p: Shell, label: string): Promise<void> {
   const values = { build: ctx.buildValues() };
@@ -28,14 +31,21 @@ export async function runShell(ctx: BuildContext, p: Shell, label: string): Prom
     const remote = path.posix.join(p.remote_folder, `kiln-${randomBytes(6).toString('hex')}.sh`);
     await ssh.uploadContent(script.body, remote, 0o700);
     const command = p.execute_command.replaceAll('{{path}}', remote).replaceAll('{{vars}}', env);
-    const out = lineSplitter((line) => ctx.events.emit({ type: 'output', build: ctx.build.name, stream: 'stdout', source: label, line }));
-    const err = lineSplitter((line) => ctx.events.emit({ type: 'output', build: ctx.build.name, stream: 'stderr', source: label, line }));
+    // The last lines go into the error message, so a failure explains itself without scrolling back.
+    const recent: string[] = [];
+    const emitter = (stream: 'stdout' | 'stderr') => lineSplitter((line) => {
+      recent.push(line);
+      if (recent.length > outputLinesInError) recent.shift();
+      ctx.events.emit({ type: 'output', build: ctx.build.name, stream, source: label, line });
+    });
+    const out = emitter('stdout');
+    const err = emitter('stderr');
     const r = await ssh.exec(command, { stdout: out.write, stderr: err.write });
     out.flush();
     err.flush();
     if (r.disconnected) {
       if (p.expect_disconnect) { ctx.log(`${label}: guest disconnected, as expected`, 'debug'); continue; }
-      throw new ProvisionerError(`${label}: the SSH connection dropped while "${script.name}" ran (did the guest reboot or power off? set expect_disconnect: true if that is intended)`);
+      throw new ConnectionLostError(`${label}: the SSH connection was lost while "${script.name}" ran (did the guest reboot? set expect_disconnect: true if that is intended)`);
     }
     if (p.expect_disconnect && ssh.connected) {
       // `reboot` often returns before the guest goes down: let the connection drop now, so the next
@@ -46,7 +56,8 @@ export async function runShell(ctx: BuildContext, p: Shell, label: string): Prom
       }
     }
     if (r.exitCode === null || !p.valid_exit_codes.includes(r.exitCode)) {
-      throw new ProvisionerError(`${label}: script "${script.name}" exited with ${r.exitCode ?? `signal ${r.signal}`} (valid: ${p.valid_exit_codes.join(', ')})`);
+      const output = recent.length ? `; its last output:\n${recent.map((l) => `  ${l}`).join('\n')}` : ' (it printed nothing)';
+      throw new ProvisionerError(`${label}: script "${script.name}" exited with ${r.exitCode ?? `signal ${r.signal}`} (valid: ${p.valid_exit_codes.join(', ')})${output}`);
     }
     await ssh.exec(`rm -f ${remote}`).catch(() => undefined);
   }

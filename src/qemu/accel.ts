@@ -54,6 +54,8 @@ export async function probeAccelerator(accel: Accelerator, cacheDir: string, tim
   return { accelerator: accel, ok: false, reason, ms };
 }
 
+const accelerators: readonly Accelerator[] = ['kvm', 'tcg', 'hvf', 'whpx'];
+
 const hostDefault: Accelerator[] = process.platform === 'darwin' ? ['hvf'] : process.platform === 'win32' ? ['whpx'] : ['kvm'];
 
 /**
@@ -63,9 +65,14 @@ const hostDefault: Accelerator[] = process.platform === 'darwin' ? ['hvf'] : pro
 export async function chooseAccelerator(
   wanted: Accelerator | 'auto', cacheDir: string, warn: (msg: string) => void,
 ): Promise<Accelerator> {
+  // KILN_ACCELERATOR stands in for the template's choice when that is auto, and is checked like one:
+  // an unchecked kvm that does not work looks like a guest that never boots.
+  const forced = wanted === 'auto' ? process.env.KILN_ACCELERATOR : undefined;
+  if (forced && !(accelerators as readonly string[]).includes(forced)) {
+    throw new Error(`KILN_ACCELERATOR=${forced} is not an accelerator\n  fix: set it to one of ${accelerators.join(', ')}, or unset it`);
+  }
+  if (forced) wanted = forced as Accelerator;
   if (wanted === 'tcg') return 'tcg';
-  const forced = process.env.KILN_ACCELERATOR as Accelerator | undefined;
-  if (wanted === 'auto' && forced) return forced;
   const memo = path.join(cacheDir, 'accelerator.json');
   let table: Record<string, ProbeResult> = {};
   try { table = JSON.parse(readFileSync(memo, 'utf8')) as Record<string, ProbeResult>; } catch { /* first run */ }
@@ -84,7 +91,8 @@ export async function chooseAccelerator(
     }
     if (result.ok) return accel;
     if (wanted !== 'auto') {
-      throw new Error(`accelerator "${accel}" does not work on this host: ${result.reason}\n  fix: set accelerator: auto (falls back to tcg) or tcg`);
+      const fix = forced ? 'unset KILN_ACCELERATOR, or set it to tcg' : 'set accelerator: auto (falls back to tcg) or accelerator: tcg in the template';
+      throw new Error(`accelerator "${accel}"${forced ? ' (from KILN_ACCELERATOR)' : ''} does not work on this host: ${result.reason}\n  fix: ${fix}`);
     }
     warn(`${accel} is not usable (${result.reason}); falling back to TCG software emulation, which is much slower`);
   }

@@ -3,9 +3,34 @@
  * its exit, and stop it (graceful first, then SIGKILL).
  */
 import { execa, type ResultPromise } from 'execa';
-import { existsSync } from 'node:fs';
+import { accessSync, constants, existsSync, statSync } from 'node:fs';
+import path from 'node:path';
 
 export const qemuBinary = process.env.KILN_QEMU ?? 'qemu-system-x86_64';
+
+/** The executable `file` names (a path, or a name looked up on PATH), or undefined. */
+export function findExecutable(file: string): string | undefined {
+  const candidates = file.includes('/') ? [file] : (process.env.PATH ?? '').split(path.delimiter).filter(Boolean).map((d) => path.join(d, file));
+  return candidates.find((c) => {
+    try { accessSync(c, constants.X_OK); return statSync(c).isFile(); } catch { return false; }
+  });
+}
+
+/**
+ * Fails with what to do when a tool kiln runs is missing: spawning it would only say ENOENT, and under
+ * setpriv not even that (setpriv exits 127 and QEMU seems to "exit at start").
+ */
+export function requireExecutable(tool: { binary: string; name: string; envVar: string; aptPackage: string }): void {
+  if (findExecutable(tool.binary)) return;
+  const problem = process.env[tool.envVar] !== undefined
+    ? `${tool.name} not found: ${tool.binary} (set by ${tool.envVar}) does not exist or is not executable`
+    : `${tool.name} not found: ${tool.binary} is not on PATH`;
+  throw new Error(`${problem}\n  fix: apt-get install ${tool.aptPackage} (make setup does it), or set ${tool.envVar} to the path of ${tool.name}`);
+}
+
+export function requireQemu(): void {
+  requireExecutable({ binary: qemuBinary, name: 'qemu-system-x86_64', envVar: 'KILN_QEMU', aptPackage: 'qemu-system-x86' });
+}
 
 /**
  * setpriv --pdeathsig makes the kernel SIGKILL QEMU when kiln's process dies, however it dies, so an

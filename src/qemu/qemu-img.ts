@@ -1,7 +1,16 @@
 /** qemu-img, wrapped: every disk operation kiln performs goes through here. */
 import { execa } from 'execa';
+import { requireExecutable } from './process.js';
 
 export const qemuImgBinary = process.env.KILN_QEMU_IMG ?? 'qemu-img';
+
+let qemuImgFound = false;
+/** Checked once, before the first use, so a missing qemu-img says how to get it rather than ENOENT. */
+function requireQemuImg(): void {
+  if (qemuImgFound) return;
+  requireExecutable({ binary: qemuImgBinary, name: 'qemu-img', envVar: 'KILN_QEMU_IMG', aptPackage: 'qemu-utils' });
+  qemuImgFound = true;
+}
 
 export interface ImageInfo {
   format: string;
@@ -14,6 +23,7 @@ export interface ImageInfo {
 export class QemuImgError extends Error {}
 
 async function qemuImg(args: string[], what: string): Promise<string> {
+  requireQemuImg();
   const r = await execa(qemuImgBinary, args, { reject: false, all: true });
   if (r.failed) {
     const detail = (r.all ?? r.stderr ?? '').toString().trim() || r.message;
@@ -64,6 +74,7 @@ export async function convert(src: string, srcFormat: string, dst: string, dstFo
   if (opts.compress) args.push('-c');
   if (opts.options?.length) args.push('-o', opts.options.join(','));
   args.push(src, dst);
+  requireQemuImg();
   const child = execa(qemuImgBinary, args, { reject: false, all: true, buffer: true });
   if (opts.onProgress) {
     let partial = '';
@@ -82,6 +93,7 @@ export async function convert(src: string, srcFormat: string, dst: string, dstFo
 
 /** `qemu-img check`; formats without checks (raw) count as passing. */
 export async function check(file: string, format: string): Promise<{ ok: boolean; output: string }> {
+  requireQemuImg();
   const r = await execa(qemuImgBinary, ['check', '-f', format, file], { reject: false, all: true });
   // rc 63: "this image format does not support checks" — not a failure.
   return { ok: r.exitCode === 0 || r.exitCode === 63, output: String(r.all ?? '').trim() };

@@ -23,8 +23,23 @@ export type EventSink = (event: BuildEvent & { time: string }) => void;
 /** Replaces every secret (sensitive variable value, password) in a string with "<sensitive>". */
 export function maskSecrets(text: string, secrets: readonly string[]): string {
   let out = text;
-  for (const s of secrets) if (s) out = out.split(s).join('<sensitive>');
+  // Longest first: a secret that contains a shorter one must not leave its remainder readable.
+  for (const s of [...secrets].sort((a, b) => b.length - a.length)) if (s) out = out.split(s).join('<sensitive>');
   return out;
+}
+
+/**
+ * Masks the string values of an event, however deeply nested. Only values: masking the serialized
+ * JSON would also rewrite field names and numbers (a secret "build" renamed the field; "1234" turned
+ * `"ms":1234.5` into invalid JSON and threw out of emit).
+ */
+function maskValues<T>(value: T, secrets: readonly string[]): T {
+  if (typeof value === 'string') return maskSecrets(value, secrets) as T;
+  if (Array.isArray(value)) return value.map((v) => maskValues(v, secrets)) as T;
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, maskValues(v, secrets)])) as T;
+  }
+  return value;
 }
 
 export class EventBus {
@@ -39,7 +54,7 @@ export class EventBus {
   addSecret(secret: string): void { if (secret && !this.secrets.includes(secret)) this.secrets.push(secret); }
 
   emit(event: BuildEvent): void {
-    const masked = JSON.parse(maskSecrets(JSON.stringify(event), this.secrets.map((s) => JSON.stringify(s).slice(1, -1)))) as BuildEvent;
+    const masked = maskValues(event, this.secrets);
     const stamped = { ...masked, time: new Date().toISOString() };
     for (const sink of this.sinks) sink(stamped);
   }

@@ -3,7 +3,7 @@
  * disk), then check each with qemu-img, measure it and digest it in one streamed read.
  */
 import path from 'node:path';
-import { mkdirSync, statSync } from 'node:fs';
+import { mkdirSync, statSync, statfsSync } from 'node:fs';
 import type { Step } from '../step.js';
 import type { BuildContext } from '../state.js';
 import { need } from '../state.js';
@@ -36,11 +36,33 @@ export async function withLimit<T>(limit: number, tasks: (() => Promise<T>)[]): 
   return results;
 }
 
+/** qemu-img reports a full disk in words; Node's own writes (packaged outputs) with a code. */
+function isDiskFull(e: unknown): boolean {
+  return (e as NodeJS.ErrnoException).code === 'ENOSPC' || /No space left on device|ENOSPC/.test((e as Error).message);
+}
+
+function diskFullError(e: Error, finalPath: string, stagedAt: string): Error {
+  // Its free space says nothing here (the partial file still fills it); its size tells a small tmpfs.
+  let size = '';
+  try { const fs = statfsSync(path.dirname(stagedAt)); size = `, on a file system of ${formatBytes(fs.blocks * fs.bsize)}`; } catch { /* the figure is a courtesy */ }
+  return new Error(`disk full (ENOSPC) while writing ${finalPath} (staged as ${stagedAt}${size}); the partial output is removed\n` +
+    `  fix: free space on the file system of ${path.dirname(finalPath)}, or set output_directory to one with room\n  ${e.message.split('\n')[0]}`);
+}
+
 async function produce(ctx: BuildContext, o: OutputConfig, index: number): Promise<void> {
-  const disk = need(ctx.state, 'disk');
   const name = artifactName(ctx.build.name, o);
-  const plan = planFor(o);
   const dst = stagedPath(need(ctx.state, 'stagingDir'), index, name, Boolean(o.directory));
+  try {
+    await write(ctx, o, index, name, dst);
+  } catch (e) {
+    if (!isDiskFull(e)) throw e;
+    throw diskFullError(e as Error, path.join(o.directory ?? ctx.build.output_directory!, name), dst);
+  }
+}
+
+async function write(ctx: BuildContext, o: OutputConfig, index: number, name: string, dst: string): Promise<void> {
+  const disk = need(ctx.state, 'disk');
+  const plan = planFor(o);
   mkdirSync(path.dirname(dst), { recursive: true });
   const started = performance.now();
   const onProgress = (percent: number) => ctx.events.emit({ type: 'progress', build: ctx.build.name, task: `convert ${name}`, percent });

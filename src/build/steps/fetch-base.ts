@@ -46,13 +46,12 @@ export const fetchBaseStep: Step = {
         (pct) => ctx.events.emit({ type: 'progress', build: ctx.build.name, task: 'download', percent: pct })));
     } else {
       file = media;
-      if (expected && expected.algorithm === 'sha512') {
-        const got = await fileDigest(file, 'sha512');
-        if (got !== expected.hex) throw new ChecksumMismatchError(`checksum mismatch for ${file}: expected sha512:${expected.hex}, got sha512:${got}`);
-      }
       sha256 = await cachedFileDigest(file, ctx.options.cacheDir);
-      if (expected?.algorithm === 'sha256' && sha256 !== expected.hex) {
-        throw new ChecksumMismatchError(`checksum mismatch for ${file}: expected sha256:${expected.hex}, got sha256:${sha256}\n  fix: the file changed or the checksum is wrong; correct "checksum" or use "none"`);
+      if (expected) {
+        const got = expected.algorithm === 'sha256' ? sha256 : await fileDigest(file, expected.algorithm);
+        if (got !== expected.hex) {
+          throw new ChecksumMismatchError(`checksum mismatch for ${file}: expected ${expected.algorithm}:${expected.hex}, got ${expected.algorithm}:${got}\n  fix: the file changed or the checksum is wrong; correct "checksum" or use "none"`);
+        }
       }
     }
     if (isIso) {

@@ -7,7 +7,7 @@ import type { BuildContext } from '../state.js';
 import { need } from '../state.js';
 import { buildQemuArgs, shellQuote, type VmSpec } from '../../qemu/argv.js';
 import { chooseAccelerator } from '../../qemu/accel.js';
-import { QemuProcess } from '../../qemu/process.js';
+import { QemuProcess, requireQemu } from '../../qemu/process.js';
 import { QmpClient } from '../../qemu/qmp.js';
 import { parseSize } from '../../template/units.js';
 
@@ -65,15 +65,56 @@ export function vmSpecFor(ctx: BuildContext, sshHostPort: number | undefined, wi
   };
 }
 
+/** Ports a user pinned for the SSH forward with KILN_SSH_HOST_PORTS: "2222" or "2222-2230", tried in order. */
+export function pinnedSshPorts(spec: string): number[] {
+  const m = /^(\d+)(?:-(\d+))?$/.exec(spec.trim());
+  const lo = Number(m?.[1]);
+  const hi = Number(m?.[2] ?? m?.[1]);
+  if (!m || lo < 1 || hi > 65535 || lo > hi) {
+    throw new Error(`KILN_SSH_HOST_PORTS=${spec} is not a port or a range of ports\n  fix: give one port (2222) or a range (2222-2230), or unset it to let kiln pick a free port`);
+  }
+  return Array.from({ length: hi - lo + 1 }, (_, i) => lo + i);
+}
+
+function portInUse(port: number): Promise<boolean> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', (e: NodeJS.ErrnoException) => (e.code === 'EADDRINUSE' || e.code === 'EACCES' ? resolve(true) : reject(e)));
+    s.listen(port, '127.0.0.1', () => s.close(() => resolve(false)));
+  });
+}
+
+/** QEMU's complaint when its SSH forward's host port is taken. */
+const portClash = /host forwarding rule|Address already in use/i;
+
 /**
  * Starts QEMU (and QMP) for this build; used at launch and again to boot the installed disk after an
- * installer powered off. A port taken between our check and QEMU's bind is retried with another.
+ * installer powered off. The SSH forward's host port is one the kernel hands out (a port taken between
+ * that and QEMU's bind is retried with another), or the first free one of KILN_SSH_HOST_PORTS.
  */
 export async function startVm(ctx: BuildContext, withInstallMedia: boolean): Promise<void> {
   const src = ctx.build.source;
   const st = ctx.state;
+  const wantsPort = src.communicator.type === 'ssh';
+  const pinned = wantsPort ? process.env.KILN_SSH_HOST_PORTS : undefined;
+  const candidates = pinned ? pinnedSshPorts(pinned) : undefined;
+  const taken: number[] = [];
+  const noFreePort = () => new Error(candidates
+    ? `no free port for the SSH forward in KILN_SSH_HOST_PORTS=${pinned}: ${taken.join(', ')} on 127.0.0.1 ${taken.length === 1 ? 'is' : 'are'} in use\n  fix: stop what listens there, widen KILN_SSH_HOST_PORTS, or unset it to let kiln pick a free port`
+    : `QEMU could not bind the SSH forward: ports ${taken.join(', ')} on 127.0.0.1 were taken each time between kiln choosing them and QEMU starting\n  fix: something on this host is grabbing ports; retry, or pin a range with KILN_SSH_HOST_PORTS`);
   for (let attempt = 1; ; attempt++) {
-    const port = src.communicator.type === 'ssh' ? await freePort() : undefined;
+    let port: number | undefined;
+    if (candidates) {
+      port = candidates.shift();
+      if (port === undefined) throw noFreePort();
+      if (await portInUse(port)) {
+        taken.push(port);
+        ctx.log(`port ${port} on 127.0.0.1 is in use; trying the next port of KILN_SSH_HOST_PORTS`, 'warn');
+        continue;
+      }
+    } else if (wantsPort) {
+      port = await freePort();
+    }
     const spec = vmSpecFor(ctx, port, withInstallMedia);
     const argv = buildQemuArgs(spec);
     ctx.log(`qemu: ${shellQuote(['qemu-system-x86_64', ...argv])}`, 'debug');
@@ -87,9 +128,11 @@ export async function startVm(ctx: BuildContext, withInstallMedia: boolean): Pro
       ]);
     } catch (e) {
       await qemu.kill(500);
-      const msg = (e as Error).message;
-      if (attempt < 3 && /host forwarding rule|Address already in use/i.test(msg)) { ctx.log(`port ${port} was taken; retrying`, 'debug'); continue; }
-      throw e;
+      if (port === undefined || !portClash.test((e as Error).message)) throw e;
+      taken.push(port);
+      if (candidates ? candidates.length === 0 : attempt >= 3) throw noFreePort();
+      ctx.log(`port ${port} on 127.0.0.1 was taken as QEMU started; retrying with another`, candidates ? 'warn' : 'debug');
+      continue;
     }
     st.sshHostPort = port;
     st.installing = withInstallMedia && st.base?.kind === 'iso';
@@ -103,6 +146,7 @@ export const launchQemuStep: Step = {
   async run(ctx) {
     const src = ctx.build.source;
     const st = ctx.state;
+    requireQemu();
     st.accelerator = await chooseAccelerator(src.accelerator, ctx.options.cacheDir, (m) => ctx.log(m, 'warn'));
     if (src.firmware === 'uefi') {
       if (!existsSync(OVMF_CODE)) throw new Error(`firmware: uefi needs ${OVMF_CODE}\n  fix: apt-get install ovmf (make setup does it)`);

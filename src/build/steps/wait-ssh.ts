@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import type { Step } from '../step.js';
 import { need } from '../state.js';
-import { waitForSsh, type SshTarget } from '../../communicator/ssh.js';
+import { HostKeyMismatchError, waitForSsh, type SshTarget } from '../../communicator/ssh.js';
 import { parseDuration, formatDuration } from '../../template/units.js';
 import { shellQuote } from '../../qemu/argv.js';
 import { startVm } from './launch-qemu.js';
@@ -60,7 +60,10 @@ export const waitSshStep: Step = {
           await startVm(ctx, false);
           continue;
         }
-        throw new Error(`${(e as Error).message}\n--- last lines of the serial console (${st.serialLog}) ---\n${serialTail(st.serialLog)}\n--- QEMU command ---\n${shellQuote(current.argv)}`);
+        const timedOut = !current.hasExited && !(e instanceof HostKeyMismatchError);
+        const waited = !timedOut ? '' : `timed out waiting for the guest's SSH server (port ${comm.port} in the guest, communicator.timeout ${comm.timeout}): `;
+        const fix = !timedOut ? '' : `\n  fix: check that the guest boots and runs an SSH server on port ${comm.port} (its console is below), or raise communicator.timeout`;
+        throw new Error(`${waited}${(e as Error).message}${fix}\n--- last lines of the serial console (${st.serialLog}) ---\n${serialTail(st.serialLog)}\n--- QEMU command ---\n${shellQuote(current.argv)}`);
       }
     }
     target.port = need(st, 'sshHostPort');
