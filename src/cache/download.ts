@@ -5,11 +5,11 @@
  * keeps two kiln processes from fetching the same URL at once.
  */
 import { createHash } from 'node:crypto';
-import { closeSync, createWriteStream, existsSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { withLock } from './lock.js';
 import { formatBytes } from '../template/units.js';
 
 export interface Expected { algorithm: 'sha256' | 'sha512'; hex: string }
@@ -23,28 +23,6 @@ function reason(e: unknown): string {
   const err = e as Error & { cause?: unknown };
   const cause = err.cause instanceof Error ? err.cause.message : undefined;
   return cause && cause !== err.message ? `${err.message} (${cause})` : err.message;
-}
-
-async function withLock<T>(lockFile: string, fn: () => Promise<T>, timeoutMs = 30 * 60_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const fd = openSync(lockFile, 'wx');
-      writeFileSync(fd, String(process.pid));
-      closeSync(fd);
-      break;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      // A lock whose owner is gone is stale (kiln was killed): take it over.
-      const owner = Number(readFileSync(lockFile, 'utf8') || 0);
-      let alive = false;
-      try { if (owner) { process.kill(owner, 0); alive = true; } } catch { alive = false; }
-      if (!alive) { rmSync(lockFile, { force: true }); continue; }
-      if (Date.now() > deadline) throw new Error(`timed out waiting for lock ${lockFile} held by pid ${owner}`);
-      await sleep(250);
-    }
-  }
-  try { return await fn(); } finally { rmSync(lockFile, { force: true }); }
 }
 
 /** Downloads `url` into the cache (or finds it there) and returns the cached file's path and sha256. */

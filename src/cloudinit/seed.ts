@@ -64,6 +64,12 @@ export function renderSeed(input: SeedInput): Seed {
     ssh_deletekeys: true,
     ssh_keys: { ed25519_private: input.hostKey.privateKey, ed25519_public: input.hostKey.publicKey },
     ssh_genkeytypes: [],
+    // A disk that already ran cloud-init (a cached layer of an earlier build) holds that build's
+    // injected host keys; cloud-init deletes them before writing this one, which leaves their bytes
+    // on the disk. bootcmd runs before the ssh module: overwrite them once per instance first.
+    bootcmd: [
+      `cloud-init-per instance kiln-wipe-host-keys sh -c 'for f in /etc/ssh/ssh_host_*; do [ -f "$f" ] && shred -n1 -z "$f"; done; true'`,
+    ],
   };
   const merged = mergeCloudConfig(kilnConfig, parseUserData(input.userData));
   const instanceId = `kiln-${randomBytes(8).toString('hex')}`;

@@ -23,8 +23,9 @@ export function humanRenderer(opts: HumanOptions = {}): EventSink {
     const line = lineFor(e, paint, lastProgress, opts.debug ?? false);
     if (line === undefined) return;
     const text = line.split('\n').map((l) => prefix + l).join('\n');
-    if (bars?.active) bars.log(text); else out.write(text + '\n');
+    // The bars stop before the last line: cli-progress would only buffer it until a redraw that never comes.
     if (e.type === 'build-end') bars?.stopAll();
+    if (bars?.active) bars.log(text); else out.write(text + '\n');
   };
 }
 
@@ -48,6 +49,8 @@ class ProgressBars {
   log(text: string): void { this.multi?.log(`${text}\n`); }
 
   stopAll(): void {
+    // A redraw writes out the lines log() buffered since the last one.
+    this.multi?.update();
     this.multi?.stop();
     this.multi = undefined;
     this.bars.clear();

@@ -10,6 +10,7 @@ import { Guest, imagesDir, overlayOf } from '../helpers/guest.js';
 import { testSeed } from '../helpers/cloud.js';
 import { fingerprintOf } from '../../src/communicator/keys.js';
 import { kiln } from '../helpers/kiln.js';
+import { ed25519PublicPattern, privateKeyPattern, searchDisk } from '../helpers/disk-search.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-e2e-debian-build-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -77,6 +78,15 @@ builds:
       expect(info['virtual-size']).toBe(3 * 2 ** 30);
       expect((await execa('qemu-img', ['check', path.join(out, name)], { reject: false })).exitCode).toBe(0);
     }
+
+    // No private key and neither build's injected host key anywhere in the artifact's bytes, deleted
+    // files included (the first build's came along in the cached layer).
+    const hits = await searchDisk(path.join(out, 'deb.qcow2'), { privateKey: privateKeyPattern, publicKeys: ed25519PublicPattern }, dir);
+    const injected = [injectedHostKey, hostKeyOf(first)];
+    expect({
+      privateKeys: hits.privateKey,
+      injectedHostKeys: hits.publicKeys!.filter((h) => injected.includes(fingerprintOf(`ssh-ed25519 ${h.split(': ')[1]}`))),
+    }).toEqual({ privateKeys: [], injectedHostKeys: [] });
 
     // Boot the VMDK as a new instance with a fresh seed (what a user of the image would do).
     const seed = testSeed('user2');

@@ -39,8 +39,9 @@ export const buildSteps: Step[] = [
   waitSshStep,
   provisionStep,
   sbomStep,
-  compactStep,
+  // Access comes out before the trim, so the blocks of what it deletes are trimmed too.
   cleanGuestStep,
+  compactStep,
   shutdownStep,
   convertStep,
   postProcessStep,

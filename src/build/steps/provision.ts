@@ -54,10 +54,12 @@ export const provisionStep: Step = {
     for (let i = 0; i < list.length; i++) {
       const p = list[i]!;
       if (!appliesTo(p, ctx.build.name)) continue;
+      // A retried step (--on-error=ask) goes on from the provisioner that failed.
+      if (position < (ctx.state.provisionersDone ?? 0)) { position++; continue; }
       const planned = layers?.plan[position];
       if (layers && planned && position < layers.cachedCount) {
         ctx.events.emit({ type: 'provisioner-cached', build: ctx.build.name, index: i, provisioner: describeProvisioner(p), key: planned.key! });
-        position++;
+        ctx.state.provisionersDone = ++position;
         continue;
       }
       const started = performance.now();
@@ -67,7 +69,7 @@ export const provisionStep: Step = {
       ctx.state.timings[`provisioner ${i + 1}`] = ms;
       ctx.events.emit({ type: 'provisioner-end', build: ctx.build.name, index: i, provisioner: describeProvisioner(p), ms });
       if (planned?.key) await captureLayer(ctx, position);
-      position++;
+      ctx.state.provisionersDone = ++position;
     }
   },
 };
