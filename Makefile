@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: help setup build fixtures fixtures-install image test test-unit test-e2e test-install bench clean distclean
+.PHONY: help setup build typecheck fixtures fixtures-install image test test-unit test-e2e test-install bench clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -13,6 +13,9 @@ setup: ## install apt packages and npm dependencies (idempotent, root)
 
 build: setup ## compile TypeScript to dist/
 	@tsc -p tsconfig.json
+
+typecheck: setup ## type-check the tests too (vitest strips types without checking them)
+	@tsc -p tsconfig.test.json
 
 fixtures: setup ## build the offline test guests and installer ISO (cached in fixtures/images/)
 	@bash scripts/fixtures/tiny.sh
@@ -26,10 +29,10 @@ fixtures-install: fixtures ## also build the Debian debootstrap installer ISO (f
 image: build fixtures ## build the default example image (examples/debian-12-cloud.yaml)
 	@bash scripts/make-image.sh
 
-test: build fixtures ## run every test: unit and end-to-end (boots real guests under QEMU)
+test: build typecheck fixtures ## run every test: unit and end-to-end (boots real guests under QEMU)
 	@vitest run
 
-test-unit: build ## run only the fast unit tests
+test-unit: build typecheck ## run only the fast unit tests
 	@vitest run test/unit
 
 test-e2e: build fixtures ## run only the end-to-end tests

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Guest, imagesDir, insecureKey, insecurePublicKey, overlayOf } from '../helpers/guest.js';
+import { Guest, imagesDir, insecureKey, insecurePublicKey, installerSourceYaml, overlayOf } from '../helpers/guest.js';
 import { kiln } from '../helpers/kiln.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-e2e-iso-build-'));
@@ -19,21 +19,7 @@ describe('kiln build from an installer ISO', () => {
 builds:
   - name: iso-${console}
     output_directory: ${path.join(dir, 'out', console)}
-    source:
-      iso: ${path.join(imagesDir, 'installer.iso')}
-      checksum: none
-      disk_size: 1G
-      memory: 1024
-      boot_console: ${console}
-      boot_command:
-        - '<waitFor "boot: " 2m>install url=http://\${build.http_ip}:\${build.http_port}/answers.cfg console=ttyS0,115200<enter>'
-      http_content:
-        /answers.cfg: |
-          hostname=\${build.name}
-          ssh_authorized_key=\${build.ssh_public_key}
-          ssh_authorized_key=${insecurePublicKey}
-      install_timeout: 5m
-      communicator: { username: root, trust_on_first_use: true, timeout: 3m }
+${installerSourceYaml(console, [insecurePublicKey])}
     provisioners:
       - type: shell
         inline: ['echo "provisioned after a ${console} install" > /root/marker']

@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
-import { imagesDir, insecureKey, tinySourceYaml } from '../helpers/guest.js';
+import { insecureKey, installerSourceYaml, tinySourceYaml } from '../helpers/guest.js';
 import { kiln } from '../helpers/kiln.js';
 import { privateKeyPattern, searchDisk, uniquePemLines } from '../helpers/disk-search.js';
 import { EventBus, type BuildEvent } from '../../src/ui/events.js';
@@ -106,20 +106,7 @@ ${tinySourceYaml().replace('trust_on_first_use: true', `password: ${password}, t
 builds:
   - name: genkey
     output_directory: ${out}
-    source:
-      iso: ${path.join(imagesDir, 'installer.iso')}
-      checksum: none
-      disk_size: 1G
-      memory: 1024
-      boot_console: serial
-      boot_command:
-        - '<waitFor "boot: " 2m>install url=http://\${build.http_ip}:\${build.http_port}/answers.cfg console=ttyS0,115200<enter>'
-      http_content:
-        /answers.cfg: |
-          hostname=\${build.name}
-          ssh_authorized_key=\${build.ssh_public_key}
-      install_timeout: 5m
-      communicator: { username: root, trust_on_first_use: true, timeout: 3m }
+${installerSourceYaml()}
     provisioners:${recordPublicKey(pubFile)}
     outputs:
       - format: qcow2

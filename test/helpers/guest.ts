@@ -105,3 +105,27 @@ export function tinySourceYaml(indent = '    '): string {
     `  communicator: { username: root, private_key_file: ${path.join(repoRoot, 'fixtures/keys/insecure_ed25519')}, trust_on_first_use: true, timeout: 3m }`,
   ].map((l) => indent + l).join('\n');
 }
+
+/**
+ * The YAML `source:` block of a build that installs the tiny guest from the installer fixture ISO,
+ * typing its boot command on `console`; the answers authorize the build key and `extraKeys`.
+ */
+export function installerSourceYaml(console: 'keyboard' | 'serial' = 'serial', extraKeys: string[] = [], indent = '    '): string {
+  return [
+    'source:',
+    `  iso: ${path.join(imagesDir, 'installer.iso')}`,
+    '  checksum: none',
+    '  disk_size: 1G',
+    '  memory: 1024',
+    `  boot_console: ${console}`,
+    '  boot_command:',
+    `    - '<waitFor "boot: " 2m>install url=http://\${build.http_ip}:\${build.http_port}/answers.cfg console=ttyS0,115200<enter>'`,
+    '  http_content:',
+    '    /answers.cfg: |',
+    '      hostname=${build.name}',
+    '      ssh_authorized_key=${build.ssh_public_key}',
+    ...extraKeys.map((k) => `      ssh_authorized_key=${k}`),
+    '  install_timeout: 5m',
+    '  communicator: { username: root, trust_on_first_use: true, timeout: 3m }',
+  ].map((l) => indent + l).join('\n');
+}
