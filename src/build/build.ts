@@ -60,19 +60,39 @@ export async function runBuild(
     },
     log: (message, level = 'info') => events.emit({ type: 'log', build: build.name, level, message }),
   };
-  const result = await runSteps(steps, ctx);
-  const ms = performance.now() - started;
-  if (!result.kept || await holdKeptBuild(ctx, result)) rmSync(workDir, { recursive: true, force: true });
-  const error = result.error;
-  events.emit({
-    type: 'build-end', build: build.name, ok: result.ok, ms,
-    error: error ? (result.failedStep ? `${result.failedStep}: ${error.message}` : error.message) : undefined,
-    outputDirectory: result.ok ? build.output_directory : undefined,
-  });
+  let result: Omit<RunResult, 'cleanUp'> = { ok: false, kept: false };
+  // build-end is the last word on a build, whatever happened: consumers wait for it.
+  try {
+    const run = await runSteps(steps, ctx);
+    result = run;
+    if (!run.kept || await holdKeptBuild(ctx, run)) removeWorkDir(ctx);
+  } catch (e) {
+    result = { ok: false, kept: false, error: e as Error };
+  } finally {
+    const error = result.error;
+    events.emit({
+      type: 'build-end', build: build.name, ok: result.ok, ms: performance.now() - started,
+      error: error ? (result.failedStep ? `${result.failedStep}: ${error.message}` : error.message) : undefined,
+      outputDirectory: result.ok ? build.output_directory : undefined,
+    });
+  }
   return {
-    build: build.name, ok: result.ok, error, failedStep: result.failedStep, ms, kept: result.kept,
+    build: build.name, ok: result.ok, error: result.error, failedStep: result.failedStep, ms: performance.now() - started, kept: result.kept,
     outputDirectory: result.ok ? build.output_directory : undefined, artifacts: state.artifacts, timings: state.timings,
   };
+}
+
+/**
+ * Retried: a process that had the directory open (QEMU, qemu-img) may still be writing into it for a
+ * moment after it was told to stop, which fails a single attempt with ENOTEMPTY. A directory that still
+ * will not go is left for the next kiln build's sweep (its owner, this process, will be gone by then).
+ */
+function removeWorkDir(ctx: BuildContext): void {
+  try {
+    rmSync(ctx.state.workDir, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
+  } catch (e) {
+    ctx.log(`could not remove the work directory ${ctx.state.workDir}: ${(e as Error).message}; the next kiln build removes it`, 'warn');
+  }
 }
 
 /**
@@ -178,13 +198,14 @@ export async function runBuilds(
   const results: BuildResult[] = new Array(builds.length);
   let next = 0;
   const worker = async () => {
-    while (next < builds.length) {
+    // After an interrupt the running builds clean up; the queued ones never start.
+    while (next < builds.length && !signal.aborted) {
       const i = next++;
       results[i] = await runBuild(template, builds[i]!, options, events, signal);
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, Math.min(parallel, builds.length)) }, worker));
-  return results;
+  return results.filter((r) => r !== undefined);
 }
 
 export function defaultCacheDir(): string {

@@ -20,8 +20,14 @@ export interface RunResult {
   cleanUp: () => Promise<void>;
 }
 
+/**
+ * How long an interrupted step gets to stop: steps honour ctx.signal (their child processes are
+ * cancelled, their waits end), so this bounds only a step that does not.
+ */
+const defaultInterruptGraceMs = 20_000;
+
 /** Rejects when the signal aborts, so a step that is blocked somewhere still yields to Ctrl-C. */
-function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+export function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
   if (signal.aborted) return Promise.reject(signal.reason as Error);
   return new Promise<T>((resolve, reject) => {
     const onAbort = () => reject(signal.reason as Error);
@@ -31,23 +37,55 @@ function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
   });
 }
 
-export async function runSteps(steps: Step[], ctx: BuildContext): Promise<RunResult> {
-  const cleanups: { step: string; fn: Cleanup }[] = [];
+/** How `p` settled, or undefined if it has not within `ms`. */
+async function settledWithin<T>(p: Promise<T>, ms: number): Promise<PromiseSettledResult<T> | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<undefined>((resolve) => { timer = setTimeout(() => resolve(undefined), ms); });
+  const settled = p.then((value): PromiseSettledResult<T> => ({ status: 'fulfilled', value }), (reason: unknown): PromiseSettledResult<T> => ({ status: 'rejected', reason }));
+  try { return await Promise.race([settled, timeout]); } finally { clearTimeout(timer); }
+}
+
+type CleanupEntry = { step: string; fn: Cleanup };
+
+/**
+ * The step that was running when the build was interrupted. Abandoning it would let it go on after
+ * the cleanups (a qemu-img writing on, a QEMU started into a removed work directory), so it is waited
+ * for; whatever it leaves to undo, it leaves like a finished step.
+ */
+async function stopInterruptedStep(running: Promise<Cleanup | void>, step: string, cleanups: CleanupEntry[], ctx: BuildContext, graceMs: number): Promise<boolean> {
+  const settled = await settledWithin(running, graceMs);
+  if (!settled) {
+    ctx.log(`step "${step}" did not stop within ${graceMs / 1000} s of the interrupt; cleaning up around it`, 'warn');
+    return false;
+  }
+  if (settled.status === 'fulfilled' && settled.value) cleanups.push({ step, fn: settled.value });
+  return true;
+}
+
+export async function runSteps(steps: Step[], ctx: BuildContext, interruptGraceMs = defaultInterruptGraceMs): Promise<RunResult> {
+  const cleanups: CleanupEntry[] = [];
   const name = ctx.build.name;
   const active = steps.filter((s) => s.enabled?.(ctx) ?? true);
   ctx.events.emit({ type: 'build-start', build: name, steps: active.map((s) => s.name) });
 
   let result: Omit<RunResult, 'cleanUp'> = { ok: true, kept: false };
+  // A step still running after the interrupt's grace period: waited for again once the cleanups
+  // (stopping QEMU, closing servers) have pulled the ground from under it.
+  let straggler: { step: string; running: Promise<Cleanup | void> } | undefined;
   for (let i = 0; i < active.length; i++) {
     const step = active[i]!;
+    // Interrupted between two steps: the next one does not start.
+    if (ctx.signal.aborted) { result = { ok: false, error: ctx.signal.reason as Error, kept: false }; break; }
     const started = performance.now();
     ctx.events.emit({ type: 'step-start', build: name, step: step.name, index: i });
     // Set once the user has seen this failure (before the prompt), so it is not reported twice.
     let reported = false;
+    let running: Promise<Cleanup | void> | undefined;
     try {
       for (;;) {
         try {
-          const cleanup = await abortable(step.run(ctx), ctx.signal);
+          running = step.run(ctx);
+          const cleanup = await abortable(running, ctx.signal);
           if (cleanup) cleanups.push({ step: step.name, fn: cleanup });
           break;
         } catch (e) {
@@ -62,9 +100,10 @@ export async function runSteps(steps: Step[], ctx: BuildContext): Promise<RunRes
       }
     } catch (e) {
       const error = e as Error & { keep?: boolean };
+      if (ctx.signal.aborted && running && !(await stopInterruptedStep(running, step.name, cleanups, ctx, interruptGraceMs))) straggler = { step: step.name, running };
       if (!ctx.signal.aborted && !reported) ctx.events.emit({ type: 'step-error', build: name, step: step.name, index: i, error: error.message });
       const keep = !ctx.signal.aborted && (ctx.options.onError === 'abort' || error.keep === true);
-      result = { ok: false, error, failedStep: step.name, kept: keep };
+      result = { ok: false, error: ctx.signal.aborted ? ctx.signal.reason as Error : error, failedStep: step.name, kept: keep };
       break;
     }
     const ms = performance.now() - started;
@@ -78,6 +117,10 @@ export async function runSteps(steps: Step[], ctx: BuildContext): Promise<RunRes
   }
 
   if (!result.kept) await runCleanups(cleanups, ctx);
+  if (straggler) {
+    const late: CleanupEntry[] = [];
+    if (await stopInterruptedStep(straggler.running, straggler.step, late, ctx, interruptGraceMs)) await runCleanups(late, ctx);
+  }
   const pending = result.kept ? cleanups : [];
   return { ...result, cleanUp: () => runCleanups(pending.splice(0), ctx) };
 }
@@ -94,7 +137,7 @@ async function askAfterFailure(ctx: BuildContext, step: string): Promise<'retry'
   }
 }
 
-export async function runCleanups(cleanups: { step: string; fn: Cleanup }[], ctx: BuildContext): Promise<void> {
+export async function runCleanups(cleanups: CleanupEntry[], ctx: BuildContext): Promise<void> {
   for (const { step, fn } of cleanups.reverse()) {
     try {
       await fn();

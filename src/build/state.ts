@@ -55,6 +55,8 @@ export interface BuildState {
   /** The active (top) image QEMU writes; it changes each time a layer is frozen below it. */
   disk?: { path: string; format: 'qcow2'; virtualSize: number };
   layers?: LayerPlan;
+  /** The disk is an overlay on a cached layer: an ISO build's install is done, nothing boots the ISO. */
+  resumedFromLayer?: boolean;
   /** Applicable provisioners finished (run or cached), so a retried provision step resumes after them. */
   provisionersDone?: number;
   /** The finished artifacts of an identical earlier build are still in place: nothing left to do. */

@@ -11,6 +11,7 @@ import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, readdirSyn
 import path from 'node:path';
 import { execa } from 'execa';
 import { qemuImgBinary } from '../qemu/qemu-img.js';
+import { diesWithKiln } from '../qemu/process.js';
 import { fileDigest } from './digest.js';
 import { withLock } from './lock.js';
 import { isAlive } from '../build/stale.js';
@@ -49,11 +50,19 @@ export class LayerStore {
   }
 
   private ensureDirs(): void {
+    // Private: a layer is a whole disk, and may come with the build key that logs into it.
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     mkdirSync(path.join(this.dir, 'inuse'), { recursive: true });
     mkdirSync(path.join(this.dir, 'artifacts'), { recursive: true });
   }
 
   layerFile(key: string): string { return path.join(this.dir, `${key}.qcow2`); }
+  private keyFile(key: string): string { return path.join(this.dir, `${key}.ssh-key`); }
+
+  /** The build key a guest without cloud-init trusts in this layer (it cannot be given a new one). */
+  sshKey(key: string): string | undefined {
+    try { return readFileSync(this.keyFile(key), 'utf8'); } catch { return undefined; }
+  }
   private metaFile(key: string): string { return path.join(this.dir, `${key}.json`); }
 
   meta(key: string): LayerMeta | undefined {
@@ -79,6 +88,7 @@ export class LayerStore {
     for (const c of children) removed.push(...this.remove(c.key));
     rmSync(this.metaFile(key), { force: true });
     rmSync(this.layerFile(key), { force: true });
+    rmSync(this.keyFile(key), { force: true });
     removed.push(key);
     return removed;
   }
@@ -129,7 +139,7 @@ export class LayerStore {
    * Publishes `frozen` (an overlay QEMU no longer writes) as layer `key`: copied sparsely, its backing
    * file renamed to the store-relative name, digested, then renamed into place.
    */
-  async publish(key: string, frozen: string, backing: { name: string; format: string } | null, meta: Omit<LayerMeta, 'key' | 'backing' | 'sha256' | 'size' | 'created'>, signal?: AbortSignal): Promise<LayerMeta> {
+  async publish(key: string, frozen: string, backing: { name: string; format: string } | null, meta: Omit<LayerMeta, 'key' | 'backing' | 'sha256' | 'size' | 'created'>, signal?: AbortSignal, sshKey?: string): Promise<LayerMeta> {
     this.ensureDirs();
     const final = this.layerFile(key);
     return withLock(`${final}.lock`, async () => {
@@ -137,12 +147,13 @@ export class LayerStore {
       if (existing && existsSync(final)) return existing; // another build made it meanwhile
       const tmp = `${final}.tmp-${process.pid}`;
       try {
-        await execa('cp', ['--sparse=always', '--reflink=auto', frozen, tmp], { cancelSignal: signal });
-        await execa(qemuImgBinary, ['rebase', '-u', ...(backing ? ['-F', backing.format, '-b', backing.name] : ['-b', '']), tmp], { cancelSignal: signal });
+        await execa(...diesWithKiln('cp', ['--sparse=always', '--reflink=auto', frozen, tmp]), { cancelSignal: signal });
+        await execa(...diesWithKiln(qemuImgBinary, ['rebase', '-u', ...(backing ? ['-F', backing.format, '-b', backing.name] : ['-b', '']), tmp]), { cancelSignal: signal });
         const full: LayerMeta = {
           key, backing: backing?.name ?? null, ...meta,
           sha256: await fileDigest(tmp), size: diskBytes(tmp), created: new Date().toISOString(),
         };
+        if (sshKey) writeFileSync(this.keyFile(key), sshKey, { mode: 0o600 });
         renameSync(tmp, final);
         const metaTmp = `${this.metaFile(key)}.tmp-${process.pid}`;
         writeFileSync(metaTmp, JSON.stringify(full, null, 2) + '\n');

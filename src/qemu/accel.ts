@@ -5,12 +5,13 @@
  * on this project's CI hosts KVM "works" but runs guest code ~1000x slower than TCG, which looks like a
  * silent hang to a real guest. The answer is cached per boot of the host.
  */
-import { mkdirSync, readFileSync, renameSync, writeFileSync, existsSync } from 'node:fs';
+import { lstatSync, mkdirSync, readFileSync, renameSync, writeFileSync, existsSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { execa } from 'execa';
 import type { Accelerator } from './argv.js';
-import { qemuBinary } from './process.js';
+import { diesWithKiln, qemuBinary } from './process.js';
 import { probeBootSector, probeExitCode, probeImageSize, probeMinSpeed, probeSpeedMarker, probeSuccessMarker } from './accel-probe-image.js';
 
 export interface ProbeResult { accelerator: Accelerator; ok: boolean; reason?: string; ms: number }
@@ -22,8 +23,31 @@ function hostBootId(): string {
   try { return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim(); } catch { return 'unknown'; }
 }
 
-/** Boots the probe guest under `accel`; never throws. */
-export async function probeAccelerator(accel: Accelerator, cacheDir: string, timeoutMs = 12_000): Promise<ProbeResult> {
+/**
+ * Where the probe's answers are kept: they hold for the whole host until it reboots, whichever cache
+ * directory a build uses, so they live in the user's runtime directory (KILN_ACCEL_CACHE overrides).
+ * Not named "kiln-*": that is the pattern of build work directories in the temporary directory.
+ */
+export function acceleratorMemoDir(): string {
+  if (process.env.KILN_ACCEL_CACHE) return process.env.KILN_ACCEL_CACHE;
+  const runtime = process.env.XDG_RUNTIME_DIR;
+  return runtime ? path.join(runtime, 'kiln') : path.join(os.tmpdir(), `kiln.${os.userInfo().uid}`);
+}
+
+/**
+ * Creates the memo directory (0700) and checks that it is ours: in a shared temporary directory
+ * someone else could have made it first, and a planted answer would choose the accelerator.
+ */
+function ownMemoDir(dir: string): boolean {
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const st = lstatSync(dir);
+    return st.isDirectory() && st.uid === os.userInfo().uid && (st.mode & 0o022) === 0;
+  } catch { return false; }
+}
+
+/** Boots the probe guest under `accel`; never throws (an aborted probe is a failed one). */
+export async function probeAccelerator(accel: Accelerator, cacheDir: string, timeoutMs = 12_000, signal?: AbortSignal): Promise<ProbeResult> {
   const started = performance.now();
   if (accel === 'tcg') return { accelerator: accel, ok: true, ms: 0 };
   if (accel === 'kvm' && !existsSync('/dev/kvm')) return { accelerator: accel, ok: false, reason: '/dev/kvm does not exist', ms: 0 };
@@ -35,11 +59,11 @@ export async function probeAccelerator(accel: Accelerator, cacheDir: string, tim
     writeFileSync(`${image}.${process.pid}`, buf);
     renameSync(`${image}.${process.pid}`, image);
   }
-  const r = await execa(qemuBinary, [
+  const r = await execa(...diesWithKiln(qemuBinary, [
     '-accel', accel, '-machine', 'pc', '-nodefaults', '-display', 'none', '-m', '32', '-no-reboot',
     '-drive', `file=${image},format=raw,if=ide,snapshot=on`, '-serial', 'stdio',
     '-device', 'isa-debug-exit,iobase=0xf4,iosize=0x04',
-  ], { reject: false, timeout: timeoutMs, all: true, stdin: 'ignore' });
+  ]), { reject: false, timeout: timeoutMs, all: true, stdin: 'ignore', cancelSignal: signal });
   const ms = performance.now() - started;
   const out = String(r.all ?? '');
   const speed = Number(new RegExp(`${probeSpeedMarker} (\\d+)`).exec(out)?.[1] ?? NaN);
@@ -48,7 +72,9 @@ export async function probeAccelerator(accel: Accelerator, cacheDir: string, tim
     return { accelerator: accel, ok: false, ms, reason: `guest code runs too slowly under ${accel} (${speed} loop iterations/ms; software emulation does ~500000)` };
   }
   const firstError = out.split('\n').reverse().find((l) => l.trim() && !/warning:/i.test(l));
-  const reason = r.timedOut
+  const reason = r.isCanceled
+    ? 'the probe was interrupted'
+    : r.timedOut
     ? `a test guest did not reach 64-bit mode within ${timeoutMs / 1000} s`
     : firstError?.trim() || `QEMU exited with ${r.exitCode ?? r.signal}`;
   return { accelerator: accel, ok: false, reason, ms };
@@ -63,7 +89,7 @@ const hostDefault: Accelerator[] = process.platform === 'darwin' ? ['hvf'] : pro
  * not work is an error; `auto` falls back to TCG with one line saying why.
  */
 export async function chooseAccelerator(
-  wanted: Accelerator | 'auto', cacheDir: string, warn: (msg: string) => void,
+  wanted: Accelerator | 'auto', cacheDir: string, warn: (msg: string) => void, signal?: AbortSignal,
 ): Promise<Accelerator> {
   // KILN_ACCELERATOR stands in for the template's choice when that is auto, and is checked like one:
   // an unchecked kvm that does not work looks like a guest that never boots.
@@ -73,20 +99,24 @@ export async function chooseAccelerator(
   }
   if (forced) wanted = forced as Accelerator;
   if (wanted === 'tcg') return 'tcg';
-  const memo = path.join(cacheDir, 'accelerator.json');
+  const memoDir = acceleratorMemoDir();
+  const memo = ownMemoDir(memoDir) ? path.join(memoDir, 'accelerator.json') : undefined;
   let table: Record<string, ProbeResult> = {};
-  try { table = JSON.parse(readFileSync(memo, 'utf8')) as Record<string, ProbeResult>; } catch { /* first run */ }
+  try { if (memo) table = JSON.parse(readFileSync(memo, 'utf8')) as Record<string, ProbeResult>; } catch { /* first run */ }
   const candidates = wanted === 'auto' ? hostDefault : [wanted];
   for (const accel of candidates) {
     const key = `${hostBootId()}:${probeId}:${qemuBinary}:${accel}`;
     let result = table[key];
     if (!result) {
-      result = await probeAccelerator(accel, cacheDir);
+      result = await probeAccelerator(accel, cacheDir, undefined, signal);
+      // An interrupted probe says nothing about the host: neither remembered nor reported.
+      signal?.throwIfAborted();
       table[key] = result;
       try {
-        mkdirSync(cacheDir, { recursive: true });
-        writeFileSync(`${memo}.${process.pid}`, JSON.stringify(table));
-        renameSync(`${memo}.${process.pid}`, memo);
+        if (memo) {
+          writeFileSync(`${memo}.${process.pid}`, JSON.stringify(table));
+          renameSync(`${memo}.${process.pid}`, memo);
+        }
       } catch { /* a cache we cannot write only costs a probe next time */ }
     }
     if (result.ok) return accel;

@@ -33,10 +33,16 @@ export function requireQemu(): void {
 }
 
 /**
- * setpriv --pdeathsig makes the kernel SIGKILL QEMU when kiln's process dies, however it dies, so an
- * interrupted or killed build never leaves a VM running. Where setpriv is missing we still run.
+ * setpriv --pdeathsig makes the kernel SIGKILL a child when kiln's process dies, however it dies, so
+ * an interrupted or killed build never leaves a VM (or a qemu-img writing on) behind. setpriv execs
+ * the program, so the child's pid is the program's. Where setpriv is missing we still run.
  */
 const setpriv = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
+
+/** The command that runs `file args` so that it dies with kiln: pass it to execa as `execa(...diesWithKiln(f, a), opts)`. */
+export function diesWithKiln(file: string, args: string[]): [string, string[]] {
+  return setpriv ? [setpriv, ['--pdeathsig', 'SIGKILL', '--', file, ...args]] : [file, args];
+}
 
 export interface QemuExit { code: number | null; signal: string | null; stderr: string }
 
@@ -58,9 +64,7 @@ export class QemuProcess {
   }
 
   static start(args: string[], opts: { cwd?: string } = {}): QemuProcess {
-    const [file, argv] = setpriv
-      ? [setpriv, ['--pdeathsig', 'SIGKILL', '--', qemuBinary, ...args]]
-      : [qemuBinary, args];
+    const [file, argv] = diesWithKiln(qemuBinary, args);
     const child = execa(file, argv, {
       cwd: opts.cwd, stdin: 'ignore', stdout: 'ignore', stderr: 'pipe', reject: false,
       cleanup: true, buffer: false, detached: false,

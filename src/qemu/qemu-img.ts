@@ -1,6 +1,6 @@
 /** qemu-img, wrapped: every disk operation kiln performs goes through here. */
 import { execa } from 'execa';
-import { requireExecutable } from './process.js';
+import { diesWithKiln, requireExecutable } from './process.js';
 
 export const qemuImgBinary = process.env.KILN_QEMU_IMG ?? 'qemu-img';
 
@@ -22,9 +22,23 @@ export interface ImageInfo {
 
 export class QemuImgError extends Error {}
 
-async function qemuImg(args: string[], what: string): Promise<string> {
+/**
+ * Runs qemu-img so that it dies with kiln, and stops when `signal` aborts: an interrupted build must
+ * not leave a convert writing on after its cleanups, nor after kiln was killed.
+ */
+function runQemuImg(args: string[], signal: AbortSignal | undefined, opts: { buffer?: boolean } = {}) {
   requireQemuImg();
-  const r = await execa(qemuImgBinary, args, { reject: false, all: true });
+  return execa(...diesWithKiln(qemuImgBinary, args), { reject: false, all: true, stdin: 'ignore', cancelSignal: signal, ...opts });
+}
+
+/** A qemu-img run stopped by the build's signal fails with the signal's reason, not as a qemu-img error. */
+function throwIfCanceled(r: { isCanceled: boolean }, signal: AbortSignal | undefined): void {
+  if (r.isCanceled && signal?.aborted) throw signal.reason as Error;
+}
+
+async function qemuImg(args: string[], what: string, signal?: AbortSignal): Promise<string> {
+  const r = await runQemuImg(args, signal);
+  throwIfCanceled(r, signal);
   if (r.failed) {
     const detail = (r.all ?? r.stderr ?? '').toString().trim() || r.message;
     throw new QemuImgError(`${what} failed: ${detail}\n  command: ${qemuImgBinary} ${args.join(' ')}`);
@@ -33,9 +47,9 @@ async function qemuImg(args: string[], what: string): Promise<string> {
 }
 
 /** `shared` reads an image a running QEMU holds open (-U); its figures may be a moment old. */
-export async function imageInfo(file: string, format?: string, shared = false): Promise<ImageInfo> {
+export async function imageInfo(file: string, format?: string, shared = false, signal?: AbortSignal): Promise<ImageInfo> {
   const args = ['info', '--output=json', ...(shared ? ['-U'] : []), ...(format ? ['-f', format] : []), file];
-  const j = JSON.parse(await qemuImg(args, `reading ${file}`)) as Record<string, unknown>;
+  const j = JSON.parse(await qemuImg(args, `reading ${file}`, signal)) as Record<string, unknown>;
   return {
     format: String(j.format),
     virtualSize: Number(j['virtual-size']),
@@ -46,25 +60,27 @@ export async function imageInfo(file: string, format?: string, shared = false): 
 }
 
 /** A qcow2 overlay whose reads fall through to `base`; the base is never written. */
-export async function createOverlay(base: string, baseFormat: string, overlay: string, sizeBytes?: number): Promise<void> {
+export async function createOverlay(base: string, baseFormat: string, overlay: string, sizeBytes?: number, signal?: AbortSignal): Promise<void> {
   const args = ['create', '-q', '-f', 'qcow2', '-b', base, '-F', baseFormat, overlay];
   if (sizeBytes) args.push(String(sizeBytes));
-  await qemuImg(args, `creating overlay ${overlay}`);
+  await qemuImg(args, `creating overlay ${overlay}`, signal);
 }
 
-export async function createBlank(file: string, sizeBytes: number): Promise<void> {
-  await qemuImg(['create', '-q', '-f', 'qcow2', file, String(sizeBytes)], `creating disk ${file}`);
+export async function createBlank(file: string, sizeBytes: number, signal?: AbortSignal): Promise<void> {
+  await qemuImg(['create', '-q', '-f', 'qcow2', file, String(sizeBytes)], `creating disk ${file}`, signal);
 }
 
 /** Grows (never shrinks) an image's virtual size. */
-export async function resize(file: string, format: string, sizeBytes: number): Promise<void> {
-  await qemuImg(['resize', '-q', '-f', format, file, String(sizeBytes)], `resizing ${file}`);
+export async function resize(file: string, format: string, sizeBytes: number, signal?: AbortSignal): Promise<void> {
+  await qemuImg(['resize', '-q', '-f', format, file, String(sizeBytes)], `resizing ${file}`, signal);
 }
 
 export interface ConvertOptions {
   compress?: boolean;
   options?: string[];              // -o values
   onProgress?: (percent: number) => void;
+  /** Stops (kills) the conversion. */
+  signal?: AbortSignal;
 }
 
 /** `qemu-img convert`, with `-p` parsed into progress callbacks. */
@@ -74,8 +90,7 @@ export async function convert(src: string, srcFormat: string, dst: string, dstFo
   if (opts.compress) args.push('-c');
   if (opts.options?.length) args.push('-o', opts.options.join(','));
   args.push(src, dst);
-  requireQemuImg();
-  const child = execa(qemuImgBinary, args, { reject: false, all: true, buffer: true });
+  const child = runQemuImg(args, opts.signal, { buffer: true });
   if (opts.onProgress) {
     let partial = '';
     child.stdout?.on('data', (b: Buffer) => {
@@ -85,6 +100,7 @@ export async function convert(src: string, srcFormat: string, dst: string, dstFo
     });
   }
   const r = await child;
+  throwIfCanceled(r, opts.signal);
   if (r.failed) {
     const detail = String(r.stderr ?? '').trim() || r.message;
     throw new QemuImgError(`converting to ${dstFormat} failed: ${detail}\n  command: ${qemuImgBinary} ${args.join(' ')}`);
@@ -92,14 +108,14 @@ export async function convert(src: string, srcFormat: string, dst: string, dstFo
 }
 
 /** `qemu-img check`; formats without checks (raw) count as passing. */
-export async function check(file: string, format: string): Promise<{ ok: boolean; output: string }> {
-  requireQemuImg();
-  const r = await execa(qemuImgBinary, ['check', '-f', format, file], { reject: false, all: true });
+export async function check(file: string, format: string, signal?: AbortSignal): Promise<{ ok: boolean; output: string }> {
+  const r = await runQemuImg(['check', '-f', format, file], signal);
+  throwIfCanceled(r, signal);
   // rc 63: "this image format does not support checks" — not a failure.
   return { ok: r.exitCode === 0 || r.exitCode === 63, output: String(r.all ?? '').trim() };
 }
 
-export async function qemuImgVersion(): Promise<string> {
-  const out = await qemuImg(['--version'], 'qemu-img --version');
+export async function qemuImgVersion(signal?: AbortSignal): Promise<string> {
+  const out = await qemuImg(['--version'], 'qemu-img --version', signal);
   return /version ([^\s]+)/.exec(out)?.[1] ?? out.split('\n')[0] ?? 'unknown';
 }

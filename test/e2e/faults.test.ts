@@ -237,17 +237,17 @@ describe('faults: the host', () => {
   }, 60_000);
 
   it('7a. accelerator: kvm where KVM does not work fails fast with a fix; so does KILN_ACCELERATOR=kvm', async () => {
-    const accelCache = path.join(dir, 'accel-cache'); // empty: the probe really runs
+    const accelCache = path.join(dir, 'accel-cache'); // empty, for the probe's image and its answers: the probe really runs
     const t = template({ name: 'kvm', source: { accelerator: 'kvm' } });
     const before = snapshotLeftovers({ build: t.build, outputDir: t.outputDir, markers: [accelCache] });
-    const r = await kiln(['build', t.file, '--events=json'], { KILN_CACHE_DIR: accelCache, KILN_ACCELERATOR: '' });
+    const r = await kiln(['build', t.file, '--events=json'], { KILN_CACHE_DIR: accelCache, KILN_ACCEL_CACHE: accelCache, KILN_ACCELERATOR: '' });
     expect(r.exitCode).toBe(1);
     expect(errorOf(r)).toMatch(/^launch QEMU: accelerator "kvm" does not work on this host: .+\n  fix: set accelerator: auto \(falls back to tcg\) or accelerator: tcg in the template$/);
     expectNoLeftovers(before);
 
     const fromEnv = template({ name: 'kvm-env' });
     const beforeEnv = snapshotLeftovers({ build: fromEnv.build, outputDir: fromEnv.outputDir, markers: [accelCache] });
-    const e = await kiln(['build', fromEnv.file, '--events=json'], { KILN_CACHE_DIR: accelCache, KILN_ACCELERATOR: 'kvm' });
+    const e = await kiln(['build', fromEnv.file, '--events=json'], { KILN_CACHE_DIR: accelCache, KILN_ACCEL_CACHE: accelCache, KILN_ACCELERATOR: 'kvm' });
     expect(e.exitCode).toBe(1);
     expect(errorOf(e)).toMatch(/accelerator "kvm" \(from KILN_ACCELERATOR\) does not work on this host: .+\n  fix: unset KILN_ACCELERATOR, or set it to tcg$/);
     expectNoLeftovers(beforeEnv);
@@ -256,7 +256,7 @@ describe('faults: the host', () => {
   it('7b. accelerator: auto where KVM does not work: exactly one fallback line, and the build succeeds on TCG', async () => {
     const accelCache = path.join(dir, 'accel-cache'); // the probe's answer from 7a, if it ran
     const t = template({ name: 'auto', source: { accelerator: 'auto' } });
-    const r = await kiln(['build', t.file, '--events=json'], { KILN_CACHE_DIR: accelCache, KILN_ACCELERATOR: '' });
+    const r = await kiln(['build', t.file, '--events=json'], { KILN_CACHE_DIR: accelCache, KILN_ACCEL_CACHE: accelCache, KILN_ACCELERATOR: '' });
     expect(r.exitCode, r.stderr.slice(-2000)).toBe(0);
     const fallback = r.stderr.split('\n').filter((l) => /falling back/i.test(l));
     expect(fallback).toHaveLength(1);

@@ -6,7 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Guest, insecureKey, overlayOf, tinySourceYaml } from '../helpers/guest.js';
+import { Guest, insecureKey, installerSourceYaml, overlayOf, tinySourceYaml } from '../helpers/guest.js';
 import { kiln, type KilnRun } from '../helpers/kiln.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-e2e-layers-'));
@@ -165,6 +165,33 @@ ${tinySourceYaml()}
     for (const f of layers) expect((await execa('qemu-img', ['check', path.join(shared, 'layers', f)], { reject: false })).exitCode).toBe(0);
     expect(readdirSync(path.join(shared, 'layers', 'inuse'))).toEqual([]);
   }, 300_000);
+
+  it('an ISO build resumes on its installed layer: no installer, no boot command, the saved key logs in', async () => {
+    const isoTemplate = path.join(dir, 'iso.yaml');
+    const isoOut = path.join(dir, 'iso-out');
+    writeFileSync(isoTemplate, `
+variables:
+  second: { default: a }
+builds:
+  - name: iso-layers
+    output_directory: ${isoOut}
+${installerSourceYaml()}
+    provisioners:
+      - { type: shell, inline: ['echo installed-once > /root/first'] }
+      - { type: shell, inline: ['echo "second-\${var.second}" > /root/second'] }
+`);
+    const isoBuild = (...args: string[]) => kiln(['build', isoTemplate, '--events=json', '--debug', ...args], env);
+    const first = await isoBuild();
+    expect(first.exitCode, first.stderr.slice(-2000)).toBe(0);
+    expect(logs(first)).toMatch(/boot command typed/);
+    const again = await isoBuild('--force', '--var', 'second=b');
+    expect(again.exitCode, again.stderr.slice(-2000)).toBe(0);
+    expect(cached(again)).toEqual([0]);
+    expect(ran(again)).toEqual([1]);
+    expect(logs(again)).not.toMatch(/boot command typed|booting the installer ISO/);
+    expect(logs(again)).toMatch(/using the build key saved with the cached layer/);
+    expect((await execa('qemu-img', ['check', path.join(isoOut, 'iso-layers.qcow2')], { reject: false })).exitCode).toBe(0);
+  }, 400_000);
 
   it('kiln cache ls / rm / prune', async () => {
     const ls = await kiln(['cache', 'ls'], env);

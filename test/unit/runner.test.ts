@@ -63,12 +63,64 @@ describe('runSteps', () => {
     const { log, step } = recorder();
     const controller = new AbortController();
     const { ctx } = context('abort', controller.signal);
-    const blocked: Step = { name: 'wait', run: () => new Promise(() => { setTimeout(() => controller.abort(new BuildInterrupted('SIGINT')), 10); }) };
+    const blocked: Step = {
+      name: 'wait',
+      run: (c) => new Promise((_, reject) => {
+        c.signal.addEventListener('abort', () => { log.push('wait stopped'); reject(new Error('stopped')); });
+        setTimeout(() => controller.abort(new BuildInterrupted('SIGINT')), 10);
+      }),
+    };
     const r = await runSteps([step('a'), blocked, step('c')], ctx);
     expect(r.ok).toBe(false);
     expect(r.error).toBeInstanceOf(BuildInterrupted);
     expect(r.kept).toBe(false); // an interrupt always cleans up, even with on-error=abort
-    expect(log).toEqual(['run a', 'cleanup a']);
+    expect(log).toEqual(['run a', 'wait stopped', 'cleanup a']);
+  });
+  it('an interrupted step that finishes anyway is waited for, and its cleanup runs first', async () => {
+    const { log, step } = recorder();
+    const controller = new AbortController();
+    const { ctx, events } = context('cleanup', controller.signal);
+    const slow: Step = {
+      name: 'slow',
+      run: async () => {
+        controller.abort(new BuildInterrupted('SIGINT'));
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        log.push('slow done');
+        return () => { log.push('cleanup slow'); };
+      },
+    };
+    const r = await runSteps([step('a'), slow, step('c')], ctx);
+    expect(r).toMatchObject({ ok: false, failedStep: 'slow', kept: false });
+    expect(log).toEqual(['run a', 'slow done', 'cleanup slow', 'cleanup a']);
+    expect(events.filter((e) => e.type === 'cleanup').map((e) => (e as { step: string }).step)).toEqual(['slow', 'a']);
+  });
+  it('a step that ignores the interrupt gets a grace period, then the cleanups run around it', async () => {
+    const { log, step } = recorder();
+    const controller = new AbortController();
+    const { ctx } = context('cleanup', controller.signal);
+    let finish!: () => void;
+    const stuck: Step = {
+      name: 'stuck',
+      run: () => new Promise((resolve) => {
+        controller.abort(new BuildInterrupted('SIGTERM'));
+        // Ends only once the cleanups took its ground away (as SSH does when QEMU is stopped).
+        finish = () => { log.push('stuck done'); resolve(() => { log.push('cleanup stuck'); }); };
+      }),
+    };
+    const a: Step = { name: 'a', run: async () => () => { log.push('cleanup a'); finish(); } };
+    const r = await runSteps([a, stuck, step('c')], ctx, 50);
+    expect(r).toMatchObject({ ok: false, failedStep: 'stuck' });
+    expect(log).toEqual(['cleanup a', 'stuck done', 'cleanup stuck']);
+  });
+  it('an interrupt between steps starts no further step', async () => {
+    const { log, step } = recorder();
+    const controller = new AbortController();
+    const { ctx, events } = context('cleanup', controller.signal);
+    const last: Step = { name: 'b', run: async () => { controller.abort(new BuildInterrupted('SIGINT')); return () => { log.push('cleanup b'); }; } };
+    const r = await runSteps([step('a'), last, step('c')], ctx);
+    expect(r.ok).toBe(false);
+    expect(log).toEqual(['run a', 'cleanup b', 'cleanup a']);
+    expect(events.filter((e) => e.type === 'step-start').map((e) => (e as { step: string }).step)).toEqual(['a', 'b']);
   });
   it('a failing cleanup does not stop the others', async () => {
     const log: string[] = [];

@@ -14,6 +14,10 @@ export const bootCommandStep: Step = {
   enabled: (ctx) => ctx.build.source.boot_command.length > 0,
   async run(ctx) {
     const src = ctx.build.source;
+    if (ctx.state.resumedFromLayer && src.iso !== undefined) {
+      ctx.log('boot command skipped: the disk comes from a cached layer, installed already', 'debug');
+      return;
+    }
     const lines = parseBootCommands(src.boot_command);
     const wait = parseDuration(src.boot_wait);
     if (wait) await sleep(wait, undefined, { signal: ctx.signal });

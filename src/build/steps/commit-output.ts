@@ -23,9 +23,11 @@ export const commitOutputStep: Step = {
     };
     const inOutputDir = ctx.state.artifacts.filter((a) => path.dirname(a.path) === staging);
     for (const algorithm of ctx.build.checksums) writeSums(staging, algorithm, inOutputDir);
-    const manifest = buildManifest(ctx, ctx.state.startedAt, finalPathOf, await qemuImgVersion());
+    const manifest = buildManifest(ctx, ctx.state.startedAt, finalPathOf, await qemuImgVersion(ctx.signal));
     writeFileSync(path.join(staging, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
 
+    // The renames below commit the output: an interrupt that came before them must not leave one.
+    ctx.signal.throwIfAborted();
     // Outputs bound for other directories move first; any clash is found before the main rename.
     for (const entry of readdirSync(staging)) {
       const m = /^\.elsewhere-(\d+)$/.exec(entry);

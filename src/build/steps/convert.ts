@@ -68,20 +68,21 @@ async function write(ctx: BuildContext, o: OutputConfig, index: number, name: st
   const onProgress = (percent: number) => ctx.events.emit({ type: 'progress', build: ctx.build.name, task: `convert ${name}`, percent });
   let virtualSize: number;
   if (plan.kind === 'disk') {
-    await convert(disk.path, disk.format, dst, plan.qemuFormat, { compress: plan.compress, options: plan.options, onProgress });
+    await convert(disk.path, disk.format, dst, plan.qemuFormat, { compress: plan.compress, options: plan.options, onProgress, signal: ctx.signal });
     if (plan.checkable) {
-      const checked = await check(dst, plan.qemuFormat);
+      const checked = await check(dst, plan.qemuFormat, ctx.signal);
       if (!checked.ok) throw new Error(`qemu-img check failed for ${name}:\n${checked.output}`);
     }
-    virtualSize = (await imageInfo(dst, plan.qemuFormat)).virtualSize;
+    virtualSize = (await imageInfo(dst, plan.qemuFormat, false, ctx.signal)).virtualSize;
   } else {
     const src = ctx.build.source;
     await writePackage(plan.packageFormat, {
       source: disk.path, sourceFormat: disk.format, out: dst, name: path.basename(name, `.${plan.extension}`),
       cpus: src.cpus, memoryMiB: memoryMiB(src.memory), firmware: src.firmware, onProgress,
     });
-    virtualSize = (await imageInfo(disk.path, disk.format)).virtualSize;
+    virtualSize = (await imageInfo(disk.path, disk.format, false, ctx.signal)).virtualSize;
   }
+  ctx.signal.throwIfAborted();
   const digests = await fileDigests(dst, [...new Set(['sha256', ...ctx.build.checksums] as const)]);
   const { size } = statSync(dst);
   ctx.state.timings[`convert ${name}`] = performance.now() - started;
@@ -101,10 +102,10 @@ export const convertStep: Step = {
       names.add(key);
     }
     if (outputs.some((o) => o.format === 'vhd')) {
-      const { virtualSize } = await imageInfo(disk.path, disk.format);
+      const { virtualSize } = await imageInfo(disk.path, disk.format, false, ctx.signal);
       const mib = 2 ** 20;
       if (virtualSize % mib) {
-        await resize(disk.path, disk.format, Math.ceil(virtualSize / mib) * mib);
+        await resize(disk.path, disk.format, Math.ceil(virtualSize / mib) * mib, ctx.signal);
         ctx.log('disk grown to a whole MiB for the VHD output (Azure requires it)', 'warn');
       }
     }

@@ -19,11 +19,11 @@ export function pickFromSums(text: string, fileName: string): Expected | undefin
   return undefined;
 }
 
-async function expectedChecksum(checksum: string, image: string): Promise<Expected | undefined> {
+async function expectedChecksum(checksum: string, image: string, signal: AbortSignal): Promise<Expected | undefined> {
   if (checksum === 'none') return undefined;
   const [kind, value] = [checksum.slice(0, checksum.indexOf(':')), checksum.slice(checksum.indexOf(':') + 1)];
   if (kind === 'sha256' || kind === 'sha512') return { algorithm: kind, hex: value.toLowerCase() };
-  const text = isUrl(value) ? await (await fetch(value)).text() : readFileSync(value, 'utf8');
+  const text = isUrl(value) ? await (await fetch(value, { signal })).text() : readFileSync(value, 'utf8');
   const name = path.basename(isUrl(image) ? new URL(image).pathname : image);
   const found = pickFromSums(text, name);
   if (!found) throw new Error(`checksum file ${value} has no line for "${name}"`);
@@ -37,7 +37,7 @@ export const fetchBaseStep: Step = {
     // The loader guarantees exactly one of them.
     const media = (src.base_image ?? src.iso)!;
     const isIso = src.base_image === undefined;
-    const expected = await expectedChecksum(src.checksum, media);
+    const expected = await expectedChecksum(src.checksum, media, ctx.signal);
     let file: string;
     let sha256: string;
     if (isUrl(media)) {
@@ -47,6 +47,7 @@ export const fetchBaseStep: Step = {
     } else {
       file = media;
       sha256 = await cachedFileDigest(file, ctx.options.cacheDir);
+      ctx.signal.throwIfAborted();
       if (expected) {
         const got = expected.algorithm === 'sha256' ? sha256 : await fileDigest(file, expected.algorithm);
         if (got !== expected.hex) {
@@ -54,12 +55,13 @@ export const fetchBaseStep: Step = {
         }
       }
     }
+    ctx.signal.throwIfAborted();
     if (isIso) {
       ctx.state.base = { path: file, format: 'raw', sha256, source: media, kind: 'iso' };
       ctx.log(`installer ISO ${path.basename(media)} (sha256 ${sha256.slice(0, 12)}...)`, 'debug');
       return;
     }
-    const info = await imageInfo(file);
+    const info = await imageInfo(file, undefined, false, ctx.signal);
     if (info.backingFile) throw new Error(`base image ${file} has a backing file (${info.backingFile}); give kiln a self-contained image (qemu-img convert it first)`);
     ctx.state.base = { path: file, format: info.format, sha256, source: media, kind: 'disk' };
     ctx.log(`base image ${path.basename(media)} (${info.format}, sha256 ${sha256.slice(0, 12)}...)`, 'debug');

@@ -9,6 +9,7 @@ import { buildQemuArgs, shellQuote, type VmSpec } from '../../qemu/argv.js';
 import { chooseAccelerator } from '../../qemu/accel.js';
 import { QemuProcess, requireQemu } from '../../qemu/process.js';
 import { QmpClient } from '../../qemu/qmp.js';
+import { abortable } from '../runner.js';
 import { parseSize } from '../../template/units.js';
 
 export const OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd';
@@ -37,7 +38,8 @@ export function vmSpecFor(ctx: BuildContext, sshHostPort: number | undefined, wi
   const comm = src.communicator;
   const disks: VmSpec['disks'] = [{ path: disk.path, format: 'qcow2', interface: src.disk_interface, discard: true }];
   if (st.seed?.kind === 'cdrom') disks.push({ path: st.seed.iso, format: 'raw', interface: 'virtio', readonly: true });
-  const installer = withInstallMedia && st.base?.kind === 'iso';
+  // A disk from a cached layer is installed already: the ISO stays out.
+  const installer = withInstallMedia && st.base?.kind === 'iso' && !st.resumedFromLayer;
   const cdroms = installer ? [st.base!.path] : [];
   if (withInstallMedia && st.cdFilesIso) cdroms.push(st.cdFilesIso);
   return {
@@ -115,6 +117,7 @@ export async function startVm(ctx: BuildContext, withInstallMedia: boolean): Pro
     } else if (wantsPort) {
       port = await freePort();
     }
+    ctx.signal.throwIfAborted();
     const spec = vmSpecFor(ctx, port, withInstallMedia);
     const argv = buildQemuArgs(spec);
     ctx.log(`qemu: ${shellQuote(['qemu-system-x86_64', ...argv])}`, 'debug');
@@ -122,12 +125,13 @@ export async function startVm(ctx: BuildContext, withInstallMedia: boolean): Pro
     st.qemu = qemu;
     st.serialLog = spec.serial?.log;
     try {
-      st.qmp = await Promise.race([
+      st.qmp = await abortable(Promise.race([
         QmpClient.connect(spec.qmpSocket, 15_000),
         qemu.exited.then((e) => { throw new Error(`QEMU exited at start (code ${e.code ?? e.signal}): ${e.stderr || 'no message'}\n  command: ${shellQuote(qemu.argv)}`); }),
-      ]);
+      ]), ctx.signal);
     } catch (e) {
       await qemu.kill(500);
+      if (ctx.signal.aborted) throw e;
       if (port === undefined || !portClash.test((e as Error).message)) throw e;
       taken.push(port);
       if (candidates ? candidates.length === 0 : attempt >= 3) throw noFreePort();
@@ -135,7 +139,7 @@ export async function startVm(ctx: BuildContext, withInstallMedia: boolean): Pro
       continue;
     }
     st.sshHostPort = port;
-    st.installing = withInstallMedia && st.base?.kind === 'iso';
+    st.installing = withInstallMedia && st.base?.kind === 'iso' && !st.resumedFromLayer;
     ctx.log(`QEMU started (${st.accelerator}, ${src.cpus} vCPU, ${spec.memoryMiB} MiB${st.installing ? ', booting the installer ISO' : ''}${port ? `, ssh on 127.0.0.1:${port}` : ''})`);
     return;
   }
@@ -147,7 +151,7 @@ export const launchQemuStep: Step = {
     const src = ctx.build.source;
     const st = ctx.state;
     requireQemu();
-    st.accelerator = await chooseAccelerator(src.accelerator, ctx.options.cacheDir, (m) => ctx.log(m, 'warn'));
+    st.accelerator = await chooseAccelerator(src.accelerator, ctx.options.cacheDir, (m) => ctx.log(m, 'warn'), ctx.signal);
     if (src.firmware === 'uefi') {
       if (!existsSync(OVMF_CODE)) throw new Error(`firmware: uefi needs ${OVMF_CODE}\n  fix: apt-get install ovmf (make setup does it)`);
       copyFileSync(OVMF_VARS, path.join(st.workDir, 'efivars.fd'));

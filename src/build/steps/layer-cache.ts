@@ -64,6 +64,7 @@ export const layerCacheStep: Step = {
       cachedCount = resumeAt;
     }
     const cachedKeys = plan.slice(0, cachedCount).map((l) => l.key!);
+    ctx.state.resumedFromLayer = cachedCount > 0;
     for (const k of cachedKeys) store.touch(k);
     const release = store.claim(cachedKeys);
 

@@ -11,6 +11,16 @@ import { appliesTo, describeProvisioner, runProvisioner } from '../../provisione
 import { sshSession } from '../../provisioners/context.js';
 import { snapshotActiveDisk } from '../../qemu/live-snapshot.js';
 
+/**
+ * A guest without cloud-init cannot take a new key when a later build boots this layer, so a key kiln
+ * generated is kept with the layer (in the private store) and that build logs in with it.
+ */
+function keyToKeepWithLayer(ctx: BuildContext): string | undefined {
+  const comm = ctx.build.source.communicator;
+  if (comm.type !== 'ssh' || comm.private_key_file || ctx.build.source.cloud_init !== false) return undefined;
+  return ctx.state.buildKey?.privateKey;
+}
+
 /** Freezes the disk as it is after plan[position] and queues its copy into the layer store. */
 async function captureLayer(ctx: BuildContext, position: number): Promise<void> {
   const layers = need(ctx.state, 'layers');
@@ -35,7 +45,7 @@ async function captureLayer(ctx: BuildContext, position: number): Promise<void> 
       const meta = await layers.store.publish(planned.key!, frozen, backing, {
         parent: parentKey ?? null, build: ctx.build.name, template: ctx.template.file,
         provisioner: planned.index + 1, description: planned.description,
-      }, ctx.signal);
+      }, ctx.signal, keyToKeepWithLayer(ctx));
       ctx.events.emit({ type: 'layer-saved', build: ctx.build.name, index: planned.index, key: planned.key!, size: meta.size, ms: performance.now() - started });
     } catch (e) {
       // The build itself is fine; only a later rebuild loses this shortcut.

@@ -16,7 +16,16 @@ export const sshKeysStep: Step = {
       const privateKey = readFileSync(comm.private_key_file, 'utf8');
       ctx.state.buildKey = { privateKey, publicKey: publicKeyOf(privateKey), fingerprint: '' };
     } else {
-      ctx.state.buildKey = generateKeyPair(`${buildKeyCommentPrefix}${ctx.build.name}`);
+      const layers = ctx.state.layers;
+      const saved = layers && layers.cachedCount > 0 && ctx.build.source.cloud_init === false
+        ? layers.store.sshKey(layers.plan[layers.cachedCount - 1]!.key!) : undefined;
+      if (saved) {
+        // No cloud-init to give the resumed guest a new key: log in with the one its layer trusts.
+        ctx.state.buildKey = { privateKey: saved, publicKey: publicKeyOf(saved), fingerprint: '' };
+        ctx.log('using the build key saved with the cached layer (the guest has no cloud-init to take a new one)', 'debug');
+      } else {
+        ctx.state.buildKey = generateKeyPair(`${buildKeyCommentPrefix}${ctx.build.name}`);
+      }
     }
     ctx.events.addSecret(ctx.state.buildKey.privateKey);
     if (ctx.build.source.cloud_init !== false) {

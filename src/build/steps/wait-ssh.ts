@@ -48,11 +48,13 @@ export const waitSshStep: Step = {
           timeoutMs: Math.max(1000, deadline - Date.now()),
           bannerTimeoutMs: 1000,
           retryDelayMs: 200,
-          abort: () => (current.hasExited ? `QEMU exited before SSH came up${current.stderr ? `: ${current.stderr}` : ''}` : undefined),
+          abort: () => (ctx.signal.aborted ? 'interrupted'
+            : current.hasExited ? `QEMU exited before SSH came up${current.stderr ? `: ${current.stderr}` : ''}` : undefined),
           onAttempt: (n, e) => ctx.log(`ssh attempt ${n}: ${e.message}`, 'debug'),
         });
         break;
       } catch (e) {
+        ctx.signal.throwIfAborted();
         // An installer that powers off when done: boot the installed disk, without the ISO, and go on.
         if (st.installing && current.hasExited && (await current.exited).code === 0) {
           ctx.log(`installer finished after ${formatDuration(performance.now() - started)}; booting the installed disk`);
@@ -73,12 +75,24 @@ export const waitSshStep: Step = {
     ctx.log(`SSH up after ${formatDuration(performance.now() - started)} (host key ${st.ssh.hostKey})`);
     const ssh = st.ssh;
     const ci = ctx.build.source.cloud_init;
-    if (ci !== false && ci.wait) {
-      let out = '';
-      const r = await ssh.exec(asRoot(comm.username, 'command -v cloud-init >/dev/null || exit 0; cloud-init status --wait >/dev/null; cloud-init status --long'), { stdout: (s) => { out += s; }, stderr: (s) => { out += s; } });
-      if (r.exitCode === 2) ctx.log(`cloud-init finished with recoverable errors:\n${out.trim()}`, 'warn');
-      else if (r.exitCode !== 0) throw new Error(`cloud-init failed in the guest (exit ${r.exitCode}):\n${out.trim()}`);
-      ctx.log(`cloud-init done after ${formatDuration(performance.now() - started)}`, 'debug');
+    // An interrupt closes the connection, so what runs over it ends: cloud-init can take minutes under TCG.
+    const closeOnAbort = () => ssh.close();
+    ctx.signal.addEventListener('abort', closeOnAbort, { once: true });
+    try {
+      ctx.signal.throwIfAborted();
+      if (ci !== false && ci.wait) {
+        let out = '';
+        const r = await ssh.exec(asRoot(comm.username, 'command -v cloud-init >/dev/null || exit 0; cloud-init status --wait >/dev/null; cloud-init status --long'), { stdout: (s) => { out += s; }, stderr: (s) => { out += s; } });
+        ctx.signal.throwIfAborted();
+        if (r.exitCode === 2) ctx.log(`cloud-init finished with recoverable errors:\n${out.trim()}`, 'warn');
+        else if (r.exitCode !== 0) throw new Error(`cloud-init failed in the guest (exit ${r.exitCode}):\n${out.trim()}`);
+        ctx.log(`cloud-init done after ${formatDuration(performance.now() - started)}`, 'debug');
+      }
+    } catch (e) {
+      if (ctx.signal.aborted) ssh.close();
+      throw e;
+    } finally {
+      ctx.signal.removeEventListener('abort', closeOnAbort);
     }
     return () => { ssh.close(); };
   },
