@@ -113,9 +113,10 @@ async function holdKeptBuild(ctx: BuildContext, result: RunResult): Promise<bool
   const comm = build.source.communicator;
   let ssh = 'none (communicator: none)';
   if (comm.type === 'ssh' && state.sshHostPort) {
-    // A generated key lives only in kiln's memory: write it where the printed command can use it.
-    let keyFile = comm.private_key_file;
-    if (!keyFile && state.buildKey) {
+    // A generated key lives only in kiln's memory, and ssh refuses a key file others can read (a
+    // private_key_file checked out by git is 0644): write a 0600 copy where the printed command uses it.
+    let keyFile: string | undefined;
+    if (state.buildKey) {
       keyFile = path.join(state.workDir, 'ssh_key');
       writeFileSync(keyFile, state.buildKey.privateKey, { mode: 0o600 });
     }

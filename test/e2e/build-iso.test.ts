@@ -65,6 +65,6 @@ builds:
 `);
     const r = await kiln(['validate', file]);
     expect(r.exitCode).toBe(1);
-    expect(r.stderr).toMatch(/bad\.yaml:8: builds\[0\]\.source\.boot_command\[0\]: unknown key <entr> at column 8: expected a known key; did you mean <enter>\?/);
+    expect(r.stderr).toMatch(/bad\.yaml:8: builds\[0\]\.source\.boot_command\[0\]: unknown key <entr> at column 8\n\s+install<entr>\n\s{7}\s+\^\n\s+fix: write a known key; did you mean <enter>\?/);
   });
 });
