@@ -1,12 +1,12 @@
 // kiln console, end to end: a tiny build waits in a provisioner until a file appears in the guest;
 // from a real terminal (node-pty) we attach to its serial console (a root shell on ttyS0), run a
 // command, detach with Ctrl-], attach again to create the file, and the build finishes normally.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
-import { repoRoot, tinySourceYaml } from '../helpers/guest.js';
+import { repoRoot, writeTinyShellTemplate } from '../helpers/guest.js';
 import { kiln } from '../helpers/kiln.js';
 import { KilnTerminal } from '../helpers/pty.js';
 import { expectNoLeftovers, snapshotLeftovers } from '../helpers/leftovers.js';
@@ -17,19 +17,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 describe('kiln console', () => {
   it('attaches to a running build\'s serial console, runs a command, detaches; the build goes on', async () => {
     const name = 'console-demo';
-    const out = path.join(dir, 'out', name);
-    const file = path.join(dir, `${name}.yaml`);
-    writeFileSync(file, `
-builds:
-  - name: ${name}
-    output_directory: ${out}
-${tinySourceYaml()}
-    provisioners:
-      - type: shell
-        inline: ['while [ ! -f /tmp/go ]; do sleep 0.2; done', 'echo released-from-the-console']
-    outputs:
-      - format: qcow2
-`);
+    const { file, out } = writeTinyShellTemplate(dir, name, [`'while [ ! -f /tmp/go ]; do sleep 0.2; done'`, `'echo released-from-the-console'`]);
     const before = snapshotLeftovers({ build: name });
     const build = execa('node', [path.join(repoRoot, 'bin/kiln.js'), 'build', file, '--no-cache', '--events=json'], { reject: false, cwd: repoRoot, stdin: 'ignore' });
     let finished = false;

@@ -1,12 +1,12 @@
 // --on-error=ask at a real terminal (node-pty), and --on-error=abort without one: a tiny build whose
 // provisioner fails on its first run only, then retry, clean up, or keep the VM and reach it over SSH.
 // Builds run with --no-cache: a cached layer of the passing run would skip the failing provisioner.
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
-import { repoRoot, tinySourceYaml } from '../helpers/guest.js';
+import { repoRoot, writeTinyShellTemplate } from '../helpers/guest.js';
 import { KilnTerminal } from '../helpers/pty.js';
 import { expectNoLeftovers, snapshotLeftovers } from '../helpers/leftovers.js';
 
@@ -18,20 +18,7 @@ const toProvisioning = 300_000;
 
 /** A build whose provisioner fails (exit 3) the first time and succeeds when run again. */
 function failingOnce(name: string): { file: string; out: string } {
-  const out = path.join(dir, 'out', name);
-  const file = path.join(dir, `${name}.yaml`);
-  writeFileSync(file, `
-builds:
-  - name: ${name}
-    output_directory: ${out}
-${tinySourceYaml()}
-    provisioners:
-      - type: shell
-        inline: ['test -f /tmp/ok || { touch /tmp/ok; echo first-run-fails; exit 3; }', 'echo second-run-passes']
-    outputs:
-      - format: qcow2
-`);
-  return { file, out };
+  return writeTinyShellTemplate(dir, name, [`'test -f /tmp/ok || { touch /tmp/ok; echo first-run-fails; exit 3; }'`, `'echo second-run-passes'`]);
 }
 
 /** Runs the SSH command kiln printed for a kept VM, with a remote command of ours. */

@@ -2,7 +2,7 @@
  * Boots a disk image under QEMU (TCG, like CI) through kiln's own argv builder and process layer,
  * for end-to-end tests that check fixtures and artifacts by logging in.
  */
-import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -104,6 +104,27 @@ export function tinySourceYaml(indent = '    '): string {
     '  cloud_init: false',
     `  communicator: { username: root, private_key_file: ${path.join(repoRoot, 'fixtures/keys/insecure_ed25519')}, trust_on_first_use: true, timeout: 3m }`,
   ].map((l) => indent + l).join('\n');
+}
+
+/**
+ * Writes `<dir>/<name>.yaml`: one tiny-guest build (output `<dir>/out/<name>`, qcow2) whose single
+ * shell provisioner runs `inline` (YAML flow strings, quoted by the caller).
+ */
+export function writeTinyShellTemplate(dir: string, name: string, inline: string[]): { file: string; out: string } {
+  const out = path.join(dir, 'out', name);
+  const file = path.join(dir, `${name}.yaml`);
+  writeFileSync(file, `
+builds:
+  - name: ${name}
+    output_directory: ${out}
+${tinySourceYaml()}
+    provisioners:
+      - type: shell
+        inline: [${inline.join(', ')}]
+    outputs:
+      - format: qcow2
+`);
+  return { file, out };
 }
 
 /**
