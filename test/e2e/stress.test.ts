@@ -71,12 +71,23 @@ import readline from 'node:readline';
 const [template, runs] = process.argv.slice(1);
 const acks = readline.createInterface({ input: process.stdin })[Symbol.asyncIterator]();
 const descriptors = () => readdirSync('/proc/self/fd').flatMap((fd) => { try { return [fd + ' -> ' + readlinkSync('/proc/self/fd/' + fd)]; } catch { return []; } });
-const report = (o) => process.stdout.write(JSON.stringify({ type: 'driver', ...o, descriptors: descriptors(),
-  handles: process.getActiveResourcesInfo().sort(), signalListeners: process.listenerCount('SIGINT') + process.listenerCount('SIGTERM') }) + '\\n');
+const handles = () => process.getActiveResourcesInfo().sort().join();
+// A child that has just exited may still hold a pipe for a moment: sample until the handles stay the
+// same for 0.5 s (at most 5 s), so what is compared is what stays, not what is closing.
+const settle = async () => {
+  let last = handles(); let stableSince = performance.now(); const deadline = performance.now() + 5000;
+  while (performance.now() - stableSince < 500 && performance.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+    const now = handles();
+    if (now !== last) { last = now; stableSince = performance.now(); }
+  }
+};
+const report = async (o) => { await settle(); process.stdout.write(JSON.stringify({ type: 'driver', ...o, descriptors: descriptors(),
+  handles: process.getActiveResourcesInfo().sort(), signalListeners: process.listenerCount('SIGINT') + process.listenerCount('SIGTERM') }) + '\\n'); };
 for (let i = 1; i <= Number(runs); i++) {
   const started = performance.now();
   const exitCode = await main(['build', template, '--events=json', '--var', 'n=' + i]);
-  report({ run: i, exitCode, ms: performance.now() - started });
+  await report({ run: i, exitCode, ms: performance.now() - started });
   await acks.next();
 }
 process.stdin.destroy();
