@@ -3,7 +3,7 @@
  * parallel), each through its step list, and reports through the event bus. The CLI is a thin layer
  * over this; tests call it directly.
  */
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { LoadedTemplate } from '../template/load.js';
@@ -13,7 +13,7 @@ import { runSteps, type RunResult } from './runner.js';
 import type { BuildContext, BuildOptions, BuildState } from './state.js';
 import { buildSteps } from './steps/index.js';
 import type { Step } from './step.js';
-import { isAlive, markOwned, ownerFile, removeStaleWorkDirs } from './stale.js';
+import { isAlive, markOwned, ownedWorkDirs, removeStaleWorkDirs } from './stale.js';
 import type { Scalar } from '../template/interpolate.js';
 import { shellQuote } from '../qemu/argv.js';
 
@@ -174,17 +174,11 @@ function recordBuild(workDir: string, build: string, template: string): void {
 /** Builds whose kiln process is still alive, found by the records in their work directories. */
 export function listRunningBuilds(tmp = os.tmpdir()): RunningBuild[] {
   const running: RunningBuild[] = [];
-  let entries: string[] = [];
-  try { entries = readdirSync(tmp); } catch { return running; }
-  for (const name of entries) {
-    if (!name.startsWith('kiln-')) continue;
-    const workDir = path.join(tmp, name);
-    const file = path.join(workDir, buildRecordFile);
-    if (!existsSync(file) || !existsSync(path.join(workDir, ownerFile))) continue;
+  for (const { dir: workDir } of ownedWorkDirs(tmp)) {
     try {
-      const record = JSON.parse(readFileSync(file, 'utf8')) as Omit<RunningBuild, 'workDir'>;
+      const record = JSON.parse(readFileSync(path.join(workDir, buildRecordFile), 'utf8')) as Omit<RunningBuild, 'workDir'>;
       if (isAlive(record.pid)) running.push({ ...record, workDir });
-    } catch { /* being written or removed right now */ }
+    } catch { /* no record (an older kiln), or being written or removed right now */ }
   }
   return running.sort((a, b) => a.startedAt.localeCompare(b.startedAt));
 }

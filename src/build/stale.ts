@@ -3,7 +3,7 @@
  * its owner's pid, and the next run removes those whose owner is gone. QEMU itself cannot outlive
  * kiln (pdeathsig), so only files remain to clean.
  */
-import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -18,22 +18,24 @@ export function isAlive(pid: number): boolean {
   try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
 }
 
-/** Removes kiln work directories under `tmp` whose owning process no longer exists; returns them. */
-export function removeStaleWorkDirs(tmp = os.tmpdir()): string[] {
-  const removed: string[] = [];
+/** kiln work directories under `tmp` (named kiln-*, holding an owner marker), with their owner's pid. */
+export function ownedWorkDirs(tmp = os.tmpdir()): { dir: string; pid: number }[] {
   let entries: string[] = [];
-  try { entries = readdirSync(tmp); } catch { return removed; }
+  try { entries = readdirSync(tmp); } catch { return []; }
+  const owned: { dir: string; pid: number }[] = [];
   for (const name of entries) {
     if (!name.startsWith('kiln-')) continue;
     const dir = path.join(tmp, name);
-    const marker = path.join(dir, ownerFile);
-    if (!existsSync(marker)) continue;
-    const pid = Number(readFileSync(marker, 'utf8').trim());
-    if (isAlive(pid)) continue;
-    rmSync(dir, { recursive: true, force: true });
-    removed.push(dir);
+    try { owned.push({ dir, pid: Number(readFileSync(path.join(dir, ownerFile), 'utf8').trim()) }); } catch { /* not a work dir, or being removed */ }
   }
-  return removed;
+  return owned;
+}
+
+/** Removes kiln work directories under `tmp` whose owning process no longer exists; returns them. */
+export function removeStaleWorkDirs(tmp = os.tmpdir()): string[] {
+  const stale = ownedWorkDirs(tmp).filter((w) => !isAlive(w.pid)).map((w) => w.dir);
+  for (const dir of stale) rmSync(dir, { recursive: true, force: true });
+  return stale;
 }
 
 /** Staging directories of an output (".<name>.kiln-partial-<pid>") whose kiln is gone. */
