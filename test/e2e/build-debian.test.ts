@@ -98,6 +98,9 @@ builds:
       const ssh = await guest.ssh('user2', seed.userKey.privateKey, 240_000, seed.hostKey.fingerprint);
       expect(await ssh.run('cat /etc/kiln-marker /etc/app.conf /etc/kiln-seeded /etc/kiln-note')).toBe('provisioner ran as root on deb\nsetting=1\nfrom user_data\nsecond\n');
       expect(Number(await ssh.run('cat /etc/kiln-rootsize'))).toBeGreaterThan(2.5 * 2 ** 30); // grown to disk_size
+      // A new instance on a disk that ran cloud-init before (the build's): the fresh seed's id, no root password.
+      expect((await ssh.run('cloud-init status --wait >/dev/null; cloud-init query instance-id')).trim()).toBe(seed.seed.instanceId);
+      expect(await ssh.run('sudo -n passwd -S root | cut -d" " -f2')).toMatch(/^L/);
       // kiln took its access back out: the build user has no key left (neither this build's nor the
       // first build's, which the cached layer carried), kiln's host key is gone.
       expect((await ssh.run('sudo -n cat /home/kiln/.ssh/authorized_keys 2>/dev/null || true')).trim()).toBe('');
