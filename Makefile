@@ -29,8 +29,9 @@ fixtures-install: fixtures ## also build the Debian debootstrap installer ISO (f
 image: build fixtures ## build the default example image (examples/debian-12-cloud.yaml)
 	@bash scripts/make-image.sh
 
-test: build typecheck fixtures ## run every test: unit and end-to-end (boots real guests under QEMU)
-	@vitest run
+test: build typecheck fixtures ## run every test: unit, then end-to-end (boots real guests under QEMU)
+	@vitest run test/unit
+	@vitest run test/e2e
 
 test-unit: build typecheck ## run only the fast unit tests
 	@vitest run test/unit
