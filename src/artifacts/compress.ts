@@ -13,13 +13,14 @@ function command(algorithm: Compression): [string, string[]] {
   }
 }
 
-/** Compresses `file` to `out` (streamed through the tool, never read into memory), atomically. */
-export async function compressFile(file: string, out: string, algorithm: Compression): Promise<void> {
+/** Compresses `file` to `out` (streamed through the tool, never read into memory), atomically; `signal` kills the tool. */
+export async function compressFile(file: string, out: string, algorithm: Compression, signal?: AbortSignal): Promise<void> {
   const [tool, args] = command(algorithm);
   const partial = `${out}.partial`;
-  const r = await execa(tool, [...args, file], { stdout: { file: partial }, stderr: 'pipe', reject: false });
+  const r = await execa(tool, [...args, file], { stdout: { file: partial }, stderr: 'pipe', reject: false, cancelSignal: signal });
   if (r.failed) {
     rmSync(partial, { force: true });
+    if (r.isCanceled) throw signal!.reason;
     throw new Error(`compressing ${file} with ${tool} failed: ${String(r.stderr).trim() || r.message}\n  (make setup installs ${tool})`);
   }
   renameSync(partial, out);

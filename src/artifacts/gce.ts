@@ -24,6 +24,8 @@ export interface GceTarballOptions {
   sourceFormat: string;
   out: string;
   onProgress?: (pct: number) => void;
+  /** Stops the packaging: its tools are killed, its partial output removed. */
+  signal?: AbortSignal;
 }
 
 /** The GNU tar command line (run in the directory holding disk.raw). */
@@ -41,16 +43,17 @@ export async function writeGceTarball(opts: GceTarballOptions): Promise<{ size: 
   return writeAtomically(what, opts.out, async (workDir, partial) => {
     const raw = path.join(workDir, 'disk.raw');
     await step(what, opts.out, 'converting the disk to raw (qemu-img convert)', () =>
-      convert(opts.source, opts.sourceFormat, raw, 'raw', { onProgress: progress.phase(0, 60) }));
-    const { virtualSize } = await step(what, opts.out, 'reading disk.raw (qemu-img info)', () => imageInfo(raw, 'raw'));
+      convert(opts.source, opts.sourceFormat, raw, 'raw', { onProgress: progress.phase(0, 60), signal: opts.signal }));
+    const { virtualSize } = await step(what, opts.out, 'reading disk.raw (qemu-img info)', () => imageInfo(raw, 'raw', false, opts.signal));
     if (virtualSize % GiB !== 0) {
       const rounded = Math.ceil(virtualSize / GiB) * GiB;
-      await step(what, opts.out, `growing disk.raw to a whole GiB, ${rounded} bytes, as GCE requires (qemu-img resize)`, () => resize(raw, 'raw', rounded));
+      await step(what, opts.out, `growing disk.raw to a whole GiB, ${rounded} bytes, as GCE requires (qemu-img resize)`, () => resize(raw, 'raw', rounded, opts.signal));
     }
     progress.phase(0, 100)(65);
     const args = gceTarArgs(path.resolve(partial));
     await step(what, opts.out, 'writing the archive (GNU tar --format=oldgnu -Sz)', async () => {
-      const r = await execa(tarBinary, args, { cwd: workDir, reject: false, all: true });
+      const r = await execa(tarBinary, args, { cwd: workDir, reject: false, all: true, cancelSignal: opts.signal });
+      if (r.isCanceled) throw opts.signal!.reason;
       if (r.failed) {
         const detail = String(r.all ?? '').trim() || r.message;
         const hint = r.code === 'ENOENT' ? `\n  fix: install GNU tar (apt-get install tar gzip), or point KILN_TAR at it` : '';

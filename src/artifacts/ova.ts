@@ -38,6 +38,8 @@ export interface OvaOptions {
   memoryMiB: number;
   firmware: 'bios' | 'uefi';
   onProgress?: (pct: number) => void;
+  /** Stops the packaging: its tools are killed, its partial output removed. */
+  signal?: AbortSignal;
 }
 
 /** CIM_OperatingSystem OsType values (DSP1001) and the matching VMware guest ids. */
@@ -138,8 +140,8 @@ export async function writeOva(opts: OvaOptions): Promise<{ size: number }> {
   return writeAtomically(what, opts.out, async (workDir, partial) => {
     const vmdk = path.join(workDir, vmdkName);
     await step(what, opts.out, 'converting the disk to a streamOptimized VMDK (qemu-img convert)', () =>
-      convert(opts.source, opts.sourceFormat, vmdk, 'vmdk', { options: ['subformat=streamOptimized'], onProgress: progress.phase(0, 80) }));
-    const { virtualSize } = await step(what, opts.out, 'reading the VMDK (qemu-img info)', () => imageInfo(vmdk, 'vmdk'));
+      convert(opts.source, opts.sourceFormat, vmdk, 'vmdk', { options: ['subformat=streamOptimized'], onProgress: progress.phase(0, 80), signal: opts.signal }));
+    const { virtualSize } = await step(what, opts.out, 'reading the VMDK (qemu-img info)', () => imageInfo(vmdk, 'vmdk', false, opts.signal));
     const vmdkSize = (await stat(vmdk)).size;
     const ovf = ovfDescriptor({
       name: opts.name, cpus: opts.cpus, memoryMiB: opts.memoryMiB, firmware: opts.firmware,
@@ -153,7 +155,7 @@ export async function writeOva(opts: OvaOptions): Promise<{ size: number }> {
       { name: ovfName, data: ovf },
       { name: vmdkName, file: vmdk, onChunk: (c) => { vmdkHash.update(c); packed += c.length; packing((100 * packed) / Math.max(1, vmdkSize)); } },
       { name: mfName, data: () => manifestLine(ovfName, createHash('sha256').update(ovf).digest('hex')) + manifestLine(vmdkName, vmdkHash.digest('hex')) },
-    ]));
+    ], { signal: opts.signal }));
     const { size } = await stat(partial);
     progress.done();
     return { size };

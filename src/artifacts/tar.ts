@@ -67,6 +67,8 @@ export interface WriteTarOptions {
   gzip?: boolean;
   /** One timestamp for every entry; now by default. */
   mtime?: Date;
+  /** Stops writing: the streams are destroyed and the call rejects with the signal's reason. */
+  signal?: AbortSignal;
 }
 
 /** Writes a ustar archive of `entries`, in order, to `dest` (gzip-compressed if asked). Mode 0644, uid/gid 0. */
@@ -77,8 +79,8 @@ export async function writeTar(dest: string, entries: TarEntry[], opts: WriteTar
   // write() and from there the read loop below.
   const source = Readable.from(pack);
   const written = opts.gzip
-    ? pipeline(source, createGzip(), createWriteStream(dest))
-    : pipeline(source, createWriteStream(dest));
+    ? pipeline(source, createGzip(), createWriteStream(dest), { signal: opts.signal })
+    : pipeline(source, createWriteStream(dest), { signal: opts.signal });
   const produced = (async () => {
     for (const e of entries) {
       const header = { name: e.name, mode: 0o644, uid: 0, gid: 0, mtime, type: 'file' as const };
@@ -115,6 +117,7 @@ export async function writeTar(dest: string, entries: TarEntry[], opts: WriteTar
   ]);
   // The pipeline's reason first: for a destination failure (ENOSPC, EACCES) it is the root cause, while
   // the producer only saw its entry destroyed; a producer failure reaches the pipeline unchanged.
+  opts.signal?.throwIfAborted();
   for (const r of [results[1], results[0]]) if (r?.status === 'rejected') throw r.reason;
 }
 

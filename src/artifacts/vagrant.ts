@@ -57,8 +57,8 @@ export async function writeVagrantBox(opts: VagrantBoxOptions): Promise<{ size: 
   return writeAtomically(what, opts.out, async (workDir, partial) => {
     const img = path.join(workDir, 'box.img');
     await step(what, opts.out, 'converting the disk to qcow2 (qemu-img convert)', () =>
-      convert(opts.source, opts.sourceFormat, img, 'qcow2', { options: ['compat=1.1'], onProgress: progress.phase(0, 50) }));
-    const { virtualSize } = await step(what, opts.out, 'reading box.img (qemu-img info)', () => imageInfo(img, 'qcow2'));
+      convert(opts.source, opts.sourceFormat, img, 'qcow2', { options: ['compat=1.1'], onProgress: progress.phase(0, 50), signal: opts.signal }));
+    const { virtualSize } = await step(what, opts.out, 'reading box.img (qemu-img info)', () => imageInfo(img, 'qcow2', false, opts.signal));
     const imgSize = (await stat(img)).size;
     let packed = 0;
     const packing = progress.phase(50, 100);
@@ -66,7 +66,7 @@ export async function writeVagrantBox(opts: VagrantBoxOptions): Promise<{ size: 
       { name: 'metadata.json', data: boxMetadata(virtualSize) },
       { name: 'Vagrantfile', data: boxVagrantfile(opts) },
       { name: 'box.img', file: img, onChunk: (c) => { packed += c.length; packing((100 * packed) / Math.max(1, imgSize)); } },
-    ], { gzip: true }));
+    ], { gzip: true, signal: opts.signal }));
     const { size } = await stat(partial);
     progress.done();
     return { size };

@@ -25,8 +25,11 @@ function reason(e: unknown): string {
   return cause && cause !== err.message ? `${err.message} (${cause})` : err.message;
 }
 
-/** Downloads `url` into the cache (or finds it there) and returns the cached file's path and sha256. */
-export async function fetchToCache(url: string, cacheDir: string, expected: Expected | undefined, onProgress?: (pct: number) => void): Promise<{ path: string; sha256: string }> {
+/**
+ * Downloads `url` into the cache (or finds it there) and returns the cached file's path and sha256.
+ * `signal` stops the download (the connection is dropped, the partial file removed) with its reason.
+ */
+export async function fetchToCache(url: string, cacheDir: string, expected: Expected | undefined, onProgress?: (pct: number) => void, signal?: AbortSignal): Promise<{ path: string; sha256: string }> {
   const dir = path.join(cacheDir, 'downloads');
   mkdirSync(dir, { recursive: true });
   const urlKey = createHash('sha256').update(url).digest('hex').slice(0, 24);
@@ -55,13 +58,15 @@ export async function fetchToCache(url: string, cacheDir: string, expected: Expe
       stallTimer = setTimeout(() => stalled.abort(new Error(`no data for ${stallTimeoutMs / 1000} s`)), stallTimeoutMs);
     };
     alive();
+    const stop = signal ? AbortSignal.any([stalled.signal, signal]) : stalled.signal;
     let total = 0;
     let done = 0;
     try {
       let res: Response;
       try {
-        res = await fetch(url, { signal: stalled.signal });
+        res = await fetch(url, { signal: stop });
       } catch (e) {
+        signal?.throwIfAborted();
         throw new Error(`downloading ${url} failed: ${reason(e)}\n  fix: check the URL and that the server is reachable`);
       }
       if (!res.ok || !res.body) throw new Error(`downloading ${url} failed: HTTP ${res.status} ${res.statusText}`);
@@ -73,11 +78,13 @@ export async function fetchToCache(url: string, cacheDir: string, expected: Expe
         if (total && onProgress) onProgress((done / total) * 100);
       });
       try {
-        await pipeline(body, createWriteStream(part));
+        await pipeline(body, createWriteStream(part), { signal: stop });
       } catch (e) {
+        signal?.throwIfAborted();
         throw new Error(`downloading ${url} was interrupted after ${formatBytes(done)}${total ? ` of ${formatBytes(total)}` : ''}: ${reason(e)}; nothing was cached\n  fix: run the build again (the download starts over)`);
       }
       if (total && statSync(part).size !== total) throw new Error(`downloading ${url}: got ${done} of ${total} bytes; nothing was cached\n  fix: run the build again (the download starts over)`);
+      signal?.throwIfAborted();
     } catch (e) {
       rmSync(part, { force: true });
       throw e;
@@ -101,5 +108,5 @@ export async function fetchToCache(url: string, cacheDir: string, expected: Expe
     }
     writeFileSync(index, JSON.stringify({ url, sha256: hex }));
     return { path: final, sha256: hex };
-  });
+  }, undefined, signal);
 }

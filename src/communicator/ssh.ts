@@ -11,6 +11,7 @@ import net from 'node:net';
 import ssh2 from 'ssh2';
 import type { ClientChannel, ConnectConfig, SFTPWrapper } from 'ssh2';
 import { fingerprintOf } from './keys.js';
+import { inOwnProcessGroup, killProcessGroupCommand, ProcessGroupReport, type ExecOptions } from './remote-command.js';
 import { formatBytes } from '../template/units.js';
 
 export interface SshTarget {
@@ -45,41 +46,87 @@ export class SshSession {
 
   /**
    * Runs a command; output is streamed to the callbacks as it arrives. A connection that drops
-   * before an exit status (a reboot, a poweroff) resolves with disconnected: true.
+   * before an exit status (a reboot, a poweroff) resolves with disconnected: true. On timeout or
+   * abort the command is killed in the guest, children included, before the call rejects: closing
+   * the channel alone would leave it running.
    */
-  exec(command: string, io: { stdout?: (s: string) => void; stderr?: (s: string) => void; stdin?: string; timeoutMs?: number } = {}): Promise<ExecResult> {
+  exec(command: string, io: ExecOptions = {}): Promise<ExecResult> {
+    return this.runChannel(inOwnProcessGroup(command), io, (group) =>
+      this.runChannel(killProcessGroupCommand(group), { timeoutMs: SshSession.killTimeoutMs }));
+  }
+
+  /** How long killing a stopped command may take (its SIGTERM grace, then SIGKILL) before kiln gives up on it. */
+  private static readonly killTimeoutMs = 10_000;
+  /** How long a stop waits for a command that has not yet reported its process group (its first act). */
+  private static readonly groupReportWaitMs = 2_000;
+
+  /**
+   * Runs `command` on a channel of its own. A timeout or abort stops it: through `killInGuest` with the
+   * process group the command reported (see ProcessGroupReport), then by closing the channel.
+   */
+  private runChannel(command: string, io: ExecOptions, killInGuest?: (group: number) => Promise<unknown>): Promise<ExecResult> {
     return new Promise((resolve, reject) => {
       if (this.isClosed) { reject(new ConnectionLostError('SSH connection is closed')); return; }
+      if (io.signal?.aborted) { reject(io.signal.reason as Error); return; }
       let timer: NodeJS.Timeout | undefined;
-      const onClientClose = () => finish({ exitCode: null, disconnected: true });
+      // Set when the command is being stopped: the call then rejects with it, once the stop is done.
+      let stopReason: Error | undefined;
+      let stopChannel: (() => void) | undefined;
+      const stop = (reason: Error) => {
+        if (stopReason || settled) return;
+        stopReason = reason;
+        stopChannel?.(); // else the channel is stopped as soon as it opens
+      };
+      const onAbort = () => stop(io.signal!.reason as Error);
+      const onClientClose = () => { if (!stopReason) finish({ exitCode: null, disconnected: true }); };
       let settled = false;
       const finish = (r: ExecResult | Error) => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
+        io.signal?.removeEventListener('abort', onAbort);
         this.client.off('close', onClientClose);
-        if (r instanceof Error) reject(r); else resolve(r);
+        if (stopReason) reject(stopReason); else if (r instanceof Error) reject(r); else resolve(r);
       };
       this.client.once('close', onClientClose);
+      io.signal?.addEventListener('abort', onAbort, { once: true });
+      if (io.timeoutMs) timer = setTimeout(() => stop(new Error(`command timed out after ${io.timeoutMs} ms`)), io.timeoutMs);
       this.client.exec(command, (err: Error | undefined, stream: ClientChannel) => {
         if (err) { finish(err); return; }
         let exitCode: number | null = null;
         let signal: string | undefined;
-        if (io.timeoutMs) timer = setTimeout(() => { stream.close(); finish(new Error(`command timed out after ${io.timeoutMs} ms`)); }, io.timeoutMs);
+        const report = new ProcessGroupReport();
+        const channelClosed = new Promise<void>((resolve) => stream.once('close', () => resolve()));
         stream.on('exit', (code: number | null, sig?: string) => { exitCode = code; signal = sig; });
         stream.on('data', (d: Buffer) => io.stdout?.(d.toString()));
-        stream.stderr.on('data', (d: Buffer) => io.stderr?.(d.toString()));
-        stream.on('close', () => finish({ exitCode, signal, disconnected: exitCode === null && signal === undefined }));
+        stream.stderr.on('data', (d: Buffer) => {
+          const own = killInGuest ? report.take(d.toString()) : d.toString();
+          if (own) io.stderr?.(own);
+        });
+        stream.on('close', () => {
+          const held = report.rest();
+          if (held && killInGuest) io.stderr?.(held);
+          if (!stopReason) finish({ exitCode, signal, disconnected: exitCode === null && signal === undefined });
+        });
+        stopChannel = () => void (async () => {
+          if (killInGuest) {
+            await Promise.race([report.known, channelClosed, sleep(SshSession.groupReportWaitMs, undefined, { ref: false })]);
+            if (report.group !== undefined && this.connected) await killInGuest(report.group).catch(() => undefined);
+          }
+          stream.close();
+          finish(stopReason!);
+        })();
         if (io.stdin !== undefined) stream.end(io.stdin); else stream.end();
+        if (stopReason) stopChannel();
       });
     });
   }
 
   /** Runs a command and returns its stdout; non-zero exit is an error carrying stderr. */
-  async run(command: string): Promise<string> {
+  async run(command: string, signal?: AbortSignal): Promise<string> {
     let out = '';
     let err = '';
-    const r = await this.exec(command, { stdout: (s) => { out += s; }, stderr: (s) => { err += s; } });
+    const r = await this.exec(command, { stdout: (s) => { out += s; }, stderr: (s) => { err += s; }, signal });
     if (r.exitCode !== 0) throw new Error(`"${command}" exited ${r.exitCode ?? r.signal ?? 'without status'}: ${err.trim() || out.trim()}`);
     return out;
   }
@@ -97,28 +144,36 @@ export class SshSession {
 
   /**
    * Runs one SFTP transfer. ssh2's SFTP streams never settle when the session closes under them (a
-   * killed sshd, a guest gone), so the transfer fails then, its streams destroyed. The error says
-   * whether the connection was lost or the server refused.
+   * killed sshd, a guest gone), so the transfer fails then, its streams destroyed; likewise when
+   * `signal` aborts, with its reason. Otherwise the error says whether the connection was lost or the
+   * server refused.
    */
-  private async transfer(what: string, progress: () => string, work: (sftp: SFTPWrapper, stream: <S extends Readable | Writable>(s: S) => S) => Promise<void>): Promise<void> {
+  private async transfer(what: string, progress: () => string, work: (sftp: SFTPWrapper, stream: <S extends Readable | Writable>(s: S) => S) => Promise<void>, signal?: AbortSignal): Promise<void> {
+    signal?.throwIfAborted();
     const sftp = await this.sftp();
     const streams: (Readable | Writable)[] = [];
     let onClose!: () => void;
-    const closed = new Promise<never>((_, reject) => {
-      onClose = () => {
-        const lost = new ConnectionLostError('the SFTP session closed');
-        for (const st of streams) st.destroy(lost);
-        reject(lost);
+    let onAbort!: () => void;
+    const stopped = new Promise<never>((_, reject) => {
+      const stop = (reason: Error) => {
+        for (const st of streams) st.destroy(reason);
+        reject(reason);
       };
+      onClose = () => stop(new ConnectionLostError('the SFTP session closed'));
+      onAbort = () => stop(signal!.reason as Error);
       sftp.once('close', onClose);
+      signal?.addEventListener('abort', onAbort, { once: true });
     });
-    closed.catch(() => undefined); // only observed through the race below
+    stopped.catch(() => undefined); // only observed through the race below
     try {
-      await Promise.race([work(sftp, (st) => { streams.push(st); return st; }), closed]);
+      signal?.throwIfAborted();
+      await Promise.race([work(sftp, (st) => { streams.push(st); return st; }), stopped]);
     } catch (e) {
+      if (signal?.aborted) throw signal.reason;
       throw await this.transferError(what, e as Error, progress());
     } finally {
       sftp.off('close', onClose);
+      signal?.removeEventListener('abort', onAbort);
     }
   }
 
@@ -132,29 +187,29 @@ export class SshSession {
     return new Error(`${what} failed: ${e.message} (${progress})`);
   }
 
-  async uploadFile(local: string, remote: string, mode?: number): Promise<void> {
+  async uploadFile(local: string, remote: string, mode?: number, signal?: AbortSignal): Promise<void> {
     const total = statSync(local).size;
     let read = 0;
     await this.transfer(`uploading ${local} to ${remote}`, () => `${formatBytes(read)} of ${formatBytes(total)} sent`, (sftp, stream) =>
       pipeline(
         stream(createReadStream(local).on('data', (c) => { read += c.length; })),
         stream(sftp.createWriteStream(remote, mode ? { mode } : {})),
-      ));
+      ), signal);
   }
 
-  async uploadContent(content: string | Buffer, remote: string, mode = 0o644): Promise<void> {
+  async uploadContent(content: string | Buffer, remote: string, mode = 0o644, signal?: AbortSignal): Promise<void> {
     await this.transfer(`writing ${remote}`, () => formatBytes(Buffer.byteLength(content)), (sftp, stream) => new Promise<void>((resolve, reject) => {
       const ws = stream(sftp.createWriteStream(remote, { mode }));
       ws.on('error', reject);
       ws.on('close', () => resolve());
       ws.end(content);
-    }));
+    }), signal);
   }
 
   /** Uploads a file, or a directory recursively (rsync semantics: "dir" copies the folder, "dir/" its contents). */
-  async upload(local: string, remote: string): Promise<number> {
+  async upload(local: string, remote: string, signal?: AbortSignal): Promise<number> {
     const st = statSync(local);
-    if (st.isFile()) { await this.uploadFile(local, remote, st.mode & 0o777); return 1; }
+    if (st.isFile()) { await this.uploadFile(local, remote, st.mode & 0o777, signal); return 1; }
     const target = local.endsWith('/') ? remote : path.posix.join(remote, path.basename(local));
     const sftp = await this.sftp();
     let count = 0;
@@ -164,7 +219,7 @@ export class SshSession {
         const l = path.join(dir, entry.name);
         const r = path.posix.join(rdir, entry.name);
         if (entry.isDirectory()) await walk(l, r);
-        else if (entry.isFile()) { await this.uploadFile(l, r, statSync(l).mode & 0o777); count++; }
+        else if (entry.isFile()) { await this.uploadFile(l, r, statSync(l).mode & 0o777, signal); count++; }
       }
     };
     await walk(local, target);
@@ -172,13 +227,13 @@ export class SshSession {
   }
 
   /** Writes beside `local` and renames when complete, so a lost connection leaves no partial file. */
-  async download(remote: string, local: string): Promise<void> {
+  async download(remote: string, local: string, signal?: AbortSignal): Promise<void> {
     mkdirSync(path.dirname(local), { recursive: true });
     const partial = `${local}.kiln-partial-${process.pid}`;
     let received = 0;
     try {
       await this.transfer(`downloading ${remote} to ${local}`, () => `${formatBytes(received)} received`, (sftp, stream) =>
-        pipeline(stream(sftp.createReadStream(remote).on('data', (c: Buffer) => { received += c.length; })), stream(createWriteStream(partial))));
+        pipeline(stream(sftp.createReadStream(remote).on('data', (c: Buffer) => { received += c.length; })), stream(createWriteStream(partial))), signal);
       renameSync(partial, local);
     } finally {
       rmSync(partial, { force: true });

@@ -2,20 +2,29 @@
 import type { BuildContext } from '../build/state.js';
 import { need } from '../build/state.js';
 import { waitForSsh, type SshSession } from '../communicator/ssh.js';
+import { shellQuote, shellVariableName } from '../communicator/remote-command.js';
 import { parseDuration } from '../template/units.js';
 
-/** The live session, reconnecting after a provisioner that expected a disconnect (a reboot). */
-export async function sshSession(ctx: BuildContext): Promise<SshSession> {
+/**
+ * The live session, reconnecting after a provisioner that expected a disconnect (a reboot); waiting
+ * to reconnect ends when `signal` aborts.
+ */
+export async function sshSession(ctx: BuildContext, signal: AbortSignal = ctx.signal): Promise<SshSession> {
   const st = ctx.state;
   if (st.ssh?.connected) return st.ssh;
   const comm = ctx.build.source.communicator;
   const qemu = need(st, 'qemu');
   ctx.log('reconnecting SSH', 'debug');
-  st.ssh = await waitForSsh(need(st, 'sshTarget'), {
-    timeoutMs: comm.type === 'ssh' ? parseDuration(comm.timeout) : 60_000,
-    bannerTimeoutMs: 1000,
-    abort: () => (qemu.hasExited ? 'QEMU exited while kiln waited to reconnect' : undefined),
-  });
+  try {
+    st.ssh = await waitForSsh(need(st, 'sshTarget'), {
+      timeoutMs: comm.type === 'ssh' ? parseDuration(comm.timeout) : 60_000,
+      bannerTimeoutMs: 1000,
+      abort: () => (signal.aborted ? 'stopped' : qemu.hasExited ? 'QEMU exited while kiln waited to reconnect' : undefined),
+    });
+  } catch (e) {
+    signal.throwIfAborted();
+    throw e;
+  }
   return st.ssh;
 }
 
@@ -34,7 +43,13 @@ export function lineSplitter(emit: (line: string) => void): { write: (s: string)
   };
 }
 
-/** `KEY='value'` pairs for a POSIX shell. */
+/**
+ * `KEY='value'` pairs for a POSIX shell. The template's validation rejects other keys already; one
+ * that got here anyway would be shell code, so it is refused again.
+ */
 export function shellEnv(env: Record<string, string | number | boolean>): string {
-  return Object.entries(env).map(([k, v]) => `${k}='${String(v).replaceAll("'", `'\\''`)}'`).join(' ');
+  return Object.entries(env).map(([k, v]) => {
+    if (!shellVariableName.test(k)) throw new Error(`env key ${JSON.stringify(k)} is not a shell variable name ([A-Za-z_][A-Za-z0-9_]*)`);
+    return `${k}=${shellQuote(String(v))}`;
+  }).join(' ');
 }

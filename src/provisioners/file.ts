@@ -6,27 +6,29 @@ import { sshSession } from './context.js';
 
 type FileProvisioner = Extract<Provisioner, { type: 'file' }>;
 
-export async function runFile(ctx: BuildContext, p: FileProvisioner, label: string): Promise<void> {
+/** Runs the transfer; `signal` (the build's interrupt or the provisioner's timeout) stops it. */
+export async function runFile(ctx: BuildContext, p: FileProvisioner, label: string, signal: AbortSignal): Promise<void> {
   try {
-    await transfer(ctx, p, label);
+    await transfer(ctx, p, label, signal);
   } catch (e) {
+    if (signal.aborted) throw e; // the stop's own reason, which says what stopped it
     // Keep the error's class (a lost connection is told apart later); only name the provisioner.
     (e as Error).message = `${label}: ${(e as Error).message}`;
     throw e;
   }
 }
 
-async function transfer(ctx: BuildContext, p: FileProvisioner, label: string): Promise<void> {
-  const ssh = await sshSession(ctx);
+async function transfer(ctx: BuildContext, p: FileProvisioner, label: string, signal: AbortSignal): Promise<void> {
+  const ssh = await sshSession(ctx, signal);
   const values = { build: ctx.buildValues() };
   if (p.direction === 'download') {
-    await ssh.download(p.source!, p.destination);
+    await ssh.download(p.source!, p.destination, signal);
     ctx.log(`${label}: downloaded ${p.source} -> ${p.destination}`);
   } else if (p.content !== undefined) {
-    await ssh.uploadContent(String(interpolateString(p.content, values)), p.destination);
+    await ssh.uploadContent(String(interpolateString(p.content, values)), p.destination, undefined, signal);
     ctx.log(`${label}: wrote ${p.destination}`);
   } else {
-    const n = await ssh.upload(p.source!, p.destination);
+    const n = await ssh.upload(p.source!, p.destination, signal);
     ctx.log(`${label}: uploaded ${p.source} -> ${p.destination} (${n} file${n === 1 ? '' : 's'})`);
   }
 }

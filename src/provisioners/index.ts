@@ -7,6 +7,7 @@ import { runShell } from './shell.js';
 import { runFile } from './file.js';
 import { runShellLocal } from './shell-local.js';
 import { VmLostError, watchVm } from './vm-watch.js';
+import { abortable } from '../build/runner.js';
 
 export function describeProvisioner(p: Provisioner): string {
   switch (p.type) {
@@ -23,14 +24,15 @@ export function appliesTo(p: Provisioner, buildName: string): boolean {
   return true;
 }
 
-async function runOnce(ctx: BuildContext, p: Provisioner, label: string): Promise<void> {
+async function runOnce(ctx: BuildContext, p: Provisioner, label: string, signal: AbortSignal): Promise<void> {
   switch (p.type) {
-    case 'shell': return runShell(ctx, p, label);
-    case 'file': return runFile(ctx, p, label);
-    case 'shell-local': return runShellLocal(ctx, p, label);
+    case 'shell': return runShell(ctx, p, label, signal);
+    case 'file': return runFile(ctx, p, label, signal);
+    case 'shell-local': return runShellLocal(ctx, p, label, signal);
     case 'breakpoint':
       if (p.disable || !ctx.options.prompt) { ctx.log(`${label}: skipped (no terminal or disabled)`, 'debug'); return; }
-      await ctx.options.prompt(`breakpoint: ${p.note} — press Enter to continue `);
+      // Waiting for a key starts nothing that could run on: it just stops waiting.
+      await abortable(ctx.options.prompt(`breakpoint: ${p.note} — press Enter to continue `), signal);
   }
 }
 
@@ -40,7 +42,7 @@ export async function runProvisioner(ctx: BuildContext, p: Provisioner, index: n
   for (let attempt = 0; ; attempt++) {
     const vm = watchVm(ctx, label, p.type === 'shell' && p.expect_disconnect);
     try {
-      await vm.during(withTimeout(runOnce(ctx, p, label), p.timeout, label));
+      await vm.during(withTimeout(ctx.signal, p.timeout, label, (signal) => runOnce(ctx, p, label, signal)));
       return;
     } catch (e) {
       const error = await vm.explain(e as Error);
@@ -53,11 +55,18 @@ export async function runProvisioner(ctx: BuildContext, p: Provisioner, index: n
   }
 }
 
-function withTimeout<T>(work: Promise<T>, timeout: string | number | undefined, label: string): Promise<T> {
-  if (timeout === undefined) return work;
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    work,
-    new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`${label} timed out after ${timeout}`)), parseDuration(timeout)); }),
-  ]).finally(() => clearTimeout(timer));
+/**
+ * Runs `work` with a signal that also fires at the timeout. The work stops on it (a remote command is
+ * killed in the guest) and has ended when this rejects, so a retry never runs beside the attempt
+ * before it.
+ */
+async function withTimeout<T>(interrupt: AbortSignal, timeout: string | number | undefined, label: string, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  if (timeout === undefined) return work(interrupt);
+  const timedOut = new AbortController();
+  const timer = setTimeout(() => timedOut.abort(new Error(`${label} timed out after ${timeout}`)), parseDuration(timeout));
+  try {
+    return await work(AbortSignal.any([interrupt, timedOut.signal]));
+  } finally {
+    clearTimeout(timer);
+  }
 }

@@ -24,25 +24,42 @@ export interface HostCommand {
 /**
  * Runs a command on the host (shell-local provisioner and post-processor): inline lines with `sh -e`
  * or a script, in the template's folder, with the build's KILN_* values plus `extraEnv` and its own
- * env, output streamed as lines under `label`.
+ * env, output streamed as lines under `label`; `signal` kills it.
  */
-export async function runHostCommand(ctx: BuildContext, p: HostCommand, label: string, extraEnv: Record<string, string> = {}): Promise<void> {
+export async function runHostCommand(ctx: BuildContext, p: HostCommand, label: string, extraEnv: Record<string, string> = {}, signal: AbortSignal = ctx.signal): Promise<void> {
   const values = { build: ctx.buildValues() };
   const env = { ...buildEnvironment(ctx), ...extraEnv, ...Object.fromEntries(Object.entries(interpolateTree(p.env, values)).map(([k, v]) => [k, String(v)])) };
   const [file, args] = p.script ? [p.script, []] : ['/bin/sh', ['-ec', p.inline!.map((l) => String(interpolateString(l, values))).join('\n')]];
   const out = lineSplitter((line) => ctx.events.emit({ type: 'output', build: ctx.build.name, stream: 'stdout', source: label, line }));
   const err = lineSplitter((line) => ctx.events.emit({ type: 'output', build: ctx.build.name, stream: 'stderr', source: label, line }));
-  const child = execa(file, args, { env, reject: false, stdin: 'ignore', cwd: ctx.template.dir, cancelSignal: ctx.signal });
+  // A process group of its own, killed whole when stopped: the shell's children (a `sleep`) would
+  // otherwise live on, and hold its output open, which the call waits for.
+  const child = execa(file, args, { env, reject: false, stdin: 'ignore', cwd: ctx.template.dir, detached: true });
+  const stop = () => stopProcessGroup(child.pid);
+  signal.addEventListener('abort', stop, { once: true });
+  if (signal.aborted) stop();
   child.stdout?.on('data', (b: Buffer) => out.write(b.toString()));
   child.stderr?.on('data', (b: Buffer) => err.write(b.toString()));
-  const r = await child;
+  const r = await child.finally(() => signal.removeEventListener('abort', stop));
   out.flush();
   err.flush();
+  if (signal.aborted) throw signal.reason;
   if (r.exitCode === undefined || !(p.valid_exit_codes ?? [0]).includes(r.exitCode)) {
     throw new ProvisionerError(`${label}: exited with ${r.exitCode ?? r.signal ?? 'an error'}${r.exitCode === undefined ? `: ${r.message}` : ''}`);
   }
 }
 
-export function runShellLocal(ctx: BuildContext, p: ShellLocal, label: string): Promise<void> {
-  return runHostCommand(ctx, p, label);
+export function runShellLocal(ctx: BuildContext, p: ShellLocal, label: string, signal: AbortSignal): Promise<void> {
+  return runHostCommand(ctx, p, label, {}, signal);
+}
+
+/** How long a stopped host command has between SIGTERM and SIGKILL. */
+const termGraceMs = 3000;
+
+/** SIGTERM to the process group `pid` leads, SIGKILL to what is left of it after the grace. */
+function stopProcessGroup(pid: number | undefined): void {
+  if (pid === undefined) return;
+  const signalGroup = (sig: NodeJS.Signals) => { try { process.kill(-pid, sig); } catch { /* the group is gone */ } };
+  signalGroup('SIGTERM');
+  setTimeout(() => signalGroup('SIGKILL'), termGraceMs).unref();
 }

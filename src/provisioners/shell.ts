@@ -12,6 +12,7 @@ import type { Provisioner } from '../template/schema.js';
 import { interpolateString, interpolateTree } from '../template/interpolate.js';
 import { lineSplitter, shellEnv, sshSession } from './context.js';
 import { ConnectionLostError } from '../communicator/ssh.js';
+import { shellQuote } from '../communicator/remote-command.js';
 
 type Shell = Extract<Provisioner, { type: 'shell' }>;
 
@@ -19,18 +20,26 @@ export class ProvisionerError extends Error {}
 
 const outputLinesInError = 10;
 
-export async function runShell(ctx: BuildContext, p: Shell, label: string): Promise<void> {
+/**
+ * The command line that runs the uploaded script: execute_command with {{path}} and {{vars}} replaced
+ * by shell words (the quoted path; quoted `KEY='value'` pairs), so no path or value is read as code.
+ */
+export function executeCommand(template: string, remotePath: string, env: Record<string, string | number | boolean>): string {
+  return template.replaceAll('{{path}}', shellQuote(remotePath)).replaceAll('{{vars}}', shellEnv(env));
+}
+
+/** Runs the provisioner's scripts; `signal` (the build's interrupt or the provisioner's timeout) kills the running one in the guest. */
+export async function runShell(ctx: BuildContext, p: Shell, label: string, signal: AbortSignal): Promise<void> {
   const values = { build: ctx.buildValues() };
   const scripts: { name: string; body: string }[] = [];
   if (p.inline) scripts.push({ name: 'inline', body: `#!/bin/sh -e\n${p.inline.map((l) => String(interpolateString(l, values))).join('\n')}\n` });
   for (const file of p.script ? [p.script] : p.scripts ?? []) scripts.push({ name: path.basename(file), body: readFileSync(file, 'utf8') });
-  const env = shellEnv({ KILN_BUILD_NAME: ctx.build.name, ...interpolateTree(p.env, values) });
+  const env = { KILN_BUILD_NAME: ctx.build.name, ...interpolateTree(p.env, values) };
 
   for (const script of scripts) {
-    const ssh = await sshSession(ctx);
+    const ssh = await sshSession(ctx, signal);
     const remote = path.posix.join(p.remote_folder, `kiln-${randomBytes(6).toString('hex')}.sh`);
-    await ssh.uploadContent(script.body, remote, 0o700);
-    const command = p.execute_command.replaceAll('{{path}}', remote).replaceAll('{{vars}}', env);
+    const command = executeCommand(p.execute_command, remote, env);
     // The last lines go into the error message, so a failure explains itself without scrolling back.
     const recent: string[] = [];
     const emitter = (stream: 'stdout' | 'stderr') => lineSplitter((line) => {
@@ -40,25 +49,29 @@ export async function runShell(ctx: BuildContext, p: Shell, label: string): Prom
     });
     const out = emitter('stdout');
     const err = emitter('stderr');
-    const r = await ssh.exec(command, { stdout: out.write, stderr: err.write });
-    out.flush();
-    err.flush();
-    if (r.disconnected) {
-      if (p.expect_disconnect) { ctx.log(`${label}: guest disconnected, as expected`, 'debug'); continue; }
-      throw new ConnectionLostError(`${label}: the SSH connection was lost while "${script.name}" ran (did the guest reboot? set expect_disconnect: true if that is intended)`);
-    }
-    if (p.expect_disconnect && ssh.connected) {
-      // `reboot` often returns before the guest goes down: let the connection drop now, so the next
-      // provisioner does not start on a dying system. A guest that stays up keeps the connection.
-      if (await Promise.race([ssh.closed.then(() => true), sleep(10_000).then(() => false)])) {
-        ctx.log(`${label}: guest disconnected, as expected`, 'debug');
-        continue;
+    try {
+      await ssh.uploadContent(script.body, remote, 0o700, signal);
+      const r = await ssh.exec(command, { stdout: out.write, stderr: err.write, signal }).finally(() => { out.flush(); err.flush(); });
+      if (r.disconnected) {
+        if (p.expect_disconnect) { ctx.log(`${label}: guest disconnected, as expected`, 'debug'); continue; }
+        throw new ConnectionLostError(`${label}: the SSH connection was lost while "${script.name}" ran (did the guest reboot? set expect_disconnect: true if that is intended)`);
       }
+      if (p.expect_disconnect && ssh.connected) {
+        // `reboot` often returns before the guest goes down: let the connection drop now, so the next
+        // provisioner does not start on a dying system. A guest that stays up keeps the connection.
+        if (await Promise.race([ssh.closed.then(() => true), sleep(10_000, false, { signal })])) {
+          ctx.log(`${label}: guest disconnected, as expected`, 'debug');
+          continue;
+        }
+      }
+      if (r.exitCode === null || !p.valid_exit_codes.includes(r.exitCode)) {
+        const output = recent.length ? `; its last output:\n${recent.map((l) => `  ${l}`).join('\n')}` : ' (it printed nothing)';
+        throw new ProvisionerError(`${label}: script "${script.name}" exited with ${r.exitCode ?? `signal ${r.signal}`} (valid: ${p.valid_exit_codes.join(', ')})${output}`);
+      }
+    } finally {
+      // The script stays out of the image whether it succeeded, failed or timed out (a retry uploads
+      // its own); an interrupted build's disk is discarded anyway.
+      if (!ctx.signal.aborted && ssh.connected) await ssh.exec(`rm -f ${shellQuote(remote)}`, { timeoutMs: 10_000 }).catch(() => undefined);
     }
-    if (r.exitCode === null || !p.valid_exit_codes.includes(r.exitCode)) {
-      const output = recent.length ? `; its last output:\n${recent.map((l) => `  ${l}`).join('\n')}` : ' (it printed nothing)';
-      throw new ProvisionerError(`${label}: script "${script.name}" exited with ${r.exitCode ?? `signal ${r.signal}`} (valid: ${p.valid_exit_codes.join(', ')})${output}`);
-    }
-    await ssh.exec(`rm -f ${remote}`).catch(() => undefined);
   }
 }

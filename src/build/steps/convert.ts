@@ -78,7 +78,7 @@ async function write(ctx: BuildContext, o: OutputConfig, index: number, name: st
     const src = ctx.build.source;
     await writePackage(plan.packageFormat, {
       source: disk.path, sourceFormat: disk.format, out: dst, name: path.basename(name, `.${plan.extension}`),
-      cpus: src.cpus, memoryMiB: memoryMiB(src.memory), firmware: src.firmware, onProgress,
+      cpus: src.cpus, memoryMiB: memoryMiB(src.memory), firmware: src.firmware, onProgress, signal: ctx.signal,
     });
     virtualSize = (await imageInfo(disk.path, disk.format, false, ctx.signal)).virtualSize;
   }

@@ -43,7 +43,7 @@ export const fetchBaseStep: Step = {
     if (isUrl(media)) {
       ctx.log(`fetching ${media}`);
       ({ path: file, sha256 } = await fetchToCache(media, ctx.options.cacheDir, expected,
-        (pct) => ctx.events.emit({ type: 'progress', build: ctx.build.name, task: 'download', percent: pct })));
+        (pct) => ctx.events.emit({ type: 'progress', build: ctx.build.name, task: 'download', percent: pct }), ctx.signal));
     } else {
       file = media;
       sha256 = await cachedFileDigest(file, ctx.options.cacheDir);

@@ -22,8 +22,9 @@ async function compress(ctx: BuildContext, p: Extract<PostProcessor, { type: 'co
     if (!wanted) { next.push(a); continue; }
     const out = `${a.path}.${compressionExtension[p.algorithm]}`;
     const started = performance.now();
-    await compressFile(a.path, out, p.algorithm);
+    await compressFile(a.path, out, p.algorithm, ctx.signal);
     const digests = await fileDigests(out, [...new Set(['sha256', ...ctx.build.checksums] as const)]);
+    ctx.signal.throwIfAborted();
     const size = statSync(out).size;
     ctx.log(`compressed ${a.name} with ${p.algorithm}: ${a.size} -> ${size} bytes in ${Math.round(performance.now() - started)} ms`);
     if (p.keep_input) next.push(a); else rmSync(a.path);

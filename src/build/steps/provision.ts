@@ -31,7 +31,7 @@ async function captureLayer(ctx: BuildContext, position: number): Promise<void> 
     return;
   }
   // Data the guest still holds in its page cache would be missing from the frozen image.
-  await (await sshSession(ctx)).run('sync');
+  await (await sshSession(ctx)).run('sync', ctx.signal);
   const frozen = disk.path;
   const overlay = path.join(ctx.state.workDir, `disk-${position + 1}.qcow2`);
   await snapshotActiveDisk(need(ctx.state, 'qmp'), frozen, overlay, disk.virtualSize, `kiln-layer-${position + 1}`);

@@ -23,8 +23,9 @@ export const sbomStep: Step = {
   async run(ctx) {
     const ssh = await sshSession(ctx);
     try {
-      ctx.state.sbom = parsePackageList(await ssh.run(listPackages));
+      ctx.state.sbom = parsePackageList(await ssh.run(listPackages, ctx.signal));
     } catch (e) {
+      ctx.signal.throwIfAborted();
       // The package list is a record, not a requirement: a guest that cannot produce it still builds.
       ctx.log(`could not list the guest's packages: ${(e as Error).message}`, 'warn');
       return;
