@@ -3,7 +3,7 @@
 // added later (the layer cache, say) are covered without editing this file. After SIGINT/SIGTERM kiln
 // must have run its cleanups and left nothing; after SIGKILL QEMU must die with kiln, and the next run
 // must report and remove what the killed one left.
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -174,6 +174,49 @@ describe.concurrent('interrupting a tiny build at every step boundary', () => {
       expectCleanInterrupt(expect, s, term, 'SIGTERM', cleanupSteps, `SIGTERM at the start of "${String(term.sentAt?.step)}"`);
     }, 1_800_000);
   }
+
+  it('a provisioner that times out is killed in the guest before its retry; SIGINT during `sleep 600` stops at once', async ({ expect }) => {
+    const s = makeSeries('intr-stop');
+    const attempts = path.join(s.dir, 'attempts.txt');
+    // Attempt 1 records itself and sleeps past its timeout; attempt 2 records whether attempt 1's shell
+    // still runs (a zombie does not count), then ends. The file provisioner brings the record home.
+    const template = path.join(s.dir, 'stop.yaml');
+    writeFileSync(template, `
+variables:
+  nonce: { default: none }
+builds:
+  - name: intr-stop
+    output_directory: ${s.output}
+${tinySourceYaml()}
+    provisioners:
+      - type: shell
+        timeout: 5s
+        max_retries: 1
+        inline:
+          - 'p=$(cat /root/attempt.pid 2>/dev/null || true); state=$(cut -d" " -f3 /proc/$p/stat 2>/dev/null || true)'
+          - 'if [ -n "$p" ] && [ -n "$state" ] && [ "$state" != Z ]; then echo "overlap with $p" >> /root/attempts; fi'
+          - 'echo $$ > /root/attempt.pid; echo start >> /root/attempts'
+          - '[ "$(grep -c start /root/attempts)" -ge 2 ] || sleep 600'
+      - type: file
+        direction: download
+        source: /root/attempts
+        destination: ${attempts}
+      - type: shell
+        inline: ['echo sleeping', 'sleep 600']
+    outputs:
+      - format: qcow2
+`);
+    const r = await buildAndSignal({ ...s, template }, 'SIGINT',
+      (e) => e.type === 'output' && e.source === 'provisioner 3' && e.line === 'sleeping');
+    expect.soft(r.sentAt, `the third provisioner never printed; stderr:\n${r.run.stderr.slice(-3000)}`).toBeDefined();
+    expect.soft(r.run.exitCode, r.run.stderr.slice(-2000)).toBe(130);
+    // Every step honoured the interrupt: none was left to run on past the grace period.
+    const logs = [r.run.stderr, ...eventsOf(r.run, 'log').map((e) => String(e.message))].join('\n');
+    expect.soft(logs).not.toMatch(/did not stop within/);
+    expect.soft(logs).toMatch(/provisioner 1 failed \(provisioner 1 timed out after 5s\); retry 1 of 1/);
+    expect.soft(existsSync(attempts) ? readFileSync(attempts, 'utf8') : 'no record', 'the attempts').toBe('start\nstart\n');
+    expectNothingLeft(expect, s, 'SIGINT during sleep 600');
+  }, 600_000);
 
   it('SIGKILL at each step start: QEMU dies with kiln, the next run removes the work dir and partial output', async ({ expect }) => {
     const s = makeSeries('intr-kill');

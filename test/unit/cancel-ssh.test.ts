@@ -96,13 +96,15 @@ async function login(style: Style): Promise<SshSession> {
 }
 
 describe.each(['openssh', 'dropbear'] as const)('SshSession against a %s-style server', (style) => {
-  it('exec passes the exit code and stderr through unchanged', async () => {
+  it('exec passes the exit code, stderr and stdin through unchanged', async () => {
     const ssh = await login(style);
     let err = '';
     const r = await ssh.exec('echo to-stderr >&2; exit 3', { stderr: (s) => { err += s; } });
     expect(r).toMatchObject({ exitCode: 3, disconnected: false });
     expect(err).toBe('to-stderr\n');
-    expect(await ssh.run('printf "%s" "$0"')).toBe('sh'); // the command's own shell, not the wrapper's text
+    let out = '';
+    await ssh.exec('cat', { stdin: 'through stdin', stdout: (s) => { out += s; } });
+    expect(out).toBe('through stdin');
   });
 
   for (const how of ['abort', 'timeout'] as const) {
