@@ -27,8 +27,11 @@ export interface VmSpec {
   /** Boot the CD once (an installer), then the disk on every later reset. */
   bootCdromOnce?: boolean;
   net?: { device: string; hostForwards: { hostPort: number; guestPort: number }[] };
-  /** SMBIOS system serial (cloud-init NoCloud-Net reads its seed URL from here). */
-  smbiosSerial?: string;
+  /**
+   * A binary SMBIOS type 1 structure (smbios.ts) whose system serial carries cloud-init's NoCloud-Net
+   * seed URL. A file, not `-smbios type=1,serial=`: the command line is readable by every local user.
+   */
+  smbiosType1File?: string;
   qmpSocket: string;
   /** Serial console: a unix socket kiln can type into, mirrored to a log file. */
   serial?: { socket: string; log: string };
@@ -85,7 +88,7 @@ export function buildQemuArgGroups(vm: VmSpec): string[][] {
   }
   // Guests block on entropy at boot without a source (dropbear waited 1.4 s for it).
   g.push(['-device', 'virtio-rng-pci']);
-  if (vm.smbiosSerial) g.push(['-smbios', `type=1,serial=${escapeOption(vm.smbiosSerial)}`]);
+  if (vm.smbiosType1File) g.push(['-smbios', `file=${escapeOption(vm.smbiosType1File)}`]);
   g.push(['-qmp', `unix:${vm.qmpSocket},server=on,wait=off`]);
   if (vm.serial) {
     g.push(['-chardev', `socket,id=serial0,path=${escapeOption(vm.serial.socket)},server=on,wait=off,logfile=${escapeOption(vm.serial.log)},logappend=on`]);

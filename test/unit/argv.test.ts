@@ -45,8 +45,11 @@ describe('buildQemuArgs', () => {
     expect(g).toContainEqual(['-device', 'virtio-scsi-pci,id=scsi0']);
     expect(g).toContainEqual(['-device', 'scsi-hd,drive=disk0,bus=scsi0.0']);
   });
-  it('puts the NoCloud-Net URL in SMBIOS, escaping the semicolon-free value', () => {
-    expect(value(buildQemuArgs({ ...vm, smbiosSerial: 'ds=nocloud-net;s=http://10.0.2.2:8000/' }), '-smbios')).toEqual(['type=1,serial=ds=nocloud-net;s=http://10.0.2.2:8000/']);
+  it('gives QEMU the SMBIOS type 1 table as a file, so the seed URL in its serial is not on the command line', () => {
+    const a = buildQemuArgs({ ...vm, smbiosType1File: '/w,1/smbios-type1.bin' });
+    expect(value(a, '-smbios')).toEqual(['file=/w,,1/smbios-type1.bin']);
+    expect(a.join(' ')).not.toMatch(/serial=|nocloud/);
+    expect(value(buildQemuArgs(vm), '-smbios')).toEqual([]);
   });
   it('lets qemu_args replace single-valued switches and add repeatable ones', () => {
     const a = buildQemuArgs({ ...vm, extraArgs: [['-cpu', 'qemu64'], ['-device', 'e1000'], ['-m', '2G']] });

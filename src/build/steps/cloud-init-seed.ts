@@ -26,8 +26,13 @@ export const cloudInitSeedStep: Step = {
     });
     ctx.state.cloudInitInstanceId = seed.instanceId;
     if (ci.delivery === 'http') {
-      // An unguessable prefix: other local users can reach a loopback port, but not guess the seed.
-      const prefix = `/kiln-seed-${randomBytes(12).toString('hex')}/`;
+      // The seed holds the injected host private key and any password, and other local users can
+      // reach a loopback port: only this secret prefix keeps them from it. It reaches the guest in
+      // an SMBIOS table file (launch-qemu), never QEMU's command line; kiln masks it wherever it
+      // prints (request logs, and the seed URL cloud-init writes on the serial console).
+      const token = randomBytes(16).toString('hex');
+      ctx.events.addSecret(token);
+      const prefix = `/kiln-seed-${token}/`;
       const http = need(ctx.state, 'http');
       http.server.addRoute(`${prefix}user-data`, () => seed.userData);
       http.server.addRoute(`${prefix}meta-data`, () => seed.metaData);

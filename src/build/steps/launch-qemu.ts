@@ -1,5 +1,5 @@
 /** Step: pick the accelerator and a free SSH port, start QEMU, connect to QMP. */
-import { copyFileSync, existsSync } from 'node:fs';
+import { copyFileSync, existsSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import type { Step } from '../step.js';
@@ -9,6 +9,7 @@ import { buildQemuArgs, shellQuote, type VmSpec } from '../../qemu/argv.js';
 import { chooseAccelerator } from '../../qemu/accel.js';
 import { QemuProcess, requireQemu } from '../../qemu/process.js';
 import { QmpClient } from '../../qemu/qmp.js';
+import { smbiosType1 } from '../../qemu/smbios.js';
 import { abortable } from '../runner.js';
 import { parseSize } from '../../template/units.js';
 
@@ -59,12 +60,31 @@ export function vmSpecFor(ctx: BuildContext, sshHostPort: number | undefined, wi
       device: src.net_device,
       hostForwards: comm.type === 'ssh' && sshHostPort ? [{ hostPort: sshHostPort, guestPort: comm.port }] : [],
     },
-    smbiosSerial: st.seed?.kind === 'http' ? `ds=nocloud-net;s=${st.seed.url}` : undefined,
+    smbiosType1File: st.seed?.kind === 'http' ? seedSmbiosFile(st.workDir) : undefined,
     qmpSocket: path.join(st.workDir, 'qmp.sock'),
     serial: { socket: path.join(st.workDir, 'serial.sock'), log: path.join(st.workDir, 'serial.log') },
     headless: src.headless,
     extraArgs: src.qemu_args,
   };
+}
+
+const seedSmbiosFile = (workDir: string) => path.join(workDir, 'smbios-type1.bin');
+
+/**
+ * Writes the SMBIOS type 1 table whose serial tells cloud-init where its NoCloud-Net seed is: 0600, in
+ * the 0700 work dir, like the serial log (where cloud-init prints the URL once it has the seed).
+ */
+function writeSeedSmbios(file: string, seedUrl: string): void {
+  // QEMU's own type 1 table names QEMU as the manufacturer; guests (systemd-detect-virt) look there.
+  writeFileSync(file, smbiosType1({ manufacturer: 'QEMU', product: 'kiln build VM', serial: `ds=nocloud-net;s=${seedUrl}` }), { mode: 0o600 });
+}
+
+/**
+ * The qemu_args switch that sets SMBIOS type 1 fields, if any: QEMU refuses fields for a type it
+ * was given a table file of ("can't add fields, binary file already loaded!", hw/smbios/smbios.c).
+ */
+export function smbiosType1Switch(qemuArgs: string[][]): string[] | undefined {
+  return qemuArgs.find((a) => a[0] === '-smbios' && Number(/(?:^|,)type=([^,]*)/.exec(a[1] ?? '')?.[1]) === 1);
 }
 
 /** Ports a user pinned for the SSH forward with KILN_SSH_HOST_PORTS: "2222" or "2222-2230", tried in order. */
@@ -101,6 +121,7 @@ export async function startVm(ctx: BuildContext, withInstallMedia: boolean): Pro
   const pinned = wantsPort ? process.env.KILN_SSH_HOST_PORTS : undefined;
   const candidates = pinned ? pinnedSshPorts(pinned) : undefined;
   const taken: number[] = [];
+  if (st.seed?.kind === 'http') writeSeedSmbios(seedSmbiosFile(st.workDir), st.seed.url);
   const noFreePort = () => new Error(candidates
     ? `no free port for the SSH forward in KILN_SSH_HOST_PORTS=${pinned}: ${taken.join(', ')} on 127.0.0.1 ${taken.length === 1 ? 'is' : 'are'} in use\n  fix: stop what listens there, widen KILN_SSH_HOST_PORTS, or unset it to let kiln pick a free port`
     : `QEMU could not bind the SSH forward: ports ${taken.join(', ')} on 127.0.0.1 were taken each time between kiln choosing them and QEMU starting\n  fix: something on this host is grabbing ports; retry, or pin a range with KILN_SSH_HOST_PORTS`);
@@ -151,6 +172,10 @@ export const launchQemuStep: Step = {
     const src = ctx.build.source;
     const st = ctx.state;
     requireQemu();
+    const clash = st.seed?.kind === 'http' ? smbiosType1Switch(src.qemu_args) : undefined;
+    if (clash) {
+      throw new Error(`qemu_args ${clash.join(' ')} sets SMBIOS type 1 fields, where cloud_init delivery http gives the guest its seed URL in a type 1 table of kiln's, and QEMU takes one or the other\n  fix: set cloud_init: { delivery: cdrom }, or drop that -smbios switch`);
+    }
     st.accelerator = await chooseAccelerator(src.accelerator, ctx.options.cacheDir, (m) => ctx.log(m, 'warn'), ctx.signal);
     if (src.firmware === 'uefi') {
       if (!existsSync(OVMF_CODE)) throw new Error(`firmware: uefi needs ${OVMF_CODE}\n  fix: apt-get install ovmf (make setup does it)`);
