@@ -13,7 +13,8 @@ APT_PACKAGES=(
   mtools dosfstools fdisk e2fsprogs        # ESP, GPT, ext4 built from a directory
   cpio zstd xz-utils gzip                  # initramfs and compression
   busybox-static                           # the tiny guest's userland
-  openssh-client                           # ssh-keygen for host keys
+  openssh-client                           # ssh-keygen for host keys; the ssh Ansible runs
+  ansible-core                             # the ansible provisioner (ansible-playbook on this machine)
   util-linux iproute2 procps               # setpriv, ss, ps
 )
 

@@ -11,6 +11,8 @@ import path from 'node:path';
 import type { BuildConfig, Provisioner } from '../template/schema.js';
 import { appliesTo, describeProvisioner } from '../provisioners/index.js';
 import { fileDigest } from './digest.js';
+import { isConfigManagement } from '../template/schema-config-management.js';
+import { configManagementInputDigests } from '../provisioners/config-management-inputs.js';
 import { kilnVersion } from '../version.js';
 
 /** Bumped when the layout of a layer or the meaning of a key changes: old layers then never match. */
@@ -52,6 +54,8 @@ export function provisionerInputs(p: Provisioner): string[] {
     case 'file': return p.direction === 'upload' && p.source !== undefined ? [p.source] : [];
     case 'shell-local': return p.script ? [p.script] : [];
     case 'breakpoint': return [];
+    // Whole directory trees, digested by configManagementInputDigests (which leaves output directories out).
+    case 'ansible': case 'ansible-local': case 'puppet-masterless': return [];
   }
 }
 
@@ -118,7 +122,7 @@ export async function planLayers(build: BuildConfig, rootKey: string): Promise<P
     if (reason) parent = undefined;
     if (!parent) { plan.push({ index: i, description, uncacheable: reason ?? 'an earlier provisioner is not cached' }); continue; }
     const definition = Object.fromEntries(Object.entries(p).filter(([k]) => !RUNTIME_ONLY_PROVISIONER_FIELDS.has(k)));
-    const files: string[] = [];
+    const files: string[] = isConfigManagement(p) ? await configManagementInputDigests(p, build) : [];
     for (const f of provisionerInputs(p)) files.push(await pathDigest(f));
     // Of the \${build.*} values a provisioner may use, only output_dir is stable yet not in the root key;
     // ports, addresses and the build key change every run and stay as written.

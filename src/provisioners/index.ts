@@ -6,6 +6,9 @@ import { parseDuration } from '../template/units.js';
 import { runShell } from './shell.js';
 import { runFile } from './file.js';
 import { runShellLocal } from './shell-local.js';
+import { runAnsible } from './ansible.js';
+import { runAnsibleLocal } from './ansible-local.js';
+import { runPuppetMasterless } from './puppet-masterless.js';
 import { VmLostError, watchVm } from './vm-watch.js';
 import { abortable } from '../build/runner.js';
 
@@ -15,6 +18,8 @@ export function describeProvisioner(p: Provisioner): string {
     case 'file': return p.direction === 'download' ? `file (download ${p.source})` : `file (${p.content !== undefined ? 'content' : p.source?.split('/').pop()} -> ${p.destination})`;
     case 'shell-local': return p.inline ? 'shell-local (inline)' : `shell-local (${p.script?.split('/').pop()})`;
     case 'breakpoint': return `breakpoint (${p.note})`;
+    case 'ansible': case 'ansible-local': return `${p.type} (${p.playbook_file.split('/').pop()})`;
+    case 'puppet-masterless': return `puppet-masterless (${p.manifest_file.split('/').pop()})`;
   }
 }
 
@@ -29,6 +34,9 @@ async function runOnce(ctx: BuildContext, p: Provisioner, label: string, signal:
     case 'shell': return runShell(ctx, p, label, signal);
     case 'file': return runFile(ctx, p, label, signal);
     case 'shell-local': return runShellLocal(ctx, p, label, signal);
+    case 'ansible': return runAnsible(ctx, p, label, signal);
+    case 'ansible-local': return runAnsibleLocal(ctx, p, label, signal);
+    case 'puppet-masterless': return runPuppetMasterless(ctx, p, label, signal);
     case 'breakpoint':
       if (p.disable || !ctx.options.prompt) { ctx.log(`${label}: skipped (no terminal or disabled)`, 'debug'); return; }
       // Waiting for a key starts nothing that could run on: it just stops waiting.

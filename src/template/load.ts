@@ -12,6 +12,7 @@ import { artifactName } from '../artifacts/formats.js';
 import { TemplateError, closest, problemsFromZod, type FieldProblem, type KeyHints } from './errors.js';
 import { interpolateTree } from './interpolate.js';
 import { resolveBuildPaths } from './paths.js';
+import { isConfigManagement } from './schema-config-management.js';
 import { knownKeysAt, packerSourceAliases, templateSchema, variableName, variableSchema, type Template } from './schema.js';
 import { resolveVariables, type ResolvedVariables, type VariableInputs } from './variables.js';
 
@@ -180,6 +181,9 @@ export function loadTemplate(file: string, inputs: VariableInputs = {}): LoadedT
     }
     if (s.communicator.type === 'none' && b.provisioners.some((p) => p.type === 'shell' || p.type === 'file')) {
       problems.push({ path: [...at, 'communicator'], message: 'shell and file provisioners need a communicator, but it is "none"', fix: 'set communicator.type to ssh, or remove those provisioners' });
+    }
+    if (s.communicator.type === 'none' && b.provisioners.some(isConfigManagement)) {
+      problems.push({ path: [...at, 'communicator'], message: 'ansible, ansible-local and puppet-masterless provisioners reach the guest over SSH, but the communicator is "none"', fix: 'set communicator.type to ssh, or remove those provisioners' });
     }
     // An ISO install gets the build key through its answers file (${build.ssh_public_key}).
     if (s.cloud_init === false && s.iso === undefined && s.communicator.type === 'ssh' && !s.communicator.private_key_file && !s.communicator.password) {

@@ -7,6 +7,7 @@ import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { FieldProblem } from './errors.js';
 import type { BuildConfig } from './schema.js';
+import { isConfigManagement, resolveConfigManagementPaths } from './schema-config-management.js';
 
 export const isUrl = (s: string) => /^https?:\/\//.test(s);
 
@@ -46,6 +47,8 @@ export function resolveBuildPaths(b: BuildConfig, at: (string | number)[], dir: 
       p.destination = resolve(p.destination);
     } else if (p.type === 'shell-local' && p.script) {
       p.script = existing(p.script, [...field, 'script'], 'file');
+    } else if (isConfigManagement(p)) {
+      resolveConfigManagementPaths(p, (written, name, kind) => existing(written, [...field, ...name], kind));
     }
   });
   b.post_processors.forEach((p, j) => {

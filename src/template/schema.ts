@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import { parseDuration, parseSize } from './units.js';
 import { BootCommandError, parseBootCommand } from '../bootcommand/parse.js';
+import { ansibleFields, ansibleLocalFields, puppetMasterlessFields } from './schema-config-management.js';
 
 /** A check whose failure carries its fix (errors.ts prints `params.fix` under the message). */
 const because = (message: string, fix: string) => ({ message, params: { fix } });
@@ -141,6 +142,9 @@ export const breakpointProvisioner = z.strictObject({
 
 export const provisionerSchema = z.discriminatedUnion('type', [
   shellProvisioner, fileProvisioner, shellLocalProvisioner, breakpointProvisioner,
+  z.strictObject({ type: z.literal('ansible'), ...provisionerCommon, ...ansibleFields }),
+  z.strictObject({ type: z.literal('ansible-local'), ...provisionerCommon, ...ansibleLocalFields }),
+  z.strictObject({ type: z.literal('puppet-masterless'), ...provisionerCommon, ...puppetMasterlessFields }),
 ]);
 
 export const outputFormats = ['qcow2', 'raw', 'vmdk', 'vhdx', 'vhd', 'ova', 'vagrant', 'gce'] as const;
