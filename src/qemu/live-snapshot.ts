@@ -5,7 +5,7 @@
  */
 import { execa } from 'execa';
 import type { QmpClient } from './qmp.js';
-import { qemuImgBinary } from './qemu-img.js';
+import { buildDiskCreateOptions, qemuImgBinary } from './qemu-img.js';
 import { diesWithKiln } from './process.js';
 
 /** The -drive id kiln gives the build disk (argv.ts numbers disks from 0). */
@@ -13,7 +13,7 @@ export const buildDiskDevice = 'disk0';
 
 export async function snapshotActiveDisk(qmp: QmpClient, active: string, overlay: string, virtualSize: number, nodeName: string): Promise<void> {
   // -u: the active image is locked by QEMU, so qemu-img must not open it; the size is given instead.
-  await execa(...diesWithKiln(qemuImgBinary, ['create', '-q', '-f', 'qcow2', '-u', '-b', active, '-F', 'qcow2', overlay, String(virtualSize)]));
+  await execa(...diesWithKiln(qemuImgBinary, ['create', '-q', '-f', 'qcow2', ...buildDiskCreateOptions, '-u', '-b', active, '-F', 'qcow2', overlay, String(virtualSize)]));
   // The overlay keeps the build disk's discard/zero handling, or fstrim later would not shrink it.
   await qmp.execute('blockdev-add', {
     driver: 'qcow2', 'node-name': nodeName, file: { driver: 'file', filename: overlay },

@@ -59,15 +59,24 @@ export async function imageInfo(file: string, format?: string, shared = false, s
   };
 }
 
+/**
+ * The images a build VM writes use the file system's block size as their cluster size. QEMU drops the
+ * part of a discard that does not cover a whole cluster, so with qcow2's default 64 KiB clusters a
+ * freed 4 KiB block next to live data keeps its bytes through fstrim: cloud-init rewrites its cache
+ * (obj.pkl, holding the seed with the injected host private key) by write-and-rename at every stage,
+ * and such an old copy was found in an artifact. With 4 KiB clusters every freed block is trimmed away.
+ */
+export const buildDiskCreateOptions = ['-o', 'cluster_size=4096'];
+
 /** A qcow2 overlay whose reads fall through to `base`; the base is never written. */
 export async function createOverlay(base: string, baseFormat: string, overlay: string, sizeBytes?: number, signal?: AbortSignal): Promise<void> {
-  const args = ['create', '-q', '-f', 'qcow2', '-b', base, '-F', baseFormat, overlay];
+  const args = ['create', '-q', '-f', 'qcow2', ...buildDiskCreateOptions, '-b', base, '-F', baseFormat, overlay];
   if (sizeBytes) args.push(String(sizeBytes));
   await qemuImg(args, `creating overlay ${overlay}`, signal);
 }
 
 export async function createBlank(file: string, sizeBytes: number, signal?: AbortSignal): Promise<void> {
-  await qemuImg(['create', '-q', '-f', 'qcow2', file, String(sizeBytes)], `creating disk ${file}`, signal);
+  await qemuImg(['create', '-q', '-f', 'qcow2', ...buildDiskCreateOptions, file, String(sizeBytes)], `creating disk ${file}`, signal);
 }
 
 /** Grows (never shrinks) an image's virtual size. */

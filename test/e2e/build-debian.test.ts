@@ -1,6 +1,8 @@
 // kiln build from the Debian cloud fixture: cloud-init seed over NoCloud-Net, host key verified,
-// provisioners as a sudo user, and an artifact that carries their work but not kiln's access.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+// provisioners as a sudo user, and an artifact that carries their work but not kiln's access. The
+// seed URL (it serves the injected host private key) hides behind a random prefix that no other local
+// user can read: not on QEMU's command line, not in kiln's output.
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -9,7 +11,8 @@ import { writeSeedIso } from '../../src/cloudinit/seed.js';
 import { Guest, imagesDir, overlayOf } from '../helpers/guest.js';
 import { testSeed } from '../helpers/cloud.js';
 import { fingerprintOf } from '../../src/communicator/keys.js';
-import { kiln } from '../helpers/kiln.js';
+import { kiln, spawnKiln } from '../helpers/kiln.js';
+import { kilnWorkDirs, processesMentioning, type ProcessInfo } from '../helpers/process-audit.js';
 import { ed25519PublicPattern, privateKeyPattern, searchDisk } from '../helpers/disk-search.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-e2e-debian-build-'));
@@ -42,6 +45,7 @@ builds:
         env: { WHO: provisioner }
         inline:
           - echo "$WHO ran as $(id -un) on \${build.name}" > /etc/kiln-marker
+          - cat /sys/class/dmi/id/product_serial
           - df -B1 --output=size / | tail -1 > /etc/kiln-rootsize
       - type: file
         source: ${path.join(dir, 'app.conf')}
@@ -54,8 +58,41 @@ builds:
       - format: qcow2
       - format: vmdk
 `);
-    const first = await kiln(['build', file, '--events=json'], env);
+    // A TMPDIR of its own: the build's work dir is then the only kiln-deb-* in it. While the guest
+    // boots, look from outside as any local user could: QEMU's command line; and read the SMBIOS table
+    // file in the work dir, which tells the test (its owner) the secret prefix to look for.
+    const tmp = path.join(dir, 'tmp');
+    mkdirSync(tmp);
+    let booting: { token?: string; fileMode: number; qemu: ProcessInfo[] } | undefined;
+    const first = await spawnKiln(['build', file, '--events=json', '--debug'], {
+      env: { ...env, TMPDIR: tmp },
+      onEvent: (e) => {
+        if (booting || e.type !== 'step-start' || e.step !== 'wait for SSH') return;
+        const [workDir] = kilnWorkDirs(tmp, 'deb');
+        const table = path.join(workDir!, 'smbios-type1.bin');
+        booting = {
+          token: /\/kiln-seed-([0-9a-f]+)\//.exec(readFileSync(table, 'latin1'))?.[1],
+          fileMode: statSync(table).mode & 0o777,
+          qemu: processesMentioning(workDir!).filter((p) => p.command.includes('qemu-system')),
+        };
+      },
+    }).done;
     expect(first.exitCode, first.stderr.slice(-3000)).toBe(0);
+    const { token, fileMode, qemu } = booting!;
+    expect(token).toMatch(/^[0-9a-f]{32}$/);
+    expect(fileMode).toBe(0o600);
+    expect(qemu).toHaveLength(1);
+    expect(qemu[0]!.command).toMatch(/-smbios file=\S+\/smbios-type1\.bin/);
+    expect(qemu[0]!.command).not.toContain(token);
+    expect(qemu[0]!.command).not.toContain('nocloud');
+    // The guest read the URL from the table and cloud-init fetched the seed under the prefix (the
+    // request log shows it, masked); the provisioner's cat of the serial prints it masked too.
+    expect(first.events.filter((e) => e.type === 'log').map((e) => String(e.message))).toContain('http: GET /kiln-seed-<sensitive>/user-data -> 200');
+    const lines = first.events.filter((e) => e.type === 'output').map((e) => String(e.line));
+    expect(lines.some((l) => /^ds=nocloud-net;s=http:\/\/10\.0\.2\.2:\d+\/kiln-seed-<sensitive>\/$/.test(l)), lines.join('\n')).toBe(true);
+    expect(first.stdout, 'events').not.toContain(token);
+    expect(first.stderr, 'human log').not.toContain(token);
+    expect(kilnWorkDirs(tmp, 'deb')).toEqual([]);
     expect(first.events.filter((e) => e.type === 'layer-saved').map((e) => e.index)).toEqual([0, 1, 2]);
 
     // Only the last provisioner changed: the first comes from its layer; the upload into /tmp (emptied

@@ -26,7 +26,6 @@ export interface BootOptions {
   cpus?: number;
   extraDisks?: VmSpec['disks'];
   cdroms?: string[];
-  smbiosSerial?: string;
   workDir?: string;
 }
 
@@ -47,7 +46,6 @@ export class Guest {
       disks: [{ path: o.disk, format: o.format ?? 'qcow2', interface: 'virtio' }, ...(o.extraDisks ?? [])],
       cdroms: o.cdroms,
       net: { device: 'virtio-net-pci', hostForwards: [{ hostPort: sshPort, guestPort: 22 }] },
-      smbiosSerial: o.smbiosSerial,
       qmpSocket: path.join(workDir, 'qmp.sock'),
       serial: { socket: path.join(workDir, 'serial.sock'), log: serialLog },
       headless: true,
