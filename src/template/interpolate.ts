@@ -34,8 +34,9 @@ export function interpolateString(
     return v;
   }
   return text.replace(reference, (match, escaped: string, ns: 'var' | 'build', name: string) => {
-    if (escaped) return match.slice(1);
+    // Another namespace's escape is left for its own pass: unescaped now, `$${build.x}` would be filled in later.
     if (only && ns !== only) return match;
+    if (escaped) return match.slice(1);
     const v = lookup(values[ns], name);
     if (v === undefined) { onMissing({ namespace: ns, name }); return match; }
     return String(v);

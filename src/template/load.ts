@@ -5,13 +5,17 @@
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import YAML, { LineCounter, isMap, isScalar, isSeq, type Node } from 'yaml';
 import { z } from 'zod';
 import { artifactName } from '../artifacts/formats.js';
+import { defaultCacheDir } from '../build/build.js';
 import { TemplateError, closest, problemsFromZod, type FieldProblem, type KeyHints } from './errors.js';
 import { interpolateTree } from './interpolate.js';
+import { outputDirectoryProblems, protectedPlaces } from './output-directories.js';
 import { resolveBuildPaths } from './paths.js';
+import { qemuArgsProblems } from './qemu-args.js';
 import { isConfigManagement } from './schema-config-management.js';
 import { knownKeysAt, packerSourceAliases, templateSchema, variableName, variableSchema, type Template } from './schema.js';
 import { resolveVariables, type ResolvedVariables, type VariableInputs } from './variables.js';
@@ -23,6 +27,11 @@ export interface LoadedTemplate {
   variables: ResolvedVariables;
   /** sha256 of the template file's bytes, recorded in the manifest. */
   digest: string;
+}
+
+export interface LoadOptions {
+  /** The layer cache the build would use, which no output directory may be or hold (default: defaultCacheDir()). */
+  cacheDir?: string;
 }
 
 /** A fix for the YAML mistakes people make most, by the YAML library's error code. */
@@ -82,7 +91,7 @@ function treeShapeProblem(raw: unknown): FieldProblem | undefined {
   return undefined;
 }
 
-export function loadTemplate(file: string, inputs: VariableInputs = {}): LoadedTemplate {
+export function loadTemplate(file: string, inputs: VariableInputs = {}, options: LoadOptions = {}): LoadedTemplate {
   const abs = path.resolve(file);
   let text: string;
   try {
@@ -161,6 +170,7 @@ export function loadTemplate(file: string, inputs: VariableInputs = {}): LoadedT
 
   const names = new Map<string, number>();
   const outputDirs = new Map<string, number>();
+  const places = protectedPlaces(dir, process.cwd(), os.homedir(), options.cacheDir ?? defaultCacheDir(), inputs.varFiles ?? []);
   template.builds.forEach((b, i) => {
     const sameName = names.get(b.name);
     if (sameName !== undefined) problems.push({ path: ['builds', i, 'name'], message: `build name "${b.name}" is used twice (also builds[${sameName}])`, fix: 'give each build its own name' });
@@ -172,7 +182,11 @@ export function loadTemplate(file: string, inputs: VariableInputs = {}): LoadedT
         ? { path: [...at, 'iso'], message: 'both "base_image" and "iso" are set', fix: 'keep "base_image" to build on a bootable disk image, or "iso" to install onto a blank disk, not both' }
         : { path: at, message: 'neither "base_image" nor "iso" is set', fix: 'add "base_image" (a bootable disk image) or "iso" (an installer, with disk_size and boot_command)' });
     }
-    resolveBuildPaths(b, ['builds', i], dir, problems);
+    const buildInputs = resolveBuildPaths(b, ['builds', i], dir, problems);
+    problems.push(...outputDirectoryProblems(b, ['builds', i], places, buildInputs));
+    problems.push(...qemuArgsProblems(s.qemu_args, [...at, 'qemu_args'], s.communicator.type === 'ssh' ? s.communicator.port : 22));
+    // `enabled: false` says the same as `cloud_init: false`, and must be held to the same checks.
+    if (s.cloud_init !== false && !s.cloud_init.enabled) s.cloud_init = false;
     if (s.iso !== undefined) {
       if (!s.disk_size) problems.push({ path: [...at, 'disk_size'], message: 'an ISO install needs a blank disk of a given size', fix: 'add disk_size, e.g. disk_size: 10G' });
       // Installers have no cloud-init datasource to read: unless asked for, no seed and no injected host key.
@@ -203,6 +217,13 @@ export function loadTemplate(file: string, inputs: VariableInputs = {}): LoadedT
         problems.push({ path: ['builds', i, 'outputs', k], message: `writes ${artifactName(b.name, o)}, like outputs[${first}]`, fix: `give one of them another "name" (e.g. name: ${b.name}-${k}.${path.extname(artifactName(b.name, o)).slice(1) || o.format}), or remove the duplicate` });
       }
       artifacts.set(target, k);
+    });
+    const produced = new Set(b.outputs.map((o) => o.format));
+    b.post_processors.forEach((p, k) => {
+      if (p.type !== 'compress') return;
+      p.formats?.forEach((f, n) => {
+        if (!produced.has(f)) problems.push({ path: ['builds', i, 'post_processors', k, 'formats', n], message: `no output of this build is ${f}, so there is nothing of that format to compress`, fix: `list formats the build writes (${[...produced].join(', ')}), or add an output with format: ${f}` });
+      });
     });
     // ${build.*} names that will exist at run time; anything else is a typo worth catching now.
     interpolateTree(b, {}, (miss) => {

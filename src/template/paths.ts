@@ -6,6 +6,7 @@
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { FieldProblem } from './errors.js';
+import type { BuildInput } from './output-directories.js';
 import type { BuildConfig } from './schema.js';
 import { isConfigManagement, resolveConfigManagementPaths } from './schema-config-management.js';
 
@@ -13,13 +14,19 @@ export const isUrl = (s: string) => /^https?:\/\//.test(s);
 
 type Kind = 'file' | 'dir' | 'any';
 
-/** Resolves a build's paths in place (to absolute ones) and reports those that must exist but do not. */
-export function resolveBuildPaths(b: BuildConfig, at: (string | number)[], dir: string, problems: FieldProblem[]): void {
+/**
+ * Resolves a build's paths in place (to absolute ones) and reports those that must exist but do not.
+ * Returns the local files and directories the build reads, which no output directory may hold.
+ */
+export function resolveBuildPaths(b: BuildConfig, at: (string | number)[], dir: string, problems: FieldProblem[]): BuildInput[] {
+  const inputs: BuildInput[] = [];
   const resolve = (p: string) => (path.isAbsolute(p) || isUrl(p) ? p : path.resolve(dir, p));
   const existing = (written: string, field: (string | number)[], kind: Kind): string => {
     const resolved = resolve(written);
-    const problem = isUrl(resolved) ? undefined : missing(written, resolved, dir, kind);
+    if (isUrl(resolved)) return resolved;
+    const problem = missing(written, resolved, dir, kind);
     if (problem) problems.push({ path: [...at, ...field], ...problem });
+    else inputs.push({ path: resolved, field });
     return resolved;
   };
 
@@ -54,6 +61,7 @@ export function resolveBuildPaths(b: BuildConfig, at: (string | number)[], dir: 
   b.post_processors.forEach((p, j) => {
     if (p.type === 'shell-local' && p.script) p.script = existing(p.script, ['post_processors', j, 'script'], 'file');
   });
+  return inputs;
 }
 
 function missing(written: string, resolved: string, dir: string, kind: Kind): Omit<FieldProblem, 'path'> | undefined {

@@ -87,7 +87,11 @@ const provisionerCommon = {
   cache: z.boolean().optional(),
 };
 
-const envMap = z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).default({});
+/** A name `sh` can export: anything else fails only when the command runs, after the VM booted. */
+const envName = z.string().refine((v) => /^[A-Za-z_][A-Za-z0-9_]*$/.test(v), because(
+  'not an environment variable name', 'use letters, digits and "_", not starting with a digit, e.g. MY_SETTING',
+));
+const envMap = z.record(envName, z.union([z.string(), z.number(), z.boolean()])).default({});
 
 export const shellProvisioner = z.strictObject({
   type: z.literal('shell'),
@@ -113,6 +117,10 @@ export const fileProvisioner = z.strictObject({
   content: z.string().optional(),
   destination: z.string(),
   direction: z.enum(['upload', 'download']).default('upload'),
+}).refine((p) => p.direction === 'download' || p.destination.startsWith('/'), {
+  // On the guest's side, where a relative path would depend on the SFTP server's idea of "here".
+  ...because('an upload\'s destination is a path in the guest, and it must be absolute', 'write an absolute guest path, e.g. destination: /tmp/motd'),
+  path: ['destination'],
 }).refine((p) => (p.source === undefined) !== (p.content === undefined), because(
   'a file provisioner needs exactly one of "source" or "content"',
   'keep "source" to copy a file, or "content" to write the given text',
@@ -151,7 +159,9 @@ export const outputFormats = ['qcow2', 'raw', 'vmdk', 'vhdx', 'vhd', 'ova', 'vag
 export const outputSchema = z.strictObject({
   format: z.enum(outputFormats),
   /** File name inside the build's output directory; defaults to "<build>.<ext>". */
-  name: z.string().refine((v) => /^[^/\\]+$/.test(v), because('name is a file name, not a path', 'put the folder in "directory" and only the file name in "name"')).optional(),
+  name: z.string().refine((v) => /^[^/\\]+$/.test(v), because('name is a file name, not a path', 'put the folder in "directory" and only the file name in "name"'))
+    // "." and ".." name the output directory and its parent: the artifact would replace a directory.
+    .refine((v) => v !== '.' && v !== '..', because('"." and ".." name directories, not a file', 'give the artifact a file name, e.g. name: disk.qcow2')).optional(),
   /** Another directory for this artifact (default: the build's output_directory). */
   directory: z.string().optional(),
   /** qcow2: zstd-compressed clusters; vmdk: same as subformat streamOptimized. */
@@ -187,12 +197,18 @@ export const postProcessorSchema = z.discriminatedUnion('type', [
     type: z.literal('shell-local'),
     inline: z.array(z.string()).optional(),
     script: z.string().optional(),
-    env: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).default({}),
+    env: envMap,
   }).refine((p) => (p.inline === undefined) !== (p.script === undefined), because(
     'a shell-local post-processor needs exactly one of "inline" or "script"',
     'keep one of them; to run both, use two shell-local post-processors',
   )),
 ]);
+
+/** A path inside the CD: relative, with no ".." that would climb out of it into kiln's work directory. */
+const cdFileName = z.string().refine((v) => !v.startsWith('/') && v.split('/').every((part) => part !== '..') && v.split('/').some((part) => part !== '' && part !== '.'), because(
+  'a cd_content name is a path inside the CD: relative, without ".." parts',
+  'write it relative to the CD\'s root, e.g. ks.cfg or kickstart/ks.cfg',
+));
 
 export const sourceSchema = z.strictObject({
   /** A bootable disk image (cloud image) to build on; or `iso` to install onto a blank disk. */
@@ -206,7 +222,7 @@ export const sourceSchema = z.strictObject({
   boot_console: z.enum(['keyboard', 'serial']).default('keyboard'),
   /** An extra ISO built from these files (e.g. a kickstart on an OEMDRV-labelled disc). */
   cd_files: z.array(z.string()).default([]),
-  cd_content: z.record(z.string(), z.string()).default({}),
+  cd_content: z.record(cdFileName, z.string()).default({}),
   cd_label: z.string().max(32).default('cidata'),
   floppy_files: z.array(z.string()).default([]),
   floppy_label: z.string().max(11).default('KILN'),

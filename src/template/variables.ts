@@ -1,12 +1,13 @@
 /**
  * Variable values come from, lowest to highest precedence: the template's defaults, --var-file files
- * (in order), KILN_VAR_<name> environment variables, --var name=value flags (in order).
+ * (in order), KILN_VAR_<name> environment variables, --var name=value flags (in order). Wherever a
+ * value comes from, `${var.NAME}` in it is filled in from the other variables.
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
 import type { VariableDef } from './schema.js';
-import type { Scalar } from './interpolate.js';
+import { interpolateString, type Scalar } from './interpolate.js';
 import { TemplateError, closest, formatPath, type FieldProblem } from './errors.js';
 
 export interface VariableInputs {
@@ -63,28 +64,27 @@ function coerce(name: string, def: VariableDef, raw: unknown, from: ValueSource,
   }
 }
 
+/** A value as given, before other variables in it are filled in and it is checked against its type. */
+interface GivenValue { raw: unknown; from: ValueSource }
+
 export function resolveVariables(
   defs: Record<string, VariableDef>,
   inputs: VariableInputs,
   templateFile: string,
 ): ResolvedVariables {
-  const values: Record<string, Scalar> = {};
-  const origin: Record<string, string> = {};
+  const given = new Map<string, GivenValue>();
   const names = Object.keys(defs);
   const set = (name: string, raw: unknown, from: ValueSource) => {
     // Own properties only: "constructor" or "__proto__" must not find Object.prototype's.
-    const def = Object.hasOwn(defs, name) ? defs[name] : undefined;
-    if (!def) {
+    if (!Object.hasOwn(defs, name)) {
       const guess = closest(name, names);
       throw new VariableError(from.label, [{
         path: [name], message: `variable "${name}" is not declared in ${templateFile}`,
         fix: guess ? `did you mean "${guess}"?` : `declare it under "variables:" in ${templateFile}, or remove it`,
       }]);
     }
-    Object.defineProperty(values, name, { value: coerce(name, def, raw, from, templateFile), enumerable: true, writable: true, configurable: true });
-    Object.defineProperty(origin, name, { value: from.label, enumerable: true, writable: true, configurable: true });
+    given.set(name, { raw, from });
   };
-
   for (const [name, def] of Object.entries(defs)) {
     if (def.default !== undefined) set(name, def.default, { label: `${templateFile} (default)`, kind: 'default' });
   }
@@ -117,13 +117,60 @@ export function resolveVariables(
     set(pair.slice(0, eq), pair.slice(eq + 1), { label: `--var ${pair.slice(0, eq)}`, kind: 'flag' });
   }
 
-  const missing = names.filter((n) => !Object.hasOwn(values, n));
+  const missing = names.filter((n) => !given.has(n));
   if (missing.length) {
     throw new TemplateError(templateFile, missing.map((n) => ({
       path: ['variables', n], message: `variable "${n}" has no default and no value was given`,
       fix: `pass --var ${n}=..., a --var-file, or set KILN_VAR_${n}`,
     })));
   }
+  const values: Record<string, Scalar> = {};
+  const origin: Record<string, string> = {};
+  const resolving: string[] = [];
+  /**
+   * A value may refer to other variables (default: "${var.user}-build"): those are resolved first,
+   * depth-first, so the order of declaration does not matter and a loop is caught with its chain.
+   */
+  const resolve = (name: string): Scalar => {
+    if (Object.hasOwn(values, name)) return values[name]!;
+    const def = defs[name]!;
+    const { raw, from } = given.get(name)!;
+    const blame = (culprit: string, message: string, fix: string): never => {
+      const source = given.get(culprit)!.from;
+      if (source.kind === 'default') throw new TemplateError(templateFile, [{ path: ['variables', culprit, 'default'], message, fix }]);
+      throw new VariableError(source.label, [{ path: ['variables', culprit], message, fix }]);
+    };
+    const loopStart = resolving.indexOf(name);
+    if (loopStart >= 0) {
+      // A value given from outside (--var, a var file) closes a loop that the defaults alone did not have.
+      const members = resolving.slice(loopStart);
+      const culprit = members.find((m) => given.get(m)!.from.kind !== 'default') ?? name;
+      const from = members.indexOf(culprit);
+      const chain = [...members.slice(from), ...members.slice(0, from), culprit];
+      blame(culprit, `variables refer to each other in a loop: ${chain.join(' -> ')}`, `give one of them a value that does not refer back, e.g. a plain ${defs[culprit]!.type}; write $\${var.NAME} for a literal \${var.NAME}`);
+    }
+    resolving.push(name);
+    let expanded = raw;
+    if (typeof raw === 'string') {
+      const referenced: string[] = [];
+      interpolateString(raw, { var: {} }, (ref) => referenced.push(ref.name), 'var');
+      const known: Record<string, Scalar> = {};
+      for (const ref of referenced) {
+        if (!Object.hasOwn(defs, ref)) {
+          const guess = closest(ref, names);
+          blame(name, `undefined variable "${ref}"`, `declare "${ref}" under "variables:" or fix the reference \${var.${ref}}${guess ? ` (did you mean \${var.${guess}}?)` : ''}`);
+        }
+        if (!Object.hasOwn(known, ref)) Object.defineProperty(known, ref, { value: resolve(ref), enumerable: true });
+      }
+      expanded = interpolateString(raw, { var: known }, () => {}, 'var');
+    }
+    resolving.pop();
+    Object.defineProperty(values, name, { value: coerce(name, def, expanded, from, templateFile), enumerable: true, writable: true, configurable: true });
+    Object.defineProperty(origin, name, { value: from.label, enumerable: true, writable: true, configurable: true });
+    return values[name]!;
+  };
+  for (const name of names) resolve(name);
+
   const sensitive = new Set(names.filter((n) => defs[n]!.sensitive));
   const secrets = [...sensitive].map((n) => String(values[n])).filter((s) => s.length >= 3);
   return { values, sensitive, secrets, origin };

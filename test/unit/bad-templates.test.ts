@@ -85,6 +85,28 @@ const corpus: Record<string, Expectation> = {
   'cloud-init-false-no-key.yaml': { expect: ['builds[0].source.cloud_init', 'without cloud-init kiln cannot give the guest its build key', 'fix: set communicator.private_key_file'] },
   'communicator-none-with-shell.yaml': { expect: ['builds[0].source.communicator', 'shell and file provisioners need a communicator', 'fix: set communicator.type to ssh'] },
 
+  // Output directories that would replace what kiln did not write (kiln build --force replaces them)
+  'output-directory-dot.yaml': { expect: ['builds[0].output_directory', 'is the template\'s folder', 'kiln build --force replaces an output directory', 'fix: give the build a directory of its own, e.g. output_directory: output/bad'] },
+  'output-directory-parent.yaml': { expect: ['builds[0].output_directory', 'holds the template\'s folder', 'fix: give the build a directory of its own'] },
+  'output-directory-holds-input.yaml': { expect: ['builds[0].output_directory', 'holds the build\'s input source.base_image', 'support/base.qcow2', 'fix: give the build a directory of its own'] },
+  'output-directory-cache.yaml': { expect: ['builds[0].output_directory', 'is kiln\'s cache directory', 'fix: give the build a directory of its own'] },
+  'outputs-directory-holds-input.yaml': { expect: ['builds[0].outputs[0].directory', 'holds the build\'s input source.base_image', 'fix: remove "directory"'] },
+
+  // qemu_args that would take kiln's controls away, or that QEMU itself refuses
+  'qemu-args-qmp-tcp.yaml': { expect: ['builds[0].source.qemu_args[1]', '-qmp tcp:0.0.0.0:4444', 'kiln talks to QEMU over its own QMP socket', 'open the VM\'s control socket to the network', 'fix: remove it'] },
+  'qemu-args-nographic.yaml': { expect: ['builds[0].source.qemu_args[0]', '--nographic: it connects the serial port and the monitor', 'fix: remove it: headless: true'] },
+  'qemu-args-netdev-net0.yaml': { expect: ['builds[0].source.qemu_args[0]', '-netdev user,id=net0: it claims the id net0', 'SSH', 'fix: give yours another id', 'id=net1'] },
+  'qemu-args-equals.yaml': { expect: ['builds[0].source.qemu_args[0]', 'QEMU has no -cpu=max spelling', 'fix: write the switch and its value as two items: ["-cpu", "max"]'] },
+
+  // Mistakes that used to surface only late in a build
+  'output-name-dotdot.yaml': { expect: ['builds[0].outputs[0].name', '"." and ".." name directories, not a file', 'fix: give the artifact a file name'] },
+  'compress-format-not-produced.yaml': { expect: ['builds[0].post_processors[0].formats[0]', 'no output of this build is raw', 'fix: list formats the build writes (qcow2)'] },
+  'file-destination-relative.yaml': { expect: ['builds[0].provisioners[0].destination', 'must be absolute', 'fix: write an absolute guest path, e.g. destination: /tmp/'] },
+  'cd-content-dotdot.yaml': { expect: ['builds[0].source.cd_content', 'a cd_content name is a path inside the CD', 'fix: write it relative to the CD\'s root'] },
+  'env-key-bad.yaml': { expect: ['builds[0].provisioners[0].env.MY-VAR', 'not an environment variable name', 'fix: use letters, digits and "_"'] },
+  'var-default-loop.yaml': { expect: ['variables.a.default', 'variables refer to each other in a loop: a -> b -> a', 'fix: give one of them a value that does not refer back'] },
+  'cloud-init-enabled-false-no-key.yaml': { expect: ['builds[0].source.cloud_init', 'without cloud-init kiln cannot give the guest its build key', 'fix: set communicator.private_key_file'] },
+
   // Not a template at all: syntax errors, with their line
   'yaml-bad-indentation.yaml': { expect: ['yaml-bad-indentation.yaml:6:', 'syntax error: All mapping items must start at the same column', 'fix: line this key up'] },
   'yaml-tab.yaml': { expect: ['yaml-tab.yaml:5:', 'syntax error: Tabs are not allowed as indentation', 'fix: indent with spaces, not tabs'] },
