@@ -47,7 +47,6 @@ export async function runAnsibleLocal(ctx: BuildContext, p: AnsibleLocalProvisio
       ANSIBLE_PYTHON_INTERPRETER: 'auto_silent',
       ANSIBLE_ROLES_PATH: rolesSearchPath(roles), ANSIBLE_COLLECTIONS_PATH: collectionsSearchPath(collections),
     });
-    const parsed = new AnsibleOutput();
     const run = async (command: string, observe?: (line: string) => void) => {
       const output = streamedOutput(ctx, label, observe);
       const r = await ssh.exec(`cd ${quote(staging)} && env ${env} ${command}`, { stdout: output.stdout, stderr: output.stderr, signal }).finally(output.flush);
@@ -72,6 +71,7 @@ export async function runAnsibleLocal(ctx: BuildContext, p: AnsibleLocalProvisio
     await ssh.uploadContent(JSON.stringify(vars), extraVars, 0o600, signal);
     try {
       const extra = interpolateTree(p.extra_arguments, { build: ctx.buildValues() }).map(String);
+      const parsed = new AnsibleOutput();
       const argv = ['-c', 'local', '-i', inventory, '-e', `@${extraVars}`, ...(p.become ? ['--become'] : []), ...extra, playbook];
       const r = await run(`${quote(p.command)} ${argv.map(quote).join(' ')}`, (line) => parsed.observe(line));
       if (r.exitCode === 127) throw notInstalled(p.command, label);

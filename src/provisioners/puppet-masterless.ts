@@ -71,7 +71,8 @@ export async function runPuppetMasterless(ctx: BuildContext, p: PuppetMasterless
     const command = puppetCommand(p, { manifest, modulePaths, hieraConfig }, facts, interpolateTree(p.extra_arguments, values).map(String));
     ctx.log(`${label}: ${command}`, 'debug');
     const errors: string[] = [];
-    const output = streamedOutput(ctx, label, (line) => { if (line.startsWith('Error: ')) errors.push(line); });
+    // Puppet often prints an error twice (as it happens, and in its summary): keep each once.
+    const output = streamedOutput(ctx, label, (line) => { if (line.startsWith('Error: ') && !errors.includes(line)) errors.push(line); });
     const r = await ssh.exec(`cd ${quote(staging)} && ${command}`, { stdout: output.stdout, stderr: output.stderr, signal }).finally(output.flush);
     const exit = puppetExit(r.exitCode);
     if (r.disconnected) throw new ProvisionerError(`${label}: the SSH connection was lost while puppet apply ran`);

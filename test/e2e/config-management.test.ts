@@ -69,7 +69,7 @@ builds:
     outputs:
       - format: qcow2
 `);
-    const run = await kiln(['build', file, '--events=json'], { KILN_CACHE_DIR: path.join(dir, 'deb', 'cache') });
+    const run = await kiln(['build', file, '--events=json'], { KILN_CACHE_DIR: path.join(dir, 'deb', 'cache') }, 1_200_000);
     expect(run.exitCode, run.stderr.slice(-3000)).toBe(0);
 
     // Ansible's output streamed as line events of its provisioner, the handler ran, the token is masked.
@@ -87,7 +87,7 @@ builds:
     const manifest = readFileSync(path.join(dir, 'deb', 'out', 'manifest.json'), 'utf8');
     for (const text of [run.stdout, run.stderr, manifest]) expect(text).not.toContain(secret);
     expect(JSON.parse(manifest).variables.token).toBe('<sensitive>');
-  }, 900_000);
+  }, 1_500_000);
 
   it('on the tiny guest: editing one role file re-runs the build from that provisioner only; a failing task names itself', async () => {
     const root = path.join(dir, 'tiny');
