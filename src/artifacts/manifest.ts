@@ -1,5 +1,9 @@
-/** manifest.json and SHA256SUMS: what was built, from what, with which digests, sizes and times. */
-import { writeFileSync } from 'node:fs';
+/**
+ * manifest.json and SHA256SUMS: what was built, from what, with which digests, sizes and times. The
+ * manifest also lists every file kiln put in the output directory: kiln replaces (--force) or deletes
+ * only a directory whose every entry it finds there.
+ */
+import { lstatSync, readFileSync, readdirSync, rmdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { BuildContext } from '../build/state.js';
 import { kilnVersion } from '../version.js';
@@ -18,6 +22,8 @@ export interface Manifest {
   finished_at: string;
   timings_ms: Record<string, number>;
   artifacts: { name: string; path: string; format: string; size: number; virtual_size: number; sha256: string; sha512?: string; compression?: string }[];
+  /** Every entry kiln put in the output directory besides manifest.json, relative to it; directories end in "/". */
+  files?: string[];
   /** The layer cache: which provisioners came from it, and the key a later identical build matches. */
   cache?: {
     artifact_key?: string;
@@ -25,7 +31,7 @@ export interface Manifest {
   };
 }
 
-export function buildManifest(ctx: BuildContext, startedAt: Date, finalPathOf: (staged: string) => string, qemuImgVersion: string): Manifest {
+export function buildManifest(ctx: BuildContext, startedAt: Date, finalPathOf: (staged: string) => string, qemuImgVersion: string, files: string[]): Manifest {
   const vars = ctx.template.variables;
   const variables: Manifest['variables'] = {};
   for (const [k, v] of Object.entries(vars.values)) variables[k] = vars.sensitive.has(k) ? '<sensitive>' : v;
@@ -48,6 +54,7 @@ export function buildManifest(ctx: BuildContext, startedAt: Date, finalPathOf: (
       ...(a.sha512 ? { sha512: a.sha512 } : {}),
       ...(a.compression ? { compression: a.compression } : {}),
     })),
+    files,
     cache: ctx.state.layers && {
       artifact_key: ctx.state.layers.artifactKey,
       layers: ctx.state.layers.plan.map((l, i) => ({
@@ -61,4 +68,63 @@ export function buildManifest(ctx: BuildContext, startedAt: Date, finalPathOf: (
 export function writeSums(dir: string, algorithm: 'sha256' | 'sha512', artifacts: { name: string; sha256: string; sha512?: string }[]): void {
   const file = algorithm === 'sha256' ? 'SHA256SUMS' : 'SHA512SUMS';
   writeFileSync(path.join(dir, file), artifacts.map((a) => `${a[algorithm]}  ${a.name}\n`).join(''));
+}
+
+/** Every entry under `dir`, relative to it, depth first; directories end in "/" (symbolic links are not followed). */
+export function entriesOf(dir: string, prefix = ''): string[] {
+  const entries: string[] = [];
+  for (const name of readdirSync(path.join(dir, prefix)).sort()) {
+    const rel = prefix + name;
+    if (lstatSync(path.join(dir, rel)).isDirectory()) entries.push(`${rel}/`, ...entriesOf(dir, `${rel}/`));
+    else entries.push(rel);
+  }
+  return entries;
+}
+
+const checksumFiles = ['SHA256SUMS', 'SHA512SUMS'];
+
+/** An existing output directory's entries, kiln's and not; `problem` says why kiln cannot tell it wrote any of them. */
+export interface Ownership { written: string[]; foreign: string[]; problem?: string }
+
+/**
+ * Checks `dir` against its manifest.json: kiln wrote an entry if the manifest lists it in `files`,
+ * or (a manifest older than that list) as an artifact in the output directory or its checksum file.
+ * `outputDir` is where the manifest's artifact paths point: `dir` itself, unless it has been moved
+ * aside to be replaced. Without a readable manifest nothing in it is kiln's. An empty directory
+ * holds nothing foreign.
+ */
+export function outputOwnership(dir: string, outputDir = dir): Ownership {
+  if (!lstatSync(dir).isDirectory()) return { written: [], foreign: [path.basename(dir)], problem: 'it is not a directory' };
+  const entries = entriesOf(dir);
+  let manifest: Partial<Manifest>;
+  try {
+    manifest = JSON.parse(readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as Partial<Manifest>;
+  } catch (e) {
+    const problem = (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'it has no manifest.json' : `its manifest.json cannot be read (${(e as Error).message})`;
+    return { written: [], foreign: entries, problem: entries.length ? problem : undefined };
+  }
+  const listed = new Set(['manifest.json', ...checksumFiles]);
+  if (Array.isArray(manifest.files)) for (const f of manifest.files) listed.add(String(f));
+  if (Array.isArray(manifest.artifacts)) {
+    for (const a of manifest.artifacts) if (typeof a?.path === 'string' && path.dirname(a.path) === outputDir) listed.add(path.basename(a.path));
+  }
+  // A directory the manifest does not list is kiln's if something in it is (what else is in it is judged entry by entry).
+  const kilnWrote = (e: string) => listed.has(e) || (e.endsWith('/') && entries.some((f) => f !== e && f.startsWith(e) && listed.has(f)));
+  return { written: entries.filter(kilnWrote), foreign: entries.filter((e) => !kilnWrote(e)) };
+}
+
+/**
+ * Deletes from `dir` the entries its manifest says kiln wrote, files one by one and then directories
+ * if empty (never recursively), and `dir` itself if nothing else is left: a file that is not kiln's,
+ * even one that appeared a moment ago, stays with the directories around it. Returns what stayed.
+ */
+export function removeKilnOutput(dir: string, outputDir: string): string[] {
+  const { written } = outputOwnership(dir, outputDir);
+  for (const rel of [...written.reverse(), '']) {
+    try {
+      if (rel === '' || rel.endsWith('/')) rmdirSync(path.join(dir, rel));
+      else unlinkSync(path.join(dir, rel));
+    } catch { /* a directory holding something that is not kiln's */ }
+  }
+  try { return entriesOf(dir); } catch { return []; }
 }

@@ -187,8 +187,9 @@ export function listRunningBuilds(tmp = os.tmpdir()): RunningBuild[] {
 export async function runBuilds(
   template: LoadedTemplate, builds: BuildConfig[], options: BuildOptions, events: EventBus, signal: AbortSignal, parallel = 1,
 ): Promise<BuildResult[]> {
-  for (const dir of removeStaleWorkDirs()) {
-    events.emit({ type: 'log', build: builds[0]?.name ?? 'kiln', level: 'warn', message: `removed ${dir}, left by a kiln process that no longer exists` });
+  for (const { path: leftover, kind } of removeStaleWorkDirs()) {
+    const what = kind === 'staging directory' ? 'a partial output left' : kind === 'output claim' ? 'the claim on an output directory left' : 'left';
+    events.emit({ type: 'log', build: builds[0]?.name ?? 'kiln', level: 'warn', message: `removed ${leftover}, ${what} by a kiln process that no longer exists` });
   }
   const results: BuildResult[] = new Array(builds.length);
   let next = 0;

@@ -1,13 +1,31 @@
 /**
  * Step: write SHA256SUMS and manifest.json, then move the staged artifacts into place in one rename.
- * With --force an existing output directory is replaced only now, after everything succeeded.
+ * With --force an existing output directory is replaced only now, after everything succeeded, and only
+ * if kiln wrote all of it: it is checked again here (someone may have put a file in it during the
+ * build), after it is moved aside, so nothing can slip in between the check and the replacement.
  */
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, rmdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Step } from '../step.js';
+import type { BuildContext } from '../state.js';
 import { need } from '../state.js';
-import { buildManifest, writeSums } from '../../artifacts/manifest.js';
+import { buildManifest, entriesOf, outputOwnership, removeKilnOutput, writeSums } from '../../artifacts/manifest.js';
 import { qemuImgVersion } from '../../qemu/qemu-img.js';
+import { checkElsewhereTarget, foreignOutputError } from './output-dir.js';
+
+const elsewherePattern = /^\.elsewhere-(\d+)$/;
+
+/** Outputs bound for other directories, staged in `.elsewhere-N`: where each file goes. */
+function elsewhereMoves(ctx: BuildContext, staging: string): { from: string; to: string }[] {
+  const moves: { from: string; to: string }[] = [];
+  for (const entry of readdirSync(staging)) {
+    const m = elsewherePattern.exec(entry);
+    if (!m) continue;
+    const dir = ctx.build.outputs[Number(m[1])]!.directory!;
+    for (const f of readdirSync(path.join(staging, entry))) moves.push({ from: path.join(staging, entry, f), to: path.join(dir, f) });
+  }
+  return moves;
+}
 
 export const commitOutputStep: Step = {
   name: 'write manifest and commit output',
@@ -23,32 +41,43 @@ export const commitOutputStep: Step = {
     };
     const inOutputDir = ctx.state.artifacts.filter((a) => path.dirname(a.path) === staging);
     for (const algorithm of ctx.build.checksums) writeSums(staging, algorithm, inOutputDir);
-    const manifest = buildManifest(ctx, ctx.state.startedAt, finalPathOf, await qemuImgVersion(ctx.signal));
+    // Everything that will be in the output directory, including what a shell-local post-processor put in the staging directory.
+    const files = entriesOf(staging).filter((e) => !elsewherePattern.test(e.split('/')[0]!) && e !== 'manifest.json');
+    const manifest = buildManifest(ctx, ctx.state.startedAt, finalPathOf, await qemuImgVersion(ctx.signal), files);
     writeFileSync(path.join(staging, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
 
     // The renames below commit the output: an interrupt that came before them must not leave one.
     ctx.signal.throwIfAborted();
-    // Outputs bound for other directories move first; any clash is found before the main rename.
-    for (const entry of readdirSync(staging)) {
-      const m = /^\.elsewhere-(\d+)$/.exec(entry);
-      if (!m) continue;
-      const dir = ctx.build.outputs[Number(m[1])]!.directory!;
-      mkdirSync(dir, { recursive: true });
-      for (const f of readdirSync(path.join(staging, entry))) {
-        const dst = path.join(dir, f);
-        if (existsSync(dst) && !ctx.options.force) throw new Error(`${dst} already exists\n  fix: remove it or run with --force`);
-        renameSync(path.join(staging, entry, f), dst);
-      }
-      rmSync(path.join(staging, entry), { recursive: true, force: true });
+    // Every clash is found before anything moves.
+    const moves = elsewhereMoves(ctx, staging);
+    for (const { to } of moves) checkElsewhereTarget(to, ctx.options.force);
+    if (existsSync(out) && !ctx.options.force) {
+      throw new Error(`output directory ${out} appeared during the build, and is left as it is\n  fix: remove it, or run with --force (which replaces it if kiln wrote it)`);
     }
+    const trash = `${staging}.old`;
+    let replacing = false;
     if (existsSync(out)) {
-      const trash = `${staging}.old`;
       renameSync(out, trash);
+      replacing = true;
+      // Checked once it is aside: a file put in it now would be found, and would stop its removal.
+      const ownership = outputOwnership(trash, out);
+      if (ownership.foreign.length) {
+        renameSync(trash, out);
+        throw foreignOutputError(out, ownership, 'changed during the build: it now');
+      }
+    }
+    try {
+      for (const { to } of moves) mkdirSync(path.dirname(to), { recursive: true });
+      for (const { from, to } of moves) renameSync(from, to);
+      for (const entry of readdirSync(staging)) if (elsewherePattern.test(entry)) rmdirSync(path.join(staging, entry));
       renameSync(staging, out);
-      rmSync(trash, { recursive: true, force: true });
-    } else {
-      mkdirSync(path.dirname(out), { recursive: true });
-      renameSync(staging, out);
+    } catch (e) {
+      if (replacing) renameSync(trash, out);
+      throw e;
+    }
+    if (replacing) {
+      const stayed = removeKilnOutput(trash, out);
+      if (stayed.length) ctx.log(`left ${trash}: it holds ${stayed.join(', ')}, which kiln did not write`, 'warn');
     }
     ctx.state.artifacts = ctx.state.artifacts.map((a) => ({ ...a, path: finalPathOf(a.path) }));
     for (const a of ctx.state.artifacts) ctx.events.emit({ type: 'artifact', build: ctx.build.name, path: a.path, format: a.format, size: a.size, sha256: a.sha256 });

@@ -1,25 +1,102 @@
 /**
- * Step: claim the output directory. An existing one is refused without --force. Artifacts are written
- * into a staging directory beside it and renamed into place only when every artifact is done (see
- * commit-output.ts), so a failed build never leaves something that looks finished.
+ * Step: claim the output directory. The build holds a claim file beside it (`.<name>.kiln-lock`, its
+ * pid) from here to its end, so a second build of the same output fails at once. An existing output
+ * directory is refused without --force, and with it unless kiln wrote every entry in it (its
+ * manifest.json lists them): kiln never replaces what it did not write. All this is decided before
+ * any disk or VM work. Artifacts are written into a staging directory beside it and renamed into
+ * place only when every artifact is done (see commit-output.ts), so a failed build never leaves
+ * something that looks finished.
  */
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, rmSync, rmdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Step } from '../step.js';
-import { removeStaleStaging } from '../stale.js';
+import { recordBesideOutput, removeStaleStaging } from '../stale.js';
+import { describeHolder, lockNow, releaseLock } from '../../cache/lock.js';
+import { outputOwnership, type Ownership } from '../../artifacts/manifest.js';
+import { artifactName } from '../../artifacts/formats.js';
+
+export function claimFileOf(outputDir: string): string {
+  return path.join(path.dirname(outputDir), `.${path.basename(outputDir)}.kiln-lock`);
+}
+
+export function stagingDirOf(outputDir: string): string {
+  return path.join(path.dirname(outputDir), `.${path.basename(outputDir)}.kiln-partial-${process.pid}`);
+}
+
+/** The refusal of an output directory holding entries kiln did not write: the first ten, how many, and the fix. */
+export function foreignOutputError(outputDir: string, ownership: Ownership, state = 'already exists and'): Error {
+  const { foreign, problem } = ownership;
+  const shown = foreign.slice(0, 10).join(', ') + (foreign.length > 10 ? `, and ${foreign.length - 10} more` : '');
+  return new Error(`output directory ${outputDir} ${state} holds ${foreign.length} ${foreign.length === 1 ? 'entry' : 'entries'} kiln did not write${problem ? ` (${problem})` : ''}: ${shown}\n` +
+    '  --force replaces only an output directory kiln wrote itself, every entry listed in its manifest.json\n' +
+    '  fix: move those out of it (or remove it), or pick another output_directory');
+}
+
+/** An output directory that exists already: replaced at the end only with --force, and only if kiln wrote all of it. */
+function checkExistingOutput(outputDir: string, force: boolean): void {
+  if (!existsSync(outputDir)) return;
+  const ownership = outputOwnership(outputDir);
+  if (ownership.foreign.length) throw foreignOutputError(outputDir, ownership);
+  if (!force) throw new Error(`output directory ${outputDir} already exists\n  fix: remove it, pick another output_directory, or run with --force (kiln wrote it: it is replaced once the new build has succeeded)`);
+}
+
+/**
+ * An artifact bound for another directory (`outputs[].directory`) replaces an existing file of its
+ * name only with --force, and never a directory: kiln touches nothing else there.
+ */
+export function checkElsewhereTarget(target: string, force: boolean): void {
+  let st;
+  try { st = lstatSync(target); } catch { return; }
+  if (st.isDirectory()) throw new Error(`${target} is a directory, where kiln would write the artifact ${path.basename(target)}\n  fix: move it away, or give the output another "name" or "directory"`);
+  if (!force) throw new Error(`${target} already exists\n  fix: remove it, or run with --force (which replaces that one file once the build has succeeded)`);
+}
+
+/** Creates `dir` and whichever of its parents are missing; returns those it created, deepest first. */
+function makeDirs(dir: string): string[] {
+  const created: string[] = [];
+  for (let d = dir; !existsSync(d); d = path.dirname(d)) created.push(d);
+  mkdirSync(dir, { recursive: true });
+  return created;
+}
 
 export const outputDirStep: Step = {
   name: 'prepare output directory',
   async run(ctx) {
     const out = ctx.build.output_directory!;
     for (const dir of removeStaleStaging(out)) ctx.log(`removed ${dir}, a partial output left by a kiln process that no longer exists`, 'warn');
-    if (existsSync(out) && !ctx.options.force) {
-      throw new Error(`output directory ${out} already exists\n  fix: remove it, pick another output_directory, or run with --force`);
+    const createdDirs = makeDirs(path.dirname(out));
+    const claim = claimFileOf(out);
+    const staging = stagingDirOf(out);
+    // Recorded before they exist: if kiln is killed from here on, the next kiln build removes both.
+    recordBesideOutput(ctx.state.workDir, { staging, claim });
+    let claimed = false;
+    const undo = () => {
+      // Without the claim, the staging directory of this name (this pid's) is not this build's either.
+      if (claimed) {
+        rmSync(staging, { recursive: true, force: true });
+        releaseLock(claim);
+      }
+      // Only directories this step created, and only while empty: never recursively.
+      for (const dir of createdDirs) { try { rmdirSync(dir); } catch { break; } }
+    };
+    try {
+      const attempt = await lockNow(claim);
+      claimed = attempt.acquired;
+      if (!attempt.acquired) {
+        throw new Error(attempt.pid !== undefined && !attempt.changingHands
+          ? `output directory ${out} is being built by another kiln right now (pid ${attempt.pid})\n  fix: wait for it to finish, or give this build another output_directory`
+          : `output directory ${out} is claimed by ${describeHolder(claim, attempt)}`);
+      }
+      checkExistingOutput(out, ctx.options.force);
+      for (const o of ctx.build.outputs) if (o.directory) checkElsewhereTarget(path.join(o.directory, artifactName(ctx.build.name, o)), ctx.options.force);
+      // One of this pid's, left by an earlier kiln that had the same pid.
+      rmSync(staging, { recursive: true, force: true });
+      mkdirSync(staging);
+    } catch (e) {
+      undo();
+      throw e;
     }
-    const staging = path.join(path.dirname(out), `.${path.basename(out)}.kiln-partial-${process.pid}`);
-    rmSync(staging, { recursive: true, force: true });
-    mkdirSync(staging, { recursive: true });
     ctx.state.stagingDir = staging;
-    return () => { rmSync(staging, { recursive: true, force: true }); };
+    return undo;
   },
 };
