@@ -56,17 +56,14 @@ export const commitOutputStep: Step = {
     }
     const trash = `${staging}.old`;
     let replacing = false;
-    if (existsSync(out)) {
-      renameSync(out, trash);
-      replacing = true;
-      // Checked once it is aside: a file put in it now would be found, and would stop its removal.
-      const ownership = outputOwnership(trash, out);
-      if (ownership.foreign.length) {
-        renameSync(trash, out);
-        throw foreignOutputError(out, ownership, 'changed during the build: it now');
-      }
-    }
     try {
+      if (existsSync(out)) {
+        renameSync(out, trash);
+        replacing = true;
+        // Checked once it is aside: a file put in it from now on is not deleted either (see removeKilnOutput).
+        const ownership = outputOwnership(trash, out);
+        if (ownership.foreign.length) throw foreignOutputError(out, ownership, 'changed during the build: it now');
+      }
       for (const { to } of moves) mkdirSync(path.dirname(to), { recursive: true });
       for (const { from, to } of moves) renameSync(from, to);
       for (const entry of readdirSync(staging)) if (elsewherePattern.test(entry)) rmdirSync(path.join(staging, entry));
