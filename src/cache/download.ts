@@ -26,6 +26,26 @@ function reason(e: unknown): string {
 }
 
 /**
+ * A checksum list (SHA256SUMS and the like) over HTTP(S), read whole and not cached: it is small and
+ * changes whenever the image it lists does. A server error is named as such, not as a list without
+ * the image's line.
+ */
+export async function fetchChecksumFile(url: string, signal?: AbortSignal): Promise<string> {
+  const stop = AbortSignal.any([AbortSignal.timeout(stallTimeoutMs), ...(signal ? [signal] : [])]);
+  let res: Response;
+  let text: string;
+  try {
+    res = await fetch(url, { signal: stop });
+    text = await res.text();
+  } catch (e) {
+    signal?.throwIfAborted();
+    throw new Error(`could not fetch checksum file ${url}: ${reason(e)}\n  fix: check the URL and that the server is reachable`);
+  }
+  if (!res.ok) throw new Error(`could not fetch checksum file ${url}: HTTP ${res.status} ${res.statusText}\n  fix: correct the URL in "checksum" (file:<url of a SHA256SUMS-style list>), or give the digest itself (sha256:<hex>)`);
+  return text;
+}
+
+/**
  * Downloads `url` into the cache (or finds it there) and returns the cached file's path and sha256.
  * `signal` stops the download (the connection is dropped, the partial file removed) with its reason.
  */

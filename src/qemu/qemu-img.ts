@@ -18,9 +18,14 @@ export interface ImageInfo {
   actualSize: number;
   backingFile?: string;
   backingFormat?: string;
+  /** qcow2 with lazy refcounts: the QEMU that last wrote it did not close it, so its refcounts are stale. */
+  dirty: boolean;
 }
 
-export class QemuImgError extends Error {}
+export class QemuImgError extends Error {
+  /** What qemu-img itself printed, without kiln's framing. */
+  constructor(message: string, readonly detail: string) { super(message); }
+}
 
 /**
  * Runs qemu-img so that it dies with kiln, and stops when `signal` aborts: an interrupted build must
@@ -41,7 +46,7 @@ async function qemuImg(args: string[], what: string, signal?: AbortSignal): Prom
   throwIfCanceled(r, signal);
   if (r.failed) {
     const detail = (r.all ?? r.stderr ?? '').toString().trim() || r.message;
-    throw new QemuImgError(`${what} failed: ${detail}\n  command: ${qemuImgBinary} ${args.join(' ')}`);
+    throw new QemuImgError(`${what} failed: ${detail}\n  command: ${qemuImgBinary} ${args.join(' ')}`, detail ?? '');
   }
   return String(r.stdout ?? '');
 }
@@ -56,6 +61,7 @@ export async function imageInfo(file: string, format?: string, shared = false, s
     actualSize: Number(j['actual-size']),
     backingFile: j['backing-filename'] as string | undefined,
     backingFormat: j['backing-filename-format'] as string | undefined,
+    dirty: j['dirty-flag'] === true,
   };
 }
 
@@ -112,7 +118,7 @@ export async function convert(src: string, srcFormat: string, dst: string, dstFo
   throwIfCanceled(r, opts.signal);
   if (r.failed) {
     const detail = String(r.stderr ?? '').trim() || r.message;
-    throw new QemuImgError(`converting to ${dstFormat} failed: ${detail}\n  command: ${qemuImgBinary} ${args.join(' ')}`);
+    throw new QemuImgError(`converting to ${dstFormat} failed: ${detail}\n  command: ${qemuImgBinary} ${args.join(' ')}`, detail ?? '');
   }
 }
 
@@ -122,6 +128,42 @@ export async function check(file: string, format: string, signal?: AbortSignal):
   throwIfCanceled(r, signal);
   // rc 63: "this image format does not support checks" — not a failure.
   return { ok: r.exitCode === 0 || r.exitCode === 63, output: String(r.all ?? '').trim() };
+}
+
+/** What `qemu-img check --output=json` found. */
+export interface CheckReport {
+  /** 0 clean, 1 the check could not finish, 2 corruptions, 3 leaked clusters only, 63 the format has no check. */
+  exitCode: number;
+  corruptions: number;
+  leaks: number;
+  /** qemu-img's own lines ("ERROR ...", "Leaked cluster ...", "qemu-img: ..."), in its order. */
+  messages: string[];
+}
+
+export async function checkReport(file: string, format: string, signal?: AbortSignal): Promise<CheckReport> {
+  const r = await runQemuImg(['check', '--output=json', '-f', format, file], signal);
+  throwIfCanceled(r, signal);
+  let report: { corruptions?: number; leaks?: number } = {};
+  try { report = JSON.parse(String(r.stdout ?? '')) as typeof report; } catch { /* no report when the check could not run */ }
+  return {
+    exitCode: r.exitCode ?? -1,
+    corruptions: report.corruptions ?? 0,
+    leaks: report.leaks ?? 0,
+    messages: String(r.stderr ?? '').split('\n').map((l) => l.trim()).filter(Boolean),
+  };
+}
+
+/**
+ * Where the image's data ends inside its own file, from `qemu-img map`: an end past the file's size
+ * means the file was cut short. Compressed clusters have no plain offset and are not counted.
+ */
+export async function dataEnd(file: string, format: string, signal?: AbortSignal): Promise<number> {
+  const out = await qemuImg(['map', '--output=json', '-f', format, file], `mapping ${file}`, signal);
+  let end = 0;
+  for (const extent of JSON.parse(out) as { length: number; data: boolean; offset?: number }[]) {
+    if (extent.data && extent.offset !== undefined) end = Math.max(end, extent.offset + extent.length);
+  }
+  return end;
 }
 
 export async function qemuImgVersion(signal?: AbortSignal): Promise<string> {

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BootConfigServer } from '../../src/http/server.js';
 import { ChecksumMismatchError, fetchToCache } from '../../src/cache/download.js';
+import { expectedChecksum } from '../../src/build/steps/fetch-base.js';
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'kiln-dl-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -54,5 +55,35 @@ describe('download cache', () => {
     const cache = newCache();
     await expect(fetchToCache(url.replace('base.img', 'missing.img'), cache, undefined)).rejects.toThrow(/HTTP 404/);
     expect(existsSync(path.join(cache, 'downloads'))).toBe(true);
+  });
+});
+
+describe('checksum file URLs (checksum: file:<url>)', () => {
+  const sums = `${'a'.repeat(64)}  base.img\n`;
+  const server = new BootConfigServer();
+  server.addRoute('/SHA256SUMS', () => sums);
+  let base = '';
+  beforeAll(async () => { base = `http://127.0.0.1:${await server.listen()}`; });
+  afterAll(() => server.close());
+  const signal = new AbortController().signal;
+
+  it('picks the image\'s line from the fetched list', async () => {
+    expect(await expectedChecksum(`file:${base}/SHA256SUMS`, `${base}/base.img`, signal)).toEqual({ algorithm: 'sha256', hex: 'a'.repeat(64) });
+  });
+
+  it('names an HTTP error as such, not as a list without the image\'s line', async () => {
+    await expect(expectedChecksum(`file:${base}/missing/SHA256SUMS`, `${base}/base.img`, signal)).rejects.toThrow(
+      `could not fetch checksum file ${base}/missing/SHA256SUMS: HTTP 404 Not Found\n  fix: correct the URL in "checksum" (file:<url of a SHA256SUMS-style list>), or give the digest itself (sha256:<hex>)`,
+    );
+  });
+
+  it('names an unreachable server', async () => {
+    // A port that just stopped listening: nothing answers there.
+    const closed = new BootConfigServer();
+    const free = await closed.listen();
+    await closed.close();
+    await expect(expectedChecksum(`file:http://127.0.0.1:${free}/SHA256SUMS`, 'base.img', signal)).rejects.toThrow(
+      new RegExp(`^could not fetch checksum file http://127.0.0.1:${free}/SHA256SUMS: fetch failed \\(.*ECONNREFUSED.*\\)\n  fix: check the URL and that the server is reachable$`),
+    );
   });
 });

@@ -1,10 +1,10 @@
-/** Step: find the base image (local path or download cache), verify its checksum, learn its format. */
+/** Step: find the base image (local path or download cache), verify its checksum, check that it is a sound, bootable disk, learn its format. */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Step } from '../step.js';
 import { cachedFileDigest, fileDigest } from '../../cache/digest.js';
-import { ChecksumMismatchError, fetchToCache, type Expected } from '../../cache/download.js';
-import { imageInfo } from '../../qemu/qemu-img.js';
+import { ChecksumMismatchError, fetchChecksumFile, fetchToCache, type Expected } from '../../cache/download.js';
+import { checkBaseImage } from '../../qemu/image-check.js';
 
 const isUrl = (s: string) => /^https?:\/\//.test(s);
 
@@ -19,11 +19,12 @@ export function pickFromSums(text: string, fileName: string): Expected | undefin
   return undefined;
 }
 
-async function expectedChecksum(checksum: string, image: string, signal: AbortSignal): Promise<Expected | undefined> {
+/** The digest `checksum` ("none", "sha256:<hex>", "sha512:<hex>" or "file:<path or URL of a list>") expects of `image`. */
+export async function expectedChecksum(checksum: string, image: string, signal: AbortSignal): Promise<Expected | undefined> {
   if (checksum === 'none') return undefined;
   const [kind, value] = [checksum.slice(0, checksum.indexOf(':')), checksum.slice(checksum.indexOf(':') + 1)];
   if (kind === 'sha256' || kind === 'sha512') return { algorithm: kind, hex: value.toLowerCase() };
-  const text = isUrl(value) ? await (await fetch(value, { signal })).text() : readFileSync(value, 'utf8');
+  const text = isUrl(value) ? await fetchChecksumFile(value, signal) : readFileSync(value, 'utf8');
   const name = path.basename(isUrl(image) ? new URL(image).pathname : image);
   const found = pickFromSums(text, name);
   if (!found) throw new Error(`checksum file ${value} has no line for "${name}"`);
@@ -61,9 +62,11 @@ export const fetchBaseStep: Step = {
       ctx.log(`installer ISO ${path.basename(media)} (sha256 ${sha256.slice(0, 12)}...)`, 'debug');
       return;
     }
-    const info = await imageInfo(file, undefined, false, ctx.signal);
-    if (info.backingFile) throw new Error(`base image ${file} has a backing file (${info.backingFile}); give kiln a self-contained image (qemu-img convert it first)`);
-    ctx.state.base = { path: file, format: info.format, sha256, source: media, kind: 'disk' };
-    ctx.log(`base image ${path.basename(media)} (${info.format}, sha256 ${sha256.slice(0, 12)}...)`, 'debug');
+    // Before QEMU boots it: a damaged or unbootable image otherwise fails minutes later, far from its cause.
+    const bootSectorRequired = !src.qemu_args.some((group) => group.includes('-kernel'));
+    const checked = await checkBaseImage(file, { bootSectorRequired, signal: ctx.signal });
+    for (const warning of checked.warnings) ctx.log(warning, 'warn');
+    ctx.state.base = { path: file, format: checked.format, sha256, source: media, kind: 'disk' };
+    ctx.log(`base image ${path.basename(media)} (${checked.format}, sha256 ${sha256.slice(0, 12)}...)`, 'debug');
   },
 };
