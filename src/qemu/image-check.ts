@@ -74,6 +74,10 @@ export async function checkBaseImage(file: string, opts: { bootSectorRequired: b
     info = await imageInfo(file, undefined, false, opts.signal);
   } catch (e) {
     if (!(e instanceof QemuImgError)) throw e;
+    // QEMU's image locking: another VM or qemu-img has it open for writing; the file may be sound.
+    if (/Failed to get .* lock/.test(e.detail)) {
+      throw new BaseImageError(`base image ${file} is in use by another process: ${qemuImgReason(e.detail).split('\n')[0]}\n  fix: stop the VM or program that has it open for writing, or give kiln a copy`);
+    }
     throw damaged(file, `qemu-img cannot open it: ${qemuImgReason(e.detail)}`, fetchAgain);
   }
   if (info.format === 'raw' && isText(head)) {

@@ -1,11 +1,11 @@
 // The base-image check, on images made here with the real qemu-img: each bad image must be refused
 // with its real cause before QEMU would boot it; sound images (and the fixtures) must pass.
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { BaseImageError, checkBaseImage } from '../../src/qemu/image-check.js';
 import { qemuImgBinary } from '../../src/qemu/qemu-img.js';
 import { imagesDir } from '../helpers/guest.js';
@@ -120,6 +120,21 @@ describe('damaged base images are refused', () => {
     const file = cutShort(at('disk.vmdk'), 'cut.vmdk', 2 * MiB);
     expect(await refusal(file)).toMatch(new RegExp(`^base image ${file} is damaged: qemu-img check could not finish: .+\\n  fix: copy or download it again`));
   });
+});
+
+it('an image another process has open for writing is named as in use, not as damaged', async () => {
+  const file = at('in-use.qcow2');
+  await qemuImg('create', '-q', '-f', 'qcow2', file, '4M');
+  const holder = execa('qemu-io', ['-c', 'sleep 600000', file], { reject: false });
+  try {
+    // QEMU takes its image locks as open file description locks, listed in /proc/locks by inode.
+    const inode = statSync(file).ino;
+    await vi.waitFor(() => expect(readFileSync('/proc/locks', 'utf8')).toMatch(new RegExp(`:${inode} `)), { timeout: 10_000 });
+    expect(await refusal(file)).toBe(`base image ${file} is in use by another process: Failed to get shared "write" lock\n  fix: stop the VM or program that has it open for writing, or give kiln a copy`);
+  } finally {
+    holder.kill();
+    await holder;
+  }
 });
 
 describe('files that are no bootable disk are refused', () => {
