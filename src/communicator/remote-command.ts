@@ -11,6 +11,15 @@ export function shellQuote(s: string): string {
   return `'${s.replaceAll("'", `'\\''`)}'`;
 }
 
+/**
+ * `s` as one word for a POSIX shell, quoted only when it needs to be: a plain path stays as it is, so a
+ * Packer-style execute_command that wraps {{path}} in quotes of its own still works, and logs read
+ * cleanly.
+ */
+export function shellWord(s: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : shellQuote(s);
+}
+
 /** A name a POSIX shell accepts as a variable (an environment key in `KEY=value`). */
 export const shellVariableName = /^[A-Za-z_][A-Za-z0-9_]*$/;
 

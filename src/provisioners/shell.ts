@@ -12,7 +12,7 @@ import type { Provisioner } from '../template/schema.js';
 import { interpolateString, interpolateTree } from '../template/interpolate.js';
 import { lineSplitter, shellEnv, sshSession } from './context.js';
 import { ConnectionLostError } from '../communicator/ssh.js';
-import { shellQuote } from '../communicator/remote-command.js';
+import { shellQuote, shellWord } from '../communicator/remote-command.js';
 
 type Shell = Extract<Provisioner, { type: 'shell' }>;
 
@@ -22,10 +22,11 @@ const outputLinesInError = 10;
 
 /**
  * The command line that runs the uploaded script: execute_command with {{path}} and {{vars}} replaced
- * by shell words (the quoted path; quoted `KEY='value'` pairs), so no path or value is read as code.
+ * by shell words (the path, quoted where it needs it; quoted `KEY='value'` pairs, as Packer writes them),
+ * so no path or value is read as code.
  */
 export function executeCommand(template: string, remotePath: string, env: Record<string, string | number | boolean>): string {
-  return template.replaceAll('{{path}}', shellQuote(remotePath)).replaceAll('{{vars}}', shellEnv(env));
+  return template.replaceAll('{{path}}', shellWord(remotePath)).replaceAll('{{vars}}', shellEnv(env));
 }
 
 /** Runs the provisioner's scripts; `signal` (the build's interrupt or the provisioner's timeout) kills the running one in the guest. */

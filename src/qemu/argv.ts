@@ -2,6 +2,7 @@
  * Builds qemu-system-x86_64's argument list from a typed description of the VM. Pure: no I/O, so every
  * combination is unit-tested, and nothing else in kiln assembles QEMU command lines.
  */
+import { shellWord } from '../communicator/remote-command.js';
 
 export type Accelerator = 'kvm' | 'tcg' | 'hvf' | 'whpx';
 
@@ -119,5 +120,5 @@ export function buildQemuArgs(vm: VmSpec): string[] {
 
 /** A copy-pasteable rendering of a command line, for logs and error messages. */
 export function shellQuote(argv: string[]): string {
-  return argv.map((a) => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(a) ? a : `'${a.replaceAll("'", `'\\''`)}'`)).join(' ');
+  return argv.map(shellWord).join(' ');
 }

@@ -44,5 +44,11 @@ describe('shell quoting', () => {
     expect(existsSync(path.join(dir, 'pwned'))).toBe(false);
     // sudo-style templates take the same words.
     expect(sh(executeCommand('env {{vars}} {{path}}', script, { GREETING: 'hi' })).stdout).toBe(`${script}|hi|`);
+    // A plain path stays unquoted, so Packer-style templates that quote {{path}} themselves still work.
+    const plain = path.join(dir, 'kiln-2.sh');
+    writeFileSync(plain, '#!/bin/sh\nprintf "%s|" "$0" "$GREETING"\n');
+    chmodSync(plain, 0o700);
+    expect(sh(executeCommand('sh -c "{{path}}"', plain, {})).stdout).toBe(`${plain}||`);
+    expect(sh(executeCommand("sh -c '{{vars}} {{path}}'", plain, { GREETING: 'hi' })).stdout).toBe(`${plain}|hi|`);
   });
 });
