@@ -296,6 +296,13 @@ export function connectOnce(target: SshTarget, readyTimeoutMs: number, sock?: ne
       client.end();
       reject(mismatch ? new HostKeyMismatchError(mismatch) : e);
     });
+    // A server that hangs up mid-handshake (a connection limit, sshd restarting) makes ssh2 close without
+    // an error, and its ready timeout stops with the socket: without this the attempt would never end.
+    client.once('close', () => {
+      if (settled) return;
+      settled = true;
+      reject(Object.assign(new Error('the SSH server closed the connection during the handshake'), { level: 'handshake' }));
+    });
     client.connect(config);
   });
 }
@@ -307,31 +314,121 @@ export interface WaitOptions {
   /** Handshake and login deadline once the banner has arrived (the server is alive: be patient). */
   attemptTimeoutMs?: number;
   retryDelayMs?: number;
-  /** Called with each failed attempt's reason (for --debug logs). */
-  onAttempt?: (n: number, error: Error) => void;
+  /** Called with each failed attempt's reason and how far it got (for --debug logs). */
+  onAttempt?: (n: number, error: Error, outcome: AttemptOutcome) => void;
   /** Stops waiting early (e.g. QEMU exited); returns a reason. */
   abort?: () => string | undefined;
+  /**
+   * Asked after each refused login: whether anything in the guest may still create the user or
+   * authorize the key. Unset, refusals are never taken as final and the wait runs to its timeout.
+   */
+  loginSetup?: () => LoginSetup;
+  /** How long logins must go on being refused, with nothing left to change that, before the wait gives up [30 s]. */
+  refusedLoginGraceMs?: number;
 }
 
-/** Polls until SSH accepts the login, or the deadline passes. Host-key mismatches fail at once. */
+/**
+ * Polls until SSH accepts the login. Host-key mismatches fail at once; refused logins fail once they
+ * cannot change any more (see SshAttempts); anything else is retried until the deadline. The
+ * SshWaitError it throws keeps every attempt's outcome, so the caller can name the real cause.
+ */
 export async function waitForSsh(target: SshTarget, opts: WaitOptions): Promise<SshSession> {
   const deadline = Date.now() + opts.timeoutMs;
-  let attempt = 0;
-  let last: Error = new Error('no attempt made');
+  const attempts = new SshAttempts(opts.refusedLoginGraceMs ?? 30_000);
+  const who = `SSH to ${target.username}@${target.host}:${target.port}`;
   while (Date.now() < deadline) {
     const reason = opts.abort?.();
     if (reason) throw new Error(reason);
-    attempt++;
     const remaining = deadline - Date.now();
+    let bannerSeen = false;
     try {
       const sock = await waitForBanner(target.host, target.port, Math.max(200, Math.min(opts.bannerTimeoutMs ?? 1000, remaining)));
+      bannerSeen = true;
       return await connectOnce(target, Math.max(1000, Math.min(opts.attemptTimeoutMs ?? 30_000, deadline - Date.now())), sock);
     } catch (e) {
       if (e instanceof HostKeyMismatchError) throw e;
-      last = e as Error;
-      opts.onAttempt?.(attempt, last);
+      const outcome = classifyAttempt(bannerSeen, e as Error);
+      const setup = outcome === 'login-refused' ? opts.loginSetup?.() ?? 'cloud-init-running' : undefined;
+      const final = attempts.record(outcome, e as Error, setup, Date.now());
+      opts.onAttempt?.(attempts.total, e as Error, outcome);
+      if (final) {
+        throw new SshWaitError(`${who} was refused on every attempt for ${attempts.graceMs / 1000} s, with nothing left in the guest to change that (${attempts.summary()})`, attempts, 'login-refused', setup);
+      }
     }
     await sleep(opts.retryDelayMs ?? 200);
   }
-  throw new Error(`SSH to ${target.username}@${target.host}:${target.port} did not succeed within ${Math.round(opts.timeoutMs / 1000)} s (${attempt} attempts; last error: ${last.message})`);
+  throw new SshWaitError(`${who} did not succeed within ${Math.round(opts.timeoutMs / 1000)} s (${attempts.summary()})`, attempts, 'timeout', opts.loginSetup?.());
+}
+
+/** How far one failed attempt got. A host key mismatch is not one of them: it fails the wait at once. */
+export type AttemptOutcome =
+  /** No TCP connection, or no SSH banner on it: the guest is not up, its SSH server not running, or the port wrong. */
+  | 'no-banner'
+  /** A banner, then the key exchange failed, timed out or the server hung up. */
+  | 'handshake-failed'
+  /** The server refused every credential kiln offered (ssh2 error level "client-authentication"). */
+  | 'login-refused';
+
+/** Whether something in the guest may still create the login user or authorize kiln's key. */
+export type LoginSetup = 'no-cloud-init' | 'cloud-init-running' | 'cloud-init-finished' | 'installing';
+
+export function classifyAttempt(bannerSeen: boolean, error: Error): AttemptOutcome {
+  if (!bannerSeen) return 'no-banner';
+  return (error as Error & { level?: string }).level === 'client-authentication' ? 'login-refused' : 'handshake-failed';
+}
+
+/**
+ * Every failed attempt of one wait, by outcome. Refused logins become final once nothing in the guest
+ * can change them (no cloud-init, or cloud-init has finished) and have gone on for `graceMs` since,
+ * every attempt refused: an attempt that started just before cloud-init created the user may still
+ * have been refused, and sshd may restart under cloud-init.
+ */
+export class SshAttempts {
+  readonly counts: Record<AttemptOutcome, number> = { 'no-banner': 0, 'handshake-failed': 0, 'login-refused': 0 };
+  readonly lastErrors: Partial<Record<AttemptOutcome, Error>> = {};
+  last?: Error;
+  /** When refusals became ones nothing will change; unset while something might, or after another outcome. */
+  private finalSince?: number;
+
+  constructor(readonly graceMs: number) {}
+
+  get total(): number { return this.counts['no-banner'] + this.counts['handshake-failed'] + this.counts['login-refused']; }
+
+  /** The furthest stage any attempt reached: what the failure is about. */
+  get furthest(): AttemptOutcome | undefined {
+    return (['login-refused', 'handshake-failed', 'no-banner'] as const).find((o) => this.counts[o] > 0);
+  }
+
+  /** Records one attempt; true when its refused login is now final. `setup` is asked only of refused logins. */
+  record(outcome: AttemptOutcome, error: Error, setup: LoginSetup | undefined, now: number): boolean {
+    this.counts[outcome]++;
+    this.lastErrors[outcome] = error;
+    this.last = error;
+    if (outcome !== 'login-refused' || setup === 'cloud-init-running' || setup === 'installing') {
+      this.finalSince = undefined;
+      return false;
+    }
+    this.finalSince ??= now;
+    return now - this.finalSince >= this.graceMs;
+  }
+
+  /** "37 attempts: 3 without an SSH banner, 34 refused login; last error: ..." */
+  summary(): string {
+    if (this.total === 0) return 'no attempt made';
+    const parts = ([['no-banner', 'without an SSH banner'], ['handshake-failed', 'failed in the SSH handshake'], ['login-refused', 'refused login']] as const)
+      .filter(([o]) => this.counts[o] > 0)
+      .map(([o, what]) => `${this.counts[o] === this.total && this.total > 1 ? 'all' : this.counts[o]} ${what}`);
+    return `${this.total} attempt${this.total === 1 ? '' : 's'}: ${parts.join(', ')}; last error: ${this.last!.message}`;
+  }
+}
+
+/** waitForSsh gave up: at its deadline, or because the guest refuses the login for good. */
+export class SshWaitError extends Error {
+  constructor(
+    message: string,
+    readonly attempts: SshAttempts,
+    readonly gaveUp: 'timeout' | 'login-refused',
+    /** What could still set the login up when the wait gave up (unset: the caller did not say). */
+    readonly loginSetup: LoginSetup | undefined,
+  ) { super(message); }
 }

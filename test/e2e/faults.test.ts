@@ -9,12 +9,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
-import { imagesDir, insecureKey, repoRoot, tinySourceYaml } from '../helpers/guest.js';
+import { imagesDir, insecureKey, insecurePublicKey, repoRoot, tinySourceYaml } from '../helpers/guest.js';
 import { kiln, spawnKiln, type KilnRun } from '../helpers/kiln.js';
 import { expectNoLeftovers, snapshotLeftovers } from '../helpers/leftovers.js';
 import { unfinishedCacheFiles } from '../helpers/process-audit.js';
 import { freePort } from '../../src/build/steps/launch-qemu.js';
 import { waitForSsh } from '../../src/communicator/ssh.js';
+import { fingerprintOf } from '../../src/communicator/keys.js';
 import { fileDigest } from '../../src/cache/digest.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'faults-e2e-'));
@@ -113,6 +114,31 @@ describe('faults: the guest', () => {
     expectNoLeftovers(before);
   }, 120_000);
 
+  it('1b. a user the guest refuses: named with the key kiln offered, failing without waiting out communicator.timeout', async () => {
+    // The tiny guest has no cloud-init and no user "bob": its dropbear answers every attempt and refuses
+    // the login, which nothing in the guest will change. communicator.timeout is 5m; the test allows 3.
+    const keyFile = path.join(repoRoot, 'fixtures/keys/insecure_ed25519');
+    const t = template({
+      name: 'ssh-refused',
+      source: { communicator: `{ username: bob, private_key_file: ${keyFile}, trust_on_first_use: true, timeout: 5m }` },
+    });
+    const before = snapshotLeftovers({ build: t.build, outputDir: t.outputDir });
+    const r = await kiln(['build', t.file, '--events=json'], env);
+    expect(r.exitCode).toBe(1);
+    const error = errorOf(r);
+    const refused = `refused login as "bob" with communicator.private_key_file ${keyFile} (ed25519 ${fingerprintOf(insecurePublicKey)})`;
+    expect(error).toMatch(/^wait for SSH: the guest's SSH server /);
+    expect(error).toContain(refused);
+    expect(error).toContain('the build gives the guest no cloud-init (cloud_init: false) that could still create the user or authorize the key, so kiln stopped after 30 s of refusals instead of waiting out communicator.timeout 5m');
+    expect(error).toContain('fix: check communicator.username ("bob" must be a user of the image) and that the image trusts the key of communicator.private_key_file');
+    expect(error).not.toMatch(/check that the guest boots|timed out/);
+    const tail = /--- last lines of the serial console \(.*\) ---\n([\s\S]*)\n--- QEMU command ---\n(.*)/.exec(error);
+    expect(tail, error).not.toBeNull();
+    expect(tail![1]).toContain('Login attempt for nonexistent user'); // dropbear's side of it
+    expect(tail![2]).toMatch(/^qemu-system-x86_64 /);
+    expectNoLeftovers(before);
+  }, 180_000);
+
   it('2a. the guest powers off during a provisioner: fails at once, naming the provisioner', async () => {
     const t = template({
       name: 'poweroff',
@@ -162,6 +188,18 @@ describe('faults: the guest', () => {
     expect(error).toMatch(/^provision: provisioner 2: script "inline" exited with 7 \(valid: 0\); its last output:\n/);
     // The last ten lines, in order, in the message itself (not only in the streamed output).
     expect(error.split('\n').slice(1)).toEqual(['line 4', 'line 5', 'line 6', 'line 7', 'line 8', 'line 9', 'line 10', 'line 11', 'line 12', 'on stderr'].map((l) => `  ${l}`));
+    expectNoLeftovers(before);
+  }, 120_000);
+
+  it('3b. a shutdown_command that fails: named with its exit code and output at once, not as a guest that did not power off', async () => {
+    const t = template({ name: 'shutdown-fails', source: { shutdown_command: `"sh -c 'echo nope >&2; exit 3'"`, shutdown_timeout: '5m' } });
+    const before = snapshotLeftovers({ build: t.build, outputDir: t.outputDir });
+    const r = await kiln(['build', t.file, '--events=json'], env);
+    expect(r.exitCode).toBe(1);
+    const error = errorOf(r);
+    expect(error).toBe(`shut down: shutdown_command "sh -c 'echo nope >&2; exit 3'" exited with 3 and the guest kept running; QEMU was killed and the disk is not captured; its last output:\n  nope\n`
+      + '  fix: correct shutdown_command: run as "root", it must power the guest off (as root, or through "sudo -n" with passwordless sudo)');
+    expect(r.stderr).not.toMatch(/did not power off|sending ACPI power-down/);
     expectNoLeftovers(before);
   }, 120_000);
 });
