@@ -1,5 +1,7 @@
 // kiln build from the Debian cloud fixture: cloud-init seed over NoCloud-Net, host key verified,
-// provisioners as a sudo user, and an artifact that carries their work but not kiln's access. The
+// provisioners as a sudo user (shell, file, and ansible-playbook from this machine with a role, a
+// template, a group variable, a handler, become and a sensitive extra var), and an artifact that
+// carries their work but not kiln's access. The
 // seed URL (it serves the injected host private key) hides behind a random prefix that no other local
 // user can read: not on QEMU's command line, not in kiln's output.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -23,9 +25,32 @@ describe('kiln build (debian-12-cloud fixture)', () => {
     const file = path.join(dir, 'debian.yaml');
     const env = { KILN_CACHE_DIR: path.join(dir, 'cache') };
     writeFileSync(path.join(dir, 'app.conf'), 'setting=1\n');
+    const secret = 'tok-Zq8v3-never-shown';
+    const ansibleFiles: Record<string, string> = {
+      'site.yml': '- hosts: web\n  roles: [site]\n',
+      'group_vars/web.yml': 'site_port: 8081\n',
+      'roles/site/tasks/main.yml': `
+- name: Write the site configuration
+  ansible.builtin.template: { src: site.conf.j2, dest: /etc/kiln-site.conf, mode: "0600" }
+  notify: Record the handler
+- name: Show the token (kiln masks it)
+  ansible.builtin.debug: { msg: "token is {{ api_token }}" }
+`,
+      'roles/site/handlers/main.yml': `
+- name: Record the handler
+  ansible.builtin.copy: { content: "handler ran for {{ kiln_build_name }}\\n", dest: /etc/kiln-handler }
+`,
+      'roles/site/templates/site.conf.j2': 'title={{ site_title }}\nport={{ site_port }}\nuser={{ ansible_user_id }}\ntoken_length={{ api_token | length }}\n',
+    };
+    for (const [name, body] of Object.entries(ansibleFiles)) {
+      mkdirSync(path.dirname(path.join(dir, 'ansible', name)), { recursive: true });
+      writeFileSync(path.join(dir, 'ansible', name), body);
+    }
     writeFileSync(file, `
 variables:
   note: { default: first }
+  title: { default: From kiln }
+  token: { default: ${secret}, sensitive: true }
 builds:
   - name: deb
     output_directory: ${path.join(dir, 'out')}
@@ -47,6 +72,11 @@ builds:
           - echo "$WHO ran as $(id -un) on \${build.name}" > /etc/kiln-marker
           - cat /sys/class/dmi/id/product_serial
           - df -B1 --output=size / | tail -1 > /etc/kiln-rootsize
+      - type: ansible
+        playbook_file: ansible/site.yml
+        groups: [web]
+        become: true
+        extra_vars: { site_title: '\${var.title}', api_token: '\${var.token}' }
       - type: file
         source: ${path.join(dir, 'app.conf')}
         destination: /tmp/app.conf
@@ -93,14 +123,25 @@ builds:
     expect(first.stdout, 'events').not.toContain(token);
     expect(first.stderr, 'human log').not.toContain(token);
     expect(kilnWorkDirs(tmp, 'deb')).toEqual([]);
-    expect(first.events.filter((e) => e.type === 'layer-saved').map((e) => e.index)).toEqual([0, 1, 2]);
+    expect(first.events.filter((e) => e.type === 'layer-saved').map((e) => e.index)).toEqual([0, 1, 2, 3]);
+    // Ansible's output streamed as line events of its provisioner, the handler ran, the token is masked
+    // everywhere; kiln's known_hosts already held the guest's key: OpenSSH added nothing, asked nothing.
+    const ansible = first.events.filter((e) => e.type === 'output' && e.source === 'provisioner 2').map((e) => String(e.line));
+    expect(ansible.filter((l) => /^(TASK|RUNNING HANDLER) \[/.test(l)).map((l) => l.replace(/ \*+$/, ''))).toEqual([
+      'TASK [Gathering Facts]', 'TASK [site : Write the site configuration]', 'TASK [site : Show the token (kiln masks it)]', 'RUNNING HANDLER [site : Record the handler]',
+    ]);
+    expect(ansible.some((l) => l.includes('"msg": "token is <sensitive>"'))).toBe(true);
+    expect(ansible.join('\n')).not.toMatch(/Permanently added|authenticity of host/);
+    const firstManifest = readFileSync(path.join(dir, 'out', 'manifest.json'), 'utf8');
+    for (const text of [first.stdout, first.stderr, firstManifest]) expect(text).not.toContain(secret);
+    expect(JSON.parse(firstManifest).variables.token).toBe('<sensitive>');
 
-    // Only the last provisioner changed: the first comes from its layer; the upload into /tmp (emptied
+    // Only the last provisioner changed: the first two come from their layers; the upload into /tmp (emptied
     // when the cached layer boots) runs again with it. The guest accepts this build's fresh key.
     const run = await kiln(['build', file, '--events=json', '--force', '--var', 'note=second'], env);
     expect(run.exitCode, run.stderr.slice(-3000)).toBe(0);
-    expect(run.events.filter((e) => e.type === 'provisioner-cached').map((e) => e.index)).toEqual([0]);
-    expect(run.events.filter((e) => e.type === 'provisioner-start').map((e) => e.index)).toEqual([1, 2]);
+    expect(run.events.filter((e) => e.type === 'provisioner-cached').map((e) => e.index)).toEqual([0, 1]);
+    expect(run.events.filter((e) => e.type === 'provisioner-start').map((e) => e.index)).toEqual([2, 3]);
     const out = path.join(dir, 'out');
     const manifest = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8'));
     expect(manifest.artifacts.map((a: { format: string }) => a.format)).toEqual(['qcow2', 'vmdk']);
@@ -135,6 +176,7 @@ builds:
       const ssh = await guest.ssh('user2', seed.userKey.privateKey, 240_000, seed.hostKey.fingerprint);
       expect(await ssh.run('cat /etc/kiln-marker /etc/app.conf /etc/kiln-seeded /etc/kiln-note')).toBe('provisioner ran as root on deb\nsetting=1\nfrom user_data\nsecond\n');
       expect(Number(await ssh.run('cat /etc/kiln-rootsize'))).toBeGreaterThan(2.5 * 2 ** 30); // grown to disk_size
+      expect(await ssh.run('sudo -n cat /etc/kiln-site.conf /etc/kiln-handler')).toBe(`title=From kiln\nport=8081\nuser=root\ntoken_length=${secret.length}\nhandler ran for deb\n`);
       // A new instance on a disk that ran cloud-init before (the build's): the fresh seed's id, no root password.
       expect((await ssh.run('cloud-init status --wait >/dev/null; cloud-init query instance-id')).trim()).toBe(seed.seed.instanceId);
       expect(await ssh.run('sudo -n passwd -S root | cut -d" " -f2')).toMatch(/^L/);
