@@ -19,6 +19,7 @@ import { ansibleArgv, ansibleEnv, inventoryYaml, knownHostsLine, publicKeyFromBl
 import { AnsibleOutput, ansibleExitMeaning } from './ansible-output.js';
 import { lastOutput, streamedOutput } from './streamed-output.js';
 import { ProvisionerError } from './shell.js';
+import { runInOwnProcessGroup } from './host-process.js';
 
 /**
  * The guest's host key as an OpenSSH public key line. kiln gave a cloud-init guest its host key; for
@@ -100,23 +101,13 @@ function notInstalled(label: string, command: string): ProvisionerError {
   return new ProvisionerError(`${label}: ${command} is not installed on this machine\n  fix: install Debian's ansible-core package (apt-get install ansible-core), or set "command" to the path of ansible-playbook`);
 }
 
-/** How long a stopped Ansible has between SIGTERM and SIGKILL. */
-const termGraceMs = 3000;
-
 /**
- * Runs one of Ansible's programs with its output streamed; resolves with its exit code. It runs in a
- * process group of its own, killed whole when `signal` fires: Ansible forks workers and ssh clients.
+ * Runs one of Ansible's programs with its output streamed; resolves with its exit code. Its workers and
+ * ssh clients go with it when it is stopped (host-process.ts).
  */
 async function runStreamed(ctx: BuildContext, label: string, signal: AbortSignal, file: string, args: string[], env: Record<string, string>, cwd: string, observe?: (line: string) => void) {
   const output = streamedOutput(ctx, label, observe);
-  const child = execa(file, args, { env, cwd, reject: false, stdin: 'ignore', detached: true });
-  const signalGroup = (sig: NodeJS.Signals) => { try { process.kill(-child.pid!, sig); } catch { /* the group is gone */ } };
-  const stop = () => { signalGroup('SIGTERM'); setTimeout(() => signalGroup('SIGKILL'), termGraceMs).unref(); };
-  signal.addEventListener('abort', stop, { once: true });
-  if (signal.aborted) stop();
-  child.stdout?.on('data', (b: Buffer) => output.stdout(b.toString()));
-  child.stderr?.on('data', (b: Buffer) => output.stderr(b.toString()));
-  const r = await child.finally(() => signal.removeEventListener('abort', stop));
+  const r = await runInOwnProcessGroup(file, args, { env, cwd, signal, stdout: output.stdout, stderr: output.stderr });
   output.flush();
   signal.throwIfAborted();
   if (r.code === 'ENOENT') throw notInstalled(label, file);

@@ -1,10 +1,10 @@
 /** shell-local: a command on the host, with the build's values in its environment (KILN_*). */
-import { execa } from 'execa';
 import type { BuildContext } from '../build/state.js';
 import type { Provisioner } from '../template/schema.js';
 import { interpolateString, interpolateTree } from '../template/interpolate.js';
 import { lineSplitter } from './context.js';
 import { ProvisionerError } from './shell.js';
+import { runInOwnProcessGroup } from './host-process.js';
 
 type ShellLocal = Extract<Provisioner, { type: 'shell-local' }>;
 
@@ -32,15 +32,7 @@ export async function runHostCommand(ctx: BuildContext, p: HostCommand, label: s
   const [file, args] = p.script ? [p.script, []] : ['/bin/sh', ['-ec', p.inline!.map((l) => String(interpolateString(l, values))).join('\n')]];
   const out = lineSplitter((line) => ctx.events.emit({ type: 'output', build: ctx.build.name, stream: 'stdout', source: label, line }));
   const err = lineSplitter((line) => ctx.events.emit({ type: 'output', build: ctx.build.name, stream: 'stderr', source: label, line }));
-  // A process group of its own, killed whole when stopped: the shell's children (a `sleep`) would
-  // otherwise live on, and hold its output open, which the call waits for.
-  const child = execa(file, args, { env, reject: false, stdin: 'ignore', cwd: ctx.template.dir, detached: true });
-  const stop = () => stopProcessGroup(child.pid);
-  signal.addEventListener('abort', stop, { once: true });
-  if (signal.aborted) stop();
-  child.stdout?.on('data', (b: Buffer) => out.write(b.toString()));
-  child.stderr?.on('data', (b: Buffer) => err.write(b.toString()));
-  const r = await child.finally(() => signal.removeEventListener('abort', stop));
+  const r = await runInOwnProcessGroup(file, args, { env, cwd: ctx.template.dir, signal, stdout: out.write, stderr: err.write });
   out.flush();
   err.flush();
   if (signal.aborted) throw signal.reason;
@@ -51,15 +43,4 @@ export async function runHostCommand(ctx: BuildContext, p: HostCommand, label: s
 
 export function runShellLocal(ctx: BuildContext, p: ShellLocal, label: string, signal: AbortSignal): Promise<void> {
   return runHostCommand(ctx, p, label, {}, signal);
-}
-
-/** How long a stopped host command has between SIGTERM and SIGKILL. */
-const termGraceMs = 3000;
-
-/** SIGTERM to the process group `pid` leads, SIGKILL to what is left of it after the grace. */
-function stopProcessGroup(pid: number | undefined): void {
-  if (pid === undefined) return;
-  const signalGroup = (sig: NodeJS.Signals) => { try { process.kill(-pid, sig); } catch { /* the group is gone */ } };
-  signalGroup('SIGTERM');
-  setTimeout(() => signalGroup('SIGKILL'), termGraceMs).unref();
 }
