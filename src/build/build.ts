@@ -203,7 +203,3 @@ export async function runBuilds(
   await Promise.all(Array.from({ length: Math.max(1, Math.min(parallel, builds.length)) }, worker));
   return results.filter((r) => r !== undefined);
 }
-
-export function defaultCacheDir(): string {
-  return process.env.KILN_CACHE_DIR ?? path.join(process.env.XDG_CACHE_HOME ?? path.join(os.homedir(), '.cache'), 'kiln');
-}

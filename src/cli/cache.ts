@@ -1,5 +1,5 @@
 /** `kiln cache ls|prune|rm`: look into and trim the layer cache (see src/cache/layers.ts). */
-import { defaultCacheDir } from '../build/build.js';
+import { defaultCacheDir } from '../cache/cache-dir.js';
 import { LayerStore, type LayerMeta } from '../cache/layers.js';
 import { formatBytes, parseSize } from '../template/units.js';
 

@@ -10,7 +10,7 @@ import path from 'node:path';
 import YAML, { LineCounter, isMap, isScalar, isSeq, type Node } from 'yaml';
 import { z } from 'zod';
 import { artifactName } from '../artifacts/formats.js';
-import { defaultCacheDir } from '../build/build.js';
+import { defaultCacheDir } from '../cache/cache-dir.js';
 import { TemplateError, closest, problemsFromZod, type FieldProblem, type KeyHints } from './errors.js';
 import { interpolateTree } from './interpolate.js';
 import { outputDirectoryProblems, protectedPlaces } from './output-directories.js';
