@@ -13,7 +13,8 @@ import { writeSeedIso } from '../../src/cloudinit/seed.js';
 import { Guest, imagesDir, overlayOf } from '../helpers/guest.js';
 import { testSeed } from '../helpers/cloud.js';
 import { fingerprintOf } from '../../src/communicator/keys.js';
-import { kiln, spawnKiln } from '../helpers/kiln.js';
+import { kiln, outputLines, spawnKiln } from '../helpers/kiln.js';
+import { writeFiles } from '../helpers/files.js';
 import { kilnWorkDirs, processesMentioning, type ProcessInfo } from '../helpers/process-audit.js';
 import { ed25519PublicPattern, privateKeyPattern, searchDisk } from '../helpers/disk-search.js';
 
@@ -42,10 +43,7 @@ describe('kiln build (debian-12-cloud fixture)', () => {
 `,
       'roles/site/templates/site.conf.j2': 'title={{ site_title }}\nport={{ site_port }}\nuser={{ ansible_user_id }}\ntoken_length={{ api_token | length }}\n',
     };
-    for (const [name, body] of Object.entries(ansibleFiles)) {
-      mkdirSync(path.dirname(path.join(dir, 'ansible', name)), { recursive: true });
-      writeFileSync(path.join(dir, 'ansible', name), body);
-    }
+    writeFiles(path.join(dir, 'ansible'), ansibleFiles);
     writeFileSync(file, `
 variables:
   note: { default: first }
@@ -126,7 +124,7 @@ builds:
     expect(first.events.filter((e) => e.type === 'layer-saved').map((e) => e.index)).toEqual([0, 1, 2, 3]);
     // Ansible's output streamed as line events of its provisioner, the handler ran, the token is masked
     // everywhere; kiln's known_hosts already held the guest's key: OpenSSH added nothing, asked nothing.
-    const ansible = first.events.filter((e) => e.type === 'output' && e.source === 'provisioner 2').map((e) => String(e.line));
+    const ansible = outputLines(first.events, 'provisioner 2');
     expect(ansible.filter((l) => /^(TASK|RUNNING HANDLER) \[/.test(l)).map((l) => l.replace(/ \*+$/, ''))).toEqual([
       'TASK [Gathering Facts]', 'TASK [site : Write the site configuration]', 'TASK [site : Show the token (kiln masks it)]', 'RUNNING HANDLER [site : Record the handler]',
     ]);

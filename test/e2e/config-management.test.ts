@@ -5,25 +5,18 @@
 // runs in build-debian.test.ts's build, which boots that guest anyway.
 // ansible-local and puppet-masterless need Ansible and Puppet inside the guest, about 2.5 min of
 // apt-get under TCG: their end-to-end test is test/install/config-management.test.ts (make test-install).
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { tinySourceYaml } from '../helpers/guest.js';
-import { kiln } from '../helpers/kiln.js';
+import { kiln, outputLines } from '../helpers/kiln.js';
+import { writeFiles } from '../helpers/files.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-e2e-cm-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-function writeFiles(root: string, files: Record<string, string>): void {
-  for (const [name, body] of Object.entries(files)) {
-    mkdirSync(path.dirname(path.join(root, name)), { recursive: true });
-    writeFileSync(path.join(root, name), body);
-  }
-}
 
-const outputLines = (events: Record<string, unknown>[], source: string) =>
-  events.filter((e) => e.type === 'output' && e.source === source).map((e) => String(e.line));
 
 describe('ansible provisioner', () => {
   it('on the tiny guest: editing one role file re-runs the build from that provisioner only; a failing task names itself', async () => {

@@ -74,3 +74,7 @@ export function spawnKiln(
   }));
   return { pid, kill: (signal) => { child.kill(signal); }, send: (line) => { child.stdin?.write(`${line}\n`); }, done };
 }
+
+/** The lines a provisioner printed ("provisioner 2"), from a run's output events. */
+export const outputLines = (events: Record<string, unknown>[], source: string): string[] =>
+  events.filter((e) => e.type === 'output' && e.source === source).map((e) => String(e.line));

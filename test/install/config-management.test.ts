@@ -1,14 +1,15 @@
 // Configuration management inside the guest, and the two examples, end to end. Long: the guests
 // install Ansible, Puppet or nginx from the Debian mirror (about 2.5 min of apt-get for ansible-core
 // plus puppet under TCG), so this runs with `make test-install`, not `make test`.
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { writeSeedIso } from '../../src/cloudinit/seed.js';
 import { Guest, imagesDir, overlayOf, repoRoot } from '../helpers/guest.js';
 import { testSeed } from '../helpers/cloud.js';
-import { kiln } from '../helpers/kiln.js';
+import { kiln, outputLines } from '../helpers/kiln.js';
+import { writeFiles } from '../helpers/files.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-install-cm-'));
 const examples: string[] = [];
@@ -17,14 +18,6 @@ afterAll(() => {
   for (const f of examples) rmSync(f, { force: true });
 });
 
-function writeFiles(root: string, files: Record<string, string>): void {
-  for (const [name, body] of Object.entries(files)) {
-    mkdirSync(path.dirname(path.join(root, name)), { recursive: true });
-    writeFileSync(path.join(root, name), body);
-  }
-}
-const outputLines = (events: Record<string, unknown>[], source: string) =>
-  events.filter((e) => e.type === 'output' && e.source === source).map((e) => String(e.line));
 const logLines = (events: Record<string, unknown>[]) => events.filter((e) => e.type === 'log').map((e) => String(e.message));
 
 /** Boots an artifact as a new cloud-init instance and returns what `command` prints in it. */
