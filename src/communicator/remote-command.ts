@@ -27,17 +27,20 @@ export const shellVariableName = /^[A-Za-z_][A-Za-z0-9_]*$/;
 export const processGroupMarker = 'kiln-process-group ';
 
 /**
- * `command`, run by `sh` as the leader of a process group of its own, which it reports first on stderr.
+ * `command`, run as the leader of a process group of its own, which it reports first on stderr.
  * OpenSSH starts a command as a session leader already; dropbear starts it inside the group of its own
  * connection process, which must not be killed: there it goes through setsid, which does not fork for a
  * process that leads no group, so the exit status is still the command's. Without setsid the command
  * runs in the group it was given and only its own process can be stopped.
+ * The command itself runs in the user's login shell ($SHELL), as SSH runs a command: a bash-ism in a
+ * shutdown_command keeps working, and a bare `sh` from PATH could be busybox's, whose ash runs its own
+ * applet for `poweroff` instead of the image's /sbin/poweroff. The wrapper's own shell is /bin/sh.
  */
 export function inOwnProcessGroup(command: string): string {
-  const reportAndRun = `echo ${processGroupMarker}$$ >&2; exec sh -c ${shellQuote(command)}`;
+  const reportAndRun = `echo ${processGroupMarker}$$ >&2; exec "\${SHELL:-/bin/sh}" -c ${shellQuote(command)}`;
   return `k=${shellQuote(reportAndRun)}; ` +
-    `if [ "$(cut -d' ' -f5 /proc/$$/stat 2>/dev/null)" != "$$" ] && command -v setsid >/dev/null 2>&1; then exec setsid sh -c "$k"; fi; ` +
-    'exec sh -c "$k"';
+    `if [ "$(cut -d' ' -f5 /proc/$$/stat 2>/dev/null)" != "$$" ] && command -v setsid >/dev/null 2>&1; then exec setsid /bin/sh -c "$k"; fi; ` +
+    'exec /bin/sh -c "$k"';
 }
 
 /** How long a stopped command has between SIGTERM and SIGKILL, in tenths of a second. */
