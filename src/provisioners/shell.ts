@@ -10,15 +10,14 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { BuildContext } from '../build/state.js';
 import type { Provisioner } from '../template/schema.js';
 import { interpolateString, interpolateTree } from '../template/interpolate.js';
-import { lineSplitter, shellEnv, sshSession } from './context.js';
+import { shellEnv, sshSession } from './context.js';
+import { lastOutput, streamedOutput } from './streamed-output.js';
 import { ConnectionLostError } from '../communicator/ssh.js';
 import { shellQuote, shellWord } from '../communicator/remote-command.js';
 
 type Shell = Extract<Provisioner, { type: 'shell' }>;
 
 export class ProvisionerError extends Error {}
-
-const outputLinesInError = 10;
 
 /**
  * The command line that runs the uploaded script: execute_command with {{path}} and {{vars}} replaced
@@ -42,17 +41,10 @@ export async function runShell(ctx: BuildContext, p: Shell, label: string, signa
     const remote = path.posix.join(p.remote_folder, `kiln-${randomBytes(6).toString('hex')}.sh`);
     const command = executeCommand(p.execute_command, remote, env);
     // The last lines go into the error message, so a failure explains itself without scrolling back.
-    const recent: string[] = [];
-    const emitter = (stream: 'stdout' | 'stderr') => lineSplitter((line) => {
-      recent.push(line);
-      if (recent.length > outputLinesInError) recent.shift();
-      ctx.events.emit({ type: 'output', build: ctx.build.name, stream, source: label, line });
-    });
-    const out = emitter('stdout');
-    const err = emitter('stderr');
+    const output = streamedOutput(ctx, label);
     try {
       await ssh.uploadContent(script.body, remote, 0o700, signal);
-      const r = await ssh.exec(command, { stdout: out.write, stderr: err.write, signal }).finally(() => { out.flush(); err.flush(); });
+      const r = await ssh.exec(command, { stdout: output.stdout, stderr: output.stderr, signal }).finally(() => output.flush());
       if (r.disconnected) {
         if (p.expect_disconnect) { ctx.log(`${label}: guest disconnected, as expected`, 'debug'); continue; }
         throw new ConnectionLostError(`${label}: the SSH connection was lost while "${script.name}" ran (did the guest reboot? set expect_disconnect: true if that is intended)`);
@@ -66,8 +58,7 @@ export async function runShell(ctx: BuildContext, p: Shell, label: string, signa
         }
       }
       if (r.exitCode === null || !p.valid_exit_codes.includes(r.exitCode)) {
-        const output = recent.length ? `; its last output:\n${recent.map((l) => `  ${l}`).join('\n')}` : ' (it printed nothing)';
-        throw new ProvisionerError(`${label}: script "${script.name}" exited with ${r.exitCode ?? `signal ${r.signal}`} (valid: ${p.valid_exit_codes.join(', ')})${output}`);
+        throw new ProvisionerError(`${label}: script "${script.name}" exited with ${r.exitCode ?? `signal ${r.signal}`} (valid: ${p.valid_exit_codes.join(', ')})${lastOutput(output.recent())}`);
       }
     } finally {
       // The script stays out of the image whether it succeeded, failed or timed out (a retry uploads
