@@ -121,3 +121,10 @@ export function openDescriptors(pid: number | 'self' = 'self'): string[] {
   }
   return out;
 }
+
+/** The pid of a process that has already ended: an owner a lock or work directory may name, long gone. */
+export async function deadPid(): Promise<number> {
+  const child = execa('true');
+  await child;
+  return child.pid!;
+}

@@ -5,18 +5,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
+import { deadPid } from '../helpers/process-audit.js';
 import { removeLockOfDeadProcess, tryLock, withLock } from '../../src/cache/lock.js';
 import { repoRoot } from '../helpers/guest.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-lock-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-/** The pid of a process that has exited. */
-async function deadPid(): Promise<number> {
-  const child = execa('true');
-  await child;
-  return child.pid!;
-}
 
 describe('lock files', () => {
   it('never takes over a lock file that holds no pid (one being created, by an older kiln, or not kiln\'s)', async () => {

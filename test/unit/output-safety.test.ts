@@ -7,6 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
+import { deadPid } from '../helpers/process-audit.js';
 import { runSteps } from '../../src/build/runner.js';
 import type { Step } from '../../src/build/step.js';
 import type { BuildContext } from '../../src/build/state.js';
@@ -87,12 +88,6 @@ const postProcessor: Step = {
     writeFileSync(path.join(c.state.stagingDir!, 'notes', 'README'), 'from shell-local');
   },
 };
-
-async function deadPid(): Promise<number> {
-  const child = execa('true');
-  await child;
-  return child.pid!;
-}
 
 describe('--force replaces only an output directory kiln wrote', () => {
   it('recognises everything kiln wrote (artifacts, checksums, compressed and kept inputs, post-processor files) and replaces it', async () => {
