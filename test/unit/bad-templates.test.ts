@@ -1,10 +1,12 @@
 // The bad-input corpus: every broken template in test/fixtures/bad-templates/, run through the compiled
 // CLI as `kiln validate` and `kiln build`, must fail with exit code 1 and one clear problem that names
 // the file, the field and a fix, without a stack trace and without creating anything.
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { pathToFileURL } from 'node:url';
+import { execa } from 'execa';
 import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { kiln } from '../helpers/kiln.js';
 import { repoRoot } from '../helpers/guest.js';
 
@@ -140,51 +142,115 @@ function processesMentioning(needle: string): string[] {
   return found;
 }
 
+interface Case { file: string; command: 'validate' | 'build'; root: string; dir: string; tmp: string; cache: string; args: string[]; before: string[] }
+interface Result { exitCode: number; stdout: string; stderr: string }
+
+/** Each case gets its own copy of the corpus file, with private temp and cache directories, so "nothing created" is exact. */
+function prepare(file: string, command: Case['command']): Case {
+  const root = mkdtempSync(path.join(os.tmpdir(), 'kiln-bad-template-'));
+  const dir = path.join(root, 'templates');
+  const tmp = path.join(root, 'tmp');
+  const cache = path.join(root, 'cache');
+  cpSync(path.join(corpusDir, 'support'), path.join(dir, 'support'), { recursive: true });
+  cpSync(path.join(corpusDir, file), path.join(dir, file));
+  mkdirSync(tmp);
+  mkdirSync(cache);
+  return { file, command, root, dir, tmp, cache, args: [command, path.join(dir, file), ...(corpus[file]?.args?.(dir) ?? [])], before: listTree(dir) };
+}
+
+/**
+ * Runs every case through the compiled CLI's main() in one node process, one case after the other,
+ * each with its own TMPDIR and cache and its stdout/stderr captured: a node start-up per case (148 of
+ * them) cost most of the unit suite's time. The same main() is what bin/kiln.js runs; a few cases also
+ * go through bin/kiln.js itself below, and must print exactly the same.
+ */
+const driverSource = `
+import { writeFileSync } from 'node:fs';
+import { main } from ${JSON.stringify(pathToFileURL(path.join(repoRoot, 'dist/cli/main.js')).href)};
+const [casesFile, resultsFile] = process.argv.slice(1);
+const cases = JSON.parse((await import('node:fs')).readFileSync(casesFile, 'utf8'));
+const results = [];
+const out = process.stdout.write.bind(process.stdout);
+const err = process.stderr.write.bind(process.stderr);
+for (const c of cases) {
+  Object.assign(process.env, { TMPDIR: c.tmp, KILN_CACHE_DIR: c.cache, XDG_CACHE_HOME: c.cache });
+  let stdout = ''; let stderr = '';
+  process.stdout.write = (chunk) => { stdout += String(chunk); return true; };
+  process.stderr.write = (chunk) => { stderr += String(chunk); return true; };
+  let exitCode;
+  try { exitCode = await main(c.args); } catch (e) { exitCode = -1; stderr += 'thrown: ' + (e && e.stack || e) + '\\n'; }
+  finally { process.stdout.write = out; process.stderr.write = err; }
+  results.push({ exitCode, stdout, stderr });
+}
+writeFileSync(resultsFile, JSON.stringify(results));
+`;
+
+const cases = corpusFiles.flatMap((file) => (['validate', 'build'] as const).map((command) => prepare(file, command)));
+const results = new Map<Case, Result>();
+/** Cases also run through bin/kiln.js, one process each: a syntax error, a --var-file, a late failure. */
+const viaLauncher = new Set(['cpus-string.yaml', 'var-file-missing.yaml', 'output-directory-dot.yaml']);
+
+beforeAll(async () => {
+  const work = mkdtempSync(path.join(os.tmpdir(), 'kiln-bad-driver-'));
+  try {
+    const casesFile = path.join(work, 'cases.json');
+    const resultsFile = path.join(work, 'results.json');
+    writeFileSync(casesFile, JSON.stringify(cases));
+    const run = await execa('node', ['--input-type=module', '-e', driverSource, '--', casesFile, resultsFile], { reject: false, cwd: repoRoot, stdin: 'ignore' });
+    if (run.exitCode !== 0) throw new Error(`the corpus driver failed (${run.exitCode}):\n${run.stderr}`);
+    const all = JSON.parse(readFileSync(resultsFile, 'utf8')) as Result[];
+    cases.forEach((c, i) => results.set(c, all[i]!));
+  } finally {
+    rmSync(work, { recursive: true, force: true });
+  }
+}, 120_000);
+afterAll(() => { for (const c of cases) rmSync(c.root, { recursive: true, force: true }); });
+
+function expectCleanFailure(c: Case, r: Result): void {
+  const spec = corpus[c.file]!;
+  const output = `${r.stdout}${r.stderr}`;
+  expect(r.exitCode, output).toBe(1);
+  expect(r.stdout).toBe('');
+  expect(output, 'a stack trace').not.toMatch(/^\s+at /m);
+  // One problem: one "error:" line, nothing else unindented, and exactly one fix.
+  const lines = r.stderr.trimEnd().split('\n');
+  expect(lines[0]).toMatch(/^error: /);
+  expect(lines.filter((l) => !/^\s/.test(l)), r.stderr).toHaveLength(1);
+  expect(lines.filter((l) => l.startsWith('  fix: ')), r.stderr).toHaveLength(1);
+  expect(r.stderr).toContain(spec.names?.(c.dir) ?? path.join(c.dir, c.file));
+  for (const fragment of spec.expect) expect(r.stderr).toContain(fragment);
+}
+
+function expectNothingCreated(c: Case): void {
+  expect(listTree(c.dir), 'files created beside the template').toEqual(c.before);
+  expect(listTree(c.tmp), 'work directories created').toEqual([]);
+  expect(listTree(c.cache), 'cache entries created').toEqual([]);
+  expect(processesMentioning(c.root), 'processes left running').toEqual([]);
+}
+
 describe('bad-template corpus', () => {
   it('lists every corpus file in the table, and nothing that is not in the corpus', () => {
     expect(corpusFiles.filter((f) => !(f in corpus)), 'corpus files without expectations').toEqual([]);
     expect(Object.keys(corpus).filter((f) => !corpusFiles.includes(f)), 'expectations without a corpus file').toEqual([]);
   });
 
-  // Each file runs in its own copy of the corpus, with private temp and cache directories, so "nothing
-  // created" can be checked exactly while the files run concurrently.
-  describe.concurrent.each(corpusFiles)('%s', (file) => {
-    it.each(['validate', 'build'])(`kiln %s fails cleanly`, async (command) => {
-      const spec = corpus[file];
-      expect(spec, `${file} has no entry in the table`).toBeDefined();
-      const root = mkdtempSync(path.join(os.tmpdir(), 'kiln-bad-template-'));
-      const dir = path.join(root, 'templates');
-      const tmp = path.join(root, 'tmp');
-      const cache = path.join(root, 'cache');
-      cpSync(path.join(corpusDir, 'support'), path.join(dir, 'support'), { recursive: true });
-      cpSync(path.join(corpusDir, file), path.join(dir, file));
-      mkdirSync(tmp);
-      mkdirSync(cache);
-      const template = path.join(dir, file);
-      const before = listTree(dir);
-
-      try {
-        const r = await kiln([command, template, ...(spec!.args?.(dir) ?? [])], { TMPDIR: tmp, KILN_CACHE_DIR: cache, XDG_CACHE_HOME: cache }, 50_000);
-        const output = `${r.stdout}${r.stderr}`;
-
-        expect(r.exitCode, output).toBe(1);
-        expect(r.stdout).toBe('');
-        expect(output, 'a stack trace').not.toMatch(/^\s+at /m);
-        // One problem: one "error:" line, nothing else unindented, and exactly one fix.
-        const lines = r.stderr.trimEnd().split('\n');
-        expect(lines[0]).toMatch(/^error: /);
-        expect(lines.filter((l) => !/^\s/.test(l)), r.stderr).toHaveLength(1);
-        expect(lines.filter((l) => l.startsWith('  fix: ')), r.stderr).toHaveLength(1);
-        expect(r.stderr).toContain(spec!.names?.(dir) ?? template);
-        for (const fragment of spec!.expect) expect(r.stderr).toContain(fragment);
-
-        expect(listTree(dir), 'files created beside the template').toEqual(before);
-        expect(listTree(tmp), 'work directories created').toEqual([]);
-        expect(listTree(cache), 'cache entries created').toEqual([]);
-        expect(processesMentioning(root), 'processes left running').toEqual([]);
-      } finally {
-        rmSync(root, { recursive: true, force: true });
-      }
-    }, 60_000); // a node start-up each: slow only on a machine busy with QEMU guests
+  describe.each(corpusFiles)('%s', (file) => {
+    it.each(['validate', 'build'] as const)('kiln %s fails cleanly', (command) => {
+      const c = cases.find((x) => x.file === file && x.command === command)!;
+      expectCleanFailure(c, results.get(c)!);
+      expectNothingCreated(c);
+    });
   });
+
+  it.each([...viaLauncher])('%s: bin/kiln.js (a process of its own) prints exactly what main() did, exits 1, creates nothing', async (file) => {
+    for (const command of ['validate', 'build'] as const) {
+      const c = cases.find((x) => x.file === file && x.command === command)!;
+      const r = await kiln(c.args, { TMPDIR: c.tmp, KILN_CACHE_DIR: c.cache, XDG_CACHE_HOME: c.cache }, 50_000);
+      const inProcess = results.get(c)!;
+      // execa drops the final newline of what a process printed.
+      expect({ exitCode: r.exitCode, stdout: r.stdout, stderr: r.stderr }).toEqual({ ...inProcess, stdout: inProcess.stdout.replace(/\n$/, ''), stderr: inProcess.stderr.replace(/\n$/, '') });
+      expectCleanFailure(c, r);
+      expectNothingCreated(c);
+    }
+  }, 60_000);
 });
