@@ -18,10 +18,28 @@ import { cacheCommand, type CacheArgs } from './cache.js';
 
 class UsageError extends Error {}
 
-interface Common { template: string; var?: string[]; 'var-file'?: string[] }
+interface Common { template: string; var?: string | string[]; 'var-file'?: string | string[] }
+
+/** A repeatable flag given once is a string, given twice a list; either way a list here. */
+const listOf = (v: string | string[] | undefined): string[] => (v === undefined ? [] : Array.isArray(v) ? v : [v]);
+/** Packer's -only/-except take comma-separated names; kiln's may be repeated. Either works. */
+const namesOf = (v: string | string[] | undefined): string[] | undefined => (v === undefined ? undefined : listOf(v).flatMap((n) => n.split(',')).map((n) => n.trim()).filter(Boolean));
+
+/** Packer's single-dash spellings of long flags (-var, -var-file=f, -force, -only=a,b, -on-error=abort). */
+const packerFlags = new Set(['var', 'var-file', 'force', 'only', 'except', 'on-error', 'debug', 'timestamps', 'parallel-builds', 'events', 'progress', 'json', 'output']);
+export function normalizePackerFlags(args: string[]): string[] {
+  const out: string[] = [];
+  for (const [i, a] of args.entries()) {
+    // After "--" everything is an operand.
+    if (a === '--') { out.push(...args.slice(i)); break; }
+    const m = /^-([a-z][a-z-]+)(=.*)?$/.exec(a);
+    out.push(m && packerFlags.has(m[1]!) ? `-${a}` : a);
+  }
+  return out;
+}
 
 function load(argv: Common): LoadedTemplate {
-  const inputs: VariableInputs = { vars: argv.var ?? [], varFiles: argv['var-file'] ?? [], env: process.env };
+  const inputs: VariableInputs = { vars: listOf(argv.var), varFiles: listOf(argv['var-file']), env: process.env };
   return loadTemplate(argv.template, inputs);
 }
 
@@ -52,11 +70,11 @@ function terminalPrompt(signal: AbortSignal): ((q: string) => Promise<string>) |
 }
 
 async function buildCommand(argv: Common & {
-  force: boolean; only?: string[]; except?: string[]; 'on-error': OnError; 'parallel-builds': number;
+  force: boolean; only?: string | string[]; except?: string | string[]; 'on-error': OnError; 'parallel-builds': number;
   debug: boolean; timestamps: boolean; events?: string; progress: ProgressMode; cache: boolean;
 }): Promise<number> {
   const t = load(argv);
-  const builds = selectBuilds(t, argv.only, argv.except);
+  const builds = selectBuilds(t, namesOf(argv.only), namesOf(argv.except));
   const bus = new EventBus([...t.variables.secrets]);
   if (argv.events === 'json') bus.subscribe(jsonRenderer(process.stdout));
   bus.subscribe(humanRenderer({ timestamps: argv.timestamps, debug: argv.debug, progress: argv.progress }));
@@ -100,15 +118,16 @@ export async function main(args: string[]): Promise<number> {
   let code = 0;
   const withTemplate = (y: ReturnType<typeof yargs>) => y
     .positional('template', { type: 'string', describe: 'template file (YAML or JSON)', demandOption: true })
-    .option('var', { type: 'string', array: true, describe: 'set a variable: name=value (repeatable)' })
-    .option('var-file', { type: 'string', array: true, describe: 'YAML/JSON file of variable values (repeatable)' });
-  const parser = yargs(args)
+    // Not array options: an array option would swallow the template after it (--var x=y template.yaml).
+    .option('var', { type: 'string', requiresArg: true, describe: 'set a variable: name=value (repeatable; -var works too)' })
+    .option('var-file', { type: 'string', requiresArg: true, describe: 'YAML/JSON (or Packer .pkrvars.hcl) file of variable values (repeatable)' });
+  const parser = yargs(normalizePackerFlags(args))
     .scriptName('kiln')
     .usage('kiln — build VM images with QEMU\n\nUsage: $0 <command> [options]')
     .command('build <template>', 'build the images a template describes', (y) => withTemplate(y as never)
       .option('force', { type: 'boolean', default: false, describe: 'replace existing output directories' })
-      .option('only', { type: 'string', array: true, describe: 'run only these builds' })
-      .option('except', { type: 'string', array: true, describe: 'skip these builds' })
+      .option('only', { type: 'string', requiresArg: true, describe: 'run only these builds (repeatable, or comma-separated as in Packer)' })
+      .option('except', { type: 'string', requiresArg: true, describe: 'skip these builds (repeatable, or comma-separated)' })
       .option('on-error', { choices: ['cleanup', 'abort', 'ask'] as const, default: 'cleanup' as OnError, describe: 'on failure: clean up, keep the VM running to inspect it (abort; kiln waits until Ctrl-C), or ask (retry, clean up, abort)' })
       .option('cache', { type: 'boolean', default: true, describe: 'use and fill the build cache; --no-cache neither reads nor writes it' })
       .option('parallel-builds', { type: 'number', default: 1, describe: 'how many builds run at once' })
