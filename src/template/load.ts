@@ -15,7 +15,7 @@ import { TemplateError, closest, problemsFromZod, type FieldProblem, type KeyHin
 import { interpolateTree } from './interpolate.js';
 import { outputDirectoryProblems, protectedPlaces } from './output-directories.js';
 import { resolveBuildPaths } from './paths.js';
-import { qemuArgsProblems } from './qemu-args.js';
+import { qemuArgsProblems, smbiosType1Switch } from './qemu-args.js';
 import { isConfigManagement } from './schema-config-management.js';
 import { knownKeysAt, packerSourceAliases, templateSchema, variableName, variableSchema, type Template } from './schema.js';
 import { resolveVariables, type ResolvedVariables, type VariableInputs } from './variables.js';
@@ -135,6 +135,19 @@ export function loadTemplate(file: string, inputs: VariableInputs = {}, options:
   if (typeof raw !== 'object' || Array.isArray(raw)) {
     throw new TemplateError(file, [{ path: [], message: `a template is a map with "builds:" (and optionally "variables:"), not ${Array.isArray(raw) ? 'a list' : 'a single value'}`, fix: 'see examples/tiny.yaml' }]);
   }
+  return checkTemplate(file, text, raw as Record<string, unknown>, withLines, inputs, options);
+}
+
+/**
+ * The checks every template goes through once it is a tree of kiln's shape (from YAML/JSON, or from a
+ * Packer template by src/template/packer/): variables, interpolation, schema, paths, cross-field rules.
+ * `withLines` gives each problem the line of its field in the file the user wrote.
+ */
+export function checkTemplate(
+  file: string, text: string, raw: Record<string, unknown>, withLines: (problems: FieldProblem[]) => FieldProblem[],
+  inputs: VariableInputs = {}, options: LoadOptions = {},
+): LoadedTemplate {
+  const abs = path.resolve(file);
   const hints = keyHints(raw);
 
   // Variables first: their definitions decide how everything else is interpolated.
@@ -192,6 +205,14 @@ export function loadTemplate(file: string, inputs: VariableInputs = {}, options:
       // Installers have no cloud-init datasource to read: unless asked for, no seed and no injected host key.
       const rawCloudInit = ((raw as { builds?: { source?: { cloud_init?: unknown } }[] }).builds?.[i]?.source?.cloud_init);
       if (rawCloudInit === undefined) s.cloud_init = false;
+    }
+    const smbiosClash = s.cloud_init !== false && s.cloud_init.delivery === 'http' ? smbiosType1Switch(s.qemu_args) : undefined;
+    if (smbiosClash) {
+      problems.push({
+        path: [...at, 'qemu_args', s.qemu_args.findIndex((a) => a === smbiosClash)],
+        message: `${smbiosClash.join(' ')} sets SMBIOS type 1 fields, where cloud_init delivery http gives the guest its seed URL in a type 1 table of kiln's, and QEMU takes one or the other`,
+        fix: 'set cloud_init: { delivery: cdrom }, or drop that -smbios switch',
+      });
     }
     if (s.communicator.type === 'none' && b.provisioners.some((p) => p.type === 'shell' || p.type === 'file')) {
       problems.push({ path: [...at, 'communicator'], message: 'shell and file provisioners need a communicator, but it is "none"', fix: 'set communicator.type to ssh, or remove those provisioners' });

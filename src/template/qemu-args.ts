@@ -119,3 +119,12 @@ export function qemuArgsProblems(groups: readonly (readonly string[])[], at: (st
   }
   return problems;
 }
+
+/**
+ * The qemu_args switch that sets SMBIOS type 1 fields, if any: QEMU refuses fields for a type it
+ * was given a table file of ("can't add fields, binary file already loaded!", hw/smbios/smbios.c),
+ * and kiln gives the NoCloud-Net seed URL in a type 1 table file.
+ */
+export function smbiosType1Switch(qemuArgs: readonly (readonly string[])[]): readonly string[] | undefined {
+  return qemuArgs.find((a) => a[0] === '-smbios' && Number(/(?:^|,)type=([^,]*)/.exec(a[1] ?? '')?.[1]) === 1);
+}

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { smbiosType1Switch } from '../../src/build/steps/launch-qemu.js';
+import { smbiosType1Switch } from '../../src/template/qemu-args.js';
 
 describe('smbiosType1Switch', () => {
   it('finds the qemu_args switch that sets SMBIOS type 1 fields, however the type is written', () => {

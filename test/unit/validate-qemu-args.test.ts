@@ -85,4 +85,18 @@ describe('qemu_args that take kiln\'s controls away', () => {
     expect(message).toContain(`${file}:8: builds[0].source.qemu_args[1]: -monitor tcp:0.0.0.0:5555,server,nowait: kiln turns QEMU's human monitor off`);
     expect(message).toContain('\n  fix: remove it');
   });
+
+  it('refuses SMBIOS type 1 fields when the seed URL goes in kiln\'s type 1 table (delivery http), accepts them with a cidata ISO', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-validate-qemu-'));
+    writeFileSync(path.join(dir, 'base.qcow2'), 'x');
+    const file = path.join(dir, 't.yaml');
+    const template = (cloudInit: string) => `builds:\n  - name: q\n    source:\n      base_image: base.qcow2\n      checksum: none\n${cloudInit}      qemu_args:\n        - [-cpu, max]\n        - [-smbios, "type=1,serial=ABC"]\n`;
+    writeFileSync(file, template(''));
+    let message = '';
+    try { loadTemplate(file); } catch (e) { if (e instanceof TemplateError) message = e.message; else throw e; }
+    expect(message).toContain(`${file}:8: builds[0].source.qemu_args[1]: -smbios type=1,serial=ABC sets SMBIOS type 1 fields`);
+    expect(message).toContain('\n  fix: set cloud_init: { delivery: cdrom }, or drop that -smbios switch');
+    writeFileSync(file, template('      cloud_init: { delivery: cdrom }\n'));
+    expect(loadTemplate(file).template.builds[0]!.source.qemu_args).toEqual([['-cpu', 'max'], ['-smbios', 'type=1,serial=ABC']]);
+  });
 });

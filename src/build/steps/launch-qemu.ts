@@ -10,6 +10,7 @@ import { chooseAccelerator } from '../../qemu/accel.js';
 import { QemuProcess, requireQemu } from '../../qemu/process.js';
 import { QmpClient } from '../../qemu/qmp.js';
 import { smbiosType1 } from '../../qemu/smbios.js';
+import { smbiosType1Switch } from '../../template/qemu-args.js';
 import { abortable } from '../runner.js';
 import { parseSize } from '../../template/units.js';
 
@@ -77,14 +78,6 @@ const seedSmbiosFile = (workDir: string) => path.join(workDir, 'smbios-type1.bin
 function writeSeedSmbios(file: string, seedUrl: string): void {
   // QEMU's own type 1 table names QEMU as the manufacturer; guests (systemd-detect-virt) look there.
   writeFileSync(file, smbiosType1({ manufacturer: 'QEMU', product: 'kiln build VM', serial: `ds=nocloud-net;s=${seedUrl}` }), { mode: 0o600 });
-}
-
-/**
- * The qemu_args switch that sets SMBIOS type 1 fields, if any: QEMU refuses fields for a type it
- * was given a table file of ("can't add fields, binary file already loaded!", hw/smbios/smbios.c).
- */
-export function smbiosType1Switch(qemuArgs: string[][]): string[] | undefined {
-  return qemuArgs.find((a) => a[0] === '-smbios' && Number(/(?:^|,)type=([^,]*)/.exec(a[1] ?? '')?.[1]) === 1);
 }
 
 /** Ports a user pinned for the SSH forward with KILN_SSH_HOST_PORTS: "2222" or "2222-2230", tried in order. */
