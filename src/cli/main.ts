@@ -38,9 +38,11 @@ export function normalizePackerFlags(args: string[]): string[] {
   return out;
 }
 
-function load(argv: Common): LoadedTemplate {
+function load(argv: Common, only?: string[]): LoadedTemplate {
   const inputs: VariableInputs = { vars: listOf(argv.var), varFiles: listOf(argv['var-file']), env: process.env };
-  return loadTemplate(argv.template, inputs);
+  const t = loadTemplate(argv.template, inputs, { only });
+  for (const note of t.notes ?? []) process.stderr.write(`warning: ${note}\n`);
+  return t;
 }
 
 function reportError(e: unknown): number {
@@ -73,7 +75,7 @@ async function buildCommand(argv: Common & {
   force: boolean; only?: string | string[]; except?: string | string[]; 'on-error': OnError; 'parallel-builds': number;
   debug: boolean; timestamps: boolean; events?: string; progress: ProgressMode; cache: boolean;
 }): Promise<number> {
-  const t = load(argv);
+  const t = load(argv, namesOf(argv.only));
   const builds = selectBuilds(t, namesOf(argv.only), namesOf(argv.except));
   const bus = new EventBus([...t.variables.secrets]);
   if (argv.events === 'json') bus.subscribe(jsonRenderer(process.stdout));

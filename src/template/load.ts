@@ -19,6 +19,7 @@ import { qemuArgsProblems, smbiosType1Switch } from './qemu-args.js';
 import { isConfigManagement } from './schema-config-management.js';
 import { knownKeysAt, packerSourceAliases, templateSchema, variableName, variableSchema, type Template } from './schema.js';
 import { resolveVariables, type ResolvedVariables, type VariableInputs } from './variables.js';
+import { isPackerTemplate, packerLines, readPackerTemplate } from './packer/index.js';
 
 export interface LoadedTemplate {
   file: string;
@@ -27,11 +28,15 @@ export interface LoadedTemplate {
   variables: ResolvedVariables;
   /** sha256 of the template file's bytes, recorded in the manifest. */
   digest: string;
+  /** One-line warnings (a Packer template's fields kiln ignores), printed before anything runs. */
+  notes?: string[];
 }
 
 export interface LoadOptions {
   /** The layer cache the build would use, which no output directory may be or hold (default: defaultCacheDir()). */
   cacheDir?: string;
+  /** Builds asked for with --only: a Packer template's other builders are refused only when selected. */
+  only?: string[];
 }
 
 /** A fix for the YAML mistakes people make most, by the YAML library's error code. */
@@ -93,6 +98,7 @@ function treeShapeProblem(raw: unknown): FieldProblem | undefined {
 
 export function loadTemplate(file: string, inputs: VariableInputs = {}, options: LoadOptions = {}): LoadedTemplate {
   const abs = path.resolve(file);
+  if (isPackerTemplate(abs)) return loadPackerTemplate(abs, inputs, options);
   let text: string;
   try {
     text = readFileSync(abs, 'utf8');
@@ -136,6 +142,22 @@ export function loadTemplate(file: string, inputs: VariableInputs = {}, options:
     throw new TemplateError(file, [{ path: [], message: `a template is a map with "builds:" (and optionally "variables:"), not ${Array.isArray(raw) ? 'a list' : 'a single value'}`, fix: 'see examples/tiny.yaml' }]);
   }
   return checkTemplate(file, text, raw as Record<string, unknown>, withLines, inputs, options);
+}
+
+/** A Packer template (src/template/packer/), mapped to kiln's fields, then checked like any template. */
+function loadPackerTemplate(abs: string, inputs: VariableInputs, options: LoadOptions): LoadedTemplate {
+  const p = readPackerTemplate(abs, inputs, options.only);
+  // Packer's variables are resolved already: kiln's own (KILN_VAR_*) do not apply.
+  const loaded = checkTemplate(p.template.file, p.template.text, p.mapped.raw, packerLines(p.mapped, p.template.file), { env: {} }, options);
+  for (const v of p.template.variables) {
+    if (typeof v.value !== 'string' && typeof v.value !== 'number' && typeof v.value !== 'boolean') continue;
+    loaded.variables.values[v.name] = v.value;
+    loaded.variables.origin[v.name] = v.from;
+    if (v.sensitive) loaded.variables.sensitive.add(v.name);
+  }
+  loaded.variables.secrets.push(...p.secrets);
+  loaded.notes = p.mapped.notes;
+  return loaded;
 }
 
 /**

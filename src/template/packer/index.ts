@@ -1,0 +1,88 @@
+/**
+ * Packer templates in kiln: recognised by name and content, read (HCL or legacy JSON), mapped onto
+ * kiln's fields, and then held to every check a kiln YAML template gets (checkTemplate in load.ts).
+ */
+import { readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { TemplateError, type FieldProblem } from '../errors.js';
+import type { VariableInputs } from '../variables.js';
+import { HclError } from './hcl.js';
+import { loadHclTemplate } from './hcl-template.js';
+import { loadJsonTemplate } from './json-template.js';
+import { mapTemplate, type MappedTemplate } from './mapping.js';
+import { PackerTemplateError, formatPackerProblem, type PackerTemplate } from './model.js';
+
+/** A Packer template, by name (*.pkr.hcl, *.pkr.json, a folder of *.pkr.hcl) or content (JSON with "builders"). */
+export function isPackerTemplate(file: string): boolean {
+  const abs = path.resolve(file);
+  let isDir = false;
+  try { isDir = statSync(abs).isDirectory(); } catch { return /\.pkr\.(hcl|json)$/.test(abs); }
+  if (isDir) return true;
+  if (/\.pkr\.(hcl|json)$/.test(abs) || /\.pkrvars\.hcl$/.test(abs)) return true;
+  if (/\.hcl$/.test(abs)) return true;
+  if (/\.json$/.test(abs)) {
+    try {
+      const data = JSON.parse(readFileSync(abs, 'utf8')) as unknown;
+      return typeof data === 'object' && data !== null && !Array.isArray(data) && Object.hasOwn(data, 'builders');
+    } catch { return false; }
+  }
+  return false;
+}
+
+export interface PackerLoad { template: PackerTemplate; mapped: MappedTemplate; secrets: string[] }
+
+/** A PackerTemplateError or HclError as kiln's TemplateError, naming file:line, the Packer field and the fix. */
+export function asTemplateError(e: unknown, file: string): unknown {
+  if (e instanceof HclError) return new TemplateError(e.file, [{ path: [], line: e.pos.line, message: `${e.problem} (column ${e.pos.column})`, fix: e.fix }]);
+  if (e instanceof PackerTemplateError) {
+    const first = e.problems[0]?.at?.file ?? file;
+    return new TemplateError(first, e.problems.map((p) => ({
+      path: [], line: p.at?.file === first ? p.at.line : undefined,
+      message: p.at && p.at.file !== first ? formatPackerProblem({ ...p, fix: undefined }) : `${p.field ? `${p.field}: ` : ''}${p.message}`, fix: p.fix,
+    })));
+  }
+  return e;
+}
+
+export function readPackerTemplate(file: string, inputs: VariableInputs, only?: string[]): PackerLoad {
+  const abs = path.resolve(file);
+  try {
+    const isJson = /\.json$/.test(abs) && !statSync(abs).isDirectory();
+    const template = isJson ? loadJsonTemplate(abs, inputs) : loadHclTemplate(abs, inputs);
+    const selected = (name: string) => !only?.length || only.some((o) => o === name);
+    const refused = template.refused.filter((r) => selected(r.fullName));
+    if (refused.length) {
+      const qemu = template.builds.map((b) => b.fullName);
+      throw new PackerTemplateError(refused.map((r) => ({
+        at: r.at, field: r.fullName, message: `kiln builds with QEMU only; the "${r.type}" builder is not supported`,
+        fix: qemu.length ? `build the QEMU sources only: -only=${qemu.join(',')}` : 'kiln runs the qemu builder; this template has none',
+      })));
+    }
+    const mapped = mapTemplate(template);
+    if (mapped.problems.length) throw new PackerTemplateError(mapped.problems);
+    const secrets = template.variables.filter((v) => v.sensitive).flatMap((v) => secretStrings(v.value)).filter((s) => s.length >= 3);
+    return { template, mapped, secrets };
+  } catch (e) {
+    throw asTemplateError(e, abs);
+  }
+}
+
+function secretStrings(v: unknown): string[] {
+  if (typeof v === 'string' || typeof v === 'number') return [String(v)];
+  if (Array.isArray(v)) return v.flatMap(secretStrings);
+  if (v && typeof v === 'object') return Object.values(v).flatMap(secretStrings);
+  return [];
+}
+
+/** The Packer file:line and field of a kiln path, for problems found by kiln's own checks. */
+export function packerLines(mapped: MappedTemplate, mainFile: string): (problems: FieldProblem[]) => FieldProblem[] {
+  return (problems) => problems.map((p) => {
+    for (let n = p.path.length; n >= 0; n--) {
+      const o = mapped.origins.get(JSON.stringify(p.path.slice(0, n)));
+      if (!o) continue;
+      const same = o.file === mainFile;
+      return { ...p, line: same ? o.line : undefined, message: `${p.message} (Packer: ${o.field}${same ? '' : ` at ${o.file}:${o.line}`})` };
+    }
+    return p;
+  });
+}

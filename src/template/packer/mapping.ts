@@ -1,0 +1,408 @@
+/**
+ * Packer's QEMU builder, provisioners and post-processors mapped onto kiln's template fields. Every
+ * Packer field is either mapped, reported as a one-line note (purely cosmetic: VNC, display...), or an
+ * error naming file:line, the field and what kiln does instead. Nothing is dropped silently.
+ */
+import path from 'node:path';
+import { isObject, type Value } from './eval.js';
+import { GoTemplateError, renderGoTemplate } from './gotemplate.js';
+import type { Field, PackerBuild, PackerProblem, PackerStep, PackerTemplate, Where } from './model.js';
+
+export interface MappedTemplate {
+  /** A tree of kiln's template shape (what a kiln YAML file would hold). */
+  raw: { description?: string; builds: Record<string, unknown>[] };
+  /** Where each kiln field came from: JSON.stringify(path) -> file:line and the Packer field. */
+  origins: Map<string, Where & { field: string }>;
+  notes: string[];
+  problems: PackerProblem[];
+}
+
+/** Fields with no effect on the image: one warning line each, then ignored. */
+const cosmetic: Record<string, string> = {
+  vnc_bind_address: 'kiln starts no VNC server (use kiln console for the serial console)',
+  vnc_port_min: 'kiln starts no VNC server', vnc_port_max: 'kiln starts no VNC server',
+  vnc_use_password: 'kiln starts no VNC server', vnc_password: 'kiln starts no VNC server',
+  display: 'kiln runs QEMU without a display window', use_default_display: 'kiln runs QEMU without a display window',
+  http_port_min: 'kiln picks a free port for its HTTP server', http_port_max: 'kiln picks a free port for its HTTP server',
+  http_bind_address: 'kiln\'s HTTP server listens on loopback (the guest reaches it as 10.0.2.2)',
+  ssh_host_port_min: 'kiln picks a free host port for SSH', ssh_host_port_max: 'kiln picks a free host port for SSH',
+  host_port_min: 'kiln picks a free host port for SSH', host_port_max: 'kiln picks a free host port for SSH',
+  skip_nat_mapping: 'kiln always forwards a host port to the guest\'s SSH port',
+  ssh_handshake_attempts: 'kiln retries SSH until communicator.timeout', ssh_pty: 'kiln runs commands without a pty',
+  ssh_keep_alive_interval: 'kiln\'s SSH client keeps its own keep-alive', ssh_read_write_timeout: 'kiln uses its own SSH timeouts',
+  ssh_clear_authorized_keys: 'kiln\'s build key is never written into a cloud-init-less guest\'s authorized_keys by kiln',
+  iso_target_path: 'kiln keeps downloads in its own cache', iso_target_extension: 'kiln keeps downloads in its own cache',
+  disk_cache: 'kiln chooses the disk cache mode', disk_discard: 'kiln chooses the disk discard mode', disk_detect_zeroes: 'kiln chooses detect-zeroes',
+  skip_compaction: 'kiln always converts the disk with qemu-img (which compacts it)', skip_resize_disk: 'kiln resizes only when disk_size is set',
+  boot_keygroup_interval: 'kiln types key groups with boot_key_interval',
+  pause_before_connecting: 'kiln polls SSH from boot and waits for the guest to answer',
+  ssh_file_transfer_method: 'kiln uses SFTP', ssh_disable_agent_forwarding: 'kiln never forwards an agent',
+  communicator_timeout: 'kiln uses communicator.timeout',
+};
+
+const isUrl = (s: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(s);
+
+export function mapTemplate(t: PackerTemplate): MappedTemplate {
+  const origins = new Map<string, Where & { field: string }>();
+  const notes: string[] = [];
+  const problems: PackerProblem[] = [];
+  const builds = t.builds.map((b, i) => mapBuild(t, b, ['builds', i], { origins, notes, problems }));
+  const raw = { ...(t.description ? { description: t.description } : {}), builds };
+  return { raw, origins, notes, problems };
+}
+
+interface Out { origins: MappedTemplate['origins']; notes: string[]; problems: PackerProblem[] }
+
+function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], out: Out): Record<string, unknown> {
+  const cwd = process.cwd();
+  const abs = (p: string) => (isUrl(p) || path.isAbsolute(p) ? p : path.resolve(cwd, p));
+  const origin = (p: (string | number)[], f: Field | undefined, field: string) => { if (f) out.origins.set(JSON.stringify([...at, ...p]), { ...f.at, field }); };
+  const fields = new Map(b.source.fields);
+  const used = new Set<string>();
+  const take = (k: string): Field | undefined => { used.add(k); return fields.get(k); };
+  const problem = (f: Field | undefined, field: string, message: string, fix?: string) => out.problems.push({ at: f?.at ?? b.source.at, field: `${b.fullName}: ${field}`, message, fix });
+  const note = (f: Field, field: string, what: string) => out.notes.push(`${f.at.file}:${f.at.line}: ${field}: ignored: ${what}`);
+  // In HCL, Packer's Go-template values ({{ .HTTPIP }}) are still written as such; JSON was rendered already.
+  const runtime = (v: Value, f: Field | undefined, field: string, executeCommand = false): Value => {
+    if (typeof v === 'string') {
+      if (t.language === 'json' && !executeCommand) return v;
+      try { return renderGoTemplate(v, { now: new Date(), executeCommand }); } catch (e) {
+        if (!(e instanceof GoTemplateError)) throw e;
+        problem(f, field, e.problem, e.fix);
+        return v;
+      }
+    }
+    if (Array.isArray(v)) return v.map((x) => runtime(x, f, field, executeCommand));
+    if (isObject(v)) return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, runtime(x, f, field, executeCommand)]));
+    return v;
+  };
+  const str = (k: string): string | undefined => { const f = take(k); if (!f || f.value === null) return undefined; return String(runtime(f.value, f, k)); };
+  const num = (k: string): number | undefined => {
+    const f = take(k);
+    if (!f || f.value === null) return undefined;
+    const n = typeof f.value === 'number' ? f.value : Number(f.value);
+    if (!Number.isFinite(n)) { problem(f, k, `expected a number, got ${JSON.stringify(f.value)}`); return undefined; }
+    return n;
+  };
+  const bool = (k: string): boolean | undefined => { const f = take(k); if (!f || f.value === null) return undefined; return f.value === true || f.value === 'true'; };
+  const list = (k: string): string[] | undefined => {
+    const f = take(k);
+    if (!f || f.value === null) return undefined;
+    if (!Array.isArray(f.value)) { problem(f, k, `expected a list, got ${JSON.stringify(f.value)}`, `write ${k} = ["..."]`); return undefined; }
+    return f.value.map((x) => String(runtime(x, f, k)));
+  };
+
+  const source: Record<string, unknown> = {};
+  const set = (key: string | string[], value: unknown, packerField: string) => {
+    if (value === undefined) return;
+    const keys = Array.isArray(key) ? key : [key];
+    let o = source;
+    for (const k of keys.slice(0, -1)) o = (o[k] ??= {}) as Record<string, unknown>;
+    o[keys[keys.length - 1]!] = value;
+    origin(['source', ...keys], fields.get(packerField), packerField);
+  };
+
+  // The image to start from.
+  const isoUrls = list('iso_urls');
+  let isoUrl = str('iso_url') ?? isoUrls?.[0];
+  if (isoUrls && isoUrls.length > 1) out.notes.push(`${fields.get('iso_urls')!.at.file}:${fields.get('iso_urls')!.at.line}: iso_urls: kiln uses the first URL (${isoUrls[0]}); the others are not tried`);
+  const diskImage = bool('disk_image') ?? false;
+  if (isoUrl === undefined) problem(undefined, 'iso_url', 'the qemu builder needs iso_url or iso_urls', 'add iso_url (with disk_image = true for a disk image)');
+  else {
+    isoUrl = isoUrl.startsWith('file://') ? isoUrl.slice(7) : isoUrl;
+    set(diskImage ? 'base_image' : 'iso', abs(isoUrl), fields.has('iso_url') ? 'iso_url' : 'iso_urls');
+  }
+  const backing = take('use_backing_file');
+  if (backing?.value === true) out.notes.push(`${backing.at.file}:${backing.at.line}: use_backing_file: kiln always writes standalone artifacts (its build disk is an overlay on the cached image)`);
+  const sum = take('iso_checksum');
+  const sumType = str('iso_checksum_type');
+  const sumUrl = str('iso_checksum_url');
+  let checksum: string | undefined;
+  if (sumUrl) checksum = `file:${abs(sumUrl)}`;
+  else if (sum && typeof sum.value === 'string') {
+    const v = sum.value.trim();
+    const m = /^([a-z0-9]+):(.+)$/i.exec(v);
+    const kind = (m ? m[1]! : sumType ?? (v.length === 64 ? 'sha256' : v.length === 128 ? 'sha512' : v.length === 32 ? 'md5' : v.length === 40 ? 'sha1' : v === 'none' ? 'none' : '?')).toLowerCase();
+    const hex = m ? m[2]! : v;
+    if (kind === 'none') checksum = 'none';
+    else if (kind === 'file') checksum = `file:${abs(hex)}`;
+    else if (kind === 'sha256' || kind === 'sha512') checksum = `${kind}:${hex}`;
+    else problem(sum, 'iso_checksum', `kiln verifies images with sha256 or sha512, not ${kind === '?' ? `"${v}"` : kind}`, 'give the image\'s sha256:<hex> (or sha512:), a file:<SUMS file> holding it, or "none"');
+  } else if (sum) problem(sum, 'iso_checksum', 'expected a string', 'write iso_checksum = "sha256:<hex>"');
+  else problem(undefined, 'iso_checksum', 'Packer (and kiln) need iso_checksum', 'add iso_checksum = "sha256:<hex>", "file:<SUMS URL>" or "none"');
+  set('checksum', checksum, 'iso_checksum');
+
+  // Machine.
+  const diskSize = take('disk_size');
+  if (diskSize && diskSize.value !== null) set('disk_size', typeof diskSize.value === 'number' || /^\d+$/.test(String(diskSize.value)) ? `${diskSize.value}M` : String(diskSize.value), 'disk_size');
+  else if (!diskImage) set('disk_size', '40960M', 'disk_size');
+  set('cpus', num('cpus') ?? 1, 'cpus');
+  for (const k of ['sockets', 'cores', 'threads']) { const f = take(k); if (f && f.value !== null) problem(f, k, 'kiln sets the number of vCPUs only (cpus)', 'remove it and set cpus'); }
+  set('memory', num('memory') ?? 512, 'memory');
+  const accel = str('accelerator');
+  if (accel) {
+    const a = accel === 'none' ? 'tcg' : accel;
+    if (['kvm', 'tcg', 'hvf', 'whpx'].includes(a)) set('accelerator', a, 'accelerator');
+    else problem(fields.get('accelerator'), 'accelerator', `kiln knows kvm, tcg, hvf and whpx, not "${accel}"`, 'use one of them, or leave it out for the best available');
+  }
+  set('machine', str('machine_type'), 'machine_type');
+  const efi = bool('efi_boot');
+  const firmware = str('firmware');
+
+  if (efi) set('firmware', 'uefi', 'efi_boot');
+  else if (firmware) {
+    if (/ovmf|efi/i.test(firmware)) { set('firmware', 'uefi', 'firmware'); out.notes.push(`${fields.get('firmware')!.at.file}:${fields.get('firmware')!.at.line}: firmware: kiln boots UEFI with the system's OVMF (/usr/share/OVMF), not ${firmware}`); }
+    else problem(fields.get('firmware'), 'firmware', `kiln boots SeaBIOS or the system's OVMF, not ${firmware}`, 'remove firmware for BIOS, or set efi_boot = true for UEFI');
+  }
+  for (const k of ['efi_firmware_code', 'efi_firmware_vars']) { const f = take(k); if (f) out.notes.push(`${f.at.file}:${f.at.line}: ${k}: ignored: kiln uses the system's OVMF_CODE_4M/OVMF_VARS_4M`); }
+  const nd = str('net_device');
+  if (nd) {
+    const m: Record<string, string> = { 'virtio-net': 'virtio-net-pci', 'virtio-net-pci': 'virtio-net-pci', e1000: 'e1000', rtl8139: 'rtl8139', vmxnet3: 'vmxnet3' };
+    if (m[nd]) set('net_device', m[nd], 'net_device'); else problem(fields.get('net_device'), 'net_device', `kiln supports virtio-net, e1000, rtl8139 and vmxnet3, not ${nd}`, 'pick one of those');
+  }
+  const di = str('disk_interface');
+  if (di) {
+    const m: Record<string, string> = { virtio: 'virtio', 'virtio-scsi': 'virtio-scsi', ide: 'ide', scsi: 'scsi' };
+    if (m[di]) set('disk_interface', m[di], 'disk_interface'); else problem(fields.get('disk_interface'), 'disk_interface', `kiln supports virtio, virtio-scsi, ide and scsi, not ${di}`, 'pick one of those');
+  }
+  const cpuModel = str('cpu_model');
+  const qemuArgs: string[][] = [];
+  if (cpuModel) qemuArgs.push(['-cpu', cpuModel]);
+  const qa = take('qemuargs');
+  if (qa && Array.isArray(qa.value)) {
+    const argv = qa.value.map((x) => (Array.isArray(x) ? x.map((y) => String(runtime(y, qa, 'qemuargs'))) : [String(runtime(x, qa, 'qemuargs'))]));
+    // Packer users bring their own user network with the SSH forward: kiln makes that network itself.
+    const netIds = new Set<string>();
+    for (const a of argv) if (a[0] === '-netdev' && /^user,/.test(a[1] ?? '') && /hostfwd=.*:22\b|\$\{build\.ssh_port\}/.test(a[1] ?? '')) netIds.add(/id=([^,]+)/.exec(a[1]!)?.[1] ?? '');
+    for (const a of argv) {
+      if (a[0] === '-netdev' && netIds.has(/id=([^,]+)/.exec(a[1] ?? '')?.[1] ?? '\0')) { out.notes.push(`${qa.at.file}:${qa.at.line}: qemuargs: ${a.join(' ')}: ignored: kiln makes the guest's user network and its SSH forward itself`); continue; }
+      if (a[0] === '-device' && [...netIds].some((id) => (a[1] ?? '').includes(`netdev=${id}`))) { out.notes.push(`${qa.at.file}:${qa.at.line}: qemuargs: ${a.join(' ')}: ignored: kiln plugs in the network card itself (net_device)`); continue; }
+      qemuArgs.push(a);
+    }
+  } else if (qa) problem(qa, 'qemuargs', 'expected a list of lists of strings', 'write qemuargs = [["-cpu", "max"]]');
+  if (qemuArgs.length) { source.qemu_args = qemuArgs; origin(['source', 'qemu_args'], qa ?? fields.get('cpu_model'), 'qemuargs'); }
+  const binary = str('qemu_binary');
+  if (binary && !/qemu-system-x86_64$|qemu-kvm$/.test(binary)) problem(fields.get('qemu_binary'), 'qemu_binary', `kiln runs qemu-system-x86_64, not ${binary}`, 'remove qemu_binary');
+  const headless = bool('headless');
+  if (headless === false) out.notes.push(`${fields.get('headless')!.at.file}:${fields.get('headless')!.at.line}: headless: ignored: kiln always runs QEMU headless (kiln console shows the serial console)`);
+
+  // What the guest is given.
+  const httpDir = str('http_directory');
+  if (httpDir) set('http_directory', abs(httpDir), 'http_directory');
+  const hc = take('http_content');
+  if (hc && isObject(hc.value)) set('http_content', Object.fromEntries(Object.entries(hc.value).map(([k, v]) => [k.replace(/^\//, ''), String(runtime(v, hc, 'http_content'))])), 'http_content');
+  set('boot_command', list('boot_command'), 'boot_command');
+  set('boot_wait', str('boot_wait') ?? '10s', 'boot_wait');
+  set('boot_key_interval', str('boot_key_interval'), 'boot_key_interval');
+  const cdFiles = list('cd_files');
+  if (cdFiles) set('cd_files', cdFiles.map(abs), 'cd_files');
+  const cdc = take('cd_content');
+  if (cdc && isObject(cdc.value)) set('cd_content', Object.fromEntries(Object.entries(cdc.value).map(([k, v]) => [k, String(runtime(v, cdc, 'cd_content'))])), 'cd_content');
+  set('cd_label', str('cd_label'), 'cd_label');
+  const floppy = list('floppy_files');
+  if (floppy) set('floppy_files', floppy.map(abs), 'floppy_files');
+  set('floppy_label', str('floppy_label'), 'floppy_label');
+  for (const k of ['floppy_dirs', 'floppy_content', 'disk_additional_size', 'net_bridge', 'vtpm', 'use_tpm1', 'tpm_device_type', 'boot_steps', 'cdrom_interface']) {
+    const f = take(k);
+    if (f) problem(f, k, 'kiln has no equivalent of this qemu builder field', k === 'floppy_dirs' || k === 'floppy_content' ? 'list the files in floppy_files, or use cd_files' : 'remove it');
+  }
+  // Packer has no cloud-init of its own: the template brings its seed (http_directory, cd_files), so kiln adds none.
+  source.cloud_init = false;
+
+  // Communicator.
+  const comm = str('communicator') ?? 'ssh';
+  if (comm === 'none') source.communicator = { type: 'none' };
+  else if (comm !== 'ssh') problem(fields.get('communicator'), 'communicator', `kiln talks to guests over SSH, not ${comm}`, 'use communicator = "ssh" (or "none")');
+  else {
+    const user = str('ssh_username');
+    if (!user) problem(undefined, 'ssh_username', 'the SSH communicator needs ssh_username (Packer requires it too)', 'add ssh_username = "..."');
+    set(['communicator', 'username'], user, 'ssh_username');
+    set(['communicator', 'password'], str('ssh_password'), 'ssh_password');
+    const key = str('ssh_private_key_file');
+    if (key) set(['communicator', 'private_key_file'], abs(key), 'ssh_private_key_file');
+    set(['communicator', 'port'], num('ssh_port'), 'ssh_port');
+    const timeout = str('ssh_timeout');
+    const waitTimeout = str('ssh_wait_timeout');
+    set(['communicator', 'timeout'], timeout ?? waitTimeout ?? '5m', fields.has('ssh_timeout') ? 'ssh_timeout' : 'ssh_wait_timeout');
+    // Packer does not check the guest's host key; kiln accepts the first one it sees (and says so).
+    (source.communicator as Record<string, unknown>).trust_on_first_use = true;
+    for (const k of ['ssh_agent_auth', 'ssh_bastion_host', 'ssh_proxy_host', 'ssh_certificate_file', 'ssh_host', 'ssh_interface']) {
+      const f = take(k);
+      if (f && f.value !== '' && f.value !== false && f.value !== null) problem(f, k, 'kiln connects straight to the build VM\'s forwarded SSH port with a key or password', 'remove it');
+    }
+  }
+  for (const k of [...fields.keys()]) if (/^winrm_/.test(k)) { used.add(k); problem(fields.get(k), k, 'kiln talks to guests over SSH only', 'remove the winrm_* fields'); }
+  set('shutdown_command', str('shutdown_command'), 'shutdown_command');
+  // Packer takes ssh_username etc. even with communicator = "none"; they are simply unused then.
+  for (const k of ['ssh_username', 'ssh_password', 'ssh_private_key_file', 'ssh_port', 'ssh_timeout', 'ssh_wait_timeout']) used.add(k);
+  set('shutdown_timeout', str('shutdown_timeout') ?? '5m', 'shutdown_timeout');
+
+  // The build around the source.
+  const build: Record<string, unknown> = { name: b.fullName.replace(/[^A-Za-z0-9_.-]/g, '-').replace(/^[^A-Za-z0-9]+/, '') || 'qemu' };
+  if (build.name !== b.fullName) out.notes.push(`${b.source.at.file}:${b.source.at.line}: build "${b.fullName}" is called "${build.name}" in kiln (names become file names)`);
+  out.origins.set(JSON.stringify([...at, 'name']), { ...b.source.at, field: 'name' });
+  const outDir = str('output_directory') ?? `output-${b.source.name}`;
+  build.output_directory = abs(outDir);
+  origin(['output_directory'], fields.get('output_directory'), 'output_directory');
+  build.source = source;
+  out.origins.set(JSON.stringify([...at, 'source']), { ...b.source.at, field: `source "qemu" "${b.source.name}"` });
+  const format = str('format') ?? 'qcow2';
+  if (!['qcow2', 'raw'].includes(format)) problem(fields.get('format'), 'format', `the qemu builder writes qcow2 or raw, not ${format}`, 'use qcow2 or raw');
+  const vmName = str('vm_name') ?? `packer-${b.source.name}`;
+  const outputs: Record<string, unknown>[] = [{ format, name: vmName, ...(bool('disk_compression') && format === 'qcow2' ? { compress: true } : {}) }];
+  origin(['outputs', 0], fields.get('format') ?? fields.get('vm_name'), 'format');
+
+  for (const [k, f] of fields) {
+    if (used.has(k)) continue;
+    if (Object.hasOwn(cosmetic, k)) note(f, k, cosmetic[k]!);
+    else problem(f, k, `kiln does not know the qemu builder field "${k}"`, 'remove it, or see "Coming from Packer" in kiln\'s README for what maps');
+  }
+
+  build.provisioners = b.provisioners.map((p, k) => mapStep(p, 'provisioner', [...at, 'provisioners', k], runtime, abs, out)).filter((x) => x !== undefined);
+  const post: Record<string, unknown>[] = [];
+  let checksums: string[] | undefined;
+  for (const chain of b.postProcessors) {
+    for (const p of chain) {
+      const f = (k: string) => p.fields.get(k);
+      const pAt = (field: string) => ({ at: p.at, field: `${b.fullName}: post-processor "${p.type}"${field ? `.${field}` : ''}` });
+      const warnUnknown = (known: string[]) => { for (const k of p.fields.keys()) if (!known.includes(k)) out.problems.push({ ...pAt(k), message: `kiln does not know this ${p.type} post-processor field`, fix: 'remove it' }); };
+      switch (p.type) {
+        case 'checksum': {
+          warnUnknown(['checksum_types', 'output', 'keep_input_artifact']);
+          const types = Array.isArray(f('checksum_types')?.value) ? (f('checksum_types')!.value as Value[]).map(String) : ['md5'];
+          const bad = types.filter((x) => x !== 'sha256' && x !== 'sha512');
+          if (bad.length) out.problems.push({ ...pAt('checksum_types'), message: `kiln writes sha256 and sha512 digests, not ${bad.join(', ')}${f('checksum_types') ? '' : ' (Packer\'s default is md5)'}`, fix: 'set checksum_types = ["sha256"]' });
+          checksums = [...new Set([...(checksums ?? []), ...types.filter((x) => !bad.includes(x))])];
+          if (f('output')) out.notes.push(`${p.at.file}:${p.at.line}: checksum output: ignored: kiln writes SHA256SUMS/SHA512SUMS beside the artifacts`);
+          break;
+        }
+        case 'compress': {
+          warnUnknown(['output', 'compression_level', 'keep_input_artifact', 'format']);
+          const o = String(f('output')?.value ?? 'packer_{{.BuildName}}_{{.BuilderType}}.tar.gz');
+          const algorithm = /\.(t?gz)$/.test(o) ? 'gzip' : /\.xz$/.test(o) ? 'xz' : /\.zst$/.test(o) ? 'zstd' : undefined;
+          if (!algorithm) { out.problems.push({ ...pAt('output'), message: `kiln compresses with gzip, xz or zstd; "${o}" asks for another format`, fix: 'end output with .gz, .xz or .zst' }); break; }
+          if (/\.tar\.gz$|\.tgz$/.test(o)) out.notes.push(`${p.at.file}:${p.at.line}: compress: kiln compresses each artifact on its own (<artifact>.gz), not into one tar`);
+          post.push({ type: 'compress', algorithm, ...(f('keep_input_artifact')?.value === true ? { keep_input: true } : {}) });
+          break;
+        }
+        case 'shell-local': {
+          const m = mapStep(p, 'post-processor', [...at, 'post_processors', post.length], runtime, abs, out) as Record<string, unknown> | undefined;
+          if (m) { const { type, inline, script, env } = m; post.push({ type, ...(inline ? { inline } : {}), ...(script ? { script } : {}), ...(env ? { env } : {}) }); }
+          break;
+        }
+        case 'manifest':
+          out.notes.push(`${p.at.file}:${p.at.line}: manifest: kiln always writes manifest.json in the output directory${f('output') ? `, not ${String(f('output')!.value)}` : ''}`);
+          break;
+        case 'vagrant':
+          warnUnknown(['output', 'compression_level', 'keep_input_artifact', 'provider_override', 'include', 'vagrantfile_template', 'architecture']);
+          outputs.push({ format: 'vagrant' });
+          for (const k of p.fields.keys()) if (k !== 'keep_input_artifact' && k !== 'architecture') out.notes.push(`${p.at.file}:${p.at.line}: vagrant ${k}: ignored: kiln writes <build>.box beside the disk image`);
+          break;
+        default:
+          out.problems.push({ ...pAt(''), message: `kiln has no "${p.type}" post-processor`, fix: 'kiln maps checksum, compress, shell-local, manifest and vagrant; remove this one (kiln publish uploads artifacts)' });
+      }
+    }
+  }
+  build.outputs = outputs;
+  if (checksums?.length) build.checksums = checksums;
+  if (post.length) build.post_processors = post;
+  return build;
+}
+
+function mapStep(
+  p: PackerStep, kind: 'provisioner' | 'post-processor', at: (string | number)[],
+  runtime: (v: Value, f: Field | undefined, field: string, exec?: boolean) => Value, abs: (p: string) => string, out: Out,
+): Record<string, unknown> | undefined {
+  const fields = new Map(p.fields);
+  const used = new Set<string>();
+  const take = (k: string) => { used.add(k); return fields.get(k); };
+  const label = `${kind} "${p.type}"`;
+  const problem = (k: string, message: string, fix?: string) => out.problems.push({ at: fields.get(k)?.at ?? p.at, field: `${label}${k ? `.${k}` : ''}`, message, fix });
+  const str = (k: string, exec = false) => { const f = take(k); return f && f.value !== null ? String(runtime(f.value, f, k, exec)) : undefined; };
+  const strs = (k: string) => { const f = take(k); if (!f || f.value === null) return undefined; if (!Array.isArray(f.value)) { problem(k, 'expected a list'); return undefined; } return f.value.map((x) => String(runtime(x, f, k))); };
+  const env = () => {
+    const e: Record<string, string> = {};
+    for (const kv of strs('environment_vars') ?? []) { const eq = kv.indexOf('='); if (eq <= 0) problem('environment_vars', `"${kv}" is not NAME=value`); else e[kv.slice(0, eq)] = kv.slice(eq + 1); }
+    const m = take('env');
+    if (m && isObject(m.value)) for (const [k, v] of Object.entries(m.value)) e[k] = String(runtime(v, m, 'env'));
+    return Object.keys(e).length ? e : undefined;
+  };
+  const r: Record<string, unknown> = { type: p.type };
+  const common = () => {
+    r.pause_before = str('pause_before');
+    r.timeout = str('timeout');
+    const mr = take('max_retries');
+    if (mr && mr.value !== null) r.max_retries = Number(mr.value);
+  };
+  const cosmeticStep: Record<string, string> = {
+    skip_clean: 'kiln removes its uploaded script after running it', start_retry_timeout: 'kiln runs once the guest answers SSH',
+    use_env_var_file: 'kiln passes variables on the command line', env_var_format: 'kiln writes env as NAME=\'value\'',
+    generated: 'kiln copies the file when the provisioner runs', binary: 'kiln uploads scripts as they are',
+    inline_shebang: 'kiln runs inline commands with /bin/sh -e', use_linux_pathing: 'kiln runs on Linux', keep_input_artifact: 'kiln keeps the artifacts it wrote',
+    only_on: 'kiln runs on Linux',
+  };
+  switch (p.type) {
+    case 'shell':
+      common();
+      r.inline = strs('inline'); r.script = str('script'); r.scripts = strs('scripts')?.map(abs);
+      if (r.script) r.script = abs(r.script as string);
+      r.env = env();
+      r.execute_command = str('execute_command', true);
+      r.remote_folder = str('remote_folder');
+      { const rp = take('remote_path'); if (rp) problem('remote_path', 'kiln names the uploaded script itself', 'set remote_folder instead'); }
+      { const ed = take('expect_disconnect'); if (ed) r.expect_disconnect = ed.value === true; }
+      { const ve = take('valid_exit_codes'); if (ve && Array.isArray(ve.value)) r.valid_exit_codes = ve.value.map(Number); }
+      break;
+    case 'file': {
+      common();
+      const sources = strs('sources');
+      const source = str('source');
+      const direction = str('direction') ?? 'upload';
+      r.direction = direction;
+      const src = source ?? (sources?.length === 1 ? sources[0] : undefined);
+      if (sources && sources.length > 1) problem('sources', 'kiln\'s file provisioner copies one source', 'write one file provisioner per source');
+      r.source = src === undefined ? undefined : direction === 'upload' ? abs(src) : src;
+      r.content = str('content');
+      const dest = str('destination');
+      r.destination = dest === undefined ? undefined : direction === 'download' ? abs(dest) : dest;
+      break;
+    }
+    case 'shell-local': {
+      if (kind === 'provisioner') common();
+      r.inline = strs('inline');
+      const scripts = strs('scripts');
+      const script = str('script') ?? (scripts?.length === 1 ? scripts[0] : undefined);
+      if (scripts && scripts.length > 1) problem('scripts', 'kiln\'s shell-local runs one script', 'write one shell-local per script');
+      if (script) r.script = abs(script);
+      const cmd = str('command');
+      if (cmd) r.inline = [...(r.inline as string[] | undefined ?? []), cmd];
+      r.env = env();
+      { const ve = take('valid_exit_codes'); if (ve && Array.isArray(ve.value)) r.valid_exit_codes = ve.value.map(Number); }
+      { const ec = take('execute_command'); if (ec) problem('execute_command', 'kiln runs shell-local commands with /bin/sh', 'remove execute_command'); }
+      break;
+    }
+    case 'breakpoint':
+      common();
+      r.note = str('note');
+      { const d = take('disable'); if (d) r.disable = d.value === true; }
+      break;
+    case 'ansible': case 'ansible-local': case 'puppet-masterless':
+      // kiln's fields for these are Packer's own names: pass them on; kiln's schema checks them.
+      for (const [k, f] of fields) { used.add(k); r[k] = runtime(f.value, f, k, k === 'execute_command'); }
+      for (const k of ['playbook_file', 'playbook_dir', 'manifest_file', 'module_paths', 'hiera_config_path', 'inventory_directory']) {
+        if (typeof r[k] === 'string') r[k] = abs(r[k] as string);
+      }
+      break;
+    default:
+      out.problems.push({ at: p.at, field: label, message: `kiln has no "${p.type}" provisioner`, fix: 'kiln runs shell, file, shell-local, breakpoint, ansible, ansible-local and puppet-masterless provisioners' });
+      return undefined;
+  }
+  for (const [k, f] of fields) {
+    if (used.has(k)) continue;
+    if (Object.hasOwn(cosmeticStep, k)) out.notes.push(`${f.at.file}:${f.at.line}: ${label}.${k}: ignored: ${cosmeticStep[k]}`);
+    else problem(k, `kiln does not know the ${p.type} ${kind} field "${k}"`, 'remove it, or see "Coming from Packer" in kiln\'s README');
+  }
+  for (const k of Object.keys(r)) if (r[k] === undefined) delete r[k];
+  out.origins.set(JSON.stringify(at), { ...p.at, field: label });
+  return r;
+}

@@ -1,0 +1,51 @@
+/**
+ * What kiln takes from a Packer template, whichever language it was written in (HCL or legacy JSON):
+ * the builds Packer would run, each with its source's fields, provisioners and post-processors in
+ * written order, every value evaluated and every field carrying the file:line it was written at.
+ */
+import type { Value } from './eval.js';
+
+export interface Where { file: string; line: number }
+export interface Field { value: Value; at: Where }
+
+export interface PackerSource { type: string; name: string; fields: Map<string, Field>; at: Where }
+export interface PackerStep { type: string; fields: Map<string, Field>; at: Where; only?: string[]; except?: string[] }
+
+export interface PackerBuild {
+  /** As Packer names it for -only: "qemu.name", or "build.qemu.name" when the build block is named. */
+  fullName: string;
+  source: PackerSource;
+  provisioners: PackerStep[];
+  /** Each inner list is one chain (post-processors { ... } or a JSON array). */
+  postProcessors: PackerStep[][];
+}
+
+export interface PackerVariable { name: string; value: Value; sensitive: boolean; from: string; at?: Where }
+
+export interface PackerProblem { at?: Where; field?: string; message: string; fix?: string }
+
+export class PackerTemplateError extends Error {
+  constructor(readonly problems: PackerProblem[]) {
+    super(problems.map(formatPackerProblem).join('\n'));
+    this.name = 'PackerTemplateError';
+  }
+}
+
+export function formatPackerProblem(p: PackerProblem): string {
+  const where = p.at ? `${p.at.file}:${p.at.line}: ` : '';
+  return `${where}${p.field ? `${p.field}: ` : ''}${p.message}${p.fix ? `\n  fix: ${p.fix}` : ''}`;
+}
+
+export interface PackerTemplate {
+  /** The file named on the command line (or the folder's first *.pkr.hcl). */
+  file: string;
+  dir: string;
+  language: 'hcl' | 'json';
+  description?: string;
+  variables: PackerVariable[];
+  builds: PackerBuild[];
+  /** Builds of other builders (amazon-ebs...), by full name, with where they are. */
+  refused: { fullName: string; type: string; at: Where }[];
+  /** The bytes read, for the manifest's template digest. */
+  text: string;
+}
