@@ -15,6 +15,7 @@ import { inspectTemplate } from './inspect.js';
 import { verifyManifest } from '../artifacts/verify.js';
 import { consoleCommand } from './console.js';
 import { cacheCommand, type CacheArgs } from './cache.js';
+import { importTemplate } from './import.js';
 
 class UsageError extends Error {}
 
@@ -150,6 +151,17 @@ export async function main(args: string[]): Promise<number> {
     (argv) => {
       try { process.stdout.write(inspectTemplate(load(argv as unknown as Common), Boolean(argv.json))); } catch (e) { code = reportError(e); }
     })
+    .command('import <template>', 'write a Packer template (HCL or legacy JSON) as the equivalent kiln YAML', (y) => withTemplate(y as never)
+      .option('output', { alias: 'o', type: 'string', requiresArg: true, describe: 'the YAML file to write (default: print it)' })
+      .option('force', { type: 'boolean', default: false, describe: 'replace an existing output file' }),
+    (argv) => {
+      try {
+        const a = argv as unknown as Common & { output?: string; force: boolean };
+        const r = importTemplate({ template: a.template, output: a.output, force: a.force, inputs: { vars: listOf(a.var), varFiles: listOf(a['var-file']), env: process.env } });
+        for (const note of r.notes) process.stderr.write(`warning: ${note}\n`);
+        if (r.written) process.stderr.write(`wrote ${r.written}\n`); else process.stdout.write(r.yaml);
+      } catch (e) { code = reportError(e); }
+    })
     .command('verify <manifest>', 're-check the artifacts a manifest.json lists (sizes, digests, qemu-img check)', (y) => y
       .positional('manifest', { type: 'string', demandOption: true, describe: 'a manifest.json written by kiln build' }),
     async (argv) => {
@@ -172,7 +184,7 @@ export async function main(args: string[]): Promise<number> {
       const args: CacheArgs = { action: argv.action as CacheArgs['action'], key: argv.key, 'keep-size': argv['keep-size'], json: argv.json };
       code = await cacheCommand(args).catch(reportError);
     })
-    .demandCommand(1, 'give a command: build, validate, inspect, verify, console or cache')
+    .demandCommand(1, 'give a command: build, validate, inspect, import, verify, console or cache')
     .strict()
     .version(kilnVersion)
     .alias('h', 'help')

@@ -59,7 +59,7 @@ build {
     expect(val('"%{ for x in ["a", "b"] }<${x}>%{ endfor }"')).toBe('<a><b>');
     expect(val('"$${HOME} %%{x}"')).toBe('${HOME} %{x}');
     const body = parseHcl('a = <<EOT\nhello\n  ${var.x}\nEOT\nb = <<-EOT\n    one\n      two\n    EOT\nc = "x   ${~ "y" ~}   z"\n', 't.pkr.hcl');
-    const e = (n: string) => evaluate((attr(body, n) as { expr: never }).expr, ctx({ var: { x: 'X' } }));
+    const e = (n: string) => { const a = attr(body, n); if (a?.kind !== "attribute") throw new Error(n); return evaluate(a.expr, ctx({ var: { x: "X" } })); };
     expect(e('a')).toBe('hello\n  X\n');
     expect(e('b')).toBe('one\n  two\n');
     expect(e('c')).toBe('xyz');

@@ -1,0 +1,74 @@
+// Packer templates taken unchanged, built by kiln end to end with the tiny guest: the same build from
+// HCL (test/fixtures/packer/tiny/tiny.pkr.hcl) and from legacy JSON (tiny.json), both run at once with
+// Packer's command-line spelling; each artifact is booted and what the provisioners wrote is read back
+// (their order too). `kiln import` of the HCL template writes YAML that kiln validate accepts.
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { execa } from 'execa';
+import { afterAll, describe, expect, it } from 'vitest';
+import { Guest, insecureKey, overlayOf, repoRoot } from '../helpers/guest.js';
+import { kiln } from '../helpers/kiln.js';
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-e2e-packer-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const fixtures = path.join(repoRoot, 'test/fixtures/packer/tiny');
+
+describe('Packer templates, unchanged (tiny guest)', () => {
+  it('build from HCL and from legacy JSON; the artifacts hold what the provisioners wrote, in order', async () => {
+    const out = { hcl: path.join(dir, 'hcl'), json: path.join(dir, 'json') };
+    const [hcl, json] = await Promise.all([
+      kiln(['build', '-var', `output_directory=${out.hcl}`, '-force', '-only=qemu.tiny', '-on-error=cleanup', '--events=json', path.join(fixtures, 'tiny.pkr.hcl')]),
+      kiln(['build', `-var=output_directory=${out.json}`, '-var', 'marker=json-marker', '--events=json', path.join(fixtures, 'tiny.json')]),
+    ]);
+    expect(hcl.exitCode, hcl.stderr).toBe(0);
+    expect(json.exitCode, json.stderr).toBe(0);
+    // The one cosmetic field, noted in one line; the sensitive variable never printed.
+    expect(hcl.stderr).toMatch(/tiny\.pkr\.hcl:\d+: vnc_bind_address: ignored: kiln starts no VNC server/);
+    for (const run of [hcl, json]) {
+      expect(JSON.stringify(run.events) + run.stderr).not.toContain('s3cr3t-from-packer');
+      expect(run.events.filter((e) => e.type === 'provisioner-end').map((e) => e.index)).toEqual([0, 1, 2]);
+    }
+    expect(readdirSync(out.hcl).sort()).toEqual(['SHA256SUMS', 'manifest.json', 'tiny.qcow2']);
+    expect(readdirSync(out.json).sort()).toEqual(['SHA256SUMS', 'manifest.json', 'tiny.qcow2']);
+    for (const o of [out.hcl, out.json]) {
+      const sums = await execa('sha256sum', ['-c', 'SHA256SUMS'], { cwd: o, reject: false });
+      expect(sums.exitCode, sums.stdout + sums.stderr).toBe(0);
+    }
+    const manifest = JSON.parse(readFileSync(path.join(out.hcl, 'manifest.json'), 'utf8'));
+    expect(manifest.build).toBe('qemu.tiny');
+    expect(manifest.variables.secret).toBe('<sensitive>');
+
+    const expected = {
+      hcl: 'built-from-packer-hcl-HCL\nfirst\nsecond-tiny\nsecret-ok\nBuilt by kiln from a Packer template\n',
+      json: 'json-marker\nfirst\nsecond-tiny\nsecret-ok\nBuilt by kiln from a Packer template\n',
+    };
+    await Promise.all((['hcl', 'json'] as const).map(async (k) => {
+      const disk = await overlayOf(path.join(out[k], 'tiny.qcow2'), dir, `boot-${k}.qcow2`);
+      const guest = await Guest.boot({ disk, memoryMiB: 256, cpus: 1, workDir: mkdtempSync(path.join(dir, `vm-${k}-`)) });
+      try {
+        const ssh = await guest.ssh('root', insecureKey);
+        expect(await ssh.run('cat /root/marker /root/order /etc/motd')).toBe(expected[k]);
+        await guest.poweroff(ssh);
+      } finally {
+        await guest.destroy();
+      }
+    }));
+  }, 400_000);
+
+  it('kiln import writes YAML (with where each field came from) that kiln validate accepts', async () => {
+    const yaml = path.join(dir, 'imported', 'tiny.yaml');
+    await execa('mkdir', ['-p', path.dirname(yaml)]);
+    const r = await kiln(['import', path.join(fixtures, 'tiny.pkr.hcl'), '-o', yaml]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const text = readFileSync(yaml, 'utf8');
+    expect(text).toMatch(/iso_url \(tiny\.pkr\.hcl:\d+\)/);
+    expect(text).not.toContain('s3cr3t-from-packer');
+    const v = await kiln(['validate', '--var', 'secret=x', yaml]);
+    expect(v.exitCode, v.stderr).toBe(0);
+    expect(v.stdout).toContain('valid (1 build: qemu.tiny)');
+    const again = await kiln(['import', path.join(fixtures, 'tiny.pkr.hcl'), '-o', yaml]);
+    expect(again.exitCode).toBe(1);
+    expect(again.stderr).toContain('--force');
+  });
+});
