@@ -139,17 +139,19 @@ export async function main(args: string[]): Promise<number> {
       .option('events', { choices: ['json'] as const, describe: 'write a JSON-lines event stream to stdout' })
       .option('progress', { choices: ['auto', 'always', 'never'] as const, default: 'auto' as ProgressMode, describe: 'progress bars: on a terminal (auto), always, or never' }),
     async (argv) => { code = await buildCommand(argv as never).catch(reportError); })
-    .command('validate <template>', 'check a template and report every problem', (y) => withTemplate(y as never),
+    .command('validate <template>', 'check a template and report every problem', (y) => withTemplate(y as never)
+      .option('only', { type: 'string', requiresArg: true, describe: 'check only these builds (a Packer template\'s other builders are then not refused)' }),
       (argv) => {
         try {
-          const t = load(argv as unknown as Common);
+          const t = load(argv as unknown as Common, namesOf(argv.only as string | string[] | undefined));
           process.stdout.write(`${argv.template}: valid (${t.template.builds.length} build${t.template.builds.length === 1 ? '' : 's'}: ${t.template.builds.map((b) => b.name).join(', ')})\n`);
         } catch (e) { code = reportError(e); }
       })
     .command('inspect <template>', 'show what a build will do, variables resolved (sensitive ones masked)', (y) => withTemplate(y as never)
-      .option('json', { type: 'boolean', default: false, describe: 'print JSON' }),
+      .option('json', { type: 'boolean', default: false, describe: 'print JSON' })
+      .option('only', { type: 'string', requiresArg: true, describe: 'a Packer template\'s builds to read (its other builders are then not refused)' }),
     (argv) => {
-      try { process.stdout.write(inspectTemplate(load(argv as unknown as Common), Boolean(argv.json))); } catch (e) { code = reportError(e); }
+      try { process.stdout.write(inspectTemplate(load(argv as unknown as Common, namesOf(argv.only as string | string[] | undefined)), Boolean(argv.json))); } catch (e) { code = reportError(e); }
     })
     .command('import <template>', 'write a Packer template (HCL or legacy JSON) as the equivalent kiln YAML', (y) => withTemplate(y as never)
       .option('output', { alias: 'o', type: 'string', requiresArg: true, describe: 'the YAML file to write (default: print it)' })

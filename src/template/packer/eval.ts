@@ -260,6 +260,18 @@ function formatDate(spec: string, d: Date): string {
   return out;
 }
 
+/** Go's reference-time layout (2006-01-02 15:04:05), for legacy_isotime(). */
+function goLayout(layout: string, d: Date): string {
+  const pad = (n: number) => String(n).padStart(2, '0');
+  const parts: [string, string][] = [['2006', String(d.getUTCFullYear())], ['01', pad(d.getUTCMonth() + 1)], ['02', pad(d.getUTCDate())], ['15', pad(d.getUTCHours())], ['04', pad(d.getUTCMinutes())], ['05', pad(d.getUTCSeconds())]];
+  let out = '';
+  for (let i = 0; i < layout.length;) {
+    const hit = parts.find(([k]) => layout.startsWith(k, i));
+    if (hit) { out += hit[1]; i += hit[0].length; } else { out += layout[i]; i++; }
+  }
+  return out;
+}
+
 const rfc3339 = (d: Date) => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
 
 type Fn = (args: Value[], ctx: EvalContext, pos: Pos, argPos: Pos[]) => Value;
@@ -369,6 +381,7 @@ const functions: Record<string, Fn> = {
     const ms = ((Number(m[2] ?? 0) * 60 + Number(m[3] ?? 0)) * 60 + Number(m[4] ?? 0)) * 1000 * (m[1] ? -1 : 1);
     return rfc3339(new Date(d.getTime() + ms));
   },
+  legacy_isotime: ([layout], ctx, pos) => goLayout(asString(ctx, layout!, pos), ctx.now),
   // files and paths
   abspath: ([p], ctx, pos) => path.resolve(ctx.cwd, asString(ctx, p!, pos)),
   basename: ([p], ctx, pos) => path.basename(asString(ctx, p!, pos)),

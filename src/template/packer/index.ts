@@ -36,9 +36,10 @@ export function asTemplateError(e: unknown, file: string): unknown {
   if (e instanceof HclError) return new TemplateError(e.file, [{ path: [], line: e.pos.line, message: `${e.problem} (column ${e.pos.column})`, fix: e.fix }]);
   if (e instanceof PackerTemplateError) {
     const first = e.problems[0]?.at?.file ?? file;
+    // The Packer field stands where a kiln path would: "file:line: qemu.a: vtpm: message".
     return new TemplateError(first, e.problems.map((p) => ({
-      path: [], line: p.at?.file === first ? p.at.line : undefined,
-      message: p.at && p.at.file !== first ? formatPackerProblem({ ...p, fix: undefined }) : `${p.field ? `${p.field}: ` : ''}${p.message}`, fix: p.fix,
+      path: p.field && !(p.at && p.at.file !== first) ? [p.field] : [], line: p.at?.file === first ? p.at.line : undefined,
+      message: p.at && p.at.file !== first ? formatPackerProblem({ ...p, fix: undefined }) : p.message, fix: p.fix,
     })));
   }
   return e;

@@ -84,7 +84,11 @@ export function loadJsonTemplate(target: string, inputs: PackerInputs): PackerTe
 
   // ---- every string rendered; fields keep their line ----
   const renderTree = (v: Value, p: (string | number)[], extra: Partial<GoTemplateContext>): Value => {
-    if (typeof v === 'string') return render(v, at(...p), p.join('.'), { ...extra, executeCommand: p.includes('execute_command') });
+    if (typeof v === 'string') {
+      // A post-processor's own runtime values ({{ .Provider }}, {{ .BuildName }}) stay as written: kiln names its files itself.
+      if (p[0] === 'post-processors') { try { return renderGoTemplate(v, ctx(extra)); } catch { return v; } }
+      return render(v, at(...p), p.join('.'), { ...extra, executeCommand: p.includes('execute_command') });
+    }
     if (Array.isArray(v)) return v.map((x, i) => renderTree(x, [...p, i], extra));
     if (isObject(v)) { const o: Record<string, Value> = {}; for (const [k, x] of Object.entries(v)) o[k] = renderTree(x, [...p, k], extra); return o; }
     return v;

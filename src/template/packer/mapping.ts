@@ -65,7 +65,7 @@ function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], ou
   // In HCL, Packer's Go-template values ({{ .HTTPIP }}) are still written as such; JSON was rendered already.
   const runtime = (v: Value, f: Field | undefined, field: string, executeCommand = false): Value => {
     if (typeof v === 'string') {
-      if (t.language === 'json' && !executeCommand) return v;
+      if (t.language === 'json') return v;
       try { return renderGoTemplate(v, { now: new Date(), executeCommand }); } catch (e) {
         if (!(e instanceof GoTemplateError)) throw e;
         problem(f, field, e.problem, e.fix);
@@ -88,6 +88,8 @@ function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], ou
   const list = (k: string): string[] | undefined => {
     const f = take(k);
     if (!f || f.value === null) return undefined;
+    // Packer decodes a single string as a one-item list (bento's legacy boot_command is one string).
+    if (typeof f.value === 'string') return [String(runtime(f.value, f, k))];
     if (!Array.isArray(f.value)) { problem(f, k, `expected a list, got ${JSON.stringify(f.value)}`, `write ${k} = ["..."]`); return undefined; }
     return f.value.map((x) => String(runtime(x, f, k)));
   };
@@ -191,7 +193,10 @@ function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], ou
   if (httpDir) set('http_directory', abs(httpDir), 'http_directory');
   const hc = take('http_content');
   if (hc && isObject(hc.value)) set('http_content', Object.fromEntries(Object.entries(hc.value).map(([k, v]) => [k.replace(/^\//, ''), String(runtime(v, hc, 'http_content'))])), 'http_content');
-  set('boot_command', list('boot_command'), 'boot_command');
+  // boot_steps is boot_command with a description per step: kiln types the commands.
+  const steps = take('boot_steps');
+  const bootSteps = steps && Array.isArray(steps.value) ? steps.value.map((s) => String(runtime(Array.isArray(s) ? s[0] ?? '' : s, steps, 'boot_steps'))) : undefined;
+  set('boot_command', bootSteps ?? list('boot_command'), bootSteps ? 'boot_steps' : 'boot_command');
   set('boot_wait', str('boot_wait') ?? '10s', 'boot_wait');
   set('boot_key_interval', str('boot_key_interval'), 'boot_key_interval');
   const cdFiles = list('cd_files');
@@ -202,7 +207,7 @@ function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], ou
   const floppy = list('floppy_files');
   if (floppy) set('floppy_files', floppy.map(abs), 'floppy_files');
   set('floppy_label', str('floppy_label'), 'floppy_label');
-  for (const k of ['floppy_dirs', 'floppy_content', 'disk_additional_size', 'net_bridge', 'vtpm', 'use_tpm1', 'tpm_device_type', 'boot_steps', 'cdrom_interface']) {
+  for (const k of ['floppy_dirs', 'floppy_content', 'disk_additional_size', 'net_bridge', 'vtpm', 'use_tpm1', 'tpm_device_type', 'cdrom_interface']) {
     const f = take(k);
     if (f) problem(f, k, 'kiln has no equivalent of this qemu builder field', k === 'floppy_dirs' || k === 'floppy_content' ? 'list the files in floppy_files, or use cd_files' : 'remove it');
   }
