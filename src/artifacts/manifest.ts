@@ -29,6 +29,26 @@ export interface Manifest {
     artifact_key?: string;
     layers: { provisioner: number; description: string; key: string | null; from_cache: boolean }[];
   };
+  /** Written by the publish step and `kiln publish` (src/publish/runner.ts): where each image now lives. */
+  published?: PublishedRecord[];
+}
+
+/** One publish target's outcome; `config` is the target's template settings (never a secret). */
+export interface PublishedRecord {
+  target: string;
+  type: string;
+  format: string;
+  status: 'pending' | 'published' | 'failed';
+  artifact?: string;
+  location?: string;
+  id?: string;
+  remote_digest?: string;
+  unchanged?: boolean;
+  bytes_sent?: number;
+  duration_ms?: number;
+  published_at?: string;
+  error?: string;
+  config: Record<string, unknown>;
 }
 
 export function buildManifest(ctx: BuildContext, startedAt: Date, finalPathOf: (staged: string) => string, qemuImgVersion: string, files: string[]): Manifest {

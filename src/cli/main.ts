@@ -16,6 +16,7 @@ import { verifyManifest } from '../artifacts/verify.js';
 import { consoleCommand } from './console.js';
 import { cacheCommand, type CacheArgs } from './cache.js';
 import { importTemplate } from './import.js';
+import { publishCommand } from './publish.js';
 
 class UsageError extends Error {}
 
@@ -173,6 +174,11 @@ export async function main(args: string[]): Promise<number> {
         code = results.every((r) => r.ok) ? 0 : 1;
       } catch (e) { code = reportError(e); }
     })
+    .command('publish <manifest>', 'upload a finished build to the publish targets its manifest.json records', (y) => y
+      .positional('manifest', { type: 'string', demandOption: true, describe: 'a manifest.json written by kiln build' })
+      .option('only', { type: 'string', describe: 'only these targets (names, comma-separated)' })
+      .option('progress', { choices: ['auto', 'always', 'never'] as const, default: 'auto' as const }),
+    async (argv) => { code = await publishCommand({ manifest: String(argv.manifest), only: argv.only, progress: argv.progress }); })
     .command('console <build>', 'attach this terminal to the serial console of a running build (Ctrl-] detaches)', (y) => y
       .positional('build', { type: 'string', demandOption: true, describe: 'the build\'s name' })
       .option('pid', { type: 'number', describe: 'the kiln process running it, when several builds have that name' }),

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { parseDuration, parseSize } from './units.js';
 import { BootCommandError, parseBootCommand } from '../bootcommand/parse.js';
 import { ansibleFields, ansibleLocalFields, puppetMasterlessFields } from './schema-config-management.js';
+import { checkPublishTargets, publishList } from './schema-publish.js';
 
 /** A check whose failure carries its fix (errors.ts prints `params.fix` under the message). */
 const because = (message: string, fix: string) => ({ message, params: { fix } });
@@ -260,7 +261,9 @@ export const buildSchema = z.strictObject({
   checksums: z.array(z.enum(['sha256', 'sha512'])).min(1).default(['sha256']),
   /** Run on the finished artifacts, in order, before checksums and the manifest are written. */
   post_processors: z.array(postProcessorSchema).default([]),
-});
+  /** Where the finished artifacts are uploaded, after checksums and the manifest (schema-publish.ts). */
+  publish: publishList,
+}).superRefine((b, ctx) => checkPublishTargets(b.publish, b.outputs.map((o) => o.format), ctx));
 
 export const templateSchema = z.strictObject({
   description: z.string().optional(),

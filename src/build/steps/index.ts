@@ -23,6 +23,7 @@ import { shutdownStep } from './shutdown.js';
 import { convertStep } from './convert.js';
 import { postProcessStep } from './post-process.js';
 import { commitOutputStep } from './commit-output.js';
+import { publishStep } from './publish.js';
 
 export const buildSteps: Step[] = [
   fetchBaseStep,
@@ -46,4 +47,5 @@ export const buildSteps: Step[] = [
   convertStep,
   postProcessStep,
   commitOutputStep,
+  publishStep,
 ];

@@ -1,0 +1,34 @@
+/**
+ * `kiln publish output/<build>/manifest.json [--only target]`: publish a finished build again, without
+ * rebuilding, to the targets its manifest records (build and publish are often separate pipeline
+ * stages). A target that already holds the same image sends nothing.
+ */
+import { PublishFailed, publishManifest, recordedTargets } from '../publish/runner.js';
+
+export interface PublishArgs { manifest: string; only?: string | string[]; progress?: 'auto' | 'always' | 'never' }
+
+export async function publishCommand(argv: PublishArgs): Promise<number> {
+  const only = (Array.isArray(argv.only) ? argv.only : argv.only ? [argv.only] : []).flatMap((o) => o.split(',')).filter(Boolean);
+  const controller = new AbortController();
+  const onSignal = (sig: NodeJS.Signals) => { process.stderr.write(`kiln: ${sig} received, stopping the upload\n`); controller.abort(new Error(`interrupted by ${sig}`)); };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    const targets = recordedTargets(argv.manifest);
+    const mode = argv.progress ?? 'auto';
+    await publishManifest(argv.manifest, targets, {
+      signal: controller.signal, only,
+      log: (m) => process.stderr.write(`${m}\n`),
+      progress: mode === 'never' ? 'none' : mode === 'always' || process.stderr.isTTY ? 'bar' : 'lines',
+      uefi: false,
+    });
+    return 0;
+  } catch (e) {
+    if (controller.signal.aborted) return 130;
+    process.stderr.write(`error: ${e instanceof PublishFailed ? e.message.replace(/\n(?!  fix:)/g, '\nerror: ') : (e as Error).message}\n`);
+    return 1;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}

@@ -1,0 +1,213 @@
+/**
+ * An OCI registry, as a KubeVirt containerDisk: a single-layer image whose layer holds the disk under
+ * /disk/ owned by 107:107 (the qemu user in virt-launcher), the layout KubeVirt documents. Pushed with
+ * the OCI distribution API: a blob already in the registry is not sent again, a new one goes up in
+ * chunks (POST, PATCH with Content-Range, PUT ?digest=), the manifest is put by digest, then by each
+ * tag. The layer tar is byte-for-byte reproducible (fixed times and owners), so a re-run finds the same
+ * manifest digest under every tag and sends nothing. A failed blob upload is cancelled (DELETE of the
+ * upload session); tags are written last, so a failure never leaves a tag pointing at a partial image.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream, readFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import tar from 'tar-stream';
+import type { z } from 'zod';
+import type { ociTarget } from '../template/schema-publish.js';
+import { parseSize } from '../template/units.js';
+import { HttpStatusError, PublishError, type PublishArtifact, type PublishContext, type Publisher, withRetries } from './target.js';
+
+type OciTarget = z.output<typeof ociTarget>;
+
+const manifestType = 'application/vnd.oci.image.manifest.v1+json';
+const configType = 'application/vnd.oci.image.config.v1+json';
+const layerType = 'application/vnd.oci.image.layer.v1.tar';
+
+/** The containerDisk layer: `disk/` and `disk/<name>`, uid/gid 107, times at the epoch. */
+export function containerDiskLayer(artifact: PublishArtifact): Readable {
+  const pack = tar.pack();
+  const common = { uid: 107, gid: 107, uname: '', gname: '', mtime: new Date(0) };
+  pack.entry({ name: 'disk/', type: 'directory', mode: 0o555, ...common });
+  const entry = pack.entry({ name: `disk/${artifact.name}`, type: 'file', mode: 0o444, size: artifact.size, ...common }, (err) => {
+    if (err) pack.destroy(err); else pack.finalize();
+  });
+  const src = createReadStream(artifact.path);
+  src.on('error', (e) => pack.destroy(e));
+  src.pipe(entry);
+  return pack as unknown as Readable;
+}
+
+async function layerDigest(artifact: PublishArtifact, signal: AbortSignal): Promise<{ digest: string; size: number }> {
+  const hash = createHash('sha256');
+  let size = 0;
+  for await (const chunk of containerDiskLayer(artifact)) {
+    signal.throwIfAborted();
+    hash.update(chunk as Buffer); size += (chunk as Buffer).length;
+  }
+  return { digest: `sha256:${hash.digest('hex')}`, size };
+}
+
+interface RegistryAuth { basic?: string; from: string }
+
+/** Credentials from KILN_REGISTRY_USERNAME/PASSWORD, else a docker config.json's `auths` entry. */
+export function registryAuth(target: OciTarget, env: NodeJS.ProcessEnv, name: string): RegistryAuth {
+  if (env.KILN_REGISTRY_USERNAME || env.KILN_REGISTRY_PASSWORD) {
+    if (!env.KILN_REGISTRY_USERNAME || !env.KILN_REGISTRY_PASSWORD) {
+      throw new PublishError(`publish target "${name}": ${env.KILN_REGISTRY_USERNAME ? 'KILN_REGISTRY_PASSWORD' : 'KILN_REGISTRY_USERNAME'} is not set\n  fix: set both KILN_REGISTRY_USERNAME and KILN_REGISTRY_PASSWORD, or neither to use a docker config.json`);
+    }
+    return { basic: Buffer.from(`${env.KILN_REGISTRY_USERNAME}:${env.KILN_REGISTRY_PASSWORD}`).toString('base64'), from: 'KILN_REGISTRY_USERNAME / KILN_REGISTRY_PASSWORD' };
+  }
+  const file = target.credentials_file ?? path.join(env.DOCKER_CONFIG ?? path.join(env.HOME ?? os.homedir(), '.docker'), 'config.json');
+  let config: { auths?: Record<string, { auth?: string; username?: string; password?: string }> };
+  try { config = JSON.parse(readFileSync(file, 'utf8')); } catch (e) {
+    if (target.credentials_file) {
+      throw new PublishError(`publish target "${name}": cannot read credentials_file ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})\n  fix: point it at a docker config.json (docker login writes one)`);
+    }
+    return { from: 'no credentials (anonymous)' };
+  }
+  const entry = config.auths?.[target.registry] ?? config.auths?.[`https://${target.registry}`] ?? config.auths?.[`http://${target.registry}`];
+  if (!entry) return { from: `no entry for ${target.registry} in ${file} (anonymous)` };
+  const basic = entry.auth ?? (entry.username ? Buffer.from(`${entry.username}:${entry.password ?? ''}`).toString('base64') : undefined);
+  return { basic, from: `auths["${target.registry}"] in ${file}` };
+}
+
+class Registry {
+  private bearer?: string;
+  constructor(private readonly base: string, private readonly repo: string, private readonly auth: RegistryAuth, private readonly name: string, private readonly signal: AbortSignal) {}
+
+  url(p: string): string { return p.startsWith('http') ? p : `${this.base}${p}`; }
+
+  async request(method: string, p: string, init: { headers?: Record<string, string>; body?: Buffer | string } = {}, retried = false): Promise<Response> {
+    const headers: Record<string, string> = { ...init.headers };
+    if (this.bearer) headers.authorization = `Bearer ${this.bearer}`;
+    else if (this.auth.basic) headers.authorization = `Basic ${this.auth.basic}`;
+    const res = await fetch(this.url(p), { method, headers, body: init.body, signal: this.signal, redirect: 'follow' });
+    if (res.status === 401 && !retried) {
+      const challenge = res.headers.get('www-authenticate') ?? '';
+      await res.body?.cancel();
+      if (/^bearer/i.test(challenge)) { await this.token(challenge); return this.request(method, p, init, true); }
+      if (/^basic/i.test(challenge) && this.auth.basic && !headers.authorization) return this.request(method, p, init, true);
+      throw this.refused(res.status);
+    }
+    if (res.status === 401 || res.status === 403) { await res.body?.cancel(); throw this.refused(res.status); }
+    return res;
+  }
+
+  private refused(status: number): PublishError {
+    return new PublishError(`publish target "${this.name}": the registry refused ${this.auth.basic ? `the credentials from ${this.auth.from}` : 'anonymous access'} (HTTP ${status})\n  fix: ${this.auth.basic ? 'check the user name and password' : 'set KILN_REGISTRY_USERNAME and KILN_REGISTRY_PASSWORD, or docker login to the registry'}`);
+  }
+
+  private async token(challenge: string): Promise<void> {
+    const params = Object.fromEntries([...challenge.replace(/^bearer\s+/i, '').matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1]!, m[2]!]));
+    if (!params.realm) throw new PublishError(`publish target "${this.name}": the registry asked for a token without saying where to get one`);
+    const u = new URL(params.realm);
+    if (params.service) u.searchParams.set('service', params.service);
+    u.searchParams.set('scope', params.scope ?? `repository:${this.repo}:pull,push`);
+    const res = await fetch(u, { headers: this.auth.basic ? { authorization: `Basic ${this.auth.basic}` } : {}, signal: this.signal });
+    if (!res.ok) { await res.body?.cancel(); throw this.refused(res.status); }
+    const body = await res.json() as { token?: string; access_token?: string };
+    this.bearer = body.token ?? body.access_token;
+  }
+}
+
+async function expect(res: Response, ok: number[], what: string): Promise<Response> {
+  if (ok.includes(res.status)) return res;
+  const text = await res.text().catch(() => '');
+  throw new HttpStatusError(`${what}: HTTP ${res.status} ${text.slice(0, 300).trim()}`, res.status);
+}
+
+async function blobExists(reg: Registry, repo: string, digest: string): Promise<boolean> {
+  const res = await reg.request('HEAD', `/v2/${repo}/blobs/${digest}`);
+  return res.status === 200;
+}
+
+function withDigest(location: string, digest: string): string {
+  return `${location}${location.includes('?') ? '&' : '?'}digest=${encodeURIComponent(digest)}`;
+}
+
+/** A chunked upload of `source`; the session is cancelled if anything fails. Returns bytes sent. */
+async function pushBlob(reg: Registry, repo: string, digest: string, source: () => AsyncIterable<Buffer> | Buffer, chunkSize: number, ctx: PublishContext, total: number): Promise<number> {
+  if (await blobExists(reg, repo, digest)) return 0;
+  const start = await expect(await reg.request('POST', `/v2/${repo}/blobs/uploads/`), [202], 'start blob upload');
+  let location = start.headers.get('location');
+  if (!location) throw new Error('the registry started a blob upload without a Location');
+  location = new URL(location, reg.url('/')).toString();
+  let sent = 0;
+  try {
+    const src = source();
+    if (Buffer.isBuffer(src)) {
+      await expect(await reg.request('PUT', withDigest(location, digest), { headers: { 'content-type': 'application/octet-stream', 'content-length': String(src.length) }, body: src }), [201], 'upload blob');
+      return src.length;
+    }
+    let pending: Buffer[] = [];
+    let pendingBytes = 0;
+    const flush = async () => {
+      const body = Buffer.concat(pending, pendingBytes);
+      pending = []; pendingBytes = 0;
+      const res = await expect(await reg.request('PATCH', location!, {
+        headers: { 'content-type': 'application/octet-stream', 'content-range': `${sent}-${sent + body.length - 1}`, 'content-length': String(body.length) }, body,
+      }), [202], 'upload blob chunk');
+      location = new URL(res.headers.get('location') ?? location!, reg.url('/')).toString();
+      sent += body.length;
+      ctx.progress(sent, total);
+    };
+    for await (const chunk of src) {
+      pending.push(chunk); pendingBytes += chunk.length;
+      if (pendingBytes >= chunkSize) await flush();
+    }
+    if (pendingBytes) await flush();
+    await expect(await reg.request('PUT', withDigest(location, digest), { headers: { 'content-length': '0' } }), [201], 'finish blob upload');
+    return sent;
+  } catch (e) {
+    // Cancel the session so the registry drops what it holds of it.
+    await fetch(location, { method: 'DELETE' }).then((r) => r.body?.cancel(), () => {});
+    throw e;
+  }
+}
+
+export const publishOci: Publisher<OciTarget> = async (target, artifact, ctx) => {
+  const name = target.name ?? 'oci';
+  const auth = registryAuth(target, ctx.env, name);
+  const base = `${target.insecure ? 'http' : 'https'}://${target.registry}`;
+  const repo = target.repository;
+  const reg = new Registry(base, repo, auth, name, ctx.signal);
+
+  const layer = await layerDigest(artifact, ctx.signal);
+  const config = Buffer.from(JSON.stringify({
+    architecture: 'amd64', os: 'linux', config: {},
+    rootfs: { type: 'layers', diff_ids: [layer.digest] },
+    history: [{ created_by: `kiln: containerDisk of ${artifact.name} (sha256 ${artifact.sha256})` }],
+  }));
+  const configDigest = `sha256:${createHash('sha256').update(config).digest('hex')}`;
+  const manifest = Buffer.from(JSON.stringify({
+    schemaVersion: 2, mediaType: manifestType,
+    config: { mediaType: configType, digest: configDigest, size: config.length },
+    layers: [{ mediaType: layerType, digest: layer.digest, size: layer.size }],
+    annotations: { 'org.opencontainers.image.title': artifact.name, 'io.kiln.disk.sha256': artifact.sha256 },
+  }));
+  const manifestDigest = `sha256:${createHash('sha256').update(manifest).digest('hex')}`;
+  const location = `oci://${target.registry}/${repo}@${manifestDigest}`;
+
+  const current = await Promise.all(target.tags.map(async (tag) => {
+    const res = await withRetries(`HEAD manifest ${tag}`, ctx, async () => reg.request('HEAD', `/v2/${repo}/manifests/${tag}`, { headers: { accept: manifestType } }));
+    return res.status === 200 ? res.headers.get('docker-content-digest') : null;
+  }));
+  if (current.every((d) => d === manifestDigest)) {
+    ctx.log(`${target.registry}/${repo}:${target.tags.join(',')} already is ${manifestDigest}: nothing to send`);
+    return { location, id: manifestDigest, remote_digest: manifestDigest, unchanged: true, bytes_sent: 0 };
+  }
+  const chunk = parseSize(target.chunk_size);
+  const sentLayer = await withRetries('push layer', ctx, () => pushBlob(reg, repo, layer.digest, () => containerDiskLayer(artifact) as AsyncIterable<Buffer>, chunk, ctx, layer.size));
+  await withRetries('push config', ctx, () => pushBlob(reg, repo, configDigest, () => config, chunk, ctx, config.length));
+  // By digest first: the tags below are the only thing that makes the image findable.
+  for (const ref of [manifestDigest, ...target.tags]) {
+    await withRetries(`put manifest ${ref}`, ctx, async () => {
+      const res = await expect(await reg.request('PUT', `/v2/${repo}/manifests/${ref}`, { headers: { 'content-type': manifestType }, body: manifest }), [201], `put manifest ${ref}`);
+      const got = res.headers.get('docker-content-digest');
+      if (got && got !== manifestDigest) throw new Error(`the registry stored manifest ${ref} as ${got}, not ${manifestDigest}`);
+    });
+  }
+  ctx.progress(layer.size, layer.size);
+  return { location, id: manifestDigest, remote_digest: manifestDigest, unchanged: false, bytes_sent: sentLayer };
+};

@@ -1,0 +1,144 @@
+/**
+ * Runs a build's publish targets against its manifest.json, one after another, and records in the
+ * manifest under `published` where each image now lives (or that it failed). Used by the build's
+ * publish step and by `kiln publish manifest.json`, which re-runs the targets a manifest records.
+ * Each target's settings are stored with its record (they hold no secrets), so a later `kiln publish`
+ * needs only the manifest and the credentials.
+ */
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import cliProgress from 'cli-progress';
+import type { Manifest, PublishedRecord } from '../artifacts/manifest.js';
+import { publishTargetName, publishTargetSchema, type PublishTarget } from '../template/schema-publish.js';
+import { PublishError, type PublishArtifact, type PublishContext, type Publisher, type PublishResult } from './target.js';
+import { publishS3 } from './s3.js';
+import { publishOci } from './oci.js';
+import { publishGlance } from './glance.js';
+import { publishAzure } from './azure.js';
+
+const publishers: Record<PublishTarget['type'], Publisher<never>> = {
+  s3: publishS3 as Publisher<never>,
+  oci: publishOci as Publisher<never>,
+  glance: publishGlance as Publisher<never>,
+  azure: publishAzure as Publisher<never>,
+};
+
+export interface PublishOptions {
+  signal: AbortSignal;
+  env?: NodeJS.ProcessEnv;
+  /** Only these target names (`--only`). */
+  only?: string[];
+  uefi?: boolean;
+  log(message: string): void;
+  /** 'bar' draws cli-progress bars (a TTY); 'lines' prints a line per quarter. */
+  progress?: 'bar' | 'lines' | 'none';
+}
+
+export class PublishFailed extends Error {}
+
+/** The artifact a target uploads: the uncompressed one of its format. */
+export function artifactFor(manifest: Manifest, target: PublishTarget, manifestFile: string): PublishArtifact {
+  const candidates = manifest.artifacts.filter((a) => a.format === target.format);
+  const a = candidates.find((c) => !c.compression) ?? candidates[0];
+  if (!a) {
+    throw new PublishError(`publish target "${publishTargetName(target)}" needs a ${target.format} artifact, and ${manifestFile} lists ${manifest.artifacts.map((x) => x.format).join(', ') || 'none'}\n  fix: add "- format: ${target.format}" under the build's outputs`);
+  }
+  if (a.compression) {
+    throw new PublishError(`publish target "${publishTargetName(target)}": the ${target.format} artifact ${a.name} is ${a.compression}-compressed, and the target needs the image itself\n  fix: set keep_input: true on the compress post-processor, or list formats: without ${target.format}`);
+  }
+  return { name: a.name, path: path.isAbsolute(a.path) ? a.path : path.resolve(path.dirname(manifestFile), a.path), format: a.format, size: a.size, sha256: a.sha256 };
+}
+
+function readManifest(file: string): Manifest {
+  return JSON.parse(readFileSync(file, 'utf8')) as Manifest;
+}
+
+function writeManifest(file: string, m: Manifest): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  writeFileSync(tmp, JSON.stringify(m, null, 2) + '\n');
+  renameSync(tmp, file);
+}
+
+/** The targets a manifest records (for `kiln publish`), checked again against the schema. */
+export function recordedTargets(manifestFile: string): PublishTarget[] {
+  const m = readManifest(manifestFile);
+  if (!m.published?.length) {
+    throw new PublishError(`${manifestFile} records no publish targets (its build had no publish: list)\n  fix: add a publish: list to the build in ${m.template?.file ?? 'its template'} and build it again`);
+  }
+  return m.published.map((r) => publishTargetSchema.parse(r.config));
+}
+
+function progressReporter(opts: PublishOptions, label: string): { progress: (sent: number, total: number) => void; stop(): void } {
+  if (opts.progress === 'bar') {
+    const bar = new cliProgress.SingleBar({ format: `${label} [{bar}] {percentage}% {value}/{total} bytes`, stream: process.stderr }, cliProgress.Presets.shades_classic);
+    let started = false;
+    return {
+      progress(sent, total) { if (!started) { bar.start(total, 0); started = true; } bar.update(Math.min(sent, total)); },
+      stop() { if (started) bar.stop(); },
+    };
+  }
+  if (opts.progress === 'none') return { progress() {}, stop() {} };
+  let nextQuarter = 1;
+  return {
+    progress(sent, total) {
+      while (total > 0 && nextQuarter <= 4 && sent >= (total * nextQuarter) / 4) {
+        opts.log(`${label}: ${nextQuarter * 25}% (${sent} of ${total} bytes)`);
+        nextQuarter++;
+      }
+    },
+    stop() {},
+  };
+}
+
+/**
+ * Publishes to each target in turn, writing the manifest after each. Throws PublishFailed naming every
+ * target that failed (the others are published and recorded).
+ */
+export async function publishManifest(manifestFile: string, targets: PublishTarget[], opts: PublishOptions): Promise<PublishedRecord[]> {
+  const manifest = readManifest(manifestFile);
+  const selected = opts.only?.length ? targets.filter((t) => opts.only!.includes(publishTargetName(t))) : targets;
+  if (opts.only?.length) {
+    const names = targets.map(publishTargetName);
+    const unknown = opts.only.filter((o) => !names.includes(o));
+    if (unknown.length) throw new PublishError(`--only ${unknown.join(',')}: no such publish target in ${manifestFile} (it has ${names.join(', ')})\n  fix: name one of those`);
+  }
+  const records: PublishedRecord[] = targets.map((t) => {
+    const prev = manifest.published?.find((r) => r.target === publishTargetName(t));
+    return prev && !selected.includes(t) ? prev : { target: publishTargetName(t), type: t.type, format: t.format, status: 'pending', config: t as unknown as Record<string, unknown> };
+  });
+  const failures: string[] = [];
+  for (const t of selected) {
+    const name = publishTargetName(t);
+    const i = records.findIndex((r) => r.target === name);
+    const started = performance.now();
+    const reporter = progressReporter(opts, `publish ${name}`);
+    try {
+      const artifact = artifactFor(manifest, t, manifestFile);
+      const ctx: PublishContext = {
+        signal: opts.signal, env: opts.env ?? process.env, build: manifest.build, uefi: opts.uefi ?? false,
+        log: (m) => opts.log(`publish ${name}: ${m}`), progress: reporter.progress,
+      };
+      const r: PublishResult = await publishers[t.type](t as never, artifact, ctx);
+      reporter.stop();
+      const ms = Math.round(performance.now() - started);
+      records[i] = {
+        target: name, type: t.type, format: t.format, status: 'published', artifact: artifact.name,
+        location: r.location, ...(r.id ? { id: r.id } : {}), remote_digest: r.remote_digest,
+        unchanged: r.unchanged, bytes_sent: r.bytes_sent, duration_ms: ms, published_at: new Date().toISOString(),
+        config: t as unknown as Record<string, unknown>,
+      };
+      opts.log(`publish ${name}: ${r.unchanged ? 'already there' : 'published'} ${r.location}${r.id ? ` (${r.id})` : ''} in ${ms} ms`);
+    } catch (e) {
+      reporter.stop();
+      if (opts.signal.aborted) { records[i] = { ...records[i]!, status: 'failed', error: 'interrupted' }; manifest.published = records; writeManifest(manifestFile, manifest); throw e; }
+      const line = (e as Error).message;
+      records[i] = { ...records[i]!, status: 'failed', error: line.split('\n')[0]! };
+      failures.push(e instanceof PublishError ? line : `publish target "${name}": ${line}`);
+    }
+    manifest.published = records;
+    writeManifest(manifestFile, manifest);
+  }
+  if (!selected.length) { manifest.published = records; writeManifest(manifestFile, manifest); }
+  if (failures.length) throw new PublishFailed(failures.join('\n'));
+  return records;
+}

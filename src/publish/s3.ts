@@ -1,0 +1,129 @@
+/**
+ * S3-compatible object storage (AWS S3, MinIO, Ceph RGW, Swift s3api) with the official SDK: a
+ * multipart upload with parallel parts, each carrying its SHA-256 (ChecksumSHA256) for a server that
+ * verifies them. The artifact's sha256 goes into the object's metadata once the data is complete, so a
+ * re-run that finds the same object with the same digest sends nothing. An interrupted or failed upload
+ * is aborted (AbortMultipartUpload), leaving no parts and no object behind.
+ */
+import { createReadStream, readFileSync } from 'node:fs';
+import { HeadObjectCommand, S3Client, S3ServiceException } from '@aws-sdk/client-s3';
+import { Upload } from '@aws-sdk/lib-storage';
+import type { z } from 'zod';
+import type { s3Target } from '../template/schema-publish.js';
+import { parseSize } from '../template/units.js';
+import { PublishError, type Publisher, withRetries } from './target.js';
+
+type S3Target = z.output<typeof s3Target>;
+
+/** Metadata key holding the artifact's sha256 (x-amz-meta-kiln-sha256). */
+const digestKey = 'kiln-sha256';
+
+interface S3Credentials { accessKeyId: string; secretAccessKey: string; sessionToken?: string; from: string }
+
+/** Reads `[profile]` of an AWS shared credentials file (INI). */
+export function parseAwsCredentialsFile(text: string, profile: string): Partial<S3Credentials> {
+  let section = '';
+  const out: Record<string, string> = {};
+  for (const raw of text.split(/\r?\n/)) {
+    const line = raw.replace(/[#;].*$/, '').trim();
+    const head = /^\[(?:profile\s+)?([^\]]+)\]$/.exec(line);
+    if (head) { section = head[1]!.trim(); continue; }
+    const kv = /^([A-Za-z_]+)\s*=\s*(.*)$/.exec(line);
+    if (kv && section === profile) out[kv[1]!.toLowerCase()] = kv[2]!.trim();
+  }
+  return { accessKeyId: out.aws_access_key_id, secretAccessKey: out.aws_secret_access_key, sessionToken: out.aws_session_token };
+}
+
+export function s3Credentials(target: S3Target, env: NodeJS.ProcessEnv, name: string): S3Credentials {
+  if (target.credentials_file) {
+    let text: string;
+    try { text = readFileSync(target.credentials_file, 'utf8'); } catch (e) {
+      throw new PublishError(`publish target "${name}": cannot read credentials_file ${target.credentials_file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})\n  fix: point credentials_file at an AWS credentials file, or remove it and set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY`);
+    }
+    const c = parseAwsCredentialsFile(text, target.profile);
+    if (!c.accessKeyId || !c.secretAccessKey) {
+      throw new PublishError(`publish target "${name}": credentials_file ${target.credentials_file} has no aws_access_key_id and aws_secret_access_key under [${target.profile}]\n  fix: add them, or set profile: to the section that has them`);
+    }
+    return { accessKeyId: c.accessKeyId, secretAccessKey: c.secretAccessKey, sessionToken: c.sessionToken, from: `credentials_file ${target.credentials_file} [${target.profile}]` };
+  }
+  const id = env.AWS_ACCESS_KEY_ID, secret = env.AWS_SECRET_ACCESS_KEY;
+  if (!id || !secret) {
+    throw new PublishError(`publish target "${name}": ${!id ? 'AWS_ACCESS_KEY_ID' : 'AWS_SECRET_ACCESS_KEY'} is not set\n  fix: export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or set credentials_file: in the target`);
+  }
+  return { accessKeyId: id, secretAccessKey: secret, sessionToken: env.AWS_SESSION_TOKEN || undefined, from: 'AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY' };
+}
+
+const credentialErrors = new Set(['InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AccessDenied', 'InvalidToken', 'ExpiredToken', 'Forbidden']);
+
+/** One clear line for a refused credential, naming the target and where the credential came from. */
+function explain(e: unknown, name: string, creds: S3Credentials, bucket: string): unknown {
+  if (e instanceof S3ServiceException) {
+    const status = e.$metadata?.httpStatusCode;
+    if (credentialErrors.has(e.name) || status === 403) {
+      return new PublishError(`publish target "${name}": the server refused the credentials from ${creds.from} (${e.name})\n  fix: check the access key and secret, and that they may write to bucket ${bucket}`);
+    }
+    if (e.name === 'NoSuchBucket') return new PublishError(`publish target "${name}": bucket ${bucket} does not exist\n  fix: create it, or correct bucket:`);
+  }
+  return e;
+}
+
+export function s3Client(target: S3Target, creds: S3Credentials): S3Client {
+  return new S3Client({
+    region: target.region,
+    endpoint: target.endpoint,
+    forcePathStyle: target.force_path_style,
+    credentials: { accessKeyId: creds.accessKeyId, secretAccessKey: creds.secretAccessKey, sessionToken: creds.sessionToken },
+    // Checksums are asked for explicitly (SHA-256 per part), not the SDK's default CRC32 some servers reject.
+    requestChecksumCalculation: 'WHEN_REQUIRED',
+    responseChecksumValidation: 'WHEN_REQUIRED',
+    maxAttempts: 4,
+  });
+}
+
+export const publishS3: Publisher<S3Target> = async (target, artifact, ctx) => {
+  const name = target.name ?? 's3';
+  const creds = s3Credentials(target, ctx.env, name);
+  const client = s3Client(target, creds);
+  const key = target.key ?? artifact.name;
+  const location = `s3://${target.bucket}/${key}`;
+  try {
+    const existing = await withRetries('HEAD object', ctx, () => headOrNull(client, target.bucket, key));
+    if (existing && existing.ContentLength === artifact.size && existing.Metadata?.[digestKey] === artifact.sha256) {
+      ctx.log(`${location} already holds this artifact (sha256 ${artifact.sha256.slice(0, 12)}…): nothing to send`);
+      return { location, remote_digest: `sha256:${artifact.sha256}`, unchanged: true, bytes_sent: 0, id: existing.ETag?.replace(/"/g, '') };
+    }
+    const upload = new Upload({
+      client,
+      queueSize: target.concurrency,
+      partSize: parseSize(target.part_size),
+      leavePartsOnError: false,
+      params: {
+        Bucket: target.bucket, Key: key, Body: createReadStream(artifact.path),
+        ContentType: 'application/octet-stream', ChecksumAlgorithm: 'SHA256',
+        Metadata: { [digestKey]: artifact.sha256 },
+      },
+    });
+    upload.on('httpUploadProgress', (p) => ctx.progress(p.loaded ?? 0, artifact.size));
+    const onAbort = () => { void upload.abort(); };
+    ctx.signal.addEventListener('abort', onAbort, { once: true });
+    try { await upload.done(); } finally { ctx.signal.removeEventListener('abort', onAbort); }
+    ctx.signal.throwIfAborted();
+    const head = await headOrNull(client, target.bucket, key);
+    if (!head || head.ContentLength !== artifact.size || head.Metadata?.[digestKey] !== artifact.sha256) {
+      throw new Error(`${location}: after the upload the server reports ${head ? `${head.ContentLength} bytes` : 'no object'}, not the ${artifact.size} bytes sent`);
+    }
+    return { location, remote_digest: `sha256:${artifact.sha256}`, unchanged: false, bytes_sent: artifact.size, id: head.ETag?.replace(/"/g, '') };
+  } catch (e) {
+    ctx.signal.throwIfAborted();
+    throw explain(e, name, creds, target.bucket);
+  } finally {
+    client.destroy();
+  }
+};
+
+async function headOrNull(client: S3Client, bucket: string, key: string) {
+  try { return await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key })); } catch (e) {
+    if (e instanceof S3ServiceException && (e.name === 'NotFound' || e.name === 'NoSuchKey' || e.$metadata?.httpStatusCode === 404)) return null;
+    throw e;
+  }
+}

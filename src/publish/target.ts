@@ -1,0 +1,69 @@
+/**
+ * What a publish target is to the runner: given one artifact of the format it asked for, put it on the
+ * remote side (or find it already there) and say where it now lives. Targets never log credentials:
+ * they report only the variable or file a credential came from.
+ */
+import type { PublishTarget } from '../template/schema-publish.js';
+
+export interface PublishArtifact {
+  name: string;
+  path: string;
+  format: string;
+  size: number;
+  sha256: string;
+}
+
+export interface PublishContext {
+  signal: AbortSignal;
+  env: NodeJS.ProcessEnv;
+  /** The build's name, for default object names. */
+  build: string;
+  /** The build boots with UEFI firmware (Glance: hw_firmware_type=uefi). */
+  uefi: boolean;
+  log(message: string): void;
+  /** Bytes sent so far of `total` (the runner turns this into a bar or lines). */
+  progress(sent: number, total: number): void;
+}
+
+/** Where an image now lives, recorded in manifest.json under `published`. */
+export interface PublishResult {
+  /** A URL (s3://, https://, oci://, glance image URL) naming the uploaded image. */
+  location: string;
+  /** The remote side's own identifier when it has one (Glance image id, OCI manifest digest). */
+  id?: string;
+  /** The digest the remote side reports or verified, "algorithm:hex". */
+  remote_digest: string;
+  /** Nothing was sent: the same image was already there. */
+  unchanged: boolean;
+  /** Bytes sent over the wire for the image data. */
+  bytes_sent: number;
+}
+
+/** A failure whose message is already the one clear line for the user (bad credentials, missing variable). */
+export class PublishError extends Error {}
+
+export type Publisher<T extends PublishTarget = PublishTarget> = (target: T, artifact: PublishArtifact, ctx: PublishContext) => Promise<PublishResult>;
+
+/** Retries `fn` on transient failures (connection resets, 5xx, 429) with exponential backoff. */
+export async function withRetries<R>(what: string, ctx: PublishContext, fn: () => Promise<R>, attempts = 4): Promise<R> {
+  for (let i = 1; ; i++) {
+    try { return await fn(); } catch (e) {
+      ctx.signal.throwIfAborted();
+      if (i >= attempts || !isTransient(e)) throw e;
+      const delay = 250 * 2 ** (i - 1);
+      ctx.log(`${what}: ${(e as Error).message}; retrying in ${delay} ms (attempt ${i + 1} of ${attempts})`);
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}
+
+export class HttpStatusError extends Error {
+  constructor(message: string, readonly status: number) { super(message); }
+}
+
+function isTransient(e: unknown): boolean {
+  if (e instanceof PublishError) return false;
+  if (e instanceof HttpStatusError) return e.status >= 500 || e.status === 429 || e.status === 408;
+  const code = (e as NodeJS.ErrnoException)?.code ?? (e as { cause?: NodeJS.ErrnoException })?.cause?.code;
+  return code === 'ECONNRESET' || code === 'ECONNREFUSED' || code === 'EPIPE' || code === 'ETIMEDOUT' || code === 'UND_ERR_SOCKET';
+}

@@ -1,0 +1,125 @@
+/**
+ * Template fields of `publish:`, the targets a finished build is uploaded to after its checksums and
+ * manifest are written: S3-compatible object storage, an Azure page blob, OpenStack Glance and an OCI
+ * registry (as a KubeVirt containerDisk).
+ *
+ * No field holds a secret: credentials come from the environment or a file named here (see
+ * src/publish/credentials.ts), so a template never carries one and the manifest never records one.
+ * schema.ts adds `publish` to a build and calls checkPublishFormats (this module needs nothing from it).
+ */
+import { z } from 'zod';
+import { parseSize } from './units.js';
+
+const because = (message: string, fix: string) => ({ message, params: { fix } });
+
+const targetName = z.string().refine((v) => /^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(v), because(
+  'target names use letters, digits, ".", "_" and "-"', 'rename it, e.g. name: s3-images',
+)).optional();
+const httpUrl = z.string().refine((v) => { try { return /^https?:$/.test(new URL(v).protocol); } catch { return false; } }, because(
+  'not an http(s) URL', 'write the full URL, e.g. http://127.0.0.1:9000',
+));
+const partSize = z.union([z.string(), z.number().int().positive()]).superRefine((v, ctx) => {
+  let bytes: number;
+  try { bytes = parseSize(v); } catch {
+    ctx.addIssue({ code: 'custom', ...because(`${JSON.stringify(v)} is not a size`, 'write e.g. "16M"') });
+    return;
+  }
+  if (bytes < 5 * 2 ** 20) ctx.addIssue({ code: 'custom', ...because('S3 parts are at least 5 MiB', 'write part_size: 8M or more') });
+});
+/** A file holding credentials, instead of the environment. */
+const credentialsFile = z.string().optional();
+
+export const s3Target = z.strictObject({
+  type: z.literal('s3'),
+  name: targetName,
+  format: z.string().default('qcow2'),
+  bucket: z.string().min(3),
+  /** Object key; default: the artifact's file name. `${build.name}` works like anywhere else. */
+  key: z.string().min(1).optional(),
+  /** An S3-compatible server (MinIO, Ceph RGW, Swift s3api); default: AWS. */
+  endpoint: httpUrl.optional(),
+  region: z.string().default('us-east-1'),
+  /** Path-style URLs (endpoint/bucket/key), which most S3-compatible servers need. */
+  force_path_style: z.boolean().default(false),
+  part_size: partSize.default('16M'),
+  /** Parts sent at once. */
+  concurrency: z.number().int().min(1).max(64).default(4),
+  /** An AWS shared credentials file (INI, [default] or `profile`); default: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. */
+  credentials_file: credentialsFile,
+  profile: z.string().default('default'),
+});
+
+export const azureTarget = z.strictObject({
+  type: z.literal('azure'),
+  name: targetName,
+  /** A fixed VHD is what an Azure managed disk is made from. */
+  format: z.literal('vhd').default('vhd'),
+  /** The blob service, e.g. https://ACCOUNT.blob.core.windows.net (default: from the connection string). */
+  account_url: httpUrl.optional(),
+  container: z.string().min(3),
+  blob: z.string().min(1).optional(),
+  credentials_file: credentialsFile,
+});
+
+export const glanceTarget = z.strictObject({
+  type: z.literal('glance'),
+  name: targetName,
+  format: z.enum(['qcow2', 'raw', 'vmdk', 'vhdx', 'vhd']).default('qcow2'),
+  /** Glance's own URL for a cloud without Keystone (noauth); otherwise taken from OS_AUTH_URL's catalog. */
+  endpoint: httpUrl.optional(),
+  image_name: z.string().min(1).optional(),
+  visibility: z.enum(['private', 'shared', 'community', 'public']).default('private'),
+  os_distro: z.string().optional(),
+  properties: z.record(z.string(), z.string()).default({}),
+  /** How long Glance may take to make the image active. */
+  timeout_seconds: z.number().int().positive().default(600),
+});
+
+export const ociTarget = z.strictObject({
+  type: z.literal('oci'),
+  name: targetName,
+  /** KubeVirt's containerDisk holds a qcow2 (or raw) under /disk/. */
+  format: z.enum(['qcow2', 'raw']).default('qcow2'),
+  /** host[:port] of the registry. */
+  registry: z.string().min(1),
+  repository: z.string().refine((v) => /^[a-z0-9]+([._-][a-z0-9]+)*(\/[a-z0-9]+([._-][a-z0-9]+)*)*$/.test(v), because(
+    'not a repository name (lower case letters, digits, separators ".", "_", "-", "/")', 'write e.g. repository: images/debian',
+  )),
+  tags: z.array(z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/)).min(1).default(['latest']),
+  /** Plain HTTP, for a registry on loopback or a lab network. */
+  insecure: z.boolean().default(false),
+  /** Bytes per PATCH of the chunked blob upload. */
+  chunk_size: partSize.default('16M'),
+  /** A docker config.json with `auths` (default: $DOCKER_CONFIG/config.json, then ~/.docker/config.json). */
+  credentials_file: credentialsFile,
+});
+
+export const publishTargetSchema = z.discriminatedUnion('type', [s3Target, azureTarget, glanceTarget, ociTarget]);
+export const publishList = z.array(publishTargetSchema).default([]);
+
+export type PublishTarget = z.output<typeof publishTargetSchema>;
+
+/** The name `--only` and the manifest use: `name`, else the type. */
+export function publishTargetName(t: PublishTarget): string { return t.name ?? t.type; }
+
+/**
+ * Checks a build's publish list against what it produces: each target's format among the outputs,
+ * names unique. `outputs` are the build's output formats; `path` where issues go.
+ */
+export function checkPublishTargets(targets: PublishTarget[], outputFormats: string[], ctx: z.RefinementCtx): void {
+  const seen = new Set<string>();
+  for (const [i, t] of targets.entries()) {
+    const name = publishTargetName(t);
+    if (seen.has(name)) {
+      ctx.addIssue({ code: 'custom', path: ['publish', i, 'name'], ...because(`two publish targets are named "${name}"`, 'give each target of the same type its own name: field') });
+    }
+    seen.add(name);
+    if (!outputFormats.includes(t.format)) {
+      ctx.addIssue({
+        code: 'custom', path: ['publish', i, 'format'],
+        ...because(`publish target "${name}" uploads a ${t.format} artifact, which this build does not produce (outputs: ${outputFormats.join(', ')})`,
+          `add "- format: ${t.format}" under outputs${t.type === 'azure' ? ' (a fixed VHD, as Azure needs)' : ''}`),
+      });
+    }
+  }
+}
