@@ -11,6 +11,7 @@ import { QemuProcess, requireQemu } from '../../qemu/process.js';
 import { QmpClient } from '../../qemu/qmp.js';
 import { smbiosType1 } from '../../qemu/smbios.js';
 import { smbiosType1Switch } from '../../template/qemu-args.js';
+import { interpolateString } from '../../template/interpolate.js';
 import { abortable } from '../runner.js';
 import { parseSize } from '../../template/units.js';
 
@@ -65,7 +66,8 @@ export function vmSpecFor(ctx: BuildContext, sshHostPort: number | undefined, wi
     qmpSocket: path.join(st.workDir, 'qmp.sock'),
     serial: { socket: path.join(st.workDir, 'serial.sock'), log: path.join(st.workDir, 'serial.log') },
     headless: src.headless,
-    extraArgs: src.qemu_args,
+    // ${build.http_ip}/${build.http_port} (Packer's {{ .HTTPIP }}:{{ .HTTPPort }}, e.g. a NoCloud-Net seed URL) are known now.
+    extraArgs: src.qemu_args.map((group) => group.map((arg) => String(interpolateString(arg, { build: ctx.buildValues() }, () => {}, 'build')))),
   };
 }
 
