@@ -164,14 +164,20 @@ builds:
       injectedHostKeys: hits.publicKeys!.filter((h) => injected.includes(fingerprintOf(`ssh-ed25519 ${h.split(': ')[1]}`))),
     }).toEqual({ privateKeys: [], injectedHostKeys: [] });
 
-    // Boot the VMDK as a new instance with a fresh seed (what a user of the image would do).
+    // Boot the VMDK as a new instance with a fresh seed on a cidata ISO, under UEFI (the build booted
+    // BIOS): what a user of the image would do, and the fixture's other boot path, checked here
+    // rather than by a Debian boot of its own.
     const seed = testSeed('user2');
     const iso = path.join(dir, 'seed.iso');
     await writeSeedIso(seed.seed, dir, iso);
     const disk = await overlayOf(path.join(out, 'deb.vmdk'), dir, 'boot.qcow2', 'vmdk');
-    const guest = await Guest.boot({ disk, memoryMiB: 1024, extraDisks: [{ path: iso, format: 'raw', interface: 'virtio', readonly: true }] });
+    const guest = await Guest.boot({ disk, firmware: 'uefi', memoryMiB: 1024, extraDisks: [{ path: iso, format: 'raw', interface: 'virtio', readonly: true }] });
     try {
       const ssh = await guest.ssh('user2', seed.userKey.privateKey, 240_000, seed.hostKey.fingerprint);
+      expect((await ssh.run('cloud-init status --wait >/dev/null; cloud-init status')).trim()).toMatch(/status: done/);
+      expect(await ssh.run('test -d /sys/firmware/efi && echo uefi')).toBe('uefi\n');
+      expect(await ssh.run('cat /run/cloud-init/ds-identify.log 2>/dev/null | grep -o "NoCloud" | head -1 || true')).toContain('NoCloud');
+      expect((await ssh.run('sudo -n id -u')).trim()).toBe('0');
       expect(await ssh.run('cat /etc/kiln-marker /etc/app.conf /etc/kiln-seeded /etc/kiln-note')).toBe('provisioner ran as root on deb\nsetting=1\nfrom user_data\nsecond\n');
       expect(Number(await ssh.run('cat /etc/kiln-rootsize'))).toBeGreaterThan(2.5 * 2 ** 30); // grown to disk_size
       expect(await ssh.run('sudo -n cat /etc/kiln-site.conf /etc/kiln-handler')).toBe(`title=From kiln\nport=8081\nuser=root\ntoken_length=${secret.length}\nhandler ran for deb\n`);

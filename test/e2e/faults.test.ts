@@ -93,9 +93,14 @@ function occupy(port: number): Promise<net.Server> {
 describe('faults: the guest', () => {
   it('1. a guest whose SSH never answers: timeout with the serial console tail and the QEMU command', async () => {
     // The tiny guest boots and runs dropbear on 22; the communicator looks on 2222, where nothing listens.
+    // The boot command waits for the guest's "ready" line, so the 20 s start only once it has booted,
+    // however slow a loaded machine makes the boot, and the console tail must show that line.
     const t = template({
       name: 'ssh-never',
-      source: { communicator: `{ username: root, private_key_file: ${path.join(repoRoot, 'fixtures/keys/insecure_ed25519')}, trust_on_first_use: true, timeout: 20s, port: 2222 }` },
+      source: {
+        communicator: `{ username: root, private_key_file: ${path.join(repoRoot, 'fixtures/keys/insecure_ed25519')}, trust_on_first_use: true, timeout: 20s, port: 2222 }`,
+        boot_command: `['<waitFor "kiln-tiny: ready" 5m>']`,
+      },
     });
     const before = snapshotLeftovers({ build: t.build, outputDir: t.outputDir });
     const r = await kiln(['build', t.file, '--events=json'], env);

@@ -178,7 +178,8 @@ describe.concurrent('interrupting a tiny build at every step boundary', () => {
   it('a provisioner that times out is killed in the guest before its retry; SIGINT during `sleep 600` stops at once', async ({ expect }) => {
     const s = makeSeries('intr-stop');
     const attempts = path.join(s.dir, 'attempts.txt');
-    // Attempt 1 records itself and sleeps past its timeout; attempt 2 records whether attempt 1's shell
+    // Attempt 1 records itself and sleeps past its timeout (20 s: time for the attempt to get going on
+    // a loaded machine; at 5 s an SSH exec under heavy load was cut before it wrote its record); attempt 2 records whether attempt 1's shell
     // still runs (a zombie does not count), then ends. The file provisioner brings the record home.
     const template = path.join(s.dir, 'stop.yaml');
     writeFileSync(template, `
@@ -190,7 +191,7 @@ builds:
 ${tinySourceYaml()}
     provisioners:
       - type: shell
-        timeout: 5s
+        timeout: 20s
         max_retries: 1
         inline:
           - 'p=$(cat /root/attempt.pid 2>/dev/null || true); state=$(cut -d" " -f3 /proc/$p/stat 2>/dev/null || true)'
