@@ -2,7 +2,7 @@
  * Packer templates in kiln: recognised by name and content, read (HCL or legacy JSON), mapped onto
  * kiln's fields, and then held to every check a kiln YAML template gets (checkTemplate in load.ts).
  */
-import { readFileSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { TemplateError, type FieldProblem } from '../errors.js';
 import type { VariableInputs } from '../variables.js';
@@ -48,6 +48,7 @@ export function asTemplateError(e: unknown, file: string): unknown {
 export function readPackerTemplate(file: string, inputs: VariableInputs, only?: string[]): PackerLoad {
   const abs = path.resolve(file);
   try {
+    if (!existsSync(abs)) throw new PackerTemplateError([{ message: `${abs}: template file not found`, fix: 'check the path given to kiln' }]);
     const isJson = /\.json$/.test(abs) && !statSync(abs).isDirectory();
     const template = isJson ? loadJsonTemplate(abs, inputs) : loadHclTemplate(abs, inputs);
     const selected = (name: string) => !only?.length || only.some((o) => o === name);
