@@ -1,7 +1,13 @@
 // kiln's HCL native-syntax parser and evaluator: the HCL spec's examples, Packer's idioms, block order,
 // errors with line:column, and a fuzz run (any input either parses or fails with an HclError).
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import fc from 'fast-check';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
+import { loadTemplate } from '../../src/template/load.js';
+import { TemplateError } from '../../src/template/errors.js';
+import { VariableError } from '../../src/template/variables.js';
 import { HclError, blocksOf, parseHcl, parseHclExpression, type Body } from '../../src/template/packer/hcl.js';
 import { evaluate, type EvalContext, type Value } from '../../src/template/packer/eval.js';
 
@@ -88,6 +94,8 @@ build {
     expect(String(val('uuidv4()'))).toMatch(/^[0-9a-f-]{36}$/);
     expect(() => val('env("HOME")')).toThrow(/only be used in a variable's default/);
     expect(() => val('nosuch(1)')).toThrow(/does not know the function nosuch\(\)/);
+    expect(() => val('replace("a", "/[/", "x")')).toThrow(HclError);
+    expect(() => val('range(1, 10, 0)')).toThrow(HclError);
   });
 
   it('names line and column in its errors', () => {
@@ -116,5 +124,19 @@ build {
       for (const [at, ins, del] of edits) { const i = at % (text.length + 1); text = text.slice(0, i) + ins + text.slice(i + del); }
       try { parseHcl(text, 'f.pkr.hcl'); } catch (e) { if (!(e instanceof HclError)) throw e; }
     }), { seed: 0x6b696c6e, numRuns: 3000 });
+  });
+
+  it('fuzz: a mutated Packer template loads or fails with a TemplateError, never a crash', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-hcl-fuzz-'));
+    afterAll(() => rmSync(dir, { recursive: true, force: true }));
+    const seedText = readFileSync(path.join(__dirname, '../fixtures/packer/tiny/tiny.pkr.hcl'), 'utf8');
+    const file = path.join(dir, 'fuzz.pkr.hcl');
+    const alphabet = fc.constantFrom(...'"${}[]()%~<>=!?:,.*#-\n 0aZ'.split(''), 'var.', 'local.', 'source', 'build', 'null', 'true', '[for x in [1] : x]', 'env("X")', 'upper(1)', '{a = 1}', '<<EOT\nx\nEOT\n');
+    fc.assert(fc.property(fc.array(fc.tuple(fc.nat(seedText.length), alphabet, fc.nat(4)), { minLength: 1, maxLength: 4 }), (edits) => {
+      let text = seedText;
+      for (const [at, ins, del] of edits) { const i = at % (text.length + 1); text = text.slice(0, i) + ins + text.slice(i + del); }
+      writeFileSync(file, text);
+      try { loadTemplate(file, { env: {} }); } catch (e) { if (!(e instanceof TemplateError) && !(e instanceof VariableError)) throw e; }
+    }), { seed: 0x6b696c6e, numRuns: 400 });
   });
 });

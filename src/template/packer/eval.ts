@@ -327,6 +327,7 @@ const functions: Record<string, Fn> = {
   range: (args, ctx, pos) => {
     const n = args.map((a) => asNumber(ctx, a, pos));
     const [start, end, step] = n.length === 1 ? [0, n[0]!, 1] : [n[0]!, n[1]!, n[2] ?? 1];
+    if (step === 0) fail(ctx, pos, 'range(): the step must not be zero');
     const out: number[] = [];
     for (let x = start; step > 0 ? x < end : x > end; x += step) { out.push(x); if (out.length > 1024) fail(ctx, pos, 'range() makes more than 1024 numbers'); }
     return out;
@@ -426,5 +427,11 @@ function callFunction(e: Expr & { kind: 'call' }, ctx: EvalContext, locals: Reco
   }
   const fn = Object.hasOwn(functions, e.name) ? functions[e.name] : undefined;
   if (!fn) fail(ctx, e.pos, `kiln does not know the function ${e.name}()`, `kiln knows: ${functionNames().sort().join(', ')}`);
-  return fn(args, ctx, e.pos, e.args.map((a) => a.pos));
+  try {
+    return fn(args, ctx, e.pos, e.args.map((a) => a.pos));
+  } catch (err) {
+    // A bad regular expression, an out-of-range value: the template's mistake, said as such.
+    if (err instanceof HclError || !(err instanceof Error)) throw err;
+    fail(ctx, e.pos, `${e.name}(): ${err.message}`);
+  }
 }

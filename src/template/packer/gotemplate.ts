@@ -54,7 +54,10 @@ function goTime(layout: string, d: Date): string {
 function argument(text: string, ctx: GoTemplateContext): string | undefined {
   const t = text.trim();
   const q = /^(`([^`]*)`|"((?:[^"\\]|\\.)*)")$/.exec(t);
-  if (q) return q[2] ?? JSON.parse(`"${q[3]}"`) as string;
+  if (q) {
+    if (q[2] !== undefined) return q[2];
+    try { return JSON.parse(`"${q[3]}"`) as string; } catch { throw new GoTemplateError(`cannot read the string ${t}`, 'check its backslash escapes'); }
+  }
   const inner = /^\((.*)\)$/.exec(t);
   if (inner) return action(inner[1]!, ctx);
   return undefined;
