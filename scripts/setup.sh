@@ -16,6 +16,8 @@ APT_PACKAGES=(
   openssh-client                           # ssh-keygen for host keys; the ssh Ansible runs
   ansible-core                             # the ansible provisioner (ansible-playbook on this machine)
   util-linux iproute2 procps               # setpriv, ss, ps
+  glance-api python3-glance                # publish tests: OpenStack Glance (sqlite, file store, no Keystone)
+  docker-registry skopeo                   # publish tests: OCI registry (CNCF distribution) and skopeo to read back
 )
 
 missing=()
