@@ -2,10 +2,9 @@
  * The SSH communicator: one connection per build reused for every command and transfer (Packer opens
  * several sessions per shell provisioner), host key checked against what kiln expects.
  */
-import { createReadStream, createWriteStream, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import net from 'node:net';
 import ssh2 from 'ssh2';
@@ -13,6 +12,9 @@ import type { ClientChannel, ConnectConfig, SFTPWrapper } from 'ssh2';
 import { fingerprintOf } from './keys.js';
 import { inOwnProcessGroup, killProcessGroupCommand, ProcessGroupReport, type ExecOptions } from './remote-command.js';
 import { formatBytes } from '../template/units.js';
+import { filesInFlight, parallelGet, parallelPut, type TransferProgress } from './sftp-parallel.js';
+
+export type { TransferProgress } from './sftp-parallel.js';
 
 export interface SshTarget {
   host: string;
@@ -144,18 +146,20 @@ export class SshSession {
 
   /**
    * Runs one SFTP transfer. ssh2's SFTP streams never settle when the session closes under them (a
-   * killed sshd, a guest gone), so the transfer fails then, its streams destroyed; likewise when
-   * `signal` aborts, with its reason. Otherwise the error says whether the connection was lost or the
-   * server refused.
+   * killed sshd, a guest gone), so the transfer fails then, its streams destroyed and `halt` aborted
+   * (parallel requests check it before each one); likewise when `signal` aborts, with its reason.
+   * Otherwise the error says whether the connection was lost or the server refused.
    */
-  private async transfer(what: string, progress: () => string, work: (sftp: SFTPWrapper, stream: <S extends Readable | Writable>(s: S) => S) => Promise<void>, signal?: AbortSignal): Promise<void> {
+  private async transfer(what: string, progress: () => string, work: (sftp: SFTPWrapper, stream: <S extends Readable | Writable>(s: S) => S, halt: AbortSignal) => Promise<void>, signal?: AbortSignal): Promise<void> {
     signal?.throwIfAborted();
     const sftp = await this.sftp();
     const streams: (Readable | Writable)[] = [];
+    const halt = new AbortController();
     let onClose!: () => void;
     let onAbort!: () => void;
     const stopped = new Promise<never>((_, reject) => {
       const stop = (reason: Error) => {
+        halt.abort(reason);
         for (const st of streams) st.destroy(reason);
         reject(reason);
       };
@@ -165,10 +169,14 @@ export class SshSession {
       signal?.addEventListener('abort', onAbort, { once: true });
     });
     stopped.catch(() => undefined); // only observed through the race below
+    const working = work(sftp, (st) => { streams.push(st); return st; }, halt.signal);
     try {
       signal?.throwIfAborted();
-      await Promise.race([work(sftp, (st) => { streams.push(st); return st; }), stopped]);
+      await Promise.race([working, stopped]);
     } catch (e) {
+      halt.abort(e);
+      // Requests already sent finish (or fail) before the file handles close: wait for them, briefly.
+      await Promise.race([working.catch(() => undefined), sleep(2000, undefined, { ref: false })]);
       if (signal?.aborted) throw signal.reason;
       throw await this.transferError(what, e as Error, progress());
     } finally {
@@ -187,14 +195,15 @@ export class SshSession {
     return new Error(`${what} failed: ${e.message} (${progress})`);
   }
 
-  async uploadFile(local: string, remote: string, mode?: number, signal?: AbortSignal): Promise<void> {
+  /**
+   * Uploads one file with many SFTP write requests in flight (see parallelPut): a single write stream
+   * waits for each 32 KiB request's reply, ~1.5 MiB/s to a TCG guest.
+   */
+  async uploadFile(local: string, remote: string, mode?: number, signal?: AbortSignal, onProgress?: TransferProgress): Promise<void> {
     const total = statSync(local).size;
-    let read = 0;
-    await this.transfer(`uploading ${local} to ${remote}`, () => `${formatBytes(read)} of ${formatBytes(total)} sent`, (sftp, stream) =>
-      pipeline(
-        stream(createReadStream(local).on('data', (c) => { read += c.length; })),
-        stream(sftp.createWriteStream(remote, mode ? { mode } : {})),
-      ), signal);
+    let sent = 0;
+    await this.transfer(`uploading ${local} to ${remote}`, () => `${formatBytes(sent)} of ${formatBytes(total)} sent`, (sftp, _stream, halt) =>
+      parallelPut(sftp, local, remote, total, mode, halt, (n) => { sent += n; onProgress?.(sent, total); }), signal);
   }
 
   async uploadContent(content: string | Buffer, remote: string, mode = 0o644, signal?: AbortSignal): Promise<void> {
@@ -206,34 +215,59 @@ export class SshSession {
     }), signal);
   }
 
-  /** Uploads a file, or a directory recursively (rsync semantics: "dir" copies the folder, "dir/" its contents). */
-  async upload(local: string, remote: string, signal?: AbortSignal): Promise<number> {
+  /**
+   * Uploads a file, or a directory recursively (rsync semantics: "dir" copies the folder, "dir/" its
+   * contents). A directory's folders are made first, then its files go up several at a time, so many
+   * small files do not cost a round trip each. `onProgress` counts bytes over all files.
+   */
+  async upload(local: string, remote: string, signal?: AbortSignal, onProgress?: TransferProgress): Promise<number> {
     const st = statSync(local);
-    if (st.isFile()) { await this.uploadFile(local, remote, st.mode & 0o777, signal); return 1; }
+    if (st.isFile()) { await this.uploadFile(local, remote, st.mode & 0o777, signal, onProgress); return 1; }
     const target = local.endsWith('/') ? remote : path.posix.join(remote, path.basename(local));
-    const sftp = await this.sftp();
-    let count = 0;
-    const walk = async (dir: string, rdir: string) => {
-      await new Promise<void>((resolve) => sftp.mkdir(rdir, () => resolve()));
+    const dirs: string[] = [];
+    const files: { local: string; remote: string; mode: number; size: number }[] = [];
+    const walk = (dir: string, rdir: string) => {
+      dirs.push(rdir);
       for (const entry of readdirSync(dir, { withFileTypes: true })) {
         const l = path.join(dir, entry.name);
         const r = path.posix.join(rdir, entry.name);
-        if (entry.isDirectory()) await walk(l, r);
-        else if (entry.isFile()) { await this.uploadFile(l, r, statSync(l).mode & 0o777, signal); count++; }
+        if (entry.isDirectory()) walk(l, r);
+        else if (entry.isFile()) { const s = statSync(l); files.push({ local: l, remote: r, mode: s.mode & 0o777, size: s.size }); }
       }
     };
-    await walk(local, target);
-    return count;
+    walk(local, target);
+    const total = files.reduce((n, f) => n + f.size, 0);
+    let sent = 0;
+    await this.transfer(`uploading ${local} to ${remote}`, () => `${formatBytes(sent)} of ${formatBytes(total)} sent`, async (sftp, _stream, halt) => {
+      // An existing folder is fine (rsync semantics); a real failure shows when its files are written.
+      for (const d of dirs) {
+        halt.throwIfAborted();
+        await new Promise<void>((resolve) => sftp.mkdir(d, () => resolve()));
+      }
+      let next = 0;
+      const worker = async () => {
+        while (next < files.length) {
+          halt.throwIfAborted();
+          const f = files[next++]!;
+          await parallelPut(sftp, f.local, f.remote, f.size, f.mode, halt, (n) => { sent += n; onProgress?.(sent, total); });
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(filesInFlight, files.length) }, worker));
+    }, signal);
+    return files.length;
   }
 
-  /** Writes beside `local` and renames when complete, so a lost connection leaves no partial file. */
-  async download(remote: string, local: string, signal?: AbortSignal): Promise<void> {
+  /**
+   * Writes beside `local` and renames when complete, so a lost connection leaves no partial file.
+   * Many read requests are in flight at once (see parallelGet).
+   */
+  async download(remote: string, local: string, signal?: AbortSignal, onProgress?: TransferProgress): Promise<void> {
     mkdirSync(path.dirname(local), { recursive: true });
     const partial = `${local}.kiln-partial-${process.pid}`;
     let received = 0;
     try {
-      await this.transfer(`downloading ${remote} to ${local}`, () => `${formatBytes(received)} received`, (sftp, stream) =>
-        pipeline(stream(sftp.createReadStream(remote).on('data', (c: Buffer) => { received += c.length; })), stream(createWriteStream(partial))), signal);
+      await this.transfer(`downloading ${remote} to ${local}`, () => `${formatBytes(received)} received`, (sftp, _stream, halt) =>
+        parallelGet(sftp, remote, partial, halt, (n, total) => { received += n; onProgress?.(received, total); }), signal);
       renameSync(partial, local);
     } finally {
       rmSync(partial, { force: true });

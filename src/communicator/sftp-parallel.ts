@@ -1,0 +1,160 @@
+/**
+ * SFTP transfers with many requests in flight. ssh2's SFTP streams send one 32 KiB request and wait
+ * for its reply before the next: to a TCG guest that is ~1.5 MiB/s whatever the link. Keeping
+ * `requestsInFlight` requests outstanding (as OpenSSH's sftp and scp do) fills the SSH window instead.
+ * Unlike ssh2's fastPut/fastGet these stop between requests when `halt` aborts, and report bytes as
+ * each request completes.
+ */
+import { open as openLocal, type FileHandle } from 'node:fs/promises';
+import type { SFTPWrapper } from 'ssh2';
+
+/** Bytes so far and the whole size (undefined while unknown), over everything one call transfers. */
+export type TransferProgress = (done: number, total: number | undefined) => void;
+
+/** 64 x 32 KiB: 2 MiB outstanding, ssh2's channel window; more only queues in ssh2 (measured in bench/). */
+export const requestsInFlight = 64;
+export const requestSize = 32 * 1024;
+/** Local reads for an upload: 32 requests' worth at a time. */
+const readBlockSize = 32 * requestSize;
+/** Files of a directory upload written at once: small files cost a round trip or three each (open, write, close). */
+export const filesInFlight = 8;
+
+type Handle = Buffer;
+
+function call<T>(fn: (cb: (err: Error | null | undefined, value: T) => void) => void): Promise<T> {
+  return new Promise((resolve, reject) => fn((err, value) => (err ? reject(err) : resolve(value))));
+}
+
+/**
+ * Runs `next()` in up to `width` lanes until it returns false or one fails; stops taking new work once
+ * `halt` aborts or a lane failed, and rejects with the first failure once every lane has stopped.
+ */
+async function lanes(width: number, halt: AbortSignal, next: () => Promise<boolean> | false): Promise<void> {
+  let failure: unknown;
+  const lane = async () => {
+    while (failure === undefined) {
+      if (halt.aborted) { failure ??= halt.reason; return; }
+      try {
+        const more = next();
+        if (more === false || !(await more)) return;
+      } catch (e) { failure ??= e; }
+    }
+  };
+  await Promise.all(Array.from({ length: width }, lane));
+  if (failure !== undefined) throw failure;
+}
+
+/**
+ * Writes the local file `local` (`size` bytes) to `remote`, created or truncated, then sets `mode`
+ * (as ssh2's write stream does: its default is 0666). `onBytes` is told of every completed write.
+ */
+export async function parallelPut(
+  sftp: SFTPWrapper, local: string, remote: string, size: number, mode: number | undefined,
+  halt: AbortSignal, onBytes: (n: number) => void,
+): Promise<void> {
+  halt.throwIfAborted();
+  const file = await openLocal(local, 'r');
+  let handle: Handle | undefined;
+  try {
+    handle = await call<Handle>((cb) => sftp.open(remote, 'w', cb));
+    const h = handle;
+    await call<void>((cb) => sftp.fchmod(h, mode ?? 0o666, (e) => cb(e, undefined)));
+    // The local file is read in blocks of many requests (one read per 1 MiB, not per 32 KiB): under
+    // TCG the host's CPU is shared with the guest, and every request's overhead shows.
+    const blocks = new Map<number, { data: Promise<Buffer>; pending: number }>();
+    const block = (index: number) => {
+      let b = blocks.get(index);
+      if (!b) {
+        const start = index * readBlockSize;
+        const data = Buffer.allocUnsafe(Math.min(readBlockSize, size - start));
+        b = { data: readFully(file, data, start).then(() => data), pending: Math.ceil(data.length / requestSize) };
+        b.data.catch(() => undefined); // observed by the requests that use it
+        blocks.set(index, b);
+      }
+      return b;
+    };
+    let offset = 0;
+    await lanes(Math.min(requestsInFlight, Math.max(1, Math.ceil(size / requestSize))), halt, () => {
+      if (offset >= size) return false;
+      const position = offset;
+      const length = Math.min(requestSize, size - position);
+      offset += length;
+      const index = Math.floor(position / readBlockSize);
+      const b = block(index);
+      return (async () => {
+        const data = await b.data;
+        halt.throwIfAborted();
+        const at = position - index * readBlockSize;
+        await call<void>((cb) => sftp.write(h, data, at, length, position, (e) => cb(e, undefined)));
+        if (--b.pending === 0) blocks.delete(index);
+        onBytes(length);
+        return true;
+      })();
+    });
+  } finally {
+    await file.close();
+    if (handle) { const h = handle; await call<void>((cb) => sftp.close(h, (e) => cb(e, undefined))).catch(() => undefined); }
+  }
+}
+
+async function readFully(file: FileHandle, buffer: Buffer, position: number): Promise<void> {
+  for (let got = 0; got < buffer.length;) {
+    const { bytesRead } = await file.read(buffer, got, buffer.length - got, position + got);
+    if (bytesRead === 0) throw new Error(`the local file ended early (changed while being uploaded?) at ${position + got} bytes`);
+    got += bytesRead;
+  }
+}
+
+/**
+ * Reads `remote` into the local file `local` (created or truncated) with many reads in flight up to
+ * the size the server reports, then on one at a time until end of file: a file that grew, or one
+ * that reports no size (/proc), comes whole.
+ */
+export async function parallelGet(
+  sftp: SFTPWrapper, remote: string, local: string, halt: AbortSignal, onBytes: (n: number, total: number | undefined) => void,
+): Promise<void> {
+  halt.throwIfAborted();
+  const handle = await call<Handle>((cb) => sftp.open(remote, 'r', cb));
+  const file = await openLocal(local, 'w');
+  try {
+    const size = (await call<{ size?: number }>((cb) => sftp.fstat(handle, cb)).catch(() => ({ size: 0 }))).size ?? 0;
+    let offset = 0;
+    let short: number | undefined; // where the file turned out to end, if before `size`
+    const readAt = async (position: number, length: number): Promise<number> => {
+      const buffer = Buffer.allocUnsafe(length);
+      const got = await call<number>((cb) => sftp.read(handle, buffer, 0, length, position, (e, n) => cb(e, n)));
+      halt.throwIfAborted();
+      if (got > 0) await file.write(buffer, 0, got, position);
+      onBytes(got, size || undefined);
+      return got;
+    };
+    await lanes(Math.min(requestsInFlight, Math.max(1, Math.ceil(size / requestSize))), halt, () => {
+      if (offset >= size || short !== undefined) return false;
+      const position = offset;
+      const length = Math.min(requestSize, size - position);
+      offset += length;
+      return (async () => {
+        // A server may answer with less than asked: read the rest of this piece before moving on.
+        for (let done = 0; done < length;) {
+          const got = await readAt(position + done, length - done);
+          if (got === 0) { short = Math.min(short ?? Infinity, position + done); return false; }
+          done += got;
+        }
+        return true;
+      })();
+    });
+    if (short !== undefined) {
+      await file.truncate(short);
+      return;
+    }
+    for (let position = size; ;) {
+      halt.throwIfAborted();
+      const got = await readAt(position, requestSize);
+      if (got === 0) break;
+      position += got;
+    }
+  } finally {
+    await file.close();
+    await call<void>((cb) => sftp.close(handle, (e) => cb(e, undefined))).catch(() => undefined);
+  }
+}
