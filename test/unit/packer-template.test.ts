@@ -136,4 +136,17 @@ build {
     expect(t.template.builds[0]!.source.communicator).toMatchObject({ password: 'pa55word' });
     expect(() => importTemplate({ template: f, output: out, inputs: { env: {} } })).toThrow(/exists already/);
   });
+
+  it('reads *.pkr.json (HCL\'s JSON syntax) like *.pkr.hcl, provisioners in order, errors at their line', () => {
+    const f = write('j.pkr.json', JSON.stringify({
+      variable: { marker: { type: 'string', default: 'm' } },
+      source: { qemu: { a: { iso_url: `${dir}/base.qcow2`, iso_checksum: 'none', disk_image: true, ssh_username: 'root', ssh_password: 'pw' } } },
+      build: { sources: ['source.qemu.a'], provisioner: [{ shell: { inline: ['echo ${var.marker}'] } }, { 'shell-local': { inline: ['x'] } }, { shell: { inline: ['two'] } }] },
+    }, null, 2));
+    const b = load(f).template.builds[0]!;
+    expect(b.provisioners.map((p) => p.type)).toEqual(['shell', 'shell-local', 'shell']);
+    expect(b.provisioners[0]).toMatchObject({ inline: ['echo m'] });
+    const bad = write('bad.pkr.json', '{\n  "source": { "qemu": { "a": {\n    "iso_url": "x",\n    "vtpm": true\n  } } },\n  "build": { "sources": ["source.qemu.a"] }\n}\n');
+    expect(() => load(bad)).toThrow(/bad\.pkr\.json:4: qemu\.a: vtpm: kiln has no equivalent/);
+  });
 });

@@ -8,6 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { HclError, attributesOf, blocksOf, parseHcl, parseHclExpression, type Attribute, type Block, type Body, type Expr } from './hcl.js';
+import { parseHclJson } from './hcl-json.js';
 import { evaluate, isObject, typeName, type EvalContext, type Value } from './eval.js';
 import { PackerTemplateError, type Field, type PackerBuild, type PackerProblem, type PackerStep, type PackerTemplate, type PackerVariable, type Where } from './model.js';
 
@@ -24,7 +25,7 @@ function readHcl(file: string): ParsedFile {
   try { text = readFileSync(file, 'utf8'); } catch (e) {
     throw new PackerTemplateError([{ message: `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, fix: 'check the path given to kiln' }]);
   }
-  return { file, text, body: parseHcl(text, file) };
+  return { file, text, body: file.endsWith('.json') ? parseHclJson(text, file) : parseHcl(text, file) };
 }
 
 function typeOf(expr: Expr | undefined): VarType {
@@ -90,7 +91,7 @@ export function loadHclTemplate(target: string, inputs: PackerInputs): PackerTem
   const abs = path.resolve(target);
   const isDir = statSync(abs).isDirectory();
   const dir = isDir ? abs : path.dirname(abs);
-  const fileNames = isDir ? readdirSync(abs).filter((n) => n.endsWith('.pkr.hcl')).sort().map((n) => path.join(abs, n)) : [abs];
+  const fileNames = isDir ? readdirSync(abs).filter((n) => n.endsWith('.pkr.hcl') || n.endsWith('.pkr.json')).sort().map((n) => path.join(abs, n)) : [abs];
   if (!fileNames.length) throw new PackerTemplateError([{ message: `${abs} holds no *.pkr.hcl file`, fix: 'point kiln at a *.pkr.hcl file or a folder of them' }]);
   const files = fileNames.map(readHcl);
   const autoVarFiles = (isDir ? readdirSync(abs) : []).filter((n) => n.endsWith('.auto.pkrvars.hcl')).sort().map((n) => path.join(abs, n));

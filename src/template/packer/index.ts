@@ -49,7 +49,8 @@ export function readPackerTemplate(file: string, inputs: VariableInputs, only?: 
   const abs = path.resolve(file);
   try {
     if (!existsSync(abs)) throw new PackerTemplateError([{ message: `${abs}: template file not found`, fix: 'check the path given to kiln' }]);
-    const isJson = /\.json$/.test(abs) && !statSync(abs).isDirectory();
+    // *.pkr.json is HCL's JSON syntax; other *.json with "builders" is Packer's legacy JSON.
+    const isJson = /\.json$/.test(abs) && !/\.pkr\.json$/.test(abs) && !statSync(abs).isDirectory();
     const template = isJson ? loadJsonTemplate(abs, inputs) : loadHclTemplate(abs, inputs);
     const selected = (name: string) => !only?.length || only.some((o) => o === name);
     const refused = template.refused.filter((r) => selected(r.fullName));

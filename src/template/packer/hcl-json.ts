@@ -1,0 +1,62 @@
+/**
+ * Packer's *.pkr.json: HCL's JSON syntax (not the legacy JSON of "builders"). Read into the same
+ * attribute/block tree the native-syntax parser gives, with lines, so the rest of kiln's Packer
+ * front-end treats both alike. Strings are HCL templates ("${var.x}"), as the JSON syntax says; which
+ * keys are blocks follows Packer's schema (variable, locals, source, build, provisioner, post-processor).
+ */
+import YAML, { LineCounter, isMap, isScalar, isSeq, type Node } from 'yaml';
+import { HclError, parseHclExpression, parseHclTemplate, type Attribute, type Block, type Body, type Expr, type Pos } from './hcl.js';
+
+/** Block types and how many labels each takes, by where they appear. */
+const topBlocks: Record<string, number> = { variable: 1, locals: 0, local: 1, source: 2, build: 0, packer: 0, data: 2 };
+const buildBlocks: Record<string, number> = { provisioner: 1, 'post-processor': 1, 'post-processors': 0, source: 1, 'error-cleanup-provisioner': 1, hcp_packer_registry: 0 };
+const innerBlocks: Record<string, Record<string, number>> = { build: buildBlocks, 'post-processors': { 'post-processor': 1 }, variable: { validation: 0 }, packer: { required_plugins: 0 } };
+
+export function parseHclJson(text: string, file: string): Body {
+  const counter = new LineCounter();
+  const doc = YAML.parseDocument(text, { lineCounter: counter, uniqueKeys: false });
+  const posOf = (n: Node | null | undefined): Pos => {
+    const r = n && (isScalar(n) || isMap(n) || isSeq(n)) ? n.range : undefined;
+    if (!r) return { line: 1, column: 1 };
+    const lp = counter.linePos(r[0]);
+    return { line: lp.line, column: lp.col };
+  };
+  if (doc.errors.length) {
+    const e = doc.errors[0]!;
+    throw new HclError(file, { line: e.linePos?.[0]?.line ?? 1, column: e.linePos?.[0]?.col ?? 1 }, `syntax error: ${e.message.split('\n')[0]}`, 'fix the JSON syntax there');
+  }
+  const expr = (n: Node | null | undefined, asType = false): Expr => {
+    const pos = posOf(n);
+    if (!n || (isScalar(n) && n.value === null)) return { kind: 'literal', value: null, pos };
+    if (isScalar(n)) {
+      if (typeof n.value === 'string') {
+        const inner = asType ? parseHclExpression(n.value, file) : parseHclTemplate(n.value, file);
+        return { ...inner, pos };
+      }
+      return { kind: 'literal', value: n.value as number | boolean, pos };
+    }
+    if (isSeq(n)) return { kind: 'tuple', items: n.items.map((i) => expr(i as Node)), pos };
+    if (isMap(n)) return { kind: 'object', items: n.items.map((it) => ({ key: { kind: 'literal', value: String((it.key as { value?: unknown }).value), pos: posOf(it.key as Node) }, value: expr(it.value as Node), bareKey: String((it.key as { value?: unknown }).value) })), pos };
+    throw new HclError(file, pos, 'unexpected JSON value');
+  };
+  /** `{"type": {"label": {...}}}` nests one object per label; a list at any level holds several blocks. */
+  const blocks = (type: string, labels: number, n: Node, known: Record<string, number> | undefined, got: string[] = []): Block[] => {
+    if (isSeq(n)) return n.items.flatMap((i) => blocks(type, labels, i as Node, known, got));
+    if (!isMap(n)) throw new HclError(file, posOf(n), `"${type}" must be an object`, `write "${type}": { ... }`);
+    if (got.length < labels) return n.items.flatMap((it) => blocks(type, labels, it.value as Node, known, [...got, String((it.key as { value?: unknown }).value)]));
+    return [{ kind: 'block', type, labels: got, body: body(n, innerBlocks[type], type), pos: posOf(n) }];
+  };
+  const body = (n: Node, known: Record<string, number> | undefined, owner: string): Body => {
+    if (!isMap(n)) throw new HclError(file, posOf(n), 'expected an object', 'write { "name": value }');
+    const items: Body['items'] = [];
+    for (const it of n.items) {
+      const key = String((it.key as { value?: unknown }).value);
+      if (key === '//') continue; // HCL JSON's comment key
+      if (known && Object.hasOwn(known, key)) { items.push(...blocks(key, known[key]!, it.value as Node, known)); continue; }
+      items.push({ kind: 'attribute', name: key, expr: expr(it.value as Node, owner === 'variable' && key === 'type'), pos: posOf(it.key as Node) } satisfies Attribute);
+    }
+    return { items };
+  };
+  if (!isMap(doc.contents)) throw new HclError(file, { line: 1, column: 1 }, 'a *.pkr.json template is a JSON object', 'write { "source": ..., "build": ... }');
+  return body(doc.contents as Node, topBlocks, '');
+}
