@@ -70,5 +70,5 @@ describe('Packer templates, unchanged (tiny guest)', () => {
     const again = await kiln(['import', path.join(fixtures, 'tiny.pkr.hcl'), '-o', yaml]);
     expect(again.exitCode).toBe(1);
     expect(again.stderr).toContain('--force');
-  });
+  }, 120_000);
 });
