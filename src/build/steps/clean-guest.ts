@@ -6,38 +6,50 @@
  * its own host keys and first-boot run.
  *
  * Deleting a file frees its blocks but leaves its bytes, and a trim cannot free a qcow2 cluster that
- * other data still uses: such files are overwritten in place first. The script goes in on stdin, so no
- * key material or pattern lands in sudo's log of the command line.
+ * other data still uses: such files are overwritten in place first. All of them are overwritten with
+ * zeros (one pass, no sync of their own), then one `sync` puts the zeros on the disk before any of
+ * them is deleted (dirty pages of a deleted file are dropped, never written); the trim
+ * step that follows starts with a sync, which makes the deletions durable. The old script shredded
+ * (two passes and an fsync each) and synced after every file, and ran `cloud-init clean` (a Python
+ * start): 10 s under TCG for a Debian guest's few dozen cloud-init files.
+ *
+ * The script goes in on stdin, so no key material or pattern lands in sudo's log of the command line.
  */
 import type { Step } from '../step.js';
 import { sshSession } from '../../provisioners/context.js';
 import { buildKeyCommentPrefix } from './ssh-keys.js';
 
-/** Overwrites a file's bytes where they lie (shred, or dd where busybox has no shred). */
-const wipeFunction = `wipe() { [ -f "$1" ] || return 0; if command -v shred >/dev/null 2>&1; then shred -n1 -z "$1"; else dd if=/dev/zero of="$1" bs=4096 count=$(( ($(wc -c < "$1") + 4095) / 4096 )) conv=notrunc 2>/dev/null; fi; sync; }`;
+/**
+ * Overwrites with zeros, where they lie, the files named on stdin as "SIZE PATH" lines (find -printf
+ * '%s %p\n'), whole 4 KiB blocks: one dd each, no sync (the caller syncs once).
+ */
+const zeroFunction = `zero() { while read -r size f; do [ "$size" -gt 0 ] && dd if=/dev/zero of="$f" bs=4096 count=$(( (size + 4095) / 4096 )) conv=notrunc 2>/dev/null; done; }`;
 
 export function cleanGuestScript(cloudInit: boolean): string {
   const lines = [
     'set -u',
-    wipeFunction,
-    // Keep the file (owner, mode, SELinux label); replace its content by the lines that stay.
+    zeroFunction,
+    // Keep the file (owner, mode, SELinux label); replace its content by the lines that stay. Not
+    // overwritten first: it holds public keys only, and taking the build key out is what matters.
     `for f in /root/.ssh/authorized_keys /home/*/.ssh/authorized_keys; do`,
     `  [ -f "$f" ] && grep -q ' ${buildKeyCommentPrefix}' "$f" || continue`,
     `  keep=$(grep -v ' ${buildKeyCommentPrefix}[A-Za-z0-9_.-]*$' "$f" || true)`,
-    `  wipe "$f"; printf '%s' "$keep" > "$f"; [ -z "$keep" ] || echo >> "$f"`,
+    `  printf '%s' "$keep" > "$f"; [ -z "$keep" ] || echo >> "$f"`,
     'done',
   ];
   if (cloudInit) {
     lines.push(
       'if command -v cloud-init >/dev/null 2>&1; then',
-      '  for f in /etc/ssh/ssh_host_*; do wipe "$f"; done',
-      '  find /var/lib/cloud /var/log/cloud-init.log /var/log/cloud-init-output.log -type f 2>/dev/null | while read -r f; do wipe "$f"; done',
-      '  cloud-init clean --logs >/dev/null 2>&1 || true',
-      '  rm -f /etc/ssh/ssh_host_*',
+      // The host keys kiln injected, cloud-init's state (its copies of the user-data, with that key) and logs.
+      '  { find /etc/ssh -maxdepth 1 -type f -name "ssh_host_*" -printf "%s %p\\n"',
+      '    find /var/lib/cloud /var/log/cloud-init.log /var/log/cloud-init-output.log -type f -printf "%s %p\\n" 2>/dev/null; } | zero',
+      '  sync',
+      // What `cloud-init clean --logs` removes (everything under /var/lib/cloud but its seed), without its Python start.
+      '  find /var/lib/cloud -mindepth 1 -maxdepth 1 ! -name seed -exec rm -rf {} +',
+      '  rm -f /var/log/cloud-init.log /var/log/cloud-init-output.log /etc/ssh/ssh_host_*',
       'fi',
     );
   }
-  lines.push('sync');
   return lines.join('\n') + '\n';
 }
 
