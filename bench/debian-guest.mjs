@@ -54,7 +54,7 @@ export async function bootDebian({ seed = 'kiln', cpus = 2, memoryMiB = 1024 } =
   };
   let session;
   try {
-    session = await waitForSsh(target, { timeoutMs: 300_000, onAttempt: process.env.BENCH_DEBUG ? (n, e, o) => console.error('attempt', n, o, e.message) : undefined, abort: () => (qemu.hasExited ? `QEMU exited: ${qemu.stderr}` : undefined) });
+    session = await waitForSsh(target, { timeoutMs: Number(process.env.BENCH_SSH_TIMEOUT_MS ?? 600_000), onAttempt: process.env.BENCH_DEBUG ? (n, e, o) => console.error('attempt', n, o, e.message) : undefined, abort: () => (qemu.hasExited ? `QEMU exited: ${qemu.stderr}` : undefined) });
   } catch (e) {
     await qemu.kill(1000);
     rmSync(dir, { recursive: true, force: true });
