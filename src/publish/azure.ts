@@ -8,6 +8,7 @@
  * account_url, or credentials_file holding a connection string.
  */
 import { createHash } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { open, readFile } from 'node:fs/promises';
 import { BlobServiceClient, RestError, StorageSharedKeyCredential } from '@azure/storage-blob';
 import type { z } from 'zod';
@@ -112,6 +113,8 @@ type PageBlob = ReturnType<ReturnType<BlobServiceClient['getContainerClient']>['
 /** Sends the non-zero ranges, 4 at a time, the footer (last sector) last; returns the bytes sent. */
 async function uploadDataRanges(blob: PageBlob, file: string, size: number, ctx: Parameters<Publisher>[2]): Promise<number> {
   const fh = await open(file, 'r');
+  // Every page request in flight listens on the signal.
+  setMaxListeners(64, ctx.signal);
   let sent = 0;
   const inFlight = new Set<Promise<void>>();
   let failure: unknown;

@@ -1,0 +1,134 @@
+/**
+ * Real upload servers for the publish tests, each on loopback with a free port, its data in a temp
+ * directory, killed (and the directory removed) by stop(): s3rver (S3 multipart), Azurite (Azure blob,
+ * page blobs), Debian's docker-registry (CNCF distribution) and Debian's Glance without Keystone.
+ * Start them in parallel: Glance's database setup takes seconds.
+ */
+import { execa, type ResultPromise } from 'execa';
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { repoRoot } from '../guest.js';
+
+export interface RunningServer { url: string; dir: string; stop(): Promise<void>; log(): string }
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => { const { port } = s.address() as net.AddressInfo; s.close(() => resolve(port)); });
+  });
+}
+
+async function waitFor(url: string, child: ResultPromise, what: string, timeoutMs = 60_000, ok = (s: number) => s < 500): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let exited = false;
+  void child.then(() => { exited = true; }, () => { exited = true; });
+  for (;;) {
+    if (exited) throw new Error(`${what} exited before answering on ${url}`);
+    try {
+      const r = await fetch(url, { signal: AbortSignal.timeout(2000) });
+      await r.body?.cancel();
+      if (ok(r.status)) return;
+    } catch { /* not up yet */ }
+    if (Date.now() > deadline) throw new Error(`${what} did not answer on ${url} within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function running(child: ResultPromise, dir: string, url: string): RunningServer {
+  let output = '';
+  child.stdout?.on('data', (d: Buffer) => { output += d.toString(); });
+  child.stderr?.on('data', (d: Buffer) => { output += d.toString(); });
+  return {
+    url, dir, log: () => output,
+    async stop() {
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await child.catch(() => undefined);
+      clearTimeout(t);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+const bin = (name: string) => path.join(repoRoot, 'node_modules/.bin', name);
+
+/** s3rver with a bucket `images`; its access key and secret are both S3RVER. */
+export async function startS3(bucket = 'images'): Promise<RunningServer & { accessKeyId: string; secretAccessKey: string }> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-s3-'));
+  const port = await freePort();
+  const child = execa(bin('s3rver'), ['-d', dir, '-a', '127.0.0.1', '-p', String(port), '--configure-bucket', bucket, '--silent'], { reject: false, buffer: false });
+  const s = running(child, dir, `http://127.0.0.1:${port}`);
+  await waitFor(`${s.url}/`, child, 's3rver');
+  return { ...s, accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
+}
+
+/** Azurite's blob service with its well-known development account. */
+export async function startAzurite(): Promise<RunningServer & { connectionString: string }> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-azurite-'));
+  const port = await freePort();
+  const child = execa(bin('azurite-blob'), ['-l', dir, '--blobHost', '127.0.0.1', '--blobPort', String(port), '--skipApiVersionCheck', '--silent'], { reject: false, buffer: false });
+  const s = running(child, dir, `http://127.0.0.1:${port}/devstoreaccount1`);
+  await waitFor(`http://127.0.0.1:${port}/`, child, 'azurite');
+  const key = 'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==';
+  return { ...s, connectionString: `DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=${key};BlobEndpoint=${s.url};` };
+}
+
+/** Debian's docker-registry (distribution 2.8), filesystem storage, deletes enabled, no auth. */
+export async function startRegistry(): Promise<RunningServer & { host: string }> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-registry-'));
+  const port = await freePort();
+  const config = path.join(dir, 'config.yml');
+  writeFileSync(config, `version: 0.1
+log: { level: warn }
+storage:
+  filesystem: { rootdirectory: ${path.join(dir, 'data')} }
+  delete: { enabled: true }
+http:
+  addr: 127.0.0.1:${port}
+`);
+  const child = execa('docker-registry', ['serve', config], { reject: false, buffer: false });
+  const s = running(child, dir, `http://127.0.0.1:${port}`);
+  await waitFor(`${s.url}/v2/`, child, 'docker-registry');
+  return { ...s, host: `127.0.0.1:${port}` };
+}
+
+/** Debian's glance-api with sqlite and the file store, no Keystone (the unauthenticated-context pipeline). */
+export async function startGlance(): Promise<RunningServer> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-glance-'));
+  const port = await freePort();
+  for (const d of ['images', 'staging', 'tasks', 'lock']) mkdirSync(path.join(dir, d));
+  const conf = path.join(dir, 'glance-api.conf');
+  writeFileSync(conf, `[DEFAULT]
+bind_host = 127.0.0.1
+bind_port = ${port}
+workers = 1
+lock_path = ${path.join(dir, 'lock')}
+log_file = ${path.join(dir, 'glance.log')}
+enabled_backends = fs:file
+[database]
+connection = sqlite:///${path.join(dir, 'glance.sqlite')}
+[glance_store]
+default_backend = fs
+[fs]
+filesystem_store_datadir = ${path.join(dir, 'images')}/
+[os_glance_staging_store]
+filesystem_store_datadir = ${path.join(dir, 'staging')}/
+[os_glance_tasks_store]
+filesystem_store_datadir = ${path.join(dir, 'tasks')}/
+[paste_deploy]
+flavor =
+[oslo_concurrency]
+lock_path = ${path.join(dir, 'lock')}
+[oslo_policy]
+enforce_new_defaults = false
+enforce_scope = false
+`);
+  await execa('glance-manage', ['--config-file', conf, 'db_sync'], { cwd: dir });
+  const child = execa('glance-api', ['--config-file', conf], { reject: false, buffer: false, cwd: dir });
+  const s = running(child, dir, `http://127.0.0.1:${port}`);
+  await waitFor(`${s.url}/versions`, child, 'glance-api', 90_000);
+  return s;
+}
