@@ -17,11 +17,17 @@ export interface ImportOptions { template: string; output?: string; force?: bool
 const isUrl = (s: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(s);
 const pathKeys = new Set(['base_image', 'iso', 'http_directory', 'private_key_file', 'output_directory', 'source', 'script', 'playbook_file', 'playbook_dir', 'manifest_file', 'hiera_config_path', 'inventory_directory']);
 
-/** Absolute paths made relative to the YAML's folder, so the file can move with the template. */
+/** A path relative to the YAML's folder when it is near (the files can move together), else absolute. */
+function near(dir: string, p: string): string {
+  const rel = path.relative(dir, p) || '.';
+  return rel.startsWith(`..${path.sep}..${path.sep}`) ? p : rel;
+}
+
+/** Absolute paths made relative to the YAML's folder where they are near it. */
 function relativize(node: unknown, dir: string, key?: string): unknown {
   if (typeof node === 'string') {
-    if (key && (pathKeys.has(key) || key === 'scripts' || key === 'cd_files' || key === 'floppy_files' || key === 'module_paths') && path.isAbsolute(node) && !isUrl(node)) return path.relative(dir, node) || '.';
-    if (key === 'checksum' && node.startsWith('file:/')) return `file:${path.relative(dir, node.slice(5))}`;
+    if (key && (pathKeys.has(key) || key === 'scripts' || key === 'cd_files' || key === 'floppy_files' || key === 'module_paths') && path.isAbsolute(node) && !isUrl(node)) return near(dir, node);
+    if (key === 'checksum' && node.startsWith('file:/')) return `file:${near(dir, node.slice(5))}`;
     return node;
   }
   if (Array.isArray(node)) return node.map((v) => relativize(v, dir, key));
