@@ -48,6 +48,8 @@ export interface PublishedRecord {
   duration_ms?: number;
   published_at?: string;
   error?: string;
+  /** The build boots with UEFI (Glance gets hw_firmware_type=uefi), kept for `kiln publish`. */
+  uefi?: boolean;
   config: Record<string, unknown>;
 }
 

@@ -20,7 +20,6 @@ export async function publishCommand(argv: PublishArgs): Promise<number> {
       signal: controller.signal, only,
       log: (m) => process.stderr.write(`${m}\n`),
       progress: mode === 'never' ? 'none' : mode === 'always' || process.stderr.isTTY ? 'bar' : 'lines',
-      uefi: false,
     });
     return 0;
   } catch (e) {

@@ -104,8 +104,10 @@ export async function publishManifest(manifestFile: string, targets: PublishTarg
   }
   const records: PublishedRecord[] = targets.map((t) => {
     const prev = manifest.published?.find((r) => r.target === publishTargetName(t));
-    return prev && !selected.includes(t) ? prev : { target: publishTargetName(t), type: t.type, format: t.format, status: 'pending', config: t as unknown as Record<string, unknown> };
+    return prev && !selected.includes(t) ? prev : { target: publishTargetName(t), type: t.type, format: t.format, status: 'pending', config: t as unknown as Record<string, unknown>, ...(opts.uefi ? { uefi: true } : {}) };
   });
+  // `kiln publish` does not know the firmware: the build's publish step recorded it.
+  const uefi = opts.uefi ?? manifest.published?.some((r) => r.uefi) ?? false;
   const failures: string[] = [];
   for (const t of selected) {
     const name = publishTargetName(t);
@@ -115,7 +117,7 @@ export async function publishManifest(manifestFile: string, targets: PublishTarg
     try {
       const artifact = artifactFor(manifest, t, manifestFile);
       const ctx: PublishContext = {
-        signal: opts.signal, env: opts.env ?? process.env, build: manifest.build, uefi: opts.uefi ?? false,
+        signal: opts.signal, env: opts.env ?? process.env, build: manifest.build, uefi,
         log: (m) => opts.log(`publish ${name}: ${m}`), progress: reporter.progress,
       };
       const r: PublishResult = await publishers[t.type](t as never, artifact, ctx);
@@ -125,7 +127,7 @@ export async function publishManifest(manifestFile: string, targets: PublishTarg
         target: name, type: t.type, format: t.format, status: 'published', artifact: artifact.name,
         location: r.location, ...(r.id ? { id: r.id } : {}), remote_digest: r.remote_digest,
         unchanged: r.unchanged, bytes_sent: r.bytes_sent, duration_ms: ms, published_at: new Date().toISOString(),
-        config: t as unknown as Record<string, unknown>,
+        config: t as unknown as Record<string, unknown>, ...(uefi ? { uefi } : {}),
       };
       opts.log(`publish ${name}: ${r.unchanged ? 'already there' : 'published'} ${r.location}${r.id ? ` (${r.id})` : ''} in ${ms} ms`);
     } catch (e) {
