@@ -25,7 +25,8 @@ builds:
     source: { base_image: base.qcow2, checksum: none }
 `);
 
-describe('kiln CLI', () => {
+// Each test starts the CLI several times: a node start-up is ~0.7 s, and 4 s on a machine at load 12.
+describe('kiln CLI', { timeout: 120_000 }, () => {
   it('prints help and version', async () => {
     const help = await kiln(['--help']);
     expect(help.exitCode).toBe(0);
