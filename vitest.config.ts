@@ -9,7 +9,9 @@ export default defineConfig({
     include: ['test/unit/**/*.test.ts', 'test/e2e/**/*.test.ts'],
     fileParallelism: true,
     maxWorkers: 2,
-    testTimeout: 20_000,
+    // Generous: a test that starts the CLI or reads a few hundred MiB takes seconds on a quiet machine
+    // and several times that beside CPU-heavy jobs (kiln verify of 8 artifacts passed 20 s at load 10).
+    testTimeout: 120_000,
     hookTimeout: 60_000,
   },
 });
