@@ -37,7 +37,7 @@ async function inBootedArtifact(artifact: string, command: string): Promise<stri
   }
 }
 
-/** Fetches a page from inside the guest (it has Python, not curl), retrying while the service starts. */
+/** Fetches a page from inside the guest (it has Python, not curl), retrying while the service starts; it ends with `exit`, so run it in ( ) to follow it with more. */
 const fetchPage = (port: number) => `for i in $(seq 60); do python3 -c 'import urllib.request,sys; sys.stdout.write(urllib.request.urlopen("http://127.0.0.1:${port}/").read().decode())' && exit 0; sleep 1; done; exit 1`;
 
 /** An example with its output moved into the test's directory, kept beside it so its relative paths hold. */
@@ -143,7 +143,7 @@ describe('examples', () => {
     const { file, out } = exampleCopy('debian-12-puppet');
     const run = await kiln(['build', file, '--events=json'], {}, 3_600_000);
     expect(run.exitCode, run.stderr.slice(-4000)).toBe(0);
-    const page = await inBootedArtifact(path.join(out, 'debian-12-puppet.qcow2'), `${fetchPage(80)}; cat /etc/motd`);
+    const page = await inBootedArtifact(path.join(out, 'debian-12-puppet.qcow2'), `(${fetchPage(80)}) && cat /etc/motd`);
     expect(page).toContain('<h1>Built by kiln with Puppet</h1>');
     expect(page).toContain('Built by kiln with Puppet: configured by Puppet (masterless), built by kiln.');
   }, 3_600_000);
