@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: help setup build typecheck fixtures fixtures-install image test test-unit test-e2e test-install bench clean distclean
+.PHONY: help setup build typecheck lint-layers fixtures fixtures-install image test test-unit test-e2e test-install bench clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -17,6 +17,9 @@ build: setup ## compile TypeScript to dist/
 typecheck: setup ## type-check the tests too (vitest strips types without checking them)
 	@tsc -p tsconfig.test.json
 
+lint-layers: setup ## check that imports only point down the layers (.dependency-cruiser.cjs; README "Architecture")
+	@depcruise src --config .dependency-cruiser.cjs --ignore-known .dependency-cruiser-known-violations.json
+
 fixtures: setup ## build the offline test guests and installer ISO (cached in fixtures/images/)
 	@bash scripts/fixtures/tiny.sh
 	@bash scripts/fixtures/debian-12-cloud.sh
@@ -29,11 +32,11 @@ fixtures-install: fixtures ## also build the Debian debootstrap installer ISO (f
 image: build fixtures ## build the default example image (examples/debian-12-cloud.yaml)
 	@bash scripts/make-image.sh
 
-test: build typecheck fixtures ## run every test: unit, then end-to-end (boots real guests under QEMU)
+test: build typecheck lint-layers fixtures ## run every test: unit, then end-to-end (boots real guests under QEMU)
 	@vitest run test/unit
 	@vitest run test/e2e
 
-test-unit: build typecheck ## run only the fast unit tests
+test-unit: build typecheck lint-layers ## run only the fast unit tests
 	@vitest run test/unit
 
 test-e2e: build fixtures ## run only the end-to-end tests

@@ -100,7 +100,7 @@ async function conversionThroughput() {
   if (!source) return;
   const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-bench-convert-'));
   const { convert, check, imageInfo } = await import('../dist/qemu/qemu-img.js');
-  const { planFor } = await import('../dist/artifacts/formats.js');
+  const { planFor } = await import('../dist/template/output-formats.js');
   const { writePackage } = await import('../dist/artifacts/packages.js');
   const { fileDigests } = await import('../dist/cache/digest.js');
   const time = async (fn) => { const t = performance.now(); await fn(); return performance.now() - t; };

@@ -5,8 +5,40 @@
  */
 import { lstatSync, readFileSync, readdirSync, rmdirSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import type { BuildContext } from '../build/state.js';
+import type { LoadedTemplate } from '../template/load.js';
+import type { BuildConfig } from '../template/schema.js';
 import { kilnVersion } from '../version.js';
+
+/** One artifact a build wrote, as the build's state holds it (the manifest lists it in snake_case). */
+export interface ArtifactRecord {
+  name: string;
+  path: string;
+  format: string;
+  size: number;
+  virtualSize: number;
+  sha256: string;
+  sha512?: string;
+  /** Set when a compress post-processor wrapped the artifact (gzip, zstd, xz). */
+  compression?: string;
+}
+
+/**
+ * What a manifest is made from: the build context (passed as is by the commit step), described here
+ * so this module, a layer below the build, does not import the build's types.
+ */
+export interface ManifestSource {
+  template: Pick<LoadedTemplate, 'file' | 'digest' | 'variables'>;
+  build: Pick<BuildConfig, 'name'>;
+  state: {
+    base?: { source: string; sha256: string; format: string };
+    accelerator?: string;
+    compaction?: { beforeBytes: number; afterBytes: number };
+    sbom?: Manifest['sbom'];
+    timings: Record<string, number>;
+    artifacts: ArtifactRecord[];
+    layers?: { artifactKey?: string; cachedCount: number; plan: { index: number; description: string; key?: string | null }[] };
+  };
+}
 
 export interface Manifest {
   kiln_version: string;
@@ -53,7 +85,7 @@ export interface PublishedRecord {
   config: Record<string, unknown>;
 }
 
-export function buildManifest(ctx: BuildContext, startedAt: Date, finalPathOf: (staged: string) => string, qemuImgVersion: string, files: string[]): Manifest {
+export function buildManifest(ctx: ManifestSource, startedAt: Date, finalPathOf: (staged: string) => string, qemuImgVersion: string, files: string[]): Manifest {
   const vars = ctx.template.variables;
   const variables: Manifest['variables'] = {};
   for (const [k, v] of Object.entries(vars.values)) variables[k] = vars.sensitive.has(k) ? '<sensitive>' : v;

@@ -4,9 +4,8 @@ import path from 'node:path';
 import { fileDigests } from '../cache/digest.js';
 import { check, imageInfo } from '../qemu/qemu-img.js';
 import type { Manifest } from './manifest.js';
+import { diskFormat } from '../template/output-formats.js';
 
-const qemuFormatOf: Record<string, string> = { qcow2: 'qcow2', raw: 'raw', vmdk: 'vmdk', vhdx: 'vhdx', vhd: 'vpc' };
-const checkable = new Set(['qcow2', 'vmdk', 'vhdx']);
 
 export interface VerifyResult { name: string; ok: boolean; problems: string[] }
 
@@ -24,12 +23,12 @@ export async function verifyManifest(manifestPath: string): Promise<VerifyResult
     if (digests.sha256 !== a.sha256) problems.push(`sha256 is ${digests.sha256}, manifest says ${a.sha256}`);
     if (a.sha512 && digests.sha512 !== a.sha512) problems.push('sha512 does not match the manifest');
     // A compressed artifact is checked by its digests; qemu-img cannot read inside it.
-    const qemuFormat = a.compression ? undefined : qemuFormatOf[a.format];
-    if (qemuFormat && problems.length === 0) {
-      const info = await imageInfo(file, qemuFormat);
+    const disk = a.compression ? undefined : diskFormat(a.format);
+    if (disk && problems.length === 0) {
+      const info = await imageInfo(file, disk.qemuFormat);
       if (info.virtualSize !== a.virtual_size) problems.push(`virtual size is ${info.virtualSize}, manifest says ${a.virtual_size}`);
-      if (checkable.has(a.format)) {
-        const r = await check(file, qemuFormat);
+      if (disk.checkable) {
+        const r = await check(file, disk.qemuFormat);
         if (!r.ok) problems.push(`qemu-img check failed: ${r.output}`);
       }
     }

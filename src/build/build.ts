@@ -13,7 +13,8 @@ import { runSteps, type RunResult } from './runner.js';
 import type { BuildContext, BuildOptions, BuildState } from './state.js';
 import { buildSteps } from './steps/index.js';
 import type { Step } from './step.js';
-import { isAlive, markOwned, ownedWorkDirs, removeStaleWorkDirs } from './stale.js';
+import { markOwned, ownedWorkDirs, removeStaleWorkDirs } from './stale.js';
+import { isAlive } from '../util/pid.js';
 import type { Scalar } from '../template/interpolate.js';
 import { shellQuote } from '../qemu/argv.js';
 

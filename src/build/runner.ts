@@ -5,6 +5,7 @@
  */
 import type { Cleanup, Step } from './step.js';
 import type { BuildContext } from './state.js';
+import { abortable } from '../util/abort.js';
 
 export class BuildInterrupted extends Error {
   constructor(readonly signalName: string) { super(`interrupted by ${signalName}`); }
@@ -26,16 +27,8 @@ export interface RunResult {
  */
 const defaultInterruptGraceMs = 20_000;
 
-/** Rejects when the signal aborts, so a step that is blocked somewhere still yields to Ctrl-C. */
-export function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason as Error);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason as Error);
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then((v) => { signal.removeEventListener('abort', onAbort); resolve(v); },
-      (e) => { signal.removeEventListener('abort', onAbort); reject(e as Error); });
-  });
-}
+/** Kept here for the steps that import it from the runner; it lives in util/abort.ts. */
+export { abortable };
 
 /** How `p` settled, or undefined if it has not within `ms`. */
 async function settledWithin<T>(p: Promise<T>, ms: number): Promise<PromiseSettledResult<T> | undefined> {

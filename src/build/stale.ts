@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { removeLockOfDeadProcess } from '../cache/lock.js';
 import { removeKilnOutput } from '../artifacts/manifest.js';
+import { isAlive } from '../util/pid.js';
 
 export const ownerFile = 'kiln-owner.pid';
 /** Beside the owner marker: the build's staging directory and output claim, once it has them. */
@@ -18,11 +19,6 @@ interface BesideOutput { staging: string; claim: string }
 
 export function markOwned(dir: string): void {
   writeFileSync(path.join(dir, ownerFile), String(process.pid));
-}
-
-export function isAlive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  try { process.kill(pid, 0); return true; } catch (e) { return (e as NodeJS.ErrnoException).code === 'EPERM'; }
 }
 
 /** kiln work directories under `tmp` (named kiln-*, holding an owner marker), with their owner's pid. */

@@ -14,6 +14,7 @@ import type { SshSession, SshTarget } from '../communicator/ssh.js';
 import type { Scalar } from '../template/interpolate.js';
 import type { LayerStore } from '../cache/layers.js';
 import type { PlannedLayer } from '../cache/layer-keys.js';
+import type { ArtifactRecord } from '../artifacts/manifest.js';
 
 export type OnError = 'cleanup' | 'abort' | 'ask';
 
@@ -28,17 +29,7 @@ export interface BuildOptions {
   prompt?: (question: string) => Promise<string>;
 }
 
-export interface ArtifactRecord {
-  name: string;
-  path: string;
-  format: string;
-  size: number;
-  virtualSize: number;
-  sha256: string;
-  sha512?: string;
-  /** Set when a compress post-processor wrapped the artifact (gzip, zstd, xz). */
-  compression?: string;
-}
+export type { ArtifactRecord } from '../artifacts/manifest.js';
 
 export interface BuildState {
   /** Private (0700) scratch directory: disk overlay, sockets, keys, seed, serial log. */
@@ -108,8 +99,4 @@ export interface BuildContext {
   log(message: string, level?: 'info' | 'warn' | 'debug'): void;
 }
 
-export function need<K extends keyof BuildState>(state: BuildState, key: K): NonNullable<BuildState[K]> {
-  const v = state[key];
-  if (v === undefined || v === null) throw new Error(`internal: build state "${String(key)}" is not set yet (a step ran out of order)`);
-  return v as NonNullable<BuildState[K]>;
-}
+export { need } from '../util/need.js';

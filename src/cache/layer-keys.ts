@@ -5,14 +5,13 @@
  * reads. Settings that only change how the VM runs (CPUs, memory, timeouts) are left out, so tuning
  * them keeps the cache.
  */
-import { createHash } from 'node:crypto';
 import { lstatSync, readdirSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
 import type { BuildConfig, Provisioner } from '../template/schema.js';
-import { appliesTo, describeProvisioner } from '../provisioners/index.js';
-import { fileDigest } from './digest.js';
+import { appliesTo, describeProvisioner } from '../template/provisioners.js';
+import { canonicalJson, digestOf, fileDigest } from './digest.js';
 import { isConfigManagement } from '../template/schema-config-management.js';
-import { configManagementInputDigests } from '../provisioners/config-management-inputs.js';
+import { configManagementInputDigests } from './config-management-inputs.js';
 import { kilnVersion } from '../version.js';
 
 /** Bumped when the layout of a layer or the meaning of a key changes: old layers then never match. */
@@ -22,19 +21,7 @@ const RUNTIME_ONLY_SOURCE_FIELDS = new Set(['cpus', 'memory', 'accelerator', 'he
 const RUNTIME_ONLY_COMMUNICATOR_FIELDS = new Set(['timeout', 'host_key_fingerprint', 'trust_on_first_use', 'private_key_file']);
 const RUNTIME_ONLY_PROVISIONER_FIELDS = new Set(['pause_before', 'timeout', 'max_retries', 'only', 'except', 'cache']);
 
-/** JSON with object keys sorted at every level, so equal values always hash alike. */
-export function canonicalJson(value: unknown): string {
-  return JSON.stringify(value, (_k, v: unknown) => {
-    if (v && typeof v === 'object' && !Array.isArray(v)) {
-      return Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
-    }
-    return v;
-  });
-}
-
-export function digestOf(value: unknown): string {
-  return createHash('sha256').update(canonicalJson(value)).digest('hex');
-}
+export { canonicalJson, digestOf };
 
 /** Digest of a file, or of a directory tree (names, types, link targets and contents). */
 export async function pathDigest(p: string): Promise<string> {

@@ -14,7 +14,7 @@ import { qemuImgBinary } from '../qemu/qemu-img.js';
 import { diesWithKiln } from '../qemu/process.js';
 import { fileDigest } from './digest.js';
 import { withLock } from './lock.js';
-import { isAlive } from '../build/stale.js';
+import { isAlive } from '../util/pid.js';
 
 export interface LayerMeta {
   key: string;
@@ -33,7 +33,11 @@ export interface LayerMeta {
   description: string;
 }
 
-export interface ArtifactRecord {
+/**
+ * The finished outputs of a build whose artifact key this is, as they were when written, so an
+ * identical later build can tell they are still in place (not the manifest's artifact list).
+ */
+export interface FinishedOutputRecord {
   key: string;
   outputDirectory: string;
   /** Identity of each finished file when it was written; any change means the output was touched. */
@@ -249,13 +253,13 @@ export class LayerStore {
     return out;
   }
 
-  artifactRecord(key: string): ArtifactRecord | undefined {
-    try { return JSON.parse(readFileSync(path.join(this.dir, 'artifacts', `${key}.json`), 'utf8')) as ArtifactRecord; } catch { return undefined; }
+  artifactRecord(key: string): FinishedOutputRecord | undefined {
+    try { return JSON.parse(readFileSync(path.join(this.dir, 'artifacts', `${key}.json`), 'utf8')) as FinishedOutputRecord; } catch { return undefined; }
   }
 
   recordArtifacts(key: string, outputDirectory: string, files: string[]): void {
     this.ensureDirs();
-    const record: ArtifactRecord = {
+    const record: FinishedOutputRecord = {
       key, outputDirectory, created: new Date().toISOString(),
       files: files.map((f) => { const st = statSync(f); return { path: f, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino }; }),
     };
@@ -265,7 +269,7 @@ export class LayerStore {
   }
 
   /** True when every recorded file is still exactly as it was written. */
-  static untouched(record: ArtifactRecord): boolean {
+  static untouched(record: FinishedOutputRecord): boolean {
     return record.files.length > 0 && record.files.every((f) => {
       try { const st = statSync(f.path); return st.size === f.size && st.mtimeMs === f.mtimeMs && st.ino === f.ino; } catch { return false; }
     });

@@ -8,7 +8,7 @@
  */
 import { closeSync, fstatSync, linkSync, openSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { isAlive } from '../build/stale.js';
+import { isAlive } from '../util/pid.js';
 
 /**
  * Who holds a lock: its pid (undefined when the file holds none), and the file's inode and change

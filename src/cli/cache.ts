@@ -1,5 +1,5 @@
 /** `kiln cache ls|prune|rm`: look into and trim the layer cache (see src/cache/layers.ts). */
-import { defaultCacheDir } from '../cache/cache-dir.js';
+import { cacheDirFromEnv } from './env.js';
 import { LayerStore, type LayerMeta } from '../cache/layers.js';
 import { formatBytes, parseSize } from '../template/units.js';
 
@@ -23,7 +23,7 @@ function resolveKey(store: LayerStore, prefix: string): LayerMeta {
 }
 
 export async function cacheCommand(args: CacheArgs): Promise<number> {
-  const store = new LayerStore(defaultCacheDir());
+  const store = new LayerStore(cacheDirFromEnv());
   const out = (s: string) => process.stdout.write(s);
   switch (args.action) {
     case 'ls': {

@@ -8,7 +8,7 @@ import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { listRunningBuilds, type RunningBuild } from '../build/build.js';
-import { isAlive } from '../build/stale.js';
+import { isAlive } from '../util/pid.js';
 
 export interface ConsoleArgs { build: string; pid?: number }
 

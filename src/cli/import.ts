@@ -11,10 +11,10 @@ import { loadTemplate } from '../template/load.js';
 import { TemplateError } from '../template/errors.js';
 import { readPackerTemplate } from '../template/packer/index.js';
 import type { VariableInputs } from '../template/variables.js';
+import { hasUrlScheme } from '../util/url.js';
 
 export interface ImportOptions { template: string; output?: string; force?: boolean; inputs: VariableInputs }
 
-const isUrl = (s: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(s);
 const pathKeys = new Set(['base_image', 'iso', 'http_directory', 'private_key_file', 'output_directory', 'source', 'script', 'playbook_file', 'playbook_dir', 'manifest_file', 'hiera_config_path', 'inventory_directory']);
 
 /** A path relative to the YAML's folder when it is near (the files can move together), else absolute. */
@@ -26,7 +26,7 @@ function near(dir: string, p: string): string {
 /** Absolute paths made relative to the YAML's folder where they are near it. */
 function relativize(node: unknown, dir: string, key?: string): unknown {
   if (typeof node === 'string') {
-    if (key && (pathKeys.has(key) || key === 'scripts' || key === 'cd_files' || key === 'floppy_files' || key === 'module_paths') && path.isAbsolute(node) && !isUrl(node)) return near(dir, node);
+    if (key && (pathKeys.has(key) || key === 'scripts' || key === 'cd_files' || key === 'floppy_files' || key === 'module_paths') && path.isAbsolute(node) && !hasUrlScheme(node)) return near(dir, node);
     if (key === 'checksum' && node.startsWith('file:/')) return `file:${near(dir, node.slice(5))}`;
     return node;
   }

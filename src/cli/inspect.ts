@@ -1,7 +1,7 @@
 /** `kiln inspect`: what a template will do, with variables resolved and sensitive values masked. */
 import type { LoadedTemplate } from '../template/load.js';
-import { describeProvisioner } from '../provisioners/index.js';
-import { artifactName } from '../artifacts/formats.js';
+import { describeProvisioner } from '../template/provisioners.js';
+import { artifactName } from '../template/output-formats.js';
 import { maskSecrets } from '../ui/events.js';
 
 export function inspectTemplate(t: LoadedTemplate, json: boolean): string {

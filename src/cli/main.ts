@@ -6,7 +6,7 @@ import { loadTemplate, type LoadedTemplate } from '../template/load.js';
 import { TemplateError } from '../template/errors.js';
 import { VariableError, type VariableInputs } from '../template/variables.js';
 import { runBuilds, selectBuilds } from '../build/build.js';
-import { defaultCacheDir } from '../cache/cache-dir.js';
+import { cacheDirFromEnv } from './env.js';
 import { BuildInterrupted } from '../build/runner.js';
 import type { OnError } from '../build/state.js';
 import { EventBus } from '../ui/events.js';
@@ -42,7 +42,7 @@ export function normalizePackerFlags(args: string[]): string[] {
 
 function load(argv: Common, only?: string[]): LoadedTemplate {
   const inputs: VariableInputs = { vars: listOf(argv.var), varFiles: listOf(argv['var-file']), env: process.env };
-  const t = loadTemplate(argv.template, inputs, { only });
+  const t = loadTemplate(argv.template, inputs, { only, cacheDir: cacheDirFromEnv() });
   for (const note of t.notes ?? []) process.stderr.write(`warning: ${note}\n`);
   return t;
 }
@@ -102,7 +102,7 @@ async function buildCommand(argv: Common & {
     if (argv['on-error'] === 'ask' && !prompt) process.stderr.write('kiln: --on-error=ask needs a terminal; using cleanup\n');
     const results = await runBuilds(t, builds, {
       force: argv.force, onError: argv['on-error'] === 'ask' && !prompt ? 'cleanup' : argv['on-error'],
-      debug: argv.debug, cacheDir: defaultCacheDir(), noCache: !argv.cache, prompt,
+      debug: argv.debug, cacheDir: cacheDirFromEnv(), noCache: !argv.cache, prompt,
     }, bus, controller.signal, argv['parallel-builds']);
     const failed = results.filter((r) => !r.ok);
     // Ctrl-C is also how a user lets go of a build kept by --on-error=abort: that build had failed already.

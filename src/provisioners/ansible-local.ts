@@ -4,7 +4,7 @@
  * The guest must have Ansible (an earlier shell provisioner can install Debian's ansible-core).
  */
 import path from 'node:path';
-import type { BuildContext } from '../build/state.js';
+import type { ProvisionerContext } from './context.js';
 import { interpolateTree } from '../template/interpolate.js';
 import type { AnsibleLocalProvisioner } from '../template/schema-config-management.js';
 import { collectionsSearchPath, localInventoryYaml, rolesSearchPath } from './ansible-inventory.js';
@@ -31,7 +31,7 @@ function notInstalled(command: string, label: string): ProvisionerError {
 }
 
 /** Runs the playbook in the guest; `signal` (the build's interrupt or the provisioner's timeout) kills it there. */
-export async function runAnsibleLocal(ctx: BuildContext, p: AnsibleLocalProvisioner, label: string, signal: AbortSignal): Promise<void> {
+export async function runAnsibleLocal(ctx: ProvisionerContext, p: AnsibleLocalProvisioner, label: string, signal: AbortSignal): Promise<void> {
   await withGuestStaging(ctx, 'kiln-ansible-local', { directory: p.staging_directory, clean: p.clean_staging_directory }, signal, async (ssh, staging) => {
     const playbookDir = p.playbook_dir ?? path.dirname(p.playbook_file);
     const uploaded = await ssh.upload(`${playbookDir}/`, staging, signal);

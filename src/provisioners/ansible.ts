@@ -10,8 +10,8 @@ import { randomBytes } from 'node:crypto';
 import { execa } from 'execa';
 import ssh2 from 'ssh2';
 import { parse as parseYaml } from 'yaml';
-import type { BuildContext } from '../build/state.js';
-import { need } from '../build/state.js';
+import type { ProvisionerContext } from './context.js';
+import { need } from '../util/need.js';
 import { fingerprintOf } from '../communicator/keys.js';
 import { interpolateTree } from '../template/interpolate.js';
 import type { AnsibleProvisioner } from '../template/schema-config-management.js';
@@ -26,7 +26,7 @@ import { runInOwnProcessGroup } from './host-process.js';
  * other guests, the key whose fingerprint kiln's own connection verified (host_key_fingerprint, or the
  * first one seen with trust_on_first_use) is read from a fresh handshake that never logs in.
  */
-export async function verifiedHostPublicKey(ctx: BuildContext): Promise<string> {
+export async function verifiedHostPublicKey(ctx: ProvisionerContext): Promise<string> {
   if (ctx.state.hostKey) return ctx.state.hostKey.publicKey;
   const target = need(ctx.state, 'sshTarget');
   const verified = ctx.state.ssh?.hostKey || target.hostKeyFingerprint;
@@ -56,7 +56,7 @@ export async function verifiedHostPublicKey(ctx: BuildContext): Promise<string> 
 interface RunFiles { work: string; inventory: string; extraVars: string; paths: AnsibleRunPaths }
 
 /** Writes the key, known_hosts, inventory and extra vars ansible-playbook reads; all private (0600, in the 0700 work dir). */
-async function writeRunFiles(ctx: BuildContext, p: AnsibleProvisioner): Promise<RunFiles> {
+async function writeRunFiles(ctx: ProvisionerContext, p: AnsibleProvisioner): Promise<RunFiles> {
   const target = need(ctx.state, 'sshTarget');
   const work = mkdtempSync(path.join(ctx.state.workDir, 'ansible-'));
   const privateKeyFile = path.join(work, 'id_build');
@@ -105,7 +105,7 @@ function notInstalled(label: string, command: string): ProvisionerError {
  * Runs one of Ansible's programs with its output streamed; resolves with its exit code. Its workers and
  * ssh clients go with it when it is stopped (host-process.ts).
  */
-async function runStreamed(ctx: BuildContext, label: string, signal: AbortSignal, file: string, args: string[], env: Record<string, string>, cwd: string, observe?: (line: string) => void) {
+async function runStreamed(ctx: ProvisionerContext, label: string, signal: AbortSignal, file: string, args: string[], env: Record<string, string>, cwd: string, observe?: (line: string) => void) {
   const output = streamedOutput(ctx, label, observe);
   const r = await runInOwnProcessGroup(file, args, { env, cwd, signal, stdout: output.stdout, stderr: output.stderr });
   output.flush();
@@ -118,7 +118,7 @@ async function runStreamed(ctx: BuildContext, label: string, signal: AbortSignal
  * Installs galaxy_file's roles and collections into the run's private directory (nothing lands in
  * ~/.ansible). Relative paths in the file are relative to the file, as for ansible-galaxy run beside it.
  */
-async function installGalaxyRequirements(ctx: BuildContext, p: AnsibleProvisioner, label: string, signal: AbortSignal, files: RunFiles, env: Record<string, string>): Promise<void> {
+async function installGalaxyRequirements(ctx: ProvisionerContext, p: AnsibleProvisioner, label: string, signal: AbortSignal, files: RunFiles, env: Record<string, string>): Promise<void> {
   const file = p.galaxy_file!;
   const galaxy = sibling(p.command, 'ansible-galaxy');
   for (const section of galaxySections(file)) {
@@ -137,7 +137,7 @@ export async function stopControlMasters(controlPath: string): Promise<void> {
 }
 
 /** Runs the playbook; `signal` (the build's interrupt or the provisioner's timeout) stops Ansible and its ssh clients. */
-export async function runAnsible(ctx: BuildContext, p: AnsibleProvisioner, label: string, signal: AbortSignal): Promise<void> {
+export async function runAnsible(ctx: ProvisionerContext, p: AnsibleProvisioner, label: string, signal: AbortSignal): Promise<void> {
   const files = await writeRunFiles(ctx, p);
   try {
     if (p.galaxy_file) await installGalaxyRequirements(ctx, p, label, signal, files, ansibleEnv(p, files.paths));

@@ -1,15 +1,47 @@
 /** What a provisioner gets to work with: the build context, an SSH session on demand, output lines. */
-import type { BuildContext } from '../build/state.js';
-import { need } from '../build/state.js';
-import { waitForSsh, type SshSession } from '../communicator/ssh.js';
+import { need } from '../util/need.js';
+import { waitForSsh, type SshSession, type SshTarget } from '../communicator/ssh.js';
+import type { KeyPair } from '../communicator/keys.js';
+import type { QemuProcess } from '../qemu/process.js';
+import type { LoadedTemplate } from '../template/load.js';
+import type { BuildConfig } from '../template/schema.js';
+import type { Scalar } from '../template/interpolate.js';
+import type { EventBus } from '../ui/events.js';
 import { shellQuote, shellVariableName } from '../communicator/remote-command.js';
 import { parseDuration } from '../template/units.js';
+
+/** The part of a build's state provisioners read and write (the build's state object itself). */
+export interface ProvisionerState {
+  workDir: string;
+  sshTarget?: SshTarget;
+  ssh?: SshSession;
+  buildKey?: KeyPair;
+  hostKey?: KeyPair;
+  qemu?: QemuProcess;
+  serialLog?: string;
+}
+
+/**
+ * The build context as provisioners see it. The build layer's BuildContext has all of this and more
+ * (it is passed as is); defined here so provisioners, a layer below the build, do not import it.
+ */
+export interface ProvisionerContext {
+  template: LoadedTemplate;
+  build: BuildConfig;
+  options: { prompt?: (question: string) => Promise<string> };
+  events: EventBus;
+  state: ProvisionerState;
+  signal: AbortSignal;
+  /** `${build.*}` values known so far. */
+  buildValues(): Record<string, Scalar>;
+  log(message: string, level?: 'info' | 'warn' | 'debug'): void;
+}
 
 /**
  * The live session, reconnecting after a provisioner that expected a disconnect (a reboot); waiting
  * to reconnect ends when `signal` aborts.
  */
-export async function sshSession(ctx: BuildContext, signal: AbortSignal = ctx.signal): Promise<SshSession> {
+export async function sshSession(ctx: ProvisionerContext, signal: AbortSignal = ctx.signal): Promise<SshSession> {
   const st = ctx.state;
   if (st.ssh?.connected) return st.ssh;
   const comm = ctx.build.source.communicator;

@@ -1,5 +1,5 @@
 /** The file provisioner: upload a file, a directory or inline content; or download from the guest. */
-import type { BuildContext } from '../build/state.js';
+import type { ProvisionerContext } from './context.js';
 import type { Provisioner } from '../template/schema.js';
 import { interpolateString } from '../template/interpolate.js';
 import { sshSession } from './context.js';
@@ -7,7 +7,7 @@ import { sshSession } from './context.js';
 type FileProvisioner = Extract<Provisioner, { type: 'file' }>;
 
 /** Runs the transfer; `signal` (the build's interrupt or the provisioner's timeout) stops it. */
-export async function runFile(ctx: BuildContext, p: FileProvisioner, label: string, signal: AbortSignal): Promise<void> {
+export async function runFile(ctx: ProvisionerContext, p: FileProvisioner, label: string, signal: AbortSignal): Promise<void> {
   try {
     await transfer(ctx, p, label, signal);
   } catch (e) {
@@ -18,7 +18,7 @@ export async function runFile(ctx: BuildContext, p: FileProvisioner, label: stri
   }
 }
 
-async function transfer(ctx: BuildContext, p: FileProvisioner, label: string, signal: AbortSignal): Promise<void> {
+async function transfer(ctx: ProvisionerContext, p: FileProvisioner, label: string, signal: AbortSignal): Promise<void> {
   const ssh = await sshSession(ctx, signal);
   const values = { build: ctx.buildValues() };
   if (p.direction === 'download') {

@@ -4,13 +4,13 @@
  * to keep it.
  */
 import { randomBytes } from 'node:crypto';
-import type { BuildContext } from '../build/state.js';
+import type { ProvisionerContext } from './context.js';
 import type { SshSession } from '../communicator/ssh.js';
 import { shellQuote } from '../communicator/remote-command.js';
 import { sshSession } from './context.js';
 
 export async function withGuestStaging<T>(
-  ctx: BuildContext,
+  ctx: ProvisionerContext,
   prefix: string,
   opts: { directory?: string; clean: boolean },
   signal: AbortSignal,

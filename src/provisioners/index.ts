@@ -1,6 +1,6 @@
 /** Runs one provisioner with its common options: only/except, pause_before, timeout, max_retries. */
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { BuildContext } from '../build/state.js';
+import type { ProvisionerContext } from './context.js';
 import type { Provisioner } from '../template/schema.js';
 import { parseDuration } from '../template/units.js';
 import { runShell } from './shell.js';
@@ -10,26 +10,13 @@ import { runAnsible } from './ansible.js';
 import { runAnsibleLocal } from './ansible-local.js';
 import { runPuppetMasterless } from './puppet-masterless.js';
 import { VmLostError, watchVm } from './vm-watch.js';
-import { abortable } from '../build/runner.js';
+import { abortable } from '../util/abort.js';
 
-export function describeProvisioner(p: Provisioner): string {
-  switch (p.type) {
-    case 'shell': return p.inline ? `shell (${p.inline.length} inline line${p.inline.length === 1 ? '' : 's'})` : `shell (${(p.script ? [p.script] : p.scripts ?? []).map((s) => s.split('/').pop()).join(', ')})`;
-    case 'file': return p.direction === 'download' ? `file (download ${p.source})` : `file (${p.content !== undefined ? 'content' : p.source?.split('/').pop()} -> ${p.destination})`;
-    case 'shell-local': return p.inline ? 'shell-local (inline)' : `shell-local (${p.script?.split('/').pop()})`;
-    case 'breakpoint': return `breakpoint (${p.note})`;
-    case 'ansible': case 'ansible-local': return `${p.type} (${p.playbook_file.split('/').pop()})`;
-    case 'puppet-masterless': return `puppet-masterless (${p.manifest_file.split('/').pop()})`;
-  }
-}
+// What a provisioner is and whether it applies are template facts (the layer cache's keys need them
+// too); re-exported for the build steps.
+export { appliesTo, describeProvisioner } from '../template/provisioners.js';
 
-export function appliesTo(p: Provisioner, buildName: string): boolean {
-  if (p.only && !p.only.includes(buildName)) return false;
-  if (p.except?.includes(buildName)) return false;
-  return true;
-}
-
-async function runOnce(ctx: BuildContext, p: Provisioner, label: string, signal: AbortSignal): Promise<void> {
+async function runOnce(ctx: ProvisionerContext, p: Provisioner, label: string, signal: AbortSignal): Promise<void> {
   switch (p.type) {
     case 'shell': return runShell(ctx, p, label, signal);
     case 'file': return runFile(ctx, p, label, signal);
@@ -44,7 +31,7 @@ async function runOnce(ctx: BuildContext, p: Provisioner, label: string, signal:
   }
 }
 
-export async function runProvisioner(ctx: BuildContext, p: Provisioner, index: number): Promise<void> {
+export async function runProvisioner(ctx: ProvisionerContext, p: Provisioner, index: number): Promise<void> {
   const label = `provisioner ${index + 1}`;
   if (p.pause_before) await sleep(parseDuration(p.pause_before), undefined, { signal: ctx.signal });
   for (let attempt = 0; ; attempt++) {

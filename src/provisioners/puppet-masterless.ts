@@ -6,7 +6,7 @@
  */
 import { statSync } from 'node:fs';
 import path from 'node:path';
-import type { BuildContext } from '../build/state.js';
+import type { ProvisionerContext } from './context.js';
 import { interpolateTree } from '../template/interpolate.js';
 import type { PuppetMasterlessProvisioner } from '../template/schema-config-management.js';
 import { shellEnv } from './context.js';
@@ -45,7 +45,7 @@ export function puppetCommand(p: PuppetMasterlessProvisioner, files: { manifest:
 }
 
 /** Applies the manifest in the guest; `signal` (the build's interrupt or the provisioner's timeout) kills puppet there. */
-export async function runPuppetMasterless(ctx: BuildContext, p: PuppetMasterlessProvisioner, label: string, signal: AbortSignal): Promise<void> {
+export async function runPuppetMasterless(ctx: ProvisionerContext, p: PuppetMasterlessProvisioner, label: string, signal: AbortSignal): Promise<void> {
   await withGuestStaging(ctx, 'kiln-puppet-masterless', { directory: p.staging_directory, clean: p.clean_staging_directory }, signal, async (ssh, staging) => {
     const manifests = path.posix.join(staging, 'manifests');
     await ssh.run(`mkdir -p ${quote(manifests)}`, signal);

@@ -1,5 +1,5 @@
 /** shell-local: a command on the host, with the build's values in its environment (KILN_*). */
-import type { BuildContext } from '../build/state.js';
+import type { ProvisionerContext } from './context.js';
 import type { Provisioner } from '../template/schema.js';
 import { interpolateString, interpolateTree } from '../template/interpolate.js';
 import { lineSplitter } from './context.js';
@@ -8,7 +8,7 @@ import { runInOwnProcessGroup } from './host-process.js';
 
 type ShellLocal = Extract<Provisioner, { type: 'shell-local' }>;
 
-export function buildEnvironment(ctx: BuildContext): Record<string, string> {
+export function buildEnvironment(ctx: ProvisionerContext): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(ctx.buildValues())) env[`KILN_${k.toUpperCase()}`] = String(v);
   return env;
@@ -26,7 +26,7 @@ export interface HostCommand {
  * or a script, in the template's folder, with the build's KILN_* values plus `extraEnv` and its own
  * env, output streamed as lines under `label`; `signal` kills it.
  */
-export async function runHostCommand(ctx: BuildContext, p: HostCommand, label: string, extraEnv: Record<string, string> = {}, signal: AbortSignal = ctx.signal): Promise<void> {
+export async function runHostCommand(ctx: ProvisionerContext, p: HostCommand, label: string, extraEnv: Record<string, string> = {}, signal: AbortSignal = ctx.signal): Promise<void> {
   const values = { build: ctx.buildValues() };
   const env = { ...buildEnvironment(ctx), ...extraEnv, ...Object.fromEntries(Object.entries(interpolateTree(p.env, values)).map(([k, v]) => [k, String(v)])) };
   const [file, args] = p.script ? [p.script, []] : ['/bin/sh', ['-ec', p.inline!.map((l) => String(interpolateString(l, values))).join('\n')]];
@@ -41,6 +41,6 @@ export async function runHostCommand(ctx: BuildContext, p: HostCommand, label: s
   }
 }
 
-export function runShellLocal(ctx: BuildContext, p: ShellLocal, label: string, signal: AbortSignal): Promise<void> {
+export function runShellLocal(ctx: ProvisionerContext, p: ShellLocal, label: string, signal: AbortSignal): Promise<void> {
   return runHostCommand(ctx, p, label, {}, signal);
 }

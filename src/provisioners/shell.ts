@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { BuildContext } from '../build/state.js';
+import type { ProvisionerContext } from './context.js';
 import type { Provisioner } from '../template/schema.js';
 import { interpolateString, interpolateTree } from '../template/interpolate.js';
 import { shellEnv, sshSession } from './context.js';
@@ -29,7 +29,7 @@ export function executeCommand(template: string, remotePath: string, env: Record
 }
 
 /** Runs the provisioner's scripts; `signal` (the build's interrupt or the provisioner's timeout) kills the running one in the guest. */
-export async function runShell(ctx: BuildContext, p: Shell, label: string, signal: AbortSignal): Promise<void> {
+export async function runShell(ctx: ProvisionerContext, p: Shell, label: string, signal: AbortSignal): Promise<void> {
   const values = { build: ctx.buildValues() };
   const scripts: { name: string; body: string }[] = [];
   if (p.inline) scripts.push({ name: 'inline', body: `#!/bin/sh -e\n${p.inline.map((l) => String(interpolateString(l, values))).join('\n')}\n` });

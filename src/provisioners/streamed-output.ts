@@ -2,7 +2,7 @@
  * A provisioner's output as "output" events, line by line as it arrives, with its last lines kept for
  * the error message and each line handed to an observer (which reads failures out of tool output).
  */
-import type { BuildContext } from '../build/state.js';
+import type { ProvisionerContext } from './context.js';
 import { lineSplitter } from './context.js';
 
 export interface StreamedOutput {
@@ -14,7 +14,7 @@ export interface StreamedOutput {
   recent(): string[];
 }
 
-export function streamedOutput(ctx: BuildContext, label: string, observe: (line: string) => void = () => {}, keep = 10): StreamedOutput {
+export function streamedOutput(ctx: ProvisionerContext, label: string, observe: (line: string) => void = () => {}, keep = 10): StreamedOutput {
   const last: string[] = [];
   const stream = (name: 'stdout' | 'stderr') => lineSplitter((line) => {
     last.push(line);

@@ -5,9 +5,9 @@
  * give up (~30 s).
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import type { BuildContext } from '../build/state.js';
+import type { ProvisionerContext } from './context.js';
 import { ConnectionLostError } from '../communicator/ssh.js';
-import { serialTail } from '../build/steps/wait-ssh.js';
+import { serialTail } from '../util/serial-log.js';
 import type { QemuExit } from '../qemu/process.js';
 
 export class VmLostError extends Error {}
@@ -33,7 +33,7 @@ function exitDescription(exit: QemuExit): string {
   return `QEMU exited with ${exit.code !== null ? `status ${exit.code}` : `signal ${exit.signal}`}${exit.stderr ? `: ${exit.stderr}` : ''}`;
 }
 
-export function watchVm(ctx: BuildContext, label: string, expectDisconnect: boolean): VmWatch {
+export function watchVm(ctx: ProvisionerContext, label: string, expectDisconnect: boolean): VmWatch {
   const qemu = ctx.state.qemu;
   const serialLog = ctx.state.serialLog;
   const tail = () => `\n--- last lines of the serial console (${serialLog ?? 'none'}) ---\n${serialTail(serialLog, 20)}`;

@@ -9,8 +9,8 @@ import type { FieldProblem } from './errors.js';
 import type { BuildInput } from './output-directories.js';
 import type { BuildConfig } from './schema.js';
 import { isConfigManagement, resolveConfigManagementPaths } from './schema-config-management.js';
+import { isHttpUrl } from '../util/url.js';
 
-export const isUrl = (s: string) => /^https?:\/\//.test(s);
 
 type Kind = 'file' | 'dir' | 'any';
 
@@ -20,10 +20,10 @@ type Kind = 'file' | 'dir' | 'any';
  */
 export function resolveBuildPaths(b: BuildConfig, at: (string | number)[], dir: string, problems: FieldProblem[]): BuildInput[] {
   const inputs: BuildInput[] = [];
-  const resolve = (p: string) => (path.isAbsolute(p) || isUrl(p) ? p : path.resolve(dir, p));
+  const resolve = (p: string) => (path.isAbsolute(p) || isHttpUrl(p) ? p : path.resolve(dir, p));
   const existing = (written: string, field: (string | number)[], kind: Kind): string => {
     const resolved = resolve(written);
-    if (isUrl(resolved)) return resolved;
+    if (isHttpUrl(resolved)) return resolved;
     const problem = missing(written, resolved, dir, kind);
     if (problem) problems.push({ path: [...at, ...field], ...problem });
     else inputs.push({ path: resolved, field });
@@ -35,7 +35,7 @@ export function resolveBuildPaths(b: BuildConfig, at: (string | number)[], dir: 
   if (s.iso !== undefined) s.iso = existing(s.iso, ['source', 'iso'], 'file');
   s.cd_files = s.cd_files.map((f, k) => existing(f, ['source', 'cd_files', k], 'any'));
   s.floppy_files = s.floppy_files.map((f, k) => existing(f, ['source', 'floppy_files', k], 'any'));
-  if (s.checksum.startsWith('file:') && !isUrl(s.checksum.slice(5))) s.checksum = `file:${existing(s.checksum.slice(5), ['source', 'checksum'], 'file')}`;
+  if (s.checksum.startsWith('file:') && !isHttpUrl(s.checksum.slice(5))) s.checksum = `file:${existing(s.checksum.slice(5), ['source', 'checksum'], 'file')}`;
   if (s.http_directory) s.http_directory = existing(s.http_directory, ['source', 'http_directory'], 'dir');
   if (s.communicator.type === 'ssh' && s.communicator.private_key_file) {
     s.communicator.private_key_file = existing(s.communicator.private_key_file, ['source', 'communicator', 'private_key_file'], 'file');

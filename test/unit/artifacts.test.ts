@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { artifactName, planFor } from '../../src/artifacts/formats.js';
+import { artifactName, planFor } from '../../src/template/output-formats.js';
 import { parsePackageList } from '../../src/build/steps/sbom.js';
 import { withLimit } from '../../src/build/steps/convert.js';
 

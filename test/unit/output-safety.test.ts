@@ -14,7 +14,7 @@ import type { BuildContext } from '../../src/build/state.js';
 import { outputDirStep } from '../../src/build/steps/output-dir.js';
 import { commitOutputStep } from '../../src/build/steps/commit-output.js';
 import { stagedPath } from '../../src/build/steps/convert.js';
-import { artifactName } from '../../src/artifacts/formats.js';
+import { artifactName } from '../../src/template/output-formats.js';
 import { entriesOf } from '../../src/artifacts/manifest.js';
 import { markOwned, recordBesideOutput, removeStaleWorkDirs } from '../../src/build/stale.js';
 import type { OutputConfig } from '../../src/template/schema.js';

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { isObject, type Value } from './eval.js';
 import { GoTemplateError, renderGoTemplate } from './gotemplate.js';
 import type { Field, PackerBuild, PackerProblem, PackerStep, PackerTemplate, Where } from './model.js';
+import { hasUrlScheme } from '../../util/url.js';
 
 export interface MappedTemplate {
   /** A tree of kiln's template shape (what a kiln YAML file would hold). */
@@ -40,8 +41,6 @@ const cosmetic: Record<string, string> = {
   communicator_timeout: 'kiln uses communicator.timeout',
 };
 
-const isUrl = (s: string) => /^[a-z][a-z0-9+.-]*:\/\//i.test(s);
-
 export function mapTemplate(t: PackerTemplate): MappedTemplate {
   const origins = new Map<string, Where & { field: string }>();
   const notes: string[] = [];
@@ -55,7 +54,7 @@ interface Out { origins: MappedTemplate['origins']; notes: string[]; problems: P
 
 function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], out: Out): Record<string, unknown> {
   const cwd = process.cwd();
-  const abs = (p: string) => (isUrl(p) || path.isAbsolute(p) ? p : path.resolve(cwd, p));
+  const abs = (p: string) => (hasUrlScheme(p) || path.isAbsolute(p) ? p : path.resolve(cwd, p));
   const origin = (p: (string | number)[], f: Field | undefined, field: string) => { if (f) out.origins.set(JSON.stringify([...at, ...p]), { ...f.at, field }); };
   const fields = new Map(b.source.fields);
   const used = new Set<string>();

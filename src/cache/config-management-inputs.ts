@@ -7,8 +7,7 @@ import { readdirSync, readlinkSync, realpathSync, statSync, lstatSync } from 'no
 import path from 'node:path';
 import type { BuildConfig } from '../template/schema.js';
 import type { ConfigManagementProvisioner } from '../template/schema-config-management.js';
-import { digestOf } from '../cache/layer-keys.js';
-import { fileDigest } from '../cache/digest.js';
+import { digestOf, fileDigest } from './digest.js';
 
 /** The files and directories whose content decides what the provisioner does to the guest. */
 export function configManagementInputs(p: ConfigManagementProvisioner): string[] {
