@@ -11,7 +11,7 @@
  *  - vmx-14 (ESXi 6.7, Workstation 14 and later);
  *  - guest OS "other 64-bit Linux": CIM OS type 101 / vmw:osType otherLinux64Guest. kiln does not know
  *    the guest's distribution; 96 / debian10_64Guest would only change VMware's defaults and the
- *    VirtualBox icon (see OS_TYPES below);
+ *    VirtualBox icon;
  *  - the disk on a SATA AHCI controller ("vmware.sata.ahci", which current VirtualBox reads as AHCI). Every
  *    Linux initramfs has `ahci`, and unlike LSI Logic SCSI it boots under UEFI in VirtualBox too.
  *    (Old VirtualBox releases accepted only the subtype "AHCI" and reject this item.);
@@ -42,11 +42,8 @@ export interface OvaOptions {
   signal?: AbortSignal;
 }
 
-/** CIM_OperatingSystem OsType values (DSP1001) and the matching VMware guest ids. */
-export const OS_TYPES = {
-  debian64: { cimId: 96, vmwOsType: 'debian10_64Guest', description: 'Debian 64-Bit' },
-  linux64: { cimId: 101, vmwOsType: 'otherLinux64Guest', description: 'Linux 64-Bit' },
-} as const;
+/** The guest OS: CIM_OperatingSystem OsType (DSP1001) "Linux 64-Bit" and VMware's matching guest id. */
+const guestOs = { cimId: 101, vmwOsType: 'otherLinux64Guest', description: 'Linux 64-Bit' } as const;
 
 export const STREAM_OPTIMIZED_VMDK = 'http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized';
 
@@ -58,7 +55,6 @@ export interface OvfSpec {
   diskFile: string;          // href of the VMDK inside the package
   diskFileSize: number;      // its size in bytes
   capacity: number;          // the disk's virtual size in bytes
-  osType?: keyof typeof OS_TYPES;
 }
 
 const xml = (s: string | number) =>
@@ -66,7 +62,7 @@ const xml = (s: string | number) =>
 
 /** The OVF 1.0 descriptor of a one-disk, one-NIC virtual machine. */
 export function ovfDescriptor(spec: OvfSpec): string {
-  const os = OS_TYPES[spec.osType ?? 'linux64'];
+  const os = guestOs;
   const n = xml(spec.name);
   const id = xml(archiveBaseName(spec.name)); // ovf:id is an identifier: no spaces or markup
   const network = 'VM Network';

@@ -40,8 +40,6 @@ export class BootConfigServer {
     return (this.server.address() as AddressInfo).port;
   }
 
-  get port(): number { return (this.server?.address() as AddressInfo | null)?.port ?? 0; }
-
   private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
     const send = (status: number, body: string | Buffer, type = 'text/plain') => {
       res.writeHead(status, { 'Content-Type': type, 'Content-Length': Buffer.byteLength(body) });

@@ -65,10 +65,3 @@ export function interpolateTree<T>(
   }
   return tree;
 }
-
-/** The names referenced in a tree, per namespace (for `kiln inspect` and unused-variable hints). */
-export function references(tree: unknown): { var: Set<string>; build: Set<string> } {
-  const found = { var: new Set<string>(), build: new Set<string>() };
-  interpolateTree(tree, {}, (p) => found[p.namespace as 'var' | 'build'].add(p.name));
-  return found;
-}

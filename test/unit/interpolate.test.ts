@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { interpolateString, interpolateTree, references } from '../../src/template/interpolate.js';
+import { interpolateString, interpolateTree } from '../../src/template/interpolate.js';
 
 const values = { var: { user: 'debian', cpus: 4, on: true }, build: { http_ip: '10.0.2.2', http_port: 8123 } };
 
@@ -25,10 +25,5 @@ describe('interpolation', () => {
   });
   it('can resolve one namespace and leave the other for later', () => {
     expect(interpolateString('${var.user}@${build.http_ip}', values, undefined, 'var')).toBe('debian@${build.http_ip}');
-  });
-  it('lists references', () => {
-    const r = references({ x: '${var.a} ${build.b}', y: ['${var.c}'] });
-    expect([...r.var].sort()).toEqual(['a', 'c']);
-    expect([...r.build]).toEqual(['b']);
   });
 });
