@@ -27,6 +27,20 @@ export interface BuildOptions {
   noCache?: boolean;
   /** Ask the user something on the terminal (breakpoints, --debug pauses, --on-error=ask). */
   prompt?: (question: string) => Promise<string>;
+  /** Air-gapped builds (src/airgap): the guest's package proxy and, offline, a network cut off but for kiln. */
+  airgap?: AirgapGuestNetwork;
+}
+
+/** How a recording or offline build's guest reaches kiln's package proxy (and, offline, its HTTP server). */
+export interface AirgapGuestNetwork {
+  /** kiln's proxy on 127.0.0.1. */
+  proxyHostPort: number;
+  /** What the guest uses: http://GUEST_IP:PORT, forwarded to the proxy (QEMU guestfwd). */
+  guestProxy: { ip: string; port: number };
+  /** QEMU restrict=on: the guest reaches kiln's forwards only; 10.0.2.2 is unreachable, so kiln's HTTP server gets httpIp. */
+  offline: boolean;
+  /** The guest address of kiln's HTTP server when offline (guestfwd cannot use slirp's host address). */
+  httpIp: string;
 }
 
 export type { ArtifactRecord } from '../artifacts/manifest.js';

@@ -28,7 +28,7 @@ export interface ProvisionerState {
 export interface ProvisionerContext {
   template: LoadedTemplate;
   build: BuildConfig;
-  options: { prompt?: (question: string) => Promise<string> };
+  options: { prompt?: (question: string) => Promise<string>; airgap?: { guestProxy: { ip: string; port: number } } };
   events: EventBus;
   state: ProvisionerState;
   signal: AbortSignal;

@@ -34,7 +34,9 @@ export async function runShell(ctx: ProvisionerContext, p: Shell, label: string,
   const scripts: { name: string; body: string }[] = [];
   if (p.inline) scripts.push({ name: 'inline', body: `#!/bin/sh -e\n${p.inline.map((l) => String(interpolateString(l, values))).join('\n')}\n` });
   for (const file of p.script ? [p.script] : p.scripts ?? []) scripts.push({ name: path.basename(file), body: readFileSync(file, 'utf8') });
-  const env = { KILN_BUILD_NAME: ctx.build.name, ...interpolateTree(p.env, values) };
+  // --record / --offline: downloads (apt, dnf, wget, curl) go through kiln's package proxy.
+  const proxy = ctx.options.airgap ? `http://${ctx.options.airgap.guestProxy.ip}:${ctx.options.airgap.guestProxy.port}` : undefined;
+  const env = { KILN_BUILD_NAME: ctx.build.name, ...(proxy ? { http_proxy: proxy, HTTP_PROXY: proxy } : {}), ...interpolateTree(p.env, values) };
 
   for (const script of scripts) {
     const ssh = await sshSession(ctx, signal);

@@ -27,7 +27,14 @@ export interface VmSpec {
   floppy?: string;
   /** Boot the CD once (an installer), then the disk on every later reset. */
   bootCdromOnce?: boolean;
-  net?: { device: string; hostForwards: { hostPort: number; guestPort: number }[] };
+  net?: {
+    device: string;
+    hostForwards: { hostPort: number; guestPort: number }[];
+    /** Air-gapped builds: the guest reaches nothing but hostfwd's and guestForwards' ports (slirp restrict=on). */
+    restrict?: boolean;
+    /** guestIp:guestPort inside the guest -> 127.0.0.1:hostPort, a connection each (socat per connection). */
+    guestForwards?: { guestIp: string; guestPort: number; hostPort: number }[];
+  };
   /**
    * A binary SMBIOS type 1 structure (smbios.ts) whose system serial carries cloud-init's NoCloud-Net
    * seed URL. A file, not `-smbios type=1,serial=`: the command line is readable by every local user.
@@ -82,7 +89,8 @@ export function buildQemuArgGroups(vm: VmSpec): string[][] {
   if (vm.floppy) g.push(['-drive', `file=${escapeOption(vm.floppy)},if=floppy,format=raw`]);
   if (vm.net) {
     const fwd = vm.net.hostForwards.map((f) => `,hostfwd=tcp:127.0.0.1:${f.hostPort}-:${f.guestPort}`).join('');
-    g.push(['-netdev', `user,id=net0${fwd}`]);
+    const gfwd = (vm.net.guestForwards ?? []).map((f) => `,guestfwd=tcp:${f.guestIp}:${f.guestPort}-cmd:socat - TCP:127.0.0.1:${f.hostPort}`).join('');
+    g.push(['-netdev', `user,id=net0${vm.net.restrict ? ',restrict=on' : ''}${fwd}${gfwd}`]);
     g.push(['-device', `${vm.net.device},netdev=net0`]);
   } else {
     g.push(['-nic', 'none']);

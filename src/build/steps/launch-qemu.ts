@@ -61,6 +61,7 @@ export function vmSpecFor(ctx: BuildContext, sshHostPort: number | undefined, wi
     net: {
       device: src.net_device,
       hostForwards: comm.type === 'ssh' && sshHostPort ? [{ hostPort: sshHostPort, guestPort: comm.port }] : [],
+      ...airgapNet(ctx),
     },
     smbiosType1File: st.seed?.kind === 'http' ? seedSmbiosFile(st.workDir) : undefined,
     qmpSocket: path.join(st.workDir, 'qmp.sock'),
@@ -69,6 +70,16 @@ export function vmSpecFor(ctx: BuildContext, sshHostPort: number | undefined, wi
     // ${build.http_ip}/${build.http_port} (Packer's {{ .HTTPIP }}:{{ .HTTPPort }}, e.g. a NoCloud-Net seed URL) are known now.
     extraArgs: src.qemu_args.map((group) => group.map((arg) => String(interpolateString(arg, { build: ctx.buildValues() }, () => {}, 'build')))),
   };
+}
+
+/** --record / --offline: the guest's way to kiln's package proxy (and, offline, to kiln's HTTP server; nothing else). */
+function airgapNet(ctx: BuildContext): Pick<NonNullable<VmSpec['net']>, 'restrict' | 'guestForwards'> {
+  const a = ctx.options.airgap;
+  if (!a) return {};
+  const guestForwards = [{ guestIp: a.guestProxy.ip, guestPort: a.guestProxy.port, hostPort: a.proxyHostPort }];
+  const http = ctx.state.http;
+  if (a.offline && http) guestForwards.push({ guestIp: http.ip, guestPort: http.port, hostPort: http.port });
+  return { restrict: a.offline, guestForwards };
 }
 
 const seedSmbiosFile = (workDir: string) => path.join(workDir, 'smbios-type1.bin');
