@@ -16,6 +16,7 @@ APT_PACKAGES=(
   openssh-client                           # ssh-keygen for host keys; the ssh Ansible runs
   ansible-core                             # the ansible provisioner (ansible-playbook on this machine)
   util-linux iproute2 procps               # setpriv, ss, ps
+  socat                                    # air-gapped builds: QEMU's guestfwd runs one per guest connection to kiln's proxy
   docker-registry skopeo                   # publish tests: OCI registry (CNCF distribution) and skopeo to read back
 )
 # Installed with their Recommends, as the publish tests were run against them: Glance's Python
