@@ -1,20 +1,22 @@
 /**
- * The library entry point: build(template, options) runs the selected builds (optionally in
- * parallel), each through its step list, and reports through the event bus. The CLI is a thin layer
- * over this; tests call it directly.
+ * The library's build: build(template, options) runs the selected builds (optionally in parallel),
+ * each through its step list, and reports through events. src/index.ts exports it; the CLI is a thin
+ * layer over it (argv, signals, prompts, rendering, environment variables, sweeping what a killed
+ * kiln left in the temp directory).
  */
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { LoadedTemplate } from '../template/load.js';
 import type { BuildConfig } from '../template/schema.js';
-import { EventBus } from '../ui/events.js';
+import { EventBus, type BuildEvent } from '../ui/events.js';
 import { runSteps, type RunResult } from './runner.js';
-import type { BuildContext, BuildOptions, BuildState } from './state.js';
+import type { BuildContext, BuildOptions, BuildState, OnError } from './state.js';
 import { buildSteps } from './steps/index.js';
 import type { Step } from './step.js';
-import { markOwned, ownedWorkDirs, removeStaleWorkDirs } from './stale.js';
+import { markOwned, ownedWorkDirs } from './stale.js';
 import { isAlive } from '../util/pid.js';
+import { defaultCacheDir } from '../util/cache-dir.js';
 import type { Scalar } from '../template/interpolate.js';
 import { shellQuote } from '../qemu/argv.js';
 
@@ -45,7 +47,7 @@ export async function runBuild(
 ): Promise<BuildResult> {
   const started = performance.now();
   // Sockets live here, so the path must stay well under the 108-byte unix socket limit.
-  const workDir = mkdtempSync(path.join(os.tmpdir(), `kiln-${build.name.slice(0, 24)}-`));
+  const workDir = mkdtempSync(path.join(options.tempDir ?? os.tmpdir(), `kiln-${build.name.slice(0, 24)}-`));
   markOwned(workDir);
   recordBuild(workDir, build.name, template.file);
   const state: BuildState = { workDir, startedAt: new Date(), artifacts: [], timings: {} };
@@ -136,8 +138,10 @@ async function holdKeptBuild(ctx: BuildContext, result: RunResult): Promise<bool
     `  ssh:            ${ssh}`,
     `  serial console: kiln console ${build.name}   (Ctrl-] detaches)`,
     `  work dir:       ${state.workDir}`,
-    `  kiln waits with the VM. To stop it: Ctrl-C here, or kill ${process.pid} (the guest powering off does too);`,
-    '  kiln then stops the VM, removes the work dir and exits 1.',
+    ...(ctx.options.keptBuildRelease ?? [
+      '  kiln waits with the VM until the build is aborted (its AbortSignal) or the guest powers off;',
+      '  it then stops the VM, removes the work dir and reports the build failed.',
+    ]),
   ].join('\n'), 'warn');
   const reason = await new Promise<string>((resolve) => {
     const onAbort = () => resolve('stopping the kept VM');
@@ -188,10 +192,6 @@ export function listRunningBuilds(tmp = os.tmpdir()): RunningBuild[] {
 export async function runBuilds(
   template: LoadedTemplate, builds: BuildConfig[], options: BuildOptions, events: EventBus, signal: AbortSignal, parallel = 1,
 ): Promise<BuildResult[]> {
-  for (const { path: leftover, kind } of removeStaleWorkDirs()) {
-    const what = kind === 'staging directory' ? 'a partial output left' : kind === 'output claim' ? 'the claim on an output directory left' : 'left';
-    events.emit({ type: 'log', build: builds[0]?.name ?? 'kiln', level: 'warn', message: `removed ${leftover}, ${what} by a kiln process that no longer exists` });
-  }
   const results: BuildResult[] = new Array(builds.length);
   let next = 0;
   const worker = async () => {
@@ -203,4 +203,52 @@ export async function runBuilds(
   };
   await Promise.all(Array.from({ length: Math.max(1, Math.min(parallel, builds.length)) }, worker));
   return results.filter((r) => r !== undefined);
+}
+
+/** What build() takes besides the template; every field is optional. */
+export interface KilnBuildOptions {
+  /** Run only these builds (names); by default all the template's builds. */
+  only?: string[];
+  /** Skip these builds. */
+  except?: string[];
+  /** Replace existing output directories (that kiln wrote). */
+  force?: boolean;
+  /** On a failure: clean up (default), keep the VM running until `signal` aborts ('abort'), or ask through `prompt`. */
+  onError?: OnError;
+  /** Verbose log events, and a prompt between steps when `prompt` is given. */
+  debug?: boolean;
+  /** Where downloads, provisioner layers and digests are cached (default: $XDG_CACHE_HOME/kiln or ~/.cache/kiln). */
+  cacheDir?: string;
+  /** Neither use nor fill the layer cache. */
+  noCache?: boolean;
+  /** Where each build's private work directory is made (default: os.tmpdir()); keep it short (unix sockets live there). */
+  tempDir?: string;
+  /** How many builds run at once (default 1). */
+  parallel?: number;
+  /** Receives every event (secrets already masked), in order. */
+  onEvent?: (event: BuildEvent & { time: string }) => void;
+  /** Aborting it stops the builds: the running steps are interrupted, cleanups run, queued builds never start. */
+  signal?: AbortSignal;
+  /** Asks the user a question (breakpoint provisioners, --debug pauses, onError 'ask'); without it nothing is asked. */
+  prompt?: (question: string) => Promise<string>;
+  /** Lines shown to the user on how to release a build kept by onError 'abort' (the CLI names Ctrl-C and its pid). */
+  keptBuildRelease?: string[];
+}
+
+/**
+ * Builds a loaded template's images: the selected builds, each through its steps, reporting through
+ * `onEvent`. Resolves with one result per build that ran (a build that fails does not reject: its
+ * result says ok: false, with the error and the step); rejects only on bad options (an unknown build).
+ */
+export async function build(template: LoadedTemplate, options: KilnBuildOptions = {}): Promise<BuildResult[]> {
+  const builds = selectBuilds(template, options.only, options.except);
+  const events = new EventBus([...template.variables.secrets]);
+  if (options.onEvent) events.subscribe(options.onEvent);
+  const onError = options.onError ?? 'cleanup';
+  if (onError === 'ask' && !options.prompt) throw new Error('onError "ask" needs a prompt callback (options.prompt)');
+  return runBuilds(template, builds, {
+    force: options.force ?? false, onError, debug: options.debug ?? false,
+    cacheDir: options.cacheDir ?? defaultCacheDir(), noCache: options.noCache, prompt: options.prompt,
+    tempDir: options.tempDir, keptBuildRelease: options.keptBuildRelease,
+  }, events, options.signal ?? new AbortController().signal, options.parallel ?? 1);
 }

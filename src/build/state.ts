@@ -29,6 +29,10 @@ export interface BuildOptions {
   prompt?: (question: string) => Promise<string>;
   /** Air-gapped builds (src/airgap): the guest's package proxy and, offline, a network cut off but for kiln. */
   airgap?: AirgapGuestNetwork;
+  /** Where work directories are made (default: os.tmpdir()). */
+  tempDir?: string;
+  /** How the user releases a build kept by --on-error=abort (the CLI's lines name Ctrl-C and its pid). */
+  keptBuildRelease?: string[];
 }
 
 /** How a recording or offline build's guest reaches kiln's package proxy (and, offline, its HTTP server). */

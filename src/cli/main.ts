@@ -1,18 +1,19 @@
-/** The kiln CLI: yargs maps flags to options and calls the library; nothing else lives here. */
+/**
+ * The kiln CLI: argv, signals, prompts, rendering and environment variables over the library API
+ * (src/index.ts): yargs maps flags to options and calls it; nothing else lives here.
+ */
 import readline from 'node:readline';
 import yargs from 'yargs';
-import { kilnVersion } from '../version.js';
-import { loadTemplate, type LoadedTemplate } from '../template/load.js';
-import { TemplateError } from '../template/errors.js';
-import { VariableError, type VariableInputs } from '../template/variables.js';
-import { runBuilds, selectBuilds } from '../build/build.js';
+import {
+  build, BuildInterrupted, loadTemplate, TemplateError, VariableError, verify, version as kilnVersion,
+  type LoadedTemplate, type OnError, type VariableInputs,
+} from '../index.js';
+import { selectBuilds } from '../build/build.js';
+import { removeStaleWorkDirs } from '../build/stale.js';
 import { cacheDirFromEnv } from './env.js';
-import { BuildInterrupted } from '../build/runner.js';
-import type { OnError } from '../build/state.js';
-import { EventBus } from '../ui/events.js';
+import { maskSecrets, type EventSink } from '../ui/events.js';
 import { humanRenderer, jsonRenderer, type ProgressMode } from '../ui/render.js';
 import { inspectTemplate } from './inspect.js';
-import { verifyManifest } from '../artifacts/verify.js';
 import { consoleCommand } from './console.js';
 import { cacheCommand, type CacheArgs } from './cache.js';
 import { importTemplate } from './import.js';
@@ -73,15 +74,28 @@ function terminalPrompt(signal: AbortSignal): ((q: string) => Promise<string>) |
   });
 }
 
+/**
+ * What a kiln that was killed (SIGKILL, power loss) left in the temp directory and beside output
+ * directories, removed before building: their owner is gone. The CLI's job, not the library's.
+ */
+function sweepLeftovers(build: string, render: EventSink, secrets: readonly string[]): void {
+  for (const { path: leftover, kind } of removeStaleWorkDirs()) {
+    const what = kind === 'staging directory' ? 'a partial output left' : kind === 'output claim' ? 'the claim on an output directory left' : 'left';
+    render({ type: 'log', build, level: 'warn', message: maskSecrets(`removed ${leftover}, ${what} by a kiln process that no longer exists`, secrets), time: new Date().toISOString() });
+  }
+}
+
 async function buildCommand(argv: Common & {
   force: boolean; only?: string | string[]; except?: string | string[]; 'on-error': OnError; 'parallel-builds': number;
   debug: boolean; timestamps: boolean; events?: string; progress: ProgressMode; cache: boolean;
 }): Promise<number> {
   const t = load(argv, namesOf(argv.only));
   const builds = selectBuilds(t, namesOf(argv.only), namesOf(argv.except));
-  const bus = new EventBus([...t.variables.secrets]);
-  if (argv.events === 'json') bus.subscribe(jsonRenderer(process.stdout));
-  bus.subscribe(humanRenderer({ timestamps: argv.timestamps, debug: argv.debug, progress: argv.progress }));
+  const sinks: EventSink[] = [];
+  if (argv.events === 'json') sinks.push(jsonRenderer(process.stdout));
+  sinks.push(humanRenderer({ timestamps: argv.timestamps, debug: argv.debug, progress: argv.progress }));
+  const render: EventSink = (e) => { for (const sink of sinks) sink(e); };
+  sweepLeftovers(builds[0]?.name ?? 'kiln', render, t.variables.secrets);
 
   const controller = new AbortController();
   let interrupted: string | undefined;
@@ -100,10 +114,16 @@ async function buildCommand(argv: Common & {
   try {
     const prompt = terminalPrompt(controller.signal);
     if (argv['on-error'] === 'ask' && !prompt) process.stderr.write('kiln: --on-error=ask needs a terminal; using cleanup\n');
-    const results = await runBuilds(t, builds, {
+    const results = await build(t, {
+      only: namesOf(argv.only), except: namesOf(argv.except),
       force: argv.force, onError: argv['on-error'] === 'ask' && !prompt ? 'cleanup' : argv['on-error'],
       debug: argv.debug, cacheDir: cacheDirFromEnv(), noCache: !argv.cache, prompt,
-    }, bus, controller.signal, argv['parallel-builds']);
+      parallel: argv['parallel-builds'], onEvent: render, signal: controller.signal,
+      keptBuildRelease: [
+        `  kiln waits with the VM. To stop it: Ctrl-C here, or kill ${process.pid} (the guest powering off does too);`,
+        '  kiln then stops the VM, removes the work dir and exits 1.',
+      ],
+    });
     const failed = results.filter((r) => !r.ok);
     // Ctrl-C is also how a user lets go of a build kept by --on-error=abort: that build had failed already.
     const onlyReleased = failed.length > 0 && failed.every((r) => r.kept);
@@ -169,7 +189,7 @@ export async function main(args: string[]): Promise<number> {
       .positional('manifest', { type: 'string', demandOption: true, describe: 'a manifest.json written by kiln build' }),
     async (argv) => {
       try {
-        const results = await verifyManifest(String(argv.manifest));
+        const results = await verify(String(argv.manifest));
         for (const r of results) process.stdout.write(`${r.ok ? 'ok  ' : 'FAIL'} ${r.name}${r.problems.length ? `: ${r.problems.join('; ')}` : ''}\n`);
         code = results.every((r) => r.ok) ? 0 : 1;
       } catch (e) { code = reportError(e); }

@@ -1,0 +1,66 @@
+/**
+ * kiln as a library: `import { loadTemplate, build, verify, publish } from 'kiln'`.
+ *
+ *   const template = loadTemplate('image.yaml', { vars: ['version=1.2'] });
+ *   const results = await build(template, { cacheDir, onEvent: (e) => console.log(e.type), signal });
+ *
+ * Everything is passed in: nothing here reads an environment variable at import time, and no KILN_*
+ * variable is read at all (the CLI reads those and turns them into these options). Importing this
+ * module starts nothing and registers no signal handler; the caller owns signals, prompts, rendering.
+ */
+import { readFileSync } from 'node:fs';
+import { verifyManifest, type VerifyResult } from './artifacts/verify.js';
+import type { Manifest, PublishedRecord } from './artifacts/manifest.js';
+import { publishManifest, recordedTargets } from './publish/runner.js';
+
+export { loadTemplate, type LoadedTemplate, type LoadOptions } from './template/load.js';
+export type { VariableInputs, ResolvedVariables } from './template/variables.js';
+export { TemplateError } from './template/errors.js';
+export { VariableError } from './template/variables.js';
+export type { Template, BuildConfig, OutputConfig, Provisioner } from './template/schema.js';
+export { build, type KilnBuildOptions as BuildOptions, type BuildResult } from './build/build.js';
+export type { OnError } from './build/state.js';
+export { BuildInterrupted } from './build/runner.js';
+export type { BuildEvent } from './ui/events.js';
+export type { Manifest, ArtifactRecord, PublishedRecord } from './artifacts/manifest.js';
+export type { VerifyResult } from './artifacts/verify.js';
+export { PublishFailed } from './publish/runner.js';
+export { kilnVersion as version } from './version.js';
+
+/**
+ * Re-checks the artifacts a manifest.json (written by a build) lists: sizes, digests, and qemu-img
+ * check/info where the format allows. One result per artifact; never throws for a bad artifact.
+ */
+export async function verify(manifestFile: string): Promise<VerifyResult[]> {
+  return verifyManifest(manifestFile);
+}
+
+export interface PublishOptions {
+  /** Only these targets (their names); by default every target the manifest records. */
+  only?: string[];
+  /** Aborting it stops the uploads. */
+  signal?: AbortSignal;
+  /** Where credentials are looked up (AWS_*, AZURE_*, OS_* ...); default: process.env at call time. */
+  env?: NodeJS.ProcessEnv;
+  /** Progress and status lines (default: none). */
+  log?: (message: string) => void;
+}
+
+/**
+ * Uploads a finished build again, without rebuilding, to the publish targets its manifest.json
+ * records; a target that already holds the same image sends nothing. Resolves with the manifest's
+ * updated publish records; rejects (PublishFailed) when a target fails.
+ */
+export async function publish(manifestFile: string, options: PublishOptions = {}): Promise<PublishedRecord[]> {
+  const targets = recordedTargets(manifestFile);
+  return publishManifest(manifestFile, targets, {
+    signal: options.signal ?? new AbortController().signal,
+    only: options.only, env: options.env, progress: 'none',
+    log: options.log ?? (() => undefined),
+  });
+}
+
+/** Reads a manifest.json a build wrote. */
+export function readManifest(manifestFile: string): Manifest {
+  return JSON.parse(readFileSync(manifestFile, 'utf8')) as Manifest;
+}
