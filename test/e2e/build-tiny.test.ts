@@ -11,7 +11,7 @@ import { kiln } from '../helpers/kiln.js';
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-e2e-build-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-function template(name: string, provisioners: string): string {
+function template(name: string, provisioners: string, { bootloader = false } = {}): string {
   const file = path.join(dir, `${name}.yaml`);
   writeFileSync(file, `
 variables:
@@ -20,7 +20,7 @@ variables:
 builds:
   - name: ${name}
     output_directory: ${path.join(dir, 'out', name)}
-${tinySourceYaml()}
+${tinySourceYaml('    ', { bootloader })}
     provisioners:
 ${provisioners}
     outputs:
@@ -50,7 +50,7 @@ describe('kiln build (tiny fixture)', () => {
         destination: ${path.join(dir, 'downloaded-marker')}
         direction: download
       - type: shell-local
-        inline: ['echo "local $KILN_NAME" > ${path.join(dir, 'local.txt')}']`);
+        inline: ['echo "local $KILN_NAME" > ${path.join(dir, 'local.txt')}']`, { bootloader: true }); // through firmware and GRUB, as users boot it
     const run = await kiln(['build', file, '--events=json']);
     expect(run.exitCode, run.stderr).toBe(0);
 
