@@ -1,0 +1,85 @@
+/**
+ * Air-gapped builds on the command line: `kiln bundle TEMPLATE -o FILE [--with-kiln]`, and the build
+ * flags --record, --bundle FILE and --offline (prepareAirgap: which template to load, where outputs go,
+ * and the package proxy the build's guest uses).
+ */
+import { statSync } from 'node:fs';
+import path from 'node:path';
+import { loadTemplate, type LoadedTemplate } from '../template/load.js';
+import type { VariableInputs } from '../template/variables.js';
+import { recordingDirFor, PackageStore } from '../airgap/store.js';
+import { writeBundle } from '../airgap/bundle-write.js';
+import { openBundle, type OpenedBundle } from '../airgap/bundle-read.js';
+import { startAirgapSession, type AirgapSession } from '../airgap/session.js';
+import { packKiln } from '../airgap/kiln-pack.js';
+import { cacheDirFromEnv } from './env.js';
+
+export interface AirgapBuildArgs { record?: boolean; bundle?: string; offline?: boolean; recording?: string }
+
+export interface PreparedAirgap {
+  /** From a bundle: the template and var-files to load (inside the unpacked bundle). */
+  bundle?: OpenedBundle;
+  /** A bundle's outputs go where the template would put them, relative to the current directory instead of the unpacked tree. */
+  relocateOutputs(t: LoadedTemplate): void;
+  start(t: LoadedTemplate, onMiss: (url: string) => void, log: (message: string, level: 'info' | 'warn') => void): Promise<AirgapSession>;
+}
+
+export class AirgapUsageError extends Error {}
+
+/** undefined when no air-gap flag was given (a normal build). */
+export async function prepareAirgap(a: AirgapBuildArgs, cacheDir: string): Promise<PreparedAirgap | undefined> {
+  if (!a.record && !a.bundle && !a.offline) return undefined;
+  if (a.record && (a.bundle || a.offline)) {
+    throw new AirgapUsageError('--record fetches through the network and cannot be combined with --bundle or --offline\n  fix: record on a connected machine (kiln build --record TEMPLATE), then bundle and build offline from the bundle');
+  }
+  const bundle = a.bundle ? await openBundle(path.resolve(a.bundle), cacheDir) : undefined;
+  return {
+    bundle,
+    relocateOutputs(t) {
+      if (!bundle) return;
+      for (const b of t.template.builds) {
+        const out = b.output_directory;
+        if (out && (out + path.sep).startsWith(bundle.treeRoot + path.sep)) b.output_directory = path.resolve(process.cwd(), path.relative(bundle.treeRoot, out));
+      }
+    },
+    async start(t, onMiss, log) {
+      if (a.record) {
+        const dir = a.recording ? path.resolve(a.recording) : recordingDirFor(cacheDir, t.file);
+        log(`recording the guest's downloads into ${dir}`, 'info');
+        return startAirgapSession({ mode: 'record', storeDir: dir, offline: false, onMiss, log });
+      }
+      if (bundle) log(`offline build from bundle ${a.bundle}: ${bundle.manifest.members.length + 1} members verified, ${bundle.manifest.packages} recorded responses`, 'info');
+      return startAirgapSession({
+        mode: 'replay', storeDir: bundle?.manifest.packages ? bundle.packagesDir : undefined, blobsDir: bundle?.blobsDir,
+        offline: Boolean(a.offline), onMiss, log,
+      });
+    },
+  };
+}
+
+export interface BundleArgs {
+  template: string; output: string; force: boolean; 'with-kiln': boolean; recording?: string;
+  var?: string | string[]; 'var-file'?: string | string[];
+}
+
+const listOf = (v: string | string[] | undefined): string[] => (v === undefined ? [] : Array.isArray(v) ? v : [v]);
+
+export async function bundleCommand(a: BundleArgs): Promise<number> {
+  const cacheDir = cacheDirFromEnv();
+  const varFiles = listOf(a['var-file']);
+  const inputs: VariableInputs = { vars: listOf(a.var), varFiles, env: process.env };
+  const t = loadTemplate(a.template, inputs, { cacheDir });
+  const recordingDir = a.recording ? path.resolve(a.recording) : recordingDirFor(cacheDir, t.file);
+  const recorded = new PackageStore(recordingDir).size;
+  if (!recorded) process.stderr.write(`kiln bundle: no recording for ${a.template} in ${recordingDir}: the bundle holds no packages (fine for a build that fetches nothing; else run kiln build --record ${a.template} first)\n`);
+  let kilnTarball: string | undefined;
+  if (a['with-kiln']) {
+    process.stderr.write('kiln bundle: packing kiln with its dependencies (npm pack)\n');
+    kilnTarball = await packKiln(cacheDir);
+  }
+  const started = performance.now();
+  const w = await writeBundle({ template: t, varFiles, recordingDir, kilnTarball, output: a.output, cacheDir, force: a.force });
+  const mib = (statSync(w.file).size / 2 ** 20).toFixed(1);
+  process.stdout.write(`wrote ${a.output}: ${mib} MiB, ${w.members} members (${w.manifest.tree.length} input files, ${w.manifest.packages} recorded responses${kilnTarball ? ', kiln.tgz' : ''}) in ${((performance.now() - started) / 1000).toFixed(1)} s\nsha256 ${w.sha256}\n`);
+  return 0;
+}
