@@ -17,7 +17,8 @@ import { execa } from 'execa';
 import { convert, imageInfo, resize } from '../qemu/qemu-img.js';
 import { GiB, progressScale, step, writeAtomically } from './tar.js';
 
-export const tarBinary = process.env.KILN_TAR ?? 'tar';
+/** GNU tar, unless the caller names another (the CLI: KILN_TAR). */
+export const defaultTarBinary = 'tar';
 
 export interface GceTarballOptions {
   source: string;
@@ -26,6 +27,8 @@ export interface GceTarballOptions {
   onProgress?: (pct: number) => void;
   /** Stops the packaging: its tools are killed, its partial output removed. */
   signal?: AbortSignal;
+  /** The GNU tar to run (default: tar on PATH). */
+  tarBinary?: string;
 }
 
 /** The GNU tar command line (run in the directory holding disk.raw). */
@@ -39,6 +42,7 @@ export function gceTarArgs(archive: string): string[] {
 
 export async function writeGceTarball(opts: GceTarballOptions): Promise<{ size: number }> {
   const what = 'GCE tarball';
+  const tarBinary = opts.tarBinary ?? defaultTarBinary;
   const progress = progressScale(opts.onProgress);
   return writeAtomically(what, opts.out, async (workDir, partial) => {
     const raw = path.join(workDir, 'disk.raw');
@@ -56,7 +60,7 @@ export async function writeGceTarball(opts: GceTarballOptions): Promise<{ size: 
       if (r.isCanceled) throw opts.signal!.reason;
       if (r.failed) {
         const detail = String(r.all ?? '').trim() || r.message;
-        const hint = r.code === 'ENOENT' ? `\n  fix: install GNU tar (apt-get install tar gzip), or point KILN_TAR at it` : '';
+        const hint = r.code === 'ENOENT' ? `\n  fix: install GNU tar (apt-get install tar gzip), or give its path (kiln: KILN_TAR)` : '';
         throw new Error(`${detail}\n  command: ${tarBinary} ${args.join(' ')}${hint}`);
       }
     });
