@@ -18,6 +18,8 @@ import { consoleCommand } from './console.js';
 import { cacheCommand, type CacheArgs } from './cache.js';
 import { importTemplate } from './import.js';
 import { publishCommand } from './publish.js';
+import { bundleCommand, prepareAirgap, type AirgapBuildArgs, type BundleArgs } from './bundle.js';
+import { AirgapMissError } from '../airgap/session.js';
 
 class UsageError extends Error {}
 
@@ -88,8 +90,13 @@ function sweepLeftovers(build: string, render: EventSink, secrets: readonly stri
 async function buildCommand(argv: Common & {
   force: boolean; only?: string | string[]; except?: string | string[]; 'on-error': OnError; 'parallel-builds': number;
   debug: boolean; timestamps: boolean; events?: string; progress: ProgressMode; cache: boolean;
-}): Promise<number> {
+} & AirgapBuildArgs): Promise<number> {
+  // --record / --bundle / --offline (src/cli/bundle.ts): a bundle is verified and unpacked before anything else.
+  const airgap = await prepareAirgap(argv, cacheDirFromEnv());
+  if (airgap?.bundle) Object.assign(argv, { template: airgap.bundle.template, 'var-file': [...airgap.bundle.varFiles, ...listOf(argv['var-file'])] });
+  else if (!argv.template) throw new Error('give a template file to build (or --bundle FILE)');
   const t = load(argv, namesOf(argv.only));
+  airgap?.relocateOutputs(t);
   const builds = selectBuilds(t, namesOf(argv.only), namesOf(argv.except));
   const sinks: EventSink[] = [];
   if (argv.events === 'json') sinks.push(jsonRenderer(process.stdout));
@@ -111,6 +118,8 @@ async function buildCommand(argv: Common & {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  const airgapSession = await airgap?.start(t, (url) => { if (!controller.signal.aborted) controller.abort(new AirgapMissError(url)); },
+    (message, level) => render({ type: 'log', build: builds[0]?.name ?? 'kiln', level, message, time: new Date().toISOString() }));
   try {
     const prompt = terminalPrompt(controller.signal);
     if (argv['on-error'] === 'ask' && !prompt) process.stderr.write('kiln: --on-error=ask needs a terminal; using cleanup\n');
@@ -118,7 +127,7 @@ async function buildCommand(argv: Common & {
       only: namesOf(argv.only), except: namesOf(argv.except),
       force: argv.force, onError: argv['on-error'] === 'ask' && !prompt ? 'cleanup' : argv['on-error'],
       debug: argv.debug, cacheDir: cacheDirFromEnv(), noCache: !argv.cache, prompt,
-      parallel: argv['parallel-builds'], onEvent: render, signal: controller.signal,
+      parallel: argv['parallel-builds'], onEvent: render, signal: controller.signal, airgap: airgapSession?.network,
       keptBuildRelease: [
         `  kiln waits with the VM. To stop it: Ctrl-C here, or kill ${process.pid} (the guest powering off does too);`,
         '  kiln then stops the VM, removes the work dir and exits 1.',
@@ -135,6 +144,7 @@ async function buildCommand(argv: Common & {
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
+    await airgapSession?.close();
   }
 }
 
@@ -148,7 +158,12 @@ export async function main(args: string[]): Promise<number> {
   const parser = yargs(normalizePackerFlags(args))
     .scriptName('kiln')
     .usage('kiln — build VM images with QEMU\n\nUsage: $0 <command> [options]')
-    .command('build <template>', 'build the images a template describes', (y) => withTemplate(y as never)
+    .command('build [template]', 'build the images a template describes', (y) => withTemplate(y as never)
+      .positional('template', { type: 'string', demandOption: false, describe: 'template file (YAML or JSON); not with --bundle' })
+      .option('record', { type: 'boolean', default: false, describe: 'air-gapped builds: the guest downloads through kiln\'s proxy, which keeps every file for kiln bundle' })
+      .option('bundle', { type: 'string', requiresArg: true, describe: 'build from a bundle (kiln bundle): verified, unpacked into the cache; the guest\'s downloads come from its recording' })
+      .option('offline', { type: 'boolean', default: false, describe: 'the guest reaches nothing but kiln (QEMU restrict=on); a download not in the bundle fails the build at once' })
+      .option('recording', { type: 'string', requiresArg: true, describe: 'with --record: the recording directory (default: in the cache, per template)' })
       .option('force', { type: 'boolean', default: false, describe: 'replace existing output directories' })
       .option('only', { type: 'string', requiresArg: true, describe: 'run only these builds (repeatable, or comma-separated as in Packer)' })
       .option('except', { type: 'string', requiresArg: true, describe: 'skip these builds (repeatable, or comma-separated)' })
@@ -160,6 +175,12 @@ export async function main(args: string[]): Promise<number> {
       .option('events', { choices: ['json'] as const, describe: 'write a JSON-lines event stream to stdout' })
       .option('progress', { choices: ['auto', 'always', 'never'] as const, default: 'auto' as ProgressMode, describe: 'progress bars: on a terminal (auto), always, or never' }),
     async (argv) => { code = await buildCommand(argv as never).catch(reportError); })
+    .command('bundle <template>', 'write one tar holding a build\'s template, every input, its recorded downloads (kiln build --record) and optionally kiln', (y) => withTemplate(y as never)
+      .option('output', { alias: 'o', type: 'string', requiresArg: true, demandOption: true, describe: 'the bundle to write (e.g. site.kiln.tar)' })
+      .option('with-kiln', { type: 'boolean', default: false, describe: 'add kiln.tgz: kiln and its dependencies, installable with npm install -g ./kiln.tgz and no network' })
+      .option('recording', { type: 'string', requiresArg: true, describe: 'the recording to carry (default: the template\'s, in the cache)' })
+      .option('force', { type: 'boolean', default: false, describe: 'replace an existing bundle' }),
+    async (argv) => { code = await bundleCommand(argv as unknown as BundleArgs).catch(reportError); })
     .command('validate <template>', 'check a template and report every problem', (y) => withTemplate(y as never)
       .option('only', { type: 'string', requiresArg: true, describe: 'check only these builds (a Packer template\'s other builders are then not refused)' }),
       (argv) => {
