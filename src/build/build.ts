@@ -11,7 +11,7 @@ import type { LoadedTemplate } from '../template/load.js';
 import type { BuildConfig } from '../template/schema.js';
 import { EventBus, type BuildEvent } from '../ui/events.js';
 import { runSteps, type RunResult } from './runner.js';
-import type { AirgapGuestNetwork, BuildContext, BuildOptions, BuildState, OnError } from './state.js';
+import type { BuildContext, BuildOptions, BuildState, OnError } from './state.js';
 import { buildSteps } from './steps/index.js';
 import type { Step } from './step.js';
 import { markOwned, ownedWorkDirs } from './stale.js';
@@ -19,6 +19,7 @@ import { isAlive } from '../util/pid.js';
 import { defaultCacheDir } from '../util/cache-dir.js';
 import type { Scalar } from '../template/interpolate.js';
 import { shellQuote } from '../qemu/argv.js';
+import { createDriver, driverOptionsFromEnv } from '../qemu/driver.js';
 
 export interface BuildResult {
   build: string;
@@ -53,6 +54,8 @@ export async function runBuild(
   const state: BuildState = { workDir, startedAt: new Date(), artifacts: [], timings: {} };
   const ctx: BuildContext = {
     template, build, options, events, state, signal,
+    // 12b: the KILN_* variables are read here, at build time, until the CLI passes driver options (12a).
+    driver: createDriver(driverOptionsFromEnv()),
     buildValues: () => {
       const v: Record<string, Scalar> = { name: build.name, output_dir: build.output_directory! };
       if (state.http) { v.http_ip = state.http.ip; v.http_port = state.http.port; v.http_url = state.http.url; }
@@ -233,8 +236,6 @@ export interface KilnBuildOptions {
   prompt?: (question: string) => Promise<string>;
   /** Lines shown to the user on how to release a build kept by onError 'abort' (the CLI names Ctrl-C and its pid). */
   keptBuildRelease?: string[];
-  /** Air-gapped builds: the guest's way to kiln's package proxy (src/airgap starts it), and offline or not. */
-  airgap?: AirgapGuestNetwork;
 }
 
 /**
@@ -251,6 +252,6 @@ export async function build(template: LoadedTemplate, options: KilnBuildOptions 
   return runBuilds(template, builds, {
     force: options.force ?? false, onError, debug: options.debug ?? false,
     cacheDir: options.cacheDir ?? defaultCacheDir(), noCache: options.noCache, prompt: options.prompt,
-    tempDir: options.tempDir, keptBuildRelease: options.keptBuildRelease, airgap: options.airgap,
+    tempDir: options.tempDir, keptBuildRelease: options.keptBuildRelease,
   }, events, options.signal ?? new AbortController().signal, options.parallel ?? 1);
 }

@@ -6,8 +6,7 @@ import type { LoadedTemplate } from '../template/load.js';
 import type { BuildConfig } from '../template/schema.js';
 import type { EventBus } from '../ui/events.js';
 import type { Accelerator } from '../qemu/argv.js';
-import type { QemuProcess } from '../qemu/process.js';
-import type { QmpClient } from '../qemu/qmp.js';
+import type { Driver, QemuProcess, QmpClient } from '../qemu/driver.js';
 import type { BootConfigServer } from '../http/server.js';
 import type { KeyPair } from '../communicator/keys.js';
 import type { SshSession, SshTarget } from '../communicator/ssh.js';
@@ -111,6 +110,8 @@ export interface BuildContext {
   options: BuildOptions;
   events: EventBus;
   state: BuildState;
+  /** QEMU and qemu-img: the steps reach them only through it (a fake one in the step tests). */
+  driver: Driver;
   signal: AbortSignal;
   /** `${build.*}` values known so far. */
   buildValues(): Record<string, Scalar>;

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { execa } from 'execa';
 import type { Accelerator } from './argv.js';
-import { diesWithKiln, qemuBinary } from './process.js';
+import { diesWithKiln } from './process.js';
 import { probeBootSector, probeExitCode, probeImageSize, probeMinSpeed, probeSpeedMarker, probeSuccessMarker } from './accel-probe-image.js';
 
 export interface ProbeResult { accelerator: Accelerator; ok: boolean; reason?: string; ms: number }
@@ -24,14 +24,24 @@ function hostBootId(): string {
 }
 
 /**
- * Where the probe's answers are kept: they hold for the whole host until it reboots, whichever cache
- * directory a build uses, so they live in the user's runtime directory (KILN_ACCEL_CACHE overrides).
- * Not named "kiln-*": that is the pattern of build work directories in the temporary directory.
+ * Where the probe's answers are kept by default: they hold for the whole host until it reboots,
+ * whichever cache directory a build uses, so they live in the user's runtime directory (`runtimeDir`,
+ * XDG_RUNTIME_DIR), else in the temporary directory. Not named "kiln-*": that is the pattern of build
+ * work directories in the temporary directory.
  */
-export function acceleratorMemoDir(): string {
-  if (process.env.KILN_ACCEL_CACHE) return process.env.KILN_ACCEL_CACHE;
-  const runtime = process.env.XDG_RUNTIME_DIR;
-  return runtime ? path.join(runtime, 'kiln') : path.join(os.tmpdir(), `kiln.${os.userInfo().uid}`);
+export function defaultAcceleratorMemoDir(runtimeDir: string | undefined): string {
+  return runtimeDir ? path.join(runtimeDir, 'kiln') : path.join(os.tmpdir(), `kiln.${os.userInfo().uid}`);
+}
+
+/** What choosing an accelerator needs besides the template's wish. */
+export interface AcceleratorSettings {
+  qemuBinary: string;
+  /** Where the probe's answers are remembered (defaultAcceleratorMemoDir). */
+  memoDir: string;
+  /** Stands in for the template's `auto` (the CLI's KILN_ACCELERATOR); '' or undefined: none. */
+  forced?: string;
+  /** The setting `forced` came from, for messages ("KILN_ACCELERATOR"). */
+  forcedSetting: string;
 }
 
 /**
@@ -47,7 +57,7 @@ function ownMemoDir(dir: string): boolean {
 }
 
 /** Boots the probe guest under `accel`; never throws (an aborted probe is a failed one). */
-export async function probeAccelerator(accel: Accelerator, cacheDir: string, timeoutMs = 12_000, signal?: AbortSignal): Promise<ProbeResult> {
+export async function probeAccelerator(qemuBinary: string, accel: Accelerator, cacheDir: string, timeoutMs = 12_000, signal?: AbortSignal): Promise<ProbeResult> {
   const started = performance.now();
   if (accel === 'tcg') return { accelerator: accel, ok: true, ms: 0 };
   if (accel === 'kvm' && !existsSync('/dev/kvm')) return { accelerator: accel, ok: false, reason: '/dev/kvm does not exist', ms: 0 };
@@ -89,17 +99,18 @@ const hostDefault: Accelerator[] = process.platform === 'darwin' ? ['hvf'] : pro
  * not work is an error; `auto` falls back to TCG with one line saying why.
  */
 export async function chooseAccelerator(
-  wanted: Accelerator | 'auto', cacheDir: string, warn: (msg: string) => void, signal?: AbortSignal,
+  wanted: Accelerator | 'auto', cacheDir: string, warn: (msg: string) => void, settings: AcceleratorSettings, signal?: AbortSignal,
 ): Promise<Accelerator> {
-  // KILN_ACCELERATOR stands in for the template's choice when that is auto, and is checked like one:
+  // A forced accelerator stands in for the template's choice when that is auto, and is checked like one:
   // an unchecked kvm that does not work looks like a guest that never boots.
-  const forced = wanted === 'auto' ? process.env.KILN_ACCELERATOR : undefined;
+  const { qemuBinary, forcedSetting } = settings;
+  const forced = wanted === 'auto' ? settings.forced || undefined : undefined;
   if (forced && !(accelerators as readonly string[]).includes(forced)) {
-    throw new Error(`KILN_ACCELERATOR=${forced} is not an accelerator\n  fix: set it to one of ${accelerators.join(', ')}, or unset it`);
+    throw new Error(`${forcedSetting}=${forced} is not an accelerator\n  fix: set it to one of ${accelerators.join(', ')}, or unset it`);
   }
   if (forced) wanted = forced as Accelerator;
   if (wanted === 'tcg') return 'tcg';
-  const memoDir = acceleratorMemoDir();
+  const memoDir = settings.memoDir;
   const memo = ownMemoDir(memoDir) ? path.join(memoDir, 'accelerator.json') : undefined;
   let table: Record<string, ProbeResult> = {};
   try { if (memo) table = JSON.parse(readFileSync(memo, 'utf8')) as Record<string, ProbeResult>; } catch { /* first run */ }
@@ -108,7 +119,7 @@ export async function chooseAccelerator(
     const key = `${hostBootId()}:${probeId}:${qemuBinary}:${accel}`;
     let result = table[key];
     if (!result) {
-      result = await probeAccelerator(accel, cacheDir, undefined, signal);
+      result = await probeAccelerator(qemuBinary, accel, cacheDir, undefined, signal);
       // An interrupted probe says nothing about the host: neither remembered nor reported.
       signal?.throwIfAborted();
       table[key] = result;
@@ -121,8 +132,8 @@ export async function chooseAccelerator(
     }
     if (result.ok) return accel;
     if (wanted !== 'auto') {
-      const fix = forced ? 'unset KILN_ACCELERATOR, or set it to tcg' : 'set accelerator: auto (falls back to tcg) or accelerator: tcg in the template';
-      throw new Error(`accelerator "${accel}"${forced ? ' (from KILN_ACCELERATOR)' : ''} does not work on this host: ${result.reason}\n  fix: ${fix}`);
+      const fix = forced ? `unset ${forcedSetting}, or set it to tcg` : 'set accelerator: auto (falls back to tcg) or accelerator: tcg in the template';
+      throw new Error(`accelerator "${accel}"${forced ? ` (from ${forcedSetting})` : ''} does not work on this host: ${result.reason}\n  fix: ${fix}`);
     }
     warn(`${accel} is not usable (${result.reason}); falling back to TCG software emulation, which is much slower`);
   }

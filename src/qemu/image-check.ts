@@ -5,7 +5,7 @@
  * about 0.2 s for a 400 MiB cloud image, so the verdict is not cached.
  */
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
-import { checkReport, dataEnd, imageInfo, QemuImgError } from './qemu-img.js';
+import { QemuImg, QemuImgError } from './qemu-img.js';
 import { formatBytes } from '../template/units.js';
 
 export class BaseImageError extends Error {}
@@ -65,13 +65,14 @@ const qemuImgReason = (detail: string) => detail.replace(/^(qemu-img: )?(Could n
  * and how to fix it. `bootSectorRequired` is false when QEMU boots a kernel directly (-kernel in
  * qemu_args), so a raw file system image without a boot sector is fine.
  */
-export async function checkBaseImage(file: string, opts: { bootSectorRequired: boolean; signal?: AbortSignal }): Promise<CheckedBaseImage> {
+export async function checkBaseImage(file: string, opts: { bootSectorRequired: boolean; signal?: AbortSignal; qemuImg?: QemuImg }): Promise<CheckedBaseImage> {
+  const qemuImg = opts.qemuImg ?? new QemuImg();
   const size = statSync(file).size;
   if (size === 0) throw notBootable(file, 'the file is empty', `point base_image at a disk image (qcow2, raw, vmdk...); ${fetchAgain}`);
   const head = readHead(file);
   let info;
   try {
-    info = await imageInfo(file, undefined, false, opts.signal);
+    info = await qemuImg.imageInfo(file, undefined, false, opts.signal);
   } catch (e) {
     if (!(e instanceof QemuImgError)) throw e;
     // QEMU's image locking: another VM or qemu-img has it open for writing; the file may be sound.
@@ -99,10 +100,10 @@ export async function checkBaseImage(file: string, opts: { bootSectorRequired: b
     return { format: info.format, warnings: [] };
   }
   if (singleFileFormats.has(info.format)) {
-    const end = await dataEnd(file, info.format, opts.signal);
+    const end = await qemuImg.dataEnd(file, info.format, opts.signal);
     if (end > size) throw damaged(file, `its ${info.format} data reaches byte ${end} but the file has ${size} bytes: it was cut short`, fetchAgain);
   }
-  const check = await checkReport(file, info.format, opts.signal);
+  const check = await qemuImg.checkReport(file, info.format, opts.signal);
   const fullReport = `\`qemu-img check -f ${info.format} ${file}\` lists every problem`;
   switch (check.exitCode) {
     case 0:

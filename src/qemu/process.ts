@@ -6,7 +6,8 @@ import { execa, type ResultPromise } from 'execa';
 import { accessSync, constants, existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 
-export const qemuBinary = process.env.KILN_QEMU ?? 'qemu-system-x86_64';
+/** The QEMU kiln runs unless told otherwise (DriverOptions.qemuBinary; the CLI's KILN_QEMU). */
+export const defaultQemuBinary = 'qemu-system-x86_64';
 
 /** The executable `file` names (a path, or a name looked up on PATH), or undefined. */
 export function findExecutable(file: string): string | undefined {
@@ -16,20 +17,29 @@ export function findExecutable(file: string): string | undefined {
   });
 }
 
+/** A tool kiln runs, for naming it when it is missing. */
+export interface ToolSetting {
+  /** What kiln runs: a path, or a name looked up on PATH. */
+  binary: string;
+  /** The tool's own name ("qemu-img"). */
+  name: string;
+  /** The setting that names another binary: an environment variable of the CLI (KILN_QEMU_IMG) or a library option. */
+  setting: string;
+  /** The binary was given through that setting (not kiln's default). */
+  setBySetting: boolean;
+  aptPackage: string;
+}
+
 /**
  * Fails with what to do when a tool kiln runs is missing: spawning it would only say ENOENT, and under
  * setpriv not even that (setpriv exits 127 and QEMU seems to "exit at start").
  */
-export function requireExecutable(tool: { binary: string; name: string; envVar: string; aptPackage: string }): void {
+export function requireExecutable(tool: ToolSetting): void {
   if (findExecutable(tool.binary)) return;
-  const problem = process.env[tool.envVar] !== undefined
-    ? `${tool.name} not found: ${tool.binary} (set by ${tool.envVar}) does not exist or is not executable`
+  const problem = tool.setBySetting
+    ? `${tool.name} not found: ${tool.binary} (set by ${tool.setting}) does not exist or is not executable`
     : `${tool.name} not found: ${tool.binary} is not on PATH`;
-  throw new Error(`${problem}\n  fix: apt-get install ${tool.aptPackage} (make setup does it), or set ${tool.envVar} to the path of ${tool.name}`);
-}
-
-export function requireQemu(): void {
-  requireExecutable({ binary: qemuBinary, name: 'qemu-system-x86_64', envVar: 'KILN_QEMU', aptPackage: 'qemu-system-x86' });
+  throw new Error(`${problem}\n  fix: apt-get install ${tool.aptPackage} (make setup does it), or set ${tool.setting} to the path of ${tool.name}`);
 }
 
 /**
@@ -46,12 +56,28 @@ export function diesWithKiln(file: string, args: string[]): [string, string[]] {
 
 export interface QemuExit { code: number | null; signal: string | null; stderr: string }
 
-export class QemuProcess {
+/** A running QEMU, as the build sees it: its exit, its last words on stderr, and how to stop it. */
+export interface QemuProcess {
+  readonly pid: number | undefined;
+  /** The whole command line (binary first), for messages. */
+  readonly argv: string[];
+  /** Settles (never rejects) when QEMU has exited. */
+  readonly exited: Promise<QemuExit>;
+  readonly hasExited: boolean;
+  /** The end of what QEMU printed on stderr. */
+  readonly stderr: string;
+  /** Waits up to `ms` for QEMU to exit by itself; true if it did. */
+  waitForExit(ms: number): Promise<boolean>;
+  /** SIGTERM, then SIGKILL if QEMU is still there after `graceMs`. Idempotent. */
+  kill(graceMs?: number): Promise<void>;
+}
+
+class QemuChild implements QemuProcess {
   readonly exited: Promise<QemuExit>;
   private exitInfo?: QemuExit;
   private stderrTail = '';
 
-  private constructor(private readonly child: ResultPromise, readonly argv: string[]) {
+  constructor(private readonly child: ResultPromise, readonly argv: string[]) {
     child.stderr?.setEncoding('utf8');
     child.stderr?.on('data', (s: string) => { this.stderrTail = (this.stderrTail + s).slice(-8192); });
     this.exited = child.then(
@@ -61,15 +87,6 @@ export class QemuProcess {
       this.exitInfo = { code: r.exitCode ?? null, signal: r.signal ?? null, stderr: this.stderrTail.trim() };
       return this.exitInfo;
     });
-  }
-
-  static start(args: string[], opts: { cwd?: string } = {}): QemuProcess {
-    const [file, argv] = diesWithKiln(qemuBinary, args);
-    const child = execa(file, argv, {
-      cwd: opts.cwd, stdin: 'ignore', stdout: 'ignore', stderr: 'pipe', reject: false,
-      cleanup: true, buffer: false, detached: false,
-    });
-    return new QemuProcess(child, [qemuBinary, ...args]);
   }
 
   get pid(): number | undefined { return this.child.pid; }
@@ -96,3 +113,18 @@ export class QemuProcess {
     }
   }
 }
+
+/** Starts `binary args` so that it dies with kiln (see diesWithKiln). */
+export function startQemu(binary: string, args: string[], opts: { cwd?: string } = {}): QemuProcess {
+  const [file, argv] = diesWithKiln(binary, args);
+  const child = execa(file, argv, {
+    cwd: opts.cwd, stdin: 'ignore', stdout: 'ignore', stderr: 'pipe', reject: false,
+    cleanup: true, buffer: false, detached: false,
+  });
+  return new QemuChild(child, [binary, ...args]);
+}
+
+/** QemuProcess.start(args): the default QEMU binary, for test helpers that boot a guest without a build. */
+export const QemuProcess = {
+  start: (args: string[], opts: { cwd?: string } = {}, binary = defaultQemuBinary): QemuProcess => startQemu(binary, args, opts),
+};

@@ -15,7 +15,21 @@ export class QmpError extends Error {
   }
 }
 
-export class QmpClient extends EventEmitter {
+/** A QMP connection to a running QEMU. */
+export interface QmpClient {
+  /** Runs one command; commands are serialized so replies match their requests. Rejects with QmpError. */
+  execute<T = unknown>(command: string, args?: Record<string, unknown>): Promise<T>;
+  /** Closes the connection; pending and later commands fail. */
+  close(): void;
+}
+
+/** QmpClient.connect(socketPath): retries until QEMU has created the socket, then negotiates capabilities. */
+export const QmpClient = {
+  connect: (socketPath: string, timeoutMs = 10_000): Promise<QmpClient> => QmpConnection.connect(socketPath, timeoutMs),
+};
+
+/** Emits each QEMU event as 'event' and under its own name. */
+class QmpConnection extends EventEmitter implements QmpClient {
   private buffer = '';
   private pending: { command: string; resolve: (v: unknown) => void; reject: (e: Error) => void }[] = [];
   private closed = false;
@@ -29,7 +43,7 @@ export class QmpClient extends EventEmitter {
     socket.on('close', () => this.onClose());
   }
 
-  static async connect(socketPath: string, timeoutMs = 10_000): Promise<QmpClient> {
+  static async connect(socketPath: string, timeoutMs: number): Promise<QmpConnection> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       try {
@@ -38,7 +52,7 @@ export class QmpClient extends EventEmitter {
           s.once('connect', () => { s.off('error', reject); resolve(s); });
           s.once('error', reject);
         });
-        const client = new QmpClient(socket);
+        const client = new QmpConnection(socket);
         await client.greeting();
         await client.execute('qmp_capabilities');
         return client;
@@ -48,8 +62,6 @@ export class QmpClient extends EventEmitter {
       }
     }
   }
-
-  get isClosed(): boolean { return this.closed; }
 
   private greetingWaiter?: { resolve: () => void; reject: (e: Error) => void };
   private greeted = false;

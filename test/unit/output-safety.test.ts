@@ -11,6 +11,7 @@ import { deadPid } from '../helpers/process-audit.js';
 import { runSteps } from '../../src/build/runner.js';
 import type { Step } from '../../src/build/step.js';
 import type { BuildContext } from '../../src/build/state.js';
+import { createDriver } from '../../src/qemu/driver.js';
 import { outputDirStep } from '../../src/build/steps/output-dir.js';
 import { commitOutputStep } from '../../src/build/steps/commit-output.js';
 import { stagedPath } from '../../src/build/steps/convert.js';
@@ -48,7 +49,7 @@ async function build(out: string, o: { force?: boolean; outputs?: OutputConfig[]
     build: { name: 'web', output_directory: out, outputs, checksums: ['sha256'], post_processors: [] },
     options: { force: o.force ?? false, onError: 'cleanup', debug: false, cacheDir: path.join(root, 'cache'), noCache: true },
     events: new EventBus(), state: { workDir, startedAt: new Date(), artifacts: [], timings: {} },
-    signal: new AbortController().signal, buildValues: () => ({}), log: () => undefined,
+    signal: new AbortController().signal, buildValues: () => ({}), log: () => undefined, driver: createDriver(),
   } as unknown as BuildContext;
   const disk: Step = { name: 'create disk', async run() { ran.push('create disk'); } };
   const convert: Step = {

@@ -17,7 +17,7 @@
  */
 import type { Step } from '../step.js';
 import { sshSession } from '../../provisioners/context.js';
-import { buildKeyCommentPrefix } from './ssh-keys.js';
+import { buildKeyCommentPrefix } from '../../communicator/build-key.js';
 
 /**
  * Overwrites with zeros, where they lie, the files named on stdin as "SIZE PATH" lines (find -printf

@@ -10,8 +10,7 @@ import type { Step } from '../step.js';
 import type { BuildContext } from '../state.js';
 import { need } from '../state.js';
 import { buildManifest, entriesOf, outputOwnership, removeKilnOutput, writeSums } from '../../artifacts/manifest.js';
-import { qemuImgVersion } from '../../qemu/qemu-img.js';
-import { checkElsewhereTarget, foreignOutputError } from './output-dir.js';
+import { checkElsewhereTarget, foreignOutputError } from '../output-guard.js';
 
 const elsewherePattern = /^\.elsewhere-(\d+)$/;
 
@@ -43,7 +42,7 @@ export const commitOutputStep: Step = {
     for (const algorithm of ctx.build.checksums) writeSums(staging, algorithm, inOutputDir);
     // Everything that will be in the output directory, including what a shell-local post-processor put in the staging directory.
     const files = entriesOf(staging).filter((e) => !elsewherePattern.test(e.split('/')[0]!) && e !== 'manifest.json');
-    const manifest = buildManifest(ctx, ctx.state.startedAt, finalPathOf, await qemuImgVersion(ctx.signal), files);
+    const manifest = buildManifest(ctx, ctx.state.startedAt, finalPathOf, await ctx.driver.qemuImgVersion(ctx.signal), files);
     writeFileSync(path.join(staging, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
 
     // The renames below commit the output: an interrupt that came before them must not leave one.

@@ -7,13 +7,12 @@ import { mkdirSync, statSync, statfsSync } from 'node:fs';
 import type { Step } from '../step.js';
 import type { BuildContext } from '../state.js';
 import { need } from '../state.js';
-import { check, convert, imageInfo, resize } from '../../qemu/qemu-img.js';
 import { artifactName, planFor } from '../../artifacts/formats.js';
 import { writePackage } from '../../artifacts/packages.js';
 import { fileDigests } from '../../cache/digest.js';
 import { formatBytes } from '../../template/units.js';
 import type { OutputConfig } from '../../template/schema.js';
-import { memoryMiB } from './launch-qemu.js';
+import { memoryMiB } from '../../qemu/memory.js';
 
 /** Where an output is staged: outputs bound for another directory get a sub-folder of their own. */
 export function stagedPath(stagingDir: string, index: number, name: string, elsewhere: boolean): string {
@@ -70,12 +69,12 @@ async function write(ctx: BuildContext, o: OutputConfig, index: number, name: st
   let virtualSize: number;
   let digests: Partial<Record<'sha256' | 'sha512', string>> & { sha256: string };
   if (plan.kind === 'disk') {
-    await convert(disk.path, disk.format, dst, plan.qemuFormat, { compress: plan.compress, options: plan.options, onProgress, signal: ctx.signal });
+    await ctx.driver.convert(disk.path, disk.format, dst, plan.qemuFormat, { compress: plan.compress, options: plan.options, onProgress, signal: ctx.signal });
     // The check, the size query and the digest read the new file at once (its pages are still cached):
     // one pass of wall time instead of three in a row.
     const [checked, info, sums] = await Promise.all([
-      plan.checkable ? check(dst, plan.qemuFormat, ctx.signal) : Promise.resolve({ ok: true, output: '' }),
-      imageInfo(dst, plan.qemuFormat, false, ctx.signal),
+      plan.checkable ? ctx.driver.check(dst, plan.qemuFormat, ctx.signal) : Promise.resolve({ ok: true, output: '' }),
+      ctx.driver.imageInfo(dst, plan.qemuFormat, false, ctx.signal),
       fileDigests(dst, algorithms),
     ]);
     if (!checked.ok) throw new Error(`qemu-img check failed for ${name}:\n${checked.output}`);
@@ -88,7 +87,7 @@ async function write(ctx: BuildContext, o: OutputConfig, index: number, name: st
       cpus: src.cpus, memoryMiB: memoryMiB(src.memory), firmware: src.firmware, onProgress, signal: ctx.signal,
     });
     [virtualSize, digests] = await Promise.all([
-      imageInfo(disk.path, disk.format, false, ctx.signal).then((i) => i.virtualSize),
+      ctx.driver.imageInfo(disk.path, disk.format, false, ctx.signal).then((i) => i.virtualSize),
       fileDigests(dst, algorithms),
     ]);
   }
@@ -111,10 +110,10 @@ export const convertStep: Step = {
       names.add(key);
     }
     if (outputs.some((o) => o.format === 'vhd')) {
-      const { virtualSize } = await imageInfo(disk.path, disk.format, false, ctx.signal);
+      const { virtualSize } = await ctx.driver.imageInfo(disk.path, disk.format, false, ctx.signal);
       const mib = 2 ** 20;
       if (virtualSize % mib) {
-        await resize(disk.path, disk.format, Math.ceil(virtualSize / mib) * mib, ctx.signal);
+        await ctx.driver.resize(disk.path, disk.format, Math.ceil(virtualSize / mib) * mib, ctx.signal);
         ctx.log('disk grown to a whole MiB for the VHD output (Azure requires it)', 'warn');
       }
     }

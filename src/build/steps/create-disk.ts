@@ -5,7 +5,6 @@
 import path from 'node:path';
 import type { Step } from '../step.js';
 import { need } from '../state.js';
-import { createBlank, createOverlay, imageInfo } from '../../qemu/qemu-img.js';
 import { parseSize, formatBytes } from '../../template/units.js';
 
 export const createDiskStep: Step = {
@@ -17,24 +16,24 @@ export const createDiskStep: Step = {
     if (layers && layers.cachedCount > 0) {
       // Resume on the deepest cached layer; its size already is the build's disk size (part of its key).
       const layer = layers.store.layerFile(layers.plan[layers.cachedCount - 1]!.key!);
-      await createOverlay(layer, 'qcow2', disk);
-      ctx.state.disk = { path: disk, format: 'qcow2', virtualSize: (await imageInfo(disk, 'qcow2')).virtualSize };
+      await ctx.driver.createOverlay(layer, 'qcow2', disk);
+      ctx.state.disk = { path: disk, format: 'qcow2', virtualSize: (await ctx.driver.imageInfo(disk, 'qcow2')).virtualSize };
       return;
     }
     if (base.kind === 'iso') {
       // The installer partitions this blank disk; disk_size is required for ISO sources.
       const size = parseSize(ctx.build.source.disk_size!);
-      await createBlank(disk, size);
+      await ctx.driver.createBlank(disk, size);
       ctx.state.disk = { path: disk, format: 'qcow2', virtualSize: size };
       return;
     }
-    const baseInfo = await imageInfo(base.path, base.format);
+    const baseInfo = await ctx.driver.imageInfo(base.path, base.format);
     const wanted = ctx.build.source.disk_size ? parseSize(ctx.build.source.disk_size) : undefined;
     if (wanted !== undefined && wanted < baseInfo.virtualSize) {
       throw new Error(`disk_size ${formatBytes(wanted)} is smaller than the base image (${formatBytes(baseInfo.virtualSize)}); shrinking would destroy data\n  fix: set disk_size to at least ${formatBytes(baseInfo.virtualSize)} or leave it out`);
     }
     const grown = wanted && wanted > baseInfo.virtualSize ? wanted : undefined;
-    await createOverlay(base.path, base.format, disk, grown);
+    await ctx.driver.createOverlay(base.path, base.format, disk, grown);
     ctx.state.disk = { path: disk, format: 'qcow2', virtualSize: grown ?? baseInfo.virtualSize };
   },
 };

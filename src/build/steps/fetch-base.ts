@@ -4,7 +4,6 @@ import path from 'node:path';
 import type { Step } from '../step.js';
 import { cachedFileDigest, fileDigest } from '../../cache/digest.js';
 import { ChecksumMismatchError, fetchChecksumFile, fetchToCache, type Expected } from '../../cache/download.js';
-import { checkBaseImage } from '../../qemu/image-check.js';
 
 const isUrl = (s: string) => /^https?:\/\//.test(s);
 
@@ -64,7 +63,7 @@ export const fetchBaseStep: Step = {
     }
     // Before QEMU boots it: a damaged or unbootable image otherwise fails minutes later, far from its cause.
     const bootSectorRequired = !src.qemu_args.some((group) => group.includes('-kernel'));
-    const checked = await checkBaseImage(file, { bootSectorRequired, signal: ctx.signal });
+    const checked = await ctx.driver.checkBaseImage(file, { bootSectorRequired, signal: ctx.signal });
     for (const warning of checked.warnings) ctx.log(warning, 'warn');
     ctx.state.base = { path: file, format: checked.format, sha256, source: media, kind: 'disk' };
     ctx.log(`base image ${path.basename(media)} (${checked.format}, sha256 ${sha256.slice(0, 12)}...)`, 'debug');

@@ -1,188 +1,24 @@
 /** Step: pick the accelerator and a free SSH port, start QEMU, connect to QMP. */
-import { copyFileSync, existsSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
+import { copyFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import type { Step } from '../step.js';
-import type { BuildContext } from '../state.js';
-import { need } from '../state.js';
-import { buildQemuArgs, shellQuote, type VmSpec } from '../../qemu/argv.js';
-import { chooseAccelerator } from '../../qemu/accel.js';
-import { QemuProcess, requireQemu } from '../../qemu/process.js';
-import { QmpClient } from '../../qemu/qmp.js';
-import { smbiosType1 } from '../../qemu/smbios.js';
 import { smbiosType1Switch } from '../../template/qemu-args.js';
-import { interpolateString } from '../../template/interpolate.js';
-import { abortable } from '../runner.js';
-import { parseSize } from '../../template/units.js';
+import { OVMF_CODE, OVMF_VARS, startVm } from '../vm.js';
 
-export const OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd';
-export const OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd';
-
-/** A port the kernel just handed out on loopback; QEMU binds it a moment later (retried on a clash). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-export function memoryMiB(memory: number | string): number {
-  return typeof memory === 'number' ? memory : Math.round(parseSize(memory) / 2 ** 20);
-}
-
-export function vmSpecFor(ctx: BuildContext, sshHostPort: number | undefined, withInstallMedia: boolean): VmSpec {
-  const src = ctx.build.source;
-  const st = ctx.state;
-  const disk = need(st, 'disk');
-  const comm = src.communicator;
-  const disks: VmSpec['disks'] = [{ path: disk.path, format: 'qcow2', interface: src.disk_interface, discard: true }];
-  if (st.seed?.kind === 'cdrom') disks.push({ path: st.seed.iso, format: 'raw', interface: 'virtio', readonly: true });
-  // A disk from a cached layer is installed already: the ISO stays out.
-  const installer = withInstallMedia && st.base?.kind === 'iso' && !st.resumedFromLayer;
-  const cdroms = installer ? [st.base!.path] : [];
-  if (withInstallMedia && st.cdFilesIso) cdroms.push(st.cdFilesIso);
-  return {
-    name: ctx.build.name,
-    accelerator: need(st, 'accelerator'),
-    cpus: src.cpus,
-    memoryMiB: memoryMiB(src.memory),
-    machine: src.machine,
-    firmware: src.firmware === 'uefi'
-      ? { type: 'uefi', code: OVMF_CODE, vars: path.join(st.workDir, 'efivars.fd') }
-      : { type: 'bios' },
-    disks,
-    cdroms,
-    floppy: withInstallMedia ? st.floppyImage : undefined,
-    bootCdromOnce: installer,
-    net: {
-      device: src.net_device,
-      hostForwards: comm.type === 'ssh' && sshHostPort ? [{ hostPort: sshHostPort, guestPort: comm.port }] : [],
-      ...airgapNet(ctx),
-    },
-    smbiosType1File: st.seed?.kind === 'http' ? seedSmbiosFile(st.workDir) : undefined,
-    qmpSocket: path.join(st.workDir, 'qmp.sock'),
-    serial: { socket: path.join(st.workDir, 'serial.sock'), log: path.join(st.workDir, 'serial.log') },
-    headless: src.headless,
-    // ${build.http_ip}/${build.http_port} (Packer's {{ .HTTPIP }}:{{ .HTTPPort }}, e.g. a NoCloud-Net seed URL) are known now.
-    extraArgs: src.qemu_args.map((group) => group.map((arg) => String(interpolateString(arg, { build: ctx.buildValues() }, () => {}, 'build')))),
-  };
-}
-
-/** --record / --offline: the guest's way to kiln's package proxy (and, offline, to kiln's HTTP server; nothing else). */
-function airgapNet(ctx: BuildContext): Pick<NonNullable<VmSpec['net']>, 'restrict' | 'guestForwards'> {
-  const a = ctx.options.airgap;
-  if (!a) return {};
-  const guestForwards = [{ guestIp: a.guestProxy.ip, guestPort: a.guestProxy.port, hostPort: a.proxyHostPort }];
-  const http = ctx.state.http;
-  if (a.offline && http) guestForwards.push({ guestIp: http.ip, guestPort: http.port, hostPort: http.port });
-  return { restrict: a.offline, guestForwards };
-}
-
-const seedSmbiosFile = (workDir: string) => path.join(workDir, 'smbios-type1.bin');
-
-/**
- * Writes the SMBIOS type 1 table whose serial tells cloud-init where its NoCloud-Net seed is: 0600, in
- * the 0700 work dir, like the serial log (where cloud-init prints the URL once it has the seed).
- */
-function writeSeedSmbios(file: string, seedUrl: string): void {
-  // QEMU's own type 1 table names QEMU as the manufacturer; guests (systemd-detect-virt) look there.
-  writeFileSync(file, smbiosType1({ manufacturer: 'QEMU', product: 'kiln build VM', serial: `ds=nocloud-net;s=${seedUrl}` }), { mode: 0o600 });
-}
-
-/** Ports a user pinned for the SSH forward with KILN_SSH_HOST_PORTS: "2222" or "2222-2230", tried in order. */
-export function pinnedSshPorts(spec: string): number[] {
-  const m = /^(\d+)(?:-(\d+))?$/.exec(spec.trim());
-  const lo = Number(m?.[1]);
-  const hi = Number(m?.[2] ?? m?.[1]);
-  if (!m || lo < 1 || hi > 65535 || lo > hi) {
-    throw new Error(`KILN_SSH_HOST_PORTS=${spec} is not a port or a range of ports\n  fix: give one port (2222) or a range (2222-2230), or unset it to let kiln pick a free port`);
-  }
-  return Array.from({ length: hi - lo + 1 }, (_, i) => lo + i);
-}
-
-function portInUse(port: number): Promise<boolean> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', (e: NodeJS.ErrnoException) => (e.code === 'EADDRINUSE' || e.code === 'EACCES' ? resolve(true) : reject(e)));
-    s.listen(port, '127.0.0.1', () => s.close(() => resolve(false)));
-  });
-}
-
-/** QEMU's complaint when its SSH forward's host port is taken. */
-const portClash = /host forwarding rule|Address already in use/i;
-
-/**
- * Starts QEMU (and QMP) for this build; used at launch and again to boot the installed disk after an
- * installer powered off. The SSH forward's host port is one the kernel hands out (a port taken between
- * that and QEMU's bind is retried with another), or the first free one of KILN_SSH_HOST_PORTS.
- */
-export async function startVm(ctx: BuildContext, withInstallMedia: boolean): Promise<void> {
-  const src = ctx.build.source;
-  const st = ctx.state;
-  const wantsPort = src.communicator.type === 'ssh';
-  const pinned = wantsPort ? process.env.KILN_SSH_HOST_PORTS : undefined;
-  const candidates = pinned ? pinnedSshPorts(pinned) : undefined;
-  const taken: number[] = [];
-  if (st.seed?.kind === 'http') writeSeedSmbios(seedSmbiosFile(st.workDir), st.seed.url);
-  const noFreePort = () => new Error(candidates
-    ? `no free port for the SSH forward in KILN_SSH_HOST_PORTS=${pinned}: ${taken.join(', ')} on 127.0.0.1 ${taken.length === 1 ? 'is' : 'are'} in use\n  fix: stop what listens there, widen KILN_SSH_HOST_PORTS, or unset it to let kiln pick a free port`
-    : `QEMU could not bind the SSH forward: ports ${taken.join(', ')} on 127.0.0.1 were taken each time between kiln choosing them and QEMU starting\n  fix: something on this host is grabbing ports; retry, or pin a range with KILN_SSH_HOST_PORTS`);
-  for (let attempt = 1; ; attempt++) {
-    let port: number | undefined;
-    if (candidates) {
-      port = candidates.shift();
-      if (port === undefined) throw noFreePort();
-      if (await portInUse(port)) {
-        taken.push(port);
-        ctx.log(`port ${port} on 127.0.0.1 is in use; trying the next port of KILN_SSH_HOST_PORTS`, 'warn');
-        continue;
-      }
-    } else if (wantsPort) {
-      port = await freePort();
-    }
-    ctx.signal.throwIfAborted();
-    const spec = vmSpecFor(ctx, port, withInstallMedia);
-    const argv = buildQemuArgs(spec);
-    ctx.log(`qemu: ${shellQuote(['qemu-system-x86_64', ...argv])}`, 'debug');
-    const qemu = QemuProcess.start(argv, { cwd: st.workDir });
-    st.qemu = qemu;
-    st.serialLog = spec.serial?.log;
-    try {
-      st.qmp = await abortable(Promise.race([
-        QmpClient.connect(spec.qmpSocket, 15_000),
-        qemu.exited.then((e) => { throw new Error(`QEMU exited at start (code ${e.code ?? e.signal}): ${e.stderr || 'no message'}\n  command: ${shellQuote(qemu.argv)}`); }),
-      ]), ctx.signal);
-    } catch (e) {
-      await qemu.kill(500);
-      if (ctx.signal.aborted) throw e;
-      if (port === undefined || !portClash.test((e as Error).message)) throw e;
-      taken.push(port);
-      if (candidates ? candidates.length === 0 : attempt >= 3) throw noFreePort();
-      ctx.log(`port ${port} on 127.0.0.1 was taken as QEMU started; retrying with another`, candidates ? 'warn' : 'debug');
-      continue;
-    }
-    st.sshHostPort = port;
-    st.installing = withInstallMedia && st.base?.kind === 'iso' && !st.resumedFromLayer;
-    ctx.log(`QEMU started (${st.accelerator}, ${src.cpus} vCPU, ${spec.memoryMiB} MiB${st.installing ? ', booting the installer ISO' : ''}${port ? `, ssh on 127.0.0.1:${port}` : ''})`);
-    return;
-  }
-}
+/** Test helpers took the free-port helper from here; it lives in qemu/ports.ts. */
+export { freePort } from '../../qemu/ports.js';
 
 export const launchQemuStep: Step = {
   name: 'launch QEMU',
   async run(ctx) {
     const src = ctx.build.source;
     const st = ctx.state;
-    requireQemu();
+    ctx.driver.requireQemu();
     const clash = st.seed?.kind === 'http' ? smbiosType1Switch(src.qemu_args) : undefined;
     if (clash) {
       throw new Error(`qemu_args ${clash.join(' ')} sets SMBIOS type 1 fields, where cloud_init delivery http gives the guest its seed URL in a type 1 table of kiln's, and QEMU takes one or the other\n  fix: set cloud_init: { delivery: cdrom }, or drop that -smbios switch`);
     }
-    st.accelerator = await chooseAccelerator(src.accelerator, ctx.options.cacheDir, (m) => ctx.log(m, 'warn'), ctx.signal);
+    st.accelerator = await ctx.driver.chooseAccelerator(src.accelerator, ctx.options.cacheDir, (m) => ctx.log(m, 'warn'), ctx.signal);
     if (src.firmware === 'uefi') {
       if (!existsSync(OVMF_CODE)) throw new Error(`firmware: uefi needs ${OVMF_CODE}\n  fix: apt-get install ovmf (make setup does it)`);
       copyFileSync(OVMF_VARS, path.join(st.workDir, 'efivars.fd'));

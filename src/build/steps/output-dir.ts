@@ -7,49 +7,13 @@
  * place only when every artifact is done (see commit-output.ts), so a failed build never leaves
  * something that looks finished.
  */
-import { existsSync, lstatSync, mkdirSync, rmSync, rmdirSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, rmdirSync } from 'node:fs';
 import path from 'node:path';
 import type { Step } from '../step.js';
 import { recordBesideOutput, removeStaleStaging } from '../stale.js';
 import { describeHolder, lockNow, releaseLock } from '../../cache/lock.js';
-import { outputOwnership, type Ownership } from '../../artifacts/manifest.js';
 import { artifactName } from '../../artifacts/formats.js';
-
-export function claimFileOf(outputDir: string): string {
-  return path.join(path.dirname(outputDir), `.${path.basename(outputDir)}.kiln-lock`);
-}
-
-export function stagingDirOf(outputDir: string): string {
-  return path.join(path.dirname(outputDir), `.${path.basename(outputDir)}.kiln-partial-${process.pid}`);
-}
-
-/** The refusal of an output directory holding entries kiln did not write: the first ten, how many, and the fix. */
-export function foreignOutputError(outputDir: string, ownership: Ownership, state = 'already exists and'): Error {
-  const { foreign, problem } = ownership;
-  const shown = foreign.slice(0, 10).join(', ') + (foreign.length > 10 ? `, and ${foreign.length - 10} more` : '');
-  return new Error(`output directory ${outputDir} ${state} holds ${foreign.length} ${foreign.length === 1 ? 'entry' : 'entries'} kiln did not write${problem ? ` (${problem})` : ''}: ${shown}\n` +
-    '  --force replaces only an output directory kiln wrote itself, every entry listed in its manifest.json\n' +
-    '  fix: move those out of it (or remove it), or pick another output_directory');
-}
-
-/** An output directory that exists already: replaced at the end only with --force, and only if kiln wrote all of it. */
-function checkExistingOutput(outputDir: string, force: boolean): void {
-  if (!existsSync(outputDir)) return;
-  const ownership = outputOwnership(outputDir);
-  if (ownership.foreign.length) throw foreignOutputError(outputDir, ownership);
-  if (!force) throw new Error(`output directory ${outputDir} already exists\n  fix: remove it, pick another output_directory, or run with --force (kiln wrote it: it is replaced once the new build has succeeded)`);
-}
-
-/**
- * An artifact bound for another directory (`outputs[].directory`) replaces an existing file of its
- * name only with --force, and never a directory: kiln touches nothing else there.
- */
-export function checkElsewhereTarget(target: string, force: boolean): void {
-  let st;
-  try { st = lstatSync(target); } catch { return; }
-  if (st.isDirectory()) throw new Error(`${target} is a directory, where kiln would write the artifact ${path.basename(target)}\n  fix: move it away, or give the output another "name" or "directory"`);
-  if (!force) throw new Error(`${target} already exists\n  fix: remove it, or run with --force (which replaces that one file once the build has succeeded)`);
-}
+import { checkElsewhereTarget, checkExistingOutput, claimFileOf, stagingDirOf } from '../output-guard.js';
 
 /** Creates `dir` and whichever of its parents are missing; returns those it created, deepest first. */
 function makeDirs(dir: string): string[] {

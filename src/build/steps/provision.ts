@@ -9,7 +9,6 @@ import type { BuildContext } from '../state.js';
 import { need } from '../state.js';
 import { appliesTo, describeProvisioner, runProvisioner } from '../../provisioners/index.js';
 import { sshSession } from '../../provisioners/context.js';
-import { snapshotActiveDisk } from '../../qemu/live-snapshot.js';
 
 /**
  * A guest without cloud-init cannot take a new key when a later build boots this layer, so a key kiln
@@ -34,7 +33,7 @@ async function captureLayer(ctx: BuildContext, position: number): Promise<void> 
   await (await sshSession(ctx)).run('sync', ctx.signal);
   const frozen = disk.path;
   const overlay = path.join(ctx.state.workDir, `disk-${position + 1}.qcow2`);
-  await snapshotActiveDisk(need(ctx.state, 'qmp'), frozen, overlay, disk.virtualSize, `kiln-layer-${position + 1}`);
+  await ctx.driver.snapshotActiveDisk(need(ctx.state, 'qmp'), frozen, overlay, disk.virtualSize, `kiln-layer-${position + 1}`);
   ctx.state.disk = { ...disk, path: overlay };
 
   const parentKey = position > 0 ? layers.plan[position - 1]!.key! : undefined;

@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { Step } from '../step.js';
 import { need } from '../state.js';
 import { parseDuration, formatDuration } from '../../template/units.js';
-import { asRoot } from './wait-ssh.js';
+import { asRoot } from '../../communicator/as-root.js';
 
 /**
  * How long a shutdown command that exited non-zero gets to show that the guest is going down anyway

@@ -5,7 +5,7 @@
 import type { Step } from '../step.js';
 import { need } from '../state.js';
 import { parseDuration } from '../../template/units.js';
-import { serialTail } from './wait-ssh.js';
+import { serialTail } from '../../util/serial-log.js';
 
 export const waitInstallStep: Step = {
   name: 'wait for installer',

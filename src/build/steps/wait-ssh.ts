@@ -1,25 +1,14 @@
 /** Step: wait for SSH (short attempts, sub-second retries), verify the host key, wait for cloud-init. */
-import { closeSync, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
 import type { Step } from '../step.js';
 import { need } from '../state.js';
 import { waitForSsh, SshWaitError, type LoginSetup, type SshTarget } from '../../communicator/ssh.js';
 import { fingerprintOf, type KeyPair } from '../../communicator/keys.js';
 import { parseDuration, formatDuration } from '../../template/units.js';
 import { shellQuote } from '../../qemu/argv.js';
-import { startVm } from './launch-qemu.js';
-
-/** Serial output without terminal escapes and carriage returns, so it reads cleanly in messages and matches. */
-function plainConsole(text: string): string {
-  return text.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '').replace(/\r/g, '');
-}
-
-export function serialTail(file: string | undefined, lines = 30): string {
-  if (!file) return '(no serial log)';
-  try {
-    const text = plainConsole(readFileSync(file, 'utf8'));
-    return text.split('\n').filter((l) => l.trim()).slice(-lines).join('\n') || '(serial console printed nothing)';
-  } catch { return '(no serial log)'; }
-}
+import { startVm } from '../vm.js';
+import { asRoot } from '../../communicator/as-root.js';
+import { plainConsole, serialTail } from '../../util/serial-log.js';
 
 function fileSize(file: string): number {
   try { return statSync(file).size; } catch { return 0; }
@@ -142,11 +131,6 @@ function loginFix(s: SshWaitSetting): string {
   if (s.privateKeyFile) return `${user} and that the image trusts the key of communicator.private_key_file (its public key in that user's ~/.ssh/authorized_keys)${s.password ? ', or communicator.password' : ''}`;
   if (s.password) return `${user} and communicator.password`;
   return `${user} and that the install authorizes kiln's build key (\${build.ssh_public_key}) for that user`;
-}
-
-/** Commands run as the SSH user get sudo when that user is not root. */
-export function asRoot(username: string, command: string): string {
-  return username === 'root' ? command : `sudo -n sh -c '${command.replaceAll("'", `'\\''`)}'`;
 }
 
 export const waitSshStep: Step = {

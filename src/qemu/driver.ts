@@ -1,0 +1,143 @@
+/**
+ * The seam between a build and the hypervisor and disk tools (Packer's qemu `Driver`): the steps start
+ * and stop QEMU, speak QMP, and create, convert, check and snapshot images only through a Driver held
+ * by the build context, so each step can be unit-tested against a fake one (test/helpers/fake-driver.ts)
+ * while the end-to-end tests run the real one, made by createDriver().
+ *
+ * Nothing here reads the environment when it is imported. The binaries, a forced accelerator, where
+ * the accelerator probe's answers are kept and pinned SSH ports are options; driverOptionsFromEnv()
+ * turns the CLI's KILN_* variables into them, at build time.
+ */
+import type { Accelerator } from './argv.js';
+import { chooseAccelerator, defaultAcceleratorMemoDir } from './accel.js';
+import { checkBaseImage, type CheckedBaseImage } from './image-check.js';
+import { buildDiskDevice } from './live-snapshot.js';
+import { freePort, pinnedSshPorts, portInUse } from './ports.js';
+import { defaultQemuBinary, requireExecutable, startQemu, type QemuProcess } from './process.js';
+import { defaultQemuImgBinary, QemuImg, type CheckReport, type ConvertOptions, type ImageInfo } from './qemu-img.js';
+import { QmpClient } from './qmp.js';
+
+export type { QemuProcess, QemuExit } from './process.js';
+export type { QmpClient } from './qmp.js';
+export type { ImageInfo, ConvertOptions, CheckReport } from './qemu-img.js';
+export type { CheckedBaseImage } from './image-check.js';
+
+export interface DriverOptions {
+  /** The QEMU system emulator to run (default qemu-system-x86_64, looked up on PATH). */
+  qemuBinary?: string;
+  /** The qemu-img to run (default qemu-img, looked up on PATH). */
+  qemuImgBinary?: string;
+  /** An accelerator that stands in for a template's `auto` (checked like an explicit one); '' means none. */
+  accelerator?: string;
+  /** Where the accelerator probe's answers are remembered until the host reboots (default: a kiln.<uid> directory in the temporary directory). */
+  acceleratorCacheDir?: string;
+  /** Host ports the SSH forward may use, "2222" or "2222-2230", tried in order (default: a free port the kernel picks). */
+  sshHostPorts?: string;
+  /** What to call each setting in messages: the environment variable or option it came from (default: "options.<name>"). */
+  settingNames?: Partial<Record<'qemuBinary' | 'qemuImgBinary' | 'accelerator' | 'sshHostPorts', string>>;
+}
+
+/** Host ports pinned for the SSH forward, and the setting that pinned them (for messages). */
+export interface PinnedPorts { ports: number[]; spec: string; setting: string }
+
+export interface Driver {
+  // --- the hypervisor ---
+  /** Fails with the fix (package, setting) when the QEMU binary is missing. */
+  requireQemu(): void;
+  /** Resolves `auto` (or a forced accelerator) to one that really runs a guest here; probes are remembered per host boot. */
+  chooseAccelerator(wanted: Accelerator | 'auto', probeImageDir: string, warn: (message: string) => void, signal?: AbortSignal): Promise<Accelerator>;
+  /** Ports pinned for the SSH forward, or undefined (freePort() then); throws on a malformed setting. */
+  pinnedSshPorts(): PinnedPorts | undefined;
+  /** The setting that pins them, for messages that suggest it. */
+  readonly sshHostPortsSetting: string;
+  /** A port the kernel just handed out on loopback. */
+  freePort(): Promise<number>;
+  /** Whether something listens on `port` on loopback already. */
+  portInUse(port: number): Promise<boolean>;
+  /** Starts QEMU with `argv` (from buildQemuArgs); it dies with kiln. */
+  startVm(argv: string[], opts: { cwd?: string }): QemuProcess;
+  /** Connects to a starting QEMU's QMP socket (retried until it exists, or `timeoutMs`). */
+  connectQmp(socketPath: string, timeoutMs: number): Promise<QmpClient>;
+  /** Freezes the running VM's disk: a new overlay `overlay` on top of `active` (QMP blockdev-snapshot), no reboot. */
+  snapshotActiveDisk(qmp: QmpClient, active: string, overlay: string, virtualSize: number, nodeName: string): Promise<void>;
+
+  // --- disk images (qemu-img) ---
+  imageInfo(file: string, format?: string, shared?: boolean, signal?: AbortSignal): Promise<ImageInfo>;
+  createOverlay(base: string, baseFormat: string, overlay: string, sizeBytes?: number, signal?: AbortSignal): Promise<void>;
+  createBlank(file: string, sizeBytes: number, signal?: AbortSignal): Promise<void>;
+  resize(file: string, format: string, sizeBytes: number, signal?: AbortSignal): Promise<void>;
+  convert(src: string, srcFormat: string, dst: string, dstFormat: string, opts?: ConvertOptions): Promise<void>;
+  check(file: string, format: string, signal?: AbortSignal): Promise<{ ok: boolean; output: string }>;
+  checkReport(file: string, format: string, signal?: AbortSignal): Promise<CheckReport>;
+  /** A base image's soundness and bootability, before QEMU boots it (image-check.ts). */
+  checkBaseImage(file: string, opts: { bootSectorRequired: boolean; signal?: AbortSignal }): Promise<CheckedBaseImage>;
+  /** Repoints an image's backing file by name without touching data (layer store copies). */
+  rebaseUnsafe(file: string, backing: { name: string; format: string } | null, signal?: AbortSignal): Promise<void>;
+  qemuImgVersion(signal?: AbortSignal): Promise<string>;
+}
+
+const settingName = (opts: DriverOptions, key: keyof NonNullable<DriverOptions['settingNames']>) => opts.settingNames?.[key] ?? `options.${key}`;
+
+/** The real driver: QEMU and qemu-img run as child processes (execa) that die with kiln. */
+export function createDriver(opts: DriverOptions = {}): Driver {
+  const qemuBinary = opts.qemuBinary ?? defaultQemuBinary;
+  const qemuImg = new QemuImg(opts.qemuImgBinary ?? defaultQemuImgBinary, { setting: settingName(opts, 'qemuImgBinary'), setBySetting: opts.qemuImgBinary !== undefined });
+  const accelSettings = {
+    qemuBinary,
+    memoDir: opts.acceleratorCacheDir ?? defaultAcceleratorMemoDir(undefined),
+    forced: opts.accelerator,
+    forcedSetting: settingName(opts, 'accelerator'),
+  };
+  return {
+    requireQemu: () => requireExecutable({
+      binary: qemuBinary, name: 'qemu-system-x86_64', aptPackage: 'qemu-system-x86',
+      setting: settingName(opts, 'qemuBinary'), setBySetting: opts.qemuBinary !== undefined,
+    }),
+    chooseAccelerator: (wanted, probeImageDir, warn, signal) => chooseAccelerator(wanted, probeImageDir, warn, accelSettings, signal),
+    pinnedSshPorts: () => {
+      if (!opts.sshHostPorts) return undefined;
+      const setting = settingName(opts, 'sshHostPorts');
+      return { ports: pinnedSshPorts(opts.sshHostPorts, setting), spec: opts.sshHostPorts, setting };
+    },
+    sshHostPortsSetting: settingName(opts, 'sshHostPorts'),
+    freePort,
+    portInUse,
+    startVm: (argv, o) => startQemu(qemuBinary, argv, o),
+    connectQmp: (socketPath, timeoutMs) => QmpClient.connect(socketPath, timeoutMs),
+    async snapshotActiveDisk(qmp, active, overlay, virtualSize, nodeName) {
+      await qemuImg.createOverlayUnsafe(active, overlay, virtualSize);
+      // The overlay keeps the build disk's discard/zero handling, or fstrim later would not shrink it.
+      await qmp.execute('blockdev-add', {
+        driver: 'qcow2', 'node-name': nodeName, file: { driver: 'file', filename: overlay },
+        backing: null, discard: 'unmap', 'detect-zeroes': 'unmap', cache: { 'no-flush': true },
+      });
+      await qmp.execute('blockdev-snapshot', { node: buildDiskDevice, overlay: nodeName });
+    },
+    imageInfo: (...a) => qemuImg.imageInfo(...a),
+    createOverlay: (...a) => qemuImg.createOverlay(...a),
+    createBlank: (...a) => qemuImg.createBlank(...a),
+    resize: (...a) => qemuImg.resize(...a),
+    convert: (...a) => qemuImg.convert(...a),
+    check: (...a) => qemuImg.check(...a),
+    checkReport: (...a) => qemuImg.checkReport(...a),
+    checkBaseImage: (file, o) => checkBaseImage(file, { ...o, qemuImg }),
+    rebaseUnsafe: (...a) => qemuImg.rebaseUnsafe(...a),
+    qemuImgVersion: (...a) => qemuImg.qemuImgVersion(...a),
+  };
+}
+
+/**
+ * The CLI's environment as driver options: KILN_QEMU, KILN_QEMU_IMG, KILN_ACCELERATOR, KILN_ACCEL_CACHE
+ * (else XDG_RUNTIME_DIR/kiln), KILN_SSH_HOST_PORTS, with messages naming those variables. Called when a
+ * build starts, never at import.
+ */
+export function driverOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): DriverOptions {
+  return {
+    qemuBinary: env.KILN_QEMU,
+    qemuImgBinary: env.KILN_QEMU_IMG,
+    accelerator: env.KILN_ACCELERATOR,
+    acceleratorCacheDir: env.KILN_ACCEL_CACHE || defaultAcceleratorMemoDir(env.XDG_RUNTIME_DIR),
+    sshHostPorts: env.KILN_SSH_HOST_PORTS,
+    settingNames: { qemuBinary: 'KILN_QEMU', qemuImgBinary: 'KILN_QEMU_IMG', accelerator: 'KILN_ACCELERATOR', sshHostPorts: 'KILN_SSH_HOST_PORTS' },
+  };
+}
