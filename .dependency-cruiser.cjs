@@ -4,7 +4,7 @@
  *   cli                                  argv, signals, prompts, rendering, environment variables
  *    └ index.ts                          the public library API
  *       └ build                          build(), the runner, the typed state, steps/ (one per file)
- *          └ provisioners publish        what a build runs in the guest / where images go
+ *          └ provisioners publish airgap   what a build runs in the guest / where images go / offline bundles
  *             └ artifacts                manifest, packaging (OVA, box, GCE), verify
  *                └ cache                 downloads, digests, layer keys and store, locks
  *                   └ communicator qemu http template ui cloudinit bootcommand   (base)
@@ -20,6 +20,7 @@ const layer = {
   build: '^src/build/',
   provisioners: '^src/provisioners/',
   publish: '^src/publish/',
+  airgap: '^src/airgap/',
   artifacts: '^src/artifacts/',
   cache: '^src/cache/',
   base: '^src/(communicator|qemu|http|template|ui|cloudinit|bootcommand)/',
@@ -44,11 +45,12 @@ module.exports = {
     },
     below('api', 'cli'),
     below('build', 'cli', 'api'),
-    below('provisioners', 'cli', 'api', 'build', 'publish'),
-    below('publish', 'cli', 'api', 'build', 'provisioners'),
-    below('artifacts', 'cli', 'api', 'build', 'provisioners', 'publish'),
-    below('cache', 'cli', 'api', 'build', 'provisioners', 'publish', 'artifacts'),
-    below('base', 'cli', 'api', 'build', 'provisioners', 'publish', 'artifacts', 'cache'),
+    below('provisioners', 'cli', 'api', 'build', 'publish', 'airgap'),
+    below('publish', 'cli', 'api', 'build', 'provisioners', 'airgap'),
+    below('airgap', 'cli', 'api', 'build', 'provisioners', 'publish'),
+    below('artifacts', 'cli', 'api', 'build', 'provisioners', 'publish', 'airgap'),
+    below('cache', 'cli', 'api', 'build', 'provisioners', 'publish', 'airgap', 'artifacts'),
+    below('base', 'cli', 'api', 'build', 'provisioners', 'publish', 'airgap', 'artifacts', 'cache'),
     {
       name: 'util-imports-nothing-of-kiln',
       comment: 'util/ and version.ts are the bottom: they import only node and npm modules, and each other',
@@ -69,6 +71,13 @@ module.exports = {
       severity: 'error',
       from: { path: '^src/', pathNot: ['^src/build/steps/', '^src/build/build[.]ts$'] },
       to: { path: '^src/build/steps/' },
+    },
+    {
+      name: 'every-module-in-a-layer',
+      comment: 'a new folder under src/ gets its place in the layers here (and in README "Architecture")',
+      severity: 'error',
+      from: { path: '^src/', pathNot: Object.values(layer) },
+      to: {},
     },
     {
       name: 'not-to-unresolvable',

@@ -11,7 +11,7 @@ import type { LoadedTemplate } from '../template/load.js';
 import type { BuildConfig } from '../template/schema.js';
 import { EventBus, type BuildEvent } from '../ui/events.js';
 import { runSteps, type RunResult } from './runner.js';
-import type { BuildContext, BuildOptions, BuildState, OnError } from './state.js';
+import type { AirgapGuestNetwork, BuildContext, BuildOptions, BuildState, OnError } from './state.js';
 import { buildSteps } from './steps/index.js';
 import type { Step } from './step.js';
 import { markOwned, ownedWorkDirs } from './stale.js';
@@ -236,6 +236,8 @@ export interface KilnBuildOptions {
   prompt?: (question: string) => Promise<string>;
   /** Lines shown to the user on how to release a build kept by onError 'abort' (the CLI names Ctrl-C and its pid). */
   keptBuildRelease?: string[];
+  /** Air-gapped builds (src/airgap): the guest's package proxy and, offline, a network cut off but for kiln. */
+  airgap?: AirgapGuestNetwork;
 }
 
 /**
@@ -252,6 +254,6 @@ export async function build(template: LoadedTemplate, options: KilnBuildOptions 
   return runBuilds(template, builds, {
     force: options.force ?? false, onError, debug: options.debug ?? false,
     cacheDir: options.cacheDir ?? defaultCacheDir(), noCache: options.noCache, prompt: options.prompt,
-    tempDir: options.tempDir, keptBuildRelease: options.keptBuildRelease,
+    tempDir: options.tempDir, keptBuildRelease: options.keptBuildRelease, airgap: options.airgap,
   }, events, options.signal ?? new AbortController().signal, options.parallel ?? 1);
 }

@@ -97,7 +97,7 @@ ${tinySourceYaml('    ')}
     const bytes = readFileSync(bundle);
     const at = bytes.indexOf(payload.subarray(0, 64));
     expect(at).toBeGreaterThan(0);
-    bytes[at + 100] ^= 0xff;
+    bytes[at + 100] = bytes[at + 100]! ^ 0xff;
     const tampered = path.join(dir, 'tampered.kiln.tar');
     writeFileSync(tampered, bytes);
     const refused = await kiln(['build', '--bundle', tampered, '--offline', '--var', `out=${path.join(dir, 'out-tampered')}`], env);

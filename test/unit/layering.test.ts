@@ -28,7 +28,7 @@ async function cruise(): Promise<string[]> {
 }
 
 describe('layering rules', () => {
-  it('report up-imports (type-only ones too), step-to-step imports, kiln imports in util/ and run-time cycles; allow the rest', async () => {
+  it('report up-imports (type-only ones too), step-to-step imports, kiln imports in util/, a folder outside the layers and run-time cycles; allow the rest', async () => {
     tree({
       'src/cli/main.ts': "import { build } from '../index.js';\nexport const main = build;\n",
       'src/index.ts': "export { build } from './build/build.js';\n",
@@ -48,6 +48,8 @@ describe('layering rules', () => {
       // forbidden: util importing kiln code
       'src/util/pid.ts': "import { units } from '../ui/units.js';\nexport const pid = units;\n",
       'src/ui/units.ts': "export const units = 1;\n",
+      // forbidden: a folder with no place in the layers
+      'src/stray/x.ts': "import { units } from '../ui/units.js';\nexport const x = units;\n",
       // forbidden: a run-time cycle
       'src/http/x.ts': "import { y } from './y.js';\nexport const x = () => y;\n",
       'src/http/y.ts': "import { x } from './x.js';\nexport const y = () => x;\n",
@@ -57,6 +59,7 @@ describe('layering rules', () => {
     expect(found.filter((v) => v.startsWith('no-circular:'))).toEqual([expect.stringMatching(/^no-circular: src\/http\/[xy]\.ts -> src\/http\/[xy]\.ts$/)]);
     expect(found.filter((v) => !v.startsWith('no-circular:'))).toEqual([
       'cache-imports-down: src/cache/keys.ts -> src/provisioners/shell.ts',
+      'every-module-in-a-layer: src/stray/x.ts -> src/ui/units.ts',
       'no-step-imports-a-step: src/build/steps/b.ts -> src/build/steps/a.ts',
       'provisioners-imports-down: src/provisioners/shell.ts -> src/build/state.ts',
       'util-imports-nothing-of-kiln: src/util/pid.ts -> src/ui/units.ts',
