@@ -173,7 +173,8 @@ builds:
     const disk = await overlayOf(path.join(out, 'deb.vmdk'), dir, 'boot.qcow2', 'vmdk');
     const guest = await Guest.boot({ disk, firmware: 'uefi', memoryMiB: 1024, extraDisks: [{ path: iso, format: 'raw', interface: 'virtio', readonly: true }] });
     try {
-      const ssh = await guest.ssh('user2', seed.userKey.privateKey, 240_000, seed.hostKey.fingerprint);
+      // A deadline for a stuck guest, not a speed check: at load 17 this boot took just over 240 s.
+      const ssh = await guest.ssh('user2', seed.userKey.privateKey, 600_000, seed.hostKey.fingerprint);
       expect((await ssh.run('cloud-init status --wait >/dev/null; cloud-init status')).trim()).toMatch(/status: done/);
       expect(await ssh.run('test -d /sys/firmware/efi && echo uefi')).toBe('uefi\n');
       expect(await ssh.run('cat /run/cloud-init/ds-identify.log 2>/dev/null | grep -o "NoCloud" | head -1 || true')).toContain('NoCloud');
@@ -195,5 +196,5 @@ builds:
     } finally {
       await guest.destroy();
     }
-  }, 900_000);
+  }, 1_500_000);
 });
