@@ -10,6 +10,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { verifyManifest, type VerifyResult } from './artifacts/verify.js';
+import { createDriver, type Driver, type DriverOptions } from './qemu/driver.js';
 import type { Manifest, PublishedRecord } from './artifacts/manifest.js';
 import { publishManifest, recordedTargets } from './publish/runner.js';
 
@@ -26,13 +27,20 @@ export type { Manifest, ArtifactRecord, PublishedRecord } from './artifacts/mani
 export type { VerifyResult } from './artifacts/verify.js';
 export { PublishFailed } from './publish/runner.js';
 export { kilnVersion as version } from './version.js';
+export { createDriver, type Driver, type DriverOptions } from './qemu/driver.js';
+
+export interface VerifyOptions {
+  /** The qemu-img to use (`qemu.qemuImgBinary`; default: qemu-img on PATH), or a ready driver. */
+  qemu?: DriverOptions;
+  driver?: Driver;
+}
 
 /**
  * Re-checks the artifacts a manifest.json (written by a build) lists: sizes, digests, and qemu-img
  * check/info where the format allows. One result per artifact; never throws for a bad artifact.
  */
-export async function verify(manifestFile: string): Promise<VerifyResult[]> {
-  return verifyManifest(manifestFile);
+export async function verify(manifestFile: string, options: VerifyOptions = {}): Promise<VerifyResult[]> {
+  return verifyManifest(manifestFile, options.driver ?? createDriver(options.qemu));
 }
 
 export interface PublishOptions {
@@ -44,6 +52,10 @@ export interface PublishOptions {
   env?: NodeJS.ProcessEnv;
   /** Progress and status lines (default: none). */
   log?: (message: string) => void;
+  /** Each target's record once it is published or has failed (no credentials in it). */
+  onPublished?: (record: PublishedRecord) => void;
+  /** The layer cache a build used: its record of the output is kept valid, so the next identical build stays up to date. */
+  cacheDir?: string;
 }
 
 /**
@@ -57,6 +69,7 @@ export async function publish(manifestFile: string, options: PublishOptions = {}
     signal: options.signal ?? new AbortController().signal,
     only: options.only, env: options.env, progress: 'none',
     log: options.log ?? (() => undefined),
+    onResult: options.onPublished, cacheDir: options.cacheDir,
   });
 }
 

@@ -102,8 +102,14 @@ export async function runSteps(steps: Step[], ctx: BuildContext, interruptGraceM
     const ms = performance.now() - started;
     ctx.state.timings[step.name] = (ctx.state.timings[step.name] ?? 0) + ms;
     ctx.events.emit({ type: 'step-end', build: name, step: step.name, index: i, ms });
-    // The layer cache found this build's finished artifacts in place: the remaining steps have nothing to do.
-    if (ctx.state.upToDate) break;
+    // The layer cache found this build's finished artifacts in place: the remaining steps have nothing
+    // to do, except those that act on the finished output (publish).
+    if (ctx.state.upToDate) {
+      const next = active.findIndex((s, k) => k > i && s.whenUpToDate);
+      if (next < 0) break;
+      i = next - 1;
+      continue;
+    }
     if (ctx.options.debug && ctx.options.prompt && i < active.length - 1) {
       await ctx.options.prompt(`--debug: step "${step.name}" done; press Enter for "${active[i + 1]!.name}" `);
     }

@@ -8,5 +8,7 @@ export interface Step {
   name: string;
   /** Steps that do not apply to a build are skipped (e.g. no cloud-init seed without cloud-init). */
   enabled?: (ctx: BuildContext) => boolean;
+  /** Runs even when the layer cache found the build up to date (the steps before it are skipped). */
+  whenUpToDate?: boolean;
   run: (ctx: BuildContext) => Promise<Cleanup | void>;
 }

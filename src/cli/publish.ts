@@ -4,6 +4,7 @@
  * stages). A target that already holds the same image sends nothing.
  */
 import { PublishFailed, publishManifest, recordedTargets } from '../publish/runner.js';
+import { cacheDirFromEnv } from './env.js';
 
 export interface PublishArgs { manifest: string; only?: string | string[]; progress?: 'auto' | 'always' | 'never' }
 
@@ -18,6 +19,8 @@ export async function publishCommand(argv: PublishArgs): Promise<number> {
     const mode = argv.progress ?? 'auto';
     await publishManifest(argv.manifest, targets, {
       signal: controller.signal, only,
+      // A build the layer cache holds stays up to date after its manifest gains publish records.
+      cacheDir: cacheDirFromEnv(),
       log: (m) => process.stderr.write(`${m}\n`),
       progress: mode === 'never' ? 'none' : mode === 'always' || process.stderr.isTTY ? 'bar' : 'lines',
     });

@@ -9,6 +9,7 @@ import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import cliProgress from 'cli-progress';
 import type { Manifest, PublishedRecord } from '../artifacts/manifest.js';
+import { LayerStore } from '../cache/layers.js';
 import { publishTargetName, publishTargetSchema, type PublishTarget } from '../template/schema-publish.js';
 import { PublishError, type PublishArtifact, type PublishContext, type Publisher, type PublishResult } from './target.js';
 // Each target's SDK loads only when a build publishes to it: the AWS and Azure SDKs alone took
@@ -29,6 +30,17 @@ export interface PublishOptions {
   log(message: string): void;
   /** 'bar' draws cli-progress bars (a TTY); 'lines' prints a line per quarter. */
   progress?: 'bar' | 'lines' | 'none';
+  /**
+   * Called with each target's record once it is published or has failed (the build's `published`
+   * event). Records hold no credentials. When given, the runner prints no result line of its own.
+   */
+  onResult?: (record: PublishedRecord) => void;
+  /**
+   * The layer cache's directory: a manifest the cache recorded as the untouched output of a build is
+   * recorded again after the publish records are written into it, so the next identical build is
+   * still up to date (and only publishes).
+   */
+  cacheDir?: string;
 }
 
 export class PublishFailed extends Error {}
@@ -54,6 +66,30 @@ function writeManifest(file: string, m: Manifest): void {
   const tmp = `${file}.tmp-${process.pid}`;
   writeFileSync(tmp, JSON.stringify(m, null, 2) + '\n');
   renameSync(tmp, file);
+}
+
+/**
+ * Writes the manifest, and when the layer cache holds it as part of a build's untouched output (the
+ * store checks size, mtime and inode), records that output again: publish records change nothing the
+ * build made, and without this the next identical build would rebuild instead of being up to date.
+ * A manifest that was already changed by hand (or an output the store does not know) is left alone.
+ */
+function cachedManifestWriter(manifestFile: string, manifest: Manifest, cacheDir: string | undefined): { write(m: Manifest): void } {
+  const key = manifest.cache?.artifact_key;
+  const store = cacheDir && key ? new LayerStore(cacheDir) : undefined;
+  const record = store && key ? store.artifactRecord(key) : undefined;
+  const lists = record?.files.some((f) => path.resolve(f.path) === path.resolve(manifestFile));
+  let refresh = !!(record && lists && LayerStore.untouched(record));
+  return {
+    write(m) {
+      writeManifest(manifestFile, m);
+      if (!refresh) return;
+      // Re-read before re-recording: another kiln may have changed the output meanwhile.
+      const now = store!.artifactRecord(key!);
+      if (!now || !now.files.every((f) => path.resolve(f.path) === path.resolve(manifestFile) || LayerStore.untouched({ ...now, files: [f] }))) { refresh = false; return; }
+      store!.recordArtifacts(key!, now.outputDirectory, now.files.map((f) => f.path));
+    },
+  };
 }
 
 /** The targets a manifest records (for `kiln publish`), checked again against the schema. */
@@ -105,6 +141,7 @@ export async function publishManifest(manifestFile: string, targets: PublishTarg
   });
   // `kiln publish` does not know the firmware: the build's publish step recorded it.
   const uefi = opts.uefi ?? manifest.published?.some((r) => r.uefi) ?? false;
+  const cached = cachedManifestWriter(manifestFile, manifest, opts.cacheDir);
   const failures: string[] = [];
   for (const t of selected) {
     const name = publishTargetName(t);
@@ -126,18 +163,24 @@ export async function publishManifest(manifestFile: string, targets: PublishTarg
         unchanged: r.unchanged, bytes_sent: r.bytes_sent, duration_ms: ms, published_at: new Date().toISOString(),
         config: t as unknown as Record<string, unknown>, ...(uefi ? { uefi } : {}),
       };
-      opts.log(`publish ${name}: ${r.unchanged ? 'already there' : 'published'} ${r.location}${r.id ? ` (${r.id})` : ''} in ${ms} ms`);
+      if (!opts.onResult) opts.log(`publish ${name}: ${r.unchanged ? 'already there' : 'published'} ${r.location}${r.id ? ` (${r.id})` : ''} in ${ms} ms`);
     } catch (e) {
       reporter.stop();
-      if (opts.signal.aborted) { records[i] = { ...records[i]!, status: 'failed', error: 'interrupted' }; manifest.published = records; writeManifest(manifestFile, manifest); throw e; }
+      if (opts.signal.aborted) {
+        records[i] = { ...records[i]!, status: 'failed', error: 'interrupted' };
+        manifest.published = records; cached.write(manifest);
+        opts.onResult?.(records[i]!);
+        throw e;
+      }
       const line = (e as Error).message;
       records[i] = { ...records[i]!, status: 'failed', error: line.split('\n')[0]! };
       failures.push(e instanceof PublishError ? line : `publish target "${name}": ${line}`);
     }
     manifest.published = records;
-    writeManifest(manifestFile, manifest);
+    cached.write(manifest);
+    opts.onResult?.(records[i]!);
   }
-  if (!selected.length) { manifest.published = records; writeManifest(manifestFile, manifest); }
+  if (!selected.length) { manifest.published = records; cached.write(manifest); }
   if (failures.length) throw new PublishFailed(failures.join('\n'));
   return records;
 }

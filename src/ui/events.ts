@@ -16,6 +16,8 @@ export type BuildEvent =
   | { type: 'provisioner-cached'; build: string; index: number; provisioner: string; key: string }
   | { type: 'layer-saved'; build: string; index: number; key: string; size: number; ms: number }
   | { type: 'artifact'; build: string; path: string; format: string; size: number; sha256: string; reused?: boolean }
+  /** A publish target's outcome (no credentials: where the image lives, its digest, bytes sent). */
+  | { type: 'published'; build: string; target: string; targetType: string; ok: boolean; location?: string; id?: string; remoteDigest?: string; unchanged?: boolean; bytesSent?: number; ms?: number; error?: string }
   | { type: 'build-end'; build: string; ok: boolean; ms: number; error?: string; outputDirectory?: string };
 
 export type EventSink = (event: BuildEvent & { time: string }) => void;

@@ -80,6 +80,9 @@ function lineFor(e: BuildEvent, paint: (c: number, s: string) => string, lastPro
       return `${e.task}: ${Math.floor(e.percent)}%`;
     }
     case 'artifact': return paint(32, `artifact ${e.path} (${e.reused ? 'unchanged, ' : ''}${e.format}, ${formatBytes(e.size)}, sha256 ${e.sha256.slice(0, 16)}...)`);
+    case 'published':
+      return e.ok ? paint(32, `published ${e.target}: ${e.location ?? ''}${e.id && e.id !== e.location ? ` (${e.id})` : ''}${e.unchanged ? ', already there' : `, ${formatBytes(e.bytesSent ?? 0)} sent`}${e.ms !== undefined ? ` in ${formatDuration(e.ms)}` : ''}`)
+        : paint(31, `publish ${e.target} failed: ${e.error ?? 'unknown error'}`);
     case 'build-end':
       return e.ok ? paint(32, `build finished in ${formatDuration(e.ms)}${e.outputDirectory ? `: ${e.outputDirectory}` : ''}`)
         : paint(31, `build failed after ${formatDuration(e.ms)}: ${e.error ?? 'unknown error'}`);

@@ -29,6 +29,10 @@ let env: Record<string, string>;
 const out = path.join(dir, 'out', 'pub');
 const manifestFile = path.join(out, 'manifest.json');
 let built: Awaited<ReturnType<typeof kiln>>;
+const templateFile = path.join(dir, 'pub.yaml');
+let templateText: string;
+type PublishedEvent = { type: 'published'; target: string; ok: boolean; unchanged?: boolean; bytesSent?: number; location?: string; remoteDigest?: string };
+const publishedEvents = (r: Awaited<ReturnType<typeof kiln>>) => r.events.filter((e) => e.type === 'published') as PublishedEvent[];
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 async function fileSha256(file: string): Promise<string> {
@@ -45,9 +49,9 @@ const s3Client = () => new S3Client({ endpoint: s3.url, region: 'us-east-1', for
 
 beforeAll(async () => {
   [s3, azure, registry, glance] = await Promise.all([startS3(), startAzurite(), startRegistry(), startGlance()]);
-  env = { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, AZURE_STORAGE_CONNECTION_STRING: azure.connectionString };
-  const file = path.join(dir, 'pub.yaml');
-  writeFileSync(file, `
+  // One layer cache for the file's builds, so a second build of the same template is up to date.
+  env = { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, AZURE_STORAGE_CONNECTION_STRING: azure.connectionString, KILN_CACHE_DIR: path.join(dir, 'cache') };
+  templateText = `
 builds:
   - name: pub
     output_directory: ${out}
@@ -78,8 +82,9 @@ ${tinySourceYaml()}
         image_name: kiln-tiny
         os_distro: debian
         properties: { hw_disk_bus: virtio }
-`);
-  built = await kiln(['build', '--events', 'json', file], env);
+`;
+  writeFileSync(templateFile, templateText);
+  built = await kiln(['build', '--events', 'json', templateFile], env);
 }, 300_000);
 afterAll(async () => {
   await Promise.all([s3, azure, registry, glance].filter(Boolean).map((s) => s.stop()));
@@ -159,6 +164,35 @@ describe('publish to four local servers', () => {
     expect(images.images).toHaveLength(1);
   }, 120_000);
 
+  it('a rebuild is up to date and only publishes: a no-op per target, and a target added to the list gets the image', async () => {
+    // No change at all: no guest boots, each target already holds the same digest and sends nothing.
+    const same = await kiln(['build', '--events', 'json', templateFile], env);
+    expect(same.exitCode, same.stderr).toBe(0);
+    expect(same.events.some((e) => e.type === 'log' && String(e.message).startsWith('up to date'))).toBe(true);
+    expect(same.events.some((e) => e.type === 'step-start' && e.step === 'publish')).toBe(true);
+    expect(publishedEvents(same).map((e) => [e.target, e.ok, e.unchanged, e.bytesSent])).toEqual(['s3', 'azure', 'oci', 'glance'].map((t) => [t, true, true, 0]));
+    // Only the publish list changed: still up to date (publish is not part of the artifact key), and
+    // the new target receives the artifact while the others stay no-ops.
+    writeFileSync(templateFile, templateText.replace('    publish:\n', `    publish:\n      - type: s3\n        name: s3-copy\n        bucket: images\n        key: tiny/copy.qcow2\n        endpoint: ${s3.url}\n        force_path_style: true\n`));
+    const added = await kiln(['build', '--events', 'json', templateFile], env);
+    expect(added.exitCode, added.stderr).toBe(0);
+    expect(added.events.some((e) => e.type === 'log' && String(e.message).startsWith('up to date'))).toBe(true);
+    const events = publishedEvents(added);
+    expect(events.map((e) => [e.target, e.ok, e.unchanged])).toEqual([['s3-copy', true, false], ...['s3', 'azure', 'oci', 'glance'].map((t) => [t, true, true])]);
+    expect(events[0]!.bytesSent).toBe(artifact('qcow2').size);
+    expect(events[0]!.location).toBe('s3://images/tiny/copy.qcow2');
+    expect(record('s3-copy')).toMatchObject({ status: 'published', unchanged: false });
+    const client = s3Client();
+    const got = await client.send(new GetObjectCommand({ Bucket: 'images', Key: 'tiny/copy.qcow2' }));
+    expect(sha256(await bytesOf(got.Body as Readable))).toBe(artifact('qcow2').sha256);
+    client.destroy();
+    // Events and output carry no credential.
+    for (const r of [same, added]) {
+      expect(r.stdout + r.stderr).not.toContain('AccountKey=');
+      expect(JSON.stringify(publishedEvents(r))).not.toMatch(/S3RVER|AccountKey|Eby8vdM0/);
+    }
+  }, 180_000);
+
   it('wrong credentials give one clear line naming the target and the variable', async () => {
     const r = await kiln(['publish', manifestFile, '--only', 'azure'], { ...env, AZURE_STORAGE_CONNECTION_STRING: azure.connectionString.replace(/AccountKey=[^;]+/, `AccountKey=${Buffer.from('wrong').toString('base64')}`) });
     expect(r.exitCode).toBe(1);
@@ -194,7 +228,7 @@ describe('publish to four local servers', () => {
     }
     const client = s3Client();
     const listed = await client.send(new ListObjectsV2Command({ Bucket: 'images' }));
-    expect((listed.Contents ?? []).map((o) => o.Key)).toEqual(['tiny/pub.qcow2']);
+    expect((listed.Contents ?? []).map((o) => o.Key).sort()).toEqual(['tiny/copy.qcow2', 'tiny/pub.qcow2']);
     client.destroy();
     const blobs: string[] = [];
     for await (const b of BlobServiceClient.fromConnectionString(azure.connectionString).getContainerClient('vhds').listBlobsFlat()) blobs.push(b.name);
