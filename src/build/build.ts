@@ -19,6 +19,7 @@ import { isAlive } from '../util/pid.js';
 import { defaultCacheDir } from '../util/cache-dir.js';
 import type { Scalar } from '../template/interpolate.js';
 import { shellQuote } from '../qemu/argv.js';
+import { globToRegExp, isGlob } from '../util/glob.js';
 import { createDriver, driverOptionsFromEnv } from '../qemu/driver.js';
 
 export interface BuildResult {
@@ -34,12 +35,23 @@ export interface BuildResult {
   ms: number;
 }
 
+/** --only/--except: build names or Packer's globs (`qemu.*`, `*.debian`; src/util/glob.ts), each matching at least one build. */
 export function selectBuilds(t: LoadedTemplate, only?: string[], except?: string[]): BuildConfig[] {
   const names = t.template.builds.map((b) => b.name);
-  for (const n of [...(only ?? []), ...(except ?? [])]) {
-    if (!names.includes(n)) throw new Error(`no build named "${n}" in ${t.file} (builds: ${names.join(', ')})`);
-  }
-  return t.template.builds.filter((b) => (!only?.length || only.includes(b.name)) && !except?.includes(b.name));
+  const matcher = (n: string): ((name: string) => boolean) => {
+    if (!isGlob(n)) return (name) => name === n;
+    let re: RegExp;
+    try { re = globToRegExp(n); } catch (e) { throw new Error(`--only/--except: ${(e as Error).message} (a glob takes * ? [abc] [!abc] {a,b} and \\ to escape)`); }
+    return (name) => re.test(name);
+  };
+  const match = (list?: string[]) => (list ?? []).map((n) => {
+    const m = matcher(n);
+    if (!names.some(m)) throw new Error(isGlob(n) ? `no build matches "${n}" in ${t.file} (builds: ${names.join(', ')})` : `no build named "${n}" in ${t.file} (builds: ${names.join(', ')})`);
+    return m;
+  });
+  const o = match(only);
+  const x = match(except);
+  return t.template.builds.filter((b) => (!o.length || o.some((m) => m(b.name))) && !x.some((m) => m(b.name)));
 }
 
 export async function runBuild(

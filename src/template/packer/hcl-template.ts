@@ -4,6 +4,7 @@
  * values, locals, sources, and build blocks with their provisioners and post-processors in written
  * order. Values are evaluated as Packer evaluates them (see eval.ts).
  */
+import { globToRegExp } from '../../util/glob.js';
 import { randomUUID } from 'node:crypto';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
@@ -81,10 +82,9 @@ const buildRefs = (buildName: string): Record<string, Value> => ({
   PackerHTTPIP: '${build.http_ip}', PackerHTTPPort: '${build.http_port}', PackerRunUUID: randomUUID(),
 });
 
-/** Packer's glob for -only/-except and a provisioner's only/except: "*" matches any run of characters. */
+/** Packer's glob (src/util/glob.ts) for a provisioner's only/except; a malformed one matches itself only. */
 export function globMatch(pattern: string, name: string): boolean {
-  const re = new RegExp(`^${pattern.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*')}$`);
-  return re.test(name);
+  try { return globToRegExp(pattern).test(name); } catch { return pattern === name; }
 }
 
 export function loadHclTemplate(target: string, inputs: PackerInputs): PackerTemplate {

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { TemplateError, type FieldProblem } from '../errors.js';
 import type { VariableInputs } from '../variables.js';
 import { HclError } from './hcl.js';
-import { loadHclTemplate } from './hcl-template.js';
+import { globMatch, loadHclTemplate } from './hcl-template.js';
 import { loadJsonTemplate } from './json-template.js';
 import { mapTemplate, type MappedTemplate } from './mapping.js';
 import { PackerTemplateError, formatPackerProblem, type PackerTemplate } from './model.js';
@@ -52,7 +52,7 @@ export function readPackerTemplate(file: string, inputs: VariableInputs, only?: 
     // *.pkr.json is HCL's JSON syntax; other *.json with "builders" is Packer's legacy JSON.
     const isJson = /\.json$/.test(abs) && !/\.pkr\.json$/.test(abs) && !statSync(abs).isDirectory();
     const template = isJson ? loadJsonTemplate(abs, inputs) : loadHclTemplate(abs, inputs);
-    const selected = (name: string) => !only?.length || only.some((o) => o === name);
+    const selected = (name: string) => !only?.length || only.some((o) => globMatch(o, name));
     const refused = template.refused.filter((r) => selected(r.fullName));
     if (refused.length) {
       const qemu = template.builds.map((b) => b.fullName);
