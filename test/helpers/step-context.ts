@@ -38,12 +38,14 @@ export function stepContext(o: {
   roots.push(dir);
   const base = path.join(dir, 'base.qcow2');
   writeFileSync(base, 'not really a disk');
+  // '$base' in the source stands for that file (an ISO build's `iso`, say).
+  const source = Object.fromEntries(Object.entries(o.source ?? {}).map(([k, v]) => [k, v === '$base' ? base : v]));
   const file = path.join(dir, 'unit.yaml');
   writeFileSync(file, JSON.stringify({
     builds: [{
       name: 'unit',
       output_directory: path.join(dir, 'out', 'unit'),
-      source: { base_image: base, checksum: 'none', cloud_init: false, communicator: { username: 'root', password: 'unit-secret', trust_on_first_use: true }, ...o.source },
+      source: { base_image: base, checksum: 'none', cloud_init: false, communicator: { username: 'root', password: 'unit-secret', trust_on_first_use: true }, ...source },
       ...o.build,
     }],
   }));
