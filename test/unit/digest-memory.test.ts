@@ -10,11 +10,13 @@ const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-digest-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('streamed digests', () => {
-  it('hash a 2 GiB file in well under 200 MiB of memory', async () => {
+  it('hash a 1 GiB file in well under 200 MiB of memory', async () => {
     const file = path.join(dir, 'big.img');
     const fd = openSync(file, 'w');
-    ftruncateSync(fd, 2 * 2 ** 30); // sparse: cheap to make, still 2 GiB to read and hash
-    writeSync(fd, 'kiln', 2 ** 30);
+    // Sparse: cheap to make, still 1 GiB to read and hash, five times the memory bound (a reader that
+    // buffered the file would show).
+    ftruncateSync(fd, 2 ** 30);
+    writeSync(fd, 'kiln', 2 ** 29);
     closeSync(fd);
     const script = `
       import { fileDigests } from '${path.join(repoRoot, 'dist/cache/digest.js')}';
@@ -25,5 +27,5 @@ describe('streamed digests', () => {
     const expected = await execa('sh', ['-c', `sha256sum ${file} | cut -d' ' -f1`]);
     expect(result.sha256).toBe(expected.stdout.trim());
     expect(result.maxRssKiB / 1024).toBeLessThan(200);
-  }, 120_000);
+  }, 600_000); // a deadline, not a speed check: it took over 120 s at load 16
 });
