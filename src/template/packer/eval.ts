@@ -125,6 +125,7 @@ export function evaluate(e: Expr, ctx: EvalContext, locals: Record<string, Value
       return items.map((item) => (e.each ? evaluate(e.each, ctx, { ...locals, '\0splat': item }) : item));
     }
     case 'splatItem': return locals['\0splat'] ?? null;
+    case 'bound': return ev(e.expr, { ...locals, ...(e.names as Record<string, Value>) });
     case 'call': return callFunction(e, ctx, locals);
     case 'unary': {
       const v = ev(e.operand);

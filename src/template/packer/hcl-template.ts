@@ -10,6 +10,7 @@ import { readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { HclError, attributesOf, blocksOf, parseHcl, parseHclExpression, type Attribute, type Block, type Body, type Expr } from './hcl.js';
 import { parseHclJson } from './hcl-json.js';
+import { expandDynamic } from './dynamic.js';
 import { evaluate, isObject, typeName, type EvalContext, type Value } from './eval.js';
 import { PackerTemplateError, type Field, type PackerBuild, type PackerProblem, type PackerStep, type PackerTemplate, type PackerVariable, type Where } from './model.js';
 
@@ -199,6 +200,32 @@ export function loadHclTemplate(target: string, inputs: PackerInputs): PackerTem
       pending.push({ name: b.labels[0] ?? '', expr: e.expr, file: f.file, sensitive: attrs.get('sensitive') ? evaluate(attrs.get('sensitive')!.expr, ctxFor(f.file, {})) === true : false });
     }
   }
+  // Data sources arrived in Packer 1.7; kiln runs data "null" (pure: output = input) and names the rest.
+  const dataScope: Record<string, Value> = {};
+  const dataNull: Record<string, Value> = {};
+  for (const f of files) {
+    for (const b of blocksOf(f.body, 'data')) {
+      const [type = '', name = ''] = b.labels;
+      const ref = `data.${type}.${name}`;
+      if (type !== 'null') {
+        problems.push({
+          at: where(f.file, b.pos.line), field: `data "${b.labels.join('" "')}"`,
+          message: `kiln does not run the "${type}" data source (Packer 1.6.6 has no data sources; they arrived in Packer 1.7)`,
+          fix: `replace ${ref}.<attribute> with a variable (variable "${`${type}_${name}`.replace(/-/g, '_')}" { ... }, given with -var or a -var-file) and refer to var.${`${type}_${name}`.replace(/-/g, '_')}`,
+        });
+        continue;
+      }
+      const attrs = new Map(attributesOf(b.body).map((a) => [a.name, a]));
+      const extra = [...attrs.keys()].filter((k) => k !== 'input');
+      if (b.labels.length !== 2 || !attrs.get('input') || extra.length || blocksOf(b.body).length) {
+        problems.push({ at: where(f.file, b.pos.line), field: `data "${b.labels.join('" "')}"`, message: 'a null data source has two labels ("null" and a name) and one attribute, input', fix: `write data "null" "${name || 'NAME'}" { input = ... } and refer to ${ref}.output` });
+        continue;
+      }
+      pending.push({ name: `\0data:${name}`, expr: attrs.get('input')!.expr, file: f.file, sensitive: false });
+    }
+  }
+  if (problems.length) throw new PackerTemplateError(problems);
+  Object.defineProperty(dataScope, 'null', { value: dataNull, enumerable: true });
   const localScope: Record<string, Value> = {};
   const secretsFromLocals: PackerVariable[] = [];
   while (pending.length) {
@@ -206,8 +233,9 @@ export function loadHclTemplate(target: string, inputs: PackerInputs): PackerTem
     let lastError: HclError | undefined;
     for (const p of [...pending]) {
       try {
-        const v = evaluate(p.expr, ctxFor(p.file, { var: varScope, local: localScope, path: pathScope, packer: { version: '1.6.6' } }));
-        Object.defineProperty(localScope, p.name, { value: v, enumerable: true });
+        const v = evaluate(p.expr, ctxFor(p.file, { var: varScope, local: localScope, path: pathScope, packer: { version: '1.6.6' }, ...(Object.keys(dataNull).length ? { data: dataScope } : {}) }));
+        if (p.name.startsWith('\0data:')) Object.defineProperty(dataNull, p.name.slice(6), { value: { output: v, input: v }, enumerable: true });
+        else Object.defineProperty(localScope, p.name, { value: v, enumerable: true });
         if (p.sensitive) secretsFromLocals.push({ name: `local.${p.name}`, value: v, sensitive: true, from: 'local' });
         pending.splice(pending.indexOf(p), 1);
         progressed = true;
@@ -232,7 +260,7 @@ export function loadHclTemplate(target: string, inputs: PackerInputs): PackerTem
   const known = new Set(['variable', 'locals', 'local', 'source', 'build', 'packer', 'data']);
   for (const f of files) {
     for (const b of blocksOf(f.body)) {
-      if (b.type === 'data') problems.push({ at: where(f.file, b.pos.line), field: `data "${b.labels.join('" "')}"`, message: 'kiln does not run Packer data sources', fix: 'replace data.* references with variables or locals' });
+      if (b.type === 'dynamic') problems.push({ at: where(f.file, b.pos.line), field: `dynamic "${b.labels.join('" "')}"`, message: 'a dynamic block at the top of a file (Packer 1.6.6 refuses it too: "Blocks of type "dynamic" are not expected here")', fix: 'write the blocks out, or use dynamic inside a build or source block' });
       else if (!known.has(b.type)) problems.push({ at: where(f.file, b.pos.line), message: `unknown block "${b.type}"`, fix: 'a Packer template has variable, locals, local, source, build and packer blocks' });
     }
     for (const a of attributesOf(f.body)) problems.push({ at: where(f.file, a.pos.line), message: `"${a.name} = ..." outside any block`, fix: 'put it in a locals { } block or in a source' });
@@ -241,7 +269,7 @@ export function loadHclTemplate(target: string, inputs: PackerInputs): PackerTem
 
   const fieldsOf = (body: Body, file: string, ctx: EvalContext, skip: string[] = []): Map<string, Field> => {
     const out = new Map<string, Field>();
-    for (const item of body.items) {
+    for (const item of expandDynamic(body, ctx).items) {
       if (item.kind === 'attribute') {
         if (skip.includes(item.name)) continue;
         out.set(item.name, { value: evaluate(item.expr, ctx), at: where(file, item.pos.line) });
@@ -259,12 +287,13 @@ export function loadHclTemplate(target: string, inputs: PackerInputs): PackerTem
   // ---- builds ----
   const builds: PackerBuild[] = [];
   const refused: PackerTemplate['refused'] = [];
-  const baseScope = { var: varScope, local: localScope, path: pathScope, packer: { version: '1.6.6' } };
+  const baseScope = { var: varScope, local: localScope, path: pathScope, packer: { version: '1.6.6' }, ...(Object.keys(dataNull).length ? { data: dataScope } : {}) };
   let description: string | undefined;
   for (const f of files) {
-    for (const b of blocksOf(f.body, 'build')) {
-      const attrs = new Map(attributesOf(b.body).map((a) => [a.name, a]));
+    for (const written of blocksOf(f.body, 'build')) {
       const ctx0 = ctxFor(f.file, { ...baseScope, build: buildRefs('') });
+      const b: Block = { ...written, body: expandDynamic(written.body, ctx0) };
+      const attrs = new Map(attributesOf(b.body).map((a) => [a.name, a]));
       const buildName = attrs.get('name') ? String(value(attrs.get('name')!, ctx0)) : undefined;
       if (attrs.get('description')) description ??= String(value(attrs.get('description')!, ctx0));
       for (const a of attrs.keys()) {

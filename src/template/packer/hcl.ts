@@ -31,7 +31,9 @@ export type Expr =
   | { kind: 'conditional'; cond: Expr; then: Expr; else: Expr; pos: Pos }
   | { kind: 'for'; keyVar?: string; valueVar: string; collection: Expr; key?: Expr; value: Expr; cond?: Expr; grouping: boolean; object: boolean; pos: Pos }
   /** The value a splat's "each" expression starts from. */
-  | { kind: 'splatItem'; pos: Pos };
+  | { kind: 'splatItem'; pos: Pos }
+  /** Not parsed: an expression of a dynamic block's content with its iterator bound (dynamic.ts). */
+  | { kind: 'bound'; names: Record<string, unknown>; expr: Expr; pos: Pos };
 
 export type TemplatePart =
   | { kind: 'text'; text: string }
