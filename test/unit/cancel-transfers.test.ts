@@ -16,7 +16,8 @@ import { writeTar } from '../../src/artifacts/tar.js';
 const dir = mkdtempSync(path.join(os.tmpdir(), 'cancel-transfers-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-async function until(what: string, check: () => boolean, ms = 10_000): Promise<void> {
+// A deadline for facts that never come, not a speed check (10 s was passed by xz at load 21).
+async function until(what: string, check: () => boolean, ms = 90_000): Promise<void> {
   for (const deadline = Date.now() + ms; !check(); await sleep(20)) if (Date.now() > deadline) throw new Error(`waited ${ms} ms for ${what}`);
 }
 

@@ -30,7 +30,7 @@ describe('kiln CLI', { timeout: 120_000 }, () => {
   it('prints help and version', async () => {
     const help = await kiln(['--help']);
     expect(help.exitCode).toBe(0);
-    expect(help.stdout).toMatch(/kiln build <template>/);
+    expect(help.stdout).toMatch(/kiln build \[template\]/);
     expect(help.stdout).toMatch(/kiln validate <template>/);
     expect(help.stdout).toMatch(/kiln console <build>/);
     expect(help.stdout).toMatch(/kiln cache <action> \[key\]/);
