@@ -10,6 +10,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { verifyManifest, type VerifyResult } from './artifacts/verify.js';
+import { createDriver, type Driver, type DriverOptions } from './qemu/driver.js';
 import type { Manifest, PublishedRecord } from './artifacts/manifest.js';
 import { publishManifest, recordedTargets } from './publish/runner.js';
 
@@ -26,13 +27,20 @@ export type { Manifest, ArtifactRecord, PublishedRecord } from './artifacts/mani
 export type { VerifyResult } from './artifacts/verify.js';
 export { PublishFailed } from './publish/runner.js';
 export { kilnVersion as version } from './version.js';
+export { createDriver, type Driver, type DriverOptions } from './qemu/driver.js';
+
+export interface VerifyOptions {
+  /** The qemu-img to use (`qemu.qemuImgBinary`; default: qemu-img on PATH), or a ready driver. */
+  qemu?: DriverOptions;
+  driver?: Driver;
+}
 
 /**
  * Re-checks the artifacts a manifest.json (written by a build) lists: sizes, digests, and qemu-img
  * check/info where the format allows. One result per artifact; never throws for a bad artifact.
  */
-export async function verify(manifestFile: string): Promise<VerifyResult[]> {
-  return verifyManifest(manifestFile);
+export async function verify(manifestFile: string, options: VerifyOptions = {}): Promise<VerifyResult[]> {
+  return verifyManifest(manifestFile, options.driver ?? createDriver(options.qemu));
 }
 
 export interface PublishOptions {

@@ -2,14 +2,15 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileDigests } from '../cache/digest.js';
-import { check, imageInfo } from '../qemu/qemu-img.js';
+import { createDriver, type Driver } from '../qemu/driver.js';
 import type { Manifest } from './manifest.js';
 import { diskFormat } from '../template/output-formats.js';
 
 
 export interface VerifyResult { name: string; ok: boolean; problems: string[] }
 
-export async function verifyManifest(manifestPath: string): Promise<VerifyResult[]> {
+/** `qemuImg`: the qemu-img to read images with (default: createDriver()'s, qemu-img on PATH). */
+export async function verifyManifest(manifestPath: string, qemuImg: Pick<Driver, 'imageInfo' | 'check'> = createDriver()): Promise<VerifyResult[]> {
   const manifest = JSON.parse(readFileSync(manifestPath, 'utf8')) as Manifest;
   const results: VerifyResult[] = [];
   for (const a of manifest.artifacts) {
@@ -25,10 +26,10 @@ export async function verifyManifest(manifestPath: string): Promise<VerifyResult
     // A compressed artifact is checked by its digests; qemu-img cannot read inside it.
     const disk = a.compression ? undefined : diskFormat(a.format);
     if (disk && problems.length === 0) {
-      const info = await imageInfo(file, disk.qemuFormat);
+      const info = await qemuImg.imageInfo(file, disk.qemuFormat);
       if (info.virtualSize !== a.virtual_size) problems.push(`virtual size is ${info.virtualSize}, manifest says ${a.virtual_size}`);
       if (disk.checkable) {
-        const r = await check(file, disk.qemuFormat);
+        const r = await qemuImg.check(file, disk.qemuFormat);
         if (!r.ok) problems.push(`qemu-img check failed: ${r.output}`);
       }
     }

@@ -20,7 +20,7 @@ import { defaultCacheDir } from '../util/cache-dir.js';
 import type { Scalar } from '../template/interpolate.js';
 import { shellQuote } from '../qemu/argv.js';
 import { globToRegExp, isGlob } from '../util/glob.js';
-import { createDriver, driverOptionsFromEnv } from '../qemu/driver.js';
+import { createDriver, type Driver, type DriverOptions } from '../qemu/driver.js';
 
 export interface BuildResult {
   build: string;
@@ -66,8 +66,8 @@ export async function runBuild(
   const state: BuildState = { workDir, startedAt: new Date(), artifacts: [], timings: {} };
   const ctx: BuildContext = {
     template, build, options, events, state, signal,
-    // 12b: the KILN_* variables are read here, at build time, until the CLI passes driver options (12a).
-    driver: createDriver(driverOptionsFromEnv()),
+    // build() makes one for all its builds from options.qemu; a direct caller (a test) gets the defaults.
+    driver: options.driver ?? createDriver(),
     buildValues: () => {
       const v: Record<string, Scalar> = { name: build.name, output_dir: build.output_directory! };
       if (state.http) { v.http_ip = state.http.ip; v.http_port = state.http.port; v.http_url = state.http.url; }
@@ -248,6 +248,16 @@ export interface KilnBuildOptions {
   prompt?: (question: string) => Promise<string>;
   /** Lines shown to the user on how to release a build kept by onError 'abort' (the CLI names Ctrl-C and its pid). */
   keptBuildRelease?: string[];
+  /**
+   * QEMU and qemu-img: their paths, an accelerator standing in for a template's `auto`, where the
+   * accelerator probe remembers its answers, pinned SSH forward ports (DriverOptions; default: qemu-system-x86_64
+   * and qemu-img on PATH, the accelerator probed).
+   */
+  qemu?: DriverOptions;
+  /** A ready driver instead (e.g. a fake one in tests, or one shared between calls); `qemu` is then unused. */
+  driver?: Driver;
+  /** The GNU tar that writes GCE tarballs (default: tar on PATH). */
+  tarBinary?: string;
   /** Air-gapped builds (src/airgap): the guest's package proxy and, offline, a network cut off but for kiln. */
   airgap?: AirgapGuestNetwork;
 }
@@ -266,6 +276,7 @@ export async function build(template: LoadedTemplate, options: KilnBuildOptions 
   return runBuilds(template, builds, {
     force: options.force ?? false, onError, debug: options.debug ?? false,
     cacheDir: options.cacheDir ?? defaultCacheDir(), noCache: options.noCache, prompt: options.prompt,
-    tempDir: options.tempDir, keptBuildRelease: options.keptBuildRelease, airgap: options.airgap,
+    tempDir: options.tempDir, keptBuildRelease: options.keptBuildRelease,
+    driver: options.driver ?? createDriver(options.qemu), tarBinary: options.tarBinary, airgap: options.airgap,
   }, events, options.signal ?? new AbortController().signal, options.parallel ?? 1);
 }

@@ -32,6 +32,10 @@ export interface BuildOptions {
   tempDir?: string;
   /** How the user releases a build kept by --on-error=abort (the CLI's lines name Ctrl-C and its pid). */
   keptBuildRelease?: string[];
+  /** The QEMU/qemu-img driver the builds use (build() makes it from its `qemu` options). */
+  driver?: Driver;
+  /** The GNU tar for GCE tarballs (the CLI: KILN_TAR). */
+  tarBinary?: string;
 }
 
 /** How a recording or offline build's guest reaches kiln's package proxy (and, offline, its HTTP server). */

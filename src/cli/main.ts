@@ -10,7 +10,7 @@ import {
 } from '../index.js';
 import { selectBuilds } from '../build/build.js';
 import { removeStaleWorkDirs } from '../build/stale.js';
-import { cacheDirFromEnv } from './env.js';
+import { cacheDirFromEnv, qemuOptionsFromEnv, tarBinaryFromEnv } from './env.js';
 import { maskSecrets, type EventSink } from '../ui/events.js';
 import { humanRenderer, jsonRenderer, type ProgressMode } from '../ui/render.js';
 import { inspectTemplate } from './inspect.js';
@@ -127,6 +127,7 @@ async function buildCommand(argv: Common & {
       only: namesOf(argv.only), except: namesOf(argv.except),
       force: argv.force, onError: argv['on-error'] === 'ask' && !prompt ? 'cleanup' : argv['on-error'],
       debug: argv.debug, cacheDir: cacheDirFromEnv(), noCache: !argv.cache, prompt,
+      qemu: qemuOptionsFromEnv(), tarBinary: tarBinaryFromEnv(),
       parallel: argv['parallel-builds'], onEvent: render, signal: controller.signal, airgap: airgapSession?.network,
       keptBuildRelease: [
         `  kiln waits with the VM. To stop it: Ctrl-C here, or kill ${process.pid} (the guest powering off does too);`,
@@ -210,7 +211,7 @@ export async function main(args: string[]): Promise<number> {
       .positional('manifest', { type: 'string', demandOption: true, describe: 'a manifest.json written by kiln build' }),
     async (argv) => {
       try {
-        const results = await verify(String(argv.manifest));
+        const results = await verify(String(argv.manifest), { qemu: qemuOptionsFromEnv() });
         for (const r of results) process.stdout.write(`${r.ok ? 'ok  ' : 'FAIL'} ${r.name}${r.problems.length ? `: ${r.problems.join('; ')}` : ''}\n`);
         code = results.every((r) => r.ok) ? 0 : 1;
       } catch (e) { code = reportError(e); }
