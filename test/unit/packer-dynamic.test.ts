@@ -1,6 +1,6 @@
 // dynamic blocks (as Packer 1.6.6 expands them: checked with `packer build` on null sources, 2026-11-29)
 // and data sources (none in Packer 1.6.6; kiln runs data "null" and names the rest with the fix).
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -109,5 +109,15 @@ describe('data sources', () => {
     expect(msg).toMatch(/dhttp\.pkr\.hcl:13: data "amazon-ami" "base": kiln does not run the "amazon-ami" data source/);
     const bad = write('dnullbad.pkr.hcl', `${source}\ndata "null" "x" {\n  inputs = 1\n}\nbuild {\n  sources = ["source.qemu.a"]\n}\n`);
     expect(() => load(bad)).toThrow(/dnullbad\.pkr\.hcl:10: data "null" "x": a null data source has two labels/);
+  });
+});
+
+describe('a folder', () => {
+  it('of legacy JSON is refused as Packer 1.6.6 refuses it ("Could not find any config file"), naming the file to give instead', () => {
+    const folder = path.join(dir, 'legacy');
+    mkdirSync(folder);
+    writeFileSync(path.join(folder, 'a.json'), JSON.stringify({ builders: [{ type: 'qemu' }] }));
+    writeFileSync(path.join(folder, 'notes.json'), '{}');
+    expect(() => load(folder)).toThrow(/legacy holds no \*\.pkr\.hcl or \*\.pkr\.json file, only legacy JSON \(a\.json\); a folder is read as HCL, as Packer 1\.6\.6 does\n  fix: give kiln the legacy template itself: .*legacy\/a\.json/);
   });
 });

@@ -88,12 +88,25 @@ export function globMatch(pattern: string, name: string): boolean {
   try { return globToRegExp(pattern).test(name); } catch { return pattern === name; }
 }
 
+function isLegacyJson(file: string): boolean {
+  try {
+    const data = JSON.parse(readFileSync(file, 'utf8')) as unknown;
+    return typeof data === 'object' && data !== null && Object.hasOwn(data, 'builders');
+  } catch { return false; }
+}
+
 export function loadHclTemplate(target: string, inputs: PackerInputs): PackerTemplate {
   const abs = path.resolve(target);
   const isDir = statSync(abs).isDirectory();
   const dir = isDir ? abs : path.dirname(abs);
   const fileNames = isDir ? readdirSync(abs).filter((n) => n.endsWith('.pkr.hcl') || n.endsWith('.pkr.json')).sort().map((n) => path.join(abs, n)) : [abs];
-  if (!fileNames.length) throw new PackerTemplateError([{ message: `${abs} holds no *.pkr.hcl file`, fix: 'point kiln at a *.pkr.hcl file or a folder of them' }]);
+  if (!fileNames.length) {
+    // Packer 1.6.6 reads a folder as HCL only ("Could not find any config file"); legacy JSON is one file.
+    const legacy = isDir ? readdirSync(abs).filter((n) => n.endsWith('.json') && isLegacyJson(path.join(abs, n))).sort() : [];
+    throw new PackerTemplateError([legacy.length
+      ? { message: `${abs} holds no *.pkr.hcl or *.pkr.json file, only legacy JSON (${legacy.join(', ')}); a folder is read as HCL, as Packer 1.6.6 does`, fix: `give kiln the legacy template itself: ${legacy.map((n) => path.join(abs, n)).join(' or ')}` }
+      : { message: `${abs} holds no *.pkr.hcl or *.pkr.json file`, fix: 'point kiln at a *.pkr.hcl file or a folder of them' }]);
+  }
   const files = fileNames.map(readHcl);
   const autoVarFiles = (isDir ? readdirSync(abs) : []).filter((n) => n.endsWith('.auto.pkrvars.hcl')).sort().map((n) => path.join(abs, n));
   const now = new Date();
