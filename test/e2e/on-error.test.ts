@@ -73,7 +73,7 @@ describe('--on-error=ask at a terminal', () => {
     await term.waitFor(question, toProvisioning);
     term.write('a\r');
     const { match } = await term.waitFor(sshLine, 60_000);
-    await term.waitFor(/kiln waits with the VM\. To stop it: Ctrl-C here, or kill \d+/, 10_000);
+    await term.waitFor(/kiln waits with the VM\. To stop it: Ctrl-C here, or kill \d+/, 60_000);
     expect(term.output).toContain('serial console: kiln console ask-abort');
     expect(term.output).toMatch(/the VM is still running \(QEMU pid \d+\)/);
 

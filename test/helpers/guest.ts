@@ -52,7 +52,7 @@ export class Guest {
       headless: true,
     };
     const qemu = QemuProcess.start(buildQemuArgs(spec));
-    const qmp = await QmpClient.connect(spec.qmpSocket, 15_000);
+    const qmp = await QmpClient.connect(spec.qmpSocket, 60_000);
     return new Guest(qemu, qmp, sshPort, workDir, serialLog);
   }
 

@@ -37,7 +37,7 @@ function isRunning(pid: number): boolean {
   try { return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8')); } catch { return false; }
 }
 
-async function until(what: string, check: () => boolean, ms = 10_000): Promise<void> {
+async function until(what: string, check: () => boolean, ms = 90_000): Promise<void> {
   for (const deadline = Date.now() + ms; !check(); await sleep(50)) if (Date.now() > deadline) throw new Error(`waited ${ms} ms for ${what}`);
 }
 
@@ -90,7 +90,7 @@ afterAll(async () => {
 });
 
 async function login(style: Style): Promise<SshSession> {
-  const s = await connectOnce({ host: '127.0.0.1', port, username: style, password: 'x', trustOnFirstUse: true }, 10_000);
+  const s = await connectOnce({ host: '127.0.0.1', port, username: style, password: 'x', trustOnFirstUse: true }, 60_000);
   sessions.push(s);
   return s;
 }

@@ -135,13 +135,13 @@ describe('kiln console (against stand-in build records and a stand-in serial soc
     await new Promise<void>((resolve) => server.listen(path.join(first, 'serial.sock'), resolve));
     try {
       const term = new KilnTerminal(['console', 'web', '--pid', String(process.pid)], env);
-      await term.waitFor(/Ctrl-\] detaches; the VM keeps running/, 20_000);
-      await term.waitFor(/guest says hi/, 20_000);
+      await term.waitFor(/Ctrl-\] detaches; the VM keeps running/, 60_000);
+      await term.waitFor(/guest says hi/, 60_000);
       const another = await kiln(['console', 'web', '--pid', String(process.pid)], env);
       expect(another.exitCode).toBe(1);
       expect(another.stderr).toMatch(/already attached \(kiln console, pid \d+\)/);
       term.write('ls\x03\r');
-      await term.waitFor(/typed ok/, 20_000);
+      await term.waitFor(/typed ok/, 60_000);
       term.write('\x1d');
       expect((await term.exited).exitCode).toBe(0);
       expect(term.output).toMatch(/detached from "web"; the VM keeps running/);

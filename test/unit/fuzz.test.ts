@@ -233,12 +233,12 @@ describe('boot-command parser fuzz', () => {
     }), settings(10000));
   }, fuzzTimeoutMs);
 
-  it('stays fast on long and pathological lines', () => {
-    const started = Date.now();
+  // No clock here (speed belongs in bench/): a parser that backtracks exponentially on these lines does
+  // not finish at all, so the test's own timeout catches it.
+  it('parses long and pathological lines (no catastrophic backtracking)', () => {
     for (const line of ['<'.repeat(20_000), '<wait'.repeat(5_000), '${'.repeat(10_000), `<waitFor /${'\\'.repeat(20_001)}`, 'a'.repeat(50_000), `<waitFor "${'x'.repeat(50_000)}`, `<wait${'9'.repeat(5_000)}>`]) {
-      parse(line);
+      parse(line); // a BootCommandError pointing inside the line, or nodes; anything else fails
     }
-    expect(Date.now() - started).toBeLessThan(5_000);
   });
 });
 

@@ -129,7 +129,7 @@ it('an image another process has open for writing is named as in use, not as dam
   try {
     // QEMU takes its image locks as open file description locks, listed in /proc/locks by inode.
     const inode = statSync(file).ino;
-    await vi.waitFor(() => expect(readFileSync('/proc/locks', 'utf8')).toMatch(new RegExp(`:${inode} `)), { timeout: 10_000 });
+    await vi.waitFor(() => expect(readFileSync('/proc/locks', 'utf8')).toMatch(new RegExp(`:${inode} `)), { timeout: 60_000 });
     expect(await refusal(file)).toBe(`base image ${file} is in use by another process: Failed to get shared "write" lock\n  fix: stop the VM or program that has it open for writing, or give kiln a copy`);
   } finally {
     holder.kill();

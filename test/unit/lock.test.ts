@@ -81,7 +81,7 @@ describe('lock files', () => {
     expect(existsSync(overlaps) ? readFileSync(overlaps, 'utf8') : '', 'processes that found another inside').toBe('');
     // The last holder may have died holding it: taken over once more, then nothing is left (no
     // temporary file, no takeover guard).
-    await withLock(lock, async () => undefined, 5_000);
+    await withLock(lock, async () => undefined, 60_000);
     expect(readdirSync(dir).filter((n) => n.startsWith('race.lock'))).toEqual([]);
   }, 120_000);
 });
