@@ -95,7 +95,10 @@ export const publishGlance: Publisher<GlanceTarget> = async (target, artifact, c
     name: imageName, disk_format: glanceFormat, container_format: 'bare', visibility: target.visibility, ...properties,
   })) as GlanceImage;
   try {
-    await uploadData(acc, image.id, artifact, ctx);
+    // A transient failure mid-upload: Glance puts the image back to queued, and the data can go again.
+    await withRetries('upload image data', ctx, () => uploadData(acc, image.id, artifact, ctx), {
+      stillRetryable: async () => ((await api('GET', `/v2/images/${image.id}`).catch(() => ({}))) as Partial<GlanceImage>).status === 'queued',
+    });
     const deadline = Date.now() + target.timeout_seconds * 1000;
     let current = image;
     for (;;) {

@@ -1,11 +1,15 @@
 /**
  * An OCI registry, as a KubeVirt containerDisk: a single-layer image whose layer holds the disk under
  * /disk/ owned by 107:107 (the qemu user in virt-launcher), the layout KubeVirt documents. Pushed with
- * the OCI distribution API: a blob already in the registry is not sent again, a new one goes up in
- * chunks (POST, PATCH with Content-Range, PUT ?digest=), the manifest is put by digest, then by each
- * tag. The layer tar is byte-for-byte reproducible (fixed times and owners), so a re-run finds the same
- * manifest digest under every tag and sends nothing. A failed blob upload is cancelled (DELETE of the
- * upload session); tags are written last, so a failure never leaves a tag pointing at a partial image.
+ * the OCI distribution API in one pass over the disk: the layer tar is built, hashed and sent in chunks
+ * as the disk is read (POST, PATCH with Content-Range, then PUT ?digest= with the digest computed on
+ * the way; the registry checks it), the config and the manifest by digest, then each tag. The layer
+ * tar is byte-for-byte reproducible (fixed times and owners), and the manifest's annotations name the
+ * disk's sha256: a re-run reads the tags' manifests, finds this disk's layer there, and when every tag
+ * already holds the manifest it would push, sends nothing without reading the disk. A failed blob
+ * upload is cancelled (DELETE of the upload session); tags are written last, so a failure never
+ * leaves a tag pointing at a partial image. Auth: HTTP basic (htpasswd), or the bearer token dance
+ * when the registry answers with a Bearer challenge.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, readFileSync } from 'node:fs';
@@ -38,16 +42,6 @@ export function containerDiskLayer(artifact: PublishArtifact): Readable {
   return pack as unknown as Readable;
 }
 
-async function layerDigest(artifact: PublishArtifact, signal: AbortSignal): Promise<{ digest: string; size: number }> {
-  const hash = createHash('sha256');
-  let size = 0;
-  for await (const chunk of containerDiskLayer(artifact)) {
-    signal.throwIfAborted();
-    hash.update(chunk as Buffer); size += (chunk as Buffer).length;
-  }
-  return { digest: `sha256:${hash.digest('hex')}`, size };
-}
-
 interface RegistryAuth { basic?: string; from: string }
 
 /** Credentials from KILN_REGISTRY_USERNAME/PASSWORD, else a docker config.json's `auths` entry. */
@@ -72,17 +66,18 @@ export function registryAuth(target: OciTarget, env: NodeJS.ProcessEnv, name: st
   return { basic, from: `auths["${target.registry}"] in ${file}` };
 }
 
-class Registry {
+export class Registry {
   private bearer?: string;
   constructor(private readonly base: string, private readonly repo: string, private readonly auth: RegistryAuth, private readonly name: string, private readonly signal: AbortSignal) {}
 
   url(p: string): string { return p.startsWith('http') ? p : `${this.base}${p}`; }
 
-  async request(method: string, p: string, init: { headers?: Record<string, string>; body?: Buffer | string } = {}, retried = false): Promise<Response> {
+  /** `init.signal` replaces the publish's own (a cancel must still go out after an interrupt). */
+  async request(method: string, p: string, init: { headers?: Record<string, string>; body?: Buffer | string; signal?: AbortSignal } = {}, retried = false): Promise<Response> {
     const headers: Record<string, string> = { ...init.headers };
     if (this.bearer) headers.authorization = `Bearer ${this.bearer}`;
     else if (this.auth.basic) headers.authorization = `Basic ${this.auth.basic}`;
-    const res = await fetch(this.url(p), { method, headers, body: init.body, signal: this.signal, redirect: 'follow' });
+    const res = await fetch(this.url(p), { method, headers, body: init.body, signal: init.signal ?? this.signal, redirect: 'follow' });
     if (res.status === 401 && !retried) {
       const challenge = res.headers.get('www-authenticate') ?? '';
       await res.body?.cancel();
@@ -126,54 +121,78 @@ function withDigest(location: string, digest: string): string {
   return `${location}${location.includes('?') ? '&' : '?'}digest=${encodeURIComponent(digest)}`;
 }
 
-/** A chunked upload of `source`; the session is cancelled if anything fails. Returns bytes sent. */
-async function pushBlob(reg: Registry, repo: string, digest: string, source: () => AsyncIterable<Buffer> | Buffer, chunkSize: number, ctx: PublishContext, total: number): Promise<number> {
-  if (await blobExists(reg, repo, digest)) return 0;
+async function startUpload(reg: Registry, repo: string): Promise<string> {
   const start = await expect(await reg.request('POST', `/v2/${repo}/blobs/uploads/`), [202], 'start blob upload');
-  let location = start.headers.get('location');
+  const location = start.headers.get('location');
   if (!location) throw new Error('the registry started a blob upload without a Location');
-  location = new URL(location, reg.url('/')).toString();
+  return new URL(location, reg.url('/')).toString();
+}
+
+/** A small blob whose digest is known: sent in one PUT unless the registry already has it. */
+async function pushSmallBlob(reg: Registry, repo: string, digest: string, body: Buffer): Promise<number> {
+  if (await blobExists(reg, repo, digest)) return 0;
+  const location = await startUpload(reg, repo);
+  try {
+    await expect(await reg.request('PUT', withDigest(location, digest), { headers: { 'content-type': 'application/octet-stream', 'content-length': String(body.length) }, body }), [201], 'upload blob');
+    return body.length;
+  } catch (e) {
+    await cancelUpload(reg, location);
+    throw e;
+  }
+}
+
+/** Cancels an upload session so the registry drops what it holds of it (best effort). */
+async function cancelUpload(reg: Registry, location: string): Promise<void> {
+  await reg.request('DELETE', location, { signal: AbortSignal.timeout(10_000) }).then((r) => r.body?.cancel(), () => {});
+}
+
+/**
+ * The layer in one pass over the disk: a chunked upload (POST, PATCH with Content-Range) hashing
+ * what it sends, closed by PUT ?digest= with the digest it computed; the registry checks it. The
+ * session is cancelled if anything fails, so no blob is left half-written.
+ */
+export async function pushStreamedBlob(reg: Registry, repo: string, source: AsyncIterable<Buffer>, chunkSize: number, ctx: PublishContext, total: number): Promise<{ digest: string; size: number }> {
+  let location = await startUpload(reg, repo);
+  const hash = createHash('sha256');
   let sent = 0;
   try {
-    const src = source();
-    if (Buffer.isBuffer(src)) {
-      await expect(await reg.request('PUT', withDigest(location, digest), { headers: { 'content-type': 'application/octet-stream', 'content-length': String(src.length) }, body: src }), [201], 'upload blob');
-      return src.length;
-    }
     let pending: Buffer[] = [];
     let pendingBytes = 0;
     const flush = async () => {
       const body = Buffer.concat(pending, pendingBytes);
       pending = []; pendingBytes = 0;
-      const res = await expect(await reg.request('PATCH', location!, {
+      const res = await expect(await reg.request('PATCH', location, {
         headers: { 'content-type': 'application/octet-stream', 'content-range': `${sent}-${sent + body.length - 1}`, 'content-length': String(body.length) }, body,
       }), [202], 'upload blob chunk');
-      location = new URL(res.headers.get('location') ?? location!, reg.url('/')).toString();
+      location = new URL(res.headers.get('location') ?? location, reg.url('/')).toString();
       sent += body.length;
       ctx.progress(sent, total);
     };
-    for await (const chunk of src) {
+    for await (const chunk of source) {
+      ctx.signal.throwIfAborted();
+      hash.update(chunk);
       pending.push(chunk); pendingBytes += chunk.length;
       if (pendingBytes >= chunkSize) await flush();
     }
     if (pendingBytes) await flush();
+    const digest = `sha256:${hash.digest('hex')}`;
     await expect(await reg.request('PUT', withDigest(location, digest), { headers: { 'content-length': '0' } }), [201], 'finish blob upload');
-    return sent;
+    return { digest, size: sent };
   } catch (e) {
-    // Cancel the session so the registry drops what it holds of it.
-    await fetch(location, { method: 'DELETE' }).then((r) => r.body?.cancel(), () => {});
+    await cancelUpload(reg, location);
     throw e;
   }
 }
 
-export const publishOci: Publisher<OciTarget> = async (target, artifact, ctx) => {
-  const name = target.name ?? 'oci';
-  const auth = registryAuth(target, ctx.env, name);
-  const base = `${target.insecure ? 'http' : 'https'}://${target.registry}`;
-  const repo = target.repository;
-  const reg = new Registry(base, repo, auth, name, ctx.signal);
+/** The layer tar's size: two 512-byte headers, the disk padded to 512, the 1024-byte end marker. */
+export function layerSize(artifact: { size: number }): number {
+  return 1024 + Math.ceil(artifact.size / 512) * 512 + 1024;
+}
 
-  const layer = await layerDigest(artifact, ctx.signal);
+interface ImageManifest { annotations?: Record<string, string>; layers?: { digest: string; size: number; mediaType: string }[] }
+
+/** The containerDisk's config and manifest for a layer, with their digests. */
+function imageFor(artifact: PublishArtifact, layer: { digest: string; size: number }) {
   const config = Buffer.from(JSON.stringify({
     architecture: 'amd64', os: 'linux', config: {},
     rootfs: { type: 'layers', diff_ids: [layer.digest] },
@@ -186,25 +205,65 @@ export const publishOci: Publisher<OciTarget> = async (target, artifact, ctx) =>
     layers: [{ mediaType: layerType, digest: layer.digest, size: layer.size }],
     annotations: { 'org.opencontainers.image.title': artifact.name, 'io.kiln.disk.sha256': artifact.sha256 },
   }));
-  const manifestDigest = `sha256:${createHash('sha256').update(manifest).digest('hex')}`;
-  const location = `oci://${target.registry}/${repo}@${manifestDigest}`;
+  return { config, configDigest, manifest, manifestDigest: `sha256:${createHash('sha256').update(manifest).digest('hex')}` };
+}
 
-  const current = await Promise.all(target.tags.map(async (tag) => {
-    const res = await withRetries(`HEAD manifest ${tag}`, ctx, async () => reg.request('HEAD', `/v2/${repo}/manifests/${tag}`, { headers: { accept: manifestType } }));
-    return res.status === 200 ? res.headers.get('docker-content-digest') : null;
-  }));
-  if (current.every((d) => d === manifestDigest)) {
-    ctx.log(`${target.registry}/${repo}:${target.tags.join(',')} already is ${manifestDigest}: nothing to send`);
-    return { location, id: manifestDigest, remote_digest: manifestDigest, unchanged: true, bytes_sent: 0 };
+/**
+ * The layer of this very disk, when a tag already names a kiln containerDisk of it (its annotations
+ * give the disk's sha256 and name; the layer tar is a pure function of those and the bytes). Lets a
+ * re-run decide "nothing to send" without reading the disk at all.
+ */
+export function layerOfSameDisk(m: ImageManifest, artifact: PublishArtifact): { digest: string; size: number } | undefined {
+  const a = m.annotations ?? {};
+  if (a['io.kiln.disk.sha256'] !== artifact.sha256 || a['org.opencontainers.image.title'] !== artifact.name) return undefined;
+  if (m.layers?.length !== 1 || m.layers[0]!.mediaType !== layerType) return undefined;
+  return { digest: m.layers[0]!.digest, size: m.layers[0]!.size };
+}
+
+export const publishOci: Publisher<OciTarget> = async (target, artifact, ctx) => {
+  const name = target.name ?? 'oci';
+  const auth = registryAuth(target, ctx.env, name);
+  const base = `${target.insecure ? 'http' : 'https'}://${target.registry}`;
+  const repo = target.repository;
+  const reg = new Registry(base, repo, auth, name, ctx.signal);
+
+  // What each tag holds now (manifests are small): a tag naming a containerDisk of this disk gives
+  // the layer's digest without reading the disk.
+  const current = await Promise.all(target.tags.map((tag) => withRetries(`GET manifest ${tag}`, ctx, async () => {
+    const res = await reg.request('GET', `/v2/${repo}/manifests/${tag}`, { headers: { accept: manifestType } });
+    if (res.status === 404) { await res.body?.cancel(); return null; }
+    const body = await (await expect(res, [200], `GET manifest ${tag}`)).arrayBuffer();
+    const digest = res.headers.get('docker-content-digest') ?? `sha256:${createHash('sha256').update(Buffer.from(body)).digest('hex')}`;
+    let parsed: ImageManifest = {};
+    try { parsed = JSON.parse(Buffer.from(body).toString()) as ImageManifest; } catch { /* not ours */ }
+    return { digest, manifest: parsed };
+  })));
+  let layer = current.map((c) => c && layerOfSameDisk(c.manifest, artifact)).find(Boolean);
+  if (layer) {
+    const image = imageFor(artifact, layer);
+    if (current.every((c) => c?.digest === image.manifestDigest) && await withRetries('HEAD layer', ctx, () => blobExists(reg, repo, layer!.digest))) {
+      const location = `oci://${target.registry}/${repo}@${image.manifestDigest}`;
+      ctx.log(`${target.registry}/${repo}:${target.tags.join(',')} already is ${image.manifestDigest}: nothing to send`);
+      return { location, id: image.manifestDigest, remote_digest: image.manifestDigest, unchanged: true, bytes_sent: 0 };
+    }
+    if (!await withRetries('HEAD layer', ctx, () => blobExists(reg, repo, layer!.digest))) layer = undefined;
   }
   const chunk = parseSize(target.chunk_size);
-  const sentLayer = await withRetries('push layer', ctx, () => pushBlob(reg, repo, layer.digest, () => containerDiskLayer(artifact) as AsyncIterable<Buffer>, chunk, ctx, layer.size));
-  await withRetries('push config', ctx, () => pushBlob(reg, repo, configDigest, () => config, chunk, ctx, config.length));
+  let sentLayer = 0;
+  if (!layer) {
+    // One pass: the layer tar is built, hashed and sent as the disk is read.
+    const pushed = await withRetries('push layer', ctx, () => pushStreamedBlob(reg, repo, containerDiskLayer(artifact) as AsyncIterable<Buffer>, chunk, ctx, layerSize(artifact)));
+    layer = pushed; sentLayer = pushed.size;
+  }
+  const { config, configDigest, manifest, manifestDigest } = imageFor(artifact, layer);
+  const location = `oci://${target.registry}/${repo}@${manifestDigest}`;
+  await withRetries('push config', ctx, () => pushSmallBlob(reg, repo, configDigest, config));
   // By digest first: the tags below are the only thing that makes the image findable.
   for (const ref of [manifestDigest, ...target.tags]) {
     await withRetries(`put manifest ${ref}`, ctx, async () => {
       const res = await expect(await reg.request('PUT', `/v2/${repo}/manifests/${ref}`, { headers: { 'content-type': manifestType }, body: manifest }), [201], `put manifest ${ref}`);
       const got = res.headers.get('docker-content-digest');
+      await res.body?.cancel();
       if (got && got !== manifestDigest) throw new Error(`the registry stored manifest ${ref} as ${got}, not ${manifestDigest}`);
     });
   }

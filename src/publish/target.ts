@@ -44,26 +44,62 @@ export class PublishError extends Error {}
 
 export type Publisher<T extends PublishTarget = PublishTarget> = (target: T, artifact: PublishArtifact, ctx: PublishContext) => Promise<PublishResult>;
 
-/** Retries `fn` on transient failures (connection resets, 5xx, 429) with exponential backoff. */
-export async function withRetries<R>(what: string, ctx: PublishContext, fn: () => Promise<R>, attempts = 4): Promise<R> {
+export interface RetryPolicy {
+  /** Tries in all, the first included. */
+  attempts: number;
+  /** The wait before the first retry; doubled before each next one. */
+  baseDelayMs: number;
+  /** Ceiling of a single wait. */
+  maxDelayMs: number;
+}
+
+export const defaultRetryPolicy: RetryPolicy = { attempts: 4, baseDelayMs: 250, maxDelayMs: 8000 };
+
+/** The wait before retry number `retry` (1 for the first retry): exponential, capped. */
+export function retryDelay(retry: number, policy: RetryPolicy = defaultRetryPolicy): number {
+  return Math.min(policy.maxDelayMs, policy.baseDelayMs * 2 ** (retry - 1));
+}
+
+/**
+ * Retries `fn` on transient failures (connection resets, 5xx, 429, 408) with exponential backoff;
+ * anything else, an interrupt, or the last attempt's failure is thrown as is. `stillRetryable` is
+ * asked before each retry (Glance: the image is back to queued), and `sleep` is the wait (tests).
+ */
+export async function withRetries<R>(
+  what: string, ctx: Pick<PublishContext, 'signal' | 'log'>, fn: () => Promise<R>,
+  opts: Partial<RetryPolicy> & { stillRetryable?: () => Promise<boolean>; sleep?: (ms: number, signal: AbortSignal) => Promise<void> } = {},
+): Promise<R> {
+  const policy = { ...defaultRetryPolicy, ...opts };
+  const sleep = opts.sleep ?? abortableSleep;
   for (let i = 1; ; i++) {
     try { return await fn(); } catch (e) {
       ctx.signal.throwIfAborted();
-      if (i >= attempts || !isTransient(e)) throw e;
-      const delay = 250 * 2 ** (i - 1);
-      ctx.log(`${what}: ${(e as Error).message}; retrying in ${delay} ms (attempt ${i + 1} of ${attempts})`);
-      await new Promise((r) => setTimeout(r, delay));
+      if (i >= policy.attempts || !isTransient(e)) throw e;
+      if (opts.stillRetryable && !(await opts.stillRetryable())) throw e;
+      const delay = retryDelay(i, policy);
+      ctx.log(`${what}: ${(e as Error).message.split('\n')[0]}; retrying in ${delay} ms (attempt ${i + 1} of ${policy.attempts})`);
+      await sleep(delay, ctx.signal);
     }
   }
+}
+
+function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) { reject(signal.reason); return; }
+    const t = setTimeout(() => { signal.removeEventListener('abort', onAbort); resolve(); }, ms);
+    const onAbort = () => { clearTimeout(t); reject(signal.reason); };
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
 }
 
 export class HttpStatusError extends Error {
   constructor(message: string, readonly status: number) { super(message); }
 }
 
-function isTransient(e: unknown): boolean {
+/** A failure worth another try: a 5xx, 429 or 408 answer, or a connection reset/refused/timed out. */
+export function isTransient(e: unknown): boolean {
   if (e instanceof PublishError) return false;
   if (e instanceof HttpStatusError) return e.status >= 500 || e.status === 429 || e.status === 408;
   const code = (e as NodeJS.ErrnoException)?.code ?? (e as { cause?: NodeJS.ErrnoException })?.cause?.code;
-  return code === 'ECONNRESET' || code === 'ECONNREFUSED' || code === 'EPIPE' || code === 'ETIMEDOUT' || code === 'UND_ERR_SOCKET';
+  return code === 'ECONNRESET' || code === 'ECONNREFUSED' || code === 'EPIPE' || code === 'ETIMEDOUT' || code === 'UND_ERR_SOCKET' || code === 'ECONNABORTED';
 }

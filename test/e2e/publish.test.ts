@@ -17,6 +17,7 @@ import { kiln } from '../helpers/kiln.js';
 import { startAzurite, startGlance, startRegistry, startS3, type RunningServer } from '../helpers/servers/index.js';
 import type { Manifest } from '../../src/artifacts/manifest.js';
 import { publishManifest } from '../../src/publish/runner.js';
+import { layerSize } from '../../src/publish/oci.js';
 import type { PublishTarget } from '../../src/template/schema-publish.js';
 import { publishTargetSchema } from '../../src/template/schema-publish.js';
 
@@ -25,6 +26,8 @@ let s3: Awaited<ReturnType<typeof startS3>>;
 let azure: Awaited<ReturnType<typeof startAzurite>>;
 let registry: Awaited<ReturnType<typeof startRegistry>>;
 let glance: RunningServer;
+let authRegistry: Awaited<ReturnType<typeof startRegistry>>;
+const registryLogin = { user: 'kiln', password: 'pw-registry-e2e' };
 let env: Record<string, string>;
 const out = path.join(dir, 'out', 'pub');
 const manifestFile = path.join(out, 'manifest.json');
@@ -48,7 +51,7 @@ async function bytesOf(stream: AsyncIterable<unknown>): Promise<Buffer> {
 const s3Client = () => new S3Client({ endpoint: s3.url, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } });
 
 beforeAll(async () => {
-  [s3, azure, registry, glance] = await Promise.all([startS3(), startAzurite(), startRegistry(), startGlance()]);
+  [s3, azure, registry, glance, authRegistry] = await Promise.all([startS3(), startAzurite(), startRegistry(), startGlance(), startRegistry(registryLogin)]);
   // One layer cache for the file's builds, so a second build of the same template is up to date.
   env = { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, AZURE_STORAGE_CONNECTION_STRING: azure.connectionString, KILN_CACHE_DIR: path.join(dir, 'cache') };
   templateText = `
@@ -87,7 +90,7 @@ ${tinySourceYaml()}
   built = await kiln(['build', '--events', 'json', templateFile], env);
 }, 300_000);
 afterAll(async () => {
-  await Promise.all([s3, azure, registry, glance].filter(Boolean).map((s) => s.stop()));
+  await Promise.all([s3, azure, registry, glance, authRegistry].filter(Boolean).map((s) => s.stop()));
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -203,6 +206,35 @@ describe('publish to four local servers', () => {
     expect(s.stderr).toMatch(/^error: publish target "s3": AWS_SECRET_ACCESS_KEY is not set$/m);
     expect(record('s3').status).toBe('failed');
   }, 120_000);
+
+  it('OCI with htpasswd auth: wrong credentials give one line naming the variables; right ones push in one pass, and again is a no-op', async () => {
+    const copy = path.join(dir, 'auth-manifest.json');
+    const m = manifest();
+    delete m.published;
+    writeFileSync(copy, JSON.stringify(m));
+    const t = publishTargetSchema.parse({ type: 'oci', registry: authRegistry.host, repository: 'kiln/auth', tags: ['v1'], insecure: true, chunk_size: '5M' });
+    const run = (password: string) => publishManifest(copy, [t], {
+      signal: new AbortController().signal, progress: 'none', log: () => undefined,
+      env: { ...process.env, KILN_REGISTRY_USERNAME: registryLogin.user, KILN_REGISTRY_PASSWORD: password },
+    });
+    const wrong = await run('not-the-password').then(() => undefined, (e: Error) => e.message);
+    expect(wrong!.split('\n')[0]).toBe('publish target "oci": the registry refused the credentials from KILN_REGISTRY_USERNAME / KILN_REGISTRY_PASSWORD (HTTP 401)');
+    expect(wrong).not.toContain('not-the-password');
+    const [pushed] = await run(registryLogin.password);
+    // The layer went up once, hashed on the way: exactly the layer's bytes were sent.
+    expect(pushed).toMatchObject({ status: 'published', unchanged: false, bytes_sent: layerSize(artifact('qcow2')) });
+    const basic = `Basic ${Buffer.from(`${registryLogin.user}:${registryLogin.password}`).toString('base64')}`;
+    const res = await fetch(`${authRegistry.url}/v2/kiln/auth/manifests/v1`, { headers: { authorization: basic, accept: 'application/vnd.oci.image.manifest.v1+json' } });
+    const raw = Buffer.from(await res.arrayBuffer());
+    expect(`sha256:${sha256(raw)}`).toBe(pushed!.id);
+    const layer = (JSON.parse(raw.toString()) as { layers: { digest: string; size: number }[] }).layers[0]!;
+    const blob = await fetch(`${authRegistry.url}/v2/kiln/auth/blobs/${layer.digest}`, { method: 'HEAD', headers: { authorization: basic } });
+    expect([blob.status, Number(blob.headers.get('content-length'))]).toEqual([200, layer.size]);
+    // The layer is the same one the anonymous registry got (and skopeo read back above).
+    expect(pushed!.id).toBe(record('oci').id);
+    const [again] = await run(registryLogin.password);
+    expect(again).toMatchObject({ status: 'published', unchanged: true, bytes_sent: 0, id: pushed!.id });
+  }, 180_000);
 
   it('an upload interrupted half way leaves nothing on any server', async () => {
     // A copy of the manifest whose targets name new objects, so nothing is already there.

@@ -76,17 +76,27 @@ export async function startAzurite(): Promise<RunningServer & { connectionString
   return { ...s, connectionString: `DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=${key};BlobEndpoint=${s.url};` };
 }
 
-/** Debian's docker-registry (distribution 2.8), filesystem storage, deletes enabled, no auth. */
-export async function startRegistry(): Promise<RunningServer & { host: string }> {
+/**
+ * Debian's docker-registry (distribution 2.8), filesystem storage, deletes enabled; no auth, or with
+ * `basic` htpasswd auth for one user (a bcrypt hash made by Python's crypt, which Glance's Python
+ * brings; cost 4, so each request's check is cheap).
+ */
+export async function startRegistry(basic?: { user: string; password: string }): Promise<RunningServer & { host: string }> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-registry-'));
   const port = await freePort();
   const config = path.join(dir, 'config.yml');
+  let auth = '';
+  if (basic) {
+    const { stdout } = await execa('python3', ['-W', 'ignore', '-c', 'import crypt, sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16)))', basic.password]);
+    writeFileSync(path.join(dir, 'htpasswd'), `${basic.user}:${stdout.trim()}\n`);
+    auth = `auth:\n  htpasswd: { realm: kiln-test, path: ${path.join(dir, 'htpasswd')} }\n`;
+  }
   writeFileSync(config, `version: 0.1
 log: { level: warn }
 storage:
   filesystem: { rootdirectory: ${path.join(dir, 'data')} }
   delete: { enabled: true }
-http:
+${auth}http:
   addr: 127.0.0.1:${port}
 `);
   const child = execa('docker-registry', ['serve', config], { reject: false, buffer: false });
