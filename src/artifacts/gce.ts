@@ -14,7 +14,7 @@
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
-import { convert, imageInfo, resize } from '../qemu/qemu-img.js';
+import { createDriver, type Driver } from '../qemu/driver.js';
 import { GiB, progressScale, step, writeAtomically } from './tar.js';
 
 /** GNU tar, unless the caller names another (the CLI: KILN_TAR). */
@@ -29,6 +29,8 @@ export interface GceTarballOptions {
   signal?: AbortSignal;
   /** The GNU tar to run (default: tar on PATH). */
   tarBinary?: string;
+  /** The qemu-img to convert, read and resize with (the build's driver; default: qemu-img on PATH). */
+  qemuImg?: Pick<Driver, 'convert' | 'imageInfo' | 'resize'>;
 }
 
 /** The GNU tar command line (run in the directory holding disk.raw). */
@@ -41,17 +43,18 @@ export function gceTarArgs(archive: string): string[] {
 }
 
 export async function writeGceTarball(opts: GceTarballOptions): Promise<{ size: number }> {
+  const tools = opts.qemuImg ?? createDriver();
   const what = 'GCE tarball';
   const tarBinary = opts.tarBinary ?? defaultTarBinary;
   const progress = progressScale(opts.onProgress);
   return writeAtomically(what, opts.out, async (workDir, partial) => {
     const raw = path.join(workDir, 'disk.raw');
     await step(what, opts.out, 'converting the disk to raw (qemu-img convert)', () =>
-      convert(opts.source, opts.sourceFormat, raw, 'raw', { onProgress: progress.phase(0, 60), signal: opts.signal }));
-    const { virtualSize } = await step(what, opts.out, 'reading disk.raw (qemu-img info)', () => imageInfo(raw, 'raw', false, opts.signal));
+      tools.convert(opts.source, opts.sourceFormat, raw, 'raw', { onProgress: progress.phase(0, 60), signal: opts.signal }));
+    const { virtualSize } = await step(what, opts.out, 'reading disk.raw (qemu-img info)', () => tools.imageInfo(raw, 'raw', false, opts.signal));
     if (virtualSize % GiB !== 0) {
       const rounded = Math.ceil(virtualSize / GiB) * GiB;
-      await step(what, opts.out, `growing disk.raw to a whole GiB, ${rounded} bytes, as GCE requires (qemu-img resize)`, () => resize(raw, 'raw', rounded, opts.signal));
+      await step(what, opts.out, `growing disk.raw to a whole GiB, ${rounded} bytes, as GCE requires (qemu-img resize)`, () => tools.resize(raw, 'raw', rounded, opts.signal));
     }
     progress.phase(0, 100)(65);
     const args = gceTarArgs(path.resolve(partial));

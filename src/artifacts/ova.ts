@@ -26,7 +26,7 @@
 import { createHash } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
-import { convert, imageInfo } from '../qemu/qemu-img.js';
+import { createDriver, type Driver } from '../qemu/driver.js';
 import { archiveBaseName, progressScale, step, writeAtomically, writeTar } from './tar.js';
 
 export interface OvaOptions {
@@ -40,6 +40,8 @@ export interface OvaOptions {
   onProgress?: (pct: number) => void;
   /** Stops the packaging: its tools are killed, its partial output removed. */
   signal?: AbortSignal;
+  /** The qemu-img to convert and read images with (the build's driver; default: qemu-img on PATH). */
+  qemuImg?: Pick<Driver, 'convert' | 'imageInfo' | 'resize'>;
 }
 
 /** The guest OS: CIM_OperatingSystem OsType (DSP1001) "Linux 64-Bit" and VMware's matching guest id. */
@@ -127,6 +129,7 @@ ${[
 export const manifestLine = (file: string, sha256: string) => `SHA256(${file})= ${sha256}\n`;
 
 export async function writeOva(opts: OvaOptions): Promise<{ size: number }> {
+  const tools = opts.qemuImg ?? createDriver();
   const what = 'OVA';
   const base = archiveBaseName(opts.name);
   const ovfName = `${base}.ovf`;
@@ -136,8 +139,8 @@ export async function writeOva(opts: OvaOptions): Promise<{ size: number }> {
   return writeAtomically(what, opts.out, async (workDir, partial) => {
     const vmdk = path.join(workDir, vmdkName);
     await step(what, opts.out, 'converting the disk to a streamOptimized VMDK (qemu-img convert)', () =>
-      convert(opts.source, opts.sourceFormat, vmdk, 'vmdk', { options: ['subformat=streamOptimized'], onProgress: progress.phase(0, 80), signal: opts.signal }));
-    const { virtualSize } = await step(what, opts.out, 'reading the VMDK (qemu-img info)', () => imageInfo(vmdk, 'vmdk', false, opts.signal));
+      tools.convert(opts.source, opts.sourceFormat, vmdk, 'vmdk', { options: ['subformat=streamOptimized'], onProgress: progress.phase(0, 80), signal: opts.signal }));
+    const { virtualSize } = await step(what, opts.out, 'reading the VMDK (qemu-img info)', () => tools.imageInfo(vmdk, 'vmdk', false, opts.signal));
     const vmdkSize = (await stat(vmdk)).size;
     const ovf = ovfDescriptor({
       name: opts.name, cpus: opts.cpus, memoryMiB: opts.memoryMiB, firmware: opts.firmware,

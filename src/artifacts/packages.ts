@@ -10,6 +10,6 @@ export async function writePackage(format: 'ova' | 'vagrant' | 'gce', input: Pac
   switch (format) {
     case 'ova': await writeOva(input); return;
     case 'vagrant': await writeVagrantBox(input); return;
-    case 'gce': await writeGceTarball({ source: input.source, sourceFormat: input.sourceFormat, out: input.out, onProgress: input.onProgress, signal: input.signal, tarBinary: input.tarBinary }); return;
+    case 'gce': await writeGceTarball({ source: input.source, sourceFormat: input.sourceFormat, out: input.out, onProgress: input.onProgress, signal: input.signal, tarBinary: input.tarBinary, qemuImg: input.qemuImg }); return;
   }
 }

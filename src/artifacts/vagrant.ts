@@ -14,7 +14,7 @@
 import type { OvaOptions } from './ova.js';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
-import { convert, imageInfo } from '../qemu/qemu-img.js';
+import { createDriver } from '../qemu/driver.js';
 import { GiB, progressScale, step, writeAtomically, writeTar } from './tar.js';
 
 /** The same inputs as an OVA. */
@@ -52,13 +52,14 @@ end
 }
 
 export async function writeVagrantBox(opts: VagrantBoxOptions): Promise<{ size: number }> {
+  const tools = opts.qemuImg ?? createDriver();
   const what = 'Vagrant box';
   const progress = progressScale(opts.onProgress);
   return writeAtomically(what, opts.out, async (workDir, partial) => {
     const img = path.join(workDir, 'box.img');
     await step(what, opts.out, 'converting the disk to qcow2 (qemu-img convert)', () =>
-      convert(opts.source, opts.sourceFormat, img, 'qcow2', { options: ['compat=1.1'], onProgress: progress.phase(0, 50), signal: opts.signal }));
-    const { virtualSize } = await step(what, opts.out, 'reading box.img (qemu-img info)', () => imageInfo(img, 'qcow2', false, opts.signal));
+      tools.convert(opts.source, opts.sourceFormat, img, 'qcow2', { options: ['compat=1.1'], onProgress: progress.phase(0, 50), signal: opts.signal }));
+    const { virtualSize } = await step(what, opts.out, 'reading box.img (qemu-img info)', () => tools.imageInfo(img, 'qcow2', false, opts.signal));
     const imgSize = (await stat(img)).size;
     let packed = 0;
     const packing = progress.phase(50, 100);

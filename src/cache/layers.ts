@@ -10,7 +10,7 @@
 import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
-import { qemuImgBinary } from '../qemu/qemu-img.js';
+import { createDriver, type Driver } from '../qemu/driver.js';
 import { diesWithKiln } from '../qemu/process.js';
 import { fileDigest } from './digest.js';
 import { withLock } from './lock.js';
@@ -49,7 +49,8 @@ const diskBytes = (file: string) => { const st = statSync(file); return Math.min
 
 export class LayerStore {
   readonly dir: string;
-  constructor(cacheDir: string) {
+  /** `qemuImg`: what repoints a copied layer's backing file (the build's driver; default: qemu-img on PATH). */
+  constructor(cacheDir: string, private readonly qemuImg: Pick<Driver, 'rebaseUnsafe'> = createDriver()) {
     this.dir = path.join(cacheDir, 'layers');
   }
 
@@ -152,7 +153,7 @@ export class LayerStore {
       const tmp = `${final}.tmp-${process.pid}`;
       try {
         await execa(...diesWithKiln('cp', ['--sparse=always', '--reflink=auto', frozen, tmp]), { cancelSignal: signal });
-        await execa(...diesWithKiln(qemuImgBinary, ['rebase', '-u', ...(backing ? ['-F', backing.format, '-b', backing.name] : ['-b', '']), tmp]), { cancelSignal: signal });
+        await this.qemuImg.rebaseUnsafe(tmp, backing, signal);
         const full: LayerMeta = {
           key, backing: backing?.name ?? null, ...meta,
           sha256: await fileDigest(tmp), size: diskBytes(tmp), created: new Date().toISOString(),
