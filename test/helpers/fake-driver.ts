@@ -128,7 +128,7 @@ export class FakeDriver implements Driver {
   async freePort(): Promise<number> { this.record('freePort', []); return this.nextPort++; }
   async portInUse(port: number): Promise<boolean> { this.record('portInUse', [port]); return this.busyPorts.has(port); }
 
-  startVm(argv: string[], opts: { cwd?: string }): QemuProcess {
+  startVm(argv: string[], opts: { cwd?: string }): FakeVm {
     this.record('startVm', [argv, opts]);
     const vm = new FakeVm(['qemu-system-x86_64', ...argv], 10_000 + this.vms.length, this.waitCapMs);
     const script = this.vmScript(argv, this.vms.length);
@@ -137,7 +137,7 @@ export class FakeDriver implements Driver {
     return vm;
   }
 
-  async connectQmp(socketPath: string, timeoutMs: number): Promise<QmpClient> {
+  async connectQmp(socketPath: string, timeoutMs: number): Promise<FakeQmp> {
     this.record('connectQmp', [socketPath, timeoutMs]);
     const vm = this.vms.at(-1)!;
     // A VM that exited at start never opens its socket: the caller's race with its exit decides.

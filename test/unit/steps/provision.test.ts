@@ -21,7 +21,7 @@ function provisioning(cachedCount: number) {
     plan: [{ index: 0, key: 'k1', description: 'shell-local' }, { index: 1, key: 'k2', description: 'shell-local' }] as never,
   };
   h.ctx.state.disk = { path: path.join(h.ctx.state.workDir, 'disk.qcow2'), format: 'qcow2', virtualSize: 1 << 30 };
-  h.ctx.state.qmp = { execute: async () => ({}), close: () => undefined };
+  h.ctx.state.qmp = { execute: async <T>() => ({}) as T, close: () => undefined };
   const ssh = new FakeSsh();
   h.ctx.state.ssh = ssh.session;
   return { h, ssh, published };
