@@ -5,6 +5,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { launchQemuStep } from '../../../src/build/steps/launch-qemu.js';
 import { removeStepDirs, runStep, stepContext } from '../../helpers/step-context.js';
 import type { FakeVm } from '../../helpers/fake-driver.js';
+import { httpServerStep } from '../../../src/build/steps/http-server.js';
+import { createDiskStep } from '../../../src/build/steps/create-disk.js';
+import { runSteps } from '../../../src/build/runner.js';
 
 afterAll(removeStepDirs);
 
@@ -99,5 +102,17 @@ describe('launch QEMU', () => {
     h.driver.connectQmp = async () => { setTimeout(() => h.abort.abort(new Error('interrupted by SIGINT')), 5); return new Promise(() => undefined); };
     expect((await runStep(launchQemuStep, h.ctx)).error).toBe('interrupted by SIGINT');
     expect((h.driver.vms[0] as FakeVm).killed).toEqual([500]);
+  });
+
+  it('in a build: a later step fails, and the cleanups run in reverse (QEMU stopped before the HTTP server closes)', async () => {
+    const h = stepContext({ state: { base: { path: '/b.qcow2', format: 'qcow2', sha256: 'a', source: 'b', kind: 'disk' } } });
+    const order: string[] = [];
+    const failing = { name: 'provision', async run() { throw new Error('provisioner 1: exited with 2'); } };
+    const r = await runSteps([createDiskStep, httpServerStep, launchQemuStep, failing], h.ctx);
+    expect(r).toMatchObject({ ok: false, failedStep: 'provision', kept: false });
+    for (const e of h.events) if (e.type === 'cleanup') order.push(e.step);
+    expect(order).toEqual(['launch QEMU', 'start HTTP server']);
+    expect(h.driver.vms[0]!.killed).toEqual([3000]);
+    expect(h.events.find((e) => e.type === 'step-error')).toMatchObject({ step: 'provision', error: 'provisioner 1: exited with 2' });
   });
 });
