@@ -4,7 +4,7 @@
  * platform, so `npm install -g ./kiln.tgz` needs no network. The bundled copies of packages with a
  * built native addon lose their install scripts: node-gyp would otherwise fetch Node's headers.
  */
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, realpathSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import { packageRoot } from '../version.js';
@@ -16,7 +16,10 @@ export async function packKiln(cacheDir: string, root = packageRoot): Promise<st
   const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as PackageJson;
   if (!existsSync(path.join(root, 'dist', 'cli', 'main.js'))) throw new Error(`${root}/dist is not built\n  fix: run make build (tsc) first`);
   const ls = await execa('npm', ['ls', '--omit=dev', '--all', '--parseable'], { cwd: root, reject: false });
-  const deps = String(ls.stdout).split('\n').map((l) => l.trim()).filter((l) => l && l !== root && l.startsWith(path.join(root, 'node_modules') + path.sep)).sort();
+  // npm may print real paths (node_modules can be a link): compare real paths.
+  const modules = realpathSync(path.join(root, 'node_modules'));
+  const deps = String(ls.stdout).split('\n').map((l) => l.trim()).filter(Boolean).map((l) => realpathSync(l))
+    .filter((l) => l.startsWith(modules + path.sep)).sort();
   if (!deps.length) throw new Error(`npm ls found no production dependencies under ${root}/node_modules\n  fix: run make setup (npm ci) first`);
   const work = path.join(cacheDir, 'airgap');
   mkdirSync(work, { recursive: true });
@@ -25,7 +28,7 @@ export async function packKiln(cacheDir: string, root = packageRoot): Promise<st
     for (const f of pkg.files ?? ['bin', 'dist']) if (existsSync(path.join(root, f))) cpSync(path.join(root, f), path.join(staging, f), { recursive: true });
     for (const f of ['README.md', 'LICENSE']) if (existsSync(path.join(root, f))) cpSync(path.join(root, f), path.join(staging, f));
     for (const dep of deps) {
-      const rel = path.relative(root, dep);
+      const rel = path.join('node_modules', path.relative(modules, dep));
       // Nested node_modules are listed (and copied) as dependencies of their own.
       cpSync(dep, path.join(staging, rel), { recursive: true, filter: (src) => src === dep || path.relative(dep, src).split(path.sep)[0] !== 'node_modules' });
       const depPkgFile = path.join(staging, rel, 'package.json');
@@ -34,6 +37,9 @@ export async function packKiln(cacheDir: string, root = packageRoot): Promise<st
       if (native && existsSync(path.join(dep, 'build', 'Release'))) {
         for (const s of ['preinstall', 'install', 'postinstall']) delete depPkg.scripts?.[s];
         depPkg.gypfile = false;
+        // npm pack applies a bundled package's own "files"/.npmignore, which leave build/ out.
+        delete depPkg.files;
+        rmSync(path.join(staging, rel, '.npmignore'), { force: true });
         writeFileSync(depPkgFile, JSON.stringify(depPkg, null, 2) + '\n');
       }
     }
