@@ -61,6 +61,10 @@ export function readPackerTemplate(file: string, inputs: VariableInputs, only?: 
         fix: qemu.length ? `build the QEMU sources only: -only=${qemu.join(',')}` : 'kiln runs the qemu builder; this template has none',
       })));
     }
+    // The builds -only leaves out are not checked either (a template's builders often share an output
+    // directory, run one at a time with -only), as Packer validates the selected builds only.
+    const kept = template.builds.filter((b) => selected(b.fullName));
+    if (only?.length && kept.length) template.builds = kept;
     const mapped = mapTemplate(template);
     if (mapped.problems.length) throw new PackerTemplateError(mapped.problems);
     const secrets = template.variables.filter((v) => v.sensitive).flatMap((v) => secretStrings(v.value)).filter((s) => s.length >= 3);

@@ -59,11 +59,15 @@ export function loadJsonTemplate(target: string, inputs: PackerInputs): PackerTe
   };
   for (const [name, v] of Object.entries(defs)) {
     if (v !== null && typeof v === 'object') { problems.push({ at: at('variables', name), field: `variables.${name}`, message: 'a legacy template\'s variable is a string', fix: 'write its default as a string' }); continue; }
-    user[name] = v === null ? '' : render(String(v), at('variables', name), `variables.${name}`, { allowEnv: true });
+    // A null default makes the variable required, as in Packer ("required variable not set").
+    if (v === null) continue;
+    // Rendered once -var and -var-file are in: a default may use a variable given only there.
+    user[name] = String(v);
     origin[name] = 'default';
   }
+  // Packer 1.6.6 takes a legacy template's -var/-var-file variables whether declared or not (kubernetes-sigs/
+  // image-builder's var files rely on it); a {{user}} of a name set nowhere is still an error in kiln.
   const set = (name: string, v: string, from: string) => {
-    if (!Object.hasOwn(defs, name)) throw new PackerTemplateError([{ message: `${from}: there is no variable "${name}" in the template`, fix: `add "${name}" under "variables" or fix the name (variables: ${Object.keys(defs).join(', ') || 'none'})` }]);
     user[name] = v;
     origin[name] = from;
   };
@@ -78,8 +82,23 @@ export function loadJsonTemplate(target: string, inputs: PackerInputs): PackerTe
     if (eq <= 0) throw new PackerTemplateError([{ message: `-var ${JSON.stringify(a)}: expected name=value`, fix: 'write -var name=value' }]);
     set(a.slice(0, eq), a.slice(eq + 1), `-var ${a.slice(0, eq)}`);
   }
+  const required = Object.keys(defs).filter((n) => defs[n] === null && !Object.hasOwn(user, n));
+  if (required.length) {
+    throw new PackerTemplateError(required.map((n) => ({
+      at: at('variables', n), field: `variables.${n}`, message: 'required variable not set (its default is null)',
+      fix: `give it: -var ${n}=... or a -var-file with "${n}"`,
+    })));
+  }
   // Packer: a variable whose value is {{user `other`}} sees the other's final value.
-  for (const name of Object.keys(user)) if (user[name]!.includes('{{')) user[name] = render(user[name]!, at('variables', name), `variables.${name}`);
+  // Defaults in order, each seeing the values rendered before it; {{env}} only in defaults, as in Packer.
+  for (let pass = 0; pass < 2; pass++) {
+    for (const name of Object.keys(user)) {
+      if (!user[name]!.includes('{{')) continue;
+      const allowEnv = origin[name] === 'default';
+      if (pass === 0) { try { user[name] = renderGoTemplate(user[name]!, ctx({ allowEnv })); } catch { /* again below, with the others rendered */ } }
+      else user[name] = render(user[name]!, at('variables', name), `variables.${name}`, { allowEnv });
+    }
+  }
   const variables: PackerVariable[] = Object.keys(user).map((name) => ({ name, value: user[name]!, sensitive: sensitive.has(name), from: origin[name]!, at: at('variables', name) }));
 
   // ---- every string rendered; fields keep their line ----

@@ -393,6 +393,10 @@ function mapStep(
     case 'ansible': case 'ansible-local': case 'puppet-masterless':
       // kiln's fields for these are Packer's own names: pass them on; kiln's schema checks them.
       for (const [k, f] of fields) { used.add(k); r[k] = runtime(f.value, f, k, k === 'execute_command'); }
+      // Packer's ansible_env_vars is a list of "NAME=value"; kiln's is a map.
+      if (Array.isArray(r.ansible_env_vars) && r.ansible_env_vars.every((e) => typeof e === 'string' && e.indexOf('=') > 0)) {
+        r.ansible_env_vars = Object.fromEntries((r.ansible_env_vars as string[]).map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)]));
+      }
       for (const k of ['playbook_file', 'playbook_dir', 'manifest_file', 'module_paths', 'hiera_config_path', 'inventory_directory']) {
         if (typeof r[k] === 'string') r[k] = abs(r[k] as string);
       }
