@@ -27,7 +27,9 @@ async function inBootedArtifact(artifact: string, name: string, command: string)
   const disk = await overlayOf(artifact, dir, `boot-${name}.qcow2`);
   const guest = await Guest.boot({ disk, memoryMiB: 1024, extraDisks: [{ path: iso, format: 'raw', interface: 'virtio', readonly: true }], workDir: mkdtempSync(path.join(dir, `vm-${name}-`)) });
   try {
-    const ssh = await guest.ssh('checker', seed.userKey.privateKey, 300_000, seed.hostKey.fingerprint);
+    // 15 min: on 2 cores at load ~12 (2026-11-29) a booted artifact showed its login prompt, yet sshd sent
+    // no banner within 1 s on any of 385 attempts in 300 s (a fact is awaited, not a time measured).
+    const ssh = await guest.ssh('checker', seed.userKey.privateKey, 900_000, seed.hostKey.fingerprint);
     const out = await ssh.run(command);
     await guest.poweroff(ssh, 'sudo poweroff', 90_000);
     return out;
