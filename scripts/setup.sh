@@ -18,6 +18,7 @@ APT_PACKAGES=(
   util-linux iproute2 procps               # setpriv, ss, ps
   socat                                    # air-gapped builds: QEMU's guestfwd runs one per guest connection to kiln's proxy
   docker-registry skopeo                   # publish tests: OCI registry (CNCF distribution) and skopeo to read back
+  swift swift-proxy swift-account swift-container swift-object memcached  # publish tests: Swift with s3api (aborted multipart uploads; s3api's multipart needs memcached)
 )
 # Installed with their Recommends, as the publish tests were run against them: Glance's Python
 # stack is large, and a server that fails to start for want of a recommended module would only show

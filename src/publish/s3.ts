@@ -6,7 +6,7 @@
  * is aborted (AbortMultipartUpload), leaving no parts and no object behind.
  */
 import { createReadStream, readFileSync } from 'node:fs';
-import { HeadObjectCommand, S3Client, S3ServiceException } from '@aws-sdk/client-s3';
+import { AbortMultipartUploadCommand, HeadObjectCommand, ListMultipartUploadsCommand, S3Client, S3ServiceException } from '@aws-sdk/client-s3';
 import { Upload } from '@aws-sdk/lib-storage';
 import type { z } from 'zod';
 import type { s3Target } from '../template/schema-publish.js';
@@ -106,7 +106,13 @@ export const publishS3: Publisher<S3Target> = async (target, artifact, ctx) => {
     upload.on('httpUploadProgress', (p) => ctx.progress(p.loaded ?? 0, artifact.size));
     const onAbort = () => { void upload.abort(); };
     ctx.signal.addEventListener('abort', onAbort, { once: true });
-    try { await upload.done(); } finally { ctx.signal.removeEventListener('abort', onAbort); }
+    const startedAt = Date.now();
+    try { await upload.done(); } catch (e) {
+      // lib-storage's own abort does not always reach the server once its signal has fired (seen on
+      // Swift's s3api: the upload and its parts stayed): abort it here, without the publish's signal.
+      await abortLeftovers(client, target.bucket, key, (upload as unknown as { uploadId?: string }).uploadId, startedAt, ctx.log);
+      throw e;
+    } finally { ctx.signal.removeEventListener('abort', onAbort); }
     ctx.signal.throwIfAborted();
     const head = await headOrNull(client, target.bucket, key);
     if (!head || head.ContentLength !== artifact.size || head.Metadata?.[digestKey] !== artifact.sha256) {
@@ -120,6 +126,28 @@ export const publishS3: Publisher<S3Target> = async (target, artifact, ctx) => {
     client.destroy();
   }
 };
+
+/**
+ * Aborts the multipart upload this publish started (its id when lib-storage exposes it, else the
+ * uploads of this key initiated since it began), so no parts stay billed and invisible.
+ */
+async function abortLeftovers(client: S3Client, bucket: string, key: string, uploadId: string | undefined, startedAt: number, log: (m: string) => void): Promise<void> {
+  const signal = AbortSignal.timeout(30_000);
+  try {
+    const ids = new Set<string>(uploadId ? [uploadId] : []);
+    const listed = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: key }), { abortSignal: signal }).catch(() => undefined);
+    for (const u of listed?.Uploads ?? []) {
+      if (u.Key === key && u.UploadId && (!u.Initiated || u.Initiated.getTime() >= startedAt - 60_000)) ids.add(u.UploadId);
+    }
+    for (const id of ids) {
+      await client.send(new AbortMultipartUploadCommand({ Bucket: bucket, Key: key, UploadId: id }), { abortSignal: signal }).catch((e: Error) => {
+        if ((e as S3ServiceException).name !== 'NoSuchUpload') log(`could not abort multipart upload ${id} of ${key}: ${e.message}`);
+      });
+    }
+  } catch (e) {
+    log(`could not abort the multipart upload of ${key}: ${(e as Error).message}`);
+  }
+}
 
 async function headOrNull(client: S3Client, bucket: string, key: string) {
   try { return await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key })); } catch (e) {

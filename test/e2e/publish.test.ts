@@ -9,12 +9,12 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import { execa } from 'execa';
 import tar from 'tar-stream';
-import { GetObjectCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import { CreateBucketCommand, GetObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { BlobServiceClient } from '@azure/storage-blob';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tinySourceYaml } from '../helpers/guest.js';
 import { kiln } from '../helpers/kiln.js';
-import { startAzurite, startGlance, startRegistry, startS3, type RunningServer } from '../helpers/servers/index.js';
+import { startAzurite, startGlance, startRegistry, startS3, startSwift, type RunningServer } from '../helpers/servers/index.js';
 import type { Manifest } from '../../src/artifacts/manifest.js';
 import { publishManifest } from '../../src/publish/runner.js';
 import { layerSize } from '../../src/publish/oci.js';
@@ -27,6 +27,7 @@ let azure: Awaited<ReturnType<typeof startAzurite>>;
 let registry: Awaited<ReturnType<typeof startRegistry>>;
 let glance: RunningServer;
 let authRegistry: Awaited<ReturnType<typeof startRegistry>>;
+let swift: Awaited<ReturnType<typeof startSwift>>;
 const registryLogin = { user: 'kiln', password: 'pw-registry-e2e' };
 let env: Record<string, string>;
 const out = path.join(dir, 'out', 'pub');
@@ -51,7 +52,7 @@ async function bytesOf(stream: AsyncIterable<unknown>): Promise<Buffer> {
 const s3Client = () => new S3Client({ endpoint: s3.url, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey } });
 
 beforeAll(async () => {
-  [s3, azure, registry, glance, authRegistry] = await Promise.all([startS3(), startAzurite(), startRegistry(), startGlance(), startRegistry(registryLogin)]);
+  [s3, azure, registry, glance, authRegistry, swift] = await Promise.all([startS3(), startAzurite(), startRegistry(), startGlance(), startRegistry(registryLogin), startSwift()]);
   // One layer cache for the file's builds, so a second build of the same template is up to date.
   env = { AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey, AZURE_STORAGE_CONNECTION_STRING: azure.connectionString, KILN_CACHE_DIR: path.join(dir, 'cache') };
   templateText = `
@@ -90,7 +91,7 @@ ${tinySourceYaml()}
   built = await kiln(['build', '--events', 'json', templateFile], env);
 }, 300_000);
 afterAll(async () => {
-  await Promise.all([s3, azure, registry, glance, authRegistry].filter(Boolean).map((s) => s.stop()));
+  await Promise.all([s3, azure, registry, glance, authRegistry, swift].filter(Boolean).map((s) => s.stop()));
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -234,6 +235,34 @@ describe('publish to four local servers', () => {
     expect(pushed!.id).toBe(record('oci').id);
     const [again] = await run(registryLogin.password);
     expect(again).toMatchObject({ status: 'published', unchanged: true, bytes_sent: 0, id: pushed!.id });
+  }, 180_000);
+
+  it('S3 on Swift s3api: an interrupted multipart upload is aborted (no parts left), a complete one reads back', async () => {
+    const client = new S3Client({ endpoint: swift.url, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: swift.accessKeyId, secretAccessKey: swift.secretAccessKey } });
+    await client.send(new CreateBucketCommand({ Bucket: 'images' }));
+    const copy = path.join(dir, 'swift-manifest.json');
+    const m = manifest();
+    delete m.published;
+    writeFileSync(copy, JSON.stringify(m));
+    const t = publishTargetSchema.parse({ type: 's3', name: 'swift', bucket: 'images', key: 'tiny/swift.qcow2', endpoint: swift.url, force_path_style: true, part_size: '5M', concurrency: 1 });
+    const swiftEnv = { ...process.env, AWS_ACCESS_KEY_ID: swift.accessKeyId, AWS_SECRET_ACCESS_KEY: swift.secretAccessKey };
+    const controller = new AbortController();
+    let sawProgress = false;
+    const interrupted = publishManifest(copy, [t], {
+      signal: controller.signal, env: swiftEnv, progress: 'lines',
+      log: (line) => { if (/: 25%/.test(line) && !controller.signal.aborted) { sawProgress = true; controller.abort(new Error('interrupted by the test')); } },
+    });
+    await expect(interrupted).rejects.toThrow();
+    expect(sawProgress).toBe(true);
+    // Swift lists multipart uploads in progress (s3rver cannot): the aborted one is gone, parts and all.
+    const uploads = await client.send(new ListMultipartUploadsCommand({ Bucket: 'images' }));
+    expect(uploads.Uploads ?? []).toEqual([]);
+    expect((await client.send(new ListObjectsV2Command({ Bucket: 'images' }))).Contents ?? []).toEqual([]);
+    const [done] = await publishManifest(copy, [t], { signal: new AbortController().signal, env: swiftEnv, progress: 'none', log: () => undefined });
+    expect(done).toMatchObject({ status: 'published', unchanged: false, bytes_sent: artifact('qcow2').size });
+    const got = await client.send(new GetObjectCommand({ Bucket: 'images', Key: 'tiny/swift.qcow2' }));
+    expect(sha256(await bytesOf(got.Body as Readable))).toBe(artifact('qcow2').sha256);
+    client.destroy();
   }, 180_000);
 
   it('an upload interrupted half way leaves nothing on any server', async () => {

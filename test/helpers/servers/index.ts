@@ -2,6 +2,7 @@
  * Real upload servers for the publish tests, each on loopback with a free port, its data in a temp
  * directory, killed (and the directory removed) by stop(): s3rver (S3 multipart), Azurite (Azure blob,
  * page blobs), Debian's docker-registry (CNCF distribution) and Debian's Glance without Keystone.
+ * Also Debian's Swift with s3api, for what s3rver lacks (aborting multipart uploads).
  * Start them in parallel: Glance's database setup takes seconds.
  */
 import { execa, type ResultPromise } from 'execa';
@@ -141,4 +142,83 @@ enforce_scope = false
   const s = running(child, dir, `http://127.0.0.1:${port}`);
   await waitFor(`${s.url}/versions`, child, 'glance-api', 90_000);
   return s;
+}
+
+/**
+ * Debian's Swift as a single node with the s3api middleware (the S3 API Swift clusters offer): an
+ * account, container and object server on one device in a temp directory (rings of one replica),
+ * and a proxy with s3api, tempauth (S3 access key `test:tester`, secret `testing`) and SLO, which
+ * s3api's multipart uploads are built on, plus the memcached s3api needs for them. Unlike s3rver it
+ * implements AbortMultipartUpload and ListMultipartUploads, so a test can show no parts are left.
+ * Swift 2.30's s3api ignores x-amz-checksum-* headers (a wrong ChecksumSHA256 is accepted).
+ */
+export async function startSwift(): Promise<RunningServer & { accessKeyId: string; secretAccessKey: string }> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-swift-'));
+  mkdirSync(path.join(dir, 'srv', 'd1'), { recursive: true });
+  const [proxy, memcache, ...ports] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
+  const servers = ['account', 'container', 'object'] as const;
+  writeFileSync(path.join(dir, 'swift.conf'), '[swift-hash]\nswift_hash_path_suffix = kiln-test\nswift_hash_path_prefix = kiln-test\n[storage-policy:0]\nname = gold\ndefault = yes\n');
+  await Promise.all(servers.map(async (n, i) => {
+    const builder = path.join(dir, `${n}.builder`);
+    await execa('swift-ring-builder', [builder, 'create', '0', '1', '1']);
+    await execa('swift-ring-builder', [builder, 'add', `r1z1-127.0.0.1:${ports[i]}/d1`, '1']);
+    // Exit 1 is "warning" (e.g. balance); the ring file is what counts.
+    await execa('swift-ring-builder', [builder, 'rebalance'], { reject: false });
+    writeFileSync(path.join(dir, `${n}.conf`), `[DEFAULT]\nbind_ip = 127.0.0.1\nbind_port = ${ports[i]}\nworkers = 0\ndevices = ${path.join(dir, 'srv')}\nmount_check = false\nswift_dir = ${dir}\n[pipeline:main]\npipeline = ${n}-server\n[app:${n}-server]\nuse = egg:swift#${n}\n`);
+  }));
+  writeFileSync(path.join(dir, 'proxy.conf'), `[DEFAULT]
+bind_ip = 127.0.0.1
+bind_port = ${proxy}
+workers = 0
+swift_dir = ${dir}
+[pipeline:main]
+pipeline = catch_errors gatekeeper healthcheck proxy-logging cache listing_formats s3api tempauth copy slo dlo proxy-logging proxy-server
+[app:proxy-server]
+use = egg:swift#proxy
+account_autocreate = true
+[filter:catch_errors]
+use = egg:swift#catch_errors
+[filter:gatekeeper]
+use = egg:swift#gatekeeper
+[filter:healthcheck]
+use = egg:swift#healthcheck
+[filter:proxy-logging]
+use = egg:swift#proxy_logging
+[filter:cache]
+use = egg:swift#memcache
+memcache_servers = 127.0.0.1:${memcache}
+[filter:listing_formats]
+use = egg:swift#listing_formats
+[filter:s3api]
+use = egg:swift#s3api
+[filter:tempauth]
+use = egg:swift#tempauth
+user_test_tester = testing .admin
+[filter:copy]
+use = egg:swift#copy
+[filter:slo]
+use = egg:swift#slo
+[filter:dlo]
+use = egg:swift#dlo
+`);
+  const children = [
+    execa('memcached', ['-l', '127.0.0.1', '-p', String(memcache), '-m', '16', ...(process.getuid?.() === 0 ? ['-u', 'root'] : [])], { reject: false, buffer: false }),
+    ...servers.map((n) => execa(`swift-${n}-server`, [path.join(dir, `${n}.conf`)], { reject: false, buffer: false })),
+  ];
+  const proxyChild = execa('swift-proxy-server', [path.join(dir, 'proxy.conf')], { reject: false, buffer: false });
+  const s = running(proxyChild, dir, `http://127.0.0.1:${proxy}`);
+  const stopAll = async () => {
+    for (const c of children) c.kill('SIGTERM');
+    await s.stop();
+    await Promise.all(children.map((c) => c.catch(() => undefined)));
+  };
+  try {
+    await waitFor(`${s.url}/healthcheck`, proxyChild, 'swift-proxy-server', 120_000, (st) => st === 200);
+    // The backend servers answer too (a proxy up before them would fail the first requests).
+    await Promise.all(servers.map((n, i) => waitFor(`http://127.0.0.1:${ports[i]}/healthcheck`, children[i + 1]!, `swift-${n}-server`, 120_000)));
+  } catch (e) {
+    await stopAll();
+    throw e;
+  }
+  return { ...s, stop: stopAll, accessKeyId: 'test:tester', secretAccessKey: 'testing' };
 }
