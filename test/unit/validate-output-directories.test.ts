@@ -8,6 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { loadTemplate, type LoadOptions } from '../../src/template/load.js';
 import { TemplateError } from '../../src/template/errors.js';
 import type { VariableInputs } from '../../src/template/variables.js';
+import { cacheDirFromEnv } from '../../src/cli/env.js';
 
 /** A fresh folder holding a template (and the base image it names), plus a private cache directory. */
 function setup(build: string, files: Record<string, string> = {}) {
@@ -80,9 +81,9 @@ describe('output directories that would replace what kiln did not write', () => 
   });
 
   describe('kiln\'s cache directory', () => {
-    const saved = process.env.KILN_CACHE_DIR;
+    const saved = process.env.XDG_CACHE_HOME;
     afterEach(() => {
-      if (saved === undefined) delete process.env.KILN_CACHE_DIR; else process.env.KILN_CACHE_DIR = saved;
+      if (saved === undefined) delete process.env.XDG_CACHE_HOME; else process.env.XDG_CACHE_HOME = saved;
     });
     it('refuses the cache given in the options, and a folder holding it', () => {
       const s = setup(`    output_directory: ../cache\n${source}`);
@@ -90,10 +91,12 @@ describe('output directories that would replace what kiln did not write', () => 
       const holding = setup(`    output_directory: ../box\n${source}`);
       expect(problem(holding.file, {}, { cacheDir: path.join(holding.root, 'box', 'kiln-cache') })).toContain('holds kiln\'s cache directory');
     });
-    it('defaults to the cache a build would use (KILN_CACHE_DIR)', () => {
-      const s = setup(`    output_directory: ../cache\n${source}`);
-      process.env.KILN_CACHE_DIR = s.cacheDir;
-      expect(problem(s.file)).toContain('is kiln\'s cache directory');
+    it('defaults to the cache a build would use: the XDG cache home\'s kiln/ (KILN_CACHE_DIR is the CLI\'s, passed as cacheDir)', () => {
+      const s = setup(`    output_directory: ../xdg/kiln\n${source}`);
+      process.env.XDG_CACHE_HOME = path.join(s.root, 'xdg');
+      expect(problem(s.file)).toContain(`${path.join(s.root, 'xdg', 'kiln')} is kiln's cache directory`);
+      expect(cacheDirFromEnv({ KILN_CACHE_DIR: s.cacheDir })).toBe(s.cacheDir);
+      expect(problem(s.file, {}, { cacheDir: cacheDirFromEnv({ KILN_CACHE_DIR: path.join(s.root, 'xdg', 'kiln') }) })).toContain('is kiln\'s cache directory');
     });
   });
 
