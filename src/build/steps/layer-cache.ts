@@ -30,7 +30,7 @@ export const layerCacheStep: Step = {
   enabled: (ctx) => !ctx.options.noCache,
   async run(ctx) {
     const base = need(ctx.state, 'base');
-    const store = new LayerStore(ctx.options.cacheDir);
+    const store = new LayerStore(ctx.options.cacheDir, ctx.driver);
     for (const f of store.removeStaleTemp()) ctx.log(`layer cache: removed ${f}, left by a kiln process that no longer exists`, 'warn');
     const rootKey = await sourceKey(ctx.build, base.sha256);
     const plan = await planLayers(ctx.build, rootKey);
