@@ -13,7 +13,7 @@ import { imagesDir, insecureKey, insecurePublicKey, repoRoot, tinySourceYaml } f
 import { kiln, spawnKiln, type KilnRun } from '../helpers/kiln.js';
 import { expectNoLeftovers, snapshotLeftovers } from '../helpers/leftovers.js';
 import { unfinishedCacheFiles } from '../helpers/process-audit.js';
-import { freePort } from '../../src/build/steps/launch-qemu.js';
+import { freePort } from '../../src/qemu/ports.js';
 import { waitForSsh } from '../../src/communicator/ssh.js';
 import { fingerprintOf } from '../../src/communicator/keys.js';
 import { fileDigest } from '../../src/cache/digest.js';

@@ -12,7 +12,7 @@ import { QemuProcess } from '../../src/qemu/process.js';
 import { QmpClient } from '../../src/qemu/qmp.js';
 import { createOverlay } from '../../src/qemu/qemu-img.js';
 import { waitForSsh, type SshSession } from '../../src/communicator/ssh.js';
-import { freePort } from '../../src/build/steps/launch-qemu.js';
+import { freePort } from '../../src/qemu/ports.js';
 
 export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const imagesDir = process.env.KILN_FIXTURES_DIR ?? path.join(repoRoot, 'fixtures/images');

@@ -2,10 +2,10 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Step } from '../step.js';
+import { isHttpUrl } from '../../util/url.js';
 import { cachedFileDigest, fileDigest } from '../../cache/digest.js';
 import { ChecksumMismatchError, fetchChecksumFile, fetchToCache, type Expected } from '../../cache/download.js';
 
-const isUrl = (s: string) => /^https?:\/\//.test(s);
 
 /** Reads "HEX  name" / "ALGO (name) = HEX" lines and picks the one for `fileName`. */
 export function pickFromSums(text: string, fileName: string): Expected | undefined {
@@ -23,8 +23,8 @@ export async function expectedChecksum(checksum: string, image: string, signal: 
   if (checksum === 'none') return undefined;
   const [kind, value] = [checksum.slice(0, checksum.indexOf(':')), checksum.slice(checksum.indexOf(':') + 1)];
   if (kind === 'sha256' || kind === 'sha512') return { algorithm: kind, hex: value.toLowerCase() };
-  const text = isUrl(value) ? await fetchChecksumFile(value, signal) : readFileSync(value, 'utf8');
-  const name = path.basename(isUrl(image) ? new URL(image).pathname : image);
+  const text = isHttpUrl(value) ? await fetchChecksumFile(value, signal) : readFileSync(value, 'utf8');
+  const name = path.basename(isHttpUrl(image) ? new URL(image).pathname : image);
   const found = pickFromSums(text, name);
   if (!found) throw new Error(`checksum file ${value} has no line for "${name}"`);
   return found;
@@ -40,7 +40,7 @@ export const fetchBaseStep: Step = {
     const expected = await expectedChecksum(src.checksum, media, ctx.signal);
     let file: string;
     let sha256: string;
-    if (isUrl(media)) {
+    if (isHttpUrl(media)) {
       ctx.log(`fetching ${media}`);
       ({ path: file, sha256 } = await fetchToCache(media, ctx.options.cacheDir, expected,
         (pct) => ctx.events.emit({ type: 'progress', build: ctx.build.name, task: 'download', percent: pct }), ctx.signal));

@@ -6,7 +6,6 @@ import { smbiosType1Switch } from '../../template/qemu-args.js';
 import { OVMF_CODE, OVMF_VARS, startVm } from '../vm.js';
 
 /** Test helpers took the free-port helper from here; it lives in qemu/ports.ts. */
-export { freePort } from '../../qemu/ports.js';
 
 export const launchQemuStep: Step = {
   name: 'launch QEMU',

@@ -7,20 +7,12 @@
  */
 import { execa, type ResultPromise } from 'execa';
 import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
-import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { repoRoot } from '../guest.js';
+import { freePort } from '../../../src/qemu/ports.js';
 
 export interface RunningServer { url: string; dir: string; stop(): Promise<void>; log(): string }
-
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => { const { port } = s.address() as net.AddressInfo; s.close(() => resolve(port)); });
-  });
-}
 
 async function waitFor(url: string, child: ResultPromise, what: string, timeoutMs = 60_000, ok = (s: number) => s < 500): Promise<void> {
   const deadline = Date.now() + timeoutMs;
