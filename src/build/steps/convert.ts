@@ -7,7 +7,7 @@ import { mkdirSync, statSync, statfsSync } from 'node:fs';
 import type { Step } from '../step.js';
 import type { BuildContext } from '../state.js';
 import { need } from '../state.js';
-import { artifactName, planFor } from '../../artifacts/formats.js';
+import { artifactName, planFor } from '../../template/output-formats.js';
 import { writePackage } from '../../artifacts/packages.js';
 import { fileDigests } from '../../cache/digest.js';
 import { formatBytes } from '../../template/units.js';

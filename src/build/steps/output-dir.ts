@@ -12,7 +12,7 @@ import path from 'node:path';
 import type { Step } from '../step.js';
 import { recordBesideOutput, removeStaleStaging } from '../stale.js';
 import { describeHolder, lockNow, releaseLock } from '../../cache/lock.js';
-import { artifactName } from '../../artifacts/formats.js';
+import { artifactName } from '../../template/output-formats.js';
 import { checkElsewhereTarget, checkExistingOutput, claimFileOf, stagingDirOf } from '../output-guard.js';
 
 /** Creates `dir` and whichever of its parents are missing; returns those it created, deepest first. */
