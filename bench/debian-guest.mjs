@@ -11,7 +11,7 @@ import { createOverlay } from '../dist/qemu/qemu-img.js';
 import { waitForSsh } from '../dist/communicator/ssh.js';
 import { generateKeyPair } from '../dist/communicator/keys.js';
 import { renderSeed, writeSeedIso } from '../dist/cloudinit/seed.js';
-import { freePort } from '../dist/build/steps/launch-qemu.js';
+import { freePort } from '../dist/qemu/ports.js';
 
 export const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 export const debianFixture = path.join(root, 'fixtures/images/debian-12-cloud.qcow2');

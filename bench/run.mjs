@@ -14,7 +14,7 @@ import { buildQemuArgs } from '../dist/qemu/argv.js';
 import { QemuProcess } from '../dist/qemu/process.js';
 import { createOverlay } from '../dist/qemu/qemu-img.js';
 import { waitForSsh } from '../dist/communicator/ssh.js';
-import { freePort } from '../dist/build/steps/launch-qemu.js';
+import { freePort } from '../dist/qemu/ports.js';
 import { readFileSync } from 'node:fs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
