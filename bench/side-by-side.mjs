@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 // `BENCH_ONLY=packer make bench`: kiln against Packer 1.6.6's qemu builder, side by side in one run,
-// on bench/side-by-side/{kiln.yaml,packer.json}: the same Debian fixture as an overlay, 2 vCPUs,
+// on bench/side-by-side/{kiln.yaml,packer.json}: the same Debian fixture as the base (kiln boots an
+// overlay on it; Packer copies it, because its use_backing_file passes no backing format, which
+// qemu-img 7.2 refuses: "Backing file specified without backing format"), 2 vCPUs,
 // 1024 MiB, TCG, the same provisioning (a script writing 100 files and a 64 MiB blob, a 16 MiB file
 // upload, a sha256sum of it) and one uncompressed qcow2. Rounds alternate kiln and Packer; each kiln
 // round is a cold build (fresh cache), then a no-change rebuild and a last-provisioner-changed rebuild

@@ -92,6 +92,7 @@ export async function runBuild(
       type: 'build-end', build: build.name, ok: result.ok, ms: performance.now() - started,
       error: error ? (result.failedStep ? `${result.failedStep}: ${error.message}` : error.message) : undefined,
       outputDirectory: result.ok ? build.output_directory : undefined,
+      peakRssBytes: process.resourceUsage().maxRSS * 1024,
     });
   }
   return {

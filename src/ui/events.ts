@@ -14,11 +14,16 @@ export type BuildEvent =
   | { type: 'provisioner-end'; build: string; index: number; provisioner: string; ms: number }
   | { type: 'progress'; build: string; task: string; percent: number }
   | { type: 'provisioner-cached'; build: string; index: number; provisioner: string; key: string }
-  | { type: 'layer-saved'; build: string; index: number; key: string; size: number; ms: number }
+  /**
+   * A layer saved into the store in the background: `ms` the copy + digest, `queuedMs` the wait behind
+   * earlier saves; `final` for a build's final disk (after clean-up and trim; index -1).
+   */
+  | { type: 'layer-saved'; build: string; index: number; key: string; size: number; ms: number; queuedMs?: number; final?: boolean }
   | { type: 'artifact'; build: string; path: string; format: string; size: number; sha256: string; reused?: boolean }
   /** A publish target's outcome (no credentials: where the image lives, its digest, bytes sent). */
   | { type: 'published'; build: string; target: string; targetType: string; ok: boolean; location?: string; id?: string; remoteDigest?: string; unchanged?: boolean; bytesSent?: number; ms?: number; error?: string }
-  | { type: 'build-end'; build: string; ok: boolean; ms: number; error?: string; outputDirectory?: string };
+  /** `peakRssBytes`: the peak resident memory of the process running the build (kiln's own, not QEMU's or qemu-img's). */
+  | { type: 'build-end'; build: string; ok: boolean; ms: number; error?: string; outputDirectory?: string; peakRssBytes: number };
 
 export type EventSink = (event: BuildEvent & { time: string }) => void;
 
