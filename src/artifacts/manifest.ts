@@ -36,7 +36,7 @@ export interface ManifestSource {
     sbom?: Manifest['sbom'];
     timings: Record<string, number>;
     artifacts: ArtifactRecord[];
-    layers?: { artifactKey?: string; cachedCount: number; plan: { index: number; description: string; key?: string | null }[] };
+    layers?: { artifactKey?: string; cachedCount: number; plan: { index: number; description: string; key?: string | null }[]; finalKey?: string; fromFinalLayer?: boolean };
   };
 }
 
@@ -60,6 +60,11 @@ export interface Manifest {
   cache?: {
     artifact_key?: string;
     layers: { provisioner: number; description: string; key: string | null; from_cache: boolean }[];
+    /**
+     * The build's final disk (after clean-up, package list, trim, shutdown) in the layer store: saved by
+     * this build (from_cache false), or what this build converted from without booting (from_cache true).
+     */
+    final_layer?: { key: string; from_cache: boolean };
   };
   /** Written by the publish step and `kiln publish` (src/publish/runner.ts): where each image now lives. */
   published?: PublishedRecord[];
@@ -114,6 +119,7 @@ export function buildManifest(ctx: ManifestSource, startedAt: Date, finalPathOf:
       layers: ctx.state.layers.plan.map((l, i) => ({
         provisioner: l.index + 1, description: l.description, key: l.key ?? null, from_cache: i < ctx.state.layers!.cachedCount,
       })),
+      ...(ctx.state.layers.finalKey ? { final_layer: { key: ctx.state.layers.finalKey, from_cache: ctx.state.layers.fromFinalLayer === true } } : {}),
     },
   };
 }

@@ -69,6 +69,9 @@ export async function runSteps(steps: Step[], ctx: BuildContext, interruptGraceM
     const step = active[i]!;
     // Interrupted between two steps: the next one does not start.
     if (ctx.signal.aborted) { result = { ok: false, error: ctx.signal.reason as Error, kept: false }; break; }
+    // Asked again as each step comes: an earlier step may have made it pointless (the layer cache
+    // found the final disk, so no step that needs the guest runs).
+    if (step.enabled && !step.enabled(ctx)) continue;
     const started = performance.now();
     ctx.events.emit({ type: 'step-start', build: name, step: step.name, index: i });
     // Set once the user has seen this failure (before the prompt), so it is not reported twice.

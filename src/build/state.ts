@@ -104,8 +104,23 @@ export interface LayerPlan {
   /** What the first new layer backs onto, named inside the store; null for a blank (ISO) disk. */
   rootBacking: { name: string; format: string } | null;
   artifactKey?: string;
+  /**
+   * Key of this build's final disk (after clean-up, package list, trim and shutdown); undefined when
+   * it has none (a provisioner not cached, no communicator). Saved by the shut-down step.
+   */
+  finalKey?: string;
+  /**
+   * The final disk came from the store: every guest step is skipped (nothing boots) and the outputs
+   * are converted from that layer.
+   */
+  fromFinalLayer?: boolean;
   /** Layers being copied into the store in the background while the next provisioner runs. */
   publishing: Promise<void>;
+}
+
+/** True when the build makes its outputs from a cached final layer: the steps that need a guest are off. */
+export function convertsFromCache(ctx: Pick<BuildContext, 'state'>): boolean {
+  return ctx.state.layers?.fromFinalLayer === true;
 }
 
 export interface BuildContext {

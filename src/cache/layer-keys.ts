@@ -133,3 +133,30 @@ export async function artifactKey(build: BuildConfig, rootKey: string, plan: Pla
     post_processors: build.post_processors, output_directory: build.output_directory,
   });
 }
+
+/** Bumped when what the finishing steps (clean-up, package list, trim, shutdown) do to a disk changes. */
+export const FINAL_LAYER_SCHEMA = 1;
+
+/**
+ * The key of a build's final disk: the disk after the last provisioner (its layer's key, or the root
+ * key when there is none) once the steps after provisioning have run: kiln's access taken out, the
+ * package list read, free space trimmed, the guest shut down. So it holds what those steps read:
+ * the communicator (who logs in, sudo or not), cloud-init on or off (what the clean-up wipes), the
+ * shutdown command (a Packer habit: clean-up in shutdown_command), and the text of the scripts kiln
+ * runs (`finishingScripts`, from the build layer). Outputs, post-processors, checksums and the output
+ * directory are not in it: they only shape what is made from that disk. Undefined when the build has
+ * no final layer: a provisioner is not cached, or there is no communicator to clean and trim with.
+ */
+export function finalLayerKey(build: BuildConfig, rootKey: string, plan: PlannedLayer[], finishingScripts: readonly string[]): string | undefined {
+  const comm = build.source.communicator;
+  if (comm.type !== 'ssh') return undefined;
+  if (plan.some((l) => !l.key)) return undefined;
+  const last = plan.length ? plan[plan.length - 1]!.key! : rootKey;
+  return digestOf({
+    schema: LAYER_SCHEMA, final: FINAL_LAYER_SCHEMA, kiln: kilnVersion, last,
+    communicator: { type: comm.type, username: comm.username },
+    cloud_init: build.source.cloud_init !== false,
+    shutdown_command: build.source.shutdown_command ?? null,
+    scripts: finishingScripts.map((s) => digestOf(s)),
+  });
+}

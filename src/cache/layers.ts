@@ -31,6 +31,18 @@ export interface LayerMeta {
   /** 1-based position of the provisioner in its build, and what it is. */
   provisioner: number;
   description: string;
+  /**
+   * A build's final disk (after clean-up, package list, trim and shutdown; provisioner 0), with what
+   * those steps recorded, so a build made from it writes the manifest a booted build would.
+   */
+  final?: FinalLayerRecord;
+}
+
+/** What the finishing steps of the build that saved a final layer found. */
+export interface FinalLayerRecord {
+  sbom?: { manager: 'dpkg' | 'rpm' | 'none'; packages: { name: string; version: string; arch: string }[] };
+  compaction?: { beforeBytes: number; afterBytes: number };
+  accelerator?: string;
 }
 
 /**

@@ -70,7 +70,7 @@ function lineFor(e: BuildEvent, paint: (c: number, s: string) => string, lastPro
     case 'output': return `${paint(2, e.source + ':')} ${e.line}`;
     case 'provisioner-start': return `provisioner ${e.index + 1}: ${e.provisioner}`;
     case 'provisioner-cached': return debug ? `provisioner ${e.index + 1}: ${e.provisioner} (cached, layer ${e.key.slice(0, 12)})` : undefined;
-    case 'layer-saved': return debug ? `provisioner ${e.index + 1} saved as layer ${e.key.slice(0, 12)} (${formatBytes(e.size)}, ${formatDuration(e.ms)})` : undefined;
+    case 'layer-saved': return debug ? `${e.final ? 'final disk (cleaned, trimmed)' : `provisioner ${e.index + 1}`} saved as layer ${e.key.slice(0, 12)} (${formatBytes(e.size)}, ${formatDuration(e.ms)})` : undefined;
     case 'provisioner-end': return debug ? `provisioner ${e.index + 1} done in ${formatDuration(e.ms)}` : undefined;
     case 'progress': {
       // Plain periodic lines (every 25%) rather than a bar: readable in CI logs and on a TTY alike.

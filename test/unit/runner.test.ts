@@ -59,6 +59,16 @@ describe('runSteps', () => {
     await runSteps([step('a'), { ...step('x'), enabled: () => false }, step('c')], ctx);
     expect(log).not.toContain('run x');
   });
+  it('asks each step whether it is enabled as it comes: an earlier step can turn later ones off', async () => {
+    const { log, step } = recorder();
+    const { ctx, events } = context();
+    let guestNeeded = true;
+    const decides: Step = { name: 'decide', async run() { log.push('run decide'); guestNeeded = false; } };
+    const r = await runSteps([decides, { ...step('boot'), enabled: () => guestNeeded }, step('convert')], ctx);
+    expect(r.ok).toBe(true);
+    expect(log).toEqual(['run decide', 'run convert', 'cleanup convert']);
+    expect(events.filter((e) => e.type === 'step-start').map((e) => (e as { step: string }).step)).toEqual(['decide', 'convert']);
+  });
   it('an interrupt ends a blocked step and still runs cleanups', async () => {
     const { log, step } = recorder();
     const controller = new AbortController();

@@ -9,9 +9,13 @@ import path from 'node:path';
 import type { Step } from '../step.js';
 import type { BuildContext } from '../state.js';
 import { need } from '../state.js';
+import type { PlannedLayer } from '../../cache/layer-keys.js';
 import { LayerStore } from '../../cache/layers.js';
-import { artifactKey, planLayers, resumePoint, sourceKey } from '../../cache/layer-keys.js';
+import { artifactKey, finalLayerKey, planLayers, resumePoint, sourceKey } from '../../cache/layer-keys.js';
 import type { Manifest } from '../../artifacts/manifest.js';
+import { describeProvisioner } from '../../template/provisioners.js';
+import { layerCaptureTiming } from '../layer-capture.js';
+import { formatDuration } from '../../template/units.js';
 
 const short = (key: string) => key.slice(0, 12);
 
@@ -25,7 +29,11 @@ function reusableOutput(ctx: BuildContext, store: LayerStore, key: string): Mani
   return manifest.cache?.artifact_key === key ? manifest : undefined;
 }
 
-export const layerCacheStep: Step = {
+/**
+ * The step, given what the finishing steps run in the guest (their scripts are part of the final
+ * layer's key; steps/index.ts passes them, as a step does not import another).
+ */
+export const layerCacheStepFor = (finishingScripts: (ctx: BuildContext) => string[]): Step => ({
   name: 'check layer cache',
   enabled: (ctx) => !ctx.options.noCache,
   async run(ctx) {
@@ -34,13 +42,15 @@ export const layerCacheStep: Step = {
     for (const f of store.removeStaleTemp()) ctx.log(`layer cache: removed ${f}, left by a kiln process that no longer exists`, 'warn');
     const rootKey = await sourceKey(ctx.build, base.sha256);
     const plan = await planLayers(ctx.build, rootKey);
-    const finalKey = await artifactKey(ctx.build, rootKey, plan);
+    const outputKey = await artifactKey(ctx.build, rootKey, plan);
+    // What the finishing steps run is part of the final disk's key: a changed clean-up makes a new one.
+    const finalKey = finalLayerKey(ctx.build, rootKey, plan, finishingScripts(ctx));
 
-    const reusable = finalKey ? reusableOutput(ctx, store, finalKey) : undefined;
+    const reusable = outputKey ? reusableOutput(ctx, store, outputKey) : undefined;
     if (reusable) {
       ctx.state.upToDate = true;
       ctx.state.artifacts = reusable.artifacts.map((a) => ({ name: a.name, path: a.path, format: a.format, size: a.size, virtualSize: a.virtual_size, sha256: a.sha256, sha512: a.sha512, compression: a.compression }));
-      ctx.log(`up to date: ${ctx.build.output_directory} was built from exactly these inputs (artifact key ${short(finalKey!)}); nothing to do`);
+      ctx.log(`up to date: ${ctx.build.output_directory} was built from exactly these inputs (artifact key ${short(outputKey!)}); nothing to do`);
       for (const a of ctx.state.artifacts) ctx.events.emit({ type: 'artifact', build: ctx.build.name, path: a.path, format: a.format, size: a.size, sha256: a.sha256, reused: true });
       return;
     }
@@ -64,6 +74,15 @@ export const layerCacheStep: Step = {
       cachedCount = resumeAt;
     }
     const cachedKeys = plan.slice(0, cachedCount).map((l) => l.key!);
+
+    // Every provisioner cached and the final disk too: nothing needs the guest, the outputs are made from it.
+    if (finalKey && cachedCount === plan.length && store.meta(finalKey)?.final) {
+      const check = await store.verify(finalKey);
+      if (check.ok) return convertFromFinalLayer(ctx, store, { rootKey, plan, finalKey, outputKey, cachedKeys });
+      store.remove(finalKey);
+      ctx.log(`layer cache: the final layer ${short(finalKey)} is damaged: ${check.problem}; removed it, booting the last layer for the final steps`, 'warn');
+    }
+
     ctx.state.resumedFromLayer = cachedCount > 0;
     for (const k of cachedKeys) store.touch(k);
     const release = store.claim(cachedKeys);
@@ -79,15 +98,71 @@ export const layerCacheStep: Step = {
     const uncacheable = plan.find((l) => l.uncacheable && l.uncacheable !== 'an earlier provisioner is not cached');
     if (uncacheable) ctx.log(`layer cache: caching stops at provisioner ${uncacheable.index + 1} (${uncacheable.description}): ${uncacheable.uncacheable}`);
 
-    const willPublish = plan.slice(cachedCount).some((l) => l.key);
+    // The first new layer (a provisioner's, or the final disk's when there is no provisioner) backs onto the base.
+    const willPublish = plan.slice(cachedCount).some((l) => l.key) || (plan.length === 0 && finalKey !== undefined);
     const rootBacking = willPublish && cachedCount === 0 && base.kind === 'disk'
       ? { name: await store.ensureBase(base.path, base.sha256, base.format), format: base.format }
       : null;
-    const layers = { store, rootKey, plan, cachedCount, rootBacking, artifactKey: finalKey, publishing: Promise.resolve() };
+    const layers = { store, rootKey, plan, cachedCount, rootBacking, artifactKey: outputKey, finalKey, publishing: Promise.resolve() };
     ctx.state.layers = layers;
     return async () => {
-      await layers.publishing;
+      await waitForSaves(ctx, layers);
       release();
     };
   },
-};
+});
+
+/** Without the finishing scripts in the final layer's key (the step tests; steps/index.ts passes them). */
+export const layerCacheStep: Step = layerCacheStepFor(() => []);
+
+/** The cleanup's wait for layers still being saved: the part of layer capture the build waited for. */
+async function waitForSaves(ctx: BuildContext, layers: { publishing: Promise<void> }): Promise<void> {
+  const started = performance.now();
+  await layers.publishing;
+  const waited = performance.now() - started;
+  const background = ctx.state.timings[layerCaptureTiming];
+  if (background === undefined) return;
+  ctx.state.timings['layer capture (waited for at the end)'] = waited;
+  ctx.log(`layer cache: saving layers took ${formatDuration(background)} in the background; the build waited ${formatDuration(waited)} of it at the end`, 'debug');
+}
+
+/**
+ * Every provisioner and the final steps are cached: the guest steps are skipped (see convertsFromCache)
+ * and the conversion reads the final layer. The store keeps it (claimed) until the build ends.
+ */
+async function convertFromFinalLayer(ctx: BuildContext, store: LayerStore, o: { rootKey: string; plan: PlannedLayer[]; finalKey: string; outputKey?: string; cachedKeys: string[] }) {
+  const meta = store.meta(o.finalKey)!;
+  const used = [...o.cachedKeys, o.finalKey];
+  for (const k of used) store.touch(k);
+  const release = store.claim(used);
+  try {
+    const layerFile = store.layerFile(o.finalKey);
+    let disk = layerFile;
+    // The conversion grows its input for a VHD output: give it an overlay, the layer stays as it is.
+    if (ctx.build.outputs.some((out) => out.format === 'vhd')) {
+      disk = path.join(ctx.state.workDir, 'disk-output.qcow2');
+      await ctx.driver.createOverlay(layerFile, 'qcow2', disk, undefined, ctx.signal);
+    }
+    const { virtualSize } = await ctx.driver.imageInfo(disk, 'qcow2', false, ctx.signal);
+    ctx.state.disk = { path: disk, format: 'qcow2', virtualSize };
+  } catch (e) {
+    release();
+    throw e;
+  }
+  ctx.state.sbom = meta.final?.sbom;
+  ctx.state.compaction = meta.final?.compaction;
+  ctx.state.accelerator = meta.final?.accelerator as BuildContext['state']['accelerator'];
+  ctx.state.resumedFromLayer = true;
+  const layers = { store, rootKey: o.rootKey, plan: o.plan, cachedCount: o.plan.length, rootBacking: null, artifactKey: o.outputKey, finalKey: o.finalKey, fromFinalLayer: true, publishing: Promise.resolve() };
+  ctx.state.layers = layers;
+  const applicable = ctx.build.provisioners.map((p, i) => ({ p, i })).filter(({ i }) => o.plan.some((l) => l.index === i));
+  for (const [n, { p, i }] of applicable.entries()) {
+    ctx.events.emit({ type: 'provisioner-cached', build: ctx.build.name, index: i, provisioner: describeProvisioner(p), key: o.plan[n]!.key! });
+  }
+  const n = o.plan.length;
+  ctx.log(`${n === 0 ? 'no provisioners;' : `all ${n} provisioner${n === 1 ? '' : 's'} and`} the clean-up cached (layer ${short(o.finalKey)}…); converting without booting`);
+  return async () => {
+    await layers.publishing;
+    release();
+  };
+}

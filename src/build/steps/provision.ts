@@ -9,6 +9,7 @@ import type { BuildContext } from '../state.js';
 import { need } from '../state.js';
 import { appliesTo, describeProvisioner, runProvisioner } from '../../provisioners/index.js';
 import { sshSession } from '../../provisioners/context.js';
+import { queueLayerSave } from '../layer-capture.js';
 
 /**
  * A guest without cloud-init cannot take a new key when a later build boots this layer, so a key kiln
@@ -38,18 +39,13 @@ async function captureLayer(ctx: BuildContext, position: number): Promise<void> 
 
   const parentKey = position > 0 ? layers.plan[position - 1]!.key! : undefined;
   const backing = parentKey ? { name: `${parentKey}.qcow2`, format: 'qcow2' } : layers.rootBacking;
-  const started = performance.now();
-  layers.publishing = layers.publishing.then(async () => {
-    try {
-      const meta = await layers.store.publish(planned.key!, frozen, backing, {
-        parent: parentKey ?? null, build: ctx.build.name, template: ctx.template.file,
-        provisioner: planned.index + 1, description: planned.description,
-      }, ctx.signal, keyToKeepWithLayer(ctx));
-      ctx.events.emit({ type: 'layer-saved', build: ctx.build.name, index: planned.index, key: planned.key!, size: meta.size, ms: performance.now() - started });
-    } catch (e) {
-      // The build itself is fine; only a later rebuild loses this shortcut.
-      if (!ctx.signal.aborted) ctx.log(`layer cache: could not save the layer after provisioner ${planned.index + 1}: ${(e as Error).message}`, 'warn');
-    }
+  queueLayerSave(ctx, {
+    key: planned.key!, frozen, backing, index: planned.index, sshKey: keyToKeepWithLayer(ctx),
+    what: `the layer after provisioner ${planned.index + 1}`,
+    meta: {
+      parent: parentKey ?? null, build: ctx.build.name, template: ctx.template.file,
+      provisioner: planned.index + 1, description: planned.description,
+    },
   });
 }
 

@@ -3,9 +3,12 @@
  * there is none), then wait for QEMU to exit. A guest that will not stop is killed and the build
  * fails: a disk captured from a VM that did not shut down cleanly is not trustworthy.
  */
+import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Step } from '../step.js';
+import type { BuildContext } from '../state.js';
 import { need } from '../state.js';
+import { queueLayerSave } from '../layer-capture.js';
 import { parseDuration, formatDuration } from '../../template/units.js';
 import { asRoot } from '../../communicator/as-root.js';
 
@@ -54,8 +57,37 @@ export const shutdownStep: Step = {
     }
     st.timings['shutdown'] = performance.now() - started;
     ctx.log(`guest powered off in ${formatDuration(performance.now() - started)}`, 'debug');
+    await saveFinalDisk(ctx);
   },
 };
+
+/**
+ * With the layer cache, the finished disk (cleaned, listed, trimmed, shut down) goes into the store
+ * as the build's final layer, in the background: a later build with the same provisioners that only
+ * wants other outputs, post-processors or another output directory converts from it without booting.
+ * What the finishing steps found (package list, trim sizes) is kept with it for that build's manifest.
+ */
+async function saveFinalDisk(ctx: BuildContext): Promise<void> {
+  const layers = ctx.state.layers;
+  if (!layers?.finalKey || layers.fromFinalLayer) return;
+  const disk = need(ctx.state, 'disk');
+  const last = layers.plan.at(-1)?.key;
+  queueLayerSave(ctx, {
+    key: layers.finalKey, frozen: disk.path, index: -1, what: 'the final disk',
+    backing: last ? { name: `${last}.qcow2`, format: 'qcow2' } : layers.rootBacking,
+    meta: {
+      parent: last ?? null, build: ctx.build.name, template: ctx.template.file, provisioner: 0,
+      description: 'final disk (clean-up, package list, trim)',
+      final: { sbom: ctx.state.sbom, compaction: ctx.state.compaction, accelerator: ctx.state.accelerator },
+    },
+  });
+  // The conversion may grow its input (a VHD is a whole number of MiB): never the file being copied.
+  if (ctx.build.outputs.some((o) => o.format === 'vhd')) {
+    const top = path.join(ctx.state.workDir, 'disk-output.qcow2');
+    await ctx.driver.createOverlay(disk.path, disk.format, top, undefined, ctx.signal);
+    ctx.state.disk = { ...disk, path: top };
+  }
+}
 
 /** A shutdown command that failed while the guest kept running: what it said, and a fix for the usual cause. */
 export function shutdownCommandFailure(command: string, configured: boolean, exitCode: number, output: string, username: string): string {

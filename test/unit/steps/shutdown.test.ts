@@ -1,6 +1,9 @@
 // The shutdown step against the fake driver and a fake SSH session: the shutdown command, ACPI through
 // QMP when there is no session, the ACPI nudge, and a guest that will not stop (killed, build fails).
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { LayerStore } from '../../../src/cache/layers.js';
 import { shutdownStep } from '../../../src/build/steps/shutdown.js';
 import { removeStepDirs, runStep, stepContext } from '../../helpers/step-context.js';
 import { FakeSsh } from '../../helpers/fake-ssh.js';
@@ -70,5 +73,43 @@ describe('shut down', () => {
     expect(error).toContain('  sudo: a password is required');
     expect(error).toMatch(/fix: run it through "sudo -n", and give "debian" passwordless sudo/);
     expect(vm.killed).toEqual([2000]);
+  });
+
+  it('with the layer cache, queues the final disk into the store with the package list and trim sizes, off the critical path', async () => {
+    for (const vhd of [false, true]) {
+      const { h, vm } = await running({ build: { outputs: [{ format: vhd ? 'vhd' : 'qcow2' }] } });
+      const store = new LayerStore(h.ctx.options.cacheDir, h.driver);
+      const disk = path.join(h.ctx.state.workDir, 'disk-2.qcow2');
+      writeFileSync(disk, 'the finished disk');
+      h.ctx.state.disk = { path: disk, format: 'qcow2', virtualSize: 1 << 30 };
+      h.ctx.state.sbom = { manager: 'none', packages: [] };
+      h.ctx.state.compaction = { beforeBytes: 10, afterBytes: 4 };
+      const last = 'c'.repeat(64);
+      const finalKey = 'f'.repeat(64);
+      let release!: () => void;
+      const earlier = new Promise<void>((resolve) => { release = resolve; });
+      h.ctx.state.layers = { store, rootKey: 'r'.repeat(64), plan: [{ index: 0, description: 'shell', key: last }], cachedCount: 1, rootBacking: null, finalKey, publishing: earlier };
+      h.ctx.state.ssh = new FakeSsh(() => { vm.exit(0); return { exitCode: null }; }).session;
+      expect((await runStep(shutdownStep, h.ctx)).error).toBeUndefined();
+      // The step did not wait for the save (queued behind an earlier one still running).
+      expect(store.meta(finalKey)).toBeUndefined();
+      release();
+      await h.ctx.state.layers.publishing;
+      const meta = store.meta(finalKey)!;
+      expect(meta).toMatchObject({ parent: last, backing: `${last}.qcow2`, provisioner: 0, final: { sbom: { manager: 'none', packages: [] }, compaction: { beforeBytes: 10, afterBytes: 4 } } });
+      expect(readFileSync(store.layerFile(finalKey), 'utf8')).toBe('the finished disk');
+      const saved = h.events.find((e) => e.type === 'layer-saved') as { final?: boolean; ms: number; index: number } | undefined;
+      expect(saved).toMatchObject({ final: true, index: -1 });
+      expect(h.ctx.state.timings['layer capture (background)']).toBeGreaterThanOrEqual(0);
+      // A VHD output may grow the conversion's input: it gets an overlay, the file being copied stays as it is.
+      expect(h.ctx.state.disk!.path).toBe(vhd ? path.join(h.ctx.state.workDir, 'disk-output.qcow2') : disk);
+    }
+  });
+
+  it('without the layer cache, or converting from the final layer, saves nothing', async () => {
+    const { h, vm } = await running();
+    h.ctx.state.ssh = new FakeSsh(() => { vm.exit(0); return { exitCode: null }; }).session;
+    expect((await runStep(shutdownStep, h.ctx)).error).toBeUndefined();
+    expect(h.events.some((e) => e.type === 'layer-saved')).toBe(false);
   });
 });
