@@ -33,6 +33,7 @@ export function queueLayerSave(ctx: BuildContext, save: LayerSave): void {
       const meta = await layers.store.publish(save.key, save.frozen, save.backing, save.meta, ctx.signal, save.sshKey);
       const ms = performance.now() - started;
       ctx.state.timings[layerCaptureTiming] = (ctx.state.timings[layerCaptureTiming] ?? 0) + ms;
+      ctx.state.layerSaves = (ctx.state.layerSaves ?? 0) + 1;
       ctx.events.emit({
         type: 'layer-saved', build: ctx.build.name, index: save.index, key: save.key, size: meta.size, ms,
         queuedMs: started - queued, ...(save.meta.final ? { final: true } : {}),

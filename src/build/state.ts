@@ -91,6 +91,8 @@ export interface BuildState {
   /** Actual size of the captured disk before and after trimming free space. */
   compaction?: { beforeBytes: number; afterBytes: number };
   seed?: { kind: 'http'; url: string } | { kind: 'cdrom'; iso: string };
+  /** Layers this build saved into the store (their time is timings['layer capture (background)']). */
+  layerSaves?: number;
 }
 
 export interface LayerPlan {

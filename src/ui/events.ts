@@ -13,12 +13,22 @@ export type BuildEvent =
   | { type: 'provisioner-start'; build: string; index: number; provisioner: string }
   | { type: 'provisioner-end'; build: string; index: number; provisioner: string; ms: number }
   | { type: 'progress'; build: string; task: string; percent: number }
+  /**
+   * A file provisioner's transfer, a few times a second at most: bytes done of `total` (unset while
+   * unknown, e.g. a folder downloaded as a tar stream). `path` is the guest's side.
+   */
+  | { type: 'transfer-progress'; build: string; index: number; direction: 'upload' | 'download'; path: string; done: number; total?: number }
   | { type: 'provisioner-cached'; build: string; index: number; provisioner: string; key: string }
   /**
    * A layer saved into the store in the background: `ms` the copy + digest, `queuedMs` the wait behind
    * earlier saves; `final` for a build's final disk (after clean-up and trim; index -1).
    */
   | { type: 'layer-saved'; build: string; index: number; key: string; size: number; ms: number; queuedMs?: number; final?: boolean }
+  /**
+   * At the end of a build that saved layers: their saves took `ms` in all, in the background; the build
+   * waited `waitedMs` of it at the end (the rest overlapped other steps).
+   */
+  | { type: 'layer-capture'; build: string; layers: number; ms: number; waitedMs: number }
   | { type: 'artifact'; build: string; path: string; format: string; size: number; sha256: string; reused?: boolean }
   /** A publish target's outcome (no credentials: where the image lives, its digest, bytes sent). */
   | { type: 'published'; build: string; target: string; targetType: string; ok: boolean; location?: string; id?: string; remoteDigest?: string; unchanged?: boolean; bytesSent?: number; ms?: number; error?: string }

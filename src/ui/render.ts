@@ -20,6 +20,11 @@ export function humanRenderer(opts: HumanOptions = {}): EventSink {
     const prefix = (opts.timestamps ? `${e.time} ` : '') + paint(36, `${e.build}: `);
     if (e.type === 'progress' && mode === 'never') return;
     if (e.type === 'progress' && bars) { bars.update(`${e.build}: ${e.task}`, e.percent); return; }
+    if (e.type === 'transfer-progress' && mode === 'never') return;
+    if (e.type === 'transfer-progress' && bars) {
+      if (e.total) bars.update(`${e.build}: ${e.direction} ${e.path} (${formatBytes(e.total)})`, (100 * e.done) / e.total);
+      return;
+    }
     const line = lineFor(e, paint, lastProgress, opts.debug ?? false);
     if (line === undefined) return;
     const text = line.split('\n').map((l) => prefix + l).join('\n');
@@ -71,6 +76,7 @@ function lineFor(e: BuildEvent, paint: (c: number, s: string) => string, lastPro
     case 'provisioner-start': return `provisioner ${e.index + 1}: ${e.provisioner}`;
     case 'provisioner-cached': return debug ? `provisioner ${e.index + 1}: ${e.provisioner} (cached, layer ${e.key.slice(0, 12)})` : undefined;
     case 'layer-saved': return debug ? `${e.final ? 'final disk (cleaned, trimmed)' : `provisioner ${e.index + 1}`} saved as layer ${e.key.slice(0, 12)} (${formatBytes(e.size)}, ${formatDuration(e.ms)})` : undefined;
+    case 'layer-capture': return debug ? `layer capture: ${e.layers} layer${e.layers === 1 ? '' : 's'} saved in ${formatDuration(e.ms)} in the background; the build waited ${formatDuration(e.waitedMs)} of it at the end` : undefined;
     case 'provisioner-end': return debug ? `provisioner ${e.index + 1} done in ${formatDuration(e.ms)}` : undefined;
     case 'progress': {
       // Plain periodic lines (every 25%) rather than a bar: readable in CI logs and on a TTY alike.
@@ -78,6 +84,15 @@ function lineFor(e: BuildEvent, paint: (c: number, s: string) => string, lastPro
       if ((lastProgress.get(e.task) ?? -1) >= step) return undefined;
       lastProgress.set(e.task, step);
       return `${e.task}: ${Math.floor(e.percent)}%`;
+    }
+    case 'transfer-progress': {
+      // As 'progress': a line per quarter; a transfer of unknown size shows only in the provisioner's end line.
+      if (!e.total) return undefined;
+      const task = `${e.direction} ${e.path}`;
+      const step = Math.floor((4 * e.done) / e.total);
+      if ((lastProgress.get(task) ?? -1) >= step) return undefined;
+      lastProgress.set(task, step);
+      return `${task}: ${Math.floor((100 * e.done) / e.total)}% (${formatBytes(e.done)} of ${formatBytes(e.total)})`;
     }
     case 'artifact': return paint(32, `artifact ${e.path} (${e.reused ? 'unchanged, ' : ''}${e.format}, ${formatBytes(e.size)}, sha256 ${e.sha256.slice(0, 16)}...)`);
     case 'published':

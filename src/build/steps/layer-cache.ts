@@ -15,7 +15,6 @@ import { artifactKey, finalLayerKey, planLayers, resumePoint, sourceKey } from '
 import type { Manifest } from '../../artifacts/manifest.js';
 import { describeProvisioner } from '../../template/provisioners.js';
 import { layerCaptureTiming } from '../layer-capture.js';
-import { formatDuration } from '../../template/units.js';
 
 const short = (key: string) => key.slice(0, 12);
 
@@ -123,7 +122,7 @@ async function waitForSaves(ctx: BuildContext, layers: { publishing: Promise<voi
   const background = ctx.state.timings[layerCaptureTiming];
   if (background === undefined) return;
   ctx.state.timings['layer capture (waited for at the end)'] = waited;
-  ctx.log(`layer cache: saving layers took ${formatDuration(background)} in the background; the build waited ${formatDuration(waited)} of it at the end`, 'debug');
+  ctx.events.emit({ type: 'layer-capture', build: ctx.build.name, layers: ctx.state.layerSaves ?? 0, ms: background, waitedMs: waited });
 }
 
 /**

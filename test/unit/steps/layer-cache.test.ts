@@ -36,8 +36,15 @@ describe('check layer cache', () => {
     // The cleanup waits for the layers being copied.
     let copied = false;
     layers.publishing = new Promise((resolve) => setTimeout(() => { copied = true; resolve(); }, 20));
+    h.ctx.state.timings['layer capture (background)'] = 30;
+    h.ctx.state.layerSaves = 1;
     await cleanup!();
     expect(copied).toBe(true);
+    // The breakdown: how long saves took in the background, and how much of it the build waited for.
+    const capture = h.events.find((e) => e.type === 'layer-capture') as { layers: number; ms: number; waitedMs: number };
+    expect(capture).toMatchObject({ layers: 1, ms: 30 });
+    expect(capture.waitedMs).toBeGreaterThan(0);
+    expect(h.ctx.state.timings['layer capture (waited for at the end)']).toBe(capture.waitedMs);
   });
 });
 
