@@ -1,6 +1,7 @@
 // The layer cache end to end on the tiny guest: each provisioner's result is saved as a layer, a
 // rebuild starts from the deepest layer whose inputs are unchanged (shown by events, not timing), an
-// unchanged build reuses its artifact without booting, damaged layers are rebuilt, failures resume.
+// unchanged build reuses its artifact without booting, a build wanting other outputs converts from the cached
+// final disk without booting, damaged layers are rebuilt, failures resume.
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -17,12 +18,13 @@ const template = path.join(dir, 'layers.yaml');
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 writeFileSync(path.join(dir, 'two.sh'), 'echo two > /root/two\n');
-writeFileSync(template, `
+/** The build, writing `outputs` into `output`; the cached-conversion case uses a second copy of it. */
+const layersTemplate = (output: string, outputs: string) => `
 variables:
   third: { default: a }
 builds:
   - name: layers
-    output_directory: ${out}
+    output_directory: ${output}
 ${tinySourceYaml()}
     provisioners:
       - type: shell
@@ -32,14 +34,16 @@ ${tinySourceYaml()}
       - type: shell
         inline: ['test "\${var.third}" != fail || exit 7', 'echo "three-\${var.third}" > /root/three']
     outputs:
-      - format: qcow2
-`);
+${outputs}
+`;
+writeFileSync(template, layersTemplate(out, '      - format: qcow2'));
 
 const build = (...args: string[]) => kiln(['build', template, '--events=json', ...args], env);
 /** Provisioner indexes (0-based) that ran, and those the cache covered. */
 const ran = (r: KilnRun) => r.events.filter((e) => e.type === 'provisioner-start').map((e) => e.index);
 const cached = (r: KilnRun) => r.events.filter((e) => e.type === 'provisioner-cached').map((e) => e.index);
-const saved = (r: KilnRun) => r.events.filter((e) => e.type === 'layer-saved').map((e) => e.index);
+const saved = (r: KilnRun) => r.events.filter((e) => e.type === 'layer-saved' && !e.final).map((e) => e.index);
+const savedFinal = (r: KilnRun) => r.events.filter((e) => e.type === 'layer-saved' && e.final);
 const steps = (r: KilnRun) => r.events.filter((e) => e.type === 'step-start').map((e) => e.step);
 const logs = (r: KilnRun) => r.events.filter((e) => e.type === 'log').map((e) => String(e.message)).join('\n');
 const layerFiles = () => readdirSync(path.join(cacheDir, 'layers')).filter((f) => /^[0-9a-f]{64}\.qcow2$/.test(f));
@@ -64,7 +68,9 @@ describe('layer cache (tiny guest)', () => {
     expect(first.exitCode, first.stderr.slice(-2000)).toBe(0);
     expect(ran(first)).toEqual([0, 1, 2]);
     expect(saved(first)).toEqual([0, 1, 2]);
-    expect(layerFiles()).toHaveLength(3);
+    // And the final disk (cleaned, trimmed), in the background like the others.
+    expect(savedFinal(first)).toHaveLength(1);
+    expect(layerFiles()).toHaveLength(4);
     // Layers back onto each other by names relative to the store, so the store can move as a whole.
     for (const f of layerFiles()) {
       const info = JSON.parse((await execa('qemu-img', ['info', '--output=json', path.join(cacheDir, 'layers', f)])).stdout);
@@ -85,6 +91,34 @@ describe('layer cache (tiny guest)', () => {
     expect(artifact.sha256).toBe(manifest.artifacts[0].sha256);
     expect(statSync(manifestFile).mtimeMs).toBe(mtime);
     expect(manifest.cache.artifact_key).toMatch(/^[0-9a-f]{64}$/);
+  }, 300_000);
+
+  it('another output directory and other formats: converted from the cached final layer, no QEMU; the same guest content', async () => {
+    const other = path.join(dir, 'out-cached');
+    const otherTemplate = path.join(dir, 'layers-other-outputs.yaml');
+    writeFileSync(otherTemplate, layersTemplate(other, '      - format: qcow2\n      - format: vmdk'));
+    const booted = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8'));
+    const r = await kiln(['build', otherTemplate, '--events=json'], env);
+    expect(r.exitCode, r.stderr.slice(-2000)).toBe(0);
+    // Nothing that needs a guest ran: no disk, no QEMU, no provisioner, no clean-up.
+    for (const step of ['create disk', 'launch QEMU', 'wait for SSH', 'provision', 'remove build access', 'shut down']) expect(steps(r)).not.toContain(step);
+    expect(ran(r)).toEqual([]);
+    expect(cached(r)).toEqual([0, 1, 2]);
+    expect(savedFinal(r)).toEqual([]);
+    expect(logs(r)).toMatch(/all 3 provisioners and the clean-up cached \(layer [0-9a-f]{12}…\); converting without booting/);
+    const manifest = JSON.parse(readFileSync(path.join(other, 'manifest.json'), 'utf8'));
+    expect(manifest.cache.final_layer).toEqual({ key: booted.cache.final_layer.key, from_cache: true });
+    expect(booted.cache.final_layer.from_cache).toBe(false);
+    // The manifest a booted build writes, but for the outputs and times.
+    for (const field of ['sbom', 'compaction', 'accelerator', 'base_image']) expect(manifest[field], field).toEqual(booted[field]);
+    expect(manifest.artifacts.map((a: { format: string }) => a.format)).toEqual(['qcow2', 'vmdk']);
+    for (const a of manifest.artifacts as { path: string; format: string; sha256: string }[]) {
+      expect((await execa('qemu-img', ['check', '-f', a.format, a.path], { reject: false })).exitCode, a.path).toBe(0);
+      expect((await execa('sha256sum', [a.path])).stdout.split(' ')[0]).toBe(a.sha256);
+      // The same guest disk as the booted build's artifact, byte for byte as the guest sees it.
+      const same = await execa('qemu-img', ['compare', '-f', a.format, '-F', 'qcow2', a.path, path.join(out, 'layers.qcow2')], { reject: false });
+      expect(same.exitCode, same.stdout + same.stderr).toBe(0);
+    }
   }, 300_000);
 
   it('after a change to the last provisioner, runs only it; the artifact has every provisioner\'s effect', async () => {
@@ -161,7 +195,7 @@ ${tinySourceYaml()}
     const files = readdirSync(path.join(shared, 'layers'));
     expect(files.filter((f) => /\.(tmp-\d+|lock)$/.test(f))).toEqual([]);
     const layers = files.filter((f) => /^[0-9a-f]{64}\.qcow2$/.test(f));
-    expect(layers).toHaveLength(2);
+    expect(layers).toHaveLength(3); // two provisioners' and the final disk
     for (const f of layers) expect((await execa('qemu-img', ['check', path.join(shared, 'layers', f)], { reject: false })).exitCode).toBe(0);
     expect(readdirSync(path.join(shared, 'layers', 'inuse'))).toEqual([]);
   }, 300_000);
