@@ -41,6 +41,30 @@ describe('cloud-init seed', () => {
     expect(YAML.parse(s.userData).runcmd).toEqual([['touch', '/x']]);
     expect(() => renderSeed({ hostname: 'h', username: 'u', authorizedKey: build.publicKey, hostKey: host, userData: '#!/bin/sh\necho', metaData: {} })).toThrow(/#cloud-config/);
   });
+  it('asks cloud-init for nothing kiln does not need on a fresh base: no bootcmd, no key printing, no sshd restart', () => {
+    expect(ud.bootcmd).toBeUndefined();
+    expect(ud.ssh).toEqual({ emit_keys_to_console: false });
+    expect(ud.no_ssh_fingerprints).toBe(true);
+    const keyOnly = YAML.parse(renderSeed({ hostname: 'h', username: 'u', authorizedKey: build.publicKey, hostKey: host, userData: {}, metaData: {} }).userData);
+    // ssh_pwauth makes set-passwords rewrite sshd's config and restart it after SSH is up
+    expect(keyOnly).not.toHaveProperty('ssh_pwauth');
+    expect(keyOnly).not.toHaveProperty('cloud_init_modules');
+    expect(keyOnly).not.toHaveProperty('cloud_config_modules');
+    expect(keyOnly).not.toHaveProperty('cloud_final_modules');
+    const withPassword = YAML.parse(renderSeed({ hostname: 'h', username: 'u', authorizedKey: build.publicKey, password: 'pw', hostKey: host, userData: {}, metaData: {} }).userData);
+    expect(withPassword.ssh_pwauth).toBe(true);
+    expect(withPassword.users[1]).toMatchObject({ lock_passwd: false, plain_text_passwd: 'pw' });
+  });
+  it("a cached layer's disk gets the bootcmd that overwrites an earlier build's host keys; the template's own bootcmd and settings stay", () => {
+    const layer = YAML.parse(renderSeed({
+      hostname: 'h', username: 'u', authorizedKey: build.publicKey, hostKey: host, metaData: {}, wipeOldHostKeys: true,
+      userData: { bootcmd: ['echo mine'], ssh: { emit_keys_to_console: true } },
+    }).userData);
+    expect(layer.bootcmd).toHaveLength(2);
+    expect(layer.bootcmd[0]).toMatch(/^cloud-init-per instance kiln-wipe-host-keys sh -c .*shred -n1 -z "\$f"/);
+    expect(layer.bootcmd[1]).toBe('echo mine');
+    expect(layer.ssh).toEqual({ emit_keys_to_console: true });
+  });
   it('merges nested maps', () => {
     expect(mergeCloudConfig({ a: { b: 1, c: [1] } }, { a: { c: [2], d: 3 } })).toEqual({ a: { b: 1, c: [1, 2], d: 3 } });
   });

@@ -23,6 +23,7 @@ export const cloudInitSeedStep: Step = {
       hostKey,
       userData: interpolateTree(ci.user_data, { build: ctx.buildValues() }),
       metaData: interpolateTree(ci.meta_data, { build: ctx.buildValues() }),
+      wipeOldHostKeys: ctx.state.resumedFromLayer === true,
     });
     ctx.state.cloudInitInstanceId = seed.instanceId;
     if (ci.delivery === 'http') {

@@ -1,6 +1,8 @@
 /** Step: wait for SSH (short attempts, sub-second retries), verify the host key, wait for cloud-init. */
 import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
 import type { Step } from '../step.js';
+import type { BuildContext } from '../state.js';
+import type { SshSession } from '../../communicator/ssh.js';
 import { need } from '../state.js';
 import { waitForSsh, SshWaitError, type LoginSetup, type SshTarget } from '../../communicator/ssh.js';
 import { fingerprintOf, type KeyPair } from '../../communicator/keys.js';
@@ -133,6 +135,30 @@ function loginFix(s: SshWaitSetting): string {
   return `${user} and that the install authorizes kiln's build key (\${build.ssh_public_key}) for that user`;
 }
 
+/**
+ * After the login: with cloud_init.wait (the default) wait for cloud-init's last stage, as
+ * `cloud-init status --wait`, and fail on its errors. With wait: false the provisioners start now:
+ * the login as the build user with the build key shows cloud-init's init stage created the user
+ * (with its sudo rule, written before its keys) and authorized the key; its later stages (config,
+ * final) may still run beside the provisioners, and the clean-up waits for them before it wipes
+ * cloud-init's state.
+ */
+export async function waitForCloudInit(ctx: BuildContext, ssh: SshSession, started: number): Promise<void> {
+  const ci = ctx.build.source.cloud_init;
+  const comm = ctx.build.source.communicator;
+  if (ci === false || comm.type !== 'ssh') return;
+  if (!ci.wait) {
+    ctx.log("not waiting for cloud-init's later stages (cloud_init.wait: false): provisioning starts now", 'debug');
+    return;
+  }
+  let out = '';
+  const r = await ssh.exec(asRoot(comm.username, 'command -v cloud-init >/dev/null || exit 0; cloud-init status --wait >/dev/null; cloud-init status --long'), { stdout: (s) => { out += s; }, stderr: (s) => { out += s; } });
+  ctx.signal.throwIfAborted();
+  if (r.exitCode === 2) ctx.log(`cloud-init finished with recoverable errors:\n${out.trim()}`, 'warn');
+  else if (r.exitCode !== 0) throw new Error(`cloud-init failed in the guest (exit ${r.exitCode}):\n${out.trim()}`);
+  ctx.log(`cloud-init done after ${formatDuration(performance.now() - started)}`, 'debug');
+}
+
 export const waitSshStep: Step = {
   name: 'wait for SSH',
   enabled: (ctx) => ctx.build.source.communicator.type === 'ssh',
@@ -206,14 +232,7 @@ export const waitSshStep: Step = {
     ctx.signal.addEventListener('abort', closeOnAbort, { once: true });
     try {
       ctx.signal.throwIfAborted();
-      if (ci !== false && ci.wait) {
-        let out = '';
-        const r = await ssh.exec(asRoot(comm.username, 'command -v cloud-init >/dev/null || exit 0; cloud-init status --wait >/dev/null; cloud-init status --long'), { stdout: (s) => { out += s; }, stderr: (s) => { out += s; } });
-        ctx.signal.throwIfAborted();
-        if (r.exitCode === 2) ctx.log(`cloud-init finished with recoverable errors:\n${out.trim()}`, 'warn');
-        else if (r.exitCode !== 0) throw new Error(`cloud-init failed in the guest (exit ${r.exitCode}):\n${out.trim()}`);
-        ctx.log(`cloud-init done after ${formatDuration(performance.now() - started)}`, 'debug');
-      }
+      await waitForCloudInit(ctx, ssh, started);
     } catch (e) {
       if (ctx.signal.aborted) ssh.close();
       throw e;

@@ -1,5 +1,5 @@
 // The cloud-init seed step: over HTTP under a secret prefix (masked in events), or as a cidata ISO.
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { cloudInitSeedStep } from '../../../src/build/steps/cloud-init-seed.js';
@@ -41,4 +41,16 @@ describe('render cloud-init seed', () => {
     expect(h.ctx.state.seed).toEqual({ kind: 'cdrom', iso: path.join(h.ctx.state.workDir, 'cidata.iso') });
     expect(existsSync(path.join(h.ctx.state.workDir, 'cidata.iso'))).toBe(true);
   });
+});
+
+describe('render cloud-init seed: the bootcmd that wipes old host keys', () => {
+  for (const resumed of [false, true]) {
+    it(`is in the seed only when the disk is a cached layer (resumedFromLayer ${resumed})`, async () => {
+      const h = stepContext({ source: { cloud_init: { delivery: 'cdrom' } }, state: { resumedFromLayer: resumed } });
+      await runStep(sshKeysStep, h.ctx);
+      expect((await runStep(cloudInitSeedStep, h.ctx)).error).toBeUndefined();
+      const userData = readFileSync(path.join(h.ctx.state.workDir, 'cidata', 'user-data'), 'utf8');
+      expect(userData.includes('kiln-wipe-host-keys')).toBe(resumed);
+    });
+  }
 });

@@ -1,11 +1,13 @@
 // The SSH wait against the fake driver's VMs (the SSH attempts are real, to a closed loopback port):
 // no way to check the host key, QEMU dying before SSH (its console and command in the error), and
-// an installer that powers off, after which the installed disk is booted through the driver.
+// an installer that powers off, after which the installed disk is booted through the driver; and after
+// the login, the wait for cloud-init (or none, with cloud_init.wait: false) against a fake session.
 import { writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { waitSshStep } from '../../../src/build/steps/wait-ssh.js';
+import { waitForCloudInit, waitSshStep } from '../../../src/build/steps/wait-ssh.js';
+import { FakeSsh } from '../../helpers/fake-ssh.js';
 import { removeStepDirs, runStep, stepContext } from '../../helpers/step-context.js';
 
 afterAll(removeStepDirs);
@@ -64,5 +66,42 @@ describe('wait for SSH', () => {
     expect(relaunch.join(' ')).not.toContain(h.ctx.build.source.iso!);
     expect(h.ctx.state.qemu).toBe(h.driver.vms[1]);
     expect(error).toMatch(/^QEMU exited before SSH came up: no bootable device/);
+  });
+});
+
+describe("after the login: cloud-init's later stages", () => {
+  const cloudInitSource = (wait?: boolean) => ({ cloud_init: wait === undefined ? {} : { wait }, communicator: { username: 'kiln', trust_on_first_use: true } });
+
+  it('cloud_init.wait false: provisioning starts at once, nothing is asked of the guest', async () => {
+    const h = stepContext({ source: cloudInitSource(false) });
+    const ssh = new FakeSsh(() => ({ exitCode: 0 }));
+    await waitForCloudInit(h.ctx, ssh.session, performance.now());
+    expect(ssh.commands).toEqual([]);
+    expect(h.said('debug')).toContain("not waiting for cloud-init's later stages (cloud_init.wait: false): provisioning starts now");
+  });
+
+  it('cloud_init.wait true (the default): `cloud-init status --wait` through sudo, then its errors decide', async () => {
+    const h = stepContext({ source: cloudInitSource() });
+    expect(h.ctx.build.source.cloud_init !== false && h.ctx.build.source.cloud_init.wait).toBe(true);
+    const ssh = new FakeSsh(() => ({ exitCode: 0, stdout: 'status: done\n' }));
+    await waitForCloudInit(h.ctx, ssh.session, performance.now());
+    expect(ssh.commands).toHaveLength(1);
+    expect(ssh.commands[0]!.command).toMatch(/^sudo -n sh -c '.*cloud-init status --wait >\/dev\/null; cloud-init status --long'$/);
+    expect(h.said('debug').at(-1)).toMatch(/^cloud-init done after /);
+
+    const recoverable = stepContext({ source: cloudInitSource(true) });
+    await waitForCloudInit(recoverable.ctx, new FakeSsh(() => ({ exitCode: 2, stdout: 'status: done\nerrors: [x]\n' })).session, performance.now());
+    expect(recoverable.said('warn')).toEqual(['cloud-init finished with recoverable errors:\nstatus: done\nerrors: [x]']);
+
+    const failed = stepContext({ source: cloudInitSource(true) });
+    await expect(waitForCloudInit(failed.ctx, new FakeSsh(() => ({ exitCode: 1, stdout: 'status: error\n' })).session, performance.now()))
+      .rejects.toThrow('cloud-init failed in the guest (exit 1):\nstatus: error');
+  });
+
+  it('cloud_init false: no cloud-init to wait for', async () => {
+    const h = stepContext();
+    const ssh = new FakeSsh();
+    await waitForCloudInit(h.ctx, ssh.session, performance.now());
+    expect(ssh.commands).toEqual([]);
   });
 });
