@@ -2,17 +2,36 @@
  * The SSH communicator: one connection per build reused for every command and transfer (Packer opens
  * several sessions per shell provisioner), host key checked against what kiln expects.
  */
-import { mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { createReadStream, createWriteStream, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
-import type { Readable, Writable } from 'node:stream';
+import { Transform, type Readable, type Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import net from 'node:net';
 import ssh2 from 'ssh2';
 import type { ClientChannel, ConnectConfig, SFTPWrapper } from 'ssh2';
 import { fingerprintOf } from './keys.js';
-import { inOwnProcessGroup, killProcessGroupCommand, ProcessGroupReport, type ExecOptions } from './remote-command.js';
+import { inOwnProcessGroup, killProcessGroupCommand, ProcessGroupReport, shellQuote, type ExecOptions } from './remote-command.js';
 import { formatBytes } from '../template/units.js';
 import { filesInFlight, parallelGet, parallelPut, type TransferProgress } from './sftp-parallel.js';
+import { archiveCommand, extractCommand, failureMarker, leafDirectories, maxCommandLength, parseProbe, probeCommand, writeFileCommand } from './stream-transfer.js';
+import { extractTo, mergeInto, packTree, walkLocal } from './tar-io.js';
+
+/** Files from this size up go through an exec channel when the guest can (see stream-transfer.ts); smaller ones by SFTP, which forks nothing in the guest. */
+export const streamThreshold = 1 << 20;
+
+/** A pass-through that reports each chunk's size; `from` (if given) is piped in, its errors passed on. */
+function counting(from: Readable | undefined, onBytes: (n: number) => void): Transform {
+  const t = new Transform({ transform(c: Buffer, _e, cb) { onBytes(c.length); cb(null, c); } });
+  if (from) {
+    from.once('error', (e) => t.destroy(e));
+    t.once('close', () => from.destroy());
+    from.pipe(t);
+  }
+  return t;
+}
+
+/** A channel's input and output as byte streams (transfers), beside ExecOptions' text callbacks. */
+export type ChannelIo = ExecOptions & { input?: Readable; output?: Writable };
 
 export type { TransferProgress } from './sftp-parallel.js';
 
@@ -52,7 +71,7 @@ export class SshSession {
    * abort the command is killed in the guest, children included, before the call rejects: closing
    * the channel alone would leave it running.
    */
-  exec(command: string, io: ExecOptions = {}): Promise<ExecResult> {
+  exec(command: string, io: ChannelIo = {}): Promise<ExecResult> {
     return this.runChannel(inOwnProcessGroup(command), io, (group) =>
       this.runChannel(killProcessGroupCommand(group), { timeoutMs: SshSession.killTimeoutMs }));
   }
@@ -66,7 +85,7 @@ export class SshSession {
    * Runs `command` on a channel of its own. A timeout or abort stops it: through `killInGuest` with the
    * process group the command reported (see ProcessGroupReport), then by closing the channel.
    */
-  private runChannel(command: string, io: ExecOptions, killInGuest?: (group: number) => Promise<unknown>): Promise<ExecResult> {
+  private runChannel(command: string, io: ChannelIo, killInGuest?: (group: number) => Promise<unknown>): Promise<ExecResult> {
     return new Promise((resolve, reject) => {
       if (this.isClosed) { reject(new ConnectionLostError('SSH connection is closed')); return; }
       if (io.signal?.aborted) { reject(io.signal.reason as Error); return; }
@@ -100,7 +119,11 @@ export class SshSession {
         const report = new ProcessGroupReport();
         const channelClosed = new Promise<void>((resolve) => stream.once('close', () => resolve()));
         stream.on('exit', (code: number | null, sig?: string) => { exitCode = code; signal = sig; });
-        stream.on('data', (d: Buffer) => io.stdout?.(d.toString()));
+        if (io.output) {
+          // The output's own failure (an unsafe tar entry) stops the command like an abort.
+          io.output.once('error', (e: Error) => stop(e));
+          stream.pipe(io.output);
+        } else stream.on('data', (d: Buffer) => io.stdout?.(d.toString()));
         stream.stderr.on('data', (d: Buffer) => {
           const own = killInGuest ? report.take(d.toString()) : d.toString();
           if (own) io.stderr?.(own);
@@ -115,10 +138,15 @@ export class SshSession {
             await Promise.race([report.known, channelClosed, sleep(SshSession.groupReportWaitMs, undefined, { ref: false })]);
             if (report.group !== undefined && this.connected) await killInGuest(report.group).catch(() => undefined);
           }
+          io.input?.unpipe(stream);
+          io.input?.destroy();
           stream.close();
           finish(stopReason!);
         })();
-        if (io.stdin !== undefined) stream.end(io.stdin); else stream.end();
+        if (io.input) {
+          io.input.once('error', (e: Error) => stop(e));
+          io.input.pipe(stream);
+        } else if (io.stdin !== undefined) stream.end(io.stdin); else stream.end();
         if (stopReason) stopChannel();
       });
     });
@@ -196,13 +224,67 @@ export class SshSession {
   }
 
   /**
-   * Uploads one file with many SFTP write requests in flight (see parallelPut): a single write stream
-   * waits for each 32 KiB request's reply, ~1.5 MiB/s to a TCG guest.
+   * How files move: 'auto' streams files from streamThreshold up and whole folders over exec channels
+   * when the guest can (see stream-transfer.ts), SFTP otherwise; 'sftp' always uses SFTP (the bench
+   * compares the two).
+   */
+  transferMode: 'auto' | 'sftp' = 'auto';
+  private streamable?: Promise<boolean>;
+
+  /** Whether the guest takes exec-channel transfers: asked once per session; no exec, no tar: SFTP. */
+  private canStream(): Promise<boolean> {
+    if (this.transferMode === 'sftp') return Promise.resolve(false);
+    this.streamable ??= (async () => {
+      let out = '';
+      const r = await this.exec(probeCommand, { stdout: (t) => { out += t; }, timeoutMs: 30_000 }).catch(() => undefined);
+      return r?.exitCode === 0 && parseProbe(out);
+    })();
+    return this.streamable;
+  }
+
+  /**
+   * Runs one exec-channel transfer; stderr becomes the error's message (the guest's own, marked with
+   * failureMarker, or the tool's). Resolves with the exit code for the caller to read (3 and 4 mean
+   * "take the other path"); a stop rejects with the signal's reason, a dropped connection with
+   * ConnectionLostError.
+   */
+  private async streamTransfer(what: string, progress: () => string, command: string, io: { input?: Readable; output?: Writable }, signal?: AbortSignal): Promise<number> {
+    let err = '';
+    let r: ExecResult;
+    try {
+      r = await this.exec(command, { ...io, stderr: (t) => { err += t; }, signal });
+    } catch (e) {
+      io.input?.destroy();
+      if (signal?.aborted) throw signal.reason;
+      throw await this.transferError(what, e as Error, progress());
+    }
+    if (r.disconnected) throw new ConnectionLostError(`${what} failed: the SSH connection was lost (${progress()})`);
+    if (r.exitCode === 0 || r.exitCode === 3 || r.exitCode === 4) return r.exitCode;
+    const message = err.split('\n').map((l) => l.replace(failureMarker, '').trim()).filter(Boolean).slice(-3).join('; ');
+    throw new Error(`${what} failed: ${message || `exit status ${r.exitCode ?? r.signal}`} (${progress()})`);
+  }
+
+  /**
+   * Uploads one file: from streamThreshold up through `cat` on an exec channel into a partial file
+   * beside the destination, renamed once its byte count is right (see writeFileCommand); smaller files,
+   * guests without a shell's tools, and destinations whose folder kiln cannot write a partial into go
+   * by SFTP with many write requests in flight (see parallelPut).
    */
   async uploadFile(local: string, remote: string, mode?: number, signal?: AbortSignal, onProgress?: TransferProgress): Promise<void> {
     const total = statSync(local).size;
     let sent = 0;
-    await this.transfer(`uploading ${local} to ${remote}`, () => `${formatBytes(sent)} of ${formatBytes(total)} sent`, (sftp, _stream, halt) =>
+    const what = `uploading ${local} to ${remote}`;
+    const progress = () => `${formatBytes(sent)} of ${formatBytes(total)} sent`;
+    signal?.throwIfAborted();
+    if (total >= streamThreshold && await this.canStream()) {
+      // Counted as it is taken from the file; a 'data' listener on the file itself would start it flowing before the channel is there to take it.
+      const file = createReadStream(local, { highWaterMark: 1 << 20 });
+      const input = counting(file, (n) => { sent += n; onProgress?.(sent, total); });
+      const code = await this.streamTransfer(what, progress, writeFileCommand(remote, total, mode ?? 0o666), { input }, signal);
+      if (code === 0) return;
+      sent = 0; // 4: no partial file can be made beside the destination; SFTP may still write it
+    }
+    await this.transfer(what, progress, (sftp, _stream, halt) =>
       parallelPut(sftp, local, remote, total, mode, halt, (n) => { sent += n; onProgress?.(sent, total); }), signal);
   }
 
@@ -217,28 +299,28 @@ export class SshSession {
 
   /**
    * Uploads a file, or a directory recursively (rsync semantics: "dir" copies the folder, "dir/" its
-   * contents). A directory's folders are made first, then its files go up several at a time, so many
-   * small files do not cost a round trip each. `onProgress` counts bytes over all files.
+   * contents). A directory goes as one tar stream into `tar -x` in the guest when it can (its folders
+   * made first with the guest's umask, files with their exact modes); otherwise by SFTP, folders first,
+   * then files several at a time. `onProgress` counts bytes over all files.
    */
   async upload(local: string, remote: string, signal?: AbortSignal, onProgress?: TransferProgress): Promise<number> {
     const st = statSync(local);
     if (st.isFile()) { await this.uploadFile(local, remote, st.mode & 0o777, signal, onProgress); return 1; }
     const target = local.endsWith('/') ? remote : path.posix.join(remote, path.basename(local));
-    const dirs: string[] = [];
-    const files: { local: string; remote: string; mode: number; size: number }[] = [];
-    const walk = (dir: string, rdir: string) => {
-      dirs.push(rdir);
-      for (const entry of readdirSync(dir, { withFileTypes: true })) {
-        const l = path.join(dir, entry.name);
-        const r = path.posix.join(rdir, entry.name);
-        if (entry.isDirectory()) walk(l, r);
-        else if (entry.isFile()) { const s = statSync(l); files.push({ local: l, remote: r, mode: s.mode & 0o777, size: s.size }); }
-      }
-    };
-    walk(local, target);
-    const total = files.reduce((n, f) => n + f.size, 0);
+    const tree = walkLocal(local);
     let sent = 0;
-    await this.transfer(`uploading ${local} to ${remote}`, () => `${formatBytes(sent)} of ${formatBytes(total)} sent`, async (sftp, _stream, halt) => {
+    const what = `uploading ${local} to ${remote}`;
+    const progress = () => `${formatBytes(sent)} of ${formatBytes(tree.total)} sent`;
+    signal?.throwIfAborted();
+    const command = extractCommand(target, leafDirectories(tree.dirs.filter((d) => d !== '')));
+    if (command.length <= maxCommandLength && await this.canStream()) {
+      const input = packTree(tree, (n) => { sent += n; onProgress?.(sent, tree.total); });
+      await this.streamTransfer(what, progress, command, { input }, signal);
+      return tree.files.length;
+    }
+    const dirs = tree.dirs.map((d) => (d ? path.posix.join(target, d) : target));
+    const files = tree.files.map((f) => ({ ...f, remote: path.posix.join(target, f.rel) }));
+    await this.transfer(what, progress, async (sftp, _stream, halt) => {
       // An existing folder is fine (rsync semantics); a real failure shows when its files are written.
       for (const d of dirs) {
         halt.throwIfAborted();
@@ -249,7 +331,7 @@ export class SshSession {
         while (next < files.length) {
           halt.throwIfAborted();
           const f = files[next++]!;
-          await parallelPut(sftp, f.local, f.remote, f.size, f.mode, halt, (n) => { sent += n; onProgress?.(sent, total); });
+          await parallelPut(sftp, f.local, f.remote, f.size, f.mode, halt, (n) => { sent += n; onProgress?.(sent, tree.total); });
         }
       };
       await Promise.all(Array.from({ length: Math.min(filesInFlight, files.length) }, worker));
@@ -257,20 +339,76 @@ export class SshSession {
     return files.length;
   }
 
+  /** The remote path's attributes, or undefined when SFTP cannot say (the transfer then reports why). */
+  private async remoteStat(remote: string): Promise<{ isDirectory(): boolean; isFile(): boolean; size: number } | undefined> {
+    const sftp = await this.sftp().catch(() => undefined);
+    if (!sftp) return undefined;
+    return new Promise((resolve) => sftp.stat(remote, (err, attrs) => resolve(err ? undefined : attrs)));
+  }
+
   /**
-   * Writes beside `local` and renames when complete, so a lost connection leaves no partial file.
-   * Many read requests are in flight at once (see parallelGet).
+   * Downloads a file, or a directory (as upload: "dir" lands as `local`/dir, "dir/" fills `local`).
+   * Writes beside the destination and renames when complete, so a lost connection leaves nothing
+   * partial. Directories come as a tar stream (`tar -c` in the guest), extracted without letting an
+   * entry out of the destination; big files through `cat`; small ones by SFTP with many reads in
+   * flight (see parallelGet).
    */
   async download(remote: string, local: string, signal?: AbortSignal, onProgress?: TransferProgress): Promise<void> {
+    signal?.throwIfAborted();
+    const st = await this.remoteStat(remote);
+    const streams = st !== undefined && await this.canStream();
+    if (st?.isDirectory()) {
+      if (!streams) throw new Error(`downloading ${remote} to ${local} failed: it is a directory, and the guest has no tar (or no shell) to send it with`);
+      const target = remote.endsWith('/') ? local : path.join(local, path.posix.basename(remote));
+      await this.downloadTree(remote, target, signal, onProgress);
+      return;
+    }
     mkdirSync(path.dirname(local), { recursive: true });
     const partial = `${local}.kiln-partial-${process.pid}`;
     let received = 0;
+    const what = `downloading ${remote} to ${local}`;
+    const progress = () => `${formatBytes(received)} received`;
     try {
-      await this.transfer(`downloading ${remote} to ${local}`, () => `${formatBytes(received)} received`, (sftp, _stream, halt) =>
-        parallelGet(sftp, remote, partial, halt, (n, total) => { received += n; onProgress?.(received, total); }), signal);
+      if (streams && st!.isFile() && st!.size >= streamThreshold) {
+        const total = st!.size;
+        const output = createWriteStream(partial);
+        const written = new Promise<void>((resolve, reject) => { output.once('close', resolve); output.once('error', reject); });
+        written.catch(() => undefined);
+        const counter = counting(undefined, (n) => { received += n; onProgress?.(received, total); });
+        counter.pipe(output);
+        await this.streamTransfer(what, progress, `exec cat -- ${shellQuote(remote)}`, { output: counter }, signal);
+        await written;
+      } else {
+        await this.transfer(what, progress, (sftp, _stream, halt) =>
+          parallelGet(sftp, remote, partial, halt, (n, total) => { received += n; onProgress?.(received, total); }), signal);
+      }
       renameSync(partial, local);
     } finally {
       rmSync(partial, { force: true });
+    }
+  }
+
+  /** A guest folder as one tar stream into `<target>.kiln-partial-<pid>`, then moved into `target`. */
+  private async downloadTree(remote: string, target: string, signal?: AbortSignal, onProgress?: TransferProgress): Promise<void> {
+    mkdirSync(path.dirname(target), { recursive: true });
+    const partial = `${target}.kiln-partial-${process.pid}`;
+    rmSync(partial, { recursive: true, force: true });
+    mkdirSync(partial);
+    let received = 0;
+    const what = `downloading ${remote} to ${target}`;
+    try {
+      const output = extractTo(partial, (n) => { received += n; onProgress?.(received, undefined); });
+      const extracted = new Promise<void>((resolve, reject) => { output.once('close', resolve); output.once('error', reject); });
+      extracted.catch(() => undefined);
+      await this.streamTransfer(what, () => `${formatBytes(received)} received`, archiveCommand(remote, true), { output }, signal);
+      await extracted;
+      await mergeInto(partial, target);
+    } catch (e) {
+      if (signal?.aborted) throw signal.reason;
+      if (e instanceof Error && !e.message.startsWith(what)) e.message = `${what} failed: ${e.message}`;
+      throw e;
+    } finally {
+      rmSync(partial, { recursive: true, force: true });
     }
   }
 

@@ -3,6 +3,10 @@ import type { ProvisionerContext } from './context.js';
 import type { Provisioner } from '../template/schema.js';
 import { interpolateString } from '../template/interpolate.js';
 import { sshSession } from './context.js';
+import { throttleProgress } from '../communicator/stream-transfer.js';
+
+/** At most this often a transfer-progress event (and the first and the last always). */
+const progressIntervalMs = 250;
 
 type FileProvisioner = Extract<Provisioner, { type: 'file' }>;
 
@@ -21,14 +25,17 @@ export async function runFile(ctx: ProvisionerContext, p: FileProvisioner, label
 async function transfer(ctx: ProvisionerContext, p: FileProvisioner, label: string, signal: AbortSignal): Promise<void> {
   const ssh = await sshSession(ctx, signal);
   const values = { build: ctx.buildValues() };
+  const index = Number(/\d+/.exec(label)?.[0] ?? 0) - 1; // "provisioner 3"
+  const progress = (direction: 'upload' | 'download', guestPath: string) => throttleProgress((done, total) =>
+    ctx.events.emit({ type: 'transfer-progress', build: ctx.build.name, index, direction, path: guestPath, done, ...(total !== undefined ? { total } : {}) }), progressIntervalMs);
   if (p.direction === 'download') {
-    await ssh.download(p.source!, p.destination, signal);
+    await ssh.download(p.source!, p.destination, signal, progress('download', p.source!));
     ctx.log(`${label}: downloaded ${p.source} -> ${p.destination}`);
   } else if (p.content !== undefined) {
     await ssh.uploadContent(String(interpolateString(p.content, values)), p.destination, undefined, signal);
     ctx.log(`${label}: wrote ${p.destination}`);
   } else {
-    const n = await ssh.upload(p.source!, p.destination, signal);
+    const n = await ssh.upload(p.source!, p.destination, signal, progress('upload', p.destination));
     ctx.log(`${label}: uploaded ${p.source} -> ${p.destination} (${n} file${n === 1 ? '' : 's'})`);
   }
 }
