@@ -1,5 +1,5 @@
 // Figures measured on a booted Debian fixture guest (bench/debian-guest.mjs), for `make bench`:
-// kiln's SFTP transfers against scp to the same guest, and boot-to-SSH with kiln's seed vs a minimal one.
+// kiln's SFTP transfers against scp to the same guest (boot-to-SSH per seed is in seed.mjs).
 import { execa } from 'execa';
 import { closeSync, openSync, rmSync, writeSync, mkdtempSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -36,17 +36,4 @@ export async function transferThroughput(mib = Number(process.env.BENCH_TRANSFER
     const s = median(t[`scp ${way}`]);
     console.log(`  ${way.padEnd(10)} kiln ${fmt(k).padStart(9)} (${(mib / (k / 1000)).toFixed(1)} MiB/s)   scp ${fmt(s).padStart(9)} (${(mib / (s / 1000)).toFixed(1)} MiB/s)   kiln/scp ${(k / s).toFixed(2)}`);
   }
-}
-
-/** QEMU start to logged-in SSH, kiln's seed against a minimal one (a user and a key), rounds alternating. */
-export async function seedBootTimes(rounds = Number(process.env.BENCH_ROUNDS ?? 3)) {
-  const t = { kiln: [], minimal: [] };
-  for (let r = 0; r < rounds; r++) {
-    for (const seed of ['kiln', 'minimal']) {
-      const g = await bootDebian({ seed });
-      t[seed].push(g.loginMs);
-      await g.stop();
-    }
-  }
-  console.log(`\nboot to SSH login, Debian fixture (TCG), medians of ${rounds}: kiln's seed ${fmt(median(t.kiln))} [${t.kiln.map(fmt).join(', ')}], minimal seed ${fmt(median(t.minimal))} [${t.minimal.map(fmt).join(', ')}], ratio ${(median(t.kiln) / median(t.minimal)).toFixed(2)}`);
 }
