@@ -1,7 +1,7 @@
 // A Debian 12 cloud guest booted for measurements (not a build): an overlay on the fixture, a cidata
 // seed (kiln's own, or a minimal one like Packer's), QEMU as kiln runs it, and a logged-in SSH session.
 // Used by bench/run.mjs for the upload/download throughput against scp and for boot-to-sshd per seed.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -57,7 +57,11 @@ export async function bootDebian({ seed = 'kiln', cpus = 2, memoryMiB = 1024 } =
     session = await waitForSsh(target, { timeoutMs: Number(process.env.BENCH_SSH_TIMEOUT_MS ?? 600_000), onAttempt: process.env.BENCH_DEBUG ? (n, e, o) => console.error('attempt', n, o, e.message) : undefined, abort: () => (qemu.hasExited ? `QEMU exited: ${qemu.stderr}` : undefined) });
   } catch (e) {
     await qemu.kill(1000);
+    // The guest's console says why (a kernel panic under load, cloud-init's errors): kept in the error.
+    let consoleTail = '';
+    try { consoleTail = readFileSync(path.join(dir, 'serial.log'), 'latin1').split('\n').slice(-40).join('\n'); } catch { /* no console output */ }
     rmSync(dir, { recursive: true, force: true });
+    if (consoleTail) e.message += `\n--- last lines of the guest's serial console (${seed} seed) ---\n${consoleTail}`;
     throw e;
   }
   const loginAt = performance.now();

@@ -35,7 +35,7 @@ export async function seedBootTimes(rounds = Number(process.env.BENCH_ROUNDS ?? 
         await g.stop();
       }
       loads.push(load());
-      if (process.env.BENCH_DEBUG) console.error(`round ${r + 1} ${seed}: login ${fmt(g.loginMs)}, cloud-init done ${fmt(t[seed].done.at(-1))}, load ${load()}`);
+      console.log(`  round ${r + 1} ${seed}: login ${fmt(g.loginMs)}, cloud-init done ${fmt(t[seed].done.at(-1))}, load ${load()}`);
     }
   }
   const row = (name, xs) => `${fmt(median(xs)).padStart(9)} [${xs.map(fmt).join(', ')}]`;
