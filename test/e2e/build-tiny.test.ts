@@ -1,6 +1,7 @@
 // kiln build, end to end, from the tiny fixture: provisioners run over SSH, the artifact is checked
 // with qemu-img and booted again, and a failing provisioner leaves no artifact behind.
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -33,6 +34,17 @@ ${provisioners}
 describe('kiln build (tiny fixture)', () => {
   it('provisions, converts, checksums, writes a manifest, and the artifact boots with the changes', async () => {
     writeFileSync(path.join(dir, 'upload.txt'), 'uploaded by the file provisioner\n');
+    // A folder of 200 small files and one of 8 MiB, up as one tar stream and back down as one.
+    const tree = path.join(dir, 'tree');
+    mkdirSync(path.join(tree, 'sub/deep'), { recursive: true });
+    mkdirSync(path.join(tree, 'empty'));
+    for (let i = 0; i < 200; i++) {
+      const f = path.join(tree, i % 2 ? 'sub' : 'sub/deep', `f${i}.txt`);
+      writeFileSync(f, randomBytes(i * 13));
+      chmodSync(f, [0o644, 0o600, 0o755, 0o666][i % 4]!);
+    }
+    writeFileSync(path.join(tree, 'big.bin'), randomBytes(8 << 20));
+    chmodSync(path.join(tree, 'big.bin'), 0o640);
     const file = template('ok', `
       - type: shell
         inline:
@@ -49,6 +61,13 @@ describe('kiln build (tiny fixture)', () => {
         source: /root/marker
         destination: ${path.join(dir, 'downloaded-marker')}
         direction: download
+      - type: file
+        source: ${tree}/
+        destination: /root/tree
+      - type: file
+        source: /root/tree
+        destination: ${path.join(dir, 'back')}
+        direction: download
       - type: shell-local
         inline: ['echo "local $KILN_NAME" > ${path.join(dir, 'local.txt')}']`, { bootloader: true }); // through firmware and GRUB, as users boot it
     const run = await kiln(['build', file, '--events=json']);
@@ -58,7 +77,7 @@ describe('kiln build (tiny fixture)', () => {
     const types = run.events.map((e) => e.type);
     expect(types[0]).toBe('build-start');
     expect(types.at(-1)).toBe('build-end');
-    expect(run.events.filter((e) => e.type === 'provisioner-end').map((e) => e.index)).toEqual([0, 1, 2, 3, 4]);
+    expect(run.events.filter((e) => e.type === 'provisioner-end').map((e) => e.index)).toEqual([0, 1, 2, 3, 4, 5, 6]);
     expect(JSON.stringify(run.events) + run.stderr).not.toContain('s3cr3t-t0ken');
     expect(run.stderr).toContain('token is <sensitive>');
 
@@ -80,6 +99,17 @@ describe('kiln build (tiny fixture)', () => {
     expect((await execa('qemu-img', ['check', path.join(out, 'ok.qcow2')], { reject: false })).exitCode).toBe(0);
     expect(readFileSync(path.join(dir, 'downloaded-marker'), 'utf8')).toBe('from-kiln\n');
     expect(readFileSync(path.join(dir, 'local.txt'), 'utf8')).toBe('local ok\n');
+
+    // The folder made the round trip: same files, bytes and modes (empty folders too), and the upload
+    // reported its progress up to the whole size.
+    const listing = (root: string) => execa('find', ['.', '-printf', '%y %m %p\\n'], { cwd: root }).then((r) => r.stdout.split('\n').sort());
+    expect(await listing(path.join(dir, 'back/tree'))).toEqual(await listing(tree));
+    const diff = await execa('diff', ['-r', tree, path.join(dir, 'back/tree')], { reject: false });
+    expect(diff.exitCode, diff.stdout).toBe(0);
+    const treeBytes = 200 * 199 / 2 * 13 + (8 << 20);
+    const upload = run.events.filter((e) => e.type === 'transfer-progress' && e.index === 4);
+    expect(upload.at(-1)).toMatchObject({ direction: 'upload', path: '/root/tree', done: treeBytes, total: treeBytes });
+    expect(run.events.some((e) => e.type === 'transfer-progress' && e.index === 5 && e.direction === 'download')).toBe(true);
 
     // Boot both artifacts and read what the provisioners left.
     for (const [name, format] of [['ok.qcow2', 'qcow2'], ['ok.raw', 'raw']] as const) {
