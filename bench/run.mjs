@@ -6,7 +6,7 @@
 // transfers|seed|packer|rss|publish runs one part).
 // Figures only, no pass/fail: compare ratios from one run (these machines are noisy).
 import { execa } from 'execa';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -65,29 +65,41 @@ async function buildExample(file) {
 async function layerCacheBench() {
   const file = path.join(root, 'examples/debian-12-cloud.yaml');
   const cacheDir = mkdtempSync(path.join(os.tmpdir(), 'kiln-bench-cache-'));
+  // The same build writing elsewhere: a copy of the example beside it (its relative paths still
+  // resolve) whose only change is the output directory.
+  const otherOut = path.join(cacheDir, 'other-output');
+  const otherFile = path.join(root, 'examples', `.bench-other-output-${process.pid}.yaml`);
+  writeFileSync(otherFile, readFileSync(file, 'utf8').replace(/^(\s*output_directory:).*$/m, `$1 ${otherOut}`));
   const run = async (...args) => {
+    const template = args[0] === otherFile ? args.shift() : file;
     const started = performance.now();
-    const r = await execa('node', [path.join(root, 'bin/kiln.js'), 'build', file, '--events=json', ...args], { reject: false, cwd: root, env: { KILN_CACHE_DIR: cacheDir } });
+    const r = await execa('node', [path.join(root, 'bin/kiln.js'), 'build', template, '--events=json', ...args], { reject: false, cwd: root, env: { KILN_CACHE_DIR: cacheDir } });
     const ms = performance.now() - started;
-    if (r.exitCode !== 0) throw new Error(`layer cache bench: ${args.join(' ')} failed:\n${r.stderr.split('\n').slice(-20).join('\n')}`);
     const events = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+    if (r.exitCode !== 0) throw new Error(`layer cache bench: ${args.join(' ')} failed: ${events.find((e) => e.type === 'build-end')?.error}\n${r.stderr.split('\n').slice(-20).join('\n')}`);
     return { ms, events, step: Object.fromEntries(events.filter((e) => e.type === 'step-end').map((e) => [e.step, e.ms])) };
   };
   try {
     const full = await run('--force');
     const same = await run();
+    const elsewhere = await run(otherFile);
     const changed = await run('--force', '--var', `note=bench ${new Date().toISOString()}`);
     const rerun = changed.events.filter((e) => e.type === 'provisioner-start').map((e) => e.index);
     const expected = ['launch QEMU', 'wait for SSH', 'remove build access', 'shut down', 'convert disk'].reduce((n, s) => n + (full.step[s] ?? 0), 0)
       + full.events.filter((e) => e.type === 'provisioner-end' && rerun.includes(e.index)).reduce((n, e) => n + e.ms, 0);
     const saved = full.events.filter((e) => e.type === 'layer-saved');
+    const capture = full.events.find((e) => e.type === 'layer-capture');
+    const booted = elsewhere.events.some((e) => e.type === 'step-start' && e.step === 'launch QEMU');
     console.log('\nlayer cache, examples/debian-12-cloud.yaml (fresh cache)');
-    console.log(`  ${'full build (saves a layer per provisioner)'.padEnd(52)} ${fmt(full.ms).padStart(9)}`);
-    console.log(`  ${'  layers saved'.padEnd(52)} ${saved.map((e) => `${(e.size / 2 ** 20).toFixed(1)} MiB`).join(', ')}`);
+    console.log(`  ${'full build (saves a layer per provisioner + final)'.padEnd(52)} ${fmt(full.ms).padStart(9)}`);
+    console.log(`  ${'  layers saved'.padEnd(52)} ${saved.map((e) => `${e.final ? 'final ' : ''}${(e.size / 2 ** 20).toFixed(1)} MiB in ${fmt(e.ms)}`).join(', ')}`);
+    if (capture) console.log(`  ${'  layer capture (background)'.padEnd(52)} ${fmt(capture.ms).padStart(9)}  waited for at the end ${fmt(capture.waitedMs)}`);
     console.log(`  ${'no-change rebuild (artifact reused, no boot)'.padEnd(52)} ${fmt(same.ms).padStart(9)}  ratio ${(same.ms / full.ms).toFixed(3)}`);
+    console.log(`  ${`only the output directory changed (${booted ? 'BOOTED' : 'no boot'})`.padEnd(52)} ${fmt(elsewhere.ms).padStart(9)}  ratio ${(elsewhere.ms / full.ms).toFixed(3)}  (convert ${fmt(elsewhere.step['convert disk'])})`);
     console.log(`  ${`last provisioner changed (re-ran ${rerun.map((i) => i + 1).join(', ')})`.padEnd(52)} ${fmt(changed.ms).padStart(9)}  ratio ${(changed.ms / full.ms).toFixed(3)}`);
     console.log(`  ${'  target: boot + those provisioners + shutdown + convert'.padEnd(52)} ${fmt(expected).padStart(9)}  (${(changed.ms / expected).toFixed(2)}x of it)`);
   } finally {
+    rmSync(otherFile, { force: true });
     rmSync(cacheDir, { recursive: true, force: true });
   }
 }
