@@ -229,6 +229,8 @@ export class SshSession {
    * compares the two).
    */
   transferMode: 'auto' | 'sftp' = 'auto';
+  /** How the last upload or download went (for logs, and for tests to see which path ran). */
+  lastTransferVia?: 'exec stream' | 'tar stream' | 'SFTP';
   private streamable?: Promise<boolean>;
 
   /** Whether the guest takes exec-channel transfers: asked once per session; no exec, no tar: SFTP. */
@@ -281,11 +283,12 @@ export class SshSession {
       const file = createReadStream(local, { highWaterMark: 1 << 20 });
       const input = counting(file, (n) => { sent += n; onProgress?.(sent, total); });
       const code = await this.streamTransfer(what, progress, writeFileCommand(remote, total, mode ?? 0o666), { input }, signal);
-      if (code === 0) return;
+      if (code === 0) { this.lastTransferVia = 'exec stream'; return; }
       sent = 0; // 4: no partial file can be made beside the destination; SFTP may still write it
     }
     await this.transfer(what, progress, (sftp, _stream, halt) =>
       parallelPut(sftp, local, remote, total, mode, halt, (n) => { sent += n; onProgress?.(sent, total); }), signal);
+    this.lastTransferVia = 'SFTP';
   }
 
   async uploadContent(content: string | Buffer, remote: string, mode = 0o644, signal?: AbortSignal): Promise<void> {
@@ -316,6 +319,7 @@ export class SshSession {
     if (command.length <= maxCommandLength && await this.canStream()) {
       const input = packTree(tree, (n) => { sent += n; onProgress?.(sent, tree.total); });
       await this.streamTransfer(what, progress, command, { input }, signal);
+      this.lastTransferVia = 'tar stream';
       return tree.files.length;
     }
     const dirs = tree.dirs.map((d) => (d ? path.posix.join(target, d) : target));
@@ -336,6 +340,7 @@ export class SshSession {
       };
       await Promise.all(Array.from({ length: Math.min(filesInFlight, files.length) }, worker));
     }, signal);
+    this.lastTransferVia = 'SFTP';
     return files.length;
   }
 
@@ -378,9 +383,11 @@ export class SshSession {
         counter.pipe(output);
         await this.streamTransfer(what, progress, `exec cat -- ${shellQuote(remote)}`, { output: counter }, signal);
         await written;
+        this.lastTransferVia = 'exec stream';
       } else {
         await this.transfer(what, progress, (sftp, _stream, halt) =>
           parallelGet(sftp, remote, partial, halt, (n, total) => { received += n; onProgress?.(received, total); }), signal);
+        this.lastTransferVia = 'SFTP';
       }
       renameSync(partial, local);
     } finally {
@@ -403,6 +410,7 @@ export class SshSession {
       await this.streamTransfer(what, () => `${formatBytes(received)} received`, archiveCommand(remote, true), { output }, signal);
       await extracted;
       await mergeInto(partial, target);
+      this.lastTransferVia = 'tar stream';
     } catch (e) {
       if (signal?.aborted) throw signal.reason;
       if (e instanceof Error && !e.message.startsWith(what)) e.message = `${what} failed: ${e.message}`;

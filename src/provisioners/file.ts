@@ -30,12 +30,12 @@ async function transfer(ctx: ProvisionerContext, p: FileProvisioner, label: stri
     ctx.events.emit({ type: 'transfer-progress', build: ctx.build.name, index, direction, path: guestPath, done, ...(total !== undefined ? { total } : {}) }), progressIntervalMs);
   if (p.direction === 'download') {
     await ssh.download(p.source!, p.destination, signal, progress('download', p.source!));
-    ctx.log(`${label}: downloaded ${p.source} -> ${p.destination}`);
+    ctx.log(`${label}: downloaded ${p.source} -> ${p.destination} (${ssh.lastTransferVia})`);
   } else if (p.content !== undefined) {
     await ssh.uploadContent(String(interpolateString(p.content, values)), p.destination, undefined, signal);
     ctx.log(`${label}: wrote ${p.destination}`);
   } else {
     const n = await ssh.upload(p.source!, p.destination, signal, progress('upload', p.destination));
-    ctx.log(`${label}: uploaded ${p.source} -> ${p.destination} (${n} file${n === 1 ? '' : 's'})`);
+    ctx.log(`${label}: uploaded ${p.source} -> ${p.destination} (${n} file${n === 1 ? '' : 's'}, ${ssh.lastTransferVia})`);
   }
 }

@@ -110,6 +110,9 @@ describe('kiln build (tiny fixture)', () => {
     const upload = run.events.filter((e) => e.type === 'transfer-progress' && e.index === 4);
     expect(upload.at(-1)).toMatchObject({ direction: 'upload', path: '/root/tree', done: treeBytes, total: treeBytes });
     expect(run.events.some((e) => e.type === 'transfer-progress' && e.index === 5 && e.direction === 'download')).toBe(true);
+    // Both ways as one tar stream (busybox tar in the guest), not file by file over SFTP.
+    expect(run.stderr).toContain(`uploaded ${tree}/ -> /root/tree (201 files, tar stream)`);
+    expect(run.stderr).toContain(`downloaded /root/tree -> ${path.join(dir, 'back')} (tar stream)`);
 
     // Boot both artifacts and read what the provisioners left.
     for (const [name, format] of [['ok.qcow2', 'qcow2'], ['ok.raw', 'raw']] as const) {
