@@ -62,7 +62,24 @@ export function packTree(tree: LocalTree, onBytes: (n: number) => void): Readabl
     }
     pack.finalize();
   })().catch((e: unknown) => pack.destroy(e instanceof Error ? e : new Error(String(e))));
-  return Readable.from(pack);
+  return Readable.from(coalesce(pack, 256 * 1024));
+}
+
+/**
+ * Joins small chunks (a 512-byte header, a small file's data) into writes of `limit` bytes: each write
+ * to the channel is an SSH packet, and a TCG guest's sshd pays for every one.
+ */
+async function* coalesce(source: AsyncIterable<unknown>, limit: number): AsyncGenerator<Buffer> {
+  let parts: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of source) {
+    const c = chunk as Buffer;
+    if (size === 0 && c.length >= limit) { yield c; continue; }
+    parts.push(c);
+    size += c.length;
+    if (size >= limit) { yield Buffer.concat(parts); parts = []; size = 0; }
+  }
+  if (size > 0) yield Buffer.concat(parts);
 }
 
 /**
