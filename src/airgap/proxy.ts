@@ -3,7 +3,10 @@
  * QEMU guestfwd. Recording forwards each GET to the real server, answers the guest and keeps the body
  * by digest; replay answers from the recorded set only, and a URL it does not hold is answered at once
  * with an error and reported (the build fails naming it). HTTPS CONNECT tunnels cannot be recorded:
- * they are refused and reported.
+ * they are refused and reported; while recording that is fatal (onFatal), since the recording would
+ * silently lack whatever went through HTTPS and the offline build would fail much later. Requests for
+ * kiln's own addresses (its HTTP server) are neither recorded nor replayed: the guest must reach them
+ * directly (no_proxy). No request can crash kiln: an error while answering becomes a 502 and is recorded.
  */
 import http from 'node:http';
 import type net from 'node:net';
@@ -19,6 +22,17 @@ export interface ProxyEvents {
   onMiss?: (url: string) => void;
   /** A request kiln cannot serve or record (CONNECT, a non-GET method, an origin-form URL). */
   onRefused?: (what: string, why: string) => void;
+  /** Something that makes the build's result wrong (recording: an HTTPS CONNECT): the caller fails the build with it. */
+  onFatal?: (error: Error) => void;
+  /** kiln's own guest-visible hosts (its HTTP server): never forwarded, recorded or replayed. */
+  kilnHosts?: string[];
+}
+
+/** Recording: the guest opened an HTTPS tunnel, whose content kiln cannot see, so the recording would be incomplete. */
+export class RecordingHttpsError extends Error {
+  constructor(readonly host: string) {
+    super(`the guest fetched https://${host}/ through kiln's package proxy while recording: HTTPS is an opaque tunnel that cannot be recorded, so an offline build would miss it\n  fix: point the guest at an http:// mirror of ${host.replace(/:443$/, '')} (apt and dnf verify packages by their signatures, not by TLS), then record again`);
+  }
 }
 
 /** Request headers that would make the upstream answer differ from a plain full GET (kept out while recording). */
@@ -30,16 +44,23 @@ export class PackageProxy {
   private sockets = new Set<net.Socket>();
   readonly misses: string[] = [];
   readonly refused: string[] = [];
+  /** Errors raised while answering a request (answered 502); a test's way to see that none went unhandled. */
+  readonly errors: string[] = [];
   /** Recordings still being written: close() waits for them, so index.json lists complete bodies only. */
   private pending = new Set<Promise<unknown>>();
 
   constructor(readonly mode: ProxyMode, readonly store: PackageStore, private events: ProxyEvents = {}) {
-    this.server = http.createServer((req, res) => { void this.handle(req, res); });
+    this.server = http.createServer((req, res) => {
+      // Never a floating promise: a rejection here would be unhandled and take kiln down mid-build.
+      this.handle(req, res).catch((e: unknown) => this.failed(req, res, e));
+    });
     this.server.on('connection', (s) => { this.sockets.add(s); s.on('close', () => this.sockets.delete(s)); });
     this.server.on('connect', (req: http.IncomingMessage, socket: net.Socket) => {
       const why = 'HTTPS (CONNECT) goes through kiln\'s proxy as an opaque tunnel and cannot be recorded or replayed; use an http:// mirror in the guest';
       this.refused.push(`CONNECT ${req.url}`);
       this.events.onRefused?.(`CONNECT ${req.url}`, why);
+      if (this.mode === 'record') this.events.onFatal?.(new RecordingHttpsError(String(req.url ?? '').replace(/[^\w.:[\]-]/g, '?').slice(0, 200)));
+      socket.on('error', () => {});
       socket.end(`HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\nkiln: ${why}\n`);
     });
   }
@@ -65,11 +86,32 @@ export class PackageProxy {
     res.writeHead(status, { 'content-type': 'text/plain', connection: 'close' }).end(`kiln: ${why}\n`);
   }
 
+  /** An error while answering: a 502 (or a cut connection once the answer started), recorded and reported. */
+  private failed(req: http.IncomingMessage, res: http.ServerResponse, e: unknown): void {
+    const what = `${req.method ?? 'GET'} ${req.url ?? ''}`;
+    const why = `kiln's package proxy failed answering it: ${(e as Error)?.message ?? String(e)}`;
+    this.errors.push(`${what}: ${why}`);
+    this.refused.push(what);
+    this.events.onRefused?.(what, why);
+    try {
+      if (!res.headersSent) res.writeHead(502, { 'content-type': 'text/plain', connection: 'close' }).end(`kiln: ${why.replace(/[^\x20-\x7e]/g, '?')}\n`);
+      else res.destroy();
+    } catch { res.destroy(); }
+  }
+
+  private isKilnHost(url: string): boolean {
+    try { return (this.events.kilnHosts ?? []).includes(new URL(url).hostname); } catch { return false; }
+  }
+
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = req.url ?? '';
     const method = req.method ?? 'GET';
     if (!/^http:\/\//i.test(url)) {
       this.refuse(res, `${method} ${url}`, 400, `kiln's package proxy takes absolute http:// URLs (a proxy request), not "${url}"`);
+      return;
+    }
+    if (this.isKilnHost(url)) {
+      this.refuse(res, `${method} ${url}`, 502, `${url} is kiln's own HTTP server, which the guest reaches directly, not through the package proxy: it is neither recorded nor in a bundle; the guest's no_proxy must list ${new URL(url).hostname} (kiln sets no_proxy for shell provisioners; busybox wget ignores no_proxy: use wget -Y off)`);
       return;
     }
     if (method !== 'GET' && method !== 'HEAD') {
@@ -94,10 +136,12 @@ export class PackageProxy {
         .end(`kiln: ${url} is not in the recorded package set; record the build again (kiln build --record) and rebuild the bundle\n`);
       return;
     }
+    // blobPath checks the digest's form again; writeHead refuses a header with CR LF: both throw before anything is sent.
+    const blob = this.store.blobPath(hit.sha256);
     res.writeHead(hit.status, { ...hit.headers, 'content-length': String(hit.size), 'x-kiln-airgap': 'hit' });
     this.events.onServed?.(url, hit.status, 'recording');
     if (method === 'HEAD') { res.end(); return; }
-    createReadStream(this.store.blobPath(hit.sha256)).on('error', (e) => res.destroy(e)).pipe(res);
+    createReadStream(blob).on('error', (e) => { this.errors.push(`${method} ${url}: ${e.message}`); res.destroy(); }).pipe(res);
   }
 
   private record(url: string, method: string, req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
@@ -106,22 +150,29 @@ export class PackageProxy {
       for (const [k, v] of Object.entries(req.headers)) if (!conditionalHeaders.has(k) && v !== undefined) headers[k] = v;
       // Always a full GET upstream: a HEAD's later GET then finds the body recorded.
       const up = http.request(url, { method: 'GET', headers }, (upRes) => {
-        const status = upRes.statusCode ?? 502;
-        const kept: Record<string, string> = {};
-        for (const h of keptHeaders) { const v = upRes.headers[h]; if (typeof v === 'string') kept[h] = v; }
-        const length = upRes.headers['content-length'];
-        res.writeHead(status, { ...kept, ...(length ? { 'content-length': length } : {}) });
-        if (status >= 500) {
-          // A server error is not an answer worth replaying.
-          upRes.pipe(res);
-          upRes.on('end', resolve);
-          upRes.on('error', () => resolve());
-          return;
+        try {
+          const status = upRes.statusCode ?? 502;
+          const kept: Record<string, string> = {};
+          for (const h of keptHeaders) { const v = upRes.headers[h]; if (typeof v === 'string') kept[h] = v; }
+          const length = upRes.headers['content-length'];
+          res.writeHead(status, { ...kept, ...(length ? { 'content-length': length } : {}) });
+          if (status >= 500) {
+            // A server error is not an answer worth replaying.
+            upRes.pipe(res);
+            upRes.on('end', resolve);
+            upRes.on('error', () => resolve());
+            return;
+          }
+          this.store.add(url, status, kept, upRes, method === 'HEAD' ? undefined : (chunk) => res.write(chunk))
+            .then(() => { this.events.onServed?.(url, status, 'upstream'); res.end(); })
+            .catch((e: Error) => { res.destroy(e); })
+            .finally(resolve);
+        } catch (e) {
+          // An exception in this callback would be uncaught: answer 502 instead.
+          upRes.destroy();
+          this.failed(req, res, e);
+          resolve();
         }
-        this.store.add(url, status, kept, upRes, method === 'HEAD' ? undefined : (chunk) => res.write(chunk))
-          .then(() => { this.events.onServed?.(url, status, 'upstream'); res.end(); })
-          .catch((e: Error) => { res.destroy(e); })
-          .finally(resolve);
       });
       up.on('error', (e) => {
         this.refused.push(`${method} ${url}`);

@@ -11,6 +11,10 @@ import { PackageStore } from './store.js';
 export const GUEST_PROXY = { ip: '10.0.2.100', port: 3128 } as const;
 /** Offline, kiln's HTTP server (seeds, http_content) is at this guest address: guestfwd cannot use slirp's 10.0.2.2. */
 export const OFFLINE_HTTP_IP = '10.0.2.101';
+/** Where the guest finds kiln's HTTP server (slirp's host address, or OFFLINE_HTTP_IP): never through the proxy. */
+export const KILN_GUEST_HOSTS = ['10.0.2.2', OFFLINE_HTTP_IP] as const;
+/** The guest's no_proxy while recording or offline: loopback and kiln's HTTP server (${build.http_url}). */
+export const GUEST_NO_PROXY = ['localhost', '127.0.0.1', ...KILN_GUEST_HOSTS].join(',');
 
 export interface AirgapSessionOptions {
   mode: 'record' | 'replay';
@@ -18,7 +22,8 @@ export interface AirgapSessionOptions {
   storeDir?: string;
   blobsDir?: string;
   offline: boolean;
-  onMiss: (url: string) => void;
+  /** The build must stop with this error: a URL the bundle does not hold (AirgapMissError), HTTPS while recording (RecordingHttpsError). */
+  onFatal: (error: Error) => void;
   log: (message: string, level: 'info' | 'warn') => void;
 }
 
@@ -31,8 +36,10 @@ export interface AirgapSession {
 export async function startAirgapSession(o: AirgapSessionOptions): Promise<AirgapSession> {
   const store = o.storeDir ? new PackageStore(o.storeDir, o.blobsDir) : new PackageStore('/nonexistent-kiln-empty-set');
   const proxy = new PackageProxy(o.mode, store, {
-    onMiss: (url) => { o.log(`package proxy: ${url} is not in the recorded set`, 'warn'); o.onMiss(url); },
+    onMiss: (url) => { o.log(`package proxy: ${url} is not in the recorded set`, 'warn'); o.onFatal(new AirgapMissError(url)); },
     onRefused: (what, why) => o.log(`package proxy refused ${what}: ${why}`, 'warn'),
+    onFatal: (e) => o.onFatal(e),
+    kilnHosts: [...KILN_GUEST_HOSTS],
   });
   const port = await proxy.listen('127.0.0.1');
   return {

@@ -3,7 +3,7 @@
  * flags --record, --bundle FILE and --offline (prepareAirgap: which template to load, where outputs go,
  * and the package proxy the build's guest uses).
  */
-import { statSync } from 'node:fs';
+import { renameSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { loadTemplate, type LoadedTemplate } from '../template/load.js';
 import type { VariableInputs } from '../template/variables.js';
@@ -14,44 +14,53 @@ import { startAirgapSession, type AirgapSession } from '../airgap/session.js';
 import { packKiln } from '../airgap/kiln-pack.js';
 import { cacheDirFromEnv } from './env.js';
 
-export interface AirgapBuildArgs { record?: boolean; bundle?: string; offline?: boolean; recording?: string }
+export interface AirgapBuildArgs { record?: boolean; bundle?: string; offline?: boolean; recording?: string; sha256?: string; template?: string }
 
 export interface PreparedAirgap {
   /** From a bundle: the template and var-files to load (inside the unpacked bundle). */
   bundle?: OpenedBundle;
-  /** A bundle's outputs go where the template would put them, relative to the current directory instead of the unpacked tree. */
+  /** A bundle's outputs go where the template says, relative to the current directory instead of the template's place in the unpacked tree. */
   relocateOutputs(t: LoadedTemplate): void;
-  start(t: LoadedTemplate, onMiss: (url: string) => void, log: (message: string, level: 'info' | 'warn') => void): Promise<AirgapSession>;
+  start(t: LoadedTemplate, onFatal: (error: Error) => void, log: (message: string, level: 'info' | 'warn') => void): Promise<AirgapSession>;
 }
 
 export class AirgapUsageError extends Error {}
 
 /** undefined when no air-gap flag was given (a normal build). */
 export async function prepareAirgap(a: AirgapBuildArgs, cacheDir: string): Promise<PreparedAirgap | undefined> {
+  if (a.sha256 !== undefined && !a.bundle) throw new AirgapUsageError('--sha256 pins the bundle given with --bundle\n  fix: kiln build --bundle FILE --sha256 HEX');
   if (!a.record && !a.bundle && !a.offline) return undefined;
   if (a.record && (a.bundle || a.offline)) {
     throw new AirgapUsageError('--record fetches through the network and cannot be combined with --bundle or --offline\n  fix: record on a connected machine (kiln build --record TEMPLATE), then bundle and build offline from the bundle');
   }
-  const bundle = a.bundle ? await openBundle(path.resolve(a.bundle), cacheDir) : undefined;
+  if (a.bundle && a.template) {
+    throw new AirgapUsageError(`give a template or --bundle, not both: the bundle carries its own template, so ${a.template} would be ignored\n  fix: kiln build --bundle ${a.bundle} (or kiln build ${a.template} without --bundle)`);
+  }
+  const bundle = a.bundle ? await openBundle(path.resolve(a.bundle), cacheDir, { sha256: a.sha256 }) : undefined;
+  if (bundle && a.sha256 === undefined) {
+    process.stderr.write(`kiln: bundle ${a.bundle} (sha256 ${bundle.sha256}) is only self-consistent: no --sha256 pin says it is the one you meant, and its template's shell-local commands run on this host\n`);
+  }
   return {
     bundle,
     relocateOutputs(t) {
       if (!bundle) return;
+      // Relative to the template's folder in the tree, as output_directory is relative to the template.
+      const templateDir = path.dirname(bundle.template);
       for (const b of t.template.builds) {
         const out = b.output_directory;
-        if (out && (out + path.sep).startsWith(bundle.treeRoot + path.sep)) b.output_directory = path.resolve(process.cwd(), path.relative(bundle.treeRoot, out));
+        if (out && (out + path.sep).startsWith(bundle.treeRoot + path.sep)) b.output_directory = path.resolve(process.cwd(), path.relative(templateDir, out));
       }
     },
-    async start(t, onMiss, log) {
+    async start(t, onFatal, log) {
       if (a.record) {
         const dir = a.recording ? path.resolve(a.recording) : recordingDirFor(cacheDir, t.file);
         log(`recording the guest's downloads into ${dir}`, 'info');
-        return startAirgapSession({ mode: 'record', storeDir: dir, offline: false, onMiss, log });
+        return startAirgapSession({ mode: 'record', storeDir: dir, offline: false, onFatal, log });
       }
-      if (bundle) log(`offline build from bundle ${a.bundle}: ${bundle.manifest.members.length + 1} members verified, ${bundle.manifest.packages} recorded responses`, 'info');
+      if (bundle) log(`offline build from bundle ${a.bundle} (sha256 ${bundle.sha256}${a.sha256 ? ', as pinned' : ''}): ${bundle.unpacked ? `${bundle.manifest.members.length + 1} members verified` : 'unpacked before, reused'}, ${bundle.manifest.packages} recorded responses`, 'info');
       return startAirgapSession({
         mode: 'replay', storeDir: bundle?.manifest.packages ? bundle.packagesDir : undefined, blobsDir: bundle?.blobsDir,
-        offline: Boolean(a.offline), onMiss, log,
+        offline: Boolean(a.offline), onFatal, log,
       });
     },
   };
@@ -80,6 +89,10 @@ export async function bundleCommand(a: BundleArgs): Promise<number> {
   const started = performance.now();
   const w = await writeBundle({ template: t, varFiles, recordingDir, kilnTarball, output: a.output, cacheDir, force: a.force });
   const mib = (statSync(w.file).size / 2 ** 20).toFixed(1);
-  process.stdout.write(`wrote ${a.output}: ${mib} MiB, ${w.members} members (${w.manifest.tree.length} input files, ${w.manifest.packages} recorded responses${kilnTarball ? ', kiln.tgz' : ''}) in ${((performance.now() - started) / 1000).toFixed(1)} s\nsha256 ${w.sha256}\n`);
+  // The pin, in sha256sum's format, beside the bundle: carry it (or the printed line) separately to check the copy offline.
+  const pinFile = `${w.file}.sha256`;
+  writeFileSync(`${pinFile}.tmp`, `${w.sha256}  ${path.basename(w.file)}\n`);
+  renameSync(`${pinFile}.tmp`, pinFile);
+  process.stdout.write(`wrote ${a.output}: ${mib} MiB, ${w.members} members (${w.manifest.tree.length} input files, ${w.manifest.packages} recorded responses${kilnTarball ? ', kiln.tgz' : ''}) in ${((performance.now() - started) / 1000).toFixed(1)} s\nsha256 ${w.sha256} (also in ${a.output}.sha256)\nbuild it elsewhere with: kiln build --bundle ${path.basename(a.output)} --sha256 ${w.sha256} --offline\n`);
   return 0;
 }

@@ -1,6 +1,7 @@
-/** `kiln cache ls|prune|rm`: look into and trim the layer cache (see src/cache/layers.ts). */
+/** `kiln cache ls|prune|rm`: look into and trim the layer cache (see src/cache/layers.ts) and the unpacked bundles (src/airgap/unpacked.ts). */
 import { cacheDirFromEnv } from './env.js';
 import { LayerStore, type LayerMeta } from '../cache/layers.js';
+import { listUnpackedBundles, pruneUnpackedBundles, type UnpackedBundle } from '../airgap/unpacked.js';
 import { formatBytes, parseSize } from '../template/units.js';
 
 export interface CacheArgs { action: 'ls' | 'prune' | 'rm'; key?: string; 'keep-size'?: string; json?: boolean }
@@ -22,22 +23,36 @@ function resolveKey(store: LayerStore, prefix: string): LayerMeta {
   return matches[0]!;
 }
 
+const bundleBytes = (bundles: UnpackedBundle[]) => bundles.reduce((n, b) => n + b.bytes, 0);
+
+function printBundles(bundles: UnpackedBundle[], out: (s: string) => void): void {
+  if (!bundles.length) return;
+  out(`\nunpacked bundles (kiln build --bundle; unpacked again from the bundle when needed):\n`);
+  for (const b of bundles) out(`${b.sha256.slice(0, 12)}  ${formatBytes(b.bytes).padEnd(9)}  ${age(b.lastUsed).padEnd(9)}  ${b.inUse ? 'in use' : b.sha256.startsWith('.partial') ? 'partial (left by a killed kiln)' : ''}\n`);
+}
+
 export async function cacheCommand(args: CacheArgs): Promise<number> {
-  const store = new LayerStore(cacheDirFromEnv());
+  const cacheDir = cacheDirFromEnv();
+  const store = new LayerStore(cacheDir);
   const out = (s: string) => process.stdout.write(s);
   switch (args.action) {
     case 'ls': {
       const layers = store.list().sort((a, b) => a.created.localeCompare(b.created));
+      const bundles = listUnpackedBundles(cacheDir);
       if (args.json) {
-        out(JSON.stringify({ directory: store.dir, total_bytes: store.totalBytes(), layers: layers.map((m) => ({ ...m, last_used: store.lastUsed(m.key).toISOString() })) }, null, 2) + '\n');
+        out(JSON.stringify({
+          directory: store.dir, total_bytes: store.totalBytes(), layers: layers.map((m) => ({ ...m, last_used: store.lastUsed(m.key).toISOString() })),
+          bundles: bundles.map((b) => ({ sha256: b.sha256, directory: b.dir, bytes: b.bytes, last_used: b.lastUsed.toISOString(), in_use: b.inUse })),
+        }, null, 2) + '\n');
         return 0;
       }
-      if (!layers.length) { out(`no layers in ${store.dir}\n`); return 0; }
+      if (!layers.length) { out(`no layers in ${store.dir}\n`); printBundles(bundles, out); return 0; }
       const rows = layers.map((m) => [m.key.slice(0, 12), m.parent ? m.parent.slice(0, 12) : (m.backing ?? '-').slice(0, 17), formatBytes(m.size), age(store.lastUsed(m.key)), `${m.build} ${m.final ? 'final' : `#${m.provisioner}`}`, m.description]);
       const head = ['KEY', 'PARENT', 'SIZE', 'LAST USED', 'BUILD', 'PROVISIONER'];
       const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
       for (const r of [head, ...rows]) out(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ') + '\n');
       out(`${layers.length} layer${layers.length === 1 ? '' : 's'}, ${formatBytes(store.totalBytes())} in ${store.dir} (base images included)\n`);
+      printBundles(bundles, out);
       return 0;
     }
     case 'rm': {
@@ -53,10 +68,13 @@ export async function cacheCommand(args: CacheArgs): Promise<number> {
       if (args['keep-size'] === undefined) throw new Error('kiln cache prune needs --keep-size\n  fix: e.g. kiln cache prune --keep-size 20G (least recently used layers go first)');
       let keep: number;
       try { keep = parseSize(args['keep-size']); } catch (e) { throw new Error(`--keep-size: ${(e as Error).message}`); }
-      const before = store.totalBytes();
-      const removed = store.prune(keep);
-      const after = store.totalBytes();
-      out(`removed ${removed.length} layer${removed.length === 1 ? '' : 's'}; ${formatBytes(before)} -> ${formatBytes(after)}${after > keep ? ` (layers in use by running builds are kept)` : ''}\n`);
+      const before = store.totalBytes() + bundleBytes(listUnpackedBundles(cacheDir));
+      // Unpacked bundles go first (kiln unpacks them again from the bundle), then layers with what is left of the budget.
+      const removedBundles = pruneUnpackedBundles(cacheDir, Math.max(0, keep - store.totalBytes()));
+      const removed = store.prune(Math.max(0, keep - bundleBytes(listUnpackedBundles(cacheDir))));
+      const after = store.totalBytes() + bundleBytes(listUnpackedBundles(cacheDir));
+      const bundlesSaid = removedBundles.length ? ` and ${removedBundles.length} unpacked bundle${removedBundles.length === 1 ? '' : 's'}` : '';
+      out(`removed ${removed.length} layer${removed.length === 1 ? '' : 's'}${bundlesSaid}; ${formatBytes(before)} -> ${formatBytes(after)}${after > keep ? ` (layers and bundles in use by running builds are kept)` : ''}\n`);
       return 0;
     }
   }
