@@ -19,7 +19,6 @@ import { cacheCommand, type CacheArgs } from './cache.js';
 import { importTemplate } from './import.js';
 import { publishCommand } from './publish.js';
 import { bundleCommand, prepareAirgap, type AirgapBuildArgs, type BundleArgs } from './bundle.js';
-import { AirgapMissError } from '../airgap/session.js';
 
 class UsageError extends Error {}
 
@@ -118,7 +117,8 @@ async function buildCommand(argv: Common & {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  const airgapSession = await airgap?.start(t, (url) => { if (!controller.signal.aborted) controller.abort(new AirgapMissError(url)); },
+  // A URL the bundle lacks (offline) or HTTPS while recording fails the build at once, with the proxy's error.
+  const airgapSession = await airgap?.start(t, (error) => { if (!controller.signal.aborted) controller.abort(error); },
     (message, level) => render({ type: 'log', build: builds[0]?.name ?? 'kiln', level, message, time: new Date().toISOString() }));
   try {
     const prompt = terminalPrompt(controller.signal);
@@ -165,6 +165,7 @@ export async function main(args: string[]): Promise<number> {
       .option('bundle', { type: 'string', requiresArg: true, describe: 'build from a bundle (kiln bundle): verified, unpacked into the cache; the guest\'s downloads come from its recording' })
       .option('offline', { type: 'boolean', default: false, describe: 'the guest reaches nothing but kiln (QEMU restrict=on); a download not in the bundle fails the build at once' })
       .option('recording', { type: 'string', requiresArg: true, describe: 'with --record: the recording directory (default: in the cache, per template)' })
+      .option('sha256', { type: 'string', requiresArg: true, describe: 'with --bundle: the bundle\'s SHA-256 as kiln bundle printed it; a different bundle is refused before anything in it is read' })
       .option('force', { type: 'boolean', default: false, describe: 'replace existing output directories' })
       .option('only', { type: 'string', requiresArg: true, describe: 'run only these builds (repeatable, or comma-separated as in Packer)' })
       .option('except', { type: 'string', requiresArg: true, describe: 'skip these builds (repeatable, or comma-separated)' })

@@ -17,7 +17,7 @@ export function tarOf(members: CraftedMember[]): Promise<Buffer> {
   const done = new Promise<Buffer>((resolve, reject) => { pack.on('end', () => resolve(Buffer.concat(chunks))); pack.on('error', reject); });
   for (const m of members) {
     const type = m.type ?? 'file';
-    const header: tar.Header = { name: m.name, type, linkname: m.linkname ?? "", size: type === 'file' ? (m.body ?? Buffer.alloc(0)).length : 0, mode: 0o644, mtime: new Date(0) };
+    const header: tar.Header = { name: m.name, type, linkname: m.linkname ?? "", size: type === 'file' ? (m.body ?? Buffer.alloc(0)).length : 0, mode: 0o644, mtime: new Date(0), uid: 0, gid: 0, uname: "", gname: "", devmajor: 0, devminor: 0 };
     if (type === 'file') pack.entry(header, m.body ?? Buffer.alloc(0));
     else (pack.entry(header) as unknown as NodeJS.WritableStream).end();
   }
