@@ -7,6 +7,8 @@
  */
 import { open as openLocal, type FileHandle } from 'node:fs/promises';
 import type { SFTPWrapper } from 'ssh2';
+import { formatBytes } from '../template/units.js';
+import { DownloadLimitError, DownloadRefusedError } from './download-guard.js';
 
 /** Bytes so far and the whole size (undefined while unknown), over everything one call transfers. */
 export type TransferProgress = (done: number, total: number | undefined) => void;
@@ -106,27 +108,32 @@ async function readFully(file: FileHandle, buffer: Buffer, position: number): Pr
 }
 
 /**
- * Reads `remote` into the local file `local` (created or truncated) with many reads in flight up to
- * the size the server reports, then on one at a time until end of file: a file that grew, or one
- * that reports no size (/proc), comes whole.
+ * Reads `remote` into the local file `local` (created or truncated) with many reads in flight, up to
+ * the size the server reports when it is opened, and never more than `maxBytes`. A file that reports
+ * no size (/proc, /sys) is then read on to its end, up to `maxBytes`; one that reported a size and has
+ * more data past it grew while read: that fails, as its copy would be of no moment in particular.
  */
 export async function parallelGet(
   sftp: SFTPWrapper, remote: string, local: string, halt: AbortSignal, onBytes: (n: number, total: number | undefined) => void,
+  maxBytes: number = Number.POSITIVE_INFINITY,
 ): Promise<void> {
   halt.throwIfAborted();
   const handle = await call<Handle>((cb) => sftp.open(remote, 'r', cb));
   const file = await openLocal(local, 'w');
   try {
     const size = (await call<{ size?: number }>((cb) => sftp.fstat(handle, cb)).catch(() => ({ size: 0 }))).size ?? 0;
+    if (size > maxBytes) throw new DownloadLimitError(`${remote} is ${formatBytes(size)}, over the limit of ${formatBytes(maxBytes)}`, 'bytes', maxBytes, size);
     let offset = 0;
     let short: number | undefined; // where the file turned out to end, if before `size`
-    const readAt = async (position: number, length: number): Promise<number> => {
+    const readAt = async (position: number, length: number): Promise<Buffer> => {
       const buffer = Buffer.allocUnsafe(length);
       const got = await call<number>((cb) => sftp.read(handle, buffer, 0, length, position, (e, n) => cb(e, n)));
       halt.throwIfAborted();
-      if (got > 0) await file.write(buffer, 0, got, position);
-      onBytes(got, size || undefined);
-      return got;
+      return buffer.subarray(0, got);
+    };
+    const keep = async (data: Buffer, position: number) => {
+      if (data.length > 0) await file.write(data, 0, data.length, position);
+      onBytes(data.length, size || undefined);
     };
     await lanes(Math.min(requestsInFlight, Math.max(1, Math.ceil(size / requestSize))), halt, () => {
       if (offset >= size || short !== undefined) return false;
@@ -136,9 +143,10 @@ export async function parallelGet(
       return (async () => {
         // A server may answer with less than asked: read the rest of this piece before moving on.
         for (let done = 0; done < length;) {
-          const got = await readAt(position + done, length - done);
-          if (got === 0) { short = Math.min(short ?? Infinity, position + done); return false; }
-          done += got;
+          const data = await readAt(position + done, length - done);
+          await keep(data, position + done);
+          if (data.length === 0) { short = Math.min(short ?? Infinity, position + done); return false; }
+          done += data.length;
         }
         return true;
       })();
@@ -149,9 +157,12 @@ export async function parallelGet(
     }
     for (let position = size; ;) {
       halt.throwIfAborted();
-      const got = await readAt(position, requestSize);
-      if (got === 0) break;
-      position += got;
+      const data = await readAt(position, requestSize);
+      if (data.length === 0) break;
+      if (size > 0) throw new DownloadRefusedError(`${remote} grew while it was read: it had ${size} bytes when opened, and more followed; stop what writes it first, or copy it in the guest (cp in a shell provisioner) and download the copy`);
+      if (position + data.length > maxBytes) throw new DownloadLimitError(`${remote} reports no size and goes on past the limit of ${formatBytes(maxBytes)}`, 'bytes', maxBytes, position + data.length);
+      await keep(data, position);
+      position += data.length;
     }
   } finally {
     await file.close();

@@ -2,38 +2,20 @@
  * The SSH communicator: one connection per build reused for every command and transfer (Packer opens
  * several sessions per shell provisioner), host key checked against what kiln expects.
  */
-import { createReadStream, createWriteStream, mkdirSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { Transform, type Readable, type Writable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import net from 'node:net';
 import ssh2 from 'ssh2';
 import type { ClientChannel, ConnectConfig, SFTPWrapper } from 'ssh2';
 import { fingerprintOf } from './keys.js';
-import { inOwnProcessGroup, killProcessGroupCommand, ProcessGroupReport, shellQuote, type ExecOptions } from './remote-command.js';
+import { inOwnProcessGroup, killProcessGroupCommand, ProcessGroupReport, type ExecOptions } from './remote-command.js';
 import { formatBytes } from '../template/units.js';
 import { filesInFlight, parallelGet, parallelPut, type TransferProgress } from './sftp-parallel.js';
-import { archiveCommand, extractCommand, failureMarker, leafDirectories, maxCommandLength, parseProbe, probeCommand, writeFileCommand } from './stream-transfer.js';
+import { archiveCommand, extractCommand, leafDirectories, maxCommandLength, parseProbe, probeCommand } from './stream-transfer.js';
+import { defaultMaxDownloadBytes, DownloadLimitError, DownloadRefusedError, maxDownloadEntries } from './download-guard.js';
 import { extractTo, mergeInto, packTree, walkLocal } from './tar-io.js';
-
-/**
- * Files from this size up would go through an exec channel (see stream-transfer.ts). Measured on the
- * Debian guest at load 1-2 (bench, BENCH_ONLY=transfers): SFTP with 64 requests in flight was as fast
- * or faster — 64 MiB up 5.7 s vs 7.0 s streamed (scp 8.3 s), down 8.0 s vs 8.7 s (scp 8.3 s), 1 MiB
- * 0.3 s vs 1.3 s — so single files stay on SFTP; folders (one tar stream) are where streams win.
- */
-export const streamThreshold = Number.POSITIVE_INFINITY;
-
-/** A pass-through that reports each chunk's size; `from` (if given) is piped in, its errors passed on. */
-function counting(from: Readable | undefined, onBytes: (n: number) => void): Transform {
-  const t = new Transform({ transform(c: Buffer, _e, cb) { onBytes(c.length); cb(null, c); } });
-  if (from) {
-    from.once('error', (e) => t.destroy(e));
-    t.once('close', () => from.destroy());
-    from.pipe(t);
-  }
-  return t;
-}
 
 /** A channel's input and output as byte streams (transfers), beside ExecOptions' text callbacks. */
 export type ChannelIo = ExecOptions & { input?: Readable; output?: Writable };
@@ -52,6 +34,17 @@ export interface SshTarget {
 }
 
 export class HostKeyMismatchError extends Error {}
+
+type RemoteStat = { isDirectory(): boolean; isFile(): boolean; isCharacterDevice(): boolean; isBlockDevice(): boolean; isFIFO(): boolean; isSocket(): boolean; size: number };
+
+/** What a guest path that is neither a file nor a folder is, for an error message. */
+function kindOf(st: RemoteStat): string {
+  if (st.isCharacterDevice()) return 'a character device';
+  if (st.isBlockDevice()) return 'a block device';
+  if (st.isFIFO()) return 'a FIFO';
+  if (st.isSocket()) return 'a socket';
+  return 'of another kind';
+}
 
 /** The SSH connection went away under a command or transfer (guest rebooted, powered off, sshd killed). */
 export class ConnectionLostError extends Error {}
@@ -220,22 +213,26 @@ export class SshSession {
 
   /**
    * Tells a lost connection from an error the server reported (those carry an SFTP status code); ssh2
-   * fails a transfer a moment before it reports the connection closed.
+   * fails a transfer a moment before it reports the connection closed. What kiln refused of a download
+   * keeps its class (the provisioner names the setting that raises a limit).
    */
   private async transferError(what: string, e: Error, progress: string): Promise<Error> {
+    if (e instanceof DownloadRefusedError) { e.message = `${what} failed: ${e.message}`; return e; }
     if (typeof (e as Error & { code?: unknown }).code !== 'number') await Promise.race([this.closed, sleep(1000)]);
     if (!this.connected) return new ConnectionLostError(`${what} failed: the SSH connection was lost (${progress})`);
     return new Error(`${what} failed: ${e.message} (${progress})`);
   }
 
   /**
-   * How files move: 'auto' streams files from streamThreshold up and whole folders over exec channels
-   * when the guest can (see stream-transfer.ts), SFTP otherwise; 'sftp' always uses SFTP (the bench
-   * compares the two).
+   * How folders move: 'auto' as one tar stream over an exec channel when the guest can (see
+   * stream-transfer.ts), by SFTP otherwise; 'sftp' always by SFTP (the bench compares the two). Single
+   * files always go by SFTP: with many requests in flight it measured as fast as a stream through
+   * `cat` or faster (Debian guest, load 1-2: 64 MiB up 5.7 s vs 7.0 s, down 8.0 s vs 8.7 s, 1 MiB
+   * 0.3 s vs 1.3 s).
    */
   transferMode: 'auto' | 'sftp' = 'auto';
   /** How the last upload or download went (for logs, and for tests to see which path ran). */
-  lastTransferVia?: 'exec stream' | 'tar stream' | 'SFTP';
+  lastTransferVia?: 'tar stream' | 'SFTP';
   private streamable?: Promise<boolean>;
 
   /** Whether the guest takes exec-channel transfers: asked once per session; no exec, no tar: SFTP. */
@@ -250,10 +247,10 @@ export class SshSession {
   }
 
   /**
-   * Runs one exec-channel transfer; stderr becomes the error's message (the guest's own, marked with
-   * failureMarker, or the tool's). Resolves with the exit code for the caller to read (3 and 4 mean
-   * "take the other path"); a stop rejects with the signal's reason, a dropped connection with
-   * ConnectionLostError.
+   * Runs one exec-channel transfer; the last lines of stderr become the error's message. Resolves with
+   * the exit code for the caller to read (3: the guest's source is not a folder); a stop rejects with
+   * the signal's reason, a dropped connection with ConnectionLostError, a failure of `output` (an
+   * unsafe tar entry, a limit) with that failure.
    */
   private async streamTransfer(what: string, progress: () => string, command: string, io: { input?: Readable; output?: Writable }, signal?: AbortSignal): Promise<number> {
     let err = '';
@@ -266,31 +263,18 @@ export class SshSession {
       throw await this.transferError(what, e as Error, progress());
     }
     if (r.disconnected) throw new ConnectionLostError(`${what} failed: the SSH connection was lost (${progress()})`);
-    if (r.exitCode === 0 || r.exitCode === 3 || r.exitCode === 4) return r.exitCode;
-    const message = err.split('\n').map((l) => l.replace(failureMarker, '').trim()).filter(Boolean).slice(-3).join('; ');
+    if (r.exitCode === 0 || r.exitCode === 3) return r.exitCode;
+    const message = err.split('\n').map((l) => l.trim()).filter(Boolean).slice(-3).join('; ');
     throw new Error(`${what} failed: ${message || `exit status ${r.exitCode ?? r.signal}`} (${progress()})`);
   }
 
-  /**
-   * Uploads one file: from streamThreshold up through `cat` on an exec channel into a partial file
-   * beside the destination, renamed once its byte count is right (see writeFileCommand); smaller files,
-   * guests without a shell's tools, and destinations whose folder kiln cannot write a partial into go
-   * by SFTP with many write requests in flight (see parallelPut).
-   */
+  /** Uploads one file by SFTP with many write requests in flight (see parallelPut). */
   async uploadFile(local: string, remote: string, mode?: number, signal?: AbortSignal, onProgress?: TransferProgress): Promise<void> {
     const total = statSync(local).size;
     let sent = 0;
     const what = `uploading ${local} to ${remote}`;
     const progress = () => `${formatBytes(sent)} of ${formatBytes(total)} sent`;
     signal?.throwIfAborted();
-    if (total >= streamThreshold && await this.canStream()) {
-      // Counted as it is taken from the file; a 'data' listener on the file itself would start it flowing before the channel is there to take it.
-      const file = createReadStream(local, { highWaterMark: 1 << 20 });
-      const input = counting(file, (n) => { sent += n; onProgress?.(sent, total); });
-      const code = await this.streamTransfer(what, progress, writeFileCommand(remote, total, mode ?? 0o666), { input }, signal);
-      if (code === 0) { this.lastTransferVia = 'exec stream'; return; }
-      sent = 0; // 4: no partial file can be made beside the destination; SFTP may still write it
-    }
     await this.transfer(what, progress, (sftp, _stream, halt) =>
       parallelPut(sftp, local, remote, total, mode, halt, (n) => { sent += n; onProgress?.(sent, total); }), signal);
     this.lastTransferVia = 'SFTP';
@@ -313,7 +297,11 @@ export class SshSession {
    */
   async upload(local: string, remote: string, signal?: AbortSignal, onProgress?: TransferProgress): Promise<number> {
     const st = statSync(local);
-    if (st.isFile()) { await this.uploadFile(local, remote, st.mode & 0o777, signal, onProgress); return 1; }
+    if (st.isFile()) {
+      // "dir/" names a folder to put the file into, as Packer reads it.
+      await this.uploadFile(local, remote.endsWith('/') ? remote + path.basename(local) : remote, st.mode & 0o777, signal, onProgress);
+      return 1;
+    }
     const target = local.endsWith('/') ? remote : path.posix.join(remote, path.basename(local));
     const tree = walkLocal(local);
     let sent = 0;
@@ -350,73 +338,71 @@ export class SshSession {
   }
 
   /** The remote path's attributes, or undefined when SFTP cannot say (the transfer then reports why). */
-  private async remoteStat(remote: string): Promise<{ isDirectory(): boolean; isFile(): boolean; size: number } | undefined> {
+  private async remoteStat(remote: string): Promise<RemoteStat | undefined> {
     const sftp = await this.sftp().catch(() => undefined);
     if (!sftp) return undefined;
     return new Promise((resolve) => sftp.stat(remote, (err, attrs) => resolve(err ? undefined : attrs)));
   }
 
   /**
-   * Downloads a file, or a directory (as upload: "dir" lands as `local`/dir, "dir/" fills `local`).
-   * Writes beside the destination and renames when complete, so a lost connection leaves nothing
-   * partial. Directories come as a tar stream (`tar -c` in the guest), extracted without letting an
-   * entry out of the destination; big files through `cat`; small ones by SFTP with many reads in
-   * flight (see parallelGet).
+   * Downloads a file, or a directory (as upload: "dir" lands as `local`/dir, "dir/" fills `local`). A
+   * `local` ending in "/" or naming an existing folder receives the file under its own name, the
+   * folder made if missing (Packer's reading of a trailing slash). Writes beside the destination and
+   * renames when complete, so a failure leaves nothing partial (nor the folders kiln made for it).
+   * Directories come as a tar stream (`tar -c` in the guest), extracted without letting an entry out of
+   * the destination; files by SFTP with many reads in flight (see parallelGet). At most `maxBytes` are
+   * written, and no mode the guest should not choose (see download-guard.ts).
    */
-  async download(remote: string, local: string, signal?: AbortSignal, onProgress?: TransferProgress): Promise<void> {
+  async download(remote: string, local: string, signal?: AbortSignal, onProgress?: TransferProgress, maxBytes = defaultMaxDownloadBytes): Promise<void> {
     signal?.throwIfAborted();
     const st = await this.remoteStat(remote);
-    const streams = st !== undefined && await this.canStream();
+    const intoFolder = local.endsWith('/') || statSync(local, { throwIfNoEntry: false })?.isDirectory() === true;
     if (st?.isDirectory()) {
-      if (!streams) throw new Error(`downloading ${remote} to ${local} failed: it is a directory, and the guest has no tar (or no shell) to send it with`);
       const target = remote.endsWith('/') ? local : path.join(local, path.posix.basename(remote));
-      await this.downloadTree(remote, target, signal, onProgress);
+      await this.downloadTree(remote, target, signal, onProgress, maxBytes);
       return;
     }
-    mkdirSync(path.dirname(local), { recursive: true });
-    const partial = `${local}.kiln-partial-${process.pid}`;
+    const dest = intoFolder ? path.join(local, path.posix.basename(remote)) : local;
+    const what = `downloading ${remote} to ${dest}`;
+    if (st && !st.isFile()) throw new Error(`${what} failed: it is ${kindOf(st)}, not a regular file or a folder, which are all kiln downloads (a device such as /dev/zero never ends)`);
+    if (st && st.size > maxBytes) throw new DownloadLimitError(`${what} failed: ${remote} is ${formatBytes(st.size)}, over the limit of ${formatBytes(maxBytes)}`, 'bytes', maxBytes, st.size);
+    const made = mkdirSync(path.dirname(path.resolve(dest)), { recursive: true });
+    const partial = `${dest}.kiln-partial-${process.pid}`;
     let received = 0;
-    const what = `downloading ${remote} to ${local}`;
-    const progress = () => `${formatBytes(received)} received`;
     try {
-      if (streams && st!.isFile() && st!.size >= streamThreshold) {
-        const total = st!.size;
-        const output = createWriteStream(partial);
-        const written = new Promise<void>((resolve, reject) => { output.once('close', resolve); output.once('error', reject); });
-        written.catch(() => undefined);
-        const counter = counting(undefined, (n) => { received += n; onProgress?.(received, total); });
-        counter.pipe(output);
-        await this.streamTransfer(what, progress, `exec cat -- ${shellQuote(remote)}`, { output: counter }, signal);
-        await written;
-        this.lastTransferVia = 'exec stream';
-      } else {
-        await this.transfer(what, progress, (sftp, _stream, halt) =>
-          parallelGet(sftp, remote, partial, halt, (n, total) => { received += n; onProgress?.(received, total); }), signal);
-        this.lastTransferVia = 'SFTP';
-      }
-      renameSync(partial, local);
+      await this.transfer(what, () => `${formatBytes(received)} received`, (sftp, _stream, halt) =>
+        parallelGet(sftp, remote, partial, halt, (n, total) => { received += n; onProgress?.(received, total); }, maxBytes), signal);
+      renameSync(partial, dest);
+      this.lastTransferVia = 'SFTP';
+    } catch (e) {
+      if (made) rmSync(made, { recursive: true, force: true });
+      throw e;
     } finally {
       rmSync(partial, { force: true });
     }
   }
 
   /** A guest folder as one tar stream into `<target>.kiln-partial-<pid>`, then moved into `target`. */
-  private async downloadTree(remote: string, target: string, signal?: AbortSignal, onProgress?: TransferProgress): Promise<void> {
-    mkdirSync(path.dirname(target), { recursive: true });
+  private async downloadTree(remote: string, target: string, signal: AbortSignal | undefined, onProgress: TransferProgress | undefined, maxBytes: number): Promise<void> {
+    const what = `downloading ${remote} to ${target}`;
+    if (!await this.canStream()) throw new Error(`${what} failed: it is a directory, and the guest has no tar (or no shell) to send it with`);
+    const made = mkdirSync(path.dirname(path.resolve(target)), { recursive: true });
     const partial = `${target}.kiln-partial-${process.pid}`;
     rmSync(partial, { recursive: true, force: true });
     mkdirSync(partial);
     let received = 0;
-    const what = `downloading ${remote} to ${target}`;
     try {
-      const output = extractTo(partial, (n) => { received += n; onProgress?.(received, undefined); });
+      const { output, finish } = extractTo(partial, (n) => { received += n; onProgress?.(received, undefined); }, { maxBytes, maxEntries: maxDownloadEntries });
       const extracted = new Promise<void>((resolve, reject) => { output.once('close', resolve); output.once('error', reject); });
       extracted.catch(() => undefined);
-      await this.streamTransfer(what, () => `${formatBytes(received)} received`, archiveCommand(remote, true), { output }, signal);
+      const code = await this.streamTransfer(what, () => `${formatBytes(received)} received`, archiveCommand(remote, true), { output }, signal);
+      if (code === 3) throw new Error(`${what} failed: ${remote} is no longer a folder`);
       await extracted;
+      await finish();
       await mergeInto(partial, target);
       this.lastTransferVia = 'tar stream';
     } catch (e) {
+      if (made) rmSync(made, { recursive: true, force: true });
       if (signal?.aborted) throw signal.reason;
       if (e instanceof Error && !e.message.startsWith(what)) e.message = `${what} failed: ${e.message}`;
       throw e;

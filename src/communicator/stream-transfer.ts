@@ -1,50 +1,19 @@
 /**
- * Transfers over an exec channel instead of SFTP: one byte stream into (or out of) a command in the
- * guest, no request/reply round trips. A file goes through `cat` into a temporary name beside the
- * destination, whose size is checked before it is renamed into place; a directory goes as one tar
- * stream (`tar -x` in the guest), so a thousand small files cost one stream, not a thousand opens,
- * writes and closes. This file holds the pure parts: the guest's shell commands, the checks on tar
- * entries read from a guest, and the progress throttle.
+ * Folder transfers over an exec channel instead of SFTP: one tar stream into `tar -x` in the guest (or
+ * out of `tar -c`), so a thousand small files cost one stream, not a thousand opens, writes and
+ * closes. Single files go by SFTP (see sftp-parallel.ts), which measured as fast. This file holds the
+ * pure parts: the guest's shell commands, the checks on tar entries read from a guest, and the
+ * progress throttle.
  */
 import path from 'node:path';
 import { shellQuote } from './remote-command.js';
 
 /** Asks whether the guest has what the stream path needs (busybox's applets will do). */
-export const probeCommand = 'for t in tar cat wc tr mv chmod mkdir; do command -v $t >/dev/null 2>&1 || exit 1; done; echo kiln-stream-ok';
+export const probeCommand = 'for t in tar mkdir; do command -v $t >/dev/null 2>&1 || exit 1; done; echo kiln-stream-ok';
 
 /** Reads the probe's output; anything unexpected (a shell that is not POSIX) means SFTP only. */
 export function parseProbe(stdout: string): boolean {
   return stdout.split('\n').some((l) => l.trim() === 'kiln-stream-ok');
-}
-
-/** Marks the guest's own failure messages (on stderr) apart from the tools' output. */
-export const failureMarker = 'kiln-transfer-failed: ';
-
-/**
- * Writes stdin to `destination`: into `<destination>.kiln-partial-XXXXXX` beside it, then checks the
- * byte count, sets `mode` and renames into place. On any failure, a stop (SIGTERM to the process
- * group) or a dropped connection (stdin ends early: the count is short) the partial is removed and
- * the destination is left as it was. The file belongs to the SSH user, as with SFTP. Exits 4, having
- * read nothing, when no partial can be made there: the caller falls back to SFTP.
- */
-export function writeFileCommand(destination: string, size: number, mode: number): string {
-  const d = shellQuote(destination);
-  const m = (mode & 0o7777).toString(8).padStart(4, '0');
-  return [
-    `d=${d}`,
-    `if [ -d "$d" ]; then echo "${failureMarker}$d is a directory" >&2; exit 1; fi`,
-    // mktemp -p is not in every busybox; a name from the shell's pid is unique enough beside the destination.
-    't="$d.kiln-partial-$$"',
-    `trap 'rm -f "$t" 2>/dev/null' EXIT`,
-    "trap 'exit 143' TERM INT HUP PIPE",
-    // No partial beside it (a folder kiln cannot write, or none): exit 4 lets SFTP try, and say why.
-    '( umask 077; : > "$t" ) 2>/dev/null || exit 4',
-    'cat > "$t" || exit 1',
-    'n=$(wc -c < "$t" | tr -d " ")',
-    `if [ "$n" != ${size} ]; then echo "${failureMarker}received $n of ${size} bytes" >&2; exit 1; fi`,
-    `chmod ${m} "$t" && mv -f "$t" "$d" || exit 1`,
-    'trap - EXIT',
-  ].join('\n');
 }
 
 /**

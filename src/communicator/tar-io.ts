@@ -1,7 +1,8 @@
 /**
  * The host's side of directory transfers as tar streams: a local folder packed as it is read (files
  * in 1 MiB chunks with backpressure, never held in memory), and a guest's archive extracted into a
- * folder without letting any entry land outside it (see safeEntryPath, linkStaysInside).
+ * folder without letting any entry land outside it (see safeEntryPath, linkStaysInside), nor take
+ * more than its limits, nor give the host a mode the guest should not choose (see download-guard.ts).
  */
 import { createReadStream, createWriteStream, readdirSync, statSync } from 'node:fs';
 import { chmod, link, lstat, mkdir, readdir, realpath, rename, rm, symlink } from 'node:fs/promises';
@@ -9,6 +10,7 @@ import path from 'node:path';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tarStream from 'tar-stream';
+import { DownloadBudget, hostMode, unlimited, type DownloadLimits } from './download-guard.js';
 import { linkStaysInside, safeEntryPath, UnsafeEntryError } from './stream-transfer.js';
 
 export interface LocalTree {
@@ -82,14 +84,25 @@ async function* coalesce(source: AsyncIterable<unknown>, limit: number): AsyncGe
   if (size > 0) yield Buffer.concat(parts);
 }
 
+/** A guest's archive being extracted: write the tar stream to `output`; once it has closed, `finish()`. */
+export interface Extraction {
+  output: Writable;
+  /** Gives the folders their modes (kept writable until then, so their files could be written). */
+  finish(): Promise<void>;
+}
+
 /**
- * A writable that extracts a tar stream into `root` (which must exist): folders, regular files with
- * their modes, symbolic links that stay inside, hard links to files already extracted. Devices, FIFOs
- * and the like are skipped. An entry that would land outside `root` fails the stream with
- * UnsafeEntryError; so does one whose folder turns out (through a link) to lead outside.
+ * Extracts a tar stream into `root` (which must exist): folders, regular files, symbolic links that
+ * stay inside, hard links to files already extracted. Devices, FIFOs and the like are skipped. Modes
+ * are the guest's through hostMode (no setuid/setgid/sticky, no world-write, the host's umask). An
+ * entry that would land outside `root` fails the stream with UnsafeEntryError; so does one whose folder
+ * turns out (through a link) to lead outside. An entry past `limits` fails it with DownloadLimitError
+ * before any of it is written.
  */
-export function extractTo(root: string, onBytes: (n: number) => void): Writable {
+export function extractTo(root: string, onBytes: (n: number) => void, limits: DownloadLimits = unlimited, umask = process.umask()): Extraction {
   const extract = tarStream.extract();
+  const budget = new DownloadBudget(limits);
+  const folderModes = new Map<string, number>();
   let realRoot: string | undefined;
   const inside = async (rel: string): Promise<string> => {
     // The entry's folder, resolved through any links already extracted, must still be under root.
@@ -102,10 +115,11 @@ export function extractTo(root: string, onBytes: (n: number) => void): Writable 
   extract.on('entry', (header, stream, next) => {
     void (async () => {
       const rel = safeEntryPath(header.name);
+      budget.admit(rel || '.', header.size ?? 0);
       const dest = path.join(root, rel);
       if (header.type === 'directory') {
-        if (rel !== '') { await inside(rel); await mkdir(dest, { recursive: true }); }
-        await chmod(dest, (header.mode ?? 0o755) & 0o777);
+        if (rel !== '') { await inside(rel); await mkdir(dest, { recursive: true, mode: 0o700 }); }
+        folderModes.set(dest, hostMode(header.mode ?? 0o755, umask));
         stream.resume();
       } else if (rel === '') {
         throw new UnsafeEntryError(`tar entry ${JSON.stringify(header.name)} names the destination itself`);
@@ -116,7 +130,7 @@ export function extractTo(root: string, onBytes: (n: number) => void): Writable 
         await pipeline(stream as unknown as AsyncIterable<Buffer>, async function* (src: AsyncIterable<unknown>) {
           for await (const c of src) { onBytes((c as Buffer).length); yield c as Buffer; }
         }, out);
-        await chmod(dest, (header.mode ?? 0o644) & 0o777);
+        await chmod(dest, hostMode(header.mode ?? 0o644, umask));
       } else if (header.type === 'symlink') {
         const at = await inside(rel);
         if (!linkStaysInside(at, header.linkname ?? '')) throw new UnsafeEntryError(`tar entry ${JSON.stringify(header.name)} is a link to ${JSON.stringify(header.linkname)}, outside the destination`);
@@ -136,7 +150,13 @@ export function extractTo(root: string, onBytes: (n: number) => void): Writable 
       }
     })().then(() => next(), (e: unknown) => { stream.resume(); next(e instanceof Error ? e : new Error(String(e))); });
   });
-  return extract as unknown as Writable;
+  return {
+    output: extract as unknown as Writable,
+    async finish() {
+      // Deepest first: a folder made read-only must not stop its subfolders' chmod (as a non-root user).
+      for (const [dir, mode] of [...folderModes].sort(([a], [b]) => b.length - a.length)) await chmod(dir, mode);
+    },
+  };
 }
 
 /**

@@ -118,6 +118,8 @@ export const fileProvisioner = z.strictObject({
   content: z.string().optional(),
   destination: z.string(),
   direction: z.enum(['upload', 'download']).default('upload'),
+  /** A download writes at most this much to the host (a file, or a folder's files together) [10G]. */
+  max_size: size.optional(),
 }).refine((p) => p.direction === 'download' || p.destination.startsWith('/'), {
   // On the guest's side, where a relative path would depend on the SFTP server's idea of "here".
   ...because('an upload\'s destination is a path in the guest, and it must be absolute', 'write an absolute guest path, e.g. destination: /tmp/motd'),
@@ -128,7 +130,10 @@ export const fileProvisioner = z.strictObject({
 )).refine((p) => !(p.direction === 'download' && p.content !== undefined), because(
   '"content" only makes sense for uploads',
   'downloads need "source" (the guest path): replace "content" with it',
-));
+)).refine((p) => p.direction === 'download' || p.max_size === undefined, {
+  ...because('"max_size" bounds what a download writes to the host', 'remove max_size from this upload, or set direction: download'),
+  path: ['max_size'],
+});
 
 export const shellLocalProvisioner = z.strictObject({
   type: z.literal('shell-local'),
