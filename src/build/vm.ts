@@ -55,14 +55,19 @@ export function vmSpecFor(ctx: BuildContext, sshHostPort: number | undefined, wi
   };
 }
 
-/** --record / --offline: the guest's way to kiln's package proxy (and, offline, to kiln's HTTP server; nothing else). */
-function airgapNet(ctx: BuildContext): Pick<NonNullable<VmSpec['net']>, 'restrict' | 'guestForwards'> {
+/**
+ * --record / --offline: the guest's network is the offline one either way (QEMU restrict=on: no DNS, no
+ * route out), with forwards to kiln's package proxy and kiln's HTTP server and nothing else. Recording
+ * on the network the offline build will have means a fetch that would not replay (one that ignores the
+ * proxy) fails while recording, not on the far side of the air gap.
+ */
+export function airgapNet(ctx: BuildContext): Pick<NonNullable<VmSpec['net']>, 'restrict' | 'guestForwards'> {
   const a = ctx.options.airgap;
   if (!a) return {};
   const guestForwards = [{ guestIp: a.guestProxy.ip, guestPort: a.guestProxy.port, hostPort: a.proxyHostPort }];
   const http = ctx.state.http;
-  if (a.offline && http) guestForwards.push({ guestIp: http.ip, guestPort: http.port, hostPort: http.port });
-  return { restrict: a.offline, guestForwards };
+  if (http) guestForwards.push({ guestIp: http.ip, guestPort: http.port, hostPort: http.port });
+  return { restrict: true, guestForwards };
 }
 
 const seedSmbiosFile = (workDir: string) => path.join(workDir, 'smbios-type1.bin');

@@ -22,6 +22,12 @@ export interface SeedInput {
    * earlier build): overwrite those keys at first boot, before cloud-init deletes them.
    */
   wipeOldHostKeys?: boolean;
+  /**
+   * --record / --offline: the script that makes kiln's package proxy the guest's system proxy. It runs
+   * as a bootcmd (the init stage, on every boot: it is idempotent), so cloud-init's own `packages:` and
+   * `package_update` in the final stage, and the template's bootcmd after it, fetch through the proxy.
+   */
+  guestProxyScript?: string;
 }
 
 export interface Seed { userData: string; metaData: string; instanceId: string }
@@ -86,6 +92,8 @@ export function renderSeed(input: SeedInput): Seed {
       `cloud-init-per instance kiln-wipe-host-keys sh -c 'for f in /etc/ssh/ssh_host_*; do [ -f "$f" ] && shred -n1 -z "$f"; done; true'`,
     ];
   }
+  // A list item runs as an argv, not through a shell: the script is one argument of sh -c.
+  if (input.guestProxyScript) kilnConfig.bootcmd = [...(kilnConfig.bootcmd as unknown[] ?? []), ['sh', '-c', input.guestProxyScript]];
   const merged = mergeCloudConfig(kilnConfig, parseUserData(input.userData));
   const instanceId = `kiln-${randomBytes(8).toString('hex')}`;
   const meta = { 'instance-id': instanceId, 'local-hostname': input.hostname, ...input.metaData };

@@ -16,6 +16,8 @@ import { shellQuote as quote } from '../communicator/remote-command.js';
 import { ProvisionerError } from './shell.js';
 import { lastOutput, streamedOutput } from './streamed-output.js';
 import type { SshSession } from '../communicator/ssh.js';
+import { guestProxyEnv, guestProxyFor } from './guest-proxy.js';
+import { ProxyBypassWatch } from './proxy-bypass.js';
 
 /** The path of `file` in the guest: inside the uploaded directory, or uploaded beside it. */
 async function placeInStaging(ssh: SshSession, file: string, uploadedDir: string, staging: string, signal: AbortSignal): Promise<string> {
@@ -42,13 +44,17 @@ export async function runAnsibleLocal(ctx: ProvisionerContext, p: AnsibleLocalPr
     await ssh.run(`mkdir -p ${quote(roles)}`, signal);
     for (const role of p.role_paths) await ssh.upload(role, roles, signal);
 
+    const proxy = guestProxyFor(ctx.options.airgap, String(ctx.buildValues().http_ip ?? ''));
+    const bypass = new ProxyBypassWatch(proxy?.url);
     const env = shellEnv({
       ANSIBLE_NOCOLOR: '1', ANSIBLE_FORCE_COLOR: '0', PYTHONUNBUFFERED: '1', ANSIBLE_RETRY_FILES_ENABLED: 'False',
       ANSIBLE_PYTHON_INTERPRETER: 'auto_silent',
       ANSIBLE_ROLES_PATH: rolesSearchPath(roles), ANSIBLE_COLLECTIONS_PATH: collectionsSearchPath(collections),
+      // --record / --offline: modules that fetch (get_url, pip, apt) go through kiln's package proxy; become keeps it (sudoers env_keep).
+      ...guestProxyEnv(proxy),
     });
     const run = async (command: string, observe?: (line: string) => void) => {
-      const output = streamedOutput(ctx, label, observe);
+      const output = streamedOutput(ctx, label, (line) => { bypass.observe(line); observe?.(line); });
       const r = await ssh.exec(`cd ${quote(staging)} && env ${env} ${command}`, { stdout: output.stdout, stderr: output.stderr, signal }).finally(output.flush);
       return { ...r, recent: output.recent() };
     };
@@ -59,7 +65,7 @@ export async function runAnsibleLocal(ctx: ProvisionerContext, p: AnsibleLocalPr
       for (const section of galaxySections(p.galaxy_file)) {
         const r = await run(`${quote(galaxy)} ${section} install -r ${quote(requirements)} -p ${quote(section === 'role' ? roles : collections)}`);
         if (r.exitCode === 127) throw notInstalled(galaxy, label);
-        if (r.exitCode !== 0) throw new ProvisionerError(`${label}: ansible-galaxy ${section} install exited with ${r.exitCode ?? r.signal}${lastOutput(r.recent)}`);
+        if (r.exitCode !== 0) throw new ProvisionerError(`${label}: ansible-galaxy ${section} install exited with ${r.exitCode ?? r.signal}${lastOutput(r.recent)}${bypass.hint()}`);
       }
     }
 
@@ -78,8 +84,10 @@ export async function runAnsibleLocal(ctx: ProvisionerContext, p: AnsibleLocalPr
       if (r.exitCode !== 0) {
         const status = r.exitCode === null ? `was stopped (${r.disconnected ? 'the SSH connection was lost' : `signal ${r.signal}`})` : `exited with ${r.exitCode} (${ansibleExitMeaning(r.exitCode)})`;
         const why = parsed.explain();
-        throw new ProvisionerError(`${label}: ansible-playbook ${status}${why ? `:\n${why}` : lastOutput(r.recent)}`);
+        throw new ProvisionerError(`${label}: ansible-playbook ${status}${why ? `:\n${why}` : lastOutput(r.recent)}${bypass.hint()}`);
       }
+      const around = bypass.failure();
+      if (around) throw new ProvisionerError(`${label}: ansible-playbook succeeded, but ${around}`);
     } finally {
       if (!ctx.signal.aborted && ssh.connected) await ssh.exec(`rm -f ${quote(extraVars)}`, { timeoutMs: 10_000 }).catch(() => undefined);
     }

@@ -20,6 +20,8 @@ import { AnsibleOutput, ansibleExitMeaning } from './ansible-output.js';
 import { lastOutput, streamedOutput } from './streamed-output.js';
 import { ProvisionerError } from './shell.js';
 import { runInOwnProcessGroup } from './host-process.js';
+import { ProxyBypassWatch } from './proxy-bypass.js';
+import { guestProxyFor } from './guest-proxy.js';
 
 /**
  * The guest's host key as an OpenSSH public key line. kiln gave a cloud-init guest its host key; for
@@ -145,12 +147,17 @@ export async function runAnsible(ctx: ProvisionerContext, p: AnsibleProvisioner,
     const argv = ansibleArgv({ ...p, extra_arguments: interpolateTree(p.extra_arguments, { build: ctx.buildValues() }).map(String) }, files);
     ctx.log(`${label}: ${p.command} ${argv.join(' ')}`, 'debug');
     const parsed = new AnsibleOutput();
-    const r = await runStreamed(ctx, label, signal, p.command, argv, env, ctx.template.dir, (line) => parsed.observe(line));
+    // --record / --offline: the modules run in the guest, whose SSH login and become (sudo) get the
+    // build proxy from the guest's system settings (guest-proxy.ts); a fetch around it is named here.
+    const bypass = new ProxyBypassWatch(guestProxyFor(ctx.options.airgap, undefined)?.url);
+    const r = await runStreamed(ctx, label, signal, p.command, argv, env, ctx.template.dir, (line) => { bypass.observe(line); parsed.observe(line); });
     if (r.exitCode !== 0) {
       const status = r.exitCode === undefined ? `was stopped by ${r.signal}` : `exited with ${r.exitCode} (${ansibleExitMeaning(r.exitCode)})`;
       const why = parsed.explain();
-      throw new ProvisionerError(`${label}: ansible-playbook ${status}${why ? `:\n${why}` : lastOutput(r.recent)}`);
+      throw new ProvisionerError(`${label}: ansible-playbook ${status}${why ? `:\n${why}` : lastOutput(r.recent)}${bypass.hint()}`);
     }
+    const around = bypass.failure();
+    if (around) throw new ProvisionerError(`${label}: ansible-playbook succeeded, but ${around}`);
   } finally {
     await stopControlMasters(files.paths.controlPath);
     rmSync(files.extraVars, { force: true });

@@ -14,6 +14,8 @@ import { withGuestStaging } from './guest-staging.js';
 import { shellQuote as quote } from '../communicator/remote-command.js';
 import { ProvisionerError } from './shell.js';
 import { lastOutput, streamedOutput } from './streamed-output.js';
+import { guestProxyEnv, guestProxyFor } from './guest-proxy.js';
+import { ProxyBypassWatch } from './proxy-bypass.js';
 
 /**
  * What `puppet apply --detailed-exitcodes` says with its exit code: 0 nothing to change, 2 changes
@@ -31,9 +33,9 @@ export function puppetExit(code: number | null): { ok: boolean; meaning: string 
   }
 }
 
-/** puppet apply's command line, run in the staging directory. */
-export function puppetCommand(p: PuppetMasterlessProvisioner, files: { manifest: string; modulePaths: string[]; hieraConfig?: string }, facts: Record<string, string | number | boolean>, extraArguments: string[]): string {
-  const env = shellEnv(Object.fromEntries(Object.entries(facts).map(([k, v]) => [`FACTER_${k}`, v])));
+/** puppet apply's command line, run in the staging directory; `env` (the build proxy's variables) is set after sudo, as the facts are. */
+export function puppetCommand(p: PuppetMasterlessProvisioner, files: { manifest: string; modulePaths: string[]; hieraConfig?: string }, facts: Record<string, string | number | boolean>, extraArguments: string[], env0: Record<string, string> = {}): string {
+  const env = shellEnv({ ...env0, ...Object.fromEntries(Object.entries(facts).map(([k, v]) => [`FACTER_${k}`, v])) });
   const puppet = p.puppet_bin_dir ? path.posix.join(p.puppet_bin_dir, 'puppet') : 'puppet';
   const argv = [
     'apply', '--detailed-exitcodes', '--color=false',
@@ -68,18 +70,23 @@ export async function runPuppetMasterless(ctx: ProvisionerContext, p: PuppetMast
 
     const values = { build: ctx.buildValues() };
     const facts = { kiln_build_name: ctx.build.name, ...interpolateTree(p.facter, values) };
-    const command = puppetCommand(p, { manifest, modulePaths, hieraConfig }, facts, interpolateTree(p.extra_arguments, values).map(String));
+    // --record / --offline: package and file resources that fetch go through kiln's package proxy.
+    const proxy = guestProxyFor(ctx.options.airgap, String(values.build.http_ip ?? ''));
+    const bypass = new ProxyBypassWatch(proxy?.url);
+    const command = puppetCommand(p, { manifest, modulePaths, hieraConfig }, facts, interpolateTree(p.extra_arguments, values).map(String), guestProxyEnv(proxy));
     ctx.log(`${label}: ${command}`, 'debug');
     const errors: string[] = [];
     // Puppet often prints an error twice (as it happens, and in its summary): keep each once.
-    const output = streamedOutput(ctx, label, (line) => { if (line.startsWith('Error: ') && !errors.includes(line)) errors.push(line); });
+    const output = streamedOutput(ctx, label, (line) => { bypass.observe(line); if (line.startsWith('Error: ') && !errors.includes(line)) errors.push(line); });
     const r = await ssh.exec(`cd ${quote(staging)} && ${command}`, { stdout: output.stdout, stderr: output.stderr, signal }).finally(output.flush);
     const exit = puppetExit(r.exitCode);
     if (r.disconnected) throw new ProvisionerError(`${label}: the SSH connection was lost while puppet apply ran`);
     if (!exit.ok) {
       const why = errors.length ? `:\n${errors.slice(-10).map((l) => `  ${l}`).join('\n')}` : lastOutput(output.recent());
-      throw new ProvisionerError(`${label}: puppet apply exited with ${r.exitCode ?? `signal ${r.signal}`} (${exit.meaning})${why}`);
+      throw new ProvisionerError(`${label}: puppet apply exited with ${r.exitCode ?? `signal ${r.signal}`} (${exit.meaning})${why}${bypass.hint()}`);
     }
+    const around = bypass.failure();
+    if (around) throw new ProvisionerError(`${label}: puppet apply succeeded, but ${around}`);
     ctx.log(`${label}: puppet apply exited with ${r.exitCode}: ${exit.meaning}`);
   });
 }

@@ -14,6 +14,8 @@ import { shellEnv, sshSession } from './context.js';
 import { lastOutput, streamedOutput } from './streamed-output.js';
 import { ConnectionLostError } from '../communicator/ssh.js';
 import { shellQuote, shellWord } from '../communicator/remote-command.js';
+import { guestProxyEnv, guestProxyFor } from './guest-proxy.js';
+import { ProxyBypassWatch } from './proxy-bypass.js';
 
 type Shell = Extract<Provisioner, { type: 'shell' }>;
 
@@ -34,16 +36,19 @@ export async function runShell(ctx: ProvisionerContext, p: Shell, label: string,
   const scripts: { name: string; body: string }[] = [];
   if (p.inline) scripts.push({ name: 'inline', body: `#!/bin/sh -e\n${p.inline.map((l) => String(interpolateString(l, values))).join('\n')}\n` });
   for (const file of p.script ? [p.script] : p.scripts ?? []) scripts.push({ name: path.basename(file), body: readFileSync(file, 'utf8') });
-  // --record / --offline: downloads (apt, dnf, wget, curl) go through kiln's package proxy.
-  const proxy = ctx.options.airgap ? `http://${ctx.options.airgap.guestProxy.ip}:${ctx.options.airgap.guestProxy.port}` : undefined;
-  const env = { KILN_BUILD_NAME: ctx.build.name, ...(proxy ? { http_proxy: proxy, HTTP_PROXY: proxy } : {}), ...interpolateTree(p.env, values) };
+  // --record / --offline: downloads (apt, dnf, wget, curl, pip) go through kiln's package proxy, and
+  // kiln's own HTTP server (${build.http_url}) does not. The guest's system settings say the same
+  // (guest-proxy.ts), for what runs under sudo; these cover a guest where they could not be written.
+  const proxy = guestProxyFor(ctx.options.airgap, String(values.build.http_ip ?? ''));
+  const env = { KILN_BUILD_NAME: ctx.build.name, ...guestProxyEnv(proxy), ...interpolateTree(p.env, values) };
+  const bypass = new ProxyBypassWatch(proxy?.url);
 
   for (const script of scripts) {
     const ssh = await sshSession(ctx, signal);
     const remote = path.posix.join(p.remote_folder, `kiln-${randomBytes(6).toString('hex')}.sh`);
     const command = executeCommand(p.execute_command, remote, env);
     // The last lines go into the error message, so a failure explains itself without scrolling back.
-    const output = streamedOutput(ctx, label);
+    const output = streamedOutput(ctx, label, (line) => bypass.observe(line));
     try {
       await ssh.uploadContent(script.body, remote, 0o700, signal);
       const r = await ssh.exec(command, { stdout: output.stdout, stderr: output.stderr, signal }).finally(() => output.flush());
@@ -60,8 +65,10 @@ export async function runShell(ctx: ProvisionerContext, p: Shell, label: string,
         }
       }
       if (r.exitCode === null || !p.valid_exit_codes.includes(r.exitCode)) {
-        throw new ProvisionerError(`${label}: script "${script.name}" exited with ${r.exitCode ?? `signal ${r.signal}`} (valid: ${p.valid_exit_codes.join(', ')})${lastOutput(output.recent())}`);
+        throw new ProvisionerError(`${label}: script "${script.name}" exited with ${r.exitCode ?? `signal ${r.signal}`} (valid: ${p.valid_exit_codes.join(', ')})${lastOutput(output.recent())}${bypass.hint()}`);
       }
+      const around = bypass.failure();
+      if (around) throw new ProvisionerError(`${label}: script "${script.name}" succeeded, but ${around}`);
     } finally {
       // The script stays out of the image whether it succeeded, failed or timed out (a retry uploads
       // its own); an interrupted build's disk is discarded anyway.

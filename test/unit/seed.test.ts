@@ -65,6 +65,18 @@ describe('cloud-init seed', () => {
     expect(layer.bootcmd[1]).toBe('echo mine');
     expect(layer.ssh).toEqual({ emit_keys_to_console: true });
   });
+  it("--record/--offline: the guest proxy script runs as a bootcmd (before cloud-init's packages:), first, as one sh -c argument, whatever it quotes", () => {
+    const script = "set -u\nprintf '%s\\n' 'http_proxy=http://10.0.2.100:3128' >> \"$R/etc/environment\"\n";
+    const text = renderSeed({
+      hostname: 'h', username: 'u', authorizedKey: build.publicKey, hostKey: host, metaData: {}, guestProxyScript: script,
+      userData: { bootcmd: ['echo mine'], packages: ['tree'], package_update: true },
+    }).userData;
+    const ud2 = YAML.parse(text, { version: '1.1' });
+    expect(ud2.bootcmd).toEqual([['sh', '-c', script], 'echo mine']);
+    expect(ud2.packages).toEqual(['tree']);
+    // and none without it
+    expect(YAML.parse(renderSeed({ hostname: 'h', username: 'u', authorizedKey: build.publicKey, hostKey: host, userData: {}, metaData: {} }).userData).bootcmd).toBeUndefined();
+  });
   it('merges nested maps', () => {
     expect(mergeCloudConfig({ a: { b: 1, c: [1] } }, { a: { c: [2], d: 3 } })).toEqual({ a: { b: 1, c: [1, 2], d: 3 } });
   });

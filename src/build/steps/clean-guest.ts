@@ -23,6 +23,7 @@
 import type { Step } from '../step.js';
 import { sshSession } from '../../provisioners/context.js';
 import { buildKeyCommentPrefix } from '../../communicator/build-key.js';
+import { removeGuestProxyScript } from '../../provisioners/guest-proxy.js';
 
 /**
  * Takes the lines whose comment (last field) is a kiln build key's out of the authorized_keys files
@@ -54,7 +55,9 @@ const cloudInitFinishWaitSeconds = 600;
  * own); the guest's is '' (the script runs as root on /).
  */
 export function cleanGuestScript(cloudInit: boolean, root = ''): string {
-  const lines = ['set -u', removeBuildKeys(root)];
+  // The build proxy of a --record/--offline build (or of the cached layer this build resumed from):
+  // nothing to do, and no process started, when there is none.
+  const lines = ['set -u', removeBuildKeys(root), removeGuestProxyScript(root).trimEnd()];
   if (cloudInit) {
     const state = `${root}/var/lib/cloud`;
     const logs = `${root}/var/log/cloud-init.log ${root}/var/log/cloud-init-output.log`;

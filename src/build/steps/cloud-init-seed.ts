@@ -5,6 +5,9 @@ import type { Step } from '../step.js';
 import { need } from '../state.js';
 import { renderSeed, writeSeedIso } from '../../cloudinit/seed.js';
 import { interpolateTree } from '../../template/interpolate.js';
+import { guestProxyFor, installGuestProxyScript } from '../../provisioners/guest-proxy.js';
+
+const proxyScript = (p: ReturnType<typeof guestProxyFor>) => (p ? installGuestProxyScript(p) : undefined);
 
 export const cloudInitSeedStep: Step = {
   name: 'render cloud-init seed',
@@ -24,6 +27,9 @@ export const cloudInitSeedStep: Step = {
       userData: interpolateTree(ci.user_data, { build: ctx.buildValues() }),
       metaData: interpolateTree(ci.meta_data, { build: ctx.buildValues() }),
       wipeOldHostKeys: ctx.state.resumedFromLayer === true,
+      // --record / --offline: the guest's system proxy from the first boot on (cloud-init's packages:
+      // too); only with SSH, through which the guest clean-up takes it out again.
+      guestProxyScript: comm.type === 'ssh' ? proxyScript(guestProxyFor(ctx.options.airgap, ctx.state.http?.ip)) : undefined,
     });
     ctx.state.cloudInitInstanceId = seed.instanceId;
     if (ci.delivery === 'http') {

@@ -19,8 +19,8 @@ export const httpServerStep: Step = {
       server.addRoute(p, () => String(interpolateString(body, { build: ctx.buildValues() })));
     }
     const port = await server.listen('127.0.0.1');
-    // Offline (QEMU restrict=on) the guest reaches the server through a forward of its own address.
-    const ip = ctx.options.airgap?.offline ? ctx.options.airgap.httpIp : HOST_IP_FROM_GUEST;
+    // --record / --offline (QEMU restrict=on) the guest reaches the server through a forward of its own address.
+    const ip = ctx.options.airgap ? ctx.options.airgap.httpIp : HOST_IP_FROM_GUEST;
     ctx.state.http = { server, port, ip, url: `http://${ip}:${port}` };
     ctx.log(`http server on 127.0.0.1:${port} (guest: ${ctx.state.http.url})`, 'debug');
     return () => server.close();

@@ -17,6 +17,8 @@ import { bootCommandStep } from './boot-command.js';
 import { waitInstallStep } from './wait-install.js';
 import { waitSshStep } from './wait-ssh.js';
 import { provisionStep } from './provision.js';
+import { guestProxyStep } from './guest-proxy.js';
+import { proxyBypassCheckStep } from './proxy-bypass-check.js';
 import { cleanGuestScript, cleanGuestStep } from './clean-guest.js';
 import { sbomStep } from './sbom.js';
 import { compactStep } from './compact.js';
@@ -49,7 +51,10 @@ export const buildSteps: Step[] = [
     bootCommandStep,
     waitInstallStep,
     waitSshStep,
+    // --record / --offline: kiln's package proxy is the guest's system proxy before any provisioner.
+    guestProxyStep,
     provisionStep,
+    proxyBypassCheckStep,
     sbomStep,
     // Access comes out before the trim, so the blocks of what it deletes are trimmed too.
     cleanGuestStep,

@@ -1,0 +1,42 @@
+/**
+ * Step: before the first provisioner of a --record or --offline build, kiln's package proxy becomes the
+ * guest's system proxy (apt, dnf/yum, /etc/environment, profile.d, sudo's env_keep, systemd: see
+ * provisioners/guest-proxy.ts), so `sudo apt-get`, Ansible's become and anything a unit starts fetch
+ * through it too. A cloud-init guest got it from the seed's bootcmd already (for its own `packages:`);
+ * the script then finds its settings in place and exits. The guest clean-up takes it all out again.
+ *
+ * An ordinary build that boots a cached layer a --record or --offline build saved (layer keys do not
+ * depend on the mode) would find that layer's proxy settings pointing at a proxy that is not there:
+ * it takes them out before its provisioners run.
+ *
+ * The script goes in on stdin as root (sudo -n for another user), like the clean-up's.
+ */
+import type { Step } from '../step.js';
+import type { BuildContext } from '../state.js';
+import { sshSession } from '../../provisioners/context.js';
+import { guestProxyFor, installGuestProxyScript, removeGuestProxyScript } from '../../provisioners/guest-proxy.js';
+
+/** The build's guest proxy, when it has one (kiln's HTTP server's guest address goes into no_proxy). */
+export const buildGuestProxy = (ctx: BuildContext) => guestProxyFor(ctx.options.airgap, ctx.state.http?.ip);
+
+export const guestProxyStep: Step = {
+  name: 'set the guest proxy',
+  enabled: (ctx) => ctx.build.source.communicator.type === 'ssh' && (Boolean(ctx.options.airgap) || ctx.state.resumedFromLayer === true),
+  async run(ctx) {
+    const comm = ctx.build.source.communicator;
+    if (comm.type !== 'ssh') return;
+    const proxy = buildGuestProxy(ctx);
+    const ssh = await sshSession(ctx);
+    let err = '';
+    const script = proxy ? installGuestProxyScript(proxy) : removeGuestProxyScript();
+    const r = await ssh.exec(comm.username === 'root' ? 'sh -s' : 'sudo -n sh -s', { stdin: script, stderr: (s) => { err += s; }, signal: ctx.signal });
+    const said = err.trim().split('\n').filter(Boolean).slice(-5).join('\n');
+    if (r.exitCode !== 0) {
+      throw new Error(proxy
+        ? `making kiln's package proxy (${proxy.url}) the guest's system proxy failed (exit ${r.exitCode}): ${said || 'no message'}\n  fix: the build user needs root (root, or sudo without a password), and /etc must be writable`
+        : `taking an earlier --record/--offline build's proxy settings out of the guest (a cached layer) failed (exit ${r.exitCode}): ${said || 'no message'}\n  fix: the build user needs root (root, or sudo without a password); or build with --no-cache`);
+    }
+    if (said) ctx.log(`guest proxy: ${said}`, 'warn');
+    ctx.log(proxy ? `guest proxy: ${proxy.url} for apt, dnf/yum, /etc/environment, sudo and systemd (no_proxy ${proxy.noProxy.join(',')}); the guest clean-up removes it` : 'guest proxy: none (settings a cached layer held, if any, removed)', 'debug');
+  },
+};
