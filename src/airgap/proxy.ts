@@ -106,6 +106,14 @@ export class PackageProxy {
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = req.url ?? '';
     const method = req.method ?? 'GET';
+    if (/^https:\/\//i.test(url) && this.mode === 'record') {
+      // A client that sends https:// URLs to the proxy as is (no CONNECT): just as unrecordable.
+      let host = '?';
+      try { host = new URL(url).host; } catch { /* unparsable: still refused */ }
+      this.refuse(res, `${method} ${url}`, 403, `https:// cannot be recorded or replayed; use an http:// mirror in the guest`);
+      this.events.onFatal?.(new RecordingHttpsError(host));
+      return;
+    }
     if (!/^http:\/\//i.test(url)) {
       this.refuse(res, `${method} ${url}`, 400, `kiln's package proxy takes absolute http:// URLs (a proxy request), not "${url}"`);
       return;

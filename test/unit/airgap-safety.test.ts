@@ -138,9 +138,13 @@ describe('the replay proxy never leaves a rejection unhandled', () => {
       s.on('end', () => resolve(text));
       s.on('error', reject);
     });
+    // A client that hands the proxy an https:// URL as is (no CONNECT) is refused the same way.
+    const direct = await get(port, 'https://mirror.example/debian/InRelease');
     await proxy.close();
     expect(answer).toMatch(/^HTTP\/1.1 403/);
-    expect(fatal).toHaveLength(1);
+    expect(direct.status).toBe(403);
+    expect(fatal).toHaveLength(2);
+    expect(fatal[1]!.message).toContain('https://mirror.example/ through');
     expect(fatal[0]).toBeInstanceOf(RecordingHttpsError);
     expect(fatal[0]!.message).toContain('https://deb.debian.org:443/');
     expect(fatal[0]!.message).toContain('http:// mirror of deb.debian.org');
