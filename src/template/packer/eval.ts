@@ -4,10 +4,11 @@
  * and the functions real templates call. Every failure names file:line:column.
  */
 import { createHash, randomUUID } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { HclError, parseHclTemplate, type Expr, type Pos, type TemplatePart } from './hcl.js';
+import { arityProblem, typeProblem } from './signatures.js';
 
 export type Value = string | number | boolean | null | Value[] | { [key: string]: Value };
 
@@ -22,6 +23,56 @@ export interface EvalContext {
   cwd: string;
   /** Fixed for one load, so that timestamp() is the same wherever it is used. */
   now: Date;
+  /** The template's folder: a file()/templatefile()/fileexists()/filebase64() path outside it is reported. */
+  root?: string;
+  /** Told of every path a function reads (or tests), with whether it is outside `root`. */
+  onFileRead?: (read: FileRead) => void;
+  /** The templatefile() being rendered, if any (Packer refuses templatefile() inside one). */
+  inTemplateFile?: { file: string; caller: string };
+}
+
+/** A path a template's function read, and where. */
+export interface FileRead { fn: string; path: string; file: string; pos: Pos; outside: boolean; root?: string }
+
+/** The warning for a read outside the template's folder, one line. */
+export function fileReadNote(r: FileRead): string {
+  return `${r.file}:${r.pos.line}:${r.pos.column}: ${r.fn}() reads ${r.path}, outside the template's folder${r.root ? ` ${r.root}` : ''} (Packer allows it; check that the template should read it, as its content can reach messages and the guest)`;
+}
+
+/**
+ * Texts read by file(), templatefile() and filebase64() (content -> path), so that no message echoes a
+ * file's content (a CI secret a template points at): kiln's own messages below show "the content of
+ * <path>" instead, and readFromFile() lets other messages do the same. Bounded: the newest 256 reads.
+ */
+const readTexts = new Map<string, string>();
+const maxReadTexts = 256;
+
+function rememberRead(text: string, file: string): void {
+  readTexts.delete(text);
+  readTexts.set(text, file);
+  if (readTexts.size > maxReadTexts) readTexts.delete(readTexts.keys().next().value!);
+}
+
+/** The file a string was read from (or holds the whole content of), if file() and friends read it. */
+export function readFromFile(s: string): string | undefined {
+  const exact = readTexts.get(s);
+  if (exact !== undefined) return exact;
+  for (const [text, file] of readTexts) {
+    const core = text.trim();
+    if ((core.length >= 4 && s.includes(core)) || (s.length >= 8 && text.includes(s))) return file;
+  }
+  return undefined;
+}
+
+/** Every text read from a file so far (for masking in messages kiln prints elsewhere). */
+export const textsReadFromFiles = (): string[] => [...readTexts.keys()];
+
+/** A value as a message shows it: JSON, except a file's content, shown as where it came from. */
+function shown(v: Value): string {
+  const text = JSON.stringify(v) ?? String(v);
+  if (typeof v !== 'string' && (typeof v !== 'object' || v === null)) return text;
+  const from = readFromFile(typeof v === 'string' ? v : text);
+  return from ? `(the content of ${from}, not shown)` : text;
 }
 
 export const isObject = (v: Value | undefined): v is { [key: string]: Value } => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -45,12 +96,12 @@ function asString(ctx: EvalContext, v: Value, pos: Pos, what = 'a string'): stri
 function asNumber(ctx: EvalContext, v: Value, pos: Pos): number {
   if (typeof v === 'number') return v;
   if (typeof v === 'string' && v.trim() !== '' && Number.isFinite(Number(v))) return Number(v);
-  fail(ctx, pos, `a number is needed here, but the value is ${JSON.stringify(v)}`);
+  fail(ctx, pos, `a number is needed here, but the value is ${shown(v)}`);
 }
 function asBool(ctx: EvalContext, v: Value, pos: Pos): boolean {
   if (typeof v === 'boolean') return v;
   if (v === 'true' || v === 'false') return v === 'true';
-  fail(ctx, pos, `true or false is needed here, but the value is ${JSON.stringify(v)}`);
+  fail(ctx, pos, `true or false is needed here, but the value is ${shown(v)}`);
 }
 function asList(ctx: EvalContext, v: Value, pos: Pos): Value[] {
   if (Array.isArray(v)) return v;
@@ -72,7 +123,28 @@ function set(o: { [key: string]: Value }, k: string, v: Value): void {
   Object.defineProperty(o, k, { value: v, enumerable: true, writable: true, configurable: true });
 }
 
+/**
+ * How deep evaluation may recurse. The parser already bounds a tree's depth (maxHclDepth); this is the
+ * backstop for what the tree does not show (dynamic blocks' bindings, templates), so that nothing ends
+ * in "Maximum call stack size exceeded" without a location.
+ */
+export const maxEvalDepth = 1000;
+let evalDepth = 0;
+
 export function evaluate(e: Expr, ctx: EvalContext, locals: Record<string, Value> = {}): Value {
+  if (evalDepth >= maxEvalDepth) fail(ctx, e.pos, `the expression is evaluated more than ${maxEvalDepth} levels deep here`, 'flatten it: move inner parts into locals (local.x)');
+  evalDepth++;
+  try {
+    const v = evaluateNode(e, ctx, locals);
+    // HCL's numbers are arbitrary-precision; kiln's are doubles: an overflow is said here, not as "null" later.
+    if (typeof v === 'number' && !Number.isFinite(v)) fail(ctx, e.pos, `the number is out of range (${v > 0 ? 'above about 1.8e308' : v < 0 ? 'below about -1.8e308' : 'not a number'})`, 'keep numbers within about ±1.8e308');
+    return v;
+  } finally {
+    evalDepth--;
+  }
+}
+
+function evaluateNode(e: Expr, ctx: EvalContext, locals: Record<string, Value>): Value {
   const ev = (x: Expr, l = locals) => evaluate(x, ctx, l);
   switch (e.kind) {
     case 'literal': return e.value;
@@ -114,7 +186,7 @@ export function evaluate(e: Expr, ctx: EvalContext, locals: Record<string, Value
       if (isObject(t)) {
         const key = asString(ctx, k, e.key.pos, 'a map key');
         const v = own(t, key);
-        if (v === undefined) fail(ctx, e.key.pos, `the map has no key ${JSON.stringify(key)}`, `it has: ${Object.keys(t).slice(0, 20).join(', ')}`);
+        if (v === undefined) fail(ctx, e.key.pos, `the map has no key ${shown(key)}`, `it has: ${Object.keys(t).slice(0, 20).join(', ')}`);
         return v;
       }
       fail(ctx, e.pos, `cannot index ${t === null ? 'null' : `a ${typeName(t)}`}`);
@@ -166,7 +238,7 @@ export function evaluate(e: Expr, ctx: EvalContext, locals: Record<string, Value
         if (!e.object) { outList.push(value); continue; }
         const key = asString(ctx, evaluate(e.key!, ctx, l), e.key!.pos, 'a map key');
         if (e.grouping) { const prev = own(outMap, key); set(outMap, key, [...(Array.isArray(prev) ? prev : []), value]); continue; }
-        if (own(outMap, key) !== undefined) fail(ctx, e.key!.pos, `two items have the key ${JSON.stringify(key)}`, 'add "..." after the value to group them, or make the keys unique');
+        if (own(outMap, key) !== undefined) fail(ctx, e.key!.pos, `two items have the key ${shown(key)}`, 'add "..." after the value to group them, or make the keys unique');
         set(outMap, key, value);
       }
       return e.object ? outMap : outList;
@@ -208,7 +280,7 @@ function formatString(ctx: EvalContext, pos: Pos, spec: string, args: Value[]): 
   let n = 0;
   return spec.replace(/%([-+ 0#]*)(\d+)?(?:\.(\d+))?([a-zA-Z%])/g, (_m, flags: string, width: string | undefined, prec: string | undefined, verb: string) => {
     if (verb === '%') return '%';
-    if (n >= args.length) fail(ctx, pos, `format() has more verbs than arguments in ${JSON.stringify(spec)}`);
+    if (n >= args.length) fail(ctx, pos, `format() has more verbs than arguments in ${shown(spec)}`);
     const a = args[n++]!;
     let s: string;
     switch (verb) {
@@ -339,7 +411,7 @@ const functions: Record<string, Fn> = {
     const v = own(asMap(ctx, m!, pos), asString(ctx, k!, pos));
     if (v !== undefined) return v;
     if (d !== undefined) return d;
-    fail(ctx, pos, `lookup(): the map has no key ${JSON.stringify(k)} and no default was given`, 'add a default as the third argument');
+    fail(ctx, pos, `lookup(): the map has no key ${shown(k!)} and no default was given`, 'add a default as the third argument');
   },
   merge: (maps, ctx, pos) => { const out: { [key: string]: Value } = {}; for (const m of maps) if (m !== null) for (const [k, v] of Object.entries(asMap(ctx, m, pos))) set(out, k, v); return out; },
   zipmap: ([ks, vs], ctx, pos) => { const out: { [key: string]: Value } = {}; asList(ctx, ks!, pos).forEach((k, i) => set(out, asString(ctx, k, pos), asList(ctx, vs!, pos)[i] ?? null)); return out; },
@@ -373,7 +445,7 @@ const functions: Record<string, Fn> = {
   timestamp: (_a, ctx) => rfc3339(ctx.now),
   formatdate: ([spec, t], ctx, pos) => {
     const d = new Date(asString(ctx, t!, pos));
-    if (Number.isNaN(d.getTime())) fail(ctx, pos, `formatdate(): ${JSON.stringify(t)} is not an RFC 3339 time`, 'pass timestamp() or a time like 2024-01-02T03:04:05Z');
+    if (Number.isNaN(d.getTime())) fail(ctx, pos, `formatdate(): ${shown(t!)} is not an RFC 3339 time`, 'pass timestamp() or a time like 2024-01-02T03:04:05Z');
     return formatDate(asString(ctx, spec!, pos), d);
   },
   timeadd: ([t, dur], ctx, pos) => {
@@ -389,23 +461,41 @@ const functions: Record<string, Fn> = {
   basename: ([p], ctx, pos) => path.basename(asString(ctx, p!, pos)),
   dirname: ([p], ctx, pos) => path.dirname(asString(ctx, p!, pos)),
   pathexpand: ([p], ctx, pos) => asString(ctx, p!, pos).replace(/^~(?=$|\/)/, os.homedir()),
-  fileexists: ([p], ctx, pos) => existsSync(path.resolve(ctx.cwd, asString(ctx, p!, pos))),
-  file: ([p], ctx, pos) => readText(ctx, pos, asString(ctx, p!, pos)),
+  fileexists: ([p], ctx, pos) => existsSync(noteRead(ctx, pos, 'fileexists', asString(ctx, p!, pos))),
+  file: ([p], ctx, pos) => readText(ctx, pos, asString(ctx, p!, pos), 'file'),
   templatefile: ([p, vars], ctx, pos) => {
     const file = path.resolve(ctx.cwd, asString(ctx, p!, pos));
-    const text = readText(ctx, pos, file);
+    if (ctx.inTemplateFile) {
+      const itself = ctx.inTemplateFile.file === file;
+      fail(ctx, pos, `templatefile() is called inside the template ${ctx.inTemplateFile.file}${itself ? ', which it renders again (a template that includes itself never ends)' : ` (rendered by ${ctx.inTemplateFile.caller}), for ${file}`}; Packer does not permit templatefile() inside a templatefile() template`, 'render the inner template first (e.g. in a local) and pass its text in the vars map');
+    }
+    const text = readText(ctx, pos, file, 'templatefile');
     const tpl = parseHclTemplate(text, file);
     // Only the given variables (and functions) are visible inside, as in Terraform and Packer.
-    const inner: EvalContext = { ...ctx, file, scope: {}, allowEnv: false };
+    const inner: EvalContext = { ...ctx, file, scope: {}, allowEnv: false, inTemplateFile: { file, caller: `${ctx.file}:${pos.line}` } };
     const v = evaluate(tpl, inner, { ...(vars === undefined ? {} : asMap(ctx, vars, pos)) });
     return typeof v === 'string' ? v : asString(ctx, v, pos);
   },
-  filebase64: ([p], ctx, pos) => Buffer.from(readText(ctx, pos, asString(ctx, p!, pos))).toString('base64'),
+  filebase64: ([p], ctx, pos) => Buffer.from(readText(ctx, pos, asString(ctx, p!, pos), 'filebase64')).toString('base64'),
 };
 
-function readText(ctx: EvalContext, pos: Pos, p: string): string {
+const realOrSame = (p: string): string => { try { return realpathSync(p); } catch { return p; } };
+
+/** The absolute path a function reads, told to ctx.onFileRead with whether it leaves the template's folder. */
+function noteRead(ctx: EvalContext, pos: Pos, fn: string, p: string): string {
   const file = path.resolve(ctx.cwd, p);
-  try { return readFileSync(file, 'utf8'); } catch (e) {
+  if (ctx.onFileRead) {
+    // Through symlinks too: a link in the folder to /run/secrets/x reads outside it.
+    const rel = ctx.root ? path.relative(realOrSame(ctx.root), realOrSame(file)) : '';
+    const outside = ctx.root !== undefined && (rel === '..' || rel.startsWith(`..${path.sep}`) || path.isAbsolute(rel));
+    ctx.onFileRead({ fn, path: file, file: ctx.file, pos, outside, root: ctx.root });
+  }
+  return file;
+}
+
+function readText(ctx: EvalContext, pos: Pos, p: string, fn: string): string {
+  const file = noteRead(ctx, pos, fn, p);
+  try { const text = readFileSync(file, 'utf8'); rememberRead(text, file); return text; } catch (e) {
     fail(ctx, pos, `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'check the path; relative paths are relative to the folder kiln runs in (use path.root for the template\'s folder)');
   }
 }
@@ -413,6 +503,11 @@ function readText(ctx: EvalContext, pos: Pos, p: string): string {
 export const functionNames = (): string[] => [...Object.keys(functions), 'env', 'can', 'try'];
 
 function callFunction(e: Expr & { kind: 'call' }, ctx: EvalContext, locals: Record<string, Value>): Value {
+  const known = e.name === 'env' || Object.hasOwn(functions, e.name);
+  if (!known && e.name !== 'try' && e.name !== 'can') fail(ctx, e.pos, `kiln does not know the function ${e.name}()`, `kiln knows: ${functionNames().sort().join(', ')}`);
+  const usage = (n: number) => arityProblem(e.name, n);
+  // can() and try() take expressions: counted as written. The others once a final "..." is expanded.
+  if (!e.expandFinal && usage(e.args.length)) fail(ctx, e.pos, usage(e.args.length)!, 'give the arguments Packer\'s documentation lists for it');
   if (e.name === 'try') {
     for (const a of e.args) { try { return evaluate(a, ctx, locals); } catch (err) { if (!(err instanceof HclError)) throw err; } }
     fail(ctx, e.pos, 'try(): every argument failed');
@@ -421,7 +516,12 @@ function callFunction(e: Expr & { kind: 'call' }, ctx: EvalContext, locals: Reco
     try { evaluate(e.args[0]!, ctx, locals); return true; } catch (err) { if (!(err instanceof HclError)) throw err; return false; }
   }
   let args = e.args.map((a) => evaluate(a, ctx, locals));
-  if (e.expandFinal) args = [...args.slice(0, -1), ...asList(ctx, args[args.length - 1] ?? null, e.pos)];
+  if (e.expandFinal) {
+    args = [...args.slice(0, -1), ...asList(ctx, args[args.length - 1] ?? null, e.pos)];
+    if (usage(args.length)) fail(ctx, e.pos, `${usage(args.length)!} (after expanding the final list with "...")`, 'give the arguments Packer\'s documentation lists for it');
+  }
+  const badType = typeProblem(e.name, args, typeName);
+  if (badType) fail(ctx, e.args[Math.min(badType[0], e.args.length - 1)]?.pos ?? e.pos, badType[1]);
   if (e.name === 'env') {
     if (!ctx.allowEnv) fail(ctx, e.pos, 'env() can only be used in a variable\'s default (as in Packer)', 'give the variable default = env("NAME") and use var.<name> here');
     return (ctx.env ?? process.env)[asString(ctx, args[0] ?? null, e.pos)] ?? '';

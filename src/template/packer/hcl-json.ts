@@ -5,7 +5,25 @@
  * keys are blocks follows Packer's schema (variable, locals, source, build, provisioner, post-processor).
  */
 import YAML, { LineCounter, isMap, isScalar, isSeq, type Node } from 'yaml';
-import { HclError, parseHclExpression, parseHclTemplate, type Attribute, type Block, type Body, type Expr, type Pos } from './hcl.js';
+import { HclError, maxHclDepth, parseHclExpression, parseHclTemplate, type Attribute, type Block, type Body, type Expr, type Pos } from './hcl.js';
+
+/**
+ * Fails when arrays and objects nest deeper than the native syntax allows: the YAML library (and the walk
+ * below) would otherwise run out of stack and report "Maximum call stack size exceeded" as a syntax error.
+ */
+function checkDepth(text: string, file: string): void {
+  let depth = 0;
+  let line = 1;
+  let lineStart = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '\n') { line++; lineStart = i + 1; } else if (c === '"') {
+      for (i++; i < text.length && text[i] !== '"' && text[i] !== '\n'; i++) if (text[i] === '\\') i++;
+    } else if (c === '[' || c === '{') {
+      if (++depth > maxHclDepth) throw new HclError(file, { line, column: i - lineStart + 1 }, `lists and objects nest more than ${maxHclDepth} levels deep here`, 'flatten it: move inner parts into locals or split the value; no real template nests this deep');
+    } else if (c === ']' || c === '}') depth--;
+  }
+}
 
 /** Block types and how many labels each takes, by where they appear. */
 const topBlocks: Record<string, number> = { variable: 1, locals: 0, local: 1, source: 2, build: 0, packer: 0, data: 2 };
@@ -13,6 +31,7 @@ const buildBlocks: Record<string, number> = { provisioner: 1, 'post-processor': 
 const innerBlocks: Record<string, Record<string, number>> = { build: buildBlocks, 'post-processors': { 'post-processor': 1 }, variable: { validation: 0 }, packer: { required_plugins: 0 } };
 
 export function parseHclJson(text: string, file: string): Body {
+  checkDepth(text, file);
   const counter = new LineCounter();
   const doc = YAML.parseDocument(text, { lineCounter: counter, uniqueKeys: false });
   const posOf = (n: Node | null | undefined): Pos => {

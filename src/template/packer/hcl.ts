@@ -56,11 +56,21 @@ type Flat =
 
 const binaryLevels: string[][] = [['||'], ['&&'], ['==', '!='], ['>=', '<=', '>', '<'], ['+', '-'], ['*', '/', '%']];
 
+/**
+ * How deep blocks, brackets, calls, conditionals and operator chains may nest. Real templates stay under
+ * 20; without a limit, 50k nested "[" (or "1+1+...") exhaust the JavaScript stack here or in the
+ * evaluator with no location. Every level of the tree the parser builds counts, so the evaluator and any
+ * later walk of the tree stay far from the stack's end too.
+ */
+export const maxHclDepth = 256;
+
 class Parser {
   private i = 0;
   private readonly lineStarts: number[] = [0];
   /** >0 inside (), [] and {} of an expression, where newlines are just space. */
   private nest = 0;
+  /** Levels of the tree being built (see maxHclDepth). */
+  private depth = 0;
 
   constructor(private readonly src: string, private readonly file: string) {
     for (let k = 0; k < src.length; k++) if (src[k] === '\n') this.lineStarts.push(k + 1);
@@ -80,6 +90,13 @@ class Parser {
 
   fail(problem: string, fix?: string, at = this.i): never {
     throw new HclError(this.file, this.posAt(at), problem, fix);
+  }
+
+  /** One level deeper; fails at maxHclDepth with where and what. */
+  private enter(what: string, at = this.i): void {
+    if (++this.depth > maxHclDepth) {
+      this.fail(`${what} nest more than ${maxHclDepth} levels deep here`, 'flatten it: move inner parts into locals (local.x) or split the value; no real template nests this deep', at);
+    }
   }
 
   private peek(n = 0): string { return this.src[this.i + n] ?? ''; }
@@ -163,8 +180,10 @@ class Parser {
       this.i++;
       const savedNest = this.nest;
       this.nest = 0;
+      this.enter('blocks', this.offsetOf(pos));
       // A one-line block: `name { a = 1 }`.
       const inner = this.body(true);
+      this.depth--;
       this.nest = savedNest;
       this.i++; // "}"
       items.push({ kind: 'block', type: name, labels, body: inner, pos });
@@ -199,6 +218,8 @@ class Parser {
   }
 
   expression(): Expr {
+    this.skip();
+    this.enter('brackets, braces, parentheses, function calls, templates and conditionals');
     const cond = this.binary(0);
     this.skip();
     if (this.peek() === '?') {
@@ -208,19 +229,24 @@ class Parser {
       this.expect(':', '":" of a conditional (cond ? a : b)');
       this.nest--;
       const otherwise = this.expression();
+      this.depth--;
       return { kind: 'conditional', cond, then, else: otherwise, pos: cond.pos };
     }
+    this.depth--;
     return cond;
   }
 
   private binary(level: number): Expr {
     if (level >= binaryLevels.length) return this.unary();
+    const depth = this.depth;
     let left = this.binary(level + 1);
     for (;;) {
       this.skip();
       // Longer operators come first in each level, so ">=" is never read as ">".
       const op = binaryLevels[level]!.find((o) => this.startsWith(o) && !(o === '>' && this.peek(-1) === '='));
-      if (!op) return left;
+      if (!op) { this.depth = depth; return left; }
+      // Each operator of a chain (a + b + c ...) is one more level of the tree.
+      this.enter('operators (a + b + ...) in one chain');
       this.i += op.length;
       const right = this.binary(level + 1);
       left = { kind: 'binary', op, left, right, pos: left.pos };
@@ -232,14 +258,24 @@ class Parser {
     const c = this.peek();
     if ((c === '!' && this.peek(1) !== '=') || c === '-') {
       const pos = this.pos();
+      this.enter('unary operators (! and -)');
       this.i++;
-      return { kind: 'unary', op: c as '!' | '-', operand: this.unary(), pos };
+      const operand = this.unary();
+      this.depth--;
+      return { kind: 'unary', op: c as '!' | '-', operand, pos };
     }
     return this.postfix(this.primary());
   }
 
   private postfix(target: Expr): Expr {
+    const depth = this.depth;
+    try { return this.postfixChain(target); } finally { this.depth = depth; }
+  }
+
+  private postfixChain(target: Expr): Expr {
     for (;;) {
+      // Each step of a traversal (a.b[0].c ...) is one more level of the tree.
+      this.enter('attribute and index steps (a.b[0]...) in one traversal');
       const save = this.i;
       this.skip();
       const pos = this.pos();
@@ -284,6 +320,7 @@ class Parser {
     let each: Expr = item;
     let any = false;
     for (;;) {
+      this.enter('attribute and index steps (a.b[0]...) in one traversal');
       const save = this.i;
       this.skip();
       const pos = this.pos();
@@ -304,9 +341,17 @@ class Parser {
     const pos = this.pos();
     const c = this.peek();
     if (/[0-9]/.test(c)) {
-      const m = /^[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?/.exec(this.src.slice(this.i, this.i + 64))!;
+      const number = /[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?/y;
+      number.lastIndex = this.i;
+      const m = number.exec(this.src)!;
+      const value = Number(m[0]);
+      // HCL's numbers are arbitrary-precision; kiln's are doubles: say so rather than carry Infinity on.
+      if (!Number.isFinite(value)) {
+        const shown = m[0].length > 40 ? `${m[0].slice(0, 20)}...${m[0].slice(-10)}` : m[0];
+        this.fail(`the number ${shown} is out of range (the largest is about 1.8e308)`, 'write a smaller number, or a string in double quotes if it is not a number');
+      }
       this.i += m[0].length;
-      return { kind: 'literal', value: Number(m[0]), pos };
+      return { kind: 'literal', value, pos };
     }
     if (c === '"') return this.quoted();
     if (c === '<' && this.peek(1) === '<') return this.heredoc();
@@ -596,6 +641,7 @@ class Parser {
         if (f.kind === 'text') { if (f.text) parts.push({ kind: 'text', text: f.text }); continue; }
         if (f.kind === 'interp') { parts.push({ kind: 'interp', expr: f.expr }); continue; }
         if (stops.includes(f.word)) return { parts, stop: f };
+        if (f.word === 'if' || f.word === 'for') this.enter('%{if} and %{for} directives', this.offsetOf(f.pos));
         if (f.word === 'if') {
           const a = nestParts(['else', 'endif']);
           let otherwise: TemplatePart[] = [];
@@ -605,12 +651,14 @@ class Parser {
             otherwise = b.parts;
           } else if (!a.stop) this.fail('%{if} without %{endif}', 'close it with %{endif}', this.offsetOf(f.pos));
           parts.push({ kind: 'if', cond: f.expr!, then: a.parts, else: otherwise });
+          this.depth--;
           continue;
         }
         if (f.word === 'for') {
           const a = nestParts(['endfor']);
           if (!a.stop) this.fail('%{for} without %{endfor}', 'close it with %{endfor}', this.offsetOf(f.pos));
           parts.push({ kind: 'for', keyVar: f.keyVar, valueVar: f.valueVar!, collection: f.expr!, body: a.parts });
+          this.depth--;
           continue;
         }
         this.fail(`%{${f.word}} without a matching %{${f.word === 'endfor' ? 'for' : 'if'}}`, 'remove it or add the opening directive', this.offsetOf(f.pos));
