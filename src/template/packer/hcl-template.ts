@@ -11,10 +11,11 @@ import path from 'node:path';
 import { HclError, attributesOf, blocksOf, parseHcl, parseHclExpression, type Attribute, type Block, type Body, type Expr } from './hcl.js';
 import { parseHclJson } from './hcl-json.js';
 import { expandDynamic } from './dynamic.js';
-import { evaluate, isObject, typeName, type EvalContext, type Value } from './eval.js';
+import { evaluate, isObject, typeName, type EvalContext, type FileRead, type Value } from './eval.js';
+import { stuckLocalsError } from './references.js';
 import { PackerTemplateError, type Field, type PackerBuild, type PackerProblem, type PackerStep, type PackerTemplate, type PackerVariable, type Where } from './model.js';
 
-export interface PackerInputs { vars?: string[]; varFiles?: string[]; env?: NodeJS.ProcessEnv }
+export interface PackerInputs { vars?: string[]; varFiles?: string[]; env?: NodeJS.ProcessEnv; onFileRead?: (read: FileRead) => void }
 
 type VarType = 'string' | 'number' | 'bool' | 'any' | 'complex';
 
@@ -113,7 +114,7 @@ export function loadHclTemplate(target: string, inputs: PackerInputs): PackerTem
   const env = inputs.env ?? process.env;
   const problems: PackerProblem[] = [];
   const cwd = process.cwd();
-  const ctxFor = (file: string, scope: Record<string, Value>, allowEnv = false): EvalContext => ({ file, scope, allowEnv, env, cwd, now });
+  const ctxFor = (file: string, scope: Record<string, Value>, allowEnv = false): EvalContext => ({ file, scope, allowEnv, env, cwd, now, root: dir, onFileRead: inputs.onFileRead });
   const value = (a: Attribute, ctx: EvalContext): Value => evaluate(a.expr, ctx);
 
   // ---- variables ----
@@ -244,6 +245,7 @@ export function loadHclTemplate(target: string, inputs: PackerInputs): PackerTem
   while (pending.length) {
     let progressed = false;
     let lastError: HclError | undefined;
+    const errors = new Map<string, HclError>();
     for (const p of [...pending]) {
       try {
         const v = evaluate(p.expr, ctxFor(p.file, { var: varScope, local: localScope, path: pathScope, packer: { version: '1.6.6' }, ...(Object.keys(dataNull).length ? { data: dataScope } : {}) }));
@@ -255,9 +257,10 @@ export function loadHclTemplate(target: string, inputs: PackerInputs): PackerTem
       } catch (e) {
         if (!(e instanceof HclError)) throw e;
         lastError = e;
+        errors.set(p.name, e);
       }
     }
-    if (!progressed) throw lastError!;
+    if (!progressed) throw stuckLocalsError(pending, errors) ?? lastError!;
   }
 
   // ---- sources ----

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { TemplateError, type FieldProblem } from '../errors.js';
 import type { VariableInputs } from '../variables.js';
 import { HclError } from './hcl.js';
+import { fileReadNote, type FileRead } from './eval.js';
 import { globMatch, loadHclTemplate } from './hcl-template.js';
 import { loadJsonTemplate } from './json-template.js';
 import { mapTemplate, type MappedTemplate } from './mapping.js';
@@ -47,11 +48,14 @@ export function asTemplateError(e: unknown, file: string): unknown {
 
 export function readPackerTemplate(file: string, inputs: VariableInputs, only?: string[]): PackerLoad {
   const abs = path.resolve(file);
+  // file() & co. reading outside the template's folder: allowed (as Packer does) but said, even on failure.
+  const outside: string[] = [];
+  const onFileRead = (r: FileRead) => { const n = fileReadNote(r); if (r.outside && !outside.includes(n)) outside.push(n); };
   try {
     if (!existsSync(abs)) throw new PackerTemplateError([{ message: `${abs}: template file not found`, fix: 'check the path given to kiln' }]);
     // *.pkr.json is HCL's JSON syntax; other *.json with "builders" is Packer's legacy JSON.
     const isJson = /\.json$/.test(abs) && !/\.pkr\.json$/.test(abs) && !statSync(abs).isDirectory();
-    const template = isJson ? loadJsonTemplate(abs, inputs) : loadHclTemplate(abs, inputs);
+    const template = isJson ? loadJsonTemplate(abs, inputs) : loadHclTemplate(abs, { ...inputs, onFileRead });
     const selected = (name: string) => !only?.length || only.some((o) => globMatch(o, name));
     const refused = template.refused.filter((r) => selected(r.fullName));
     if (refused.length) {
@@ -66,11 +70,13 @@ export function readPackerTemplate(file: string, inputs: VariableInputs, only?: 
     const kept = template.builds.filter((b) => selected(b.fullName));
     if (only?.length && kept.length) template.builds = kept;
     const mapped = mapTemplate(template);
+    mapped.notes.unshift(...outside);
     if (mapped.problems.length) throw new PackerTemplateError(mapped.problems);
     const secrets = template.variables.filter((v) => v.sensitive).flatMap((v) => secretStrings(v.value)).filter((s) => s.length >= 3);
     return { template, mapped, secrets };
   } catch (e) {
-    throw asTemplateError(e, abs);
+    const err = asTemplateError(e, abs);
+    throw err instanceof TemplateError && outside.length ? new TemplateError(err.file, [...err.problems, ...outside.map((n) => ({ path: [], message: `note: ${n}` }))]) : err;
   }
 }
 
