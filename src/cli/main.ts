@@ -220,8 +220,9 @@ export async function main(args: string[]): Promise<number> {
     .command('publish <manifest>', 'upload a finished build to the publish targets its manifest.json records', (y) => y
       .positional('manifest', { type: 'string', demandOption: true, describe: 'a manifest.json written by kiln build' })
       .option('only', { type: 'string', describe: 'only these targets (names, comma-separated)' })
-      .option('progress', { choices: ['auto', 'always', 'never'] as const, default: 'auto' as const }),
-    async (argv) => { code = await publishCommand({ manifest: String(argv.manifest), only: argv.only, progress: argv.progress }); })
+      .option('progress', { choices: ['auto', 'always', 'never'] as const, default: 'auto' as const })
+      .option('allow-host', { type: 'string', array: true, describe: 'send credentials to this host[:port] the manifest names (a manifest can be edited)' }),
+    async (argv) => { code = await publishCommand({ manifest: String(argv.manifest), only: argv.only, progress: argv.progress, allowHost: argv['allow-host'] }); })
     .command('console <build>', 'attach this terminal to the serial console of a running build (Ctrl-] detaches)', (y) => y
       .positional('build', { type: 'string', demandOption: true, describe: 'the build\'s name' })
       .option('pid', { type: 'number', describe: 'the kiln process running it, when several builds have that name' }),

@@ -6,12 +6,15 @@
 import { PublishFailed, publishManifest, recordedTargets } from '../publish/runner.js';
 import { cacheDirFromEnv } from './env.js';
 
-export interface PublishArgs { manifest: string; only?: string | string[]; progress?: 'auto' | 'always' | 'never' }
+export interface PublishArgs { manifest: string; only?: string | string[]; progress?: 'auto' | 'always' | 'never'; allowHost?: string | string[] }
+
+const listOf = (v: string | string[] | undefined) => (Array.isArray(v) ? v : v ? [v] : []).flatMap((o) => o.split(',')).map((o) => o.trim()).filter(Boolean);
 
 export async function publishCommand(argv: PublishArgs): Promise<number> {
-  const only = (Array.isArray(argv.only) ? argv.only : argv.only ? [argv.only] : []).flatMap((o) => o.split(',')).filter(Boolean);
+  const only = listOf(argv.only);
   const controller = new AbortController();
-  const onSignal = (sig: NodeJS.Signals) => { process.stderr.write(`kiln: ${sig} received, stopping the upload\n`); controller.abort(new Error(`interrupted by ${sig}`)); };
+  let received: NodeJS.Signals | undefined;
+  const onSignal = (sig: NodeJS.Signals) => { received ??= sig; process.stderr.write(`kiln: ${sig} received, stopping the upload\n`); controller.abort(new Error(`interrupted by ${sig}`)); };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
@@ -19,6 +22,9 @@ export async function publishCommand(argv: PublishArgs): Promise<number> {
     const mode = argv.progress ?? 'auto';
     await publishManifest(argv.manifest, targets, {
       signal: controller.signal, only,
+      // The manifest is a file that can have been edited since the build: credentials go to a host
+      // it names only when confirmed here (hosts the environment names need no confirmation).
+      allowHosts: listOf(argv.allowHost),
       // A build the layer cache holds stays up to date after its manifest gains publish records.
       cacheDir: cacheDirFromEnv(),
       log: (m) => process.stderr.write(`${m}\n`),
@@ -26,7 +32,7 @@ export async function publishCommand(argv: PublishArgs): Promise<number> {
     });
     return 0;
   } catch (e) {
-    if (controller.signal.aborted) return 130;
+    if (controller.signal.aborted) return received === 'SIGTERM' ? 143 : 130;
     process.stderr.write(`error: ${e instanceof PublishFailed ? e.message.replace(/\n(?!  fix:)/g, '\nerror: ') : (e as Error).message}\n`);
     return 1;
   } finally {

@@ -13,7 +13,10 @@ import { open, readFile } from 'node:fs/promises';
 import { BlobServiceClient, RestError, StorageSharedKeyCredential } from '@azure/storage-blob';
 import type { z } from 'zod';
 import type { azureTarget } from '../template/schema-publish.js';
-import { PublishError, type Publisher } from './target.js';
+import { idleTimeoutError } from './http.js';
+import { ArtifactCheck } from './integrity.js';
+import { safeUrl, serverSaid } from './redact.js';
+import { PublishError, type PublishContext, type Publisher } from './target.js';
 
 type AzureTarget = z.output<typeof azureTarget>;
 
@@ -68,11 +71,41 @@ async function azureAccess(target: AzureTarget, env: NodeJS.ProcessEnv, name: st
   throw new PublishError(`publish target "${name}": AZURE_STORAGE_CONNECTION_STRING is not set\n  fix: export it (or AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY), or set credentials_file: in the target`);
 }
 
-function explain(e: unknown, name: string, from: string): unknown {
+function explain(e: unknown, name: string, from: string, service: string): unknown {
   if (e instanceof RestError && (e.statusCode === 403 || e.statusCode === 401)) {
     return new PublishError(`publish target "${name}": the storage account refused the key from ${from} (${e.code ?? `HTTP ${e.statusCode}`})\n  fix: check the account name and key (the storage account's "Access keys" page)`);
   }
+  if (e instanceof RestError) {
+    // Its message can quote the request URL (a SAS token) and the server's text: neither raw.
+    const said = e.message ? serverSaid(e.message) : '';
+    return new Error(`the blob service at ${safeUrl(service)} answered ${e.statusCode ? `HTTP ${e.statusCode}` : `with ${e.code ?? 'an error'}`}${e.code && e.statusCode ? ` ${e.code}` : ''}${said ? `; ${said}` : ''}`);
+  }
   return e;
+}
+
+/**
+ * The Azure SDK has no idle timeout of its own: an AbortSignal that fires when no request finished
+ * and no page progressed for the target's idle time (connect included), or when the publish is
+ * interrupted. `touch` marks progress.
+ */
+function watchdog(ctx: PublishContext, where: string): { signal: AbortSignal; touch(): void; stop(): void; fired(): Error | undefined } {
+  const controller = new AbortController();
+  const limit = ctx.timeouts.idleMs + ctx.timeouts.connectMs;
+  let timedOut: Error | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  const arm = () => {
+    clearTimeout(timer);
+    timer = setTimeout(() => { timedOut = idleTimeoutError(where, ctx.timeouts.idleMs); controller.abort(timedOut); }, limit);
+  };
+  const onAbort = () => controller.abort(ctx.signal.reason);
+  ctx.signal.addEventListener('abort', onAbort, { once: true });
+  arm();
+  return {
+    signal: controller.signal,
+    touch: arm,
+    stop() { clearTimeout(timer); ctx.signal.removeEventListener('abort', onAbort); },
+    fired: () => timedOut,
+  };
 }
 
 export const publishAzure: Publisher<AzureTarget> = async (target, artifact, ctx) => {
@@ -81,48 +114,62 @@ export const publishAzure: Publisher<AzureTarget> = async (target, artifact, ctx
     throw new PublishError(`publish target "${name}": ${artifact.name} is ${artifact.size} bytes, not a whole number of 512-byte sectors, so it is not a fixed VHD\n  fix: use an output with format: vhd (kiln writes it fixed)`);
   }
   const { service, from } = await azureAccess(target, ctx.env, name);
+  // The endpoint comes from the connection string (or the account name) unless account_url: names it.
+  ctx.credentialsTo({ kind: 'the Azure blob service', url: service.url, from, hostFromSettings: !!target.account_url });
   const container = service.getContainerClient(target.container);
   const blobName = target.blob ?? artifact.name;
   const blob = container.getPageBlobClient(blobName);
-  const location = blob.url;
+  // The blob's URL carries a SAS token as its query when the connection string has one: never recorded.
+  const location = safeUrl(blob.url);
+  const dog = watchdog(ctx, new URL(service.url).origin);
+  const abortSignal = dog.signal;
   let created = false;
   try {
-    await container.createIfNotExists({ abortSignal: ctx.signal });
-    const props = await blob.getProperties({ abortSignal: ctx.signal }).catch((e: unknown) => {
+    await container.createIfNotExists({ abortSignal });
+    dog.touch();
+    const props = await blob.getProperties({ abortSignal }).catch((e: unknown) => {
       if (e instanceof RestError && e.statusCode === 404) return null;
       throw e;
     });
+    dog.touch();
     if (props && props.contentLength === artifact.size && props.metadata?.kiln_sha256 === artifact.sha256) {
       ctx.log(`${location} already holds this artifact: nothing to send`);
       return { location, remote_digest: `sha256:${artifact.sha256}`, unchanged: true, bytes_sent: 0 };
     }
-    await blob.create(artifact.size, { abortSignal: ctx.signal });
+    await blob.create(artifact.size, { abortSignal });
     created = true;
-    const sent = await uploadDataRanges(blob, artifact.path, artifact.size, ctx);
-    await blob.setMetadata({ kiln_sha256: artifact.sha256 }, { abortSignal: ctx.signal });
+    dog.touch();
+    const check = new ArtifactCheck(artifact);
+    const sent = await uploadDataRanges(blob, artifact.path, artifact.size, ctx, abortSignal, dog.touch, check);
+    // The digest labels the blob only once every byte read for it matched the manifest.
+    check.verify();
+    await blob.setMetadata({ kiln_sha256: artifact.sha256 }, { abortSignal });
     return { location, remote_digest: `sha256:${artifact.sha256}`, unchanged: false, bytes_sent: sent };
   } catch (e) {
-    if (created) await blob.deleteIfExists().catch(() => {});
+    if (created) await blob.deleteIfExists({ abortSignal: AbortSignal.timeout(ctx.timeouts.connectMs + ctx.timeouts.idleMs) }).catch(() => {});
     ctx.signal.throwIfAborted();
-    throw explain(e, name, from);
+    if (dog.fired()) throw new PublishError(`publish target "${name}": ${dog.fired()!.message}`);
+    throw explain(e, name, from, service.url);
+  } finally {
+    dog.stop();
   }
 };
 
 type PageBlob = ReturnType<ReturnType<BlobServiceClient['getContainerClient']>['getPageBlobClient']>;
 
 /** Sends the non-zero ranges, 4 at a time, the footer (last sector) last; returns the bytes sent. */
-async function uploadDataRanges(blob: PageBlob, file: string, size: number, ctx: Parameters<Publisher>[2]): Promise<number> {
+async function uploadDataRanges(blob: PageBlob, file: string, size: number, ctx: PublishContext, abortSignal: AbortSignal, touch: () => void, check: ArtifactCheck): Promise<number> {
   const fh = await open(file, 'r');
   // Every page request in flight listens on the signal.
-  setMaxListeners(64, ctx.signal);
+  setMaxListeners(64, ctx.signal, abortSignal);
   let sent = 0;
   const inFlight = new Set<Promise<void>>();
   let failure: unknown;
   const send = (data: Buffer, offset: number) => {
     const p = blob.uploadPages(data, offset, data.length, {
-      abortSignal: ctx.signal,
+      abortSignal, onProgress: touch,
       transactionalContentMD5: createHash('md5').update(data).digest(),
-    }).then(() => { sent += data.length; ctx.progress(sent, size); }, (e: unknown) => { failure ??= e; }).finally(() => inFlight.delete(p));
+    }).then(() => { sent += data.length; touch(); ctx.progress(sent, size); }, (e: unknown) => { failure ??= e; }).finally(() => inFlight.delete(p));
     inFlight.add(p);
   };
   try {
@@ -132,6 +179,7 @@ async function uploadDataRanges(blob: PageBlob, file: string, size: number, ctx:
       const buf = Buffer.allocUnsafe(len);
       const { bytesRead } = await fh.read(buf, 0, len, pos);
       if (bytesRead !== len) throw new Error(`${file} is shorter than ${size} bytes: it changed during the upload`);
+      check.update(buf.subarray(0, len));
       for (const [s, e] of dataRanges(buf, len)) send(buf.subarray(s, e), pos + s);
       while (inFlight.size >= 4) await Promise.race(inFlight);
       if (failure) throw failure;
@@ -140,8 +188,13 @@ async function uploadDataRanges(blob: PageBlob, file: string, size: number, ctx:
     await Promise.all(inFlight);
     if (failure) throw failure;
     const footer = Buffer.alloc(sector);
-    await fh.read(footer, 0, sector, footerAt);
-    await blob.uploadPages(footer, footerAt, sector, { abortSignal: ctx.signal, transactionalContentMD5: createHash('md5').update(footer).digest() });
+    const { bytesRead } = await fh.read(footer, 0, sector, footerAt);
+    check.update(footer.subarray(0, bytesRead));
+    // A read past the size the manifest gives would show a disk that grew: the check counts it.
+    const extra = Buffer.alloc(1);
+    if ((await fh.read(extra, 0, 1, size)).bytesRead) check.update(extra);
+    check.verify();
+    await blob.uploadPages(footer, footerAt, sector, { abortSignal, transactionalContentMD5: createHash('md5').update(footer).digest() });
     sent += sector;
     ctx.progress(size, size);
     return sent;

@@ -20,7 +20,10 @@ import tar from 'tar-stream';
 import type { z } from 'zod';
 import type { ociTarget } from '../template/schema-publish.js';
 import { parseSize } from '../template/units.js';
-import { HttpStatusError, PublishError, type PublishArtifact, type PublishContext, type Publisher, withRetries } from './target.js';
+import { request, textOf, type Timeouts } from './http.js';
+import { ArtifactCheck } from './integrity.js';
+import { safeUrl, serverSaid } from './redact.js';
+import { HttpStatusError, PublishError, type CredentialDestination, type PublishArtifact, type PublishContext, type Publisher, withRetries } from './target.js';
 
 type OciTarget = z.output<typeof ociTarget>;
 
@@ -28,21 +31,33 @@ const manifestType = 'application/vnd.oci.image.manifest.v1+json';
 const configType = 'application/vnd.oci.image.config.v1+json';
 const layerType = 'application/vnd.oci.image.layer.v1.tar';
 
-/** The containerDisk layer: `disk/` and `disk/<name>`, uid/gid 107, times at the epoch. */
-export function containerDiskLayer(artifact: PublishArtifact): Readable {
+/**
+ * The containerDisk layer: `disk/` and `disk/<name>`, uid/gid 107, times at the epoch. With `check`,
+ * the disk is hashed as it is read and the tar fails instead of ending when it is not the manifest's
+ * artifact (the blob upload is then cancelled before its closing PUT ?digest=).
+ */
+export function containerDiskLayer(artifact: PublishArtifact, check?: ArtifactCheck): Readable {
   const pack = tar.pack();
   const common = { uid: 107, gid: 107, uname: '', gname: '', mtime: new Date(0) };
   pack.entry({ name: 'disk/', type: 'directory', mode: 0o555, ...common });
   const entry = pack.entry({ name: `disk/${artifact.name}`, type: 'file', mode: 0o444, size: artifact.size, ...common }, (err) => {
-    if (err) pack.destroy(err); else pack.finalize();
+    if (err) { pack.destroy(check && check.bytes !== artifact.size ? failed(check) ?? err : err); return; }
+    const bad = check && failed(check);
+    if (bad) pack.destroy(bad); else pack.finalize();
   });
   const src = createReadStream(artifact.path);
+  if (check) src.on('data', (c) => check.update(c as Buffer));
   src.on('error', (e) => pack.destroy(e));
   src.pipe(entry);
   return pack as unknown as Readable;
 }
 
-interface RegistryAuth { basic?: string; from: string }
+function failed(check: ArtifactCheck): Error | undefined {
+  try { check.verify(); return undefined; } catch (e) { return e as Error; }
+}
+
+/** `boundToHost`: the credential came from a docker config.json entry keyed by this very registry. */
+interface RegistryAuth { basic?: string; from: string; boundToHost?: boolean }
 
 /** Credentials from KILN_REGISTRY_USERNAME/PASSWORD, else a docker config.json's `auths` entry. */
 export function registryAuth(target: OciTarget, env: NodeJS.ProcessEnv, name: string): RegistryAuth {
@@ -63,12 +78,31 @@ export function registryAuth(target: OciTarget, env: NodeJS.ProcessEnv, name: st
   const entry = config.auths?.[target.registry] ?? config.auths?.[`https://${target.registry}`] ?? config.auths?.[`http://${target.registry}`];
   if (!entry) return { from: `no entry for ${target.registry} in ${file} (anonymous)` };
   const basic = entry.auth ?? (entry.username ? Buffer.from(`${entry.username}:${entry.password ?? ''}`).toString('base64') : undefined);
-  return { basic, from: `auths["${target.registry}"] in ${file}` };
+  return { basic, from: `auths["${target.registry}"] in ${file}`, boundToHost: true };
+}
+
+/**
+ * Why a token realm must not get the registry's password as Basic: a plain-http realm handed out by
+ * an https registry (a downgrade: the password would cross the network in clear, to wherever the
+ * realm points). Undefined when it may.
+ */
+export function realmProblem(registryBase: string, realm: string): string | undefined {
+  let u: URL;
+  try { u = new URL(realm); } catch { return `its token realm ${JSON.stringify(safeUrl(realm))} is not a URL`; }
+  if (!/^https?:$/.test(u.protocol)) return `its token realm ${safeUrl(realm)} is not an http(s) URL`;
+  if (new URL(registryBase).protocol === 'https:' && u.protocol === 'http:') {
+    return `the https registry sent kiln to a plain-http token realm (${safeUrl(realm)}), where the password would go in clear`;
+  }
+  return undefined;
 }
 
 export class Registry {
   private bearer?: string;
-  constructor(private readonly base: string, private readonly repo: string, private readonly auth: RegistryAuth, private readonly name: string, private readonly signal: AbortSignal) {}
+  constructor(
+    private readonly base: string, private readonly repo: string, private readonly auth: RegistryAuth, private readonly name: string,
+    private readonly signal: AbortSignal, private readonly timeouts: Timeouts,
+    private readonly credentialsTo: (d: CredentialDestination) => void = () => undefined,
+  ) {}
 
   url(p: string): string { return p.startsWith('http') ? p : `${this.base}${p}`; }
 
@@ -77,7 +111,7 @@ export class Registry {
     const headers: Record<string, string> = { ...init.headers };
     if (this.bearer) headers.authorization = `Bearer ${this.bearer}`;
     else if (this.auth.basic) headers.authorization = `Basic ${this.auth.basic}`;
-    const res = await fetch(this.url(p), { method, headers, body: init.body, signal: init.signal ?? this.signal, redirect: 'follow' });
+    const res = await this.follow(method, this.url(p), headers, init);
     if (res.status === 401 && !retried) {
       const challenge = res.headers.get('www-authenticate') ?? '';
       await res.body?.cancel();
@@ -89,6 +123,20 @@ export class Registry {
     return res;
   }
 
+  /** Follows redirects (a registry may send blobs to storage); the credential never goes to another origin. */
+  private async follow(method: string, url: string, headers: Record<string, string>, init: { body?: Buffer | string; signal?: AbortSignal }): Promise<Response> {
+    let at = new URL(url);
+    const origin = at.origin;
+    for (let hops = 0; ; hops++) {
+      const h = at.origin === origin ? headers : Object.fromEntries(Object.entries(headers).filter(([k]) => k.toLowerCase() !== 'authorization'));
+      const res = await request(at, { method, headers: h, body: init.body, signal: init.signal ?? this.signal, timeouts: this.timeouts });
+      const next = res.headers.get('location');
+      if (![301, 302, 303, 307, 308].includes(res.status) || !next || hops >= 5 || (method !== 'GET' && method !== 'HEAD')) return res;
+      await res.body?.cancel();
+      at = new URL(next, at);
+    }
+  }
+
   private refused(status: number): PublishError {
     return new PublishError(`publish target "${this.name}": the registry refused ${this.auth.basic ? `the credentials from ${this.auth.from}` : 'anonymous access'} (HTTP ${status})\n  fix: ${this.auth.basic ? 'check the user name and password' : 'set KILN_REGISTRY_USERNAME and KILN_REGISTRY_PASSWORD, or docker login to the registry'}`);
   }
@@ -96,20 +144,36 @@ export class Registry {
   private async token(challenge: string): Promise<void> {
     const params = Object.fromEntries([...challenge.replace(/^bearer\s+/i, '').matchAll(/(\w+)="([^"]*)"/g)].map((m) => [m[1]!, m[2]!]));
     if (!params.realm) throw new PublishError(`publish target "${this.name}": the registry asked for a token without saying where to get one`);
+    if (this.auth.basic) {
+      const problem = realmProblem(this.base, params.realm);
+      if (problem) throw new PublishError(`publish target "${this.name}": ${problem}; kiln did not send ${this.auth.from} there\n  fix: check the registry's token configuration (its auth.token.realm must be https), or use a docker config.json for it`);
+      this.credentialsTo({ kind: 'the registry\'s token service', url: params.realm, from: this.auth.from, hostFromSettings: false });
+    }
     const u = new URL(params.realm);
     if (params.service) u.searchParams.set('service', params.service);
     u.searchParams.set('scope', params.scope ?? `repository:${this.repo}:pull,push`);
-    const res = await fetch(u, { headers: this.auth.basic ? { authorization: `Basic ${this.auth.basic}` } : {}, signal: this.signal });
-    if (!res.ok) { await res.body?.cancel(); throw this.refused(res.status); }
-    const body = await res.json() as { token?: string; access_token?: string };
-    this.bearer = body.token ?? body.access_token;
+    const res = await request(u, { headers: this.auth.basic ? { authorization: `Basic ${this.auth.basic}` } : {}, signal: this.signal, timeouts: this.timeouts });
+    // Only a refusal says the credentials are wrong; a missing or broken token service says so.
+    if (res.status === 401 || res.status === 403) { await res.body?.cancel(); throw this.refused(res.status); }
+    if (!res.ok) {
+      const said = serverSaid(await textOf(res));
+      throw new HttpStatusError(`the registry's token service at ${safeUrl(params.realm)} answered HTTP ${res.status}${res.status === 404 ? ' (no such endpoint: the registry\'s token realm is wrong, not your credentials)' : ''}${said ? `; ${said}` : ''}`, res.status);
+    }
+    const text = await textOf(res);
+    let body: { token?: unknown; access_token?: unknown } = {};
+    try { body = JSON.parse(text); } catch { /* below */ }
+    const token = body?.token ?? body?.access_token;
+    if (typeof token !== 'string' || !token) {
+      throw new Error(`the registry's token service at ${safeUrl(params.realm)} answered HTTP ${res.status} without a token (JSON with "token" or "access_token" was expected)${text.trim() ? `; ${serverSaid(text)}` : ''}`);
+    }
+    this.bearer = token;
   }
 }
 
 async function expect(res: Response, ok: number[], what: string): Promise<Response> {
   if (ok.includes(res.status)) return res;
-  const text = await res.text().catch(() => '');
-  throw new HttpStatusError(`${what}: HTTP ${res.status} ${text.slice(0, 300).trim()}`, res.status);
+  const said = serverSaid(await textOf(res));
+  throw new HttpStatusError(`${what}: HTTP ${res.status} from ${safeUrl(res.url || '') || 'the registry'}${said ? `; ${said}` : ''}`, res.status);
 }
 
 async function blobExists(reg: Registry, repo: string, digest: string): Promise<boolean> {
@@ -225,7 +289,8 @@ export const publishOci: Publisher<OciTarget> = async (target, artifact, ctx) =>
   const auth = registryAuth(target, ctx.env, name);
   const base = `${target.insecure ? 'http' : 'https'}://${target.registry}`;
   const repo = target.repository;
-  const reg = new Registry(base, repo, auth, name, ctx.signal);
+  if (auth.basic) ctx.credentialsTo({ kind: 'the OCI registry', url: base, from: auth.from, hostFromSettings: !auth.boundToHost });
+  const reg = new Registry(base, repo, auth, name, ctx.signal, ctx.timeouts, ctx.credentialsTo);
 
   // What each tag holds now (manifests are small): a tag naming a containerDisk of this disk gives
   // the layer's digest without reading the disk.
@@ -252,7 +317,8 @@ export const publishOci: Publisher<OciTarget> = async (target, artifact, ctx) =>
   let sentLayer = 0;
   if (!layer) {
     // One pass: the layer tar is built, hashed and sent as the disk is read.
-    const pushed = await withRetries('push layer', ctx, () => pushStreamedBlob(reg, repo, containerDiskLayer(artifact) as AsyncIterable<Buffer>, chunk, ctx, layerSize(artifact)));
+    // Each try reads the disk again, checked against the manifest before the layer is closed.
+    const pushed = await withRetries('push layer', ctx, () => pushStreamedBlob(reg, repo, containerDiskLayer(artifact, new ArtifactCheck(artifact)) as AsyncIterable<Buffer>, chunk, ctx, layerSize(artifact)));
     layer = pushed; sentLayer = pushed.size;
   }
   const { config, configDigest, manifest, manifestDigest } = imageFor(artifact, layer);

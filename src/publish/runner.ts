@@ -10,8 +10,10 @@ import path from 'node:path';
 import cliProgress from 'cli-progress';
 import type { Manifest, PublishedRecord } from '../artifacts/manifest.js';
 import { LayerStore } from '../cache/layers.js';
-import { publishTargetName, publishTargetSchema, type PublishTarget } from '../template/schema-publish.js';
-import { PublishError, type PublishArtifact, type PublishContext, type Publisher, type PublishResult } from './target.js';
+import { publishTargetName, publishTargetSchema, publishTimeouts, type PublishTarget } from '../template/schema-publish.js';
+import { checkSize } from './integrity.js';
+import { cleartextWarning, safeUrl, scrubUrls } from './redact.js';
+import { PublishError, type CredentialDestination, type PublishArtifact, type PublishContext, type Publisher, type PublishResult } from './target.js';
 // Each target's SDK loads only when a build publishes to it: the AWS and Azure SDKs alone took
 // ~0.6 s of CPU to import, paid by every kiln command (validate, build without publish, --version).
 const publishers: Record<PublishTarget['type'], () => Promise<Publisher<never>>> = {
@@ -41,6 +43,14 @@ export interface PublishOptions {
    * still up to date (and only publishes).
    */
   cacheDir?: string;
+  /**
+   * Set by `kiln publish`, whose targets come from a manifest.json that anyone with write access to
+   * it can edit: a credential goes to a host taken from the manifest's settings only when that host
+   * is listed here (`--allow-host`). Hosts named by the environment or a credentials file (the AWS
+   * endpoint of a region, a connection string's endpoint, the Keystone catalog, a docker config.json
+   * entry keyed by its registry) need no confirmation. Unset: the targets come from the template.
+   */
+  allowHosts?: string[];
 }
 
 export class PublishFailed extends Error {}
@@ -123,6 +133,36 @@ function progressReporter(opts: PublishOptions, label: string): { progress: (sen
   };
 }
 
+/** Whether `--allow-host` entries (host, host:port, or a URL) confirm `url`'s host. */
+export function hostAllowed(url: string, allow: string[]): boolean {
+  let u: URL;
+  try { u = new URL(url); } catch { return false; }
+  return allow.some((a) => {
+    const entry = a.trim().toLowerCase();
+    const host = /^[a-z][a-z0-9+.-]*:\/\//.test(entry) ? (() => { try { return new URL(entry).host; } catch { return entry; } })() : entry;
+    return host === u.host.toLowerCase() || host === u.hostname.toLowerCase();
+  });
+}
+
+/**
+ * The runner's answer to a target about to send a credential: one line saying where it goes, a
+ * warning (once per endpoint per run) when it crosses a network in clear, and, for `kiln publish`,
+ * a refusal when the host comes from the manifest and was not confirmed with --allow-host.
+ */
+function credentialGate(opts: PublishOptions, name: string, warned: Set<string>, manifestFile: string): (d: CredentialDestination) => void {
+  return (d) => {
+    let host = d.url;
+    try { host = new URL(d.url).host; } catch { /* shown as given */ }
+    if (opts.allowHosts && d.hostFromSettings && !hostAllowed(d.url, opts.allowHosts)) {
+      throw new PublishError(`publish target "${name}": ${manifestFile} names ${d.kind} at ${host}, and kiln publish sends ${d.from} only to a host you confirm (a manifest is a file anyone who can write it may have edited)\n  fix: check the host is yours, then run kiln publish --allow-host ${host} ${manifestFile}`);
+    }
+    opts.log(`publish ${name}: sending credentials from ${d.from} to ${d.kind} at ${host}`);
+    const warning = cleartextWarning(d.url, `${d.from} (for ${d.kind})`);
+    const key = `${d.from} ${host}`;
+    if (warning && !warned.has(key)) { warned.add(key); opts.log(`warning: publish ${name}: ${warning}`); }
+  };
+}
+
 /**
  * Publishes to each target in turn, writing the manifest after each. Throws PublishFailed naming every
  * target that failed (the others are published and recorded).
@@ -143,6 +183,9 @@ export async function publishManifest(manifestFile: string, targets: PublishTarg
   const uefi = opts.uefi ?? manifest.published?.some((r) => r.uefi) ?? false;
   const cached = cachedManifestWriter(manifestFile, manifest, opts.cacheDir);
   const failures: string[] = [];
+  const warned = new Set<string>();
+  // Whatever a target or its SDK says goes through here: no URL's query (a SAS token) or userinfo.
+  const log = (m: string) => opts.log(scrubUrls(m));
   for (const t of selected) {
     const name = publishTargetName(t);
     const i = records.findIndex((r) => r.target === name);
@@ -150,20 +193,23 @@ export async function publishManifest(manifestFile: string, targets: PublishTarg
     const reporter = progressReporter(opts, `publish ${name}`);
     try {
       const artifact = artifactFor(manifest, t, manifestFile);
+      checkSize(artifact);
       const ctx: PublishContext = {
         signal: opts.signal, env: opts.env ?? process.env, build: manifest.build, uefi,
-        log: (m) => opts.log(`publish ${name}: ${m}`), progress: reporter.progress,
+        log: (m) => log(`publish ${name}: ${m}`), progress: reporter.progress,
+        timeouts: publishTimeouts(t),
+        credentialsTo: credentialGate({ ...opts, log }, name, warned, manifestFile),
       };
       const r: PublishResult = await (await publishers[t.type]())(t as never, artifact, ctx);
       reporter.stop();
       const ms = Math.round(performance.now() - started);
       records[i] = {
         target: name, type: t.type, format: t.format, status: 'published', artifact: artifact.name,
-        location: r.location, ...(r.id ? { id: r.id } : {}), remote_digest: r.remote_digest,
+        location: safeUrl(r.location), ...(r.id ? { id: r.id } : {}), remote_digest: r.remote_digest,
         unchanged: r.unchanged, bytes_sent: r.bytes_sent, duration_ms: ms, published_at: new Date().toISOString(),
         config: t as unknown as Record<string, unknown>, ...(uefi ? { uefi } : {}),
       };
-      if (!opts.onResult) opts.log(`publish ${name}: ${r.unchanged ? 'already there' : 'published'} ${r.location}${r.id ? ` (${r.id})` : ''} in ${ms} ms`);
+      if (!opts.onResult) log(`publish ${name}: ${r.unchanged ? 'already there' : 'published'} ${safeUrl(r.location)}${r.id ? ` (${r.id})` : ''} in ${ms} ms`);
     } catch (e) {
       reporter.stop();
       if (opts.signal.aborted) {
@@ -172,9 +218,9 @@ export async function publishManifest(manifestFile: string, targets: PublishTarg
         opts.onResult?.(records[i]!);
         throw e;
       }
-      const line = (e as Error).message;
+      const line = scrubUrls((e as Error).message);
       records[i] = { ...records[i]!, status: 'failed', error: line.split('\n')[0]! };
-      failures.push(e instanceof PublishError ? line : `publish target "${name}": ${line}`);
+      failures.push(line.startsWith('publish target "') ? line : `publish target "${name}": ${line}`);
     }
     manifest.published = records;
     cached.write(manifest);

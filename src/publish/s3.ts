@@ -11,6 +11,9 @@ import { Upload } from '@aws-sdk/lib-storage';
 import type { z } from 'zod';
 import type { s3Target } from '../template/schema-publish.js';
 import { parseSize } from '../template/units.js';
+import type { Timeouts } from './http.js';
+import { ArtifactCheck, checkedStream } from './integrity.js';
+import { safeUrl, serverSaid } from './redact.js';
 import { PublishError, type Publisher, withRetries } from './target.js';
 
 type S3Target = z.output<typeof s3Target>;
@@ -55,19 +58,42 @@ export function s3Credentials(target: S3Target, env: NodeJS.ProcessEnv, name: st
 
 const credentialErrors = new Set(['InvalidAccessKeyId', 'SignatureDoesNotMatch', 'AccessDenied', 'InvalidToken', 'ExpiredToken', 'Forbidden']);
 
-/** One clear line for a refused credential, naming the target and where the credential came from. */
-function explain(e: unknown, name: string, creds: S3Credentials, bucket: string): unknown {
+/** The URL the client talks to: the endpoint, or AWS's for the region. */
+export function s3EndpointUrl(target: Pick<S3Target, 'endpoint' | 'region'>): string {
+  return target.endpoint ?? `https://s3.${target.region}.amazonaws.com`;
+}
+
+/**
+ * One clear line for a failure: a refused credential naming where it came from; otherwise the HTTP
+ * status, the endpoint and the S3 error code (the SDK's own message for a body that is not S3's XML
+ * is just "UnknownError"), with the server's text marked as such; a timeout names the setting.
+ */
+export function explainS3(e: unknown, name: string, from: string, bucket: string, endpoint: string, timeouts: Timeouts): unknown {
+  if (e instanceof PublishError) return e;
+  const where = safeUrl(endpoint);
   if (e instanceof S3ServiceException) {
     const status = e.$metadata?.httpStatusCode;
     if (credentialErrors.has(e.name) || status === 403) {
-      return new PublishError(`publish target "${name}": the server refused the credentials from ${creds.from} (${e.name})\n  fix: check the access key and secret, and that they may write to bucket ${bucket}`);
+      return new PublishError(`publish target "${name}": the server refused the credentials from ${from} (${e.name})\n  fix: check the access key and secret, and that they may write to bucket ${bucket}`);
     }
     if (e.name === 'NoSuchBucket') return new PublishError(`publish target "${name}": bucket ${bucket} does not exist\n  fix: create it, or correct bucket:`);
+    const known = e.name && e.name !== 'UnknownError' && e.name !== 'Error';
+    const said = e.message && e.message !== e.name && !/^UnknownError$/.test(e.message) ? serverSaid(e.message) : '';
+    const err = new Error(`S3 at ${where} answered HTTP ${status ?? '(no status)'}${known ? ` ${e.name}` : ' with no S3 error code'}${said ? `; ${said}` : ''}`);
+    return Object.assign(err, { $metadata: e.$metadata });
   }
+  const err = e as Error & { code?: string };
+  if (err?.name === 'TimeoutError') {
+    const connect = /establish a connection/.test(err.message);
+    const ms = connect ? timeouts.connectMs : timeouts.idleMs;
+    return new PublishError(`publish target "${name}": S3 at ${where} ${connect ? `did not accept a connection within ${ms / 1000} s (timeout.connect)` : `stopped answering: no bytes moved for ${ms / 1000} s (timeout.idle)`}\n  fix: check the endpoint and that the server is up; raise timeout: in the target if it is just slow`);
+  }
+  const code = err?.code ?? (err as { cause?: { code?: string } })?.cause?.code;
+  if (code && /^E[A-Z]+$/.test(code)) return new Error(`cannot reach S3 at ${where} (${code}: ${err.message})`);
   return e;
 }
 
-export function s3Client(target: S3Target, creds: S3Credentials): S3Client {
+export function s3Client(target: S3Target, creds: S3Credentials, timeouts: Timeouts): S3Client {
   return new S3Client({
     region: target.region,
     endpoint: target.endpoint,
@@ -77,28 +103,40 @@ export function s3Client(target: S3Target, creds: S3Credentials): S3Client {
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
     maxAttempts: 4,
+    // Without these a server that accepts and never answers holds a request for ever. socketTimeout
+    // is the SDK's idle timeout (no byte either way), not a bound on a whole part's upload.
+    requestHandler: { connectionTimeout: timeouts.connectMs, socketTimeout: timeouts.idleMs },
   });
 }
 
 export const publishS3: Publisher<S3Target> = async (target, artifact, ctx) => {
   const name = target.name ?? 's3';
   const creds = s3Credentials(target, ctx.env, name);
-  const client = s3Client(target, creds);
+  const endpoint = s3EndpointUrl(target);
+  ctx.credentialsTo({ kind: 'S3', url: endpoint, from: creds.sessionToken ? `${creds.from} (and its session token)` : creds.from, hostFromSettings: !!target.endpoint });
+  const client = s3Client(target, creds, ctx.timeouts);
   const key = target.key ?? artifact.name;
   const location = `s3://${target.bucket}/${key}`;
   try {
-    const existing = await withRetries('HEAD object', ctx, () => headOrNull(client, target.bucket, key));
+    const existing = await withRetries('HEAD object', ctx, () => headOrNull(client, target.bucket, key, ctx.signal));
     if (existing && existing.ContentLength === artifact.size && existing.Metadata?.[digestKey] === artifact.sha256) {
       ctx.log(`${location} already holds this artifact (sha256 ${artifact.sha256.slice(0, 12)}…): nothing to send`);
       return { location, remote_digest: `sha256:${artifact.sha256}`, unchanged: true, bytes_sent: 0, id: existing.ETag?.replace(/"/g, '') };
     }
+    // Hashed as it is read for sending; a disk that is not the manifest's fails the stream at its end,
+    // before CompleteMultipartUpload (or the single PutObject), so no object appears.
+    const check = new ArtifactCheck(artifact);
+    const source = createReadStream(artifact.path);
+    const body = checkedStream(check);
+    source.on('error', (e) => body.destroy(e));
+    source.pipe(body);
     const upload = new Upload({
       client,
       queueSize: target.concurrency,
       partSize: parseSize(target.part_size),
       leavePartsOnError: false,
       params: {
-        Bucket: target.bucket, Key: key, Body: createReadStream(artifact.path),
+        Bucket: target.bucket, Key: key, Body: body,
         ContentType: 'application/octet-stream', ChecksumAlgorithm: 'SHA256',
         Metadata: { [digestKey]: artifact.sha256 },
       },
@@ -112,16 +150,17 @@ export const publishS3: Publisher<S3Target> = async (target, artifact, ctx) => {
       // Swift's s3api: the upload and its parts stayed): abort it here, without the publish's signal.
       await abortLeftovers(client, target.bucket, key, (upload as unknown as { uploadId?: string }).uploadId, startedAt, ctx.log);
       throw e;
-    } finally { ctx.signal.removeEventListener('abort', onAbort); }
+    } finally { ctx.signal.removeEventListener('abort', onAbort); source.destroy(); }
     ctx.signal.throwIfAborted();
-    const head = await headOrNull(client, target.bucket, key);
+    check.verify();
+    const head = await headOrNull(client, target.bucket, key, ctx.signal);
     if (!head || head.ContentLength !== artifact.size || head.Metadata?.[digestKey] !== artifact.sha256) {
       throw new Error(`${location}: after the upload the server reports ${head ? `${head.ContentLength} bytes` : 'no object'}, not the ${artifact.size} bytes sent`);
     }
     return { location, remote_digest: `sha256:${artifact.sha256}`, unchanged: false, bytes_sent: artifact.size, id: head.ETag?.replace(/"/g, '') };
   } catch (e) {
     ctx.signal.throwIfAborted();
-    throw explain(e, name, creds, target.bucket);
+    throw explainS3(e, name, creds.from, target.bucket, endpoint, ctx.timeouts);
   } finally {
     client.destroy();
   }
@@ -149,8 +188,8 @@ async function abortLeftovers(client: S3Client, bucket: string, key: string, upl
   }
 }
 
-async function headOrNull(client: S3Client, bucket: string, key: string) {
-  try { return await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key })); } catch (e) {
+async function headOrNull(client: S3Client, bucket: string, key: string, signal: AbortSignal) {
+  try { return await client.send(new HeadObjectCommand({ Bucket: bucket, Key: key }), { abortSignal: signal }); } catch (e) {
     if (e instanceof S3ServiceException && (e.name === 'NotFound' || e.name === 'NoSuchKey' || e.$metadata?.httpStatusCode === 404)) return null;
     throw e;
   }

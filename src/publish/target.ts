@@ -4,6 +4,7 @@
  * they report only the variable or file a credential came from.
  */
 import type { PublishTarget } from '../template/schema-publish.js';
+import type { Timeouts } from './http.js';
 
 export interface PublishArtifact {
   name: string;
@@ -23,6 +24,28 @@ export interface PublishContext {
   log(message: string): void;
   /** Bytes sent so far of `total` (the runner turns this into a bar or lines). */
   progress(sent: number, total: number): void;
+  /** The target's connect and idle timeouts (`timeout:`), for every request it makes. */
+  timeouts: Timeouts;
+  /**
+   * Called by a target before it sends a credential anywhere: the runner says where it goes, warns
+   * once when it would cross a network in clear, and (for `kiln publish`) refuses a host the manifest
+   * names that the user did not confirm. Throws PublishError to stop the target.
+   */
+  credentialsTo(dest: CredentialDestination): void;
+}
+
+export interface CredentialDestination {
+  /** What receives it, e.g. "S3", "Keystone", "the OCI registry". */
+  kind: string;
+  /** The URL it is sent to (only its scheme and host are shown). */
+  url: string;
+  /** Where the credential came from (a variable or file name, never the value). */
+  from: string;
+  /**
+   * The host comes from the target's settings (an edited manifest.json can change it), not from the
+   * environment or a credentials file that names its own host.
+   */
+  hostFromSettings: boolean;
 }
 
 /** Where an image now lives, recorded in manifest.json under `published`. */
@@ -40,7 +63,7 @@ export interface PublishResult {
 }
 
 /** A failure whose message is already the one clear line for the user (bad credentials, missing variable). */
-export class PublishError extends Error {}
+export class PublishError extends Error { override name = 'PublishError'; }
 
 export type Publisher<T extends PublishTarget = PublishTarget> = (target: T, artifact: PublishArtifact, ctx: PublishContext) => Promise<PublishResult>;
 
@@ -99,6 +122,8 @@ export class HttpStatusError extends Error {
 /** A failure worth another try: a 5xx, 429 or 408 answer, or a connection reset/refused/timed out. */
 export function isTransient(e: unknown): boolean {
   if (e instanceof PublishError) return false;
+  // A server that let a timeout run out once is not retried: each try would wait that long again.
+  if ((e as { timedOut?: boolean })?.timedOut) return false;
   if (e instanceof HttpStatusError) return e.status >= 500 || e.status === 429 || e.status === 408;
   const code = (e as NodeJS.ErrnoException)?.code ?? (e as { cause?: NodeJS.ErrnoException })?.cause?.code;
   return code === 'ECONNRESET' || code === 'ECONNREFUSED' || code === 'EPIPE' || code === 'ETIMEDOUT' || code === 'UND_ERR_SOCKET' || code === 'ECONNABORTED';

@@ -8,16 +8,40 @@
  * schema.ts adds `publish` to a build and calls checkPublishFormats (this module needs nothing from it).
  */
 import { z } from 'zod';
-import { parseSize } from './units.js';
+import { parseDuration, parseSize } from './units.js';
 
 const because = (message: string, fix: string) => ({ message, params: { fix } });
 
 const targetName = z.string().refine((v) => /^[A-Za-z0-9][A-Za-z0-9_.-]*$/.test(v), because(
   'target names use letters, digits, ".", "_" and "-"', 'rename it, e.g. name: s3-images',
 )).optional();
-const httpUrl = z.string().refine((v) => { try { return /^https?:$/.test(new URL(v).protocol); } catch { return false; } }, because(
-  'not an http(s) URL', 'write the full URL, e.g. http://127.0.0.1:9000',
-));
+const httpUrl = z.string().superRefine((v, ctx) => {
+  let u: URL;
+  try { u = new URL(v); } catch { u = undefined as never; }
+  if (!u || !/^https?:$/.test(u.protocol)) {
+    ctx.addIssue({ code: 'custom', ...because('not an http(s) URL', 'write the full URL, e.g. https://minio.lab:9000') });
+    return;
+  }
+  // The value itself is never repeated: it holds a password, and errors get printed and logged.
+  if (u.username || u.password) {
+    ctx.addIssue({ code: 'custom', ...because('the URL holds a user name or password (user:password@), which would be recorded in manifest.json and printed',
+      'remove user:password@ from the URL and give the credential through the target\'s variables or credentials_file: (see README, Publish)') });
+  }
+});
+const duration = z.union([z.string(), z.number().positive()]).superRefine((v, ctx) => {
+  let ms = 0;
+  try { ms = parseDuration(v); } catch { /* below */ }
+  if (!(ms > 0)) ctx.addIssue({ code: 'custom', ...because(`${JSON.stringify(v)} is not a duration`, 'write e.g. "30s", "2m" or "500ms"') });
+});
+/**
+ * Per target: `connect` bounds the TCP connection, `idle` the time with no byte moving either way;
+ * every request the target makes has both (a server that accepts and never answers fails in `idle`).
+ */
+const timeouts = z.strictObject({
+  connect: duration.default('30s'),
+  idle: duration.default('120s'),
+}).default({ connect: '30s', idle: '120s' });
+
 const partSize = z.union([z.string(), z.number().int().positive()]).superRefine((v, ctx) => {
   let bytes: number;
   try { bytes = parseSize(v); } catch {
@@ -38,7 +62,8 @@ export const s3Target = z.strictObject({
   key: z.string().min(1).optional(),
   /** An S3-compatible server (MinIO, Ceph RGW, Swift s3api); default: AWS. */
   endpoint: httpUrl.optional(),
-  region: z.string().default('us-east-1'),
+  // The AWS endpoint's host is made from it (s3.REGION.amazonaws.com): letters, digits and dashes only.
+  region: z.string().refine((v) => /^[a-z0-9][a-z0-9-]*$/.test(v), because('not an AWS region name (letters, digits and "-")', 'write e.g. region: eu-west-1')).default('us-east-1'),
   /** Path-style URLs (endpoint/bucket/key), which most S3-compatible servers need. */
   force_path_style: z.boolean().default(false),
   part_size: partSize.default('16M'),
@@ -47,6 +72,7 @@ export const s3Target = z.strictObject({
   /** An AWS shared credentials file (INI, [default] or `profile`); default: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. */
   credentials_file: credentialsFile,
   profile: z.string().default('default'),
+  timeout: timeouts,
 });
 
 export const azureTarget = z.strictObject({
@@ -59,6 +85,7 @@ export const azureTarget = z.strictObject({
   container: z.string().min(3),
   blob: z.string().min(1).optional(),
   credentials_file: credentialsFile,
+  timeout: timeouts,
 });
 
 export const glanceTarget = z.strictObject({
@@ -73,6 +100,7 @@ export const glanceTarget = z.strictObject({
   properties: z.record(z.string(), z.string()).default({}),
   /** How long Glance may take to make the image active. */
   timeout_seconds: z.number().int().positive().default(600),
+  timeout: timeouts,
 });
 
 export const ociTarget = z.strictObject({
@@ -81,7 +109,14 @@ export const ociTarget = z.strictObject({
   /** KubeVirt's containerDisk holds a qcow2 (or raw) under /disk/. */
   format: z.enum(['qcow2', 'raw']).default('qcow2'),
   /** host[:port] of the registry. */
-  registry: z.string().min(1),
+  registry: z.string().min(1).superRefine((v, ctx) => {
+    if (v.includes('@')) {
+      ctx.addIssue({ code: 'custom', ...because('the registry holds a user name or password (user:password@), which would be recorded in manifest.json and printed',
+        'write only host[:port] and give the credential as KILN_REGISTRY_USERNAME / KILN_REGISTRY_PASSWORD or a docker config.json') });
+    } else if (!/^[A-Za-z0-9.-]+(:\d+)?$|^\[[0-9a-fA-F:]+\](:\d+)?$/.test(v)) {
+      ctx.addIssue({ code: 'custom', ...because('not a registry host[:port] (no scheme, no path)', 'write e.g. registry: registry.lab:5000') });
+    }
+  }),
   repository: z.string().refine((v) => /^[a-z0-9]+([._-][a-z0-9]+)*(\/[a-z0-9]+([._-][a-z0-9]+)*)*$/.test(v), because(
     'not a repository name (lower case letters, digits, separators ".", "_", "-", "/")', 'write e.g. repository: images/debian',
   )),
@@ -92,6 +127,7 @@ export const ociTarget = z.strictObject({
   chunk_size: partSize.default('16M'),
   /** A docker config.json with `auths` (default: $DOCKER_CONFIG/config.json, then ~/.docker/config.json). */
   credentials_file: credentialsFile,
+  timeout: timeouts,
 });
 
 export const publishTargetSchema = z.discriminatedUnion('type', [s3Target, azureTarget, glanceTarget, ociTarget]);
@@ -101,6 +137,11 @@ export type PublishTarget = z.output<typeof publishTargetSchema>;
 
 /** The name `--only` and the manifest use: `name`, else the type. */
 export function publishTargetName(t: PublishTarget): string { return t.name ?? t.type; }
+
+/** A target's timeouts in milliseconds. */
+export function publishTimeouts(t: PublishTarget): { connectMs: number; idleMs: number } {
+  return { connectMs: parseDuration(t.timeout.connect), idleMs: parseDuration(t.timeout.idle) };
+}
 
 /**
  * Checks a build's publish list against what it produces: each target's format among the outputs,
