@@ -27,6 +27,33 @@ export const defaultWaitForMs = 5 * 60_000;
 /** `<` + a name: anything else starting with `<` is ordinary text (e.g. a shell redirect). */
 const tagStart = /^<([A-Za-z][A-Za-z0-9]*)/;
 
+/** A whole <wait...> tag, whatever follows "wait" up to ">" (so <wait-5s> and <wait1.5s> are seen whole). */
+const waitTag = /^<wait(?!for)([^<>\s]*)>/i;
+
+/** Longer than any boot needs, and far below what a timer can hold (setTimeout fires at once past ~24.8 days). */
+export const maxWaitMs = 24 * 3_600_000;
+
+const waitUnits: Record<string, number> = { ns: 1e-6, us: 1e-3, 'µs': 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+
+/**
+ * A wait's duration as Packer's boot-command grammar writes it: nothing (1 s), whole seconds (<wait5>),
+ * or Go durations (<wait1m30s>, <wait1.5s>, <wait500ms>). Packer also parses a negative one (<wait-5s>),
+ * which waits not at all: kiln refuses it, like anything else that is not a duration or is over 24 h.
+ */
+export function waitDuration(arg: string): number | { problem: string; expected: string } {
+  const expected = 'a duration such as <wait5>, <wait10s>, <wait1m30s> or <wait500ms>';
+  if (arg === '') return 1000;
+  if (arg.startsWith('-')) return { problem: `a negative wait ("${arg}")`, expected: `a duration of zero or more: ${expected}` };
+  let ms: number;
+  if (/^\d+$/.test(arg)) ms = Number(arg) * 1000;
+  else if (/^(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$/.test(arg)) {
+    ms = 0;
+    for (const m of arg.matchAll(/(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g)) ms += Number(m[1]) * waitUnits[m[2]!]!;
+  } else return { problem: `"${arg}" is not a duration`, expected };
+  if (!(ms <= maxWaitMs)) return { problem: `the wait "${arg}" is longer than 24h`, expected: `a wait of at most 24h (<wait24h>); for something slow, <waitFor "text" 2h> waits only as long as needed` };
+  return Math.round(ms);
+}
+
 export function parseBootCommand(source: string): BootNode[] {
   const nodes: BootNode[] = [];
   let text = '';
@@ -42,6 +69,15 @@ export function parseBootCommand(source: string): BootNode[] {
       if (!text) textPos = i;
       text += source.slice(i, end + 1);
       i = end + 1;
+      continue;
+    }
+    const wait = waitTag.exec(rest);
+    if (wait) {
+      flush();
+      const ms = waitDuration(wait[1]!);
+      if (typeof ms !== 'number') throw new BootCommandError(source, i + 5, ms.problem, ms.expected);
+      nodes.push({ kind: 'wait', ms, pos: i });
+      i += wait[0].length;
       continue;
     }
     const tag = tagStart.exec(rest);
@@ -98,11 +134,8 @@ export function parseBootCommand(source: string): BootNode[] {
 function tagNode(name: string, pos: number): BootNode | { problem: string; expected: string; pos: number } | undefined {
   const lower = name.toLowerCase();
   if (lower.startsWith('wait')) {
-    const arg = name.slice(4);
-    if (!arg) return { kind: 'wait', ms: 1000, pos };
-    try { return { kind: 'wait', ms: parseDuration(/^\d+$/.test(arg) ? `${arg}s` : arg), pos }; } catch {
-      return { pos: pos + 5, problem: `"${arg}" is not a duration`, expected: 'a duration such as <wait5>, <wait10s>, <wait1m30s> or <wait500ms>' };
-    }
+    const ms = waitDuration(name.slice(4));
+    return typeof ms === 'number' ? { kind: 'wait', ms, pos } : { pos: pos + 5, ...ms };
   }
   if (Object.hasOwn(specialKeys, lower)) return { kind: 'key', key: lower, action: 'press', pos };
   if (Object.hasOwn(modifierKeys, lower)) return { kind: 'key', key: lower, action: 'press', pos };
@@ -149,6 +182,7 @@ function parseWaitFor(source: string, start: number, from: number): { node: Boot
     try { timeoutMs = parseDuration(m[1]!); } catch {
       throw new BootCommandError(source, i, `"${m[1]}" is not a duration`, 'a timeout such as 30s, 2m or 1m30s');
     }
+    if (timeoutMs > maxWaitMs) throw new BootCommandError(source, i, `the timeout "${m[1]}" is longer than 24h`, 'a timeout of at most 24h');
     i += m[1]!.length;
     skipSpaces();
   }

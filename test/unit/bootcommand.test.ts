@@ -31,6 +31,10 @@ describe('parseBootCommand', () => {
     ]);
     expect(parseBootCommand('echo a < b <c d')).toEqual([{ kind: 'text', text: 'echo a < b <c d', pos: 0 }]);
   });
+  it('reads waits as Packer\'s grammar writes them: seconds, Go durations with fractions and ns/us', () => {
+    expect(parseBootCommand('<wait1.5s><wait500ms><wait1m30s><wait0><wait24h><WAIT2><wait1500us>').map((n) => (n.kind === 'wait' ? n.ms : n))).toEqual([1500, 500, 90_000, 0, 86_400_000, 2000, 2]);
+  });
+
   it('parses waitFor with text, regex and timeout', () => {
     expect(parseBootCommand('<waitFor "boot: ">')).toEqual([{ kind: 'waitFor', pattern: 'boot: ', timeoutMs: defaultWaitForMs, pos: 0 }]);
     const [n] = parseBootCommand('<waitFor /login:\\s*$/m 2m>');
@@ -43,6 +47,15 @@ describe('parseBootCommand', () => {
     ['<entr>', 0, /unknown key <entr> at column 1: expected a known key; did you mean <enter>\?/],
     ['ab<pageup2>', 2, /unknown key <pageup2>/],
     ['<waitx>', 5, /"x" is not a duration at column 6/],
+    // Issue 23: a negative wait was typed as text; other malformed waits are refused alike, with the position.
+    ['<wait-5s>', 5, /a negative wait \("-5s"\) at column 6: expected a duration of zero or more/],
+    ['ok<wait-1>', 7, /a negative wait \("-1"\) at column 8/],
+    ['<wait5x>', 5, /"5x" is not a duration at column 6/],
+    ['<waitabc>', 5, /"abc" is not a duration at column 6/],
+    ['<wait1.5.2s>', 5, /"1\.5\.2s" is not a duration/],
+    ['<wait99999999999>', 5, /the wait "99999999999" is longer than 24h at column 6: expected a wait of at most 24h/],
+    ['<wait25h>', 5, /the wait "25h" is longer than 24h/],
+    ['<waitFor "x" 9999h>', 13, /the timeout "9999h" is longer than 24h at column 14/],
     ['<waitFor "boot:>', 9, /unterminated string in <waitFor at column 10: expected a closing "/],
     ['<waitFor /a(/>', 9, /bad regex/],
     ['<waitFor boot>', 9, /bad <waitFor> pattern at column 10: expected "text" or \/regex\//],
