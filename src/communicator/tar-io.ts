@@ -113,6 +113,8 @@ export function extractTo(root: string, onBytes: (n: number) => void, limits: Do
     return relParent === '' ? path.basename(rel) : `${relParent.split(path.sep).join('/')}/${path.basename(rel)}`;
   };
   extract.on('entry', (header, stream, next) => {
+    // A failed extraction destroys the entry's stream with its error: reported once, by the extract.
+    stream.on('error', () => undefined);
     void (async () => {
       const rel = safeEntryPath(header.name);
       budget.admit(rel || '.', header.size ?? 0);

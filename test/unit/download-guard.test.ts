@@ -104,6 +104,17 @@ describe('limits on a folder download', () => {
     expect(existsSync(path.join(root, 'd/three'))).toBe(false);
   });
 
+  it('an archive arriving in pieces fails once, through the extraction (no uncaught error from the entry left unread)', async () => {
+    const tar = await archive([{ name: 'big', mode: 0o644, data: Buffer.alloc(3 << 20) }]);
+    const pieces = Array.from({ length: Math.ceil(tar.length / 32768) }, (_, i) => tar.subarray(i * 32768, (i + 1) * 32768));
+    const root = path.join(dir, 'pieces');
+    mkdirSync(root);
+    const { output } = extractTo(root, () => undefined, { maxBytes: 2 ** 20, maxEntries: 10 });
+    await expect(pipeline(Readable.from(pieces), output)).rejects.toThrow(DownloadLimitError);
+    await new Promise((resolve) => setImmediate(resolve)); // an uncaught error would surface by now
+    expect(existsSync(path.join(root, 'big'))).toBe(false);
+  });
+
   it('an archive of too many entries is refused at the first one over', async () => {
     const tar = await archive(Array.from({ length: 10 }, (_, i) => ({ name: `f${i}`, mode: 0o644 })));
     await expect(extract('entries', tar, { maxBytes: 1e9, maxEntries: 5 })).rejects.toMatchObject({ kind: 'entries', limit: 5 });
