@@ -1,7 +1,7 @@
 // kiln build, end to end, from the tiny fixture: provisioners run over SSH, the artifact is checked
 // with qemu-img and booted again, and a failing provisioner leaves no artifact behind.
 import { randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -69,7 +69,22 @@ describe('kiln build (tiny fixture)', () => {
         destination: ${path.join(dir, 'back')}
         direction: download
       - type: shell-local
-        inline: ['echo "local $KILN_NAME" > ${path.join(dir, 'local.txt')}']`, { bootloader: true }); // through firmware and GRUB, as users boot it
+        inline: ['echo "local $KILN_NAME" > ${path.join(dir, 'local.txt')}']
+      - type: shell
+        inline:
+          - mkdir -p /root/hostile/open /root/hostile/sticky
+          - printf '#!/bin/sh\\n' > /root/hostile/open/suid && chmod 4777 /root/hostile/open/suid
+          - echo shared > /root/hostile/sticky/shared && chmod 666 /root/hostile/sticky/shared
+          - chmod 777 /root/hostile/open && chmod 1777 /root/hostile/sticky
+      - type: file
+        source: /root/hostile/open/suid
+        destination: ${path.join(dir, 'fetched')}/
+        direction: download
+      - type: file
+        source: /root/hostile
+        destination: ${path.join(dir, 'hostile-back')}
+        direction: download
+        max_size: 1M`, { bootloader: true }); // through firmware and GRUB, as users boot it
     const run = await kiln(['build', file, '--events=json']);
     expect(run.exitCode, run.stderr).toBe(0);
 
@@ -77,7 +92,7 @@ describe('kiln build (tiny fixture)', () => {
     const types = run.events.map((e) => e.type);
     expect(types[0]).toBe('build-start');
     expect(types.at(-1)).toBe('build-end');
-    expect(run.events.filter((e) => e.type === 'provisioner-end').map((e) => e.index)).toEqual([0, 1, 2, 3, 4, 5, 6]);
+    expect(run.events.filter((e) => e.type === 'provisioner-end').map((e) => e.index)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
     expect(JSON.stringify(run.events) + run.stderr).not.toContain('s3cr3t-t0ken');
     expect(run.stderr).toContain('token is <sensitive>');
 
@@ -100,10 +115,12 @@ describe('kiln build (tiny fixture)', () => {
     expect(readFileSync(path.join(dir, 'downloaded-marker'), 'utf8')).toBe('from-kiln\n');
     expect(readFileSync(path.join(dir, 'local.txt'), 'utf8')).toBe('local ok\n');
 
-    // The folder made the round trip: same files, bytes and modes (empty folders too), and the upload
-    // reported its progress up to the whole size.
-    const listing = (root: string) => execa('find', ['.', '-printf', '%y %m %p\\n'], { cwd: root }).then((r) => r.stdout.split('\n').sort());
-    expect(await listing(path.join(dir, 'back/tree'))).toEqual(await listing(tree));
+    // The folder made the round trip: same files, bytes and modes (empty folders too; no world-write
+    // from the guest, the host's umask), and the upload reported its progress up to the whole size.
+    const umask = process.umask();
+    const listing = (root: string, mask = 0o7777) => execa('find', ['.', '-printf', '%y %m %p\\n'], { cwd: root })
+      .then((r) => r.stdout.split('\n').map((l) => l.replace(/ (\d+) /, (_, m: string) => ` ${(parseInt(m, 8) & mask).toString(8)} `)).sort());
+    expect(await listing(path.join(dir, 'back/tree'))).toEqual(await listing(tree, 0o775 & ~umask));
     const diff = await execa('diff', ['-r', tree, path.join(dir, 'back/tree')], { reject: false });
     expect(diff.exitCode, diff.stdout).toBe(0);
     const treeBytes = 200 * 199 / 2 * 13 + (8 << 20);
@@ -113,6 +130,16 @@ describe('kiln build (tiny fixture)', () => {
     // Both ways as one tar stream (busybox tar in the guest), not file by file over SFTP.
     expect(run.stderr).toContain(`uploaded ${tree}/ -> /root/tree (201 files, tar stream)`);
     expect(run.stderr).toContain(`downloaded /root/tree -> ${path.join(dir, 'back')} (tar stream)`);
+
+    // A hostile guest's modes stay in the guest: no setuid, no world-write, no sticky bit on the host;
+    // "fetched/" (missing) was made and received the file under its own name, as Packer does.
+    const ordinary = (guest: number) => (guest & 0o775 & ~umask).toString(8);
+    expect((await listing(path.join(dir, 'hostile-back/hostile'))).join('\n')).toBe([
+      `d ${ordinary(0o755)} .`, `d ${ordinary(0o777)} ./open`, `d ${ordinary(0o1777)} ./sticky`,
+      `f ${ordinary(0o4777)} ./open/suid`, `f ${ordinary(0o666)} ./sticky/shared`,
+    ].sort().join('\n'));
+    expect(readFileSync(path.join(dir, 'fetched', 'suid'), 'utf8')).toBe('#!/bin/sh\n');
+    expect(statSync(path.join(dir, 'fetched', 'suid')).mode & 0o7777).toBe(0o666 & 0o775 & ~umask);
 
     // Boot both artifacts and read what the provisioners left.
     for (const [name, format] of [['ok.qcow2', 'qcow2'], ['ok.raw', 'raw']] as const) {
@@ -143,17 +170,30 @@ describe('kiln build (tiny fixture)', () => {
   });
 
   it('a failing provisioner fails the build: non-zero exit, no artifact, no partial files, no QEMU left', async () => {
+    // The failure: a folder download past its max_size, into a folder that already holds a file.
+    const back = path.join(dir, 'big-back');
+    mkdirSync(path.join(back, 'big'), { recursive: true });
+    writeFileSync(path.join(back, 'big', 'keep.txt'), 'mine');
     const file = template('fails', `
       - type: shell
         inline:
+          - mkdir -p /root/big && dd if=/dev/urandom of=/root/big/data.bin bs=1024 count=3072
           - echo about to fail
-          - exit 3`);
+      - type: file
+        source: /root/big
+        destination: ${back}
+        direction: download
+        max_size: 1M`);
     const run = await kiln(['build', file, '--events=json']);
     expect(run.exitCode).toBe(1);
-    expect(run.stderr).toMatch(/provisioner 1: script "inline" exited with 3/);
+    expect(run.stderr).toMatch(/provisioner 2: downloading \/root\/big to \S+ failed: the folder holds more than the limit of 1\.0 MiB: "data\.bin" \(3\.0 MiB\)/);
+    expect(run.stderr).toContain('fix: if that much is expected, set max_size: 3M (or more) on this file provisioner');
     expect(run.stderr).toContain('about to fail');
+    // Only what kiln wrote is gone: the destination's previous file is there, no partial beside it.
+    expect(readdirSync(back)).toEqual(['big']);
+    expect(readdirSync(path.join(back, 'big'))).toEqual(['keep.txt']);
     expect(existsSync(path.join(dir, 'out', 'fails'))).toBe(false);
-    expect(readdirSync(path.join(dir, 'out')).filter((n) => n.includes('fails'))).toEqual([]);
+    expect(existsSync(path.join(dir, 'out')) ? readdirSync(path.join(dir, 'out')).filter((n) => n.includes('fails')) : []).toEqual([]);
     const ps = await execa('pgrep', ['-f', 'process=kiln-fails'], { reject: false });
     expect(ps.stdout.trim()).toBe('');
     expect(run.events.at(-1)).toMatchObject({ type: 'build-end', ok: false });
