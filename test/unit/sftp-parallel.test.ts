@@ -122,6 +122,14 @@ describe('parallel SFTP transfers', () => {
     }
   });
 
+  it('an upload to "dir/" lands under the file\'s own name, as Packer reads it', async () => {
+    const src = path.join(dir, 'named.txt');
+    writeFileSync(src, 'named\n');
+    mkdirSync(path.join(served, 'into'));
+    await ssh.upload(src, '/into/');
+    expect(readFileSync(path.join(served, 'into', 'named.txt'), 'utf8')).toBe('named\n');
+  });
+
   it('an abort stops an upload the server no longer answers, with the abort reason', async () => {
     const src = path.join(dir, 'big');
     writeFileSync(src, randomBytes(8 * 2 ** 20));
