@@ -69,13 +69,15 @@ function functions(root: string): string {
     `S="$R${STATE}"`,
     // cmp is in Debian's diffutils (Essential) and busybox; a guest without it compares in the shell.
     'same() { if command -v cmp >/dev/null 2>&1; then cmp -s "$1" "$2"; else [ "$(cat "$1"; echo .)" = "$(cat "$2"; echo .)" ]; fi; }',
+    // What the file becomes is worked out first; then its blocks are zeroed in place (shred), so kiln's
+    // lines leave no bytes on the disk either, and it is written again (or deleted).
     'restore() {',
-    '  if [ -e "$S/$2.after" ] && [ -e "$1" ] && same "$1" "$S/$2.after"; then',
-    '    if [ -e "$S/$2.absent" ]; then rm -f "$1"; else cat "$S/$2.orig" > "$1"; fi',
-    '  elif [ -e "$1" ] && { [ -e "$S/$2.orig" ] || [ -e "$S/$2.absent" ]; }; then',
-    '    sed "$3" "$1" > "$S/$2.tmp" && cat "$S/$2.tmp" > "$1"',
-    '    [ ! -e "$S/$2.absent" ] || [ -s "$1" ] || rm -f "$1"',
-    '  fi',
+    '  [ -e "$1" ] && { [ -e "$S/$2.orig" ] || [ -e "$S/$2.absent" ]; } || return 0',
+    '  if [ -e "$S/$2.after" ] && same "$1" "$S/$2.after"; then',
+    '    if [ -e "$S/$2.absent" ]; then : > "$S/$2.tmp"; else cp "$S/$2.orig" "$S/$2.tmp"; fi',
+    '  else sed "$3" "$1" > "$S/$2.tmp"; fi',
+    '  shred -n0 -z -- "$1" 2>/dev/null',
+    '  if [ -e "$S/$2.absent" ] && [ ! -s "$S/$2.tmp" ]; then rm -f "$1"; else cat "$S/$2.tmp" > "$1"; fi',
     '}',
   ].join('\n');
 }
@@ -86,12 +88,16 @@ function removal(): string {
   const confSed = `/^${BEGIN}$/{N;d;}`;
   return [
     'if [ -d "$S" ]; then',
-    `  rm -f ${GUEST_PROXY_FILES.map((f) => `"$R${f}"`).join(' ')}`,
-    '  [ ! -e "$S/system.conf.d.made" ] || rmdir "$R/etc/systemd/system.conf.d" 2>/dev/null',
-    `  if [ -z "$R" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then systemctl unset-environment ${VARS} 2>/dev/null; fi`,
     `  restore "$R/etc/environment" environment ${shellQuote(envSed)}`,
     `  restore "$R/etc/dnf/dnf.conf" dnf.conf ${shellQuote(confSed)}`,
     `  restore "$R/etc/yum.conf" yum.conf ${shellQuote(confSed)}`,
+    // kiln's own files and the originals and copies it kept: zeroed in one process, then deleted.
+    '  set --',
+    `  for f in ${GUEST_PROXY_FILES.map((f) => `"$R${f}"`).join(' ')} "$S"/*; do [ ! -f "$f" ] || set -- "$@" "$f"; done`,
+    '  [ $# = 0 ] || shred -n0 -z -- "$@" 2>/dev/null',
+    `  rm -f ${GUEST_PROXY_FILES.map((f) => `"$R${f}"`).join(' ')}`,
+    '  [ ! -e "$S/system.conf.d.made" ] || rmdir "$R/etc/systemd/system.conf.d" 2>/dev/null',
+    `  if [ -z "$R" ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then systemctl unset-environment ${VARS} 2>/dev/null; fi`,
     '  rm -rf "$S"',
     'fi',
   ].join('\n');

@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { cleanGuestScript } from '../../src/build/steps/clean-guest.js';
+import { removeGuestProxyScript } from '../../src/provisioners/guest-proxy.js';
 
 const dirs: string[] = [];
 afterAll(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
@@ -18,8 +19,11 @@ afterAll(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true 
 describe('cleanGuestScript', () => {
   for (const cloudInit of [true, false]) {
     it(`is valid sh, starts few processes and no global sync (cloud-init ${cloudInit})`, () => {
-      const script = cleanGuestScript(cloudInit);
-      expect(spawnSync('sh', ['-n'], { input: script }).status).toBe(0);
+      const whole = cleanGuestScript(cloudInit);
+      expect(spawnSync('sh', ['-n'], { input: whole }).status).toBe(0);
+      // The build proxy's removal (guest-proxy-script.test.ts) starts nothing when there is no proxy to remove.
+      expect(whole).toContain(removeGuestProxyScript().trimEnd());
+      const script = whole.replace(removeGuestProxyScript().trimEnd(), '');
       expect(script).not.toMatch(/^\s*sync\b|;\s*sync\b|\bdd\b|\bgrep\b|cloud-init clean/m);
       expect(script.match(/\bshred\b/g)?.length ?? 0).toBe(cloudInit ? 1 : 0);
       if (cloudInit) expect(script).toContain('-exec shred -n0 -z -- {} +');
@@ -27,7 +31,7 @@ describe('cleanGuestScript', () => {
   }
 
   it('without cloud-init only authorized_keys is touched', () => {
-    expect(cleanGuestScript(false)).not.toMatch(/\/var\/lib\/cloud|\/etc\/ssh/);
+    expect(cleanGuestScript(false).replace(removeGuestProxyScript().trimEnd(), '')).not.toMatch(/\/var\/lib\/cloud|\/etc\/ssh/);
   });
 });
 
