@@ -29,7 +29,11 @@ export interface WriteBundleOptions {
   force?: boolean;
 }
 
-export interface WrittenBundle { file: string; sha256: string; size: number; members: number; manifest: BundleManifest }
+export interface WrittenBundle {
+  file: string; sha256: string; size: number; members: number; manifest: BundleManifest;
+  /** The folder the tree's paths are relative to (the deepest one holding the template and every input). */
+  root: string;
+}
 
 type Source = { name: string; sha256: string; size: number } & ({ file: string } | { bytes: Buffer });
 
@@ -81,7 +85,7 @@ export async function writeBundle(o: WriteBundleOptions): Promise<WrittenBundle>
       ...sorted,
     ]);
     renameSync(partial, output);
-    return { file: output, sha256, size, members: sorted.length + 1, manifest };
+    return { file: output, sha256, size, members: sorted.length + 1, manifest, root };
   } catch (e) {
     rmSync(partial, { force: true });
     throw e;

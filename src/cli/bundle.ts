@@ -44,11 +44,14 @@ export async function prepareAirgap(a: AirgapBuildArgs, cacheDir: string): Promi
     bundle,
     relocateOutputs(t) {
       if (!bundle) return;
-      // Relative to the template's folder in the tree, as output_directory is relative to the template.
+      // What the template writes (relative to its folder in the tree, which is read-only and shared)
+      // goes relative to the current directory instead: output directories and file downloads.
       const templateDir = path.dirname(bundle.template);
+      const moved = (p: string): string => ((p + path.sep).startsWith(bundle.treeRoot + path.sep) ? path.resolve(process.cwd(), path.relative(templateDir, p)) : p);
       for (const b of t.template.builds) {
-        const out = b.output_directory;
-        if (out && (out + path.sep).startsWith(bundle.treeRoot + path.sep)) b.output_directory = path.resolve(process.cwd(), path.relative(templateDir, out));
+        if (b.output_directory) b.output_directory = moved(b.output_directory);
+        for (const o of b.outputs) if (o.directory) o.directory = moved(o.directory);
+        for (const p of b.provisioners) if (p.type === 'file' && p.direction === 'download') p.destination = moved(p.destination);
       }
     },
     async start(t, onFatal, log) {
@@ -89,6 +92,13 @@ export async function bundleCommand(a: BundleArgs): Promise<number> {
   const started = performance.now();
   const w = await writeBundle({ template: t, varFiles, recordingDir, kilnTarball, output: a.output, cacheDir, force: a.force });
   const mib = (statSync(w.file).size / 2 ** 20).toFixed(1);
+  // Paths outside the template's folder are recorded from the inputs' common folder (from / when they
+  // are far apart): say so, since a template naming them absolutely reads them from the offline host.
+  const tplDir = path.posix.dirname(w.manifest.template);
+  const outside = w.manifest.tree.map((e) => e.path).filter((p) => tplDir !== '.' && !p.startsWith(`${tplDir}/`));
+  if (outside.length) {
+    process.stderr.write(`kiln bundle: ${outside.length} input${outside.length > 1 ? 's lie' : ' lies'} outside the template's folder (${outside.slice(0, 3).join(', ')}${outside.length > 3 ? ', ...' : ''}): the bundle records ${outside.length > 1 ? 'their paths' : 'its path'} relative to ${w.root}, and an offline build reads an input the template names by an absolute path from the offline host, not from the bundle (name inputs relative to the template)\n`);
+  }
   // The pin, in sha256sum's format, beside the bundle: carry it (or the printed line) separately to check the copy offline.
   const pinFile = `${w.file}.sha256`;
   writeFileSync(`${pinFile}.tmp`, `${w.sha256}  ${path.basename(w.file)}\n`);

@@ -16,6 +16,8 @@ import { PackageStore, IndexError } from '../../src/airgap/store.js';
 import { listUnpackedBundles, pruneUnpackedBundles } from '../../src/airgap/unpacked.js';
 import { prepareAirgap, AirgapUsageError } from '../../src/cli/bundle.js';
 import { craftBundle, sha } from './airgap-crafted.js';
+import { loadTemplate } from '../../src/template/load.js';
+import { writeBundle } from '../../src/airgap/bundle-write.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-airgap-safety-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -200,5 +202,32 @@ describe('kiln build --bundle', () => {
     await expect(prepareAirgap({ bundle: 'x.kiln.tar', template: 'other.yaml' }, cacheOf())).rejects.toThrow(AirgapUsageError);
     await expect(prepareAirgap({ bundle: 'x.kiln.tar', template: 'other.yaml' }, cacheOf())).rejects.toThrow(/give a template or --bundle, not both: the bundle carries its own template, so other.yaml would be ignored/);
     await expect(prepareAirgap({ sha256: sha('x'), template: 'a.yaml' }, cacheOf())).rejects.toThrow(/--sha256 pins the bundle given with --bundle/);
+  });
+
+  it('puts outputs and downloads where the template says, relative to the current directory, not under the tree\'s path', async () => {
+    const site = path.join(dir, 'site-out');
+    mkdirSync(path.join(site, 'deep', 'tpl'), { recursive: true });
+    mkdirSync(path.join(site, 'images'));
+    writeFileSync(path.join(site, 'images', 'base.qcow2'), 'disk');
+    const file = path.join(site, 'deep', 'tpl', 'kiln.yaml');
+    writeFileSync(file, `
+builds:
+  - name: b
+    output_directory: out/b
+    source: { base_image: ${path.join(site, 'images', 'base.qcow2')}, checksum: none, communicator: { username: root } }
+    provisioners:
+      - { type: file, direction: download, source: /etc/hostname, destination: fetched/hostname }
+`);
+    const cache = cacheOf();
+    const t = loadTemplate(file, { vars: [], varFiles: [], env: {} }, { cacheDir: cache });
+    const w = await writeBundle({ template: t, output: path.join(dir, 'out.kiln.tar'), cacheDir: cache });
+    expect(w.manifest.template).toBe('deep/tpl/kiln.yaml');
+    const airgap = (await prepareAirgap({ bundle: w.file, sha256: w.sha256 }, cache))!;
+    const offline = loadTemplate(airgap.bundle!.template, { vars: [], varFiles: [], env: {} }, { cacheDir: cache });
+    airgap.relocateOutputs(offline);
+    const b = offline.template.builds[0]!;
+    expect(b.output_directory).toBe(path.resolve('out/b'));
+    const download = b.provisioners[0] as { destination: string };
+    expect(download.destination).toBe(path.resolve('fetched/hostname'));
   });
 });
