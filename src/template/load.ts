@@ -16,6 +16,7 @@ import { interpolateTree } from './interpolate.js';
 import { outputDirectoryProblems, protectedPlaces } from './output-directories.js';
 import { resolveBuildPaths } from './paths.js';
 import { qemuArgsProblems, smbiosType1Switch } from './qemu-args.js';
+import { memoryFit } from '../qemu/memory.js';
 import { isConfigManagement } from './schema-config-management.js';
 import { knownKeysAt, packerSourceAliases, templateSchema, variableName, variableSchema, type Template } from './schema.js';
 import { resolveVariables, type ResolvedVariables, type VariableInputs } from './variables.js';
@@ -156,7 +157,7 @@ function loadPackerTemplate(abs: string, inputs: VariableInputs, options: LoadOp
     if (v.sensitive) loaded.variables.sensitive.add(v.name);
   }
   loaded.variables.secrets.push(...p.secrets);
-  loaded.notes = p.mapped.notes;
+  loaded.notes = [...p.mapped.notes, ...(loaded.notes ?? [])];
   return loaded;
 }
 
@@ -205,6 +206,7 @@ export function checkTemplate(
 
   const names = new Map<string, number>();
   const outputDirs = new Map<string, number>();
+  const memoryNotes: string[] = [];
   const places = protectedPlaces(dir, process.cwd(), os.homedir(), options.cacheDir ?? defaultCacheDir(), inputs.varFiles ?? []);
   template.builds.forEach((b, i) => {
     const sameName = names.get(b.name);
@@ -220,6 +222,10 @@ export function checkTemplate(
     const buildInputs = resolveBuildPaths(b, ['builds', i], dir, problems);
     problems.push(...outputDirectoryProblems(b, ['builds', i], places, buildInputs));
     problems.push(...qemuArgsProblems(s.qemu_args, [...at, 'qemu_args'], s.communicator.type === 'ssh' ? s.communicator.port : 22));
+    // Compared with this host's RAM: more fails at QEMU's start, more than is free is a warning.
+    const fit = memoryFit(s.memory);
+    if (fit.error) problems.push({ path: [...at, 'memory'], ...fit.error });
+    if (fit.warning) memoryNotes.push(`${file}: builds[${i}].source.memory: ${fit.warning}`);
     // `enabled: false` says the same as `cloud_init: false`, and must be held to the same checks.
     if (s.cloud_init !== false && !s.cloud_init.enabled) s.cloud_init = false;
     if (s.iso !== undefined) {
@@ -280,5 +286,5 @@ export function checkTemplate(
   });
   if (problems.length) throw new TemplateError(file, withLines(problems));
 
-  return { file: abs, dir, template, variables, digest: createHash('sha256').update(text).digest('hex') };
+  return { file: abs, dir, template, variables, digest: createHash('sha256').update(text).digest('hex'), ...(memoryNotes.length ? { notes: memoryNotes } : {}) };
 }
