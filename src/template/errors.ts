@@ -26,6 +26,37 @@ function formatProblem(file: string, p: FieldProblem): string {
   return `${where}: ${formatPath(p.path)}: ${p.message}${p.fix ? `\n  fix: ${p.fix}` : ''}`;
 }
 
+/**
+ * The forms a secret's text takes in a message: as written, JSON-escaped (how a value is quoted in an
+ * error), and the encodings a template most often wraps a secret in (base64, URL encoding). Values
+ * computed from a secret by a template function are masked by their own text (the Packer reader marks
+ * them tainted, see hcl-template.ts); these forms are the backstop for messages about a value whose
+ * computation failed half-way, where only the input is known.
+ */
+export function secretForms(secret: string): string[] {
+  const forms = new Set([secret, JSON.stringify(secret).slice(1, -1), Buffer.from(secret).toString('base64'), Buffer.from(secret).toString('base64url'), encodeURIComponent(secret)]);
+  return [...forms].filter((f) => f.length >= 3);
+}
+
+/** Every form of every secret in a text replaced with "<sensitive>", longest first (a secret holding another goes whole). */
+export function maskText(text: string, secrets: readonly string[]): string {
+  if (!secrets.length || !text) return text;
+  const forms = [...new Set(secrets.flatMap(secretForms))].sort((a, b) => b.length - a.length);
+  let out = text;
+  for (const f of forms) out = out.split(f).join('<sensitive>');
+  return out;
+}
+
+/** Problems with every secret masked in what they say (message and fix). */
+export function maskProblems<P extends FieldProblem>(problems: readonly P[], secrets: readonly string[]): P[] {
+  return problems.map((p) => ({ ...p, message: maskText(p.message, secrets), ...(p.fix === undefined ? {} : { fix: maskText(p.fix, secrets) }) }));
+}
+
+/** The same error with its secrets masked: the template's file name is kept, a secret in it or not. */
+export function maskTemplateError(e: TemplateError, secrets: readonly string[]): TemplateError {
+  return secrets.length ? new TemplateError(e.file, maskProblems(e.problems, secrets)) : e;
+}
+
 /** Levenshtein distance, for "did you mean". */
 export function editDistance(a: string, b: string): number {
   const row = Array.from({ length: b.length + 1 }, (_, i) => i);
@@ -62,6 +93,8 @@ export interface KeyHints {
   keysAt: (path: (string | number)[]) => readonly string[] | undefined;
   /** Foreign spellings (e.g. Packer's ssh_username) at a path, mapped to kiln's way of writing them. */
   aliasesAt?: (path: (string | number)[]) => Readonly<Record<string, string>> | undefined;
+  /** Sensitive values: a value quoted in a problem is masked before it is cut short (a cut secret would no longer match). */
+  secrets?: readonly string[];
 }
 
 /** A problem as collected, with what the clean-up in problemsFromZod needs to know about it. */
@@ -94,7 +127,7 @@ function bound(issue: { origin?: unknown; minimum?: unknown; maximum?: unknown; 
  * key that is its misspelling, since "did you mean" on the misspelt key already says everything.
  */
 export function problemsFromZod(error: z.ZodError, hints: KeyHints): FieldProblem[] {
-  const problems = collectProblems(error.issues, [], hints);
+  const problems = collectProblems(error.issues, [], hints).map((p) => (hints.secrets?.length ? maskProblems([p], hints.secrets)[0]! : p));
   const misspelt = new Set(problems.filter((p) => p.meant).map((p) => formatPath([...p.path.slice(0, -1), p.meant!])));
   const reported = new Set<string>();
   return problems.filter((p) => {
@@ -124,8 +157,8 @@ function collectProblems(issues: readonly z.core.$ZodIssue[], prefix: (string | 
           const guess = typeof given === 'string' ? closest(given, options) : undefined;
           const at = path.at(-1) === field ? path : [...path, field];
           if (given === undefined) problems.push({ path: at, message: `required field is missing`, fix: `add "${field}": one of ${options.join(', ')}`, missing: true });
-          else if (typeof given !== 'string') problems.push({ path: at, message: `expected a ${field} name, got ${describe(given)}`, fix: `use one of: ${options.join(', ')}` });
-          else problems.push({ path: at, message: `unknown ${field} ${describeValue(given)}`, fix: guess ? `did you mean "${guess}"? (one of: ${options.join(', ')})` : `use one of: ${options.join(', ')}` });
+          else if (typeof given !== 'string') problems.push({ path: at, message: `expected a ${field} name, got ${describe(given, hints.secrets)}`, fix: `use one of: ${options.join(', ')}` });
+          else problems.push({ path: at, message: `unknown ${field} ${describeValue(given, hints.secrets)}`, fix: guess ? `did you mean "${guess}"? (one of: ${options.join(', ')})` : `use one of: ${options.join(', ')}` });
           continue;
         }
         // A union (e.g. communicator ssh|none): report the branch that got furthest, not all of them.
@@ -134,7 +167,7 @@ function collectProblems(issues: readonly z.core.$ZodIssue[], prefix: (string | 
         const deeper = issue.errors.filter((b) => b.length && !b.every(atRoot));
         if (!deeper.length && issue.errors.length) {
           const wanted = [...new Set(issue.errors.flat().map((i) => (i.code === 'invalid_type' ? typeWord(i.expected) : i.code === 'invalid_value' ? i.values.map((v) => JSON.stringify(v)).join(' or ') : '')).filter(Boolean))];
-          problems.push({ path, message: `expected ${wanted.join(' or ')}, got ${describe(input)}`, fix: `write ${wanted.map((w) => withArticle(w)).join(' or ')} here` });
+          problems.push({ path, message: `expected ${wanted.join(' or ')}, got ${describe(input, hints.secrets)}`, fix: `write ${wanted.map((w) => withArticle(w)).join(' or ')} here` });
           continue;
         }
         const best = deeper.reduce((a, b) => (b.length < a.length ? b : a), deeper[0] ?? []);
@@ -150,7 +183,7 @@ function collectProblems(issues: readonly z.core.$ZodIssue[], prefix: (string | 
         const guess = typeof input === 'string' ? closest(input, values) : undefined;
         problems.push({
           path,
-          message: `${describeValue(input)} is not allowed`,
+          message: `${describeValue(input, hints.secrets)} is not allowed`,
           fix: guess ? `did you mean "${guess}"? (one of: ${values.join(', ')})` : `use one of: ${values.join(', ')}`,
         });
         continue;
@@ -162,7 +195,7 @@ function collectProblems(issues: readonly z.core.$ZodIssue[], prefix: (string | 
         } else if (typeof input === 'number' && !Number.isFinite(input) && (word === 'number' || word === 'whole number')) {
           problems.push({ path, message: `${String(input)} is not a usable number (too big to represent, or not a number at all)`, fix: `write ${withArticle(word)} of a sensible size` });
         } else {
-          problems.push({ path, message: `expected ${word}, got ${describe(input)}`, fix: `write ${withArticle(word)} here${typeExample(word)}` });
+          problems.push({ path, message: `expected ${word}, got ${describe(input, hints.secrets)}`, fix: `write ${withArticle(word)} here${typeExample(word)}` });
         }
         continue;
       }
@@ -171,10 +204,10 @@ function collectProblems(issues: readonly z.core.$ZodIssue[], prefix: (string | 
         problems.push(...collectProblems(issue.issues, path, hints));
         continue;
       case 'too_small':
-        problems.push({ path, message: `${describeValue(input)} is too small: it must be ${bound(issue, 'min')}`, fix: `use ${bound(issue, 'min')}` });
+        problems.push({ path, message: `${describeValue(input, hints.secrets)} is too small: it must be ${bound(issue, 'min')}`, fix: `use ${bound(issue, 'min')}` });
         continue;
       case 'too_big':
-        problems.push({ path, message: `${describeValue(input)} is too big: it must be ${bound(issue, 'max')}`, fix: `use ${bound(issue, 'max')}` });
+        problems.push({ path, message: `${describeValue(input, hints.secrets)} is too big: it must be ${bound(issue, 'max')}`, fix: `use ${bound(issue, 'max')}` });
         continue;
       default:
         break;
@@ -193,18 +226,23 @@ function typeExample(word: string): string {
   return '';
 }
 
-/** A value as the author wrote it; Infinity and NaN, which JSON cannot show, by name. */
-function describeValue(v: unknown): string {
+/**
+ * A value as the author wrote it; Infinity and NaN, which JSON cannot show, by name. Secrets are masked
+ * here, before a long value is cut to 60 characters, and a value that is a secret however short (a
+ * sensitive "22", which masking by text leaves alone) is not quoted at all.
+ */
+function describeValue(v: unknown, secrets: readonly string[] = []): string {
   if (typeof v === 'number' && !Number.isFinite(v)) return String(v);
   if (Array.isArray(v)) return `a list of ${v.length}`;
   if (v && typeof v === 'object') return 'a map';
-  const text = JSON.stringify(v) ?? String(v);
+  if (secrets.includes(String(v))) return '<sensitive>';
+  const text = maskText(JSON.stringify(v) ?? String(v), secrets);
   return text.length > 60 ? `${text.slice(0, 57)}..."` : text;
 }
 
-function describe(v: unknown): string {
+function describe(v: unknown, secrets: readonly string[] = []): string {
   if (v === null) return 'null (an empty value)';
   if (Array.isArray(v)) return 'a list';
   if (typeof v === 'object') return 'a map';
-  return typeof v === 'boolean' ? String(v) : `${typeof v} ${describeValue(v)}`;
+  return typeof v === 'boolean' ? String(v) : `${typeof v} ${describeValue(v, secrets)}`;
 }

@@ -11,7 +11,7 @@ import YAML, { LineCounter, isMap, isScalar, isSeq, type Node } from 'yaml';
 import { z } from 'zod';
 import { artifactName } from './output-formats.js';
 import { defaultCacheDir } from '../util/cache-dir.js';
-import { TemplateError, closest, problemsFromZod, type FieldProblem, type KeyHints } from './errors.js';
+import { TemplateError, closest, maskTemplateError, problemsFromZod, type FieldProblem, type KeyHints } from './errors.js';
 import { interpolateTree } from './interpolate.js';
 import { outputDirectoryProblems, protectedPlaces } from './output-directories.js';
 import { resolveBuildPaths } from './paths.js';
@@ -38,6 +38,8 @@ export interface LoadOptions {
   cacheDir?: string;
   /** Builds asked for with --only: a Packer template's other builders are refused only when selected. */
   only?: string[];
+  /** Values to mask in every problem beside the template's own sensitive variables (a Packer template's, resolved before). */
+  secrets?: string[];
 }
 
 /** A fix for the YAML mistakes people make most, by the YAML library's error code. */
@@ -149,14 +151,14 @@ export function loadTemplate(file: string, inputs: VariableInputs = {}, options:
 function loadPackerTemplate(abs: string, inputs: VariableInputs, options: LoadOptions): LoadedTemplate {
   const p = readPackerTemplate(abs, inputs, options.only);
   // Packer's variables are resolved already: kiln's own (KILN_VAR_*) do not apply.
-  const loaded = checkTemplate(p.template.file, p.template.text, p.mapped.raw, packerLines(p.mapped, p.template.file), { env: {} }, options);
+  const loaded = checkTemplate(p.template.file, p.template.text, p.mapped.raw, packerLines(p.mapped, p.template.file), { env: {} }, { ...options, secrets: [...(options.secrets ?? []), ...p.secrets] });
   for (const v of p.template.variables) {
     if (typeof v.value !== 'string' && typeof v.value !== 'number' && typeof v.value !== 'boolean') continue;
     loaded.variables.values[v.name] = v.value;
     loaded.variables.origin[v.name] = v.from;
     if (v.sensitive) loaded.variables.sensitive.add(v.name);
   }
-  loaded.variables.secrets.push(...p.secrets);
+  loaded.variables.secrets.push(...p.secrets.filter((s) => s.length >= 3 && !loaded.variables.secrets.includes(s)));
   loaded.notes = [...p.mapped.notes, ...(loaded.notes ?? [])];
   return loaded;
 }
@@ -186,6 +188,23 @@ export function checkTemplate(
     if (e instanceof TemplateError) throw new TemplateError(file, withLines(e.problems));
     throw e;
   }
+  // From here on a problem may quote a value filled in from a sensitive variable (a schema error, a path
+  // not found): every problem is masked, the short values too where a whole value is quoted.
+  const secrets = [...new Set([...variables.secrets, ...[...variables.sensitive].map((n) => String(variables.values[n])), ...(options.secrets ?? [])])];
+  try {
+    return checkResolved(file, text, raw, withLines, inputs, options, variables, { ...hints, secrets });
+  } catch (e) {
+    if (e instanceof TemplateError) throw maskTemplateError(e, secrets);
+    throw e;
+  }
+}
+
+function checkResolved(
+  file: string, text: string, raw: Record<string, unknown>, withLines: (problems: FieldProblem[]) => FieldProblem[],
+  inputs: VariableInputs, options: LoadOptions, variables: ResolvedVariables, hints: KeyHints,
+): LoadedTemplate {
+  const abs = path.resolve(file);
+  const rawVars = (raw as Record<string, unknown>).variables ?? {};
 
   const problems: FieldProblem[] = [];
   const { variables: _defs, ...rest } = raw as Record<string, unknown>;

@@ -35,9 +35,10 @@ export class VariableError extends Error {
 /** Where a value came from, which decides who gets blamed and how the fix is spelt. */
 interface ValueSource { label: string; kind: 'default' | 'file' | 'flag' }
 
-function coerce(name: string, def: VariableDef, raw: unknown, from: ValueSource, templateFile: string): Scalar {
+/** `secret`: the value is sensitive, or was filled in from one, and is not quoted in the error. */
+function coerce(name: string, def: VariableDef, raw: unknown, from: ValueSource, templateFile: string, secret = false): Scalar {
   const fail = (example: string): never => {
-    const problem = { message: `${JSON.stringify(raw) ?? String(raw)} is not ${def.type === 'bool' ? 'true or false' : `a ${def.type}`}` };
+    const problem = { message: `${secret ? 'the value (sensitive, not shown)' : JSON.stringify(raw) ?? String(raw)} is not ${def.type === 'bool' ? 'true or false' : `a ${def.type}`}` };
     if (from.kind === 'default') {
       throw new TemplateError(templateFile, [{ ...problem, path: ['variables', name, 'default'], fix: `make the default a ${def.type}, e.g. default: ${example}, or change "type"` }]);
     }
@@ -127,6 +128,8 @@ export function resolveVariables(
   const values: Record<string, Scalar> = {};
   const origin: Record<string, string> = {};
   const resolving: string[] = [];
+  /** Sensitive, or filled in from a sensitive variable: such a value is never quoted in an error. */
+  const tainted = new Set(names.filter((n) => defs[n]!.sensitive));
   /**
    * A value may refer to other variables (default: "${var.user}-build"): those are resolved first,
    * depth-first, so the order of declaration does not matter and a loop is caught with its chain.
@@ -161,11 +164,12 @@ export function resolveVariables(
           blame(name, `undefined variable "${ref}"`, `declare "${ref}" under "variables:" or fix the reference \${var.${ref}}${guess ? ` (did you mean \${var.${guess}}?)` : ''}`);
         }
         if (!Object.hasOwn(known, ref)) Object.defineProperty(known, ref, { value: resolve(ref), enumerable: true });
+        if (tainted.has(ref)) tainted.add(name);
       }
       expanded = interpolateString(raw, { var: known }, () => {}, 'var');
     }
     resolving.pop();
-    Object.defineProperty(values, name, { value: coerce(name, def, expanded, from, templateFile), enumerable: true, writable: true, configurable: true });
+    Object.defineProperty(values, name, { value: coerce(name, def, expanded, from, templateFile, tainted.has(name)), enumerable: true, writable: true, configurable: true });
     Object.defineProperty(origin, name, { value: from.label, enumerable: true, writable: true, configurable: true });
     return values[name]!;
   };

@@ -13,7 +13,8 @@ import { parseHclJson } from './hcl-json.js';
 import { expandDynamic } from './dynamic.js';
 import { evaluate, isObject, typeName, type EvalContext, type FileRead, type Value } from './eval.js';
 import { stuckLocalsError } from './references.js';
-import { PackerTemplateError, type Field, type PackerBuild, type PackerProblem, type PackerStep, type PackerTemplate, type PackerVariable, type Where } from './model.js';
+import { Taint, refsOf } from './taint.js';
+import { PackerTemplateError, type PackerSecret, type Field, type PackerBuild, type PackerProblem, type PackerStep, type PackerTemplate, type PackerVariable, type Where } from './model.js';
 
 export interface PackerInputs { vars?: string[]; varFiles?: string[]; env?: NodeJS.ProcessEnv; onFileRead?: (read: FileRead) => void }
 
@@ -96,7 +97,12 @@ function isLegacyJson(file: string): boolean {
   } catch { return false; }
 }
 
-export function loadHclTemplate(target: string, inputs: PackerInputs): PackerTemplate {
+/**
+ * `secrets` is filled in as values are read, so that an error thrown half-way can still be masked
+ * (readPackerTemplate masks with what it holds).
+ */
+export function loadHclTemplate(target: string, inputs: PackerInputs, secrets: PackerSecret[] = []): PackerTemplate {
+  const taint = new Taint(secrets);
   const abs = path.resolve(target);
   const isDir = statSync(abs).isDirectory();
   const dir = isDir ? abs : path.dirname(abs);
@@ -118,7 +124,7 @@ export function loadHclTemplate(target: string, inputs: PackerInputs): PackerTem
   const value = (a: Attribute, ctx: EvalContext): Value => evaluate(a.expr, ctx);
 
   // ---- variables ----
-  const varDefs = new Map<string, { block: Block; file: string; type: VarType; sensitive: boolean }>();
+  const varDefs = new Map<string, { block: Block; file: string; type: VarType; sensitive: boolean; envDefault: boolean }>();
   const values = new Map<string, { v: Value; from: string; at?: Where }>();
   for (const f of files) {
     for (const b of blocksOf(f.body)) {
@@ -135,9 +141,16 @@ export function loadHclTemplate(target: string, inputs: PackerInputs): PackerTem
       const type = typeOf(attrs.get('type')?.expr);
       const sens = attrs.get('sensitive');
       const sensitive = sens ? evaluate(sens.expr, ctxFor(f.file, {})) === true : false;
-      varDefs.set(name, { block: b, file: f.file, type, sensitive });
       const def = attrs.get('default');
-      if (def) values.set(name, { v: checkType(name, type, value(def, ctxFor(f.file, {}, true)), where(f.file, def.pos.line), 'default'), from: 'default', at: where(f.file, def.pos.line) });
+      // A default read with env() is treated as sensitive: it is how templates take tokens from CI.
+      // (Packer does not mask it; kiln does, in every message and file, and kiln import asks for it.)
+      const envDefault = def ? refsOf(def.expr).calls.has('env') : false;
+      varDefs.set(name, { block: b, file: f.file, type, sensitive, envDefault });
+      if (def) {
+        const v = value(def, ctxFor(f.file, {}, true));
+        if (sensitive || envDefault) taint.sensitive(`var.${name}`, v, where(f.file, def.pos.line));
+        values.set(name, { v: checkType(name, type, v, where(f.file, def.pos.line), 'default'), from: 'default', at: where(f.file, def.pos.line) });
+      }
     }
   }
   if (problems.length) throw new PackerTemplateError(problems);
@@ -146,10 +159,17 @@ export function loadHclTemplate(target: string, inputs: PackerInputs): PackerTem
     if (!def) {
       throw new PackerTemplateError([{ at, message: `${from}: there is no variable "${name}" in the template`, fix: `declare it with variable "${name}" { type = string } or fix the name (variables: ${[...varDefs.keys()].join(', ') || 'none'})` }]);
     }
+    // Registered before the type check, whose error would quote it.
+    if (def.sensitive) taint.sensitive(`var.${name}`, v, at);
     values.set(name, { v: checkType(name, def.type, v, at, from), from, at });
   };
+  /** A -var or PKR_VAR_ text, registered as a secret before it is parsed (a parse error quotes it). */
+  const textFor = (name: string, text: string, label: string): Value => {
+    if (varDefs.get(name)?.sensitive) taint.sensitive(`var.${name}`, text);
+    return fromText(name, varDefs.get(name)!.type, text, label);
+  };
   for (const [k, v] of Object.entries(env)) {
-    if (k.startsWith('PKR_VAR_') && v !== undefined && varDefs.has(k.slice(8))) setVar(k.slice(8), fromText(k.slice(8), varDefs.get(k.slice(8))!.type, v, k), k);
+    if (k.startsWith('PKR_VAR_') && v !== undefined && varDefs.has(k.slice(8))) setVar(k.slice(8), textFor(k.slice(8), v, k), k);
   }
   for (const vf of [...autoVarFiles, ...(inputs.varFiles ?? [])]) {
     const file = path.resolve(vf);
@@ -172,7 +192,7 @@ export function loadHclTemplate(target: string, inputs: PackerInputs): PackerTem
     const name = assignment.slice(0, eq);
     const def = varDefs.get(name);
     if (!def) setVar(name, null, `-var ${name}`);
-    setVar(name, fromText(name, def!.type, assignment.slice(eq + 1), `-var ${name}`), `-var ${name}`);
+    setVar(name, textFor(name, assignment.slice(eq + 1), `-var ${name}`), `-var ${name}`);
   }
   const varScope: Record<string, Value> = {};
   const variables: PackerVariable[] = [];
@@ -183,7 +203,10 @@ export function loadHclTemplate(target: string, inputs: PackerInputs): PackerTem
       continue;
     }
     Object.defineProperty(varScope, name, { value: got.v, enumerable: true });
-    variables.push({ name, value: got.v, sensitive: def.sensitive, from: got.from, at: got.at });
+    // An env() default stays a secret only while it is the value used (a -var replaces it).
+    const sensitive = def.sensitive || (def.envDefault && got.from === 'default');
+    if (!sensitive) taint.forget(`var.${name}`);
+    variables.push({ name, value: got.v, sensitive, from: got.from, at: got.at });
   }
   if (problems.length) throw new PackerTemplateError(problems);
   for (const [name, def] of varDefs) {
@@ -249,6 +272,9 @@ export function loadHclTemplate(target: string, inputs: PackerInputs): PackerTem
     for (const p of [...pending]) {
       try {
         const v = evaluate(p.expr, ctxFor(p.file, { var: varScope, local: localScope, path: pathScope, packer: { version: '1.6.6' }, ...(Object.keys(dataNull).length ? { data: dataScope } : {}) }));
+        const ref = p.name.startsWith('\0data:') ? `data.${p.name.slice(6)}` : `local.${p.name}`;
+        if (p.sensitive) taint.sensitive(ref, v, where(p.file, p.expr.pos.line));
+        else taint.value(p.expr, v, where(p.file, p.expr.pos.line), ref.replace('.', '_'), ref);
         if (p.name.startsWith('\0data:')) Object.defineProperty(dataNull, p.name.slice(6), { value: { output: v, input: v }, enumerable: true });
         else Object.defineProperty(localScope, p.name, { value: v, enumerable: true });
         if (p.sensitive) secretsFromLocals.push({ name: `local.${p.name}`, value: v, sensitive: true, from: 'local' });
@@ -288,7 +314,9 @@ export function loadHclTemplate(target: string, inputs: PackerInputs): PackerTem
     for (const item of expandDynamic(body, ctx).items) {
       if (item.kind === 'attribute') {
         if (skip.includes(item.name)) continue;
-        out.set(item.name, { value: evaluate(item.expr, ctx), at: where(file, item.pos.line) });
+        const v = evaluate(item.expr, ctx);
+        taint.value(item.expr, v, where(file, item.pos.line), item.name);
+        out.set(item.name, { value: v, at: where(file, item.pos.line) });
       } else {
         // Nested blocks become lists of maps under their type (e.g. a provisioner's nested settings).
         const prev = out.get(item.type);
@@ -368,6 +396,6 @@ export function loadHclTemplate(target: string, inputs: PackerInputs): PackerTem
   }
   return {
     file: files[0]!.file, dir, language: 'hcl', description, variables: [...variables, ...secretsFromLocals], builds, refused,
-    text: files.map((f) => f.text).join('\n'),
+    text: files.map((f) => f.text).join('\n'), secrets,
   };
 }

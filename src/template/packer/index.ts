@@ -4,14 +4,14 @@
  */
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { TemplateError, type FieldProblem } from '../errors.js';
+import { TemplateError, maskTemplateError, maskText, type FieldProblem } from '../errors.js';
 import type { VariableInputs } from '../variables.js';
 import { HclError } from './hcl.js';
 import { fileReadNote, type FileRead } from './eval.js';
 import { globMatch, loadHclTemplate } from './hcl-template.js';
 import { loadJsonTemplate } from './json-template.js';
 import { mapTemplate, type MappedTemplate } from './mapping.js';
-import { PackerTemplateError, formatPackerProblem, type PackerTemplate } from './model.js';
+import { PackerTemplateError, formatPackerProblem, type PackerSecret, type PackerTemplate } from './model.js';
 
 /** A Packer template, by name (*.pkr.hcl, *.pkr.json, a folder of *.pkr.hcl) or content (JSON with "builders"). */
 export function isPackerTemplate(file: string): boolean {
@@ -30,6 +30,7 @@ export function isPackerTemplate(file: string): boolean {
   return false;
 }
 
+/** `secrets`: the texts never to print (the template's secrets' texts, short ones included for exact matches). */
 export interface PackerLoad { template: PackerTemplate; mapped: MappedTemplate; secrets: string[] }
 
 /** A PackerTemplateError or HclError as kiln's TemplateError, naming file:line, the Packer field and the fix. */
@@ -51,11 +52,14 @@ export function readPackerTemplate(file: string, inputs: VariableInputs, only?: 
   // file() & co. reading outside the template's folder: allowed (as Packer does) but said, even on failure.
   const outside: string[] = [];
   const onFileRead = (r: FileRead) => { const n = fileReadNote(r); if (r.outside && !outside.includes(n)) outside.push(n); };
+  // Filled in while the template is read: an error thrown half-way is masked with what is known by then.
+  const found: PackerSecret[] = [];
+  const texts = () => [...new Set(found.map((s) => s.text))];
   try {
     if (!existsSync(abs)) throw new PackerTemplateError([{ message: `${abs}: template file not found`, fix: 'check the path given to kiln' }]);
     // *.pkr.json is HCL's JSON syntax; other *.json with "builders" is Packer's legacy JSON.
     const isJson = /\.json$/.test(abs) && !/\.pkr\.json$/.test(abs) && !statSync(abs).isDirectory();
-    const template = isJson ? loadJsonTemplate(abs, inputs) : loadHclTemplate(abs, { ...inputs, onFileRead });
+    const template = isJson ? loadJsonTemplate(abs, inputs, found) : loadHclTemplate(abs, { ...inputs, onFileRead }, found);
     const selected = (name: string) => !only?.length || only.some((o) => globMatch(o, name));
     const refused = template.refused.filter((r) => selected(r.fullName));
     if (refused.length) {
@@ -72,19 +76,14 @@ export function readPackerTemplate(file: string, inputs: VariableInputs, only?: 
     const mapped = mapTemplate(template);
     mapped.notes.unshift(...outside);
     if (mapped.problems.length) throw new PackerTemplateError(mapped.problems);
-    const secrets = template.variables.filter((v) => v.sensitive).flatMap((v) => secretStrings(v.value)).filter((s) => s.length >= 3);
-    return { template, mapped, secrets };
+    // Notes are printed before a build: they name fields, and must not quote a secret either.
+    mapped.notes = mapped.notes.map((n) => maskText(n, texts()));
+    return { template, mapped, secrets: texts() };
   } catch (e) {
     const err = asTemplateError(e, abs);
-    throw err instanceof TemplateError && outside.length ? new TemplateError(err.file, [...err.problems, ...outside.map((n) => ({ path: [], message: `note: ${n}` }))]) : err;
+    const withNotes = err instanceof TemplateError && outside.length ? new TemplateError(err.file, [...err.problems, ...outside.map((n) => ({ path: [], message: `note: ${n}` }))]) : err;
+    throw withNotes instanceof TemplateError ? maskTemplateError(withNotes, texts()) : withNotes;
   }
-}
-
-function secretStrings(v: unknown): string[] {
-  if (typeof v === 'string' || typeof v === 'number') return [String(v)];
-  if (Array.isArray(v)) return v.flatMap(secretStrings);
-  if (v && typeof v === 'object') return Object.values(v).flatMap(secretStrings);
-  return [];
 }
 
 /** The Packer file:line and field of a kiln path, for problems found by kiln's own checks. */

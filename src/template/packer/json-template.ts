@@ -8,10 +8,13 @@ import path from 'node:path';
 import YAML, { LineCounter, isMap, isScalar, isSeq, type Node } from 'yaml';
 import { isObject, type Value } from './eval.js';
 import { GoTemplateError, renderGoTemplate, type GoTemplateContext } from './gotemplate.js';
-import { PackerTemplateError, type Field, type PackerBuild, type PackerProblem, type PackerStep, type PackerTemplate, type PackerVariable, type Where } from './model.js';
+import { Taint } from './taint.js';
+import { PackerTemplateError, type PackerSecret, type Field, type PackerBuild, type PackerProblem, type PackerStep, type PackerTemplate, type PackerVariable, type Where } from './model.js';
 import { globMatch, type PackerInputs } from './hcl-template.js';
 
-export function loadJsonTemplate(target: string, inputs: PackerInputs): PackerTemplate {
+/** `secrets` is filled in as values are read, so that an error thrown half-way can still be masked. */
+export function loadJsonTemplate(target: string, inputs: PackerInputs, secrets: PackerSecret[] = []): PackerTemplate {
+  const taint = new Taint(secrets);
   const file = path.resolve(target);
   const text = readFileSync(file, 'utf8');
   const counter = new LineCounter();
@@ -47,6 +50,8 @@ export function loadJsonTemplate(target: string, inputs: PackerInputs): PackerTe
   // ---- variables: defaults (with {{env}}), then -var-file, then -var; each may use earlier ones ----
   const defs = isObject(raw.variables ?? {}) ? (raw.variables ?? {}) as Record<string, Value> : {};
   const sensitive = new Set(Array.isArray(raw['sensitive-variables']) ? raw['sensitive-variables'].map(String) : []);
+  // A default read from the environment ({{env `CI_TOKEN`}}) is treated as sensitive, as in HCL (see taint.ts).
+  const envDefaults = new Set(Object.keys(defs).filter((n) => typeof defs[n] === 'string' && /\{\{-?\s*env\b/.test(defs[n] as string)));
   const user: Record<string, string> = {};
   const origin: Record<string, string> = {};
   const ctx = (extra: Partial<GoTemplateContext> = {}): GoTemplateContext => ({ user, env, now, templateDir: path.dirname(file), ...extra });
@@ -64,10 +69,12 @@ export function loadJsonTemplate(target: string, inputs: PackerInputs): PackerTe
     // Rendered once -var and -var-file are in: a default may use a variable given only there.
     user[name] = String(v);
     origin[name] = 'default';
+    if (sensitive.has(name)) taint.sensitive(`var.${name}`, user[name]);
   }
   // Packer 1.6.6 takes a legacy template's -var/-var-file variables whether declared or not (kubernetes-sigs/
   // image-builder's var files rely on it); a {{user}} of a name set nowhere is still an error in kiln.
   const set = (name: string, v: string, from: string) => {
+    if (sensitive.has(name)) taint.sensitive(`var.${name}`, v);
     user[name] = v;
     origin[name] = from;
   };
@@ -99,7 +106,11 @@ export function loadJsonTemplate(target: string, inputs: PackerInputs): PackerTe
       else user[name] = render(user[name]!, at('variables', name), `variables.${name}`, { allowEnv });
     }
   }
-  const variables: PackerVariable[] = Object.keys(user).map((name) => ({ name, value: user[name]!, sensitive: sensitive.has(name), from: origin[name]!, at: at('variables', name) }));
+  // The values as rendered: a sensitive one (or one read from the environment by its default) is a secret,
+  // and so is one whose text was filled in from a secret ({{user `password`}} inside another default).
+  const isSecret = (name: string) => sensitive.has(name) || (envDefaults.has(name) && origin[name] === 'default');
+  for (const name of Object.keys(user)) if (isSecret(name)) taint.sensitive(`var.${name}`, user[name]!, at('variables', name));
+  const variables: PackerVariable[] = Object.keys(user).map((name) => ({ name, value: user[name]!, sensitive: isSecret(name), from: origin[name]!, at: at('variables', name) }));
 
   // ---- every string rendered; fields keep their line ----
   const renderTree = (v: Value, p: (string | number)[], extra: Partial<GoTemplateContext>): Value => {
@@ -148,5 +159,5 @@ export function loadJsonTemplate(target: string, inputs: PackerInputs): PackerTe
     builds.push({ fullName: name, source: { type, name, fields: fieldsOf(b, ['builders', i], extra, ['type', 'name']), at: at('builders', i) }, provisioners, postProcessors });
   });
   if (problems.length) throw new PackerTemplateError(problems);
-  return { file, dir: path.dirname(file), language: 'json', description: typeof raw.description === 'string' ? raw.description : undefined, variables, builds, refused, text };
+  return { file, dir: path.dirname(file), language: 'json', description: typeof raw.description === 'string' ? raw.description : undefined, variables, builds, refused, text, secrets };
 }

@@ -22,6 +22,21 @@ export interface PackerBuild {
 
 export interface PackerVariable { name: string; value: Value; sensitive: boolean; from: string; at?: Where }
 
+/**
+ * A text kiln must never print: a sensitive variable's value (or one element of a sensitive list or
+ * map), a value computed from one, or a value read from a file by file()/templatefile().
+ */
+export interface PackerSecret {
+  text: string;
+  /** 'variable': a sensitive variable's own value; 'derived': computed from one; 'file': read from a file (masked, not a variable). */
+  kind: 'variable' | 'derived' | 'file';
+  /** The variables (var.NAME, local.NAME) it comes from. */
+  from: string[];
+  /** A kiln variable name for it (ssh_password, keys_0, creds_user), used by kiln import. */
+  name: string;
+  at?: Where;
+}
+
 export interface PackerProblem { at?: Where; field?: string; message: string; fix?: string }
 
 export class PackerTemplateError extends Error {
@@ -48,4 +63,6 @@ export interface PackerTemplate {
   refused: { fullName: string; type: string; at: Where }[];
   /** The bytes read, for the manifest's template digest. */
   text: string;
+  /** Every text that must not be printed (see PackerSecret), in the order found. */
+  secrets: PackerSecret[];
 }
