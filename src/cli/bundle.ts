@@ -44,10 +44,17 @@ export async function prepareAirgap(a: AirgapBuildArgs, cacheDir: string): Promi
     bundle,
     relocateOutputs(t) {
       if (!bundle) return;
-      // What the template writes (relative to its folder in the tree, which is read-only and shared)
-      // goes relative to the current directory instead: output directories and file downloads.
+      // What the template writes inside the tree (read-only, shared) lands in the current directory
+      // instead, at its path below the deepest folder it shares with the template: out/x -> ./out/x,
+      // ../output/x -> ./output/x; never above the current directory, never under the path the
+      // template had on the recording machine.
       const templateDir = path.dirname(bundle.template);
-      const moved = (p: string): string => ((p + path.sep).startsWith(bundle.treeRoot + path.sep) ? path.resolve(process.cwd(), path.relative(templateDir, p)) : p);
+      const moved = (p: string): string => {
+        if (!(p + path.sep).startsWith(bundle.treeRoot + path.sep)) return p;
+        let shared = templateDir;
+        while (!(p + path.sep).startsWith(shared + path.sep)) shared = path.dirname(shared);
+        return path.resolve(process.cwd(), path.relative(shared, p));
+      };
       for (const b of t.template.builds) {
         if (b.output_directory) b.output_directory = moved(b.output_directory);
         for (const o of b.outputs) if (o.directory) o.directory = moved(o.directory);

@@ -217,6 +217,9 @@ builds:
     source: { base_image: ${path.join(site, 'images', 'base.qcow2')}, checksum: none, communicator: { username: root } }
     provisioners:
       - { type: file, direction: download, source: /etc/hostname, destination: fetched/hostname }
+  - name: c
+    output_directory: ../../output/c
+    source: { base_image: ../../images/base.qcow2, checksum: none, communicator: { username: root } }
 `);
     const cache = cacheOf();
     const t = loadTemplate(file, { vars: [], varFiles: [], env: {} }, { cacheDir: cache });
@@ -229,5 +232,7 @@ builds:
     expect(b.output_directory).toBe(path.resolve('out/b'));
     const download = b.provisioners[0] as { destination: string };
     expect(download.destination).toBe(path.resolve('fetched/hostname'));
+    // Above the template's folder: below the folder they share, never above the current directory.
+    expect(offline.template.builds[1]!.output_directory).toBe(path.resolve('output/c'));
   });
 });
