@@ -32,6 +32,7 @@ export interface ManifestSource {
   state: {
     base?: { source: string; sha256: string; format: string };
     accelerator?: string;
+    cpuModel?: string;
     compaction?: { beforeBytes: number; afterBytes: number };
     sbom?: Manifest['sbom'];
     timings: Record<string, number>;
@@ -47,6 +48,8 @@ export interface Manifest {
   variables: Record<string, string | number | boolean>;
   base_image: { source: string; sha256: string; format: string } | undefined;
   accelerator: string | undefined;
+  /** QEMU's -cpu model for the guest; absent when no VM ran (an artifact from the cache). */
+  cpu_model?: string;
   tools: { qemu_img: string };
   compaction?: { before_bytes: number; after_bytes: number };
   sbom?: { manager: string; packages: { name: string; version: string; arch: string }[] };
@@ -102,6 +105,7 @@ export function buildManifest(ctx: ManifestSource, startedAt: Date, finalPathOf:
     variables,
     base_image: base && { source: base.source, sha256: base.sha256, format: base.format },
     accelerator: ctx.state.accelerator,
+    ...(ctx.state.cpuModel ? { cpu_model: ctx.state.cpuModel } : {}),
     tools: { qemu_img: qemuImgVersion },
     compaction: ctx.state.compaction && { before_bytes: ctx.state.compaction.beforeBytes, after_bytes: ctx.state.compaction.afterBytes },
     sbom: ctx.state.sbom,

@@ -79,6 +79,8 @@ export interface BuildState {
   sshTarget?: SshTarget;
   sshHostPort?: number;
   accelerator?: Accelerator;
+  /** The -cpu model QEMU ran with (the template's cpu_model or qemu_args, else the accelerator's default). */
+  cpuModel?: string;
   qemu?: QemuProcess;
   qmp?: QmpClient;
   serialLog?: string;

@@ -8,7 +8,7 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { BuildContext } from './state.js';
 import { need } from './state.js';
-import { buildQemuArgs, shellQuote, type VmSpec } from '../qemu/argv.js';
+import { buildQemuArgs, cpuModelOf, shellQuote, type VmSpec } from '../qemu/argv.js';
 import { memoryMiB } from '../qemu/memory.js';
 import { smbiosType1 } from '../qemu/smbios.js';
 import { interpolateString } from '../template/interpolate.js';
@@ -34,6 +34,7 @@ export function vmSpecFor(ctx: BuildContext, sshHostPort: number | undefined, wi
     cpus: src.cpus,
     memoryMiB: memoryMiB(src.memory),
     machine: src.machine,
+    cpuModel: src.cpu_model,
     firmware: src.firmware === 'uefi'
       ? { type: 'uefi', code: OVMF_CODE, vars: path.join(st.workDir, 'efivars.fd') }
       : { type: 'bios' },
@@ -135,8 +136,9 @@ export async function startVm(ctx: BuildContext, withInstallMedia: boolean): Pro
       continue;
     }
     st.sshHostPort = port;
+    st.cpuModel = cpuModelOf(qemu.argv);
     st.installing = withInstallMedia && st.base?.kind === 'iso' && !st.resumedFromLayer;
-    ctx.log(`QEMU started (${st.accelerator}, ${src.cpus} vCPU, ${spec.memoryMiB} MiB${st.installing ? ', booting the installer ISO' : ''}${port ? `, ssh on 127.0.0.1:${port}` : ''})`);
+    ctx.log(`QEMU started (${st.accelerator}, CPU model ${st.cpuModel}, ${src.cpus} vCPU, ${spec.memoryMiB} MiB${st.installing ? ', booting the installer ISO' : ''}${port ? `, ssh on 127.0.0.1:${port}` : ''})`);
     return;
   }
 }

@@ -17,7 +17,7 @@ import { kilnVersion } from '../version.js';
 /** Bumped when the layout of a layer or the meaning of a key changes: old layers then never match. */
 export const LAYER_SCHEMA = 1;
 
-const RUNTIME_ONLY_SOURCE_FIELDS = new Set(['cpus', 'memory', 'accelerator', 'headless', 'boot_key_interval', 'install_timeout', 'shutdown_timeout']);
+const RUNTIME_ONLY_SOURCE_FIELDS = new Set(['cpus', 'memory', 'cpu_model', 'accelerator', 'headless', 'boot_key_interval', 'install_timeout', 'shutdown_timeout']);
 const RUNTIME_ONLY_COMMUNICATOR_FIELDS = new Set(['timeout', 'host_key_fingerprint', 'trust_on_first_use', 'private_key_file']);
 const RUNTIME_ONLY_PROVISIONER_FIELDS = new Set(['pause_before', 'timeout', 'max_retries', 'only', 'except', 'cache']);
 

@@ -21,6 +21,8 @@ export interface VmSpec {
   cpus: number;
   memoryMiB: number;
   machine: string;
+  /** QEMU's -cpu value; undefined: defaultCpuModel(accelerator). */
+  cpuModel?: string;
   firmware: { type: 'bios' } | { type: 'uefi'; code: string; vars: string };
   disks: DiskSpec[];
   cdroms?: string[];
@@ -46,6 +48,28 @@ export interface VmSpec {
   headless: boolean;
   /** Extra switches; one whose flag kiln also sets replaces all of kiln's uses of that flag. */
   extraArgs?: string[][];
+}
+
+/**
+ * The CPU a TCG guest gets unless the template names one: x86-64-v2 (SSSE3, SSE4.1/4.2, POPCNT on top of
+ * qemu64's CX16, LAHF, SSE3), the least that RHEL 9-class systems boot on, with qemu64's AMD identity.
+ * Measured against qemu64 (Packer's default), Nehalem and max on the Debian fixture (bench/cpu-models.mjs,
+ * README "Benchmarks"): "max" gives the guest 5-level paging (la57), AVX/AVX2 and nested SVM, all paid
+ * for in emulation; an Intel identity turns on the Meltdown page-table isolation (every system call then
+ * flushes TCG's whole TLB); with an AMD identity and more than one vCPU the guest's kernel distrusts the
+ * TSC and reads the HPET instead, whatever the model. Under KVM (and the other hardware accelerators) the
+ * guest gets the host's CPU, as before.
+ */
+export const TCG_DEFAULT_CPU_MODEL = 'qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt';
+
+export function defaultCpuModel(accelerator: Accelerator): string {
+  return accelerator === 'tcg' ? TCG_DEFAULT_CPU_MODEL : 'host';
+}
+
+/** The CPU model a command line gives the guest: its last -cpu (QEMU takes the last), else QEMU's own default. */
+export function cpuModelOf(argv: readonly string[]): string {
+  const i = argv.lastIndexOf('-cpu');
+  return i >= 0 && argv[i + 1] !== undefined ? argv[i + 1]! : 'qemu64';
 }
 
 /** QEMU's -drive/-device syntax uses ',' as separator; a literal comma is written ',,'. */
@@ -76,8 +100,7 @@ export function buildQemuArgGroups(vm: VmSpec): string[][] {
   g.push(['-name', `${escapeOption(vm.name)},process=kiln-${escapeOption(vm.name)}`]);
   g.push(['-machine', `${vm.machine}`]);
   g.push(['-accel', vm.accelerator === 'tcg' ? 'tcg,thread=multi' : vm.accelerator]);
-  // qemu64 lacks RDRAND and more; "max" under TCG and "host" under KVM expose everything available.
-  g.push(['-cpu', vm.accelerator === 'tcg' ? 'max' : 'host']);
+  g.push(['-cpu', vm.cpuModel ?? defaultCpuModel(vm.accelerator)]);
   g.push(['-smp', String(vm.cpus)]);
   g.push(['-m', `${vm.memoryMiB}M`]);
   if (vm.firmware.type === 'uefi') {

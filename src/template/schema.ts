@@ -240,6 +240,8 @@ export const sourceSchema = z.strictObject({
   accelerator: z.enum(['auto', 'kvm', 'tcg', 'hvf', 'whpx']).default('auto'),
   firmware: z.enum(['bios', 'uefi']).default('bios'),
   machine: z.string().default('pc'),
+  /** QEMU's -cpu model; unset: an x86-64-v2 model under TCG, "host" under KVM (src/qemu/argv.ts). Not in the layer key. */
+  cpu_model: z.string().min(1).optional(),
   disk_interface: z.enum(['virtio', 'virtio-scsi', 'ide', 'scsi']).default('virtio'),
   net_device: z.enum(['virtio-net-pci', 'e1000', 'rtl8139', 'vmxnet3']).default('virtio-net-pci'),
   /** Extra switches, each a list (["-cpu", "max"]); a switch given here replaces kiln's own of that name. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
-import { buildQemuArgs, buildQemuArgGroups, escapeOption, shellQuote, type VmSpec } from '../../src/qemu/argv.js';
+import { buildQemuArgs, buildQemuArgGroups, cpuModelOf, escapeOption, shellQuote, TCG_DEFAULT_CPU_MODEL, type VmSpec } from '../../src/qemu/argv.js';
 import { diesWithKiln } from '../../src/qemu/process.js';
 
 const vm: VmSpec = {
@@ -15,7 +15,7 @@ describe('buildQemuArgs', () => {
   it('builds a TCG VM with the disk, forwarding only on loopback, QMP and a logged serial socket', () => {
     const a = buildQemuArgs(vm);
     expect(value(a, '-accel')).toEqual(['tcg,thread=multi']);
-    expect(value(a, '-cpu')).toEqual(['max']);
+    expect(value(a, '-cpu')).toEqual([TCG_DEFAULT_CPU_MODEL]);
     expect(value(a, '-smp')).toEqual(['2']);
     expect(value(a, '-m')).toEqual(['1024M']);
     expect(value(a, '-drive')).toEqual(['file=/w/disk.qcow2,format=qcow2,id=disk0,cache=unsafe,discard=unmap,detect-zeroes=unmap,if=virtio']);
@@ -29,6 +29,23 @@ describe('buildQemuArgs', () => {
     const a = buildQemuArgs({ ...vm, accelerator: 'kvm' });
     expect(value(a, '-accel')).toEqual(['kvm']);
     expect(value(a, '-cpu')).toEqual(['host']);
+  });
+  it('gives a TCG guest x86-64-v2 on qemu64, not max (5-level paging, AVX and nested SVM all cost in emulation)', () => {
+    expect(TCG_DEFAULT_CPU_MODEL).toBe('qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt');
+    // x86-64-v2 is qemu64's CX16, LAHF_LM and SSE3 plus these four.
+    for (const f of ['ssse3', 'sse4.1', 'sse4.2', 'popcnt']) expect(TCG_DEFAULT_CPU_MODEL.split(',')).toContain(`+${f}`);
+    expect(buildQemuArgs(vm)).not.toContain('max');
+  });
+  it('takes the template\'s CPU model under any accelerator, and qemu_args\' -cpu over both', () => {
+    expect(value(buildQemuArgs({ ...vm, cpuModel: 'max' }), '-cpu')).toEqual(['max']);
+    expect(value(buildQemuArgs({ ...vm, accelerator: 'kvm', cpuModel: 'Haswell' }), '-cpu')).toEqual(['Haswell']);
+    expect(value(buildQemuArgs({ ...vm, cpuModel: 'max', extraArgs: [['-cpu', 'Nehalem']] }), '-cpu')).toEqual(['Nehalem']);
+  });
+  it('names the CPU model a command line runs with: the last -cpu, else QEMU\'s qemu64', () => {
+    expect(cpuModelOf(buildQemuArgs(vm))).toBe(TCG_DEFAULT_CPU_MODEL);
+    expect(cpuModelOf(buildQemuArgs({ ...vm, accelerator: 'kvm' }))).toBe('host');
+    expect(cpuModelOf(['qemu-system-x86_64', '-cpu', 'max', '-cpu', 'qemu64'])).toBe('qemu64');
+    expect(cpuModelOf(['qemu-system-x86_64', '-m', '1G'])).toBe('qemu64');
   });
   it('adds UEFI pflash drives', () => {
     const a = buildQemuArgs({ ...vm, firmware: { type: 'uefi', code: '/ovmf/CODE.fd', vars: '/w/VARS.fd' } });

@@ -48,7 +48,7 @@ describe('layer keys', () => {
 
   it('ignore settings that only change how the VM runs', async () => {
     const a = await keysOf();
-    const b = await keysOf({ source: '      cpus: 4\n      memory: 2048\n      shutdown_timeout: 9m\n      communicator: { timeout: 30m }' });
+    const b = await keysOf({ source: '      cpus: 4\n      memory: 2048\n      cpu_model: max\n      shutdown_timeout: 9m\n      communicator: { timeout: 30m }' });
     expect(b.keys).toEqual(a.keys);
     const c = await keysOf({ provisioners: `      - { type: shell, inline: [echo one], timeout: 5m, max_retries: 2 }
       - { type: shell, script: setup.sh, pause_before: 1s }

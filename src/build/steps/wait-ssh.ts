@@ -1,5 +1,5 @@
 /** Step: wait for SSH (short attempts, sub-second retries), verify the host key, wait for cloud-init. */
-import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import type { Step } from '../step.js';
 import type { BuildContext } from '../state.js';
 import type { SshSession } from '../../communicator/ssh.js';
@@ -11,6 +11,7 @@ import { shellQuote } from '../../qemu/argv.js';
 import { startVm } from '../vm.js';
 import { asRoot } from '../../communicator/as-root.js';
 import { plainConsole, serialTail } from '../../util/serial-log.js';
+import { cpuTooSmallCause } from '../../qemu/cpu-needs.js';
 
 function fileSize(file: string): number {
   try { return statSync(file).size; } catch { return 0; }
@@ -185,6 +186,13 @@ export const waitSshStep: Step = {
     const loginSetup = (): LoginSetup => (st.installing ? 'installing'
       : ci === false ? 'no-cloud-init'
         : cloudInitConsole.finished() ? 'cloud-init-finished' : 'cloud-init-running');
+    // A guest whose CPU model lacks what it needs stops at boot with a console message: fail then, naming it.
+    let cpuCheckAt = 0;
+    const cpuTooSmall = () => {
+      if (!st.serialLog || Date.now() < cpuCheckAt) return undefined;
+      cpuCheckAt = Date.now() + 2000;
+      try { return cpuTooSmallCause(plainConsole(readFileSync(st.serialLog, 'latin1')), st.cpuModel); } catch { return undefined; }
+    };
     for (;;) {
       const current = need(st, 'qemu');
       try {
@@ -193,7 +201,7 @@ export const waitSshStep: Step = {
           bannerTimeoutMs: 1000,
           retryDelayMs: 200,
           abort: () => (ctx.signal.aborted ? 'interrupted'
-            : current.hasExited ? `QEMU exited before SSH came up${current.stderr ? `: ${current.stderr}` : ''}` : undefined),
+            : current.hasExited ? `QEMU exited before SSH came up${current.stderr ? `: ${current.stderr}` : ''}` : cpuTooSmall()),
           onAttempt: (n, e, outcome) => ctx.log(`ssh attempt ${n} (${outcome}): ${e.message}`, 'debug'),
           loginSetup,
         });

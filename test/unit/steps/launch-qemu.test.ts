@@ -32,7 +32,8 @@ describe('launch QEMU', () => {
     expect(st).toMatchObject({ accelerator: 'tcg', sshHostPort: 40000, installing: false, serialLog: path.join(st.workDir, 'serial.log') });
     expect(st.qemu).toBe(h.driver.vms[0]);
     expect(st.qmp).toBe(h.driver.qmps[0]);
-    expect(h.said('info').at(-1)).toBe('QEMU started (tcg, 2 vCPU, 1024 MiB, ssh on 127.0.0.1:40000)');
+    expect(h.said('info').at(-1)).toBe('QEMU started (tcg, CPU model qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt, 2 vCPU, 1024 MiB, ssh on 127.0.0.1:40000)');
+    expect(st.cpuModel).toBe('qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt');
 
     // The cleanup closes QMP and stops the VM.
     await cleanup!();
