@@ -28,7 +28,7 @@ function minimalSeed(username, authorizedKey) {
  * start. No separate banner poll: every TCP connection makes the guest's sshd fork a child, and
  * polling every 100 ms kept a TCG guest from ever finishing its boot.
  */
-export async function bootDebian({ seed = 'kiln', cpus = 2, memoryMiB = 1024 } = {}) {
+export async function bootDebian({ seed = 'kiln', cpus = 2, memoryMiB = 1024, extraArgs = [] } = {}) {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-bench-guest-'));
   const disk = path.join(dir, 'disk.qcow2');
   await createOverlay(debianFixture, 'qcow2', disk, 4 * 2 ** 30);
@@ -44,7 +44,7 @@ export async function bootDebian({ seed = 'kiln', cpus = 2, memoryMiB = 1024 } =
     name: 'bench', accelerator: 'tcg', cpus, memoryMiB, machine: 'pc', firmware: { type: 'bios' },
     disks: [{ path: disk, format: 'qcow2', interface: 'virtio', discard: true }], cdroms: [iso],
     net: { device: 'virtio-net-pci', hostForwards: [{ hostPort: port, guestPort: 22 }] },
-    qmpSocket: path.join(dir, 'q.sock'), serial: { socket: path.join(dir, 's.sock'), log: path.join(dir, 'serial.log') }, headless: true,
+    qmpSocket: path.join(dir, 'q.sock'), serial: { socket: path.join(dir, 's.sock'), log: path.join(dir, 'serial.log') }, headless: true, extraArgs,
   });
   const started = performance.now();
   const qemu = QemuProcess.start(argv);

@@ -2,8 +2,9 @@
 // `make bench`: builds the tiny and Debian examples and prints each phase's time and kiln's own
 // overhead, then measures how soon kiln notices SSH after the guest's sshd first answers, kiln's
 // transfers against scp, boot to SSH with kiln's seed and a minimal one, and kiln against Packer's qemu
-// builder side by side, and kiln's peak memory while converting 4 GiB (BENCH_ONLY=builds|cache|convert|ssh|
-// transfers|seed|packer|rss|publish runs one part).
+// builder side by side (BENCH_LOAD=1|both: beside a fixed background load too), kiln's peak memory while
+// converting 4 GiB, and the guests' boot and CPU-seconds per TCG CPU model (BENCH_ONLY=builds|cache|convert|
+// ssh|transfers|seed|packer|rss|publish|cpu runs one part).
 // Figures only, no pass/fail: compare ratios from one run (these machines are noisy).
 import { execa } from 'execa';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -195,5 +196,6 @@ if (!only || only === 'ssh') await sshDetectionLag();
 if (!only || only === 'transfers') await (await import('./guest-figures.mjs')).transferThroughput();
 if (!only || only === 'seed') await (await import('./seed.mjs')).seedBootTimes();
 if (!only || only === 'packer') await (await import('./side-by-side.mjs')).sideBySide();
+if (!only || only === 'cpu') await (await import('./cpu-models.mjs')).cpuModelBench();
 if (!only || only === 'rss') await (await import('./rss.mjs')).peakMemory();
 if (!only || only === 'publish') await (await import('./publish.mjs')).publishBench();

@@ -4,10 +4,15 @@
 // overlay on it; Packer copies it, because its use_backing_file passes no backing format, which
 // qemu-img 7.2 refuses: "Backing file specified without backing format"), 2 vCPUs,
 // 1024 MiB, TCG, the same provisioning (a script writing 100 files and a 64 MiB blob, a 16 MiB file
-// upload, a sha256sum of it) and one uncompressed qcow2. Rounds alternate kiln and Packer; each kiln
-// round is a cold build (fresh cache), then a no-change rebuild and a last-provisioner-changed rebuild
-// on that cache. Prints per-phase medians and the ratios kiln/Packer. Skipped with a note when
-// packer is not installed (apt-get install packer).
+// upload, a sha256sum of it) and one uncompressed qcow2. Each tool runs with its defaults: kiln's CPU
+// model, Packer's (qemu64, as QEMU picks with no -cpu); BENCH_PACKER_EQUAL_CPU=1 adds a Packer row given
+// kiln's TCG model ("equal CPU"). Rounds alternate which tool goes first; each kiln round is a cold build
+// (fresh cache), then (BENCH_REBUILDS=0 skips them) a no-change rebuild, a last-provisioner-changed
+// rebuild and one into a new output directory on that cache. BENCH_LOAD=1 runs every build beside a
+// fixed background load (bench/load.mjs, stress-ng), BENCH_LOAD=both runs each round quiet and loaded,
+// alternating, and prints how much the load slowed each tool. Prints per-phase medians, CPU-seconds
+// (the tool and its children: QEMU, qemu-img), the load average at each build's start, and the ratios
+// kiln/Packer. Skipped with a note when packer is not installed (apt-get install packer).
 import { execa } from 'execa';
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
@@ -17,16 +22,38 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { root } from './debian-guest.mjs';
 import { generateKeyPair } from '../dist/communicator/keys.js';
+import { TCG_DEFAULT_CPU_MODEL } from '../dist/qemu/argv.js';
+import { haveStressNg, loadDescription, startLoad } from './load.mjs';
 
 const dir = path.join(root, 'bench/side-by-side');
 const fmt = (ms) => (ms === undefined || Number.isNaN(ms) ? '-' : `${(ms / 1000).toFixed(2)} s`);
 const median = (xs) => { const v = xs.filter((x) => x !== undefined).sort((a, b) => a - b); return v.length ? v[Math.floor((v.length - 1) / 2)] : undefined; };
+const load1 = () => os.loadavg()[0];
+
+/** Runs `file args` under /usr/bin/time: the CPU-seconds (user + system) of it and every child it waited for. */
+function timed(file, args, opts, timeFile) {
+  return execa('/usr/bin/time', ['-f', '%U %S', '-o', timeFile, file, ...args], opts);
+}
+function cpuSeconds(timeFile) {
+  try {
+    const [u, s] = readFileSync(timeFile, 'utf8').trim().split('\n').at(-1).split(' ').map(Number);
+    return u + s;
+  } catch { return undefined; }
+}
 
 export async function sideBySide(rounds = Number(process.env.BENCH_ROUNDS ?? 3)) {
   if (spawnSync('packer', ['version']).status !== 0) {
     console.log('\nkiln vs Packer: skipped, packer is not installed (apt-get install -y packer gives 1.6.6 with its qemu builder)');
     return;
   }
+  const loadMode = process.env.BENCH_LOAD ?? '';
+  if (loadMode && !haveStressNg()) {
+    console.log('\nkiln vs Packer under load: skipped, stress-ng is not installed (apt-get install -y stress-ng; make setup does it)');
+    return;
+  }
+  const conditions = loadMode === 'both' ? ['quiet', 'loaded'] : loadMode ? ['loaded'] : ['quiet'];
+  const equalCpu = process.env.BENCH_PACKER_EQUAL_CPU === '1';
+  const rebuilds = process.env.BENCH_REBUILDS !== '0';
   const work = mkdtempSync(path.join(os.tmpdir(), 'kiln-bench-sbs-'));
   const upload = path.join(work, 'upload.bin');
   { const fd = openSync(upload, 'w'); for (let i = 0; i < 16; i++) writeSync(fd, randomBytes(1 << 20)); closeSync(fd); }
@@ -41,47 +68,87 @@ export async function sideBySide(rounds = Number(process.env.BENCH_ROUNDS ?? 3))
   writeFileSync(path.join(http, 'vendor-data'), '');
   const kilnOut = path.join(work, 'kiln-out');
   const packerOut = path.join(work, 'packer-out');
-  const rows = { kiln: [], packer: [], same: [], changed: [], moved: [] };
+  const rows = Object.fromEntries(conditions.map((c) => [c, { kiln: [], packer: [], packerEq: [], same: [], changed: [], moved: [] }]));
+  const argvs = {};
+  const packerRun = (cpu) => async () => {
+    rmSync(packerOut, { recursive: true, force: true });
+    const row = await packerBuild(packerOut, path.join(work, 'id'), http, upload, cpu, path.join(work, 'time'));
+    argvs[`Packer (-cpu ${cpu})`] ??= row.argv;
+    return row;
+  };
   try {
     for (let r = 0; r < rounds; r++) {
-      const cache = path.join(work, `cache-${r}`);
-      rows.kiln.push(await kilnBuild(cache, kilnOut, upload, []));
-      rows.same.push(await kilnBuild(cache, kilnOut, upload, []));
-      rows.changed.push(await kilnBuild(cache, kilnOut, upload, ['--var', `note=round ${r}`]));
-      // The same inputs into another directory: every provisioner and the clean-up are cached.
-      rows.moved.push(await kilnBuild(cache, `${kilnOut}-${r}`, upload, ['--var', `note=round ${r}`]));
-      rmSync(`${kilnOut}-${r}`, { recursive: true, force: true });
-      rmSync(cache, { recursive: true, force: true });
-      rmSync(packerOut, { recursive: true, force: true });
-      rows.packer.push(await packerBuild(packerOut, path.join(work, 'id'), http, upload));
+      for (const cond of r % 2 === 0 ? conditions : [...conditions].reverse()) {
+        const stopLoad = cond === 'loaded' ? await startLoad() : undefined;
+        try {
+          const set = rows[cond];
+          const cache = path.join(work, `cache-${r}-${cond}`);
+          const kiln = async () => {
+            const row = await kilnBuild(cache, kilnOut, upload, [], path.join(work, 'time'));
+            argvs.kiln ??= row.argv;
+            set.kiln.push(row);
+            if (!rebuilds) return;
+            set.same.push(await kilnBuild(cache, kilnOut, upload, [], path.join(work, 'time')));
+            set.changed.push(await kilnBuild(cache, kilnOut, upload, ['--var', `note=round ${r}`], path.join(work, 'time')));
+            // The same inputs into another directory: every provisioner and the clean-up are cached.
+            set.moved.push(await kilnBuild(cache, `${kilnOut}-${r}`, upload, ['--var', `note=round ${r}`], path.join(work, 'time')));
+            rmSync(`${kilnOut}-${r}`, { recursive: true, force: true });
+          };
+          const packer = async () => { set.packer.push(await packerRun('qemu64')()); };
+          const packerEq = async () => { set.packerEq.push(await packerRun(TCG_DEFAULT_CPU_MODEL)()); };
+          const order = [kiln, packer, ...(equalCpu ? [packerEq] : [])];
+          for (const run of r % 2 === 0 ? order : [...order].reverse()) await run();
+          rmSync(cache, { recursive: true, force: true });
+        } finally {
+          await stopLoad?.();
+        }
+      }
     }
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
-  const phases = ['boot to SSH', 'provisioning', 'clean-up', 'shutdown', 'conversion', 'total', 'total - boot', 'layer capture (background)', 'peak RSS (MiB)'];
+  // The raw rows, for a closer look (BENCH_ROWS_FILE=path).
+  if (process.env.BENCH_ROWS_FILE) writeFileSync(process.env.BENCH_ROWS_FILE, JSON.stringify(rows, null, 1));
   const med = (set, p) => median(set.map((x) => x[p]));
-  console.log(`\nkiln vs Packer ${spawnSync('packer', ['version'], { encoding: 'utf8' }).stdout.trim()} (qemu builder), bench/side-by-side, medians of ${rounds} round(s), TCG`);
-  console.log(`  ${'phase'.padEnd(28)} ${'kiln'.padStart(9)} ${'Packer'.padStart(9)} ${'ratio'.padStart(7)}`);
-  for (const p of phases) {
-    const k = med(rows.kiln, p);
-    const q = med(rows.packer, p);
-    const show = p === 'peak RSS (MiB)' ? (v) => (v === undefined ? '-' : v.toFixed(0)) : fmt;
-    console.log(`  ${p.padEnd(28)} ${show(k).padStart(9)} ${show(q).padStart(9)} ${(k !== undefined && q ? (k / q).toFixed(2) : '-').padStart(7)}`);
+  const packerVersion = spawnSync('packer', ['version'], { encoding: 'utf8' }).stdout.trim();
+  const phases = ['boot to SSH', 'provisioning', 'clean-up', 'shutdown', 'conversion', 'total', 'total - boot', 'CPU-seconds', 'load (1 min) at start', 'layer capture (background)', 'peak RSS (MiB)'];
+  for (const cond of conditions) {
+    const set = rows[cond];
+    console.log(`\nkiln vs ${packerVersion} (qemu builder), bench/side-by-side, ${cond === 'loaded' ? `beside ${loadDescription}` : 'no added load'}, medians of ${rounds} round(s), TCG, each tool with its defaults`);
+    console.log(`  ${'phase'.padEnd(28)} ${'kiln'.padStart(9)} ${'Packer'.padStart(9)} ${'ratio'.padStart(7)}${equalCpu ? `  ${'Packer, equal CPU'.padStart(17)} ${'ratio'.padStart(7)}` : ''}`);
+    for (const p of phases) {
+      const k = med(set.kiln, p);
+      const q = med(set.packer, p);
+      const e = med(set.packerEq, p);
+      const show = p === 'peak RSS (MiB)' || p === 'CPU-seconds' ? (v) => (v === undefined ? '-' : v.toFixed(0)) : p.startsWith('load') ? (v) => (v === undefined ? '-' : v.toFixed(1)) : fmt;
+      const ratio = (a, b) => (a !== undefined && b ? (a / b).toFixed(2) : '-');
+      console.log(`  ${p.padEnd(28)} ${show(k).padStart(9)} ${show(q).padStart(9)} ${ratio(k, q).padStart(7)}${equalCpu ? `  ${show(e).padStart(17)} ${ratio(k, e).padStart(7)}` : ''}`);
+    }
+    const pk = med(set.packer, 'total');
+    if (rebuilds) {
+      const ratio = (s) => (pk ? ` ${(med(s, 'total') / pk).toFixed(2)}x of Packer's (full) rebuild` : '');
+      console.log(`  ${'kiln no-change rebuild'.padEnd(28)} ${fmt(med(set.same, 'total')).padStart(9)}${ratio(set.same)}`);
+      console.log(`  ${'kiln last provisioner changed'.padEnd(28)} ${fmt(med(set.changed, 'total')).padStart(9)}${ratio(set.changed)}`);
+      console.log(`  ${'kiln new output directory'.padEnd(28)} ${fmt(med(set.moved, 'total')).padStart(9)}${ratio(set.moved)}${set.moved.some((x) => x['boot to SSH']) ? ' (booted)' : ' (no boot)'}`);
+    }
+    console.log(`  ratios: cold total ${(med(set.kiln, 'total') / pk).toFixed(2)}x, total - boot ${(med(set.kiln, 'total - boot') / med(set.packer, 'total - boot')).toFixed(2)}x, ` +
+      `CPU-seconds ${(med(set.kiln, 'CPU-seconds') / med(set.packer, 'CPU-seconds')).toFixed(2)}x` +
+      (rebuilds ? `, no-change ${fmt(med(set.same, 'total'))}, last changed ${(med(set.changed, 'total') / pk).toFixed(2)}x` : ''));
   }
-  const pk = med(rows.packer, 'total');
-  const ratio = (set) => (pk ? ` ${(med(set, 'total') / pk).toFixed(2)}x of Packer's (full) rebuild` : '');
-  console.log(`  ${'kiln no-change rebuild'.padEnd(28)} ${fmt(med(rows.same, 'total')).padStart(9)}${ratio(rows.same)}`);
-  console.log(`  ${'kiln last provisioner changed'.padEnd(28)} ${fmt(med(rows.changed, 'total')).padStart(9)}${ratio(rows.changed)}`);
-  console.log(`  ${'kiln new output directory'.padEnd(28)} ${fmt(med(rows.moved, 'total')).padStart(9)}${ratio(rows.moved)}${rows.moved.some((x) => x['boot to SSH']) ? ' (booted)' : ' (no boot)'}`);
-  console.log(`  ratios: cold total ${(med(rows.kiln, 'total') / pk).toFixed(2)}x, total - boot ${(med(rows.kiln, 'total - boot') / med(rows.packer, 'total - boot')).toFixed(2)}x, ` +
-    `no-change ${fmt(med(rows.same, 'total'))}, last changed ${(med(rows.changed, 'total') / pk).toFixed(2)}x`);
-  console.log('  targets: cold total <= 0.85x, total - boot <= 0.6x, no-change rebuild <= 2 s, last changed <= 0.5x of Packer');
+  if (rows.quiet && rows.loaded) {
+    const slow = (tool, p) => (med(rows.loaded[tool], p) / med(rows.quiet[tool], p)).toFixed(2);
+    console.log(`\n  what the load did (loaded / no added load, same run): total kiln ${slow('kiln', 'total')}x, Packer ${slow('packer', 'total')}x; ` +
+      `boot to SSH kiln ${slow('kiln', 'boot to SSH')}x, Packer ${slow('packer', 'boot to SSH')}x; CPU-seconds kiln ${slow('kiln', 'CPU-seconds')}x, Packer ${slow('packer', 'CPU-seconds')}x`);
+  }
+  for (const [who, argv] of Object.entries(argvs)) if (argv) console.log(`  ${who} ran: ${argv}`);
+  console.log('  targets: cold total <= 0.85x with no added load and <= 1.0x under the load, total - boot <= 0.8x, no-change rebuild < 2 s, last changed <= 0.3x of Packer');
 }
 
-async function kilnBuild(cache, out, upload, extra) {
+async function kilnBuild(cache, out, upload, extra, timeFile) {
+  const load = load1();
   const started = performance.now();
-  const r = await execa('node', [path.join(root, 'bin/kiln.js'), 'build', path.join(dir, 'kiln.yaml'), '--force', '--events=json',
-    '--var', `output=${out}`, '--var', `upload=${upload}`, ...extra], { reject: false, env: { KILN_CACHE_DIR: cache } });
+  const r = await timed('node', [path.join(root, 'bin/kiln.js'), 'build', path.join(dir, 'kiln.yaml'), '--force', '--events=json',
+    '--var', `output=${out}`, '--var', `upload=${upload}`, ...extra], { reject: false, env: { KILN_CACHE_DIR: cache } }, timeFile);
   const total = performance.now() - started;
   if (r.exitCode !== 0) throw new Error(`kiln bench build failed:\n${r.stderr.split('\n').slice(-20).join('\n')}`);
   const events = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
@@ -97,14 +164,17 @@ async function kilnBuild(cache, out, upload, extra) {
     // Copies into the layer store run beside the next provisioner or the conversion; they cost no wall time unless the build waits for them at its end.
     'layer capture (background)': saved.length ? saved.reduce((n, e) => n + e.ms, 0) : undefined,
     'peak RSS (MiB)': end?.peakRssBytes !== undefined ? end.peakRssBytes / 2 ** 20 : undefined,
+    'CPU-seconds': cpuSeconds(timeFile), 'load (1 min) at start': load,
+    argv: events.find((e) => e.type === 'log' && e.message.startsWith('qemu: '))?.message.slice(6),
   };
 }
 
-/** Packer with -machine-readable: each "ui" line is timed as it arrives. */
-async function packerBuild(out, keyFile, http, upload) {
+/** Packer with -machine-readable: each "ui" line is timed as it arrives; PACKER_LOG gives its QEMU command line. */
+async function packerBuild(out, keyFile, http, upload, cpu, timeFile) {
+  const load = load1();
   const started = performance.now();
-  const child = execa('packer', ['build', '-machine-readable', '-var', `output=${out}`, '-var', `key=${keyFile}`, '-var', `http=${http}`, '-var', `upload=${upload}`, 'packer.json'],
-    { cwd: dir, reject: false, env: { PACKER_CACHE_DIR: path.join(path.dirname(out), 'packer-cache'), CHECKPOINT_DISABLE: '1' } });
+  const child = timed('packer', ['build', '-machine-readable', '-var', `output=${out}`, '-var', `key=${keyFile}`, '-var', `http=${http}`, '-var', `upload=${upload}`, '-var', `cpu=${cpu}`, 'packer.json'],
+    { cwd: dir, reject: false, env: { PACKER_CACHE_DIR: path.join(path.dirname(out), 'packer-cache'), CHECKPOINT_DISABLE: '1', PACKER_LOG: '1' } }, timeFile);
   const marks = {};
   const at = (name) => { marks[name] ??= performance.now() - started; };
   readline.createInterface({ input: child.stdout }).on('line', (line) => {
@@ -123,6 +193,8 @@ async function packerBuild(out, keyFile, http, upload) {
   return {
     'boot to SSH': boot, provisioning: marks.halt - marks.provision, shutdown: shutdownEnd - marks.halt,
     conversion: marks.convert !== undefined ? total - marks.convert : undefined, total, 'total - boot': total - boot,
+    'CPU-seconds': cpuSeconds(timeFile), 'load (1 min) at start': load,
+    argv: /Executing \S*qemu-system-x86_64: (\[\]string\{.*\})/.exec(String(r.stderr))?.[1],
   };
 }
 

@@ -16,6 +16,7 @@ APT_PACKAGES=(
   openssh-client                           # ssh-keygen for host keys; the ssh Ansible runs
   ansible-core                             # the ansible provisioner (ansible-playbook on this machine)
   util-linux iproute2 procps               # setpriv, ss, ps
+  stress-ng                                # make bench BENCH_LOAD: the fixed background load beside kiln and Packer
   socat                                    # air-gapped builds: QEMU's guestfwd runs one per guest connection to kiln's proxy
   docker-registry skopeo                   # publish tests: OCI registry (CNCF distribution) and skopeo to read back
   swift swift-proxy swift-account swift-container swift-object memcached  # publish tests: Swift with s3api (aborted multipart uploads; s3api's multipart needs memcached)
