@@ -13,6 +13,7 @@ import { VariableError } from '../../src/template/variables.js';
 import { HclError, maxHclDepth, parseHcl, parseHclExpression } from '../../src/template/packer/hcl.js';
 import { evaluate, readFromFile, type EvalContext, type FileRead, type Value } from '../../src/template/packer/eval.js';
 import { signatures } from '../../src/template/packer/signatures.js';
+import { renderGoTemplate } from '../../src/template/packer/gotemplate.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-hcl-robust-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -89,6 +90,36 @@ describe('deep nesting', () => {
     const e = errorOf(() => loadTemplate(file, { env: {} }));
     expect(e).toBeInstanceOf(TemplateError);
     expect(e.message).toMatch(/t\.pkr\.json:1: .*lists and objects nest more than 256 levels deep here \(column 272\)/);
+  });
+});
+
+describe('deep values', () => {
+  const deepJson = `${'['.repeat(50_000)}${']'.repeat(50_000)}`;
+  it('jsondecode() of 50k-deep JSON fails at file:line:col', () => {
+    expect(errorOf(() => val(`flatten(jsondecode("${deepJson}"))`)).message).toMatch(/^t\.pkr\.hcl:1:9: jsondecode\(\): the JSON nests more than 256 levels deep/);
+  });
+
+  it('a 50k-deep value from a JSON var file, compared or encoded, fails with a located error', () => {
+    const file = template('deep-var', 'variable "x" {\n  type = any\n  default = []\n}\nlocals {\n  same = var.x == []\n}\n');
+    const vf = path.join(path.dirname(file), 'vars.json');
+    writeFileSync(vf, `{"x": ${deepJson}}`);
+    const e = errorOf(() => loadTemplate(file, { env: {}, varFiles: [vf] }));
+    expect(e).toBeInstanceOf(TemplateError);
+    expect(e.message).toMatch(/t\.pkr\.hcl:6: .*a value here nests too deeply to work with/);
+  });
+});
+
+describe('legacy JSON go-template actions', () => {
+  it('50k nested parentheses fail with kiln\'s error naming the field, not a stack overflow', () => {
+    const d = path.join(dir, 'legacy-deep');
+    mkdirSync(d);
+    const file = path.join(d, 't.json');
+    const deep = `{{${'lower ('.repeat(50_000)}\`x\`${')'.repeat(50_000)}}}`;
+    writeFileSync(file, JSON.stringify({ builders: [{ type: 'qemu', iso_url: `${repoRoot}/fixtures/images/tiny.qcow2`, iso_checksum: 'none', disk_image: true, ssh_username: 'root', vm_name: deep }] }, null, 2));
+    const e = errorOf(() => loadTemplate(file, { env: {} }));
+    expect(e).toBeInstanceOf(TemplateError);
+    expect(e.message).toMatch(/template actions nest more than 64 levels deep/);
+    expect(renderGoTemplate('{{ lower (upper (lower `aB`)) }}', { now: new Date() })).toBe('ab');
   });
 });
 

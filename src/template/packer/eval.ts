@@ -7,7 +7,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import { existsSync, readFileSync, realpathSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { HclError, parseHclTemplate, type Expr, type Pos, type TemplatePart } from './hcl.js';
+import { HclError, maxHclDepth, parseHclTemplate, type Expr, type Pos, type TemplatePart } from './hcl.js';
 import { arityProblem, typeProblem } from './signatures.js';
 
 export type Value = string | number | boolean | null | Value[] | { [key: string]: Value };
@@ -112,6 +112,19 @@ function asMap(ctx: EvalContext, v: Value, pos: Pos): { [key: string]: Value } {
   fail(ctx, pos, `a map is needed here, but the value is ${v === null ? 'null' : `a ${typeName(v)}`}`);
 }
 
+/** How deep lists and maps nest in a value, counted without recursion and up to `limit` + 1. */
+export function valueDepth(v: Value, limit = Infinity): number {
+  let max = 0;
+  const stack: [Value, number][] = [[v, 0]];
+  while (stack.length) {
+    const [x, d] = stack.pop()!;
+    if (d > max) max = d;
+    if (max > limit) return max;
+    if (x !== null && typeof x === 'object') for (const c of Object.values(x)) stack.push([c, d + 1]);
+  }
+  return max;
+}
+
 function equal(a: Value, b: Value): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
 }
@@ -139,6 +152,10 @@ export function evaluate(e: Expr, ctx: EvalContext, locals: Record<string, Value
     // HCL's numbers are arbitrary-precision; kiln's are doubles: an overflow is said here, not as "null" later.
     if (typeof v === 'number' && !Number.isFinite(v)) fail(ctx, e.pos, `the number is out of range (${v > 0 ? 'above about 1.8e308' : v < 0 ? 'below about -1.8e308' : 'not a number'})`, 'keep numbers within about ±1.8e308');
     return v;
+  } catch (err) {
+    // A value nested too deep for a comparison or an encoding (from a -var-file, say): said here, located.
+    if (err instanceof RangeError && /call stack/i.test(err.message)) fail(ctx, e.pos, 'a value here nests too deeply to work with', 'flatten the value (a -var-file or jsondecode() input nested hundreds of levels deep)');
+    throw err;
   } finally {
     evalDepth--;
   }
@@ -431,7 +448,13 @@ const functions: Record<string, Fn> = {
   toset: ([v], ctx, pos) => asList(ctx, v!, pos).filter((x, i, a) => a.findIndex((y) => equal(x, y)) === i),
   tomap: ([v], ctx, pos) => asMap(ctx, v!, pos),
   jsonencode: ([v]) => JSON.stringify(v),
-  jsondecode: ([s], ctx, pos) => { try { return JSON.parse(asString(ctx, s!, pos)) as Value; } catch (e) { fail(ctx, pos, `jsondecode(): ${(e as Error).message}`); } },
+  jsondecode: ([s], ctx, pos) => {
+    let v: Value;
+    try { v = JSON.parse(asString(ctx, s!, pos)) as Value; } catch (e) { fail(ctx, pos, `jsondecode(): ${(e as Error).message}`); }
+    // As deep as the syntax may nest, so that comparing or encoding the value cannot exhaust the stack.
+    if (valueDepth(v, maxHclDepth) > maxHclDepth) fail(ctx, pos, `jsondecode(): the JSON nests more than ${maxHclDepth} levels deep`, 'flatten the JSON; no template value nests this deep');
+    return v;
+  },
   base64encode: ([s], ctx, pos) => Buffer.from(asString(ctx, s!, pos)).toString('base64'),
   base64decode: ([s], ctx, pos) => Buffer.from(asString(ctx, s!, pos), 'base64').toString('utf8'),
   urlencode: ([s], ctx, pos) => encodeURIComponent(asString(ctx, s!, pos)),
@@ -532,7 +555,7 @@ function callFunction(e: Expr & { kind: 'call' }, ctx: EvalContext, locals: Reco
     return fn(args, ctx, e.pos, e.args.map((a) => a.pos));
   } catch (err) {
     // A bad regular expression, an out-of-range value: the template's mistake, said as such.
-    if (err instanceof HclError || !(err instanceof Error)) throw err;
+    if (err instanceof HclError || !(err instanceof Error) || (err instanceof RangeError && /call stack/i.test(err.message))) throw err;
     fail(ctx, e.pos, `${e.name}(): ${err.message}`);
   }
 }

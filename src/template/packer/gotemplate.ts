@@ -63,7 +63,17 @@ function argument(text: string, ctx: GoTemplateContext): string | undefined {
   return undefined;
 }
 
+/** How deep (user (lower ...)) may nest: real templates use two or three levels; 50k would exhaust the stack. */
+export const maxActionDepth = 64;
+let actionDepth = 0;
+
 function action(body: string, ctx: GoTemplateContext): string {
+  if (actionDepth >= maxActionDepth) throw new GoTemplateError(`template actions nest more than ${maxActionDepth} levels deep (parentheses inside parentheses)`, 'flatten it: give the inner value a variable of its own');
+  actionDepth++;
+  try { return actionAt(body, ctx); } finally { actionDepth--; }
+}
+
+function actionAt(body: string, ctx: GoTemplateContext): string {
   const text = body.trim();
   // A pipeline: {{ user `x` | lower }}.
   if (text.includes('|')) {
