@@ -15,7 +15,7 @@ import { formatBytes } from '../template/units.js';
 import { filesInFlight, parallelGet, parallelPut, type TransferProgress } from './sftp-parallel.js';
 import { archiveCommand, extractCommand, leafDirectories, maxCommandLength, parseProbe, probeCommand } from './stream-transfer.js';
 import { defaultMaxDownloadBytes, DownloadLimitError, DownloadRefusedError, maxDownloadEntries } from './download-guard.js';
-import { extractTo, mergeInto, packTree, walkLocal } from './tar-io.js';
+import { extractTo, packTree, settleInto, walkLocal } from './tar-io.js';
 
 /** A channel's input and output as byte streams (transfers), beside ExecOptions' text callbacks. */
 export type ChannelIo = ExecOptions & { input?: Readable; output?: Writable };
@@ -392,14 +392,13 @@ export class SshSession {
     mkdirSync(partial);
     let received = 0;
     try {
-      const { output, finish } = extractTo(partial, (n) => { received += n; onProgress?.(received, undefined); }, { maxBytes, maxEntries: maxDownloadEntries });
+      const { output, folderModes } = extractTo(partial, (n) => { received += n; onProgress?.(received, undefined); }, { maxBytes, maxEntries: maxDownloadEntries });
       const extracted = new Promise<void>((resolve, reject) => { output.once('close', resolve); output.once('error', reject); });
       extracted.catch(() => undefined);
       const code = await this.streamTransfer(what, () => `${formatBytes(received)} received`, archiveCommand(remote, true), { output }, signal);
       if (code === 3) throw new Error(`${what} failed: ${remote} is no longer a folder`);
       await extracted;
-      await finish();
-      await mergeInto(partial, target);
+      await settleInto(partial, target, folderModes);
       this.lastTransferVia = 'tar stream';
     } catch (e) {
       if (made) rmSync(made, { recursive: true, force: true });

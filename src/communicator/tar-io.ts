@@ -84,11 +84,14 @@ async function* coalesce(source: AsyncIterable<unknown>, limit: number): AsyncGe
   if (size > 0) yield Buffer.concat(parts);
 }
 
-/** A guest's archive being extracted: write the tar stream to `output`; once it has closed, `finish()`. */
+/** A guest's archive being extracted: write the tar stream to `output`. */
 export interface Extraction {
   output: Writable;
-  /** Gives the folders their modes (kept writable until then, so their files could be written). */
-  finish(): Promise<void>;
+  /**
+   * The modes its folders get (by path relative to the root), once they are where they stay (see
+   * applyFolderModes); until then they stay writable, so that their files can be written and moved.
+   */
+  folderModes: Map<string, number>;
 }
 
 /**
@@ -121,7 +124,7 @@ export function extractTo(root: string, onBytes: (n: number) => void, limits: Do
       const dest = path.join(root, rel);
       if (header.type === 'directory') {
         if (rel !== '') { await inside(rel); await mkdir(dest, { recursive: true, mode: 0o700 }); }
-        folderModes.set(dest, hostMode(header.mode ?? 0o755, umask));
+        folderModes.set(rel, hostMode(header.mode ?? 0o755, umask));
         stream.resume();
       } else if (rel === '') {
         throw new UnsafeEntryError(`tar entry ${JSON.stringify(header.name)} names the destination itself`);
@@ -152,13 +155,28 @@ export function extractTo(root: string, onBytes: (n: number) => void, limits: Do
       }
     })().then(() => next(), (e: unknown) => { stream.resume(); next(e instanceof Error ? e : new Error(String(e))); });
   });
-  return {
-    output: extract as unknown as Writable,
-    async finish() {
-      // Deepest first: a folder made read-only must not stop its subfolders' chmod (as a non-root user).
-      for (const [dir, mode] of [...folderModes].sort(([a], [b]) => b.length - a.length)) await chmod(dir, mode);
-    },
-  };
+  return { output: extract as unknown as Writable, folderModes };
+}
+
+/**
+ * Gives the folders under `root` their modes, except those in `keep` (folders that were there before,
+ * which keep theirs). Deepest first, so that a read-only folder does not stop its subfolders' chmod.
+ */
+export async function applyFolderModes(root: string, modes: Map<string, number>, keep: ReadonlySet<string> = new Set()): Promise<void> {
+  for (const [rel, mode] of [...modes].sort(([a], [b]) => b.length - a.length)) {
+    if (!keep.has(rel)) await chmod(path.join(root, rel), mode);
+  }
+}
+
+/**
+ * Moves an extraction from `from` into `to` (see mergeInto), then gives the folders it brought their
+ * modes; folders already in `to` keep theirs, as an upload leaves them.
+ */
+export async function settleInto(from: string, to: string, folderModes: Map<string, number>): Promise<void> {
+  const existing = new Set<string>();
+  for (const rel of folderModes.keys()) if ((await lstat(path.join(to, rel)).catch(() => undefined))?.isDirectory()) existing.add(rel);
+  await mergeInto(from, to);
+  await applyFolderModes(to, folderModes, existing);
 }
 
 /**

@@ -2,7 +2,7 @@
 // extractTo): modes lose setuid/setgid/sticky and world-write and follow the host's umask; a folder's
 // archive is bounded in bytes and entries, refused at the entry that crosses the limit, before any of
 // it is written.
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -10,7 +10,7 @@ import { pipeline } from 'node:stream/promises';
 import tarStream from 'tar-stream';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DownloadBudget, DownloadLimitError, hostMode, templateSize, unlimited } from '../../src/communicator/download-guard.js';
-import { extractTo } from '../../src/communicator/tar-io.js';
+import { applyFolderModes, extractTo, settleInto } from '../../src/communicator/tar-io.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'download-guard-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -25,9 +25,9 @@ async function archive(entries: Entry[]): Promise<Buffer> {
 async function extract(name: string, tar: Buffer, limits = unlimited, umask = 0o022): Promise<string> {
   const root = path.join(dir, name);
   mkdirSync(root);
-  const { output, finish } = extractTo(root, () => undefined, limits, umask);
+  const { output, folderModes } = extractTo(root, () => undefined, limits, umask);
   await pipeline(Readable.from([tar]), output);
-  await finish();
+  await applyFolderModes(root, folderModes);
   return root;
 }
 const modeOf = (p: string) => statSync(p).mode & 0o7777;
@@ -70,6 +70,29 @@ describe('modes from a guest', () => {
     expect(readFileSync(path.join(root, 'ro/inner/f'), 'utf8')).toBe('kept');
     expect(modeOf(path.join(root, 'ro'))).toBe(0o555);
     expect(modeOf(path.join(root, 'ro/inner'))).toBe(0o500);
+  });
+
+  it('merged into an existing destination, folders already there keep their modes; new ones get theirs after the move', async () => {
+    const from = path.join(dir, 'settle-from');
+    mkdirSync(from);
+    const { output, folderModes } = extractTo(from, () => undefined, unlimited, 0o022);
+    await pipeline(Readable.from([await archive([
+      { name: '.', type: 'directory', mode: 0o777 },
+      { name: 'old', type: 'directory', mode: 0o555 },
+      { name: 'old/f', mode: 0o644, data: 'new' },
+      { name: 'new', type: 'directory', mode: 0o500 },
+      { name: 'new/g', mode: 0o644, data: 'g' },
+    ])]), output);
+    const to = path.join(dir, 'settle-to');
+    mkdirSync(path.join(to, 'old'), { recursive: true });
+    chmodSync(to, 0o750);
+    chmodSync(path.join(to, 'old'), 0o700);
+    await settleInto(from, to, folderModes);
+    expect(readFileSync(path.join(to, 'old/f'), 'utf8')).toBe('new');
+    expect(modeOf(to)).toBe(0o750);
+    expect(modeOf(path.join(to, 'old'))).toBe(0o700);
+    expect(modeOf(path.join(to, 'new'))).toBe(0o500);
+    expect(existsSync(from)).toBe(false);
   });
 });
 

@@ -12,7 +12,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import {
   archiveCommand, extractCommand, leafDirectories, linkStaysInside, parseProbe, probeCommand, safeEntryPath, throttleProgress, UnsafeEntryError,
 } from '../../src/communicator/stream-transfer.js';
-import { extractTo, mergeInto, packTree, walkLocal } from '../../src/communicator/tar-io.js';
+import { applyFolderModes, extractTo, mergeInto, packTree, walkLocal } from '../../src/communicator/tar-io.js';
 import type { DownloadLimits } from '../../src/communicator/download-guard.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'stream-transfer-'));
@@ -20,9 +20,9 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** Extracts `tar` into `root` as a download does: the stream, then the folders' modes. */
 async function extractAll(tar: Buffer, root: string, limits?: DownloadLimits, umask?: number): Promise<void> {
-  const { output, finish } = extractTo(root, () => undefined, limits, umask);
+  const { output, folderModes } = extractTo(root, () => undefined, limits, umask);
   await pipeline(Readable.from([tar]), output);
-  await finish();
+  await applyFolderModes(root, folderModes);
 }
 
 describe('tar entry paths from a guest', () => {
