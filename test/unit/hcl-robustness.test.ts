@@ -260,6 +260,9 @@ describe('files outside the template\'s folder', () => {
 });
 
 describe('fuzz', () => {
+  // FUZZ_SEED=<n> explores other inputs, FUZZ_RUNS_FACTOR=<k> runs k times as many (as in fuzz.test.ts).
+  const seed = process.env.FUZZ_SEED ? Number(process.env.FUZZ_SEED) : 0x6b696c6e;
+  const runs = (n: number) => Math.ceil(n * Number(process.env.FUZZ_RUNS_FACTOR ?? 1));
   const isKilnError = (e: unknown) => e instanceof HclError || e instanceof TemplateError || e instanceof VariableError;
 
   it('random nesting of every kind, up to 2000 deep, parses and evaluates or fails cleanly', () => {
@@ -271,7 +274,7 @@ describe('fuzz', () => {
         const item = body.items[0];
         if (item?.kind === 'attribute') evaluate(item.expr, ctx({ scope: { x: 1 } }));
       } catch (e) { if (!isKilnError(e)) throw e; }
-    }), { seed: 0x6b696c6e, numRuns: 300 });
+    }), { seed, numRuns: runs(300) });
   });
 
   it('mutated HCL with deep pieces loads or fails with kiln\'s errors, never a crash', () => {
@@ -286,6 +289,6 @@ describe('fuzz', () => {
         if (!isKilnError(e)) throw e;
         expect((e as Error).message).not.toMatch(/Maximum call stack|undefined/);
       }
-    }), { seed: 0x6b696c6e, numRuns: 300 });
-  }, 60_000);
+    }), { seed, numRuns: runs(300) });
+  }, 60_000 * Number(process.env.FUZZ_RUNS_FACTOR ?? 1));
 });
