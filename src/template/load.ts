@@ -151,7 +151,14 @@ export function loadTemplate(file: string, inputs: VariableInputs = {}, options:
 function loadPackerTemplate(abs: string, inputs: VariableInputs, options: LoadOptions): LoadedTemplate {
   const p = readPackerTemplate(abs, inputs, options.only);
   // Packer's variables are resolved already: kiln's own (KILN_VAR_*) do not apply.
-  const loaded = checkTemplate(p.template.file, p.template.text, p.mapped.raw, packerLines(p.mapped, p.template.file), { env: {} }, { ...options, secrets: [...(options.secrets ?? []), ...p.secrets] });
+  let loaded: LoadedTemplate;
+  try {
+    loaded = checkTemplate(p.template.file, p.template.text, p.mapped.raw, packerLines(p.mapped, p.template.file), { env: {} }, { ...options, secrets: [...(options.secrets ?? []), ...p.secrets] });
+  } catch (e) {
+    // A file read outside the template's folder is said even when the template fails a later check.
+    if (e instanceof TemplateError && p.outsideReads.length) throw new TemplateError(e.file, [...e.problems, ...p.outsideReads.map((n) => ({ path: [], message: `note: ${n}` }))]);
+    throw e;
+  }
   for (const v of p.template.variables) {
     if (typeof v.value !== 'string' && typeof v.value !== 'number' && typeof v.value !== 'boolean') continue;
     loaded.variables.values[v.name] = v.value;

@@ -254,6 +254,11 @@ describe('files outside the template\'s folder', () => {
     expect(e.message).toContain(`a number is needed here, but the value is (the content of ${secret}, not shown)`);
     expect(e.message).toContain(`note: ${bad}:2:11: file() reads ${secret}, outside the template's folder`);
     expect(e.message).not.toContain('tok-9f8e7d6c5b4a');
+    // A template that reads fine but fails kiln's later checks says it too.
+    const late = template('reads-late', `locals {\n  s = file("${secret}")\n}\n`, '  memory = 900000000\n');
+    const le = errorOf(() => loadTemplate(late, { env: {} }));
+    expect(le.message).toMatch(/more than this host's RAM/);
+    expect(le.message).toContain(`note: ${late}:2:7: file() reads ${secret}, outside the template's folder`);
     expect(readFromFile('tok-9f8e7d6c5b4a')).toBe(secret);
     expect(readFromFile('prefix tok-9f8e7d6c5b4a suffix')).toBe(secret);
   });

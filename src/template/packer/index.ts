@@ -31,7 +31,11 @@ export function isPackerTemplate(file: string): boolean {
 }
 
 /** `secrets`: the texts never to print (the template's secrets' texts, short ones included for exact matches). */
-export interface PackerLoad { template: PackerTemplate; mapped: MappedTemplate; secrets: string[] }
+export interface PackerLoad {
+  template: PackerTemplate; mapped: MappedTemplate; secrets: string[];
+  /** Warnings for files read outside the template's folder (also in mapped.notes), for later errors to repeat. */
+  outsideReads: string[];
+}
 
 /** A PackerTemplateError or HclError as kiln's TemplateError, naming file:line, the Packer field and the fix. */
 export function asTemplateError(e: unknown, file: string): unknown {
@@ -78,7 +82,7 @@ export function readPackerTemplate(file: string, inputs: VariableInputs, only?: 
     if (mapped.problems.length) throw new PackerTemplateError(mapped.problems);
     // Notes are printed before a build: they name fields, and must not quote a secret either.
     mapped.notes = mapped.notes.map((n) => maskText(n, texts()));
-    return { template, mapped, secrets: texts() };
+    return { template, mapped, secrets: texts(), outsideReads: outside };
   } catch (e) {
     const err = asTemplateError(e, abs);
     const withNotes = err instanceof TemplateError && outside.length ? new TemplateError(err.file, [...err.problems, ...outside.map((n) => ({ path: [], message: `note: ${n}` }))]) : err;
