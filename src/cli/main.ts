@@ -221,7 +221,7 @@ export async function main(args: string[]): Promise<number> {
       .positional('manifest', { type: 'string', demandOption: true, describe: 'a manifest.json written by kiln build' })
       .option('only', { type: 'string', describe: 'only these targets (names, comma-separated)' })
       .option('progress', { choices: ['auto', 'always', 'never'] as const, default: 'auto' as const })
-      .option('allow-host', { type: 'string', array: true, describe: 'send credentials to this host[:port] the manifest names (a manifest can be edited)' }),
+      .option('allow-host', { type: 'string', describe: 'send credentials to this host[:port] the manifest names (a manifest can be edited; repeat or comma-separate)' }),
     async (argv) => { code = await publishCommand({ manifest: String(argv.manifest), only: argv.only, progress: argv.progress, allowHost: argv['allow-host'] }); })
     .command('console <build>', 'attach this terminal to the serial console of a running build (Ctrl-] detaches)', (y) => y
       .positional('build', { type: 'string', demandOption: true, describe: 'the build\'s name' })

@@ -77,8 +77,9 @@ export function explainS3(e: unknown, name: string, from: string, bucket: string
       return new PublishError(`publish target "${name}": the server refused the credentials from ${from} (${e.name})\n  fix: check the access key and secret, and that they may write to bucket ${bucket}`);
     }
     if (e.name === 'NoSuchBucket') return new PublishError(`publish target "${name}": bucket ${bucket} does not exist\n  fix: create it, or correct bucket:`);
-    const known = e.name && e.name !== 'UnknownError' && e.name !== 'Error';
-    const said = e.message && e.message !== e.name && !/^UnknownError$/.test(e.message) ? serverSaid(e.message) : '';
+    // The SDK names a body it could not parse "UnknownError" (or "Unknown" for a HEAD, which has none).
+    const known = !!e.name && !['UnknownError', 'Unknown', 'Error'].includes(e.name);
+    const said = e.message && e.message !== e.name && !/^Unknown(Error)?$/.test(e.message) ? serverSaid(e.message) : '';
     const err = new Error(`S3 at ${where} answered HTTP ${status ?? '(no status)'}${known ? ` ${e.name}` : ' with no S3 error code'}${said ? `; ${said}` : ''}`);
     return Object.assign(err, { $metadata: e.$metadata });
   }
@@ -130,6 +131,9 @@ export const publishS3: Publisher<S3Target> = async (target, artifact, ctx) => {
     const body = checkedStream(check);
     source.on('error', (e) => body.destroy(e));
     source.pipe(body);
+    // The changed artifact is the cause, whatever lib-storage's abort of the upload then says.
+    let bodyError: Error | undefined;
+    body.on('error', (e) => { bodyError = e; });
     const upload = new Upload({
       client,
       queueSize: target.concurrency,
@@ -149,7 +153,7 @@ export const publishS3: Publisher<S3Target> = async (target, artifact, ctx) => {
       // lib-storage's own abort does not always reach the server once its signal has fired (seen on
       // Swift's s3api: the upload and its parts stayed): abort it here, without the publish's signal.
       await abortLeftovers(client, target.bucket, key, (upload as unknown as { uploadId?: string }).uploadId, startedAt, ctx.log);
-      throw e;
+      throw bodyError ?? e;
     } finally { ctx.signal.removeEventListener('abort', onAbort); source.destroy(); }
     ctx.signal.throwIfAborted();
     check.verify();

