@@ -73,6 +73,7 @@ ${tinySourceYaml('    ')}
           - 'echo "proxy: $http_proxy"'
           - 'wget -q -O /root/payload.bin "\${var.url}"'
           - 'echo "payload sha256 $(sha256sum /root/payload.bin | cut -d" " -f1)"'
+          - 'if [ -n "\${var.probe}" ]; then echo "no_proxy: $no_proxy http_url: \${build.http_url}"; fi'
           - 'if [ -n "\${var.probe}" ]; then rc=0; out=$(timeout 30 wget -Y off -q -O - "\${build.http_url}/marker.txt" 2>&1) || rc=$?; echo "control:" $out "rc=$rc"; fi'
           - 'if [ -n "\${var.probe}" ]; then rc=0; out=$(timeout 30 wget -Y off -q -O - "\${var.probe}" 2>&1) || rc=$?; echo "probe:" $out "rc=$rc"; fi'
           - 'if [ -n "\${var.probe}" ]; then rc=0; out=$(timeout 30 wget -q -O - "\${build.http_url}/marker.txt" 2>&1) || rc=$?; echo "kiln http via proxy:" $out "rc=$rc"; fi'
@@ -119,6 +120,10 @@ ${tinySourceYaml('    ')}
     expect(offline.exitCode, offline.stderr).toBe(0);
     const lines = outputLines(offline.events, 'provisioner 1');
     expect(lines).toContain(`payload sha256 ${payloadSha}`);
+    // A client that honours no_proxy reaches kiln's HTTP server directly (busybox wget does not).
+    const noProxy = lines.find((l) => l.startsWith('no_proxy: '))!;
+    const httpHost = /http_url: http:\/\/([\d.]+):/.exec(noProxy)![1]!;
+    expect(noProxy.split(' ')[1]!.split(',')).toContain(httpHost);
     // The control: the same command reaches kiln's HTTP server...
     expect(lines).toContain('control: kiln-http-marker rc=0');
     // ...and fails on the host service, for the reason restrict=on gives (not a crash, not a timeout).
