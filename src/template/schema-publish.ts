@@ -4,7 +4,8 @@
  * registry (as a KubeVirt containerDisk).
  *
  * No field holds a secret: credentials come from the environment or a file named here (see
- * src/publish/credentials.ts), so a template never carries one and the manifest never records one.
+ * src/publish/), so a template never carries one and the manifest never records one; a URL holding
+ * user:password@ is refused here.
  * schema.ts adds `publish` to a build and calls checkPublishFormats (this module needs nothing from it).
  */
 import { z } from 'zod';
