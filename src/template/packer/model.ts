@@ -35,6 +35,8 @@ export interface PackerSecret {
   /** A kiln variable name for it (ssh_password, keys_0, creds_user), used by kiln import. */
   name: string;
   at?: Where;
+  /** The value was a number (a kiln variable of type number stands for it). */
+  number?: true;
 }
 
 export interface PackerProblem { at?: Where; field?: string; message: string; fix?: string }

@@ -47,11 +47,28 @@ export function refsOf(node: unknown, out: Refs = { roots: new Set(), calls: new
 }
 
 /** The texts in a value (strings and numbers), each with its key path ("0", "user"): what a message could quote. */
-export function leaves(v: Value, key: string[] = []): { text: string; key: string[] }[] {
-  if (typeof v === 'string' || typeof v === 'number') return [{ text: String(v), key }];
+export function leaves(v: Value, key: string[] = []): { text: string; key: string[]; number?: true }[] {
+  if (typeof v === 'string') return [{ text: v, key }];
+  if (typeof v === 'number') return [{ text: String(v), key, number: true }];
   if (Array.isArray(v)) return v.flatMap((x, i) => leaves(x, [...key, String(i)]));
   if (isObject(v)) return Object.entries(v).flatMap(([k, x]) => leaves(x, [...key, k]));
   return [];
+}
+
+/**
+ * The values of a string template's ${...} parts, found by matching its literal text around them
+ * ("echo ${base64encode(var.pw)} | base64 -d": only the middle is a secret). Undefined when the
+ * template has directives (%{ if }) or the text does not line up (strip markers): then the whole
+ * string counts.
+ */
+function templatePieces(parts: Extract<Expr, { kind: 'template' }>['parts'], value: string): { part: Expr; text: string }[] | undefined {
+  if (!parts.every((p) => p.kind === 'text' || p.kind === 'interp')) return undefined;
+  const esc = (t: string) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const interps = parts.filter((p): p is Extract<typeof p, { kind: 'interp' }> => p.kind === 'interp');
+  const source = parts.map((p, i) => (p.kind === 'text' ? esc(p.text) : i === parts.length - 1 ? '([\\s\\S]*)' : '([\\s\\S]*?)')).join('');
+  const m = new RegExp(`^${source}$`).exec(value);
+  if (!m) return undefined;
+  return interps.map((p, i) => ({ part: p.expr, text: m[i + 1]! }));
 }
 
 /** A kiln variable name for a Packer name (local.x -> local_x) and a key path inside it. */
@@ -71,7 +88,7 @@ export class Taint {
   sensitive(ref: string, value: Value, at?: Where): void {
     this.sources.set(ref, [ref]);
     const name = ref.replace(/^var\./, '');
-    for (const l of leaves(value)) this.add({ text: l.text, kind: 'variable', from: [ref], name: kilnName(name, l.key), at });
+    for (const l of leaves(value)) this.add({ text: l.text, kind: 'variable', from: [ref], name: kilnName(name, l.key), at, ...(l.number ? { number: true } : {}) });
   }
 
   /** No longer sensitive (an env() default replaced by a -var value): its texts are released. */
@@ -131,6 +148,14 @@ export class Taint {
       expr.items.forEach((item, i) => this.texts(item, value[i]!, at, name, [...key, String(i)]));
       return;
     }
+    if (expr.kind === 'template' && typeof value === 'string') {
+      const pieces = templatePieces(expr.parts, value);
+      if (pieces) {
+        const tainted = pieces.filter((p) => this.of(p.part));
+        tainted.forEach(({ text }, i) => this.add({ text, kind: t.from.length ? 'derived' : 'file', from: t.from, name: kilnName(name, tainted.length > 1 ? [...key, `part${i + 1}`] : key), at }));
+        return;
+      }
+    }
     if (expr.kind === 'object' && isObject(value)) {
       const keyOf = (k: Expr, bare?: string) => bare ?? (k.kind === 'literal' ? String(k.value) : k.kind === 'variable' ? k.name : undefined);
       const items = expr.items.map((it) => ({ k: keyOf(it.key, it.bareKey), it }));
@@ -143,7 +168,7 @@ export class Taint {
       }
     }
     for (const l of leaves(value, key)) {
-      this.add({ text: l.text, kind: t.from.length ? 'derived' : 'file', from: t.from, name: kilnName(name, l.key), at });
+      this.add({ text: l.text, kind: t.from.length ? 'derived' : 'file', from: t.from, name: kilnName(name, l.key), at, ...(l.number ? { number: true } : {}) });
     }
   }
 
