@@ -93,7 +93,13 @@ export async function openBundle(file: string, cacheDir: string, o: OpenBundleOp
   // Last use, for kiln cache prune (least recently used first).
   const now = new Date();
   utimesSync(path.join(dir, COMPLETE), now, now);
-  const manifest = checkManifest(JSON.parse(readFileSync(path.join(dir, MANIFEST_MEMBER), 'utf8')), file);
+  let manifest: BundleManifest;
+  try {
+    manifest = checkManifest(JSON.parse(readFileSync(path.join(dir, MANIFEST_MEMBER), 'utf8')), file);
+  } catch (e) {
+    // Only a copy changed in the cache after it was verified gets here.
+    throw new BundleError(`${file}: the unpacked copy in ${dir} is damaged (${(e as Error).message.split('\n')[0]})\n  fix: remove it (kiln cache prune, or delete that directory), then build again`);
+  }
   const treeRoot = path.join(dir, 'tree');
   const inTree = (field: string, rel: string) => {
     const p = path.join(treeRoot, rel);
