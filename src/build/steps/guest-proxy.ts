@@ -21,10 +21,13 @@ export const buildGuestProxy = (ctx: BuildContext) => guestProxyFor(ctx.options.
 
 export const guestProxyStep: Step = {
   name: 'set the guest proxy',
-  enabled: (ctx) => ctx.build.source.communicator.type === 'ssh' && (Boolean(ctx.options.airgap) || ctx.state.resumedFromLayer === true),
+  // Asked before the build starts and again when the step comes: whether the disk is a cached layer is
+  // known only once the layer cache was consulted (resumedFromLayer undefined until then).
+  enabled: (ctx) => ctx.build.source.communicator.type === 'ssh'
+    && (Boolean(ctx.options.airgap) || (!ctx.options.noCache && ctx.state.resumedFromLayer !== false)),
   async run(ctx) {
     const comm = ctx.build.source.communicator;
-    if (comm.type !== 'ssh') return;
+    if (comm.type !== 'ssh' || (!ctx.options.airgap && ctx.state.resumedFromLayer !== true)) return;
     const proxy = buildGuestProxy(ctx);
     const ssh = await sshSession(ctx);
     let err = '';

@@ -12,10 +12,12 @@ import { plainConsole } from '../../util/serial-log.js';
 
 export const proxyBypassCheckStep: Step = {
   name: 'check the guest fetched through the proxy',
-  enabled: (ctx) => Boolean(ctx.options.airgap) && Boolean(ctx.state.serialLog),
+  // Whether a step runs is decided before the build starts: the serial log is known only at launch.
+  enabled: (ctx) => Boolean(ctx.options.airgap),
   async run(ctx) {
+    if (!ctx.state.serialLog) return;
     let text = '';
-    try { text = plainConsole(readFileSync(ctx.state.serialLog!, 'utf8')); } catch { return; }
+    try { text = plainConsole(readFileSync(ctx.state.serialLog, 'utf8')); } catch { return; }
     const lines = nameFailures(text);
     if (!lines.length) return;
     const proxy = `http://${ctx.options.airgap!.guestProxy.ip}:${ctx.options.airgap!.guestProxy.port}`;

@@ -20,10 +20,18 @@ const recording: AirgapGuestNetwork = { proxyHostPort: 40123, guestProxy: { ip: 
 const http = { server: undefined as never, port: 40200, ip: '10.0.2.101', url: 'http://10.0.2.101:40200' };
 
 describe('set the guest proxy', () => {
-  it('is off in an ordinary build that boots no cached layer, and without SSH', () => {
-    expect(guestProxyStep.enabled!(stepContext().ctx)).toBe(false);
+  it('is off in an ordinary build that boots no cached layer, and without SSH', async () => {
+    expect(guestProxyStep.enabled!(stepContext().ctx)).toBe(false); // --no-cache (the harness's default)
+    expect(guestProxyStep.enabled!(stepContext({ options: { noCache: false }, state: { resumedFromLayer: false } }).ctx)).toBe(false);
+    // before the layer cache was consulted it may still be needed; when it comes, it is asked again
+    const early = stepContext({ options: { noCache: false } });
+    expect(guestProxyStep.enabled!(early.ctx)).toBe(true);
+    const ssh = new FakeSsh();
+    early.ctx.state.ssh = ssh.session;
+    expect((await runStep(guestProxyStep, early.ctx)).error).toBeUndefined();
+    expect(ssh.commands).toEqual([]);
     expect(guestProxyStep.enabled!(stepContext({ options: { airgap: recording } }).ctx)).toBe(true);
-    expect(guestProxyStep.enabled!(stepContext({ state: { resumedFromLayer: true } }).ctx)).toBe(true);
+    expect(guestProxyStep.enabled!(stepContext({ options: { noCache: false }, state: { resumedFromLayer: true } }).ctx)).toBe(true);
     expect(guestProxyStep.enabled!(stepContext({ options: { airgap: recording }, source: { communicator: { type: 'none' } } }).ctx)).toBe(false);
   });
 
@@ -56,7 +64,7 @@ describe('set the guest proxy', () => {
   });
 
   it('an ordinary build on a cached layer takes out settings a --record/--offline build left in it', async () => {
-    const h = stepContext({ state: { resumedFromLayer: true, http: { ...http, ip: '10.0.2.2' } } });
+    const h = stepContext({ options: { noCache: false }, state: { resumedFromLayer: true, http: { ...http, ip: '10.0.2.2' } } });
     const ssh = new FakeSsh();
     h.ctx.state.ssh = ssh.session;
     expect((await runStep(guestProxyStep, h.ctx)).error).toBeUndefined();
@@ -90,6 +98,8 @@ describe('check the guest fetched through the proxy', () => {
     writeFileSync(log, 'kiln-tiny: ready\n');
     expect((await runStep(proxyBypassCheckStep, h.ctx)).error).toBeUndefined();
     expect(proxyBypassCheckStep.enabled!(stepContext({ state: { serialLog: log } }).ctx)).toBe(false);
+    // decided before launch, when there is no serial log yet
+    expect(proxyBypassCheckStep.enabled!(stepContext({ options: { airgap: recording } }).ctx)).toBe(true);
   });
 });
 
