@@ -148,6 +148,15 @@ describe('kiln build (tiny fixture)', () => {
       try {
         const ssh = await guest.ssh('root', insecureKey);
         expect(await ssh.run('cat /root/marker /root/env.txt /root/upload.txt')).toBe('from-kiln\nhello from ok\nuploaded by the file provisioner\n');
+        if (format === 'qcow2') {
+          // Downloads from this real guest's SFTP server: a link to /dev/zero is refused before a byte
+          // is read (it was read for ever), a /proc file (no size) comes whole.
+          await ssh.run('ln -sf /dev/zero /root/zero');
+          await expect(ssh.download('/root/zero', path.join(dir, 'zero'), undefined, undefined, 2 ** 20)).rejects.toThrow(/it is a character device/);
+          expect(existsSync(path.join(dir, 'zero'))).toBe(false);
+          await ssh.download('/proc/version', path.join(dir, 'proc-version'), undefined, undefined, 2 ** 20);
+          expect(readFileSync(path.join(dir, 'proc-version'), 'utf8')).toMatch(/^Linux version .*\n$/);
+        }
         await guest.poweroff(ssh);
       } finally {
         await guest.destroy();
