@@ -18,7 +18,8 @@ export interface VariableInputs {
 
 export interface ResolvedVariables {
   values: Record<string, Scalar>;
-  sensitive: Set<string>;   // names
+  /** Names: declared sensitive, or filled in from a variable that is. */
+  sensitive: Set<string>;
   /** The secret values themselves, to mask wherever they would be printed. */
   secrets: string[];
   origin: Record<string, string>;
@@ -175,7 +176,9 @@ export function resolveVariables(
   };
   for (const name of names) resolve(name);
 
-  const sensitive = new Set(names.filter((n) => defs[n]!.sensitive));
-  const secrets = [...sensitive].map((n) => String(values[n])).filter((s) => s.length >= 3);
+  // A variable filled in from a sensitive one ("x-${var.token}") is sensitive too: its whole value is
+  // masked by name in the manifest and inspect, and by text wherever it is printed.
+  const sensitive = new Set(names.filter((n) => tainted.has(n)));
+  const secrets = [...new Set([...sensitive].map((n) => String(values[n])).filter((s) => s.length >= 3))];
   return { values, sensitive, secrets, origin };
 }

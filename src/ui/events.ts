@@ -50,11 +50,13 @@ export function maskSecrets(text: string, secrets: readonly string[]): string {
  * JSON would also rewrite field names and numbers (a secret "build" renamed the field; "1234" turned
  * `"ms":1234.5` into invalid JSON and threw out of emit).
  */
-function maskValues<T>(value: T, secrets: readonly string[]): T {
+export function maskValues<T>(value: T, secrets: readonly string[], keep: readonly string[] = []): T {
+  if (!secrets.length) return value;
   if (typeof value === 'string') return maskSecrets(value, secrets) as T;
   if (Array.isArray(value)) return value.map((v) => maskValues(v, secrets)) as T;
   if (value && typeof value === 'object') {
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, maskValues(v, secrets)])) as T;
+    // `keep`: top-level fields left as they are (a manifest's artifact paths name files that exist).
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, keep.includes(k) ? v : maskValues(v, secrets)])) as T;
   }
   return value;
 }

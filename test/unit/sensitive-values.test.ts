@@ -53,6 +53,15 @@ describe('YAML: sensitive: true', () => {
     expect(failure(file)).not.toContain(secret.slice(0, 20));
   });
 
+  it('a variable filled in from a sensitive one is sensitive too: inspect shows neither', () => {
+    const f = yaml("      accelerator: tcg\n", `  token: { default: '${secret}', sensitive: true }\n  header: { default: 'Bearer \${var.token}' }\n`);
+    const t = loadTemplate(f, { env: {} });
+    expect([...t.variables.sensitive].sort()).toEqual(['header', 'token']);
+    const shown = inspectTemplate(t, false) + inspectTemplate(t, true);
+    expect(shown).not.toContain(secret);
+    expect(shown).toMatch(/header = "<sensitive>"/);
+  });
+
   it('a path not found that holds the secret is masked', () => {
     const f = write('p.yaml', `variables:\n  token: { default: '${secret}', sensitive: true }\nbuilds:\n  - name: s\n    source:\n      base_image: 'img-\${var.token}.qcow2'\n      checksum: none\n`);
     const m = failure(f);

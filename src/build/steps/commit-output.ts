@@ -9,6 +9,7 @@ import path from 'node:path';
 import type { Step } from '../step.js';
 import type { BuildContext } from '../state.js';
 import { need } from '../state.js';
+import { maskValues } from '../../ui/events.js';
 import { buildManifest, entriesOf, outputOwnership, removeKilnOutput, writeSums } from '../../artifacts/manifest.js';
 import { checkElsewhereTarget, foreignOutputError } from '../output-guard.js';
 
@@ -43,7 +44,8 @@ export const commitOutputStep: Step = {
     // Everything that will be in the output directory, including what a shell-local post-processor put in the staging directory.
     const files = entriesOf(staging).filter((e) => !elsewherePattern.test(e.split('/')[0]!) && e !== 'manifest.json');
     const manifest = buildManifest(ctx, ctx.state.startedAt, finalPathOf, await ctx.driver.qemuImgVersion(ctx.signal), files);
-    writeFileSync(path.join(staging, 'manifest.json'), JSON.stringify(manifest, null, 2) + '\n');
+    // Secrets masked in every value (a base image URL with a token in it), not in the paths of files that exist.
+    writeFileSync(path.join(staging, 'manifest.json'), JSON.stringify(maskValues(manifest, ctx.template.variables.secrets, ['artifacts', 'files']), null, 2) + '\n');
 
     // The renames below commit the output: an interrupt that came before them must not leave one.
     ctx.signal.throwIfAborted();
