@@ -85,12 +85,12 @@ function explain(e: unknown, name: string, from: string, service: string): unkno
 
 /**
  * The Azure SDK has no idle timeout of its own: an AbortSignal that fires when no request finished
- * and no page progressed for the target's idle time (connect included), or when the publish is
- * interrupted. `touch` marks progress.
+ * and no page progressed for the target's idle time, or when the publish is interrupted. `touch`
+ * marks progress. The SDK's connections are its own, so the connect time counts against `idle`.
  */
 function watchdog(ctx: PublishContext, where: string): { signal: AbortSignal; touch(): void; stop(): void; fired(): Error | undefined } {
   const controller = new AbortController();
-  const limit = ctx.timeouts.idleMs + ctx.timeouts.connectMs;
+  const limit = ctx.timeouts.idleMs;
   let timedOut: Error | undefined;
   let timer: NodeJS.Timeout | undefined;
   const arm = () => {

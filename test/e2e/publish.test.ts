@@ -454,14 +454,19 @@ describe('publish: secrets, integrity, hangs and messages (issue 23)', () => {
         { type: 's3', bucket: 'images', endpoint: `http://${host}`, force_path_style: true, timeout },
         { type: 'glance', endpoint: `http://${host}`, timeout },
         { type: 'oci', registry: host, repository: 'kiln/hung', insecure: true, timeout },
+        { type: 'azure', container: 'vhds', timeout },
       ]);
       const started = Date.now();
-      const r = await kiln(['publish', '--allow-host', host, file], env);
+      // Azure's endpoint comes from the connection string: no --allow-host needed for it.
+      const hungAzure = azure.connectionString.replace(/BlobEndpoint=[^;]+/, `BlobEndpoint=http://${host}/devstoreaccount1`);
+      const r = await kiln(['publish', '--allow-host', host, file], { ...env, AZURE_STORAGE_CONNECTION_STRING: hungAzure });
       const seconds = (Date.now() - started) / 1000;
       expect(r.exitCode).toBe(1);
       expect(r.stderr).toMatch(new RegExp(`error: publish target "s3": S3 at http://127\\.0\\.0\\.1:${hung.port} stopped answering: no bytes moved for 1 s \\(timeout\\.idle\\)`));
       expect(r.stderr).toContain(`error: publish target "glance": http://${host} stopped answering: no bytes moved for 1 s (timeout.idle)`);
       expect(r.stderr).toContain(`error: publish target "oci": http://${host} stopped answering: no bytes moved for 1 s (timeout.idle)`);
+      expect(r.stderr).toContain(`error: publish target "azure": http://${host} stopped answering: no bytes moved for 1 s (timeout.idle)`);
+      expect(r.stderr).not.toContain('AccountKey');
       // The S3 SDK tries 4 times; the others are not retried after a timeout. Far below undici's 300 s.
       expect(seconds).toBeLessThan(60);
 
