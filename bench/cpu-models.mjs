@@ -68,7 +68,7 @@ async function measure(guest, model) {
     // The clock source, the Meltdown page-table isolation and the highest x86-64 level glibc sees: what the model changes in the guest.
     const clock = (await g.session.run('cat /sys/devices/system/clocksource/clocksource0/current_clocksource 2>/dev/null || echo ?; '
       + 'cat /sys/devices/system/cpu/vulnerabilities/meltdown 2>/dev/null | cut -d: -f1; '
-      + '/lib64/ld-linux-x86-64.so.2 --help 2>/dev/null | grep -o "x86-64-v[0-9] (supported" | tail -1 | cut -d" " -f1')).trim().split('\n').filter(Boolean).join(', ');
+      + '/lib64/ld-linux-x86-64.so.2 --help 2>/dev/null | grep -o "x86-64-v[0-9] (supported" | head -1 | cut -d" " -f1')).trim().split('\n').filter(Boolean).join(', ');
     const t = performance.now();
     await g.session.run(g.work);
     const workMs = performance.now() - t;
