@@ -100,7 +100,8 @@ export async function withRetries<R>(
       if (i >= policy.attempts || !isTransient(e)) throw e;
       if (opts.stillRetryable && !(await opts.stillRetryable())) throw e;
       const delay = retryDelay(i, policy);
-      ctx.log(`${what}: ${(e as Error).message.split('\n')[0]}; retrying in ${delay} ms (attempt ${i + 1} of ${policy.attempts})`);
+      const first = (e as Error).message.split('\n')[0]!;
+      ctx.log(`${first.startsWith(what) ? first : `${what}: ${first}`}; retrying in ${delay} ms (attempt ${i + 1} of ${policy.attempts})`);
       await sleep(delay, ctx.signal);
     }
   }

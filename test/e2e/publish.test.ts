@@ -497,7 +497,7 @@ describe('publish: secrets, integrity, hangs and messages (issue 23)', () => {
       if (url.startsWith('/v2/images')) { res.writeHead(200, { 'content-type': 'text/html' }); res.end('<html>not glance</html>'); return; }
       if (url.startsWith('/v2/kiln/bad/')) { res.writeHead(500, { 'content-type': 'text/plain' }); res.end(hostile); return; }
       if (url.startsWith('/v2/kiln/token/')) { res.writeHead(401, { 'www-authenticate': `Bearer realm="http://127.0.0.1:${port}/token",service="kiln-test"` }); res.end(); return; }
-      if (url.startsWith('/token')) { res.writeHead(404, { 'content-type': 'text/plain' }); res.end('404 page not found'); return; }
+      if (url.startsWith('/token') || url.startsWith('/identity')) { res.writeHead(404, { 'content-type': 'text/plain' }); res.end('404 page not found'); return; }
       // Anything else (S3): a 500 that is not S3's XML.
       res.writeHead(500, { 'content-type': 'text/html' }); res.end('<html>proxy error</html>');
     });
@@ -529,6 +529,13 @@ describe('publish: secrets, integrity, hangs and messages (issue 23)', () => {
       expect(err).toContain(`error: publish target "glance-down": cannot reach http://127.0.0.1:${closed}/v2/images (ECONNREFUSED: connect ECONNREFUSED 127.0.0.1:${closed})`);
       expect(err).not.toContain('fetch failed');
       expect(err).not.toContain('pw-never-printed');
+      // Keystone's 404: a wrong OS_AUTH_URL, not refused credentials.
+      const ks = manifestCopy('keystone-404', [{ type: 'glance', endpoint: `http://${host}` }]);
+      const k = await kiln(['publish', '--allow-host', host, ks], { ...env, OS_AUTH_URL: `http://${host}/identity`, OS_USERNAME: 'u', OS_PASSWORD: 'pw-keystone-never-printed', OS_PROJECT_NAME: 'p' });
+      expect(k.exitCode).toBe(1);
+      expect(k.stderr).toContain(`error: publish target "glance": http://${host}/identity/v3/auth/tokens is not a Keystone v3 token endpoint (HTTP 404; the server said: "404 page not found")`);
+      expect(k.stderr).toContain('fix: set OS_AUTH_URL to Keystone\'s identity endpoint');
+      expect(k.stderr).not.toMatch(/refused|pw-keystone-never-printed/);
     } finally {
       await new Promise((r) => server.close(r));
     }

@@ -38,7 +38,7 @@ describe('retry policy', () => {
     let calls = 0;
     const r = await withRetries('upload', h.ctx, async () => { calls++; if (calls < 3) throw new HttpStatusError('upload: HTTP 503', 503); return 'ok'; }, { sleep: h.sleep });
     expect([r, calls, h.waits]).toEqual(['ok', 3, [250, 500]]);
-    expect(h.lines).toEqual(['upload: upload: HTTP 503; retrying in 250 ms (attempt 2 of 4)', 'upload: upload: HTTP 503; retrying in 500 ms (attempt 3 of 4)']);
+    expect(h.lines).toEqual(['upload: HTTP 503; retrying in 250 ms (attempt 2 of 4)', 'upload: HTTP 503; retrying in 500 ms (attempt 3 of 4)']);
   });
 
   it('gives up after the last attempt with that attempt\'s error', async () => {
