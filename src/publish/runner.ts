@@ -108,7 +108,14 @@ export function recordedTargets(manifestFile: string): PublishTarget[] {
   if (!m.published?.length) {
     throw new PublishError(`${manifestFile} records no publish targets (its build had no publish: list)\n  fix: add a publish: list to the build in ${m.template?.file ?? 'its template'} and build it again`);
   }
-  return m.published.map((r) => publishTargetSchema.parse(r.config));
+  return m.published.map((r, i) => {
+    const parsed = publishTargetSchema.safeParse(r.config);
+    if (parsed.success) return parsed.data;
+    // One line per problem, naming the field; the value is never repeated (it may hold a password).
+    const issue = parsed.error.issues[0]!;
+    const fix = (issue as { params?: { fix?: unknown } }).params?.fix;
+    throw new PublishError(`${manifestFile}: published[${i}].config.${issue.path.join('.')}: ${issue.message}\n  fix: ${typeof fix === 'string' ? fix : 'correct it in the template and build again (a manifest records the template\'s publish settings)'}`);
+  });
 }
 
 function progressReporter(opts: PublishOptions, label: string): { progress: (sent: number, total: number) => void; stop(): void } {

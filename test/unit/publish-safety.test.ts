@@ -18,7 +18,7 @@ import { request } from '../../src/publish/http.js';
 import { ArtifactCheck, checkedStream } from '../../src/publish/integrity.js';
 import { realmProblem } from '../../src/publish/oci.js';
 import { explainS3 } from '../../src/publish/s3.js';
-import { hostAllowed, publishManifest } from '../../src/publish/runner.js';
+import { hostAllowed, publishManifest, recordedTargets } from '../../src/publish/runner.js';
 import { publishTargetSchema, publishTimeouts } from '../../src/template/schema-publish.js';
 import { buildSchema } from '../../src/template/schema.js';
 import { S3ServiceException } from '@aws-sdk/client-s3';
@@ -86,6 +86,16 @@ describe('credentials and plain http', () => {
     const o = publishTargetSchema.safeParse({ type: 'oci', registry: 'bob:pw@registry.lab', repository: 'a/b' });
     expect(o.error!.issues[0]!.message).toMatch(/holds a user name or password/);
     expect(publishTargetSchema.safeParse({ type: 's3', bucket: 'abc', region: 'x.evil.com#' }).success).toBe(false);
+  });
+
+  it('a manifest edited to hold user:password@ is refused by kiln publish naming the file and the field, not the password', () => {
+    const file = path.join(dir, 'edited-manifest.json');
+    writeFileSync(file, JSON.stringify({ build: 'b', artifacts: [], published: [{ target: 's3', type: 's3', format: 'qcow2', status: 'published', config: { type: 's3', bucket: 'images', endpoint: 'http://AKIA:pw-in-url@evil.lab:9000' } }] }));
+    let message = '';
+    try { recordedTargets(file); } catch (e) { message = (e as Error).message; }
+    expect(message.startsWith(`${file}: published[0].config.endpoint: the URL holds a user name or password`), message).toBe(true);
+    expect(message).toMatch(/\n {2}fix: remove user:password@/);
+    expect(message).not.toContain('pw-in-url');
   });
 
   it('--allow-host takes host, host:port or a URL', () => {
