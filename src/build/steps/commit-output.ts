@@ -45,7 +45,7 @@ export const commitOutputStep: Step = {
     const files = entriesOf(staging).filter((e) => !elsewherePattern.test(e.split('/')[0]!) && e !== 'manifest.json');
     const manifest = buildManifest(ctx, ctx.state.startedAt, finalPathOf, await ctx.driver.qemuImgVersion(ctx.signal), files);
     // Secrets masked in every value (a base image URL with a token in it), not in the paths of files that exist.
-    writeFileSync(path.join(staging, 'manifest.json'), JSON.stringify(maskValues(manifest, ctx.template.variables.secrets, ['artifacts', 'files']), null, 2) + '\n');
+    writeFileSync(path.join(staging, 'manifest.json'), JSON.stringify(maskValues(manifest, ctx.template.variables.secrets ?? [], ['artifacts', 'files']), null, 2) + '\n');
 
     // The renames below commit the output: an interrupt that came before them must not leave one.
     ctx.signal.throwIfAborted();
