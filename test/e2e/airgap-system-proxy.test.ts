@@ -45,7 +45,7 @@ function serve(handler: http.RequestListener): Promise<{ port: number; requests:
 const proxyTraces = {
   proxyAddress: /10\.0\.2\.100:3128/,
   environmentBlock: /kiln build proxy/,
-  sudoKeep: /env_keep \+= "http_proxy/,
+  sudoKeep: /env_keep \+= "http_proxy https_proxy no_proxy HTTP_PROXY/, // kiln's line, not Debian's commented example
 };
 
 describe('the guest system proxy while recording (tiny guest)', () => {
