@@ -8,6 +8,7 @@ import { isObject, type Value } from './eval.js';
 import { GoTemplateError, renderGoTemplate } from './gotemplate.js';
 import type { Field, PackerBuild, PackerProblem, PackerStep, PackerTemplate, Where } from './model.js';
 import { hasUrlScheme } from '../../util/url.js';
+import { mapQemuArgs } from './qemu-args-mapping.js';
 
 export interface MappedTemplate {
   /** A tree of kiln's template shape (what a kiln YAML file would hold). */
@@ -166,22 +167,9 @@ function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], ou
     const m: Record<string, string> = { virtio: 'virtio', 'virtio-scsi': 'virtio-scsi', ide: 'ide', scsi: 'scsi' };
     if (m[di]) set('disk_interface', m[di], 'disk_interface'); else problem(fields.get('disk_interface'), 'disk_interface', `kiln supports virtio, virtio-scsi, ide and scsi, not ${di}`, 'pick one of those');
   }
-  const cpuModel = str('cpu_model');
-  const qemuArgs: string[][] = [];
-  if (cpuModel) qemuArgs.push(['-cpu', cpuModel]);
-  const qa = take('qemuargs');
-  if (qa && Array.isArray(qa.value)) {
-    const argv = qa.value.map((x) => (Array.isArray(x) ? x.map((y) => String(runtime(y, qa, 'qemuargs'))) : [String(runtime(x, qa, 'qemuargs'))]));
-    // Packer users bring their own user network with the SSH forward: kiln makes that network itself.
-    const netIds = new Set<string>();
-    for (const a of argv) if (a[0] === '-netdev' && /^user,/.test(a[1] ?? '') && /hostfwd=.*:22\b|\$\{build\.ssh_port\}/.test(a[1] ?? '')) netIds.add(/id=([^,]+)/.exec(a[1]!)?.[1] ?? '');
-    for (const a of argv) {
-      if (a[0] === '-netdev' && netIds.has(/id=([^,]+)/.exec(a[1] ?? '')?.[1] ?? '\0')) { out.notes.push(`${qa.at.file}:${qa.at.line}: qemuargs: ${a.join(' ')}: ignored: kiln makes the guest's user network and its SSH forward itself`); continue; }
-      if (a[0] === '-device' && [...netIds].some((id) => (a[1] ?? '').includes(`netdev=${id}`))) { out.notes.push(`${qa.at.file}:${qa.at.line}: qemuargs: ${a.join(' ')}: ignored: kiln plugs in the network card itself (net_device)`); continue; }
-      qemuArgs.push(a);
-    }
-  } else if (qa) problem(qa, 'qemuargs', 'expected a list of lists of strings', 'write qemuargs = [["-cpu", "max"]]');
-  if (qemuArgs.length) { source.qemu_args = qemuArgs; origin(['source', 'qemu_args'], qa ?? fields.get('cpu_model'), 'qemuargs'); }
+  const qemuArgs = mapQemuArgs({ take, str, runtime, problem, notes: out.notes });
+  if (qemuArgs.args.length) { source.qemu_args = qemuArgs.args; origin(['source', 'qemu_args'], qemuArgs.from, 'qemuargs'); }
+  for (const [k, v] of Object.entries(qemuArgs.sourceFields)) { source[k] = v; origin(['source', k], qemuArgs.from, 'qemuargs'); }
   const binary = str('qemu_binary');
   if (binary && !/qemu-system-x86_64$|qemu-kvm$/.test(binary)) problem(fields.get('qemu_binary'), 'qemu_binary', `kiln runs qemu-system-x86_64, not ${binary}`, 'remove qemu_binary');
   const headless = bool('headless');
