@@ -21,10 +21,11 @@ export const buildGuestProxy = (ctx: BuildContext) => guestProxyFor(ctx.options.
 
 export const guestProxyStep: Step = {
   name: 'set the guest proxy',
-  // Asked before the build starts and again when the step comes: whether the disk is a cached layer is
-  // known only once the layer cache was consulted (resumedFromLayer undefined until then).
-  enabled: (ctx) => ctx.build.source.communicator.type === 'ssh'
-    && (Boolean(ctx.options.airgap) || (!ctx.options.noCache && ctx.state.resumedFromLayer !== false)),
+  // Decided from what is known before the build starts, so the step list the build-start event
+  // announces is the list that runs (interrupt tests and progress bars count on it). Whether an
+  // ordinary build boots a cached layer is known only once the layer cache was consulted: run()
+  // does nothing when it does not.
+  enabled: (ctx) => ctx.build.source.communicator.type === 'ssh' && (Boolean(ctx.options.airgap) || !ctx.options.noCache),
   async run(ctx) {
     const comm = ctx.build.source.communicator;
     if (comm.type !== 'ssh' || (!ctx.options.airgap && ctx.state.resumedFromLayer !== true)) return;
