@@ -4,11 +4,20 @@
  *   const template = loadTemplate('image.yaml', { vars: ['version=1.2'] });
  *   const results = await build(template, { cacheDir, onEvent: (e) => console.log(e.type), signal });
  *
+ * Air-gapped: `build(template, { record: true })`, then `makeBundle(template, { output, cacheDir })`;
+ * on the far side `const b = await loadBundle(file, { sha256, cacheDir })` and
+ * `build(b.template, { bundle: b, offline: true })`.
+ *
  * Everything is passed in: nothing here reads an environment variable at import time, and no KILN_*
  * variable is read at all (the CLI reads those and turns them into these options). Importing this
  * module starts nothing and registers no signal handler; the caller owns signals, prompts, rendering.
  */
 import { readFileSync } from 'node:fs';
+import { build as runBuilds, selectBuilds, type KilnBuildOptions, type BuildResult } from './build/build.js';
+import { defaultCacheDir } from './util/cache-dir.js';
+import { maskSecrets } from './ui/events.js';
+import type { LoadedTemplate } from './template/load.js';
+import { isAirgapped, runAirgapped, type AirgapOptions } from './airgap/run.js';
 import { verifyManifest, type VerifyResult } from './artifacts/verify.js';
 import { createDriver, type Driver, type DriverOptions } from './qemu/driver.js';
 import type { Manifest, PublishedRecord } from './artifacts/manifest.js';
@@ -19,7 +28,13 @@ export type { VariableInputs, ResolvedVariables } from './template/variables.js'
 export { TemplateError } from './template/errors.js';
 export { VariableError } from './template/variables.js';
 export type { Template, BuildConfig, OutputConfig, Provisioner } from './template/schema.js';
-export { build, type KilnBuildOptions as BuildOptions, type BuildResult } from './build/build.js';
+export type { BuildResult } from './build/build.js';
+export { AirgapUsageError, type AirgapOptions } from './airgap/run.js';
+export { loadBundle, type LoadBundleOptions, type LoadedBundle } from './airgap/load-bundle.js';
+export { makeBundle, type MakeBundleOptions, type MadeBundle } from './airgap/make-bundle.js';
+export { BundleError } from './airgap/bundle-read.js';
+export { RecordingRefused } from './airgap/recording-status.js';
+export { ExpiredRecordingError } from './airgap/valid-until.js';
 export type { OnError } from './build/state.js';
 export { BuildInterrupted } from './build/runner.js';
 export type { BuildEvent } from './ui/events.js';
@@ -28,6 +43,28 @@ export type { VerifyResult } from './artifacts/verify.js';
 export { PublishFailed } from './publish/runner.js';
 export { kilnVersion as version } from './version.js';
 export { createDriver, type Driver, type DriverOptions } from './qemu/driver.js';
+
+/** What build() takes besides the template: every field is optional. */
+export type BuildOptions = Omit<KilnBuildOptions, 'airgap'> & AirgapOptions;
+
+/**
+ * Builds a loaded template's images (see KilnBuildOptions); with `record`, `bundle` or `offline`, an
+ * air-gapped build: kiln's package proxy runs around the builds, a download the bundle lacks (or HTTPS
+ * while recording) stops them at once with that error in the result, and a recording is marked ok only
+ * when every selected build succeeded (makeBundle refuses any other). Recording does not use the layer cache.
+ */
+export async function build(template: LoadedTemplate, options: BuildOptions = {}): Promise<BuildResult[]> {
+  const { record, bundle, offline, ...rest } = options;
+  if (!isAirgapped({ record, bundle, offline })) return runBuilds(template, rest);
+  const name = selectBuilds(template, rest.only, rest.except)[0]?.name ?? 'kiln';
+  const secrets = template.variables.secrets;
+  return runAirgapped(template, {
+    record, bundle, offline, cacheDir: rest.cacheDir ?? defaultCacheDir(), signal: rest.signal,
+    selected: selectBuilds(template, rest.only, rest.except).length,
+    mask: (text) => maskSecrets(text, secrets),
+    log: (message, level) => rest.onEvent?.({ type: 'log', build: name, level, message: maskSecrets(message, secrets), time: new Date().toISOString() }),
+  }, ({ network, signal, noCache }) => runBuilds(template, { ...rest, signal, noCache: rest.noCache || noCache, airgap: network }));
+}
 
 export interface VerifyOptions {
   /** The qemu-img to use (`qemu.qemuImgBinary`; default: qemu-img on PATH), or a ready driver. */
@@ -56,6 +93,12 @@ export interface PublishOptions {
   onPublished?: (record: PublishedRecord) => void;
   /** The layer cache a build used: its record of the output is kept valid, so the next identical build stays up to date. */
   cacheDir?: string;
+  /**
+   * Hosts (host or host:port) the manifest names that may receive credentials (kiln publish
+   * --allow-host). A manifest is a file anyone who can write it may have edited: credentials go to a
+   * host only the environment names, or one listed here; any other is refused, naming it.
+   */
+  allowHosts?: string[];
 }
 
 /**
@@ -70,6 +113,8 @@ export async function publish(manifestFile: string, options: PublishOptions = {}
     only: options.only, env: options.env, progress: 'none',
     log: options.log ?? (() => undefined),
     onResult: options.onPublished, cacheDir: options.cacheDir,
+    // Always checked (an empty list confirms no host): unset, the runner would trust the manifest's hosts.
+    allowHosts: options.allowHosts ?? [],
   });
 }
 

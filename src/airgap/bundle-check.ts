@@ -32,7 +32,7 @@ export function checkManifest(m: unknown, file: string): BundleManifest {
   const bad = (field: string, why: string) => new BundleError(`${file}: manifest.json's ${field} ${why}: the bundle was altered or is not kiln's\n  fix: use the bundle as kiln bundle wrote it (or write it again)`);
   if (!m || typeof m !== 'object') throw bad('top level', 'is not an object');
   const o = m as Record<string, unknown>;
-  if (o.kind !== 'kiln-bundle' || o.version !== 1) throw new BundleError(`${file}: manifest.json is not a kiln bundle manifest (version 1)`);
+  if (o.kind !== 'kiln-bundle' || (o.version !== 1 && o.version !== 2)) throw new BundleError(`${file}: manifest.json is not a kiln bundle manifest (version 1 or 2)${o.kind === 'kiln-bundle' && typeof o.version === 'number' && o.version > 2 ? `: version ${o.version} was written by a newer kiln\n  fix: build it with the kiln that wrote it (kiln bundle --with-kiln carries it)` : ''}`);
   if (!Array.isArray(o.members)) throw bad('members', 'is not a list');
   const members = new Map<string, { sha256: string; size: number }>();
   o.members.forEach((x: unknown, i) => {
@@ -81,5 +81,34 @@ export function checkManifest(m: unknown, file: string): BundleManifest {
   if (!Array.isArray(o.varFiles)) throw bad('varFiles', 'is not a list');
   o.varFiles.forEach((v, i) => inTree(`varFiles[${i}]`, v));
   if (typeof o.kilnVersion !== 'string') throw bad('kilnVersion', 'is not a string');
+  checkVersion2Fields(o, members, bad);
   return m as BundleManifest;
+}
+
+/** root, vars and downloads (version 2): checked as hostile like the rest. */
+function checkVersion2Fields(o: Record<string, unknown>, members: Map<string, { sha256: string; size: number }>, bad: (field: string, why: string) => BundleError): void {
+  if (o.root !== undefined) {
+    const r = o.root;
+    if (typeof r !== 'string' || !r.startsWith('/') || r.length > 4096 || /[\u0000-\u001f\u007f]/.test(r) || r.split('/').some((s) => s === '..' || s === '.')) {
+      throw bad('root', `${JSON.stringify(r)?.slice(0, 200)} is not an absolute path without "." or ".." components`);
+    }
+  }
+  if (o.vars !== undefined) {
+    if (!Array.isArray(o.vars)) throw bad('vars', 'is not a list');
+    o.vars.forEach((v, i) => {
+      if (typeof v !== 'string' || !/^[A-Za-z_][\w-]*=/.test(v) || v.length > 65536) throw bad(`vars[${i}]`, 'is not a name=value string');
+    });
+  }
+  if (o.downloads !== undefined) {
+    if (!Array.isArray(o.downloads)) throw bad('downloads', 'is not a list');
+    o.downloads.forEach((x: unknown, i) => {
+      const d = x as { url?: unknown; sha256?: unknown; size?: unknown } | null;
+      if (!d || typeof d !== 'object') throw bad(`downloads[${i}]`, 'is not an object');
+      if (typeof d.url !== 'string' || !/^https?:\/\/[^\s\u0000-\u001f\u007f]+$/.test(d.url)) throw bad(`downloads[${i}].url`, 'is not an http(s) URL');
+      if (typeof d.sha256 !== 'string' || !SHA256_HEX.test(d.sha256)) throw bad(`downloads[${i}].sha256`, 'is not 64 lower-case hex digits');
+      const blob = members.get(blobMember(d.sha256));
+      if (!blob) throw bad(`downloads[${i}].sha256`, `names blobs/${d.sha256}, which is not a member`);
+      if (d.size !== blob.size) throw bad(`downloads[${i}].size`, `is ${JSON.stringify(d.size)}, but blobs/${d.sha256} holds ${blob.size} bytes`);
+    });
+  }
 }

@@ -15,6 +15,7 @@ import { cachedFileDigest } from '../cache/digest.js';
 import { kilnVersion } from '../version.js';
 import { PackageStore } from './store.js';
 import { commonRoot, templateInputs } from './inputs.js';
+import type { CarriedDownload } from './carried.js';
 import { KILN_MEMBER, MANIFEST_MEMBER, PACKAGES_INDEX_MEMBER, blobMember, type BundleManifest } from './bundle-format.js';
 
 export interface WriteBundleOptions {
@@ -27,6 +28,10 @@ export interface WriteBundleOptions {
   output: string;
   cacheDir: string;
   force?: boolean;
+  /** `--var name=value` values to store in the manifest (the caller refuses sensitive ones). */
+  vars?: string[];
+  /** Base images and ISOs given as URLs, from the download cache (carried.ts templateDownloads). */
+  downloads?: CarriedDownload[];
 }
 
 export interface WrittenBundle {
@@ -52,6 +57,10 @@ export async function writeBundle(o: WriteBundleOptions): Promise<WrittenBundle>
     tree.push({ path: path.relative(root, i.abs), sha256, size: i.size, executable: i.executable });
     members.set(blobMember(sha256), { name: blobMember(sha256), sha256, size: i.size, file: i.abs });
   }
+  const downloads = (o.downloads ?? []).map(({ url, sha256, size, file }) => {
+    if (!members.has(blobMember(sha256))) members.set(blobMember(sha256), { name: blobMember(sha256), sha256, size, file });
+    return { url, sha256, size };
+  });
   let packages = 0;
   if (o.recordingDir && existsSync(PackageStore.indexFile(o.recordingDir))) {
     const store = new PackageStore(o.recordingDir);
@@ -70,10 +79,12 @@ export async function writeBundle(o: WriteBundleOptions): Promise<WrittenBundle>
   }
   const sorted = [...members.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const manifest: BundleManifest = {
-    kind: 'kiln-bundle', version: 1, kilnVersion,
+    kind: 'kiln-bundle', version: 2, kilnVersion, root,
     template: path.relative(root, path.resolve(o.template.file)),
     varFiles: (o.varFiles ?? []).map((f) => path.relative(root, path.resolve(f))),
     tree, packages,
+    ...(o.vars?.length ? { vars: o.vars } : {}),
+    ...(downloads.length ? { downloads } : {}),
     members: sorted.map(({ name, sha256, size }) => ({ name, sha256, size })),
   };
   const manifestBytes = Buffer.from(JSON.stringify(manifest, null, 1) + '\n');

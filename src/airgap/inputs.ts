@@ -1,13 +1,15 @@
 /**
  * What a bundle must carry for a template to build elsewhere: the template, its var-files, and every
  * local file or directory its builds name (base image or ISO, SUMS files, scripts, uploaded files,
- * http_directory, cd/floppy files, playbooks...), as the template's path resolution lists them.
+ * http_directory, cd/floppy files, playbooks...), as the template's path resolution lists them, and
+ * the files named by absolute paths in qemu_args.
  */
 import { readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { LoadedTemplate } from '../template/load.js';
 import type { FieldProblem } from '../template/errors.js';
 import { resolveBuildPaths } from '../template/paths.js';
+import { qemuArgFiles } from './carried.js';
 
 export interface InputFile { abs: string; executable: boolean; size: number }
 
@@ -30,6 +32,8 @@ export function templateInputs(t: LoadedTemplate, varFiles: string[] = []): Inpu
   for (const b of t.template.builds) {
     const problems: FieldProblem[] = [];
     for (const input of resolveBuildPaths(structuredClone(b), [], t.dir, problems)) walk(input.path, out);
+    // Files QEMU reads by the paths in qemu_args (-kernel, -initrd, -drive file=...).
+    for (const f of qemuArgFiles(b.source.qemu_args)) walk(f, out);
   }
   walk(path.resolve(t.file), out);
   for (const f of varFiles) walk(path.resolve(f), out);

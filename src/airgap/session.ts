@@ -6,6 +6,7 @@
  */
 import { PackageProxy } from './proxy.js';
 import { PackageStore } from './store.js';
+import { beginRecording, finishRecording, type RecordingStatus } from './recording-status.js';
 
 /** The guest's proxy address, forwarded to kiln's proxy by QEMU (guestfwd); the same when recording and offline. */
 export const GUEST_PROXY = { ip: '10.0.2.100', port: 3128 } as const;
@@ -30,10 +31,18 @@ export interface AirgapSessionOptions {
 export interface AirgapSession {
   network: { proxyHostPort: number; guestProxy: { ip: string; port: number }; offline: boolean; httpIp: string };
   proxy: PackageProxy;
-  close(): Promise<void>;
+  /**
+   * Stops the proxy; recording, writes the index and then the run's status (`outcome`; none: not ok),
+   * which kiln bundle reads to refuse a recording of a failed build.
+   */
+  close(outcome?: SessionOutcome): Promise<void>;
 }
 
+export type SessionOutcome = Omit<RecordingStatus, 'version' | 'finishedAt'>;
+
 export async function startAirgapSession(o: AirgapSessionOptions): Promise<AirgapSession> {
+  // A recording is one run's fetches, never merged with an earlier run's.
+  if (o.mode === 'record' && o.storeDir) beginRecording(o.storeDir);
   const store = o.storeDir ? new PackageStore(o.storeDir, o.blobsDir) : new PackageStore('/nonexistent-kiln-empty-set');
   const proxy = new PackageProxy(o.mode, store, {
     onMiss: (url) => { o.log(`package proxy: ${url} is not in the recorded set`, 'warn'); o.onFatal(new AirgapMissError(url)); },
@@ -45,7 +54,10 @@ export async function startAirgapSession(o: AirgapSessionOptions): Promise<Airga
   return {
     network: { proxyHostPort: port, guestProxy: { ...GUEST_PROXY }, offline: o.offline, httpIp: OFFLINE_HTTP_IP },
     proxy,
-    close: () => proxy.close(),
+    close: async (outcome) => {
+      await proxy.close();
+      if (o.mode === 'record' && o.storeDir) finishRecording(o.storeDir, outcome ?? { ok: false, template: '', builds: [], stopped: 'the session closed without an outcome' });
+    },
   };
 }
 

@@ -90,12 +90,10 @@ async function buildCommand(argv: Common & {
   force: boolean; only?: string | string[]; except?: string | string[]; 'on-error': OnError; 'parallel-builds': number;
   debug: boolean; timestamps: boolean; events?: string; progress: ProgressMode; cache: boolean;
 } & AirgapBuildArgs): Promise<number> {
-  // --record / --bundle / --offline (src/cli/bundle.ts): a bundle is verified and unpacked before anything else.
+  // --record / --bundle / --offline (src/cli/bundle.ts): a bundle is verified, unpacked and its template loaded before anything else.
   const airgap = await prepareAirgap(argv, cacheDirFromEnv());
-  if (airgap?.bundle) Object.assign(argv, { template: airgap.bundle.template, 'var-file': [...airgap.bundle.varFiles, ...listOf(argv['var-file'])] });
-  else if (!argv.template) throw new Error('give a template file to build (or --bundle FILE)');
-  const t = load(argv, namesOf(argv.only));
-  airgap?.relocateOutputs(t);
+  if (!airgap?.template && !argv.template) throw new Error('give a template file to build (or --bundle FILE)');
+  const t = airgap?.template ?? load(argv, namesOf(argv.only));
   const builds = selectBuilds(t, namesOf(argv.only), namesOf(argv.except));
   const sinks: EventSink[] = [];
   if (argv.events === 'json') sinks.push(jsonRenderer(process.stdout));
@@ -117,9 +115,6 @@ async function buildCommand(argv: Common & {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  // A URL the bundle lacks (offline) or HTTPS while recording fails the build at once, with the proxy's error.
-  const airgapSession = await airgap?.start(t, (error) => { if (!controller.signal.aborted) controller.abort(error); },
-    (message, level) => render({ type: 'log', build: builds[0]?.name ?? 'kiln', level, message, time: new Date().toISOString() }));
   try {
     const prompt = terminalPrompt(controller.signal);
     if (argv['on-error'] === 'ask' && !prompt) process.stderr.write('kiln: --on-error=ask needs a terminal; using cleanup\n');
@@ -128,7 +123,7 @@ async function buildCommand(argv: Common & {
       force: argv.force, onError: argv['on-error'] === 'ask' && !prompt ? 'cleanup' : argv['on-error'],
       debug: argv.debug, cacheDir: cacheDirFromEnv(), noCache: !argv.cache, prompt,
       qemu: qemuOptionsFromEnv(), tarBinary: tarBinaryFromEnv(),
-      parallel: argv['parallel-builds'], onEvent: render, signal: controller.signal, airgap: airgapSession?.network,
+      parallel: argv['parallel-builds'], onEvent: render, signal: controller.signal, ...airgap?.options,
       keptBuildRelease: [
         `  kiln waits with the VM. To stop it: Ctrl-C here, or kill ${process.pid} (the guest powering off does too);`,
         '  kiln then stops the VM, removes the work dir and exits 1.',
@@ -145,7 +140,6 @@ async function buildCommand(argv: Common & {
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
-    await airgapSession?.close();
   }
 }
 
@@ -181,6 +175,7 @@ export async function main(args: string[]): Promise<number> {
       .option('output', { alias: 'o', type: 'string', requiresArg: true, demandOption: true, describe: 'the bundle to write (e.g. site.kiln.tar)' })
       .option('with-kiln', { type: 'boolean', default: false, describe: 'add kiln.tgz: kiln and its dependencies, installable with npm install -g ./kiln.tgz and no network' })
       .option('recording', { type: 'string', requiresArg: true, describe: 'the recording to carry (default: the template\'s, in the cache)' })
+      .option('allow-expired', { type: 'boolean', default: false, describe: 'bundle a recording past its apt mirror\'s Valid-Until (only for guests set to Acquire::Check-Valid-Until "false")' })
       .option('force', { type: 'boolean', default: false, describe: 'replace an existing bundle' }),
     async (argv) => { code = await bundleCommand(argv as unknown as BundleArgs).catch(reportError); })
     .command('validate <template>', 'check a template and report every problem', (y) => withTemplate(y as never)
@@ -236,7 +231,7 @@ export async function main(args: string[]): Promise<number> {
       const args: CacheArgs = { action: argv.action as CacheArgs['action'], key: argv.key, 'keep-size': argv['keep-size'], json: argv.json };
       code = await cacheCommand(args).catch(reportError);
     })
-    .demandCommand(1, 'give a command: build, validate, inspect, import, verify, console or cache')
+    .demandCommand(1, 'give a command: build, bundle, validate, inspect, import, verify, publish, console or cache')
     .strict()
     .version(kilnVersion)
     .alias('h', 'help')

@@ -40,6 +40,8 @@ export interface LoadOptions {
   only?: string[];
   /** Values to mask in every problem beside the template's own sensitive variables (a Packer template's, resolved before). */
   secrets?: string[];
+  /** Where an input path that must exist is read from (an offline build: a bundle's copy of a path the recording machine had). */
+  mapPath?: (p: string) => string;
 }
 
 /** A fix for the YAML mistakes people make most, by the YAML library's error code. */
@@ -245,7 +247,7 @@ function checkResolved(
         ? { path: [...at, 'iso'], message: 'both "base_image" and "iso" are set', fix: 'keep "base_image" to build on a bootable disk image, or "iso" to install onto a blank disk, not both' }
         : { path: at, message: 'neither "base_image" nor "iso" is set', fix: 'add "base_image" (a bootable disk image) or "iso" (an installer, with disk_size and boot_command)' });
     }
-    const buildInputs = resolveBuildPaths(b, ['builds', i], dir, problems);
+    const buildInputs = resolveBuildPaths(b, ['builds', i], dir, problems, options.mapPath);
     problems.push(...outputDirectoryProblems(b, ['builds', i], places, buildInputs));
     problems.push(...qemuArgsProblems(s.qemu_args, [...at, 'qemu_args'], s.communicator.type === 'ssh' ? s.communicator.port : 22));
     // Compared with this host's RAM: more fails at QEMU's start, more than is free is a warning.

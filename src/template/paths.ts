@@ -18,11 +18,11 @@ type Kind = 'file' | 'dir' | 'any';
  * Resolves a build's paths in place (to absolute ones) and reports those that must exist but do not.
  * Returns the local files and directories the build reads, which no output directory may hold.
  */
-export function resolveBuildPaths(b: BuildConfig, at: (string | number)[], dir: string, problems: FieldProblem[]): BuildInput[] {
+export function resolveBuildPaths(b: BuildConfig, at: (string | number)[], dir: string, problems: FieldProblem[], mapPath: (p: string) => string = (p) => p): BuildInput[] {
   const inputs: BuildInput[] = [];
   const resolve = (p: string) => (path.isAbsolute(p) || isHttpUrl(p) ? p : path.resolve(dir, p));
   const existing = (written: string, field: (string | number)[], kind: Kind): string => {
-    const resolved = resolve(written);
+    const resolved = isHttpUrl(written) ? written : mapPath(resolve(written));
     if (isHttpUrl(resolved)) return resolved;
     const problem = missing(written, resolved, dir, kind);
     if (problem) problems.push({ path: [...at, ...field], ...problem });
@@ -41,6 +41,7 @@ export function resolveBuildPaths(b: BuildConfig, at: (string | number)[], dir: 
     s.communicator.private_key_file = existing(s.communicator.private_key_file, ['source', 'communicator', 'private_key_file'], 'file');
   }
 
+  if (b.sign) b.sign.key = existing(b.sign.key, ['sign', 'key'], 'file');
   b.output_directory = resolve(b.output_directory ?? `output/${b.name}`);
   for (const o of b.outputs) if (o.directory) o.directory = resolve(o.directory);
   b.provisioners.forEach((p, j) => {
