@@ -51,7 +51,7 @@ export interface CarriedDownload { url: string; sha256: string; size: number; fi
 
 /**
  * Where fetchToCache (src/cache/download.ts) keeps a URL's download: `downloads/url-<sha256(url)[:24]>.json`
- * names its SHA-256, the file is `sha256-<hex>` (or, checked against a SHA-512, `sha512-<hex>`).
+ * names its SHA-256, the file is `sha256-<hex>` (or, checked against another digest, `<algorithm>-<hex>`).
  */
 export function cachedDownload(url: string, cacheDir: string, checksum: string): { file: string; sha256: string } | undefined {
   const dir = path.join(cacheDir, 'downloads');
@@ -61,8 +61,9 @@ export function cachedDownload(url: string, cacheDir: string, checksum: string):
   try { sha256 = (JSON.parse(readFileSync(index, 'utf8')) as { sha256: string }).sha256; } catch { return undefined; }
   if (!/^[0-9a-f]{64}$/.test(sha256)) return undefined;
   const candidates = [path.join(dir, `sha256-${sha256}`)];
-  const m = /^sha512:([0-9a-fA-F]{128})$/.exec(checksum);
-  if (m) candidates.push(path.join(dir, `sha512-${m[1]!.toLowerCase()}`));
+  // Checked against another digest, the file is renamed to it (fetchToCache's alias).
+  const m = /^(sha512|sha1|md5):([0-9a-fA-F]+)$/.exec(checksum);
+  if (m) candidates.push(path.join(dir, `${m[1]}-${m[2]!.toLowerCase()}`));
   const file = candidates.find((f) => statSync(f, { throwIfNoEntry: false })?.isFile());
   return file ? { file, sha256 } : undefined;
 }
