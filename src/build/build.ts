@@ -74,6 +74,9 @@ export async function runBuild(
       if (state.buildKey) v.ssh_public_key = state.buildKey.publicKey;
       if (build.source.communicator.type === 'ssh') v.ssh_username = build.source.communicator.username;
       if (state.sshHostPort) { v.ssh_host = '127.0.0.1'; v.ssh_port = state.sshHostPort; }
+      // For a template's own -drive lines (Packer's {{ .OutputDir }}/{{ .Name }}, its iso_target_path).
+      if (state.disk) v.disk = state.disk.path;
+      if (state.base?.kind === 'iso') v.iso = state.base.path;
       return v;
     },
     log: (message, level = 'info') => events.emit({ type: 'log', build: build.name, level, message }),

@@ -53,6 +53,7 @@ export function vmSpecFor(ctx: BuildContext, sshHostPort: number | undefined, wi
     headless: src.headless,
     // ${build.http_ip}/${build.http_port} (Packer's {{ .HTTPIP }}:{{ .HTTPPort }}, e.g. a NoCloud-Net seed URL) are known now.
     extraArgs: src.qemu_args.map((group) => group.map((arg) => String(interpolateString(arg, { build: ctx.buildValues() }, () => {}, 'build')))),
+    extraArgsReplace: src.qemu_args_replace,
   };
 }
 

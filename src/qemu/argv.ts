@@ -3,13 +3,14 @@
  * combination is unit-tested, and nothing else in kiln assembles QEMU command lines.
  */
 import { shellWord } from '../communicator/remote-command.js';
+import { buildDiskDevice } from './live-snapshot.js';
 
 export type Accelerator = 'kvm' | 'tcg' | 'hvf' | 'whpx';
 
 export interface DiskSpec {
   path: string;
   format: 'qcow2' | 'raw' | 'vmdk';
-  interface: 'virtio' | 'virtio-scsi' | 'ide' | 'scsi';
+  interface: 'virtio' | 'virtio-scsi' | 'ide' | 'sata' | 'scsi';
   /** Pass guest TRIM through and turn zero writes into holes (keeps artifacts small). */
   discard?: boolean;
   readonly?: boolean;
@@ -46,8 +47,18 @@ export interface VmSpec {
   /** Serial console: a unix socket kiln can type into, mirrored to a log file. */
   serial?: { socket: string; log: string };
   headless: boolean;
-  /** Extra switches; one whose flag kiln also sets replaces all of kiln's uses of that flag. */
+  /**
+   * Extra switches. By default one whose flag kiln also sets replaces kiln's uses of that flag if QEMU
+   * takes it once (-m, -boot...), and is added beside kiln's if QEMU takes it many times (-drive...).
+   */
   extraArgs?: string[][];
+  /**
+   * Packer's qemuargs rule (source.qemu_args_replace): any switch in extraArgs replaces all of kiln's
+   * defaults of that switch, repeatable or not, so a template's own -drive/-device lines are the VM's
+   * drives and devices. kiln's controls stay whatever extraArgs say: the QMP socket, the serial console,
+   * the user network with the SSH forward and its card, the cloud-init seed drive, -monitor none.
+   */
+  extraArgsReplace?: boolean;
 }
 
 /**
@@ -78,7 +89,7 @@ export function escapeOption(value: string): string {
 }
 
 function diskArgs(disk: DiskSpec, index: number): string[][] {
-  const id = `disk${index}`;
+  const id = index === 0 ? buildDiskDevice : `disk${index}`;
   const opts = [`file=${escapeOption(disk.path)}`, `format=${disk.format}`, `id=${id}`, 'cache=unsafe'];
   if (disk.discard) opts.push('discard=unmap', 'detect-zeroes=unmap');
   if (disk.readonly) opts.push('readonly=on');
@@ -89,14 +100,57 @@ function diskArgs(disk: DiskSpec, index: number): string[][] {
       return [['-drive', `${opts.join(',')},if=ide`]];
     case 'virtio-scsi':
       return [['-device', `virtio-scsi-pci,id=scsi${index}`], ['-drive', `${opts.join(',')},if=none`], ['-device', `scsi-hd,drive=${id},bus=scsi${index}.0`]];
+    case 'sata': // an AHCI controller of its own (QEMU has no if=sata)
+      return [['-device', `ahci,id=sata${index}`], ['-drive', `${opts.join(',')},if=none`], ['-device', `ide-hd,drive=${id},bus=sata${index}.0`]];
     case 'scsi':
       return [['-device', `lsi53c895a,id=scsi${index}`], ['-drive', `${opts.join(',')},if=none`], ['-device', `scsi-hd,drive=${id},bus=scsi${index}.0`]];
   }
 }
 
+/** Switches QEMU accepts many times: by default a qemu_args one is added beside kiln's. */
+const repeatable = new Set(['-device', '-drive', '-netdev', '-chardev', '-object', '-smbios', '-fw_cfg', '-global', '-nic']);
+
+/**
+ * The flag under which a kiln default is replaced in Packer's rule, where it is not its own: the floppy
+ * is Packer's -fda (a template's -drive lines leave it in), and QEMU refuses -accel beside a -machine
+ * that names an accelerator, so such a -machine replaces kiln's -accel too.
+ */
+function replacedBy(extra: readonly string[]): string[] {
+  const flag = extra[0]!;
+  if (flag === '-machine' && /(?:^|,)accel=/.test(extra[1] ?? '')) return ['-machine', '-accel'];
+  return [flag];
+}
+
+/** QEMU's option items (`a=b,c=d`; ",," is a literal comma). */
+const optionItems = (value: string) => value.split(/(?<!,),(?!,)/);
+
+/**
+ * The template's own -drive for the build disk (its file= is the disk kiln made) gets kiln's drive id,
+ * which kiln's live snapshots name over QMP; the -device lines that attach it by its old id follow.
+ */
+function withBuildDiskId(extras: readonly string[][], diskPath: string | undefined): string[][] {
+  const out = extras.map((e) => [...e]);
+  if (diskPath === undefined) return out;
+  const drive = out.find((e) => e[0] === '-drive' && optionItems(e[1] ?? '').some((o) => o === `file=${diskPath}` || o === `file=${escapeOption(diskPath)}`));
+  if (!drive) return out;
+  const items = optionItems(drive[1]!);
+  const old = items.find((o) => o.startsWith('id='))?.slice(3);
+  if (old === buildDiskDevice) return out;
+  drive[1] = [...items.filter((o) => !o.startsWith('id=')), `id=${buildDiskDevice}`].join(',');
+  if (old === undefined) return out;
+  for (const e of out) {
+    if (e[0] === '-device' && e[1]) e[1] = optionItems(e[1]).map((o) => (o === `drive=${old}` ? `drive=${buildDiskDevice}` : o)).join(',');
+  }
+  return out;
+}
+
 /** The switches as groups ([flag, value?]); overrides work on groups, then they are flattened. */
 export function buildQemuArgGroups(vm: VmSpec): string[][] {
   const g: string[][] = [];
+  // Groups kiln steers the VM with (never replaced in Packer's rule), and defaults filed under another flag.
+  const controls = new Set<string[]>();
+  const filedAs = new Map<string[], string>();
+  const control = (group: string[]) => { controls.add(group); g.push(group); };
   g.push(['-name', `${escapeOption(vm.name)},process=kiln-${escapeOption(vm.name)}`]);
   g.push(['-machine', `${vm.machine}`]);
   g.push(['-accel', vm.accelerator === 'tcg' ? 'tcg,thread=multi' : vm.accelerator]);
@@ -107,36 +161,55 @@ export function buildQemuArgGroups(vm: VmSpec): string[][] {
     g.push(['-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${escapeOption(vm.firmware.code)}`]);
     g.push(['-drive', `if=pflash,format=raw,unit=1,file=${escapeOption(vm.firmware.vars)}`]);
   }
-  vm.disks.forEach((d, i) => g.push(...diskArgs(d, i)));
+  vm.disks.forEach((d, i) => {
+    // A read-only disk is kiln's cloud-init seed (its SSH key): kept, as the SSH network is.
+    for (const group of diskArgs(d, i)) {
+      if (d.readonly) control(group); else g.push(group);
+    }
+  });
   for (const iso of vm.cdroms ?? []) g.push(['-drive', `file=${escapeOption(iso)},media=cdrom,readonly=on`]);
-  if (vm.floppy) g.push(['-drive', `file=${escapeOption(vm.floppy)},if=floppy,format=raw`]);
+  if (vm.floppy) {
+    const floppy = ['-drive', `file=${escapeOption(vm.floppy)},if=floppy,format=raw`];
+    filedAs.set(floppy, '-fda');
+    g.push(floppy);
+  }
   if (vm.net) {
     const fwd = vm.net.hostForwards.map((f) => `,hostfwd=tcp:127.0.0.1:${f.hostPort}-:${f.guestPort}`).join('');
     const gfwd = (vm.net.guestForwards ?? []).map((f) => `,guestfwd=tcp:${f.guestIp}:${f.guestPort}-cmd:socat - TCP:127.0.0.1:${f.hostPort}`).join('');
-    g.push(['-netdev', `user,id=net0${vm.net.restrict ? ',restrict=on' : ''}${fwd}${gfwd}`]);
-    g.push(['-device', `${vm.net.device},netdev=net0`]);
+    control(['-netdev', `user,id=net0${vm.net.restrict ? ',restrict=on' : ''}${fwd}${gfwd}`]);
+    control(['-device', `${vm.net.device},netdev=net0`]);
   } else {
-    g.push(['-nic', 'none']);
+    control(['-nic', 'none']);
   }
   // Guests block on entropy at boot without a source (dropbear waited 1.4 s for it).
   g.push(['-device', 'virtio-rng-pci']);
-  if (vm.smbiosType1File) g.push(['-smbios', `file=${escapeOption(vm.smbiosType1File)}`]);
-  g.push(['-qmp', `unix:${vm.qmpSocket},server=on,wait=off`]);
+  if (vm.smbiosType1File) control(['-smbios', `file=${escapeOption(vm.smbiosType1File)}`]);
+  control(['-qmp', `unix:${vm.qmpSocket},server=on,wait=off`]);
   if (vm.serial) {
-    g.push(['-chardev', `socket,id=serial0,path=${escapeOption(vm.serial.socket)},server=on,wait=off,logfile=${escapeOption(vm.serial.log)},logappend=on`]);
-    g.push(['-serial', 'chardev:serial0']);
+    control(['-chardev', `socket,id=serial0,path=${escapeOption(vm.serial.socket)},server=on,wait=off,logfile=${escapeOption(vm.serial.log)},logappend=on`]);
+    control(['-serial', 'chardev:serial0']);
   } else {
-    g.push(['-serial', 'none']);
+    control(['-serial', 'none']);
   }
   if (vm.headless) g.push(['-display', 'none']);
-  g.push(['-monitor', 'none']);
-  g.push(['-no-user-config']);
+  control(['-monitor', 'none']);
+  control(['-no-user-config']);
   g.push(['-boot', vm.bootCdromOnce ? 'order=c,once=d,menu=off' : 'order=cd,menu=off']);
 
-  for (const extra of vm.extraArgs ?? []) {
+  const extras = vm.extraArgs ?? [];
+  if (vm.extraArgsReplace) {
+    // Packer's rule: the switches the template gives, minus kiln's controls, are all of kiln's defaults gone.
+    const given = new Set(extras.flatMap(replacedBy));
+    for (let i = g.length - 1; i >= 0; i--) {
+      const group = g[i]!;
+      if (!controls.has(group) && given.has(filedAs.get(group) ?? group[0]!)) g.splice(i, 1);
+    }
+    g.push(...withBuildDiskId(extras, vm.disks[0]?.path));
+    return g;
+  }
+  for (const extra of extras) {
     const flag = extra[0];
     // A switch QEMU accepts many times (-device, -drive...) is added; a single-valued one replaces ours.
-    const repeatable = new Set(['-device', '-drive', '-netdev', '-chardev', '-object', '-smbios', '-fw_cfg', '-global', '-nic']);
     if (flag && !repeatable.has(flag)) {
       for (let i = g.length - 1; i >= 0; i--) if (g[i]![0] === flag) g.splice(i, 1);
     }
@@ -144,6 +217,7 @@ export function buildQemuArgGroups(vm: VmSpec): string[][] {
   }
   return g;
 }
+
 
 export function buildQemuArgs(vm: VmSpec): string[] {
   return buildQemuArgGroups(vm).flat();

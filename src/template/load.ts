@@ -54,7 +54,7 @@ const syntaxFixes: Partial<Record<string, string>> = {
   BLOCK_IN_FLOW: 'look just before this point for a missing "," or ":" or an unclosed bracket',
 };
 
-const knownBuildValues = ['name', 'http_ip', 'http_port', 'http_url', 'ssh_public_key', 'ssh_username', 'output_dir', 'ssh_host', 'ssh_port'];
+const knownBuildValues = ['name', 'http_ip', 'http_port', 'http_url', 'ssh_public_key', 'ssh_username', 'output_dir', 'ssh_host', 'ssh_port', 'disk', 'iso'];
 
 /** Suggestions for unknown keys: the keys the schema allows there, and Packer's names in a source. */
 function keyHints(raw: unknown): KeyHints {

@@ -246,6 +246,12 @@ export const sourceSchema = z.strictObject({
   net_device: z.enum(['virtio-net-pci', 'e1000', 'rtl8139', 'vmxnet3']).default('virtio-net-pci'),
   /** Extra switches, each a list (["-cpu", "max"]); a switch given here replaces kiln's own of that name. */
   qemu_args: z.array(z.array(z.string()).min(1)).default([]),
+  /**
+   * Packer's qemuargs rule: each switch in qemu_args replaces all of kiln's defaults of that switch
+   * (its -drive lines, -device lines...), kiln's QMP, console and SSH network excepted (src/qemu/argv.ts).
+   * Set by Packer templates; optional so that unset it changes no layer key.
+   */
+  qemu_args_replace: z.boolean().optional(),
   headless: z.boolean().default(true),
   http_directory: z.string().optional(),
   http_content: z.record(z.string(), z.string()).default({}),

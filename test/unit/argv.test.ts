@@ -75,6 +75,59 @@ describe('buildQemuArgs', () => {
     expect(value(a, '-device')).toContain('e1000');
     expect(value(a, '-device')).toContain('virtio-rng-pci');
   });
+  describe('Packer\'s rule (extraArgsReplace): a switch in qemu_args replaces all of kiln\'s defaults of that switch', () => {
+    const uefi: VmSpec = {
+      ...vm, firmware: { type: 'uefi', code: '/ovmf/CODE.fd', vars: '/w/VARS.fd' }, cdroms: ['/cache/install.iso'], floppy: '/w/floppy.img',
+      disks: [{ path: '/w/disk.qcow2', format: 'qcow2', interface: 'virtio-scsi', discard: true }, { path: '/w/seed.iso', format: 'raw', interface: 'virtio', readonly: true }],
+      smbiosType1File: '/w/smbios.bin',
+    };
+    const own = [
+      ['-drive', 'if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd'],
+      ['-drive', 'if=pflash,format=raw,file=/t/VARS.fd'],
+      ['-device', 'virtio-scsi-pci,id=scsi0'],
+      ['-device', 'scsi-hd,bus=scsi0.0,drive=drive0'],
+      ['-drive', 'if=none,file=/w/disk.qcow2,id=drive0,cache=writeback,format=qcow2'],
+    ];
+    const a = buildQemuArgs({ ...uefi, extraArgs: own, extraArgsReplace: true });
+    it('drops kiln\'s drives (disk, pflash, ISO) and devices (controller, virtio-rng) for the template\'s own', () => {
+      expect(value(a, '-drive')).toEqual([
+        'file=/w/seed.iso,format=raw,id=disk1,cache=unsafe,readonly=on,if=virtio', 'file=/w/floppy.img,if=floppy,format=raw',
+        own[0]![1], own[1]![1], 'if=none,file=/w/disk.qcow2,cache=writeback,format=qcow2,id=disk0',
+      ]);
+      expect(value(a, '-device')).toEqual(['virtio-net-pci,netdev=net0', 'virtio-scsi-pci,id=scsi0', 'scsi-hd,bus=scsi0.0,drive=disk0']);
+      // Without the rule (kiln's own qemu_args), the same -drive lines would be added beside kiln's: two scsi0, the disk twice.
+      expect(value(buildQemuArgs({ ...uefi, extraArgs: own }), '-device').filter((d) => d.includes('id=scsi0'))).toHaveLength(2);
+    });
+    it('keeps kiln\'s controls: QMP, the serial console, the SSH network and card, the seed, -monitor none', () => {
+      expect(value(a, '-qmp')).toEqual(['unix:/w/qmp.sock,server=on,wait=off']);
+      expect(value(a, '-serial')).toEqual(['chardev:serial0']);
+      expect(value(a, '-chardev')[0]).toMatch(/^socket,id=serial0,/);
+      expect(value(a, '-netdev')).toEqual(['user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22']);
+      expect(value(a, '-smbios')).toEqual(['file=/w/smbios.bin']);
+      expect(value(a, '-monitor')).toEqual(['none']);
+      const more = buildQemuArgs({ ...uefi, extraArgs: [['-netdev', 'user,id=n1'], ['-device', 'e1000,netdev=n1'], ['-chardev', 'file,id=c1,path=/t/c1']], extraArgsReplace: true });
+      expect(value(more, '-netdev')).toEqual(['user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22', 'user,id=n1']);
+      expect(value(more, '-device')).toEqual(['virtio-net-pci,netdev=net0', 'e1000,netdev=n1']);
+      expect(value(more, '-chardev')).toHaveLength(2);
+    });
+    it('replaces each single-valued default, leaves switches the template does not give, and keeps the floppy unless -fda is given', () => {
+      const b = buildQemuArgs({ ...vm, extraArgs: [['-m', '2048'], ['-smp', '2,cores=2'], ['-cpu', 'Nehalem'], ['-boot', 'c'], ['-name', 'packer-x'], ['-display', 'gtk']], extraArgsReplace: true });
+      for (const [flag, v] of [['-m', '2048'], ['-smp', '2,cores=2'], ['-cpu', 'Nehalem'], ['-boot', 'c'], ['-name', 'packer-x'], ['-display', 'gtk']] as const) expect(value(b, flag)).toEqual([v]);
+      expect(value(b, '-drive')).toHaveLength(1);
+      expect(value(b, '-accel')).toEqual(['tcg,thread=multi']);
+      expect(value(buildQemuArgs({ ...uefi, extraArgs: [['-fda', '/t/f.img']], extraArgsReplace: true }), '-drive').some((d) => d.includes('if=floppy'))).toBe(false);
+    });
+    it('drops kiln\'s -accel for a -machine naming an accelerator (QEMU refuses both)', () => {
+      const b = buildQemuArgs({ ...vm, extraArgs: [['-machine', 'type=q35,accel=kvm']], extraArgsReplace: true });
+      expect(value(b, '-machine')).toEqual(['type=q35,accel=kvm']);
+      expect(value(b, '-accel')).toEqual([]);
+      expect(value(buildQemuArgs({ ...vm, extraArgs: [['-machine', 'q35']], extraArgsReplace: true }), '-accel')).toEqual(['tcg,thread=multi']);
+    });
+    it('gives the template\'s drive of the build disk kiln\'s id (live snapshots name it), with or without an id of its own', () => {
+      const b = buildQemuArgs({ ...vm, extraArgs: [['-drive', 'file=/w/disk.qcow2,if=virtio,format=qcow2']], extraArgsReplace: true });
+      expect(value(b, '-drive')).toEqual(['file=/w/disk.qcow2,if=virtio,format=qcow2,id=disk0']);
+    });
+  });
   it('has no network device without net', () => {
     expect(value(buildQemuArgs({ ...vm, net: undefined }), '-nic')).toEqual(['none']);
   });

@@ -33,7 +33,7 @@ const cosmetic: Record<string, string> = {
   ssh_handshake_attempts: 'kiln retries SSH until communicator.timeout', ssh_pty: 'kiln runs commands without a pty',
   ssh_keep_alive_interval: 'kiln\'s SSH client keeps its own keep-alive', ssh_read_write_timeout: 'kiln uses its own SSH timeouts',
   ssh_clear_authorized_keys: 'kiln\'s build key is never written into a cloud-init-less guest\'s authorized_keys by kiln',
-  iso_target_path: 'kiln keeps downloads in its own cache', iso_target_extension: 'kiln keeps downloads in its own cache',
+  iso_target_extension: 'kiln keeps downloads in its own cache',
   disk_cache: 'kiln chooses the disk cache mode', disk_discard: 'kiln chooses the disk discard mode', disk_detect_zeroes: 'kiln chooses detect-zeroes',
   skip_compaction: 'kiln always converts the disk with qemu-img (which compacts it)', skip_resize_disk: 'kiln resizes only when disk_size is set',
   boot_keygroup_interval: 'kiln types key groups with boot_key_interval',

@@ -1,7 +1,13 @@
 /**
- * Packer's cpu_model and qemuargs mapped onto kiln's qemu_args. Kept apart from the builder's other
- * fields (mapping.ts): Packer's rules for its own QEMU command line are a subject of their own.
+ * Packer's cpu_model, qemuargs and iso_target_path mapped onto kiln's source. Kept apart from the
+ * builder's other fields (mapping.ts): Packer's rules for its own QEMU command line are a subject of
+ * their own. packer-plugin-qemu (builder/qemu/step_run.go) adds each of its default switches only when
+ * qemuargs does not give that switch; kiln does the same (source.qemu_args_replace, src/qemu/argv.ts)
+ * except for its controls (QMP, serial console, the user network with the SSH forward), and takes
+ * -m, -smp and -cpu as the memory, cpus and cpu_model they are, so `kiln inspect` shows them and
+ * cpu_model stays out of the layer key.
  */
+import path from 'node:path';
 import type { Value } from './eval.js';
 import type { Field } from './model.js';
 
@@ -23,21 +29,134 @@ export interface MappedQemuArgs {
   sourceFields: Record<string, unknown>;
 }
 
+/** kiln's default switches that a template's own switch of that name replaces (outside kiln's controls). */
+const kilnDefaults: Record<string, string> = {
+  '-drive': 'its drives (disk, UEFI firmware, install ISO, cd_files)', '-device': 'its devices (disk controller, virtio-rng)',
+  '-machine': 'its -machine', '-accel': 'its -accel', '-boot': 'its -boot order', '-name': 'its -name', '-display': 'its -display',
+};
+
+/** Packer's net_device names for the card kiln plugs into its own network. */
+const netDevices: Record<string, string> = { 'virtio-net': 'virtio-net-pci', 'virtio-net-pci': 'virtio-net-pci', e1000: 'e1000', rtl8139: 'rtl8139', vmxnet3: 'vmxnet3' };
+
+/** An option's value in a QEMU option string (`a=b,c=d`; ",," is a literal comma). */
+function option(value: string, key: string): string | undefined {
+  for (const item of value.split(/(?<!,),(?!,)/)) if (item.startsWith(`${key}=`)) return item.slice(key.length + 1).replaceAll(',,', ',');
+  return undefined;
+}
+
+function withOption(value: string, key: string, to: string): string {
+  return value.split(/(?<!,),(?!,)/).map((item) => (item.startsWith(`${key}=`) ? `${key}=${to}` : item)).join(',');
+}
+
+/** `-m 2048`, `-m 2G`, `-m size=2048M` as kiln's memory in MiB (QEMU's unit when none is given). */
+function memoryOf(v: string): number | undefined {
+  const m = /^(?:size=)?(\d+)([MG])?(?:i?B)?$/i.exec(v.trim());
+  if (!m) return undefined;
+  return Number(m[1]) * (m[2]?.toUpperCase() === 'G' ? 1024 : 1);
+}
+
+/** The vCPU count of an -smp value, and whether kiln's cpus says all of it (no topology). */
+function smpOf(v: string): { cpus: number; plain: boolean } | undefined {
+  if (/^\d+$/.test(v.trim())) return { cpus: Number(v), plain: true };
+  const items = v.split(',');
+  const first = /^\d+$/.test(items[0] ?? '') ? Number(items[0]) : undefined;
+  const opt = (k: string) => { const o = option(v, k); return o === undefined ? undefined : Number(o); };
+  const cpus = first ?? opt('cpus') ?? (opt('sockets') ?? 1) * (opt('dies') ?? 1) * (opt('cores') ?? 1) * (opt('threads') ?? 1);
+  if (!Number.isInteger(cpus) || cpus < 1) return undefined;
+  return { cpus, plain: items.length === 1 && (first !== undefined || opt('cpus') !== undefined) };
+}
+
 export function mapQemuArgs({ take, str, runtime, problem, notes }: QemuArgsMappingContext): MappedQemuArgs {
+  const sourceFields: Record<string, unknown> = {};
   const cpuModel = str('cpu_model');
-  const qemuArgs: string[][] = [];
-  if (cpuModel) qemuArgs.push(['-cpu', cpuModel]);
+  if (cpuModel) sourceFields.cpu_model = cpuModel;
+  const isoTargetField = take('iso_target_path');
+  const isoTarget = str('iso_target_path');
+  const diskImage = take('disk_image')?.value;
+  const vmName = str('vm_name');
+  const outputDir = str('output_directory');
   const qa = take('qemuargs');
-  if (qa && Array.isArray(qa.value)) {
-    const argv = qa.value.map((x) => (Array.isArray(x) ? x.map((y) => String(runtime(y, qa, 'qemuargs'))) : [String(runtime(x, qa, 'qemuargs'))]));
-    // Packer users bring their own user network with the SSH forward: kiln makes that network itself.
-    const netIds = new Set<string>();
-    for (const a of argv) if (a[0] === '-netdev' && /^user,/.test(a[1] ?? '') && /hostfwd=.*:22\b|\$\{build\.ssh_port\}/.test(a[1] ?? '')) netIds.add(/id=([^,]+)/.exec(a[1]!)?.[1] ?? '');
-    for (const a of argv) {
-      if (a[0] === '-netdev' && netIds.has(/id=([^,]+)/.exec(a[1] ?? '')?.[1] ?? '\0')) { notes.push(`${qa.at.file}:${qa.at.line}: qemuargs: ${a.join(' ')}: ignored: kiln makes the guest's user network and its SSH forward itself`); continue; }
-      if (a[0] === '-device' && [...netIds].some((id) => (a[1] ?? '').includes(`netdev=${id}`))) { notes.push(`${qa.at.file}:${qa.at.line}: qemuargs: ${a.join(' ')}: ignored: kiln plugs in the network card itself (net_device)`); continue; }
-      qemuArgs.push(a);
+  const from = qa ?? (cpuModel !== undefined ? take('cpu_model') : undefined);
+  // qemuargs = null or [] is no-op in Packer too.
+  if (qa && qa.value !== null && !Array.isArray(qa.value)) problem(qa, 'qemuargs', 'expected a list of lists of strings', 'write qemuargs = [["-cpu", "max"]]');
+  const given = qa && Array.isArray(qa.value) ? qa.value : [];
+  const at = qa ? `${qa.at.file}:${qa.at.line}: qemuargs` : 'qemuargs';
+  // Packer joins a switch's other items into its value (["-drive", "file=x", ",if=virtio"]).
+  const argv = given.map((x) => {
+    const words = (Array.isArray(x) ? x : [x]).map((y) => String(runtime(y, qa, 'qemuargs')));
+    const value = words.slice(1).join('');
+    // Packer renders {{ .Name }} in qemuargs as vm_name (not the build's name).
+    return value ? [words[0]!, vmName === undefined ? value : value.replaceAll('${build.name}', vmName)] : [words[0]!];
+  });
+
+  // The disk Packer builds is {{ .OutputDir }}/{{ .Name }}: a template's -drive naming it gets kiln's build disk.
+  const isBuildDisk = (file: string): boolean => {
+    const dir = path.dirname(file);
+    const base = path.basename(file);
+    const dirOk = dir === '${build.output_dir}' || (outputDir !== undefined ? path.resolve(dir) === path.resolve(outputDir) : /^output-/.test(path.basename(dir)));
+    const nameOk = base === '${build.name}' || (vmName !== undefined ? base === vmName : /^packer-/.test(base));
+    return dirOk && nameOk;
+  };
+  const isoPaths = isoTarget === undefined ? [] : [isoTarget, path.resolve(isoTarget)];
+
+  // Packer users bring their own user network with the SSH forward: kiln makes that network itself.
+  const netIds = new Set<string>();
+  for (const a of argv) if (a[0] === '-netdev' && /^user,/.test(a[1] ?? '') && /hostfwd=.*:22\b|\$\{build\.ssh_port\}/.test(a[1] ?? '')) netIds.add(/id=([^,]+)/.exec(a[1]!)?.[1] ?? '');
+  const args: string[][] = [];
+  let diskNamed = false;
+  let isoAttached = false;
+  for (const a of argv) {
+    const [flag, value = ''] = a as [string, string?];
+    if (flag === '-netdev' && netIds.has(/id=([^,]+)/.exec(value)?.[1] ?? '\0')) { notes.push(`${at}: ${a.join(' ')}: ignored: kiln makes the guest's user network and its SSH forward itself`); continue; }
+    if (flag === '-device' && [...netIds].some((id) => value.includes(`netdev=${id}`))) {
+      const driver = value.split(',')[0]!;
+      if (netDevices[driver]) sourceFields.net_device = netDevices[driver];
+      notes.push(`${at}: ${a.join(' ')}: ignored: kiln plugs ${netDevices[driver] ? `this card (net_device ${netDevices[driver]})` : 'its own card (net_device)'} into its own network`);
+      continue;
     }
-  } else if (qa) problem(qa, 'qemuargs', 'expected a list of lists of strings', 'write qemuargs = [["-cpu", "max"]]');
-  return { args: qemuArgs, sourceFields: {}, from: qa ?? (cpuModel !== undefined ? take('cpu_model') : undefined) };
+    if (flag === '-serial' && /^(mon:)?stdio$/.test(value)) { notes.push(`${at}: ${a.join(' ')}: ignored: kiln logs the serial console itself (the build's serial log, kiln console)`); continue; }
+    if (flag === '-cpu' && value) { sourceFields.cpu_model = value; continue; }
+    if (flag === '-m' && memoryOf(value) !== undefined) { sourceFields.memory = memoryOf(value); continue; }
+    if (flag === '-smp' && smpOf(value)) {
+      const smp = smpOf(value)!;
+      sourceFields.cpus = smp.cpus;
+      if (smp.plain) continue;
+      // A topology (sockets, cores, threads) stays as written; cpus says the count.
+    }
+    let out = value;
+    // The template's own OVMF: the image is a UEFI one (kiln's publish, vagrant and OVA outputs say so).
+    if (flag === '-drive' && option(value, 'if') === 'pflash') sourceFields.firmware = 'uefi';
+    if (flag === '-drive') {
+      const file = option(value, 'file');
+      if (file !== undefined && isBuildDisk(file)) {
+        diskNamed = true;
+        // kiln's build disk is a qcow2 overlay whatever the output format.
+        out = withOption(withOption(value, 'file', '${build.disk}'), 'format', 'qcow2');
+      }
+    }
+    for (const p of isoPaths) {
+      if (!out.split(/(?<!,),(?!,)/).some((item) => item === `file=${p}`)) continue;
+      isoAttached = true;
+      if (diskImage === true || diskImage === 'true') {
+        problem(isoTargetField, 'iso_target_path', `qemuargs attach ${p}, the downloaded base image: in kiln that file is its cache, which the VM must not write`, 'remove that -drive (kiln builds on a copy of the base image, attached as {{ .OutputDir }}/{{ .Name }})');
+      } else out = withOption(out, 'file', '${build.iso}');
+      break;
+    }
+    args.push(out ? [flag, out] : [flag]);
+  }
+
+  if (args.length) {
+    sourceFields.qemu_args_replace = true;
+    const displaced = [...new Set(args.map((a) => a[0]!).filter((f) => Object.hasOwn(kilnDefaults, f)))];
+    if (displaced.length) {
+      notes.push(`${at}: ${displaced.join(', ')} replace kiln's defaults (${displaced.map((f) => kilnDefaults[f]).join('; ')}) as they replace Packer's; kiln keeps its QMP socket, serial console, SSH network and card`);
+    }
+    if (displaced.includes('-drive') && !diskNamed) {
+      notes.push(`${at}: warning: no -drive names the disk being built (${outputDir ?? '{{ .OutputDir }}'}/${vmName ?? '{{ .Name }}'}): as in Packer, the VM boots without it; add ["-drive", "file={{ .OutputDir }}/{{ .Name }},if=virtio,format=qcow2"]`);
+    }
+  }
+  if (isoTarget !== undefined && !isoAttached) {
+    notes.push(`${isoTargetField!.at.file}:${isoTargetField!.at.line}: iso_target_path: ignored: kiln keeps downloads in its own cache (qemuargs naming ${isoTarget} get kiln's copy)`);
+  }
+  return { args, sourceFields, from };
 }
