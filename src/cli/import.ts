@@ -1,167 +1,123 @@
 /**
- * kiln import: a Packer template (HCL or legacy JSON) written out as the equivalent kiln YAML, each
- * field with a comment saying which Packer field (file:line) it came from. Paths are written relative
- * to the YAML file. Secrets are not written out: a sensitive variable (each element of a sensitive
- * list or map, a number too, and a variable whose default reads env()) becomes a kiln variable marked
- * sensitive, without a default, to be given with --var (or KILN_VAR_<name>). A value computed from one
- * by a function (base64encode(var.pw)), which a kiln template cannot compute, becomes a variable of its
- * own with a comment saying what to give; until it is given, kiln validate fails.
+ * kiln import: a Packer template (HCL or legacy JSON) migrated to kiln YAML. Its variables stay kiln
+ * variables (type, default, description; validation blocks in the description), fields that use them
+ * are written as ${var.NAME} where kiln's interpolation computes the same value, and a field a Packer
+ * function computes is written as its value with a comment (see template/packer/to-kiln-yaml.ts). No
+ * value is needed for a required variable unless a function computes a field from it. Each field has a
+ * comment naming the Packer field (file:line) it came from; paths are relative to the YAML file.
+ * Secrets are not written out (issue 23): a sensitive variable becomes a kiln variable marked
+ * sensitive without a default, and a value a function computes from one a variable of its own (see
+ * import-secrets.ts). What is written is checked as kiln checks templates, problems told at the
+ * Packer file:line.
  */
 import { existsSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import YAML, { isMap, isScalar, isSeq, type Node } from 'yaml';
-import { loadTemplate } from '../template/load.js';
-import { TemplateError, maskText } from '../template/errors.js';
-import { readPackerTemplate } from '../template/packer/index.js';
+import { checkTemplate } from '../template/load.js';
+import { TemplateError, maskText, type FieldProblem } from '../template/errors.js';
+import { packerLines } from '../template/packer/index.js';
+import { importPacker } from '../template/packer/to-kiln-yaml.js';
+import { describeSecret } from '../template/packer/import-secrets.js';
+import { localsByLine } from '../template/packer/import-declarations.js';
 import type { VariableInputs } from '../template/variables.js';
-import type { PackerSecret, PackerTemplate } from '../template/packer/model.js';
-import { hasUrlScheme } from '../util/url.js';
 
-export interface ImportOptions { template: string; output?: string; force?: boolean; inputs: VariableInputs }
-
-const pathKeys = new Set(['base_image', 'iso', 'http_directory', 'private_key_file', 'output_directory', 'source', 'script', 'playbook_file', 'playbook_dir', 'manifest_file', 'hiera_config_path', 'inventory_directory']);
-
-/** A path relative to the YAML's folder when it is near (the files can move together), else absolute. */
-function near(dir: string, p: string): string {
-  const rel = path.relative(dir, p) || '.';
-  return rel.startsWith(`..${path.sep}..${path.sep}`) ? p : rel;
-}
-
-/** Absolute paths made relative to the YAML's folder where they are near it. */
-function relativize(node: unknown, dir: string, key?: string): unknown {
-  if (typeof node === 'string') {
-    if (key && (pathKeys.has(key) || key === 'scripts' || key === 'cd_files' || key === 'floppy_files' || key === 'module_paths') && path.isAbsolute(node) && !hasUrlScheme(node)) return near(dir, node);
-    if (key === 'checksum' && node.startsWith('file:/')) return `file:${near(dir, node.slice(5))}`;
-    return node;
-  }
-  if (Array.isArray(node)) return node.map((v) => relativize(v, dir, key));
-  if (node && typeof node === 'object') return Object.fromEntries(Object.entries(node).map(([k, v]) => [k, relativize(v, dir, k)]));
-  return node;
-}
-
-/** A kiln variable standing for a secret, and the text it replaces in the imported fields. */
-interface SecretVariable { name: string; secret: PackerSecret; type: 'string' | 'number'; used: boolean }
-
-/**
- * The kiln variables for a template's secrets. A sensitive variable's own texts come first (longest
- * first, so a secret holding another goes whole); then values derived from them, unless the derived
- * text is the secret with plain text around it (format("x-%s", var.pw)), which ${var.pw} expresses.
- * Values read by file() stay as they are: they are the template's files (user-data...), not secrets.
- */
-function secretVariables(t: PackerTemplate): SecretVariable[] {
-  const taken = new Set(t.variables.map((v) => v.name));
-  const own = t.secrets.filter((s) => s.kind === 'variable');
-  const plain = (text: string) => [...own].sort((a, b) => b.text.length - a.text.length).reduce((x, s) => (s.text.length >= 3 ? x.split(s.text).join('') : x), text);
-  const derived = t.secrets.filter((s) => s.kind === 'derived' && plain(s.text) === s.text);
-  const out: SecretVariable[] = [];
-  const names = new Set<string>();
-  const unique = (want: string) => { let name = want; for (let n = 2; names.has(name); n++) name = `${want}_${n}`; names.add(name); return name; };
-  for (const s of [...own].sort((a, b) => b.text.length - a.text.length)) out.push({ name: unique(s.name), secret: s, type: s.number ? 'number' : 'string', used: false });
-  for (const s of derived) {
-    const from = kilnVar(s.from[0] ?? 'secret');
-    const want = `${from}_for_${s.name}`;
-    out.push({ name: unique(taken.has(want) ? `${want}_value` : want), secret: s, type: s.number ? 'number' : 'string', used: false });
-  }
-  return out;
-}
-
-const kilnVar = (ref: string) => ref.replace(/^var\./, '').replace(/^local\./, 'local_').replace(/[^A-Za-z0-9_]/g, '_');
-
-/**
- * Replaces each secret in the fields with ${var.NAME}: a whole value of any length (a sensitive "22"
- * too, kept a number), and inside longer strings a secret of 3 characters or more (a shorter one would
- * match ordinary text).
- */
-function hideSecrets(node: unknown, vars: SecretVariable[]): unknown {
-  if (typeof node === 'string' || typeof node === 'number') {
-    const whole = vars.find((v) => v.secret.text === String(node));
-    if (whole) { whole.used = true; if (typeof node === 'number') whole.type = 'number'; return `\${var.${whole.name}}`; }
-    if (typeof node === 'number') return node;
-    let s = node;
-    for (const v of vars) {
-      if (v.secret.text.length < 3 || !s.includes(v.secret.text)) continue;
-      v.used = true;
-      s = s.split(v.secret.text).join(`\${var.${v.name}}`);
-    }
-    return s;
-  }
-  if (Array.isArray(node)) return node.map((v) => hideSecrets(v, vars));
-  if (node && typeof node === 'object') return Object.fromEntries(Object.entries(node).map(([k, v]) => [k, hideSecrets(v, vars)]));
-  return node;
-}
-
-/** What the user must give for a secret's kiln variable, and why it is not written out. */
-function describeSecret(v: SecretVariable, where: (at: { file: string; line: number }) => string): string {
-  const s = v.secret;
-  if (s.kind === 'variable') return `sensitive in the Packer template (${s.from[0]}): give it with --var ${v.name}=..., a --var-file or KILN_VAR_${v.name}`;
-  return `computed in the Packer template from ${s.from.join(', ')}${s.at ? ` at ${where(s.at)}` : ''}; a kiln template has no functions: give the computed value with --var ${v.name}=..., a --var-file or KILN_VAR_${v.name}`;
-}
-
-/** Literal "${var." or "${build." in a Packer value would be read by kiln's interpolation: escape "$${var.". */
-function escapeOwnSyntax(node: unknown): unknown {
-  if (typeof node === 'string') return node.replace(/\$\{(\s*var\.)/g, '$${$1');
-  if (Array.isArray(node)) return node.map(escapeOwnSyntax);
-  if (node && typeof node === 'object') return Object.fromEntries(Object.entries(node).map(([k, v]) => [k, escapeOwnSyntax(v)]));
-  return node;
+export interface ImportOptions {
+  template: string; output?: string; force?: boolean; inputs: VariableInputs;
+  /** Packer's -only/-except (globs over full build names): which builds of a multi-builder template to write. */
+  only?: string[]; except?: string[];
 }
 
 export function importTemplate(o: ImportOptions): { yaml: string; written?: string; notes: string[] } {
-  const p = readPackerTemplate(o.template, o.inputs);
   const outFile = o.output ? path.resolve(o.output) : undefined;
   const dir = outFile ? path.dirname(outFile) : process.cwd();
   if (outFile) checkOutput(outFile, o.force);
+  const r = importPacker(o.template, o.inputs, { only: o.only, except: o.except, dir });
+  const p = r.load;
+  const secretTexts = r.secretTexts;
   const src = path.relative(dir, p.template.file) || p.template.file;
   const where = (at: { file: string; line: number }) => `${at.file === p.template.file ? path.basename(src) : path.relative(dir, at.file)}:${at.line}`;
-  const secretVars = secretVariables(p.template);
-  const body = hideSecrets(relativize(escapeOwnSyntax(p.mapped.raw), dir), secretVars) as Record<string, unknown>;
-  const used = secretVars.filter((v) => v.used);
+  const usedSecrets = r.secretVars.filter((v) => v.used);
+
   const variables: Record<string, unknown> = {};
-  for (const v of used) variables[v.name] = { type: v.type, sensitive: true, description: describeSecret(v, where) };
-  const tree = { ...(body.description ? { description: body.description } : {}), ...(used.length ? { variables } : {}), builds: body.builds };
+  for (const v of r.variables) {
+    const description = v.sensitive
+      ? `sensitive in the Packer template (var.${v.name}${v.envDefault ? ', its default read from the environment' : ''}): give it with --var ${v.name}=..., a --var-file or KILN_VAR_${v.name}`
+      : v.description;
+    variables[v.name] = { type: v.type, ...(v.sensitive ? { sensitive: true } : {}), ...(v.default !== undefined ? { default: v.default } : {}), ...(description ? { description } : {}) };
+  }
+  for (const v of usedSecrets) if (!Object.hasOwn(variables, v.name)) variables[v.name] = { type: v.type, sensitive: true, description: describeSecret(v, where) };
+  const tree = { ...(r.description ? { description: r.description } : {}), ...(Object.keys(variables).length ? { variables } : {}), builds: r.builds };
 
   const doc = new YAML.Document(tree);
-  for (const v of used.filter((x) => x.secret.kind === 'derived')) {
+  for (const v of usedSecrets.filter((x) => x.secret.kind === 'derived')) {
     const node = doc.getIn(['variables', v.name], true) as Node | undefined;
     if (node && isMap(node)) node.commentBefore = ` TO DO: no default on purpose; kiln validate fails until ${v.name} is given (see its description)`;
   }
-  /** Which kiln variables now stand for a Packer variable, as the header says it. */
+  /** Which kiln variables stand for a sensitive Packer variable, as the header says it. */
   const standsFor = (name: string) => {
-    const names = used.filter((v) => v.secret.from.includes(`var.${name}`) || v.secret.from.includes(name)).map((v) => v.name);
+    const own = r.variables.some((v) => v.name === name) ? [name] : [];
+    const names = [...new Set([...own, ...usedSecrets.filter((v) => v.secret.from.includes(`var.${name}`) || v.secret.from.includes(name)).map((v) => v.name)])];
     return names.length ? `<sensitive: kiln variable${names.length > 1 ? 's' : ''} ${names.join(', ')} below, without a value>` : '<sensitive: not used by any field>';
   };
-  const secretTexts = p.template.secrets.map((s) => s.text);
+  const kept = r.variables.filter((v) => !v.sensitive).map((v) => `   ${v.name}${v.default === undefined ? ' (required: no default)' : ''}`);
+  const sensitive = r.variables.filter((v) => v.sensitive).map((v) => `   ${v.name} = ${standsFor(v.name)}`);
+  const writtenOut = r.written.map((w) => `   ${w.name} = ${p.template.variables.find((v) => v.name === w.name)?.sensitive ? standsFor(w.name) : JSON.stringify(w.value)} (${w.why})`);
   doc.commentBefore = ` Imported by "kiln import" from the Packer template ${p.template.file} (${p.template.language === 'hcl' ? 'HCL' : 'legacy JSON'}).\n`
-    + ' Variables were resolved with the values below; a comment beside each field names the Packer field it came from.\n'
-    + maskText(p.template.variables.filter((v) => !v.name.startsWith('local.')).map((v) => `   ${v.name} = ${v.sensitive ? standsFor(v.name) : JSON.stringify(v.value)} (${v.from})`).join('\n'), secretTexts)
+    + ' A comment beside each field names the Packer field it came from.\n'
+    + (kept.length ? ` The Packer variables are kiln variables below (give values with --var, --var-file or KILN_VAR_<name>):\n${kept.join('\n')}\n` : '')
+    + maskText([...sensitive, ...(writtenOut.length ? [' Written as their values, not as kiln variables:', ...writtenOut] : [])].join('\n'), secretTexts)
+    + (r.computed.size ? `\n ${r.computed.size} field${r.computed.size > 1 ? 's are' : ' is'} computed by Packer functions from variables; kiln has no functions, so ${r.computed.size > 1 ? 'they are' : 'it is'} written with the value${r.computed.size > 1 ? 's' : ''} at import (marked "computed"): edit ${r.computed.size > 1 ? 'them' : 'it'} when those variables change` : '')
+    + (r.selected.length ? `\n Builds imported (-only/-except): ${r.selected.join(', ')}` : '')
     + (p.mapped.notes.length ? `\n Not carried over:\n${p.mapped.notes.map((n) => `   ${n}`).join('\n')}` : '');
+  const locals = localsByLine(o.template, r.language);
   for (const [key, origin] of p.mapped.origins) {
     const at = JSON.parse(key) as (string | number)[];
     const node = doc.getIn(at, true) as Node | undefined;
-    const text = ` ${origin.field} (${where(origin)})`;
+    const fromLocals = locals.get(`${origin.file}:${origin.line}`);
+    const text = ` ${origin.field} (${where(origin)})${fromLocals ? `, from ${fromLocals.join(', ')}` : ''}`;
     if (node && (isScalar(node) || isMap(node) || isSeq(node))) {
       if (isScalar(node)) node.comment = text; else node.commentBefore = text;
     }
   }
+  for (const key of r.computed) {
+    const node = doc.getIn(JSON.parse(key) as (string | number)[], true) as Node | undefined;
+    const text = ' computed by a Packer function from variables: the value at import; edit it when they change';
+    if (node && isScalar(node)) node.comment = node.comment ? `${node.comment};${text}` : text;
+    else if (node && (isMap(node) || isSeq(node))) node.commentBefore = text;
+  }
   const yaml = doc.toString({ lineWidth: 0 });
+  check(r, tree, yaml, outFile ?? path.join(dir, `${path.basename(o.template).replace(/\.(pkr\.hcl|pkr\.json|json|hcl)$/, '')}.yaml`), usedSecrets.map((v) => `${v.name}=${v.secret.text}`));
   if (!outFile) return { yaml, notes: p.mapped.notes };
-  // Written beside, then renamed: a failed import leaves no half-written file.
+  // Written beside, then renamed: a failed write leaves no half-written file.
   const tmp = `${outFile}.kiln-import-${process.pid}`;
   try {
     writeFileSync(tmp, yaml, { flag: 'wx' });
-  } catch (e) {
-    throw new TemplateError(outFile, [{ path: [], message: `cannot write it: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message} in ${path.dirname(outFile)}`, fix: 'choose an -o in a folder you can write to' }]);
-  }
-  try {
-    // What kiln writes must be a template kiln accepts (the secrets' variables have no value yet).
-    loadTemplate(tmp, { vars: used.map((v) => `${v.name}=${v.secret.text}`), env: {} });
     renameSync(tmp, outFile);
   } catch (e) {
     rmSync(tmp, { force: true });
-    // Named as the file it would have been, not the temporary one; kiln wrote nothing.
-    if (e instanceof TemplateError) throw new TemplateError(outFile, maskProblemsNamed(e, tmp, outFile, secretTexts));
-    throw e;
+    throw new TemplateError(outFile, [{ path: [], message: `cannot write it: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message} in ${path.dirname(outFile)}`, fix: 'choose an -o in a folder you can write to' }]);
   }
   return { yaml, written: outFile, notes: p.mapped.notes };
+}
+
+/**
+ * What kiln writes must be a template kiln accepts: checked in memory with the variables' values (a
+ * variable without one: a stand-in, and the fields using it are not judged), each problem told at the
+ * Packer file:line it came from, never at a file that does not exist.
+ */
+function check(r: ReturnType<typeof importPacker>, tree: Record<string, unknown>, yaml: string, yamlFile: string, secretVars: string[]): void {
+  const vars = [...Object.entries(r.checkValues).map(([k, v]) => `${k}=${v}`), ...secretVars];
+  const usesUnknown = (v: unknown): boolean => (typeof v === 'string' ? r.unknown.some((n) => new RegExp(`\\$\\{\\s*var\\.${n}\\s*\\}`).test(v)) : Array.isArray(v) ? v.some(usesUnknown) : v && typeof v === 'object' ? Object.values(v).some(usesUnknown) : false);
+  const valueAt = (at: (string | number)[]) => at.reduce<unknown>((o, k) => (o && typeof o === 'object' ? (o as Record<string, unknown>)[k] : undefined), tree);
+  const judged = (p: FieldProblem) => !/KlnV\d+x\d+Q/.test(p.message) && !usesUnknown(valueAt(p.path));
+  try {
+    checkTemplate(yamlFile, yaml, structuredClone(tree), packerLines(r.load.mapped, r.load.template.file), { vars, env: {} }, { secrets: r.secretTexts });
+  } catch (e) {
+    if (!(e instanceof TemplateError)) throw e;
+    const problems = e.problems.filter(judged);
+    if (!problems.length) return;
+    throw new TemplateError(r.load.template.file, problems.map((p) => ({ ...p, message: `${maskText(p.message, r.secretTexts)} (in the kiln template import would write; nothing was written)`, ...(p.fix ? { fix: maskText(p.fix, r.secretTexts) } : {}) })));
+  }
 }
 
 /** The -o file's folder must exist (kiln does not create it) and the file must not, unless --force. */
@@ -173,9 +129,4 @@ function checkOutput(outFile: string, force?: boolean): void {
     throw new TemplateError(outFile, [{ path: [], message: `the folder ${folder} does not exist${existsSync(folder) ? ' as a folder' : ''}, so the imported template cannot be written there`, fix: `create it first (mkdir -p ${folder}), or choose another -o` }]);
   }
   if (existsSync(outFile) && !force) throw new TemplateError(outFile, [{ path: [], message: 'the file exists already', fix: 'choose another -o, or add --force to replace it' }]);
-}
-
-/** A check's problems about the temporary file, told about the -o file, secrets masked. */
-function maskProblemsNamed(e: TemplateError, tmp: string, outFile: string, secrets: string[]) {
-  return e.problems.map((p) => ({ ...p, message: `${maskText(p.message.split(tmp).join(outFile), secrets)} (in the template kiln import would write; nothing was written)`, ...(p.fix ? { fix: maskText(p.fix, secrets) } : {}) }));
 }

@@ -194,11 +194,13 @@ export async function main(args: string[]): Promise<number> {
     })
     .command('import <template>', 'write a Packer template (HCL or legacy JSON) as the equivalent kiln YAML', (y) => withTemplate(y as never)
       .option('output', { alias: 'o', type: 'string', requiresArg: true, describe: 'the YAML file to write (default: print it)' })
-      .option('force', { type: 'boolean', default: false, describe: 'replace an existing output file' }),
+      .option('force', { type: 'boolean', default: false, describe: 'replace an existing output file' })
+      .option('only', { type: 'string', requiresArg: true, describe: 'the builds to import (Packer\'s globs over full build names; repeatable, or comma-separated)' })
+      .option('except', { type: 'string', requiresArg: true, describe: 'the builds to leave out (globs, as -only)' }),
     (argv) => {
       try {
-        const a = argv as unknown as Common & { output?: string; force: boolean };
-        const r = importTemplate({ template: a.template, output: a.output, force: a.force, inputs: { vars: listOf(a.var), varFiles: listOf(a['var-file']), env: process.env } });
+        const a = argv as unknown as Common & { output?: string; force: boolean; only?: string | string[]; except?: string | string[] };
+        const r = importTemplate({ template: a.template, output: a.output, force: a.force, only: namesOf(a.only), except: namesOf(a.except), inputs: { vars: listOf(a.var), varFiles: listOf(a['var-file']), env: process.env } });
         for (const note of r.notes) process.stderr.write(`warning: ${note}\n`);
         if (r.written) process.stderr.write(`wrote ${r.written}\n`); else process.stdout.write(r.yaml);
       } catch (e) { code = reportError(e); }
