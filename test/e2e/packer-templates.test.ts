@@ -2,7 +2,7 @@
 // HCL (test/fixtures/packer/tiny/tiny.pkr.hcl) and from legacy JSON (tiny.json), both run at once with
 // Packer's command-line spelling; each artifact is booted and what the provisioners wrote is read back
 // (their order too). `kiln import` of the HCL template writes YAML that kiln validate accepts.
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -55,6 +55,30 @@ describe('Packer templates, unchanged (tiny guest)', () => {
       }
     }));
   }, 400_000);
+
+  it('a template with its own UEFI -drives, disk controller, -m/-smp/-cpu and -serial stdio builds and boots (Packer\'s qemuargs rule)', async () => {
+    // As a user of such a template does: a writable copy of the system OVMF's variables for the second pflash.
+    const vars = path.join(dir, 'OVMF_VARS_4M.fd');
+    copyFileSync('/usr/share/OVMF/OVMF_VARS_4M.fd', vars);
+    chmodSync(vars, 0o644);
+    const out = path.join(dir, 'uefi');
+    const r = await kiln(['build', '-var', `output_directory=${out}`, '-var', `ovmf_vars=${vars}`, '--events=json', path.join(repoRoot, 'test/fixtures/packer/qemuargs/uefi.pkr.hcl')]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/uefi\.pkr\.hcl:\d+: qemuargs: -drive, -device replace kiln's defaults/);
+    expect(r.stderr).toMatch(/qemuargs: -serial stdio: ignored: kiln logs the serial console itself/);
+    const logs = r.events.filter((e) => e.type === 'log').map((e) => String(e.message));
+    expect(logs.find((m) => m.startsWith('QEMU started'))).toMatch(/CPU model qemu64, 2 vCPU, 320 MiB/);
+    // QEMU ran the template's drives and devices instead of kiln's, beside kiln's controls, once each.
+    const argv = logs.find((m) => m.startsWith('qemu: '))!;
+    expect(argv).toMatch(/-drive if=none,file=\S+\/disk\.qcow2,cache=writeback,discard=unmap,format=qcow2,id=disk0/);
+    expect(argv).toContain('-device scsi-hd,bus=scsi0.0,drive=disk0');
+    expect(argv).toContain(`file=${vars}`);
+    expect(argv).not.toContain('virtio-rng-pci');
+    for (const control of ['-qmp ', '-serial chardev:serial0', '-netdev user,id=net0,', '-device virtio-net-pci,netdev=net0']) expect(argv.split(control)).toHaveLength(2);
+    // The provisioner fails the build unless the guest booted UEFI, from the SCSI disk, with 2 vCPUs and > 256 MiB.
+    expect(r.events.filter((e) => e.type === 'provisioner-end')).toHaveLength(1);
+    expect(readdirSync(out)).toContain('tiny-uefi.qcow2');
+  }, 300_000);
 
   it('kiln import writes YAML (with where each field came from) that kiln validate accepts', async () => {
     const yaml = path.join(dir, 'imported', 'tiny.yaml');
