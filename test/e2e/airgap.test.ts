@@ -9,8 +9,13 @@
  * failure; the bundle's sha256 pin, outputs relative to the current directory, a template beside
  * --bundle, kiln's own HTTP server through the proxy, unpacked bundles in kiln cache ls/prune, and
  * HTTPS while recording.
+ * Issue 26: the base image comes from a URL (carried by digest from the download cache), the direct
+ * boot's kernel and initrd are files named in qemu_args (carried), a --var given at bundle time is
+ * applied offline, a second offline build from the same bundle reuses the layer cache without booting,
+ * and the failed HTTPS recording cannot be bundled.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import http from 'node:http';
 import type net from 'node:net';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from 'node:fs';
@@ -18,7 +23,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { execa } from 'execa';
-import { repoRoot, tinySourceYaml } from '../helpers/guest.js';
+import { imagesDir, repoRoot, tinySourceYaml } from '../helpers/guest.js';
 import { kiln, outputLines, type KilnRun } from '../helpers/kiln.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-e2e-airgap-'));
@@ -49,9 +54,11 @@ describe('air-gapped builds (tiny guest)', () => {
   it('record -> bundle -> offline build from the bundle; tampering and a missing URL are named', async () => {
     const internet = await serve((req, res) => {
       if (req.url === '/payload.bin') res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(payload);
+      else if (req.url === '/images/tiny.qcow2') createReadStream(path.join(imagesDir, 'tiny.qcow2')).pipe(res.writeHead(200));
       else res.writeHead(404).end();
     });
     const url = `http://127.0.0.1:${internet.port}/payload.bin`;
+    const baseUrl = `http://127.0.0.1:${internet.port}/images/tiny.qcow2`;
     const template = path.join(dir, 'site', 'airgap.yaml');
     mkdirSync(path.join(dir, 'site', 'www'), { recursive: true });
     writeFileSync(path.join(dir, 'site', 'www', 'marker.txt'), 'kiln-http-marker\n');
@@ -62,15 +69,17 @@ variables:
   url: { default: "${url}" }
   out: { default: "out-recorded" }
   probe: { default: "" }
+  note: { default: "none" }
 builds:
   - name: airgap
     output_directory: \${var.out}
-${tinySourceYaml('    ')}
+${tinySourceYaml('    ').replace(/base_image: .*/, `base_image: ${baseUrl}`)}
       http_directory: www
     provisioners:
       - type: shell
         inline:
           - 'echo "proxy: $http_proxy"'
+          - 'echo "note: \${var.note}"'
           - 'wget -q -O /root/payload.bin "\${var.url}"'
           - 'echo "payload sha256 $(sha256sum /root/payload.bin | cut -d" " -f1)"'
           - 'if [ -n "\${var.probe}" ]; then echo "no_proxy: $no_proxy http_url: \${build.http_url}"; fi'
@@ -83,20 +92,22 @@ ${tinySourceYaml('    ')}
     const env = { KILN_CACHE_DIR: cache };
 
     // 1. Record, with the "internet" up.
-    const recorded = await kiln(['build', template, '--record', '--events=json'], env);
+    const recorded = await kiln(['build', template, '--record', '--events=json', '--var', 'note=carried-by-bundle'], env);
     expect(recorded.exitCode, recorded.stderr).toBe(0);
+    expect(outputLines(recorded.events, 'provisioner 1')).toContain('note: carried-by-bundle');
     expect(outputLines(recorded.events, 'provisioner 1')).toContain(`payload sha256 ${payloadSha}`);
     expect(outputLines(recorded.events, 'provisioner 1')).toContain('proxy: http://10.0.2.100:3128');
-    expect(internet.requests).toEqual(['/payload.bin']);
+    // The base image is fetched by kiln on the host (download cache), the payload by the guest through the proxy.
+    expect(internet.requests).toEqual(['/images/tiny.qcow2', '/payload.bin']);
     expect(existsSync(path.join(dir, 'site', 'out-recorded', 'manifest.json'))).toBe(true);
 
     // 2. Bundle: twice, the same bytes; the pin is printed and written beside it.
     const bundle = path.join(dir, 'site.kiln.tar');
-    const b1 = await kiln(['bundle', template, '-o', bundle], env);
+    const b1 = await kiln(['bundle', template, '-o', bundle, '--var', 'note=carried-by-bundle'], env);
     expect(b1.exitCode, b1.stderr).toBe(0);
-    expect(b1.stdout).toContain('1 recorded responses');
+    expect(b1.stdout).toContain('1 recorded responses, 1 downloaded image, 1 --var value');
     const sha1 = /sha256 ([0-9a-f]{64})/.exec(b1.stdout)![1]!;
-    const b2 = await kiln(['bundle', template, '-o', bundle, '--force'], env);
+    const b2 = await kiln(['bundle', template, '-o', bundle, '--force', '--var', 'note=carried-by-bundle'], env);
     expect(/sha256 ([0-9a-f]{64})/.exec(b2.stdout)![1]).toBe(sha1);
     expect(createHash('sha256').update(readFileSync(bundle)).digest('hex')).toBe(sha1);
     expect(readFileSync(`${bundle}.sha256`, 'utf8')).toBe(`${sha1}  site.kiln.tar\n`);
@@ -115,11 +126,30 @@ ${tinySourceYaml('    ')}
     const lan = await serve((_req, res) => res.end('reached'));
     const elsewhere = path.join(dir, 'elsewhere');
     mkdirSync(elsewhere);
-    const offline = await kilnIn(elsewhere, ['build', '--bundle', bundle, '--sha256', sha1, '--offline', '--events=json', '--var', `probe=http://10.0.2.2:${lan.port}/`], { ...process.env as Record<string, string>, ...env });
+    const offlineArgs = ['build', '--bundle', bundle, '--sha256', sha1, '--offline', '--events=json', '--var', `probe=http://10.0.2.2:${lan.port}/`];
+    const offline = await kilnIn(elsewhere, offlineArgs, { ...process.env as Record<string, string>, ...env });
     await lan.close();
     expect(offline.exitCode, offline.stderr).toBe(0);
     const lines = outputLines(offline.events, 'provisioner 1');
     expect(lines).toContain(`payload sha256 ${payloadSha}`);
+    // The --var given to kiln bundle, stored in its manifest; the base image from the bundle, not the URL.
+    expect(lines).toContain('note: carried-by-bundle');
+    const unpackedTree = path.join(cache, 'airgap', 'bundles', sha1);
+    expect(JSON.stringify(offline.events)).not.toContain(`fetching ${baseUrl}`);
+
+    // A second offline build from the same bundle (another directory: its own output) reuses the layer
+    // cache the first one filled: nothing boots.
+    const again = path.join(dir, 'again');
+    mkdirSync(again);
+    const t0 = performance.now();
+    const second = await kilnIn(again, offlineArgs, { ...process.env as Record<string, string>, ...env });
+    const secondSeconds = (performance.now() - t0) / 1000;
+    expect(second.exitCode, second.stderr).toBe(0);
+    expect(second.events.filter((e) => e.type === 'provisioner-cached')).toHaveLength(1);
+    expect(second.events.some((e) => e.type === 'step-start' && e.step === 'launch QEMU')).toBe(false);
+    expect(existsSync(path.join(again, 'out-recorded', 'manifest.json'))).toBe(true);
+    console.log(`second offline build from the same bundle: ${secondSeconds.toFixed(1)} s, no boot`);
+    expect(existsSync(unpackedTree)).toBe(true);
     // A client that honours no_proxy reaches kiln's HTTP server directly (busybox wget does not).
     const noProxy = lines.find((l) => l.startsWith('no_proxy: '))!;
     const httpHost = /http_url: http:\/\/([\d.]+):/.exec(noProxy)![1]!;
@@ -197,5 +227,11 @@ ${tinySourceYaml('    ')}
     expect(String(end.error)).toContain('https://deb.example.org:443/');
     expect(String(end.error)).toContain('http:// mirror of deb.example.org');
     expect(existsSync(path.join(dir, 'out-https'))).toBe(false);
+    // That recording is of a failed build: kiln bundle refuses it, naming the build and the fix.
+    const b = await kiln(['bundle', template, '-o', path.join(dir, 'https.kiln.tar')], { KILN_CACHE_DIR: cache });
+    expect(b.exitCode).toBe(1);
+    expect(b.stderr).toContain('is of a failed build: build "https" failed');
+    expect(b.stderr).toContain(`fix: make the build succeed, then record again: kiln build --record ${template}`);
+    expect(existsSync(path.join(dir, 'https.kiln.tar'))).toBe(false);
   }, 300_000);
 });
