@@ -70,14 +70,17 @@ export interface VerifyOptions {
   /** The qemu-img to use (`qemu.qemuImgBinary`; default: qemu-img on PATH), or a ready driver. */
   qemu?: DriverOptions;
   driver?: Driver;
+  /** An allowed_signers file: check the build's signatures first, then every digest against what was signed. */
+  trustedKeys?: string;
 }
 
 /**
  * Re-checks the artifacts a manifest.json (written by a build) lists: sizes, digests, and qemu-img
- * check/info where the format allows. One result per artifact; never throws for a bad artifact.
+ * check/info where the format allows, and the SBOM and provenance files. One result per file; never
+ * throws for a bad artifact.
  */
 export async function verify(manifestFile: string, options: VerifyOptions = {}): Promise<VerifyResult[]> {
-  return verifyManifest(manifestFile, options.driver ?? createDriver(options.qemu));
+  return verifyManifest(manifestFile, options.driver ?? createDriver(options.qemu), { trustedKeys: options.trustedKeys });
 }
 
 export interface PublishOptions {

@@ -8,6 +8,7 @@ import path from 'node:path';
 import type { LoadedTemplate } from '../template/load.js';
 import type { BuildConfig } from '../template/schema.js';
 import { kilnVersion } from '../version.js';
+import type { SupplyChainRecord } from './supply-chain.js';
 
 /** One artifact a build wrote, as the build's state holds it (the manifest lists it in snake_case). */
 export interface ArtifactRecord {
@@ -52,7 +53,9 @@ export interface Manifest {
   cpu_model?: string;
   tools: { qemu_img: string };
   compaction?: { before_bytes: number; after_bytes: number };
-  sbom?: { manager: string; packages: { name: string; version: string; arch: string }[] };
+  sbom?: { manager: string; packages: { name: string; version: string; arch: string }[]; os?: { id: string; versionId?: string } };
+  /** The SBOM (SPDX, CycloneDX) and provenance files beside the artifacts, their digests and signatures. */
+  supply_chain?: SupplyChainRecord;
   started_at: string;
   finished_at: string;
   timings_ms: Record<string, number>;
@@ -93,11 +96,17 @@ export interface PublishedRecord {
   config: Record<string, unknown>;
 }
 
-export function buildManifest(ctx: ManifestSource, startedAt: Date, finalPathOf: (staged: string) => string, qemuImgVersion: string, files: string[]): Manifest {
-  const vars = ctx.template.variables;
+/** The template's variables as the manifest (and the provenance) record them: sensitive ones masked. */
+export function recordedVariables(vars: ManifestSource['template']['variables']): Manifest['variables'] {
   const variables: Manifest['variables'] = {};
   for (const [k, v] of Object.entries(vars.values)) variables[k] = vars.sensitive.has(k) ? '<sensitive>' : v;
+  return variables;
+}
+
+export function buildManifest(ctx: ManifestSource, startedAt: Date, finalPathOf: (staged: string) => string, qemuImgVersion: string, files: string[], supplyChain?: SupplyChainRecord): Manifest {
+  const variables = recordedVariables(ctx.template.variables);
   const base = ctx.state.base;
+  const sbom = ctx.state.sbom;
   return {
     kiln_version: kilnVersion,
     build: ctx.build.name,
@@ -108,7 +117,9 @@ export function buildManifest(ctx: ManifestSource, startedAt: Date, finalPathOf:
     ...(ctx.state.cpuModel ? { cpu_model: ctx.state.cpuModel } : {}),
     tools: { qemu_img: qemuImgVersion },
     compaction: ctx.state.compaction && { before_bytes: ctx.state.compaction.beforeBytes, after_bytes: ctx.state.compaction.afterBytes },
-    sbom: ctx.state.sbom,
+    // The licences are in the SBOM files; the manifest keeps its short list.
+    sbom: sbom && { manager: sbom.manager, packages: sbom.packages.map((p) => ({ name: p.name, version: p.version, arch: p.arch })), ...(sbom.os ? { os: sbom.os } : {}) },
+    ...(supplyChain ? { supply_chain: supplyChain } : {}),
     started_at: startedAt.toISOString(),
     finished_at: new Date().toISOString(),
     timings_ms: Object.fromEntries(Object.entries(ctx.state.timings).map(([k, v]) => [k, Math.round(v)])),

@@ -14,6 +14,7 @@ import type { Scalar } from '../template/interpolate.js';
 import type { LayerStore } from '../cache/layers.js';
 import type { PlannedLayer } from '../cache/layer-keys.js';
 import type { ArtifactRecord } from '../artifacts/manifest.js';
+import type { GuestPackages } from '../artifacts/guest-packages.js';
 
 export type OnError = 'cleanup' | 'abort' | 'ask';
 
@@ -88,8 +89,8 @@ export interface BuildState {
   artifacts: ArtifactRecord[];
   timings: Record<string, number>;
   cloudInitInstanceId?: string;
-  /** Packages installed in the guest, read at the end of provisioning (dpkg or rpm). */
-  sbom?: { manager: 'dpkg' | 'rpm' | 'none'; packages: { name: string; version: string; arch: string }[] };
+  /** Packages installed in the guest (dpkg or rpm) with their licences, read at the end of provisioning. */
+  sbom?: GuestPackages;
   /** Actual size of the captured disk before and after trimming free space. */
   compaction?: { beforeBytes: number; afterBytes: number };
   seed?: { kind: 'http'; url: string } | { kind: 'cdrom'; iso: string };

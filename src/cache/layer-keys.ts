@@ -131,6 +131,8 @@ export async function artifactKey(build: BuildConfig, rootKey: string, plan: Pla
   return digestOf({
     schema: LAYER_SCHEMA, kiln: kilnVersion, last, outputs: build.outputs, checksums: build.checksums,
     post_processors: build.post_processors, output_directory: build.output_directory,
+    // Signing is part of the output (undefined, the key is left out: unsigned builds keep their keys).
+    sign: build.sign,
   });
 }
 

@@ -205,11 +205,12 @@ export async function main(args: string[]): Promise<number> {
         if (r.written) process.stderr.write(`wrote ${r.written}\n`); else process.stdout.write(r.yaml);
       } catch (e) { code = reportError(e); }
     })
-    .command('verify <manifest>', 're-check the artifacts a manifest.json lists (sizes, digests, qemu-img check)', (y) => y
-      .positional('manifest', { type: 'string', demandOption: true, describe: 'a manifest.json written by kiln build' }),
+    .command('verify <manifest>', 're-check the artifacts a manifest.json lists (sizes, digests, qemu-img check), its SBOMs and provenance, and with --trusted-keys its signatures', (y) => y
+      .positional('manifest', { type: 'string', demandOption: true, describe: 'a manifest.json written by kiln build' })
+      .option('trusted-keys', { type: 'string', describe: 'an allowed_signers file: the build\'s signatures must be by a key it lists' }),
     async (argv) => {
       try {
-        const results = await verify(String(argv.manifest), { qemu: qemuOptionsFromEnv() });
+        const results = await verify(String(argv.manifest), { qemu: qemuOptionsFromEnv(), trustedKeys: argv['trusted-keys'] });
         for (const r of results) process.stdout.write(`${r.ok ? 'ok  ' : 'FAIL'} ${r.name}${r.problems.length ? `: ${r.problems.join('; ')}` : ''}\n`);
         code = results.every((r) => r.ok) ? 0 : 1;
       } catch (e) { code = reportError(e); }

@@ -276,6 +276,8 @@ export const buildSchema = z.strictObject({
   post_processors: z.array(postProcessorSchema).default([]),
   /** Where the finished artifacts are uploaded, after checksums and the manifest (schema-publish.ts). */
   publish: publishList,
+  /** Sign SHA256SUMS, the provenance and the SBOMs with an ed25519 key (ssh-keygen -Y sign, namespace "kiln"). */
+  sign: z.strictObject({ key: z.string().min(1) }).optional(),
 }).superRefine((b, ctx) => checkPublishTargets(b.publish, b.outputs.map((o) => o.format), ctx));
 
 export const templateSchema = z.strictObject({

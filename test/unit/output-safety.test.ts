@@ -97,12 +97,12 @@ describe('--force replaces only an output directory kiln wrote', () => {
     expect(first.ok, first.error).toBe(true);
     const withExtras = await build(out, { force: true, content: 'second', post: [postProcessor] });
     expect(withExtras.ok, withExtras.error).toBe(true);
-    expect(entriesOf(out)).toEqual(['SHA256SUMS', 'manifest.json', 'notes/', 'notes/README', 'web.qcow2', 'web.qcow2.zst']);
-    expect(JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8')).files).toEqual(['SHA256SUMS', 'notes/', 'notes/README', 'web.qcow2', 'web.qcow2.zst']);
+    expect(entriesOf(out)).toEqual(['SHA256SUMS', 'manifest.json', 'notes/', 'notes/README', 'web.cdx.json', 'web.provenance.json', 'web.qcow2', 'web.qcow2.zst', 'web.spdx.json']);
+    expect(JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8')).files).toEqual(['SHA256SUMS', 'notes/', 'notes/README', 'web.cdx.json', 'web.provenance.json', 'web.qcow2', 'web.qcow2.zst', 'web.spdx.json']);
     const again = await build(out, { force: true, content: 'fourth' });
     expect(again.ok, again.error).toBe(true);
     expect(readFileSync(path.join(out, 'web.qcow2'), 'utf8')).toBe('fourth');
-    expect(entriesOf(out)).toEqual(['SHA256SUMS', 'manifest.json', 'web.qcow2']);
+    expect(entriesOf(out)).toEqual(['SHA256SUMS', 'manifest.json', 'web.cdx.json', 'web.provenance.json', 'web.qcow2', 'web.spdx.json']);
     expect(besideOutput(out)).toEqual([]);
   });
 
@@ -132,8 +132,8 @@ describe('--force replaces only an output directory kiln wrote', () => {
     ['a file kiln did not write', (out) => writeFileSync(path.join(out, 'mine.txt'), 'mine'), /holds 1 entry kiln did not write: mine\.txt\n/],
     ['a subdirectory kiln did not write', (out) => { mkdirSync(path.join(out, 'photos')); writeFileSync(path.join(out, 'photos', 'cat.jpg'), 'meow'); }, /holds 2 entries kiln did not write: photos\/, photos\/cat\.jpg/],
     ['an empty subdirectory', (out) => mkdirSync(path.join(out, 'empty')), /kiln did not write: empty\//],
-    ['no manifest', (out) => rmSync(path.join(out, 'manifest.json')), /\(it has no manifest\.json\): SHA256SUMS, web\.qcow2/],
-    ['an unparseable manifest', (out) => writeFileSync(path.join(out, 'manifest.json'), '{ not json'), /\(its manifest\.json cannot be read \(.*\)\): SHA256SUMS, manifest\.json, web\.qcow2/],
+    ['no manifest', (out) => rmSync(path.join(out, 'manifest.json')), /\(it has no manifest\.json\): SHA256SUMS, web\.cdx\.json, web\.provenance\.json, web\.qcow2, web\.spdx\.json/],
+    ['an unparseable manifest', (out) => writeFileSync(path.join(out, 'manifest.json'), '{ not json'), /\(its manifest\.json cannot be read \(.*\)\): SHA256SUMS, manifest\.json, web\.cdx\.json, web\.provenance\.json, web\.qcow2, web\.spdx\.json/],
     ['twelve foreign files', (out) => { for (let i = 10; i < 22; i++) writeFileSync(path.join(out, `f${i}`), ''); }, /holds 12 entries kiln did not write: f10, f11, f12, f13, f14, f15, f16, f17, f18, f19, and 2 more\n/],
   ];
   for (const [what, spoil, message] of foreignCases) {
@@ -173,7 +173,7 @@ describe('the commit checks again', () => {
     expect(r).toMatchObject({ ok: false, failedStep: 'write manifest and commit output' });
     expect(r.error).toMatch(/output directory .* changed during the build: it now holds 1 entry kiln did not write: late\.txt/);
     expect(readFileSync(path.join(out, 'web.qcow2'), 'utf8')).toBe('old');
-    expect(entriesOf(out)).toEqual(['SHA256SUMS', 'late.txt', 'manifest.json', 'web.qcow2']);
+    expect(entriesOf(out)).toEqual(['SHA256SUMS', 'late.txt', 'manifest.json', 'web.cdx.json', 'web.provenance.json', 'web.qcow2', 'web.spdx.json']);
     expect(besideOutput(out)).toEqual([]);
   });
 

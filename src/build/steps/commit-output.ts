@@ -10,7 +10,9 @@ import type { Step } from '../step.js';
 import type { BuildContext } from '../state.js';
 import { need } from '../state.js';
 import { maskValues } from '../../ui/events.js';
-import { buildManifest, entriesOf, outputOwnership, removeKilnOutput, writeSums } from '../../artifacts/manifest.js';
+import { buildManifest, entriesOf, outputOwnership, recordedVariables, removeKilnOutput, writeSums } from '../../artifacts/manifest.js';
+import { writeSupplyChain } from '../../artifacts/supply-chain.js';
+import { kilnVersion } from '../../version.js';
 import { checkElsewhereTarget, foreignOutputError } from '../output-guard.js';
 
 const elsewherePattern = /^\.elsewhere-(\d+)$/;
@@ -41,11 +43,19 @@ export const commitOutputStep: Step = {
     };
     const inOutputDir = ctx.state.artifacts.filter((a) => path.dirname(a.path) === staging);
     for (const algorithm of ctx.build.checksums) writeSums(staging, algorithm, inOutputDir);
+    const qemuImgVersion = await ctx.driver.qemuImgVersion(ctx.signal);
+    const secrets = ctx.template.variables.secrets ?? [];
+    // SBOMs, provenance and (sign:) signatures, before the file list: they are the build's output too.
+    const supplyChain = await writeSupplyChain(staging, ctx, {
+      artifacts: ctx.state.artifacts, variables: recordedVariables(ctx.template.variables), qemuImgVersion, kilnVersion,
+      checksumFiles: ctx.build.checksums.map((a) => (a === 'sha256' ? 'SHA256SUMS' : 'SHA512SUMS')),
+      mask: (v) => maskValues(v, secrets), signal: ctx.signal,
+    });
     // Everything that will be in the output directory, including what a shell-local post-processor put in the staging directory.
     const files = entriesOf(staging).filter((e) => !elsewherePattern.test(e.split('/')[0]!) && e !== 'manifest.json');
-    const manifest = buildManifest(ctx, ctx.state.startedAt, finalPathOf, await ctx.driver.qemuImgVersion(ctx.signal), files);
+    const manifest = buildManifest(ctx, ctx.state.startedAt, finalPathOf, qemuImgVersion, files, supplyChain);
     // Secrets masked in every value (a base image URL with a token in it), not in the paths of files that exist.
-    writeFileSync(path.join(staging, 'manifest.json'), JSON.stringify(maskValues(manifest, ctx.template.variables.secrets ?? [], ['artifacts', 'files']), null, 2) + '\n');
+    writeFileSync(path.join(staging, 'manifest.json'), JSON.stringify(maskValues(manifest, secrets, ['artifacts', 'files']), null, 2) + '\n');
 
     // The renames below commit the output: an interrupt that came before them must not leave one.
     ctx.signal.throwIfAborted();
@@ -82,7 +92,8 @@ export const commitOutputStep: Step = {
     const layers = ctx.state.layers;
     if (layers?.artifactKey) {
       // Lets an identical later build find these files and stop at once, if nobody has touched them.
-      const written = [...ctx.state.artifacts.map((a) => a.path), ...readdirSync(out).filter((f) => /^(manifest\.json|SHA(256|512)SUMS)$/.test(f)).map((f) => path.join(out, f))];
+      const ours = new Set(['manifest.json', 'SHA256SUMS', 'SHA512SUMS', ...supplyChain.documents.map((d) => d.name)]);
+      const written = [...ctx.state.artifacts.map((a) => a.path), ...readdirSync(out).filter((f) => ours.has(f)).map((f) => path.join(out, f))];
       layers.store.recordArtifacts(layers.artifactKey, out, written);
     }
   },

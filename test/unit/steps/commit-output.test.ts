@@ -24,7 +24,7 @@ describe('write manifest and commit output', () => {
     const r = await runSteps([outputDirStep, convertStep, commitOutputStep], h.ctx);
     expect(r.ok, r.error?.message).toBe(true);
     const out = h.ctx.build.output_directory!;
-    expect(readdirSync(out).sort()).toEqual(['SHA256SUMS', 'manifest.json', 'unit.qcow2']);
+    expect(readdirSync(out).sort()).toEqual(['SHA256SUMS', 'manifest.json', 'unit.cdx.json', 'unit.provenance.json', 'unit.qcow2', 'unit.spdx.json']);
     const manifest = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8'));
     expect(JSON.stringify(manifest)).toContain('8.2.2');
     expect(h.driver.callsTo('qemuImgVersion')).toHaveLength(1);

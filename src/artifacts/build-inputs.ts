@@ -1,0 +1,100 @@
+/**
+ * Every local file a build read, by digest, for the SBOM (what kiln put into the guest: uploads, and
+ * the scripts it ran there) and the provenance (all of it: template, base image or ISO, served and
+ * attached files, scripts, uploads, playbooks and manifests).
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream, lstatSync, readdirSync, realpathSync, statSync } from 'node:fs';
+import path from 'node:path';
+import type { BuildConfig, Provisioner } from '../template/schema.js';
+import { appliesTo } from '../template/provisioners.js';
+import { isConfigManagement } from '../template/schema-config-management.js';
+import { configManagementInputs } from '../cache/config-management-inputs.js';
+
+export interface InputFile {
+  /** What it is to the build: "script", "upload", "http_directory", "cd_files", "floppy_files", "ansible"... */
+  role: string;
+  /** 1-based provisioner number, for scripts, uploads and playbooks. */
+  provisioner?: number;
+  hostPath: string;
+  /** Where an upload lands in the guest (a script: remote_folder and its name; it is removed after it ran). */
+  guestPath?: string;
+  size: number;
+  sha256: string;
+  /** SPDX 2.3 requires a SHA-1 for every file it lists. */
+  sha1: string;
+}
+
+async function digests(file: string): Promise<{ sha256: string; sha1: string }> {
+  const a = createHash('sha256');
+  const b = createHash('sha1');
+  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) { a.update(chunk as Buffer); b.update(chunk as Buffer); }
+  return { sha256: a.digest('hex'), sha1: b.digest('hex') };
+}
+
+/** The regular files under `p` (itself if it is one), with their path relative to it; version-control folders left out. */
+function filesUnder(p: string, follow: boolean, seen: Set<string> = new Set()): { abs: string; rel: string }[] {
+  const st = follow ? statSync(p, { throwIfNoEntry: false }) : lstatSync(p);
+  if (!st) return [];
+  if (st.isFile()) return [{ abs: p, rel: '' }];
+  if (!st.isDirectory()) return [];
+  const real = realpathSync(p);
+  if (seen.has(real)) return [];
+  seen.add(real);
+  const out: { abs: string; rel: string }[] = [];
+  for (const name of readdirSync(p).sort()) {
+    if (name === '.git' || name === '.hg' || name === '.svn') continue;
+    for (const f of filesUnder(path.join(p, name), follow, seen)) out.push({ abs: f.abs, rel: f.rel ? path.posix.join(name, f.rel) : name });
+  }
+  return out;
+}
+
+/** Where an uploaded file lands: the SSH upload's rules ("dir/" takes a file by its name; "src/" copies a folder's contents). */
+function guestPathOf(source: string, destination: string, rel: string): string {
+  if (!rel) return destination.endsWith('/') ? destination + path.basename(source) : destination;
+  const target = source.endsWith('/') ? destination : path.posix.join(destination, path.basename(source));
+  return path.posix.join(target, rel);
+}
+
+function provisionerFiles(p: Provisioner): { role: string; host: string; guest?: (rel: string) => string; follow: boolean }[] {
+  // A script goes to remote_folder under a random name, runs, and is removed: recorded by its own name there.
+  if (p.type === 'shell') return (p.script ? [p.script] : p.scripts ?? []).map((host) => ({ role: 'script', host, guest: () => path.posix.join(p.remote_folder, path.basename(host)), follow: true }));
+  if (p.type === 'file' && p.direction === 'upload' && p.source !== undefined) {
+    const { source, destination } = p;
+    return [{ role: 'upload', host: source, guest: (rel) => guestPathOf(source, destination, rel), follow: false }];
+  }
+  if (p.type === 'shell-local' && p.script) return [{ role: 'shell-local script', host: p.script, follow: true }];
+  if (isConfigManagement(p)) return configManagementInputs(p).map((host) => ({ role: p.type, host, follow: true }));
+  return [];
+}
+
+/**
+ * The local inputs of a build, each file once per role (a directory is listed file by file). Output
+ * directories are left out (a playbook folder may hold them).
+ */
+export async function buildInputFiles(build: BuildConfig): Promise<InputFile[]> {
+  const wanted: { role: string; provisioner?: number; host: string; guest?: (rel: string) => string; follow: boolean }[] = [];
+  // Optional chaining: the unit tests' stub builds carry only some fields.
+  const s = build.source as BuildConfig['source'] | undefined;
+  if (s?.http_directory) wanted.push({ role: 'http_directory', host: s.http_directory, follow: true });
+  for (const f of s?.cd_files ?? []) wanted.push({ role: 'cd_files', host: f, follow: true });
+  for (const f of s?.floppy_files ?? []) wanted.push({ role: 'floppy_files', host: f, follow: true });
+  (build.provisioners ?? []).forEach((p, i) => {
+    if (!appliesTo(p, build.name)) return;
+    for (const w of provisionerFiles(p)) wanted.push({ ...w, provisioner: i + 1 });
+  });
+  const outputs = [build.output_directory, ...(build.outputs ?? []).map((o) => o.directory)].filter((d): d is string => d !== undefined).map((d) => d + path.sep);
+  const seen = new Set<string>();
+  const files: InputFile[] = [];
+  for (const w of wanted) {
+    for (const f of filesUnder(w.host, w.follow)) {
+      if (outputs.some((o) => f.abs.startsWith(o))) continue;
+      const guestPath = w.guest?.(f.rel);
+      const id = `${w.role}\0${w.provisioner}\0${f.abs}\0${guestPath}`;
+      if (seen.has(id)) continue;
+      seen.add(id);
+      files.push({ role: w.role, provisioner: w.provisioner, hostPath: f.abs, guestPath, size: statSync(f.abs).size, ...(await digests(f.abs)) });
+    }
+  }
+  return files;
+}
