@@ -12,7 +12,8 @@ import { pipeline } from 'node:stream/promises';
 import { withLock } from './lock.js';
 import { formatBytes } from '../template/units.js';
 
-export interface Expected { algorithm: 'sha256' | 'sha512'; hex: string }
+/** md5 and sha1 only come from Packer templates (which allow them; kiln warns that they are weak). */
+export interface Expected { algorithm: 'sha256' | 'sha512' | 'md5' | 'sha1'; hex: string }
 
 export class ChecksumMismatchError extends Error {}
 

@@ -1,4 +1,7 @@
 /** shell-local: a command on the host, with the build's values in its environment (KILN_*). */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import type { ProvisionerContext } from './context.js';
 import type { Provisioner } from '../template/schema.js';
 import { interpolateString, interpolateTree } from '../template/interpolate.js';
@@ -17,22 +20,34 @@ export function buildEnvironment(ctx: ProvisionerContext): Record<string, string
 export interface HostCommand {
   inline?: string[];
   script?: string;
+  /** Inline lines become a script starting "#!<inline_shebang>" (Packer's field); unset: `sh -ec`. */
+  inline_shebang?: string;
+  /** Where the command runs; relative to the template's folder, which is the default. */
+  working_directory?: string;
   env: Record<string, string | number | boolean>;
   valid_exit_codes?: number[];
 }
 
 /**
  * Runs a command on the host (shell-local provisioner and post-processor): inline lines with `sh -e`
- * or a script, in the template's folder, with the build's KILN_* values plus `extraEnv` and its own
- * env, output streamed as lines under `label`; `signal` kills it.
+ * (or the `inline_shebang` interpreter) or a script, in the template's folder (or working_directory),
+ * with the build's KILN_* values plus `extraEnv` and its own env, output streamed as lines under
+ * `label`; `signal` kills it.
  */
 export async function runHostCommand(ctx: ProvisionerContext, p: HostCommand, label: string, extraEnv: Record<string, string> = {}, signal: AbortSignal = ctx.signal): Promise<void> {
   const values = { build: ctx.buildValues() };
   const env = { ...buildEnvironment(ctx), ...extraEnv, ...Object.fromEntries(Object.entries(interpolateTree(p.env, values)).map(([k, v]) => [k, String(v)])) };
-  const [file, args] = p.script ? [p.script, []] : ['/bin/sh', ['-ec', p.inline!.map((l) => String(interpolateString(l, values))).join('\n')]];
+  const body = p.inline?.map((l) => String(interpolateString(l, values))).join('\n');
+  // With an inline_shebang the lines go into a script of kiln's own that the kernel runs through that
+  // interpreter, as Packer does (a shebang's arguments are not sh's to split).
+  const scriptDir = p.inline && p.inline_shebang ? mkdtempSync(path.join(os.tmpdir(), 'kiln-shell-local-')) : undefined;
+  if (scriptDir) writeFileSync(path.join(scriptDir, 'inline.sh'), `#!${p.inline_shebang}\n${body}\n`, { mode: 0o700 });
+  const [file, args] = p.script ? [p.script, []] : scriptDir ? [path.join(scriptDir, 'inline.sh'), []] : ['/bin/sh', ['-ec', body!]];
   const out = lineSplitter((line) => ctx.events.emit({ type: 'output', build: ctx.build.name, stream: 'stdout', source: label, line }));
   const err = lineSplitter((line) => ctx.events.emit({ type: 'output', build: ctx.build.name, stream: 'stderr', source: label, line }));
-  const r = await runInOwnProcessGroup(file, args, { env, cwd: ctx.template.dir, signal, stdout: out.write, stderr: err.write });
+  const cwd = path.resolve(ctx.template.dir, p.working_directory ?? '.');
+  const r = await runInOwnProcessGroup(file, args, { env, cwd, signal, stdout: out.write, stderr: err.write })
+    .finally(() => { if (scriptDir) rmSync(scriptDir, { recursive: true, force: true }); });
   out.flush();
   err.flush();
   if (signal.aborted) throw signal.reason;

@@ -1,5 +1,5 @@
 /**
- * The shell provisioner: each script (inline lines become one script run with `sh -e`) is uploaded
+ * The shell provisioner: each script (inline lines become one script, run by `#!<inline_shebang>`, `sh -e` by default) is uploaded
  * over the build's one SSH connection, run through execute_command, its output streamed as lines, and
  * removed afterwards.
  */
@@ -34,7 +34,8 @@ export function executeCommand(template: string, remotePath: string, env: Record
 export async function runShell(ctx: ProvisionerContext, p: Shell, label: string, signal: AbortSignal): Promise<void> {
   const values = { build: ctx.buildValues() };
   const scripts: { name: string; body: string }[] = [];
-  if (p.inline) scripts.push({ name: 'inline', body: `#!/bin/sh -e\n${p.inline.map((l) => String(interpolateString(l, values))).join('\n')}\n` });
+  // inline_shebang as in Packer: templates that `source` files or use arrays name /bin/bash here.
+  if (p.inline) scripts.push({ name: 'inline', body: `#!${p.inline_shebang ?? '/bin/sh -e'}\n${p.inline.map((l) => String(interpolateString(l, values))).join('\n')}\n` });
   for (const file of p.script ? [p.script] : p.scripts ?? []) scripts.push({ name: path.basename(file), body: readFileSync(file, 'utf8') });
   // --record / --offline: downloads (apt, dnf, wget, curl, pip) go through kiln's package proxy, and
   // kiln's own HTTP server (${build.http_url}) does not. The guest's system settings say the same

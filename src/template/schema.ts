@@ -43,8 +43,9 @@ export const variableSchema = z.strictObject({
   sensitive: z.boolean().default(false),
 });
 
-const checksum = z.string().refine((v) => /^(none|sha256:[0-9a-fA-F]{64}|sha512:[0-9a-fA-F]{128}|file:.+)$/.test(v), because(
-  'checksum must be "sha256:<64 hex>", "sha512:<128 hex>", "file:<path or URL of a SUMS file>" or "none"',
+// md5: and sha1: are there for Packer templates, which allow them (weak: the mapping says so).
+const checksum = z.string().refine((v) => /^(none|sha256:[0-9a-fA-F]{64}|sha512:[0-9a-fA-F]{128}|md5:[0-9a-fA-F]{32}|sha1:[0-9a-fA-F]{40}|file:.+)$/.test(v), because(
+  'checksum must be "sha256:<64 hex>", "sha512:<128 hex>", "file:<path or URL of a SUMS file>" or "none" (or the weak md5:<32 hex>, sha1:<40 hex>)',
   'write the image\'s digest as sha256:<hex> or sha512:<hex>, point at a SUMS file with file:, or write none to skip verification',
 ));
 
@@ -101,6 +102,8 @@ export const shellProvisioner = z.strictObject({
   script: z.string().optional(),
   scripts: z.array(z.string()).optional(),
   env: envMap,
+  /** The interpreter line for inline commands [/bin/sh -e]: "/bin/bash -e" for bash-only commands. */
+  inline_shebang: z.string().optional(),
   /** How the uploaded script is run; {{path}} and {{vars}} are replaced. */
   execute_command: z.string().default('chmod +x {{path}}; {{vars}} {{path}}'),
   remote_folder: z.string().default('/tmp'),
@@ -120,7 +123,7 @@ export const fileProvisioner = z.strictObject({
   direction: z.enum(['upload', 'download']).default('upload'),
   /** A download writes at most this much to the host (a file, or a folder's files together) [10G]. */
   max_size: size.optional(),
-}).refine((p) => p.direction === 'download' || p.destination.startsWith('/'), {
+}).refine((p) => p.direction === 'download' || p.destination.startsWith('/') || /^[A-Za-z]:[\\/]/.test(p.destination), { // C:/ on a Windows guest with OpenSSH
   // On the guest's side, where a relative path would depend on the SFTP server's idea of "here".
   ...because('an upload\'s destination is a path in the guest, and it must be absolute', 'write an absolute guest path, e.g. destination: /tmp/motd'),
   path: ['destination'],
@@ -135,12 +138,16 @@ export const fileProvisioner = z.strictObject({
   path: ['max_size'],
 });
 
+/** shell-local's own fields: the interpreter line for inline commands [/bin/sh -e], and the folder it runs in [the template's]. */
+const hostCommandFields = { inline_shebang: z.string().optional(), working_directory: z.string().optional() };
+
 export const shellLocalProvisioner = z.strictObject({
   type: z.literal('shell-local'),
   ...provisionerCommon,
   inline: z.array(z.string()).optional(),
   script: z.string().optional(),
   env: envMap,
+  ...hostCommandFields,
   valid_exit_codes: z.array(z.number().int()).default([0]),
 }).refine((p) => (p.inline === undefined) !== (p.script === undefined), because(
   'a shell-local provisioner needs exactly one of "inline" or "script"',
@@ -204,6 +211,7 @@ export const postProcessorSchema = z.discriminatedUnion('type', [
     inline: z.array(z.string()).optional(),
     script: z.string().optional(),
     env: envMap,
+    ...hostCommandFields,
   }).refine((p) => (p.inline === undefined) !== (p.script === undefined), because(
     'a shell-local post-processor needs exactly one of "inline" or "script"',
     'keep one of them; to run both, use two shell-local post-processors',
@@ -242,7 +250,7 @@ export const sourceSchema = z.strictObject({
   machine: z.string().default('pc'),
   /** QEMU's -cpu model; unset: an x86-64-v2 model under TCG, "host" under KVM (src/qemu/argv.ts). Not in the layer key. */
   cpu_model: z.string().min(1).optional(),
-  disk_interface: z.enum(['virtio', 'virtio-scsi', 'ide', 'scsi']).default('virtio'),
+  disk_interface: z.enum(['virtio', 'virtio-scsi', 'ide', 'sata', 'scsi']).default('virtio'),
   net_device: z.enum(['virtio-net-pci', 'e1000', 'rtl8139', 'vmxnet3']).default('virtio-net-pci'),
   /** Extra switches, each a list (["-cpu", "max"]); a switch given here replaces kiln's own of that name. */
   qemu_args: z.array(z.array(z.string()).min(1)).default([]),

@@ -18,11 +18,11 @@ export function pickFromSums(text: string, fileName: string): Expected | undefin
   return undefined;
 }
 
-/** The digest `checksum` ("none", "sha256:<hex>", "sha512:<hex>" or "file:<path or URL of a list>") expects of `image`. */
+/** The digest `checksum` ("none", "sha256:<hex>", "sha512:<hex>", md5:/sha1: from Packer templates, or "file:<path or URL of a list>") expects of `image`. */
 export async function expectedChecksum(checksum: string, image: string, signal: AbortSignal): Promise<Expected | undefined> {
   if (checksum === 'none') return undefined;
   const [kind, value] = [checksum.slice(0, checksum.indexOf(':')), checksum.slice(checksum.indexOf(':') + 1)];
-  if (kind === 'sha256' || kind === 'sha512') return { algorithm: kind, hex: value.toLowerCase() };
+  if (kind === 'sha256' || kind === 'sha512' || kind === 'md5' || kind === 'sha1') return { algorithm: kind, hex: value.toLowerCase() };
   const text = isHttpUrl(value) ? await fetchChecksumFile(value, signal) : readFileSync(value, 'utf8');
   const name = path.basename(isHttpUrl(image) ? new URL(image).pathname : image);
   const found = pickFromSums(text, name);

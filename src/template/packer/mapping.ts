@@ -42,16 +42,41 @@ const cosmetic: Record<string, string> = {
   communicator_timeout: 'kiln uses communicator.timeout',
 };
 
+/**
+ * Go's zero values. Packer decodes a template into Go structs, where a field set to its zero value is
+ * the field left out (Prepare then fills in the default), so such a field asks for nothing kiln lacks.
+ * "false" is there because Packer weakly decodes a string into a bool (ssh_agent_auth = "false").
+ */
+export function isNoOpValue(v: Value): boolean {
+  return v === null || v === false || v === '' || v === 'false' || v === 0 || (Array.isArray(v) && v.length === 0) || (isObject(v) && Object.keys(v).length === 0);
+}
+
+const noOpNote = (f: Field, field: string) => `${f.at.file}:${f.at.line}: ${field} = ${JSON.stringify(f.value)}: ignored: Packer reads that value as the field left out`;
+
+/** Provisioners that need a Windows guest (with the WinRM communicator: one refusal line per template). */
+const windowsProvisioners = new Set(['powershell', 'windows-shell', 'windows-restart', 'windows-update']);
+
 export function mapTemplate(t: PackerTemplate): MappedTemplate {
   const origins = new Map<string, Where & { field: string }>();
   const notes: string[] = [];
   const problems: PackerProblem[] = [];
-  const builds = t.builds.map((b, i) => mapBuild(t, b, ['builds', i], { origins, notes, problems }));
+  const windows: { at: Where; what: string }[] = [];
+  const builds = t.builds.map((b, i) => mapBuild(t, b, ['builds', i], { origins, notes, problems, windows }));
+  if (windows.length) {
+    // One line for the whole template: the same reason would otherwise repeat for each field and step.
+    const what = [...new Set(windows.map((w) => w.what))];
+    problems.push({
+      at: windows[0]!.at,
+      field: 'this template',
+      message: `needs a Windows guest (${what.join(', ')}): kiln refuses WinRM and the Windows provisioners, as no Windows guest can be made offline here to test them`,
+      fix: 'kiln builds guests it reaches over SSH (communicator = "ssh", Windows with OpenSSH too) with shell, file, shell-local, ansible, ansible-local and puppet-masterless provisioners',
+    });
+  }
   const raw = { ...(t.description ? { description: t.description } : {}), builds };
   return { raw, origins, notes, problems };
 }
 
-interface Out { origins: MappedTemplate['origins']; notes: string[]; problems: PackerProblem[] }
+interface Out { origins: MappedTemplate['origins']; notes: string[]; problems: PackerProblem[]; windows: { at: Where; what: string }[] }
 
 function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], out: Out): Record<string, unknown> {
   const cwd = process.cwd();
@@ -129,7 +154,12 @@ function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], ou
     if (kind === 'none') checksum = 'none';
     else if (kind === 'file') checksum = `file:${abs(hex)}`;
     else if (kind === 'sha256' || kind === 'sha512') checksum = `${kind}:${hex}`;
-    else problem(sum, 'iso_checksum', `kiln verifies images with sha256 or sha512, not ${kind === '?' ? `"${v}"` : kind}`, 'give the image\'s sha256:<hex> (or sha512:), a file:<SUMS file> holding it, or "none"');
+    else if ((kind === 'md5' && /^[0-9a-f]{32}$/i.test(hex)) || (kind === 'sha1' && /^[0-9a-f]{40}$/i.test(hex))) {
+      // Packer accepts them, so kiln verifies them too; but a forged image can match them.
+      checksum = `${kind}:${hex}`;
+      const weak = `${sum.at.file}:${sum.at.line}: iso_checksum: ${kind} is weak (files with the same ${kind} can be forged): kiln verifies it, but give the image's sha256 if it is published`;
+      if (!out.notes.includes(weak)) out.notes.push(weak);
+    } else problem(sum, 'iso_checksum', `kiln verifies images with sha256, sha512, sha1 or md5, not ${kind === '?' ? `"${v}"` : kind}`, 'give the image\'s sha256:<hex> (or sha512:), a file:<SUMS file> holding it, or "none"');
   } else if (sum) problem(sum, 'iso_checksum', 'expected a string', 'write iso_checksum = "sha256:<hex>"');
   else problem(undefined, 'iso_checksum', 'Packer (and kiln) need iso_checksum', 'add iso_checksum = "sha256:<hex>", "file:<SUMS URL>" or "none"');
   set('checksum', checksum, 'iso_checksum');
@@ -138,8 +168,20 @@ function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], ou
   const diskSize = take('disk_size');
   if (diskSize && diskSize.value !== null) set('disk_size', typeof diskSize.value === 'number' || /^\d+$/.test(String(diskSize.value)) ? `${diskSize.value}M` : String(diskSize.value), 'disk_size');
   else if (!diskImage) set('disk_size', '40960M', 'disk_size');
-  set('cpus', num('cpus') ?? 1, 'cpus');
-  for (const k of ['sockets', 'cores', 'threads']) { const f = take(k); if (f && f.value !== null) problem(f, k, 'kiln sets the number of vCPUs only (cpus)', 'remove it and set cpus'); }
+  {
+    // Packer's -smp count (packer-plugin-qemu's QemuSMPConfig): cpus, else the product of the topology's
+    // given terms, and never more than that product. kiln gives the guest that many vCPUs.
+    const [cpus, sockets, cores, threads] = ['cpus', 'sockets', 'cores', 'threads'].map((k) => num(k) ?? 0) as [number, number, number, number];
+    const terms = [sockets, cores, threads].filter((n) => n > 0);
+    const product = terms.length ? terms.reduce((a, n) => a * n, 1) : 0;
+    const count = cpus > 0 ? (product > 0 ? Math.min(cpus, product) : cpus) : product || 1;
+    set('cpus', count, fields.has('cpus') ? 'cpus' : ['cores', 'sockets', 'threads'].find((k) => fields.has(k)) ?? 'cpus');
+    const given = ['sockets', 'cores', 'threads'].filter((k, i) => [sockets, cores, threads][i]! > 0);
+    if (given.length) {
+      const f = fields.get(given[0]!)!;
+      out.notes.push(`${f.at.file}:${f.at.line}: ${given.map((k) => `${k} = ${String(fields.get(k)!.value)}`).join(', ')}: kiln gives the guest ${count} vCPU${count === 1 ? '' : 's'}, as Packer's -smp does; their split into sockets, cores and threads is QEMU's default`);
+    }
+  }
   set('memory', num('memory') ?? 512, 'memory');
   const accel = str('accelerator');
   if (accel) {
@@ -164,8 +206,8 @@ function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], ou
   }
   const di = str('disk_interface');
   if (di) {
-    const m: Record<string, string> = { virtio: 'virtio', 'virtio-scsi': 'virtio-scsi', ide: 'ide', scsi: 'scsi' };
-    if (m[di]) set('disk_interface', m[di], 'disk_interface'); else problem(fields.get('disk_interface'), 'disk_interface', `kiln supports virtio, virtio-scsi, ide and scsi, not ${di}`, 'pick one of those');
+    const m: Record<string, string> = { virtio: 'virtio', 'virtio-scsi': 'virtio-scsi', ide: 'ide', scsi: 'scsi', sata: 'sata' };
+    if (m[di]) set('disk_interface', m[di], 'disk_interface'); else problem(fields.get('disk_interface'), 'disk_interface', `kiln supports virtio, virtio-scsi, ide, sata and scsi, not ${di}`, 'pick one of those');
   }
   const qemuArgs = mapQemuArgs({ take, str, runtime, problem, notes: out.notes });
   if (qemuArgs.args.length) { source.qemu_args = qemuArgs.args; origin(['source', 'qemu_args'], qemuArgs.from, 'qemuargs'); }
@@ -191,12 +233,14 @@ function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], ou
   const cdc = take('cd_content');
   if (cdc && isObject(cdc.value)) set('cd_content', Object.fromEntries(Object.entries(cdc.value).map(([k, v]) => [k, String(runtime(v, cdc, 'cd_content'))])), 'cd_content');
   set('cd_label', str('cd_label'), 'cd_label');
-  const floppy = list('floppy_files');
-  if (floppy) set('floppy_files', floppy.map(abs), 'floppy_files');
+  // Packer 1.6.6 decodes a string given for a list by splitting it at commas ("a.cfg,b.sh").
+  const floppy = list('floppy_files')?.flatMap((x) => (typeof fields.get('floppy_files')!.value === 'string' ? x.split(',') : [x])).filter((x) => x !== '');
+  if (floppy?.length) set('floppy_files', floppy.map(abs), 'floppy_files');
   set('floppy_label', str('floppy_label'), 'floppy_label');
   for (const k of ['floppy_dirs', 'floppy_content', 'disk_additional_size', 'net_bridge', 'vtpm', 'use_tpm1', 'tpm_device_type', 'cdrom_interface']) {
     const f = take(k);
-    if (f) problem(f, k, 'kiln has no equivalent of this qemu builder field', k === 'floppy_dirs' || k === 'floppy_content' ? 'list the files in floppy_files, or use cd_files' : 'remove it');
+    if (f && isNoOpValue(f.value)) out.notes.push(noOpNote(f, k));
+    else if (f) problem(f, k, 'kiln has no equivalent of this qemu builder field', k === 'floppy_dirs' || k === 'floppy_content' ? 'list the files in floppy_files, or use cd_files' : 'remove it');
   }
   // Packer has no cloud-init of its own: the template brings its seed (http_directory, cd_files), so kiln adds none.
   source.cloud_init = false;
@@ -204,6 +248,7 @@ function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], ou
   // Communicator.
   const comm = str('communicator') ?? 'ssh';
   if (comm === 'none') source.communicator = { type: 'none' };
+  else if (comm === 'winrm') out.windows.push({ at: fields.get('communicator')!.at, what: `${b.fullName}: communicator = "winrm"` });
   else if (comm !== 'ssh') problem(fields.get('communicator'), 'communicator', `kiln talks to guests over SSH, not ${comm}`, 'use communicator = "ssh" (or "none")');
   else {
     const user = str('ssh_username');
@@ -220,10 +265,14 @@ function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], ou
     (source.communicator as Record<string, unknown>).trust_on_first_use = true;
     for (const k of ['ssh_agent_auth', 'ssh_bastion_host', 'ssh_proxy_host', 'ssh_certificate_file', 'ssh_host', 'ssh_interface']) {
       const f = take(k);
-      if (f && f.value !== '' && f.value !== false && f.value !== null) problem(f, k, 'kiln connects straight to the build VM\'s forwarded SSH port with a key or password', 'remove it');
+      if (f && isNoOpValue(f.value)) out.notes.push(noOpNote(f, k));
+      else if (f) problem(f, k, 'kiln connects straight to the build VM\'s forwarded SSH port with a key or password', 'remove it');
     }
   }
-  for (const k of [...fields.keys()]) if (/^winrm_/.test(k)) { used.add(k); problem(fields.get(k), k, 'kiln talks to guests over SSH only', 'remove the winrm_* fields'); }
+  // winrm_* are read only by the WinRM communicator: with SSH (or none) Packer leaves them unused too.
+  const winrm = [...fields.keys()].filter((k) => /^winrm_/.test(k));
+  for (const k of winrm) used.add(k);
+  if (winrm.length && comm !== 'winrm') out.notes.push(`${fields.get(winrm[0]!)!.at.file}:${fields.get(winrm[0]!)!.at.line}: ${winrm.join(', ')}: ignored: the communicator is ${comm}, which does not read them (nor does Packer)`);
   set('shutdown_command', str('shutdown_command'), 'shutdown_command');
   // Packer takes ssh_username etc. even with communicator = "none"; they are simply unused then.
   for (const k of ['ssh_username', 'ssh_password', 'ssh_private_key_file', 'ssh_port', 'ssh_timeout', 'ssh_wait_timeout']) used.add(k);
@@ -241,23 +290,37 @@ function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], ou
   const format = str('format') ?? 'qcow2';
   if (!['qcow2', 'raw'].includes(format)) problem(fields.get('format'), 'format', `the qemu builder writes qcow2 or raw, not ${format}`, 'use qcow2 or raw');
   const vmName = str('vm_name') ?? `packer-${b.source.name}`;
-  const outputs: Record<string, unknown>[] = [{ format, name: vmName, ...(bool('disk_compression') && format === 'qcow2' ? { compress: true } : {}) }];
+  const outputs: ({ format: string; name?: string; directory?: string } & Record<string, unknown>)[] = [{ format, name: vmName, ...(bool('disk_compression') && format === 'qcow2' ? { compress: true } : {}) }];
   origin(['outputs', 0], fields.get('format') ?? fields.get('vm_name'), 'format');
+  mapQemuImgArgs(take('qemu_img_args'), format, outputs[0]!, problem, out.notes);
 
   for (const [k, f] of fields) {
     if (used.has(k)) continue;
     if (Object.hasOwn(cosmetic, k)) note(f, k, cosmetic[k]!);
+    else if (isNoOpValue(f.value)) out.notes.push(noOpNote(f, k));
     else problem(f, k, `kiln does not know the qemu builder field "${k}"`, 'remove it, or see "Coming from Packer" in kiln\'s README for what maps');
   }
 
-  build.provisioners = b.provisioners.map((p, k) => mapStep(p, 'provisioner', [...at, 'provisioners', k], runtime, abs, out)).filter((x) => x !== undefined);
+  const provisioners: Record<string, unknown>[] = [];
+  for (const p of b.provisioners) provisioners.push(...mapStep(p, 'provisioner', [...at, 'provisioners'], provisioners.length, runtime, abs, out));
+  build.provisioners = provisioners;
   const post: Record<string, unknown>[] = [];
   let checksums: string[] | undefined;
+  // kiln writes no artifact straight into the folder it runs in (a --force build there would replace
+  // files it did not write): Packer's default outputs (packer_<build>_libvirt.box) go to output_directory.
+  const inOutputDir = (o: string) => {
+    const p = abs(o);
+    if (path.dirname(p) !== cwd) return p;
+    out.notes.push(`${b.source.at.file}:${b.source.at.line}: ${b.fullName}: ${path.basename(p)} goes into the output directory ${String(build.output_directory)}, not the current folder, where kiln writes no artifacts`);
+    return path.join(String(build.output_directory), path.basename(p));
+  };
+  // A post-processor's output: its run-time Go templates rendered, relative to the folder Packer runs in.
+  const postOutput = (v: Value) => inOutputDir(String(runtime(String(v).replace(/\{\{\s*\.(BuildName|BuilderType|Provider)\s*\}\}/g, (_, k: string) => (k === 'BuildName' ? b.source.name : k === 'BuilderType' ? 'qemu' : 'libvirt')), undefined, 'output')));
   for (const chain of b.postProcessors) {
     for (const p of chain) {
       const f = (k: string) => p.fields.get(k);
       const pAt = (field: string) => ({ at: p.at, field: `${b.fullName}: post-processor "${p.type}"${field ? `.${field}` : ''}` });
-      const warnUnknown = (known: string[]) => { for (const k of p.fields.keys()) if (!known.includes(k)) out.problems.push({ ...pAt(k), message: `kiln does not know this ${p.type} post-processor field`, fix: 'remove it' }); };
+      const warnUnknown = (known: string[]) => { for (const k of p.fields.keys()) if (!known.includes(k) && k !== 'name') out.problems.push({ ...pAt(k), message: `kiln does not know this ${p.type} post-processor field`, fix: 'remove it' }); };
       switch (p.type) {
         case 'checksum': {
           warnUnknown(['checksum_types', 'output', 'keep_input_artifact']);
@@ -270,26 +333,59 @@ function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], ou
         }
         case 'compress': {
           warnUnknown(['output', 'compression_level', 'keep_input_artifact', 'format']);
-          const o = String(f('output')?.value ?? 'packer_{{.BuildName}}_{{.BuilderType}}.tar.gz');
-          const algorithm = /\.(t?gz)$/.test(o) ? 'gzip' : /\.xz$/.test(o) ? 'xz' : /\.zst$/.test(o) ? 'zstd' : undefined;
+          const o = postOutput(f('output')?.value ?? 'packer_{{.BuildName}}_{{.BuilderType}}');
+          // Packer picks the archive and the compression from the name's extensions (or output + "." + format).
+          const kind = f('format') ? `${o}.${String(f('format')!.value)}` : o;
+          const ext = /\.(gz|xz|zst)$/.exec(kind)?.[1];
+          const algorithm = ext === 'gz' ? 'gzip' : ext === 'xz' ? 'xz' : ext === 'zst' ? 'zstd' : undefined;
+          const keep = f('keep_input_artifact')?.value === true;
+          if (/\.(tar|tgz|zip)(\.|$)/.test(path.basename(kind)) || !path.basename(kind).includes('.')) {
+            out.problems.push({ ...pAt('output'), message: `Packer writes a ${/zip/.test(path.basename(kind)) ? 'zip' : 'tar'} archive of the build's files to ${o}; kiln compresses the disk image on its own and writes no archive`, fix: `set output = "${vmName}.gz" (the disk image, gzip'd), or make the archive in a shell-local post-processor` });
+            break;
+          }
           if (!algorithm) { out.problems.push({ ...pAt('output'), message: `kiln compresses with gzip, xz or zstd; "${o}" asks for another format`, fix: 'end output with .gz, .xz or .zst' }); break; }
-          if (/\.tar\.gz$|\.tgz$/.test(o)) out.notes.push(`${p.at.file}:${p.at.line}: compress: kiln compresses each artifact on its own (<artifact>.gz), not into one tar`);
-          post.push({ type: 'compress', algorithm, ...(f('keep_input_artifact')?.value === true ? { keep_input: true } : {}) });
+          // kiln writes "<disk image>.<ext>" beside the image: the image's name and folder give Packer's output.
+          const disk = outputs[0]!;
+          const want = { name: path.basename(o).slice(0, -(ext!.length + 1)), directory: path.dirname(o) };
+          if (want.name !== disk.name || want.directory !== (disk.directory ?? build.output_directory)) {
+            if (keep || !want.name) {
+              out.problems.push({ ...pAt('output'), message: `kiln writes the compressed image beside the disk image${keep ? ' it keeps (keep_input_artifact)' : ''}, as ${path.join(String(disk.directory ?? build.output_directory), `${String(disk.name)}.${ext!}`)}, not ${o}`, fix: keep ? 'remove keep_input_artifact, or output that name' : 'output a name ending in .gz, .xz or .zst' });
+              break;
+            }
+            disk.name = want.name;
+            if (want.directory !== build.output_directory) disk.directory = want.directory;
+          }
+          post.push({ type: 'compress', algorithm, formats: [format], ...(keep ? { keep_input: true } : {}) });
           break;
         }
         case 'shell-local': {
-          const m = mapStep(p, 'post-processor', [...at, 'post_processors', post.length], runtime, abs, out) as Record<string, unknown> | undefined;
-          if (m) { const { type, inline, script, env } = m; post.push({ type, ...(inline ? { inline } : {}), ...(script ? { script } : {}), ...(env ? { env } : {}) }); }
+          const [m] = mapStep(p, 'post-processor', [...at, 'post_processors'], post.length, runtime, abs, out);
+          if (m) {
+            const { type, inline, script, env, inline_shebang, working_directory } = m;
+            post.push({ type, ...(inline ? { inline } : {}), ...(script ? { script } : {}), ...(env ? { env } : {}), ...(inline_shebang ? { inline_shebang } : {}), working_directory });
+          }
           break;
         }
         case 'manifest':
           out.notes.push(`${p.at.file}:${p.at.line}: manifest: kiln always writes manifest.json in the output directory${f('output') ? `, not ${String(f('output')!.value)}` : ''}`);
           break;
-        case 'vagrant':
+        case 'vagrant': {
           warnUnknown(['output', 'compression_level', 'keep_input_artifact', 'provider_override', 'include', 'vagrantfile_template', 'architecture']);
-          outputs.push({ format: 'vagrant' });
-          for (const k of p.fields.keys()) if (k !== 'keep_input_artifact' && k !== 'architecture') out.notes.push(`${p.at.file}:${p.at.line}: vagrant ${k}: ignored: kiln writes <build>.box beside the disk image`);
+          // Packer's box is packer_<build>_<provider>.box in the current folder unless output says otherwise.
+          const o = postOutput(f('output')?.value ?? 'packer_{{ .BuildName }}_{{.Provider}}.box');
+          const box = { format: 'vagrant', name: path.basename(o), ...(path.dirname(o) !== build.output_directory ? { directory: path.dirname(o) } : {}) };
+          const twin = outputs.find((x) => x.format === 'vagrant' && x.name === box.name && x.directory === box.directory);
+          if (twin) out.problems.push({ ...pAt('output'), message: `a vagrant post-processor before this one writes ${o} too (Packer would overwrite that box with this one)`, fix: 'give each vagrant post-processor an output of its own, e.g. output = "{{ .BuildName }}-2.box"' });
+          else outputs.push(box);
+          const po = f('provider_override');
+          if (po && po.value !== 'libvirt') out.problems.push({ ...pAt('provider_override'), message: `kiln writes boxes for the libvirt provider (from a QEMU image), not ${String(po.value)}`, fix: 'remove provider_override' });
+          if (f('compression_level')) out.notes.push(`${p.at.file}:${p.at.line}: vagrant compression_level: ignored: kiln gzips the box at gzip's default level`);
+          for (const k of ['vagrantfile_template', 'include']) {
+            const v = f(k);
+            if (v && !isNoOpValue(v.value)) out.problems.push({ ...pAt(k), message: k === 'include' ? 'kiln\'s box holds metadata.json, its Vagrantfile and box.img only; it adds no other files' : 'kiln writes the box\'s Vagrantfile itself (libvirt provider defaults: memory, CPUs, UEFI loader) and appends no template of yours', fix: `remove ${k}; a project Vagrantfile beside the box's users can set the same` });
+          }
           break;
+        }
         default:
           out.problems.push({ ...pAt(''), message: `kiln has no "${p.type}" post-processor`, fix: 'kiln maps checksum, compress, shell-local, manifest and vagrant; remove this one (kiln publish uploads artifacts)' });
       }
@@ -301,11 +397,49 @@ function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], ou
   return build;
 }
 
+/**
+ * qemu_img_args: Packer's extra qemu-img arguments. Those of convert decide the artifact: kiln's convert
+ * (qemu-img convert -O <format>, -o compat=1.1 for qcow2, -c with disk_compression) takes -c and
+ * compat=1.1 and refuses the rest. create and resize shape the build disk only, which convert rewrites
+ * (in Packer too, unless skip_compaction), so they are noted and left out.
+ */
+function mapQemuImgArgs(f: Field | undefined, format: string, disk: Record<string, unknown>, problem: (f: Field | undefined, field: string, message: string, fix?: string) => void, notes: string[]): void {
+  if (!f || isNoOpValue(f.value)) return;
+  // HCL gives a nested block as a one-item list of maps; legacy JSON as the map.
+  const block = Array.isArray(f.value) && f.value.length === 1 ? f.value[0]! : f.value;
+  if (!isObject(block)) { problem(f, 'qemu_img_args', 'expected a block of argument lists', 'write qemu_img_args { convert = ["-c"] }'); return; }
+  for (const [k, v] of Object.entries(block)) {
+    const args = Array.isArray(v) ? v.map(String) : v === null ? [] : [String(v)];
+    if (!args.length) continue;
+    if (k === 'create' || k === 'resize') {
+      notes.push(`${f.at.file}:${f.at.line}: qemu_img_args.${k} (${args.join(' ')}): ignored: they shape the build disk only, and the artifact is written anew by qemu-img convert`);
+      continue;
+    }
+    if (k !== 'convert') { problem(f, `qemu_img_args.${k}`, 'Packer\'s qemu_img_args has convert, create and resize only'); continue; }
+    const refused: string[] = [];
+    for (let i = 0; i < args.length; i++) {
+      const a = args[i]!;
+      if (a === '-c' && format === 'qcow2') disk.compress = true;
+      else if (a === '-o' && i + 1 < args.length) {
+        const opts = args[++i]!.split(',').filter((o) => !(format === 'qcow2' && o === 'compat=1.1'));
+        if (opts.length) refused.push(`-o ${opts.join(',')}`);
+      } else refused.push(a);
+    }
+    if (refused.length) {
+      problem(f, 'qemu_img_args.convert', `kiln writes the artifact with qemu-img convert -O ${format}${format === 'qcow2' ? ' -o compat=1.1' : ''} (-c with disk_compression); ${refused.join(' ')} would make another artifact, which kiln does not write`, 'remove them; to convert the image again, run qemu-img in a shell-local post-processor');
+    }
+  }
+}
+
+/** A Packer provisioner (or shell-local post-processor) as kiln steps, the first at `list`[`index`]: usually one, one per source for a file provisioner's `sources`. */
 function mapStep(
-  p: PackerStep, kind: 'provisioner' | 'post-processor', at: (string | number)[],
+  p: PackerStep, kind: 'provisioner' | 'post-processor', list: (string | number)[], index: number,
   runtime: (v: Value, f: Field | undefined, field: string, exec?: boolean) => Value, abs: (p: string) => string, out: Out,
-): Record<string, unknown> | undefined {
+): Record<string, unknown>[] {
+  const at = [...list, index];
   const fields = new Map(p.fields);
+  // A post-processor's name only labels it (for -only/-except and Packer's output): nothing to map.
+  if (kind === 'post-processor') fields.delete('name');
   const used = new Set<string>();
   const take = (k: string) => { used.add(k); return fields.get(k); };
   const label = `${kind} "${p.type}"`;
@@ -320,6 +454,9 @@ function mapStep(
     return Object.keys(e).length ? e : undefined;
   };
   const r: Record<string, unknown> = { type: p.type };
+  const more: Record<string, unknown>[] = [];
+  // Packer writes inline commands into a script starting "#!<inline_shebang>" ("/bin/sh -e" by default).
+  const shebang = () => { const v = str('inline_shebang'); return v === undefined || v === '' || v === '/bin/sh -e' ? undefined : v; };
   const common = () => {
     r.pause_before = str('pause_before');
     r.timeout = str('timeout');
@@ -330,7 +467,7 @@ function mapStep(
     skip_clean: 'kiln removes its uploaded script after running it', start_retry_timeout: 'kiln runs once the guest answers SSH',
     use_env_var_file: 'kiln passes variables on the command line', env_var_format: 'kiln writes env as NAME=\'value\'',
     generated: 'kiln copies the file when the provisioner runs', binary: 'kiln uploads scripts as they are',
-    inline_shebang: 'kiln runs inline commands with /bin/sh -e', use_linux_pathing: 'kiln runs on Linux', keep_input_artifact: 'kiln keeps the artifacts it wrote',
+use_linux_pathing: 'kiln runs on Linux', keep_input_artifact: 'kiln keeps the artifacts it wrote',
     only_on: 'kiln runs on Linux',
   };
   switch (p.type) {
@@ -338,6 +475,7 @@ function mapStep(
       common();
       r.inline = strs('inline'); r.script = str('script'); r.scripts = strs('scripts')?.map(abs);
       if (r.script) r.script = abs(r.script as string);
+      r.inline_shebang = shebang();
       r.env = env();
       r.execute_command = str('execute_command', true);
       r.remote_folder = str('remote_folder');
@@ -347,16 +485,16 @@ function mapStep(
       break;
     case 'file': {
       common();
-      const sources = strs('sources');
-      const source = str('source');
+      // Packer copies `source` and then each of `sources` to the destination ("dir/" for a folder).
+      const srcs = [str('source'), ...strs('sources') ?? []].filter((x) => x !== undefined);
       const direction = str('direction') ?? 'upload';
       r.direction = direction;
-      const src = source ?? (sources?.length === 1 ? sources[0] : undefined);
-      if (sources && sources.length > 1) problem('sources', 'kiln\'s file provisioner copies one source', 'write one file provisioner per source');
-      r.source = src === undefined ? undefined : direction === 'upload' ? abs(src) : src;
+      r.source = srcs[0] === undefined ? undefined : direction === 'upload' ? abs(srcs[0]) : srcs[0];
       r.content = str('content');
       const dest = str('destination');
       r.destination = dest === undefined ? undefined : direction === 'download' ? abs(dest) : dest;
+      if (srcs.length > 1 && !(dest ?? '').endsWith('/')) problem('sources', `${srcs.length} sources go into one destination, "${dest ?? ''}", which is not a folder`, 'end destination with "/" (Packer needs that too: each source goes into the folder)');
+      for (const s of srcs.slice(1)) more.push({ ...r, source: direction === 'upload' ? abs(s) : s });
       break;
     }
     case 'shell-local': {
@@ -368,6 +506,9 @@ function mapStep(
       if (script) r.script = abs(script);
       const cmd = str('command');
       if (cmd) r.inline = [...(r.inline as string[] | undefined ?? []), cmd];
+      r.inline_shebang = shebang();
+      // Packer runs shell-local in the folder it was started in; kiln YAML's default is the template's folder.
+      r.working_directory = process.cwd();
       r.env = env();
       { const ve = take('valid_exit_codes'); if (ve && Array.isArray(ve.value)) r.valid_exit_codes = ve.value.map(Number); }
       { const ec = take('execute_command'); if (ec) problem('execute_command', 'kiln runs shell-local commands with /bin/sh', 'remove execute_command'); }
@@ -390,15 +531,20 @@ function mapStep(
       }
       break;
     default:
-      out.problems.push({ at: p.at, field: label, message: `kiln has no "${p.type}" provisioner`, fix: 'kiln runs shell, file, shell-local, breakpoint, ansible, ansible-local and puppet-masterless provisioners' });
-      return undefined;
+      if (windowsProvisioners.has(p.type)) out.windows.push({ at: p.at, what: `${label} at line ${p.at.line}` });
+      else out.problems.push({ at: p.at, field: label, message: `kiln has no "${p.type}" provisioner`, fix: 'kiln runs shell, file, shell-local, breakpoint, ansible, ansible-local and puppet-masterless provisioners' });
+      return [];
   }
   for (const [k, f] of fields) {
     if (used.has(k)) continue;
     if (Object.hasOwn(cosmeticStep, k)) out.notes.push(`${f.at.file}:${f.at.line}: ${label}.${k}: ignored: ${cosmeticStep[k]}`);
+    else if (isNoOpValue(f.value)) out.notes.push(noOpNote(f, `${label}.${k}`));
     else problem(k, `kiln does not know the ${p.type} ${kind} field "${k}"`, 'remove it, or see "Coming from Packer" in kiln\'s README');
   }
-  for (const k of Object.keys(r)) if (r[k] === undefined) delete r[k];
-  out.origins.set(JSON.stringify(at), { ...p.at, field: label });
-  return r;
+  const steps = [r, ...more];
+  steps.forEach((s, i) => {
+    for (const k of Object.keys(s)) if (s[k] === undefined) delete s[k];
+    out.origins.set(JSON.stringify([...list, index + i]), { ...p.at, field: label });
+  });
+  return steps;
 }

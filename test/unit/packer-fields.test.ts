@@ -1,0 +1,187 @@
+// Issue 25: Packer fields, provisioners and post-processors that kiln refused or dropped though Packer
+// takes them. Each fixture in test/fixtures/packer/fields/ failed (or lost a setting) before, and maps
+// here to what Packer does (packer-plugin-qemu's source, Packer 1.6.6).
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { loadTemplate } from '../../src/template/load.js';
+import { buildQemuArgGroups, type VmSpec } from '../../src/qemu/argv.js';
+import { expectedChecksum } from '../../src/build/steps/fetch-base.js';
+import { fileDigest } from '../../src/cache/digest.js';
+import { runHostCommand } from '../../src/provisioners/shell-local.js';
+import type { ProvisionerContext } from '../../src/provisioners/context.js';
+
+const fixtures = path.resolve('test/fixtures/packer/fields');
+const fixture = (name: string) => path.join(fixtures, name);
+const load = (file: string) => loadTemplate(file, { env: {} });
+const tmp = mkdtempSync(path.join(os.tmpdir(), 'kiln-packer-fields-'));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+const write = (name: string, text: string) => { const f = path.join(tmp, name); writeFileSync(f, text); return f; };
+const errorOf = (f: () => unknown) => { try { f(); } catch (e) { return String((e as Error).message); } throw new Error('expected an error'); };
+const source = (extra: string) => `
+source "qemu" "a" {
+  iso_url      = "https://example.com/a.qcow2"
+  iso_checksum = "none"
+  disk_image   = true
+  ssh_username = "root"
+  ssh_password = "root"
+${extra}
+}
+`;
+
+describe('no-op values of fields kiln has no equivalent of', () => {
+  it('accepts false, "", "false", [] (and winrm_* with SSH) with one note each', () => {
+    const t = load(fixture('noop-fields.pkr.hcl'));
+    expect(t.template.builds).toHaveLength(1);
+    for (const k of ['ssh_agent_auth = "false"', 'iso_skip_cache = false', 'vtpm = false', 'floppy_dirs = []', 'net_bridge = ""']) {
+      expect(t.notes!.filter((n) => n.includes(`${k}: ignored`))).toHaveLength(1);
+    }
+    expect(t.notes!.some((n) => /winrm_username, winrm_timeout: ignored: the communicator is ssh/.test(n))).toBe(true);
+  });
+  it('still refuses a value that would change the build', () => {
+    const f = write('vtpm.pkr.hcl', `${source('  vtpm = true\n  ssh_agent_auth = true\n  floppy_dirs = ["d"]')}build {\n  sources = ["source.qemu.a"]\n}\n`);
+    const m = errorOf(() => load(f));
+    expect(m).toMatch(/vtpm: kiln has no equivalent/);
+    expect(m).toMatch(/floppy_dirs: kiln has no equivalent/);
+    expect(m).toMatch(/ssh_agent_auth: kiln connects straight/);
+  });
+});
+
+describe('builder fields', () => {
+  it('gives the guest Packer\'s -smp count from cpus, sockets, cores and threads', () => {
+    const t = load(fixture('smp.pkr.hcl'));
+    expect(t.template.builds.map((b) => b.source.cpus)).toEqual([4, 4]); // 2 sockets x 2 cores; min(cpus 8, 2 cores x 2 threads)
+    expect(t.notes!.filter((n) => /kiln gives the guest 4 vCPUs/.test(n))).toHaveLength(2);
+  });
+
+  it('puts a sata disk on an AHCI controller, which QEMU starts with', () => {
+    expect(load(fixture('sata.pkr.hcl')).template.builds[0]!.source.disk_interface).toBe('sata');
+    const vm: VmSpec = {
+      name: 'sata', accelerator: 'tcg', cpus: 1, memoryMiB: 64, machine: 'pc', firmware: { type: 'bios' },
+      disks: [{ path: path.join(tmp, 'sata.qcow2'), format: 'qcow2', interface: 'sata' }],
+      net: { device: 'virtio-net-pci', hostForwards: [] }, qmpSocket: path.join(tmp, 'q.sock'), serial: { socket: path.join(tmp, 's.sock'), log: path.join(tmp, 's.log') }, headless: true,
+    };
+    const disk = buildQemuArgGroups(vm).filter((g) => g[0] === '-drive' || /^(ahci|ide-hd)/.test(g[1] ?? '')).flat();
+    expect(disk.join(' ')).toMatch(/-device ahci,id=sata0 -drive .*if=none -device ide-hd,drive=disk0,bus=sata0\.0/);
+    // The real QEMU: the disk shows up on the AHCI controller (Packer's own if=sata is refused by QEMU 7.2).
+    execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', vm.disks[0]!.path, '16M']);
+    const r = spawnSync('qemu-system-x86_64', ['-display', 'none', '-S', '-nodefaults', '-monitor', 'stdio', ...disk], { input: 'info qtree\nquit\n', encoding: 'utf8', timeout: 60_000 });
+    expect(r.stdout).toMatch(/dev: ich9-ahci, id "sata0"[\s\S]*bus: sata0\.0\s+type IDE\s+dev: ide-hd, id ""\s+drive = "disk0"/);
+  });
+
+  it('qemu_img_args: takes what kiln\'s convert does, notes create/resize, refuses the rest with the reason', () => {
+    const t = load(fixture('qemu-img-args.pkr.hcl'));
+    expect(t.template.builds[0]!.outputs[0]!.compress).toBe(true);
+    expect(t.notes!.some((n) => /qemu_img_args\.create \(-o preallocation=metadata\): ignored/.test(n))).toBe(true);
+    const f = write('img.pkr.hcl', `${source('  qemu_img_args {\n    convert = ["-o", "compat=0.10,cluster_size=2M"]\n  }')}build {\n  sources = ["source.qemu.a"]\n}\n`);
+    expect(errorOf(() => load(f))).toMatch(/qemu_img_args\.convert: kiln writes the artifact with qemu-img convert -O qcow2 -o compat=1\.1 .*-o compat=0\.10,cluster_size=2M would make another artifact/);
+  });
+
+  it('verifies md5 and sha1 checksums, saying once that they are weak', async () => {
+    const t = load(fixture('md5.pkr.hcl'));
+    expect(t.template.builds.map((b) => b.source.checksum)).toEqual(['md5:0123456789abcdef0123456789abcdef', 'sha1:0123456789abcdef0123456789abcdef01234567']);
+    expect(t.notes!.filter((n) => /iso_checksum: md5 is weak/.test(n))).toHaveLength(1);
+    const img = write('img.raw', 'an image');
+    const md5 = await fileDigest(img, 'md5');
+    expect(md5).toBe(execFileSync('md5sum', [img], { encoding: 'utf8' }).split(' ')[0]);
+    expect(await expectedChecksum(`md5:${md5.toUpperCase()}`, img, new AbortController().signal)).toEqual({ algorithm: 'md5', hex: md5 });
+    expect(await expectedChecksum('sha1:0123456789abcdef0123456789abcdef01234567', img, new AbortController().signal)).toMatchObject({ algorithm: 'sha1' });
+  });
+
+  it('splits a comma-separated floppy_files string, as Packer 1.6.6 does', () => {
+    const t = load(fixture('floppy-string.json'));
+    expect(t.template.builds[0]!.source.floppy_files).toEqual([fixture('files/one.txt'), fixture('files/two.txt')]);
+  });
+});
+
+describe('provisioners', () => {
+  it('copies each of a file provisioner\'s sources into the destination folder', () => {
+    const p = load(fixture('file-sources.pkr.hcl')).template.builds[0]!.provisioners;
+    expect(p.map((x) => [x.type, (x as { source?: string }).source, (x as { destination?: string }).destination])).toEqual([
+      ['file', fixture('files/one.txt'), '/tmp/'], ['file', fixture('files/two.txt'), '/tmp/'], ['shell', undefined, undefined],
+    ]);
+    const f = write('srcs.pkr.hcl', `${source('')}build {\n  sources = ["source.qemu.a"]\n  provisioner "file" {\n    sources = ["${fixture('files/one.txt')}", "${fixture('files/two.txt')}"]\n    destination = "/tmp/x"\n  }\n}\n`);
+    expect(errorOf(() => load(f))).toMatch(/2 sources go into one destination, "\/tmp\/x", which is not a folder/);
+  });
+
+  it('keeps inline_shebang (shell and shell-local); shell-local runs in the current folder, as in Packer', () => {
+    const [shell, local] = load(fixture('inline-shebang.pkr.hcl')).template.builds[0]!.provisioners as Record<string, unknown>[];
+    expect(shell!.inline_shebang).toBe('/bin/bash -e');
+    expect(local).toMatchObject({ inline_shebang: '/bin/bash -e', working_directory: process.cwd() });
+  });
+
+  it('runs shell-local inline commands through the inline_shebang, in working_directory', async () => {
+    const dir = mkdtempSync(path.join(tmp, 'wd-'));
+    const lines: string[] = [];
+    const ctx = {
+      template: { dir: '/nonexistent-template-dir' }, build: { name: 'b' }, signal: new AbortController().signal,
+      buildValues: () => ({ name: 'b' }), events: { emit: (e: { line?: string }) => { if (e.line) lines.push(e.line); } },
+    } as unknown as ProvisionerContext;
+    // Bash-only syntax: an array. Under sh -e it fails ("Syntax error: "(" unexpected").
+    await runHostCommand(ctx, { inline: ['arr=(a b)', 'echo "${arr[1]}" > out.txt', 'echo "$0"'], inline_shebang: '/bin/bash -e', working_directory: dir, env: {} }, 'shell-local');
+    expect(readFileSync(path.join(dir, 'out.txt'), 'utf8')).toBe('b\n');
+    // The script kiln wrote for the shebang is gone afterwards.
+    expect(existsSync(lines.at(-1)!)).toBe(false);
+    await expect(runHostCommand(ctx, { inline: ['arr=(a b)'], working_directory: dir, env: {} }, 'shell-local')).rejects.toThrow(/exited with 2/);
+  });
+});
+
+describe('post-processors', () => {
+  it('accepts a post-processor\'s name', () => {
+    expect(load(fixture('post-processor-name.pkr.hcl')).template.builds[0]!.checksums).toEqual(['sha256']);
+  });
+
+  it('names the compressed image and each vagrant box as Packer does', () => {
+    const cwd = process.cwd();
+    const t = load(fixture('compress-vagrant.pkr.hcl'));
+    const b = t.template.builds[0]!;
+    const outDir = path.join(cwd, 'output-boxes');
+    expect(b.outputs.map((o) => [o.format, o.name, o.directory])).toEqual([
+      ['qcow2', 'tiny-boxes.qcow2', undefined], // compressed to tiny-boxes.qcow2.gz, the compress output
+      ['vagrant', 'boxes-libvirt.box', undefined],
+      ['vagrant', 'packer_boxes_libvirt.box', undefined], // Packer's default, in the current folder: kiln puts it in output_directory
+    ]);
+    expect(b.output_directory).toBe(outDir);
+    expect(b.post_processors).toEqual([{ type: 'compress', algorithm: 'gzip', formats: ['qcow2'], keep_input: false }]);
+    expect(t.notes!.some((n) => /packer_boxes_libvirt\.box goes into the output directory/.test(n))).toBe(true);
+  });
+
+  it('refuses what kiln cannot honour, with the reason: a tar, vagrantfile_template, include, two boxes of one name', () => {
+    const f = write('pp.pkr.hcl', `${source('')}build {
+  sources = ["source.qemu.a"]
+  post-processor "compress" {
+    output = "a.tar.gz"
+  }
+  post-processors {
+    post-processor "vagrant" {
+      vagrantfile_template = "Vagrantfile.tpl"
+      include              = ["info.json"]
+    }
+  }
+  post-processors {
+    post-processor "vagrant" {}
+  }
+}
+`);
+    const m = errorOf(() => load(f));
+    expect(m).toMatch(/Packer writes a tar archive of the build's files to .*a\.tar\.gz; kiln compresses the disk image on its own/);
+    expect(m).toMatch(/vagrantfile_template: kiln writes the box's Vagrantfile itself/);
+    expect(m).toMatch(/include: kiln's box holds metadata\.json, its Vagrantfile and box\.img only/);
+    expect(m).toMatch(/a vagrant post-processor before this one writes .*packer_a_libvirt\.box too/);
+  });
+});
+
+describe('Windows', () => {
+  it('refuses WinRM and the Windows provisioners in one line for the template', () => {
+    const m = errorOf(() => load(fixture('windows-winrm.pkr.hcl')));
+    expect(m.split('\n').filter((l) => !/^\s+fix:/.test(l))).toHaveLength(1);
+    expect(m).toMatch(/needs a Windows guest \(qemu\.windows: communicator = "winrm", provisioner "powershell" at line \d+, provisioner "windows-restart" at line \d+, provisioner "windows-shell" at line \d+\): .*no Windows guest can be made offline here/);
+    expect(m).toMatch(/fix: kiln builds guests it reaches over SSH/);
+  });
+  it('accepts a Windows template whose communicator is SSH with shell and file only', () => {
+    const t = load(fixture('windows-ssh.pkr.hcl'));
+    expect(t.template.builds[0]!.provisioners.map((p) => p.type)).toEqual(['file', 'shell']);
+  });
+});
