@@ -92,6 +92,8 @@ export interface PublishOptions {
   env?: NodeJS.ProcessEnv;
   /** Progress and status lines (default: none). */
   log?: (message: string) => void;
+  /** Upload progress: none (default), a line per quarter through `log`, or bars on stderr (a terminal). */
+  progress?: 'none' | 'lines' | 'bar';
   /** Each target's record once it is published or has failed (no credentials in it). */
   onPublished?: (record: PublishedRecord) => void;
   /** The layer cache a build used: its record of the output is kept valid, so the next identical build stays up to date. */
@@ -113,7 +115,7 @@ export async function publish(manifestFile: string, options: PublishOptions = {}
   const targets = recordedTargets(manifestFile);
   return publishManifest(manifestFile, targets, {
     signal: options.signal ?? new AbortController().signal,
-    only: options.only, env: options.env, progress: 'none',
+    only: options.only, env: options.env, progress: options.progress ?? 'none',
     log: options.log ?? (() => undefined),
     onResult: options.onPublished, cacheDir: options.cacheDir,
     // Always checked (an empty list confirms no host): unset, the runner would trust the manifest's hosts.

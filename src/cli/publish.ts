@@ -1,9 +1,10 @@
 /**
  * `kiln publish output/<build>/manifest.json [--only target]`: publish a finished build again, without
  * rebuilding, to the targets its manifest records (build and publish are often separate pipeline
- * stages). A target that already holds the same image sends nothing.
+ * stages). A target that already holds the same image sends nothing. Flags only: the library's
+ * publish() does the work.
  */
-import { PublishFailed, publishManifest, recordedTargets } from '../publish/runner.js';
+import { publish, PublishFailed } from '../index.js';
 import { cacheDirFromEnv } from './env.js';
 
 export interface PublishArgs { manifest: string; only?: string | string[]; progress?: 'auto' | 'always' | 'never'; allowHost?: string | string[] }
@@ -18,10 +19,9 @@ export async function publishCommand(argv: PublishArgs): Promise<number> {
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   try {
-    const targets = recordedTargets(argv.manifest);
     const mode = argv.progress ?? 'auto';
-    await publishManifest(argv.manifest, targets, {
-      signal: controller.signal, only,
+    await publish(argv.manifest, {
+      signal: controller.signal, only, env: process.env,
       // The manifest is a file that can have been edited since the build: credentials go to a host
       // it names only when confirmed here (hosts the environment names need no confirmation).
       allowHosts: listOf(argv.allowHost),
