@@ -197,6 +197,25 @@ describe('pinning, sharing and pruning unpacked bundles', () => {
   });
 });
 
+describe("a version 2 manifest's root, vars and downloads are checked as hostile (issue 26)", () => {
+  const cases: [string, (m: Record<string, unknown>) => void, RegExp][] = [
+    ['a root climbing out', (m) => { m.version = 2; m.root = '/srv/../etc'; }, /manifest\.json's root "\/srv\/\.\.\/etc" is not an absolute path without "\." or "\.\." components/],
+    ['a relative root', (m) => { m.version = 2; m.root = 'srv'; }, /manifest\.json's root "srv" is not an absolute path/],
+    ['a var that is not name=value', (m) => { m.version = 2; m.vars = ['--force']; }, /manifest\.json's vars\[0\] is not a name=value string/],
+    ['a download naming no member', (m) => { m.version = 2; m.downloads = [{ url: 'http://x/base.qcow2', sha256: sha('elsewhere'), size: 9 }]; }, /downloads\[0\]\.sha256 names blobs\/[0-9a-f]{64}, which is not a member/],
+    ['a download whose url is a path', (m) => { m.version = 2; m.downloads = [{ url: '/etc/shadow', sha256: sha('builds: []\n'), size: 10 }]; }, /downloads\[0\]\.url is not an http\(s\) URL/],
+    ['a newer version', (m) => { m.version = 3; }, /version 3 was written by a newer kiln/],
+  ];
+  for (const [what, edit, message] of cases) {
+    it(`refuses ${what}, naming the field`, async () => {
+      const f = await write(await craftBundle({ editManifest: edit }));
+      const cache = cacheOf();
+      await expect(openBundle(f, cache)).rejects.toThrow(message);
+      expect(readdirSync(path.join(cache, 'airgap', 'bundles'))).toEqual([]);
+    });
+  }
+});
+
 describe('kiln build --bundle', () => {
   it('refuses a template beside --bundle instead of ignoring it', async () => {
     await expect(prepareAirgap({ bundle: 'x.kiln.tar', template: 'other.yaml' }, cacheOf())).rejects.toThrow(AirgapUsageError);
