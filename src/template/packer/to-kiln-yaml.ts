@@ -226,7 +226,20 @@ function relativize(node: unknown, dir: string, key?: string): unknown {
 /** A load's builds as kiln YAML would hold them: own syntax escaped, paths relative, secrets as variables. */
 function canonical(load: PackerLoad, dir: string, isStandIn: (t: string) => boolean): { tree: unknown[]; secretVars: SecretVariable[] } {
   const secretVars = secretVariables(load.template, isStandIn);
-  return { tree: hideSecrets(relativize(escapeOwnSyntax(load.mapped.raw.builds), dir), secretVars) as unknown[], secretVars };
+  return { tree: hideSecrets(relativize(unanchor(escapeOwnSyntax(load.mapped.raw.builds)), dir), secretVars) as unknown[], secretVars };
+}
+
+/**
+ * A path that starts with a variable ("${var.image}", made absolute against the current folder by the
+ * mapping) is written as the variable: an absolute value stays absolute, and a relative one is then
+ * relative to the YAML's folder, as every kiln path is (Packer: to the folder it runs in).
+ */
+function unanchor(node: unknown, key?: string): unknown {
+  const cwd = `${process.cwd()}${path.sep}`;
+  if (typeof node === 'string') return key && pathKeys.has(key) && node.startsWith(cwd) && /^(KlnV\d+x\d+Q|7[0-9]00\d{6})/.test(node.slice(cwd.length)) ? node.slice(cwd.length) : node;
+  if (Array.isArray(node)) return node.map((v) => unanchor(v, key));
+  if (node && typeof node === 'object') return Object.fromEntries(Object.entries(node).map(([k, v]) => [k, unanchor(v, k)]));
+  return node;
 }
 
 function merge(decls: DeclaredVariable[], modes: Map<string, Mode>, s1: PackerLoad, s2: PackerLoad, flips: { name: string; load: PackerLoad }[], base: { b1: PackerLoad; b2: PackerLoad }, dir: string) {
@@ -298,6 +311,11 @@ function merge(decls: DeclaredVariable[], modes: Map<string, Mode>, s1: PackerLo
     // Checked against Packer's own values: a stand-in that a function turned into something else
     // (lower() of lower-case text, a comparison) is caught here.
     if (candidate !== undefined && kiln(candidate) === kiln(t.p1)) return candidate;
+    // A path led by a variable: Packer's value, relative to the current folder, is the path Packer uses.
+    const key = [...at].reverse().find((k) => typeof k === 'string');
+    if (typeof candidate === 'string' && candidate.startsWith('${var.') && key && pathKeys.has(key) && typeof t.p1 === 'string') {
+      if (path.resolve(String(kiln(candidate))) === path.resolve(dir, t.p1)) return candidate;
+    }
     // Computed by a function: written as Packer's value, unless it depends on a variable without one.
     if (JSON.stringify(t.p1) !== JSON.stringify(t.p2)) throw computedNeedsValues(at, s1);
     computed.add(JSON.stringify(['builds', ...at]));
