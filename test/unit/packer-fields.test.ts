@@ -173,6 +173,14 @@ describe('post-processors', () => {
   });
 });
 
+describe('null builds', () => {
+  it('refuses a "null" build in one line saying why (it makes no machine, and a kiln build is a VM image)', () => {
+    const m = errorOf(() => load(fixture('null-build.pkr.hcl')));
+    expect(m).toMatch(/null-build\.pkr\.hcl:\d+: null\.local: the "null" builder makes no machine \(it only runs shell-local steps\), and a kiln build is a VM image/);
+    expect(m.split('\n')).toHaveLength(2); // the line and its fix
+  });
+});
+
 describe('Windows', () => {
   it('refuses WinRM and the Windows provisioners in one line for the template', () => {
     const m = errorOf(() => load(fixture('windows-winrm.pkr.hcl')));

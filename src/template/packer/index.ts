@@ -69,8 +69,11 @@ export function readPackerTemplate(file: string, inputs: VariableInputs, only?: 
     if (refused.length) {
       const qemu = template.builds.map((b) => b.fullName);
       throw new PackerTemplateError(refused.map((r) => ({
-        at: r.at, field: r.fullName, message: `kiln builds with QEMU only; the "${r.type}" builder is not supported`,
-        fix: qemu.length ? `build the QEMU sources only: -only=${qemu.join(',')}` : 'kiln runs the qemu builder; this template has none',
+        at: r.at, field: r.fullName, message: r.type === 'null'
+          // issue 25: a null build makes no machine, and everything a kiln build is (layers, artifacts, manifest) describes one.
+          ? 'the "null" builder makes no machine (it only runs shell-local steps), and a kiln build is a VM image: there is nothing for kiln to build'
+          : `kiln builds with QEMU only; the "${r.type}" builder is not supported`,
+        fix: qemu.length ? `build the QEMU sources only: -only=${qemu.join(',')}` : r.type === 'null' ? 'run those commands without kiln (or as a shell-local post-processor of a QEMU build)' : 'kiln runs the qemu builder; this template has none',
       })));
     }
     // The builds -only leaves out are not checked either (a template's builders often share an output
