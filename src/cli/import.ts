@@ -62,13 +62,16 @@ export function importTemplate(o: ImportOptions): { yaml: string; written?: stri
   const kept = r.variables.filter((v) => !v.sensitive).map((v) => `   ${v.name}${v.default === undefined ? ' (required: no default)' : ''}`);
   const sensitive = r.variables.filter((v) => v.sensitive).map((v) => `   ${v.name} = ${standsFor(v.name)}`);
   const writtenOut = r.written.map((w) => `   ${w.name} = ${p.template.variables.find((v) => v.name === w.name)?.sensitive ? standsFor(w.name) : JSON.stringify(w.value)} (${w.why})`);
-  doc.commentBefore = ` Imported by "kiln import" from the Packer template ${p.template.file} (${p.template.language === 'hcl' ? 'HCL' : 'legacy JSON'}).\n`
-    + ' A comment beside each field names the Packer field it came from.\n'
-    + (kept.length ? ` The Packer variables are kiln variables below (give values with --var, --var-file or KILN_VAR_<name>):\n${kept.join('\n')}\n` : '')
-    + maskText([...sensitive, ...(writtenOut.length ? [' Written as their values, not as kiln variables:', ...writtenOut] : [])].join('\n'), secretTexts)
-    + (r.computed.size ? `\n ${r.computed.size} field${r.computed.size > 1 ? 's are' : ' is'} computed by Packer functions from variables; kiln has no functions, so ${r.computed.size > 1 ? 'they are' : 'it is'} written with the value${r.computed.size > 1 ? 's' : ''} at import (marked "computed"): edit ${r.computed.size > 1 ? 'them' : 'it'} when those variables change` : '')
-    + (r.selected.length ? `\n Builds imported (-only/-except): ${r.selected.join(', ')}` : '')
-    + (p.mapped.notes.length ? `\n Not carried over:\n${p.mapped.notes.map((n) => `   ${n}`).join('\n')}` : '');
+  const n = r.computed.size;
+  doc.commentBefore = [
+    ` Imported by "kiln import" from the Packer template ${p.template.file} (${p.template.language === 'hcl' ? 'HCL' : 'legacy JSON'}).`,
+    ' A comment beside each field names the Packer field it came from.',
+    ...(kept.length || sensitive.length ? [' The Packer variables are kiln variables below (give values with --var, --var-file or KILN_VAR_<name>):', ...kept, ...maskText(sensitive.join('\n'), secretTexts).split('\n').filter(Boolean)] : []),
+    ...(writtenOut.length ? [' Written as their values, not as kiln variables:', ...maskText(writtenOut.join('\n'), secretTexts).split('\n')] : []),
+    ...(n ? [` ${n} field${n > 1 ? 's are' : ' is'} computed by Packer functions from variables; kiln has no functions, so ${n > 1 ? 'they are' : 'it is'} written with the value${n > 1 ? 's' : ''} at import (marked "computed"): edit ${n > 1 ? 'them' : 'it'} when those variables change`] : []),
+    ...(r.selected.length ? [` Builds imported (-only/-except): ${r.selected.join(', ')}`] : []),
+    ...(p.mapped.notes.length ? [' Not carried over:', ...p.mapped.notes.map((x) => `   ${x}`)] : []),
+  ].join('\n');
   const locals = localsByLine(o.template, r.language);
   for (const [key, origin] of p.mapped.origins) {
     const at = JSON.parse(key) as (string | number)[];

@@ -53,7 +53,8 @@ describe('Packer templates, unchanged (Debian cloud image, NoCloud-Net seed from
     const imp = await kiln(['import', '-var', `output_directory=${out.imported}`, '-var', 'marker=same-marker', path.join(fixtures, 'debian.pkr.hcl'), '-o', yaml]);
     expect(imp.exitCode, imp.stderr).toBe(0);
     expect(readFileSync(yaml, 'utf8')).toMatch(/qemuargs \(debian\.pkr\.hcl:\d+\)/);
-    const imported = await kiln(['build', '--events=json', yaml], {}, buildTimeoutMs);
+    // kiln import keeps the variables (issue 25): the YAML gets the same --vars the template did.
+    const imported = await kiln(['build', '--events=json', '--var', `output_directory=${out.imported}`, '--var', 'marker=same-marker', yaml], {}, buildTimeoutMs);
     expect(imported.exitCode, imported.stderr).toBe(0);
     const last = performance.now();
     process.stderr.write(`packer-templates: HCL then JSON builds ${((both - started) / 1000).toFixed(1)} s, import + build ${((last - both) / 1000).toFixed(1)} s\n`);
