@@ -28,6 +28,8 @@ describe('Packer templates, unchanged (tiny guest)', () => {
     for (const run of [hcl, json]) {
       expect(JSON.stringify(run.events) + run.stderr).not.toContain('s3cr3t-from-packer');
       expect(run.events.filter((e) => e.type === 'provisioner-end').map((e) => e.index)).toEqual([0, 1, 2]);
+      // inline_shebang "/bin/sh -ex" ran the first script in the guest: its -x traced the commands.
+      expect(run.events.filter((e) => e.type === 'output').map((e) => String(e.line))).toContain('+ echo first');
     }
     expect(readdirSync(out.hcl).sort()).toEqual(['SHA256SUMS', 'manifest.json', 'tiny.qcow2']);
     expect(readdirSync(out.json).sort()).toEqual(['SHA256SUMS', 'manifest.json', 'tiny.qcow2']);
