@@ -80,6 +80,27 @@ describe('Packer qemuargs', () => {
     expect(lit.template.builds[0]!.source.qemu_args).toEqual([['-drive', 'file=${build.disk},if=virtio']]);
   });
 
+  it('-device lines on Packer\'s default disk and network (drive0, user.0, as windows-vagrant writes them) name kiln\'s; -bios OVMF is UEFI', () => {
+    const s = load(write('dev.pkr.hcl', `  disk_interface = "virtio-scsi"
+  qemuargs = [
+    ["-bios", "/usr/share/ovmf/OVMF.fd"],
+    ["-machine", "type=q35,accel=kvm,hpet=off"],
+    ["-device", "virtio-scsi-pci,id=scsi0"],
+    ["-device", "scsi-hd,bus=scsi0.0,drive=drive0,discard_granularity=8K"],
+    ["-device", "e1000,netdev=user.0"],
+    ["-chardev", "socket,path=/tmp/{{ .Name }}-qga.sock,server=on,wait=off,id=qga0"],
+  ]`)).template.builds[0]!.source;
+    expect(s.qemu_args).toEqual([
+      ['-bios', '/usr/share/ovmf/OVMF.fd'],
+      ['-machine', 'type=q35,accel=kvm,hpet=off'],
+      ['-device', 'virtio-scsi-pci,id=scsi0'],
+      ['-device', 'scsi-hd,bus=scsi0.0,drive=disk0,discard_granularity=8K'],
+      // {{ .Name }} is vm_name in qemuargs (Packer's default: packer-<source>).
+      ['-chardev', 'socket,path=/tmp/packer-a-qga.sock,server=on,wait=off,id=qga0'],
+    ]);
+    expect([s.net_device, s.firmware, s.qemu_args_replace]).toEqual(['e1000', 'uefi', true]);
+  });
+
   it('accepts qemuargs = null and [] (no-ops), and refuses a base image at iso_target_path attached by qemuargs', () => {
     expect(load(write('null.pkr.hcl', '  qemuargs = null')).template.builds[0]!.source.qemu_args).toEqual([]);
     expect(load(write('empty.pkr.hcl', '  qemuargs = []')).template.builds[0]!.source.qemu_args).toEqual([]);

@@ -10,6 +10,7 @@
 import path from 'node:path';
 import type { Value } from './eval.js';
 import type { Field } from './model.js';
+import { buildDiskDevice } from '../../qemu/live-snapshot.js';
 
 export interface QemuArgsMappingContext {
   /** The builder field of that name, marked as handled. */
@@ -102,6 +103,11 @@ export function mapQemuArgs({ take, str, runtime, problem, notes }: QemuArgsMapp
   // Packer users bring their own user network with the SSH forward: kiln makes that network itself.
   const netIds = new Set<string>();
   for (const a of argv) if (a[0] === '-netdev' && /^user,/.test(a[1] ?? '') && /hostfwd=.*:22\b|\$\{build\.ssh_port\}/.test(a[1] ?? '')) netIds.add(/id=([^,]+)/.exec(a[1]!)?.[1] ?? '');
+  // Without a -netdev of its own, a card on user.0 is on Packer's default network: kiln's, in kiln.
+  const ids = (flag: string) => new Set(argv.filter((a) => a[0] === flag).map((a) => option(a[1] ?? '', 'id')));
+  if (!ids('-netdev').has('user.0')) netIds.add('user.0');
+  // Likewise drive0 is Packer's id for the disk it builds (virtio-scsi), unless a -drive of the template takes it.
+  const packerDiskId = ids('-drive').has('drive0') ? undefined : 'drive0';
   const args: string[][] = [];
   let diskNamed = false;
   let isoAttached = false;
@@ -124,6 +130,9 @@ export function mapQemuArgs({ take, str, runtime, problem, notes }: QemuArgsMapp
       // A topology (sockets, cores, threads) stays as written; cpus says the count.
     }
     let out = value;
+    if (flag === '-device' && packerDiskId && option(value, 'drive') === packerDiskId) out = withOption(value, 'drive', buildDiskDevice);
+    // A -bios of OVMF: the image is a UEFI one.
+    if (flag === '-bios' && /ovmf|efi/i.test(value)) sourceFields.firmware = 'uefi';
     // The template's own OVMF: the image is a UEFI one (kiln's publish, vagrant and OVA outputs say so).
     if (flag === '-drive' && option(value, 'if') === 'pflash') sourceFields.firmware = 'uefi';
     if (flag === '-drive') {
@@ -131,7 +140,7 @@ export function mapQemuArgs({ take, str, runtime, problem, notes }: QemuArgsMapp
       if (file !== undefined && isBuildDisk(file)) {
         diskNamed = true;
         // kiln's build disk is a qcow2 overlay whatever the output format.
-        out = withOption(withOption(value, 'file', '${build.disk}'), 'format', 'qcow2');
+        out = withOption(withOption(out, 'file', '${build.disk}'), 'format', 'qcow2');
       }
     }
     for (const p of isoPaths) {
