@@ -47,7 +47,7 @@ export async function makeBundle(t: LoadedTemplate, o: MakeBundleOptions): Promi
     throw new RecordingRefused(`--var ${sensitive.join(', ')}: ${sensitive.length > 1 ? 'these variables are' : 'the variable is'} sensitive, and a bundle stores --var values in its manifest, readable by anyone who holds the bundle\n  fix: give ${sensitive.length > 1 ? 'them' : 'it'} in a var-file (--var-file; the bundle then carries that file, by your choice), or leave ${sensitive.length > 1 ? 'them' : 'it'} out here and pass --var again to the offline build`);
   }
   const recordingDir = o.recording ? path.resolve(o.recording) : recordingDirFor(o.cacheDir, t.file);
-  checkRecordingUsable(recordingDir, name);
+  checkRecordingUsable(recordingDir, name, t.template.builds.map((b) => b.name));
   const store = new PackageStore(recordingDir);
   let validUntil: ReleaseValidity | undefined;
   if (!o.allowExpired) validUntil = checkValidUntil(store, name, o.now)[0];

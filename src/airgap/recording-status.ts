@@ -51,10 +51,11 @@ export function readRecordingStatus(dir: string): RecordingStatus | undefined {
 
 /**
  * Throws RecordingRefused when the recording in `dir` must not be bundled; `template` is how the user
- * named the template (for the fix). A directory with neither index nor status holds no recording at
- * all: that is for the caller to allow (a build that fetches nothing).
+ * named the template (for the fix), `builds` the template's builds, each of which the recording must
+ * cover (an offline build of one left out by --only would miss its fetches). A directory with neither
+ * index nor status holds no recording at all: that is for the caller to allow (a build that fetches nothing).
  */
-export function checkRecordingUsable(dir: string, template: string): void {
+export function checkRecordingUsable(dir: string, template: string, builds: string[] = []): void {
   const indexed = existsSync(path.join(dir, 'index.json'));
   const status = readRecordingStatus(dir);
   const again = `kiln build --record ${template}`;
@@ -62,7 +63,11 @@ export function checkRecordingUsable(dir: string, template: string): void {
     if (!indexed && !existsSync(path.join(dir, RECORDING_STATUS_FILE))) return;
     throw new RecordingRefused(`the recording in ${dir} has no finished status: its kiln build --record was killed, is still running, or was made by a kiln that did not record one, so it may lack fetches\n  fix: let the recording build finish, or record again: ${again}`);
   }
-  if (status.ok) return;
+  if (status.ok) {
+    const missing = builds.filter((b) => !status.builds.some((r) => r.name === b));
+    if (!missing.length) return;
+    throw new RecordingRefused(`the recording in ${dir} covers ${status.builds.map((b) => `"${b.name}"`).join(', ') || 'no build'} only; the template's ${missing.map((b) => `"${b}"`).join(', ')} ${missing.length > 1 ? 'were' : 'was'} not recorded, so an offline build of ${missing.length > 1 ? 'them' : 'it'} would miss ${missing.length > 1 ? 'their' : 'its'} fetches\n  fix: record every build in one run: ${again} (without --only/--except)`);
+  }
   const failed = status.builds.filter((b) => !b.ok);
   const which = failed.length
     ? failed.map((b) => `build "${b.name}" failed${b.failedStep ? ` at "${b.failedStep}"` : ''}${b.error ? ` (${b.error.split('\n')[0]})` : ''}`).join('; ')

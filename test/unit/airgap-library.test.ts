@@ -125,6 +125,18 @@ describe('a recording of a failed build never becomes a bundle', () => {
     expect(readRecordingStatus(recDir)!.stopped).toContain('https://deb.example.org:443/');
   });
 
+  it('refuses a recording that left out one of the template\'s builds (--only)', async () => {
+    const cache = fresh('cache');
+    const two = simple + `  - name: c
+    output_directory: out/c
+    source: { base_image: base.qcow2, checksum: none, communicator: { username: root } }
+`;
+    const t = loadTemplate(site(two), { env: {} }, { cacheDir: cache });
+    await record(t, cache, [], { ok: true });
+    await expect(makeBundle(t, { output: fresh('x.kiln.tar'), cacheDir: cache, templateName: 'two.yaml' }))
+      .rejects.toThrow(/covers "b" only; the template's "c" was not recorded, so an offline build of it would miss its fetches\n  fix: record every build in one run: kiln build --record two.yaml \(without --only\/--except\)/);
+  });
+
   it('refuses options that do not go together', () => {
     const t = loadTemplate(site(simple), { env: {} }, { cacheDir: fresh('cache') });
     expect(() => checkAirgapOptions(t, { record: true, offline: true })).toThrow(AirgapUsageError);
