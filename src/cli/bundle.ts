@@ -5,8 +5,7 @@
  */
 import { renameSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { loadTemplate, loadBundle, makeBundle, AirgapUsageError, type AirgapOptions, type LoadedTemplate } from '../index.js';
-import type { VariableInputs } from '../template/variables.js';
+import { loadTemplate, loadBundle, makeBundle, AirgapUsageError, type AirgapOptions, type LoadedTemplate, type VariableInputs } from '../index.js';
 import { cacheDirFromEnv } from './env.js';
 
 export { AirgapUsageError };
