@@ -46,7 +46,8 @@ export function selectBuilds(t: LoadedTemplate, only?: string[], except?: string
   };
   const match = (list?: string[]) => (list ?? []).map((n) => {
     const m = matcher(n);
-    if (!names.some(m)) throw new Error(isGlob(n) ? `no build matches "${n}" in ${t.file} (builds: ${names.join(', ')})` : `no build named "${n}" in ${t.file} (builds: ${names.join(', ')})`);
+    // A Packer template's builds that --only/--except left out while loading still count as matched.
+    if (!names.some(m) && !(t.excluded ?? []).some(m)) throw new Error(isGlob(n) ? `no build matches "${n}" in ${t.file} (builds: ${names.join(', ')})` : `no build named "${n}" in ${t.file} (builds: ${names.join(', ')})`);
     return m;
   });
   const o = match(only);

@@ -42,11 +42,19 @@ export function normalizePackerFlags(args: string[]): string[] {
   return out;
 }
 
-function load(argv: Common, only?: string[]): LoadedTemplate {
+function load(argv: Common, only?: string[], except?: string[]): LoadedTemplate {
   const inputs: VariableInputs = { vars: listOf(argv.var), varFiles: listOf(argv['var-file']), env: process.env };
-  const t = loadTemplate(argv.template, inputs, { only, cacheDir: cacheDirFromEnv() });
+  const t = loadTemplate(argv.template, inputs, { only, except, cacheDir: cacheDirFromEnv() });
   for (const note of t.notes ?? []) process.stderr.write(`warning: ${note}\n`);
   return t;
+}
+
+/** validate's and inspect's builds: loaded with -only/-except, then selected as build selects them. */
+function loadSelected(argv: { only?: unknown; except?: unknown }): { t: LoadedTemplate; builds: ReturnType<typeof selectBuilds> } {
+  const only = namesOf(argv.only as string | string[] | undefined);
+  const except = namesOf(argv.except as string | string[] | undefined);
+  const t = load(argv as unknown as Common, only, except);
+  return { t, builds: selectBuilds(t, only, except) };
 }
 
 function reportError(e: unknown): number {
@@ -93,7 +101,7 @@ async function buildCommand(argv: Common & {
   // --record / --bundle / --offline (src/cli/bundle.ts): a bundle is verified, unpacked and its template loaded before anything else.
   const airgap = await prepareAirgap(argv, cacheDirFromEnv());
   if (!airgap?.template && !argv.template) throw new Error('give a template file to build (or --bundle FILE)');
-  const t = airgap?.template ?? load(argv, namesOf(argv.only));
+  const t = airgap?.template ?? load(argv, namesOf(argv.only), namesOf(argv.except));
   const builds = selectBuilds(t, namesOf(argv.only), namesOf(argv.except));
   const sinks: EventSink[] = [];
   if (argv.events === 'json') sinks.push(jsonRenderer(process.stdout));
@@ -179,18 +187,24 @@ export async function main(args: string[]): Promise<number> {
       .option('force', { type: 'boolean', default: false, describe: 'replace an existing bundle' }),
     async (argv) => { code = await bundleCommand(argv as unknown as BundleArgs).catch(reportError); })
     .command('validate <template>', 'check a template and report every problem', (y) => withTemplate(y as never)
-      .option('only', { type: 'string', requiresArg: true, describe: 'check only these builds (a Packer template\'s other builders are then not refused)' }),
+      .option('only', { type: 'string', requiresArg: true, describe: 'check only these builds (a Packer template\'s other builders are then not refused)' })
+      .option('except', { type: 'string', requiresArg: true, describe: 'check all builds but these (repeatable, or comma-separated)' }),
       (argv) => {
         try {
-          const t = load(argv as unknown as Common, namesOf(argv.only as string | string[] | undefined));
-          process.stdout.write(`${argv.template}: valid (${t.template.builds.length} build${t.template.builds.length === 1 ? '' : 's'}: ${t.template.builds.map((b) => b.name).join(', ')})\n`);
+          // The builds as build selects them: a name or glob that matches none fails here too.
+          const { builds } = loadSelected(argv);
+          process.stdout.write(`${argv.template}: valid (${builds.length} build${builds.length === 1 ? '' : 's'}: ${builds.map((b) => b.name).join(', ')})\n`);
         } catch (e) { code = reportError(e); }
       })
     .command('inspect <template>', 'show what a build will do, variables resolved (sensitive ones masked)', (y) => withTemplate(y as never)
       .option('json', { type: 'boolean', default: false, describe: 'print JSON' })
-      .option('only', { type: 'string', requiresArg: true, describe: 'a Packer template\'s builds to read (its other builders are then not refused)' }),
+      .option('only', { type: 'string', requiresArg: true, describe: 'the builds to show (a Packer template\'s other builders are then not refused)' })
+      .option('except', { type: 'string', requiresArg: true, describe: 'show all builds but these' }),
     (argv) => {
-      try { process.stdout.write(inspectTemplate(load(argv as unknown as Common, namesOf(argv.only as string | string[] | undefined)), Boolean(argv.json))); } catch (e) { code = reportError(e); }
+      try {
+        const { t, builds } = loadSelected(argv);
+        process.stdout.write(inspectTemplate({ ...t, template: { ...t.template, builds } }, Boolean(argv.json)));
+      } catch (e) { code = reportError(e); }
     })
     .command('import <template>', 'write a Packer template (HCL or legacy JSON) as the equivalent kiln YAML', (y) => withTemplate(y as never)
       .option('output', { alias: 'o', type: 'string', requiresArg: true, describe: 'the YAML file to write (default: print it)' })

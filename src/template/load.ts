@@ -21,6 +21,7 @@ import { isConfigManagement } from './schema-config-management.js';
 import { knownKeysAt, packerSourceAliases, templateSchema, variableName, variableSchema, type Template } from './schema.js';
 import { resolveVariables, type ResolvedVariables, type VariableInputs } from './variables.js';
 import { isPackerTemplate, packerLines, readPackerTemplate } from './packer/index.js';
+import { escapeKilnVars } from './packer/gotemplate.js';
 
 export interface LoadedTemplate {
   file: string;
@@ -31,6 +32,8 @@ export interface LoadedTemplate {
   digest: string;
   /** One-line warnings (a Packer template's fields kiln ignores), printed before anything runs. */
   notes?: string[];
+  /** A Packer template's builds that --only/--except left out while loading (they are not in template.builds). */
+  excluded?: string[];
 }
 
 export interface LoadOptions {
@@ -38,6 +41,8 @@ export interface LoadOptions {
   cacheDir?: string;
   /** Builds asked for with --only: a Packer template's other builders are refused only when selected. */
   only?: string[];
+  /** Builds skipped with --except: a Packer template's builders left out are neither refused nor checked. */
+  except?: string[];
   /** Values to mask in every problem beside the template's own sensitive variables (a Packer template's, resolved before). */
   secrets?: string[];
   /** Where an input path that must exist is read from (an offline build: a bundle's copy of a path the recording machine had). */
@@ -151,11 +156,11 @@ export function loadTemplate(file: string, inputs: VariableInputs = {}, options:
 
 /** A Packer template (src/template/packer/), mapped to kiln's fields, then checked like any template. */
 function loadPackerTemplate(abs: string, inputs: VariableInputs, options: LoadOptions): LoadedTemplate {
-  const p = readPackerTemplate(abs, inputs, options.only);
+  const p = readPackerTemplate(abs, inputs, options.only, options.except);
   // Packer's variables are resolved already: kiln's own (KILN_VAR_*) do not apply.
   let loaded: LoadedTemplate;
   try {
-    loaded = checkTemplate(p.template.file, p.template.text, p.mapped.raw, packerLines(p.mapped, p.template.file), { env: {} }, { ...options, secrets: [...(options.secrets ?? []), ...p.secrets] });
+    loaded = checkTemplate(p.template.file, p.template.text, escapeKilnVars(p.mapped.raw), packerLines(p.mapped, p.template.file, p.template), { env: {} }, { ...options, secrets: [...(options.secrets ?? []), ...p.secrets] });
   } catch (e) {
     // A file read outside the template's folder is said even when the template fails a later check.
     if (e instanceof TemplateError && p.outsideReads.length) throw new TemplateError(e.file, [...e.problems, ...p.outsideReads.map((n) => ({ path: [], message: `note: ${n}` }))]);
@@ -169,6 +174,7 @@ function loadPackerTemplate(abs: string, inputs: VariableInputs, options: LoadOp
   }
   loaded.variables.secrets.push(...p.secrets.filter((s) => s.length >= 3 && !loaded.variables.secrets.includes(s)));
   loaded.notes = [...p.mapped.notes, ...(loaded.notes ?? [])];
+  if (p.excluded.length) loaded.excluded = p.excluded;
   return loaded;
 }
 

@@ -32,4 +32,16 @@ describe('Packer-style command lines', () => {
     expect(b.code).toBe(1);
     expect(b.err).toContain('no build named "nope"');
   });
+  it('validate and inspect fail on -only/-except that match no build, as build does (issue 25: validate used to check every build)', async () => {
+    const wild = 'test/fixtures/packer/wild/builder-name.json';
+    const ok = await run(['validate', '-only=ubuntu-20.04-amd64', wild]);
+    expect(ok.code).toBe(0);
+    expect(ok.out).toContain('valid (1 build: ubuntu-20.04-amd64)');
+    for (const args of [['validate', '-only=ubuntu---user--version----amd64', wild], ['inspect', '-only=nope', wild], ['validate', '-except=nope', wild], ['validate', '-only=nope', 'examples/tiny.yaml'], ['inspect', '--except=nope', 'examples/tiny.yaml']]) {
+      const r = await run(args);
+      expect(r.code, args.join(' ')).toBe(1);
+      expect(r.err, args.join(' ')).toMatch(/no build (is )?(named|matches)/);
+      expect(r.out).toBe('');
+    }
+  });
 });

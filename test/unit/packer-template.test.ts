@@ -122,8 +122,9 @@ build {
     expect(b.source.boot_command).toEqual(['<wait>${build.http_ip}:${build.http_port}<enter>']);
     expect(b.provisioners[0]).toMatchObject({ type: 'shell', execute_command: 'sudo {{vars}} sh {{path}}' });
     expect(t.variables.secrets).toContain('secret-pw');
-    const bad = write('legacy-bad.json', JSON.stringify({ builders: [{ type: 'qemu', iso_url: 'x', iso_checksum: 'none', ssh_username: '{{user `nope`}}' }] }, null, 2));
-    expect(() => load(bad)).toThrow(/legacy-bad\.json:\d+: builders\.0\.ssh_username: \{\{user `nope`\}\}: there is no variable "nope"/);
+    // A {{user}} of a name set nowhere is "" outside the variables section (Packer 1.6.6), an error inside it.
+    const bad = write('legacy-bad.json', JSON.stringify({ variables: { a: '{{user `nope`}}' }, builders: [{ type: 'qemu', iso_url: 'x', iso_checksum: 'none', ssh_username: '{{user `a`}}' }] }, null, 2));
+    expect(() => load(bad)).toThrow(/legacy-bad\.json:\d+: variables\.a: \{\{user `nope`\}\}: there is no variable "nope"/);
   });
 
   it('kiln import: YAML kiln loads, with origins as comments and no sensitive value in it', () => {

@@ -12,8 +12,18 @@ export interface GoTemplateContext {
   env?: NodeJS.ProcessEnv;
   /** env is only allowed in variable defaults (Packer's rule). */
   allowEnv?: boolean;
+  /** {{ build_name }}: the legacy builder's name, or the HCL source block's name (Packer's packer_build_name). */
   buildName?: string;
+  /** {{ build_type }}: the builder (Packer's packer_builder_type). */
+  buildType?: string;
+  /** {{ .Name }}: Packer's QEMU builder gives the vm_name; without it, kiln's ${build.name}. */
+  vmName?: string;
+  /** {{ template_dir }}; undefined in HCL, where Packer has no template path either. */
   templateDir?: string;
+  /** A {{user}} of a variable set nowhere renders "" (Packer, outside the variables section) and is reported here. */
+  missingUser?: (name: string) => void;
+  /** Escape kiln's own ${build.x} in the literal text and in values filled in (legacy JSON: the output goes to kiln's interpolation). */
+  escapeKiln?: boolean;
   now: Date;
   /** In an execute_command: {{ .Path }} and {{ .Vars }} are kiln's {{path}} and {{vars}}. */
   executeCommand?: boolean;
@@ -50,99 +60,208 @@ function goTime(layout: string, d: Date): string {
   return out;
 }
 
-/** One argument: `x`, "x" or (user `x`). */
-function argument(text: string, ctx: GoTemplateContext): string | undefined {
-  const t = text.trim();
-  const q = /^(`([^`]*)`|"((?:[^"\\]|\\.)*)")$/.exec(t);
-  if (q) {
-    if (q[2] !== undefined) return q[2];
-    try { return JSON.parse(`"${q[3]}"`) as string; } catch { throw new GoTemplateError(`cannot read the string ${t}`, 'check its backslash escapes'); }
-  }
-  const inner = /^\((.*)\)$/.exec(t);
-  if (inner) return action(inner[1]!, ctx);
-  return undefined;
-}
-
 /** How deep (user (lower ...)) may nest: real templates use two or three levels; 50k would exhaust the stack. */
 export const maxActionDepth = 64;
 let actionDepth = 0;
 
+/** One token of an action: a quoted string, a number, a (sub pipeline), a name, or the pipe. */
+type Token = { kind: 'string' | 'number' | 'paren' | 'name' | 'pipe'; text: string };
+
+function tokens(body: string): Token[] {
+  const out: Token[] = [];
+  let i = 0;
+  while (i < body.length) {
+    const c = body[i]!;
+    if (/\s/.test(c)) { i++; continue; }
+    if (c === '|') { out.push({ kind: 'pipe', text: '|' }); i++; continue; }
+    if (c === '`') {
+      const end = body.indexOf('`', i + 1);
+      if (end < 0) throw new GoTemplateError(`a \`string is never closed in {{${body}}}`, 'close it with a backquote');
+      out.push({ kind: 'string', text: body.slice(i + 1, end) }); i = end + 1; continue;
+    }
+    if (c === '"') {
+      let j = i + 1;
+      while (j < body.length && body[j] !== '"') j += body[j] === '\\' ? 2 : 1;
+      if (j >= body.length) throw new GoTemplateError(`a "string" is never closed in {{${body}}}`, 'close it with a double quote');
+      let text: string;
+      try { text = JSON.parse(body.slice(i, j + 1)) as string; } catch { throw new GoTemplateError(`cannot read the string ${body.slice(i, j + 1)}`, 'check its backslash escapes'); }
+      out.push({ kind: 'string', text }); i = j + 1; continue;
+    }
+    if (c === '(') {
+      // The matching parenthesis, skipping strings; the inside is read (and its depth limited) by action().
+      let depth = 0;
+      let j = i;
+      for (; j < body.length; j++) {
+        const d = body[j]!;
+        if (d === '`') { const e = body.indexOf('`', j + 1); if (e < 0) break; j = e; continue; }
+        if (d === '"') { j++; while (j < body.length && body[j] !== '"') j += body[j] === '\\' ? 2 : 1; continue; }
+        if (d === '(') depth++;
+        else if (d === ')' && --depth === 0) break;
+      }
+      if (j >= body.length) throw new GoTemplateError(`a "(" is never closed in {{${body}}}`, 'close it with ")"');
+      out.push({ kind: 'paren', text: body.slice(i + 1, j) }); i = j + 1; continue;
+    }
+    const m = /^(-?\d+|[A-Za-z_.][A-Za-z0-9_.]*)/.exec(body.slice(i));
+    if (!m) throw new GoTemplateError(`cannot read the template action {{${body}}}`, 'write e.g. {{ .HTTPIP }} or {{user `name`}}');
+    out.push({ kind: /^-?\d/.test(m[1]!) ? 'number' : 'name', text: m[1]! });
+    i += m[1]!.length;
+  }
+  return out;
+}
+
 function action(body: string, ctx: GoTemplateContext): string {
   if (actionDepth >= maxActionDepth) throw new GoTemplateError(`template actions nest more than ${maxActionDepth} levels deep (parentheses inside parentheses)`, 'flatten it: give the inner value a variable of its own');
   actionDepth++;
-  try { return actionAt(body, ctx); } finally { actionDepth--; }
+  try { return pipeline(body, ctx); } finally { actionDepth--; }
 }
 
-function actionAt(body: string, ctx: GoTemplateContext): string {
-  const text = body.trim();
-  // A pipeline: {{ user `x` | lower }}.
-  if (text.includes('|')) {
-    const [first, ...rest] = text.split('|');
-    let v = action(first!, ctx);
-    for (const fn of rest.map((s) => s.trim())) {
-      if (fn === 'lower') v = v.toLowerCase();
-      else if (fn === 'upper') v = v.toUpperCase();
-      else throw new GoTemplateError(`kiln does not know the template function "${fn}" in a pipeline`, 'use lower or upper, or write the value out');
-    }
-    return v;
+/** A pipeline: {{ user `x` | replace "." "-" -1 | lower }}, each stage taking the previous value as its last argument (Go's rule). */
+function pipeline(body: string, ctx: GoTemplateContext): string {
+  const stages: Token[][] = [[]];
+  for (const t of tokens(body)) { if (t.kind === 'pipe') stages.push([]); else stages[stages.length - 1]!.push(t); }
+  if (stages.some((s) => !s.length)) throw new GoTemplateError(`cannot read the template action {{${body}}}`, 'write e.g. {{ .HTTPIP }} or {{user `name`}}');
+  let previous: string | undefined;
+  for (const stage of stages) previous = command(stage, previous, ctx);
+  return previous!;
+}
+
+const known = 'user, env (in variables), build_name, build_type, timestamp, isotime, uuid, template_dir, pwd, packer_version, lower, upper, split, replace, replace_all, and .HTTPIP, .HTTPPort, .Name, .SSHPublicKey';
+
+function command(stage: Token[], piped: string | undefined, ctx: GoTemplateContext): string {
+  const [head, ...rest] = stage as [Token, ...Token[]];
+  const value = (t: Token): string => (t.kind === 'paren' ? action(t.text, ctx) : t.kind === 'name' ? command([t], undefined, ctx) : t.text);
+  if (head.kind !== 'name') {
+    if (rest.length || piped !== undefined) throw new GoTemplateError(`a value cannot be called: ${head.text}`, 'put the function name first, e.g. {{ lower `X` }}');
+    return value(head);
   }
-  const m = /^([A-Za-z_.][A-Za-z0-9_]*)\s*(.*)$/s.exec(text);
-  if (!m) throw new GoTemplateError(`cannot read the template action {{${body}}}`, 'write e.g. {{ .HTTPIP }} or {{user `name`}}');
-  const [, fn, rest] = m as unknown as [string, string, string];
+  const fn = head.text;
   if (fn.startsWith('.')) {
     const name = fn.slice(1);
+    if (rest.length || piped !== undefined) throw new GoTemplateError(`{{ .${name} }} takes no arguments`, `write {{ .${name} }}`);
     if (ctx.executeCommand && name === 'Path') return '{{path}}';
     if (ctx.executeCommand && name === 'Vars') return '{{vars}}';
+    // Packer's QEMU builder gives .Name as the vm_name (boot_command, qemuargs).
+    if (name === 'Name' && ctx.vmName !== undefined) return ctx.vmName;
     if (Object.hasOwn(runtime, name)) return runtime[name]!;
     throw new GoTemplateError(`kiln does not know the template value {{ .${name} }}`, `kiln knows ${Object.keys(runtime).map((k) => `.${k}`).join(', ')}${ctx.executeCommand ? ', .Path, .Vars' : ''}`);
   }
-  const arg = () => {
-    const a = argument(rest, ctx);
-    if (a === undefined) throw new GoTemplateError(`{{ ${fn} }} needs one quoted argument, e.g. {{ ${fn} \`name\` }}`, `write {{ ${fn} \`name\` }}`);
-    return a;
+  const args = [...rest.map(value), ...(piped === undefined ? [] : [piped])];
+  const want = (n: number, form: string): string[] => {
+    if (args.length !== n) throw new GoTemplateError(`{{ ${fn} }} takes ${n === 0 ? 'no arguments' : `${n} argument${n === 1 ? '' : 's'}`} (${form}), got ${args.length}`, `write {{ ${form} }}`);
+    return args;
+  };
+  const int = (s: string, what: string): number => {
+    if (!/^-?\d+$/.test(s.trim())) throw new GoTemplateError(`{{ ${fn} }}: ${what} must be a whole number, not ${JSON.stringify(s)}`, `write e.g. {{ ${fn === 'split' ? 'split (user `x`) "," 0' : 'replace "a" "b" -1 (user `x`)'} }}`);
+    return Number(s);
   };
   switch (fn) {
     case 'user': {
-      const name = arg();
+      const [name] = want(1, 'user `name`') as [string];
       if (!ctx.user) throw new GoTemplateError('{{ user }} belongs to legacy JSON templates', 'write var.NAME in HCL');
-      if (!Object.hasOwn(ctx.user, name)) throw new GoTemplateError(`{{user \`${name}\`}}: there is no variable "${name}"`, `declare "${name}" under "variables", or fix the name`);
-      return ctx.user[name]!;
+      if (Object.hasOwn(ctx.user, name)) return ctx.escapeKiln ? escapeKiln(ctx.user[name]!) : ctx.user[name]!;
+      // Packer: outside the variables section a variable set nowhere is the empty string.
+      if (ctx.missingUser) { ctx.missingUser(name); return ''; }
+      throw new GoTemplateError(`{{user \`${name}\`}}: there is no variable "${name}"`, `declare "${name}" under "variables", or fix the name`);
     }
     case 'env': {
-      if (!ctx.allowEnv) throw new GoTemplateError('{{ env }} can only be used in a variable\'s default (as in Packer)', 'give a variable "{{env `NAME`}}" as its value and use {{user `that variable`}} here');
-      return (ctx.env ?? process.env)[arg()] ?? '';
+      const [name] = want(1, 'env `NAME`') as [string];
+      if (!ctx.allowEnv) throw new GoTemplateError('{{ env }} can only be used in a variable\'s value (as in Packer)', 'give a variable "{{env `NAME`}}" as its value and use {{user `that variable`}} here');
+      const v = (ctx.env ?? process.env)[name] ?? '';
+      return ctx.escapeKiln ? escapeKiln(v) : v;
     }
-    case 'build_name': return ctx.buildName ?? '${build.name}';
-    case 'build_type': return 'qemu';
-    case 'timestamp': return String(Math.floor(ctx.now.getTime() / 1000));
-    case 'isotime': return rest.trim() ? goTime(arg(), ctx.now) : ctx.now.toISOString().replace(/\.\d{3}Z$/, 'Z');
-    case 'uuid': return randomUUID();
-    case 'template_dir': return ctx.templateDir ?? '.';
-    case 'pwd': return process.cwd();
-    case 'packer_version': return '1.6.6';
-    case 'lower': return arg().toLowerCase();
-    case 'upper': return arg().toUpperCase();
+    case 'build_name': want(0, 'build_name'); return ctx.buildName ?? '${build.name}';
+    case 'build_type': want(0, 'build_type'); return ctx.buildType ?? 'qemu';
+    case 'timestamp': want(0, 'timestamp'); return String(Math.floor(ctx.now.getTime() / 1000));
+    case 'isotime':
+      if (args.length > 1) want(1, 'isotime "2006-01-02"');
+      return args.length ? goTime(args[0]!, ctx.now) : ctx.now.toISOString().replace(/\.\d{3}Z$/, 'Z');
+    case 'uuid': want(0, 'uuid'); return randomUUID();
+    case 'template_dir':
+      want(0, 'template_dir');
+      if (ctx.templateDir === undefined) throw new GoTemplateError('{{ template_dir }} is not available in an HCL template (Packer fails too: "template path not available")', 'write ${path.root} instead');
+      return ctx.templateDir;
+    case 'pwd': want(0, 'pwd'); return process.cwd();
+    case 'packer_version': want(0, 'packer_version'); return '1.6.6';
+    case 'lower': return want(1, 'lower `X`')[0]!.toLowerCase();
+    case 'upper': return want(1, 'upper `x`')[0]!.toUpperCase();
     case 'split': {
-      const m2 = /^(.*)\s+(`[^`]*`|"[^"]*")\s+(\d+)$/s.exec(rest.trim());
-      if (!m2) throw new GoTemplateError('{{ split }} takes a string, a separator and an index', 'write {{ split (user `x`) "," 0 }}');
-      return (argument(m2[1]!, ctx) ?? '').split(argument(m2[2]!, ctx)!)[Number(m2[3])] ?? '';
+      const [s, sep, i] = want(3, 'split (user `x`) "," 0') as [string, string, string];
+      return s.split(sep)[int(i, 'the index')] ?? '';
+    }
+    case 'replace': {
+      // Go's strings.Replace(src, old, new, n) with Packer 1.6.6's argument order: old new n src.
+      const [from, to, n, src] = want(4, 'replace "old" "new" -1 (user `x`)') as [string, string, string, string];
+      const count = int(n, 'the count');
+      return goReplace(src, from, to, count);
+    }
+    case 'replace_all': {
+      const [from, to, src] = want(3, 'replace_all "old" "new" (user `x`)') as [string, string, string];
+      return goReplace(src, from, to, -1);
     }
     default:
-      throw new GoTemplateError(`kiln does not know the template function "${fn}"`, 'kiln knows user, env (in variables), build_name, build_type, timestamp, isotime, uuid, template_dir, pwd, packer_version, lower, upper, split, and .HTTPIP, .HTTPPort, .Name, .SSHPublicKey');
+      throw new GoTemplateError(`kiln does not know the template function "${fn}"`, `kiln knows ${known}`);
   }
+}
+
+/** Go's strings.Replace: n < 0 replaces every match, an empty `from` matches before each character (and at the end). */
+function goReplace(src: string, from: string, to: string, n: number): string {
+  if (n === 0 || from === to) return src;
+  if (from === '') {
+    const chars = [...src];
+    const max = n < 0 ? chars.length + 1 : Math.min(n, chars.length + 1);
+    return chars.map((c, k) => (k < max ? to : '') + c).join('') + (max > chars.length ? to : '');
+  }
+  const parts = src.split(from);
+  if (n < 0 || n >= parts.length - 1) return parts.join(to);
+  return parts.slice(0, n + 1).join(to) + from + parts.slice(n + 1).join(from);
+}
+
+/**
+ * kiln's own ${build.x} in a legacy template's literal text or a variable's value, kept literal for kiln's
+ * interpolation (`$${build.x}`): Packer has no such syntax, so it is text there. (A literal ${var.x} is
+ * escaped in every Packer template's mapped tree by escapeKilnVars, as no mapped value refers to kiln's var.)
+ */
+export function escapeKiln(text: string): string {
+  return text.replace(/\$(?=\{\s*build\.[A-Za-z_])/g, '$$$$');
+}
+
+/** Every ${var.x} in a mapped Packer template is text (HCL's `$${var.x}`, a file() read, legacy JSON): escaped for kiln's pass. */
+export function escapeKilnVars<T>(tree: T): T {
+  if (typeof tree === 'string') return tree.replace(/\$(?=\{\s*var\.[A-Za-z_])/g, '$$$$') as T;
+  if (Array.isArray(tree)) return tree.map(escapeKilnVars) as T;
+  if (tree && typeof tree === 'object') {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(tree)) Object.defineProperty(out, k, { value: escapeKilnVars(v), enumerable: true, writable: true, configurable: true });
+    return out as T;
+  }
+  return tree;
+}
+
+/**
+ * What Packer's placeholders in an HCL template's strings render to for one build: {{ build_name }} is the
+ * source block's name, {{ build_type }} its builder, {{ .Name }} the vm_name (default packer-<source name>);
+ * {{ template_dir }} fails, as in Packer. The rest ({{ .HTTPIP }}...) become kiln's ${build.*}.
+ */
+export function hclBuildContext(b: { fullName: string; source: { type: string; name: string; buildName?: string; fields: Map<string, { value: unknown }> } }): Partial<GoTemplateContext> {
+  const buildName = b.source.buildName ?? b.source.name;
+  const vm = b.source.fields.get('vm_name')?.value;
+  let vmName: string | undefined = `packer-${buildName}`;
+  if (typeof vm === 'string') { try { vmName = renderGoTemplate(vm, { now: new Date(), buildName, buildType: b.source.type }); } catch { vmName = undefined; } }
+  return { buildName, buildType: b.source.type, ...(vmName !== undefined && !vmName.includes('${') ? { vmName } : {}) };
 }
 
 /** Renders every {{ ... }} action of a string. */
 export function renderGoTemplate(text: string, ctx: GoTemplateContext): string {
-  if (!text.includes('{{')) return text;
+  if (!text.includes('{{')) return ctx.escapeKiln ? escapeKiln(text) : text;
+  const lit = (x: string) => (ctx.escapeKiln ? escapeKiln(x) : x);
   let out = '';
   let i = 0;
   for (;;) {
     const start = text.indexOf('{{', i);
-    if (start < 0) { out += text.slice(i); return out; }
+    if (start < 0) { out += lit(text.slice(i)); return out; }
     const end = text.indexOf('}}', start + 2);
     if (end < 0) throw new GoTemplateError('"{{" is never closed with "}}"', 'close the action, or write {{ "{{" }} for literal braces');
-    out += text.slice(i, start);
+    out += lit(text.slice(i, start));
     let body = text.slice(start + 2, end);
     // {{- and -}} trim markers.
     body = body.replace(/^-\s/, '').replace(/\s-$/, '');

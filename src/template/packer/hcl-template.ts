@@ -263,6 +263,7 @@ export function loadHclTemplate(target: string, inputs: PackerInputs, secrets: P
   }
   if (problems.length) throw new PackerTemplateError(problems);
   Object.defineProperty(dataScope, 'null', { value: dataNull, enumerable: true });
+  const localAt = new Map(pending.map((p) => [p.name, where(p.file, p.expr.pos.line)]));
   const localScope: Record<string, Value> = {};
   const secretsFromLocals: PackerVariable[] = [];
   while (pending.length) {
@@ -309,6 +310,17 @@ export function loadHclTemplate(target: string, inputs: PackerInputs, secrets: P
   }
   if (problems.length) throw new PackerTemplateError(problems);
 
+  // The locals and variables a field's expression reads, where each was written (a local's line, a
+  // -var-file's line): a problem with the field's value names them too.
+  const viaOf = (expr: Expr): Field['via'] => {
+    const via: NonNullable<Field['via']> = [];
+    for (const ref of refsOf(expr).roots) {
+      const [ns, name = ''] = ref.split('.') as [string, string];
+      const at = ns === 'local' ? localAt.get(name) : ns === 'var' ? values.get(name)?.at : ns === 'data' ? localAt.get(`\0data:${name}`) : undefined;
+      if (at) via.push({ ref, at });
+    }
+    return via.length ? via : undefined;
+  };
   const fieldsOf = (body: Body, file: string, ctx: EvalContext, skip: string[] = []): Map<string, Field> => {
     const out = new Map<string, Field>();
     for (const item of expandDynamic(body, ctx).items) {
@@ -316,7 +328,7 @@ export function loadHclTemplate(target: string, inputs: PackerInputs, secrets: P
         if (skip.includes(item.name)) continue;
         const v = evaluate(item.expr, ctx);
         taint.value(item.expr, v, where(file, item.pos.line), item.name);
-        out.set(item.name, { value: v, at: where(file, item.pos.line) });
+        out.set(item.name, { value: v, at: where(file, item.pos.line), via: viaOf(item.expr) });
       } else {
         // Nested blocks become lists of maps under their type (e.g. a provisioner's nested settings).
         const prev = out.get(item.type);
@@ -383,7 +395,7 @@ export function loadHclTemplate(target: string, inputs: PackerInputs, secrets: P
         }
         const applies = (s: PackerStep) => (!s.only || s.only.some((p) => globMatch(p, `${type}.${name}`) || globMatch(p, fullName))) && !(s.except?.some((p) => globMatch(p, `${type}.${name}`) || globMatch(p, fullName)));
         builds.push({
-          fullName, source: { type, name, fields, at: where(src.file, src.block.pos.line) },
+          fullName, source: { type, name, fields, at: where(src.file, src.block.pos.line), ...(name !== srcName ? { buildName: srcName } : {}) },
           provisioners: provisioners.filter(applies),
           postProcessors: post.map((chain) => chain.filter(applies)).filter((c) => c.length),
         });

@@ -5,7 +5,7 @@
  */
 import path from 'node:path';
 import { isObject, type Value } from './eval.js';
-import { GoTemplateError, renderGoTemplate } from './gotemplate.js';
+import { GoTemplateError, hclBuildContext, renderGoTemplate } from './gotemplate.js';
 import type { Field, PackerBuild, PackerProblem, PackerStep, PackerTemplate, Where } from './model.js';
 import { hasUrlScheme } from '../../util/url.js';
 import { mapQemuArgs } from './qemu-args-mapping.js';
@@ -91,7 +91,7 @@ function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], ou
   const runtime = (v: Value, f: Field | undefined, field: string, executeCommand = false): Value => {
     if (typeof v === 'string') {
       if (t.language === 'json') return v;
-      try { return renderGoTemplate(v, { now: new Date(), executeCommand }); } catch (e) {
+      try { return renderGoTemplate(v, { now: new Date(), executeCommand, ...hclBuildContext(b) }); } catch (e) {
         if (!(e instanceof GoTemplateError)) throw e;
         problem(f, field, e.problem, e.fix);
         return v;

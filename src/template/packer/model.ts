@@ -6,9 +6,17 @@
 import type { Value } from './eval.js';
 
 export interface Where { file: string; line: number }
-export interface Field { value: Value; at: Where }
+export interface Field {
+  value: Value; at: Where;
+  /** The variables and locals its value was computed from, where each was written (a -var-file's line, a local's line). */
+  via?: { ref: string; at: Where }[];
+}
 
-export interface PackerSource { type: string; name: string; fields: Map<string, Field>; at: Where }
+export interface PackerSource {
+  type: string; name: string; fields: Map<string, Field>; at: Where;
+  /** What Packer's {{ build_name }} renders to, when it is not `name`: in HCL the source block's own name (a build's `name =` override does not change it). */
+  buildName?: string;
+}
 export interface PackerStep { type: string; fields: Map<string, Field>; at: Where; only?: string[]; except?: string[] }
 
 export interface PackerBuild {
@@ -42,7 +50,12 @@ export interface PackerSecret {
 export interface PackerProblem { at?: Where; field?: string; message: string; fix?: string }
 
 export class PackerTemplateError extends Error {
-  constructor(readonly problems: PackerProblem[]) {
+  /**
+   * `partial`: the template as read despite the problems, so that its builds' own problems (the mapping's)
+   * are reported in the same run; `consequences`: "file:line"s of fields that read a value that is missing
+   * because of one of these problems (a required variable not set), whose further problems are not news.
+   */
+  constructor(readonly problems: PackerProblem[], readonly partial?: PackerTemplate, readonly consequences?: Set<string>) {
     super(problems.map(formatPackerProblem).join('\n'));
     this.name = 'PackerTemplateError';
   }
@@ -67,4 +80,6 @@ export interface PackerTemplate {
   text: string;
   /** Every text that must not be printed (see PackerSecret), in the order found. */
   secrets: PackerSecret[];
+  /** One-line warnings found while reading (e.g. {{user}} of variables set nowhere), printed before a build. */
+  notes?: string[];
 }
