@@ -48,10 +48,11 @@ describe('library API (an outside TypeScript program)', () => {
     };
     expect(summary.build).toBe('tiny');
     expect(summary.outputDirectory).toBe(out);
-    expect(summary.verified).toEqual([{ name: 'tiny.qcow2', ok: true, problems: [] }]);
+    // The artifact, then the SBOMs and provenance written beside it (issue 30).
+    expect(summary.verified).toEqual(['tiny.qcow2', 'tiny.spdx.json', 'tiny.cdx.json', 'tiny.provenance.json'].map((name) => ({ name, ok: true, problems: [] })));
 
     // Checked from outside the library.
-    expect(readdirSync(out).sort()).toEqual(['SHA256SUMS', 'manifest.json', 'tiny.qcow2']);
+    expect(readdirSync(out).sort()).toEqual(['SHA256SUMS', 'manifest.json', 'tiny.cdx.json', 'tiny.provenance.json', 'tiny.qcow2', 'tiny.spdx.json']);
     const image = path.join(out, 'tiny.qcow2');
     expect(summary.artifacts).toEqual([{ name: 'tiny.qcow2', path: image, format: 'qcow2', size: expect.any(Number), sha256: sha256(image) }]);
     const check = await execa('qemu-img', ['check', image], { reject: false });

@@ -38,7 +38,7 @@ ${tinySourceYaml()}
 `);
     const run = await kiln(['build', file, '--events=json']);
     expect(run.exitCode, run.stderr.slice(-3000)).toBe(0);
-    expect(readdirSync(out).sort()).toEqual(['SHA256SUMS', 'SHA512SUMS', 'all.box', 'all.ova', 'all.qcow2', 'all.raw', 'all.tar.gz', 'all.vhd', 'all.vhdx', 'all.vmdk', 'manifest.json']);
+    expect(readdirSync(out).sort()).toEqual(['SHA256SUMS', 'SHA512SUMS', 'all.box', 'all.cdx.json', 'all.ova', 'all.provenance.json', 'all.qcow2', 'all.raw', 'all.spdx.json', 'all.tar.gz', 'all.vhd', 'all.vhdx', 'all.vmdk', 'manifest.json']);
     expect((await execa('sha256sum', ['-c', 'SHA256SUMS'], { cwd: out, reject: false })).exitCode).toBe(0);
     expect((await execa('sha512sum', ['-c', 'SHA512SUMS'], { cwd: out, reject: false })).exitCode).toBe(0);
     const manifest = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8'));
@@ -97,7 +97,7 @@ ${tinySourceYaml()}
   it('kiln verify passes, then catches a changed artifact', async () => {
     const ok = await kiln(['verify', path.join(out, 'manifest.json')]);
     expect(ok.exitCode, ok.stdout + ok.stderr).toBe(0);
-    expect(ok.stdout.split('\n').filter((l) => l.startsWith('ok   ')).length).toBe(8);
+    expect(ok.stdout.split('\n').filter((l) => l.startsWith('ok   ')).length).toBe(8 + 3); // and the SBOMs and provenance (issue 30)
     appendFileSync(path.join(out, 'all.raw'), 'tampered');
     const bad = await kiln(['verify', path.join(out, 'manifest.json')]);
     expect(bad.exitCode).toBe(1);
@@ -125,7 +125,7 @@ ${tinySourceYaml()}
 `);
     const run = await kiln(['build', file]);
     expect(run.exitCode, run.stderr.slice(-2000)).toBe(0);
-    expect(readdirSync(out).sort()).toEqual(['SHA256SUMS', 'manifest.json', 'pp.qcow2', 'pp.raw.zst']);
+    expect(readdirSync(out).sort()).toEqual(['SHA256SUMS', 'manifest.json', 'pp.cdx.json', 'pp.provenance.json', 'pp.qcow2', 'pp.raw.zst', 'pp.spdx.json']);
     expect(readFileSync(seen, 'utf8')).toBe('pp.qcow2\npp.raw.zst\n');
     expect((await execa('sha256sum', ['-c', 'SHA256SUMS'], { cwd: out, reject: false })).exitCode).toBe(0);
     const manifest = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8'));

@@ -97,7 +97,7 @@ ${tinySourceYaml()}
     expect(refused.exitCode).toBe(1);
     expect(refused.stderr).toContain(`output directory ${out} is being built by another kiln right now (pid ${first.pid})`);
     const manifest = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8'));
-    expect(manifest.files).toEqual(['SHA256SUMS', 'osafe-real.qcow2']);
+    expect(manifest.files).toEqual(['SHA256SUMS', 'osafe-real.cdx.json', 'osafe-real.provenance.json', 'osafe-real.qcow2', 'osafe-real.spdx.json']);
     expect(existsSync(claimOf(out))).toBe(false);
 
     // Unchanged inputs: up to date, nothing replaced.
@@ -118,7 +118,7 @@ ${tinySourceYaml()}
     expect(replaced.exitCode, replaced.stderr.slice(-3000)).toBe(0);
     const after = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8'));
     expect(after.variables).toEqual({ note: 'second' });
-    expect(entriesOf(out)).toEqual(['SHA256SUMS', 'manifest.json', 'osafe-real.qcow2']);
+    expect(entriesOf(out)).toEqual(['SHA256SUMS', 'manifest.json', 'osafe-real.cdx.json', 'osafe-real.provenance.json', 'osafe-real.qcow2', 'osafe-real.spdx.json']);
     expect(stagingDirsBeside(out)).toEqual([]);
   }, 600_000);
 });

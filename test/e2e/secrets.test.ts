@@ -145,7 +145,7 @@ ${tinySourceYaml().replace('trust_on_first_use: true', `password: ${password}, t
       expect(run.stderr, 'human log').not.toContain(secret);
     }
     const texts = outputTextFiles(out, ['masked.qcow2']);
-    expect(Object.keys(texts).sort()).toEqual(['SHA256SUMS', 'manifest.json']);
+    expect(Object.keys(texts).sort()).toEqual(['SHA256SUMS', 'manifest.json', 'masked.cdx.json', 'masked.provenance.json', 'masked.spdx.json']);
     expect(JSON.parse(texts['manifest.json']!).variables).toEqual({ token: '<sensitive>', header: '<sensitive>' });
     expect(JSON.parse(texts['manifest.json']!).base_image.source).toBe(path.join(dir, 'tiny-<sensitive>.qcow2'));
     const insecureLines = uniquePemLines(insecureKey);

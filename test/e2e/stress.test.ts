@@ -36,7 +36,7 @@ function portsOf(events: Event[], build: string): { ssh: number[]; http: number[
 /** Checks one finished output directory: exactly its files, checksums, manifest, qemu-img check, kiln verify. */
 async function expectGoodOutput(dir: string, build: string): Promise<string> {
   const artifact = `${build}.qcow2`;
-  expect(readdirSync(dir).sort(), dir).toEqual(['SHA256SUMS', artifact, 'manifest.json'].sort());
+  expect(readdirSync(dir).sort(), dir).toEqual(['SHA256SUMS', artifact, 'manifest.json', `${build}.spdx.json`, `${build}.cdx.json`, `${build}.provenance.json`].sort());
   const sums = await execa('sha256sum', ['-c', 'SHA256SUMS'], { cwd: dir, reject: false });
   expect(sums.exitCode, `${dir}: ${sums.stdout}${sums.stderr}`).toBe(0);
   const manifest = JSON.parse(readFileSync(path.join(dir, 'manifest.json'), 'utf8'));

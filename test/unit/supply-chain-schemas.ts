@@ -16,6 +16,8 @@ const addFormats = ((addFormatsModule as unknown as { default?: unknown }).defau
 
 const ajv = new Ajv({ strict: false, allErrors: true });
 addFormats(ajv);
+// CycloneDX uses JSON Schema's IRI and IDN formats, which ajv-formats does not define: checked as non-blank text.
+for (const format of ['iri-reference', 'iri', 'idn-email']) ajv.addFormat(format, /^\S+$/);
 ajv.addSchema(load('spdx.schema.json'));
 ajv.addSchema(load('jsf-0.82.schema.json'));
 const spdx = ajv.compile(load('spdx-2.3.schema.json'));

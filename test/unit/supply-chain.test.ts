@@ -155,7 +155,7 @@ async function stage(name: string, sign?: string): Promise<{ out: string; manife
   const record = await writeSupplyChain(out, ctx, {
     artifacts, variables: { token: '<sensitive>' }, qemuImgVersion: '8.2.2', kilnVersion: '0.1.0', checksumFiles: ['SHA256SUMS'], mask: (v) => v,
   });
-  const manifest = buildManifest(ctx, ctx.state.startedAt, (p) => p, '8.2.2', [], record);
+  const manifest = buildManifest(ctx as unknown as Parameters<typeof buildManifest>[0], ctx.state.startedAt, (p) => p, '8.2.2', [], record);
   const manifestFile = path.join(out, 'manifest.json');
   writeFileSync(manifestFile, JSON.stringify(manifest, null, 2));
   return { out, manifestFile };
