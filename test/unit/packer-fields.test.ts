@@ -50,10 +50,17 @@ describe('no-op values of fields kiln has no equivalent of', () => {
 });
 
 describe('builder fields', () => {
-  it('gives the guest Packer\'s -smp count from cpus, sockets, cores and threads', () => {
+  it('runs QEMU with Packer\'s -smp from cpus, sockets, cores and threads', () => {
     const t = load(fixture('smp.pkr.hcl'));
     expect(t.template.builds.map((b) => b.source.cpus)).toEqual([4, 4]); // 2 sockets x 2 cores; min(cpus 8, 2 cores x 2 threads)
-    expect(t.notes!.filter((n) => /kiln gives the guest 4 vCPUs/.test(n))).toHaveLength(2);
+    expect(t.template.builds.map((b) => b.source.qemu_args)).toEqual([[['-smp', '4,sockets=2,cores=2']], [['-smp', '4,cores=2,threads=2']]]);
+    // QEMU takes them: the guest would see 2 sockets of 2 cores.
+    const r = spawnSync('qemu-system-x86_64', ['-display', 'none', '-S', '-nodefaults', '-monitor', 'stdio', '-smp', '4,sockets=2,cores=2'], { input: 'info hotpluggable-cpus\nquit\n', encoding: 'utf8', timeout: 60_000 });
+    expect(r.stdout).toMatch(/socket-id: "1"\s+core-id: "1"/);
+    // The template's own qemuargs -smp wins, as in Packer (its defaults fill only switches the template leaves out).
+    const f = write('smp-own.pkr.hcl', `${source('  cores = 2\n  qemuargs = [["-smp", "2"]]')}build {\n  sources = ["source.qemu.a"]\n}\n`);
+    const own = load(f).template.builds[0]!.source;
+    expect([own.cpus, own.qemu_args.filter((a) => a[0] === '-smp')]).toEqual([2, []]); // a plain count is kiln's cpus
   });
 
   it('puts a sata disk on an AHCI controller, which QEMU starts with', () => {

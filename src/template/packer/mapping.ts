@@ -168,19 +168,17 @@ function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], ou
   const diskSize = take('disk_size');
   if (diskSize && diskSize.value !== null) set('disk_size', typeof diskSize.value === 'number' || /^\d+$/.test(String(diskSize.value)) ? `${diskSize.value}M` : String(diskSize.value), 'disk_size');
   else if (!diskImage) set('disk_size', '40960M', 'disk_size');
+  let smp: string | undefined;
   {
-    // Packer's -smp count (packer-plugin-qemu's QemuSMPConfig): cpus, else the product of the topology's
-    // given terms, and never more than that product. kiln gives the guest that many vCPUs.
+    // Packer's -smp (packer-plugin-qemu's QemuSMPConfig): the count is cpus, else the product of the
+    // topology's given terms, and never more than that product; then each given term.
     const [cpus, sockets, cores, threads] = ['cpus', 'sockets', 'cores', 'threads'].map((k) => num(k) ?? 0) as [number, number, number, number];
     const terms = [sockets, cores, threads].filter((n) => n > 0);
     const product = terms.length ? terms.reduce((a, n) => a * n, 1) : 0;
     const count = cpus > 0 ? (product > 0 ? Math.min(cpus, product) : cpus) : product || 1;
     set('cpus', count, fields.has('cpus') ? 'cpus' : ['cores', 'sockets', 'threads'].find((k) => fields.has(k)) ?? 'cpus');
     const given = ['sockets', 'cores', 'threads'].filter((k, i) => [sockets, cores, threads][i]! > 0);
-    if (given.length) {
-      const f = fields.get(given[0]!)!;
-      out.notes.push(`${f.at.file}:${f.at.line}: ${given.map((k) => `${k} = ${String(fields.get(k)!.value)}`).join(', ')}: kiln gives the guest ${count} vCPU${count === 1 ? '' : 's'}, as Packer's -smp does; their split into sockets, cores and threads is QEMU's default`);
-    }
+    if (given.length) smp = [String(count), ...given.map((k) => `${k}=${String(num(k))}`)].join(',');
   }
   set('memory', num('memory') ?? 512, 'memory');
   const accel = str('accelerator');
@@ -210,6 +208,8 @@ function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], ou
     if (m[di]) set('disk_interface', m[di], 'disk_interface'); else problem(fields.get('disk_interface'), 'disk_interface', `kiln supports virtio, virtio-scsi, ide, sata and scsi, not ${di}`, 'pick one of those');
   }
   const qemuArgs = mapQemuArgs({ take, str, runtime, problem, notes: out.notes });
+  // The topology goes to QEMU as Packer gives it, unless the template's own qemuargs -smp wins (Packer's rule).
+  if (smp && !qemuArgs.args.some((a) => a[0] === '-smp') && qemuArgs.sourceFields.cpus === undefined) qemuArgs.args.push(['-smp', smp]);
   if (qemuArgs.args.length) { source.qemu_args = qemuArgs.args; origin(['source', 'qemu_args'], qemuArgs.from, 'qemuargs'); }
   for (const [k, v] of Object.entries(qemuArgs.sourceFields)) { source[k] = v; origin(['source', k], qemuArgs.from, 'qemuargs'); }
   const binary = str('qemu_binary');
