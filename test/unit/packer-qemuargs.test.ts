@@ -99,6 +99,7 @@ describe('Packer qemuargs', () => {
       ['-chardev', 'socket,path=/tmp/packer-a-qga.sock,server=on,wait=off,id=qga0'],
     ]);
     expect([s.net_device, s.firmware, s.qemu_args_replace]).toEqual(['e1000', 'uefi', true]);
+    expect((load(path.join(dir, 'dev.pkr.hcl')).notes ?? []).join('\n')).toMatch(/qemuargs: -machine, -accel, -device replace kiln's defaults \(its -machine; its -accel; its devices/);
   });
 
   it('accepts qemuargs = null and [] (no-ops), and refuses a base image at iso_target_path attached by qemuargs', () => {

@@ -156,7 +156,9 @@ export function mapQemuArgs({ take, str, runtime, problem, notes }: QemuArgsMapp
 
   if (args.length) {
     sourceFields.qemu_args_replace = true;
-    const displaced = [...new Set(args.map((a) => a[0]!).filter((f) => Object.hasOwn(kilnDefaults, f)))];
+    // A -machine naming an accelerator takes kiln's -accel with it (QEMU refuses both; src/qemu/argv.ts).
+    const flags = args.flatMap((a) => (a[0] === '-machine' && option(a[1] ?? '', 'accel') !== undefined ? ['-machine', '-accel'] : [a[0]!]));
+    const displaced = [...new Set(flags.filter((f) => Object.hasOwn(kilnDefaults, f)))];
     if (displaced.length) {
       notes.push(`${at}: ${displaced.join(', ')} replace kiln's defaults (${displaced.map((f) => kilnDefaults[f]).join('; ')}) as they replace Packer's; kiln keeps its QMP socket, serial console, SSH network and card`);
     }
