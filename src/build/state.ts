@@ -96,6 +96,8 @@ export interface BuildState {
   seed?: { kind: 'http'; url: string } | { kind: 'cdrom'; iso: string };
   /** Layers this build saved into the store (their time is timings['layer capture (background)']). */
   layerSaves?: number;
+  /** The VM was restored from the state saved with this layer instead of booting (src/build/vm-state.ts). */
+  restoredVm?: { key: string; ms: number };
 }
 
 export interface LayerPlan {
@@ -121,6 +123,10 @@ export interface LayerPlan {
   fromFinalLayer?: boolean;
   /** Layers being copied into the store in the background while the next provisioner runs. */
   publishing: Promise<void>;
+  /** cache.vm_state: each captured layer also saves the running VM beside it. */
+  vmState?: boolean;
+  /** The key of the cached layer whose saved VM launch tries to restore (the last cached one). */
+  restoreFrom?: string;
 }
 
 /** True when the build makes its outputs from a cached final layer: the steps that need a guest are off. */

@@ -15,6 +15,7 @@ import { diesWithKiln } from '../qemu/process.js';
 import { fileDigest } from './digest.js';
 import { withLock } from './lock.js';
 import { isAlive } from '../util/pid.js';
+import { removeVmState, vmStateBytes, vmStateSummary, type VmStateSummary } from './vm-states.js';
 
 export interface LayerMeta {
   key: string;
@@ -36,6 +37,8 @@ export interface LayerMeta {
    * those steps recorded, so a build made from it writes the manifest a booted build would.
    */
   final?: FinalLayerRecord;
+  /** The running VM saved with this layer (cache.vm_state; src/cache/vm-states.ts), read from its own file. */
+  vmState?: VmStateSummary;
 }
 
 /** What the finishing steps of the build that saved a final layer found. */
@@ -83,7 +86,10 @@ export class LayerStore {
   private metaFile(key: string): string { return path.join(this.dir, `${key}.json`); }
 
   meta(key: string): LayerMeta | undefined {
-    try { return JSON.parse(readFileSync(this.metaFile(key), 'utf8')) as LayerMeta; } catch { return undefined; }
+    let meta: LayerMeta;
+    try { meta = JSON.parse(readFileSync(this.metaFile(key), 'utf8')) as LayerMeta; } catch { return undefined; }
+    const vmState = vmStateSummary(this.dir, key);
+    return vmState ? { ...meta, vmState } : meta;
   }
 
   /** Published and whole: the file exists and matches the digest its metadata recorded. */
@@ -106,6 +112,7 @@ export class LayerStore {
     rmSync(this.metaFile(key), { force: true });
     rmSync(this.layerFile(key), { force: true });
     rmSync(this.keyFile(key), { force: true });
+    removeVmState(this.dir, key);
     removed.push(key);
     return removed;
   }
@@ -233,7 +240,7 @@ export class LayerStore {
   }
 
   totalBytes(): number {
-    return this.list().reduce((n, m) => n + (existsSync(this.layerFile(m.key)) ? diskBytes(this.layerFile(m.key)) : 0), 0)
+    return this.list().reduce((n, m) => n + (existsSync(this.layerFile(m.key)) ? diskBytes(this.layerFile(m.key)) : 0) + vmStateBytes(this.dir, m.key), 0)
       + this.bases().reduce((n, b) => n + b.size, 0);
   }
 

@@ -52,6 +52,10 @@ export interface VmSpec {
    * takes it once (-m, -boot...), and is added beside kiln's if QEMU takes it many times (-drive...).
    */
   extraArgs?: string[][];
+  /** A VM generation ID device (a new GUID each start), so a guest restored from a saved state can tell (src/qemu/vm-state.ts). */
+  vmgenid?: boolean;
+  /** `-incoming defer`: start paused, waiting for a saved state (QMP migrate-incoming) instead of booting. */
+  incoming?: boolean;
   /**
    * Packer's qemuargs rule (source.qemu_args_replace): any switch in extraArgs replaces all of kiln's
    * defaults of that switch, repeatable or not, so a template's own -drive/-device lines are the VM's
@@ -183,6 +187,7 @@ export function buildQemuArgGroups(vm: VmSpec): string[][] {
   }
   // Guests block on entropy at boot without a source (dropbear waited 1.4 s for it).
   g.push(['-device', 'virtio-rng-pci']);
+  if (vm.vmgenid) control(['-device', 'vmgenid,guid=auto']);
   if (vm.smbiosType1File) control(['-smbios', `file=${escapeOption(vm.smbiosType1File)}`]);
   control(['-qmp', `unix:${vm.qmpSocket},server=on,wait=off`]);
   if (vm.serial) {
@@ -220,7 +225,8 @@ export function buildQemuArgGroups(vm: VmSpec): string[][] {
 
 
 export function buildQemuArgs(vm: VmSpec): string[] {
-  return buildQemuArgGroups(vm).flat();
+  const argv = buildQemuArgGroups(vm).flat();
+  return vm.incoming ? [...argv, '-incoming', 'defer'] : argv;
 }
 
 /** A copy-pasteable rendering of a command line, for logs and error messages. */

@@ -277,6 +277,11 @@ export const buildSchema = z.strictObject({
   output_directory: z.string().optional(),
   source: sourceSchema,
   provisioners: z.array(provisionerSchema).default([]),
+  /**
+   * Layer cache options. vm_state: also save the running VM (RAM, devices) with each layer, so a rebuild
+   * restores it instead of booting (src/qemu/vm-state.ts; README "Layer cache"). Off by default.
+   */
+  cache: z.strictObject({ vm_state: z.boolean().default(false) }).optional(),
   outputs: z.array(outputSchema).min(1).prefault([{ format: 'qcow2' }]),
   /** Digest files written beside the artifacts (SHA256SUMS, SHA512SUMS), streamed. */
   checksums: z.array(z.enum(['sha256', 'sha512'])).min(1).default(['sha256']),

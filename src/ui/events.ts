@@ -29,6 +29,13 @@ export type BuildEvent =
    * waited `waitedMs` of it at the end (the rest overlapped other steps).
    */
   | { type: 'layer-capture'; build: string; layers: number; ms: number; waitedMs: number }
+  /**
+   * cache.vm_state: the running VM saved beside layer `key` (`size` bytes of RAM and device state);
+   * `pausedMs` the guest was paused for it, `ms` the digest and rename in the background.
+   */
+  | { type: 'vm-state-saved'; build: string; index: number; key: string; size: number; pausedMs: number; ms: number }
+  /** The VM saved with layer `key` was loaded instead of booting (`ms` from QEMU's start to the guest running). */
+  | { type: 'vm-restored'; build: string; key: string; provisioner: number; size: number; ms: number; vmgenid?: string }
   | { type: 'artifact'; build: string; path: string; format: string; size: number; sha256: string; reused?: boolean }
   /** A publish target's outcome (no credentials: where the image lives, its digest, bytes sent). */
   | { type: 'published'; build: string; target: string; targetType: string; ok: boolean; location?: string; id?: string; remoteDigest?: string; unchanged?: boolean; bytesSent?: number; ms?: number; error?: string }

@@ -77,6 +77,8 @@ function lineFor(e: BuildEvent, paint: (c: number, s: string) => string, lastPro
     case 'provisioner-cached': return debug ? `provisioner ${e.index + 1}: ${e.provisioner} (cached, layer ${e.key.slice(0, 12)})` : undefined;
     case 'layer-saved': return debug ? `${e.final ? 'final disk (cleaned, trimmed)' : `provisioner ${e.index + 1}`} saved as layer ${e.key.slice(0, 12)} (${formatBytes(e.size)}, ${formatDuration(e.ms)})` : undefined;
     case 'layer-capture': return debug ? `layer capture: ${e.layers} layer${e.layers === 1 ? '' : 's'} saved in ${formatDuration(e.ms)} in the background; the build waited ${formatDuration(e.waitedMs)} of it at the end` : undefined;
+    case 'vm-state-saved': return debug ? `provisioner ${e.index + 1}: VM state saved with layer ${e.key.slice(0, 12)} (${formatBytes(e.size)}, guest paused ${formatDuration(e.pausedMs)})` : undefined;
+    case 'vm-restored': return undefined; // the launch step's log line says it
     case 'provisioner-end': return debug ? `provisioner ${e.index + 1} done in ${formatDuration(e.ms)}` : undefined;
     case 'progress': {
       // Plain periodic lines (every 25%) rather than a bar: readable in CI logs and on a TTY alike.

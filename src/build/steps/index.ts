@@ -16,6 +16,7 @@ import { installMediaStep } from './install-media.js';
 import { bootCommandStep } from './boot-command.js';
 import { waitInstallStep } from './wait-install.js';
 import { waitSshStep } from './wait-ssh.js';
+import { restoredGuestStep } from './restored-guest.js';
 import { provisionStep } from './provision.js';
 import { guestProxyStep } from './guest-proxy.js';
 import { proxyBypassCheckStep } from './proxy-bypass-check.js';
@@ -51,6 +52,7 @@ export const buildSteps: Step[] = [
     bootCommandStep,
     waitInstallStep,
     waitSshStep,
+    restoredGuestStep,
     // --record / --offline: kiln's package proxy is the guest's system proxy before any provisioner.
     guestProxyStep,
     provisionStep,

@@ -1,9 +1,13 @@
-/** Step: pick the accelerator and a free SSH port, start QEMU, connect to QMP. */
+/**
+ * Step: pick the accelerator and a free SSH port, start QEMU, connect to QMP. With cache.vm_state and
+ * a VM saved with the cached layer, QEMU loads that VM instead of booting (src/build/vm-state.ts).
+ */
 import { copyFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import type { Step } from '../step.js';
 import { smbiosType1Switch } from '../../template/qemu-args.js';
 import { OVMF_CODE, OVMF_VARS, startVm } from '../vm.js';
+import { restoreVm } from '../vm-state.js';
 
 /** Test helpers took the free-port helper from here; it lives in qemu/ports.ts. */
 
@@ -22,7 +26,7 @@ export const launchQemuStep: Step = {
       if (!existsSync(OVMF_CODE)) throw new Error(`firmware: uefi needs ${OVMF_CODE}\n  fix: apt-get install ovmf (make setup does it)`);
       copyFileSync(OVMF_VARS, path.join(st.workDir, 'efivars.fd'));
     }
-    await startVm(ctx, true);
+    if (!(await restoreVm(ctx))) await startVm(ctx, true);
     // Whichever QEMU is current when the build ends is the one stopped (a relaunch replaces it).
     return async () => {
       st.qmp?.close();

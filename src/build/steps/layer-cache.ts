@@ -15,6 +15,7 @@ import { artifactKey, finalLayerKey, planLayers, resumePoint, sourceKey } from '
 import type { Manifest } from '../../artifacts/manifest.js';
 import { describeProvisioner } from '../../template/provisioners.js';
 import { layerCaptureTiming } from '../layer-capture.js';
+import { readVmStateMeta } from '../../cache/vm-states.js';
 
 const short = (key: string) => key.slice(0, 12);
 
@@ -102,7 +103,10 @@ export const layerCacheStepFor = (finishingScripts: (ctx: BuildContext) => strin
     const rootBacking = willPublish && cachedCount === 0 && base.kind === 'disk'
       ? { name: await store.ensureBase(base.path, base.sha256, base.format), format: base.format }
       : null;
-    const layers = { store, rootKey, plan, cachedCount, rootBacking, artifactKey: outputKey, finalKey, publishing: Promise.resolve() };
+    const vmState = savesVmState(ctx);
+    const last = cachedKeys[cachedCount - 1];
+    const restoreFrom = vmState && last && readVmStateMeta(store.dir, last) ? last : undefined;
+    const layers = { store, rootKey, plan, cachedCount, rootBacking, artifactKey: outputKey, finalKey, publishing: Promise.resolve(), vmState, restoreFrom };
     ctx.state.layers = layers;
     return async () => {
       await waitForSaves(ctx, layers);
@@ -110,6 +114,18 @@ export const layerCacheStepFor = (finishingScripts: (ctx: BuildContext) => strin
     };
   },
 });
+
+/**
+ * cache.vm_state, where a saved VM can be loaded again as it was: not with UEFI (the firmware's variable
+ * store is a file outside the state) nor on --record/--offline's network (its guest forwards are sockets
+ * the state would have to match).
+ */
+function savesVmState(ctx: BuildContext): boolean {
+  if (ctx.build.cache?.vm_state !== true) return false;
+  const why = ctx.build.source.firmware === 'uefi' ? 'firmware: uefi' : ctx.options.airgap ? 'a --record/--offline build' : undefined;
+  if (why) ctx.log(`layer cache: cache.vm_state is not used for ${why}; layers hold disks only`, 'warn');
+  return !why;
+}
 
 /** Without the finishing scripts in the final layer's key (the step tests; steps/index.ts passes them). */
 export const layerCacheStep: Step = layerCacheStepFor(() => []);

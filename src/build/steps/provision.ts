@@ -10,6 +10,7 @@ import { need } from '../state.js';
 import { appliesTo, describeProvisioner, runProvisioner } from '../../provisioners/index.js';
 import { sshSession } from '../../provisioners/context.js';
 import { queueLayerSave } from '../layer-capture.js';
+import { freezeLayer } from '../vm-state.js';
 
 /**
  * A guest without cloud-init cannot take a new key when a later build boots this layer, so a key kiln
@@ -34,7 +35,8 @@ async function captureLayer(ctx: BuildContext, position: number): Promise<void> 
   await (await sshSession(ctx)).run('sync', ctx.signal);
   const frozen = disk.path;
   const overlay = path.join(ctx.state.workDir, `disk-${position + 1}.qcow2`);
-  await ctx.driver.snapshotActiveDisk(need(ctx.state, 'qmp'), frozen, overlay, disk.virtualSize, `kiln-layer-${position + 1}`);
+  // With cache.vm_state the guest is paused around the freeze and saved beside the layer (build/vm-state.ts).
+  const queueVmState = await freezeLayer(ctx, planned.key!, planned.index, () => ctx.driver.snapshotActiveDisk(need(ctx.state, 'qmp'), frozen, overlay, disk.virtualSize, `kiln-layer-${position + 1}`));
   ctx.state.disk = { ...disk, path: overlay };
 
   const parentKey = position > 0 ? layers.plan[position - 1]!.key! : undefined;
@@ -47,6 +49,7 @@ async function captureLayer(ctx: BuildContext, position: number): Promise<void> 
       provisioner: planned.index + 1, description: planned.description,
     },
   });
+  queueVmState();
 }
 
 export const provisionStep: Step = {

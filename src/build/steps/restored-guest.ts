@@ -1,0 +1,27 @@
+/**
+ * Step: a guest restored from a saved VM state (cache.vm_state) first gets the host's time (its clock
+ * stood still while the state was stored) and fresh randomness, before any provisioner runs.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Step } from '../step.js';
+import { need } from '../state.js';
+import { asRoot } from '../../communicator/as-root.js';
+import { restoredGuestScript } from '../vm-state.js';
+
+export const restoredGuestStep: Step = {
+  name: 'set the restored guest clock',
+  // Known before the build starts only as "maybe": run() does nothing unless launch restored a VM.
+  enabled: (ctx) => ctx.build.cache?.vm_state === true && ctx.build.source.communicator.type === 'ssh',
+  async run(ctx) {
+    if (!ctx.state.restoredVm) return;
+    const comm = ctx.build.source.communicator;
+    if (comm.type !== 'ssh') return;
+    const before = Math.round(Date.now() / 1000);
+    let out = '';
+    const r = await need(ctx.state, 'ssh').exec(asRoot(comm.username, restoredGuestScript(before, randomBytes(64).toString('hex'))), {
+      stdout: (s) => { out += s; }, stderr: (s) => { out += s; },
+    });
+    if (r.exitCode !== 0) throw new Error(`could not set the restored guest's clock (exit ${r.exitCode}): ${out.trim()}\n  fix: the SSH user needs root or passwordless sudo for date(1); or remove cache.vm_state`);
+    ctx.log(`restored guest: clock set to the host's, random pool ${/reseeded/.test(out) ? 'reseeded' : 'mixed with host randomness (no perl/python3 in the guest to force a reseed)'}`, 'debug');
+  },
+};
