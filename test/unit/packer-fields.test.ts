@@ -192,7 +192,7 @@ describe('Windows', () => {
   it('refuses WinRM and the Windows provisioners in one line for the template', () => {
     const m = errorOf(() => load(fixture('windows-winrm.pkr.hcl')));
     expect(m.split('\n').filter((l) => !/^\s+fix:/.test(l))).toHaveLength(1);
-    expect(m).toMatch(/needs a Windows guest \(qemu\.windows: communicator = "winrm", provisioner "powershell" at line \d+, provisioner "windows-restart" at line \d+, provisioner "windows-shell" at line \d+\): .*no Windows guest can be made offline here/);
+    expect(m).toMatch(/needs a Windows guest \(communicator = "winrm" \(line 7\), powershell \(line 16\), windows-restart \(line 19\), windows-shell \(line 20\)\): .*no Windows guest can be made offline here/);
     expect(m).toMatch(/fix: kiln builds guests it reaches over SSH/);
   });
   it('accepts a Windows template whose communicator is SSH with shell and file only', () => {

@@ -64,7 +64,10 @@ export function mapTemplate(t: PackerTemplate): MappedTemplate {
   const builds = t.builds.map((b, i) => mapBuild(t, b, ['builds', i], { origins, notes, problems, windows }));
   if (windows.length) {
     // One line for the whole template: the same reason would otherwise repeat for each field and step.
-    const what = [...new Set(windows.map((w) => w.what))];
+    // Grouped by kind, so a template with a dozen powershell steps still gets a readable line.
+    const lines = new Map<string, number[]>();
+    for (const w of windows) lines.set(w.what, [...new Set([...(lines.get(w.what) ?? []), w.at.line])]);
+    const what = [...lines].map(([k, l]) => `${k} (line${l.length > 1 ? 's' : ''} ${l.join(', ')})`);
     problems.push({
       at: windows[0]!.at,
       field: 'this template',
@@ -248,7 +251,7 @@ function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], ou
   // Communicator.
   const comm = str('communicator') ?? 'ssh';
   if (comm === 'none') source.communicator = { type: 'none' };
-  else if (comm === 'winrm') out.windows.push({ at: fields.get('communicator')!.at, what: `${b.fullName}: communicator = "winrm"` });
+  else if (comm === 'winrm') out.windows.push({ at: fields.get('communicator')!.at, what: 'communicator = "winrm"' });
   else if (comm !== 'ssh') problem(fields.get('communicator'), 'communicator', `kiln talks to guests over SSH, not ${comm}`, 'use communicator = "ssh" (or "none")');
   else {
     const user = str('ssh_username');
@@ -531,7 +534,7 @@ use_linux_pathing: 'kiln runs on Linux', keep_input_artifact: 'kiln keeps the ar
       }
       break;
     default:
-      if (windowsProvisioners.has(p.type)) out.windows.push({ at: p.at, what: `${label} at line ${p.at.line}` });
+      if (windowsProvisioners.has(p.type)) out.windows.push({ at: p.at, what: p.type });
       else out.problems.push({ at: p.at, field: label, message: `kiln has no "${p.type}" provisioner`, fix: 'kiln runs shell, file, shell-local, breakpoint, ansible, ansible-local and puppet-masterless provisioners' });
       return [];
   }
