@@ -99,4 +99,16 @@ describe('qemu_args that take kiln\'s controls away', () => {
     writeFileSync(file, template('      cloud_init: { delivery: cdrom }\n'));
     expect(loadTemplate(file).template.builds[0]!.source.qemu_args).toEqual([['-cpu', 'max'], ['-smbios', 'type=1,serial=ABC']]);
   });
+
+  it('takes qemu_args_replace (Packer\'s rule) with ${build.disk} and ${build.iso} naming kiln\'s disk and ISO; a misspelt one is named', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-validate-qemu-'));
+    writeFileSync(path.join(dir, 'base.qcow2'), 'x');
+    const file = path.join(dir, 't.yaml');
+    const template = (disk: string) => `builds:\n  - name: q\n    source:\n      base_image: base.qcow2\n      checksum: none\n      qemu_args_replace: true\n      qemu_args:\n        - [-device, "virtio-scsi-pci,id=scsi0"]\n        - [-drive, "if=none,id=d0,file=\${build.${disk}}"]\n        - [-device, "scsi-hd,drive=d0"]\n`;
+    writeFileSync(file, template('disk'));
+    const s = loadTemplate(file).template.builds[0]!.source;
+    expect([s.qemu_args_replace, s.qemu_args[1]]).toEqual([true, ['-drive', 'if=none,id=d0,file=${build.disk}']]);
+    writeFileSync(file, template('disks'));
+    expect(() => loadTemplate(file)).toThrow(/unknown build value \$\{build\.disks\}[\s\S]*did you mean \$\{build\.disk\}\?/);
+  });
 });
