@@ -43,6 +43,8 @@ export class PackageProxy {
   private server: http.Server;
   private sockets = new Set<net.Socket>();
   readonly misses: string[] = [];
+  /** Replayed responses, by URL and body digest: an offline build's provenance names them. */
+  readonly served: { url: string; sha256: string }[] = [];
   readonly refused: string[] = [];
   /** Errors raised while answering a request (answered 502); a test's way to see that none went unhandled. */
   readonly errors: string[] = [];
@@ -148,6 +150,7 @@ export class PackageProxy {
     const blob = this.store.blobPath(hit.sha256);
     res.writeHead(hit.status, { ...hit.headers, 'content-length': String(hit.size), 'x-kiln-airgap': 'hit' });
     this.events.onServed?.(url, hit.status, 'recording');
+    if (!this.served.some((s) => s.url === url)) this.served.push({ url, sha256: hit.sha256 });
     if (method === 'HEAD') { res.end(); return; }
     createReadStream(blob).on('error', (e) => { this.errors.push(`${method} ${url}: ${e.message}`); res.destroy(); }).pipe(res);
   }

@@ -29,7 +29,7 @@ export interface AirgapSessionOptions {
 }
 
 export interface AirgapSession {
-  network: { proxyHostPort: number; guestProxy: { ip: string; port: number }; offline: boolean; httpIp: string };
+  network: { proxyHostPort: number; guestProxy: { ip: string; port: number }; offline: boolean; httpIp: string; replayed: () => { url: string; sha256: string }[] };
   proxy: PackageProxy;
   /**
    * Stops the proxy; recording, writes the index and then the run's status (`outcome`; none: not ok),
@@ -52,7 +52,7 @@ export async function startAirgapSession(o: AirgapSessionOptions): Promise<Airga
   });
   const port = await proxy.listen('127.0.0.1');
   return {
-    network: { proxyHostPort: port, guestProxy: { ...GUEST_PROXY }, offline: o.offline, httpIp: OFFLINE_HTTP_IP },
+    network: { proxyHostPort: port, guestProxy: { ...GUEST_PROXY }, offline: o.offline, httpIp: OFFLINE_HTTP_IP, replayed: () => [...proxy.served] },
     proxy,
     close: async (outcome) => {
       await proxy.close();

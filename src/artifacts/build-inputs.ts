@@ -32,9 +32,13 @@ async function digests(file: string): Promise<{ sha256: string; sha1: string }> 
   return { sha256: a.digest('hex'), sha1: b.digest('hex') };
 }
 
-/** The regular files under `p` (itself if it is one), with their path relative to it; version-control folders left out. */
-function filesUnder(p: string, follow: boolean, seen: Set<string> = new Set()): { abs: string; rel: string }[] {
-  const st = follow ? statSync(p, { throwIfNoEntry: false }) : lstatSync(p);
+/**
+ * The regular files under `p` (itself if it is one), with their path relative to it. `follow`: links
+ * inside are followed and version-control folders left out (what Ansible, Puppet and the layer key
+ * read); otherwise as an upload walks a folder: links inside left out, everything else sent.
+ */
+function filesUnder(p: string, follow: boolean, seen: Set<string> = new Set(), top = true): { abs: string; rel: string }[] {
+  const st = follow || top ? statSync(p, { throwIfNoEntry: false }) : lstatSync(p);
   if (!st) return [];
   if (st.isFile()) return [{ abs: p, rel: '' }];
   if (!st.isDirectory()) return [];
@@ -43,8 +47,8 @@ function filesUnder(p: string, follow: boolean, seen: Set<string> = new Set()): 
   seen.add(real);
   const out: { abs: string; rel: string }[] = [];
   for (const name of readdirSync(p).sort()) {
-    if (name === '.git' || name === '.hg' || name === '.svn') continue;
-    for (const f of filesUnder(path.join(p, name), follow, seen)) out.push({ abs: f.abs, rel: f.rel ? path.posix.join(name, f.rel) : name });
+    if (follow && (name === '.git' || name === '.hg' || name === '.svn')) continue;
+    for (const f of filesUnder(path.join(p, name), follow, seen, false)) out.push({ abs: f.abs, rel: f.rel ? path.posix.join(name, f.rel) : name });
   }
   return out;
 }

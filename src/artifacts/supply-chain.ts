@@ -61,6 +61,8 @@ export async function writeSupplyChain(dir: string, src: SupplyChainSource, o: {
   checksumFiles: string[];
   mask: <T>(value: T) => T;
   signal?: AbortSignal;
+  /** An offline build's recorded responses the guest fetched (a bundle's package set). */
+  recordedPackages?: { url: string; sha256: string }[];
 }): Promise<SupplyChainRecord> {
   const { build, state } = src;
   // A bad key fails before anything is written (it was checked to exist when the template loaded).
@@ -88,7 +90,7 @@ export async function writeSupplyChain(dir: string, src: SupplyChainSource, o: {
     kilnVersion: o.kilnVersion, qemuImgVersion: o.qemuImgVersion, builderId: `urn:kiln:builder:${os.hostname()}`,
     accelerator: state.accelerator, cpuModel: state.cpuModel,
     cache: state.layers ? { artifactKey: state.layers.artifactKey, finalLayer: final } : undefined,
-    packages: state.sbom,
+    packages: state.sbom, recordedPackages: o.recordedPackages,
     byproducts: [
       { ...documents[0]!, mediaType: 'application/spdx+json' },
       { ...documents[1]!, mediaType: 'application/vnd.cyclonedx+json' },

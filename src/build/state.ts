@@ -49,6 +49,8 @@ export interface AirgapGuestNetwork {
   offline: boolean;
   /** The guest address of kiln's HTTP server when offline (guestfwd cannot use slirp's host address). */
   httpIp: string;
+  /** Replaying a bundle: the recorded responses served so far (URL, body digest), for the provenance. */
+  replayed?: () => { url: string; sha256: string }[];
 }
 
 export type { ArtifactRecord } from '../artifacts/manifest.js';

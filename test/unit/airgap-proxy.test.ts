@@ -60,6 +60,8 @@ describe('package proxy', () => {
     expect((await get(pp, `${up}/dists/InRelease`)).body).toBe('release\n');
     expect((await get(pp, `${up}/missing`)).status).toBe(404);
     expect(misses).toEqual([]);
+    // What an offline build's provenance names (issue 30): each replayed response once, by its body's digest.
+    expect(replayer.served).toEqual(['/pool/a.deb', '/dists/InRelease', '/missing'].map((p) => ({ url: `${up}${p}`, sha256: index.responses.find((r) => r.url === `${up}${p}`)!.sha256 })));
     const miss = await get(pp, `${up}/pool/b.deb`);
     expect(miss.status).toBe(404);
     expect(miss.body).toContain('record the build again');

@@ -15,6 +15,7 @@ import { writeSupplyChain, type SupplyChainSource } from '../../src/artifacts/su
 import { buildManifest, writeSums, type ArtifactRecord } from '../../src/artifacts/manifest.js';
 import { verifyManifest } from '../../src/artifacts/verify.js';
 import { checkSigningKey, SigningError } from '../../src/artifacts/signing.js';
+import { provenanceStatement } from '../../src/artifacts/provenance.js';
 import { buildSchema } from '../../src/template/schema.js';
 import { cycloneDxSchemaErrors, spdxLicenceProblems, spdxSchemaErrors } from './supply-chain-schemas.js';
 
@@ -253,6 +254,15 @@ describe('provenance, signatures and kiln verify', () => {
     // An unsigned build checked with --trusted-keys: not signed, named.
     const { manifestFile: plain } = await stage('plain');
     expect(failures(await verifyManifest(plain, qemuImg, { trustedKeys: allowed }))[0]).toMatch(/^SHA256SUMS \(signature\): not signed: .*SHA256SUMS\.sig is missing \(was the build made with sign: \{ key: \.\.\. \}\?\)$/);
+  });
+
+  it('an offline build names the recorded responses its guest fetched, by digest', () => {
+    const st = provenanceStatement({
+      build: 'b', template: { file: '/t.yaml', sha256: '1'.repeat(64) }, variables: {}, inputs: [], artifacts: [], startedAt: new Date(), finishedAt: new Date(),
+      kilnVersion: '0.1.0', qemuImgVersion: '8', builderId: 'urn:kiln:builder:h', byproducts: [],
+      recordedPackages: [{ url: 'http://deb.debian.org/debian/pool/main/j/jq/jq_1.6-2.1_amd64.deb', sha256: '5'.repeat(64) }],
+    }) as { predicate: { buildDefinition: { resolvedDependencies: unknown[] } } };
+    expect(st.predicate.buildDefinition.resolvedDependencies).toContainEqual({ name: 'recorded package', uri: 'http://deb.debian.org/debian/pool/main/j/jq/jq_1.6-2.1_amd64.deb', digest: { sha256: '5'.repeat(64) } });
   });
 
   it('a key that cannot sign unattended is refused before anything is written, naming it and the fix', () => {

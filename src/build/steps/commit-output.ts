@@ -49,7 +49,7 @@ export const commitOutputStep: Step = {
     const supplyChain = await writeSupplyChain(staging, ctx, {
       artifacts: ctx.state.artifacts, variables: recordedVariables(ctx.template.variables), qemuImgVersion, kilnVersion,
       checksumFiles: ctx.build.checksums.map((a) => (a === 'sha256' ? 'SHA256SUMS' : 'SHA512SUMS')),
-      mask: (v) => maskValues(v, secrets), signal: ctx.signal,
+      mask: (v) => maskValues(v, secrets), signal: ctx.signal, recordedPackages: ctx.options.airgap?.replayed?.(),
     });
     // Everything that will be in the output directory, including what a shell-local post-processor put in the staging directory.
     const files = entriesOf(staging).filter((e) => !elsewherePattern.test(e.split('/')[0]!) && e !== 'manifest.json');
