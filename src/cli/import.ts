@@ -69,7 +69,7 @@ export function importTemplate(o: ImportOptions): { yaml: string; written?: stri
     ...(kept.length || sensitive.length ? [' The Packer variables are kiln variables below (give values with --var, --var-file or KILN_VAR_<name>):', ...kept, ...maskText(sensitive.join('\n'), secretTexts).split('\n').filter(Boolean)] : []),
     ...(writtenOut.length ? [' Written as their values, not as kiln variables:', ...maskText(writtenOut.join('\n'), secretTexts).split('\n')] : []),
     ...(n ? [` ${n} field${n > 1 ? 's are' : ' is'} computed by Packer functions from variables; kiln has no functions, so ${n > 1 ? 'they are' : 'it is'} written with the value${n > 1 ? 's' : ''} at import (marked "computed"): edit ${n > 1 ? 'them' : 'it'} when those variables change`] : []),
-    ...(r.selected.length ? [` Builds imported (-only/-except): ${r.selected.join(', ')}`] : []),
+    ...(o.only?.length || o.except?.length ? [` Builds imported: ${(r.builds as { name?: string }[]).map((b) => b.name).join(', ')} (${[...(o.only ?? []).map((x) => `-only=${x}`), ...(o.except ?? []).map((x) => `-except=${x}`)].join(' ')})`] : []),
     ...(p.mapped.notes.length ? [' Not carried over:', ...p.mapped.notes.map((x) => `   ${x}`)] : []),
   ].join('\n');
   const locals = localsByLine(o.template, r.language);

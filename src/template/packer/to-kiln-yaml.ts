@@ -46,7 +46,6 @@ export interface SymbolicImport {
   checkValues: Record<string, Scalar>;
   /** Variables without a value (required, none given): the check skips the fields that use them. */
   unknown: string[];
-  selected: string[];
   /** Every text never to print: the secrets of the stand-in evaluation and of Packer's own. */
   secretTexts: string[];
   language: 'hcl' | 'json';
@@ -80,14 +79,14 @@ export function importPacker(file: string, inputs: VariableInputs, o: Options): 
     if (t === undefined) return [];
     return [`${d.name}=${d.untyped && language === 'hcl' && m === 'alpha' ? JSON.stringify(t) : t}`];
   });
-  const read = (vars: string[], only?: string[]) => readPackerTemplate(abs, { ...inputs, vars: [...userVars, ...vars] }, only);
+  // -only/-except pick builds by name in each evaluation (a name may hold a variable).
+  const read = (vars: string[]) => readPackerTemplate(abs, { ...inputs, vars: [...userVars, ...vars] }, selectBuilds(abs, language, inputs, vars, o));
 
   // The variables' own values (defaults, -var...); a required one not given is "unknown": it keeps a
   // stand-in in Packer's evaluation too, and a field computed from it cannot be written.
   const initial = new Map<string, Mode>(decls.map((d) => [d.name, initialMode(d)]));
-  const selected = selectBuilds(abs, language, inputs, assign(initial, 1), o);
   const unknown = new Set<string>();
-  try { read([], selected); } catch (e) {
+  try { read([]); } catch (e) {
     if (!(e instanceof TemplateError) || !e.problems.every((p) => /has no value|required variable not set/.test(p.message))) throw e;
     for (const p of e.problems) {
       const m = /variable "([^"]+)"|variables\.([A-Za-z0-9_-]+)/.exec(`${p.path.join(' ')} ${p.message}`);
@@ -103,8 +102,8 @@ export function importPacker(file: string, inputs: VariableInputs, o: Options): 
   const onlyUnknown = (modes: Map<string, Mode>) => new Map([...modes].filter(([n]) => unknown.has(n)));
   const bases = (modes: Map<string, Mode>) => {
     const u = onlyUnknown(modes);
-    const b1 = read(assign(u, 1), selected);
-    return { b1, b2: u.size ? read(assign(u, 2, '*'), selected) : b1 };
+    const b1 = read(assign(u, 1));
+    return { b1, b2: u.size ? read(assign(u, 2, '*')) : b1 };
   };
   const known = new Map(bases(initial).b1.template.variables.filter((v) => !unknown.has(v.name)).map((v) => [v.name, v.value]));
   for (const d of decls) {
@@ -112,9 +111,9 @@ export function importPacker(file: string, inputs: VariableInputs, o: Options): 
   }
 
   const attempt = (modes: Map<string, Mode>) => {
-    const s1 = read(assign(modes, 1), selected);
-    const s2 = read(assign(modes, 2), selected);
-    const flips = decls.filter((d) => modes.get(d.name) === 'bool').map((d) => ({ name: d.name, load: read(assign(modes, 1, d.name), selected) }));
+    const s1 = read(assign(modes, 1));
+    const s2 = read(assign(modes, 2));
+    const flips = decls.filter((d) => modes.get(d.name) === 'bool').map((d) => ({ name: d.name, load: read(assign(modes, 1, d.name)) }));
     return merge(decls, modes, s1, s2, flips, bases(modes), o.dir);
   };
 
@@ -148,7 +147,7 @@ export function importPacker(file: string, inputs: VariableInputs, o: Options): 
     const v = known.get(d.name);
     checkValues[d.name] = v === undefined || v === null || typeof v === 'object' ? (m === 'bool' ? true : m === 'digits' ? Number(digits(1, i)) : alpha(1, i)) : (m === 'digits' ? Number(v) : v);
   });
-  return { ...result, load: result.s1, variables, written, checkValues, unknown: [...unknown], selected: selected ?? [], secretTexts: [...new Set([...result.baseSecrets, ...result.s1.secrets])], language };
+  return { ...result, load: result.s1, variables, written, checkValues, unknown: [...unknown], secretTexts: [...new Set([...result.baseSecrets, ...result.s1.secrets])], language };
 }
 
 function initialMode(d: DeclaredVariable): Mode {
@@ -198,7 +197,8 @@ function selectBuilds(file: string, language: 'hcl' | 'json', inputs: VariableIn
   if (none.length) throw new TemplateError(file, none.map(([flag, p]) => ({ path: [], message: `${flag}=${p} matches no build`, fix: `the template's builds: ${names.join(', ')}` })));
   const kept = names.filter((n) => (!o.only?.length || o.only.some((p) => globMatch(p, n))) && !(o.except ?? []).some((p) => globMatch(p, n)));
   if (!kept.length) throw new TemplateError(file, [{ path: [], message: '-only/-except leave no build to import', fix: `the template's builds: ${names.join(', ')}` }]);
-  return kept;
+  // Exact names from here on: a name may hold glob characters ({{user `x`}} in an HCL name).
+  return kept.map((n) => n.replace(/[*?[\]{}\\]/g, '\\$&'));
 }
 
 // ---- the two evaluations compared, field by field ----
@@ -250,7 +250,8 @@ function merge(decls: DeclaredVariable[], modes: Map<string, Mode>, s1: PackerLo
   const c1 = canonical(s1, dir, isStandIn);
   const c2 = canonical(s2, dir, isStandIn);
   const cf = flips.map((f) => ({ name: f.name, tree: canonical(f.load, dir, isStandIn).tree }));
-  const cb = canonical(base.b1, dir, isStandIn).tree;
+  const pb = canonical(base.b1, dir, isStandIn);
+  const cb = pb.tree;
   const cb2 = base.b2 === base.b1 ? cb : canonical(base.b2, dir, isStandIn).tree;
   const symbolic = (v: unknown, set: typeof t1): unknown => {
     if (typeof v === 'number') { const w = set.find((x) => x.text === String(v)); return w ? `\${var.${w.name}}` : v; }
@@ -322,7 +323,12 @@ function merge(decls: DeclaredVariable[], modes: Map<string, Mode>, s1: PackerLo
     return t.p1;
   };
   const builds = walk({ a: c1.tree, b: c2.tree, fs: cf.map((f) => f.tree), p1: cb, p2: cb2 }, []) as unknown[];
-  return { builds, description: s1.mapped.raw.description, computed, secretVars: c1.secretVars, s1, baseSecrets: base.b1.secrets };
+  // The secrets' variables the result refers to: a field written as Packer's value names those of
+  // Packer's own evaluation; the same name in both is one variable (the stand-in one's texts are not secrets).
+  const text = JSON.stringify(builds);
+  const byName = new Map<string, SecretVariable>();
+  for (const v of [...pb.secretVars, ...c1.secretVars]) if (text.includes(`\${var.${v.name}}`)) byName.set(v.name, { ...v, used: true });
+  return { builds, description: s1.mapped.raw.description, computed, secretVars: [...byName.values()], s1, baseSecrets: base.b1.secrets };
 }
 
 /** A problem at a kiln path, told at the Packer field (file:line) it came from. */
