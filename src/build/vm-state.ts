@@ -49,6 +49,7 @@ export async function freezeLayer(ctx: BuildContext, key: string, index: number,
   const pausedMs = performance.now() - started;
   if (!saved) return nothing;
   const comm = ctx.build.source.communicator;
+  const vmgenid = await vmGenerationId(qmp);
   const meta = {
     key, qemuVersion: await qemuVersionOf(qmp), shape: vmStateShape(ctx.state.qemu.argv, ctx.state.workDir), saveMs: pausedMs,
     // A key from communicator.private_key_file stays the user's file; a generated one exists nowhere else.
@@ -60,7 +61,7 @@ export async function freezeLayer(ctx: BuildContext, key: string, index: number,
     try {
       if (!layers.store.meta(key)) throw new Error('its layer was not saved');
       const published = await publishVmState(dir, tmp, meta);
-      ctx.events.emit({ type: 'vm-state-saved', build: ctx.build.name, index, key, size: published.size, pausedMs, ms: performance.now() - t });
+      ctx.events.emit({ type: 'vm-state-saved', build: ctx.build.name, index, key, size: published.size, pausedMs, ms: performance.now() - t, vmgenid });
     } catch (e) {
       rmSync(tmp, { force: true });
       if (!ctx.signal.aborted) ctx.log(`layer cache: could not save the VM state of layer ${short(key)}: ${(e as Error).message}`, 'warn');

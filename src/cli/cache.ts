@@ -47,7 +47,7 @@ export async function cacheCommand(args: CacheArgs): Promise<number> {
         return 0;
       }
       if (!layers.length) { out(`no layers in ${store.dir}\n`); printBundles(bundles, out); return 0; }
-      const rows = layers.map((m) => [m.key.slice(0, 12), m.parent ? m.parent.slice(0, 12) : (m.backing ?? '-').slice(0, 17), formatBytes(m.size), age(store.lastUsed(m.key)), `${m.build} ${m.final ? 'final' : `#${m.provisioner}`}`, m.description]);
+      const rows = layers.map((m) => [m.key.slice(0, 12), m.parent ? m.parent.slice(0, 12) : (m.backing ?? '-').slice(0, 17), formatBytes(m.size) + (m.vmState ? ` + VM ${formatBytes(m.vmState.size)} (saved in ${(m.vmState.saveMs / 1000).toFixed(2)} s)` : ''), age(store.lastUsed(m.key)), `${m.build} ${m.final ? 'final' : `#${m.provisioner}`}`, m.description]);
       const head = ['KEY', 'PARENT', 'SIZE', 'LAST USED', 'BUILD', 'PROVISIONER'];
       const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
       for (const r of [head, ...rows]) out(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ') + '\n');

@@ -33,7 +33,7 @@ export type BuildEvent =
    * cache.vm_state: the running VM saved beside layer `key` (`size` bytes of RAM and device state);
    * `pausedMs` the guest was paused for it, `ms` the digest and rename in the background.
    */
-  | { type: 'vm-state-saved'; build: string; index: number; key: string; size: number; pausedMs: number; ms: number }
+  | { type: 'vm-state-saved'; build: string; index: number; key: string; size: number; pausedMs: number; ms: number; vmgenid?: string }
   /** The VM saved with layer `key` was loaded instead of booting (`ms` from QEMU's start to the guest running). */
   | { type: 'vm-restored'; build: string; key: string; provisioner: number; size: number; ms: number; vmgenid?: string }
   | { type: 'artifact'; build: string; path: string; format: string; size: number; sha256: string; reused?: boolean }
