@@ -99,6 +99,13 @@ describe('every problem in one run, each at its own file:line', () => {
     // iso_url reads the unset variable: its emptiness is a consequence, not news.
     expect(e.message).not.toMatch(/iso_url/);
   });
+  it('a wrong value in a JSON -var-file of an HCL template is named at the var file\'s line', () => {
+    expect(() => load('var-file-line.pkr.hcl', { varFiles: ['var-file-line.vars.json'] })).toThrow(/var-file-line\.vars\.json:3: .*variable "cpus" must be a number, but the value is "many"/);
+    // A var file's undeclared variable is a warning in Packer 1.6.6 ("Undefined variable"), a -var's an error.
+    const t = load('var-file-line.pkr.hcl', { varFiles: ['env-var-file.vars.json'], vars: ['cpus=2'] });
+    expect(t.notes).toContainEqual(expect.stringMatching(/env-var-file\.vars\.json:2: token: ignored: the template declares no variable "token" \(Packer warns too\)/));
+    expect(() => load('var-file-line.pkr.hcl', { vars: ['cpus=2', 'nope=1'] })).toThrow(/-var nope: there is no variable "nope"/);
+  });
   it('a value computed in a local names the local\'s line', () => {
     expect(() => load('local-problem.pkr.hcl')).toThrow(/local-problem\.pkr\.hcl:13: qemu\.a: cpus: expected a number, got "many" \(the value comes from local\.cpus at [^\n]*local-problem\.pkr\.hcl:4\)/);
   });
@@ -108,5 +115,14 @@ describe('$${...}, HCL\'s escape for a literal ${...}', () => {
   it('reaches the guest as the text ${var.pw}, not the variable\'s value', () => {
     const t = load('escape.pkr.hcl');
     expect(t.template.builds[0]!.provisioners).toMatchObject([{ inline: ["echo '${var.pw}' '${HOME}' > /root/literal"] }]);
+  });
+});
+
+describe('kiln\'s own checks on a Packer template', () => {
+  it('a kiln field with no Packer field of its own (builds[0].outputs[2]) is named by its Packer build and source line', async () => {
+    const { packerLines, readPackerTemplate } = await import('../../src/template/packer/index.js');
+    const p = readPackerTemplate('builder-name.json', { env: {} });
+    const [problem] = packerLines(p.mapped, p.template.file, p.template)([{ path: ['builds', 0, 'outputs', 2], message: 'two outputs write the same file' }]);
+    expect(problem).toMatchObject({ line: 5, message: 'two outputs write the same file (Packer: build ubuntu-20.04-amd64)' });
   });
 });

@@ -4,7 +4,10 @@
  * front-end treats both alike. Strings are HCL templates ("${var.x}"), as the JSON syntax says; which
  * keys are blocks follows Packer's schema (variable, locals, source, build, provisioner, post-processor).
  */
+import { readFileSync } from 'node:fs';
 import YAML, { LineCounter, isMap, isScalar, isSeq, type Node } from 'yaml';
+import { PackerTemplateError } from './model.js';
+import type { Value } from './eval.js';
 import { HclError, maxHclDepth, parseHclExpression, parseHclTemplate, type Attribute, type Block, type Body, type Expr, type Pos } from './hcl.js';
 
 /**
@@ -78,4 +81,31 @@ export function parseHclJson(text: string, file: string): Body {
   };
   if (!isMap(doc.contents)) throw new HclError(file, { line: 1, column: 1 }, 'a *.pkr.json template is a JSON object', 'write { "source": ..., "build": ... }');
   return body(doc.contents as Node, topBlocks, '');
+}
+
+/** A JSON file read with the line of every node (JSON is read with the YAML parser, which knows where each node is). */
+export function readJson(file: string, fix: string): { text: string; raw: Value; lineOf: (p: (string | number)[]) => number } {
+  const text = readFileSync(file, 'utf8');
+  const counter = new LineCounter();
+  const doc = YAML.parseDocument(text, { lineCounter: counter, uniqueKeys: true });
+  if (doc.errors.length) {
+    const e = doc.errors[0]!;
+    throw new PackerTemplateError([{ at: { file, line: e.linePos?.[0]?.line ?? 1 }, message: `syntax error: ${e.message.split('\n')[0]}`, fix }]);
+  }
+  const raw = doc.toJS() as Value;
+  const lineOf = (p: (string | number)[]): number => {
+    for (let n = p.length; n >= 0; n--) {
+      const node = doc.getIn(p.slice(0, n), true) as Node | undefined;
+      if (node && (isScalar(node) || isMap(node) || isSeq(node)) && node.range) {
+        if (n === p.length && n > 0 && isMap(doc.getIn(p.slice(0, n - 1), true))) {
+          const parent = doc.getIn(p.slice(0, n - 1), true) as YAML.YAMLMap;
+          const pair = parent.items.find((it) => isScalar(it.key) && it.key.value === p[n - 1]);
+          if (pair && isScalar(pair.key) && pair.key.range) return counter.linePos(pair.key.range[0]).line;
+        }
+        return counter.linePos(node.range[0]).line;
+      }
+    }
+    return 1;
+  };
+  return { text, raw, lineOf };
 }

@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { HclError, attributesOf, blocksOf, parseHcl, parseHclExpression, type Attribute, type Block, type Body, type Expr } from './hcl.js';
-import { parseHclJson } from './hcl-json.js';
+import { parseHclJson, readJson } from './hcl-json.js';
 import { expandDynamic } from './dynamic.js';
 import { evaluate, isObject, typeName, type EvalContext, type FileRead, type Value } from './eval.js';
 import { stuckLocalsError } from './references.js';
@@ -154,8 +154,14 @@ export function loadHclTemplate(target: string, inputs: PackerInputs, secrets: P
     }
   }
   if (problems.length) throw new PackerTemplateError(problems);
+  const notes: string[] = [];
   const setVar = (name: string, v: Value, from: string, at?: Where) => {
     const def = varDefs.get(name);
+    // Packer warns about a -var-file's undeclared variable ("Undefined variable") and refuses a -var's.
+    if (!def && at && !from.startsWith('-var ')) {
+      notes.push(`${at.file}:${at.line}: ${name}: ignored: the template declares no variable "${name}" (Packer warns too)`);
+      return;
+    }
     if (!def) {
       throw new PackerTemplateError([{ at, message: `${from}: there is no variable "${name}" in the template`, fix: `declare it with variable "${name}" { type = string } or fix the name (variables: ${[...varDefs.keys()].join(', ') || 'none'})` }]);
     }
@@ -177,7 +183,11 @@ export function loadHclTemplate(target: string, inputs: PackerInputs, secrets: P
       let data: unknown;
       try { data = JSON.parse(readFileSync(file, 'utf8')); } catch (e) { throw new PackerTemplateError([{ message: `${file}: ${(e as Error).message}`, fix: 'give a JSON object of variable values' }]); }
       if (!isObject(data as Value)) throw new PackerTemplateError([{ message: `${file}: a variables file is an object of name: value`, fix: 'write {"name": "value"}' }]);
-      for (const [k, v] of Object.entries(data as Record<string, Value>)) setVar(k, v, file);
+      // Each value with its line: a problem with it (a wrong type, a use that fails) names the var file's line.
+      // (A value nested too deeply for the line finder is named by its file only.)
+      let lineOf: ((p: (string | number)[]) => number) | undefined;
+      try { lineOf = readJson(file, '').lineOf; } catch { lineOf = undefined; }
+      for (const [k, v] of Object.entries(data as Record<string, Value>)) setVar(k, v, file, lineOf ? where(file, lineOf([k])) : undefined);
       continue;
     }
     const parsed = readHcl(file);
@@ -408,6 +418,6 @@ export function loadHclTemplate(target: string, inputs: PackerInputs, secrets: P
   }
   return {
     file: files[0]!.file, dir, language: 'hcl', description, variables: [...variables, ...secretsFromLocals], builds, refused,
-    text: files.map((f) => f.text).join('\n'), secrets,
+    text: files.map((f) => f.text).join('\n'), secrets, ...(notes.length ? { notes } : {}),
   };
 }

@@ -3,41 +3,14 @@
  * into kiln's Packer model, with {{user `x`}} and the other load-time template functions filled in, and
  * the line of every field (JSON is read with the YAML parser, which knows where each node is).
  */
-import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import YAML, { LineCounter, isMap, isScalar, isSeq, type Node } from 'yaml';
 import { isObject, type Value } from './eval.js';
 import { GoTemplateError, escapeKiln, renderGoTemplate, type GoTemplateContext } from './gotemplate.js';
 import { Taint } from './taint.js';
 import { PackerTemplateError, type PackerSecret, type Field, type PackerBuild, type PackerProblem, type PackerStep, type PackerTemplate, type PackerVariable, type Where } from './model.js';
 import { globMatch, type PackerInputs } from './hcl-template.js';
+import { readJson } from './hcl-json.js';
 
-/** A JSON file read with the line of every node (JSON is read with the YAML parser, which knows where each node is). */
-function readJson(file: string, fix: string): { text: string; raw: Value; lineOf: (p: (string | number)[]) => number } {
-  const text = readFileSync(file, 'utf8');
-  const counter = new LineCounter();
-  const doc = YAML.parseDocument(text, { lineCounter: counter, uniqueKeys: true });
-  if (doc.errors.length) {
-    const e = doc.errors[0]!;
-    throw new PackerTemplateError([{ at: { file, line: e.linePos?.[0]?.line ?? 1 }, message: `syntax error: ${e.message.split('\n')[0]}`, fix }]);
-  }
-  const raw = doc.toJS() as Value;
-  const lineOf = (p: (string | number)[]): number => {
-    for (let n = p.length; n >= 0; n--) {
-      const node = doc.getIn(p.slice(0, n), true) as Node | undefined;
-      if (node && (isScalar(node) || isMap(node) || isSeq(node)) && node.range) {
-        if (n === p.length && n > 0 && isMap(doc.getIn(p.slice(0, n - 1), true))) {
-          const parent = doc.getIn(p.slice(0, n - 1), true) as YAML.YAMLMap;
-          const pair = parent.items.find((it) => isScalar(it.key) && it.key.value === p[n - 1]);
-          if (pair && isScalar(pair.key) && pair.key.range) return counter.linePos(pair.key.range[0]).line;
-        }
-        return counter.linePos(node.range[0]).line;
-      }
-    }
-    return 1;
-  };
-  return { text, raw, lineOf };
-}
 
 /** `secrets` is filled in as values are read, so that an error thrown half-way can still be masked. */
 export function loadJsonTemplate(target: string, inputs: PackerInputs, secrets: PackerSecret[] = []): PackerTemplate {
