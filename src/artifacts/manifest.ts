@@ -53,7 +53,7 @@ export interface Manifest {
   cpu_model?: string;
   tools: { qemu_img: string };
   compaction?: { before_bytes: number; after_bytes: number };
-  sbom?: { manager: string; packages: { name: string; version: string; arch: string }[]; os?: { id: string; versionId?: string } };
+  sbom?: { manager: string; packages: { name: string; version: string; arch: string }[] };
   /** The SBOM (SPDX, CycloneDX) and provenance files beside the artifacts, their digests and signatures. */
   supply_chain?: SupplyChainRecord;
   started_at: string;
@@ -117,8 +117,8 @@ export function buildManifest(ctx: ManifestSource, startedAt: Date, finalPathOf:
     ...(ctx.state.cpuModel ? { cpu_model: ctx.state.cpuModel } : {}),
     tools: { qemu_img: qemuImgVersion },
     compaction: ctx.state.compaction && { before_bytes: ctx.state.compaction.beforeBytes, after_bytes: ctx.state.compaction.afterBytes },
-    // The licences are in the SBOM files; the manifest keeps its short list.
-    sbom: sbom && { manager: sbom.manager, packages: sbom.packages.map((p) => ({ name: p.name, version: p.version, arch: p.arch })), ...(sbom.os ? { os: sbom.os } : {}) },
+    // The licences and the OS are in the SBOM files; the manifest keeps its short list as it was.
+    sbom: sbom && { manager: sbom.manager, packages: sbom.packages.map((p) => ({ name: p.name, version: p.version, arch: p.arch })) },
     ...(supplyChain ? { supply_chain: supplyChain } : {}),
     started_at: startedAt.toISOString(),
     finished_at: new Date().toISOString(),
