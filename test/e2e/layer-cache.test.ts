@@ -2,7 +2,7 @@
 // rebuild starts from the deepest layer whose inputs are unchanged (shown by events, not timing), an
 // unchanged build reuses its artifact without booting, a build wanting other outputs converts from the cached
 // final disk without booting, damaged layers are rebuilt, failures resume.
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -250,4 +250,98 @@ ${installerSourceYaml()}
     expect(layerFiles()).toEqual([]);
     expect(readdirSync(path.join(cacheDir, 'layers')).filter((f) => f.startsWith('base-'))).toEqual([]);
   }, 120_000);
+});
+
+// cache.vm_state: layers hold the running VM, and a rebuild whose change is at the last provisioner
+// restores the VM saved after the one before instead of booting. Its own cache, so the cases above
+// keep testing the booted path.
+describe('layer cache with saved VM states (tiny guest)', () => {
+  const vmDir = path.join(dir, 'vm-state');
+  const vmCache = path.join(vmDir, 'cache');
+  const vmOut = path.join(vmDir, 'out');
+  const vmTemplate = (memory: number) => `
+variables:
+  third: { default: a }
+builds:
+  - name: vmstate
+    output_directory: ${vmOut}
+${tinySourceYaml().replace('memory: 256', `memory: ${memory}`)}
+    cache: { vm_state: true }
+    provisioners:
+      - type: shell
+        inline: ['echo one > /root/one', 'cat /proc/sys/kernel/random/boot_id > /root/boot1']
+      - type: shell
+        inline: ['echo two > /root/two']
+      - type: shell
+        inline: ['echo "three-\${var.third}" > /root/three', 'cat /proc/sys/kernel/random/boot_id > /root/boot3', 'date +%s > /root/date3']
+`;
+  const vmBuild = (memory: number, ...args: string[]) => {
+    const file = path.join(vmDir, `vm-${memory}.yaml`);
+    writeFileSync(file, vmTemplate(memory));
+    return kiln(['build', file, '--events=json', ...args], { KILN_CACHE_DIR: vmCache });
+  };
+  const restored = (r: KilnRun) => r.events.filter((e) => e.type === 'vm-restored');
+  const statesSaved = (r: KilnRun) => r.events.filter((e) => e.type === 'vm-state-saved');
+
+  async function artifactFiles(): Promise<string> {
+    const disk = await overlayOf(path.join(vmOut, 'vmstate.qcow2'), vmDir, `boot-${Date.now()}.qcow2`);
+    const guest = await Guest.boot({ disk, memoryMiB: 256, cpus: 1 });
+    try {
+      const ssh = await guest.ssh('root', insecureKey);
+      const text = await ssh.run('cat /root/one /root/two /root/three /root/boot1 /root/boot3 /root/date3; grep -c kiln-build /root/.ssh/authorized_keys || true');
+      await guest.poweroff(ssh);
+      return text;
+    } finally {
+      await guest.destroy();
+      rmSync(disk, { force: true });
+    }
+  }
+
+  it('saves the VM with each layer; a rebuild with the last provisioner changed restores it (no boot), its clock set, a new vmgenid', async () => {
+    mkdirSync(vmDir, { recursive: true });
+    const first = await vmBuild(256);
+    expect(first.exitCode, first.stderr.slice(-2000)).toBe(0);
+    const saves = statesSaved(first);
+    expect(saves.map((e) => e.index)).toEqual([0, 1, 2]);
+    for (const s of saves) {
+      expect(s.size).toBeGreaterThan(1024 * 1024);
+      expect(statSync(path.join(vmCache, 'layers', `${s.key}.vmstate`)).mode & 0o777).toBe(0o600);
+    }
+    const listed = JSON.parse((await kiln(['cache', 'ls', '--json'], { KILN_CACHE_DIR: vmCache })).stdout).layers as { key: string; vmState?: { size: number; saveMs: number } }[];
+    expect(listed.find((l) => l.key === saves[1]!.key)!.vmState!.size).toBe(saves[1]!.size);
+
+    const started = Date.now();
+    const again = await vmBuild(256, '--var', 'third=b', '--force');
+    expect(again.exitCode, again.stderr.slice(-2000)).toBe(0);
+    expect(cached(again)).toEqual([0, 1]);
+    expect(ran(again)).toEqual([2]);
+    const [r] = restored(again);
+    expect(r, logs(again)).toBeDefined();
+    expect(r!.key).toBe(saves[1]!.key);
+    expect(r!.provisioner).toBe(2);
+    // The restored VM has another generation ID than the one saved (QEMU's vmgenid device, guid=auto).
+    expect(r!.vmgenid).toMatch(/^[0-9a-f-]{36}$/);
+    expect(r!.vmgenid).not.toBe(saves[1]!.vmgenid);
+    expect(logs(again)).toMatch(/restored the VM saved after provisioner 2 \(layer [0-9a-f]{12}, [\d.]+ MiB\) in [\d.]+m?s: no boot/);
+
+    // The artifact boots and holds every provisioner's result and no kiln key. What provisioner 3 saw:
+    // the same boot as provisioner 1 of the first build (boot_id is per boot: nothing booted), and the
+    // host's time, not the saved guest's (which stood at the first build's provisioner 3).
+    const [one, two, three, boot1, boot3, date3, kilnKeys] = (await artifactFiles()).trim().split('\n');
+    expect([one, two, three, kilnKeys]).toEqual(['one', 'two', 'three-b', '0']);
+    expect(boot3).toMatch(/^[0-9a-f-]{36}$/);
+    expect(boot3).toBe(boot1);
+    expect(Number(date3)).toBeGreaterThanOrEqual(Math.floor(started / 1000) - 1);
+    expect(Number(date3)).toBeLessThanOrEqual(Math.ceil(Date.now() / 1000));
+  }, 400_000);
+
+  it('a state saved with another memory size is refused: the build boots the layer, saying why', async () => {
+    const r = await vmBuild(384, '--var', 'third=c', '--force');
+    expect(r.exitCode, r.stderr.slice(-2000)).toBe(0);
+    expect(restored(r)).toEqual([]);
+    expect(ran(r)).toEqual([2]);
+    expect(logs(r)).toMatch(/booting layer [0-9a-f]{12} instead of restoring the VM saved with it: the VM differs: saved with -m 256M, this build has -m 384M/);
+    // What the restore refused stays for builds that match it; this build saves its own for provisioner 3.
+    expect(statesSaved(r).map((e) => e.index)).toEqual([2]);
+  }, 300_000);
 });
