@@ -112,7 +112,7 @@ function check(r: ReturnType<typeof importPacker>, tree: Record<string, unknown>
   const vars = [...Object.entries(r.checkValues).map(([k, v]) => `${k}=${v}`), ...secretVars];
   const usesUnknown = (v: unknown): boolean => (typeof v === 'string' ? r.unknown.some((n) => new RegExp(`\\$\\{\\s*var\\.${n}\\s*\\}`).test(v)) : Array.isArray(v) ? v.some(usesUnknown) : v && typeof v === 'object' ? Object.values(v).some(usesUnknown) : false);
   const valueAt = (at: (string | number)[]) => at.reduce<unknown>((o, k) => (o && typeof o === 'object' ? (o as Record<string, unknown>)[k] : undefined), tree);
-  const judged = (p: FieldProblem) => !/KlnV\d+x\d+Q/.test(p.message) && !usesUnknown(valueAt(p.path));
+  const judged = (p: FieldProblem) => !/KlnV\d+x\d+Q|kilnv[a-z]{4}/.test(p.message) && !usesUnknown(valueAt(p.path));
   try {
     checkTemplate(yamlFile, yaml, structuredClone(tree), packerLines(r.load.mapped, r.load.template.file), { vars, env: {} }, { secrets: r.secretTexts });
   } catch (e) {

@@ -143,6 +143,31 @@ build { sources = ["source.qemu.a"] }
     expect(r.yaml).not.toMatch(/^ {2}image:/m);
   });
 
+  it('a validation that refuses the stand-in text is met with another (lower-case letters), and the variable stays', () => {
+    const f = write('valid.pkr.hcl', `variable "hostname" {
+  type = string
+  validation {
+    condition     = lower(var.hostname) == var.hostname
+    error_message = "Lower-case letters only."
+  }
+}
+source "qemu" "a" {
+  iso_url              = "${dir}/base.qcow2"
+  iso_checksum         = "none"
+  disk_image           = true
+  ssh_username         = "root"
+  ssh_private_key_file = "${dir}/key"
+}
+build {
+  sources = ["source.qemu.a"]
+  provisioner "shell" { inline = ["hostname \${var.hostname}"] }
+}
+`);
+    const r = importTemplate({ template: f, inputs: { env: {} } });
+    expect(r.yaml).toContain('- hostname ${var.hostname}');
+    expect(r.yaml).toMatch(/ {2}hostname:\n {4}type: string\n {4}description: 'Packer checks: lower\(var\.hostname\) == var\.hostname \("Lower-case letters only\."\)/);
+  });
+
   it('legacy JSON: user variables kept, a null default required, {{user `x`}} in a default is ${var.x}', () => {
     const f = write('legacy.json', JSON.stringify({
       variables: { image: null, name: 'web', full: '{{user `name`}}-1', cpus: '2' },

@@ -25,7 +25,7 @@ import { escapeOwnSyntax, hideSecrets, secretVariables, type SecretVariable } fr
 import { hasUrlScheme } from '../../util/url.js';
 
 /** How a variable is carried over: stand-in texts (letters, or digits where a number is parsed from it), true/false, or its value. */
-type Mode = 'alpha' | 'digits' | 'bool' | 'value';
+type Mode = 'alpha' | 'lower' | 'digits' | 'bool' | 'value';
 
 export interface KilnVariable {
   name: string; type: 'string' | 'number' | 'bool'; default?: Scalar; description?: string; sensitive: boolean; envDefault: boolean;
@@ -53,13 +53,16 @@ export interface SymbolicImport {
 
 const alpha = (set: number, i: number) => `KlnV${set}x${i}Q`;
 const digits = (set: number, i: number) => String(7_000_000_000 + set * 100_000_000 + i);
-const sentinelPattern = /KlnV\d+x\d+Q|7[0-9]00\d{6}/;
+/** Lower-case letters only, for a variable whose validation or use wants them (`can(regex("^[a-z]+$", var.x))`). */
+const letters = (n: number, width: number) => Array.from({ length: width }, (_x, k) => String.fromCharCode(97 + (Math.floor(n / 26 ** (width - 1 - k)) % 26))).join('');
+const lower = (set: number, i: number) => `kilnv${letters(set, 1)}${letters(i, 3)}`;
+const sentinelPattern = /KlnV\d+x\d+Q|7[0-9]00\d{6}|kilnv[a-z]{4}/;
 
 interface Options { only?: string[]; except?: string[]; dir: string }
 
 /** The texts that stand for variable i in set s, by mode. */
 function standIn(mode: Mode, set: number, i: number): string | undefined {
-  return mode === 'alpha' ? alpha(set, i) : mode === 'digits' ? digits(set, i) : undefined;
+  return mode === 'alpha' ? alpha(set, i) : mode === 'lower' ? lower(set, i) : mode === 'digits' ? digits(set, i) : undefined;
 }
 
 function isDir(p: string): boolean { try { return statSync(p).isDirectory(); } catch { return false; } }
@@ -77,7 +80,7 @@ export function importPacker(file: string, inputs: VariableInputs, o: Options): 
     if (m === 'bool') return [`${d.name}=${flip !== '*' && d.name !== flip}`];
     const t = m && standIn(m, set, i);
     if (t === undefined) return [];
-    return [`${d.name}=${d.untyped && language === 'hcl' && m === 'alpha' ? JSON.stringify(t) : t}`];
+    return [`${d.name}=${d.untyped && language === 'hcl' && (m === 'alpha' || m === 'lower') ? JSON.stringify(t) : t}`];
   });
   // -only/-except pick builds by name in each evaluation (a name may hold a variable).
   const read = (vars: string[]) => readPackerTemplate(abs, { ...inputs, vars: [...userVars, ...vars] }, selectBuilds(abs, language, inputs, vars, o));
@@ -105,9 +108,9 @@ export function importPacker(file: string, inputs: VariableInputs, o: Options): 
     const b1 = read(assign(u, 1));
     return { b1, b2: u.size ? read(assign(u, 2, '*')) : b1 };
   };
-  const known = new Map(bases(initial).b1.template.variables.filter((v) => !unknown.has(v.name)).map((v) => [v.name, v.value]));
+  // Values are filled in from Packer's evaluation once one has worked.
   for (const d of decls) {
-    if (initial.get(d.name) === 'value') written.push({ name: d.name, value: known.get(d.name) ?? null, why: d.type === 'complex' ? 'a list or map: kiln variables are scalars' : 'its default uses a Packer function kiln does not have' });
+    if (initial.get(d.name) === 'value') written.push({ name: d.name, value: null, why: d.type === 'complex' ? 'a list or map: kiln variables are scalars' : 'its default uses a Packer function kiln does not have' });
   }
 
   const attempt = (modes: Map<string, Mode>) => {
@@ -125,27 +128,29 @@ export function importPacker(file: string, inputs: VariableInputs, o: Options): 
     const symbolic = decls.filter((d) => modes.get(d.name) !== 'value');
     const chosen = new Map<string, Mode>([...modes].filter(([, m]) => m === 'value'));
     for (const d of symbolic) {
-      const tries: Mode[] = d.type === 'bool' ? ['bool'] : d.type === 'number' ? ['digits'] : ['alpha', 'digits'];
+      const tries: Mode[] = d.type === 'bool' ? ['bool'] : d.type === 'number' ? ['digits'] : ['alpha', 'lower', 'digits'];
       let ok: Mode = 'value';
       for (const m of tries) {
-        const alone = new Map<string, Mode>(decls.map((x) => [x.name, x.name === d.name ? m : unknown.has(x.name) ? initial.get(x.name)! : 'value']));
+        const alone = new Map<string, Mode>(decls.map((x) => [x.name, x.name === d.name ? m : unknown.has(x.name) ? chosen.get(x.name) ?? initial.get(x.name)! : 'value']));
         try { attempt(alone); ok = m; break; } catch { /* the next mode, or its value */ }
       }
       if (ok === 'value' && unknown.has(d.name)) throw withStandInsNamed(first, decls, d, abs);
       chosen.set(d.name, ok);
-      if (ok === 'value') written.push({ name: d.name, value: known.get(d.name) ?? null, why: 'it decides the template\'s shape (a block, a key, a list\'s length) or a value kiln checks, so it cannot be a kiln variable' });
+      if (ok === 'value') written.push({ name: d.name, value: null, why: 'it decides the template\'s shape (a block, a key, a list\'s length) or a value kiln checks, so it cannot be a kiln variable' });
     }
     modes = chosen;
     try { result = attempt(modes); } catch { throw withStandInsNamed(first, decls, undefined, abs); }
   }
 
+  const known = new Map(result.base.template.variables.filter((v) => !unknown.has(v.name)).map((v) => [v.name, v.value]));
+  for (const w of written) w.value = known.get(w.name) ?? null;
   const variables: KilnVariable[] = decls.filter((d) => modes.get(d.name) !== 'value').map((d) => kilnVariable(d, modes.get(d.name)!, language));
   const checkValues: Record<string, Scalar> = {};
   decls.forEach((d, i) => {
     const m = modes.get(d.name)!;
     if (m === 'value') return;
     const v = known.get(d.name);
-    checkValues[d.name] = v === undefined || v === null || typeof v === 'object' ? (m === 'bool' ? true : m === 'digits' ? Number(digits(1, i)) : alpha(1, i)) : (m === 'digits' ? Number(v) : v);
+    checkValues[d.name] = v === undefined || v === null || typeof v === 'object' ? (m === 'bool' ? true : m === 'digits' ? Number(digits(1, i)) : standIn(m, 1, i)!) : (m === 'digits' ? Number(v) : v);
   });
   return { ...result, load: result.s1, variables, written, checkValues, unknown: [...unknown], secretTexts: [...new Set([...result.baseSecrets, ...result.s1.secrets])], language };
 }
@@ -179,7 +184,8 @@ function needValue(d: DeclaredVariable, why: string, file: string): TemplateErro
 /** A load's error with the stand-in texts named as the variables they stand for. */
 function withStandInsNamed(e: unknown, decls: DeclaredVariable[], culprit: DeclaredVariable | undefined, file: string): unknown {
   if (!(e instanceof TemplateError)) return e;
-  const name = (t: string) => t.replace(/KlnV\d+x(\d+)Q|7[0-9]00(\d{6})/g, (m, a?: string, b?: string) => { const d = decls[Number(a ?? b)]; return d ? `<the value of var.${d.name}>` : m; });
+  const index = (l: string) => [...l].reduce((n, c) => n * 26 + c.charCodeAt(0) - 97, 0);
+  const name = (t: string) => t.replace(/KlnV\d+x(\d+)Q|7[0-9]00(\d{6})|kilnv[a-z]([a-z]{3})/g, (m, a?: string, b?: string, c?: string) => { const d = decls[c ? index(c) : Number(a ?? b)]; return d ? `<the value of var.${d.name}>` : m; });
   const problems = e.problems.map((p) => ({ ...p, message: name(p.message), ...(p.fix ? { fix: name(p.fix) } : {}) }));
   if (culprit) problems.push({ path: [], line: undefined, message: `kiln import cannot keep variable "${culprit.name}" (${path.basename(culprit.at.file)}:${culprit.at.line}) as a kiln variable: the template needs its value (above)`, fix: `give it to kiln import: -var ${culprit.name}=...; it is then written out as that value` });
   return new TemplateError(e.file ?? file, problems);
@@ -236,7 +242,7 @@ function canonical(load: PackerLoad, dir: string, isStandIn: (t: string) => bool
  */
 function unanchor(node: unknown, key?: string): unknown {
   const cwd = `${process.cwd()}${path.sep}`;
-  if (typeof node === 'string') return key && pathKeys.has(key) && node.startsWith(cwd) && /^(KlnV\d+x\d+Q|7[0-9]00\d{6})/.test(node.slice(cwd.length)) ? node.slice(cwd.length) : node;
+  if (typeof node === 'string') return key && pathKeys.has(key) && node.startsWith(cwd) && /^(KlnV\d+x\d+Q|7[0-9]00\d{6}|kilnv[a-z]{4})/.test(node.slice(cwd.length)) ? node.slice(cwd.length) : node;
   if (Array.isArray(node)) return node.map((v) => unanchor(v, key));
   if (node && typeof node === 'object') return Object.fromEntries(Object.entries(node).map(([k, v]) => [k, unanchor(v, k)]));
   return node;
@@ -328,7 +334,7 @@ function merge(decls: DeclaredVariable[], modes: Map<string, Mode>, s1: PackerLo
   const text = JSON.stringify(builds);
   const byName = new Map<string, SecretVariable>();
   for (const v of [...pb.secretVars, ...c1.secretVars]) if (text.includes(`\${var.${v.name}}`)) byName.set(v.name, { ...v, used: true });
-  return { builds, description: s1.mapped.raw.description, computed, secretVars: [...byName.values()], s1, baseSecrets: base.b1.secrets };
+  return { builds, description: s1.mapped.raw.description, computed, secretVars: [...byName.values()], s1, base: base.b1, baseSecrets: base.b1.secrets };
 }
 
 /** A problem at a kiln path, told at the Packer field (file:line) it came from. */
