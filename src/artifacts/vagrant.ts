@@ -17,8 +17,8 @@ import path from 'node:path';
 import { createDriver } from '../qemu/driver.js';
 import { GiB, progressScale, step, writeAtomically, writeTar } from './tar.js';
 
-/** The same inputs as an OVA. */
-export type VagrantBoxOptions = OvaOptions;
+/** The same inputs as an OVA, and Ruby of the template's own for the box's Vagrantfile. */
+export type VagrantBoxOptions = OvaOptions & { vagrantfileExtra?: string };
 
 /**
  * The UEFI loader on the machine running `vagrant up` (not the build host): the 4 MiB OVMF build that
@@ -33,7 +33,8 @@ export function boxMetadata(virtualSizeBytes: number): string {
 
 const rubyString = (s: string) => `"${s.replace(/[\\"#]/g, (c) => `\\${c}`)}"`;
 
-export function boxVagrantfile(opts: { name: string; cpus: number; memoryMiB: number; firmware: 'bios' | 'uefi' }): string {
+/** The box's Vagrantfile: kiln's provider defaults, then `vagrantfileExtra` as it is (as Packer appends its vagrantfile_template). */
+export function boxVagrantfile(opts: { name: string; cpus: number; memoryMiB: number; firmware: 'bios' | 'uefi'; vagrantfileExtra?: string }): string {
   return `# Box defaults for ${opts.name.replace(/[\r\n]/g, ' ')}, written by kiln; a project Vagrantfile overrides any of them.
 # Logging in: \`vagrant up\` uses user "vagrant" and Vagrant's insecure key, so the image must
 # already have that user, the insecure public key in its authorized_keys and password-less sudo.
@@ -48,7 +49,9 @@ ${opts.firmware === 'uefi'
 `
     : ''}  end
 end
-`;
+${opts.vagrantfileExtra === undefined ? '' : `
+# The template's own Vagrantfile content (vagrantfile_template / vagrantfile_extra):
+${opts.vagrantfileExtra.endsWith('\n') || opts.vagrantfileExtra === '' ? opts.vagrantfileExtra : `${opts.vagrantfileExtra}\n`}`}`;
 }
 
 export async function writeVagrantBox(opts: VagrantBoxOptions): Promise<{ size: number }> {

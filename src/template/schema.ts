@@ -183,9 +183,14 @@ export const outputSchema = z.strictObject({
   subformat: z.enum(['monolithicSparse', 'streamOptimized']).optional(),
   /** vmdk only: the controller type written into the descriptor. */
   adapter_type: z.enum(['ide', 'lsilogic', 'buslogic', 'legacyESX']).optional(),
+  /** vagrant only: Ruby appended to the box's Vagrantfile, after kiln's provider defaults (Packer's vagrantfile_template). */
+  vagrantfile_extra: z.string().optional(),
 }).refine((o) => o.format === 'vmdk' || (o.subformat === undefined && o.adapter_type === undefined), because(
   '"subformat" and "adapter_type" only apply to format: vmdk',
   'remove them, or set format: vmdk',
+)).refine((o) => o.format === 'vagrant' || o.vagrantfile_extra === undefined, because(
+  '"vagrantfile_extra" only applies to format: vagrant',
+  'remove it, or set format: vagrant',
 ));
 
 const bootCommandLine = z.string().superRefine((line, ctx) => {

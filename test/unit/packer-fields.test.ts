@@ -11,6 +11,7 @@ import { buildQemuArgGroups, type VmSpec } from '../../src/qemu/argv.js';
 import { expectedChecksum } from '../../src/build/steps/fetch-base.js';
 import { fileDigest } from '../../src/cache/digest.js';
 import { runHostCommand } from '../../src/provisioners/shell-local.js';
+import { boxVagrantfile } from '../../src/artifacts/vagrant.js';
 import type { ProvisionerContext } from '../../src/provisioners/context.js';
 
 const fixtures = path.resolve('test/fixtures/packer/fields');
@@ -145,6 +146,7 @@ describe('post-processors', () => {
     const t = load(fixture('compress-vagrant.pkr.hcl'));
     const b = t.template.builds[0]!;
     const outDir = path.join(cwd, 'output-boxes');
+    expect(b.outputs[1]!.vagrantfile_extra).toBe(readFileSync(fixture('files/Vagrantfile.template'), 'utf8'));
     expect(b.outputs.map((o) => [o.format, o.name, o.directory])).toEqual([
       ['qcow2', 'tiny-boxes.qcow2', undefined], // compressed to tiny-boxes.qcow2.gz, the compress output
       ['vagrant', 'boxes-libvirt.box', undefined],
@@ -155,7 +157,13 @@ describe('post-processors', () => {
     expect(t.notes!.some((n) => /packer_boxes_libvirt\.box goes into the output directory/.test(n))).toBe(true);
   });
 
-  it('refuses what kiln cannot honour, with the reason: a tar, vagrantfile_template, include, two boxes of one name', () => {
+  it('appends the vagrantfile_template to the box\'s Vagrantfile, after kiln\'s provider defaults', () => {
+    const v = boxVagrantfile({ name: 'b', cpus: 2, memoryMiB: 1024, firmware: 'bios', vagrantfileExtra: 'config.vm.boot_timeout = 600' });
+    expect(v).toMatch(/libvirt\.cpus = 2\n {2}end\nend\n\n# The template's own Vagrantfile content \(vagrantfile_template \/ vagrantfile_extra\):\nconfig\.vm\.boot_timeout = 600\n$/);
+    expect(boxVagrantfile({ name: 'b', cpus: 2, memoryMiB: 1024, firmware: 'bios' })).toMatch(/\nend\n$/);
+  });
+
+  it('refuses what kiln cannot honour, with the reason: a tar, include, two boxes of one name; a vagrantfile_template it cannot read', () => {
     const f = write('pp.pkr.hcl', `${source('')}build {
   sources = ["source.qemu.a"]
   post-processor "compress" {
@@ -174,7 +182,7 @@ describe('post-processors', () => {
 `);
     const m = errorOf(() => load(f));
     expect(m).toMatch(/Packer writes a tar archive of the build's files to .*a\.tar\.gz; kiln compresses the disk image on its own/);
-    expect(m).toMatch(/vagrantfile_template: kiln writes the box's Vagrantfile itself/);
+    expect(m).toMatch(/vagrantfile_template: cannot read .*Vagrantfile\.tpl: ENOENT/);
     expect(m).toMatch(/include: kiln's box holds metadata\.json, its Vagrantfile and box\.img only/);
     expect(m).toMatch(/a vagrant post-processor before this one writes .*packer_a_libvirt\.box too/);
   });

@@ -86,6 +86,7 @@ async function write(ctx: BuildContext, o: OutputConfig, index: number, name: st
       source: disk.path, sourceFormat: disk.format, out: dst, name: path.basename(name, `.${plan.extension}`),
       cpus: src.cpus, memoryMiB: memoryMiB(src.memory), firmware: src.firmware, onProgress, signal: ctx.signal,
       qemuImg: ctx.driver, tarBinary: ctx.options.tarBinary, // KILN_QEMU_IMG / KILN_TAR reach packaging too
+      vagrantfileExtra: o.vagrantfile_extra,
     });
     [virtualSize, digests] = await Promise.all([
       ctx.driver.imageInfo(disk.path, disk.format, false, ctx.signal).then((i) => i.virtualSize),

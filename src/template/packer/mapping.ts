@@ -3,6 +3,7 @@
  * Packer field is either mapped, reported as a one-line note (purely cosmetic: VNC, display...), or an
  * error naming file:line, the field and what kiln does instead. Nothing is dropped silently.
  */
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { isObject, type Value } from './eval.js';
 import { GoTemplateError, hclBuildContext, renderGoTemplate } from './gotemplate.js';
@@ -376,17 +377,23 @@ function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], ou
           warnUnknown(['output', 'compression_level', 'keep_input_artifact', 'provider_override', 'include', 'vagrantfile_template', 'architecture']);
           // Packer's box is packer_<build>_<provider>.box in the current folder unless output says otherwise.
           const o = postOutput(f('output')?.value ?? 'packer_{{ .BuildName }}_{{.Provider}}.box');
-          const box = { format: 'vagrant', name: path.basename(o), ...(path.dirname(o) !== build.output_directory ? { directory: path.dirname(o) } : {}) };
+          const box: (typeof outputs)[number] = { format: 'vagrant', name: path.basename(o), ...(path.dirname(o) !== build.output_directory ? { directory: path.dirname(o) } : {}) };
+          // Packer appends the (rendered) vagrantfile_template to the provider's Vagrantfile in the box.
+          const vt = f('vagrantfile_template');
+          if (vt && !isNoOpValue(vt.value)) {
+            const file = abs(String(runtime(vt.value, vt, 'vagrantfile_template')));
+            try { box.vagrantfile_extra = String(runtime(readFileSync(file, 'utf8'), vt, 'vagrantfile_template')); } catch (e) {
+              out.problems.push({ ...pAt('vagrantfile_template'), message: `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, fix: 'correct the path (relative to the folder kiln runs in, as in Packer)' });
+            }
+          }
           const twin = outputs.find((x) => x.format === 'vagrant' && x.name === box.name && x.directory === box.directory);
           if (twin) out.problems.push({ ...pAt('output'), message: `a vagrant post-processor before this one writes ${o} too (Packer would overwrite that box with this one)`, fix: 'give each vagrant post-processor an output of its own, e.g. output = "{{ .BuildName }}-2.box"' });
           else outputs.push(box);
           const po = f('provider_override');
           if (po && po.value !== 'libvirt') out.problems.push({ ...pAt('provider_override'), message: `kiln writes boxes for the libvirt provider (from a QEMU image), not ${String(po.value)}`, fix: 'remove provider_override' });
           if (f('compression_level')) out.notes.push(`${p.at.file}:${p.at.line}: vagrant compression_level: ignored: kiln gzips the box at gzip's default level`);
-          for (const k of ['vagrantfile_template', 'include']) {
-            const v = f(k);
-            if (v && !isNoOpValue(v.value)) out.problems.push({ ...pAt(k), message: k === 'include' ? 'kiln\'s box holds metadata.json, its Vagrantfile and box.img only; it adds no other files' : 'kiln writes the box\'s Vagrantfile itself (libvirt provider defaults: memory, CPUs, UEFI loader) and appends no template of yours', fix: `remove ${k}; a project Vagrantfile beside the box's users can set the same` });
-          }
+          const inc = f('include');
+          if (inc && !isNoOpValue(inc.value)) out.problems.push({ ...pAt('include'), message: 'kiln\'s box holds metadata.json, its Vagrantfile and box.img only; it adds no other files', fix: 'remove include; ship such files beside the box (or put their content in vagrantfile_template)' });
           break;
         }
         default:
