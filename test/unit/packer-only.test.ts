@@ -72,6 +72,9 @@ describe('-only/-except on a Packer template', () => {
   it('refuses the other builder unless -only leaves it out', () => {
     expect(() => loadTemplate(hcl, {}, {})).toThrow(/amazon-ebs.*not supported[\s\S]*-only=qemu\.debian,qemu\.alpine,named\.qemu\.debian/);
     expect(() => loadTemplate(hcl, {}, { only: ['*.cloud'] })).toThrow(/amazon-ebs/);
+    // -except leaves it out too (issue 25: only -only did), and build's selection still accepts the name.
+    const t = loadTemplate(hcl, {}, { except: ['amazon-ebs.cloud', 'named.*'] });
+    expect(selectBuilds(t, undefined, ['amazon-ebs.cloud', 'named.*']).map((b) => b.name)).toEqual(['qemu.debian', 'qemu.alpine']);
   });
   it('names a pattern that matches nothing (Packer would build nothing and exit 0)', () => {
     expect(() => names(['qemu.*', 'ubuntu*'])).toThrow(/t\.pkr\.hcl: -only: no build matches "ubuntu\*" \(builds: qemu\.debian, qemu\.alpine, named\.qemu\.debian, amazon-ebs\.cloud\)/);
