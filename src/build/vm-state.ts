@@ -13,6 +13,7 @@ import { buildQemuArgs, cpuModelOf, shellQuote } from '../qemu/argv.js';
 import { loadMismatch, loadVmState, qemuVersionOf, saveVmState, vmGenerationId, vmStateShape } from '../qemu/vm-state.js';
 import { publishVmState, removeVmState, verifyVmState, vmStateFile, vmStateTemp } from '../cache/vm-states.js';
 import { vmSpecFor } from './vm.js';
+import { resumePoint } from '../cache/layer-keys.js';
 import { abortable } from '../util/abort.js';
 import { formatDuration } from '../template/units.js';
 
@@ -82,6 +83,12 @@ export async function restoreVm(ctx: BuildContext): Promise<boolean> {
   const provisioner = layers.plan[layers.cachedCount - 1]!.index + 1;
   const refuse = (why: string) => {
     ctx.log(`layer cache: booting layer ${short(key)} instead of restoring the VM saved with it: ${why}`, 'warn');
+    // The layer-cache step counted on the restore keeping /tmp: a booted guest has it emptied.
+    const again = resumePoint(layers.plan, layers.cachedCount);
+    if (again < layers.cachedCount) {
+      ctx.log(`provisioner ${layers.plan.slice(again, layers.cachedCount).map((l) => l.index + 1).join(', ')} runs again: it uploads into a directory the guest empties at boot`);
+      layers.cachedCount = again;
+    }
     return false;
   };
   const dir = layers.store.dir;

@@ -67,7 +67,10 @@ export const layerCacheStepFor = (finishingScripts: (ctx: BuildContext) => strin
       }
       cachedCount++;
     }
-    const resumeAt = resumePoint(plan, cachedCount);
+    // A VM restored from its saved state did not boot: what a provisioner left in /tmp is still there.
+    const vmState = savesVmState(ctx);
+    const restorable = (n: number) => vmState && n > 0 && readVmStateMeta(store.dir, plan[n - 1]!.key!) !== undefined;
+    const resumeAt = restorable(cachedCount) ? cachedCount : resumePoint(plan, cachedCount);
     if (resumeAt < cachedCount) {
       const again = plan.slice(resumeAt, cachedCount).map((l) => `${l.index + 1} (${l.description})`).join(', ');
       ctx.log(`provisioner ${again} runs again: it uploads into a directory the guest empties at boot, and a later provisioner may need the file`);
@@ -103,9 +106,7 @@ export const layerCacheStepFor = (finishingScripts: (ctx: BuildContext) => strin
     const rootBacking = willPublish && cachedCount === 0 && base.kind === 'disk'
       ? { name: await store.ensureBase(base.path, base.sha256, base.format), format: base.format }
       : null;
-    const vmState = savesVmState(ctx);
-    const last = cachedKeys[cachedCount - 1];
-    const restoreFrom = vmState && last && readVmStateMeta(store.dir, last) ? last : undefined;
+    const restoreFrom = restorable(cachedCount) ? cachedKeys[cachedCount - 1] : undefined;
     const layers = { store, rootKey, plan, cachedCount, rootBacking, artifactKey: outputKey, finalKey, publishing: Promise.resolve(), vmState, restoreFrom };
     ctx.state.layers = layers;
     return async () => {
