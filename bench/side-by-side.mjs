@@ -54,6 +54,9 @@ export async function sideBySide(rounds = Number(process.env.BENCH_ROUNDS ?? 3))
   const conditions = loadMode === 'both' ? ['quiet', 'loaded'] : loadMode ? ['loaded'] : ['quiet'];
   const equalCpu = process.env.BENCH_PACKER_EQUAL_CPU === '1';
   const rebuilds = process.env.BENCH_REBUILDS !== '0';
+  // BENCH_VM_STATE=1: kiln's builds save the VM with each layer (cache.vm_state), so the last-changed rebuild restores instead of booting.
+  const vmState = process.env.BENCH_VM_STATE === '1';
+  if (vmState) writeFileSync(vmStateTemplate, readFileSync(path.join(dir, 'kiln.yaml'), 'utf8').replace(/^    provisioners:/m, '    cache: { vm_state: true }\n    provisioners:'));
   const work = mkdtempSync(path.join(os.tmpdir(), 'kiln-bench-sbs-'));
   const upload = path.join(work, 'upload.bin');
   { const fd = openSync(upload, 'w'); for (let i = 0; i < 16; i++) writeSync(fd, randomBytes(1 << 20)); closeSync(fd); }
@@ -106,6 +109,7 @@ export async function sideBySide(rounds = Number(process.env.BENCH_ROUNDS ?? 3))
     }
   } finally {
     rmSync(work, { recursive: true, force: true });
+    rmSync(vmStateTemplate, { force: true });
   }
   // The raw rows, for a closer look (BENCH_ROWS_FILE=path).
   if (process.env.BENCH_ROWS_FILE) writeFileSync(process.env.BENCH_ROWS_FILE, JSON.stringify(rows, null, 1));
@@ -114,7 +118,7 @@ export async function sideBySide(rounds = Number(process.env.BENCH_ROUNDS ?? 3))
   const phases = ['boot to SSH', 'provisioning', 'clean-up', 'shutdown', 'conversion', 'total', 'total - boot', 'CPU-seconds', 'load (1 min) at start', 'layer capture (background)', 'peak RSS (MiB)'];
   for (const cond of conditions) {
     const set = rows[cond];
-    console.log(`\nkiln vs ${packerVersion} (qemu builder), bench/side-by-side, ${cond === 'loaded' ? `beside ${loadDescription}` : 'no added load'}, medians of ${rounds} round(s), TCG, each tool with its defaults`);
+    console.log(`\nkiln${vmState ? ' (cache.vm_state)' : ''} vs ${packerVersion} (qemu builder), bench/side-by-side, ${cond === 'loaded' ? `beside ${loadDescription}` : 'no added load'}, medians of ${rounds} round(s), TCG, each tool with its defaults`);
     console.log(`  ${'phase'.padEnd(28)} ${'kiln'.padStart(9)} ${'Packer'.padStart(9)} ${'ratio'.padStart(7)}${equalCpu ? `  ${'Packer, equal CPU'.padStart(17)} ${'ratio'.padStart(7)}` : ''}`);
     for (const p of phases) {
       const k = med(set.kiln, p);
@@ -128,7 +132,8 @@ export async function sideBySide(rounds = Number(process.env.BENCH_ROUNDS ?? 3))
     if (rebuilds) {
       const ratio = (s) => (pk ? ` ${(med(s, 'total') / pk).toFixed(2)}x of Packer's (full) rebuild` : '');
       console.log(`  ${'kiln no-change rebuild'.padEnd(28)} ${fmt(med(set.same, 'total')).padStart(9)}${ratio(set.same)}`);
-      console.log(`  ${'kiln last provisioner changed'.padEnd(28)} ${fmt(med(set.changed, 'total')).padStart(9)}${ratio(set.changed)}`);
+      console.log(`  ${'kiln last provisioner changed'.padEnd(28)} ${fmt(med(set.changed, 'total')).padStart(9)}${ratio(set.changed)}${set.changed.some((x) => x.restored) ? ` (VM restored in ${fmt(med(set.changed, 'restored'))}, no boot)` : ''}`);
+      if (vmState) console.log(`  ${'kiln VM states saved'.padEnd(28)} ${set.kiln.map((x) => x.vmStates).join('; ')}`);
       console.log(`  ${'kiln new output directory'.padEnd(28)} ${fmt(med(set.moved, 'total')).padStart(9)}${ratio(set.moved)}${set.moved.some((x) => x['boot to SSH']) ? ' (booted)' : ' (no boot)'}`);
     }
     console.log(`  ratios: cold total ${(med(set.kiln, 'total') / pk).toFixed(2)}x, total - boot ${(med(set.kiln, 'total - boot') / med(set.packer, 'total - boot')).toFixed(2)}x, ` +
@@ -144,16 +149,21 @@ export async function sideBySide(rounds = Number(process.env.BENCH_ROUNDS ?? 3))
   console.log('  targets: cold total <= 0.85x with no added load and <= 1.0x under the load, total - boot <= 0.8x, no-change rebuild < 2 s, last changed <= 0.3x of Packer');
 }
 
+/** BENCH_VM_STATE=1: kiln.yaml with cache.vm_state, beside it (its paths are relative to it); removed at the end. */
+const vmStateTemplate = path.join(dir, '.kiln-vm-state.yaml');
+
 async function kilnBuild(cache, out, upload, extra, timeFile) {
   const load = load1();
   const started = performance.now();
-  const r = await timed('node', [path.join(root, 'bin/kiln.js'), 'build', path.join(dir, 'kiln.yaml'), '--force', '--events=json',
+  const r = await timed('node', [path.join(root, 'bin/kiln.js'), 'build', process.env.BENCH_VM_STATE === '1' ? vmStateTemplate : path.join(dir, 'kiln.yaml'), '--force', '--events=json',
     '--var', `output=${out}`, '--var', `upload=${upload}`, ...extra], { reject: false, env: { KILN_CACHE_DIR: cache } }, timeFile);
   const total = performance.now() - started;
   if (r.exitCode !== 0) throw new Error(`kiln bench build failed:\n${r.stderr.split('\n').slice(-20).join('\n')}`);
   const events = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
   const step = Object.fromEntries(events.filter((e) => e.type === 'step-end').map((e) => [e.step, e.ms]));
   const saved = events.filter((e) => e.type === 'layer-saved');
+  const restored = events.find((e) => e.type === 'vm-restored');
+  const states = events.filter((e) => e.type === 'vm-state-saved');
   const end = events.find((e) => e.type === 'build-end');
   let boot;
   try { boot = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8')).timings_ms?.['boot to SSH']; } catch { /* up to date: no boot */ }
@@ -166,6 +176,8 @@ async function kilnBuild(cache, out, upload, extra, timeFile) {
     'peak RSS (MiB)': end?.peakRssBytes !== undefined ? end.peakRssBytes / 2 ** 20 : undefined,
     'CPU-seconds': cpuSeconds(timeFile), 'load (1 min) at start': load,
     argv: events.find((e) => e.type === 'log' && e.message.startsWith('qemu: '))?.message.slice(6),
+    restored: restored?.ms,
+    vmStates: states.map((e) => `${(e.size / 2 ** 20).toFixed(0)} MiB, paused ${(e.pausedMs / 1000).toFixed(2)} s`).join(', '),
   };
 }
 
