@@ -98,6 +98,13 @@ describe('builder fields', () => {
     expect(await expectedChecksum('sha1:0123456789abcdef0123456789abcdef01234567', img, new AbortController().signal)).toMatchObject({ algorithm: 'sha1' });
   });
 
+  it('takes qemu_binary = "kvm" (Debian\'s wrapper for qemu-system-x86_64 -enable-kvm), still refusing other emulators', () => {
+    const ok = write('kvm.pkr.hcl', `${source('  qemu_binary = "kvm"')}build {\n  sources = ["source.qemu.a"]\n}\n`);
+    expect(load(ok).notes!.some((n) => /qemu_binary = "kvm": kiln runs qemu-system-x86_64/.test(n))).toBe(true);
+    const arm = write('arm.pkr.hcl', `${source('  qemu_binary = "qemu-system-aarch64"')}build {\n  sources = ["source.qemu.a"]\n}\n`);
+    expect(errorOf(() => load(arm))).toMatch(/qemu_binary: kiln runs qemu-system-x86_64, not qemu-system-aarch64/);
+  });
+
   it('splits a comma-separated floppy_files string, as Packer 1.6.6 does', () => {
     const t = load(fixture('floppy-string.json'));
     expect(t.template.builds[0]!.source.floppy_files).toEqual([fixture('files/one.txt'), fixture('files/two.txt')]);
