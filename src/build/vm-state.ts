@@ -12,7 +12,7 @@ import type { BuildContext } from './state.js';
 import { buildQemuArgs, cpuModelOf, shellQuote } from '../qemu/argv.js';
 import { loadMismatch, loadVmState, qemuVersionOf, saveVmState, vmGenerationId, vmStateShape } from '../qemu/vm-state.js';
 import { publishVmState, removeVmState, verifyVmState, vmStateFile, vmStateTemp } from '../cache/vm-states.js';
-import { vmSpecFor } from './vm.js';
+import { seedSmbiosFile, vmSpecFor, writeSeedSmbios } from './vm.js';
 import { resumePoint } from '../cache/layer-keys.js';
 import { abortable } from '../util/abort.js';
 import { formatDuration } from '../template/units.js';
@@ -104,6 +104,8 @@ export async function restoreVm(ctx: BuildContext): Promise<boolean> {
   const argv = buildQemuArgs(spec);
   const shapeMismatch = loadMismatch(check.meta, { qemuVersion: check.meta.qemuVersion, shape: vmStateShape(argv, st.workDir) });
   if (shapeMismatch) return refuse(shapeMismatch);
+  // QEMU reads it at start, as for a boot; the restored guest read its seed long ago.
+  if (st.seed?.kind === 'http') writeSeedSmbios(seedSmbiosFile(st.workDir), st.seed.url);
   const qemu = ctx.driver.startVm(argv, { cwd: st.workDir });
   ctx.log(`qemu: ${shellQuote(qemu.argv)}`, 'debug');
   const exited = qemu.exited.then((e) => { throw new Error(`QEMU exited (code ${e.code ?? e.signal}): ${e.stderr.trim() || 'no message'}`); });

@@ -74,13 +74,13 @@ export function airgapNet(ctx: BuildContext): Pick<NonNullable<VmSpec['net']>, '
   return { restrict: true, guestForwards };
 }
 
-const seedSmbiosFile = (workDir: string) => path.join(workDir, 'smbios-type1.bin');
+export const seedSmbiosFile = (workDir: string) => path.join(workDir, 'smbios-type1.bin');
 
 /**
  * Writes the SMBIOS type 1 table whose serial tells cloud-init where its NoCloud-Net seed is: 0600, in
  * the 0700 work dir, like the serial log (where cloud-init prints the URL once it has the seed).
  */
-function writeSeedSmbios(file: string, seedUrl: string): void {
+export function writeSeedSmbios(file: string, seedUrl: string): void {
   // QEMU's own type 1 table names QEMU as the manufacturer; guests (systemd-detect-virt) look there.
   writeFileSync(file, smbiosType1({ manufacturer: 'QEMU', product: 'kiln build VM', serial: `ds=nocloud-net;s=${seedUrl}` }), { mode: 0o600 });
 }
