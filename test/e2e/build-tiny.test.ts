@@ -1,6 +1,6 @@
 // kiln build, end to end, from the tiny fixture: provisioners run over SSH, the artifact is checked
 // with qemu-img and booted again, and a failing provisioner leaves no artifact behind.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -8,6 +8,7 @@ import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Guest, insecureKey, overlayOf, repoRoot, tinySourceYaml } from '../helpers/guest.js';
 import { kiln } from '../helpers/kiln.js';
+import { cycloneDxSchemaErrors, spdxSchemaErrors } from '../unit/supply-chain-schemas.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-e2e-build-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -97,7 +98,7 @@ describe('kiln build (tiny fixture)', () => {
     expect(run.stderr).toContain('token is <sensitive>');
 
     const out = path.join(dir, 'out', 'ok');
-    expect(readdirSync(out).sort()).toEqual(['SHA256SUMS', 'manifest.json', 'ok.qcow2', 'ok.raw']);
+    expect(readdirSync(out).sort()).toEqual(['SHA256SUMS', 'manifest.json', 'ok.cdx.json', 'ok.provenance.json', 'ok.qcow2', 'ok.raw', 'ok.spdx.json']);
     expect(readdirSync(path.join(dir, 'out')).filter((n) => n.includes('partial'))).toEqual([]);
     const sums = await execa('sha256sum', ['-c', 'SHA256SUMS'], { cwd: out, reject: false });
     expect(sums.exitCode, sums.stdout + sums.stderr).toBe(0);
@@ -106,6 +107,27 @@ describe('kiln build (tiny fixture)', () => {
     expect(manifest.variables).toEqual({ marker: 'from-kiln', token: '<sensitive>' });
     expect(manifest.base_image.sha256).toMatch(/^[0-9a-f]{64}$/);
     expect(manifest.artifacts.map((a: { name: string }) => a.name)).toEqual(['ok.qcow2', 'ok.raw']);
+
+    // SBOMs valid against the official schemas (busybox: no package database, so the base image and
+    // kiln's files only), listing every file kiln uploaded by digest; the provenance names every input.
+    const sha256 = (f: string) => createHash('sha256').update(readFileSync(f)).digest('hex');
+    const treeFiles = (await execa('find', ['.', '-type', 'f'], { cwd: tree })).stdout.split('\n').map((f) => f.slice(2)).sort();
+    const uploaded = [['/root/upload.txt', sha256(path.join(dir, 'upload.txt'))], ...treeFiles.map((f) => [`/root/tree/${f}`, sha256(path.join(tree, f))])];
+    const spdx = JSON.parse(readFileSync(path.join(out, 'ok.spdx.json'), 'utf8'));
+    const cdx = JSON.parse(readFileSync(path.join(out, 'ok.cdx.json'), 'utf8'));
+    expect(spdxSchemaErrors(spdx)).toEqual([]);
+    expect(cycloneDxSchemaErrors(cdx)).toEqual([]);
+    expect(spdx.packages).toHaveLength(1);
+    expect(spdx.packages[0].checksums).toEqual([{ algorithm: 'SHA256', checksumValue: manifest.base_image.sha256 }]);
+    expect(spdx.files.map((f: { fileName: string; checksums: { checksumValue: string }[] }) => [f.fileName.slice(1), f.checksums[1]!.checksumValue]).sort()).toEqual(uploaded.sort());
+    expect(cdx.components.filter((c: { type: string }) => c.type === 'file')).toHaveLength(uploaded.length);
+    const provenance = JSON.parse(readFileSync(path.join(out, 'ok.provenance.json'), 'utf8'));
+    expect(provenance.subject.map((s: { name: string; digest: { sha256: string } }) => [s.name, s.digest.sha256])).toEqual(manifest.artifacts.map((a: { name: string; sha256: string }) => [a.name, a.sha256]));
+    const inputs = provenance.predicate.buildDefinition.resolvedDependencies.map((d: { digest: { sha256: string } }) => d.digest.sha256);
+    expect([manifest.template.sha256, manifest.base_image.sha256, ...uploaded.map(([, d]) => d)].filter((d) => !inputs.includes(d))).toEqual([]);
+    const verified = await kiln(['verify', path.join(out, 'manifest.json')]);
+    expect(verified.exitCode, verified.stdout + verified.stderr).toBe(0);
+    expect(verified.stdout).toMatch(/^ok   ok\.spdx\.json$/m);
 
     const info = JSON.parse((await execa('qemu-img', ['info', '--output=json', path.join(out, 'ok.qcow2')])).stdout);
     expect(info.format).toBe('qcow2');
