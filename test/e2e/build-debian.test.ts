@@ -4,7 +4,8 @@
 // carries their work but not kiln's access. The
 // seed URL (it serves the injected host private key) hides behind a random prefix that no other local
 // user can read: not on QEMU's command line, not in kiln's output.
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -17,6 +18,12 @@ import { kiln, outputLines, spawnKiln } from '../helpers/kiln.js';
 import { writeFiles } from '../helpers/files.js';
 import { kilnWorkDirs, processesMentioning, type ProcessInfo } from '../helpers/process-audit.js';
 import { ed25519PublicPattern, privateKeyPattern, searchDisk } from '../helpers/disk-search.js';
+import { cycloneDxSchemaErrors, spdxLicenceProblems, spdxSchemaErrors } from '../unit/supply-chain-schemas.js';
+
+const sha256 = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
+/** Every regular file under `root`, depth first. */
+const filesUnder = (root: string): string[] => readdirSync(root, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? filesUnder(path.join(root, e.name)) : [path.join(root, e.name)]));
+const flipByte = (file: string, at: number) => { const b = readFileSync(file); b[at] = b[at]! ^ 1; writeFileSync(file, b); };
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-e2e-debian-build-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -25,7 +32,18 @@ describe('kiln build (debian-12-cloud fixture)', () => {
   it('builds qcow2 + vmdk; a rebuild after a change to the last provisioner starts from the cached layer; the artifact boots, carries every change, and keeps no build key or host key', async () => {
     const file = path.join(dir, 'debian.yaml');
     const env = { KILN_CACHE_DIR: path.join(dir, 'cache') };
-    writeFileSync(path.join(dir, 'app.conf'), 'setting=1\n');
+    // The upload: app.conf and Debian's jq packages (fetched on the host, as the fixture's own packages
+    // are), so the SBOM has jq from dpkg to show as a purl.
+    const payload = path.join(dir, 'payload');
+    mkdirSync(payload);
+    writeFileSync(path.join(payload, 'app.conf'), 'setting=1\n');
+    await execa('apt-get', ['download', 'jq', 'libjq1', 'libonig5'], { cwd: payload });
+    const jqVersion = (await execa('sh', ['-c', 'dpkg-deb -f jq_*.deb Version'], { cwd: payload })).stdout.trim();
+    // A signing key, and the allowed_signers file a receiving site would keep.
+    const signKey = path.join(dir, 'builder-key');
+    await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'builder', '-f', signKey]);
+    const allowed = path.join(dir, 'allowed_signers');
+    writeFileSync(allowed, `builder@kiln namespaces="kiln" ${readFileSync(`${signKey}.pub`, 'utf8')}`);
     const secret = 'tok-Zq8v3-never-shown';
     const ansibleFiles: Record<string, string> = {
       'site.yml': '- hosts: web\n  roles: [site]\n',
@@ -47,11 +65,12 @@ describe('kiln build (debian-12-cloud fixture)', () => {
     writeFileSync(file, `
 variables:
   note: { default: first }
+  out: { default: ${path.join(dir, 'out')} }
   title: { default: From kiln }
   token: { default: ${secret}, sensitive: true }
 builds:
   - name: deb
-    output_directory: ${path.join(dir, 'out')}
+    output_directory: \${var.out}
     source:
       base_image: ${path.join(imagesDir, 'debian-12-cloud.qcow2')}
       checksum: none
@@ -76,15 +95,17 @@ builds:
         become: true
         extra_vars: { site_title: '\${var.title}', api_token: '\${var.token}' }
       - type: file
-        source: ${path.join(dir, 'app.conf')}
-        destination: /tmp/app.conf
+        source: ${payload}
+        destination: /tmp
       - type: shell
         inline:
-          - sudo install -m 0644 /tmp/app.conf /etc/app.conf
+          - sudo install -m 0644 /tmp/payload/app.conf /etc/app.conf
+          - sudo dpkg -i /tmp/payload/*.deb
           - echo "\${var.note}" | sudo tee /etc/kiln-note
     outputs:
       - format: qcow2
       - format: vmdk
+    sign: { key: ${signKey} }
 `);
     // A TMPDIR of its own: the build's work dir is then the only kiln-deb-* in it. While the guest
     // boots, look from outside as any local user could: QEMU's command line; and read the SMBIOS table
@@ -147,6 +168,83 @@ builds:
     const injectedHostKey = hostKeyOf(run);
     expect(injectedHostKey).toBeDefined();
     expect(hostKeyOf(first)).not.toBe(injectedHostKey);
+
+    // The SBOMs: valid against the official schemas; jq (installed by the last provisioner) as a purl
+    // with the licences its copyright file states; the uploaded files with their digests.
+    expect(readdirSync(out).sort()).toEqual([
+      'SHA256SUMS', 'SHA256SUMS.sig', 'deb.cdx.json', 'deb.cdx.json.sig', 'deb.provenance.json', 'deb.provenance.json.sig',
+      'deb.qcow2', 'deb.spdx.json', 'deb.spdx.json.sig', 'deb.vmdk', 'manifest.json',
+    ]);
+    const spdx = JSON.parse(readFileSync(path.join(out, 'deb.spdx.json'), 'utf8'));
+    const cdx = JSON.parse(readFileSync(path.join(out, 'deb.cdx.json'), 'utf8'));
+    expect(spdxSchemaErrors(spdx)).toEqual([]);
+    expect(cycloneDxSchemaErrors(cdx)).toEqual([]);
+    expect(spdxLicenceProblems(spdx)).toEqual([]);
+    const jqPurl = `pkg:deb/debian/jq@${encodeURIComponent(jqVersion)}?arch=amd64&distro=debian-12`;
+    const jq = spdx.packages.find((p: { name: string }) => p.name === 'jq');
+    expect(jq.externalRefs).toEqual([{ referenceCategory: 'PACKAGE-MANAGER', referenceType: 'purl', referenceLocator: jqPurl }]);
+    expect(jq.licenseDeclared).toMatch(/\bMIT\b/);
+    expect(cdx.components.find((c: { name: string }) => c.name === 'jq')).toMatchObject({ purl: jqPurl, licenses: [{ expression: jq.licenseDeclared }] });
+    expect(cdx.metadata.component).toMatchObject({ 'bom-ref': 'base-image', hashes: [{ alg: 'SHA-256', content: manifest.base_image.sha256 }] });
+    expect(spdx.packages.length - 1).toBe(manifest.sbom.packages.length);
+    expect(spdx.packages.filter((p: { licenseDeclared: string }) => p.licenseDeclared !== 'NOASSERTION').length).toBeGreaterThan(manifest.sbom.packages.length / 2);
+    expect(spdx.files.map((f: { fileName: string; checksums: { algorithm: string; checksumValue: string }[] }) => [f.fileName, f.checksums[1]!.checksumValue]))
+      .toEqual(filesUnder(payload).sort().map((f) => [`./tmp/payload/${path.basename(f)}`, sha256(f)]));
+    // The provenance names every input by digest: the template, the base image, each uploaded file, each file of the Ansible tree.
+    const provenance = JSON.parse(readFileSync(path.join(out, 'deb.provenance.json'), 'utf8'));
+    expect(provenance.subject).toEqual(manifest.artifacts.map((a: { name: string; sha256: string }) => ({ name: a.name, digest: { sha256: a.sha256 } })));
+    const inputs = provenance.predicate.buildDefinition.resolvedDependencies.map((d: { digest: { sha256: string } }) => d.digest.sha256);
+    const expectedInputs = [manifest.template.sha256, manifest.base_image.sha256, ...filesUnder(payload).map(sha256), ...filesUnder(path.join(dir, 'ansible')).map(sha256)];
+    expect(expectedInputs.filter((d) => !inputs.includes(d))).toEqual([]);
+    expect(provenance.predicate.runDetails.metadata.startedOn).toBe(manifest.started_at);
+
+    // Signed: kiln verify checks the signatures, then every digest; ssh-keygen alone checks them too.
+    const verify = (keys = allowed) => kiln(['verify', path.join(out, 'manifest.json'), '--trusted-keys', keys]);
+    const good = await verify();
+    expect(good.exitCode, good.stdout + good.stderr).toBe(0);
+    expect(good.stdout).toMatch(/^ok   SHA256SUMS \(signed by builder@kiln, SHA256:\S+\)$/m);
+    const outside = await execa('ssh-keygen', ['-Y', 'verify', '-f', allowed, '-I', 'builder@kiln', '-n', 'kiln', '-s', path.join(out, 'SHA256SUMS.sig')], { inputFile: path.join(out, 'SHA256SUMS') });
+    expect(outside.stdout).toMatch(/^Good "kiln" signature for builder@kiln with ED25519 key SHA256:/);
+    // One byte changed in an artifact, an SBOM, a signature; and a key nobody trusts: each named, exit 1.
+    const tamper = async (file: string, at: number, expected: RegExp) => {
+      flipByte(file, at);
+      const bad = await verify();
+      flipByte(file, at);
+      expect(bad.exitCode, bad.stdout).toBe(1);
+      expect(bad.stdout).toMatch(expected);
+    };
+    await tamper(path.join(out, 'deb.vmdk'), 2 ** 20, /^FAIL deb\.vmdk: sha256 is \w+, manifest says \w+; sha256 is \w+, the signed SHA256SUMS says \w+; sha256 is \w+, the signed provenance says \w+$/m);
+    await tamper(path.join(out, 'deb.cdx.json'), 200, /^FAIL deb\.cdx\.json \(signature\): the signature by builder@kiln \(ssh-ed25519 key SHA256:\S+\) does not match \S+deb\.cdx\.json: the file or its signature changed after signing/m);
+    const sigText = readFileSync(path.join(out, 'SHA256SUMS.sig'), 'latin1');
+    await tamper(path.join(out, 'SHA256SUMS.sig'), sigText.lastIndexOf('-----END') - 10, /^FAIL SHA256SUMS \(signature\): /m);
+    const strangerKey = path.join(dir, 'stranger');
+    await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', strangerKey]);
+    writeFileSync(path.join(dir, 'stranger_signers'), `stranger ${readFileSync(`${strangerKey}.pub`, 'utf8')}`);
+    const stranger = await verify(path.join(dir, 'stranger_signers'));
+    expect(stranger.exitCode).toBe(1);
+    expect(stranger.stdout).toMatch(/^FAIL SHA256SUMS \(signature\): signed by ssh-ed25519 key SHA256:\S+, which \S+stranger_signers does not list \(unknown signer\)$/m);
+    expect((await verify()).exitCode).toBe(0);
+
+    // Another output directory, nothing else changed: converted from the cached final disk without
+    // booting; its SBOM is the one the booted build read, marked as such.
+    const converted = await kiln(['build', file, '--events=json', '--var', 'note=second', '--var', `out=${path.join(dir, 'out2')}`], env);
+    expect(converted.exitCode, converted.stderr.slice(-3000)).toBe(0);
+    expect(converted.events.some((e) => e.type === 'step-start' && e.step === 'launch QEMU')).toBe(false);
+    const out2 = path.join(dir, 'out2');
+    const manifest2 = JSON.parse(readFileSync(path.join(out2, 'manifest.json'), 'utf8'));
+    expect(manifest2.cache.final_layer.from_cache).toBe(true);
+    expect(manifest2.supply_chain.from_cache).toEqual({ final_layer: manifest2.cache.final_layer.key, packages_recorded_at: expect.any(String) });
+    const spdx2 = JSON.parse(readFileSync(path.join(out2, 'deb.spdx.json'), 'utf8'));
+    const cdx2 = JSON.parse(readFileSync(path.join(out2, 'deb.cdx.json'), 'utf8'));
+    expect(spdxSchemaErrors(spdx2)).toEqual([]);
+    expect(cycloneDxSchemaErrors(cdx2)).toEqual([]);
+    const packagesOf = (doc: { packages: { name: string; versionInfo?: string; licenseDeclared: string }[] }) => doc.packages.slice(1).map((p) => [p.name, p.versionInfo, p.licenseDeclared]);
+    expect(packagesOf(spdx2)).toEqual(packagesOf(spdx));
+    expect(spdx2.comment).toMatch(new RegExp(`^Converted from the layer cache without booting: the package list is the one the build that saved final layer ${manifest2.cache.final_layer.key} read from the guest on \\S+ \\(kiln \\S+\\)\\.$`));
+    expect(cdx2.metadata.properties).toContainEqual({ name: 'kiln:from-cache', value: spdx2.comment });
+    const provenance2 = JSON.parse(readFileSync(path.join(out2, 'deb.provenance.json'), 'utf8'));
+    expect(provenance2.predicate.buildDefinition.internalParameters.converted_from_cache.package_list_recorded_at).toBe(manifest2.supply_chain.from_cache.packages_recorded_at);
+    expect((await kiln(['verify', path.join(out2, 'manifest.json'), '--trusted-keys', allowed])).exitCode).toBe(0);
 
     for (const [name, format] of [['deb.qcow2', 'qcow2'], ['deb.vmdk', 'vmdk']] as const) {
       const info = JSON.parse((await execa('qemu-img', ['info', '--output=json', path.join(out, name)])).stdout);
