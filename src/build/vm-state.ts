@@ -33,6 +33,7 @@ export async function freezeLayer(ctx: BuildContext, key: string, index: number,
   const dir = layers.store.dir;
   const tmp = vmStateTemp(dir, key);
   const started = performance.now();
+  const frozenAt = Date.now();
   await qmp.execute('stop');
   let saved = false;
   try {
@@ -60,8 +61,12 @@ export async function freezeLayer(ctx: BuildContext, key: string, index: number,
   return () => { layers.publishing = layers.publishing.then(async () => {
     const t = performance.now();
     try {
-      if (!layers.store.meta(key)) throw new Error('its layer was not saved');
-      const published = await publishVmState(dir, tmp, meta);
+      const layer = layers.store.meta(key);
+      if (!layer) throw new Error('its layer was not saved');
+      // RAM pairs with the exact disk it was frozen with: a layer another build saved under this key
+      // holds the same files in other blocks, which this guest's page cache would not match.
+      if (Date.parse(layer.created) < frozenAt - 1000) throw new Error('the layer in the store was saved by another build');
+      const published = await publishVmState(dir, tmp, { ...meta, layerSha256: layer.sha256 });
       ctx.events.emit({ type: 'vm-state-saved', build: ctx.build.name, index, key, size: published.size, pausedMs, ms: performance.now() - t, vmgenid });
     } catch (e) {
       rmSync(tmp, { force: true });
@@ -93,6 +98,10 @@ export async function restoreVm(ctx: BuildContext): Promise<boolean> {
   };
   const dir = layers.store.dir;
   const check = await verifyVmState(dir, key);
+  if (check.ok && check.meta.layerSha256 !== layers.store.meta(key)?.sha256) {
+    removeVmState(dir, key);
+    return refuse('it was saved with another copy of the layer; removed it');
+  }
   if (!check.ok) {
     removeVmState(dir, key);
     return refuse(`${check.problem}; removed it`);

@@ -24,6 +24,8 @@ export interface VmStateMeta {
   /** The key kiln logged in with (a generated build key) and the host key it gave the guest, if any. */
   buildKey?: KeyPair;
   hostKey?: KeyPair;
+  /** The digest of the layer this state was frozen with: the guest's RAM matches those blocks only. */
+  layerSha256?: string;
 }
 
 /** What `kiln cache ls --json` shows of a layer's state (no keys). */
