@@ -31,7 +31,8 @@ describe('Packer templates, unchanged (tiny guest)', () => {
       // inline_shebang "/bin/sh -ex" ran the first script in the guest: its -x traced the commands.
       expect(run.events.filter((e) => e.type === 'output').map((e) => String(e.line))).toContain('+ echo first');
     }
-    expect(readdirSync(out.hcl).sort()).toEqual(['SHA256SUMS', 'manifest.json', 'tiny.cdx.json', 'tiny.provenance.json', 'tiny.qcow2', 'tiny.spdx.json']);
+    // The SBOMs and provenance are named by the build: qemu.tiny in HCL (source.build), tiny in JSON.
+    expect(readdirSync(out.hcl).sort()).toEqual(['SHA256SUMS', 'manifest.json', 'qemu.tiny.cdx.json', 'qemu.tiny.provenance.json', 'qemu.tiny.spdx.json', 'tiny.qcow2']);
     expect(readdirSync(out.json).sort()).toEqual(['SHA256SUMS', 'manifest.json', 'tiny.cdx.json', 'tiny.provenance.json', 'tiny.qcow2', 'tiny.spdx.json']);
     for (const o of [out.hcl, out.json]) {
       const sums = await execa('sha256sum', ['-c', 'SHA256SUMS'], { cwd: o, reject: false });
