@@ -3,13 +3,13 @@
  * the scripts it ran there) and the provenance (all of it: template, base image or ISO, served and
  * attached files, scripts, uploads, playbooks and manifests).
  */
-import { createHash } from 'node:crypto';
-import { createReadStream, lstatSync, readdirSync, realpathSync, statSync } from 'node:fs';
+import { lstatSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { BuildConfig, Provisioner } from '../template/schema.js';
 import { appliesTo } from '../template/provisioners.js';
 import { isConfigManagement } from '../template/schema-config-management.js';
 import { configManagementInputs } from '../cache/config-management-inputs.js';
+import { fileDigests } from '../cache/digest.js';
 
 export interface InputFile {
   /** What it is to the build: "script", "upload", "http_directory", "cd_files", "floppy_files", "ansible"... */
@@ -23,13 +23,6 @@ export interface InputFile {
   sha256: string;
   /** SPDX 2.3 requires a SHA-1 for every file it lists. */
   sha1: string;
-}
-
-async function digests(file: string): Promise<{ sha256: string; sha1: string }> {
-  const a = createHash('sha256');
-  const b = createHash('sha1');
-  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) { a.update(chunk as Buffer); b.update(chunk as Buffer); }
-  return { sha256: a.digest('hex'), sha1: b.digest('hex') };
 }
 
 /**
@@ -97,7 +90,7 @@ export async function buildInputFiles(build: BuildConfig): Promise<InputFile[]> 
       const id = `${w.role}\0${w.provisioner}\0${f.abs}\0${guestPath}`;
       if (seen.has(id)) continue;
       seen.add(id);
-      files.push({ role: w.role, provisioner: w.provisioner, hostPath: f.abs, guestPath, size: statSync(f.abs).size, ...(await digests(f.abs)) });
+      files.push({ role: w.role, provisioner: w.provisioner, hostPath: f.abs, guestPath, size: statSync(f.abs).size, ...(await fileDigests(f.abs, ['sha256', 'sha1'])) });
     }
   }
   return files;

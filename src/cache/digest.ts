@@ -10,7 +10,7 @@ export async function fileDigest(file: string, algorithm: 'sha256' | 'sha512' | 
 }
 
 /** Several digests of one file in a single streamed read. */
-export async function fileDigests<A extends 'sha256' | 'sha512'>(file: string, algorithms: readonly A[]): Promise<Record<A, string>> {
+export async function fileDigests<A extends 'sha256' | 'sha512' | 'sha1'>(file: string, algorithms: readonly A[]): Promise<Record<A, string>> {
   const hashes = algorithms.map((a) => [a, createHash(a)] as const);
   for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) for (const [, h] of hashes) h.update(chunk as Buffer);
   return Object.fromEntries(hashes.map(([a, h]) => [a, h.digest('hex')])) as Record<A, string>;
