@@ -139,10 +139,12 @@ export function buildManifest(ctx: ManifestSource, startedAt: Date, finalPathOf:
   };
 }
 
+/** The checksum file an algorithm's digests are written to. */
+export const checksumFileOf = (algorithm: 'sha256' | 'sha512') => (algorithm === 'sha256' ? 'SHA256SUMS' : 'SHA512SUMS');
+
 /** The usual `sha256sum` format, so `sha256sum -c SHA256SUMS` works in the output directory. */
 export function writeSums(dir: string, algorithm: 'sha256' | 'sha512', artifacts: { name: string; sha256: string; sha512?: string }[]): void {
-  const file = algorithm === 'sha256' ? 'SHA256SUMS' : 'SHA512SUMS';
-  writeFileSync(path.join(dir, file), artifacts.map((a) => `${a[algorithm]}  ${a.name}\n`).join(''));
+  writeFileSync(path.join(dir, checksumFileOf(algorithm)), artifacts.map((a) => `${a[algorithm]}  ${a.name}\n`).join(''));
 }
 
 /** Every entry under `dir`, relative to it, depth first; directories end in "/" (symbolic links are not followed). */
@@ -156,7 +158,7 @@ export function entriesOf(dir: string, prefix = ''): string[] {
   return entries;
 }
 
-const checksumFiles = ['SHA256SUMS', 'SHA512SUMS'];
+export const checksumFiles = [checksumFileOf('sha256'), checksumFileOf('sha512')];
 
 /** An existing output directory's entries, kiln's and not; `problem` says why kiln cannot tell it wrote any of them. */
 export interface Ownership { written: string[]; foreign: string[]; problem?: string }

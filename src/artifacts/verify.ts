@@ -8,7 +8,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileDigest, fileDigests } from '../cache/digest.js';
 import { createDriver, type Driver } from '../qemu/driver.js';
-import type { Manifest } from './manifest.js';
+import { checksumFiles, type Manifest } from './manifest.js';
 import { diskFormat } from '../template/output-formats.js';
 import { signatureFile, verifySignature } from './signing.js';
 import { supplyChainNames } from './supply-chain.js';
@@ -39,7 +39,7 @@ async function checkSignatures(dir: string, manifest: Manifest, trustedKeys: str
   // Which files must be signed is not taken from the manifest (anyone may edit it): the checksum files
   // present and the build's provenance and SBOMs, by their fixed names.
   const names = supplyChainNames(String(manifest.build));
-  const sumsFiles = ['SHA256SUMS', 'SHA512SUMS'].filter((f) => existsSync(path.join(dir, f)));
+  const sumsFiles = checksumFiles.filter((f) => existsSync(path.join(dir, f)));
   const required = [...sumsFiles, names.provenance, names.spdx, names.cyclonedx];
   if (!sumsFiles.length) results.push({ name: 'SHA256SUMS', ok: false, problems: [`missing: ${path.join(dir, 'SHA256SUMS')}`] });
   let allOk = sumsFiles.length > 0;

@@ -10,7 +10,7 @@ import type { Step } from '../step.js';
 import type { BuildContext } from '../state.js';
 import { need } from '../state.js';
 import { maskValues } from '../../ui/events.js';
-import { buildManifest, entriesOf, outputOwnership, recordedVariables, removeKilnOutput, writeSums } from '../../artifacts/manifest.js';
+import { buildManifest, checksumFileOf, checksumFiles, entriesOf, outputOwnership, recordedVariables, removeKilnOutput, writeSums } from '../../artifacts/manifest.js';
 import { writeSupplyChain } from '../../artifacts/supply-chain.js';
 import { kilnVersion } from '../../version.js';
 import { checkElsewhereTarget, foreignOutputError } from '../output-guard.js';
@@ -48,7 +48,7 @@ export const commitOutputStep: Step = {
     // SBOMs, provenance and (sign:) signatures, before the file list: they are the build's output too.
     const supplyChain = await writeSupplyChain(staging, ctx, {
       artifacts: ctx.state.artifacts, variables: recordedVariables(ctx.template.variables), qemuImgVersion, kilnVersion,
-      checksumFiles: ctx.build.checksums.map((a) => (a === 'sha256' ? 'SHA256SUMS' : 'SHA512SUMS')),
+      checksumFiles: ctx.build.checksums.map(checksumFileOf),
       mask: (v) => maskValues(v, secrets), signal: ctx.signal, recordedPackages: ctx.options.airgap?.replayed?.(),
     });
     // Everything that will be in the output directory, including what a shell-local post-processor put in the staging directory.
@@ -92,7 +92,7 @@ export const commitOutputStep: Step = {
     const layers = ctx.state.layers;
     if (layers?.artifactKey) {
       // Lets an identical later build find these files and stop at once, if nobody has touched them.
-      const ours = new Set(['manifest.json', 'SHA256SUMS', 'SHA512SUMS', ...supplyChain.documents.map((d) => d.name)]);
+      const ours = new Set(['manifest.json', ...checksumFiles, ...supplyChain.documents.map((d) => d.name)]);
       const written = [...ctx.state.artifacts.map((a) => a.path), ...readdirSync(out).filter((f) => ours.has(f)).map((f) => path.join(out, f))];
       layers.store.recordArtifacts(layers.artifactKey, out, written);
     }
