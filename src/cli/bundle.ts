@@ -7,6 +7,7 @@ import { renameSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { loadTemplate, loadBundle, makeBundle, AirgapUsageError, type AirgapOptions, type LoadedTemplate, type VariableInputs } from '../index.js';
 import { cacheDirFromEnv } from './env.js';
+import { listOf, namesOf } from './flag-lists.js';
 
 export { AirgapUsageError };
 
@@ -36,7 +37,7 @@ export async function prepareAirgap(a: AirgapBuildArgs, cacheDir: string): Promi
   if (!a.bundle) return { options };
   const bundle = await loadBundle(a.bundle, {
     sha256: a.sha256, cacheDir, vars: listOf(a.var), varFiles: listOf(a['var-file']), env: process.env,
-    only: a.only === undefined ? undefined : listOf(a.only).flatMap((n) => n.split(',')).map((n) => n.trim()).filter(Boolean),
+    only: namesOf(a.only),
   });
   if (!bundle.pinned) {
     process.stderr.write(`kiln: bundle ${a.bundle} (sha256 ${bundle.sha256}) is only self-consistent: no --sha256 pin says it is the one you meant, and its template's shell-local commands run on this host\n`);
@@ -49,8 +50,6 @@ export interface BundleArgs {
   template: string; output: string; force: boolean; 'with-kiln': boolean; recording?: string; 'allow-expired'?: boolean;
   var?: string | string[]; 'var-file'?: string | string[];
 }
-
-const listOf = (v: string | string[] | undefined): string[] => (v === undefined ? [] : Array.isArray(v) ? v : [v]);
 
 export async function bundleCommand(a: BundleArgs): Promise<number> {
   const cacheDir = cacheDirFromEnv();

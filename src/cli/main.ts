@@ -19,15 +19,11 @@ import { cacheCommand, type CacheArgs } from './cache.js';
 import { importTemplate } from './import.js';
 import { publishCommand } from './publish.js';
 import { bundleCommand, prepareAirgap, type AirgapBuildArgs, type BundleArgs } from './bundle.js';
+import { listOf, namesOf } from './flag-lists.js';
 
 class UsageError extends Error {}
 
 interface Common { template: string; var?: string | string[]; 'var-file'?: string | string[] }
-
-/** A repeatable flag given once is a string, given twice a list; either way a list here. */
-const listOf = (v: string | string[] | undefined): string[] => (v === undefined ? [] : Array.isArray(v) ? v : [v]);
-/** Packer's -only/-except take comma-separated names; kiln's may be repeated. Either works. */
-const namesOf = (v: string | string[] | undefined): string[] | undefined => (v === undefined ? undefined : listOf(v).flatMap((n) => n.split(',')).map((n) => n.trim()).filter(Boolean));
 
 /** Packer's single-dash spellings of long flags (-var, -var-file=f, -force, -only=a,b, -on-error=abort). */
 const packerFlags = new Set(['var', 'var-file', 'force', 'only', 'except', 'on-error', 'debug', 'timestamps', 'parallel-builds', 'events', 'progress', 'json', 'output']);
