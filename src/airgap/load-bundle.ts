@@ -40,13 +40,13 @@ export interface LoadedBundle extends Omit<OpenedBundle, 'template'> {
 
 export async function loadBundle(file: string, o: LoadBundleOptions): Promise<LoadedBundle> {
   const opened = await openBundle(path.resolve(file), o.cacheDir, { sha256: o.sha256 });
+  const map = carriedPathMap(opened);
   const t = loadTemplate(opened.template, {
     vars: [...(opened.manifest.vars ?? []), ...(o.vars ?? [])],
     varFiles: [...opened.varFiles, ...(o.varFiles ?? [])], env: o.env ?? {},
-  }, { cacheDir: o.cacheDir, only: o.only, mapPath: carriedPathMap(opened) });
+  }, { cacheDir: o.cacheDir, only: o.only, mapPath: map });
   relocateOutputs(t, opened, o.cwd ?? process.cwd());
   useCarriedDownloads(t, opened);
-  const map = carriedPathMap(opened);
   for (const b of t.template.builds) b.source.qemu_args = mapQemuArgPaths(b.source.qemu_args, map);
   const { template: templateFile, ...rest } = opened;
   return { ...rest, file, pinned: o.sha256 !== undefined, template: t, templateFile };
