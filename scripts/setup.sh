@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   qemu-system-x86 qemu-utils ovmf          # the hypervisor, qemu-img, UEFI firmware
+  swtpm swtpm-tools                        # a TPM 2.0 per build (tpm: true)
   xorriso genisoimage                      # seed ISOs and the installer ISO
   isolinux syslinux-common                 # El Torito BIOS boot for the installer ISO
   mmdebstrap                               # Debian root trees for fixture images

@@ -13,9 +13,49 @@ import { memoryMiB } from '../qemu/memory.js';
 import { smbiosType1 } from '../qemu/smbios.js';
 import { interpolateString } from '../template/interpolate.js';
 import { abortable } from '../util/abort.js';
+import { resolveFirmware, type FirmwareRequest, type ResolvedFirmware } from '../qemu/firmware.js';
+import { removeTpmState, startTpm, tpmPaths, type RunningTpm } from '../qemu/tpm.js';
+import { usesUefi } from '../template/schema.js';
 
-export const OVMF_CODE = '/usr/share/OVMF/OVMF_CODE_4M.fd';
-export const OVMF_VARS = '/usr/share/OVMF/OVMF_VARS_4M.fd';
+/** The build's firmware, resolved once from QEMU's descriptors (src/qemu/firmware.ts). */
+const firmwares = new WeakMap<BuildContext, ResolvedFirmware>();
+
+/** UEFI firmware for this build (undefined for bios): the descriptor that fits firmware: and machine:. */
+export function firmwareFor(ctx: BuildContext): ResolvedFirmware | undefined {
+  const f = ctx.build.source.firmware;
+  if (!usesUefi(f)) return undefined;
+  let r = firmwares.get(ctx);
+  if (!r) {
+    const req: FirmwareRequest = f === 'uefi' || f === 'uefi-secure' ? { kind: f } : { kind: 'descriptor', file: f };
+    r = resolveFirmware(req, { arch: 'x86_64', machine: ctx.build.source.machine });
+    firmwares.set(ctx, r);
+  }
+  return r;
+}
+
+/** The per-build copy of the firmware's variable store (the VM writes boot entries, keys, etc. to it). */
+export const efiVarsFile = (workDir: string) => path.join(workDir, 'efivars.fd');
+
+/** The build's swtpm, while one runs (a relaunch starts another: swtpm ends with the QEMU it served). */
+const tpms = new WeakMap<BuildContext, RunningTpm>();
+
+async function ensureTpm(ctx: BuildContext): Promise<string | undefined> {
+  if (!ctx.build.source.tpm) return undefined;
+  const running = tpms.get(ctx);
+  if (running && !running.hasExited) return running.socket;
+  const tpm = await startTpm(ctx.state.workDir, 'swtpm', ctx.signal);
+  tpms.set(ctx, tpm);
+  ctx.log(`swtpm started (TPM 2.0, pid ${tpm.pid}, state in ${tpmPaths(ctx.state.workDir).stateDir})`, 'debug');
+  return tpm.socket;
+}
+
+/** Stops the build's swtpm and removes its state: with the VM, when the build ends. */
+export async function stopTpm(ctx: BuildContext): Promise<void> {
+  if (!ctx.build.source.tpm) return;
+  await tpms.get(ctx)?.stop();
+  tpms.delete(ctx);
+  removeTpmState(ctx.state.workDir);
+}
 
 export function vmSpecFor(ctx: BuildContext, sshHostPort: number | undefined, withInstallMedia: boolean): VmSpec {
   const src = ctx.build.source;
@@ -27,17 +67,17 @@ export function vmSpecFor(ctx: BuildContext, sshHostPort: number | undefined, wi
   // A disk from a cached layer is installed already: the ISO stays out.
   const installer = withInstallMedia && st.base?.kind === 'iso' && !st.resumedFromLayer;
   const cdroms = installer ? [st.base!.path] : [];
+  const fw = firmwareFor(ctx);
   if (withInstallMedia && st.cdFilesIso) cdroms.push(st.cdFilesIso);
   return {
     name: ctx.build.name,
     accelerator: need(st, 'accelerator'),
     cpus: src.cpus,
     memoryMiB: memoryMiB(src.memory),
-    machine: src.machine,
+    machine: fw?.machine ?? src.machine,
     cpuModel: src.cpu_model,
-    firmware: src.firmware === 'uefi'
-      ? { type: 'uefi', code: OVMF_CODE, vars: path.join(st.workDir, 'efivars.fd') }
-      : { type: 'bios' },
+    firmware: fw ? { type: 'uefi', code: fw.code, vars: efiVarsFile(st.workDir), smm: fw.smm } : { type: 'bios' },
+    tpmSocket: src.tpm ? tpmPaths(st.workDir).socket : undefined,
     disks,
     cdroms,
     floppy: withInstallMedia ? st.floppyImage : undefined,
@@ -119,6 +159,7 @@ export async function startVm(ctx: BuildContext, withInstallMedia: boolean): Pro
       port = await driver.freePort();
     }
     ctx.signal.throwIfAborted();
+    await ensureTpm(ctx);
     const spec = vmSpecFor(ctx, port, withInstallMedia);
     const qemu = driver.startVm(buildQemuArgs(spec), { cwd: st.workDir });
     ctx.log(`qemu: ${shellQuote(qemu.argv)}`, 'debug');

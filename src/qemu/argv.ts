@@ -4,6 +4,7 @@
  */
 import { shellWord } from '../communicator/remote-command.js';
 import { buildDiskDevice } from './live-snapshot.js';
+import { tpmQemuArgs } from './tpm.js';
 
 export type Accelerator = 'kvm' | 'tcg' | 'hvf' | 'whpx';
 
@@ -24,7 +25,10 @@ export interface VmSpec {
   machine: string;
   /** QEMU's -cpu value; undefined: defaultCpuModel(accelerator). */
   cpuModel?: string;
-  firmware: { type: 'bios' } | { type: 'uefi'; code: string; vars: string };
+  /** smm: the firmware keeps its variables behind SMM (Secure Boot): smm=on and a secure pflash. */
+  firmware: { type: 'bios' } | { type: 'uefi'; code: string; vars: string; smm?: boolean };
+  /** A TPM 2.0: the control socket of the build's swtpm (src/qemu/tpm.ts). */
+  tpmSocket?: string;
   disks: DiskSpec[];
   cdroms?: string[];
   floppy?: string;
@@ -156,7 +160,8 @@ export function buildQemuArgGroups(vm: VmSpec): string[][] {
   const filedAs = new Map<string[], string>();
   const control = (group: string[]) => { controls.add(group); g.push(group); };
   g.push(['-name', `${escapeOption(vm.name)},process=kiln-${escapeOption(vm.name)}`]);
-  g.push(['-machine', `${vm.machine}`]);
+  const smm = vm.firmware.type === 'uefi' && vm.firmware.smm === true;
+  g.push(['-machine', smm ? `${vm.machine},smm=on` : vm.machine]);
   g.push(['-accel', vm.accelerator === 'tcg' ? 'tcg,thread=multi' : vm.accelerator]);
   g.push(['-cpu', vm.cpuModel ?? defaultCpuModel(vm.accelerator)]);
   g.push(['-smp', String(vm.cpus)]);
@@ -164,7 +169,10 @@ export function buildQemuArgGroups(vm: VmSpec): string[][] {
   if (vm.firmware.type === 'uefi') {
     g.push(['-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${escapeOption(vm.firmware.code)}`]);
     g.push(['-drive', `if=pflash,format=raw,unit=1,file=${escapeOption(vm.firmware.vars)}`]);
+    // Only SMM code may write the variable store: what makes Secure Boot's keys tamper-proof from the OS.
+    if (smm) g.push(['-global', 'driver=cfi.pflash01,property=secure,value=on']);
   }
+  if (vm.tpmSocket) for (const group of tpmQemuArgs(escapeOption(vm.tpmSocket))) g.push(group);
   vm.disks.forEach((d, i) => {
     // A read-only disk is kiln's cloud-init seed (its SSH key): kept, as the SSH network is.
     for (const group of diskArgs(d, i)) {

@@ -36,6 +36,7 @@ export function resolveBuildPaths(b: BuildConfig, at: (string | number)[], dir: 
   s.cd_files = s.cd_files.map((f, k) => existing(f, ['source', 'cd_files', k], 'any'));
   s.floppy_files = s.floppy_files.map((f, k) => existing(f, ['source', 'floppy_files', k], 'any'));
   if (s.checksum.startsWith('file:') && !isHttpUrl(s.checksum.slice(5))) s.checksum = `file:${existing(s.checksum.slice(5), ['source', 'checksum'], 'file')}`;
+  if (s.firmware.endsWith('.json')) s.firmware = existing(s.firmware, ['source', 'firmware'], 'file');
   if (s.http_directory) s.http_directory = existing(s.http_directory, ['source', 'http_directory'], 'dir');
   if (s.communicator.type === 'ssh' && s.communicator.private_key_file) {
     s.communicator.private_key_file = existing(s.communicator.private_key_file, ['source', 'communicator', 'private_key_file'], 'file');

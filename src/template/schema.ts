@@ -7,6 +7,7 @@ import { parseDuration, parseSize } from './units.js';
 import { BootCommandError, parseBootCommand } from '../bootcommand/parse.js';
 import { ansibleFields, ansibleLocalFields, puppetMasterlessFields } from './schema-config-management.js';
 import { checkPublishTargets, publishList } from './schema-publish.js';
+import { closest } from './errors.js';
 
 /** A check whose failure carries its fix (errors.ts prints `params.fix` under the message). */
 const because = (message: string, fix: string) => ({ message, params: { fix } });
@@ -229,6 +230,8 @@ const cdFileName = z.string().refine((v) => !v.startsWith('/') && v.split('/').e
   'write it relative to the CD\'s root, e.g. ks.cfg or kickstart/ks.cfg',
 ));
 
+const firmwareKinds = ['bios', 'uefi', 'uefi-secure'] as const;
+
 export const sourceSchema = z.strictObject({
   /** A bootable disk image (cloud image) to build on; or `iso` to install onto a blank disk. */
   base_image: z.string().optional(),
@@ -251,7 +254,17 @@ export const sourceSchema = z.strictObject({
   cpus: z.number().int().min(1).max(256).default(2),
   memory: memory.default(1024),
   accelerator: z.enum(['auto', 'kvm', 'tcg', 'hvf', 'whpx']).default('auto'),
-  firmware: z.enum(['bios', 'uefi']).default('bios'),
+  /**
+   * bios (SeaBIOS), uefi (OVMF without Secure Boot), uefi-secure (Secure Boot on, Microsoft keys enrolled),
+   * or the path of a QEMU firmware descriptor (.json): UEFI is chosen through QEMU's descriptors (src/qemu/firmware.ts).
+   */
+  firmware: z.string().superRefine((v, ctx) => {
+    if ((firmwareKinds as readonly string[]).includes(v) || v.endsWith('.json')) return;
+    const guess = closest(v, firmwareKinds);
+    ctx.addIssue({ code: 'custom', ...because(`${JSON.stringify(v)} is not allowed`, `${guess ? `did you mean "${guess}"? (` : ''}one of: ${firmwareKinds.join(', ')}, or the path of a QEMU firmware descriptor (.json)${guess ? ')' : ''}`) });
+  }).default('bios'),
+  /** A TPM 2.0 (swtpm, one per build); optional so that unset it changes no layer key. */
+  tpm: z.boolean().optional(),
   machine: z.string().default('pc'),
   /** QEMU's -cpu model; unset: an x86-64-v2 model under TCG, "host" under KVM (src/qemu/argv.ts). Not in the layer key. */
   cpu_model: z.string().min(1).optional(),
@@ -303,6 +316,9 @@ export const templateSchema = z.strictObject({
   variables: z.record(variableName, variableSchema).default({}),
   builds: z.array(buildSchema).min(1),
 });
+
+/** Whether a source's firmware setting boots UEFI (anything but bios). */
+export const usesUefi = (firmware: string): boolean => firmware !== 'bios';
 
 export type TemplateInput = z.input<typeof templateSchema>;
 export type Template = z.output<typeof templateSchema>;

@@ -11,7 +11,7 @@ import { artifactName, planFor } from '../../template/output-formats.js';
 import { writePackage } from '../../artifacts/packages.js';
 import { fileDigests } from '../../cache/digest.js';
 import { formatBytes } from '../../template/units.js';
-import type { OutputConfig } from '../../template/schema.js';
+import { usesUefi, type OutputConfig } from '../../template/schema.js';
 import { memoryMiB } from '../../qemu/memory.js';
 
 /** Where an output is staged: outputs bound for another directory get a sub-folder of their own. */
@@ -84,7 +84,7 @@ async function write(ctx: BuildContext, o: OutputConfig, index: number, name: st
     const src = ctx.build.source;
     await writePackage(plan.packageFormat, {
       source: disk.path, sourceFormat: disk.format, out: dst, name: path.basename(name, `.${plan.extension}`),
-      cpus: src.cpus, memoryMiB: memoryMiB(src.memory), firmware: src.firmware, onProgress, signal: ctx.signal,
+      cpus: src.cpus, memoryMiB: memoryMiB(src.memory), firmware: usesUefi(src.firmware) ? 'uefi' : 'bios', onProgress, signal: ctx.signal,
       qemuImg: ctx.driver, tarBinary: ctx.options.tarBinary, // KILN_QEMU_IMG / KILN_TAR reach packaging too
       vagrantfileExtra: o.vagrantfile_extra,
     });

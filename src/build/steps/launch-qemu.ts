@@ -6,7 +6,7 @@ import { copyFileSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import type { Step } from '../step.js';
 import { smbiosType1Switch } from '../../template/qemu-args.js';
-import { OVMF_CODE, OVMF_VARS, startVm } from '../vm.js';
+import { efiVarsFile, firmwareFor, startVm, stopTpm } from '../vm.js';
 import { restoreVm } from '../vm-state.js';
 
 /** Test helpers took the free-port helper from here; it lives in qemu/ports.ts. */
@@ -22,15 +22,27 @@ export const launchQemuStep: Step = {
       throw new Error(`qemu_args ${clash.join(' ')} sets SMBIOS type 1 fields, where cloud_init delivery http gives the guest its seed URL in a type 1 table of kiln's, and QEMU takes one or the other\n  fix: set cloud_init: { delivery: cdrom }, or drop that -smbios switch`);
     }
     st.accelerator = await ctx.driver.chooseAccelerator(src.accelerator, ctx.options.cacheDir, (m) => ctx.log(m, 'warn'), ctx.signal);
-    if (src.firmware === 'uefi') {
-      if (!existsSync(OVMF_CODE)) throw new Error(`firmware: uefi needs ${OVMF_CODE}\n  fix: apt-get install ovmf (make setup does it)`);
-      copyFileSync(OVMF_VARS, path.join(st.workDir, 'efivars.fd'));
+    const fw = firmwareFor(ctx);
+    if (fw) {
+      for (const f of [fw.code, fw.varsTemplate]) {
+        if (!existsSync(f)) throw new Error(`firmware: ${src.firmware}: ${fw.descriptor} names ${f}, which does not exist\n  fix: apt-get install --reinstall ovmf (make setup installs it), or point firmware: at a descriptor whose files exist`);
+      }
+      copyFileSync(fw.varsTemplate, efiVarsFile(st.workDir));
+      ctx.log(`firmware: ${fw.description || fw.descriptor} (${path.basename(fw.descriptor)}; machine ${fw.machine}${fw.smm ? ' with SMM' : ''})`);
     }
-    if (!(await restoreVm(ctx))) await startVm(ctx, true);
-    // Whichever QEMU is current when the build ends is the one stopped (a relaunch replaces it).
-    return async () => {
+    let tpmStopped = false;
+    const stopVm = async () => {
       st.qmp?.close();
       await st.qemu?.kill(3000);
+      if (!tpmStopped) { tpmStopped = true; await stopTpm(ctx); }
     };
+    try {
+      if (!(await restoreVm(ctx))) await startVm(ctx, true);
+    } catch (e) {
+      await stopTpm(ctx);
+      throw e;
+    }
+    // Whichever QEMU is current when the build ends is the one stopped (a relaunch replaces it); its swtpm with it.
+    return stopVm;
   },
 };

@@ -16,6 +16,7 @@ import type { Manifest } from '../../artifacts/manifest.js';
 import { describeProvisioner } from '../../template/provisioners.js';
 import { layerCaptureTiming } from '../layer-capture.js';
 import { readVmStateMeta } from '../../cache/vm-states.js';
+import { usesUefi } from '../../template/schema.js';
 
 const short = (key: string) => key.slice(0, 12);
 
@@ -123,7 +124,7 @@ export const layerCacheStepFor = (finishingScripts: (ctx: BuildContext) => strin
  */
 function savesVmState(ctx: BuildContext): boolean {
   if (ctx.build.cache?.vm_state !== true) return false;
-  const why = ctx.build.source.firmware === 'uefi' ? 'firmware: uefi' : ctx.options.airgap ? 'a --record/--offline build' : undefined;
+  const why = usesUefi(ctx.build.source.firmware) ? `firmware: ${ctx.build.source.firmware}` : ctx.build.source.tpm ? 'tpm: true' : ctx.options.airgap ? 'a --record/--offline build' : undefined;
   if (why) ctx.log(`layer cache: cache.vm_state is not used for ${why}; layers hold disks only`, 'warn');
   return !why;
 }

@@ -10,6 +10,7 @@
 import path from 'node:path';
 import type { Step } from '../step.js';
 import { publishManifest } from '../../publish/runner.js';
+import { usesUefi } from '../../template/schema.js';
 
 export const publishStep: Step = {
   name: 'publish',
@@ -19,7 +20,7 @@ export const publishStep: Step = {
     const out = ctx.build.output_directory!;
     await publishManifest(path.join(out, 'manifest.json'), ctx.build.publish, {
       signal: ctx.signal,
-      uefi: ctx.build.source.firmware === 'uefi',
+      uefi: usesUefi(ctx.build.source.firmware),
       log: (m) => ctx.log(m),
       progress: 'lines',
       // The manifest changes: the layer cache records the output again, so an identical later build
