@@ -3,11 +3,11 @@
  * qemu_args (-kernel /boot/vmlinuz, -drive file=/srv/x.img,...), and base images or ISOs given as URLs,
  * taken from the download cache by digest (the recording build downloaded them).
  */
-import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { LoadedTemplate } from '../template/load.js';
 import { isHttpUrl } from '../util/url.js';
+import { downloadUrlKey } from '../cache/download.js';
 
 /** The pieces of a QEMU argument that can be a path: the whole, each comma-separated option, each option's value. */
 function pathPieces(arg: string): string[] {
@@ -55,7 +55,7 @@ export interface CarriedDownload { url: string; sha256: string; size: number; fi
  */
 export function cachedDownload(url: string, cacheDir: string, checksum: string): { file: string; sha256: string } | undefined {
   const dir = path.join(cacheDir, 'downloads');
-  const index = path.join(dir, `url-${createHash('sha256').update(url).digest('hex').slice(0, 24)}.json`);
+  const index = path.join(dir, `url-${downloadUrlKey(url)}.json`);
   if (!existsSync(index)) return undefined;
   let sha256: string;
   try { sha256 = (JSON.parse(readFileSync(index, 'utf8')) as { sha256: string }).sha256; } catch { return undefined; }

@@ -46,6 +46,9 @@ export async function fetchChecksumFile(url: string, signal?: AbortSignal): Prom
   return text;
 }
 
+/** A URL's name in `<cache>/downloads`: its index is `url-<key>.json` (naming the download's SHA-256), beside `url-<key>.lock` and `.part`. */
+export const downloadUrlKey = (url: string): string => createHash('sha256').update(url).digest('hex').slice(0, 24);
+
 /**
  * Downloads `url` into the cache (or finds it there) and returns the cached file's path and sha256.
  * `signal` stops the download (the connection is dropped, the partial file removed) with its reason.
@@ -53,7 +56,7 @@ export async function fetchChecksumFile(url: string, signal?: AbortSignal): Prom
 export async function fetchToCache(url: string, cacheDir: string, expected: Expected | undefined, onProgress?: (pct: number) => void, signal?: AbortSignal): Promise<{ path: string; sha256: string }> {
   const dir = path.join(cacheDir, 'downloads');
   mkdirSync(dir, { recursive: true });
-  const urlKey = createHash('sha256').update(url).digest('hex').slice(0, 24);
+  const urlKey = downloadUrlKey(url);
   const index = path.join(dir, `url-${urlKey}.json`);
   return withLock(path.join(dir, `url-${urlKey}.lock`), async () => {
     if (expected) {
