@@ -56,11 +56,12 @@ export type BuildOptions = Omit<KilnBuildOptions, 'airgap'> & AirgapOptions;
 export async function build(template: LoadedTemplate, options: BuildOptions = {}): Promise<BuildResult[]> {
   const { record, bundle, offline, ...rest } = options;
   if (!isAirgapped({ record, bundle, offline })) return runBuilds(template, rest);
-  const name = selectBuilds(template, rest.only, rest.except)[0]?.name ?? 'kiln';
+  const selected = selectBuilds(template, rest.only, rest.except);
+  const name = selected[0]?.name ?? 'kiln';
   const secrets = template.variables.secrets;
   return runAirgapped(template, {
     record, bundle, offline, cacheDir: rest.cacheDir ?? defaultCacheDir(), signal: rest.signal,
-    selected: selectBuilds(template, rest.only, rest.except).length,
+    selected: selected.length,
     mask: (text) => maskSecrets(text, secrets),
     log: (message, level) => rest.onEvent?.({ type: 'log', build: name, level, message: maskSecrets(message, secrets), time: new Date().toISOString() }),
   }, ({ network, signal, noCache }) => runBuilds(template, { ...rest, signal, noCache: rest.noCache || noCache, airgap: network }));
