@@ -52,8 +52,16 @@ export async function freezeLayer(ctx: BuildContext, key: string, index: number,
   if (!saved) return nothing;
   const comm = ctx.build.source.communicator;
   const vmgenid = await vmGenerationId(qmp);
+  let qemuVersion: string;
+  try {
+    qemuVersion = await qemuVersionOf(qmp);
+  } catch (e) {
+    // The saved state (the guest's RAM) is not left in the store when the build stops here.
+    rmSync(tmp, { force: true });
+    throw e;
+  }
   const meta = {
-    key, qemuVersion: await qemuVersionOf(qmp), shape: vmStateShape(ctx.state.qemu.argv, ctx.state.workDir), saveMs: pausedMs,
+    key, qemuVersion, shape: vmStateShape(ctx.state.qemu.argv, ctx.state.workDir), saveMs: pausedMs,
     // A key from communicator.private_key_file stays the user's file; a generated one exists nowhere else.
     buildKey: comm.type === 'ssh' && !comm.private_key_file ? ctx.state.buildKey : undefined, hostKey: ctx.state.hostKey,
   };
