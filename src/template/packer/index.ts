@@ -6,7 +6,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { TemplateError, maskTemplateError, maskText, type FieldProblem } from '../errors.js';
 import type { VariableInputs } from '../variables.js';
-import { globToRegExp } from '../../util/glob.js';
+import { globToRegExp, isGlob } from '../../util/glob.js';
 import { HclError } from './hcl.js';
 import { fileReadNote, type FileRead } from './eval.js';
 import { globMatch, loadHclTemplate } from './hcl-template.js';
@@ -79,7 +79,7 @@ function selection(template: PackerTemplate, only?: string[], except?: string[])
     for (const n of list ?? []) {
       // A malformed glob is refused as Packer refuses it ("Invalid -only pattern").
       try { globToRegExp(n); } catch (e) { if (!names.includes(n)) { problems.push({ field: flag, message: `${(e as Error).message} (a glob takes * ? [abc] [!abc] {a,b} and \\ to escape)` }); continue; } }
-      if (!names.some((name) => globMatch(n, name))) problems.push({ field: flag, message: `no build ${/[*?[{\\]/.test(n) ? 'matches' : 'is named'} "${n}" (builds: ${names.join(', ')})`, fix: `give one of ${names.join(', ')}, or a glob that matches one` });
+      if (!names.some((name) => globMatch(n, name))) problems.push({ field: flag, message: `no build ${isGlob(n) ? 'matches' : 'is named'} "${n}" (builds: ${names.join(', ')})`, fix: `give one of ${names.join(', ')}, or a glob that matches one` });
     }
   }
   const selected = (name: string) => (!only?.length || only.some((o) => globMatch(o, name))) && !except?.some((x) => globMatch(x, name));
