@@ -84,7 +84,8 @@ interface Out { origins: MappedTemplate['origins']; notes: string[]; problems: P
 
 function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], out: Out): Record<string, unknown> {
   const cwd = process.cwd();
-  const abs = (p: string) => (hasUrlScheme(p) || path.isAbsolute(p) ? p : path.resolve(cwd, p));
+  // Normalised too (`${path.root}/../x` is absolute with `..` in it): a path means one thing, written one way.
+  const abs = (p: string) => (hasUrlScheme(p) ? p : path.resolve(cwd, p));
   const origin = (p: (string | number)[], f: Field | undefined, field: string) => { if (f) out.origins.set(JSON.stringify([...at, ...p]), { ...f.at, field }); };
   const fields = new Map(b.source.fields);
   const used = new Set<string>();
