@@ -8,6 +8,7 @@ import path from 'node:path';
 import type { LoadedTemplate } from '../template/load.js';
 import type { BuildConfig } from '../template/schema.js';
 import { kilnVersion } from '../version.js';
+import { resolveFirmware } from '../qemu/firmware.js';
 import type { SupplyChainRecord } from './supply-chain.js';
 
 /** One artifact a build wrote, as the build's state holds it (the manifest lists it in snake_case). */
@@ -29,7 +30,7 @@ export interface ArtifactRecord {
  */
 export interface ManifestSource {
   template: Pick<LoadedTemplate, 'file' | 'digest' | 'variables'>;
-  build: Pick<BuildConfig, 'name'>;
+  build: Pick<BuildConfig, 'name'> & { source?: Pick<BuildConfig['source'], 'firmware' | 'tpm' | 'machine'> };
   state: {
     base?: { source: string; sha256: string; format: string };
     accelerator?: string;
@@ -52,6 +53,8 @@ export interface Manifest {
   /** QEMU's -cpu model for the guest; absent when no VM ran (an artifact from the cache). */
   cpu_model?: string;
   tools: { qemu_img: string };
+  /** What the image boots on, for UEFI or TPM builds (absent for BIOS without TPM): a target must offer the same. */
+  platform?: { firmware: string; firmware_descriptor?: string; secure_boot: boolean; enrolled_keys: boolean; machine: string; tpm?: '2.0' };
   compaction?: { before_bytes: number; after_bytes: number };
   sbom?: { manager: string; packages: { name: string; version: string; arch: string }[] };
   /** The SBOM (SPDX, CycloneDX) and provenance files beside the artifacts, their digests and signatures. */
@@ -103,6 +106,18 @@ export function recordedVariables(vars: ManifestSource['template']['variables'])
   return variables;
 }
 
+/** The platform record: the firmware descriptor kiln booted (resolved again: the same files, the same choice) and the TPM. */
+function platformOf(src: ManifestSource['build']['source']): Pick<Manifest, 'platform'> {
+  if (!src || (src.firmware === 'bios' && !src.tpm)) return {};
+  const fw = src.firmware === 'bios' ? undefined : resolveFirmware(src.firmware === 'uefi' || src.firmware === 'uefi-secure' ? { kind: src.firmware } : { kind: 'descriptor', file: src.firmware }, { arch: 'x86_64', machine: src.machine });
+  return {
+    platform: {
+      firmware: src.firmware, firmware_descriptor: fw?.descriptor, secure_boot: fw?.secureBoot ?? false, enrolled_keys: fw?.enrolledKeys ?? false,
+      machine: fw?.machine ?? src.machine, ...(src.tpm ? { tpm: '2.0' as const } : {}),
+    },
+  };
+}
+
 export function buildManifest(ctx: ManifestSource, startedAt: Date, finalPathOf: (staged: string) => string, qemuImgVersion: string, files: string[], supplyChain?: SupplyChainRecord): Manifest {
   const variables = recordedVariables(ctx.template.variables);
   const base = ctx.state.base;
@@ -116,6 +131,7 @@ export function buildManifest(ctx: ManifestSource, startedAt: Date, finalPathOf:
     accelerator: ctx.state.accelerator,
     ...(ctx.state.cpuModel ? { cpu_model: ctx.state.cpuModel } : {}),
     tools: { qemu_img: qemuImgVersion },
+    ...platformOf(ctx.build.source),
     compaction: ctx.state.compaction && { before_bytes: ctx.state.compaction.beforeBytes, after_bytes: ctx.state.compaction.afterBytes },
     // The licences and the OS are in the SBOM files; the manifest keeps its short list as it was.
     sbom: sbom && { manager: sbom.manager, packages: sbom.packages.map((p) => ({ name: p.name, version: p.version, arch: p.arch })) },

@@ -42,9 +42,9 @@ describe('no-op values of fields kiln has no equivalent of', () => {
     expect(t.notes!.some((n) => /winrm_username, winrm_timeout: ignored: the communicator is ssh/.test(n))).toBe(true);
   });
   it('still refuses a value that would change the build', () => {
-    const f = write('vtpm.pkr.hcl', `${source('  vtpm = true\n  ssh_agent_auth = true\n  floppy_dirs = ["d"]')}build {\n  sources = ["source.qemu.a"]\n}\n`);
+    const f = write('vtpm.pkr.hcl', `${source('  use_tpm1 = true\n  ssh_agent_auth = true\n  floppy_dirs = ["d"]')}build {\n  sources = ["source.qemu.a"]\n}\n`);
     const m = errorOf(() => load(f));
-    expect(m).toMatch(/vtpm: kiln has no equivalent/);
+    expect(m).toMatch(/use_tpm1: kiln has no equivalent/);
     expect(m).toMatch(/floppy_dirs: kiln has no equivalent/);
     expect(m).toMatch(/ssh_agent_auth: kiln connects straight/);
   });

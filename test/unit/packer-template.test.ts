@@ -84,12 +84,12 @@ build {
   });
 
   it('refuses what kiln cannot honour, naming file:line, the field and the fix; notes cosmetic fields', () => {
-    const f = write('bad.pkr.hcl', vars + source('  vtpm = true\n  nonsense = 1\n  vnc_port_min = 5900') + 'build {\n  sources = ["source.qemu.a"]\n  post-processor "docker-push" {}\n}\n');
+    const f = write('bad.pkr.hcl', vars + source('  use_tpm1 = true\n  nonsense = 1\n  vnc_port_min = 5900') + 'build {\n  sources = ["source.qemu.a"]\n  post-processor "docker-push" {}\n}\n');
     let err: unknown;
     try { load(f); } catch (e) { err = e; }
     expect(err).toBeInstanceOf(TemplateError);
     const msg = (err as Error).message;
-    expect(msg).toMatch(/bad\.pkr\.hcl:\d+: qemu\.a: vtpm: kiln has no equivalent of this qemu builder field\n  fix: remove it/);
+    expect(msg).toMatch(/bad\.pkr\.hcl:\d+: qemu\.a: use_tpm1: kiln has no equivalent of this qemu builder field\n  fix: remove it/);
     expect(msg).toMatch(/bad\.pkr\.hcl:\d+: qemu\.a: nonsense: kiln does not know the qemu builder field "nonsense"/);
     expect(msg).toMatch(/kiln has no "docker-push" post-processor/);
     expect(msg).not.toMatch(/vnc_port_min/);
@@ -148,7 +148,7 @@ build {
     const b = load(f).template.builds[0]!;
     expect(b.provisioners.map((p) => p.type)).toEqual(['shell', 'shell-local', 'shell']);
     expect(b.provisioners[0]).toMatchObject({ inline: ['echo m'] });
-    const bad = write('bad.pkr.json', '{\n  "source": { "qemu": { "a": {\n    "iso_url": "x",\n    "vtpm": true\n  } } },\n  "build": { "sources": ["source.qemu.a"] }\n}\n');
-    expect(() => load(bad)).toThrow(/bad\.pkr\.json:4: qemu\.a: vtpm: kiln has no equivalent/);
+    const bad = write('bad.pkr.json', '{\n  "source": { "qemu": { "a": {\n    "iso_url": "x",\n    "use_tpm1": true\n  } } },\n  "build": { "sources": ["source.qemu.a"] }\n}\n');
+    expect(() => load(bad)).toThrow(/bad\.pkr\.json:4: qemu\.a: use_tpm1: kiln has no equivalent/);
   });
 });

@@ -95,7 +95,7 @@ describe('every problem in one run, each at its own file:line', () => {
     expect(e.message).toMatch(/many-problems\.json:3: variables\.iso: required variable not set/);
     expect(e.message).toMatch(/many-problems\.json:17: provisioners\.0\.inline\.0: kiln does not know the template function "sed"/);
     expect(e.message).toMatch(/many-problems\.json:12: qemu: cpus: expected a number, got "many" \(the value comes from \{\{user `cpus`\}\} at [^\n]*many-problems\.vars\.json:2\)/);
-    expect(e.message).toMatch(/many-problems\.json:13: qemu: vtpm: kiln has no equivalent/);
+    expect(e.message).toMatch(/many-problems\.json:13: qemu: use_tpm1: kiln has no equivalent/);
     // iso_url reads the unset variable: its emptiness is a consequence, not news.
     expect(e.message).not.toMatch(/iso_url/);
   });

@@ -244,7 +244,13 @@ function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], ou
   const floppy = list('floppy_files')?.flatMap((x) => (typeof fields.get('floppy_files')!.value === 'string' ? x.split(',') : [x])).filter((x) => x !== '');
   if (floppy?.length) set('floppy_files', floppy.map(abs), 'floppy_files');
   set('floppy_label', str('floppy_label'), 'floppy_label');
-  for (const k of ['floppy_dirs', 'floppy_content', 'disk_additional_size', 'net_bridge', 'vtpm', 'use_tpm1', 'tpm_device_type', 'cdrom_interface']) {
+  // vtpm: a TPM 2.0 from swtpm (tpm: true). A TPM 1.2 (use_tpm1) kiln does not offer; the device model is kiln's (tpm-crb).
+  const vtpm = take('vtpm');
+  if (vtpm && isNoOpValue(vtpm.value)) out.notes.push(noOpNote(vtpm, 'vtpm'));
+  else if (vtpm) set('tpm', vtpm.value === true || vtpm.value === 'true', 'vtpm');
+  const tpmDevice = take('tpm_device_type');
+  if (tpmDevice && !isNoOpValue(tpmDevice.value)) out.notes.push(`${tpmDevice.at.file}:${tpmDevice.at.line}: tpm_device_type: ignored: kiln attaches the TPM as tpm-crb`);
+  for (const k of ['floppy_dirs', 'floppy_content', 'disk_additional_size', 'net_bridge', 'use_tpm1', 'cdrom_interface']) {
     const f = take(k);
     if (f && isNoOpValue(f.value)) out.notes.push(noOpNote(f, k));
     else if (f) problem(f, k, 'kiln has no equivalent of this qemu builder field', k === 'floppy_dirs' || k === 'floppy_content' ? 'list the files in floppy_files, or use cd_files' : 'remove it');
