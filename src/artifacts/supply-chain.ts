@@ -4,6 +4,7 @@
  * checksum files, the provenance and both SBOMs. Written into the staging directory, so they are
  * committed with the artifacts or not at all.
  */
+import { createHash } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -75,16 +76,17 @@ export async function writeSupplyChain(dir: string, src: SupplyChainSource, o: {
     build: build.name, created: new Date(), kilnVersion: o.kilnVersion, base: state.base, packages: state.sbom,
     files: inputs, artifacts: o.artifacts.map((a) => ({ name: a.name, sha256: a.sha256 })), fromCache,
   };
-  const write = async (name: string, doc: unknown) => {
-    const file = path.join(dir, name);
-    writeFileSync(file, JSON.stringify(o.mask(doc), null, 2) + '\n');
-    return { name, sha256: await fileDigest(file) };
+  // Digested as written, from the text in hand (not read back from the disk).
+  const write = (name: string, doc: unknown) => {
+    const text = JSON.stringify(o.mask(doc), null, 2) + '\n';
+    writeFileSync(path.join(dir, name), text);
+    return { name, sha256: createHash('sha256').update(text).digest('hex') };
   };
   const documents = [
-    await write(names.spdx, spdxDocument(sbomInput)),
-    await write(names.cyclonedx, cycloneDxDocument(sbomInput)),
+    write(names.spdx, spdxDocument(sbomInput)),
+    write(names.cyclonedx, cycloneDxDocument(sbomInput)),
   ];
-  documents.push(await write(names.provenance, provenanceStatement({
+  documents.push(write(names.provenance, provenanceStatement({
     build: build.name, template: { file: src.template.file, sha256: src.template.digest }, variables: o.variables,
     base: state.base, inputs, artifacts: o.artifacts, startedAt: state.startedAt, finishedAt: new Date(),
     kilnVersion: o.kilnVersion, qemuImgVersion: o.qemuImgVersion, builderId: `urn:kiln:builder:${os.hostname()}`,
