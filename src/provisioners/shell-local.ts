@@ -41,7 +41,12 @@ export async function runHostCommand(ctx: ProvisionerContext, p: HostCommand, la
   // With an inline_shebang the lines go into a script of kiln's own that the kernel runs through that
   // interpreter, as Packer does (a shebang's arguments are not sh's to split).
   const scriptDir = p.inline && p.inline_shebang ? mkdtempSync(path.join(os.tmpdir(), 'kiln-shell-local-')) : undefined;
-  if (scriptDir) writeFileSync(path.join(scriptDir, 'inline.sh'), `#!${p.inline_shebang}\n${body}\n`, { mode: 0o700 });
+  if (scriptDir) {
+    try { writeFileSync(path.join(scriptDir, 'inline.sh'), `#!${p.inline_shebang}\n${body}\n`, { mode: 0o700 }); } catch (e) {
+      rmSync(scriptDir, { recursive: true, force: true });
+      throw e;
+    }
+  }
   const [file, args] = p.script ? [p.script, []] : scriptDir ? [path.join(scriptDir, 'inline.sh'), []] : ['/bin/sh', ['-ec', body!]];
   const out = lineSplitter((line) => ctx.events.emit({ type: 'output', build: ctx.build.name, stream: 'stdout', source: label, line }));
   const err = lineSplitter((line) => ctx.events.emit({ type: 'output', build: ctx.build.name, stream: 'stderr', source: label, line }));
