@@ -169,9 +169,14 @@ describe('waitForSsh against a real SSH server', () => {
   let refusingPort = 0;
   let hangingUp: net.Server;
   let hangingUpPort = 0;
+  // A server's close() waits for its open connections: a client still half-way through its last retry
+  // would hold afterAll for ever (CI saw the 60 s hook timeout). Each connection is ended there instead.
+  const open = new Set<{ end: () => unknown }>();
 
   beforeAll(async () => {
     refusing = new ssh2.Server({ hostKeys: [hostKey] }, (client) => {
+      open.add(client);
+      client.on('close', () => open.delete(client));
       client.on('authentication', (auth) => auth.reject());
       client.on('error', () => undefined);
     });
@@ -179,11 +184,17 @@ describe('waitForSsh against a real SSH server', () => {
     refusingPort = (refusing.address() as AddressInfo).port;
     // Sends an SSH banner, then hangs up: a server that dies in the handshake. It reads what the client
     // sends, so it sees the client's end of the connection too and can close.
-    hangingUp = net.createServer((c) => c.end('SSH-2.0-OpenSSH_9.2\r\n').resume());
+    hangingUp = net.createServer((c) => {
+      const socket = { end: () => c.destroy() };
+      open.add(socket);
+      c.on('close', () => open.delete(socket));
+      c.end('SSH-2.0-OpenSSH_9.2\r\n').resume();
+    });
     await new Promise<void>((resolve) => hangingUp.listen(0, '127.0.0.1', resolve));
     hangingUpPort = (hangingUp.address() as AddressInfo).port;
   });
   afterAll(async () => {
+    for (const c of open) c.end();
     await new Promise<void>((resolve) => refusing.close(() => resolve()));
     await new Promise<void>((resolve) => hangingUp.close(() => resolve()));
   });
