@@ -222,7 +222,8 @@ ${tinySourceYaml('    ')}
 `);
     const r = await kiln(['build', template, '--record', '--events=json'], { KILN_CACHE_DIR: cache });
     expect(r.exitCode).toBe(1);
-    expect(outputLines(r.events, 'provisioner 1').join('\n')).toContain('HTTP/1.1 403');
+    // The guest's own view of the 403 is not asserted: the build stops at the CONNECT, and the
+    // provisioner's output line can lose that race (a fresh-clone CI run saw it empty).
     const end = r.events.find((e) => e.type === 'build-end')!;
     expect(String(end.error)).toContain('https://deb.example.org:443/');
     expect(String(end.error)).toContain('http:// mirror of deb.example.org');
