@@ -12,7 +12,8 @@ import type { BuildConfig } from '../template/schema.js';
 import { EventBus, type BuildEvent } from '../ui/events.js';
 import { runSteps, type RunResult } from './runner.js';
 import type { AirgapGuestNetwork, BuildContext, BuildOptions, BuildState, OnError } from './state.js';
-import { buildSteps } from './steps/index.js';
+import { buildSteps, finishingScripts } from './steps/index.js';
+import { planBuild, type BuildPlan, type PlanOptions } from '../cache/plan.js';
 import type { Step } from './step.js';
 import { markOwned, ownedWorkDirs } from './stale.js';
 import { isAlive } from '../util/pid.js';
@@ -104,6 +105,16 @@ export async function runBuild(
     outputDirectory: result.ok ? build.output_directory : undefined, artifacts: state.artifacts, timings: state.timings,
   };
 }
+
+/**
+ * What building `build` would do with what the caches hold (src/cache/plan.ts), without booting:
+ * `kiln plan` and the layer-cache step call it. It adds what only the build layer knows, the text of
+ * the finishing steps' scripts (part of the final disk's key).
+ */
+export function planFor(build: BuildConfig, options: Omit<PlanOptions, 'finishingScripts'>): Promise<BuildPlan> {
+  return planBuild(build, { ...options, finishingScripts: finishingScripts({ build }) });
+}
+export type { BuildPlan, PlanLayer, PlanOptions, Resume, RemoteLookup } from '../cache/plan.js';
 
 /**
  * Retried: a process that had the directory open (QEMU, qemu-img) may still be writing into it for a

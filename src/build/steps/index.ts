@@ -36,7 +36,7 @@ import { publishStep } from './publish.js';
 const needsGuest = (step: Step): Step => ({ ...step, enabled: (ctx) => !convertsFromCache(ctx) && (step.enabled?.(ctx) ?? true) });
 
 /** What the steps after provisioning run in the guest: part of the key of the final disk they leave. */
-const finishingScripts = (ctx: BuildContext) => [cleanGuestScript(ctx.build.source.cloud_init !== false)];
+export const finishingScripts = (ctx: Pick<BuildContext, 'build'>) => [cleanGuestScript(ctx.build.source.cloud_init !== false)];
 
 export const buildSteps: Step[] = [
   fetchBaseStep,
