@@ -3,13 +3,16 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: help setup build typecheck lint-layers fixtures fixtures-install image test test-unit test-e2e test-install bench clean distclean
+.PHONY: help setup setup-test build typecheck lint-layers fixtures fixtures-install image test test-unit test-e2e test-install bench clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
 
-setup: ## install apt packages and npm dependencies (idempotent, root)
+setup: ## install what building needs: apt packages and npm dependencies (idempotent, root)
 	@bash scripts/setup.sh
+
+setup-test: setup ## also install what only the tests and benchmarks use: test servers, shellcheck (idempotent, root)
+	@bash scripts/setup-test-servers.sh
 
 build: setup ## compile TypeScript to dist/
 	@tsc -p tsconfig.json
@@ -17,7 +20,7 @@ build: setup ## compile TypeScript to dist/
 typecheck: setup ## type-check the tests too (vitest strips types without checking them)
 	@tsc -p tsconfig.test.json
 
-lint-layers: setup ## check that imports only point down the layers (.dependency-cruiser.cjs; README "Architecture")
+lint-layers: setup ## check that imports only point down the layers (.dependency-cruiser.cjs; docs/architecture.md)
 	@depcruise src --config .dependency-cruiser.cjs
 
 fixtures: setup ## build the offline test guests and installer ISO (cached in fixtures/images/)
@@ -32,20 +35,20 @@ fixtures-install: fixtures ## also build the Debian debootstrap installer ISO (f
 image: build fixtures ## build the default example image (examples/debian-12-cloud.yaml)
 	@bash scripts/make-image.sh
 
-test: build typecheck lint-layers fixtures ## run every test: unit, then end-to-end (boots real guests under QEMU)
+test: build typecheck lint-layers fixtures setup-test ## run every test: unit, then end-to-end (boots real guests under QEMU)
 	@vitest run test/unit
 	@vitest run test/e2e
 
 test-unit: build typecheck lint-layers ## run only the fast unit tests
 	@vitest run test/unit
 
-test-e2e: build fixtures ## run only the end-to-end tests
+test-e2e: build fixtures setup-test ## run only the end-to-end tests
 	@vitest run test/e2e
 
 test-install: build fixtures-install ## the long ISO install test: Debian 12 via debootstrap (12-16 min under TCG)
 	@vitest run --config vitest.install.config.ts
 
-bench: build fixtures ## run the benchmarks and print their figures
+bench: build fixtures setup-test ## run the benchmarks and print their figures
 	@node bench/run.mjs
 
 clean: ## remove build output (keeps cached fixture images)
