@@ -73,6 +73,8 @@ export interface Driver {
   checkBaseImage(file: string, opts: { bootSectorRequired: boolean; signal?: AbortSignal }): Promise<CheckedBaseImage>;
   /** Repoints an image's backing file by name without touching data (layer store copies). */
   rebaseUnsafe(file: string, backing: { name: string; format: string } | null, signal?: AbortSignal): Promise<void>;
+  /** Rebases a qcow2 onto `backing` keeping its content (the remote cache's self-contained final disk). */
+  rebase(file: string, backing: { name: string; format: string }, signal?: AbortSignal): Promise<void>;
   qemuImgVersion(signal?: AbortSignal): Promise<string>;
 }
 
@@ -122,6 +124,7 @@ export function createDriver(opts: DriverOptions = {}): Driver {
     checkReport: (...a) => qemuImg.checkReport(...a),
     checkBaseImage: (file, o) => checkBaseImage(file, { ...o, qemuImg }),
     rebaseUnsafe: (...a) => qemuImg.rebaseUnsafe(...a),
+    rebase: (...a) => qemuImg.rebase(...a),
     qemuImgVersion: (...a) => qemuImg.qemuImgVersion(...a),
   };
 }

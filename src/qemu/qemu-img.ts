@@ -109,6 +109,11 @@ export class QemuImg {
   }
 
   /** Points `file` at another backing file (by name, relative to `file`), or none, without touching data (-u). */
+  /** Rebases `file` onto `backing` keeping its content (what the old chain held beyond the new backing is copied in). */
+  async rebase(file: string, backing: { name: string; format: string }, signal?: AbortSignal): Promise<void> {
+    await this.run(['rebase', '-f', 'qcow2', '-F', backing.format, '-b', backing.name, file], `rebasing ${file} onto ${backing.name}`, signal);
+  }
+
   async rebaseUnsafe(file: string, backing: { name: string; format: string } | null, signal?: AbortSignal): Promise<void> {
     await this.run(['rebase', '-u', ...(backing ? ['-F', backing.format, '-b', backing.name] : ['-b', '']), file], `rebasing ${file}`, signal);
   }

@@ -201,6 +201,10 @@ export class FakeDriver implements Driver {
     return this.baseImage;
   }
 
+  async rebase(file: string, backing: { name: string; format: string }): Promise<void> {
+    this.record('rebase', [file, backing]);
+  }
+
   async rebaseUnsafe(file: string, backing: { name: string; format: string } | null): Promise<void> {
     this.record('rebaseUnsafe', [file, backing]);
   }
