@@ -25,6 +25,7 @@ lint-layers: setup ## check that imports only point down the layers (.dependency
 
 fixtures: setup ## build the offline test guests and installer ISO (cached in fixtures/images/)
 	@bash scripts/fixtures/tiny.sh
+	@bash scripts/fixtures/tiny-arm64.sh
 	@bash scripts/fixtures/debian-12-cloud.sh
 	@bash scripts/fixtures/installer-iso.sh
 	@bash scripts/fixtures/debian-netboot-iso.sh

@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   qemu-system-x86 qemu-utils ovmf          # the hypervisor, qemu-img, UEFI firmware
   swtpm swtpm-tools                        # a TPM 2.0 per build (tpm: true)
+  qemu-system-arm qemu-efi-aarch64         # arm64 guests (arch: aarch64): qemu-system-aarch64, AAVMF
   xorriso genisoimage                      # seed ISOs and the installer ISO
   isolinux syslinux-common                 # El Torito BIOS boot for the installer ISO
   mmdebstrap                               # Debian root trees for fixture images
