@@ -3,6 +3,7 @@
  *
  *   cli                                  argv, signals, prompts, rendering, environment variables
  *    └ index.ts                          the public library API
+ *     └ scale                            kiln plan, CI matrices, Slurm run directories (above the build it plans and runs)
  *       └ build                          build(), the runner, the typed state, steps/ (one per file)
  *          └ provisioners publish airgap   what a build runs in the guest / where images go / offline bundles
  *             └ artifacts                manifest, packaging (OVA, box, GCE), verify
@@ -17,6 +18,7 @@
 const layer = {
   cli: '^src/cli/',
   api: '^src/index[.]ts$',
+  scale: '^src/scale/',
   build: '^src/build/',
   provisioners: '^src/provisioners/',
   publish: '^src/publish/',
@@ -44,13 +46,14 @@ module.exports = {
       to: { circular: true, viaOnly: { dependencyTypesNot: ['type-only'] } },
     },
     below('api', 'cli'),
-    below('build', 'cli', 'api'),
-    below('provisioners', 'cli', 'api', 'build', 'publish', 'airgap'),
-    below('publish', 'cli', 'api', 'build', 'provisioners', 'airgap'),
-    below('airgap', 'cli', 'api', 'build', 'provisioners', 'publish'),
-    below('artifacts', 'cli', 'api', 'build', 'provisioners', 'publish', 'airgap'),
-    below('cache', 'cli', 'api', 'build', 'provisioners', 'publish', 'airgap', 'artifacts'),
-    below('base', 'cli', 'api', 'build', 'provisioners', 'publish', 'airgap', 'artifacts', 'cache'),
+    below('scale', 'cli', 'api'),
+    below('build', 'cli', 'api', 'scale'),
+    below('provisioners', 'cli', 'api', 'scale', 'build', 'publish', 'airgap'),
+    below('publish', 'cli', 'api', 'scale', 'build', 'provisioners', 'airgap'),
+    below('airgap', 'cli', 'api', 'scale', 'build', 'provisioners', 'publish'),
+    below('artifacts', 'cli', 'api', 'scale', 'build', 'provisioners', 'publish', 'airgap'),
+    below('cache', 'cli', 'api', 'scale', 'build', 'provisioners', 'publish', 'airgap', 'artifacts'),
+    below('base', 'cli', 'api', 'scale', 'build', 'provisioners', 'publish', 'airgap', 'artifacts', 'cache'),
     {
       name: 'util-imports-nothing-of-kiln',
       comment: 'util/ and version.ts are the bottom: they import only node and npm modules, and each other',

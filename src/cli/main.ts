@@ -20,6 +20,9 @@ import { importTemplate } from './import.js';
 import { publishCommand } from './publish.js';
 import { bundleCommand, prepareAirgap, type AirgapBuildArgs, type BundleArgs } from './bundle.js';
 import { listOf, namesOf } from './flag-lists.js';
+import { planCommand, type PlanArgs } from './plan.js';
+import { slurmCommand, type SlurmArgs } from './slurm.js';
+import { summaryLine } from '../scale/follow.js';
 
 class UsageError extends Error {}
 
@@ -93,7 +96,7 @@ function sweepLeftovers(build: string, render: EventSink, secrets: readonly stri
 async function buildCommand(argv: Common & {
   force: boolean; only?: string | string[]; except?: string | string[]; 'on-error': OnError; 'parallel-builds': number;
   debug: boolean; timestamps: boolean; events?: string; progress: ProgressMode; cache: boolean;
-} & AirgapBuildArgs): Promise<number> {
+} & AirgapBuildArgs & SlurmArgs): Promise<number> {
   // --record / --bundle / --offline (src/cli/bundle.ts): a bundle is verified, unpacked and its template loaded before anything else.
   const airgap = await prepareAirgap(argv, cacheDirFromEnv());
   if (!airgap?.template && !argv.template) throw new Error('give a template file to build (or --bundle FILE)');
@@ -103,6 +106,7 @@ async function buildCommand(argv: Common & {
   if (argv.events === 'json') sinks.push(jsonRenderer(process.stdout));
   sinks.push(humanRenderer({ timestamps: argv.timestamps, debug: argv.debug, progress: argv.progress }));
   const render: EventSink = (e) => { for (const sink of sinks) sink(e); };
+  if (argv.on === 'slurm' || argv.emit !== undefined) return await slurmBuild(argv, t, builds, render);
   sweepLeftovers(builds[0]?.name ?? 'kiln', render, t.variables.secrets);
 
   const controller = new AbortController();
@@ -137,10 +141,30 @@ async function buildCommand(argv: Common & {
     // Ctrl-C is also how a user lets go of a build kept by --on-error=abort: that build had failed already.
     const onlyReleased = failed.length > 0 && failed.every((r) => r.kept);
     if (interrupted && !onlyReleased) return interrupted === 'SIGINT' ? 130 : 143;
-    if (builds.length > 1) {
-      process.stderr.write(`${results.length - failed.length} of ${results.length} builds succeeded${failed.length ? `; failed: ${failed.map((r) => r.build).join(', ')}` : ''}\n`);
-    }
+    if (builds.length > 1) process.stderr.write(summaryLine(results.map((r) => ({ build: r.build, ok: r.ok }))));
     return failed.length ? 1 : 0;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+  }
+}
+
+/** The builds as Slurm jobs (src/cli/slurm.ts): Ctrl-C or SIGTERM cancels them, and kiln follows them until they are gone. */
+async function slurmBuild(argv: SlurmArgs, t: LoadedTemplate, builds: ReturnType<typeof selectBuilds>, render: EventSink): Promise<number> {
+  const emit = argv.emit === undefined ? undefined : listOf(argv.emit as string | string[]);
+  if (emit && (emit[0] !== 'slurm' || !emit[1])) throw new Error(`--emit ${emit.join(' ')}: kiln build writes "--emit slurm DIR" (a Slurm run directory)\n  fix: kiln build --emit slurm ./run TEMPLATE (kiln plan --emit github-matrix|gitlab-matrix writes CI matrices)`);
+  const controller = new AbortController();
+  let interrupted: NodeJS.Signals | undefined;
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (interrupted) process.exit(sig === 'SIGINT' ? 130 : 143);
+    interrupted = sig;
+    controller.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    const code = await slurmCommand({ ...argv, emit: emit?.[1] }, t, builds, { render, signal: controller.signal });
+    return interrupted ? (interrupted === 'SIGINT' ? 130 : 143) : code;
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
@@ -173,8 +197,28 @@ export async function main(args: string[]): Promise<number> {
       .option('debug', { type: 'boolean', default: false, describe: 'verbose logs; pause between steps on a terminal' })
       .option('timestamps', { type: 'boolean', default: false, describe: 'prefix log lines with the time' })
       .option('events', { choices: ['json'] as const, describe: 'write a JSON-lines event stream to stdout' })
-      .option('progress', { choices: ['auto', 'always', 'never'] as const, default: 'auto' as ProgressMode, describe: 'progress bars: on a terminal (auto), always, or never' }),
+      .option('progress', { choices: ['auto', 'always', 'never'] as const, default: 'auto' as ProgressMode, describe: 'progress bars: on a terminal (auto), always, or never' })
+      .option('on', { choices: ['slurm'] as const, describe: 'run the builds as a Slurm array job (one task per build), follow it and exit with the worst task\'s code' })
+      .option('emit', { type: 'string', nargs: 2, describe: 'slurm DIR: only write the Slurm run directory DIR (plan.json, job.sbatch, submit.sh); submit nothing' })
+      .option('slurm-dir', { type: 'string', requiresArg: true, describe: 'the Slurm run directory, on a file system every node sees at the same path (default: ./kiln-slurm-<time>)' })
+      .option('slurm-throttle', { type: 'number', default: 4, describe: 'at most this many Slurm tasks at once (the array\'s %N)' })
+      .option('slurm-singleton', { type: 'boolean', default: false, describe: 'one job per shared key prefix with --dependency=singleton: a key is built once, whoever submits it' })
+      .option('slurm-node-env', { type: 'string', requiresArg: true, default: '/etc/kiln/node.env', describe: 'node-local VAR=value file each task reads (cache dir, AWS_ENDPOINT_URL, AWS_SHARED_CREDENTIALS_FILE); {node} is the node\'s name' })
+      .option('sbatch-arg', { type: 'string', requiresArg: true, describe: 'an extra sbatch option for every submission, e.g. --sbatch-arg=--partition=build (repeatable)' }),
     async (argv) => { code = await buildCommand(argv as never).catch(reportError); })
+    .command('plan <template>', 'show what each build would reuse from the cache and what it would build, without booting', (y) => withTemplate(y as never)
+      .option('json', { type: 'boolean', default: false, describe: 'print the plan as JSON' })
+      .option('emit', { choices: ['github-matrix', 'gitlab-matrix'] as const, describe: 'print a CI matrix: one job per build (GitHub Actions JSON, or a GitLab child pipeline)' })
+      .option('cache-remote', { type: 'string', requiresArg: true, describe: 'also ask this remote layer cache (s3://bucket/prefix) what it holds' })
+      .option('only', { type: 'string', requiresArg: true, describe: 'plan only these builds (repeatable, or comma-separated)' })
+      .option('except', { type: 'string', requiresArg: true, describe: 'plan all builds but these' }),
+    async (argv) => {
+      try {
+        const { t, builds } = loadSelected(argv);
+        const a = argv as unknown as PlanArgs & { 'cache-remote'?: string };
+        process.stdout.write(await planCommand(t, builds, String(argv.template), { json: Boolean(argv.json), emit: argv.emit, cacheRemote: a['cache-remote'] }));
+      } catch (e) { code = reportError(e); }
+    })
     .command('bundle <template>', 'write one tar holding a build\'s template, every input, its recorded downloads (kiln build --record) and optionally kiln', (y) => withTemplate(y as never)
       .option('output', { alias: 'o', type: 'string', requiresArg: true, demandOption: true, describe: 'the bundle to write (e.g. site.kiln.tar)' })
       .option('with-kiln', { type: 'boolean', default: false, describe: 'add kiln.tgz: kiln and its dependencies, installable with npm install -g ./kiln.tgz and no network' })
@@ -229,8 +273,9 @@ export async function main(args: string[]): Promise<number> {
       .positional('manifest', { type: 'string', demandOption: true, describe: 'a manifest.json written by kiln build' })
       .option('only', { type: 'string', describe: 'only these targets (names, comma-separated)' })
       .option('progress', { choices: ['auto', 'always', 'never'] as const, default: 'auto' as const })
-      .option('allow-host', { type: 'string', describe: 'send credentials to this host[:port] the manifest names (a manifest can be edited; repeat or comma-separate)' }),
-    async (argv) => { code = await publishCommand({ manifest: String(argv.manifest), only: argv.only, progress: argv.progress, allowHost: argv['allow-host'] }); })
+      .option('allow-host', { type: 'string', describe: 'send credentials to this host[:port] the manifest names (a manifest can be edited; repeat or comma-separate)' })
+      .option('events', { choices: ['json'] as const, describe: 'write a JSON-lines event stream to stdout (as kiln build does)' }),
+    async (argv) => { code = await publishCommand({ manifest: String(argv.manifest), only: argv.only, progress: argv.progress, allowHost: argv['allow-host'], events: argv.events }); })
     .command('console <build>', 'attach this terminal to the serial console of a running build (Ctrl-] detaches)', (y) => y
       .positional('build', { type: 'string', demandOption: true, describe: 'the build\'s name' })
       .option('pid', { type: 'number', describe: 'the kiln process running it, when several builds have that name' }),
@@ -244,7 +289,7 @@ export async function main(args: string[]): Promise<number> {
       const args: CacheArgs = { action: argv.action as CacheArgs['action'], key: argv.key, 'keep-size': argv['keep-size'], json: argv.json };
       code = await cacheCommand(args).catch(reportError);
     })
-    .demandCommand(1, 'give a command: build, bundle, validate, inspect, import, verify, publish, console or cache')
+    .demandCommand(1, 'give a command: build, plan, bundle, validate, inspect, import, verify, publish, console or cache')
     .strict()
     .version(kilnVersion)
     .alias('h', 'help')
