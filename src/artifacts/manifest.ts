@@ -39,7 +39,8 @@ export interface ManifestSource {
     sbom?: Manifest['sbom'];
     timings: Record<string, number>;
     artifacts: ArtifactRecord[];
-    layers?: { artifactKey?: string; cachedCount: number; plan: { index: number; description: string; key?: string | null }[]; finalKey?: string; fromFinalLayer?: boolean };
+    layers?: { artifactKey?: string; cachedCount: number; plan: { index: number; description: string; key?: string | null }[]; finalKey?: string };
+    plan?: { resume: { kind: string } };
   };
 }
 
@@ -150,7 +151,7 @@ export function buildManifest(ctx: ManifestSource, startedAt: Date, finalPathOf:
       layers: ctx.state.layers.plan.map((l, i) => ({
         provisioner: l.index + 1, description: l.description, key: l.key ?? null, from_cache: i < ctx.state.layers!.cachedCount,
       })),
-      ...(ctx.state.layers.finalKey ? { final_layer: { key: ctx.state.layers.finalKey, from_cache: ctx.state.layers.fromFinalLayer === true } } : {}),
+      ...(ctx.state.layers.finalKey ? { final_layer: { key: ctx.state.layers.finalKey, from_cache: ctx.state.plan?.resume.kind === 'fromFinalLayer' } } : {}),
     },
   };
 }

@@ -41,7 +41,8 @@ export interface SupplyChainSource {
     sbom?: GuestPackages;
     accelerator?: string;
     cpuModel?: string;
-    layers?: { artifactKey?: string; finalKey?: string; fromFinalLayer?: boolean };
+    layers?: { artifactKey?: string; finalKey?: string };
+    plan?: { resume: { kind: string } };
   };
 }
 
@@ -70,7 +71,7 @@ export async function writeSupplyChain(dir: string, src: SupplyChainSource, o: {
   const signer = build.sign ? checkSigningKey(build.sign.key) : undefined;
   const names = supplyChainNames(build.name);
   const inputs = await buildInputFiles(build);
-  const final = state.layers?.finalKey ? { key: state.layers.finalKey, fromCache: state.layers.fromFinalLayer === true } : undefined;
+  const final = state.layers?.finalKey ? { key: state.layers.finalKey, fromCache: state.plan?.resume.kind === 'fromFinalLayer' } : undefined;
   const fromCache = final?.fromCache ? { finalLayer: final.key } : undefined;
   const sbomInput = {
     build: build.name, created: new Date(), kilnVersion: o.kilnVersion, base: state.base, packages: state.sbom,

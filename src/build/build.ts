@@ -10,9 +10,9 @@ import path from 'node:path';
 import type { LoadedTemplate } from '../template/load.js';
 import type { BuildConfig } from '../template/schema.js';
 import { EventBus, type BuildEvent } from '../ui/events.js';
-import { runSteps, type RunResult } from './runner.js';
+import { runSteps, type RunResult, type StepSource } from './runner.js';
 import type { AirgapGuestNetwork, BuildContext, BuildOptions, BuildState, OnError } from './state.js';
-import { buildSteps, finishingScripts } from './steps/index.js';
+import { buildSteps, finishingScripts, outputDirStep, outputSteps, planSteps } from './steps/index.js';
 import { planBuild, type BuildPlan, type PlanOptions } from '../cache/plan.js';
 import type { Step } from './step.js';
 import { markOwned, ownedWorkDirs } from './stale.js';
@@ -58,7 +58,7 @@ export function selectBuilds(t: LoadedTemplate, only?: string[], except?: string
 
 export async function runBuild(
   template: LoadedTemplate, build: BuildConfig, options: BuildOptions, events: EventBus, signal: AbortSignal,
-  steps: Step[] = buildSteps,
+  steps: StepSource = stepsFor,
 ): Promise<BuildResult> {
   const started = performance.now();
   // Sockets live here, so the path must stay well under the 108-byte unix socket limit.
@@ -104,6 +104,20 @@ export async function runBuild(
     build: build.name, ok: result.ok, error: result.error, failedStep: result.failedStep, ms: performance.now() - started, kept: result.kept,
     outputDirectory: result.ok ? build.output_directory : undefined, artifacts: state.artifacts, timings: state.timings,
   };
+}
+
+/**
+ * The steps a build runs, chosen from the layer cache's plan (ctx.state.plan, set by the layer-cache
+ * step; undefined before it and with --no-cache): every step for a fresh or resumed build; no guest
+ * step when the final disk is cached (the outputs are converted from it, nothing boots); only the
+ * steps that act on finished outputs (publish) when the build is up to date.
+ */
+export function stepsFor(ctx: Pick<BuildContext, 'state'>): Step[] {
+  switch (ctx.state.plan?.resume.kind) {
+    case 'upToDate': return [...planSteps, ...outputSteps.filter((s) => s.whenUpToDate)];
+    case 'fromFinalLayer': return [...planSteps, outputDirStep, ...outputSteps];
+    default: return buildSteps;
+  }
 }
 
 /**

@@ -38,6 +38,7 @@ export function queueLayerSave(ctx: BuildContext, save: LayerSave): void {
         type: 'layer-saved', build: ctx.build.name, index: save.index, key: save.key, size: meta.size, ms,
         queuedMs: started - queued, ...(save.meta.final ? { final: true } : {}),
       });
+      await layers.afterSave?.(meta);
     } catch (e) {
       // The build itself is fine; only a later rebuild loses this shortcut.
       if (!ctx.signal.aborted) ctx.log(`layer cache: could not save ${save.what}: ${(e as Error).message}`, 'warn');

@@ -55,10 +55,18 @@ async function stopInterruptedStep(running: Promise<Cleanup | void>, step: strin
   return true;
 }
 
-export async function runSteps(steps: Step[], ctx: BuildContext, interruptGraceMs = defaultInterruptGraceMs): Promise<RunResult> {
+/**
+ * A build's steps: a list, or a choice made again after each step from what the steps found so far
+ * (build.ts chooses from the layer cache's plan). The steps already run stay as they were; the rest
+ * is taken from the new choice, after the step that just ran.
+ */
+export type StepSource = Step[] | ((ctx: BuildContext) => Step[]);
+
+export async function runSteps(steps: StepSource, ctx: BuildContext, interruptGraceMs = defaultInterruptGraceMs): Promise<RunResult> {
   const cleanups: CleanupEntry[] = [];
   const name = ctx.build.name;
-  const active = steps.filter((s) => s.enabled?.(ctx) ?? true);
+  const choose = typeof steps === 'function' ? steps : () => steps;
+  let active = choose(ctx).filter((s) => s.enabled?.(ctx) ?? true);
   ctx.events.emit({ type: 'build-start', build: name, steps: active.map((s) => s.name) });
 
   let result: Omit<RunResult, 'cleanUp'> = { ok: true, kept: false };
@@ -69,8 +77,7 @@ export async function runSteps(steps: Step[], ctx: BuildContext, interruptGraceM
     const step = active[i]!;
     // Interrupted between two steps: the next one does not start.
     if (ctx.signal.aborted) { result = { ok: false, error: ctx.signal.reason as Error, kept: false }; break; }
-    // Asked again as each step comes: an earlier step may have made it pointless (the layer cache
-    // found the final disk, so no step that needs the guest runs).
+    // Asked again as each step comes: an earlier step may have made it pointless.
     if (step.enabled && !step.enabled(ctx)) continue;
     const started = performance.now();
     ctx.events.emit({ type: 'step-start', build: name, step: step.name, index: i });
@@ -105,13 +112,10 @@ export async function runSteps(steps: Step[], ctx: BuildContext, interruptGraceM
     const ms = performance.now() - started;
     ctx.state.timings[step.name] = (ctx.state.timings[step.name] ?? 0) + ms;
     ctx.events.emit({ type: 'step-end', build: name, step: step.name, index: i, ms });
-    // The layer cache found this build's finished artifacts in place: the remaining steps have nothing
-    // to do, except those that act on the finished output (publish).
-    if (ctx.state.upToDate) {
-      const next = active.findIndex((s, k) => k > i && s.whenUpToDate);
-      if (next < 0) break;
-      i = next - 1;
-      continue;
+    if (typeof steps === 'function') {
+      const chosen = steps(ctx);
+      const at = chosen.indexOf(step);
+      if (at >= 0) active = [...active.slice(0, i + 1), ...chosen.slice(at + 1)];
     }
     if (ctx.options.debug && ctx.options.prompt && i < active.length - 1) {
       await ctx.options.prompt(`--debug: step "${step.name}" done; press Enter for "${active[i + 1]!.name}" `);

@@ -11,8 +11,10 @@ import type { BootConfigServer } from '../http/server.js';
 import type { KeyPair } from '../communicator/keys.js';
 import type { SshSession, SshTarget } from '../communicator/ssh.js';
 import type { Scalar } from '../template/interpolate.js';
-import type { LayerStore } from '../cache/layers.js';
+import type { LayerMeta, LayerStore } from '../cache/layers.js';
+import type { RemoteCache } from '../cache/remote/protocol.js';
 import type { PlannedLayer } from '../cache/layer-keys.js';
+import type { BuildPlan } from '../cache/plan.js';
 import type { ArtifactRecord } from '../artifacts/manifest.js';
 import type { GuestPackages } from '../artifacts/guest-packages.js';
 
@@ -25,6 +27,8 @@ export interface BuildOptions {
   cacheDir: string;
   /** --no-cache: neither use nor write provisioner layers or reuse a finished artifact. */
   noCache?: boolean;
+  /** --cache-remote: a shared layer cache on an object store (src/cache/remote), one for all builds. */
+  remoteCache?: RemoteCache;
   /** Ask the user something on the terminal (breakpoints, --debug pauses, --on-error=ask). */
   prompt?: (question: string) => Promise<string>;
   /** Air-gapped builds (src/airgap): the guest's package proxy and, offline, a network cut off but for kiln. */
@@ -70,12 +74,14 @@ export interface BuildState {
   /** The active (top) image QEMU writes; it changes each time a layer is frozen below it. */
   disk?: { path: string; format: 'qcow2'; virtualSize: number };
   layers?: LayerPlan;
-  /** The disk is an overlay on a cached layer: an ISO build's install is done, nothing boots the ISO. */
-  resumedFromLayer?: boolean;
+  /**
+   * What the layer cache decided (src/cache/plan.ts): up to date, converted from the final disk,
+   * resumed at a cached layer, or fresh. Set by the layer-cache step; build.ts chooses the steps that
+   * follow from it. Undefined with --no-cache.
+   */
+  plan?: BuildPlan;
   /** Applicable provisioners finished (run or cached), so a retried provision step resumes after them. */
   provisionersDone?: number;
-  /** The finished artifacts of an identical earlier build are still in place: nothing left to do. */
-  upToDate?: boolean;
   http?: { server: BootConfigServer; port: number; ip: string; url: string };
   buildKey?: KeyPair;
   hostKey?: KeyPair;
@@ -118,22 +124,25 @@ export interface LayerPlan {
    * it has none (a provisioner not cached, no communicator). Saved by the shut-down step.
    */
   finalKey?: string;
-  /**
-   * The final disk came from the store: every guest step is skipped (nothing boots) and the outputs
-   * are converted from that layer.
-   */
-  fromFinalLayer?: boolean;
   /** Layers being copied into the store in the background while the next provisioner runs. */
   publishing: Promise<void>;
   /** cache.vm_state: each captured layer also saves the running VM beside it. */
   vmState?: boolean;
   /** The key of the cached layer whose saved VM launch tries to restore (the last cached one). */
   restoreFrom?: string;
+  /** Runs in the save queue after each layer is saved (sharing the final disk with a remote cache). */
+  afterSave?: (meta: LayerMeta) => Promise<void>;
 }
 
 /** True when the build makes its outputs from a cached final layer: the steps that need a guest are off. */
 export function convertsFromCache(ctx: Pick<BuildContext, 'state'>): boolean {
-  return ctx.state.layers?.fromFinalLayer === true;
+  return ctx.state.plan?.resume.kind === 'fromFinalLayer';
+}
+
+/** The disk is an overlay on a cached layer (or that layer): an ISO build's install is done, nothing boots the ISO. */
+export function onCachedLayer(state: Pick<BuildState, 'plan'>): boolean {
+  const kind = state.plan?.resume.kind;
+  return kind === 'resume' || kind === 'fromFinalLayer';
 }
 
 export interface BuildContext {

@@ -7,9 +7,8 @@
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { BuildContext } from './state.js';
-import { need } from './state.js';
+import { need, onCachedLayer } from './state.js';
 import { buildQemuArgs, cpuModelOf, shellQuote, type VmSpec } from '../qemu/argv.js';
-import { memoryMiB } from '../qemu/memory.js';
 import { smbiosType1 } from '../qemu/smbios.js';
 import { interpolateString } from '../template/interpolate.js';
 import { abortable } from '../util/abort.js';
@@ -65,7 +64,7 @@ export function vmSpecFor(ctx: BuildContext, sshHostPort: number | undefined, wi
   const disks: VmSpec['disks'] = [{ path: disk.path, format: 'qcow2', interface: src.disk_interface, discard: true }];
   if (st.seed?.kind === 'cdrom') disks.push({ path: st.seed.iso, format: 'raw', interface: 'virtio', readonly: true });
   // A disk from a cached layer is installed already: the ISO stays out.
-  const installer = withInstallMedia && st.base?.kind === 'iso' && !st.resumedFromLayer;
+  const installer = withInstallMedia && st.base?.kind === 'iso' && !onCachedLayer(st);
   const cdroms = installer ? [st.base!.path] : [];
   const fw = firmwareFor(ctx);
   if (withInstallMedia && st.cdFilesIso) cdroms.push(st.cdFilesIso);
@@ -73,7 +72,7 @@ export function vmSpecFor(ctx: BuildContext, sshHostPort: number | undefined, wi
     name: ctx.build.name,
     accelerator: need(st, 'accelerator'),
     cpus: src.cpus,
-    memoryMiB: memoryMiB(src.memory),
+    memoryMiB: src.memory,
     machine: fw?.machine ?? src.machine,
     cpuModel: src.cpu_model,
     firmware: fw ? { type: 'uefi', code: fw.code, vars: efiVarsFile(st.workDir), smm: fw.smm } : { type: 'bios' },
@@ -181,7 +180,7 @@ export async function startVm(ctx: BuildContext, withInstallMedia: boolean): Pro
     }
     st.sshHostPort = port;
     st.cpuModel = cpuModelOf(qemu.argv);
-    st.installing = withInstallMedia && st.base?.kind === 'iso' && !st.resumedFromLayer;
+    st.installing = withInstallMedia && st.base?.kind === 'iso' && !onCachedLayer(st);
     ctx.log(`QEMU started (${st.accelerator}, CPU model ${st.cpuModel}, ${src.cpus} vCPU, ${spec.memoryMiB} MiB${st.installing ? ', booting the installer ISO' : ''}${port ? `, ssh on 127.0.0.1:${port}` : ''})`);
     return;
   }

@@ -180,7 +180,10 @@ export async function planBuild(build: BuildConfig, options: PlanOptions): Promi
     let local = store.meta(finalKey)?.final !== undefined;
     if (local && options.verify) {
       const check = await verifyChain(store, finalKey);
-      if (!check.ok) { damaged.push({ key: check.key, problem: check.problem, final: check.key === finalKey }); local = false; }
+      if (!check.ok) {
+        if (!damaged.some((d) => d.key === check.key)) damaged.push({ key: check.key, problem: check.problem, final: check.key === finalKey });
+        local = false;
+      }
     }
     final = { key: finalKey, local };
     if (local) return plan({ kind: 'fromFinalLayer', finalKey, source: 'local' }, final);

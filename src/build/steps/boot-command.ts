@@ -2,26 +2,26 @@
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Step } from '../step.js';
-import { need } from '../state.js';
+import { need, onCachedLayer } from '../state.js';
 import { parseBootCommands } from '../../bootcommand/parse.js';
 import { KeyboardDriver, SerialDriver, type TypingDriver } from '../../bootcommand/drivers.js';
 import { runBootCommand } from '../../bootcommand/run.js';
 import { interpolateString } from '../../template/interpolate.js';
-import { parseDuration, formatDuration } from '../../template/units.js';
+import { formatDuration } from '../../template/units.js';
 
 export const bootCommandStep: Step = {
   name: 'type boot command',
   enabled: (ctx) => ctx.build.source.boot_command.length > 0,
   async run(ctx) {
     const src = ctx.build.source;
-    if (ctx.state.resumedFromLayer && src.iso !== undefined) {
+    if (onCachedLayer(ctx.state) && src.iso !== undefined) {
       ctx.log('boot command skipped: the disk comes from a cached layer, installed already', 'debug');
       return;
     }
     const lines = parseBootCommands(src.boot_command);
-    const wait = parseDuration(src.boot_wait);
+    const wait = src.boot_wait;
     if (wait) await sleep(wait, undefined, { signal: ctx.signal });
-    const interval = src.boot_key_interval ? parseDuration(src.boot_key_interval) : undefined;
+    const interval = src.boot_key_interval;
     const driver: TypingDriver = src.boot_console === 'serial'
       ? new SerialDriver(path.join(ctx.state.workDir, 'serial.sock'), interval)
       : new KeyboardDriver(need(ctx.state, 'qmp'), interval);

@@ -2,7 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { Step } from '../step.js';
-import { need } from '../state.js';
+import { need, onCachedLayer } from '../state.js';
 import { renderSeed, writeSeedIso } from '../../cloudinit/seed.js';
 import { interpolateTree } from '../../template/interpolate.js';
 import { guestProxyFor, installGuestProxyScript } from '../../provisioners/guest-proxy.js';
@@ -26,7 +26,7 @@ export const cloudInitSeedStep: Step = {
       hostKey,
       userData: interpolateTree(ci.user_data, { build: ctx.buildValues() }),
       metaData: interpolateTree(ci.meta_data, { build: ctx.buildValues() }),
-      wipeOldHostKeys: ctx.state.resumedFromLayer === true,
+      wipeOldHostKeys: onCachedLayer(ctx.state),
       // --record / --offline: the guest's system proxy from the first boot on (cloud-init's packages:
       // too); only with SSH, through which the guest clean-up takes it out again.
       guestProxyScript: comm.type === 'ssh' ? proxyScript(guestProxyFor(ctx.options.airgap, ctx.state.http?.ip)) : undefined,

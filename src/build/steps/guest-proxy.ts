@@ -12,7 +12,7 @@
  * The script goes in on stdin as root (sudo -n for another user), like the clean-up's.
  */
 import type { Step } from '../step.js';
-import type { BuildContext } from '../state.js';
+import { onCachedLayer, type BuildContext } from '../state.js';
 import { sshSession } from '../../provisioners/context.js';
 import { guestProxyFor, installGuestProxyScript, removeGuestProxyScript } from '../../provisioners/guest-proxy.js';
 
@@ -28,7 +28,7 @@ export const guestProxyStep: Step = {
   enabled: (ctx) => ctx.build.source.communicator.type === 'ssh' && (Boolean(ctx.options.airgap) || !ctx.options.noCache),
   async run(ctx) {
     const comm = ctx.build.source.communicator;
-    if (comm.type !== 'ssh' || (!ctx.options.airgap && ctx.state.resumedFromLayer !== true)) return;
+    if (comm.type !== 'ssh' || (!ctx.options.airgap && !onCachedLayer(ctx.state))) return;
     const proxy = buildGuestProxy(ctx);
     const ssh = await sshSession(ctx);
     let err = '';

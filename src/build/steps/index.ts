@@ -1,9 +1,11 @@
 /**
  * The ordered step list of a build, from a base image (cloud image or any bootable disk) or from an
- * installer ISO; steps that do not apply to a build disable themselves.
+ * installer ISO; steps that do not apply to a build disable themselves. In groups: build.ts chooses
+ * which run from the layer cache's plan (all of them; without the guest steps when the final disk is
+ * cached; only those that act on finished outputs when the build is up to date).
  */
 import type { Step } from '../step.js';
-import { convertsFromCache, type BuildContext } from '../state.js';
+import type { BuildContext } from '../state.js';
 import { fetchBaseStep } from './fetch-base.js';
 import { layerCacheStepFor } from './layer-cache.js';
 import { outputDirStep } from './output-dir.js';
@@ -26,45 +28,43 @@ import { compactStep } from './compact.js';
 import { shutdownStep } from './shutdown.js';
 import { convertStep } from './convert.js';
 import { postProcessStep } from './post-process.js';
+import { efiVarsArtifactStep } from './efi-vars.js';
 import { commitOutputStep } from './commit-output.js';
 import { publishStep } from './publish.js';
-
-/**
- * A step that needs the guest (or makes the disk it runs on): off when the layer cache holds the
- * build's final disk, since the outputs are then converted from it without booting.
- */
-const needsGuest = (step: Step): Step => ({ ...step, enabled: (ctx) => !convertsFromCache(ctx) && (step.enabled?.(ctx) ?? true) });
 
 /** What the steps after provisioning run in the guest: part of the key of the final disk they leave. */
 export const finishingScripts = (ctx: Pick<BuildContext, 'build'>) => [cleanGuestScript(ctx.build.source.cloud_init !== false)];
 
-export const buildSteps: Step[] = [
-  fetchBaseStep,
-  layerCacheStepFor(finishingScripts),
-  outputDirStep,
-  ...[
-    createDiskStep,
-    httpServerStep,
-    sshKeysStep,
-    cloudInitSeedStep,
-    installMediaStep,
-    launchQemuStep,
-    bootCommandStep,
-    waitInstallStep,
-    waitSshStep,
-    restoredGuestStep,
-    // --record / --offline: kiln's package proxy is the guest's system proxy before any provisioner.
-    guestProxyStep,
-    provisionStep,
-    proxyBypassCheckStep,
-    sbomStep,
-    // Access comes out before the trim, so the blocks of what it deletes are trimmed too.
-    cleanGuestStep,
-    compactStep,
-    shutdownStep,
-  ].map(needsGuest),
-  convertStep,
-  postProcessStep,
-  commitOutputStep,
-  publishStep,
+/** Find the base, then consult the layer cache: what they find decides the rest (build.ts's stepsFor). */
+export const planSteps: Step[] = [fetchBaseStep, layerCacheStepFor(finishingScripts)];
+
+export { outputDirStep };
+
+/** The steps that need the guest (or make the disk it runs on): not run when the final disk is cached. */
+export const guestSteps: Step[] = [
+  createDiskStep,
+  httpServerStep,
+  sshKeysStep,
+  cloudInitSeedStep,
+  installMediaStep,
+  launchQemuStep,
+  bootCommandStep,
+  waitInstallStep,
+  waitSshStep,
+  restoredGuestStep,
+  // --record / --offline: kiln's package proxy is the guest's system proxy before any provisioner.
+  guestProxyStep,
+  provisionStep,
+  proxyBypassCheckStep,
+  sbomStep,
+  // Access comes out before the trim, so the blocks of what it deletes are trimmed too.
+  cleanGuestStep,
+  compactStep,
+  shutdownStep,
 ];
+
+/** From the final disk to the outputs: conversion, post-processors, the output directory, publication. */
+export const outputSteps: Step[] = [convertStep, postProcessStep, efiVarsArtifactStep, commitOutputStep, publishStep];
+
+/** Every step, in order: a build that starts fresh or resumes at a cached layer. */
+export const buildSteps: Step[] = [...planSteps, outputDirStep, ...guestSteps, ...outputSteps];

@@ -7,9 +7,9 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Step } from '../step.js';
 import type { BuildContext } from '../state.js';
-import { need } from '../state.js';
+import { convertsFromCache, need } from '../state.js';
 import { queueLayerSave } from '../layer-capture.js';
-import { parseDuration, formatDuration } from '../../template/units.js';
+import { durationSetting, formatDuration } from '../../template/units.js';
 import { asRoot } from '../../communicator/as-root.js';
 
 /**
@@ -24,7 +24,7 @@ export const shutdownStep: Step = {
     const st = ctx.state;
     const qemu = need(st, 'qemu');
     const comm = ctx.build.source.communicator;
-    const timeoutMs = parseDuration(ctx.build.source.shutdown_timeout);
+    const timeoutMs = ctx.build.source.shutdown_timeout;
     const started = performance.now();
     if (comm.type === 'ssh' && st.ssh?.connected) {
       const ssh = st.ssh;
@@ -52,7 +52,7 @@ export const shutdownStep: Step = {
       await st.qmp?.execute('system_powerdown').catch(() => undefined);
       if (!(await qemu.waitForExit(timeoutMs / 2))) {
         await qemu.kill(2000);
-        throw new Error(`the guest did not power off within ${ctx.build.source.shutdown_timeout}; QEMU was killed and the disk is not captured\n  fix: check shutdown_command, or raise shutdown_timeout`);
+        throw new Error(`the guest did not power off within ${durationSetting(ctx.build.source.shutdown_timeout)}; QEMU was killed and the disk is not captured\n  fix: check shutdown_command, or raise shutdown_timeout`);
       }
     }
     st.timings['shutdown'] = performance.now() - started;
@@ -69,7 +69,7 @@ export const shutdownStep: Step = {
  */
 async function saveFinalDisk(ctx: BuildContext): Promise<void> {
   const layers = ctx.state.layers;
-  if (!layers?.finalKey || layers.fromFinalLayer) return;
+  if (!layers?.finalKey || convertsFromCache(ctx)) return;
   const disk = need(ctx.state, 'disk');
   const last = layers.plan.at(-1)?.key;
   queueLayerSave(ctx, {

@@ -4,6 +4,7 @@ import { writeFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { bootCommandStep } from '../../../src/build/steps/boot-command.js';
 import { removeStepDirs, runStep, stepContext } from '../../helpers/step-context.js';
+import { planOf } from '../../helpers/plan.js';
 
 afterAll(removeStepDirs);
 
@@ -27,7 +28,7 @@ describe('type boot command', () => {
 
   it('is skipped for an ISO build resumed from a cached (installed) layer', async () => {
     const h = await booted({ source: { base_image: undefined, iso: '$base', disk_size: '1G', boot_command: ['x'], boot_wait: '0s' } });
-    h.ctx.state.resumedFromLayer = true;
+    h.ctx.state.plan = planOf('resume').plan;
     await runStep(bootCommandStep, h.ctx);
     expect(h.driver.qmps[0]!.commands).toEqual([]);
   });

@@ -6,6 +6,7 @@ import { cloudInitSeedStep } from '../../../src/build/steps/cloud-init-seed.js';
 import { httpServerStep } from '../../../src/build/steps/http-server.js';
 import { sshKeysStep } from '../../../src/build/steps/ssh-keys.js';
 import { removeStepDirs, runStep, stepContext } from '../../helpers/step-context.js';
+import { planOf } from '../../helpers/plan.js';
 
 afterAll(removeStepDirs);
 
@@ -45,8 +46,8 @@ describe('render cloud-init seed', () => {
 
 describe('render cloud-init seed: the bootcmd that wipes old host keys', () => {
   for (const resumed of [false, true]) {
-    it(`is in the seed only when the disk is a cached layer (resumedFromLayer ${resumed})`, async () => {
-      const h = stepContext({ source: { cloud_init: { delivery: 'cdrom' } }, state: { resumedFromLayer: resumed } });
+    it(`is in the seed only when the disk is a cached layer (a plan resuming at a layer: ${resumed})`, async () => {
+      const h = stepContext({ source: { cloud_init: { delivery: 'cdrom' } }, state: planOf(resumed ? 'resume' : 'fresh') });
       await runStep(sshKeysStep, h.ctx);
       expect((await runStep(cloudInitSeedStep, h.ctx)).error).toBeUndefined();
       const userData = readFileSync(path.join(h.ctx.state.workDir, 'cidata', 'user-data'), 'utf8');

@@ -13,6 +13,7 @@ import { airgapNet } from '../../../src/build/vm.js';
 import { removeStepDirs, runStep, stepContext } from '../../helpers/step-context.js';
 import { FakeSsh } from '../../helpers/fake-ssh.js';
 import type { AirgapGuestNetwork } from '../../../src/build/state.js';
+import { planOf } from '../../helpers/plan.js';
 
 afterAll(removeStepDirs);
 
@@ -24,7 +25,7 @@ describe('set the guest proxy', () => {
     expect(guestProxyStep.enabled!(stepContext().ctx)).toBe(false); // --no-cache (the harness's default)
     // Whether a cached layer boots is known only after the build-start event listed the steps: the
     // answer must not change once known (the announced list is the list that runs), so run() decides.
-    const fresh = stepContext({ options: { noCache: false }, state: { resumedFromLayer: false } });
+    const fresh = stepContext({ options: { noCache: false }, state: planOf('fresh') });
     expect(guestProxyStep.enabled!(fresh.ctx)).toBe(true);
     const ssh = new FakeSsh();
     fresh.ctx.state.ssh = ssh.session;
@@ -33,7 +34,7 @@ describe('set the guest proxy', () => {
     const early = stepContext({ options: { noCache: false } });
     expect(guestProxyStep.enabled!(early.ctx)).toBe(true);
     expect(guestProxyStep.enabled!(stepContext({ options: { airgap: recording } }).ctx)).toBe(true);
-    expect(guestProxyStep.enabled!(stepContext({ options: { noCache: false }, state: { resumedFromLayer: true } }).ctx)).toBe(true);
+    expect(guestProxyStep.enabled!(stepContext({ options: { noCache: false }, state: planOf('resume') }).ctx)).toBe(true);
     expect(guestProxyStep.enabled!(stepContext({ options: { airgap: recording }, source: { communicator: { type: 'none' } } }).ctx)).toBe(false);
   });
 
@@ -66,7 +67,7 @@ describe('set the guest proxy', () => {
   });
 
   it('an ordinary build on a cached layer takes out settings a --record/--offline build left in it', async () => {
-    const h = stepContext({ options: { noCache: false }, state: { resumedFromLayer: true, http: { ...http, ip: '10.0.2.2' } } });
+    const h = stepContext({ options: { noCache: false }, state: { ...planOf('resume'), http: { ...http, ip: '10.0.2.2' } } });
     const ssh = new FakeSsh();
     h.ctx.state.ssh = ssh.session;
     expect((await runStep(guestProxyStep, h.ctx)).error).toBeUndefined();

@@ -6,7 +6,7 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { layerCacheStep } from '../../../src/build/steps/layer-cache.js';
-import { buildSteps } from '../../../src/build/steps/index.js';
+import { stepsFor } from '../../../src/build/build.js';
 import { convertsFromCache } from '../../../src/build/state.js';
 import { LayerStore } from '../../../src/cache/layers.js';
 import { removeStepDirs, runStep, stepContext } from '../../helpers/step-context.js';
@@ -29,8 +29,7 @@ describe('check layer cache', () => {
     const layers = h.ctx.state.layers!;
     expect(layers.cachedCount).toBe(0);
     expect(layers.plan.map((l) => Boolean(l.key))).toEqual([true, true]);
-    expect(h.ctx.state.resumedFromLayer).toBe(false);
-    expect(h.ctx.state.upToDate).toBeUndefined();
+    expect(h.ctx.state.plan!.resume).toEqual({ kind: 'fresh' });
     expect(h.driver.calls).toEqual([]);
 
     // The cleanup waits for the layers being copied.
@@ -90,7 +89,7 @@ describe('check layer cache: the final layer', () => {
     expect(h.events.filter((e) => e.type === 'provisioner-cached').map((e) => (e as { index: number }).index)).toEqual([0, 1]);
     expect(h.said('info')).toContain(`all 2 provisioners and the clean-up cached (layer ${cache.finalKey.slice(0, 12)}…); converting without booting`);
     expect(h.driver.methods()).toEqual(['imageInfo']);
-    const active = buildSteps.filter((s) => s.enabled?.(h.ctx) ?? true).map((s) => s.name);
+    const active = stepsFor(h.ctx).filter((s) => s.enabled?.(h.ctx) ?? true).map((s) => s.name);
     expect(active).toEqual(['fetch base image', 'check layer cache', 'prepare output directory', 'convert disk', 'write manifest and commit output']);
     // Claimed: the store's garbage collection leaves the final layer and its chain alone.
     expect(cache.store.inUse()).toEqual(new Set([cache.finalKey, ...cache.plan.map((l) => l.key!)]));
@@ -116,7 +115,7 @@ describe('check layer cache: the final layer', () => {
     let run = await runStep(layerCacheStep, h.ctx);
     expect(convertsFromCache(h.ctx)).toBe(false);
     expect(h.ctx.state.layers!.cachedCount).toBe(2);
-    expect(buildSteps.filter((s) => s.enabled?.(h.ctx) ?? true).map((s) => s.name)).toContain('launch QEMU');
+    expect(stepsFor(h.ctx).filter((s) => s.enabled?.(h.ctx) ?? true).map((s) => s.name)).toContain('launch QEMU');
     await run.cleanup!();
 
     const damaged = await filledCache();

@@ -1,0 +1,96 @@
+/**
+ * The layer-cache step's use of a shared remote cache (src/cache/remote): pulling a build's final disk
+ * (checked by digest, then published into the local store like any layer) and sharing the final disk
+ * this build saved. What is shared is the final disk only, made self-contained on the base image (a
+ * copy rebased onto it): intermediate layers are disks before kiln's clean-up and may hold what the
+ * provisioners wrote and the build key, and VM states hold the guest's RAM; neither leaves the machine.
+ */
+import { rmSync } from 'node:fs';
+import path from 'node:path';
+import { execa } from 'execa';
+import type { BuildContext } from './state.js';
+import type { LayerMeta, LayerStore } from '../cache/layers.js';
+import type { BuildPlan } from '../cache/plan.js';
+import type { RemoteCache } from '../cache/remote/protocol.js';
+import { diesWithKiln } from '../qemu/process.js';
+import { formatBytes } from '../template/units.js';
+import { formatDuration } from '../template/units.js';
+
+type Base = NonNullable<BuildContext['state']['base']>;
+const short = (key: string) => key.slice(0, 12);
+
+/**
+ * Whether this build may use the remote cache: names in the store are keyed with the shared secret,
+ * and without one a template with sensitive values would put guessable digests of them in the bucket.
+ */
+export function remoteFor(ctx: BuildContext): RemoteCache | undefined {
+  const remote = ctx.options.remoteCache;
+  if (!remote) return undefined;
+  const sensitive = ctx.template.variables.sensitive.size > 0 || ctx.template.variables.secrets.length > 0;
+  if (sensitive && !remote.keyed) {
+    ctx.log(`remote cache: not used for this build: its template has sensitive values, and without a shared secret the layer names in ${remote.location} could be used to test guesses at them\n  fix: give every builder the same secret file (--cache-remote-secret-file FILE)`, 'warn');
+    return undefined;
+  }
+  return remote;
+}
+
+/**
+ * Pulls what the plan found only remotely (the final disk) into the local store. True when it is
+ * there now; false on a miss (already said why), and the build plans again from the local store.
+ */
+export async function pullFromRemote(ctx: BuildContext, store: LayerStore, remote: RemoteCache, plan: BuildPlan, base: Base): Promise<boolean> {
+  if (plan.resume.kind !== 'fromFinalLayer' || !plan.final || base.kind !== 'disk') return false;
+  const started = performance.now();
+  const finalKey = plan.final.key;
+  const pulled = await remote.pullChain([{ key: finalKey, kind: 'final' }], base.sha256, () => path.join(ctx.state.workDir, 'remote-final.qcow2'), ctx.signal);
+  if (!pulled) {
+    ctx.log(`remote cache: the final disk ${short(finalKey)} could not be pulled from ${remote.location}; building it here`, 'warn');
+    return false;
+  }
+  const { record, file } = pulled[0]!;
+  try {
+    const baseName = await store.ensureBase(base.path, base.sha256, base.format);
+    await store.publish(finalKey, file, { name: baseName, format: base.format }, {
+      parent: null, build: ctx.build.name, template: ctx.template.file, provisioner: 0,
+      description: `final disk (from ${remote.location}, built by ${record.builder})`, final: record.final,
+    }, ctx.signal);
+  } finally {
+    rmSync(file, { force: true });
+  }
+  plan.final.local = true;
+  const ms = performance.now() - started;
+  ctx.state.timings['remote cache pull'] = ms;
+  ctx.log(`remote cache: pulled the final disk ${short(finalKey)} (blob ${short(record.digest)}, ${formatBytes(record.size)}, built by ${record.builder}) from ${remote.location} in ${formatDuration(ms)}`);
+  return true;
+}
+
+/**
+ * After a layer was saved locally: shares it when it is the final disk. The copy is rebased onto the
+ * base image in the store (so it needs no layer below it), uploaded, read back and checked; only then
+ * is the record written. A failure is a warning: the build itself is fine.
+ */
+export async function pushToRemote(ctx: BuildContext, store: LayerStore, remote: RemoteCache, meta: LayerMeta, base: Base): Promise<void> {
+  if (!meta.final || remote.readonly) return;
+  if (base.kind !== 'disk') { ctx.log('remote cache: the final disk of an ISO build is not shared (it has no base image to back onto)', 'debug'); return; }
+  if (await remote.has(meta.key, 'final', ctx.signal)) {
+    ctx.log(`remote cache: ${remote.location} holds the final disk ${short(meta.key)} already`, 'debug');
+    return;
+  }
+  const started = performance.now();
+  // In the store, so the layer's store-relative backing names resolve; swept as .tmp-<pid> if kiln dies.
+  const tmp = path.join(store.dir, `${meta.key}.remote.tmp-${process.pid}`);
+  try {
+    await execa(...diesWithKiln('cp', ['--sparse=always', '--reflink=auto', store.layerFile(meta.key), tmp]), { cancelSignal: ctx.signal });
+    const baseName = await store.ensureBase(base.path, base.sha256, base.format);
+    await ctx.driver.rebase(tmp, { name: baseName, format: base.format }, ctx.signal);
+    const record = await remote.push(meta.key, 'final', tmp, { parent: null, base: base.sha256, baseFormat: base.format, final: meta.final, description: meta.description }, ctx.signal);
+    const ms = performance.now() - started;
+    ctx.state.timings['remote cache push'] = ms;
+    ctx.log(`remote cache: shared the final disk ${short(meta.key)} (blob ${short(record.digest)}, ${formatBytes(record.size)}) to ${remote.location} in ${formatDuration(ms)}`);
+  } catch (e) {
+    if (!ctx.signal.aborted) ctx.log(`remote cache: could not share the final disk ${short(meta.key)} to ${remote.location}: ${(e as Error).message}`, 'warn');
+    else throw e;
+  } finally {
+    rmSync(tmp, { force: true });
+  }
+}
