@@ -6,9 +6,7 @@
 import { lstatSync, readdirSync, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { BuildConfig, Provisioner } from '../template/schema.js';
-import { appliesTo } from '../template/provisioners.js';
-import { isConfigManagement } from '../template/schema-config-management.js';
-import { configManagementInputs } from '../cache/config-management-inputs.js';
+import { appliesTo, kindOf } from '../template/provisioner-kinds/index.js';
 import { fileDigests } from '../cache/digest.js';
 
 export interface InputFile {
@@ -46,23 +44,9 @@ function filesUnder(p: string, follow: boolean, seen: Set<string> = new Set(), t
   return out;
 }
 
-/** Where an uploaded file lands: the SSH upload's rules ("dir/" takes a file by its name; "src/" copies a folder's contents). */
-function guestPathOf(source: string, destination: string, rel: string): string {
-  if (!rel) return destination.endsWith('/') ? destination + path.basename(source) : destination;
-  const target = source.endsWith('/') ? destination : path.posix.join(destination, path.basename(source));
-  return path.posix.join(target, rel);
-}
-
+/** What a provisioner reads on the host, as its kind lists it (with where each file lands in the guest). */
 function provisionerFiles(p: Provisioner): { role: string; host: string; guest?: (rel: string) => string; follow: boolean }[] {
-  // A script goes to remote_folder under a random name, runs, and is removed: recorded by its own name there.
-  if (p.type === 'shell') return (p.script ? [p.script] : p.scripts ?? []).map((host) => ({ role: 'script', host, guest: () => path.posix.join(p.remote_folder, path.basename(host)), follow: true }));
-  if (p.type === 'file' && p.direction === 'upload' && p.source !== undefined) {
-    const { source, destination } = p;
-    return [{ role: 'upload', host: source, guest: (rel) => guestPathOf(source, destination, rel), follow: false }];
-  }
-  if (p.type === 'shell-local' && p.script) return [{ role: 'shell-local script', host: p.script, follow: true }];
-  if (isConfigManagement(p)) return configManagementInputs(p).map((host) => ({ role: p.type, host, follow: true }));
-  return [];
+  return kindOf(p).hostInputs(p).map((i) => ({ role: i.role, host: i.path, guest: i.guest, follow: i.follow }));
 }
 
 /**

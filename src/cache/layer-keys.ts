@@ -8,10 +8,9 @@
 import { lstatSync, readdirSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
 import type { BuildConfig, Provisioner } from '../template/schema.js';
-import { appliesTo, describeProvisioner } from '../template/provisioners.js';
+import { appliesTo, describeProvisioner, kindOf } from '../template/provisioner-kinds/index.js';
 import { canonicalJson, digestOf, fileDigest } from './digest.js';
-import { isConfigManagement } from '../template/schema-config-management.js';
-import { configManagementInputDigests } from './config-management-inputs.js';
+import { treeDigest } from './tree-digest.js';
 import { kilnVersion } from '../version.js';
 
 /** Bumped when the layout of a layer or the meaning of a key changes: old layers then never match. */
@@ -34,25 +33,22 @@ export async function pathDigest(p: string): Promise<string> {
   return digestOf({ dir: entries, mode: st.mode & 0o7777 });
 }
 
-/** Local files a provisioner reads on the host; their content is part of its key. */
-export function provisionerInputs(p: Provisioner): string[] {
-  switch (p.type) {
-    case 'shell': return p.script ? [p.script] : p.scripts ?? [];
-    case 'file': return p.direction === 'upload' && p.source !== undefined ? [p.source] : [];
-    case 'shell-local': return p.script ? [p.script] : [];
-    case 'breakpoint': return [];
-    // Whole directory trees, digested by configManagementInputDigests (which leaves output directories out).
-    case 'ansible': case 'ansible-local': case 'puppet-masterless': return [];
-  }
+/**
+ * The digests of the local files a provisioner reads on the host (its kind lists them), in its order.
+ * A 'tree' input leaves the build's output directories out (a playbook's folder may hold them).
+ */
+export async function hostInputDigests(p: Provisioner, build: BuildConfig): Promise<string[]> {
+  const outputs = new Set([build.output_directory, ...build.outputs.map((o) => o.directory)].filter((d): d is string => d !== undefined));
+  const digests: string[] = [];
+  for (const input of kindOf(p).hostInputs(p)) digests.push(input.digest === 'tree' ? await treeDigest(input.path, outputs) : await pathDigest(input.path));
+  return digests;
 }
 
 /** Why a provisioner's result cannot come from the cache, or undefined when it can. */
 export function uncacheableReason(p: Provisioner): string | undefined {
   if (p.cache === true) return undefined;
   if (p.cache === false) return 'cache: false';
-  if (p.type === 'shell-local') return 'shell-local runs on the host (set cache: true if it only shapes the guest)';
-  if (p.type === 'file' && p.direction === 'download') return 'a file download writes to the host (set cache: true to cache anyway)';
-  return undefined;
+  return kindOf(p).uncacheable?.(p);
 }
 
 export async function sourceKey(build: BuildConfig, baseSha256: string): Promise<string> {
@@ -109,8 +105,7 @@ export async function planLayers(build: BuildConfig, rootKey: string): Promise<P
     if (reason) parent = undefined;
     if (!parent) { plan.push({ index: i, description, uncacheable: reason ?? 'an earlier provisioner is not cached' }); continue; }
     const definition = Object.fromEntries(Object.entries(p).filter(([k]) => !RUNTIME_ONLY_PROVISIONER_FIELDS.has(k)));
-    const files: string[] = isConfigManagement(p) ? await configManagementInputDigests(p, build) : [];
-    for (const f of provisionerInputs(p)) files.push(await pathDigest(f));
+    const files = await hostInputDigests(p, build);
     // Of the \${build.*} values a provisioner may use, only output_dir is stable yet not in the root key;
     // ports, addresses and the build key change every run and stay as written.
     const outputDir = canonicalJson(definition).includes('${build.output_dir}') ? build.output_directory : undefined;

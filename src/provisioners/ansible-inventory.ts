@@ -4,7 +4,7 @@
  * the security-relevant parts (host key checking stays on, secrets stay out of argv) are unit-tested.
  */
 import { stringify } from 'yaml';
-import type { AnsibleProvisioner } from '../template/schema-config-management.js';
+import type { AnsibleProvisioner } from '../template/provisioner-kinds/ansible.js';
 
 export interface AnsibleTarget {
   /** The VM's name in the inventory. */

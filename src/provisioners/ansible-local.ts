@@ -6,7 +6,7 @@
 import path from 'node:path';
 import type { ProvisionerContext } from './context.js';
 import { interpolateTree } from '../template/interpolate.js';
-import type { AnsibleLocalProvisioner } from '../template/schema-config-management.js';
+import type { AnsibleLocalProvisioner } from '../template/provisioner-kinds/ansible-local.js';
 import { collectionsSearchPath, localInventoryYaml, rolesSearchPath } from './ansible-inventory.js';
 import { AnsibleOutput, ansibleExitMeaning } from './ansible-output.js';
 import { galaxySections, sibling } from './ansible.js';

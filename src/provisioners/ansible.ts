@@ -14,7 +14,7 @@ import type { ProvisionerContext } from './context.js';
 import { need } from '../util/need.js';
 import { fingerprintOf } from '../communicator/keys.js';
 import { interpolateTree } from '../template/interpolate.js';
-import type { AnsibleProvisioner } from '../template/schema-config-management.js';
+import type { AnsibleProvisioner } from '../template/provisioner-kinds/ansible.js';
 import { ansibleArgv, ansibleEnv, inventoryYaml, knownHostsLine, publicKeyFromBlob, type AnsibleRunPaths } from './ansible-inventory.js';
 import { AnsibleOutput, ansibleExitMeaning } from './ansible-output.js';
 import { lastOutput, streamedOutput } from './streamed-output.js';

@@ -5,7 +5,7 @@ import { interpolateString } from '../template/interpolate.js';
 import { sshSession } from './context.js';
 import { throttleProgress } from '../communicator/stream-transfer.js';
 import { defaultMaxDownloadBytes, DownloadLimitError, templateSize } from '../communicator/download-guard.js';
-import { formatBytes, parseSize } from '../template/units.js';
+import { formatBytes } from '../template/units.js';
 
 /** At most this often a transfer-progress event (and the first and the last always). */
 const progressIntervalMs = 250;
@@ -32,7 +32,7 @@ async function transfer(ctx: ProvisionerContext, p: FileProvisioner, label: stri
   const progress = (direction: 'upload' | 'download', guestPath: string) => throttleProgress((done, total) =>
     ctx.events.emit({ type: 'transfer-progress', build: ctx.build.name, index, direction, path: guestPath, done, ...(total !== undefined ? { total } : {}) }), progressIntervalMs);
   if (p.direction === 'download') {
-    const maxBytes = p.max_size === undefined ? defaultMaxDownloadBytes : parseSize(p.max_size);
+    const maxBytes = p.max_size ?? defaultMaxDownloadBytes;
     await ssh.download(p.source!, p.destination, signal, progress('download', p.source!), maxBytes);
     ctx.log(`${label}: downloaded ${p.source} -> ${p.destination} (${ssh.lastTransferVia})`);
   } else if (p.content !== undefined) {

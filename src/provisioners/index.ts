@@ -1,41 +1,43 @@
 /** Runs one provisioner with its common options: only/except, pause_before, timeout, max_retries. */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ProvisionerContext } from './context.js';
-import type { Provisioner } from '../template/schema.js';
-import { parseDuration } from '../template/units.js';
+import { kindOf, type Provisioner, type ProvisionerOf, type ProvisionerType } from '../template/provisioner-kinds/index.js';
 import { runShell } from './shell.js';
 import { runFile } from './file.js';
 import { runShellLocal } from './shell-local.js';
+import { runBreakpoint } from './breakpoint.js';
 import { runAnsible } from './ansible.js';
 import { runAnsibleLocal } from './ansible-local.js';
 import { runPuppetMasterless } from './puppet-masterless.js';
 import { VmLostError, watchVm } from './vm-watch.js';
-import { abortable } from '../util/abort.js';
 
 // What a provisioner is and whether it applies are template facts (the layer cache's keys need them
 // too); re-exported for the build steps.
-export { appliesTo, describeProvisioner } from '../template/provisioners.js';
+export { appliesTo, describeProvisioner } from '../template/provisioner-kinds/index.js';
 
-async function runOnce(ctx: ProvisionerContext, p: Provisioner, label: string, signal: AbortSignal): Promise<void> {
-  switch (p.type) {
-    case 'shell': return runShell(ctx, p, label, signal);
-    case 'file': return runFile(ctx, p, label, signal);
-    case 'shell-local': return runShellLocal(ctx, p, label, signal);
-    case 'ansible': return runAnsible(ctx, p, label, signal);
-    case 'ansible-local': return runAnsibleLocal(ctx, p, label, signal);
-    case 'puppet-masterless': return runPuppetMasterless(ctx, p, label, signal);
-    case 'breakpoint':
-      if (p.disable || !ctx.options.prompt) { ctx.log(`${label}: skipped (no terminal or disabled)`, 'debug'); return; }
-      // Waiting for a key starts nothing that could run on: it just stops waiting.
-      await abortable(ctx.options.prompt(`breakpoint: ${p.note} — press Enter to continue `), signal);
-  }
+/** What one kind does when it runs: `signal` fires on an interrupt or at the provisioner's timeout. */
+type Run<P> = (ctx: ProvisionerContext, p: P, label: string, signal: AbortSignal) => Promise<void>;
+
+/** One runner per kind of src/template/provisioner-kinds/ (the compiler holds the two lists together). */
+export const runners: { [T in ProvisionerType]: Run<ProvisionerOf<T>> } = {
+  shell: runShell,
+  file: runFile,
+  'shell-local': runShellLocal,
+  breakpoint: runBreakpoint,
+  ansible: runAnsible,
+  'ansible-local': runAnsibleLocal,
+  'puppet-masterless': runPuppetMasterless,
+};
+
+function runOnce(ctx: ProvisionerContext, p: Provisioner, label: string, signal: AbortSignal): Promise<void> {
+  return (runners[p.type] as Run<Provisioner>)(ctx, p, label, signal);
 }
 
 export async function runProvisioner(ctx: ProvisionerContext, p: Provisioner, index: number): Promise<void> {
   const label = `provisioner ${index + 1}`;
-  if (p.pause_before) await sleep(parseDuration(p.pause_before), undefined, { signal: ctx.signal });
+  if (p.pause_before) await sleep(p.pause_before, undefined, { signal: ctx.signal });
   for (let attempt = 0; ; attempt++) {
-    const vm = watchVm(ctx, label, p.type === 'shell' && p.expect_disconnect);
+    const vm = watchVm(ctx, label, kindOf(p).expectsDisconnect?.(p) ?? false);
     try {
       await vm.during(withTimeout(ctx.signal, p.timeout, label, (signal) => runOnce(ctx, p, label, signal)));
       return;
@@ -55,13 +57,19 @@ export async function runProvisioner(ctx: ProvisionerContext, p: Provisioner, in
  * killed in the guest) and has ended when this rejects, so a retry never runs beside the attempt
  * before it.
  */
-async function withTimeout<T>(interrupt: AbortSignal, timeout: string | number | undefined, label: string, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
-  if (timeout === undefined) return work(interrupt);
+async function withTimeout<T>(interrupt: AbortSignal, timeoutMs: number | undefined, label: string, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  if (timeoutMs === undefined) return work(interrupt);
   const timedOut = new AbortController();
-  const timer = setTimeout(() => timedOut.abort(new Error(`${label} timed out after ${timeout}`)), parseDuration(timeout));
+  const timer = setTimeout(() => timedOut.abort(new Error(`${label} timed out after ${shortDuration(timeoutMs)}`)), timeoutMs);
   try {
     return await work(AbortSignal.any([interrupt, timedOut.signal]));
   } finally {
     clearTimeout(timer);
   }
+}
+
+/** A timeout as a template writes it: "5m", "20s", "1500ms". */
+function shortDuration(ms: number): string {
+  if (ms >= 60_000 && ms % 60_000 === 0) return `${ms / 60_000}m`;
+  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
 }

@@ -8,7 +8,7 @@ import { statSync } from 'node:fs';
 import path from 'node:path';
 import type { ProvisionerContext } from './context.js';
 import { interpolateTree } from '../template/interpolate.js';
-import type { PuppetMasterlessProvisioner } from '../template/schema-config-management.js';
+import type { PuppetMasterlessProvisioner } from '../template/provisioner-kinds/puppet-masterless.js';
 import { shellEnv } from './context.js';
 import { withGuestStaging } from './guest-staging.js';
 import { shellQuote as quote } from '../communicator/remote-command.js';

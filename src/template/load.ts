@@ -17,7 +17,7 @@ import { outputDirectoryProblems, protectedPlaces } from './output-directories.j
 import { resolveBuildPaths } from './paths.js';
 import { qemuArgsProblems, smbiosType1Switch } from './qemu-args.js';
 import { memoryFit } from '../qemu/memory.js';
-import { isConfigManagement } from './schema-config-management.js';
+import { withoutCommunicatorProblems } from './provisioner-kinds/index.js';
 import { knownKeysAt, packerSourceAliases, templateSchema, variableName, variableSchema, type Template } from './schema.js';
 import { resolveVariables, type ResolvedVariables, type VariableInputs } from './variables.js';
 import { isPackerTemplate, packerLines, readPackerTemplate } from './packer/index.js';
@@ -276,11 +276,8 @@ function checkResolved(
         fix: 'set cloud_init: { delivery: cdrom }, or drop that -smbios switch',
       });
     }
-    if (s.communicator.type === 'none' && b.provisioners.some((p) => p.type === 'shell' || p.type === 'file')) {
-      problems.push({ path: [...at, 'communicator'], message: 'shell and file provisioners need a communicator, but it is "none"', fix: 'set communicator.type to ssh, or remove those provisioners' });
-    }
-    if (s.communicator.type === 'none' && b.provisioners.some(isConfigManagement)) {
-      problems.push({ path: [...at, 'communicator'], message: 'ansible, ansible-local and puppet-masterless provisioners reach the guest over SSH, but the communicator is "none"', fix: 'set communicator.type to ssh, or remove those provisioners' });
+    if (s.communicator.type === 'none') {
+      for (const message of withoutCommunicatorProblems(b.provisioners)) problems.push({ path: [...at, 'communicator'], message, fix: 'set communicator.type to ssh, or remove those provisioners' });
     }
     // An ISO install gets the build key through its answers file (${build.ssh_public_key}).
     if (s.cloud_init === false && s.iso === undefined && s.communicator.type === 'ssh' && !s.communicator.private_key_file && !s.communicator.password) {

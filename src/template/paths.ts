@@ -8,9 +8,8 @@ import path from 'node:path';
 import type { FieldProblem } from './errors.js';
 import type { BuildInput } from './output-directories.js';
 import type { BuildConfig } from './schema.js';
-import { isConfigManagement, resolveConfigManagementPaths } from './schema-config-management.js';
+import { kindOf } from './provisioner-kinds/index.js';
 import { isHttpUrl } from '../util/url.js';
-
 
 type Kind = 'file' | 'dir' | 'any';
 
@@ -45,21 +44,10 @@ export function resolveBuildPaths(b: BuildConfig, at: (string | number)[], dir: 
   if (b.sign) b.sign.key = existing(b.sign.key, ['sign', 'key'], 'file');
   b.output_directory = resolve(b.output_directory ?? `output/${b.name}`);
   for (const o of b.outputs) if (o.directory) o.directory = resolve(o.directory);
-  b.provisioners.forEach((p, j) => {
-    const field = ['provisioners', j];
-    if (p.type === 'shell') {
-      if (p.script) p.script = existing(p.script, [...field, 'script'], 'file');
-      if (p.scripts) p.scripts = p.scripts.map((sc, k) => existing(sc, [...field, 'scripts', k], 'file'));
-    } else if (p.type === 'file' && p.direction === 'upload' && p.source !== undefined) {
-      p.source = existing(p.source, [...field, 'source'], 'any');
-    } else if (p.type === 'file' && p.direction === 'download') {
-      p.destination = resolve(p.destination);
-    } else if (p.type === 'shell-local' && p.script) {
-      p.script = existing(p.script, [...field, 'script'], 'file');
-    } else if (isConfigManagement(p)) {
-      resolveConfigManagementPaths(p, (written, name, kind) => existing(written, [...field, ...name], kind));
-    }
-  });
+  b.provisioners.forEach((p, j) => kindOf(p).resolvePaths(p, {
+    existing: (written, field, kind) => existing(written, ['provisioners', j, ...field], kind),
+    resolve,
+  }));
   b.post_processors.forEach((p, j) => {
     if (p.type === 'shell-local' && p.script) p.script = existing(p.script, ['post_processors', j, 'script'], 'file');
   });

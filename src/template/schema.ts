@@ -5,7 +5,9 @@
 import { z } from 'zod';
 import { parseDuration, parseSize } from './units.js';
 import { BootCommandError, parseBootCommand } from '../bootcommand/parse.js';
-import { ansibleFields, ansibleLocalFields, puppetMasterlessFields } from './schema-config-management.js';
+import { provisionerSchema } from './provisioner-kinds/index.js';
+import { envMap } from './provisioner-kinds/common.js';
+import { hostCommandFields } from './provisioner-kinds/shell-local.js';
 import { checkPublishTargets, publishList } from './schema-publish.js';
 import { closest } from './errors.js';
 
@@ -77,97 +79,8 @@ const cloudInit = z.strictObject({
   wait: z.boolean().default(true),
 });
 
-const provisionerCommon = {
-  pause_before: duration.optional(),
-  timeout: duration.optional(),
-  max_retries: z.number().int().min(0).default(0),
-  only: z.array(z.string()).optional(),
-  except: z.array(z.string()).optional(),
-  /**
-   * Layer cache: false makes this provisioner (and every later one) run on each build. Unset means
-   * cached, except shell-local and file downloads, whose effects are on the host, not in the disk.
-   */
-  cache: z.boolean().optional(),
-};
-
-/** A name `sh` can export: anything else fails only when the command runs, after the VM booted. */
-const envName = z.string().refine((v) => /^[A-Za-z_][A-Za-z0-9_]*$/.test(v), because(
-  'not an environment variable name', 'use letters, digits and "_", not starting with a digit, e.g. MY_SETTING',
-));
-const envMap = z.record(envName, z.union([z.string(), z.number(), z.boolean()])).default({});
-
-export const shellProvisioner = z.strictObject({
-  type: z.literal('shell'),
-  ...provisionerCommon,
-  inline: z.array(z.string()).optional(),
-  script: z.string().optional(),
-  scripts: z.array(z.string()).optional(),
-  env: envMap,
-  /** The interpreter line for inline commands [/bin/sh -e]: "/bin/bash -e" for bash-only commands. */
-  inline_shebang: z.string().optional(),
-  /** How the uploaded script is run; {{path}} and {{vars}} are replaced. */
-  execute_command: z.string().default('chmod +x {{path}}; {{vars}} {{path}}'),
-  remote_folder: z.string().default('/tmp'),
-  expect_disconnect: z.boolean().default(false),
-  valid_exit_codes: z.array(z.number().int()).default([0]),
-}).refine((p) => [p.inline, p.script, p.scripts].filter((x) => x !== undefined).length === 1, because(
-  'a shell provisioner needs exactly one of "inline", "script" or "scripts"',
-  'keep one of them; to run both, use two shell provisioners',
-));
-
-export const fileProvisioner = z.strictObject({
-  type: z.literal('file'),
-  ...provisionerCommon,
-  source: z.string().optional(),
-  content: z.string().optional(),
-  destination: z.string(),
-  direction: z.enum(['upload', 'download']).default('upload'),
-  /** A download writes at most this much to the host (a file, or a folder's files together) [10G]. */
-  max_size: size.optional(),
-}).refine((p) => p.direction === 'download' || p.destination.startsWith('/') || /^[A-Za-z]:[\\/]/.test(p.destination), { // C:/ on a Windows guest with OpenSSH
-  // On the guest's side, where a relative path would depend on the SFTP server's idea of "here".
-  ...because('an upload\'s destination is a path in the guest, and it must be absolute', 'write an absolute guest path, e.g. destination: /tmp/motd'),
-  path: ['destination'],
-}).refine((p) => (p.source === undefined) !== (p.content === undefined), because(
-  'a file provisioner needs exactly one of "source" or "content"',
-  'keep "source" to copy a file, or "content" to write the given text',
-)).refine((p) => !(p.direction === 'download' && p.content !== undefined), because(
-  '"content" only makes sense for uploads',
-  'downloads need "source" (the guest path): replace "content" with it',
-)).refine((p) => p.direction === 'download' || p.max_size === undefined, {
-  ...because('"max_size" bounds what a download writes to the host', 'remove max_size from this upload, or set direction: download'),
-  path: ['max_size'],
-});
-
-/** shell-local's own fields: the interpreter line for inline commands [/bin/sh -e], and the folder it runs in [the template's]. */
-const hostCommandFields = { inline_shebang: z.string().optional(), working_directory: z.string().optional() };
-
-export const shellLocalProvisioner = z.strictObject({
-  type: z.literal('shell-local'),
-  ...provisionerCommon,
-  inline: z.array(z.string()).optional(),
-  script: z.string().optional(),
-  env: envMap,
-  ...hostCommandFields,
-  valid_exit_codes: z.array(z.number().int()).default([0]),
-}).refine((p) => (p.inline === undefined) !== (p.script === undefined), because(
-  'a shell-local provisioner needs exactly one of "inline" or "script"',
-  'keep one of them; to run both, use two shell-local provisioners',
-));
-
-export const breakpointProvisioner = z.strictObject({
-  type: z.literal('breakpoint'),
-  ...provisionerCommon,
-  note: z.string().default('breakpoint'),
-  disable: z.boolean().default(false),
-});
-
-export const provisionerSchema = z.discriminatedUnion('type', [
-  shellProvisioner, fileProvisioner, shellLocalProvisioner, breakpointProvisioner,
-  z.strictObject({ type: z.literal('ansible'), ...provisionerCommon, ...ansibleFields }),
-  z.strictObject({ type: z.literal('ansible-local'), ...provisionerCommon, ...ansibleLocalFields }),
-  z.strictObject({ type: z.literal('puppet-masterless'), ...provisionerCommon, ...puppetMasterlessFields }),
-]);
+/** The provisioner kinds (provisioner-kinds/, one module each) give the provisioner schema. */
+export { provisionerSchema };
 
 export const outputFormats = ['qcow2', 'raw', 'vmdk', 'vhdx', 'vhd', 'ova', 'vagrant', 'gce'] as const;
 export const outputSchema = z.strictObject({

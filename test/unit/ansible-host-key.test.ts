@@ -14,7 +14,7 @@ import { generateKeyPair } from '../../src/communicator/keys.js';
 import { ansibleArgv, ansibleEnv, inventoryYaml, knownHostsLine } from '../../src/provisioners/ansible-inventory.js';
 import { AnsibleOutput } from '../../src/provisioners/ansible-output.js';
 import { stopControlMasters } from '../../src/provisioners/ansible.js';
-import type { AnsibleProvisioner } from '../../src/template/schema-config-management.js';
+import type { AnsibleProvisioner } from '../../src/template/provisioner-kinds/ansible.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-unit-ansible-'));
 const hostKey = generateKeyPair('guest-host-key');

@@ -1,6 +1,6 @@
 // The file provisioner's max_size (src/template/schema.ts): a size, for downloads only.
 import { describe, expect, it } from 'vitest';
-import { fileProvisioner } from '../../src/template/schema.js';
+import { fileSchema as fileProvisioner } from '../../src/template/provisioner-kinds/file.js';
 
 describe('file provisioner max_size', () => {
   const download = { type: 'file', source: '/var/log/build.log', destination: 'logs/', direction: 'download' };

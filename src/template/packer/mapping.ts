@@ -10,6 +10,7 @@ import { GoTemplateError, hclBuildContext, renderGoTemplate } from './gotemplate
 import type { Field, PackerBuild, PackerProblem, PackerStep, PackerTemplate, Where } from './model.js';
 import { hasUrlScheme } from '../../util/url.js';
 import { mapQemuArgs } from './qemu-args-mapping.js';
+import { isProvisionerType, listed, provisionerKinds, provisionerTypes } from '../provisioner-kinds/index.js';
 
 export interface MappedTemplate {
   /** A tree of kiln's template shape (what a kiln YAML file would hold). */
@@ -489,71 +490,13 @@ function mapStep(
 use_linux_pathing: 'kiln runs on Linux', keep_input_artifact: 'kiln keeps the artifacts it wrote',
     only_on: 'kiln runs on Linux',
   };
-  switch (p.type) {
-    case 'shell':
-      common();
-      r.inline = strs('inline'); r.script = str('script'); r.scripts = strs('scripts')?.map(abs);
-      if (r.script) r.script = abs(r.script as string);
-      r.inline_shebang = shebang();
-      r.env = env();
-      r.execute_command = str('execute_command', true);
-      r.remote_folder = str('remote_folder');
-      { const rp = take('remote_path'); if (rp) problem('remote_path', 'kiln names the uploaded script itself', 'set remote_folder instead'); }
-      { const ed = take('expect_disconnect'); if (ed) r.expect_disconnect = ed.value === true; }
-      { const ve = take('valid_exit_codes'); if (ve && Array.isArray(ve.value)) r.valid_exit_codes = ve.value.map(Number); }
-      break;
-    case 'file': {
-      common();
-      // Packer copies `source` and then each of `sources` to the destination ("dir/" for a folder).
-      const srcs = [str('source'), ...strs('sources') ?? []].filter((x) => x !== undefined);
-      const direction = str('direction') ?? 'upload';
-      r.direction = direction;
-      r.source = srcs[0] === undefined ? undefined : direction === 'upload' ? abs(srcs[0]) : srcs[0];
-      r.content = str('content');
-      const dest = str('destination');
-      r.destination = dest === undefined ? undefined : direction === 'download' ? abs(dest) : dest;
-      if (srcs.length > 1 && !(dest ?? '').endsWith('/')) problem('sources', `${srcs.length} sources go into one destination, "${dest ?? ''}", which is not a folder`, 'end destination with "/" (Packer needs that too: each source goes into the folder)');
-      for (const s of srcs.slice(1)) more.push({ ...r, source: direction === 'upload' ? abs(s) : s });
-      break;
-    }
-    case 'shell-local': {
-      if (kind === 'provisioner') common();
-      r.inline = strs('inline');
-      const scripts = strs('scripts');
-      const script = str('script') ?? (scripts?.length === 1 ? scripts[0] : undefined);
-      if (scripts && scripts.length > 1) problem('scripts', 'kiln\'s shell-local runs one script', 'write one shell-local per script');
-      if (script) r.script = abs(script);
-      const cmd = str('command');
-      if (cmd) r.inline = [...(r.inline as string[] | undefined ?? []), cmd];
-      r.inline_shebang = shebang();
-      // Packer runs shell-local in the folder it was started in; kiln YAML's default is the template's folder.
-      r.working_directory = process.cwd();
-      r.env = env();
-      { const ve = take('valid_exit_codes'); if (ve && Array.isArray(ve.value)) r.valid_exit_codes = ve.value.map(Number); }
-      { const ec = take('execute_command'); if (ec) problem('execute_command', 'kiln runs shell-local commands with /bin/sh', 'remove execute_command'); }
-      break;
-    }
-    case 'breakpoint':
-      common();
-      r.note = str('note');
-      { const d = take('disable'); if (d) r.disable = d.value === true; }
-      break;
-    case 'ansible': case 'ansible-local': case 'puppet-masterless':
-      // kiln's fields for these are Packer's own names: pass them on; kiln's schema checks them.
-      for (const [k, f] of fields) { used.add(k); r[k] = runtime(f.value, f, k, k === 'execute_command'); }
-      // Packer's ansible_env_vars is a list of "NAME=value"; kiln's is a map.
-      if (Array.isArray(r.ansible_env_vars) && r.ansible_env_vars.every((e) => typeof e === 'string' && e.indexOf('=') > 0)) {
-        r.ansible_env_vars = Object.fromEntries((r.ansible_env_vars as string[]).map((e) => [e.slice(0, e.indexOf('=')), e.slice(e.indexOf('=') + 1)]));
-      }
-      for (const k of ['playbook_file', 'playbook_dir', 'manifest_file', 'module_paths', 'hiera_config_path', 'inventory_directory']) {
-        if (typeof r[k] === 'string') r[k] = abs(r[k] as string);
-      }
-      break;
-    default:
-      if (windowsProvisioners.has(p.type)) out.windows.push({ at: p.at, what: p.type });
-      else out.problems.push({ at: p.at, field: label, message: `kiln has no "${p.type}" provisioner`, fix: 'kiln runs shell, file, shell-local, breakpoint, ansible, ansible-local and puppet-masterless provisioners' });
-      return [];
+  // Packer's provisioner types are kiln's kind names: each kind maps its own fields (provisioner-kinds/).
+  if (!isProvisionerType(p.type)) {
+    if (windowsProvisioners.has(p.type)) out.windows.push({ at: p.at, what: p.type });
+    else out.problems.push({ at: p.at, field: label, message: `kiln has no "${p.type}" provisioner`, fix: `kiln runs ${listed(provisionerTypes)} provisioners` });
+    return [];
   }
+  provisionerKinds[p.type].fromPacker({ kind, r, more, fields, take, str, strs, env, shebang, common, problem, abs, runtime });
   for (const [k, f] of fields) {
     if (used.has(k)) continue;
     if (Object.hasOwn(cosmeticStep, k)) out.notes.push(`${f.at.file}:${f.at.line}: ${label}.${k}: ignored: ${cosmeticStep[k]}`);
