@@ -13,6 +13,7 @@ TEST_PACKAGES=(
   shellcheck                               # make lint-shell: the guest shell scripts
   stress-ng                                # make bench BENCH_LOAD: the fixed background load beside kiln and Packer
   time                                     # make bench: /usr/bin/time counts each tool's CPU-seconds
+  slurmctld slurmd slurm-client munge      # many-machines e2e: a two-node Slurm cluster in a temp dir (test/helpers/servers/slurm.ts)
 )
 # Installed with their Recommends, as the publish tests were run against them: Glance's Python
 # stack is large, and a server that fails to start for want of a recommended module would only show
