@@ -10,6 +10,7 @@ import path from 'node:path';
 import cliProgress from 'cli-progress';
 import type { Manifest, PublishedRecord } from '../artifacts/manifest.js';
 import { LayerStore } from '../cache/layers.js';
+import type { BuildEvent } from '../ui/events.js';
 import { publishTargetName, publishTargetSchema, publishTimeouts, type PublishTarget } from '../template/schema-publish.js';
 import { checkSize } from './integrity.js';
 import { cleartextWarning, safeUrl, scrubUrls } from './redact.js';
@@ -54,6 +55,22 @@ export interface PublishOptions {
 }
 
 export class PublishFailed extends Error {}
+
+/** A target's record as the `published` event `kiln build` and `kiln publish --events=json` emit: no credentials, no settings. */
+export function publishedEvent(build: string, r: PublishedRecord): Extract<BuildEvent, { type: 'published' }> {
+  return {
+    type: 'published', build, target: r.target, targetType: r.type, ok: r.status === 'published',
+    ...(r.location ? { location: r.location } : {}), ...(r.id ? { id: r.id } : {}),
+    ...(r.remote_digest ? { remoteDigest: r.remote_digest } : {}),
+    ...(r.status === 'published' ? { unchanged: !!r.unchanged, bytesSent: r.bytes_sent ?? 0, ms: r.duration_ms ?? 0 } : {}),
+    ...(r.error ? { error: r.error } : {}),
+  };
+}
+
+/** The line a published target gets in the log: where the image is, and whether anything was sent. */
+export function publishedLine(r: PublishedRecord): string {
+  return `publish ${r.target}: ${r.unchanged ? 'already there' : 'published'} ${r.location ?? ''}${r.id ? ` (${r.id})` : ''} in ${r.duration_ms ?? 0} ms`;
+}
 
 /** The artifact a target uploads: the uncompressed one of its format. */
 export function artifactFor(manifest: Manifest, target: PublishTarget, manifestFile: string): PublishArtifact {
@@ -202,7 +219,7 @@ export async function publishManifest(manifestFile: string, targets: PublishTarg
       const artifact = artifactFor(manifest, t, manifestFile);
       checkSize(artifact);
       const ctx: PublishContext = {
-        signal: opts.signal, env: opts.env ?? process.env, build: manifest.build, uefi,
+        signal: opts.signal, env: opts.env ?? process.env, build: manifest.build, uefi, arch: manifest.arch ?? 'x86_64',
         log: (m) => log(`publish ${name}: ${m}`), progress: reporter.progress,
         timeouts: publishTimeouts(t),
         credentialsTo: credentialGate({ ...opts, log }, name, warned, manifestFile),
@@ -216,7 +233,7 @@ export async function publishManifest(manifestFile: string, targets: PublishTarg
         unchanged: r.unchanged, bytes_sent: r.bytes_sent, duration_ms: ms, published_at: new Date().toISOString(),
         config: t as unknown as Record<string, unknown>, ...(uefi ? { uefi } : {}),
       };
-      if (!opts.onResult) log(`publish ${name}: ${r.unchanged ? 'already there' : 'published'} ${safeUrl(r.location)}${r.id ? ` (${r.id})` : ''} in ${ms} ms`);
+      if (!opts.onResult) log(publishedLine(records[i]!));
     } catch (e) {
       reporter.stop();
       if (opts.signal.aborted) {

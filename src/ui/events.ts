@@ -39,6 +39,8 @@ export type BuildEvent =
   | { type: 'artifact'; build: string; path: string; format: string; size: number; sha256: string; reused?: boolean }
   /** A publish target's outcome (no credentials: where the image lives, its digest, bytes sent). */
   | { type: 'published'; build: string; target: string; targetType: string; ok: boolean; location?: string; id?: string; remoteDigest?: string; unchanged?: boolean; bytesSent?: number; ms?: number; error?: string }
+  /** `kiln publish`'s outcome once every selected target ran (each also has its `published` event); `error` as printed. */
+  | { type: 'publish-end'; build: string; ok: boolean; ms: number; error?: string }
   /** `peakRssBytes`: the peak resident memory of the process running the build (kiln's own, not QEMU's or qemu-img's). */
   | { type: 'build-end'; build: string; ok: boolean; ms: number; error?: string; outputDirectory?: string; peakRssBytes: number };
 

@@ -37,7 +37,7 @@ const manifestFile = path.join(out, 'manifest.json');
 let built: Awaited<ReturnType<typeof kiln>>;
 const templateFile = path.join(dir, 'pub.yaml');
 let templateText: string;
-type PublishedEvent = { type: 'published'; target: string; ok: boolean; unchanged?: boolean; bytesSent?: number; location?: string; remoteDigest?: string };
+type PublishedEvent = { type: 'published'; build: string; target: string; ok: boolean; unchanged?: boolean; bytesSent?: number; location?: string; remoteDigest?: string; error?: string };
 const publishedEvents = (r: Awaited<ReturnType<typeof kiln>>) => r.events.filter((e) => e.type === 'published') as PublishedEvent[];
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
@@ -162,10 +162,18 @@ describe('publish to four local servers', () => {
     expect(record('glance').remote_digest).toBe(`sha512:${createHash('sha512').update(data).digest('hex')}`);
   }, 120_000);
 
-  it('kiln publish of the same manifest again sends nothing', async () => {
+  it('kiln publish of the same manifest again sends nothing; --events=json gives the build\'s published events and an end', async () => {
     // The S3 endpoint comes from the manifest: confirmed; Azure's comes from the connection string.
-    const r = await kiln(['publish', '--allow-host', new URL(s3.url).host, manifestFile], env);
+    const r = await kiln(['publish', '--events=json', '--allow-host', new URL(s3.url).host, manifestFile], env);
     expect(r.exitCode, r.stderr).toBe(0);
+    // The same events `kiln build --events=json` emits for its publish step, one per target, then the outcome.
+    expect(publishedEvents(r).map((e) => [e.build, e.target, e.ok, e.unchanged, e.bytesSent])).toEqual(['s3', 'azure', 'oci', 'glance'].map((t) => ['pub', t, true, true, 0]));
+    expect(r.events.at(-1)).toMatchObject({ type: 'publish-end', build: 'pub', ok: true });
+    expect(r.events.some((e) => e.type === 'log' && String(e.message).startsWith('publish s3: sending credentials from AWS_ACCESS_KEY_ID'))).toBe(true);
+    expect(r.stdout.split('\n').filter(Boolean).every((l) => l.startsWith('{"type"'))).toBe(true);
+    expect(r.stdout).not.toMatch(/S3RVER|AccountKey|Eby8vdM0/);
+    // The human lines stay on stderr, as without --events.
+    expect(r.stderr).toMatch(/^publish s3: already there s3:\/\/images\/\S+ \(\w+\) in \d+ ms$/m);
     expect(r.stderr).toContain(`publish s3: sending credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY to S3 at ${new URL(s3.url).host}`);
     expect(r.stderr).toMatch(/publish azure: sending credentials from AZURE_STORAGE_CONNECTION_STRING to the Azure blob service at 127\.0\.0\.1:\d+/);
     // Loopback is not a network: no plain-http warning.
@@ -209,9 +217,11 @@ describe('publish to four local servers', () => {
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toMatch(/^error: publish target "azure": the storage account refused the key from AZURE_STORAGE_CONNECTION_STRING \(\w+\)$/m);
     expect(r.stderr).not.toContain('AccountKey');
-    const s = await kiln(['publish', manifestFile, '--only', 's3'], { ...env, AWS_SECRET_ACCESS_KEY: undefined as never });
+    const s = await kiln(['publish', manifestFile, '--only', 's3', '--events=json'], { ...env, AWS_SECRET_ACCESS_KEY: undefined as never });
     expect(s.exitCode).toBe(1);
     expect(s.stderr).toMatch(/^error: publish target "s3": AWS_SECRET_ACCESS_KEY is not set$/m);
+    expect(publishedEvents(s).map((e) => [e.target, e.ok, e.error])).toEqual([['s3', false, expect.stringContaining('AWS_SECRET_ACCESS_KEY is not set')]]);
+    expect(s.events.at(-1)).toMatchObject({ type: 'publish-end', ok: false, error: expect.stringContaining('publish target "s3": AWS_SECRET_ACCESS_KEY is not set') });
     expect(record('s3').status).toBe('failed');
   }, 120_000);
 
