@@ -15,10 +15,10 @@ import type { AirgapGuestNetwork, BuildContext, BuildOptions, BuildState, OnErro
 import { buildSteps, finishingScripts, outputDirStep, outputSteps, planSteps } from './steps/index.js';
 import { planBuild, type BuildPlan, type PlanOptions } from '../cache/plan.js';
 import type { Step } from './step.js';
+import { createBuildContext } from './context.js';
 import { markOwned, ownedWorkDirs } from './stale.js';
 import { isAlive } from '../util/pid.js';
 import { defaultCacheDir } from '../util/cache-dir.js';
-import type { Scalar } from '../template/interpolate.js';
 import { shellQuote } from '../qemu/argv.js';
 import { globToRegExp, isGlob } from '../util/glob.js';
 import { createDriver, type Driver, type DriverOptions } from '../qemu/driver.js';
@@ -66,23 +66,8 @@ export async function runBuild(
   markOwned(workDir);
   recordBuild(workDir, build.name, template.file);
   const state: BuildState = { workDir, startedAt: new Date(), artifacts: [], timings: {} };
-  const ctx: BuildContext = {
-    template, build, options, events, state, signal,
-    // build() makes one for all its builds from options.qemu; a direct caller (a test) gets the defaults.
-    driver: options.driver ?? createDriver(),
-    buildValues: () => {
-      const v: Record<string, Scalar> = { name: build.name, output_dir: build.output_directory! };
-      if (state.http) { v.http_ip = state.http.ip; v.http_port = state.http.port; v.http_url = state.http.url; }
-      if (state.buildKey) v.ssh_public_key = state.buildKey.publicKey;
-      if (build.source.communicator.type === 'ssh') v.ssh_username = build.source.communicator.username;
-      if (state.sshHostPort) { v.ssh_host = '127.0.0.1'; v.ssh_port = state.sshHostPort; }
-      // For a template's own -drive lines (Packer's {{ .OutputDir }}/{{ .Name }}, its iso_target_path).
-      if (state.disk) v.disk = state.disk.path;
-      if (state.base?.kind === 'iso') v.iso = state.base.path;
-      return v;
-    },
-    log: (message, level = 'info') => events.emit({ type: 'log', build: build.name, level, message }),
-  };
+  // build() makes the driver once for all its builds from options.qemu; a direct caller (a test) gets the defaults.
+  const ctx = createBuildContext({ template, build, options: { ...options, driver: options.driver ?? createDriver() }, events, state, signal });
   let result: Omit<RunResult, 'cleanUp'> = { ok: false, kept: false };
   // build-end is the last word on a build, whatever happened: consumers wait for it.
   try {

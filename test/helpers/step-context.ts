@@ -1,7 +1,8 @@
 /**
  * A build context for one step's unit test: a real template (written as JSON, which is YAML, and
  * loaded by kiln's loader, so every default is the real one), a fake driver, a private work
- * directory, and the logs and events the step emits, collected.
+ * directory, and the logs and events the step emits, collected. The context itself comes from the
+ * build's factory (src/build/context.ts), so it cannot drift from what a build gives its steps.
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -9,7 +10,7 @@ import path from 'node:path';
 import { loadTemplate } from '../../src/template/load.js';
 import { EventBus, type BuildEvent } from '../../src/ui/events.js';
 import type { BuildContext, BuildOptions, BuildState } from '../../src/build/state.js';
-import type { Scalar } from '../../src/template/interpolate.js';
+import { createBuildContext } from '../../src/build/context.js';
 import { FakeDriver } from './fake-driver.js';
 
 export interface StepHarness {
@@ -60,17 +61,11 @@ export function stepContext(o: {
   events.subscribe((e) => { seen.push(e); if (e.type === 'log') logs.push({ level: e.level, message: e.message }); });
   const abort = new AbortController();
   const state: BuildState = { workDir, startedAt: new Date(), artifacts: [], timings: {}, ...o.state };
-  const ctx: BuildContext = {
-    template, build, events, state, driver, signal: abort.signal,
-    options: { force: false, onError: 'cleanup', debug: false, cacheDir: path.join(dir, 'cache'), noCache: true, ...o.options },
-    buildValues: () => {
-      const v: Record<string, Scalar> = { name: build.name, output_dir: build.output_directory! };
-      if (state.http) { v.http_ip = state.http.ip; v.http_port = state.http.port; v.http_url = state.http.url; }
-      if (state.sshHostPort) { v.ssh_host = '127.0.0.1'; v.ssh_port = state.sshHostPort; }
-      return v;
-    },
-    log: (message, level = 'info') => events.emit({ type: 'log', build: build.name, level, message }),
-  };
+  // The build's own factory: the same ${build.*} values and log events as a real build.
+  const ctx = createBuildContext({
+    template, build, events, state, signal: abort.signal,
+    options: { force: false, onError: 'cleanup', debug: false, cacheDir: path.join(dir, 'cache'), noCache: true, ...o.options, driver },
+  });
   return { ctx, driver, dir, logs, events: seen, abort, said: (level) => logs.filter((l) => !level || l.level === level).map((l) => l.message) };
 }
 
