@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: help setup setup-test build typecheck lint-layers fixtures fixtures-install image test test-unit test-e2e test-install bench clean distclean
+.PHONY: help setup setup-test build typecheck lint-layers lint-shell fixtures fixtures-install image test test-unit test-e2e test-install bench clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -23,6 +23,9 @@ typecheck: setup ## type-check the tests too (vitest strips types without checki
 lint-layers: setup ## check that imports only point down the layers (.dependency-cruiser.cjs; docs/architecture.md)
 	@depcruise src --config .dependency-cruiser.cjs
 
+lint-shell: setup-test ## shellcheck the shell scripts kiln runs in guests (src/guest-scripts/) and the setup scripts
+	@shellcheck src/guest-scripts/*.sh scripts/setup*.sh .ci/run
+
 fixtures: setup ## build the offline test guests and installer ISO (cached in fixtures/images/)
 	@bash scripts/fixtures/tiny.sh
 	@bash scripts/fixtures/tiny-arm64.sh
@@ -36,7 +39,7 @@ fixtures-install: fixtures ## also build the Debian debootstrap installer ISO (f
 image: build fixtures ## build the default example image (examples/debian-12-cloud.yaml)
 	@bash scripts/make-image.sh
 
-test: build typecheck lint-layers fixtures setup-test ## run every test: unit, then end-to-end (boots real guests under QEMU)
+test: build typecheck lint-layers lint-shell fixtures setup-test ## run every test: unit, then end-to-end (boots real guests under QEMU)
 	@vitest run test/unit
 	@vitest run test/e2e
 

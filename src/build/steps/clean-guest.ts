@@ -24,63 +24,26 @@ import type { Step } from '../step.js';
 import { sshSession } from '../../provisioners/context.js';
 import { buildKeyCommentPrefix } from '../../communicator/build-key.js';
 import { removeGuestProxyScript } from '../../provisioners/guest-proxy.js';
-
-/**
- * Takes the lines whose comment (last field) is a kiln build key's out of the authorized_keys files
- * under `root`, with shell builtins only. A file is rewritten in place (owner, mode, SELinux label
- * kept), and only when it had such a line; it holds public keys only, so it is not overwritten first.
- */
-function removeBuildKeys(root: string): string {
-  return [
-    `for f in ${root}/root/.ssh/authorized_keys ${root}/home/*/.ssh/authorized_keys; do`,
-    '  [ -f "$f" ] || continue',
-    "  keep=''; drop=0",
-    '  while IFS= read -r line || [ -n "$line" ]; do',
-    '    c=${line##* }',
-    // a build key's comment: the prefix, then letters, digits, _ . - only (as kiln writes it)
-    `    case $line in *' ${buildKeyCommentPrefix}'*) case \${c#${buildKeyCommentPrefix}} in "$c"|*[!A-Za-z0-9_.-]*) ;; *) drop=1; continue ;; esac ;; esac`,
-    '    keep="$keep$line',
-    '"',
-    '  done < "$f"',
-    `  [ "$drop" = 0 ] || printf '%s' "$keep" > "$f"`,
-    'done',
-  ].join('\n');
-}
+import { guestScript, guestScriptVars } from '../../util/guest-scripts.js';
 
 /** How long the clean-up waits for cloud-init's last stage (with cloud_init.wait: false it may still run). */
 const cloudInitFinishWaitSeconds = 600;
 
 /**
- * The clean-up script. `root` prefixes every guest path (tests run the script on a tree of their
- * own); the guest's is '' (the script runs as root on /).
+ * The clean-up script: src/guest-scripts/clean-guest-keys.sh, the build proxy's removal, and on
+ * cloud-init guests clean-guest-cloud-init.sh. `root` prefixes every guest path (tests run the script
+ * on a tree of their own); the guest's is '' (the script runs as root on /).
  */
 export function cleanGuestScript(cloudInit: boolean, root = ''): string {
   // The build proxy of a --record/--offline build (or of the cached layer this build resumed from):
   // nothing to do, and no process started, when there is none.
-  const lines = ['set -u', removeBuildKeys(root), removeGuestProxyScript(root).trimEnd()];
-  if (cloudInit) {
-    const state = `${root}/var/lib/cloud`;
-    const logs = `${root}/var/log/cloud-init.log ${root}/var/log/cloud-init-output.log`;
-    lines.push(
-      'if command -v cloud-init >/dev/null 2>&1; then',
-      // With cloud_init.wait false the provisioners may have finished before cloud-init's later stages:
-      // what those write (semaphores, logs, the instance's files) must not come back after the wipe.
-      // The test `cloud-init status --wait` makes, without its Python start (seconds under TCG).
-      // Bounded: a guest whose last stage never ends fails the build here rather than hanging it.
-      `  n=0; while [ -e ${root}/run/cloud-init/status.json ] && [ ! -e ${root}/run/cloud-init/result.json ]; do`,
-      `    [ $n -lt ${cloudInitFinishWaitSeconds} ] || { echo "cloud-init's last stage (modules-final) had not finished ${cloudInitFinishWaitSeconds} s after provisioning (no /run/cloud-init/result.json): not wiping its state while it still writes; check the guest's cloud-final.service, or set cloud_init.wait: true" >&2; exit 3; }`,
-      '    n=$((n + 1)); sleep 1',
-      '  done',
-      // The host keys kiln injected, cloud-init's state (its copies of the user-data, with that key) and logs.
-      `  find ${root}/etc/ssh ${state} ${logs} \\( -path ${state}/seed -o -type d -name sem \\) -prune -o \\`,
-      `    -type f ! -empty \\( ! -path '${root}/etc/ssh/*' -o -name 'ssh_host_*' \\) -exec shred -n0 -z -- {} + 2>/dev/null`,
-      // What `cloud-init clean --logs` removes (everything under /var/lib/cloud but its seed), without its Python start.
-      '  set --',
-      `  for d in ${state}/* ${state}/.[!.]*; do [ "$d" = ${state}/seed ] || [ ! -e "$d" ] || set -- "$@" "$d"; done`,
-      `  rm -rf -- "$@" ${logs} ${root}/etc/ssh/ssh_host_*`,
-      'fi',
-    );
-  }
+  const lines = [
+    'set -u',
+    guestScriptVars({ R: root, KEY_PREFIX: buildKeyCommentPrefix, WAIT_SECONDS: cloudInitFinishWaitSeconds }).trimEnd(),
+    guestScript('clean-guest-keys').trimEnd(),
+    removeGuestProxyScript(root).trimEnd(),
+  ];
+  if (cloudInit) lines.push(guestScript('clean-guest-cloud-init').trimEnd());
   return lines.join('\n') + '\n';
 }
 
