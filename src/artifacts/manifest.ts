@@ -9,6 +9,7 @@ import type { LoadedTemplate } from '../template/load.js';
 import type { BuildConfig } from '../template/schema.js';
 import { kilnVersion } from '../version.js';
 import { resolveFirmware } from '../qemu/firmware.js';
+import { archOf, type GuestArch } from '../qemu/arch.js';
 import type { SupplyChainRecord } from './supply-chain.js';
 
 /** One artifact a build wrote, as the build's state holds it (the manifest lists it in snake_case). */
@@ -30,7 +31,7 @@ export interface ArtifactRecord {
  */
 export interface ManifestSource {
   template: Pick<LoadedTemplate, 'file' | 'digest' | 'variables'>;
-  build: Pick<BuildConfig, 'name'> & { source?: Pick<BuildConfig['source'], 'firmware' | 'tpm' | 'machine'> };
+  build: Pick<BuildConfig, 'name'> & { source?: Pick<BuildConfig['source'], 'firmware' | 'tpm' | 'machine'> & { arch?: GuestArch } };
   state: {
     base?: { source: string; sha256: string; format: string };
     accelerator?: string;
@@ -51,6 +52,8 @@ export interface Manifest {
   variables: Record<string, string | number | boolean>;
   base_image: { source: string; sha256: string; format: string } | undefined;
   accelerator: string | undefined;
+  /** The guest's architecture (x86_64, aarch64): publish targets label the image with it. Absent in manifests of older kilns: x86_64. */
+  arch?: GuestArch;
   /** QEMU's -cpu model for the guest; absent when no VM ran (an artifact from the cache). */
   cpu_model?: string;
   tools: { qemu_img: string };
@@ -110,7 +113,7 @@ export function recordedVariables(vars: ManifestSource['template']['variables'])
 /** The platform record: the firmware descriptor kiln booted (resolved again: the same files, the same choice) and the TPM. */
 function platformOf(src: ManifestSource['build']['source']): Pick<Manifest, 'platform'> {
   if (!src || (src.firmware === 'bios' && !src.tpm)) return {};
-  const fw = src.firmware === 'bios' ? undefined : resolveFirmware(src.firmware === 'uefi' || src.firmware === 'uefi-secure' ? { kind: src.firmware } : { kind: 'descriptor', file: src.firmware }, { arch: 'x86_64', machine: src.machine });
+  const fw = src.firmware === 'bios' ? undefined : resolveFirmware(src.firmware === 'uefi' || src.firmware === 'uefi-secure' ? { kind: src.firmware } : { kind: 'descriptor', file: src.firmware }, { arch: archOf(src), machine: src.machine });
   return {
     platform: {
       firmware: src.firmware, firmware_descriptor: fw?.descriptor, secure_boot: fw?.secureBoot ?? false, enrolled_keys: fw?.enrolledKeys ?? false,
@@ -130,6 +133,7 @@ export function buildManifest(ctx: ManifestSource, startedAt: Date, finalPathOf:
     variables,
     base_image: base && { source: base.source, sha256: base.sha256, format: base.format },
     accelerator: ctx.state.accelerator,
+    ...(ctx.build.source ? { arch: archOf(ctx.build.source) } : {}),
     ...(ctx.state.cpuModel ? { cpu_model: ctx.state.cpuModel } : {}),
     tools: { qemu_img: qemuImgVersion },
     ...platformOf(ctx.build.source),

@@ -15,6 +15,7 @@ import { abortable } from '../util/abort.js';
 import { resolveFirmware, type FirmwareRequest, type ResolvedFirmware } from '../qemu/firmware.js';
 import { removeTpmState, startTpm, tpmPaths, type RunningTpm } from '../qemu/tpm.js';
 import { usesUefi } from '../template/schema.js';
+import { archOf } from '../qemu/arch.js';
 
 /** The build's firmware, resolved once from QEMU's descriptors (src/qemu/firmware.ts). */
 const firmwares = new WeakMap<BuildContext, ResolvedFirmware>();
@@ -26,7 +27,7 @@ export function firmwareFor(ctx: BuildContext): ResolvedFirmware | undefined {
   let r = firmwares.get(ctx);
   if (!r) {
     const req: FirmwareRequest = f === 'uefi' || f === 'uefi-secure' ? { kind: f } : { kind: 'descriptor', file: f };
-    r = resolveFirmware(req, { arch: 'x86_64', machine: ctx.build.source.machine });
+    r = resolveFirmware(req, { arch: archOf(ctx.build.source), machine: ctx.build.source.machine });
     firmwares.set(ctx, r);
   }
   return r;
@@ -70,6 +71,7 @@ export function vmSpecFor(ctx: BuildContext, sshHostPort: number | undefined, wi
   if (withInstallMedia && st.cdFilesIso) cdroms.push(st.cdFilesIso);
   return {
     name: ctx.build.name,
+    arch: archOf(src),
     accelerator: need(st, 'accelerator'),
     cpus: src.cpus,
     memoryMiB: src.memory,
@@ -160,7 +162,7 @@ export async function startVm(ctx: BuildContext, withInstallMedia: boolean): Pro
     ctx.signal.throwIfAborted();
     await ensureTpm(ctx);
     const spec = vmSpecFor(ctx, port, withInstallMedia);
-    const qemu = driver.startVm(buildQemuArgs(spec), { cwd: st.workDir });
+    const qemu = driver.startVm(buildQemuArgs(spec), { cwd: st.workDir, arch: spec.arch });
     ctx.log(`qemu: ${shellQuote(qemu.argv)}`, 'debug');
     st.qemu = qemu;
     st.serialLog = spec.serial?.log;

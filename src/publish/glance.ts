@@ -15,6 +15,7 @@ import type { glanceTarget } from '../template/schema-publish.js';
 import { request, textOf } from './http.js';
 import { ArtifactCheck, checkedStream } from './integrity.js';
 import { safeUrl, serverSaid } from './redact.js';
+import { archProfile } from '../qemu/arch.js';
 import { HttpStatusError, PublishError, type PublishArtifact, type PublishContext, type Publisher, withRetries } from './target.js';
 
 type GlanceTarget = z.output<typeof glanceTarget>;
@@ -89,6 +90,21 @@ interface GlanceImage { id: string; status: string; os_hash_value?: string | nul
 
 const isImage = (v: unknown): v is GlanceImage => !!v && typeof (v as GlanceImage).id === 'string' && typeof (v as GlanceImage).status === 'string';
 
+/**
+ * The image's properties: kiln's label, what Nova boots it on (architecture: x86_64 or aarch64; UEFI
+ * with the machine type the build ran: q35, or virt for arm64), the distro, then the template's own.
+ */
+export function imageProperties(artifact: { sha256: string }, target: Pick<GlanceTarget, 'os_distro' | 'properties'>, ctx: Pick<PublishContext, 'uefi' | 'arch'>): Record<string, string> {
+  const arch = archProfile(ctx.arch);
+  return {
+    kiln_sha256: artifact.sha256,
+    architecture: arch.glanceArchitecture,
+    ...(ctx.uefi ? { hw_firmware_type: 'uefi', hw_machine_type: arch.arch === 'x86_64' ? 'q35' : arch.defaultMachine } : {}),
+    ...(target.os_distro ? { os_distro: target.os_distro } : {}),
+    ...target.properties,
+  };
+}
+
 export const publishGlance: Publisher<GlanceTarget> = async (target, artifact, ctx) => {
   const name = target.name ?? 'glance';
   const acc = await access(target, ctx, name);
@@ -129,12 +145,7 @@ export const publishGlance: Publisher<GlanceTarget> = async (target, artifact, c
   }
 
   const glanceFormat = artifact.format === 'vhd' ? 'vhd' : artifact.format;
-  const properties: Record<string, string> = {
-    kiln_sha256: artifact.sha256,
-    ...(ctx.uefi ? { hw_firmware_type: 'uefi', hw_machine_type: 'q35' } : {}),
-    ...(target.os_distro ? { os_distro: target.os_distro } : {}),
-    ...target.properties,
-  };
+  const properties = imageProperties(artifact, target, ctx);
   const image = await withRetries('create image', ctx, () => api('POST', '/v2/images', 'the created Glance image', {
     name: imageName, disk_format: glanceFormat, container_format: 'bare', visibility: target.visibility, ...properties,
   }));

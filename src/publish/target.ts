@@ -5,6 +5,7 @@
  */
 import type { PublishTarget } from '../template/schema-publish.js';
 import type { Timeouts } from './http.js';
+import type { GuestArch } from '../qemu/arch.js';
 
 export interface PublishArtifact {
   name: string;
@@ -21,6 +22,8 @@ export interface PublishContext {
   build: string;
   /** The build boots with UEFI firmware (Glance: hw_firmware_type=uefi). */
   uefi: boolean;
+  /** The guest's architecture (manifest.arch; absent: x86_64): OCI platform, Glance architecture, S3 metadata. */
+  arch?: GuestArch;
   log(message: string): void;
   /** Bytes sent so far of `total` (the runner turns this into a bar or lines). */
   progress(sent: number, total: number): void;

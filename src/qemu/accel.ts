@@ -12,6 +12,7 @@ import { createHash } from 'node:crypto';
 import { execa } from 'execa';
 import type { Accelerator } from './argv.js';
 import { diesWithKiln } from './process.js';
+import { acceleratorFits, hostArch, type GuestArch } from './arch.js';
 import { probeBootSector, probeExitCode, probeImageSize, probeMinSpeed, probeSpeedMarker, probeSuccessMarker } from './accel-probe-image.js';
 
 export interface ProbeResult { accelerator: Accelerator; ok: boolean; reason?: string; ms: number }
@@ -42,6 +43,10 @@ export interface AcceleratorSettings {
   forced?: string;
   /** The setting `forced` came from, for messages ("KILN_ACCELERATOR"). */
   forcedSetting: string;
+  /** The guest's architecture (default x86_64): a hardware accelerator runs only the host's own. */
+  guestArch?: GuestArch;
+  /** The host's, for tests (default: this machine's). */
+  hostArch?: GuestArch | 'other';
 }
 
 /**
@@ -110,6 +115,19 @@ export async function chooseAccelerator(
   }
   if (forced) wanted = forced as Accelerator;
   if (wanted === 'tcg') return 'tcg';
+  // Another architecture than the host's is emulated, whatever the host has: KVM/HVF are not even tried.
+  const guest = settings.guestArch ?? 'x86_64';
+  const host = settings.hostArch ?? hostArch() ?? 'other';
+  if (!acceleratorFits(wanted === 'auto' ? 'kvm' : wanted, guest, host === 'other' ? undefined : host)) {
+    if (wanted === 'auto') return 'tcg';
+    if (forced) {
+      warn(`${forcedSetting}=${forced} cannot run this ${guest} guest on a ${host} host; using TCG software emulation`);
+      return 'tcg';
+    }
+    throw new Error(`accelerator "${wanted}" cannot run an ${guest} guest on this ${host} host: a hardware accelerator runs only the host's own architecture\n  fix: set accelerator: auto or tcg (software emulation) in the template, or build on an ${guest} host`);
+  }
+  // The probe guest is x86 code: an arm64 guest on an arm64 host is trusted to the accelerator the host offers (untested here).
+  if (guest !== 'x86_64') return nativeUnprobed(wanted, guest, warn);
   const memoDir = settings.memoDir;
   const memo = ownMemoDir(memoDir) ? path.join(memoDir, 'accelerator.json') : undefined;
   let table: Record<string, ProbeResult> = {};
@@ -138,4 +156,18 @@ export async function chooseAccelerator(
     warn(`${accel} is not usable (${result.reason}); falling back to TCG software emulation, which is much slower`);
   }
   return 'tcg';
+}
+
+/**
+ * A guest of the host's own non-x86 architecture (arm64 on an arm64 host): no probe guest is written for
+ * it, so KVM is used where /dev/kvm exists and HVF on macOS, as asked or as `auto` finds them.
+ */
+function nativeUnprobed(wanted: Accelerator | 'auto', guest: GuestArch, warn: (msg: string) => void): Accelerator {
+  if (wanted === 'auto') {
+    if (process.platform === 'darwin') return 'hvf';
+    if (process.platform === 'linux' && existsSync('/dev/kvm')) return 'kvm';
+    warn(`no hardware accelerator for this ${guest} guest (/dev/kvm does not exist); falling back to TCG software emulation, which is much slower`);
+    return 'tcg';
+  }
+  return wanted;
 }

@@ -5,6 +5,7 @@
 import { shellWord } from '../communicator/remote-command.js';
 import { buildDiskDevice } from './live-snapshot.js';
 import { tpmQemuArgs } from './tpm.js';
+import { archCpuModel, type GuestArch } from './arch.js';
 
 export type Accelerator = 'kvm' | 'tcg' | 'hvf' | 'whpx';
 
@@ -19,6 +20,8 @@ export interface DiskSpec {
 
 export interface VmSpec {
   name: string;
+  /** The guest's architecture (default x86_64): its default CPU model and how CD-ROMs attach (src/qemu/arch.ts). */
+  arch?: GuestArch;
   accelerator: Accelerator;
   cpus: number;
   memoryMiB: number;
@@ -163,7 +166,7 @@ export function buildQemuArgGroups(vm: VmSpec): string[][] {
   const smm = vm.firmware.type === 'uefi' && vm.firmware.smm === true;
   g.push(['-machine', smm ? `${vm.machine},smm=on` : vm.machine]);
   g.push(['-accel', vm.accelerator === 'tcg' ? 'tcg,thread=multi' : vm.accelerator]);
-  g.push(['-cpu', vm.cpuModel ?? defaultCpuModel(vm.accelerator)]);
+  g.push(['-cpu', vm.cpuModel ?? archCpuModel(vm.arch, vm.accelerator) ?? defaultCpuModel(vm.accelerator)]);
   g.push(['-smp', String(vm.cpus)]);
   g.push(['-m', `${vm.memoryMiB}M`]);
   if (vm.firmware.type === 'uefi') {
@@ -179,7 +182,13 @@ export function buildQemuArgGroups(vm: VmSpec): string[][] {
       if (d.readonly) control(group); else g.push(group);
     }
   });
-  for (const iso of vm.cdroms ?? []) g.push(['-drive', `file=${escapeOption(iso)},media=cdrom,readonly=on`]);
+  // arm64's virt machine has no IDE: its CD-ROMs are SCSI CDs on a virtio-scsi controller of their own.
+  const cdScsi = vm.arch !== undefined && vm.arch !== 'x86_64' && (vm.cdroms ?? []).length > 0;
+  if (cdScsi) g.push(['-device', 'virtio-scsi-pci,id=cdscsi']);
+  (vm.cdroms ?? []).forEach((iso, i) => {
+    if (!cdScsi) { g.push(['-drive', `file=${escapeOption(iso)},media=cdrom,readonly=on`]); return; }
+    g.push(['-drive', `file=${escapeOption(iso)},media=cdrom,readonly=on,if=none,id=cd${i}`], ['-device', `scsi-cd,drive=cd${i},bus=cdscsi.0`]);
+  });
   if (vm.floppy) {
     const floppy = ['-drive', `file=${escapeOption(vm.floppy)},if=floppy,format=raw`];
     filedAs.set(floppy, '-fda');

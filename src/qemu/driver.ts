@@ -10,6 +10,7 @@
  */
 import type { Accelerator } from './argv.js';
 import { chooseAccelerator, defaultAcceleratorMemoDir } from './accel.js';
+import { archProfile, type GuestArch } from './arch.js';
 import { checkBaseImage, type CheckedBaseImage } from './image-check.js';
 import { buildDiskDevice } from './live-snapshot.js';
 import { freePort, pinnedSshPorts, portInUse } from './ports.js';
@@ -25,6 +26,8 @@ export type { CheckedBaseImage } from './image-check.js';
 export interface DriverOptions {
   /** The QEMU system emulator to run (default qemu-system-x86_64, looked up on PATH). */
   qemuBinary?: string;
+  /** The emulators of other guest architectures (default: arch.ts's, e.g. qemu-system-aarch64, looked up on PATH). */
+  qemuBinaries?: Partial<Record<Exclude<GuestArch, 'x86_64'>, string>>;
   /** The qemu-img to run (default qemu-img, looked up on PATH). */
   qemuImgBinary?: string;
   /** An accelerator that stands in for a template's `auto` (checked like an explicit one); '' means none. */
@@ -34,7 +37,7 @@ export interface DriverOptions {
   /** Host ports the SSH forward may use, "2222" or "2222-2230", tried in order (default: a free port the kernel picks). */
   sshHostPorts?: string;
   /** What to call each setting in messages: the environment variable or option it came from (default: "options.<name>"). */
-  settingNames?: Partial<Record<'qemuBinary' | 'qemuImgBinary' | 'accelerator' | 'sshHostPorts', string>>;
+  settingNames?: Partial<Record<'qemuBinary' | 'qemuImgBinary' | 'accelerator' | 'sshHostPorts' | `qemuBinaries.${Exclude<GuestArch, 'x86_64'>}`, string>>;
 }
 
 /** Host ports pinned for the SSH forward, and the setting that pinned them (for messages). */
@@ -42,10 +45,13 @@ export interface PinnedPorts { ports: number[]; spec: string; setting: string }
 
 export interface Driver {
   // --- the hypervisor ---
-  /** Fails with the fix (package, setting) when the QEMU binary is missing. */
-  requireQemu(): void;
-  /** Resolves `auto` (or a forced accelerator) to one that really runs a guest here; probes are remembered per host boot. */
-  chooseAccelerator(wanted: Accelerator | 'auto', probeImageDir: string, warn: (message: string) => void, signal?: AbortSignal): Promise<Accelerator>;
+  /** Fails with the fix (package, setting) when the QEMU binary for the guest's architecture (default x86_64) is missing. */
+  requireQemu(arch?: GuestArch): void;
+  /**
+   * Resolves `auto` (or a forced accelerator) to one that really runs a guest of `arch` (default x86_64)
+   * here; probes are remembered per host boot. Another architecture than the host's gets TCG.
+   */
+  chooseAccelerator(wanted: Accelerator | 'auto', probeImageDir: string, warn: (message: string) => void, signal?: AbortSignal, arch?: GuestArch): Promise<Accelerator>;
   /** Ports pinned for the SSH forward, or undefined (freePort() then); throws on a malformed setting. */
   pinnedSshPorts(): PinnedPorts | undefined;
   /** The setting that pins them, for messages that suggest it. */
@@ -54,8 +60,8 @@ export interface Driver {
   freePort(): Promise<number>;
   /** Whether something listens on `port` on loopback already. */
   portInUse(port: number): Promise<boolean>;
-  /** Starts QEMU with `argv` (from buildQemuArgs); it dies with kiln. */
-  startVm(argv: string[], opts: { cwd?: string }): QemuProcess;
+  /** Starts the QEMU of the guest's architecture (default x86_64) with `argv` (from buildQemuArgs); it dies with kiln. */
+  startVm(argv: string[], opts: { cwd?: string; arch?: GuestArch }): QemuProcess;
   /** Connects to a starting QEMU's QMP socket (retried until it exists, or `timeoutMs`). */
   connectQmp(socketPath: string, timeoutMs: number): Promise<QmpClient>;
   /** Freezes the running VM's disk: a new overlay `overlay` on top of `active` (QMP blockdev-snapshot), no reboot. */
@@ -83,6 +89,9 @@ const settingName = (opts: DriverOptions, key: keyof NonNullable<DriverOptions['
 /** The real driver: QEMU and qemu-img run as child processes (execa) that die with kiln. */
 export function createDriver(opts: DriverOptions = {}): Driver {
   const qemuBinary = opts.qemuBinary ?? defaultQemuBinary;
+  // x86_64's is qemuBinary (KILN_QEMU); another architecture's its own setting, else arch.ts's emulator.
+  const binaryFor = (arch: GuestArch = 'x86_64') => (arch === 'x86_64' ? qemuBinary : opts.qemuBinaries?.[arch] ?? archProfile(arch).qemuBinary);
+  const binarySetting = (arch: GuestArch = 'x86_64') => (arch === 'x86_64' ? settingName(opts, 'qemuBinary') : settingName(opts, `qemuBinaries.${arch}`));
   const qemuImg = new QemuImg(opts.qemuImgBinary ?? defaultQemuImgBinary, { setting: settingName(opts, 'qemuImgBinary'), setBySetting: opts.qemuImgBinary !== undefined });
   const accelSettings = {
     qemuBinary,
@@ -91,11 +100,12 @@ export function createDriver(opts: DriverOptions = {}): Driver {
     forcedSetting: settingName(opts, 'accelerator'),
   };
   return {
-    requireQemu: () => requireExecutable({
-      binary: qemuBinary, name: 'qemu-system-x86_64', aptPackage: 'qemu-system-x86',
-      setting: settingName(opts, 'qemuBinary'), setBySetting: opts.qemuBinary !== undefined,
+    requireQemu: (arch = 'x86_64') => requireExecutable({
+      binary: binaryFor(arch), name: archProfile(arch).qemuBinary, aptPackage: archProfile(arch).qemuPackage,
+      setting: binarySetting(arch), setBySetting: arch === 'x86_64' ? opts.qemuBinary !== undefined : opts.qemuBinaries?.[arch] !== undefined,
     }),
-    chooseAccelerator: (wanted, probeImageDir, warn, signal) => chooseAccelerator(wanted, probeImageDir, warn, accelSettings, signal),
+    chooseAccelerator: (wanted, probeImageDir, warn, signal, arch = 'x86_64') =>
+      chooseAccelerator(wanted, probeImageDir, warn, { ...accelSettings, qemuBinary: binaryFor(arch), guestArch: arch }, signal),
     pinnedSshPorts: () => {
       if (!opts.sshHostPorts) return undefined;
       const setting = settingName(opts, 'sshHostPorts');
@@ -104,7 +114,7 @@ export function createDriver(opts: DriverOptions = {}): Driver {
     sshHostPortsSetting: settingName(opts, 'sshHostPorts'),
     freePort,
     portInUse,
-    startVm: (argv, o) => startQemu(qemuBinary, argv, o),
+    startVm: (argv, o) => startQemu(binaryFor(o.arch), argv, { cwd: o.cwd }),
     connectQmp: (socketPath, timeoutMs) => QmpClient.connect(socketPath, timeoutMs),
     async snapshotActiveDisk(qmp, active, overlay, virtualSize, nodeName) {
       await qemuImg.createOverlayUnsafe(active, overlay, virtualSize);
@@ -130,17 +140,18 @@ export function createDriver(opts: DriverOptions = {}): Driver {
 }
 
 /**
- * The CLI's environment as driver options: KILN_QEMU, KILN_QEMU_IMG, KILN_ACCELERATOR, KILN_ACCEL_CACHE
+ * The CLI's environment as driver options: KILN_QEMU (KILN_QEMU_AARCH64 for arm64 guests), KILN_QEMU_IMG, KILN_ACCELERATOR, KILN_ACCEL_CACHE
  * (else XDG_RUNTIME_DIR/kiln), KILN_SSH_HOST_PORTS, with messages naming those variables. Called when a
  * build starts, never at import.
  */
 export function driverOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): DriverOptions {
   return {
     qemuBinary: env.KILN_QEMU,
+    qemuBinaries: { aarch64: env.KILN_QEMU_AARCH64 },
     qemuImgBinary: env.KILN_QEMU_IMG,
     accelerator: env.KILN_ACCELERATOR,
     acceleratorCacheDir: env.KILN_ACCEL_CACHE || defaultAcceleratorMemoDir(env.XDG_RUNTIME_DIR),
     sshHostPorts: env.KILN_SSH_HOST_PORTS,
-    settingNames: { qemuBinary: 'KILN_QEMU', qemuImgBinary: 'KILN_QEMU_IMG', accelerator: 'KILN_ACCELERATOR', sshHostPorts: 'KILN_SSH_HOST_PORTS' },
+    settingNames: { qemuBinary: 'KILN_QEMU', 'qemuBinaries.aarch64': 'KILN_QEMU_AARCH64', qemuImgBinary: 'KILN_QEMU_IMG', accelerator: 'KILN_ACCELERATOR', sshHostPorts: 'KILN_SSH_HOST_PORTS' },
   };
 }

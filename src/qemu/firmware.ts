@@ -9,6 +9,7 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { archProfiles, type GuestArch } from './arch.js';
 
 /** What a template asks for: plain UEFI, UEFI with Secure Boot on and the usual keys enrolled, or one descriptor file. */
 export type FirmwareRequest = { kind: 'uefi' } | { kind: 'uefi-secure' } | { kind: 'descriptor'; file: string };
@@ -101,6 +102,7 @@ function canonicalMachine(machine: string): string {
   const type = machine.split(',')[0]!;
   if (type === 'pc') return 'pc-i440fx-latest';
   if (type === 'q35') return 'pc-q35-latest';
+  if (type === 'virt') return 'virt-latest'; // arm's virt is virt-7.2; AAVMF's descriptors list virt-*
   return type;
 }
 
@@ -166,5 +168,5 @@ export function resolveFirmware(req: FirmwareRequest, o: ResolveOptions): Resolv
   }
   const asked = req.kind === 'descriptor' ? `descriptor ${req.file}` : req.kind === 'uefi' ? 'UEFI without Secure Boot' : 'UEFI with Secure Boot and enrolled keys';
   const where = req.kind === 'descriptor' ? '' : ` in ${dirs.join(', ')}`;
-  throw new Error(`firmware: ${req.kind === 'descriptor' ? req.file : req.kind}: no QEMU firmware descriptor${where} offers ${asked} for ${o.arch} machine ${o.machine}${why.length ? `:\n    ${why.join('\n    ')}` : ' (none found)'}\n  fix: apt-get install ovmf (it ships the descriptors; make setup does it), set machine: q35 for a firmware that needs SMM, or point firmware: at a descriptor file`);
+  throw new Error(`firmware: ${req.kind === 'descriptor' ? req.file : req.kind}: no QEMU firmware descriptor${where} offers ${asked} for ${o.arch} machine ${o.machine}${why.length ? `:\n    ${why.join('\n    ')}` : ' (none found)'}\n  fix: apt-get install ${archProfiles[o.arch as GuestArch]?.firmwarePackage ?? 'ovmf'} (it ships the descriptors; make setup does it), set machine: q35 for a firmware that needs SMM, or point firmware: at a descriptor file`);
 }

@@ -8,6 +8,7 @@ import type { Step } from '../step.js';
 import { smbiosType1Switch } from '../../template/qemu-args.js';
 import { efiVarsFile, firmwareFor, startVm, stopTpm } from '../vm.js';
 import { restoreVm } from '../vm-state.js';
+import { archOf } from '../../qemu/arch.js';
 
 /** Test helpers took the free-port helper from here; it lives in qemu/ports.ts. */
 
@@ -16,12 +17,12 @@ export const launchQemuStep: Step = {
   async run(ctx) {
     const src = ctx.build.source;
     const st = ctx.state;
-    ctx.driver.requireQemu();
+    ctx.driver.requireQemu(archOf(src));
     const clash = st.seed?.kind === 'http' ? smbiosType1Switch(src.qemu_args) : undefined;
     if (clash) {
       throw new Error(`qemu_args ${clash.join(' ')} sets SMBIOS type 1 fields, where cloud_init delivery http gives the guest its seed URL in a type 1 table of kiln's, and QEMU takes one or the other\n  fix: set cloud_init: { delivery: cdrom }, or drop that -smbios switch`);
     }
-    st.accelerator = await ctx.driver.chooseAccelerator(src.accelerator, ctx.options.cacheDir, (m) => ctx.log(m, 'warn'), ctx.signal);
+    st.accelerator = await ctx.driver.chooseAccelerator(src.accelerator, ctx.options.cacheDir, (m) => ctx.log(m, 'warn'), ctx.signal, archOf(src));
     const fw = firmwareFor(ctx);
     if (fw) {
       for (const f of [fw.code, fw.varsTemplate]) {
