@@ -6,7 +6,7 @@
  * references stay inside text nodes and are filled in when the build runs.
  */
 import { closest } from '../template/errors.js';
-import { parseDuration } from '../template/units.js';
+import { parseDuration } from '../util/units.js';
 import { keyDisplayNames, modifierKeys, specialKeys } from './keys.js';
 
 export type BootNode =

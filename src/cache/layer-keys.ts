@@ -12,12 +12,16 @@ import { appliesTo, describeProvisioner, kindOf } from '../template/provisioner-
 import { canonicalJson, digestOf, fileDigest } from './digest.js';
 import { treeDigest } from './tree-digest.js';
 import { kilnVersion } from '../version.js';
+import { fieldsWithRole } from '../template/fields/field.js';
+import { sourceFields } from '../template/fields/source.js';
+import { sshCommunicatorFields } from '../template/fields/communicator.js';
 
 /** Bumped when the layout of a layer or the meaning of a key changes: old layers then never match. */
 export const LAYER_SCHEMA = 1;
 
-const RUNTIME_ONLY_SOURCE_FIELDS = new Set(['cpus', 'memory', 'cpu_model', 'accelerator', 'headless', 'boot_key_interval', 'install_timeout', 'shutdown_timeout']);
-const RUNTIME_ONLY_COMMUNICATOR_FIELDS = new Set(['timeout', 'host_key_fingerprint', 'trust_on_first_use', 'private_key_file']);
+// Which source and communicator fields shape the disk: each field's cache role, in the field registry.
+const DISK_SOURCE_FIELDS = fieldsWithRole(sourceFields, 'disk');
+const DISK_COMMUNICATOR_FIELDS = fieldsWithRole(sshCommunicatorFields, 'disk');
 const RUNTIME_ONLY_PROVISIONER_FIELDS = new Set(['pause_before', 'timeout', 'max_retries', 'only', 'except', 'cache']);
 
 export { canonicalJson, digestOf };
@@ -53,14 +57,14 @@ export function uncacheableReason(p: Provisioner): string | undefined {
 
 export async function sourceKey(build: BuildConfig, baseSha256: string): Promise<string> {
   const { communicator, ...rest } = build.source;
-  const shaping = Object.fromEntries(Object.entries(rest).filter(([k]) => !RUNTIME_ONLY_SOURCE_FIELDS.has(k)));
-  const comm = Object.fromEntries(Object.entries(communicator).filter(([k]) => !RUNTIME_ONLY_COMMUNICATOR_FIELDS.has(k)));
+  // Resolved values (disk_size in bytes): "20G" and "20480M" are one key.
+  const shaping = Object.fromEntries(Object.entries(rest).filter(([k]) => DISK_SOURCE_FIELDS.has(k)));
+  const comm = Object.fromEntries(Object.entries(communicator).filter(([k]) => DISK_COMMUNICATOR_FIELDS.has(k)));
   const files: Record<string, string> = {};
   for (const f of [...(build.source.http_directory ? [build.source.http_directory] : []), ...build.source.cd_files, ...build.source.floppy_files]) {
     files[f] = await pathDigest(f);
   }
-  // base_image/iso paths are left out: the digest names the content, wherever the file lives.
-  delete shaping.base_image; delete shaping.iso; delete shaping.checksum;
+  // base_image/iso/checksum (cache role 'base') are left out: the digest names the content, wherever the file lives.
   // The build's name reaches the disk (cloud-init's hostname, \${build.name} in provisioners).
   return digestOf({ schema: LAYER_SCHEMA, name: build.name, base: baseSha256, source: shaping, communicator: comm, files });
 }

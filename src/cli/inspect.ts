@@ -3,6 +3,7 @@ import type { LoadedTemplate } from '../template/load.js';
 import { describeProvisioner } from '../template/provisioners.js';
 import { artifactName } from '../template/output-formats.js';
 import { maskSecrets } from '../ui/events.js';
+import { durationSetting, formatBytes } from '../util/units.js';
 
 export function inspectTemplate(t: LoadedTemplate, json: boolean): string {
   const vars = Object.fromEntries(Object.entries(t.variables.values).map(([k, v]) => [k, t.variables.sensitive.has(k) ? '<sensitive>' : v]));
@@ -15,10 +16,10 @@ export function inspectTemplate(t: LoadedTemplate, json: boolean): string {
   for (const b of t.template.builds) {
     const s = b.source;
     lines.push('', `build "${b.name}":`,
-      `  base image: ${s.base_image} (checksum ${s.checksum === 'none' ? 'not verified' : s.checksum.slice(0, 20) + '...'})`,
-      `  machine: ${s.machine}, ${s.cpus} vCPU, ${s.memory} MiB, firmware ${s.firmware}, accelerator ${s.accelerator}${s.disk_size ? `, disk ${s.disk_size}` : ''}`,
+      `  ${s.media.kind === 'iso' ? 'installer ISO' : 'base image'}: ${s.media.location} (checksum ${s.checksum === 'none' ? 'not verified' : s.checksum.slice(0, 20) + '...'})`,
+      `  machine: ${s.machine}, ${s.cpus} vCPU, ${s.memory} MiB, firmware ${s.firmware}, accelerator ${s.accelerator}${s.disk_size !== undefined ? `, disk ${formatBytes(s.disk_size)}` : ''}`,
       `  cloud-init: ${s.cloud_init === false ? 'off' : `on (${s.cloud_init.delivery})`}`,
-      `  communicator: ${s.communicator.type === 'ssh' ? `ssh as ${s.communicator.username}, timeout ${s.communicator.timeout}` : 'none'}`,
+      `  communicator: ${s.communicator.type === 'ssh' ? `ssh as ${s.communicator.username}, timeout ${durationSetting(s.communicator.timeout)}` : 'none'}`,
       '  provisioners:');
     b.provisioners.forEach((p, i) => lines.push(`    ${i + 1}. ${describeProvisioner(p)}`));
     if (!b.provisioners.length) lines.push('    (none)');

@@ -8,7 +8,6 @@ import type { BuildConfig } from '../template/schema.js';
 import type { Scalar } from '../template/interpolate.js';
 import type { EventBus } from '../ui/events.js';
 import { shellQuote, shellVariableName } from '../communicator/remote-command.js';
-import { parseDuration } from '../template/units.js';
 
 /** The part of a build's state provisioners read and write (the build's state object itself). */
 export interface ProvisionerState {
@@ -49,7 +48,7 @@ export async function sshSession(ctx: ProvisionerContext, signal: AbortSignal = 
   ctx.log('reconnecting SSH', 'debug');
   try {
     st.ssh = await waitForSsh(need(st, 'sshTarget'), {
-      timeoutMs: comm.type === 'ssh' ? parseDuration(comm.timeout) : 60_000,
+      timeoutMs: comm.type === 'ssh' ? comm.timeout : 60_000,
       bannerTimeoutMs: 1000,
       abort: () => (signal.aborted ? 'stopped' : qemu.hasExited ? 'QEMU exited while kiln waited to reconnect' : undefined),
     });

@@ -1,10 +1,6 @@
-/** A VM's memory setting (MiB, or a size string such as "1G") as the MiB QEMU and the packages' descriptors take. */
+/** Whether a VM's memory (MiB, as the template's loader resolved it) fits this host. */
 import os from 'node:os';
-import { formatBytes, parseSize } from '../template/units.js';
-
-export function memoryMiB(memory: number | string): number {
-  return typeof memory === 'number' ? memory : Math.round(parseSize(memory) / 2 ** 20);
-}
+import { formatBytes } from '../util/units.js';
 
 export interface HostMemory { totalBytes: number; freeBytes: number }
 
@@ -17,12 +13,10 @@ export const hostMemory = (): HostMemory => ({ totalBytes: os.totalmem(), freeBy
  * More than what is free now usually starts (Linux gives pages as the guest touches them) but may push
  * the host into swap or the OOM killer mid-build: a warning.
  */
-export function memoryFit(memory: number | string, host: HostMemory = hostMemory()): { error?: { message: string; fix: string }; warning?: string } {
-  let mib: number;
-  try { mib = memoryMiB(memory); } catch { return {}; } // the schema reports a malformed size
+export function memoryFit(mib: number, host: HostMemory = hostMemory()): { error?: { message: string; fix: string }; warning?: string } {
   const bytes = mib * 2 ** 20;
   const suggested = Math.max(64, Math.floor(host.totalBytes / 2 / 2 ** 20 / 64) * 64);
-  const asked = `${typeof memory === 'number' ? `${memory} MiB` : JSON.stringify(memory)} (${formatBytes(bytes)})`;
+  const asked = `${mib} MiB (${formatBytes(bytes)})`;
   if (bytes > host.totalBytes) {
     return {
       error: {

@@ -17,8 +17,9 @@ import { outputDirectoryProblems, protectedPlaces } from './output-directories.j
 import { resolveBuildPaths } from './paths.js';
 import { qemuArgsProblems, smbiosType1Switch } from './qemu-args.js';
 import { memoryFit } from '../qemu/memory.js';
+import { applyArchDefaults } from '../qemu/arch.js';
 import { withoutCommunicatorProblems } from './provisioner-kinds/index.js';
-import { knownKeysAt, packerSourceAliases, templateSchema, variableName, variableSchema, type Template } from './schema.js';
+import { knownKeysAt, packerSourceAliases, templateSchema, variableName, variableSchema, mediaOf, type BuildSpec, type Template } from './schema.js';
 import { resolveVariables, type ResolvedVariables, type VariableInputs } from './variables.js';
 import { isPackerTemplate, packerLines, readPackerTemplate } from './packer/index.js';
 import { escapeKilnVars } from './packer/gotemplate.js';
@@ -235,7 +236,9 @@ function checkResolved(
 
   const parsed = templateSchema.safeParse({ ...interpolated, variables: rawVars }, { reportInput: true });
   if (!parsed.success) throw new TemplateError(file, withLines(problemsFromZod(parsed.error, hints)));
-  const template = parsed.data;
+  // The parsed builds become BuildSpecs here: output_directory and media are filled in below (paths
+  // first), before the template leaves the loader; a build with a problem never does.
+  const template: Template = { ...parsed.data, builds: parsed.data.builds.map((b) => b as Omit<typeof b, 'source'> & { source: typeof b.source } as BuildSpec) };
   const dir = path.dirname(abs);
 
   const names = new Map<string, number>();
@@ -254,6 +257,7 @@ function checkResolved(
         : { path: at, message: 'neither "base_image" nor "iso" is set', fix: 'add "base_image" (a bootable disk image) or "iso" (an installer, with disk_size and boot_command)' });
     }
     const buildInputs = resolveBuildPaths(b, ['builds', i], dir, problems, options.mapPath);
+    s.media = mediaOf(s);
     problems.push(...outputDirectoryProblems(b, ['builds', i], places, buildInputs));
     problems.push(...qemuArgsProblems(s.qemu_args, [...at, 'qemu_args'], s.communicator.type === 'ssh' ? s.communicator.port : 22));
     // Compared with this host's RAM: more fails at QEMU's start, more than is free is a warning.
@@ -268,6 +272,9 @@ function checkResolved(
       const rawCloudInit = ((raw as { builds?: { source?: { cloud_init?: unknown } }[] }).builds?.[i]?.source?.cloud_init);
       if (rawCloudInit === undefined) s.cloud_init = false;
     }
+    // arch: aarch64 turns kiln's x86 defaults (machine pc, firmware bios) into virt and UEFI, and refuses what virt lacks.
+    const rawSource = (raw as { builds?: { source?: Record<string, unknown> }[] }).builds?.[i]?.source ?? {};
+    for (const p of applyArchDefaults(s, { firmware: rawSource.firmware !== undefined, machine: rawSource.machine !== undefined })) problems.push({ path: [...at, p.field], message: p.message, fix: p.fix });
     const smbiosClash = s.cloud_init !== false && s.cloud_init.delivery === 'http' ? smbiosType1Switch(s.qemu_args) : undefined;
     if (smbiosClash) {
       problems.push({
@@ -284,14 +291,14 @@ function checkResolved(
       problems.push({ path: [...at, 'cloud_init'], message: 'without cloud-init kiln cannot give the guest its build key', fix: 'set communicator.private_key_file or communicator.password, or enable cloud_init' });
     }
     // Same name means same default directory: the name problem above already says so.
-    if (outputDirs.has(b.output_directory!) && sameName === undefined) {
-      problems.push({ path: ['builds', i, 'output_directory'], message: `builds[${outputDirs.get(b.output_directory!)}] writes to the same output directory, ${b.output_directory}`, fix: 'give each build its own output_directory' });
+    if (outputDirs.has(b.output_directory) && sameName === undefined) {
+      problems.push({ path: ['builds', i, 'output_directory'], message: `builds[${outputDirs.get(b.output_directory)}] writes to the same output directory, ${b.output_directory}`, fix: 'give each build its own output_directory' });
     }
-    outputDirs.set(b.output_directory!, i);
+    outputDirs.set(b.output_directory, i);
     // Two outputs writing one file would overwrite each other: catch it before any disk is converted.
     const artifacts = new Map<string, number>();
     b.outputs.forEach((o, k) => {
-      const target = path.join(o.directory ?? b.output_directory!, artifactName(b.name, o));
+      const target = path.join(o.directory ?? b.output_directory, artifactName(b.name, o));
       const first = artifacts.get(target);
       if (first !== undefined) {
         problems.push({ path: ['builds', i, 'outputs', k], message: `writes ${artifactName(b.name, o)}, like outputs[${first}]`, fix: `give one of them another "name" (e.g. name: ${b.name}-${k}.${path.extname(artifactName(b.name, o)).slice(1) || o.format}), or remove the duplicate` });

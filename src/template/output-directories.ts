@@ -64,7 +64,7 @@ export function outputDirectoryProblems(b: BuildConfig, at: (string | number)[],
     const relation = hit.real === real ? `is ${hit.what}` : `holds ${hit.what} (${hit.path})`;
     problems.push({ path: [...at, ...field], message: `${where} ${relation}: ${consequence}`, fix });
   };
-  check(b.output_directory!, ['output_directory'],
+  check(b.output_directory, ['output_directory'],
     'kiln build --force replaces an output directory, and everything in it, with the artifacts',
     `give the build a directory of its own, e.g. output_directory: output/${b.name}`);
   b.outputs.forEach((o, k) => {

@@ -50,7 +50,7 @@ const partSize = z.union([z.string(), z.number().int().positive()]).superRefine(
     return;
   }
   if (bytes < 5 * 2 ** 20) ctx.addIssue({ code: 'custom', ...because('S3 parts are at least 5 MiB', 'write part_size: 8M or more') });
-});
+}).transform((v) => parseSize(v)); // bytes: the targets read the number
 /** A file holding credentials, instead of the environment. */
 const credentialsFile = z.string().optional();
 
@@ -67,7 +67,7 @@ export const s3Target = z.strictObject({
   region: z.string().refine((v) => /^[a-z0-9][a-z0-9-]*$/.test(v), because('not an AWS region name (letters, digits and "-")', 'write e.g. region: eu-west-1')).default('us-east-1'),
   /** Path-style URLs (endpoint/bucket/key), which most S3-compatible servers need. */
   force_path_style: z.boolean().default(false),
-  part_size: partSize.default('16M'),
+  part_size: partSize.prefault('16M'),
   /** Parts sent at once. */
   concurrency: z.number().int().min(1).max(64).default(4),
   /** An AWS shared credentials file (INI, [default] or `profile`); default: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. */
@@ -125,7 +125,7 @@ export const ociTarget = z.strictObject({
   /** Plain HTTP, for a registry on loopback or a lab network. */
   insecure: z.boolean().default(false),
   /** Bytes per PATCH of the chunked blob upload. */
-  chunk_size: partSize.default('16M'),
+  chunk_size: partSize.prefault('16M'),
   /** A docker config.json with `auths` (default: $DOCKER_CONFIG/config.json, then ~/.docker/config.json). */
   credentials_file: credentialsFile,
   timeout: timeouts,

@@ -16,7 +16,7 @@ import { buildManifest, writeSums, type ArtifactRecord } from '../../src/artifac
 import { verifyManifest } from '../../src/artifacts/verify.js';
 import { checkSigningKey, SigningError } from '../../src/artifacts/signing.js';
 import { provenanceStatement } from '../../src/artifacts/provenance.js';
-import { buildSchema } from '../../src/template/schema.js';
+import { buildSpec } from '../../src/template/schema.js';
 import { cycloneDxSchemaErrors, spdxLicenceProblems, spdxSchemaErrors } from './supply-chain-schemas.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-supply-chain-'));
@@ -140,7 +140,7 @@ async function stage(name: string, sign?: string): Promise<{ out: string; manife
   const sha = execFileSync('sha256sum', [disk]).toString().split(' ')[0]!;
   const artifacts: ArtifactRecord[] = [{ name: `${name}.raw`, path: disk, format: 'raw', size: 4096, virtualSize: 4096, sha256: sha }];
   writeSums(out, 'sha256', artifacts);
-  const build = buildSchema.parse({
+  const build = buildSpec({
     name, output_directory: out, source: { base_image: '/base.qcow2', checksum: 'none' },
     provisioners: [
       { type: 'shell', script: path.join(src, 'setup.sh') },

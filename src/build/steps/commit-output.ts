@@ -33,7 +33,7 @@ export const commitOutputStep: Step = {
   name: 'write manifest and commit output',
   async run(ctx) {
     const staging = need(ctx.state, 'stagingDir');
-    const out = ctx.build.output_directory!;
+    const out = ctx.build.output_directory;
     // Final location of each staged file, for the manifest.
     const finalPathOf = (staged: string) => {
       const rel = path.relative(staging, staged);

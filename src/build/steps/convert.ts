@@ -12,7 +12,6 @@ import { writePackage } from '../../artifacts/packages.js';
 import { fileDigests } from '../../cache/digest.js';
 import { formatBytes } from '../../template/units.js';
 import { usesUefi, type OutputConfig } from '../../template/schema.js';
-import { memoryMiB } from '../../qemu/memory.js';
 
 /** Where an output is staged: outputs bound for another directory get a sub-folder of their own. */
 export function stagedPath(stagingDir: string, index: number, name: string, elsewhere: boolean): string {
@@ -55,7 +54,7 @@ async function produce(ctx: BuildContext, o: OutputConfig, index: number): Promi
     await write(ctx, o, index, name, dst);
   } catch (e) {
     if (!isDiskFull(e)) throw e;
-    throw diskFullError(e as Error, path.join(o.directory ?? ctx.build.output_directory!, name), dst);
+    throw diskFullError(e as Error, path.join(o.directory ?? ctx.build.output_directory, name), dst);
   }
 }
 
@@ -84,7 +83,7 @@ async function write(ctx: BuildContext, o: OutputConfig, index: number, name: st
     const src = ctx.build.source;
     await writePackage(plan.packageFormat, {
       source: disk.path, sourceFormat: disk.format, out: dst, name: path.basename(name, `.${plan.extension}`),
-      cpus: src.cpus, memoryMiB: memoryMiB(src.memory), firmware: usesUefi(src.firmware) ? 'uefi' : 'bios', onProgress, signal: ctx.signal,
+      cpus: src.cpus, memoryMiB: src.memory, firmware: usesUefi(src.firmware) ? 'uefi' : 'bios', onProgress, signal: ctx.signal,
       qemuImg: ctx.driver, tarBinary: ctx.options.tarBinary, // KILN_QEMU_IMG / KILN_TAR reach packaging too
       vagrantfileExtra: o.vagrantfile_extra,
     });

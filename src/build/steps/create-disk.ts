@@ -5,7 +5,7 @@
 import path from 'node:path';
 import type { Step } from '../step.js';
 import { need } from '../state.js';
-import { parseSize, formatBytes } from '../../template/units.js';
+import { formatBytes } from '../../template/units.js';
 
 export const createDiskStep: Step = {
   name: 'create disk',
@@ -20,15 +20,16 @@ export const createDiskStep: Step = {
       ctx.state.disk = { path: disk, format: 'qcow2', virtualSize: (await ctx.driver.imageInfo(disk, 'qcow2')).virtualSize };
       return;
     }
-    if (base.kind === 'iso') {
-      // The installer partitions this blank disk; disk_size is required for ISO sources.
-      const size = parseSize(ctx.build.source.disk_size!);
+    const media = ctx.build.source.media;
+    if (media.kind === 'iso') {
+      // The installer partitions this blank disk (disk_size, which an ISO source must have).
+      const size = media.diskSize;
       await ctx.driver.createBlank(disk, size);
       ctx.state.disk = { path: disk, format: 'qcow2', virtualSize: size };
       return;
     }
     const baseInfo = await ctx.driver.imageInfo(base.path, base.format);
-    const wanted = ctx.build.source.disk_size ? parseSize(ctx.build.source.disk_size) : undefined;
+    const wanted = ctx.build.source.disk_size;
     if (wanted !== undefined && wanted < baseInfo.virtualSize) {
       throw new Error(`disk_size ${formatBytes(wanted)} is smaller than the base image (${formatBytes(baseInfo.virtualSize)}); shrinking would destroy data\n  fix: set disk_size to at least ${formatBytes(baseInfo.virtualSize)} or leave it out`);
     }

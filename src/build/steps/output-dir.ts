@@ -26,7 +26,7 @@ function makeDirs(dir: string): string[] {
 export const outputDirStep: Step = {
   name: 'prepare output directory',
   async run(ctx) {
-    const out = ctx.build.output_directory!;
+    const out = ctx.build.output_directory;
     for (const dir of removeStaleStaging(out)) ctx.log(`removed ${dir}, a partial output left by a kiln process that no longer exists`, 'warn');
     const createdDirs = makeDirs(path.dirname(out));
     const claim = claimFileOf(out);

@@ -17,7 +17,7 @@ export const publishStep: Step = {
   whenUpToDate: true,
   enabled: (ctx) => ctx.build.publish.length > 0,
   async run(ctx) {
-    const out = ctx.build.output_directory!;
+    const out = ctx.build.output_directory;
     await publishManifest(path.join(out, 'manifest.json'), ctx.build.publish, {
       signal: ctx.signal,
       uefi: usesUefi(ctx.build.source.firmware),

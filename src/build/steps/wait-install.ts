@@ -4,7 +4,7 @@
  */
 import type { Step } from '../step.js';
 import { need } from '../state.js';
-import { parseDuration } from '../../template/units.js';
+import { durationSetting } from '../../template/units.js';
 import { serialTail } from '../../util/serial-log.js';
 
 export const waitInstallStep: Step = {
@@ -12,8 +12,8 @@ export const waitInstallStep: Step = {
   enabled: (ctx) => ctx.build.source.iso !== undefined && ctx.build.source.communicator.type === 'none',
   async run(ctx) {
     const qemu = need(ctx.state, 'qemu');
-    if (!(await qemu.waitForExit(parseDuration(ctx.build.source.install_timeout)))) {
-      throw new Error(`the installer did not finish within ${ctx.build.source.install_timeout}\n--- last lines of the serial console ---\n${serialTail(ctx.state.serialLog)}`);
+    if (!(await qemu.waitForExit(ctx.build.source.install_timeout))) {
+      throw new Error(`the installer did not finish within ${durationSetting(ctx.build.source.install_timeout)}\n--- last lines of the serial console ---\n${serialTail(ctx.state.serialLog)}`);
     }
     const exit = await qemu.exited;
     if (exit.code !== 0) throw new Error(`QEMU exited with ${exit.code ?? exit.signal} during the install: ${exit.stderr}`);

@@ -6,7 +6,7 @@ import type { SshSession } from '../../communicator/ssh.js';
 import { need } from '../state.js';
 import { waitForSsh, SshWaitError, type LoginSetup, type SshTarget } from '../../communicator/ssh.js';
 import { fingerprintOf, type KeyPair } from '../../communicator/keys.js';
-import { parseDuration, formatDuration } from '../../template/units.js';
+import { durationSetting, formatDuration } from '../../template/units.js';
 import { shellQuote } from '../../qemu/argv.js';
 import { startVm } from '../vm.js';
 import { asRoot } from '../../communicator/as-root.js';
@@ -66,8 +66,8 @@ export interface SshWaitSetting {
   username: string;
   /** communicator.port: where the SSH server listens in the guest. */
   guestPort: number;
-  /** communicator.timeout as written ("5m", or a number of seconds). */
-  timeout: string | number;
+  /** communicator.timeout as a template writes it ("5m"). */
+  timeout: string;
   /** offeredCredentials() of this build. */
   offered: string;
   /** kiln gives the guest cloud-init user_data that creates the user and authorizes the key. */
@@ -178,8 +178,8 @@ export const waitSshStep: Step = {
       hostKeyFingerprint: expectedHostKey, trustOnFirstUse: comm.trust_on_first_use,
     };
     const started = performance.now();
-    const timeoutMs = parseDuration(comm.timeout);
-    const deadline = Date.now() + (st.installing ? parseDuration(ctx.build.source.install_timeout) : 0) + timeoutMs;
+    const timeoutMs = comm.timeout;
+    const deadline = Date.now() + (st.installing ? ctx.build.source.install_timeout : 0) + timeoutMs;
     const ci = ctx.build.source.cloud_init;
     let cloudInitConsole = new CloudInitConsoleWatch(st.serialLog);
     // Refused logins are final only when nothing in the guest can still create the user or authorize the key.
@@ -220,7 +220,7 @@ export const waitSshStep: Step = {
         // A host key mismatch and QEMU's exit explain themselves; a wait that gave up is named by how far its attempts got.
         const cause = e instanceof SshWaitError && !current.hasExited
           ? sshWaitFailure(e, {
-            username: comm.username, guestPort: comm.port, timeout: comm.timeout,
+            username: comm.username, guestPort: comm.port, timeout: durationSetting(comm.timeout),
             offered: offeredCredentials(st.buildKey, comm.private_key_file, comm.password !== undefined),
             cloudInit: ci !== false, privateKeyFile: comm.private_key_file, password: comm.password !== undefined,
             cloudInitFinished: cloudInitConsole.finished(),

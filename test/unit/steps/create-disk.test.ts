@@ -36,7 +36,7 @@ describe('create disk', () => {
   });
 
   it('makes a blank disk of disk_size for an ISO install', async () => {
-    const h = stepContext({ source: { disk_size: '3G' }, state: { base: { path: '/i.iso', format: 'raw', sha256: 'a', source: 'i', kind: 'iso' } } });
+    const h = stepContext({ source: { base_image: undefined, iso: '$base', disk_size: '3G' }, state: { base: { path: '/i.iso', format: 'raw', sha256: 'a', source: 'i', kind: 'iso' } } });
     await runStep(createDiskStep, h.ctx);
     expect(h.driver.methods()).toEqual(['createBlank']);
     expect(h.ctx.state.disk).toEqual({ path: path.join(h.ctx.state.workDir, 'disk.qcow2'), format: 'qcow2', virtualSize: 3 * GiB });
