@@ -22,6 +22,7 @@ import type { ociTarget } from '../template/schema-publish.js';
 import { request, textOf, type Timeouts } from './http.js';
 import { ArtifactCheck } from './integrity.js';
 import { safeUrl, serverSaid } from './redact.js';
+import { archProfile, type GuestArch } from '../qemu/arch.js';
 import { HttpStatusError, PublishError, type CredentialDestination, type PublishArtifact, type PublishContext, type Publisher, withRetries } from './target.js';
 
 type OciTarget = z.output<typeof ociTarget>;
@@ -254,10 +255,15 @@ export function layerSize(artifact: { size: number }): number {
 
 interface ImageManifest { annotations?: Record<string, string>; layers?: { digest: string; size: number; mediaType: string }[] }
 
+/** The image's OCI platform: what `docker pull --platform` and KubeVirt's node selection match (linux/amd64, linux/arm64). */
+export function ociPlatform(arch: GuestArch | undefined): { architecture: string; os: 'linux' } {
+  return { architecture: archProfile(arch).ociArchitecture, os: 'linux' };
+}
+
 /** The containerDisk's config and manifest for a layer, with their digests. */
-function imageFor(artifact: PublishArtifact, layer: { digest: string; size: number }) {
+export function imageFor(artifact: PublishArtifact, layer: { digest: string; size: number }, arch?: GuestArch) {
   const config = Buffer.from(JSON.stringify({
-    architecture: 'amd64', os: 'linux', config: {},
+    ...ociPlatform(arch), config: {},
     rootfs: { type: 'layers', diff_ids: [layer.digest] },
     history: [{ created_by: `kiln: containerDisk of ${artifact.name} (sha256 ${artifact.sha256})` }],
   }));
@@ -304,7 +310,7 @@ export const publishOci: Publisher<OciTarget> = async (target, artifact, ctx) =>
   })));
   let layer = current.map((c) => c && layerOfSameDisk(c.manifest, artifact)).find(Boolean);
   if (layer) {
-    const image = imageFor(artifact, layer);
+    const image = imageFor(artifact, layer, ctx.arch);
     if (current.every((c) => c?.digest === image.manifestDigest) && await withRetries('HEAD layer', ctx, () => blobExists(reg, repo, layer!.digest))) {
       const location = `oci://${target.registry}/${repo}@${image.manifestDigest}`;
       ctx.log(`${target.registry}/${repo}:${target.tags.join(',')} already is ${image.manifestDigest}: nothing to send`);
@@ -320,7 +326,7 @@ export const publishOci: Publisher<OciTarget> = async (target, artifact, ctx) =>
     const pushed = await withRetries('push layer', ctx, () => pushStreamedBlob(reg, repo, containerDiskLayer(artifact, new ArtifactCheck(artifact)) as AsyncIterable<Buffer>, chunk, ctx, layerSize(artifact)));
     layer = pushed; sentLayer = pushed.size;
   }
-  const { config, configDigest, manifest, manifestDigest } = imageFor(artifact, layer);
+  const { config, configDigest, manifest, manifestDigest } = imageFor(artifact, layer, ctx.arch);
   const location = `oci://${target.registry}/${repo}@${manifestDigest}`;
   await withRetries('push config', ctx, () => pushSmallBlob(reg, repo, configDigest, config));
   // By digest first: the tags below are the only thing that makes the image findable.

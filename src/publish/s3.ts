@@ -13,12 +13,18 @@ import type { s3Target } from '../template/schema-publish.js';
 import type { Timeouts } from './http.js';
 import { ArtifactCheck, checkedStream } from './integrity.js';
 import { safeUrl, serverSaid } from './redact.js';
+import type { GuestArch } from '../qemu/arch.js';
 import { PublishError, type Publisher, withRetries } from './target.js';
 
 type S3Target = z.output<typeof s3Target>;
 
 /** Metadata key holding the artifact's sha256 (x-amz-meta-kiln-sha256). */
 const digestKey = 'kiln-sha256';
+
+/** The object's metadata: the artifact's sha256 and the guest's architecture (x-amz-meta-kiln-arch: x86_64, aarch64). */
+export function objectMetadata(artifact: { sha256: string }, arch: GuestArch | undefined): Record<string, string> {
+  return { [digestKey]: artifact.sha256, 'kiln-arch': arch ?? 'x86_64' };
+}
 
 interface S3Credentials { accessKeyId: string; secretAccessKey: string; sessionToken?: string; from: string }
 
@@ -141,7 +147,7 @@ export const publishS3: Publisher<S3Target> = async (target, artifact, ctx) => {
       params: {
         Bucket: target.bucket, Key: key, Body: body,
         ContentType: 'application/octet-stream', ChecksumAlgorithm: 'SHA256',
-        Metadata: { [digestKey]: artifact.sha256 },
+        Metadata: objectMetadata(artifact, ctx.arch),
       },
     });
     upload.on('httpUploadProgress', (p) => ctx.progress(p.loaded ?? 0, artifact.size));
