@@ -14,6 +14,7 @@ import { runSteps, type RunResult, type StepSource } from './runner.js';
 import type { AirgapGuestNetwork, BuildContext, BuildOptions, BuildState, OnError } from './state.js';
 import { buildSteps, finishingScripts, outputDirStep, outputSteps, planSteps } from './steps/index.js';
 import { planBuild, type BuildPlan, type PlanOptions } from '../cache/plan.js';
+import type { RemoteCache } from '../cache/remote/protocol.js';
 import type { Step } from './step.js';
 import { createBuildContext } from './context.js';
 import { markOwned, ownedWorkDirs } from './stale.js';
@@ -251,6 +252,11 @@ export interface KilnBuildOptions {
   cacheDir?: string;
   /** Neither use nor fill the layer cache. */
   noCache?: boolean;
+  /**
+   * A shared layer cache (src/cache/remote's RemoteCache, e.g. on S3): final disks are pulled from it
+   * instead of booting, and the final disks built here are shared to it (unless it is read-only).
+   */
+  remoteCache?: RemoteCache;
   /** Where each build's private work directory is made (default: os.tmpdir()); keep it short (unix sockets live there). */
   tempDir?: string;
   /** How many builds run at once (default 1). */
@@ -290,7 +296,7 @@ export async function build(template: LoadedTemplate, options: KilnBuildOptions 
   if (onError === 'ask' && !options.prompt) throw new Error('onError "ask" needs a prompt callback (options.prompt)');
   return runBuilds(template, builds, {
     force: options.force ?? false, onError, debug: options.debug ?? false,
-    cacheDir: options.cacheDir ?? defaultCacheDir(), noCache: options.noCache, prompt: options.prompt,
+    cacheDir: options.cacheDir ?? defaultCacheDir(), noCache: options.noCache, remoteCache: options.remoteCache, prompt: options.prompt,
     tempDir: options.tempDir, keptBuildRelease: options.keptBuildRelease,
     driver: options.driver ?? createDriver(options.qemu), tarBinary: options.tarBinary, airgap: options.airgap,
   }, events, options.signal ?? new AbortController().signal, options.parallel ?? 1);

@@ -5,7 +5,7 @@
  * copy rebased onto it): intermediate layers are disks before kiln's clean-up and may hold what the
  * provisioners wrote and the build key, and VM states hold the guest's RAM; neither leaves the machine.
  */
-import { rmSync } from 'node:fs';
+import { rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import type { BuildContext } from './state.js';
@@ -13,8 +13,7 @@ import type { LayerMeta, LayerStore } from '../cache/layers.js';
 import type { BuildPlan } from '../cache/plan.js';
 import type { RemoteCache } from '../cache/remote/protocol.js';
 import { diesWithKiln } from '../qemu/process.js';
-import { formatBytes } from '../template/units.js';
-import { formatDuration } from '../template/units.js';
+import { formatBytes, formatDuration } from '../template/units.js';
 
 type Base = NonNullable<BuildContext['state']['base']>;
 const short = (key: string) => key.slice(0, 12);
@@ -31,7 +30,7 @@ export function remoteFor(ctx: BuildContext): RemoteCache | undefined {
     ctx.log(`remote cache: not used for this build: its template has sensitive values, and without a shared secret the layer names in ${remote.location} could be used to test guesses at them\n  fix: give every builder the same secret file (--cache-remote-secret-file FILE)`, 'warn');
     return undefined;
   }
-  return remote;
+  return remote.withLog(ctx.log);
 }
 
 /**
@@ -83,6 +82,7 @@ export async function pushToRemote(ctx: BuildContext, store: LayerStore, remote:
     await execa(...diesWithKiln('cp', ['--sparse=always', '--reflink=auto', store.layerFile(meta.key), tmp]), { cancelSignal: ctx.signal });
     const baseName = await store.ensureBase(base.path, base.sha256, base.format);
     await ctx.driver.rebase(tmp, { name: baseName, format: base.format }, ctx.signal);
+    ctx.log(`remote cache: sharing the final disk ${short(meta.key)} (${formatBytes(statSync(tmp).size)}, self-contained on the base image) to ${remote.location}`);
     const record = await remote.push(meta.key, 'final', tmp, { parent: null, base: base.sha256, baseFormat: base.format, final: meta.final, description: meta.description }, ctx.signal);
     const ms = performance.now() - started;
     ctx.state.timings['remote cache push'] = ms;

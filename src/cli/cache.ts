@@ -1,10 +1,40 @@
-/** `kiln cache ls|prune|rm`: look into and trim the layer cache (see src/cache/layers.ts) and the unpacked bundles (src/airgap/unpacked.ts). */
+/**
+ * `kiln cache ls|prune|rm|flush`: look into and trim the layer cache (see src/cache/layers.ts) and the
+ * unpacked bundles (src/airgap/unpacked.ts); with --remote, prune or flush the shared remote cache
+ * (src/cache/remote).
+ */
 import { cacheDirFromEnv } from './env.js';
 import { LayerStore, type LayerMeta } from '../cache/layers.js';
 import { listUnpackedBundles, pruneUnpackedBundles, type UnpackedBundle } from '../airgap/unpacked.js';
-import { formatBytes, parseSize } from '../template/units.js';
+import { formatBytes, parseDuration, parseSize } from '../template/units.js';
+import { openRemoteCache } from './remote-cache.js';
 
-export interface CacheArgs { action: 'ls' | 'prune' | 'rm'; key?: string; 'keep-size'?: string; json?: boolean }
+export interface CacheArgs {
+  action: 'ls' | 'prune' | 'rm' | 'flush'; key?: string; 'keep-size'?: string; json?: boolean;
+  /** prune/flush the remote cache at this s3:// URL. */
+  remote?: string; 'older-than'?: string; grace?: string;
+}
+
+/** "30d" as well as the template durations ("12h", "90m"). */
+function durationMs(flag: string, value: string): number {
+  const days = /^(\d+)d$/.exec(value.trim());
+  try { return days ? Number(days[1]) * 86_400_000 : parseDuration(value); } catch (e) { throw new Error(`--${flag}: ${(e as Error).message} (or days: "30d")`); }
+}
+
+/** prune --remote: records first, then blobs no record names; flush: a new epoch. */
+async function remoteCacheCommand(args: CacheArgs, out: (s: string) => void): Promise<number> {
+  const remote = openRemoteCache({ 'cache-remote': args.remote }, (m) => process.stderr.write(`${m}\n`))!;
+  if (args.action === 'flush') {
+    const epoch = await remote.flush();
+    out(`${remote.location}: cache epoch ${epoch}; what builders shared before is no longer used ("kiln cache prune --remote ${args.remote}" removes it)\n`);
+    return 0;
+  }
+  if (args.action !== 'prune') throw new Error(`kiln cache ${args.action} does not take --remote\n  fix: kiln cache prune --remote URL, or kiln cache flush --remote URL`);
+  const r = await remote.prune({ graceMs: durationMs('grace', args.grace ?? '1h'), olderThanMs: args['older-than'] ? durationMs('older-than', args['older-than']) : undefined });
+  if (args.json) { out(JSON.stringify({ remote: remote.location, ...r }, null, 2) + '\n'); return 0; }
+  out(`${remote.location}: removed ${r.records} record${r.records === 1 ? '' : 's'}, then ${r.blobs} blob${r.blobs === 1 ? '' : 's'} no record names (${formatBytes(r.bytes)})${r.uploads ? ` and ${r.uploads} unfinished upload${r.uploads === 1 ? '' : 's'}` : ''}\n`);
+  return 0;
+}
 
 function age(d: Date): string {
   const s = Math.max(0, (Date.now() - d.getTime()) / 1000);
@@ -35,6 +65,10 @@ export async function cacheCommand(args: CacheArgs): Promise<number> {
   const cacheDir = cacheDirFromEnv();
   const store = new LayerStore(cacheDir);
   const out = (s: string) => process.stdout.write(s);
+  if (args.remote || args.action === 'flush') {
+    if (!args.remote) throw new Error('kiln cache flush needs --remote s3://bucket/prefix\n  fix: the local cache has no epoch; "kiln cache prune --keep-size 0" empties it');
+    return remoteCacheCommand(args, out);
+  }
   switch (args.action) {
     case 'ls': {
       const layers = store.list().sort((a, b) => a.created.localeCompare(b.created));

@@ -16,6 +16,7 @@ import { humanRenderer, jsonRenderer, type ProgressMode } from '../ui/render.js'
 import { inspectTemplate } from './inspect.js';
 import { consoleCommand } from './console.js';
 import { cacheCommand, type CacheArgs } from './cache.js';
+import { openRemoteCache, remoteCacheOptions, type RemoteCacheArgs } from './remote-cache.js';
 import { importTemplate } from './import.js';
 import { publishCommand } from './publish.js';
 import { bundleCommand, prepareAirgap, type AirgapBuildArgs, type BundleArgs } from './bundle.js';
@@ -96,7 +97,7 @@ function sweepLeftovers(build: string, render: EventSink, secrets: readonly stri
 async function buildCommand(argv: Common & {
   force: boolean; only?: string | string[]; except?: string | string[]; 'on-error': OnError; 'parallel-builds': number;
   debug: boolean; timestamps: boolean; events?: string; progress: ProgressMode; cache: boolean;
-} & AirgapBuildArgs & SlurmArgs): Promise<number> {
+} & AirgapBuildArgs & SlurmArgs & RemoteCacheArgs): Promise<number> {
   // --record / --bundle / --offline (src/cli/bundle.ts): a bundle is verified, unpacked and its template loaded before anything else.
   const airgap = await prepareAirgap(argv, cacheDirFromEnv());
   if (!airgap?.template && !argv.template) throw new Error('give a template file to build (or --bundle FILE)');
@@ -129,7 +130,7 @@ async function buildCommand(argv: Common & {
     const results = await build(t, {
       only: namesOf(argv.only), except: namesOf(argv.except),
       force: argv.force, onError: argv['on-error'] === 'ask' && !prompt ? 'cleanup' : argv['on-error'],
-      debug: argv.debug, cacheDir: cacheDirFromEnv(), noCache: !argv.cache, prompt,
+      debug: argv.debug, cacheDir: cacheDirFromEnv(), noCache: !argv.cache, prompt, remoteCache: argv.cache ? openRemoteCache(argv) : undefined,
       qemu: qemuOptionsFromEnv(), tarBinary: tarBinaryFromEnv(),
       parallel: argv['parallel-builds'], onEvent: render, signal: controller.signal, ...airgap?.options,
       keptBuildRelease: [
@@ -193,6 +194,7 @@ export async function main(args: string[]): Promise<number> {
       .option('except', { type: 'string', requiresArg: true, describe: 'skip these builds (repeatable, or comma-separated)' })
       .option('on-error', { choices: ['cleanup', 'abort', 'ask'] as const, default: 'cleanup' as OnError, describe: 'on failure: clean up, keep the VM running to inspect it (abort; kiln waits until Ctrl-C), or ask (retry, clean up, abort)' })
       .option('cache', { type: 'boolean', default: true, describe: 'use and fill the build cache; --no-cache neither reads nor writes it' })
+      .options(remoteCacheOptions)
       .option('parallel-builds', { type: 'number', default: 1, describe: 'how many builds run at once' })
       .option('debug', { type: 'boolean', default: false, describe: 'verbose logs; pause between steps on a terminal' })
       .option('timestamps', { type: 'boolean', default: false, describe: 'prefix log lines with the time' })
@@ -281,12 +283,15 @@ export async function main(args: string[]): Promise<number> {
       .option('pid', { type: 'number', describe: 'the kiln process running it, when several builds have that name' }),
     async (argv) => { code = await consoleCommand({ build: String(argv.build), pid: argv.pid }).catch(reportError); })
     .command('cache <action> [key]', 'list, prune or remove build cache entries', (y) => y
-      .positional('action', { choices: ['ls', 'prune', 'rm'] as const, demandOption: true, describe: 'ls: list, prune: trim to --keep-size, rm: remove one entry' })
+      .positional('action', { choices: ['ls', 'prune', 'rm', 'flush'] as const, demandOption: true, describe: 'ls: list, prune: trim to --keep-size (or the --remote cache), rm: remove one entry, flush: bump the --remote cache\'s epoch' })
       .positional('key', { type: 'string', describe: 'the entry to remove (rm)' })
       .option('keep-size', { type: 'string', describe: 'prune: the most the cache may keep, e.g. 20G' })
+      .option('remote', { type: 'string', requiresArg: true, describe: 'prune/flush the remote layer cache s3://bucket/prefix instead of the local one' })
+      .option('older-than', { type: 'string', requiresArg: true, describe: 'prune --remote: also remove records older than this, e.g. 30d' })
+      .option('grace', { type: 'string', requiresArg: true, default: '1h', describe: 'prune --remote: blobs and unfinished uploads younger than this stay (a builder may be writing them)' })
       .option('json', { type: 'boolean', default: false, describe: 'print JSON' }),
     async (argv) => {
-      const args: CacheArgs = { action: argv.action as CacheArgs['action'], key: argv.key, 'keep-size': argv['keep-size'], json: argv.json };
+      const args: CacheArgs = { action: argv.action as CacheArgs['action'], key: argv.key, 'keep-size': argv['keep-size'], json: argv.json, remote: argv.remote, 'older-than': argv['older-than'], grace: argv.grace };
       code = await cacheCommand(args).catch(reportError);
     })
     .demandCommand(1, 'give a command: build, plan, bundle, validate, inspect, import, verify, publish, console or cache')

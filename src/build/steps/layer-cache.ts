@@ -18,6 +18,7 @@ import { layerCaptureTiming } from '../layer-capture.js';
 import { pullFromRemote, pushToRemote, remoteFor } from '../remote-cache.js';
 import type { LayerPlan } from '../state.js';
 import { usesUefi } from '../../template/schema.js';
+import { networkFileSystem } from '../../cache/network-fs.js';
 
 const short = (key: string) => key.slice(0, 12);
 
@@ -39,6 +40,8 @@ export const layerCacheStepFor = (finishingScripts: (ctx: BuildContext) => strin
     const store = new LayerStore(ctx.options.cacheDir, ctx.driver);
     for (const f of store.removeStaleTemp()) ctx.log(`layer cache: removed ${f}, left by a kiln process that no longer exists`, 'warn');
     const vmState = savesVmState(ctx);
+    const nfs = networkFileSystem(ctx.options.cacheDir);
+    if (nfs) ctx.log(`layer cache: ${ctx.options.cacheDir} is on ${nfs}: kiln's locks hold a pid and work on one host only, so builders on other machines sharing it can corrupt each other's layers\n  fix: give each machine a local KILN_CACHE_DIR and share layers with --cache-remote s3://bucket/prefix`, 'warn');
     const remote = remoteFor(ctx);
     const planOptions = {
       cacheDir: ctx.options.cacheDir, store, baseSha256: base.sha256, finishingScripts: finishingScripts(ctx), verify: true, vmState,
@@ -63,7 +66,12 @@ export const layerCacheStepFor = (finishingScripts: (ctx: BuildContext) => strin
     }
     for (const note of plan.notes) ctx.log(note);
     // Every provisioner cached and the final disk too: nothing needs the guest, the outputs are made from it.
-    if (plan.resume.kind === 'fromFinalLayer') return convertFromFinalLayer(ctx, store, { rootKey: rootKey!, plan: planned, finalKey: finalKey!, outputKey });
+    if (plan.resume.kind === 'fromFinalLayer') {
+      // A final disk this machine holds and the remote cache lacks is shared while the outputs are made.
+      const share = remote && !remote.readonly && plan.resume.source === 'local'
+        ? (meta: LayerMeta) => pushToRemote(ctx, store, remote, meta, base).catch(() => undefined) : undefined;
+      return convertFromFinalLayer(ctx, store, { rootKey: rootKey!, plan: planned, finalKey: finalKey!, outputKey, share });
+    }
 
     const cachedCount = plan.resume.kind === 'resume' ? plan.resume.at : 0;
     const cachedKeys = planned.slice(0, cachedCount).map((l) => l.key!);
@@ -139,7 +147,7 @@ async function waitForSaves(ctx: BuildContext, layers: { publishing: Promise<voi
  * Every provisioner and the final steps are cached: the guest steps are skipped (see convertsFromCache)
  * and the conversion reads the final layer. The store keeps it (claimed) until the build ends.
  */
-async function convertFromFinalLayer(ctx: BuildContext, store: LayerStore, o: { rootKey: string; plan: PlannedLayer[]; finalKey: string; outputKey?: string }) {
+async function convertFromFinalLayer(ctx: BuildContext, store: LayerStore, o: { rootKey: string; plan: PlannedLayer[]; finalKey: string; outputKey?: string; share?: (meta: LayerMeta) => Promise<void> }) {
   const meta = store.meta(o.finalKey)!;
   const used = [o.finalKey];
   for (const k of used) store.touch(k);
@@ -161,7 +169,7 @@ async function convertFromFinalLayer(ctx: BuildContext, store: LayerStore, o: { 
   ctx.state.sbom = meta.final?.sbom;
   ctx.state.compaction = meta.final?.compaction;
   ctx.state.accelerator = meta.final?.accelerator as BuildContext['state']['accelerator'];
-  const layers: LayerPlan = { store, rootKey: o.rootKey, plan: o.plan, cachedCount: o.plan.length, rootBacking: null, artifactKey: o.outputKey, finalKey: o.finalKey, publishing: Promise.resolve() };
+  const layers: LayerPlan = { store, rootKey: o.rootKey, plan: o.plan, cachedCount: o.plan.length, rootBacking: null, artifactKey: o.outputKey, finalKey: o.finalKey, publishing: o.share ? o.share(meta) : Promise.resolve() };
   ctx.state.layers = layers;
   const applicable = ctx.build.provisioners.map((p, i) => ({ p, i })).filter(({ i }) => o.plan.some((l) => l.index === i));
   for (const [n, { p, i }] of applicable.entries()) {

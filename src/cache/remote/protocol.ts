@@ -102,6 +102,11 @@ export class RemoteCache {
 
   get location(): string { return this.store.location; }
 
+  /** The same cache (store, epoch, listings) reporting through `log`: one per build, so warnings name their build. */
+  withLog(log: RemoteLog): RemoteCache {
+    return Object.assign(Object.create(this) as RemoteCache, { log });
+  }
+
   /** Names are keyed with a secret the builders share (not a public function of the local key). */
   get keyed(): boolean { return Boolean(this.o.secret); }
 

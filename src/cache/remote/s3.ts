@@ -21,7 +21,7 @@ const statusOf = (e: unknown) => (e as S3ServiceException).$metadata?.httpStatus
 const notFound = (e: unknown) => e instanceof S3ServiceException && (e.name === 'NoSuchKey' || e.name === 'NotFound' || statusOf(e) === 404);
 
 /** Parts of this size go up in a multipart upload (and a smaller object in one PUT). */
-const partSize = 16 * 2 ** 20;
+const partSize = 8 * 2 ** 20;
 
 export class S3ObjectStore implements ObjectStore {
   readonly location: string;
