@@ -31,6 +31,8 @@ export interface SlurmArgs {
   cache: boolean;
   'cache-remote'?: string;
   'cache-remote-readonly'?: boolean;
+  /** A path: the file must exist on every node (the secret itself never goes into the job). */
+  'cache-remote-secret-file'?: string;
 }
 
 /** `kiln build` arguments each task gets: never a sensitive value (the job script is kept by slurmctld). */
@@ -48,6 +50,7 @@ function taskBuildArgs(a: SlurmArgs, t: LoadedTemplate): string[] {
   if (!a.cache) args.push('--no-cache');
   if (a['cache-remote']) args.push('--cache-remote', a['cache-remote']);
   if (a['cache-remote-readonly']) args.push('--cache-remote-readonly');
+  if (a['cache-remote-secret-file']) args.push('--cache-remote-secret-file', path.resolve(a['cache-remote-secret-file']));
   return args;
 }
 
