@@ -6,6 +6,7 @@ import { cloudInit } from './cloud-init.js';
 import { noneCommunicator, sshCommunicator } from './communicator.js';
 import { type Fields, shapeOf } from './field.js';
 import { because, duration, memory, size } from './types.js';
+import { guestArches } from '../../qemu/arch.js';
 
 // md5: and sha1: are there for Packer templates, which allow them (weak: the mapping says so).
 const checksum = z.string().refine((v) => /^(none|sha256:[0-9a-fA-F]{64}|sha512:[0-9a-fA-F]{128}|md5:[0-9a-fA-F]{32}|sha1:[0-9a-fA-F]{40}|file:.+)$/.test(v), because(
@@ -55,6 +56,7 @@ export const sourceFields = {
   accelerator: { schema: z.enum(['auto', 'kvm', 'tcg', 'hvf', 'whpx']).default('auto'), cache: 'runtime', packer: ['accelerator'], doc: 'auto uses KVM when the host has it, else TCG (emulation).' },
   firmware: { schema: firmware.default('bios'), cache: 'disk', doc: 'bios (SeaBIOS), uefi (OVMF), uefi-secure (Secure Boot with Microsoft keys), or a QEMU firmware descriptor (.json).' },
   tpm: { schema: z.boolean().optional(), cache: 'disk', packer: ['vtpm'], doc: 'A TPM 2.0 (swtpm, one per build).' },
+  arch: { schema: z.enum(guestArches).optional(), cache: 'disk', doc: 'The guest\'s architecture: x86_64 (unset) or aarch64 (qemu-system-aarch64 -M virt with UEFI; emulated on an x86 host).' },
   machine: { schema: z.string().default('pc'), cache: 'disk', packer: ['machine_type'], doc: 'QEMU\'s -machine type (pc, q35...).' },
   cpu_model: { schema: z.string().min(1).optional(), cache: 'runtime', doc: 'QEMU\'s -cpu model; unset: an x86-64-v2 model under TCG, host under KVM.' },
   disk_interface: { schema: z.enum(['virtio', 'virtio-scsi', 'ide', 'sata', 'scsi']).default('virtio'), cache: 'disk', packer: ['disk_interface'], doc: 'How the disk is attached to the guest.' },
