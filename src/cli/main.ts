@@ -14,6 +14,7 @@ import { cacheDirFromEnv, qemuOptionsFromEnv, tarBinaryFromEnv } from './env.js'
 import { maskSecrets, type EventSink } from '../ui/events.js';
 import { humanRenderer, jsonRenderer, type ProgressMode } from '../ui/render.js';
 import { inspectTemplate } from './inspect.js';
+import { schemaText } from './schema.js';
 import { consoleCommand } from './console.js';
 import { cacheCommand, type CacheArgs } from './cache.js';
 import { openRemoteCache, remoteCacheOptions, type RemoteCacheArgs } from './remote-cache.js';
@@ -21,7 +22,7 @@ import { importTemplate } from './import.js';
 import { publishCommand } from './publish.js';
 import { bundleCommand, prepareAirgap, type AirgapBuildArgs, type BundleArgs } from './bundle.js';
 import { listOf, namesOf } from './flag-lists.js';
-import { planCommand, type PlanArgs } from './plan.js';
+import { planCommand } from './plan.js';
 import { slurmCommand, type SlurmArgs } from './slurm.js';
 import { summaryLine } from '../scale/follow.js';
 
@@ -211,14 +212,15 @@ export async function main(args: string[]): Promise<number> {
     .command('plan <template>', 'show what each build would reuse from the cache and what it would build, without booting', (y) => withTemplate(y as never)
       .option('json', { type: 'boolean', default: false, describe: 'print the plan as JSON' })
       .option('emit', { choices: ['github-matrix', 'gitlab-matrix'] as const, describe: 'print a CI matrix: one job per build (GitHub Actions JSON, or a GitLab child pipeline)' })
-      .option('cache-remote', { type: 'string', requiresArg: true, describe: 'also ask this remote layer cache (s3://bucket/prefix) what it holds' })
+      .options(remoteCacheOptions)
       .option('only', { type: 'string', requiresArg: true, describe: 'plan only these builds (repeatable, or comma-separated)' })
       .option('except', { type: 'string', requiresArg: true, describe: 'plan all builds but these' }),
     async (argv) => {
       try {
         const { t, builds } = loadSelected(argv);
-        const a = argv as unknown as PlanArgs & { 'cache-remote'?: string };
-        process.stdout.write(await planCommand(t, builds, String(argv.template), { json: Boolean(argv.json), emit: argv.emit, cacheRemote: a['cache-remote'] }));
+        // With --cache-remote, the remote cache is asked about the keys the local store lacks.
+        const remote = openRemoteCache(argv as RemoteCacheArgs, (m, level) => { if (level === 'warn') process.stderr.write(`warning: ${m}\n`); });
+        process.stdout.write(await planCommand(t, builds, String(argv.template), { json: Boolean(argv.json), emit: argv.emit, cacheRemote: (argv as RemoteCacheArgs)['cache-remote'], remote }));
       } catch (e) { code = reportError(e); }
     })
     .command('bundle <template>', 'write one tar holding a build\'s template, every input, its recorded downloads (kiln build --record) and optionally kiln', (y) => withTemplate(y as never)
@@ -248,6 +250,9 @@ export async function main(args: string[]): Promise<number> {
         process.stdout.write(inspectTemplate({ ...t, template: { ...t.template, builds } }, Boolean(argv.json)));
       } catch (e) { code = reportError(e); }
     })
+    .command('schema', 'print the template JSON Schema (for editors), or with --markdown the template reference', (y) => y
+      .option('markdown', { type: 'boolean', default: false, describe: 'print the template reference (docs/template-reference.md) instead' }),
+    (argv) => { process.stdout.write(schemaText(Boolean(argv.markdown))); })
     .command('import <template>', 'write a Packer template (HCL or legacy JSON) as the equivalent kiln YAML', (y) => withTemplate(y as never)
       .option('output', { alias: 'o', type: 'string', requiresArg: true, describe: 'the YAML file to write (default: print it)' })
       .option('force', { type: 'boolean', default: false, describe: 'replace an existing output file' })
@@ -294,7 +299,7 @@ export async function main(args: string[]): Promise<number> {
       const args: CacheArgs = { action: argv.action as CacheArgs['action'], key: argv.key, 'keep-size': argv['keep-size'], json: argv.json, remote: argv.remote, 'older-than': argv['older-than'], grace: argv.grace };
       code = await cacheCommand(args).catch(reportError);
     })
-    .demandCommand(1, 'give a command: build, plan, bundle, validate, inspect, import, verify, publish, console or cache')
+    .demandCommand(1, 'give a command: build, plan, bundle, validate, inspect, schema, import, verify, publish, console or cache')
     .strict()
     .version(kilnVersion)
     .alias('h', 'help')

@@ -52,7 +52,7 @@ export const sourceFields = {
   install_timeout: { schema: duration.prefault('1h'), cache: 'runtime', doc: 'How long an ISO installer may run before kiln gives up on it.' },
   disk_size: { schema: size.optional(), cache: 'disk', packer: ['disk_size'], doc: 'The disk\'s size ("20G", "20480M", bytes): a blank disk for an ISO install (required), or the image grown to it.' },
   cpus: { schema: z.number().int().min(1).max(256).default(2), cache: 'runtime', packer: ['cpus'], doc: 'Virtual CPUs.' },
-  memory: { schema: memory.default(1024), cache: 'runtime', packer: ['memory'], doc: 'Guest RAM: MiB as a number (2048) or a size ("2G"); at least 64 MiB.' },
+  memory: { schema: memory.prefault(1024), cache: 'runtime', packer: ['memory'], doc: 'Guest RAM: MiB as a number (2048) or a size ("2G"); at least 64 MiB.' },
   accelerator: { schema: z.enum(['auto', 'kvm', 'tcg', 'hvf', 'whpx']).default('auto'), cache: 'runtime', packer: ['accelerator'], doc: 'auto uses KVM when the host has it, else TCG (emulation).' },
   firmware: { schema: firmware.default('bios'), cache: 'disk', doc: 'bios (SeaBIOS), uefi (OVMF), uefi-secure (Secure Boot with Microsoft keys), or a QEMU firmware descriptor (.json).' },
   tpm: { schema: z.boolean().optional(), cache: 'disk', packer: ['vtpm'], doc: 'A TPM 2.0 (swtpm, one per build).' },
