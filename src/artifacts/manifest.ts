@@ -10,6 +10,7 @@ import type { BuildConfig } from '../template/schema.js';
 import { kilnVersion } from '../version.js';
 import { resolveFirmware } from '../qemu/firmware.js';
 import { archOf, type GuestArch } from '../qemu/arch.js';
+import { certFingerprint, readKeys } from '../qemu/secure-boot.js';
 import type { SupplyChainRecord } from './supply-chain.js';
 
 /** One artifact a build wrote, as the build's state holds it (the manifest lists it in snake_case). */
@@ -31,7 +32,7 @@ export interface ArtifactRecord {
  */
 export interface ManifestSource {
   template: Pick<LoadedTemplate, 'file' | 'digest' | 'variables'>;
-  build: Pick<BuildConfig, 'name'> & { source?: Pick<BuildConfig['source'], 'firmware' | 'tpm' | 'machine'> & { arch?: GuestArch } };
+  build: Pick<BuildConfig, 'name'> & { source?: Pick<BuildConfig['source'], 'firmware' | 'tpm' | 'machine' | 'secure_boot'> & { arch?: GuestArch } };
   state: {
     base?: { source: string; sha256: string; format: string };
     accelerator?: string;
@@ -58,7 +59,11 @@ export interface Manifest {
   cpu_model?: string;
   tools: { qemu_img: string };
   /** What the image boots on, for UEFI or TPM builds (absent for BIOS without TPM): a target must offer the same. */
-  platform?: { firmware: string; firmware_descriptor?: string; secure_boot: boolean; enrolled_keys: boolean; machine: string; tpm?: '2.0' };
+  platform?: {
+    firmware: string; firmware_descriptor?: string; secure_boot: boolean; enrolled_keys: boolean; machine: string; tpm?: '2.0';
+    /** secure_boot.keys: the SHA-256 fingerprints of the certificates enrolled instead of the firmware's own. */
+    custom_keys?: { pk: string[]; kek: string[]; db: string[] };
+  };
   compaction?: { before_bytes: number; after_bytes: number };
   sbom?: { manager: string; packages: { name: string; version: string; arch: string }[] };
   /** The SBOM (SPDX, CycloneDX) and provenance files beside the artifacts, their digests and signatures. */
@@ -114,10 +119,12 @@ export function recordedVariables(vars: ManifestSource['template']['variables'])
 function platformOf(src: ManifestSource['build']['source']): Pick<Manifest, 'platform'> {
   if (!src || (src.firmware === 'bios' && !src.tpm)) return {};
   const fw = src.firmware === 'bios' ? undefined : resolveFirmware(src.firmware === 'uefi' || src.firmware === 'uefi-secure' ? { kind: src.firmware } : { kind: 'descriptor', file: src.firmware }, { arch: archOf(src), machine: src.machine });
+  const keys = src.secure_boot && readKeys(src.secure_boot.keys);
   return {
     platform: {
       firmware: src.firmware, firmware_descriptor: fw?.descriptor, secure_boot: fw?.secureBoot ?? false, enrolled_keys: fw?.enrolledKeys ?? false,
       machine: fw?.machine ?? src.machine, ...(src.tpm ? { tpm: '2.0' as const } : {}),
+      ...(keys ? { custom_keys: { pk: keys.pk.map(certFingerprint), kek: keys.kek.map(certFingerprint), db: keys.db.map(certFingerprint) } } : {}),
     },
   };
 }

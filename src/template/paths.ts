@@ -36,6 +36,12 @@ export function resolveBuildPaths(b: BuildConfig, at: (string | number)[], dir: 
   s.floppy_files = s.floppy_files.map((f, k) => existing(f, ['source', 'floppy_files', k], 'any'));
   if (s.checksum.startsWith('file:') && !isHttpUrl(s.checksum.slice(5))) s.checksum = `file:${existing(s.checksum.slice(5), ['source', 'checksum'], 'file')}`;
   if (s.firmware.endsWith('.json')) s.firmware = existing(s.firmware, ['source', 'firmware'], 'file');
+  if (s.secure_boot) {
+    const k = s.secure_boot.keys;
+    k.pk = existing(k.pk, ['source', 'secure_boot', 'keys', 'pk'], 'file');
+    k.kek = k.kek.map((f, i) => existing(f, ['source', 'secure_boot', 'keys', 'kek', i], 'file'));
+    k.db = k.db.map((f, i) => existing(f, ['source', 'secure_boot', 'keys', 'db', i], 'file'));
+  }
   if (s.http_directory) s.http_directory = existing(s.http_directory, ['source', 'http_directory'], 'dir');
   if (s.communicator.type === 'ssh' && s.communicator.private_key_file) {
     s.communicator.private_key_file = existing(s.communicator.private_key_file, ['source', 'communicator', 'private_key_file'], 'file');

@@ -1,11 +1,17 @@
 // firmware: uefi resolved through QEMU's firmware descriptors, with a TPM 2.0 (swtpm): the tiny guest,
 // booted by kiln through OVMF and GRUB, sees EFI and a TPM; after kiln exits no swtpm is left.
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+// firmware: uefi-secure: the tiny guest boots Debian's signed shim -> GRUB -> kernel with Microsoft's keys
+// and sees Secure Boot on; the variable store is an artifact, signed with the rest. secure_boot.keys: a
+// db without the certificate shim is signed with makes OVMF refuse it, and the build says so.
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { tinySourceYaml } from '../helpers/guest.js';
 import { kiln } from '../helpers/kiln.js';
+import { enrolledCertificates } from '../../src/qemu/secure-boot.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-e2e-fw-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -49,4 +55,73 @@ ${tinySourceYaml('    ', { bootloader: true })}
     const manifest = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8')) as Record<string, unknown>;
     expect(manifest.platform).toEqual({ firmware: 'uefi', firmware_descriptor: '/usr/share/qemu/firmware/60-edk2-x86_64.json', secure_boot: false, enrolled_keys: false, machine: 'pc', tpm: '2.0' });
   }, 300_000);
+
+  it('uefi-secure: the tiny guest boots the signed shim chain with Secure Boot on (SecureBoot efivar = 1); the VARS file is a signed artifact', async () => {
+    const file = path.join(dir, 'sb.yaml');
+    const out = path.join(dir, 'out-sb');
+    const signKey = path.join(dir, 'sign-key');
+    execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'builder', '-f', signKey]);
+    writeFileSync(file, `
+builds:
+  - name: sb
+    output_directory: ${out}
+${tinySourceYaml('    ', { bootloader: true }).replace('memory: 256', 'memory: 512') /* 256 MiB: the Secure Boot kernel never comes up on q35 */}
+      firmware: uefi-secure
+    provisioners:
+      - type: shell
+        inline:
+          - echo "secureboot=$(od -An -tu1 /sys/firmware/efi/efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c | awk '{print $NF}') lockdown=$(cat /sys/kernel/security/lockdown 2>/dev/null || dmesg | grep -c 'locked down from EFI Secure Boot')"
+    outputs:
+      - format: qcow2
+    sign: { key: ${signKey} }
+`);
+    const r = await kiln(['build', file, '--events=json']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const logs = r.events.filter((e) => e.type === 'log').map((e) => String(e.message));
+    expect(logs.find((m) => m.startsWith('firmware: '))).toMatch(/\(40-edk2-x86_64-secure-enrolled\.json; machine q35 with SMM\)/);
+    const lines = r.events.filter((e) => e.type === 'output').map((e) => String(e.line));
+    expect(lines.find((l) => l.startsWith('secureboot='))).toMatch(/^secureboot=1 lockdown=/);
+    const manifest = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8')) as { platform: Record<string, unknown>; artifacts: { name: string; format: string; sha256: string; path: string }[] };
+    expect(manifest.platform).toEqual({ firmware: 'uefi-secure', firmware_descriptor: '/usr/share/qemu/firmware/40-edk2-x86_64-secure-enrolled.json', secure_boot: true, enrolled_keys: true, machine: 'q35' });
+    // The variable store the VM booted with (Microsoft's keys) beside the disk, digested, in SHA256SUMS, signed.
+    const vars = manifest.artifacts.find((a) => a.format === 'efi-vars')!;
+    expect(vars.name).toBe('sb.efivars.fd');
+    const varsFile = path.join(out, vars.name);
+    expect(createHash('sha256').update(readFileSync(varsFile)).digest('hex')).toBe(vars.sha256);
+    expect(readFileSync(path.join(out, 'SHA256SUMS'), 'utf8')).toContain(`${vars.sha256}  sb.efivars.fd\n`);
+    expect(existsSync(path.join(out, 'SHA256SUMS.sig'))).toBe(true);
+    const ms = enrolledCertificates(readFileSync('/usr/share/OVMF/OVMF_VARS_4M.ms.fd'), 'ms.fd');
+    expect(enrolledCertificates(readFileSync(varsFile), vars.name)).toEqual(ms);
+  }, 300_000);
+
+  it('secure_boot.keys: a db without the certificate shim is signed with enrolls, and the firmware refuses the chain: the build fails naming it', async () => {
+    const certs: Record<string, string> = {};
+    for (const k of ['pk', 'kek', 'db']) {
+      certs[k] = path.join(dir, `${k}.crt`);
+      execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-keyout', path.join(dir, `${k}.key`), '-out', certs[k]!, '-subj', `/CN=kiln e2e ${k}/`, '-days', '30', '-nodes'], { stdio: 'ignore' });
+    }
+    const file = path.join(dir, 'custom.yaml');
+    const out = path.join(dir, 'out-custom');
+    writeFileSync(file, `
+builds:
+  - name: custom
+    output_directory: ${out}
+${tinySourceYaml('    ', { bootloader: true })}
+      firmware: uefi-secure
+      secure_boot: { keys: { pk: ${certs.pk}, kek: [${certs.kek}], db: [${certs.db}] } }
+    outputs:
+      - format: qcow2
+`);
+    const started = performance.now();
+    const r = await kiln(['build', file, '--events=json']);
+    expect(r.exitCode).not.toBe(0);
+    expect(r.stderr).toMatch(/the firmware refused to start the disk's boot loader under Secure Boot: it is not signed by a certificate in the firmware's db \(console: "BdsDxe: failed to load Boot\d+ .*: Access Denied"\)/);
+    expect(r.stderr).toMatch(/fix: sign the boot loader .* secure_boot\.keys\.db/);
+    // Found on the console, not by waiting out communicator.timeout (3m).
+    expect(performance.now() - started).toBeLessThan(120_000);
+    expect(existsSync(out)).toBe(false);
+    const logs = r.events.filter((e) => e.type === 'log').map((e) => String(e.message));
+    expect(logs.find((m) => m.startsWith('firmware: '))).toMatch(/Secure Boot keys from secure_boot\.keys/);
+  }, 300_000);
 });
+

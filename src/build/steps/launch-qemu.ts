@@ -2,13 +2,14 @@
  * Step: pick the accelerator and a free SSH port, start QEMU, connect to QMP. With cache.vm_state and
  * a VM saved with the cached layer, QEMU loads that VM instead of booting (src/build/vm-state.ts).
  */
-import { copyFileSync, existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Step } from '../step.js';
 import { smbiosType1Switch } from '../../template/qemu-args.js';
 import { efiVarsFile, firmwareFor, startVm, stopTpm } from '../vm.js';
 import { restoreVm } from '../vm-state.js';
 import { archOf } from '../../qemu/arch.js';
+import { variableStoreFor } from '../../qemu/secure-boot.js';
 
 /** Test helpers took the free-port helper from here; it lives in qemu/ports.ts. */
 
@@ -28,8 +29,13 @@ export const launchQemuStep: Step = {
       for (const f of [fw.code, fw.varsTemplate]) {
         if (!existsSync(f)) throw new Error(`firmware: ${src.firmware}: ${fw.descriptor} names ${f}, which does not exist\n  fix: apt-get install --reinstall ovmf (make setup installs it), or point firmware: at a descriptor whose files exist`);
       }
-      copyFileSync(fw.varsTemplate, efiVarsFile(st.workDir));
-      ctx.log(`firmware: ${fw.description || fw.descriptor} (${path.basename(fw.descriptor)}; machine ${fw.machine}${fw.smm ? ' with SMM' : ''})`);
+      const keys = src.secure_boot?.keys;
+      if (keys && !fw.secureBoot) {
+        throw new Error(`secure_boot.keys: firmware: ${src.firmware} (${path.basename(fw.descriptor)}) has Secure Boot off, so the keys would not be checked\n  fix: set firmware: uefi-secure, or a descriptor with the secure-boot feature`);
+      }
+      // The VM's own copy of the store, with the template's keys enrolled (PK, KEK, db; dbx kept).
+      writeFileSync(efiVarsFile(st.workDir), variableStoreFor(fw.varsTemplate, keys));
+      ctx.log(`firmware: ${fw.description || fw.descriptor} (${path.basename(fw.descriptor)}; machine ${fw.machine}${fw.smm ? ' with SMM' : ''}${keys ? '; Secure Boot keys from secure_boot.keys' : ''})`);
     }
     let tpmStopped = false;
     const stopVm = async () => {

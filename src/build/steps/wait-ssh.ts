@@ -12,6 +12,7 @@ import { startVm } from '../vm.js';
 import { asRoot } from '../../communicator/as-root.js';
 import { plainConsole, serialTail } from '../../util/serial-log.js';
 import { cpuTooSmallCause } from '../../qemu/cpu-needs.js';
+import { secureBootRefusalCause } from '../../qemu/secure-boot.js';
 
 function fileSize(file: string): number {
   try { return statSync(file).size; } catch { return 0; }
@@ -186,12 +187,16 @@ export const waitSshStep: Step = {
     const loginSetup = (): LoginSetup => (st.installing ? 'installing'
       : ci === false ? 'no-cloud-init'
         : cloudInitConsole.finished() ? 'cloud-init-finished' : 'cloud-init-running');
-    // A guest whose CPU model lacks what it needs stops at boot with a console message: fail then, naming it.
+    // A guest whose CPU model lacks what it needs stops at boot with a console message: fail then, naming it;
+    // so does a firmware that refuses the boot loader under Secure Boot (it goes on to network boot, for minutes).
     let cpuCheckAt = 0;
     const cpuTooSmall = () => {
       if (!st.serialLog || Date.now() < cpuCheckAt) return undefined;
       cpuCheckAt = Date.now() + 2000;
-      try { return cpuTooSmallCause(plainConsole(readFileSync(st.serialLog, 'latin1')), st.cpuModel); } catch { return undefined; }
+      try {
+        const text = plainConsole(readFileSync(st.serialLog, 'latin1'));
+        return cpuTooSmallCause(text, st.cpuModel) ?? secureBootRefusalCause(text, Boolean(ctx.build.source.secure_boot));
+      } catch { return undefined; }
     };
     for (;;) {
       const current = need(st, 'qemu');

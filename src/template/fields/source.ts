@@ -36,6 +36,10 @@ const firmware = z.string().superRefine((v, ctx) => {
   ctx.addIssue({ code: 'custom', ...because(`${JSON.stringify(v)} is not allowed`, `${guess ? `did you mean "${guess}"? (` : ''}one of: ${firmwareKinds.join(', ')}, or the path of a QEMU firmware descriptor (.json)${guess ? ')' : ''}`) });
 });
 
+/** Certificate files (PEM or DER) for secure_boot.keys; read and checked when the VM's variable store is made. */
+const certFiles = z.array(z.string().min(1)).min(1);
+const secureBoot = z.strictObject({ keys: z.strictObject({ pk: z.string().min(1), kek: certFiles, db: certFiles }) });
+
 export const sourceFields = {
   base_image: { schema: z.string().optional(), cache: 'base', doc: 'A bootable disk image (a cloud image) to build on: a path or an http(s) URL. Give this or iso.' },
   iso: { schema: z.string().optional(), cache: 'base', doc: 'An installer ISO to install onto a blank disk of disk_size: a path or an http(s) URL. Give this or base_image.' },
@@ -56,6 +60,7 @@ export const sourceFields = {
   accelerator: { schema: z.enum(['auto', 'kvm', 'tcg', 'hvf', 'whpx']).default('auto'), cache: 'runtime', packer: ['accelerator'], doc: 'auto uses KVM when the host has it, else TCG (emulation).' },
   firmware: { schema: firmware.default('bios'), cache: 'disk', doc: 'bios (SeaBIOS), uefi (OVMF), uefi-secure (Secure Boot with Microsoft keys), or a QEMU firmware descriptor (.json).' },
   tpm: { schema: z.boolean().optional(), cache: 'disk', packer: ['vtpm'], doc: 'A TPM 2.0 (swtpm, one per build).' },
+  secure_boot: { schema: secureBoot.optional(), cache: 'disk', doc: 'Your own Secure Boot keys, enrolled into the build\'s UEFI variable store: keys.pk (a certificate file, PEM or DER), keys.kek and keys.db (lists of them). Needs firmware: uefi-secure.' },
   arch: { schema: z.enum(guestArches).optional(), cache: 'disk', doc: 'The guest\'s architecture: x86_64 (unset) or aarch64 (qemu-system-aarch64 -M virt with UEFI; emulated on an x86 host).' },
   machine: { schema: z.string().default('pc'), cache: 'disk', packer: ['machine_type'], doc: 'QEMU\'s -machine type (pc, q35...).' },
   cpu_model: { schema: z.string().min(1).optional(), cache: 'runtime', doc: 'QEMU\'s -cpu model; unset: an x86-64-v2 model under TCG, host under KVM.' },
