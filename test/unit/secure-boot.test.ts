@@ -9,6 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { certFingerprint, enrolledCertificates, enrollKeys, readCertificate, readKeys, secureBootRefusalCause, variableStoreFor } from '../../src/qemu/secure-boot.js';
+import { buildManifest } from '../../src/artifacts/manifest.js';
 import { guidBytes, guidText, readVariables, VarStoreError, writeVariables } from '../../src/qemu/secure-boot-vars.js';
 
 const msVars = '/usr/share/OVMF/OVMF_VARS_4M.ms.fd';
@@ -112,5 +113,20 @@ describe('Secure Boot refusal on the console', () => {
   });
   it('ignores boot options that are only missing (the empty CD drive OVMF tries first)', () => {
     expect(secureBootRefusalCause('BdsDxe: failed to load Boot0001 "UEFI QEMU DVD-ROM QM00005 " from PciRoot(0x0)/Pci(0x1F,0x2)/Sata(0x2,0xFFFF,0x0): Not Found\n', true)).toBeUndefined();
+  });
+});
+
+describe('manifest', () => {
+  it("records the custom keys' certificate fingerprints beside Secure Boot on", () => {
+    const keys = { pk: pk.pem, kek: [kek.der], db: [db1.pem, db2.pem] };
+    const ctx = {
+      template: { file: '/t.yaml', digest: '0'.repeat(64), variables: { values: {}, sensitive: new Set<string>() } },
+      build: { name: 'b', source: { firmware: 'uefi-secure', machine: 'pc', secure_boot: { keys } } },
+      state: { timings: {}, artifacts: [] },
+    };
+    const platform = buildManifest(ctx as never, new Date(), (p) => p, 'qemu-img 7.2', []).platform!;
+    expect(platform).toMatchObject({ firmware: 'uefi-secure', secure_boot: true, enrolled_keys: true, machine: 'q35' });
+    const fp = (f: string) => certFingerprint(readCertificate(f, 'f'));
+    expect(platform.custom_keys).toEqual({ pk: [fp(pk.pem)], kek: [fp(kek.pem)], db: [fp(db1.pem), fp(db2.pem)] });
   });
 });
