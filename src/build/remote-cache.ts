@@ -71,7 +71,7 @@ export async function pullFromRemote(ctx: BuildContext, store: LayerStore, remot
 export async function pushToRemote(ctx: BuildContext, store: LayerStore, remote: RemoteCache, meta: LayerMeta, base: Base): Promise<void> {
   if (!meta.final || remote.readonly) return;
   if (base.kind !== 'disk') { ctx.log('remote cache: the final disk of an ISO build is not shared (it has no base image to back onto)', 'debug'); return; }
-  if (await remote.has(meta.key, 'final', ctx.signal)) {
+  if (!(await remote.lacks(meta.key, 'final', ctx.signal))) {
     ctx.log(`remote cache: ${remote.location} holds the final disk ${short(meta.key)} already`, 'debug');
     return;
   }

@@ -179,6 +179,10 @@ describe('remote cache protocol', () => {
     const again = cache(store);
     expect(await again.c.pullChain([{ key: key1, kind: 'final' }], base, fileFor('trunc2'))).toBeUndefined();
     expect(again.logs.filter((l) => l.startsWith('warn:') && l.includes('is damaged'))).toHaveLength(2);
+    // Records exist, but none this builder could use: it shares its own beside them.
+    expect(await again.c.has(key1, 'final')).toBe(true);
+    expect(await again.c.lacks(key1, 'final')).toBe(true);
+    expect(await cache(store).c.lacks(key1, 'final')).toBe(false);
   });
 
   it('a blob the store damages on write: read back, found wrong, no record written', async () => {

@@ -94,6 +94,8 @@ export class RemoteCache {
   private epochValue?: number;
   private conditional?: ConditionalCreate;
   private readonly listed = new Map<string, Promise<RemoteRecord[]>>();
+  /** Local keys whose every candidate failed its pull here: a builder then shares its own beside them. */
+  private readonly unusable = new Set<string>();
 
   constructor(readonly store: ObjectStore, private readonly o: RemoteCacheOptions, private readonly log: RemoteLog = () => {}) {
     this.readonly = o.readonly === true;
@@ -182,6 +184,11 @@ export class RemoteCache {
     }
   }
 
+  /** Whether this builder should share its own copy: no record, or none whose blob it could pull intact. */
+  async lacks(localKey: string, kind: RemoteKind, signal?: AbortSignal): Promise<boolean> {
+    return this.unusable.has(localKey) || !(await this.has(localKey, kind, signal));
+  }
+
   /** Whether a record for this key exists (the plan's question; the blob is checked only when pulled). */
   async has(localKey: string, kind: RemoteKind, signal?: AbortSignal): Promise<boolean> {
     try {
@@ -215,6 +222,7 @@ export class RemoteCache {
       if (pulled) return pulled;
     }
     if (!tops.length) this.log(`remote cache: no record for layer ${top.key.slice(0, 12)} in ${this.location}`, 'debug');
+    else this.unusable.add(top.key);
     return undefined;
   }
 
