@@ -98,12 +98,13 @@ export interface ArchProblem { field: keyof ArchSettings; message: string; fix: 
  * Fills in what the architecture decides when the template left it at kiln's (x86) default, and says
  * what it rules out: an arm64 source gets machine virt and UEFI (AAVMF; there is no BIOS for it);
  * `given` says which of the two the template wrote itself, so an explicit `firmware: bios` is an error
- * rather than silently changed. Mutates `s`; returns the problems.
+ * rather than silently changed; an explicit x86_64 is removed (the default). Mutates `s`; returns the problems.
  */
 export function applyArchDefaults(s: ArchSettings, given: { firmware: boolean; machine: boolean }): ArchProblem[] {
   const p = archProfile(s.arch);
   const problems: ArchProblem[] = [];
-  if (p.arch === 'x86_64') return problems;
+  // x86_64 written out is the default: dropped, so it keys the same layers as a source that leaves it unset.
+  if (p.arch === 'x86_64') { delete s.arch; return problems; }
   if (!given.machine) s.machine = p.defaultMachine;
   else if (p.machineFamily && !p.machineFamily.test(s.machine)) {
     problems.push({ field: 'machine', message: `"${s.machine}" is not a QEMU machine for ${p.arch} guests`, fix: `remove machine (${p.arch} gets ${p.defaultMachine}), or name a ${p.defaultMachine} machine type (${p.qemuBinary} -machine help)` });

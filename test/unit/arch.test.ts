@@ -1,6 +1,6 @@
 // Guest architectures (src/qemu/arch.ts): the arm64 row's QEMU argv, accelerator choice, firmware from
 // descriptors, the template defaults it fills in, and the labels publish targets give the image.
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -12,6 +12,10 @@ import { resolveFirmware } from '../../src/qemu/firmware.js';
 import { imageFor, ociPlatform } from '../../src/publish/oci.js';
 import { imageProperties } from '../../src/publish/glance.js';
 import { objectMetadata } from '../../src/publish/s3.js';
+import { loadTemplate } from '../../src/template/load.js';
+import { TemplateError } from '../../src/template/errors.js';
+import { sourceKey } from '../../src/cache/layer-keys.js';
+import { buildManifest } from '../../src/artifacts/manifest.js';
 
 const vm = (over: Partial<VmSpec> = {}): VmSpec => ({
   name: 'arm', arch: 'aarch64', accelerator: 'tcg', cpus: 2, memoryMiB: 512, machine: 'virt',
@@ -137,5 +141,49 @@ describe('publish labels', () => {
   it('S3: the object metadata carries kiln-arch beside kiln-sha256', () => {
     expect(objectMetadata(artifact, 'aarch64')).toEqual({ 'kiln-sha256': artifact.sha256, 'kiln-arch': 'aarch64' });
     expect(objectMetadata(artifact, undefined)['kiln-arch']).toBe('x86_64');
+  });
+});
+
+describe('arch in templates, layer keys and the manifest', () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-arch-tpl-'));
+  const image = path.join(dir, 'base.qcow2');
+  writeFileSync(image, '');
+  const write = (name: string, sourceExtra: string) => {
+    const file = path.join(dir, `${name}.yaml`);
+    writeFileSync(file, `builds:\n  - name: ${name}\n    source:\n      base_image: ${image}\n      checksum: none\n${sourceExtra}`);
+    return file;
+  };
+
+  it('arch: aarch64 loads with machine virt and firmware uefi; unset stays x86 (pc, bios, no arch)', () => {
+    expect(loadTemplate(write('arm', '      arch: aarch64\n')).template.builds[0]!.source).toMatchObject({ arch: 'aarch64', machine: 'virt', firmware: 'uefi' });
+    const x86 = loadTemplate(write('x86', '')).template.builds[0]!.source;
+    expect(x86).toMatchObject({ machine: 'pc', firmware: 'bios' });
+    expect(x86.arch).toBeUndefined();
+  });
+
+  it('arch: aarch64 with firmware: bios, or an unknown arch, is refused at the field', () => {
+    expect(() => loadTemplate(write('armbios', '      arch: aarch64\n      firmware: bios\n'))).toThrow(TemplateError);
+    expect(() => loadTemplate(write('armbios2', '      arch: aarch64\n      firmware: bios\n'))).toThrow(/builds\[0\]\.source\.firmware[^]*UEFI only[^]*fix: remove firmware/);
+    expect(() => loadTemplate(write('riscv', '      arch: riscv64\n'))).toThrow(/source\.arch/);
+  });
+
+  it('the layer key carries the architecture: aarch64 differs from x86 on the same machine/firmware; arch: x86_64 written out keys like unset', async () => {
+    const key = async (extra: string) => {
+      const file = path.join(dir, 'k.yaml');
+      writeFileSync(file, `builds:\n  - name: k\n    source:\n      base_image: ${image}\n      checksum: none\n${extra}`);
+      return sourceKey(loadTemplate(file).template.builds[0]!, 'a'.repeat(64));
+    };
+    expect(await key('      arch: aarch64\n')).not.toBe(await key('      machine: virt\n      firmware: uefi\n'));
+    expect(await key('      arch: x86_64\n')).toBe(await key(''));
+  });
+
+  it('the manifest records arch (x86_64 when unset)', () => {
+    const ctx = (arch?: 'aarch64') => ({
+      template: { file: '/t.yaml', digest: '0'.repeat(64), variables: { values: {}, sensitive: new Set<string>() } },
+      build: { name: 'b', source: { firmware: 'bios', machine: 'pc', ...(arch ? { arch } : {}) } },
+      state: { timings: {}, artifacts: [] },
+    });
+    expect(buildManifest(ctx('aarch64') as never, new Date(), (p) => p, 'qemu-img 7.2', []).arch).toBe('aarch64');
+    expect(buildManifest(ctx() as never, new Date(), (p) => p, 'qemu-img 7.2', []).arch).toBe('x86_64');
   });
 });
