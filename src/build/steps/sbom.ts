@@ -6,23 +6,16 @@ import type { Step } from '../step.js';
 import { sshSession } from '../../provisioners/context.js';
 import type { GuestPackages } from '../../artifacts/guest-packages.js';
 import { kilnVersion } from '../../version.js';
+import { guestScript } from '../../util/guest-scripts.js';
 
-/**
- * One shell command, sections marked by "#" lines. dpkg: each package's state too (removed packages
- * whose configuration is left are not installed); licences from the machine-readable copyright files
- * (a first line "Format: ..."; one awk over all of them). rpm: the LICENSE tag.
- */
-const listPackages = [
-  'echo "#os"; cat /etc/os-release 2>/dev/null || cat /usr/lib/os-release 2>/dev/null;',
-  String.raw`if command -v dpkg-query >/dev/null 2>&1; then echo "#dpkg"; dpkg-query -W -f='${'$'}{Package}\t${'$'}{Version}\t${'$'}{Architecture}\t${'$'}{db:Status-Status}\n';`,
-  String.raw`echo "#licenses"; awk 'FNR==1{n=FILENAME; sub("^/usr/share/doc/","",n); sub("/copyright$","",n); m=($0 ~ /^Format:/)} m && /^License:/{sub(/^License:[ \t]*/,""); sub(/[ \t\r]+$/,""); if($0!="") print n "\t" $0}' /usr/share/doc/*/copyright 2>/dev/null;`,
-  // busybox ships an "rpm" applet without --qf: only a working rpm counts.
-  String.raw`elif command -v rpm >/dev/null 2>&1 && out=$(rpm -qa --qf '%{NAME}\t%{VERSION}-%{RELEASE}\t%{ARCH}\n' 2>/dev/null); then echo "#rpm"; printf "%s\n" "$out";`,
-  String.raw`echo "#licenses"; rpm -qa --qf '%{NAME}\t%{LICENSE}\n' 2>/dev/null;`,
-  'else echo "#none"; fi',
-].join(' ');
-
-export { listPackages as listPackagesCommand };
+/** The package list, read by src/guest-scripts/list-packages.sh (sections marked by "#" lines), given to sh on stdin. */
+async function listPackages(ssh: Awaited<ReturnType<typeof sshSession>>, signal: AbortSignal): Promise<string> {
+  let out = '';
+  let err = '';
+  const r = await ssh.exec('sh -s', { stdin: guestScript('list-packages'), stdout: (s) => { out += s; }, stderr: (s) => { err += s; }, signal });
+  if (r.exitCode !== 0) throw new Error(`the package list (sh -s < list-packages.sh) exited with ${r.exitCode ?? 'no status'}${err.trim() ? `: ${err.trim().split('\n').slice(-3).join(' ')}` : ''}`);
+  return out;
+}
 
 /** /etc/os-release's value of `key`, unquoted. */
 function osValue(lines: string[], key: string): string | undefined {
@@ -66,7 +59,7 @@ export const sbomStep: Step = {
     const ssh = await sshSession(ctx);
     try {
       // When and by which kiln: a later build converted from this disk in the layer cache says so.
-      ctx.state.sbom = { ...parsePackageList(await ssh.run(listPackages, ctx.signal)), recordedAt: new Date().toISOString(), kilnVersion };
+      ctx.state.sbom = { ...parsePackageList(await listPackages(ssh, ctx.signal)), recordedAt: new Date().toISOString(), kilnVersion };
     } catch (e) {
       ctx.signal.throwIfAborted();
       // The package list is a record, not a requirement: a guest that cannot produce it still builds.
