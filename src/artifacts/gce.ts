@@ -14,7 +14,7 @@
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
-import { createDriver, type Driver } from '../qemu/driver.js';
+import type { ImageTool } from '../qemu/image-tool.js';
 import { GiB, progressScale, step, writeAtomically } from './tar.js';
 
 /** GNU tar, unless the caller names another (the CLI: KILN_TAR). */
@@ -29,8 +29,8 @@ export interface GceTarballOptions {
   signal?: AbortSignal;
   /** The GNU tar to run (default: tar on PATH). */
   tarBinary?: string;
-  /** The qemu-img to convert, read and resize with (the build's driver; default: qemu-img on PATH). */
-  qemuImg?: Pick<Driver, 'convert' | 'imageInfo' | 'resize'>;
+  /** The image tool to convert, read and resize with (the build's). */
+  qemuImg: Pick<ImageTool, 'convert' | 'imageInfo' | 'resize'>;
 }
 
 /** The GNU tar command line (run in the directory holding disk.raw). */
@@ -43,7 +43,7 @@ export function gceTarArgs(archive: string): string[] {
 }
 
 export async function writeGceTarball(opts: GceTarballOptions): Promise<{ size: number }> {
-  const tools = opts.qemuImg ?? createDriver();
+  const tools = opts.qemuImg;
   const what = 'GCE tarball';
   const tarBinary = opts.tarBinary ?? defaultTarBinary;
   const progress = progressScale(opts.onProgress);

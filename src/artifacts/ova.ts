@@ -26,7 +26,7 @@
 import { createHash } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
-import { createDriver, type Driver } from '../qemu/driver.js';
+import type { ImageTool } from '../qemu/image-tool.js';
 import { archiveBaseName, progressScale, step, writeAtomically, writeTar } from './tar.js';
 
 export interface OvaOptions {
@@ -40,8 +40,8 @@ export interface OvaOptions {
   onProgress?: (pct: number) => void;
   /** Stops the packaging: its tools are killed, its partial output removed. */
   signal?: AbortSignal;
-  /** The qemu-img to convert and read images with (the build's driver; default: qemu-img on PATH). */
-  qemuImg?: Pick<Driver, 'convert' | 'imageInfo' | 'resize'>;
+  /** The image tool to convert and read images with (the build's). */
+  qemuImg: Pick<ImageTool, 'convert' | 'imageInfo' | 'resize'>;
 }
 
 /** The guest OS: CIM_OperatingSystem OsType (DSP1001) "Linux 64-Bit" and VMware's matching guest id. */
@@ -129,7 +129,7 @@ ${[
 export const manifestLine = (file: string, sha256: string) => `SHA256(${file})= ${sha256}\n`;
 
 export async function writeOva(opts: OvaOptions): Promise<{ size: number }> {
-  const tools = opts.qemuImg ?? createDriver();
+  const tools = opts.qemuImg;
   const what = 'OVA';
   const base = archiveBaseName(opts.name);
   const ovfName = `${base}.ovf`;

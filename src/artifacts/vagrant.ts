@@ -14,7 +14,6 @@
 import type { OvaOptions } from './ova.js';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
-import { createDriver } from '../qemu/driver.js';
 import { GiB, progressScale, step, writeAtomically, writeTar } from './tar.js';
 
 /** The same inputs as an OVA, and Ruby of the template's own for the box's Vagrantfile. */
@@ -55,7 +54,7 @@ ${opts.vagrantfileExtra.endsWith('\n') || opts.vagrantfileExtra === '' ? opts.va
 }
 
 export async function writeVagrantBox(opts: VagrantBoxOptions): Promise<{ size: number }> {
-  const tools = opts.qemuImg ?? createDriver();
+  const tools = opts.qemuImg;
   const what = 'Vagrant box';
   const progress = progressScale(opts.onProgress);
   return writeAtomically(what, opts.out, async (workDir, partial) => {

@@ -7,7 +7,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileDigest, fileDigests } from '../cache/digest.js';
-import { createDriver, type Driver } from '../qemu/driver.js';
+import type { ImageTool } from '../qemu/image-tool.js';
 import { checksumFiles, type Manifest } from './manifest.js';
 import { diskFormat } from '../template/output-formats.js';
 import { signatureFile, verifySignature } from './signing.js';
@@ -64,8 +64,8 @@ async function checkSignatures(dir: string, manifest: Manifest, trustedKeys: str
   return { sums, subjects };
 }
 
-/** `qemuImg`: the qemu-img to read images with (default: createDriver()'s, qemu-img on PATH). */
-export async function verifyManifest(manifestPath: string, qemuImg: Pick<Driver, 'imageInfo' | 'check'> = createDriver(), options: VerifyManifestOptions = {}): Promise<VerifyResult[]> {
+/** `qemuImg`: the image tool to read images with (the caller's: the library's verify() makes one from its options). */
+export async function verifyManifest(manifestPath: string, qemuImg: Pick<ImageTool, 'imageInfo' | 'check'>, options: VerifyManifestOptions = {}): Promise<VerifyResult[]> {
   const manifest = JSON.parse(readFileSync(manifestPath, 'utf8')) as Manifest;
   const dir = path.dirname(manifestPath);
   const results: VerifyResult[] = [];

@@ -67,8 +67,8 @@ export async function runBuild(
   markOwned(workDir);
   recordBuild(workDir, build.name, template.file);
   const state: BuildState = { workDir, startedAt: new Date(), artifacts: [], timings: {} };
-  // build() makes the driver once for all its builds from options.qemu; a direct caller (a test) gets the defaults.
-  const ctx = createBuildContext({ template, build, options: { ...options, driver: options.driver ?? createDriver() }, events, state, signal });
+  // build() made the driver once for all its builds, from options.qemu.
+  const ctx = createBuildContext({ template, build, options, events, state, signal });
   let result: Omit<RunResult, 'cleanUp'> = { ok: false, kept: false };
   // build-end is the last word on a build, whatever happened: consumers wait for it.
   try {

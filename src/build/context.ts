@@ -7,14 +7,13 @@ import type { LoadedTemplate } from '../template/load.js';
 import type { BuildConfig } from '../template/schema.js';
 import type { Scalar } from '../template/interpolate.js';
 import type { EventBus } from '../ui/events.js';
-import type { Driver } from '../qemu/driver.js';
 import type { BuildContext, BuildOptions, BuildState } from './state.js';
 
 export interface BuildContextParts {
   template: LoadedTemplate;
   build: BuildConfig;
   /** With the driver the build's steps use (build() makes it from its `qemu` options; a fake one in step tests). */
-  options: BuildOptions & { driver: Driver };
+  options: BuildOptions;
   events: EventBus;
   state: BuildState;
   signal: AbortSignal;

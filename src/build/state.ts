@@ -37,8 +37,8 @@ export interface BuildOptions {
   tempDir?: string;
   /** How the user releases a build kept by --on-error=abort (the CLI's lines name Ctrl-C and its pid). */
   keptBuildRelease?: string[];
-  /** The QEMU/qemu-img driver the builds use (build() makes it from its `qemu` options). */
-  driver?: Driver;
+  /** The QEMU/qemu-img driver the builds use (build() makes it from its `qemu` options; the layers below take it from here). */
+  driver: Driver;
   /** The GNU tar for GCE tarballs (the CLI: KILN_TAR). */
   tarBinary?: string;
 }

@@ -10,7 +10,7 @@
 import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
-import { createDriver, type Driver } from '../qemu/driver.js';
+import type { ImageTool } from '../qemu/image-tool.js';
 import { diesWithKiln } from '../qemu/process.js';
 import { fileDigest } from './digest.js';
 import { withLock } from './lock.js';
@@ -64,8 +64,11 @@ const diskBytes = (file: string) => { const st = statSync(file); return Math.min
 
 export class LayerStore {
   readonly dir: string;
-  /** `qemuImg`: what repoints a copied layer's backing file (the build's driver; default: qemu-img on PATH). */
-  constructor(cacheDir: string, private readonly qemuImg: Pick<Driver, 'rebaseUnsafe'> = createDriver()) {
+  /**
+   * `images`: what repoints a published layer's backing file (the build's image tool). A store only
+   * read (plans, `kiln cache`, publish's freshness check) runs no qemu-img and needs none.
+   */
+  constructor(cacheDir: string, private readonly images?: Pick<ImageTool, 'rebaseUnsafe'>) {
     this.dir = path.join(cacheDir, 'layers');
   }
 
@@ -164,6 +167,8 @@ export class LayerStore {
    * file renamed to the store-relative name, digested, then renamed into place.
    */
   async publish(key: string, frozen: string, backing: { name: string; format: string } | null, meta: Omit<LayerMeta, 'key' | 'backing' | 'sha256' | 'size' | 'created'>, signal?: AbortSignal, sshKey?: string): Promise<LayerMeta> {
+    const images = this.images;
+    if (!images) throw new Error('LayerStore.publish: this store was opened without an image tool (new LayerStore(cacheDir, driver))');
     this.ensureDirs();
     const final = this.layerFile(key);
     return withLock(`${final}.lock`, async () => {
@@ -172,7 +177,7 @@ export class LayerStore {
       const tmp = `${final}.tmp-${process.pid}`;
       try {
         await execa(...diesWithKiln('cp', ['--sparse=always', '--reflink=auto', frozen, tmp]), { cancelSignal: signal });
-        await this.qemuImg.rebaseUnsafe(tmp, backing, signal);
+        await images.rebaseUnsafe(tmp, backing, signal);
         const full: LayerMeta = {
           key, backing: backing?.name ?? null, ...meta,
           sha256: await fileDigest(tmp), size: diskBytes(tmp), created: new Date().toISOString(),

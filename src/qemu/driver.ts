@@ -2,7 +2,9 @@
  * The seam between a build and the hypervisor and disk tools (Packer's qemu `Driver`): the steps start
  * and stop QEMU, speak QMP, and create, convert, check and snapshot images only through a Driver held
  * by the build context, so each step can be unit-tested against a fake one (test/helpers/fake-driver.ts)
- * while the end-to-end tests run the real one, made by createDriver().
+ * while the end-to-end tests run the real one, made by createDriver(). A Driver is two roles: the
+ * Hypervisor here (QEMU, QMP, the SSH forward's ports) and the ImageTool (image-tool.ts: qemu-img);
+ * code below the build takes only the role it uses, passed down (never a default made on the spot).
  *
  * Nothing here reads the environment when it is imported. The binaries, a forced accelerator, where
  * the accelerator probe's answers are kept and pinned SSH ports are options; driverOptionsFromEnv()
@@ -11,17 +13,18 @@
 import type { Accelerator } from './argv.js';
 import { chooseAccelerator, defaultAcceleratorMemoDir } from './accel.js';
 import { archProfile, type GuestArch } from './arch.js';
-import { checkBaseImage, type CheckedBaseImage } from './image-check.js';
+import { imageToolOf, type ImageTool } from './image-tool.js';
 import { buildDiskDevice } from './live-snapshot.js';
 import { freePort, pinnedSshPorts, portInUse } from './ports.js';
 import { defaultQemuBinary, requireExecutable, startQemu, type QemuProcess } from './process.js';
-import { defaultQemuImgBinary, QemuImg, type CheckReport, type ConvertOptions, type ImageInfo } from './qemu-img.js';
+import { defaultQemuImgBinary, QemuImg } from './qemu-img.js';
 import { QmpClient } from './qmp.js';
 
 export type { QemuProcess, QemuExit } from './process.js';
 export type { QmpClient } from './qmp.js';
 export type { ImageInfo, ConvertOptions, CheckReport } from './qemu-img.js';
 export type { CheckedBaseImage } from './image-check.js';
+export type { ImageTool } from './image-tool.js';
 
 export interface DriverOptions {
   /** The QEMU system emulator to run (default qemu-system-x86_64, looked up on PATH). */
@@ -43,8 +46,8 @@ export interface DriverOptions {
 /** Host ports pinned for the SSH forward, and the setting that pinned them (for messages). */
 export interface PinnedPorts { ports: number[]; spec: string; setting: string }
 
-export interface Driver {
-  // --- the hypervisor ---
+/** QEMU itself: checking it is there, the accelerator, the SSH forward's port, starting a VM, QMP. */
+export interface Hypervisor {
   /** Fails with the fix (package, setting) when the QEMU binary for the guest's architecture (default x86_64) is missing. */
   requireQemu(arch?: GuestArch): void;
   /**
@@ -66,23 +69,10 @@ export interface Driver {
   connectQmp(socketPath: string, timeoutMs: number): Promise<QmpClient>;
   /** Freezes the running VM's disk: a new overlay `overlay` on top of `active` (QMP blockdev-snapshot), no reboot. */
   snapshotActiveDisk(qmp: QmpClient, active: string, overlay: string, virtualSize: number, nodeName: string): Promise<void>;
-
-  // --- disk images (qemu-img) ---
-  imageInfo(file: string, format?: string, shared?: boolean, signal?: AbortSignal): Promise<ImageInfo>;
-  createOverlay(base: string, baseFormat: string, overlay: string, sizeBytes?: number, signal?: AbortSignal): Promise<void>;
-  createBlank(file: string, sizeBytes: number, signal?: AbortSignal): Promise<void>;
-  resize(file: string, format: string, sizeBytes: number, signal?: AbortSignal): Promise<void>;
-  convert(src: string, srcFormat: string, dst: string, dstFormat: string, opts?: ConvertOptions): Promise<void>;
-  check(file: string, format: string, signal?: AbortSignal): Promise<{ ok: boolean; output: string }>;
-  checkReport(file: string, format: string, signal?: AbortSignal): Promise<CheckReport>;
-  /** A base image's soundness and bootability, before QEMU boots it (image-check.ts). */
-  checkBaseImage(file: string, opts: { bootSectorRequired: boolean; signal?: AbortSignal }): Promise<CheckedBaseImage>;
-  /** Repoints an image's backing file by name without touching data (layer store copies). */
-  rebaseUnsafe(file: string, backing: { name: string; format: string } | null, signal?: AbortSignal): Promise<void>;
-  /** Rebases a qcow2 onto `backing` keeping its content (the remote cache's self-contained final disk). */
-  rebase(file: string, backing: { name: string; format: string }, signal?: AbortSignal): Promise<void>;
-  qemuImgVersion(signal?: AbortSignal): Promise<string>;
 }
+
+/** What a build holds: the hypervisor and the image tool. */
+export interface Driver extends Hypervisor, ImageTool {}
 
 const settingName = (opts: DriverOptions, key: keyof NonNullable<DriverOptions['settingNames']>) => opts.settingNames?.[key] ?? `options.${key}`;
 
@@ -125,17 +115,7 @@ export function createDriver(opts: DriverOptions = {}): Driver {
       });
       await qmp.execute('blockdev-snapshot', { node: buildDiskDevice, overlay: nodeName });
     },
-    imageInfo: (...a) => qemuImg.imageInfo(...a),
-    createOverlay: (...a) => qemuImg.createOverlay(...a),
-    createBlank: (...a) => qemuImg.createBlank(...a),
-    resize: (...a) => qemuImg.resize(...a),
-    convert: (...a) => qemuImg.convert(...a),
-    check: (...a) => qemuImg.check(...a),
-    checkReport: (...a) => qemuImg.checkReport(...a),
-    checkBaseImage: (file, o) => checkBaseImage(file, { ...o, qemuImg }),
-    rebaseUnsafe: (...a) => qemuImg.rebaseUnsafe(...a),
-    rebase: (...a) => qemuImg.rebase(...a),
-    qemuImgVersion: (...a) => qemuImg.qemuImgVersion(...a),
+    ...imageToolOf(qemuImg),
   };
 }
 

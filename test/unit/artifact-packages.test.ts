@@ -14,9 +14,12 @@ import { ovfDescriptor, writeOva } from '../../src/artifacts/ova.js';
 import { boxVagrantfile, writeVagrantBox } from '../../src/artifacts/vagrant.js';
 import { writeGceTarball } from '../../src/artifacts/gce.js';
 import { writeTar } from '../../src/artifacts/tar.js';
+import { createDriver } from '../../src/qemu/driver.js';
 
 const MiB = 2 ** 20;
 const GiB = 2 ** 30;
+/** The packagers take the image tool from their caller (the build's driver); here the real one. */
+const qemuImg = createDriver();
 let dir: string;
 let source: string;
 
@@ -69,7 +72,7 @@ describe('OVA', () => {
     const outDir = mkdtempSync(path.join(dir, 'ova-'));
     const out = path.join(outDir, 'web.ova');
     const progress: number[] = [];
-    const { size } = await writeOva({ source, sourceFormat: 'qcow2', out, name: 'web', cpus: 2, memoryMiB: 2048, firmware: 'bios', onProgress: (p) => progress.push(p) });
+    const { size } = await writeOva({ source, sourceFormat: 'qcow2', out, name: 'web', cpus: 2, memoryMiB: 2048, firmware: 'bios', qemuImg, onProgress: (p) => progress.push(p) });
     expect(size).toBe(statSync(out).size);
     expect(leftovers(outDir)).toEqual([]);
     expect(progress.at(-1)).toBe(100);
@@ -138,7 +141,7 @@ describe('Vagrant box', () => {
   it('packs metadata.json, Vagrantfile and a qcow2 box.img in a gzip\'d tar', async () => {
     const outDir = mkdtempSync(path.join(dir, 'box-'));
     const out = path.join(outDir, 'web.box');
-    await writeVagrantBox({ source, sourceFormat: 'qcow2', out, name: 'web', cpus: 3, memoryMiB: 1536, firmware: 'bios' });
+    await writeVagrantBox({ source, sourceFormat: 'qcow2', out, name: 'web', cpus: 3, memoryMiB: 1536, firmware: 'bios', qemuImg });
     expect(leftovers(outDir)).toEqual([]);
     const head = gunzipSync(readFileSync(out)).subarray(0, 512); // a small test archive: fine in memory
     expect(head.subarray(257, 265).toString('latin1')).toBe('ustar\x0000');
@@ -171,7 +174,7 @@ describe('GCE tarball', () => {
     const outDir = mkdtempSync(path.join(dir, 'gce-'));
     const out = path.join(outDir, 'web.tar.gz');
     const progress: number[] = [];
-    await writeGceTarball({ source, sourceFormat: 'qcow2', out, onProgress: (p) => progress.push(p) });
+    await writeGceTarball({ source, sourceFormat: 'qcow2', out, qemuImg, onProgress: (p) => progress.push(p) });
     expect(leftovers(outDir)).toEqual([]);
     expect(progress.at(-1)).toBe(100);
     // Sparse: the 1 GiB disk holds ~3 MiB of data (1 MiB of it random), so the archive is a few MiB.
@@ -214,9 +217,9 @@ describe('failures', () => {
   it('names the failing step and leaves nothing behind', async () => {
     const outDir = mkdtempSync(path.join(dir, 'fail-'));
     const missing = path.join(dir, 'does-not-exist.qcow2');
-    await expect(writeOva({ source: missing, sourceFormat: 'qcow2', out: path.join(outDir, 'x.ova'), name: 'x', cpus: 1, memoryMiB: 256, firmware: 'bios' }))
+    await expect(writeOva({ source: missing, sourceFormat: 'qcow2', out: path.join(outDir, 'x.ova'), name: 'x', cpus: 1, memoryMiB: 256, firmware: 'bios', qemuImg }))
       .rejects.toThrow(/OVA .*x\.ova: converting the disk to a streamOptimized VMDK \(qemu-img convert\) failed/);
-    await expect(writeGceTarball({ source: missing, sourceFormat: 'qcow2', out: path.join(outDir, 'x.tar.gz') }))
+    await expect(writeGceTarball({ source: missing, sourceFormat: 'qcow2', out: path.join(outDir, 'x.tar.gz'), qemuImg }))
       .rejects.toThrow(/GCE tarball .*: converting the disk to raw \(qemu-img convert\) failed/);
     expect(readdirSync(outDir)).toEqual([]);
     expect(existsSync(path.join(outDir, 'x.ova'))).toBe(false);
