@@ -213,7 +213,7 @@ function collectProblems(issues: readonly z.core.$ZodIssue[], prefix: (string | 
         break;
     }
     const fix = typeof params?.fix === 'string' ? params.fix : undefined;
-    problems.push({ path, message: issue.message, ...(fix ? { fix } : { fix: 'see the field in README.md' }) });
+    problems.push({ path, message: issue.message, ...(fix ? { fix } : { fix: 'see the field in kiln\'s docs/templates.md' }) });
   }
   return problems;
 }

@@ -26,7 +26,7 @@ const httpUrl = z.string().superRefine((v, ctx) => {
   // The value itself is never repeated: it holds a password, and errors get printed and logged.
   if (u.username || u.password) {
     ctx.addIssue({ code: 'custom', ...because('the URL holds a user name or password (user:password@), which would be recorded in manifest.json and printed',
-      'remove user:password@ from the URL and give the credential through the target\'s variables or credentials_file: (see README, Publish)') });
+      'remove user:password@ from the URL and give the credential through the target\'s variables or credentials_file: (see kiln\'s docs/publish.md)') });
   }
 });
 const duration = z.union([z.string(), z.number().positive()]).superRefine((v, ctx) => {

@@ -312,7 +312,7 @@ function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], ou
     if (used.has(k)) continue;
     if (Object.hasOwn(cosmetic, k)) note(f, k, cosmetic[k]!);
     else if (isNoOpValue(f.value)) out.notes.push(noOpNote(f, k));
-    else problem(f, k, `kiln does not know the qemu builder field "${k}"`, 'remove it, or see "Coming from Packer" in kiln\'s README for what maps');
+    else problem(f, k, `kiln does not know the qemu builder field "${k}"`, 'remove it, or see kiln\'s docs/packer.md for what maps');
   }
 
   const provisioners: Record<string, unknown>[] = [];
@@ -501,7 +501,7 @@ use_linux_pathing: 'kiln runs on Linux', keep_input_artifact: 'kiln keeps the ar
     if (used.has(k)) continue;
     if (Object.hasOwn(cosmeticStep, k)) out.notes.push(`${f.at.file}:${f.at.line}: ${label}.${k}: ignored: ${cosmeticStep[k]}`);
     else if (isNoOpValue(f.value)) out.notes.push(noOpNote(f, `${label}.${k}`));
-    else problem(k, `kiln does not know the ${p.type} ${kind} field "${k}"`, 'remove it, or see "Coming from Packer" in kiln\'s README');
+    else problem(k, `kiln does not know the ${p.type} ${kind} field "${k}"`, 'remove it, or see kiln\'s docs/packer.md');
   }
   const steps = [r, ...more];
   steps.forEach((s, i) => {
