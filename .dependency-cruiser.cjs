@@ -77,7 +77,7 @@ module.exports = {
     },
     {
       name: 'every-module-in-a-layer',
-      comment: 'a new folder under src/ gets its place in the layers here (and in README "Architecture")',
+      comment: 'a new folder under src/ gets its place in the layers here (and in docs/architecture.md)',
       severity: 'error',
       from: { path: '^src/', pathNot: Object.values(layer) },
       to: {},
