@@ -8,7 +8,7 @@ import type { Step } from '../step.js';
 import { smbiosType1Switch } from '../../template/qemu-args.js';
 import { efiVarsFile, firmwareFor, startVm, stopTpm } from '../vm.js';
 import { restoreVm } from '../vm-state.js';
-import { archOf } from '../../qemu/arch.js';
+import { archOf, archProfile } from '../../qemu/arch.js';
 import { variableStoreFor } from '../../qemu/secure-boot.js';
 
 /** Test helpers took the free-port helper from here; it lives in qemu/ports.ts. */
@@ -27,7 +27,7 @@ export const launchQemuStep: Step = {
     const fw = firmwareFor(ctx);
     if (fw) {
       for (const f of [fw.code, fw.varsTemplate]) {
-        if (!existsSync(f)) throw new Error(`firmware: ${src.firmware}: ${fw.descriptor} names ${f}, which does not exist\n  fix: apt-get install --reinstall ovmf (make setup installs it), or point firmware: at a descriptor whose files exist`);
+        if (!existsSync(f)) throw new Error(`firmware: ${src.firmware}: ${fw.descriptor} names ${f}, which does not exist\n  fix: apt-get install --reinstall ${archProfile(archOf(src)).firmwarePackage} (make setup installs it), or point firmware: at a descriptor whose files exist`);
       }
       const keys = src.secure_boot?.keys;
       if (keys && !fw.secureBoot) {
