@@ -275,6 +275,10 @@ function checkResolved(
     // arch: aarch64 turns kiln's x86 defaults (machine pc, firmware bios) into virt and UEFI, and refuses what virt lacks.
     const rawSource = (raw as { builds?: { source?: Record<string, unknown> }[] }).builds?.[i]?.source ?? {};
     for (const p of applyArchDefaults(s, { firmware: rawSource.firmware !== undefined, machine: rawSource.machine !== undefined })) problems.push({ path: [...at, p.field], message: p.message, fix: p.fix });
+    // Keys are checked only by a firmware with Secure Boot on (a descriptor's features are read at launch).
+    if (s.secure_boot && (s.firmware === 'bios' || s.firmware === 'uefi')) {
+      problems.push({ path: [...at, 'secure_boot'], message: `firmware: ${s.firmware} has Secure Boot off, so nothing would check these keys`, fix: 'set firmware: uefi-secure (or a descriptor with the secure-boot feature), or drop secure_boot' });
+    }
     const smbiosClash = s.cloud_init !== false && s.cloud_init.delivery === 'http' ? smbiosType1Switch(s.qemu_args) : undefined;
     if (smbiosClash) {
       problems.push({

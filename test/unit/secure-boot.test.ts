@@ -10,6 +10,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { certFingerprint, enrolledCertificates, enrollKeys, readCertificate, readKeys, secureBootRefusalCause, variableStoreFor } from '../../src/qemu/secure-boot.js';
 import { buildManifest } from '../../src/artifacts/manifest.js';
+import { loadTemplate } from '../../src/template/load.js';
 import { guidBytes, guidText, readVariables, VarStoreError, writeVariables } from '../../src/qemu/secure-boot-vars.js';
 
 const msVars = '/usr/share/OVMF/OVMF_VARS_4M.ms.fd';
@@ -64,12 +65,12 @@ describe('edk2 variable store', () => {
     // The firmware volume header and the fault-tolerant-write area after the store are untouched.
     const hdr = template.readUInt16LE(0x30);
     const end = hdr + template.readUInt32LE(hdr + 16);
-    expect(out.subarray(0, hdr + 28)).toEqual(template.subarray(0, hdr + 28));
-    expect(out.subarray(end)).toEqual(template.subarray(end));
+    expect(out.subarray(0, hdr + 28).equals(template.subarray(0, hdr + 28))).toBe(true);
+    expect(out.subarray(end).equals(template.subarray(end))).toBe(true);
   });
 
   it('variableStoreFor: the template as is without keys, enrolled with them', () => {
-    expect(variableStoreFor(msVars, undefined)).toEqual(readFileSync(msVars));
+    expect(variableStoreFor(msVars, undefined).equals(readFileSync(msVars))).toBe(true);
     const enrolled = variableStoreFor(msVars, { pk: pk.pem, kek: [kek.pem], db: [db1.pem] });
     expect(enrolledCertificates(enrolled, 'x').pk).toEqual([der(pk.der)]);
   });
@@ -128,5 +129,21 @@ describe('manifest', () => {
     expect(platform).toMatchObject({ firmware: 'uefi-secure', secure_boot: true, enrolled_keys: true, machine: 'q35' });
     const fp = (f: string) => certFingerprint(readCertificate(f, 'f'));
     expect(platform.custom_keys).toEqual({ pk: [fp(pk.pem)], kek: [fp(kek.pem)], db: [fp(db1.pem), fp(db2.pem)] });
+  });
+});
+
+describe('template', () => {
+  const write = (firmware: string) => {
+    writeFileSync(path.join(dir, 'base.qcow2'), '');
+    const file = path.join(dir, `t-${firmware}.yaml`);
+    writeFileSync(file, `builds:\n  - name: b\n    source:\n      base_image: base.qcow2\n      checksum: none\n      firmware: ${firmware}\n      secure_boot: { keys: { pk: kiln-test-pk.crt, kek: [kiln-test-kek.der], db: [kiln-test-db1.crt] } }\n`);
+    return file;
+  };
+  it('resolves the key files next to the template, and refuses them without Secure Boot', () => {
+    const keys = loadTemplate(write('uefi-secure')).template.builds[0]!.source.secure_boot!.keys;
+    expect(keys).toEqual({ pk: pk.pem, kek: [kek.der], db: [db1.pem] });
+    for (const fw of ['bios', 'uefi']) {
+      expect(() => loadTemplate(write(fw))).toThrow(new RegExp(`secure_boot[\\s\\S]*firmware: ${fw} has Secure Boot off[\\s\\S]*fix: set firmware: uefi-secure`));
+    }
   });
 });
