@@ -1,6 +1,6 @@
 /** `kiln inspect`: what a template will do, with variables resolved and sensitive values masked. */
 import type { LoadedTemplate } from '../template/load.js';
-import { describeProvisioner } from '../template/provisioners.js';
+import { describeProvisioner } from '../template/provisioner-kinds/index.js';
 import { artifactName } from '../template/output-formats.js';
 import { maskSecrets } from '../ui/events.js';
 import { durationSetting, formatBytes } from '../util/units.js';

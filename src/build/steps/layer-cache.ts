@@ -13,7 +13,7 @@ import type { PlannedLayer } from '../../cache/layer-keys.js';
 import { LayerStore, type LayerMeta } from '../../cache/layers.js';
 import { planBuild, type BuildPlan } from '../../cache/plan.js';
 import type { Manifest } from '../../artifacts/manifest.js';
-import { describeProvisioner } from '../../template/provisioners.js';
+import { describeProvisioner } from '../../template/provisioner-kinds/index.js';
 import { layerCaptureTiming } from '../layer-capture.js';
 import { pullFromRemote, pushToRemote, remoteFor } from '../remote-cache.js';
 import type { LayerPlan } from '../state.js';
