@@ -22,7 +22,7 @@ import { importTemplate } from './import.js';
 import { publishCommand } from './publish.js';
 import { bundleCommand, prepareAirgap, type AirgapBuildArgs, type BundleArgs } from './bundle.js';
 import { listOf, namesOf } from './flag-lists.js';
-import { planCommand, type PlanArgs } from './plan.js';
+import { planCommand } from './plan.js';
 import { slurmCommand, type SlurmArgs } from './slurm.js';
 import { summaryLine } from '../scale/follow.js';
 
@@ -212,14 +212,15 @@ export async function main(args: string[]): Promise<number> {
     .command('plan <template>', 'show what each build would reuse from the cache and what it would build, without booting', (y) => withTemplate(y as never)
       .option('json', { type: 'boolean', default: false, describe: 'print the plan as JSON' })
       .option('emit', { choices: ['github-matrix', 'gitlab-matrix'] as const, describe: 'print a CI matrix: one job per build (GitHub Actions JSON, or a GitLab child pipeline)' })
-      .option('cache-remote', { type: 'string', requiresArg: true, describe: 'also ask this remote layer cache (s3://bucket/prefix) what it holds' })
+      .options(remoteCacheOptions)
       .option('only', { type: 'string', requiresArg: true, describe: 'plan only these builds (repeatable, or comma-separated)' })
       .option('except', { type: 'string', requiresArg: true, describe: 'plan all builds but these' }),
     async (argv) => {
       try {
         const { t, builds } = loadSelected(argv);
-        const a = argv as unknown as PlanArgs & { 'cache-remote'?: string };
-        process.stdout.write(await planCommand(t, builds, String(argv.template), { json: Boolean(argv.json), emit: argv.emit, cacheRemote: a['cache-remote'] }));
+        // With --cache-remote, the remote cache is asked about the keys the local store lacks.
+        const remote = openRemoteCache(argv as RemoteCacheArgs, (m, level) => { if (level === 'warn') process.stderr.write(`warning: ${m}\n`); });
+        process.stdout.write(await planCommand(t, builds, String(argv.template), { json: Boolean(argv.json), emit: argv.emit, cacheRemote: (argv as RemoteCacheArgs)['cache-remote'], remote }));
       } catch (e) { code = reportError(e); }
     })
     .command('bundle <template>', 'write one tar holding a build\'s template, every input, its recorded downloads (kiln build --record) and optionally kiln', (y) => withTemplate(y as never)

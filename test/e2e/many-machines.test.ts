@@ -13,6 +13,7 @@ import { repoRoot, tinySourceYaml } from '../helpers/guest.js';
 import { kiln } from '../helpers/kiln.js';
 import { startS3, type RunningServer } from '../helpers/servers/index.js';
 import { startSlurm, type SlurmCluster } from '../helpers/servers/slurm.js';
+import { checkPlan, type KilnPlan } from '../../src/scale/plan-shape.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-e2e-many-'));
 const template = path.join(dir, 'tiny.yaml');
@@ -120,6 +121,13 @@ describe('many machines: Slurm jobs and a remote layer cache', () => {
     const verify = await kiln(['verify', path.join(dir, 'out-two', 'manifest.json')]);
     expect(verify.exitCode, verify.stdout + verify.stderr).toBe(0);
     expect(readdirSync(path.join(dir, 'cache-builder2'))).not.toHaveLength(0);
+    // kiln plan on a third machine (an empty cache) sees the final disk in the remote cache: nothing would boot.
+    const planned = await kiln(['plan', '--json', '--cache-remote', 's3://kiln-cache/seq', '--var', `out=${path.join(dir, 'out-three')}`, template],
+      { AWS_ENDPOINT_URL: s3.url, AWS_REGION: 'us-east-1', AWS_ACCESS_KEY_ID: s3.accessKeyId, AWS_SECRET_ACCESS_KEY: s3.secretAccessKey });
+    expect(planned.exitCode, planned.stderr).toBe(0);
+    const p = JSON.parse(planned.stdout) as KilnPlan;
+    expect(checkPlan(p)).toEqual([]);
+    expect(p.builds[0]).toMatchObject({ resume: 'from-final-layer', resume_source: 'remote', up_to_date: true, final_cached: { local: false, remote: true } });
     const uploaded = await objectSizes('seq/');
     expect(uploaded.length).toBeGreaterThan(0);
     console.log(`[many-machines] builder 1 (cold, builds and uploads): ${(buildMs(e1) / 1000).toFixed(1)} s; builder 2 (other node, pulls): ${(buildMs(e2) / 1000).toFixed(1)} s`);
