@@ -186,4 +186,14 @@ describe('arch in templates, layer keys and the manifest', () => {
     expect(buildManifest(ctx('aarch64') as never, new Date(), (p) => p, 'qemu-img 7.2', []).arch).toBe('aarch64');
     expect(buildManifest(ctx() as never, new Date(), (p) => p, 'qemu-img 7.2', []).arch).toBe('x86_64');
   });
+
+  it('a Packer template naming qemu_binary = "qemu-system-aarch64" becomes arch: aarch64 (virt, UEFI); another emulator is still refused', () => {
+    const hcl = (binary: string) => {
+      const file = path.join(dir, `p-${binary}.pkr.hcl`);
+      writeFileSync(file, `source "qemu" "a" {\n  iso_url = "${image}"\n  iso_checksum = "none"\n  disk_image = true\n  ssh_username = "root"\n  ssh_password = "root"\n  qemu_binary = "${binary}"\n}\nbuild {\n  sources = ["source.qemu.a"]\n}\n`);
+      return file;
+    };
+    expect(loadTemplate(hcl('qemu-system-aarch64'), { env: {} }).template.builds[0]!.source).toMatchObject({ arch: 'aarch64', machine: 'virt', firmware: 'uefi' });
+    expect(() => loadTemplate(hcl('qemu-system-riscv64'), { env: {} })).toThrow(/kiln runs qemu-system-x86_64 \(qemu-system-aarch64 for arm64 guests\), not qemu-system-riscv64/);
+  });
 });

@@ -221,7 +221,9 @@ function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], ou
   const binary = str('qemu_binary');
   // Debian's and Ubuntu's `kvm` is a wrapper: qemu-system-x86_64 -enable-kvm (alvistack's boxes name it).
   if (binary && /(^|\/)kvm$/.test(binary)) out.notes.push(`${fields.get('qemu_binary')!.at.file}:${fields.get('qemu_binary')!.at.line}: qemu_binary = "${binary}": kiln runs qemu-system-x86_64, which that wrapper runs; with KVM when the host has it (accelerator)`);
-  else if (binary && !/qemu-system-x86_64$|qemu-kvm$/.test(binary)) problem(fields.get('qemu_binary'), 'qemu_binary', `kiln runs qemu-system-x86_64, not ${binary}`, 'remove qemu_binary');
+  // An arm64 template (Apple-silicon and Graviton users name the arm emulator): kiln's arch: aarch64.
+  else if (binary && /(^|\/)qemu-system-aarch64$/.test(binary)) set('arch', 'aarch64', 'qemu_binary');
+  else if (binary && !/qemu-system-x86_64$|qemu-kvm$/.test(binary)) problem(fields.get('qemu_binary'), 'qemu_binary', `kiln runs qemu-system-x86_64 (qemu-system-aarch64 for arm64 guests), not ${binary}`, 'remove qemu_binary');
   const headless = bool('headless');
   if (headless === false) out.notes.push(`${fields.get('headless')!.at.file}:${fields.get('headless')!.at.line}: headless: ignored: kiln always runs QEMU headless (kiln console shows the serial console)`);
 
