@@ -80,11 +80,9 @@ export interface PlannedLayer {
   bootVolatile?: boolean;
 }
 
-/** Directories Linux guests empty at boot (tmpfs, or systemd-tmpfiles' `D /tmp` on Debian). */
-const CLEARED_AT_BOOT = /^\/(tmp|run|dev\/shm|var\/run)(\/|$)/;
-
+/** What `p` leaves in a guest folder emptied at boot (its kind knows: a file upload into /tmp, say). */
 export function uploadsIntoVolatileDir(p: Provisioner): boolean {
-  return p.type === 'file' && p.direction === 'upload' && CLEARED_AT_BOOT.test(path.posix.normalize(p.destination));
+  return kindOf(p).bootVolatile?.(p) ?? false;
 }
 
 /**

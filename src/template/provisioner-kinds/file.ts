@@ -28,6 +28,9 @@ export const fileSchema = kindObject('file', {
 
 export type FileProvisioner = z.output<typeof fileSchema>;
 
+/** Directories Linux guests empty at boot (tmpfs, or systemd-tmpfiles' `D /tmp` on Debian). */
+const CLEARED_AT_BOOT = /^\/(tmp|run|dev\/shm|var\/run)(\/|$)/;
+
 /** Where an uploaded file lands: the SSH upload's rules ("dir/" takes a file by its name; "src/" copies a folder's contents). */
 function guestPathOf(source: string, destination: string, rel: string): string {
   if (!rel) return destination.endsWith('/') ? destination + path.basename(source) : destination;
@@ -48,6 +51,8 @@ export const file = defineKind(fileSchema, {
     return [{ path: source, digest: 'path', role: 'upload', follow: false, guest: (rel) => guestPathOf(source, destination, rel) }];
   },
   uncacheable: (p) => (p.direction === 'download' ? 'a file download writes to the host (set cache: true to cache anyway)' : undefined),
+  // An upload into /tmp, say, is gone from a guest resumed from its layer (the usual "upload, then install" pair).
+  bootVolatile: (p) => p.direction === 'upload' && CLEARED_AT_BOOT.test(path.posix.normalize(p.destination)),
   needs: 'communicator',
   fromPacker(m) {
     const { r } = m;

@@ -70,6 +70,8 @@ export interface ProvisionerKind<P extends { type: string }> {
   uncacheable?(p: P): string | undefined;
   /** What it needs to reach the guest: any communicator, SSH itself (a tool of its own logs in), or nothing. */
   needs: 'communicator' | 'ssh' | 'nothing';
+  /** What it leaves in a guest folder emptied at boot (/tmp...), which a guest resumed from its layer no longer has. */
+  bootVolatile?(p: P): boolean;
   /** The guest may go away while it runs (a reboot), which is then not a failure. */
   expectsDisconnect?(p: P): boolean;
   /** Maps a Packer provisioner of the same type name onto this kind. */

@@ -101,6 +101,14 @@ describe('provisioner kinds', () => {
     expect(uncacheableReason(provisionerSchema.parse({ type: 'shell-local', inline: ['true'], cache: true }))).toBeUndefined();
   });
 
+  it('knows which uploads a guest resumed from a layer no longer has (folders emptied at boot)', () => {
+    const upload = (destination: string) => provisionerSchema.parse({ type: 'file', content: 'x', destination });
+    const volatile = (p: Provisioner) => kindOf(p).bootVolatile?.(p) ?? false;
+    expect(['/tmp/x', '/run/a/b', '/tmp', '/var/run/x', '/etc/../tmp/y'].map((d) => volatile(upload(d)))).toEqual([true, true, true, true, true]);
+    expect(['/etc/motd', '/tmpfoo', '/var/tmp/x'].map((d) => volatile(upload(d)))).toEqual([false, false, false]);
+    expect(provisionerTypes.filter((t) => volatile(parsed(t)))).toEqual([]);
+  });
+
   it('says which kinds cannot run without a communicator, naming each group once', () => {
     expect(withoutCommunicatorProblems([parsed('shell-local'), parsed('breakpoint')])).toEqual([]);
     expect(withoutCommunicatorProblems([parsed('file'), parsed('ansible'), parsed('puppet-masterless')])).toEqual([
