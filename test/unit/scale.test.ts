@@ -1,14 +1,14 @@
 // kiln plan's shape, the CI matrices and the Slurm job script (src/scale/): pure functions, plus one
 // run of the compiled CLI for `kiln plan --json` and `--emit slurm` on a template with two builds.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { checkPlan, groupBuilds, PLAN_SCHEMA, type BuildPlan, type KilnPlan } from '../../src/scale/plan-shape.js';
 import { githubMatrix, gitlabMatrix } from '../../src/scale/matrix.js';
 import { jobScript, submissions, type SlurmJobOptions } from '../../src/scale/sbatch.js';
-import { LineTail, parseEventLine, summaryLine, worstCode } from '../../src/scale/follow.js';
+import { followRun, LineTail, parseEventLine, summaryLine, worstCode } from '../../src/scale/follow.js';
 import { kiln } from '../helpers/kiln.js';
 
 const k = (c: string) => c.repeat(64);
@@ -135,6 +135,18 @@ describe('following tasks', () => {
     expect(tail.read().map(parseEventLine)).toEqual([{ type: 'log', build: 'a', level: 'info', message: 'x', time: 't' }, undefined]);
     writeFileSync(f, '{"type":"log","build":"a","level":"info","message":"x","time":"t"}\nslurmstepd: error\n{"type":"build-end","build":"a","ok":true,"ms":1,"peakRssBytes":1,"time":"t"}\n');
     expect(tail.read().map((l) => parseEventLine(l)?.type)).toEqual(['build-end']);
+  });
+  it('hands on each task\'s events and ends with their codes; a task Slurm ended without a code failed', async () => {
+    const run = mkdtempSync(path.join(os.tmpdir(), 'kiln-follow-'));
+    mkdirSync(path.join(run, 'tasks'));
+    writeFileSync(path.join(run, 'tasks/0.events.jsonl'), '{"type":"build-end","build":"a","ok":true,"ms":5,"peakRssBytes":1,"time":"t"}\n');
+    writeFileSync(path.join(run, 'tasks/0.rc'), '0\n');
+    const seen: string[] = [];
+    // Job 424242 is unknown to squeue (no cluster here): nothing is running, so b, without a code, is lost.
+    const results = await followRun({ runDir: run, builds: ['a', 'b'], jobIds: ['424242'], onEvent: (e) => seen.push(`${e.build}:${e.type}`), pollMs: 10 });
+    expect(seen).toEqual(['a:build-end']);
+    expect(results[0]).toEqual({ build: 'a', code: 0 });
+    expect(results[1]).toMatchObject({ build: 'b', code: 1, note: expect.stringMatching(/ended without an exit code.*tasks\/1\.log/) });
   });
   it('summarises as a local run and exits with the worst code', () => {
     expect(summaryLine([{ build: 'a', ok: true }, { build: 'b', ok: false }])).toBe('1 of 2 builds succeeded; failed: b\n');
