@@ -15,6 +15,11 @@ export interface RunDir { dir: string; script: string; submissions: Submission[]
 
 export function writeRunDir(plan: KilnPlan, o: SlurmJobOptions & { singleton: boolean; sbatchArgs: string[] }): RunDir {
   const dir = o.runDir;
+  // #SBATCH lines are not shell words: sbatch would cut a path at its first space.
+  for (const [what, p] of [['the run directory', dir], ['the working directory', o.cwd]] as const) {
+    if (/\s/.test(p)) throw new Error(`${what} ${JSON.stringify(p)} has white space, which #SBATCH --output/--chdir lines cannot hold\n  fix: use a path without spaces (--slurm-dir DIR, or run kiln from another directory)`);
+  }
+  if (!Number.isInteger(o.throttle) || o.throttle < 1) throw new Error(`--slurm-throttle ${o.throttle}: must be a whole number of tasks, 1 or more\n  fix: e.g. --slurm-throttle 4`);
   if (existsSync(dir) && readdirSync(dir).length > 0) {
     throw new Error(`${dir} is not empty: kiln writes a run directory only into a new or empty one\n  fix: give another directory (or remove that one if it is an old run)`);
   }
