@@ -120,7 +120,7 @@ function upToDate(build: BuildConfig, store: LayerStore, key: string): boolean {
   const record = store.artifactRecord(key);
   if (!record || record.outputDirectory !== build.output_directory || !LayerStore.untouched(record)) return false;
   try {
-    const manifest = JSON.parse(readFileSync(path.join(build.output_directory!, 'manifest.json'), 'utf8')) as { cache?: { artifact_key?: string } };
+    const manifest = JSON.parse(readFileSync(path.join(build.output_directory, 'manifest.json'), 'utf8')) as { cache?: { artifact_key?: string } };
     return manifest.cache?.artifact_key === key;
   } catch { return false; }
 }

@@ -24,7 +24,7 @@ const short = (key: string) => key.slice(0, 12);
 
 /** The earlier build's artifacts, as its manifest lists them (the plan found them exactly in place). */
 function reusedArtifacts(ctx: BuildContext): BuildContext['state']['artifacts'] {
-  const manifest = JSON.parse(readFileSync(path.join(ctx.build.output_directory!, 'manifest.json'), 'utf8')) as Manifest;
+  const manifest = JSON.parse(readFileSync(path.join(ctx.build.output_directory, 'manifest.json'), 'utf8')) as Manifest;
   return manifest.artifacts.map((a) => ({ name: a.name, path: a.path, format: a.format, size: a.size, virtualSize: a.virtual_size, sha256: a.sha256, sha512: a.sha512, compression: a.compression }));
 }
 

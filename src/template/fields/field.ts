@@ -40,6 +40,13 @@ export function fieldsWithRole(fields: Fields, role: CacheRole): ReadonlySet<str
   return new Set(Object.entries(fields).filter(([, f]) => f.cache === role).map(([k]) => k));
 }
 
+/** The Packer name of a field that has one (the first, when Packer has several). */
+export function packerNameOf<F extends Fields>(fields: F, key: keyof F & string): string {
+  const name = fields[key]?.packer?.[0];
+  if (!name) throw new Error(`the field registry gives ${key} no Packer name`);
+  return name;
+}
+
 /** Packer's name -> kiln's, for every plain rename in a group. */
 export function packerRenames(fields: Fields): ReadonlyMap<string, string> {
   return new Map(Object.entries(fields).flatMap(([k, f]) => (f.packer ?? []).map((p) => [p, k] as const)));

@@ -10,6 +10,9 @@ import { GoTemplateError, hclBuildContext, renderGoTemplate } from './gotemplate
 import type { Field, PackerBuild, PackerProblem, PackerStep, PackerTemplate, Where } from './model.js';
 import { hasUrlScheme } from '../../util/url.js';
 import { mapQemuArgs } from './qemu-args-mapping.js';
+import { packerNameOf } from '../fields/field.js';
+import { sourceFields } from '../fields/source.js';
+import { sshCommunicatorFields } from '../fields/communicator.js';
 import { isProvisionerType, listed, provisionerKinds, provisionerTypes } from '../provisioner-kinds/index.js';
 
 export interface MappedTemplate {
@@ -134,6 +137,8 @@ function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], ou
     o[keys[keys.length - 1]!] = value;
     origin(['source', ...keys], fields.get(packerField), packerField);
   };
+  // A field whose Packer value passes unchanged under another name: the name is the field registry's.
+  const renamed = (field: keyof typeof sourceFields & string) => { const p = packerNameOf(sourceFields, field); set(field, str(p), p); };
 
   // The image to start from.
   const isoUrls = list('iso_urls');
@@ -193,7 +198,7 @@ function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], ou
     if (['kvm', 'tcg', 'hvf', 'whpx'].includes(a)) set('accelerator', a, 'accelerator');
     else problem(fields.get('accelerator'), 'accelerator', `kiln knows kvm, tcg, hvf and whpx, not "${accel}"`, 'use one of them, or leave it out for the best available');
   }
-  set('machine', str('machine_type'), 'machine_type');
+  renamed('machine');
   const efi = bool('efi_boot');
   const firmware = str('firmware');
 
@@ -237,16 +242,16 @@ function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], ou
   const bootSteps = steps && Array.isArray(steps.value) ? steps.value.map((s) => String(runtime(Array.isArray(s) ? s[0] ?? '' : s, steps, 'boot_steps'))) : undefined;
   set('boot_command', bootSteps ?? list('boot_command'), bootSteps ? 'boot_steps' : 'boot_command');
   set('boot_wait', str('boot_wait') ?? '10s', 'boot_wait');
-  set('boot_key_interval', str('boot_key_interval'), 'boot_key_interval');
+  renamed('boot_key_interval');
   const cdFiles = list('cd_files');
   if (cdFiles) set('cd_files', cdFiles.map(abs), 'cd_files');
   const cdc = take('cd_content');
   if (cdc && isObject(cdc.value)) set('cd_content', Object.fromEntries(Object.entries(cdc.value).map(([k, v]) => [k, String(runtime(v, cdc, 'cd_content'))])), 'cd_content');
-  set('cd_label', str('cd_label'), 'cd_label');
+  renamed('cd_label');
   // Packer 1.6.6 decodes a string given for a list by splitting it at commas ("a.cfg,b.sh").
   const floppy = list('floppy_files')?.flatMap((x) => (typeof fields.get('floppy_files')!.value === 'string' ? x.split(',') : [x])).filter((x) => x !== '');
   if (floppy?.length) set('floppy_files', floppy.map(abs), 'floppy_files');
-  set('floppy_label', str('floppy_label'), 'floppy_label');
+  renamed('floppy_label');
   // vtpm: a TPM 2.0 from swtpm (tpm: true). A TPM 1.2 (use_tpm1) kiln does not offer; the device model is kiln's (tpm-crb).
   const vtpm = take('vtpm');
   if (vtpm && isNoOpValue(vtpm.value)) out.notes.push(noOpNote(vtpm, 'vtpm'));
@@ -270,7 +275,8 @@ function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], ou
     const user = str('ssh_username');
     if (!user) problem(undefined, 'ssh_username', 'the SSH communicator needs ssh_username (Packer requires it too)', 'add ssh_username = "..."');
     set(['communicator', 'username'], user, 'ssh_username');
-    set(['communicator', 'password'], str('ssh_password'), 'ssh_password');
+    const password = packerNameOf(sshCommunicatorFields, 'password');
+    set(['communicator', 'password'], str(password), password);
     const key = str('ssh_private_key_file');
     if (key) set(['communicator', 'private_key_file'], abs(key), 'ssh_private_key_file');
     set(['communicator', 'port'], num('ssh_port'), 'ssh_port');
@@ -289,7 +295,7 @@ function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], ou
   const winrm = [...fields.keys()].filter((k) => /^winrm_/.test(k));
   for (const k of winrm) used.add(k);
   if (winrm.length && comm !== 'winrm') out.notes.push(`${fields.get(winrm[0]!)!.at.file}:${fields.get(winrm[0]!)!.at.line}: ${winrm.join(', ')}: ignored: the communicator is ${comm}, which does not read them (nor does Packer)`);
-  set('shutdown_command', str('shutdown_command'), 'shutdown_command');
+  renamed('shutdown_command');
   // Packer takes ssh_username etc. even with communicator = "none"; they are simply unused then.
   for (const k of ['ssh_username', 'ssh_password', 'ssh_private_key_file', 'ssh_port', 'ssh_timeout', 'ssh_wait_timeout']) used.add(k);
   set('shutdown_timeout', str('shutdown_timeout') ?? '5m', 'shutdown_timeout');
