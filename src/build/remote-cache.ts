@@ -1,9 +1,11 @@
 /**
  * The layer-cache step's use of a shared remote cache (src/cache/remote): pulling a build's final disk
  * (checked by digest, then published into the local store like any layer) and sharing the final disk
- * this build saved. What is shared is the final disk only, made self-contained on the base image (a
- * copy rebased onto it): intermediate layers are disks before kiln's clean-up and may hold what the
- * provisioners wrote and the build key, and VM states hold the guest's RAM; neither leaves the machine.
+ * this build saved, made self-contained on the base image (a copy rebased onto it). Intermediate
+ * layers are disks before kiln's clean-up (what the provisioners wrote is in them): they are shared
+ * and pulled only with --cache-remote-intermediate, as a chain whose records name their parents by
+ * digest, and never for a guest that only kiln's generated key logs into (that key stays here). VM
+ * states hold the guest's RAM and never leave the machine.
  */
 import { rmSync, statSync } from 'node:fs';
 import path from 'node:path';
@@ -38,6 +40,7 @@ export function remoteFor(ctx: BuildContext): RemoteCache | undefined {
  * there now; false on a miss (already said why), and the build plans again from the local store.
  */
 export async function pullFromRemote(ctx: BuildContext, store: LayerStore, remote: RemoteCache, plan: BuildPlan, base: Base): Promise<boolean> {
+  if (plan.resume.kind === 'resume') return pullChain(ctx, store, remote, plan, plan.resume.at, base);
   if (plan.resume.kind !== 'fromFinalLayer' || !plan.final || base.kind !== 'disk') return false;
   const started = performance.now();
   const finalKey = plan.final.key;
@@ -69,7 +72,15 @@ export async function pullFromRemote(ctx: BuildContext, store: LayerStore, remot
  * is the record written. A failure is a warning: the build itself is fine.
  */
 export async function pushToRemote(ctx: BuildContext, store: LayerStore, remote: RemoteCache, meta: LayerMeta, base: Base): Promise<void> {
-  if (!meta.final || remote.readonly) return;
+  if (remote.readonly) return;
+  if (!meta.final) {
+    if (!sharesIntermediate(ctx, remote)) return;
+    await shareLayer(ctx, store, remote, meta.key, base).catch((e: Error) => {
+      if (ctx.signal.aborted) throw e;
+      ctx.log(`remote cache: could not share layer ${short(meta.key)} to ${remote.location}: ${e.message}`, 'warn');
+    });
+    return;
+  }
   if (base.kind !== 'disk') { ctx.log('remote cache: the final disk of an ISO build is not shared (it has no base image to back onto)', 'debug'); return; }
   if (!(await remote.lacks(meta.key, 'final', ctx.signal))) {
     ctx.log(`remote cache: ${remote.location} holds the final disk ${short(meta.key)} already`, 'debug');
@@ -93,4 +104,79 @@ export async function pushToRemote(ctx: BuildContext, store: LayerStore, remote:
   } finally {
     rmSync(tmp, { force: true });
   }
+}
+
+/**
+ * Intermediate layers are usable by another builder only when it can log into them: a guest with
+ * cloud-init takes the new build's key, a communicator key file is the user's own; a key kiln
+ * generated for a guest without cloud-init exists only in this machine's store.
+ */
+export function sharesIntermediate(ctx: BuildContext, remote: RemoteCache): boolean {
+  const comm = ctx.build.source.communicator;
+  return remote.sharesIntermediate && ctx.state.base?.kind === 'disk'
+    && (ctx.build.source.cloud_init !== false || (comm.type === 'ssh' && comm.private_key_file !== undefined));
+}
+
+/** The name a shared intermediate layer's backing file has in the store: its parent's key stays here. */
+const neutralParent = 'parent.qcow2';
+
+/** Blob digests of this build's layers as shared (local key -> digest), so a child names its parent. */
+const sharedDigests = new WeakMap<BuildContext, Map<string, string>>();
+
+/**
+ * Shares an intermediate layer and, first, the layers under it the remote cache lacks: each a copy
+ * whose backing file is renamed to a neutral name (the base's, or "parent.qcow2"), its record naming
+ * the parent's blob by digest. Returns the layer's blob digest.
+ */
+export async function shareLayer(ctx: BuildContext, store: LayerStore, remote: RemoteCache, key: string, base: Base): Promise<string> {
+  let digests = sharedDigests.get(ctx);
+  if (!digests) sharedDigests.set(ctx, digests = new Map());
+  const known = digests.get(key);
+  if (known) return known;
+  const meta = store.meta(key);
+  if (!meta) throw new Error(`layer ${short(key)} is not in the store`);
+  const parent = meta.parent ? await shareLayer(ctx, store, remote, meta.parent, base) : null;
+  const baseName = await store.ensureBase(base.path, base.sha256, base.format);
+  const tmp = path.join(store.dir, `${key}.remote.tmp-${process.pid}`);
+  try {
+    await execa(...diesWithKiln('cp', ['--sparse=always', '--reflink=auto', store.layerFile(key), tmp]), { cancelSignal: ctx.signal });
+    await ctx.driver.rebaseUnsafe(tmp, { name: parent ? neutralParent : baseName, format: parent ? 'qcow2' : base.format }, ctx.signal);
+    const started = performance.now();
+    const record = await remote.push(key, 'layer', tmp, { parent, base: base.sha256, baseFormat: base.format, description: meta.description }, ctx.signal);
+    ctx.log(`remote cache: shared the layer after provisioner ${meta.provisioner} (${short(key)}, blob ${short(record.digest)}, ${formatBytes(record.size)}) in ${formatDuration(performance.now() - started)}`);
+    digests.set(key, record.digest);
+    return record.digest;
+  } finally {
+    rmSync(tmp, { force: true });
+  }
+}
+
+/** Pulls layers 1..at as one chain consistent by digest and publishes them into the store, bottom first. */
+async function pullChain(ctx: BuildContext, store: LayerStore, remote: RemoteCache, plan: BuildPlan, at: number, base: Base): Promise<boolean> {
+  if (base.kind !== 'disk' || !sharesIntermediate(ctx, remote)) return false;
+  const started = performance.now();
+  const keys = plan.layers.slice(0, at).map((l) => ({ key: l.key!, kind: 'layer' as const }));
+  const pulled = await remote.pullChain(keys, base.sha256, (i) => path.join(ctx.state.workDir, `remote-layer-${i}.qcow2`), ctx.signal);
+  if (!pulled) {
+    ctx.log(`remote cache: the layers up to provisioner ${plan.layers[at - 1]!.index + 1} could not be pulled from ${remote.location}; building them here`, 'warn');
+    return false;
+  }
+  try {
+    const baseName = await store.ensureBase(base.path, base.sha256, base.format);
+    for (const [i, { record, file }] of pulled.entries()) {
+      const layer = plan.layers[i]!;
+      const parent = i > 0 ? plan.layers[i - 1]!.key! : null;
+      await store.publish(layer.key!, file, parent ? { name: `${parent}.qcow2`, format: 'qcow2' } : { name: baseName, format: base.format }, {
+        parent, build: ctx.build.name, template: ctx.template.file, provisioner: layer.index + 1,
+        description: `${layer.description} (from ${remote.location}, built by ${record.builder})`,
+      }, ctx.signal);
+      layer.local = true;
+    }
+  } finally {
+    for (const { file } of pulled) rmSync(file, { force: true });
+  }
+  const ms = performance.now() - started;
+  ctx.state.timings['remote cache pull'] = ms;
+  ctx.log(`remote cache: pulled the layers of provisioners 1-${plan.layers[at - 1]!.index + 1} (${pulled.map((p) => short(p.record.digest)).join(', ')}) from ${remote.location} in ${formatDuration(ms)}`);
+  return true;
 }

@@ -95,6 +95,8 @@ export interface PlanOptions {
   vmState?: boolean;
   /** Look at intermediate layers in the remote cache too (only final disks are shared by default). */
   remoteIntermediate?: boolean;
+  /** Ask the remote cache for the final disk (default true; false after pulling it failed). */
+  remoteFinal?: boolean;
   /** A store to read (its driver repoints copied layers); default: one on `cacheDir`. */
   store?: LayerStore;
   signal?: AbortSignal;
@@ -187,15 +189,16 @@ export async function planBuild(build: BuildConfig, options: PlanOptions): Promi
     }
     final = { key: finalKey, local };
     if (local) return plan({ kind: 'fromFinalLayer', finalKey, source: 'local' }, final);
-    if (options.remote) {
+    if (options.remote && options.remoteFinal !== false) {
       final.remote = await options.remote.has(finalKey, 'final', options.signal);
       if (final.remote) return plan({ kind: 'fromFinalLayer', finalKey, source: 'remote' }, final);
     }
   }
 
-  // Intermediate layers the remote holds beyond the local ones (only when asked: they are not shared by default).
+  // Intermediate layers the remote holds (only when asked: they are not shared by default). A remote
+  // chain is pulled from its bottom: it cannot go on this machine's own layers, whose bytes differ.
   let remoteCount = cachedCount;
-  if (options.remote && options.remoteIntermediate) {
+  if (options.remote && options.remoteIntermediate && cachedCount === 0) {
     for (let i = layers.length - 1; i >= cachedCount; i--) {
       const key = layers[i]!.key;
       if (!key) continue;

@@ -112,7 +112,7 @@ describe('remote layer cache (tiny guest, s3rver and Swift s3api)', () => {
     }
   }, 240_000);
 
-  it('a blob overwritten with other bytes is caught on pull and rebuilt; a deleted blob is a miss; a read-only builder uploads nothing', async () => {
+  it('a blob overwritten with other bytes is caught on pull and rebuilt (sharing its layers when asked); a deleted blob is a miss; a read-only builder uploads nothing', async () => {
     const blobB = `b${blobKeys[0]!.slice(1)}`;
     const original = await bytesOf((await client.send(new GetObjectCommand({ Bucket: bucket, Key: blobB }))).Body as Readable);
     const other = Buffer.from(original);
@@ -122,14 +122,19 @@ describe('remote layer cache (tiny guest, s3rver and Swift s3api)', () => {
     const before = await keys(client, 'c/');
     // Both at once: each boots, as neither may use what it found.
     const [damaged, readonly] = await Promise.all([
-      build(s3, 'three', `s3://${bucket}/b`),
+      build(s3, 'three', `s3://${bucket}/b`, ['--cache-remote-intermediate']),
       build(s3, 'four', `s3://${bucket}/c`, ['--cache-remote-readonly']),
     ]);
     expect(damaged.exitCode, damaged.stderr).toBe(0);
     expect(logs(damaged, 'warn').some((m) => /^remote cache: blob [0-9a-f]{12} in s3:\/\/cache\/b is damaged/.test(m)), logs(damaged).join('\n')).toBe(true);
     expect(stepsStarted(damaged)).toContain('launch QEMU');
-    // It shared its own disk beside the damaged one: two records now, each naming its own blob.
-    expect(await keys(client, 'b/layers/')).toHaveLength(2);
+    // It shared its own final disk beside the damaged one and, asked to, the layer after provisioner 1,
+    // which backs onto the base: three records, each naming its own blob.
+    const records = await Promise.all((await keys(client, 'b/layers/')).map(async (k) => JSON.parse((await bytesOf((await client.send(new GetObjectCommand({ Bucket: bucket, Key: k }))).Body as Readable)).toString()) as { kind: string; parent: string | null; digest: string }));
+    expect(records.map((r) => r.kind).sort()).toEqual(['final', 'final', 'layer']);
+    expect(records.find((r) => r.kind === 'layer')!.parent).toBeNull();
+    for (const r of records) expect(await keys(client, `b/blobs/sha256/${r.digest}`)).toHaveLength(1);
+    expect(logs(damaged).some((m) => /^remote cache: shared the layer after provisioner 1 /.test(m)), logs(damaged).join('\n')).toBe(true);
 
     expect(readonly.exitCode, readonly.stderr).toBe(0);
     expect(logs(readonly, 'warn').some((m) => /^remote cache: blob [0-9a-f]{12} is missing from s3:\/\/cache\/c/.test(m)), logs(readonly).join('\n')).toBe(true);

@@ -15,7 +15,7 @@ import { planBuild, type BuildPlan } from '../../cache/plan.js';
 import type { Manifest } from '../../artifacts/manifest.js';
 import { describeProvisioner } from '../../template/provisioner-kinds/index.js';
 import { layerCaptureTiming } from '../layer-capture.js';
-import { pullFromRemote, pushToRemote, remoteFor } from '../remote-cache.js';
+import { pullFromRemote, pushToRemote, remoteFor, sharesIntermediate } from '../remote-cache.js';
 import type { LayerPlan } from '../state.js';
 import { usesUefi } from '../../template/schema.js';
 import { networkFileSystem } from '../../cache/network-fs.js';
@@ -45,14 +45,17 @@ export const layerCacheStepFor = (finishingScripts: (ctx: BuildContext) => strin
     const remote = remoteFor(ctx);
     const planOptions = {
       cacheDir: ctx.options.cacheDir, store, baseSha256: base.sha256, finishingScripts: finishingScripts(ctx), verify: true, vmState,
-      signal: ctx.signal,
+      remoteIntermediate: remote !== undefined && sharesIntermediate(ctx, remote), signal: ctx.signal,
     };
     let plan = await planBuild(ctx.build, { ...planOptions, remote });
     forgetDamaged(ctx, store, plan);
-    const resume = plan.resume;
-    if (resume.kind !== 'fresh' && resume.kind !== 'upToDate' && resume.source === 'remote') {
-      // Pulled whole and checked, or not at all: a miss plans again from what this machine holds.
-      if (!(await pullFromRemote(ctx, store, remote!, plan, base))) plan = await planBuild(ctx.build, planOptions);
+    // Pulled whole and checked, or not at all: a missed final disk plans again (shared layers may
+    // still serve), any other miss plans from what this machine holds.
+    for (let tries = 0; remote && tries < 2; tries++) {
+      const resume = plan.resume;
+      if (resume.kind === 'fresh' || resume.kind === 'upToDate' || resume.source !== 'remote') break;
+      if (await pullFromRemote(ctx, store, remote, plan, base)) break;
+      plan = await planBuild(ctx.build, resume.kind === 'fromFinalLayer' ? { ...planOptions, remote, remoteFinal: false } : planOptions);
     }
     ctx.state.plan = plan;
     const { layers: planned, rootKey, artifactKey: outputKey, final } = plan;
