@@ -63,10 +63,11 @@ export function enrollKeys(template: Buffer, keys: SecureBootKeys, now: Date, na
     { name: 'SecureBootEnable', guid: SECURE_BOOT_ENABLE, attributes: 0x03, timestamp: Buffer.alloc(16), data: Buffer.from([1]) },
     { name: 'CustomMode', guid: CUSTOM_MODE, attributes: 0x03, timestamp: Buffer.alloc(16), data: Buffer.from([0]) },
   ];
-  const same = (a: EfiVariable, b: EfiVariable) => a.name === b.name && a.guid === b.guid;
+  const same = (a: Pick<EfiVariable, 'name' | 'guid'>, b: Pick<EfiVariable, 'name' | 'guid'>) => a.name === b.name && a.guid === b.guid;
+  const vendorKeys = { name: 'VendorKeysNv', guid: VENDOR_KEYS_NV };
   const vars = readVariables(template, name)
     .filter((v) => ![...wanted, ...flags].some((w) => same(v, w)))
-    .map((v) => (same(v, { name: 'VendorKeysNv', guid: VENDOR_KEYS_NV } as EfiVariable) ? { ...v, data: Buffer.from([0]) } : v));
+    .map((v) => (same(v, vendorKeys) ? { ...v, data: Buffer.from([0]) } : v));
   return writeVariables(template, [...vars, ...wanted, ...flags], name);
 }
 
