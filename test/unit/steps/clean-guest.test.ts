@@ -15,7 +15,7 @@ describe('remove build access', () => {
     expect((await runStep(cleanGuestStep, h.ctx)).error).toBeUndefined();
     expect(ssh.commands).toHaveLength(1);
     expect(ssh.commands[0]!.command).toBe('sh -s');
-    expect(ssh.commands[0]!.stdin).toContain(' kiln-build-');
+    expect(ssh.commands[0]!.stdin).toContain("KEY_PREFIX='kiln-build-'"); // the comment kiln's build keys carry
     // cloud_init: false here: no cloud-init state to remove.
     expect(ssh.commands[0]!.stdin).not.toContain('/var/lib/cloud');
   });
