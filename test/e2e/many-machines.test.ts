@@ -143,6 +143,10 @@ describe('many machines: Slurm jobs and a remote layer cache', () => {
     expect(ra.code, explain('a', ra)).toBe(0);
     expect(rb.code, explain('b', rb)).toBe(0);
     expect(boots(taskEvents('a')) + boots(taskEvents('b'))).toBe(1);
+    // The one that waited pulled the other's final disk: its artifact checks out (sizes, digests, qemu-img check).
+    const puller = boots(taskEvents('a')) === 0 ? 'a' : 'b';
+    const verify = await kiln(['verify', path.join(dir, `out-${puller}`, 'manifest.json')]);
+    expect(verify.exitCode, verify.stdout + verify.stderr).toBe(0);
   }, 400_000);
 
   it('scancel of a running task is a SIGTERM to its kiln, which cleans up as on any SIGTERM', async () => {
