@@ -26,7 +26,7 @@ describe('launch QEMU', () => {
     expect(h.driver.methods()).toEqual(['requireQemu', 'chooseAccelerator', 'pinnedSshPorts', 'freePort', 'startVm', 'connectQmp']);
     const [argv, opts] = h.driver.callsTo('startVm')[0]!;
     expect(hostfwd(argv)).toContain('hostfwd=tcp:127.0.0.1:40000-:22');
-    expect(opts).toEqual({ cwd: h.ctx.state.workDir });
+    expect(opts).toEqual({ cwd: h.ctx.state.workDir, arch: 'x86_64' });
     expect(h.driver.callsTo('connectQmp')[0]).toEqual([path.join(h.ctx.state.workDir, 'qmp.sock'), 15_000]);
     const st = h.ctx.state;
     expect(st).toMatchObject({ accelerator: 'tcg', sshHostPort: 40000, installing: false, serialLog: path.join(st.workDir, 'serial.log') });
