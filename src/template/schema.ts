@@ -30,22 +30,18 @@ export const variableSchema = z.strictObject({
 export { provisionerSchema };
 
 export const outputFormats = ['qcow2', 'raw', 'vmdk', 'vhdx', 'vhd', 'ova', 'vagrant', 'gce'] as const;
+// Each field's doc line is its .describe(): the JSON Schema's hover text and the template reference's.
 export const outputSchema = z.strictObject({
-  format: z.enum(outputFormats),
-  /** File name inside the build's output directory; defaults to "<build>.<ext>". */
+  format: z.enum(outputFormats).describe('The artifact\'s format: a disk image (qcow2, raw, vmdk, vhdx, vhd), a package (ova, vagrant) or a GCE tarball.'),
   name: z.string().refine((v) => /^[^/\\]+$/.test(v), because('name is a file name, not a path', 'put the folder in "directory" and only the file name in "name"'))
     // "." and ".." name the output directory and its parent: the artifact would replace a directory.
-    .refine((v) => v !== '.' && v !== '..', because('"." and ".." name directories, not a file', 'give the artifact a file name, e.g. name: disk.qcow2')).optional(),
-  /** Another directory for this artifact (default: the build's output_directory). */
-  directory: z.string().optional(),
-  /** qcow2: zstd-compressed clusters; vmdk: same as subformat streamOptimized. */
-  compress: z.boolean().default(false),
-  /** vmdk only. */
-  subformat: z.enum(['monolithicSparse', 'streamOptimized']).optional(),
-  /** vmdk only: the controller type written into the descriptor. */
-  adapter_type: z.enum(['ide', 'lsilogic', 'buslogic', 'legacyESX']).optional(),
-  /** vagrant only: Ruby appended to the box's Vagrantfile, after kiln's provider defaults (Packer's vagrantfile_template). */
-  vagrantfile_extra: z.string().optional(),
+    .refine((v) => v !== '.' && v !== '..', because('"." and ".." name directories, not a file', 'give the artifact a file name, e.g. name: disk.qcow2')).optional()
+    .describe('The file name inside the output directory [<build>.<ext>].'),
+  directory: z.string().optional().describe('Another directory for this artifact [the build\'s output_directory].'),
+  compress: z.boolean().default(false).describe('qcow2: zstd-compressed clusters; vmdk: the same as subformat streamOptimized.'),
+  subformat: z.enum(['monolithicSparse', 'streamOptimized']).optional().describe('vmdk only: the VMDK variant.'),
+  adapter_type: z.enum(['ide', 'lsilogic', 'buslogic', 'legacyESX']).optional().describe('vmdk only: the controller type written into the descriptor.'),
+  vagrantfile_extra: z.string().optional().describe('vagrant only: Ruby appended to the box\'s Vagrantfile, after kiln\'s provider defaults (Packer\'s vagrantfile_template).'),
 }).refine((o) => o.format === 'vmdk' || (o.subformat === undefined && o.adapter_type === undefined), because(
   '"subformat" and "adapter_type" only apply to format: vmdk',
   'remove them, or set format: vmdk',
@@ -57,11 +53,9 @@ export const outputSchema = z.strictObject({
 export const postProcessorSchema = z.discriminatedUnion('type', [
   z.strictObject({
     type: z.literal('compress'),
-    algorithm: z.enum(['gzip', 'zstd', 'xz']).default('zstd'),
-    /** Artifact formats to compress (default: all disk images and packages not already compressed). */
-    formats: z.array(z.enum(outputFormats)).optional(),
-    /** Keep the uncompressed artifact beside the compressed one. */
-    keep_input: z.boolean().default(false),
+    algorithm: z.enum(['gzip', 'zstd', 'xz']).default('zstd').describe('The compressor.'),
+    formats: z.array(z.enum(outputFormats)).optional().describe('The artifact formats to compress [every disk image and package not compressed already].'),
+    keep_input: z.boolean().default(false).describe('Keep the uncompressed artifact beside the compressed one.'),
   }),
   z.strictObject({
     type: z.literal('shell-local'),
