@@ -3,25 +3,11 @@
  * their fields use. Nothing here imports schema.ts at run time (schema.ts imports the kinds).
  */
 import { z } from 'zod';
-import { parseDuration, parseSize } from '../units.js';
+import { because, duration } from '../fields/types.js';
 import type { PackerStepMapper } from './kind.js';
 
-/** A check whose failure carries its fix (errors.ts prints `params.fix` under the message). */
-export const because = (message: string, fix: string) => ({ message, params: { fix } });
-
-/** "1m30s", "500ms", "2h" or a number of seconds, checked as written, then milliseconds. */
-export const duration = z.union([z.string(), z.number().nonnegative()]).superRefine((v, ctx) => {
-  try { parseDuration(v); } catch {
-    ctx.addIssue({ code: 'custom', ...because(`${JSON.stringify(v)} is not a duration`, 'write e.g. "30s", "5m", "1m30s" or "500ms"') });
-  }
-}).transform((v) => parseDuration(v));
-
-/** "20G", "512M" or a number of bytes, checked as written, then bytes. */
-export const size = z.union([z.string(), z.number().int().positive()]).superRefine((v, ctx) => {
-  try { parseSize(v); } catch {
-    ctx.addIssue({ code: 'custom', ...because(`${JSON.stringify(v)} is not a size`, 'write e.g. "20G", "512M" or a number of bytes') });
-  }
-}).transform((v) => parseSize(v));
+// The field registry's value types: a duration is milliseconds, a size bytes, once loaded.
+export { because, duration, size } from '../fields/types.js';
 
 /** A name `sh` can export: anything else fails only when the command runs, after the VM booted. */
 const envName = z.string().refine((v) => /^[A-Za-z_][A-Za-z0-9_]*$/.test(v), because(
