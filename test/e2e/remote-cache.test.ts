@@ -85,6 +85,7 @@ describe('remote layer cache (tiny guest, s3rver and Swift s3api)', () => {
     expect(createHash('sha256').update(blob).digest('hex')).toBe(digest);
     const record = JSON.parse((await bytesOf((await client.send(new GetObjectCommand({ Bucket: bucket, Key: recordKeys[0] }))).Body as Readable)).toString());
     expect(record).toMatchObject({ kind: 'final', digest, size: blob.length, parent: null, epoch: 0 });
+    console.log(`remote cache: the tiny guest's final disk (with 24 MiB of random data) went up as ${(blob.length / 2 ** 20).toFixed(1)} MiB`);
     expect(record.base).toMatch(/^[0-9a-f]{64}$/);
     // The local layer keys appear nowhere in the bucket (names are keyed hashes of them).
     const localKeys = readFileSync(path.join(dir, 'out', 'one', 'manifest.json'), 'utf8').match(/[0-9a-f]{64}/g) ?? [];
