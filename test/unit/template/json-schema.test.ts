@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import YAML from 'yaml';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { templateJsonSchema } from '../../../src/template/json-schema.js';
+import { schemaText } from '../../../src/cli/schema.js';
 
 const repoRoot = path.resolve(import.meta.dirname, '../../..');
 const ajv = new Ajv2020({ allErrors: true, strict: false });
@@ -83,6 +84,11 @@ describe('kiln schema', () => {
     const accepted = validate(read(path.join(corpusDir, file)));
     if (semantic[file]) expect(accepted, `listed as beyond a schema (${semantic[file]})`).toBe(true);
     else expect(accepted, 'kiln rejects it, so the schema must').toBe(false);
+  });
+
+  it('kiln schema prints it as JSON, and --markdown the reference', () => {
+    expect(JSON.parse(schemaText(false))).toEqual(templateJsonSchema());
+    expect(schemaText(true)).toMatch(/^# Template reference\n/);
   });
 
   it('gives editors the doc line and the default of a field', () => {
