@@ -10,6 +10,7 @@ import path from 'node:path';
 import { loadTemplate, type LoadedTemplate } from '../template/load.js';
 import { openBundle, type OpenedBundle } from './bundle-read.js';
 import { mapQemuArgPaths } from './carried.js';
+import { kindOf } from '../template/provisioner-kinds/index.js';
 
 export interface LoadBundleOptions {
   /** The bundle's expected SHA-256 (what kiln bundle printed): a different bundle is refused before anything in it is read. */
@@ -110,6 +111,7 @@ export function relocateOutputs(t: LoadedTemplate, b: Pick<OpenedBundle, 'templa
   for (const build of t.template.builds) {
     if (build.output_directory) build.output_directory = moved(build.output_directory);
     for (const out of build.outputs) if (out.directory) out.directory = moved(out.directory);
-    for (const p of build.provisioners) if (p.type === 'file' && p.direction === 'download') p.destination = moved(p.destination);
+    // What a provisioner writes on the host (a file download's destination) is the path its kind only `resolve`s; what it reads stays.
+    for (const p of build.provisioners) kindOf(p).resolvePaths(p, { existing: (written) => written, resolve: moved });
   }
 }

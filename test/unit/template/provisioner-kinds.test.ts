@@ -16,6 +16,7 @@ import { defineKind, type HostInput } from '../../../src/template/provisioner-ki
 import { kindObject } from '../../../src/template/provisioner-kinds/common.js';
 import { runners } from '../../../src/provisioners/index.js';
 import { uncacheableReason } from '../../../src/cache/layer-keys.js';
+import { relocateOutputs } from '../../../src/airgap/load-bundle.js';
 
 /** One valid provisioner of each kind, as a template would hold it. */
 const examples: { [T in ProvisionerType]: Record<string, unknown> } = {
@@ -79,6 +80,16 @@ describe('provisioner kinds', () => {
     const download = provisionerSchema.parse({ type: 'file', direction: 'download', source: '/etc/hostname', destination: 'out/hostname' });
     kindOf(download).resolvePaths(download, paths);
     expect((download as ProvisionerOf<'file'>).destination).toBe(path.join(dir, 'out/hostname'));
+  });
+
+  it('moves what a kind writes on the host, not what it reads, when an offline bundle is unpacked elsewhere', () => {
+    const tree = '/unpacked/tree';
+    const download = provisionerSchema.parse({ type: 'file', direction: 'download', source: '/etc/os-release', destination: `${tree}/proj/out/os-release` });
+    const upload = provisionerSchema.parse({ type: 'file', source: `${tree}/proj/motd`, destination: '/etc/motd' });
+    const t = { template: { builds: [{ outputs: [], provisioners: [download, upload] }] } };
+    relocateOutputs(t as never, { template: `${tree}/proj/kiln.yaml`, treeRoot: tree }, '/work');
+    expect((download as ProvisionerOf<'file'>).destination).toBe('/work/out/os-release');
+    expect((upload as ProvisionerOf<'file'>).source).toBe(`${tree}/proj/motd`);
   });
 
   it('lists the host inputs of each kind for its layer key: files as they are, a playbook\'s folder as a tree', () => {
