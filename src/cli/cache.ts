@@ -6,7 +6,7 @@
 import { cacheDirFromEnv } from './env.js';
 import { LayerStore, type LayerMeta } from '../cache/layers.js';
 import { listUnpackedBundles, pruneUnpackedBundles, type UnpackedBundle } from '../airgap/unpacked.js';
-import { formatBytes, parseDuration, parseSize } from '../template/units.js';
+import { formatBytes, parseDuration, parseSize } from '../util/units.js'; // a CLI flag's value, not a template field
 import { openRemoteCache } from './remote-cache.js';
 
 export interface CacheArgs {
