@@ -17,7 +17,7 @@ export function inspectTemplate(t: LoadedTemplate, json: boolean): string {
     const s = b.source;
     lines.push('', `build "${b.name}":`,
       `  ${s.media.kind === 'iso' ? 'installer ISO' : 'base image'}: ${s.media.location} (checksum ${s.checksum === 'none' ? 'not verified' : s.checksum.slice(0, 20) + '...'})`,
-      `  machine: ${s.machine}, ${s.cpus} vCPU, ${s.memory} MiB, firmware ${s.firmware}, accelerator ${s.accelerator}${s.disk_size !== undefined ? `, disk ${formatBytes(s.disk_size)}` : ''}`,
+      `  machine: ${s.machine}${s.arch ? ` (${s.arch})` : ''}, ${s.cpus} vCPU, ${s.memory} MiB, firmware ${s.firmware}, accelerator ${s.accelerator}${s.disk_size !== undefined ? `, disk ${formatBytes(s.disk_size)}` : ''}`,
       `  cloud-init: ${s.cloud_init === false ? 'off' : `on (${s.cloud_init.delivery})`}`,
       `  communicator: ${s.communicator.type === 'ssh' ? `ssh as ${s.communicator.username}, timeout ${durationSetting(s.communicator.timeout)}` : 'none'}`,
       '  provisioners:');

@@ -16,6 +16,7 @@ import { loadTemplate } from '../../src/template/load.js';
 import { TemplateError } from '../../src/template/errors.js';
 import { sourceKey } from '../../src/cache/layer-keys.js';
 import { buildManifest } from '../../src/artifacts/manifest.js';
+import { inspectTemplate } from '../../src/cli/inspect.js';
 
 const vm = (over: Partial<VmSpec> = {}): VmSpec => ({
   name: 'arm', arch: 'aarch64', accelerator: 'tcg', cpus: 2, memoryMiB: 512, machine: 'virt',
@@ -155,7 +156,9 @@ describe('arch in templates, layer keys and the manifest', () => {
   };
 
   it('arch: aarch64 loads with machine virt and firmware uefi; unset stays x86 (pc, bios, no arch)', () => {
-    expect(loadTemplate(write('arm', '      arch: aarch64\n')).template.builds[0]!.source).toMatchObject({ arch: 'aarch64', machine: 'virt', firmware: 'uefi' });
+    const arm = loadTemplate(write('arm', '      arch: aarch64\n'));
+    expect(arm.template.builds[0]!.source).toMatchObject({ arch: 'aarch64', machine: 'virt', firmware: 'uefi' });
+    expect(inspectTemplate(arm, false)).toContain('machine: virt (aarch64), 2 vCPU');
     const x86 = loadTemplate(write('x86', '')).template.builds[0]!.source;
     expect(x86).toMatchObject({ machine: 'pc', firmware: 'bios' });
     expect(x86.arch).toBeUndefined();
