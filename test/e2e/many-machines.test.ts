@@ -38,7 +38,11 @@ let s3: RunningServer & { accessKeyId: string; secretAccessKey: string };
 let slurm: SlurmCluster;
 
 beforeAll(async () => {
-  [s3, slurm] = await Promise.all([startS3('kiln-cache'), startSlurm([{ name: 'builder1' }, { name: 'builder2', netns: true }])]);
+  const t0 = Date.now();
+  [s3, slurm] = await Promise.all([startS3('kiln-cache'), startSlurm([{ name: 'builder1' }, { name: 'builder2', netns: true }]).then((c) => {
+    console.log(`[many-machines] Slurm (munged, slurmctld, 2 slurmd, a network namespace) up and idle in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    return c;
+  })]);
   const port = new URL(s3.url).port;
   const exposed = await slurm.expose(Number(port));
   // Node-local files: each node's own cache, the store as that node reaches it, credentials in a file.
