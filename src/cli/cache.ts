@@ -67,7 +67,16 @@ export async function cacheCommand(args: CacheArgs): Promise<number> {
   const out = (s: string) => process.stdout.write(s);
   if (args.remote || args.action === 'flush') {
     if (!args.remote) throw new Error('kiln cache flush needs --remote s3://bucket/prefix\n  fix: the local cache has no epoch; "kiln cache prune --keep-size 0" empties it');
-    return remoteCacheCommand(args, out);
+    try {
+      return await remoteCacheCommand(args, out);
+    } catch (e) {
+      const message = (e as Error).message;
+      if (message.includes('\n  fix:')) throw e;
+      let endpoint = process.env.AWS_ENDPOINT_URL_S3 ?? process.env.AWS_ENDPOINT_URL;
+      // Never a credential in a message: an endpoint URL could carry user:password.
+      try { if (endpoint) { const u = new URL(endpoint); u.username = ''; u.password = ''; endpoint = u.origin; } } catch { /* printed as given */ }
+      throw new Error(`remote cache ${args.remote}: ${message}\n  fix: check the endpoint (${endpoint ? `AWS_ENDPOINT_URL=${endpoint}` : 'AWS S3; set AWS_ENDPOINT_URL for another store'}), AWS_REGION, the bucket's name and the credentials the AWS SDK finds (AWS_PROFILE, ~/.aws, AWS_ACCESS_KEY_ID)`);
+    }
   }
   switch (args.action) {
     case 'ls': {
