@@ -14,7 +14,7 @@ export const bootCommandStep: Step = {
   enabled: (ctx) => ctx.build.source.boot_command.length > 0,
   async run(ctx) {
     const src = ctx.build.source;
-    if (onCachedLayer(ctx.state) && src.iso !== undefined) {
+    if (onCachedLayer(ctx.state) && src.media.kind === 'iso') {
       ctx.log('boot command skipped: the disk comes from a cached layer, installed already', 'debug');
       return;
     }

@@ -34,9 +34,9 @@ export const fetchBaseStep: Step = {
   name: 'fetch base image',
   async run(ctx) {
     const src = ctx.build.source;
-    // The loader guarantees exactly one of them.
-    const media = (src.base_image ?? src.iso)!;
-    const isIso = src.base_image === undefined;
+    // base_image or iso, whichever the template gave (the loader resolved which).
+    const media = src.media.location;
+    const isIso = src.media.kind === 'iso';
     const expected = await expectedChecksum(src.checksum, media, ctx.signal);
     let file: string;
     let sha256: string;

@@ -9,7 +9,7 @@ import { serialTail } from '../../util/serial-log.js';
 
 export const waitInstallStep: Step = {
   name: 'wait for installer',
-  enabled: (ctx) => ctx.build.source.iso !== undefined && ctx.build.source.communicator.type === 'none',
+  enabled: (ctx) => ctx.build.source.media.kind === 'iso' && ctx.build.source.communicator.type === 'none',
   async run(ctx) {
     const qemu = need(ctx.state, 'qemu');
     if (!(await qemu.waitForExit(ctx.build.source.install_timeout))) {
