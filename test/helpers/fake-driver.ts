@@ -1,7 +1,8 @@
 /**
  * A fake Driver for the step tests (Packer's qemu builder tests its steps the same way, against a
- * DriverMock): it records every call, answers from a script, and fails where told. Nothing runs:
- * no QEMU, no qemu-img. Its VMs exit when told (exit()), on `quit`/`system_powerdown` if the script
+ * DriverMock), both of its roles in one object as a build holds them (the Hypervisor's VMs and QMP,
+ * the ImageTool's images): it records every call, answers from a script, and fails where told.
+ * Nothing runs: no QEMU, no qemu-img. Its VMs exit when told (exit()), on `quit`/`system_powerdown` if the script
  * says so, or when killed; QMP commands are recorded and answered.
  */
 import type { Accelerator } from '../../src/qemu/argv.js';
