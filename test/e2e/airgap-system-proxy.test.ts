@@ -131,5 +131,6 @@ ${tinySourceYaml('    ')}
     expect(error).toContain("the guest tried to reach the network around kiln's package proxy");
     expect(error).toContain('fix: fetch over http:// through the proxy');
     expect(existsSync(outBypass)).toBe(false);
-  });
+    // Three builds (record, offline replay, the bypass): ~100 s quiet, well past vitest's 120 s default on a busy host.
+  }, 900_000);
 });
