@@ -3,7 +3,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: help setup setup-test build typecheck lint-layers lint-shell fixtures fixtures-install image test test-unit test-e2e test-install bench clean distclean
+.PHONY: help setup setup-test build typecheck lint-layers lint-shell lint-format format fixtures fixtures-install image test test-unit test-e2e test-install bench clean distclean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 14
@@ -26,6 +26,12 @@ lint-layers: setup ## check that imports only point down the layers (.dependency
 lint-shell: setup-test ## shellcheck the shell scripts kiln runs in guests (src/guest-scripts/) and the setup scripts
 	@shellcheck src/guest-scripts/*.sh scripts/setup*.sh .ci/run
 
+lint-format: setup ## check the TypeScript and benchmark sources are Prettier-formatted (.prettierrc.json; fix with make format)
+	@prettier --check --log-level warn .
+
+format: setup ## format the TypeScript and benchmark sources with Prettier
+	@prettier --write --log-level warn .
+
 fixtures: setup ## build the offline test guests and installer ISO (cached in fixtures/images/)
 	@bash scripts/fixtures/tiny.sh
 	@bash scripts/fixtures/tiny-arm64.sh
@@ -39,11 +45,11 @@ fixtures-install: fixtures ## also build the Debian debootstrap installer ISO (f
 image: build fixtures ## build the default example image (examples/debian-12-cloud.yaml)
 	@bash scripts/make-image.sh
 
-test: build typecheck lint-layers lint-shell fixtures setup-test ## run every test: unit, then end-to-end (boots real guests under QEMU)
+test: build typecheck lint-layers lint-shell lint-format fixtures setup-test ## run every test: unit, then end-to-end (boots real guests under QEMU)
 	@vitest run test/unit
 	@vitest run test/e2e
 
-test-unit: build typecheck lint-layers ## run only the fast unit tests
+test-unit: build typecheck lint-layers lint-format ## run only the fast unit tests
 	@vitest run test/unit
 
 test-e2e: build fixtures setup-test ## run only the end-to-end tests

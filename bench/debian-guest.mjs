@@ -18,8 +18,17 @@ export const debianFixture = path.join(root, 'fixtures/images/debian-12-cloud.qc
 
 /** The smallest seed that gives a login: a user with a key, as Packer's plain cloud-init seeds do. */
 function minimalSeed(username, authorizedKey) {
-  const userData = ['#cloud-config', 'users:', '  - default', `  - name: ${username}`, '    sudo: ALL=(ALL) NOPASSWD:ALL',
-    '    shell: /bin/bash', '    ssh_authorized_keys:', `      - ${authorizedKey}`, ''].join('\n');
+  const userData = [
+    '#cloud-config',
+    'users:',
+    '  - default',
+    `  - name: ${username}`,
+    '    sudo: ALL=(ALL) NOPASSWD:ALL',
+    '    shell: /bin/bash',
+    '    ssh_authorized_keys:',
+    `      - ${authorizedKey}`,
+    '',
+  ].join('\n');
   return { userData, metaData: `instance-id: bench-${Date.now()}\nlocal-hostname: bench\n`, instanceId: 'bench' };
 }
 
@@ -34,32 +43,60 @@ export async function bootDebian({ seed = 'kiln', cpus = 2, memoryMiB = 1024, ex
   await createOverlay(debianFixture, 'qcow2', disk, 4 * 2 ** 30);
   const client = generateKeyPair('kiln-build-bench');
   const hostKey = generateKeyPair('kiln-host-bench');
-  const rendered = seed === 'kiln'
-    ? renderSeed({ hostname: 'bench', username: 'kiln', authorizedKey: client.publicKey, hostKey, userData: {}, metaData: {} })
-    : minimalSeed('kiln', client.publicKey);
+  const rendered =
+    seed === 'kiln'
+      ? renderSeed({
+          hostname: 'bench',
+          username: 'kiln',
+          authorizedKey: client.publicKey,
+          hostKey,
+          userData: {},
+          metaData: {},
+        })
+      : minimalSeed('kiln', client.publicKey);
   const iso = path.join(dir, 'cidata.iso');
   await writeSeedIso(rendered, dir, iso);
   const port = await freePort();
   const argv = buildQemuArgs({
-    name: 'bench', accelerator: 'tcg', cpus, memoryMiB, machine: 'pc', firmware: { type: 'bios' },
-    disks: [{ path: disk, format: 'qcow2', interface: 'virtio', discard: true }], cdroms: [iso],
+    name: 'bench',
+    accelerator: 'tcg',
+    cpus,
+    memoryMiB,
+    machine: 'pc',
+    firmware: { type: 'bios' },
+    disks: [{ path: disk, format: 'qcow2', interface: 'virtio', discard: true }],
+    cdroms: [iso],
     net: { device: 'virtio-net-pci', hostForwards: [{ hostPort: port, guestPort: 22 }] },
-    qmpSocket: path.join(dir, 'q.sock'), serial: { socket: path.join(dir, 's.sock'), log: path.join(dir, 'serial.log') }, headless: true, extraArgs,
+    qmpSocket: path.join(dir, 'q.sock'),
+    serial: { socket: path.join(dir, 's.sock'), log: path.join(dir, 'serial.log') },
+    headless: true,
+    extraArgs,
   });
   const started = performance.now();
   const qemu = QemuProcess.start(argv);
   const target = {
-    host: '127.0.0.1', port, username: 'kiln', privateKey: client.privateKey,
+    host: '127.0.0.1',
+    port,
+    username: 'kiln',
+    privateKey: client.privateKey,
     ...(seed === 'kiln' ? { hostKeyFingerprint: hostKey.fingerprint } : { trustOnFirstUse: true }),
   };
   let session;
   try {
-    session = await waitForSsh(target, { timeoutMs: Number(process.env.BENCH_SSH_TIMEOUT_MS ?? 600_000), onAttempt: process.env.BENCH_DEBUG ? (n, e, o) => console.error('attempt', n, o, e.message) : undefined, abort: () => (qemu.hasExited ? `QEMU exited: ${qemu.stderr}` : undefined) });
+    session = await waitForSsh(target, {
+      timeoutMs: Number(process.env.BENCH_SSH_TIMEOUT_MS ?? 600_000),
+      onAttempt: process.env.BENCH_DEBUG ? (n, e, o) => console.error('attempt', n, o, e.message) : undefined,
+      abort: () => (qemu.hasExited ? `QEMU exited: ${qemu.stderr}` : undefined),
+    });
   } catch (e) {
     await qemu.kill(1000);
     // The guest's console says why (a kernel panic under load, cloud-init's errors): kept in the error.
     let consoleTail = '';
-    try { consoleTail = readFileSync(path.join(dir, 'serial.log'), 'latin1').split('\n').slice(-40).join('\n'); } catch { /* no console output */ }
+    try {
+      consoleTail = readFileSync(path.join(dir, 'serial.log'), 'latin1').split('\n').slice(-40).join('\n');
+    } catch {
+      /* no console output */
+    }
     rmSync(dir, { recursive: true, force: true });
     if (consoleTail) e.message += `\n--- last lines of the guest's serial console (${seed} seed) ---\n${consoleTail}`;
     throw e;
@@ -68,10 +105,27 @@ export async function bootDebian({ seed = 'kiln', cpus = 2, memoryMiB = 1024, ex
   const keyFile = path.join(dir, 'id');
   writeFileSync(keyFile, client.privateKey, { mode: 0o600 });
   return {
-    session, port, dir, keyFile, qemu,
+    session,
+    port,
+    dir,
+    keyFile,
+    qemu,
     loginMs: loginAt - started,
     /** OpenSSH client options reaching this guest (scp/ssh). */
-    sshOptions: ['-P', String(port), '-i', keyFile, '-o', 'IdentitiesOnly=yes', '-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null', '-o', 'LogLevel=ERROR'],
+    sshOptions: [
+      '-P',
+      String(port),
+      '-i',
+      keyFile,
+      '-o',
+      'IdentitiesOnly=yes',
+      '-o',
+      'StrictHostKeyChecking=no',
+      '-o',
+      'UserKnownHostsFile=/dev/null',
+      '-o',
+      'LogLevel=ERROR',
+    ],
     async stop() {
       session.close();
       await qemu.kill(1000);

@@ -10,7 +10,21 @@ import os from 'node:os';
 import path from 'node:path';
 import { diesWithKiln } from '../dist/qemu/process.js';
 
-export const loadSpec = ['--cpu', '2', '--cpu-load', '40', '--hdd', '1', '--hdd-bytes', '128M', '--vm', '1', '--vm-bytes', '256M', '--vm-keep'];
+export const loadSpec = [
+  '--cpu',
+  '2',
+  '--cpu-load',
+  '40',
+  '--hdd',
+  '1',
+  '--hdd-bytes',
+  '128M',
+  '--vm',
+  '1',
+  '--vm-bytes',
+  '256M',
+  '--vm-keep',
+];
 export const loadDescription = 'stress-ng --cpu 2 --cpu-load 40 --hdd 1 --hdd-bytes 128M --vm 1 --vm-bytes 256M';
 
 export const haveStressNg = () => spawnSync('stress-ng', ['--version']).status === 0;
@@ -19,16 +33,20 @@ export const haveStressNg = () => spawnSync('stress-ng', ['--version']).status =
 export async function startLoad() {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-bench-load-'));
   const maxS = Number(process.env.BENCH_LOAD_MAX_S ?? 3600);
-  const child = execa(...diesWithKiln('stress-ng', [...loadSpec, '--temp-path', dir, '--timeout', `${maxS}s`, '--quiet']), { reject: false, stdin: 'ignore', stdout: 'ignore', stderr: 'pipe' });
+  const child = execa(
+    ...diesWithKiln('stress-ng', [...loadSpec, '--temp-path', dir, '--timeout', `${maxS}s`, '--quiet']),
+    { reject: false, stdin: 'ignore', stdout: 'ignore', stderr: 'pipe' },
+  );
   // Let the workers start (stress-ng forks them) before the first build is timed.
   await new Promise((r) => setTimeout(r, 3000));
   if (child.exitCode !== null) throw new Error(`stress-ng exited at start: ${(await child).stderr}`);
   let stopped;
-  return () => (stopped ??= (async () => {
-    child.kill('SIGTERM');
-    const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
-    await child;
-    clearTimeout(t);
-    rmSync(dir, { recursive: true, force: true });
-  })());
+  return () =>
+    (stopped ??= (async () => {
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await child;
+      clearTimeout(t);
+      rmSync(dir, { recursive: true, force: true });
+    })());
 }

@@ -25,10 +25,17 @@ const fmt = (ms) => (ms === undefined ? '-' : `${(ms / 1000).toFixed(2)} s`);
 async function buildExample(file) {
   const started = performance.now();
   // --no-cache: this table is the anatomy of a full build; the layer cache has its own figures below.
-  const r = await execa('node', [path.join(root, 'bin/kiln.js'), 'build', file, '--force', '--no-cache', '--events=json'], { reject: false, cwd: root });
+  const r = await execa(
+    'node',
+    [path.join(root, 'bin/kiln.js'), 'build', file, '--force', '--no-cache', '--events=json'],
+    { reject: false, cwd: root },
+  );
   const total = performance.now() - started;
   if (r.exitCode !== 0) throw new Error(`${file} failed:\n${r.stderr.split('\n').slice(-20).join('\n')}`);
-  const events = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
+  const events = r.stdout
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l));
   const step = Object.fromEntries(events.filter((e) => e.type === 'step-end').map((e) => [e.step, e.ms]));
   const provs = events.filter((e) => e.type === 'provisioner-end');
   const end = events.find((e) => e.type === 'build-end');
@@ -38,7 +45,10 @@ async function buildExample(file) {
   const rows = [
     ['fetch base image', step['fetch base image']],
     ['create disk (qemu-img)', step['create disk']],
-    ['seed, keys, HTTP server', (step['start HTTP server'] ?? 0) + (step['generate SSH keys'] ?? 0) + (step['render cloud-init seed'] ?? 0)],
+    [
+      'seed, keys, HTTP server',
+      (step['start HTTP server'] ?? 0) + (step['generate SSH keys'] ?? 0) + (step['render cloud-init seed'] ?? 0),
+    ],
     ['launch QEMU (+probe)', step['launch QEMU']],
     ['boot -> SSH', bootToSsh],
     ['cloud-init wait', (step['wait for SSH'] ?? 0) - (bootToSsh ?? 0)],
@@ -49,8 +59,13 @@ async function buildExample(file) {
     ['manifest + commit', step['write manifest and commit output']],
   ];
   // Time the guest or qemu-img spent; the rest is kiln itself (node start, template, steps, I/O).
-  const external = (step['create disk'] ?? 0) + (step['wait for SSH'] ?? 0) + (step['provision'] ?? 0) +
-    (step['remove build access'] ?? 0) + (step['shut down'] ?? 0) + (step['convert disk'] ?? 0);
+  const external =
+    (step['create disk'] ?? 0) +
+    (step['wait for SSH'] ?? 0) +
+    (step['provision'] ?? 0) +
+    (step['remove build access'] ?? 0) +
+    (step['shut down'] ?? 0) +
+    (step['convert disk'] ?? 0);
   console.log(`\n${path.basename(file)} — total ${fmt(total)} (accelerator ${manifest.accelerator})`);
   for (const [name, ms] of rows) console.log(`  ${name.padEnd(48)} ${fmt(ms).padStart(9)}`);
   console.log(`  ${'kiln overhead (total - guest - qemu-img)'.padEnd(48)} ${fmt(total - external).padStart(9)}`);
@@ -74,11 +89,25 @@ async function layerCacheBench() {
   const run = async (...args) => {
     const template = args[0] === otherFile ? args.shift() : file;
     const started = performance.now();
-    const r = await execa('node', [path.join(root, 'bin/kiln.js'), 'build', template, '--events=json', ...args], { reject: false, cwd: root, env: { KILN_CACHE_DIR: cacheDir } });
+    const r = await execa('node', [path.join(root, 'bin/kiln.js'), 'build', template, '--events=json', ...args], {
+      reject: false,
+      cwd: root,
+      env: { KILN_CACHE_DIR: cacheDir },
+    });
     const ms = performance.now() - started;
-    const events = r.stdout.split('\n').filter((l) => l.startsWith('{')).map((l) => JSON.parse(l));
-    if (r.exitCode !== 0) throw new Error(`layer cache bench: ${args.join(' ')} failed: ${events.find((e) => e.type === 'build-end')?.error}\n${r.stderr.split('\n').slice(-20).join('\n')}`);
-    return { ms, events, step: Object.fromEntries(events.filter((e) => e.type === 'step-end').map((e) => [e.step, e.ms])) };
+    const events = r.stdout
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l));
+    if (r.exitCode !== 0)
+      throw new Error(
+        `layer cache bench: ${args.join(' ')} failed: ${events.find((e) => e.type === 'build-end')?.error}\n${r.stderr.split('\n').slice(-20).join('\n')}`,
+      );
+    return {
+      ms,
+      events,
+      step: Object.fromEntries(events.filter((e) => e.type === 'step-end').map((e) => [e.step, e.ms])),
+    };
   };
   try {
     const full = await run('--force');
@@ -86,19 +115,36 @@ async function layerCacheBench() {
     const elsewhere = await run(otherFile);
     const changed = await run('--force', '--var', `note=bench ${new Date().toISOString()}`);
     const rerun = changed.events.filter((e) => e.type === 'provisioner-start').map((e) => e.index);
-    const expected = ['launch QEMU', 'wait for SSH', 'remove build access', 'shut down', 'convert disk'].reduce((n, s) => n + (full.step[s] ?? 0), 0)
-      + full.events.filter((e) => e.type === 'provisioner-end' && rerun.includes(e.index)).reduce((n, e) => n + e.ms, 0);
+    const expected =
+      ['launch QEMU', 'wait for SSH', 'remove build access', 'shut down', 'convert disk'].reduce(
+        (n, s) => n + (full.step[s] ?? 0),
+        0,
+      ) +
+      full.events.filter((e) => e.type === 'provisioner-end' && rerun.includes(e.index)).reduce((n, e) => n + e.ms, 0);
     const saved = full.events.filter((e) => e.type === 'layer-saved');
     const capture = full.events.find((e) => e.type === 'layer-capture');
     const booted = elsewhere.events.some((e) => e.type === 'step-start' && e.step === 'launch QEMU');
     console.log('\nlayer cache, examples/debian-12-cloud.yaml (fresh cache)');
     console.log(`  ${'full build (saves a layer per provisioner + final)'.padEnd(52)} ${fmt(full.ms).padStart(9)}`);
-    console.log(`  ${'  layers saved'.padEnd(52)} ${saved.map((e) => `${e.final ? 'final ' : ''}${(e.size / 2 ** 20).toFixed(1)} MiB in ${fmt(e.ms)}`).join(', ')}`);
-    if (capture) console.log(`  ${'  layer capture (background)'.padEnd(52)} ${fmt(capture.ms).padStart(9)}  waited for at the end ${fmt(capture.waitedMs)}`);
-    console.log(`  ${'no-change rebuild (artifact reused, no boot)'.padEnd(52)} ${fmt(same.ms).padStart(9)}  ratio ${(same.ms / full.ms).toFixed(3)}`);
-    console.log(`  ${`only the output directory changed (${booted ? 'BOOTED' : 'no boot'})`.padEnd(52)} ${fmt(elsewhere.ms).padStart(9)}  ratio ${(elsewhere.ms / full.ms).toFixed(3)}  (convert ${fmt(elsewhere.step['convert disk'])})`);
-    console.log(`  ${`last provisioner changed (re-ran ${rerun.map((i) => i + 1).join(', ')})`.padEnd(52)} ${fmt(changed.ms).padStart(9)}  ratio ${(changed.ms / full.ms).toFixed(3)}`);
-    console.log(`  ${'  target: boot + those provisioners + shutdown + convert'.padEnd(52)} ${fmt(expected).padStart(9)}  (${(changed.ms / expected).toFixed(2)}x of it)`);
+    console.log(
+      `  ${'  layers saved'.padEnd(52)} ${saved.map((e) => `${e.final ? 'final ' : ''}${(e.size / 2 ** 20).toFixed(1)} MiB in ${fmt(e.ms)}`).join(', ')}`,
+    );
+    if (capture)
+      console.log(
+        `  ${'  layer capture (background)'.padEnd(52)} ${fmt(capture.ms).padStart(9)}  waited for at the end ${fmt(capture.waitedMs)}`,
+      );
+    console.log(
+      `  ${'no-change rebuild (artifact reused, no boot)'.padEnd(52)} ${fmt(same.ms).padStart(9)}  ratio ${(same.ms / full.ms).toFixed(3)}`,
+    );
+    console.log(
+      `  ${`only the output directory changed (${booted ? 'BOOTED' : 'no boot'})`.padEnd(52)} ${fmt(elsewhere.ms).padStart(9)}  ratio ${(elsewhere.ms / full.ms).toFixed(3)}  (convert ${fmt(elsewhere.step['convert disk'])})`,
+    );
+    console.log(
+      `  ${`last provisioner changed (re-ran ${rerun.map((i) => i + 1).join(', ')})`.padEnd(52)} ${fmt(changed.ms).padStart(9)}  ratio ${(changed.ms / full.ms).toFixed(3)}`,
+    );
+    console.log(
+      `  ${'  target: boot + those provisioners + shutdown + convert'.padEnd(52)} ${fmt(expected).padStart(9)}  (${(changed.ms / expected).toFixed(2)}x of it)`,
+    );
   } finally {
     rmSync(otherFile, { force: true });
     rmSync(cacheDir, { recursive: true, force: true });
@@ -110,17 +156,27 @@ async function layerCacheBench() {
  * packaging writer) against a plain `qemu-img convert` of the same disk to the same inner format.
  */
 async function conversionThroughput() {
-  const source = ['output/debian-12-cloud/debian-12-cloud.qcow2', 'fixtures/images/debian-12-cloud.qcow2'].map((p) => path.join(root, p)).find((p) => existsSync(p));
+  const source = ['output/debian-12-cloud/debian-12-cloud.qcow2', 'fixtures/images/debian-12-cloud.qcow2']
+    .map((p) => path.join(root, p))
+    .find((p) => existsSync(p));
   if (!source) return;
   const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-bench-convert-'));
   const { convert, check, imageInfo } = await import('../dist/qemu/qemu-img.js');
   const { planFor } = await import('../dist/template/output-formats.js');
   const { writePackage } = await import('../dist/artifacts/packages.js');
   const { fileDigests } = await import('../dist/cache/digest.js');
-  const time = async (fn) => { const t = performance.now(); await fn(); return performance.now() - t; };
+  const time = async (fn) => {
+    const t = performance.now();
+    await fn();
+    return performance.now() - t;
+  };
   const info = await imageInfo(source);
-  console.log(`\nconversion of ${path.relative(root, source)} (${(info.actualSize / 2 ** 20).toFixed(0)} MiB used, ${(info.virtualSize / 2 ** 30).toFixed(1)} GiB virtual)`);
-  console.log(`  ${'format'.padEnd(10)} ${'plain qemu-img'.padStart(15)} ${'kiln'.padStart(9)} ${'ratio'.padStart(7)} ${'MiB/s'.padStart(7)}`);
+  console.log(
+    `\nconversion of ${path.relative(root, source)} (${(info.actualSize / 2 ** 20).toFixed(0)} MiB used, ${(info.virtualSize / 2 ** 30).toFixed(1)} GiB virtual)`,
+  );
+  console.log(
+    `  ${'format'.padEnd(10)} ${'plain qemu-img'.padStart(15)} ${'kiln'.padStart(9)} ${'ratio'.padStart(7)} ${'MiB/s'.padStart(7)}`,
+  );
   const inner = { ova: ['vmdk', ['subformat=streamOptimized']], vagrant: ['qcow2', ['compat=1.1']], gce: ['raw', []] };
   for (const format of ['qcow2', 'raw', 'vmdk', 'vhdx', 'vhd', 'ova', 'vagrant', 'gce']) {
     const plan = planFor({ format, compress: false });
@@ -135,12 +191,22 @@ async function conversionThroughput() {
         if (plan.checkable) await check(out, plan.qemuFormat);
         await imageInfo(out, plan.qemuFormat);
       } else {
-        await writePackage(plan.packageFormat, { source, sourceFormat: info.format, out, name: 'bench', cpus: 2, memoryMiB: 1024, firmware: 'bios' });
+        await writePackage(plan.packageFormat, {
+          source,
+          sourceFormat: info.format,
+          out,
+          name: 'bench',
+          cpus: 2,
+          memoryMiB: 1024,
+          firmware: 'bios',
+        });
       }
       await fileDigests(out, ['sha256']);
     });
     rmSync(out, { force: true });
-    console.log(`  ${format.padEnd(10)} ${fmt(plain).padStart(15)} ${fmt(kiln).padStart(9)} ${(kiln / plain).toFixed(2).padStart(7)} ${(info.actualSize / 2 ** 20 / (kiln / 1000)).toFixed(0).padStart(7)}`);
+    console.log(
+      `  ${format.padEnd(10)} ${fmt(plain).padStart(15)} ${fmt(kiln).padStart(9)} ${(kiln / plain).toFixed(2).padStart(7)} ${(info.actualSize / 2 ** 20 / (kiln / 1000)).toFixed(0).padStart(7)}`,
+    );
   }
   rmSync(dir, { recursive: true, force: true });
 }
@@ -152,10 +218,16 @@ async function sshDetectionLag() {
   await createOverlay(path.join(root, 'fixtures/images/tiny.qcow2'), 'qcow2', disk);
   const port = await freePort();
   const argv = buildQemuArgs({
-    name: 'bench', accelerator: 'tcg', cpus: 1, memoryMiB: 256, machine: 'pc', firmware: { type: 'bios' },
+    name: 'bench',
+    accelerator: 'tcg',
+    cpus: 1,
+    memoryMiB: 256,
+    machine: 'pc',
+    firmware: { type: 'bios' },
     disks: [{ path: disk, format: 'qcow2', interface: 'virtio' }],
     net: { device: 'virtio-net-pci', hostForwards: [{ hostPort: port, guestPort: 22 }] },
-    qmpSocket: path.join(dir, 'q.sock'), headless: true,
+    qmpSocket: path.join(dir, 'q.sock'),
+    headless: true,
   });
   const started = performance.now();
   const qemu = QemuProcess.start(argv);
@@ -165,24 +237,44 @@ async function sshDetectionLag() {
     while (bannerAt === undefined && !loggedIn && !qemu.hasExited) {
       await new Promise((resolve) => {
         const s = net.connect(port, '127.0.0.1');
-        const done = () => { s.destroy(); resolve(); };
+        const done = () => {
+          s.destroy();
+          resolve();
+        };
         s.setTimeout(1000, done);
-        s.on('data', (d) => { if (d.toString().startsWith('SSH-') && bannerAt === undefined) bannerAt = performance.now(); done(); });
+        s.on('data', (d) => {
+          if (d.toString().startsWith('SSH-') && bannerAt === undefined) bannerAt = performance.now();
+          done();
+        });
         s.on('error', done);
       });
       await new Promise((r) => setTimeout(r, 50));
     }
   })();
-  const session = await waitForSsh({ host: '127.0.0.1', port, username: 'root', privateKey: readFileSync(path.join(root, 'fixtures/keys/insecure_ed25519')), trustOnFirstUse: true }, {
-    timeoutMs: 120_000, onAttempt: (n, e) => { if (process.env.BENCH_DEBUG) console.error(`attempt ${n} at ${fmt(performance.now() - started)}: ${e.message}`); },
-  });
+  const session = await waitForSsh(
+    {
+      host: '127.0.0.1',
+      port,
+      username: 'root',
+      privateKey: readFileSync(path.join(root, 'fixtures/keys/insecure_ed25519')),
+      trustOnFirstUse: true,
+    },
+    {
+      timeoutMs: 120_000,
+      onAttempt: (n, e) => {
+        if (process.env.BENCH_DEBUG) console.error(`attempt ${n} at ${fmt(performance.now() - started)}: ${e.message}`);
+      },
+    },
+  );
   const loggedInAt = performance.now();
   loggedIn = true;
   await poll;
   session.close();
   await qemu.kill(1000);
   rmSync(dir, { recursive: true, force: true });
-  console.log(`\nSSH detection (tiny fixture, TCG): sshd banner after ${fmt(bannerAt - started)}, kiln logged in after ${fmt(loggedInAt - started)}: lag ${fmt(loggedInAt - bannerAt)} (includes key exchange + auth)`);
+  console.log(
+    `\nSSH detection (tiny fixture, TCG): sshd banner after ${fmt(bannerAt - started)}, kiln logged in after ${fmt(loggedInAt - started)}: lag ${fmt(loggedInAt - bannerAt)} (includes key exchange + auth)`,
+  );
 }
 
 const only = process.env.BENCH_ONLY;

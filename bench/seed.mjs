@@ -9,7 +9,11 @@ import { cleanGuestScript } from '../dist/build/steps/clean-guest.js';
 
 const fmt = (ms) => `${(ms / 1000).toFixed(2)} s`;
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)];
-const load = () => os.loadavg().map((l) => l.toFixed(1)).join(' ');
+const load = () =>
+  os
+    .loadavg()
+    .map((l) => l.toFixed(1))
+    .join(' ');
 
 export async function seedBootTimes(rounds = Number(process.env.BENCH_ROUNDS ?? 3)) {
   const t = { kiln: { login: [], done: [] }, minimal: { login: [], done: [] } };
@@ -27,7 +31,12 @@ export async function seedBootTimes(rounds = Number(process.env.BENCH_ROUNDS ?? 
         if (seed === 'kiln') {
           let err = '';
           const started = performance.now();
-          const res = await g.session.exec('sudo -n sh -s', { stdin: cleanGuestScript(true), stderr: (s) => { err += s; } });
+          const res = await g.session.exec('sudo -n sh -s', {
+            stdin: cleanGuestScript(true),
+            stderr: (s) => {
+              err += s;
+            },
+          });
           if (res.exitCode !== 0) throw new Error(`the clean-up script failed (exit ${res.exitCode}): ${err}`);
           cleanup.push(performance.now() - started);
         }
@@ -35,13 +44,22 @@ export async function seedBootTimes(rounds = Number(process.env.BENCH_ROUNDS ?? 
         await g.stop();
       }
       loads.push(load());
-      console.log(`  round ${r + 1} ${seed}: login ${fmt(g.loginMs)}, cloud-init done ${fmt(t[seed].done.at(-1))}, load ${load()}`);
+      console.log(
+        `  round ${r + 1} ${seed}: login ${fmt(g.loginMs)}, cloud-init done ${fmt(t[seed].done.at(-1))}, load ${load()}`,
+      );
     }
   }
   const row = (name, xs) => `${fmt(median(xs)).padStart(9)} [${xs.map(fmt).join(', ')}]`;
-  console.log(`\nDebian fixture (TCG, 2 vCPUs), kiln's seed vs a minimal seed, medians of ${rounds} rounds alternating; load (1/5/15 min) ${loads[0]} at the start, ${loads.at(-1)} at the end`);
-  for (const [what, key] of [['QEMU start -> SSH login', 'login'], ['QEMU start -> cloud-init done', 'done']]) {
-    console.log(`  ${what.padEnd(30)} kiln ${row('kiln', t.kiln[key])}   minimal ${row('minimal', t.minimal[key])}   kiln/minimal ${(median(t.kiln[key]) / median(t.minimal[key])).toFixed(2)}`);
+  console.log(
+    `\nDebian fixture (TCG, 2 vCPUs), kiln's seed vs a minimal seed, medians of ${rounds} rounds alternating; load (1/5/15 min) ${loads[0]} at the start, ${loads.at(-1)} at the end`,
+  );
+  for (const [what, key] of [
+    ['QEMU start -> SSH login', 'login'],
+    ['QEMU start -> cloud-init done', 'done'],
+  ]) {
+    console.log(
+      `  ${what.padEnd(30)} kiln ${row('kiln', t.kiln[key])}   minimal ${row('minimal', t.minimal[key])}   kiln/minimal ${(median(t.kiln[key]) / median(t.minimal[key])).toFixed(2)}`,
+    );
   }
   console.log(`  ${'guest clean-up (sudo + script)'.padEnd(30)} ${row('cleanup', cleanup)}`);
   return { t, cleanup, loads };

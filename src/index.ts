@@ -59,12 +59,28 @@ export async function build(template: LoadedTemplate, options: BuildOptions = {}
   const selected = selectBuilds(template, rest.only, rest.except);
   const name = selected[0]?.name ?? 'kiln';
   const secrets = template.variables.secrets;
-  return runAirgapped(template, {
-    record, bundle, offline, cacheDir: rest.cacheDir ?? defaultCacheDir(), signal: rest.signal,
-    selected: selected.length,
-    mask: (text) => maskSecrets(text, secrets),
-    log: (message, level) => rest.onEvent?.({ type: 'log', build: name, level, message: maskSecrets(message, secrets), time: new Date().toISOString() }),
-  }, ({ network, signal, noCache }) => runBuilds(template, { ...rest, signal, noCache: rest.noCache || noCache, airgap: network }));
+  return runAirgapped(
+    template,
+    {
+      record,
+      bundle,
+      offline,
+      cacheDir: rest.cacheDir ?? defaultCacheDir(),
+      signal: rest.signal,
+      selected: selected.length,
+      mask: (text) => maskSecrets(text, secrets),
+      log: (message, level) =>
+        rest.onEvent?.({
+          type: 'log',
+          build: name,
+          level,
+          message: maskSecrets(message, secrets),
+          time: new Date().toISOString(),
+        }),
+    },
+    ({ network, signal, noCache }) =>
+      runBuilds(template, { ...rest, signal, noCache: rest.noCache || noCache, airgap: network }),
+  );
 }
 
 export interface VerifyOptions {
@@ -81,7 +97,9 @@ export interface VerifyOptions {
  * throws for a bad artifact.
  */
 export async function verify(manifestFile: string, options: VerifyOptions = {}): Promise<VerifyResult[]> {
-  return verifyManifest(manifestFile, options.driver ?? createDriver(options.qemu), { trustedKeys: options.trustedKeys });
+  return verifyManifest(manifestFile, options.driver ?? createDriver(options.qemu), {
+    trustedKeys: options.trustedKeys,
+  });
 }
 
 export interface PublishOptions {
@@ -116,9 +134,12 @@ export async function publish(manifestFile: string, options: PublishOptions = {}
   const targets = recordedTargets(manifestFile);
   return publishManifest(manifestFile, targets, {
     signal: options.signal ?? new AbortController().signal,
-    only: options.only, env: options.env, progress: options.progress ?? 'none',
+    only: options.only,
+    env: options.env,
+    progress: options.progress ?? 'none',
     log: options.log ?? (() => undefined),
-    onResult: options.onPublished, cacheDir: options.cacheDir,
+    onResult: options.onPublished,
+    cacheDir: options.cacheDir,
     // Always checked (an empty list confirms no host): unset, the runner would trust the manifest's hosts.
     allowHosts: options.allowHosts ?? [],
   });

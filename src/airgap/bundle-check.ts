@@ -29,20 +29,32 @@ export function unsafeRelativePath(p: unknown): string | undefined {
 
 /** Throws a BundleError naming the field and the bundle when the manifest could read or serve anything outside the bundle. */
 export function checkManifest(m: unknown, file: string): BundleManifest {
-  const bad = (field: string, why: string) => new BundleError(`${file}: manifest.json's ${field} ${why}: the bundle was altered or is not kiln's\n  fix: use the bundle as kiln bundle wrote it (or write it again)`);
+  const bad = (field: string, why: string) =>
+    new BundleError(
+      `${file}: manifest.json's ${field} ${why}: the bundle was altered or is not kiln's\n  fix: use the bundle as kiln bundle wrote it (or write it again)`,
+    );
   if (!m || typeof m !== 'object') throw bad('top level', 'is not an object');
   const o = m as Record<string, unknown>;
-  if (o.kind !== 'kiln-bundle' || (o.version !== 1 && o.version !== 2)) throw new BundleError(`${file}: manifest.json is not a kiln bundle manifest (version 1 or 2)${o.kind === 'kiln-bundle' && typeof o.version === 'number' && o.version > 2 ? `: version ${o.version} was written by a newer kiln\n  fix: build it with the kiln that wrote it (kiln bundle --with-kiln carries it)` : ''}`);
+  if (o.kind !== 'kiln-bundle' || (o.version !== 1 && o.version !== 2))
+    throw new BundleError(
+      `${file}: manifest.json is not a kiln bundle manifest (version 1 or 2)${o.kind === 'kiln-bundle' && typeof o.version === 'number' && o.version > 2 ? `: version ${o.version} was written by a newer kiln\n  fix: build it with the kiln that wrote it (kiln bundle --with-kiln carries it)` : ''}`,
+    );
   if (!Array.isArray(o.members)) throw bad('members', 'is not a list');
   const members = new Map<string, { sha256: string; size: number }>();
   o.members.forEach((x: unknown, i) => {
     const e = x as { name?: unknown; sha256?: unknown; size?: unknown } | null;
     const field = `members[${i}]`;
     if (!e || typeof e !== 'object') throw bad(field, 'is not an object');
-    if (typeof e.name !== 'string' || !isSafeMemberName(e.name)) throw bad(`${field}.name`, `${JSON.stringify(e.name)?.slice(0, 200)} is not a member name kiln writes (manifest.json, ${PACKAGES_INDEX_MEMBER}, ${KILN_MEMBER}, blobs/<sha256>)`);
+    if (typeof e.name !== 'string' || !isSafeMemberName(e.name))
+      throw bad(
+        `${field}.name`,
+        `${JSON.stringify(e.name)?.slice(0, 200)} is not a member name kiln writes (manifest.json, ${PACKAGES_INDEX_MEMBER}, ${KILN_MEMBER}, blobs/<sha256>)`,
+      );
     if (members.has(e.name)) throw bad(`${field}.name`, `"${e.name}" is listed twice`);
-    if (typeof e.sha256 !== 'string' || !SHA256_HEX.test(e.sha256)) throw bad(`${field}.sha256`, 'is not 64 lower-case hex digits');
-    if (e.name.startsWith('blobs/') && e.name !== blobMember(e.sha256)) throw bad(`${field}`, `names ${e.name} but its sha256 is ${e.sha256} (a blob is named by its digest)`);
+    if (typeof e.sha256 !== 'string' || !SHA256_HEX.test(e.sha256))
+      throw bad(`${field}.sha256`, 'is not 64 lower-case hex digits');
+    if (e.name.startsWith('blobs/') && e.name !== blobMember(e.sha256))
+      throw bad(`${field}`, `names ${e.name} but its sha256 is ${e.sha256} (a blob is named by its digest)`);
     if (!Number.isSafeInteger(e.size) || (e.size as number) < 0) throw bad(`${field}.size`, 'is not a byte count');
     members.set(e.name, { sha256: e.sha256, size: e.size as number });
   });
@@ -58,10 +70,15 @@ export function checkManifest(m: unknown, file: string): BundleManifest {
     const p = e.path as string;
     if (paths.has(p)) throw bad(`${field}.path`, `"${p}" is listed twice`);
     paths.add(p);
-    if (typeof e.sha256 !== 'string' || !SHA256_HEX.test(e.sha256)) throw bad(`${field}.sha256`, `${JSON.stringify(e.sha256)?.slice(0, 200)} is not 64 lower-case hex digits (a file in the tree is a blob named by its digest, never a path)`);
+    if (typeof e.sha256 !== 'string' || !SHA256_HEX.test(e.sha256))
+      throw bad(
+        `${field}.sha256`,
+        `${JSON.stringify(e.sha256)?.slice(0, 200)} is not 64 lower-case hex digits (a file in the tree is a blob named by its digest, never a path)`,
+      );
     const blob = members.get(blobMember(e.sha256));
     if (!blob) throw bad(`${field}.sha256`, `names blobs/${e.sha256}, which is not a member`);
-    if (e.size !== blob.size) throw bad(`${field}.size`, `is ${JSON.stringify(e.size)}, but blobs/${e.sha256} holds ${blob.size} bytes`);
+    if (e.size !== blob.size)
+      throw bad(`${field}.size`, `is ${JSON.stringify(e.size)}, but blobs/${e.sha256} holds ${blob.size} bytes`);
     if (typeof e.executable !== 'boolean') throw bad(`${field}.executable`, 'is not true or false');
   });
   // A file cannot also be a directory of another entry ("a" and "a/b").
@@ -86,17 +103,28 @@ export function checkManifest(m: unknown, file: string): BundleManifest {
 }
 
 /** root, vars and downloads (version 2): checked as hostile like the rest. */
-function checkVersion2Fields(o: Record<string, unknown>, members: Map<string, { sha256: string; size: number }>, bad: (field: string, why: string) => BundleError): void {
+function checkVersion2Fields(
+  o: Record<string, unknown>,
+  members: Map<string, { sha256: string; size: number }>,
+  bad: (field: string, why: string) => BundleError,
+): void {
   if (o.root !== undefined) {
     const r = o.root;
-    if (typeof r !== 'string' || !r.startsWith('/') || r.length > 4096 || /[\u0000-\u001f\u007f]/.test(r) || r.split('/').some((s) => s === '..' || s === '.')) {
+    if (
+      typeof r !== 'string' ||
+      !r.startsWith('/') ||
+      r.length > 4096 ||
+      /[\u0000-\u001f\u007f]/.test(r) ||
+      r.split('/').some((s) => s === '..' || s === '.')
+    ) {
       throw bad('root', `${JSON.stringify(r)?.slice(0, 200)} is not an absolute path without "." or ".." components`);
     }
   }
   if (o.vars !== undefined) {
     if (!Array.isArray(o.vars)) throw bad('vars', 'is not a list');
     o.vars.forEach((v, i) => {
-      if (typeof v !== 'string' || !/^[A-Za-z_][\w-]*=/.test(v) || v.length > 65536) throw bad(`vars[${i}]`, 'is not a name=value string');
+      if (typeof v !== 'string' || !/^[A-Za-z_][\w-]*=/.test(v) || v.length > 65536)
+        throw bad(`vars[${i}]`, 'is not a name=value string');
     });
   }
   if (o.downloads !== undefined) {
@@ -104,11 +132,17 @@ function checkVersion2Fields(o: Record<string, unknown>, members: Map<string, { 
     o.downloads.forEach((x: unknown, i) => {
       const d = x as { url?: unknown; sha256?: unknown; size?: unknown } | null;
       if (!d || typeof d !== 'object') throw bad(`downloads[${i}]`, 'is not an object');
-      if (typeof d.url !== 'string' || !/^https?:\/\/[^\s\u0000-\u001f\u007f]+$/.test(d.url)) throw bad(`downloads[${i}].url`, 'is not an http(s) URL');
-      if (typeof d.sha256 !== 'string' || !SHA256_HEX.test(d.sha256)) throw bad(`downloads[${i}].sha256`, 'is not 64 lower-case hex digits');
+      if (typeof d.url !== 'string' || !/^https?:\/\/[^\s\u0000-\u001f\u007f]+$/.test(d.url))
+        throw bad(`downloads[${i}].url`, 'is not an http(s) URL');
+      if (typeof d.sha256 !== 'string' || !SHA256_HEX.test(d.sha256))
+        throw bad(`downloads[${i}].sha256`, 'is not 64 lower-case hex digits');
       const blob = members.get(blobMember(d.sha256));
       if (!blob) throw bad(`downloads[${i}].sha256`, `names blobs/${d.sha256}, which is not a member`);
-      if (d.size !== blob.size) throw bad(`downloads[${i}].size`, `is ${JSON.stringify(d.size)}, but blobs/${d.sha256} holds ${blob.size} bytes`);
+      if (d.size !== blob.size)
+        throw bad(
+          `downloads[${i}].size`,
+          `is ${JSON.stringify(d.size)}, but blobs/${d.sha256} holds ${blob.size} bytes`,
+        );
     });
   }
 }

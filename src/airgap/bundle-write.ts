@@ -16,7 +16,13 @@ import { kilnVersion } from '../version.js';
 import { PackageStore } from './store.js';
 import { commonRoot, templateInputs } from './inputs.js';
 import type { CarriedDownload } from './carried.js';
-import { KILN_MEMBER, MANIFEST_MEMBER, PACKAGES_INDEX_MEMBER, blobMember, type BundleManifest } from './bundle-format.js';
+import {
+  KILN_MEMBER,
+  MANIFEST_MEMBER,
+  PACKAGES_INDEX_MEMBER,
+  blobMember,
+  type BundleManifest,
+} from './bundle-format.js';
 
 export interface WriteBundleOptions {
   template: LoadedTemplate;
@@ -35,7 +41,11 @@ export interface WriteBundleOptions {
 }
 
 export interface WrittenBundle {
-  file: string; sha256: string; size: number; members: number; manifest: BundleManifest;
+  file: string;
+  sha256: string;
+  size: number;
+  members: number;
+  manifest: BundleManifest;
   /** The folder the tree's paths are relative to (the deepest one holding the template and every input). */
   root: string;
 }
@@ -46,7 +56,8 @@ const sha256Of = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 export async function writeBundle(o: WriteBundleOptions): Promise<WrittenBundle> {
   const output = path.resolve(o.output);
-  if (existsSync(output) && !o.force) throw new Error(`${o.output} exists\n  fix: give another -o, or --force to replace it`);
+  if (existsSync(output) && !o.force)
+    throw new Error(`${o.output} exists\n  fix: give another -o, or --force to replace it`);
   const inputs = templateInputs(o.template, o.varFiles ?? []);
   const root = commonRoot(inputs.map((i) => i.abs));
   const members = new Map<string, Source>();
@@ -58,7 +69,8 @@ export async function writeBundle(o: WriteBundleOptions): Promise<WrittenBundle>
     members.set(blobMember(sha256), { name: blobMember(sha256), sha256, size: i.size, file: i.abs });
   }
   const downloads = (o.downloads ?? []).map(({ url, sha256, size, file }) => {
-    if (!members.has(blobMember(sha256))) members.set(blobMember(sha256), { name: blobMember(sha256), sha256, size, file });
+    if (!members.has(blobMember(sha256)))
+      members.set(blobMember(sha256), { name: blobMember(sha256), sha256, size, file });
     return { url, sha256, size };
   });
   let packages = 0;
@@ -67,22 +79,37 @@ export async function writeBundle(o: WriteBundleOptions): Promise<WrittenBundle>
     const responses = store.responses();
     packages = responses.length;
     const index = Buffer.from(JSON.stringify({ version: 1, responses }, null, 1) + '\n');
-    members.set(PACKAGES_INDEX_MEMBER, { name: PACKAGES_INDEX_MEMBER, sha256: sha256Of(index), size: index.length, bytes: index });
+    members.set(PACKAGES_INDEX_MEMBER, {
+      name: PACKAGES_INDEX_MEMBER,
+      sha256: sha256Of(index),
+      size: index.length,
+      bytes: index,
+    });
     for (const r of responses) {
       const name = blobMember(r.sha256);
-      if (!members.has(name)) members.set(name, { name, sha256: r.sha256, size: r.size, file: store.blobPath(r.sha256) });
+      if (!members.has(name))
+        members.set(name, { name, sha256: r.sha256, size: r.size, file: store.blobPath(r.sha256) });
     }
   }
   if (o.kilnTarball) {
     const size = statSync(o.kilnTarball).size;
-    members.set(KILN_MEMBER, { name: KILN_MEMBER, sha256: await cachedFileDigest(o.kilnTarball, o.cacheDir), size, file: o.kilnTarball });
+    members.set(KILN_MEMBER, {
+      name: KILN_MEMBER,
+      sha256: await cachedFileDigest(o.kilnTarball, o.cacheDir),
+      size,
+      file: o.kilnTarball,
+    });
   }
   const sorted = [...members.values()].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const manifest: BundleManifest = {
-    kind: 'kiln-bundle', version: 2, kilnVersion, root,
+    kind: 'kiln-bundle',
+    version: 2,
+    kilnVersion,
+    root,
     template: path.relative(root, path.resolve(o.template.file)),
     varFiles: (o.varFiles ?? []).map((f) => path.relative(root, path.resolve(f))),
-    tree, packages,
+    tree,
+    packages,
     ...(o.vars?.length ? { vars: o.vars } : {}),
     ...(downloads.length ? { downloads } : {}),
     members: sorted.map(({ name, sha256, size }) => ({ name, sha256, size })),
@@ -104,7 +131,18 @@ export async function writeBundle(o: WriteBundleOptions): Promise<WrittenBundle>
 }
 
 const header = (name: string, size: number): tar.Header => ({
-  name, size, mode: 0o644, mtime: new Date(0), uid: 0, gid: 0, uname: '', gname: '', type: 'file', linkname: '', devmajor: 0, devminor: 0,
+  name,
+  size,
+  mode: 0o644,
+  mtime: new Date(0),
+  uid: 0,
+  gid: 0,
+  uname: '',
+  gname: '',
+  type: 'file',
+  linkname: '',
+  devmajor: 0,
+  devminor: 0,
 });
 
 async function writeTar(file: string, sources: Source[]): Promise<{ sha256: string; size: number }> {
@@ -112,27 +150,55 @@ async function writeTar(file: string, sources: Source[]): Promise<{ sha256: stri
   const whole = createHash('sha256');
   let size = 0;
   const out = createWriteStream(file, { mode: 0o644 });
-  const written = new Promise<void>((resolve, reject) => { out.on('finish', resolve); out.on('error', reject); });
-  pack.on('data', (data: unknown) => { const chunk = data as Buffer; whole.update(chunk); size += chunk.length; if (!out.write(chunk)) { pack.pause(); out.once('drain', () => pack.resume()); } });
-  const packEnded = new Promise<void>((resolve, reject) => { pack.on('end', resolve); pack.on('error', reject); });
+  const written = new Promise<void>((resolve, reject) => {
+    out.on('finish', resolve);
+    out.on('error', reject);
+  });
+  pack.on('data', (data: unknown) => {
+    const chunk = data as Buffer;
+    whole.update(chunk);
+    size += chunk.length;
+    if (!out.write(chunk)) {
+      pack.pause();
+      out.once('drain', () => pack.resume());
+    }
+  });
+  const packEnded = new Promise<void>((resolve, reject) => {
+    pack.on('end', resolve);
+    pack.on('error', reject);
+  });
   for (const s of sources) {
     if ('bytes' in s) {
-      await new Promise<void>((resolve, reject) => pack.entry(header(s.name, s.size), s.bytes, (err) => (err ? reject(err) : resolve())));
+      await new Promise<void>((resolve, reject) =>
+        pack.entry(header(s.name, s.size), s.bytes, (err) => (err ? reject(err) : resolve())),
+      );
       continue;
     }
     const hash = createHash('sha256');
     let seen = 0;
     await new Promise<void>((resolve, reject) => {
       const entry = pack.entry(header(s.name, s.size), (err) => (err ? reject(err) : resolve()));
-      const meter = new Transform({ transform(chunk: Buffer, _e, done) { hash.update(chunk); seen += chunk.length; done(null, chunk); } });
+      const meter = new Transform({
+        transform(chunk: Buffer, _e, done) {
+          hash.update(chunk);
+          seen += chunk.length;
+          done(null, chunk);
+        },
+      });
       const input = createReadStream(s.file, { start: 0, end: Math.max(0, s.size - 1) });
       input.on('error', reject);
-      if (s.size === 0) { input.destroy(); (entry as unknown as NodeJS.WritableStream).end(); return; }
+      if (s.size === 0) {
+        input.destroy();
+        (entry as unknown as NodeJS.WritableStream).end();
+        return;
+      }
       input.pipe(meter).pipe(entry as unknown as NodeJS.WritableStream);
     });
     const got = s.size === 0 ? sha256Of(Buffer.alloc(0)) : hash.digest('hex');
     if (seen !== s.size || got !== s.sha256) {
-      throw new Error(`${s.file} changed while the bundle was written (expected sha256 ${s.sha256}, ${s.size} bytes; read ${got}, ${seen} bytes)\n  fix: let whatever writes it finish, then bundle again`);
+      throw new Error(
+        `${s.file} changed while the bundle was written (expected sha256 ${s.sha256}, ${s.size} bytes; read ${got}, ${seen} bytes)\n  fix: let whatever writes it finish, then bundle again`,
+      );
     }
   }
   pack.finalize();

@@ -36,29 +36,50 @@ export function qemuArgFiles(qemuArgs: string[][]): string[] {
 
 /** qemu_args with each carried path (as `map` says) replaced by its copy; the rest of each argument kept byte for byte. */
 export function mapQemuArgPaths(qemuArgs: string[][], map: (p: string) => string): string[][] {
-  return qemuArgs.map((group) => group.map((arg) => {
-    if (arg.startsWith('/')) { const m = map(arg); if (m !== arg) return m; }
-    return arg.split(',').map((opt) => {
-      if (opt.startsWith('/')) return map(opt);
-      const eq = opt.indexOf('=');
-      if (eq > 0 && opt[eq + 1] === '/') return `${opt.slice(0, eq + 1)}${map(opt.slice(eq + 1))}`;
-      return opt;
-    }).join(',');
-  }));
+  return qemuArgs.map((group) =>
+    group.map((arg) => {
+      if (arg.startsWith('/')) {
+        const m = map(arg);
+        if (m !== arg) return m;
+      }
+      return arg
+        .split(',')
+        .map((opt) => {
+          if (opt.startsWith('/')) return map(opt);
+          const eq = opt.indexOf('=');
+          if (eq > 0 && opt[eq + 1] === '/') return `${opt.slice(0, eq + 1)}${map(opt.slice(eq + 1))}`;
+          return opt;
+        })
+        .join(',');
+    }),
+  );
 }
 
-export interface CarriedDownload { url: string; sha256: string; size: number; file: string }
+export interface CarriedDownload {
+  url: string;
+  sha256: string;
+  size: number;
+  file: string;
+}
 
 /**
  * Where fetchToCache (src/cache/download.ts) keeps a URL's download: `downloads/url-<sha256(url)[:24]>.json`
  * names its SHA-256, the file is `sha256-<hex>` (or, checked against another digest, `<algorithm>-<hex>`).
  */
-export function cachedDownload(url: string, cacheDir: string, checksum: string): { file: string; sha256: string } | undefined {
+export function cachedDownload(
+  url: string,
+  cacheDir: string,
+  checksum: string,
+): { file: string; sha256: string } | undefined {
   const dir = path.join(cacheDir, 'downloads');
   const index = path.join(dir, `url-${downloadUrlKey(url)}.json`);
   if (!existsSync(index)) return undefined;
   let sha256: string;
-  try { sha256 = (JSON.parse(readFileSync(index, 'utf8')) as { sha256: string }).sha256; } catch { return undefined; }
+  try {
+    sha256 = (JSON.parse(readFileSync(index, 'utf8')) as { sha256: string }).sha256;
+  } catch {
+    return undefined;
+  }
   if (!/^[0-9a-f]{64}$/.test(sha256)) return undefined;
   const candidates = [path.join(dir, `sha256-${sha256}`)];
   // Checked against another digest, the file is renamed to it (fetchToCache's alias).
@@ -77,7 +98,9 @@ export function templateDownloads(t: LoadedTemplate, cacheDir: string, templateN
       if (url === undefined || !isHttpUrl(url)) continue;
       const hit = cachedDownload(url, cacheDir, b.source.checksum);
       if (!hit) {
-        throw new Error(`${t.file}: builds[${i}].source.${field} ${url} is not in the download cache (${path.join(cacheDir, 'downloads')}), so the bundle cannot carry it\n  fix: run the recording build first (kiln build --record ${templateName}), which downloads it, with the same KILN_CACHE_DIR`);
+        throw new Error(
+          `${t.file}: builds[${i}].source.${field} ${url} is not in the download cache (${path.join(cacheDir, 'downloads')}), so the bundle cannot carry it\n  fix: run the recording build first (kiln build --record ${templateName}), which downloads it, with the same KILN_CACHE_DIR`,
+        );
       }
       out.set(url, { url, sha256: hit.sha256, size: statSync(hit.file).size, file: hit.file });
     }

@@ -11,7 +11,11 @@ import type { FieldProblem } from '../template/errors.js';
 import { resolveBuildPaths } from '../template/paths.js';
 import { qemuArgFiles } from './carried.js';
 
-export interface InputFile { abs: string; executable: boolean; size: number }
+export interface InputFile {
+  abs: string;
+  executable: boolean;
+  size: number;
+}
 
 function walk(p: string, out: Map<string, InputFile>): void {
   const st = statSync(p, { throwIfNoEntry: false });
@@ -45,7 +49,8 @@ export function commonRoot(files: string[]): string {
   if (!files.length) return '/';
   let root = path.dirname(files[0]!);
   for (const f of files) {
-    while (root !== '/' && !(f === root || f.startsWith(root.endsWith('/') ? root : `${root}/`))) root = path.dirname(root);
+    while (root !== '/' && !(f === root || f.startsWith(root.endsWith('/') ? root : `${root}/`)))
+      root = path.dirname(root);
   }
   return root;
 }

@@ -42,10 +42,15 @@ export interface LoadedBundle extends Omit<OpenedBundle, 'template'> {
 export async function loadBundle(file: string, o: LoadBundleOptions): Promise<LoadedBundle> {
   const opened = await openBundle(path.resolve(file), o.cacheDir, { sha256: o.sha256 });
   const map = carriedPathMap(opened);
-  const t = loadTemplate(opened.template, {
-    vars: [...(opened.manifest.vars ?? []), ...(o.vars ?? [])],
-    varFiles: [...opened.varFiles, ...(o.varFiles ?? [])], env: o.env ?? {},
-  }, { cacheDir: o.cacheDir, only: o.only, mapPath: map });
+  const t = loadTemplate(
+    opened.template,
+    {
+      vars: [...(opened.manifest.vars ?? []), ...(o.vars ?? [])],
+      varFiles: [...opened.varFiles, ...(o.varFiles ?? [])],
+      env: o.env ?? {},
+    },
+    { cacheDir: o.cacheDir, only: o.only, mapPath: map },
+  );
   relocateOutputs(t, opened, o.cwd ?? process.cwd());
   useCarriedDownloads(t, opened);
   for (const b of t.template.builds) b.source.qemu_args = mapQemuArgPaths(b.source.qemu_args, map);
@@ -74,7 +79,9 @@ export function carriedPathMap(b: Pick<OpenedBundle, 'manifest' | 'treeRoot'>): 
       // Never out of the tree, whatever the path says.
       if (real !== realTree && !real.startsWith(realTree + path.sep)) return p;
       return candidate;
-    } catch { return p; }
+    } catch {
+      return p;
+    }
   };
 }
 

@@ -42,22 +42,43 @@ export interface MadeBundle extends WrittenBundle {
 
 export async function makeBundle(t: LoadedTemplate, o: MakeBundleOptions): Promise<MadeBundle> {
   const name = o.templateName ?? t.file;
-  const sensitive = (o.vars ?? []).map((v) => v.slice(0, v.indexOf('=') < 0 ? v.length : v.indexOf('='))).filter((n) => t.variables.sensitive.has(n));
+  const sensitive = (o.vars ?? [])
+    .map((v) => v.slice(0, v.indexOf('=') < 0 ? v.length : v.indexOf('=')))
+    .filter((n) => t.variables.sensitive.has(n));
   if (sensitive.length) {
-    throw new RecordingRefused(`--var ${sensitive.join(', ')}: ${sensitive.length > 1 ? 'these variables are' : 'the variable is'} sensitive, and a bundle stores --var values in its manifest, readable by anyone who holds the bundle\n  fix: give ${sensitive.length > 1 ? 'them' : 'it'} in a var-file (--var-file; the bundle then carries that file, by your choice), or leave ${sensitive.length > 1 ? 'them' : 'it'} out here and pass --var again to the offline build`);
+    throw new RecordingRefused(
+      `--var ${sensitive.join(', ')}: ${sensitive.length > 1 ? 'these variables are' : 'the variable is'} sensitive, and a bundle stores --var values in its manifest, readable by anyone who holds the bundle\n  fix: give ${sensitive.length > 1 ? 'them' : 'it'} in a var-file (--var-file; the bundle then carries that file, by your choice), or leave ${sensitive.length > 1 ? 'them' : 'it'} out here and pass --var again to the offline build`,
+    );
   }
   const recordingDir = o.recording ? path.resolve(o.recording) : recordingDirFor(o.cacheDir, t.file);
-  checkRecordingUsable(recordingDir, name, t.template.builds.map((b) => b.name));
+  checkRecordingUsable(
+    recordingDir,
+    name,
+    t.template.builds.map((b) => b.name),
+  );
   const store = new PackageStore(recordingDir);
   let validUntil: ReleaseValidity | undefined;
   if (!o.allowExpired) validUntil = checkValidUntil(store, name, o.now)[0];
-  if (!store.size) o.log?.(`no recording for ${name} in ${recordingDir}: the bundle holds no packages (fine for a build that fetches nothing; else run kiln build --record ${name} first)`);
+  if (!store.size)
+    o.log?.(
+      `no recording for ${name} in ${recordingDir}: the bundle holds no packages (fine for a build that fetches nothing; else run kiln build --record ${name} first)`,
+    );
   const downloads = templateDownloads(t, o.cacheDir, name);
   let kilnTarball: string | undefined;
   if (o.withKiln) {
     o.log?.('packing kiln with its dependencies (npm pack)');
     kilnTarball = await packKiln(o.cacheDir);
   }
-  const w = await writeBundle({ template: t, varFiles: o.varFiles, recordingDir, kilnTarball, output: o.output, cacheDir: o.cacheDir, force: o.force, vars: o.vars, downloads });
+  const w = await writeBundle({
+    template: t,
+    varFiles: o.varFiles,
+    recordingDir,
+    kilnTarball,
+    output: o.output,
+    cacheDir: o.cacheDir,
+    force: o.force,
+    vars: o.vars,
+    downloads,
+  });
   return { ...w, recordingDir, validUntil, withKiln: Boolean(kilnTarball) };
 }

@@ -11,7 +11,12 @@ import path from 'node:path';
 
 export const RECORDING_STATUS_FILE = 'recording.json';
 
-export interface RecordedBuild { name: string; ok: boolean; failedStep?: string; error?: string }
+export interface RecordedBuild {
+  name: string;
+  ok: boolean;
+  failedStep?: string;
+  error?: string;
+}
 
 export interface RecordingStatus {
   version: 1;
@@ -46,7 +51,9 @@ export function readRecordingStatus(dir: string): RecordingStatus | undefined {
   try {
     const s = JSON.parse(readFileSync(file, 'utf8')) as RecordingStatus;
     return s && s.version === 1 && typeof s.ok === 'boolean' && Array.isArray(s.builds) ? s : undefined;
-  } catch { return undefined; }
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -61,16 +68,27 @@ export function checkRecordingUsable(dir: string, template: string, builds: stri
   const again = `kiln build --record ${template}`;
   if (!status) {
     if (!indexed && !existsSync(path.join(dir, RECORDING_STATUS_FILE))) return;
-    throw new RecordingRefused(`the recording in ${dir} has no finished status: its kiln build --record was killed, is still running, or was made by a kiln that did not record one, so it may lack fetches\n  fix: let the recording build finish, or record again: ${again}`);
+    throw new RecordingRefused(
+      `the recording in ${dir} has no finished status: its kiln build --record was killed, is still running, or was made by a kiln that did not record one, so it may lack fetches\n  fix: let the recording build finish, or record again: ${again}`,
+    );
   }
   if (status.ok) {
     const missing = builds.filter((b) => !status.builds.some((r) => r.name === b));
     if (!missing.length) return;
-    throw new RecordingRefused(`the recording in ${dir} covers ${status.builds.map((b) => `"${b.name}"`).join(', ') || 'no build'} only; the template's ${missing.map((b) => `"${b}"`).join(', ')} ${missing.length > 1 ? 'were' : 'was'} not recorded, so an offline build of ${missing.length > 1 ? 'them' : 'it'} would miss ${missing.length > 1 ? 'their' : 'its'} fetches\n  fix: record every build in one run: ${again} (without --only/--except)`);
+    throw new RecordingRefused(
+      `the recording in ${dir} covers ${status.builds.map((b) => `"${b.name}"`).join(', ') || 'no build'} only; the template's ${missing.map((b) => `"${b}"`).join(', ')} ${missing.length > 1 ? 'were' : 'was'} not recorded, so an offline build of ${missing.length > 1 ? 'them' : 'it'} would miss ${missing.length > 1 ? 'their' : 'its'} fetches\n  fix: record every build in one run: ${again} (without --only/--except)`,
+    );
   }
   const failed = status.builds.filter((b) => !b.ok);
   const which = failed.length
-    ? failed.map((b) => `build "${b.name}" failed${b.failedStep ? ` at "${b.failedStep}"` : ''}${b.error ? ` (${b.error.split('\n')[0]})` : ''}`).join('; ')
+    ? failed
+        .map(
+          (b) =>
+            `build "${b.name}" failed${b.failedStep ? ` at "${b.failedStep}"` : ''}${b.error ? ` (${b.error.split('\n')[0]})` : ''}`,
+        )
+        .join('; ')
     : `the run stopped: ${status.stopped ?? 'no build finished'}`;
-  throw new RecordingRefused(`the recording in ${dir} is of a failed build: ${which}. It lacks what the build never got to fetch, so a bundle of it would fail offline\n  fix: make the build succeed, then record again: ${again}`);
+  throw new RecordingRefused(
+    `the recording in ${dir} is of a failed build: ${which}. It lacks what the build never got to fetch, so a bundle of it would fail offline\n  fix: make the build succeed, then record again: ${again}`,
+  );
 }

@@ -31,15 +31,24 @@ export const isAirgapped = (o: AirgapOptions): boolean => Boolean(o.record || o.
 /** Throws AirgapUsageError for options that do not go together. */
 export function checkAirgapOptions(t: LoadedTemplate, o: AirgapOptions): void {
   if (o.record && (o.bundle || o.offline)) {
-    throw new AirgapUsageError('record fetches through the network and cannot be combined with a bundle or offline\n  fix: record on a connected machine (kiln build --record TEMPLATE), then bundle and build offline from the bundle');
+    throw new AirgapUsageError(
+      'record fetches through the network and cannot be combined with a bundle or offline\n  fix: record on a connected machine (kiln build --record TEMPLATE), then bundle and build offline from the bundle',
+    );
   }
   if (o.bundle && o.bundle.template !== t) {
-    throw new AirgapUsageError(`the template given is not the bundle's (${o.bundle.file}): a bundle builds its own template\n  fix: build loadBundle()'s template (kiln build --bundle FILE, without a template)`);
+    throw new AirgapUsageError(
+      `the template given is not the bundle's (${o.bundle.file}): a bundle builds its own template\n  fix: build loadBundle()'s template (kiln build --bundle FILE, without a template)`,
+    );
   }
 }
 
 /** What a build run reports, as far as the recording's status needs it. */
-export interface RunOutcome { build: string; ok: boolean; failedStep?: string; error?: Error }
+export interface RunOutcome {
+  build: string;
+  ok: boolean;
+  failedStep?: string;
+  error?: Error;
+}
 
 export interface AirgapRunOptions extends AirgapOptions {
   cacheDir: string;
@@ -59,24 +68,49 @@ export interface AirgapRunContext {
   noCache: boolean;
 }
 
-export async function runAirgapped<R extends RunOutcome>(t: LoadedTemplate, o: AirgapRunOptions, run: (c: AirgapRunContext) => Promise<R[]>): Promise<R[]> {
+export async function runAirgapped<R extends RunOutcome>(
+  t: LoadedTemplate,
+  o: AirgapRunOptions,
+  run: (c: AirgapRunContext) => Promise<R[]>,
+): Promise<R[]> {
   checkAirgapOptions(t, o);
   const stop = new AbortController();
   const onOuter = () => stop.abort(o.signal?.reason);
-  if (o.signal?.aborted) onOuter(); else o.signal?.addEventListener('abort', onOuter, { once: true });
+  if (o.signal?.aborted) onOuter();
+  else o.signal?.addEventListener('abort', onOuter, { once: true });
   let fatal: Error | undefined;
-  const onFatal = (e: Error) => { if (!stop.signal.aborted) { fatal = e; stop.abort(e); } };
+  const onFatal = (e: Error) => {
+    if (!stop.signal.aborted) {
+      fatal = e;
+      stop.abort(e);
+    }
+  };
   let session: AirgapSession;
-  const recordDir = o.record ? (typeof o.record === 'string' ? path.resolve(o.record) : recordingDirFor(o.cacheDir, t.file)) : undefined;
+  const recordDir = o.record
+    ? typeof o.record === 'string'
+      ? path.resolve(o.record)
+      : recordingDirFor(o.cacheDir, t.file)
+    : undefined;
   if (recordDir) {
-    o.log(`recording the guest's downloads into ${recordDir} (the layer cache is not used: a cached layer would skip the fetches a recording needs)`, 'info');
+    o.log(
+      `recording the guest's downloads into ${recordDir} (the layer cache is not used: a cached layer would skip the fetches a recording needs)`,
+      'info',
+    );
     session = await startAirgapSession({ mode: 'record', storeDir: recordDir, offline: false, onFatal, log: o.log });
   } else {
     const b = o.bundle;
-    if (b) o.log(`offline build from bundle ${b.file} (sha256 ${b.sha256}${b.pinned ? ', as pinned' : ''}): ${b.unpacked ? `${b.manifest.members.length + 1} members verified` : 'unpacked before, reused'}, ${b.manifest.packages} recorded responses`, 'info');
+    if (b)
+      o.log(
+        `offline build from bundle ${b.file} (sha256 ${b.sha256}${b.pinned ? ', as pinned' : ''}): ${b.unpacked ? `${b.manifest.members.length + 1} members verified` : 'unpacked before, reused'}, ${b.manifest.packages} recorded responses`,
+        'info',
+      );
     session = await startAirgapSession({
-      mode: 'replay', storeDir: b?.manifest.packages ? b.packagesDir : undefined, blobsDir: b?.blobsDir,
-      offline: Boolean(o.offline), onFatal, log: o.log,
+      mode: 'replay',
+      storeDir: b?.manifest.packages ? b.packagesDir : undefined,
+      blobsDir: b?.blobsDir,
+      offline: Boolean(o.offline),
+      onFatal,
+      log: o.log,
     });
   }
   const mask = o.mask ?? ((s: string) => s);
@@ -87,10 +121,23 @@ export async function runAirgapped<R extends RunOutcome>(t: LoadedTemplate, o: A
   } finally {
     o.signal?.removeEventListener('abort', onOuter);
     const ok = results.length === o.selected && results.every((r) => r.ok) && !stop.signal.aborted;
-    const stopped = fatal ? mask(fatal.message.split('\n')[0]!) : stop.signal.aborted ? 'interrupted' : results.length < o.selected ? 'not every selected build ran' : undefined;
+    const stopped = fatal
+      ? mask(fatal.message.split('\n')[0]!)
+      : stop.signal.aborted
+        ? 'interrupted'
+        : results.length < o.selected
+          ? 'not every selected build ran'
+          : undefined;
     await session.close({
-      ok, template: t.file, ...(stopped ? { stopped } : {}),
-      builds: results.map((r) => ({ name: r.build, ok: r.ok, ...(r.failedStep ? { failedStep: r.failedStep } : {}), ...(r.error ? { error: mask(r.error.message.split('\n')[0]!) } : {}) })),
+      ok,
+      template: t.file,
+      ...(stopped ? { stopped } : {}),
+      builds: results.map((r) => ({
+        name: r.build,
+        ok: r.ok,
+        ...(r.failedStep ? { failedStep: r.failedStep } : {}),
+        ...(r.error ? { error: mask(r.error.message.split('\n')[0]!) } : {}),
+      })),
     });
   }
 }

@@ -29,7 +29,13 @@ export interface AirgapSessionOptions {
 }
 
 export interface AirgapSession {
-  network: { proxyHostPort: number; guestProxy: { ip: string; port: number }; offline: boolean; httpIp: string; replayed: () => { url: string; sha256: string }[] };
+  network: {
+    proxyHostPort: number;
+    guestProxy: { ip: string; port: number };
+    offline: boolean;
+    httpIp: string;
+    replayed: () => { url: string; sha256: string }[];
+  };
   proxy: PackageProxy;
   /**
    * Stops the proxy; recording, writes the index and then the run's status (`outcome`; none: not ok),
@@ -45,18 +51,31 @@ export async function startAirgapSession(o: AirgapSessionOptions): Promise<Airga
   if (o.mode === 'record' && o.storeDir) beginRecording(o.storeDir);
   const store = o.storeDir ? new PackageStore(o.storeDir, o.blobsDir) : new PackageStore('/nonexistent-kiln-empty-set');
   const proxy = new PackageProxy(o.mode, store, {
-    onMiss: (url) => { o.log(`package proxy: ${url} is not in the recorded set`, 'warn'); o.onFatal(new AirgapMissError(url)); },
+    onMiss: (url) => {
+      o.log(`package proxy: ${url} is not in the recorded set`, 'warn');
+      o.onFatal(new AirgapMissError(url));
+    },
     onRefused: (what, why) => o.log(`package proxy refused ${what}: ${why}`, 'warn'),
     onFatal: (e) => o.onFatal(e),
     kilnHosts: [...KILN_GUEST_HOSTS],
   });
   const port = await proxy.listen('127.0.0.1');
   return {
-    network: { proxyHostPort: port, guestProxy: { ...GUEST_PROXY }, offline: o.offline, httpIp: OFFLINE_HTTP_IP, replayed: () => [...proxy.served] },
+    network: {
+      proxyHostPort: port,
+      guestProxy: { ...GUEST_PROXY },
+      offline: o.offline,
+      httpIp: OFFLINE_HTTP_IP,
+      replayed: () => [...proxy.served],
+    },
     proxy,
     close: async (outcome) => {
       await proxy.close();
-      if (o.mode === 'record' && o.storeDir) finishRecording(o.storeDir, outcome ?? { ok: false, template: '', builds: [], stopped: 'the session closed without an outcome' });
+      if (o.mode === 'record' && o.storeDir)
+        finishRecording(
+          o.storeDir,
+          outcome ?? { ok: false, template: '', builds: [], stopped: 'the session closed without an outcome' },
+        );
     },
   };
 }
@@ -64,6 +83,8 @@ export async function startAirgapSession(o: AirgapSessionOptions): Promise<Airga
 /** Why the build stopped: the guest asked for something the bundle does not hold. */
 export class AirgapMissError extends Error {
   constructor(readonly url: string) {
-    super(`the guest fetched ${url}, which the bundle's recorded package set does not hold\n  fix: record the build again on a connected machine (kiln build --record TEMPLATE), then write the bundle again (kiln bundle TEMPLATE -o FILE)`);
+    super(
+      `the guest fetched ${url}, which the bundle's recorded package set does not hold\n  fix: record the build again on a connected machine (kiln build --record TEMPLATE), then write the bundle again (kiln bundle TEMPLATE -o FILE)`,
+    );
   }
 }

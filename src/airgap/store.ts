@@ -18,10 +18,21 @@ export interface RecordedResponse {
   size: number;
 }
 
-export interface RecordingIndex { version: 1; responses: RecordedResponse[] }
+export interface RecordingIndex {
+  version: 1;
+  responses: RecordedResponse[];
+}
 
 /** Headers kept from the upstream answer; hop-by-hop and length headers are kiln's own on replay. */
-export const keptHeaders = ['content-type', 'last-modified', 'etag', 'content-encoding', 'cache-control', 'expires', 'location'];
+export const keptHeaders = [
+  'content-type',
+  'last-modified',
+  'etag',
+  'content-encoding',
+  'cache-control',
+  'expires',
+  'location',
+];
 
 /** A recorded body's name: its SHA-256 in hex, nothing else (never a path). */
 export const SHA256_HEX = /^[0-9a-f]{64}$/;
@@ -37,8 +48,16 @@ export class IndexError extends Error {}
  * characters) and sha256 (64 hex digits: a blob's name, never a path). `where` names the file in errors.
  */
 export function validateIndex(parsed: unknown, where: string): RecordingIndex {
-  const bad = (what: string) => new IndexError(`${where}: ${what}\n  fix: the recording is damaged or was altered; record the build again (kiln build --record) and write the bundle again`);
-  if (!parsed || typeof parsed !== 'object' || (parsed as RecordingIndex).version !== 1 || !Array.isArray((parsed as RecordingIndex).responses)) {
+  const bad = (what: string) =>
+    new IndexError(
+      `${where}: ${what}\n  fix: the recording is damaged or was altered; record the build again (kiln build --record) and write the bundle again`,
+    );
+  if (
+    !parsed ||
+    typeof parsed !== 'object' ||
+    (parsed as RecordingIndex).version !== 1 ||
+    !Array.isArray((parsed as RecordingIndex).responses)
+  ) {
     throw bad('not a version 1 index of recorded responses ({"version": 1, "responses": [...]})');
   }
   const responses = (parsed as RecordingIndex).responses as unknown[];
@@ -47,16 +66,27 @@ export function validateIndex(parsed: unknown, where: string): RecordingIndex {
     const e = r as Partial<RecordedResponse> | null;
     const name = `responses[${i}]${e && typeof e.url === 'string' ? ` (${JSON.stringify(e.url.slice(0, 200))})` : ''}`;
     if (!e || typeof e !== 'object') throw bad(`${name} is not an object`);
-    if (typeof e.url !== 'string' || !/^http:\/\/[^\s\u0000-\u001f\u007f]+$/i.test(e.url)) throw bad(`${name}: url must be an absolute http:// URL without spaces or control characters`);
+    if (typeof e.url !== 'string' || !/^http:\/\/[^\s\u0000-\u001f\u007f]+$/i.test(e.url))
+      throw bad(`${name}: url must be an absolute http:// URL without spaces or control characters`);
     if (seen.has(e.url)) throw bad(`${name}: the URL is listed twice`);
     seen.add(e.url);
-    if (!Number.isInteger(e.status) || (e.status as number) < 100 || (e.status as number) > 999) throw bad(`${name}: status ${JSON.stringify(e.status)} is not an HTTP status (an integer 100-999)`);
-    if (typeof e.sha256 !== 'string' || !SHA256_HEX.test(e.sha256)) throw bad(`${name}: sha256 ${JSON.stringify(e.sha256)} is not 64 lower-case hex digits (a recorded body is named by its digest, never by a path)`);
-    if (!Number.isSafeInteger(e.size) || (e.size as number) < 0) throw bad(`${name}: size ${JSON.stringify(e.size)} is not a byte count`);
-    if (!e.headers || typeof e.headers !== 'object' || Array.isArray(e.headers)) throw bad(`${name}: headers must be an object of strings`);
+    if (!Number.isInteger(e.status) || (e.status as number) < 100 || (e.status as number) > 999)
+      throw bad(`${name}: status ${JSON.stringify(e.status)} is not an HTTP status (an integer 100-999)`);
+    if (typeof e.sha256 !== 'string' || !SHA256_HEX.test(e.sha256))
+      throw bad(
+        `${name}: sha256 ${JSON.stringify(e.sha256)} is not 64 lower-case hex digits (a recorded body is named by its digest, never by a path)`,
+      );
+    if (!Number.isSafeInteger(e.size) || (e.size as number) < 0)
+      throw bad(`${name}: size ${JSON.stringify(e.size)} is not a byte count`);
+    if (!e.headers || typeof e.headers !== 'object' || Array.isArray(e.headers))
+      throw bad(`${name}: headers must be an object of strings`);
     for (const [k, v] of Object.entries(e.headers)) {
-      if (!HEADER_NAME.test(k) || !keptHeaders.includes(k)) throw bad(`${name}: header ${JSON.stringify(k)} is not one kiln records (${keptHeaders.join(', ')})`);
-      if (typeof v !== 'string' || !HEADER_VALUE.test(v)) throw bad(`${name}: header ${k}'s value ${JSON.stringify(v).slice(0, 200)} is not a string free of control characters (CR LF would split the response)`);
+      if (!HEADER_NAME.test(k) || !keptHeaders.includes(k))
+        throw bad(`${name}: header ${JSON.stringify(k)} is not one kiln records (${keptHeaders.join(', ')})`);
+      if (typeof v !== 'string' || !HEADER_VALUE.test(v))
+        throw bad(
+          `${name}: header ${k}'s value ${JSON.stringify(v).slice(0, 200)} is not a string free of control characters (CR LF would split the response)`,
+        );
     }
   });
   return parsed as RecordingIndex;
@@ -74,29 +104,55 @@ export class PackageStore {
     const index = path.join(dir, 'index.json');
     if (existsSync(index)) {
       let parsed: unknown;
-      try { parsed = JSON.parse(readFileSync(index, 'utf8')); } catch (e) { throw new IndexError(`${index}: not JSON (${(e as Error).message})\n  fix: the recording is damaged; record the build again (kiln build --record)`); }
+      try {
+        parsed = JSON.parse(readFileSync(index, 'utf8'));
+      } catch (e) {
+        throw new IndexError(
+          `${index}: not JSON (${(e as Error).message})\n  fix: the recording is damaged; record the build again (kiln build --record)`,
+        );
+      }
       for (const r of validateIndex(parsed, index).responses) this.byUrl.set(r.url, r);
     }
   }
 
-  static indexFile(dir: string): string { return path.join(dir, 'index.json'); }
+  static indexFile(dir: string): string {
+    return path.join(dir, 'index.json');
+  }
   blobPath(sha256: string): string {
     // Validated at load; checked again here so no caller can turn a digest into a path outside blobs/.
-    if (!SHA256_HEX.test(sha256)) throw new IndexError(`"${sha256.slice(0, 80)}" is not a sha256 digest: refusing to read it as a recorded body`);
+    if (!SHA256_HEX.test(sha256))
+      throw new IndexError(`"${sha256.slice(0, 80)}" is not a sha256 digest: refusing to read it as a recorded body`);
     return path.join(this.blobsDir, sha256);
   }
-  get size(): number { return this.byUrl.size; }
-  lookup(url: string): RecordedResponse | undefined { return this.byUrl.get(url); }
-  responses(): RecordedResponse[] { return [...this.byUrl.values()].sort((a, b) => (a.url < b.url ? -1 : a.url > b.url ? 1 : 0)); }
+  get size(): number {
+    return this.byUrl.size;
+  }
+  lookup(url: string): RecordedResponse | undefined {
+    return this.byUrl.get(url);
+  }
+  responses(): RecordedResponse[] {
+    return [...this.byUrl.values()].sort((a, b) => (a.url < b.url ? -1 : a.url > b.url ? 1 : 0));
+  }
 
   /** Streams a body into the store (hashing as it goes); a partial body never lands (temp file + rename). */
-  async add(url: string, status: number, headers: Record<string, string>, body: Readable, tee?: (chunk: Buffer) => void): Promise<RecordedResponse> {
+  async add(
+    url: string,
+    status: number,
+    headers: Record<string, string>,
+    body: Readable,
+    tee?: (chunk: Buffer) => void,
+  ): Promise<RecordedResponse> {
     mkdirSync(this.blobsDir, { recursive: true });
     const tmp = path.join(this.blobsDir, `.partial-${randomBytes(6).toString('hex')}`);
     const hash = createHash('sha256');
     let size = 0;
     const meter = new Transform({
-      transform(chunk: Buffer, _enc, done) { hash.update(chunk); size += chunk.length; tee?.(chunk); done(null, chunk); },
+      transform(chunk: Buffer, _enc, done) {
+        hash.update(chunk);
+        size += chunk.length;
+        tee?.(chunk);
+        done(null, chunk);
+      },
     });
     try {
       await pipeline(body, meter, createWriteStream(tmp));
@@ -106,7 +162,8 @@ export class PackageStore {
     }
     const sha256 = hash.digest('hex');
     const blob = this.blobPath(sha256);
-    if (existsSync(blob)) rmSync(tmp); else renameSync(tmp, blob);
+    if (existsSync(blob)) rmSync(tmp);
+    else renameSync(tmp, blob);
     const record: RecordedResponse = { url, status, headers, sha256, size };
     this.byUrl.set(url, record);
     return record;

@@ -8,7 +8,13 @@ import { lstatSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } fr
 import path from 'node:path';
 import { isAlive } from '../util/pid.js';
 
-export interface UnpackedBundle { sha256: string; dir: string; bytes: number; lastUsed: Date; inUse: boolean }
+export interface UnpackedBundle {
+  sha256: string;
+  dir: string;
+  bytes: number;
+  lastUsed: Date;
+  inUse: boolean;
+}
 
 export const bundlesDirOf = (cacheDir: string) => path.join(cacheDir, 'airgap', 'bundles');
 
@@ -23,7 +29,11 @@ export function markBundleInUse(dir: string): void {
 
 function inUse(dir: string): boolean {
   let pids: string[] = [];
-  try { pids = readdirSync(path.join(dir, 'users')); } catch { return false; }
+  try {
+    pids = readdirSync(path.join(dir, 'users'));
+  } catch {
+    return false;
+  }
   return pids.some((p) => /^\d+$/.test(p) && isAlive(Number(p)));
 }
 
@@ -34,7 +44,10 @@ function diskBytes(dir: string, seen = new Set<string>()): number {
     const p = path.join(dir, name);
     const st = lstatSync(p);
     if (st.isDirectory()) total += diskBytes(p, seen);
-    else if (!seen.has(`${st.dev}:${st.ino}`)) { seen.add(`${st.dev}:${st.ino}`); total += st.size; }
+    else if (!seen.has(`${st.dev}:${st.ino}`)) {
+      seen.add(`${st.dev}:${st.ino}`);
+      total += st.size;
+    }
   }
   return total;
 }
@@ -43,7 +56,11 @@ function diskBytes(dir: string, seen = new Set<string>()): number {
 export function listUnpackedBundles(cacheDir: string): UnpackedBundle[] {
   const root = bundlesDirOf(cacheDir);
   let names: string[] = [];
-  try { names = readdirSync(root); } catch { return []; }
+  try {
+    names = readdirSync(root);
+  } catch {
+    return [];
+  }
   const out: UnpackedBundle[] = [];
   for (const name of names) {
     const dir = path.join(root, name);
@@ -52,7 +69,11 @@ export function listUnpackedBundles(cacheDir: string): UnpackedBundle[] {
     if (partial && isAlive(Number(partial[1]))) continue;
     if (!partial && !/^[0-9a-f]{64}$/.test(name)) continue;
     let lastUsed: Date;
-    try { lastUsed = statSync(path.join(dir, '.complete')).mtime; } catch { lastUsed = new Date(0); }
+    try {
+      lastUsed = statSync(path.join(dir, '.complete')).mtime;
+    } catch {
+      lastUsed = new Date(0);
+    }
     out.push({ sha256: name, dir, bytes: diskBytes(dir), lastUsed, inUse: !partial && inUse(dir) });
   }
   return out.sort((a, b) => a.lastUsed.getTime() - b.lastUsed.getTime());

@@ -10,7 +10,10 @@ import { gunzipSync } from 'node:zlib';
 import { readFileSync } from 'node:fs';
 import type { PackageStore, RecordedResponse } from './store.js';
 
-export interface ReleaseValidity { url: string; validUntil: Date }
+export interface ReleaseValidity {
+  url: string;
+  validUntil: Date;
+}
 
 /** The Valid-Until field of a Release or InRelease text (clear-signed or not), or undefined. */
 export function parseValidUntil(text: string): Date | undefined {
@@ -25,7 +28,11 @@ export const isReleaseUrl = (url: string): boolean => /\/(In)?Release$/.test(url
 
 function body(store: PackageStore, r: RecordedResponse): string {
   const raw = readFileSync(store.blobPath(r.sha256));
-  try { return (r.headers['content-encoding'] === 'gzip' ? gunzipSync(raw) : raw).toString('latin1'); } catch { return raw.toString('latin1'); }
+  try {
+    return (r.headers['content-encoding'] === 'gzip' ? gunzipSync(raw) : raw).toString('latin1');
+  } catch {
+    return raw.toString('latin1');
+  }
 }
 
 /** Every recorded Release/InRelease with a Valid-Until, earliest first. */
@@ -47,7 +54,9 @@ export function checkValidUntil(store: PackageStore, template: string, now = new
   const expired = all.filter((v) => v.validUntil.getTime() <= now.getTime());
   if (expired.length) {
     const first = expired[0]!;
-    throw new ExpiredRecordingError(`the recording is older than its mirror allows: ${first.url} says Valid-Until ${first.validUntil.toUTCString()}${expired.length > 1 ? ` (and ${expired.length - 1} more Release file${expired.length > 2 ? 's' : ''})` : ''}, and apt in the offline guest would refuse it as expired\n  fix: record again (kiln build --record ${template}), then bundle; a site whose guests set Acquire::Check-Valid-Until "false" (its own choice, not kiln's) can bundle it anyway with --allow-expired`);
+    throw new ExpiredRecordingError(
+      `the recording is older than its mirror allows: ${first.url} says Valid-Until ${first.validUntil.toUTCString()}${expired.length > 1 ? ` (and ${expired.length - 1} more Release file${expired.length > 2 ? 's' : ''})` : ''}, and apt in the offline guest would refuse it as expired\n  fix: record again (kiln build --record ${template}), then bundle; a site whose guests set Acquire::Check-Valid-Until "false" (its own choice, not kiln's) can bundle it anyway with --allow-expired`,
+    );
   }
   return all;
 }

@@ -28,7 +28,12 @@ export interface InputFile {
  * inside are followed and version-control folders left out (what Ansible, Puppet and the layer key
  * read); otherwise as an upload walks a folder: links inside left out, everything else sent.
  */
-function filesUnder(p: string, follow: boolean, seen: Set<string> = new Set(), top = true): { abs: string; rel: string }[] {
+function filesUnder(
+  p: string,
+  follow: boolean,
+  seen: Set<string> = new Set(),
+  top = true,
+): { abs: string; rel: string }[] {
   const st = follow || top ? statSync(p, { throwIfNoEntry: false }) : lstatSync(p);
   if (!st) return [];
   if (st.isFile()) return [{ abs: p, rel: '' }];
@@ -39,14 +44,19 @@ function filesUnder(p: string, follow: boolean, seen: Set<string> = new Set(), t
   const out: { abs: string; rel: string }[] = [];
   for (const name of readdirSync(p).sort()) {
     if (follow && (name === '.git' || name === '.hg' || name === '.svn')) continue;
-    for (const f of filesUnder(path.join(p, name), follow, seen, false)) out.push({ abs: f.abs, rel: f.rel ? path.posix.join(name, f.rel) : name });
+    for (const f of filesUnder(path.join(p, name), follow, seen, false))
+      out.push({ abs: f.abs, rel: f.rel ? path.posix.join(name, f.rel) : name });
   }
   return out;
 }
 
 /** What a provisioner reads on the host, as its kind lists it (with where each file lands in the guest). */
-function provisionerFiles(p: Provisioner): { role: string; host: string; guest?: (rel: string) => string; follow: boolean }[] {
-  return kindOf(p).hostInputs(p).map((i) => ({ role: i.role, host: i.path, guest: i.guest, follow: i.follow }));
+function provisionerFiles(
+  p: Provisioner,
+): { role: string; host: string; guest?: (rel: string) => string; follow: boolean }[] {
+  return kindOf(p)
+    .hostInputs(p)
+    .map((i) => ({ role: i.role, host: i.path, guest: i.guest, follow: i.follow }));
 }
 
 /**
@@ -54,7 +64,13 @@ function provisionerFiles(p: Provisioner): { role: string; host: string; guest?:
  * directories are left out (a playbook folder may hold them).
  */
 export async function buildInputFiles(build: BuildConfig): Promise<InputFile[]> {
-  const wanted: { role: string; provisioner?: number; host: string; guest?: (rel: string) => string; follow: boolean }[] = [];
+  const wanted: {
+    role: string;
+    provisioner?: number;
+    host: string;
+    guest?: (rel: string) => string;
+    follow: boolean;
+  }[] = [];
   // Optional chaining: the unit tests' stub builds carry only some fields.
   const s = build.source as BuildConfig['source'] | undefined;
   if (s?.http_directory) wanted.push({ role: 'http_directory', host: s.http_directory, follow: true });
@@ -64,7 +80,9 @@ export async function buildInputFiles(build: BuildConfig): Promise<InputFile[]> 
     if (!appliesTo(p, build.name)) return;
     for (const w of provisionerFiles(p)) wanted.push({ ...w, provisioner: i + 1 });
   });
-  const outputs = [build.output_directory, ...(build.outputs ?? []).map((o) => o.directory)].filter((d): d is string => d !== undefined).map((d) => d + path.sep);
+  const outputs = [build.output_directory, ...(build.outputs ?? []).map((o) => o.directory)]
+    .filter((d): d is string => d !== undefined)
+    .map((d) => d + path.sep);
   const seen = new Set<string>();
   const files: InputFile[] = [];
   for (const w of wanted) {
@@ -74,7 +92,14 @@ export async function buildInputFiles(build: BuildConfig): Promise<InputFile[]> 
       const id = `${w.role}\0${w.provisioner}\0${f.abs}\0${guestPath}`;
       if (seen.has(id)) continue;
       seen.add(id);
-      files.push({ role: w.role, provisioner: w.provisioner, hostPath: f.abs, guestPath, size: statSync(f.abs).size, ...(await fileDigests(f.abs, ['sha256', 'sha1'])) });
+      files.push({
+        role: w.role,
+        provisioner: w.provisioner,
+        hostPath: f.abs,
+        guestPath,
+        size: statSync(f.abs).size,
+        ...(await fileDigests(f.abs, ['sha256', 'sha1'])),
+      });
     }
   }
   return files;

@@ -36,9 +36,17 @@ export interface GceTarballOptions {
 /** The GNU tar command line (run in the directory holding disk.raw). */
 export function gceTarArgs(archive: string): string[] {
   return [
-    '--format=oldgnu', '--sparse', '--gzip', '--create',
-    '--owner=0', '--group=0', '--numeric-owner', '--mode=0644',
-    '--file', archive, 'disk.raw',
+    '--format=oldgnu',
+    '--sparse',
+    '--gzip',
+    '--create',
+    '--owner=0',
+    '--group=0',
+    '--numeric-owner',
+    '--mode=0644',
+    '--file',
+    archive,
+    'disk.raw',
   ];
 }
 
@@ -50,11 +58,22 @@ export async function writeGceTarball(opts: GceTarballOptions): Promise<{ size: 
   return writeAtomically(what, opts.out, async (workDir, partial) => {
     const raw = path.join(workDir, 'disk.raw');
     await step(what, opts.out, 'converting the disk to raw (qemu-img convert)', () =>
-      tools.convert(opts.source, opts.sourceFormat, raw, 'raw', { onProgress: progress.phase(0, 60), signal: opts.signal }));
-    const { virtualSize } = await step(what, opts.out, 'reading disk.raw (qemu-img info)', () => tools.imageInfo(raw, 'raw', false, opts.signal));
+      tools.convert(opts.source, opts.sourceFormat, raw, 'raw', {
+        onProgress: progress.phase(0, 60),
+        signal: opts.signal,
+      }),
+    );
+    const { virtualSize } = await step(what, opts.out, 'reading disk.raw (qemu-img info)', () =>
+      tools.imageInfo(raw, 'raw', false, opts.signal),
+    );
     if (virtualSize % GiB !== 0) {
       const rounded = Math.ceil(virtualSize / GiB) * GiB;
-      await step(what, opts.out, `growing disk.raw to a whole GiB, ${rounded} bytes, as GCE requires (qemu-img resize)`, () => tools.resize(raw, 'raw', rounded, opts.signal));
+      await step(
+        what,
+        opts.out,
+        `growing disk.raw to a whole GiB, ${rounded} bytes, as GCE requires (qemu-img resize)`,
+        () => tools.resize(raw, 'raw', rounded, opts.signal),
+      );
     }
     progress.phase(0, 100)(65);
     const args = gceTarArgs(path.resolve(partial));
@@ -63,7 +82,10 @@ export async function writeGceTarball(opts: GceTarballOptions): Promise<{ size: 
       if (r.isCanceled) throw opts.signal!.reason;
       if (r.failed) {
         const detail = String(r.all ?? '').trim() || r.message;
-        const hint = r.code === 'ENOENT' ? `\n  fix: install GNU tar (apt-get install tar gzip), or give its path (kiln: KILN_TAR)` : '';
+        const hint =
+          r.code === 'ENOENT'
+            ? `\n  fix: install GNU tar (apt-get install tar gzip), or give its path (kiln: KILN_TAR)`
+            : '';
         throw new Error(`${detail}\n  command: ${tarBinary} ${args.join(' ')}${hint}`);
       }
     });

@@ -32,7 +32,9 @@ export interface ArtifactRecord {
  */
 export interface ManifestSource {
   template: Pick<LoadedTemplate, 'file' | 'digest' | 'variables'>;
-  build: Pick<BuildConfig, 'name'> & { source?: Pick<BuildConfig['source'], 'firmware' | 'tpm' | 'machine' | 'secure_boot'> & { arch?: GuestArch } };
+  build: Pick<BuildConfig, 'name'> & {
+    source?: Pick<BuildConfig['source'], 'firmware' | 'tpm' | 'machine' | 'secure_boot'> & { arch?: GuestArch };
+  };
   state: {
     base?: { source: string; sha256: string; format: string };
     accelerator?: string;
@@ -41,7 +43,12 @@ export interface ManifestSource {
     sbom?: Manifest['sbom'];
     timings: Record<string, number>;
     artifacts: ArtifactRecord[];
-    layers?: { artifactKey?: string; cachedCount: number; plan: { index: number; description: string; key?: string | null }[]; finalKey?: string };
+    layers?: {
+      artifactKey?: string;
+      cachedCount: number;
+      plan: { index: number; description: string; key?: string | null }[];
+      finalKey?: string;
+    };
     plan?: { resume: { kind: string } };
   };
 }
@@ -60,7 +67,12 @@ export interface Manifest {
   tools: { qemu_img: string };
   /** What the image boots on, for UEFI or TPM builds (absent for BIOS without TPM): a target must offer the same. */
   platform?: {
-    firmware: string; firmware_descriptor?: string; secure_boot: boolean; enrolled_keys: boolean; machine: string; tpm?: '2.0';
+    firmware: string;
+    firmware_descriptor?: string;
+    secure_boot: boolean;
+    enrolled_keys: boolean;
+    machine: string;
+    tpm?: '2.0';
     /** secure_boot.keys: the SHA-256 fingerprints of the certificates enrolled instead of the firmware's own. */
     custom_keys?: { pk: string[]; kek: string[]; db: string[] };
   };
@@ -71,7 +83,16 @@ export interface Manifest {
   started_at: string;
   finished_at: string;
   timings_ms: Record<string, number>;
-  artifacts: { name: string; path: string; format: string; size: number; virtual_size: number; sha256: string; sha512?: string; compression?: string }[];
+  artifacts: {
+    name: string;
+    path: string;
+    format: string;
+    size: number;
+    virtual_size: number;
+    sha256: string;
+    sha512?: string;
+    compression?: string;
+  }[];
   /** Every entry kiln put in the output directory besides manifest.json, relative to it; directories end in "/". */
   files?: string[];
   /** The layer cache: which provisioners came from it, and the key a later identical build matches. */
@@ -118,18 +139,45 @@ export function recordedVariables(vars: ManifestSource['template']['variables'])
 /** The platform record: the firmware descriptor kiln booted (resolved again: the same files, the same choice) and the TPM. */
 function platformOf(src: ManifestSource['build']['source']): Pick<Manifest, 'platform'> {
   if (!src || (src.firmware === 'bios' && !src.tpm)) return {};
-  const fw = src.firmware === 'bios' ? undefined : resolveFirmware(src.firmware === 'uefi' || src.firmware === 'uefi-secure' ? { kind: src.firmware } : { kind: 'descriptor', file: src.firmware }, { arch: archOf(src), machine: src.machine });
+  const fw =
+    src.firmware === 'bios'
+      ? undefined
+      : resolveFirmware(
+          src.firmware === 'uefi' || src.firmware === 'uefi-secure'
+            ? { kind: src.firmware }
+            : { kind: 'descriptor', file: src.firmware },
+          { arch: archOf(src), machine: src.machine },
+        );
   const keys = src.secure_boot && readKeys(src.secure_boot.keys);
   return {
     platform: {
-      firmware: src.firmware, firmware_descriptor: fw?.descriptor, secure_boot: fw?.secureBoot ?? false, enrolled_keys: fw?.enrolledKeys ?? false,
-      machine: fw?.machine ?? src.machine, ...(src.tpm ? { tpm: '2.0' as const } : {}),
-      ...(keys ? { custom_keys: { pk: keys.pk.map(certFingerprint), kek: keys.kek.map(certFingerprint), db: keys.db.map(certFingerprint) } } : {}),
+      firmware: src.firmware,
+      firmware_descriptor: fw?.descriptor,
+      secure_boot: fw?.secureBoot ?? false,
+      enrolled_keys: fw?.enrolledKeys ?? false,
+      machine: fw?.machine ?? src.machine,
+      ...(src.tpm ? { tpm: '2.0' as const } : {}),
+      ...(keys
+        ? {
+            custom_keys: {
+              pk: keys.pk.map(certFingerprint),
+              kek: keys.kek.map(certFingerprint),
+              db: keys.db.map(certFingerprint),
+            },
+          }
+        : {}),
     },
   };
 }
 
-export function buildManifest(ctx: ManifestSource, startedAt: Date, finalPathOf: (staged: string) => string, qemuImgVersion: string, files: string[], supplyChain?: SupplyChainRecord): Manifest {
+export function buildManifest(
+  ctx: ManifestSource,
+  startedAt: Date,
+  finalPathOf: (staged: string) => string,
+  qemuImgVersion: string,
+  files: string[],
+  supplyChain?: SupplyChainRecord,
+): Manifest {
   const variables = recordedVariables(ctx.template.variables);
   const base = ctx.state.base;
   const sbom = ctx.state.sbom;
@@ -144,15 +192,26 @@ export function buildManifest(ctx: ManifestSource, startedAt: Date, finalPathOf:
     ...(ctx.state.cpuModel ? { cpu_model: ctx.state.cpuModel } : {}),
     tools: { qemu_img: qemuImgVersion },
     ...platformOf(ctx.build.source),
-    compaction: ctx.state.compaction && { before_bytes: ctx.state.compaction.beforeBytes, after_bytes: ctx.state.compaction.afterBytes },
+    compaction: ctx.state.compaction && {
+      before_bytes: ctx.state.compaction.beforeBytes,
+      after_bytes: ctx.state.compaction.afterBytes,
+    },
     // The licences and the OS are in the SBOM files; the manifest keeps its short list as it was.
-    sbom: sbom && { manager: sbom.manager, packages: sbom.packages.map((p) => ({ name: p.name, version: p.version, arch: p.arch })) },
+    sbom: sbom && {
+      manager: sbom.manager,
+      packages: sbom.packages.map((p) => ({ name: p.name, version: p.version, arch: p.arch })),
+    },
     ...(supplyChain ? { supply_chain: supplyChain } : {}),
     started_at: startedAt.toISOString(),
     finished_at: new Date().toISOString(),
     timings_ms: Object.fromEntries(Object.entries(ctx.state.timings).map(([k, v]) => [k, Math.round(v)])),
     artifacts: ctx.state.artifacts.map((a) => ({
-      name: a.name, path: finalPathOf(a.path), format: a.format, size: a.size, virtual_size: a.virtualSize, sha256: a.sha256,
+      name: a.name,
+      path: finalPathOf(a.path),
+      format: a.format,
+      size: a.size,
+      virtual_size: a.virtualSize,
+      sha256: a.sha256,
       ...(a.sha512 ? { sha512: a.sha512 } : {}),
       ...(a.compression ? { compression: a.compression } : {}),
     })),
@@ -160,19 +219,37 @@ export function buildManifest(ctx: ManifestSource, startedAt: Date, finalPathOf:
     cache: ctx.state.layers && {
       artifact_key: ctx.state.layers.artifactKey,
       layers: ctx.state.layers.plan.map((l, i) => ({
-        provisioner: l.index + 1, description: l.description, key: l.key ?? null, from_cache: i < ctx.state.layers!.cachedCount,
+        provisioner: l.index + 1,
+        description: l.description,
+        key: l.key ?? null,
+        from_cache: i < ctx.state.layers!.cachedCount,
       })),
-      ...(ctx.state.layers.finalKey ? { final_layer: { key: ctx.state.layers.finalKey, from_cache: ctx.state.plan?.resume.kind === 'fromFinalLayer' } } : {}),
+      ...(ctx.state.layers.finalKey
+        ? {
+            final_layer: {
+              key: ctx.state.layers.finalKey,
+              from_cache: ctx.state.plan?.resume.kind === 'fromFinalLayer',
+            },
+          }
+        : {}),
     },
   };
 }
 
 /** The checksum file an algorithm's digests are written to. */
-export const checksumFileOf = (algorithm: 'sha256' | 'sha512') => (algorithm === 'sha256' ? 'SHA256SUMS' : 'SHA512SUMS');
+export const checksumFileOf = (algorithm: 'sha256' | 'sha512') =>
+  algorithm === 'sha256' ? 'SHA256SUMS' : 'SHA512SUMS';
 
 /** The usual `sha256sum` format, so `sha256sum -c SHA256SUMS` works in the output directory. */
-export function writeSums(dir: string, algorithm: 'sha256' | 'sha512', artifacts: { name: string; sha256: string; sha512?: string }[]): void {
-  writeFileSync(path.join(dir, checksumFileOf(algorithm)), artifacts.map((a) => `${a[algorithm]}  ${a.name}\n`).join(''));
+export function writeSums(
+  dir: string,
+  algorithm: 'sha256' | 'sha512',
+  artifacts: { name: string; sha256: string; sha512?: string }[],
+): void {
+  writeFileSync(
+    path.join(dir, checksumFileOf(algorithm)),
+    artifacts.map((a) => `${a[algorithm]}  ${a.name}\n`).join(''),
+  );
 }
 
 /** Every entry under `dir`, relative to it, depth first; directories end in "/" (symbolic links are not followed). */
@@ -189,7 +266,11 @@ export function entriesOf(dir: string, prefix = ''): string[] {
 export const checksumFiles = [checksumFileOf('sha256'), checksumFileOf('sha512')];
 
 /** An existing output directory's entries, kiln's and not; `problem` says why kiln cannot tell it wrote any of them. */
-export interface Ownership { written: string[]; foreign: string[]; problem?: string }
+export interface Ownership {
+  written: string[];
+  foreign: string[];
+  problem?: string;
+}
 
 /**
  * Checks `dir` against its manifest.json: kiln wrote an entry if the manifest lists it in `files`,
@@ -199,22 +280,28 @@ export interface Ownership { written: string[]; foreign: string[]; problem?: str
  * holds nothing foreign.
  */
 export function outputOwnership(dir: string, outputDir = dir): Ownership {
-  if (!lstatSync(dir).isDirectory()) return { written: [], foreign: [path.basename(dir)], problem: 'it is not a directory' };
+  if (!lstatSync(dir).isDirectory())
+    return { written: [], foreign: [path.basename(dir)], problem: 'it is not a directory' };
   const entries = entriesOf(dir);
   let manifest: Partial<Manifest>;
   try {
     manifest = JSON.parse(readFileSync(path.join(dir, 'manifest.json'), 'utf8')) as Partial<Manifest>;
   } catch (e) {
-    const problem = (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'it has no manifest.json' : `its manifest.json cannot be read (${(e as Error).message})`;
+    const problem =
+      (e as NodeJS.ErrnoException).code === 'ENOENT'
+        ? 'it has no manifest.json'
+        : `its manifest.json cannot be read (${(e as Error).message})`;
     return { written: [], foreign: entries, problem: entries.length ? problem : undefined };
   }
   const listed = new Set(['manifest.json', ...checksumFiles]);
   if (Array.isArray(manifest.files)) for (const f of manifest.files) listed.add(String(f));
   if (Array.isArray(manifest.artifacts)) {
-    for (const a of manifest.artifacts) if (typeof a?.path === 'string' && path.dirname(a.path) === outputDir) listed.add(path.basename(a.path));
+    for (const a of manifest.artifacts)
+      if (typeof a?.path === 'string' && path.dirname(a.path) === outputDir) listed.add(path.basename(a.path));
   }
   // A directory the manifest does not list is kiln's if something in it is (what else is in it is judged entry by entry).
-  const kilnWrote = (e: string) => listed.has(e) || (e.endsWith('/') && entries.some((f) => f !== e && f.startsWith(e) && listed.has(f)));
+  const kilnWrote = (e: string) =>
+    listed.has(e) || (e.endsWith('/') && entries.some((f) => f !== e && f.startsWith(e) && listed.has(f)));
   return { written: entries.filter(kilnWrote), foreign: entries.filter((e) => !kilnWrote(e)) };
 }
 
@@ -229,7 +316,13 @@ export function removeKilnOutput(dir: string, outputDir: string): string[] {
     try {
       if (rel === '' || rel.endsWith('/')) rmdirSync(path.join(dir, rel));
       else unlinkSync(path.join(dir, rel));
-    } catch { /* a directory holding something that is not kiln's */ }
+    } catch {
+      /* a directory holding something that is not kiln's */
+    }
   }
-  try { return entriesOf(dir); } catch { return []; }
+  try {
+    return entriesOf(dir);
+  } catch {
+    return [];
+  }
 }

@@ -54,13 +54,18 @@ export interface OvfSpec {
   cpus: number;
   memoryMiB: number;
   firmware: 'bios' | 'uefi';
-  diskFile: string;          // href of the VMDK inside the package
-  diskFileSize: number;      // its size in bytes
-  capacity: number;          // the disk's virtual size in bytes
+  diskFile: string; // href of the VMDK inside the package
+  diskFileSize: number; // its size in bytes
+  capacity: number; // the disk's virtual size in bytes
 }
 
 const xml = (s: string | number) =>
-  String(s).replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&apos;');
+  String(s)
+    .replace(/&/g, '&amp;')
+    .replace(/</g, '&lt;')
+    .replace(/>/g, '&gt;')
+    .replace(/"/g, '&quot;')
+    .replace(/'/g, '&apos;');
 
 /** The OVF 1.0 descriptor of a one-disk, one-NIC virtual machine. */
 export function ovfDescriptor(spec: OvfSpec): string {
@@ -108,17 +113,50 @@ export function ovfDescriptor(spec: OvfSpec): string {
         <vssd:VirtualSystemType>vmx-14</vssd:VirtualSystemType>
       </System>
 ${[
-    item([['AllocationUnits', 'hertz * 10^6'], ['Description', 'Number of Virtual CPUs'], ['ElementName', `${spec.cpus} virtual CPU(s)`],
-      ['InstanceID', 1], ['ResourceType', 3], ['VirtualQuantity', spec.cpus]]),
-    item([['AllocationUnits', 'byte * 2^20'], ['Description', 'Memory Size'], ['ElementName', `${spec.memoryMiB}MB of memory`],
-      ['InstanceID', 2], ['ResourceType', 4], ['VirtualQuantity', spec.memoryMiB]]),
-    item([['Address', 0], ['Description', 'SATA Controller'], ['ElementName', 'SATA Controller 0'],
-      ['InstanceID', 3], ['ResourceSubType', 'vmware.sata.ahci'], ['ResourceType', 20]]),
-    item([['AddressOnParent', 0], ['ElementName', 'Hard Disk 1'], ['HostResource', 'ovf:/disk/vmdisk1'],
-      ['InstanceID', 4], ['Parent', 3], ['ResourceType', 17]]),
-    item([['AutomaticAllocation', 'true'], ['Connection', network], ['Description', `E1000 ethernet adapter on "${network}"`],
-      ['ElementName', 'Network adapter 1'], ['InstanceID', 5], ['ResourceSubType', 'E1000'], ['ResourceType', 10]]),
-  ].join('\n')}${spec.firmware === 'uefi' ? '\n      <vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="efi"/>' : ''}
+  item([
+    ['AllocationUnits', 'hertz * 10^6'],
+    ['Description', 'Number of Virtual CPUs'],
+    ['ElementName', `${spec.cpus} virtual CPU(s)`],
+    ['InstanceID', 1],
+    ['ResourceType', 3],
+    ['VirtualQuantity', spec.cpus],
+  ]),
+  item([
+    ['AllocationUnits', 'byte * 2^20'],
+    ['Description', 'Memory Size'],
+    ['ElementName', `${spec.memoryMiB}MB of memory`],
+    ['InstanceID', 2],
+    ['ResourceType', 4],
+    ['VirtualQuantity', spec.memoryMiB],
+  ]),
+  item([
+    ['Address', 0],
+    ['Description', 'SATA Controller'],
+    ['ElementName', 'SATA Controller 0'],
+    ['InstanceID', 3],
+    ['ResourceSubType', 'vmware.sata.ahci'],
+    ['ResourceType', 20],
+  ]),
+  item([
+    ['AddressOnParent', 0],
+    ['ElementName', 'Hard Disk 1'],
+    ['HostResource', 'ovf:/disk/vmdisk1'],
+    ['InstanceID', 4],
+    ['Parent', 3],
+    ['ResourceType', 17],
+  ]),
+  item([
+    ['AutomaticAllocation', 'true'],
+    ['Connection', network],
+    ['Description', `E1000 ethernet adapter on "${network}"`],
+    ['ElementName', 'Network adapter 1'],
+    ['InstanceID', 5],
+    ['ResourceSubType', 'E1000'],
+    ['ResourceType', 10],
+  ]),
+].join(
+  '\n',
+)}${spec.firmware === 'uefi' ? '\n      <vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="efi"/>' : ''}
     </VirtualHardwareSection>
   </VirtualSystem>
 </Envelope>
@@ -139,22 +177,53 @@ export async function writeOva(opts: OvaOptions): Promise<{ size: number }> {
   return writeAtomically(what, opts.out, async (workDir, partial) => {
     const vmdk = path.join(workDir, vmdkName);
     await step(what, opts.out, 'converting the disk to a streamOptimized VMDK (qemu-img convert)', () =>
-      tools.convert(opts.source, opts.sourceFormat, vmdk, 'vmdk', { options: ['subformat=streamOptimized'], onProgress: progress.phase(0, 80), signal: opts.signal }));
-    const { virtualSize } = await step(what, opts.out, 'reading the VMDK (qemu-img info)', () => tools.imageInfo(vmdk, 'vmdk', false, opts.signal));
+      tools.convert(opts.source, opts.sourceFormat, vmdk, 'vmdk', {
+        options: ['subformat=streamOptimized'],
+        onProgress: progress.phase(0, 80),
+        signal: opts.signal,
+      }),
+    );
+    const { virtualSize } = await step(what, opts.out, 'reading the VMDK (qemu-img info)', () =>
+      tools.imageInfo(vmdk, 'vmdk', false, opts.signal),
+    );
     const vmdkSize = (await stat(vmdk)).size;
     const ovf = ovfDescriptor({
-      name: opts.name, cpus: opts.cpus, memoryMiB: opts.memoryMiB, firmware: opts.firmware,
-      diskFile: vmdkName, diskFileSize: vmdkSize, capacity: virtualSize,
+      name: opts.name,
+      cpus: opts.cpus,
+      memoryMiB: opts.memoryMiB,
+      firmware: opts.firmware,
+      diskFile: vmdkName,
+      diskFileSize: vmdkSize,
+      capacity: virtualSize,
     });
     // The VMDK is hashed while it streams into the archive (the manifest comes after it): one read.
     const vmdkHash = createHash('sha256');
     let packed = 0;
     const packing = progress.phase(80, 100);
-    await step(what, opts.out, 'writing the archive (tar)', () => writeTar(partial, [
-      { name: ovfName, data: ovf },
-      { name: vmdkName, file: vmdk, onChunk: (c) => { vmdkHash.update(c); packed += c.length; packing((100 * packed) / Math.max(1, vmdkSize)); } },
-      { name: mfName, data: () => manifestLine(ovfName, createHash('sha256').update(ovf).digest('hex')) + manifestLine(vmdkName, vmdkHash.digest('hex')) },
-    ], { signal: opts.signal }));
+    await step(what, opts.out, 'writing the archive (tar)', () =>
+      writeTar(
+        partial,
+        [
+          { name: ovfName, data: ovf },
+          {
+            name: vmdkName,
+            file: vmdk,
+            onChunk: (c) => {
+              vmdkHash.update(c);
+              packed += c.length;
+              packing((100 * packed) / Math.max(1, vmdkSize));
+            },
+          },
+          {
+            name: mfName,
+            data: () =>
+              manifestLine(ovfName, createHash('sha256').update(ovf).digest('hex')) +
+              manifestLine(vmdkName, vmdkHash.digest('hex')),
+          },
+        ],
+        { signal: opts.signal },
+      ),
+    );
     const { size } = await stat(partial);
     progress.done();
     return { size };

@@ -8,8 +8,22 @@ export type PackageInput = OvaOptions & { tarBinary?: string; vagrantfileExtra?:
 
 export async function writePackage(format: 'ova' | 'vagrant' | 'gce', input: PackageInput): Promise<void> {
   switch (format) {
-    case 'ova': await writeOva(input); return;
-    case 'vagrant': await writeVagrantBox(input); return;
-    case 'gce': await writeGceTarball({ source: input.source, sourceFormat: input.sourceFormat, out: input.out, onProgress: input.onProgress, signal: input.signal, tarBinary: input.tarBinary, qemuImg: input.qemuImg }); return;
+    case 'ova':
+      await writeOva(input);
+      return;
+    case 'vagrant':
+      await writeVagrantBox(input);
+      return;
+    case 'gce':
+      await writeGceTarball({
+        source: input.source,
+        sourceFormat: input.sourceFormat,
+        out: input.out,
+        onProgress: input.onProgress,
+        signal: input.signal,
+        tarBinary: input.tarBinary,
+        qemuImg: input.qemuImg,
+      });
+      return;
   }
 }

@@ -42,7 +42,16 @@ const uriOf = (p: string) => (/^[a-z][a-z0-9+.-]*:\/\//i.test(p) ? p : pathToFil
 export function provenanceStatement(o: ProvenanceInput): Record<string, unknown> {
   const dependencies = [
     { name: 'template', uri: uriOf(o.template.file), digest: { sha256: o.template.sha256 } },
-    ...(o.base ? [{ name: o.base.kind === 'iso' ? 'iso' : 'base_image', uri: uriOf(o.base.source), digest: { sha256: o.base.sha256 }, annotations: { format: o.base.format } }] : []),
+    ...(o.base
+      ? [
+          {
+            name: o.base.kind === 'iso' ? 'iso' : 'base_image',
+            uri: uriOf(o.base.source),
+            digest: { sha256: o.base.sha256 },
+            annotations: { format: o.base.format },
+          },
+        ]
+      : []),
     ...o.inputs.map((f) => ({
       name: f.provisioner ? `provisioner ${f.provisioner} ${f.role}` : f.role,
       uri: uriOf(f.hostPath),
@@ -54,7 +63,10 @@ export function provenanceStatement(o: ProvenanceInput): Record<string, unknown>
   const final = o.cache?.finalLayer;
   return {
     _type: IN_TOTO_STATEMENT,
-    subject: o.artifacts.map((a) => ({ name: a.name, digest: { sha256: a.sha256, ...(a.sha512 ? { sha512: a.sha512 } : {}) } })),
+    subject: o.artifacts.map((a) => ({
+      name: a.name,
+      digest: { sha256: a.sha256, ...(a.sha512 ? { sha512: a.sha512 } : {}) },
+    })),
     predicateType: SLSA_PROVENANCE_V1,
     predicate: {
       buildDefinition: {
@@ -63,25 +75,36 @@ export function provenanceStatement(o: ProvenanceInput): Record<string, unknown>
         internalParameters: {
           ...(o.accelerator ? { accelerator: o.accelerator } : {}),
           ...(o.cpuModel ? { cpu_model: o.cpuModel } : {}),
-          ...(o.cache ? {
-            layer_cache: {
-              ...(o.cache.artifactKey ? { artifact_key: o.cache.artifactKey } : {}),
-              ...(final ? { final_layer: { key: final.key, from_cache: final.fromCache } } : {}),
-            },
-          } : {}),
-          ...(final?.fromCache ? {
-            converted_from_cache: {
-              note: 'no guest booted: the disk is the final layer another build with these inputs saved; the package list is the one that build read',
-              package_list_recorded_at: o.packages?.recordedAt ?? null,
-              package_list_recorded_by_kiln: o.packages?.kilnVersion ?? null,
-            },
-          } : {}),
+          ...(o.cache
+            ? {
+                layer_cache: {
+                  ...(o.cache.artifactKey ? { artifact_key: o.cache.artifactKey } : {}),
+                  ...(final ? { final_layer: { key: final.key, from_cache: final.fromCache } } : {}),
+                },
+              }
+            : {}),
+          ...(final?.fromCache
+            ? {
+                converted_from_cache: {
+                  note: 'no guest booted: the disk is the final layer another build with these inputs saved; the package list is the one that build read',
+                  package_list_recorded_at: o.packages?.recordedAt ?? null,
+                  package_list_recorded_by_kiln: o.packages?.kilnVersion ?? null,
+                },
+              }
+            : {}),
         },
         resolvedDependencies: dependencies,
       },
       runDetails: {
-        builder: { id: o.builderId, version: { kiln: o.kilnVersion, 'qemu-img': o.qemuImgVersion, node: process.versions.node } },
-        metadata: { invocationId: `urn:uuid:${randomUUID()}`, startedOn: o.startedAt.toISOString(), finishedOn: o.finishedAt.toISOString() },
+        builder: {
+          id: o.builderId,
+          version: { kiln: o.kilnVersion, 'qemu-img': o.qemuImgVersion, node: process.versions.node },
+        },
+        metadata: {
+          invocationId: `urn:uuid:${randomUUID()}`,
+          startedOn: o.startedAt.toISOString(),
+          finishedOn: o.finishedAt.toISOString(),
+        },
         byproducts: o.byproducts.map((b) => ({ name: b.name, digest: { sha256: b.sha256 }, mediaType: b.mediaType })),
       },
     },

@@ -16,15 +16,27 @@ export function cycloneDxDocument(input: SbomInput): Record<string, unknown> {
     'bom-ref': rootRef,
     name: base ? path.basename(base.source) || base.source : `${input.build} (no base image)`,
     ...(base ? { hashes: [{ alg: 'SHA-256', content: base.sha256 }] } : {}),
-    ...(base && /^(https?|ftp):\/\//.test(base.source) ? { externalReferences: [{ type: 'distribution', url: base.source }] } : {}),
+    ...(base && /^(https?|ftp):\/\//.test(base.source)
+      ? { externalReferences: [{ type: 'distribution', url: base.source }] }
+      : {}),
     properties: [
-      ...(base ? [{ name: 'kiln:base:source', value: base.source }, { name: 'kiln:base:format', value: base.format }] : []),
+      ...(base
+        ? [
+            { name: 'kiln:base:source', value: base.source },
+            { name: 'kiln:base:format', value: base.format },
+          ]
+        : []),
     ],
   };
   const inv = input.packages;
   const manager = inv && inv.manager !== 'none' ? inv.manager : undefined;
   const refs = new Set<string>();
-  const unique = (ref: string) => { let r = ref; for (let n = 2; refs.has(r); n++) r = `${ref}#${n}`; refs.add(r); return r; };
+  const unique = (ref: string) => {
+    let r = ref;
+    for (let n = 2; refs.has(r); n++) r = `${ref}#${n}`;
+    refs.add(r);
+    return r;
+  };
   const packages = (manager ? inv!.packages : []).map((p) => {
     const purl = purlOf(manager!, p, inv!.os);
     const licence = spdxLicense(p.licenses);
@@ -35,16 +47,25 @@ export function cycloneDxDocument(input: SbomInput): Record<string, unknown> {
       version: p.version,
       purl,
       ...(licence ? { licenses: [{ expression: licence.expression }] } : {}),
-      properties: [{ name: 'kiln:package-manager', value: manager! }, ...(p.arch ? [{ name: 'kiln:arch', value: p.arch }] : [])],
+      properties: [
+        { name: 'kiln:package-manager', value: manager! },
+        ...(p.arch ? [{ name: 'kiln:arch', value: p.arch }] : []),
+      ],
     };
   });
   const files = guestFiles(input.files).map((f) => ({
     type: 'file',
     'bom-ref': unique(`file:${f.guestPath}`),
     name: f.guestPath,
-    hashes: [{ alg: 'SHA-1', content: f.sha1 }, { alg: 'SHA-256', content: f.sha256 }],
+    hashes: [
+      { alg: 'SHA-1', content: f.sha1 },
+      { alg: 'SHA-256', content: f.sha256 },
+    ],
     properties: [
-      { name: 'kiln:role', value: f.role === 'upload' ? 'uploaded by kiln' : `${f.role} run by kiln (not kept in the guest)` },
+      {
+        name: 'kiln:role',
+        value: f.role === 'upload' ? 'uploaded by kiln' : `${f.role} run by kiln (not kept in the guest)`,
+      },
       { name: 'kiln:provisioner', value: String(f.provisioner) },
       { name: 'kiln:host-path', value: f.hostPath },
     ],

@@ -47,19 +47,29 @@ export function spdxDocument(input: SbomInput): Record<string, unknown> {
       licenseConcluded: 'NOASSERTION',
       licenseDeclared: licence?.expression ?? 'NOASSERTION',
       copyrightText: 'NOASSERTION',
-      ...(licence ? { licenseComments: `as the package states it (${manager === 'dpkg' ? `/usr/share/doc/${p.name}/copyright` : 'rpm LICENSE tag'}): ${p.licenses!.join('; ')}` } : {}),
-      externalRefs: [{ referenceCategory: 'PACKAGE-MANAGER', referenceType: 'purl', referenceLocator: purlOf(manager!, p, inv!.os) }],
+      ...(licence
+        ? {
+            licenseComments: `as the package states it (${manager === 'dpkg' ? `/usr/share/doc/${p.name}/copyright` : 'rpm LICENSE tag'}): ${p.licenses!.join('; ')}`,
+          }
+        : {}),
+      externalRefs: [
+        { referenceCategory: 'PACKAGE-MANAGER', referenceType: 'purl', referenceLocator: purlOf(manager!, p, inv!.os) },
+      ],
     };
   });
   const files = guestFiles(input.files).map((f, i) => ({
     SPDXID: `SPDXRef-File-${i}`,
     fileName: `.${f.guestPath}`,
-    checksums: [{ algorithm: 'SHA1', checksumValue: f.sha1 }, { algorithm: 'SHA256', checksumValue: f.sha256 }],
+    checksums: [
+      { algorithm: 'SHA1', checksumValue: f.sha1 },
+      { algorithm: 'SHA256', checksumValue: f.sha256 },
+    ],
     licenseConcluded: 'NOASSERTION',
     copyrightText: 'NOASSERTION',
-    comment: f.role === 'upload'
-      ? `put into the guest by kiln (provisioner ${f.provisioner}, file upload of ${f.hostPath})`
-      : `run in the guest by kiln (provisioner ${f.provisioner}, ${f.role} ${f.hostPath}); kiln does not keep it there`,
+    comment:
+      f.role === 'upload'
+        ? `put into the guest by kiln (provisioner ${f.provisioner}, file upload of ${f.hostPath})`
+        : `run in the guest by kiln (provisioner ${f.provisioner}, ${f.role} ${f.hostPath}); kiln does not keep it there`,
   }));
   const note = fromCacheNote(input);
   return {
@@ -76,7 +86,15 @@ export function spdxDocument(input: SbomInput): Record<string, unknown> {
     documentDescribes: [rootId],
     packages: [root, ...packages],
     ...(files.length ? { files } : {}),
-    ...(refs.size ? { hasExtractedLicensingInfos: [...refs].map(([licenseId, name]) => ({ licenseId, name, extractedText: `Licence named "${name}" by the package's own metadata; it has no SPDX identifier.` })) } : {}),
+    ...(refs.size
+      ? {
+          hasExtractedLicensingInfos: [...refs].map(([licenseId, name]) => ({
+            licenseId,
+            name,
+            extractedText: `Licence named "${name}" by the package's own metadata; it has no SPDX identifier.`,
+          })),
+        }
+      : {}),
     relationships: [
       { spdxElementId: 'SPDXRef-DOCUMENT', relationshipType: 'DESCRIBES', relatedSpdxElement: rootId },
       ...packages.map((p) => ({ spdxElementId: rootId, relationshipType: 'CONTAINS', relatedSpdxElement: p.SPDXID })),

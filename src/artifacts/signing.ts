@@ -23,11 +23,16 @@ class Reader {
     this.at += n;
     return b;
   }
-  uint32(): number { return this.bytes(4).readUInt32BE(0); }
-  string(): Buffer { return this.bytes(this.uint32()); }
+  uint32(): number {
+    return this.bytes(4).readUInt32BE(0);
+  }
+  string(): Buffer {
+    return this.bytes(this.uint32());
+  }
 }
 
-const fingerprintOfBlob = (blob: Buffer) => `SHA256:${createHash('sha256').update(blob).digest('base64').replace(/=+$/, '')}`;
+const fingerprintOfBlob = (blob: Buffer) =>
+  `SHA256:${createHash('sha256').update(blob).digest('base64').replace(/=+$/, '')}`;
 const keyTypeOf = (blob: Buffer) => new Reader(blob).string().toString('latin1');
 
 function armored(text: string, label: string): Buffer {
@@ -39,36 +44,62 @@ function armored(text: string, label: string): Buffer {
 /** The type, fingerprint and protection of an OpenSSH private key file, read without its passphrase. */
 export function describePrivateKey(keyFile: string): { type: string; fingerprint: string; encrypted: boolean } {
   let text: string;
-  try { text = readFileSync(keyFile, 'utf8'); } catch (e) { throw new SigningError(`sign.key ${keyFile} cannot be read: ${(e as Error).message}\n  fix: point sign.key at an ed25519 private key (ssh-keygen -t ed25519 -f FILE)`); }
+  try {
+    text = readFileSync(keyFile, 'utf8');
+  } catch (e) {
+    throw new SigningError(
+      `sign.key ${keyFile} cannot be read: ${(e as Error).message}\n  fix: point sign.key at an ed25519 private key (ssh-keygen -t ed25519 -f FILE)`,
+    );
+  }
   try {
     const r = new Reader(armored(text, 'OPENSSH PRIVATE KEY'));
     if (r.bytes(15).toString('latin1') !== 'openssh-key-v1\0') throw new Error('not an openssh-key-v1 key');
     const cipher = r.string().toString('latin1');
-    r.string(); r.string();
+    r.string();
+    r.string();
     if (r.uint32() < 1) throw new Error('it holds no key');
     const pub = r.string();
     return { type: keyTypeOf(pub), fingerprint: fingerprintOfBlob(pub), encrypted: cipher !== 'none' };
   } catch (e) {
-    throw new SigningError(`sign.key ${keyFile} is not an OpenSSH private key (${(e as Error).message})\n  fix: make one with ssh-keygen -t ed25519 -f FILE, and point sign.key at FILE (not FILE.pub)`);
+    throw new SigningError(
+      `sign.key ${keyFile} is not an OpenSSH private key (${(e as Error).message})\n  fix: make one with ssh-keygen -t ed25519 -f FILE, and point sign.key at FILE (not FILE.pub)`,
+    );
   }
 }
 
 /** Checks the key can sign unattended: ed25519, no passphrase (nobody is there to type it). */
 export function checkSigningKey(keyFile: string): { fingerprint: string } {
   const k = describePrivateKey(keyFile);
-  if (k.type !== 'ssh-ed25519') throw new SigningError(`sign.key ${keyFile} is a ${k.type} key; kiln signs with ed25519 keys\n  fix: make one with ssh-keygen -t ed25519 -f FILE`);
-  if (k.encrypted) throw new SigningError(`sign.key ${keyFile} is protected by a passphrase, which nobody can type during a build\n  fix: use a key without a passphrase, kept where only the builder can read it (ssh-keygen -t ed25519 -N '' -f FILE)`);
+  if (k.type !== 'ssh-ed25519')
+    throw new SigningError(
+      `sign.key ${keyFile} is a ${k.type} key; kiln signs with ed25519 keys\n  fix: make one with ssh-keygen -t ed25519 -f FILE`,
+    );
+  if (k.encrypted)
+    throw new SigningError(
+      `sign.key ${keyFile} is protected by a passphrase, which nobody can type during a build\n  fix: use a key without a passphrase, kept where only the builder can read it (ssh-keygen -t ed25519 -N '' -f FILE)`,
+    );
   return { fingerprint: k.fingerprint };
 }
 
 /** Writes `file`.sig. ssh-keygen runs in a session of its own, so it never asks the terminal for anything. */
 export async function signFile(keyFile: string, file: string, signal?: AbortSignal): Promise<string> {
-  const r = await execa('ssh-keygen', ['-q', '-Y', 'sign', '-f', keyFile, '-n', SIGNATURE_NAMESPACE, file], { reject: false, stdin: 'ignore', detached: true, cancelSignal: signal, all: true });
+  const r = await execa('ssh-keygen', ['-q', '-Y', 'sign', '-f', keyFile, '-n', SIGNATURE_NAMESPACE, file], {
+    reject: false,
+    stdin: 'ignore',
+    detached: true,
+    cancelSignal: signal,
+    all: true,
+  });
   signal?.throwIfAborted();
   if (r.exitCode === undefined && /ENOENT/.test(String((r as { message?: string }).message))) {
-    throw new SigningError('ssh-keygen was not found, and sign: needs it\n  fix: install OpenSSH\'s client tools (apt-get install openssh-client)');
+    throw new SigningError(
+      "ssh-keygen was not found, and sign: needs it\n  fix: install OpenSSH's client tools (apt-get install openssh-client)",
+    );
   }
-  if (r.exitCode !== 0) throw new SigningError(`signing ${file} with sign.key ${keyFile} failed: ssh-keygen -Y sign exited ${r.exitCode}: ${String(r.all ?? '').trim()}\n  fix: check that sign.key is an unencrypted ed25519 private key readable by this user`);
+  if (r.exitCode !== 0)
+    throw new SigningError(
+      `signing ${file} with sign.key ${keyFile} failed: ssh-keygen -Y sign exited ${r.exitCode}: ${String(r.all ?? '').trim()}\n  fix: check that sign.key is an unencrypted ed25519 private key readable by this user`,
+    );
   return signatureFile(file);
 }
 
@@ -82,7 +113,12 @@ export function readSignature(sigFile: string): { keyType: string; fingerprint: 
   return { keyType: keyTypeOf(pub), fingerprint: fingerprintOfBlob(pub), namespace };
 }
 
-export interface SignatureCheck { ok: boolean; principal?: string; fingerprint?: string; problem?: string }
+export interface SignatureCheck {
+  ok: boolean;
+  principal?: string;
+  fingerprint?: string;
+  problem?: string;
+}
 
 /**
  * Checks `sigFile` over `file` against an allowed_signers file: first whose key signed it (an unknown
@@ -90,20 +126,50 @@ export interface SignatureCheck { ok: boolean; principal?: string; fingerprint?:
  */
 export async function verifySignature(allowedSigners: string, file: string, sigFile: string): Promise<SignatureCheck> {
   let sig: ReturnType<typeof readSignature>;
-  try { sig = readSignature(sigFile); } catch (e) {
+  try {
+    sig = readSignature(sigFile);
+  } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    return { ok: false, problem: code === 'ENOENT' ? `signature ${sigFile} is missing` : `signature ${sigFile} cannot be read (${(e as Error).message}): it was damaged or altered` };
+    return {
+      ok: false,
+      problem:
+        code === 'ENOENT'
+          ? `signature ${sigFile} is missing`
+          : `signature ${sigFile} cannot be read (${(e as Error).message}): it was damaged or altered`,
+    };
   }
   const who = `${sig.keyType} key ${sig.fingerprint}`;
-  if (sig.namespace !== SIGNATURE_NAMESPACE) return { ok: false, fingerprint: sig.fingerprint, problem: `signature ${sigFile} is for namespace "${sig.namespace}", not "${SIGNATURE_NAMESPACE}"` };
-  const found = await execa('ssh-keygen', ['-Y', 'find-principals', '-f', allowedSigners, '-n', SIGNATURE_NAMESPACE, '-s', sigFile], { reject: false, stdin: 'ignore', all: true });
+  if (sig.namespace !== SIGNATURE_NAMESPACE)
+    return {
+      ok: false,
+      fingerprint: sig.fingerprint,
+      problem: `signature ${sigFile} is for namespace "${sig.namespace}", not "${SIGNATURE_NAMESPACE}"`,
+    };
+  const found = await execa(
+    'ssh-keygen',
+    ['-Y', 'find-principals', '-f', allowedSigners, '-n', SIGNATURE_NAMESPACE, '-s', sigFile],
+    { reject: false, stdin: 'ignore', all: true },
+  );
   const principal = found.exitCode === 0 ? String(found.stdout).split('\n')[0]!.trim() : '';
   if (!principal) {
-    return { ok: false, fingerprint: sig.fingerprint, problem: `signed by ${who}, which ${allowedSigners} does not list (unknown signer)${/[Cc]ouldn't|No such file|not found/.test(String(found.all)) && !/No principal matched/.test(String(found.all)) ? `; ssh-keygen: ${String(found.all).trim()}` : ''}` };
+    return {
+      ok: false,
+      fingerprint: sig.fingerprint,
+      problem: `signed by ${who}, which ${allowedSigners} does not list (unknown signer)${/[Cc]ouldn't|No such file|not found/.test(String(found.all)) && !/No principal matched/.test(String(found.all)) ? `; ssh-keygen: ${String(found.all).trim()}` : ''}`,
+    };
   }
-  const checked = await execa('ssh-keygen', ['-Y', 'verify', '-f', allowedSigners, '-I', principal, '-n', SIGNATURE_NAMESPACE, '-s', sigFile], { reject: false, inputFile: file, all: true });
+  const checked = await execa(
+    'ssh-keygen',
+    ['-Y', 'verify', '-f', allowedSigners, '-I', principal, '-n', SIGNATURE_NAMESPACE, '-s', sigFile],
+    { reject: false, inputFile: file, all: true },
+  );
   if (checked.exitCode !== 0) {
-    return { ok: false, principal, fingerprint: sig.fingerprint, problem: `the signature by ${principal} (${who}) does not match ${file}: the file or its signature changed after signing (ssh-keygen: ${String(checked.all).trim().split('\n').at(-1)})` };
+    return {
+      ok: false,
+      principal,
+      fingerprint: sig.fingerprint,
+      problem: `the signature by ${principal} (${who}) does not match ${file}: the file or its signature changed after signing (ssh-keygen: ${String(checked.all).trim().split('\n').at(-1)})`,
+    };
   }
   return { ok: true, principal, fingerprint: sig.fingerprint };
 }

@@ -47,7 +47,9 @@ export interface SupplyChainSource {
 }
 
 export const supplyChainNames = (build: string) => ({
-  spdx: `${build}.spdx.json`, cyclonedx: `${build}.cdx.json`, provenance: `${build}.provenance.json`,
+  spdx: `${build}.spdx.json`,
+  cyclonedx: `${build}.cdx.json`,
+  provenance: `${build}.provenance.json`,
 });
 
 /**
@@ -55,27 +57,39 @@ export const supplyChainNames = (build: string) => ({
  * checksum files), signs them with `sign:`, and returns what the manifest records. `artifacts` are all
  * of the build's (those bound for other directories too); `mask` hides secrets in what is written.
  */
-export async function writeSupplyChain(dir: string, src: SupplyChainSource, o: {
-  artifacts: ArtifactRecord[];
-  variables: Manifest['variables'];
-  qemuImgVersion: string;
-  kilnVersion: string;
-  checksumFiles: string[];
-  mask: <T>(value: T) => T;
-  signal?: AbortSignal;
-  /** An offline build's recorded responses the guest fetched (a bundle's package set). */
-  recordedPackages?: { url: string; sha256: string }[];
-}): Promise<SupplyChainRecord> {
+export async function writeSupplyChain(
+  dir: string,
+  src: SupplyChainSource,
+  o: {
+    artifacts: ArtifactRecord[];
+    variables: Manifest['variables'];
+    qemuImgVersion: string;
+    kilnVersion: string;
+    checksumFiles: string[];
+    mask: <T>(value: T) => T;
+    signal?: AbortSignal;
+    /** An offline build's recorded responses the guest fetched (a bundle's package set). */
+    recordedPackages?: { url: string; sha256: string }[];
+  },
+): Promise<SupplyChainRecord> {
   const { build, state } = src;
   // A bad key fails before anything is written (it was checked to exist when the template loaded).
   const signer = build.sign ? checkSigningKey(build.sign.key) : undefined;
   const names = supplyChainNames(build.name);
   const inputs = await buildInputFiles(build);
-  const final = state.layers?.finalKey ? { key: state.layers.finalKey, fromCache: state.plan?.resume.kind === 'fromFinalLayer' } : undefined;
+  const final = state.layers?.finalKey
+    ? { key: state.layers.finalKey, fromCache: state.plan?.resume.kind === 'fromFinalLayer' }
+    : undefined;
   const fromCache = final?.fromCache ? { finalLayer: final.key } : undefined;
   const sbomInput = {
-    build: build.name, created: new Date(), kilnVersion: o.kilnVersion, base: state.base, packages: state.sbom,
-    files: inputs, artifacts: o.artifacts.map((a) => ({ name: a.name, sha256: a.sha256 })), fromCache,
+    build: build.name,
+    created: new Date(),
+    kilnVersion: o.kilnVersion,
+    base: state.base,
+    packages: state.sbom,
+    files: inputs,
+    artifacts: o.artifacts.map((a) => ({ name: a.name, sha256: a.sha256 })),
+    fromCache,
   };
   // Digested as written, from the text in hand (not read back from the disk).
   const write = (name: string, doc: unknown) => {
@@ -83,22 +97,34 @@ export async function writeSupplyChain(dir: string, src: SupplyChainSource, o: {
     writeFileSync(path.join(dir, name), text);
     return { name, sha256: createHash('sha256').update(text).digest('hex') };
   };
-  const documents = [
-    write(names.spdx, spdxDocument(sbomInput)),
-    write(names.cyclonedx, cycloneDxDocument(sbomInput)),
-  ];
-  documents.push(write(names.provenance, provenanceStatement({
-    build: build.name, template: { file: src.template.file, sha256: src.template.digest }, variables: o.variables,
-    base: state.base, inputs, artifacts: o.artifacts, startedAt: state.startedAt, finishedAt: new Date(),
-    kilnVersion: o.kilnVersion, qemuImgVersion: o.qemuImgVersion, builderId: `urn:kiln:builder:${os.hostname()}`,
-    accelerator: state.accelerator, cpuModel: state.cpuModel,
-    cache: state.layers ? { artifactKey: state.layers.artifactKey, finalLayer: final } : undefined,
-    packages: state.sbom, recordedPackages: o.recordedPackages,
-    byproducts: [
-      { ...documents[0]!, mediaType: 'application/spdx+json' },
-      { ...documents[1]!, mediaType: 'application/vnd.cyclonedx+json' },
-    ],
-  })));
+  const documents = [write(names.spdx, spdxDocument(sbomInput)), write(names.cyclonedx, cycloneDxDocument(sbomInput))];
+  documents.push(
+    write(
+      names.provenance,
+      provenanceStatement({
+        build: build.name,
+        template: { file: src.template.file, sha256: src.template.digest },
+        variables: o.variables,
+        base: state.base,
+        inputs,
+        artifacts: o.artifacts,
+        startedAt: state.startedAt,
+        finishedAt: new Date(),
+        kilnVersion: o.kilnVersion,
+        qemuImgVersion: o.qemuImgVersion,
+        builderId: `urn:kiln:builder:${os.hostname()}`,
+        accelerator: state.accelerator,
+        cpuModel: state.cpuModel,
+        cache: state.layers ? { artifactKey: state.layers.artifactKey, finalLayer: final } : undefined,
+        packages: state.sbom,
+        recordedPackages: o.recordedPackages,
+        byproducts: [
+          { ...documents[0]!, mediaType: 'application/spdx+json' },
+          { ...documents[1]!, mediaType: 'application/vnd.cyclonedx+json' },
+        ],
+      }),
+    ),
+  );
   const record: SupplyChainRecord = { ...names, documents };
   if (signer) {
     const files: { file: string; signature: string }[] = [];
@@ -109,6 +135,10 @@ export async function writeSupplyChain(dir: string, src: SupplyChainSource, o: {
     }
     record.signed = { key_fingerprint: signer.fingerprint, namespace: SIGNATURE_NAMESPACE, files };
   }
-  if (fromCache) record.from_cache = { final_layer: fromCache.finalLayer, ...(state.sbom?.recordedAt ? { packages_recorded_at: state.sbom.recordedAt } : {}) };
+  if (fromCache)
+    record.from_cache = {
+      final_layer: fromCache.finalLayer,
+      ...(state.sbom?.recordedAt ? { packages_recorded_at: state.sbom.recordedAt } : {}),
+    };
   return record;
 }

@@ -31,10 +31,15 @@ export async function step<T>(what: string, out: string, name: string, fn: () =>
  * intermediates never land in a small /tmp) and a `<out>.partial` path to write; renames the partial
  * to `out` when `fn` resolves. The scratch directory and any partial are removed either way.
  */
-export async function writeAtomically<T>(what: string, out: string, fn: (workDir: string, partial: string) => Promise<T>): Promise<T> {
+export async function writeAtomically<T>(
+  what: string,
+  out: string,
+  fn: (workDir: string, partial: string) => Promise<T>,
+): Promise<T> {
   const partial = `${out}.partial`;
   const workDir = await step(what, out, 'creating a scratch directory beside the output', () =>
-    mkdtemp(path.join(path.dirname(out), `.${path.basename(out)}.work-`)));
+    mkdtemp(path.join(path.dirname(out), `.${path.basename(out)}.work-`)),
+  );
   try {
     const result = await fn(workDir, partial);
     await step(what, out, `renaming ${path.basename(partial)} into place`, () => rename(partial, out));
@@ -90,7 +95,9 @@ export async function writeTar(dest: string, entries: TarEntry[], opts: WriteTar
         const done = new Promise<void>((resolve, reject) => {
           sink = pack.entry({ ...header, size }, (err) => (err ? reject(err) : resolve()));
         });
-        done.catch(() => { /* awaited below; a failure mid-stream surfaces through write/drain first */ });
+        done.catch(() => {
+          /* awaited below; a failure mid-stream surfaces through write/drain first */
+        });
         sink.on('error', ignore); // reported through `done`, drained() or the pipeline; unhandled it would crash the process
         for await (const chunk of createReadStream(e.file, { highWaterMark: 1 << 20 })) {
           const buf = chunk as Buffer;
@@ -103,7 +110,9 @@ export async function writeTar(dest: string, entries: TarEntry[], opts: WriteTar
         const raw = typeof e.data === 'function' ? e.data() : e.data;
         const buf = typeof raw === 'string' ? Buffer.from(raw, 'utf8') : raw;
         await new Promise<void>((resolve, reject) => {
-          pack.entry({ ...header, size: buf.length }, buf, (err) => (err ? reject(err) : resolve())).on('error', ignore);
+          pack
+            .entry({ ...header, size: buf.length }, buf, (err) => (err ? reject(err) : resolve()))
+            .on('error', ignore);
         });
       }
     }
@@ -112,8 +121,14 @@ export async function writeTar(dest: string, entries: TarEntry[], opts: WriteTar
   // A failure on either side stops the other: a dead producer destroys the pack (ending the pipeline),
   // a dead pipeline destroys the pack (failing the producer's pending write or entry).
   const results = await Promise.allSettled([
-    produced.catch((e: unknown) => { pack.destroy(e instanceof Error ? e : new Error(String(e))); throw e; }),
-    written.catch((e: unknown) => { pack.destroy(e instanceof Error ? e : new Error(String(e))); throw e; }),
+    produced.catch((e: unknown) => {
+      pack.destroy(e instanceof Error ? e : new Error(String(e)));
+      throw e;
+    }),
+    written.catch((e: unknown) => {
+      pack.destroy(e instanceof Error ? e : new Error(String(e)));
+      throw e;
+    }),
   ]);
   // The pipeline's reason first: for a destination failure (ENOSPC, EACCES) it is the root cause, while
   // the producer only saw its entry destroyed; a producer failure reaches the pipeline unchanged.
@@ -129,10 +144,23 @@ function drained(w: EntrySink): Promise<void> {
   // A destroyed entry drops writes and never drains; its 'close' may already have fired.
   if (w.destroying) return Promise.reject(new Error('tar entry destroyed before it was written'));
   return new Promise((resolve, reject) => {
-    const cleanup = () => { w.off('drain', onDrain); w.off('error', onError); w.off('close', onClose); };
-    const onDrain = () => { cleanup(); resolve(); };
-    const onError = (err: Error) => { cleanup(); reject(err); };
-    const onClose = () => { cleanup(); reject(new Error('tar entry closed before it was written')); };
+    const cleanup = () => {
+      w.off('drain', onDrain);
+      w.off('error', onError);
+      w.off('close', onClose);
+    };
+    const onDrain = () => {
+      cleanup();
+      resolve();
+    };
+    const onError = (err: Error) => {
+      cleanup();
+      reject(err);
+    };
+    const onClose = () => {
+      cleanup();
+      reject(new Error('tar entry closed before it was written'));
+    };
     w.on('drain', onDrain);
     w.on('error', onError);
     w.on('close', onClose);
@@ -144,7 +172,10 @@ export function progressScale(onProgress: ((pct: number) => void) | undefined) {
   let last = -1;
   const emit = (pct: number) => {
     const p = Math.min(100, Math.max(0, Math.round(pct * 10) / 10));
-    if (p > last) { last = p; onProgress?.(p); }
+    if (p > last) {
+      last = p;
+      onProgress?.(p);
+    }
   };
   return {
     /** A callback for a phase spanning [from, to] of the whole, fed 0-100. */
@@ -155,7 +186,10 @@ export function progressScale(onProgress: ((pct: number) => void) | undefined) {
 
 /** A name safe as a file name inside an archive and as a relative URL (OVF href): [A-Za-z0-9._-], at most 80 characters. */
 export function archiveBaseName(name: string): string {
-  const safe = name.replace(/[^A-Za-z0-9._-]+/g, '_').replace(/^[._]+/, '').slice(0, 80);
+  const safe = name
+    .replace(/[^A-Za-z0-9._-]+/g, '_')
+    .replace(/^[._]+/, '')
+    .slice(0, 80);
   return safe || 'disk';
 }
 

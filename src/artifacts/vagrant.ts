@@ -33,7 +33,13 @@ export function boxMetadata(virtualSizeBytes: number): string {
 const rubyString = (s: string) => `"${s.replace(/[\\"#]/g, (c) => `\\${c}`)}"`;
 
 /** The box's Vagrantfile: kiln's provider defaults, then `vagrantfileExtra` as it is (as Packer appends its vagrantfile_template). */
-export function boxVagrantfile(opts: { name: string; cpus: number; memoryMiB: number; firmware: 'bios' | 'uefi'; vagrantfileExtra?: string }): string {
+export function boxVagrantfile(opts: {
+  name: string;
+  cpus: number;
+  memoryMiB: number;
+  firmware: 'bios' | 'uefi';
+  vagrantfileExtra?: string;
+}): string {
   return `# Box defaults for ${opts.name.replace(/[\r\n]/g, ' ')}, written by kiln; a project Vagrantfile overrides any of them.
 # Logging in: \`vagrant up\` uses user "vagrant" and Vagrant's insecure key, so the image must
 # already have that user, the insecure public key in its authorized_keys and password-less sudo.
@@ -42,15 +48,21 @@ Vagrant.configure("2") do |config|
     libvirt.driver = "kvm"
     libvirt.memory = ${Math.trunc(opts.memoryMiB)}
     libvirt.cpus = ${Math.trunc(opts.cpus)}
-${opts.firmware === 'uefi'
+${
+  opts.firmware === 'uefi'
     ? `    # UEFI: the guest must boot from the removable-media path (\\EFI\\BOOT\\BOOTX64.EFI); the build's NVRAM is not shipped.
     libvirt.loader = ${rubyString(VAGRANT_UEFI_LOADER)}
 `
-    : ''}  end
+    : ''
+}  end
 end
-${opts.vagrantfileExtra === undefined ? '' : `
+${
+  opts.vagrantfileExtra === undefined
+    ? ''
+    : `
 # The template's own Vagrantfile content (vagrantfile_template / vagrantfile_extra):
-${opts.vagrantfileExtra.endsWith('\n') || opts.vagrantfileExtra === '' ? opts.vagrantfileExtra : `${opts.vagrantfileExtra}\n`}`}`;
+${opts.vagrantfileExtra.endsWith('\n') || opts.vagrantfileExtra === '' ? opts.vagrantfileExtra : `${opts.vagrantfileExtra}\n`}`
+}`;
 }
 
 export async function writeVagrantBox(opts: VagrantBoxOptions): Promise<{ size: number }> {
@@ -60,16 +72,36 @@ export async function writeVagrantBox(opts: VagrantBoxOptions): Promise<{ size: 
   return writeAtomically(what, opts.out, async (workDir, partial) => {
     const img = path.join(workDir, 'box.img');
     await step(what, opts.out, 'converting the disk to qcow2 (qemu-img convert)', () =>
-      tools.convert(opts.source, opts.sourceFormat, img, 'qcow2', { options: ['compat=1.1'], onProgress: progress.phase(0, 50), signal: opts.signal }));
-    const { virtualSize } = await step(what, opts.out, 'reading box.img (qemu-img info)', () => tools.imageInfo(img, 'qcow2', false, opts.signal));
+      tools.convert(opts.source, opts.sourceFormat, img, 'qcow2', {
+        options: ['compat=1.1'],
+        onProgress: progress.phase(0, 50),
+        signal: opts.signal,
+      }),
+    );
+    const { virtualSize } = await step(what, opts.out, 'reading box.img (qemu-img info)', () =>
+      tools.imageInfo(img, 'qcow2', false, opts.signal),
+    );
     const imgSize = (await stat(img)).size;
     let packed = 0;
     const packing = progress.phase(50, 100);
-    await step(what, opts.out, 'writing the gzip\'d archive (tar, gzip)', () => writeTar(partial, [
-      { name: 'metadata.json', data: boxMetadata(virtualSize) },
-      { name: 'Vagrantfile', data: boxVagrantfile(opts) },
-      { name: 'box.img', file: img, onChunk: (c) => { packed += c.length; packing((100 * packed) / Math.max(1, imgSize)); } },
-    ], { gzip: true, signal: opts.signal }));
+    await step(what, opts.out, "writing the gzip'd archive (tar, gzip)", () =>
+      writeTar(
+        partial,
+        [
+          { name: 'metadata.json', data: boxMetadata(virtualSize) },
+          { name: 'Vagrantfile', data: boxVagrantfile(opts) },
+          {
+            name: 'box.img',
+            file: img,
+            onChunk: (c) => {
+              packed += c.length;
+              packing((100 * packed) / Math.max(1, imgSize));
+            },
+          },
+        ],
+        { gzip: true, signal: opts.signal },
+      ),
+    );
     const { size } = await stat(partial);
     progress.done();
     return { size };

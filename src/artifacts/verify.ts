@@ -13,7 +13,11 @@ import { diskFormat } from '../template/output-formats.js';
 import { signatureFile, verifySignature } from './signing.js';
 import { supplyChainNames } from './supply-chain.js';
 
-export interface VerifyResult { name: string; ok: boolean; problems: string[] }
+export interface VerifyResult {
+  name: string;
+  ok: boolean;
+  problems: string[];
+}
 
 export interface VerifyManifestOptions {
   /** An allowed_signers file (ssh-keygen's format): the build must be signed by a key it lists. */
@@ -21,7 +25,10 @@ export interface VerifyManifestOptions {
 }
 
 /** What the signed files say each artifact's digest is. */
-interface SignedDigests { sums: Map<string, string>; subjects: Map<string, string> | undefined }
+interface SignedDigests {
+  sums: Map<string, string>;
+  subjects: Map<string, string> | undefined;
+}
 
 /** Parses a SHA256SUMS file ("<hex>  <name>" or "<hex> *<name>" lines). */
 function parseSums(text: string): Map<string, string> {
@@ -34,29 +41,47 @@ function parseSums(text: string): Map<string, string> {
 }
 
 /** Checks the signature of each file the build signed; returns the digests those files vouch for. */
-async function checkSignatures(dir: string, manifest: Manifest, trustedKeys: string, results: VerifyResult[]): Promise<SignedDigests | undefined> {
-  if (!existsSync(trustedKeys)) throw new Error(`--trusted-keys ${trustedKeys} does not exist\n  fix: give an allowed_signers file: lines of "<principal> namespaces=\\"kiln\\" ssh-ed25519 AAAA..." (see ssh-keygen(1), ALLOWED SIGNERS)`);
+async function checkSignatures(
+  dir: string,
+  manifest: Manifest,
+  trustedKeys: string,
+  results: VerifyResult[],
+): Promise<SignedDigests | undefined> {
+  if (!existsSync(trustedKeys))
+    throw new Error(
+      `--trusted-keys ${trustedKeys} does not exist\n  fix: give an allowed_signers file: lines of "<principal> namespaces=\\"kiln\\" ssh-ed25519 AAAA..." (see ssh-keygen(1), ALLOWED SIGNERS)`,
+    );
   // Which files must be signed is not taken from the manifest (anyone may edit it): the checksum files
   // present and the build's provenance and SBOMs, by their fixed names.
   const names = supplyChainNames(String(manifest.build));
   const sumsFiles = checksumFiles.filter((f) => existsSync(path.join(dir, f)));
   const required = [...sumsFiles, names.provenance, names.spdx, names.cyclonedx];
-  if (!sumsFiles.length) results.push({ name: 'SHA256SUMS', ok: false, problems: [`missing: ${path.join(dir, 'SHA256SUMS')}`] });
+  if (!sumsFiles.length)
+    results.push({ name: 'SHA256SUMS', ok: false, problems: [`missing: ${path.join(dir, 'SHA256SUMS')}`] });
   let allOk = sumsFiles.length > 0;
   for (const name of required) {
     const file = path.join(dir, name);
-    if (!existsSync(file)) { results.push({ name, ok: false, problems: [`missing: ${file}`] }); allOk = false; continue; }
+    if (!existsSync(file)) {
+      results.push({ name, ok: false, problems: [`missing: ${file}`] });
+      allOk = false;
+      continue;
+    }
     const check = await verifySignature(trustedKeys, file, signatureFile(file));
-    if (!check.ok && !existsSync(signatureFile(file))) check.problem = `not signed: ${signatureFile(file)} is missing (was the build made with sign: { key: ... }?)`;
+    if (!check.ok && !existsSync(signatureFile(file)))
+      check.problem = `not signed: ${signatureFile(file)} is missing (was the build made with sign: { key: ... }?)`;
     results.push({ name: `${name} (signature)`, ok: check.ok, problems: check.ok ? [] : [check.problem!] });
     if (check.ok) results.at(-1)!.name = `${name} (signed by ${check.principal}, ${check.fingerprint})`;
     allOk &&= check.ok;
   }
   if (!allOk) return undefined;
-  const sums = existsSync(path.join(dir, 'SHA256SUMS')) ? parseSums(readFileSync(path.join(dir, 'SHA256SUMS'), 'utf8')) : new Map<string, string>();
+  const sums = existsSync(path.join(dir, 'SHA256SUMS'))
+    ? parseSums(readFileSync(path.join(dir, 'SHA256SUMS'), 'utf8'))
+    : new Map<string, string>();
   let subjects: Map<string, string> | undefined;
   try {
-    const statement = JSON.parse(readFileSync(path.join(dir, names.provenance), 'utf8')) as { subject?: { name: string; digest: { sha256?: string } }[] };
+    const statement = JSON.parse(readFileSync(path.join(dir, names.provenance), 'utf8')) as {
+      subject?: { name: string; digest: { sha256?: string } }[];
+    };
     subjects = new Map((statement.subject ?? []).map((s) => [s.name, String(s.digest?.sha256)]));
   } catch (e) {
     results.push({ name: names.provenance, ok: false, problems: [`signed, but not JSON: ${(e as Error).message}`] });
@@ -65,7 +90,11 @@ async function checkSignatures(dir: string, manifest: Manifest, trustedKeys: str
 }
 
 /** `qemuImg`: the image tool to read images with (the caller's: the library's verify() makes one from its options). */
-export async function verifyManifest(manifestPath: string, qemuImg: Pick<ImageTool, 'imageInfo' | 'check'>, options: VerifyManifestOptions = {}): Promise<VerifyResult[]> {
+export async function verifyManifest(
+  manifestPath: string,
+  qemuImg: Pick<ImageTool, 'imageInfo' | 'check'>,
+  options: VerifyManifestOptions = {},
+): Promise<VerifyResult[]> {
   const manifest = JSON.parse(readFileSync(manifestPath, 'utf8')) as Manifest;
   const dir = path.dirname(manifestPath);
   const results: VerifyResult[] = [];
@@ -78,13 +107,17 @@ export async function verifyManifest(manifestPath: string, qemuImg: Pick<ImageTo
   const artifacts = [...manifest.artifacts];
   // With signatures, every artifact the signed provenance names is checked, listed in the manifest or not.
   for (const [name, sha256] of signed?.subjects ?? []) {
-    if (!artifacts.some((a) => a.name === name)) artifacts.push({ name, path: path.join(dir, name), format: '', size: -1, virtual_size: -1, sha256 });
+    if (!artifacts.some((a) => a.name === name))
+      artifacts.push({ name, path: path.join(dir, name), format: '', size: -1, virtual_size: -1, sha256 });
   }
   for (const a of artifacts) {
     const problems: string[] = [];
     // A moved output directory still verifies: fall back to the file beside the manifest.
     const file = existsSync(a.path) ? a.path : path.join(dir, a.name);
-    if (!existsSync(file)) { results.push({ name: a.name, ok: false, problems: [`missing: ${a.path}`] }); continue; }
+    if (!existsSync(file)) {
+      results.push({ name: a.name, ok: false, problems: [`missing: ${a.path}`] });
+      continue;
+    }
     const size = statSync(file).size;
     if (a.size >= 0 && size !== a.size) problems.push(`size is ${size}, manifest says ${a.size}`);
     const digests = await fileDigests(file, a.sha512 ? ['sha256', 'sha512'] : ['sha256']);
@@ -92,16 +125,20 @@ export async function verifyManifest(manifestPath: string, qemuImg: Pick<ImageTo
     if (a.sha512 && digests.sha512 !== a.sha512) problems.push('sha512 does not match the manifest');
     if (signed) {
       const inSums = signed.sums.get(a.name);
-      if (inSums !== undefined && inSums !== digests.sha256) problems.push(`sha256 is ${digests.sha256}, the signed SHA256SUMS says ${inSums}`);
+      if (inSums !== undefined && inSums !== digests.sha256)
+        problems.push(`sha256 is ${digests.sha256}, the signed SHA256SUMS says ${inSums}`);
       const subject = signed.subjects?.get(a.name);
-      if (signed.subjects && subject === undefined) problems.push('the signed provenance does not name it (not an artifact of the signed build)');
-      else if (subject !== undefined && subject !== digests.sha256) problems.push(`sha256 is ${digests.sha256}, the signed provenance says ${subject}`);
+      if (signed.subjects && subject === undefined)
+        problems.push('the signed provenance does not name it (not an artifact of the signed build)');
+      else if (subject !== undefined && subject !== digests.sha256)
+        problems.push(`sha256 is ${digests.sha256}, the signed provenance says ${subject}`);
     }
     // A compressed artifact is checked by its digests; qemu-img cannot read inside it.
     const disk = a.compression || !a.format ? undefined : diskFormat(a.format);
     if (disk && problems.length === 0) {
       const info = await qemuImg.imageInfo(file, disk.qemuFormat);
-      if (info.virtualSize !== a.virtual_size) problems.push(`virtual size is ${info.virtualSize}, manifest says ${a.virtual_size}`);
+      if (info.virtualSize !== a.virtual_size)
+        problems.push(`virtual size is ${info.virtualSize}, manifest says ${a.virtual_size}`);
       if (disk.checkable) {
         const r = await qemuImg.check(file, disk.qemuFormat);
         if (!r.ok) problems.push(`qemu-img check failed: ${r.output}`);
@@ -112,9 +149,17 @@ export async function verifyManifest(manifestPath: string, qemuImg: Pick<ImageTo
   // The SBOMs, provenance and signatures, against the digests the manifest recorded when they were written.
   for (const d of manifest.supply_chain?.documents ?? []) {
     const file = path.join(dir, path.basename(d.name));
-    if (!existsSync(file)) { results.push({ name: d.name, ok: false, problems: [`missing: ${file}`] }); continue; }
+    if (!existsSync(file)) {
+      results.push({ name: d.name, ok: false, problems: [`missing: ${file}`] });
+      continue;
+    }
     const sha256 = await fileDigest(file);
-    results.push({ name: d.name, ok: sha256 === d.sha256, problems: sha256 === d.sha256 ? [] : [`sha256 is ${sha256}, manifest says ${d.sha256}: it changed after the build`] });
+    results.push({
+      name: d.name,
+      ok: sha256 === d.sha256,
+      problems:
+        sha256 === d.sha256 ? [] : [`sha256 is ${sha256}, manifest says ${d.sha256}: it changed after the build`],
+    });
   }
   return results;
 }

@@ -15,7 +15,10 @@ export interface TypingDriver {
 
 export class KeyboardDriver implements TypingDriver {
   private held = new Set<string>();
-  constructor(private readonly qmp: QmpClient, private readonly intervalMs = 20) {}
+  constructor(
+    private readonly qmp: QmpClient,
+    private readonly intervalMs = 20,
+  ) {}
 
   private async send(qcodes: string[]): Promise<void> {
     await this.qmp.execute('send-key', { keys: qcodes.map((data) => ({ type: 'qcode', data })), 'hold-time': 30 });
@@ -39,13 +42,18 @@ export class KeyboardDriver implements TypingDriver {
     else await this.send([...this.held, qcode]);
   }
 
-  async close(): Promise<void> { this.held.clear(); }
+  async close(): Promise<void> {
+    this.held.clear();
+  }
 }
 
 export class SerialDriver implements TypingDriver {
   private socket?: net.Socket;
   private held = new Set<string>();
-  constructor(private readonly socketPath: string, private readonly intervalMs = 10) {}
+  constructor(
+    private readonly socketPath: string,
+    private readonly intervalMs = 10,
+  ) {}
 
   private async connection(): Promise<net.Socket> {
     if (this.socket && !this.socket.destroyed) return this.socket;
@@ -54,8 +62,12 @@ export class SerialDriver implements TypingDriver {
       s.once('connect', () => resolve(s));
       s.once('error', reject);
     });
-    this.socket.on('error', () => { /* QEMU went away; the next write reports it */ });
-    this.socket.on('data', () => { /* output is read from the log file */ });
+    this.socket.on('error', () => {
+      /* QEMU went away; the next write reports it */
+    });
+    this.socket.on('data', () => {
+      /* output is read from the log file */
+    });
     return this.socket;
   }
 
@@ -72,7 +84,9 @@ export class SerialDriver implements TypingDriver {
     }
   }
 
-  text(s: string): Promise<void> { return this.write(s); }
+  text(s: string): Promise<void> {
+    return this.write(s);
+  }
 
   async key(name: string, action: 'press' | 'down' | 'up'): Promise<void> {
     if (modifierKeys[name]) {

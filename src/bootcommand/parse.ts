@@ -16,7 +16,12 @@ export type BootNode =
   | { kind: 'waitFor'; pattern: string | RegExp; timeoutMs: number; pos: number };
 
 export class BootCommandError extends Error {
-  constructor(readonly source: string, readonly pos: number, readonly problem: string, readonly expected: string) {
+  constructor(
+    readonly source: string,
+    readonly pos: number,
+    readonly problem: string,
+    readonly expected: string,
+  ) {
     super(`${problem} at column ${pos + 1}: expected ${expected}\n  ${source}\n  ${' '.repeat(pos)}^`);
   }
 }
@@ -33,7 +38,7 @@ const waitTag = /^<wait(?!for)([^<>\s]*)>/i;
 /** Longer than any boot needs, and far below what a timer can hold (setTimeout fires at once past ~24.8 days). */
 export const maxWaitMs = 24 * 3_600_000;
 
-const waitUnits: Record<string, number> = { ns: 1e-6, us: 1e-3, 'µs': 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+const waitUnits: Record<string, number> = { ns: 1e-6, us: 1e-3, µs: 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
 /**
  * A wait's duration as Packer's boot-command grammar writes it: nothing (1 s), whole seconds (<wait5>),
@@ -43,14 +48,19 @@ const waitUnits: Record<string, number> = { ns: 1e-6, us: 1e-3, 'µs': 1e-3, ms:
 export function waitDuration(arg: string): number | { problem: string; expected: string } {
   const expected = 'a duration such as <wait5>, <wait10s>, <wait1m30s> or <wait500ms>';
   if (arg === '') return 1000;
-  if (arg.startsWith('-')) return { problem: `a negative wait ("${arg}")`, expected: `a duration of zero or more: ${expected}` };
+  if (arg.startsWith('-'))
+    return { problem: `a negative wait ("${arg}")`, expected: `a duration of zero or more: ${expected}` };
   let ms: number;
   if (/^\d+$/.test(arg)) ms = Number(arg) * 1000;
   else if (/^(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$/.test(arg)) {
     ms = 0;
     for (const m of arg.matchAll(/(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g)) ms += Number(m[1]) * waitUnits[m[2]!]!;
   } else return { problem: `"${arg}" is not a duration`, expected };
-  if (!(ms <= maxWaitMs)) return { problem: `the wait "${arg}" is longer than 24h`, expected: `a wait of at most 24h (<wait24h>); for something slow, <waitFor "text" 2h> waits only as long as needed` };
+  if (!(ms <= maxWaitMs))
+    return {
+      problem: `the wait "${arg}" is longer than 24h`,
+      expected: `a wait of at most 24h (<wait24h>); for something slow, <waitFor "text" 2h> waits only as long as needed`,
+    };
   return Math.round(ms);
 }
 
@@ -58,7 +68,10 @@ export function parseBootCommand(source: string): BootNode[] {
   const nodes: BootNode[] = [];
   let text = '';
   let textPos = 0;
-  const flush = () => { if (text) nodes.push({ kind: 'text', text, pos: textPos }); text = ''; };
+  const flush = () => {
+    if (text) nodes.push({ kind: 'text', text, pos: textPos });
+    text = '';
+  };
   let i = 0;
   while (i < source.length) {
     const rest = source.slice(i);
@@ -115,9 +128,21 @@ export function parseBootCommand(source: string): BootNode[] {
     const end = afterName + 1;
     const node = tagNode(name, i);
     if (node === undefined) {
-      const candidates = [...keyDisplayNames, ...keyDisplayNames.filter((k) => /^(left|right)(Alt|Ctrl|Shift|Super)$/.test(k)).flatMap((k) => [`${k}On`, `${k}Off`]), 'wait', 'waitFor'];
+      const candidates = [
+        ...keyDisplayNames,
+        ...keyDisplayNames
+          .filter((k) => /^(left|right)(Alt|Ctrl|Shift|Super)$/.test(k))
+          .flatMap((k) => [`${k}On`, `${k}Off`]),
+        'wait',
+        'waitFor',
+      ];
       const guess = closest(name, candidates);
-      throw new BootCommandError(source, i, `unknown key <${name}>`, guess ? `a known key; did you mean <${guess}>?` : 'a key such as <enter>, <esc>, <f2>, <leftCtrlOn> or <wait5>');
+      throw new BootCommandError(
+        source,
+        i,
+        `unknown key <${name}>`,
+        guess ? `a known key; did you mean <${guess}>?` : 'a key such as <enter>, <esc>, <f2>, <leftCtrlOn> or <wait5>',
+      );
     }
     if ('problem' in node) throw new BootCommandError(source, node.pos, node.problem, node.expected);
     nodes.push(node);
@@ -140,26 +165,35 @@ function tagNode(name: string, pos: number): BootNode | { problem: string; expec
   if (Object.hasOwn(specialKeys, lower)) return { kind: 'key', key: lower, action: 'press', pos };
   if (Object.hasOwn(modifierKeys, lower)) return { kind: 'key', key: lower, action: 'press', pos };
   const mod = /^(.*?)(on|off)$/.exec(lower);
-  if (mod && Object.hasOwn(modifierKeys, mod[1]!)) return { kind: 'key', key: mod[1]!, action: mod[2] === 'on' ? 'down' : 'up', pos };
+  if (mod && Object.hasOwn(modifierKeys, mod[1]!))
+    return { kind: 'key', key: mod[1]!, action: mod[2] === 'on' ? 'down' : 'up', pos };
   return undefined;
 }
 
 function parseWaitFor(source: string, start: number, from: number): { node: BootNode; end: number } {
   let i = from;
-  const skipSpaces = () => { while (source[i] === ' ') i++; };
+  const skipSpaces = () => {
+    while (source[i] === ' ') i++;
+  };
   skipSpaces();
-  if (i === from) throw new BootCommandError(source, i, 'missing pattern after <waitFor', 'a space, then "text" or /regex/');
+  if (i === from)
+    throw new BootCommandError(source, i, 'missing pattern after <waitFor', 'a space, then "text" or /regex/');
   let pattern: string | RegExp;
   const quote = source[i];
   if (quote === '"' || quote === "'") {
     let j = i + 1;
     let value = '';
     while (j < source.length && source[j] !== quote) {
-      if (source[j] === '\\' && j + 1 < source.length) { value += source[j + 1]; j += 2; continue; }
+      if (source[j] === '\\' && j + 1 < source.length) {
+        value += source[j + 1];
+        j += 2;
+        continue;
+      }
       value += source[j];
       j++;
     }
-    if (j >= source.length) throw new BootCommandError(source, i, 'unterminated string in <waitFor', `a closing ${quote}`);
+    if (j >= source.length)
+      throw new BootCommandError(source, i, 'unterminated string in <waitFor', `a closing ${quote}`);
     if (!value) throw new BootCommandError(source, i, 'empty text in <waitFor', 'some text to wait for');
     pattern = value;
     i = j + 1;
@@ -168,8 +202,15 @@ function parseWaitFor(source: string, start: number, from: number): { node: Boot
     while (j < source.length && source[j] !== '/') j += source[j] === '\\' ? 2 : 1;
     if (j >= source.length) throw new BootCommandError(source, i, 'unterminated regex in <waitFor', 'a closing /');
     const flags = /^[imsu]*/.exec(source.slice(j + 1))![0];
-    try { pattern = new RegExp(source.slice(i + 1, j), flags); } catch (e) {
-      throw new BootCommandError(source, i, `bad regex: ${(e as Error).message}`, 'a valid JavaScript regular expression');
+    try {
+      pattern = new RegExp(source.slice(i + 1, j), flags);
+    } catch (e) {
+      throw new BootCommandError(
+        source,
+        i,
+        `bad regex: ${(e as Error).message}`,
+        'a valid JavaScript regular expression',
+      );
     }
     i = j + 1 + flags.length;
   } else {
@@ -179,10 +220,13 @@ function parseWaitFor(source: string, start: number, from: number): { node: Boot
   let timeoutMs = defaultWaitForMs;
   const m = /^([0-9][0-9a-z.]*)/.exec(source.slice(i));
   if (m) {
-    try { timeoutMs = parseDuration(m[1]!); } catch {
+    try {
+      timeoutMs = parseDuration(m[1]!);
+    } catch {
       throw new BootCommandError(source, i, `"${m[1]}" is not a duration`, 'a timeout such as 30s, 2m or 1m30s');
     }
-    if (timeoutMs > maxWaitMs) throw new BootCommandError(source, i, `the timeout "${m[1]}" is longer than 24h`, 'a timeout of at most 24h');
+    if (timeoutMs > maxWaitMs)
+      throw new BootCommandError(source, i, `the timeout "${m[1]}" is longer than 24h`, 'a timeout of at most 24h');
     i += m[1]!.length;
     skipSpaces();
   }

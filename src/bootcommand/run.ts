@@ -14,12 +14,20 @@ export function readableConsole(raw: string): string {
  * match), so two <waitFor "login:"> in a row wait for two different prompts.
  */
 export async function waitForConsole(
-  logFile: string, pattern: string | RegExp, cursor: number, timeoutMs: number, signal?: AbortSignal,
+  logFile: string,
+  pattern: string | RegExp,
+  cursor: number,
+  timeoutMs: number,
+  signal?: AbortSignal,
 ): Promise<number> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     let text = '';
-    try { text = readableConsole(readFileSync(logFile, 'latin1')); } catch { /* not created yet */ }
+    try {
+      text = readableConsole(readFileSync(logFile, 'latin1'));
+    } catch {
+      /* not created yet */
+    }
     const tail = text.slice(cursor);
     if (typeof pattern === 'string') {
       const at = tail.indexOf(pattern);
@@ -29,8 +37,14 @@ export async function waitForConsole(
       if (m) return cursor + m.index + m[0].length;
     }
     if (Date.now() > deadline) {
-      const last = text.split('\n').filter((l) => l.trim()).slice(-15).join('\n');
-      throw new Error(`timed out after ${Math.round(timeoutMs / 1000)} s waiting for ${typeof pattern === 'string' ? JSON.stringify(pattern) : pattern} on the serial console; last lines:\n${last || '(nothing)'}`);
+      const last = text
+        .split('\n')
+        .filter((l) => l.trim())
+        .slice(-15)
+        .join('\n');
+      throw new Error(
+        `timed out after ${Math.round(timeoutMs / 1000)} s waiting for ${typeof pattern === 'string' ? JSON.stringify(pattern) : pattern} on the serial console; last lines:\n${last || '(nothing)'}`,
+      );
     }
     if (signal?.aborted) throw signal.reason as Error;
     await sleep(100);
@@ -44,7 +58,11 @@ export interface RunBootCommandOptions {
   onNode?: (node: BootNode, line: number) => void;
 }
 
-export async function runBootCommand(lines: BootNode[][], driver: TypingDriver, o: RunBootCommandOptions): Promise<void> {
+export async function runBootCommand(
+  lines: BootNode[][],
+  driver: TypingDriver,
+  o: RunBootCommandOptions,
+): Promise<void> {
   let cursor = 0;
   try {
     for (const [index, nodes] of lines.entries()) {
@@ -52,10 +70,18 @@ export async function runBootCommand(lines: BootNode[][], driver: TypingDriver, 
         if (o.signal?.aborted) throw o.signal.reason as Error;
         o.onNode?.(node, index);
         switch (node.kind) {
-          case 'text': await driver.text(o.render(node.text)); break;
-          case 'key': await driver.key(node.key, node.action); break;
-          case 'wait': await sleep(node.ms, undefined, { signal: o.signal }); break;
-          case 'waitFor': cursor = await waitForConsole(o.serialLog, node.pattern, cursor, node.timeoutMs, o.signal); break;
+          case 'text':
+            await driver.text(o.render(node.text));
+            break;
+          case 'key':
+            await driver.key(node.key, node.action);
+            break;
+          case 'wait':
+            await sleep(node.ms, undefined, { signal: o.signal });
+            break;
+          case 'waitFor':
+            cursor = await waitForConsole(o.serialLog, node.pattern, cursor, node.timeoutMs, o.signal);
+            break;
         }
       }
     }

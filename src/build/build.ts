@@ -43,22 +43,38 @@ export function selectBuilds(t: LoadedTemplate, only?: string[], except?: string
   const matcher = (n: string): ((name: string) => boolean) => {
     if (!isGlob(n)) return (name) => name === n;
     let re: RegExp;
-    try { re = globToRegExp(n); } catch (e) { throw new Error(`--only/--except: ${(e as Error).message} (a glob takes * ? [abc] [!abc] {a,b} and \\ to escape)`); }
+    try {
+      re = globToRegExp(n);
+    } catch (e) {
+      throw new Error(
+        `--only/--except: ${(e as Error).message} (a glob takes * ? [abc] [!abc] {a,b} and \\ to escape)`,
+      );
+    }
     return (name) => re.test(name);
   };
-  const match = (list?: string[]) => (list ?? []).map((n) => {
-    const m = matcher(n);
-    // A Packer template's builds that --only/--except left out while loading still count as matched.
-    if (!names.some(m) && !(t.excluded ?? []).some(m)) throw new Error(isGlob(n) ? `no build matches "${n}" in ${t.file} (builds: ${names.join(', ')})` : `no build named "${n}" in ${t.file} (builds: ${names.join(', ')})`);
-    return m;
-  });
+  const match = (list?: string[]) =>
+    (list ?? []).map((n) => {
+      const m = matcher(n);
+      // A Packer template's builds that --only/--except left out while loading still count as matched.
+      if (!names.some(m) && !(t.excluded ?? []).some(m))
+        throw new Error(
+          isGlob(n)
+            ? `no build matches "${n}" in ${t.file} (builds: ${names.join(', ')})`
+            : `no build named "${n}" in ${t.file} (builds: ${names.join(', ')})`,
+        );
+      return m;
+    });
   const o = match(only);
   const x = match(except);
   return t.template.builds.filter((b) => (!o.length || o.some((m) => m(b.name))) && !x.some((m) => m(b.name)));
 }
 
 export async function runBuild(
-  template: LoadedTemplate, build: BuildConfig, options: BuildOptions, events: EventBus, signal: AbortSignal,
+  template: LoadedTemplate,
+  build: BuildConfig,
+  options: BuildOptions,
+  events: EventBus,
+  signal: AbortSignal,
   steps: StepSource = stepsFor,
 ): Promise<BuildResult> {
   const started = performance.now();
@@ -74,21 +90,31 @@ export async function runBuild(
   try {
     const run = await runSteps(steps, ctx);
     result = run;
-    if (!run.kept || await holdKeptBuild(ctx, run)) removeWorkDir(ctx);
+    if (!run.kept || (await holdKeptBuild(ctx, run))) removeWorkDir(ctx);
   } catch (e) {
     result = { ok: false, kept: false, error: e as Error };
   } finally {
     const error = result.error;
     events.emit({
-      type: 'build-end', build: build.name, ok: result.ok, ms: performance.now() - started,
+      type: 'build-end',
+      build: build.name,
+      ok: result.ok,
+      ms: performance.now() - started,
       error: error ? (result.failedStep ? `${result.failedStep}: ${error.message}` : error.message) : undefined,
       outputDirectory: result.ok ? build.output_directory : undefined,
       peakRssBytes: process.resourceUsage().maxRSS * 1024,
     });
   }
   return {
-    build: build.name, ok: result.ok, error: result.error, failedStep: result.failedStep, ms: performance.now() - started, kept: result.kept,
-    outputDirectory: result.ok ? build.output_directory : undefined, artifacts: state.artifacts, timings: state.timings,
+    build: build.name,
+    ok: result.ok,
+    error: result.error,
+    failedStep: result.failedStep,
+    ms: performance.now() - started,
+    kept: result.kept,
+    outputDirectory: result.ok ? build.output_directory : undefined,
+    artifacts: state.artifacts,
+    timings: state.timings,
   };
 }
 
@@ -100,9 +126,12 @@ export async function runBuild(
  */
 export function stepsFor(ctx: Pick<BuildContext, 'state'>): Step[] {
   switch (ctx.state.plan?.resume.kind) {
-    case 'upToDate': return [...planSteps, ...outputSteps.filter((s) => s.whenUpToDate)];
-    case 'fromFinalLayer': return [...planSteps, outputDirStep, ...outputSteps];
-    default: return buildSteps;
+    case 'upToDate':
+      return [...planSteps, ...outputSteps.filter((s) => s.whenUpToDate)];
+    case 'fromFinalLayer':
+      return [...planSteps, outputDirStep, ...outputSteps];
+    default:
+      return buildSteps;
   }
 }
 
@@ -125,7 +154,10 @@ function removeWorkDir(ctx: BuildContext): void {
   try {
     rmSync(ctx.state.workDir, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
   } catch (e) {
-    ctx.log(`could not remove the work directory ${ctx.state.workDir}: ${(e as Error).message}; the next kiln build removes it`, 'warn');
+    ctx.log(
+      `could not remove the work directory ${ctx.state.workDir}: ${(e as Error).message}; the next kiln build removes it`,
+      'warn',
+    );
   }
 }
 
@@ -141,7 +173,10 @@ async function holdKeptBuild(ctx: BuildContext, result: RunResult): Promise<bool
   const vm = state.qemu && !state.qemu.hasExited ? state.qemu : undefined;
   const stopped = `build stopped at "${result.failedStep}" and everything is kept`;
   if (!vm) {
-    ctx.log(`${stopped}; the VM is not running.\n  work dir: ${state.workDir} (serial.log, disk)\n  the next kiln build removes it`, 'warn');
+    ctx.log(
+      `${stopped}; the VM is not running.\n  work dir: ${state.workDir} (serial.log, disk)\n  the next kiln build removes it`,
+      'warn',
+    );
     return false;
   }
   const comm = build.source.communicator;
@@ -162,23 +197,33 @@ async function holdKeptBuild(ctx: BuildContext, result: RunResult): Promise<bool
     }
     ssh = sshCommand({ username: comm.username, port: state.sshHostPort, keyFile, knownHostsFile });
     if (!keyFile) ssh += '   (password: communicator.password)';
-    if (!knownHostsFile && state.ssh?.hostKey) ssh += `\n                  (host key not checked by this command; kiln saw ${state.ssh.hostKey})`;
+    if (!knownHostsFile && state.ssh?.hostKey)
+      ssh += `\n                  (host key not checked by this command; kiln saw ${state.ssh.hostKey})`;
   }
-  ctx.log([
-    `${stopped}: the VM is still running (QEMU pid ${vm.pid}).`,
-    `  ssh:            ${ssh}`,
-    `  serial console: kiln console ${build.name}   (Ctrl-] detaches)`,
-    `  work dir:       ${state.workDir}`,
-    ...(ctx.options.keptBuildRelease ?? [
-      '  kiln waits with the VM until the build is aborted (its AbortSignal) or the guest powers off;',
-      '  it then stops the VM, removes the work dir and reports the build failed.',
-    ]),
-  ].join('\n'), 'warn');
+  ctx.log(
+    [
+      `${stopped}: the VM is still running (QEMU pid ${vm.pid}).`,
+      `  ssh:            ${ssh}`,
+      `  serial console: kiln console ${build.name}   (Ctrl-] detaches)`,
+      `  work dir:       ${state.workDir}`,
+      ...(ctx.options.keptBuildRelease ?? [
+        '  kiln waits with the VM until the build is aborted (its AbortSignal) or the guest powers off;',
+        '  it then stops the VM, removes the work dir and reports the build failed.',
+      ]),
+    ].join('\n'),
+    'warn',
+  );
   const reason = await new Promise<string>((resolve) => {
     const onAbort = () => resolve('stopping the kept VM');
-    if (ctx.signal.aborted) { onAbort(); return; }
+    if (ctx.signal.aborted) {
+      onAbort();
+      return;
+    }
     ctx.signal.addEventListener('abort', onAbort, { once: true });
-    void vm.exited.then(() => { ctx.signal.removeEventListener('abort', onAbort); resolve('the kept VM exited'); });
+    void vm.exited.then(() => {
+      ctx.signal.removeEventListener('abort', onAbort);
+      resolve('the kept VM exited');
+    });
   });
   ctx.log(`${reason}; cleaning up`);
   await result.cleanUp();
@@ -190,9 +235,11 @@ export function sshCommand(o: { username: string; port: number; keyFile?: string
   const argv = ['ssh', '-p', String(o.port)];
   // IdentitiesOnly: agent keys tried first could use up the server's allowed authentication attempts.
   if (o.keyFile) argv.push('-i', o.keyFile, '-o', 'IdentitiesOnly=yes');
-  argv.push(...(o.knownHostsFile
-    ? ['-o', `UserKnownHostsFile=${o.knownHostsFile}`, '-o', 'StrictHostKeyChecking=yes']
-    : ['-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null']));
+  argv.push(
+    ...(o.knownHostsFile
+      ? ['-o', `UserKnownHostsFile=${o.knownHostsFile}`, '-o', 'StrictHostKeyChecking=yes']
+      : ['-o', 'StrictHostKeyChecking=no', '-o', 'UserKnownHostsFile=/dev/null']),
+  );
   argv.push(`${o.username}@127.0.0.1`);
   return shellQuote(argv);
 }
@@ -200,10 +247,21 @@ export function sshCommand(o: { username: string; port: number; keyFile?: string
 /** Beside the owner marker: which build a work directory belongs to, for `kiln console`. */
 export const buildRecordFile = 'kiln-build.json';
 
-export interface RunningBuild { build: string; template: string; pid: number; startedAt: string; workDir: string }
+export interface RunningBuild {
+  build: string;
+  template: string;
+  pid: number;
+  startedAt: string;
+  workDir: string;
+}
 
 function recordBuild(workDir: string, build: string, template: string): void {
-  const record: Omit<RunningBuild, 'workDir'> = { build, template, pid: process.pid, startedAt: new Date().toISOString() };
+  const record: Omit<RunningBuild, 'workDir'> = {
+    build,
+    template,
+    pid: process.pid,
+    startedAt: new Date().toISOString(),
+  };
   writeFileSync(path.join(workDir, buildRecordFile), JSON.stringify(record) + '\n');
 }
 
@@ -212,16 +270,26 @@ export function listRunningBuilds(tmp = os.tmpdir()): RunningBuild[] {
   const running: RunningBuild[] = [];
   for (const { dir: workDir } of ownedWorkDirs(tmp)) {
     try {
-      const record = JSON.parse(readFileSync(path.join(workDir, buildRecordFile), 'utf8')) as Omit<RunningBuild, 'workDir'>;
+      const record = JSON.parse(readFileSync(path.join(workDir, buildRecordFile), 'utf8')) as Omit<
+        RunningBuild,
+        'workDir'
+      >;
       if (isAlive(record.pid)) running.push({ ...record, workDir });
-    } catch { /* no record (an older kiln), or being written or removed right now */ }
+    } catch {
+      /* no record (an older kiln), or being written or removed right now */
+    }
   }
   return running.sort((a, b) => a.startedAt.localeCompare(b.startedAt));
 }
 
 /** Runs builds with at most `parallel` at once. */
 export async function runBuilds(
-  template: LoadedTemplate, builds: BuildConfig[], options: BuildOptions, events: EventBus, signal: AbortSignal, parallel = 1,
+  template: LoadedTemplate,
+  builds: BuildConfig[],
+  options: BuildOptions,
+  events: EventBus,
+  signal: AbortSignal,
+  parallel = 1,
 ): Promise<BuildResult[]> {
   const results: BuildResult[] = new Array(builds.length);
   let next = 0;
@@ -294,10 +362,25 @@ export async function build(template: LoadedTemplate, options: KilnBuildOptions 
   if (options.onEvent) events.subscribe(options.onEvent);
   const onError = options.onError ?? 'cleanup';
   if (onError === 'ask' && !options.prompt) throw new Error('onError "ask" needs a prompt callback (options.prompt)');
-  return runBuilds(template, builds, {
-    force: options.force ?? false, onError, debug: options.debug ?? false,
-    cacheDir: options.cacheDir ?? defaultCacheDir(), noCache: options.noCache, remoteCache: options.remoteCache, prompt: options.prompt,
-    tempDir: options.tempDir, keptBuildRelease: options.keptBuildRelease,
-    driver: options.driver ?? createDriver(options.qemu), tarBinary: options.tarBinary, airgap: options.airgap,
-  }, events, options.signal ?? new AbortController().signal, options.parallel ?? 1);
+  return runBuilds(
+    template,
+    builds,
+    {
+      force: options.force ?? false,
+      onError,
+      debug: options.debug ?? false,
+      cacheDir: options.cacheDir ?? defaultCacheDir(),
+      noCache: options.noCache,
+      remoteCache: options.remoteCache,
+      prompt: options.prompt,
+      tempDir: options.tempDir,
+      keptBuildRelease: options.keptBuildRelease,
+      driver: options.driver ?? createDriver(options.qemu),
+      tarBinary: options.tarBinary,
+      airgap: options.airgap,
+    },
+    events,
+    options.signal ?? new AbortController().signal,
+    options.parallel ?? 1,
+  );
 }

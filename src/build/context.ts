@@ -32,10 +32,17 @@ export function createBuildContext(parts: BuildContextParts): BuildContext {
 /** The `${build.*}` values known so far (they grow as the steps run). */
 export function buildValues(build: BuildConfig, state: BuildState): Record<string, Scalar> {
   const v: Record<string, Scalar> = { name: build.name, output_dir: build.output_directory };
-  if (state.http) { v.http_ip = state.http.ip; v.http_port = state.http.port; v.http_url = state.http.url; }
+  if (state.http) {
+    v.http_ip = state.http.ip;
+    v.http_port = state.http.port;
+    v.http_url = state.http.url;
+  }
   if (state.buildKey) v.ssh_public_key = state.buildKey.publicKey;
   if (build.source.communicator.type === 'ssh') v.ssh_username = build.source.communicator.username;
-  if (state.sshHostPort) { v.ssh_host = '127.0.0.1'; v.ssh_port = state.sshHostPort; }
+  if (state.sshHostPort) {
+    v.ssh_host = '127.0.0.1';
+    v.ssh_port = state.sshHostPort;
+  }
   // For a template's own -drive lines (Packer's {{ .OutputDir }}/{{ .Name }}, its iso_target_path).
   if (state.disk) v.disk = state.disk.path;
   if (state.base?.kind === 'iso') v.iso = state.base.path;

@@ -35,8 +35,14 @@ export function queueLayerSave(ctx: BuildContext, save: LayerSave): void {
       ctx.state.timings[layerCaptureTiming] = (ctx.state.timings[layerCaptureTiming] ?? 0) + ms;
       ctx.state.layerSaves = (ctx.state.layerSaves ?? 0) + 1;
       ctx.events.emit({
-        type: 'layer-saved', build: ctx.build.name, index: save.index, key: save.key, size: meta.size, ms,
-        queuedMs: started - queued, ...(save.meta.final ? { final: true } : {}),
+        type: 'layer-saved',
+        build: ctx.build.name,
+        index: save.index,
+        key: save.key,
+        size: meta.size,
+        ms,
+        queuedMs: started - queued,
+        ...(save.meta.final ? { final: true } : {}),
       });
       await layers.afterSave?.(meta);
     } catch (e) {

@@ -19,9 +19,11 @@ export function stagingDirOf(outputDir: string): string {
 export function foreignOutputError(outputDir: string, ownership: Ownership, state = 'already exists and'): Error {
   const { foreign, problem } = ownership;
   const shown = foreign.slice(0, 10).join(', ') + (foreign.length > 10 ? `, and ${foreign.length - 10} more` : '');
-  return new Error(`output directory ${outputDir} ${state} holds ${foreign.length} ${foreign.length === 1 ? 'entry' : 'entries'} kiln did not write${problem ? ` (${problem})` : ''}: ${shown}\n` +
-    '  --force replaces only an output directory kiln wrote itself, every entry listed in its manifest.json\n' +
-    '  fix: move those out of it (or remove it), or pick another output_directory');
+  return new Error(
+    `output directory ${outputDir} ${state} holds ${foreign.length} ${foreign.length === 1 ? 'entry' : 'entries'} kiln did not write${problem ? ` (${problem})` : ''}: ${shown}\n` +
+      '  --force replaces only an output directory kiln wrote itself, every entry listed in its manifest.json\n' +
+      '  fix: move those out of it (or remove it), or pick another output_directory',
+  );
 }
 
 /** An output directory that exists already: replaced at the end only with --force, and only if kiln wrote all of it. */
@@ -29,7 +31,10 @@ export function checkExistingOutput(outputDir: string, force: boolean): void {
   if (!existsSync(outputDir)) return;
   const ownership = outputOwnership(outputDir);
   if (ownership.foreign.length) throw foreignOutputError(outputDir, ownership);
-  if (!force) throw new Error(`output directory ${outputDir} already exists\n  fix: remove it, pick another output_directory, or run with --force (kiln wrote it: it is replaced once the new build has succeeded)`);
+  if (!force)
+    throw new Error(
+      `output directory ${outputDir} already exists\n  fix: remove it, pick another output_directory, or run with --force (kiln wrote it: it is replaced once the new build has succeeded)`,
+    );
 }
 
 /**
@@ -38,7 +43,17 @@ export function checkExistingOutput(outputDir: string, force: boolean): void {
  */
 export function checkElsewhereTarget(target: string, force: boolean): void {
   let st;
-  try { st = lstatSync(target); } catch { return; }
-  if (st.isDirectory()) throw new Error(`${target} is a directory, where kiln would write the artifact ${path.basename(target)}\n  fix: move it away, or give the output another "name" or "directory"`);
-  if (!force) throw new Error(`${target} already exists\n  fix: remove it, or run with --force (which replaces that one file once the build has succeeded)`);
+  try {
+    st = lstatSync(target);
+  } catch {
+    return;
+  }
+  if (st.isDirectory())
+    throw new Error(
+      `${target} is a directory, where kiln would write the artifact ${path.basename(target)}\n  fix: move it away, or give the output another "name" or "directory"`,
+    );
+  if (!force)
+    throw new Error(
+      `${target} already exists\n  fix: remove it, or run with --force (which replaces that one file once the build has succeeded)`,
+    );
 }

@@ -29,7 +29,10 @@ export function remoteFor(ctx: BuildContext): RemoteCache | undefined {
   if (!remote) return undefined;
   const sensitive = ctx.template.variables.sensitive.size > 0 || ctx.template.variables.secrets.length > 0;
   if (sensitive && !remote.keyed) {
-    ctx.log(`remote cache: not used for this build: its template has sensitive values, and without a shared secret the layer names in ${remote.location} could be used to test guesses at them\n  fix: give every builder the same secret file (--cache-remote-secret-file FILE)`, 'warn');
+    ctx.log(
+      `remote cache: not used for this build: its template has sensitive values, and without a shared secret the layer names in ${remote.location} could be used to test guesses at them\n  fix: give every builder the same secret file (--cache-remote-secret-file FILE)`,
+      'warn',
+    );
     return undefined;
   }
   return remote.withLog(ctx.log);
@@ -39,30 +42,56 @@ export function remoteFor(ctx: BuildContext): RemoteCache | undefined {
  * Pulls what the plan found only remotely (the final disk) into the local store. True when it is
  * there now; false on a miss (already said why), and the build plans again from the local store.
  */
-export async function pullFromRemote(ctx: BuildContext, store: LayerStore, remote: RemoteCache, plan: BuildPlan, base: Base): Promise<boolean> {
+export async function pullFromRemote(
+  ctx: BuildContext,
+  store: LayerStore,
+  remote: RemoteCache,
+  plan: BuildPlan,
+  base: Base,
+): Promise<boolean> {
   if (plan.resume.kind === 'resume') return pullChain(ctx, store, remote, plan, plan.resume.at, base);
   if (plan.resume.kind !== 'fromFinalLayer' || !plan.final || base.kind !== 'disk') return false;
   const started = performance.now();
   const finalKey = plan.final.key;
-  const pulled = await remote.pullChain([{ key: finalKey, kind: 'final' }], base.sha256, () => path.join(ctx.state.workDir, 'remote-final.qcow2'), ctx.signal);
+  const pulled = await remote.pullChain(
+    [{ key: finalKey, kind: 'final' }],
+    base.sha256,
+    () => path.join(ctx.state.workDir, 'remote-final.qcow2'),
+    ctx.signal,
+  );
   if (!pulled) {
-    ctx.log(`remote cache: the final disk ${short(finalKey)} could not be pulled from ${remote.location}; building it here`, 'warn');
+    ctx.log(
+      `remote cache: the final disk ${short(finalKey)} could not be pulled from ${remote.location}; building it here`,
+      'warn',
+    );
     return false;
   }
   const { record, file } = pulled[0]!;
   try {
     const baseName = await store.ensureBase(base.path, base.sha256, base.format);
-    await store.publish(finalKey, file, { name: baseName, format: base.format }, {
-      parent: null, build: ctx.build.name, template: ctx.template.file, provisioner: 0,
-      description: `final disk (from ${remote.location}, built by ${record.builder})`, final: record.final,
-    }, ctx.signal);
+    await store.publish(
+      finalKey,
+      file,
+      { name: baseName, format: base.format },
+      {
+        parent: null,
+        build: ctx.build.name,
+        template: ctx.template.file,
+        provisioner: 0,
+        description: `final disk (from ${remote.location}, built by ${record.builder})`,
+        final: record.final,
+      },
+      ctx.signal,
+    );
   } finally {
     rmSync(file, { force: true });
   }
   plan.final.local = true;
   const ms = performance.now() - started;
   ctx.state.timings['remote cache pull'] = ms;
-  ctx.log(`remote cache: pulled the final disk ${short(finalKey)} (blob ${short(record.digest)}, ${formatBytes(record.size)}, built by ${record.builder}) from ${remote.location} in ${formatDuration(ms)}`);
+  ctx.log(
+    `remote cache: pulled the final disk ${short(finalKey)} (blob ${short(record.digest)}, ${formatBytes(record.size)}, built by ${record.builder}) from ${remote.location} in ${formatDuration(ms)}`,
+  );
   return true;
 }
 
@@ -71,7 +100,13 @@ export async function pullFromRemote(ctx: BuildContext, store: LayerStore, remot
  * base image in the store (so it needs no layer below it), uploaded, read back and checked; only then
  * is the record written. A failure is a warning: the build itself is fine.
  */
-export async function pushToRemote(ctx: BuildContext, store: LayerStore, remote: RemoteCache, meta: LayerMeta, base: Base): Promise<void> {
+export async function pushToRemote(
+  ctx: BuildContext,
+  store: LayerStore,
+  remote: RemoteCache,
+  meta: LayerMeta,
+  base: Base,
+): Promise<void> {
   if (remote.readonly) return;
   if (!meta.final) {
     if (!sharesIntermediate(ctx, remote)) return;
@@ -81,7 +116,10 @@ export async function pushToRemote(ctx: BuildContext, store: LayerStore, remote:
     });
     return;
   }
-  if (base.kind !== 'disk') { ctx.log('remote cache: the final disk of an ISO build is not shared (it has no base image to back onto)', 'debug'); return; }
+  if (base.kind !== 'disk') {
+    ctx.log('remote cache: the final disk of an ISO build is not shared (it has no base image to back onto)', 'debug');
+    return;
+  }
   if (!(await remote.lacks(meta.key, 'final', ctx.signal))) {
     ctx.log(`remote cache: ${remote.location} holds the final disk ${short(meta.key)} already`, 'debug');
     return;
@@ -90,16 +128,32 @@ export async function pushToRemote(ctx: BuildContext, store: LayerStore, remote:
   // In the store, so the layer's store-relative backing names resolve; swept as .tmp-<pid> if kiln dies.
   const tmp = path.join(store.dir, `${meta.key}.remote.tmp-${process.pid}`);
   try {
-    await execa(...diesWithKiln('cp', ['--sparse=always', '--reflink=auto', store.layerFile(meta.key), tmp]), { cancelSignal: ctx.signal });
+    await execa(...diesWithKiln('cp', ['--sparse=always', '--reflink=auto', store.layerFile(meta.key), tmp]), {
+      cancelSignal: ctx.signal,
+    });
     const baseName = await store.ensureBase(base.path, base.sha256, base.format);
     await ctx.driver.rebase(tmp, { name: baseName, format: base.format }, ctx.signal);
-    ctx.log(`remote cache: sharing the final disk ${short(meta.key)} (${formatBytes(statSync(tmp).size)}, self-contained on the base image) to ${remote.location}`);
-    const record = await remote.push(meta.key, 'final', tmp, { parent: null, base: base.sha256, baseFormat: base.format, final: meta.final, description: meta.description }, ctx.signal);
+    ctx.log(
+      `remote cache: sharing the final disk ${short(meta.key)} (${formatBytes(statSync(tmp).size)}, self-contained on the base image) to ${remote.location}`,
+    );
+    const record = await remote.push(
+      meta.key,
+      'final',
+      tmp,
+      { parent: null, base: base.sha256, baseFormat: base.format, final: meta.final, description: meta.description },
+      ctx.signal,
+    );
     const ms = performance.now() - started;
     ctx.state.timings['remote cache push'] = ms;
-    ctx.log(`remote cache: shared the final disk ${short(meta.key)} (blob ${short(record.digest)}, ${formatBytes(record.size)}) to ${remote.location} in ${formatDuration(ms)}`);
+    ctx.log(
+      `remote cache: shared the final disk ${short(meta.key)} (blob ${short(record.digest)}, ${formatBytes(record.size)}) to ${remote.location} in ${formatDuration(ms)}`,
+    );
   } catch (e) {
-    if (!ctx.signal.aborted) ctx.log(`remote cache: could not share the final disk ${short(meta.key)} to ${remote.location}: ${(e as Error).message}`, 'warn');
+    if (!ctx.signal.aborted)
+      ctx.log(
+        `remote cache: could not share the final disk ${short(meta.key)} to ${remote.location}: ${(e as Error).message}`,
+        'warn',
+      );
     else throw e;
   } finally {
     rmSync(tmp, { force: true });
@@ -113,8 +167,11 @@ export async function pushToRemote(ctx: BuildContext, store: LayerStore, remote:
  */
 export function sharesIntermediate(ctx: BuildContext, remote: RemoteCache): boolean {
   const comm = ctx.build.source.communicator;
-  return remote.sharesIntermediate && ctx.state.base?.kind === 'disk'
-    && (ctx.build.source.cloud_init !== false || (comm.type === 'ssh' && comm.private_key_file !== undefined));
+  return (
+    remote.sharesIntermediate &&
+    ctx.state.base?.kind === 'disk' &&
+    (ctx.build.source.cloud_init !== false || (comm.type === 'ssh' && comm.private_key_file !== undefined))
+  );
 }
 
 /** The name a shared intermediate layer's backing file has in the store: its parent's key stays here. */
@@ -128,9 +185,15 @@ const sharedDigests = new WeakMap<BuildContext, Map<string, string>>();
  * whose backing file is renamed to a neutral name (the base's, or "parent.qcow2"), its record naming
  * the parent's blob by digest. Returns the layer's blob digest.
  */
-export async function shareLayer(ctx: BuildContext, store: LayerStore, remote: RemoteCache, key: string, base: Base): Promise<string> {
+export async function shareLayer(
+  ctx: BuildContext,
+  store: LayerStore,
+  remote: RemoteCache,
+  key: string,
+  base: Base,
+): Promise<string> {
   let digests = sharedDigests.get(ctx);
-  if (!digests) sharedDigests.set(ctx, digests = new Map());
+  if (!digests) sharedDigests.set(ctx, (digests = new Map()));
   const known = digests.get(key);
   if (known) return known;
   const meta = store.meta(key);
@@ -139,11 +202,25 @@ export async function shareLayer(ctx: BuildContext, store: LayerStore, remote: R
   const baseName = await store.ensureBase(base.path, base.sha256, base.format);
   const tmp = path.join(store.dir, `${key}.remote.tmp-${process.pid}`);
   try {
-    await execa(...diesWithKiln('cp', ['--sparse=always', '--reflink=auto', store.layerFile(key), tmp]), { cancelSignal: ctx.signal });
-    await ctx.driver.rebaseUnsafe(tmp, { name: parent ? neutralParent : baseName, format: parent ? 'qcow2' : base.format }, ctx.signal);
+    await execa(...diesWithKiln('cp', ['--sparse=always', '--reflink=auto', store.layerFile(key), tmp]), {
+      cancelSignal: ctx.signal,
+    });
+    await ctx.driver.rebaseUnsafe(
+      tmp,
+      { name: parent ? neutralParent : baseName, format: parent ? 'qcow2' : base.format },
+      ctx.signal,
+    );
     const started = performance.now();
-    const record = await remote.push(key, 'layer', tmp, { parent, base: base.sha256, baseFormat: base.format, description: meta.description }, ctx.signal);
-    ctx.log(`remote cache: shared the layer after provisioner ${meta.provisioner} (${short(key)}, blob ${short(record.digest)}, ${formatBytes(record.size)}) in ${formatDuration(performance.now() - started)}`);
+    const record = await remote.push(
+      key,
+      'layer',
+      tmp,
+      { parent, base: base.sha256, baseFormat: base.format, description: meta.description },
+      ctx.signal,
+    );
+    ctx.log(
+      `remote cache: shared the layer after provisioner ${meta.provisioner} (${short(key)}, blob ${short(record.digest)}, ${formatBytes(record.size)}) in ${formatDuration(performance.now() - started)}`,
+    );
     digests.set(key, record.digest);
     return record.digest;
   } finally {
@@ -152,13 +229,28 @@ export async function shareLayer(ctx: BuildContext, store: LayerStore, remote: R
 }
 
 /** Pulls layers 1..at as one chain consistent by digest and publishes them into the store, bottom first. */
-async function pullChain(ctx: BuildContext, store: LayerStore, remote: RemoteCache, plan: BuildPlan, at: number, base: Base): Promise<boolean> {
+async function pullChain(
+  ctx: BuildContext,
+  store: LayerStore,
+  remote: RemoteCache,
+  plan: BuildPlan,
+  at: number,
+  base: Base,
+): Promise<boolean> {
   if (base.kind !== 'disk' || !sharesIntermediate(ctx, remote)) return false;
   const started = performance.now();
   const keys = plan.layers.slice(0, at).map((l) => ({ key: l.key!, kind: 'layer' as const }));
-  const pulled = await remote.pullChain(keys, base.sha256, (i) => path.join(ctx.state.workDir, `remote-layer-${i}.qcow2`), ctx.signal);
+  const pulled = await remote.pullChain(
+    keys,
+    base.sha256,
+    (i) => path.join(ctx.state.workDir, `remote-layer-${i}.qcow2`),
+    ctx.signal,
+  );
   if (!pulled) {
-    ctx.log(`remote cache: the layers up to provisioner ${plan.layers[at - 1]!.index + 1} could not be pulled from ${remote.location}; building them here`, 'warn');
+    ctx.log(
+      `remote cache: the layers up to provisioner ${plan.layers[at - 1]!.index + 1} could not be pulled from ${remote.location}; building them here`,
+      'warn',
+    );
     return false;
   }
   try {
@@ -166,10 +258,19 @@ async function pullChain(ctx: BuildContext, store: LayerStore, remote: RemoteCac
     for (const [i, { record, file }] of pulled.entries()) {
       const layer = plan.layers[i]!;
       const parent = i > 0 ? plan.layers[i - 1]!.key! : null;
-      await store.publish(layer.key!, file, parent ? { name: `${parent}.qcow2`, format: 'qcow2' } : { name: baseName, format: base.format }, {
-        parent, build: ctx.build.name, template: ctx.template.file, provisioner: layer.index + 1,
-        description: `${layer.description} (from ${remote.location}, built by ${record.builder})`,
-      }, ctx.signal);
+      await store.publish(
+        layer.key!,
+        file,
+        parent ? { name: `${parent}.qcow2`, format: 'qcow2' } : { name: baseName, format: base.format },
+        {
+          parent,
+          build: ctx.build.name,
+          template: ctx.template.file,
+          provisioner: layer.index + 1,
+          description: `${layer.description} (from ${remote.location}, built by ${record.builder})`,
+        },
+        ctx.signal,
+      );
       layer.local = true;
     }
   } finally {
@@ -177,6 +278,8 @@ async function pullChain(ctx: BuildContext, store: LayerStore, remote: RemoteCac
   }
   const ms = performance.now() - started;
   ctx.state.timings['remote cache pull'] = ms;
-  ctx.log(`remote cache: pulled the layers of provisioners 1-${plan.layers[at - 1]!.index + 1} (${pulled.map((p) => short(p.record.digest)).join(', ')}) from ${remote.location} in ${formatDuration(ms)}`);
+  ctx.log(
+    `remote cache: pulled the layers of provisioners 1-${plan.layers[at - 1]!.index + 1} (${pulled.map((p) => short(p.record.digest)).join(', ')}) from ${remote.location} in ${formatDuration(ms)}`,
+  );
   return true;
 }

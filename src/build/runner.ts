@@ -8,7 +8,9 @@ import type { BuildContext } from './state.js';
 import { abortable } from '../util/abort.js';
 
 export class BuildInterrupted extends Error {
-  constructor(readonly signalName: string) { super(`interrupted by ${signalName}`); }
+  constructor(readonly signalName: string) {
+    super(`interrupted by ${signalName}`);
+  }
 }
 
 export interface RunResult {
@@ -33,9 +35,18 @@ export { abortable };
 /** How `p` settled, or undefined if it has not within `ms`. */
 async function settledWithin<T>(p: Promise<T>, ms: number): Promise<PromiseSettledResult<T> | undefined> {
   let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<undefined>((resolve) => { timer = setTimeout(() => resolve(undefined), ms); });
-  const settled = p.then((value): PromiseSettledResult<T> => ({ status: 'fulfilled', value }), (reason: unknown): PromiseSettledResult<T> => ({ status: 'rejected', reason }));
-  try { return await Promise.race([settled, timeout]); } finally { clearTimeout(timer); }
+  const timeout = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), ms);
+  });
+  const settled = p.then(
+    (value): PromiseSettledResult<T> => ({ status: 'fulfilled', value }),
+    (reason: unknown): PromiseSettledResult<T> => ({ status: 'rejected', reason }),
+  );
+  try {
+    return await Promise.race([settled, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 type CleanupEntry = { step: string; fn: Cleanup };
@@ -45,7 +56,13 @@ type CleanupEntry = { step: string; fn: Cleanup };
  * the cleanups (a qemu-img writing on, a QEMU started into a removed work directory), so it is waited
  * for; whatever it leaves to undo, it leaves like a finished step.
  */
-async function stopInterruptedStep(running: Promise<Cleanup | void>, step: string, cleanups: CleanupEntry[], ctx: BuildContext, graceMs: number): Promise<boolean> {
+async function stopInterruptedStep(
+  running: Promise<Cleanup | void>,
+  step: string,
+  cleanups: CleanupEntry[],
+  ctx: BuildContext,
+  graceMs: number,
+): Promise<boolean> {
   const settled = await settledWithin(running, graceMs);
   if (!settled) {
     ctx.log(`step "${step}" did not stop within ${graceMs / 1000} s of the interrupt; cleaning up around it`, 'warn');
@@ -62,7 +79,11 @@ async function stopInterruptedStep(running: Promise<Cleanup | void>, step: strin
  */
 export type StepSource = Step[] | ((ctx: BuildContext) => Step[]);
 
-export async function runSteps(steps: StepSource, ctx: BuildContext, interruptGraceMs = defaultInterruptGraceMs): Promise<RunResult> {
+export async function runSteps(
+  steps: StepSource,
+  ctx: BuildContext,
+  interruptGraceMs = defaultInterruptGraceMs,
+): Promise<RunResult> {
   const cleanups: CleanupEntry[] = [];
   const name = ctx.build.name;
   const choose = typeof steps === 'function' ? steps : () => steps;
@@ -76,7 +97,10 @@ export async function runSteps(steps: StepSource, ctx: BuildContext, interruptGr
   for (let i = 0; i < active.length; i++) {
     const step = active[i]!;
     // Interrupted between two steps: the next one does not start.
-    if (ctx.signal.aborted) { result = { ok: false, error: ctx.signal.reason as Error, kept: false }; break; }
+    if (ctx.signal.aborted) {
+      result = { ok: false, error: ctx.signal.reason as Error, kept: false };
+      break;
+    }
     // Asked again as each step comes: an earlier step may have made it pointless.
     if (step.enabled && !step.enabled(ctx)) continue;
     const started = performance.now();
@@ -96,17 +120,31 @@ export async function runSteps(steps: StepSource, ctx: BuildContext, interruptGr
           ctx.events.emit({ type: 'step-error', build: name, step: step.name, index: i, error: (e as Error).message });
           reported = true;
           const answer = await askAfterFailure(ctx, step.name);
-          if (answer === 'retry') { reported = false; continue; }
+          if (answer === 'retry') {
+            reported = false;
+            continue;
+          }
           if (answer === 'abort') (e as Error & { keep?: boolean }).keep = true;
           throw e;
         }
       }
     } catch (e) {
       const error = e as Error & { keep?: boolean };
-      if (ctx.signal.aborted && running && !(await stopInterruptedStep(running, step.name, cleanups, ctx, interruptGraceMs))) straggler = { step: step.name, running };
-      if (!ctx.signal.aborted && !reported) ctx.events.emit({ type: 'step-error', build: name, step: step.name, index: i, error: error.message });
+      if (
+        ctx.signal.aborted &&
+        running &&
+        !(await stopInterruptedStep(running, step.name, cleanups, ctx, interruptGraceMs))
+      )
+        straggler = { step: step.name, running };
+      if (!ctx.signal.aborted && !reported)
+        ctx.events.emit({ type: 'step-error', build: name, step: step.name, index: i, error: error.message });
       const keep = !ctx.signal.aborted && (ctx.options.onError === 'abort' || error.keep === true);
-      result = { ok: false, error: ctx.signal.aborted ? ctx.signal.reason as Error : error, failedStep: step.name, kept: keep };
+      result = {
+        ok: false,
+        error: ctx.signal.aborted ? (ctx.signal.reason as Error) : error,
+        failedStep: step.name,
+        kept: keep,
+      };
       break;
     }
     const ms = performance.now() - started;
@@ -125,7 +163,8 @@ export async function runSteps(steps: StepSource, ctx: BuildContext, interruptGr
   if (!result.kept) await runCleanups(cleanups, ctx);
   if (straggler) {
     const late: CleanupEntry[] = [];
-    if (await stopInterruptedStep(straggler.running, straggler.step, late, ctx, interruptGraceMs)) await runCleanups(late, ctx);
+    if (await stopInterruptedStep(straggler.running, straggler.step, late, ctx, interruptGraceMs))
+      await runCleanups(late, ctx);
   }
   const pending = result.kept ? cleanups : [];
   return { ...result, cleanUp: () => runCleanups(pending.splice(0), ctx) };
@@ -136,7 +175,13 @@ async function askAfterFailure(ctx: BuildContext, step: string): Promise<'retry'
   for (;;) {
     // The CLI's prompt answers "" once the build is interrupted: clean up then, never ask again.
     if (ctx.signal.aborted) return 'cleanup';
-    const answer = (await ctx.options.prompt!(`${ctx.build.name}: step "${step}" failed. [r]etry the step, [c]lean up, or [a]bort (keep the VM running to inspect it)? `)).trim().toLowerCase();
+    const answer = (
+      await ctx.options.prompt!(
+        `${ctx.build.name}: step "${step}" failed. [r]etry the step, [c]lean up, or [a]bort (keep the VM running to inspect it)? `,
+      )
+    )
+      .trim()
+      .toLowerCase();
     if (answer.startsWith('r')) return 'retry';
     if (answer.startsWith('c')) return 'cleanup';
     if (answer.startsWith('a')) return 'abort';

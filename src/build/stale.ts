@@ -15,7 +15,10 @@ export const ownerFile = 'kiln-owner.pid';
 /** Beside the owner marker: the build's staging directory and output claim, once it has them. */
 const besideOutputFile = 'kiln-beside-output.json';
 
-interface BesideOutput { staging: string; claim: string }
+interface BesideOutput {
+  staging: string;
+  claim: string;
+}
 
 export function markOwned(dir: string): void {
   writeFileSync(path.join(dir, ownerFile), String(process.pid));
@@ -24,12 +27,20 @@ export function markOwned(dir: string): void {
 /** kiln work directories under `tmp` (named kiln-*, holding an owner marker), with their owner's pid. */
 export function ownedWorkDirs(tmp = os.tmpdir()): { dir: string; pid: number }[] {
   let entries: string[] = [];
-  try { entries = readdirSync(tmp); } catch { return []; }
+  try {
+    entries = readdirSync(tmp);
+  } catch {
+    return [];
+  }
   const owned: { dir: string; pid: number }[] = [];
   for (const name of entries) {
     if (!name.startsWith('kiln-')) continue;
     const dir = path.join(tmp, name);
-    try { owned.push({ dir, pid: Number(readFileSync(path.join(dir, ownerFile), 'utf8').trim()) }); } catch { /* not a work dir, or being removed */ }
+    try {
+      owned.push({ dir, pid: Number(readFileSync(path.join(dir, ownerFile), 'utf8').trim()) });
+    } catch {
+      /* not a work dir, or being removed */
+    }
   }
   return owned;
 }
@@ -40,7 +51,10 @@ export function recordBesideOutput(workDir: string, paths: BesideOutput): void {
   renameSync(`${file}.tmp`, file);
 }
 
-export interface StaleLeftover { path: string; kind: 'work directory' | 'staging directory' | 'output claim' }
+export interface StaleLeftover {
+  path: string;
+  kind: 'work directory' | 'staging directory' | 'output claim';
+}
 
 /**
  * What a dead kiln `pid` recorded beside its output, removed only where the path still has kiln's
@@ -49,18 +63,32 @@ export interface StaleLeftover { path: string; kind: 'work directory' | 'staging
  */
 function removeBesideOutput(workDir: string, pid: number): StaleLeftover[] {
   let recorded: Partial<BesideOutput>;
-  try { recorded = JSON.parse(readFileSync(path.join(workDir, besideOutputFile), 'utf8')) as Partial<BesideOutput>; } catch { return []; }
+  try {
+    recorded = JSON.parse(readFileSync(path.join(workDir, besideOutputFile), 'utf8')) as Partial<BesideOutput>;
+  } catch {
+    return [];
+  }
   const removed: StaleLeftover[] = [];
   const { staging, claim } = recorded;
-  if (typeof staging === 'string' && path.isAbsolute(staging) && new RegExp(`^\\..+\\.kiln-partial-${pid}$`).test(path.basename(staging))) {
+  if (
+    typeof staging === 'string' &&
+    path.isAbsolute(staging) &&
+    new RegExp(`^\\..+\\.kiln-partial-${pid}$`).test(path.basename(staging))
+  ) {
     if (existsSync(staging)) {
       rmSync(staging, { recursive: true, force: true });
       removed.push({ path: staging, kind: 'staging directory' });
     }
     const replaced = `${staging}.old`;
-    if (existsSync(replaced) && !removeKilnOutput(replaced, outputDirOfStaging(staging)).length) removed.push({ path: replaced, kind: 'staging directory' });
+    if (existsSync(replaced) && !removeKilnOutput(replaced, outputDirOfStaging(staging)).length)
+      removed.push({ path: replaced, kind: 'staging directory' });
   }
-  if (typeof claim === 'string' && path.isAbsolute(claim) && /^\..+\.kiln-lock$/.test(path.basename(claim)) && removeLockOfDeadProcess(claim, pid)) {
+  if (
+    typeof claim === 'string' &&
+    path.isAbsolute(claim) &&
+    /^\..+\.kiln-lock$/.test(path.basename(claim)) &&
+    removeLockOfDeadProcess(claim, pid)
+  ) {
     removed.push({ path: claim, kind: 'output claim' });
   }
   return removed;
@@ -92,7 +120,11 @@ export function removeStaleStaging(outputDir: string): string[] {
   const prefix = `.${path.basename(outputDir)}.kiln-partial-`;
   const removed: string[] = [];
   let entries: string[] = [];
-  try { entries = readdirSync(parent); } catch { return removed; }
+  try {
+    entries = readdirSync(parent);
+  } catch {
+    return removed;
+  }
   for (const name of entries) {
     const m = name.startsWith(prefix) ? /^(\d+)(\.old)?$/.exec(name.slice(prefix.length)) : null;
     if (!m || isAlive(Number(m[1]))) continue;

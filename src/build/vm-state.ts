@@ -10,7 +10,14 @@
 import { rmSync } from 'node:fs';
 import type { BuildContext } from './state.js';
 import { buildQemuArgs, cpuModelOf, shellQuote } from '../qemu/argv.js';
-import { loadMismatch, loadVmState, qemuVersionOf, saveVmState, vmGenerationId, vmStateShape } from '../qemu/vm-state.js';
+import {
+  loadMismatch,
+  loadVmState,
+  qemuVersionOf,
+  saveVmState,
+  vmGenerationId,
+  vmStateShape,
+} from '../qemu/vm-state.js';
 import { publishVmState, removeVmState, verifyVmState, vmStateFile, vmStateTemp } from '../cache/vm-states.js';
 import { seedSmbiosFile, vmSpecFor, writeSeedSmbios } from './vm.js';
 import { resumePoint } from '../cache/layer-keys.js';
@@ -25,11 +32,19 @@ const short = (key: string) => key.slice(0, 12);
  * saved); a failed freeze is the caller's error, as before. Returns what queues the state's
  * publication, to be called after the layer's own save was queued (a state is published after its layer).
  */
-export async function freezeLayer(ctx: BuildContext, key: string, index: number, freeze: () => Promise<void>): Promise<() => void> {
+export async function freezeLayer(
+  ctx: BuildContext,
+  key: string,
+  index: number,
+  freeze: () => Promise<void>,
+): Promise<() => void> {
   const nothing = () => {};
   const layers = ctx.state.layers;
   const qmp = ctx.state.qmp;
-  if (!layers?.vmState || !qmp || !ctx.state.qemu) { await freeze(); return nothing; }
+  if (!layers?.vmState || !qmp || !ctx.state.qemu) {
+    await freeze();
+    return nothing;
+  }
   const dir = layers.store.dir;
   const tmp = vmStateTemp(dir, key);
   const started = performance.now();
@@ -43,7 +58,11 @@ export async function freezeLayer(ctx: BuildContext, key: string, index: number,
       saved = true;
     } catch (e) {
       rmSync(tmp, { force: true });
-      if (!ctx.signal.aborted) ctx.log(`layer cache: not saving the VM with the layer after provisioner ${index + 1}: ${(e as Error).message}`, 'warn');
+      if (!ctx.signal.aborted)
+        ctx.log(
+          `layer cache: not saving the VM with the layer after provisioner ${index + 1}: ${(e as Error).message}`,
+          'warn',
+        );
     }
   } finally {
     if (!ctx.state.qemu.hasExited) await qmp.execute('cont');
@@ -61,26 +80,43 @@ export async function freezeLayer(ctx: BuildContext, key: string, index: number,
     throw e;
   }
   const meta = {
-    key, qemuVersion, shape: vmStateShape(ctx.state.qemu.argv, ctx.state.workDir), saveMs: pausedMs,
+    key,
+    qemuVersion,
+    shape: vmStateShape(ctx.state.qemu.argv, ctx.state.workDir),
+    saveMs: pausedMs,
     // A key from communicator.private_key_file stays the user's file; a generated one exists nowhere else.
-    buildKey: comm.type === 'ssh' && !comm.private_key_file ? ctx.state.buildKey : undefined, hostKey: ctx.state.hostKey,
+    buildKey: comm.type === 'ssh' && !comm.private_key_file ? ctx.state.buildKey : undefined,
+    hostKey: ctx.state.hostKey,
   };
   // Behind the layer's own save: a state is published only once its layer is.
-  return () => { layers.publishing = layers.publishing.then(async () => {
-    const t = performance.now();
-    try {
-      const layer = layers.store.meta(key);
-      if (!layer) throw new Error('its layer was not saved');
-      // RAM pairs with the exact disk it was frozen with: a layer another build saved under this key
-      // holds the same files in other blocks, which this guest's page cache would not match.
-      if (Date.parse(layer.created) < frozenAt - 1000) throw new Error('the layer in the store was saved by another build');
-      const published = await publishVmState(dir, tmp, { ...meta, layerSha256: layer.sha256 });
-      ctx.events.emit({ type: 'vm-state-saved', build: ctx.build.name, index, key, size: published.size, pausedMs, ms: performance.now() - t, vmgenid });
-    } catch (e) {
-      rmSync(tmp, { force: true });
-      if (!ctx.signal.aborted) ctx.log(`layer cache: could not save the VM state of layer ${short(key)}: ${(e as Error).message}`, 'warn');
-    }
-  }); };
+  return () => {
+    layers.publishing = layers.publishing.then(async () => {
+      const t = performance.now();
+      try {
+        const layer = layers.store.meta(key);
+        if (!layer) throw new Error('its layer was not saved');
+        // RAM pairs with the exact disk it was frozen with: a layer another build saved under this key
+        // holds the same files in other blocks, which this guest's page cache would not match.
+        if (Date.parse(layer.created) < frozenAt - 1000)
+          throw new Error('the layer in the store was saved by another build');
+        const published = await publishVmState(dir, tmp, { ...meta, layerSha256: layer.sha256 });
+        ctx.events.emit({
+          type: 'vm-state-saved',
+          build: ctx.build.name,
+          index,
+          key,
+          size: published.size,
+          pausedMs,
+          ms: performance.now() - t,
+          vmgenid,
+        });
+      } catch (e) {
+        rmSync(tmp, { force: true });
+        if (!ctx.signal.aborted)
+          ctx.log(`layer cache: could not save the VM state of layer ${short(key)}: ${(e as Error).message}`, 'warn');
+      }
+    });
+  };
 }
 
 /**
@@ -99,7 +135,12 @@ export async function restoreVm(ctx: BuildContext): Promise<boolean> {
     // The layer-cache step counted on the restore keeping /tmp: a booted guest has it emptied.
     const again = resumePoint(layers.plan, layers.cachedCount);
     if (again < layers.cachedCount) {
-      ctx.log(`provisioner ${layers.plan.slice(again, layers.cachedCount).map((l) => l.index + 1).join(', ')} runs again: it uploads into a directory the guest empties at boot`);
+      ctx.log(
+        `provisioner ${layers.plan
+          .slice(again, layers.cachedCount)
+          .map((l) => l.index + 1)
+          .join(', ')} runs again: it uploads into a directory the guest empties at boot`,
+      );
       layers.cachedCount = again;
     }
     return false;
@@ -119,13 +160,18 @@ export async function restoreVm(ctx: BuildContext): Promise<boolean> {
   const port = ctx.build.source.communicator.type === 'ssh' ? await freeSshPort(ctx) : undefined;
   const spec = { ...vmSpecFor(ctx, port, true), vmgenid: true, incoming: true };
   const argv = buildQemuArgs(spec);
-  const shapeMismatch = loadMismatch(check.meta, { qemuVersion: check.meta.qemuVersion, shape: vmStateShape(argv, st.workDir) });
+  const shapeMismatch = loadMismatch(check.meta, {
+    qemuVersion: check.meta.qemuVersion,
+    shape: vmStateShape(argv, st.workDir),
+  });
   if (shapeMismatch) return refuse(shapeMismatch);
   // QEMU reads it at start, as for a boot; the restored guest read its seed long ago.
   if (st.seed?.kind === 'http') writeSeedSmbios(seedSmbiosFile(st.workDir), st.seed.url);
   const qemu = ctx.driver.startVm(argv, { cwd: st.workDir });
   ctx.log(`qemu: ${shellQuote(qemu.argv)}`, 'debug');
-  const exited = qemu.exited.then((e) => { throw new Error(`QEMU exited (code ${e.code ?? e.signal}): ${e.stderr.trim() || 'no message'}`); });
+  const exited = qemu.exited.then((e) => {
+    throw new Error(`QEMU exited (code ${e.code ?? e.signal}): ${e.stderr.trim() || 'no message'}`);
+  });
   exited.catch(() => undefined);
   let qmp: Awaited<ReturnType<BuildContext['driver']['connectQmp']>> | undefined;
   let vmgenid: string | undefined;
@@ -156,7 +202,9 @@ export async function restoreVm(ctx: BuildContext): Promise<boolean> {
   st.restoredVm = { key, ms };
   st.timings['restore VM state'] = ms;
   ctx.events.emit({ type: 'vm-restored', build: ctx.build.name, key, provisioner, size: check.meta.size, ms, vmgenid });
-  ctx.log(`restored the VM saved after provisioner ${provisioner} (layer ${short(key)}, ${(check.meta.size / 2 ** 20).toFixed(1)} MiB) in ${formatDuration(ms)}: no boot${port ? `, ssh on 127.0.0.1:${port}` : ''}`);
+  ctx.log(
+    `restored the VM saved after provisioner ${provisioner} (layer ${short(key)}, ${(check.meta.size / 2 ** 20).toFixed(1)} MiB) in ${formatDuration(ms)}: no boot${port ? `, ssh on 127.0.0.1:${port}` : ''}`,
+  );
   return true;
 }
 
@@ -180,7 +228,7 @@ export function restoredGuestScript(epochSeconds: number, randomHex: string): st
     `date -u -s @${epochSeconds} >/dev/null`,
     `printf %s ${randomHex} > /dev/urandom`,
     // RNDRESEEDCRNG = _IO('R', 0x07)
-    `if command -v perl >/dev/null 2>&1 && perl -e 'open(my $f, ">", "/dev/urandom") or exit 1; ioctl($f, 0x5207, 0) or exit 1'; then echo reseeded; `
-      + `elif command -v python3 >/dev/null 2>&1 && python3 -c 'import fcntl; fcntl.ioctl(open("/dev/urandom", "wb"), 0x5207)' 2>/dev/null; then echo reseeded; else echo mixed; fi`,
+    `if command -v perl >/dev/null 2>&1 && perl -e 'open(my $f, ">", "/dev/urandom") or exit 1; ioctl($f, 0x5207, 0) or exit 1'; then echo reseeded; ` +
+      `elif command -v python3 >/dev/null 2>&1 && python3 -c 'import fcntl; fcntl.ioctl(open("/dev/urandom", "wb"), 0x5207)' 2>/dev/null; then echo reseeded; else echo mixed; fi`,
   ].join('\n');
 }

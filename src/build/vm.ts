@@ -95,7 +95,9 @@ export function vmSpecFor(ctx: BuildContext, sshHostPort: number | undefined, wi
     // cache.vm_state: the device a restored VM is started with too (states load only into the same devices).
     vmgenid: ctx.state.layers?.vmState === true || undefined,
     // ${build.http_ip}/${build.http_port} (Packer's {{ .HTTPIP }}:{{ .HTTPPort }}, e.g. a NoCloud-Net seed URL) are known now.
-    extraArgs: src.qemu_args.map((group) => group.map((arg) => String(interpolateString(arg, { build: ctx.buildValues() }, () => {}, 'build')))),
+    extraArgs: src.qemu_args.map((group) =>
+      group.map((arg) => String(interpolateString(arg, { build: ctx.buildValues() }, () => {}, 'build'))),
+    ),
     extraArgsReplace: src.qemu_args_replace,
   };
 }
@@ -123,7 +125,11 @@ export const seedSmbiosFile = (workDir: string) => path.join(workDir, 'smbios-ty
  */
 export function writeSeedSmbios(file: string, seedUrl: string): void {
   // QEMU's own type 1 table names QEMU as the manufacturer; guests (systemd-detect-virt) look there.
-  writeFileSync(file, smbiosType1({ manufacturer: 'QEMU', product: 'kiln build VM', serial: `ds=nocloud-net;s=${seedUrl}` }), { mode: 0o600 });
+  writeFileSync(
+    file,
+    smbiosType1({ manufacturer: 'QEMU', product: 'kiln build VM', serial: `ds=nocloud-net;s=${seedUrl}` }),
+    { mode: 0o600 },
+  );
 }
 
 /** QEMU's complaint when its SSH forward's host port is taken. */
@@ -143,9 +149,12 @@ export async function startVm(ctx: BuildContext, withInstallMedia: boolean): Pro
   const candidates = pinned?.ports;
   const taken: number[] = [];
   if (st.seed?.kind === 'http') writeSeedSmbios(seedSmbiosFile(st.workDir), st.seed.url);
-  const noFreePort = () => new Error(pinned
-    ? `no free port for the SSH forward in ${pinned.setting}=${pinned.spec}: ${taken.join(', ')} on 127.0.0.1 ${taken.length === 1 ? 'is' : 'are'} in use\n  fix: stop what listens there, widen ${pinned.setting}, or unset it to let kiln pick a free port`
-    : `QEMU could not bind the SSH forward: ports ${taken.join(', ')} on 127.0.0.1 were taken each time between kiln choosing them and QEMU starting\n  fix: something on this host is grabbing ports; retry, or pin a range with ${driver.sshHostPortsSetting}`);
+  const noFreePort = () =>
+    new Error(
+      pinned
+        ? `no free port for the SSH forward in ${pinned.setting}=${pinned.spec}: ${taken.join(', ')} on 127.0.0.1 ${taken.length === 1 ? 'is' : 'are'} in use\n  fix: stop what listens there, widen ${pinned.setting}, or unset it to let kiln pick a free port`
+        : `QEMU could not bind the SSH forward: ports ${taken.join(', ')} on 127.0.0.1 were taken each time between kiln choosing them and QEMU starting\n  fix: something on this host is grabbing ports; retry, or pin a range with ${driver.sshHostPortsSetting}`,
+    );
   for (let attempt = 1; ; attempt++) {
     let port: number | undefined;
     if (candidates) {
@@ -167,23 +176,35 @@ export async function startVm(ctx: BuildContext, withInstallMedia: boolean): Pro
     st.qemu = qemu;
     st.serialLog = spec.serial?.log;
     try {
-      st.qmp = await abortable(Promise.race([
-        driver.connectQmp(spec.qmpSocket, 15_000),
-        qemu.exited.then((e) => { throw new Error(`QEMU exited at start (code ${e.code ?? e.signal}): ${e.stderr || 'no message'}\n  command: ${shellQuote(qemu.argv)}`); }),
-      ]), ctx.signal);
+      st.qmp = await abortable(
+        Promise.race([
+          driver.connectQmp(spec.qmpSocket, 15_000),
+          qemu.exited.then((e) => {
+            throw new Error(
+              `QEMU exited at start (code ${e.code ?? e.signal}): ${e.stderr || 'no message'}\n  command: ${shellQuote(qemu.argv)}`,
+            );
+          }),
+        ]),
+        ctx.signal,
+      );
     } catch (e) {
       await qemu.kill(500);
       if (ctx.signal.aborted) throw e;
       if (port === undefined || !portClash.test((e as Error).message)) throw e;
       taken.push(port);
       if (candidates ? candidates.length === 0 : attempt >= 3) throw noFreePort();
-      ctx.log(`port ${port} on 127.0.0.1 was taken as QEMU started; retrying with another`, candidates ? 'warn' : 'debug');
+      ctx.log(
+        `port ${port} on 127.0.0.1 was taken as QEMU started; retrying with another`,
+        candidates ? 'warn' : 'debug',
+      );
       continue;
     }
     st.sshHostPort = port;
     st.cpuModel = cpuModelOf(qemu.argv);
     st.installing = withInstallMedia && st.base?.kind === 'iso' && !onCachedLayer(st);
-    ctx.log(`QEMU started (${st.accelerator}, CPU model ${st.cpuModel}, ${src.cpus} vCPU, ${spec.memoryMiB} MiB${st.installing ? ', booting the installer ISO' : ''}${port ? `, ssh on 127.0.0.1:${port}` : ''})`);
+    ctx.log(
+      `QEMU started (${st.accelerator}, CPU model ${st.cpuModel}, ${src.cpus} vCPU, ${spec.memoryMiB} MiB${st.installing ? ', booting the installer ISO' : ''}${port ? `, ssh on 127.0.0.1:${port}` : ''})`,
+    );
     return;
   }
 }

@@ -3,16 +3,23 @@ import { createHash } from 'node:crypto';
 import { createReadStream, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
-export async function fileDigest(file: string, algorithm: 'sha256' | 'sha512' | 'md5' | 'sha1' = 'sha256'): Promise<string> {
+export async function fileDigest(
+  file: string,
+  algorithm: 'sha256' | 'sha512' | 'md5' | 'sha1' = 'sha256',
+): Promise<string> {
   const hash = createHash(algorithm);
   for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
   return hash.digest('hex');
 }
 
 /** Several digests of one file in a single streamed read. */
-export async function fileDigests<A extends 'sha256' | 'sha512' | 'sha1'>(file: string, algorithms: readonly A[]): Promise<Record<A, string>> {
+export async function fileDigests<A extends 'sha256' | 'sha512' | 'sha1'>(
+  file: string,
+  algorithms: readonly A[],
+): Promise<Record<A, string>> {
   const hashes = algorithms.map((a) => [a, createHash(a)] as const);
-  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) for (const [, h] of hashes) h.update(chunk as Buffer);
+  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 }))
+    for (const [, h] of hashes) h.update(chunk as Buffer);
   return Object.fromEntries(hashes.map(([a, h]) => [a, h.digest('hex')])) as Record<A, string>;
 }
 
@@ -20,12 +27,20 @@ export async function fileDigests<A extends 'sha256' | 'sha512' | 'sha1'>(file: 
  * A digest remembered by (path, size, mtime, inode): hashing a 400 MiB base image costs ~1-2 s, and the
  * same unchanged file is used build after build. Any change to the file changes the key.
  */
-export async function cachedFileDigest(file: string, cacheDir: string, algorithm: 'sha256' | 'sha512' = 'sha256'): Promise<string> {
+export async function cachedFileDigest(
+  file: string,
+  cacheDir: string,
+  algorithm: 'sha256' | 'sha512' = 'sha256',
+): Promise<string> {
   const st = statSync(file);
   const key = `${algorithm}:${path.resolve(file)}:${st.size}:${st.mtimeMs}:${st.ino}`;
   const memo = path.join(cacheDir, 'digests.json');
   let table: Record<string, string> = {};
-  try { table = JSON.parse(readFileSync(memo, 'utf8')) as Record<string, string>; } catch { /* first use */ }
+  try {
+    table = JSON.parse(readFileSync(memo, 'utf8')) as Record<string, string>;
+  } catch {
+    /* first use */
+  }
   const known = table[key];
   if (known) return known;
   const digest = await fileDigest(file, algorithm);
@@ -41,7 +56,9 @@ export async function cachedFileDigest(file: string, cacheDir: string, algorithm
 export function canonicalJson(value: unknown): string {
   return JSON.stringify(value, (_k, v: unknown) => {
     if (v && typeof v === 'object' && !Array.isArray(v)) {
-      return Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+      return Object.fromEntries(
+        Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+      );
     }
     return v;
   });

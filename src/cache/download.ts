@@ -5,7 +5,16 @@
  * keeps two kiln processes from fetching the same URL at once.
  */
 import { createHash } from 'node:crypto';
-import { createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  createWriteStream,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -13,7 +22,10 @@ import { withLock } from './lock.js';
 import { formatBytes } from '../template/units.js';
 
 /** md5 and sha1 only come from Packer templates (which allow them; kiln warns that they are weak). */
-export interface Expected { algorithm: 'sha256' | 'sha512' | 'md5' | 'sha1'; hex: string }
+export interface Expected {
+  algorithm: 'sha256' | 'sha512' | 'md5' | 'sha1';
+  hex: string;
+}
 
 export class ChecksumMismatchError extends Error {}
 
@@ -40,9 +52,14 @@ export async function fetchChecksumFile(url: string, signal?: AbortSignal): Prom
     text = await res.text();
   } catch (e) {
     signal?.throwIfAborted();
-    throw new Error(`could not fetch checksum file ${url}: ${reason(e)}\n  fix: check the URL and that the server is reachable`);
+    throw new Error(
+      `could not fetch checksum file ${url}: ${reason(e)}\n  fix: check the URL and that the server is reachable`,
+    );
   }
-  if (!res.ok) throw new Error(`could not fetch checksum file ${url}: HTTP ${res.status} ${res.statusText}\n  fix: correct the URL in "checksum" (file:<url of a SHA256SUMS-style list>), or give the digest itself (sha256:<hex>)`);
+  if (!res.ok)
+    throw new Error(
+      `could not fetch checksum file ${url}: HTTP ${res.status} ${res.statusText}\n  fix: correct the URL in "checksum" (file:<url of a SHA256SUMS-style list>), or give the digest itself (sha256:<hex>)`,
+    );
   return text;
 }
 
@@ -53,84 +70,111 @@ export const downloadUrlKey = (url: string): string => createHash('sha256').upda
  * Downloads `url` into the cache (or finds it there) and returns the cached file's path and sha256.
  * `signal` stops the download (the connection is dropped, the partial file removed) with its reason.
  */
-export async function fetchToCache(url: string, cacheDir: string, expected: Expected | undefined, onProgress?: (pct: number) => void, signal?: AbortSignal): Promise<{ path: string; sha256: string }> {
+export async function fetchToCache(
+  url: string,
+  cacheDir: string,
+  expected: Expected | undefined,
+  onProgress?: (pct: number) => void,
+  signal?: AbortSignal,
+): Promise<{ path: string; sha256: string }> {
   const dir = path.join(cacheDir, 'downloads');
   mkdirSync(dir, { recursive: true });
   const urlKey = downloadUrlKey(url);
   const index = path.join(dir, `url-${urlKey}.json`);
-  return withLock(path.join(dir, `url-${urlKey}.lock`), async () => {
-    if (expected) {
-      const byDigest = path.join(dir, `${expected.algorithm}-${expected.hex.toLowerCase()}`);
-      if (existsSync(byDigest)) {
-        const sha256 = existsSync(index) ? (JSON.parse(readFileSync(index, 'utf8')) as { sha256: string }).sha256 : undefined;
-        if (sha256) return { path: byDigest, sha256 };
+  return withLock(
+    path.join(dir, `url-${urlKey}.lock`),
+    async () => {
+      if (expected) {
+        const byDigest = path.join(dir, `${expected.algorithm}-${expected.hex.toLowerCase()}`);
+        if (existsSync(byDigest)) {
+          const sha256 = existsSync(index)
+            ? (JSON.parse(readFileSync(index, 'utf8')) as { sha256: string }).sha256
+            : undefined;
+          if (sha256) return { path: byDigest, sha256 };
+        }
+      } else if (existsSync(index)) {
+        const rec = JSON.parse(readFileSync(index, 'utf8')) as { sha256: string };
+        const p = path.join(dir, `sha256-${rec.sha256}`);
+        if (existsSync(p)) return { path: p, sha256: rec.sha256 };
       }
-    } else if (existsSync(index)) {
-      const rec = JSON.parse(readFileSync(index, 'utf8')) as { sha256: string };
-      const p = path.join(dir, `sha256-${rec.sha256}`);
-      if (existsSync(p)) return { path: p, sha256: rec.sha256 };
-    }
-    const part = path.join(dir, `url-${urlKey}.part`);
-    rmSync(part, { force: true });
-    const sha256 = createHash('sha256');
-    const other = expected && expected.algorithm !== 'sha256' ? createHash(expected.algorithm) : undefined;
-    // A server that stops sending without closing would otherwise hang the build forever.
-    const stalled = new AbortController();
-    let stallTimer: NodeJS.Timeout | undefined;
-    const alive = () => {
-      clearTimeout(stallTimer);
-      stallTimer = setTimeout(() => stalled.abort(new Error(`no data for ${stallTimeoutMs / 1000} s`)), stallTimeoutMs);
-    };
-    alive();
-    const stop = signal ? AbortSignal.any([stalled.signal, signal]) : stalled.signal;
-    let total = 0;
-    let done = 0;
-    try {
-      let res: Response;
-      try {
-        res = await fetch(url, { signal: stop });
-      } catch (e) {
-        signal?.throwIfAborted();
-        throw new Error(`downloading ${url} failed: ${reason(e)}\n  fix: check the URL and that the server is reachable`);
-      }
-      if (!res.ok || !res.body) throw new Error(`downloading ${url} failed: HTTP ${res.status} ${res.statusText}`);
-      total = Number(res.headers.get('content-length') ?? 0);
-      const body = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream);
-      body.on('data', (c: Buffer) => {
-        alive();
-        sha256.update(c); other?.update(c); done += c.length;
-        if (total && onProgress) onProgress((done / total) * 100);
-      });
-      try {
-        await pipeline(body, createWriteStream(part), { signal: stop });
-      } catch (e) {
-        signal?.throwIfAborted();
-        throw new Error(`downloading ${url} was interrupted after ${formatBytes(done)}${total ? ` of ${formatBytes(total)}` : ''}: ${reason(e)}; nothing was cached\n  fix: run the build again (the download starts over)`);
-      }
-      if (total && statSync(part).size !== total) throw new Error(`downloading ${url}: got ${done} of ${total} bytes; nothing was cached\n  fix: run the build again (the download starts over)`);
-      signal?.throwIfAborted();
-    } catch (e) {
+      const part = path.join(dir, `url-${urlKey}.part`);
       rmSync(part, { force: true });
-      throw e;
-    } finally {
-      clearTimeout(stallTimer);
-    }
-    const hex = sha256.digest('hex');
-    const got = expected ? (other ? other.digest('hex') : hex) : hex;
-    if (expected && got !== expected.hex.toLowerCase()) {
-      rmSync(part, { force: true });
-      throw new ChecksumMismatchError(`checksum mismatch for ${url}: expected ${expected.algorithm}:${expected.hex.toLowerCase()}, got ${expected.algorithm}:${got}; nothing was cached\n  fix: the server sent a different file or the checksum is wrong; correct "checksum" or use "none"`);
-    }
-    const final = path.join(dir, `sha256-${hex}`);
-    renameSync(part, final);
-    if (expected && expected.algorithm !== 'sha256') {
-      const alias = path.join(dir, `${expected.algorithm}-${expected.hex.toLowerCase()}`);
-      rmSync(alias, { force: true });
-      renameSync(final, alias);
+      const sha256 = createHash('sha256');
+      const other = expected && expected.algorithm !== 'sha256' ? createHash(expected.algorithm) : undefined;
+      // A server that stops sending without closing would otherwise hang the build forever.
+      const stalled = new AbortController();
+      let stallTimer: NodeJS.Timeout | undefined;
+      const alive = () => {
+        clearTimeout(stallTimer);
+        stallTimer = setTimeout(
+          () => stalled.abort(new Error(`no data for ${stallTimeoutMs / 1000} s`)),
+          stallTimeoutMs,
+        );
+      };
+      alive();
+      const stop = signal ? AbortSignal.any([stalled.signal, signal]) : stalled.signal;
+      let total = 0;
+      let done = 0;
+      try {
+        let res: Response;
+        try {
+          res = await fetch(url, { signal: stop });
+        } catch (e) {
+          signal?.throwIfAborted();
+          throw new Error(
+            `downloading ${url} failed: ${reason(e)}\n  fix: check the URL and that the server is reachable`,
+          );
+        }
+        if (!res.ok || !res.body) throw new Error(`downloading ${url} failed: HTTP ${res.status} ${res.statusText}`);
+        total = Number(res.headers.get('content-length') ?? 0);
+        const body = Readable.fromWeb(res.body as import('node:stream/web').ReadableStream);
+        body.on('data', (c: Buffer) => {
+          alive();
+          sha256.update(c);
+          other?.update(c);
+          done += c.length;
+          if (total && onProgress) onProgress((done / total) * 100);
+        });
+        try {
+          await pipeline(body, createWriteStream(part), { signal: stop });
+        } catch (e) {
+          signal?.throwIfAborted();
+          throw new Error(
+            `downloading ${url} was interrupted after ${formatBytes(done)}${total ? ` of ${formatBytes(total)}` : ''}: ${reason(e)}; nothing was cached\n  fix: run the build again (the download starts over)`,
+          );
+        }
+        if (total && statSync(part).size !== total)
+          throw new Error(
+            `downloading ${url}: got ${done} of ${total} bytes; nothing was cached\n  fix: run the build again (the download starts over)`,
+          );
+        signal?.throwIfAborted();
+      } catch (e) {
+        rmSync(part, { force: true });
+        throw e;
+      } finally {
+        clearTimeout(stallTimer);
+      }
+      const hex = sha256.digest('hex');
+      const got = expected ? (other ? other.digest('hex') : hex) : hex;
+      if (expected && got !== expected.hex.toLowerCase()) {
+        rmSync(part, { force: true });
+        throw new ChecksumMismatchError(
+          `checksum mismatch for ${url}: expected ${expected.algorithm}:${expected.hex.toLowerCase()}, got ${expected.algorithm}:${got}; nothing was cached\n  fix: the server sent a different file or the checksum is wrong; correct "checksum" or use "none"`,
+        );
+      }
+      const final = path.join(dir, `sha256-${hex}`);
+      renameSync(part, final);
+      if (expected && expected.algorithm !== 'sha256') {
+        const alias = path.join(dir, `${expected.algorithm}-${expected.hex.toLowerCase()}`);
+        rmSync(alias, { force: true });
+        renameSync(final, alias);
+        writeFileSync(index, JSON.stringify({ url, sha256: hex }));
+        return { path: alias, sha256: hex };
+      }
       writeFileSync(index, JSON.stringify({ url, sha256: hex }));
-      return { path: alias, sha256: hex };
-    }
-    writeFileSync(index, JSON.stringify({ url, sha256: hex }));
-    return { path: final, sha256: hex };
-  }, undefined, signal);
+      return { path: final, sha256: hex };
+    },
+    undefined,
+    signal,
+  );
 }

@@ -42,9 +42,12 @@ export async function pathDigest(p: string): Promise<string> {
  * A 'tree' input leaves the build's output directories out (a playbook's folder may hold them).
  */
 export async function hostInputDigests(p: Provisioner, build: BuildConfig): Promise<string[]> {
-  const outputs = new Set([build.output_directory, ...build.outputs.map((o) => o.directory)].filter((d): d is string => d !== undefined));
+  const outputs = new Set(
+    [build.output_directory, ...build.outputs.map((o) => o.directory)].filter((d): d is string => d !== undefined),
+  );
   const digests: string[] = [];
-  for (const input of kindOf(p).hostInputs(p)) digests.push(input.digest === 'tree' ? await treeDigest(input.path, outputs) : await pathDigest(input.path));
+  for (const input of kindOf(p).hostInputs(p))
+    digests.push(input.digest === 'tree' ? await treeDigest(input.path, outputs) : await pathDigest(input.path));
   return digests;
 }
 
@@ -61,12 +64,23 @@ export async function sourceKey(build: BuildConfig, baseSha256: string): Promise
   const shaping = Object.fromEntries(Object.entries(rest).filter(([k]) => DISK_SOURCE_FIELDS.has(k)));
   const comm = Object.fromEntries(Object.entries(communicator).filter(([k]) => DISK_COMMUNICATOR_FIELDS.has(k)));
   const files: Record<string, string> = {};
-  for (const f of [...(build.source.http_directory ? [build.source.http_directory] : []), ...build.source.cd_files, ...build.source.floppy_files]) {
+  for (const f of [
+    ...(build.source.http_directory ? [build.source.http_directory] : []),
+    ...build.source.cd_files,
+    ...build.source.floppy_files,
+  ]) {
     files[f] = await pathDigest(f);
   }
   // base_image/iso/checksum (cache role 'base') are left out: the digest names the content, wherever the file lives.
   // The build's name reaches the disk (cloud-init's hostname, \${build.name} in provisioners).
-  return digestOf({ schema: LAYER_SCHEMA, name: build.name, base: baseSha256, source: shaping, communicator: comm, files });
+  return digestOf({
+    schema: LAYER_SCHEMA,
+    name: build.name,
+    base: baseSha256,
+    source: shaping,
+    communicator: comm,
+    files,
+  });
 }
 
 export interface PlannedLayer {
@@ -105,7 +119,10 @@ export async function planLayers(build: BuildConfig, rootKey: string): Promise<P
     const description = describeProvisioner(p);
     const reason = uncacheableReason(p);
     if (reason) parent = undefined;
-    if (!parent) { plan.push({ index: i, description, uncacheable: reason ?? 'an earlier provisioner is not cached' }); continue; }
+    if (!parent) {
+      plan.push({ index: i, description, uncacheable: reason ?? 'an earlier provisioner is not cached' });
+      continue;
+    }
     const definition = Object.fromEntries(Object.entries(p).filter(([k]) => !RUNTIME_ONLY_PROVISIONER_FIELDS.has(k)));
     const files = await hostInputDigests(p, build);
     // Of the \${build.*} values a provisioner may use, only output_dir is stable yet not in the root key;
@@ -121,13 +138,22 @@ export async function planLayers(build: BuildConfig, rootKey: string): Promise<P
  * The key of the finished artifacts: the last layer plus everything after provisioning that shapes the
  * output. Undefined when a provisioner or post-processor must run on every build.
  */
-export async function artifactKey(build: BuildConfig, rootKey: string, plan: PlannedLayer[]): Promise<string | undefined> {
+export async function artifactKey(
+  build: BuildConfig,
+  rootKey: string,
+  plan: PlannedLayer[],
+): Promise<string | undefined> {
   if (plan.some((l) => !l.key)) return undefined;
   if (build.post_processors.some((p) => p.type === 'shell-local')) return undefined;
   const last = plan.length ? plan[plan.length - 1]!.key! : rootKey;
   return digestOf({
-    schema: LAYER_SCHEMA, kiln: kilnVersion, last, outputs: build.outputs, checksums: build.checksums,
-    post_processors: build.post_processors, output_directory: build.output_directory,
+    schema: LAYER_SCHEMA,
+    kiln: kilnVersion,
+    last,
+    outputs: build.outputs,
+    checksums: build.checksums,
+    post_processors: build.post_processors,
+    output_directory: build.output_directory,
     // Signing is part of the output (undefined, the key is left out: unsigned builds keep their keys).
     sign: build.sign,
   });
@@ -146,13 +172,21 @@ export const FINAL_LAYER_SCHEMA = 1;
  * directory are not in it: they only shape what is made from that disk. Undefined when the build has
  * no final layer: a provisioner is not cached, or there is no communicator to clean and trim with.
  */
-export function finalLayerKey(build: BuildConfig, rootKey: string, plan: PlannedLayer[], finishingScripts: readonly string[]): string | undefined {
+export function finalLayerKey(
+  build: BuildConfig,
+  rootKey: string,
+  plan: PlannedLayer[],
+  finishingScripts: readonly string[],
+): string | undefined {
   const comm = build.source.communicator;
   if (comm.type !== 'ssh') return undefined;
   if (plan.some((l) => !l.key)) return undefined;
   const last = plan.length ? plan[plan.length - 1]!.key! : rootKey;
   return digestOf({
-    schema: LAYER_SCHEMA, final: FINAL_LAYER_SCHEMA, kiln: kilnVersion, last,
+    schema: LAYER_SCHEMA,
+    final: FINAL_LAYER_SCHEMA,
+    kiln: kilnVersion,
+    last,
     communicator: { type: comm.type, username: comm.username },
     cloud_init: build.source.cloud_init !== false,
     shutdown_command: build.source.shutdown_command ?? null,

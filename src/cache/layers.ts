@@ -7,7 +7,19 @@
  *
  * Builds using layers list them in inuse/<pid>.json; prune and rm leave those alone.
  */
-import { copyFileSync, existsSync, linkSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  linkSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import type { ImageTool } from '../qemu/image-tool.js';
@@ -60,7 +72,10 @@ export interface FinishedOutputRecord {
   created: string;
 }
 
-const diskBytes = (file: string) => { const st = statSync(file); return Math.min(st.size, st.blocks * 512); };
+const diskBytes = (file: string) => {
+  const st = statSync(file);
+  return Math.min(st.size, st.blocks * 512);
+};
 
 export class LayerStore {
   readonly dir: string;
@@ -68,7 +83,10 @@ export class LayerStore {
    * `images`: what repoints a published layer's backing file (the build's image tool). A store only
    * read (plans, `kiln cache`, publish's freshness check) runs no qemu-img and needs none.
    */
-  constructor(cacheDir: string, private readonly images?: Pick<ImageTool, 'rebaseUnsafe'>) {
+  constructor(
+    cacheDir: string,
+    private readonly images?: Pick<ImageTool, 'rebaseUnsafe'>,
+  ) {
     this.dir = path.join(cacheDir, 'layers');
   }
 
@@ -79,18 +97,32 @@ export class LayerStore {
     mkdirSync(path.join(this.dir, 'artifacts'), { recursive: true });
   }
 
-  layerFile(key: string): string { return path.join(this.dir, `${key}.qcow2`); }
-  private keyFile(key: string): string { return path.join(this.dir, `${key}.ssh-key`); }
+  layerFile(key: string): string {
+    return path.join(this.dir, `${key}.qcow2`);
+  }
+  private keyFile(key: string): string {
+    return path.join(this.dir, `${key}.ssh-key`);
+  }
 
   /** The build key a guest without cloud-init trusts in this layer (it cannot be given a new one). */
   sshKey(key: string): string | undefined {
-    try { return readFileSync(this.keyFile(key), 'utf8'); } catch { return undefined; }
+    try {
+      return readFileSync(this.keyFile(key), 'utf8');
+    } catch {
+      return undefined;
+    }
   }
-  private metaFile(key: string): string { return path.join(this.dir, `${key}.json`); }
+  private metaFile(key: string): string {
+    return path.join(this.dir, `${key}.json`);
+  }
 
   meta(key: string): LayerMeta | undefined {
     let meta: LayerMeta;
-    try { meta = JSON.parse(readFileSync(this.metaFile(key), 'utf8')) as LayerMeta; } catch { return undefined; }
+    try {
+      meta = JSON.parse(readFileSync(this.metaFile(key), 'utf8')) as LayerMeta;
+    } catch {
+      return undefined;
+    }
     const vmState = vmStateSummary(this.dir, key);
     return vmState ? { ...meta, vmState } : meta;
   }
@@ -101,9 +133,14 @@ export class LayerStore {
     if (!meta) return { ok: false, problem: 'no metadata' };
     const file = this.layerFile(key);
     if (!existsSync(file)) return { ok: false, problem: 'layer file missing' };
-    if (meta.backing && !existsSync(path.join(this.dir, meta.backing))) return { ok: false, problem: `backing file ${meta.backing} missing` };
+    if (meta.backing && !existsSync(path.join(this.dir, meta.backing)))
+      return { ok: false, problem: `backing file ${meta.backing} missing` };
     const got = await fileDigest(file);
-    if (got !== meta.sha256) return { ok: false, problem: `digest mismatch (recorded ${meta.sha256.slice(0, 12)}..., file ${got.slice(0, 12)}...)` };
+    if (got !== meta.sha256)
+      return {
+        ok: false,
+        problem: `digest mismatch (recorded ${meta.sha256.slice(0, 12)}..., file ${got.slice(0, 12)}...)`,
+      };
     return { ok: true };
   }
 
@@ -123,24 +160,45 @@ export class LayerStore {
   /** Marks a layer used now (its .json mtime is the last-use time prune goes by). */
   touch(key: string): void {
     const now = new Date();
-    try { utimesSync(this.metaFile(key), now, now); } catch { /* removed meanwhile */ }
+    try {
+      utimesSync(this.metaFile(key), now, now);
+    } catch {
+      /* removed meanwhile */
+    }
   }
 
   lastUsed(key: string): Date {
-    try { return statSync(this.metaFile(key)).mtime; } catch { return new Date(0); }
+    try {
+      return statSync(this.metaFile(key)).mtime;
+    } catch {
+      return new Date(0);
+    }
   }
 
   list(): LayerMeta[] {
     let names: string[] = [];
-    try { names = readdirSync(this.dir); } catch { return []; }
-    return names.filter((n) => /^[0-9a-f]{64}\.json$/.test(n)).map((n) => this.meta(n.slice(0, 64))).filter((m): m is LayerMeta => m !== undefined);
+    try {
+      names = readdirSync(this.dir);
+    } catch {
+      return [];
+    }
+    return names
+      .filter((n) => /^[0-9a-f]{64}\.json$/.test(n))
+      .map((n) => this.meta(n.slice(0, 64)))
+      .filter((m): m is LayerMeta => m !== undefined);
   }
 
   /** Base images the store holds (hard links where possible), with their size. */
   bases(): { name: string; size: number }[] {
     let names: string[] = [];
-    try { names = readdirSync(this.dir); } catch { return []; }
-    return names.filter((n) => n.startsWith('base-')).map((name) => ({ name, size: diskBytes(path.join(this.dir, name)) }));
+    try {
+      names = readdirSync(this.dir);
+    } catch {
+      return [];
+    }
+    return names
+      .filter((n) => n.startsWith('base-'))
+      .map((name) => ({ name, size: diskBytes(path.join(this.dir, name)) }));
   }
 
   /**
@@ -156,7 +214,11 @@ export class LayerStore {
       if (existsSync(dst)) return;
       const tmp = `${dst}.tmp-${process.pid}`;
       rmSync(tmp, { force: true });
-      try { linkSync(file, tmp); } catch { copyFileSync(file, tmp); }
+      try {
+        linkSync(file, tmp);
+      } catch {
+        copyFileSync(file, tmp);
+      }
       renameSync(tmp, dst);
     });
     return name;
@@ -166,32 +228,53 @@ export class LayerStore {
    * Publishes `frozen` (an overlay QEMU no longer writes) as layer `key`: copied sparsely, its backing
    * file renamed to the store-relative name, digested, then renamed into place.
    */
-  async publish(key: string, frozen: string, backing: { name: string; format: string } | null, meta: Omit<LayerMeta, 'key' | 'backing' | 'sha256' | 'size' | 'created'>, signal?: AbortSignal, sshKey?: string): Promise<LayerMeta> {
+  async publish(
+    key: string,
+    frozen: string,
+    backing: { name: string; format: string } | null,
+    meta: Omit<LayerMeta, 'key' | 'backing' | 'sha256' | 'size' | 'created'>,
+    signal?: AbortSignal,
+    sshKey?: string,
+  ): Promise<LayerMeta> {
     const images = this.images;
-    if (!images) throw new Error('LayerStore.publish: this store was opened without an image tool (new LayerStore(cacheDir, driver))');
+    if (!images)
+      throw new Error(
+        'LayerStore.publish: this store was opened without an image tool (new LayerStore(cacheDir, driver))',
+      );
     this.ensureDirs();
     const final = this.layerFile(key);
-    return withLock(`${final}.lock`, async () => {
-      const existing = this.meta(key);
-      if (existing && existsSync(final)) return existing; // another build made it meanwhile
-      const tmp = `${final}.tmp-${process.pid}`;
-      try {
-        await execa(...diesWithKiln('cp', ['--sparse=always', '--reflink=auto', frozen, tmp]), { cancelSignal: signal });
-        await images.rebaseUnsafe(tmp, backing, signal);
-        const full: LayerMeta = {
-          key, backing: backing?.name ?? null, ...meta,
-          sha256: await fileDigest(tmp), size: diskBytes(tmp), created: new Date().toISOString(),
-        };
-        if (sshKey) writeFileSync(this.keyFile(key), sshKey, { mode: 0o600 });
-        renameSync(tmp, final);
-        const metaTmp = `${this.metaFile(key)}.tmp-${process.pid}`;
-        writeFileSync(metaTmp, JSON.stringify(full, null, 2) + '\n');
-        renameSync(metaTmp, this.metaFile(key));
-        return full;
-      } finally {
-        rmSync(tmp, { force: true });
-      }
-    }, 30 * 60_000, signal);
+    return withLock(
+      `${final}.lock`,
+      async () => {
+        const existing = this.meta(key);
+        if (existing && existsSync(final)) return existing; // another build made it meanwhile
+        const tmp = `${final}.tmp-${process.pid}`;
+        try {
+          await execa(...diesWithKiln('cp', ['--sparse=always', '--reflink=auto', frozen, tmp]), {
+            cancelSignal: signal,
+          });
+          await images.rebaseUnsafe(tmp, backing, signal);
+          const full: LayerMeta = {
+            key,
+            backing: backing?.name ?? null,
+            ...meta,
+            sha256: await fileDigest(tmp),
+            size: diskBytes(tmp),
+            created: new Date().toISOString(),
+          };
+          if (sshKey) writeFileSync(this.keyFile(key), sshKey, { mode: 0o600 });
+          renameSync(tmp, final);
+          const metaTmp = `${this.metaFile(key)}.tmp-${process.pid}`;
+          writeFileSync(metaTmp, JSON.stringify(full, null, 2) + '\n');
+          renameSync(metaTmp, this.metaFile(key));
+          return full;
+        } finally {
+          rmSync(tmp, { force: true });
+        }
+      },
+      30 * 60_000,
+      signal,
+    );
   }
 
   /** Records that this process uses these layers, until the returned function is called. */
@@ -206,14 +289,24 @@ export class LayerStore {
   inUse(): Set<string> {
     const used = new Set<string>();
     let names: string[] = [];
-    try { names = readdirSync(path.join(this.dir, 'inuse')); } catch { return used; }
+    try {
+      names = readdirSync(path.join(this.dir, 'inuse'));
+    } catch {
+      return used;
+    }
     for (const n of names) {
       const file = path.join(this.dir, 'inuse', n);
       try {
         const { pid, keys } = JSON.parse(readFileSync(file, 'utf8')) as { pid: number; keys: string[] };
-        if (!isAlive(pid)) { rmSync(file, { force: true }); continue; }
-        for (const k of keys) for (let m = this.meta(k); m; m = m.parent ? this.meta(m.parent) : undefined) used.add(m.key);
-      } catch { /* being written */ }
+        if (!isAlive(pid)) {
+          rmSync(file, { force: true });
+          continue;
+        }
+        for (const k of keys)
+          for (let m = this.meta(k); m; m = m.parent ? this.meta(m.parent) : undefined) used.add(m.key);
+      } catch {
+        /* being written */
+      }
     }
     return used;
   }
@@ -222,7 +315,11 @@ export class LayerStore {
   removeStaleTemp(): string[] {
     const removed: string[] = [];
     let names: string[] = [];
-    try { names = readdirSync(this.dir); } catch { return removed; }
+    try {
+      names = readdirSync(this.dir);
+    } catch {
+      return removed;
+    }
     for (const n of names) {
       const m = /\.tmp-(\d+)$/.exec(n);
       if (!m || isAlive(Number(m[1]))) continue;
@@ -245,8 +342,15 @@ export class LayerStore {
   }
 
   totalBytes(): number {
-    return this.list().reduce((n, m) => n + (existsSync(this.layerFile(m.key)) ? diskBytes(this.layerFile(m.key)) : 0) + vmStateBytes(this.dir, m.key), 0)
-      + this.bases().reduce((n, b) => n + b.size, 0);
+    return (
+      this.list().reduce(
+        (n, m) =>
+          n +
+          (existsSync(this.layerFile(m.key)) ? diskBytes(this.layerFile(m.key)) : 0) +
+          vmStateBytes(this.dir, m.key),
+        0,
+      ) + this.bases().reduce((n, b) => n + b.size, 0)
+    );
   }
 
   /**
@@ -273,20 +377,34 @@ export class LayerStore {
   private descendants(key: string): string[] {
     const all = this.list();
     const out: string[] = [];
-    const walk = (k: string) => { for (const c of all.filter((m) => m.parent === k)) { out.push(c.key); walk(c.key); } };
+    const walk = (k: string) => {
+      for (const c of all.filter((m) => m.parent === k)) {
+        out.push(c.key);
+        walk(c.key);
+      }
+    };
     walk(key);
     return out;
   }
 
   artifactRecord(key: string): FinishedOutputRecord | undefined {
-    try { return JSON.parse(readFileSync(path.join(this.dir, 'artifacts', `${key}.json`), 'utf8')) as FinishedOutputRecord; } catch { return undefined; }
+    try {
+      return JSON.parse(readFileSync(path.join(this.dir, 'artifacts', `${key}.json`), 'utf8')) as FinishedOutputRecord;
+    } catch {
+      return undefined;
+    }
   }
 
   recordArtifacts(key: string, outputDirectory: string, files: string[]): void {
     this.ensureDirs();
     const record: FinishedOutputRecord = {
-      key, outputDirectory, created: new Date().toISOString(),
-      files: files.map((f) => { const st = statSync(f); return { path: f, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino }; }),
+      key,
+      outputDirectory,
+      created: new Date().toISOString(),
+      files: files.map((f) => {
+        const st = statSync(f);
+        return { path: f, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino };
+      }),
     };
     const file = path.join(this.dir, 'artifacts', `${key}.json`);
     writeFileSync(`${file}.tmp-${process.pid}`, JSON.stringify(record, null, 2) + '\n');
@@ -295,8 +413,16 @@ export class LayerStore {
 
   /** True when every recorded file is still exactly as it was written. */
   static untouched(record: FinishedOutputRecord): boolean {
-    return record.files.length > 0 && record.files.every((f) => {
-      try { const st = statSync(f.path); return st.size === f.size && st.mtimeMs === f.mtimeMs && st.ino === f.ino; } catch { return false; }
-    });
+    return (
+      record.files.length > 0 &&
+      record.files.every((f) => {
+        try {
+          const st = statSync(f.path);
+          return st.size === f.size && st.mtimeMs === f.mtimeMs && st.ino === f.ino;
+        } catch {
+          return false;
+        }
+      })
+    );
   }
 }

@@ -14,7 +14,11 @@ import { isAlive } from '../util/pid.js';
  * Who holds a lock: its pid (undefined when the file holds none), and the file's inode and change
  * time, which tell this very lock from a later one (a freed inode number is soon used again).
  */
-interface Holder { pid: number | undefined; ino: number; ctimeNs: bigint }
+interface Holder {
+  pid: number | undefined;
+  ino: number;
+  ctimeNs: bigint;
+}
 
 export type LockAttempt =
   | { acquired: true }
@@ -42,7 +46,9 @@ function createWhole(file: string): boolean {
 /** The lock's holder, read through one descriptor (pid and inode of the same file); undefined if it is gone. */
 function readHolder(file: string): Holder | undefined {
   let fd: number;
-  try { fd = openSync(file, 'r'); } catch (e) {
+  try {
+    fd = openSync(file, 'r');
+  } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     return { pid: undefined, ino: -1, ctimeNs: -1n }; // unreadable: held by someone kiln cannot name
   }
@@ -79,7 +85,13 @@ function removeDeadLock(file: string, holder: Holder): 'removed' | 'changing han
 /** Unlinks `file` if it is still the lock `seen` before, not one made since. */
 function removeIfSame(file: string, seen: Holder): void {
   const now = readHolder(file);
-  if (now && now.pid === seen.pid && now.ino === seen.ino && now.ctimeNs === seen.ctimeNs) { try { unlinkSync(file); } catch { /* gone meanwhile */ } }
+  if (now && now.pid === seen.pid && now.ino === seen.ino && now.ctimeNs === seen.ctimeNs) {
+    try {
+      unlinkSync(file);
+    } catch {
+      /* gone meanwhile */
+    }
+  }
 }
 
 /** One attempt at the lock, without waiting: taken (a dead holder's lock is taken over), or who holds it. */
@@ -89,7 +101,8 @@ export function tryLock(file: string): LockAttempt {
     const holder = readHolder(file);
     if (!holder) continue; // released meanwhile
     if (holder.pid === undefined || isAlive(holder.pid)) return { acquired: false, pid: holder.pid };
-    if (removeDeadLock(file, holder) === 'changing hands') return { acquired: false, pid: holder.pid, changingHands: true };
+    if (removeDeadLock(file, holder) === 'changing hands')
+      return { acquired: false, pid: holder.pid, changingHands: true };
   }
 }
 
@@ -124,12 +137,19 @@ export async function lockNow(file: string, patienceMs = 2_000): Promise<LockAtt
 
 /** Who holds a lock kiln could not take, for an error message, with the fix when kiln cannot tell. */
 export function describeHolder(file: string, attempt: Extract<LockAttempt, { acquired: false }>): string {
-  if (attempt.changingHands) return `${file} (its owner, pid ${attempt.pid}, is gone, but ${file}.takeover.lock blocks taking it over)\n  fix: if no kiln is running, remove ${file}.takeover.lock`;
-  if (attempt.pid === undefined) return `${file}, which holds no pid (an older kiln's, or not kiln's)\n  fix: if no kiln is running, remove it`;
+  if (attempt.changingHands)
+    return `${file} (its owner, pid ${attempt.pid}, is gone, but ${file}.takeover.lock blocks taking it over)\n  fix: if no kiln is running, remove ${file}.takeover.lock`;
+  if (attempt.pid === undefined)
+    return `${file}, which holds no pid (an older kiln's, or not kiln's)\n  fix: if no kiln is running, remove it`;
   return `${file} held by pid ${attempt.pid}`;
 }
 
-export async function withLock<T>(lockFile: string, fn: () => Promise<T>, timeoutMs = 30 * 60_000, signal?: AbortSignal): Promise<T> {
+export async function withLock<T>(
+  lockFile: string,
+  fn: () => Promise<T>,
+  timeoutMs = 30 * 60_000,
+  signal?: AbortSignal,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     signal?.throwIfAborted();
@@ -138,5 +158,9 @@ export async function withLock<T>(lockFile: string, fn: () => Promise<T>, timeou
     if (Date.now() > deadline) throw new Error(`timed out waiting for lock ${describeHolder(lockFile, attempt)}`);
     await sleep(250);
   }
-  try { return await fn(); } finally { releaseLock(lockFile); }
+  try {
+    return await fn();
+  } finally {
+    releaseLock(lockFile);
+  }
 }

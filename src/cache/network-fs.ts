@@ -13,6 +13,13 @@ const networkMagic: Record<number, string> = {
 };
 
 /** The network file system `dir` is on ('NFS', 'CIFS', ...), or undefined for a local one (or when it cannot tell). */
-export function networkFileSystem(dir: string, statfs: (p: string) => { type: number } = statfsSync): string | undefined {
-  try { return networkMagic[statfs(dir).type]; } catch { return undefined; }
+export function networkFileSystem(
+  dir: string,
+  statfs: (p: string) => { type: number } = statfsSync,
+): string | undefined {
+  try {
+    return networkMagic[statfs(dir).type];
+  } catch {
+    return undefined;
+  }
 }

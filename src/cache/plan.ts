@@ -112,9 +112,13 @@ export async function knownBaseDigest(build: BuildConfig, cacheDir: string): Pro
   if (!isHttpUrl(media)) return existsSync(media) ? cachedFileDigest(media, cacheDir) : undefined;
   if (build.source.checksum.startsWith('sha256:')) return build.source.checksum.slice('sha256:'.length).toLowerCase();
   try {
-    const rec = JSON.parse(readFileSync(path.join(cacheDir, 'downloads', `url-${downloadUrlKey(media)}.json`), 'utf8')) as { sha256: string };
+    const rec = JSON.parse(
+      readFileSync(path.join(cacheDir, 'downloads', `url-${downloadUrlKey(media)}.json`), 'utf8'),
+    ) as { sha256: string };
     return rec.sha256;
-  } catch { return undefined; }
+  } catch {
+    return undefined;
+  }
 }
 
 /** The manifest an output directory holds names the artifact key it was made with. */
@@ -122,14 +126,22 @@ function upToDate(build: BuildConfig, store: LayerStore, key: string): boolean {
   const record = store.artifactRecord(key);
   if (!record || record.outputDirectory !== build.output_directory || !LayerStore.untouched(record)) return false;
   try {
-    const manifest = JSON.parse(readFileSync(path.join(build.output_directory, 'manifest.json'), 'utf8')) as { cache?: { artifact_key?: string } };
+    const manifest = JSON.parse(readFileSync(path.join(build.output_directory, 'manifest.json'), 'utf8')) as {
+      cache?: { artifact_key?: string };
+    };
     return manifest.cache?.artifact_key === key;
-  } catch { return false; }
+  } catch {
+    return false;
+  }
 }
 
 /** A layer and every layer it backs onto are published and whole (those in `verified` were checked already). */
-async function verifyChain(store: LayerStore, key: string, verified: ReadonlySet<string>): Promise<{ ok: true } | { ok: false; key: string; problem: string }> {
-  for (let m: LayerMeta | undefined = store.meta(key), k = key; ; ) {
+async function verifyChain(
+  store: LayerStore,
+  key: string,
+  verified: ReadonlySet<string>,
+): Promise<{ ok: true } | { ok: false; key: string; problem: string }> {
+  for (let m: LayerMeta | undefined = store.meta(key), k = key; ;) {
     if (!m) return { ok: false, key: k, problem: 'no metadata' };
     const check = verified.has(k) ? { ok: true as const } : await store.verify(k);
     if (!check.ok) return { ok: false, key: k, problem: check.problem };
@@ -142,11 +154,16 @@ async function verifyChain(store: LayerStore, key: string, verified: ReadonlySet
 /** What building `build` would do with what the caches hold; reads, never writes. */
 export async function planBuild(build: BuildConfig, options: PlanOptions): Promise<BuildPlan> {
   const store = options.store ?? new LayerStore(options.cacheDir);
-  const baseSha256 = options.baseSha256 ?? await knownBaseDigest(build, options.cacheDir);
+  const baseSha256 = options.baseSha256 ?? (await knownBaseDigest(build, options.cacheDir));
   const fresh = { kind: 'fresh' } as const;
   if (!baseSha256) {
     return {
-      build: build.name, layers: [], resume: fresh, upToDate: false, damaged: [], notes: [],
+      build: build.name,
+      layers: [],
+      resume: fresh,
+      upToDate: false,
+      damaged: [],
+      notes: [],
       unknown: `the base ${build.source.base_image ?? build.source.iso} is not downloaded yet and "checksum" is not a sha256: its digest (and every key) is known once it is fetched`,
     };
   }
@@ -158,8 +175,16 @@ export async function planBuild(build: BuildConfig, options: PlanOptions): Promi
   const notes: string[] = [];
   const layers: PlanLayer[] = keyed.map((l) => ({ ...l, local: false }));
   const plan = (resume: Resume, final?: BuildPlan['final']): BuildPlan => ({
-    build: build.name, base: { sha256: baseSha256 }, rootKey, layers, final, artifactKey: outputKey, resume,
-    upToDate: resume.kind === 'upToDate', damaged, notes,
+    build: build.name,
+    base: { sha256: baseSha256 },
+    rootKey,
+    layers,
+    final,
+    artifactKey: outputKey,
+    resume,
+    upToDate: resume.kind === 'upToDate',
+    damaged,
+    notes,
   });
 
   if (outputKey && upToDate(build, store, outputKey)) return plan({ kind: 'upToDate', artifactKey: outputKey });
@@ -170,7 +195,10 @@ export async function planBuild(build: BuildConfig, options: PlanOptions): Promi
     const key = layers[cachedCount]!.key!;
     if (options.verify) {
       const check = await store.verify(key);
-      if (!check.ok) { damaged.push({ key, problem: check.problem }); break; }
+      if (!check.ok) {
+        damaged.push({ key, problem: check.problem });
+        break;
+      }
     }
     layers[cachedCount]!.local = true;
     cachedCount++;
@@ -184,7 +212,8 @@ export async function planBuild(build: BuildConfig, options: PlanOptions): Promi
       // A digest is a whole read of the layer: the provisioner layers checked above are not read again.
       const check = await verifyChain(store, finalKey, new Set(layers.filter((l) => l.local).map((l) => l.key!)));
       if (!check.ok) {
-        if (!damaged.some((d) => d.key === check.key)) damaged.push({ key: check.key, problem: check.problem, final: check.key === finalKey });
+        if (!damaged.some((d) => d.key === check.key))
+          damaged.push({ key: check.key, problem: check.problem, final: check.key === finalKey });
         local = false;
       }
     }
@@ -203,21 +232,34 @@ export async function planBuild(build: BuildConfig, options: PlanOptions): Promi
     for (let i = layers.length - 1; i >= cachedCount; i--) {
       const key = layers[i]!.key;
       if (!key) continue;
-      if (await options.remote.has(key, 'layer', options.signal)) { layers[i]!.remote = true; if (remoteCount === cachedCount) remoteCount = i + 1; }
+      if (await options.remote.has(key, 'layer', options.signal)) {
+        layers[i]!.remote = true;
+        if (remoteCount === cachedCount) remoteCount = i + 1;
+      }
     }
     // A chain is pulled whole: the remote must hold every layer from the first one it lacks locally.
-    for (let i = cachedCount; i < remoteCount; i++) if (!layers[i]!.remote) { remoteCount = cachedCount; break; }
+    for (let i = cachedCount; i < remoteCount; i++)
+      if (!layers[i]!.remote) {
+        remoteCount = cachedCount;
+        break;
+      }
   }
 
   const source: LayerSource = remoteCount > cachedCount ? 'remote' : 'local';
   const count = Math.max(cachedCount, remoteCount);
   if (count === 0) return plan(fresh, final);
   // A VM restored from its saved state did not boot: what a provisioner left in /tmp is still there.
-  const restoreVm = source === 'local' && options.vmState === true && readVmStateMeta(store.dir, layers[count - 1]!.key!) !== undefined;
+  const restoreVm =
+    source === 'local' && options.vmState === true && readVmStateMeta(store.dir, layers[count - 1]!.key!) !== undefined;
   const at = restoreVm ? count : resumePoint(keyed, count);
   if (at < count) {
-    const again = layers.slice(at, count).map((l) => `${l.index + 1} (${l.description})`).join(', ');
-    notes.push(`provisioner ${again} runs again: it uploads into a directory the guest empties at boot, and a later provisioner may need the file`);
+    const again = layers
+      .slice(at, count)
+      .map((l) => `${l.index + 1} (${l.description})`)
+      .join(', ');
+    notes.push(
+      `provisioner ${again} runs again: it uploads into a directory the guest empties at boot, and a later provisioner may need the file`,
+    );
   }
   if (at === 0) return plan(fresh, final);
   return plan({ kind: 'resume', at, key: layers[at - 1]!.key!, source, ...(restoreVm ? { restoreVm } : {}) }, final);

@@ -16,7 +16,11 @@ const IGNORED_NAMES = new Set(['.git', '.hg', '.svn']);
  * build's own output directories, which may sit under a playbook's directory and change with every
  * build) and version-control metadata. A link back into a directory being read is noted, not walked.
  */
-export async function treeDigest(p: string, leaveOut: ReadonlySet<string>, open: Set<string> = new Set()): Promise<string> {
+export async function treeDigest(
+  p: string,
+  leaveOut: ReadonlySet<string>,
+  open: Set<string> = new Set(),
+): Promise<string> {
   const st = statSync(p, { throwIfNoEntry: false });
   if (!st) return digestOf({ danglingLink: lstatSync(p).isSymbolicLink() ? readlinkSync(p) : null });
   if (st.isFile()) return fileDigest(p);

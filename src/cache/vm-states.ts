@@ -35,16 +35,27 @@ export const vmStateFile = (dir: string, key: string) => path.join(dir, `${key}.
 const vmStateMetaFile = (dir: string, key: string) => path.join(dir, `${key}.vmstate.json`);
 
 export function readVmStateMeta(dir: string, key: string): VmStateMeta | undefined {
-  try { return JSON.parse(readFileSync(vmStateMetaFile(dir, key), 'utf8')) as VmStateMeta; } catch { return undefined; }
+  try {
+    return JSON.parse(readFileSync(vmStateMetaFile(dir, key), 'utf8')) as VmStateMeta;
+  } catch {
+    return undefined;
+  }
 }
 
 export function vmStateSummary(dir: string, key: string): VmStateSummary | undefined {
   const m = readVmStateMeta(dir, key);
-  return m && existsSync(vmStateFile(dir, key)) ? { size: m.size, saveMs: m.saveMs, created: m.created, qemuVersion: m.qemuVersion } : undefined;
+  return m && existsSync(vmStateFile(dir, key))
+    ? { size: m.size, saveMs: m.saveMs, created: m.created, qemuVersion: m.qemuVersion }
+    : undefined;
 }
 
 export function vmStateBytes(dir: string, key: string): number {
-  try { const st = statSync(vmStateFile(dir, key)); return Math.min(st.size, st.blocks * 512); } catch { return 0; }
+  try {
+    const st = statSync(vmStateFile(dir, key));
+    return Math.min(st.size, st.blocks * 512);
+  } catch {
+    return 0;
+  }
 }
 
 export function removeVmState(dir: string, key: string): void {
@@ -59,10 +70,19 @@ export const vmStateTemp = (dir: string, key: string) => `${vmStateFile(dir, key
  * Publishes a state QEMU wrote to `tmp`: digested, then renamed into place, its metadata last (a
  * state without metadata is never used). The layer `key` must be published already.
  */
-export async function publishVmState(dir: string, tmp: string, meta: Omit<VmStateMeta, 'sha256' | 'size' | 'created'>): Promise<VmStateMeta> {
+export async function publishVmState(
+  dir: string,
+  tmp: string,
+  meta: Omit<VmStateMeta, 'sha256' | 'size' | 'created'>,
+): Promise<VmStateMeta> {
   try {
     chmodSync(tmp, 0o600);
-    const full: VmStateMeta = { ...meta, sha256: await fileDigest(tmp), size: statSync(tmp).size, created: new Date().toISOString() };
+    const full: VmStateMeta = {
+      ...meta,
+      sha256: await fileDigest(tmp),
+      size: statSync(tmp).size,
+      created: new Date().toISOString(),
+    };
     renameSync(tmp, vmStateFile(dir, meta.key));
     const metaTmp = `${vmStateMetaFile(dir, meta.key)}.tmp-${process.pid}`;
     writeFileSync(metaTmp, JSON.stringify(full, null, 2) + '\n', { mode: 0o600 });
@@ -74,12 +94,19 @@ export async function publishVmState(dir: string, tmp: string, meta: Omit<VmStat
 }
 
 /** The state for layer `key` if its file is whole (its digest matches), else why not. */
-export async function verifyVmState(dir: string, key: string): Promise<{ ok: true; meta: VmStateMeta } | { ok: false; problem: string }> {
+export async function verifyVmState(
+  dir: string,
+  key: string,
+): Promise<{ ok: true; meta: VmStateMeta } | { ok: false; problem: string }> {
   const meta = readVmStateMeta(dir, key);
   if (!meta) return { ok: false, problem: 'no metadata' };
   const file = vmStateFile(dir, key);
   if (!existsSync(file)) return { ok: false, problem: 'state file missing' };
   const got = await fileDigest(file);
-  if (got !== meta.sha256) return { ok: false, problem: `the state file is damaged (digest ${got.slice(0, 12)}..., recorded ${meta.sha256.slice(0, 12)}...)` };
+  if (got !== meta.sha256)
+    return {
+      ok: false,
+      problem: `the state file is damaged (digest ${got.slice(0, 12)}..., recorded ${meta.sha256.slice(0, 12)}...)`,
+    };
   return { ok: true, meta };
 }

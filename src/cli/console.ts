@@ -10,7 +10,10 @@ import path from 'node:path';
 import { listRunningBuilds, type RunningBuild } from '../build/build.js';
 import { isAlive } from '../util/pid.js';
 
-export interface ConsoleArgs { build: string; pid?: number }
+export interface ConsoleArgs {
+  build: string;
+  pid?: number;
+}
 
 const detachKey = 0x1d; // Ctrl-]
 /** QEMU serves one console client at a time and leaves a second one hanging unanswered: refuse it. */
@@ -25,7 +28,8 @@ export function chooseBuild(args: ConsoleArgs, running: RunningBuild[]): Running
   const list = (builds: RunningBuild[]) => builds.map((b) => `  ${describe(b)}`).join('\n');
   const named = running.filter((b) => b.build === args.build && (args.pid === undefined || b.pid === args.pid));
   if (named.length === 1) return named[0]!;
-  if (named.length > 1) return `${named.length} builds named "${args.build}" are running; choose one with --pid:\n${list(named)}`;
+  if (named.length > 1)
+    return `${named.length} builds named "${args.build}" are running; choose one with --pid:\n${list(named)}`;
   const none = `no build named "${args.build}"${args.pid === undefined ? '' : ` run by kiln pid ${args.pid}`} is running`;
   return running.length ? `${none}; running builds:\n${list(running)}` : `${none} (no kiln build is running)`;
 }
@@ -41,7 +45,8 @@ function takeLock(b: RunningBuild): string | undefined {
     if (code !== 'EEXIST') throw e;
   }
   const holder = Number(readFileSync(file, 'utf8').trim());
-  if (isAlive(holder)) return `the serial console of "${b.build}" is already attached (kiln console, pid ${holder}); detach there first`;
+  if (isAlive(holder))
+    return `the serial console of "${b.build}" is already attached (kiln console, pid ${holder}); detach there first`;
   writeFileSync(file, String(process.pid)); // left by a console that was killed
   return undefined;
 }
@@ -49,13 +54,20 @@ function takeLock(b: RunningBuild): string | undefined {
 function connect(socketPath: string): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const socket = net.createConnection(socketPath);
-    socket.once('connect', () => { socket.off('error', reject); resolve(socket); });
+    socket.once('connect', () => {
+      socket.off('error', reject);
+      resolve(socket);
+    });
     socket.once('error', reject);
   });
 }
 
 /** Relays until Ctrl-] (or the end of input, or a signal) detaches, or the VM closes the console. */
-function relay(socket: net.Socket, input: NodeJS.ReadStream, output: NodeJS.WriteStream): Promise<'detached' | 'closed'> {
+function relay(
+  socket: net.Socket,
+  input: NodeJS.ReadStream,
+  output: NodeJS.WriteStream,
+): Promise<'detached' | 'closed'> {
   return new Promise((resolve) => {
     const raw = Boolean(input.isTTY);
     let finished = false;
@@ -72,7 +84,10 @@ function relay(socket: net.Socket, input: NodeJS.ReadStream, output: NodeJS.Writ
     };
     const onInput = (chunk: Buffer) => {
       const at = chunk.indexOf(detachKey);
-      if (at < 0) { socket.write(chunk); return; }
+      if (at < 0) {
+        socket.write(chunk);
+        return;
+      }
       if (at > 0) socket.write(chunk.subarray(0, at));
       finish('detached');
     };
@@ -81,7 +96,9 @@ function relay(socket: net.Socket, input: NodeJS.ReadStream, output: NodeJS.Writ
     const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
     for (const s of signals) process.on(s, onSignal);
     socket.on('data', (d: Buffer) => output.write(d));
-    socket.on('error', () => { /* 'close' follows and ends the relay */ });
+    socket.on('error', () => {
+      /* 'close' follows and ends the relay */
+    });
     socket.on('close', () => finish('closed'));
     if (raw) input.setRawMode(true);
     input.on('data', onInput);
@@ -106,14 +123,20 @@ export async function consoleCommand(args: ConsoleArgs): Promise<number> {
     try {
       socket = await connect(path.join(chosen.workDir, 'serial.sock'));
     } catch (e) {
-      process.stderr.write(`error: build "${chosen.build}" has no serial console right now: its VM is not running (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})\n`);
+      process.stderr.write(
+        `error: build "${chosen.build}" has no serial console right now: its VM is not running (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})\n`,
+      );
       return 1;
     }
-    process.stderr.write(`kiln: attached to the serial console of "${chosen.build}" (kiln pid ${chosen.pid}). Ctrl-] detaches; the VM keeps running. Press Enter for a prompt.\n`);
+    process.stderr.write(
+      `kiln: attached to the serial console of "${chosen.build}" (kiln pid ${chosen.pid}). Ctrl-] detaches; the VM keeps running. Press Enter for a prompt.\n`,
+    );
     const how = await relay(socket, process.stdin, process.stdout);
-    process.stderr.write(how === 'detached'
-      ? `\r\nkiln: detached from "${chosen.build}"; the VM keeps running\n`
-      : `\r\nkiln: the serial console of "${chosen.build}" closed: its VM stopped\n`);
+    process.stderr.write(
+      how === 'detached'
+        ? `\r\nkiln: detached from "${chosen.build}"; the VM keeps running\n`
+        : `\r\nkiln: the serial console of "${chosen.build}" closed: its VM stopped\n`,
+    );
     return 0;
   } finally {
     rmSync(path.join(chosen.workDir, lockFile), { force: true });

@@ -30,7 +30,11 @@ export interface SeedInput {
   guestProxyScript?: string;
 }
 
-export interface Seed { userData: string; metaData: string; instanceId: string }
+export interface Seed {
+  userData: string;
+  metaData: string;
+  instanceId: string;
+}
 
 export class SeedError extends Error {}
 
@@ -38,16 +42,22 @@ function parseUserData(userData: Record<string, unknown> | string): Record<strin
   if (typeof userData !== 'string') return userData;
   if (!userData.trim()) return {};
   if (!userData.trimStart().startsWith('#cloud-config')) {
-    throw new SeedError('cloud_init.user_data must be a #cloud-config document (a map, or a string starting with "#cloud-config")');
+    throw new SeedError(
+      'cloud_init.user_data must be a #cloud-config document (a map, or a string starting with "#cloud-config")',
+    );
   }
   const parsed = YAML.parse(userData, { version: '1.1' }) as unknown;
   if (parsed === null || parsed === undefined) return {};
-  if (typeof parsed !== 'object' || Array.isArray(parsed)) throw new SeedError('cloud_init.user_data must be a map of cloud-config keys');
+  if (typeof parsed !== 'object' || Array.isArray(parsed))
+    throw new SeedError('cloud_init.user_data must be a map of cloud-config keys');
   return parsed as Record<string, unknown>;
 }
 
 /** Deep merge where lists concatenate (users, runcmd, packages...) and the template's scalars win. */
-export function mergeCloudConfig(base: Record<string, unknown>, extra: Record<string, unknown>): Record<string, unknown> {
+export function mergeCloudConfig(
+  base: Record<string, unknown>,
+  extra: Record<string, unknown>,
+): Record<string, unknown> {
   const out: Record<string, unknown> = { ...base };
   for (const [k, v] of Object.entries(extra)) {
     const b = out[k];
@@ -93,7 +103,8 @@ export function renderSeed(input: SeedInput): Seed {
     ];
   }
   // A list item runs as an argv, not through a shell: the script is one argument of sh -c.
-  if (input.guestProxyScript) kilnConfig.bootcmd = [...(kilnConfig.bootcmd as unknown[] ?? []), ['sh', '-c', input.guestProxyScript]];
+  if (input.guestProxyScript)
+    kilnConfig.bootcmd = [...((kilnConfig.bootcmd as unknown[]) ?? []), ['sh', '-c', input.guestProxyScript]];
   const merged = mergeCloudConfig(kilnConfig, parseUserData(input.userData));
   const instanceId = `kiln-${randomBytes(8).toString('hex')}`;
   const meta = { 'instance-id': instanceId, 'local-hostname': input.hostname, ...input.metaData };
@@ -110,6 +121,12 @@ export async function writeSeedIso(seed: Seed, workDir: string, isoPath: string)
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   writeFileSync(path.join(dir, 'user-data'), seed.userData, { mode: 0o600 });
   writeFileSync(path.join(dir, 'meta-data'), seed.metaData, { mode: 0o600 });
-  const r = await execa('xorriso', ['-as', 'mkisofs', '-quiet', '-V', 'cidata', '-J', '-R', '-o', isoPath, dir], { reject: false, all: true });
-  if (r.failed) throw new SeedError(`making the cidata ISO failed: ${String(r.all ?? r.message).trim()} (is xorriso installed? run make setup)`);
+  const r = await execa('xorriso', ['-as', 'mkisofs', '-quiet', '-V', 'cidata', '-J', '-R', '-o', isoPath, dir], {
+    reject: false,
+    all: true,
+  });
+  if (r.failed)
+    throw new SeedError(
+      `making the cidata ISO failed: ${String(r.all ?? r.message).trim()} (is xorriso installed? run make setup)`,
+    );
 }

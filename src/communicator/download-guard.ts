@@ -16,7 +16,10 @@ export const defaultMaxDownloadBytes = 10 * 2 ** 30;
 /** A folder download holds at most this many entries (each costs an inode, whatever its size). */
 export const maxDownloadEntries = 1_000_000;
 
-export interface DownloadLimits { maxBytes: number; maxEntries: number }
+export interface DownloadLimits {
+  maxBytes: number;
+  maxEntries: number;
+}
 
 export const unlimited: DownloadLimits = { maxBytes: Number.POSITIVE_INFINITY, maxEntries: Number.POSITIVE_INFINITY };
 
@@ -31,7 +34,9 @@ export class DownloadLimitError extends DownloadRefusedError {
     readonly limit: number,
     /** How much the download needed at least (bytes or entries), when known. */
     readonly atLeast?: number,
-  ) { super(message); }
+  ) {
+    super(message);
+  }
 }
 
 /**
@@ -53,12 +58,20 @@ export class DownloadBudget {
   /** Accounts for the entry `name` carrying `size` bytes, or throws DownloadLimitError. */
   admit(name: string, size: number): void {
     if (++this.entries > this.limits.maxEntries) {
-      throw new DownloadLimitError(`the folder holds more than ${this.limits.maxEntries} entries, kiln's limit for one download (reached at ${JSON.stringify(name)})`, 'entries', this.limits.maxEntries, this.entries);
+      throw new DownloadLimitError(
+        `the folder holds more than ${this.limits.maxEntries} entries, kiln's limit for one download (reached at ${JSON.stringify(name)})`,
+        'entries',
+        this.limits.maxEntries,
+        this.entries,
+      );
     }
     if (this.bytes + size > this.limits.maxBytes) {
       throw new DownloadLimitError(
         `the folder holds more than the limit of ${formatBytes(this.limits.maxBytes)}: ${JSON.stringify(name)} (${formatBytes(size)}) would bring it to ${formatBytes(this.bytes + size)}`,
-        'bytes', this.limits.maxBytes, this.bytes + size);
+        'bytes',
+        this.limits.maxBytes,
+        this.bytes + size,
+      );
     }
     this.bytes += size;
   }

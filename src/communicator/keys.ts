@@ -2,11 +2,16 @@
 import { createHash } from 'node:crypto';
 import ssh2 from 'ssh2';
 
-export interface KeyPair { privateKey: string; publicKey: string; fingerprint: string }
+export interface KeyPair {
+  privateKey: string;
+  publicKey: string;
+  fingerprint: string;
+}
 
 /** "SHA256:<base64, no padding>" of a public key, as `ssh-keygen -lf` prints it. */
 export function fingerprintOf(publicKey: string | Buffer): string {
-  const blob = typeof publicKey === 'string' ? Buffer.from(publicKey.trim().split(/\s+/)[1] ?? '', 'base64') : publicKey;
+  const blob =
+    typeof publicKey === 'string' ? Buffer.from(publicKey.trim().split(/\s+/)[1] ?? '', 'base64') : publicKey;
   return `SHA256:${createHash('sha256').update(blob).digest('base64').replace(/=+$/, '')}`;
 }
 

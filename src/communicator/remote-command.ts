@@ -38,9 +38,11 @@ export const processGroupMarker = 'kiln-process-group ';
  */
 export function inOwnProcessGroup(command: string): string {
   const reportAndRun = `echo ${processGroupMarker}$$ >&2; exec "\${SHELL:-/bin/sh}" -c ${shellQuote(command)}`;
-  return `k=${shellQuote(reportAndRun)}; ` +
+  return (
+    `k=${shellQuote(reportAndRun)}; ` +
     `if [ "$(cut -d' ' -f5 /proc/$$/stat 2>/dev/null)" != "$$" ] && command -v setsid >/dev/null 2>&1; then exec setsid /bin/sh -c "$k"; fi; ` +
-    'exec /bin/sh -c "$k"';
+    'exec /bin/sh -c "$k"'
+  );
 }
 
 /** How long a stopped command has between SIGTERM and SIGKILL, in tenths of a second. */
@@ -52,7 +54,8 @@ const termGraceTenths = 30;
  * signals are sent as root where sudo allows it without a password.
  */
 export function killProcessGroupCommand(group: number): string {
-  if (!Number.isSafeInteger(group) || group <= 1) throw new Error(`internal: ${group} is not a process group kiln started`);
+  if (!Number.isSafeInteger(group) || group <= 1)
+    throw new Error(`internal: ${group} is not a process group kiln started`);
   return [
     'if [ "$(id -u)" != 0 ] && sudo -n true 2>/dev/null; then as="sudo -n"; else as=; fi',
     `$as kill -TERM -${group} 2>/dev/null || $as kill -TERM ${group} 2>/dev/null`,
@@ -81,7 +84,11 @@ export class ProcessGroupReport {
   /** Stderr held back until it is clear whether it starts with the report; undefined once it is. */
   private head: string | undefined = '';
 
-  constructor() { this.known = new Promise((resolve) => { this.resolveKnown = resolve; }); }
+  constructor() {
+    this.known = new Promise((resolve) => {
+      this.resolveKnown = resolve;
+    });
+  }
 
   /** Returns what of `chunk` is the command's own stderr. */
   take(chunk: string): string {
@@ -89,7 +96,11 @@ export class ProcessGroupReport {
     const head = this.head + chunk;
     const line = head.indexOf('\n');
     // Wait for the rest of a line that may yet turn out to be the report.
-    if (line < 0 && (processGroupMarker.startsWith(head) || (head.startsWith(processGroupMarker) && /^\d*$/.test(head.slice(processGroupMarker.length))))) {
+    if (
+      line < 0 &&
+      (processGroupMarker.startsWith(head) ||
+        (head.startsWith(processGroupMarker) && /^\d*$/.test(head.slice(processGroupMarker.length))))
+    ) {
       this.head = head;
       return '';
     }

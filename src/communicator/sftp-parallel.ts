@@ -35,11 +35,16 @@ async function lanes(width: number, halt: AbortSignal, next: () => Promise<boole
   let failure: unknown;
   const lane = async () => {
     while (failure === undefined) {
-      if (halt.aborted) { failure ??= halt.reason; return; }
+      if (halt.aborted) {
+        failure ??= halt.reason;
+        return;
+      }
       try {
         const more = next();
         if (more === false || !(await more)) return;
-      } catch (e) { failure ??= e; }
+      } catch (e) {
+        failure ??= e;
+      }
     }
   };
   await Promise.all(Array.from({ length: width }, lane));
@@ -51,8 +56,13 @@ async function lanes(width: number, halt: AbortSignal, next: () => Promise<boole
  * (as ssh2's write stream does: its default is 0666). `onBytes` is told of every completed write.
  */
 export async function parallelPut(
-  sftp: SFTPWrapper, local: string, remote: string, size: number, mode: number | undefined,
-  halt: AbortSignal, onBytes: (n: number) => void,
+  sftp: SFTPWrapper,
+  local: string,
+  remote: string,
+  size: number,
+  mode: number | undefined,
+  halt: AbortSignal,
+  onBytes: (n: number) => void,
 ): Promise<void> {
   halt.throwIfAborted();
   const file = await openLocal(local, 'r');
@@ -95,14 +105,18 @@ export async function parallelPut(
     });
   } finally {
     await file.close();
-    if (handle) { const h = handle; await call<void>((cb) => sftp.close(h, (e) => cb(e, undefined))).catch(() => undefined); }
+    if (handle) {
+      const h = handle;
+      await call<void>((cb) => sftp.close(h, (e) => cb(e, undefined))).catch(() => undefined);
+    }
   }
 }
 
 async function readFully(file: FileHandle, buffer: Buffer, position: number): Promise<void> {
   for (let got = 0; got < buffer.length;) {
     const { bytesRead } = await file.read(buffer, got, buffer.length - got, position + got);
-    if (bytesRead === 0) throw new Error(`the local file ended early (changed while being uploaded?) at ${position + got} bytes`);
+    if (bytesRead === 0)
+      throw new Error(`the local file ended early (changed while being uploaded?) at ${position + got} bytes`);
     got += bytesRead;
   }
 }
@@ -114,7 +128,11 @@ async function readFully(file: FileHandle, buffer: Buffer, position: number): Pr
  * more data past it grew while read: that fails, as its copy would be of no moment in particular.
  */
 export async function parallelGet(
-  sftp: SFTPWrapper, remote: string, local: string, halt: AbortSignal, onBytes: (n: number, total: number | undefined) => void,
+  sftp: SFTPWrapper,
+  remote: string,
+  local: string,
+  halt: AbortSignal,
+  onBytes: (n: number, total: number | undefined) => void,
   maxBytes: number = Number.POSITIVE_INFINITY,
 ): Promise<void> {
   halt.throwIfAborted();
@@ -122,7 +140,13 @@ export async function parallelGet(
   const file = await openLocal(local, 'w');
   try {
     const size = (await call<{ size?: number }>((cb) => sftp.fstat(handle, cb)).catch(() => ({ size: 0 }))).size ?? 0;
-    if (size > maxBytes) throw new DownloadLimitError(`${remote} is ${formatBytes(size)}, over the limit of ${formatBytes(maxBytes)}`, 'bytes', maxBytes, size);
+    if (size > maxBytes)
+      throw new DownloadLimitError(
+        `${remote} is ${formatBytes(size)}, over the limit of ${formatBytes(maxBytes)}`,
+        'bytes',
+        maxBytes,
+        size,
+      );
     let offset = 0;
     let short: number | undefined; // where the file turned out to end, if before `size`
     const readAt = async (position: number, length: number): Promise<Buffer> => {
@@ -145,7 +169,10 @@ export async function parallelGet(
         for (let done = 0; done < length;) {
           const data = await readAt(position + done, length - done);
           await keep(data, position + done);
-          if (data.length === 0) { short = Math.min(short ?? Infinity, position + done); return false; }
+          if (data.length === 0) {
+            short = Math.min(short ?? Infinity, position + done);
+            return false;
+          }
           done += data.length;
         }
         return true;
@@ -159,8 +186,17 @@ export async function parallelGet(
       halt.throwIfAborted();
       const data = await readAt(position, requestSize);
       if (data.length === 0) break;
-      if (size > 0) throw new DownloadRefusedError(`${remote} grew while it was read: it had ${size} bytes when opened, and more followed; stop what writes it first, or copy it in the guest (cp in a shell provisioner) and download the copy`);
-      if (position + data.length > maxBytes) throw new DownloadLimitError(`${remote} reports no size and goes on past the limit of ${formatBytes(maxBytes)}`, 'bytes', maxBytes, position + data.length);
+      if (size > 0)
+        throw new DownloadRefusedError(
+          `${remote} grew while it was read: it had ${size} bytes when opened, and more followed; stop what writes it first, or copy it in the guest (cp in a shell provisioner) and download the copy`,
+        );
+      if (position + data.length > maxBytes)
+        throw new DownloadLimitError(
+          `${remote} reports no size and goes on past the limit of ${formatBytes(maxBytes)}`,
+          'bytes',
+          maxBytes,
+          position + data.length,
+        );
       await keep(data, position);
       position += data.length;
     }

@@ -13,8 +13,20 @@ import { fingerprintOf } from './keys.js';
 import { inOwnProcessGroup, killProcessGroupCommand, ProcessGroupReport, type ExecOptions } from './remote-command.js';
 import { formatBytes } from '../template/units.js';
 import { filesInFlight, parallelGet, parallelPut, type TransferProgress } from './sftp-parallel.js';
-import { archiveCommand, extractCommand, leafDirectories, maxCommandLength, parseProbe, probeCommand } from './stream-transfer.js';
-import { defaultMaxDownloadBytes, DownloadLimitError, DownloadRefusedError, maxDownloadEntries } from './download-guard.js';
+import {
+  archiveCommand,
+  extractCommand,
+  leafDirectories,
+  maxCommandLength,
+  parseProbe,
+  probeCommand,
+} from './stream-transfer.js';
+import {
+  defaultMaxDownloadBytes,
+  DownloadLimitError,
+  DownloadRefusedError,
+  maxDownloadEntries,
+} from './download-guard.js';
 import { extractTo, packTree, settleInto, walkLocal } from './tar-io.js';
 
 /** A channel's input and output as byte streams (transfers), beside ExecOptions' text callbacks. */
@@ -35,7 +47,15 @@ export interface SshTarget {
 
 export class HostKeyMismatchError extends Error {}
 
-type RemoteStat = { isDirectory(): boolean; isFile(): boolean; isCharacterDevice(): boolean; isBlockDevice(): boolean; isFIFO(): boolean; isSocket(): boolean; size: number };
+type RemoteStat = {
+  isDirectory(): boolean;
+  isFile(): boolean;
+  isCharacterDevice(): boolean;
+  isBlockDevice(): boolean;
+  isFIFO(): boolean;
+  isSocket(): boolean;
+  size: number;
+};
 
 /** What a guest path that is neither a file nor a folder is, for an error message. */
 function kindOf(st: RemoteStat): string {
@@ -49,19 +69,35 @@ function kindOf(st: RemoteStat): string {
 /** The SSH connection went away under a command or transfer (guest rebooted, powered off, sshd killed). */
 export class ConnectionLostError extends Error {}
 
-export interface ExecResult { exitCode: number | null; signal?: string; disconnected: boolean }
+export interface ExecResult {
+  exitCode: number | null;
+  signal?: string;
+  disconnected: boolean;
+}
 
 export class SshSession {
   private sftpHandle?: Promise<SFTPWrapper>;
   readonly closed: Promise<void>;
   private isClosed = false;
 
-  constructor(private readonly client: ssh2.Client, readonly hostKey: string) {
-    this.closed = new Promise((resolve) => client.once('close', () => { this.isClosed = true; resolve(); }));
-    client.on('error', () => { /* surfaced through exec/sftp failures */ });
+  constructor(
+    private readonly client: ssh2.Client,
+    readonly hostKey: string,
+  ) {
+    this.closed = new Promise((resolve) =>
+      client.once('close', () => {
+        this.isClosed = true;
+        resolve();
+      }),
+    );
+    client.on('error', () => {
+      /* surfaced through exec/sftp failures */
+    });
   }
 
-  get connected(): boolean { return !this.isClosed; }
+  get connected(): boolean {
+    return !this.isClosed;
+  }
 
   /**
    * Runs a command; output is streamed to the callbacks as it arrives. A connection that drops
@@ -71,7 +107,8 @@ export class SshSession {
    */
   exec(command: string, io: ChannelIo = {}): Promise<ExecResult> {
     return this.runChannel(inOwnProcessGroup(command), io, (group) =>
-      this.runChannel(killProcessGroupCommand(group), { timeoutMs: SshSession.killTimeoutMs }));
+      this.runChannel(killProcessGroupCommand(group), { timeoutMs: SshSession.killTimeoutMs }),
+    );
   }
 
   /** How long killing a stopped command may take (its SIGTERM grace, then SIGKILL) before kiln gives up on it. */
@@ -83,10 +120,20 @@ export class SshSession {
    * Runs `command` on a channel of its own. A timeout or abort stops it: through `killInGuest` with the
    * process group the command reported (see ProcessGroupReport), then by closing the channel.
    */
-  private runChannel(command: string, io: ChannelIo, killInGuest?: (group: number) => Promise<unknown>): Promise<ExecResult> {
+  private runChannel(
+    command: string,
+    io: ChannelIo,
+    killInGuest?: (group: number) => Promise<unknown>,
+  ): Promise<ExecResult> {
     return new Promise((resolve, reject) => {
-      if (this.isClosed) { reject(new ConnectionLostError('SSH connection is closed')); return; }
-      if (io.signal?.aborted) { reject(io.signal.reason as Error); return; }
+      if (this.isClosed) {
+        reject(new ConnectionLostError('SSH connection is closed'));
+        return;
+      }
+      if (io.signal?.aborted) {
+        reject(io.signal.reason as Error);
+        return;
+      }
       let timer: NodeJS.Timeout | undefined;
       // Set when the command is being stopped: the call then rejects with it, once the stop is done.
       let stopReason: Error | undefined;
@@ -97,7 +144,9 @@ export class SshSession {
         stopChannel?.(); // else the channel is stopped as soon as it opens
       };
       const onAbort = () => stop(io.signal!.reason as Error);
-      const onClientClose = () => { if (!stopReason) finish({ exitCode: null, disconnected: true }); };
+      const onClientClose = () => {
+        if (!stopReason) finish({ exitCode: null, disconnected: true });
+      };
       let settled = false;
       const finish = (r: ExecResult | Error) => {
         if (settled) return;
@@ -105,18 +154,27 @@ export class SshSession {
         clearTimeout(timer);
         io.signal?.removeEventListener('abort', onAbort);
         this.client.off('close', onClientClose);
-        if (stopReason) reject(stopReason); else if (r instanceof Error) reject(r); else resolve(r);
+        if (stopReason) reject(stopReason);
+        else if (r instanceof Error) reject(r);
+        else resolve(r);
       };
       this.client.once('close', onClientClose);
       io.signal?.addEventListener('abort', onAbort, { once: true });
-      if (io.timeoutMs) timer = setTimeout(() => stop(new Error(`command timed out after ${io.timeoutMs} ms`)), io.timeoutMs);
+      if (io.timeoutMs)
+        timer = setTimeout(() => stop(new Error(`command timed out after ${io.timeoutMs} ms`)), io.timeoutMs);
       this.client.exec(command, (err: Error | undefined, stream: ClientChannel) => {
-        if (err) { finish(err); return; }
+        if (err) {
+          finish(err);
+          return;
+        }
         let exitCode: number | null = null;
         let signal: string | undefined;
         const report = new ProcessGroupReport();
         const channelClosed = new Promise<void>((resolve) => stream.once('close', () => resolve()));
-        stream.on('exit', (code: number | null, sig?: string) => { exitCode = code; signal = sig; });
+        stream.on('exit', (code: number | null, sig?: string) => {
+          exitCode = code;
+          signal = sig;
+        });
         if (io.output) {
           // The output's own failure (an unsafe tar entry) stops the command like an abort.
           io.output.once('error', (e: Error) => stop(e));
@@ -131,20 +189,26 @@ export class SshSession {
           if (held && killInGuest) io.stderr?.(held);
           if (!stopReason) finish({ exitCode, signal, disconnected: exitCode === null && signal === undefined });
         });
-        stopChannel = () => void (async () => {
-          if (killInGuest) {
-            await Promise.race([report.known, channelClosed, sleep(SshSession.groupReportWaitMs, undefined, { ref: false })]);
-            if (report.group !== undefined && this.connected) await killInGuest(report.group).catch(() => undefined);
-          }
-          io.input?.unpipe(stream);
-          io.input?.destroy();
-          stream.close();
-          finish(stopReason!);
-        })();
+        stopChannel = () =>
+          void (async () => {
+            if (killInGuest) {
+              await Promise.race([
+                report.known,
+                channelClosed,
+                sleep(SshSession.groupReportWaitMs, undefined, { ref: false }),
+              ]);
+              if (report.group !== undefined && this.connected) await killInGuest(report.group).catch(() => undefined);
+            }
+            io.input?.unpipe(stream);
+            io.input?.destroy();
+            stream.close();
+            finish(stopReason!);
+          })();
         if (io.input) {
           io.input.once('error', (e: Error) => stop(e));
           io.input.pipe(stream);
-        } else if (io.stdin !== undefined) stream.end(io.stdin); else stream.end();
+        } else if (io.stdin !== undefined) stream.end(io.stdin);
+        else stream.end();
         if (stopReason) stopChannel();
       });
     });
@@ -154,19 +218,35 @@ export class SshSession {
   async run(command: string, signal?: AbortSignal): Promise<string> {
     let out = '';
     let err = '';
-    const r = await this.exec(command, { stdout: (s) => { out += s; }, stderr: (s) => { err += s; }, signal });
-    if (r.exitCode !== 0) throw new Error(`"${command}" exited ${r.exitCode ?? r.signal ?? 'without status'}: ${err.trim() || out.trim()}`);
+    const r = await this.exec(command, {
+      stdout: (s) => {
+        out += s;
+      },
+      stderr: (s) => {
+        err += s;
+      },
+      signal,
+    });
+    if (r.exitCode !== 0)
+      throw new Error(`"${command}" exited ${r.exitCode ?? r.signal ?? 'without status'}: ${err.trim() || out.trim()}`);
     return out;
   }
 
   private sftp(): Promise<SFTPWrapper> {
     if (this.isClosed) return Promise.reject(new ConnectionLostError('SSH connection is closed'));
-    this.sftpHandle ??= new Promise((resolve, reject) => this.client.sftp((err, s) => {
-      if (err) { reject(err); return; }
-      // A closed SFTP session (its server was killed) is not reused; the next transfer opens another.
-      s.once('close', () => { this.sftpHandle = undefined; });
-      resolve(s);
-    }));
+    this.sftpHandle ??= new Promise((resolve, reject) =>
+      this.client.sftp((err, s) => {
+        if (err) {
+          reject(err);
+          return;
+        }
+        // A closed SFTP session (its server was killed) is not reused; the next transfer opens another.
+        s.once('close', () => {
+          this.sftpHandle = undefined;
+        });
+        resolve(s);
+      }),
+    );
     return this.sftpHandle;
   }
 
@@ -176,7 +256,12 @@ export class SshSession {
    * (parallel requests check it before each one); likewise when `signal` aborts, with its reason.
    * Otherwise the error says whether the connection was lost or the server refused.
    */
-  private async transfer(what: string, progress: () => string, work: (sftp: SFTPWrapper, stream: <S extends Readable | Writable>(s: S) => S, halt: AbortSignal) => Promise<void>, signal?: AbortSignal): Promise<void> {
+  private async transfer(
+    what: string,
+    progress: () => string,
+    work: (sftp: SFTPWrapper, stream: <S extends Readable | Writable>(s: S) => S, halt: AbortSignal) => Promise<void>,
+    signal?: AbortSignal,
+  ): Promise<void> {
     signal?.throwIfAborted();
     const sftp = await this.sftp();
     const streams: (Readable | Writable)[] = [];
@@ -195,7 +280,14 @@ export class SshSession {
       signal?.addEventListener('abort', onAbort, { once: true });
     });
     stopped.catch(() => undefined); // only observed through the race below
-    const working = work(sftp, (st) => { streams.push(st); return st; }, halt.signal);
+    const working = work(
+      sftp,
+      (st) => {
+        streams.push(st);
+        return st;
+      },
+      halt.signal,
+    );
     try {
       signal?.throwIfAborted();
       await Promise.race([working, stopped]);
@@ -217,7 +309,10 @@ export class SshSession {
    * keeps its class (the provisioner names the setting that raises a limit).
    */
   private async transferError(what: string, e: Error, progress: string): Promise<Error> {
-    if (e instanceof DownloadRefusedError) { e.message = `${what} failed: ${e.message}`; return e; }
+    if (e instanceof DownloadRefusedError) {
+      e.message = `${what} failed: ${e.message}`;
+      return e;
+    }
     if (typeof (e as Error & { code?: unknown }).code !== 'number') await Promise.race([this.closed, sleep(1000)]);
     if (!this.connected) return new ConnectionLostError(`${what} failed: the SSH connection was lost (${progress})`);
     return new Error(`${what} failed: ${e.message} (${progress})`);
@@ -240,7 +335,12 @@ export class SshSession {
     if (this.transferMode === 'sftp') return Promise.resolve(false);
     this.streamable ??= (async () => {
       let out = '';
-      const r = await this.exec(probeCommand, { stdout: (t) => { out += t; }, timeoutMs: 30_000 }).catch(() => undefined);
+      const r = await this.exec(probeCommand, {
+        stdout: (t) => {
+          out += t;
+        },
+        timeoutMs: 30_000,
+      }).catch(() => undefined);
       return r?.exitCode === 0 && parseProbe(out);
     })();
     return this.streamable;
@@ -252,11 +352,23 @@ export class SshSession {
    * the signal's reason, a dropped connection with ConnectionLostError, a failure of `output` (an
    * unsafe tar entry, a limit) with that failure.
    */
-  private async streamTransfer(what: string, progress: () => string, command: string, io: { input?: Readable; output?: Writable }, signal?: AbortSignal): Promise<number> {
+  private async streamTransfer(
+    what: string,
+    progress: () => string,
+    command: string,
+    io: { input?: Readable; output?: Writable },
+    signal?: AbortSignal,
+  ): Promise<number> {
     let err = '';
     let r: ExecResult;
     try {
-      r = await this.exec(command, { ...io, stderr: (t) => { err += t; }, signal });
+      r = await this.exec(command, {
+        ...io,
+        stderr: (t) => {
+          err += t;
+        },
+        signal,
+      });
     } catch (e) {
       io.input?.destroy();
       if (signal?.aborted) throw signal.reason;
@@ -264,29 +376,54 @@ export class SshSession {
     }
     if (r.disconnected) throw new ConnectionLostError(`${what} failed: the SSH connection was lost (${progress()})`);
     if (r.exitCode === 0 || r.exitCode === 3) return r.exitCode;
-    const message = err.split('\n').map((l) => l.trim()).filter(Boolean).slice(-3).join('; ');
+    const message = err
+      .split('\n')
+      .map((l) => l.trim())
+      .filter(Boolean)
+      .slice(-3)
+      .join('; ');
     throw new Error(`${what} failed: ${message || `exit status ${r.exitCode ?? r.signal}`} (${progress()})`);
   }
 
   /** Uploads one file by SFTP with many write requests in flight (see parallelPut). */
-  async uploadFile(local: string, remote: string, mode?: number, signal?: AbortSignal, onProgress?: TransferProgress): Promise<void> {
+  async uploadFile(
+    local: string,
+    remote: string,
+    mode?: number,
+    signal?: AbortSignal,
+    onProgress?: TransferProgress,
+  ): Promise<void> {
     const total = statSync(local).size;
     let sent = 0;
     const what = `uploading ${local} to ${remote}`;
     const progress = () => `${formatBytes(sent)} of ${formatBytes(total)} sent`;
     signal?.throwIfAborted();
-    await this.transfer(what, progress, (sftp, _stream, halt) =>
-      parallelPut(sftp, local, remote, total, mode, halt, (n) => { sent += n; onProgress?.(sent, total); }), signal);
+    await this.transfer(
+      what,
+      progress,
+      (sftp, _stream, halt) =>
+        parallelPut(sftp, local, remote, total, mode, halt, (n) => {
+          sent += n;
+          onProgress?.(sent, total);
+        }),
+      signal,
+    );
     this.lastTransferVia = 'SFTP';
   }
 
   async uploadContent(content: string | Buffer, remote: string, mode = 0o644, signal?: AbortSignal): Promise<void> {
-    await this.transfer(`writing ${remote}`, () => formatBytes(Buffer.byteLength(content)), (sftp, stream) => new Promise<void>((resolve, reject) => {
-      const ws = stream(sftp.createWriteStream(remote, { mode }));
-      ws.on('error', reject);
-      ws.on('close', () => resolve());
-      ws.end(content);
-    }), signal);
+    await this.transfer(
+      `writing ${remote}`,
+      () => formatBytes(Buffer.byteLength(content)),
+      (sftp, stream) =>
+        new Promise<void>((resolve, reject) => {
+          const ws = stream(sftp.createWriteStream(remote, { mode }));
+          ws.on('error', reject);
+          ws.on('close', () => resolve());
+          ws.end(content);
+        }),
+      signal,
+    );
   }
 
   /**
@@ -299,7 +436,13 @@ export class SshSession {
     const st = statSync(local);
     if (st.isFile()) {
       // "dir/" names a folder to put the file into, as Packer reads it.
-      await this.uploadFile(local, remote.endsWith('/') ? remote + path.basename(local) : remote, st.mode & 0o777, signal, onProgress);
+      await this.uploadFile(
+        local,
+        remote.endsWith('/') ? remote + path.basename(local) : remote,
+        st.mode & 0o777,
+        signal,
+        onProgress,
+      );
       return 1;
     }
     const target = local.endsWith('/') ? remote : path.posix.join(remote, path.basename(local));
@@ -309,30 +452,41 @@ export class SshSession {
     const progress = () => `${formatBytes(sent)} of ${formatBytes(tree.total)} sent`;
     signal?.throwIfAborted();
     const command = extractCommand(target, leafDirectories(tree.dirs.filter((d) => d !== '')));
-    if (command.length <= maxCommandLength && await this.canStream()) {
-      const input = packTree(tree, (n) => { sent += n; onProgress?.(sent, tree.total); });
+    if (command.length <= maxCommandLength && (await this.canStream())) {
+      const input = packTree(tree, (n) => {
+        sent += n;
+        onProgress?.(sent, tree.total);
+      });
       await this.streamTransfer(what, progress, command, { input }, signal);
       this.lastTransferVia = 'tar stream';
       return tree.files.length;
     }
     const dirs = tree.dirs.map((d) => (d ? path.posix.join(target, d) : target));
     const files = tree.files.map((f) => ({ ...f, remote: path.posix.join(target, f.rel) }));
-    await this.transfer(what, progress, async (sftp, _stream, halt) => {
-      // An existing folder is fine (rsync semantics); a real failure shows when its files are written.
-      for (const d of dirs) {
-        halt.throwIfAborted();
-        await new Promise<void>((resolve) => sftp.mkdir(d, () => resolve()));
-      }
-      let next = 0;
-      const worker = async () => {
-        while (next < files.length) {
+    await this.transfer(
+      what,
+      progress,
+      async (sftp, _stream, halt) => {
+        // An existing folder is fine (rsync semantics); a real failure shows when its files are written.
+        for (const d of dirs) {
           halt.throwIfAborted();
-          const f = files[next++]!;
-          await parallelPut(sftp, f.local, f.remote, f.size, f.mode, halt, (n) => { sent += n; onProgress?.(sent, tree.total); });
+          await new Promise<void>((resolve) => sftp.mkdir(d, () => resolve()));
         }
-      };
-      await Promise.all(Array.from({ length: Math.min(filesInFlight, files.length) }, worker));
-    }, signal);
+        let next = 0;
+        const worker = async () => {
+          while (next < files.length) {
+            halt.throwIfAborted();
+            const f = files[next++]!;
+            await parallelPut(sftp, f.local, f.remote, f.size, f.mode, halt, (n) => {
+              sent += n;
+              onProgress?.(sent, tree.total);
+            });
+          }
+        };
+        await Promise.all(Array.from({ length: Math.min(filesInFlight, files.length) }, worker));
+      },
+      signal,
+    );
     this.lastTransferVia = 'SFTP';
     return files.length;
   }
@@ -353,7 +507,13 @@ export class SshSession {
    * the destination; files by SFTP with many reads in flight (see parallelGet). At most `maxBytes` are
    * written, and no mode the guest should not choose (see download-guard.ts).
    */
-  async download(remote: string, local: string, signal?: AbortSignal, onProgress?: TransferProgress, maxBytes = defaultMaxDownloadBytes): Promise<void> {
+  async download(
+    remote: string,
+    local: string,
+    signal?: AbortSignal,
+    onProgress?: TransferProgress,
+    maxBytes = defaultMaxDownloadBytes,
+  ): Promise<void> {
     signal?.throwIfAborted();
     const st = await this.remoteStat(remote);
     const intoFolder = local.endsWith('/') || statSync(local, { throwIfNoEntry: false })?.isDirectory() === true;
@@ -364,14 +524,38 @@ export class SshSession {
     }
     const dest = intoFolder ? path.join(local, path.posix.basename(remote)) : local;
     const what = `downloading ${remote} to ${dest}`;
-    if (st && !st.isFile()) throw new Error(`${what} failed: it is ${kindOf(st)}, not a regular file or a folder, which are all kiln downloads (a device such as /dev/zero never ends)`);
-    if (st && st.size > maxBytes) throw new DownloadLimitError(`${what} failed: ${remote} is ${formatBytes(st.size)}, over the limit of ${formatBytes(maxBytes)}`, 'bytes', maxBytes, st.size);
+    if (st && !st.isFile())
+      throw new Error(
+        `${what} failed: it is ${kindOf(st)}, not a regular file or a folder, which are all kiln downloads (a device such as /dev/zero never ends)`,
+      );
+    if (st && st.size > maxBytes)
+      throw new DownloadLimitError(
+        `${what} failed: ${remote} is ${formatBytes(st.size)}, over the limit of ${formatBytes(maxBytes)}`,
+        'bytes',
+        maxBytes,
+        st.size,
+      );
     const made = mkdirSync(path.dirname(path.resolve(dest)), { recursive: true });
     const partial = `${dest}.kiln-partial-${process.pid}`;
     let received = 0;
     try {
-      await this.transfer(what, () => `${formatBytes(received)} received`, (sftp, _stream, halt) =>
-        parallelGet(sftp, remote, partial, halt, (n, total) => { received += n; onProgress?.(received, total); }, maxBytes), signal);
+      await this.transfer(
+        what,
+        () => `${formatBytes(received)} received`,
+        (sftp, _stream, halt) =>
+          parallelGet(
+            sftp,
+            remote,
+            partial,
+            halt,
+            (n, total) => {
+              received += n;
+              onProgress?.(received, total);
+            },
+            maxBytes,
+          ),
+        signal,
+      );
       renameSync(partial, dest);
       this.lastTransferVia = 'SFTP';
     } catch (e) {
@@ -383,19 +567,42 @@ export class SshSession {
   }
 
   /** A guest folder as one tar stream into `<target>.kiln-partial-<pid>`, then moved into `target`. */
-  private async downloadTree(remote: string, target: string, signal: AbortSignal | undefined, onProgress: TransferProgress | undefined, maxBytes: number): Promise<void> {
+  private async downloadTree(
+    remote: string,
+    target: string,
+    signal: AbortSignal | undefined,
+    onProgress: TransferProgress | undefined,
+    maxBytes: number,
+  ): Promise<void> {
     const what = `downloading ${remote} to ${target}`;
-    if (!await this.canStream()) throw new Error(`${what} failed: it is a directory, and the guest has no tar (or no shell) to send it with`);
+    if (!(await this.canStream()))
+      throw new Error(`${what} failed: it is a directory, and the guest has no tar (or no shell) to send it with`);
     const made = mkdirSync(path.dirname(path.resolve(target)), { recursive: true });
     const partial = `${target}.kiln-partial-${process.pid}`;
     rmSync(partial, { recursive: true, force: true });
     mkdirSync(partial);
     let received = 0;
     try {
-      const { output, folderModes } = extractTo(partial, (n) => { received += n; onProgress?.(received, undefined); }, { maxBytes, maxEntries: maxDownloadEntries });
-      const extracted = new Promise<void>((resolve, reject) => { output.once('close', resolve); output.once('error', reject); });
+      const { output, folderModes } = extractTo(
+        partial,
+        (n) => {
+          received += n;
+          onProgress?.(received, undefined);
+        },
+        { maxBytes, maxEntries: maxDownloadEntries },
+      );
+      const extracted = new Promise<void>((resolve, reject) => {
+        output.once('close', resolve);
+        output.once('error', reject);
+      });
       extracted.catch(() => undefined);
-      const code = await this.streamTransfer(what, () => `${formatBytes(received)} received`, archiveCommand(remote, true), { output }, signal);
+      const code = await this.streamTransfer(
+        what,
+        () => `${formatBytes(received)} received`,
+        archiveCommand(remote, true),
+        { output },
+        signal,
+      );
       if (code === 3) throw new Error(`${what} failed: ${remote} is no longer a folder`);
       await extracted;
       await settleInto(partial, target, folderModes);
@@ -410,7 +617,9 @@ export class SshSession {
     }
   }
 
-  close(): void { this.client.end(); }
+  close(): void {
+    this.client.end();
+  }
 }
 
 /**
@@ -421,7 +630,11 @@ export class SshSession {
 export function waitForBanner(host: string, port: number, timeoutMs: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const sock = net.createConnection({ host, port });
-    const fail = (e: Error) => { clearTimeout(timer); sock.destroy(); reject(e); };
+    const fail = (e: Error) => {
+      clearTimeout(timer);
+      sock.destroy();
+      reject(e);
+    };
     const timer = setTimeout(() => fail(new Error(`no SSH banner within ${timeoutMs} ms`)), timeoutMs);
     sock.once('error', fail);
     sock.once('end', () => fail(new Error('connection closed before the SSH banner')));
@@ -444,9 +657,15 @@ export function connectOnce(target: SshTarget, readyTimeoutMs: number, sock?: ne
     let hostKey = '';
     let mismatch: string | undefined;
     const config: ConnectConfig = {
-      host: target.host, port: target.port, username: target.username, sock,
-      privateKey: target.privateKey, password: target.password,
-      readyTimeout: readyTimeoutMs, keepaliveInterval: 5000, keepaliveCountMax: 6,
+      host: target.host,
+      port: target.port,
+      username: target.username,
+      sock,
+      privateKey: target.privateKey,
+      password: target.password,
+      readyTimeout: readyTimeoutMs,
+      keepaliveInterval: 5000,
+      keepaliveCountMax: 6,
       tryKeyboard: false,
       hostVerifier: (key: Buffer) => {
         hostKey = fingerprintOf(key);
@@ -458,7 +677,10 @@ export function connectOnce(target: SshTarget, readyTimeoutMs: number, sock?: ne
       },
     };
     let settled = false;
-    client.once('ready', () => { settled = true; resolve(new SshSession(client, hostKey)); });
+    client.once('ready', () => {
+      settled = true;
+      resolve(new SshSession(client, hostKey));
+    });
     // ssh2 can emit more than one error for a failed attempt; keep a listener for the client's life.
     client.on('error', (e: Error) => {
       if (settled) return;
@@ -471,7 +693,9 @@ export function connectOnce(target: SshTarget, readyTimeoutMs: number, sock?: ne
     client.once('close', () => {
       if (settled) return;
       settled = true;
-      reject(Object.assign(new Error('the SSH server closed the connection during the handshake'), { level: 'handshake' }));
+      reject(
+        Object.assign(new Error('the SSH server closed the connection during the handshake'), { level: 'handshake' }),
+      );
     });
     client.connect(config);
   });
@@ -512,22 +736,40 @@ export async function waitForSsh(target: SshTarget, opts: WaitOptions): Promise<
     const remaining = deadline - Date.now();
     let bannerSeen = false;
     try {
-      const sock = await waitForBanner(target.host, target.port, Math.max(200, Math.min(opts.bannerTimeoutMs ?? 1000, remaining)));
+      const sock = await waitForBanner(
+        target.host,
+        target.port,
+        Math.max(200, Math.min(opts.bannerTimeoutMs ?? 1000, remaining)),
+      );
       bannerSeen = true;
-      return await connectOnce(target, Math.max(1000, Math.min(opts.attemptTimeoutMs ?? 30_000, deadline - Date.now())), sock);
+      return await connectOnce(
+        target,
+        Math.max(1000, Math.min(opts.attemptTimeoutMs ?? 30_000, deadline - Date.now())),
+        sock,
+      );
     } catch (e) {
       if (e instanceof HostKeyMismatchError) throw e;
       const outcome = classifyAttempt(bannerSeen, e as Error);
-      const setup = outcome === 'login-refused' ? opts.loginSetup?.() ?? 'cloud-init-running' : undefined;
+      const setup = outcome === 'login-refused' ? (opts.loginSetup?.() ?? 'cloud-init-running') : undefined;
       const final = attempts.record(outcome, e as Error, setup, Date.now());
       opts.onAttempt?.(attempts.total, e as Error, outcome);
       if (final) {
-        throw new SshWaitError(`${who} was refused on every attempt for ${attempts.graceMs / 1000} s, with nothing left in the guest to change that (${attempts.summary()})`, attempts, 'login-refused', setup);
+        throw new SshWaitError(
+          `${who} was refused on every attempt for ${attempts.graceMs / 1000} s, with nothing left in the guest to change that (${attempts.summary()})`,
+          attempts,
+          'login-refused',
+          setup,
+        );
       }
     }
     await sleep(opts.retryDelayMs ?? 200);
   }
-  throw new SshWaitError(`${who} did not succeed within ${Math.round(opts.timeoutMs / 1000)} s (${attempts.summary()})`, attempts, 'timeout', opts.loginSetup?.());
+  throw new SshWaitError(
+    `${who} did not succeed within ${Math.round(opts.timeoutMs / 1000)} s (${attempts.summary()})`,
+    attempts,
+    'timeout',
+    opts.loginSetup?.(),
+  );
 }
 
 /** How far one failed attempt got. A host key mismatch is not one of them: it fails the wait at once. */
@@ -562,7 +804,9 @@ export class SshAttempts {
 
   constructor(readonly graceMs: number) {}
 
-  get total(): number { return this.counts['no-banner'] + this.counts['handshake-failed'] + this.counts['login-refused']; }
+  get total(): number {
+    return this.counts['no-banner'] + this.counts['handshake-failed'] + this.counts['login-refused'];
+  }
 
   /** The furthest stage any attempt reached: what the failure is about. */
   get furthest(): AttemptOutcome | undefined {
@@ -585,7 +829,13 @@ export class SshAttempts {
   /** "37 attempts: 3 without an SSH banner, 34 refused login; last error: ..." */
   summary(): string {
     if (this.total === 0) return 'no attempt made';
-    const parts = ([['no-banner', 'without an SSH banner'], ['handshake-failed', 'failed in the SSH handshake'], ['login-refused', 'refused login']] as const)
+    const parts = (
+      [
+        ['no-banner', 'without an SSH banner'],
+        ['handshake-failed', 'failed in the SSH handshake'],
+        ['login-refused', 'refused login'],
+      ] as const
+    )
       .filter(([o]) => this.counts[o] > 0)
       .map(([o, what]) => `${this.counts[o] === this.total && this.total > 1 ? 'all' : this.counts[o]} ${what}`);
     return `${this.total} attempt${this.total === 1 ? '' : 's'}: ${parts.join(', ')}; last error: ${this.last!.message}`;
@@ -600,5 +850,7 @@ export class SshWaitError extends Error {
     readonly gaveUp: 'timeout' | 'login-refused',
     /** What could still set the login up when the wait gave up (unset: the caller did not say). */
     readonly loginSetup: LoginSetup | undefined,
-  ) { super(message); }
+  ) {
+    super(message);
+  }
 }

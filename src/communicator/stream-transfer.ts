@@ -83,7 +83,10 @@ export function linkStaysInside(entry: string, target: string): boolean {
     if (part === '..') {
       // "a/.." climbs from wherever a symlink "a" leads, not from "a"'s folder: refused.
       if (descended || --at < 0) return false;
-    } else { at++; descended = true; }
+    } else {
+      at++;
+      descended = true;
+    }
   }
   return true;
 }
@@ -93,7 +96,9 @@ export function linkStaysInside(entry: string, target: string): boolean {
  * always go through), so a transfer of many small writes does not flood the event stream.
  */
 export function throttleProgress(
-  emit: (done: number, total: number | undefined) => void, intervalMs: number, now: () => number = Date.now,
+  emit: (done: number, total: number | undefined) => void,
+  intervalMs: number,
+  now: () => number = Date.now,
 ): (done: number, total: number | undefined) => void {
   let last: number | undefined;
   let finished = false;

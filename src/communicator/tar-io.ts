@@ -30,7 +30,10 @@ export function walkLocal(root: string): LocalTree {
       const l = path.join(dir, entry.name);
       const r = rel ? `${rel}/${entry.name}` : entry.name;
       if (entry.isDirectory()) walk(l, r);
-      else if (entry.isFile()) { const s = statSync(l); files.push({ local: l, rel: r, mode: s.mode & 0o777, size: s.size }); }
+      else if (entry.isFile()) {
+        const s = statSync(l);
+        files.push({ local: l, rel: r, mode: s.mode & 0o777, size: s.size });
+      }
     }
   };
   walk(root, '');
@@ -48,16 +51,23 @@ export function packTree(tree: LocalTree, onBytes: (n: number) => void): Readabl
     for (const f of tree.files) {
       let sink!: ReturnType<typeof pack.entry>;
       const done = new Promise<void>((resolve, reject) => {
-        sink = pack.entry({ name: f.rel, size: f.size, mode: f.mode, uid: 0, gid: 0, mtime, type: 'file' }, (err) => (err ? reject(err) : resolve()));
+        sink = pack.entry({ name: f.rel, size: f.size, mode: f.mode, uid: 0, gid: 0, mtime, type: 'file' }, (err) =>
+          err ? reject(err) : resolve(),
+        );
       });
       done.catch(() => undefined);
       sink.on('error', () => undefined);
       for await (const chunk of createReadStream(f.local, { highWaterMark: 1 << 20 })) {
         onBytes((chunk as Buffer).length);
-        if (!sink.write(chunk as Buffer)) await new Promise<void>((resolve, reject) => {
-          if (sink.destroying) { reject(new Error('the archive stream was stopped')); return; }
-          sink.once('drain', resolve); sink.once('close', () => reject(new Error('the archive stream was stopped')));
-        });
+        if (!sink.write(chunk as Buffer))
+          await new Promise<void>((resolve, reject) => {
+            if (sink.destroying) {
+              reject(new Error('the archive stream was stopped'));
+              return;
+            }
+            sink.once('drain', resolve);
+            sink.once('close', () => reject(new Error('the archive stream was stopped')));
+          });
       }
       sink.end(undefined);
       await done; // a file that changed size while read fails here ("size mismatch")
@@ -76,10 +86,17 @@ async function* coalesce(source: AsyncIterable<unknown>, limit: number): AsyncGe
   let size = 0;
   for await (const chunk of source) {
     const c = chunk as Buffer;
-    if (size === 0 && c.length >= limit) { yield c; continue; }
+    if (size === 0 && c.length >= limit) {
+      yield c;
+      continue;
+    }
     parts.push(c);
     size += c.length;
-    if (size >= limit) { yield Buffer.concat(parts); parts = []; size = 0; }
+    if (size >= limit) {
+      yield Buffer.concat(parts);
+      parts = [];
+      size = 0;
+    }
   }
   if (size > 0) yield Buffer.concat(parts);
 }
@@ -102,7 +119,12 @@ export interface Extraction {
  * turns out (through a link) to lead outside. An entry past `limits` fails it with DownloadLimitError
  * before any of it is written.
  */
-export function extractTo(root: string, onBytes: (n: number) => void, limits: DownloadLimits = unlimited, umask = process.umask()): Extraction {
+export function extractTo(
+  root: string,
+  onBytes: (n: number) => void,
+  limits: DownloadLimits = unlimited,
+  umask = process.umask(),
+): Extraction {
   const extract = tarStream.extract();
   const budget = new DownloadBudget(limits);
   const folderModes = new Map<string, number>();
@@ -112,7 +134,8 @@ export function extractTo(root: string, onBytes: (n: number) => void, limits: Do
     realRoot ??= await realpath(root);
     const parent = await realpath(path.join(root, path.dirname(rel)));
     const relParent = path.relative(realRoot, parent);
-    if (relParent.startsWith('..') || path.isAbsolute(relParent)) throw new UnsafeEntryError(`tar entry ${JSON.stringify(rel)} leads outside the destination through a link`);
+    if (relParent.startsWith('..') || path.isAbsolute(relParent))
+      throw new UnsafeEntryError(`tar entry ${JSON.stringify(rel)} leads outside the destination through a link`);
     return relParent === '' ? path.basename(rel) : `${relParent.split(path.sep).join('/')}/${path.basename(rel)}`;
   };
   extract.on('entry', (header, stream, next) => {
@@ -123,7 +146,10 @@ export function extractTo(root: string, onBytes: (n: number) => void, limits: Do
       budget.admit(rel || '.', header.size ?? 0);
       const dest = path.join(root, rel);
       if (header.type === 'directory') {
-        if (rel !== '') { await inside(rel); await mkdir(dest, { recursive: true, mode: 0o700 }); }
+        if (rel !== '') {
+          await inside(rel);
+          await mkdir(dest, { recursive: true, mode: 0o700 });
+        }
         folderModes.set(rel, hostMode(header.mode ?? 0o755, umask));
         stream.resume();
       } else if (rel === '') {
@@ -132,13 +158,23 @@ export function extractTo(root: string, onBytes: (n: number) => void, limits: Do
         await inside(rel);
         await rm(dest, { force: true }); // never write through a link left at that name
         const out = createWriteStream(dest, { mode: 0o600 });
-        await pipeline(stream as unknown as AsyncIterable<Buffer>, async function* (src: AsyncIterable<unknown>) {
-          for await (const c of src) { onBytes((c as Buffer).length); yield c as Buffer; }
-        }, out);
+        await pipeline(
+          stream as unknown as AsyncIterable<Buffer>,
+          async function* (src: AsyncIterable<unknown>) {
+            for await (const c of src) {
+              onBytes((c as Buffer).length);
+              yield c as Buffer;
+            }
+          },
+          out,
+        );
         await chmod(dest, hostMode(header.mode ?? 0o644, umask));
       } else if (header.type === 'symlink') {
         const at = await inside(rel);
-        if (!linkStaysInside(at, header.linkname ?? '')) throw new UnsafeEntryError(`tar entry ${JSON.stringify(header.name)} is a link to ${JSON.stringify(header.linkname)}, outside the destination`);
+        if (!linkStaysInside(at, header.linkname ?? ''))
+          throw new UnsafeEntryError(
+            `tar entry ${JSON.stringify(header.name)} is a link to ${JSON.stringify(header.linkname)}, outside the destination`,
+          );
         await rm(dest, { force: true, recursive: true });
         await symlink(header.linkname!, dest);
         stream.resume();
@@ -146,14 +182,23 @@ export function extractTo(root: string, onBytes: (n: number) => void, limits: Do
         await inside(rel);
         const target = safeEntryPath(header.linkname ?? '');
         const real = await inside(target);
-        if (!(await lstat(path.join(root, real))).isFile()) throw new UnsafeEntryError(`tar entry ${JSON.stringify(header.name)} is a hard link to ${JSON.stringify(header.linkname)}, not a file extracted before it`);
+        if (!(await lstat(path.join(root, real))).isFile())
+          throw new UnsafeEntryError(
+            `tar entry ${JSON.stringify(header.name)} is a hard link to ${JSON.stringify(header.linkname)}, not a file extracted before it`,
+          );
         await rm(dest, { force: true });
         await link(path.join(root, real), dest);
         stream.resume();
       } else {
         stream.resume(); // device, FIFO, ...: not copied (SFTP transfers only files and folders either)
       }
-    })().then(() => next(), (e: unknown) => { stream.resume(); next(e instanceof Error ? e : new Error(String(e))); });
+    })().then(
+      () => next(),
+      (e: unknown) => {
+        stream.resume();
+        next(e instanceof Error ? e : new Error(String(e)));
+      },
+    );
   });
   return { output: extract as unknown as Writable, folderModes };
 }
@@ -162,7 +207,11 @@ export function extractTo(root: string, onBytes: (n: number) => void, limits: Do
  * Gives the folders under `root` their modes, except those in `keep` (folders that were there before,
  * which keep theirs). Deepest first, so that a read-only folder does not stop its subfolders' chmod.
  */
-export async function applyFolderModes(root: string, modes: Map<string, number>, keep: ReadonlySet<string> = new Set()): Promise<void> {
+export async function applyFolderModes(
+  root: string,
+  modes: Map<string, number>,
+  keep: ReadonlySet<string> = new Set(),
+): Promise<void> {
   for (const [rel, mode] of [...modes].sort(([a], [b]) => b.length - a.length)) {
     if (!keep.has(rel)) await chmod(path.join(root, rel), mode);
   }
@@ -174,7 +223,8 @@ export async function applyFolderModes(root: string, modes: Map<string, number>,
  */
 export async function settleInto(from: string, to: string, folderModes: Map<string, number>): Promise<void> {
   const existing = new Set<string>();
-  for (const rel of folderModes.keys()) if ((await lstat(path.join(to, rel)).catch(() => undefined))?.isDirectory()) existing.add(rel);
+  for (const rel of folderModes.keys())
+    if ((await lstat(path.join(to, rel)).catch(() => undefined))?.isDirectory()) existing.add(rel);
   await mergeInto(from, to);
   await applyFolderModes(to, folderModes, existing);
 }
@@ -185,14 +235,24 @@ export async function settleInto(from: string, to: string, folderModes: Map<stri
  */
 export async function mergeInto(from: string, to: string): Promise<void> {
   let exists = true;
-  try { await lstat(to); } catch { exists = false; }
-  if (!exists) { await rename(from, to); return; }
+  try {
+    await lstat(to);
+  } catch {
+    exists = false;
+  }
+  if (!exists) {
+    await rename(from, to);
+    return;
+  }
   for (const entry of await readdir(from, { withFileTypes: true })) {
     const src = path.join(from, entry.name);
     const dst = path.join(to, entry.name);
     const there = await lstat(dst).catch(() => undefined);
     if (entry.isDirectory() && there?.isDirectory()) await mergeInto(src, dst);
-    else { if (there?.isDirectory()) await rm(dst, { recursive: true }); await rename(src, dst); }
+    else {
+      if (there?.isDirectory()) await rm(dst, { recursive: true });
+      await rename(src, dst);
+    }
   }
   await rm(from, { recursive: true, force: true });
 }

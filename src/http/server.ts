@@ -50,7 +50,9 @@ export class BootConfigServer {
     let urlPath: string;
     try {
       urlPath = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
-    } catch { return send(400, 'bad request\n'); }
+    } catch {
+      return send(400, 'bad request\n');
+    }
     if (urlPath.includes('\0')) return send(400, 'bad request\n');
     const route = this.routes.get(urlPath);
     if (route) return send(200, route());
@@ -66,9 +68,16 @@ export class BootConfigServer {
    * resolved answers 404, and a file that cannot be read answers 500 before any header is sent. A read
    * error after the first chunk can only cut the response short: the connection is dropped.
    */
-  private async serveFile(req: http.IncomingMessage, res: http.ServerResponse, file: string, send: (status: number, body: string) => void): Promise<void> {
+  private async serveFile(
+    req: http.IncomingMessage,
+    res: http.ServerResponse,
+    file: string,
+    send: (status: number, body: string) => void,
+  ): Promise<void> {
     let handle: FileHandle;
-    try { handle = await open(file, 'r'); } catch (e) {
+    try {
+      handle = await open(file, 'r');
+    } catch (e) {
       const gone = (e as NodeJS.ErrnoException).code === 'ENOENT';
       return send(gone ? 404 : 500, gone ? 'not found\n' : 'cannot read the file\n');
     }
@@ -79,11 +88,19 @@ export class BootConfigServer {
       let first: Buffer;
       try {
         first = chunk.subarray(0, Math.min((await handle.read({ buffer: chunk, position: 0 })).bytesRead, st.size));
-      } catch { return send(500, 'cannot read the file\n'); }
+      } catch {
+        return send(500, 'cannot read the file\n');
+      }
       res.writeHead(200, { 'Content-Type': 'application/octet-stream', 'Content-Length': st.size });
       this.opts.onRequest?.(req.method ?? '?', req.url ?? '', 200);
-      if (req.method === 'HEAD') { res.end(); return; }
-      if (first.length === st.size) { res.end(first); return; }
+      if (req.method === 'HEAD') {
+        res.end();
+        return;
+      }
+      if (first.length === st.size) {
+        res.end(first);
+        return;
+      }
       res.write(first);
       // The size sent in the header, even if the file grows meanwhile.
       await pipeline(handle.createReadStream({ start: first.length, end: st.size - 1, autoClose: false }), res);
@@ -102,13 +119,19 @@ export class BootConfigServer {
       // A directory's index.html is resolved like any request: it may be a symlink out of the root too.
       const index = st.isDirectory() ? this.realInRoot(path.join(real, 'index.html')) : undefined;
       return index && statSync(index).isFile() ? index : undefined;
-    } catch { return undefined; }
+    } catch {
+      return undefined;
+    }
   }
 
   /** `p` with its symlinks resolved, if it exists and is inside the root. */
   private realInRoot(p: string): string | undefined {
     let real: string;
-    try { real = realpathSync(p); } catch { return undefined; }
+    try {
+      real = realpathSync(p);
+    } catch {
+      return undefined;
+    }
     return real === this.root || real.startsWith(this.root! + path.sep) ? real : undefined;
   }
 

@@ -66,7 +66,9 @@ export function inventoryYaml(t: AnsibleTarget): string {
 export function localInventoryYaml(groups: string[]): string {
   const host = '127.0.0.1';
   const children = Object.fromEntries(groups.map((g) => [g, { hosts: { [host]: null } }]));
-  return stringify({ all: { hosts: { [host]: { ansible_connection: 'local' } }, ...(groups.length ? { children } : {}) } });
+  return stringify({
+    all: { hosts: { [host]: { ansible_connection: 'local' } }, ...(groups.length ? { children } : {}) },
+  });
 }
 
 /**
@@ -74,10 +76,19 @@ export function localInventoryYaml(groups: string[]): string {
  * ANSIBLE_COLLECTIONS_PATH replaces the defaults, and roles or collections installed there must still be found.
  */
 export function rolesSearchPath(...dirs: (string | undefined)[]): string {
-  return [...dirs.filter((d): d is string => Boolean(d)), '~/.ansible/roles', '/usr/share/ansible/roles', '/etc/ansible/roles'].join(':');
+  return [
+    ...dirs.filter((d): d is string => Boolean(d)),
+    '~/.ansible/roles',
+    '/usr/share/ansible/roles',
+    '/etc/ansible/roles',
+  ].join(':');
 }
 export function collectionsSearchPath(...dirs: (string | undefined)[]): string {
-  return [...dirs.filter((d): d is string => Boolean(d)), '~/.ansible/collections', '/usr/share/ansible/collections'].join(':');
+  return [
+    ...dirs.filter((d): d is string => Boolean(d)),
+    '~/.ansible/collections',
+    '/usr/share/ansible/collections',
+  ].join(':');
 }
 
 /**
@@ -85,7 +96,15 @@ export function collectionsSearchPath(...dirs: (string | undefined)[]): string {
  * appear in a process listing; the user's extra_arguments come last but one, as with Packer.
  */
 export function ansibleArgv(p: AnsibleProvisioner, files: { inventory: string; extraVars: string }): string[] {
-  return ['-i', files.inventory, '-e', `@${files.extraVars}`, ...(p.become ? ['--become'] : []), ...p.extra_arguments, p.playbook_file];
+  return [
+    '-i',
+    files.inventory,
+    '-e',
+    `@${files.extraVars}`,
+    ...(p.become ? ['--become'] : []),
+    ...p.extra_arguments,
+    p.playbook_file,
+  ];
 }
 
 export interface AnsibleRunPaths {
@@ -109,7 +128,11 @@ const defaultSshArgs = '-C -o ControlMaster=auto -o ControlPersist=60s';
  * first in ANSIBLE_SSH_ARGS, the start of every ssh command line Ansible runs (OpenSSH keeps the first
  * value it reads for an option, so a later -o StrictHostKeyChecking=no has no effect).
  */
-export function ansibleEnv(p: AnsibleProvisioner, paths: AnsibleRunPaths, inherited: NodeJS.ProcessEnv = process.env): Record<string, string> {
+export function ansibleEnv(
+  p: AnsibleProvisioner,
+  paths: AnsibleRunPaths,
+  inherited: NodeJS.ProcessEnv = process.env,
+): Record<string, string> {
   const env: Record<string, string> = {
     ANSIBLE_NOCOLOR: '1',
     ANSIBLE_FORCE_COLOR: '0',
@@ -121,7 +144,8 @@ export function ansibleEnv(p: AnsibleProvisioner, paths: AnsibleRunPaths, inheri
     ANSIBLE_LOCAL_TEMP: paths.localTemp,
   };
   if (paths.galaxyRoles || p.roles_path) env.ANSIBLE_ROLES_PATH = rolesSearchPath(paths.galaxyRoles, p.roles_path);
-  if (paths.galaxyCollections || p.collections_path) env.ANSIBLE_COLLECTIONS_PATH = collectionsSearchPath(paths.galaxyCollections, p.collections_path);
+  if (paths.galaxyCollections || p.collections_path)
+    env.ANSIBLE_COLLECTIONS_PATH = collectionsSearchPath(paths.galaxyCollections, p.collections_path);
   for (const [k, v] of Object.entries(p.ansible_env_vars)) env[k] = String(v);
   env.ANSIBLE_HOST_KEY_CHECKING = 'True';
   env.ANSIBLE_SSH_ARGS = `${sshCommonArgs(paths.knownHostsFile)} ${env.ANSIBLE_SSH_ARGS ?? inherited.ANSIBLE_SSH_ARGS ?? defaultSshArgs}`;

@@ -50,7 +50,8 @@ export async function sshSession(ctx: ProvisionerContext, signal: AbortSignal = 
     st.ssh = await waitForSsh(need(st, 'sshTarget'), {
       timeoutMs: comm.type === 'ssh' ? comm.timeout : 60_000,
       bannerTimeoutMs: 1000,
-      abort: () => (signal.aborted ? 'stopped' : qemu.hasExited ? 'QEMU exited while kiln waited to reconnect' : undefined),
+      abort: () =>
+        signal.aborted ? 'stopped' : qemu.hasExited ? 'QEMU exited while kiln waited to reconnect' : undefined,
     });
   } catch (e) {
     signal.throwIfAborted();
@@ -70,7 +71,10 @@ export function lineSplitter(emit: (line: string) => void): { write: (s: string)
       // A carriage return redraws a line on a terminal (progress counters): keep what it would show.
       for (const l of lines) emit(l.slice(l.lastIndexOf('\r') + 1));
     },
-    flush() { if (partial) emit(partial.slice(partial.lastIndexOf('\r') + 1)); partial = ''; },
+    flush() {
+      if (partial) emit(partial.slice(partial.lastIndexOf('\r') + 1));
+      partial = '';
+    },
   };
 }
 
@@ -79,8 +83,11 @@ export function lineSplitter(emit: (line: string) => void): { write: (s: string)
  * that got here anyway would be shell code, so it is refused again.
  */
 export function shellEnv(env: Record<string, string | number | boolean>): string {
-  return Object.entries(env).map(([k, v]) => {
-    if (!shellVariableName.test(k)) throw new Error(`env key ${JSON.stringify(k)} is not a shell variable name ([A-Za-z_][A-Za-z0-9_]*)`);
-    return `${k}=${shellQuote(String(v))}`;
-  }).join(' ');
+  return Object.entries(env)
+    .map(([k, v]) => {
+      if (!shellVariableName.test(k))
+        throw new Error(`env key ${JSON.stringify(k)} is not a shell variable name ([A-Za-z_][A-Za-z0-9_]*)`);
+      return `${k}=${shellQuote(String(v))}`;
+    })
+    .join(' ');
 }

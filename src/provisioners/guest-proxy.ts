@@ -31,7 +31,10 @@ export interface GuestProxy {
 }
 
 /** The guest's proxy in an air-gapped build, or undefined in an ordinary one. */
-export function guestProxyFor(airgap: { guestProxy: { ip: string; port: number } } | undefined, httpIp: string | undefined): GuestProxy | undefined {
+export function guestProxyFor(
+  airgap: { guestProxy: { ip: string; port: number } } | undefined,
+  httpIp: string | undefined,
+): GuestProxy | undefined {
   if (!airgap) return undefined;
   return {
     url: `http://${airgap.guestProxy.ip}:${airgap.guestProxy.port}`,
@@ -84,11 +87,28 @@ export function installGuestProxyScript(p: GuestProxy, root = ''): string {
     `Acquire::https::Proxy "${p.url}";`,
     ...p.noProxy.map((h) => `Acquire::http::Proxy::${h} "DIRECT";`),
   ].join('\n');
-  const profile = Object.entries(guestProxyEnv(p)).map(([k, v]) => `export ${k}=${shellQuote(v)}`).join('\n');
-  const systemd = `[Manager]\nDefaultEnvironment=${Object.entries(guestProxyEnv(p)).map(([k, v]) => `"${k}=${v}"`).join(' ')}`;
-  return 'set -u\n' + guestScriptVars({
-    ...libVars(root), SETTINGS: settings, ENV_BLOCK: envBlock, DNF_PROXY: `proxy=${p.url}`, APT_CONF: apt, PROFILE: profile,
-    SUDOERS: `Defaults env_keep += "${VARS}"`, SYSTEMD_CONF: systemd,
-    SYSTEMD_ENV: Object.entries(guestProxyEnv(p)).map(([k, v]) => `${k}=${v}`).join(' '),
-  }) + guestScript('guest-proxy-lib') + guestScript('guest-proxy-install');
+  const profile = Object.entries(guestProxyEnv(p))
+    .map(([k, v]) => `export ${k}=${shellQuote(v)}`)
+    .join('\n');
+  const systemd = `[Manager]\nDefaultEnvironment=${Object.entries(guestProxyEnv(p))
+    .map(([k, v]) => `"${k}=${v}"`)
+    .join(' ')}`;
+  return (
+    'set -u\n' +
+    guestScriptVars({
+      ...libVars(root),
+      SETTINGS: settings,
+      ENV_BLOCK: envBlock,
+      DNF_PROXY: `proxy=${p.url}`,
+      APT_CONF: apt,
+      PROFILE: profile,
+      SUDOERS: `Defaults env_keep += "${VARS}"`,
+      SYSTEMD_CONF: systemd,
+      SYSTEMD_ENV: Object.entries(guestProxyEnv(p))
+        .map(([k, v]) => `${k}=${v}`)
+        .join(' '),
+    }) +
+    guestScript('guest-proxy-lib') +
+    guestScript('guest-proxy-install')
+  );
 }

@@ -25,7 +25,9 @@ export async function withGuestStaging<T>(
     // Puppet and Ansible with become may leave root-owned files behind: fall back to sudo.
     // An interrupted build's disk is discarded anyway.
     if (opts.clean && !ctx.signal.aborted && ssh.connected) {
-      await ssh.exec(`rm -rf ${shellQuote(dir)} 2>/dev/null || sudo -n rm -rf ${shellQuote(dir)}`, { timeoutMs: 30_000 }).catch(() => undefined);
+      await ssh
+        .exec(`rm -rf ${shellQuote(dir)} 2>/dev/null || sudo -n rm -rf ${shellQuote(dir)}`, { timeoutMs: 30_000 })
+        .catch(() => undefined);
     }
   }
 }

@@ -20,8 +20,17 @@ export interface HostProgramOptions {
 /** Runs `file args` to its end (never rejects: the result carries the exit code, signal or spawn error). */
 export function runInOwnProcessGroup(file: string, args: string[], o: HostProgramOptions) {
   const child = execa(file, args, { env: o.env, cwd: o.cwd, reject: false, stdin: 'ignore', detached: true });
-  const signalGroup = (sig: NodeJS.Signals) => { try { process.kill(-child.pid!, sig); } catch { /* the group is gone */ } };
-  const stop = () => { signalGroup('SIGTERM'); setTimeout(() => signalGroup('SIGKILL'), termGraceMs).unref(); };
+  const signalGroup = (sig: NodeJS.Signals) => {
+    try {
+      process.kill(-child.pid!, sig);
+    } catch {
+      /* the group is gone */
+    }
+  };
+  const stop = () => {
+    signalGroup('SIGTERM');
+    setTimeout(() => signalGroup('SIGKILL'), termGraceMs).unref();
+  };
   o.signal.addEventListener('abort', stop, { once: true });
   if (o.signal.aborted) stop();
   child.stdout?.on('data', (b: Buffer) => o.stdout(b.toString()));

@@ -1,7 +1,12 @@
 /** Runs one provisioner with its common options: only/except, pause_before, timeout, max_retries. */
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ProvisionerContext } from './context.js';
-import { kindOf, type Provisioner, type ProvisionerOf, type ProvisionerType } from '../template/provisioner-kinds/index.js';
+import {
+  kindOf,
+  type Provisioner,
+  type ProvisionerOf,
+  type ProvisionerType,
+} from '../template/provisioner-kinds/index.js';
 import { runShell } from './shell.js';
 import { runFile } from './file.js';
 import { runShellLocal } from './shell-local.js';
@@ -57,10 +62,18 @@ export async function runProvisioner(ctx: ProvisionerContext, p: Provisioner, in
  * killed in the guest) and has ended when this rejects, so a retry never runs beside the attempt
  * before it.
  */
-async function withTimeout<T>(interrupt: AbortSignal, timeoutMs: number | undefined, label: string, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+async function withTimeout<T>(
+  interrupt: AbortSignal,
+  timeoutMs: number | undefined,
+  label: string,
+  work: (signal: AbortSignal) => Promise<T>,
+): Promise<T> {
   if (timeoutMs === undefined) return work(interrupt);
   const timedOut = new AbortController();
-  const timer = setTimeout(() => timedOut.abort(new Error(`${label} timed out after ${shortDuration(timeoutMs)}`)), timeoutMs);
+  const timer = setTimeout(
+    () => timedOut.abort(new Error(`${label} timed out after ${shortDuration(timeoutMs)}`)),
+    timeoutMs,
+  );
   try {
     return await work(AbortSignal.any([interrupt, timedOut.signal]));
   } finally {

@@ -9,9 +9,11 @@
  * service, so it only explains a failure.
  */
 /** A program saying it could not resolve a name (apt, curl, GNU and busybox wget, Python, dnf, git). */
-const nameFailure = /Temporary failure (?:in name )?resol|Could not resolve|Couldn't resolve|unable to resolve host|Name or service not known|bad address '|No address associated with hostname/i;
+const nameFailure =
+  /Temporary failure (?:in name )?resol|Could not resolve|Couldn't resolve|unable to resolve host|Name or service not known|bad address '|No address associated with hostname/i;
 /** A program saying a direct connection failed. */
-const connectFailure = /Connection refused|can't connect to remote host|Failed to connect to|Network is unreachable|No route to host/i;
+const connectFailure =
+  /Connection refused|can't connect to remote host|Failed to connect to|Network is unreachable|No route to host/i;
 const keep = 5;
 
 export function bypassFix(proxyUrl: string): string {
@@ -33,8 +35,10 @@ export class ProxyBypassWatch {
   }
 
   private why(lines: string[]): string {
-    return `the guest tried to reach the network around kiln's package proxy:\n${lines.map((l) => `    ${l}`).join('\n')}\n` +
-      `  in a --record or --offline build the guest reaches only kiln's proxy (${this.proxyUrl}) and kiln's HTTP server (names do not resolve, other addresses refuse), so what it fetched that way can be neither recorded nor replayed\n${bypassFix(this.proxyUrl!)}`;
+    return (
+      `the guest tried to reach the network around kiln's package proxy:\n${lines.map((l) => `    ${l}`).join('\n')}\n` +
+      `  in a --record or --offline build the guest reaches only kiln's proxy (${this.proxyUrl}) and kiln's HTTP server (names do not resolve, other addresses refuse), so what it fetched that way can be neither recorded nor replayed\n${bypassFix(this.proxyUrl!)}`
+    );
   }
 
   /** For a failed provisioner's error: why, when its output shows a fetch around the proxy. */

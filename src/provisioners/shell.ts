@@ -26,7 +26,11 @@ export class ProvisionerError extends Error {}
  * by shell words (the path, quoted where it needs it; quoted `KEY='value'` pairs, as Packer writes them),
  * so no path or value is read as code.
  */
-export function executeCommand(template: string, remotePath: string, env: Record<string, string | number | boolean>): string {
+export function executeCommand(
+  template: string,
+  remotePath: string,
+  env: Record<string, string | number | boolean>,
+): string {
   return template.replaceAll('{{path}}', shellWord(remotePath)).replaceAll('{{vars}}', shellEnv(env));
 }
 
@@ -35,8 +39,13 @@ export async function runShell(ctx: ProvisionerContext, p: Shell, label: string,
   const values = { build: ctx.buildValues() };
   const scripts: { name: string; body: string }[] = [];
   // inline_shebang as in Packer: templates that `source` files or use arrays name /bin/bash here.
-  if (p.inline) scripts.push({ name: 'inline', body: `#!${p.inline_shebang ?? '/bin/sh -e'}\n${p.inline.map((l) => String(interpolateString(l, values))).join('\n')}\n` });
-  for (const file of p.script ? [p.script] : p.scripts ?? []) scripts.push({ name: path.basename(file), body: readFileSync(file, 'utf8') });
+  if (p.inline)
+    scripts.push({
+      name: 'inline',
+      body: `#!${p.inline_shebang ?? '/bin/sh -e'}\n${p.inline.map((l) => String(interpolateString(l, values))).join('\n')}\n`,
+    });
+  for (const file of p.script ? [p.script] : (p.scripts ?? []))
+    scripts.push({ name: path.basename(file), body: readFileSync(file, 'utf8') });
   // --record / --offline: downloads (apt, dnf, wget, curl, pip) go through kiln's package proxy, and
   // kiln's own HTTP server (${build.http_url}) does not. The guest's system settings say the same
   // (guest-proxy.ts), for what runs under sudo; these cover a guest where they could not be written.
@@ -52,10 +61,17 @@ export async function runShell(ctx: ProvisionerContext, p: Shell, label: string,
     const output = streamedOutput(ctx, label, (line) => bypass.observe(line));
     try {
       await ssh.uploadContent(script.body, remote, 0o700, signal);
-      const r = await ssh.exec(command, { stdout: output.stdout, stderr: output.stderr, signal }).finally(() => output.flush());
+      const r = await ssh
+        .exec(command, { stdout: output.stdout, stderr: output.stderr, signal })
+        .finally(() => output.flush());
       if (r.disconnected) {
-        if (p.expect_disconnect) { ctx.log(`${label}: guest disconnected, as expected`, 'debug'); continue; }
-        throw new ConnectionLostError(`${label}: the SSH connection was lost while "${script.name}" ran (did the guest reboot? set expect_disconnect: true if that is intended)`);
+        if (p.expect_disconnect) {
+          ctx.log(`${label}: guest disconnected, as expected`, 'debug');
+          continue;
+        }
+        throw new ConnectionLostError(
+          `${label}: the SSH connection was lost while "${script.name}" ran (did the guest reboot? set expect_disconnect: true if that is intended)`,
+        );
       }
       if (p.expect_disconnect && ssh.connected) {
         // `reboot` often returns before the guest goes down: let the connection drop now, so the next
@@ -66,14 +82,17 @@ export async function runShell(ctx: ProvisionerContext, p: Shell, label: string,
         }
       }
       if (r.exitCode === null || !p.valid_exit_codes.includes(r.exitCode)) {
-        throw new ProvisionerError(`${label}: script "${script.name}" exited with ${r.exitCode ?? `signal ${r.signal}`} (valid: ${p.valid_exit_codes.join(', ')})${lastOutput(output.recent())}${bypass.hint()}`);
+        throw new ProvisionerError(
+          `${label}: script "${script.name}" exited with ${r.exitCode ?? `signal ${r.signal}`} (valid: ${p.valid_exit_codes.join(', ')})${lastOutput(output.recent())}${bypass.hint()}`,
+        );
       }
       const around = bypass.failure();
       if (around) throw new ProvisionerError(`${label}: script "${script.name}" succeeded, but ${around}`);
     } finally {
       // The script stays out of the image whether it succeeded, failed or timed out (a retry uploads
       // its own); an interrupted build's disk is discarded anyway.
-      if (!ctx.signal.aborted && ssh.connected) await ssh.exec(`rm -f ${shellQuote(remote)}`, { timeoutMs: 10_000 }).catch(() => undefined);
+      if (!ctx.signal.aborted && ssh.connected)
+        await ssh.exec(`rm -f ${shellQuote(remote)}`, { timeoutMs: 10_000 }).catch(() => undefined);
     }
   }
 }

@@ -14,20 +14,29 @@ export interface StreamedOutput {
   recent(): string[];
 }
 
-export function streamedOutput(ctx: ProvisionerContext, label: string, observe: (line: string) => void = () => {}, keep = 10): StreamedOutput {
+export function streamedOutput(
+  ctx: ProvisionerContext,
+  label: string,
+  observe: (line: string) => void = () => {},
+  keep = 10,
+): StreamedOutput {
   const last: string[] = [];
-  const stream = (name: 'stdout' | 'stderr') => lineSplitter((line) => {
-    last.push(line);
-    if (last.length > keep) last.shift();
-    observe(line);
-    ctx.events.emit({ type: 'output', build: ctx.build.name, stream: name, source: label, line });
-  });
+  const stream = (name: 'stdout' | 'stderr') =>
+    lineSplitter((line) => {
+      last.push(line);
+      if (last.length > keep) last.shift();
+      observe(line);
+      ctx.events.emit({ type: 'output', build: ctx.build.name, stream: name, source: label, line });
+    });
   const out = stream('stdout');
   const err = stream('stderr');
   return {
     stdout: out.write,
     stderr: err.write,
-    flush() { out.flush(); err.flush(); },
+    flush() {
+      out.flush();
+      err.flush();
+    },
     recent: () => [...last],
   };
 }

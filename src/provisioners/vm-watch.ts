@@ -36,39 +36,66 @@ function exitDescription(exit: QemuExit): string {
 export function watchVm(ctx: ProvisionerContext, label: string, expectDisconnect: boolean): VmWatch {
   const qemu = ctx.state.qemu;
   const serialLog = ctx.state.serialLog;
-  const tail = () => `\n--- last lines of the serial console (${serialLog ?? 'none'}) ---\n${serialTail(serialLog, 20)}`;
+  const tail = () =>
+    `\n--- last lines of the serial console (${serialLog ?? 'none'}) ---\n${serialTail(serialLog, 20)}`;
   let stopped = false;
   let fail!: (e: VmLostError) => void;
-  const lost = new Promise<never>((_, reject) => { fail = (e) => { if (!stopped) reject(e); }; });
+  const lost = new Promise<never>((_, reject) => {
+    fail = (e) => {
+      if (!stopped) reject(e);
+    };
+  });
   lost.catch(() => undefined); // observed through during()/explain(); never an unhandled rejection
 
-  void qemu?.exited.then((exit) => fail(new VmLostError(
-    `${label}: the VM exited while the provisioner ran: ${exitDescription(exit)}` +
-    (expectDisconnect ? ' (expect_disconnect allows a reboot, not a power-off: kiln shuts the guest down itself after provisioning)' : '') +
-    tail(),
-  )));
+  void qemu?.exited.then((exit) =>
+    fail(
+      new VmLostError(
+        `${label}: the VM exited while the provisioner ran: ${exitDescription(exit)}` +
+          (expectDisconnect
+            ? ' (expect_disconnect allows a reboot, not a power-off: kiln shuts the guest down itself after provisioning)'
+            : '') +
+          tail(),
+      ),
+    ),
+  );
 
   // The serial log only grows; read what is new since the last poll (with an overlap, so a marker
   // split across two reads is still found).
   let offset = 0;
   let carry = '';
   let fd: number | undefined;
-  try { if (serialLog) fd = openSync(serialLog, 'r'); } catch { /* no serial log: only QEMU's exit is watched */ }
+  try {
+    if (serialLog) fd = openSync(serialLog, 'r');
+  } catch {
+    /* no serial log: only QEMU's exit is watched */
+  }
   const readNew = (): string => {
     if (fd === undefined) return '';
     const buf = Buffer.alloc(64 * 1024);
     let text = '';
     try {
-      for (let n; (n = readSync(fd, buf, 0, buf.length, offset)) > 0;) { offset += n; text += buf.subarray(0, n).toString('latin1'); }
-    } catch { /* a log we cannot read only means no panic detection */ }
+      for (let n; (n = readSync(fd, buf, 0, buf.length, offset)) > 0;) {
+        offset += n;
+        text += buf.subarray(0, n).toString('latin1');
+      }
+    } catch {
+      /* a log we cannot read only means no panic detection */
+    }
     return text;
   };
   // What the guest printed before this provisioner is not this provisioner's panic.
-  try { if (fd !== undefined) offset = fstatSync(fd).size; } catch { /* read from the start */ }
+  try {
+    if (fd !== undefined) offset = fstatSync(fd).size;
+  } catch {
+    /* read from the start */
+  }
   const timer = setInterval(() => {
     const text = carry + readNew();
     const at = text.indexOf(panicMarker);
-    if (at < 0) { carry = text.slice(-200); return; }
+    if (at < 0) {
+      carry = text.slice(-200);
+      return;
+    }
     clearInterval(timer);
     // "Kernel panic - not syncing: <why>", once the rest of its line has arrived.
     setTimeout(() => {
@@ -85,7 +112,9 @@ export function watchVm(ctx: ProvisionerContext, label: string, expectDisconnect
       let timeout: NodeJS.Timeout | undefined;
       const result = await Promise.race([
         lost.catch((e: VmLostError) => e),
-        new Promise<Error>((resolve) => { timeout = setTimeout(() => resolve(error), exitGraceMs); }),
+        new Promise<Error>((resolve) => {
+          timeout = setTimeout(() => resolve(error), exitGraceMs);
+        }),
       ]);
       clearTimeout(timeout);
       return result;

@@ -33,52 +33,100 @@ export function dataRanges(buf: Buffer, length = buf.length): [number, number][]
     let zero = true;
     // Compare 8 bytes at a time where aligned: the scan runs over every byte of a multi-GiB disk.
     let i = off;
-    for (; i + 8 <= end; i += 8) if (buf.readBigUInt64LE(i) !== 0n) { zero = false; break; }
-    if (zero) for (; i < end; i++) if (buf[i] !== 0) { zero = false; break; }
+    for (; i + 8 <= end; i += 8)
+      if (buf.readBigUInt64LE(i) !== 0n) {
+        zero = false;
+        break;
+      }
+    if (zero)
+      for (; i < end; i++)
+        if (buf[i] !== 0) {
+          zero = false;
+          break;
+        }
     if (!zero && start < 0) start = off;
-    if (zero && start >= 0) { ranges.push([start, off]); start = -1; }
+    if (zero && start >= 0) {
+      ranges.push([start, off]);
+      start = -1;
+    }
   }
   if (start >= 0) ranges.push([start, length]);
   return ranges;
 }
 
-interface AzureAccess { service: BlobServiceClient; from: string }
+interface AzureAccess {
+  service: BlobServiceClient;
+  from: string;
+}
 
 async function azureAccess(target: AzureTarget, env: NodeJS.ProcessEnv, name: string): Promise<AzureAccess> {
   let conn = env.AZURE_STORAGE_CONNECTION_STRING;
   let from = 'AZURE_STORAGE_CONNECTION_STRING';
   if (target.credentials_file) {
-    try { conn = (await readFile(target.credentials_file, 'utf8')).trim(); } catch (e) {
-      throw new PublishError(`publish target "${name}": cannot read credentials_file ${target.credentials_file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})\n  fix: point it at a file holding the storage account's connection string`);
+    try {
+      conn = (await readFile(target.credentials_file, 'utf8')).trim();
+    } catch (e) {
+      throw new PublishError(
+        `publish target "${name}": cannot read credentials_file ${target.credentials_file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})\n  fix: point it at a file holding the storage account's connection string`,
+      );
     }
     from = `credentials_file ${target.credentials_file}`;
   }
   if (conn) {
     try {
       if (target.account_url) {
-        const parts = Object.fromEntries(conn.split(';').filter(Boolean).map((p) => { const i = p.indexOf('='); return [p.slice(0, i), p.slice(i + 1)]; }));
-        if (parts.AccountName && parts.AccountKey) return { service: new BlobServiceClient(target.account_url, new StorageSharedKeyCredential(parts.AccountName, parts.AccountKey)), from };
+        const parts = Object.fromEntries(
+          conn
+            .split(';')
+            .filter(Boolean)
+            .map((p) => {
+              const i = p.indexOf('=');
+              return [p.slice(0, i), p.slice(i + 1)];
+            }),
+        );
+        if (parts.AccountName && parts.AccountKey)
+          return {
+            service: new BlobServiceClient(
+              target.account_url,
+              new StorageSharedKeyCredential(parts.AccountName, parts.AccountKey),
+            ),
+            from,
+          };
       }
       return { service: BlobServiceClient.fromConnectionString(conn), from };
     } catch (e) {
-      throw new PublishError(`publish target "${name}": ${from} is not a storage connection string (${(e as Error).message.split('\n')[0]})\n  fix: copy it from the storage account's "Access keys" page`);
+      throw new PublishError(
+        `publish target "${name}": ${from} is not a storage connection string (${(e as Error).message.split('\n')[0]})\n  fix: copy it from the storage account's "Access keys" page`,
+      );
     }
   }
   if (env.AZURE_STORAGE_ACCOUNT && env.AZURE_STORAGE_KEY) {
     const url = target.account_url ?? `https://${env.AZURE_STORAGE_ACCOUNT}.blob.core.windows.net`;
-    return { service: new BlobServiceClient(url, new StorageSharedKeyCredential(env.AZURE_STORAGE_ACCOUNT, env.AZURE_STORAGE_KEY)), from: 'AZURE_STORAGE_ACCOUNT / AZURE_STORAGE_KEY' };
+    return {
+      service: new BlobServiceClient(
+        url,
+        new StorageSharedKeyCredential(env.AZURE_STORAGE_ACCOUNT, env.AZURE_STORAGE_KEY),
+      ),
+      from: 'AZURE_STORAGE_ACCOUNT / AZURE_STORAGE_KEY',
+    };
   }
-  throw new PublishError(`publish target "${name}": AZURE_STORAGE_CONNECTION_STRING is not set\n  fix: export it (or AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY), or set credentials_file: in the target`);
+  throw new PublishError(
+    `publish target "${name}": AZURE_STORAGE_CONNECTION_STRING is not set\n  fix: export it (or AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY), or set credentials_file: in the target`,
+  );
 }
 
 function explain(e: unknown, name: string, from: string, service: string): unknown {
   if (e instanceof RestError && (e.statusCode === 403 || e.statusCode === 401)) {
-    return new PublishError(`publish target "${name}": the storage account refused the key from ${from} (${e.code ?? `HTTP ${e.statusCode}`})\n  fix: check the account name and key (the storage account's "Access keys" page)`);
+    return new PublishError(
+      `publish target "${name}": the storage account refused the key from ${from} (${e.code ?? `HTTP ${e.statusCode}`})\n  fix: check the account name and key (the storage account's "Access keys" page)`,
+    );
   }
   if (e instanceof RestError) {
     // Its message can quote the request URL (a SAS token) and the server's text: neither raw.
     const said = e.message ? serverSaid(e.message) : '';
-    return new Error(`the blob service at ${safeUrl(service)} answered ${e.statusCode ? `HTTP ${e.statusCode}` : `with ${e.code ?? 'an error'}`}${e.code && e.statusCode ? ` ${e.code}` : ''}${said ? `; ${said}` : ''}`);
+    return new Error(
+      `the blob service at ${safeUrl(service)} answered ${e.statusCode ? `HTTP ${e.statusCode}` : `with ${e.code ?? 'an error'}`}${e.code && e.statusCode ? ` ${e.code}` : ''}${said ? `; ${said}` : ''}`,
+    );
   }
   return e;
 }
@@ -88,14 +136,20 @@ function explain(e: unknown, name: string, from: string, service: string): unkno
  * and no page progressed for the target's idle time, or when the publish is interrupted. `touch`
  * marks progress. The SDK's connections are its own, so the connect time counts against `idle`.
  */
-function watchdog(ctx: PublishContext, where: string): { signal: AbortSignal; touch(): void; stop(): void; fired(): Error | undefined } {
+function watchdog(
+  ctx: PublishContext,
+  where: string,
+): { signal: AbortSignal; touch(): void; stop(): void; fired(): Error | undefined } {
   const controller = new AbortController();
   const limit = ctx.timeouts.idleMs;
   let timedOut: Error | undefined;
   let timer: NodeJS.Timeout | undefined;
   const arm = () => {
     clearTimeout(timer);
-    timer = setTimeout(() => { timedOut = idleTimeoutError(where, ctx.timeouts.idleMs); controller.abort(timedOut); }, limit);
+    timer = setTimeout(() => {
+      timedOut = idleTimeoutError(where, ctx.timeouts.idleMs);
+      controller.abort(timedOut);
+    }, limit);
   };
   const onAbort = () => controller.abort(ctx.signal.reason);
   ctx.signal.addEventListener('abort', onAbort, { once: true });
@@ -103,7 +157,10 @@ function watchdog(ctx: PublishContext, where: string): { signal: AbortSignal; to
   return {
     signal: controller.signal,
     touch: arm,
-    stop() { clearTimeout(timer); ctx.signal.removeEventListener('abort', onAbort); },
+    stop() {
+      clearTimeout(timer);
+      ctx.signal.removeEventListener('abort', onAbort);
+    },
     fired: () => timedOut,
   };
 }
@@ -111,7 +168,9 @@ function watchdog(ctx: PublishContext, where: string): { signal: AbortSignal; to
 export const publishAzure: Publisher<AzureTarget> = async (target, artifact, ctx) => {
   const name = target.name ?? 'azure';
   if (artifact.size % sector !== 0) {
-    throw new PublishError(`publish target "${name}": ${artifact.name} is ${artifact.size} bytes, not a whole number of 512-byte sectors, so it is not a fixed VHD\n  fix: use an output with format: vhd (kiln writes it fixed)`);
+    throw new PublishError(
+      `publish target "${name}": ${artifact.name} is ${artifact.size} bytes, not a whole number of 512-byte sectors, so it is not a fixed VHD\n  fix: use an output with format: vhd (kiln writes it fixed)`,
+    );
   }
   const { service, from } = await azureAccess(target, ctx.env, name);
   // The endpoint comes from the connection string (or the account name) unless account_url: names it.
@@ -146,7 +205,10 @@ export const publishAzure: Publisher<AzureTarget> = async (target, artifact, ctx
     await blob.setMetadata({ kiln_sha256: artifact.sha256 }, { abortSignal });
     return { location, remote_digest: `sha256:${artifact.sha256}`, unchanged: false, bytes_sent: sent };
   } catch (e) {
-    if (created) await blob.deleteIfExists({ abortSignal: AbortSignal.timeout(ctx.timeouts.connectMs + ctx.timeouts.idleMs) }).catch(() => {});
+    if (created)
+      await blob
+        .deleteIfExists({ abortSignal: AbortSignal.timeout(ctx.timeouts.connectMs + ctx.timeouts.idleMs) })
+        .catch(() => {});
     ctx.signal.throwIfAborted();
     if (dog.fired()) throw new PublishError(`publish target "${name}": ${dog.fired()!.message}`);
     throw explain(e, name, from, service.url);
@@ -158,7 +220,15 @@ export const publishAzure: Publisher<AzureTarget> = async (target, artifact, ctx
 type PageBlob = ReturnType<ReturnType<BlobServiceClient['getContainerClient']>['getPageBlobClient']>;
 
 /** Sends the non-zero ranges, 4 at a time, the footer (last sector) last; returns the bytes sent. */
-async function uploadDataRanges(blob: PageBlob, file: string, size: number, ctx: PublishContext, abortSignal: AbortSignal, touch: () => void, check: ArtifactCheck): Promise<number> {
+async function uploadDataRanges(
+  blob: PageBlob,
+  file: string,
+  size: number,
+  ctx: PublishContext,
+  abortSignal: AbortSignal,
+  touch: () => void,
+  check: ArtifactCheck,
+): Promise<number> {
   const fh = await open(file, 'r');
   // Every page request in flight listens on the signal.
   setMaxListeners(64, ctx.signal, abortSignal);
@@ -166,10 +236,23 @@ async function uploadDataRanges(blob: PageBlob, file: string, size: number, ctx:
   const inFlight = new Set<Promise<void>>();
   let failure: unknown;
   const send = (data: Buffer, offset: number) => {
-    const p = blob.uploadPages(data, offset, data.length, {
-      abortSignal, onProgress: touch,
-      transactionalContentMD5: createHash('md5').update(data).digest(),
-    }).then(() => { sent += data.length; touch(); ctx.progress(sent, size); }, (e: unknown) => { failure ??= e; }).finally(() => inFlight.delete(p));
+    const p = blob
+      .uploadPages(data, offset, data.length, {
+        abortSignal,
+        onProgress: touch,
+        transactionalContentMD5: createHash('md5').update(data).digest(),
+      })
+      .then(
+        () => {
+          sent += data.length;
+          touch();
+          ctx.progress(sent, size);
+        },
+        (e: unknown) => {
+          failure ??= e;
+        },
+      )
+      .finally(() => inFlight.delete(p));
     inFlight.add(p);
   };
   try {
@@ -196,7 +279,10 @@ async function uploadDataRanges(blob: PageBlob, file: string, size: number, ctx:
     const extra = Buffer.alloc(1);
     if ((await fh.read(extra, 0, 1, size)).bytesRead) check.update(extra);
     check.verify();
-    await blob.uploadPages(footer, footerAt, sector, { abortSignal, transactionalContentMD5: createHash('md5').update(footer).digest() });
+    await blob.uploadPages(footer, footerAt, sector, {
+      abortSignal,
+      transactionalContentMD5: createHash('md5').update(footer).digest(),
+    });
     sent += sector;
     ctx.progress(size, size);
     return sent;

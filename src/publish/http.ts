@@ -24,15 +24,29 @@ const seconds = (ms: number) => `${ms % 1000 ? (ms / 1000).toFixed(1) : ms / 100
 
 /** A network-level failure: `code` keeps the errno (ECONNRESET, ETIMEDOUT...) so retries can judge it. */
 export class NetworkError extends Error {
-  constructor(message: string, readonly code?: string, readonly timedOut = false) { super(message); }
+  constructor(
+    message: string,
+    readonly code?: string,
+    readonly timedOut = false,
+  ) {
+    super(message);
+  }
 }
 
 export function connectTimeoutError(origin: string, ms: number): NetworkError {
-  return new NetworkError(`could not connect to ${origin} within ${seconds(ms)} (timeout.connect)\n  fix: check the address and that the server is up; raise timeout: { connect: ... } in the target for a slow network`, 'ETIMEDOUT', true);
+  return new NetworkError(
+    `could not connect to ${origin} within ${seconds(ms)} (timeout.connect)\n  fix: check the address and that the server is up; raise timeout: { connect: ... } in the target for a slow network`,
+    'ETIMEDOUT',
+    true,
+  );
 }
 
 export function idleTimeoutError(origin: string, ms: number): NetworkError {
-  return new NetworkError(`${origin} stopped answering: no bytes moved for ${seconds(ms)} (timeout.idle)\n  fix: check the server; raise timeout: { idle: ... } in the target if it is just slow`, 'ETIMEDOUT', true);
+  return new NetworkError(
+    `${origin} stopped answering: no bytes moved for ${seconds(ms)} (timeout.idle)\n  fix: check the server; raise timeout: { idle: ... } in the target if it is just slow`,
+    'ETIMEDOUT',
+    true,
+  );
 }
 
 /** "cannot reach http://host:port/ (ECONNREFUSED: connect ECONNREFUSED 127.0.0.1:1)". */
@@ -61,7 +75,12 @@ export function request(url: string | URL, init: RequestInit): Promise<Response>
   const mod = u.protocol === 'https:' ? https : http;
   return new Promise((resolve, reject) => {
     let settled = false;
-    const fail = (e: unknown) => { if (!settled) { settled = true; reject(unreachable(u, e)); } };
+    const fail = (e: unknown) => {
+      if (!settled) {
+        settled = true;
+        reject(unreachable(u, e));
+      }
+    };
     let req: http.ClientRequest;
     try {
       req = mod.request(u, { method, headers: init.headers, signal: init.signal, agent: false }, (res) => {
@@ -70,7 +89,12 @@ export function request(url: string | URL, init: RequestInit): Promise<Response>
         // A web Response holds 200-599 only; anything else is a broken server, said as such.
         if (status < 200 || status > 599) {
           res.destroy();
-          fail(new NetworkError(`${safeUrl(u.toString())} answered with HTTP status ${status}, which no server should send to ${method}`, 'EPROTO'));
+          fail(
+            new NetworkError(
+              `${safeUrl(u.toString())} answered with HTTP status ${status}, which no server should send to ${method}`,
+              'EPROTO',
+            ),
+          );
           return;
         }
         const headers = new Headers();
@@ -81,17 +105,32 @@ export function request(url: string | URL, init: RequestInit): Promise<Response>
         const empty = method === 'HEAD' || status === 204 || status === 304;
         if (empty) res.resume();
         settled = true;
-        resolve(new Response(empty ? null : Readable.toWeb(res) as ReadableStream, { status, statusText: res.statusMessage, headers }));
+        resolve(
+          new Response(empty ? null : (Readable.toWeb(res) as ReadableStream), {
+            status,
+            statusText: res.statusMessage,
+            headers,
+          }),
+        );
       });
-    } catch (e) { fail(e); return; }
-    const connectTimer = setTimeout(() => req.destroy(connectTimeoutError(origin, init.timeouts.connectMs)), init.timeouts.connectMs);
+    } catch (e) {
+      fail(e);
+      return;
+    }
+    const connectTimer = setTimeout(
+      () => req.destroy(connectTimeoutError(origin, init.timeouts.connectMs)),
+      init.timeouts.connectMs,
+    );
     req.on('socket', (socket) => {
       if (!socket.connecting) clearTimeout(connectTimer);
       else socket.once('connect', () => clearTimeout(connectTimer));
     });
     // Armed once connected; any byte either way restarts it.
     req.setTimeout(init.timeouts.idleMs, () => req.destroy(idleTimeoutError(origin, init.timeouts.idleMs)));
-    req.on('error', (e) => { clearTimeout(connectTimer); fail(e); });
+    req.on('error', (e) => {
+      clearTimeout(connectTimer);
+      fail(e);
+    });
     req.on('close', () => clearTimeout(connectTimer));
     const body = init.body;
     if (body instanceof Readable) {

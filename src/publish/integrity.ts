@@ -14,14 +14,20 @@ import { PublishError } from './target.js';
 export class ArtifactChanged extends PublishError {}
 
 function changed(artifact: PublishArtifact, what: string): ArtifactChanged {
-  return new ArtifactChanged(`${artifact.path} is not the artifact manifest.json describes: ${what}; nothing was published from it\n  fix: rebuild it (kiln build), or run kiln verify on the manifest to see what changed`);
+  return new ArtifactChanged(
+    `${artifact.path} is not the artifact manifest.json describes: ${what}; nothing was published from it\n  fix: rebuild it (kiln build), or run kiln verify on the manifest to see what changed`,
+  );
 }
 
 /** Refuses before sending anything when the file's size already differs (a stat, no read). */
 export function checkSize(artifact: PublishArtifact): void {
   let size: number;
-  try { size = statSync(artifact.path).size; } catch (e) {
-    throw new PublishError(`${artifact.path}: cannot read the artifact (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})\n  fix: rebuild it (kiln build), or publish from the output directory the manifest lists`);
+  try {
+    size = statSync(artifact.path).size;
+  } catch (e) {
+    throw new PublishError(
+      `${artifact.path}: cannot read the artifact (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})\n  fix: rebuild it (kiln build), or publish from the output directory the manifest lists`,
+    );
   }
   if (size !== artifact.size) throw changed(artifact, `it is ${size} bytes, manifest.json records ${artifact.size}`);
 }
@@ -31,7 +37,10 @@ export class ArtifactCheck {
   private readonly sha256 = createHash('sha256');
   private readonly extra: Map<string, ReturnType<typeof createHash>>;
   bytes = 0;
-  constructor(readonly artifact: PublishArtifact, extraAlgorithms: string[] = []) {
+  constructor(
+    readonly artifact: PublishArtifact,
+    extraAlgorithms: string[] = [],
+  ) {
     this.extra = new Map(extraAlgorithms.map((a) => [a, createHash(a)]));
   }
   update(chunk: Buffer): void {
@@ -42,9 +51,12 @@ export class ArtifactCheck {
   /** Throws ArtifactChanged naming the file, the expected and the actual sha256; returns the extra digests. */
   verify(): Record<string, string> {
     if (this.result) return this.result;
-    const actual = this.actual ??= this.sha256.digest('hex');
+    const actual = (this.actual ??= this.sha256.digest('hex'));
     if (this.bytes !== this.artifact.size || actual !== this.artifact.sha256) {
-      throw changed(this.artifact, `its sha256 is ${actual}${this.bytes !== this.artifact.size ? ` (${this.bytes} bytes)` : ''}, manifest.json records ${this.artifact.sha256}${this.bytes !== this.artifact.size ? ` (${this.artifact.size} bytes)` : ''}`);
+      throw changed(
+        this.artifact,
+        `its sha256 is ${actual}${this.bytes !== this.artifact.size ? ` (${this.bytes} bytes)` : ''}, manifest.json records ${this.artifact.sha256}${this.bytes !== this.artifact.size ? ` (${this.artifact.size} bytes)` : ''}`,
+      );
     }
     this.result = Object.fromEntries([...this.extra].map(([a, h]) => [a, h.digest('hex')]));
     return this.result;
@@ -69,7 +81,12 @@ export function checkedStream(check: ArtifactCheck): Transform {
       cb(null, out);
     },
     flush(cb: TransformCallback) {
-      try { check.verify(); } catch (e) { cb(e as Error); return; }
+      try {
+        check.verify();
+      } catch (e) {
+        cb(e as Error);
+        return;
+      }
       cb(null, held);
     },
   });

@@ -11,7 +11,10 @@ export function safeUrl(url: string): string {
     const u = new URL(url);
     // Left as written when there is nothing to remove (toString would re-encode a key's characters).
     if (!u.username && !u.password && !u.search && !u.hash && !url.includes('?') && !url.includes('#')) return url;
-    u.username = ''; u.password = ''; u.search = ''; u.hash = '';
+    u.username = '';
+    u.password = '';
+    u.search = '';
+    u.hash = '';
     return u.toString();
   } catch {
     return url.replace(/[?#].*$/s, '').replace(/\/\/[^/@\s]*@/, '//');
@@ -59,7 +62,11 @@ export function isLoopbackHost(host: string): boolean {
  */
 export function cleartextWarning(url: string, what: string): string | undefined {
   let u: URL;
-  try { u = new URL(url); } catch { return undefined; }
+  try {
+    u = new URL(url);
+  } catch {
+    return undefined;
+  }
   if (u.protocol !== 'http:' || isLoopbackHost(u.hostname)) return undefined;
   return `${what} goes in clear over plain http to ${u.host} (${safeUrl(url)}): anyone on the network path can read it\n  fix: use an https:// endpoint`;
 }

@@ -11,10 +11,22 @@ import cliProgress from 'cli-progress';
 import type { Manifest, PublishedRecord } from '../artifacts/manifest.js';
 import { LayerStore } from '../cache/layers.js';
 import type { BuildEvent } from '../ui/events.js';
-import { publishTargetName, publishTargetSchema, publishTimeouts, type PublishTarget } from '../template/schema-publish.js';
+import {
+  publishTargetName,
+  publishTargetSchema,
+  publishTimeouts,
+  type PublishTarget,
+} from '../template/schema-publish.js';
 import { checkSize } from './integrity.js';
 import { cleartextWarning, safeUrl, scrubUrls } from './redact.js';
-import { PublishError, type CredentialDestination, type PublishArtifact, type PublishContext, type Publisher, type PublishResult } from './target.js';
+import {
+  PublishError,
+  type CredentialDestination,
+  type PublishArtifact,
+  type PublishContext,
+  type Publisher,
+  type PublishResult,
+} from './target.js';
 // Each target's SDK loads only when a build publishes to it: the AWS and Azure SDKs alone took
 // ~0.6 s of CPU to import, paid by every kiln command (validate, build without publish, --version).
 const publishers: Record<PublishTarget['type'], () => Promise<Publisher<never>>> = {
@@ -59,10 +71,17 @@ export class PublishFailed extends Error {}
 /** A target's record as the `published` event `kiln build` and `kiln publish --events=json` emit: no credentials, no settings. */
 export function publishedEvent(build: string, r: PublishedRecord): Extract<BuildEvent, { type: 'published' }> {
   return {
-    type: 'published', build, target: r.target, targetType: r.type, ok: r.status === 'published',
-    ...(r.location ? { location: r.location } : {}), ...(r.id ? { id: r.id } : {}),
+    type: 'published',
+    build,
+    target: r.target,
+    targetType: r.type,
+    ok: r.status === 'published',
+    ...(r.location ? { location: r.location } : {}),
+    ...(r.id ? { id: r.id } : {}),
     ...(r.remote_digest ? { remoteDigest: r.remote_digest } : {}),
-    ...(r.status === 'published' ? { unchanged: !!r.unchanged, bytesSent: r.bytes_sent ?? 0, ms: r.duration_ms ?? 0 } : {}),
+    ...(r.status === 'published'
+      ? { unchanged: !!r.unchanged, bytesSent: r.bytes_sent ?? 0, ms: r.duration_ms ?? 0 }
+      : {}),
     ...(r.error ? { error: r.error } : {}),
   };
 }
@@ -77,12 +96,22 @@ export function artifactFor(manifest: Manifest, target: PublishTarget, manifestF
   const candidates = manifest.artifacts.filter((a) => a.format === target.format);
   const a = candidates.find((c) => !c.compression) ?? candidates[0];
   if (!a) {
-    throw new PublishError(`publish target "${publishTargetName(target)}" needs a ${target.format} artifact, and ${manifestFile} lists ${manifest.artifacts.map((x) => x.format).join(', ') || 'none'}\n  fix: add "- format: ${target.format}" under the build's outputs`);
+    throw new PublishError(
+      `publish target "${publishTargetName(target)}" needs a ${target.format} artifact, and ${manifestFile} lists ${manifest.artifacts.map((x) => x.format).join(', ') || 'none'}\n  fix: add "- format: ${target.format}" under the build's outputs`,
+    );
   }
   if (a.compression) {
-    throw new PublishError(`publish target "${publishTargetName(target)}": the ${target.format} artifact ${a.name} is ${a.compression}-compressed, and the target needs the image itself\n  fix: set keep_input: true on the compress post-processor, or list formats: without ${target.format}`);
+    throw new PublishError(
+      `publish target "${publishTargetName(target)}": the ${target.format} artifact ${a.name} is ${a.compression}-compressed, and the target needs the image itself\n  fix: set keep_input: true on the compress post-processor, or list formats: without ${target.format}`,
+    );
   }
-  return { name: a.name, path: path.isAbsolute(a.path) ? a.path : path.resolve(path.dirname(manifestFile), a.path), format: a.format, size: a.size, sha256: a.sha256 };
+  return {
+    name: a.name,
+    path: path.isAbsolute(a.path) ? a.path : path.resolve(path.dirname(manifestFile), a.path),
+    format: a.format,
+    size: a.size,
+    sha256: a.sha256,
+  };
 }
 
 function readManifest(file: string): Manifest {
@@ -101,7 +130,11 @@ function writeManifest(file: string, m: Manifest): void {
  * build made, and without this the next identical build would rebuild instead of being up to date.
  * A manifest that was already changed by hand (or an output the store does not know) is left alone.
  */
-function cachedManifestWriter(manifestFile: string, manifest: Manifest, cacheDir: string | undefined): { write(m: Manifest): void } {
+function cachedManifestWriter(
+  manifestFile: string,
+  manifest: Manifest,
+  cacheDir: string | undefined,
+): { write(m: Manifest): void } {
   const key = manifest.cache?.artifact_key;
   const store = cacheDir && key ? new LayerStore(cacheDir) : undefined;
   const record = store && key ? store.artifactRecord(key) : undefined;
@@ -113,8 +146,20 @@ function cachedManifestWriter(manifestFile: string, manifest: Manifest, cacheDir
       if (!refresh) return;
       // Re-read before re-recording: another kiln may have changed the output meanwhile.
       const now = store!.artifactRecord(key!);
-      if (!now || !now.files.every((f) => path.resolve(f.path) === path.resolve(manifestFile) || LayerStore.untouched({ ...now, files: [f] }))) { refresh = false; return; }
-      store!.recordArtifacts(key!, now.outputDirectory, now.files.map((f) => f.path));
+      if (
+        !now ||
+        !now.files.every(
+          (f) => path.resolve(f.path) === path.resolve(manifestFile) || LayerStore.untouched({ ...now, files: [f] }),
+        )
+      ) {
+        refresh = false;
+        return;
+      }
+      store!.recordArtifacts(
+        key!,
+        now.outputDirectory,
+        now.files.map((f) => f.path),
+      );
     },
   };
 }
@@ -123,7 +168,9 @@ function cachedManifestWriter(manifestFile: string, manifest: Manifest, cacheDir
 export function recordedTargets(manifestFile: string): PublishTarget[] {
   const m = readManifest(manifestFile);
   if (!m.published?.length) {
-    throw new PublishError(`${manifestFile} records no publish targets (its build had no publish: list)\n  fix: add a publish: list to the build in ${m.template?.file ?? 'its template'} and build it again`);
+    throw new PublishError(
+      `${manifestFile} records no publish targets (its build had no publish: list)\n  fix: add a publish: list to the build in ${m.template?.file ?? 'its template'} and build it again`,
+    );
   }
   return m.published.map((r, i) => {
     const parsed = publishTargetSchema.safeParse(r.config);
@@ -131,17 +178,33 @@ export function recordedTargets(manifestFile: string): PublishTarget[] {
     // One line per problem, naming the field; the value is never repeated (it may hold a password).
     const issue = parsed.error.issues[0]!;
     const fix = (issue as { params?: { fix?: unknown } }).params?.fix;
-    throw new PublishError(`${manifestFile}: published[${i}].config.${issue.path.join('.')}: ${issue.message}\n  fix: ${typeof fix === 'string' ? fix : 'correct it in the template and build again (a manifest records the template\'s publish settings)'}`);
+    throw new PublishError(
+      `${manifestFile}: published[${i}].config.${issue.path.join('.')}: ${issue.message}\n  fix: ${typeof fix === 'string' ? fix : "correct it in the template and build again (a manifest records the template's publish settings)"}`,
+    );
   });
 }
 
-function progressReporter(opts: PublishOptions, label: string): { progress: (sent: number, total: number) => void; stop(): void } {
+function progressReporter(
+  opts: PublishOptions,
+  label: string,
+): { progress: (sent: number, total: number) => void; stop(): void } {
   if (opts.progress === 'bar') {
-    const bar = new cliProgress.SingleBar({ format: `${label} [{bar}] {percentage}% {value}/{total} bytes`, stream: process.stderr }, cliProgress.Presets.shades_classic);
+    const bar = new cliProgress.SingleBar(
+      { format: `${label} [{bar}] {percentage}% {value}/{total} bytes`, stream: process.stderr },
+      cliProgress.Presets.shades_classic,
+    );
     let started = false;
     return {
-      progress(sent, total) { if (!started) { bar.start(total, 0); started = true; } bar.update(Math.min(sent, total)); },
-      stop() { if (started) bar.stop(); },
+      progress(sent, total) {
+        if (!started) {
+          bar.start(total, 0);
+          started = true;
+        }
+        bar.update(Math.min(sent, total));
+      },
+      stop() {
+        if (started) bar.stop();
+      },
     };
   }
   if (opts.progress === 'none') return { progress() {}, stop() {} };
@@ -160,10 +223,22 @@ function progressReporter(opts: PublishOptions, label: string): { progress: (sen
 /** Whether `--allow-host` entries (host, host:port, or a URL) confirm `url`'s host. */
 export function hostAllowed(url: string, allow: string[]): boolean {
   let u: URL;
-  try { u = new URL(url); } catch { return false; }
+  try {
+    u = new URL(url);
+  } catch {
+    return false;
+  }
   return allow.some((a) => {
     const entry = a.trim().toLowerCase();
-    const host = /^[a-z][a-z0-9+.-]*:\/\//.test(entry) ? (() => { try { return new URL(entry).host; } catch { return entry; } })() : entry;
+    const host = /^[a-z][a-z0-9+.-]*:\/\//.test(entry)
+      ? (() => {
+          try {
+            return new URL(entry).host;
+          } catch {
+            return entry;
+          }
+        })()
+      : entry;
     return host === u.host.toLowerCase() || host === u.hostname.toLowerCase();
   });
 }
@@ -173,17 +248,31 @@ export function hostAllowed(url: string, allow: string[]): boolean {
  * warning (once per endpoint per run) when it crosses a network in clear, and, for `kiln publish`,
  * a refusal when the host comes from the manifest and was not confirmed with --allow-host.
  */
-function credentialGate(opts: PublishOptions, name: string, warned: Set<string>, manifestFile: string): (d: CredentialDestination) => void {
+function credentialGate(
+  opts: PublishOptions,
+  name: string,
+  warned: Set<string>,
+  manifestFile: string,
+): (d: CredentialDestination) => void {
   return (d) => {
     let host = d.url;
-    try { host = new URL(d.url).host; } catch { /* shown as given */ }
+    try {
+      host = new URL(d.url).host;
+    } catch {
+      /* shown as given */
+    }
     if (opts.allowHosts && d.hostFromSettings && !hostAllowed(d.url, opts.allowHosts)) {
-      throw new PublishError(`publish target "${name}": ${manifestFile} names ${d.kind} at ${host}, and kiln publish sends ${d.from} only to a host you confirm (a manifest is a file anyone who can write it may have edited)\n  fix: check the host is yours, then run kiln publish --allow-host ${host} ${manifestFile}`);
+      throw new PublishError(
+        `publish target "${name}": ${manifestFile} names ${d.kind} at ${host}, and kiln publish sends ${d.from} only to a host you confirm (a manifest is a file anyone who can write it may have edited)\n  fix: check the host is yours, then run kiln publish --allow-host ${host} ${manifestFile}`,
+      );
     }
     opts.log(`publish ${name}: sending credentials from ${d.from} to ${d.kind} at ${host}`);
     const warning = cleartextWarning(d.url, `${d.from} (for ${d.kind})`);
     const key = `${d.from} ${host}`;
-    if (warning && !warned.has(key)) { warned.add(key); opts.log(`warning: publish ${name}: ${warning}`); }
+    if (warning && !warned.has(key)) {
+      warned.add(key);
+      opts.log(`warning: publish ${name}: ${warning}`);
+    }
   };
 }
 
@@ -191,17 +280,33 @@ function credentialGate(opts: PublishOptions, name: string, warned: Set<string>,
  * Publishes to each target in turn, writing the manifest after each. Throws PublishFailed naming every
  * target that failed (the others are published and recorded).
  */
-export async function publishManifest(manifestFile: string, targets: PublishTarget[], opts: PublishOptions): Promise<PublishedRecord[]> {
+export async function publishManifest(
+  manifestFile: string,
+  targets: PublishTarget[],
+  opts: PublishOptions,
+): Promise<PublishedRecord[]> {
   const manifest = readManifest(manifestFile);
   const selected = opts.only?.length ? targets.filter((t) => opts.only!.includes(publishTargetName(t))) : targets;
   if (opts.only?.length) {
     const names = targets.map(publishTargetName);
     const unknown = opts.only.filter((o) => !names.includes(o));
-    if (unknown.length) throw new PublishError(`--only ${unknown.join(',')}: no such publish target in ${manifestFile} (it has ${names.join(', ')})\n  fix: name one of those`);
+    if (unknown.length)
+      throw new PublishError(
+        `--only ${unknown.join(',')}: no such publish target in ${manifestFile} (it has ${names.join(', ')})\n  fix: name one of those`,
+      );
   }
   const records: PublishedRecord[] = targets.map((t) => {
     const prev = manifest.published?.find((r) => r.target === publishTargetName(t));
-    return prev && !selected.includes(t) ? prev : { target: publishTargetName(t), type: t.type, format: t.format, status: 'pending', config: t as unknown as Record<string, unknown>, ...(opts.uefi ? { uefi: true } : {}) };
+    return prev && !selected.includes(t)
+      ? prev
+      : {
+          target: publishTargetName(t),
+          type: t.type,
+          format: t.format,
+          status: 'pending',
+          config: t as unknown as Record<string, unknown>,
+          ...(opts.uefi ? { uefi: true } : {}),
+        };
   });
   // `kiln publish` does not know the firmware: the build's publish step recorded it.
   const uefi = opts.uefi ?? manifest.published?.some((r) => r.uefi) ?? false;
@@ -219,8 +324,13 @@ export async function publishManifest(manifestFile: string, targets: PublishTarg
       const artifact = artifactFor(manifest, t, manifestFile);
       checkSize(artifact);
       const ctx: PublishContext = {
-        signal: opts.signal, env: opts.env ?? process.env, build: manifest.build, uefi, arch: manifest.arch ?? 'x86_64',
-        log: (m) => log(`publish ${name}: ${m}`), progress: reporter.progress,
+        signal: opts.signal,
+        env: opts.env ?? process.env,
+        build: manifest.build,
+        uefi,
+        arch: manifest.arch ?? 'x86_64',
+        log: (m) => log(`publish ${name}: ${m}`),
+        progress: reporter.progress,
         timeouts: publishTimeouts(t),
         credentialsTo: credentialGate({ ...opts, log }, name, warned, manifestFile),
       };
@@ -228,17 +338,28 @@ export async function publishManifest(manifestFile: string, targets: PublishTarg
       reporter.stop();
       const ms = Math.round(performance.now() - started);
       records[i] = {
-        target: name, type: t.type, format: t.format, status: 'published', artifact: artifact.name,
-        location: safeUrl(r.location), ...(r.id ? { id: r.id } : {}), remote_digest: r.remote_digest,
-        unchanged: r.unchanged, bytes_sent: r.bytes_sent, duration_ms: ms, published_at: new Date().toISOString(),
-        config: t as unknown as Record<string, unknown>, ...(uefi ? { uefi } : {}),
+        target: name,
+        type: t.type,
+        format: t.format,
+        status: 'published',
+        artifact: artifact.name,
+        location: safeUrl(r.location),
+        ...(r.id ? { id: r.id } : {}),
+        remote_digest: r.remote_digest,
+        unchanged: r.unchanged,
+        bytes_sent: r.bytes_sent,
+        duration_ms: ms,
+        published_at: new Date().toISOString(),
+        config: t as unknown as Record<string, unknown>,
+        ...(uefi ? { uefi } : {}),
       };
       if (!opts.onResult) log(publishedLine(records[i]!));
     } catch (e) {
       reporter.stop();
       if (opts.signal.aborted) {
         records[i] = { ...records[i]!, status: 'failed', error: 'interrupted' };
-        manifest.published = records; cached.write(manifest);
+        manifest.published = records;
+        cached.write(manifest);
         opts.onResult?.(records[i]!);
         throw e;
       }
@@ -250,7 +371,10 @@ export async function publishManifest(manifestFile: string, targets: PublishTarg
     cached.write(manifest);
     opts.onResult?.(records[i]!);
   }
-  if (!selected.length) { manifest.published = records; cached.write(manifest); }
+  if (!selected.length) {
+    manifest.published = records;
+    cached.write(manifest);
+  }
   if (failures.length) throw new PublishFailed(failures.join('\n'));
   return records;
 }

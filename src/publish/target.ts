@@ -66,9 +66,15 @@ export interface PublishResult {
 }
 
 /** A failure whose message is already the one clear line for the user (bad credentials, missing variable). */
-export class PublishError extends Error { override name = 'PublishError'; }
+export class PublishError extends Error {
+  override name = 'PublishError';
+}
 
-export type Publisher<T extends PublishTarget = PublishTarget> = (target: T, artifact: PublishArtifact, ctx: PublishContext) => Promise<PublishResult>;
+export type Publisher<T extends PublishTarget = PublishTarget> = (
+  target: T,
+  artifact: PublishArtifact,
+  ctx: PublishContext,
+) => Promise<PublishResult>;
 
 export interface RetryPolicy {
   /** Tries in all, the first included. */
@@ -92,19 +98,28 @@ export function retryDelay(retry: number, policy: RetryPolicy = defaultRetryPoli
  * asked before each retry (Glance: the image is back to queued), and `sleep` is the wait (tests).
  */
 export async function withRetries<R>(
-  what: string, ctx: Pick<PublishContext, 'signal' | 'log'>, fn: () => Promise<R>,
-  opts: Partial<RetryPolicy> & { stillRetryable?: () => Promise<boolean>; sleep?: (ms: number, signal: AbortSignal) => Promise<void> } = {},
+  what: string,
+  ctx: Pick<PublishContext, 'signal' | 'log'>,
+  fn: () => Promise<R>,
+  opts: Partial<RetryPolicy> & {
+    stillRetryable?: () => Promise<boolean>;
+    sleep?: (ms: number, signal: AbortSignal) => Promise<void>;
+  } = {},
 ): Promise<R> {
   const policy = { ...defaultRetryPolicy, ...opts };
   const sleep = opts.sleep ?? abortableSleep;
   for (let i = 1; ; i++) {
-    try { return await fn(); } catch (e) {
+    try {
+      return await fn();
+    } catch (e) {
       ctx.signal.throwIfAborted();
       if (i >= policy.attempts || !isTransient(e)) throw e;
       if (opts.stillRetryable && !(await opts.stillRetryable())) throw e;
       const delay = retryDelay(i, policy);
       const first = (e as Error).message.split('\n')[0]!;
-      ctx.log(`${first.startsWith(what) ? first : `${what}: ${first}`}; retrying in ${delay} ms (attempt ${i + 1} of ${policy.attempts})`);
+      ctx.log(
+        `${first.startsWith(what) ? first : `${what}: ${first}`}; retrying in ${delay} ms (attempt ${i + 1} of ${policy.attempts})`,
+      );
       await sleep(delay, ctx.signal);
     }
   }
@@ -112,15 +127,29 @@ export async function withRetries<R>(
 
 function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
-    if (signal.aborted) { reject(signal.reason); return; }
-    const t = setTimeout(() => { signal.removeEventListener('abort', onAbort); resolve(); }, ms);
-    const onAbort = () => { clearTimeout(t); reject(signal.reason); };
+    if (signal.aborted) {
+      reject(signal.reason);
+      return;
+    }
+    const t = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(t);
+      reject(signal.reason);
+    };
     signal.addEventListener('abort', onAbort, { once: true });
   });
 }
 
 export class HttpStatusError extends Error {
-  constructor(message: string, readonly status: number) { super(message); }
+  constructor(
+    message: string,
+    readonly status: number,
+  ) {
+    super(message);
+  }
 }
 
 /** A failure worth another try: a 5xx, 429 or 408 answer, or a connection reset/refused/timed out. */
@@ -130,5 +159,12 @@ export function isTransient(e: unknown): boolean {
   if ((e as { timedOut?: boolean })?.timedOut) return false;
   if (e instanceof HttpStatusError) return e.status >= 500 || e.status === 429 || e.status === 408;
   const code = (e as NodeJS.ErrnoException)?.code ?? (e as { cause?: NodeJS.ErrnoException })?.cause?.code;
-  return code === 'ECONNRESET' || code === 'ECONNREFUSED' || code === 'EPIPE' || code === 'ETIMEDOUT' || code === 'UND_ERR_SOCKET' || code === 'ECONNABORTED';
+  return (
+    code === 'ECONNRESET' ||
+    code === 'ECONNREFUSED' ||
+    code === 'EPIPE' ||
+    code === 'ETIMEDOUT' ||
+    code === 'UND_ERR_SOCKET' ||
+    code === 'ECONNABORTED'
+  );
 }

@@ -42,17 +42,30 @@ const AARCH64_TCG_CPU = 'cortex-a72';
 
 export const archProfiles: Readonly<Record<GuestArch, ArchProfile>> = {
   x86_64: {
-    arch: 'x86_64', qemuBinary: 'qemu-system-x86_64', qemuPackage: 'qemu-system-x86',
-    defaultMachine: 'pc', uefiOnly: false, firmwarePackage: 'ovmf',
-    diskInterfaces: ['virtio', 'virtio-scsi', 'ide', 'sata', 'scsi'], serialConsole: 'ttyS0',
-    ociArchitecture: 'amd64', glanceArchitecture: 'x86_64',
+    arch: 'x86_64',
+    qemuBinary: 'qemu-system-x86_64',
+    qemuPackage: 'qemu-system-x86',
+    defaultMachine: 'pc',
+    uefiOnly: false,
+    firmwarePackage: 'ovmf',
+    diskInterfaces: ['virtio', 'virtio-scsi', 'ide', 'sata', 'scsi'],
+    serialConsole: 'ttyS0',
+    ociArchitecture: 'amd64',
+    glanceArchitecture: 'x86_64',
   },
   aarch64: {
-    arch: 'aarch64', qemuBinary: 'qemu-system-aarch64', qemuPackage: 'qemu-system-arm',
-    defaultMachine: 'virt', machineFamily: /^virt(-.*)?$/, uefiOnly: true, firmwarePackage: 'qemu-efi-aarch64',
+    arch: 'aarch64',
+    qemuBinary: 'qemu-system-aarch64',
+    qemuPackage: 'qemu-system-arm',
+    defaultMachine: 'virt',
+    machineFamily: /^virt(-.*)?$/,
+    uefiOnly: true,
+    firmwarePackage: 'qemu-efi-aarch64',
     tcgCpuModel: AARCH64_TCG_CPU,
-    diskInterfaces: ['virtio', 'virtio-scsi', 'scsi'], serialConsole: 'ttyAMA0',
-    ociArchitecture: 'arm64', glanceArchitecture: 'aarch64',
+    diskInterfaces: ['virtio', 'virtio-scsi', 'scsi'],
+    serialConsole: 'ttyAMA0',
+    ociArchitecture: 'arm64',
+    glanceArchitecture: 'aarch64',
   },
 };
 
@@ -92,7 +105,11 @@ export interface ArchSettings {
   floppy_files: readonly string[];
 }
 
-export interface ArchProblem { field: keyof ArchSettings; message: string; fix: string }
+export interface ArchProblem {
+  field: keyof ArchSettings;
+  message: string;
+  fix: string;
+}
 
 /**
  * Fills in what the architecture decides when the template left it at kiln's (x86) default, and says
@@ -104,20 +121,40 @@ export function applyArchDefaults(s: ArchSettings, given: { firmware: boolean; m
   const p = archProfile(s.arch);
   const problems: ArchProblem[] = [];
   // x86_64 written out is the default: dropped, so it keys the same layers as a source that leaves it unset.
-  if (p.arch === 'x86_64') { delete s.arch; return problems; }
+  if (p.arch === 'x86_64') {
+    delete s.arch;
+    return problems;
+  }
   if (!given.machine) s.machine = p.defaultMachine;
   else if (p.machineFamily && !p.machineFamily.test(s.machine)) {
-    problems.push({ field: 'machine', message: `"${s.machine}" is not a QEMU machine for ${p.arch} guests`, fix: `remove machine (${p.arch} gets ${p.defaultMachine}), or name a ${p.defaultMachine} machine type (${p.qemuBinary} -machine help)` });
+    problems.push({
+      field: 'machine',
+      message: `"${s.machine}" is not a QEMU machine for ${p.arch} guests`,
+      fix: `remove machine (${p.arch} gets ${p.defaultMachine}), or name a ${p.defaultMachine} machine type (${p.qemuBinary} -machine help)`,
+    });
   }
   if (p.uefiOnly && s.firmware === 'bios') {
-    if (given.firmware) problems.push({ field: 'firmware', message: `${p.arch} guests boot UEFI only: there is no BIOS for them`, fix: 'remove firmware (it defaults to uefi for this arch), or set uefi or uefi-secure' });
+    if (given.firmware)
+      problems.push({
+        field: 'firmware',
+        message: `${p.arch} guests boot UEFI only: there is no BIOS for them`,
+        fix: 'remove firmware (it defaults to uefi for this arch), or set uefi or uefi-secure',
+      });
     else s.firmware = 'uefi';
   }
   if (!p.diskInterfaces.includes(s.disk_interface)) {
-    problems.push({ field: 'disk_interface', message: `the ${p.defaultMachine} machine of ${p.arch} guests has no ${s.disk_interface} controller`, fix: `use one of ${p.diskInterfaces.join(', ')}` });
+    problems.push({
+      field: 'disk_interface',
+      message: `the ${p.defaultMachine} machine of ${p.arch} guests has no ${s.disk_interface} controller`,
+      fix: `use one of ${p.diskInterfaces.join(', ')}`,
+    });
   }
   if (s.floppy_files.length > 0) {
-    problems.push({ field: 'floppy_files', message: `the ${p.defaultMachine} machine of ${p.arch} guests has no floppy drive`, fix: 'put the files on a CD instead (cd_files)' });
+    problems.push({
+      field: 'floppy_files',
+      message: `the ${p.defaultMachine} machine of ${p.arch} guests has no floppy drive`,
+      fix: 'put the files on a CD instead (cd_files)',
+    });
   }
   return problems;
 }

@@ -110,16 +110,38 @@ function diskArgs(disk: DiskSpec, index: number): string[][] {
     case 'ide':
       return [['-drive', `${opts.join(',')},if=ide`]];
     case 'virtio-scsi':
-      return [['-device', `virtio-scsi-pci,id=scsi${index}`], ['-drive', `${opts.join(',')},if=none`], ['-device', `scsi-hd,drive=${id},bus=scsi${index}.0`]];
+      return [
+        ['-device', `virtio-scsi-pci,id=scsi${index}`],
+        ['-drive', `${opts.join(',')},if=none`],
+        ['-device', `scsi-hd,drive=${id},bus=scsi${index}.0`],
+      ];
     case 'sata': // an AHCI controller of its own (QEMU has no if=sata)
-      return [['-device', `ahci,id=sata${index}`], ['-drive', `${opts.join(',')},if=none`], ['-device', `ide-hd,drive=${id},bus=sata${index}.0`]];
+      return [
+        ['-device', `ahci,id=sata${index}`],
+        ['-drive', `${opts.join(',')},if=none`],
+        ['-device', `ide-hd,drive=${id},bus=sata${index}.0`],
+      ];
     case 'scsi':
-      return [['-device', `lsi53c895a,id=scsi${index}`], ['-drive', `${opts.join(',')},if=none`], ['-device', `scsi-hd,drive=${id},bus=scsi${index}.0`]];
+      return [
+        ['-device', `lsi53c895a,id=scsi${index}`],
+        ['-drive', `${opts.join(',')},if=none`],
+        ['-device', `scsi-hd,drive=${id},bus=scsi${index}.0`],
+      ];
   }
 }
 
 /** Switches QEMU accepts many times: by default a qemu_args one is added beside kiln's. */
-const repeatable = new Set(['-device', '-drive', '-netdev', '-chardev', '-object', '-smbios', '-fw_cfg', '-global', '-nic']);
+const repeatable = new Set([
+  '-device',
+  '-drive',
+  '-netdev',
+  '-chardev',
+  '-object',
+  '-smbios',
+  '-fw_cfg',
+  '-global',
+  '-nic',
+]);
 
 /**
  * The flag under which a kiln default is replaced in Packer's rule, where it is not its own: the floppy
@@ -142,7 +164,11 @@ const optionItems = (value: string) => value.split(/(?<!,),(?!,)/);
 function withBuildDiskId(extras: readonly string[][], diskPath: string | undefined): string[][] {
   const out = extras.map((e) => [...e]);
   if (diskPath === undefined) return out;
-  const drive = out.find((e) => e[0] === '-drive' && optionItems(e[1] ?? '').some((o) => o === `file=${diskPath}` || o === `file=${escapeOption(diskPath)}`));
+  const drive = out.find(
+    (e) =>
+      e[0] === '-drive' &&
+      optionItems(e[1] ?? '').some((o) => o === `file=${diskPath}` || o === `file=${escapeOption(diskPath)}`),
+  );
   if (!drive) return out;
   const items = optionItems(drive[1]!);
   const old = items.find((o) => o.startsWith('id='))?.slice(3);
@@ -150,7 +176,10 @@ function withBuildDiskId(extras: readonly string[][], diskPath: string | undefin
   drive[1] = [...items.filter((o) => !o.startsWith('id=')), `id=${buildDiskDevice}`].join(',');
   if (old === undefined) return out;
   for (const e of out) {
-    if (e[0] === '-device' && e[1]) e[1] = optionItems(e[1]).map((o) => (o === `drive=${old}` ? `drive=${buildDiskDevice}` : o)).join(',');
+    if (e[0] === '-device' && e[1])
+      e[1] = optionItems(e[1])
+        .map((o) => (o === `drive=${old}` ? `drive=${buildDiskDevice}` : o))
+        .join(',');
   }
   return out;
 }
@@ -161,7 +190,10 @@ export function buildQemuArgGroups(vm: VmSpec): string[][] {
   // Groups kiln steers the VM with (never replaced in Packer's rule), and defaults filed under another flag.
   const controls = new Set<string[]>();
   const filedAs = new Map<string[], string>();
-  const control = (group: string[]) => { controls.add(group); g.push(group); };
+  const control = (group: string[]) => {
+    controls.add(group);
+    g.push(group);
+  };
   g.push(['-name', `${escapeOption(vm.name)},process=kiln-${escapeOption(vm.name)}`]);
   const smm = vm.firmware.type === 'uefi' && vm.firmware.smm === true;
   g.push(['-machine', smm ? `${vm.machine},smm=on` : vm.machine]);
@@ -179,15 +211,22 @@ export function buildQemuArgGroups(vm: VmSpec): string[][] {
   vm.disks.forEach((d, i) => {
     // A read-only disk is kiln's cloud-init seed (its SSH key): kept, as the SSH network is.
     for (const group of diskArgs(d, i)) {
-      if (d.readonly) control(group); else g.push(group);
+      if (d.readonly) control(group);
+      else g.push(group);
     }
   });
   // arm64's virt machine has no IDE: its CD-ROMs are SCSI CDs on a virtio-scsi controller of their own.
   const cdScsi = vm.arch !== undefined && vm.arch !== 'x86_64' && (vm.cdroms ?? []).length > 0;
   if (cdScsi) g.push(['-device', 'virtio-scsi-pci,id=cdscsi']);
   (vm.cdroms ?? []).forEach((iso, i) => {
-    if (!cdScsi) { g.push(['-drive', `file=${escapeOption(iso)},media=cdrom,readonly=on`]); return; }
-    g.push(['-drive', `file=${escapeOption(iso)},media=cdrom,readonly=on,if=none,id=cd${i}`], ['-device', `scsi-cd,drive=cd${i},bus=cdscsi.0`]);
+    if (!cdScsi) {
+      g.push(['-drive', `file=${escapeOption(iso)},media=cdrom,readonly=on`]);
+      return;
+    }
+    g.push(
+      ['-drive', `file=${escapeOption(iso)},media=cdrom,readonly=on,if=none,id=cd${i}`],
+      ['-device', `scsi-cd,drive=cd${i},bus=cdscsi.0`],
+    );
   });
   if (vm.floppy) {
     const floppy = ['-drive', `file=${escapeOption(vm.floppy)},if=floppy,format=raw`];
@@ -196,7 +235,9 @@ export function buildQemuArgGroups(vm: VmSpec): string[][] {
   }
   if (vm.net) {
     const fwd = vm.net.hostForwards.map((f) => `,hostfwd=tcp:127.0.0.1:${f.hostPort}-:${f.guestPort}`).join('');
-    const gfwd = (vm.net.guestForwards ?? []).map((f) => `,guestfwd=tcp:${f.guestIp}:${f.guestPort}-cmd:socat - TCP:127.0.0.1:${f.hostPort}`).join('');
+    const gfwd = (vm.net.guestForwards ?? [])
+      .map((f) => `,guestfwd=tcp:${f.guestIp}:${f.guestPort}-cmd:socat - TCP:127.0.0.1:${f.hostPort}`)
+      .join('');
     control(['-netdev', `user,id=net0${vm.net.restrict ? ',restrict=on' : ''}${fwd}${gfwd}`]);
     control(['-device', `${vm.net.device},netdev=net0`]);
   } else {
@@ -208,7 +249,10 @@ export function buildQemuArgGroups(vm: VmSpec): string[][] {
   if (vm.smbiosType1File) control(['-smbios', `file=${escapeOption(vm.smbiosType1File)}`]);
   control(['-qmp', `unix:${vm.qmpSocket},server=on,wait=off`]);
   if (vm.serial) {
-    control(['-chardev', `socket,id=serial0,path=${escapeOption(vm.serial.socket)},server=on,wait=off,logfile=${escapeOption(vm.serial.log)},logappend=on`]);
+    control([
+      '-chardev',
+      `socket,id=serial0,path=${escapeOption(vm.serial.socket)},server=on,wait=off,logfile=${escapeOption(vm.serial.log)},logappend=on`,
+    ]);
     control(['-serial', 'chardev:serial0']);
   } else {
     control(['-serial', 'none']);
@@ -239,7 +283,6 @@ export function buildQemuArgGroups(vm: VmSpec): string[][] {
   }
   return g;
 }
-
 
 export function buildQemuArgs(vm: VmSpec): string[] {
   const argv = buildQemuArgGroups(vm).flat();

@@ -40,11 +40,20 @@ export interface DriverOptions {
   /** Host ports the SSH forward may use, "2222" or "2222-2230", tried in order (default: a free port the kernel picks). */
   sshHostPorts?: string;
   /** What to call each setting in messages: the environment variable or option it came from (default: "options.<name>"). */
-  settingNames?: Partial<Record<'qemuBinary' | 'qemuImgBinary' | 'accelerator' | 'sshHostPorts' | `qemuBinaries.${Exclude<GuestArch, 'x86_64'>}`, string>>;
+  settingNames?: Partial<
+    Record<
+      'qemuBinary' | 'qemuImgBinary' | 'accelerator' | 'sshHostPorts' | `qemuBinaries.${Exclude<GuestArch, 'x86_64'>}`,
+      string
+    >
+  >;
 }
 
 /** Host ports pinned for the SSH forward, and the setting that pinned them (for messages). */
-export interface PinnedPorts { ports: number[]; spec: string; setting: string }
+export interface PinnedPorts {
+  ports: number[];
+  spec: string;
+  setting: string;
+}
 
 /** QEMU itself: checking it is there, the accelerator, the SSH forward's port, starting a VM, QMP. */
 export interface Hypervisor {
@@ -54,7 +63,13 @@ export interface Hypervisor {
    * Resolves `auto` (or a forced accelerator) to one that really runs a guest of `arch` (default x86_64)
    * here; probes are remembered per host boot. Another architecture than the host's gets TCG.
    */
-  chooseAccelerator(wanted: Accelerator | 'auto', probeImageDir: string, warn: (message: string) => void, signal?: AbortSignal, arch?: GuestArch): Promise<Accelerator>;
+  chooseAccelerator(
+    wanted: Accelerator | 'auto',
+    probeImageDir: string,
+    warn: (message: string) => void,
+    signal?: AbortSignal,
+    arch?: GuestArch,
+  ): Promise<Accelerator>;
   /** Ports pinned for the SSH forward, or undefined (freePort() then); throws on a malformed setting. */
   pinnedSshPorts(): PinnedPorts | undefined;
   /** The setting that pins them, for messages that suggest it. */
@@ -68,21 +83,33 @@ export interface Hypervisor {
   /** Connects to a starting QEMU's QMP socket (retried until it exists, or `timeoutMs`). */
   connectQmp(socketPath: string, timeoutMs: number): Promise<QmpClient>;
   /** Freezes the running VM's disk: a new overlay `overlay` on top of `active` (QMP blockdev-snapshot), no reboot. */
-  snapshotActiveDisk(qmp: QmpClient, active: string, overlay: string, virtualSize: number, nodeName: string): Promise<void>;
+  snapshotActiveDisk(
+    qmp: QmpClient,
+    active: string,
+    overlay: string,
+    virtualSize: number,
+    nodeName: string,
+  ): Promise<void>;
 }
 
 /** What a build holds: the hypervisor and the image tool. */
 export interface Driver extends Hypervisor, ImageTool {}
 
-const settingName = (opts: DriverOptions, key: keyof NonNullable<DriverOptions['settingNames']>) => opts.settingNames?.[key] ?? `options.${key}`;
+const settingName = (opts: DriverOptions, key: keyof NonNullable<DriverOptions['settingNames']>) =>
+  opts.settingNames?.[key] ?? `options.${key}`;
 
 /** The real driver: QEMU and qemu-img run as child processes (execa) that die with kiln. */
 export function createDriver(opts: DriverOptions = {}): Driver {
   const qemuBinary = opts.qemuBinary ?? defaultQemuBinary;
   // x86_64's is qemuBinary (KILN_QEMU); another architecture's its own setting, else arch.ts's emulator.
-  const binaryFor = (arch: GuestArch = 'x86_64') => (arch === 'x86_64' ? qemuBinary : opts.qemuBinaries?.[arch] ?? archProfile(arch).qemuBinary);
-  const binarySetting = (arch: GuestArch = 'x86_64') => (arch === 'x86_64' ? settingName(opts, 'qemuBinary') : settingName(opts, `qemuBinaries.${arch}`));
-  const qemuImg = new QemuImg(opts.qemuImgBinary ?? defaultQemuImgBinary, { setting: settingName(opts, 'qemuImgBinary'), setBySetting: opts.qemuImgBinary !== undefined });
+  const binaryFor = (arch: GuestArch = 'x86_64') =>
+    arch === 'x86_64' ? qemuBinary : (opts.qemuBinaries?.[arch] ?? archProfile(arch).qemuBinary);
+  const binarySetting = (arch: GuestArch = 'x86_64') =>
+    arch === 'x86_64' ? settingName(opts, 'qemuBinary') : settingName(opts, `qemuBinaries.${arch}`);
+  const qemuImg = new QemuImg(opts.qemuImgBinary ?? defaultQemuImgBinary, {
+    setting: settingName(opts, 'qemuImgBinary'),
+    setBySetting: opts.qemuImgBinary !== undefined,
+  });
   const accelSettings = {
     qemuBinary,
     memoDir: opts.acceleratorCacheDir ?? defaultAcceleratorMemoDir(undefined),
@@ -90,12 +117,22 @@ export function createDriver(opts: DriverOptions = {}): Driver {
     forcedSetting: settingName(opts, 'accelerator'),
   };
   return {
-    requireQemu: (arch = 'x86_64') => requireExecutable({
-      binary: binaryFor(arch), name: archProfile(arch).qemuBinary, aptPackage: archProfile(arch).qemuPackage,
-      setting: binarySetting(arch), setBySetting: arch === 'x86_64' ? opts.qemuBinary !== undefined : opts.qemuBinaries?.[arch] !== undefined,
-    }),
+    requireQemu: (arch = 'x86_64') =>
+      requireExecutable({
+        binary: binaryFor(arch),
+        name: archProfile(arch).qemuBinary,
+        aptPackage: archProfile(arch).qemuPackage,
+        setting: binarySetting(arch),
+        setBySetting: arch === 'x86_64' ? opts.qemuBinary !== undefined : opts.qemuBinaries?.[arch] !== undefined,
+      }),
     chooseAccelerator: (wanted, probeImageDir, warn, signal, arch = 'x86_64') =>
-      chooseAccelerator(wanted, probeImageDir, warn, { ...accelSettings, qemuBinary: binaryFor(arch), guestArch: arch }, signal),
+      chooseAccelerator(
+        wanted,
+        probeImageDir,
+        warn,
+        { ...accelSettings, qemuBinary: binaryFor(arch), guestArch: arch },
+        signal,
+      ),
     pinnedSshPorts: () => {
       if (!opts.sshHostPorts) return undefined;
       const setting = settingName(opts, 'sshHostPorts');
@@ -110,8 +147,13 @@ export function createDriver(opts: DriverOptions = {}): Driver {
       await qemuImg.createOverlayUnsafe(active, overlay, virtualSize);
       // The overlay keeps the build disk's discard/zero handling, or fstrim later would not shrink it.
       await qmp.execute('blockdev-add', {
-        driver: 'qcow2', 'node-name': nodeName, file: { driver: 'file', filename: overlay },
-        backing: null, discard: 'unmap', 'detect-zeroes': 'unmap', cache: { 'no-flush': true },
+        driver: 'qcow2',
+        'node-name': nodeName,
+        file: { driver: 'file', filename: overlay },
+        backing: null,
+        discard: 'unmap',
+        'detect-zeroes': 'unmap',
+        cache: { 'no-flush': true },
       });
       await qmp.execute('blockdev-snapshot', { node: buildDiskDevice, overlay: nodeName });
     },
@@ -132,6 +174,12 @@ export function driverOptionsFromEnv(env: NodeJS.ProcessEnv = process.env): Driv
     accelerator: env.KILN_ACCELERATOR,
     acceleratorCacheDir: env.KILN_ACCEL_CACHE || defaultAcceleratorMemoDir(env.XDG_RUNTIME_DIR),
     sshHostPorts: env.KILN_SSH_HOST_PORTS,
-    settingNames: { qemuBinary: 'KILN_QEMU', 'qemuBinaries.aarch64': 'KILN_QEMU_AARCH64', qemuImgBinary: 'KILN_QEMU_IMG', accelerator: 'KILN_ACCELERATOR', sshHostPorts: 'KILN_SSH_HOST_PORTS' },
+    settingNames: {
+      qemuBinary: 'KILN_QEMU',
+      'qemuBinaries.aarch64': 'KILN_QEMU_AARCH64',
+      qemuImgBinary: 'KILN_QEMU_IMG',
+      accelerator: 'KILN_ACCELERATOR',
+      sshHostPorts: 'KILN_SSH_HOST_PORTS',
+    },
   };
 }

@@ -50,21 +50,41 @@ export function listDescriptors(dirs: readonly string[]): string[] {
   const byName = new Map<string, string>();
   for (const dir of dirs) {
     let names: string[];
-    try { names = readdirSync(dir); } catch { continue; }
+    try {
+      names = readdirSync(dir);
+    } catch {
+      continue;
+    }
     for (const name of names.filter((n) => n.endsWith('.json'))) byName.set(name, path.join(dir, name));
   }
-  return [...byName.keys()].sort().map((n) => byName.get(n)!)
-    // An empty file masks the same name from a lower directory (how an admin turns one off).
-    .filter((f) => { try { return statSync(f).size > 0; } catch { return false; } });
+  return (
+    [...byName.keys()]
+      .sort()
+      .map((n) => byName.get(n)!)
+      // An empty file masks the same name from a lower directory (how an admin turns one off).
+      .filter((f) => {
+        try {
+          return statSync(f).size > 0;
+        } catch {
+          return false;
+        }
+      })
+  );
 }
 
 function fail(file: string, field: string, why: string): never {
-  throw new Error(`${file}: ${field}: ${why}\n  fix: this is not a QEMU firmware descriptor kiln can use; point firmware: at a descriptor with interface-types, mapping.executable.filename and targets (see /usr/share/qemu/firmware/*.json)`);
+  throw new Error(
+    `${file}: ${field}: ${why}\n  fix: this is not a QEMU firmware descriptor kiln can use; point firmware: at a descriptor with interface-types, mapping.executable.filename and targets (see /usr/share/qemu/firmware/*.json)`,
+  );
 }
 
 export function parseDescriptor(file: string, text: string): FirmwareDescriptor {
   let j: Record<string, unknown>;
-  try { j = JSON.parse(text) as Record<string, unknown>; } catch (e) { return fail(file, 'JSON', (e as Error).message); }
+  try {
+    j = JSON.parse(text) as Record<string, unknown>;
+  } catch (e) {
+    return fail(file, 'JSON', (e as Error).message);
+  }
   const strings = (v: unknown, field: string): string[] => {
     if (!Array.isArray(v) || !v.every((s) => typeof s === 'string')) fail(file, field, 'expected a list of strings');
     return v as string[];
@@ -79,7 +99,8 @@ export function parseDescriptor(file: string, text: string): FirmwareDescriptor 
   if (device === 'flash' && !code) fail(file, 'mapping.executable.filename', 'missing');
   if (!Array.isArray(j.targets)) fail(file, 'targets', 'expected a list');
   const targets = (j.targets as Record<string, unknown>[]).map((t, i) => ({
-    architecture: typeof t.architecture === 'string' ? t.architecture : fail(file, `targets[${i}].architecture`, 'missing'),
+    architecture:
+      typeof t.architecture === 'string' ? t.architecture : fail(file, `targets[${i}].architecture`, 'missing'),
     machines: strings(t.machines, `targets[${i}].machines`),
   }));
   return {
@@ -108,7 +129,12 @@ function canonicalMachine(machine: string): string {
 
 /** fnmatch-style glob: * and ? only (all the descriptors use). */
 function globMatch(glob: string, value: string): boolean {
-  const re = new RegExp(`^${glob.split('').map((c) => (c === '*' ? '.*' : c === '?' ? '.' : c.replace(/[.+^${}()|[\]\\]/g, '\\$&'))).join('')}$`);
+  const re = new RegExp(
+    `^${glob
+      .split('')
+      .map((c) => (c === '*' ? '.*' : c === '?' ? '.' : c.replace(/[.+^${}()|[\]\\]/g, '\\$&')))
+      .join('')}$`,
+  );
   return re.test(value);
 }
 
@@ -118,14 +144,21 @@ export function targetsMachine(d: FirmwareDescriptor, arch: string, machine: str
 }
 
 /** Why this descriptor does not fit the request, or undefined if it does. */
-function mismatch(d: FirmwareDescriptor, want: 'uefi' | 'uefi-secure' | 'any', arch: string, machine: string): string | undefined {
+function mismatch(
+  d: FirmwareDescriptor,
+  want: 'uefi' | 'uefi-secure' | 'any',
+  arch: string,
+  machine: string,
+): string | undefined {
   if (!d.interfaceTypes.includes('uefi')) return `interface ${d.interfaceTypes.join('/') || 'none'}, not uefi`;
   if (d.device !== 'flash' || !d.varsTemplate) return 'not a flash firmware with an nvram-template';
-  if (!targetsMachine(d, arch, machine)) return `targets ${d.targets.map((t) => `${t.architecture} ${t.machines.join('/')}`).join(', ')}, not ${arch} ${machine}`;
+  if (!targetsMachine(d, arch, machine))
+    return `targets ${d.targets.map((t) => `${t.architecture} ${t.machines.join('/')}`).join(', ')}, not ${arch} ${machine}`;
   const sb = d.features.includes('secure-boot');
   // Plain uefi: Secure Boot off, so unsigned bootloaders (every self-built image) boot.
   if (want === 'uefi' && sb) return 'has secure-boot';
-  if (want === 'uefi-secure' && !(sb && d.features.includes('enrolled-keys'))) return 'lacks secure-boot with enrolled-keys';
+  if (want === 'uefi-secure' && !(sb && d.features.includes('enrolled-keys')))
+    return 'lacks secure-boot with enrolled-keys';
   return undefined;
 }
 
@@ -151,22 +184,43 @@ export function resolveFirmware(req: FirmwareRequest, o: ResolveOptions): Resolv
   for (const machine of machines) {
     for (const file of files) {
       let text: string;
-      try { text = read(file); } catch (e) {
-        if (req.kind === 'descriptor') throw new Error(`firmware: ${file}: cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})\n  fix: give the path of a QEMU firmware descriptor (JSON), or firmware: uefi to let kiln pick one from ${dirs.join(', ')}`);
+      try {
+        text = read(file);
+      } catch (e) {
+        if (req.kind === 'descriptor')
+          throw new Error(
+            `firmware: ${file}: cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})\n  fix: give the path of a QEMU firmware descriptor (JSON), or firmware: uefi to let kiln pick one from ${dirs.join(', ')}`,
+          );
         continue;
       }
       const d = parseDescriptor(file, text);
       const no = mismatch(d, want, o.arch, machine);
-      if (no) { if (machine === o.machine) why.push(`${path.basename(file)}: ${no}`); continue; }
+      if (no) {
+        if (machine === o.machine) why.push(`${path.basename(file)}: ${no}`);
+        continue;
+      }
       // SMM is q35's: a pc template reaches this with machine q35 only when no pc firmware fitted.
       const smm = d.features.includes('requires-smm');
       return {
-        descriptor: file, description: d.description, code: d.code, varsTemplate: d.varsTemplate!, machine: machine === o.machine ? o.machine : 'q35',
-        smm, secureBoot: d.features.includes('secure-boot'), enrolledKeys: d.features.includes('enrolled-keys'),
+        descriptor: file,
+        description: d.description,
+        code: d.code,
+        varsTemplate: d.varsTemplate!,
+        machine: machine === o.machine ? o.machine : 'q35',
+        smm,
+        secureBoot: d.features.includes('secure-boot'),
+        enrolledKeys: d.features.includes('enrolled-keys'),
       };
     }
   }
-  const asked = req.kind === 'descriptor' ? `descriptor ${req.file}` : req.kind === 'uefi' ? 'UEFI without Secure Boot' : 'UEFI with Secure Boot and enrolled keys';
+  const asked =
+    req.kind === 'descriptor'
+      ? `descriptor ${req.file}`
+      : req.kind === 'uefi'
+        ? 'UEFI without Secure Boot'
+        : 'UEFI with Secure Boot and enrolled keys';
   const where = req.kind === 'descriptor' ? '' : ` in ${dirs.join(', ')}`;
-  throw new Error(`firmware: ${req.kind === 'descriptor' ? req.file : req.kind}: no QEMU firmware descriptor${where} offers ${asked} for ${o.arch} machine ${o.machine}${why.length ? `:\n    ${why.join('\n    ')}` : ' (none found)'}\n  fix: apt-get install ${archProfiles[o.arch as GuestArch]?.firmwarePackage ?? 'ovmf'} (it ships the descriptors; make setup does it), set machine: q35 for a firmware that needs SMM, or point firmware: at a descriptor file`);
+  throw new Error(
+    `firmware: ${req.kind === 'descriptor' ? req.file : req.kind}: no QEMU firmware descriptor${where} offers ${asked} for ${o.arch} machine ${o.machine}${why.length ? `:\n    ${why.join('\n    ')}` : ' (none found)'}\n  fix: apt-get install ${archProfiles[o.arch as GuestArch]?.firmwarePackage ?? 'ovmf'} (it ships the descriptors; make setup does it), set machine: q35 for a firmware that needs SMM, or point firmware: at a descriptor file`,
+  );
 }

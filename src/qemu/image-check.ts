@@ -23,9 +23,12 @@ const headBytes = 0x8006;
 /** Formats whose data lives in the image's own file, so `qemu-img map` offsets can be compared with its size (not vmdk: its extents may be other files). */
 const singleFileFormats = new Set(['qcow2', 'qed', 'vdi', 'vhdx', 'vpc']);
 
-const notBootable = (file: string, why: string, fix: string) => new BaseImageError(`base image ${file} is not a bootable disk image: ${why}\n  fix: ${fix}`);
-const damaged = (file: string, what: string, fix: string) => new BaseImageError(`base image ${file} is damaged: ${what}\n  fix: ${fix}`);
-const fetchAgain = 'copy or download it again (an interrupted copy or download leaves a short file), and check it against its published checksum';
+const notBootable = (file: string, why: string, fix: string) =>
+  new BaseImageError(`base image ${file} is not a bootable disk image: ${why}\n  fix: ${fix}`);
+const damaged = (file: string, what: string, fix: string) =>
+  new BaseImageError(`base image ${file} is damaged: ${what}\n  fix: ${fix}`);
+const fetchAgain =
+  'copy or download it again (an interrupted copy or download leaves a short file), and check it against its published checksum';
 
 function readHead(file: string): Buffer {
   const head = Buffer.alloc(headBytes);
@@ -48,12 +51,15 @@ function bootSectorProblem(head: Buffer): { why: string; fix: string } | undefin
   const gptAt = (offset: number) => head.subarray(offset, offset + 8).toString('latin1') === 'EFI PART';
   if (gptAt(512) || gptAt(4096)) return undefined;
   if (head.subarray(0x8001, 0x8006).toString('latin1') === 'CD001') {
-    return { why: 'it is an ISO 9660 CD image without a hybrid boot sector, which boots from a CD drive, not from a disk', fix: 'give it as iso: (an installer to boot from CD) instead of base_image' };
+    return {
+      why: 'it is an ISO 9660 CD image without a hybrid boot sector, which boots from a CD drive, not from a disk',
+      fix: 'give it as iso: (an installer to boot from CD) instead of base_image',
+    };
   }
   const none = 'no MBR boot signature (0x55AA at byte 510) and no GPT header ("EFI PART" at LBA 1)';
   return {
     why: head.subarray(0, 512).every((b) => b === 0) ? `its first sector is blank: ${none}` : `it has ${none}`,
-    fix: 'point base_image at a whole bootable disk (e.g. a distribution\'s cloud image); a file system image or a blank disk has no boot loader',
+    fix: "point base_image at a whole bootable disk (e.g. a distribution's cloud image); a file system image or a blank disk has no boot loader",
   };
 }
 
@@ -65,10 +71,18 @@ const qemuImgReason = (detail: string) => detail.replace(/^(qemu-img: )?(Could n
  * and how to fix it. `bootSectorRequired` is false when QEMU boots a kernel directly (-kernel in
  * qemu_args), so a raw file system image without a boot sector is fine.
  */
-export async function checkBaseImage(file: string, opts: { bootSectorRequired: boolean; signal?: AbortSignal; qemuImg?: QemuImg }): Promise<CheckedBaseImage> {
+export async function checkBaseImage(
+  file: string,
+  opts: { bootSectorRequired: boolean; signal?: AbortSignal; qemuImg?: QemuImg },
+): Promise<CheckedBaseImage> {
   const qemuImg = opts.qemuImg ?? new QemuImg();
   const size = statSync(file).size;
-  if (size === 0) throw notBootable(file, 'the file is empty', `point base_image at a disk image (qcow2, raw, vmdk...); ${fetchAgain}`);
+  if (size === 0)
+    throw notBootable(
+      file,
+      'the file is empty',
+      `point base_image at a disk image (qcow2, raw, vmdk...); ${fetchAgain}`,
+    );
   const head = readHead(file);
   let info;
   try {
@@ -77,22 +91,38 @@ export async function checkBaseImage(file: string, opts: { bootSectorRequired: b
     if (!(e instanceof QemuImgError)) throw e;
     // QEMU's image locking: another VM or qemu-img has it open for writing; the file may be sound.
     if (/Failed to get .* lock/.test(e.detail)) {
-      throw new BaseImageError(`base image ${file} is in use by another process: ${qemuImgReason(e.detail).split('\n')[0]}\n  fix: stop the VM or program that has it open for writing, or give kiln a copy`);
+      throw new BaseImageError(
+        `base image ${file} is in use by another process: ${qemuImgReason(e.detail).split('\n')[0]}\n  fix: stop the VM or program that has it open for writing, or give kiln a copy`,
+      );
     }
     throw damaged(file, `qemu-img cannot open it: ${qemuImgReason(e.detail)}`, fetchAgain);
   }
   if (info.format === 'raw' && isText(head)) {
     const start = head.toString('utf8').trim().split('\n')[0]!.slice(0, 60);
-    throw notBootable(file, `it is a text file, starting "${start}"`, 'point base_image at a disk image (qcow2, raw, vmdk...); if it was downloaded, the server sent a page or a message instead of the image');
+    throw notBootable(
+      file,
+      `it is a text file, starting "${start}"`,
+      'point base_image at a disk image (qcow2, raw, vmdk...); if it was downloaded, the server sent a page or a message instead of the image',
+    );
   }
   if (info.virtualSize < minimumDiskBytes) {
-    throw notBootable(file, `its disk is only ${formatBytes(info.virtualSize)}, too small to hold an operating system`, `point base_image at a whole disk image; ${fetchAgain}`);
+    throw notBootable(
+      file,
+      `its disk is only ${formatBytes(info.virtualSize)}, too small to hold an operating system`,
+      `point base_image at a whole disk image; ${fetchAgain}`,
+    );
   }
   if (info.backingFile) {
-    throw new BaseImageError(`base image ${file} has a backing file (${info.backingFile}), which kiln does not follow\n  fix: give kiln a self-contained image: qemu-img convert -O ${info.format} ${file} <new file>`);
+    throw new BaseImageError(
+      `base image ${file} has a backing file (${info.backingFile}), which kiln does not follow\n  fix: give kiln a self-contained image: qemu-img convert -O ${info.format} ${file} <new file>`,
+    );
   }
   if (info.dirty) {
-    throw damaged(file, `its ${info.format} dirty flag is set: the QEMU that last wrote it stopped without closing it, so its reference counts are stale`, `repair it with \`qemu-img check -r all ${file}\`, or copy it again from its source`);
+    throw damaged(
+      file,
+      `its ${info.format} dirty flag is set: the QEMU that last wrote it stopped without closing it, so its reference counts are stale`,
+      `repair it with \`qemu-img check -r all ${file}\`, or copy it again from its source`,
+    );
   }
   if (info.format === 'raw') {
     const problem = opts.bootSectorRequired ? bootSectorProblem(head) : undefined;
@@ -101,7 +131,12 @@ export async function checkBaseImage(file: string, opts: { bootSectorRequired: b
   }
   if (singleFileFormats.has(info.format)) {
     const end = await qemuImg.dataEnd(file, info.format, opts.signal);
-    if (end > size) throw damaged(file, `its ${info.format} data reaches byte ${end} but the file has ${size} bytes: it was cut short`, fetchAgain);
+    if (end > size)
+      throw damaged(
+        file,
+        `its ${info.format} data reaches byte ${end} but the file has ${size} bytes: it was cut short`,
+        fetchAgain,
+      );
   }
   const check = await qemuImg.checkReport(file, info.format, opts.signal);
   const fullReport = `\`qemu-img check -f ${info.format} ${file}\` lists every problem`;
@@ -110,11 +145,24 @@ export async function checkBaseImage(file: string, opts: { bootSectorRequired: b
     case 63: // the format has no consistency check
       return { format: info.format, warnings: [] };
     case 3:
-      return { format: info.format, warnings: [`base image ${file}: qemu-img check found ${check.leaks} leaked cluster(s): wasted space in the file, harmless to its data`] };
+      return {
+        format: info.format,
+        warnings: [
+          `base image ${file}: qemu-img check found ${check.leaks} leaked cluster(s): wasted space in the file, harmless to its data`,
+        ],
+      };
     case 2:
-      throw damaged(file, `qemu-img check found ${check.corruptions} corruption(s), the first: ${check.messages[0] ?? '(none printed)'}`, `${fetchAgain}; ${fullReport}`);
+      throw damaged(
+        file,
+        `qemu-img check found ${check.corruptions} corruption(s), the first: ${check.messages[0] ?? '(none printed)'}`,
+        `${fetchAgain}; ${fullReport}`,
+      );
     default:
       // Its first error and its final word; a badly damaged image can print thousands of lines between.
-      throw damaged(file, `qemu-img check could not finish: ${[...new Set([check.messages[0], check.messages.at(-1)])].filter(Boolean).join('; ') || `exit status ${check.exitCode}`}`, `${fetchAgain}; ${fullReport}`);
+      throw damaged(
+        file,
+        `qemu-img check could not finish: ${[...new Set([check.messages[0], check.messages.at(-1)])].filter(Boolean).join('; ') || `exit status ${check.exitCode}`}`,
+        `${fetchAgain}; ${fullReport}`,
+      );
   }
 }

@@ -8,7 +8,13 @@ import type { CheckReport, ConvertOptions, ImageInfo, QemuImg } from './qemu-img
 
 export interface ImageTool {
   imageInfo(file: string, format?: string, shared?: boolean, signal?: AbortSignal): Promise<ImageInfo>;
-  createOverlay(base: string, baseFormat: string, overlay: string, sizeBytes?: number, signal?: AbortSignal): Promise<void>;
+  createOverlay(
+    base: string,
+    baseFormat: string,
+    overlay: string,
+    sizeBytes?: number,
+    signal?: AbortSignal,
+  ): Promise<void>;
   createBlank(file: string, sizeBytes: number, signal?: AbortSignal): Promise<void>;
   resize(file: string, format: string, sizeBytes: number, signal?: AbortSignal): Promise<void>;
   convert(src: string, srcFormat: string, dst: string, dstFormat: string, opts?: ConvertOptions): Promise<void>;

@@ -2,7 +2,10 @@
 import os from 'node:os';
 import { formatBytes } from '../util/units.js';
 
-export interface HostMemory { totalBytes: number; freeBytes: number }
+export interface HostMemory {
+  totalBytes: number;
+  freeBytes: number;
+}
 
 /** This machine's RAM and what is free of it now (Linux: MemAvailable). */
 export const hostMemory = (): HostMemory => ({ totalBytes: os.totalmem(), freeBytes: os.freemem() });
@@ -13,7 +16,10 @@ export const hostMemory = (): HostMemory => ({ totalBytes: os.totalmem(), freeBy
  * More than what is free now usually starts (Linux gives pages as the guest touches them) but may push
  * the host into swap or the OOM killer mid-build: a warning.
  */
-export function memoryFit(mib: number, host: HostMemory = hostMemory()): { error?: { message: string; fix: string }; warning?: string } {
+export function memoryFit(
+  mib: number,
+  host: HostMemory = hostMemory(),
+): { error?: { message: string; fix: string }; warning?: string } {
   const bytes = mib * 2 ** 20;
   const suggested = Math.max(64, Math.floor(host.totalBytes / 2 / 2 ** 20 / 64) * 64);
   const asked = `${mib} MiB (${formatBytes(bytes)})`;
@@ -26,7 +32,9 @@ export function memoryFit(mib: number, host: HostMemory = hostMemory()): { error
     };
   }
   if (bytes > host.freeBytes) {
-    return { warning: `${asked} is more than this host's free memory now (${formatBytes(host.freeBytes)} of ${formatBytes(host.totalBytes)}): the build may swap or be killed; lower memory (e.g. ${Math.max(64, Math.floor(host.freeBytes / 2 ** 20 / 64) * 64)}) or free memory first` };
+    return {
+      warning: `${asked} is more than this host's free memory now (${formatBytes(host.freeBytes)} of ${formatBytes(host.totalBytes)}): the build may swap or be killed; lower memory (e.g. ${Math.max(64, Math.floor(host.freeBytes / 2 ** 20 / 64) * 64)}) or free memory first`,
+    };
   }
   return {};
 }

@@ -19,7 +19,9 @@ export function pinnedSshPorts(spec: string, setting = 'KILN_SSH_HOST_PORTS'): n
   const lo = Number(m?.[1]);
   const hi = Number(m?.[2] ?? m?.[1]);
   if (!m || lo < 1 || hi > 65535 || lo > hi) {
-    throw new Error(`${setting}=${spec} is not a port or a range of ports\n  fix: give one port (2222) or a range (2222-2230), or unset it to let kiln pick a free port`);
+    throw new Error(
+      `${setting}=${spec} is not a port or a range of ports\n  fix: give one port (2222) or a range (2222-2230), or unset it to let kiln pick a free port`,
+    );
   }
   return Array.from({ length: hi - lo + 1 }, (_, i) => lo + i);
 }
@@ -28,7 +30,9 @@ export function pinnedSshPorts(spec: string, setting = 'KILN_SSH_HOST_PORTS'): n
 export function portInUse(port: number): Promise<boolean> {
   return new Promise((resolve, reject) => {
     const s = net.createServer();
-    s.once('error', (e: NodeJS.ErrnoException) => (e.code === 'EADDRINUSE' || e.code === 'EACCES' ? resolve(true) : reject(e)));
+    s.once('error', (e: NodeJS.ErrnoException) =>
+      e.code === 'EADDRINUSE' || e.code === 'EACCES' ? resolve(true) : reject(e),
+    );
     s.listen(port, '127.0.0.1', () => s.close(() => resolve(false)));
   });
 }

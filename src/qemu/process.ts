@@ -11,9 +11,19 @@ export const defaultQemuBinary = 'qemu-system-x86_64';
 
 /** The executable `file` names (a path, or a name looked up on PATH), or undefined. */
 export function findExecutable(file: string): string | undefined {
-  const candidates = file.includes('/') ? [file] : (process.env.PATH ?? '').split(path.delimiter).filter(Boolean).map((d) => path.join(d, file));
+  const candidates = file.includes('/')
+    ? [file]
+    : (process.env.PATH ?? '')
+        .split(path.delimiter)
+        .filter(Boolean)
+        .map((d) => path.join(d, file));
   return candidates.find((c) => {
-    try { accessSync(c, constants.X_OK); return statSync(c).isFile(); } catch { return false; }
+    try {
+      accessSync(c, constants.X_OK);
+      return statSync(c).isFile();
+    } catch {
+      return false;
+    }
   });
 }
 
@@ -39,7 +49,9 @@ export function requireExecutable(tool: ToolSetting): void {
   const problem = tool.setBySetting
     ? `${tool.name} not found: ${tool.binary} (set by ${tool.setting}) does not exist or is not executable`
     : `${tool.name} not found: ${tool.binary} is not on PATH`;
-  throw new Error(`${problem}\n  fix: apt-get install ${tool.aptPackage} (make setup does it), or set ${tool.setting} to the path of ${tool.name}`);
+  throw new Error(
+    `${problem}\n  fix: apt-get install ${tool.aptPackage} (make setup does it), or set ${tool.setting} to the path of ${tool.name}`,
+  );
 }
 
 /**
@@ -54,7 +66,11 @@ export function diesWithKiln(file: string, args: string[]): [string, string[]] {
   return setpriv ? [setpriv, ['--pdeathsig', 'SIGKILL', '--', file, ...args]] : [file, args];
 }
 
-export interface QemuExit { code: number | null; signal: string | null; stderr: string }
+export interface QemuExit {
+  code: number | null;
+  signal: string | null;
+  stderr: string;
+}
 
 /** A running QEMU, as the build sees it: its exit, its last words on stderr, and how to stop it. */
 export interface QemuProcess {
@@ -77,27 +93,42 @@ class QemuChild implements QemuProcess {
   private exitInfo?: QemuExit;
   private stderrTail = '';
 
-  constructor(private readonly child: ResultPromise, readonly argv: string[]) {
+  constructor(
+    private readonly child: ResultPromise,
+    readonly argv: string[],
+  ) {
     child.stderr?.setEncoding('utf8');
-    child.stderr?.on('data', (s: string) => { this.stderrTail = (this.stderrTail + s).slice(-8192); });
-    this.exited = child.then(
-      (r) => r,
-      (r) => r,
-    ).then((r: { exitCode?: number; signal?: string }) => {
-      this.exitInfo = { code: r.exitCode ?? null, signal: r.signal ?? null, stderr: this.stderrTail.trim() };
-      return this.exitInfo;
+    child.stderr?.on('data', (s: string) => {
+      this.stderrTail = (this.stderrTail + s).slice(-8192);
     });
+    this.exited = child
+      .then(
+        (r) => r,
+        (r) => r,
+      )
+      .then((r: { exitCode?: number; signal?: string }) => {
+        this.exitInfo = { code: r.exitCode ?? null, signal: r.signal ?? null, stderr: this.stderrTail.trim() };
+        return this.exitInfo;
+      });
   }
 
-  get pid(): number | undefined { return this.child.pid; }
-  get hasExited(): boolean { return this.exitInfo !== undefined; }
-  get stderr(): string { return this.stderrTail.trim(); }
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+  get hasExited(): boolean {
+    return this.exitInfo !== undefined;
+  }
+  get stderr(): string {
+    return this.stderrTail.trim();
+  }
 
   /** Waits up to `ms` for QEMU to exit by itself; true if it did. */
   async waitForExit(ms: number): Promise<boolean> {
     if (this.exitInfo) return true;
     let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), ms); });
+    const timeout = new Promise<false>((resolve) => {
+      timer = setTimeout(() => resolve(false), ms);
+    });
     const done = await Promise.race([this.exited.then(() => true as const), timeout]);
     clearTimeout(timer);
     return done;
@@ -118,13 +149,20 @@ class QemuChild implements QemuProcess {
 export function startQemu(binary: string, args: string[], opts: { cwd?: string } = {}): QemuProcess {
   const [file, argv] = diesWithKiln(binary, args);
   const child = execa(file, argv, {
-    cwd: opts.cwd, stdin: 'ignore', stdout: 'ignore', stderr: 'pipe', reject: false,
-    cleanup: true, buffer: false, detached: false,
+    cwd: opts.cwd,
+    stdin: 'ignore',
+    stdout: 'ignore',
+    stderr: 'pipe',
+    reject: false,
+    cleanup: true,
+    buffer: false,
+    detached: false,
   });
   return new QemuChild(child, [binary, ...args]);
 }
 
 /** QemuProcess.start(args): the default QEMU binary, for test helpers that boot a guest without a build. */
 export const QemuProcess = {
-  start: (args: string[], opts: { cwd?: string } = {}, binary = defaultQemuBinary): QemuProcess => startQemu(binary, args, opts),
+  start: (args: string[], opts: { cwd?: string } = {}, binary = defaultQemuBinary): QemuProcess =>
+    startQemu(binary, args, opts),
 };

@@ -19,7 +19,12 @@ export interface ImageInfo {
 
 export class QemuImgError extends Error {
   /** What qemu-img itself printed, without kiln's framing. */
-  constructor(message: string, readonly detail: string) { super(message); }
+  constructor(
+    message: string,
+    readonly detail: string,
+  ) {
+    super(message);
+  }
 }
 
 /** A qemu-img run stopped by the build's signal fails with the signal's reason, not as a qemu-img error. */
@@ -38,7 +43,7 @@ export const buildDiskCreateOptions = ['-o', 'cluster_size=4096'];
 
 export interface ConvertOptions {
   compress?: boolean;
-  options?: string[];              // -o values
+  options?: string[]; // -o values
   onProgress?: (percent: number) => void;
   /** Stops (kills) the conversion. */
   signal?: AbortSignal;
@@ -62,7 +67,13 @@ export interface CheckReport {
 export class QemuImg {
   private found = false;
 
-  constructor(readonly binary = defaultQemuImgBinary, private readonly setting: Pick<ToolSetting, 'setting' | 'setBySetting'> = { setting: 'the qemuImgBinary option', setBySetting: false }) {}
+  constructor(
+    readonly binary = defaultQemuImgBinary,
+    private readonly setting: Pick<ToolSetting, 'setting' | 'setBySetting'> = {
+      setting: 'the qemuImgBinary option',
+      setBySetting: false,
+    },
+  ) {}
 
   /** Checked once, before the first use, so a missing qemu-img says how to get it rather than ENOENT. */
   require(): void {
@@ -73,7 +84,13 @@ export class QemuImg {
 
   private spawn(args: string[], signal: AbortSignal | undefined, opts: { buffer?: boolean } = {}) {
     this.require();
-    return execa(...diesWithKiln(this.binary, args), { reject: false, all: true, stdin: 'ignore', cancelSignal: signal, ...opts });
+    return execa(...diesWithKiln(this.binary, args), {
+      reject: false,
+      all: true,
+      stdin: 'ignore',
+      cancelSignal: signal,
+      ...opts,
+    });
   }
 
   private async run(args: string[], what: string, signal?: AbortSignal): Promise<string> {
@@ -105,28 +122,67 @@ export class QemuImg {
    * backing file, and the size is given instead of read.
    */
   async createOverlayUnsafe(active: string, overlay: string, virtualSize: number, signal?: AbortSignal): Promise<void> {
-    await this.run(['create', '-q', '-f', 'qcow2', ...buildDiskCreateOptions, '-u', '-b', active, '-F', 'qcow2', overlay, String(virtualSize)], `creating overlay ${overlay}`, signal);
+    await this.run(
+      [
+        'create',
+        '-q',
+        '-f',
+        'qcow2',
+        ...buildDiskCreateOptions,
+        '-u',
+        '-b',
+        active,
+        '-F',
+        'qcow2',
+        overlay,
+        String(virtualSize),
+      ],
+      `creating overlay ${overlay}`,
+      signal,
+    );
   }
 
   /** Points `file` at another backing file (by name, relative to `file`), or none, without touching data (-u). */
   /** Rebases `file` onto `backing` keeping its content (what the old chain held beyond the new backing is copied in). */
   async rebase(file: string, backing: { name: string; format: string }, signal?: AbortSignal): Promise<void> {
-    await this.run(['rebase', '-f', 'qcow2', '-F', backing.format, '-b', backing.name, file], `rebasing ${file} onto ${backing.name}`, signal);
+    await this.run(
+      ['rebase', '-f', 'qcow2', '-F', backing.format, '-b', backing.name, file],
+      `rebasing ${file} onto ${backing.name}`,
+      signal,
+    );
   }
 
-  async rebaseUnsafe(file: string, backing: { name: string; format: string } | null, signal?: AbortSignal): Promise<void> {
-    await this.run(['rebase', '-u', ...(backing ? ['-F', backing.format, '-b', backing.name] : ['-b', '']), file], `rebasing ${file}`, signal);
+  async rebaseUnsafe(
+    file: string,
+    backing: { name: string; format: string } | null,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    await this.run(
+      ['rebase', '-u', ...(backing ? ['-F', backing.format, '-b', backing.name] : ['-b', '']), file],
+      `rebasing ${file}`,
+      signal,
+    );
   }
 
   /** A qcow2 overlay whose reads fall through to `base`; the base is never written. */
-  async createOverlay(base: string, baseFormat: string, overlay: string, sizeBytes?: number, signal?: AbortSignal): Promise<void> {
+  async createOverlay(
+    base: string,
+    baseFormat: string,
+    overlay: string,
+    sizeBytes?: number,
+    signal?: AbortSignal,
+  ): Promise<void> {
     const args = ['create', '-q', '-f', 'qcow2', ...buildDiskCreateOptions, '-b', base, '-F', baseFormat, overlay];
     if (sizeBytes) args.push(String(sizeBytes));
     await this.run(args, `creating overlay ${overlay}`, signal);
   }
 
   async createBlank(file: string, sizeBytes: number, signal?: AbortSignal): Promise<void> {
-    await this.run(['create', '-q', '-f', 'qcow2', ...buildDiskCreateOptions, file, String(sizeBytes)], `creating disk ${file}`, signal);
+    await this.run(
+      ['create', '-q', '-f', 'qcow2', ...buildDiskCreateOptions, file, String(sizeBytes)],
+      `creating disk ${file}`,
+      signal,
+    );
   }
 
   /** Grows (never shrinks) an image's virtual size. */
@@ -135,7 +191,13 @@ export class QemuImg {
   }
 
   /** `qemu-img convert`, with `-p` parsed into progress callbacks. */
-  async convert(src: string, srcFormat: string, dst: string, dstFormat: string, opts: ConvertOptions = {}): Promise<void> {
+  async convert(
+    src: string,
+    srcFormat: string,
+    dst: string,
+    dstFormat: string,
+    opts: ConvertOptions = {},
+  ): Promise<void> {
     const args = ['convert', '-f', srcFormat, '-O', dstFormat];
     if (opts.onProgress) args.push('-p');
     if (opts.compress) args.push('-c');
@@ -154,7 +216,10 @@ export class QemuImg {
     throwIfCanceled(r, opts.signal);
     if (r.failed) {
       const detail = String(r.stderr ?? '').trim() || r.message;
-      throw new QemuImgError(`converting to ${dstFormat} failed: ${detail}\n  command: ${this.binary} ${args.join(' ')}`, detail ?? '');
+      throw new QemuImgError(
+        `converting to ${dstFormat} failed: ${detail}\n  command: ${this.binary} ${args.join(' ')}`,
+        detail ?? '',
+      );
     }
   }
 
@@ -170,12 +235,19 @@ export class QemuImg {
     const r = await this.spawn(['check', '--output=json', '-f', format, file], signal);
     throwIfCanceled(r, signal);
     let report: { corruptions?: number; leaks?: number } = {};
-    try { report = JSON.parse(String(r.stdout ?? '')) as typeof report; } catch { /* no report when the check could not run */ }
+    try {
+      report = JSON.parse(String(r.stdout ?? '')) as typeof report;
+    } catch {
+      /* no report when the check could not run */
+    }
     return {
       exitCode: r.exitCode ?? -1,
       corruptions: report.corruptions ?? 0,
       leaks: report.leaks ?? 0,
-      messages: String(r.stderr ?? '').split('\n').map((l) => l.trim()).filter(Boolean),
+      messages: String(r.stderr ?? '')
+        .split('\n')
+        .map((l) => l.trim())
+        .filter(Boolean),
     };
   }
 

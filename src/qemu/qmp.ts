@@ -7,10 +7,18 @@ import net from 'node:net';
 import { EventEmitter } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-export interface QmpEvent { event: string; data?: Record<string, unknown>; timestamp?: unknown }
+export interface QmpEvent {
+  event: string;
+  data?: Record<string, unknown>;
+  timestamp?: unknown;
+}
 
 export class QmpError extends Error {
-  constructor(readonly command: string, readonly errorClass: string, message: string) {
+  constructor(
+    readonly command: string,
+    readonly errorClass: string,
+    message: string,
+  ) {
     super(`QMP ${command}: ${errorClass}: ${message}`);
   }
 }
@@ -49,7 +57,10 @@ class QmpConnection extends EventEmitter implements QmpClient {
       try {
         const socket = await new Promise<net.Socket>((resolve, reject) => {
           const s = net.createConnection(socketPath);
-          s.once('connect', () => { s.off('error', reject); resolve(s); });
+          s.once('connect', () => {
+            s.off('error', reject);
+            resolve(s);
+          });
           s.once('error', reject);
         });
         const client = new QmpConnection(socket);
@@ -57,7 +68,8 @@ class QmpConnection extends EventEmitter implements QmpClient {
         await client.execute('qmp_capabilities');
         return client;
       } catch (e) {
-        if (Date.now() > deadline) throw new Error(`could not connect to QMP socket ${socketPath}: ${(e as Error).message}`);
+        if (Date.now() > deadline)
+          throw new Error(`could not connect to QMP socket ${socketPath}: ${(e as Error).message}`);
         await sleep(50);
       }
     }
@@ -67,7 +79,9 @@ class QmpConnection extends EventEmitter implements QmpClient {
   private greeted = false;
   private greeting(): Promise<void> {
     if (this.greeted) return Promise.resolve();
-    return new Promise((resolve, reject) => { this.greetingWaiter = { resolve, reject }; });
+    return new Promise((resolve, reject) => {
+      this.greetingWaiter = { resolve, reject };
+    });
   }
 
   private onData(chunk: string): void {
@@ -78,9 +92,21 @@ class QmpConnection extends EventEmitter implements QmpClient {
       this.buffer = this.buffer.slice(nl + 1);
       if (!line) continue;
       let msg: Record<string, unknown>;
-      try { msg = JSON.parse(line) as Record<string, unknown>; } catch { continue; }
-      if ('QMP' in msg) { this.greeted = true; this.greetingWaiter?.resolve(); continue; }
-      if ('event' in msg) { this.emit('event', msg as unknown as QmpEvent); this.emit(String(msg.event), msg); continue; }
+      try {
+        msg = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        continue;
+      }
+      if ('QMP' in msg) {
+        this.greeted = true;
+        this.greetingWaiter?.resolve();
+        continue;
+      }
+      if ('event' in msg) {
+        this.emit('event', msg as unknown as QmpEvent);
+        this.emit(String(msg.event), msg);
+        continue;
+      }
       const waiter = this.pending.shift();
       if (!waiter) continue;
       if ('error' in msg) {
@@ -103,11 +129,15 @@ class QmpConnection extends EventEmitter implements QmpClient {
 
   /** Runs one command; commands are serialized so replies match their requests. */
   execute<T = unknown>(command: string, args?: Record<string, unknown>): Promise<T> {
-    const run = () => new Promise<T>((resolve, reject) => {
-      if (this.closed) { reject(new Error(`QMP ${command}: connection closed (QEMU exited)`)); return; }
-      this.pending.push({ command, resolve: resolve as (v: unknown) => void, reject });
-      this.socket.write(JSON.stringify(args ? { execute: command, arguments: args } : { execute: command }) + '\n');
-    });
+    const run = () =>
+      new Promise<T>((resolve, reject) => {
+        if (this.closed) {
+          reject(new Error(`QMP ${command}: connection closed (QEMU exited)`));
+          return;
+        }
+        this.pending.push({ command, resolve: resolve as (v: unknown) => void, reject });
+        this.socket.write(JSON.stringify(args ? { execute: command, arguments: args } : { execute: command }) + '\n');
+      });
     const next = this.queue.then(run, run);
     this.queue = next.catch(() => undefined);
     return next;

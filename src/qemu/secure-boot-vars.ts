@@ -41,7 +41,12 @@ export function guidBytes(guid: string): Buffer {
   const h = guid.replace(/-/g, '');
   if (!/^[0-9a-f]{32}$/i.test(h)) throw new Error(`not a GUID: ${guid}`);
   const b = Buffer.from(h, 'hex');
-  return Buffer.concat([Buffer.from(b.subarray(0, 4)).reverse(), Buffer.from(b.subarray(4, 6)).reverse(), Buffer.from(b.subarray(6, 8)).reverse(), b.subarray(8)]);
+  return Buffer.concat([
+    Buffer.from(b.subarray(0, 4)).reverse(),
+    Buffer.from(b.subarray(4, 6)).reverse(),
+    Buffer.from(b.subarray(6, 8)).reverse(),
+    b.subarray(8),
+  ]);
 }
 
 export function guidText(b: Buffer): string {
@@ -52,13 +57,23 @@ export function guidText(b: Buffer): string {
 
 /** Where the variable store is in the file, after checking that it is one kiln can rewrite. */
 function storeBounds(file: Buffer, name: string): { start: number; end: number } {
-  if (file.length < 0x48 || file.toString('latin1', 0x28, 0x2c) !== '_FVH') throw new VarStoreError(`${name} is not a UEFI firmware volume (no "_FVH" signature at 0x28): not an edk2 variable store`);
+  if (file.length < 0x48 || file.toString('latin1', 0x28, 0x2c) !== '_FVH')
+    throw new VarStoreError(
+      `${name} is not a UEFI firmware volume (no "_FVH" signature at 0x28): not an edk2 variable store`,
+    );
   const hdr = file.readUInt16LE(0x30);
-  if (hdr + STORE_HEADER_SIZE > file.length) throw new VarStoreError(`${name}: firmware volume header length ${hdr} runs past the file`);
+  if (hdr + STORE_HEADER_SIZE > file.length)
+    throw new VarStoreError(`${name}: firmware volume header length ${hdr} runs past the file`);
   const format = guidText(file.subarray(hdr, hdr + 16));
-  if (format !== AUTHENTICATED_VARIABLE_STORE) throw new VarStoreError(`${name}: variable store format ${format} is not edk2's authenticated one (${AUTHENTICATED_VARIABLE_STORE}), which Secure Boot keys need`);
+  if (format !== AUTHENTICATED_VARIABLE_STORE)
+    throw new VarStoreError(
+      `${name}: variable store format ${format} is not edk2's authenticated one (${AUTHENTICATED_VARIABLE_STORE}), which Secure Boot keys need`,
+    );
   const size = file.readUInt32LE(hdr + 16);
-  if (file[hdr + 20] !== 0x5a || file[hdr + 21] !== 0xfe || hdr + size > file.length) throw new VarStoreError(`${name}: the variable store header is not formatted and healthy (format 0x${file[hdr + 20]!.toString(16)}, state 0x${file[hdr + 21]!.toString(16)}, size ${size})`);
+  if (file[hdr + 20] !== 0x5a || file[hdr + 21] !== 0xfe || hdr + size > file.length)
+    throw new VarStoreError(
+      `${name}: the variable store header is not formatted and healthy (format 0x${file[hdr + 20]!.toString(16)}, state 0x${file[hdr + 21]!.toString(16)}, size ${size})`,
+    );
   return { start: hdr + STORE_HEADER_SIZE, end: hdr + size };
 }
 
@@ -88,7 +103,10 @@ export function readVariables(file: Buffer, name = 'variable store'): EfiVariabl
   // A copy "in deleted transition" counts only when no fully added copy of the same variable exists.
   const key = (v: EfiVariable) => `${v.guid}/${v.name}`;
   const seen = new Set<string>();
-  return vars.reverse().filter((v) => (seen.has(key(v)) ? false : (seen.add(key(v)), true))).reverse();
+  return vars
+    .reverse()
+    .filter((v) => (seen.has(key(v)) ? false : (seen.add(key(v)), true)))
+    .reverse();
 }
 
 /** The store with `vars` as its variables (everything else free), the rest of the file unchanged. */
@@ -100,7 +118,8 @@ export function writeVariables(file: Buffer, vars: readonly EfiVariable[], name 
   for (const v of vars) {
     const nameBytes = Buffer.from(`${v.name}\0`, 'utf16le');
     const next = at + HEADER_SIZE + nameBytes.length + v.data.length;
-    if (next > end) throw new VarStoreError(`${name}: the variables do not fit its ${end - start}-byte store (at ${v.name})`);
+    if (next > end)
+      throw new VarStoreError(`${name}: the variables do not fit its ${end - start}-byte store (at ${v.name})`);
     out.writeUInt16LE(0x55aa, at);
     out[at + 2] = VAR_ADDED;
     out[at + 3] = 0;
@@ -120,14 +139,16 @@ export function writeVariables(file: Buffer, vars: readonly EfiVariable[], name 
 
 /** An EFI_SIGNATURE_LIST per certificate (X.509, DER), each owned by `owner`: what PK, KEK and db hold. */
 export function x509SignatureLists(certs: readonly Buffer[], owner: string): Buffer {
-  return Buffer.concat(certs.map((der) => {
-    const head = Buffer.alloc(28);
-    guidBytes(EFI_CERT_X509).copy(head, 0);
-    head.writeUInt32LE(28 + 16 + der.length, 16); // SignatureListSize
-    head.writeUInt32LE(0, 20); // SignatureHeaderSize
-    head.writeUInt32LE(16 + der.length, 24); // SignatureSize: owner GUID + the certificate
-    return Buffer.concat([head, guidBytes(owner), der]);
-  }));
+  return Buffer.concat(
+    certs.map((der) => {
+      const head = Buffer.alloc(28);
+      guidBytes(EFI_CERT_X509).copy(head, 0);
+      head.writeUInt32LE(28 + 16 + der.length, 16); // SignatureListSize
+      head.writeUInt32LE(0, 20); // SignatureHeaderSize
+      head.writeUInt32LE(16 + der.length, 24); // SignatureSize: owner GUID + the certificate
+      return Buffer.concat([head, guidBytes(owner), der]);
+    }),
+  );
 }
 
 /** The X.509 certificates (DER) in a variable's signature lists; other signature types (hashes) are skipped. */
@@ -141,7 +162,8 @@ export function x509Certificates(data: Buffer): Buffer[] {
     const sigSize = data.readUInt32LE(at + 24);
     if (listSize < 28 || at + listSize > data.length || sigSize < 16) break;
     if (type === EFI_CERT_X509) {
-      for (let s = at + 28 + headerSize; s + sigSize <= at + listSize; s += sigSize) certs.push(Buffer.from(data.subarray(s + 16, s + sigSize)));
+      for (let s = at + 28 + headerSize; s + sigSize <= at + listSize; s += sigSize)
+        certs.push(Buffer.from(data.subarray(s + 16, s + sigSize)));
     }
     at += listSize;
   }

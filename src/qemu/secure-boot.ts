@@ -6,14 +6,29 @@
 import { X509Certificate, createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import {
-  AUTHENTICATED_NV_BS_RT, EFI_GLOBAL_VARIABLE, EFI_IMAGE_SECURITY_DATABASE, efiTime, readVariables, writeVariables, x509Certificates, x509SignatureLists,
+  AUTHENTICATED_NV_BS_RT,
+  EFI_GLOBAL_VARIABLE,
+  EFI_IMAGE_SECURITY_DATABASE,
+  efiTime,
+  readVariables,
+  writeVariables,
+  x509Certificates,
+  x509SignatureLists,
   type EfiVariable,
 } from './secure-boot-vars.js';
 
 /** The template's secure_boot.keys: certificate files (PEM or DER), one PK, one or more KEK and db. */
-export interface SecureBootKeyFiles { pk: string; kek: string[]; db: string[] }
+export interface SecureBootKeyFiles {
+  pk: string;
+  kek: string[];
+  db: string[];
+}
 
-export interface SecureBootKeys { pk: Buffer[]; kek: Buffer[]; db: Buffer[] }
+export interface SecureBootKeys {
+  pk: Buffer[];
+  kek: Buffer[];
+  db: Buffer[];
+}
 
 /** Owner GUID of the signatures kiln enrolls (EFI_SIGNATURE_DATA.SignatureOwner): kiln's own. */
 export const KILN_SIGNATURE_OWNER = '6b696c6e-0000-4b31-8000-736563757265';
@@ -25,14 +40,22 @@ const VENDOR_KEYS_NV = '9073e4e0-60ec-4b6e-9903-4c223c260f3c';
 /** A certificate file as DER, or an error naming the field, the file and the fix. */
 export function readCertificate(file: string, field: string): Buffer {
   let raw: Buffer;
-  try { raw = readFileSync(file); } catch (e) {
-    throw new Error(`${field}: ${file} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})\n  fix: point it at an X.509 certificate file (PEM or DER)`);
+  try {
+    raw = readFileSync(file);
+  } catch (e) {
+    throw new Error(
+      `${field}: ${file} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})\n  fix: point it at an X.509 certificate file (PEM or DER)`,
+    );
   }
   try {
     return new X509Certificate(raw).raw;
   } catch (e) {
-    const what = raw.includes('PRIVATE KEY') ? 'a private key, not a certificate (the firmware needs only the certificate; keep the key to sign with)' : `not an X.509 certificate (${(e as Error).message})`;
-    throw new Error(`${field}: ${file} is ${what}\n  fix: give the certificate, PEM (-----BEGIN CERTIFICATE-----) or DER, e.g. openssl req -x509 -newkey rsa:2048 -keyout db.key -out db.crt -subj /CN=my-db/ -days 3650 -nodes`);
+    const what = raw.includes('PRIVATE KEY')
+      ? 'a private key, not a certificate (the firmware needs only the certificate; keep the key to sign with)'
+      : `not an X.509 certificate (${(e as Error).message})`;
+    throw new Error(
+      `${field}: ${file} is ${what}\n  fix: give the certificate, PEM (-----BEGIN CERTIFICATE-----) or DER, e.g. openssl req -x509 -newkey rsa:2048 -keyout db.key -out db.crt -subj /CN=my-db/ -days 3650 -nodes`,
+    );
   }
 }
 
@@ -60,10 +83,17 @@ export function enrollKeys(template: Buffer, keys: SecureBootKeys, now: Date, na
     { name: 'db', guid: EFI_IMAGE_SECURITY_DATABASE, data: x509SignatureLists(keys.db, KILN_SIGNATURE_OWNER) },
   ].map((v) => ({ ...v, attributes: AUTHENTICATED_NV_BS_RT, timestamp: stamp }));
   const flags: EfiVariable[] = [
-    { name: 'SecureBootEnable', guid: SECURE_BOOT_ENABLE, attributes: 0x03, timestamp: Buffer.alloc(16), data: Buffer.from([1]) },
+    {
+      name: 'SecureBootEnable',
+      guid: SECURE_BOOT_ENABLE,
+      attributes: 0x03,
+      timestamp: Buffer.alloc(16),
+      data: Buffer.from([1]),
+    },
     { name: 'CustomMode', guid: CUSTOM_MODE, attributes: 0x03, timestamp: Buffer.alloc(16), data: Buffer.from([0]) },
   ];
-  const same = (a: Pick<EfiVariable, 'name' | 'guid'>, b: Pick<EfiVariable, 'name' | 'guid'>) => a.name === b.name && a.guid === b.guid;
+  const same = (a: Pick<EfiVariable, 'name' | 'guid'>, b: Pick<EfiVariable, 'name' | 'guid'>) =>
+    a.name === b.name && a.guid === b.guid;
   const vendorKeys = { name: 'VendorKeysNv', guid: VENDOR_KEYS_NV };
   const vars = readVariables(template, name)
     .filter((v) => ![...wanted, ...flags].some((w) => same(v, w)))
@@ -78,7 +108,11 @@ export function enrolledCertificates(store: Buffer, name: string): SecureBootKey
     const v = vars.find((x) => x.name === n && x.guid === guid);
     return v ? x509Certificates(v.data) : [];
   };
-  return { pk: certs('PK', EFI_GLOBAL_VARIABLE), kek: certs('KEK', EFI_GLOBAL_VARIABLE), db: certs('db', EFI_IMAGE_SECURITY_DATABASE) };
+  return {
+    pk: certs('PK', EFI_GLOBAL_VARIABLE),
+    kek: certs('KEK', EFI_GLOBAL_VARIABLE),
+    db: certs('db', EFI_IMAGE_SECURITY_DATABASE),
+  };
 }
 
 /**
@@ -105,7 +139,7 @@ export function secureBootRefusalCause(console: string, customKeys: boolean): st
   const line = secureBootRefusal(console);
   if (!line) return undefined;
   const fix = customKeys
-    ? 'sign the boot loader (and what it loads) with a key whose certificate is in secure_boot.keys.db, or add the certificate it is signed with there (a distribution\'s shim: Microsoft Corporation UEFI CA 2011)'
-    : 'boot a chain signed for Microsoft\'s keys (a distribution\'s shim and its signed GRUB and kernel), set secure_boot.keys to your own, or use firmware: uefi (Secure Boot off)';
+    ? "sign the boot loader (and what it loads) with a key whose certificate is in secure_boot.keys.db, or add the certificate it is signed with there (a distribution's shim: Microsoft Corporation UEFI CA 2011)"
+    : "boot a chain signed for Microsoft's keys (a distribution's shim and its signed GRUB and kernel), set secure_boot.keys to your own, or use firmware: uefi (Secure Boot off)";
   return `the firmware refused to start the disk's boot loader under Secure Boot: it is not signed by a certificate in the firmware's db (console: "${line}")\n  fix: ${fix}`;
 }

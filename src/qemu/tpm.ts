@@ -8,7 +8,11 @@ import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { diesWithKiln, requireExecutable } from './process.js';
 
-export interface TpmPaths { stateDir: string; socket: string; log: string }
+export interface TpmPaths {
+  stateDir: string;
+  socket: string;
+  log: string;
+}
 
 /** Where a build's TPM lives: a short socket path (unix sockets must stay under 108 bytes). */
 export function tpmPaths(workDir: string): TpmPaths {
@@ -18,12 +22,26 @@ export function tpmPaths(workDir: string): TpmPaths {
 
 /** swtpm's command line (pure: unit-tested). */
 export function swtpmArgs(p: TpmPaths): string[] {
-  return ['socket', '--tpm2', '--tpmstate', `dir=${p.stateDir},mode=0600`, '--ctrl', `type=unixio,path=${p.socket},mode=0600`, '--log', `file=${p.log},level=1`, '--terminate'];
+  return [
+    'socket',
+    '--tpm2',
+    '--tpmstate',
+    `dir=${p.stateDir},mode=0600`,
+    '--ctrl',
+    `type=unixio,path=${p.socket},mode=0600`,
+    '--log',
+    `file=${p.log},level=1`,
+    '--terminate',
+  ];
 }
 
 /** QEMU's switches for the TPM at that socket. tpm-crb is the TPM 2.0 interface; the kernel has it built in (CONFIG_TCG_CRB). */
 export function tpmQemuArgs(socket: string): string[][] {
-  return [['-chardev', `socket,id=chrtpm,path=${socket}`], ['-tpmdev', 'emulator,id=tpm0,chardev=chrtpm'], ['-device', 'tpm-crb,tpmdev=tpm0']];
+  return [
+    ['-chardev', `socket,id=chrtpm,path=${socket}`],
+    ['-tpmdev', 'emulator,id=tpm0,chardev=chrtpm'],
+    ['-device', 'tpm-crb,tpmdev=tpm0'],
+  ];
 }
 
 export interface RunningTpm {
@@ -42,26 +60,46 @@ export async function startTpm(workDir: string, binary = 'swtpm', signal?: Abort
   mkdirSync(p.stateDir, { recursive: true, mode: 0o700 });
   rmSync(p.socket, { force: true });
   const [file, argv] = diesWithKiln(binary, swtpmArgs(p));
-  const child = execa(file, argv, { stdin: 'ignore', stdout: 'ignore', stderr: 'pipe', reject: false, cleanup: true, buffer: false });
+  const child = execa(file, argv, {
+    stdin: 'ignore',
+    stdout: 'ignore',
+    stderr: 'pipe',
+    reject: false,
+    cleanup: true,
+    buffer: false,
+  });
   let stderr = '';
   child.stderr?.setEncoding('utf8');
-  child.stderr?.on('data', (s: string) => { stderr = (stderr + s).slice(-4096); });
+  child.stderr?.on('data', (s: string) => {
+    stderr = (stderr + s).slice(-4096);
+  });
   let exited = false;
-  const done = child.then(() => { exited = true; }, () => { exited = true; });
+  const done = child.then(
+    () => {
+      exited = true;
+    },
+    () => {
+      exited = true;
+    },
+  );
   // The socket appears once swtpm listens: poll the fact, not a delay.
   for (let waited = 0; !existsSync(p.socket); waited += 20) {
     if (exited || waited > 10_000 || signal?.aborted) {
       child.kill('SIGKILL');
       await done;
       if (signal?.aborted) signal.throwIfAborted();
-      throw new Error(`swtpm did not start${exited ? ' (it exited)' : ' within 10 s'}: ${stderr.trim() || `see ${p.log}`}\n  command: ${binary} ${swtpmArgs(p).join(' ')}\n  fix: check that swtpm works here (apt-get install swtpm swtpm-tools), or remove tpm: true`);
+      throw new Error(
+        `swtpm did not start${exited ? ' (it exited)' : ' within 10 s'}: ${stderr.trim() || `see ${p.log}`}\n  command: ${binary} ${swtpmArgs(p).join(' ')}\n  fix: check that swtpm works here (apt-get install swtpm swtpm-tools), or remove tpm: true`,
+      );
     }
     await new Promise((r) => setTimeout(r, 20));
   }
   return {
     pid: child.pid,
     socket: p.socket,
-    get hasExited() { return exited; },
+    get hasExited() {
+      return exited;
+    },
     async stop() {
       if (exited) return;
       child.kill('SIGTERM');

@@ -11,7 +11,9 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 /** QEMU's own version and package string (`query-version`), part of a state's load key. */
 export async function qemuVersionOf(qmp: QmpClient): Promise<string> {
-  const v = await qmp.execute<{ qemu: { major: number; minor: number; micro: number }; package: string }>('query-version');
+  const v = await qmp.execute<{ qemu: { major: number; minor: number; micro: number }; package: string }>(
+    'query-version',
+  );
   return `${v.qemu.major}.${v.qemu.minor}.${v.qemu.micro}${v.package ? ` (${v.package.trim()})` : ''}`;
 }
 
@@ -23,11 +25,16 @@ export function vmStateShape(argv: readonly string[], workDir: string): string[]
   const shape: string[] = [];
   // QemuProcess.argv starts with the binary; the binary is known by its version instead.
   for (let i = argv[0]?.startsWith('-') ? 0 : 1; i < argv.length; i++) {
-    if (argv[i] === '-incoming') { i++; continue; }
-    shape.push(argv[i]!
-      .split(workDir).join('$WORK')
-      .replace(/hostfwd=tcp:127\.0\.0\.1:\d+-/g, 'hostfwd=tcp:127.0.0.1:$PORT-')
-      .replace(/TCP:127\.0\.0\.1:\d+/g, 'TCP:127.0.0.1:$PORT'));
+    if (argv[i] === '-incoming') {
+      i++;
+      continue;
+    }
+    shape.push(
+      argv[i]!.split(workDir)
+        .join('$WORK')
+        .replace(/hostfwd=tcp:127\.0\.0\.1:\d+-/g, 'hostfwd=tcp:127.0.0.1:$PORT-')
+        .replace(/TCP:127\.0\.0\.1:\d+/g, 'TCP:127.0.0.1:$PORT'),
+    );
   }
   return shape;
 }
@@ -36,31 +43,51 @@ export function vmStateShape(argv: readonly string[], workDir: string): string[]
  * Why a state saved from `saved` cannot be loaded into `now`, in a few words, or undefined when it can.
  * The first differing switch is named (memory size, CPU model...), as that is what the user changed.
  */
-export function loadMismatch(saved: { qemuVersion: string; shape: string[] }, now: { qemuVersion: string; shape: string[] }): string | undefined {
-  if (saved.qemuVersion !== now.qemuVersion) return `it was saved by QEMU ${saved.qemuVersion}, this is QEMU ${now.qemuVersion}`;
+export function loadMismatch(
+  saved: { qemuVersion: string; shape: string[] },
+  now: { qemuVersion: string; shape: string[] },
+): string | undefined {
+  if (saved.qemuVersion !== now.qemuVersion)
+    return `it was saved by QEMU ${saved.qemuVersion}, this is QEMU ${now.qemuVersion}`;
   const n = Math.max(saved.shape.length, now.shape.length);
   for (let i = 0; i < n; i++) {
     if (saved.shape[i] === now.shape[i]) continue;
     const flag = (s: string[]) => {
       if (s[i] === undefined) return '(nothing more)';
-      return s[i]!.startsWith('-') ? `${s[i]} ${s[i + 1] ?? ''}`.trim() : s[i - 1]?.startsWith('-') ? `${s[i - 1]} ${s[i]}` : s[i]!;
+      return s[i]!.startsWith('-')
+        ? `${s[i]} ${s[i + 1] ?? ''}`.trim()
+        : s[i - 1]?.startsWith('-')
+          ? `${s[i - 1]} ${s[i]}`
+          : s[i]!;
     };
     return `the VM differs: saved with ${flag(saved.shape)}, this build has ${flag(now.shape)}`;
   }
   return undefined;
 }
 
-interface MigrateInfo { status?: string; 'error-desc'?: string; 'total-time'?: number; ram?: { transferred?: number } }
+interface MigrateInfo {
+  status?: string;
+  'error-desc'?: string;
+  'total-time'?: number;
+  ram?: { transferred?: number };
+}
 
 /** Polls query-migrate (events need a capability) until the migration completed or failed. */
-async function migrationDone(qmp: QmpClient, what: string, signal?: AbortSignal, timeoutMs = 10 * 60_000): Promise<MigrateInfo> {
+async function migrationDone(
+  qmp: QmpClient,
+  what: string,
+  signal?: AbortSignal,
+  timeoutMs = 10 * 60_000,
+): Promise<MigrateInfo> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     signal?.throwIfAborted();
     const info = await qmp.execute<MigrateInfo>('query-migrate');
     if (info.status === 'completed') return info;
-    if (info.status === 'failed' || info.status === 'cancelled') throw new Error(`${what} ${info.status}${info['error-desc'] ? `: ${info['error-desc']}` : ''}`);
-    if (Date.now() > deadline) throw new Error(`${what} did not finish in ${timeoutMs / 1000} s (status ${info.status ?? 'none'})`);
+    if (info.status === 'failed' || info.status === 'cancelled')
+      throw new Error(`${what} ${info.status}${info['error-desc'] ? `: ${info['error-desc']}` : ''}`);
+    if (Date.now() > deadline)
+      throw new Error(`${what} did not finish in ${timeoutMs / 1000} s (status ${info.status ?? 'none'})`);
     await sleep(20);
   }
 }
@@ -85,5 +112,9 @@ export async function loadVmState(qmp: QmpClient, file: string, signal?: AbortSi
 
 /** The VM generation ID the guest sees now (QEMU's vmgenid device), to show that a restored VM got a new one. */
 export async function vmGenerationId(qmp: QmpClient): Promise<string | undefined> {
-  try { return (await qmp.execute<{ guid: string }>('query-vm-generation-id')).guid; } catch { return undefined; }
+  try {
+    return (await qmp.execute<{ guid: string }>('query-vm-generation-id')).guid;
+  } catch {
+    return undefined;
+  }
 }

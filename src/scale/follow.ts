@@ -10,7 +10,11 @@ import { execa } from 'execa';
 import type { BuildEvent } from '../ui/events.js';
 import { tasksDir } from './sbatch.js';
 
-export interface TaskResult { build: string; code: number; note?: string }
+export interface TaskResult {
+  build: string;
+  code: number;
+  note?: string;
+}
 
 /** Reads what was appended to a file since the last call, line by line (a partial last line waits). */
 export class LineTail {
@@ -30,7 +34,9 @@ export class LineTail {
       const lines = (this.partial + buf.subarray(0, n).toString('utf8')).split('\n');
       this.partial = lines.pop()!;
       return lines;
-    } finally { closeSync(fd); }
+    } finally {
+      closeSync(fd);
+    }
   }
 }
 
@@ -40,7 +46,9 @@ export function parseEventLine(line: string): (BuildEvent & { time: string }) | 
   try {
     const e = JSON.parse(line) as BuildEvent & { time: string };
     return typeof e.type === 'string' && typeof e.build === 'string' ? e : undefined;
-  } catch { return undefined; }
+  } catch {
+    return undefined;
+  }
 }
 
 /** The job ids squeue still lists (pending, running, completing); [] once all are gone. */
@@ -48,7 +56,14 @@ async function activeJobs(jobIds: string[]): Promise<string[]> {
   const r = await execa('squeue', ['-h', '-j', jobIds.join(','), '-o', '%F'], { reject: false });
   // squeue fails with "Invalid job id" once slurmctld forgot the jobs: none is active then.
   if (r.exitCode !== 0) return [];
-  return [...new Set(String(r.stdout).split('\n').map((s) => s.trim()).filter(Boolean))];
+  return [
+    ...new Set(
+      String(r.stdout)
+        .split('\n')
+        .map((s) => s.trim())
+        .filter(Boolean),
+    ),
+  ];
 }
 
 export interface FollowOptions {
@@ -65,25 +80,42 @@ export async function followRun(o: FollowOptions): Promise<TaskResult[]> {
   const dir = tasksDir(o.runDir);
   const tails = o.builds.map((_, i) => new LineTail(path.join(dir, `${i}.events.jsonl`)));
   const codes = new Map<number, number>();
-  const drain = () => tails.forEach((t) => { for (const line of t.read()) { const e = parseEventLine(line); if (e) o.onEvent(e); } });
-  const readCodes = () => o.builds.forEach((_, i) => {
-    const f = path.join(dir, `${i}.rc`);
-    if (!codes.has(i) && existsSync(f)) {
-      const code = Number.parseInt(readFileSync(f, 'utf8').trim(), 10);
-      if (Number.isInteger(code)) codes.set(i, code);
-    }
-  });
+  const drain = () =>
+    tails.forEach((t) => {
+      for (const line of t.read()) {
+        const e = parseEventLine(line);
+        if (e) o.onEvent(e);
+      }
+    });
+  const readCodes = () =>
+    o.builds.forEach((_, i) => {
+      const f = path.join(dir, `${i}.rc`);
+      if (!codes.has(i) && existsSync(f)) {
+        const code = Number.parseInt(readFileSync(f, 'utf8').trim(), 10);
+        if (Number.isInteger(code)) codes.set(i, code);
+      }
+    });
   for (;;) {
     readCodes();
     drain();
     if (codes.size === o.builds.length) break;
     // The codes first, then squeue: a task that wrote its code and left is not taken for a lost one.
-    if ((await activeJobs(o.jobIds)).length === 0) { readCodes(); drain(); break; }
+    if ((await activeJobs(o.jobIds)).length === 0) {
+      readCodes();
+      drain();
+      break;
+    }
     await new Promise((r) => setTimeout(r, o.pollMs ?? 1000));
   }
-  return o.builds.map((build, i) => codes.has(i)
-    ? { build, code: codes.get(i)! }
-    : { build, code: 1, note: `its Slurm task ended without an exit code (cancelled before it started, killed, or its node lost): see ${path.join(dir, `${i}.log`)}` });
+  return o.builds.map((build, i) =>
+    codes.has(i)
+      ? { build, code: codes.get(i)! }
+      : {
+          build,
+          code: 1,
+          note: `its Slurm task ended without an exit code (cancelled before it started, killed, or its node lost): see ${path.join(dir, `${i}.log`)}`,
+        },
+  );
 }
 
 /** The line a run of several builds ends with, locally (--parallel-builds) or on Slurm alike. */

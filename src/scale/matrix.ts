@@ -7,10 +7,15 @@ import type { KilnPlan, PlanGroup } from './plan-shape.js';
 
 export type MatrixKind = 'github-matrix' | 'gitlab-matrix';
 
-export interface MatrixRow { build: string; group: string; up_to_date: boolean }
+export interface MatrixRow {
+  build: string;
+  group: string;
+  up_to_date: boolean;
+}
 
 /** A group's short name: enough of its key to tell groups apart in job names (its build's name while the key is unknown). */
-export const groupName = (g: Pick<PlanGroup, 'key' | 'builds'>): string => (g.key ? `kiln-${g.key.slice(0, 16)}` : `kiln-${g.builds[0]!.replace(/[^A-Za-z0-9._-]/g, '_')}`);
+export const groupName = (g: Pick<PlanGroup, 'key' | 'builds'>): string =>
+  g.key ? `kiln-${g.key.slice(0, 16)}` : `kiln-${g.builds[0]!.replace(/[^A-Za-z0-9._-]/g, '_')}`;
 
 export function matrixRows(plan: KilnPlan): MatrixRow[] {
   const groupOf = new Map<string, string>();
@@ -27,7 +32,8 @@ export function githubMatrix(plan: KilnPlan): string {
 }
 
 /** A shell word for a POSIX shell (single quotes; a quote inside as '\''). */
-export const shellWord = (s: string): string => (/^[A-Za-z0-9_./:=@%+,-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`);
+export const shellWord = (s: string): string =>
+  /^[A-Za-z0-9_./:=@%+,-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
 
 /**
  * GitLab CI: a child pipeline (`trigger: include: artifact:`) with one job per build through

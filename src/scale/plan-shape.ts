@@ -73,7 +73,10 @@ export interface KilnPlan {
 export function keyChain(b: Pick<BuildPlan, 'root_key' | 'layers'>): string[] {
   if (!b.root_key) return [];
   const keys = [b.root_key];
-  for (const l of b.layers) { if (!l.key) break; keys.push(l.key); }
+  for (const l of b.layers) {
+    if (!l.key) break;
+    keys.push(l.key);
+  }
   return keys;
 }
 
@@ -105,32 +108,70 @@ const isKey = (v: unknown) => typeof v === 'string' && /^[0-9a-f]{16,128}$/.test
 /** Every problem with a parsed plan, each naming its field (empty: the plan has kiln's shape). */
 export function checkPlan(value: unknown): string[] {
   const problems: string[] = [];
-  const need = (ok: boolean, field: string, what: string) => { if (!ok) problems.push(`${field}: ${what}`); };
+  const need = (ok: boolean, field: string, what: string) => {
+    if (!ok) problems.push(`${field}: ${what}`);
+  };
   if (!value || typeof value !== 'object' || Array.isArray(value)) return ['(top level): must be an object'];
   const p = value as Record<string, unknown>;
-  need(p.schema === PLAN_SCHEMA, 'schema', `must be ${PLAN_SCHEMA} (this kiln reads plan schema ${PLAN_SCHEMA}; write the plan again with this kiln)`);
+  need(
+    p.schema === PLAN_SCHEMA,
+    'schema',
+    `must be ${PLAN_SCHEMA} (this kiln reads plan schema ${PLAN_SCHEMA}; write the plan again with this kiln)`,
+  );
   need(typeof p.template === 'string', 'template', 'must be a string');
   need(p.cache_remote === null || typeof p.cache_remote === 'string', 'cache_remote', 'must be a string or null');
-  if (!Array.isArray(p.builds)) { problems.push('builds: must be a list'); return problems; }
+  if (!Array.isArray(p.builds)) {
+    problems.push('builds: must be a list');
+    return problems;
+  }
   const names = new Set<string>();
   p.builds.forEach((raw, i) => {
     const at = `builds[${i}]`;
-    if (!raw || typeof raw !== 'object') { problems.push(`${at}: must be an object`); return; }
+    if (!raw || typeof raw !== 'object') {
+      problems.push(`${at}: must be an object`);
+      return;
+    }
     const b = raw as Record<string, unknown>;
     need(typeof b.name === 'string' && b.name !== '', `${at}.name`, 'must be a non-empty string');
-    if (typeof b.name === 'string') { need(!names.has(b.name), `${at}.name`, `"${b.name}" appears twice`); names.add(b.name); }
+    if (typeof b.name === 'string') {
+      need(!names.has(b.name), `${at}.name`, `"${b.name}" appears twice`);
+      names.add(b.name);
+    }
     need(typeof b.output_directory === 'string', `${at}.output_directory`, 'must be a string');
     need(b.root_key === null || isKey(b.root_key), `${at}.root_key`, 'must be a hex key or null');
     need(b.final_key === null || isKey(b.final_key), `${at}.final_key`, 'must be a hex key or null');
     need(b.artifact_key === null || isKey(b.artifact_key), `${at}.artifact_key`, 'must be a hex key or null');
-    need(['up-to-date', 'from-final-layer', 'resume', 'fresh'].includes(b.resume as string), `${at}.resume`, 'must be up-to-date, from-final-layer, resume or fresh');
-    need(b.resume_source === null || b.resume_source === 'local' || b.resume_source === 'remote', `${at}.resume_source`, 'must be local, remote or null');
-    need(Array.isArray(b.notes) && b.notes.every((n) => typeof n === 'string'), `${at}.notes`, 'must be a list of strings');
+    need(
+      ['up-to-date', 'from-final-layer', 'resume', 'fresh'].includes(b.resume as string),
+      `${at}.resume`,
+      'must be up-to-date, from-final-layer, resume or fresh',
+    );
+    need(
+      b.resume_source === null || b.resume_source === 'local' || b.resume_source === 'remote',
+      `${at}.resume_source`,
+      'must be local, remote or null',
+    );
+    need(
+      Array.isArray(b.notes) && b.notes.every((n) => typeof n === 'string'),
+      `${at}.notes`,
+      'must be a list of strings',
+    );
     const fc = b.final_cached as Record<string, unknown> | undefined;
-    need(!!fc && typeof fc.local === 'boolean' && (fc.remote === null || typeof fc.remote === 'boolean'), `${at}.final_cached`, 'must be { local: boolean, remote: boolean | null }');
+    need(
+      !!fc && typeof fc.local === 'boolean' && (fc.remote === null || typeof fc.remote === 'boolean'),
+      `${at}.final_cached`,
+      'must be { local: boolean, remote: boolean | null }',
+    );
     need(typeof b.up_to_date === 'boolean', `${at}.up_to_date`, 'must be a boolean');
-    if (!Array.isArray(b.layers)) { problems.push(`${at}.layers: must be a list`); return; }
-    need(Number.isInteger(b.resume_at) && (b.resume_at as number) >= 0 && (b.resume_at as number) <= b.layers.length, `${at}.resume_at`, `must be an integer from 0 to ${b.layers.length} (the number of layers)`);
+    if (!Array.isArray(b.layers)) {
+      problems.push(`${at}.layers: must be a list`);
+      return;
+    }
+    need(
+      Number.isInteger(b.resume_at) && (b.resume_at as number) >= 0 && (b.resume_at as number) <= b.layers.length,
+      `${at}.resume_at`,
+      `must be an integer from 0 to ${b.layers.length} (the number of layers)`,
+    );
     b.layers.forEach((rawLayer, j) => {
       const l = rawLayer as Record<string, unknown>;
       const lat = `${at}.layers[${j}]`;
@@ -141,13 +182,23 @@ export function checkPlan(value: unknown): string[] {
       need(l?.remote === null || typeof l?.remote === 'boolean', `${lat}.remote`, 'must be a boolean or null');
     });
   });
-  if (!Array.isArray(p.groups)) { problems.push('groups: must be a list'); return problems; }
+  if (!Array.isArray(p.groups)) {
+    problems.push('groups: must be a list');
+    return problems;
+  }
   const grouped = new Set<string>();
   p.groups.forEach((raw, i) => {
     const g = raw as Record<string, unknown>;
     need(g?.key === null || isKey(g?.key), `groups[${i}].key`, 'must be a hex key or null');
-    need(Number.isInteger(g?.shared) && (g.shared as number) >= (g?.key === null ? 0 : 1), `groups[${i}].shared`, 'must be an integer, >= 1 when the key is known');
-    if (!Array.isArray(g?.builds)) { problems.push(`groups[${i}].builds: must be a list`); return; }
+    need(
+      Number.isInteger(g?.shared) && (g.shared as number) >= (g?.key === null ? 0 : 1),
+      `groups[${i}].shared`,
+      'must be an integer, >= 1 when the key is known',
+    );
+    if (!Array.isArray(g?.builds)) {
+      problems.push(`groups[${i}].builds: must be a list`);
+      return;
+    }
     for (const n of g.builds) {
       need(names.has(n as string), `groups[${i}].builds`, `"${String(n)}" is not a build of the plan`);
       need(!grouped.has(n as string), `groups[${i}].builds`, `"${String(n)}" is in two groups`);

@@ -16,7 +16,12 @@ export interface MakePlanOptions {
   signal?: AbortSignal;
 }
 
-const resumeKinds = { upToDate: 'up-to-date', fromFinalLayer: 'from-final-layer', resume: 'resume', fresh: 'fresh' } as const;
+const resumeKinds = {
+  upToDate: 'up-to-date',
+  fromFinalLayer: 'from-final-layer',
+  resume: 'resume',
+  fresh: 'fresh',
+} as const;
 
 /** One build's cache plan in the plan's shape. */
 export function toBuildPlan(build: BuildConfig, p: CachePlan, remoteAsked: boolean): BuildPlan {
@@ -28,26 +33,49 @@ export function toBuildPlan(build: BuildConfig, p: CachePlan, remoteAsked: boole
     root_key: p.rootKey ?? null,
     ...(p.unknown ? { unknown: p.unknown } : {}),
     layers: p.layers.map((l) => ({
-      index: l.index, description: l.description, key: l.key ?? null, local: l.local,
+      index: l.index,
+      description: l.description,
+      key: l.key ?? null,
+      local: l.local,
       remote: l.remote ?? (remoteAsked && l.key ? false : null),
       ...(l.uncacheable ? { uncacheable: l.uncacheable } : {}),
     })),
     final_key: p.final?.key ?? null,
-    final_cached: { local: p.final?.local ?? false, remote: p.final?.remote ?? (remoteAsked && p.final ? false : null) },
+    final_cached: {
+      local: p.final?.local ?? false,
+      remote: p.final?.remote ?? (remoteAsked && p.final ? false : null),
+    },
     artifact_key: p.artifactKey ?? null,
     resume: resumeKinds[r.kind],
     resume_at: all ? p.layers.length : r.kind === 'resume' ? r.at : 0,
-    resume_source: r.kind === 'fromFinalLayer' || r.kind === 'resume' ? r.source : r.kind === 'upToDate' ? 'local' : null,
+    resume_source:
+      r.kind === 'fromFinalLayer' || r.kind === 'resume' ? r.source : r.kind === 'upToDate' ? 'local' : null,
     up_to_date: all,
-    notes: [...p.notes, ...p.damaged.map((d) => `cached layer ${d.key.slice(0, 12)} is damaged (${d.problem}): the build removes it and rebuilds`)],
+    notes: [
+      ...p.notes,
+      ...p.damaged.map(
+        (d) => `cached layer ${d.key.slice(0, 12)} is damaged (${d.problem}): the build removes it and rebuilds`,
+      ),
+    ],
   };
 }
 
 export async function makePlan(templatePath: string, builds: BuildConfig[], o: MakePlanOptions): Promise<KilnPlan> {
   const planned: BuildPlan[] = [];
   for (const b of builds) {
-    const p = await planFor(b, { cacheDir: o.cacheDir, remote: o.remote, remoteIntermediate: o.remoteIntermediate, signal: o.signal });
+    const p = await planFor(b, {
+      cacheDir: o.cacheDir,
+      remote: o.remote,
+      remoteIntermediate: o.remoteIntermediate,
+      signal: o.signal,
+    });
     planned.push(toBuildPlan(b, p, o.remote !== undefined));
   }
-  return { schema: PLAN_SCHEMA, template: templatePath, cache_remote: o.cacheRemote ?? null, builds: planned, groups: groupBuilds(planned) };
+  return {
+    schema: PLAN_SCHEMA,
+    template: templatePath,
+    cache_remote: o.cacheRemote ?? null,
+    builds: planned,
+    groups: groupBuilds(planned),
+  };
 }

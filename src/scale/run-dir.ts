@@ -4,24 +4,49 @@
  * task's events, log and exit code). Written whole or not at all; kiln never writes into a directory
  * that holds anything already.
  */
-import { mkdirSync, readdirSync, renameSync, rmdirSync, rmSync, writeFileSync, existsSync, chmodSync, mkdtempSync } from 'node:fs';
+import {
+  mkdirSync,
+  readdirSync,
+  renameSync,
+  rmdirSync,
+  rmSync,
+  writeFileSync,
+  existsSync,
+  chmodSync,
+  mkdtempSync,
+} from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import type { KilnPlan } from './plan-shape.js';
 import { jobScript, submissions, tasksDir, type SlurmJobOptions, type Submission } from './sbatch.js';
 import { shellWord } from './matrix.js';
 
-export interface RunDir { dir: string; script: string; submissions: Submission[] }
+export interface RunDir {
+  dir: string;
+  script: string;
+  submissions: Submission[];
+}
 
 export function writeRunDir(plan: KilnPlan, o: SlurmJobOptions & { singleton: boolean; sbatchArgs: string[] }): RunDir {
   const dir = o.runDir;
   // #SBATCH lines are not shell words: sbatch would cut a path at its first space.
-  for (const [what, p] of [['the run directory', dir], ['the working directory', o.cwd]] as const) {
-    if (/\s/.test(p)) throw new Error(`${what} ${JSON.stringify(p)} has white space, which #SBATCH --output/--chdir lines cannot hold\n  fix: use a path without spaces (--slurm-dir DIR, or run kiln from another directory)`);
+  for (const [what, p] of [
+    ['the run directory', dir],
+    ['the working directory', o.cwd],
+  ] as const) {
+    if (/\s/.test(p))
+      throw new Error(
+        `${what} ${JSON.stringify(p)} has white space, which #SBATCH --output/--chdir lines cannot hold\n  fix: use a path without spaces (--slurm-dir DIR, or run kiln from another directory)`,
+      );
   }
-  if (!Number.isInteger(o.throttle) || o.throttle < 1) throw new Error(`--slurm-throttle ${o.throttle}: must be a whole number of tasks, 1 or more\n  fix: e.g. --slurm-throttle 4`);
+  if (!Number.isInteger(o.throttle) || o.throttle < 1)
+    throw new Error(
+      `--slurm-throttle ${o.throttle}: must be a whole number of tasks, 1 or more\n  fix: e.g. --slurm-throttle 4`,
+    );
   if (existsSync(dir) && readdirSync(dir).length > 0) {
-    throw new Error(`${dir} is not empty: kiln writes a run directory only into a new or empty one\n  fix: give another directory (or remove that one if it is an old run)`);
+    throw new Error(
+      `${dir} is not empty: kiln writes a run directory only into a new or empty one\n  fix: give another directory (or remove that one if it is an old run)`,
+    );
   }
   const parent = path.dirname(dir);
   mkdirSync(parent, { recursive: true });
@@ -33,13 +58,16 @@ export function writeRunDir(plan: KilnPlan, o: SlurmJobOptions & { singleton: bo
     mkdirSync(tasksDir(tmp));
     writeFileSync(path.join(tmp, 'plan.json'), JSON.stringify(plan, null, 2) + '\n');
     writeFileSync(path.join(tmp, 'job.sbatch'), jobScript(plan, o), { mode: 0o755 });
-    writeFileSync(path.join(tmp, 'submit.sh'), [
-      '#!/bin/sh',
-      '# The sbatch command lines kiln build --on slurm runs for this directory (one per line).',
-      'set -e',
-      ...subs.map((s) => s.argv.map(shellWord).join(' ')),
-      '',
-    ].join('\n'));
+    writeFileSync(
+      path.join(tmp, 'submit.sh'),
+      [
+        '#!/bin/sh',
+        '# The sbatch command lines kiln build --on slurm runs for this directory (one per line).',
+        'set -e',
+        ...subs.map((s) => s.argv.map(shellWord).join(' ')),
+        '',
+      ].join('\n'),
+    );
     chmodSync(path.join(tmp, 'submit.sh'), 0o755);
     if (existsSync(dir)) rmdirSync(dir); // empty (checked above): rename needs it gone
     renameSync(tmp, dir);
@@ -57,8 +85,13 @@ export async function submit(subs: Submission[]): Promise<string[]> {
     const r = await execa(s.argv[0]!, s.argv.slice(1), { reject: false });
     if (r.exitCode !== 0) {
       if (ids.length) await execa('scancel', ids, { reject: false });
-      const cause = r.exitCode === undefined || (r as { code?: string }).code === 'ENOENT' ? 'sbatch is not installed here' : String(r.stderr).trim() || `exit code ${r.exitCode}`;
-      throw new Error(`sbatch failed for ${s.builds.join(', ')}: ${cause}${ids.length ? ` (cancelled jobs ${ids.join(', ')} this run had submitted)` : ''}\n  fix: run kiln on a Slurm submit host (sbatch, squeue on PATH, SLURM_CONF set if the cluster needs it)`);
+      const cause =
+        r.exitCode === undefined || (r as { code?: string }).code === 'ENOENT'
+          ? 'sbatch is not installed here'
+          : String(r.stderr).trim() || `exit code ${r.exitCode}`;
+      throw new Error(
+        `sbatch failed for ${s.builds.join(', ')}: ${cause}${ids.length ? ` (cancelled jobs ${ids.join(', ')} this run had submitted)` : ''}\n  fix: run kiln on a Slurm submit host (sbatch, squeue on PATH, SLURM_CONF set if the cluster needs it)`,
+      );
     }
     ids.push(String(r.stdout).trim().split(';')[0]!);
   }

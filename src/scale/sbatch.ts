@@ -18,7 +18,18 @@ import type { KilnPlan } from './plan-shape.js';
 import { groupName, shellWord } from './matrix.js';
 
 /** The submitter's variables a job gets: settings, never credentials (AWS_SECRET_ACCESS_KEY etc. are not here). */
-export const EXPORTED_VARIABLES = ['KILN_CACHE_DIR', 'KILN_ACCELERATOR', 'KILN_QEMU', 'KILN_QEMU_IMG', 'AWS_REGION', 'AWS_ENDPOINT_URL', 'AWS_PROFILE', 'AWS_SHARED_CREDENTIALS_FILE', 'AWS_CONFIG_FILE', 'TMPDIR'] as const;
+export const EXPORTED_VARIABLES = [
+  'KILN_CACHE_DIR',
+  'KILN_ACCELERATOR',
+  'KILN_QEMU',
+  'KILN_QEMU_IMG',
+  'AWS_REGION',
+  'AWS_ENDPOINT_URL',
+  'AWS_PROFILE',
+  'AWS_SHARED_CREDENTIALS_FILE',
+  'AWS_CONFIG_FILE',
+  'TMPDIR',
+] as const;
 
 /** Variables that carry credentials: never written into a job, named in a note when set. */
 export const CREDENTIAL_VARIABLES = ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN'] as const;
@@ -49,7 +60,9 @@ export const tasksDir = (runDir: string): string => path.join(runDir, 'tasks');
 
 export function jobScript(plan: KilnPlan, o: SlurmJobOptions): string {
   const tasks = tasksDir(o.runDir);
-  const exports = Object.entries(o.env).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `export ${k}=${shellWord(v)}`);
+  const exports = Object.entries(o.env)
+    .sort(([a], [b]) => a.localeCompare(b))
+    .map(([k, v]) => `export ${k}=${shellWord(v)}`);
   const nodeEnv = o.nodeEnv.split('{node}').map(shellWord).join('"$SLURMD_NODENAME"');
   const last = plan.builds.length - 1;
   return [
@@ -62,10 +75,10 @@ export function jobScript(plan: KilnPlan, o: SlurmJobOptions): string {
     `#SBATCH --output=${tasks}/%a.events.jsonl`,
     `#SBATCH --error=${tasks}/%a.log`,
     'set -u',
-    '# The submitter\'s environment is not passed (--export=NONE): these settings are, and nothing secret.',
+    "# The submitter's environment is not passed (--export=NONE): these settings are, and nothing secret.",
     ...exports,
     ': "${HOME:=$(getent passwd "$(id -u)" | cut -d: -f6)}"; export HOME',
-    '# Node-local settings: this node\'s cache directory, the store\'s endpoint as this node reaches it, its credentials file.',
+    "# Node-local settings: this node's cache directory, the store's endpoint as this node reaches it, its credentials file.",
     `node_env=${nodeEnv}`,
     'if [ -r "$node_env" ]; then set -a; . "$node_env"; set +a; fi',
     'case "${SLURM_ARRAY_TASK_ID:?kiln: not run as a Slurm array task}" in',
@@ -74,7 +87,17 @@ export function jobScript(plan: KilnPlan, o: SlurmJobOptions): string {
     'esac',
     '# scancel: kiln gets SIGTERM and cleans up; this shell waits for it, then records its exit code.',
     'trap \'echo "kiln: task $SLURM_ARRAY_TASK_ID ($build) got SIGTERM (scancel?)" >&2\' TERM',
-    [shellWord(o.node), shellWord(o.kiln), 'build', '--only', '"$build"', ...o.buildArgs.map(shellWord), '--events=json', '--progress=never', shellWord(o.template)].join(' '),
+    [
+      shellWord(o.node),
+      shellWord(o.kiln),
+      'build',
+      '--only',
+      '"$build"',
+      ...o.buildArgs.map(shellWord),
+      '--events=json',
+      '--progress=never',
+      shellWord(o.template),
+    ].join(' '),
     'rc=$?',
     `echo "$rc" > ${shellWord(tasks)}/"$SLURM_ARRAY_TASK_ID".rc`,
     'exit "$rc"',
@@ -82,7 +105,10 @@ export function jobScript(plan: KilnPlan, o: SlurmJobOptions): string {
   ].join('\n');
 }
 
-export interface Submission { argv: string[]; builds: string[] }
+export interface Submission {
+  argv: string[];
+  builds: string[];
+}
 
 /**
  * The sbatch command lines for a run: one array over every build, or with `singleton` one array per
@@ -90,17 +116,35 @@ export interface Submission { argv: string[]; builds: string[] }
  * (one running job per name and user: a shared key is built once, by one task, whoever submitted it;
  * the others then find it in the remote cache). A group's own tasks run one at a time for the same reason.
  */
-export function submissions(plan: KilnPlan, script: string, o: { throttle: number; singleton: boolean; sbatchArgs: string[] }): Submission[] {
+export function submissions(
+  plan: KilnPlan,
+  script: string,
+  o: { throttle: number; singleton: boolean; sbatchArgs: string[] },
+): Submission[] {
   if (!o.singleton) {
-    return [{ argv: ['sbatch', '--parsable', `--array=0-${plan.builds.length - 1}%${o.throttle}`, ...o.sbatchArgs, script], builds: plan.builds.map((b) => b.name) }];
+    return [
+      {
+        argv: ['sbatch', '--parsable', `--array=0-${plan.builds.length - 1}%${o.throttle}`, ...o.sbatchArgs, script],
+        builds: plan.builds.map((b) => b.name),
+      },
+    ];
   }
   const index = new Map(plan.builds.map((b, i) => [b.name, i]));
   // A --dependency of the user's joins singleton (sbatch keeps only the last --dependency given).
-  const userDeps = o.sbatchArgs.filter((a) => a.startsWith('--dependency=')).map((a) => a.slice('--dependency='.length));
+  const userDeps = o.sbatchArgs
+    .filter((a) => a.startsWith('--dependency='))
+    .map((a) => a.slice('--dependency='.length));
   const rest = o.sbatchArgs.filter((a) => !a.startsWith('--dependency='));
   return plan.groups.map((g) => ({
-    argv: ['sbatch', '--parsable', `--array=${g.builds.map((b) => index.get(b)).join(',')}%1`, `--job-name=${groupName(g)}`,
-      `--dependency=${['singleton', ...userDeps].join(',')}`, ...rest, script],
+    argv: [
+      'sbatch',
+      '--parsable',
+      `--array=${g.builds.map((b) => index.get(b)).join(',')}%1`,
+      `--job-name=${groupName(g)}`,
+      `--dependency=${['singleton', ...userDeps].join(',')}`,
+      ...rest,
+      script,
+    ],
     builds: g.builds,
   }));
 }

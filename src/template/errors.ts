@@ -9,7 +9,10 @@ export interface FieldProblem {
 }
 
 export class TemplateError extends Error {
-  constructor(readonly file: string, readonly problems: FieldProblem[]) {
+  constructor(
+    readonly file: string,
+    readonly problems: FieldProblem[],
+  ) {
     super(problems.map((p) => formatProblem(file, p)).join('\n'));
     this.name = 'TemplateError';
   }
@@ -34,7 +37,13 @@ function formatProblem(file: string, p: FieldProblem): string {
  * computation failed half-way, where only the input is known.
  */
 export function secretForms(secret: string): string[] {
-  const forms = new Set([secret, JSON.stringify(secret).slice(1, -1), Buffer.from(secret).toString('base64'), Buffer.from(secret).toString('base64url'), encodeURIComponent(secret)]);
+  const forms = new Set([
+    secret,
+    JSON.stringify(secret).slice(1, -1),
+    Buffer.from(secret).toString('base64'),
+    Buffer.from(secret).toString('base64url'),
+    encodeURIComponent(secret),
+  ]);
   return [...forms].filter((f) => f.length >= 3);
 }
 
@@ -49,7 +58,11 @@ export function maskText(text: string, secrets: readonly string[]): string {
 
 /** Problems with every secret masked in what they say (message and fix). */
 export function maskProblems<P extends FieldProblem>(problems: readonly P[], secrets: readonly string[]): P[] {
-  return problems.map((p) => ({ ...p, message: maskText(p.message, secrets), ...(p.fix === undefined ? {} : { fix: maskText(p.fix, secrets) }) }));
+  return problems.map((p) => ({
+    ...p,
+    message: maskText(p.message, secrets),
+    ...(p.fix === undefined ? {} : { fix: maskText(p.fix, secrets) }),
+  }));
 }
 
 /** The same error with its secrets masked: the template's file name is kept, a secret in it or not. */
@@ -77,16 +90,28 @@ export function closest(word: string, candidates: readonly string[]): string | u
   let bestDistance = Math.max(2, Math.floor(word.length / 3)) + 1;
   for (const c of candidates) {
     const d = editDistance(word.toLowerCase(), c.toLowerCase());
-    if (d < bestDistance) { best = c; bestDistance = d; }
+    if (d < bestDistance) {
+      best = c;
+      bestDistance = d;
+    }
   }
   return best;
 }
 
 /** Words for zod's type names, as a template author would say them. */
-const typeWords: Record<string, string> = { array: 'list', object: 'map', record: 'map', boolean: 'true or false', number: 'number', int: 'whole number', string: 'string' };
+const typeWords: Record<string, string> = {
+  array: 'list',
+  object: 'map',
+  record: 'map',
+  boolean: 'true or false',
+  number: 'number',
+  int: 'whole number',
+  string: 'string',
+};
 const typeWord = (t: string) => typeWords[t] ?? t;
 /** "a list", "an object"; literal values ("false", '"ssh"') and "true or false" go without. */
-const withArticle = (w: string) => (w === 'true or false' || /^("|true|false|null|-?\d)/.test(w) ? w : `${/^[aeiou]/.test(w) ? 'an' : 'a'} ${w}`);
+const withArticle = (w: string) =>
+  w === 'true or false' || /^("|true|false|null|-?\d)/.test(w) ? w : `${/^[aeiou]/.test(w) ? 'an' : 'a'} ${w}`;
 
 /** Where a suggestion for an unknown key comes from: the keys valid at that path, and names other tools use. */
 export interface KeyHints {
@@ -108,13 +133,19 @@ function unknownKey(key: string, path: (string | number)[], hints: KeyHints): Co
   const aliases = hints.aliasesAt?.(path) ?? {};
   const alias = closest(key, Object.keys(aliases));
   if (alias) return { ...at, fix: `"${alias}" is how Packer says it; in kiln write ${aliases[alias]}` };
-  return { ...at, fix: valid.length ? `remove it, or use one of the keys valid here: ${valid.join(', ')}` : 'remove it' };
+  return {
+    ...at,
+    fix: valid.length ? `remove it, or use one of the keys valid here: ${valid.join(', ')}` : 'remove it',
+  };
 }
 
-function bound(issue: { origin?: unknown; minimum?: unknown; maximum?: unknown; inclusive?: unknown }, side: 'min' | 'max'): string {
+function bound(
+  issue: { origin?: unknown; minimum?: unknown; maximum?: unknown; inclusive?: unknown },
+  side: 'min' | 'max',
+): string {
   const limit = Number(side === 'min' ? issue.minimum : issue.maximum);
   const strict = issue.inclusive === false;
-  const word = side === 'min' ? (strict ? 'more than' : 'at least') : (strict ? 'less than' : 'at most');
+  const word = side === 'min' ? (strict ? 'more than' : 'at least') : strict ? 'less than' : 'at most';
   if (issue.origin === 'array') return `${word} ${limit} item${limit === 1 ? '' : 's'}`;
   if (issue.origin === 'string') return `${word} ${limit} character${limit === 1 ? '' : 's'}`;
   return `${word} ${limit}`;
@@ -127,18 +158,26 @@ function bound(issue: { origin?: unknown; minimum?: unknown; maximum?: unknown; 
  * key that is its misspelling, since "did you mean" on the misspelt key already says everything.
  */
 export function problemsFromZod(error: z.ZodError, hints: KeyHints): FieldProblem[] {
-  const problems = collectProblems(error.issues, [], hints).map((p) => (hints.secrets?.length ? maskProblems([p], hints.secrets)[0]! : p));
+  const problems = collectProblems(error.issues, [], hints).map((p) =>
+    hints.secrets?.length ? maskProblems([p], hints.secrets)[0]! : p,
+  );
   const misspelt = new Set(problems.filter((p) => p.meant).map((p) => formatPath([...p.path.slice(0, -1), p.meant!])));
   const reported = new Set<string>();
-  return problems.filter((p) => {
-    const field = formatPath(p.path);
-    if (reported.has(field) || (p.missing && misspelt.has(field))) return false;
-    reported.add(field);
-    return true;
-  }).map(({ missing: _missing, meant: _meant, ...p }) => p);
+  return problems
+    .filter((p) => {
+      const field = formatPath(p.path);
+      if (reported.has(field) || (p.missing && misspelt.has(field))) return false;
+      reported.add(field);
+      return true;
+    })
+    .map(({ missing: _missing, meant: _meant, ...p }) => p);
 }
 
-function collectProblems(issues: readonly z.core.$ZodIssue[], prefix: (string | number)[], hints: KeyHints): Collected[] {
+function collectProblems(
+  issues: readonly z.core.$ZodIssue[],
+  prefix: (string | number)[],
+  hints: KeyHints,
+): Collected[] {
   const problems: Collected[] = [];
   for (const issue of issues) {
     const path = [...prefix, ...issue.path.filter((p): p is string | number => typeof p !== 'symbol')];
@@ -156,28 +195,72 @@ function collectProblems(issues: readonly z.core.$ZodIssue[], prefix: (string | 
           const given = input && typeof input === 'object' ? (input as Record<string, unknown>)[field] : undefined;
           const guess = typeof given === 'string' ? closest(given, options) : undefined;
           const at = path.at(-1) === field ? path : [...path, field];
-          if (given === undefined) problems.push({ path: at, message: `required field is missing`, fix: `add "${field}": one of ${options.join(', ')}`, missing: true });
-          else if (typeof given !== 'string') problems.push({ path: at, message: `expected a ${field} name, got ${describe(given, hints.secrets)}`, fix: `use one of: ${options.join(', ')}` });
-          else problems.push({ path: at, message: `unknown ${field} ${describeValue(given, hints.secrets)}`, fix: guess ? `did you mean "${guess}"? (one of: ${options.join(', ')})` : `use one of: ${options.join(', ')}` });
+          if (given === undefined)
+            problems.push({
+              path: at,
+              message: `required field is missing`,
+              fix: `add "${field}": one of ${options.join(', ')}`,
+              missing: true,
+            });
+          else if (typeof given !== 'string')
+            problems.push({
+              path: at,
+              message: `expected a ${field} name, got ${describe(given, hints.secrets)}`,
+              fix: `use one of: ${options.join(', ')}`,
+            });
+          else
+            problems.push({
+              path: at,
+              message: `unknown ${field} ${describeValue(given, hints.secrets)}`,
+              fix: guess
+                ? `did you mean "${guess}"? (one of: ${options.join(', ')})`
+                : `use one of: ${options.join(', ')}`,
+            });
           continue;
         }
         // A union (e.g. communicator ssh|none): report the branch that got furthest, not all of them.
         // When the value has none of the branches' types (cloud_init: true), say which types would do.
-        const atRoot = (i: z.core.$ZodIssue) => i.path.length === 0 && (i.code === 'invalid_type' || i.code === 'invalid_value');
+        const atRoot = (i: z.core.$ZodIssue) =>
+          i.path.length === 0 && (i.code === 'invalid_type' || i.code === 'invalid_value');
         const deeper = issue.errors.filter((b) => b.length && !b.every(atRoot));
         if (!deeper.length && issue.errors.length) {
-          const wanted = [...new Set(issue.errors.flat().map((i) => (i.code === 'invalid_type' ? typeWord(i.expected) : i.code === 'invalid_value' ? i.values.map((v) => JSON.stringify(v)).join(' or ') : '')).filter(Boolean))];
-          problems.push({ path, message: `expected ${wanted.join(' or ')}, got ${describe(input, hints.secrets)}`, fix: `write ${wanted.map((w) => withArticle(w)).join(' or ')} here` });
+          const wanted = [
+            ...new Set(
+              issue.errors
+                .flat()
+                .map((i) =>
+                  i.code === 'invalid_type'
+                    ? typeWord(i.expected)
+                    : i.code === 'invalid_value'
+                      ? i.values.map((v) => JSON.stringify(v)).join(' or ')
+                      : '',
+                )
+                .filter(Boolean),
+            ),
+          ];
+          problems.push({
+            path,
+            message: `expected ${wanted.join(' or ')}, got ${describe(input, hints.secrets)}`,
+            fix: `write ${wanted.map((w) => withArticle(w)).join(' or ')} here`,
+          });
           continue;
         }
         const best = deeper.reduce((a, b) => (b.length < a.length ? b : a), deeper[0] ?? []);
-        if (best.length) { problems.push(...collectProblems(best, path, hints)); continue; }
+        if (best.length) {
+          problems.push(...collectProblems(best, path, hints));
+          continue;
+        }
         break;
       }
       case 'invalid_value': {
         const values = issue.values.map(String);
         if (input === undefined) {
-          problems.push({ path, message: 'required field is missing', fix: `add "${String(path.at(-1))}": one of ${values.join(', ')}`, missing: true });
+          problems.push({
+            path,
+            message: 'required field is missing',
+            fix: `add "${String(path.at(-1))}": one of ${values.join(', ')}`,
+            missing: true,
+          });
           continue;
         }
         const guess = typeof input === 'string' ? closest(input, values) : undefined;
@@ -191,11 +274,28 @@ function collectProblems(issues: readonly z.core.$ZodIssue[], prefix: (string | 
       case 'invalid_type': {
         const word = typeWord(issue.expected);
         if (input === undefined) {
-          problems.push({ path, message: 'required field is missing', fix: `add "${String(path.at(-1))}" (${withArticle(word)})`, missing: true });
-        } else if (typeof input === 'number' && !Number.isFinite(input) && (word === 'number' || word === 'whole number')) {
-          problems.push({ path, message: `${String(input)} is not a usable number (too big to represent, or not a number at all)`, fix: `write ${withArticle(word)} of a sensible size` });
+          problems.push({
+            path,
+            message: 'required field is missing',
+            fix: `add "${String(path.at(-1))}" (${withArticle(word)})`,
+            missing: true,
+          });
+        } else if (
+          typeof input === 'number' &&
+          !Number.isFinite(input) &&
+          (word === 'number' || word === 'whole number')
+        ) {
+          problems.push({
+            path,
+            message: `${String(input)} is not a usable number (too big to represent, or not a number at all)`,
+            fix: `write ${withArticle(word)} of a sensible size`,
+          });
         } else {
-          problems.push({ path, message: `expected ${word}, got ${describe(input, hints.secrets)}`, fix: `write ${withArticle(word)} here${typeExample(word)}` });
+          problems.push({
+            path,
+            message: `expected ${word}, got ${describe(input, hints.secrets)}`,
+            fix: `write ${withArticle(word)} here${typeExample(word)}`,
+          });
         }
         continue;
       }
@@ -204,16 +304,28 @@ function collectProblems(issues: readonly z.core.$ZodIssue[], prefix: (string | 
         problems.push(...collectProblems(issue.issues, path, hints));
         continue;
       case 'too_small':
-        problems.push({ path, message: `${describeValue(input, hints.secrets)} is too small: it must be ${bound(issue, 'min')}`, fix: `use ${bound(issue, 'min')}` });
+        problems.push({
+          path,
+          message: `${describeValue(input, hints.secrets)} is too small: it must be ${bound(issue, 'min')}`,
+          fix: `use ${bound(issue, 'min')}`,
+        });
         continue;
       case 'too_big':
-        problems.push({ path, message: `${describeValue(input, hints.secrets)} is too big: it must be ${bound(issue, 'max')}`, fix: `use ${bound(issue, 'max')}` });
+        problems.push({
+          path,
+          message: `${describeValue(input, hints.secrets)} is too big: it must be ${bound(issue, 'max')}`,
+          fix: `use ${bound(issue, 'max')}`,
+        });
         continue;
       default:
         break;
     }
     const fix = typeof params?.fix === 'string' ? params.fix : undefined;
-    problems.push({ path, message: issue.message, ...(fix ? { fix } : { fix: 'see the field in kiln\'s docs/templates.md' }) });
+    problems.push({
+      path,
+      message: issue.message,
+      ...(fix ? { fix } : { fix: "see the field in kiln's docs/templates.md" }),
+    });
   }
   return problems;
 }

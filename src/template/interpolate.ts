@@ -8,7 +8,10 @@
 export type Scalar = string | number | boolean;
 const reference = /\$(\$?)\{\s*(var|build)\.([A-Za-z_][A-Za-z0-9_]*)\s*\}/g;
 
-export interface InterpolationProblem { namespace: string; name: string; }
+export interface InterpolationProblem {
+  namespace: string;
+  name: string;
+}
 
 /** A value by its own name only: `${var.constructor}` must not find Object.prototype's. */
 function lookup(values: Record<string, Scalar> | undefined, name: string): Scalar | undefined {
@@ -30,7 +33,10 @@ export function interpolateString(
     const ns = whole[1] as 'var' | 'build';
     if (only && ns !== only) return text;
     const v = lookup(values[ns], whole[2]!);
-    if (v === undefined) { onMissing({ namespace: ns, name: whole[2]! }); return text; }
+    if (v === undefined) {
+      onMissing({ namespace: ns, name: whole[2]! });
+      return text;
+    }
     return v;
   }
   return text.replace(reference, (match, escaped: string, ns: 'var' | 'build', name: string) => {
@@ -38,7 +44,10 @@ export function interpolateString(
     if (only && ns !== only) return match;
     if (escaped) return match.slice(1);
     const v = lookup(values[ns], name);
-    if (v === undefined) { onMissing({ namespace: ns, name }); return match; }
+    if (v === undefined) {
+      onMissing({ namespace: ns, name });
+      return match;
+    }
     return String(v);
   });
 }
@@ -59,7 +68,12 @@ export function interpolateTree<T>(
     const out: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(tree)) {
       // defineProperty, not assignment: a "__proto__" key stays a key (and an unknown one) instead of a prototype.
-      Object.defineProperty(out, k, { value: interpolateTree(v, values, onMissing, only, [...path, k]), enumerable: true, writable: true, configurable: true });
+      Object.defineProperty(out, k, {
+        value: interpolateTree(v, values, onMissing, only, [...path, k]),
+        enumerable: true,
+        writable: true,
+        configurable: true,
+      });
     }
     return out as T;
   }

@@ -10,10 +10,16 @@ import { formatPath, type FieldProblem } from './errors.js';
 import type { BuildConfig } from './schema.js';
 
 /** A directory or file no output directory may be or contain, and how an error names it. */
-export interface ProtectedPlace { path: string; what: string }
+export interface ProtectedPlace {
+  path: string;
+  what: string;
+}
 
 /** An input of a build as resolveBuildPaths found it: its absolute path and its field in the build. */
-export interface BuildInput { path: string; field: (string | number)[] }
+export interface BuildInput {
+  path: string;
+  field: (string | number)[];
+}
 
 /** Where `p` really is: its nearest existing ancestor with symbolic links resolved, the rest joined on. */
 export function realPathOf(p: string): string {
@@ -37,12 +43,18 @@ const isInside = (inner: string, outer: string) => {
 };
 
 /** Places every build of a template must keep its output directories away from. */
-export function protectedPlaces(templateDir: string, cwd: string, home: string, cacheDir: string, varFiles: readonly string[]): ProtectedPlace[] {
+export function protectedPlaces(
+  templateDir: string,
+  cwd: string,
+  home: string,
+  cacheDir: string,
+  varFiles: readonly string[],
+): ProtectedPlace[] {
   return [
-    { path: templateDir, what: 'the template\'s folder' },
+    { path: templateDir, what: "the template's folder" },
     { path: cwd, what: 'the current directory' },
     { path: home, what: 'your home directory' },
-    { path: cacheDir, what: 'kiln\'s cache directory' },
+    { path: cacheDir, what: "kiln's cache directory" },
     ...varFiles.map((f) => ({ path: path.resolve(f), what: 'a --var-file' })),
     { path: path.parse(path.resolve(cwd)).root, what: 'the root of the file system' },
   ];
@@ -52,9 +64,16 @@ export function protectedPlaces(templateDir: string, cwd: string, home: string, 
  * Problems with a build's output_directory and outputs[].directory (already absolute): one per field,
  * naming the first protected place it is or holds.
  */
-export function outputDirectoryProblems(b: BuildConfig, at: (string | number)[], places: readonly ProtectedPlace[], inputs: readonly BuildInput[]): FieldProblem[] {
-  const all = [...places, ...inputs.map((i) => ({ path: i.path, what: `the build's input ${formatPath(i.field)}` }))]
-    .map((p) => ({ ...p, real: realPathOf(p.path) }));
+export function outputDirectoryProblems(
+  b: BuildConfig,
+  at: (string | number)[],
+  places: readonly ProtectedPlace[],
+  inputs: readonly BuildInput[],
+): FieldProblem[] {
+  const all = [
+    ...places,
+    ...inputs.map((i) => ({ path: i.path, what: `the build's input ${formatPath(i.field)}` })),
+  ].map((p) => ({ ...p, real: realPathOf(p.path) }));
   const problems: FieldProblem[] = [];
   const check = (dir: string, field: (string | number)[], consequence: string, fix: string) => {
     const real = realPathOf(dir);
@@ -64,14 +83,20 @@ export function outputDirectoryProblems(b: BuildConfig, at: (string | number)[],
     const relation = hit.real === real ? `is ${hit.what}` : `holds ${hit.what} (${hit.path})`;
     problems.push({ path: [...at, ...field], message: `${where} ${relation}: ${consequence}`, fix });
   };
-  check(b.output_directory, ['output_directory'],
+  check(
+    b.output_directory,
+    ['output_directory'],
     'kiln build --force replaces an output directory, and everything in it, with the artifacts',
-    `give the build a directory of its own, e.g. output_directory: output/${b.name}`);
+    `give the build a directory of its own, e.g. output_directory: output/${b.name}`,
+  );
   b.outputs.forEach((o, k) => {
     if (o.directory === undefined) return;
-    check(o.directory, ['outputs', k, 'directory'],
+    check(
+      o.directory,
+      ['outputs', k, 'directory'],
       'artifacts would land among files kiln did not write, and kiln build --force replaces one of the same name',
-      `remove "directory" (the artifact then goes to the build's output_directory), or give it a directory of its own, e.g. directory: output/${b.name}-${o.format}`);
+      `remove "directory" (the artifact then goes to the build's output_directory), or give it a directory of its own, e.g. directory: output/${b.name}-${o.format}`,
+    );
   });
   return problems;
 }

@@ -22,8 +22,19 @@ export function diskFormat(format: string): (typeof diskFormats)[DiskFormat] | u
   return Object.hasOwn(diskFormats, format) ? diskFormats[format as DiskFormat] : undefined;
 }
 
-export interface DiskPlan { kind: 'disk'; qemuFormat: string; extension: string; options: string[]; compress: boolean; checkable: boolean }
-export interface PackagePlan { kind: 'package'; packageFormat: 'ova' | 'vagrant' | 'gce'; extension: string }
+export interface DiskPlan {
+  kind: 'disk';
+  qemuFormat: string;
+  extension: string;
+  options: string[];
+  compress: boolean;
+  checkable: boolean;
+}
+export interface PackagePlan {
+  kind: 'package';
+  packageFormat: 'ova' | 'vagrant' | 'gce';
+  extension: string;
+}
 export type FormatPlan = DiskPlan | PackagePlan;
 
 function disk(format: DiskFormat, options: string[], compress: boolean): DiskPlan {
@@ -40,7 +51,11 @@ export function planFor(o: OutputConfig): FormatPlan {
       return disk('raw', [], false);
     case 'vmdk': {
       const subformat = o.subformat ?? (o.compress ? 'streamOptimized' : 'monolithicSparse');
-      return disk('vmdk', [`subformat=${subformat}`, ...(o.adapter_type ? [`adapter_type=${o.adapter_type}`] : [])], false);
+      return disk(
+        'vmdk',
+        [`subformat=${subformat}`, ...(o.adapter_type ? [`adapter_type=${o.adapter_type}`] : [])],
+        false,
+      );
     }
     case 'vhdx':
       return disk('vhdx', ['subformat=dynamic'], false);

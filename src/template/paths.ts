@@ -17,7 +17,13 @@ type Kind = 'file' | 'dir' | 'any';
  * Resolves a build's paths in place (to absolute ones) and reports those that must exist but do not.
  * Returns the local files and directories the build reads, which no output directory may hold.
  */
-export function resolveBuildPaths(b: BuildConfig, at: (string | number)[], dir: string, problems: FieldProblem[], mapPath: (p: string) => string = (p) => p): BuildInput[] {
+export function resolveBuildPaths(
+  b: BuildConfig,
+  at: (string | number)[],
+  dir: string,
+  problems: FieldProblem[],
+  mapPath: (p: string) => string = (p) => p,
+): BuildInput[] {
   const inputs: BuildInput[] = [];
   const resolve = (p: string) => (path.isAbsolute(p) || isHttpUrl(p) ? p : path.resolve(dir, p));
   const existing = (written: string, field: (string | number)[], kind: Kind): string => {
@@ -34,7 +40,8 @@ export function resolveBuildPaths(b: BuildConfig, at: (string | number)[], dir: 
   if (s.iso !== undefined) s.iso = existing(s.iso, ['source', 'iso'], 'file');
   s.cd_files = s.cd_files.map((f, k) => existing(f, ['source', 'cd_files', k], 'any'));
   s.floppy_files = s.floppy_files.map((f, k) => existing(f, ['source', 'floppy_files', k], 'any'));
-  if (s.checksum.startsWith('file:') && !isHttpUrl(s.checksum.slice(5))) s.checksum = `file:${existing(s.checksum.slice(5), ['source', 'checksum'], 'file')}`;
+  if (s.checksum.startsWith('file:') && !isHttpUrl(s.checksum.slice(5)))
+    s.checksum = `file:${existing(s.checksum.slice(5), ['source', 'checksum'], 'file')}`;
   if (s.firmware.endsWith('.json')) s.firmware = existing(s.firmware, ['source', 'firmware'], 'file');
   if (s.secure_boot) {
     const k = s.secure_boot.keys;
@@ -44,16 +51,22 @@ export function resolveBuildPaths(b: BuildConfig, at: (string | number)[], dir: 
   }
   if (s.http_directory) s.http_directory = existing(s.http_directory, ['source', 'http_directory'], 'dir');
   if (s.communicator.type === 'ssh' && s.communicator.private_key_file) {
-    s.communicator.private_key_file = existing(s.communicator.private_key_file, ['source', 'communicator', 'private_key_file'], 'file');
+    s.communicator.private_key_file = existing(
+      s.communicator.private_key_file,
+      ['source', 'communicator', 'private_key_file'],
+      'file',
+    );
   }
 
   if (b.sign) b.sign.key = existing(b.sign.key, ['sign', 'key'], 'file');
   b.output_directory = resolve(b.output_directory ?? `output/${b.name}`);
   for (const o of b.outputs) if (o.directory) o.directory = resolve(o.directory);
-  b.provisioners.forEach((p, j) => kindOf(p).resolvePaths(p, {
-    existing: (written, field, kind) => existing(written, ['provisioners', j, ...field], kind),
-    resolve,
-  }));
+  b.provisioners.forEach((p, j) =>
+    kindOf(p).resolvePaths(p, {
+      existing: (written, field, kind) => existing(written, ['provisioners', j, ...field], kind),
+      resolve,
+    }),
+  );
   b.post_processors.forEach((p, j) => {
     if (p.type === 'shell-local' && p.script) p.script = existing(p.script, ['post_processors', j, 'script'], 'file');
   });
@@ -61,13 +74,22 @@ export function resolveBuildPaths(b: BuildConfig, at: (string | number)[], dir: 
 }
 
 function missing(written: string, resolved: string, dir: string, kind: Kind): Omit<FieldProblem, 'path'> | undefined {
-  if (!written.trim()) return { message: 'the path is empty', fix: `give the path of the ${kind === 'dir' ? 'directory' : 'file'}, or remove the field` };
+  if (!written.trim())
+    return {
+      message: 'the path is empty',
+      fix: `give the path of the ${kind === 'dir' ? 'directory' : 'file'}, or remove the field`,
+    };
   const where = written === resolved ? '' : ` (resolved relative to the template's directory ${dir}: ${resolved})`;
   if (!existsSync(resolved)) {
-    return { message: `path ${written} does not exist${where}`, fix: `correct the path, or create the ${kind === 'dir' ? 'directory' : 'file'}` };
+    return {
+      message: `path ${written} does not exist${where}`,
+      fix: `correct the path, or create the ${kind === 'dir' ? 'directory' : 'file'}`,
+    };
   }
   const st = statSync(resolved);
-  if (kind === 'file' && !st.isFile()) return { message: `path ${written} is not a file${where}`, fix: 'point it at a file' };
-  if (kind === 'dir' && !st.isDirectory()) return { message: `path ${written} is not a directory${where}`, fix: 'point it at a directory' };
+  if (kind === 'file' && !st.isFile())
+    return { message: `path ${written} is not a file${where}`, fix: 'point it at a file' };
+  if (kind === 'dir' && !st.isDirectory())
+    return { message: `path ${written} is not a directory${where}`, fix: 'point it at a directory' };
   return undefined;
 }

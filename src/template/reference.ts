@@ -12,7 +12,19 @@ import { buildFields, outputSchema, postProcessorSchema, provisionerSchema } fro
 import { publishList } from './schema-publish.js';
 import { templateJsonSchema } from './json-schema.js';
 
-type Js = { type?: string | string[]; enum?: unknown[]; const?: unknown; anyOf?: Js[]; oneOf?: Js[]; items?: Js; properties?: Record<string, Js>; additionalProperties?: Js | boolean; default?: unknown; description?: string; required?: string[] };
+type Js = {
+  type?: string | string[];
+  enum?: unknown[];
+  const?: unknown;
+  anyOf?: Js[];
+  oneOf?: Js[];
+  items?: Js;
+  properties?: Record<string, Js>;
+  additionalProperties?: Js | boolean;
+  default?: unknown;
+  description?: string;
+  required?: string[];
+};
 
 /** A short type as a template writes it: number, "a" | "b", list of string, map... */
 function typeOf(s: Js | undefined): string {
@@ -22,12 +34,22 @@ function typeOf(s: Js | undefined): string {
   const options = s.anyOf ?? s.oneOf;
   if (options) {
     // ${var.NAME} is allowed for every scalar: the reference says so once, at the top.
-    const shown = options.filter((o) => !(o.type === 'string' && typeof (o as { pattern?: string }).pattern === 'string' && (o as { pattern: string }).pattern.includes('var\\.')));
+    const shown = options.filter(
+      (o) =>
+        !(
+          o.type === 'string' &&
+          typeof (o as { pattern?: string }).pattern === 'string' &&
+          (o as { pattern: string }).pattern.includes('var\\.')
+        ),
+    );
     return [...new Set(shown.map(typeOf))].join(' | ');
   }
   if (Array.isArray(s.type)) return s.type.join(' | ');
   if (s.type === 'array') return `list of ${typeOf(s.items)}`;
-  if (s.type === 'object') return s.properties ? 'map' : `map of ${typeof s.additionalProperties === 'object' ? typeOf(s.additionalProperties) : 'any'}`;
+  if (s.type === 'object')
+    return s.properties
+      ? 'map'
+      : `map of ${typeof s.additionalProperties === 'object' ? typeOf(s.additionalProperties) : 'any'}`;
   return s.type ?? 'any';
 }
 
@@ -39,7 +61,9 @@ function registryTable(fields: Fields, props: Record<string, Js>): string[] {
   const rows = ['| Field | Type | Default | Cache | Packer | Description |', '|---|---|---|---|---|---|'];
   for (const [name, f] of Object.entries(fields)) {
     const p = props[name];
-    rows.push(`| \`${name}\` | ${cell(typeOf(p))} | ${shownDefault(p)} | ${f.cache} | ${(f.packer ?? []).map((n) => `\`${n}\``).join(', ')} | ${cell(f.doc)} |`);
+    rows.push(
+      `| \`${name}\` | ${cell(typeOf(p))} | ${shownDefault(p)} | ${f.cache} | ${(f.packer ?? []).map((n) => `\`${n}\``).join(', ')} | ${cell(f.doc)} |`,
+    );
   }
   return rows;
 }
@@ -47,15 +71,24 @@ function registryTable(fields: Fields, props: Record<string, Js>): string[] {
 function schemaTable(props: Record<string, Js>, required: readonly string[] = []): string[] {
   const rows = ['| Field | Type | Default | Description |', '|---|---|---|---|'];
   for (const [name, p] of Object.entries(props)) {
-    rows.push(`| \`${name}\`${required.includes(name) && p.default === undefined ? ' (required)' : ''} | ${cell(typeOf(p))} | ${shownDefault(p)} | ${cell(p.description ?? '')} |`);
+    rows.push(
+      `| \`${name}\`${required.includes(name) && p.default === undefined ? ' (required)' : ''} | ${cell(typeOf(p))} | ${shownDefault(p)} | ${cell(p.description ?? '')} |`,
+    );
   }
   return rows;
 }
 
 /** One table per member of a union keyed by `type` (provisioners, post-processors, publish targets). */
 function kinds(title: string, js: Js): string[] {
-  const members = (js.oneOf ?? js.anyOf ?? (js.items ? js.items.oneOf ?? js.items.anyOf : undefined) ?? []).filter((m) => m.properties);
-  return members.flatMap((m) => [`### ${title} \`${String(m.properties!.type?.const ?? m.properties!.type?.default ?? '?')}\``, '', ...schemaTable(Object.fromEntries(Object.entries(m.properties!).filter(([k]) => k !== 'type')), m.required), '']);
+  const members = (js.oneOf ?? js.anyOf ?? (js.items ? (js.items.oneOf ?? js.items.anyOf) : undefined) ?? []).filter(
+    (m) => m.properties,
+  );
+  return members.flatMap((m) => [
+    `### ${title} \`${String(m.properties!.type?.const ?? m.properties!.type?.default ?? '?')}\``,
+    '',
+    ...schemaTable(Object.fromEntries(Object.entries(m.properties!).filter(([k]) => k !== 'type')), m.required),
+    '',
+  ]);
 }
 
 export function templateReference(): string {
@@ -73,11 +106,11 @@ export function templateReference(): string {
     'Every field of a kiln template, with its type as written, its default, and (for the build and its source)',
     'its cache role: **disk** fields shape the disk, so changing one rebuilds the cached layers; **runtime** fields',
     'only change how the VM runs, so tuning them keeps the cache; **base** fields name the image built on, which',
-    'enters the cache key as that image\'s digest. The Packer column gives the qemu builder\'s name for the field.',
+    "enters the cache key as that image's digest. The Packer column gives the qemu builder's name for the field.",
     '',
     'Sizes are `"20G"`, `"512M"` or a number of bytes; durations `"90s"`, `"1m30s"`, `"500ms"` or a number of',
     'seconds; memory is MiB as a number or a size. A number, boolean or choice may also be given as a whole',
-    '`${var.NAME}`. Relative paths are relative to the template\'s folder. Editors: see',
+    "`${var.NAME}`. Relative paths are relative to the template's folder. Editors: see",
     '[Editor support](templates.md#editor-support) for the JSON Schema (`kiln schema`).',
     '',
     '## Build (`builds[]`)',
@@ -111,5 +144,7 @@ export function templateReference(): string {
     '## Publish targets (`builds[].publish[]`)',
     '',
     ...kinds('Target', inputJson(publishList)),
-  ].join('\n').replace(/\n+$/, '\n');
+  ]
+    .join('\n')
+    .replace(/\n+$/, '\n');
 }

@@ -11,8 +11,8 @@ import { interpolateString, type Scalar } from './interpolate.js';
 import { TemplateError, closest, formatPath, type FieldProblem } from './errors.js';
 
 export interface VariableInputs {
-  vars?: string[];          // "name=value"
-  varFiles?: string[];      // YAML or JSON maps
+  vars?: string[]; // "name=value"
+  varFiles?: string[]; // YAML or JSON maps
   env?: NodeJS.ProcessEnv;
 }
 
@@ -27,23 +27,51 @@ export interface ResolvedVariables {
 
 /** A problem with a value given from outside the template: a --var, a --var-file, a KILN_VAR_ variable. */
 export class VariableError extends Error {
-  constructor(readonly source: string, readonly problems: FieldProblem[]) {
-    super(problems.map((p) => `${source}: ${formatPath(p.path)}: ${p.message}${p.fix ? `\n  fix: ${p.fix}` : ''}`).join('\n'));
+  constructor(
+    readonly source: string,
+    readonly problems: FieldProblem[],
+  ) {
+    super(
+      problems
+        .map((p) => `${source}: ${formatPath(p.path)}: ${p.message}${p.fix ? `\n  fix: ${p.fix}` : ''}`)
+        .join('\n'),
+    );
     this.name = 'VariableError';
   }
 }
 
 /** Where a value came from, which decides who gets blamed and how the fix is spelt. */
-interface ValueSource { label: string; kind: 'default' | 'file' | 'flag' }
+interface ValueSource {
+  label: string;
+  kind: 'default' | 'file' | 'flag';
+}
 
 /** `secret`: the value is sensitive, or was filled in from one, and is not quoted in the error. */
-function coerce(name: string, def: VariableDef, raw: unknown, from: ValueSource, templateFile: string, secret = false): Scalar {
+function coerce(
+  name: string,
+  def: VariableDef,
+  raw: unknown,
+  from: ValueSource,
+  templateFile: string,
+  secret = false,
+): Scalar {
   const fail = (example: string): never => {
-    const problem = { message: `${secret ? 'the value (sensitive, not shown)' : JSON.stringify(raw) ?? String(raw)} is not ${def.type === 'bool' ? 'true or false' : `a ${def.type}`}` };
+    const problem = {
+      message: `${secret ? 'the value (sensitive, not shown)' : (JSON.stringify(raw) ?? String(raw))} is not ${def.type === 'bool' ? 'true or false' : `a ${def.type}`}`,
+    };
     if (from.kind === 'default') {
-      throw new TemplateError(templateFile, [{ ...problem, path: ['variables', name, 'default'], fix: `make the default a ${def.type}, e.g. default: ${example}, or change "type"` }]);
+      throw new TemplateError(templateFile, [
+        {
+          ...problem,
+          path: ['variables', name, 'default'],
+          fix: `make the default a ${def.type}, e.g. default: ${example}, or change "type"`,
+        },
+      ]);
     }
-    const fix = from.kind === 'file' ? `give ${def.type === 'bool' ? 'true or false' : `a ${def.type}`}, e.g. ${name}: ${example}` : `give ${def.type === 'bool' ? 'true or false' : `a ${def.type}`}, e.g. ${name}=${example}`;
+    const fix =
+      from.kind === 'file'
+        ? `give ${def.type === 'bool' ? 'true or false' : `a ${def.type}`}, e.g. ${name}: ${example}`
+        : `give ${def.type === 'bool' ? 'true or false' : `a ${def.type}`}, e.g. ${name}=${example}`;
     throw new VariableError(from.label, [{ ...problem, path: ['variables', name], fix }]);
   };
   switch (def.type) {
@@ -67,7 +95,10 @@ function coerce(name: string, def: VariableDef, raw: unknown, from: ValueSource,
 }
 
 /** A value as given, before other variables in it are filled in and it is checked against its type. */
-interface GivenValue { raw: unknown; from: ValueSource }
+interface GivenValue {
+  raw: unknown;
+  from: ValueSource;
+}
 
 export function resolveVariables(
   defs: Record<string, VariableDef>,
@@ -80,10 +111,13 @@ export function resolveVariables(
     // Own properties only: "constructor" or "__proto__" must not find Object.prototype's.
     if (!Object.hasOwn(defs, name)) {
       const guess = closest(name, names);
-      throw new VariableError(from.label, [{
-        path: [name], message: `variable "${name}" is not declared in ${templateFile}`,
-        fix: guess ? `did you mean "${guess}"?` : `declare it under "variables:" in ${templateFile}, or remove it`,
-      }]);
+      throw new VariableError(from.label, [
+        {
+          path: [name],
+          message: `variable "${name}" is not declared in ${templateFile}`,
+          fix: guess ? `did you mean "${guess}"?` : `declare it under "variables:" in ${templateFile}, or remove it`,
+        },
+      ]);
     }
     given.set(name, { raw, from });
   };
@@ -92,39 +126,64 @@ export function resolveVariables(
   }
   for (const file of inputs.varFiles ?? []) {
     let text: string;
-    try { text = readFileSync(file, 'utf8'); } catch (e) {
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      throw new VariableError(file, [{
-        path: ['--var-file'],
-        message: code === 'ENOENT' ? `file not found (looked for ${path.resolve(file)})` : `cannot read it: ${(e as Error).message}`,
-        fix: 'check the --var-file path; it is relative to the current directory, not to the template',
-      }]);
+      throw new VariableError(file, [
+        {
+          path: ['--var-file'],
+          message:
+            code === 'ENOENT'
+              ? `file not found (looked for ${path.resolve(file)})`
+              : `cannot read it: ${(e as Error).message}`,
+          fix: 'check the --var-file path; it is relative to the current directory, not to the template',
+        },
+      ]);
     }
     let data: unknown;
-    try { data = YAML.parse(text, { uniqueKeys: true }); } catch (e) {
-      throw new VariableError(file, [{ path: ['--var-file'], message: `not valid YAML/JSON: ${(e as Error).message.split('\n')[0]}`, fix: 'write one "name: value" per line' }]);
+    try {
+      data = YAML.parse(text, { uniqueKeys: true });
+    } catch (e) {
+      throw new VariableError(file, [
+        {
+          path: ['--var-file'],
+          message: `not valid YAML/JSON: ${(e as Error).message.split('\n')[0]}`,
+          fix: 'write one "name: value" per line',
+        },
+      ]);
     }
     if (data === null || typeof data !== 'object' || Array.isArray(data)) {
-      throw new VariableError(file, [{ path: ['--var-file'], message: 'a var file is a map of name: value', fix: 'write e.g. "ssh_user: debian"' }]);
+      throw new VariableError(file, [
+        { path: ['--var-file'], message: 'a var file is a map of name: value', fix: 'write e.g. "ssh_user: debian"' },
+      ]);
     }
     for (const [k, v] of Object.entries(data)) set(k, v, { label: file, kind: 'file' });
   }
   for (const [key, v] of Object.entries(inputs.env ?? {})) {
     const name = key.slice(9);
-    if (key.startsWith('KILN_VAR_') && v !== undefined && Object.hasOwn(defs, name)) set(name, v, { label: `environment ${key}`, kind: 'flag' });
+    if (key.startsWith('KILN_VAR_') && v !== undefined && Object.hasOwn(defs, name))
+      set(name, v, { label: `environment ${key}`, kind: 'flag' });
   }
   for (const pair of inputs.vars ?? []) {
     const eq = pair.indexOf('=');
-    if (eq <= 0) throw new VariableError('--var', [{ path: [pair], message: 'expected name=value', fix: `write --var ${pair || 'name'}=value` }]);
+    if (eq <= 0)
+      throw new VariableError('--var', [
+        { path: [pair], message: 'expected name=value', fix: `write --var ${pair || 'name'}=value` },
+      ]);
     set(pair.slice(0, eq), pair.slice(eq + 1), { label: `--var ${pair.slice(0, eq)}`, kind: 'flag' });
   }
 
   const missing = names.filter((n) => !given.has(n));
   if (missing.length) {
-    throw new TemplateError(templateFile, missing.map((n) => ({
-      path: ['variables', n], message: `variable "${n}" has no default and no value was given`,
-      fix: `pass --var ${n}=..., a --var-file, or set KILN_VAR_${n}`,
-    })));
+    throw new TemplateError(
+      templateFile,
+      missing.map((n) => ({
+        path: ['variables', n],
+        message: `variable "${n}" has no default and no value was given`,
+        fix: `pass --var ${n}=..., a --var-file, or set KILN_VAR_${n}`,
+      })),
+    );
   }
   const values: Record<string, Scalar> = {};
   const origin: Record<string, string> = {};
@@ -141,7 +200,8 @@ export function resolveVariables(
     const { raw, from } = given.get(name)!;
     const blame = (culprit: string, message: string, fix: string): never => {
       const source = given.get(culprit)!.from;
-      if (source.kind === 'default') throw new TemplateError(templateFile, [{ path: ['variables', culprit, 'default'], message, fix }]);
+      if (source.kind === 'default')
+        throw new TemplateError(templateFile, [{ path: ['variables', culprit, 'default'], message, fix }]);
       throw new VariableError(source.label, [{ path: ['variables', culprit], message, fix }]);
     };
     const loopStart = resolving.indexOf(name);
@@ -151,7 +211,11 @@ export function resolveVariables(
       const culprit = members.find((m) => given.get(m)!.from.kind !== 'default') ?? name;
       const from = members.indexOf(culprit);
       const chain = [...members.slice(from), ...members.slice(0, from), culprit];
-      blame(culprit, `variables refer to each other in a loop: ${chain.join(' -> ')}`, `give one of them a value that does not refer back, e.g. a plain ${defs[culprit]!.type}; write $\${var.NAME} for a literal \${var.NAME}`);
+      blame(
+        culprit,
+        `variables refer to each other in a loop: ${chain.join(' -> ')}`,
+        `give one of them a value that does not refer back, e.g. a plain ${defs[culprit]!.type}; write $\${var.NAME} for a literal \${var.NAME}`,
+      );
     }
     resolving.push(name);
     let expanded = raw;
@@ -162,7 +226,11 @@ export function resolveVariables(
       for (const ref of referenced) {
         if (!Object.hasOwn(defs, ref)) {
           const guess = closest(ref, names);
-          blame(name, `undefined variable "${ref}"`, `declare "${ref}" under "variables:" or fix the reference \${var.${ref}}${guess ? ` (did you mean \${var.${guess}}?)` : ''}`);
+          blame(
+            name,
+            `undefined variable "${ref}"`,
+            `declare "${ref}" under "variables:" or fix the reference \${var.${ref}}${guess ? ` (did you mean \${var.${guess}}?)` : ''}`,
+          );
         }
         if (!Object.hasOwn(known, ref)) Object.defineProperty(known, ref, { value: resolve(ref), enumerable: true });
         if (tainted.has(ref)) tainted.add(name);
@@ -170,7 +238,12 @@ export function resolveVariables(
       expanded = interpolateString(raw, { var: known }, () => {}, 'var');
     }
     resolving.pop();
-    Object.defineProperty(values, name, { value: coerce(name, def, expanded, from, templateFile, tainted.has(name)), enumerable: true, writable: true, configurable: true });
+    Object.defineProperty(values, name, {
+      value: coerce(name, def, expanded, from, templateFile, tainted.has(name)),
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    });
     Object.defineProperty(origin, name, { value: from.label, enumerable: true, writable: true, configurable: true });
     return values[name]!;
   };

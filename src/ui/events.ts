@@ -17,13 +17,30 @@ export type BuildEvent =
    * A file provisioner's transfer, a few times a second at most: bytes done of `total` (unset while
    * unknown, e.g. a folder downloaded as a tar stream). `path` is the guest's side.
    */
-  | { type: 'transfer-progress'; build: string; index: number; direction: 'upload' | 'download'; path: string; done: number; total?: number }
+  | {
+      type: 'transfer-progress';
+      build: string;
+      index: number;
+      direction: 'upload' | 'download';
+      path: string;
+      done: number;
+      total?: number;
+    }
   | { type: 'provisioner-cached'; build: string; index: number; provisioner: string; key: string }
   /**
    * A layer saved into the store in the background: `ms` the copy + digest, `queuedMs` the wait behind
    * earlier saves; `final` for a build's final disk (after clean-up and trim; index -1).
    */
-  | { type: 'layer-saved'; build: string; index: number; key: string; size: number; ms: number; queuedMs?: number; final?: boolean }
+  | {
+      type: 'layer-saved';
+      build: string;
+      index: number;
+      key: string;
+      size: number;
+      ms: number;
+      queuedMs?: number;
+      final?: boolean;
+    }
   /**
    * At the end of a build that saved layers: their saves took `ms` in all, in the background; the build
    * waited `waitedMs` of it at the end (the rest overlapped other steps).
@@ -33,16 +50,46 @@ export type BuildEvent =
    * cache.vm_state: the running VM saved beside layer `key` (`size` bytes of RAM and device state);
    * `pausedMs` the guest was paused for it, `ms` the digest and rename in the background.
    */
-  | { type: 'vm-state-saved'; build: string; index: number; key: string; size: number; pausedMs: number; ms: number; vmgenid?: string }
+  | {
+      type: 'vm-state-saved';
+      build: string;
+      index: number;
+      key: string;
+      size: number;
+      pausedMs: number;
+      ms: number;
+      vmgenid?: string;
+    }
   /** The VM saved with layer `key` was loaded instead of booting (`ms` from QEMU's start to the guest running). */
   | { type: 'vm-restored'; build: string; key: string; provisioner: number; size: number; ms: number; vmgenid?: string }
   | { type: 'artifact'; build: string; path: string; format: string; size: number; sha256: string; reused?: boolean }
   /** A publish target's outcome (no credentials: where the image lives, its digest, bytes sent). */
-  | { type: 'published'; build: string; target: string; targetType: string; ok: boolean; location?: string; id?: string; remoteDigest?: string; unchanged?: boolean; bytesSent?: number; ms?: number; error?: string }
+  | {
+      type: 'published';
+      build: string;
+      target: string;
+      targetType: string;
+      ok: boolean;
+      location?: string;
+      id?: string;
+      remoteDigest?: string;
+      unchanged?: boolean;
+      bytesSent?: number;
+      ms?: number;
+      error?: string;
+    }
   /** `kiln publish`'s outcome once every selected target ran (each also has its `published` event); `error` as printed. */
   | { type: 'publish-end'; build: string; ok: boolean; ms: number; error?: string }
   /** `peakRssBytes`: the peak resident memory of the process running the build (kiln's own, not QEMU's or qemu-img's). */
-  | { type: 'build-end'; build: string; ok: boolean; ms: number; error?: string; outputDirectory?: string; peakRssBytes: number };
+  | {
+      type: 'build-end';
+      build: string;
+      ok: boolean;
+      ms: number;
+      error?: string;
+      outputDirectory?: string;
+      peakRssBytes: number;
+    };
 
 export type EventSink = (event: BuildEvent & { time: string }) => void;
 
@@ -65,7 +112,9 @@ export function maskValues<T>(value: T, secrets: readonly string[], keep: readon
   if (Array.isArray(value)) return value.map((v) => maskValues(v, secrets)) as T;
   if (value && typeof value === 'object') {
     // `keep`: top-level fields left as they are (a manifest's artifact paths name files that exist).
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, keep.includes(k) ? v : maskValues(v, secrets)])) as T;
+    return Object.fromEntries(
+      Object.entries(value).map(([k, v]) => [k, keep.includes(k) ? v : maskValues(v, secrets)]),
+    ) as T;
   }
   return value;
 }
@@ -76,10 +125,14 @@ export class EventBus {
 
   subscribe(sink: EventSink): () => void {
     this.sinks.push(sink);
-    return () => { this.sinks = this.sinks.filter((s) => s !== sink); };
+    return () => {
+      this.sinks = this.sinks.filter((s) => s !== sink);
+    };
   }
 
-  addSecret(secret: string): void { if (secret && !this.secrets.includes(secret)) this.secrets.push(secret); }
+  addSecret(secret: string): void {
+    if (secret && !this.secrets.includes(secret)) this.secrets.push(secret);
+  }
 
   emit(event: BuildEvent): void {
     const masked = maskValues(event, this.secrets);

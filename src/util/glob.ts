@@ -29,9 +29,13 @@ export function globToRegExp(pattern: string): RegExp {
       if (!body) throw new GlobError(`"${pattern}" has an empty [class]`);
       re += `[${negate ? '^' : ''}${body.replace(/[\\\]^]/g, '\\$&')}]`;
       i = end;
-    } else if (c === '{') { re += '(?:'; depth++; }
-    else if (c === '}' && depth > 0) { re += ')'; depth--; }
-    else if (c === ',' && depth > 0) re += '|';
+    } else if (c === '{') {
+      re += '(?:';
+      depth++;
+    } else if (c === '}' && depth > 0) {
+      re += ')';
+      depth--;
+    } else if (c === ',' && depth > 0) re += '|';
     else re += c.replace(special, '\\$&');
   }
   if (depth > 0) throw new GlobError(`"${pattern}" opens a {group} that is never closed`);

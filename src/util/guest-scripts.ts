@@ -21,7 +21,12 @@ export function guestScript(name: string): string {
   let text = cache.get(name);
   if (text === undefined) {
     const raw = readFileSync(path.join(guestScriptsDir, `${name}.sh`), 'utf8');
-    text = raw.split('\n').filter((l) => !/^\s*#/.test(l)).join('\n').trimEnd() + '\n';
+    text =
+      raw
+        .split('\n')
+        .filter((l) => !/^\s*#/.test(l))
+        .join('\n')
+        .trimEnd() + '\n';
     cache.set(name, text);
   }
   return text;
@@ -29,5 +34,7 @@ export function guestScript(name: string): string {
 
 /** `NAME='value'` lines that set a script's parameters, each value single-quoted for sh. */
 export function guestScriptVars(vars: Record<string, string | number>): string {
-  return Object.entries(vars).map(([k, v]) => `${k}='${String(v).replace(/'/g, `'\\''`)}'\n`).join('');
+  return Object.entries(vars)
+    .map(([k, v]) => `${k}='${String(v).replace(/'/g, `'\\''`)}'\n`)
+    .join('');
 }

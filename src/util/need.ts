@@ -4,6 +4,7 @@
  */
 export function need<S extends object, K extends keyof S>(state: S, key: K): NonNullable<S[K]> {
   const v = state[key];
-  if (v === undefined || v === null) throw new Error(`internal: build state "${String(key)}" is not set yet (a step ran out of order)`);
+  if (v === undefined || v === null)
+    throw new Error(`internal: build state "${String(key)}" is not set yet (a step ran out of order)`);
   return v as NonNullable<S[K]>;
 }

@@ -11,6 +11,14 @@ export function serialTail(file: string | undefined, lines = 30): string {
   if (!file) return '(no serial log)';
   try {
     const text = plainConsole(readFileSync(file, 'utf8'));
-    return text.split('\n').filter((l) => l.trim()).slice(-lines).join('\n') || '(serial console printed nothing)';
-  } catch { return '(no serial log)'; }
+    return (
+      text
+        .split('\n')
+        .filter((l) => l.trim())
+        .slice(-lines)
+        .join('\n') || '(serial console printed nothing)'
+    );
+  } catch {
+    return '(no serial log)';
+  }
 }

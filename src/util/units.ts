@@ -8,7 +8,8 @@ export function parseDuration(value: string | number): number {
   if (typeof value === 'number') return value * 1000;
   const text = value.trim();
   if (/^\d+(\.\d+)?$/.test(text)) return Number(text) * 1000;
-  if (!durationWhole.test(text)) throw new Error(`"${value}" is not a duration; write e.g. "30s", "5m", "1m30s" or "500ms"`);
+  if (!durationWhole.test(text))
+    throw new Error(`"${value}" is not a duration; write e.g. "30s", "5m", "1m30s" or "500ms"`);
   const factor: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
   let ms = 0;
   for (const m of text.matchAll(durationPart)) ms += Number(m[1]) * (factor[m[2]!] ?? 0);
@@ -29,7 +30,10 @@ export function formatBytes(bytes: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let v = bytes;
   let i = 0;
-  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
   return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
 }
 
@@ -45,9 +49,16 @@ export function durationSetting(ms: number): string {
   if (ms === 0) return '0s';
   const parts: string[] = [];
   let rest = ms;
-  for (const [unit, size] of [['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) {
+  for (const [unit, size] of [
+    ['h', 3_600_000],
+    ['m', 60_000],
+    ['s', 1000],
+  ] as const) {
     const n = Math.floor(rest / size);
-    if (n) { parts.push(`${n}${unit}`); rest -= n * size; }
+    if (n) {
+      parts.push(`${n}${unit}`);
+      rest -= n * size;
+    }
   }
   if (rest) parts.push(`${Math.round(rest * 1000) / 1000}ms`);
   return parts.join('');

@@ -32,13 +32,27 @@ const payload = randomBytes(100_000);
 const payloadSha = createHash('sha256').update(payload).digest('hex');
 const marker = `kiln-e2e-written-${randomBytes(6).toString('hex')}`;
 
-function serve(handler: http.RequestListener): Promise<{ port: number; requests: string[]; close: () => Promise<void> }> {
+function serve(
+  handler: http.RequestListener,
+): Promise<{ port: number; requests: string[]; close: () => Promise<void> }> {
   const requests: string[] = [];
-  const server = http.createServer((req, res) => { requests.push(req.url ?? ''); handler(req, res); });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({
-    port: (server.address() as net.AddressInfo).port, requests,
-    close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }),
-  })));
+  const server = http.createServer((req, res) => {
+    requests.push(req.url ?? '');
+    handler(req, res);
+  });
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () =>
+      resolve({
+        port: (server.address() as net.AddressInfo).port,
+        requests,
+        close: () =>
+          new Promise<void>((r) => {
+            server.closeAllConnections();
+            server.close(() => r());
+          }),
+      }),
+    ),
+  );
 }
 
 /** What the artifact must not hold: kiln's proxy address, its /etc/environment block, its apt and sudo lines. */
@@ -58,7 +72,9 @@ describe('the guest system proxy while recording (tiny guest)', () => {
     const template = path.join(dir, 'site', 'sysproxy.yaml');
     mkdirSync(path.dirname(template));
     // Single-quoted YAML: '' is one quote.
-    writeFileSync(template, `
+    writeFileSync(
+      template,
+      `
 variables:
   url: { default: "http://127.0.0.1:${internet.port}/pkg.bin" }
   out: { default: "${path.join(dir, 'out-recorded')}" }
@@ -77,7 +93,8 @@ ${tinySourceYaml('    ')}
           - 'if [ -n "\${var.direct}" ]; then wget -Y off -q -O /dev/null "\${var.direct}"; echo "direct fetch worked"; fi'
     outputs:
       - format: qcow2
-`);
+`,
+    );
     const env = { KILN_CACHE_DIR: cache };
 
     // 1. Record: the reset environment fetches through kiln's proxy (the "internet" sees kiln's request).
@@ -93,8 +110,11 @@ ${tinySourceYaml('    ')}
     const recordedDisk = path.join(dir, 'out-recorded', 'sysproxy.qcow2');
     const found = await searchDisk(recordedDisk, { ...proxyTraces, written: new RegExp(marker) }, dir);
     expect(found.written!.length).toBeGreaterThan(0);
-    expect({ proxyAddress: found.proxyAddress, environmentBlock: found.environmentBlock, sudoKeep: found.sudoKeep })
-      .toEqual({ proxyAddress: [], environmentBlock: [], sudoKeep: [] });
+    expect({
+      proxyAddress: found.proxyAddress,
+      environmentBlock: found.environmentBlock,
+      sudoKeep: found.sudoKeep,
+    }).toEqual({ proxyAddress: [], environmentBlock: [], sudoKeep: [] });
 
     // 2. Bundle, stop the "internet", build offline from the bundle: the same reset fetch is replayed.
     const bundle = path.join(dir, 'site.kiln.tar');
@@ -105,7 +125,10 @@ ${tinySourceYaml('    ')}
     // A cache of its own, as at the site: the recording machine's layers would make the build from the bundle boot nothing.
     const siteCache = path.join(dir, 'site-cache');
     mkdirSync(siteCache);
-    const offline = await kiln(['build', '--bundle', bundle, '--offline', '--events=json', '--var', `out=${outOffline}`], { KILN_CACHE_DIR: siteCache });
+    const offline = await kiln(
+      ['build', '--bundle', bundle, '--offline', '--events=json', '--var', `out=${outOffline}`],
+      { KILN_CACHE_DIR: siteCache },
+    );
     expect(offline.exitCode, offline.stderr).toBe(0);
     expect(outputLines(offline.events, 'provisioner 1')).toContain(`pkg sha256 ${payloadSha}`);
     const offlineFound = await searchDisk(path.join(outOffline, 'sysproxy.qcow2'), proxyTraces, dir);
@@ -116,8 +139,23 @@ ${tinySourceYaml('    ')}
     const internet2 = await serve((req, res) => res.writeHead(req.url === '/pkg.bin' ? 200 : 404).end(payload));
     const direct = `http://10.0.2.2:${lan.port}/`;
     const outBypass = path.join(dir, 'out-bypass');
-    const bypass = await kiln(['build', template, '--record', '--recording', path.join(dir, 'recording-bypass'), '--events=json',
-      '--var', `out=${outBypass}`, '--var', `url=http://127.0.0.1:${internet2.port}/pkg.bin`, '--var', `direct=${direct}`], env);
+    const bypass = await kiln(
+      [
+        'build',
+        template,
+        '--record',
+        '--recording',
+        path.join(dir, 'recording-bypass'),
+        '--events=json',
+        '--var',
+        `out=${outBypass}`,
+        '--var',
+        `url=http://127.0.0.1:${internet2.port}/pkg.bin`,
+        '--var',
+        `direct=${direct}`,
+      ],
+      env,
+    );
     await internet2.close();
     await lan.close();
     expect(bypass.exitCode).toBe(1);

@@ -34,19 +34,42 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const payload = randomBytes(200_000);
 const payloadSha = createHash('sha256').update(payload).digest('hex');
 
-function serve(handler: http.RequestListener): Promise<{ port: number; requests: string[]; close: () => Promise<void> }> {
+function serve(
+  handler: http.RequestListener,
+): Promise<{ port: number; requests: string[]; close: () => Promise<void> }> {
   const requests: string[] = [];
-  const server = http.createServer((req, res) => { requests.push(req.url ?? ''); handler(req, res); });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({
-    port: (server.address() as net.AddressInfo).port, requests,
-    close: () => new Promise<void>((r) => { server.closeAllConnections(); server.close(() => r()); }),
-  })));
+  const server = http.createServer((req, res) => {
+    requests.push(req.url ?? '');
+    handler(req, res);
+  });
+  return new Promise((resolve) =>
+    server.listen(0, '127.0.0.1', () =>
+      resolve({
+        port: (server.address() as net.AddressInfo).port,
+        requests,
+        close: () =>
+          new Promise<void>((r) => {
+            server.closeAllConnections();
+            server.close(() => r());
+          }),
+      }),
+    ),
+  );
 }
 
 /** kiln run from another current directory (the helper runs it from the repository). */
 async function kilnIn(cwd: string, args: string[], env: Record<string, string>): Promise<KilnRun> {
-  const r = await execa('node', [path.join(repoRoot, 'bin/kiln.js'), ...args], { reject: false, timeout: 600_000, env, stdin: 'ignore', cwd });
-  const events = String(r.stdout ?? '').split('\n').filter((l) => l.startsWith('{"type"')).map((l) => JSON.parse(l) as Record<string, unknown>);
+  const r = await execa('node', [path.join(repoRoot, 'bin/kiln.js'), ...args], {
+    reject: false,
+    timeout: 600_000,
+    env,
+    stdin: 'ignore',
+    cwd,
+  });
+  const events = String(r.stdout ?? '')
+    .split('\n')
+    .filter((l) => l.startsWith('{"type"'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
   return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout ?? ''), stderr: String(r.stderr ?? ''), events };
 }
 
@@ -54,7 +77,8 @@ describe('air-gapped builds (tiny guest)', () => {
   it('record -> bundle -> offline build from the bundle; tampering and a missing URL are named', async () => {
     const internet = await serve((req, res) => {
       if (req.url === '/payload.bin') res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(payload);
-      else if (req.url === '/images/tiny.qcow2') createReadStream(path.join(imagesDir, 'tiny.qcow2')).pipe(res.writeHead(200));
+      else if (req.url === '/images/tiny.qcow2')
+        createReadStream(path.join(imagesDir, 'tiny.qcow2')).pipe(res.writeHead(200));
       else res.writeHead(404).end();
     });
     const url = `http://127.0.0.1:${internet.port}/payload.bin`;
@@ -64,7 +88,9 @@ describe('air-gapped builds (tiny guest)', () => {
     writeFileSync(path.join(dir, 'site', 'www', 'marker.txt'), 'kiln-http-marker\n');
     // probe: a host service the guest must not reach offline; the same busybox wget reaching kiln's
     // HTTP server first is the control that the command works at all.
-    writeFileSync(template, `
+    writeFileSync(
+      template,
+      `
 variables:
   url: { default: "${url}" }
   out: { default: "out-recorded" }
@@ -88,11 +114,15 @@ ${tinySourceYaml('    ').replace(/base_image: .*/, `base_image: ${baseUrl}`)}
           - 'if [ -n "\${var.probe}" ]; then rc=0; out=$(timeout 30 wget -q -O - "\${build.http_url}/marker.txt" 2>&1) || rc=$?; echo "kiln http via proxy:" $out "rc=$rc"; fi'
     outputs:
       - format: qcow2
-`);
+`,
+    );
     const env = { KILN_CACHE_DIR: cache };
 
     // 1. Record, with the "internet" up.
-    const recorded = await kiln(['build', template, '--record', '--events=json', '--var', 'note=carried-by-bundle'], env);
+    const recorded = await kiln(
+      ['build', template, '--record', '--events=json', '--var', 'note=carried-by-bundle'],
+      env,
+    );
     expect(recorded.exitCode, recorded.stderr).toBe(0);
     expect(outputLines(recorded.events, 'provisioner 1')).toContain('note: carried-by-bundle');
     expect(outputLines(recorded.events, 'provisioner 1')).toContain(`payload sha256 ${payloadSha}`);
@@ -126,8 +156,18 @@ ${tinySourceYaml('    ').replace(/base_image: .*/, `base_image: ${baseUrl}`)}
     const lan = await serve((_req, res) => res.end('reached'));
     const elsewhere = path.join(dir, 'elsewhere');
     mkdirSync(elsewhere);
-    const offlineArgs = ['build', '--bundle', bundle, '--sha256', sha1, '--offline', '--events=json', '--var', `probe=http://10.0.2.2:${lan.port}/`];
-    const offline = await kilnIn(elsewhere, offlineArgs, { ...process.env as Record<string, string>, ...env });
+    const offlineArgs = [
+      'build',
+      '--bundle',
+      bundle,
+      '--sha256',
+      sha1,
+      '--offline',
+      '--events=json',
+      '--var',
+      `probe=http://10.0.2.2:${lan.port}/`,
+    ];
+    const offline = await kilnIn(elsewhere, offlineArgs, { ...(process.env as Record<string, string>), ...env });
     await lan.close();
     expect(offline.exitCode, offline.stderr).toBe(0);
     const lines = outputLines(offline.events, 'provisioner 1');
@@ -142,7 +182,7 @@ ${tinySourceYaml('    ').replace(/base_image: .*/, `base_image: ${baseUrl}`)}
     const again = path.join(dir, 'again');
     mkdirSync(again);
     const t0 = performance.now();
-    const second = await kilnIn(again, offlineArgs, { ...process.env as Record<string, string>, ...env });
+    const second = await kilnIn(again, offlineArgs, { ...(process.env as Record<string, string>), ...env });
     const secondSeconds = (performance.now() - t0) / 1000;
     expect(second.exitCode, second.stderr).toBe(0);
     expect(second.events.filter((e) => e.type === 'provisioner-cached')).toHaveLength(1);
@@ -184,21 +224,42 @@ ${tinySourceYaml('    ').replace(/base_image: .*/, `base_image: ${baseUrl}`)}
     bytes[at + 100] = bytes[at + 100]! ^ 0xff;
     const tampered = path.join(dir, 'tampered.kiln.tar');
     writeFileSync(tampered, bytes);
-    const refused = await kiln(['build', '--bundle', tampered, '--offline', '--var', `out=${path.join(dir, 'out-tampered')}`], env);
+    const refused = await kiln(
+      ['build', '--bundle', tampered, '--offline', '--var', `out=${path.join(dir, 'out-tampered')}`],
+      env,
+    );
     expect(refused.exitCode).toBe(1);
     expect(refused.stderr).toContain(`member "blobs/${payloadSha}" is tampered`);
-    const pinned = await kiln(['build', '--bundle', tampered, '--sha256', sha1, '--offline', '--var', `out=${path.join(dir, 'out-tampered')}`], env);
+    const pinned = await kiln(
+      ['build', '--bundle', tampered, '--sha256', sha1, '--offline', '--var', `out=${path.join(dir, 'out-tampered')}`],
+      env,
+    );
     expect(pinned.exitCode).toBe(1);
     expect(pinned.stderr).toContain(`not ${sha1} as --sha256 says`);
     expect(existsSync(path.join(dir, 'out-tampered'))).toBe(false);
 
     // 5. A URL the bundle does not hold fails the build at once, naming it; unpinned, kiln says what that means.
     const missing = `http://127.0.0.1:${internet.port}/not-recorded.bin`;
-    const miss = await kiln(['build', '--bundle', bundle, '--offline', '--events=json', '--var', `out=${path.join(dir, 'out-miss')}`, '--var', `url=${missing}`], env);
+    const miss = await kiln(
+      [
+        'build',
+        '--bundle',
+        bundle,
+        '--offline',
+        '--events=json',
+        '--var',
+        `out=${path.join(dir, 'out-miss')}`,
+        '--var',
+        `url=${missing}`,
+      ],
+      env,
+    );
     expect(miss.exitCode).toBe(1);
     expect(miss.stderr).toContain('is only self-consistent');
     const end = miss.events.find((e) => e.type === 'build-end')!;
-    expect(String(end.error)).toContain(`the guest fetched ${missing}, which the bundle's recorded package set does not hold`);
+    expect(String(end.error)).toContain(
+      `the guest fetched ${missing}, which the bundle's recorded package set does not hold`,
+    );
     expect(String(end.error)).toContain('kiln build --record');
     expect(existsSync(path.join(dir, 'out-miss'))).toBe(false);
   }, 900_000);
@@ -207,7 +268,9 @@ ${tinySourceYaml('    ').replace(/base_image: .*/, `base_image: ${baseUrl}`)}
     const site = path.join(dir, 'https-site');
     mkdirSync(site);
     const template = path.join(site, 'https.yaml');
-    writeFileSync(template, `
+    writeFileSync(
+      template,
+      `
 builds:
   - name: https
     output_directory: ${path.join(dir, 'out-https')}
@@ -219,7 +282,8 @@ ${tinySourceYaml('    ')}
           - 'sleep 60'
     outputs:
       - format: qcow2
-`);
+`,
+    );
     const r = await kiln(['build', template, '--record', '--events=json'], { KILN_CACHE_DIR: cache });
     expect(r.exitCode).toBe(1);
     // The guest's own view of the 403 is not asserted: the build stops at the CONNECT, and the

@@ -18,18 +18,27 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const sha256 = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
 
 describe('library API (an outside TypeScript program)', () => {
-  it('compiles against kiln\'s type declarations and builds the tiny example through import ... from \'kiln\'', async () => {
+  it("compiles against kiln's type declarations and builds the tiny example through import ... from 'kiln'", async () => {
     // The outside project: its own package.json and tsconfig (the example's), kiln linked in as
     // `npm install ../kiln` would, and the Node types it compiles with.
     const project = path.join(dir, 'project');
     mkdirSync(path.join(project, 'node_modules', '@types'), { recursive: true });
-    for (const f of ['build-tiny.ts', 'tsconfig.json', 'package.json']) copyFileSync(path.join(repoRoot, 'examples', 'api', f), path.join(project, f));
+    for (const f of ['build-tiny.ts', 'tsconfig.json', 'package.json'])
+      copyFileSync(path.join(repoRoot, 'examples', 'api', f), path.join(project, f));
     symlinkSync(repoRoot, path.join(project, 'node_modules', 'kiln'), 'dir');
-    symlinkSync(path.join(repoRoot, 'node_modules', '@types', 'node'), path.join(project, 'node_modules', '@types', 'node'), 'dir');
+    symlinkSync(
+      path.join(repoRoot, 'node_modules', '@types', 'node'),
+      path.join(project, 'node_modules', '@types', 'node'),
+      'dir',
+    );
 
     // Type-checked against dist/index.d.ts through the package's "exports" (a wrong or missing
     // declaration fails here, not in a user's editor).
-    const tsc = await execa('node', [path.join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], { cwd: project, reject: false });
+    const tsc = await execa(
+      'node',
+      [path.join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'],
+      { cwd: project, reject: false },
+    );
     expect(tsc.exitCode, tsc.stdout + tsc.stderr).toBe(0);
 
     const out = path.join(dir, 'out', 'tiny');
@@ -37,29 +46,56 @@ describe('library API (an outside TypeScript program)', () => {
     // The library reads no KILN_* variable: the cache directory is the program's argument. A
     // KILN_CACHE_DIR pointing elsewhere shows that nothing else picks it up.
     const run = await execa('node', ['build-tiny.js', path.join(repoRoot, 'examples', 'tiny.yaml'), out, cache], {
-      cwd: project, reject: false, stdin: 'ignore', timeout: 300_000,
+      cwd: project,
+      reject: false,
+      stdin: 'ignore',
+      timeout: 300_000,
       env: { KILN_CACHE_DIR: path.join(dir, 'not-this-cache') },
     });
     expect(run.exitCode, run.stderr).toBe(0);
     expect(run.stderr).toMatch(/tiny: provision \(\d+ ms\)/);
     const summary = JSON.parse(run.stdout.trim().split('\n').at(-1)!) as {
-      build: string; outputDirectory: string; artifacts: { name: string; path: string; format: string; sha256: string }[];
+      build: string;
+      outputDirectory: string;
+      artifacts: { name: string; path: string; format: string; sha256: string }[];
       verified: { name: string; ok: boolean; problems: string[] }[];
     };
     expect(summary.build).toBe('tiny');
     expect(summary.outputDirectory).toBe(out);
     // The artifact, then the SBOMs and provenance written beside it (issue 30).
-    expect(summary.verified).toEqual(['tiny.qcow2', 'tiny.spdx.json', 'tiny.cdx.json', 'tiny.provenance.json'].map((name) => ({ name, ok: true, problems: [] })));
+    expect(summary.verified).toEqual(
+      ['tiny.qcow2', 'tiny.spdx.json', 'tiny.cdx.json', 'tiny.provenance.json'].map((name) => ({
+        name,
+        ok: true,
+        problems: [],
+      })),
+    );
 
     // Checked from outside the library.
-    expect(readdirSync(out).sort()).toEqual(['SHA256SUMS', 'manifest.json', 'tiny.cdx.json', 'tiny.provenance.json', 'tiny.qcow2', 'tiny.spdx.json']);
+    expect(readdirSync(out).sort()).toEqual([
+      'SHA256SUMS',
+      'manifest.json',
+      'tiny.cdx.json',
+      'tiny.provenance.json',
+      'tiny.qcow2',
+      'tiny.spdx.json',
+    ]);
     const image = path.join(out, 'tiny.qcow2');
-    expect(summary.artifacts).toEqual([{ name: 'tiny.qcow2', path: image, format: 'qcow2', size: expect.any(Number), sha256: sha256(image) }]);
+    expect(summary.artifacts).toEqual([
+      { name: 'tiny.qcow2', path: image, format: 'qcow2', size: expect.any(Number), sha256: sha256(image) },
+    ]);
     const check = await execa('qemu-img', ['check', image], { reject: false });
     expect(check.exitCode, check.stdout + check.stderr).toBe(0);
-    const manifest = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8')) as { artifacts: { name: string; sha256: string }[]; variables: Record<string, unknown> };
+    const manifest = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8')) as {
+      artifacts: { name: string; sha256: string }[];
+      variables: Record<string, unknown>;
+    };
     expect(manifest.artifacts).toMatchObject([{ name: 'tiny.qcow2', sha256: sha256(image) }]);
-    expect(manifest.variables).toMatchObject({ marker: 'built-through-the-api', greeting: '<sensitive>', output_directory: out });
+    expect(manifest.variables).toMatchObject({
+      marker: 'built-through-the-api',
+      greeting: '<sensitive>',
+      output_directory: out,
+    });
     // The cache it was given was used; the environment's was not.
     expect(readdirSync(cache).length).toBeGreaterThan(0);
     expect(() => readdirSync(path.join(dir, 'not-this-cache'))).toThrow(/ENOENT/);

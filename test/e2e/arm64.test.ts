@@ -18,7 +18,9 @@ const base = path.join(imagesDir, 'tiny-arm64.qcow2');
 function template(name: string, image: string, inline: string[]): { file: string; out: string } {
   const out = path.join(dir, `out-${name}`);
   const file = path.join(dir, `${name}.yaml`);
-  writeFileSync(file, `
+  writeFileSync(
+    file,
+    `
 builds:
   - name: ${name}
     output_directory: ${out}
@@ -35,12 +37,15 @@ builds:
         inline: [${inline.map((l) => JSON.stringify(l)).join(', ')}]
     outputs:
       - format: qcow2
-`);
+`,
+  );
   return { file, out };
 }
 
-const outputLines = (r: Awaited<ReturnType<typeof kiln>>) => r.events.filter((e) => e.type === 'output').map((e) => String(e.line));
-const logLines = (r: Awaited<ReturnType<typeof kiln>>) => r.events.filter((e) => e.type === 'log').map((e) => String(e.message));
+const outputLines = (r: Awaited<ReturnType<typeof kiln>>) =>
+  r.events.filter((e) => e.type === 'output').map((e) => String(e.line));
+const logLines = (r: Awaited<ReturnType<typeof kiln>>) =>
+  r.events.filter((e) => e.type === 'log').map((e) => String(e.message));
 
 describe('arm64 guests (arch: aarch64, TCG)', () => {
   it('builds the tiny arm64 guest, provisions it over SSH (uname -m: aarch64), converts it, and its artifact boots again with the file', async () => {
@@ -59,8 +64,21 @@ describe('arm64 guests (arch: aarch64, TCG)', () => {
     expect(argv).toContain('-machine virt -accel tcg,thread=multi -cpu cortex-a72');
     expect(argv).toContain('if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/AAVMF/AAVMF_CODE.fd');
     expect(logs.join('\n')).not.toMatch(/kvm is not usable/);
-    const manifest = JSON.parse(readFileSync(path.join(first.out, 'manifest.json'), 'utf8')) as { arch: string; accelerator: string; platform: Record<string, unknown>; artifacts: { name: string; format: string }[] };
-    expect(manifest).toMatchObject({ arch: 'aarch64', accelerator: 'tcg', platform: { firmware: 'uefi', firmware_descriptor: '/usr/share/qemu/firmware/60-edk2-aarch64.json', machine: 'virt' } });
+    const manifest = JSON.parse(readFileSync(path.join(first.out, 'manifest.json'), 'utf8')) as {
+      arch: string;
+      accelerator: string;
+      platform: Record<string, unknown>;
+      artifacts: { name: string; format: string }[];
+    };
+    expect(manifest).toMatchObject({
+      arch: 'aarch64',
+      accelerator: 'tcg',
+      platform: {
+        firmware: 'uefi',
+        firmware_descriptor: '/usr/share/qemu/firmware/60-edk2-aarch64.json',
+        machine: 'virt',
+      },
+    });
     const artifact = path.join(first.out, manifest.artifacts.find((a) => a.format === 'qcow2')!.name);
 
     // The converted artifact boots as a base image of its own, and the file the provisioner wrote is on it.
@@ -68,7 +86,9 @@ describe('arm64 guests (arch: aarch64, TCG)', () => {
     const again = await kiln(['build', second.file, '--events=json']);
     expect(again.exitCode, again.stderr).toBe(0);
     expect(outputLines(again)).toContain('marker=kiln-arm64-ok arch=aarch64');
-    console.log(`arm64 e2e: first build ${firstSeconds.toFixed(1)} s, second ${((performance.now() - started) / 1000 - firstSeconds).toFixed(1)} s`);
+    console.log(
+      `arm64 e2e: first build ${firstSeconds.toFixed(1)} s, second ${((performance.now() - started) / 1000 - firstSeconds).toFixed(1)} s`,
+    );
     // Neither build's QEMU (-name <build>,process=kiln-<build>) outlives kiln.
     expect(processesMentioning('process=kiln-arm64-e2e')).toEqual([]);
   }, 400_000);

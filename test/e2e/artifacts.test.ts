@@ -17,7 +17,9 @@ describe('artifacts: every format from one build', () => {
   const out = path.join(dir, 'out');
   it('builds qcow2, raw, vmdk, vhdx, vhd, ova, vagrant and gce with SHA256SUMS, SHA512SUMS and a manifest', async () => {
     const file = path.join(dir, 'all.yaml');
-    writeFileSync(file, `
+    writeFileSync(
+      file,
+      `
 builds:
   - name: all
     output_directory: ${out}
@@ -35,10 +37,26 @@ ${tinySourceYaml()}
       - { format: ova }
       - { format: vagrant }
       - { format: gce }
-`);
+`,
+    );
     const run = await kiln(['build', file, '--events=json']);
     expect(run.exitCode, run.stderr.slice(-3000)).toBe(0);
-    expect(readdirSync(out).sort()).toEqual(['SHA256SUMS', 'SHA512SUMS', 'all.box', 'all.cdx.json', 'all.ova', 'all.provenance.json', 'all.qcow2', 'all.raw', 'all.spdx.json', 'all.tar.gz', 'all.vhd', 'all.vhdx', 'all.vmdk', 'manifest.json']);
+    expect(readdirSync(out).sort()).toEqual([
+      'SHA256SUMS',
+      'SHA512SUMS',
+      'all.box',
+      'all.cdx.json',
+      'all.ova',
+      'all.provenance.json',
+      'all.qcow2',
+      'all.raw',
+      'all.spdx.json',
+      'all.tar.gz',
+      'all.vhd',
+      'all.vhdx',
+      'all.vmdk',
+      'manifest.json',
+    ]);
     expect((await execa('sha256sum', ['-c', 'SHA256SUMS'], { cwd: out, reject: false })).exitCode).toBe(0);
     expect((await execa('sha512sum', ['-c', 'SHA512SUMS'], { cwd: out, reject: false })).exitCode).toBe(0);
     const manifest = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8'));
@@ -49,17 +67,33 @@ ${tinySourceYaml()}
     expect(run.events.some((e) => e.type === 'progress' && e.task === 'convert all.vhdx')).toBe(true);
 
     // Each disk format is what it says, and the vhd is fixed-size on a whole MiB (Azure).
-    for (const [name, format] of [['all.qcow2', 'qcow2'], ['all.vmdk', 'vmdk'], ['all.vhdx', 'vhdx'], ['all.vhd', 'vpc']] as const) {
-      const info = JSON.parse((await execa('qemu-img', ['info', '--output=json', '-f', format, path.join(out, name)])).stdout);
+    for (const [name, format] of [
+      ['all.qcow2', 'qcow2'],
+      ['all.vmdk', 'vmdk'],
+      ['all.vhdx', 'vhdx'],
+      ['all.vhd', 'vpc'],
+    ] as const) {
+      const info = JSON.parse(
+        (await execa('qemu-img', ['info', '--output=json', '-f', format, path.join(out, name)])).stdout,
+      );
       expect(info.format).toBe(format);
       expect(info['virtual-size'] % 2 ** 20).toBe(0);
     }
     expect(readFileSync(path.join(out, 'all.vhd')).length).toBe(512 * 2 ** 20 + 512); // fixed: data + footer
   }, 300_000);
 
-  for (const [name, format] of [['all.qcow2', 'qcow2'], ['all.raw', 'raw'], ['all.vmdk', 'vmdk'], ['all.vhdx', 'vhdx']] as const) {
+  for (const [name, format] of [
+    ['all.qcow2', 'qcow2'],
+    ['all.raw', 'raw'],
+    ['all.vmdk', 'vmdk'],
+    ['all.vhdx', 'vhdx'],
+  ] as const) {
     it(`the ${format} artifact boots and carries the provisioner's marker`, async () => {
-      const guest = await Guest.boot({ disk: await overlayOf(path.join(out, name), dir, `${format}-boot.qcow2`, format), memoryMiB: 256, cpus: 1 });
+      const guest = await Guest.boot({
+        disk: await overlayOf(path.join(out, name), dir, `${format}-boot.qcow2`, format),
+        memoryMiB: 256,
+        cpus: 1,
+      });
       try {
         const ssh = await guest.ssh('root', insecureKey);
         expect(await ssh.run('cat /root/marker')).toBe('every-format\n');
@@ -81,7 +115,15 @@ ${tinySourceYaml()}
     const ovf = readFileSync(path.join(x, 'all.ovf'), 'utf8');
     expect(ovf).toMatch(/ovf:capacity="536870912"/);
     expect(ovf).toContain('streamOptimized');
-    expect((await execa('qemu-img', ['compare', '-f', 'qcow2', '-F', 'vmdk', path.join(out, 'all.qcow2'), path.join(x, 'all-disk1.vmdk')], { reject: false })).exitCode).toBe(0);
+    expect(
+      (
+        await execa(
+          'qemu-img',
+          ['compare', '-f', 'qcow2', '-F', 'vmdk', path.join(out, 'all.qcow2'), path.join(x, 'all-disk1.vmdk')],
+          { reject: false },
+        )
+      ).exitCode,
+    ).toBe(0);
   });
 
   it('the Vagrant box unpacks: libvirt metadata, Vagrantfile, and a qcow2 identical to the artifact', async () => {
@@ -89,9 +131,16 @@ ${tinySourceYaml()}
     mkdirSync(x);
     await execa('tar', ['-xzf', path.join(out, 'all.box'), '-C', x]);
     expect(readdirSync(x).sort()).toEqual(['Vagrantfile', 'box.img', 'metadata.json']);
-    expect(JSON.parse(readFileSync(path.join(x, 'metadata.json'), 'utf8'))).toEqual({ provider: 'libvirt', format: 'qcow2', virtual_size: 1 });
+    expect(JSON.parse(readFileSync(path.join(x, 'metadata.json'), 'utf8'))).toEqual({
+      provider: 'libvirt',
+      format: 'qcow2',
+      virtual_size: 1,
+    });
     expect(readFileSync(path.join(x, 'Vagrantfile'), 'utf8')).toMatch(/libvirt/);
-    expect((await execa('qemu-img', ['compare', path.join(out, 'all.qcow2'), path.join(x, 'box.img')], { reject: false })).exitCode).toBe(0);
+    expect(
+      (await execa('qemu-img', ['compare', path.join(out, 'all.qcow2'), path.join(x, 'box.img')], { reject: false }))
+        .exitCode,
+    ).toBe(0);
   });
 
   it('kiln verify passes, then catches a changed artifact', async () => {
@@ -110,7 +159,9 @@ describe('post-processors', () => {
     const out = path.join(dir, 'pp');
     const seen = path.join(dir, 'seen.txt');
     const file = path.join(dir, 'pp.yaml');
-    writeFileSync(file, `
+    writeFileSync(
+      file,
+      `
 builds:
   - name: pp
     output_directory: ${out}
@@ -122,16 +173,33 @@ ${tinySourceYaml()}
       - { type: compress, algorithm: zstd, formats: [raw] }
       - type: shell-local
         inline: ['printf "%s\\\\n" "$KILN_ARTIFACTS" | xargs -n1 basename > ${seen}']
-`);
+`,
+    );
     const run = await kiln(['build', file]);
     expect(run.exitCode, run.stderr.slice(-2000)).toBe(0);
-    expect(readdirSync(out).sort()).toEqual(['SHA256SUMS', 'manifest.json', 'pp.cdx.json', 'pp.provenance.json', 'pp.qcow2', 'pp.raw.zst', 'pp.spdx.json']);
+    expect(readdirSync(out).sort()).toEqual([
+      'SHA256SUMS',
+      'manifest.json',
+      'pp.cdx.json',
+      'pp.provenance.json',
+      'pp.qcow2',
+      'pp.raw.zst',
+      'pp.spdx.json',
+    ]);
     expect(readFileSync(seen, 'utf8')).toBe('pp.qcow2\npp.raw.zst\n');
     expect((await execa('sha256sum', ['-c', 'SHA256SUMS'], { cwd: out, reject: false })).exitCode).toBe(0);
     const manifest = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8'));
     expect(manifest.artifacts[1]).toMatchObject({ name: 'pp.raw.zst', format: 'raw', compression: 'zstd' });
     await execa('zstd', ['-d', '-q', path.join(out, 'pp.raw.zst'), '-o', path.join(dir, 'pp.raw')]);
-    expect((await execa('qemu-img', ['compare', '-f', 'qcow2', '-F', 'raw', path.join(out, 'pp.qcow2'), path.join(dir, 'pp.raw')], { reject: false })).exitCode).toBe(0);
+    expect(
+      (
+        await execa(
+          'qemu-img',
+          ['compare', '-f', 'qcow2', '-F', 'raw', path.join(out, 'pp.qcow2'), path.join(dir, 'pp.raw')],
+          { reject: false },
+        )
+      ).exitCode,
+    ).toBe(0);
     expect((await kiln(['verify', path.join(out, 'manifest.json')])).exitCode).toBe(0);
   }, 200_000);
 });

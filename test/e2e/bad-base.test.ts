@@ -41,13 +41,19 @@ describe('bad base images stop before QEMU starts', () => {
   it('a text file given as base_image', async () => {
     const text = path.join(dir, 'notes.txt');
     writeFileSync(text, 'not a disk\n');
-    expect(await buildRefused('base-text', text)).toBe(`fetch base image: base image ${text} is not a bootable disk image: it is a text file, starting "not a disk"\n  fix: point base_image at a disk image (qcow2, raw, vmdk...); if it was downloaded, the server sent a page or a message instead of the image`);
+    expect(await buildRefused('base-text', text)).toBe(
+      `fetch base image: base image ${text} is not a bootable disk image: it is a text file, starting "not a disk"\n  fix: point base_image at a disk image (qcow2, raw, vmdk...); if it was downloaded, the server sent a page or a message instead of the image`,
+    );
   }, 60_000);
 
   it('a truncated qcow2', async () => {
     const tiny = readFileSync(path.join(imagesDir, 'tiny.qcow2'));
     const cut = path.join(dir, 'cut.qcow2');
     writeFileSync(cut, tiny.subarray(0, tiny.length >> 1));
-    expect(await buildRefused('base-cut', cut)).toMatch(new RegExp(`^fetch base image: base image ${cut} is damaged: its qcow2 data reaches byte \\d+ but the file has ${tiny.length >> 1} bytes: it was cut short\\n  fix: copy or download it again`));
+    expect(await buildRefused('base-cut', cut)).toMatch(
+      new RegExp(
+        `^fetch base image: base image ${cut} is damaged: its qcow2 data reaches byte \\d+ but the file has ${tiny.length >> 1} bytes: it was cut short\\n  fix: copy or download it again`,
+      ),
+    );
   }, 60_000);
 });

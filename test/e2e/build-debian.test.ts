@@ -22,8 +22,15 @@ import { cycloneDxSchemaErrors, spdxLicenceProblems, spdxSchemaErrors } from '..
 
 const sha256 = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
 /** Every regular file under `root`, depth first. */
-const filesUnder = (root: string): string[] => readdirSync(root, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? filesUnder(path.join(root, e.name)) : [path.join(root, e.name)]));
-const flipByte = (file: string, at: number) => { const b = readFileSync(file); b[at] = b[at]! ^ 1; writeFileSync(file, b); };
+const filesUnder = (root: string): string[] =>
+  readdirSync(root, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? filesUnder(path.join(root, e.name)) : [path.join(root, e.name)],
+  );
+const flipByte = (file: string, at: number) => {
+  const b = readFileSync(file);
+  b[at] = b[at]! ^ 1;
+  writeFileSync(file, b);
+};
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-e2e-debian-build-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -59,10 +66,13 @@ describe('kiln build (debian-12-cloud fixture)', () => {
 - name: Record the handler
   ansible.builtin.copy: { content: "handler ran for {{ kiln_build_name }}\\n", dest: /etc/kiln-handler }
 `,
-      'roles/site/templates/site.conf.j2': 'title={{ site_title }}\nport={{ site_port }}\nuser={{ ansible_user_id }}\ntoken_length={{ api_token | length }}\n',
+      'roles/site/templates/site.conf.j2':
+        'title={{ site_title }}\nport={{ site_port }}\nuser={{ ansible_user_id }}\ntoken_length={{ api_token | length }}\n',
     };
     writeFiles(path.join(dir, 'ansible'), ansibleFiles);
-    writeFileSync(file, `
+    writeFileSync(
+      file,
+      `
 variables:
   note: { default: first }
   out: { default: ${path.join(dir, 'out')} }
@@ -106,7 +116,8 @@ builds:
       - format: qcow2
       - format: vmdk
     sign: { key: ${signKey} }
-`);
+`,
+    );
     // A TMPDIR of its own: the build's work dir is then the only kiln-deb-* in it. While the guest
     // boots, look from outside as any local user could: QEMU's command line; and read the SMBIOS table
     // file in the work dir, which tells the test (its owner) the secret prefix to look for.
@@ -136,9 +147,14 @@ builds:
     expect(qemu[0]!.command).not.toContain('nocloud');
     // The guest read the URL from the table and cloud-init fetched the seed under the prefix (the
     // request log shows it, masked); the provisioner's cat of the serial prints it masked too.
-    expect(first.events.filter((e) => e.type === 'log').map((e) => String(e.message))).toContain('http: GET /kiln-seed-<sensitive>/user-data -> 200');
+    expect(first.events.filter((e) => e.type === 'log').map((e) => String(e.message))).toContain(
+      'http: GET /kiln-seed-<sensitive>/user-data -> 200',
+    );
     const lines = first.events.filter((e) => e.type === 'output').map((e) => String(e.line));
-    expect(lines.some((l) => /^ds=nocloud-net;s=http:\/\/10\.0\.2\.2:\d+\/kiln-seed-<sensitive>\/$/.test(l)), lines.join('\n')).toBe(true);
+    expect(
+      lines.some((l) => /^ds=nocloud-net;s=http:\/\/10\.0\.2\.2:\d+\/kiln-seed-<sensitive>\/$/.test(l)),
+      lines.join('\n'),
+    ).toBe(true);
     expect(first.stdout, 'events').not.toContain(token);
     expect(first.stderr, 'human log').not.toContain(token);
     expect(kilnWorkDirs(tmp, 'deb')).toEqual([]);
@@ -147,7 +163,10 @@ builds:
     // everywhere; kiln's known_hosts already held the guest's key: OpenSSH added nothing, asked nothing.
     const ansible = outputLines(first.events, 'provisioner 2');
     expect(ansible.filter((l) => /^(TASK|RUNNING HANDLER) \[/.test(l)).map((l) => l.replace(/ \*+$/, ''))).toEqual([
-      'TASK [Gathering Facts]', 'TASK [site : Write the site configuration]', 'TASK [site : Show the token (kiln masks it)]', 'RUNNING HANDLER [site : Record the handler]',
+      'TASK [Gathering Facts]',
+      'TASK [site : Write the site configuration]',
+      'TASK [site : Show the token (kiln masks it)]',
+      'RUNNING HANDLER [site : Record the handler]',
     ]);
     expect(ansible.some((l) => l.includes('"msg": "token is <sensitive>"'))).toBe(true);
     expect(ansible.join('\n')).not.toMatch(/Permanently added|authenticity of host/);
@@ -164,7 +183,13 @@ builds:
     const out = path.join(dir, 'out');
     const manifest = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8'));
     expect(manifest.artifacts.map((a: { format: string }) => a.format)).toEqual(['qcow2', 'vmdk']);
-    const hostKeyOf = (r: typeof run) => /SSH up after .* \(host key (SHA256:\S+)\)/.exec(r.events.filter((e) => e.type === 'log').map((e) => String(e.message)).join('\n'))?.[1];
+    const hostKeyOf = (r: typeof run) =>
+      /SSH up after .* \(host key (SHA256:\S+)\)/.exec(
+        r.events
+          .filter((e) => e.type === 'log')
+          .map((e) => String(e.message))
+          .join('\n'),
+      )?.[1];
     const injectedHostKey = hostKeyOf(run);
     expect(injectedHostKey).toBeDefined();
     expect(hostKeyOf(first)).not.toBe(injectedHostKey);
@@ -172,8 +197,17 @@ builds:
     // The SBOMs: valid against the official schemas; jq (installed by the last provisioner) as a purl
     // with the licences its copyright file states; the uploaded files with their digests.
     expect(readdirSync(out).sort()).toEqual([
-      'SHA256SUMS', 'SHA256SUMS.sig', 'deb.cdx.json', 'deb.cdx.json.sig', 'deb.provenance.json', 'deb.provenance.json.sig',
-      'deb.qcow2', 'deb.spdx.json', 'deb.spdx.json.sig', 'deb.vmdk', 'manifest.json',
+      'SHA256SUMS',
+      'SHA256SUMS.sig',
+      'deb.cdx.json',
+      'deb.cdx.json.sig',
+      'deb.provenance.json',
+      'deb.provenance.json.sig',
+      'deb.qcow2',
+      'deb.spdx.json',
+      'deb.spdx.json.sig',
+      'deb.vmdk',
+      'manifest.json',
     ]);
     const spdx = JSON.parse(readFileSync(path.join(out, 'deb.spdx.json'), 'utf8'));
     const cdx = JSON.parse(readFileSync(path.join(out, 'deb.cdx.json'), 'utf8'));
@@ -182,19 +216,46 @@ builds:
     expect(spdxLicenceProblems(spdx)).toEqual([]);
     const jqPurl = `pkg:deb/debian/jq@${encodeURIComponent(jqVersion)}?arch=amd64&distro=debian-12`;
     const jq = spdx.packages.find((p: { name: string }) => p.name === 'jq');
-    expect(jq.externalRefs).toEqual([{ referenceCategory: 'PACKAGE-MANAGER', referenceType: 'purl', referenceLocator: jqPurl }]);
+    expect(jq.externalRefs).toEqual([
+      { referenceCategory: 'PACKAGE-MANAGER', referenceType: 'purl', referenceLocator: jqPurl },
+    ]);
     expect(jq.licenseDeclared).toMatch(/\bMIT\b/);
-    expect(cdx.components.find((c: { name: string }) => c.name === 'jq')).toMatchObject({ purl: jqPurl, licenses: [{ expression: jq.licenseDeclared }] });
-    expect(cdx.metadata.component).toMatchObject({ 'bom-ref': 'base-image', hashes: [{ alg: 'SHA-256', content: manifest.base_image.sha256 }] });
+    expect(cdx.components.find((c: { name: string }) => c.name === 'jq')).toMatchObject({
+      purl: jqPurl,
+      licenses: [{ expression: jq.licenseDeclared }],
+    });
+    expect(cdx.metadata.component).toMatchObject({
+      'bom-ref': 'base-image',
+      hashes: [{ alg: 'SHA-256', content: manifest.base_image.sha256 }],
+    });
     expect(spdx.packages.length - 1).toBe(manifest.sbom.packages.length);
-    expect(spdx.packages.filter((p: { licenseDeclared: string }) => p.licenseDeclared !== 'NOASSERTION').length).toBeGreaterThan(manifest.sbom.packages.length / 2);
-    expect(spdx.files.map((f: { fileName: string; checksums: { algorithm: string; checksumValue: string }[] }) => [f.fileName, f.checksums[1]!.checksumValue]))
-      .toEqual(filesUnder(payload).sort().map((f) => [`./tmp/payload/${path.basename(f)}`, sha256(f)]));
+    expect(
+      spdx.packages.filter((p: { licenseDeclared: string }) => p.licenseDeclared !== 'NOASSERTION').length,
+    ).toBeGreaterThan(manifest.sbom.packages.length / 2);
+    expect(
+      spdx.files.map((f: { fileName: string; checksums: { algorithm: string; checksumValue: string }[] }) => [
+        f.fileName,
+        f.checksums[1]!.checksumValue,
+      ]),
+    ).toEqual(
+      filesUnder(payload)
+        .sort()
+        .map((f) => [`./tmp/payload/${path.basename(f)}`, sha256(f)]),
+    );
     // The provenance names every input by digest: the template, the base image, each uploaded file, each file of the Ansible tree.
     const provenance = JSON.parse(readFileSync(path.join(out, 'deb.provenance.json'), 'utf8'));
-    expect(provenance.subject).toEqual(manifest.artifacts.map((a: { name: string; sha256: string }) => ({ name: a.name, digest: { sha256: a.sha256 } })));
-    const inputs = provenance.predicate.buildDefinition.resolvedDependencies.map((d: { digest: { sha256: string } }) => d.digest.sha256);
-    const expectedInputs = [manifest.template.sha256, manifest.base_image.sha256, ...filesUnder(payload).map(sha256), ...filesUnder(path.join(dir, 'ansible')).map(sha256)];
+    expect(provenance.subject).toEqual(
+      manifest.artifacts.map((a: { name: string; sha256: string }) => ({ name: a.name, digest: { sha256: a.sha256 } })),
+    );
+    const inputs = provenance.predicate.buildDefinition.resolvedDependencies.map(
+      (d: { digest: { sha256: string } }) => d.digest.sha256,
+    );
+    const expectedInputs = [
+      manifest.template.sha256,
+      manifest.base_image.sha256,
+      ...filesUnder(payload).map(sha256),
+      ...filesUnder(path.join(dir, 'ansible')).map(sha256),
+    ];
     expect(expectedInputs.filter((d) => !inputs.includes(d))).toEqual([]);
     expect(provenance.predicate.runDetails.metadata.startedOn).toBe(manifest.started_at);
 
@@ -203,7 +264,11 @@ builds:
     const good = await verify();
     expect(good.exitCode, good.stdout + good.stderr).toBe(0);
     expect(good.stdout).toMatch(/^ok   SHA256SUMS \(signed by builder@kiln, SHA256:\S+\)$/m);
-    const outside = await execa('ssh-keygen', ['-Y', 'verify', '-f', allowed, '-I', 'builder@kiln', '-n', 'kiln', '-s', path.join(out, 'SHA256SUMS.sig')], { inputFile: path.join(out, 'SHA256SUMS') });
+    const outside = await execa(
+      'ssh-keygen',
+      ['-Y', 'verify', '-f', allowed, '-I', 'builder@kiln', '-n', 'kiln', '-s', path.join(out, 'SHA256SUMS.sig')],
+      { inputFile: path.join(out, 'SHA256SUMS') },
+    );
     expect(outside.stdout).toMatch(/^Good "kiln" signature for builder@kiln with ED25519 key SHA256:/);
     // One byte changed in an artifact, an SBOM, a signature; and a key nobody trusts: each named, exit 1.
     const tamper = async (file: string, at: number, expected: RegExp) => {
@@ -213,40 +278,70 @@ builds:
       expect(bad.exitCode, bad.stdout).toBe(1);
       expect(bad.stdout).toMatch(expected);
     };
-    await tamper(path.join(out, 'deb.vmdk'), 2 ** 20, /^FAIL deb\.vmdk: sha256 is \w+, manifest says \w+; sha256 is \w+, the signed SHA256SUMS says \w+; sha256 is \w+, the signed provenance says \w+$/m);
-    await tamper(path.join(out, 'deb.cdx.json'), 200, /^FAIL deb\.cdx\.json \(signature\): the signature by builder@kiln \(ssh-ed25519 key SHA256:\S+\) does not match \S+deb\.cdx\.json: the file or its signature changed after signing/m);
+    await tamper(
+      path.join(out, 'deb.vmdk'),
+      2 ** 20,
+      /^FAIL deb\.vmdk: sha256 is \w+, manifest says \w+; sha256 is \w+, the signed SHA256SUMS says \w+; sha256 is \w+, the signed provenance says \w+$/m,
+    );
+    await tamper(
+      path.join(out, 'deb.cdx.json'),
+      200,
+      /^FAIL deb\.cdx\.json \(signature\): the signature by builder@kiln \(ssh-ed25519 key SHA256:\S+\) does not match \S+deb\.cdx\.json: the file or its signature changed after signing/m,
+    );
     const sigText = readFileSync(path.join(out, 'SHA256SUMS.sig'), 'latin1');
-    await tamper(path.join(out, 'SHA256SUMS.sig'), sigText.lastIndexOf('-----END') - 10, /^FAIL SHA256SUMS \(signature\): /m);
+    await tamper(
+      path.join(out, 'SHA256SUMS.sig'),
+      sigText.lastIndexOf('-----END') - 10,
+      /^FAIL SHA256SUMS \(signature\): /m,
+    );
     const strangerKey = path.join(dir, 'stranger');
     await execa('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-f', strangerKey]);
     writeFileSync(path.join(dir, 'stranger_signers'), `stranger ${readFileSync(`${strangerKey}.pub`, 'utf8')}`);
     const stranger = await verify(path.join(dir, 'stranger_signers'));
     expect(stranger.exitCode).toBe(1);
-    expect(stranger.stdout).toMatch(/^FAIL SHA256SUMS \(signature\): signed by ssh-ed25519 key SHA256:\S+, which \S+stranger_signers does not list \(unknown signer\)$/m);
+    expect(stranger.stdout).toMatch(
+      /^FAIL SHA256SUMS \(signature\): signed by ssh-ed25519 key SHA256:\S+, which \S+stranger_signers does not list \(unknown signer\)$/m,
+    );
     expect((await verify()).exitCode).toBe(0);
 
     // Another output directory, nothing else changed: converted from the cached final disk without
     // booting; its SBOM is the one the booted build read, marked as such.
-    const converted = await kiln(['build', file, '--events=json', '--var', 'note=second', '--var', `out=${path.join(dir, 'out2')}`], env);
+    const converted = await kiln(
+      ['build', file, '--events=json', '--var', 'note=second', '--var', `out=${path.join(dir, 'out2')}`],
+      env,
+    );
     expect(converted.exitCode, converted.stderr.slice(-3000)).toBe(0);
     expect(converted.events.some((e) => e.type === 'step-start' && e.step === 'launch QEMU')).toBe(false);
     const out2 = path.join(dir, 'out2');
     const manifest2 = JSON.parse(readFileSync(path.join(out2, 'manifest.json'), 'utf8'));
     expect(manifest2.cache.final_layer.from_cache).toBe(true);
-    expect(manifest2.supply_chain.from_cache).toEqual({ final_layer: manifest2.cache.final_layer.key, packages_recorded_at: expect.any(String) });
+    expect(manifest2.supply_chain.from_cache).toEqual({
+      final_layer: manifest2.cache.final_layer.key,
+      packages_recorded_at: expect.any(String),
+    });
     const spdx2 = JSON.parse(readFileSync(path.join(out2, 'deb.spdx.json'), 'utf8'));
     const cdx2 = JSON.parse(readFileSync(path.join(out2, 'deb.cdx.json'), 'utf8'));
     expect(spdxSchemaErrors(spdx2)).toEqual([]);
     expect(cycloneDxSchemaErrors(cdx2)).toEqual([]);
-    const packagesOf = (doc: { packages: { name: string; versionInfo?: string; licenseDeclared: string }[] }) => doc.packages.slice(1).map((p) => [p.name, p.versionInfo, p.licenseDeclared]);
+    const packagesOf = (doc: { packages: { name: string; versionInfo?: string; licenseDeclared: string }[] }) =>
+      doc.packages.slice(1).map((p) => [p.name, p.versionInfo, p.licenseDeclared]);
     expect(packagesOf(spdx2)).toEqual(packagesOf(spdx));
-    expect(spdx2.comment).toMatch(new RegExp(`^Converted from the layer cache without booting: the package list is the one the build that saved final layer ${manifest2.cache.final_layer.key} read from the guest on \\S+ \\(kiln \\S+\\)\\.$`));
+    expect(spdx2.comment).toMatch(
+      new RegExp(
+        `^Converted from the layer cache without booting: the package list is the one the build that saved final layer ${manifest2.cache.final_layer.key} read from the guest on \\S+ \\(kiln \\S+\\)\\.$`,
+      ),
+    );
     expect(cdx2.metadata.properties).toContainEqual({ name: 'kiln:from-cache', value: spdx2.comment });
     const provenance2 = JSON.parse(readFileSync(path.join(out2, 'deb.provenance.json'), 'utf8'));
-    expect(provenance2.predicate.buildDefinition.internalParameters.converted_from_cache.package_list_recorded_at).toBe(manifest2.supply_chain.from_cache.packages_recorded_at);
+    expect(provenance2.predicate.buildDefinition.internalParameters.converted_from_cache.package_list_recorded_at).toBe(
+      manifest2.supply_chain.from_cache.packages_recorded_at,
+    );
     expect((await kiln(['verify', path.join(out2, 'manifest.json'), '--trusted-keys', allowed])).exitCode).toBe(0);
 
-    for (const [name, format] of [['deb.qcow2', 'qcow2'], ['deb.vmdk', 'vmdk']] as const) {
+    for (const [name, format] of [
+      ['deb.qcow2', 'qcow2'],
+      ['deb.vmdk', 'vmdk'],
+    ] as const) {
       const info = JSON.parse((await execa('qemu-img', ['info', '--output=json', path.join(out, name)])).stdout);
       expect(info.format).toBe(format);
       expect(info['virtual-size']).toBe(3 * 2 ** 30);
@@ -255,11 +350,17 @@ builds:
 
     // No private key and neither build's injected host key anywhere in the artifact's bytes, deleted
     // files included (the first build's came along in the cached layer).
-    const hits = await searchDisk(path.join(out, 'deb.qcow2'), { privateKey: privateKeyPattern, publicKeys: ed25519PublicPattern }, dir);
+    const hits = await searchDisk(
+      path.join(out, 'deb.qcow2'),
+      { privateKey: privateKeyPattern, publicKeys: ed25519PublicPattern },
+      dir,
+    );
     const injected = [injectedHostKey, hostKeyOf(first)];
     expect({
       privateKeys: hits.privateKey,
-      injectedHostKeys: hits.publicKeys!.filter((h) => injected.includes(fingerprintOf(`ssh-ed25519 ${h.split(': ')[1]}`))),
+      injectedHostKeys: hits.publicKeys!.filter((h) =>
+        injected.includes(fingerprintOf(`ssh-ed25519 ${h.split(': ')[1]}`)),
+      ),
     }).toEqual({ privateKeys: [], injectedHostKeys: [] });
 
     // Boot the VMDK as a new instance with a fresh seed on a cidata ISO, under UEFI (the build booted
@@ -269,24 +370,40 @@ builds:
     const iso = path.join(dir, 'seed.iso');
     await writeSeedIso(seed.seed, dir, iso);
     const disk = await overlayOf(path.join(out, 'deb.vmdk'), dir, 'boot.qcow2', 'vmdk');
-    const guest = await Guest.boot({ disk, firmware: 'uefi', memoryMiB: 1024, extraDisks: [{ path: iso, format: 'raw', interface: 'virtio', readonly: true }] });
+    const guest = await Guest.boot({
+      disk,
+      firmware: 'uefi',
+      memoryMiB: 1024,
+      extraDisks: [{ path: iso, format: 'raw', interface: 'virtio', readonly: true }],
+    });
     try {
       // A deadline for a stuck guest, not a speed check: at load 17 this boot took just over 240 s.
       const ssh = await guest.ssh('user2', seed.userKey.privateKey, 600_000, seed.hostKey.fingerprint);
       expect((await ssh.run('cloud-init status --wait >/dev/null; cloud-init status')).trim()).toMatch(/status: done/);
       expect(await ssh.run('test -d /sys/firmware/efi && echo uefi')).toBe('uefi\n');
-      expect(await ssh.run('cat /run/cloud-init/ds-identify.log 2>/dev/null | grep -o "NoCloud" | head -1 || true')).toContain('NoCloud');
+      expect(
+        await ssh.run('cat /run/cloud-init/ds-identify.log 2>/dev/null | grep -o "NoCloud" | head -1 || true'),
+      ).toContain('NoCloud');
       expect((await ssh.run('sudo -n id -u')).trim()).toBe('0');
-      expect(await ssh.run('cat /etc/kiln-marker /etc/app.conf /etc/kiln-seeded /etc/kiln-note')).toBe('provisioner ran as root on deb\nsetting=1\nfrom user_data\nsecond\n');
+      expect(await ssh.run('cat /etc/kiln-marker /etc/app.conf /etc/kiln-seeded /etc/kiln-note')).toBe(
+        'provisioner ran as root on deb\nsetting=1\nfrom user_data\nsecond\n',
+      );
       expect(Number(await ssh.run('cat /etc/kiln-rootsize'))).toBeGreaterThan(2.5 * 2 ** 30); // grown to disk_size
-      expect(await ssh.run('sudo -n cat /etc/kiln-site.conf /etc/kiln-handler')).toBe(`title=From kiln\nport=8081\nuser=root\ntoken_length=${secret.length}\nhandler ran for deb\n`);
+      expect(await ssh.run('sudo -n cat /etc/kiln-site.conf /etc/kiln-handler')).toBe(
+        `title=From kiln\nport=8081\nuser=root\ntoken_length=${secret.length}\nhandler ran for deb\n`,
+      );
       // A new instance on a disk that ran cloud-init before (the build's): the fresh seed's id, no root password.
-      expect((await ssh.run('cloud-init status --wait >/dev/null; cloud-init query instance-id')).trim()).toBe(seed.seed.instanceId);
+      expect((await ssh.run('cloud-init status --wait >/dev/null; cloud-init query instance-id')).trim()).toBe(
+        seed.seed.instanceId,
+      );
       expect(await ssh.run('sudo -n passwd -S root | cut -d" " -f2')).toMatch(/^L/);
       // kiln took its access back out: the build user has no key left (neither this build's nor the
       // first build's, which the cached layer carried), kiln's host key is gone.
       expect((await ssh.run('sudo -n cat /home/kiln/.ssh/authorized_keys 2>/dev/null || true')).trim()).toBe('');
-      const hostKeys = (await ssh.run('sudo -n cat /etc/ssh/ssh_host_*_key.pub')).trim().split('\n').map((l) => fingerprintOf(l));
+      const hostKeys = (await ssh.run('sudo -n cat /etc/ssh/ssh_host_*_key.pub'))
+        .trim()
+        .split('\n')
+        .map((l) => fingerprintOf(l));
       expect(hostKeys).toContain(seed.hostKey.fingerprint);
       expect(hostKeys).not.toContain(injectedHostKey);
       expect(hostKeys).not.toContain(hostKeyOf(first));

@@ -15,7 +15,9 @@ describe('kiln build from an installer ISO', () => {
   for (const console of ['keyboard', 'serial'] as const) {
     it(`installs through a boot command typed on the ${console} console and provisions the installed disk`, async () => {
       const file = path.join(dir, `${console}.yaml`);
-      writeFileSync(file, `
+      writeFileSync(
+        file,
+        `
 builds:
   - name: iso-${console}
     output_directory: ${path.join(dir, 'out', console)}
@@ -25,7 +27,8 @@ ${installerSourceYaml(console, [insecurePublicKey])}
         inline: ['echo "provisioned after a ${console} install" > /root/marker']
     outputs:
       - format: qcow2
-`);
+`,
+      );
       const run = await kiln(['build', file, '--events=json', '--debug']);
       expect(run.exitCode, run.stderr.slice(-3000)).toBe(0);
       const logs = run.events.filter((e) => e.type === 'log').map((e) => String(e.message));
@@ -38,10 +41,16 @@ ${installerSourceYaml(console, [insecurePublicKey])}
       const manifest = JSON.parse(readFileSync(path.join(dir, 'out', console, 'manifest.json'), 'utf8'));
       expect(manifest.base_image.source).toBe(path.join(imagesDir, 'installer.iso'));
 
-      const guest = await Guest.boot({ disk: await overlayOf(artifact, dir, `${console}-boot.qcow2`), memoryMiB: 256, cpus: 1 });
+      const guest = await Guest.boot({
+        disk: await overlayOf(artifact, dir, `${console}-boot.qcow2`),
+        memoryMiB: 256,
+        cpus: 1,
+      });
       try {
         const ssh = await guest.ssh('root', insecureKey);
-        expect(await ssh.run('cat /root/marker; hostname')).toBe(`provisioned after a ${console} install\niso-${console}\n`);
+        expect(await ssh.run('cat /root/marker; hostname')).toBe(
+          `provisioned after a ${console} install\niso-${console}\n`,
+        );
         // The build's key was taken back out; the key the answers file added for us stays.
         expect((await ssh.run('cat /root/.ssh/authorized_keys')).trim()).toBe(insecurePublicKey);
         await guest.poweroff(ssh);
@@ -53,7 +62,9 @@ ${installerSourceYaml(console, [insecurePublicKey])}
 
   it('rejects a bad boot command at validate time with its position', async () => {
     const file = path.join(dir, 'bad.yaml');
-    writeFileSync(file, `
+    writeFileSync(
+      file,
+      `
 builds:
   - name: bad
     source:
@@ -62,9 +73,12 @@ builds:
       disk_size: 1G
       boot_command: ['install<entr>']
       communicator: { username: root, trust_on_first_use: true }
-`);
+`,
+    );
     const r = await kiln(['validate', file]);
     expect(r.exitCode).toBe(1);
-    expect(r.stderr).toMatch(/bad\.yaml:8: builds\[0\]\.source\.boot_command\[0\]: unknown key <entr> at column 8\n\s+install<entr>\n\s{7}\s+\^\n\s+fix: write a known key; did you mean <enter>\?/);
+    expect(r.stderr).toMatch(
+      /bad\.yaml:8: builds\[0\]\.source\.boot_command\[0\]: unknown key <entr> at column 8\n\s+install<entr>\n\s{7}\s+\^\n\s+fix: write a known key; did you mean <enter>\?/,
+    );
   });
 });

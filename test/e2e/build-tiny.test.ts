@@ -1,7 +1,17 @@
 // kiln build, end to end, from the tiny fixture: provisioners run over SSH, the artifact is checked
 // with qemu-img and booted again, and a failing provisioner leaves no artifact behind.
 import { createHash, randomBytes } from 'node:crypto';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -15,7 +25,9 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 function template(name: string, provisioners: string, { bootloader = false } = {}): string {
   const file = path.join(dir, `${name}.yaml`);
-  writeFileSync(file, `
+  writeFileSync(
+    file,
+    `
 variables:
   marker: { default: from-kiln }
   token: { default: s3cr3t-t0ken, sensitive: true }
@@ -28,7 +40,8 @@ ${provisioners}
     outputs:
       - format: qcow2
       - format: raw
-`);
+`,
+  );
   return file;
 }
 
@@ -46,7 +59,9 @@ describe('kiln build (tiny fixture)', () => {
     }
     writeFileSync(path.join(tree, 'big.bin'), randomBytes(8 << 20));
     chmodSync(path.join(tree, 'big.bin'), 0o640);
-    const file = template('ok', `
+    const file = template(
+      'ok',
+      `
       - type: shell
         inline:
           - echo "\${var.marker}" > /root/marker
@@ -85,7 +100,9 @@ describe('kiln build (tiny fixture)', () => {
         source: /root/hostile
         destination: ${path.join(dir, 'hostile-back')}
         direction: download
-        max_size: 1M`, { bootloader: true }); // through firmware and GRUB, as users boot it
+        max_size: 1M`,
+      { bootloader: true },
+    ); // through firmware and GRUB, as users boot it
     const run = await kiln(['build', file, '--events=json']);
     expect(run.exitCode, run.stderr).toBe(0);
 
@@ -93,12 +110,22 @@ describe('kiln build (tiny fixture)', () => {
     const types = run.events.map((e) => e.type);
     expect(types[0]).toBe('build-start');
     expect(types.at(-1)).toBe('build-end');
-    expect(run.events.filter((e) => e.type === 'provisioner-end').map((e) => e.index)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    expect(run.events.filter((e) => e.type === 'provisioner-end').map((e) => e.index)).toEqual([
+      0, 1, 2, 3, 4, 5, 6, 7, 8, 9,
+    ]);
     expect(JSON.stringify(run.events) + run.stderr).not.toContain('s3cr3t-t0ken');
     expect(run.stderr).toContain('token is <sensitive>');
 
     const out = path.join(dir, 'out', 'ok');
-    expect(readdirSync(out).sort()).toEqual(['SHA256SUMS', 'manifest.json', 'ok.cdx.json', 'ok.provenance.json', 'ok.qcow2', 'ok.raw', 'ok.spdx.json']);
+    expect(readdirSync(out).sort()).toEqual([
+      'SHA256SUMS',
+      'manifest.json',
+      'ok.cdx.json',
+      'ok.provenance.json',
+      'ok.qcow2',
+      'ok.raw',
+      'ok.spdx.json',
+    ]);
     expect(readdirSync(path.join(dir, 'out')).filter((n) => n.includes('partial'))).toEqual([]);
     const sums = await execa('sha256sum', ['-c', 'SHA256SUMS'], { cwd: out, reject: false });
     expect(sums.exitCode, sums.stdout + sums.stderr).toBe(0);
@@ -111,20 +138,41 @@ describe('kiln build (tiny fixture)', () => {
     // SBOMs valid against the official schemas (busybox: no package database, so the base image and
     // kiln's files only), listing every file kiln uploaded by digest; the provenance names every input.
     const sha256 = (f: string) => createHash('sha256').update(readFileSync(f)).digest('hex');
-    const treeFiles = (await execa('find', ['.', '-type', 'f'], { cwd: tree })).stdout.split('\n').map((f) => f.slice(2)).sort();
-    const uploaded = [['/root/upload.txt', sha256(path.join(dir, 'upload.txt'))], ...treeFiles.map((f) => [`/root/tree/${f}`, sha256(path.join(tree, f))])];
+    const treeFiles = (await execa('find', ['.', '-type', 'f'], { cwd: tree })).stdout
+      .split('\n')
+      .map((f) => f.slice(2))
+      .sort();
+    const uploaded = [
+      ['/root/upload.txt', sha256(path.join(dir, 'upload.txt'))],
+      ...treeFiles.map((f) => [`/root/tree/${f}`, sha256(path.join(tree, f))]),
+    ];
     const spdx = JSON.parse(readFileSync(path.join(out, 'ok.spdx.json'), 'utf8'));
     const cdx = JSON.parse(readFileSync(path.join(out, 'ok.cdx.json'), 'utf8'));
     expect(spdxSchemaErrors(spdx)).toEqual([]);
     expect(cycloneDxSchemaErrors(cdx)).toEqual([]);
     expect(spdx.packages).toHaveLength(1);
     expect(spdx.packages[0].checksums).toEqual([{ algorithm: 'SHA256', checksumValue: manifest.base_image.sha256 }]);
-    expect(spdx.files.map((f: { fileName: string; checksums: { checksumValue: string }[] }) => [f.fileName.slice(1), f.checksums[1]!.checksumValue]).sort()).toEqual(uploaded.sort());
+    expect(
+      spdx.files
+        .map((f: { fileName: string; checksums: { checksumValue: string }[] }) => [
+          f.fileName.slice(1),
+          f.checksums[1]!.checksumValue,
+        ])
+        .sort(),
+    ).toEqual(uploaded.sort());
     expect(cdx.components.filter((c: { type: string }) => c.type === 'file')).toHaveLength(uploaded.length);
     const provenance = JSON.parse(readFileSync(path.join(out, 'ok.provenance.json'), 'utf8'));
-    expect(provenance.subject.map((s: { name: string; digest: { sha256: string } }) => [s.name, s.digest.sha256])).toEqual(manifest.artifacts.map((a: { name: string; sha256: string }) => [a.name, a.sha256]));
-    const inputs = provenance.predicate.buildDefinition.resolvedDependencies.map((d: { digest: { sha256: string } }) => d.digest.sha256);
-    expect([manifest.template.sha256, manifest.base_image.sha256, ...uploaded.map(([, d]) => d)].filter((d) => !inputs.includes(d))).toEqual([]);
+    expect(
+      provenance.subject.map((s: { name: string; digest: { sha256: string } }) => [s.name, s.digest.sha256]),
+    ).toEqual(manifest.artifacts.map((a: { name: string; sha256: string }) => [a.name, a.sha256]));
+    const inputs = provenance.predicate.buildDefinition.resolvedDependencies.map(
+      (d: { digest: { sha256: string } }) => d.digest.sha256,
+    );
+    expect(
+      [manifest.template.sha256, manifest.base_image.sha256, ...uploaded.map(([, d]) => d)].filter(
+        (d) => !inputs.includes(d),
+      ),
+    ).toEqual([]);
     const verified = await kiln(['verify', path.join(out, 'manifest.json')]);
     expect(verified.exitCode, verified.stdout + verified.stderr).toBe(0);
     expect(verified.stdout).toMatch(/^ok   ok\.spdx\.json$/m);
@@ -140,15 +188,22 @@ describe('kiln build (tiny fixture)', () => {
     // The folder made the round trip: same files, bytes and modes (empty folders too; no world-write
     // from the guest, the host's umask), and the upload reported its progress up to the whole size.
     const umask = process.umask();
-    const listing = (root: string, mask = 0o7777) => execa('find', ['.', '-printf', '%y %m %p\\n'], { cwd: root })
-      .then((r) => r.stdout.split('\n').map((l) => l.replace(/ (\d+) /, (_, m: string) => ` ${(parseInt(m, 8) & mask).toString(8)} `)).sort());
+    const listing = (root: string, mask = 0o7777) =>
+      execa('find', ['.', '-printf', '%y %m %p\\n'], { cwd: root }).then((r) =>
+        r.stdout
+          .split('\n')
+          .map((l) => l.replace(/ (\d+) /, (_, m: string) => ` ${(parseInt(m, 8) & mask).toString(8)} `))
+          .sort(),
+      );
     expect(await listing(path.join(dir, 'back/tree'))).toEqual(await listing(tree, 0o775 & ~umask));
     const diff = await execa('diff', ['-r', tree, path.join(dir, 'back/tree')], { reject: false });
     expect(diff.exitCode, diff.stdout).toBe(0);
-    const treeBytes = 200 * 199 / 2 * 13 + (8 << 20);
+    const treeBytes = ((200 * 199) / 2) * 13 + (8 << 20);
     const upload = run.events.filter((e) => e.type === 'transfer-progress' && e.index === 4);
     expect(upload.at(-1)).toMatchObject({ direction: 'upload', path: '/root/tree', done: treeBytes, total: treeBytes });
-    expect(run.events.some((e) => e.type === 'transfer-progress' && e.index === 5 && e.direction === 'download')).toBe(true);
+    expect(run.events.some((e) => e.type === 'transfer-progress' && e.index === 5 && e.direction === 'download')).toBe(
+      true,
+    );
     // Both ways as one tar stream (busybox tar in the guest), not file by file over SFTP.
     expect(run.stderr).toContain(`uploaded ${tree}/ -> /root/tree (201 files, tar stream)`);
     expect(run.stderr).toContain(`downloaded /root/tree -> ${path.join(dir, 'back')} (tar stream)`);
@@ -156,25 +211,39 @@ describe('kiln build (tiny fixture)', () => {
     // A hostile guest's modes stay in the guest: no setuid, no world-write, no sticky bit on the host;
     // "fetched/" (missing) was made and received the file under its own name, as Packer does.
     const ordinary = (guest: number) => (guest & 0o775 & ~umask).toString(8);
-    expect((await listing(path.join(dir, 'hostile-back/hostile'))).join('\n')).toBe([
-      `d ${ordinary(0o755)} .`, `d ${ordinary(0o777)} ./open`, `d ${ordinary(0o1777)} ./sticky`,
-      `f ${ordinary(0o4777)} ./open/suid`, `f ${ordinary(0o666)} ./sticky/shared`,
-    ].sort().join('\n'));
+    expect((await listing(path.join(dir, 'hostile-back/hostile'))).join('\n')).toBe(
+      [
+        `d ${ordinary(0o755)} .`,
+        `d ${ordinary(0o777)} ./open`,
+        `d ${ordinary(0o1777)} ./sticky`,
+        `f ${ordinary(0o4777)} ./open/suid`,
+        `f ${ordinary(0o666)} ./sticky/shared`,
+      ]
+        .sort()
+        .join('\n'),
+    );
     expect(readFileSync(path.join(dir, 'fetched', 'suid'), 'utf8')).toBe('#!/bin/sh\n');
     expect(statSync(path.join(dir, 'fetched', 'suid')).mode & 0o7777).toBe(0o666 & 0o775 & ~umask);
 
     // Boot both artifacts and read what the provisioners left.
-    for (const [name, format] of [['ok.qcow2', 'qcow2'], ['ok.raw', 'raw']] as const) {
+    for (const [name, format] of [
+      ['ok.qcow2', 'qcow2'],
+      ['ok.raw', 'raw'],
+    ] as const) {
       const disk = await overlayOf(path.join(out, name), dir, `boot-${format}.qcow2`, format);
       const guest = await Guest.boot({ disk, memoryMiB: 256, cpus: 1 });
       try {
         const ssh = await guest.ssh('root', insecureKey);
-        expect(await ssh.run('cat /root/marker /root/env.txt /root/upload.txt')).toBe('from-kiln\nhello from ok\nuploaded by the file provisioner\n');
+        expect(await ssh.run('cat /root/marker /root/env.txt /root/upload.txt')).toBe(
+          'from-kiln\nhello from ok\nuploaded by the file provisioner\n',
+        );
         if (format === 'qcow2') {
           // Downloads from this real guest's SFTP server: a link to /dev/zero is refused before a byte
           // is read (it was read for ever), a /proc file (no size) comes whole.
           await ssh.run('ln -sf /dev/zero /root/zero');
-          await expect(ssh.download('/root/zero', path.join(dir, 'zero'), undefined, undefined, 2 ** 20)).rejects.toThrow(/it is a character device/);
+          await expect(
+            ssh.download('/root/zero', path.join(dir, 'zero'), undefined, undefined, 2 ** 20),
+          ).rejects.toThrow(/it is a character device/);
           expect(existsSync(path.join(dir, 'zero'))).toBe(false);
           await ssh.download('/proc/version', path.join(dir, 'proc-version'), undefined, undefined, 2 ** 20);
           expect(readFileSync(path.join(dir, 'proc-version'), 'utf8')).toMatch(/^Linux version .*\n$/);
@@ -187,9 +256,12 @@ describe('kiln build (tiny fixture)', () => {
   }, 400_000);
 
   it('refuses an existing output directory without --force, and leaves it untouched', async () => {
-    const file = template('exists', `
+    const file = template(
+      'exists',
+      `
       - type: shell
-        inline: ['true']`);
+        inline: ['true']`,
+    );
     const out = path.join(dir, 'out', 'exists');
     await execa('mkdir', ['-p', out]);
     writeFileSync(path.join(out, 'keep.txt'), 'mine');
@@ -205,7 +277,9 @@ describe('kiln build (tiny fixture)', () => {
     const back = path.join(dir, 'big-back');
     mkdirSync(path.join(back, 'big'), { recursive: true });
     writeFileSync(path.join(back, 'big', 'keep.txt'), 'mine');
-    const file = template('fails', `
+    const file = template(
+      'fails',
+      `
       - type: shell
         inline:
           - mkdir -p /root/big && dd if=/dev/urandom of=/root/big/data.bin bs=1024 count=3072
@@ -214,17 +288,22 @@ describe('kiln build (tiny fixture)', () => {
         source: /root/big
         destination: ${back}
         direction: download
-        max_size: 1M`);
+        max_size: 1M`,
+    );
     const run = await kiln(['build', file, '--events=json']);
     expect(run.exitCode).toBe(1);
-    expect(run.stderr).toMatch(/provisioner 2: downloading \/root\/big to \S+ failed: the folder holds more than the limit of 1\.0 MiB: "data\.bin" \(3\.0 MiB\)/);
+    expect(run.stderr).toMatch(
+      /provisioner 2: downloading \/root\/big to \S+ failed: the folder holds more than the limit of 1\.0 MiB: "data\.bin" \(3\.0 MiB\)/,
+    );
     expect(run.stderr).toContain('fix: if that much is expected, set max_size: 3M (or more) on this file provisioner');
     expect(run.stderr).toContain('about to fail');
     // Only what kiln wrote is gone: the destination's previous file is there, no partial beside it.
     expect(readdirSync(back)).toEqual(['big']);
     expect(readdirSync(path.join(back, 'big'))).toEqual(['keep.txt']);
     expect(existsSync(path.join(dir, 'out', 'fails'))).toBe(false);
-    expect(existsSync(path.join(dir, 'out')) ? readdirSync(path.join(dir, 'out')).filter((n) => n.includes('fails')) : []).toEqual([]);
+    expect(
+      existsSync(path.join(dir, 'out')) ? readdirSync(path.join(dir, 'out')).filter((n) => n.includes('fails')) : [],
+    ).toEqual([]);
     const ps = await execa('pgrep', ['-f', 'process=kiln-fails'], { reject: false });
     expect(ps.stdout.trim()).toBe('');
     expect(run.events.at(-1)).toMatchObject({ type: 'build-end', ok: false });
@@ -243,16 +322,26 @@ describe('shipped examples', () => {
 
 describe('kiln build: interrupts and parallel builds', () => {
   it('SIGINT during provisioning cleans up: exit 130, no QEMU, no work dir, no partial output', async () => {
-    const file = template('interrupted', `
+    const file = template(
+      'interrupted',
+      `
       - type: shell
-        inline: ['sleep 600']`);
-    const child = execa('node', [path.join(repoRoot, 'bin/kiln.js'), 'build', file, '--events=json'], { reject: false, cwd: repoRoot, stdin: 'ignore' });
+        inline: ['sleep 600']`,
+    );
+    const child = execa('node', [path.join(repoRoot, 'bin/kiln.js'), 'build', file, '--events=json'], {
+      reject: false,
+      cwd: repoRoot,
+      stdin: 'ignore',
+    });
     let sent = false;
     let buffered = '';
     child.stdout!.on('data', (chunk: Buffer) => {
       buffered += chunk.toString();
       // Driven by the event stream, not by sleeps: interrupt as soon as the provisioner starts.
-      if (!sent && buffered.includes('"type":"provisioner-start"')) { sent = true; child.kill('SIGINT'); }
+      if (!sent && buffered.includes('"type":"provisioner-start"')) {
+        sent = true;
+        child.kill('SIGINT');
+      }
     });
     const r = await child;
     expect(sent).toBe(true);
@@ -280,7 +369,9 @@ ${tinySourceYaml()}
     const starts = run.events.filter((e) => e.type === 'build-start').map((e) => e.build);
     const firstEnd = run.events.findIndex((e) => e.type === 'build-end');
     expect(run.events.findIndex((e) => e.type === 'build-start' && e.build === starts[1])).toBeLessThan(firstEnd);
-    const ports = run.events.filter((e) => e.type === 'log' && /ssh on 127\.0\.0\.1:(\d+)/.test(String(e.message))).map((e) => /:(\d+)\)/.exec(String(e.message))![1]);
+    const ports = run.events
+      .filter((e) => e.type === 'log' && /ssh on 127\.0\.0\.1:(\d+)/.test(String(e.message)))
+      .map((e) => /:(\d+)\)/.exec(String(e.message))![1]);
     expect(new Set(ports).size).toBe(2);
     for (const name of ['left', 'right']) {
       const sums = await execa('sha256sum', ['-c', 'SHA256SUMS'], { cwd: path.join(dir, 'out', name), reject: false });
@@ -292,12 +383,15 @@ ${tinySourceYaml()}
 
 describe('kiln build: a provisioner that reboots the guest', () => {
   it('expect_disconnect lets a reboot pass, and the next provisioner reconnects', async () => {
-    const file = template('reboots', `
+    const file = template(
+      'reboots',
+      `
       - type: shell
         inline: ['echo before > /root/before', 'sync', 'reboot']
         expect_disconnect: true
       - type: shell
-        inline: ['cat /root/before > /root/after-reboot', 'cat /proc/uptime']`);
+        inline: ['cat /root/before > /root/after-reboot', 'cat /proc/uptime']`,
+    );
     const run = await kiln(['build', file, '--events=json']);
     expect(run.exitCode, run.stderr.slice(-2000)).toBe(0);
     expect(run.events.filter((e) => e.type === 'provisioner-end').map((e) => e.index)).toEqual([0, 1]);
@@ -305,7 +399,11 @@ describe('kiln build: a provisioner that reboots the guest', () => {
     const uptime = run.events.find((e) => e.type === 'output' && e.source === 'provisioner 2');
     const total = Number(run.events.at(-1)!.ms) / 1000;
     expect(Number(String(uptime!.line).split(' ')[0])).toBeLessThan(total - 2);
-    const guest = await Guest.boot({ disk: await overlayOf(path.join(dir, 'out', 'reboots', 'reboots.qcow2'), dir, 'reboots-boot.qcow2'), memoryMiB: 256, cpus: 1 });
+    const guest = await Guest.boot({
+      disk: await overlayOf(path.join(dir, 'out', 'reboots', 'reboots.qcow2'), dir, 'reboots-boot.qcow2'),
+      memoryMiB: 256,
+      cpus: 1,
+    });
     try {
       const ssh = await guest.ssh('root', insecureKey);
       expect(await ssh.run('cat /root/after-reboot')).toBe('before\n');

@@ -16,8 +16,6 @@ import { writeFiles } from '../helpers/files.js';
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-e2e-cm-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-
-
 describe('ansible provisioner', () => {
   it('on the tiny guest: editing one role file re-runs the build from that provisioner only; a failing task names itself', async () => {
     const root = path.join(dir, 'tiny');
@@ -25,7 +23,9 @@ describe('ansible provisioner', () => {
     writeFiles(root, { 'play/site.yml': '- hosts: all\n  gather_facts: false\n  roles: [marker]\n' });
     role('- name: Write the marker\n  ansible.builtin.raw: echo "v1 {{ kiln_build_name }}" > /root/marker\n');
     const file = path.join(root, 'tiny.yaml');
-    writeFileSync(file, `
+    writeFileSync(
+      file,
+      `
 builds:
   - name: cm-tiny
     output_directory: ${path.join(root, 'out')}
@@ -39,7 +39,8 @@ ${tinySourceYaml()}
         inline: ['cat /root/before /root/marker']
     outputs:
       - format: qcow2
-`);
+`,
+    );
     const env = { KILN_CACHE_DIR: path.join(root, 'cache') };
     const first = await kiln(['build', file, '--events=json'], env);
     expect(first.exitCode, first.stderr.slice(-3000)).toBe(0);
@@ -47,17 +48,22 @@ ${tinySourceYaml()}
 
     // One role file edited: the shell provisioner before comes from the cache, the ansible one re-runs
     // (its edited task is what fails, so the error must name it with what the guest printed).
-    role('- name: Write the marker\n  ansible.builtin.raw: echo "v2 {{ kiln_build_name }}" > /root/marker\n'
-      + '- name: Check the disk is big enough\n  ansible.builtin.raw: echo "only 1 MiB free" >&2; exit 7\n');
+    role(
+      '- name: Write the marker\n  ansible.builtin.raw: echo "v2 {{ kiln_build_name }}" > /root/marker\n' +
+        '- name: Check the disk is big enough\n  ansible.builtin.raw: echo "only 1 MiB free" >&2; exit 7\n',
+    );
     const second = await kiln(['build', file, '--events=json', '--force'], env);
     expect(second.exitCode).toBe(1);
     expect(second.events.filter((e) => e.type === 'provisioner-cached').map((e) => e.index)).toEqual([0]);
     expect(second.events.filter((e) => e.type === 'provisioner-start').map((e) => e.index)).toEqual([1]);
     expect(outputLines(second.events, 'provisioner 2').filter((l) => /^(changed|fatal):/.test(l))).toEqual([
-      'changed: [default]', expect.stringMatching(/^fatal: \[default\]: FAILED! => /),
+      'changed: [default]',
+      expect.stringMatching(/^fatal: \[default\]: FAILED! => /),
     ]);
     const error = String(second.events.find((e) => e.type === 'build-end')?.error);
-    expect(error).toMatch(/provisioner 2: ansible-playbook exited with 2 \(a task failed\):\n {2}task "marker : Check the disk is big enough" failed on default:\n[^]*only 1 MiB free/);
+    expect(error).toMatch(
+      /provisioner 2: ansible-playbook exited with 2 \(a task failed\):\n {2}task "marker : Check the disk is big enough" failed on default:\n[^]*only 1 MiB free/,
+    );
     expect(readFileSync(path.join(root, 'out', 'manifest.json'), 'utf8')).toContain('"cm-tiny"'); // the first build's artifact stays
   }, 600_000);
 });

@@ -15,13 +15,22 @@ const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-e2e-console-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('kiln console', () => {
-  it('attaches to a running build\'s serial console, runs a command, detaches; the build goes on', async () => {
+  it("attaches to a running build's serial console, runs a command, detaches; the build goes on", async () => {
     const name = 'console-demo';
-    const { file, out } = writeTinyShellTemplate(dir, name, [`'while [ ! -f /tmp/go ]; do sleep 0.2; done'`, `'echo released-from-the-console'`]);
+    const { file, out } = writeTinyShellTemplate(dir, name, [
+      `'while [ ! -f /tmp/go ]; do sleep 0.2; done'`,
+      `'echo released-from-the-console'`,
+    ]);
     const before = snapshotLeftovers({ build: name });
-    const build = execa('node', [path.join(repoRoot, 'bin/kiln.js'), 'build', file, '--no-cache', '--events=json'], { reject: false, cwd: repoRoot, stdin: 'ignore' });
+    const build = execa('node', [path.join(repoRoot, 'bin/kiln.js'), 'build', file, '--no-cache', '--events=json'], {
+      reject: false,
+      cwd: repoRoot,
+      stdin: 'ignore',
+    });
     let finished = false;
-    void build.then(() => { finished = true; });
+    void build.then(() => {
+      finished = true;
+    });
     let events = '';
     // Driven by the event stream: attach once the provisioner is waiting for us.
     await new Promise<void>((resolve, reject) => {

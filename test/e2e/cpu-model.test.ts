@@ -17,7 +17,9 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 function template(name: string, cpuModel?: string): { file: string; out: string } {
   const out = path.join(dir, 'out', name);
   const file = path.join(dir, `${name}.yaml`);
-  writeFileSync(file, `
+  writeFileSync(
+    file,
+    `
 builds:
   - name: cpu
     output_directory: ${out}
@@ -26,12 +28,18 @@ ${tinySourceYaml('    ')}
 ${cpuModel ? `      cpu_model: ${cpuModel}\n` : ''}    provisioners:
       - type: shell
         inline: ['echo "flags: $(grep -m1 ^flags /proc/cpuinfo | grep -o -w -E "ssse3|sse4_2|popcnt|avx2|la57" | sort -u | tr "\\\\n" " ")"']
-`);
+`,
+  );
   return { file, out };
 }
 
-const flagsOf = (r: KilnRun) => r.events.filter((e) => e.type === 'output').map((e) => String(e.line)).find((l) => l.startsWith('flags: '));
-const manifestOf = (out: string) => JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8')) as { cpu_model?: string };
+const flagsOf = (r: KilnRun) =>
+  r.events
+    .filter((e) => e.type === 'output')
+    .map((e) => String(e.line))
+    .find((l) => l.startsWith('flags: '));
+const manifestOf = (out: string) =>
+  JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8')) as { cpu_model?: string };
 
 describe('CPU model under TCG (tiny fixture)', () => {
   it('defaults to x86-64-v2 on qemu64, in the log and the manifest; cpu_model: max reuses the layers and, rebuilt, gives the guest max', async () => {
@@ -42,7 +50,9 @@ describe('CPU model under TCG (tiny fixture)', () => {
     expect(flagsOf(a)).toMatch(/sse4_2/);
     expect(flagsOf(a)).toMatch(/ssse3/);
     expect(flagsOf(a)).not.toMatch(/avx2|la57/);
-    expect(a.events.some((e) => e.type === 'log' && String(e.message).includes(`CPU model ${TCG_DEFAULT_CPU_MODEL},`))).toBe(true);
+    expect(
+      a.events.some((e) => e.type === 'log' && String(e.message).includes(`CPU model ${TCG_DEFAULT_CPU_MODEL},`)),
+    ).toBe(true);
     expect(manifestOf(base.out).cpu_model).toBe(TCG_DEFAULT_CPU_MODEL);
 
     // Only the CPU model differs: the same layer keys, so the cached provisioner and final disk serve it without a boot.

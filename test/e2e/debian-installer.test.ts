@@ -17,29 +17,48 @@ describe('the real Debian installer', () => {
   it('boots, fetches the preseed from boot-configs through kiln, applies it, and the build stops cleanly', async () => {
     const iso = path.join(imagesDir, 'debian-netboot.iso');
     expect(existsSync(iso), `${iso} is missing: run make fixtures`).toBe(true);
-    const preseed = readFileSync(path.join(repoRoot, 'boot-configs/debian/preseed.cfg'), 'utf8') +
+    const preseed =
+      readFileSync(path.join(repoRoot, 'boot-configs/debian/preseed.cfg'), 'utf8') +
       '\n# Added by the test: proof that d-i read and ran this file.\n' +
       'd-i preseed/early_command string echo "KILN-PRESEED-APPLIED host=$(hostname)" > /dev/ttyS0\n';
     const template = path.join(dir, 'd-i.json');
-    writeFileSync(template, JSON.stringify({
-      builds: [{
-        name: 'debian-di',
-        output_directory: path.join(dir, 'out'),
-        source: {
-          iso, checksum: 'none', disk_size: '4G', memory: 1024, boot_console: 'serial',
-          boot_command: ['<waitFor "boot: " 2m>install auto=true priority=critical url=http://${build.http_ip}:${build.http_port}/preseed.cfg hostname=${build.name} domain=localdomain console=ttyS0,115200n8<enter>'],
-          http_content: { '/preseed.cfg': preseed },
-          communicator: { username: 'root', trust_on_first_use: true },
-        },
-      }],
-    }));
-    const child = execa('node', [path.join(repoRoot, 'bin/kiln.js'), 'build', template, '--events=json'], { reject: false, cwd: repoRoot, stdin: 'ignore' });
+    writeFileSync(
+      template,
+      JSON.stringify({
+        builds: [
+          {
+            name: 'debian-di',
+            output_directory: path.join(dir, 'out'),
+            source: {
+              iso,
+              checksum: 'none',
+              disk_size: '4G',
+              memory: 1024,
+              boot_console: 'serial',
+              boot_command: [
+                '<waitFor "boot: " 2m>install auto=true priority=critical url=http://${build.http_ip}:${build.http_port}/preseed.cfg hostname=${build.name} domain=localdomain console=ttyS0,115200n8<enter>',
+              ],
+              http_content: { '/preseed.cfg': preseed },
+              communicator: { username: 'root', trust_on_first_use: true },
+            },
+          },
+        ],
+      }),
+    );
+    const child = execa('node', [path.join(repoRoot, 'bin/kiln.js'), 'build', template, '--events=json'], {
+      reject: false,
+      cwd: repoRoot,
+      stdin: 'ignore',
+    });
     let stdout = '';
-    child.stdout!.on('data', (b: Buffer) => { stdout += b.toString(); });
+    child.stdout!.on('data', (b: Buffer) => {
+      stdout += b.toString();
+    });
     const waitFor = async (re: RegExp, ms: number) => {
       const deadline = Date.now() + ms;
       while (!re.test(stdout)) {
-        if (Date.now() > deadline || child.exitCode !== null) throw new Error(`no ${re} in kiln's events:\n${stdout.slice(-3000)}`);
+        if (Date.now() > deadline || child.exitCode !== null)
+          throw new Error(`no ${re} in kiln's events:\n${stdout.slice(-3000)}`);
         await new Promise((r) => setTimeout(r, 200));
       }
       return re.exec(stdout)!;

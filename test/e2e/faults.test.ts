@@ -2,7 +2,17 @@
 // thing (the guest, the connection, the disk, the host's tools, the network) and checks that kiln says
 // what went wrong, exits 1 and leaves nothing behind: no QEMU, no work directory, no partial output.
 import { randomBytes } from 'node:crypto';
-import { createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  createReadStream,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
@@ -54,16 +64,22 @@ function template(b: BuildSpec): { file: string; build: string; outputDir: strin
   const build = `${b.name}-${run}`;
   const outputDir = b.outputDirectory ?? path.join(dir, 'out', build);
   const file = path.join(dir, `${build}.yaml`);
-  writeFileSync(file, `builds:
+  writeFileSync(
+    file,
+    `builds:
   - name: ${build}
     output_directory: ${outputDir}
 ${tinySource(b.source ?? {})}
     provisioners:
-${b.provisioners ?? `      - type: shell
-        inline: ['true']`}
+${
+  b.provisioners ??
+  `      - type: shell
+        inline: ['true']`
+}
     outputs:
       - format: qcow2
-`);
+`,
+  );
   return { file, build, outputDir };
 }
 
@@ -78,7 +94,10 @@ async function twoFreePorts(): Promise<number> {
     const p = await freePort();
     if (p >= 65535) continue;
     const next = await new Promise<boolean>((resolve) => {
-      const s = net.createServer().once('error', () => resolve(false)).listen(p + 1, '127.0.0.1', () => s.close(() => resolve(true)));
+      const s = net
+        .createServer()
+        .once('error', () => resolve(false))
+        .listen(p + 1, '127.0.0.1', () => s.close(() => resolve(true)));
     });
     if (next) return p;
   }
@@ -86,7 +105,10 @@ async function twoFreePorts(): Promise<number> {
 
 function occupy(port: number): Promise<net.Server> {
   return new Promise((resolve, reject) => {
-    const s = net.createServer((c) => c.destroy()).once('error', reject).listen(port, '127.0.0.1', () => resolve(s));
+    const s = net
+      .createServer((c) => c.destroy())
+      .once('error', reject)
+      .listen(port, '127.0.0.1', () => resolve(s));
   });
 }
 
@@ -106,7 +128,9 @@ describe('faults: the guest', () => {
     const r = await kiln(['build', t.file, '--events=json'], env);
     expect(r.exitCode).toBe(1);
     const error = errorOf(r);
-    expect(error).toMatch(/timed out waiting for the guest's SSH server \(port 2222 in the guest, communicator.timeout 20s\)/);
+    expect(error).toMatch(
+      /timed out waiting for the guest's SSH server \(port 2222 in the guest, communicator.timeout 20s\)/,
+    );
     expect(error).toMatch(/did not succeed within 20 s/);
     expect(error).toMatch(/fix: check that the guest boots and runs an SSH server on port 2222/);
     const tail = /--- last lines of the serial console \(.*\) ---\n([\s\S]*)\n--- QEMU command ---\n(.*)/.exec(error);
@@ -125,7 +149,9 @@ describe('faults: the guest', () => {
     const keyFile = path.join(repoRoot, 'fixtures/keys/insecure_ed25519');
     const t = template({
       name: 'ssh-refused',
-      source: { communicator: `{ username: bob, private_key_file: ${keyFile}, trust_on_first_use: true, timeout: 5m }` },
+      source: {
+        communicator: `{ username: bob, private_key_file: ${keyFile}, trust_on_first_use: true, timeout: 5m }`,
+      },
     });
     const before = snapshotLeftovers({ build: t.build, outputDir: t.outputDir });
     const r = await kiln(['build', t.file, '--events=json'], env);
@@ -134,8 +160,12 @@ describe('faults: the guest', () => {
     const refused = `refused login as "bob" with communicator.private_key_file ${keyFile} (ed25519 ${fingerprintOf(insecurePublicKey)})`;
     expect(error).toMatch(/^wait for SSH: the guest's SSH server /);
     expect(error).toContain(refused);
-    expect(error).toContain('the build gives the guest no cloud-init (cloud_init: false) that could still create the user or authorize the key, so kiln stopped after 30 s of refusals instead of waiting out communicator.timeout 5m');
-    expect(error).toContain('fix: check communicator.username ("bob" must be a user of the image) and that the image trusts the key of communicator.private_key_file');
+    expect(error).toContain(
+      'the build gives the guest no cloud-init (cloud_init: false) that could still create the user or authorize the key, so kiln stopped after 30 s of refusals instead of waiting out communicator.timeout 5m',
+    );
+    expect(error).toContain(
+      'fix: check communicator.username ("bob" must be a user of the image) and that the image trusts the key of communicator.private_key_file',
+    );
     expect(error).not.toMatch(/check that the guest boots|timed out/);
     const tail = /--- last lines of the serial console \(.*\) ---\n([\s\S]*)\n--- QEMU command ---\n(.*)/.exec(error);
     expect(tail, error).not.toBeNull();
@@ -155,7 +185,9 @@ describe('faults: the guest', () => {
     const before = snapshotLeftovers({ build: t.build, outputDir: t.outputDir });
     const r = await kiln(['build', t.file, '--events=json'], env);
     expect(r.exitCode).toBe(1);
-    expect(errorOf(r)).toMatch(/^provision: provisioner 2: the VM exited while the provisioner ran: the guest powered off \(QEMU exited with status 0\)/);
+    expect(errorOf(r)).toMatch(
+      /^provision: provisioner 2: the VM exited while the provisioner ran: the guest powered off \(QEMU exited with status 0\)/,
+    );
     expect(r.events.filter((e) => e.type === 'provisioner-end').map((e) => e.index)).toEqual([0]);
     expectNoLeftovers(before);
   }, 120_000);
@@ -173,7 +205,9 @@ describe('faults: the guest', () => {
     const r = await kiln(['build', t.file, '--events=json'], env);
     expect(r.exitCode).toBe(1);
     const error = errorOf(r);
-    expect(error).toMatch(/^provision: provisioner 2: the guest kernel panicked while the provisioner ran \(Kernel panic - not syncing: sysrq triggered crash\)\n/);
+    expect(error).toMatch(
+      /^provision: provisioner 2: the guest kernel panicked while the provisioner ran \(Kernel panic - not syncing: sysrq triggered crash\)\n/,
+    );
     expect(error).toContain('Kernel panic - not syncing');
     expectNoLeftovers(before);
   }, 120_000);
@@ -192,18 +226,27 @@ describe('faults: the guest', () => {
     const error = errorOf(r);
     expect(error).toMatch(/^provision: provisioner 2: script "inline" exited with 7 \(valid: 0\); its last output:\n/);
     // The last ten lines, in order, in the message itself (not only in the streamed output).
-    expect(error.split('\n').slice(1)).toEqual(['line 4', 'line 5', 'line 6', 'line 7', 'line 8', 'line 9', 'line 10', 'line 11', 'line 12', 'on stderr'].map((l) => `  ${l}`));
+    expect(error.split('\n').slice(1)).toEqual(
+      ['line 4', 'line 5', 'line 6', 'line 7', 'line 8', 'line 9', 'line 10', 'line 11', 'line 12', 'on stderr'].map(
+        (l) => `  ${l}`,
+      ),
+    );
     expectNoLeftovers(before);
   }, 120_000);
 
   it('3b. a shutdown_command that fails: named with its exit code and output at once, not as a guest that did not power off', async () => {
-    const t = template({ name: 'shutdown-fails', source: { shutdown_command: `"sh -c 'echo nope >&2; exit 3'"`, shutdown_timeout: '5m' } });
+    const t = template({
+      name: 'shutdown-fails',
+      source: { shutdown_command: `"sh -c 'echo nope >&2; exit 3'"`, shutdown_timeout: '5m' },
+    });
     const before = snapshotLeftovers({ build: t.build, outputDir: t.outputDir });
     const r = await kiln(['build', t.file, '--events=json'], env);
     expect(r.exitCode).toBe(1);
     const error = errorOf(r);
-    expect(error).toBe(`shut down: shutdown_command "sh -c 'echo nope >&2; exit 3'" exited with 3 and the guest kept running; QEMU was killed and the disk is not captured; its last output:\n  nope\n`
-      + '  fix: correct shutdown_command: run as "root", it must power the guest off (as root, or through "sudo -n" with passwordless sudo)');
+    expect(error).toBe(
+      `shut down: shutdown_command "sh -c 'echo nope >&2; exit 3'" exited with 3 and the guest kept running; QEMU was killed and the disk is not captured; its last output:\n  nope\n` +
+        '  fix: correct shutdown_command: run as "root", it must power the guest off (as root, or through "sudo -n" with passwordless sudo)',
+    );
     expect(r.stderr).not.toMatch(/did not power off|sending ACPI power-down/);
     expectNoLeftovers(before);
   }, 120_000);
@@ -223,25 +266,39 @@ describe('faults: the connection', () => {
     // A second login, opened as soon as QEMU runs, waits in the guest until the upload has written
     // 8 MB, then kills the dropbear process serving kiln's SFTP session: driven by the guest, no sleeps.
     let breaker: Promise<string> | undefined;
-    const r = await spawnKiln(['build', t.file, '--events=json'], { env, onEvent: (e) => {
-      const port = /ssh on 127\.0\.0\.1:(\d+)/.exec(String(e.message ?? ''))?.[1];
-      if (e.type !== 'log' || !port || breaker) return;
-      breaker = (async () => {
-        const ssh = await waitForSsh({ host: '127.0.0.1', port: Number(port), username: 'root', privateKey: insecureKey, trustOnFirstUse: true }, { timeoutMs: 120_000 });
-        try {
-          return await ssh.run([
-            'while [ "$(stat -c %s /root/big.bin 2>/dev/null || echo 0)" -lt 8000000 ]; do sleep 0.1; done',
-            'p=$(pidof sftp-server)',
-            'while [ "$(cat /proc/$p/comm)" != dropbear ]; do p=$(cut -d" " -f4 /proc/$p/stat); done',
-            'kill -9 $p && echo "killed $p"',
-          ].join('; '));
-        } finally { ssh.close(); }
-      })();
-    } }).done;
+    const r = await spawnKiln(['build', t.file, '--events=json'], {
+      env,
+      onEvent: (e) => {
+        const port = /ssh on 127\.0\.0\.1:(\d+)/.exec(String(e.message ?? ''))?.[1];
+        if (e.type !== 'log' || !port || breaker) return;
+        breaker = (async () => {
+          const ssh = await waitForSsh(
+            { host: '127.0.0.1', port: Number(port), username: 'root', privateKey: insecureKey, trustOnFirstUse: true },
+            { timeoutMs: 120_000 },
+          );
+          try {
+            return await ssh.run(
+              [
+                'while [ "$(stat -c %s /root/big.bin 2>/dev/null || echo 0)" -lt 8000000 ]; do sleep 0.1; done',
+                'p=$(pidof sftp-server)',
+                'while [ "$(cat /proc/$p/comm)" != dropbear ]; do p=$(cut -d" " -f4 /proc/$p/stat); done',
+                'kill -9 $p && echo "killed $p"',
+              ].join('; '),
+            );
+          } finally {
+            ssh.close();
+          }
+        })();
+      },
+    }).done;
     expect(await breaker).toMatch(/^killed \d+/);
     expect(r.exitCode).toBe(1);
     const error = errorOf(r);
-    expect(error).toMatch(new RegExp(`^provision: provisioner 1: uploading ${big} to /root/big.bin failed: the SSH connection was lost \\(\\d.* of 200\\.0 MiB sent\\)`));
+    expect(error).toMatch(
+      new RegExp(
+        `^provision: provisioner 1: uploading ${big} to /root/big.bin failed: the SSH connection was lost \\(\\d.* of 200\\.0 MiB sent\\)`,
+      ),
+    );
     expect(error).not.toMatch(/200\.0 MiB of 200\.0 MiB/);
     expectNoLeftovers(before);
   }, 180_000);
@@ -257,7 +314,11 @@ describe('faults: the host', () => {
       const r = await kiln(['build', t.file, '--events=json'], env);
       expect(r.exitCode).toBe(1);
       const error = errorOf(r);
-      expect(error).toMatch(new RegExp(`^convert disk: disk full \\(ENOSPC\\) while writing ${mnt}/out/${t.build}\\.qcow2 \\(staged as ${mnt}/\\.out\\.kiln-partial-\\d+/${t.build}\\.qcow2`));
+      expect(error).toMatch(
+        new RegExp(
+          `^convert disk: disk full \\(ENOSPC\\) while writing ${mnt}/out/${t.build}\\.qcow2 \\(staged as ${mnt}/\\.out\\.kiln-partial-\\d+/${t.build}\\.qcow2`,
+        ),
+      );
       expect(error).toMatch(/fix: free space on the file system of .*, or set output_directory to one with room/);
       expect(error).toMatch(/No space left on device/);
       expectNoLeftovers(before);
@@ -269,12 +330,19 @@ describe('faults: the host', () => {
   }, 120_000);
 
   it('6. QEMU or qemu-img missing: names the binary, the package to install and the variable to set', async () => {
-    for (const [variable, tool, pkg] of [['KILN_QEMU', 'qemu-system-x86_64', 'qemu-system-x86'], ['KILN_QEMU_IMG', 'qemu-img', 'qemu-utils']] as const) {
+    for (const [variable, tool, pkg] of [
+      ['KILN_QEMU', 'qemu-system-x86_64', 'qemu-system-x86'],
+      ['KILN_QEMU_IMG', 'qemu-img', 'qemu-utils'],
+    ] as const) {
       const t = template({ name: `no-${tool}` });
       const before = snapshotLeftovers({ build: t.build, outputDir: t.outputDir });
       const r = await kiln(['build', t.file, '--events=json'], { ...env, [variable]: '/nonexistent/bin/qemu' });
       expect(r.exitCode).toBe(1);
-      expect(errorOf(r)).toMatch(new RegExp(`${tool} not found: /nonexistent/bin/qemu \\(set by ${variable}\\) does not exist or is not executable\\n  fix: apt-get install ${pkg} \\(make setup does it\\), or set ${variable} to the path of ${tool}`));
+      expect(errorOf(r)).toMatch(
+        new RegExp(
+          `${tool} not found: /nonexistent/bin/qemu \\(set by ${variable}\\) does not exist or is not executable\\n  fix: apt-get install ${pkg} \\(make setup does it\\), or set ${variable} to the path of ${tool}`,
+        ),
+      );
       expectNoLeftovers(before);
     }
   }, 60_000);
@@ -283,27 +351,45 @@ describe('faults: the host', () => {
     const accelCache = path.join(dir, 'accel-cache'); // empty, for the probe's image and its answers: the probe really runs
     const t = template({ name: 'kvm', source: { accelerator: 'kvm' } });
     const before = snapshotLeftovers({ build: t.build, outputDir: t.outputDir, markers: [accelCache] });
-    const r = await kiln(['build', t.file, '--events=json'], { KILN_CACHE_DIR: accelCache, KILN_ACCEL_CACHE: accelCache, KILN_ACCELERATOR: '' });
+    const r = await kiln(['build', t.file, '--events=json'], {
+      KILN_CACHE_DIR: accelCache,
+      KILN_ACCEL_CACHE: accelCache,
+      KILN_ACCELERATOR: '',
+    });
     expect(r.exitCode).toBe(1);
-    expect(errorOf(r)).toMatch(/^launch QEMU: accelerator "kvm" does not work on this host: .+\n  fix: set accelerator: auto \(falls back to tcg\) or accelerator: tcg in the template$/);
+    expect(errorOf(r)).toMatch(
+      /^launch QEMU: accelerator "kvm" does not work on this host: .+\n  fix: set accelerator: auto \(falls back to tcg\) or accelerator: tcg in the template$/,
+    );
     expectNoLeftovers(before);
 
     const fromEnv = template({ name: 'kvm-env' });
     const beforeEnv = snapshotLeftovers({ build: fromEnv.build, outputDir: fromEnv.outputDir, markers: [accelCache] });
-    const e = await kiln(['build', fromEnv.file, '--events=json'], { KILN_CACHE_DIR: accelCache, KILN_ACCEL_CACHE: accelCache, KILN_ACCELERATOR: 'kvm' });
+    const e = await kiln(['build', fromEnv.file, '--events=json'], {
+      KILN_CACHE_DIR: accelCache,
+      KILN_ACCEL_CACHE: accelCache,
+      KILN_ACCELERATOR: 'kvm',
+    });
     expect(e.exitCode).toBe(1);
-    expect(errorOf(e)).toMatch(/accelerator "kvm" \(from KILN_ACCELERATOR\) does not work on this host: .+\n  fix: unset KILN_ACCELERATOR, or set it to tcg$/);
+    expect(errorOf(e)).toMatch(
+      /accelerator "kvm" \(from KILN_ACCELERATOR\) does not work on this host: .+\n  fix: unset KILN_ACCELERATOR, or set it to tcg$/,
+    );
     expectNoLeftovers(beforeEnv);
   }, 60_000);
 
   it('7b. accelerator: auto where KVM does not work: exactly one fallback line, and the build succeeds on TCG', async () => {
     const accelCache = path.join(dir, 'accel-cache'); // the probe's answer from 7a, if it ran
     const t = template({ name: 'auto', source: { accelerator: 'auto' } });
-    const r = await kiln(['build', t.file, '--events=json'], { KILN_CACHE_DIR: accelCache, KILN_ACCEL_CACHE: accelCache, KILN_ACCELERATOR: '' });
+    const r = await kiln(['build', t.file, '--events=json'], {
+      KILN_CACHE_DIR: accelCache,
+      KILN_ACCEL_CACHE: accelCache,
+      KILN_ACCELERATOR: '',
+    });
     expect(r.exitCode, r.stderr.slice(-2000)).toBe(0);
     const fallback = r.stderr.split('\n').filter((l) => /falling back/i.test(l));
     expect(fallback).toHaveLength(1);
-    expect(fallback[0]).toMatch(/warning: kvm is not usable \(.+\); falling back to TCG software emulation, which is much slower$/);
+    expect(fallback[0]).toMatch(
+      /warning: kvm is not usable \(.+\); falling back to TCG software emulation, which is much slower$/,
+    );
     expect(JSON.parse(readFileSync(path.join(t.outputDir, 'manifest.json'), 'utf8')).accelerator).toBe('tcg');
   }, 120_000);
 
@@ -314,7 +400,9 @@ describe('faults: the host', () => {
       const t = template({ name: 'port-next' });
       const r = await kiln(['build', t.file, '--events=json'], { ...env, KILN_SSH_HOST_PORTS: `${port}-${port + 1}` });
       expect(r.exitCode, r.stderr.slice(-2000)).toBe(0);
-      expect(r.stderr).toContain(`warning: port ${port} on 127.0.0.1 is in use; trying the next port of KILN_SSH_HOST_PORTS`);
+      expect(r.stderr).toContain(
+        `warning: port ${port} on 127.0.0.1 is in use; trying the next port of KILN_SSH_HOST_PORTS`,
+      );
       expect(r.stderr).toContain(`ssh on 127.0.0.1:${port + 1})`);
     } finally {
       blocker.close();
@@ -329,7 +417,9 @@ describe('faults: the host', () => {
       const before = snapshotLeftovers({ build: t.build, outputDir: t.outputDir });
       const r = await kiln(['build', t.file, '--events=json'], { ...env, KILN_SSH_HOST_PORTS: String(port) });
       expect(r.exitCode).toBe(1);
-      expect(errorOf(r)).toBe(`launch QEMU: no free port for the SSH forward in KILN_SSH_HOST_PORTS=${port}: ${port} on 127.0.0.1 is in use\n  fix: stop what listens there, widen KILN_SSH_HOST_PORTS, or unset it to let kiln pick a free port`);
+      expect(errorOf(r)).toBe(
+        `launch QEMU: no free port for the SSH forward in KILN_SSH_HOST_PORTS=${port}: ${port} on 127.0.0.1 is in use\n  fix: stop what listens there, widen KILN_SSH_HOST_PORTS, or unset it to let kiln pick a free port`,
+      );
       expectNoLeftovers(before);
     } finally {
       blocker.close();
@@ -344,7 +434,9 @@ describe('faults: the base image', () => {
     const before = snapshotLeftovers({ build: t.build, outputDir: t.outputDir });
     const r = await kiln(['build', t.file, '--events=json'], env);
     expect(r.exitCode).toBe(1);
-    expect(errorOf(r)).toBe(`fetch base image: checksum mismatch for ${tinyImage}: expected sha256:${wrong}, got sha256:${await fileDigest(tinyImage)}\n  fix: the file changed or the checksum is wrong; correct "checksum" or use "none"`);
+    expect(errorOf(r)).toBe(
+      `fetch base image: checksum mismatch for ${tinyImage}: expected sha256:${wrong}, got sha256:${await fileDigest(tinyImage)}\n  fix: the file changed or the checksum is wrong; correct "checksum" or use "none"`,
+    );
     expectNoLeftovers(before);
   }, 60_000);
 
@@ -354,15 +446,25 @@ describe('faults: the base image', () => {
     const size = statSync(tinyImage).size;
     const server = http.createServer((req, res) => {
       res.writeHead(200, { 'Content-Length': size, 'Content-Type': 'application/octet-stream' });
-      if (mode === 'ok') { createReadStream(tinyImage).pipe(res); return; }
+      if (mode === 'ok') {
+        createReadStream(tinyImage).pipe(res);
+        return;
+      }
       createReadStream(tinyImage, { end: Math.floor(size / 2) - 1 })
         .on('data', (c) => res.write(c))
         .on('end', () => req.socket.destroy());
     });
-    const listening = new Promise<string>((resolve) => server.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${(server.address() as net.AddressInfo).port}/tiny.qcow2`)));
-    afterAll(() => { server.close(); });
+    const listening = new Promise<string>((resolve) =>
+      server.listen(0, '127.0.0.1', () =>
+        resolve(`http://127.0.0.1:${(server.address() as net.AddressInfo).port}/tiny.qcow2`),
+      ),
+    );
+    afterAll(() => {
+      server.close();
+    });
 
-    const downloads = (cache: string) => (existsSync(path.join(cache, 'downloads')) ? readdirSync(path.join(cache, 'downloads')).sort() : []);
+    const downloads = (cache: string) =>
+      existsSync(path.join(cache, 'downloads')) ? readdirSync(path.join(cache, 'downloads')).sort() : [];
 
     it('a download cut off half-way fails clearly and caches nothing; the next run downloads again and builds', async () => {
       const url = await listening;
@@ -374,7 +476,11 @@ describe('faults: the base image', () => {
       mode = 'drop';
       const r = await kiln(['build', t.file, '--events=json'], { ...env, KILN_CACHE_DIR: cache });
       expect(r.exitCode).toBe(1);
-      expect(errorOf(r)).toMatch(new RegExp(`^fetch base image: downloading ${url} was interrupted after .+ of ${(size / 2 ** 20).toFixed(1)} MiB: .+; nothing was cached\\n  fix: run the build again \\(the download starts over\\)$`));
+      expect(errorOf(r)).toMatch(
+        new RegExp(
+          `^fetch base image: downloading ${url} was interrupted after .+ of ${(size / 2 ** 20).toFixed(1)} MiB: .+; nothing was cached\\n  fix: run the build again \\(the download starts over\\)$`,
+        ),
+      );
       expect(downloads(cache)).toEqual([]);
       expect(unfinishedCacheFiles(cache)).toEqual([]);
       expectNoLeftovers(before);
@@ -395,7 +501,9 @@ describe('faults: the base image', () => {
       mode = 'ok';
       const r = await kiln(['build', t.file, '--events=json'], { ...env, KILN_CACHE_DIR: cache });
       expect(r.exitCode).toBe(1);
-      expect(errorOf(r)).toBe(`fetch base image: checksum mismatch for ${url}: expected sha256:${wrong}, got sha256:${await fileDigest(tinyImage)}; nothing was cached\n  fix: the server sent a different file or the checksum is wrong; correct "checksum" or use "none"`);
+      expect(errorOf(r)).toBe(
+        `fetch base image: checksum mismatch for ${url}: expected sha256:${wrong}, got sha256:${await fileDigest(tinyImage)}; nothing was cached\n  fix: the server sent a different file or the checksum is wrong; correct "checksum" or use "none"`,
+      );
       expect(downloads(cache)).toEqual([]);
       expect(unfinishedCacheFiles(cache)).toEqual([]);
       expectNoLeftovers(before);

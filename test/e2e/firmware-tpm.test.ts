@@ -15,13 +15,22 @@ import { enrolledCertificates } from '../../src/qemu/secure-boot.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-e2e-fw-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const alive = (pid: number) => { try { process.kill(pid, 0); return true; } catch { return false; } };
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
 
 describe('UEFI from descriptors + TPM 2.0', () => {
   it('boots the tiny guest with firmware: uefi (via /usr/share/qemu/firmware) and tpm: true; the guest sees EFI and tpm0; swtpm is gone after', async () => {
     const file = path.join(dir, 'fw.yaml');
     const out = path.join(dir, 'out');
-    writeFileSync(file, `
+    writeFileSync(
+      file,
+      `
 builds:
   - name: fw
     output_directory: ${out}
@@ -37,7 +46,8 @@ ${tinySourceYaml('    ', { bootloader: true })}
           - echo "efi=$(ls -d /sys/firmware/efi) tpm=$(cat /sys/class/tpm/tpm0/tpm_version_major)"
     outputs:
       - format: qcow2
-`);
+`,
+    );
     const r = await kiln(['build', file, '--events=json']);
     expect(r.exitCode, r.stderr).toBe(0);
     const logs = r.events.filter((e) => e.type === 'log').map((e) => String(e.message));
@@ -53,7 +63,14 @@ ${tinySourceYaml('    ', { bootloader: true })}
     expect(pid).toBeGreaterThan(0);
     expect(alive(pid)).toBe(false);
     const manifest = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8')) as Record<string, unknown>;
-    expect(manifest.platform).toEqual({ firmware: 'uefi', firmware_descriptor: '/usr/share/qemu/firmware/60-edk2-x86_64.json', secure_boot: false, enrolled_keys: false, machine: 'pc', tpm: '2.0' });
+    expect(manifest.platform).toEqual({
+      firmware: 'uefi',
+      firmware_descriptor: '/usr/share/qemu/firmware/60-edk2-x86_64.json',
+      secure_boot: false,
+      enrolled_keys: false,
+      machine: 'pc',
+      tpm: '2.0',
+    });
   }, 300_000);
 
   it('uefi-secure: the tiny guest boots the signed shim chain with Secure Boot on (SecureBoot efivar = 1); the VARS file is a signed artifact', async () => {
@@ -61,7 +78,9 @@ ${tinySourceYaml('    ', { bootloader: true })}
     const out = path.join(dir, 'out-sb');
     const signKey = path.join(dir, 'sign-key');
     execFileSync('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', 'builder', '-f', signKey]);
-    writeFileSync(file, `
+    writeFileSync(
+      file,
+      `
 builds:
   - name: sb
     output_directory: ${out}
@@ -74,15 +93,27 @@ ${tinySourceYaml('    ', { bootloader: true }).replace('memory: 256', 'memory: 5
     outputs:
       - format: qcow2
     sign: { key: ${signKey} }
-`);
+`,
+    );
     const r = await kiln(['build', file, '--events=json']);
     expect(r.exitCode, r.stderr).toBe(0);
     const logs = r.events.filter((e) => e.type === 'log').map((e) => String(e.message));
-    expect(logs.find((m) => m.startsWith('firmware: '))).toMatch(/\(40-edk2-x86_64-secure-enrolled\.json; machine q35 with SMM\)/);
+    expect(logs.find((m) => m.startsWith('firmware: '))).toMatch(
+      /\(40-edk2-x86_64-secure-enrolled\.json; machine q35 with SMM\)/,
+    );
     const lines = r.events.filter((e) => e.type === 'output').map((e) => String(e.line));
     expect(lines.find((l) => l.startsWith('secureboot='))).toMatch(/^secureboot=1 lockdown=/);
-    const manifest = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8')) as { platform: Record<string, unknown>; artifacts: { name: string; format: string; sha256: string; path: string }[] };
-    expect(manifest.platform).toEqual({ firmware: 'uefi-secure', firmware_descriptor: '/usr/share/qemu/firmware/40-edk2-x86_64-secure-enrolled.json', secure_boot: true, enrolled_keys: true, machine: 'q35' });
+    const manifest = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8')) as {
+      platform: Record<string, unknown>;
+      artifacts: { name: string; format: string; sha256: string; path: string }[];
+    };
+    expect(manifest.platform).toEqual({
+      firmware: 'uefi-secure',
+      firmware_descriptor: '/usr/share/qemu/firmware/40-edk2-x86_64-secure-enrolled.json',
+      secure_boot: true,
+      enrolled_keys: true,
+      machine: 'q35',
+    });
     // The variable store the VM booted with (Microsoft's keys) beside the disk, digested, in SHA256SUMS, signed.
     const vars = manifest.artifacts.find((a) => a.format === 'efi-vars')!;
     expect(vars.name).toBe('sb.efivars.fd');
@@ -98,11 +129,31 @@ ${tinySourceYaml('    ', { bootloader: true }).replace('memory: 256', 'memory: 5
     const certs: Record<string, string> = {};
     for (const k of ['pk', 'kek', 'db']) {
       certs[k] = path.join(dir, `${k}.crt`);
-      execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-keyout', path.join(dir, `${k}.key`), '-out', certs[k]!, '-subj', `/CN=kiln e2e ${k}/`, '-days', '30', '-nodes'], { stdio: 'ignore' });
+      execFileSync(
+        'openssl',
+        [
+          'req',
+          '-x509',
+          '-newkey',
+          'rsa:2048',
+          '-keyout',
+          path.join(dir, `${k}.key`),
+          '-out',
+          certs[k]!,
+          '-subj',
+          `/CN=kiln e2e ${k}/`,
+          '-days',
+          '30',
+          '-nodes',
+        ],
+        { stdio: 'ignore' },
+      );
     }
     const file = path.join(dir, 'custom.yaml');
     const out = path.join(dir, 'out-custom');
-    writeFileSync(file, `
+    writeFileSync(
+      file,
+      `
 builds:
   - name: custom
     output_directory: ${out}
@@ -111,11 +162,14 @@ ${tinySourceYaml('    ', { bootloader: true })}
       secure_boot: { keys: { pk: ${certs.pk}, kek: [${certs.kek}], db: [${certs.db}] } }
     outputs:
       - format: qcow2
-`);
+`,
+    );
     const started = performance.now();
     const r = await kiln(['build', file, '--events=json']);
     expect(r.exitCode).not.toBe(0);
-    expect(r.stderr).toMatch(/the firmware refused to start the disk's boot loader under Secure Boot: it is not signed by a certificate in the firmware's db \(console: "BdsDxe: failed to load Boot\d+ .*: Access Denied"\)/);
+    expect(r.stderr).toMatch(
+      /the firmware refused to start the disk's boot loader under Secure Boot: it is not signed by a certificate in the firmware's db \(console: "BdsDxe: failed to load Boot\d+ .*: Access Denied"\)/,
+    );
     expect(r.stderr).toMatch(/fix: sign the boot loader .* secure_boot\.keys\.db/);
     // Found on the console, not by waiting out communicator.timeout (3m).
     expect(performance.now() - started).toBeLessThan(120_000);
@@ -124,4 +178,3 @@ ${tinySourceYaml('    ', { bootloader: true })}
     expect(logs.find((m) => m.startsWith('firmware: '))).toMatch(/Secure Boot keys from secure_boot\.keys/);
   }, 300_000);
 });
-

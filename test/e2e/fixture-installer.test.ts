@@ -12,5 +12,6 @@ import { imagesDir } from '../helpers/guest.js';
 const iso = path.join(imagesDir, 'installer.iso');
 
 describe('installer ISO fixture', () => {
-  it('exists (built by make fixtures)', () => expect(existsSync(iso), `${iso} is missing: run make fixtures`).toBe(true));
+  it('exists (built by make fixtures)', () =>
+    expect(existsSync(iso), `${iso} is missing: run make fixtures`).toBe(true));
 });

@@ -11,7 +11,12 @@ import { afterAll, describe, it, type ExpectStatic } from 'vitest';
 import { tinySourceYaml } from '../helpers/guest.js';
 import { kiln, spawnKiln, type KilnProcessEnd } from '../helpers/kiln.js';
 import {
-  kilnWorkDirs, processesMentioning, stagingDirsBeside, unfinishedCacheFiles, waitForNoProcessesMentioning, workDirOwner,
+  kilnWorkDirs,
+  processesMentioning,
+  stagingDirsBeside,
+  unfinishedCacheFiles,
+  waitForNoProcessesMentioning,
+  workDirOwner,
   type ProcessInfo,
 } from '../helpers/process-audit.js';
 
@@ -26,7 +31,15 @@ type Event = Record<string, unknown>;
  * ones, only ever see this sequence's), its own cache directory and output. Its directory is also
  * the marker every process it starts carries in its command line.
  */
-interface Series { build: string; dir: string; tmp: string; cache: string; output: string; template: string; env: Record<string, string> }
+interface Series {
+  build: string;
+  dir: string;
+  tmp: string;
+  cache: string;
+  output: string;
+  template: string;
+  env: Record<string, string>;
+}
 
 function makeSeries(build: string): Series {
   const dir = path.join(root, build);
@@ -40,7 +53,9 @@ function makeSeries(build: string): Series {
   // One shell provisioner fetching from the HTTP server: most steps of a build are active. The nonce
   // makes every run's provisioner new, so no run is satisfied from a cache. disk_size is a variable so
   // that a recovery run can be made to stop early (see the SIGKILL series).
-  writeFileSync(template, `
+  writeFileSync(
+    template,
+    `
 variables:
   nonce: { default: none }
   disk_size: { default: 512M }
@@ -58,14 +73,20 @@ ${tinySourceYaml()}
           - echo "run \${var.nonce}" > /root/nonce
     outputs:
       - format: qcow2
-`);
+`,
+  );
   return { build, dir, tmp, cache, output, template, env: { TMPDIR: tmp, KILN_CACHE_DIR: cache } };
 }
 
 const nonce = () => randomBytes(6).toString('hex');
 
 /** Runs a build of the series and sends `signal` once `boundary` matches an event; returns what happened. */
-async function buildAndSignal(s: Series, signal: NodeJS.Signals, boundary: (e: Event) => boolean, extraArgs: string[] = []) {
+async function buildAndSignal(
+  s: Series,
+  signal: NodeJS.Signals,
+  boundary: (e: Event) => boolean,
+  extraArgs: string[] = [],
+) {
   let sentAt: Event | undefined;
   const child = spawnKiln(['build', s.template, '--events=json', '--var', `nonce=${nonce()}`, ...extraArgs], {
     env: s.env,
@@ -95,16 +116,32 @@ function expectNothingLeft(expect: ExpectStatic, s: Series, what: string): void 
 
 /** After a failed check, start the next boundary from a clean slate, so one failure does not cascade. */
 async function sweep(s: Series): Promise<void> {
-  for (const p of processesMentioning(s.dir)) { try { process.kill(p.pid, 'SIGKILL'); } catch { /* gone */ } }
+  for (const p of processesMentioning(s.dir)) {
+    try {
+      process.kill(p.pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
   await waitForNoProcessesMentioning(s.dir, 30_000);
-  for (const d of [...kilnWorkDirs(s.tmp), ...stagingDirsBeside(s.output), s.output]) rmSync(d, { recursive: true, force: true });
+  for (const d of [...kilnWorkDirs(s.tmp), ...stagingDirsBeside(s.output), s.output])
+    rmSync(d, { recursive: true, force: true });
 }
 
 /** Checks one SIGINT/SIGTERM run; `cleanupSteps` are the steps whose cleanups a full build runs. */
-function expectCleanInterrupt(expect: ExpectStatic, s: Series, r: Awaited<ReturnType<typeof buildAndSignal>>, signal: 'SIGINT' | 'SIGTERM', cleanupSteps: Set<string>, what: string): void {
+function expectCleanInterrupt(
+  expect: ExpectStatic,
+  s: Series,
+  r: Awaited<ReturnType<typeof buildAndSignal>>,
+  signal: 'SIGINT' | 'SIGTERM',
+  cleanupSteps: Set<string>,
+  what: string,
+): void {
   const { run } = r;
   expect.soft(r.sentAt, `${what}: the boundary never came`).toBeDefined();
-  expect.soft(run.exitCode, `${what}: exit code; stderr:\n${run.stderr.slice(-2000)}`).toBe(signal === 'SIGINT' ? 130 : 143);
+  expect
+    .soft(run.exitCode, `${what}: exit code; stderr:\n${run.stderr.slice(-2000)}`)
+    .toBe(signal === 'SIGINT' ? 130 : 143);
   expect.soft(run.stderr, what).toContain(`${signal} received, cleaning up`);
   const end = run.events.findIndex((e) => e.type === 'build-end');
   expect.soft(run.events[end], `${what}: no failed build-end event`).toMatchObject({ type: 'build-end', ok: false });
@@ -115,10 +152,25 @@ function expectCleanInterrupt(expect: ExpectStatic, s: Series, r: Awaited<Return
   const ended = new Set(eventsOf(run, 'step-end').map((e) => String(e.step)));
   const started = new Set(eventsOf(run, 'step-start').map((e) => String(e.step)));
   const cleaned = eventsOf(run, 'cleanup');
-  expect.soft(cleaned.filter((e) => e.error), `${what}: failed cleanups`).toEqual([]);
+  expect
+    .soft(
+      cleaned.filter((e) => e.error),
+      `${what}: failed cleanups`,
+    )
+    .toEqual([]);
   const cleanedSteps = cleaned.map((e) => String(e.step));
-  expect.soft(cleanedSteps.filter((st) => !started.has(st) || !cleanupSteps.has(st)), `${what}: cleanups of steps that never ran`).toEqual([]);
-  expect.soft([...ended].filter((st) => cleanupSteps.has(st) && !cleanedSteps.includes(st)), `${what}: cleanups that did not run`).toEqual([]);
+  expect
+    .soft(
+      cleanedSteps.filter((st) => !started.has(st) || !cleanupSteps.has(st)),
+      `${what}: cleanups of steps that never ran`,
+    )
+    .toEqual([]);
+  expect
+    .soft(
+      [...ended].filter((st) => cleanupSteps.has(st) && !cleanedSteps.includes(st)),
+      `${what}: cleanups that did not run`,
+    )
+    .toEqual([]);
   // Reverse order of the steps.
   const order = stepsOf(run);
   const indexes = cleanedSteps.map((st) => order.indexOf(st));
@@ -130,14 +182,21 @@ function expectCleanInterrupt(expect: ExpectStatic, s: Series, r: Awaited<Return
  * A full build, once, shared by the SIGINT tests: it must work, and it says which steps a build has
  * and which of them have cleanups.
  */
-let reference: Promise<{ run: KilnProcessEnd; steps: string[]; cleanupSteps: Set<string>; processesLeft: ProcessInfo[] }> | undefined;
+let reference:
+  | Promise<{ run: KilnProcessEnd; steps: string[]; cleanupSteps: Set<string>; processesLeft: ProcessInfo[] }>
+  | undefined;
 function referenceBuild() {
   reference ??= (async () => {
     const s = makeSeries('intr-ref');
     const { run } = await buildAndSignal(s, 'SIGINT', () => false);
     const processesLeft = processesMentioning(s.dir);
     rmSync(s.output, { recursive: true, force: true });
-    return { run, steps: stepsOf(run), cleanupSteps: new Set(eventsOf(run, 'cleanup').map((e) => String(e.step))), processesLeft };
+    return {
+      run,
+      steps: stepsOf(run),
+      cleanupSteps: new Set(eventsOf(run, 'cleanup').map((e) => String(e.step))),
+      processesLeft,
+    };
   })();
   return reference;
 }
@@ -171,18 +230,29 @@ describe.concurrent('interrupting a tiny build at every step boundary', () => {
         if (e.type === 'log' && /QEMU started/.test(String(e.message))) qemuUp = true;
         return qemuUp && e.type === 'step-start';
       });
-      expectCleanInterrupt(expect, s, term, 'SIGTERM', cleanupSteps, `SIGTERM at the start of "${String(term.sentAt?.step)}"`);
+      expectCleanInterrupt(
+        expect,
+        s,
+        term,
+        'SIGTERM',
+        cleanupSteps,
+        `SIGTERM at the start of "${String(term.sentAt?.step)}"`,
+      );
     }, 1_800_000);
   }
 
-  it('a provisioner that times out is killed in the guest before its retry; SIGINT during `sleep 600` stops at once', async ({ expect }) => {
+  it('a provisioner that times out is killed in the guest before its retry; SIGINT during `sleep 600` stops at once', async ({
+    expect,
+  }) => {
     const s = makeSeries('intr-stop');
     const attempts = path.join(s.dir, 'attempts.txt');
     // Attempt 1 records itself and sleeps past its timeout (20 s: time for the attempt to get going on
     // a loaded machine; at 5 s an SSH exec under heavy load was cut before it wrote its record); attempt 2 records whether attempt 1's shell
     // still runs (a zombie does not count), then ends. The file provisioner brings the record home.
     const template = path.join(s.dir, 'stop.yaml');
-    writeFileSync(template, `
+    writeFileSync(
+      template,
+      `
 variables:
   nonce: { default: none }
 builds:
@@ -206,20 +276,28 @@ ${tinySourceYaml()}
         inline: ['echo sleeping', 'sleep 600']
     outputs:
       - format: qcow2
-`);
-    const r = await buildAndSignal({ ...s, template }, 'SIGINT',
-      (e) => e.type === 'output' && e.source === 'provisioner 3' && e.line === 'sleeping');
+`,
+    );
+    const r = await buildAndSignal(
+      { ...s, template },
+      'SIGINT',
+      (e) => e.type === 'output' && e.source === 'provisioner 3' && e.line === 'sleeping',
+    );
     expect.soft(r.sentAt, `the third provisioner never printed; stderr:\n${r.run.stderr.slice(-3000)}`).toBeDefined();
     expect.soft(r.run.exitCode, r.run.stderr.slice(-2000)).toBe(130);
     // Every step honoured the interrupt: none was left to run on past the grace period.
     const logs = [r.run.stderr, ...eventsOf(r.run, 'log').map((e) => String(e.message))].join('\n');
     expect.soft(logs).not.toMatch(/did not stop within/);
     expect.soft(logs).toMatch(/provisioner 1 failed \(provisioner 1 timed out after 20s\); retry 1 of 1/);
-    expect.soft(existsSync(attempts) ? readFileSync(attempts, 'utf8') : 'no record', 'the attempts').toBe('start\nstart\n');
+    expect
+      .soft(existsSync(attempts) ? readFileSync(attempts, 'utf8') : 'no record', 'the attempts')
+      .toBe('start\nstart\n');
     expectNothingLeft(expect, s, 'SIGINT during sleep 600');
   }, 600_000);
 
-  it('SIGKILL at each step start: QEMU dies with kiln, the next run removes the work dir and partial output', async ({ expect }) => {
+  it('SIGKILL at each step start: QEMU dies with kiln, the next run removes the work dir and partial output', async ({
+    expect,
+  }) => {
     const s = makeSeries('intr-kill');
     let steps: string[] | undefined;
     const outlivedKiln: { step: string; processes: ProcessInfo[] }[] = [];
@@ -229,7 +307,10 @@ ${tinySourceYaml()}
       const what = `SIGKILL at the start of "${step ?? '(first step)'}"`;
       // The first run's own build-start names the steps; it is killed at the first of them.
       const r = await buildAndSignal(s, 'SIGKILL', (e) => (step ? stepStartOf(step)(e) : e.type === 'step-start'));
-      if (!steps) { steps = stepsOf(r.run); expect(steps.length).toBeGreaterThan(5); }
+      if (!steps) {
+        steps = stepsOf(r.run);
+        expect(steps.length).toBeGreaterThan(5);
+      }
       expect.soft(r.sentAt, `${what}: the boundary never came`).toBeDefined();
       expect.soft(r.run.signal, `${what}: kiln was not killed; stderr:\n${r.run.stderr.slice(-2000)}`).toBe('SIGKILL');
 
@@ -238,11 +319,23 @@ ${tinySourceYaml()}
       // it (a qemu-img that would otherwise run to its end) stays, and is caught. Then poll, with a
       // generous ceiling.
       const outliving = processesMentioning(s.dir);
-      for (const p of outliving) { try { process.kill(p.pid, 'SIGSTOP'); } catch { /* gone meanwhile */ } }
+      for (const p of outliving) {
+        try {
+          process.kill(p.pid, 'SIGSTOP');
+        } catch {
+          /* gone meanwhile */
+        }
+      }
       if (outliving.length) outlivedKiln.push({ step: step ?? steps[0]!, processes: outliving });
       const orphans = await waitForNoProcessesMentioning(s.dir, 30_000);
       expect.soft(orphans, `${what}: processes that outlived kiln (no pdeathsig)`).toEqual([]);
-      for (const p of orphans) { try { process.kill(p.pid, 'SIGKILL'); } catch { /* gone */ } }
+      for (const p of orphans) {
+        try {
+          process.kill(p.pid, 'SIGKILL');
+        } catch {
+          /* gone */
+        }
+      }
       await waitForNoProcessesMentioning(s.dir, 30_000);
 
       // What the killed kiln left: its work directory (marked with its pid) and maybe a staging
@@ -250,11 +343,21 @@ ${tinySourceYaml()}
       const workDirs = kilnWorkDirs(s.tmp);
       expect.soft(workDirs.map(workDirOwner), `${what}: work directories left`).toEqual([r.pid]);
       const staging = stagingDirsBeside(s.output);
-      expect.soft(staging.filter((d) => !d.endsWith(`.kiln-partial-${r.pid}`) && !d.endsWith(`.kiln-partial-${r.pid}.old`)), `${what}: foreign staging dirs`).toEqual([]);
+      expect
+        .soft(
+          staging.filter((d) => !d.endsWith(`.kiln-partial-${r.pid}`) && !d.endsWith(`.kiln-partial-${r.pid}.old`)),
+          `${what}: foreign staging dirs`,
+        )
+        .toEqual([]);
       if (existsSync(s.output)) {
         // Only possible when kiln died right after its final rename: then the output must be whole.
         const verify = await kiln(['verify', path.join(s.output, 'manifest.json')]);
-        expect.soft(verify.exitCode, `${what}: an output directory exists and does not verify: ${verify.stdout}${verify.stderr}`).toBe(0);
+        expect
+          .soft(
+            verify.exitCode,
+            `${what}: an output directory exists and does not verify: ${verify.stdout}${verify.stderr}`,
+          )
+          .toBe(0);
         rmSync(s.output, { recursive: true, force: true });
       }
 
@@ -262,27 +365,43 @@ ${tinySourceYaml()}
       // boundary it is made to fail right after claiming the output directory (disk_size smaller
       // than the base): the sweeps run before that, and no VM has to boot for them.
       const last = i === steps.length - 1;
-      const next = await kiln(['build', s.template, '--events=json', '--var', `nonce=${nonce()}`, ...(last ? [] : ['--var', 'disk_size=1M'])], s.env);
+      const next = await kiln(
+        ['build', s.template, '--events=json', '--var', `nonce=${nonce()}`, ...(last ? [] : ['--var', 'disk_size=1M'])],
+        s.env,
+      );
       if (last) {
         expect.soft(next.exitCode, `${what}: the next (full) build failed:\n${next.stderr.slice(-3000)}`).toBe(0);
         const verify = await kiln(['verify', path.join(s.output, 'manifest.json')]);
-        expect.soft(verify.exitCode, `${what}: kiln verify after the next build: ${verify.stdout}${verify.stderr}`).toBe(0);
+        expect
+          .soft(verify.exitCode, `${what}: kiln verify after the next build: ${verify.stdout}${verify.stderr}`)
+          .toBe(0);
       } else {
         expect.soft(next.exitCode, what).toBe(1);
-        expect.soft(next.stderr, `${what}: the next build failed for another reason than the one meant`).toMatch(/disk_size .* is smaller than the base image/);
+        expect
+          .soft(next.stderr, `${what}: the next build failed for another reason than the one meant`)
+          .toMatch(/disk_size .* is smaller than the base image/);
       }
-      for (const d of workDirs) expect.soft(next.stderr, what).toContain(`removed ${d}, left by a kiln process that no longer exists`);
-      for (const d of staging) expect.soft(next.stderr, what).toContain(`removed ${d}, a partial output left by a kiln process that no longer exists`);
+      for (const d of workDirs)
+        expect.soft(next.stderr, what).toContain(`removed ${d}, left by a kiln process that no longer exists`);
+      for (const d of staging)
+        expect
+          .soft(next.stderr, what)
+          .toContain(`removed ${d}, a partial output left by a kiln process that no longer exists`);
       expect.soft(kilnWorkDirs(s.tmp), `${what}: work directories after the next run`).toEqual([]);
       expect.soft(stagingDirsBeside(s.output), `${what}: staging directories after the next run`).toEqual([]);
       expect.soft(processesMentioning(s.dir), `${what}: processes after the next run`).toEqual([]);
       // Files a killed kiln was writing into the cache may stay (named by its pid or holding it, never
       // read as entries); none may be left by a run that ended by itself.
       killedPids.push(r.pid);
-      expect.soft(unfinishedCacheFiles(s.cache, killedPids), `${what}: unfinished cache files not of a killed kiln`).toEqual([]);
+      expect
+        .soft(unfinishedCacheFiles(s.cache, killedPids), `${what}: unfinished cache files not of a killed kiln`)
+        .toEqual([]);
       await sweep(s);
     }
-    if (outlivedKiln.length) console.log('processes seen alive right after kiln was SIGKILLed (all gone later):', JSON.stringify(outlivedKiln, null, 2));
+    if (outlivedKiln.length)
+      console.log(
+        'processes seen alive right after kiln was SIGKILLed (all gone later):',
+        JSON.stringify(outlivedKiln, null, 2),
+      );
   }, 1_800_000);
 });
-

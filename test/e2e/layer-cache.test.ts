@@ -2,7 +2,16 @@
 // rebuild starts from the deepest layer whose inputs are unchanged (shown by events, not timing), an
 // unchanged build reuses its artifact without booting, a build wanting other outputs converts from the cached
 // final disk without booting, damaged layers are rebuilt, failures resume.
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
@@ -45,7 +54,11 @@ const cached = (r: KilnRun) => r.events.filter((e) => e.type === 'provisioner-ca
 const saved = (r: KilnRun) => r.events.filter((e) => e.type === 'layer-saved' && !e.final).map((e) => e.index);
 const savedFinal = (r: KilnRun) => r.events.filter((e) => e.type === 'layer-saved' && e.final);
 const steps = (r: KilnRun) => r.events.filter((e) => e.type === 'step-start').map((e) => e.step);
-const logs = (r: KilnRun) => r.events.filter((e) => e.type === 'log').map((e) => String(e.message)).join('\n');
+const logs = (r: KilnRun) =>
+  r.events
+    .filter((e) => e.type === 'log')
+    .map((e) => String(e.message))
+    .join('\n');
 const layerFiles = () => readdirSync(path.join(cacheDir, 'layers')).filter((f) => /^[0-9a-f]{64}\.qcow2$/.test(f));
 
 async function guestFiles(): Promise<string> {
@@ -73,9 +86,13 @@ describe('layer cache (tiny guest)', () => {
     expect(layerFiles()).toHaveLength(4);
     // Layers back onto each other by names relative to the store, so the store can move as a whole.
     for (const f of layerFiles()) {
-      const info = JSON.parse((await execa('qemu-img', ['info', '--output=json', path.join(cacheDir, 'layers', f)])).stdout);
+      const info = JSON.parse(
+        (await execa('qemu-img', ['info', '--output=json', path.join(cacheDir, 'layers', f)])).stdout,
+      );
       expect(path.isAbsolute(info['backing-filename'])).toBe(false);
-      expect((await execa('qemu-img', ['check', path.join(cacheDir, 'layers', f)], { reject: false })).exitCode).toBe(0);
+      expect((await execa('qemu-img', ['check', path.join(cacheDir, 'layers', f)], { reject: false })).exitCode).toBe(
+        0,
+      );
     }
     const manifestFile = path.join(out, 'manifest.json');
     const manifest = JSON.parse(readFileSync(manifestFile, 'utf8'));
@@ -101,27 +118,35 @@ describe('layer cache (tiny guest)', () => {
     const r = await kiln(['build', otherTemplate, '--events=json'], env);
     expect(r.exitCode, r.stderr.slice(-2000)).toBe(0);
     // Nothing that needs a guest ran: no disk, no QEMU, no provisioner, no clean-up.
-    for (const step of ['create disk', 'launch QEMU', 'wait for SSH', 'provision', 'remove build access', 'shut down']) expect(steps(r)).not.toContain(step);
+    for (const step of ['create disk', 'launch QEMU', 'wait for SSH', 'provision', 'remove build access', 'shut down'])
+      expect(steps(r)).not.toContain(step);
     expect(ran(r)).toEqual([]);
     expect(cached(r)).toEqual([0, 1, 2]);
     expect(savedFinal(r)).toEqual([]);
-    expect(logs(r)).toMatch(/all 3 provisioners and the clean-up cached \(layer [0-9a-f]{12}…\); converting without booting/);
+    expect(logs(r)).toMatch(
+      /all 3 provisioners and the clean-up cached \(layer [0-9a-f]{12}…\); converting without booting/,
+    );
     const manifest = JSON.parse(readFileSync(path.join(other, 'manifest.json'), 'utf8'));
     expect(manifest.cache.final_layer).toEqual({ key: booted.cache.final_layer.key, from_cache: true });
     expect(booted.cache.final_layer.from_cache).toBe(false);
     // The manifest a booted build writes, but for the outputs and times.
-    for (const field of ['sbom', 'compaction', 'accelerator', 'base_image']) expect(manifest[field], field).toEqual(booted[field]);
+    for (const field of ['sbom', 'compaction', 'accelerator', 'base_image'])
+      expect(manifest[field], field).toEqual(booted[field]);
     expect(manifest.artifacts.map((a: { format: string }) => a.format)).toEqual(['qcow2', 'vmdk']);
     for (const a of manifest.artifacts as { path: string; format: string; sha256: string }[]) {
       expect((await execa('qemu-img', ['check', '-f', a.format, a.path], { reject: false })).exitCode, a.path).toBe(0);
       expect((await execa('sha256sum', [a.path])).stdout.split(' ')[0]).toBe(a.sha256);
       // The same guest disk as the booted build's artifact, byte for byte as the guest sees it.
-      const same = await execa('qemu-img', ['compare', '-f', a.format, '-F', 'qcow2', a.path, path.join(out, 'layers.qcow2')], { reject: false });
+      const same = await execa(
+        'qemu-img',
+        ['compare', '-f', a.format, '-F', 'qcow2', a.path, path.join(out, 'layers.qcow2')],
+        { reject: false },
+      );
       expect(same.exitCode, same.stdout + same.stderr).toBe(0);
     }
   }, 300_000);
 
-  it('after a change to the last provisioner, runs only it; the artifact has every provisioner\'s effect', async () => {
+  it("after a change to the last provisioner, runs only it; the artifact has every provisioner's effect", async () => {
     const r = await build('--var', 'third=b', '--force');
     expect(r.exitCode, r.stderr.slice(-2000)).toBe(0);
     expect(cached(r)).toEqual([0, 1]);
@@ -142,7 +167,11 @@ describe('layer cache (tiny guest)', () => {
   }, 300_000);
 
   it('detects a damaged layer by its digest and rebuilds from there', async () => {
-    const layers = JSON.parse((await kiln(['cache', 'ls', '--json'], env)).stdout).layers as { key: string; provisioner: number; description: string }[];
+    const layers = JSON.parse((await kiln(['cache', 'ls', '--json'], env)).stdout).layers as {
+      key: string;
+      provisioner: number;
+      description: string;
+    }[];
     const first = layers.find((l) => l.provisioner === 1)!;
     const file = path.join(cacheDir, 'layers', `${first.key}.qcow2`);
     const bytes = readFileSync(file);
@@ -150,7 +179,9 @@ describe('layer cache (tiny guest)', () => {
     writeFileSync(file, bytes);
     const r = await build('--var', 'third=c', '--force');
     expect(r.exitCode, r.stderr.slice(-2000)).toBe(0);
-    expect(logs(r)).toMatch(new RegExp(`layer ${first.key.slice(0, 12)} \\(provisioner 1\\) is damaged: digest mismatch`));
+    expect(logs(r)).toMatch(
+      new RegExp(`layer ${first.key.slice(0, 12)} \\(provisioner 1\\) is damaged: digest mismatch`),
+    );
     expect(ran(r)).toEqual([0, 1, 2]);
     expect(saved(r)).toEqual([0, 1, 2]);
   }, 300_000);
@@ -179,7 +210,9 @@ describe('layer cache (tiny guest)', () => {
   it('two builds sharing the cache at once each publish whole layers and leave no temporary file', async () => {
     const shared = path.join(dir, 'shared-cache');
     const twin = path.join(dir, 'twin.yaml');
-    writeFileSync(twin, `
+    writeFileSync(
+      twin,
+      `
 variables:
   out: {}
 builds:
@@ -189,21 +222,31 @@ ${tinySourceYaml()}
     provisioners:
       - { type: shell, inline: ['echo a > /root/a'] }
       - { type: shell, inline: ['echo b > /root/b'] }
-`);
-    const runs = await Promise.all(['x', 'y'].map((n) => kiln(['build', twin, '--events=json', '--var', `out=${path.join(dir, `twin-${n}`)}`], { KILN_CACHE_DIR: shared })));
+`,
+    );
+    const runs = await Promise.all(
+      ['x', 'y'].map((n) =>
+        kiln(['build', twin, '--events=json', '--var', `out=${path.join(dir, `twin-${n}`)}`], {
+          KILN_CACHE_DIR: shared,
+        }),
+      ),
+    );
     for (const r of runs) expect(r.exitCode, r.stderr.slice(-2000)).toBe(0);
     const files = readdirSync(path.join(shared, 'layers'));
     expect(files.filter((f) => /\.(tmp-\d+|lock)$/.test(f))).toEqual([]);
     const layers = files.filter((f) => /^[0-9a-f]{64}\.qcow2$/.test(f));
     expect(layers).toHaveLength(3); // two provisioners' and the final disk
-    for (const f of layers) expect((await execa('qemu-img', ['check', path.join(shared, 'layers', f)], { reject: false })).exitCode).toBe(0);
+    for (const f of layers)
+      expect((await execa('qemu-img', ['check', path.join(shared, 'layers', f)], { reject: false })).exitCode).toBe(0);
     expect(readdirSync(path.join(shared, 'layers', 'inuse'))).toEqual([]);
   }, 300_000);
 
   it('an ISO build resumes on its installed layer: no installer, no boot command, the saved key logs in', async () => {
     const isoTemplate = path.join(dir, 'iso.yaml');
     const isoOut = path.join(dir, 'iso-out');
-    writeFileSync(isoTemplate, `
+    writeFileSync(
+      isoTemplate,
+      `
 variables:
   second: { default: a }
 builds:
@@ -213,7 +256,8 @@ ${installerSourceYaml()}
     provisioners:
       - { type: shell, inline: ['echo installed-once > /root/first'] }
       - { type: shell, inline: ['echo "second-\${var.second}" > /root/second'] }
-`);
+`,
+    );
     const isoBuild = (...args: string[]) => kiln(['build', isoTemplate, '--events=json', '--debug', ...args], env);
     const first = await isoBuild();
     expect(first.exitCode, first.stderr.slice(-2000)).toBe(0);
@@ -224,14 +268,20 @@ ${installerSourceYaml()}
     expect(ran(again)).toEqual([1]);
     expect(logs(again)).not.toMatch(/boot command typed|booting the installer ISO/);
     expect(logs(again)).toMatch(/using the build key saved with the cached layer/);
-    expect((await execa('qemu-img', ['check', path.join(isoOut, 'iso-layers.qcow2')], { reject: false })).exitCode).toBe(0);
+    expect(
+      (await execa('qemu-img', ['check', path.join(isoOut, 'iso-layers.qcow2')], { reject: false })).exitCode,
+    ).toBe(0);
   }, 400_000);
 
   it('kiln cache ls / rm / prune', async () => {
     const ls = await kiln(['cache', 'ls'], env);
     expect(ls.exitCode).toBe(0);
     expect(ls.stdout).toMatch(/KEY\s+PARENT\s+SIZE\s+LAST USED\s+BUILD\s+PROVISIONER/);
-    const listed = JSON.parse((await kiln(['cache', 'ls', '--json'], env)).stdout).layers as { key: string; parent: string | null; provisioner: number }[];
+    const listed = JSON.parse((await kiln(['cache', 'ls', '--json'], env)).stdout).layers as {
+      key: string;
+      parent: string | null;
+      provisioner: number;
+    }[];
     expect(listed.length).toBe(layerFiles().length);
 
     // Removing a layer removes what backs onto it.
@@ -239,7 +289,8 @@ ${installerSourceYaml()}
     const descendants = listed.filter((l) => l.parent === second.key);
     const rm = await kiln(['cache', 'rm', second.key.slice(0, 10)], env);
     expect(rm.exitCode, rm.stderr).toBe(0);
-    for (const k of [second.key, ...descendants.map((d) => d.key)]) expect(existsSync(path.join(cacheDir, 'layers', `${k}.qcow2`))).toBe(false);
+    for (const k of [second.key, ...descendants.map((d) => d.key)])
+      expect(existsSync(path.join(cacheDir, 'layers', `${k}.qcow2`))).toBe(false);
 
     const bad = await kiln(['cache', 'rm', 'zzzz'], env);
     expect(bad.exitCode).toBe(1);
@@ -288,7 +339,9 @@ ${tinySourceYaml().replace('memory: 256', `memory: ${memory}`)}
     const guest = await Guest.boot({ disk, memoryMiB: 256, cpus: 1 });
     try {
       const ssh = await guest.ssh('root', insecureKey);
-      const text = await ssh.run('cat /root/one /root/two /root/three /root/boot1 /root/boot3 /root/date3; grep -c kiln-build /root/.ssh/authorized_keys || true');
+      const text = await ssh.run(
+        'cat /root/one /root/two /root/three /root/boot1 /root/boot3 /root/date3; grep -c kiln-build /root/.ssh/authorized_keys || true',
+      );
       await guest.poweroff(ssh);
       return text;
     } finally {
@@ -307,7 +360,10 @@ ${tinySourceYaml().replace('memory: 256', `memory: ${memory}`)}
       expect(s.size).toBeGreaterThan(1024 * 1024);
       expect(statSync(path.join(vmCache, 'layers', `${s.key}.vmstate`)).mode & 0o777).toBe(0o600);
     }
-    const listed = JSON.parse((await kiln(['cache', 'ls', '--json'], { KILN_CACHE_DIR: vmCache })).stdout).layers as { key: string; vmState?: { size: number; saveMs: number } }[];
+    const listed = JSON.parse((await kiln(['cache', 'ls', '--json'], { KILN_CACHE_DIR: vmCache })).stdout).layers as {
+      key: string;
+      vmState?: { size: number; saveMs: number };
+    }[];
     expect(listed.find((l) => l.key === saves[1]!.key)!.vmState!.size).toBe(saves[1]!.size);
 
     const started = Date.now();
@@ -322,7 +378,9 @@ ${tinySourceYaml().replace('memory: 256', `memory: ${memory}`)}
     // The restored VM has another generation ID than the one saved (QEMU's vmgenid device, guid=auto).
     expect(r!.vmgenid).toMatch(/^[0-9a-f-]{36}$/);
     expect(r!.vmgenid).not.toBe(saves[1]!.vmgenid);
-    expect(logs(again)).toMatch(/restored the VM saved after provisioner 2 \(layer [0-9a-f]{12}, [\d.]+ MiB\) in [\d.]+m?s: no boot/);
+    expect(logs(again)).toMatch(
+      /restored the VM saved after provisioner 2 \(layer [0-9a-f]{12}, [\d.]+ MiB\) in [\d.]+m?s: no boot/,
+    );
 
     // The artifact boots and holds every provisioner's result and no kiln key. What provisioner 3 saw:
     // the same boot as provisioner 1 of the first build (boot_id is per boot: nothing booted), and the
@@ -340,7 +398,9 @@ ${tinySourceYaml().replace('memory: 256', `memory: ${memory}`)}
     expect(r.exitCode, r.stderr.slice(-2000)).toBe(0);
     expect(restored(r)).toEqual([]);
     expect(ran(r)).toEqual([2]);
-    expect(logs(r)).toMatch(/booting layer [0-9a-f]{12} instead of restoring the VM saved with it: the VM differs: saved with -m 256M, this build has -m 384M/);
+    expect(logs(r)).toMatch(
+      /booting layer [0-9a-f]{12} instead of restoring the VM saved with it: the VM differs: saved with -m 256M, this build has -m 384M/,
+    );
     // What the restore refused stays for builds that match it; this build saves its own for provisioner 3.
     expect(statesSaved(r).map((e) => e.index)).toEqual([2]);
   }, 300_000);

@@ -18,7 +18,10 @@ const toProvisioning = 300_000;
 
 /** A build whose provisioner fails (exit 3) the first time and succeeds when run again. */
 function failingOnce(name: string): { file: string; out: string } {
-  return writeTinyShellTemplate(dir, name, [`'test -f /tmp/ok || { touch /tmp/ok; echo first-run-fails; exit 3; }'`, `'echo second-run-passes'`]);
+  return writeTinyShellTemplate(dir, name, [
+    `'test -f /tmp/ok || { touch /tmp/ok; echo first-run-fails; exit 3; }'`,
+    `'echo second-run-passes'`,
+  ]);
 }
 
 /** Runs the SSH command kiln printed for a kept VM, with a remote command of ours. */
@@ -92,7 +95,11 @@ describe('--on-error=abort without a terminal', () => {
   it('keeps everything, prints how to reach the VM, and stops it with the printed kill command', async () => {
     const { file, out } = failingOnce('abort-kept');
     const before = snapshotLeftovers({ build: 'abort-kept', outputDir: out });
-    const child = execa('node', [path.join(repoRoot, 'bin/kiln.js'), 'build', file, '--on-error=abort', '--no-cache'], { reject: false, cwd: repoRoot, stdin: 'ignore' });
+    const child = execa('node', [path.join(repoRoot, 'bin/kiln.js'), 'build', file, '--on-error=abort', '--no-cache'], {
+      reject: false,
+      cwd: repoRoot,
+      stdin: 'ignore',
+    });
     let stderr = '';
     const printed = new Promise<RegExpExecArray | undefined>((resolve) => {
       child.stderr!.on('data', (chunk: Buffer) => {

@@ -26,7 +26,9 @@ describe('output directories kiln did not write', () => {
     const before = snapshotLeftovers({ build: 'osafe-foreign', outputDir: out });
     const run = await kiln(['build', file, '--force', '--events=json']);
     expect(run.exitCode, run.stderr).toBe(1);
-    expect(run.stderr).toContain(`output directory ${out} already exists and holds 12 entries kiln did not write (it has no manifest.json): photo10.jpg, photo11.jpg`);
+    expect(run.stderr).toContain(
+      `output directory ${out} already exists and holds 12 entries kiln did not write (it has no manifest.json): photo10.jpg, photo11.jpg`,
+    );
     expect(run.stderr).toContain('photo19.jpg, and 2 more');
     expect(run.stderr).toContain('fix: move those out of it');
     expect(stepsStarted(run)).not.toContain('create disk');
@@ -34,14 +36,17 @@ describe('output directories kiln did not write', () => {
     expect(existsSync(claimOf(out))).toBe(false);
   });
 
-  it('a SIGKILLed build\'s staging directory and claim are removed by the next build of another template, which says so', async () => {
+  it("a SIGKILLed build's staging directory and claim are removed by the next build of another template, which says so", async () => {
     const tmp = path.join(dir, 'tmp');
     mkdirSync(tmp);
     const env = { TMPDIR: tmp };
     const killed = writeTinyShellTemplate(dir, 'osafe-killed', ["'true'"]);
     // Killed once it holds its output directory, before anything boots.
     const child = spawnKiln(['build', killed.file, '--events=json'], {
-      env, onEvent: (e, pid) => { if (e.type === 'step-start' && e.step === 'create disk') process.kill(pid, 'SIGKILL'); },
+      env,
+      onEvent: (e, pid) => {
+        if (e.type === 'step-start' && e.step === 'create disk') process.kill(pid, 'SIGKILL');
+      },
     });
     const end = await child.done;
     expect(end.signal, end.stderr).toBe('SIGKILL');
@@ -58,7 +63,9 @@ describe('output directories kiln did not write', () => {
     expect(next.exitCode, next.stderr).toBe(1);
     expect(next.stderr).toMatch(/output directory .*osafe-other already exists/);
     expect(next.stderr).toContain(`removed ${staging}, a partial output left by a kiln process that no longer exists`);
-    expect(next.stderr).toContain(`removed ${claim}, the claim on an output directory left by a kiln process that no longer exists`);
+    expect(next.stderr).toContain(
+      `removed ${claim}, the claim on an output directory left by a kiln process that no longer exists`,
+    );
     expect(next.stderr).toContain(`removed ${workDir}, left by a kiln process that no longer exists`);
     expect(stagingDirsBeside(killed.out)).toEqual([]);
     expect(existsSync(claim)).toBe(false);
@@ -67,10 +74,12 @@ describe('output directories kiln did not write', () => {
 });
 
 describe('an output directory kiln wrote', () => {
-  it('is claimed for the whole build, recognised as kiln\'s when up to date, and replaced with --force', async () => {
+  it("is claimed for the whole build, recognised as kiln's when up to date, and replaced with --force", async () => {
     const out = path.join(dir, 'out', 'osafe-real');
     const file = path.join(dir, 'osafe-real.yaml');
-    writeFileSync(file, `
+    writeFileSync(
+      file,
+      `
 variables:
   note: { default: first }
 builds:
@@ -82,22 +91,34 @@ ${tinySourceYaml()}
         inline: ['echo "\${var.note}" > /root/note']
     outputs:
       - format: qcow2
-`);
+`,
+    );
     const env = { KILN_CACHE_DIR: path.join(dir, 'cache') };
 
     // A second build of the same output while the first one runs fails at once, naming it.
     let second: Promise<KilnRun> | undefined;
     const first = spawnKiln(['build', file, '--events=json'], {
-      env, onEvent: (e) => { if (e.type === 'step-start' && e.step === 'wait for SSH') second ??= kiln(['build', file, '--force'], env); },
+      env,
+      onEvent: (e) => {
+        if (e.type === 'step-start' && e.step === 'wait for SSH') second ??= kiln(['build', file, '--force'], env);
+      },
     });
     const firstEnd = await first.done;
     expect(firstEnd.exitCode, firstEnd.stderr.slice(-3000)).toBe(0);
     expect(second, 'the first build never reached "wait for SSH"').toBeDefined();
     const refused = await second!;
     expect(refused.exitCode).toBe(1);
-    expect(refused.stderr).toContain(`output directory ${out} is being built by another kiln right now (pid ${first.pid})`);
+    expect(refused.stderr).toContain(
+      `output directory ${out} is being built by another kiln right now (pid ${first.pid})`,
+    );
     const manifest = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8'));
-    expect(manifest.files).toEqual(['SHA256SUMS', 'osafe-real.cdx.json', 'osafe-real.provenance.json', 'osafe-real.qcow2', 'osafe-real.spdx.json']);
+    expect(manifest.files).toEqual([
+      'SHA256SUMS',
+      'osafe-real.cdx.json',
+      'osafe-real.provenance.json',
+      'osafe-real.qcow2',
+      'osafe-real.spdx.json',
+    ]);
     expect(existsSync(claimOf(out))).toBe(false);
 
     // Unchanged inputs: up to date, nothing replaced.
@@ -118,7 +139,14 @@ ${tinySourceYaml()}
     expect(replaced.exitCode, replaced.stderr.slice(-3000)).toBe(0);
     const after = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8'));
     expect(after.variables).toEqual({ note: 'second' });
-    expect(entriesOf(out)).toEqual(['SHA256SUMS', 'manifest.json', 'osafe-real.cdx.json', 'osafe-real.provenance.json', 'osafe-real.qcow2', 'osafe-real.spdx.json']);
+    expect(entriesOf(out)).toEqual([
+      'SHA256SUMS',
+      'manifest.json',
+      'osafe-real.cdx.json',
+      'osafe-real.provenance.json',
+      'osafe-real.qcow2',
+      'osafe-real.spdx.json',
+    ]);
     expect(stagingDirsBeside(out)).toEqual([]);
   }, 600_000);
 });

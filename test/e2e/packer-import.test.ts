@@ -19,7 +19,13 @@ const template = path.join(repoRoot, 'test/fixtures/packer/import/tiny-vars.pkr.
 
 /** kiln run in the YAML's folder: Packer's relative paths are relative to the folder it runs in. */
 async function kilnHere(args: string[]) {
-  const r = await execa('node', [path.join(repoRoot, 'bin/kiln.js'), ...args], { cwd: dir, reject: false, stdin: 'ignore', env: { KILN_CACHE_DIR: path.join(dir, 'cache') }, timeout: 600_000 });
+  const r = await execa('node', [path.join(repoRoot, 'bin/kiln.js'), ...args], {
+    cwd: dir,
+    reject: false,
+    stdin: 'ignore',
+    env: { KILN_CACHE_DIR: path.join(dir, 'cache') },
+    timeout: 600_000,
+  });
   return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout), stderr: String(r.stderr) };
 }
 
@@ -27,10 +33,21 @@ async function kilnHere(args: string[]) {
 async function readGuestFiles(image: string, files: string[]): Promise<Record<string, string>> {
   const raw = path.join(dir, 'artifact.raw');
   await execa('qemu-img', ['convert', '-O', 'raw', image, raw]);
-  const table = JSON.parse((await execa('sfdisk', ['-J', raw])).stdout) as { partitiontable: { partitions: { start: number; size: number; name?: string }[] } };
-  const root = table.partitiontable.partitions.find((p) => p.name === 'root') ?? table.partitiontable.partitions.at(-1)!;
+  const table = JSON.parse((await execa('sfdisk', ['-J', raw])).stdout) as {
+    partitiontable: { partitions: { start: number; size: number; name?: string }[] };
+  };
+  const root =
+    table.partitiontable.partitions.find((p) => p.name === 'root') ?? table.partitiontable.partitions.at(-1)!;
   const part = path.join(dir, 'root.ext4');
-  await execa('dd', [`if=${raw}`, `of=${part}`, 'bs=512', `skip=${root.start}`, `count=${root.size}`, 'conv=sparse', 'status=none']);
+  await execa('dd', [
+    `if=${raw}`,
+    `of=${part}`,
+    'bs=512',
+    `skip=${root.start}`,
+    `count=${root.size}`,
+    'conv=sparse',
+    'status=none',
+  ]);
   const out: Record<string, string> = {};
   for (const f of files) out[f] = (await execa('debugfs', ['-R', `cat ${f}`, part], { stderr: 'ignore' })).stdout;
   return out;
@@ -53,8 +70,20 @@ describe('kiln import of an HCL template with required variables and locals', ()
     expect(text).not.toContain('qemu.big');
 
     const password = 'pw-e2e-import-7f3a';
-    const vars = ['--var', `image=${path.join(repoRoot, 'fixtures/images/tiny.qcow2')}`, '--var', 'marker=e2e-mark', '--var', `password=${password}`, '--var', 'memory=320'];
-    const [fromYaml, fromPacker] = await Promise.all([kilnHere(['inspect', '--json', yaml, ...vars]), kilnHere(['inspect', '--json', '--only=qemu.tiny', template, ...vars])]);
+    const vars = [
+      '--var',
+      `image=${path.join(repoRoot, 'fixtures/images/tiny.qcow2')}`,
+      '--var',
+      'marker=e2e-mark',
+      '--var',
+      `password=${password}`,
+      '--var',
+      'memory=320',
+    ];
+    const [fromYaml, fromPacker] = await Promise.all([
+      kilnHere(['inspect', '--json', yaml, ...vars]),
+      kilnHere(['inspect', '--json', '--only=qemu.tiny', template, ...vars]),
+    ]);
     expect(fromYaml.exitCode, fromYaml.stderr).toBe(0);
     expect(fromPacker.exitCode, fromPacker.stderr).toBe(0);
     const y = JSON.parse(fromYaml.stdout) as { variables: unknown; builds: { source: { memory: number } }[] };
@@ -66,7 +95,13 @@ describe('kiln import of an HCL template with required variables and locals', ()
     const built = await kilnHere(['build', yaml, ...vars]);
     expect(built.exitCode, built.stderr).toBe(0);
     expect(built.stdout + built.stderr).not.toContain(password);
-    const files = await readGuestFiles(path.join(dir, 'output-e2e-mark', 'tiny-e2e-mark.qcow2'), ['/root/marker', '/root/shout', '/root/literal', '/root/password-digest', '/root/verbose']);
+    const files = await readGuestFiles(path.join(dir, 'output-e2e-mark', 'tiny-e2e-mark.qcow2'), [
+      '/root/marker',
+      '/root/shout',
+      '/root/literal',
+      '/root/password-digest',
+      '/root/verbose',
+    ]);
     expect(files).toEqual({
       '/root/marker': 'hello from e2e-mark',
       '/root/shout': 'HELLO',

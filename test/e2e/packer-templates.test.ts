@@ -18,8 +18,24 @@ describe('Packer templates, unchanged (tiny guest)', () => {
   it('build from HCL and from legacy JSON; the artifacts hold what the provisioners wrote, in order', async () => {
     const out = { hcl: path.join(dir, 'hcl'), json: path.join(dir, 'json') };
     const [hcl, json] = await Promise.all([
-      kiln(['build', '-var', `output_directory=${out.hcl}`, '-force', '-only=qemu.tiny', '-on-error=cleanup', '--events=json', path.join(fixtures, 'tiny.pkr.hcl')]),
-      kiln(['build', `-var=output_directory=${out.json}`, '-var', 'marker=json-marker', '--events=json', path.join(fixtures, 'tiny.json')]),
+      kiln([
+        'build',
+        '-var',
+        `output_directory=${out.hcl}`,
+        '-force',
+        '-only=qemu.tiny',
+        '-on-error=cleanup',
+        '--events=json',
+        path.join(fixtures, 'tiny.pkr.hcl'),
+      ]),
+      kiln([
+        'build',
+        `-var=output_directory=${out.json}`,
+        '-var',
+        'marker=json-marker',
+        '--events=json',
+        path.join(fixtures, 'tiny.json'),
+      ]),
     ]);
     expect(hcl.exitCode, hcl.stderr).toBe(0);
     expect(json.exitCode, json.stderr).toBe(0);
@@ -32,8 +48,22 @@ describe('Packer templates, unchanged (tiny guest)', () => {
       expect(run.events.filter((e) => e.type === 'output').map((e) => String(e.line))).toContain('+ echo first');
     }
     // The SBOMs and provenance are named by the build: qemu.tiny in HCL (source.build), tiny in JSON.
-    expect(readdirSync(out.hcl).sort()).toEqual(['SHA256SUMS', 'manifest.json', 'qemu.tiny.cdx.json', 'qemu.tiny.provenance.json', 'qemu.tiny.spdx.json', 'tiny.qcow2']);
-    expect(readdirSync(out.json).sort()).toEqual(['SHA256SUMS', 'manifest.json', 'tiny.cdx.json', 'tiny.provenance.json', 'tiny.qcow2', 'tiny.spdx.json']);
+    expect(readdirSync(out.hcl).sort()).toEqual([
+      'SHA256SUMS',
+      'manifest.json',
+      'qemu.tiny.cdx.json',
+      'qemu.tiny.provenance.json',
+      'qemu.tiny.spdx.json',
+      'tiny.qcow2',
+    ]);
+    expect(readdirSync(out.json).sort()).toEqual([
+      'SHA256SUMS',
+      'manifest.json',
+      'tiny.cdx.json',
+      'tiny.provenance.json',
+      'tiny.qcow2',
+      'tiny.spdx.json',
+    ]);
     for (const o of [out.hcl, out.json]) {
       const sums = await execa('sha256sum', ['-c', 'SHA256SUMS'], { cwd: o, reject: false });
       expect(sums.exitCode, sums.stdout + sums.stderr).toBe(0);
@@ -46,26 +76,41 @@ describe('Packer templates, unchanged (tiny guest)', () => {
       hcl: 'built-from-packer-hcl-HCL\nfirst\nsecond-tiny\nsecret-ok\nBuilt by kiln from a Packer template\n',
       json: 'json-marker\nfirst\nsecond-tiny\nsecret-ok\nBuilt by kiln from a Packer template\n',
     };
-    await Promise.all((['hcl', 'json'] as const).map(async (k) => {
-      const disk = await overlayOf(path.join(out[k], 'tiny.qcow2'), dir, `boot-${k}.qcow2`);
-      const guest = await Guest.boot({ disk, memoryMiB: 256, cpus: 1, workDir: mkdtempSync(path.join(dir, `vm-${k}-`)) });
-      try {
-        const ssh = await guest.ssh('root', insecureKey);
-        expect(await ssh.run('cat /root/marker /root/order /etc/motd')).toBe(expected[k]);
-        await guest.poweroff(ssh);
-      } finally {
-        await guest.destroy();
-      }
-    }));
+    await Promise.all(
+      (['hcl', 'json'] as const).map(async (k) => {
+        const disk = await overlayOf(path.join(out[k], 'tiny.qcow2'), dir, `boot-${k}.qcow2`);
+        const guest = await Guest.boot({
+          disk,
+          memoryMiB: 256,
+          cpus: 1,
+          workDir: mkdtempSync(path.join(dir, `vm-${k}-`)),
+        });
+        try {
+          const ssh = await guest.ssh('root', insecureKey);
+          expect(await ssh.run('cat /root/marker /root/order /etc/motd')).toBe(expected[k]);
+          await guest.poweroff(ssh);
+        } finally {
+          await guest.destroy();
+        }
+      }),
+    );
   }, 400_000);
 
-  it('a template with its own UEFI -drives, disk controller, -m/-smp/-cpu and -serial stdio builds and boots (Packer\'s qemuargs rule)', async () => {
+  it("a template with its own UEFI -drives, disk controller, -m/-smp/-cpu and -serial stdio builds and boots (Packer's qemuargs rule)", async () => {
     // As a user of such a template does: a writable copy of the system OVMF's variables for the second pflash.
     const vars = path.join(dir, 'OVMF_VARS_4M.fd');
     copyFileSync('/usr/share/OVMF/OVMF_VARS_4M.fd', vars);
     chmodSync(vars, 0o644);
     const out = path.join(dir, 'uefi');
-    const r = await kiln(['build', '-var', `output_directory=${out}`, '-var', `ovmf_vars=${vars}`, '--events=json', path.join(repoRoot, 'test/fixtures/packer/qemuargs/uefi.pkr.hcl')]);
+    const r = await kiln([
+      'build',
+      '-var',
+      `output_directory=${out}`,
+      '-var',
+      `ovmf_vars=${vars}`,
+      '--events=json',
+      path.join(repoRoot, 'test/fixtures/packer/qemuargs/uefi.pkr.hcl'),
+    ]);
     expect(r.exitCode, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/uefi\.pkr\.hcl:\d+: qemuargs: -drive, -device replace kiln's defaults/);
     expect(r.stderr).toMatch(/qemuargs: -serial stdio: ignored: kiln logs the serial console itself/);
@@ -77,7 +122,13 @@ describe('Packer templates, unchanged (tiny guest)', () => {
     expect(argv).toContain('-device scsi-hd,bus=scsi0.0,drive=disk0');
     expect(argv).toContain(`file=${vars}`);
     expect(argv).not.toContain('virtio-rng-pci');
-    for (const control of ['-qmp ', '-serial chardev:serial0', '-netdev user,id=net0,', '-device virtio-net-pci,netdev=net0']) expect(argv.split(control)).toHaveLength(2);
+    for (const control of [
+      '-qmp ',
+      '-serial chardev:serial0',
+      '-netdev user,id=net0,',
+      '-device virtio-net-pci,netdev=net0',
+    ])
+      expect(argv.split(control)).toHaveLength(2);
     // The provisioner fails the build unless the guest booted UEFI, from the SCSI disk, with 2 vCPUs and > 256 MiB.
     expect(r.events.filter((e) => e.type === 'provisioner-end')).toHaveLength(1);
     expect(readdirSync(out)).toContain('tiny-uefi.qcow2');

@@ -5,7 +5,16 @@
 // searched as raw disks, byte by byte (deleted files included), reading only the extents that hold data.
 // The NoCloud-Net seed URL's secrecy (not on QEMU's command line, not in kiln's output) is checked in
 // build-debian.test.ts, during the Debian build it makes anyway.
-import { chmodSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  readdirSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -23,7 +32,11 @@ const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');
 
 /** Every file kiln wrote beside the disk images (manifest, checksums...), as text. */
 function outputTextFiles(out: string, imageNames: string[]): Record<string, string> {
-  return Object.fromEntries(readdirSync(out).filter((n) => !imageNames.includes(n)).map((n) => [n, readFileSync(path.join(out, n), 'utf8')]));
+  return Object.fromEntries(
+    readdirSync(out)
+      .filter((n) => !imageNames.includes(n))
+      .map((n) => [n, readFileSync(path.join(out, n), 'utf8')]),
+  );
 }
 
 /** The build's public key, as `${build.ssh_public_key}` gives it: written to a host file by a shell-local provisioner. */
@@ -54,9 +67,16 @@ describe('secrets', () => {
     chmodSync(secretFile, 0o600);
     const envToken = `gh-${randomBytes(12).toString('hex')}`;
     const pw = `pw-${randomBytes(12).toString('hex')}`;
-    for (const [name, accelerator] of [['file', `file("${secretFile}")`], ['env', 'var.ci_token'], ['sensitive', 'base64encode(var.ssh_password)'], ['format', 'format("kvm-%s", upper(var.ssh_password))']]) {
+    for (const [name, accelerator] of [
+      ['file', `file("${secretFile}")`],
+      ['env', 'var.ci_token'],
+      ['sensitive', 'base64encode(var.ssh_password)'],
+      ['format', 'format("kvm-%s", upper(var.ssh_password))'],
+    ]) {
       const file = path.join(dir, `pr-${name}.pkr.hcl`);
-      writeFileSync(file, `
+      writeFileSync(
+        file,
+        `
 variable "ssh_password" {
   type      = string
   default   = "${pw}"
@@ -77,20 +97,30 @@ source "qemu" "pr" {
 build {
   sources = ["source.qemu.pr"]
 }
-`);
-      for (const args of [['validate', file], ['build', file, '--events=json'], ['inspect', file], ['import', file]]) {
+`,
+      );
+      for (const args of [
+        ['validate', file],
+        ['build', file, '--events=json'],
+        ['inspect', file],
+        ['import', file],
+      ]) {
         const run = await kiln(args, { ...env, CI_DEPLOY_TOKEN: envToken });
         const all = run.stdout + run.stderr;
         expect(run.exitCode, `${name} ${args[0]}`).not.toBe(0);
         expect(all, `${name} ${args.join(' ')}`).toMatch(/accelerator/);
-        for (const secret of [ciSecret, envToken, pw, pw.toUpperCase(), Buffer.from(pw).toString('base64')]) expect(all, `${name} ${args.join(' ')}`).not.toContain(secret);
+        for (const secret of [ciSecret, envToken, pw, pw.toUpperCase(), Buffer.from(pw).toString('base64')])
+          expect(all, `${name} ${args.join(' ')}`).not.toContain(secret);
       }
     }
   }, 120_000);
 
   it('kiln import -o into a missing folder names the folder and writes nothing', async () => {
     const file = path.join(dir, 'imp.pkr.hcl');
-    writeFileSync(file, `source "qemu" "i" {\n  iso_url = "${path.join(imagesDir, 'tiny.qcow2')}"\n  iso_checksum = "none"\n  disk_image = true\n  ssh_username = "root"\n  ssh_password = "x"\n}\nbuild {\n  sources = ["source.qemu.i"]\n}\n`);
+    writeFileSync(
+      file,
+      `source "qemu" "i" {\n  iso_url = "${path.join(imagesDir, 'tiny.qcow2')}"\n  iso_checksum = "none"\n  disk_image = true\n  ssh_username = "root"\n  ssh_password = "x"\n}\nbuild {\n  sources = ["source.qemu.i"]\n}\n`,
+    );
     const target = path.join(dir, 'missing-dir', 'x.yaml');
     const run = await kiln(['import', file, '-o', target], env);
     expect(run.exitCode).not.toBe(0);
@@ -111,14 +141,18 @@ build {
     // variable is filled in from it: before, the manifest held "Bearer <the token>" in clear.
     const base = path.join(dir, `tiny-${token}.qcow2`);
     symlinkSync(path.join(imagesDir, 'tiny.qcow2'), base);
-    writeFileSync(file, `
+    writeFileSync(
+      file,
+      `
 variables:
   token: { default: ${token}, sensitive: true }
   header: { default: 'Bearer \${var.token}' }
 builds:
   - name: masked
     output_directory: ${out}
-${tinySourceYaml().replace('trust_on_first_use: true', `password: ${password}, trust_on_first_use: true`).replace(/base_image: .*/, `base_image: '${dir}/tiny-\${var.token}.qcow2'`)}
+${tinySourceYaml()
+  .replace('trust_on_first_use: true', `password: ${password}, trust_on_first_use: true`)
+  .replace(/base_image: .*/, `base_image: '${dir}/tiny-\${var.token}.qcow2'`)}
     provisioners:
       - type: shell
         env: { TOKEN: '\${var.token}' }
@@ -130,7 +164,8 @@ ${tinySourceYaml().replace('trust_on_first_use: true', `password: ${password}, t
           - printf '%s' "\${var.token}"
     outputs:
       - format: qcow2
-`);
+`,
+    );
     const run = await kiln(['build', file, '--events=json', '--debug'], env);
     expect(run.exitCode, run.stderr.slice(-3000)).toBe(0);
     // The secrets were really printed (masked), so their absence below means something.
@@ -145,7 +180,13 @@ ${tinySourceYaml().replace('trust_on_first_use: true', `password: ${password}, t
       expect(run.stderr, 'human log').not.toContain(secret);
     }
     const texts = outputTextFiles(out, ['masked.qcow2']);
-    expect(Object.keys(texts).sort()).toEqual(['SHA256SUMS', 'manifest.json', 'masked.cdx.json', 'masked.provenance.json', 'masked.spdx.json']);
+    expect(Object.keys(texts).sort()).toEqual([
+      'SHA256SUMS',
+      'manifest.json',
+      'masked.cdx.json',
+      'masked.provenance.json',
+      'masked.spdx.json',
+    ]);
     expect(JSON.parse(texts['manifest.json']!).variables).toEqual({ token: '<sensitive>', header: '<sensitive>' });
     expect(JSON.parse(texts['manifest.json']!).base_image.source).toBe(path.join(dir, 'tiny-<sensitive>.qcow2'));
     const insecureLines = uniquePemLines(insecureKey);
@@ -154,10 +195,16 @@ ${tinySourceYaml().replace('trust_on_first_use: true', `password: ${password}, t
     }
     // The guest's /tmp (where scripts are uploaded) is a tmpfs: nothing of this build holds the
     // secrets on disk, and the key kiln logged in with (a file on the host) never went in.
-    const hits = await searchDisk(path.join(out, 'masked.qcow2'), {
-      privateKey: privateKeyPattern, token: new RegExp(escape(token)), password: new RegExp(escape(password)),
-      insecureKey: new RegExp(insecureLines.map(escape).join('|')),
-    }, dir);
+    const hits = await searchDisk(
+      path.join(out, 'masked.qcow2'),
+      {
+        privateKey: privateKeyPattern,
+        token: new RegExp(escape(token)),
+        password: new RegExp(escape(password)),
+        insecureKey: new RegExp(insecureLines.map(escape).join('|')),
+      },
+      dir,
+    );
     expect(hits).toEqual({ privateKey: [], token: [], password: [], insecureKey: [] });
   }, 300_000);
 
@@ -165,7 +212,9 @@ ${tinySourceYaml().replace('trust_on_first_use: true', `password: ${password}, t
     const out = path.join(dir, 'out', 'genkey');
     const pubFile = path.join(dir, 'genkey.pub');
     const file = path.join(dir, 'genkey.yaml');
-    writeFileSync(file, `
+    writeFileSync(
+      file,
+      `
 builds:
   - name: genkey
     output_directory: ${out}
@@ -173,15 +222,21 @@ ${installerSourceYaml()}
     provisioners:${recordPublicKey(pubFile)}
     outputs:
       - format: qcow2
-`);
+`,
+    );
     const run = await kiln(['build', file, '--events=json', '--debug'], env);
     expect(run.exitCode, run.stderr.slice(-3000)).toBe(0);
     const publicKey = readFileSync(pubFile, 'utf8').trim();
     const body = publicKey.split(/\s+/)[1]!;
     expect(body).toMatch(/^AAAAC3NzaC1lZDI1NTE5/);
-    for (const [name, text] of Object.entries(outputTextFiles(out, ['genkey.qcow2']))) expect(text, name).not.toMatch(privateKeyPattern);
+    for (const [name, text] of Object.entries(outputTextFiles(out, ['genkey.qcow2'])))
+      expect(text, name).not.toMatch(privateKeyPattern);
     expect(run.stdout + run.stderr).not.toMatch(privateKeyPattern);
-    const hits = await searchDisk(path.join(out, 'genkey.qcow2'), { privateKey: privateKeyPattern, buildPublicKey: new RegExp(escape(body)) }, dir);
+    const hits = await searchDisk(
+      path.join(out, 'genkey.qcow2'),
+      { privateKey: privateKeyPattern, buildPublicKey: new RegExp(escape(body)) },
+      dir,
+    );
     expect(hits).toEqual({ privateKey: [], buildPublicKey: [] });
   }, 400_000);
 });

@@ -10,7 +10,11 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { repoRoot, tinySourceYaml } from '../helpers/guest.js';
 import { kiln, spawnKiln } from '../helpers/kiln.js';
 import {
-  kilnWorkDirs, listeningSocketsOf, processesMentioning, stagingDirsBeside, unfinishedCacheFiles,
+  kilnWorkDirs,
+  listeningSocketsOf,
+  processesMentioning,
+  stagingDirsBeside,
+  unfinishedCacheFiles,
 } from '../helpers/process-audit.js';
 
 // Not "kiln-...": kiln's sweep of stale work directories only looks at its own kiln-* names.
@@ -29,14 +33,27 @@ type Event = Record<string, unknown>;
 /** A port a build logged: "ssh on 127.0.0.1:PORT" (QEMU's forward) or "http server on 127.0.0.1:PORT". */
 function portsOf(events: Event[], build: string): { ssh: number[]; http: number[] } {
   const logs = events.filter((e) => e.type === 'log' && e.build === build).map((e) => String(e.message));
-  const grab = (re: RegExp) => logs.flatMap((m) => { const x = re.exec(m); return x ? [Number(x[1])] : []; });
+  const grab = (re: RegExp) =>
+    logs.flatMap((m) => {
+      const x = re.exec(m);
+      return x ? [Number(x[1])] : [];
+    });
   return { ssh: grab(/ssh on 127\.0\.0\.1:(\d+)/), http: grab(/^http server on 127\.0\.0\.1:(\d+)/) };
 }
 
 /** Checks one finished output directory: exactly its files, checksums, manifest, qemu-img check, kiln verify. */
 async function expectGoodOutput(dir: string, build: string): Promise<string> {
   const artifact = `${build}.qcow2`;
-  expect(readdirSync(dir).sort(), dir).toEqual(['SHA256SUMS', artifact, 'manifest.json', `${build}.spdx.json`, `${build}.cdx.json`, `${build}.provenance.json`].sort());
+  expect(readdirSync(dir).sort(), dir).toEqual(
+    [
+      'SHA256SUMS',
+      artifact,
+      'manifest.json',
+      `${build}.spdx.json`,
+      `${build}.cdx.json`,
+      `${build}.provenance.json`,
+    ].sort(),
+  );
   const sums = await execa('sha256sum', ['-c', 'SHA256SUMS'], { cwd: dir, reject: false });
   expect(sums.exitCode, `${dir}: ${sums.stdout}${sums.stderr}`).toBe(0);
   const manifest = JSON.parse(readFileSync(path.join(dir, 'manifest.json'), 'utf8'));
@@ -99,7 +116,11 @@ describe('stress: many tiny builds', () => {
     const names = ['par-a', 'par-b', 'par-c', 'par-d'];
     const outputOf = (n: string) => path.join(root, 'par', n);
     const file = path.join(root, 'par.yaml');
-    writeFileSync(file, `builds:\n${names.map((n) => `
+    writeFileSync(
+      file,
+      `builds:\n${names
+        .map(
+          (n) => `
   - name: ${n}
     output_directory: ${outputOf(n)}
 ${tinySourceYaml()}
@@ -108,14 +129,23 @@ ${tinySourceYaml()}
         inline: ['echo ${n} > /root/name']
     outputs:
       - format: qcow2
-`).join('')}`);
+`,
+        )
+        .join('')}`,
+    );
     const run = await spawnKiln(['build', file, '--parallel-builds', '4', '--events=json'], { env }).done;
     expect(run.exitCode, run.stderr.slice(-3000)).toBe(0);
     expect(run.stderr).toContain('4 of 4 builds succeeded');
 
     // All four were running at once: every build started before the first one ended.
     const firstEnd = run.events.findIndex((e) => e.type === 'build-end');
-    expect(run.events.slice(0, firstEnd).filter((e) => e.type === 'build-start').map((e) => e.build).sort()).toEqual(names);
+    expect(
+      run.events
+        .slice(0, firstEnd)
+        .filter((e) => e.type === 'build-start')
+        .map((e) => e.build)
+        .sort(),
+    ).toEqual(names);
 
     // No collisions: each build had its own SSH forward, HTTP server and work directory.
     const ports = names.map((n) => portsOf(run.events, n));
@@ -126,7 +156,9 @@ ${tinySourceYaml()}
     const all = ports.flatMap((p) => [...p.ssh, ...p.http]);
     expect(new Set(all).size, `ports: ${JSON.stringify(ports)}`).toBe(all.length);
     const workDirsSeen = names.map((n) => {
-      const qemuLine = run.events.find((e) => e.type === 'log' && e.build === n && String(e.message).startsWith('qemu: '));
+      const qemuLine = run.events.find(
+        (e) => e.type === 'log' && e.build === n && String(e.message).startsWith('qemu: '),
+      );
       return [...new Set([...String(qemuLine?.message).matchAll(/\/(kiln-[^/ ,]+)\//g)].map((m) => m[1]!))];
     });
     for (const [i, dirs] of workDirsSeen.entries()) {
@@ -147,7 +179,9 @@ ${tinySourceYaml()}
     const started = performance.now();
     const file = path.join(root, 'seq.yaml');
     const outputOf = (i: number) => path.join(root, 'seq', `run-${i}`);
-    writeFileSync(file, `
+    writeFileSync(
+      file,
+      `
 variables:
   n: { default: 0 }
 builds:
@@ -159,18 +193,29 @@ ${tinySourceYaml()}
         inline: ['echo \${var.n} > /root/run']
     outputs:
       - format: qcow2
-`);
+`,
+    );
     // Reports arrive as events; each is handled while the driver waits, then acknowledged.
     const reports: Event[] = [];
     const waiting: ((e: Event) => void)[] = [];
     const driver = spawnKiln([file, String(runs)], {
-      env, script: driverSource, timeoutMs: 1_200_000,
-      onEvent: (e) => { if (e.type !== 'driver') return; const w = waiting.shift(); if (w) w(e); else reports.push(e); },
+      env,
+      script: driverSource,
+      timeoutMs: 1_200_000,
+      onEvent: (e) => {
+        if (e.type !== 'driver') return;
+        const w = waiting.shift();
+        if (w) w(e);
+        else reports.push(e);
+      },
     });
-    const nextReport = () => Promise.race([
-      reports.length ? Promise.resolve(reports.shift()!) : new Promise<Event>((resolve) => waiting.push(resolve)),
-      driver.done.then((d) => { throw new Error(`the driver exited (${d.exitCode}) before reporting:\n${d.stderr.slice(-3000)}`); }),
-    ]);
+    const nextReport = () =>
+      Promise.race([
+        reports.length ? Promise.resolve(reports.shift()!) : new Promise<Event>((resolve) => waiting.push(resolve)),
+        driver.done.then((d) => {
+          throw new Error(`the driver exited (${d.exitCode}) before reporting:\n${d.stderr.slice(-3000)}`);
+        }),
+      ]);
 
     const reported: Event[] = [];
     const outputChecks: Promise<string>[] = [];
@@ -199,15 +244,24 @@ ${tinySourceYaml()}
     const last = reported.at(-1)!;
     const firstFds = first.descriptors as string[];
     const lastFds = last.descriptors as string[];
-    expect(lastFds.length, `descriptors after run 1:\n${firstFds.join('\n')}\nafter run ${runs}:\n${lastFds.join('\n')}`).toBeLessThanOrEqual(firstFds.length);
+    expect(
+      lastFds.length,
+      `descriptors after run 1:\n${firstFds.join('\n')}\nafter run ${runs}:\n${lastFds.join('\n')}`,
+    ).toBeLessThanOrEqual(firstFds.length);
     // Handles per type (child pipes close lazily, so counts may also shrink): none may grow.
-    const countByType = (handles: unknown) => (handles as string[]).reduce<Record<string, number>>((m, h) => ({ ...m, [h]: (m[h] ?? 0) + 1 }), {});
+    const countByType = (handles: unknown) =>
+      (handles as string[]).reduce<Record<string, number>>((m, h) => ({ ...m, [h]: (m[h] ?? 0) + 1 }), {});
     const firstHandles = countByType(first.handles);
     const grown = Object.entries(countByType(last.handles)).filter(([type, n]) => n > (firstHandles[type] ?? 0));
-    expect(grown, `libuv handles after run 1: ${JSON.stringify(first.handles)}, after run ${runs}: ${JSON.stringify(last.handles)}`).toEqual([]);
+    expect(
+      grown,
+      `libuv handles after run 1: ${JSON.stringify(first.handles)}, after run ${runs}: ${JSON.stringify(last.handles)}`,
+    ).toEqual([]);
     expect(processesMentioning(root)).toEqual([]);
     const per = reported.map((r) => Number(r.ms) / 1000);
-    console.log(`stress: ${runs} sequential tiny builds took ${((performance.now() - started) / 1000).toFixed(1)} s `
-      + `(per build min ${Math.min(...per).toFixed(1)} s, max ${Math.max(...per).toFixed(1)} s); descriptors ${firstFds.length} -> ${lastFds.length}`);
+    console.log(
+      `stress: ${runs} sequential tiny builds took ${((performance.now() - started) / 1000).toFixed(1)} s ` +
+        `(per build min ${Math.min(...per).toFixed(1)} s, max ${Math.max(...per).toFixed(1)} s); descriptors ${firstFds.length} -> ${lastFds.length}`,
+    );
   }, 1_200_000);
 });

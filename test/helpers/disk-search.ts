@@ -19,12 +19,21 @@ export const ed25519PublicPattern = /AAAAC3NzaC1lZDI1NTE5AAAAI[A-Za-z0-9+/]{43}/
 
 /** The base64 lines of a PEM body that are unique to the key (the first is the same for every ed25519 key). */
 export function uniquePemLines(pem: string): string[] {
-  return pem.split('\n').filter((l) => l && !l.startsWith('-----')).slice(1).filter((l) => l.length >= 40);
+  return pem
+    .split('\n')
+    .filter((l) => l && !l.startsWith('-----'))
+    .slice(1)
+    .filter((l) => l.length >= 40);
 }
 
 /** The byte ranges of a raw disk image that hold data (holes and zero extents are skipped). */
 async function dataExtents(raw: string): Promise<{ start: number; length: number }[]> {
-  const map = JSON.parse((await execa('qemu-img', ['map', '-f', 'raw', '--output=json', raw])).stdout) as { start: number; length: number; data: boolean; zero: boolean }[];
+  const map = JSON.parse((await execa('qemu-img', ['map', '-f', 'raw', '--output=json', raw])).stdout) as {
+    start: number;
+    length: number;
+    data: boolean;
+    zero: boolean;
+  }[];
   return map.filter((m) => m.data && !m.zero).map(({ start, length }) => ({ start, length }));
 }
 
@@ -33,16 +42,26 @@ async function dataExtents(raw: string): Promise<{ start: number; length: number
  * bytes read as latin1, so binary data matches byte for byte). Streams 8 MiB chunks with an overlap,
  * so a match across a chunk boundary is found, and never holds the disk in memory.
  */
-export async function searchDisk(image: string, patterns: Record<string, RegExp>, scratchDir: string): Promise<Record<string, string[]>> {
+export async function searchDisk(
+  image: string,
+  patterns: Record<string, RegExp>,
+  scratchDir: string,
+): Promise<Record<string, string[]>> {
   const raw = path.join(scratchDir, `${path.basename(image)}.${randomBytes(4).toString('hex')}.raw`);
   await execa('qemu-img', ['convert', '-O', 'raw', image, raw]);
-  const found: Record<string, Map<number, string>> = Object.fromEntries(Object.keys(patterns).map((k) => [k, new Map()]));
+  const found: Record<string, Map<number, string>> = Object.fromEntries(
+    Object.keys(patterns).map((k) => [k, new Map()]),
+  );
   const overlap = 4096;
   try {
     for (const extent of await dataExtents(raw)) {
       let carry = '';
       let carryStart = extent.start;
-      const stream = createReadStream(raw, { start: extent.start, end: extent.start + extent.length - 1, highWaterMark: 8 << 20 });
+      const stream = createReadStream(raw, {
+        start: extent.start,
+        end: extent.start + extent.length - 1,
+        highWaterMark: 8 << 20,
+      });
       for await (const chunk of stream as AsyncIterable<Buffer>) {
         const text = carry + chunk.toString('latin1');
         for (const [name, re] of Object.entries(patterns)) {
@@ -58,6 +77,7 @@ export async function searchDisk(image: string, patterns: Record<string, RegExp>
   } finally {
     rmSync(raw, { force: true });
   }
-  return Object.fromEntries(Object.entries(found).map(([k, v]) => [k, [...v.entries()].map(([at, s]) => `@${at}: ${s.slice(0, 80)}`)]));
+  return Object.fromEntries(
+    Object.entries(found).map(([k, v]) => [k, [...v.entries()].map(([at, s]) => `@${at}: ${s.slice(0, 80)}`)]),
+  );
 }
-

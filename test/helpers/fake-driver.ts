@@ -6,9 +6,22 @@
  * says so, or when killed; QMP commands are recorded and answered.
  */
 import type { Accelerator } from '../../src/qemu/argv.js';
-import type { CheckedBaseImage, CheckReport, ConvertOptions, Driver, ImageInfo, PinnedPorts, QemuExit, QemuProcess, QmpClient } from '../../src/qemu/driver.js';
+import type {
+  CheckedBaseImage,
+  CheckReport,
+  ConvertOptions,
+  Driver,
+  ImageInfo,
+  PinnedPorts,
+  QemuExit,
+  QemuProcess,
+  QmpClient,
+} from '../../src/qemu/driver.js';
 
-export interface FakeCall { method: keyof Driver | string; args: unknown[] }
+export interface FakeCall {
+  method: keyof Driver | string;
+  args: unknown[];
+}
 
 export class FakeVm implements QemuProcess {
   private resolveExit!: (e: QemuExit) => void;
@@ -17,8 +30,14 @@ export class FakeVm implements QemuProcess {
   stderr = '';
   killed: number[] = [];
 
-  constructor(readonly argv: string[], readonly pid: number, private readonly waitCapMs: number) {
-    this.exited = new Promise((resolve) => { this.resolveExit = resolve; });
+  constructor(
+    readonly argv: string[],
+    readonly pid: number,
+    private readonly waitCapMs: number,
+  ) {
+    this.exited = new Promise((resolve) => {
+      this.resolveExit = resolve;
+    });
   }
 
   /** The guest stops (code 0: powered off). */
@@ -33,7 +52,9 @@ export class FakeVm implements QemuProcess {
   async waitForExit(ms: number): Promise<boolean> {
     if (this.hasExited) return true;
     let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), Math.min(ms, this.waitCapMs)); });
+    const timeout = new Promise<false>((resolve) => {
+      timer = setTimeout(() => resolve(false), Math.min(ms, this.waitCapMs));
+    });
     const done = await Promise.race([this.exited.then(() => true as const), timeout]);
     clearTimeout(timer);
     return done;
@@ -49,7 +70,10 @@ export class FakeQmp implements QmpClient {
   commands: { command: string; args?: Record<string, unknown> }[] = [];
   closed = false;
 
-  constructor(private readonly driver: FakeDriver, readonly vm: FakeVm) {}
+  constructor(
+    private readonly driver: FakeDriver,
+    readonly vm: FakeVm,
+  ) {}
 
   async execute<T = unknown>(command: string, args?: Record<string, unknown>): Promise<T> {
     if (this.closed) throw new Error(`QMP ${command}: connection closed (QEMU exited)`);
@@ -61,7 +85,9 @@ export class FakeQmp implements QmpClient {
     return (this.driver.qmpReplies.get(command) ?? {}) as T;
   }
 
-  close(): void { this.closed = true; }
+  close(): void {
+    this.closed = true;
+  }
 }
 
 /** What the fake's VM does when started: stay up (default), or exit at once with this exit. */
@@ -94,8 +120,12 @@ export class FakeDriver implements Driver {
   onConvert?: (dst: string, dstFormat: string) => void;
 
   /** The calls to one method, their arguments. */
-  callsTo(method: string): unknown[][] { return this.calls.filter((c) => c.method === method).map((c) => c.args); }
-  methods(): string[] { return this.calls.map((c) => String(c.method)); }
+  callsTo(method: string): unknown[][] {
+    return this.calls.filter((c) => c.method === method).map((c) => c.args);
+  }
+  methods(): string[] {
+    return this.calls.map((c) => String(c.method));
+  }
 
   /** Makes the next call (or every call, sticky) to `method` fail with `error`. */
   fail(method: keyof Driver, error: Error, sticky = false): this {
@@ -112,9 +142,16 @@ export class FakeDriver implements Driver {
     if (once) throw once;
   }
 
-  requireQemu(): void { this.record('requireQemu', []); }
+  requireQemu(): void {
+    this.record('requireQemu', []);
+  }
 
-  async chooseAccelerator(wanted: Accelerator | 'auto', probeImageDir: string, warn: (message: string) => void, signal?: AbortSignal): Promise<Accelerator> {
+  async chooseAccelerator(
+    wanted: Accelerator | 'auto',
+    probeImageDir: string,
+    warn: (message: string) => void,
+    signal?: AbortSignal,
+  ): Promise<Accelerator> {
     this.record('chooseAccelerator', [wanted, probeImageDir]);
     signal?.throwIfAborted();
     void warn;
@@ -126,8 +163,14 @@ export class FakeDriver implements Driver {
     return this.pinned ? { ...this.pinned, ports: [...this.pinned.ports] } : undefined;
   }
 
-  async freePort(): Promise<number> { this.record('freePort', []); return this.nextPort++; }
-  async portInUse(port: number): Promise<boolean> { this.record('portInUse', [port]); return this.busyPorts.has(port); }
+  async freePort(): Promise<number> {
+    this.record('freePort', []);
+    return this.nextPort++;
+  }
+  async portInUse(port: number): Promise<boolean> {
+    this.record('portInUse', [port]);
+    return this.busyPorts.has(port);
+  }
 
   startVm(argv: string[], opts: { cwd?: string }): FakeVm {
     this.record('startVm', [argv, opts]);
@@ -148,7 +191,13 @@ export class FakeDriver implements Driver {
     return qmp;
   }
 
-  async snapshotActiveDisk(qmp: QmpClient, active: string, overlay: string, virtualSize: number, nodeName: string): Promise<void> {
+  async snapshotActiveDisk(
+    qmp: QmpClient,
+    active: string,
+    overlay: string,
+    virtualSize: number,
+    nodeName: string,
+  ): Promise<void> {
     this.record('snapshotActiveDisk', [active, overlay, virtualSize, nodeName]);
     void qmp;
   }
@@ -161,7 +210,12 @@ export class FakeDriver implements Driver {
 
   async createOverlay(base: string, baseFormat: string, overlay: string, sizeBytes?: number): Promise<void> {
     this.record('createOverlay', [base, baseFormat, overlay, sizeBytes]);
-    this.images.set(overlay, { format: 'qcow2', virtualSize: sizeBytes ?? { ...this.defaultInfo, ...this.images.get(base) }.virtualSize, backingFile: base, backingFormat: baseFormat });
+    this.images.set(overlay, {
+      format: 'qcow2',
+      virtualSize: sizeBytes ?? { ...this.defaultInfo, ...this.images.get(base) }.virtualSize,
+      backingFile: base,
+      backingFormat: baseFormat,
+    });
   }
 
   async createBlank(file: string, sizeBytes: number): Promise<void> {
@@ -174,7 +228,13 @@ export class FakeDriver implements Driver {
     this.images.set(file, { ...this.images.get(file), virtualSize: sizeBytes });
   }
 
-  async convert(src: string, srcFormat: string, dst: string, dstFormat: string, opts: ConvertOptions = {}): Promise<void> {
+  async convert(
+    src: string,
+    srcFormat: string,
+    dst: string,
+    dstFormat: string,
+    opts: ConvertOptions = {},
+  ): Promise<void> {
     this.record('convert', [src, srcFormat, dst, dstFormat, { compress: opts.compress, options: opts.options }]);
     opts.signal?.throwIfAborted();
     opts.onProgress?.(50);
@@ -197,7 +257,10 @@ export class FakeDriver implements Driver {
 
   /** checkBaseImage's answer (format, warnings). */
   baseImage: CheckedBaseImage = { format: 'qcow2', warnings: [] };
-  async checkBaseImage(file: string, opts: { bootSectorRequired: boolean; signal?: AbortSignal }): Promise<CheckedBaseImage> {
+  async checkBaseImage(
+    file: string,
+    opts: { bootSectorRequired: boolean; signal?: AbortSignal },
+  ): Promise<CheckedBaseImage> {
     this.record('checkBaseImage', [file, { bootSectorRequired: opts.bootSectorRequired }]);
     return this.baseImage;
   }
@@ -210,5 +273,8 @@ export class FakeDriver implements Driver {
     this.record('rebaseUnsafe', [file, backing]);
   }
 
-  async qemuImgVersion(): Promise<string> { this.record('qemuImgVersion', []); return this.version; }
+  async qemuImgVersion(): Promise<string> {
+    this.record('qemuImgVersion', []);
+    return this.version;
+  }
 }

@@ -4,7 +4,12 @@
  * (AWS, MinIO), lists new objects late, and can damage what it stores.
  */
 import { Readable } from 'node:stream';
-import { NotImplementedByStore, PreconditionFailed, type ObjectStore, type StoredObject } from '../../src/cache/remote/object-store.js';
+import {
+  NotImplementedByStore,
+  PreconditionFailed,
+  type ObjectStore,
+  type StoredObject,
+} from '../../src/cache/remote/object-store.js';
 
 export type Conditions = 'ignore' | '412' | '501';
 
@@ -25,7 +30,7 @@ export class FakeStore implements ObjectStore {
   async put(key: string, body: Buffer | Readable, o: { ifNoneMatch?: boolean } = {}): Promise<void> {
     if (o.ifNoneMatch && this.conditions === '501') throw new NotImplementedByStore('501');
     if (o.ifNoneMatch && this.conditions === '412' && this.objects.has(key)) throw new PreconditionFailed('412');
-    let bytes = Buffer.isBuffer(body) ? body : Buffer.concat(await body.toArray() as Buffer[]);
+    let bytes = Buffer.isBuffer(body) ? body : Buffer.concat((await body.toArray()) as Buffer[]);
     if (this.corruptOnWrite?.test(key)) bytes = Buffer.concat([bytes.subarray(0, 1), Buffer.from('x')]);
     this.objects.set(key, { body: bytes, modified: new Date() });
     this.writtenAt.set(key, this.listCalls);
@@ -39,14 +44,20 @@ export class FakeStore implements ObjectStore {
 
   async list(prefix: string): Promise<StoredObject[]> {
     const call = this.listCalls++;
-    return [...this.objects].filter(([k]) => k.startsWith(prefix) && call - (this.writtenAt.get(k) ?? 0) >= this.listLag)
+    return [...this.objects]
+      .filter(([k]) => k.startsWith(prefix) && call - (this.writtenAt.get(k) ?? 0) >= this.listLag)
       .map(([key, o]) => ({ key, size: o.body.length, modified: o.modified }));
   }
 
-  async delete(key: string): Promise<void> { this.objects.delete(key); }
+  async delete(key: string): Promise<void> {
+    this.objects.delete(key);
+  }
 
-  keys(prefix: string): string[] { return [...this.objects.keys()].filter((k) => k.startsWith(prefix)).sort(); }
+  keys(prefix: string): string[] {
+    return [...this.objects.keys()].filter((k) => k.startsWith(prefix)).sort();
+  }
   /** Ages every object (prune's grace period). */
-  age(ms: number): void { for (const o of this.objects.values()) o.modified = new Date(o.modified.getTime() - ms); }
+  age(ms: number): void {
+    for (const o of this.objects.values()) o.modified = new Date(o.modified.getTime() - ms);
+  }
 }
-

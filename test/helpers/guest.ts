@@ -3,7 +3,16 @@
  * for end-to-end tests that check fixtures and artifacts by logging in.
  */
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  copyFileSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,7 +40,13 @@ export interface BootOptions {
 }
 
 export class Guest {
-  private constructor(readonly qemu: QemuProcess, readonly qmp: QmpClient, readonly sshPort: number, readonly workDir: string, readonly serialLog: string) {}
+  private constructor(
+    readonly qemu: QemuProcess,
+    readonly qmp: QmpClient,
+    readonly sshPort: number,
+    readonly workDir: string,
+    readonly serialLog: string,
+  ) {}
 
   static async boot(o: BootOptions): Promise<Guest> {
     const workDir = o.workDir ?? mkdtempSync(path.join(os.tmpdir(), 'kiln-test-'));
@@ -43,7 +58,12 @@ export class Guest {
     }
     const serialLog = path.join(workDir, 'serial.log');
     const spec: VmSpec = {
-      name: 'test', accelerator: 'tcg', cpus: o.cpus ?? 2, memoryMiB: o.memoryMiB ?? 512, machine: 'pc', firmware,
+      name: 'test',
+      accelerator: 'tcg',
+      cpus: o.cpus ?? 2,
+      memoryMiB: o.memoryMiB ?? 512,
+      machine: 'pc',
+      firmware,
       disks: [{ path: o.disk, format: o.format ?? 'qcow2', interface: 'virtio' }, ...(o.extraDisks ?? [])],
       cdroms: o.cdroms,
       net: { device: 'virtio-net-pci', hostForwards: [{ hostPort: sshPort, guestPort: 22 }] },
@@ -56,10 +76,22 @@ export class Guest {
     return new Guest(qemu, qmp, sshPort, workDir, serialLog);
   }
 
-  async ssh(username: string, privateKey: string, timeoutMs = 120_000, hostKeyFingerprint?: string): Promise<SshSession> {
+  async ssh(
+    username: string,
+    privateKey: string,
+    timeoutMs = 120_000,
+    hostKeyFingerprint?: string,
+  ): Promise<SshSession> {
     try {
       return await waitForSsh(
-        { host: '127.0.0.1', port: this.sshPort, username, privateKey, hostKeyFingerprint, trustOnFirstUse: !hostKeyFingerprint },
+        {
+          host: '127.0.0.1',
+          port: this.sshPort,
+          username,
+          privateKey,
+          hostKeyFingerprint,
+          trustOnFirstUse: !hostKeyFingerprint,
+        },
         { timeoutMs, abort: () => (this.qemu.hasExited ? `QEMU exited: ${this.qemu.stderr}` : undefined) },
       );
     } catch (e) {
@@ -68,7 +100,11 @@ export class Guest {
   }
 
   serial(): string {
-    try { return readFileSync(this.serialLog, 'utf8'); } catch { return ''; }
+    try {
+      return readFileSync(this.serialLog, 'utf8');
+    } catch {
+      return '';
+    }
   }
 
   /** Powers off through the given session and waits for QEMU to exit by itself. */
@@ -108,7 +144,11 @@ export function tinyDirectBoot(): { kernel: string; initrd: string; append: stri
   if (!existsSync(path.join(dir, 'boot', 'initrd.img'))) {
     const tmp = mkdtempSync(`${dir}.tmp-`);
     execFileSync('tar', ['-xzf', tarball, '-C', tmp, './boot/vmlinuz', './boot/initrd.img']);
-    try { renameSync(tmp, dir); } catch { rmSync(tmp, { recursive: true, force: true }); } // another file won
+    try {
+      renameSync(tmp, dir);
+    } catch {
+      rmSync(tmp, { recursive: true, force: true });
+    } // another file won
   }
   return {
     kernel: path.join(dir, 'boot', 'vmlinuz'),
@@ -134,8 +174,14 @@ export function tinySourceYaml(indent = '    ', { bootloader = false }: { bootlo
     '  memory: 256',
     '  cloud_init: false',
     `  communicator: { username: root, private_key_file: ${path.join(repoRoot, 'fixtures/keys/insecure_ed25519')}, trust_on_first_use: true, timeout: 3m }`,
-    ...(direct ? [`  qemu_args: [['-kernel', '${direct.kernel}'], ['-initrd', '${direct.initrd}'], ['-append', '${direct.append}']]`] : []),
-  ].map((l) => indent + l).join('\n');
+    ...(direct
+      ? [
+          `  qemu_args: [['-kernel', '${direct.kernel}'], ['-initrd', '${direct.initrd}'], ['-append', '${direct.append}']]`,
+        ]
+      : []),
+  ]
+    .map((l) => indent + l)
+    .join('\n');
 }
 
 /**
@@ -145,7 +191,9 @@ export function tinySourceYaml(indent = '    ', { bootloader = false }: { bootlo
 export function writeTinyShellTemplate(dir: string, name: string, inline: string[]): { file: string; out: string } {
   const out = path.join(dir, 'out', name);
   const file = path.join(dir, `${name}.yaml`);
-  writeFileSync(file, `
+  writeFileSync(
+    file,
+    `
 builds:
   - name: ${name}
     output_directory: ${out}
@@ -155,7 +203,8 @@ ${tinySourceYaml()}
         inline: [${inline.join(', ')}]
     outputs:
       - format: qcow2
-`);
+`,
+  );
   return { file, out };
 }
 
@@ -163,7 +212,11 @@ ${tinySourceYaml()}
  * The YAML `source:` block of a build that installs the tiny guest from the installer fixture ISO,
  * typing its boot command on `console`; the answers authorize the build key and `extraKeys`.
  */
-export function installerSourceYaml(console: 'keyboard' | 'serial' = 'serial', extraKeys: string[] = [], indent = '    '): string {
+export function installerSourceYaml(
+  console: 'keyboard' | 'serial' = 'serial',
+  extraKeys: string[] = [],
+  indent = '    ',
+): string {
   return [
     'source:',
     `  iso: ${path.join(imagesDir, 'installer.iso')}`,
@@ -180,5 +233,7 @@ export function installerSourceYaml(console: 'keyboard' | 'serial' = 'serial', e
     ...extraKeys.map((k) => `      ssh_authorized_key=${k}`),
     '  install_timeout: 5m',
     '  communicator: { username: root, trust_on_first_use: true, timeout: 3m }',
-  ].map((l) => indent + l).join('\n');
+  ]
+    .map((l) => indent + l)
+    .join('\n');
 }

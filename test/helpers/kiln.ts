@@ -5,7 +5,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { repoRoot } from './guest.js';
 
-export interface KilnRun { exitCode: number; stdout: string; stderr: string; events: Record<string, unknown>[] }
+export interface KilnRun {
+  exitCode: number;
+  stdout: string;
+  stderr: string;
+  events: Record<string, unknown>[];
+}
 
 /**
  * Each kiln run gets a layer cache of its own unless the test passes KILN_CACHE_DIR, so no test starts
@@ -20,7 +25,11 @@ function ownCache(env: Record<string, string>): { env: Record<string, string>; r
 export async function kiln(args: string[], env: Record<string, string> = {}, timeoutMs = 600_000): Promise<KilnRun> {
   const cache = ownCache(env);
   const r = await execa('node', [path.join(repoRoot, 'bin/kiln.js'), ...args], {
-    reject: false, timeout: timeoutMs, env: cache.env, stdin: 'ignore', cwd: repoRoot,
+    reject: false,
+    timeout: timeoutMs,
+    env: cache.env,
+    stdin: 'ignore',
+    cwd: repoRoot,
   }).finally(cache.release);
   const events: Record<string, unknown>[] = [];
   for (const line of String(r.stdout ?? '').split('\n')) {
@@ -30,7 +39,9 @@ export async function kiln(args: string[], env: Record<string, string> = {}, tim
   return { exitCode: r.exitCode ?? -1, stdout: String(r.stdout ?? ''), stderr: String(r.stderr ?? ''), events };
 }
 
-export interface KilnProcessEnd extends KilnRun { signal?: string }
+export interface KilnProcessEnd extends KilnRun {
+  signal?: string;
+}
 
 /**
  * Starts the real kiln CLI and hands each JSON event to `onEvent` the moment its line arrives, so a
@@ -46,11 +57,22 @@ export function spawnKiln(
     /** Source of an ES module run instead of bin/kiln.js, with the same args (a driver calling the CLI's main() itself); it gets a stdin pipe for send(). */
     script?: string;
   } = {},
-): { pid: number; kill: (signal: NodeJS.Signals) => void; send: (line: string) => void; done: Promise<KilnProcessEnd> } {
+): {
+  pid: number;
+  kill: (signal: NodeJS.Signals) => void;
+  send: (line: string) => void;
+  done: Promise<KilnProcessEnd>;
+} {
   const cache = ownCache(opts.env ?? {});
-  const argv = opts.script ? ['--input-type=module', '-e', opts.script, '--', ...args] : [path.join(repoRoot, 'bin/kiln.js'), ...args];
+  const argv = opts.script
+    ? ['--input-type=module', '-e', opts.script, '--', ...args]
+    : [path.join(repoRoot, 'bin/kiln.js'), ...args];
   const child = execa('node', argv, {
-    reject: false, timeout: opts.timeoutMs ?? 600_000, env: cache.env, stdin: opts.script ? 'pipe' : 'ignore', cwd: repoRoot,
+    reject: false,
+    timeout: opts.timeoutMs ?? 600_000,
+    env: cache.env,
+    stdin: opts.script ? 'pipe' : 'ignore',
+    cwd: repoRoot,
     buffer: { stdout: false, stderr: true },
   });
   const pid = child.pid!;
@@ -70,9 +92,22 @@ export function spawnKiln(
     }
   });
   const done = child.finally(cache.release).then((r) => ({
-    exitCode: r.exitCode ?? -1, signal: r.signal ?? undefined, stdout, stderr: String(r.stderr ?? ''), events,
+    exitCode: r.exitCode ?? -1,
+    signal: r.signal ?? undefined,
+    stdout,
+    stderr: String(r.stderr ?? ''),
+    events,
   }));
-  return { pid, kill: (signal) => { child.kill(signal); }, send: (line) => { child.stdin?.write(`${line}\n`); }, done };
+  return {
+    pid,
+    kill: (signal) => {
+      child.kill(signal);
+    },
+    send: (line) => {
+      child.stdin?.write(`${line}\n`);
+    },
+    done,
+  };
 }
 
 /** The lines a provisioner printed ("provisioner 2"), from a run's output events. */

@@ -28,10 +28,12 @@ export interface LeftoverSnapshot {
 
 function listing(dir: string | undefined): string[] | undefined {
   if (!dir || !existsSync(dir)) return undefined;
-  return readdirSync(dir).sort().map((n) => {
-    const st = statSync(path.join(dir, n));
-    return `${n} ${st.size} ${st.mtimeMs}`;
-  });
+  return readdirSync(dir)
+    .sort()
+    .map((n) => {
+      const st = statSync(path.join(dir, n));
+      return `${n} ${st.size} ${st.mtimeMs}`;
+    });
 }
 
 export function snapshotLeftovers(scope: LeftoverScope): LeftoverSnapshot {
@@ -41,7 +43,10 @@ export function snapshotLeftovers(scope: LeftoverScope): LeftoverSnapshot {
 export function expectNoLeftovers(before: LeftoverSnapshot): void {
   const { scope } = before;
   const processes = [`process=kiln-${scope.build}`, ...(scope.markers ?? [])].flatMap((m) => processesMentioning(m));
-  expect(processes.map((p) => `${p.pid}: ${p.command}`), 'processes left running').toEqual([]);
+  expect(
+    processes.map((p) => `${p.pid}: ${p.command}`),
+    'processes left running',
+  ).toEqual([]);
   expect(kilnWorkDirs(os.tmpdir(), scope.build), 'work directories left in /tmp').toEqual(before.workDirs);
   if (scope.outputDir) {
     expect(listing(scope.outputDir), `output directory ${scope.outputDir} created or changed`).toEqual(before.output);

@@ -9,7 +9,10 @@ import { readFileSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-export interface ProcessInfo { pid: number; command: string }
+export interface ProcessInfo {
+  pid: number;
+  command: string;
+}
 
 /**
  * Live processes whose command line contains `marker` (e.g. a test's private directory, which every
@@ -28,7 +31,9 @@ export function processesMentioning(marker: string): ProcessInfo[] {
       const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
       if (stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z')) continue;
       found.push({ pid, command });
-    } catch { /* exited while we looked */ }
+    } catch {
+      /* exited while we looked */
+    }
   }
   return found;
 }
@@ -49,19 +54,35 @@ export async function waitForNoProcessesMentioning(marker: string, timeoutMs = 3
 /** kiln work directories (kiln-<build>-XXXXXX) in `tmpDir`, optionally only one build's. */
 export function kilnWorkDirs(tmpDir: string, build?: string): string[] {
   const prefix = build ? `kiln-${build.slice(0, 24)}-` : 'kiln-';
-  try { return readdirSync(tmpDir).filter((n) => n.startsWith(prefix)).map((n) => path.join(tmpDir, n)); } catch { return []; }
+  try {
+    return readdirSync(tmpDir)
+      .filter((n) => n.startsWith(prefix))
+      .map((n) => path.join(tmpDir, n));
+  } catch {
+    return [];
+  }
 }
 
 /** The pid a work directory records as its owner (kiln-owner.pid), if it does. */
 export function workDirOwner(workDir: string): number | undefined {
-  try { return Number(readFileSync(path.join(workDir, 'kiln-owner.pid'), 'utf8').trim()); } catch { return undefined; }
+  try {
+    return Number(readFileSync(path.join(workDir, 'kiln-owner.pid'), 'utf8').trim());
+  } catch {
+    return undefined;
+  }
 }
 
 /** Staging directories (".<name>.kiln-partial-<pid>[.old]") beside an output directory. */
 export function stagingDirsBeside(outputDir: string): string[] {
   const parent = path.dirname(outputDir);
   const prefix = `.${path.basename(outputDir)}.kiln-partial-`;
-  try { return readdirSync(parent).filter((n) => n.startsWith(prefix)).map((n) => path.join(parent, n)); } catch { return []; }
+  try {
+    return readdirSync(parent)
+      .filter((n) => n.startsWith(prefix))
+      .map((n) => path.join(parent, n));
+  } catch {
+    return [];
+  }
 }
 
 /**
@@ -75,15 +96,29 @@ export function unfinishedCacheFiles(cacheDir: string, exemptPids: number[] = []
   const found: string[] = [];
   const walk = (dir: string) => {
     let entries: string[] = [];
-    try { entries = readdirSync(dir); } catch { return; }
+    try {
+      entries = readdirSync(dir);
+    } catch {
+      return;
+    }
     for (const name of entries) {
       const file = path.join(dir, name);
       let isDir = false;
-      try { isDir = statSync(file).isDirectory(); } catch { continue; }
-      if (isDir) { walk(file); continue; }
-      const pid = /\.tmp-(\d+)$/.exec(name)?.[1] ?? /\.(\d+)\.tmp$/.exec(name)?.[1] ?? /\.(\d+)$/.exec(name)?.[1]
-        ?? (path.basename(dir) === 'inuse' ? /^(\d+)\.json$/.exec(name)?.[1] : undefined)
-        ?? (name.endsWith('.lock') ? lockOwner(file) : undefined);
+      try {
+        isDir = statSync(file).isDirectory();
+      } catch {
+        continue;
+      }
+      if (isDir) {
+        walk(file);
+        continue;
+      }
+      const pid =
+        /\.tmp-(\d+)$/.exec(name)?.[1] ??
+        /\.(\d+)\.tmp$/.exec(name)?.[1] ??
+        /\.(\d+)$/.exec(name)?.[1] ??
+        (path.basename(dir) === 'inuse' ? /^(\d+)\.json$/.exec(name)?.[1] : undefined) ??
+        (name.endsWith('.lock') ? lockOwner(file) : undefined);
       if (pid !== undefined && exemptPids.includes(Number(pid))) continue;
       if (pid !== undefined || name.endsWith('.part') || name.endsWith('.lock')) found.push(file);
     }
@@ -94,10 +129,18 @@ export function unfinishedCacheFiles(cacheDir: string, exemptPids: number[] = []
 
 /** A lock file holds its owner's pid. */
 function lockOwner(file: string): string | undefined {
-  try { return readFileSync(file, 'utf8').trim() || undefined; } catch { return undefined; }
+  try {
+    return readFileSync(file, 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
 }
 
-export interface ListeningSocket { address: string; pid: number; process: string }
+export interface ListeningSocket {
+  address: string;
+  pid: number;
+  process: string;
+}
 
 /** TCP sockets in LISTEN state owned by `pid` (from `ss -ltnp`). */
 export async function listeningSocketsOf(pid: number): Promise<ListeningSocket[]> {
@@ -117,7 +160,11 @@ export function openDescriptors(pid: number | 'self' = 'self'): string[] {
   const dir = `/proc/${pid}/fd`;
   const out: string[] = [];
   for (const fd of readdirSync(dir)) {
-    try { out.push(`${fd} -> ${readlinkSync(path.join(dir, fd))}`); } catch { /* closed while listing */ }
+    try {
+      out.push(`${fd} -> ${readlinkSync(path.join(dir, fd))}`);
+    } catch {
+      /* closed while listing */
+    }
   }
   return out;
 }

@@ -6,7 +6,10 @@ import path from 'node:path';
 import pty from 'node-pty';
 import { repoRoot } from './guest.js';
 
-export interface PtyExit { exitCode: number; signal?: number }
+export interface PtyExit {
+  exitCode: number;
+  signal?: number;
+}
 
 export class KilnTerminal {
   /** Everything printed so far, ANSI colour codes removed. */
@@ -16,16 +19,28 @@ export class KilnTerminal {
 
   constructor(args: string[], env: Record<string, string> = {}) {
     this.proc = pty.spawn('node', [path.join(repoRoot, 'bin/kiln.js'), ...args], {
-      name: 'xterm', cols: 200, rows: 50, cwd: repoRoot, env: { ...process.env, NO_COLOR: '1', ...env } as Record<string, string>,
+      name: 'xterm',
+      cols: 200,
+      rows: 50,
+      cwd: repoRoot,
+      env: { ...process.env, NO_COLOR: '1', ...env } as Record<string, string>,
     });
-    this.proc.onData((d) => { this.text += d.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, ''); });
+    this.proc.onData((d) => {
+      this.text += d.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '');
+    });
     this.exited = new Promise((resolve) => this.proc.onExit((e) => resolve(e)));
   }
 
-  get pid(): number { return this.proc.pid; }
-  get output(): string { return this.text; }
+  get pid(): number {
+    return this.proc.pid;
+  }
+  get output(): string {
+    return this.text;
+  }
 
-  write(keys: string): void { this.proc.write(keys); }
+  write(keys: string): void {
+    this.proc.write(keys);
+  }
 
   /**
    * Waits until `pattern` appears after `from` (an offset into output), and returns its match and the
@@ -34,7 +49,9 @@ export class KilnTerminal {
   async waitFor(pattern: RegExp, timeoutMs: number, from = 0): Promise<{ match: RegExpExecArray; end: number }> {
     const deadline = Date.now() + timeoutMs;
     let exitedAt: number | undefined;
-    void this.exited.then(() => { exitedAt = Date.now(); });
+    void this.exited.then(() => {
+      exitedAt = Date.now();
+    });
     for (;;) {
       const rest = this.text.slice(from);
       const match = pattern.exec(rest);
@@ -42,14 +59,19 @@ export class KilnTerminal {
       // The last output can arrive just after the exit is reported: look once more before giving up.
       const gone = exitedAt !== undefined && Date.now() - exitedAt > 500;
       if (gone || Date.now() > deadline) {
-        throw new Error(`${pattern} did not appear${gone ? ' before kiln exited' : ` within ${timeoutMs} ms`}; output:\n${this.text.slice(-3000)}`);
+        throw new Error(
+          `${pattern} did not appear${gone ? ' before kiln exited' : ` within ${timeoutMs} ms`}; output:\n${this.text.slice(-3000)}`,
+        );
       }
       await new Promise((r) => setTimeout(r, 100));
     }
   }
 
   kill(signal = 'SIGKILL'): void {
-    try { this.proc.kill(signal); } catch { /* already gone */ }
+    try {
+      this.proc.kill(signal);
+    } catch {
+      /* already gone */
+    }
   }
 }
-

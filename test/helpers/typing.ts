@@ -6,9 +6,21 @@ export async function waitForText(file: string, pattern: RegExp | string, timeou
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     let text = '';
-    try { text = readFileSync(file, 'utf8'); } catch { /* not there yet */ }
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch {
+      /* not there yet */
+    }
     if (typeof pattern === 'string' ? text.includes(pattern) : pattern.test(text)) return;
     await sleep(100);
   }
-  throw new Error(`"${pattern}" did not appear in ${file} within ${timeoutMs} ms; last output:\n${(() => { try { return readFileSync(file, 'utf8').slice(-1500); } catch { return ''; } })()}`);
+  throw new Error(
+    `"${pattern}" did not appear in ${file} within ${timeoutMs} ms; last output:\n${(() => {
+      try {
+        return readFileSync(file, 'utf8').slice(-1500);
+      } catch {
+        return '';
+      }
+    })()}`,
+  );
 }

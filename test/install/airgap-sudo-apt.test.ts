@@ -26,19 +26,26 @@ const proxyTraces = {
 };
 
 const packagesOf = (manifestFile: string): string[] =>
-  (JSON.parse(readFileSync(manifestFile, 'utf8')) as { sbom: { packages: { name: string }[] } }).sbom.packages.map((p) => p.name);
+  (JSON.parse(readFileSync(manifestFile, 'utf8')) as { sbom: { packages: { name: string }[] } }).sbom.packages.map(
+    (p) => p.name,
+  );
 
 describe('air-gapped Debian build with plain sudo apt-get, cloud-init packages and Ansible become', () => {
   it('records every fetch, bundles, and builds offline in a netns with no route out', async () => {
     const site = path.join(dir, 'template');
     mkdirSync(site);
-    writeFileSync(path.join(site, 'bc.yml'), `- hosts: all
+    writeFileSync(
+      path.join(site, 'bc.yml'),
+      `- hosts: all
   tasks:
     - name: bc from the Debian mirror
       apt: { name: bc, state: present, update_cache: true }
-`);
+`,
+    );
     const template = path.join(site, 'sudo-apt.yaml');
-    writeFileSync(template, `
+    writeFileSync(
+      template,
+      `
 variables:
   out: { default: "${path.join(dir, 'out-recorded')}" }
 builds:
@@ -67,7 +74,8 @@ builds:
         become: true
     outputs:
       - format: qcow2
-`);
+`,
+    );
     const env = { KILN_CACHE_DIR: path.join(dir, 'cache') };
 
     const t0 = performance.now();
@@ -76,8 +84,11 @@ builds:
     expect(recorded.exitCode, recorded.stderr.slice(-4000)).toBe(0);
     const recordedManifest = path.join(dir, 'out-recorded', 'manifest.json');
     expect(packagesOf(recordedManifest)).toEqual(expect.arrayContaining(['tree', 'jq', 'bc']));
-    expect(await searchDisk(path.join(dir, 'out-recorded', 'sudo-apt.qcow2'), proxyTraces, dir))
-      .toEqual({ proxyAddress: [], environmentBlock: [], sudoKeep: [] });
+    expect(await searchDisk(path.join(dir, 'out-recorded', 'sudo-apt.qcow2'), proxyTraces, dir)).toEqual({
+      proxyAddress: [],
+      environmentBlock: [],
+      sudoKeep: [],
+    });
 
     const bundle = path.join(dir, 'site.kiln.tar');
     const t1 = performance.now();
@@ -95,12 +106,21 @@ builds:
       `KILN_CACHE_DIR=${path.join(dir, 'site-cache')} node ${path.join(repoRoot, 'bin/kiln.js')} build --bundle ${bundle} --offline --var out=${out}`,
     ].join('\n');
     const t2 = performance.now();
-    const offline = await execa('unshare', ['--net', 'bash', '-c', script], { reject: false, timeout: 3_600_000, cwd: dir });
+    const offline = await execa('unshare', ['--net', 'bash', '-c', script], {
+      reject: false,
+      timeout: 3_600_000,
+      cwd: dir,
+    });
     const tOffline = performance.now() - t2;
     expect(offline.exitCode, String(offline.stderr).slice(-4000)).toBe(0);
     expect(packagesOf(path.join(out, 'manifest.json'))).toEqual(expect.arrayContaining(['tree', 'jq', 'bc']));
-    expect(await searchDisk(path.join(out, 'sudo-apt.qcow2'), proxyTraces, dir))
-      .toEqual({ proxyAddress: [], environmentBlock: [], sudoKeep: [] });
-    process.stderr.write(`sudo-apt airgap figures: record build ${(tRecord / 1000).toFixed(0)} s, bundle ${(statSync(bundle).size / 2 ** 20).toFixed(0)} MiB in ${(tBundle / 1000).toFixed(1)} s, offline build ${(tOffline / 1000).toFixed(0)} s\n`);
+    expect(await searchDisk(path.join(out, 'sudo-apt.qcow2'), proxyTraces, dir)).toEqual({
+      proxyAddress: [],
+      environmentBlock: [],
+      sudoKeep: [],
+    });
+    process.stderr.write(
+      `sudo-apt airgap figures: record build ${(tRecord / 1000).toFixed(0)} s, bundle ${(statSync(bundle).size / 2 ** 20).toFixed(0)} MiB in ${(tBundle / 1000).toFixed(1)} s, offline build ${(tOffline / 1000).toFixed(0)} s\n`,
+    );
   });
 });

@@ -49,10 +49,15 @@ describe('air-gapped build of the Debian example', () => {
     const offline = await execa('unshare', ['--net', 'bash', '-c', script], { reject: false, timeout: 3_600_000 });
     const tOffline = performance.now() - t1;
     expect(offline.exitCode, String(offline.stderr).slice(-4000)).toBe(0);
-    const events = String(offline.stdout).split('\n').filter((l) => l.startsWith('{"type"')).map((l) => JSON.parse(l) as Record<string, unknown>);
+    const events = String(offline.stdout)
+      .split('\n')
+      .filter((l) => l.startsWith('{"type"'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
     expect(outputLines(events, 'provisioner 3').some((l) => /^jq-1\./.test(l))).toBe(true);
     const manifest = JSON.parse(readFileSync(path.join(site, 'output/debian-12-cloud/manifest.json'), 'utf8'));
     expect(manifest.sbom.packages.map((p: { name: string }) => p.name)).toContain('jq');
-    process.stderr.write(`airgap figures: record build ${(tRecord / 1000).toFixed(0)} s, bundle ${(statSync(bundle).size / 2 ** 20).toFixed(0)} MiB, offline install + build ${(tOffline / 1000).toFixed(0)} s\n`);
+    process.stderr.write(
+      `airgap figures: record build ${(tRecord / 1000).toFixed(0)} s, bundle ${(statSync(bundle).size / 2 ** 20).toFixed(0)} MiB, offline install + build ${(tOffline / 1000).toFixed(0)} s\n`,
+    );
   });
 });

@@ -18,7 +18,8 @@ afterAll(() => {
   for (const f of examples) rmSync(f, { force: true });
 });
 
-const logLines = (events: Record<string, unknown>[]) => events.filter((e) => e.type === 'log').map((e) => String(e.message));
+const logLines = (events: Record<string, unknown>[]) =>
+  events.filter((e) => e.type === 'log').map((e) => String(e.message));
 
 /** Boots an artifact as a new cloud-init instance and returns what `command` prints in it. */
 async function inBootedArtifact(artifact: string, command: string): Promise<string> {
@@ -26,7 +27,11 @@ async function inBootedArtifact(artifact: string, command: string): Promise<stri
   const iso = path.join(dir, `seed-${path.basename(artifact)}.iso`);
   await writeSeedIso(seed.seed, dir, iso);
   const disk = await overlayOf(artifact, dir, `boot-${path.basename(artifact)}.qcow2`);
-  const guest = await Guest.boot({ disk, memoryMiB: 1024, extraDisks: [{ path: iso, format: 'raw', interface: 'virtio', readonly: true }] });
+  const guest = await Guest.boot({
+    disk,
+    memoryMiB: 1024,
+    extraDisks: [{ path: iso, format: 'raw', interface: 'virtio', readonly: true }],
+  });
   try {
     const ssh = await guest.ssh('checker', seed.userKey.privateKey, 300_000, seed.hostKey.fingerprint);
     const out = await ssh.run(command);
@@ -38,19 +43,26 @@ async function inBootedArtifact(artifact: string, command: string): Promise<stri
 }
 
 /** Fetches a page from inside the guest (it has Python, not curl), retrying while the service starts; it ends with `exit`, so run it in ( ) to follow it with more. */
-const fetchPage = (port: number) => `for i in $(seq 60); do python3 -c 'import urllib.request,sys; sys.stdout.write(urllib.request.urlopen("http://127.0.0.1:${port}/").read().decode())' && exit 0; sleep 1; done; exit 1`;
+const fetchPage = (port: number) =>
+  `for i in $(seq 60); do python3 -c 'import urllib.request,sys; sys.stdout.write(urllib.request.urlopen("http://127.0.0.1:${port}/").read().decode())' && exit 0; sleep 1; done; exit 1`;
 
 /** An example with its output moved into the test's directory, kept beside it so its relative paths hold. */
 function exampleCopy(name: string): { file: string; out: string } {
   const out = path.join(dir, name);
   const file = path.join(repoRoot, 'examples', `.test-${name}-${process.pid}.yaml`);
-  writeFileSync(file, readFileSync(path.join(repoRoot, 'examples', `${name}.yaml`), 'utf8').replace(`output_directory: ../output/${name}`, `output_directory: ${out}`));
+  writeFileSync(
+    file,
+    readFileSync(path.join(repoRoot, 'examples', `${name}.yaml`), 'utf8').replace(
+      `output_directory: ../output/${name}`,
+      `output_directory: ${out}`,
+    ),
+  );
   examples.push(file);
   return { file, out };
 }
 
 describe('configuration management in the guest', () => {
-  it('ansible-local runs a role in the guest; puppet-masterless applies (exit 2, changes, is success; 0 on a second run) and a failing manifest fails the build with puppet\'s errors', async () => {
+  it("ansible-local runs a role in the guest; puppet-masterless applies (exit 2, changes, is success; 0 on a second run) and a failing manifest fails the build with puppet's errors", async () => {
     const root = path.join(dir, 'guest');
     const secret = 'tok-local-Xq27-never-shown';
     writeFiles(root, {
@@ -63,17 +75,24 @@ describe('configuration management in the guest', () => {
 - name: Show the token (kiln masks it)
   ansible.builtin.debug: { msg: "token is {{ api_token }}" }
 `,
-      'ansible/roles/site/handlers/main.yml': '- name: Record the handler\n  ansible.builtin.copy: { content: "local handler ran\\n", dest: /etc/kiln-local-handler }\n',
-      'ansible/roles/site/templates/site.conf.j2': 'title={{ site_title }}\nport={{ site_port }}\nconnection={{ ansible_connection }}\n',
-      'puppet/manifests/site.pp': "node default {\n  include greeting\n  file { '/etc/kiln-puppet-fact': ensure => file, content => \"${facts['role']}\\n\" }\n}\n",
-      'puppet/modules/greeting/manifests/init.pp': "class greeting {\n  file { '/etc/kiln-puppet-greeting': ensure => file, content => \"${lookup('greeting')}\\n\" }\n}\n",
-      'puppet/hiera/hiera.yaml': 'version: 5\nhierarchy:\n  - name: common\n    path: common.yaml\ndefaults:\n  datadir: data\n  data_hash: yaml_data\n',
+      'ansible/roles/site/handlers/main.yml':
+        '- name: Record the handler\n  ansible.builtin.copy: { content: "local handler ran\\n", dest: /etc/kiln-local-handler }\n',
+      'ansible/roles/site/templates/site.conf.j2':
+        'title={{ site_title }}\nport={{ site_port }}\nconnection={{ ansible_connection }}\n',
+      'puppet/manifests/site.pp':
+        "node default {\n  include greeting\n  file { '/etc/kiln-puppet-fact': ensure => file, content => \"${facts['role']}\\n\" }\n}\n",
+      'puppet/modules/greeting/manifests/init.pp':
+        "class greeting {\n  file { '/etc/kiln-puppet-greeting': ensure => file, content => \"${lookup('greeting')}\\n\" }\n}\n",
+      'puppet/hiera/hiera.yaml':
+        'version: 5\nhierarchy:\n  - name: common\n    path: common.yaml\ndefaults:\n  datadir: data\n  data_hash: yaml_data\n',
       'puppet/hiera/data/common.yaml': 'greeting: hello from hiera\n',
       'broken/site.pp': "file { '/nonexistent-dir/kiln': ensure => file, content => 'x' }\n",
     });
     const template = (name: string, lastProvisioners: string) => {
       const file = path.join(root, `${name}.yaml`);
-      writeFileSync(file, `
+      writeFileSync(
+        file,
+        `
 variables:
   token: { default: ${secret}, sensitive: true }
 builds:
@@ -100,7 +119,8 @@ builds:
 ${lastProvisioners}
     outputs:
       - format: qcow2
-`);
+`,
+      );
       return file;
     };
     const env = { KILN_CACHE_DIR: path.join(root, 'cache') };
@@ -109,22 +129,53 @@ ${lastProvisioners}
         module_paths: [puppet/modules]
         hiera_config_path: puppet/hiera/hiera.yaml
         facter: { role: web }`;
-    const run = await kiln(['build', template('ok', `${puppet}\n${puppet}\n      - type: shell\n        inline: ['sudo cat /etc/kiln-local.conf /etc/kiln-local-handler /etc/kiln-puppet-fact /etc/kiln-puppet-greeting']`), '--events=json'], env, 3_600_000);
+    const run = await kiln(
+      [
+        'build',
+        template(
+          'ok',
+          `${puppet}\n${puppet}\n      - type: shell\n        inline: ['sudo cat /etc/kiln-local.conf /etc/kiln-local-handler /etc/kiln-puppet-fact /etc/kiln-puppet-greeting']`,
+        ),
+        '--events=json',
+      ],
+      env,
+      3_600_000,
+    );
     expect(run.exitCode, run.stderr.slice(-4000)).toBe(0);
-    expect(outputLines(run.events, 'provisioner 5')).toEqual(['title=In the guest', 'port=8082', 'connection=local', 'local handler ran', 'web', 'hello from hiera']);
-    expect(outputLines(run.events, 'provisioner 2').some((l) => l.includes('"msg": "token is <sensitive>"'))).toBe(true);
+    expect(outputLines(run.events, 'provisioner 5')).toEqual([
+      'title=In the guest',
+      'port=8082',
+      'connection=local',
+      'local handler ran',
+      'web',
+      'hello from hiera',
+    ]);
+    expect(outputLines(run.events, 'provisioner 2').some((l) => l.includes('"msg": "token is <sensitive>"'))).toBe(
+      true,
+    );
     expect(run.stdout + run.stderr).not.toContain(secret);
-    expect(logLines(run.events)).toEqual(expect.arrayContaining([
-      'provisioner 3: puppet apply exited with 2: changes were applied',
-      'provisioner 4: puppet apply exited with 0: no changes were needed',
-    ]));
+    expect(logLines(run.events)).toEqual(
+      expect.arrayContaining([
+        'provisioner 3: puppet apply exited with 2: changes were applied',
+        'provisioner 4: puppet apply exited with 0: no changes were needed',
+      ]),
+    );
 
     // Same install and playbook: both come from the cache; the broken manifest fails with its error.
-    const failed = await kiln(['build', template('broken', '      - type: puppet-masterless\n        manifest_file: broken/site.pp'), '--events=json'], env, 3_600_000);
+    const failed = await kiln(
+      [
+        'build',
+        template('broken', '      - type: puppet-masterless\n        manifest_file: broken/site.pp'),
+        '--events=json',
+      ],
+      env,
+      3_600_000,
+    );
     expect(failed.exitCode).toBe(1);
     expect(failed.events.filter((e) => e.type === 'provisioner-cached').map((e) => e.index)).toEqual([0, 1]);
-    expect(String(failed.events.find((e) => e.type === 'build-end')?.error))
-      .toMatch(/provisioner 3: puppet apply exited with (4|6) \([^)]*some resources failed\):\n {2}Error: [^]*nonexistent-dir/);
+    expect(String(failed.events.find((e) => e.type === 'build-end')?.error)).toMatch(
+      /provisioner 3: puppet apply exited with (4|6) \([^)]*some resources failed\):\n {2}Error: [^]*nonexistent-dir/,
+    );
   }, 3_600_000);
 });
 
@@ -143,7 +194,10 @@ describe('examples', () => {
     const { file, out } = exampleCopy('debian-12-puppet');
     const run = await kiln(['build', file, '--events=json'], {}, 3_600_000);
     expect(run.exitCode, run.stderr.slice(-4000)).toBe(0);
-    const page = await inBootedArtifact(path.join(out, 'debian-12-puppet.qcow2'), `(${fetchPage(80)}) && cat /etc/motd`);
+    const page = await inBootedArtifact(
+      path.join(out, 'debian-12-puppet.qcow2'),
+      `(${fetchPage(80)}) && cat /etc/motd`,
+    );
     expect(page).toContain('<h1>Built by kiln with Puppet</h1>');
     expect(page).toContain('Built by kiln with Puppet: configured by Puppet (masterless), built by kiln.');
   }, 3_600_000);

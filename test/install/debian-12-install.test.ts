@@ -12,15 +12,24 @@ const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-install-'));
 // The example, plus the test key in its answers (the build's own key is removed from the artifact)
 // and its output moved here; kept beside the example so its relative paths still hold.
 const template = path.join(repoRoot, 'examples', `.test-debian-12-install-${process.pid}.yaml`);
-afterAll(() => { rmSync(dir, { recursive: true, force: true }); rmSync(template, { force: true }); });
+afterAll(() => {
+  rmSync(dir, { recursive: true, force: true });
+  rmSync(template, { force: true });
+});
 
 describe('examples/debian-12-install.yaml', () => {
   it('installs Debian 12 from the ISO, provisions it, and the artifact boots to SSH with the changes', async () => {
     const out = path.join(dir, 'out');
     const example = readFileSync(path.join(repoRoot, 'examples/debian-12-install.yaml'), 'utf8');
-    writeFileSync(template, example
-      .replace('          ssh_authorized_key=${build.ssh_public_key}\n', `          ssh_authorized_key=\${build.ssh_public_key}\n          ssh_authorized_key=${insecurePublicKey}\n`)
-      .replace('output_directory: ../output/debian-12-install', `output_directory: ${out}`));
+    writeFileSync(
+      template,
+      example
+        .replace(
+          '          ssh_authorized_key=${build.ssh_public_key}\n',
+          `          ssh_authorized_key=\${build.ssh_public_key}\n          ssh_authorized_key=${insecurePublicKey}\n`,
+        )
+        .replace('output_directory: ../output/debian-12-install', `output_directory: ${out}`),
+    );
     const run = await kiln(['build', template, '--events=json'], {}, 3_600_000);
     expect(run.exitCode, run.stderr.slice(-4000)).toBe(0);
     const manifest = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8'));
@@ -32,8 +41,9 @@ describe('examples/debian-12-install.yaml', () => {
     const guest = await Guest.boot({ disk: await overlayOf(artifact, dir), memoryMiB: 1024 });
     try {
       const ssh = await guest.ssh('root', insecureKey, 300_000);
-      expect(await ssh.run('cat /etc/kiln-marker; hostname; . /etc/os-release; echo $VERSION_ID'))
-        .toBe('installed from an ISO by kiln\ndebian-12-install\n12\n');
+      expect(await ssh.run('cat /etc/kiln-marker; hostname; . /etc/os-release; echo $VERSION_ID')).toBe(
+        'installed from an ISO by kiln\ndebian-12-install\n12\n',
+      );
       expect(await ssh.run('cat /etc/kiln-release')).toContain('kiln');
       expect(await guest.poweroff(ssh, 'poweroff', 120_000)).toBe(true);
     } finally {

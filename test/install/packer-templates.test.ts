@@ -25,7 +25,12 @@ async function inBootedArtifact(artifact: string, name: string, command: string)
   const iso = path.join(dir, `seed-${name}.iso`);
   await writeSeedIso(seed.seed, dir, iso);
   const disk = await overlayOf(artifact, dir, `boot-${name}.qcow2`);
-  const guest = await Guest.boot({ disk, memoryMiB: 1024, extraDisks: [{ path: iso, format: 'raw', interface: 'virtio', readonly: true }], workDir: mkdtempSync(path.join(dir, `vm-${name}-`)) });
+  const guest = await Guest.boot({
+    disk,
+    memoryMiB: 1024,
+    extraDisks: [{ path: iso, format: 'raw', interface: 'virtio', readonly: true }],
+    workDir: mkdtempSync(path.join(dir, `vm-${name}-`)),
+  });
   try {
     // 15 min: on 2 cores at load ~12 (2026-11-29) a booted artifact showed its login prompt, yet sshd sent
     // no banner within 1 s on any of 385 attempts in 300 s (a fact is awaited, not a time measured).
@@ -43,27 +48,69 @@ describe('Packer templates, unchanged (Debian cloud image, NoCloud-Net seed from
     const out = { hcl: path.join(dir, 'hcl'), json: path.join(dir, 'json'), imported: path.join(dir, 'imported') };
     const started = performance.now();
     // One after the other: two Debian guests under TCG on a shared 2-core machine starve each other.
-    const hcl = await kiln(['build', '-var', `output_directory=${out.hcl}`, '-var', 'marker=same-marker', '--events=json', path.join(fixtures, 'debian.pkr.hcl')], {}, buildTimeoutMs);
-    const json = await kiln(['build', '-var', `output_directory=${out.json}`, '-var', 'marker=same-marker', '--events=json', path.join(fixtures, 'debian.json')], {}, buildTimeoutMs);
+    const hcl = await kiln(
+      [
+        'build',
+        '-var',
+        `output_directory=${out.hcl}`,
+        '-var',
+        'marker=same-marker',
+        '--events=json',
+        path.join(fixtures, 'debian.pkr.hcl'),
+      ],
+      {},
+      buildTimeoutMs,
+    );
+    const json = await kiln(
+      [
+        'build',
+        '-var',
+        `output_directory=${out.json}`,
+        '-var',
+        'marker=same-marker',
+        '--events=json',
+        path.join(fixtures, 'debian.json'),
+      ],
+      {},
+      buildTimeoutMs,
+    );
     const both = performance.now();
     expect(hcl.exitCode, hcl.stderr).toBe(0);
     expect(json.exitCode, json.stderr).toBe(0);
 
     const yaml = path.join(dir, 'debian.yaml');
-    const imp = await kiln(['import', '-var', `output_directory=${out.imported}`, '-var', 'marker=same-marker', path.join(fixtures, 'debian.pkr.hcl'), '-o', yaml]);
+    const imp = await kiln([
+      'import',
+      '-var',
+      `output_directory=${out.imported}`,
+      '-var',
+      'marker=same-marker',
+      path.join(fixtures, 'debian.pkr.hcl'),
+      '-o',
+      yaml,
+    ]);
     expect(imp.exitCode, imp.stderr).toBe(0);
     expect(readFileSync(yaml, 'utf8')).toMatch(/qemuargs \(debian\.pkr\.hcl:\d+\)/);
     // kiln import keeps the variables (issue 25): the YAML gets the same --vars the template did.
-    const imported = await kiln(['build', '--events=json', '--var', `output_directory=${out.imported}`, '--var', 'marker=same-marker', yaml], {}, buildTimeoutMs);
+    const imported = await kiln(
+      ['build', '--events=json', '--var', `output_directory=${out.imported}`, '--var', 'marker=same-marker', yaml],
+      {},
+      buildTimeoutMs,
+    );
     expect(imported.exitCode, imported.stderr).toBe(0);
     const last = performance.now();
-    process.stderr.write(`packer-templates: HCL then JSON builds ${((both - started) / 1000).toFixed(1)} s, import + build ${((last - both) / 1000).toFixed(1)} s\n`);
+    process.stderr.write(
+      `packer-templates: HCL then JSON builds ${((both - started) / 1000).toFixed(1)} s, import + build ${((last - both) / 1000).toFixed(1)} s\n`,
+    );
 
-    for (const o of Object.values(out)) expect(readdirSync(o).sort()).toEqual(['SHA256SUMS', 'debian.qcow2', 'manifest.json']);
+    for (const o of Object.values(out))
+      expect(readdirSync(o).sort()).toEqual(['SHA256SUMS', 'debian.qcow2', 'manifest.json']);
     const expected = 'same-marker\nprovisioned from a Packer template by kiln\nbuild debian\n';
     const seen: string[] = [];
     for (const [name, o] of Object.entries(out)) {
-      seen.push(await inBootedArtifact(path.join(o, 'debian.qcow2'), name, 'cat /etc/packer-marker /etc/packer-release'));
+      seen.push(
+        await inBootedArtifact(path.join(o, 'debian.qcow2'), name, 'cat /etc/packer-marker /etc/packer-release'),
+      );
     }
     expect(seen).toEqual([expected, expected, expected]);
   }, 3_600_000);

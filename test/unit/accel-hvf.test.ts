@@ -8,10 +8,17 @@ import path from 'node:path';
 import { loadTemplate } from '../../src/template/load.js';
 
 const vm: VmSpec = {
-  name: 'mac', accelerator: 'hvf', cpus: 2, memoryMiB: 1024, machine: 'q35', firmware: { type: 'bios' },
+  name: 'mac',
+  accelerator: 'hvf',
+  cpus: 2,
+  memoryMiB: 1024,
+  machine: 'q35',
+  firmware: { type: 'bios' },
   disks: [{ path: '/w/disk.qcow2', format: 'qcow2', interface: 'virtio' }],
   net: { device: 'virtio-net-pci', hostForwards: [{ hostPort: 2222, guestPort: 22 }] },
-  qmpSocket: '/w/qmp.sock', serial: { socket: '/w/serial.sock', log: '/w/serial.log' }, headless: true,
+  qmpSocket: '/w/qmp.sock',
+  serial: { socket: '/w/serial.sock', log: '/w/serial.log' },
+  headless: true,
 };
 const value = (args: string[], flag: string) => args.filter((_, i) => args[i - 1] === flag);
 
@@ -26,8 +33,13 @@ describe('accelerator: hvf', () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-hvf-'));
     try {
       writeFileSync(path.join(dir, 'base.qcow2'), '');
-      writeFileSync(path.join(dir, 't.yaml'), 'builds:\n  - name: m\n    source: { base_image: base.qcow2, checksum: none, accelerator: hvf }\n');
+      writeFileSync(
+        path.join(dir, 't.yaml'),
+        'builds:\n  - name: m\n    source: { base_image: base.qcow2, checksum: none, accelerator: hvf }\n',
+      );
       expect(loadTemplate(path.join(dir, 't.yaml')).template.builds[0]!.source.accelerator).toBe('hvf');
-    } finally { rmSync(dir, { recursive: true, force: true }); }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

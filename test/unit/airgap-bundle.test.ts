@@ -24,7 +24,9 @@ writeFileSync(path.join(site, 'tpl', 'setup.sh'), '#!/bin/sh\necho hi\n', { mode
 writeFileSync(path.join(site, 'tpl', 'www', 'index.html'), '<p>x</p>\n');
 writeFileSync(path.join(site, 'tpl', 'vars.yaml'), 'marker: from-var-file\n');
 const templateFile = path.join(site, 'tpl', 'kiln.yaml');
-writeFileSync(templateFile, `
+writeFileSync(
+  templateFile,
+  `
 variables:
   marker: { default: m }
 builds:
@@ -41,12 +43,18 @@ builds:
       - type: file
         source: files/motd
         destination: /etc/motd
-`);
+`,
+);
 
 async function recording(): Promise<string> {
   const rec = path.join(dir, 'rec');
   const store = new PackageStore(rec);
-  await store.add('http://deb.example/pool/jq.deb', 200, { 'content-type': 'application/octet-stream' }, Readable.from([Buffer.from('jq package')]));
+  await store.add(
+    'http://deb.example/pool/jq.deb',
+    200,
+    { 'content-type': 'application/octet-stream' },
+    Readable.from([Buffer.from('jq package')]),
+  );
   store.save();
   return rec;
 }
@@ -54,13 +62,36 @@ async function recording(): Promise<string> {
 describe('bundles', () => {
   it('carries every input and the recording, gives the same bytes twice, and lays the tree out again on open', async () => {
     const varFile = path.join(site, 'tpl', 'vars.yaml');
-    const t = loadTemplate(templateFile, { vars: [], varFiles: [varFile], env: {} }, { cacheDir: path.join(dir, 'cache') });
+    const t = loadTemplate(
+      templateFile,
+      { vars: [], varFiles: [varFile], env: {} },
+      { cacheDir: path.join(dir, 'cache') },
+    );
     const rec = await recording();
-    const one = await writeBundle({ template: t, varFiles: [varFile], recordingDir: rec, output: path.join(dir, 'one.kiln.tar'), cacheDir: path.join(dir, 'cache') });
-    const two = await writeBundle({ template: t, varFiles: [varFile], recordingDir: rec, output: path.join(dir, 'two.kiln.tar'), cacheDir: path.join(dir, 'cache') });
+    const one = await writeBundle({
+      template: t,
+      varFiles: [varFile],
+      recordingDir: rec,
+      output: path.join(dir, 'one.kiln.tar'),
+      cacheDir: path.join(dir, 'cache'),
+    });
+    const two = await writeBundle({
+      template: t,
+      varFiles: [varFile],
+      recordingDir: rec,
+      output: path.join(dir, 'two.kiln.tar'),
+      cacheDir: path.join(dir, 'cache'),
+    });
     expect(two.sha256).toBe(one.sha256);
     expect(sha(readFileSync(one.file))).toBe(one.sha256);
-    expect(one.manifest.tree.map((e) => e.path)).toEqual(['images/base.qcow2', 'tpl/files/motd', 'tpl/kiln.yaml', 'tpl/setup.sh', 'tpl/vars.yaml', 'tpl/www/index.html']);
+    expect(one.manifest.tree.map((e) => e.path)).toEqual([
+      'images/base.qcow2',
+      'tpl/files/motd',
+      'tpl/kiln.yaml',
+      'tpl/setup.sh',
+      'tpl/vars.yaml',
+      'tpl/www/index.html',
+    ]);
     expect(one.manifest.template).toBe('tpl/kiln.yaml');
     expect(one.manifest.packages).toBe(1);
     expect(existsSync(path.join(dir, 'one.kiln.tar'))).toBe(true);
@@ -69,7 +100,11 @@ describe('bundles', () => {
     const opened = await openBundle(one.file, path.join(dir, 'cache2'));
     expect(readFileSync(path.join(opened.treeRoot, 'images/base.qcow2'))).toEqual(Buffer.alloc(200_000, 7));
     expect(readFileSync(opened.template, 'utf8')).toBe(readFileSync(templateFile, 'utf8'));
-    const reloaded = loadTemplate(opened.template, { vars: [], varFiles: opened.varFiles, env: {} }, { cacheDir: path.join(dir, 'cache2') });
+    const reloaded = loadTemplate(
+      opened.template,
+      { vars: [], varFiles: opened.varFiles, env: {} },
+      { cacheDir: path.join(dir, 'cache2') },
+    );
     expect(reloaded.template.builds[0]!.output_directory).toBe(path.join(opened.treeRoot, 'out/b'));
     const store = new PackageStore(opened.packagesDir, opened.blobsDir);
     const hit = store.lookup('http://deb.example/pool/jq.deb')!;
@@ -78,7 +113,11 @@ describe('bundles', () => {
 
   it('refuses a tampered member, naming it, and leaves nothing unpacked', async () => {
     const t = loadTemplate(templateFile, { vars: [], varFiles: [], env: {} }, { cacheDir: path.join(dir, 'cache') });
-    const w = await writeBundle({ template: t, output: path.join(dir, 'tamper.kiln.tar'), cacheDir: path.join(dir, 'cache') });
+    const w = await writeBundle({
+      template: t,
+      output: path.join(dir, 'tamper.kiln.tar'),
+      cacheDir: path.join(dir, 'cache'),
+    });
     const bytes = readFileSync(w.file);
     // The motd blob's content sits in the tar as is: change one byte of it.
     const at = bytes.indexOf(Buffer.from('hello\n'));

@@ -1,5 +1,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createReadStream, createWriteStream, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  createReadStream,
+  createWriteStream,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { open } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -33,7 +43,10 @@ async function untar(archive: string, into: string, gzip = false): Promise<{ nam
       await pipeline(entry, createWriteStream(path.join(into, path.basename(entry.header.name))));
     }
   })();
-  await Promise.all([gzip ? pipeline(createReadStream(archive), createGunzip(), extract) : pipeline(createReadStream(archive), extract), done]);
+  await Promise.all([
+    gzip ? pipeline(createReadStream(archive), createGunzip(), extract) : pipeline(createReadStream(archive), extract),
+    done,
+  ]);
   return entries;
 }
 
@@ -65,14 +78,26 @@ beforeAll(async () => {
   await convert(raw, 'raw', source, 'qcow2');
 });
 
-afterAll(() => { if (dir) rmSync(dir, { recursive: true, force: true }); });
+afterAll(() => {
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
 
 describe('OVA', () => {
   it('packs descriptor, streamOptimized VMDK and manifest, in that order, with matching digests', async () => {
     const outDir = mkdtempSync(path.join(dir, 'ova-'));
     const out = path.join(outDir, 'web.ova');
     const progress: number[] = [];
-    const { size } = await writeOva({ source, sourceFormat: 'qcow2', out, name: 'web', cpus: 2, memoryMiB: 2048, firmware: 'bios', qemuImg, onProgress: (p) => progress.push(p) });
+    const { size } = await writeOva({
+      source,
+      sourceFormat: 'qcow2',
+      out,
+      name: 'web',
+      cpus: 2,
+      memoryMiB: 2048,
+      firmware: 'bios',
+      qemuImg,
+      onProgress: (p) => progress.push(p),
+    });
     expect(size).toBe(statSync(out).size);
     expect(leftovers(outDir)).toEqual([]);
     expect(progress.at(-1)).toBe(100);
@@ -103,14 +128,24 @@ describe('OVA', () => {
     const vmdkBytes = statSync(path.join(x, 'web-disk1.vmdk')).size;
     expect(ovf).toMatch(/^<\?xml version="1.0" encoding="UTF-8"\?>/);
     expect(ovf).toMatch(new RegExp(`<File ovf:href="web-disk1.vmdk" ovf:id="file1" ovf:size="${vmdkBytes}"/>`));
-    expect(ovf).toMatch(new RegExp(`<Disk ovf:capacity="${info['virtual-size']}" ovf:capacityAllocationUnits="byte" ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/>`));
+    expect(ovf).toMatch(
+      new RegExp(
+        `<Disk ovf:capacity="${info['virtual-size']}" ovf:capacityAllocationUnits="byte" ovf:diskId="vmdisk1" ovf:fileRef="file1" ovf:format="http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized"/>`,
+      ),
+    );
     expect(ovf).toMatch(/<NetworkSection>[\s\S]*<Network ovf:name="VM Network">/);
     expect(ovf).toMatch(/<OperatingSystemSection ovf:id="101" vmw:osType="otherLinux64Guest">/);
     expect(ovf).toMatch(/<vssd:VirtualSystemType>vmx-14<\/vssd:VirtualSystemType>/);
     expect(ovf).toMatch(/<rasd:ResourceType>3<\/rasd:ResourceType>\s*<rasd:VirtualQuantity>2<\/rasd:VirtualQuantity>/);
-    expect(ovf).toMatch(/<rasd:AllocationUnits>byte \* 2\^20<\/rasd:AllocationUnits>[\s\S]*?<rasd:ResourceType>4<\/rasd:ResourceType>\s*<rasd:VirtualQuantity>2048</);
-    expect(ovf).toMatch(/<rasd:InstanceID>3<\/rasd:InstanceID>\s*<rasd:ResourceSubType>vmware.sata.ahci<\/rasd:ResourceSubType>\s*<rasd:ResourceType>20</);
-    expect(ovf).toMatch(/<rasd:HostResource>ovf:\/disk\/vmdisk1<\/rasd:HostResource>\s*<rasd:InstanceID>4<\/rasd:InstanceID>\s*<rasd:Parent>3<\/rasd:Parent>\s*<rasd:ResourceType>17</);
+    expect(ovf).toMatch(
+      /<rasd:AllocationUnits>byte \* 2\^20<\/rasd:AllocationUnits>[\s\S]*?<rasd:ResourceType>4<\/rasd:ResourceType>\s*<rasd:VirtualQuantity>2048</,
+    );
+    expect(ovf).toMatch(
+      /<rasd:InstanceID>3<\/rasd:InstanceID>\s*<rasd:ResourceSubType>vmware.sata.ahci<\/rasd:ResourceSubType>\s*<rasd:ResourceType>20</,
+    );
+    expect(ovf).toMatch(
+      /<rasd:HostResource>ovf:\/disk\/vmdisk1<\/rasd:HostResource>\s*<rasd:InstanceID>4<\/rasd:InstanceID>\s*<rasd:Parent>3<\/rasd:Parent>\s*<rasd:ResourceType>17</,
+    );
     expect(ovf).toMatch(/<rasd:ResourceSubType>E1000<\/rasd:ResourceSubType>\s*<rasd:ResourceType>10</);
     expect(ovf).not.toMatch(/firmware/);
     // Well-formed enough: every opened element is closed.
@@ -124,7 +159,15 @@ describe('OVA', () => {
   });
 
   it('describes UEFI firmware and keeps RASD elements in schema (alphabetical) order', () => {
-    const ovf = ovfDescriptor({ name: 'a <b> & "c"', cpus: 4, memoryMiB: 512, firmware: 'uefi', diskFile: 'x.vmdk', diskFileSize: 10, capacity: GiB });
+    const ovf = ovfDescriptor({
+      name: 'a <b> & "c"',
+      cpus: 4,
+      memoryMiB: 512,
+      firmware: 'uefi',
+      diskFile: 'x.vmdk',
+      diskFileSize: 10,
+      capacity: GiB,
+    });
     expect(ovf).toContain('<vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="efi"/>');
     expect(ovf).toContain('<Name>a &lt;b&gt; &amp; &quot;c&quot;</Name>');
     expect(ovf).toContain('<VirtualSystem ovf:id="a_b_c_">');
@@ -138,10 +181,19 @@ describe('OVA', () => {
 });
 
 describe('Vagrant box', () => {
-  it('packs metadata.json, Vagrantfile and a qcow2 box.img in a gzip\'d tar', async () => {
+  it("packs metadata.json, Vagrantfile and a qcow2 box.img in a gzip'd tar", async () => {
     const outDir = mkdtempSync(path.join(dir, 'box-'));
     const out = path.join(outDir, 'web.box');
-    await writeVagrantBox({ source, sourceFormat: 'qcow2', out, name: 'web', cpus: 3, memoryMiB: 1536, firmware: 'bios', qemuImg });
+    await writeVagrantBox({
+      source,
+      sourceFormat: 'qcow2',
+      out,
+      name: 'web',
+      cpus: 3,
+      memoryMiB: 1536,
+      firmware: 'bios',
+      qemuImg,
+    });
     expect(leftovers(outDir)).toEqual([]);
     const head = gunzipSync(readFileSync(out)).subarray(0, 512); // a small test archive: fine in memory
     expect(head.subarray(257, 265).toString('latin1')).toBe('ustar\x0000');
@@ -149,7 +201,11 @@ describe('Vagrant box', () => {
     const x = mkdtempSync(path.join(dir, 'box-x-'));
     const entries = await untar(out, x, true);
     expect(entries.map((e) => e.name).sort()).toEqual(['Vagrantfile', 'box.img', 'metadata.json']);
-    expect(JSON.parse(readFileSync(path.join(x, 'metadata.json'), 'utf8'))).toEqual({ provider: 'libvirt', format: 'qcow2', virtual_size: 1 });
+    expect(JSON.parse(readFileSync(path.join(x, 'metadata.json'), 'utf8'))).toEqual({
+      provider: 'libvirt',
+      format: 'qcow2',
+      virtual_size: 1,
+    });
     const vf = readFileSync(path.join(x, 'Vagrantfile'), 'utf8');
     expect(vf).toMatch(/config\.vm\.provider :libvirt do \|libvirt\|/);
     expect(vf).toMatch(/libvirt\.driver = "kvm"/);
@@ -165,7 +221,9 @@ describe('Vagrant box', () => {
   });
 
   it('sets the OVMF loader for UEFI', () => {
-    expect(boxVagrantfile({ name: 'u', cpus: 1, memoryMiB: 512, firmware: 'uefi' })).toMatch(/libvirt\.loader = "\/usr\/share\/OVMF\/OVMF_CODE_4M\.fd"/);
+    expect(boxVagrantfile({ name: 'u', cpus: 1, memoryMiB: 512, firmware: 'uefi' })).toMatch(
+      /libvirt\.loader = "\/usr\/share\/OVMF\/OVMF_CODE_4M\.fd"/,
+    );
   });
 });
 
@@ -193,10 +251,16 @@ describe('GCE tarball', () => {
     const first = await new Promise<Buffer>((resolve, reject) => {
       let got = Buffer.alloc(0);
       const rs = createReadStream(out);
-      rs.pipe(gunzip).on('data', (b: Buffer) => {
-        got = Buffer.concat([got, b]);
-        if (got.length >= 512) { rs.destroy(); gunzip.destroy(); resolve(got.subarray(0, 512)); }
-      }).on('error', reject);
+      rs.pipe(gunzip)
+        .on('data', (b: Buffer) => {
+          got = Buffer.concat([got, b]);
+          if (got.length >= 512) {
+            rs.destroy();
+            gunzip.destroy();
+            resolve(got.subarray(0, 512));
+          }
+        })
+        .on('error', reject);
     });
     expect(first.subarray(257, 265).toString('latin1')).toBe('ustar  \0');
     expect(first.subarray(0, 9).toString('latin1')).toBe('disk.raw\0');
@@ -217,17 +281,32 @@ describe('failures', () => {
   it('names the failing step and leaves nothing behind', async () => {
     const outDir = mkdtempSync(path.join(dir, 'fail-'));
     const missing = path.join(dir, 'does-not-exist.qcow2');
-    await expect(writeOva({ source: missing, sourceFormat: 'qcow2', out: path.join(outDir, 'x.ova'), name: 'x', cpus: 1, memoryMiB: 256, firmware: 'bios', qemuImg }))
-      .rejects.toThrow(/OVA .*x\.ova: converting the disk to a streamOptimized VMDK \(qemu-img convert\) failed/);
-    await expect(writeGceTarball({ source: missing, sourceFormat: 'qcow2', out: path.join(outDir, 'x.tar.gz'), qemuImg }))
-      .rejects.toThrow(/GCE tarball .*: converting the disk to raw \(qemu-img convert\) failed/);
+    await expect(
+      writeOva({
+        source: missing,
+        sourceFormat: 'qcow2',
+        out: path.join(outDir, 'x.ova'),
+        name: 'x',
+        cpus: 1,
+        memoryMiB: 256,
+        firmware: 'bios',
+        qemuImg,
+      }),
+    ).rejects.toThrow(/OVA .*x\.ova: converting the disk to a streamOptimized VMDK \(qemu-img convert\) failed/);
+    await expect(
+      writeGceTarball({ source: missing, sourceFormat: 'qcow2', out: path.join(outDir, 'x.tar.gz'), qemuImg }),
+    ).rejects.toThrow(/GCE tarball .*: converting the disk to raw \(qemu-img convert\) failed/);
     expect(readdirSync(outDir)).toEqual([]);
     expect(existsSync(path.join(outDir, 'x.ova'))).toBe(false);
   });
 
-  it('reports the destination\'s own error when the archive cannot be written (no hang)', async () => {
+  it("reports the destination's own error when the archive cannot be written (no hang)", async () => {
     await expect(writeTar('/dev/full', [{ name: 'd', file: source }])).rejects.toThrow(/ENOSPC/);
-    await expect(writeTar(path.join(dir, 'no-such-dir', 'a.tar'), [{ name: 'd', file: source }], { gzip: true })).rejects.toThrow(/ENOENT/);
-    await expect(writeTar(path.join(dir, 'a.tar'), [{ name: 'd', file: path.join(dir, 'missing') }])).rejects.toThrow(/ENOENT/);
+    await expect(
+      writeTar(path.join(dir, 'no-such-dir', 'a.tar'), [{ name: 'd', file: source }], { gzip: true }),
+    ).rejects.toThrow(/ENOENT/);
+    await expect(writeTar(path.join(dir, 'a.tar'), [{ name: 'd', file: path.join(dir, 'missing') }])).rejects.toThrow(
+      /ENOENT/,
+    );
   });
 });

@@ -18,7 +18,29 @@ describe('parseBootCommand', () => {
     ]);
   });
   it('accepts every Packer special key, case-insensitively', () => {
-    for (const k of ['enter', 'return', 'esc', 'tab', 'bs', 'del', 'spacebar', 'insert', 'home', 'end', 'pageUp', 'pageDown', 'up', 'down', 'left', 'right', 'f1', 'f12', 'leftAlt', 'rightShift', 'leftSuper']) {
+    for (const k of [
+      'enter',
+      'return',
+      'esc',
+      'tab',
+      'bs',
+      'del',
+      'spacebar',
+      'insert',
+      'home',
+      'end',
+      'pageUp',
+      'pageDown',
+      'up',
+      'down',
+      'left',
+      'right',
+      'f1',
+      'f12',
+      'leftAlt',
+      'rightShift',
+      'leftSuper',
+    ]) {
       const [node] = parseBootCommand(`<${k}>`);
       expect(node?.kind, k).toBe('key');
     }
@@ -31,12 +53,18 @@ describe('parseBootCommand', () => {
     ]);
     expect(parseBootCommand('echo a < b <c d')).toEqual([{ kind: 'text', text: 'echo a < b <c d', pos: 0 }]);
   });
-  it('reads waits as Packer\'s grammar writes them: seconds, Go durations with fractions and ns/us', () => {
-    expect(parseBootCommand('<wait1.5s><wait500ms><wait1m30s><wait0><wait24h><WAIT2><wait1500us>').map((n) => (n.kind === 'wait' ? n.ms : n))).toEqual([1500, 500, 90_000, 0, 86_400_000, 2000, 2]);
+  it("reads waits as Packer's grammar writes them: seconds, Go durations with fractions and ns/us", () => {
+    expect(
+      parseBootCommand('<wait1.5s><wait500ms><wait1m30s><wait0><wait24h><WAIT2><wait1500us>').map((n) =>
+        n.kind === 'wait' ? n.ms : n,
+      ),
+    ).toEqual([1500, 500, 90_000, 0, 86_400_000, 2000, 2]);
   });
 
   it('parses waitFor with text, regex and timeout', () => {
-    expect(parseBootCommand('<waitFor "boot: ">')).toEqual([{ kind: 'waitFor', pattern: 'boot: ', timeoutMs: defaultWaitForMs, pos: 0 }]);
+    expect(parseBootCommand('<waitFor "boot: ">')).toEqual([
+      { kind: 'waitFor', pattern: 'boot: ', timeoutMs: defaultWaitForMs, pos: 0 },
+    ]);
     const [n] = parseBootCommand('<waitFor /login:\\s*$/m 2m>');
     expect(n).toMatchObject({ kind: 'waitFor', timeoutMs: 120_000 });
     expect((n as { pattern: RegExp }).pattern.source).toBe('login:\\s*$');
@@ -77,13 +105,39 @@ describe('parseBootCommand', () => {
 describe('US keyboard mapping', () => {
   // The reference: each printable ASCII character, the key that types it, and whether shift is held.
   const table: Record<string, [string, boolean]> = {
-    ' ': ['spc', false], '!': ['1', true], '"': ['apostrophe', true], '#': ['3', true], $: ['4', true], '%': ['5', true],
-    '&': ['7', true], "'": ['apostrophe', false], '(': ['9', true], ')': ['0', true], '*': ['8', true], '+': ['equal', true],
-    ',': ['comma', false], '-': ['minus', false], '.': ['dot', false], '/': ['slash', false], ':': ['semicolon', true],
-    ';': ['semicolon', false], '<': ['comma', true], '=': ['equal', false], '>': ['dot', true], '?': ['slash', true],
-    '@': ['2', true], '[': ['bracket_left', false], '\\': ['backslash', false], ']': ['bracket_right', false],
-    '^': ['6', true], _: ['minus', true], '`': ['grave_accent', false], '{': ['bracket_left', true], '|': ['backslash', true],
-    '}': ['bracket_right', true], '~': ['grave_accent', true],
+    ' ': ['spc', false],
+    '!': ['1', true],
+    '"': ['apostrophe', true],
+    '#': ['3', true],
+    $: ['4', true],
+    '%': ['5', true],
+    '&': ['7', true],
+    "'": ['apostrophe', false],
+    '(': ['9', true],
+    ')': ['0', true],
+    '*': ['8', true],
+    '+': ['equal', true],
+    ',': ['comma', false],
+    '-': ['minus', false],
+    '.': ['dot', false],
+    '/': ['slash', false],
+    ':': ['semicolon', true],
+    ';': ['semicolon', false],
+    '<': ['comma', true],
+    '=': ['equal', false],
+    '>': ['dot', true],
+    '?': ['slash', true],
+    '@': ['2', true],
+    '[': ['bracket_left', false],
+    '\\': ['backslash', false],
+    ']': ['bracket_right', false],
+    '^': ['6', true],
+    _: ['minus', true],
+    '`': ['grave_accent', false],
+    '{': ['bracket_left', true],
+    '|': ['backslash', true],
+    '}': ['bracket_right', true],
+    '~': ['grave_accent', true],
   };
   for (let c = 0x20; c <= 0x7e; c++) {
     const ch = String.fromCharCode(c);

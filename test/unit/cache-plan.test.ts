@@ -18,9 +18,14 @@ const base = path.join(dir, 'base.qcow2');
 writeFileSync(base, 'a base image');
 
 let n = 0;
-function buildOf(provisioners = "[{ type: shell, inline: ['echo one'] }, { type: shell, inline: ['echo two'] }]", source = `base_image: ${base}`) {
+function buildOf(
+  provisioners = "[{ type: shell, inline: ['echo one'] }, { type: shell, inline: ['echo two'] }]",
+  source = `base_image: ${base}`,
+) {
   const file = path.join(dir, `t${n++}.yaml`);
-  writeFileSync(file, `
+  writeFileSync(
+    file,
+    `
 builds:
   - name: p
     output_directory: ${path.join(dir, 'out', String(n))}
@@ -29,7 +34,8 @@ builds:
       checksum: none
       communicator: { username: root, password: x }
     provisioners: ${provisioners}
-`);
+`,
+  );
   return loadTemplate(file, { vars: [], varFiles: [], env: {} }).template.builds[0]!;
 }
 
@@ -43,16 +49,33 @@ async function storeWith(keys: (string | undefined)[], finalKey?: string) {
   const meta = { build: 'p', template: 't', description: 'shell' };
   for (const [i, k] of keys.entries()) {
     if (!k) continue;
-    await store.publish(k, frozen, parent ? { name: `${parent}.qcow2`, format: 'qcow2' } : { name: rootName, format: 'qcow2' }, { ...meta, parent, provisioner: i + 1 });
+    await store.publish(
+      k,
+      frozen,
+      parent ? { name: `${parent}.qcow2`, format: 'qcow2' } : { name: rootName, format: 'qcow2' },
+      { ...meta, parent, provisioner: i + 1 },
+    );
     parent = k;
   }
-  if (finalKey) await store.publish(finalKey, frozen, { name: `${parent}.qcow2`, format: 'qcow2' }, { ...meta, parent, provisioner: 0, final: {} });
+  if (finalKey)
+    await store.publish(
+      finalKey,
+      frozen,
+      { name: `${parent}.qcow2`, format: 'qcow2' },
+      { ...meta, parent, provisioner: 0, final: {} },
+    );
   return { cacheDir, store };
 }
 
 const remoteHolding = (keys: string[]): RemoteLookup & { asked: string[] } => {
   const asked: string[] = [];
-  return { asked, has: async (k) => { asked.push(k); return keys.includes(k); } };
+  return {
+    asked,
+    has: async (k) => {
+      asked.push(k);
+      return keys.includes(k);
+    },
+  };
 };
 
 describe('planBuild', () => {
@@ -62,7 +85,10 @@ describe('planBuild', () => {
     const plan = await planBuild(b, { cacheDir, finishingScripts: ['clean'] });
     expect(plan.resume).toEqual({ kind: 'fresh' });
     expect(plan.upToDate).toBe(false);
-    expect(plan.layers.map((l) => [l.index, Boolean(l.key), l.local])).toEqual([[0, true, false], [1, true, false]]);
+    expect(plan.layers.map((l) => [l.index, Boolean(l.key), l.local])).toEqual([
+      [0, true, false],
+      [1, true, false],
+    ]);
     expect(plan.final).toEqual({ key: expect.stringMatching(/^[0-9a-f]{64}$/), local: false });
     // The base's digest comes from the file itself (no fetch step ran).
     expect(plan.base!.sha256).toMatch(/^[0-9a-f]{64}$/);
@@ -73,15 +99,27 @@ describe('planBuild', () => {
     const keys = (await planBuild(b, { cacheDir: dir, finishingScripts: ['clean'] })).layers.map((l) => l.key!);
     const finalKey = (await planBuild(b, { cacheDir: dir, finishingScripts: ['clean'] })).final!.key;
     const one = await storeWith([keys[0]]);
-    expect((await planBuild(b, { cacheDir: one.cacheDir, store: one.store, finishingScripts: ['clean'], verify: true })).resume).toEqual({ kind: 'resume', at: 1, key: keys[0], source: 'local' });
+    expect(
+      (await planBuild(b, { cacheDir: one.cacheDir, store: one.store, finishingScripts: ['clean'], verify: true }))
+        .resume,
+    ).toEqual({ kind: 'resume', at: 1, key: keys[0], source: 'local' });
     const both = await storeWith(keys);
-    expect((await planBuild(b, { cacheDir: both.cacheDir, store: both.store, finishingScripts: ['clean'] })).resume).toMatchObject({ kind: 'resume', at: 2 });
+    expect(
+      (await planBuild(b, { cacheDir: both.cacheDir, store: both.store, finishingScripts: ['clean'] })).resume,
+    ).toMatchObject({ kind: 'resume', at: 2 });
     const all = await storeWith(keys, finalKey);
-    const plan = await planBuild(b, { cacheDir: all.cacheDir, store: all.store, finishingScripts: ['clean'], verify: true });
+    const plan = await planBuild(b, {
+      cacheDir: all.cacheDir,
+      store: all.store,
+      finishingScripts: ['clean'],
+      verify: true,
+    });
     expect(plan.resume).toEqual({ kind: 'fromFinalLayer', finalKey, source: 'local' });
     expect(plan.final).toEqual({ key: finalKey, local: true });
     // Other finishing scripts: another final key, so the last layer boots.
-    expect((await planBuild(b, { cacheDir: all.cacheDir, store: all.store, finishingScripts: ['other'] })).resume.kind).toBe('resume');
+    expect(
+      (await planBuild(b, { cacheDir: all.cacheDir, store: all.store, finishingScripts: ['other'] })).resume.kind,
+    ).toBe('resume');
   });
 
   it('a damaged layer: reported, the plan resumes below it, the store untouched (the build removes it)', async () => {
@@ -94,7 +132,10 @@ describe('planBuild', () => {
     expect(plan.damaged).toEqual([{ key: keys[1], problem: expect.stringMatching(/^digest mismatch/) }]);
     expect(s.store.meta(keys[1]!)).toBeDefined();
     // Without verify (kiln plan, quick): the layer counts as cached.
-    expect((await planBuild(b, { cacheDir: s.cacheDir, store: s.store })).resume).toMatchObject({ kind: 'resume', at: 2 });
+    expect((await planBuild(b, { cacheDir: s.cacheDir, store: s.store })).resume).toMatchObject({
+      kind: 'resume',
+      at: 2,
+    });
   });
 
   it('only the remote cache holds the final disk: fromFinalLayer from the remote; asked only when the local store lacks it', async () => {
@@ -102,15 +143,31 @@ describe('planBuild', () => {
     const probe = await planBuild(b, { cacheDir: dir, finishingScripts: ['clean'] });
     const remote = remoteHolding([probe.final!.key]);
     const empty = await storeWith([]);
-    const plan = await planBuild(b, { cacheDir: empty.cacheDir, store: empty.store, finishingScripts: ['clean'], remote });
+    const plan = await planBuild(b, {
+      cacheDir: empty.cacheDir,
+      store: empty.store,
+      finishingScripts: ['clean'],
+      remote,
+    });
     expect(plan.resume).toEqual({ kind: 'fromFinalLayer', finalKey: probe.final!.key, source: 'remote' });
     expect(plan.final).toEqual({ key: probe.final!.key, local: false, remote: true });
-    const local = await storeWith(probe.layers.map((l) => l.key!), probe.final!.key);
+    const local = await storeWith(
+      probe.layers.map((l) => l.key!),
+      probe.final!.key,
+    );
     const asked = remoteHolding([]);
-    expect((await planBuild(b, { cacheDir: local.cacheDir, store: local.store, finishingScripts: ['clean'], remote: asked })).resume).toMatchObject({ source: 'local' });
+    expect(
+      (await planBuild(b, { cacheDir: local.cacheDir, store: local.store, finishingScripts: ['clean'], remote: asked }))
+        .resume,
+    ).toMatchObject({ source: 'local' });
     expect(asked.asked).toEqual([]);
     // A remote without it: fresh, and the plan says the remote was asked.
-    const none = await planBuild(b, { cacheDir: empty.cacheDir, store: empty.store, finishingScripts: ['clean'], remote: remoteHolding([]) });
+    const none = await planBuild(b, {
+      cacheDir: empty.cacheDir,
+      store: empty.store,
+      finishingScripts: ['clean'],
+      remote: remoteHolding([]),
+    });
     expect(none.resume).toEqual({ kind: 'fresh' });
     expect(none.final!.remote).toBe(false);
   });
@@ -119,9 +176,19 @@ describe('planBuild', () => {
     const b = buildOf();
     const keys = (await planBuild(b, { cacheDir: dir })).layers.map((l) => l.key!);
     const empty = await storeWith([]);
-    const both = await planBuild(b, { cacheDir: empty.cacheDir, store: empty.store, remote: remoteHolding(keys), remoteIntermediate: true });
+    const both = await planBuild(b, {
+      cacheDir: empty.cacheDir,
+      store: empty.store,
+      remote: remoteHolding(keys),
+      remoteIntermediate: true,
+    });
     expect(both.resume).toMatchObject({ kind: 'resume', at: 2, source: 'remote' });
-    const gap = await planBuild(b, { cacheDir: empty.cacheDir, store: empty.store, remote: remoteHolding([keys[1]!]), remoteIntermediate: true });
+    const gap = await planBuild(b, {
+      cacheDir: empty.cacheDir,
+      store: empty.store,
+      remote: remoteHolding([keys[1]!]),
+      remoteIntermediate: true,
+    });
     expect(gap.resume).toEqual({ kind: 'fresh' });
   });
 
@@ -147,7 +214,11 @@ describe('networkFileSystem', () => {
     expect(networkFileSystem('/x', () => ({ type: 0xff534d42 }))).toBe('CIFS');
     expect(networkFileSystem('/x', () => ({ type: 0xfe534d42 }))).toBe('SMB2');
     expect(networkFileSystem('/x', () => ({ type: 0xef53 }))).toBeUndefined();
-    expect(networkFileSystem('/x', () => { throw new Error('ENOENT'); })).toBeUndefined();
+    expect(
+      networkFileSystem('/x', () => {
+        throw new Error('ENOENT');
+      }),
+    ).toBeUndefined();
     expect(networkFileSystem(dir)).toBeUndefined();
   });
 });

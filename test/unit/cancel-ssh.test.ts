@@ -24,21 +24,28 @@ let lastConnectionExit: Promise<NodeJS.Signals | null> | undefined;
 /** Runs `command` as the guests' SSH servers do. */
 function runLikeSshd(style: Style, command: string): ChildProcess {
   // dropbear: an outer shell leads the group and waits for the command's shell, as its per-connection process does.
-  const child = style === 'openssh'
-    ? spawn('/bin/sh', ['-c', command], { detached: true })
-    : spawn('/bin/sh', ['-c', '/bin/sh -c "$1"; exit $?', 'connection', command], { detached: true });
+  const child =
+    style === 'openssh'
+      ? spawn('/bin/sh', ['-c', command], { detached: true })
+      : spawn('/bin/sh', ['-c', '/bin/sh -c "$1"; exit $?', 'connection', command], { detached: true });
   started.push(child);
-  if (style === 'dropbear') lastConnectionExit = new Promise((resolve) => child.once('exit', (_code, signal) => resolve(signal)));
+  if (style === 'dropbear')
+    lastConnectionExit = new Promise((resolve) => child.once('exit', (_code, signal) => resolve(signal)));
   return child;
 }
 
 /** A process that is running (not gone, not a zombie waiting for a parent that does not reap). */
 function isRunning(pid: number): boolean {
-  try { return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8')); } catch { return false; }
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
 }
 
 async function until(what: string, check: () => boolean, ms = 90_000): Promise<void> {
-  for (const deadline = Date.now() + ms; !check(); await sleep(50)) if (Date.now() > deadline) throw new Error(`waited ${ms} ms for ${what}`);
+  for (const deadline = Date.now() + ms; !check(); await sleep(50))
+    if (Date.now() > deadline) throw new Error(`waited ${ms} ms for ${what}`);
 }
 
 let server: ssh2.Server;
@@ -49,7 +56,10 @@ beforeAll(async () => {
   const hostKey = ssh2.utils.generateKeyPairSync('ed25519').private;
   let style: Style = 'openssh';
   server = new ssh2.Server({ hostKeys: [hostKey] }, (client) => {
-    client.on('authentication', (auth) => { style = auth.username as Style; auth.accept(); });
+    client.on('authentication', (auth) => {
+      style = auth.username as Style;
+      auth.accept();
+    });
     client.on('error', () => undefined);
     client.on('session', (accept) => {
       const session = accept();
@@ -62,9 +72,12 @@ beforeAll(async () => {
         child.stderr!.pipe(stream.stderr, { end: false });
         child.on('close', (code, signal) => {
           try {
-            if (signal) stream.exit(signal.replace(/^SIG/, ''), false, ''); else stream.exit(code ?? 0);
+            if (signal) stream.exit(signal.replace(/^SIG/, ''), false, '');
+            else stream.exit(code ?? 0);
             stream.end();
-          } catch { /* the client closed the channel already */ }
+          } catch {
+            /* the client closed the channel already */
+          }
         });
       });
       // An SFTP server that opens files and then never answers a read or a write: a stalled transfer.
@@ -73,8 +86,11 @@ beforeAll(async () => {
         sftp.on('OPEN', (reqid) => sftp.handle(reqid, Buffer.from([1])));
         // Listened to, so that ssh2 does not answer them itself.
         for (const request of ['READ', 'WRITE'] as const) sftp.on(request, () => undefined);
-        for (const request of ['CLOSE', 'FSETSTAT', 'SETSTAT'] as const) sftp.on(request, (reqid: number) => sftp.status(reqid, ssh2.utils.sftp.STATUS_CODE.OK));
-        sftp.on('FSTAT', (reqid) => sftp.attrs(reqid, { mode: 0o100644, uid: 0, gid: 0, size: 1 << 20, atime: 0, mtime: 0 }));
+        for (const request of ['CLOSE', 'FSETSTAT', 'SETSTAT'] as const)
+          sftp.on(request, (reqid: number) => sftp.status(reqid, ssh2.utils.sftp.STATUS_CODE.OK));
+        sftp.on('FSTAT', (reqid) =>
+          sftp.attrs(reqid, { mode: 0o100644, uid: 0, gid: 0, size: 1 << 20, atime: 0, mtime: 0 }),
+        );
       });
     });
   });
@@ -84,13 +100,22 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const s of sessions) s.close();
-  for (const c of started) { try { process.kill(-c.pid!, 'SIGKILL'); } catch { /* gone */ } }
+  for (const c of started) {
+    try {
+      process.kill(-c.pid!, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
   await new Promise<void>((resolve) => server.close(() => resolve()));
   rmSync(dir, { recursive: true, force: true });
 });
 
 async function login(style: Style): Promise<SshSession> {
-  const s = await connectOnce({ host: '127.0.0.1', port, username: style, password: 'x', trustOnFirstUse: true }, 60_000);
+  const s = await connectOnce(
+    { host: '127.0.0.1', port, username: style, password: 'x', trustOnFirstUse: true },
+    60_000,
+  );
   sessions.push(s);
   return s;
 }
@@ -99,11 +124,20 @@ describe.each(['openssh', 'dropbear'] as const)('SshSession against a %s-style s
   it('exec passes the exit code, stderr and stdin through unchanged', async () => {
     const ssh = await login(style);
     let err = '';
-    const r = await ssh.exec('echo to-stderr >&2; exit 3', { stderr: (s) => { err += s; } });
+    const r = await ssh.exec('echo to-stderr >&2; exit 3', {
+      stderr: (s) => {
+        err += s;
+      },
+    });
     expect(r).toMatchObject({ exitCode: 3, disconnected: false });
     expect(err).toBe('to-stderr\n');
     let out = '';
-    await ssh.exec('cat', { stdin: 'through stdin', stdout: (s) => { out += s; } });
+    await ssh.exec('cat', {
+      stdin: 'through stdin',
+      stdout: (s) => {
+        out += s;
+      },
+    });
     expect(out).toBe('through stdin');
   });
 
@@ -113,7 +147,10 @@ describe.each(['openssh', 'dropbear'] as const)('SshSession against a %s-style s
       const pids = path.join(dir, `${style}-${how}.pids`);
       const stop = new AbortController();
       const reason = new Error('stopped by the test');
-      const running = ssh.exec(`sleep 600 & echo "$$ $!" > ${pids}; wait`, how === 'abort' ? { signal: stop.signal } : { timeoutMs: 1500 });
+      const running = ssh.exec(
+        `sleep 600 & echo "$$ $!" > ${pids}; wait`,
+        how === 'abort' ? { signal: stop.signal } : { timeoutMs: 1500 },
+      );
       running.catch(() => undefined);
       await until('the command to start', () => existsSync(pids) && readFileSync(pids, 'utf8').endsWith('\n'));
       const connectionExit = lastConnectionExit;
@@ -131,7 +168,7 @@ describe.each(['openssh', 'dropbear'] as const)('SshSession against a %s-style s
 });
 
 describe('SFTP transfers stopped by their signal', () => {
-  it('a stalled upload and a stalled download reject with the signal\'s reason; the download leaves no partial file', async () => {
+  it("a stalled upload and a stalled download reject with the signal's reason; the download leaves no partial file", async () => {
     const ssh = await login('openssh');
     const reason = new Error('stopped by the test');
 

@@ -18,7 +18,8 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 // A deadline for facts that never come, not a speed check (10 s was passed by xz at load 21).
 async function until(what: string, check: () => boolean, ms = 90_000): Promise<void> {
-  for (const deadline = Date.now() + ms; !check(); await sleep(20)) if (Date.now() > deadline) throw new Error(`waited ${ms} ms for ${what}`);
+  for (const deadline = Date.now() + ms; !check(); await sleep(20))
+    if (Date.now() > deadline) throw new Error(`waited ${ms} ms for ${what}`);
 }
 
 /** A sparse file of `bytes`: costs no disk, reads as zeros, and takes the tools a long while. */
@@ -35,11 +36,16 @@ const processesReading = (file: string) => spawnSync('pgrep', ['-f', file], { en
 describe('stopping host-side work', () => {
   it('a download that trickles: abort drops the connection, rejects with the reason, caches nothing', async () => {
     let serverSawClose!: () => void;
-    const closed = new Promise<void>((resolve) => { serverSawClose = resolve; });
+    const closed = new Promise<void>((resolve) => {
+      serverSawClose = resolve;
+    });
     const server = http.createServer((_req, res) => {
       res.writeHead(200, { 'content-length': String(1 << 20) });
       const timer = setInterval(() => res.write(Buffer.alloc(16)), 50);
-      res.on('close', () => { clearInterval(timer); serverSawClose(); });
+      res.on('close', () => {
+        clearInterval(timer);
+        serverSawClose();
+      });
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     try {
@@ -48,7 +54,15 @@ describe('stopping host-side work', () => {
       const stop = new AbortController();
       const reason = new Error('stopped by the test');
       let progressed = false;
-      const download = fetchToCache(url, cache, undefined, () => { progressed = true; }, stop.signal);
+      const download = fetchToCache(
+        url,
+        cache,
+        undefined,
+        () => {
+          progressed = true;
+        },
+        stop.signal,
+      );
       download.catch(() => undefined);
       await until('the first bytes', () => progressed);
       stop.abort(reason);

@@ -9,6 +9,7 @@ describe('pickFromSums', () => {
     expect(pickFromSums(text, 'debian-12-genericcloud-amd64.qcow2')).toEqual({ algorithm: 'sha256', hex: a });
     expect(pickFromSums(text, 'other.raw')).toEqual({ algorithm: 'sha512', hex: b.toLowerCase() });
   });
-  it('reads BSD lines', () => expect(pickFromSums(text, 'bsd.img')).toEqual({ algorithm: 'sha256', hex: 'c'.repeat(64) }));
+  it('reads BSD lines', () =>
+    expect(pickFromSums(text, 'bsd.img')).toEqual({ algorithm: 'sha256', hex: 'c'.repeat(64) }));
   it('finds nothing for an unknown name', () => expect(pickFromSums(text, 'x.qcow2')).toBeUndefined());
 });

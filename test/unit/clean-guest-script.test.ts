@@ -14,7 +14,9 @@ import { cleanGuestScript } from '../../src/build/steps/clean-guest.js';
 import { removeGuestProxyScript } from '../../src/provisioners/guest-proxy.js';
 
 const dirs: string[] = [];
-afterAll(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
 
 describe('cleanGuestScript', () => {
   for (const cloudInit of [true, false]) {
@@ -31,7 +33,9 @@ describe('cleanGuestScript', () => {
   }
 
   it('without cloud-init only authorized_keys is touched', () => {
-    expect(cleanGuestScript(false).replace(removeGuestProxyScript().trimEnd(), '')).not.toMatch(/\/var\/lib\/cloud|\/etc\/ssh/);
+    expect(cleanGuestScript(false).replace(removeGuestProxyScript().trimEnd(), '')).not.toMatch(
+      /\/var\/lib\/cloud|\/etc\/ssh/,
+    );
   });
 });
 
@@ -39,7 +43,10 @@ describe('cleanGuestScript', () => {
 function fakeGuest() {
   const root = mkdtempSync(path.join(os.tmpdir(), 'kiln-clean-guest-'));
   dirs.push(root);
-  const file = (p: string, content: string) => { mkdirSync(path.dirname(path.join(root, p)), { recursive: true }); writeFileSync(path.join(root, p), content); };
+  const file = (p: string, content: string) => {
+    mkdirSync(path.dirname(path.join(root, p)), { recursive: true });
+    writeFileSync(path.join(root, p), content);
+  };
   const id = 'kiln-0123456789abcdef';
   const secret = 'ed25519_private: -----BEGIN OPENSSH PRIVATE KEY----- SECRET';
   file('etc/ssh/ssh_host_ed25519_key', 'PRIVATE HOST KEY\n');
@@ -51,27 +58,43 @@ function fakeGuest() {
   file(`var/lib/cloud/instances/${id}/obj.pkl`, `pickled ${secret}`);
   file(`var/lib/cloud/instances/${id}/vendor-data.txt`, '');
   file(`var/lib/cloud/instances/${id}/sem/config_ssh`, '1764410000.0\n');
-  file('var/lib/cloud/instances/kiln-older/user-data.txt', 'an earlier build\'s seed (a cached layer)\n');
+  file('var/lib/cloud/instances/kiln-older/user-data.txt', "an earlier build's seed (a cached layer)\n");
   file('var/lib/cloud/data/instance-id', `${id}\n`);
   file('var/lib/cloud/sem/config_scripts_per_once.once', '1764410000.0\n');
   file('var/lib/cloud/.hidden', 'x\n');
-  file('var/lib/cloud/seed/nocloud/user-data', '#cloud-config\n# the image\'s own seed\n');
+  file('var/lib/cloud/seed/nocloud/user-data', "#cloud-config\n# the image's own seed\n");
   file('var/log/cloud-init.log', 'log\n');
   file('var/log/cloud-init-output.log', 'output\n');
   file('var/log/syslog', 'kept\n');
-  file('home/kiln/.ssh/authorized_keys', 'ssh-ed25519 AAAAbuild kiln-build-abc_1.2-x\nssh-ed25519 AAAAuser alice@laptop\nssh-ed25519 AAAAodd kiln-build-with space\n');
+  file(
+    'home/kiln/.ssh/authorized_keys',
+    'ssh-ed25519 AAAAbuild kiln-build-abc_1.2-x\nssh-ed25519 AAAAuser alice@laptop\nssh-ed25519 AAAAodd kiln-build-with space\n',
+  );
   file('home/alice/.ssh/authorized_keys', 'ssh-ed25519 AAAAuser alice@laptop');
   file('root/.ssh/authorized_keys', 'ssh-ed25519 AAAAold kiln-build-old\n');
   const bin = path.join(root, 'bin');
   const log = path.join(root, 'calls.log');
   mkdirSync(bin);
-  const wrap = (name: string, body: string) => { writeFileSync(path.join(bin, name), `#!/bin/sh\n${body}\n`); chmodSync(path.join(bin, name), 0o755); };
+  const wrap = (name: string, body: string) => {
+    writeFileSync(path.join(bin, name), `#!/bin/sh\n${body}\n`);
+    chmodSync(path.join(bin, name), 0o755);
+  };
   wrap('cloud-init', 'exit 0');
   // shred notes whether cloud-init's last stage had finished when it ran, then does its work.
-  wrap('shred', `[ -e ${root}/run/cloud-init/result.json ] && done=finished || done=running; echo "shred cloud-init:$done $*" >> ${log}; exec ${spawnSync('sh', ['-c', 'command -v shred']).stdout.toString().trim()} "$@"`);
+  wrap(
+    'shred',
+    `[ -e ${root}/run/cloud-init/result.json ] && done=finished || done=running; echo "shred cloud-init:$done $*" >> ${log}; exec ${spawnSync('sh', ['-c', 'command -v shred']).stdout.toString().trim()} "$@"`,
+  );
   wrap('rm', `echo "rm $*" >> ${log}; exec ${spawnSync('sh', ['-c', 'command -v rm']).stdout.toString().trim()} "$@"`);
   const env = { ...process.env, PATH: `${bin}:${process.env.PATH}` };
-  return { root, id, log, env, read: (p: string) => readFileSync(path.join(root, p), 'utf8'), exists: (p: string) => existsSync(path.join(root, p)) };
+  return {
+    root,
+    id,
+    log,
+    env,
+    read: (p: string) => readFileSync(path.join(root, p), 'utf8'),
+    exists: (p: string) => existsSync(path.join(root, p)),
+  };
 }
 
 describe('the clean-up script on a guest-like tree', () => {
@@ -84,7 +107,9 @@ describe('the clean-up script on a guest-like tree', () => {
     expect(r.status).toBe(0);
 
     // authorized_keys: only lines whose last field is a build key's comment go; the file is the same inode
-    expect(g.read('home/kiln/.ssh/authorized_keys')).toBe('ssh-ed25519 AAAAuser alice@laptop\nssh-ed25519 AAAAodd kiln-build-with space\n');
+    expect(g.read('home/kiln/.ssh/authorized_keys')).toBe(
+      'ssh-ed25519 AAAAuser alice@laptop\nssh-ed25519 AAAAodd kiln-build-with space\n',
+    );
     expect(statSync(path.join(g.root, 'home/kiln/.ssh/authorized_keys')).ino).toBe(inode);
     expect(g.read('root/.ssh/authorized_keys')).toBe('');
     // a file without a build key is not rewritten (no trailing newline added)
@@ -95,19 +120,37 @@ describe('the clean-up script on a guest-like tree', () => {
     expect(calls).toHaveLength(2);
     const [shred, rm] = calls as [string, string];
     expect(shred).toMatch(/^shred cloud-init:running -n0 -z -- /);
-    const zeroed = shred.split(' -- ')[1]!.split(' ').map((f) => path.relative(g.root, f)).sort();
+    const zeroed = shred
+      .split(' -- ')[1]!
+      .split(' ')
+      .map((f) => path.relative(g.root, f))
+      .sort();
     expect(zeroed).toEqual([
-      'etc/ssh/ssh_host_ed25519_key', 'etc/ssh/ssh_host_ed25519_key.pub',
-      'var/lib/cloud/.hidden', 'var/lib/cloud/data/instance-id',
-      'var/lib/cloud/instances/kiln-0123456789abcdef/cloud-config.txt', 'var/lib/cloud/instances/kiln-0123456789abcdef/obj.pkl',
-      'var/lib/cloud/instances/kiln-0123456789abcdef/user-data.txt', 'var/lib/cloud/instances/kiln-older/user-data.txt',
-      'var/log/cloud-init-output.log', 'var/log/cloud-init.log',
+      'etc/ssh/ssh_host_ed25519_key',
+      'etc/ssh/ssh_host_ed25519_key.pub',
+      'var/lib/cloud/.hidden',
+      'var/lib/cloud/data/instance-id',
+      'var/lib/cloud/instances/kiln-0123456789abcdef/cloud-config.txt',
+      'var/lib/cloud/instances/kiln-0123456789abcdef/obj.pkl',
+      'var/lib/cloud/instances/kiln-0123456789abcdef/user-data.txt',
+      'var/lib/cloud/instances/kiln-older/user-data.txt',
+      'var/log/cloud-init-output.log',
+      'var/log/cloud-init.log',
     ]);
     expect(rm).toMatch(/^rm -rf -- /);
 
-    for (const gone of ['var/lib/cloud/instances', 'var/lib/cloud/data', 'var/lib/cloud/sem', 'var/lib/cloud/.hidden', 'var/log/cloud-init.log',
-      'var/log/cloud-init-output.log', 'etc/ssh/ssh_host_ed25519_key', 'etc/ssh/ssh_host_ed25519_key.pub']) expect(g.exists(gone), gone).toBe(false);
-    expect(g.read('var/lib/cloud/seed/nocloud/user-data')).toBe('#cloud-config\n# the image\'s own seed\n');
+    for (const gone of [
+      'var/lib/cloud/instances',
+      'var/lib/cloud/data',
+      'var/lib/cloud/sem',
+      'var/lib/cloud/.hidden',
+      'var/log/cloud-init.log',
+      'var/log/cloud-init-output.log',
+      'etc/ssh/ssh_host_ed25519_key',
+      'etc/ssh/ssh_host_ed25519_key.pub',
+    ])
+      expect(g.exists(gone), gone).toBe(false);
+    expect(g.read('var/lib/cloud/seed/nocloud/user-data')).toBe("#cloud-config\n# the image's own seed\n");
     expect(g.read('etc/ssh/sshd_config')).toContain('Include');
     expect(g.read('var/log/syslog')).toBe('kept\n');
   });

@@ -14,7 +14,9 @@ import { loadTemplate } from '../../src/template/load.js';
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-cli-'));
 writeFileSync(path.join(dir, 'base.qcow2'), 'x');
 const template = path.join(dir, 't.yaml');
-writeFileSync(template, `
+writeFileSync(
+  template,
+  `
 variables:
   password: { default: pa55w0rd-value, sensitive: true }
   user: { default: admin }
@@ -23,7 +25,8 @@ builds:
     source: { base_image: base.qcow2, checksum: none, communicator: { username: '\${var.user}', password: '\${var.password}' } }
   - name: b
     source: { base_image: base.qcow2, checksum: none }
-`);
+`,
+);
 
 // Each test starts the CLI several times: a node start-up is ~0.7 s, and 4 s on a machine at load 12.
 describe('kiln CLI', { timeout: 120_000 }, () => {
@@ -45,7 +48,10 @@ describe('kiln CLI', { timeout: 120_000 }, () => {
   });
   it('validate fails with file, line, field and fix, and creates nothing', async () => {
     const bad = path.join(dir, 'bad.yaml');
-    writeFileSync(bad, 'builds:\n  - name: x\n    source:\n      base_image: base.qcow2\n      checksum: none\n      cpu: 2\n');
+    writeFileSync(
+      bad,
+      'builds:\n  - name: x\n    source:\n      base_image: base.qcow2\n      checksum: none\n      cpu: 2\n',
+    );
     const before = readdirSync(dir).length;
     const r = await kiln(['validate', bad]);
     expect(r.exitCode).toBe(1);
@@ -100,7 +106,10 @@ describe('kiln console (against stand-in build records and a stand-in serial soc
     const workDir = path.join(tmp, dirName);
     mkdirSync(workDir);
     writeFileSync(path.join(workDir, ownerFile), String(pid));
-    writeFileSync(path.join(workDir, buildRecordFile), JSON.stringify({ build, template: '/t/x.yaml', pid, startedAt: new Date().toISOString() }));
+    writeFileSync(
+      path.join(workDir, buildRecordFile),
+      JSON.stringify({ build, template: '/t/x.yaml', pid, startedAt: new Date().toISOString() }),
+    );
     return workDir;
   }
   const first = fakeBuild('kiln-web-aaaa', 'web', process.pid);
@@ -130,7 +139,10 @@ describe('kiln console (against stand-in build records and a stand-in serial soc
     const received: Buffer[] = [];
     const server = net.createServer((s) => {
       s.write('guest says hi\r\n');
-      s.on('data', (d: Buffer) => { received.push(d); if (d.toString().includes('\r')) s.write('typed ok\r\n'); });
+      s.on('data', (d: Buffer) => {
+        received.push(d);
+        if (d.toString().includes('\r')) s.write('typed ok\r\n');
+      });
     });
     await new Promise<void>((resolve) => server.listen(path.join(first, 'serial.sock'), resolve));
     try {

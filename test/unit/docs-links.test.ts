@@ -94,9 +94,12 @@ describe('documentation links', () => {
     expect(files.length).toBeGreaterThan(5);
   });
 
-  it.each(files.map((f) => [path.relative(root, f), f]))('%s: every relative link and #anchor resolves', (_name, file) => {
-    expect(brokenLinks(file)).toEqual([]);
-  });
+  it.each(files.map((f) => [path.relative(root, f), f]))(
+    '%s: every relative link and #anchor resolves',
+    (_name, file) => {
+      expect(brokenLinks(file)).toEqual([]);
+    },
+  );
 
   it('README.md links to every page in docs/', () => {
     const readme = readFileSync(path.join(root, 'README.md'), 'utf8');
@@ -110,7 +113,9 @@ describe('documentation links', () => {
 
 describe('the link checker itself', () => {
   it('makes GitHub anchors, numbering repeats', () => {
-    const a = headingAnchors('# Coming from Packer\n## The long tests (`make test-install`)\n## Faults\n## Faults\n```\n# not a heading\n```\n');
+    const a = headingAnchors(
+      '# Coming from Packer\n## The long tests (`make test-install`)\n## Faults\n## Faults\n```\n# not a heading\n```\n',
+    );
     expect([...a]).toEqual(['coming-from-packer', 'the-long-tests-make-test-install', 'faults', 'faults-1']);
   });
 

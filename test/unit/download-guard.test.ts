@@ -9,7 +9,13 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tarStream from 'tar-stream';
 import { afterAll, describe, expect, it } from 'vitest';
-import { DownloadBudget, DownloadLimitError, hostMode, templateSize, unlimited } from '../../src/communicator/download-guard.js';
+import {
+  DownloadBudget,
+  DownloadLimitError,
+  hostMode,
+  templateSize,
+  unlimited,
+} from '../../src/communicator/download-guard.js';
 import { applyFolderModes, extractTo, settleInto } from '../../src/communicator/tar-io.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'download-guard-'));
@@ -45,14 +51,19 @@ describe('modes from a guest', () => {
   });
 
   it('an extracted folder carries no setuid file, no 0777 folder, no sticky bit', async () => {
-    const root = await extract('modes', await archive([
-      { name: 'open', type: 'directory', mode: 0o777 },
-      { name: 'sticky', type: 'directory', mode: 0o1777 },
-      { name: 'open/suid', mode: 0o4777, data: '#!/bin/sh\n' },
-      { name: 'sticky/sgid', mode: 0o2755, data: 'x' },
-      { name: 'sticky/shared', mode: 0o666, data: 'y' },
-      { name: 'private', mode: 0o600, data: 'z' },
-    ]), unlimited, 0o022);
+    const root = await extract(
+      'modes',
+      await archive([
+        { name: 'open', type: 'directory', mode: 0o777 },
+        { name: 'sticky', type: 'directory', mode: 0o1777 },
+        { name: 'open/suid', mode: 0o4777, data: '#!/bin/sh\n' },
+        { name: 'sticky/sgid', mode: 0o2755, data: 'x' },
+        { name: 'sticky/shared', mode: 0o666, data: 'y' },
+        { name: 'private', mode: 0o600, data: 'z' },
+      ]),
+      unlimited,
+      0o022,
+    );
     expect(modeOf(path.join(root, 'open'))).toBe(0o755);
     expect(modeOf(path.join(root, 'sticky'))).toBe(0o755);
     expect(modeOf(path.join(root, 'open/suid'))).toBe(0o755);
@@ -62,11 +73,14 @@ describe('modes from a guest', () => {
   });
 
   it('a read-only folder gets its mode after its files are written', async () => {
-    const root = await extract('read-only', await archive([
-      { name: 'ro', type: 'directory', mode: 0o555 },
-      { name: 'ro/inner', type: 'directory', mode: 0o500 },
-      { name: 'ro/inner/f', mode: 0o444, data: 'kept' },
-    ]));
+    const root = await extract(
+      'read-only',
+      await archive([
+        { name: 'ro', type: 'directory', mode: 0o555 },
+        { name: 'ro/inner', type: 'directory', mode: 0o500 },
+        { name: 'ro/inner/f', mode: 0o444, data: 'kept' },
+      ]),
+    );
     expect(readFileSync(path.join(root, 'ro/inner/f'), 'utf8')).toBe('kept');
     expect(modeOf(path.join(root, 'ro'))).toBe(0o555);
     expect(modeOf(path.join(root, 'ro/inner'))).toBe(0o500);
@@ -76,13 +90,18 @@ describe('modes from a guest', () => {
     const from = path.join(dir, 'settle-from');
     mkdirSync(from);
     const { output, folderModes } = extractTo(from, () => undefined, unlimited, 0o022);
-    await pipeline(Readable.from([await archive([
-      { name: '.', type: 'directory', mode: 0o777 },
-      { name: 'old', type: 'directory', mode: 0o555 },
-      { name: 'old/f', mode: 0o644, data: 'new' },
-      { name: 'new', type: 'directory', mode: 0o500 },
-      { name: 'new/g', mode: 0o644, data: 'g' },
-    ])]), output);
+    await pipeline(
+      Readable.from([
+        await archive([
+          { name: '.', type: 'directory', mode: 0o777 },
+          { name: 'old', type: 'directory', mode: 0o555 },
+          { name: 'old/f', mode: 0o644, data: 'new' },
+          { name: 'new', type: 'directory', mode: 0o500 },
+          { name: 'new/g', mode: 0o644, data: 'g' },
+        ]),
+      ]),
+      output,
+    );
     const to = path.join(dir, 'settle-to');
     mkdirSync(path.join(to, 'old'), { recursive: true });
     chmodSync(to, 0o750);
@@ -119,7 +138,10 @@ describe('limits on a folder download', () => {
     const root = path.join(dir, 'over');
     mkdirSync(root);
     const { output } = extractTo(root, () => undefined, { maxBytes: 2560, maxEntries: 100 });
-    const failure = await pipeline(Readable.from([tar]), output).then(() => undefined, (e: unknown) => e);
+    const failure = await pipeline(Readable.from([tar]), output).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(failure).toBeInstanceOf(DownloadLimitError);
     expect(failure).toMatchObject({ kind: 'bytes', limit: 2560, atLeast: 3072 });
     expect((failure as Error).message).toContain('"d/three"');
@@ -129,7 +151,9 @@ describe('limits on a folder download', () => {
 
   it('an archive arriving in pieces fails once, through the extraction (no uncaught error from the entry left unread)', async () => {
     const tar = await archive([{ name: 'big', mode: 0o644, data: Buffer.alloc(3 << 20) }]);
-    const pieces = Array.from({ length: Math.ceil(tar.length / 32768) }, (_, i) => tar.subarray(i * 32768, (i + 1) * 32768));
+    const pieces = Array.from({ length: Math.ceil(tar.length / 32768) }, (_, i) =>
+      tar.subarray(i * 32768, (i + 1) * 32768),
+    );
     const root = path.join(dir, 'pieces');
     mkdirSync(root);
     const { output } = extractTo(root, () => undefined, { maxBytes: 2 ** 20, maxEntries: 10 });
@@ -140,7 +164,10 @@ describe('limits on a folder download', () => {
 
   it('an archive of too many entries is refused at the first one over', async () => {
     const tar = await archive(Array.from({ length: 10 }, (_, i) => ({ name: `f${i}`, mode: 0o644 })));
-    await expect(extract('entries', tar, { maxBytes: 1e9, maxEntries: 5 })).rejects.toMatchObject({ kind: 'entries', limit: 5 });
+    await expect(extract('entries', tar, { maxBytes: 1e9, maxEntries: 5 })).rejects.toMatchObject({
+      kind: 'entries',
+      limit: 5,
+    });
     expect(existsSync(path.join(dir, 'entries', 'f5'))).toBe(false);
   });
 

@@ -17,10 +17,16 @@ describe('download cache', () => {
   const sha256 = createHash('sha256').update(body).digest('hex');
   const sha512 = createHash('sha512').update(body).digest('hex');
   let hits = 0;
-  const server = new BootConfigServer({ onRequest: () => { hits++; } });
+  const server = new BootConfigServer({
+    onRequest: () => {
+      hits++;
+    },
+  });
   server.addRoute('/base.img', () => body);
   let url = '';
-  beforeAll(async () => { url = `http://127.0.0.1:${await server.listen()}/base.img`; });
+  beforeAll(async () => {
+    url = `http://127.0.0.1:${await server.listen()}/base.img`;
+  });
   afterAll(() => server.close());
 
   it('downloads once, verifies, stores by digest and reuses the file', async () => {
@@ -46,7 +52,9 @@ describe('download cache', () => {
 
   it('rejects a checksum mismatch and caches nothing', async () => {
     const cache = newCache();
-    await expect(fetchToCache(url, cache, { algorithm: 'sha256', hex: '0'.repeat(64) })).rejects.toBeInstanceOf(ChecksumMismatchError);
+    await expect(fetchToCache(url, cache, { algorithm: 'sha256', hex: '0'.repeat(64) })).rejects.toBeInstanceOf(
+      ChecksumMismatchError,
+    );
     const files = readdirSync(path.join(cache, 'downloads'));
     expect(files.filter((f) => f.startsWith('sha') || f.endsWith('.part') || f.endsWith('.lock'))).toEqual([]);
   });
@@ -63,15 +71,20 @@ describe('checksum file URLs (checksum: file:<url>)', () => {
   const server = new BootConfigServer();
   server.addRoute('/SHA256SUMS', () => sums);
   let base = '';
-  beforeAll(async () => { base = `http://127.0.0.1:${await server.listen()}`; });
+  beforeAll(async () => {
+    base = `http://127.0.0.1:${await server.listen()}`;
+  });
   afterAll(() => server.close());
   const signal = new AbortController().signal;
 
-  it('picks the image\'s line from the fetched list', async () => {
-    expect(await expectedChecksum(`file:${base}/SHA256SUMS`, `${base}/base.img`, signal)).toEqual({ algorithm: 'sha256', hex: 'a'.repeat(64) });
+  it("picks the image's line from the fetched list", async () => {
+    expect(await expectedChecksum(`file:${base}/SHA256SUMS`, `${base}/base.img`, signal)).toEqual({
+      algorithm: 'sha256',
+      hex: 'a'.repeat(64),
+    });
   });
 
-  it('names an HTTP error as such, not as a list without the image\'s line', async () => {
+  it("names an HTTP error as such, not as a list without the image's line", async () => {
     await expect(expectedChecksum(`file:${base}/missing/SHA256SUMS`, `${base}/base.img`, signal)).rejects.toThrow(
       `could not fetch checksum file ${base}/missing/SHA256SUMS: HTTP 404 Not Found\n  fix: correct the URL in "checksum" (file:<url of a SHA256SUMS-style list>), or give the digest itself (sha256:<hex>)`,
     );
@@ -83,7 +96,9 @@ describe('checksum file URLs (checksum: file:<url>)', () => {
     const free = await closed.listen();
     await closed.close();
     await expect(expectedChecksum(`file:http://127.0.0.1:${free}/SHA256SUMS`, 'base.img', signal)).rejects.toThrow(
-      new RegExp(`^could not fetch checksum file http://127.0.0.1:${free}/SHA256SUMS: fetch failed \\(.*ECONNREFUSED.*\\)\n  fix: check the URL and that the server is reachable$`),
+      new RegExp(
+        `^could not fetch checksum file http://127.0.0.1:${free}/SHA256SUMS: fetch failed \\(.*ECONNREFUSED.*\\)\n  fix: check the URL and that the server is reachable$`,
+      ),
     );
   });
 });

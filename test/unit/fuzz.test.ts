@@ -27,7 +27,9 @@ const exampleNames = ['tiny.yaml', 'tiny-install.yaml', 'debian-12-cloud.yaml', 
 const root = mkdtempSync(path.join(os.tmpdir(), 'kiln-fuzz-'));
 const templateDir = path.join(root, 'examples');
 mkdirSync(templateDir);
-const examples = exampleNames.map((name) => YAML.parse(readFileSync(path.join(repoRoot, 'examples', name), 'utf8')) as unknown);
+const examples = exampleNames.map(
+  (name) => YAML.parse(readFileSync(path.join(repoRoot, 'examples', name), 'utf8')) as unknown,
+);
 for (const example of examples) {
   for (const value of pathValues(example)) {
     const file = path.resolve(templateDir, value);
@@ -42,7 +44,11 @@ afterAll(() => rmSync(root, { recursive: true, force: true }));
 function pathValues(tree: unknown): string[] {
   if (Array.isArray(tree)) return tree.flatMap(pathValues);
   if (!tree || typeof tree !== 'object') return [];
-  return Object.entries(tree).flatMap(([k, v]) => (typeof v === 'string' && ['base_image', 'iso', 'private_key_file', 'source', 'script'].includes(k) ? [v] : pathValues(v)));
+  return Object.entries(tree).flatMap(([k, v]) =>
+    typeof v === 'string' && ['base_image', 'iso', 'private_key_file', 'source', 'script'].includes(k)
+      ? [v]
+      : pathValues(v),
+  );
 }
 
 type Outcome = 'loaded' | 'rejected';
@@ -65,10 +71,42 @@ function load(text: string, inputs: VariableInputs = {}): Outcome {
 // Values that have broken parsers before: type confusion, numbers at the edges, references, prototype keys.
 const nastyScalar = fc.oneof(
   fc.constantFrom(
-    '', ' ', 'null', '~', 'true', 'yes', '0x1F', '1e999', '-1e999', '.nan', '-0', '9007199254740993',
-    '${', '${var.', '${var.marker', '${var.nope}', '${build.nope}', '$${var.marker}', '${var.constructor}',
-    '${var.__proto__}', '${build.toString}', '<wait', '<waitFor /(/>', '<enter', '\u0000', '\u202e', '🧱',
-    'file:', 'sha256:', '../../../../etc/passwd', 'http://', '10G', '1m30s', '-5m', 'constructor', '__proto__',
+    '',
+    ' ',
+    'null',
+    '~',
+    'true',
+    'yes',
+    '0x1F',
+    '1e999',
+    '-1e999',
+    '.nan',
+    '-0',
+    '9007199254740993',
+    '${',
+    '${var.',
+    '${var.marker',
+    '${var.nope}',
+    '${build.nope}',
+    '$${var.marker}',
+    '${var.constructor}',
+    '${var.__proto__}',
+    '${build.toString}',
+    '<wait',
+    '<waitFor /(/>',
+    '<enter',
+    '\u0000',
+    '\u202e',
+    '🧱',
+    'file:',
+    'sha256:',
+    '../../../../etc/passwd',
+    'http://',
+    '10G',
+    '1m30s',
+    '-5m',
+    'constructor',
+    '__proto__',
   ),
   fc.string({ unit: 'grapheme', maxLength: 20 }),
   fc.string({ unit: 'binary', maxLength: 10 }),
@@ -83,7 +121,14 @@ const nastyValue: fc.Arbitrary<unknown> = fc.letrec<{ value: unknown }>((tie) =>
     { depthSize: 'small', withCrossShrink: true },
     nastyScalar,
     fc.array(tie('value'), { maxLength: 3 }),
-    fc.dictionary(fc.oneof(fc.constantFrom('type', 'source', 'builds', 'inline', 'format', 'default', '__proto__', 'constructor'), fc.string({ maxLength: 8 })), tie('value'), { maxKeys: 3 }),
+    fc.dictionary(
+      fc.oneof(
+        fc.constantFrom('type', 'source', 'builds', 'inline', 'format', 'default', '__proto__', 'constructor'),
+        fc.string({ maxLength: 8 }),
+      ),
+      tie('value'),
+      { maxKeys: 3 },
+    ),
   ),
 })).value;
 /** Deep nesting, beyond anything a template needs (the dedicated test below goes deeper, as text). */
@@ -98,7 +143,8 @@ function allPaths(tree: unknown, prefix: (string | number)[] = []): (string | nu
   const here = [prefix];
   if (prefix.length >= 8) return here;
   if (Array.isArray(tree)) return [...here, ...tree.flatMap((v, i) => allPaths(v, [...prefix, i]))];
-  if (tree && typeof tree === 'object') return [...here, ...Object.entries(tree).flatMap(([k, v]) => allPaths(v, [...prefix, k]))];
+  if (tree && typeof tree === 'object')
+    return [...here, ...Object.entries(tree).flatMap(([k, v]) => allPaths(v, [...prefix, k]))];
   return here;
 }
 
@@ -106,7 +152,21 @@ type Mutation = { kind: 'replace' | 'delete' | 'insert'; at: number; key: string
 const mutation: fc.Arbitrary<Mutation> = fc.record({
   kind: fc.constantFrom('replace', 'delete', 'insert'),
   at: fc.nat(),
-  key: fc.oneof(fc.constantFrom('cpus', 'memory', 'type', 'inline', 'boot_command', 'cloud_init', 'outputs', 'variables', 'provisoners', '__proto__'), fc.string({ maxLength: 12 })),
+  key: fc.oneof(
+    fc.constantFrom(
+      'cpus',
+      'memory',
+      'type',
+      'inline',
+      'boot_command',
+      'cloud_init',
+      'outputs',
+      'variables',
+      'provisoners',
+      '__proto__',
+    ),
+    fc.string({ maxLength: 12 }),
+  ),
   value: fc.oneof(nastyValue, deeplyNested),
 });
 
@@ -114,10 +174,14 @@ function mutate(tree: unknown, m: Mutation): unknown {
   const paths = allPaths(tree);
   const target = paths[m.at % paths.length]!;
   if (target.length === 0) return m.kind === 'replace' ? m.value : tree;
-  const parent = target.slice(0, -1).reduce<unknown>((node, k) => (node as Record<string | number, unknown>)[k], tree) as Record<string | number, unknown> | unknown[];
+  const parent = target
+    .slice(0, -1)
+    .reduce<unknown>((node, k) => (node as Record<string | number, unknown>)[k], tree) as
+    Record<string | number, unknown> | unknown[];
   const last = target.at(-1)!;
   if (m.kind === 'replace') setOwn(parent, last, m.value);
-  else if (m.kind === 'delete') Array.isArray(parent) ? parent.splice(Number(last), 1) : delete (parent as Record<string, unknown>)[last];
+  else if (m.kind === 'delete')
+    Array.isArray(parent) ? parent.splice(Number(last), 1) : delete (parent as Record<string, unknown>)[last];
   else if (Array.isArray(parent)) parent.splice(Number(last), 0, m.value);
   else setOwn(parent, m.key, m.value);
   return tree;
@@ -131,7 +195,31 @@ function setOwn(target: object, key: string | number, value: unknown): void {
 const textEdit = fc.record({
   at: fc.nat(),
   remove: fc.nat({ max: 8 }),
-  insert: fc.oneof(fc.constantFrom('\t', ':', ': ', '- ', '"', "'", '{', '}', '[', ']', '&a ', '*a', '!!binary ', '? ', '\n  ', '#', '%YAML 1.1\n', '<<: *a\n', '---\n', '...'), fc.string({ maxLength: 6 })),
+  insert: fc.oneof(
+    fc.constantFrom(
+      '\t',
+      ':',
+      ': ',
+      '- ',
+      '"',
+      "'",
+      '{',
+      '}',
+      '[',
+      ']',
+      '&a ',
+      '*a',
+      '!!binary ',
+      '? ',
+      '\n  ',
+      '#',
+      '%YAML 1.1\n',
+      '<<: *a\n',
+      '---\n',
+      '...',
+    ),
+    fc.string({ maxLength: 6 }),
+  ),
 });
 
 function editText(text: string, edits: { at: number; remove: number; insert: string }[]): string {
@@ -144,7 +232,13 @@ function editText(text: string, edits: { at: number; remove: number; insert: str
 }
 
 const inputs: fc.Arbitrary<VariableInputs> = fc.record({
-  vars: fc.array(fc.oneof(fc.constantFrom('marker=x', 'greeting=', 'console=serial', 'packages=jq', 'nope=1', '=x', 'marker'), fc.string({ maxLength: 10 })), { maxLength: 2 }),
+  vars: fc.array(
+    fc.oneof(
+      fc.constantFrom('marker=x', 'greeting=', 'console=serial', 'packages=jq', 'nope=1', '=x', 'marker'),
+      fc.string({ maxLength: 10 }),
+    ),
+    { maxLength: 2 },
+  ),
   env: fc.constantFrom({}, { KILN_VAR_marker: 'from-env' }, { KILN_VAR_constructor: 'x', KILN_VAR___proto__: 'y' }),
 });
 
@@ -153,44 +247,102 @@ describe('template loader fuzz', () => {
     for (const example of examples) expect(load(YAML.stringify(example))).toBe('loaded');
   });
 
-  it('survives random mutations of the examples', () => {
-    fc.assert(fc.property(
-      fc.nat({ max: examples.length - 1 }), fc.array(mutation, { minLength: 1, maxLength: 4 }), fc.boolean(), inputs,
-      (which, mutations, asJson, given) => {
-        const tree = mutations.reduce((t, m) => mutate(t, m), structuredClone(examples[which]));
-        // JSON.stringify drops what JSON cannot hold (undefined, NaN as null): both are fine inputs.
-        load(asJson ? (JSON.stringify(tree) ?? 'null') : YAML.stringify(tree, { aliasDuplicateObjects: false }), given);
-      },
-    ), settings(600));
-  }, fuzzTimeoutMs);
+  it(
+    'survives random mutations of the examples',
+    () => {
+      fc.assert(
+        fc.property(
+          fc.nat({ max: examples.length - 1 }),
+          fc.array(mutation, { minLength: 1, maxLength: 4 }),
+          fc.boolean(),
+          inputs,
+          (which, mutations, asJson, given) => {
+            const tree = mutations.reduce((t, m) => mutate(t, m), structuredClone(examples[which]));
+            // JSON.stringify drops what JSON cannot hold (undefined, NaN as null): both are fine inputs.
+            load(
+              asJson ? (JSON.stringify(tree) ?? 'null') : YAML.stringify(tree, { aliasDuplicateObjects: false }),
+              given,
+            );
+          },
+        ),
+        settings(600),
+      );
+    },
+    fuzzTimeoutMs,
+  );
 
-  it('survives damage to the template text', () => {
-    const texts = exampleNames.map((name) => readFileSync(path.join(repoRoot, 'examples', name), 'utf8'));
-    fc.assert(fc.property(fc.nat({ max: texts.length - 1 }), fc.array(textEdit, { minLength: 1, maxLength: 5 }), (which, edits) => {
-      load(editText(texts[which]!, edits));
-    }), settings(600));
-  }, fuzzTimeoutMs);
+  it(
+    'survives damage to the template text',
+    () => {
+      const texts = exampleNames.map((name) => readFileSync(path.join(repoRoot, 'examples', name), 'utf8'));
+      fc.assert(
+        fc.property(
+          fc.nat({ max: texts.length - 1 }),
+          fc.array(textEdit, { minLength: 1, maxLength: 5 }),
+          (which, edits) => {
+            load(editText(texts[which]!, edits));
+          },
+        ),
+        settings(600),
+      );
+    },
+    fuzzTimeoutMs,
+  );
 
-  it('survives random YAML-ish and JSON documents', () => {
-    const yamlish = fc.string({
-      unit: fc.constantFrom(...'abc:- \n\t[]{}",\'#&*!|>%@`?$.01', '${var.', '${build.', 'builds', 'source', 'variables', '<<'),
-      maxLength: 80,
-    });
-    const document = fc.oneof(
-      yamlish,
-      nastyValue.map((v) => JSON.stringify(v) ?? ''),
-      nastyValue.map((v) => YAML.stringify({ builds: [v] })),
-      nastyValue.map((v) => YAML.stringify({ variables: v, builds: [{ name: 'x', source: { base_image: '../fixtures/images/tiny.qcow2', checksum: 'none' } }] })),
-      fc.constantFrom('', '---', '- a\n- b', '&a [*a]', 'a: &a [*a, *a, *a]\nb: *a', '{', 'builds: !!binary AAAA'),
-    );
-    fc.assert(fc.property(document, (text) => { load(text); }), settings(1000));
-  }, fuzzTimeoutMs);
+  it(
+    'survives random YAML-ish and JSON documents',
+    () => {
+      const yamlish = fc.string({
+        unit: fc.constantFrom(
+          ...'abc:- \n\t[]{}",\'#&*!|>%@`?$.01',
+          '${var.',
+          '${build.',
+          'builds',
+          'source',
+          'variables',
+          '<<',
+        ),
+        maxLength: 80,
+      });
+      const document = fc.oneof(
+        yamlish,
+        nastyValue.map((v) => JSON.stringify(v) ?? ''),
+        nastyValue.map((v) => YAML.stringify({ builds: [v] })),
+        nastyValue.map((v) =>
+          YAML.stringify({
+            variables: v,
+            builds: [{ name: 'x', source: { base_image: '../fixtures/images/tiny.qcow2', checksum: 'none' } }],
+          }),
+        ),
+        fc.constantFrom('', '---', '- a\n- b', '&a [*a]', 'a: &a [*a, *a, *a]\nb: *a', '{', 'builds: !!binary AAAA'),
+      );
+      fc.assert(
+        fc.property(document, (text) => {
+          load(text);
+        }),
+        settings(1000),
+      );
+    },
+    fuzzTimeoutMs,
+  );
 
   it('rejects an alias bomb and very deep nesting cleanly', () => {
-    const bomb = ['a: &a ["x","x","x","x","x","x","x","x","x"]', ...Array.from({ length: 8 }, (_, i) => `${String.fromCharCode(98 + i)}: &${String.fromCharCode(98 + i)} [${Array(9).fill(`*${String.fromCharCode(97 + i)}`).join(',')}]`), 'builds: *i'].join('\n');
+    const bomb = [
+      'a: &a ["x","x","x","x","x","x","x","x","x"]',
+      ...Array.from(
+        { length: 8 },
+        (_, i) =>
+          `${String.fromCharCode(98 + i)}: &${String.fromCharCode(98 + i)} [${Array(9)
+            .fill(`*${String.fromCharCode(97 + i)}`)
+            .join(',')}]`,
+      ),
+      'builds: *i',
+    ].join('\n');
     expect(load(bomb)).toBe('rejected');
     expect(load(`builds: ${'['.repeat(5000)}${']'.repeat(5000)}`)).toBe('rejected');
-    expect(load(`builds:\n${Array.from({ length: 3000 }, (_, i) => `${'  '.repeat(i + 1)}- `).join('\n')}x`)).toBe('rejected');
+    expect(load(`builds:\n${Array.from({ length: 3000 }, (_, i) => `${'  '.repeat(i + 1)}- `).join('\n')}x`)).toBe(
+      'rejected',
+    );
   });
 });
 
@@ -213,30 +365,105 @@ describe('boot-command parser fuzz', () => {
 
   const token = fc.oneof(
     fc.constantFrom(
-      '<wait>', '<wait5>', '<wait10s>', '<wait1m30s>', '<wait500ms>', '<waitx>', '<wait', '<wait5', '<enter>', '<ENTER>', '<enter',
-      '<esc>', '<f12>', '<f13>', '<leftCtrlOn>', '<leftCtrlOff>', '<rightAlt>', '<leftShiftOnOff>', '<constructor>', '<toString>',
-      '<waitFor "x" 5s>', '<waitFor "boot: ">', "<waitFor 'a\\'b'>", '<waitFor /login:\\s*$/m 2m>', '<waitFor /(/>', '<waitFor /a/gg>',
-      '<waitFor "x" soon>', '<waitFor >', '<waitFor', '<waitFor "', '<waitFor /', '${build.http_ip}', '${', '${build.', '}', '$${',
-      '<', '>', '<<', '<>', '< enter>', '<a b', '<foo=1>', ' ', '\\', '"', '/', '\n', '\t',
+      '<wait>',
+      '<wait5>',
+      '<wait10s>',
+      '<wait1m30s>',
+      '<wait500ms>',
+      '<waitx>',
+      '<wait',
+      '<wait5',
+      '<enter>',
+      '<ENTER>',
+      '<enter',
+      '<esc>',
+      '<f12>',
+      '<f13>',
+      '<leftCtrlOn>',
+      '<leftCtrlOff>',
+      '<rightAlt>',
+      '<leftShiftOnOff>',
+      '<constructor>',
+      '<toString>',
+      '<waitFor "x" 5s>',
+      '<waitFor "boot: ">',
+      "<waitFor 'a\\'b'>",
+      '<waitFor /login:\\s*$/m 2m>',
+      '<waitFor /(/>',
+      '<waitFor /a/gg>',
+      '<waitFor "x" soon>',
+      '<waitFor >',
+      '<waitFor',
+      '<waitFor "',
+      '<waitFor /',
+      '${build.http_ip}',
+      '${',
+      '${build.',
+      '}',
+      '$${',
+      '<',
+      '>',
+      '<<',
+      '<>',
+      '< enter>',
+      '<a b',
+      '<foo=1>',
+      ' ',
+      '\\',
+      '"',
+      '/',
+      '\n',
+      '\t',
     ),
     fc.string({ maxLength: 6 }),
     fc.string({ unit: 'grapheme', maxLength: 4 }),
   );
 
-  it('parses or reports a column for random token sequences', () => {
-    fc.assert(fc.property(fc.array(token, { maxLength: 12 }), (tokens) => { parse(tokens.join('')); }), settings(10000));
-  }, fuzzTimeoutMs);
+  it(
+    'parses or reports a column for random token sequences',
+    () => {
+      fc.assert(
+        fc.property(fc.array(token, { maxLength: 12 }), (tokens) => {
+          parse(tokens.join(''));
+        }),
+        settings(10000),
+      );
+    },
+    fuzzTimeoutMs,
+  );
 
-  it('parses or reports a column for random strings', () => {
-    fc.assert(fc.property(fc.oneof(fc.string({ maxLength: 60 }), fc.string({ unit: 'binary', maxLength: 60 }), fc.string({ unit: fc.constantFrom(...'<>/"\' $\\{}waitFor5ms'), maxLength: 60 })), (line) => {
-      parse(line);
-    }), settings(10000));
-  }, fuzzTimeoutMs);
+  it(
+    'parses or reports a column for random strings',
+    () => {
+      fc.assert(
+        fc.property(
+          fc.oneof(
+            fc.string({ maxLength: 60 }),
+            fc.string({ unit: 'binary', maxLength: 60 }),
+            fc.string({ unit: fc.constantFrom(...'<>/"\' $\\{}waitFor5ms'), maxLength: 60 }),
+          ),
+          (line) => {
+            parse(line);
+          },
+        ),
+        settings(10000),
+      );
+    },
+    fuzzTimeoutMs,
+  );
 
   // No clock here (speed belongs in bench/): a parser that backtracks exponentially on these lines does
   // not finish at all, so the test's own timeout catches it.
   it('parses long and pathological lines (no catastrophic backtracking)', () => {
-    for (const line of ['<'.repeat(20_000), '<wait'.repeat(5_000), '${'.repeat(10_000), `<waitFor /${'\\'.repeat(20_001)}`, 'a'.repeat(50_000), `<waitFor "${'x'.repeat(50_000)}`, `<wait${'9'.repeat(5_000)}>`]) {
+    for (const line of [
+      '<'.repeat(20_000),
+      '<wait'.repeat(5_000),
+      '${'.repeat(10_000),
+      `<waitFor /${'\\'.repeat(20_001)}`,
+      'a'.repeat(50_000),
+      `<waitFor "${'x'.repeat(50_000)}`,
+      `<wait${'9'.repeat(5_000)}>`,
+    ]) {
       parse(line); // a BootCommandError pointing inside the line, or nodes; anything else fails
     }
   });
@@ -244,14 +471,25 @@ describe('boot-command parser fuzz', () => {
 
 // Found while fuzzing: names that exist on every JavaScript object were taken for declared ones.
 describe('inherited object names are not variables or keys', () => {
-  const tiny = (inline: string) => YAML.stringify({ ...(examples[0] as object), builds: [{ ...(examples[0] as { builds: object[] }).builds[0], provisioners: [{ type: 'shell', inline: [inline] }] }] });
+  const tiny = (inline: string) =>
+    YAML.stringify({
+      ...(examples[0] as object),
+      builds: [
+        { ...(examples[0] as { builds: object[] }).builds[0], provisioners: [{ type: 'shell', inline: [inline] }] },
+      ],
+    });
   it('${var.constructor} is an undefined variable, not Object', () => {
-    expect(() => loadTemplate((writeFileSync(templateFile, tiny('echo ${var.constructor}')), templateFile))).toThrow(/undefined variable "constructor"/);
+    expect(() => loadTemplate((writeFileSync(templateFile, tiny('echo ${var.constructor}')), templateFile))).toThrow(
+      /undefined variable "constructor"/,
+    );
   });
   it('--var and KILN_VAR_ for a name only Object.prototype has are not declared', () => {
     writeFileSync(templateFile, tiny('echo hi'));
     expect(() => loadTemplate(templateFile, { vars: ['toString=x'] })).toThrow(/variable "toString" is not declared/);
-    expect(loadTemplate(templateFile, { env: { KILN_VAR_constructor: 'x' } }).variables.values).not.toHaveProperty('constructor', 'x');
+    expect(loadTemplate(templateFile, { env: { KILN_VAR_constructor: 'x' } }).variables.values).not.toHaveProperty(
+      'constructor',
+      'x',
+    );
   });
   it('<constructor> and <toStringOn> are unknown keys', () => {
     expect(() => parseBootCommand('<constructor>')).toThrow(/unknown key <constructor>/);

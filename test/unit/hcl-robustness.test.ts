@@ -18,12 +18,23 @@ import { renderGoTemplate } from '../../src/template/packer/gotemplate.js';
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-hcl-robust-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-const ctx = (extra: Partial<EvalContext> = {}): EvalContext => ({ file: 't.pkr.hcl', scope: {}, cwd: dir, now: new Date('2024-03-04T05:06:07Z'), ...extra });
-const val = (src: string, extra: Partial<EvalContext> = {}, locals: Record<string, Value> = {}) => evaluate(parseHclExpression(src, 't.pkr.hcl'), ctx(extra), locals);
+const ctx = (extra: Partial<EvalContext> = {}): EvalContext => ({
+  file: 't.pkr.hcl',
+  scope: {},
+  cwd: dir,
+  now: new Date('2024-03-04T05:06:07Z'),
+  ...extra,
+});
+const val = (src: string, extra: Partial<EvalContext> = {}, locals: Record<string, Value> = {}) =>
+  evaluate(parseHclExpression(src, 't.pkr.hcl'), ctx(extra), locals);
 
 /** The error a function throws (fails the test when it throws none). */
 function errorOf(f: () => unknown): Error {
-  try { f(); } catch (e) { return e as Error; }
+  try {
+    f();
+  } catch (e) {
+    return e as Error;
+  }
   throw new Error('expected an error, got none');
 }
 
@@ -32,7 +43,9 @@ function template(name: string, extra: string, fields = ''): string {
   const d = path.join(dir, name);
   mkdirSync(d, { recursive: true });
   const file = path.join(d, 't.pkr.hcl');
-  writeFileSync(file, `${extra}
+  writeFileSync(
+    file,
+    `${extra}
 source "qemu" "a" {
   iso_url      = "${repoRoot}/fixtures/images/tiny.qcow2"
   iso_checksum = "none"
@@ -42,7 +55,8 @@ source "qemu" "a" {
   output_directory = "${path.join(d, 'out')}"
 ${fields}}
 build { sources = ["source.qemu.a"] }
-`);
+`,
+  );
   return file;
 }
 
@@ -66,7 +80,11 @@ describe('deep nesting', () => {
     it(`${what}, 50k deep, fail with file:line:col and a fix`, () => {
       const e = errorOf(() => parseHcl(src, 'deep.pkr.hcl'));
       expect(e).toBeInstanceOf(HclError);
-      expect(e.message).toMatch(new RegExp(`^deep\\.pkr\\.hcl:\\d+:\\d+: .* nest more than ${maxHclDepth} levels deep here\\n  fix: flatten it`));
+      expect(e.message).toMatch(
+        new RegExp(
+          `^deep\\.pkr\\.hcl:\\d+:\\d+: .* nest more than ${maxHclDepth} levels deep here\\n  fix: flatten it`,
+        ),
+      );
     });
   }
 
@@ -96,11 +114,16 @@ describe('deep nesting', () => {
 describe('deep values', () => {
   const deepJson = `${'['.repeat(50_000)}${']'.repeat(50_000)}`;
   it('jsondecode() of 50k-deep JSON fails at file:line:col', () => {
-    expect(errorOf(() => val(`flatten(jsondecode("${deepJson}"))`)).message).toMatch(/^t\.pkr\.hcl:1:9: jsondecode\(\): the JSON nests more than 256 levels deep/);
+    expect(errorOf(() => val(`flatten(jsondecode("${deepJson}"))`)).message).toMatch(
+      /^t\.pkr\.hcl:1:9: jsondecode\(\): the JSON nests more than 256 levels deep/,
+    );
   });
 
   it('a 50k-deep value from a JSON var file, compared or encoded, fails with a located error', () => {
-    const file = template('deep-var', 'variable "x" {\n  type = any\n  default = []\n}\nlocals {\n  same = var.x == []\n}\n');
+    const file = template(
+      'deep-var',
+      'variable "x" {\n  type = any\n  default = []\n}\nlocals {\n  same = var.x == []\n}\n',
+    );
     const vf = path.join(path.dirname(file), 'vars.json');
     writeFileSync(vf, `{"x": ${deepJson}}`);
     const e = errorOf(() => loadTemplate(file, { env: {}, varFiles: [vf] }));
@@ -110,12 +133,30 @@ describe('deep values', () => {
 });
 
 describe('legacy JSON go-template actions', () => {
-  it('50k nested parentheses fail with kiln\'s error naming the field, not a stack overflow', () => {
+  it("50k nested parentheses fail with kiln's error naming the field, not a stack overflow", () => {
     const d = path.join(dir, 'legacy-deep');
     mkdirSync(d);
     const file = path.join(d, 't.json');
     const deep = `{{${'lower ('.repeat(50_000)}\`x\`${')'.repeat(50_000)}}}`;
-    writeFileSync(file, JSON.stringify({ builders: [{ type: 'qemu', iso_url: `${repoRoot}/fixtures/images/tiny.qcow2`, iso_checksum: 'none', disk_image: true, ssh_username: 'root', vm_name: deep }] }, null, 2));
+    writeFileSync(
+      file,
+      JSON.stringify(
+        {
+          builders: [
+            {
+              type: 'qemu',
+              iso_url: `${repoRoot}/fixtures/images/tiny.qcow2`,
+              iso_checksum: 'none',
+              disk_image: true,
+              ssh_username: 'root',
+              vm_name: deep,
+            },
+          ],
+        },
+        null,
+        2,
+      ),
+    );
     const e = errorOf(() => loadTemplate(file, { env: {} }));
     expect(e).toBeInstanceOf(TemplateError);
     expect(e.message).toMatch(/template actions nest more than 64 levels deep/);
@@ -128,7 +169,9 @@ describe('templatefile() recursion', () => {
     writeFileSync(path.join(dir, 'self.tpl'), 'x\n${templatefile("self.tpl", {})}\n');
     const e = errorOf(() => val('templatefile("self.tpl", {})'));
     expect(e).toBeInstanceOf(HclError);
-    expect(e.message).toContain(`${path.join(dir, 'self.tpl')}:2:3: templatefile() is called inside the template ${path.join(dir, 'self.tpl')}, which it renders again`);
+    expect(e.message).toContain(
+      `${path.join(dir, 'self.tpl')}:2:3: templatefile() is called inside the template ${path.join(dir, 'self.tpl')}, which it renders again`,
+    );
     expect(e.message).toMatch(/fix: render the inner template first/);
   });
 
@@ -136,7 +179,9 @@ describe('templatefile() recursion', () => {
     writeFileSync(path.join(dir, 'a.tpl'), '${templatefile("b.tpl", {})}');
     writeFileSync(path.join(dir, 'b.tpl'), '${templatefile("a.tpl", {})}');
     const e = errorOf(() => val('templatefile("a.tpl", {})'));
-    expect(e.message).toContain(`${path.join(dir, 'a.tpl')}:1:3: templatefile() is called inside the template ${path.join(dir, 'a.tpl')} (rendered by t.pkr.hcl:1), for ${path.join(dir, 'b.tpl')}`);
+    expect(e.message).toContain(
+      `${path.join(dir, 'a.tpl')}:1:3: templatefile() is called inside the template ${path.join(dir, 'a.tpl')} (rendered by t.pkr.hcl:1), for ${path.join(dir, 'b.tpl')}`,
+    );
   });
 
   it('a template without templatefile() still renders its vars', () => {
@@ -150,15 +195,21 @@ describe('locals', () => {
     const file = template('cycle2', 'locals {\n  a = local.b\n  b = "${local.a}-x"\n}\n');
     const e = errorOf(() => loadTemplate(file, { env: {} }));
     expect(e).toBeInstanceOf(TemplateError);
-    expect(e.message).toContain(`locals refer to each other in a cycle, so none of them has a value: local.a (${file}:2) -> local.b (${file}:3) -> local.a`);
+    expect(e.message).toContain(
+      `locals refer to each other in a cycle, so none of them has a value: local.a (${file}:2) -> local.b (${file}:3) -> local.a`,
+    );
     expect(e.message).not.toMatch(/not defined|declare it first/);
   });
 
   it('a longer cycle and a self-reference are named as such', () => {
     const long = template('cycle3', 'locals {\n  ok = 1\n  a = local.b\n  b = [local.c]\n  c = upper(local.a)\n}\n');
-    expect(errorOf(() => loadTemplate(long, { env: {} })).message).toContain(`local.a (${long}:3) -> local.b (${long}:4) -> local.c (${long}:5) -> local.a`);
+    expect(errorOf(() => loadTemplate(long, { env: {} })).message).toContain(
+      `local.a (${long}:3) -> local.b (${long}:4) -> local.c (${long}:5) -> local.a`,
+    );
     const self = template('cycle1', 'locals {\n  a = local.a\n}\n');
-    expect(errorOf(() => loadTemplate(self, { env: {} })).message).toContain(`local.a refers to itself: local.a (${self}:2) -> local.a`);
+    expect(errorOf(() => loadTemplate(self, { env: {} })).message).toContain(
+      `local.a refers to itself: local.a (${self}:2) -> local.a`,
+    );
   });
 
   it('a local that is really undefined is still said as undefined', () => {
@@ -179,13 +230,17 @@ describe('numbers', () => {
 
   it('a long number is read whole, and arithmetic overflow is said where it happens', () => {
     expect(val('1'.repeat(70))).toBe(Number('1'.repeat(70)));
-    expect(errorOf(() => val('1e308 * 10')).message).toMatch(/^t\.pkr\.hcl:1:1: the number is out of range \(above about 1\.8e308\)/);
+    expect(errorOf(() => val('1e308 * 10')).message).toMatch(
+      /^t\.pkr\.hcl:1:1: the number is out of range \(above about 1\.8e308\)/,
+    );
   });
 });
 
 describe('function arity and types', () => {
   it('join(",") is refused as Packer refuses it, at file:line', () => {
-    expect(errorOf(() => val('join(",")')).message).toMatch(/^t\.pkr\.hcl:1:1: join\(\) takes at least 2 arguments \(separator, list, lists\.\.\.\), got 1/);
+    expect(errorOf(() => val('join(",")')).message).toMatch(
+      /^t\.pkr\.hcl:1:1: join\(\) takes at least 2 arguments \(separator, list, lists\.\.\.\), got 1/,
+    );
     expect(val('join(",", ["a"], ["b"])')).toBe('a,b');
   });
 
@@ -211,7 +266,9 @@ describe('function arity and types', () => {
   });
 
   it('an argument of the wrong type is named by position and parameter', () => {
-    expect(errorOf(() => val('join(",", "a")')).message).toMatch(/^t\.pkr\.hcl:1:11: join\(\): argument 2 \(list\) must be a list, not a string/);
+    expect(errorOf(() => val('join(",", "a")')).message).toMatch(
+      /^t\.pkr\.hcl:1:11: join\(\): argument 2 \(list\) must be a list, not a string/,
+    );
     expect(errorOf(() => val('keys([1])')).message).toMatch(/keys\(\): argument 1 \(map\) must be a map, not a list/);
     expect(val('upper(1)')).toBe('1'); // HCL converts a number to a string
   });
@@ -222,7 +279,7 @@ describe('function arity and types', () => {
   });
 });
 
-describe('files outside the template\'s folder', () => {
+describe("files outside the template's folder", () => {
   it('file() outside the folder is told with the path, function and position; inside is not', () => {
     const root = path.join(dir, 'proj');
     mkdirSync(root, { recursive: true });
@@ -237,7 +294,10 @@ describe('files outside the template\'s folder', () => {
     val('fileexists("/etc/hostname")', c);
     val('file("link.txt")', c);
     expect(reads.map((r) => [r.fn, r.path, r.outside])).toEqual([
-      ['file', path.join(root, 'in.txt'), false], ['file', secret, true], ['fileexists', '/etc/hostname', true], ['file', path.join(root, 'link.txt'), true],
+      ['file', path.join(root, 'in.txt'), false],
+      ['file', secret, true],
+      ['fileexists', '/etc/hostname', true],
+      ['file', path.join(root, 'link.txt'), true],
     ]);
     expect(reads[1]!.pos).toEqual({ line: 1, column: 1 });
   });
@@ -247,7 +307,9 @@ describe('files outside the template\'s folder', () => {
     writeFileSync(secret, 'tok-9f8e7d6c5b4a');
     const ok = template('reads-ok', `locals {\n  s = file("${secret}")\n}\n`);
     const loaded = loadTemplate(ok, { env: {} });
-    expect(loaded.notes).toContainEqual(`${ok}:2:7: file() reads ${secret}, outside the template's folder ${path.dirname(ok)} (Packer allows it; check that the template should read it, as its content can reach messages and the guest)`);
+    expect(loaded.notes).toContainEqual(
+      `${ok}:2:7: file() reads ${secret}, outside the template's folder ${path.dirname(ok)} (Packer allows it; check that the template should read it, as its content can reach messages and the guest)`,
+    );
     const bad = template('reads-bad', `locals {\n  n = 1 + file("${secret}")\n}\n`);
     const e = errorOf(() => loadTemplate(bad, { env: {} }));
     expect(e).toBeInstanceOf(TemplateError);
@@ -271,29 +333,88 @@ describe('fuzz', () => {
   const isKilnError = (e: unknown) => e instanceof HclError || e instanceof TemplateError || e instanceof VariableError;
 
   it('random nesting of every kind, up to 2000 deep, parses and evaluates or fails cleanly', () => {
-    const opens: [string, string][] = [['[', ']'], ['(', ')'], ['{a = ', '}'], ['upper(', ')'], ['true ? ', ' : 0'], ['"${', '}"'], ['-', ''], ['!', ''], ['[for x in [1] : ', ']'], ['try(', ')']];
-    fc.assert(fc.property(fc.array(fc.nat(opens.length - 1), { minLength: 1, maxLength: 2000 }), fc.constantFrom('1', '"s"', 'true', 'x', '[]'), (kinds, leaf) => {
-      const src = `a = ${kinds.map((k) => opens[k]![0]).join('')}${leaf}${kinds.map((k) => opens[k]![1]).reverse().join('')}`;
-      try {
-        const body = parseHcl(src, 'f.pkr.hcl');
-        const item = body.items[0];
-        if (item?.kind === 'attribute') evaluate(item.expr, ctx({ scope: { x: 1 } }));
-      } catch (e) { if (!isKilnError(e)) throw e; }
-    }), { seed, numRuns: runs(300) });
+    const opens: [string, string][] = [
+      ['[', ']'],
+      ['(', ')'],
+      ['{a = ', '}'],
+      ['upper(', ')'],
+      ['true ? ', ' : 0'],
+      ['"${', '}"'],
+      ['-', ''],
+      ['!', ''],
+      ['[for x in [1] : ', ']'],
+      ['try(', ')'],
+    ];
+    fc.assert(
+      fc.property(
+        fc.array(fc.nat(opens.length - 1), { minLength: 1, maxLength: 2000 }),
+        fc.constantFrom('1', '"s"', 'true', 'x', '[]'),
+        (kinds, leaf) => {
+          const src = `a = ${kinds.map((k) => opens[k]![0]).join('')}${leaf}${kinds
+            .map((k) => opens[k]![1])
+            .reverse()
+            .join('')}`;
+          try {
+            const body = parseHcl(src, 'f.pkr.hcl');
+            const item = body.items[0];
+            if (item?.kind === 'attribute') evaluate(item.expr, ctx({ scope: { x: 1 } }));
+          } catch (e) {
+            if (!isKilnError(e)) throw e;
+          }
+        },
+      ),
+      { seed, numRuns: runs(300) },
+    );
   });
 
-  it('mutated HCL with deep pieces loads or fails with kiln\'s errors, never a crash', () => {
-    const file = template('fuzz', 'locals {\n  a = [1, 2]\n  b = "${local.a[0]}"\n}\n');
-    const seedText = (require('node:fs') as typeof import('node:fs')).readFileSync(file, 'utf8');
-    const pieces = ['['.repeat(300), ']'.repeat(300), '('.repeat(600), '1+'.repeat(400), 'local.', 'join(",")', '1e999', 'templatefile("t.pkr.hcl", {})', 'file("/etc/hostname")', '%{if true}', '${', '}', '"', '\n', ' = ', 'a = local.b\n', 'b = local.a\n'];
-    fc.assert(fc.property(fc.array(fc.tuple(fc.nat(seedText.length), fc.constantFrom(...pieces), fc.nat(3)), { minLength: 1, maxLength: 5 }), (edits) => {
-      let text = seedText;
-      for (const [at, ins, del] of edits) { const i = at % (text.length + 1); text = text.slice(0, i) + ins + text.slice(i + del); }
-      writeFileSync(file, text);
-      try { loadTemplate(file, { env: {} }); } catch (e) {
-        if (!isKilnError(e)) throw e;
-        expect((e as Error).message).not.toMatch(/Maximum call stack|undefined/);
-      }
-    }), { seed, numRuns: runs(300) });
-  }, 60_000 * Number(process.env.FUZZ_RUNS_FACTOR ?? 1));
+  it(
+    "mutated HCL with deep pieces loads or fails with kiln's errors, never a crash",
+    () => {
+      const file = template('fuzz', 'locals {\n  a = [1, 2]\n  b = "${local.a[0]}"\n}\n');
+      const seedText = (require('node:fs') as typeof import('node:fs')).readFileSync(file, 'utf8');
+      const pieces = [
+        '['.repeat(300),
+        ']'.repeat(300),
+        '('.repeat(600),
+        '1+'.repeat(400),
+        'local.',
+        'join(",")',
+        '1e999',
+        'templatefile("t.pkr.hcl", {})',
+        'file("/etc/hostname")',
+        '%{if true}',
+        '${',
+        '}',
+        '"',
+        '\n',
+        ' = ',
+        'a = local.b\n',
+        'b = local.a\n',
+      ];
+      fc.assert(
+        fc.property(
+          fc.array(fc.tuple(fc.nat(seedText.length), fc.constantFrom(...pieces), fc.nat(3)), {
+            minLength: 1,
+            maxLength: 5,
+          }),
+          (edits) => {
+            let text = seedText;
+            for (const [at, ins, del] of edits) {
+              const i = at % (text.length + 1);
+              text = text.slice(0, i) + ins + text.slice(i + del);
+            }
+            writeFileSync(file, text);
+            try {
+              loadTemplate(file, { env: {} });
+            } catch (e) {
+              if (!isKilnError(e)) throw e;
+              expect((e as Error).message).not.toMatch(/Maximum call stack|undefined/);
+            }
+          },
+        ),
+        { seed, numRuns: runs(300) },
+      );
+    },
+    60_000 * Number(process.env.FUZZ_RUNS_FACTOR ?? 1),
+  );
 });

@@ -10,7 +10,9 @@ function get(port: number, rawPath: string): Promise<{ status: number; body: str
     // A raw request path, so "../" reaches the server undecoded by any client-side normalization.
     const req = http.request({ host: '127.0.0.1', port, path: rawPath, method: 'GET' }, (res) => {
       let body = '';
-      res.on('data', (c) => { body += c; });
+      res.on('data', (c) => {
+        body += c;
+      });
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
     });
     req.on('error', reject);
@@ -36,7 +38,9 @@ describe('BootConfigServer', () => {
   const server = new BootConfigServer({ directory: served, content: { '/inline.cfg': 'inline' } });
   server.addRoute('/dynamic', () => `n=${++counter}`);
   let port = 0;
-  beforeAll(async () => { port = await server.listen(); });
+  beforeAll(async () => {
+    port = await server.listen();
+  });
   afterAll(() => server.close());
 
   it('serves files, content and dynamic routes', async () => {
@@ -46,10 +50,20 @@ describe('BootConfigServer', () => {
     expect((await get(port, '/dynamic')).body).toBe('n=1');
     expect((await get(port, '/dynamic')).body).toBe('n=2');
   });
-  it('serves a directory\'s index.html', async () => {
+  it("serves a directory's index.html", async () => {
     expect(await get(port, '/site/')).toEqual({ status: 200, body: '<p>index</p>' });
   });
-  it.each(['/../secret.txt', '/sub/../../secret.txt', '/%2e%2e/secret.txt', '/escape.txt', '/nope', '/sub', '/linked', '/linked/', '/user-data'])('refuses %s', async (p) => {
+  it.each([
+    '/../secret.txt',
+    '/sub/../../secret.txt',
+    '/%2e%2e/secret.txt',
+    '/escape.txt',
+    '/nope',
+    '/sub',
+    '/linked',
+    '/linked/',
+    '/user-data',
+  ])('refuses %s', async (p) => {
     const r = await get(port, p);
     expect(r.status).toBe(404);
     expect(r.body).not.toContain('SECRET');
@@ -63,7 +77,9 @@ describe('BootConfigServer read errors', () => {
   // /proc/self/mem is a regular file whose read at offset 0 fails (EIO): a file that cannot be read.
   const server = new BootConfigServer({ directory: '/proc/self', content: { '/alive': 'yes' } });
   let port = 0;
-  beforeAll(async () => { port = await server.listen(); });
+  beforeAll(async () => {
+    port = await server.listen();
+  });
   afterAll(() => server.close());
 
   it('answers 500 for a file it cannot read, and keeps serving', async () => {

@@ -70,37 +70,69 @@ describe('kiln import and secrets', () => {
     const r = importTemplate({ template: f, output: out, inputs: { env: {} } });
     for (const t of texts) expect(r.yaml, t).not.toContain(t);
     // The header names the variables that really are below.
-    expect(r.yaml).toMatch(/ssh_password = <sensitive: kiln variables ssh_password, ssh_password_for_inline_3 below, without a value>/);
+    expect(r.yaml).toMatch(
+      /ssh_password = <sensitive: kiln variables ssh_password, ssh_password_for_inline_3 below, without a value>/,
+    );
     expect(r.yaml).toMatch(/ssh_keys = <sensitive: kiln variables ssh_keys_0, ssh_keys_1 below/);
     expect(r.yaml).toMatch(/registry = <sensitive: kiln variables registry_(user|token), registry_(user|token) below/);
     expect(r.yaml).toMatch(/memory_mib = <sensitive: kiln variable memory_mib below/);
-    expect(r.yaml).toContain('TO DO: no default on purpose; kiln validate fails until ssh_password_for_inline_3 is given');
+    expect(r.yaml).toContain(
+      'TO DO: no default on purpose; kiln validate fails until ssh_password_for_inline_3 is given',
+    );
     expect(r.yaml).toContain('computed in the Packer template from var.ssh_password at web.pkr.hcl:');
     // Until the values are given, kiln refuses the template, naming what is missing.
-    expect(() => loadTemplate(out, { env: {} })).toThrow(/ssh_password_for_inline_3" has no default and no value was given/);
+    expect(() => loadTemplate(out, { env: {} })).toThrow(
+      /ssh_password_for_inline_3" has no default and no value was given/,
+    );
     // Given, the template is what Packer would have run.
     const t = loadTemplate(out, {
       env: {},
-      vars: [`ssh_password=${password}`, 'ssh_keys_0=ssh-ed25519 AAAAkeyone', 'ssh_keys_1=ssh-ed25519 AAAAkeytwo', 'registry_user=deploy-bot', 'registry_token=glpat-0123456789', 'memory_mib=1536', `ssh_password_for_inline_3=${b64}`],
+      vars: [
+        `ssh_password=${password}`,
+        'ssh_keys_0=ssh-ed25519 AAAAkeyone',
+        'ssh_keys_1=ssh-ed25519 AAAAkeytwo',
+        'registry_user=deploy-bot',
+        'registry_token=glpat-0123456789',
+        'memory_mib=1536',
+        `ssh_password_for_inline_3=${b64}`,
+      ],
     });
     const b = t.template.builds[0]!;
     expect(b.source.memory).toBe(1536);
     expect(b.source.communicator).toMatchObject({ password });
-    expect(b.provisioners[0]).toMatchObject({ inline: [
-      "echo 'ssh-ed25519 AAAAkeyone' >> /root/.ssh/authorized_keys",
-      "echo 'ssh-ed25519 AAAAkeyone\nssh-ed25519 AAAAkeytwo' > /tmp/all",
-      'docker login -u deploy-bot -p glpat-0123456789',
-      `echo ${b64} | base64 -d > /tmp/pw`,
-    ] });
+    expect(b.provisioners[0]).toMatchObject({
+      inline: [
+        "echo 'ssh-ed25519 AAAAkeyone' >> /root/.ssh/authorized_keys",
+        "echo 'ssh-ed25519 AAAAkeyone\nssh-ed25519 AAAAkeytwo' > /tmp/all",
+        'docker login -u deploy-bot -p glpat-0123456789',
+        `echo ${b64} | base64 -d > /tmp/pw`,
+      ],
+    });
   });
 
-  it('a legacy JSON template\'s sensitive-variables and {{env}} defaults are not written either', () => {
-    const f = write('legacy.json', JSON.stringify({
-      variables: { ssh_password: password, token: '{{env `KILN_TEST_IMPORT_TOKEN`}}' },
-      'sensitive-variables': ['ssh_password'],
-      builders: [{ type: 'qemu', iso_url: `${dir}/base.qcow2`, iso_checksum: 'none', disk_image: true, ssh_username: 'root', ssh_password: '{{user `ssh_password`}}' }],
-      provisioners: [{ type: 'shell', inline: ['echo {{user `token`}} > /tmp/t'] }],
-    }, null, 2));
+  it("a legacy JSON template's sensitive-variables and {{env}} defaults are not written either", () => {
+    const f = write(
+      'legacy.json',
+      JSON.stringify(
+        {
+          variables: { ssh_password: password, token: '{{env `KILN_TEST_IMPORT_TOKEN`}}' },
+          'sensitive-variables': ['ssh_password'],
+          builders: [
+            {
+              type: 'qemu',
+              iso_url: `${dir}/base.qcow2`,
+              iso_checksum: 'none',
+              disk_image: true,
+              ssh_username: 'root',
+              ssh_password: '{{user `ssh_password`}}',
+            },
+          ],
+          provisioners: [{ type: 'shell', inline: ['echo {{user `token`}} > /tmp/t'] }],
+        },
+        null,
+        2,
+      ),
+    );
     const r = importTemplate({ template: f, inputs: { env: { KILN_TEST_IMPORT_TOKEN: 'env-token-abcdef' } } });
     expect(r.yaml).not.toContain(password);
     expect(r.yaml).not.toContain('env-token-abcdef');
@@ -112,7 +144,11 @@ describe('kiln import and secrets', () => {
     const f = write('o.pkr.hcl', hcl);
     const missing = path.join(dir, 'missing-dir');
     let message = '';
-    try { importTemplate({ template: f, output: path.join(missing, 'x.yaml'), inputs: { env: {} } }); } catch (e) { message = (e as Error).message; }
+    try {
+      importTemplate({ template: f, output: path.join(missing, 'x.yaml'), inputs: { env: {} } });
+    } catch (e) {
+      message = (e as Error).message;
+    }
     expect(message).toContain(`the folder ${missing} does not exist`);
     expect(message).toContain('mkdir -p');
     expect(message).not.toContain('.kiln-import-');

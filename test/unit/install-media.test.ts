@@ -11,14 +11,22 @@ const root = mkdtempSync(path.join(os.tmpdir(), 'kiln-install-media-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
 /** Runs the step in a fresh work directory under `root`; returns it and the step's error, if any. */
-async function makeMedia(cdContent: Record<string, string>, cdFiles: string[] = []): Promise<{ work: string; error?: string }> {
+async function makeMedia(
+  cdContent: Record<string, string>,
+  cdFiles: string[] = [],
+): Promise<{ work: string; error?: string }> {
   const work = mkdtempSync(path.join(root, 'work-'));
   const ctx = {
-    build: { source: { cd_files: cdFiles, cd_content: cdContent, cd_label: 'cidata', floppy_files: [], floppy_label: 'KILN' } },
+    build: {
+      source: { cd_files: cdFiles, cd_content: cdContent, cd_label: 'cidata', floppy_files: [], floppy_label: 'KILN' },
+    },
     state: { workDir: work },
     buildValues: () => ({}),
   } as unknown as BuildContext;
-  const error = await installMediaStep.run(ctx).then(() => undefined, (e: unknown) => (e as Error).message);
+  const error = await installMediaStep.run(ctx).then(
+    () => undefined,
+    (e: unknown) => (e as Error).message,
+  );
   return { work, error };
 }
 
@@ -30,13 +38,18 @@ describe('cd_content names', () => {
     expect(existsSync(path.join(work, 'cd_files.iso'))).toBe(true);
   });
 
-  it.each(['../escape.cfg', 'a/../../escape.cfg', '/escape.cfg'])('refuses %j and writes nothing outside the CD', async (name) => {
-    const { work, error } = await makeMedia({ [name]: 'text' });
-    expect(error).toMatch(/^cd_content ".+" names .+, outside the CD\n  fix: write it relative to the CD's root, e.g. ks.cfg or kickstart\/ks.cfg$/);
-    expect(error).toContain(`cd_content "${name}"`);
-    expect(existsSync(path.join(work, 'escape.cfg'))).toBe(false);
-    expect(existsSync('/escape.cfg')).toBe(false);
-  });
+  it.each(['../escape.cfg', 'a/../../escape.cfg', '/escape.cfg'])(
+    'refuses %j and writes nothing outside the CD',
+    async (name) => {
+      const { work, error } = await makeMedia({ [name]: 'text' });
+      expect(error).toMatch(
+        /^cd_content ".+" names .+, outside the CD\n  fix: write it relative to the CD's root, e.g. ks.cfg or kickstart\/ks.cfg$/,
+      );
+      expect(error).toContain(`cd_content "${name}"`);
+      expect(existsSync(path.join(work, 'escape.cfg'))).toBe(false);
+      expect(existsSync('/escape.cfg')).toBe(false);
+    },
+  );
 
   it('refuses a name that leads through a symlink cd_files copied in', async () => {
     const outside = mkdtempSync(path.join(root, 'outside-'));
@@ -44,7 +57,9 @@ describe('cd_content names', () => {
     mkdirSync(tree);
     symlinkSync(outside, path.join(tree, 'out'));
     const { error } = await makeMedia({ 'tree/out/pwned.cfg': 'text' }, [tree]);
-    expect(error).toBe(`cd_content "tree/out/pwned.cfg" leads through a symlink to ${outside}, outside the CD\n  fix: write it relative to the CD's root, e.g. ks.cfg or kickstart/ks.cfg`);
+    expect(error).toBe(
+      `cd_content "tree/out/pwned.cfg" leads through a symlink to ${outside}, outside the CD\n  fix: write it relative to the CD's root, e.g. ks.cfg or kickstart/ks.cfg`,
+    );
     expect(existsSync(path.join(outside, 'pwned.cfg'))).toBe(false);
   });
 });

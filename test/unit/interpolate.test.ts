@@ -5,7 +5,9 @@ const values = { var: { user: 'debian', cpus: 4, on: true }, build: { http_ip: '
 
 describe('interpolation', () => {
   it('replaces var and build references inside text', () => {
-    expect(interpolateString('url=http://${build.http_ip}:${build.http_port}/u/${var.user}', values)).toBe('url=http://10.0.2.2:8123/u/debian');
+    expect(interpolateString('url=http://${build.http_ip}:${build.http_port}/u/${var.user}', values)).toBe(
+      'url=http://10.0.2.2:8123/u/debian',
+    );
   });
   it('keeps the value type when the whole string is one reference', () => {
     expect(interpolateString('${var.cpus}', values)).toBe(4);

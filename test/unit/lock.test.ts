@@ -13,16 +13,24 @@ const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-lock-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('lock files', () => {
-  it('never takes over a lock file that holds no pid (one being created, by an older kiln, or not kiln\'s)', async () => {
+  it("never takes over a lock file that holds no pid (one being created, by an older kiln, or not kiln's)", async () => {
     const lock = path.join(dir, 'empty.lock');
     writeFileSync(lock, '');
     let ran = false;
-    await expect(withLock(lock, async () => { ran = true; }, 300)).rejects.toThrow(/holds no pid.*\n  fix: if no kiln is running, remove it/);
+    await expect(
+      withLock(
+        lock,
+        async () => {
+          ran = true;
+        },
+        300,
+      ),
+    ).rejects.toThrow(/holds no pid.*\n  fix: if no kiln is running, remove it/);
     expect(ran).toBe(false);
     expect(readFileSync(lock, 'utf8')).toBe('');
   });
 
-  it('waits for a live holder and names it; takes over a dead holder\'s lock', async () => {
+  it("waits for a live holder and names it; takes over a dead holder's lock", async () => {
     const lock = path.join(dir, 'held.lock');
     const holder = execa('sleep', ['30']);
     writeFileSync(lock, String(holder.pid));
@@ -41,7 +49,7 @@ describe('lock files', () => {
     expect(readdirSync(dir).filter((n) => n.startsWith('whole.lock'))).toEqual(['whole.lock']);
   });
 
-  it('the sweep removes a dead process\'s lock, and never one another process holds now', async () => {
+  it("the sweep removes a dead process's lock, and never one another process holds now", async () => {
     const dead = await deadPid();
     const lock = path.join(dir, 'swept.lock');
     writeFileSync(lock, String(dead));

@@ -27,7 +27,9 @@ const load = (file: string) => loadTemplate(file, { env: {} });
 
 describe('dynamic blocks', () => {
   it('expands dynamic provisioners and post-processors in place, in order (a map by sorted key)', () => {
-    const f = write('dyn.pkr.hcl', `locals {
+    const f = write(
+      'dyn.pkr.hcl',
+      `locals {
   files = { motd = "/etc/motd", issue = "/etc/issue" }
 }
 ${source}
@@ -58,16 +60,23 @@ build {
     }
   }
 }
-`);
+`,
+    );
     const b = load(f).template.builds[0]!;
     expect(b.provisioners.map((p) => [p.type, (p as { inline?: string[] }).inline?.[0]])).toEqual([
-      ['shell', 'first'], ['shell', 'echo issue /etc/issue a'], ['shell', 'echo motd /etc/motd a'],
-      ['shell-local', 'echo 0=x'], ['shell-local', 'echo 1=y'], ['shell', 'last'],
+      ['shell', 'first'],
+      ['shell', 'echo issue /etc/issue a'],
+      ['shell', 'echo motd /etc/motd a'],
+      ['shell-local', 'echo 0=x'],
+      ['shell-local', 'echo 1=y'],
+      ['shell', 'last'],
     ]);
   });
 
   it('expands nested dynamic blocks with the outer iterator in scope', () => {
-    const f = write('nested.pkr.hcl', `${source}
+    const f = write(
+      'nested.pkr.hcl',
+      `${source}
 build {
   sources = ["source.qemu.a"]
   dynamic "provisioner" {
@@ -79,35 +88,67 @@ build {
     }
   }
 }
-`);
-    expect(load(f).template.builds[0]!.provisioners.map((p) => (p as { inline?: string[] }).inline)).toEqual([['0:a', '0:b'], ['1:c']]);
+`,
+    );
+    expect(load(f).template.builds[0]!.provisioners.map((p) => (p as { inline?: string[] }).inline)).toEqual([
+      ['0:a', '0:b'],
+      ['1:c'],
+    ]);
   });
 
   it('refuses a dynamic block Packer refuses or cannot expand, at its line', () => {
-    const top = write('top.pkr.hcl', `dynamic "source" {\n  for_each = ["a"]\n  labels = ["qemu", "x"]\n  content {}\n}\n${source}\nbuild {\n  sources = ["source.qemu.a"]\n}\n`);
+    const top = write(
+      'top.pkr.hcl',
+      `dynamic "source" {\n  for_each = ["a"]\n  labels = ["qemu", "x"]\n  content {}\n}\n${source}\nbuild {\n  sources = ["source.qemu.a"]\n}\n`,
+    );
     expect(() => load(top)).toThrow(/top\.pkr\.hcl:1: dynamic "source": a dynamic block at the top of a file/);
-    const bad = write('badeach.pkr.hcl', `${source}\nbuild {\n  sources = ["source.qemu.a"]\n  dynamic "provisioner" {\n    for_each = "x"\n    labels = ["shell"]\n    content { inline = ["x"] }\n  }\n}\n`);
-    expect(() => load(bad)).toThrow(/badeach\.pkr\.hcl:12: .*dynamic "provisioner": for_each must be a list or a map, not a string/);
-    const noContent = write('nocontent.pkr.hcl', `${source}\nbuild {\n  sources = ["source.qemu.a"]\n  dynamic "provisioner" {\n    for_each = [1]\n    labels = ["shell"]\n  }\n}\n`);
-    expect(() => load(noContent)).toThrow(/nocontent\.pkr\.hcl:12: .*dynamic "provisioner" needs exactly one content block/);
+    const bad = write(
+      'badeach.pkr.hcl',
+      `${source}\nbuild {\n  sources = ["source.qemu.a"]\n  dynamic "provisioner" {\n    for_each = "x"\n    labels = ["shell"]\n    content { inline = ["x"] }\n  }\n}\n`,
+    );
+    expect(() => load(bad)).toThrow(
+      /badeach\.pkr\.hcl:12: .*dynamic "provisioner": for_each must be a list or a map, not a string/,
+    );
+    const noContent = write(
+      'nocontent.pkr.hcl',
+      `${source}\nbuild {\n  sources = ["source.qemu.a"]\n  dynamic "provisioner" {\n    for_each = [1]\n    labels = ["shell"]\n  }\n}\n`,
+    );
+    expect(() => load(noContent)).toThrow(
+      /nocontent\.pkr\.hcl:12: .*dynamic "provisioner" needs exactly one content block/,
+    );
   });
 });
 
 describe('data sources', () => {
   it('runs data "null" (output = input), usable from locals and sources', () => {
-    const f = write('dnull.pkr.hcl', `variable "n" {\n  default = 2\n}\ndata "null" "cpus" {\n  input = var.n\n}\nlocals {\n  mem = data.null.cpus.output * 256\n}\n${source.replace('disk_image', 'cpus = data.null.cpus.output\n  memory = local.mem\n  disk_image')}\nbuild {\n  sources = ["source.qemu.a"]\n}\n`);
+    const f = write(
+      'dnull.pkr.hcl',
+      `variable "n" {\n  default = 2\n}\ndata "null" "cpus" {\n  input = var.n\n}\nlocals {\n  mem = data.null.cpus.output * 256\n}\n${source.replace('disk_image', 'cpus = data.null.cpus.output\n  memory = local.mem\n  disk_image')}\nbuild {\n  sources = ["source.qemu.a"]\n}\n`,
+    );
     const b = load(f).template.builds[0]!;
     expect(b.source.cpus).toBe(2);
     expect(b.source.memory).toBe(512);
   });
 
   it('names any other data source at file:line, with its type and the fix', () => {
-    const f = write('dhttp.pkr.hcl', `${source}\ndata "http" "release" {\n  url = "https://example.org/latest"\n}\ndata "amazon-ami" "base" {\n  region = "x"\n}\nlocals {\n  v = data.http.release.body\n}\nbuild {\n  sources = ["source.qemu.a"]\n}\n`);
+    const f = write(
+      'dhttp.pkr.hcl',
+      `${source}\ndata "http" "release" {\n  url = "https://example.org/latest"\n}\ndata "amazon-ami" "base" {\n  region = "x"\n}\nlocals {\n  v = data.http.release.body\n}\nbuild {\n  sources = ["source.qemu.a"]\n}\n`,
+    );
     let msg = '';
-    try { load(f); } catch (e) { msg = (e as Error).message; }
-    expect(msg).toMatch(/dhttp\.pkr\.hcl:10: data "http" "release": kiln does not run the "http" data source \(Packer 1\.6\.6 has no data sources; they arrived in Packer 1\.7\)\n  fix: replace data\.http\.release\.<attribute> with a variable \(variable "http_release"/);
+    try {
+      load(f);
+    } catch (e) {
+      msg = (e as Error).message;
+    }
+    expect(msg).toMatch(
+      /dhttp\.pkr\.hcl:10: data "http" "release": kiln does not run the "http" data source \(Packer 1\.6\.6 has no data sources; they arrived in Packer 1\.7\)\n  fix: replace data\.http\.release\.<attribute> with a variable \(variable "http_release"/,
+    );
     expect(msg).toMatch(/dhttp\.pkr\.hcl:13: data "amazon-ami" "base": kiln does not run the "amazon-ami" data source/);
-    const bad = write('dnullbad.pkr.hcl', `${source}\ndata "null" "x" {\n  inputs = 1\n}\nbuild {\n  sources = ["source.qemu.a"]\n}\n`);
+    const bad = write(
+      'dnullbad.pkr.hcl',
+      `${source}\ndata "null" "x" {\n  inputs = 1\n}\nbuild {\n  sources = ["source.qemu.a"]\n}\n`,
+    );
     expect(() => load(bad)).toThrow(/dnullbad\.pkr\.hcl:10: data "null" "x": a null data source has two labels/);
   });
 });
@@ -118,6 +159,8 @@ describe('a folder', () => {
     mkdirSync(folder);
     writeFileSync(path.join(folder, 'a.json'), JSON.stringify({ builders: [{ type: 'qemu' }] }));
     writeFileSync(path.join(folder, 'notes.json'), '{}');
-    expect(() => load(folder)).toThrow(/legacy holds no \*\.pkr\.hcl or \*\.pkr\.json file, only legacy JSON \(a\.json\); a folder is read as HCL, as Packer 1\.6\.6 does\n  fix: give kiln the legacy template itself: .*legacy\/a\.json/);
+    expect(() => load(folder)).toThrow(
+      /legacy holds no \*\.pkr\.hcl or \*\.pkr\.json file, only legacy JSON \(a\.json\); a folder is read as HCL, as Packer 1\.6\.6 does\n  fix: give kiln the legacy template itself: .*legacy\/a\.json/,
+    );
   });
 });

@@ -11,13 +11,20 @@ import { VariableError } from '../../src/template/variables.js';
 import { HclError, blocksOf, parseHcl, parseHclExpression, type Body } from '../../src/template/packer/hcl.js';
 import { evaluate, type EvalContext, type Value } from '../../src/template/packer/eval.js';
 
-const ctx = (scope: Record<string, Value> = {}): EvalContext => ({ file: 't.pkr.hcl', scope, cwd: process.cwd(), now: new Date('2024-03-04T05:06:07Z') });
-const val = (src: string, scope: Record<string, Value> = {}) => evaluate(parseHclExpression(src, 't.pkr.hcl'), ctx(scope));
+const ctx = (scope: Record<string, Value> = {}): EvalContext => ({
+  file: 't.pkr.hcl',
+  scope,
+  cwd: process.cwd(),
+  now: new Date('2024-03-04T05:06:07Z'),
+});
+const val = (src: string, scope: Record<string, Value> = {}) =>
+  evaluate(parseHclExpression(src, 't.pkr.hcl'), ctx(scope));
 const attr = (body: Body, name: string) => body.items.find((i) => i.kind === 'attribute' && i.name === name);
 
 describe('HCL parser', () => {
   it('keeps blocks of different types in written order, with labels and positions', () => {
-    const body = parseHcl(`
+    const body = parseHcl(
+      `
 source "qemu" "a" {
   iso_url = "x"
 }
@@ -32,14 +39,16 @@ build {
     inline = ["two"]
   }
 }
-`, 't.pkr.hcl');
+`,
+      't.pkr.hcl',
+    );
     const [src, build] = blocksOf(body);
     expect(src).toMatchObject({ type: 'source', labels: ['qemu', 'a'], pos: { line: 2, column: 1 } });
     expect(blocksOf(build!.body, 'provisioner').map((p) => p.labels[0])).toEqual(['shell', 'file', 'shell']);
     expect(blocksOf(build!.body)[1]!.pos).toEqual({ line: 8, column: 3 });
   });
 
-  it('reads the HCL spec\'s expression forms', () => {
+  it("reads the HCL spec's expression forms", () => {
     expect(val('1 + 2 * 3')).toBe(7);
     expect(val('(1 + 2) * 3')).toBe(9);
     expect(val('10 % 4 == 2 && !false')).toBe(true);
@@ -61,11 +70,20 @@ build {
   it('reads templates: interpolation, directives, strip markers, escapes, heredocs', () => {
     expect(val('"Hello, ${var.name}!"', { var: { name: 'kiln' } })).toBe('Hello, kiln!');
     expect(val('"${var.n}"', { var: { n: 3 } })).toBe(3);
-    expect(val('"Hello, %{ if var.name != "" }${var.name}%{ else }unnamed%{ endif }!"', { var: { name: '' } })).toBe('Hello, unnamed!');
+    expect(val('"Hello, %{ if var.name != "" }${var.name}%{ else }unnamed%{ endif }!"', { var: { name: '' } })).toBe(
+      'Hello, unnamed!',
+    );
     expect(val('"%{ for x in ["a", "b"] }<${x}>%{ endfor }"')).toBe('<a><b>');
     expect(val('"$${HOME} %%{x}"')).toBe('${HOME} %{x}');
-    const body = parseHcl('a = <<EOT\nhello\n  ${var.x}\nEOT\nb = <<-EOT\n    one\n      two\n    EOT\nc = "x   ${~ "y" ~}   z"\n', 't.pkr.hcl');
-    const e = (n: string) => { const a = attr(body, n); if (a?.kind !== "attribute") throw new Error(n); return evaluate(a.expr, ctx({ var: { x: "X" } })); };
+    const body = parseHcl(
+      'a = <<EOT\nhello\n  ${var.x}\nEOT\nb = <<-EOT\n    one\n      two\n    EOT\nc = "x   ${~ "y" ~}   z"\n',
+      't.pkr.hcl',
+    );
+    const e = (n: string) => {
+      const a = attr(body, n);
+      if (a?.kind !== 'attribute') throw new Error(n);
+      return evaluate(a.expr, ctx({ var: { x: 'X' } }));
+    };
     expect(e('a')).toBe('hello\n  X\n');
     expect(e('b')).toBe('one\n  two\n');
     expect(e('c')).toBe('xyz');
@@ -117,13 +135,37 @@ build {
   });
 
   it('fuzz: any text either parses or fails with an HclError', () => {
-    const seeds = ['source "qemu" "a" {\n  iso_url = "${var.x}-%{ if true }y%{ endif }"\n  qemuargs = [["-m", "1G"]]\n}\n', 'a = <<-EOT\n  ${x}\n  EOT\n', 'l = { for k, v in var.m : k => v if v != "" }\n'];
+    const seeds = [
+      'source "qemu" "a" {\n  iso_url = "${var.x}-%{ if true }y%{ endif }"\n  qemuargs = [["-m", "1G"]]\n}\n',
+      'a = <<-EOT\n  ${x}\n  EOT\n',
+      'l = { for k, v in var.m : k => v if v != "" }\n',
+    ];
     const alphabet = fc.constantFrom(...'"${}[]()%~<>=!?:,.*/#-\n EOTa1\\'.split(''));
-    fc.assert(fc.property(fc.constantFrom(...seeds), fc.array(fc.tuple(fc.nat(200), fc.array(alphabet, { maxLength: 4 }).map((a) => a.join('')), fc.nat(3))), (seedText, edits) => {
-      let text = seedText;
-      for (const [at, ins, del] of edits) { const i = at % (text.length + 1); text = text.slice(0, i) + ins + text.slice(i + del); }
-      try { parseHcl(text, 'f.pkr.hcl'); } catch (e) { if (!(e instanceof HclError)) throw e; }
-    }), { seed: 0x6b696c6e, numRuns: 3000 });
+    fc.assert(
+      fc.property(
+        fc.constantFrom(...seeds),
+        fc.array(
+          fc.tuple(
+            fc.nat(200),
+            fc.array(alphabet, { maxLength: 4 }).map((a) => a.join('')),
+            fc.nat(3),
+          ),
+        ),
+        (seedText, edits) => {
+          let text = seedText;
+          for (const [at, ins, del] of edits) {
+            const i = at % (text.length + 1);
+            text = text.slice(0, i) + ins + text.slice(i + del);
+          }
+          try {
+            parseHcl(text, 'f.pkr.hcl');
+          } catch (e) {
+            if (!(e instanceof HclError)) throw e;
+          }
+        },
+      ),
+      { seed: 0x6b696c6e, numRuns: 3000 },
+    );
   });
 
   it('fuzz: a mutated Packer template loads or fails with a TemplateError, never a crash', () => {
@@ -131,12 +173,38 @@ build {
     afterAll(() => rmSync(dir, { recursive: true, force: true }));
     const seedText = readFileSync(path.join(__dirname, '../fixtures/packer/tiny/tiny.pkr.hcl'), 'utf8');
     const file = path.join(dir, 'fuzz.pkr.hcl');
-    const alphabet = fc.constantFrom(...'"${}[]()%~<>=!?:,.*#-\n 0aZ'.split(''), 'var.', 'local.', 'source', 'build', 'null', 'true', '[for x in [1] : x]', 'env("X")', 'upper(1)', '{a = 1}', '<<EOT\nx\nEOT\n');
-    fc.assert(fc.property(fc.array(fc.tuple(fc.nat(seedText.length), alphabet, fc.nat(4)), { minLength: 1, maxLength: 4 }), (edits) => {
-      let text = seedText;
-      for (const [at, ins, del] of edits) { const i = at % (text.length + 1); text = text.slice(0, i) + ins + text.slice(i + del); }
-      writeFileSync(file, text);
-      try { loadTemplate(file, { env: {} }); } catch (e) { if (!(e instanceof TemplateError) && !(e instanceof VariableError)) throw e; }
-    }), { seed: 0x6b696c6e, numRuns: 400 });
+    const alphabet = fc.constantFrom(
+      ...'"${}[]()%~<>=!?:,.*#-\n 0aZ'.split(''),
+      'var.',
+      'local.',
+      'source',
+      'build',
+      'null',
+      'true',
+      '[for x in [1] : x]',
+      'env("X")',
+      'upper(1)',
+      '{a = 1}',
+      '<<EOT\nx\nEOT\n',
+    );
+    fc.assert(
+      fc.property(
+        fc.array(fc.tuple(fc.nat(seedText.length), alphabet, fc.nat(4)), { minLength: 1, maxLength: 4 }),
+        (edits) => {
+          let text = seedText;
+          for (const [at, ins, del] of edits) {
+            const i = at % (text.length + 1);
+            text = text.slice(0, i) + ins + text.slice(i + del);
+          }
+          writeFileSync(file, text);
+          try {
+            loadTemplate(file, { env: {} });
+          } catch (e) {
+            if (!(e instanceof TemplateError) && !(e instanceof VariableError)) throw e;
+          }
+        },
+      ),
+      { seed: 0x6b696c6e, numRuns: 400 },
+    );
   });
 });

@@ -20,7 +20,9 @@ source "${type}" "${name}" {
 }
 `;
 const hcl = path.join(dir, 't.pkr.hcl');
-writeFileSync(hcl, `${src('debian')}${src('alpine')}${src('cloud', 'amazon-ebs')}
+writeFileSync(
+  hcl,
+  `${src('debian')}${src('alpine')}${src('cloud', 'amazon-ebs')}
 build {
   sources = ["source.qemu.debian", "source.qemu.alpine", "source.amazon-ebs.cloud"]
 }
@@ -30,7 +32,8 @@ build {
     output_directory = "${dir}/named"
   }
 }
-`);
+`,
+);
 
 describe('Packer globs (src/util/glob.ts)', () => {
   it('matches as gobwas/glob without separators does', () => {
@@ -70,14 +73,21 @@ describe('-only/-except on a Packer template', () => {
     expect(names(['*qemu*'], ['qemu.[!a]*'])).toEqual(['qemu.alpine', 'named.qemu.debian']);
   });
   it('refuses the other builder unless -only leaves it out', () => {
-    expect(() => loadTemplate(hcl, {}, {})).toThrow(/amazon-ebs.*not supported[\s\S]*-only=qemu\.debian,qemu\.alpine,named\.qemu\.debian/);
+    expect(() => loadTemplate(hcl, {}, {})).toThrow(
+      /amazon-ebs.*not supported[\s\S]*-only=qemu\.debian,qemu\.alpine,named\.qemu\.debian/,
+    );
     expect(() => loadTemplate(hcl, {}, { only: ['*.cloud'] })).toThrow(/amazon-ebs/);
     // -except leaves it out too (issue 25: only -only did), and build's selection still accepts the name.
     const t = loadTemplate(hcl, {}, { except: ['amazon-ebs.cloud', 'named.*'] });
-    expect(selectBuilds(t, undefined, ['amazon-ebs.cloud', 'named.*']).map((b) => b.name)).toEqual(['qemu.debian', 'qemu.alpine']);
+    expect(selectBuilds(t, undefined, ['amazon-ebs.cloud', 'named.*']).map((b) => b.name)).toEqual([
+      'qemu.debian',
+      'qemu.alpine',
+    ]);
   });
   it('names a pattern that matches nothing (Packer would build nothing and exit 0)', () => {
-    expect(() => names(['qemu.*', 'ubuntu*'])).toThrow(/t\.pkr\.hcl: -only: no build matches "ubuntu\*" \(builds: qemu\.debian, qemu\.alpine, named\.qemu\.debian, amazon-ebs\.cloud\)/);
+    expect(() => names(['qemu.*', 'ubuntu*'])).toThrow(
+      /t\.pkr\.hcl: -only: no build matches "ubuntu\*" \(builds: qemu\.debian, qemu\.alpine, named\.qemu\.debian, amazon-ebs\.cloud\)/,
+    );
     expect(() => names(['qemu.*'], ['nope'])).toThrow(/no build named "nope"/);
     expect(() => names(['qemu.['])).toThrow(/never closed/);
   });

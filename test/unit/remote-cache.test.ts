@@ -30,7 +30,9 @@ const key3 = '3'.repeat(64);
 
 function cache(store: FakeStore, o: Partial<ConstructorParameters<typeof RemoteCache>[1]> = {}) {
   const logs: string[] = [];
-  const c = new RemoteCache(store, { kilnVersion: '0.0.0-test', builder: 'unit', ...o }, (m, level) => logs.push(`${level ?? 'info'}: ${m}`));
+  const c = new RemoteCache(store, { kilnVersion: '0.0.0-test', builder: 'unit', ...o }, (m, level) =>
+    logs.push(`${level ?? 'info'}: ${m}`),
+  );
   return { c, logs };
 }
 const fileFor = (tag: string) => (i: number) => path.join(dir, `pulled-${tag}-${i}-${n++}`);
@@ -40,14 +42,27 @@ describe('remote cache protocol', () => {
     it(`a store that ${conditions === 'ignore' ? 'ignores conditions' : `answers ${conditions}`}: the blob, read back, then the record; a reader gets the same bytes`, async () => {
       const store = new FakeStore(conditions);
       const { c } = cache(store);
-      expect(await c.probeConditionalCreate()).toBe(conditions === 'ignore' ? 'ignored' : conditions === '412' ? 'supported' : 'refused');
+      expect(await c.probeConditionalCreate()).toBe(
+        conditions === 'ignore' ? 'ignored' : conditions === '412' ? 'supported' : 'refused',
+      );
       expect(store.keys('probe/')).toEqual([]);
       const file = layerFile('final disk A');
       const record = await c.push(key1, 'final', file, meta());
-      expect(record).toMatchObject({ digest: sha('final disk A'), size: 12, parent: null, base, kind: 'final', builder: 'unit', epoch: 0 });
+      expect(record).toMatchObject({
+        digest: sha('final disk A'),
+        size: 12,
+        parent: null,
+        base,
+        kind: 'final',
+        builder: 'unit',
+        epoch: 0,
+      });
       const name = await c.nameOf(key1, 'final');
       // The record is the last thing written, after the blob.
-      expect(store.puts.filter((k) => !k.startsWith('probe/'))).toEqual([`blobs/sha256/${record.digest}`, `layers/${name}/${record.digest}.json`]);
+      expect(store.puts.filter((k) => !k.startsWith('probe/'))).toEqual([
+        `blobs/sha256/${record.digest}`,
+        `layers/${name}/${record.digest}.json`,
+      ]);
       // Pushing the same layer again (a retried task): one record still, whatever the store does with the condition.
       await c.push(key1, 'final', file, meta());
       expect(store.keys('layers/')).toEqual([`layers/${name}/${record.digest}.json`]);
@@ -113,12 +128,18 @@ describe('remote cache protocol', () => {
     store.objects.delete(`blobs/sha256/${r.digest}`);
     const { c, logs } = cache(store);
     const files: string[] = [];
-    expect(await c.pullChain([{ key: key1, kind: 'final' }], base, (i) => { const f = fileFor('lost')(i); files.push(f); return f; })).toBeUndefined();
+    expect(
+      await c.pullChain([{ key: key1, kind: 'final' }], base, (i) => {
+        const f = fileFor('lost')(i);
+        files.push(f);
+        return f;
+      }),
+    ).toBeUndefined();
     expect(logs.join('\n')).toMatch(/warn: remote cache: blob [0-9a-f]{12} is missing .*a miss/);
     expect(files.filter((f) => existsSync(f))).toEqual([]);
   });
 
-  it('a truncated or altered blob is never used: a miss with a warning, or the next candidate when another builder\'s is whole', async () => {
+  it("a truncated or altered blob is never used: a miss with a warning, or the next candidate when another builder's is whole", async () => {
     const store = new FakeStore();
     const r1 = await cache(store, { builder: 'a' }).c.push(key1, 'final', layerFile('builder a bytes'), meta());
     const r2 = await cache(store, { builder: 'b' }).c.push(key1, 'final', layerFile('builder b bytes'), meta());
@@ -144,7 +165,9 @@ describe('remote cache protocol', () => {
     const store = new FakeStore();
     store.corruptOnWrite = /^blobs\//;
     const { c } = cache(store);
-    await expect(c.push(key1, 'final', layerFile('will be damaged'), meta())).rejects.toThrow(/read back .* not what was sent; no record written/);
+    await expect(c.push(key1, 'final', layerFile('will be damaged'), meta())).rejects.toThrow(
+      /read back .* not what was sent; no record written/,
+    );
     expect(store.keys('layers/')).toEqual([]);
   });
 
@@ -157,7 +180,10 @@ describe('remote cache protocol', () => {
     const a2 = await a.push(key2, 'layer', layerFile('a2'), meta(a1.digest));
     const b1 = await b.push(key1, 'layer', layerFile('b1'), meta());
     const b2 = await b.push(key2, 'layer', layerFile('b2'), meta(b1.digest));
-    const keys = [{ key: key1, kind: 'layer' as const }, { key: key2, kind: 'layer' as const }];
+    const keys = [
+      { key: key1, kind: 'layer' as const },
+      { key: key2, kind: 'layer' as const },
+    ];
     const pulled = await cache(store).c.pullChain(keys, base, fileFor('chain'));
     expect(pulled).toHaveLength(2);
     const top = pulled![1]!.record;
@@ -197,7 +223,7 @@ describe('remote cache protocol', () => {
     expect(logs.filter((l) => l.includes('ignoring record'))).toHaveLength(2);
   });
 
-  it('prune: records first (another epoch\'s, too old, blob gone), then blobs nothing names, young ones kept', async () => {
+  it("prune: records first (another epoch's, too old, blob gone), then blobs nothing names, young ones kept", async () => {
     const store = new FakeStore();
     const { c } = cache(store);
     const old = await c.push(key1, 'final', layerFile('old epoch'), meta());
@@ -210,7 +236,9 @@ describe('remote cache protocol', () => {
     await store.put(`blobs/sha256/${'a'.repeat(64)}`, Buffer.from('in flight'));
     const result = await c.prune({ graceMs: 3600_000 });
     expect(result).toMatchObject({ records: 2, blobs: 1 });
-    expect(store.keys('blobs/').sort()).toEqual([`blobs/sha256/${'a'.repeat(64)}`, `blobs/sha256/${kept.digest}`].sort());
+    expect(store.keys('blobs/').sort()).toEqual(
+      [`blobs/sha256/${'a'.repeat(64)}`, `blobs/sha256/${kept.digest}`].sort(),
+    );
     expect(store.keys('layers/')).toEqual([`layers/${await c.nameOf(key2, 'final')}/${kept.digest}.json`]);
     void old;
     // --older-than: the remaining record goes too, then its blob.
@@ -223,6 +251,8 @@ describe('remote cache protocol', () => {
   it('s3:// URLs: bucket and prefix, and a bad one names the flag and the form', () => {
     expect(parseRemoteUrl('s3://builds/kiln/cache/')).toEqual({ bucket: 'builds', prefix: 'kiln/cache/' });
     expect(parseRemoteUrl('s3://builds')).toEqual({ bucket: 'builds', prefix: '' });
-    expect(() => parseRemoteUrl('https://builds/x')).toThrow(/--cache-remote: "https:\/\/builds\/x" is not s3:\/\/BUCKET\[\/PREFIX\]\n {2}fix: /);
+    expect(() => parseRemoteUrl('https://builds/x')).toThrow(
+      /--cache-remote: "https:\/\/builds\/x" is not s3:\/\/BUCKET\[\/PREFIX\]\n {2}fix: /,
+    );
   });
 });

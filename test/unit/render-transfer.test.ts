@@ -7,14 +7,26 @@ import type { BuildEvent } from '../../src/ui/events.js';
 
 function render(events: BuildEvent[], progress: ProgressMode = 'auto'): string {
   let text = '';
-  const stream = new Writable({ write(chunk, _e, cb) { text += String(chunk); cb(); } });
+  const stream = new Writable({
+    write(chunk, _e, cb) {
+      text += String(chunk);
+      cb();
+    },
+  });
   const sink = humanRenderer({ stream, progress });
   for (const e of events) sink({ ...e, time: new Date(0).toISOString() });
   return text;
 }
 
-const step = (done: number, total?: number): BuildEvent =>
-  ({ type: 'transfer-progress', build: 'web', index: 2, direction: 'upload', path: '/opt/app.tar', done, ...(total !== undefined ? { total } : {}) });
+const step = (done: number, total?: number): BuildEvent => ({
+  type: 'transfer-progress',
+  build: 'web',
+  index: 2,
+  direction: 'upload',
+  path: '/opt/app.tar',
+  done,
+  ...(total !== undefined ? { total } : {}),
+});
 
 describe('transfer progress rendering', () => {
   it('prints a line per quarter, with bytes, off a terminal', () => {

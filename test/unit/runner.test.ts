@@ -10,9 +10,13 @@ function context(onError: OnError = 'cleanup', signal = new AbortController().si
   const bus = new EventBus();
   bus.subscribe((e) => events.push(e));
   const ctx = {
-    build: { name: 'b' }, options: { onError, force: false, debug: false, cacheDir: '/nonexistent' }, events: bus,
-    state: { workDir: '/nonexistent', startedAt: new Date(), artifacts: [], timings: {} }, signal,
-    buildValues: () => ({}), log: () => {},
+    build: { name: 'b' },
+    options: { onError, force: false, debug: false, cacheDir: '/nonexistent' },
+    events: bus,
+    state: { workDir: '/nonexistent', startedAt: new Date(), artifacts: [], timings: {} },
+    signal,
+    buildValues: () => ({}),
+    log: () => {},
   } as unknown as BuildContext;
   return { ctx, events };
 }
@@ -24,7 +28,9 @@ function recorder() {
     async run() {
       log.push(`run ${name}`);
       if (fail) throw new Error(`${name} broke`);
-      return () => { log.push(`cleanup ${name}`); };
+      return () => {
+        log.push(`cleanup ${name}`);
+      };
     },
   });
   return { log, step };
@@ -63,11 +69,20 @@ describe('runSteps', () => {
     const { log, step } = recorder();
     const { ctx, events } = context();
     let guestNeeded = true;
-    const decides: Step = { name: 'decide', async run() { log.push('run decide'); guestNeeded = false; } };
+    const decides: Step = {
+      name: 'decide',
+      async run() {
+        log.push('run decide');
+        guestNeeded = false;
+      },
+    };
     const r = await runSteps([decides, { ...step('boot'), enabled: () => guestNeeded }, step('convert')], ctx);
     expect(r.ok).toBe(true);
     expect(log).toEqual(['run decide', 'run convert', 'cleanup convert']);
-    expect(events.filter((e) => e.type === 'step-start').map((e) => (e as { step: string }).step)).toEqual(['decide', 'convert']);
+    expect(events.filter((e) => e.type === 'step-start').map((e) => (e as { step: string }).step)).toEqual([
+      'decide',
+      'convert',
+    ]);
   });
   it('an interrupt ends a blocked step and still runs cleanups', async () => {
     const { log, step } = recorder();
@@ -75,10 +90,14 @@ describe('runSteps', () => {
     const { ctx } = context('abort', controller.signal);
     const blocked: Step = {
       name: 'wait',
-      run: (c) => new Promise((_, reject) => {
-        c.signal.addEventListener('abort', () => { log.push('wait stopped'); reject(new Error('stopped')); });
-        setTimeout(() => controller.abort(new BuildInterrupted('SIGINT')), 10);
-      }),
+      run: (c) =>
+        new Promise((_, reject) => {
+          c.signal.addEventListener('abort', () => {
+            log.push('wait stopped');
+            reject(new Error('stopped'));
+          });
+          setTimeout(() => controller.abort(new BuildInterrupted('SIGINT')), 10);
+        }),
     };
     const r = await runSteps([step('a'), blocked, step('c')], ctx);
     expect(r.ok).toBe(false);
@@ -96,7 +115,9 @@ describe('runSteps', () => {
         controller.abort(new BuildInterrupted('SIGINT'));
         await new Promise((resolve) => setTimeout(resolve, 50));
         log.push('slow done');
-        return () => { log.push('cleanup slow'); };
+        return () => {
+          log.push('cleanup slow');
+        };
       },
     };
     const r = await runSteps([step('a'), slow, step('c')], ctx);
@@ -111,13 +132,25 @@ describe('runSteps', () => {
     let finish!: () => void;
     const stuck: Step = {
       name: 'stuck',
-      run: () => new Promise((resolve) => {
-        controller.abort(new BuildInterrupted('SIGTERM'));
-        // Ends only once the cleanups took its ground away (as SSH does when QEMU is stopped).
-        finish = () => { log.push('stuck done'); resolve(() => { log.push('cleanup stuck'); }); };
-      }),
+      run: () =>
+        new Promise((resolve) => {
+          controller.abort(new BuildInterrupted('SIGTERM'));
+          // Ends only once the cleanups took its ground away (as SSH does when QEMU is stopped).
+          finish = () => {
+            log.push('stuck done');
+            resolve(() => {
+              log.push('cleanup stuck');
+            });
+          };
+        }),
     };
-    const a: Step = { name: 'a', run: async () => () => { log.push('cleanup a'); finish(); } };
+    const a: Step = {
+      name: 'a',
+      run: async () => () => {
+        log.push('cleanup a');
+        finish();
+      },
+    };
     const r = await runSteps([a, stuck, step('c')], ctx, 50);
     expect(r).toMatchObject({ ok: false, failedStep: 'stuck' });
     expect(log).toEqual(['cleanup a', 'stuck done', 'cleanup stuck']);
@@ -126,7 +159,15 @@ describe('runSteps', () => {
     const { log, step } = recorder();
     const controller = new AbortController();
     const { ctx, events } = context('cleanup', controller.signal);
-    const last: Step = { name: 'b', run: async () => { controller.abort(new BuildInterrupted('SIGINT')); return () => { log.push('cleanup b'); }; } };
+    const last: Step = {
+      name: 'b',
+      run: async () => {
+        controller.abort(new BuildInterrupted('SIGINT'));
+        return () => {
+          log.push('cleanup b');
+        };
+      },
+    };
     const r = await runSteps([step('a'), last, step('c')], ctx);
     expect(r.ok).toBe(false);
     expect(log).toEqual(['run a', 'cleanup b', 'cleanup a']);
@@ -136,8 +177,18 @@ describe('runSteps', () => {
     const log: string[] = [];
     const { ctx, events } = context();
     const steps: Step[] = [
-      { name: 'a', run: async () => () => { log.push('cleanup a'); } },
-      { name: 'b', run: async () => () => { throw new Error('nope'); } },
+      {
+        name: 'a',
+        run: async () => () => {
+          log.push('cleanup a');
+        },
+      },
+      {
+        name: 'b',
+        run: async () => () => {
+          throw new Error('nope');
+        },
+      },
     ];
     await runSteps(steps, ctx);
     expect(log).toEqual(['cleanup a']);
@@ -149,7 +200,10 @@ describe('runSteps with --on-error=ask', () => {
   function asking(answers: string[]) {
     const { ctx, events } = context('ask');
     const questions: string[] = [];
-    ctx.options.prompt = async (q) => { questions.push(q); return answers.shift() ?? ''; };
+    ctx.options.prompt = async (q) => {
+      questions.push(q);
+      return answers.shift() ?? '';
+    };
     return { ctx, events, questions };
   }
   /** A step that fails the first `failures` times it runs. */
@@ -160,7 +214,9 @@ describe('runSteps with --on-error=ask', () => {
       async run() {
         log.push('run flaky');
         if (runs++ < failures) throw new Error('flaky broke');
-        return () => { log.push('cleanup flaky'); };
+        return () => {
+          log.push('cleanup flaky');
+        };
       },
     };
   }
@@ -206,7 +262,11 @@ describe('runSteps with --on-error=ask', () => {
     const { ctx } = context('ask', controller.signal);
     let asked = 0;
     // The CLI's prompt answers "" when the build is interrupted.
-    ctx.options.prompt = async () => { asked++; controller.abort(new BuildInterrupted('SIGINT')); return ''; };
+    ctx.options.prompt = async () => {
+      asked++;
+      controller.abort(new BuildInterrupted('SIGINT'));
+      return '';
+    };
     const r = await runSteps([step('a'), flaky(log, 1)], ctx);
     expect(asked).toBe(1);
     expect(r.kept).toBe(false);
@@ -216,11 +276,20 @@ describe('runSteps with --on-error=ask', () => {
 
 describe('sshCommand (how to reach a kept VM)', () => {
   it('uses the key and the known_hosts file kiln wrote, checking the host key', () => {
-    expect(sshCommand({ username: 'kiln', port: 40022, keyFile: '/tmp/kiln-x/ssh_key', knownHostsFile: '/tmp/kiln-x/known_hosts' }))
-      .toBe('ssh -p 40022 -i /tmp/kiln-x/ssh_key -o IdentitiesOnly=yes -o UserKnownHostsFile=/tmp/kiln-x/known_hosts -o StrictHostKeyChecking=yes kiln@127.0.0.1');
+    expect(
+      sshCommand({
+        username: 'kiln',
+        port: 40022,
+        keyFile: '/tmp/kiln-x/ssh_key',
+        knownHostsFile: '/tmp/kiln-x/known_hosts',
+      }),
+    ).toBe(
+      'ssh -p 40022 -i /tmp/kiln-x/ssh_key -o IdentitiesOnly=yes -o UserKnownHostsFile=/tmp/kiln-x/known_hosts -o StrictHostKeyChecking=yes kiln@127.0.0.1',
+    );
   });
-  it('without a known host key, says so to ssh rather than writing to the user\'s known_hosts; quotes paths', () => {
-    expect(sshCommand({ username: 'root', port: 2222, keyFile: '/keys/my key' }))
-      .toBe("ssh -p 2222 -i '/keys/my key' -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null root@127.0.0.1");
+  it("without a known host key, says so to ssh rather than writing to the user's known_hosts; quotes paths", () => {
+    expect(sshCommand({ username: 'root', port: 2222, keyFile: '/keys/my key' })).toBe(
+      "ssh -p 2222 -i '/keys/my key' -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null root@127.0.0.1",
+    );
   });
 });

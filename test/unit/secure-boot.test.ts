@@ -8,7 +8,15 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { certFingerprint, enrolledCertificates, enrollKeys, readCertificate, readKeys, secureBootRefusalCause, variableStoreFor } from '../../src/qemu/secure-boot.js';
+import {
+  certFingerprint,
+  enrolledCertificates,
+  enrollKeys,
+  readCertificate,
+  readKeys,
+  secureBootRefusalCause,
+  variableStoreFor,
+} from '../../src/qemu/secure-boot.js';
 import { buildManifest } from '../../src/artifacts/manifest.js';
 import { loadTemplate } from '../../src/template/load.js';
 import { guidBytes, guidText, readVariables, VarStoreError, writeVariables } from '../../src/qemu/secure-boot-vars.js';
@@ -19,8 +27,28 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** A self-signed certificate made by openssl: PEM file, DER file, key file. */
 function makeCert(cn: string): { pem: string; der: string; key: string } {
-  const pem = path.join(dir, `${cn}.crt`), der = path.join(dir, `${cn}.der`), key = path.join(dir, `${cn}.key`);
-  execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-keyout', key, '-out', pem, '-subj', `/CN=${cn}/`, '-days', '30', '-nodes'], { stdio: 'ignore' });
+  const pem = path.join(dir, `${cn}.crt`),
+    der = path.join(dir, `${cn}.der`),
+    key = path.join(dir, `${cn}.key`);
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-keyout',
+      key,
+      '-out',
+      pem,
+      '-subj',
+      `/CN=${cn}/`,
+      '-days',
+      '30',
+      '-nodes',
+    ],
+    { stdio: 'ignore' },
+  );
   execFileSync('openssl', ['x509', '-in', pem, '-outform', 'DER', '-out', der]);
   return { pem, der, key };
 }
@@ -50,7 +78,8 @@ describe('edk2 variable store', () => {
     expect(got.pk).toEqual([der(pk.der)]);
     expect(got.kek).toEqual([der(kek.der)]);
     expect(got.db).toEqual([der(db1.der), der(db2.der)]);
-    const before = readVariables(template), after = readVariables(out);
+    const before = readVariables(template),
+      after = readVariables(out);
     const byName = (vs: typeof before, n: string) => vs.find((v) => v.name === n)!;
     expect(byName(after, 'dbx').data).toEqual(byName(before, 'dbx').data);
     expect(byName(after, 'SecureBootEnable').data).toEqual(Buffer.from([1]));
@@ -59,8 +88,13 @@ describe('edk2 variable store', () => {
     expect(byName(after, 'PK').attributes).toBe(0x27);
     expect(byName(after, 'PK').timestamp.readUInt16LE(0)).toBe(2026);
     // Every variable the firmware had is still there with its data, once each (deleted copies dropped).
-    for (const v of before.filter((x) => !['PK', 'KEK', 'db', 'VendorKeysNv', 'SecureBootEnable', 'CustomMode'].includes(x.name))) {
-      expect(after.filter((x) => x.name === v.name && x.guid === v.guid).map((x) => x.data), v.name).toEqual([v.data]);
+    for (const v of before.filter(
+      (x) => !['PK', 'KEK', 'db', 'VendorKeysNv', 'SecureBootEnable', 'CustomMode'].includes(x.name),
+    )) {
+      expect(
+        after.filter((x) => x.name === v.name && x.guid === v.guid).map((x) => x.data),
+        v.name,
+      ).toEqual([v.data]);
     }
     // The firmware volume header and the fault-tolerant-write area after the store are untouched.
     const hdr = template.readUInt16LE(0x30);
@@ -79,7 +113,13 @@ describe('edk2 variable store', () => {
     expect(() => readVariables(Buffer.alloc(4096), 'zeros.fd')).toThrow(VarStoreError);
     expect(() => readVariables(Buffer.alloc(4096), 'zeros.fd')).toThrow(/zeros\.fd is not a UEFI firmware volume/);
     const template = readFileSync(msVars);
-    const huge = { name: 'big', guid: '8be4df61-93ca-11d2-aa0d-00e098032b8c', attributes: 7, timestamp: Buffer.alloc(16), data: Buffer.alloc(300_000) };
+    const huge = {
+      name: 'big',
+      guid: '8be4df61-93ca-11d2-aa0d-00e098032b8c',
+      attributes: 7,
+      timestamp: Buffer.alloc(16),
+      data: Buffer.alloc(300_000),
+    };
     expect(() => writeVariables(template, [huge], 'ms.fd')).toThrow(/do not fit/);
   });
 
@@ -93,27 +133,45 @@ describe('edk2 variable store', () => {
 describe('secure_boot.keys certificate files', () => {
   it('PEM and DER give the same certificate; the manifest fingerprint is its SHA-256', () => {
     expect(readCertificate(pk.pem, 'f')).toEqual(readCertificate(pk.der, 'f'));
-    const fp = execFileSync('openssl', ['x509', '-in', pk.pem, '-noout', '-fingerprint', '-sha256'], { encoding: 'utf8' });
-    expect(certFingerprint(readCertificate(pk.pem, 'f'))).toBe(fp.split('=')[1]!.trim().replace(/:/g, '').toLowerCase());
+    const fp = execFileSync('openssl', ['x509', '-in', pk.pem, '-noout', '-fingerprint', '-sha256'], {
+      encoding: 'utf8',
+    });
+    expect(certFingerprint(readCertificate(pk.pem, 'f'))).toBe(
+      fp.split('=')[1]!.trim().replace(/:/g, '').toLowerCase(),
+    );
   });
 
   it('names the field, the file and the fix for a private key, a non-certificate and a missing file', () => {
-    expect(() => readKeys({ pk: pk.pem, kek: [kek.pem], db: [db1.key] })).toThrow(/secure_boot\.keys\.db\[0\]: .*kiln-test-db1\.key is a private key, not a certificate[\s\S]*fix: give the certificate/);
+    expect(() => readKeys({ pk: pk.pem, kek: [kek.pem], db: [db1.key] })).toThrow(
+      /secure_boot\.keys\.db\[0\]: .*kiln-test-db1\.key is a private key, not a certificate[\s\S]*fix: give the certificate/,
+    );
     const junk = path.join(dir, 'junk.crt');
     writeFileSync(junk, 'hello');
-    expect(() => readKeys({ pk: junk, kek: [kek.pem], db: [db1.pem] })).toThrow(/secure_boot\.keys\.pk: .*junk\.crt is not an X\.509 certificate/);
-    expect(() => readKeys({ pk: pk.pem, kek: [path.join(dir, 'nope.crt')], db: [db1.pem] })).toThrow(/secure_boot\.keys\.kek\[0\]: .*nope\.crt cannot be read \(ENOENT\)/);
+    expect(() => readKeys({ pk: junk, kek: [kek.pem], db: [db1.pem] })).toThrow(
+      /secure_boot\.keys\.pk: .*junk\.crt is not an X\.509 certificate/,
+    );
+    expect(() => readKeys({ pk: pk.pem, kek: [path.join(dir, 'nope.crt')], db: [db1.pem] })).toThrow(
+      /secure_boot\.keys\.kek\[0\]: .*nope\.crt cannot be read \(ENOENT\)/,
+    );
   });
 });
 
 describe('Secure Boot refusal on the console', () => {
-  const refused = 'BdsDxe: loading Boot0002 "UEFI Misc Device" from PciRoot(0x0)/Pci(0x4,0x0)\nBdsDxe: failed to load Boot0002 "UEFI Misc Device" from PciRoot(0x0)/Pci(0x4,0x0): Access Denied\niPXE 1.0.0\n';
+  const refused =
+    'BdsDxe: loading Boot0002 "UEFI Misc Device" from PciRoot(0x0)/Pci(0x4,0x0)\nBdsDxe: failed to load Boot0002 "UEFI Misc Device" from PciRoot(0x0)/Pci(0x4,0x0): Access Denied\niPXE 1.0.0\n';
   it("turns OVMF's Access Denied into an error naming the console line and a fix for custom or Microsoft keys", () => {
-    expect(secureBootRefusalCause(refused, true)).toMatch(/^the firmware refused to start the disk's boot loader under Secure Boot: .*\(console: "BdsDxe: failed to load Boot0002 "UEFI Misc Device" from PciRoot\(0x0\)\/Pci\(0x4,0x0\): Access Denied"\)\n  fix: .*secure_boot\.keys\.db/);
+    expect(secureBootRefusalCause(refused, true)).toMatch(
+      /^the firmware refused to start the disk's boot loader under Secure Boot: .*\(console: "BdsDxe: failed to load Boot0002 "UEFI Misc Device" from PciRoot\(0x0\)\/Pci\(0x4,0x0\): Access Denied"\)\n  fix: .*secure_boot\.keys\.db/,
+    );
     expect(secureBootRefusalCause(refused, false)).toMatch(/fix: boot a chain signed for Microsoft's keys/);
   });
   it('ignores boot options that are only missing (the empty CD drive OVMF tries first)', () => {
-    expect(secureBootRefusalCause('BdsDxe: failed to load Boot0001 "UEFI QEMU DVD-ROM QM00005 " from PciRoot(0x0)/Pci(0x1F,0x2)/Sata(0x2,0xFFFF,0x0): Not Found\n', true)).toBeUndefined();
+    expect(
+      secureBootRefusalCause(
+        'BdsDxe: failed to load Boot0001 "UEFI QEMU DVD-ROM QM00005 " from PciRoot(0x0)/Pci(0x1F,0x2)/Sata(0x2,0xFFFF,0x0): Not Found\n',
+        true,
+      ),
+    ).toBeUndefined();
   });
 });
 
@@ -136,14 +194,19 @@ describe('template', () => {
   const write = (firmware: string) => {
     writeFileSync(path.join(dir, 'base.qcow2'), '');
     const file = path.join(dir, `t-${firmware}.yaml`);
-    writeFileSync(file, `builds:\n  - name: b\n    source:\n      base_image: base.qcow2\n      checksum: none\n      firmware: ${firmware}\n      secure_boot: { keys: { pk: kiln-test-pk.crt, kek: [kiln-test-kek.der], db: [kiln-test-db1.crt] } }\n`);
+    writeFileSync(
+      file,
+      `builds:\n  - name: b\n    source:\n      base_image: base.qcow2\n      checksum: none\n      firmware: ${firmware}\n      secure_boot: { keys: { pk: kiln-test-pk.crt, kek: [kiln-test-kek.der], db: [kiln-test-db1.crt] } }\n`,
+    );
     return file;
   };
   it('resolves the key files next to the template, and refuses them without Secure Boot', () => {
     const keys = loadTemplate(write('uefi-secure')).template.builds[0]!.source.secure_boot!.keys;
     expect(keys).toEqual({ pk: pk.pem, kek: [kek.der], db: [db1.pem] });
     for (const fw of ['bios', 'uefi']) {
-      expect(() => loadTemplate(write(fw))).toThrow(new RegExp(`secure_boot[\\s\\S]*firmware: ${fw} has Secure Boot off[\\s\\S]*fix: set firmware: uefi-secure`));
+      expect(() => loadTemplate(write(fw))).toThrow(
+        new RegExp(`secure_boot[\\s\\S]*firmware: ${fw} has Secure Boot off[\\s\\S]*fix: set firmware: uefi-secure`),
+      );
     }
   });
 });

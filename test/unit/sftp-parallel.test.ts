@@ -4,7 +4,23 @@
 // A hostile guest is played by the server: a link to /dev/zero, a file that grows while read, one
 // that reports no size; a download stops at its limit and leaves the host as it was.
 import { randomBytes } from 'node:crypto';
-import { chmodSync, closeSync, existsSync, fstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, readdirSync, rmSync, statSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  existsSync,
+  fstatSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -38,46 +54,78 @@ function startServer(hostKey: string): Promise<ssh2.Server> {
   const server = new ssh2.Server({ hostKeys: [hostKey] }, (client) => {
     client.on('error', () => undefined);
     client.on('authentication', (auth) => auth.accept());
-    client.on('ready', () => client.on('session', (accept) => {
-      const session = accept();
-      session.on('sftp', (acceptSftp) => {
-        const sftp = acceptSftp();
-        const handles = new Map<number, number>();
-        const names = new Map<number, string>();
-        let next = 0;
-        const fd = (h: Buffer) => handles.get(h.readUInt32BE(0));
-        const handleOf = (f: number) => { const h = Buffer.alloc(4); h.writeUInt32BE(next); handles.set(next++, f); return h; };
-        const local = (p: string) => path.join(served, p);
-        sftp.on('OPEN', (id, file, flags) => {
-          try {
-            const mode = flags & OPEN_MODE.WRITE ? (flags & OPEN_MODE.TRUNC ? 'w' : 'r+') : 'r';
-            names.set(next, file);
-            sftp.handle(id, handleOf(openSync(local(file), mode)));
-          } catch { sftp.status(id, STATUS_CODE.NO_SUCH_FILE); }
+    client.on('ready', () =>
+      client.on('session', (accept) => {
+        const session = accept();
+        session.on('sftp', (acceptSftp) => {
+          const sftp = acceptSftp();
+          const handles = new Map<number, number>();
+          const names = new Map<number, string>();
+          let next = 0;
+          const fd = (h: Buffer) => handles.get(h.readUInt32BE(0));
+          const handleOf = (f: number) => {
+            const h = Buffer.alloc(4);
+            h.writeUInt32BE(next);
+            handles.set(next++, f);
+            return h;
+          };
+          const local = (p: string) => path.join(served, p);
+          sftp.on('OPEN', (id, file, flags) => {
+            try {
+              const mode = flags & OPEN_MODE.WRITE ? (flags & OPEN_MODE.TRUNC ? 'w' : 'r+') : 'r';
+              names.set(next, file);
+              sftp.handle(id, handleOf(openSync(local(file), mode)));
+            } catch {
+              sftp.status(id, STATUS_CODE.NO_SUCH_FILE);
+            }
+          });
+          sftp.on('WRITE', (id, h, offset, data) => {
+            writesSeen++;
+            if (holdWrites) return;
+            writeSync(fd(h)!, data, 0, data.length, offset);
+            sftp.status(id, STATUS_CODE.OK);
+          });
+          sftp.on('READ', (id, h, offset, length) => {
+            const buf = Buffer.alloc(length);
+            const n = readSync(fd(h)!, buf, 0, length, offset);
+            if (n === 0) sftp.status(id, STATUS_CODE.EOF);
+            else sftp.data(id, buf.subarray(0, n));
+          });
+          sftp.on('FSTAT', (id, h) =>
+            sftp.attrs(id, {
+              mode: 0o100644,
+              uid: 0,
+              gid: 0,
+              size: reportedSize(names.get(h.readUInt32BE(0))!, fstatSync(fd(h)!).size),
+              atime: 0,
+              mtime: 0,
+            }),
+          );
+          sftp.on('STAT', (id, p) => {
+            try {
+              const st = statSync(local(p));
+              sftp.attrs(id, { mode: st.mode, uid: 0, gid: 0, size: reportedSize(p, st.size), atime: 0, mtime: 0 });
+            } catch {
+              sftp.status(id, STATUS_CODE.NO_SUCH_FILE);
+            }
+          });
+          sftp.on('FSETSTAT', (id) => sftp.status(id, STATUS_CODE.OK));
+          sftp.on('MKDIR', (id, p) => {
+            try {
+              mkdirSync(local(p));
+              sftp.status(id, STATUS_CODE.OK);
+            } catch {
+              sftp.status(id, STATUS_CODE.FAILURE);
+            }
+          });
+          sftp.on('CLOSE', (id, h) => {
+            const f = fd(h);
+            if (f !== undefined) closeSync(f);
+            sftp.status(id, STATUS_CODE.OK);
+          });
         });
-        sftp.on('WRITE', (id, h, offset, data) => {
-          writesSeen++;
-          if (holdWrites) return;
-          writeSync(fd(h)!, data, 0, data.length, offset);
-          sftp.status(id, STATUS_CODE.OK);
-        });
-        sftp.on('READ', (id, h, offset, length) => {
-          const buf = Buffer.alloc(length);
-          const n = readSync(fd(h)!, buf, 0, length, offset);
-          if (n === 0) sftp.status(id, STATUS_CODE.EOF); else sftp.data(id, buf.subarray(0, n));
-        });
-        sftp.on('FSTAT', (id, h) => sftp.attrs(id, { mode: 0o100644, uid: 0, gid: 0, size: reportedSize(names.get(h.readUInt32BE(0))!, fstatSync(fd(h)!).size), atime: 0, mtime: 0 }));
-        sftp.on('STAT', (id, p) => {
-          try {
-            const st = statSync(local(p));
-            sftp.attrs(id, { mode: st.mode, uid: 0, gid: 0, size: reportedSize(p, st.size), atime: 0, mtime: 0 });
-          } catch { sftp.status(id, STATUS_CODE.NO_SUCH_FILE); }
-        });
-        sftp.on('FSETSTAT', (id) => sftp.status(id, STATUS_CODE.OK));
-        sftp.on('MKDIR', (id, p) => { try { mkdirSync(local(p)); sftp.status(id, STATUS_CODE.OK); } catch { sftp.status(id, STATUS_CODE.FAILURE); } });
-        sftp.on('CLOSE', (id, h) => { const f = fd(h); if (f !== undefined) closeSync(f); sftp.status(id, STATUS_CODE.OK); });
-      });
-    }));
+      }),
+    );
   });
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
 }
@@ -88,9 +136,21 @@ describe('parallel SFTP transfers', () => {
   beforeAll(async () => {
     const hostKey = generateKeyPair('test-host');
     server = await startServer(hostKey.privateKey);
-    ssh = await connectOnce({ host: '127.0.0.1', port: (server.address() as AddressInfo).port, username: 'u', password: 'p', hostKeyFingerprint: hostKey.fingerprint }, 5000);
+    ssh = await connectOnce(
+      {
+        host: '127.0.0.1',
+        port: (server.address() as AddressInfo).port,
+        username: 'u',
+        password: 'p',
+        hostKeyFingerprint: hostKey.fingerprint,
+      },
+      5000,
+    );
   });
-  afterAll(() => { ssh?.close(); server?.close(); });
+  afterAll(() => {
+    ssh?.close();
+    server?.close();
+  });
 
   it('uploads and downloads files of odd and empty sizes byte for byte, with progress up to the size', async () => {
     for (const size of [0, 1, 32 * 1024 - 1, 3 * 2 ** 20 + 12345]) {
@@ -102,7 +162,9 @@ describe('parallel SFTP transfers', () => {
       if (size) expect(seen.at(-1)).toBe(size);
       const back = path.join(dir, `back-${size}`);
       let received = 0;
-      await ssh.download(`/up-${size}`, back, undefined, (done) => { received = done; });
+      await ssh.download(`/up-${size}`, back, undefined, (done) => {
+        received = done;
+      });
       expect(readFileSync(back).equals(readFileSync(src))).toBe(true);
       expect(received).toBe(size);
       expect(readdirSync(dir).filter((n) => n.includes('kiln-partial'))).toEqual([]);
@@ -156,7 +218,9 @@ describe('parallel SFTP transfers', () => {
     it('a link to /dev/zero is refused before a byte is read', async () => {
       symlinkSync('/dev/zero', path.join(served, 'zero'));
       const dest = path.join(dir, 'zero-back');
-      await expect(ssh.download('/zero', dest, undefined, undefined, 2 ** 20)).rejects.toThrow(/downloading \/zero to .* failed: it is a character device, not a regular file or a folder/);
+      await expect(ssh.download('/zero', dest, undefined, undefined, 2 ** 20)).rejects.toThrow(
+        /downloading \/zero to .* failed: it is a character device, not a regular file or a folder/,
+      );
       expect(existsSync(dest)).toBe(false);
       expect(partials(dir)).toEqual([]);
     });
@@ -165,7 +229,9 @@ describe('parallel SFTP transfers', () => {
       writeFileSync(path.join(served, 'grows-log'), randomBytes(200 * 1024));
       const dest = path.join(dir, 'kept-log');
       writeFileSync(dest, 'mine');
-      await expect(ssh.download('/grows-log', dest)).rejects.toThrow(/\/grows-log grew while it was read: it had 102400 bytes when opened/);
+      await expect(ssh.download('/grows-log', dest)).rejects.toThrow(
+        /\/grows-log grew while it was read: it had 102400 bytes when opened/,
+      );
       expect(readFileSync(dest, 'utf8')).toBe('mine');
       expect(partials(dir)).toEqual([]);
     });
@@ -177,9 +243,13 @@ describe('parallel SFTP transfers', () => {
       await ssh.download('/nosize-status', dest, undefined, undefined, 2 ** 20);
       expect(readFileSync(dest).equals(content)).toBe(true);
       const small = path.join(dir, 'status-small');
-      const failure = await ssh.download('/nosize-status', small, undefined, undefined, 64 * 1024).catch((e: unknown) => e);
+      const failure = await ssh
+        .download('/nosize-status', small, undefined, undefined, 64 * 1024)
+        .catch((e: unknown) => e);
       expect(failure).toBeInstanceOf(DownloadLimitError);
-      expect((failure as Error).message).toMatch(/\/nosize-status reports no size and goes on past the limit of 64\.0 KiB/);
+      expect((failure as Error).message).toMatch(
+        /\/nosize-status reports no size and goes on past the limit of 64\.0 KiB/,
+      );
       expect(existsSync(small)).toBe(false);
       expect(partials(dir)).toEqual([]);
     });
@@ -208,7 +278,7 @@ describe('parallel SFTP transfers', () => {
       expect(readdirSync(path.join(dir, 'new-dir')).sort()).toEqual(['nested', 'plain']);
     });
 
-    it('a setuid, world-writable file lands with the host umask\'s ordinary mode', async () => {
+    it("a setuid, world-writable file lands with the host umask's ordinary mode", async () => {
       writeFileSync(path.join(served, 'suid'), '#!/bin/sh\n');
       chmodSync(path.join(served, 'suid'), 0o4777);
       await ssh.download('/suid', path.join(dir, 'suid'));

@@ -15,7 +15,18 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const sh = (command: string) => spawnSync('/bin/sh', ['-c', command], { encoding: 'utf8', cwd: dir });
 
-const hostile = ["it's", '$(touch pwned)', '`touch pwned`', 'a"b', 'back\\slash', 'two\nlines', '; touch pwned #', '', '*', '${HOME}'];
+const hostile = [
+  "it's",
+  '$(touch pwned)',
+  '`touch pwned`',
+  'a"b',
+  'back\\slash',
+  'two\nlines',
+  '; touch pwned #',
+  '',
+  '*',
+  '${HOME}',
+];
 
 describe('shell quoting', () => {
   it('shellQuote makes any string one word that the shell reads back unchanged', () => {
@@ -28,7 +39,8 @@ describe('shell quoting', () => {
     const r = sh(`${shellEnv(env)} env`);
     for (const [k, v] of Object.entries(env)) expect(r.stdout).toContain(`${k}=${v}\n`);
     expect(shellEnv({ _ok9: 1, B: true })).toBe("_ok9='1' B='true'");
-    for (const key of ['9X', 'A-B', 'A B', 'X=$(id)', '', 'A;B', 'Ä']) expect(() => shellEnv({ [key]: 'v' }), key).toThrow(/not a shell variable name/);
+    for (const key of ['9X', 'A-B', 'A B', 'X=$(id)', '', 'A;B', 'Ä'])
+      expect(() => shellEnv({ [key]: 'v' }), key).toThrow(/not a shell variable name/);
   });
 
   it('execute_command gets the script path and the env as quoted words', () => {

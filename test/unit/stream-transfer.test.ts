@@ -2,7 +2,18 @@
 // entries a guest sends (absolute paths, "..", links out), the progress throttle, and the guest-side
 // shell commands run here with the host's sh and tar (modes come out exact in the guest).
 import { spawnSync } from 'node:child_process';
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -10,7 +21,15 @@ import { pipeline } from 'node:stream/promises';
 import tarStream from 'tar-stream';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
-  archiveCommand, extractCommand, leafDirectories, linkStaysInside, parseProbe, probeCommand, safeEntryPath, throttleProgress, UnsafeEntryError,
+  archiveCommand,
+  extractCommand,
+  leafDirectories,
+  linkStaysInside,
+  parseProbe,
+  probeCommand,
+  safeEntryPath,
+  throttleProgress,
+  UnsafeEntryError,
 } from '../../src/communicator/stream-transfer.js';
 import { applyFolderModes, extractTo, mergeInto, packTree, walkLocal } from '../../src/communicator/tar-io.js';
 import type { DownloadLimits } from '../../src/communicator/download-guard.js';
@@ -34,7 +53,8 @@ describe('tar entry paths from a guest', () => {
   });
 
   it('refuses absolute paths, "..", NUL', () => {
-    for (const bad of ['/etc/passwd', '../x', 'a/../../x', 'a/..', './..', 'a\0b']) expect(() => safeEntryPath(bad), bad).toThrow(UnsafeEntryError);
+    for (const bad of ['/etc/passwd', '../x', 'a/../../x', 'a/..', './..', 'a\0b'])
+      expect(() => safeEntryPath(bad), bad).toThrow(UnsafeEntryError);
   });
 
   it('lets links point inside only, with ".." only leading', () => {
@@ -53,8 +73,15 @@ describe('progress throttle', () => {
   it('passes the first and the last call, and at most one per interval between', () => {
     let now = 0;
     const seen: number[] = [];
-    const t = throttleProgress((d) => seen.push(d), 250, () => now);
-    for (let d = 1; d <= 100; d++) { now += 10; t(d, 100); }
+    const t = throttleProgress(
+      (d) => seen.push(d),
+      250,
+      () => now,
+    );
+    for (let d = 1; d <= 100; d++) {
+      now += 10;
+      t(d, 100);
+    }
     expect(seen[0]).toBe(1);
     expect(seen.at(-1)).toBe(100);
     expect(seen.length).toBeLessThanOrEqual(Math.ceil(1000 / 250) + 2);
@@ -65,14 +92,22 @@ describe('progress throttle', () => {
   it('keeps reporting when the total is unknown', () => {
     let now = 0;
     const seen: number[] = [];
-    const t = throttleProgress((d) => seen.push(d), 100, () => now);
-    for (let d = 1; d <= 10; d++) { now += 100; t(d, undefined); }
+    const t = throttleProgress(
+      (d) => seen.push(d),
+      100,
+      () => now,
+    );
+    for (let d = 1; d <= 10; d++) {
+      now += 100;
+      t(d, undefined);
+    }
     expect(seen).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
   });
 });
 
-describe('guest commands, run with the host\'s sh and tar', () => {
-  const sh = (command: string, input?: Buffer) => spawnSync('/bin/sh', ['-c', command], { input: input ?? Buffer.alloc(0) });
+describe("guest commands, run with the host's sh and tar", () => {
+  const sh = (command: string, input?: Buffer) =>
+    spawnSync('/bin/sh', ['-c', command], { input: input ?? Buffer.alloc(0) });
 
   it('the probe output is read strictly', () => {
     expect(parseProbe('kiln-stream-ok\n')).toBe(true);
@@ -84,13 +119,27 @@ describe('guest commands, run with the host\'s sh and tar', () => {
     const src = path.join(dir, 'tree-src');
     mkdirSync(path.join(src, 'a/b'), { recursive: true });
     mkdirSync(path.join(src, 'empty/deeper'), { recursive: true });
-    const modes: Record<string, number> = { 'a/x': 0o600, 'a/b/y': 0o755, 'top w spaces': 0o666, [`a/${'long-name-'.repeat(12)}`]: 0o644 };
-    for (const [rel, mode] of Object.entries(modes)) { writeFileSync(path.join(src, rel), rel); spawnSync('chmod', [mode.toString(8), path.join(src, rel)]); }
+    const modes: Record<string, number> = {
+      'a/x': 0o600,
+      'a/b/y': 0o755,
+      'top w spaces': 0o666,
+      [`a/${'long-name-'.repeat(12)}`]: 0o644,
+    };
+    for (const [rel, mode] of Object.entries(modes)) {
+      writeFileSync(path.join(src, rel), rel);
+      spawnSync('chmod', [mode.toString(8), path.join(src, rel)]);
+    }
     const target = path.join(dir, 'tree-dst');
     mkdirSync(path.join(target, 'a'), { recursive: true, mode: 0o700 });
     const tree = walkLocal(src);
     let bytes = 0;
-    const tar = Buffer.concat(await Readable.from(packTree(tree, (n) => { bytes += n; })).toArray());
+    const tar = Buffer.concat(
+      await Readable.from(
+        packTree(tree, (n) => {
+          bytes += n;
+        }),
+      ).toArray(),
+    );
     expect(bytes).toBe(tree.total);
     const r = sh(extractCommand(target, leafDirectories(tree.dirs.filter((d) => d))), tar);
     expect(r.status, r.stderr.toString()).toBe(0);
@@ -114,10 +163,13 @@ describe('guest commands, run with the host\'s sh and tar', () => {
   });
 });
 
-describe('extracting a guest\'s archive on the host', () => {
-  async function archive(entries: { name: string; type?: 'file' | 'directory' | 'symlink' | 'link'; linkname?: string; data?: string }[]): Promise<Buffer> {
+describe("extracting a guest's archive on the host", () => {
+  async function archive(
+    entries: { name: string; type?: 'file' | 'directory' | 'symlink' | 'link'; linkname?: string; data?: string }[],
+  ): Promise<Buffer> {
     const pack = tarStream.pack();
-    for (const e of entries) pack.entry({ name: e.name, type: e.type ?? 'file', linkname: e.linkname, mode: 0o644 }, e.data ?? '');
+    for (const e of entries)
+      pack.entry({ name: e.name, type: e.type ?? 'file', linkname: e.linkname, mode: 0o644 }, e.data ?? '');
     pack.finalize();
     return Buffer.concat(await Readable.from(pack).toArray());
   }
@@ -129,10 +181,16 @@ describe('extracting a guest\'s archive on the host', () => {
   }
 
   it('writes files, folders, inside links and hard links', async () => {
-    const root = await extract('ok', await archive([
-      { name: 'd', type: 'directory' }, { name: 'd/f', data: 'hi' }, { name: 'd/l', type: 'symlink', linkname: 'f' },
-      { name: 'up', type: 'symlink', linkname: 'd/f' }, { name: 'h', type: 'link', linkname: 'd/f' },
-    ]));
+    const root = await extract(
+      'ok',
+      await archive([
+        { name: 'd', type: 'directory' },
+        { name: 'd/f', data: 'hi' },
+        { name: 'd/l', type: 'symlink', linkname: 'f' },
+        { name: 'up', type: 'symlink', linkname: 'd/f' },
+        { name: 'h', type: 'link', linkname: 'd/f' },
+      ]),
+    );
     expect(readFileSync(path.join(root, 'd/l'), 'utf8')).toBe('hi');
     expect(readlinkSync(path.join(root, 'up'))).toBe('d/f');
     expect(statSync(path.join(root, 'h')).ino).toBe(statSync(path.join(root, 'd/f')).ino);
@@ -160,7 +218,9 @@ describe('extracting a guest\'s archive on the host', () => {
     const root = path.join(dir, 'through');
     mkdirSync(root);
     spawnSync('ln', ['-s', dir, path.join(root, 'out')]);
-    await expect(extractAll(await archive([{ name: 'out/escape2', data: 'x' }]), root)).rejects.toThrow(UnsafeEntryError);
+    await expect(extractAll(await archive([{ name: 'out/escape2', data: 'x' }]), root)).rejects.toThrow(
+      UnsafeEntryError,
+    );
     expect(existsSync(path.join(dir, 'escape2'))).toBe(false);
   });
 

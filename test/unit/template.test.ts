@@ -36,7 +36,9 @@ builds:
 `;
 
 function problemText(fn: () => unknown): string {
-  try { fn(); } catch (e) {
+  try {
+    fn();
+  } catch (e) {
     if (e instanceof TemplateError || e instanceof VariableError) return e.message;
     throw e;
   }
@@ -73,32 +75,71 @@ describe('loadTemplate', () => {
   });
 
   it('accepts JSON templates', () => {
-    const t = loadTemplate(write('t.json', JSON.stringify({ builds: [{ name: 'j', source: { base_image: 'base.qcow2', checksum: 'none' } }] })));
+    const t = loadTemplate(
+      write(
+        't.json',
+        JSON.stringify({ builds: [{ name: 'j', source: { base_image: 'base.qcow2', checksum: 'none' } }] }),
+      ),
+    );
     expect(t.template.builds[0]!.name).toBe('j');
   });
 
   const cases: [string, string, RegExp[]][] = [
-    ['misspelt key gets a suggestion', good.replace('checksum: none', 'checksum: none\n      memroy: 512'),
-      [/bad-1\.yaml:\d+: builds\[0\]\.source\.memroy: unknown key "memroy"/, /fix: did you mean "memory"\?/]],
-    ['wrong type names expected and got', good.replace('cpus: ${var.cpus}', 'cpus: lots'),
-      [/builds\[0\]\.source\.cpus: expected number, got string "lots"/]],
-    ['enum typo suggests the value', good.replace('checksum: none', 'checksum: none\n      firmware: uefl'),
-      [/source\.firmware: "uefl" is not allowed/, /did you mean "uefi"/]],
-    ['undefined variable', good.replace('${var.user}', '${var.usr}'),
-      [/undefined variable "usr"/, /fix: declare "usr"/]],
-    ['missing file', good.replace('script: setup.sh', 'script: nope.sh'),
-      [/provisioners\[0\]\.script: .*nope\.sh does not exist/]],
-    ['missing required field', good.replace('      checksum: none\n', ''),
-      [/builds\[0\]\.source\.checksum: required field is missing/, /fix: add "checksum"/]],
-    ['bad checksum format', good.replace('checksum: none', 'checksum: md5:abc'),
-      [/checksum must be "sha256:<64 hex>"/]],
-    ['YAML syntax error has a line', 'builds:\n  - name: x\n   source: [\n', [/bad-8\.yaml:\d+: \(top level\): syntax error/]],
-    ['shell needs exactly one body', good.replace('script: setup.sh', 'script: setup.sh\n        inline: [x]'),
-      [/exactly one of "inline", "script" or "scripts"/]],
-    ['unknown build value', good.replace('${build.http_ip}', '${build.http_addr}'),
-      [/unknown build value \$\{build\.http_addr\}/]],
-    ['duplicate build names', good + '  - name: one\n    source: { base_image: base.qcow2, checksum: none }\n',
-      [/build name "one" is used twice/]],
+    [
+      'misspelt key gets a suggestion',
+      good.replace('checksum: none', 'checksum: none\n      memroy: 512'),
+      [/bad-1\.yaml:\d+: builds\[0\]\.source\.memroy: unknown key "memroy"/, /fix: did you mean "memory"\?/],
+    ],
+    [
+      'wrong type names expected and got',
+      good.replace('cpus: ${var.cpus}', 'cpus: lots'),
+      [/builds\[0\]\.source\.cpus: expected number, got string "lots"/],
+    ],
+    [
+      'enum typo suggests the value',
+      good.replace('checksum: none', 'checksum: none\n      firmware: uefl'),
+      [/source\.firmware: "uefl" is not allowed/, /did you mean "uefi"/],
+    ],
+    [
+      'undefined variable',
+      good.replace('${var.user}', '${var.usr}'),
+      [/undefined variable "usr"/, /fix: declare "usr"/],
+    ],
+    [
+      'missing file',
+      good.replace('script: setup.sh', 'script: nope.sh'),
+      [/provisioners\[0\]\.script: .*nope\.sh does not exist/],
+    ],
+    [
+      'missing required field',
+      good.replace('      checksum: none\n', ''),
+      [/builds\[0\]\.source\.checksum: required field is missing/, /fix: add "checksum"/],
+    ],
+    [
+      'bad checksum format',
+      good.replace('checksum: none', 'checksum: md5:abc'),
+      [/checksum must be "sha256:<64 hex>"/],
+    ],
+    [
+      'YAML syntax error has a line',
+      'builds:\n  - name: x\n   source: [\n',
+      [/bad-8\.yaml:\d+: \(top level\): syntax error/],
+    ],
+    [
+      'shell needs exactly one body',
+      good.replace('script: setup.sh', 'script: setup.sh\n        inline: [x]'),
+      [/exactly one of "inline", "script" or "scripts"/],
+    ],
+    [
+      'unknown build value',
+      good.replace('${build.http_ip}', '${build.http_addr}'),
+      [/unknown build value \$\{build\.http_addr\}/],
+    ],
+    [
+      'duplicate build names',
+      good + '  - name: one\n    source: { base_image: base.qcow2, checksum: none }\n',
+      [/build name "one" is used twice/],
+    ],
   ];
   cases.forEach(([title, text, patterns], i) => {
     it(`reports: ${title}`, () => {
@@ -111,7 +152,9 @@ describe('loadTemplate', () => {
   });
 
   it('reports a variable without value', () => {
-    const msg = problemText(() => loadTemplate(write('novalue.yaml', good.replace('user: { default: debian }', 'user: {}'))));
+    const msg = problemText(() =>
+      loadTemplate(write('novalue.yaml', good.replace('user: { default: debian }', 'user: {}'))),
+    );
     expect(msg).toMatch(/variable "user" has no default and no value was given/);
     expect(msg).toMatch(/--var user=/);
   });
@@ -119,9 +162,13 @@ describe('loadTemplate', () => {
     expect(problemText(() => loadTemplate(write('g2.yaml', good), { vars: ['usr=x'] }))).toMatch(/did you mean "user"/);
   });
   it('reports a mistyped --var', () => {
-    expect(problemText(() => loadTemplate(write('g3.yaml', good), { vars: ['cpus=many'] }))).toMatch(/"many" is not a number/);
+    expect(problemText(() => loadTemplate(write('g3.yaml', good), { vars: ['cpus=many'] }))).toMatch(
+      /"many" is not a number/,
+    );
   });
   it('reports a missing template file', () => {
-    expect(problemText(() => loadTemplate(path.join(dir, 'absent.yaml')))).toMatch(/absent\.yaml: \(top level\): template file not found/);
+    expect(problemText(() => loadTemplate(path.join(dir, 'absent.yaml')))).toMatch(
+      /absent\.yaml: \(top level\): template file not found/,
+    );
   });
 });

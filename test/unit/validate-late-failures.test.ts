@@ -22,7 +22,9 @@ function load(build: string) {
 }
 function problem(build: string): string {
   const { build: run } = load(build);
-  try { run(); } catch (e) {
+  try {
+    run();
+  } catch (e) {
     if (e instanceof TemplateError) return e.message;
     throw e;
   }
@@ -30,7 +32,8 @@ function problem(build: string): string {
 }
 
 const source = '    source:\n      base_image: base.qcow2\n      checksum: none\n';
-const iso = '    source:\n      iso: installer.iso\n      checksum: none\n      disk_size: 1G\n      communicator: { type: none }\n';
+const iso =
+  '    source:\n      iso: installer.iso\n      checksum: none\n      disk_size: 1G\n      communicator: { type: none }\n';
 
 describe('mistakes caught at validate time instead of late in a build', () => {
   it.each(['.', '..'])('refuses an output named %s', (name) => {
@@ -39,33 +42,51 @@ describe('mistakes caught at validate time instead of late in a build', () => {
     expect(msg).toContain('fix: give the artifact a file name');
   });
   it('accepts output names with dots in them', () => {
-    expect(load(`${source}    outputs: [{ format: qcow2, name: '..disk.qcow2' }, { format: raw, name: web.v1.raw }]\n`).build().outputs).toHaveLength(2);
+    expect(
+      load(
+        `${source}    outputs: [{ format: qcow2, name: '..disk.qcow2' }, { format: raw, name: web.v1.raw }]\n`,
+      ).build().outputs,
+    ).toHaveLength(2);
   });
 
   it('refuses a compress format that no output produces, listing those that are', () => {
-    const msg = problem(`${source}    outputs: [{ format: qcow2 }, { format: vmdk }]\n    post_processors:\n      - { type: compress, formats: [vmdk, raw] }\n`);
+    const msg = problem(
+      `${source}    outputs: [{ format: qcow2 }, { format: vmdk }]\n    post_processors:\n      - { type: compress, formats: [vmdk, raw] }\n`,
+    );
     expect(msg).toMatch(/:8: builds\[0\]\.post_processors\[0\]\.formats\[1\]: no output of this build is raw/);
     expect(msg).toContain('fix: list formats the build writes (qcow2, vmdk), or add an output with format: raw');
-    expect(load(`${source}    outputs: [{ format: raw }]\n    post_processors: [{ type: compress, formats: [raw] }, { type: compress, algorithm: xz }]\n`).build().post_processors).toHaveLength(2);
+    expect(
+      load(
+        `${source}    outputs: [{ format: raw }]\n    post_processors: [{ type: compress, formats: [raw] }, { type: compress, algorithm: xz }]\n`,
+      ).build().post_processors,
+    ).toHaveLength(2);
   });
 
   it('refuses an upload to a relative guest path; downloads go to host paths, relative to the template', () => {
     for (const kind of ['content: hi', 'source: key']) {
       const msg = problem(`${source}    provisioners: [{ type: file, ${kind}, destination: etc/motd }]\n`);
-      expect(msg).toContain('builds[0].provisioners[0].destination: an upload\'s destination is a path in the guest, and it must be absolute');
+      expect(msg).toContain(
+        "builds[0].provisioners[0].destination: an upload's destination is a path in the guest, and it must be absolute",
+      );
       expect(msg).toContain('fix: write an absolute guest path, e.g. destination: /tmp/motd');
     }
-    const b = load(`${source}    provisioners: [{ type: file, direction: download, source: /etc/os-release, destination: got/os-release }]\n`).build();
+    const b = load(
+      `${source}    provisioners: [{ type: file, direction: download, source: /etc/os-release, destination: got/os-release }]\n`,
+    ).build();
     expect(b.provisioners[0]).toMatchObject({ destination: path.join(dir, 'got/os-release') });
   });
 
   it.each(['/ks.cfg', '../ks.cfg', 'a/../../ks.cfg', '..', '', '.', './'])('refuses the cd_content name %j', (name) => {
     const msg = problem(`${iso}      cd_content: { '${name}': text }\n`);
     expect(msg).toContain('a cd_content name is a path inside the CD: relative, without ".." parts');
-    expect(msg).toContain('fix: write it relative to the CD\'s root, e.g. ks.cfg');
+    expect(msg).toContain("fix: write it relative to the CD's root, e.g. ks.cfg");
   });
   it('accepts cd_content names inside the CD', () => {
-    expect(Object.keys(load(`${iso}      cd_content: { ks.cfg: a, kickstart/ks.cfg: b, ./x/..y: c }\n`).build().source.cd_content)).toHaveLength(3);
+    expect(
+      Object.keys(
+        load(`${iso}      cd_content: { ks.cfg: a, kickstart/ks.cfg: b, ./x/..y: c }\n`).build().source.cd_content,
+      ),
+    ).toHaveLength(3);
   });
 
   const envOwners: [string, string][] = [
@@ -83,10 +104,16 @@ describe('mistakes caught at validate time instead of late in a build', () => {
   });
 
   it('treats cloud_init: { enabled: false } as cloud_init: false', () => {
-    const b = load(`${source}      cloud_init: { enabled: false, delivery: cdrom }\n      communicator: { private_key_file: key }\n`).build();
+    const b = load(
+      `${source}      cloud_init: { enabled: false, delivery: cdrom }\n      communicator: { private_key_file: key }\n`,
+    ).build();
     expect(b.source.cloud_init).toBe(false);
     // ...so the check that a build key needs cloud-init applies to it too.
-    expect(problem(`${source}      cloud_init: { enabled: false }\n`)).toContain('builds[0].source.cloud_init: without cloud-init kiln cannot give the guest its build key');
-    expect(load(`${source}      cloud_init: { enabled: true, delivery: cdrom }\n`).build().source.cloud_init).toMatchObject({ enabled: true, delivery: 'cdrom' });
+    expect(problem(`${source}      cloud_init: { enabled: false }\n`)).toContain(
+      'builds[0].source.cloud_init: without cloud-init kiln cannot give the guest its build key',
+    );
+    expect(
+      load(`${source}      cloud_init: { enabled: true, delivery: cdrom }\n`).build().source.cloud_init,
+    ).toMatchObject({ enabled: true, delivery: 'cdrom' });
   });
 });

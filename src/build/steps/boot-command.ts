@@ -22,15 +22,19 @@ export const bootCommandStep: Step = {
     const wait = src.boot_wait;
     if (wait) await sleep(wait, undefined, { signal: ctx.signal });
     const interval = src.boot_key_interval;
-    const driver: TypingDriver = src.boot_console === 'serial'
-      ? new SerialDriver(path.join(ctx.state.workDir, 'serial.sock'), interval)
-      : new KeyboardDriver(need(ctx.state, 'qmp'), interval);
+    const driver: TypingDriver =
+      src.boot_console === 'serial'
+        ? new SerialDriver(path.join(ctx.state.workDir, 'serial.sock'), interval)
+        : new KeyboardDriver(need(ctx.state, 'qmp'), interval);
     const started = performance.now();
     await runBootCommand(lines, driver, {
       serialLog: need(ctx.state, 'serialLog'),
       signal: ctx.signal,
       render: (text) => String(interpolateString(text, { build: ctx.buildValues() })),
-      onNode: (node) => { if (node.kind === 'waitFor') ctx.log(`boot command: waiting for ${String(node.pattern)} on the serial console`, 'debug'); },
+      onNode: (node) => {
+        if (node.kind === 'waitFor')
+          ctx.log(`boot command: waiting for ${String(node.pattern)} on the serial console`, 'debug');
+      },
     });
     ctx.log(`boot command typed (${src.boot_console}) in ${formatDuration(performance.now() - started)}`);
   },

@@ -56,7 +56,16 @@ export const cleanGuestStep: Step = {
     const ssh = await sshSession(ctx);
     const shell = comm.username === 'root' ? 'sh -s' : 'sudo -n sh -s';
     let err = '';
-    const r = await ssh.exec(shell, { stdin: cleanGuestScript(ctx.build.source.cloud_init !== false), stderr: (s) => { err += s; }, signal: ctx.signal });
-    if (r.exitCode !== 0) throw new Error(`removing kiln's keys from the guest failed (exit ${r.exitCode}): ${err.trim().split('\n').slice(-5).join('\n')}`);
+    const r = await ssh.exec(shell, {
+      stdin: cleanGuestScript(ctx.build.source.cloud_init !== false),
+      stderr: (s) => {
+        err += s;
+      },
+      signal: ctx.signal,
+    });
+    if (r.exitCode !== 0)
+      throw new Error(
+        `removing kiln's keys from the guest failed (exit ${r.exitCode}): ${err.trim().split('\n').slice(-5).join('\n')}`,
+      );
   },
 };

@@ -29,7 +29,8 @@ export const cloudInitSeedStep: Step = {
       wipeOldHostKeys: onCachedLayer(ctx.state),
       // --record / --offline: the guest's system proxy from the first boot on (cloud-init's packages:
       // too); only with SSH, through which the guest clean-up takes it out again.
-      guestProxyScript: comm.type === 'ssh' ? proxyScript(guestProxyFor(ctx.options.airgap, ctx.state.http?.ip)) : undefined,
+      guestProxyScript:
+        comm.type === 'ssh' ? proxyScript(guestProxyFor(ctx.options.airgap, ctx.state.http?.ip)) : undefined,
     });
     ctx.state.cloudInitInstanceId = seed.instanceId;
     if (ci.delivery === 'http') {

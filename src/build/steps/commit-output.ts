@@ -10,7 +10,16 @@ import type { Step } from '../step.js';
 import type { BuildContext } from '../state.js';
 import { need } from '../state.js';
 import { maskValues } from '../../ui/events.js';
-import { buildManifest, checksumFileOf, checksumFiles, entriesOf, outputOwnership, recordedVariables, removeKilnOutput, writeSums } from '../../artifacts/manifest.js';
+import {
+  buildManifest,
+  checksumFileOf,
+  checksumFiles,
+  entriesOf,
+  outputOwnership,
+  recordedVariables,
+  removeKilnOutput,
+  writeSums,
+} from '../../artifacts/manifest.js';
 import { writeSupplyChain } from '../../artifacts/supply-chain.js';
 import { kilnVersion } from '../../version.js';
 import { checkElsewhereTarget, foreignOutputError } from '../output-guard.js';
@@ -24,7 +33,8 @@ function elsewhereMoves(ctx: BuildContext, staging: string): { from: string; to:
     const m = elsewherePattern.exec(entry);
     if (!m) continue;
     const dir = ctx.build.outputs[Number(m[1])]!.directory!;
-    for (const f of readdirSync(path.join(staging, entry))) moves.push({ from: path.join(staging, entry, f), to: path.join(dir, f) });
+    for (const f of readdirSync(path.join(staging, entry)))
+      moves.push({ from: path.join(staging, entry, f), to: path.join(dir, f) });
   }
   return moves;
 }
@@ -47,15 +57,23 @@ export const commitOutputStep: Step = {
     const secrets = ctx.template.variables.secrets ?? [];
     // SBOMs, provenance and (sign:) signatures, before the file list: they are the build's output too.
     const supplyChain = await writeSupplyChain(staging, ctx, {
-      artifacts: ctx.state.artifacts, variables: recordedVariables(ctx.template.variables), qemuImgVersion, kilnVersion,
+      artifacts: ctx.state.artifacts,
+      variables: recordedVariables(ctx.template.variables),
+      qemuImgVersion,
+      kilnVersion,
       checksumFiles: ctx.build.checksums.map(checksumFileOf),
-      mask: (v) => maskValues(v, secrets), signal: ctx.signal, recordedPackages: ctx.options.airgap?.replayed?.(),
+      mask: (v) => maskValues(v, secrets),
+      signal: ctx.signal,
+      recordedPackages: ctx.options.airgap?.replayed?.(),
     });
     // Everything that will be in the output directory, including what a shell-local post-processor put in the staging directory.
     const files = entriesOf(staging).filter((e) => !elsewherePattern.test(e.split('/')[0]!) && e !== 'manifest.json');
     const manifest = buildManifest(ctx, ctx.state.startedAt, finalPathOf, qemuImgVersion, files, supplyChain);
     // Secrets masked in every value (a base image URL with a token in it), not in the paths of files that exist.
-    writeFileSync(path.join(staging, 'manifest.json'), JSON.stringify(maskValues(manifest, secrets, ['artifacts', 'files']), null, 2) + '\n');
+    writeFileSync(
+      path.join(staging, 'manifest.json'),
+      JSON.stringify(maskValues(manifest, secrets, ['artifacts', 'files']), null, 2) + '\n',
+    );
 
     // The renames below commit the output: an interrupt that came before them must not leave one.
     ctx.signal.throwIfAborted();
@@ -63,7 +81,9 @@ export const commitOutputStep: Step = {
     const moves = elsewhereMoves(ctx, staging);
     for (const { to } of moves) checkElsewhereTarget(to, ctx.options.force);
     if (existsSync(out) && !ctx.options.force) {
-      throw new Error(`output directory ${out} appeared during the build, and is left as it is\n  fix: remove it, or run with --force (which replaces it if kiln wrote it)`);
+      throw new Error(
+        `output directory ${out} appeared during the build, and is left as it is\n  fix: remove it, or run with --force (which replaces it if kiln wrote it)`,
+      );
     }
     const trash = `${staging}.old`;
     let replacing = false;
@@ -88,12 +108,25 @@ export const commitOutputStep: Step = {
       if (stayed.length) ctx.log(`left ${trash}: it holds ${stayed.join(', ')}, which kiln did not write`, 'warn');
     }
     ctx.state.artifacts = ctx.state.artifacts.map((a) => ({ ...a, path: finalPathOf(a.path) }));
-    for (const a of ctx.state.artifacts) ctx.events.emit({ type: 'artifact', build: ctx.build.name, path: a.path, format: a.format, size: a.size, sha256: a.sha256 });
+    for (const a of ctx.state.artifacts)
+      ctx.events.emit({
+        type: 'artifact',
+        build: ctx.build.name,
+        path: a.path,
+        format: a.format,
+        size: a.size,
+        sha256: a.sha256,
+      });
     const layers = ctx.state.layers;
     if (layers?.artifactKey) {
       // Lets an identical later build find these files and stop at once, if nobody has touched them.
       const ours = new Set(['manifest.json', ...checksumFiles, ...supplyChain.documents.map((d) => d.name)]);
-      const written = [...ctx.state.artifacts.map((a) => a.path), ...readdirSync(out).filter((f) => ours.has(f)).map((f) => path.join(out, f))];
+      const written = [
+        ...ctx.state.artifacts.map((a) => a.path),
+        ...readdirSync(out)
+          .filter((f) => ours.has(f))
+          .map((f) => path.join(out, f)),
+      ];
       layers.store.recordArtifacts(layers.artifactKey, out, written);
     }
   },

@@ -20,11 +20,30 @@ export const compactStep: Step = {
     const ssh = await sshSession(ctx);
     let out = '';
     // busybox's fstrim has no -a: trim the root file system then.
-    const r = await ssh.exec(asRoot(comm.username, 'sync; if ! command -v fstrim >/dev/null 2>&1; then echo "no fstrim in the guest"; exit 0; fi; fstrim -av 2>/dev/null || fstrim -v /; rc=$?; sync; exit $rc'),
-      { stdout: (s) => { out += s; }, stderr: (s) => { out += s; }, signal: ctx.signal });
-    if (r.exitCode !== 0) ctx.log(`fstrim failed in the guest (exit ${r.exitCode}): ${out.trim().split('\n').slice(-3).join(' ')}; artifacts may carry freed blocks`, 'warn');
+    const r = await ssh.exec(
+      asRoot(
+        comm.username,
+        'sync; if ! command -v fstrim >/dev/null 2>&1; then echo "no fstrim in the guest"; exit 0; fi; fstrim -av 2>/dev/null || fstrim -v /; rc=$?; sync; exit $rc',
+      ),
+      {
+        stdout: (s) => {
+          out += s;
+        },
+        stderr: (s) => {
+          out += s;
+        },
+        signal: ctx.signal,
+      },
+    );
+    if (r.exitCode !== 0)
+      ctx.log(
+        `fstrim failed in the guest (exit ${r.exitCode}): ${out.trim().split('\n').slice(-3).join(' ')}; artifacts may carry freed blocks`,
+        'warn',
+      );
     const after = (await ctx.driver.imageInfo(disk.path, disk.format, true, ctx.signal)).actualSize;
     ctx.state.compaction = { beforeBytes: before, afterBytes: after };
-    ctx.log(`trimmed free space (trimmed blocks are left out of every artifact); build overlay ${formatBytes(before)} -> ${formatBytes(after)}${/no fstrim/.test(out) ? ' (the guest has no fstrim)' : ''}`);
+    ctx.log(
+      `trimmed free space (trimmed blocks are left out of every artifact); build overlay ${formatBytes(before)} -> ${formatBytes(after)}${/no fstrim/.test(out) ? ' (the guest has no fstrim)' : ''}`,
+    );
   },
 };

@@ -26,7 +26,11 @@ export async function withLimit<T>(limit: number, tasks: (() => Promise<T>)[]): 
   const worker = async () => {
     while (next < tasks.length && failure === undefined) {
       const i = next++;
-      try { results[i] = await tasks[i]!(); } catch (e) { failure ??= e; }
+      try {
+        results[i] = await tasks[i]!();
+      } catch (e) {
+        failure ??= e;
+      }
     }
   };
   await Promise.all(Array.from({ length: Math.min(limit, tasks.length) }, worker));
@@ -42,9 +46,16 @@ function isDiskFull(e: unknown): boolean {
 function diskFullError(e: Error, finalPath: string, stagedAt: string): Error {
   // Its free space says nothing here (the partial file still fills it); its size tells a small tmpfs.
   let size = '';
-  try { const fs = statfsSync(path.dirname(stagedAt)); size = `, on a file system of ${formatBytes(fs.blocks * fs.bsize)}`; } catch { /* the figure is a courtesy */ }
-  return new Error(`disk full (ENOSPC) while writing ${finalPath} (staged as ${stagedAt}${size}); the partial output is removed\n` +
-    `  fix: free space on the file system of ${path.dirname(finalPath)}, or set output_directory to one with room\n  ${e.message.split('\n')[0]}`);
+  try {
+    const fs = statfsSync(path.dirname(stagedAt));
+    size = `, on a file system of ${formatBytes(fs.blocks * fs.bsize)}`;
+  } catch {
+    /* the figure is a courtesy */
+  }
+  return new Error(
+    `disk full (ENOSPC) while writing ${finalPath} (staged as ${stagedAt}${size}); the partial output is removed\n` +
+      `  fix: free space on the file system of ${path.dirname(finalPath)}, or set output_directory to one with room\n  ${e.message.split('\n')[0]}`,
+  );
 }
 
 async function produce(ctx: BuildContext, o: OutputConfig, index: number): Promise<void> {
@@ -63,12 +74,18 @@ async function write(ctx: BuildContext, o: OutputConfig, index: number, name: st
   const plan = planFor(o);
   mkdirSync(path.dirname(dst), { recursive: true });
   const started = performance.now();
-  const onProgress = (percent: number) => ctx.events.emit({ type: 'progress', build: ctx.build.name, task: `convert ${name}`, percent });
+  const onProgress = (percent: number) =>
+    ctx.events.emit({ type: 'progress', build: ctx.build.name, task: `convert ${name}`, percent });
   const algorithms = [...new Set(['sha256', ...ctx.build.checksums] as const)];
   let virtualSize: number;
   let digests: Partial<Record<'sha256' | 'sha512', string>> & { sha256: string };
   if (plan.kind === 'disk') {
-    await ctx.driver.convert(disk.path, disk.format, dst, plan.qemuFormat, { compress: plan.compress, options: plan.options, onProgress, signal: ctx.signal });
+    await ctx.driver.convert(disk.path, disk.format, dst, plan.qemuFormat, {
+      compress: plan.compress,
+      options: plan.options,
+      onProgress,
+      signal: ctx.signal,
+    });
     // The check, the size query and the digest read the new file at once (its pages are still cached):
     // one pass of wall time instead of three in a row.
     const [checked, info, sums] = await Promise.all([
@@ -82,9 +99,17 @@ async function write(ctx: BuildContext, o: OutputConfig, index: number, name: st
   } else {
     const src = ctx.build.source;
     await writePackage(plan.packageFormat, {
-      source: disk.path, sourceFormat: disk.format, out: dst, name: path.basename(name, `.${plan.extension}`),
-      cpus: src.cpus, memoryMiB: src.memory, firmware: usesUefi(src.firmware) ? 'uefi' : 'bios', onProgress, signal: ctx.signal,
-      qemuImg: ctx.driver, tarBinary: ctx.options.tarBinary, // KILN_QEMU_IMG / KILN_TAR reach packaging too
+      source: disk.path,
+      sourceFormat: disk.format,
+      out: dst,
+      name: path.basename(name, `.${plan.extension}`),
+      cpus: src.cpus,
+      memoryMiB: src.memory,
+      firmware: usesUefi(src.firmware) ? 'uefi' : 'bios',
+      onProgress,
+      signal: ctx.signal,
+      qemuImg: ctx.driver,
+      tarBinary: ctx.options.tarBinary, // KILN_QEMU_IMG / KILN_TAR reach packaging too
       vagrantfileExtra: o.vagrantfile_extra,
     });
     [virtualSize, digests] = await Promise.all([
@@ -95,7 +120,15 @@ async function write(ctx: BuildContext, o: OutputConfig, index: number, name: st
   ctx.signal.throwIfAborted();
   const { size } = statSync(dst);
   ctx.state.timings[`convert ${name}`] = performance.now() - started;
-  ctx.state.artifacts[index] = { name, path: dst, format: o.format, size, virtualSize, sha256: digests.sha256, sha512: digests.sha512 };
+  ctx.state.artifacts[index] = {
+    name,
+    path: dst,
+    format: o.format,
+    size,
+    virtualSize,
+    sha256: digests.sha256,
+    sha512: digests.sha512,
+  };
   ctx.log(`${name}: ${formatBytes(size)} on disk, ${formatBytes(virtualSize)} virtual`, 'debug');
 }
 
@@ -107,7 +140,10 @@ export const convertStep: Step = {
     const names = new Set<string>();
     for (const o of outputs) {
       const key = `${o.directory ?? ''}/${artifactName(ctx.build.name, o)}`;
-      if (names.has(key)) throw new Error(`two outputs would both write ${artifactName(ctx.build.name, o)}\n  fix: give one of them a different "name"`);
+      if (names.has(key))
+        throw new Error(
+          `two outputs would both write ${artifactName(ctx.build.name, o)}\n  fix: give one of them a different "name"`,
+        );
       names.add(key);
     }
     if (outputs.some((o) => o.format === 'vhd')) {
@@ -118,6 +154,9 @@ export const convertStep: Step = {
         ctx.log('disk grown to a whole MiB for the VHD output (Azure requires it)', 'warn');
       }
     }
-    await withLimit(2, outputs.map((o, i) => () => produce(ctx, o, i)));
+    await withLimit(
+      2,
+      outputs.map((o, i) => () => produce(ctx, o, i)),
+    );
   },
 };

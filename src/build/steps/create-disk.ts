@@ -17,7 +17,11 @@ export const createDiskStep: Step = {
       // Resume on the deepest cached layer; its size already is the build's disk size (part of its key).
       const layer = layers.store.layerFile(layers.plan[layers.cachedCount - 1]!.key!);
       await ctx.driver.createOverlay(layer, 'qcow2', disk);
-      ctx.state.disk = { path: disk, format: 'qcow2', virtualSize: (await ctx.driver.imageInfo(disk, 'qcow2')).virtualSize };
+      ctx.state.disk = {
+        path: disk,
+        format: 'qcow2',
+        virtualSize: (await ctx.driver.imageInfo(disk, 'qcow2')).virtualSize,
+      };
       return;
     }
     const media = ctx.build.source.media;
@@ -31,7 +35,9 @@ export const createDiskStep: Step = {
     const baseInfo = await ctx.driver.imageInfo(base.path, base.format);
     const wanted = ctx.build.source.disk_size;
     if (wanted !== undefined && wanted < baseInfo.virtualSize) {
-      throw new Error(`disk_size ${formatBytes(wanted)} is smaller than the base image (${formatBytes(baseInfo.virtualSize)}); shrinking would destroy data\n  fix: set disk_size to at least ${formatBytes(baseInfo.virtualSize)} or leave it out`);
+      throw new Error(
+        `disk_size ${formatBytes(wanted)} is smaller than the base image (${formatBytes(baseInfo.virtualSize)}); shrinking would destroy data\n  fix: set disk_size to at least ${formatBytes(baseInfo.virtualSize)} or leave it out`,
+      );
     }
     const grown = wanted && wanted > baseInfo.virtualSize ? wanted : undefined;
     await ctx.driver.createOverlay(base.path, base.format, disk, grown);

@@ -30,7 +30,18 @@ export const efiVarsArtifactStep: Step = {
     const algorithms = [...new Set(['sha256', ...ctx.build.checksums] as const)];
     const digests = await fileDigests(dst, algorithms);
     const size = statSync(dst).size;
-    ctx.state.artifacts.push({ name, path: dst, format: EFI_VARS_FORMAT, size, virtualSize: size, sha256: digests.sha256!, sha512: digests.sha512 });
-    ctx.log(`UEFI variable store: ${name} (${existsSync(booted) ? "the build VM's" : 'fresh from the firmware template'}${ctx.build.source.secure_boot ? ', custom Secure Boot keys' : ''})`, 'debug');
+    ctx.state.artifacts.push({
+      name,
+      path: dst,
+      format: EFI_VARS_FORMAT,
+      size,
+      virtualSize: size,
+      sha256: digests.sha256!,
+      sha512: digests.sha512,
+    });
+    ctx.log(
+      `UEFI variable store: ${name} (${existsSync(booted) ? "the build VM's" : 'fresh from the firmware template'}${ctx.build.source.secure_boot ? ', custom Secure Boot keys' : ''})`,
+      'debug',
+    );
   },
 };

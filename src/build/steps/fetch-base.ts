@@ -6,23 +6,29 @@ import { isHttpUrl } from '../../util/url.js';
 import { cachedFileDigest, fileDigest } from '../../cache/digest.js';
 import { ChecksumMismatchError, fetchChecksumFile, fetchToCache, type Expected } from '../../cache/download.js';
 
-
 /** Reads "HEX  name" / "ALGO (name) = HEX" lines and picks the one for `fileName`. */
 export function pickFromSums(text: string, fileName: string): Expected | undefined {
   for (const line of text.split('\n')) {
     const gnu = /^([0-9a-fA-F]{64}|[0-9a-fA-F]{128})\s+\*?(.+)$/.exec(line.trim());
-    if (gnu && path.basename(gnu[2]!) === fileName) return { algorithm: gnu[1]!.length === 64 ? 'sha256' : 'sha512', hex: gnu[1]!.toLowerCase() };
+    if (gnu && path.basename(gnu[2]!) === fileName)
+      return { algorithm: gnu[1]!.length === 64 ? 'sha256' : 'sha512', hex: gnu[1]!.toLowerCase() };
     const bsd = /^(SHA256|SHA512) \((.+)\) = ([0-9a-fA-F]+)$/.exec(line.trim());
-    if (bsd && path.basename(bsd[2]!) === fileName) return { algorithm: bsd[1]!.toLowerCase() as Expected['algorithm'], hex: bsd[3]!.toLowerCase() };
+    if (bsd && path.basename(bsd[2]!) === fileName)
+      return { algorithm: bsd[1]!.toLowerCase() as Expected['algorithm'], hex: bsd[3]!.toLowerCase() };
   }
   return undefined;
 }
 
 /** The digest `checksum` ("none", "sha256:<hex>", "sha512:<hex>", md5:/sha1: from Packer templates, or "file:<path or URL of a list>") expects of `image`. */
-export async function expectedChecksum(checksum: string, image: string, signal: AbortSignal): Promise<Expected | undefined> {
+export async function expectedChecksum(
+  checksum: string,
+  image: string,
+  signal: AbortSignal,
+): Promise<Expected | undefined> {
   if (checksum === 'none') return undefined;
   const [kind, value] = [checksum.slice(0, checksum.indexOf(':')), checksum.slice(checksum.indexOf(':') + 1)];
-  if (kind === 'sha256' || kind === 'sha512' || kind === 'md5' || kind === 'sha1') return { algorithm: kind, hex: value.toLowerCase() };
+  if (kind === 'sha256' || kind === 'sha512' || kind === 'md5' || kind === 'sha1')
+    return { algorithm: kind, hex: value.toLowerCase() };
   const text = isHttpUrl(value) ? await fetchChecksumFile(value, signal) : readFileSync(value, 'utf8');
   const name = path.basename(isHttpUrl(image) ? new URL(image).pathname : image);
   const found = pickFromSums(text, name);
@@ -42,8 +48,13 @@ export const fetchBaseStep: Step = {
     let sha256: string;
     if (isHttpUrl(media)) {
       ctx.log(`fetching ${media}`);
-      ({ path: file, sha256 } = await fetchToCache(media, ctx.options.cacheDir, expected,
-        (pct) => ctx.events.emit({ type: 'progress', build: ctx.build.name, task: 'download', percent: pct }), ctx.signal));
+      ({ path: file, sha256 } = await fetchToCache(
+        media,
+        ctx.options.cacheDir,
+        expected,
+        (pct) => ctx.events.emit({ type: 'progress', build: ctx.build.name, task: 'download', percent: pct }),
+        ctx.signal,
+      ));
     } else {
       file = media;
       sha256 = await cachedFileDigest(file, ctx.options.cacheDir);
@@ -51,7 +62,9 @@ export const fetchBaseStep: Step = {
       if (expected) {
         const got = expected.algorithm === 'sha256' ? sha256 : await fileDigest(file, expected.algorithm);
         if (got !== expected.hex) {
-          throw new ChecksumMismatchError(`checksum mismatch for ${file}: expected ${expected.algorithm}:${expected.hex}, got ${expected.algorithm}:${got}\n  fix: the file changed or the checksum is wrong; correct "checksum" or use "none"`);
+          throw new ChecksumMismatchError(
+            `checksum mismatch for ${file}: expected ${expected.algorithm}:${expected.hex}, got ${expected.algorithm}:${got}\n  fix: the file changed or the checksum is wrong; correct "checksum" or use "none"`,
+          );
         }
       }
     }

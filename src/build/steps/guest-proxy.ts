@@ -25,7 +25,8 @@ export const guestProxyStep: Step = {
   // announces is the list that runs (interrupt tests and progress bars count on it). Whether an
   // ordinary build boots a cached layer is known only once the layer cache was consulted: run()
   // does nothing when it does not.
-  enabled: (ctx) => ctx.build.source.communicator.type === 'ssh' && (Boolean(ctx.options.airgap) || !ctx.options.noCache),
+  enabled: (ctx) =>
+    ctx.build.source.communicator.type === 'ssh' && (Boolean(ctx.options.airgap) || !ctx.options.noCache),
   async run(ctx) {
     const comm = ctx.build.source.communicator;
     if (comm.type !== 'ssh' || (!ctx.options.airgap && !onCachedLayer(ctx.state))) return;
@@ -33,14 +34,27 @@ export const guestProxyStep: Step = {
     const ssh = await sshSession(ctx);
     let err = '';
     const script = proxy ? installGuestProxyScript(proxy) : removeGuestProxyScript();
-    const r = await ssh.exec(comm.username === 'root' ? 'sh -s' : 'sudo -n sh -s', { stdin: script, stderr: (s) => { err += s; }, signal: ctx.signal });
+    const r = await ssh.exec(comm.username === 'root' ? 'sh -s' : 'sudo -n sh -s', {
+      stdin: script,
+      stderr: (s) => {
+        err += s;
+      },
+      signal: ctx.signal,
+    });
     const said = err.trim().split('\n').filter(Boolean).slice(-5).join('\n');
     if (r.exitCode !== 0) {
-      throw new Error(proxy
-        ? `making kiln's package proxy (${proxy.url}) the guest's system proxy failed (exit ${r.exitCode}): ${said || 'no message'}\n  fix: the build user needs root (root, or sudo without a password), and /etc must be writable`
-        : `taking an earlier --record/--offline build's proxy settings out of the guest (a cached layer) failed (exit ${r.exitCode}): ${said || 'no message'}\n  fix: the build user needs root (root, or sudo without a password); or build with --no-cache`);
+      throw new Error(
+        proxy
+          ? `making kiln's package proxy (${proxy.url}) the guest's system proxy failed (exit ${r.exitCode}): ${said || 'no message'}\n  fix: the build user needs root (root, or sudo without a password), and /etc must be writable`
+          : `taking an earlier --record/--offline build's proxy settings out of the guest (a cached layer) failed (exit ${r.exitCode}): ${said || 'no message'}\n  fix: the build user needs root (root, or sudo without a password); or build with --no-cache`,
+      );
     }
     if (said) ctx.log(`guest proxy: ${said}`, 'warn');
-    ctx.log(proxy ? `guest proxy: ${proxy.url} for apt, dnf/yum, /etc/environment, sudo and systemd (no_proxy ${proxy.noProxy.join(',')}); the guest clean-up removes it` : 'guest proxy: none (settings a cached layer held, if any, removed)', 'debug');
+    ctx.log(
+      proxy
+        ? `guest proxy: ${proxy.url} for apt, dnf/yum, /etc/environment, sudo and systemd (no_proxy ${proxy.noProxy.join(',')}); the guest clean-up removes it`
+        : 'guest proxy: none (settings a cached layer held, if any, removed)',
+      'debug',
+    );
   },
 };

@@ -33,7 +33,9 @@ import { commitOutputStep } from './commit-output.js';
 import { publishStep } from './publish.js';
 
 /** What the steps after provisioning run in the guest: part of the key of the final disk they leave. */
-export const finishingScripts = (ctx: Pick<BuildContext, 'build'>) => [cleanGuestScript(ctx.build.source.cloud_init !== false)];
+export const finishingScripts = (ctx: Pick<BuildContext, 'build'>) => [
+  cleanGuestScript(ctx.build.source.cloud_init !== false),
+];
 
 /** Find the base, then consult the layer cache: what they find decides the rest (build.ts's stepsFor). */
 export const planSteps: Step[] = [fetchBaseStep, layerCacheStepFor(finishingScripts)];

@@ -10,7 +10,10 @@ import { interpolateString } from '../../template/interpolate.js';
 
 async function tool(cmd: string, args: string[], what: string): Promise<void> {
   const r = await execa(cmd, args, { reject: false, all: true });
-  if (r.failed) throw new Error(`${what} failed: ${String(r.all ?? r.message).trim()}\n  (is ${cmd} installed? make setup installs it)`);
+  if (r.failed)
+    throw new Error(
+      `${what} failed: ${String(r.all ?? r.message).trim()}\n  (is ${cmd} installed? make setup installs it)`,
+    );
 }
 
 const inside = (root: string, p: string) => p.startsWith(root + path.sep);
@@ -21,7 +24,10 @@ const inside = (root: string, p: string) => p.startsWith(root + path.sep);
  * copied into the tree, so nothing is ever written outside it.
  */
 function cdContentPath(dir: string, name: string): string {
-  const refuse = (why: string) => new Error(`cd_content "${name}" ${why}, outside the CD\n  fix: write it relative to the CD's root, e.g. ks.cfg or kickstart/ks.cfg`);
+  const refuse = (why: string) =>
+    new Error(
+      `cd_content "${name}" ${why}, outside the CD\n  fix: write it relative to the CD's root, e.g. ks.cfg or kickstart/ks.cfg`,
+    );
   const dst = path.resolve(dir, name);
   if (path.isAbsolute(name) || !inside(dir, dst)) throw refuse(`names ${dst}`);
   let existing = path.dirname(dst);
@@ -52,7 +58,11 @@ export const installMediaStep: Step = {
         writeFileSync(dst, String(interpolateString(body, { build: ctx.buildValues() })));
       }
       const iso = path.join(work, 'cd_files.iso');
-      await tool('xorriso', ['-as', 'mkisofs', '-quiet', '-V', s.cd_label, '-J', '-R', '-o', iso, dir], 'making the cd_files ISO');
+      await tool(
+        'xorriso',
+        ['-as', 'mkisofs', '-quiet', '-V', s.cd_label, '-J', '-R', '-o', iso, dir],
+        'making the cd_files ISO',
+      );
       ctx.state.cdFilesIso = iso;
     }
     if (s.floppy_files.length) {

@@ -21,27 +21,45 @@ export const launchQemuStep: Step = {
     ctx.driver.requireQemu(archOf(src));
     const clash = st.seed?.kind === 'http' ? smbiosType1Switch(src.qemu_args) : undefined;
     if (clash) {
-      throw new Error(`qemu_args ${clash.join(' ')} sets SMBIOS type 1 fields, where cloud_init delivery http gives the guest its seed URL in a type 1 table of kiln's, and QEMU takes one or the other\n  fix: set cloud_init: { delivery: cdrom }, or drop that -smbios switch`);
+      throw new Error(
+        `qemu_args ${clash.join(' ')} sets SMBIOS type 1 fields, where cloud_init delivery http gives the guest its seed URL in a type 1 table of kiln's, and QEMU takes one or the other\n  fix: set cloud_init: { delivery: cdrom }, or drop that -smbios switch`,
+      );
     }
-    st.accelerator = await ctx.driver.chooseAccelerator(src.accelerator, ctx.options.cacheDir, (m) => ctx.log(m, 'warn'), ctx.signal, archOf(src));
+    st.accelerator = await ctx.driver.chooseAccelerator(
+      src.accelerator,
+      ctx.options.cacheDir,
+      (m) => ctx.log(m, 'warn'),
+      ctx.signal,
+      archOf(src),
+    );
     const fw = firmwareFor(ctx);
     if (fw) {
       for (const f of [fw.code, fw.varsTemplate]) {
-        if (!existsSync(f)) throw new Error(`firmware: ${src.firmware}: ${fw.descriptor} names ${f}, which does not exist\n  fix: apt-get install --reinstall ${archProfile(archOf(src)).firmwarePackage} (make setup installs it), or point firmware: at a descriptor whose files exist`);
+        if (!existsSync(f))
+          throw new Error(
+            `firmware: ${src.firmware}: ${fw.descriptor} names ${f}, which does not exist\n  fix: apt-get install --reinstall ${archProfile(archOf(src)).firmwarePackage} (make setup installs it), or point firmware: at a descriptor whose files exist`,
+          );
       }
       const keys = src.secure_boot?.keys;
       if (keys && !fw.secureBoot) {
-        throw new Error(`secure_boot.keys: firmware: ${src.firmware} (${path.basename(fw.descriptor)}) has Secure Boot off, so the keys would not be checked\n  fix: set firmware: uefi-secure, or a descriptor with the secure-boot feature`);
+        throw new Error(
+          `secure_boot.keys: firmware: ${src.firmware} (${path.basename(fw.descriptor)}) has Secure Boot off, so the keys would not be checked\n  fix: set firmware: uefi-secure, or a descriptor with the secure-boot feature`,
+        );
       }
       // The VM's own copy of the store, with the template's keys enrolled (PK, KEK, db; dbx kept).
       writeFileSync(efiVarsFile(st.workDir), variableStoreFor(fw.varsTemplate, keys));
-      ctx.log(`firmware: ${fw.description || fw.descriptor} (${path.basename(fw.descriptor)}; machine ${fw.machine}${fw.smm ? ' with SMM' : ''}${keys ? '; Secure Boot keys from secure_boot.keys' : ''})`);
+      ctx.log(
+        `firmware: ${fw.description || fw.descriptor} (${path.basename(fw.descriptor)}; machine ${fw.machine}${fw.smm ? ' with SMM' : ''}${keys ? '; Secure Boot keys from secure_boot.keys' : ''})`,
+      );
     }
     let tpmStopped = false;
     const stopVm = async () => {
       st.qmp?.close();
       await st.qemu?.kill(3000);
-      if (!tpmStopped) { tpmStopped = true; await stopTpm(ctx); }
+      if (!tpmStopped) {
+        tpmStopped = true;
+        await stopTpm(ctx);
+      }
     };
     try {
       if (!(await restoreVm(ctx))) await startVm(ctx, true);

@@ -25,7 +25,16 @@ const short = (key: string) => key.slice(0, 12);
 /** The earlier build's artifacts, as its manifest lists them (the plan found them exactly in place). */
 function reusedArtifacts(ctx: BuildContext): BuildContext['state']['artifacts'] {
   const manifest = JSON.parse(readFileSync(path.join(ctx.build.output_directory, 'manifest.json'), 'utf8')) as Manifest;
-  return manifest.artifacts.map((a) => ({ name: a.name, path: a.path, format: a.format, size: a.size, virtualSize: a.virtual_size, sha256: a.sha256, sha512: a.sha512, compression: a.compression }));
+  return manifest.artifacts.map((a) => ({
+    name: a.name,
+    path: a.path,
+    format: a.format,
+    size: a.size,
+    virtualSize: a.virtual_size,
+    sha256: a.sha256,
+    sha512: a.sha512,
+    compression: a.compression,
+  }));
 }
 
 /**
@@ -38,14 +47,25 @@ export const layerCacheStepFor = (finishingScripts: (ctx: BuildContext) => strin
   async run(ctx) {
     const base = need(ctx.state, 'base');
     const store = new LayerStore(ctx.options.cacheDir, ctx.driver);
-    for (const f of store.removeStaleTemp()) ctx.log(`layer cache: removed ${f}, left by a kiln process that no longer exists`, 'warn');
+    for (const f of store.removeStaleTemp())
+      ctx.log(`layer cache: removed ${f}, left by a kiln process that no longer exists`, 'warn');
     const vmState = savesVmState(ctx);
     const nfs = networkFileSystem(ctx.options.cacheDir);
-    if (nfs) ctx.log(`layer cache: ${ctx.options.cacheDir} is on ${nfs}: kiln's locks hold a pid and work on one host only, so builders on other machines sharing it can corrupt each other's layers\n  fix: give each machine a local KILN_CACHE_DIR and share layers with --cache-remote s3://bucket/prefix`, 'warn');
+    if (nfs)
+      ctx.log(
+        `layer cache: ${ctx.options.cacheDir} is on ${nfs}: kiln's locks hold a pid and work on one host only, so builders on other machines sharing it can corrupt each other's layers\n  fix: give each machine a local KILN_CACHE_DIR and share layers with --cache-remote s3://bucket/prefix`,
+        'warn',
+      );
     const remote = remoteFor(ctx);
     const planOptions = {
-      cacheDir: ctx.options.cacheDir, store, baseSha256: base.sha256, finishingScripts: finishingScripts(ctx), verify: true, vmState,
-      remoteIntermediate: remote !== undefined && sharesIntermediate(ctx, remote), signal: ctx.signal,
+      cacheDir: ctx.options.cacheDir,
+      store,
+      baseSha256: base.sha256,
+      finishingScripts: finishingScripts(ctx),
+      verify: true,
+      vmState,
+      remoteIntermediate: remote !== undefined && sharesIntermediate(ctx, remote),
+      signal: ctx.signal,
     };
     let plan = await planBuild(ctx.build, { ...planOptions, remote });
     forgetDamaged(ctx, store, plan);
@@ -55,7 +75,10 @@ export const layerCacheStepFor = (finishingScripts: (ctx: BuildContext) => strin
       const resume = plan.resume;
       if (resume.kind === 'fresh' || resume.kind === 'upToDate' || resume.source !== 'remote') break;
       if (await pullFromRemote(ctx, store, remote, plan, base)) break;
-      plan = await planBuild(ctx.build, resume.kind === 'fromFinalLayer' ? { ...planOptions, remote, remoteFinal: false } : planOptions);
+      plan = await planBuild(
+        ctx.build,
+        resume.kind === 'fromFinalLayer' ? { ...planOptions, remote, remoteFinal: false } : planOptions,
+      );
     }
     ctx.state.plan = plan;
     const { layers: planned, rootKey, artifactKey: outputKey, final } = plan;
@@ -63,17 +86,36 @@ export const layerCacheStepFor = (finishingScripts: (ctx: BuildContext) => strin
 
     if (plan.resume.kind === 'upToDate') {
       ctx.state.artifacts = reusedArtifacts(ctx);
-      ctx.log(`up to date: ${ctx.build.output_directory} was built from exactly these inputs (artifact key ${short(outputKey!)}); nothing to do`);
-      for (const a of ctx.state.artifacts) ctx.events.emit({ type: 'artifact', build: ctx.build.name, path: a.path, format: a.format, size: a.size, sha256: a.sha256, reused: true });
+      ctx.log(
+        `up to date: ${ctx.build.output_directory} was built from exactly these inputs (artifact key ${short(outputKey!)}); nothing to do`,
+      );
+      for (const a of ctx.state.artifacts)
+        ctx.events.emit({
+          type: 'artifact',
+          build: ctx.build.name,
+          path: a.path,
+          format: a.format,
+          size: a.size,
+          sha256: a.sha256,
+          reused: true,
+        });
       return;
     }
     for (const note of plan.notes) ctx.log(note);
     // Every provisioner cached and the final disk too: nothing needs the guest, the outputs are made from it.
     if (plan.resume.kind === 'fromFinalLayer') {
       // A final disk this machine holds and the remote cache lacks is shared while the outputs are made.
-      const share = remote && !remote.readonly && plan.resume.source === 'local'
-        ? (meta: LayerMeta) => pushToRemote(ctx, store, remote, meta, base).catch(() => undefined) : undefined;
-      return convertFromFinalLayer(ctx, store, { rootKey: rootKey!, plan: planned, finalKey: finalKey!, outputKey, share });
+      const share =
+        remote && !remote.readonly && plan.resume.source === 'local'
+          ? (meta: LayerMeta) => pushToRemote(ctx, store, remote, meta, base).catch(() => undefined)
+          : undefined;
+      return convertFromFinalLayer(ctx, store, {
+        rootKey: rootKey!,
+        plan: planned,
+        finalKey: finalKey!,
+        outputKey,
+        share,
+      });
     }
 
     const cachedCount = plan.resume.kind === 'resume' ? plan.resume.at : 0;
@@ -83,24 +125,42 @@ export const layerCacheStepFor = (finishingScripts: (ctx: BuildContext) => strin
 
     const next = planned[cachedCount];
     if (cachedCount > 0) {
-      ctx.log(next
-        ? `provisioners ${cachedCount === 1 ? '1' : `1-${cachedCount}`} cached, starting at ${cachedCount + 1} (${next.description})`
-        : `all ${cachedCount} provisioner${cachedCount === 1 ? '' : 's'} cached (layer ${short(cachedKeys[cachedCount - 1]!)}); booting it for the final steps`);
+      ctx.log(
+        next
+          ? `provisioners ${cachedCount === 1 ? '1' : `1-${cachedCount}`} cached, starting at ${cachedCount + 1} (${next.description})`
+          : `all ${cachedCount} provisioner${cachedCount === 1 ? '' : 's'} cached (layer ${short(cachedKeys[cachedCount - 1]!)}); booting it for the final steps`,
+      );
     } else if (planned.length && planned[0]!.key) {
       ctx.log('layer cache: nothing cached yet for this build; every provisioner will be saved as a layer', 'debug');
     }
     const uncacheable = planned.find((l) => l.uncacheable && l.uncacheable !== 'an earlier provisioner is not cached');
-    if (uncacheable) ctx.log(`layer cache: caching stops at provisioner ${uncacheable.index + 1} (${uncacheable.description}): ${uncacheable.uncacheable}`);
+    if (uncacheable)
+      ctx.log(
+        `layer cache: caching stops at provisioner ${uncacheable.index + 1} (${uncacheable.description}): ${uncacheable.uncacheable}`,
+      );
 
     // The first new layer (a provisioner's, or the final disk's when there is no provisioner) backs onto the base.
-    const willPublish = planned.slice(cachedCount).some((l) => l.key) || (planned.length === 0 && finalKey !== undefined);
-    const rootBacking = willPublish && cachedCount === 0 && base.kind === 'disk'
-      ? { name: await store.ensureBase(base.path, base.sha256, base.format), format: base.format }
-      : null;
+    const willPublish =
+      planned.slice(cachedCount).some((l) => l.key) || (planned.length === 0 && finalKey !== undefined);
+    const rootBacking =
+      willPublish && cachedCount === 0 && base.kind === 'disk'
+        ? { name: await store.ensureBase(base.path, base.sha256, base.format), format: base.format }
+        : null;
     const restoreFrom = plan.resume.kind === 'resume' && plan.resume.restoreVm ? plan.resume.key : undefined;
     const layers: LayerPlan = {
-      store, rootKey: rootKey!, plan: planned, cachedCount, rootBacking, artifactKey: outputKey, finalKey, publishing: Promise.resolve(), vmState, restoreFrom,
-      ...(remote && !remote.readonly ? { afterSave: (meta: LayerMeta) => pushToRemote(ctx, store, remote, meta, base) } : {}),
+      store,
+      rootKey: rootKey!,
+      plan: planned,
+      cachedCount,
+      rootBacking,
+      artifactKey: outputKey,
+      finalKey,
+      publishing: Promise.resolve(),
+      vmState,
+      restoreFrom,
+      ...(remote && !remote.readonly
+        ? { afterSave: (meta: LayerMeta) => pushToRemote(ctx, store, remote, meta, base) }
+        : {}),
     };
     ctx.state.layers = layers;
     return async () => {
@@ -115,8 +175,13 @@ function forgetDamaged(ctx: BuildContext, store: LayerStore, plan: BuildPlan): v
   for (const d of plan.damaged) {
     const removed = store.remove(d.key);
     const at = plan.layers.find((l) => l.key === d.key);
-    const what = d.final ? `the final layer ${short(d.key)}` : `layer ${short(d.key)}${at ? ` (provisioner ${at.index + 1})` : ''}`;
-    ctx.log(`layer cache: ${what} is damaged: ${d.problem}; removed it${removed.length > 1 ? ` and ${removed.length - 1} layer(s) built on it` : ''}, rebuilding from there`, 'warn');
+    const what = d.final
+      ? `the final layer ${short(d.key)}`
+      : `layer ${short(d.key)}${at ? ` (provisioner ${at.index + 1})` : ''}`;
+    ctx.log(
+      `layer cache: ${what} is damaged: ${d.problem}; removed it${removed.length > 1 ? ` and ${removed.length - 1} layer(s) built on it` : ''}, rebuilding from there`,
+      'warn',
+    );
   }
 }
 
@@ -127,7 +192,13 @@ function forgetDamaged(ctx: BuildContext, store: LayerStore, plan: BuildPlan): v
  */
 function savesVmState(ctx: BuildContext): boolean {
   if (ctx.build.cache?.vm_state !== true) return false;
-  const why = usesUefi(ctx.build.source.firmware) ? `firmware: ${ctx.build.source.firmware}` : ctx.build.source.tpm ? 'tpm: true' : ctx.options.airgap ? 'a --record/--offline build' : undefined;
+  const why = usesUefi(ctx.build.source.firmware)
+    ? `firmware: ${ctx.build.source.firmware}`
+    : ctx.build.source.tpm
+      ? 'tpm: true'
+      : ctx.options.airgap
+        ? 'a --record/--offline build'
+        : undefined;
   if (why) ctx.log(`layer cache: cache.vm_state is not used for ${why}; layers hold disks only`, 'warn');
   return !why;
 }
@@ -143,14 +214,30 @@ async function waitForSaves(ctx: BuildContext, layers: { publishing: Promise<voi
   const background = ctx.state.timings[layerCaptureTiming];
   if (background === undefined) return;
   ctx.state.timings['layer capture (waited for at the end)'] = waited;
-  ctx.events.emit({ type: 'layer-capture', build: ctx.build.name, layers: ctx.state.layerSaves ?? 0, ms: background, waitedMs: waited });
+  ctx.events.emit({
+    type: 'layer-capture',
+    build: ctx.build.name,
+    layers: ctx.state.layerSaves ?? 0,
+    ms: background,
+    waitedMs: waited,
+  });
 }
 
 /**
  * Every provisioner and the final steps are cached: the guest steps are skipped (see convertsFromCache)
  * and the conversion reads the final layer. The store keeps it (claimed) until the build ends.
  */
-async function convertFromFinalLayer(ctx: BuildContext, store: LayerStore, o: { rootKey: string; plan: PlannedLayer[]; finalKey: string; outputKey?: string; share?: (meta: LayerMeta) => Promise<void> }) {
+async function convertFromFinalLayer(
+  ctx: BuildContext,
+  store: LayerStore,
+  o: {
+    rootKey: string;
+    plan: PlannedLayer[];
+    finalKey: string;
+    outputKey?: string;
+    share?: (meta: LayerMeta) => Promise<void>;
+  },
+) {
   const meta = store.meta(o.finalKey)!;
   const used = [o.finalKey];
   for (const k of used) store.touch(k);
@@ -172,14 +259,33 @@ async function convertFromFinalLayer(ctx: BuildContext, store: LayerStore, o: { 
   ctx.state.sbom = meta.final?.sbom;
   ctx.state.compaction = meta.final?.compaction;
   ctx.state.accelerator = meta.final?.accelerator as BuildContext['state']['accelerator'];
-  const layers: LayerPlan = { store, rootKey: o.rootKey, plan: o.plan, cachedCount: o.plan.length, rootBacking: null, artifactKey: o.outputKey, finalKey: o.finalKey, publishing: o.share ? o.share(meta) : Promise.resolve() };
+  const layers: LayerPlan = {
+    store,
+    rootKey: o.rootKey,
+    plan: o.plan,
+    cachedCount: o.plan.length,
+    rootBacking: null,
+    artifactKey: o.outputKey,
+    finalKey: o.finalKey,
+    publishing: o.share ? o.share(meta) : Promise.resolve(),
+  };
   ctx.state.layers = layers;
-  const applicable = ctx.build.provisioners.map((p, i) => ({ p, i })).filter(({ i }) => o.plan.some((l) => l.index === i));
+  const applicable = ctx.build.provisioners
+    .map((p, i) => ({ p, i }))
+    .filter(({ i }) => o.plan.some((l) => l.index === i));
   for (const [n, { p, i }] of applicable.entries()) {
-    ctx.events.emit({ type: 'provisioner-cached', build: ctx.build.name, index: i, provisioner: describeProvisioner(p), key: o.plan[n]!.key! });
+    ctx.events.emit({
+      type: 'provisioner-cached',
+      build: ctx.build.name,
+      index: i,
+      provisioner: describeProvisioner(p),
+      key: o.plan[n]!.key!,
+    });
   }
   const n = o.plan.length;
-  ctx.log(`${n === 0 ? 'no provisioners;' : `all ${n} provisioner${n === 1 ? '' : 's'} and`} the clean-up cached (layer ${short(o.finalKey)}…); converting without booting`);
+  ctx.log(
+    `${n === 0 ? 'no provisioners;' : `all ${n} provisioner${n === 1 ? '' : 's'} and`} the clean-up cached (layer ${short(o.finalKey)}…); converting without booting`,
+  );
   return async () => {
     await layers.publishing;
     release();

@@ -27,7 +27,8 @@ export const outputDirStep: Step = {
   name: 'prepare output directory',
   async run(ctx) {
     const out = ctx.build.output_directory;
-    for (const dir of removeStaleStaging(out)) ctx.log(`removed ${dir}, a partial output left by a kiln process that no longer exists`, 'warn');
+    for (const dir of removeStaleStaging(out))
+      ctx.log(`removed ${dir}, a partial output left by a kiln process that no longer exists`, 'warn');
     const createdDirs = makeDirs(path.dirname(out));
     const claim = claimFileOf(out);
     const staging = stagingDirOf(out);
@@ -41,18 +42,28 @@ export const outputDirStep: Step = {
         releaseLock(claim);
       }
       // Only directories this step created, and only while empty: never recursively.
-      for (const dir of createdDirs) { try { rmdirSync(dir); } catch { break; } }
+      for (const dir of createdDirs) {
+        try {
+          rmdirSync(dir);
+        } catch {
+          break;
+        }
+      }
     };
     try {
       const attempt = await lockNow(claim);
       claimed = attempt.acquired;
       if (!attempt.acquired) {
-        throw new Error(attempt.pid !== undefined && !attempt.changingHands
-          ? `output directory ${out} is being built by another kiln right now (pid ${attempt.pid})\n  fix: wait for it to finish, or give this build another output_directory`
-          : `output directory ${out} is claimed by ${describeHolder(claim, attempt)}`);
+        throw new Error(
+          attempt.pid !== undefined && !attempt.changingHands
+            ? `output directory ${out} is being built by another kiln right now (pid ${attempt.pid})\n  fix: wait for it to finish, or give this build another output_directory`
+            : `output directory ${out} is claimed by ${describeHolder(claim, attempt)}`,
+        );
       }
       checkExistingOutput(out, ctx.options.force);
-      for (const o of ctx.build.outputs) if (o.directory) checkElsewhereTarget(path.join(o.directory, artifactName(ctx.build.name, o)), ctx.options.force);
+      for (const o of ctx.build.outputs)
+        if (o.directory)
+          checkElsewhereTarget(path.join(o.directory, artifactName(ctx.build.name, o)), ctx.options.force);
       // One of this pid's, left by an earlier kiln that had the same pid.
       rmSync(staging, { recursive: true, force: true });
       mkdirSync(staging);

@@ -18,17 +18,33 @@ const alreadyCompressed = new Set(['gce', 'vagrant']);
 async function compress(ctx: BuildContext, p: Extract<PostProcessor, { type: 'compress' }>): Promise<void> {
   const next = [];
   for (const a of ctx.state.artifacts) {
-    const wanted = p.formats ? p.formats.includes(a.format as never) : !alreadyCompressed.has(a.format) && !a.compression;
-    if (!wanted) { next.push(a); continue; }
+    const wanted = p.formats
+      ? p.formats.includes(a.format as never)
+      : !alreadyCompressed.has(a.format) && !a.compression;
+    if (!wanted) {
+      next.push(a);
+      continue;
+    }
     const out = `${a.path}.${compressionExtension[p.algorithm]}`;
     const started = performance.now();
     await compressFile(a.path, out, p.algorithm, ctx.signal);
     const digests = await fileDigests(out, [...new Set(['sha256', ...ctx.build.checksums] as const)]);
     ctx.signal.throwIfAborted();
     const size = statSync(out).size;
-    ctx.log(`compressed ${a.name} with ${p.algorithm}: ${a.size} -> ${size} bytes in ${Math.round(performance.now() - started)} ms`);
-    if (p.keep_input) next.push(a); else rmSync(a.path);
-    next.push({ ...a, name: path.basename(out), path: out, size, sha256: digests.sha256, sha512: digests.sha512, compression: p.algorithm });
+    ctx.log(
+      `compressed ${a.name} with ${p.algorithm}: ${a.size} -> ${size} bytes in ${Math.round(performance.now() - started)} ms`,
+    );
+    if (p.keep_input) next.push(a);
+    else rmSync(a.path);
+    next.push({
+      ...a,
+      name: path.basename(out),
+      path: out,
+      size,
+      sha256: digests.sha256,
+      sha512: digests.sha512,
+      compression: p.algorithm,
+    });
   }
   ctx.state.artifacts = next;
 }

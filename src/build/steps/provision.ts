@@ -28,7 +28,10 @@ async function captureLayer(ctx: BuildContext, position: number): Promise<void> 
   const planned = layers.plan[position]!;
   const disk = need(ctx.state, 'disk');
   if (ctx.build.source.communicator.type === 'none') {
-    ctx.log(`layer cache: not saving provisioner ${planned.index + 1}: without a communicator kiln cannot flush the guest's writes first`, 'debug');
+    ctx.log(
+      `layer cache: not saving provisioner ${planned.index + 1}: without a communicator kiln cannot flush the guest's writes first`,
+      'debug',
+    );
     return;
   }
   // Data the guest still holds in its page cache would be missing from the frozen image.
@@ -36,17 +39,32 @@ async function captureLayer(ctx: BuildContext, position: number): Promise<void> 
   const frozen = disk.path;
   const overlay = path.join(ctx.state.workDir, `disk-${position + 1}.qcow2`);
   // With cache.vm_state the guest is paused around the freeze and saved beside the layer (build/vm-state.ts).
-  const queueVmState = await freezeLayer(ctx, planned.key!, planned.index, () => ctx.driver.snapshotActiveDisk(need(ctx.state, 'qmp'), frozen, overlay, disk.virtualSize, `kiln-layer-${position + 1}`));
+  const queueVmState = await freezeLayer(ctx, planned.key!, planned.index, () =>
+    ctx.driver.snapshotActiveDisk(
+      need(ctx.state, 'qmp'),
+      frozen,
+      overlay,
+      disk.virtualSize,
+      `kiln-layer-${position + 1}`,
+    ),
+  );
   ctx.state.disk = { ...disk, path: overlay };
 
   const parentKey = position > 0 ? layers.plan[position - 1]!.key! : undefined;
   const backing = parentKey ? { name: `${parentKey}.qcow2`, format: 'qcow2' } : layers.rootBacking;
   queueLayerSave(ctx, {
-    key: planned.key!, frozen, backing, index: planned.index, sshKey: keyToKeepWithLayer(ctx),
+    key: planned.key!,
+    frozen,
+    backing,
+    index: planned.index,
+    sshKey: keyToKeepWithLayer(ctx),
     what: `the layer after provisioner ${planned.index + 1}`,
     meta: {
-      parent: parentKey ?? null, build: ctx.build.name, template: ctx.template.file,
-      provisioner: planned.index + 1, description: planned.description,
+      parent: parentKey ?? null,
+      build: ctx.build.name,
+      template: ctx.template.file,
+      provisioner: planned.index + 1,
+      description: planned.description,
     },
   });
   queueVmState();
@@ -63,19 +81,39 @@ export const provisionStep: Step = {
       const p = list[i]!;
       if (!appliesTo(p, ctx.build.name)) continue;
       // A retried step (--on-error=ask) goes on from the provisioner that failed.
-      if (position < (ctx.state.provisionersDone ?? 0)) { position++; continue; }
+      if (position < (ctx.state.provisionersDone ?? 0)) {
+        position++;
+        continue;
+      }
       const planned = layers?.plan[position];
       if (layers && planned && position < layers.cachedCount) {
-        ctx.events.emit({ type: 'provisioner-cached', build: ctx.build.name, index: i, provisioner: describeProvisioner(p), key: planned.key! });
+        ctx.events.emit({
+          type: 'provisioner-cached',
+          build: ctx.build.name,
+          index: i,
+          provisioner: describeProvisioner(p),
+          key: planned.key!,
+        });
         ctx.state.provisionersDone = ++position;
         continue;
       }
       const started = performance.now();
-      ctx.events.emit({ type: 'provisioner-start', build: ctx.build.name, index: i, provisioner: describeProvisioner(p) });
+      ctx.events.emit({
+        type: 'provisioner-start',
+        build: ctx.build.name,
+        index: i,
+        provisioner: describeProvisioner(p),
+      });
       await runProvisioner(ctx, p, i);
       const ms = performance.now() - started;
       ctx.state.timings[`provisioner ${i + 1}`] = ms;
-      ctx.events.emit({ type: 'provisioner-end', build: ctx.build.name, index: i, provisioner: describeProvisioner(p), ms });
+      ctx.events.emit({
+        type: 'provisioner-end',
+        build: ctx.build.name,
+        index: i,
+        provisioner: describeProvisioner(p),
+        ms,
+      });
       if (planned?.key) await captureLayer(ctx, position);
       ctx.state.provisionersDone = ++position;
     }

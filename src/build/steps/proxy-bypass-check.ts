@@ -17,11 +17,17 @@ export const proxyBypassCheckStep: Step = {
   async run(ctx) {
     if (!ctx.state.serialLog) return;
     let text = '';
-    try { text = plainConsole(readFileSync(ctx.state.serialLog, 'utf8')); } catch { return; }
+    try {
+      text = plainConsole(readFileSync(ctx.state.serialLog, 'utf8'));
+    } catch {
+      return;
+    }
     const lines = nameFailures(text);
     if (!lines.length) return;
     const proxy = `http://${ctx.options.airgap!.guestProxy.ip}:${ctx.options.airgap!.guestProxy.port}`;
-    throw new Error(`the guest's console (${ctx.state.serialLog}) shows a name that did not resolve, i.e. a fetch that went around kiln's package proxy (by cloud-init or a service, not a provisioner):\n${lines.map((l) => `    ${l}`).join('\n')}\n` +
-      `  in a --record or --offline build the guest reaches only kiln's proxy (${proxy}) and kiln's HTTP server, so that fetch can be neither recorded nor replayed\n${bypassFix(proxy)}`);
+    throw new Error(
+      `the guest's console (${ctx.state.serialLog}) shows a name that did not resolve, i.e. a fetch that went around kiln's package proxy (by cloud-init or a service, not a provisioner):\n${lines.map((l) => `    ${l}`).join('\n')}\n` +
+        `  in a --record or --offline build the guest reaches only kiln's proxy (${proxy}) and kiln's HTTP server, so that fetch can be neither recorded nor replayed\n${bypassFix(proxy)}`,
+    );
   },
 };

@@ -26,13 +26,21 @@ export const publishStep: Step = {
       // The manifest changes: the layer cache records the output again, so an identical later build
       // still finds it untouched.
       cacheDir: ctx.options.noCache ? undefined : ctx.options.cacheDir,
-      onResult: (r) => ctx.events.emit({
-        type: 'published', build: ctx.build.name, target: r.target, targetType: r.type, ok: r.status === 'published',
-        ...(r.location ? { location: r.location } : {}), ...(r.id ? { id: r.id } : {}),
-        ...(r.remote_digest ? { remoteDigest: r.remote_digest } : {}),
-        ...(r.status === 'published' ? { unchanged: !!r.unchanged, bytesSent: r.bytes_sent ?? 0, ms: r.duration_ms ?? 0 } : {}),
-        ...(r.error ? { error: r.error } : {}),
-      }),
+      onResult: (r) =>
+        ctx.events.emit({
+          type: 'published',
+          build: ctx.build.name,
+          target: r.target,
+          targetType: r.type,
+          ok: r.status === 'published',
+          ...(r.location ? { location: r.location } : {}),
+          ...(r.id ? { id: r.id } : {}),
+          ...(r.remote_digest ? { remoteDigest: r.remote_digest } : {}),
+          ...(r.status === 'published'
+            ? { unchanged: !!r.unchanged, bytesSent: r.bytes_sent ?? 0, ms: r.duration_ms ?? 0 }
+            : {}),
+          ...(r.error ? { error: r.error } : {}),
+        }),
     });
   },
 };

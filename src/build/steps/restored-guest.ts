@@ -18,10 +18,24 @@ export const restoredGuestStep: Step = {
     if (comm.type !== 'ssh') return;
     const before = Math.round(Date.now() / 1000);
     let out = '';
-    const r = await need(ctx.state, 'ssh').exec(asRoot(comm.username, restoredGuestScript(before, randomBytes(64).toString('hex'))), {
-      stdout: (s) => { out += s; }, stderr: (s) => { out += s; },
-    });
-    if (r.exitCode !== 0) throw new Error(`could not set the restored guest's clock (exit ${r.exitCode}): ${out.trim()}\n  fix: the SSH user needs root or passwordless sudo for date(1); or remove cache.vm_state`);
-    ctx.log(`restored guest: clock set to the host's, random pool ${/reseeded/.test(out) ? 'reseeded' : 'mixed with host randomness (no perl/python3 in the guest to force a reseed)'}`, 'debug');
+    const r = await need(ctx.state, 'ssh').exec(
+      asRoot(comm.username, restoredGuestScript(before, randomBytes(64).toString('hex'))),
+      {
+        stdout: (s) => {
+          out += s;
+        },
+        stderr: (s) => {
+          out += s;
+        },
+      },
+    );
+    if (r.exitCode !== 0)
+      throw new Error(
+        `could not set the restored guest's clock (exit ${r.exitCode}): ${out.trim()}\n  fix: the SSH user needs root or passwordless sudo for date(1); or remove cache.vm_state`,
+      );
+    ctx.log(
+      `restored guest: clock set to the host's, random pool ${/reseeded/.test(out) ? 'reseeded' : 'mixed with host randomness (no perl/python3 in the guest to force a reseed)'}`,
+      'debug',
+    );
   },
 };

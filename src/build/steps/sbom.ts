@@ -12,15 +12,32 @@ import { guestScript } from '../../util/guest-scripts.js';
 async function listPackages(ssh: Awaited<ReturnType<typeof sshSession>>, signal: AbortSignal): Promise<string> {
   let out = '';
   let err = '';
-  const r = await ssh.exec('sh -s', { stdin: guestScript('list-packages'), stdout: (s) => { out += s; }, stderr: (s) => { err += s; }, signal });
-  if (r.exitCode !== 0) throw new Error(`the package list (sh -s < list-packages.sh) exited with ${r.exitCode ?? 'no status'}${err.trim() ? `: ${err.trim().split('\n').slice(-3).join(' ')}` : ''}`);
+  const r = await ssh.exec('sh -s', {
+    stdin: guestScript('list-packages'),
+    stdout: (s) => {
+      out += s;
+    },
+    stderr: (s) => {
+      err += s;
+    },
+    signal,
+  });
+  if (r.exitCode !== 0)
+    throw new Error(
+      `the package list (sh -s < list-packages.sh) exited with ${r.exitCode ?? 'no status'}${err.trim() ? `: ${err.trim().split('\n').slice(-3).join(' ')}` : ''}`,
+    );
   return out;
 }
 
 /** /etc/os-release's value of `key`, unquoted. */
 function osValue(lines: string[], key: string): string | undefined {
   const line = lines.find((l) => l.startsWith(`${key}=`));
-  return line?.slice(key.length + 1).trim().replace(/^(["'])(.*)\1$/, '$2') || undefined;
+  return (
+    line
+      ?.slice(key.length + 1)
+      .trim()
+      .replace(/^(["'])(.*)\1$/, '$2') || undefined
+  );
 }
 
 export function parsePackageList(out: string): GuestPackages {
@@ -42,14 +59,24 @@ export function parsePackageList(out: string): GuestPackages {
     if (!list.includes(licence)) list.push(licence);
     licences.set(name, list);
   }
-  const packages = (sections.get(manager) ?? []).map((l) => l.split('\t'))
+  const packages = (sections.get(manager) ?? [])
+    .map((l) => l.split('\t'))
     // dpkg's fourth field is the package's state: only installed ones are in the image.
     .filter(([name, , , status]) => name && (status === undefined || status === 'installed'))
-    .map(([name = '', version = '', arch = '']) => ({ name, version, arch, ...(licences.has(name) ? { licenses: licences.get(name)! } : {}) }))
+    .map(([name = '', version = '', arch = '']) => ({
+      name,
+      version,
+      arch,
+      ...(licences.has(name) ? { licenses: licences.get(name)! } : {}),
+    }))
     .sort((a, b) => a.name.localeCompare(b.name));
   const os = sections.get('os') ?? [];
   const id = osValue(os, 'ID');
-  return { manager, packages, ...(id ? { os: { id, ...(osValue(os, 'VERSION_ID') ? { versionId: osValue(os, 'VERSION_ID') } : {}) } } : {}) };
+  return {
+    manager,
+    packages,
+    ...(id ? { os: { id, ...(osValue(os, 'VERSION_ID') ? { versionId: osValue(os, 'VERSION_ID') } : {}) } } : {}),
+  };
 }
 
 export const sbomStep: Step = {
@@ -59,7 +86,11 @@ export const sbomStep: Step = {
     const ssh = await sshSession(ctx);
     try {
       // When and by which kiln: a later build converted from this disk in the layer cache says so.
-      ctx.state.sbom = { ...parsePackageList(await listPackages(ssh, ctx.signal)), recordedAt: new Date().toISOString(), kilnVersion };
+      ctx.state.sbom = {
+        ...parsePackageList(await listPackages(ssh, ctx.signal)),
+        recordedAt: new Date().toISOString(),
+        kilnVersion,
+      };
     } catch (e) {
       ctx.signal.throwIfAborted();
       // The package list is a record, not a requirement: a guest that cannot produce it still builds.
@@ -67,6 +98,9 @@ export const sbomStep: Step = {
       return;
     }
     const withLicence = ctx.state.sbom.packages.filter((p) => p.licenses).length;
-    ctx.log(`${ctx.state.sbom.packages.length} packages (${ctx.state.sbom.manager}; ${withLicence} stating their licence) recorded for the manifest and SBOM`, 'debug');
+    ctx.log(
+      `${ctx.state.sbom.packages.length} packages (${ctx.state.sbom.manager}; ${withLicence} stating their licence) recorded for the manifest and SBOM`,
+      'debug',
+    );
   },
 };

@@ -31,15 +31,27 @@ export const shutdownStep: Step = {
       const command = ctx.build.source.shutdown_command ?? asRoot(comm.username, 'poweroff');
       ctx.log(`shutting down: ${command}`, 'debug');
       let output = '';
-      const collect = (s: string) => { output += s; };
+      const collect = (s: string) => {
+        output += s;
+      };
       // The connection usually drops as the guest goes down; that is success here, and so is a command
       // that does not return (the wait below tells whether the guest stopped).
-      const result = await ssh.exec(command, { timeoutMs: 15_000, stdout: collect, stderr: collect }).catch(() => undefined);
+      const result = await ssh
+        .exec(command, { timeoutMs: 15_000, stdout: collect, stderr: collect })
+        .catch(() => undefined);
       if (result && result.exitCode !== null && result.exitCode !== 0) {
         await Promise.race([ssh.closed, qemu.exited, sleep(goingDownGraceMs)]);
         if (ssh.connected && !qemu.hasExited) {
           await qemu.kill(2000);
-          throw new Error(shutdownCommandFailure(command, ctx.build.source.shutdown_command !== undefined, result.exitCode, output, comm.username));
+          throw new Error(
+            shutdownCommandFailure(
+              command,
+              ctx.build.source.shutdown_command !== undefined,
+              result.exitCode,
+              output,
+              comm.username,
+            ),
+          );
         }
       }
       ssh.close();
@@ -52,7 +64,9 @@ export const shutdownStep: Step = {
       await st.qmp?.execute('system_powerdown').catch(() => undefined);
       if (!(await qemu.waitForExit(timeoutMs / 2))) {
         await qemu.kill(2000);
-        throw new Error(`the guest did not power off within ${durationSetting(ctx.build.source.shutdown_timeout)}; QEMU was killed and the disk is not captured\n  fix: check shutdown_command, or raise shutdown_timeout`);
+        throw new Error(
+          `the guest did not power off within ${durationSetting(ctx.build.source.shutdown_timeout)}; QEMU was killed and the disk is not captured\n  fix: check shutdown_command, or raise shutdown_timeout`,
+        );
       }
     }
     st.timings['shutdown'] = performance.now() - started;
@@ -73,10 +87,16 @@ async function saveFinalDisk(ctx: BuildContext): Promise<void> {
   const disk = need(ctx.state, 'disk');
   const last = layers.plan.at(-1)?.key;
   queueLayerSave(ctx, {
-    key: layers.finalKey, frozen: disk.path, index: -1, what: 'the final disk',
+    key: layers.finalKey,
+    frozen: disk.path,
+    index: -1,
+    what: 'the final disk',
     backing: last ? { name: `${last}.qcow2`, format: 'qcow2' } : layers.rootBacking,
     meta: {
-      parent: last ?? null, build: ctx.build.name, template: ctx.template.file, provisioner: 0,
+      parent: last ?? null,
+      build: ctx.build.name,
+      template: ctx.template.file,
+      provisioner: 0,
       description: 'final disk (clean-up, package list, trim)',
       final: { sbom: ctx.state.sbom, compaction: ctx.state.compaction, accelerator: ctx.state.accelerator },
     },
@@ -90,10 +110,22 @@ async function saveFinalDisk(ctx: BuildContext): Promise<void> {
 }
 
 /** A shutdown command that failed while the guest kept running: what it said, and a fix for the usual cause. */
-export function shutdownCommandFailure(command: string, configured: boolean, exitCode: number, output: string, username: string): string {
-  const lines = output.split('\n').map((l) => l.trimEnd()).filter(Boolean).slice(-10);
+export function shutdownCommandFailure(
+  command: string,
+  configured: boolean,
+  exitCode: number,
+  output: string,
+  username: string,
+): string {
+  const lines = output
+    .split('\n')
+    .map((l) => l.trimEnd())
+    .filter(Boolean)
+    .slice(-10);
   const said = lines.length ? `; its last output:\n${lines.map((l) => `  ${l}`).join('\n')}` : ' and printed nothing';
-  const which = configured ? `shutdown_command "${command}"` : `the shutdown command "${command}" (kiln's default for "${username}")`;
+  const which = configured
+    ? `shutdown_command "${command}"`
+    : `the shutdown command "${command}" (kiln's default for "${username}")`;
   // sudo asking for a password is the usual cause: nobody can answer it over kiln's connection.
   const fix = /password is required|terminal is required|sudo: .*password/i.test(output)
     ? `run it through "sudo -n", and give "${username}" passwordless sudo in the image (or through cloud_init user_data)`

@@ -17,12 +17,17 @@ export const sshKeysStep: Step = {
       ctx.state.buildKey = { privateKey, publicKey: publicKeyOf(privateKey), fingerprint: '' };
     } else {
       const layers = ctx.state.layers;
-      const saved = layers && layers.cachedCount > 0 && ctx.build.source.cloud_init === false
-        ? layers.store.sshKey(layers.plan[layers.cachedCount - 1]!.key!) : undefined;
+      const saved =
+        layers && layers.cachedCount > 0 && ctx.build.source.cloud_init === false
+          ? layers.store.sshKey(layers.plan[layers.cachedCount - 1]!.key!)
+          : undefined;
       if (saved) {
         // No cloud-init to give the resumed guest a new key: log in with the one its layer trusts.
         ctx.state.buildKey = { privateKey: saved, publicKey: publicKeyOf(saved), fingerprint: '' };
-        ctx.log('using the build key saved with the cached layer (the guest has no cloud-init to take a new one)', 'debug');
+        ctx.log(
+          'using the build key saved with the cached layer (the guest has no cloud-init to take a new one)',
+          'debug',
+        );
       } else {
         ctx.state.buildKey = generateKeyPair(`${buildKeyCommentPrefix}${ctx.build.name}`);
       }

@@ -13,10 +13,13 @@ export const waitInstallStep: Step = {
   async run(ctx) {
     const qemu = need(ctx.state, 'qemu');
     if (!(await qemu.waitForExit(ctx.build.source.install_timeout))) {
-      throw new Error(`the installer did not finish within ${durationSetting(ctx.build.source.install_timeout)}\n--- last lines of the serial console ---\n${serialTail(ctx.state.serialLog)}`);
+      throw new Error(
+        `the installer did not finish within ${durationSetting(ctx.build.source.install_timeout)}\n--- last lines of the serial console ---\n${serialTail(ctx.state.serialLog)}`,
+      );
     }
     const exit = await qemu.exited;
-    if (exit.code !== 0) throw new Error(`QEMU exited with ${exit.code ?? exit.signal} during the install: ${exit.stderr}`);
+    if (exit.code !== 0)
+      throw new Error(`QEMU exited with ${exit.code ?? exit.signal} during the install: ${exit.stderr}`);
     ctx.state.installing = false;
   },
 };

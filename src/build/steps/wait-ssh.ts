@@ -15,7 +15,11 @@ import { cpuTooSmallCause } from '../../qemu/cpu-needs.js';
 import { secureBootRefusalCause } from '../../qemu/secure-boot.js';
 
 function fileSize(file: string): number {
-  try { return statSync(file).size; } catch { return 0; }
+  try {
+    return statSync(file).size;
+  } catch {
+    return 0;
+  }
 }
 
 /** The line cloud-init's final_message module prints when it is done ("Cloud-init v. 22.4.2 finished at ..."). */
@@ -30,7 +34,10 @@ export class CloudInitConsoleWatch {
   private pending = '';
   private finishedLine?: string;
 
-  constructor(private readonly file: string | undefined, private offset = 0) {}
+  constructor(
+    private readonly file: string | undefined,
+    private offset = 0,
+  ) {}
 
   /** Cloud-init's closing line once the console has shown it. */
   finished(): string | undefined {
@@ -41,8 +48,12 @@ export class CloudInitConsoleWatch {
       try {
         added = Buffer.alloc(Math.max(0, fstatSync(fd).size - this.offset));
         this.offset += readSync(fd, added, 0, added.length, this.offset);
-      } finally { closeSync(fd); }
-    } catch { return undefined; }
+      } finally {
+        closeSync(fd);
+      }
+    } catch {
+      return undefined;
+    }
     const text = this.pending + plainConsole(added.toString('utf8'));
     this.finishedLine = cloudInitFinishedLine.exec(text)?.[0].trim();
     // An unfinished last line is searched again once the rest of it has arrived.
@@ -52,11 +63,17 @@ export class CloudInitConsoleWatch {
 }
 
 /** What kiln offers at login, for messages: `kiln's build key (ed25519 SHA256:...)`, the key file, the password. */
-export function offeredCredentials(key: KeyPair | undefined, privateKeyFile: string | undefined, password: boolean): string {
+export function offeredCredentials(
+  key: KeyPair | undefined,
+  privateKeyFile: string | undefined,
+  password: boolean,
+): string {
   const offered: string[] = [];
   if (key) {
     const type = key.publicKey.split(/\s+/)[0]!.replace(/^ssh-/, '');
-    offered.push(`${privateKeyFile ? `communicator.private_key_file ${privateKeyFile}` : "kiln's build key"} (${type} ${fingerprintOf(key.publicKey)})`);
+    offered.push(
+      `${privateKeyFile ? `communicator.private_key_file ${privateKeyFile}` : "kiln's build key"} (${type} ${fingerprintOf(key.publicKey)})`,
+    );
   }
   if (password) offered.push('the password (communicator.password)');
   return offered.join(' or ') || 'no credentials';
@@ -88,8 +105,15 @@ export function sshWaitFailure(e: SshWaitError, s: SshWaitSetting): string {
   const a = e.attempts;
   const waited = `timed out waiting for the guest's SSH server (port ${s.guestPort} in the guest, communicator.timeout ${s.timeout}): `;
   const others = (outcome: 'handshake-failed' | 'login-refused') => {
-    const rest = ([['no-banner', 'without an SSH banner'], ['handshake-failed', 'failed in the SSH handshake'], ['login-refused', 'refused login']] as const)
-      .filter(([o]) => o !== outcome && a.counts[o] > 0).map(([o, what]) => `${a.counts[o]} ${what}`);
+    const rest = (
+      [
+        ['no-banner', 'without an SSH banner'],
+        ['handshake-failed', 'failed in the SSH handshake'],
+        ['login-refused', 'refused login'],
+      ] as const
+    )
+      .filter(([o]) => o !== outcome && a.counts[o] > 0)
+      .map(([o, what]) => `${a.counts[o]} ${what}`);
     return `on ${a.counts[outcome]} of ${a.total} attempts (the others: ${rest.join(', ')})`;
   };
   switch (a.furthest) {
@@ -103,13 +127,21 @@ export function sshWaitFailure(e: SshWaitError, s: SshWaitSetting): string {
       if (e.gaveUp === 'login-refused') {
         return `${refused}; ${loginSetupState(e.loginSetup, s)}, so kiln stopped after ${a.graceMs / 1000} s of refusals instead of waiting out communicator.timeout ${s.timeout} (${last})${fix}`;
       }
-      const slow = e.loginSetup === 'cloud-init-running' || e.loginSetup === 'installing' ? ', or raise communicator.timeout if the guest is only slow' : '';
+      const slow =
+        e.loginSetup === 'cloud-init-running' || e.loginSetup === 'installing'
+          ? ', or raise communicator.timeout if the guest is only slow'
+          : '';
       return `${waited}${refused}; ${loginSetupState(e.loginSetup, s)} (${last})${fix}${slow}`;
     }
     case 'handshake-failed': {
-      const answered = a.counts['handshake-failed'] === a.total ? `answered all ${a.total} attempts` : `answered ${others('handshake-failed')}`;
-      return `${waited}the guest's SSH server ${answered} but the SSH handshake failed (last error: ${a.lastErrors['handshake-failed']!.message})`
-        + `\n  fix: check the guest's SSH server configuration (key exchange, ciphers, host key types, connection limits) and its messages in the console below, or raise communicator.timeout`;
+      const answered =
+        a.counts['handshake-failed'] === a.total
+          ? `answered all ${a.total} attempts`
+          : `answered ${others('handshake-failed')}`;
+      return (
+        `${waited}the guest's SSH server ${answered} but the SSH handshake failed (last error: ${a.lastErrors['handshake-failed']!.message})` +
+        `\n  fix: check the guest's SSH server configuration (key exchange, ciphers, host key types, connection limits) and its messages in the console below, or raise communicator.timeout`
+      );
     }
     default:
       return `${waited}${e.message}\n  fix: check that the guest boots and runs an SSH server on port ${s.guestPort} (its console is below), or raise communicator.timeout`;
@@ -118,11 +150,16 @@ export function sshWaitFailure(e: SshWaitError, s: SshWaitSetting): string {
 
 function loginSetupState(setup: LoginSetup | undefined, s: SshWaitSetting): string {
   switch (setup) {
-    case 'no-cloud-init': return 'the build gives the guest no cloud-init (cloud_init: false) that could still create the user or authorize the key';
-    case 'cloud-init-finished': return `cloud-init had finished in the guest (its console: "${s.cloudInitFinished ?? 'Cloud-init ... finished'}") and will not create the user or authorize the key any more`;
-    case 'cloud-init-running': return 'cloud-init had not finished (the console shows no "Cloud-init v. ... finished at" line)';
-    case 'installing': return 'the guest was still running from the installer ISO';
-    default: return 'nothing tells whether the guest could still create the user';
+    case 'no-cloud-init':
+      return 'the build gives the guest no cloud-init (cloud_init: false) that could still create the user or authorize the key';
+    case 'cloud-init-finished':
+      return `cloud-init had finished in the guest (its console: "${s.cloudInitFinished ?? 'Cloud-init ... finished'}") and will not create the user or authorize the key any more`;
+    case 'cloud-init-running':
+      return 'cloud-init had not finished (the console shows no "Cloud-init v. ... finished at" line)';
+    case 'installing':
+      return 'the guest was still running from the installer ISO';
+    default:
+      return 'nothing tells whether the guest could still create the user';
   }
 }
 
@@ -132,7 +169,8 @@ function loginFix(s: SshWaitSetting): string {
     return `check communicator.username, and cloud_init user_data: kiln's part creates "${s.username}" with ${key} and passwordless sudo, which user_data changing users or SSH settings can undo (cloud-init's messages are in the console below)`;
   }
   const user = `check communicator.username ("${s.username}" must be a user of the image)`;
-  if (s.privateKeyFile) return `${user} and that the image trusts the key of communicator.private_key_file (its public key in that user's ~/.ssh/authorized_keys)${s.password ? ', or communicator.password' : ''}`;
+  if (s.privateKeyFile)
+    return `${user} and that the image trusts the key of communicator.private_key_file (its public key in that user's ~/.ssh/authorized_keys)${s.password ? ', or communicator.password' : ''}`;
   if (s.password) return `${user} and communicator.password`;
   return `${user} and that the install authorizes kiln's build key (\${build.ssh_public_key}) for that user`;
 }
@@ -154,7 +192,20 @@ export async function waitForCloudInit(ctx: BuildContext, ssh: SshSession, start
     return;
   }
   let out = '';
-  const r = await ssh.exec(asRoot(comm.username, 'command -v cloud-init >/dev/null || exit 0; cloud-init status --wait >/dev/null; cloud-init status --long'), { stdout: (s) => { out += s; }, stderr: (s) => { out += s; } });
+  const r = await ssh.exec(
+    asRoot(
+      comm.username,
+      'command -v cloud-init >/dev/null || exit 0; cloud-init status --wait >/dev/null; cloud-init status --long',
+    ),
+    {
+      stdout: (s) => {
+        out += s;
+      },
+      stderr: (s) => {
+        out += s;
+      },
+    },
+  );
   ctx.signal.throwIfAborted();
   if (r.exitCode === 2) ctx.log(`cloud-init finished with recoverable errors:\n${out.trim()}`, 'warn');
   else if (r.exitCode !== 0) throw new Error(`cloud-init failed in the guest (exit ${r.exitCode}):\n${out.trim()}`);
@@ -170,13 +221,20 @@ export const waitSshStep: Step = {
     const st = ctx.state;
     const expectedHostKey = st.hostKey?.fingerprint ?? comm.host_key_fingerprint;
     if (!expectedHostKey) {
-      if (!comm.trust_on_first_use) throw new Error('no way to verify the guest\'s host key\n  fix: enable cloud_init (kiln injects one), set communicator.host_key_fingerprint, or set communicator.trust_on_first_use: true');
+      if (!comm.trust_on_first_use)
+        throw new Error(
+          "no way to verify the guest's host key\n  fix: enable cloud_init (kiln injects one), set communicator.host_key_fingerprint, or set communicator.trust_on_first_use: true",
+        );
       ctx.log('trusting the first SSH host key the guest shows (trust_on_first_use)', 'warn');
     }
     const target: SshTarget = {
-      host: '127.0.0.1', port: need(st, 'sshHostPort'), username: comm.username,
-      privateKey: st.buildKey?.privateKey, password: comm.password,
-      hostKeyFingerprint: expectedHostKey, trustOnFirstUse: comm.trust_on_first_use,
+      host: '127.0.0.1',
+      port: need(st, 'sshHostPort'),
+      username: comm.username,
+      privateKey: st.buildKey?.privateKey,
+      password: comm.password,
+      hostKeyFingerprint: expectedHostKey,
+      trustOnFirstUse: comm.trust_on_first_use,
     };
     const started = performance.now();
     const timeoutMs = comm.timeout;
@@ -184,9 +242,14 @@ export const waitSshStep: Step = {
     const ci = ctx.build.source.cloud_init;
     let cloudInitConsole = new CloudInitConsoleWatch(st.serialLog);
     // Refused logins are final only when nothing in the guest can still create the user or authorize the key.
-    const loginSetup = (): LoginSetup => (st.installing ? 'installing'
-      : ci === false ? 'no-cloud-init'
-        : cloudInitConsole.finished() ? 'cloud-init-finished' : 'cloud-init-running');
+    const loginSetup = (): LoginSetup =>
+      st.installing
+        ? 'installing'
+        : ci === false
+          ? 'no-cloud-init'
+          : cloudInitConsole.finished()
+            ? 'cloud-init-finished'
+            : 'cloud-init-running';
     // A guest whose CPU model lacks what it needs stops at boot with a console message: fail then, naming it;
     // so does a firmware that refuses the boot loader under Secure Boot (it goes on to network boot, for minutes).
     let cpuCheckAt = 0;
@@ -195,27 +258,40 @@ export const waitSshStep: Step = {
       cpuCheckAt = Date.now() + 2000;
       try {
         const text = plainConsole(readFileSync(st.serialLog, 'latin1'));
-        return cpuTooSmallCause(text, st.cpuModel) ?? secureBootRefusalCause(text, Boolean(ctx.build.source.secure_boot));
-      } catch { return undefined; }
+        return (
+          cpuTooSmallCause(text, st.cpuModel) ?? secureBootRefusalCause(text, Boolean(ctx.build.source.secure_boot))
+        );
+      } catch {
+        return undefined;
+      }
     };
     for (;;) {
       const current = need(st, 'qemu');
       try {
-        st.ssh = await waitForSsh({ ...target, port: need(st, 'sshHostPort') }, {
-          timeoutMs: Math.max(1000, deadline - Date.now()),
-          bannerTimeoutMs: 1000,
-          retryDelayMs: 200,
-          abort: () => (ctx.signal.aborted ? 'interrupted'
-            : current.hasExited ? `QEMU exited before SSH came up${current.stderr ? `: ${current.stderr}` : ''}` : cpuTooSmall()),
-          onAttempt: (n, e, outcome) => ctx.log(`ssh attempt ${n} (${outcome}): ${e.message}`, 'debug'),
-          loginSetup,
-        });
+        st.ssh = await waitForSsh(
+          { ...target, port: need(st, 'sshHostPort') },
+          {
+            timeoutMs: Math.max(1000, deadline - Date.now()),
+            bannerTimeoutMs: 1000,
+            retryDelayMs: 200,
+            abort: () =>
+              ctx.signal.aborted
+                ? 'interrupted'
+                : current.hasExited
+                  ? `QEMU exited before SSH came up${current.stderr ? `: ${current.stderr}` : ''}`
+                  : cpuTooSmall(),
+            onAttempt: (n, e, outcome) => ctx.log(`ssh attempt ${n} (${outcome}): ${e.message}`, 'debug'),
+            loginSetup,
+          },
+        );
         break;
       } catch (e) {
         ctx.signal.throwIfAborted();
         // An installer that powers off when done: boot the installed disk, without the ISO, and go on.
         if (st.installing && current.hasExited && (await current.exited).code === 0) {
-          ctx.log(`installer finished after ${formatDuration(performance.now() - started)}; booting the installed disk`);
+          ctx.log(
+            `installer finished after ${formatDuration(performance.now() - started)}; booting the installed disk`,
+          );
           st.qmp?.close();
           const installerOutput = st.serialLog ? fileSize(st.serialLog) : 0;
           await startVm(ctx, false);
@@ -223,15 +299,22 @@ export const waitSshStep: Step = {
           continue;
         }
         // A host key mismatch and QEMU's exit explain themselves; a wait that gave up is named by how far its attempts got.
-        const cause = e instanceof SshWaitError && !current.hasExited
-          ? sshWaitFailure(e, {
-            username: comm.username, guestPort: comm.port, timeout: durationSetting(comm.timeout),
-            offered: offeredCredentials(st.buildKey, comm.private_key_file, comm.password !== undefined),
-            cloudInit: ci !== false, privateKeyFile: comm.private_key_file, password: comm.password !== undefined,
-            cloudInitFinished: cloudInitConsole.finished(),
-          })
-          : (e as Error).message;
-        throw new Error(`${cause}\n--- last lines of the serial console (${st.serialLog}) ---\n${serialTail(st.serialLog)}\n--- QEMU command ---\n${shellQuote(current.argv)}`);
+        const cause =
+          e instanceof SshWaitError && !current.hasExited
+            ? sshWaitFailure(e, {
+                username: comm.username,
+                guestPort: comm.port,
+                timeout: durationSetting(comm.timeout),
+                offered: offeredCredentials(st.buildKey, comm.private_key_file, comm.password !== undefined),
+                cloudInit: ci !== false,
+                privateKeyFile: comm.private_key_file,
+                password: comm.password !== undefined,
+                cloudInitFinished: cloudInitConsole.finished(),
+              })
+            : (e as Error).message;
+        throw new Error(
+          `${cause}\n--- last lines of the serial console (${st.serialLog}) ---\n${serialTail(st.serialLog)}\n--- QEMU command ---\n${shellQuote(current.argv)}`,
+        );
       }
     }
     target.port = need(st, 'sshHostPort');
@@ -252,6 +335,8 @@ export const waitSshStep: Step = {
     } finally {
       ctx.signal.removeEventListener('abort', closeOnAbort);
     }
-    return () => { ssh.close(); };
+    return () => {
+      ssh.close();
+    };
   },
 };

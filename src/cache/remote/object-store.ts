@@ -5,7 +5,11 @@
  */
 import type { Readable } from 'node:stream';
 
-export interface StoredObject { key: string; size: number; modified: Date }
+export interface StoredObject {
+  key: string;
+  size: number;
+  modified: Date;
+}
 
 /** A conditional create the store refused because the object exists (HTTP 412). */
 export class PreconditionFailed extends Error {}
@@ -20,7 +24,11 @@ export interface ObjectStore {
    * or when `signal` aborts, so no partial upload is left). `ifNoneMatch`: create only if absent (may be
    * ignored, or refused with NotImplementedByStore: the caller never depends on it).
    */
-  put(key: string, body: Buffer | Readable, o?: { size?: number; ifNoneMatch?: boolean; signal?: AbortSignal }): Promise<void>;
+  put(
+    key: string,
+    body: Buffer | Readable,
+    o?: { size?: number; ifNoneMatch?: boolean; signal?: AbortSignal },
+  ): Promise<void>;
   /** The object's bytes as a stream, or undefined when it does not exist. */
   get(key: string, signal?: AbortSignal): Promise<Readable | undefined>;
   /** Objects whose key starts with `prefix` (a listing may lag behind recent writes). */

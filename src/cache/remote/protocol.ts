@@ -51,7 +51,9 @@ export interface RemoteRecord {
   description?: string;
 }
 
-export interface RemoteLog { (message: string, level?: 'info' | 'warn' | 'debug'): void }
+export interface RemoteLog {
+  (message: string, level?: 'info' | 'warn' | 'debug'): void;
+}
 
 export interface RemoteCacheOptions {
   /** Nothing is uploaded (laptops, untrusted runners). */
@@ -66,18 +68,37 @@ export interface RemoteCacheOptions {
 }
 
 /** What a pulled chain's layers are: checked files, bottom first. */
-export interface PulledLayer { record: RemoteRecord; file: string }
+export interface PulledLayer {
+  record: RemoteRecord;
+  file: string;
+}
 
 export type ConditionalCreate = 'supported' | 'ignored' | 'refused';
 
 const hex64 = /^[0-9a-f]{64}$/;
 
 /** Streams `src` to `file` (when given), hashing it; returns the digest and byte count. */
-async function digestStream(src: Readable, file: string | undefined, signal?: AbortSignal): Promise<{ digest: string; size: number }> {
+async function digestStream(
+  src: Readable,
+  file: string | undefined,
+  signal?: AbortSignal,
+): Promise<{ digest: string; size: number }> {
   const hash = createHash('sha256');
   let size = 0;
-  const tap = new Transform({ transform(chunk: Buffer, _e, cb) { hash.update(chunk); size += chunk.length; cb(null, chunk); } });
-  const sink = file ? createWriteStream(file, { mode: 0o600 }) : new Writable({ write(_c, _e, cb) { cb(); } });
+  const tap = new Transform({
+    transform(chunk: Buffer, _e, cb) {
+      hash.update(chunk);
+      size += chunk.length;
+      cb(null, chunk);
+    },
+  });
+  const sink = file
+    ? createWriteStream(file, { mode: 0o600 })
+    : new Writable({
+        write(_c, _e, cb) {
+          cb();
+        },
+      });
   await pipeline(src, tap, sink, { signal });
   return { digest: hash.digest('hex'), size };
 }
@@ -97,12 +118,18 @@ export class RemoteCache {
   /** Local keys whose every candidate failed its pull here: a builder then shares its own beside them. */
   private readonly unusable = new Set<string>();
 
-  constructor(readonly store: ObjectStore, private readonly o: RemoteCacheOptions, private readonly log: RemoteLog = () => {}) {
+  constructor(
+    readonly store: ObjectStore,
+    private readonly o: RemoteCacheOptions,
+    private readonly log: RemoteLog = () => {},
+  ) {
     this.readonly = o.readonly === true;
     this.sharesIntermediate = o.intermediate === true;
   }
 
-  get location(): string { return this.store.location; }
+  get location(): string {
+    return this.store.location;
+  }
 
   /** The same cache (store, epoch, listings) reporting through `log`: one per build, so warnings name their build. */
   withLog(log: RemoteLog): RemoteCache {
@@ -110,7 +137,9 @@ export class RemoteCache {
   }
 
   /** Names are keyed with a secret the builders share (not a public function of the local key). */
-  get keyed(): boolean { return Boolean(this.o.secret); }
+  get keyed(): boolean {
+    return Boolean(this.o.secret);
+  }
 
   /** The cache epoch (epoch.json; 0 when there is none). */
   async epoch(signal?: AbortSignal): Promise<number> {
@@ -124,7 +153,9 @@ export class RemoteCache {
         if (typeof n === 'number' && Number.isInteger(n) && n >= 0) epoch = n;
         else throw new Error('no whole number "epoch"');
       } catch (e) {
-        throw new Error(`${this.location}/epoch.json is not {"epoch": N}: ${(e as Error).message}\n  fix: kiln cache flush --remote ${this.location} writes a new one`);
+        throw new Error(
+          `${this.location}/epoch.json is not {"epoch": N}: ${(e as Error).message}\n  fix: kiln cache flush --remote ${this.location} writes a new one`,
+        );
       }
     }
     this.epochValue = epoch;
@@ -143,11 +174,18 @@ export class RemoteCache {
   /** The store's name for a local key: keyed, so the listing reveals nothing about the inputs. */
   async nameOf(localKey: string, kind: RemoteKind, signal?: AbortSignal): Promise<string> {
     const epoch = await this.epoch(signal);
-    return createHmac('sha256', `kiln-remote-cache:${this.o.secret ?? ''}`).update(`${REMOTE_SCHEMA}:${epoch}:${kind}:${localKey}`).digest('hex');
+    return createHmac('sha256', `kiln-remote-cache:${this.o.secret ?? ''}`)
+      .update(`${REMOTE_SCHEMA}:${epoch}:${kind}:${localKey}`)
+      .digest('hex');
   }
 
   /** Usable records for a key, in the order every reader takes them (by blob digest). */
-  async candidates(localKey: string, kind: RemoteKind, base: string | undefined, signal?: AbortSignal): Promise<RemoteRecord[]> {
+  async candidates(
+    localKey: string,
+    kind: RemoteKind,
+    base: string | undefined,
+    signal?: AbortSignal,
+  ): Promise<RemoteRecord[]> {
     const name = await this.nameOf(localKey, kind, signal);
     let listing = this.listed.get(name);
     if (!listing) {
@@ -156,7 +194,9 @@ export class RemoteCache {
       listing.catch(() => this.listed.delete(name));
     }
     const epoch = await this.epoch(signal);
-    return (await listing).filter((r) => r.kind === kind && r.epoch === epoch && (base === undefined || r.base === base));
+    return (await listing).filter(
+      (r) => r.kind === kind && r.epoch === epoch && (base === undefined || r.base === base),
+    );
   }
 
   private async readRecords(name: string, signal?: AbortSignal): Promise<RemoteRecord[]> {
@@ -176,7 +216,14 @@ export class RemoteCache {
     try {
       const r = JSON.parse((await readAll(body)).toString('utf8')) as RemoteRecord;
       // A record names its own blob: one that says otherwise is not used.
-      if (r.schema !== REMOTE_SCHEMA || r.digest !== digest || !hex64.test(r.base) || (r.parent !== null && !hex64.test(r.parent)) || !(r.size >= 0)) throw new Error('fields do not match its name');
+      if (
+        r.schema !== REMOTE_SCHEMA ||
+        r.digest !== digest ||
+        !hex64.test(r.base) ||
+        (r.parent !== null && !hex64.test(r.parent)) ||
+        !(r.size >= 0)
+      )
+        throw new Error('fields do not match its name');
       return r;
     } catch (e) {
       this.log(`remote cache: ignoring record ${key}: ${(e as Error).message}`, 'warn');
@@ -206,11 +253,18 @@ export class RemoteCache {
    * names by digest, and every blob's digest and size are checked as it streams. Returns undefined
    * (after a warning) on any miss; partial files are removed.
    */
-  async pullChain(keys: { key: string; kind: RemoteKind }[], base: string, fileFor: (i: number) => string, signal?: AbortSignal): Promise<PulledLayer[] | undefined> {
+  async pullChain(
+    keys: { key: string; kind: RemoteKind }[],
+    base: string,
+    fileFor: (i: number) => string,
+    signal?: AbortSignal,
+  ): Promise<PulledLayer[] | undefined> {
     if (!keys.length) return [];
     const top = keys[keys.length - 1]!;
     let tops: RemoteRecord[];
-    try { tops = await this.candidates(top.key, top.kind, base, signal); } catch (e) {
+    try {
+      tops = await this.candidates(top.key, top.kind, base, signal);
+    } catch (e) {
       signal?.throwIfAborted();
       this.log(`remote cache: cannot read ${this.location}: ${(e as Error).message}; building without it`, 'warn');
       return undefined;
@@ -221,37 +275,74 @@ export class RemoteCache {
       const pulled = await this.download(chain, fileFor, signal);
       if (pulled) return pulled;
     }
-    if (!tops.length) this.log(`remote cache: no record for layer ${top.key.slice(0, 12)} in ${this.location}`, 'debug');
+    if (!tops.length)
+      this.log(`remote cache: no record for layer ${top.key.slice(0, 12)} in ${this.location}`, 'debug');
     else this.unusable.add(top.key);
     return undefined;
   }
 
   /** The records under `topRecord`, each the one its child names by digest; undefined when one is missing. */
-  private async chainBelow(keys: { key: string; kind: RemoteKind }[], topRecord: RemoteRecord, base: string, signal?: AbortSignal): Promise<RemoteRecord[] | undefined> {
+  private async chainBelow(
+    keys: { key: string; kind: RemoteKind }[],
+    topRecord: RemoteRecord,
+    base: string,
+    signal?: AbortSignal,
+  ): Promise<RemoteRecord[] | undefined> {
     const chain = [topRecord];
     for (let i = keys.length - 2; i >= 0; i--) {
       const want = chain[0]!.parent;
-      if (!want) { this.log(`remote cache: record ${topRecord.digest.slice(0, 12)} backs onto the base, not a layer; not used`, 'warn'); return undefined; }
+      if (!want) {
+        this.log(
+          `remote cache: record ${topRecord.digest.slice(0, 12)} backs onto the base, not a layer; not used`,
+          'warn',
+        );
+        return undefined;
+      }
       const name = await this.nameOf(keys[i]!.key, keys[i]!.kind, signal);
       const r = await this.readRecord(`layers/${name}/${want}.json`, want, signal);
-      if (!r || r.base !== base) { this.log(`remote cache: layer ${want.slice(0, 12)}, which ${chain[0]!.digest.slice(0, 12)} was built on, has no record; that chain is not used`, 'warn'); return undefined; }
+      if (!r || r.base !== base) {
+        this.log(
+          `remote cache: layer ${want.slice(0, 12)}, which ${chain[0]!.digest.slice(0, 12)} was built on, has no record; that chain is not used`,
+          'warn',
+        );
+        return undefined;
+      }
       chain.unshift(r);
     }
-    if (chain[0]!.parent !== null) { this.log(`remote cache: the chain's bottom ${chain[0]!.digest.slice(0, 12)} backs onto another layer; not used`, 'warn'); return undefined; }
+    if (chain[0]!.parent !== null) {
+      this.log(
+        `remote cache: the chain's bottom ${chain[0]!.digest.slice(0, 12)} backs onto another layer; not used`,
+        'warn',
+      );
+      return undefined;
+    }
     return chain;
   }
 
-  private async download(chain: RemoteRecord[], fileFor: (i: number) => string, signal?: AbortSignal): Promise<PulledLayer[] | undefined> {
+  private async download(
+    chain: RemoteRecord[],
+    fileFor: (i: number) => string,
+    signal?: AbortSignal,
+  ): Promise<PulledLayer[] | undefined> {
     const files: string[] = [];
     try {
       for (const [i, r] of chain.entries()) {
         const file = fileFor(i);
         files.push(file);
         const body = await this.store.get(`blobs/sha256/${r.digest}`, signal);
-        if (!body) { this.log(`remote cache: blob ${r.digest.slice(0, 12)} is missing from ${this.location} (its record is there); a miss`, 'warn'); return this.drop(files); }
+        if (!body) {
+          this.log(
+            `remote cache: blob ${r.digest.slice(0, 12)} is missing from ${this.location} (its record is there); a miss`,
+            'warn',
+          );
+          return this.drop(files);
+        }
         const got = await digestStream(body, file, signal);
         if (got.digest !== r.digest || got.size !== r.size) {
-          this.log(`remote cache: blob ${r.digest.slice(0, 12)} in ${this.location} is damaged (got ${got.size} bytes, sha256 ${got.digest.slice(0, 12)}, recorded ${r.size}); not used, a miss`, 'warn');
+          this.log(
+            `remote cache: blob ${r.digest.slice(0, 12)} in ${this.location} is damaged (got ${got.size} bytes, sha256 ${got.digest.slice(0, 12)}, recorded ${r.size}); not used, a miss`,
+            'warn',
+          );
           return this.drop(files);
         }
       }
@@ -297,7 +388,13 @@ export class RemoteCache {
    * back and checked, and only then is this builder's record written. Returns the record; throws when
    * the blob did not arrive intact (no record is written then). `signal` aborts a multipart upload.
    */
-  async push(localKey: string, kind: RemoteKind, file: string, meta: Pick<RemoteRecord, 'parent' | 'base' | 'baseFormat' | 'final' | 'description'>, signal?: AbortSignal): Promise<RemoteRecord> {
+  async push(
+    localKey: string,
+    kind: RemoteKind,
+    file: string,
+    meta: Pick<RemoteRecord, 'parent' | 'base' | 'baseFormat' | 'final' | 'description'>,
+    signal?: AbortSignal,
+  ): Promise<RemoteRecord> {
     if (this.readonly) throw new Error('the remote cache is read-only here (--cache-remote-readonly)');
     const { digest, size } = await digestStream(createReadStream(file), undefined, signal);
     if (statSync(file).size !== size) throw new Error(`${file} changed while it was read`);
@@ -308,11 +405,20 @@ export class RemoteCache {
     const back = await this.store.get(blobKey, signal);
     const got = back ? await digestStream(back, undefined, signal) : undefined;
     if (!got || got.digest !== digest || got.size !== size) {
-      throw new Error(`the blob read back from ${this.location}/${blobKey} ${got ? `is ${got.size} bytes with sha256 ${got.digest.slice(0, 12)}` : 'is missing'}, not what was sent; no record written`);
+      throw new Error(
+        `the blob read back from ${this.location}/${blobKey} ${got ? `is ${got.size} bytes with sha256 ${got.digest.slice(0, 12)}` : 'is missing'}, not what was sent; no record written`,
+      );
     }
     const record: RemoteRecord = {
-      schema: REMOTE_SCHEMA, kind, digest, size, ...meta, epoch: await this.epoch(signal), kiln: this.o.kilnVersion,
-      builder: this.o.builder ?? `${hostname()}:${process.pid}`, created: new Date().toISOString(),
+      schema: REMOTE_SCHEMA,
+      kind,
+      digest,
+      size,
+      ...meta,
+      epoch: await this.epoch(signal),
+      kiln: this.o.kilnVersion,
+      builder: this.o.builder ?? `${hostname()}:${process.pid}`,
+      created: new Date().toISOString(),
     };
     const name = await this.nameOf(localKey, kind, signal);
     const body = Buffer.from(JSON.stringify(record, null, 2) + '\n');
@@ -333,7 +439,12 @@ export class RemoteCache {
    * then blobs no remaining record names, and multipart uploads left unfinished; blobs and uploads
    * younger than `graceMs` stay (a builder may be between its blob and its record).
    */
-  async prune(o: { olderThanMs?: number; graceMs: number; now?: Date; signal?: AbortSignal }): Promise<{ records: number; blobs: number; bytes: number; uploads: number }> {
+  async prune(o: {
+    olderThanMs?: number;
+    graceMs: number;
+    now?: Date;
+    signal?: AbortSignal;
+  }): Promise<{ records: number; blobs: number; bytes: number; uploads: number }> {
     const now = (o.now ?? new Date()).getTime();
     const epoch = await this.epoch(o.signal);
     const blobs = await this.store.list('blobs/sha256/', o.signal);

@@ -4,10 +4,26 @@ import { type Fields, shapeOf } from './field.js';
 
 export const cloudInitFields = {
   enabled: { schema: z.boolean().default(true), cache: 'disk', doc: 'false is the same as cloud_init: false.' },
-  delivery: { schema: z.enum(['http', 'cdrom']).default('http'), cache: 'disk', doc: 'How the seed reaches the guest: kiln\'s HTTP server (SMBIOS) or a CIDATA CD.' },
-  user_data: { schema: z.union([z.record(z.string(), z.unknown()), z.string()]).default({}), cache: 'disk', doc: 'Merged into kiln\'s own #cloud-config (keys, host keys, user); an object or a YAML string.' },
-  meta_data: { schema: z.record(z.string(), z.unknown()).default({}), cache: 'disk', doc: 'Merged into the seed\'s meta-data.' },
-  wait: { schema: z.boolean().default(true), cache: 'disk', doc: 'Wait for `cloud-init status --wait` before provisioning.' },
+  delivery: {
+    schema: z.enum(['http', 'cdrom']).default('http'),
+    cache: 'disk',
+    doc: "How the seed reaches the guest: kiln's HTTP server (SMBIOS) or a CIDATA CD.",
+  },
+  user_data: {
+    schema: z.union([z.record(z.string(), z.unknown()), z.string()]).default({}),
+    cache: 'disk',
+    doc: "Merged into kiln's own #cloud-config (keys, host keys, user); an object or a YAML string.",
+  },
+  meta_data: {
+    schema: z.record(z.string(), z.unknown()).default({}),
+    cache: 'disk',
+    doc: "Merged into the seed's meta-data.",
+  },
+  wait: {
+    schema: z.boolean().default(true),
+    cache: 'disk',
+    doc: 'Wait for `cloud-init status --wait` before provisioning.',
+  },
 } as const satisfies Fields;
 
 export const cloudInit = z.strictObject(shapeOf(cloudInitFields));

@@ -32,12 +32,18 @@ export type Fields = Readonly<Record<string, Field>>;
 
 /** The zod shape of a group, each type carrying its doc line (the JSON Schema's description). */
 export function shapeOf<F extends Fields>(fields: F): { [K in keyof F]: F[K]['schema'] } {
-  return Object.fromEntries(Object.entries(fields).map(([k, f]) => [k, f.schema.describe(f.doc)])) as { [K in keyof F]: F[K]['schema'] };
+  return Object.fromEntries(Object.entries(fields).map(([k, f]) => [k, f.schema.describe(f.doc)])) as {
+    [K in keyof F]: F[K]['schema'];
+  };
 }
 
 /** Names of a group's fields with the given cache role. */
 export function fieldsWithRole(fields: Fields, role: CacheRole): ReadonlySet<string> {
-  return new Set(Object.entries(fields).filter(([, f]) => f.cache === role).map(([k]) => k));
+  return new Set(
+    Object.entries(fields)
+      .filter(([, f]) => f.cache === role)
+      .map(([k]) => k),
+  );
 }
 
 /** The Packer name of a field that has one (the first, when Packer has several). */

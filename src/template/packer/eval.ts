@@ -32,7 +32,14 @@ export interface EvalContext {
 }
 
 /** A path a template's function read, and where. */
-export interface FileRead { fn: string; path: string; file: string; pos: Pos; outside: boolean; root?: string }
+export interface FileRead {
+  fn: string;
+  path: string;
+  file: string;
+  pos: Pos;
+  outside: boolean;
+  root?: string;
+}
 
 /** The warning for a read outside the template's folder, one line. */
 export function fileReadNote(r: FileRead): string {
@@ -75,7 +82,8 @@ function shown(v: Value): string {
   return from ? `(the content of ${from}, not shown)` : text;
 }
 
-export const isObject = (v: Value | undefined): v is { [key: string]: Value } => typeof v === 'object' && v !== null && !Array.isArray(v);
+export const isObject = (v: Value | undefined): v is { [key: string]: Value } =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
 
 export function typeName(v: Value): string {
   if (v === null) return 'null';
@@ -145,16 +153,34 @@ export const maxEvalDepth = 1000;
 let evalDepth = 0;
 
 export function evaluate(e: Expr, ctx: EvalContext, locals: Record<string, Value> = {}): Value {
-  if (evalDepth >= maxEvalDepth) fail(ctx, e.pos, `the expression is evaluated more than ${maxEvalDepth} levels deep here`, 'flatten it: move inner parts into locals (local.x)');
+  if (evalDepth >= maxEvalDepth)
+    fail(
+      ctx,
+      e.pos,
+      `the expression is evaluated more than ${maxEvalDepth} levels deep here`,
+      'flatten it: move inner parts into locals (local.x)',
+    );
   evalDepth++;
   try {
     const v = evaluateNode(e, ctx, locals);
     // HCL's numbers are arbitrary-precision; kiln's are doubles: an overflow is said here, not as "null" later.
-    if (typeof v === 'number' && !Number.isFinite(v)) fail(ctx, e.pos, `the number is out of range (${v > 0 ? 'above about 1.8e308' : v < 0 ? 'below about -1.8e308' : 'not a number'})`, 'keep numbers within about ±1.8e308');
+    if (typeof v === 'number' && !Number.isFinite(v))
+      fail(
+        ctx,
+        e.pos,
+        `the number is out of range (${v > 0 ? 'above about 1.8e308' : v < 0 ? 'below about -1.8e308' : 'not a number'})`,
+        'keep numbers within about ±1.8e308',
+      );
     return v;
   } catch (err) {
     // A value nested too deep for a comparison or an encoding (from a -var-file, say): said here, located.
-    if (err instanceof RangeError && /call stack/i.test(err.message)) fail(ctx, e.pos, 'a value here nests too deeply to work with', 'flatten the value (a -var-file or jsondecode() input nested hundreds of levels deep)');
+    if (err instanceof RangeError && /call stack/i.test(err.message))
+      fail(
+        ctx,
+        e.pos,
+        'a value here nests too deeply to work with',
+        'flatten the value (a -var-file or jsondecode() input nested hundreds of levels deep)',
+      );
     throw err;
   } finally {
     evalDepth--;
@@ -164,12 +190,16 @@ export function evaluate(e: Expr, ctx: EvalContext, locals: Record<string, Value
 function evaluateNode(e: Expr, ctx: EvalContext, locals: Record<string, Value>): Value {
   const ev = (x: Expr, l = locals) => evaluate(x, ctx, l);
   switch (e.kind) {
-    case 'literal': return e.value;
-    case 'template': return renderTemplate(e.parts, ctx, locals, e.pos);
-    case 'tuple': return e.items.map((x) => ev(x));
+    case 'literal':
+      return e.value;
+    case 'template':
+      return renderTemplate(e.parts, ctx, locals, e.pos);
+    case 'tuple':
+      return e.items.map((x) => ev(x));
     case 'object': {
       const out: { [key: string]: Value } = {};
-      for (const it of e.items) set(out, it.bareKey ?? asString(ctx, ev(it.key), it.key.pos, 'a map key'), ev(it.value));
+      for (const it of e.items)
+        set(out, it.bareKey ?? asString(ctx, ev(it.key), it.key.pos, 'a map key'), ev(it.value));
       return out;
     }
     case 'variable': {
@@ -177,7 +207,12 @@ function evaluateNode(e: Expr, ctx: EvalContext, locals: Record<string, Value>):
       const v = own(ctx.scope, e.name);
       if (v === undefined) {
         const known = ['var', 'local', 'path', 'source', 'build'].filter((n) => Object.hasOwn(ctx.scope, n));
-        fail(ctx, e.pos, `unknown name "${e.name}"`, `Packer templates refer to ${known.map((k) => `${k}.<name>`).join(', ')}`);
+        fail(
+          ctx,
+          e.pos,
+          `unknown name "${e.name}"`,
+          `Packer templates refer to ${known.map((k) => `${k}.<name>`).join(', ')}`,
+        );
       }
       return v;
     }
@@ -188,7 +223,12 @@ function evaluateNode(e: Expr, ctx: EvalContext, locals: Record<string, Value>):
       if (v === undefined) {
         const base = e.target.kind === 'variable' ? e.target.name : 'the map';
         const names = Object.keys(t);
-        fail(ctx, e.pos, `${base}.${e.name} is not defined`, names.length ? `${base} has: ${names.slice(0, 20).join(', ')}` : `declare it first`);
+        fail(
+          ctx,
+          e.pos,
+          `${base}.${e.name} is not defined`,
+          names.length ? `${base} has: ${names.slice(0, 20).join(', ')}` : `declare it first`,
+        );
       }
       return v;
     }
@@ -197,13 +237,15 @@ function evaluateNode(e: Expr, ctx: EvalContext, locals: Record<string, Value>):
       const k = ev(e.key);
       if (Array.isArray(t)) {
         const n = asNumber(ctx, k, e.key.pos);
-        if (!Number.isInteger(n) || n < 0 || n >= t.length) fail(ctx, e.key.pos, `index ${n} is outside the list (it has ${t.length} item${t.length === 1 ? '' : 's'})`);
+        if (!Number.isInteger(n) || n < 0 || n >= t.length)
+          fail(ctx, e.key.pos, `index ${n} is outside the list (it has ${t.length} item${t.length === 1 ? '' : 's'})`);
         return t[n]!;
       }
       if (isObject(t)) {
         const key = asString(ctx, k, e.key.pos, 'a map key');
         const v = own(t, key);
-        if (v === undefined) fail(ctx, e.key.pos, `the map has no key ${shown(key)}`, `it has: ${Object.keys(t).slice(0, 20).join(', ')}`);
+        if (v === undefined)
+          fail(ctx, e.key.pos, `the map has no key ${shown(key)}`, `it has: ${Object.keys(t).slice(0, 20).join(', ')}`);
         return v;
       }
       fail(ctx, e.pos, `cannot index ${t === null ? 'null' : `a ${typeName(t)}`}`);
@@ -213,9 +255,12 @@ function evaluateNode(e: Expr, ctx: EvalContext, locals: Record<string, Value>):
       const items = t === null ? [] : Array.isArray(t) ? t : [t];
       return items.map((item) => (e.each ? evaluate(e.each, ctx, { ...locals, '\0splat': item }) : item));
     }
-    case 'splatItem': return locals['\0splat'] ?? null;
-    case 'bound': return ev(e.expr, { ...locals, ...(e.names as Record<string, Value>) });
-    case 'call': return callFunction(e, ctx, locals);
+    case 'splatItem':
+      return locals['\0splat'] ?? null;
+    case 'bound':
+      return ev(e.expr, { ...locals, ...(e.names as Record<string, Value>) });
+    case 'call':
+      return callFunction(e, ctx, locals);
     case 'unary': {
       const v = ev(e.operand);
       return e.op === '!' ? !asBool(ctx, v, e.operand.pos) : -asNumber(ctx, v, e.operand.pos);
@@ -230,32 +275,61 @@ function evaluateNode(e: Expr, ctx: EvalContext, locals: Record<string, Value>):
       const x = asNumber(ctx, a, e.left.pos);
       const y = asNumber(ctx, b, e.right.pos);
       switch (e.op) {
-        case '+': return x + y;
-        case '-': return x - y;
-        case '*': return x * y;
-        case '/': if (y === 0) fail(ctx, e.right.pos, 'division by zero'); return x / y;
-        case '%': if (y === 0) fail(ctx, e.right.pos, 'division by zero'); return x % y;
-        case '<': return x < y;
-        case '>': return x > y;
-        case '<=': return x <= y;
-        case '>=': return x >= y;
+        case '+':
+          return x + y;
+        case '-':
+          return x - y;
+        case '*':
+          return x * y;
+        case '/':
+          if (y === 0) fail(ctx, e.right.pos, 'division by zero');
+          return x / y;
+        case '%':
+          if (y === 0) fail(ctx, e.right.pos, 'division by zero');
+          return x % y;
+        case '<':
+          return x < y;
+        case '>':
+          return x > y;
+        case '<=':
+          return x <= y;
+        case '>=':
+          return x >= y;
       }
       fail(ctx, e.pos, `unknown operator ${e.op}`);
     }
-    case 'conditional': return asBool(ctx, ev(e.cond), e.cond.pos) ? ev(e.then) : ev(e.else);
+    case 'conditional':
+      return asBool(ctx, ev(e.cond), e.cond.pos) ? ev(e.then) : ev(e.else);
     case 'for': {
       const coll = ev(e.collection);
-      const pairs: [Value, Value][] = Array.isArray(coll) ? coll.map((v, i) => [i, v]) : isObject(coll) ? Object.entries(coll) : fail(ctx, e.collection.pos, `a for expression needs a list or a map, not ${typeName(coll)}`);
+      const pairs: [Value, Value][] = Array.isArray(coll)
+        ? coll.map((v, i) => [i, v])
+        : isObject(coll)
+          ? Object.entries(coll)
+          : fail(ctx, e.collection.pos, `a for expression needs a list or a map, not ${typeName(coll)}`);
       const outList: Value[] = [];
       const outMap: { [key: string]: Value } = {};
       for (const [k, v] of pairs) {
         const l = { ...locals, [e.valueVar]: v, ...(e.keyVar ? { [e.keyVar]: k } : {}) };
         if (e.cond && !asBool(ctx, evaluate(e.cond, ctx, l), e.cond.pos)) continue;
         const value = evaluate(e.value, ctx, l);
-        if (!e.object) { outList.push(value); continue; }
+        if (!e.object) {
+          outList.push(value);
+          continue;
+        }
         const key = asString(ctx, evaluate(e.key!, ctx, l), e.key!.pos, 'a map key');
-        if (e.grouping) { const prev = own(outMap, key); set(outMap, key, [...(Array.isArray(prev) ? prev : []), value]); continue; }
-        if (own(outMap, key) !== undefined) fail(ctx, e.key!.pos, `two items have the key ${shown(key)}`, 'add "..." after the value to group them, or make the keys unique');
+        if (e.grouping) {
+          const prev = own(outMap, key);
+          set(outMap, key, [...(Array.isArray(prev) ? prev : []), value]);
+          continue;
+        }
+        if (own(outMap, key) !== undefined)
+          fail(
+            ctx,
+            e.key!.pos,
+            `two items have the key ${shown(key)}`,
+            'add "..." after the value to group them, or make the keys unique',
+          );
         set(outMap, key, value);
       }
       return e.object ? outMap : outList;
@@ -270,19 +344,35 @@ function renderTemplate(parts: TemplatePart[], ctx: EvalContext, locals: Record<
   let out = '';
   for (const p of parts) {
     switch (p.kind) {
-      case 'text': out += p.text; break;
+      case 'text':
+        out += p.text;
+        break;
       case 'interp': {
         const v = evaluate(p.expr, ctx, locals);
         if (v === null) fail(ctx, p.expr.pos, 'null cannot be written into a string', 'give the variable a value');
         out += asString(ctx, v, p.expr.pos, 'a string (or number or bool) to write into the text');
         break;
       }
-      case 'if': out += String(renderTemplate(asBool(ctx, evaluate(p.cond, ctx, locals), p.cond.pos) ? p.then : p.else, ctx, locals, pos) ?? ''); break;
+      case 'if':
+        out += String(
+          renderTemplate(asBool(ctx, evaluate(p.cond, ctx, locals), p.cond.pos) ? p.then : p.else, ctx, locals, pos) ??
+            '',
+        );
+        break;
       case 'for': {
         const coll = evaluate(p.collection, ctx, locals);
-        const pairs: [Value, Value][] = Array.isArray(coll) ? coll.map((v, i) => [i, v]) : isObject(coll) ? Object.entries(coll) : fail(ctx, p.collection.pos, `%{for} needs a list or a map, not ${typeName(coll)}`);
+        const pairs: [Value, Value][] = Array.isArray(coll)
+          ? coll.map((v, i) => [i, v])
+          : isObject(coll)
+            ? Object.entries(coll)
+            : fail(ctx, p.collection.pos, `%{for} needs a list or a map, not ${typeName(coll)}`);
         for (const [k, v] of pairs) {
-          const r = renderTemplate(p.body, ctx, { ...locals, [p.valueVar]: v, ...(p.keyVar ? { [p.keyVar]: k } : {}) }, pos);
+          const r = renderTemplate(
+            p.body,
+            ctx,
+            { ...locals, [p.valueVar]: v, ...(p.keyVar ? { [p.keyVar]: k } : {}) },
+            pos,
+          );
           out += r === null ? '' : asString(ctx, r, pos);
         }
         break;
@@ -295,55 +385,109 @@ function renderTemplate(parts: TemplatePart[], ctx: EvalContext, locals: Record<
 /** Go's fmt verbs as HCL's format() knows them: %s %d %f %q %v %t %%, with width/precision. */
 function formatString(ctx: EvalContext, pos: Pos, spec: string, args: Value[]): string {
   let n = 0;
-  return spec.replace(/%([-+ 0#]*)(\d+)?(?:\.(\d+))?([a-zA-Z%])/g, (_m, flags: string, width: string | undefined, prec: string | undefined, verb: string) => {
-    if (verb === '%') return '%';
-    if (n >= args.length) fail(ctx, pos, `format() has more verbs than arguments in ${shown(spec)}`);
-    const a = args[n++]!;
-    let s: string;
-    switch (verb) {
-      case 's': s = asString(ctx, a, pos); break;
-      case 'd': s = String(Math.trunc(asNumber(ctx, a, pos))); break;
-      case 'f': s = asNumber(ctx, a, pos).toFixed(prec ? Number(prec) : 6); break;
-      case 'q': s = JSON.stringify(asString(ctx, a, pos)); break;
-      case 't': s = String(asBool(ctx, a, pos)); break;
-      case 'v': s = typeof a === 'string' || typeof a === 'number' || typeof a === 'boolean' ? String(a) : JSON.stringify(a); break;
-      case 'x': s = typeof a === 'number' ? Math.trunc(a).toString(16) : Buffer.from(asString(ctx, a, pos)).toString('hex'); break;
-      default: fail(ctx, pos, `format() verb %${verb} is not supported by kiln`, 'use %s, %d, %f, %q, %t, %v or %x');
-    }
-    if (width && s.length < Number(width)) s = flags.includes('-') ? s.padEnd(Number(width)) : s.padStart(Number(width), flags.includes('0') ? '0' : ' ');
-    return s;
-  });
+  return spec.replace(
+    /%([-+ 0#]*)(\d+)?(?:\.(\d+))?([a-zA-Z%])/g,
+    (_m, flags: string, width: string | undefined, prec: string | undefined, verb: string) => {
+      if (verb === '%') return '%';
+      if (n >= args.length) fail(ctx, pos, `format() has more verbs than arguments in ${shown(spec)}`);
+      const a = args[n++]!;
+      let s: string;
+      switch (verb) {
+        case 's':
+          s = asString(ctx, a, pos);
+          break;
+        case 'd':
+          s = String(Math.trunc(asNumber(ctx, a, pos)));
+          break;
+        case 'f':
+          s = asNumber(ctx, a, pos).toFixed(prec ? Number(prec) : 6);
+          break;
+        case 'q':
+          s = JSON.stringify(asString(ctx, a, pos));
+          break;
+        case 't':
+          s = String(asBool(ctx, a, pos));
+          break;
+        case 'v':
+          s = typeof a === 'string' || typeof a === 'number' || typeof a === 'boolean' ? String(a) : JSON.stringify(a);
+          break;
+        case 'x':
+          s = typeof a === 'number' ? Math.trunc(a).toString(16) : Buffer.from(asString(ctx, a, pos)).toString('hex');
+          break;
+        default:
+          fail(ctx, pos, `format() verb %${verb} is not supported by kiln`, 'use %s, %d, %f, %q, %t, %v or %x');
+      }
+      if (width && s.length < Number(width))
+        s = flags.includes('-') ? s.padEnd(Number(width)) : s.padStart(Number(width), flags.includes('0') ? '0' : ' ');
+      return s;
+    },
+  );
 }
 
 /** HCL's formatdate() spec letters: YYYY YY MMMM MMM MM M DD D EEEE EEE hh h HH H mm m ss s ZZZ Z 'literal'. */
 function formatDate(spec: string, d: Date): string {
   const pad = (x: number, w = 2) => String(x).padStart(w, '0');
-  const months = ['January', 'February', 'March', 'April', 'May', 'June', 'July', 'August', 'September', 'October', 'November', 'December'];
+  const months = [
+    'January',
+    'February',
+    'March',
+    'April',
+    'May',
+    'June',
+    'July',
+    'August',
+    'September',
+    'October',
+    'November',
+    'December',
+  ];
   const days = ['Sunday', 'Monday', 'Tuesday', 'Wednesday', 'Thursday', 'Friday', 'Saturday'];
   const tokens: Record<string, () => string> = {
-    YYYY: () => String(d.getUTCFullYear()), YY: () => pad(d.getUTCFullYear() % 100),
-    MMMM: () => months[d.getUTCMonth()]!, MMM: () => months[d.getUTCMonth()]!.slice(0, 3), MM: () => pad(d.getUTCMonth() + 1), M: () => String(d.getUTCMonth() + 1),
-    DD: () => pad(d.getUTCDate()), D: () => String(d.getUTCDate()),
-    EEEE: () => days[d.getUTCDay()]!, EEE: () => days[d.getUTCDay()]!.slice(0, 3),
-    hh: () => pad(d.getUTCHours()), h: () => String(d.getUTCHours()),
-    HH: () => pad(d.getUTCHours() % 12 || 12), H: () => String(d.getUTCHours() % 12 || 12),
-    AA: () => (d.getUTCHours() < 12 ? 'AM' : 'PM'), aa: () => (d.getUTCHours() < 12 ? 'am' : 'pm'),
-    mm: () => pad(d.getUTCMinutes()), m: () => String(d.getUTCMinutes()),
-    ss: () => pad(d.getUTCSeconds()), s: () => String(d.getUTCSeconds()),
-    ZZZZZ: () => '+00:00', ZZZZ: () => '+0000', ZZZ: () => 'UTC', Z: () => 'Z',
+    YYYY: () => String(d.getUTCFullYear()),
+    YY: () => pad(d.getUTCFullYear() % 100),
+    MMMM: () => months[d.getUTCMonth()]!,
+    MMM: () => months[d.getUTCMonth()]!.slice(0, 3),
+    MM: () => pad(d.getUTCMonth() + 1),
+    M: () => String(d.getUTCMonth() + 1),
+    DD: () => pad(d.getUTCDate()),
+    D: () => String(d.getUTCDate()),
+    EEEE: () => days[d.getUTCDay()]!,
+    EEE: () => days[d.getUTCDay()]!.slice(0, 3),
+    hh: () => pad(d.getUTCHours()),
+    h: () => String(d.getUTCHours()),
+    HH: () => pad(d.getUTCHours() % 12 || 12),
+    H: () => String(d.getUTCHours() % 12 || 12),
+    AA: () => (d.getUTCHours() < 12 ? 'AM' : 'PM'),
+    aa: () => (d.getUTCHours() < 12 ? 'am' : 'pm'),
+    mm: () => pad(d.getUTCMinutes()),
+    m: () => String(d.getUTCMinutes()),
+    ss: () => pad(d.getUTCSeconds()),
+    s: () => String(d.getUTCSeconds()),
+    ZZZZZ: () => '+00:00',
+    ZZZZ: () => '+0000',
+    ZZZ: () => 'UTC',
+    Z: () => 'Z',
   };
   let out = '';
   let i = 0;
   while (i < spec.length) {
     if (spec[i] === "'") {
       const end = spec.indexOf("'", i + 1);
-      if (end === i + 1) { out += "'"; i += 2; continue; }
+      if (end === i + 1) {
+        out += "'";
+        i += 2;
+        continue;
+      }
       out += spec.slice(i + 1, end < 0 ? spec.length : end);
       i = end < 0 ? spec.length : end + 1;
       continue;
     }
     const tok = Object.keys(tokens).find((t) => spec.startsWith(t, i));
-    if (tok) { out += tokens[tok]!(); i += tok.length; continue; }
+    if (tok) {
+      out += tokens[tok]!();
+      i += tok.length;
+      continue;
+    }
     out += spec[i];
     i++;
   }
@@ -353,11 +497,24 @@ function formatDate(spec: string, d: Date): string {
 /** Go's reference-time layout (2006-01-02 15:04:05), for legacy_isotime(). */
 function goLayout(layout: string, d: Date): string {
   const pad = (n: number) => String(n).padStart(2, '0');
-  const parts: [string, string][] = [['2006', String(d.getUTCFullYear())], ['01', pad(d.getUTCMonth() + 1)], ['02', pad(d.getUTCDate())], ['15', pad(d.getUTCHours())], ['04', pad(d.getUTCMinutes())], ['05', pad(d.getUTCSeconds())]];
+  const parts: [string, string][] = [
+    ['2006', String(d.getUTCFullYear())],
+    ['01', pad(d.getUTCMonth() + 1)],
+    ['02', pad(d.getUTCDate())],
+    ['15', pad(d.getUTCHours())],
+    ['04', pad(d.getUTCMinutes())],
+    ['05', pad(d.getUTCSeconds())],
+  ];
   let out = '';
   for (let i = 0; i < layout.length;) {
     const hit = parts.find(([k]) => layout.startsWith(k, i));
-    if (hit) { out += hit[1]; i += hit[0].length; } else { out += layout[i]; i++; }
+    if (hit) {
+      out += hit[1];
+      i += hit[0].length;
+    } else {
+      out += layout[i];
+      i++;
+    }
   }
   return out;
 }
@@ -372,12 +529,22 @@ function flatten(v: Value[]): Value[] {
 
 const functions: Record<string, Fn> = {
   // strings
-  join: ([sep, ...lists], ctx, pos) => flatten(lists.map((l) => asList(ctx, l!, pos))).map((x) => asString(ctx, x, pos)).join(asString(ctx, sep!, pos)),
+  join: ([sep, ...lists], ctx, pos) =>
+    flatten(lists.map((l) => asList(ctx, l!, pos)))
+      .map((x) => asString(ctx, x, pos))
+      .join(asString(ctx, sep!, pos)),
   split: ([sep, s], ctx, pos) => asString(ctx, s!, pos).split(asString(ctx, sep!, pos)),
   format: ([spec, ...args], ctx, pos) => formatString(ctx, pos, asString(ctx, spec!, pos), args),
   formatlist: ([spec, ...args], ctx, pos) => {
     const len = Math.max(...args.map((a) => (Array.isArray(a) ? a.length : 1)));
-    return Array.from({ length: len }, (_, i) => formatString(ctx, pos, asString(ctx, spec!, pos), args.map((a) => (Array.isArray(a) ? a[i]! : a))));
+    return Array.from({ length: len }, (_, i) =>
+      formatString(
+        ctx,
+        pos,
+        asString(ctx, spec!, pos),
+        args.map((a) => (Array.isArray(a) ? a[i]! : a)),
+      ),
+    );
   },
   lower: ([s], ctx, pos) => asString(ctx, s!, pos).toLowerCase(),
   upper: ([s], ctx, pos) => asString(ctx, s!, pos).toUpperCase(),
@@ -387,52 +554,124 @@ const functions: Record<string, Fn> = {
     const f = asString(ctx, from!, pos);
     const t = asString(ctx, to!, pos);
     // "/re/" is a regular expression (HCL's rule), anything else a plain substring.
-    if (f.length > 1 && f.startsWith('/') && f.endsWith('/')) return str.replace(new RegExp(f.slice(1, -1), 'g'), t.replace(/\$\{(\d+)\}/g, '$$$1'));
+    if (f.length > 1 && f.startsWith('/') && f.endsWith('/'))
+      return str.replace(new RegExp(f.slice(1, -1), 'g'), t.replace(/\$\{(\d+)\}/g, '$$$1'));
     return str.split(f).join(t);
   },
-  regex_replace: ([s, re, to], ctx, pos) => asString(ctx, s!, pos).replace(new RegExp(asString(ctx, re!, pos), 'g'), asString(ctx, to!, pos).replace(/\$\{(\d+)\}/g, '$$$1')),
+  regex_replace: ([s, re, to], ctx, pos) =>
+    asString(ctx, s!, pos).replace(
+      new RegExp(asString(ctx, re!, pos), 'g'),
+      asString(ctx, to!, pos).replace(/\$\{(\d+)\}/g, '$$$1'),
+    ),
   trimspace: ([s], ctx, pos) => asString(ctx, s!, pos).trim(),
-  trim: ([s, cut], ctx, pos) => { const c = [...asString(ctx, cut!, pos)]; let x = asString(ctx, s!, pos); while (x && c.includes(x[0]!)) x = x.slice(1); while (x && c.includes(x[x.length - 1]!)) x = x.slice(0, -1); return x; },
-  trimprefix: ([s, p], ctx, pos) => { const x = asString(ctx, s!, pos); const q = asString(ctx, p!, pos); return x.startsWith(q) ? x.slice(q.length) : x; },
-  trimsuffix: ([s, p], ctx, pos) => { const x = asString(ctx, s!, pos); const q = asString(ctx, p!, pos); return q && x.endsWith(q) ? x.slice(0, -q.length) : x; },
+  trim: ([s, cut], ctx, pos) => {
+    const c = [...asString(ctx, cut!, pos)];
+    let x = asString(ctx, s!, pos);
+    while (x && c.includes(x[0]!)) x = x.slice(1);
+    while (x && c.includes(x[x.length - 1]!)) x = x.slice(0, -1);
+    return x;
+  },
+  trimprefix: ([s, p], ctx, pos) => {
+    const x = asString(ctx, s!, pos);
+    const q = asString(ctx, p!, pos);
+    return x.startsWith(q) ? x.slice(q.length) : x;
+  },
+  trimsuffix: ([s, p], ctx, pos) => {
+    const x = asString(ctx, s!, pos);
+    const q = asString(ctx, p!, pos);
+    return q && x.endsWith(q) ? x.slice(0, -q.length) : x;
+  },
   chomp: ([s], ctx, pos) => asString(ctx, s!, pos).replace(/(\r?\n)+$/, ''),
-  substr: ([s, off, len], ctx, pos) => { const x = [...asString(ctx, s!, pos)]; let o = asNumber(ctx, off!, pos); const l = asNumber(ctx, len!, pos); if (o < 0) o += x.length; return x.slice(o, l < 0 ? undefined : o + l).join(''); },
+  substr: ([s, off, len], ctx, pos) => {
+    const x = [...asString(ctx, s!, pos)];
+    let o = asNumber(ctx, off!, pos);
+    const l = asNumber(ctx, len!, pos);
+    if (o < 0) o += x.length;
+    return x.slice(o, l < 0 ? undefined : o + l).join('');
+  },
   strrev: ([s], ctx, pos) => [...asString(ctx, s!, pos)].reverse().join(''),
   startswith: ([s, p], ctx, pos) => asString(ctx, s!, pos).startsWith(asString(ctx, p!, pos)),
   endswith: ([s, p], ctx, pos) => asString(ctx, s!, pos).endsWith(asString(ctx, p!, pos)),
   strcontains: ([s, p], ctx, pos) => asString(ctx, s!, pos).includes(asString(ctx, p!, pos)),
-  indent: ([n, s], ctx, pos) => asString(ctx, s!, pos).split('\n').map((l, i) => (i ? ' '.repeat(asNumber(ctx, n!, pos)) + l : l)).join('\n'),
+  indent: ([n, s], ctx, pos) =>
+    asString(ctx, s!, pos)
+      .split('\n')
+      .map((l, i) => (i ? ' '.repeat(asNumber(ctx, n!, pos)) + l : l))
+      .join('\n'),
   // collections
   concat: (lists, ctx, pos) => lists.flatMap((l) => asList(ctx, l, pos)),
   flatten: ([l], ctx, pos) => flatten(asList(ctx, l!, pos)),
-  length: ([v], ctx, pos) => (typeof v === 'string' ? [...v].length : Array.isArray(v) ? v.length : isObject(v!) ? Object.keys(v).length : fail(ctx, pos, 'length() needs a string, list or map')),
-  element: ([l, i], ctx, pos) => { const x = asList(ctx, l!, pos); if (!x.length) fail(ctx, pos, 'element() of an empty list'); return x[asNumber(ctx, i!, pos) % x.length]!; },
-  index: ([l, v], ctx, pos) => { const i = asList(ctx, l!, pos).findIndex((x) => equal(x, v!)); if (i < 0) fail(ctx, pos, 'index(): the value is not in the list'); return i; },
+  length: ([v], ctx, pos) =>
+    typeof v === 'string'
+      ? [...v].length
+      : Array.isArray(v)
+        ? v.length
+        : isObject(v!)
+          ? Object.keys(v).length
+          : fail(ctx, pos, 'length() needs a string, list or map'),
+  element: ([l, i], ctx, pos) => {
+    const x = asList(ctx, l!, pos);
+    if (!x.length) fail(ctx, pos, 'element() of an empty list');
+    return x[asNumber(ctx, i!, pos) % x.length]!;
+  },
+  index: ([l, v], ctx, pos) => {
+    const i = asList(ctx, l!, pos).findIndex((x) => equal(x, v!));
+    if (i < 0) fail(ctx, pos, 'index(): the value is not in the list');
+    return i;
+  },
   contains: ([l, v], ctx, pos) => asList(ctx, l!, pos).some((x) => equal(x, v!)),
   distinct: ([l], ctx, pos) => asList(ctx, l!, pos).filter((x, i, a) => a.findIndex((y) => equal(x, y)) === i),
   compact: ([l], ctx, pos) => asList(ctx, l!, pos).filter((x) => x !== null && x !== ''),
   reverse: ([l], ctx, pos) => [...asList(ctx, l!, pos)].reverse(),
-  sort: ([l], ctx, pos) => asList(ctx, l!, pos).map((x) => asString(ctx, x, pos)).sort(),
+  sort: ([l], ctx, pos) =>
+    asList(ctx, l!, pos)
+      .map((x) => asString(ctx, x, pos))
+      .sort(),
   slice: ([l, a, b], ctx, pos) => asList(ctx, l!, pos).slice(asNumber(ctx, a!, pos), asNumber(ctx, b!, pos)),
   range: (args, ctx, pos) => {
     const n = args.map((a) => asNumber(ctx, a, pos));
     const [start, end, step] = n.length === 1 ? [0, n[0]!, 1] : [n[0]!, n[1]!, n[2] ?? 1];
     if (step === 0) fail(ctx, pos, 'range(): the step must not be zero');
     const out: number[] = [];
-    for (let x = start; step > 0 ? x < end : x > end; x += step) { out.push(x); if (out.length > 1024) fail(ctx, pos, 'range() makes more than 1024 numbers'); }
+    for (let x = start; step > 0 ? x < end : x > end; x += step) {
+      out.push(x);
+      if (out.length > 1024) fail(ctx, pos, 'range() makes more than 1024 numbers');
+    }
     return out;
   },
   keys: ([m], ctx, pos) => Object.keys(asMap(ctx, m!, pos)).sort(),
-  values: ([m], ctx, pos) => { const x = asMap(ctx, m!, pos); return Object.keys(x).sort().map((k) => x[k]!); },
+  values: ([m], ctx, pos) => {
+    const x = asMap(ctx, m!, pos);
+    return Object.keys(x)
+      .sort()
+      .map((k) => x[k]!);
+  },
   lookup: ([m, k, d], ctx, pos) => {
     const v = own(asMap(ctx, m!, pos), asString(ctx, k!, pos));
     if (v !== undefined) return v;
     if (d !== undefined) return d;
-    fail(ctx, pos, `lookup(): the map has no key ${shown(k!)} and no default was given`, 'add a default as the third argument');
+    fail(
+      ctx,
+      pos,
+      `lookup(): the map has no key ${shown(k!)} and no default was given`,
+      'add a default as the third argument',
+    );
   },
-  merge: (maps, ctx, pos) => { const out: { [key: string]: Value } = {}; for (const m of maps) if (m !== null) for (const [k, v] of Object.entries(asMap(ctx, m, pos))) set(out, k, v); return out; },
-  zipmap: ([ks, vs], ctx, pos) => { const out: { [key: string]: Value } = {}; asList(ctx, ks!, pos).forEach((k, i) => set(out, asString(ctx, k, pos), asList(ctx, vs!, pos)[i] ?? null)); return out; },
-  coalesce: (args, ctx, pos) => { const v = args.find((a) => a !== null && a !== ''); if (v === undefined) fail(ctx, pos, 'coalesce(): every argument is null or empty'); return v; },
+  merge: (maps, ctx, pos) => {
+    const out: { [key: string]: Value } = {};
+    for (const m of maps) if (m !== null) for (const [k, v] of Object.entries(asMap(ctx, m, pos))) set(out, k, v);
+    return out;
+  },
+  zipmap: ([ks, vs], ctx, pos) => {
+    const out: { [key: string]: Value } = {};
+    asList(ctx, ks!, pos).forEach((k, i) => set(out, asString(ctx, k, pos), asList(ctx, vs!, pos)[i] ?? null));
+    return out;
+  },
+  coalesce: (args, ctx, pos) => {
+    const v = args.find((a) => a !== null && a !== '');
+    if (v === undefined) fail(ctx, pos, 'coalesce(): every argument is null or empty');
+    return v;
+  },
   coalescelist: (args, ctx, pos) => args.find((a) => asList(ctx, a, pos).length > 0) ?? [],
   min: (args, ctx, pos) => Math.min(...args.map((a) => asNumber(ctx, a, pos))),
   max: (args, ctx, pos) => Math.max(...args.map((a) => asNumber(ctx, a, pos))),
@@ -450,25 +689,53 @@ const functions: Record<string, Fn> = {
   jsonencode: ([v]) => JSON.stringify(v),
   jsondecode: ([s], ctx, pos) => {
     let v: Value;
-    try { v = JSON.parse(asString(ctx, s!, pos)) as Value; } catch (e) { fail(ctx, pos, `jsondecode(): ${(e as Error).message}`); }
+    try {
+      v = JSON.parse(asString(ctx, s!, pos)) as Value;
+    } catch (e) {
+      fail(ctx, pos, `jsondecode(): ${(e as Error).message}`);
+    }
     // As deep as the syntax may nest, so that comparing or encoding the value cannot exhaust the stack.
-    if (valueDepth(v, maxHclDepth) > maxHclDepth) fail(ctx, pos, `jsondecode(): the JSON nests more than ${maxHclDepth} levels deep`, 'flatten the JSON; no template value nests this deep');
+    if (valueDepth(v, maxHclDepth) > maxHclDepth)
+      fail(
+        ctx,
+        pos,
+        `jsondecode(): the JSON nests more than ${maxHclDepth} levels deep`,
+        'flatten the JSON; no template value nests this deep',
+      );
     return v;
   },
   base64encode: ([s], ctx, pos) => Buffer.from(asString(ctx, s!, pos)).toString('base64'),
   base64decode: ([s], ctx, pos) => Buffer.from(asString(ctx, s!, pos), 'base64').toString('utf8'),
   urlencode: ([s], ctx, pos) => encodeURIComponent(asString(ctx, s!, pos)),
   // hashes and ids
-  sha256: ([s], ctx, pos) => createHash('sha256').update(asString(ctx, s!, pos)).digest('hex'),
-  sha512: ([s], ctx, pos) => createHash('sha512').update(asString(ctx, s!, pos)).digest('hex'),
-  sha1: ([s], ctx, pos) => createHash('sha1').update(asString(ctx, s!, pos)).digest('hex'),
-  md5: ([s], ctx, pos) => createHash('md5').update(asString(ctx, s!, pos)).digest('hex'),
+  sha256: ([s], ctx, pos) =>
+    createHash('sha256')
+      .update(asString(ctx, s!, pos))
+      .digest('hex'),
+  sha512: ([s], ctx, pos) =>
+    createHash('sha512')
+      .update(asString(ctx, s!, pos))
+      .digest('hex'),
+  sha1: ([s], ctx, pos) =>
+    createHash('sha1')
+      .update(asString(ctx, s!, pos))
+      .digest('hex'),
+  md5: ([s], ctx, pos) =>
+    createHash('md5')
+      .update(asString(ctx, s!, pos))
+      .digest('hex'),
   uuidv4: () => randomUUID(),
   // time
   timestamp: (_a, ctx) => rfc3339(ctx.now),
   formatdate: ([spec, t], ctx, pos) => {
     const d = new Date(asString(ctx, t!, pos));
-    if (Number.isNaN(d.getTime())) fail(ctx, pos, `formatdate(): ${shown(t!)} is not an RFC 3339 time`, 'pass timestamp() or a time like 2024-01-02T03:04:05Z');
+    if (Number.isNaN(d.getTime()))
+      fail(
+        ctx,
+        pos,
+        `formatdate(): ${shown(t!)} is not an RFC 3339 time`,
+        'pass timestamp() or a time like 2024-01-02T03:04:05Z',
+      );
     return formatDate(asString(ctx, spec!, pos), d);
   },
   timeadd: ([t, dur], ctx, pos) => {
@@ -490,19 +757,37 @@ const functions: Record<string, Fn> = {
     const file = path.resolve(ctx.cwd, asString(ctx, p!, pos));
     if (ctx.inTemplateFile) {
       const itself = ctx.inTemplateFile.file === file;
-      fail(ctx, pos, `templatefile() is called inside the template ${ctx.inTemplateFile.file}${itself ? ', which it renders again (a template that includes itself never ends)' : ` (rendered by ${ctx.inTemplateFile.caller}), for ${file}`}; Packer does not permit templatefile() inside a templatefile() template`, 'render the inner template first (e.g. in a local) and pass its text in the vars map');
+      fail(
+        ctx,
+        pos,
+        `templatefile() is called inside the template ${ctx.inTemplateFile.file}${itself ? ', which it renders again (a template that includes itself never ends)' : ` (rendered by ${ctx.inTemplateFile.caller}), for ${file}`}; Packer does not permit templatefile() inside a templatefile() template`,
+        'render the inner template first (e.g. in a local) and pass its text in the vars map',
+      );
     }
     const text = readText(ctx, pos, file, 'templatefile');
     const tpl = parseHclTemplate(text, file);
     // Only the given variables (and functions) are visible inside, as in Terraform and Packer.
-    const inner: EvalContext = { ...ctx, file, scope: {}, allowEnv: false, inTemplateFile: { file, caller: `${ctx.file}:${pos.line}` } };
+    const inner: EvalContext = {
+      ...ctx,
+      file,
+      scope: {},
+      allowEnv: false,
+      inTemplateFile: { file, caller: `${ctx.file}:${pos.line}` },
+    };
     const v = evaluate(tpl, inner, { ...(vars === undefined ? {} : asMap(ctx, vars, pos)) });
     return typeof v === 'string' ? v : asString(ctx, v, pos);
   },
-  filebase64: ([p], ctx, pos) => Buffer.from(readText(ctx, pos, asString(ctx, p!, pos), 'filebase64')).toString('base64'),
+  filebase64: ([p], ctx, pos) =>
+    Buffer.from(readText(ctx, pos, asString(ctx, p!, pos), 'filebase64')).toString('base64'),
 };
 
-const realOrSame = (p: string): string => { try { return realpathSync(p); } catch { return p; } };
+const realOrSame = (p: string): string => {
+  try {
+    return realpathSync(p);
+  } catch {
+    return p;
+  }
+};
 
 /** The absolute path a function reads, told to ctx.onFileRead with whether it leaves the template's folder. */
 function noteRead(ctx: EvalContext, pos: Pos, fn: string, p: string): string {
@@ -518,8 +803,17 @@ function noteRead(ctx: EvalContext, pos: Pos, fn: string, p: string): string {
 
 function readText(ctx: EvalContext, pos: Pos, p: string, fn: string): string {
   const file = noteRead(ctx, pos, fn, p);
-  try { const text = readFileSync(file, 'utf8'); rememberRead(text, file); return text; } catch (e) {
-    fail(ctx, pos, `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, 'check the path; relative paths are relative to the folder kiln runs in (use path.root for the template\'s folder)');
+  try {
+    const text = readFileSync(file, 'utf8');
+    rememberRead(text, file);
+    return text;
+  } catch (e) {
+    fail(
+      ctx,
+      pos,
+      `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      "check the path; relative paths are relative to the folder kiln runs in (use path.root for the template's folder)",
+    );
   }
 }
 
@@ -527,35 +821,72 @@ export const functionNames = (): string[] => [...Object.keys(functions), 'env', 
 
 function callFunction(e: Expr & { kind: 'call' }, ctx: EvalContext, locals: Record<string, Value>): Value {
   const known = e.name === 'env' || Object.hasOwn(functions, e.name);
-  if (!known && e.name !== 'try' && e.name !== 'can') fail(ctx, e.pos, `kiln does not know the function ${e.name}()`, `kiln knows: ${functionNames().sort().join(', ')}`);
+  if (!known && e.name !== 'try' && e.name !== 'can')
+    fail(ctx, e.pos, `kiln does not know the function ${e.name}()`, `kiln knows: ${functionNames().sort().join(', ')}`);
   const usage = (n: number) => arityProblem(e.name, n);
   // can() and try() take expressions: counted as written. The others once a final "..." is expanded.
-  if (!e.expandFinal && usage(e.args.length)) fail(ctx, e.pos, usage(e.args.length)!, 'give the arguments Packer\'s documentation lists for it');
+  if (!e.expandFinal && usage(e.args.length))
+    fail(ctx, e.pos, usage(e.args.length)!, "give the arguments Packer's documentation lists for it");
   if (e.name === 'try') {
-    for (const a of e.args) { try { return evaluate(a, ctx, locals); } catch (err) { if (!(err instanceof HclError)) throw err; } }
+    for (const a of e.args) {
+      try {
+        return evaluate(a, ctx, locals);
+      } catch (err) {
+        if (!(err instanceof HclError)) throw err;
+      }
+    }
     fail(ctx, e.pos, 'try(): every argument failed');
   }
   if (e.name === 'can') {
-    try { evaluate(e.args[0]!, ctx, locals); return true; } catch (err) { if (!(err instanceof HclError)) throw err; return false; }
+    try {
+      evaluate(e.args[0]!, ctx, locals);
+      return true;
+    } catch (err) {
+      if (!(err instanceof HclError)) throw err;
+      return false;
+    }
   }
   let args = e.args.map((a) => evaluate(a, ctx, locals));
   if (e.expandFinal) {
     args = [...args.slice(0, -1), ...asList(ctx, args[args.length - 1] ?? null, e.pos)];
-    if (usage(args.length)) fail(ctx, e.pos, `${usage(args.length)!} (after expanding the final list with "...")`, 'give the arguments Packer\'s documentation lists for it');
+    if (usage(args.length))
+      fail(
+        ctx,
+        e.pos,
+        `${usage(args.length)!} (after expanding the final list with "...")`,
+        "give the arguments Packer's documentation lists for it",
+      );
   }
   const badType = typeProblem(e.name, args, typeName);
   if (badType) fail(ctx, e.args[Math.min(badType[0], e.args.length - 1)]?.pos ?? e.pos, badType[1]);
   if (e.name === 'env') {
-    if (!ctx.allowEnv) fail(ctx, e.pos, 'env() can only be used in a variable\'s default (as in Packer)', 'give the variable default = env("NAME") and use var.<name> here');
+    if (!ctx.allowEnv)
+      fail(
+        ctx,
+        e.pos,
+        "env() can only be used in a variable's default (as in Packer)",
+        'give the variable default = env("NAME") and use var.<name> here',
+      );
     return (ctx.env ?? process.env)[asString(ctx, args[0] ?? null, e.pos)] ?? '';
   }
   const fn = Object.hasOwn(functions, e.name) ? functions[e.name] : undefined;
-  if (!fn) fail(ctx, e.pos, `kiln does not know the function ${e.name}()`, `kiln knows: ${functionNames().sort().join(', ')}`);
+  if (!fn)
+    fail(ctx, e.pos, `kiln does not know the function ${e.name}()`, `kiln knows: ${functionNames().sort().join(', ')}`);
   try {
-    return fn(args, ctx, e.pos, e.args.map((a) => a.pos));
+    return fn(
+      args,
+      ctx,
+      e.pos,
+      e.args.map((a) => a.pos),
+    );
   } catch (err) {
     // A bad regular expression, an out-of-range value: the template's mistake, said as such.
-    if (err instanceof HclError || !(err instanceof Error) || (err instanceof RangeError && /call stack/i.test(err.message))) throw err;
+    if (
+      err instanceof HclError ||
+      !(err instanceof Error) ||
+      (err instanceof RangeError && /call stack/i.test(err.message))
+    )
+      throw err;
     fail(ctx, e.pos, `${e.name}(): ${err.message}`);
   }
 }

@@ -7,10 +7,18 @@
  * traversals, splats, operators and conditionals.
  */
 
-export interface Pos { line: number; column: number }
+export interface Pos {
+  line: number;
+  column: number;
+}
 
 export class HclError extends Error {
-  constructor(readonly file: string, readonly pos: Pos, readonly problem: string, readonly fix?: string) {
+  constructor(
+    readonly file: string,
+    readonly pos: Pos,
+    readonly problem: string,
+    readonly fix?: string,
+  ) {
     super(`${file}:${pos.line}:${pos.column}: ${problem}${fix ? `\n  fix: ${fix}` : ''}`);
     this.name = 'HclError';
   }
@@ -29,7 +37,18 @@ export type Expr =
   | { kind: 'unary'; op: '!' | '-'; operand: Expr; pos: Pos }
   | { kind: 'binary'; op: string; left: Expr; right: Expr; pos: Pos }
   | { kind: 'conditional'; cond: Expr; then: Expr; else: Expr; pos: Pos }
-  | { kind: 'for'; keyVar?: string; valueVar: string; collection: Expr; key?: Expr; value: Expr; cond?: Expr; grouping: boolean; object: boolean; pos: Pos }
+  | {
+      kind: 'for';
+      keyVar?: string;
+      valueVar: string;
+      collection: Expr;
+      key?: Expr;
+      value: Expr;
+      cond?: Expr;
+      grouping: boolean;
+      object: boolean;
+      pos: Pos;
+    }
   /** The value a splat's "each" expression starts from. */
   | { kind: 'splatItem'; pos: Pos }
   /** Not parsed: an expression of a dynamic block's content with its iterator bound (dynamic.ts). */
@@ -41,9 +60,22 @@ export type TemplatePart =
   | { kind: 'if'; cond: Expr; then: TemplatePart[]; else: TemplatePart[] }
   | { kind: 'for'; keyVar?: string; valueVar: string; collection: Expr; body: TemplatePart[] };
 
-export interface Attribute { kind: 'attribute'; name: string; expr: Expr; pos: Pos }
-export interface Block { kind: 'block'; type: string; labels: string[]; body: Body; pos: Pos }
-export interface Body { items: (Attribute | Block)[] }
+export interface Attribute {
+  kind: 'attribute';
+  name: string;
+  expr: Expr;
+  pos: Pos;
+}
+export interface Block {
+  kind: 'block';
+  type: string;
+  labels: string[];
+  body: Body;
+  pos: Pos;
+}
+export interface Body {
+  items: (Attribute | Block)[];
+}
 
 const idStart = /[A-Za-z_]/;
 const idChar = /[A-Za-z0-9_-]/;
@@ -52,7 +84,16 @@ const idChar = /[A-Za-z0-9_-]/;
 type Flat =
   | { kind: 'text'; text: string }
   | { kind: 'interp'; expr: Expr; stripL: boolean; stripR: boolean }
-  | { kind: 'directive'; word: 'if' | 'else' | 'endif' | 'for' | 'endfor'; expr?: Expr; keyVar?: string; valueVar?: string; stripL: boolean; stripR: boolean; pos: Pos };
+  | {
+      kind: 'directive';
+      word: 'if' | 'else' | 'endif' | 'for' | 'endfor';
+      expr?: Expr;
+      keyVar?: string;
+      valueVar?: string;
+      stripL: boolean;
+      stripR: boolean;
+      pos: Pos;
+    };
 
 const binaryLevels: string[][] = [['||'], ['&&'], ['==', '!='], ['>=', '<=', '>', '<'], ['+', '-'], ['*', '/', '%']];
 
@@ -72,7 +113,10 @@ class Parser {
   /** Levels of the tree being built (see maxHclDepth). */
   private depth = 0;
 
-  constructor(private readonly src: string, private readonly file: string) {
+  constructor(
+    private readonly src: string,
+    private readonly file: string,
+  ) {
     for (let k = 0; k < src.length; k++) if (src[k] === '\n') this.lineStarts.push(k + 1);
   }
 
@@ -81,12 +125,15 @@ class Parser {
     let hi = this.lineStarts.length - 1;
     while (lo < hi) {
       const mid = (lo + hi + 1) >> 1;
-      if (this.lineStarts[mid]! <= offset) lo = mid; else hi = mid - 1;
+      if (this.lineStarts[mid]! <= offset) lo = mid;
+      else hi = mid - 1;
     }
     return { line: lo + 1, column: offset - this.lineStarts[lo]! + 1 };
   }
 
-  private pos(): Pos { return this.posAt(this.i); }
+  private pos(): Pos {
+    return this.posAt(this.i);
+  }
 
   fail(problem: string, fix?: string, at = this.i): never {
     throw new HclError(this.file, this.posAt(at), problem, fix);
@@ -95,12 +142,20 @@ class Parser {
   /** One level deeper; fails at maxHclDepth with where and what. */
   private enter(what: string, at = this.i): void {
     if (++this.depth > maxHclDepth) {
-      this.fail(`${what} nest more than ${maxHclDepth} levels deep here`, 'flatten it: move inner parts into locals (local.x) or split the value; no real template nests this deep', at);
+      this.fail(
+        `${what} nest more than ${maxHclDepth} levels deep here`,
+        'flatten it: move inner parts into locals (local.x) or split the value; no real template nests this deep',
+        at,
+      );
     }
   }
 
-  private peek(n = 0): string { return this.src[this.i + n] ?? ''; }
-  private startsWith(s: string): boolean { return this.src.startsWith(s, this.i); }
+  private peek(n = 0): string {
+    return this.src[this.i + n] ?? '';
+  }
+  private startsWith(s: string): boolean {
+    return this.src.startsWith(s, this.i);
+  }
   private describe(): string {
     if (this.i >= this.src.length) return 'the end of the file';
     const c = this.src[this.i]!;
@@ -111,8 +166,14 @@ class Parser {
   private skip(newlines = this.nest > 0): void {
     for (;;) {
       const c = this.peek();
-      if (c === ' ' || c === '\t' || c === '\r' || c === '\uFEFF') { this.i++; continue; }
-      if (c === '\n' && newlines) { this.i++; continue; }
+      if (c === ' ' || c === '\t' || c === '\r' || c === '\uFEFF') {
+        this.i++;
+        continue;
+      }
+      if (c === '\n' && newlines) {
+        this.i++;
+        continue;
+      }
       if (c === '#' || (c === '/' && this.peek(1) === '/')) {
         while (this.i < this.src.length && this.src[this.i] !== '\n') this.i++;
         continue;
@@ -162,7 +223,12 @@ class Parser {
         this.i++;
         const expr = this.expression();
         const prev = seen.get(name);
-        if (prev) this.fail(`attribute "${name}" is set twice (also at line ${prev.line})`, 'remove one of them', this.src.length && this.offsetOf(pos));
+        if (prev)
+          this.fail(
+            `attribute "${name}" is set twice (also at line ${prev.line})`,
+            'remove one of them',
+            this.src.length && this.offsetOf(pos),
+          );
         seen.set(name, pos);
         items.push({ kind: 'attribute', name, expr, pos });
         this.endOfItem();
@@ -173,9 +239,18 @@ class Parser {
         this.skip(false);
         const c = this.peek();
         if (c === '{') break;
-        if (c === '"') { labels.push(this.quotedLabel()); continue; }
-        if (idStart.test(c)) { labels.push(this.identifier()); continue; }
-        this.fail(`expected "=" or "{" after "${name}", found ${this.describe()}`, `write ${name} = <value> for an attribute, or ${name} "label" { ... } for a block`);
+        if (c === '"') {
+          labels.push(this.quotedLabel());
+          continue;
+        }
+        if (idStart.test(c)) {
+          labels.push(this.identifier());
+          continue;
+        }
+        this.fail(
+          `expected "=" or "{" after "${name}", found ${this.describe()}`,
+          `write ${name} = <value> for an attribute, or ${name} "label" { ... } for a block`,
+        );
       }
       this.i++;
       const savedNest = this.nest;
@@ -191,7 +266,9 @@ class Parser {
     }
   }
 
-  private offsetOf(p: Pos): number { return this.lineStarts[p.line - 1]! + p.column - 1; }
+  private offsetOf(p: Pos): number {
+    return this.lineStarts[p.line - 1]! + p.column - 1;
+  }
 
   private endOfItem(): void {
     this.skip(false);
@@ -204,7 +281,11 @@ class Parser {
     const start = this.i;
     const t = this.quoted();
     if (t.kind === 'literal') return String(t.value);
-    this.fail('a block label is a plain string; it cannot contain ${...} or %{...}', 'write the label without interpolation', start);
+    this.fail(
+      'a block label is a plain string; it cannot contain ${...} or %{...}',
+      'write the label without interpolation',
+      start,
+    );
   }
 
   // ---- expressions ----
@@ -244,7 +325,10 @@ class Parser {
       this.skip();
       // Longer operators come first in each level, so ">=" is never read as ">".
       const op = binaryLevels[level]!.find((o) => this.startsWith(o) && !(o === '>' && this.peek(-1) === '='));
-      if (!op) { this.depth = depth; return left; }
+      if (!op) {
+        this.depth = depth;
+        return left;
+      }
       // Each operator of a chain (a + b + c ...) is one more level of the tree.
       this.enter('operators (a + b + ...) in one chain');
       this.i += op.length;
@@ -269,7 +353,11 @@ class Parser {
 
   private postfix(target: Expr): Expr {
     const depth = this.depth;
-    try { return this.postfixChain(target); } finally { this.depth = depth; }
+    try {
+      return this.postfixChain(target);
+    } finally {
+      this.depth = depth;
+    }
   }
 
   private postfixChain(target: Expr): Expr {
@@ -288,7 +376,12 @@ class Parser {
         if (/[0-9]/.test(this.peek())) {
           const start = this.i;
           while (/[0-9]/.test(this.peek())) this.i++;
-          target = { kind: 'index', target, key: { kind: 'literal', value: Number(this.src.slice(start, this.i)), pos }, pos };
+          target = {
+            kind: 'index',
+            target,
+            key: { kind: 'literal', value: Number(this.src.slice(start, this.i)), pos },
+            pos,
+          };
         } else {
           target = { kind: 'getattr', target, name: this.identifier(), pos };
         }
@@ -324,12 +417,21 @@ class Parser {
       const save = this.i;
       this.skip();
       const pos = this.pos();
-      if (this.peek() === '.' && idStart.test(this.peek(1))) { this.i++; each = { kind: 'getattr', target: each, name: this.identifier(), pos }; any = true; continue; }
+      if (this.peek() === '.' && idStart.test(this.peek(1))) {
+        this.i++;
+        each = { kind: 'getattr', target: each, name: this.identifier(), pos };
+        any = true;
+        continue;
+      }
       if (!attrOnly && this.peek() === '[') {
-        this.i++; this.nest++;
+        this.i++;
+        this.nest++;
         const key = this.expression();
-        this.expect(']'); this.nest--;
-        each = { kind: 'index', target: each, key, pos }; any = true; continue;
+        this.expect(']');
+        this.nest--;
+        each = { kind: 'index', target: each, key, pos };
+        any = true;
+        continue;
       }
       this.i = save;
       return any ? each : undefined;
@@ -348,7 +450,10 @@ class Parser {
       // HCL's numbers are arbitrary-precision; kiln's are doubles: say so rather than carry Infinity on.
       if (!Number.isFinite(value)) {
         const shown = m[0].length > 40 ? `${m[0].slice(0, 20)}...${m[0].slice(-10)}` : m[0];
-        this.fail(`the number ${shown} is out of range (the largest is about 1.8e308)`, 'write a smaller number, or a string in double quotes if it is not a number');
+        this.fail(
+          `the number ${shown} is out of range (the largest is about 1.8e308)`,
+          'write a smaller number, or a string in double quotes if it is not a number',
+        );
       }
       this.i += m[0].length;
       return { kind: 'literal', value, pos };
@@ -356,9 +461,11 @@ class Parser {
     if (c === '"') return this.quoted();
     if (c === '<' && this.peek(1) === '<') return this.heredoc();
     if (c === '(') {
-      this.i++; this.nest++;
+      this.i++;
+      this.nest++;
       const e = this.expression();
-      this.expect(')', '")" closing the parenthesis'); this.nest--;
+      this.expect(')', '")" closing the parenthesis');
+      this.nest--;
       return e;
     }
     if (c === '[') return this.tuple();
@@ -371,18 +478,29 @@ class Parser {
       this.skip();
       let fname = name;
       // Provider-namespaced functions (provider::x::f) are read as one name.
-      while (this.startsWith('::')) { this.i += 2; fname += `::${this.identifier()}`; }
+      while (this.startsWith('::')) {
+        this.i += 2;
+        fname += `::${this.identifier()}`;
+      }
       if (this.peek() === '(') return this.call(fname, pos);
       this.i = save;
       return { kind: 'variable', name, pos };
     }
     if (this.i >= this.src.length) this.fail('expected a value, found the end of the file', 'finish the expression');
-    if (c === '\n') this.fail('expected a value, found the end of the line', 'write the value after "=" on the same line (or open a bracket to continue it)');
-    this.fail(`expected a value, found ${this.describe()}`, 'write a string in double quotes, a number, true/false, a list [...], a map {...}, or a reference like var.name');
+    if (c === '\n')
+      this.fail(
+        'expected a value, found the end of the line',
+        'write the value after "=" on the same line (or open a bracket to continue it)',
+      );
+    this.fail(
+      `expected a value, found ${this.describe()}`,
+      'write a string in double quotes, a number, true/false, a list [...], a map {...}, or a reference like var.name',
+    );
   }
 
   private call(name: string, pos: Pos): Expr {
-    this.i++; this.nest++;
+    this.i++;
+    this.nest++;
     const args: Expr[] = [];
     let expandFinal = false;
     for (;;) {
@@ -390,11 +508,19 @@ class Parser {
       if (this.peek() === ')') break;
       args.push(this.expression());
       this.skip();
-      if (this.startsWith('...')) { this.i += 3; expandFinal = true; this.skip(); }
-      if (this.peek() === ',') { this.i++; continue; }
+      if (this.startsWith('...')) {
+        this.i += 3;
+        expandFinal = true;
+        this.skip();
+      }
+      if (this.peek() === ',') {
+        this.i++;
+        continue;
+      }
       if (this.peek() !== ')') this.fail(`expected "," or ")" in the arguments of ${name}(), found ${this.describe()}`);
     }
-    this.i++; this.nest--;
+    this.i++;
+    this.nest--;
     return { kind: 'call', name, args, expandFinal, pos };
   }
 
@@ -403,9 +529,15 @@ class Parser {
     let valueVar = this.identifier();
     let keyVar: string | undefined;
     this.skip();
-    if (this.peek() === ',') { this.i++; this.skip(); keyVar = valueVar; valueVar = this.identifier(); }
+    if (this.peek() === ',') {
+      this.i++;
+      this.skip();
+      keyVar = valueVar;
+      valueVar = this.identifier();
+    }
     this.skip();
-    if (!this.startsWith('in') || idChar.test(this.peek(2))) this.fail(`expected "in" in a for expression, found ${this.describe()}`, 'write for x in collection');
+    if (!this.startsWith('in') || idChar.test(this.peek(2)))
+      this.fail(`expected "in" in a for expression, found ${this.describe()}`, 'write for x in collection');
     this.i += 2;
     const collection = this.expression();
     return { keyVar, valueVar, collection };
@@ -421,16 +553,22 @@ class Parser {
 
   private tuple(): Expr {
     const pos = this.pos();
-    this.i++; this.nest++;
+    this.i++;
+    this.nest++;
     if (this.isFor()) {
-      this.skip(); this.i += 3;
+      this.skip();
+      this.i += 3;
       const h = this.forHeader();
       this.expect(':', '":" after the for expression\'s collection');
       const value = this.expression();
       this.skip();
       let cond: Expr | undefined;
-      if (this.startsWith('if') && !idChar.test(this.peek(2))) { this.i += 2; cond = this.expression(); }
-      this.expect(']', '"]" closing the for expression'); this.nest--;
+      if (this.startsWith('if') && !idChar.test(this.peek(2))) {
+        this.i += 2;
+        cond = this.expression();
+      }
+      this.expect(']', '"]" closing the for expression');
+      this.nest--;
       return { kind: 'for', ...h, value, cond, grouping: false, object: false, pos };
     }
     const items: Expr[] = [];
@@ -439,18 +577,25 @@ class Parser {
       if (this.peek() === ']') break;
       items.push(this.expression());
       this.skip();
-      if (this.peek() === ',') { this.i++; continue; }
-      if (this.peek() !== ']') this.fail(`expected "," or "]" in a list, found ${this.describe()}`, 'separate list items with ","');
+      if (this.peek() === ',') {
+        this.i++;
+        continue;
+      }
+      if (this.peek() !== ']')
+        this.fail(`expected "," or "]" in a list, found ${this.describe()}`, 'separate list items with ","');
     }
-    this.i++; this.nest--;
+    this.i++;
+    this.nest--;
     return { kind: 'tuple', items, pos };
   }
 
   private object(): Expr {
     const pos = this.pos();
-    this.i++; this.nest++;
+    this.i++;
+    this.nest++;
     if (this.isFor()) {
-      this.skip(); this.i += 3;
+      this.skip();
+      this.i += 3;
       const h = this.forHeader();
       this.expect(':', '":" after the for expression\'s collection');
       const key = this.expression();
@@ -458,10 +603,18 @@ class Parser {
       const value = this.expression();
       this.skip();
       let grouping = false;
-      if (this.startsWith('...')) { this.i += 3; grouping = true; this.skip(); }
+      if (this.startsWith('...')) {
+        this.i += 3;
+        grouping = true;
+        this.skip();
+      }
       let cond: Expr | undefined;
-      if (this.startsWith('if') && !idChar.test(this.peek(2))) { this.i += 2; cond = this.expression(); }
-      this.expect('}', '"}" closing the for expression'); this.nest--;
+      if (this.startsWith('if') && !idChar.test(this.peek(2))) {
+        this.i += 2;
+        cond = this.expression();
+      }
+      this.expect('}', '"}" closing the for expression');
+      this.nest--;
       return { kind: 'for', ...h, key, value, cond, grouping, object: true, pos };
     }
     const items: { key: Expr; value: Expr; bareKey?: string }[] = [];
@@ -471,9 +624,11 @@ class Parser {
       const keyStart = this.i;
       const key = this.expression();
       // A bare name as a key is the name itself, not a variable (HCL's rule).
-      const bareKey = key.kind === 'variable' && this.src.slice(keyStart, this.i).trim() === key.name ? key.name : undefined;
+      const bareKey =
+        key.kind === 'variable' && this.src.slice(keyStart, this.i).trim() === key.name ? key.name : undefined;
       this.skip();
-      if (this.peek() !== '=' && this.peek() !== ':') this.fail(`expected "=" or ":" after a map key, found ${this.describe()}`, 'write key = value');
+      if (this.peek() !== '=' && this.peek() !== ':')
+        this.fail(`expected "=" or ":" after a map key, found ${this.describe()}`, 'write key = value');
       this.i++;
       const value = this.expression();
       items.push({ key, value, bareKey });
@@ -482,7 +637,8 @@ class Parser {
       this.skip(true);
       if (this.peek() !== '}' && this.i >= this.src.length) this.fail('a map is never closed', 'add the missing "}"');
     }
-    this.i++; this.nest--;
+    this.i++;
+    this.nest--;
     return { kind: 'object', items, pos };
   }
 
@@ -494,13 +650,25 @@ class Parser {
     const flat: Flat[] = [];
     let text = '';
     for (;;) {
-      if (this.i >= this.src.length || this.peek() === '\n') this.fail('a string is never closed', 'close it with " on the same line (use a heredoc <<EOF for several lines)', this.offsetOf(pos));
+      if (this.i >= this.src.length || this.peek() === '\n')
+        this.fail(
+          'a string is never closed',
+          'close it with " on the same line (use a heredoc <<EOF for several lines)',
+          this.offsetOf(pos),
+        );
       const c = this.peek();
-      if (c === '"') { this.i++; break; }
+      if (c === '"') {
+        this.i++;
+        break;
+      }
       if (c === '\\') {
         const e = this.peek(1);
         const simple: Record<string, string> = { n: '\n', t: '\t', r: '\r', '"': '"', '\\': '\\' };
-        if (e in simple) { text += simple[e]; this.i += 2; continue; }
+        if (e in simple) {
+          text += simple[e];
+          this.i += 2;
+          continue;
+        }
         if (e === 'u' || e === 'U') {
           const len = e === 'u' ? 4 : 8;
           const hex = this.src.slice(this.i + 2, this.i + 2 + len);
@@ -509,9 +677,24 @@ class Parser {
           this.i += 2 + len;
           continue;
         }
-        this.fail(`unknown escape \\${e} in a string`, 'write \\\\ for a backslash; HCL knows \\n \\t \\r \\" \\\\ \\uNNNN');
+        this.fail(
+          `unknown escape \\${e} in a string`,
+          'write \\\\ for a backslash; HCL knows \\n \\t \\r \\" \\\\ \\uNNNN',
+        );
       }
-      if (this.templateMarkup(flat, (t) => { text += t; }, () => { if (text) flat.push({ kind: 'text', text }); text = ''; })) continue;
+      if (
+        this.templateMarkup(
+          flat,
+          (t) => {
+            text += t;
+          },
+          () => {
+            if (text) flat.push({ kind: 'text', text });
+            text = '';
+          },
+        )
+      )
+        continue;
       text += c;
       this.i++;
     }
@@ -521,7 +704,11 @@ class Parser {
 
   /** ${...}, %{...} and their escapes at the cursor; false when there is none. */
   private templateMarkup(flat: Flat[], addText: (t: string) => void, flush: () => void): boolean {
-    if (this.startsWith('$${') || this.startsWith('%%{')) { addText(this.src.slice(this.i + 1, this.i + 3)); this.i += 3; return true; }
+    if (this.startsWith('$${') || this.startsWith('%%{')) {
+      addText(this.src.slice(this.i + 1, this.i + 3));
+      this.i += 3;
+      return true;
+    }
     if (this.startsWith('${')) {
       flush();
       this.i += 2;
@@ -550,11 +737,27 @@ class Parser {
       const word = this.identifier();
       let d: Flat;
       if (word === 'if') d = { kind: 'directive', word, expr: this.expression(), stripL, stripR: false, pos };
-      else if (word === 'for') { const h = this.forHeader(); d = { kind: 'directive', word, expr: h.collection, keyVar: h.keyVar, valueVar: h.valueVar, stripL, stripR: false, pos }; }
-      else if (word === 'else' || word === 'endif' || word === 'endfor') d = { kind: 'directive', word, stripL, stripR: false, pos };
-      else this.fail(`unknown template directive %{${word}}`, 'HCL knows %{if}, %{else}, %{endif}, %{for} and %{endfor}');
+      else if (word === 'for') {
+        const h = this.forHeader();
+        d = {
+          kind: 'directive',
+          word,
+          expr: h.collection,
+          keyVar: h.keyVar,
+          valueVar: h.valueVar,
+          stripL,
+          stripR: false,
+          pos,
+        };
+      } else if (word === 'else' || word === 'endif' || word === 'endfor')
+        d = { kind: 'directive', word, stripL, stripR: false, pos };
+      else
+        this.fail(`unknown template directive %{${word}}`, 'HCL knows %{if}, %{else}, %{endif}, %{for} and %{endfor}');
       this.skip();
-      if (this.peek() === '~') { d.stripR = true; this.i++; }
+      if (this.peek() === '~') {
+        d.stripR = true;
+        this.i++;
+      }
       this.expect('}', '"}" closing %{');
       this.nest = saved;
       flat.push(d);
@@ -567,9 +770,21 @@ class Parser {
   wholeTemplate(): Expr {
     const flat: Flat[] = [];
     let text = '';
-    const flush = () => { if (text) flat.push({ kind: 'text', text }); text = ''; };
+    const flush = () => {
+      if (text) flat.push({ kind: 'text', text });
+      text = '';
+    };
     while (this.i < this.src.length) {
-      if (this.templateMarkup(flat, (t) => { text += t; }, flush)) continue;
+      if (
+        this.templateMarkup(
+          flat,
+          (t) => {
+            text += t;
+          },
+          flush,
+        )
+      )
+        continue;
       text += this.src[this.i];
       this.i++;
     }
@@ -585,35 +800,64 @@ class Parser {
     const marker = this.identifier();
     this.skip(false);
     if (this.peek() === '\r') this.i++;
-    if (this.peek() !== '\n') this.fail('a heredoc\'s marker must end its line', `start the text on the line after <<${indent ? '-' : ''}${marker}`);
+    if (this.peek() !== '\n')
+      this.fail(
+        "a heredoc's marker must end its line",
+        `start the text on the line after <<${indent ? '-' : ''}${marker}`,
+      );
     this.i++;
     // The body: up to a line holding only the marker (and spaces).
     const lines: { start: number; end: number }[] = [];
     for (;;) {
-      if (this.i >= this.src.length) this.fail(`the heredoc <<${marker} is never closed`, `end it with a line holding only ${marker}`, this.offsetOf(pos));
+      if (this.i >= this.src.length)
+        this.fail(
+          `the heredoc <<${marker} is never closed`,
+          `end it with a line holding only ${marker}`,
+          this.offsetOf(pos),
+        );
       let end = this.src.indexOf('\n', this.i);
       if (end < 0) end = this.src.length;
       const line = this.src.slice(this.i, end).replace(/\r$/, '');
-      if (line.trim() === marker) { this.i = end; break; }
+      if (line.trim() === marker) {
+        this.i = end;
+        break;
+      }
       lines.push({ start: this.i, end: end === this.src.length ? end : end + 1 });
       this.i = end + 1;
     }
     const after = this.i;
     let strip = 0;
     if (indent) {
-      const widths = lines.filter((l) => this.src.slice(l.start, l.end).trim()).map((l) => /^[ \t]*/.exec(this.src.slice(l.start, l.end))![0].length);
+      const widths = lines
+        .filter((l) => this.src.slice(l.start, l.end).trim())
+        .map((l) => /^[ \t]*/.exec(this.src.slice(l.start, l.end))![0].length);
       strip = widths.length ? Math.min(...widths) : 0;
     }
     // Parse the body as a template (no backslash escapes in heredocs), line by line for the indent strip.
     const flat: Flat[] = [];
     let text = '';
-    const flush = () => { if (text) flat.push({ kind: 'text', text }); text = ''; };
+    const flush = () => {
+      if (text) flat.push({ kind: 'text', text });
+      text = '';
+    };
     for (const l of lines) {
       this.i = l.start;
       let col = 0;
-      while (col < strip && (this.peek() === ' ' || this.peek() === '\t')) { this.i++; col++; }
+      while (col < strip && (this.peek() === ' ' || this.peek() === '\t')) {
+        this.i++;
+        col++;
+      }
       while (this.i < l.end) {
-        if (this.templateMarkup(flat, (t) => { text += t; }, flush)) continue;
+        if (
+          this.templateMarkup(
+            flat,
+            (t) => {
+              text += t;
+            },
+            flush,
+          )
+        )
+          continue;
         text += this.src[this.i];
         this.i++;
       }
@@ -638,8 +882,14 @@ class Parser {
       const parts: TemplatePart[] = [];
       while (k < flat.length) {
         const f = flat[k++]!;
-        if (f.kind === 'text') { if (f.text) parts.push({ kind: 'text', text: f.text }); continue; }
-        if (f.kind === 'interp') { parts.push({ kind: 'interp', expr: f.expr }); continue; }
+        if (f.kind === 'text') {
+          if (f.text) parts.push({ kind: 'text', text: f.text });
+          continue;
+        }
+        if (f.kind === 'interp') {
+          parts.push({ kind: 'interp', expr: f.expr });
+          continue;
+        }
         if (stops.includes(f.word)) return { parts, stop: f };
         if (f.word === 'if' || f.word === 'for') this.enter('%{if} and %{for} directives', this.offsetOf(f.pos));
         if (f.word === 'if') {
@@ -661,7 +911,11 @@ class Parser {
           this.depth--;
           continue;
         }
-        this.fail(`%{${f.word}} without a matching %{${f.word === 'endfor' ? 'for' : 'if'}}`, 'remove it or add the opening directive', this.offsetOf(f.pos));
+        this.fail(
+          `%{${f.word}} without a matching %{${f.word === 'endfor' ? 'for' : 'if'}}`,
+          'remove it or add the opening directive',
+          this.offsetOf(f.pos),
+        );
       }
       return { parts };
     };
@@ -689,5 +943,7 @@ export function parseHclTemplate(text: string, file: string): Expr {
 }
 
 /** Blocks of a body by type, in written order. */
-export const blocksOf = (body: Body, type?: string): Block[] => body.items.filter((b): b is Block => b.kind === 'block' && (type === undefined || b.type === type));
-export const attributesOf = (body: Body): Attribute[] => body.items.filter((a): a is Attribute => a.kind === 'attribute');
+export const blocksOf = (body: Body, type?: string): Block[] =>
+  body.items.filter((b): b is Block => b.kind === 'block' && (type === undefined || b.type === type));
+export const attributesOf = (body: Body): Attribute[] =>
+  body.items.filter((a): a is Attribute => a.kind === 'attribute');

@@ -34,12 +34,19 @@ const lineText = (text: string, line: number) => text.split('\n')[line - 1]?.tri
 function hclFiles(target: string): string[] {
   const abs = path.resolve(target);
   if (!statSync(abs).isDirectory()) return [abs];
-  return readdirSync(abs).filter((n) => n.endsWith('.pkr.hcl') || n.endsWith('.pkr.json')).sort().map((n) => path.join(abs, n));
+  return readdirSync(abs)
+    .filter((n) => n.endsWith('.pkr.hcl') || n.endsWith('.pkr.json'))
+    .sort()
+    .map((n) => path.join(abs, n));
 }
 
-function typeOf(a: Attribute | undefined, def: Value | undefined): { type: DeclaredVariable['type']; untyped: boolean } {
+function typeOf(
+  a: Attribute | undefined,
+  def: Value | undefined,
+): { type: DeclaredVariable['type']; untyped: boolean } {
   const e = a?.expr;
-  if (e && e.kind === 'variable' && ['string', 'number', 'bool'].includes(e.name)) return { type: e.name as 'string', untyped: false };
+  if (e && e.kind === 'variable' && ['string', 'number', 'bool'].includes(e.name))
+    return { type: e.name as 'string', untyped: false };
   if (e && !(e.kind === 'variable' && e.name === 'any')) return { type: 'complex', untyped: false };
   // `any` or no type: the default's kind decides (no default: a string, as -var gives one).
   if (def === undefined || def === null || typeof def === 'string') return { type: 'string', untyped: true };
@@ -70,13 +77,22 @@ function hclDeclarations(target: string, env: NodeJS.ProcessEnv): DeclaredVariab
         const msg = va.get('error_message');
         const condText = cond ? lineText(text, cond.pos.line).replace(/^condition\s*=\s*/, '') : '?';
         let msgText = '';
-        try { msgText = msg ? String(evaluate(msg.expr, ctx)) : ''; } catch { /* a message that needs more than literals: the condition says enough */ }
+        try {
+          msgText = msg ? String(evaluate(msg.expr, ctx)) : '';
+        } catch {
+          /* a message that needs more than literals: the condition says enough */
+        }
         return `${condText}${msgText ? ` ("${msgText}")` : ''} (${path.basename(file)}:${vb.pos.line})`;
       });
       out.push({
-        name, ...typeOf(attrs.get('type'), def), ...(d && !envDefault ? { default: def } : {}),
+        name,
+        ...typeOf(attrs.get('type'), def),
+        ...(d && !envDefault ? { default: def } : {}),
         ...(desc ? { description: String(evaluate(desc.expr, ctx)) } : {}),
-        sensitive: sens ? evaluate(sens.expr, ctx) === true : false, envDefault, validations, at: { file, line: b.pos.line },
+        sensitive: sens ? evaluate(sens.expr, ctx) === true : false,
+        envDefault,
+        validations,
+        at: { file, line: b.pos.line },
       });
     }
   }
@@ -98,13 +114,23 @@ function jsonDeclarations(file: string): DeclaredVariable[] {
   return Object.entries(vars).map(([name, v]) => {
     const envDefault = typeof v === 'string' && /\{\{-?\s*env\b/.test(v);
     return {
-      name, type: 'string' as const, untyped: false, ...(v !== null && !envDefault ? { default: typeof v === 'object' ? v : String(v) } : {}),
-      sensitive: sensitive.has(name), envDefault, validations: [], at: { file, line: lineOf(name) },
+      name,
+      type: 'string' as const,
+      untyped: false,
+      ...(v !== null && !envDefault ? { default: typeof v === 'object' ? v : String(v) } : {}),
+      sensitive: sensitive.has(name),
+      envDefault,
+      validations: [],
+      at: { file, line: lineOf(name) },
     };
   });
 }
 
-export function declaredVariables(target: string, language: 'hcl' | 'json', env: NodeJS.ProcessEnv): DeclaredVariable[] {
+export function declaredVariables(
+  target: string,
+  language: 'hcl' | 'json',
+  env: NodeJS.ProcessEnv,
+): DeclaredVariable[] {
   return language === 'json' ? jsonDeclarations(path.resolve(target)) : hclDeclarations(target, env);
 }
 
@@ -114,7 +140,10 @@ export function localsByLine(target: string, language: 'hcl' | 'json'): Map<stri
   if (language === 'json') return out;
   const walk = (body: Body, file: string) => {
     for (const item of body.items) {
-      if (item.kind === 'block') { walk(item.body, file); continue; }
+      if (item.kind === 'block') {
+        walk(item.body, file);
+        continue;
+      }
       const locals = [...refsOf(item.expr).roots].filter((r) => r.startsWith('local.') && !r.endsWith('.*'));
       if (locals.length) out.set(`${file}:${item.pos.line}`, locals);
     }
@@ -123,7 +152,9 @@ export function localsByLine(target: string, language: 'hcl' | 'json'): Map<stri
     try {
       const text = readFileSync(file, 'utf8');
       walk(file.endsWith('.json') ? parseHclJson(text, file) : parseHcl(text, file), file);
-    } catch { /* the load reports a file that does not parse */ }
+    } catch {
+      /* the load reports a file that does not parse */
+    }
   }
   return out;
 }

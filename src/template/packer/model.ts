@@ -5,19 +5,32 @@
  */
 import type { Value } from './eval.js';
 
-export interface Where { file: string; line: number }
+export interface Where {
+  file: string;
+  line: number;
+}
 export interface Field {
-  value: Value; at: Where;
+  value: Value;
+  at: Where;
   /** The variables and locals its value was computed from, where each was written (a -var-file's line, a local's line). */
   via?: { ref: string; at: Where }[];
 }
 
 export interface PackerSource {
-  type: string; name: string; fields: Map<string, Field>; at: Where;
+  type: string;
+  name: string;
+  fields: Map<string, Field>;
+  at: Where;
   /** What Packer's {{ build_name }} renders to, when it is not `name`: in HCL the source block's own name (a build's `name =` override does not change it). */
   buildName?: string;
 }
-export interface PackerStep { type: string; fields: Map<string, Field>; at: Where; only?: string[]; except?: string[] }
+export interface PackerStep {
+  type: string;
+  fields: Map<string, Field>;
+  at: Where;
+  only?: string[];
+  except?: string[];
+}
 
 export interface PackerBuild {
   /** As Packer names it for -only: "qemu.name", or "build.qemu.name" when the build block is named. */
@@ -28,7 +41,13 @@ export interface PackerBuild {
   postProcessors: PackerStep[][];
 }
 
-export interface PackerVariable { name: string; value: Value; sensitive: boolean; from: string; at?: Where }
+export interface PackerVariable {
+  name: string;
+  value: Value;
+  sensitive: boolean;
+  from: string;
+  at?: Where;
+}
 
 /**
  * A text kiln must never print: a sensitive variable's value (or one element of a sensitive list or
@@ -47,7 +66,12 @@ export interface PackerSecret {
   number?: true;
 }
 
-export interface PackerProblem { at?: Where; field?: string; message: string; fix?: string }
+export interface PackerProblem {
+  at?: Where;
+  field?: string;
+  message: string;
+  fix?: string;
+}
 
 export class PackerTemplateError extends Error {
   /**
@@ -55,7 +79,11 @@ export class PackerTemplateError extends Error {
    * are reported in the same run; `consequences`: "file:line"s of fields that read a value that is missing
    * because of one of these problems (a required variable not set), whose further problems are not news.
    */
-  constructor(readonly problems: PackerProblem[], readonly partial?: PackerTemplate, readonly consequences?: Set<string>) {
+  constructor(
+    readonly problems: PackerProblem[],
+    readonly partial?: PackerTemplate,
+    readonly consequences?: Set<string>,
+  ) {
     super(problems.map(formatPackerProblem).join('\n'));
     this.name = 'PackerTemplateError';
   }

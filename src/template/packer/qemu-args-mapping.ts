@@ -32,21 +32,36 @@ export interface MappedQemuArgs {
 
 /** kiln's default switches that a template's own switch of that name replaces (outside kiln's controls). */
 const kilnDefaults: Record<string, string> = {
-  '-drive': 'its drives (disk, UEFI firmware, install ISO, cd_files)', '-device': 'its devices (disk controller, virtio-rng)',
-  '-machine': 'its -machine', '-accel': 'its -accel', '-boot': 'its -boot order', '-name': 'its -name', '-display': 'its -display',
+  '-drive': 'its drives (disk, UEFI firmware, install ISO, cd_files)',
+  '-device': 'its devices (disk controller, virtio-rng)',
+  '-machine': 'its -machine',
+  '-accel': 'its -accel',
+  '-boot': 'its -boot order',
+  '-name': 'its -name',
+  '-display': 'its -display',
 };
 
 /** Packer's net_device names for the card kiln plugs into its own network. */
-const netDevices: Record<string, string> = { 'virtio-net': 'virtio-net-pci', 'virtio-net-pci': 'virtio-net-pci', e1000: 'e1000', rtl8139: 'rtl8139', vmxnet3: 'vmxnet3' };
+const netDevices: Record<string, string> = {
+  'virtio-net': 'virtio-net-pci',
+  'virtio-net-pci': 'virtio-net-pci',
+  e1000: 'e1000',
+  rtl8139: 'rtl8139',
+  vmxnet3: 'vmxnet3',
+};
 
 /** An option's value in a QEMU option string (`a=b,c=d`; ",," is a literal comma). */
 function option(value: string, key: string): string | undefined {
-  for (const item of value.split(/(?<!,),(?!,)/)) if (item.startsWith(`${key}=`)) return item.slice(key.length + 1).replaceAll(',,', ',');
+  for (const item of value.split(/(?<!,),(?!,)/))
+    if (item.startsWith(`${key}=`)) return item.slice(key.length + 1).replaceAll(',,', ',');
   return undefined;
 }
 
 function withOption(value: string, key: string, to: string): string {
-  return value.split(/(?<!,),(?!,)/).map((item) => (item.startsWith(`${key}=`) ? `${key}=${to}` : item)).join(',');
+  return value
+    .split(/(?<!,),(?!,)/)
+    .map((item) => (item.startsWith(`${key}=`) ? `${key}=${to}` : item))
+    .join(',');
 }
 
 /** `-m 2048`, `-m 2G`, `-m size=2048M` as kiln's memory in MiB (QEMU's unit when none is given). */
@@ -61,8 +76,12 @@ function smpOf(v: string): { cpus: number; plain: boolean } | undefined {
   if (/^\d+$/.test(v.trim())) return { cpus: Number(v), plain: true };
   const items = v.split(',');
   const first = /^\d+$/.test(items[0] ?? '') ? Number(items[0]) : undefined;
-  const opt = (k: string) => { const o = option(v, k); return o === undefined ? undefined : Number(o); };
-  const cpus = first ?? opt('cpus') ?? (opt('sockets') ?? 1) * (opt('dies') ?? 1) * (opt('cores') ?? 1) * (opt('threads') ?? 1);
+  const opt = (k: string) => {
+    const o = option(v, k);
+    return o === undefined ? undefined : Number(o);
+  };
+  const cpus =
+    first ?? opt('cpus') ?? (opt('sockets') ?? 1) * (opt('dies') ?? 1) * (opt('cores') ?? 1) * (opt('threads') ?? 1);
   if (!Number.isInteger(cpus) || cpus < 1) return undefined;
   return { cpus, plain: items.length === 1 && (first !== undefined || opt('cpus') !== undefined) };
 }
@@ -79,7 +98,8 @@ export function mapQemuArgs({ take, str, runtime, problem, notes }: QemuArgsMapp
   const qa = take('qemuargs');
   const from = qa ?? (cpuModel !== undefined ? take('cpu_model') : undefined);
   // qemuargs = null or [] is no-op in Packer too.
-  if (qa && qa.value !== null && !Array.isArray(qa.value)) problem(qa, 'qemuargs', 'expected a list of lists of strings', 'write qemuargs = [["-cpu", "max"]]');
+  if (qa && qa.value !== null && !Array.isArray(qa.value))
+    problem(qa, 'qemuargs', 'expected a list of lists of strings', 'write qemuargs = [["-cpu", "max"]]');
   const given = qa && Array.isArray(qa.value) ? qa.value : [];
   const at = qa ? `${qa.at.file}:${qa.at.line}: qemuargs` : 'qemuargs';
   // Packer joins a switch's other items into its value (["-drive", "file=x", ",if=virtio"]).
@@ -94,7 +114,9 @@ export function mapQemuArgs({ take, str, runtime, problem, notes }: QemuArgsMapp
   const isBuildDisk = (file: string): boolean => {
     const dir = path.dirname(file);
     const base = path.basename(file);
-    const dirOk = dir === '${build.output_dir}' || (outputDir !== undefined ? path.resolve(dir) === path.resolve(outputDir) : /^output-/.test(path.basename(dir)));
+    const dirOk =
+      dir === '${build.output_dir}' ||
+      (outputDir !== undefined ? path.resolve(dir) === path.resolve(outputDir) : /^output-/.test(path.basename(dir)));
     const nameOk = base === '${build.name}' || (vmName !== undefined ? base === vmName : /^packer-/.test(base));
     return dirOk && nameOk;
   };
@@ -102,7 +124,9 @@ export function mapQemuArgs({ take, str, runtime, problem, notes }: QemuArgsMapp
 
   // Packer users bring their own user network with the SSH forward: kiln makes that network itself.
   const netIds = new Set<string>();
-  for (const a of argv) if (a[0] === '-netdev' && /^user,/.test(a[1] ?? '') && /hostfwd=.*:22\b|\$\{build\.ssh_port\}/.test(a[1] ?? '')) netIds.add(/id=([^,]+)/.exec(a[1]!)?.[1] ?? '');
+  for (const a of argv)
+    if (a[0] === '-netdev' && /^user,/.test(a[1] ?? '') && /hostfwd=.*:22\b|\$\{build\.ssh_port\}/.test(a[1] ?? ''))
+      netIds.add(/id=([^,]+)/.exec(a[1]!)?.[1] ?? '');
   // Without a -netdev of its own, a card on user.0 is on Packer's default network: kiln's, in kiln.
   const ids = (flag: string) => new Set(argv.filter((a) => a[0] === flag).map((a) => option(a[1] ?? '', 'id')));
   if (!ids('-netdev').has('user.0')) netIds.add('user.0');
@@ -113,16 +137,32 @@ export function mapQemuArgs({ take, str, runtime, problem, notes }: QemuArgsMapp
   let isoAttached = false;
   for (const a of argv) {
     const [flag, value = ''] = a as [string, string?];
-    if (flag === '-netdev' && netIds.has(/id=([^,]+)/.exec(value)?.[1] ?? '\0')) { notes.push(`${at}: ${a.join(' ')}: ignored: kiln makes the guest's user network and its SSH forward itself`); continue; }
+    if (flag === '-netdev' && netIds.has(/id=([^,]+)/.exec(value)?.[1] ?? '\0')) {
+      notes.push(`${at}: ${a.join(' ')}: ignored: kiln makes the guest's user network and its SSH forward itself`);
+      continue;
+    }
     if (flag === '-device' && [...netIds].some((id) => value.includes(`netdev=${id}`))) {
       const driver = value.split(',')[0]!;
       if (netDevices[driver]) sourceFields.net_device = netDevices[driver];
-      notes.push(`${at}: ${a.join(' ')}: ignored: kiln plugs ${netDevices[driver] ? `this card (net_device ${netDevices[driver]})` : 'its own card (net_device)'} into its own network`);
+      notes.push(
+        `${at}: ${a.join(' ')}: ignored: kiln plugs ${netDevices[driver] ? `this card (net_device ${netDevices[driver]})` : 'its own card (net_device)'} into its own network`,
+      );
       continue;
     }
-    if (flag === '-serial' && /^(mon:)?stdio$/.test(value)) { notes.push(`${at}: ${a.join(' ')}: ignored: kiln logs the serial console itself (the build's serial log, kiln console)`); continue; }
-    if (flag === '-cpu' && value) { sourceFields.cpu_model = value; continue; }
-    if (flag === '-m' && memoryOf(value) !== undefined) { sourceFields.memory = memoryOf(value); continue; }
+    if (flag === '-serial' && /^(mon:)?stdio$/.test(value)) {
+      notes.push(
+        `${at}: ${a.join(' ')}: ignored: kiln logs the serial console itself (the build's serial log, kiln console)`,
+      );
+      continue;
+    }
+    if (flag === '-cpu' && value) {
+      sourceFields.cpu_model = value;
+      continue;
+    }
+    if (flag === '-m' && memoryOf(value) !== undefined) {
+      sourceFields.memory = memoryOf(value);
+      continue;
+    }
     if (flag === '-smp' && smpOf(value)) {
       const smp = smpOf(value)!;
       sourceFields.cpus = smp.cpus;
@@ -130,7 +170,8 @@ export function mapQemuArgs({ take, str, runtime, problem, notes }: QemuArgsMapp
       // A topology (sockets, cores, threads) stays as written; cpus says the count.
     }
     let out = value;
-    if (flag === '-device' && packerDiskId && option(value, 'drive') === packerDiskId) out = withOption(value, 'drive', buildDiskDevice);
+    if (flag === '-device' && packerDiskId && option(value, 'drive') === packerDiskId)
+      out = withOption(value, 'drive', buildDiskDevice);
     // A -bios of OVMF: the image is a UEFI one.
     if (flag === '-bios' && /ovmf|efi/i.test(value)) sourceFields.firmware = 'uefi';
     // The template's own OVMF: the image is a UEFI one (kiln's publish, vagrant and OVA outputs say so).
@@ -147,7 +188,12 @@ export function mapQemuArgs({ take, str, runtime, problem, notes }: QemuArgsMapp
       if (!out.split(/(?<!,),(?!,)/).some((item) => item === `file=${p}`)) continue;
       isoAttached = true;
       if (diskImage === true || diskImage === 'true') {
-        problem(isoTargetField, 'iso_target_path', `qemuargs attach ${p}, the downloaded base image: in kiln that file is its cache, which the VM must not write`, 'remove that -drive (kiln builds on a copy of the base image, attached as {{ .OutputDir }}/{{ .Name }})');
+        problem(
+          isoTargetField,
+          'iso_target_path',
+          `qemuargs attach ${p}, the downloaded base image: in kiln that file is its cache, which the VM must not write`,
+          'remove that -drive (kiln builds on a copy of the base image, attached as {{ .OutputDir }}/{{ .Name }})',
+        );
       } else out = withOption(out, 'file', '${build.iso}');
       break;
     }
@@ -157,17 +203,25 @@ export function mapQemuArgs({ take, str, runtime, problem, notes }: QemuArgsMapp
   if (args.length) {
     sourceFields.qemu_args_replace = true;
     // A -machine naming an accelerator takes kiln's -accel with it (QEMU refuses both; src/qemu/argv.ts).
-    const flags = args.flatMap((a) => (a[0] === '-machine' && option(a[1] ?? '', 'accel') !== undefined ? ['-machine', '-accel'] : [a[0]!]));
+    const flags = args.flatMap((a) =>
+      a[0] === '-machine' && option(a[1] ?? '', 'accel') !== undefined ? ['-machine', '-accel'] : [a[0]!],
+    );
     const displaced = [...new Set(flags.filter((f) => Object.hasOwn(kilnDefaults, f)))];
     if (displaced.length) {
-      notes.push(`${at}: ${displaced.join(', ')} replace kiln's defaults (${displaced.map((f) => kilnDefaults[f]).join('; ')}) as they replace Packer's; kiln keeps its QMP socket, serial console, SSH network and card`);
+      notes.push(
+        `${at}: ${displaced.join(', ')} replace kiln's defaults (${displaced.map((f) => kilnDefaults[f]).join('; ')}) as they replace Packer's; kiln keeps its QMP socket, serial console, SSH network and card`,
+      );
     }
     if (displaced.includes('-drive') && !diskNamed) {
-      notes.push(`${at}: warning: no -drive names the disk being built (${outputDir ?? '{{ .OutputDir }}'}/${vmName ?? '{{ .Name }}'}): as in Packer, the VM boots without it; add ["-drive", "file={{ .OutputDir }}/{{ .Name }},if=virtio,format=qcow2"]`);
+      notes.push(
+        `${at}: warning: no -drive names the disk being built (${outputDir ?? '{{ .OutputDir }}'}/${vmName ?? '{{ .Name }}'}): as in Packer, the VM boots without it; add ["-drive", "file={{ .OutputDir }}/{{ .Name }},if=virtio,format=qcow2"]`,
+      );
     }
   }
   if (isoTarget !== undefined && !isoAttached) {
-    notes.push(`${isoTargetField!.at.file}:${isoTargetField!.at.line}: iso_target_path: ignored: kiln keeps downloads in its own cache (qemuargs naming ${isoTarget} get kiln's copy)`);
+    notes.push(
+      `${isoTargetField!.at.file}:${isoTargetField!.at.line}: iso_target_path: ignored: kiln keeps downloads in its own cache (qemuargs naming ${isoTarget} get kiln's copy)`,
+    );
   }
   return { args, sourceFields, from };
 }

@@ -6,7 +6,11 @@
  */
 import { HclError, type Expr, type TemplatePart } from './hcl.js';
 
-export interface PendingLocal { name: string; expr: Expr; file: string }
+export interface PendingLocal {
+  name: string;
+  expr: Expr;
+  file: string;
+}
 
 /** "local.a", or "data.null.x" for a null data source (kept in the pending list as "\0data:x"). */
 const display = (name: string) => (name.startsWith('\0data:') ? `data.null.${name.slice(6)}` : `local.${name}`);
@@ -15,7 +19,8 @@ const display = (name: string) => (name.startsWith('\0data:') ? `data.null.${nam
 export function referencedLocals(e: Expr): Set<string> {
   const out = new Set<string>();
   const stack: (Expr | TemplatePart)[] = [e];
-  const keyOf = (x: Expr): string | undefined => (x.kind === 'literal' && typeof x.value === 'string' ? x.value : undefined);
+  const keyOf = (x: Expr): string | undefined =>
+    x.kind === 'literal' && typeof x.value === 'string' ? x.value : undefined;
   while (stack.length) {
     const x = stack.pop()!;
     switch (x.kind) {
@@ -25,27 +30,61 @@ export function referencedLocals(e: Expr): Set<string> {
         if (x.target.kind === 'variable' && x.target.name === 'local' && name !== undefined) out.add(name);
         // data.null.NAME
         const t = x.target;
-        if (name !== undefined && (t.kind === 'getattr' && t.name === 'null') && t.target.kind === 'variable' && t.target.name === 'data') out.add(`\0data:${name}`);
+        if (
+          name !== undefined &&
+          t.kind === 'getattr' &&
+          t.name === 'null' &&
+          t.target.kind === 'variable' &&
+          t.target.name === 'data'
+        )
+          out.add(`\0data:${name}`);
         stack.push(x.target);
         if (x.kind === 'index') stack.push(x.key);
         break;
       }
-      case 'template': stack.push(...x.parts); break;
-      case 'tuple': stack.push(...x.items); break;
-      case 'object': for (const it of x.items) stack.push(it.key, it.value); break;
-      case 'splat': stack.push(x.target); if (x.each) stack.push(x.each); break;
-      case 'call': stack.push(...x.args); break;
-      case 'unary': stack.push(x.operand); break;
-      case 'binary': stack.push(x.left, x.right); break;
-      case 'conditional': stack.push(x.cond, x.then, x.else); break;
-      case 'for':
-        if ('value' in x && 'grouping' in x) { stack.push(x.collection, x.value); if (x.key) stack.push(x.key); if (x.cond) stack.push(x.cond); }
-        else stack.push(x.collection, ...x.body);
+      case 'template':
+        stack.push(...x.parts);
         break;
-      case 'bound': stack.push(x.expr); break;
-      case 'interp': stack.push(x.expr); break;
-      case 'if': stack.push(x.cond, ...x.then, ...x.else); break;
-      default: break;
+      case 'tuple':
+        stack.push(...x.items);
+        break;
+      case 'object':
+        for (const it of x.items) stack.push(it.key, it.value);
+        break;
+      case 'splat':
+        stack.push(x.target);
+        if (x.each) stack.push(x.each);
+        break;
+      case 'call':
+        stack.push(...x.args);
+        break;
+      case 'unary':
+        stack.push(x.operand);
+        break;
+      case 'binary':
+        stack.push(x.left, x.right);
+        break;
+      case 'conditional':
+        stack.push(x.cond, x.then, x.else);
+        break;
+      case 'for':
+        if ('value' in x && 'grouping' in x) {
+          stack.push(x.collection, x.value);
+          if (x.key) stack.push(x.key);
+          if (x.cond) stack.push(x.cond);
+        } else stack.push(x.collection, ...x.body);
+        break;
+      case 'bound':
+        stack.push(x.expr);
+        break;
+      case 'interp':
+        stack.push(x.expr);
+        break;
+      case 'if':
+        stack.push(x.cond, ...x.then, ...x.else);
+        break;
+      default:
+        break;
     }
   }
   return out;
@@ -71,10 +110,19 @@ export function stuckLocalsError(pending: PendingLocal[], errors: Map<string, Hc
   }
   const cycle = path.slice(seen.get(at)!);
   const first = byName.get(cycle[0]!)!;
-  const member = (n: string) => { const p = byName.get(n)!; return `${display(n)} (${p.file}:${p.expr.pos.line})`; };
+  const member = (n: string) => {
+    const p = byName.get(n)!;
+    return `${display(n)} (${p.file}:${p.expr.pos.line})`;
+  };
   const chain = [...cycle.map(member), display(cycle[0]!)].join(' -> ');
-  const problem = cycle.length === 1
-    ? `${display(cycle[0]!)} refers to itself: ${chain}`
-    : `locals refer to each other in a cycle, so none of them has a value: ${chain}`;
-  return new HclError(first.file, first.expr.pos, problem, 'break the cycle: compute one of them from variables or other locals only');
+  const problem =
+    cycle.length === 1
+      ? `${display(cycle[0]!)} refers to itself: ${chain}`
+      : `locals refer to each other in a cycle, so none of them has a value: ${chain}`;
+  return new HclError(
+    first.file,
+    first.expr.pos,
+    problem,
+    'break the cycle: compute one of them from variables or other locals only',
+  );
 }

@@ -26,7 +26,12 @@ export const signatures: Record<string, Signature> = {
   split: sig(['separator:string', 'string:string']),
   format: sig(['format:string'], { rest: 'args:any' }),
   formatlist: sig(['format:string'], { rest: 'args:any' }),
-  lower: str1, upper: str1, title: str1, trimspace: str1, chomp: str1, strrev: str1,
+  lower: str1,
+  upper: str1,
+  title: str1,
+  trimspace: str1,
+  chomp: str1,
+  strrev: str1,
   replace: sig(['string:string', 'substring:string', 'replacement:string']),
   regex_replace: sig(['string:string', 'substring:string', 'replacement:string']),
   trim: sig(['string:string', 'characters:string']),
@@ -44,10 +49,14 @@ export const signatures: Record<string, Signature> = {
   element: sig(['list:list', 'index:number']),
   index: sig(['list:list', 'value:any']),
   contains: sig(['list:list', 'value:any']),
-  distinct: sig(['list:list']), compact: sig(['list:list']), reverse: sig(['list:list']), sort: sig(['list:list']),
+  distinct: sig(['list:list']),
+  compact: sig(['list:list']),
+  reverse: sig(['list:list']),
+  sort: sig(['list:list']),
   slice: sig(['list:list', 'start_index:number', 'end_index:number']),
   range: sig(['start:number', 'limit:number', 'step:number'], { optional: 2 }),
-  keys: sig(['map:map']), values: sig(['map:map']),
+  keys: sig(['map:map']),
+  values: sig(['map:map']),
   // The default is optional in Terraform and Packer 1.6 ("for historical reasons").
   lookup: sig(['map:map', 'key:string', 'default:any'], { optional: 1 }),
   merge: sig([], { rest: 'maps:map' }),
@@ -56,23 +65,41 @@ export const signatures: Record<string, Signature> = {
   coalescelist: sig(['list:list'], { rest: 'lists:list' }),
   min: sig(['number:number'], { rest: 'numbers:number' }),
   max: sig(['number:number'], { rest: 'numbers:number' }),
-  abs: sig(['number:number']), ceil: sig(['number:number']), floor: sig(['number:number']),
+  abs: sig(['number:number']),
+  ceil: sig(['number:number']),
+  floor: sig(['number:number']),
   parseint: sig(['number:string', 'base:number']),
   // conversions
-  tostring: sig(['value:any']), tonumber: sig(['value:any']), tobool: sig(['value:any']),
-  tolist: sig(['value:any']), toset: sig(['value:any']), tomap: sig(['value:any']),
-  jsonencode: sig(['value:any']), jsondecode: str1,
-  base64encode: str1, base64decode: str1, urlencode: str1,
+  tostring: sig(['value:any']),
+  tonumber: sig(['value:any']),
+  tobool: sig(['value:any']),
+  tolist: sig(['value:any']),
+  toset: sig(['value:any']),
+  tomap: sig(['value:any']),
+  jsonencode: sig(['value:any']),
+  jsondecode: str1,
+  base64encode: str1,
+  base64decode: str1,
+  urlencode: str1,
   // hashes and ids
-  sha256: str1, sha512: str1, sha1: str1, md5: str1, uuidv4: sig([]),
+  sha256: str1,
+  sha512: str1,
+  sha1: str1,
+  md5: str1,
+  uuidv4: sig([]),
   // time
   timestamp: sig([]),
   formatdate: sig(['format:string', 'time:string']),
   timeadd: sig(['timestamp:string', 'duration:string']),
   legacy_isotime: sig(['format:string']),
   // files and paths
-  abspath: sig(['path:string']), basename: sig(['path:string']), dirname: sig(['path:string']), pathexpand: sig(['path:string']),
-  fileexists: sig(['path:string']), file: sig(['path:string']), filebase64: sig(['path:string']),
+  abspath: sig(['path:string']),
+  basename: sig(['path:string']),
+  dirname: sig(['path:string']),
+  pathexpand: sig(['path:string']),
+  fileexists: sig(['path:string']),
+  file: sig(['path:string']),
+  filebase64: sig(['path:string']),
   templatefile: sig(['path:string', 'vars:map']),
   env: sig(['name:string']),
   // can() and try() take expressions, not values; checked by count only.
@@ -81,7 +108,8 @@ export const signatures: Record<string, Signature> = {
 };
 
 const plural = (n: number) => `${n} argument${n === 1 ? '' : 's'}`;
-const names = (s: Signature) => [...s.params.map((p) => p.split(':')[0]!), ...(s.rest ? [`${s.rest.split(':')[0]}...`] : [])].join(', ');
+const names = (s: Signature) =>
+  [...s.params.map((p) => p.split(':')[0]!), ...(s.rest ? [`${s.rest.split(':')[0]}...`] : [])].join(', ');
 
 /** "join() takes 2 arguments (separator, list), got 1", or undefined when the count fits. */
 export function arityProblem(name: string, count: number): string | undefined {
@@ -98,15 +126,25 @@ function fits(type: ParamType, v: Value): boolean {
   if (v === null || type === 'any') return true; // null: each function says what it does with it
   switch (type) {
     // HCL converts numbers and bools to strings, and numeric or true/false strings back.
-    case 'string': return typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean';
-    case 'number': return typeof v === 'number' || (typeof v === 'string' && v.trim() !== '' && Number.isFinite(Number(v)));
-    case 'bool': return typeof v === 'boolean' || v === 'true' || v === 'false';
-    case 'list': return Array.isArray(v);
-    case 'map': return typeof v === 'object' && !Array.isArray(v);
+    case 'string':
+      return typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean';
+    case 'number':
+      return typeof v === 'number' || (typeof v === 'string' && v.trim() !== '' && Number.isFinite(Number(v)));
+    case 'bool':
+      return typeof v === 'boolean' || v === 'true' || v === 'false';
+    case 'list':
+      return Array.isArray(v);
+    case 'map':
+      return typeof v === 'object' && !Array.isArray(v);
   }
 }
 
-const article = (t: string) => (t === 'list' || t === 'map' || t === 'string' || t === 'number' ? `a ${t}` : t === 'bool' || t === 'boolean' ? 'true or false' : t);
+const article = (t: string) =>
+  t === 'list' || t === 'map' || t === 'string' || t === 'number'
+    ? `a ${t}`
+    : t === 'bool' || t === 'boolean'
+      ? 'true or false'
+      : t;
 
 /** The first argument of the wrong type, as [its index, the problem], or undefined. */
 export function typeProblem(name: string, args: Value[], kindOf: (v: Value) => string): [number, string] | undefined {
@@ -116,7 +154,8 @@ export function typeProblem(name: string, args: Value[], kindOf: (v: Value) => s
     const param = s.params[i] ?? s.rest;
     if (!param) return undefined;
     const [pname, type] = param.split(':') as [string, ParamType];
-    if (!fits(type, args[i]!)) return [i, `${name}(): argument ${i + 1} (${pname}) must be ${article(type)}, not ${article(kindOf(args[i]!))}`];
+    if (!fits(type, args[i]!))
+      return [i, `${name}(): argument ${i + 1} (${pname}) must be ${article(type)}, not ${article(kindOf(args[i]!))}`];
   }
   return undefined;
 }

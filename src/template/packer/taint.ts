@@ -14,20 +14,40 @@ import { isObject, type Value } from './eval.js';
 import type { PackerSecret, Where } from './model.js';
 
 /** What an expression reads: var.X / local.X / data.X references, the functions it calls, values bound by a dynamic block. */
-export interface Refs { roots: Set<string>; calls: Set<string>; bound: Value[] }
+export interface Refs {
+  roots: Set<string>;
+  calls: Set<string>;
+  bound: Value[];
+}
 
 export function refsOf(node: unknown, out: Refs = { roots: new Set(), calls: new Set(), bound: [] }): Refs {
   if (!node || typeof node !== 'object') return out;
-  if (Array.isArray(node)) { for (const n of node) refsOf(n, out); return out; }
+  if (Array.isArray(node)) {
+    for (const n of node) refsOf(n, out);
+    return out;
+  }
   const e = node as Expr & Record<string, unknown>;
   switch (e.kind) {
     case 'getattr':
-      if (e.target.kind === 'variable' && (e.target.name === 'var' || e.target.name === 'local')) { out.roots.add(`${e.target.name}.${e.name}`); return out; }
+      if (e.target.kind === 'variable' && (e.target.name === 'var' || e.target.name === 'local')) {
+        out.roots.add(`${e.target.name}.${e.name}`);
+        return out;
+      }
       // data.null.NAME.output
-      if (e.target.kind === 'getattr' && e.target.target.kind === 'variable' && e.target.target.name === 'data') { out.roots.add(`data.${e.name}`); return out; }
+      if (e.target.kind === 'getattr' && e.target.target.kind === 'variable' && e.target.target.name === 'data') {
+        out.roots.add(`data.${e.name}`);
+        return out;
+      }
       break;
     case 'index':
-      if (e.target.kind === 'variable' && (e.target.name === 'var' || e.target.name === 'local') && e.key.kind === 'literal') { out.roots.add(`${e.target.name}.${String(e.key.value)}`); return out; }
+      if (
+        e.target.kind === 'variable' &&
+        (e.target.name === 'var' || e.target.name === 'local') &&
+        e.key.kind === 'literal'
+      ) {
+        out.roots.add(`${e.target.name}.${String(e.key.value)}`);
+        return out;
+      }
       break;
     case 'variable':
       // The whole namespace (for k, v in var: ...): everything in it counts as read.
@@ -61,11 +81,16 @@ export function leaves(v: Value, key: string[] = []): { text: string; key: strin
  * template has directives (%{ if }) or the text does not line up (strip markers): then the whole
  * string counts.
  */
-function templatePieces(parts: Extract<Expr, { kind: 'template' }>['parts'], value: string): { part: Expr; text: string }[] | undefined {
+function templatePieces(
+  parts: Extract<Expr, { kind: 'template' }>['parts'],
+  value: string,
+): { part: Expr; text: string }[] | undefined {
   if (!parts.every((p) => p.kind === 'text' || p.kind === 'interp')) return undefined;
   const esc = (t: string) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
   const interps = parts.filter((p): p is Extract<typeof p, { kind: 'interp' }> => p.kind === 'interp');
-  const source = parts.map((p, i) => (p.kind === 'text' ? esc(p.text) : i === parts.length - 1 ? '([\\s\\S]*)' : '([\\s\\S]*?)')).join('');
+  const source = parts
+    .map((p, i) => (p.kind === 'text' ? esc(p.text) : i === parts.length - 1 ? '([\\s\\S]*)' : '([\\s\\S]*?)'))
+    .join('');
   const m = new RegExp(`^${source}$`).exec(value);
   if (!m) return undefined;
   return interps.map((p, i) => ({ part: p.expr, text: m[i + 1]! }));
@@ -73,7 +98,10 @@ function templatePieces(parts: Extract<Expr, { kind: 'template' }>['parts'], val
 
 /** A kiln variable name for a Packer name (local.x -> local_x) and a key path inside it. */
 export function kilnName(name: string, key: string[] = []): string {
-  return [name, ...key].join('_').replace(/^local\./, 'local_').replace(/[^A-Za-z0-9_]/g, '_');
+  return [name, ...key]
+    .join('_')
+    .replace(/^local\./, 'local_')
+    .replace(/[^A-Za-z0-9_]/g, '_');
 }
 
 /** The secrets found while a template is read, and which names are tainted. */
@@ -88,7 +116,15 @@ export class Taint {
   sensitive(ref: string, value: Value, at?: Where): void {
     this.sources.set(ref, [ref]);
     const name = ref.replace(/^var\./, '');
-    for (const l of leaves(value)) this.add({ text: l.text, kind: 'variable', from: [ref], name: kilnName(name, l.key), at, ...(l.number ? { number: true } : {}) });
+    for (const l of leaves(value))
+      this.add({
+        text: l.text,
+        kind: 'variable',
+        from: [ref],
+        name: kilnName(name, l.key),
+        at,
+        ...(l.number ? { number: true } : {}),
+      });
   }
 
   /** No longer sensitive (an env() default replaced by a -var value): its texts are released. */
@@ -120,7 +156,11 @@ export class Taint {
     }
     if (refs.bound.length) {
       const texts = new Set(leaves(refs.bound).map((l) => l.text));
-      for (const s of this.secrets) if (texts.has(s.text)) { s.from.forEach((x) => from.add(x)); if (s.kind === 'file') file = true; }
+      for (const s of this.secrets)
+        if (texts.has(s.text)) {
+          s.from.forEach((x) => from.add(x));
+          if (s.kind === 'file') file = true;
+        }
     }
     return from.size || file ? { from: [...from], file } : undefined;
   }
@@ -152,23 +192,46 @@ export class Taint {
       const pieces = templatePieces(expr.parts, value);
       if (pieces) {
         const tainted = pieces.filter((p) => this.of(p.part));
-        tainted.forEach(({ text }, i) => this.add({ text, kind: t.from.length ? 'derived' : 'file', from: t.from, name: kilnName(name, tainted.length > 1 ? [...key, `part${i + 1}`] : key), at }));
+        tainted.forEach(({ text }, i) =>
+          this.add({
+            text,
+            kind: t.from.length ? 'derived' : 'file',
+            from: t.from,
+            name: kilnName(name, tainted.length > 1 ? [...key, `part${i + 1}`] : key),
+            at,
+          }),
+        );
         return;
       }
     }
     if (expr.kind === 'object' && isObject(value)) {
-      const keyOf = (k: Expr, bare?: string) => bare ?? (k.kind === 'literal' ? String(k.value) : k.kind === 'variable' ? k.name : undefined);
+      const keyOf = (k: Expr, bare?: string) =>
+        bare ?? (k.kind === 'literal' ? String(k.value) : k.kind === 'variable' ? k.name : undefined);
       const items = expr.items.map((it) => ({ k: keyOf(it.key, it.bareKey), it }));
       if (items.every(({ k }) => k !== undefined && Object.hasOwn(value, k))) {
         for (const { k, it } of items) {
-          if (this.of(it.key)) this.add({ text: k!, kind: t.from.length ? 'derived' : 'file', from: t.from, name: kilnName(name, [...key, 'key']), at });
+          if (this.of(it.key))
+            this.add({
+              text: k!,
+              kind: t.from.length ? 'derived' : 'file',
+              from: t.from,
+              name: kilnName(name, [...key, 'key']),
+              at,
+            });
           this.texts(it.value, value[k!]!, at, name, [...key, k!]);
         }
         return;
       }
     }
     for (const l of leaves(value, key)) {
-      this.add({ text: l.text, kind: t.from.length ? 'derived' : 'file', from: t.from, name: kilnName(name, l.key), at, ...(l.number ? { number: true } : {}) });
+      this.add({
+        text: l.text,
+        kind: t.from.length ? 'derived' : 'file',
+        from: t.from,
+        name: kilnName(name, l.key),
+        at,
+        ...(l.number ? { number: true } : {}),
+      });
     }
   }
 

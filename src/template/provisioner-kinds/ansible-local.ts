@@ -34,8 +34,10 @@ export const ansibleLocal = defineKind(ansibleLocalSchema, {
     p.role_paths = p.role_paths.map((d, k) => paths.existing(d, ['role_paths', k], 'dir'));
     if (p.galaxy_file !== undefined) p.galaxy_file = paths.existing(p.galaxy_file, ['galaxy_file'], 'file');
   },
-  hostInputs: (p) => present(p.playbook_dir ?? path.dirname(p.playbook_file), p.playbook_file, ...p.role_paths, p.galaxy_file)
-    .map((host) => ({ path: host, digest: 'tree', role: 'ansible-local', follow: true })),
+  hostInputs: (p) =>
+    present(p.playbook_dir ?? path.dirname(p.playbook_file), p.playbook_file, ...p.role_paths, p.galaxy_file).map(
+      (host) => ({ path: host, digest: 'tree', role: 'ansible-local', follow: true }),
+    ),
   needs: 'ssh',
   fromPacker: passPackerFieldsOn,
 });

@@ -11,10 +11,13 @@ export const ansibleSchema = kindObject('ansible', {
   extra_arguments: z.array(z.string()).default([]),
   extra_vars: extraVars,
   /** Environment of ansible-playbook (ANSIBLE_* settings). Host key checking cannot be turned off. */
-  ansible_env_vars: scalarMap.refine((env) => !Object.hasOwn(env, 'ANSIBLE_HOST_KEY_CHECKING'), because(
-    'kiln always checks the guest\'s host key: ANSIBLE_HOST_KEY_CHECKING cannot be set',
-    'remove it; kiln writes a known_hosts file with the host key it verified, so Ansible connects without prompting',
-  )),
+  ansible_env_vars: scalarMap.refine(
+    (env) => !Object.hasOwn(env, 'ANSIBLE_HOST_KEY_CHECKING'),
+    because(
+      "kiln always checks the guest's host key: ANSIBLE_HOST_KEY_CHECKING cannot be set",
+      'remove it; kiln writes a known_hosts file with the host key it verified, so Ansible connects without prompting',
+    ),
+  ),
   /** Inventory groups the build VM belongs to (group_vars of these groups apply). */
   groups: z.array(z.string()).default([]),
   /** The VM's name in the inventory (host_vars/<host_alias> applies). */
@@ -42,14 +45,22 @@ export const ansible = defineKind(ansibleSchema, {
   describe: (p) => `ansible (${baseName(p.playbook_file)})`,
   resolvePaths(p, paths) {
     p.playbook_file = paths.existing(p.playbook_file, ['playbook_file'], 'file');
-    if (p.inventory_directory !== undefined) p.inventory_directory = paths.existing(p.inventory_directory, ['inventory_directory'], 'dir');
+    if (p.inventory_directory !== undefined)
+      p.inventory_directory = paths.existing(p.inventory_directory, ['inventory_directory'], 'dir');
     if (p.galaxy_file !== undefined) p.galaxy_file = paths.existing(p.galaxy_file, ['galaxy_file'], 'file');
     if (p.roles_path !== undefined) p.roles_path = paths.existing(p.roles_path, ['roles_path'], 'dir');
-    if (p.collections_path !== undefined) p.collections_path = paths.existing(p.collections_path, ['collections_path'], 'dir');
+    if (p.collections_path !== undefined)
+      p.collections_path = paths.existing(p.collections_path, ['collections_path'], 'dir');
   },
   // The playbook's whole directory (roles, templates, group_vars...): editing any file there re-runs it.
-  hostInputs: (p) => present(path.dirname(p.playbook_file), p.inventory_directory, p.galaxy_file && path.dirname(p.galaxy_file), p.roles_path, p.collections_path)
-    .map((host) => ({ path: host, digest: 'tree', role: 'ansible', follow: true })),
+  hostInputs: (p) =>
+    present(
+      path.dirname(p.playbook_file),
+      p.inventory_directory,
+      p.galaxy_file && path.dirname(p.galaxy_file),
+      p.roles_path,
+      p.collections_path,
+    ).map((host) => ({ path: host, digest: 'tree', role: 'ansible', follow: true })),
   needs: 'ssh',
   fromPacker: passPackerFieldsOn,
 });

@@ -19,6 +19,7 @@ export const breakpoint = defineKind(breakpointSchema, {
   fromPacker(m) {
     m.common();
     m.r.note = m.str('note');
-    const d = m.take('disable'); if (d) m.r.disable = d.value === true;
+    const d = m.take('disable');
+    if (d) m.r.disable = d.value === true;
   },
 });

@@ -11,20 +11,37 @@ export const fileSchema = kindObject('file', {
   direction: z.enum(['upload', 'download']).default('upload'),
   /** A download writes at most this much to the host (a file, or a folder's files together) [10G]. */
   max_size: size.optional(),
-}).refine((p) => p.direction === 'download' || p.destination.startsWith('/') || /^[A-Za-z]:[\\/]/.test(p.destination), { // C:/ on a Windows guest with OpenSSH
-  // On the guest's side, where a relative path would depend on the SFTP server's idea of "here".
-  ...because('an upload\'s destination is a path in the guest, and it must be absolute', 'write an absolute guest path, e.g. destination: /tmp/motd'),
-  path: ['destination'],
-}).refine((p) => (p.source === undefined) !== (p.content === undefined), because(
-  'a file provisioner needs exactly one of "source" or "content"',
-  'keep "source" to copy a file, or "content" to write the given text',
-)).refine((p) => !(p.direction === 'download' && p.content !== undefined), because(
-  '"content" only makes sense for uploads',
-  'downloads need "source" (the guest path): replace "content" with it',
-)).refine((p) => p.direction === 'download' || p.max_size === undefined, {
-  ...because('"max_size" bounds what a download writes to the host', 'remove max_size from this upload, or set direction: download'),
-  path: ['max_size'],
-});
+})
+  .refine((p) => p.direction === 'download' || p.destination.startsWith('/') || /^[A-Za-z]:[\\/]/.test(p.destination), {
+    // C:/ on a Windows guest with OpenSSH
+    // On the guest's side, where a relative path would depend on the SFTP server's idea of "here".
+    ...because(
+      "an upload's destination is a path in the guest, and it must be absolute",
+      'write an absolute guest path, e.g. destination: /tmp/motd',
+    ),
+    path: ['destination'],
+  })
+  .refine(
+    (p) => (p.source === undefined) !== (p.content === undefined),
+    because(
+      'a file provisioner needs exactly one of "source" or "content"',
+      'keep "source" to copy a file, or "content" to write the given text',
+    ),
+  )
+  .refine(
+    (p) => !(p.direction === 'download' && p.content !== undefined),
+    because(
+      '"content" only makes sense for uploads',
+      'downloads need "source" (the guest path): replace "content" with it',
+    ),
+  )
+  .refine((p) => p.direction === 'download' || p.max_size === undefined, {
+    ...because(
+      '"max_size" bounds what a download writes to the host',
+      'remove max_size from this upload, or set direction: download',
+    ),
+    path: ['max_size'],
+  });
 
 export type FileProvisioner = z.output<typeof fileSchema>;
 
@@ -40,7 +57,10 @@ function guestPathOf(source: string, destination: string, rel: string): string {
 
 export const file = defineKind(fileSchema, {
   summary: 'copies files into the guest, or out of it onto the host',
-  describe: (p) => (p.direction === 'download' ? `file (download ${p.source})` : `file (${p.content !== undefined ? 'content' : baseName(p.source)} -> ${p.destination})`),
+  describe: (p) =>
+    p.direction === 'download'
+      ? `file (download ${p.source})`
+      : `file (${p.content !== undefined ? 'content' : baseName(p.source)} -> ${p.destination})`,
   resolvePaths(p, paths) {
     if (p.direction === 'upload' && p.source !== undefined) p.source = paths.existing(p.source, ['source'], 'any');
     else if (p.direction === 'download') p.destination = paths.resolve(p.destination);
@@ -48,9 +68,18 @@ export const file = defineKind(fileSchema, {
   hostInputs(p) {
     if (p.direction !== 'upload' || p.source === undefined) return [];
     const { source, destination } = p;
-    return [{ path: source, digest: 'path', role: 'upload', follow: false, guest: (rel) => guestPathOf(source, destination, rel) }];
+    return [
+      {
+        path: source,
+        digest: 'path',
+        role: 'upload',
+        follow: false,
+        guest: (rel) => guestPathOf(source, destination, rel),
+      },
+    ];
   },
-  uncacheable: (p) => (p.direction === 'download' ? 'a file download writes to the host (set cache: true to cache anyway)' : undefined),
+  uncacheable: (p) =>
+    p.direction === 'download' ? 'a file download writes to the host (set cache: true to cache anyway)' : undefined,
   // An upload into /tmp, say, is gone from a guest resumed from its layer (the usual "upload, then install" pair).
   bootVolatile: (p) => p.direction === 'upload' && CLEARED_AT_BOOT.test(path.posix.normalize(p.destination)),
   needs: 'communicator',
@@ -58,14 +87,19 @@ export const file = defineKind(fileSchema, {
     const { r } = m;
     m.common();
     // Packer copies `source` and then each of `sources` to the destination ("dir/" for a folder).
-    const srcs = [m.str('source'), ...m.strs('sources') ?? []].filter((x) => x !== undefined);
+    const srcs = [m.str('source'), ...(m.strs('sources') ?? [])].filter((x) => x !== undefined);
     const direction = m.str('direction') ?? 'upload';
     r.direction = direction;
     r.source = srcs[0] === undefined ? undefined : direction === 'upload' ? m.abs(srcs[0]) : srcs[0];
     r.content = m.str('content');
     const dest = m.str('destination');
     r.destination = dest === undefined ? undefined : direction === 'download' ? m.abs(dest) : dest;
-    if (srcs.length > 1 && !(dest ?? '').endsWith('/')) m.problem('sources', `${srcs.length} sources go into one destination, "${dest ?? ''}", which is not a folder`, 'end destination with "/" (Packer needs that too: each source goes into the folder)');
+    if (srcs.length > 1 && !(dest ?? '').endsWith('/'))
+      m.problem(
+        'sources',
+        `${srcs.length} sources go into one destination, "${dest ?? ''}", which is not a folder`,
+        'end destination with "/" (Packer needs that too: each source goes into the folder)',
+      );
     for (const s of srcs.slice(1)) m.more.push({ ...r, source: direction === 'upload' ? m.abs(s) : s });
   },
 });

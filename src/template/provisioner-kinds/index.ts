@@ -28,7 +28,10 @@ export const provisionerKinds = {
 export type ProvisionerType = keyof typeof provisionerKinds;
 type KindSchema = (typeof provisionerKinds)[ProvisionerType]['schema'];
 
-export const provisionerSchema = z.discriminatedUnion('type', Object.values(provisionerKinds).map((k) => k.schema) as [KindSchema, ...KindSchema[]]);
+export const provisionerSchema = z.discriminatedUnion(
+  'type',
+  Object.values(provisionerKinds).map((k) => k.schema) as [KindSchema, ...KindSchema[]],
+);
 export type Provisioner = z.output<typeof provisionerSchema>;
 export type ProvisionerOf<T extends ProvisionerType> = Extract<Provisioner, { type: T }>;
 
@@ -57,16 +60,22 @@ export function appliesTo(p: Provisioner, buildName: string): boolean {
 }
 
 /** "a, b and c" */
-export const listed = (names: readonly string[]) => (names.length > 1 ? `${names.slice(0, -1).join(', ')} and ${names[names.length - 1]}` : names.join(''));
+export const listed = (names: readonly string[]) =>
+  names.length > 1 ? `${names.slice(0, -1).join(', ')} and ${names[names.length - 1]}` : names.join('');
 
 /** The kinds that need `what` to reach the guest, in table order. */
-export const kindsNeeding = (what: ProvisionerKind<Provisioner>['needs']) => provisionerTypes.filter((t) => provisionerKinds[t].needs === what);
+export const kindsNeeding = (what: ProvisionerKind<Provisioner>['needs']) =>
+  provisionerTypes.filter((t) => provisionerKinds[t].needs === what);
 
 /** Why `provisioners` cannot run with communicator "none": one line per need (any communicator, SSH itself) that one of them has. */
 export function withoutCommunicatorProblems(provisioners: readonly Provisioner[]): string[] {
   const problems: string[] = [];
   const needed = (what: 'communicator' | 'ssh') => provisioners.some((p) => kindOf(p).needs === what);
-  if (needed('communicator')) problems.push(`${listed(kindsNeeding('communicator'))} provisioners need a communicator, but it is "none"`);
-  if (needed('ssh')) problems.push(`${listed(kindsNeeding('ssh'))} provisioners reach the guest over SSH, but the communicator is "none"`);
+  if (needed('communicator'))
+    problems.push(`${listed(kindsNeeding('communicator'))} provisioners need a communicator, but it is "none"`);
+  if (needed('ssh'))
+    problems.push(
+      `${listed(kindsNeeding('ssh'))} provisioners reach the guest over SSH, but the communicator is "none"`,
+    );
   return problems;
 }

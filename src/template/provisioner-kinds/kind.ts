@@ -79,7 +79,10 @@ export interface ProvisionerKind<P extends { type: string }> {
 }
 
 /** Declares a kind; its methods are typed by its own schema's output. */
-export function defineKind<S extends z.ZodType<{ type: string }>>(schema: S, kind: Omit<ProvisionerKind<z.output<S>>, 'schema'>): Omit<ProvisionerKind<z.output<S>>, 'schema'> & { schema: S } {
+export function defineKind<S extends z.ZodType<{ type: string }>>(
+  schema: S,
+  kind: Omit<ProvisionerKind<z.output<S>>, 'schema'>,
+): Omit<ProvisionerKind<z.output<S>>, 'schema'> & { schema: S } {
   return { schema, ...kind };
 }
 

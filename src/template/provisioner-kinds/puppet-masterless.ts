@@ -30,10 +30,13 @@ export const puppetMasterless = defineKind(puppetMasterlessSchema, {
   resolvePaths(p, paths) {
     p.manifest_file = paths.existing(p.manifest_file, ['manifest_file'], 'any');
     p.module_paths = p.module_paths.map((d, k) => paths.existing(d, ['module_paths', k], 'dir'));
-    if (p.hiera_config_path !== undefined) p.hiera_config_path = paths.existing(p.hiera_config_path, ['hiera_config_path'], 'file');
+    if (p.hiera_config_path !== undefined)
+      p.hiera_config_path = paths.existing(p.hiera_config_path, ['hiera_config_path'], 'file');
   },
-  hostInputs: (p) => present(p.manifest_file, ...p.module_paths, p.hiera_config_path && path.dirname(p.hiera_config_path))
-    .map((host) => ({ path: host, digest: 'tree', role: 'puppet-masterless', follow: true })),
+  hostInputs: (p) =>
+    present(p.manifest_file, ...p.module_paths, p.hiera_config_path && path.dirname(p.hiera_config_path)).map(
+      (host) => ({ path: host, digest: 'tree', role: 'puppet-masterless', follow: true }),
+    ),
   needs: 'ssh',
   fromPacker: passPackerFieldsOn,
 });

@@ -12,10 +12,13 @@ export const shellLocalSchema = kindObject('shell-local', {
   env: envMap,
   ...hostCommandFields,
   valid_exit_codes: z.array(z.number().int()).default([0]),
-}).refine((p) => (p.inline === undefined) !== (p.script === undefined), because(
-  'a shell-local provisioner needs exactly one of "inline" or "script"',
-  'keep one of them; to run both, use two shell-local provisioners',
-));
+}).refine(
+  (p) => (p.inline === undefined) !== (p.script === undefined),
+  because(
+    'a shell-local provisioner needs exactly one of "inline" or "script"',
+    'keep one of them; to run both, use two shell-local provisioners',
+  ),
+);
 
 export type ShellLocalProvisioner = z.output<typeof shellLocalSchema>;
 
@@ -35,15 +38,18 @@ export const shellLocal = defineKind(shellLocalSchema, {
     r.inline = m.strs('inline');
     const scripts = m.strs('scripts');
     const script = m.str('script') ?? (scripts?.length === 1 ? scripts[0] : undefined);
-    if (scripts && scripts.length > 1) m.problem('scripts', 'kiln\'s shell-local runs one script', 'write one shell-local per script');
+    if (scripts && scripts.length > 1)
+      m.problem('scripts', "kiln's shell-local runs one script", 'write one shell-local per script');
     if (script) r.script = m.abs(script);
     const cmd = m.str('command');
-    if (cmd) r.inline = [...(r.inline as string[] | undefined ?? []), cmd];
+    if (cmd) r.inline = [...((r.inline as string[] | undefined) ?? []), cmd];
     r.inline_shebang = m.shebang();
     // Packer runs shell-local in the folder it was started in; kiln YAML's default is the template's folder.
     r.working_directory = process.cwd();
     r.env = m.env();
-    const ve = m.take('valid_exit_codes'); if (ve && Array.isArray(ve.value)) r.valid_exit_codes = ve.value.map(Number);
-    if (m.take('execute_command')) m.problem('execute_command', 'kiln runs shell-local commands with /bin/sh', 'remove execute_command');
+    const ve = m.take('valid_exit_codes');
+    if (ve && Array.isArray(ve.value)) r.valid_exit_codes = ve.value.map(Number);
+    if (m.take('execute_command'))
+      m.problem('execute_command', 'kiln runs shell-local commands with /bin/sh', 'remove execute_command');
   },
 });

@@ -12,19 +12,39 @@ import path from 'node:path';
 import { repoRoot } from '../guest.js';
 import { freePort } from '../../../src/qemu/ports.js';
 
-export interface RunningServer { url: string; dir: string; stop(): Promise<void>; log(): string }
+export interface RunningServer {
+  url: string;
+  dir: string;
+  stop(): Promise<void>;
+  log(): string;
+}
 
-async function waitFor(url: string, child: ResultPromise, what: string, timeoutMs = 60_000, ok = (s: number) => s < 500): Promise<void> {
+async function waitFor(
+  url: string,
+  child: ResultPromise,
+  what: string,
+  timeoutMs = 60_000,
+  ok = (s: number) => s < 500,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let exited = false;
-  void child.then(() => { exited = true; }, () => { exited = true; });
+  void child.then(
+    () => {
+      exited = true;
+    },
+    () => {
+      exited = true;
+    },
+  );
   for (;;) {
     if (exited) throw new Error(`${what} exited before answering on ${url}`);
     try {
       const r = await fetch(url, { signal: AbortSignal.timeout(2000) });
       await r.body?.cancel();
       if (ok(r.status)) return;
-    } catch { /* not up yet */ }
+    } catch {
+      /* not up yet */
+    }
     if (Date.now() > deadline) throw new Error(`${what} did not answer on ${url} within ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -32,10 +52,16 @@ async function waitFor(url: string, child: ResultPromise, what: string, timeoutM
 
 function running(child: ResultPromise, dir: string, url: string): RunningServer {
   let output = '';
-  child.stdout?.on('data', (d: Buffer) => { output += d.toString(); });
-  child.stderr?.on('data', (d: Buffer) => { output += d.toString(); });
+  child.stdout?.on('data', (d: Buffer) => {
+    output += d.toString();
+  });
+  child.stderr?.on('data', (d: Buffer) => {
+    output += d.toString();
+  });
   return {
-    url, dir, log: () => output,
+    url,
+    dir,
+    log: () => output,
     async stop() {
       child.kill('SIGTERM');
       const t = setTimeout(() => child.kill('SIGKILL'), 5000);
@@ -49,10 +75,16 @@ function running(child: ResultPromise, dir: string, url: string): RunningServer 
 const bin = (name: string) => path.join(repoRoot, 'node_modules/.bin', name);
 
 /** s3rver with a bucket `images`; its access key and secret are both S3RVER. */
-export async function startS3(bucket = 'images'): Promise<RunningServer & { accessKeyId: string; secretAccessKey: string }> {
+export async function startS3(
+  bucket = 'images',
+): Promise<RunningServer & { accessKeyId: string; secretAccessKey: string }> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-s3-'));
   const port = await freePort();
-  const child = execa(bin('s3rver'), ['-d', dir, '-a', '127.0.0.1', '-p', String(port), '--configure-bucket', bucket, '--silent'], { reject: false, buffer: false });
+  const child = execa(
+    bin('s3rver'),
+    ['-d', dir, '-a', '127.0.0.1', '-p', String(port), '--configure-bucket', bucket, '--silent'],
+    { reject: false, buffer: false },
+  );
   const s = running(child, dir, `http://127.0.0.1:${port}`);
   await waitFor(`${s.url}/`, child, 's3rver');
   return { ...s, accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' };
@@ -62,11 +94,18 @@ export async function startS3(bucket = 'images'): Promise<RunningServer & { acce
 export async function startAzurite(): Promise<RunningServer & { connectionString: string }> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-azurite-'));
   const port = await freePort();
-  const child = execa(bin('azurite-blob'), ['-l', dir, '--blobHost', '127.0.0.1', '--blobPort', String(port), '--skipApiVersionCheck', '--silent'], { reject: false, buffer: false });
+  const child = execa(
+    bin('azurite-blob'),
+    ['-l', dir, '--blobHost', '127.0.0.1', '--blobPort', String(port), '--skipApiVersionCheck', '--silent'],
+    { reject: false, buffer: false },
+  );
   const s = running(child, dir, `http://127.0.0.1:${port}/devstoreaccount1`);
   await waitFor(`http://127.0.0.1:${port}/`, child, 'azurite');
   const key = 'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==';
-  return { ...s, connectionString: `DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=${key};BlobEndpoint=${s.url};` };
+  return {
+    ...s,
+    connectionString: `DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=${key};BlobEndpoint=${s.url};`,
+  };
 }
 
 /**
@@ -74,24 +113,36 @@ export async function startAzurite(): Promise<RunningServer & { connectionString
  * `basic` htpasswd auth for one user (a bcrypt hash made by Python's crypt, which Glance's Python
  * brings; cost 4, so each request's check is cheap).
  */
-export async function startRegistry(basic?: { user: string; password: string }): Promise<RunningServer & { host: string }> {
+export async function startRegistry(basic?: {
+  user: string;
+  password: string;
+}): Promise<RunningServer & { host: string }> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-registry-'));
   const port = await freePort();
   const config = path.join(dir, 'config.yml');
   let auth = '';
   if (basic) {
-    const { stdout } = await execa('python3', ['-W', 'ignore', '-c', 'import crypt, sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16)))', basic.password]);
+    const { stdout } = await execa('python3', [
+      '-W',
+      'ignore',
+      '-c',
+      'import crypt, sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16)))',
+      basic.password,
+    ]);
     writeFileSync(path.join(dir, 'htpasswd'), `${basic.user}:${stdout.trim()}\n`);
     auth = `auth:\n  htpasswd: { realm: kiln-test, path: ${path.join(dir, 'htpasswd')} }\n`;
   }
-  writeFileSync(config, `version: 0.1
+  writeFileSync(
+    config,
+    `version: 0.1
 log: { level: warn }
 storage:
   filesystem: { rootdirectory: ${path.join(dir, 'data')} }
   delete: { enabled: true }
 ${auth}http:
   addr: 127.0.0.1:${port}
-`);
+`,
+  );
   const child = execa('docker-registry', ['serve', config], { reject: false, buffer: false });
   const s = running(child, dir, `http://127.0.0.1:${port}`);
   await waitFor(`${s.url}/v2/`, child, 'docker-registry');
@@ -104,7 +155,9 @@ export async function startGlance(): Promise<RunningServer> {
   const port = await freePort();
   for (const d of ['images', 'staging', 'tasks', 'lock']) mkdirSync(path.join(dir, d));
   const conf = path.join(dir, 'glance-api.conf');
-  writeFileSync(conf, `[DEFAULT]
+  writeFileSync(
+    conf,
+    `[DEFAULT]
 bind_host = 127.0.0.1
 bind_port = ${port}
 workers = 1
@@ -128,7 +181,8 @@ lock_path = ${path.join(dir, 'lock')}
 [oslo_policy]
 enforce_new_defaults = false
 enforce_scope = false
-`);
+`,
+  );
   await execa('glance-manage', ['--config-file', conf, 'db_sync'], { cwd: dir });
   const child = execa('glance-api', ['--config-file', conf], { reject: false, buffer: false, cwd: dir });
   const s = running(child, dir, `http://127.0.0.1:${port}`);
@@ -149,16 +203,26 @@ export async function startSwift(): Promise<RunningServer & { accessKeyId: strin
   mkdirSync(path.join(dir, 'srv', 'd1'), { recursive: true });
   const [proxy, memcache, ...ports] = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
   const servers = ['account', 'container', 'object'] as const;
-  writeFileSync(path.join(dir, 'swift.conf'), '[swift-hash]\nswift_hash_path_suffix = kiln-test\nswift_hash_path_prefix = kiln-test\n[storage-policy:0]\nname = gold\ndefault = yes\n');
-  await Promise.all(servers.map(async (n, i) => {
-    const builder = path.join(dir, `${n}.builder`);
-    await execa('swift-ring-builder', [builder, 'create', '0', '1', '1']);
-    await execa('swift-ring-builder', [builder, 'add', `r1z1-127.0.0.1:${ports[i]}/d1`, '1']);
-    // Exit 1 is "warning" (e.g. balance); the ring file is what counts.
-    await execa('swift-ring-builder', [builder, 'rebalance'], { reject: false });
-    writeFileSync(path.join(dir, `${n}.conf`), `[DEFAULT]\nbind_ip = 127.0.0.1\nbind_port = ${ports[i]}\nworkers = 0\ndevices = ${path.join(dir, 'srv')}\nmount_check = false\nswift_dir = ${dir}\n[pipeline:main]\npipeline = ${n}-server\n[app:${n}-server]\nuse = egg:swift#${n}\n`);
-  }));
-  writeFileSync(path.join(dir, 'proxy.conf'), `[DEFAULT]
+  writeFileSync(
+    path.join(dir, 'swift.conf'),
+    '[swift-hash]\nswift_hash_path_suffix = kiln-test\nswift_hash_path_prefix = kiln-test\n[storage-policy:0]\nname = gold\ndefault = yes\n',
+  );
+  await Promise.all(
+    servers.map(async (n, i) => {
+      const builder = path.join(dir, `${n}.builder`);
+      await execa('swift-ring-builder', [builder, 'create', '0', '1', '1']);
+      await execa('swift-ring-builder', [builder, 'add', `r1z1-127.0.0.1:${ports[i]}/d1`, '1']);
+      // Exit 1 is "warning" (e.g. balance); the ring file is what counts.
+      await execa('swift-ring-builder', [builder, 'rebalance'], { reject: false });
+      writeFileSync(
+        path.join(dir, `${n}.conf`),
+        `[DEFAULT]\nbind_ip = 127.0.0.1\nbind_port = ${ports[i]}\nworkers = 0\ndevices = ${path.join(dir, 'srv')}\nmount_check = false\nswift_dir = ${dir}\n[pipeline:main]\npipeline = ${n}-server\n[app:${n}-server]\nuse = egg:swift#${n}\n`,
+      );
+    }),
+  );
+  writeFileSync(
+    path.join(dir, 'proxy.conf'),
+    `[DEFAULT]
 bind_ip = 127.0.0.1
 bind_port = ${proxy}
 workers = 0
@@ -192,9 +256,14 @@ use = egg:swift#copy
 use = egg:swift#slo
 [filter:dlo]
 use = egg:swift#dlo
-`);
+`,
+  );
   const children = [
-    execa('memcached', ['-l', '127.0.0.1', '-p', String(memcache), '-m', '16', ...(process.getuid?.() === 0 ? ['-u', 'root'] : [])], { reject: false, buffer: false }),
+    execa(
+      'memcached',
+      ['-l', '127.0.0.1', '-p', String(memcache), '-m', '16', ...(process.getuid?.() === 0 ? ['-u', 'root'] : [])],
+      { reject: false, buffer: false },
+    ),
     ...servers.map((n) => execa(`swift-${n}-server`, [path.join(dir, `${n}.conf`)], { reject: false, buffer: false })),
   ];
   const proxyChild = execa('swift-proxy-server', [path.join(dir, 'proxy.conf')], { reject: false, buffer: false });
@@ -207,7 +276,11 @@ use = egg:swift#dlo
   try {
     await waitFor(`${s.url}/healthcheck`, proxyChild, 'swift-proxy-server', 120_000, (st) => st === 200);
     // The backend servers answer too (a proxy up before them would fail the first requests).
-    await Promise.all(servers.map((n, i) => waitFor(`http://127.0.0.1:${ports[i]}/healthcheck`, children[i + 1]!, `swift-${n}-server`, 120_000)));
+    await Promise.all(
+      servers.map((n, i) =>
+        waitFor(`http://127.0.0.1:${ports[i]}/healthcheck`, children[i + 1]!, `swift-${n}-server`, 120_000),
+      ),
+    );
   } catch (e) {
     await stopAll();
     throw e;

@@ -10,12 +10,24 @@
  * the directory, and kills a job step Slurm left behind (only ours: found by this cluster's SLURM_CONF).
  */
 import { execa, type ResultPromise } from 'execa';
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort } from '../../../src/qemu/ports.js';
 
-export interface SlurmNode { name: string; netns?: boolean }
+export interface SlurmNode {
+  name: string;
+  netns?: boolean;
+}
 
 export interface SlurmCluster {
   dir: string;
@@ -42,7 +54,11 @@ const until = async (what: string, check: () => Promise<boolean>, timeoutMs = 60
 };
 
 /** A daemon run in the foreground: its output is kept, stop() ends it (SIGTERM, then SIGKILL after 10 s). */
-function daemon(argv: string[], env: Record<string, string>, output: string[]): { child: ResultPromise; stop(): Promise<void> } {
+function daemon(
+  argv: string[],
+  env: Record<string, string>,
+  output: string[],
+): { child: ResultPromise; stop(): Promise<void> } {
   const child = execa(argv[0]!, argv.slice(1), { reject: false, buffer: false, env, stdin: 'ignore' });
   child.stdout?.on('data', (d: Buffer) => output.push(d.toString()));
   child.stderr?.on('data', (d: Buffer) => output.push(d.toString()));
@@ -78,16 +94,27 @@ export async function startSlurm(nodes: SlurmNode[]): Promise<SlurmCluster> {
   const stop = async () => {
     // Jobs first: a slurmd stopped under a running job leaves its slurmstepd and the job's processes.
     if (controller) await execa('scancel', ['--full', '--quiet', '-u', os.userInfo().username], { env, reject: false });
-    if (controller) await until('every job ended', async () => {
-      const r = await execa('squeue', ['-h', '-o', '%A'], { env, reject: false });
-      return r.exitCode !== 0 || String(r.stdout).trim() === '';
-    }, 60_000).catch(() => undefined);
+    if (controller)
+      await until(
+        'every job ended',
+        async () => {
+          const r = await execa('squeue', ['-h', '-o', '%A'], { env, reject: false });
+          return r.exitCode !== 0 || String(r.stdout).trim() === '';
+        },
+        60_000,
+      ).catch(() => undefined);
     for (const d of daemons.reverse()) await d.stop();
     // A job step Slurm left behind (KillWait passed with the daemons gone): ours carry our SLURM_CONF.
     for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
       try {
-        if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith('slurmstepd') && readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(`SLURM_CONF=${conf}`)) process.kill(Number(pid), 'SIGKILL');
-      } catch { /* gone, or not ours to read */ }
+        if (
+          readFileSync(`/proc/${pid}/cmdline`, 'utf8').startsWith('slurmstepd') &&
+          readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(`SLURM_CONF=${conf}`)
+        )
+          process.kill(Number(pid), 'SIGKILL');
+      } catch {
+        /* gone, or not ours to read */
+      }
     }
     for (const c of cleanups.reverse()) await c().catch(() => undefined);
     rmSync(dir, { recursive: true, force: true });
@@ -100,8 +127,21 @@ export async function startSlurm(nodes: SlurmNode[]): Promise<SlurmCluster> {
     mkdirSync(path.join(dir, 'munge'), { mode: 0o755 });
     const sock = path.join(dir, 'munge/munge.sock');
     await execa('mungekey', ['--create', `--keyfile=${path.join(dir, 'munge/munge.key')}`]);
-    daemons.push(daemon(['munged', '--foreground', `--socket=${sock}`, `--key-file=${path.join(dir, 'munge/munge.key')}`,
-      `--pid-file=${path.join(dir, 'munge/munged.pid')}`, `--seed-file=${path.join(dir, 'munge/munged.seed')}`, `--log-file=${path.join(dir, 'munge/munged.log')}`], env, output));
+    daemons.push(
+      daemon(
+        [
+          'munged',
+          '--foreground',
+          `--socket=${sock}`,
+          `--key-file=${path.join(dir, 'munge/munge.key')}`,
+          `--pid-file=${path.join(dir, 'munge/munged.pid')}`,
+          `--seed-file=${path.join(dir, 'munge/munged.seed')}`,
+          `--log-file=${path.join(dir, 'munge/munged.log')}`,
+        ],
+        env,
+        output,
+      ),
+    );
     await until('munged listening', async () => existsSync(sock));
 
     if (needsNs) {
@@ -121,27 +161,52 @@ export async function startSlurm(nodes: SlurmNode[]): Promise<SlurmCluster> {
     const ctlPort = await freePort();
     const nodePorts = await Promise.all(nodes.map(() => freePort()));
     const spool = path.join(dir, 'spool-%n');
-    writeFileSync(conf, [
-      'ClusterName=kilntest',
-      `SlurmctldHost=${os.hostname().split('.')[0]}(${hostAddress})`,
-      `SlurmctldPort=${ctlPort}`,
-      'AuthType=auth/munge', 'CredType=cred/munge', `AuthInfo=socket=${sock}`,
-      `StateSaveLocation=${path.join(dir, 'state')}`, `SlurmdSpoolDir=${spool}`,
-      `SlurmctldPidFile=${path.join(dir, 'slurmctld.pid')}`, `SlurmdPidFile=${path.join(dir, 'slurmd-%n.pid')}`,
-      `SlurmctldLogFile=${path.join(dir, 'slurmctld.log')}`, `SlurmdLogFile=${path.join(dir, 'slurmd-%n.log')}`,
-      'ProctrackType=proctrack/linuxproc', 'TaskPlugin=task/none', 'AccountingStorageType=accounting_storage/none', 'JobCompType=jobcomp/none',
-      'SelectType=select/cons_tres', 'SelectTypeParameters=CR_CPU', 'ReturnToService=2', 'SlurmUser=root', 'SlurmdUser=root',
-      'MpiDefault=none', 'SwitchType=switch/none', 'KillWait=30', 'InactiveLimit=0', 'MinJobAge=600',
-      ...nodes.map((n, i) => `NodeName=${n.name} NodeAddr=${n.netns ? nsAddress : '127.0.0.1'} Port=${nodePorts[i]} CPUs=2 State=UNKNOWN`),
-      `PartitionName=build Nodes=${nodes.map((n) => n.name).join(',')} Default=YES MaxTime=INFINITE State=UP`,
-      '',
-    ].join('\n'));
+    writeFileSync(
+      conf,
+      [
+        'ClusterName=kilntest',
+        `SlurmctldHost=${os.hostname().split('.')[0]}(${hostAddress})`,
+        `SlurmctldPort=${ctlPort}`,
+        'AuthType=auth/munge',
+        'CredType=cred/munge',
+        `AuthInfo=socket=${sock}`,
+        `StateSaveLocation=${path.join(dir, 'state')}`,
+        `SlurmdSpoolDir=${spool}`,
+        `SlurmctldPidFile=${path.join(dir, 'slurmctld.pid')}`,
+        `SlurmdPidFile=${path.join(dir, 'slurmd-%n.pid')}`,
+        `SlurmctldLogFile=${path.join(dir, 'slurmctld.log')}`,
+        `SlurmdLogFile=${path.join(dir, 'slurmd-%n.log')}`,
+        'ProctrackType=proctrack/linuxproc',
+        'TaskPlugin=task/none',
+        'AccountingStorageType=accounting_storage/none',
+        'JobCompType=jobcomp/none',
+        'SelectType=select/cons_tres',
+        'SelectTypeParameters=CR_CPU',
+        'ReturnToService=2',
+        'SlurmUser=root',
+        'SlurmdUser=root',
+        'MpiDefault=none',
+        'SwitchType=switch/none',
+        'KillWait=30',
+        'InactiveLimit=0',
+        'MinJobAge=600',
+        ...nodes.map(
+          (n, i) =>
+            `NodeName=${n.name} NodeAddr=${n.netns ? nsAddress : '127.0.0.1'} Port=${nodePorts[i]} CPUs=2 State=UNKNOWN`,
+        ),
+        `PartitionName=build Nodes=${nodes.map((n) => n.name).join(',')} Default=YES MaxTime=INFINITE State=UP`,
+        '',
+      ].join('\n'),
+    );
     mkdirSync(path.join(dir, 'state'));
     for (const n of nodes) mkdirSync(path.join(dir, `spool-${n.name}`));
 
     daemons.push(daemon(['slurmctld', '-D', '-f', conf], env, output));
     controller = true;
-    await until('slurmctld answering', async () => (await execa('sinfo', ['-h'], { env, reject: false })).exitCode === 0);
+    await until(
+      'slurmctld answering',
+      async () => (await execa('sinfo', ['-h'], { env, reject: false })).exitCode === 0,
+    );
     for (const n of nodes) {
       const argv = ['slurmd', '-D', '-f', conf, '-N', n.name];
       // nsenter, not `ip netns exec`: that remounts /sys, and slurmd then finds no cgroup file system.
@@ -149,7 +214,10 @@ export async function startSlurm(nodes: SlurmNode[]): Promise<SlurmCluster> {
     }
     await until('every node idle', async () => {
       const r = await execa('sinfo', ['-h', '-N', '-o', '%N %t'], { env, reject: false });
-      const states = String(r.stdout).trim().split('\n').map((l) => l.trim().split(/\s+/));
+      const states = String(r.stdout)
+        .trim()
+        .split('\n')
+        .map((l) => l.trim().split(/\s+/));
       return nodes.every((n) => states.some(([name, state]) => name === n.name && state === 'idle'));
     });
   } catch (e) {
@@ -158,19 +226,42 @@ export async function startSlurm(nodes: SlurmNode[]): Promise<SlurmCluster> {
   }
 
   return {
-    dir, env: { SLURM_CONF: conf }, stateDir: path.join(dir, 'state'), hostAddress,
+    dir,
+    env: { SLURM_CONF: conf },
+    stateDir: path.join(dir, 'state'),
+    hostAddress,
     async expose(port) {
       if (hostAddress === '127.0.0.1') return `127.0.0.1:${port}`;
-      const fwd = daemon(['socat', `TCP-LISTEN:${port},bind=${hostAddress},fork,reuseaddr`, `TCP:127.0.0.1:${port}`], env, output);
+      const fwd = daemon(
+        ['socat', `TCP-LISTEN:${port},bind=${hostAddress},fork,reuseaddr`, `TCP:127.0.0.1:${port}`],
+        env,
+        output,
+      );
       daemons.push(fwd);
-      await until(`the forward to port ${port}`, async () => (await execa('bash', ['-c', `exec 3<>/dev/tcp/${hostAddress}/${port}`], { reject: false })).exitCode === 0);
+      await until(
+        `the forward to port ${port}`,
+        async () =>
+          (await execa('bash', ['-c', `exec 3<>/dev/tcp/${hostAddress}/${port}`], { reject: false })).exitCode === 0,
+      );
       return `${hostAddress}:${port}`;
     },
     onNode(node, argv) {
       const n = nodes.find((x) => x.name === node);
-      return n?.netns ? execa('nsenter', [`--net=/var/run/netns/${netns}`, ...argv], { reject: false, env }) : execa(argv[0]!, argv.slice(1), { reject: false, env });
+      return n?.netns
+        ? execa('nsenter', [`--net=/var/run/netns/${netns}`, ...argv], { reject: false, env })
+        : execa(argv[0]!, argv.slice(1), { reject: false, env });
     },
-    log: () => output.join('') + ['slurmctld.log', ...nodes.map((n) => `slurmd-${n.name}.log`)].map((f) => { try { return `--- ${f}\n${readFileSync(path.join(dir, f), 'utf8')}`; } catch { return ''; } }).join('\n'),
+    log: () =>
+      output.join('') +
+      ['slurmctld.log', ...nodes.map((n) => `slurmd-${n.name}.log`)]
+        .map((f) => {
+          try {
+            return `--- ${f}\n${readFileSync(path.join(dir, f), 'utf8')}`;
+          } catch {
+            return '';
+          }
+        })
+        .join('\n'),
     stop,
   };
 }

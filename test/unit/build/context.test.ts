@@ -10,11 +10,21 @@ afterAll(removeStepDirs);
 describe('build context', () => {
   it('gives a step in a test the ${build.*} values a build gives it, growing as the state does', () => {
     const h = stepContext();
-    expect(h.ctx.buildValues()).toEqual({ name: 'unit', output_dir: h.ctx.build.output_directory, ssh_username: 'root' });
+    expect(h.ctx.buildValues()).toEqual({
+      name: 'unit',
+      output_dir: h.ctx.build.output_directory,
+      ssh_username: 'root',
+    });
     h.ctx.state.buildKey = { privateKey: 'private', publicKey: 'ssh-ed25519 AAAA kiln-build', fingerprint: 'SHA256:x' };
     h.ctx.state.sshHostPort = 2222;
     h.ctx.state.disk = { path: '/work/disk.qcow2', format: 'qcow2', virtualSize: 1 };
-    expect(h.ctx.buildValues()).toMatchObject({ ssh_public_key: 'ssh-ed25519 AAAA kiln-build', ssh_username: 'root', ssh_host: '127.0.0.1', ssh_port: 2222, disk: '/work/disk.qcow2' });
+    expect(h.ctx.buildValues()).toMatchObject({
+      ssh_public_key: 'ssh-ed25519 AAAA kiln-build',
+      ssh_username: 'root',
+      ssh_host: '127.0.0.1',
+      ssh_port: 2222,
+      disk: '/work/disk.qcow2',
+    });
   });
 
   it('holds the driver it was given, and logs as events of its build', () => {

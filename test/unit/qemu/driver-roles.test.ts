@@ -11,15 +11,33 @@ import { imageToolOf } from '../../../src/qemu/image-tool.js';
 import { QemuImg } from '../../../src/qemu/qemu-img.js';
 import { LayerStore } from '../../../src/cache/layers.js';
 
-const imageMethods = ['imageInfo', 'createOverlay', 'createBlank', 'resize', 'convert', 'check', 'checkReport', 'checkBaseImage', 'rebaseUnsafe', 'rebase', 'qemuImgVersion'];
+const imageMethods = [
+  'imageInfo',
+  'createOverlay',
+  'createBlank',
+  'resize',
+  'convert',
+  'check',
+  'checkReport',
+  'checkBaseImage',
+  'rebaseUnsafe',
+  'rebase',
+  'qemuImgVersion',
+];
 const dirs: string[] = [];
-afterAll(() => { for (const d of dirs) rmSync(d, { recursive: true, force: true }); });
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
 
 describe('driver roles', () => {
-  it('makes the image tool from one qemu-img, and the build\'s driver from the hypervisor and that tool', () => {
-    expect(Object.keys(imageToolOf(new QemuImg('qemu-img', { setting: 'KILN_QEMU_IMG', setBySetting: false }))).sort()).toEqual([...imageMethods].sort());
+  it("makes the image tool from one qemu-img, and the build's driver from the hypervisor and that tool", () => {
+    expect(
+      Object.keys(imageToolOf(new QemuImg('qemu-img', { setting: 'KILN_QEMU_IMG', setBySetting: false }))).sort(),
+    ).toEqual([...imageMethods].sort());
     const driver = createDriver({ qemuImgBinary: '/nonexistent/qemu-img' });
-    expect(Object.keys(driver)).toEqual(expect.arrayContaining([...imageMethods, 'startVm', 'connectQmp', 'chooseAccelerator', 'snapshotActiveDisk']));
+    expect(Object.keys(driver)).toEqual(
+      expect.arrayContaining([...imageMethods, 'startVm', 'connectQmp', 'chooseAccelerator', 'snapshotActiveDisk']),
+    );
   });
 
   it('opens a layer store to read without any image tool, and says so if one is then asked to publish', async () => {
@@ -28,7 +46,14 @@ describe('driver roles', () => {
     const store = new LayerStore(dir);
     expect(store.meta('0'.repeat(64))).toBeUndefined();
     writeFileSync(path.join(dir, 'frozen.qcow2'), 'x');
-    await expect(store.publish('1'.repeat(64), path.join(dir, 'frozen.qcow2'), null, { parent: null, build: 'b', template: 't', provisioner: 1, description: 'shell' }))
-      .rejects.toThrow(/opened without an image tool/);
+    await expect(
+      store.publish('1'.repeat(64), path.join(dir, 'frozen.qcow2'), null, {
+        parent: null,
+        build: 'b',
+        template: 't',
+        provisioner: 1,
+        description: 'shell',
+      }),
+    ).rejects.toThrow(/opened without an image tool/);
   });
 });

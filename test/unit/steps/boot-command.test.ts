@@ -21,13 +21,16 @@ describe('type boot command', () => {
   it('sends the keys through QMP send-key, in order', async () => {
     const h = await booted({ source: { boot_command: ['ab<enter>'], boot_wait: '0s', boot_key_interval: '0s' } });
     expect((await runStep(bootCommandStep, h.ctx)).error).toBeUndefined();
-    const keys = h.driver.qmps[0]!.commands.filter((c) => c.command === 'send-key')
-      .map((c) => (c.args!.keys as { data: string }[]).map((k) => k.data).join('+'));
+    const keys = h.driver.qmps[0]!.commands.filter((c) => c.command === 'send-key').map((c) =>
+      (c.args!.keys as { data: string }[]).map((k) => k.data).join('+'),
+    );
     expect(keys).toEqual(['a', 'b', 'ret']);
   });
 
   it('is skipped for an ISO build resumed from a cached (installed) layer', async () => {
-    const h = await booted({ source: { base_image: undefined, iso: '$base', disk_size: '1G', boot_command: ['x'], boot_wait: '0s' } });
+    const h = await booted({
+      source: { base_image: undefined, iso: '$base', disk_size: '1G', boot_command: ['x'], boot_wait: '0s' },
+    });
     h.ctx.state.plan = planOf('resume').plan;
     await runStep(bootCommandStep, h.ctx);
     expect(h.driver.qmps[0]!.commands).toEqual([]);

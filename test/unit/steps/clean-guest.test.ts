@@ -21,10 +21,14 @@ describe('remove build access', () => {
   });
 
   it('through sudo -n for another user; a failure names the exit and the end of its output', async () => {
-    const h = stepContext({ source: { communicator: { username: 'debian', password: 'pw', trust_on_first_use: true } } });
+    const h = stepContext({
+      source: { communicator: { username: 'debian', password: 'pw', trust_on_first_use: true } },
+    });
     const ssh = new FakeSsh(() => ({ exitCode: 1, stderr: 'sudo: a password is required\n' }));
     h.ctx.state.ssh = ssh.session;
-    expect((await runStep(cleanGuestStep, h.ctx)).error).toBe("removing kiln's keys from the guest failed (exit 1): sudo: a password is required");
+    expect((await runStep(cleanGuestStep, h.ctx)).error).toBe(
+      "removing kiln's keys from the guest failed (exit 1): sudo: a password is required",
+    );
     expect(ssh.commands[0]!.command).toBe('sudo -n sh -s');
   });
 });

@@ -26,7 +26,9 @@ describe('render cloud-init seed', () => {
       expect(await (await fetch(`${local}user-data`)).text()).toContain(h.ctx.state.buildKey!.publicKey);
       h.ctx.log(`seed at ${url}`);
       expect(h.said().at(-1)).not.toMatch(/[0-9a-f]{32}/);
-    } finally { await cleanup!(); }
+    } finally {
+      await cleanup!();
+    }
   });
 
   it('without an earlier key step the order error names what is missing', async () => {
@@ -47,7 +49,10 @@ describe('render cloud-init seed', () => {
 describe('render cloud-init seed: the bootcmd that wipes old host keys', () => {
   for (const resumed of [false, true]) {
     it(`is in the seed only when the disk is a cached layer (a plan resuming at a layer: ${resumed})`, async () => {
-      const h = stepContext({ source: { cloud_init: { delivery: 'cdrom' } }, state: planOf(resumed ? 'resume' : 'fresh') });
+      const h = stepContext({
+        source: { cloud_init: { delivery: 'cdrom' } },
+        state: planOf(resumed ? 'resume' : 'fresh'),
+      });
       await runStep(sshKeysStep, h.ctx);
       expect((await runStep(cloudInitSeedStep, h.ctx)).error).toBeUndefined();
       const userData = readFileSync(path.join(h.ctx.state.workDir, 'cidata', 'user-data'), 'utf8');

@@ -19,12 +19,19 @@ function building() {
 }
 
 describe('write manifest and commit output', () => {
-  it('writes SHA256SUMS and manifest.json (with the driver\'s qemu-img version) and renames the output into place', async () => {
+  it("writes SHA256SUMS and manifest.json (with the driver's qemu-img version) and renames the output into place", async () => {
     const h = building();
     const r = await runSteps([outputDirStep, convertStep, commitOutputStep], h.ctx);
     expect(r.ok, r.error?.message).toBe(true);
     const out = h.ctx.build.output_directory!;
-    expect(readdirSync(out).sort()).toEqual(['SHA256SUMS', 'manifest.json', 'unit.cdx.json', 'unit.provenance.json', 'unit.qcow2', 'unit.spdx.json']);
+    expect(readdirSync(out).sort()).toEqual([
+      'SHA256SUMS',
+      'manifest.json',
+      'unit.cdx.json',
+      'unit.provenance.json',
+      'unit.qcow2',
+      'unit.spdx.json',
+    ]);
     const manifest = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8'));
     expect(JSON.stringify(manifest)).toContain('8.2.2');
     expect(h.driver.callsTo('qemuImgVersion')).toHaveLength(1);
@@ -33,7 +40,7 @@ describe('write manifest and commit output', () => {
     expect(readdirSync(path.dirname(out)).filter((n) => n.includes('kiln-'))).toEqual([]);
   });
 
-  it('a failure in commit leaves no output and runs the claim\'s cleanup (no staging, no claim left)', async () => {
+  it("a failure in commit leaves no output and runs the claim's cleanup (no staging, no claim left)", async () => {
     const h = building();
     h.driver.fail('qemuImgVersion', new Error('qemu-img --version failed: gone'));
     const r = await runSteps([outputDirStep, convertStep, commitOutputStep], h.ctx);
@@ -42,6 +49,8 @@ describe('write manifest and commit output', () => {
     const out = h.ctx.build.output_directory!;
     // The claim, the staging directory and the parent directory the claim made are all gone.
     expect(existsSync(path.dirname(out))).toBe(false);
-    expect(h.events.filter((e) => e.type === 'cleanup').map((e) => (e as { step: string }).step)).toEqual(['prepare output directory']);
+    expect(h.events.filter((e) => e.type === 'cleanup').map((e) => (e as { step: string }).step)).toEqual([
+      'prepare output directory',
+    ]);
   });
 });

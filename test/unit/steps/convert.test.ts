@@ -31,7 +31,12 @@ describe('convert disk', () => {
     ]);
     expect(h.driver.callsTo('check').map((a) => a[0])).toContain(path.join(staging, 'unit.qcow2'));
     const qcow2 = h.ctx.state.artifacts[0]!;
-    expect(qcow2).toMatchObject({ name: 'unit.qcow2', format: 'qcow2', size: 'image in qcow2'.length, virtualSize: 1 << 30 });
+    expect(qcow2).toMatchObject({
+      name: 'unit.qcow2',
+      format: 'qcow2',
+      size: 'image in qcow2'.length,
+      virtualSize: 1 << 30,
+    });
     expect(qcow2.sha256).toBe(createHash('sha256').update('image in qcow2').digest('hex'));
     expect(h.events.filter((e) => e.type === 'progress').map((e) => (e as { percent: number }).percent)).toContain(100);
   });
@@ -39,14 +44,18 @@ describe('convert disk', () => {
   it('an output that fails qemu-img check fails the step with its report', async () => {
     const { h, staging } = converting([{ format: 'qcow2' }]);
     h.driver.badImages.set(path.join(staging, 'unit.qcow2'), 'ERROR cluster 4 refcount=0 reference=1');
-    expect((await runStep(convertStep, h.ctx)).error).toBe('qemu-img check failed for unit.qcow2:\nERROR cluster 4 refcount=0 reference=1');
+    expect((await runStep(convertStep, h.ctx)).error).toBe(
+      'qemu-img check failed for unit.qcow2:\nERROR cluster 4 refcount=0 reference=1',
+    );
   });
 
   it('two outputs of one name are refused before anything is converted', async () => {
     // The loader refuses this too; the step checks again, as outputs may come from elsewhere (the API).
     const { h } = converting([{ format: 'qcow2' }]);
     h.ctx.build.outputs.push({ ...h.ctx.build.outputs[0]! });
-    expect((await runStep(convertStep, h.ctx)).error).toBe('two outputs would both write unit.qcow2\n  fix: give one of them a different "name"');
+    expect((await runStep(convertStep, h.ctx)).error).toBe(
+      'two outputs would both write unit.qcow2\n  fix: give one of them a different "name"',
+    );
     expect(h.driver.callsTo('convert')).toEqual([]);
   });
 
@@ -60,8 +69,15 @@ describe('convert disk', () => {
 
   it('a full disk names the output, where it was staged and the fix', async () => {
     const { h, staging } = converting([{ format: 'qcow2' }]);
-    h.driver.fail('convert', new Error('converting to qcow2 failed: qemu-img: error while writing at byte 0: No space left on device'));
+    h.driver.fail(
+      'convert',
+      new Error('converting to qcow2 failed: qemu-img: error while writing at byte 0: No space left on device'),
+    );
     const { error } = await runStep(convertStep, h.ctx);
-    expect(error).toMatch(new RegExp(`^disk full \\(ENOSPC\\) while writing ${h.ctx.build.output_directory}/unit.qcow2 \\(staged as ${staging}/unit.qcow2, on a file system of .+\\); the partial output is removed\\n  fix: free space`));
+    expect(error).toMatch(
+      new RegExp(
+        `^disk full \\(ENOSPC\\) while writing ${h.ctx.build.output_directory}/unit.qcow2 \\(staged as ${staging}/unit.qcow2, on a file system of .+\\); the partial output is removed\\n  fix: free space`,
+      ),
+    );
   });
 });

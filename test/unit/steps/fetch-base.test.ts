@@ -30,7 +30,11 @@ describe('fetch base image', () => {
   it('a wrong checksum fails before the image is looked at, naming both digests and the fix', async () => {
     const h = stepContext({ source: { checksum: `sha256:${'0'.repeat(64)}` } });
     const { error } = await runStep(fetchBaseStep, h.ctx);
-    expect(error).toMatch(new RegExp(`^checksum mismatch for .+base\\.qcow2: expected sha256:0{64}, got sha256:[0-9a-f]{64}\\n  fix: the file changed or the checksum is wrong; correct "checksum" or use "none"$`));
+    expect(error).toMatch(
+      new RegExp(
+        `^checksum mismatch for .+base\\.qcow2: expected sha256:0{64}, got sha256:[0-9a-f]{64}\\n  fix: the file changed or the checksum is wrong; correct "checksum" or use "none"$`,
+      ),
+    );
     expect(h.driver.calls).toEqual([]);
     expect(h.ctx.state.base).toBeUndefined();
   });

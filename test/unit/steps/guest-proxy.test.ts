@@ -17,7 +17,12 @@ import { planOf } from '../../helpers/plan.js';
 
 afterAll(removeStepDirs);
 
-const recording: AirgapGuestNetwork = { proxyHostPort: 40123, guestProxy: { ip: '10.0.2.100', port: 3128 }, offline: false, httpIp: '10.0.2.101' };
+const recording: AirgapGuestNetwork = {
+  proxyHostPort: 40123,
+  guestProxy: { ip: '10.0.2.100', port: 3128 },
+  offline: false,
+  httpIp: '10.0.2.101',
+};
 const http = { server: undefined as never, port: 40200, ip: '10.0.2.101', url: 'http://10.0.2.101:40200' };
 
 describe('set the guest proxy', () => {
@@ -34,11 +39,17 @@ describe('set the guest proxy', () => {
     const early = stepContext({ options: { noCache: false } });
     expect(guestProxyStep.enabled!(early.ctx)).toBe(true);
     expect(guestProxyStep.enabled!(stepContext({ options: { airgap: recording } }).ctx)).toBe(true);
-    expect(guestProxyStep.enabled!(stepContext({ options: { noCache: false }, state: planOf('resume') }).ctx)).toBe(true);
-    expect(guestProxyStep.enabled!(stepContext({ options: { airgap: recording }, source: { communicator: { type: 'none' } } }).ctx)).toBe(false);
+    expect(guestProxyStep.enabled!(stepContext({ options: { noCache: false }, state: planOf('resume') }).ctx)).toBe(
+      true,
+    );
+    expect(
+      guestProxyStep.enabled!(
+        stepContext({ options: { airgap: recording }, source: { communicator: { type: 'none' } } }).ctx,
+      ),
+    ).toBe(false);
   });
 
-  it('recording: the install script on stdin, as root, with the proxy and kiln\'s HTTP server in no_proxy', async () => {
+  it("recording: the install script on stdin, as root, with the proxy and kiln's HTTP server in no_proxy", async () => {
     const h = stepContext({ options: { airgap: recording }, state: { http } });
     const ssh = new FakeSsh();
     h.ctx.state.ssh = ssh.session;
@@ -52,22 +63,40 @@ describe('set the guest proxy', () => {
   });
 
   it('through sudo -n for another user; what the script could not set is a warning; a failure names its output and the fix', async () => {
-    const h = stepContext({ options: { airgap: recording }, state: { http }, source: { communicator: { username: 'debian', password: 'pw', trust_on_first_use: true } } });
-    const ssh = new FakeSsh(() => ({ exitCode: 0, stderr: 'kiln: no visudo in the guest: sudo keeps the proxy only through /etc/environment (pam_env)\n' }));
+    const h = stepContext({
+      options: { airgap: recording },
+      state: { http },
+      source: { communicator: { username: 'debian', password: 'pw', trust_on_first_use: true } },
+    });
+    const ssh = new FakeSsh(() => ({
+      exitCode: 0,
+      stderr: 'kiln: no visudo in the guest: sudo keeps the proxy only through /etc/environment (pam_env)\n',
+    }));
     h.ctx.state.ssh = ssh.session;
     expect((await runStep(guestProxyStep, h.ctx)).error).toBeUndefined();
     expect(ssh.commands[0]!.command).toBe('sudo -n sh -s');
-    expect(h.said('warn')).toEqual(['guest proxy: kiln: no visudo in the guest: sudo keeps the proxy only through /etc/environment (pam_env)']);
+    expect(h.said('warn')).toEqual([
+      'guest proxy: kiln: no visudo in the guest: sudo keeps the proxy only through /etc/environment (pam_env)',
+    ]);
 
-    const h2 = stepContext({ options: { airgap: recording }, state: { http }, source: { communicator: { username: 'debian', password: 'pw', trust_on_first_use: true } } });
+    const h2 = stepContext({
+      options: { airgap: recording },
+      state: { http },
+      source: { communicator: { username: 'debian', password: 'pw', trust_on_first_use: true } },
+    });
     h2.ctx.state.ssh = new FakeSsh(() => ({ exitCode: 1, stderr: 'sudo: a password is required\n' })).session;
     const { error } = await runStep(guestProxyStep, h2.ctx);
-    expect(error).toContain("making kiln's package proxy (http://10.0.2.100:3128) the guest's system proxy failed (exit 1): sudo: a password is required");
+    expect(error).toContain(
+      "making kiln's package proxy (http://10.0.2.100:3128) the guest's system proxy failed (exit 1): sudo: a password is required",
+    );
     expect(error).toContain('fix: the build user needs root');
   });
 
   it('an ordinary build on a cached layer takes out settings a --record/--offline build left in it', async () => {
-    const h = stepContext({ options: { noCache: false }, state: { ...planOf('resume'), http: { ...http, ip: '10.0.2.2' } } });
+    const h = stepContext({
+      options: { noCache: false },
+      state: { ...planOf('resume'), http: { ...http, ip: '10.0.2.2' } },
+    });
     const ssh = new FakeSsh();
     h.ctx.state.ssh = ssh.session;
     expect((await runStep(guestProxyStep, h.ctx)).error).toBeUndefined();
@@ -82,21 +111,27 @@ describe("the VM's network in --record and --offline builds", () => {
     const h = stepContext({ options: { airgap: recording }, state: { http } });
     expect(airgapNet(h.ctx)).toEqual({
       restrict: true,
-      guestForwards: [{ guestIp: '10.0.2.100', guestPort: 3128, hostPort: 40123 }, { guestIp: '10.0.2.101', guestPort: 40200, hostPort: 40200 }],
+      guestForwards: [
+        { guestIp: '10.0.2.100', guestPort: 3128, hostPort: 40123 },
+        { guestIp: '10.0.2.101', guestPort: 40200, hostPort: 40200 },
+      ],
     });
     expect(airgapNet(stepContext().ctx)).toEqual({});
   });
 });
 
 describe('check the guest fetched through the proxy', () => {
-  it("fails naming a console line that shows a name that did not resolve; a clean console passes", async () => {
+  it('fails naming a console line that shows a name that did not resolve; a clean console passes', async () => {
     const h = stepContext({ options: { airgap: recording } });
     const log = path.join(h.dir, 'serial.log');
-    writeFileSync(log, "[  OK  ] Started ssh.service\r\nW: Failed to fetch http://deb.debian.org/debian/dists/bookworm/InRelease  Temporary failure resolving 'deb.debian.org'\r\n");
+    writeFileSync(
+      log,
+      "[  OK  ] Started ssh.service\r\nW: Failed to fetch http://deb.debian.org/debian/dists/bookworm/InRelease  Temporary failure resolving 'deb.debian.org'\r\n",
+    );
     h.ctx.state.serialLog = log;
     const { error } = await runStep(proxyBypassCheckStep, h.ctx);
     expect(error).toContain("Temporary failure resolving 'deb.debian.org'");
-    expect(error).toContain('went around kiln\'s package proxy');
+    expect(error).toContain("went around kiln's package proxy");
     expect(error).toContain('fix: fetch over http:// through the proxy');
     writeFileSync(log, 'kiln-tiny: ready\n');
     expect((await runStep(proxyBypassCheckStep, h.ctx)).error).toBeUndefined();

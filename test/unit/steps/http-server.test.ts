@@ -21,7 +21,11 @@ describe('start HTTP server', () => {
   });
 
   it('offline (air-gapped), the guest reaches it at its own forwarded address', async () => {
-    const h = stepContext({ options: { airgap: { proxyHostPort: 1, guestProxy: { ip: '10.0.2.100', port: 3128 }, offline: true, httpIp: '10.0.2.101' } } });
+    const h = stepContext({
+      options: {
+        airgap: { proxyHostPort: 1, guestProxy: { ip: '10.0.2.100', port: 3128 }, offline: true, httpIp: '10.0.2.101' },
+      },
+    });
     const { cleanup } = await runStep(httpServerStep, h.ctx);
     expect(h.ctx.state.http!.url).toBe(`http://10.0.2.101:${h.ctx.state.http!.port}`);
     await cleanup!();

@@ -29,6 +29,8 @@ describe('make install media', () => {
   it('a floppy file that does not exist fails naming it', async () => {
     const h = stepContext();
     h.ctx.build.source.floppy_files = ['/nonexistent/file'];
-    expect((await runStep(installMediaStep, h.ctx)).error).toMatch(/^copying \/nonexistent\/file to the floppy failed: /);
+    expect((await runStep(installMediaStep, h.ctx)).error).toMatch(
+      /^copying \/nonexistent\/file to the floppy failed: /,
+    );
   });
 });

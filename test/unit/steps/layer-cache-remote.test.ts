@@ -14,12 +14,25 @@ import { FakeStore } from '../../helpers/fake-object-store.js';
 
 afterAll(removeStepDirs);
 
-const provisioners = [{ type: 'shell', inline: ['echo one'] }, { type: 'shell', inline: ['echo two'] }];
+const provisioners = [
+  { type: 'shell', inline: ['echo one'] },
+  { type: 'shell', inline: ['echo two'] },
+];
 const sha = 'b'.repeat(64);
 
 function harness(remote: RemoteCache, o: { source?: Record<string, unknown>; build?: Record<string, unknown> } = {}) {
-  const h = stepContext({ options: { noCache: false, remoteCache: remote }, build: { provisioners, ...o.build }, source: { communicator: { username: 'root', private_key_file: __filename }, ...o.source } });
-  h.ctx.state.base = { path: h.ctx.build.source.base_image!, format: 'qcow2', sha256: sha, source: 'base', kind: 'disk' };
+  const h = stepContext({
+    options: { noCache: false, remoteCache: remote },
+    build: { provisioners, ...o.build },
+    source: { communicator: { username: 'root', private_key_file: __filename }, ...o.source },
+  });
+  h.ctx.state.base = {
+    path: h.ctx.build.source.base_image!,
+    format: 'qcow2',
+    sha256: sha,
+    source: 'base',
+    kind: 'disk',
+  };
   return h;
 }
 
@@ -44,7 +57,12 @@ describe('check layer cache with a remote cache', () => {
     const { finalKey } = await keysOf();
     const remote = new RemoteCache(store, { kilnVersion: 't', builder: 'other' });
     const h = harness(remote);
-    await remote.push(finalKey, 'final', blob(h, 'final', 'a final disk'), { parent: null, base: sha, baseFormat: 'qcow2', final: { accelerator: 'kvm' } });
+    await remote.push(finalKey, 'final', blob(h, 'final', 'a final disk'), {
+      parent: null,
+      base: sha,
+      baseFormat: 'qcow2',
+      final: { accelerator: 'kvm' },
+    });
     const { error, cleanup } = await runStep(layerCacheStep, h.ctx);
     expect(error).toBeUndefined();
     expect(h.ctx.state.plan!.resume).toMatchObject({ kind: 'fromFinalLayer', source: 'remote' });
@@ -52,7 +70,9 @@ describe('check layer cache with a remote cache', () => {
     const local = h.ctx.state.layers!.store.meta(finalKey)!;
     expect(local).toMatchObject({ parent: null, backing: `base-${sha}.qcow2`, final: { accelerator: 'kvm' } });
     expect(h.driver.callsTo('rebaseUnsafe')[0]![1]).toEqual({ name: `base-${sha}.qcow2`, format: 'qcow2' });
-    expect(h.said().some((m) => m.startsWith(`remote cache: pulled the final disk ${finalKey.slice(0, 12)}`))).toBe(true);
+    expect(h.said().some((m) => m.startsWith(`remote cache: pulled the final disk ${finalKey.slice(0, 12)}`))).toBe(
+      true,
+    );
     await cleanup!();
   });
 
@@ -61,11 +81,21 @@ describe('check layer cache with a remote cache', () => {
     const { layers } = await keysOf();
     const writer = new RemoteCache(store, { kilnVersion: 't', builder: 'other', intermediate: true });
     const h0 = harness(writer);
-    const r1 = await writer.push(layers[0]!, 'layer', blob(h0, 'l1', 'layer one'), { parent: null, base: sha, baseFormat: 'qcow2' });
-    await writer.push(layers[1]!, 'layer', blob(h0, 'l2', 'layer two'), { parent: r1.digest, base: sha, baseFormat: 'qcow2' });
+    const r1 = await writer.push(layers[0]!, 'layer', blob(h0, 'l1', 'layer one'), {
+      parent: null,
+      base: sha,
+      baseFormat: 'qcow2',
+    });
+    await writer.push(layers[1]!, 'layer', blob(h0, 'l2', 'layer two'), {
+      parent: r1.digest,
+      base: sha,
+      baseFormat: 'qcow2',
+    });
 
     const plain = harness(new RemoteCache(store, { kilnVersion: 't' }));
-    await (await runStep(layerCacheStep, plain.ctx)).cleanup!();
+    await (
+      await runStep(layerCacheStep, plain.ctx)
+    ).cleanup!();
     expect(plain.ctx.state.plan!.resume).toEqual({ kind: 'fresh' });
 
     const h = harness(new RemoteCache(store, { kilnVersion: 't', intermediate: true }));
@@ -80,8 +110,12 @@ describe('check layer cache with a remote cache', () => {
     await cleanup!();
 
     // A guest that only a key kiln generated logs into: its layers are neither pulled nor shared.
-    const generated = harness(new RemoteCache(store, { kilnVersion: 't', intermediate: true }), { source: { communicator: { username: 'root', password: 'x' } } });
-    await (await runStep(layerCacheStep, generated.ctx)).cleanup!();
+    const generated = harness(new RemoteCache(store, { kilnVersion: 't', intermediate: true }), {
+      source: { communicator: { username: 'root', password: 'x' } },
+    });
+    await (
+      await runStep(layerCacheStep, generated.ctx)
+    ).cleanup!();
     expect(generated.ctx.state.plan!.resume).toEqual({ kind: 'fresh' });
   });
 
@@ -90,8 +124,16 @@ describe('check layer cache with a remote cache', () => {
     const { layers, finalKey } = await keysOf();
     const writer = new RemoteCache(store, { kilnVersion: 't', builder: 'other' });
     const h0 = harness(writer);
-    const f = await writer.push(finalKey, 'final', blob(h0, 'f', 'final'), { parent: null, base: sha, baseFormat: 'qcow2' });
-    const r1 = await writer.push(layers[0]!, 'layer', blob(h0, 'l1', 'layer one'), { parent: null, base: sha, baseFormat: 'qcow2' });
+    const f = await writer.push(finalKey, 'final', blob(h0, 'f', 'final'), {
+      parent: null,
+      base: sha,
+      baseFormat: 'qcow2',
+    });
+    const r1 = await writer.push(layers[0]!, 'layer', blob(h0, 'l1', 'layer one'), {
+      parent: null,
+      base: sha,
+      baseFormat: 'qcow2',
+    });
     store.objects.get(`blobs/sha256/${f.digest}`)!.body = Buffer.from('fin4l');
     void r1;
     const h = harness(new RemoteCache(store, { kilnVersion: 't', intermediate: true }));
@@ -105,8 +147,12 @@ describe('check layer cache with a remote cache', () => {
     const store = new FakeStore();
     const h = harness(new RemoteCache(store, { kilnVersion: 't' }));
     h.ctx.template.variables.sensitive.add('password');
-    await (await runStep(layerCacheStep, h.ctx)).cleanup!();
-    expect(h.said('warn').join('\n')).toMatch(/remote cache: not used for this build: its template has sensitive values.*\n {2}fix: .*--cache-remote-secret-file/s);
+    await (
+      await runStep(layerCacheStep, h.ctx)
+    ).cleanup!();
+    expect(h.said('warn').join('\n')).toMatch(
+      /remote cache: not used for this build: its template has sensitive values.*\n {2}fix: .*--cache-remote-secret-file/s,
+    );
     expect(store.puts).toEqual([]);
   });
 });

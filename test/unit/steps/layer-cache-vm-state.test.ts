@@ -16,16 +16,35 @@ describe('check layer cache with cache.vm_state', () => {
     const first = stepContext({ options: { noCache: false }, build: {} });
     const upload = path.join(first.dir, 'upload.bin');
     writeFileSync(upload, 'payload');
-    const build = { cache: { vm_state: true }, provisioners: [{ type: 'file', source: upload, destination: '/tmp/upload.bin' }, { type: 'shell', inline: ['use /tmp/upload.bin'] }] };
+    const build = {
+      cache: { vm_state: true },
+      provisioners: [
+        { type: 'file', source: upload, destination: '/tmp/upload.bin' },
+        { type: 'shell', inline: ['use /tmp/upload.bin'] },
+      ],
+    };
     const plan = stepContext({ options: { noCache: false }, build, source });
-    plan.ctx.state.base = { path: plan.ctx.build.source.base_image!, format: 'qcow2', sha256: 'c'.repeat(64), source: 'base', kind: 'disk' };
-    await (await runStep(layerCacheStep, plan.ctx)).cleanup!();
+    plan.ctx.state.base = {
+      path: plan.ctx.build.source.base_image!,
+      format: 'qcow2',
+      sha256: 'c'.repeat(64),
+      source: 'base',
+      kind: 'disk',
+    };
+    await (
+      await runStep(layerCacheStep, plan.ctx)
+    ).cleanup!();
     const key = plan.ctx.state.layers!.plan[0]!.key!;
     const store = new LayerStore(plan.ctx.options.cacheDir, plan.driver);
     const frozen = path.join(plan.dir, 'frozen.qcow2');
     writeFileSync(frozen, 'a layer');
     const root = await store.ensureBase(plan.ctx.build.source.base_image!, 'c'.repeat(64), 'qcow2');
-    await store.publish(key, frozen, { name: root, format: 'qcow2' }, { parent: null, build: 'unit', template: 'unit.yaml', provisioner: 1, description: 'file' });
+    await store.publish(
+      key,
+      frozen,
+      { name: root, format: 'qcow2' },
+      { parent: null, build: 'unit', template: 'unit.yaml', provisioner: 1, description: 'file' },
+    );
     if (withState) {
       const tmp = vmStateTemp(store.dir, key);
       writeFileSync(tmp, 'ram');
@@ -53,6 +72,8 @@ describe('check layer cache with cache.vm_state', () => {
   it('firmware: uefi: states are neither saved nor restored, and the build says so', async () => {
     const { h } = await cachedUpload(true, { firmware: 'uefi' });
     expect(h.ctx.state.layers).toMatchObject({ cachedCount: 0, vmState: false });
-    expect(h.said('warn')).toContain('layer cache: cache.vm_state is not used for firmware: uefi; layers hold disks only');
+    expect(h.said('warn')).toContain(
+      'layer cache: cache.vm_state is not used for firmware: uefi; layers hold disks only',
+    );
   });
 });

@@ -28,7 +28,9 @@ describe('prepare output directory', () => {
     const b = stepContext();
     b.ctx.build.output_directory = a.ctx.build.output_directory;
     const { error } = await runStep(outputDirStep, b.ctx);
-    expect(error).toBe(`output directory ${a.ctx.build.output_directory} is being built by another kiln right now (pid ${process.pid})\n  fix: wait for it to finish, or give this build another output_directory`);
+    expect(error).toBe(
+      `output directory ${a.ctx.build.output_directory} is being built by another kiln right now (pid ${process.pid})\n  fix: wait for it to finish, or give this build another output_directory`,
+    );
     await first.cleanup!();
   });
 

@@ -13,7 +13,9 @@ function staged(postProcessors: unknown[]) {
   const file = path.join(h.dir, 'unit.raw');
   writeFileSync(file, Buffer.alloc(64 << 10));
   h.ctx.state.stagingDir = h.dir;
-  h.ctx.state.artifacts = [{ name: 'unit.raw', path: file, format: 'raw', size: 64 << 10, virtualSize: 64 << 10, sha256: 'x' }];
+  h.ctx.state.artifacts = [
+    { name: 'unit.raw', path: file, format: 'raw', size: 64 << 10, virtualSize: 64 << 10, sha256: 'x' },
+  ];
   return { h, file };
 }
 
@@ -28,7 +30,10 @@ describe('post-process', () => {
   });
 
   it('shell-local sees the artifacts; a failing one fails the step with its label', async () => {
-    const { h, file } = staged([{ type: 'shell-local', inline: ['echo "$KILN_ARTIFACTS" > "$KILN_STAGING_DIR/seen"'] }, { type: 'shell-local', inline: ['exit 4'] }]);
+    const { h, file } = staged([
+      { type: 'shell-local', inline: ['echo "$KILN_ARTIFACTS" > "$KILN_STAGING_DIR/seen"'] },
+      { type: 'shell-local', inline: ['exit 4'] },
+    ]);
     const { error } = await runStep(postProcessStep, h.ctx);
     expect(readFileSync(path.join(h.dir, 'seen'), 'utf8')).toBe(`${file}\n`);
     expect(error).toMatch(/^post-processor 2: exited with 4/);

@@ -10,15 +10,31 @@ import { FakeSsh } from '../../helpers/fake-ssh.js';
 afterAll(removeStepDirs);
 
 function provisioning(cachedCount: number) {
-  const h = stepContext({ build: { provisioners: [
-    { type: 'shell-local', inline: ['echo first'] },
-    { type: 'shell-local', inline: ['echo second'] },
-  ] } });
+  const h = stepContext({
+    build: {
+      provisioners: [
+        { type: 'shell-local', inline: ['echo first'] },
+        { type: 'shell-local', inline: ['echo second'] },
+      ],
+    },
+  });
   const published: unknown[][] = [];
-  const store = { publish: async (...a: unknown[]) => { published.push(a.slice(0, 3)); return { size: 42 }; } };
+  const store = {
+    publish: async (...a: unknown[]) => {
+      published.push(a.slice(0, 3));
+      return { size: 42 };
+    },
+  };
   h.ctx.state.layers = {
-    store: store as never, rootKey: 'root', cachedCount, rootBacking: { name: 'base-abc.qcow2', format: 'qcow2' }, publishing: Promise.resolve(),
-    plan: [{ index: 0, key: 'k1', description: 'shell-local' }, { index: 1, key: 'k2', description: 'shell-local' }] as never,
+    store: store as never,
+    rootKey: 'root',
+    cachedCount,
+    rootBacking: { name: 'base-abc.qcow2', format: 'qcow2' },
+    publishing: Promise.resolve(),
+    plan: [
+      { index: 0, key: 'k1', description: 'shell-local' },
+      { index: 1, key: 'k2', description: 'shell-local' },
+    ] as never,
   };
   h.ctx.state.disk = { path: path.join(h.ctx.state.workDir, 'disk.qcow2'), format: 'qcow2', virtualSize: 1 << 30 };
   h.ctx.state.qmp = { execute: async <T>() => ({}) as T, close: () => undefined };
@@ -32,7 +48,11 @@ describe('provision', () => {
     const { h, ssh, published } = provisioning(1);
     const first = h.ctx.state.disk!.path;
     expect((await runStep(provisionStep, h.ctx)).error).toBeUndefined();
-    expect(h.events.map((e) => e.type).filter((t) => t.startsWith('provisioner'))).toEqual(['provisioner-cached', 'provisioner-start', 'provisioner-end']);
+    expect(h.events.map((e) => e.type).filter((t) => t.startsWith('provisioner'))).toEqual([
+      'provisioner-cached',
+      'provisioner-start',
+      'provisioner-end',
+    ]);
     expect(ssh.commands.map((c) => c.command)).toEqual(['sync']);
     const overlay = path.join(h.ctx.state.workDir, 'disk-2.qcow2');
     expect(h.driver.callsTo('snapshotActiveDisk')).toEqual([[first, overlay, 1 << 30, 'kiln-layer-2']]);
@@ -47,7 +67,9 @@ describe('provision', () => {
     const { h } = provisioning(0);
     h.ctx.state.provisionersDone = 1;
     await runStep(provisionStep, h.ctx);
-    expect(h.events.filter((e) => e.type === 'provisioner-start').map((e) => (e as { index: number }).index)).toEqual([1]);
+    expect(h.events.filter((e) => e.type === 'provisioner-start').map((e) => (e as { index: number }).index)).toEqual([
+      1,
+    ]);
   });
 
   it('a failed snapshot fails the step and the disk stays the one QEMU writes', async () => {

@@ -7,11 +7,22 @@ import { FakeSsh } from '../../helpers/fake-ssh.js';
 afterAll(removeStepDirs);
 
 describe('list guest packages', () => {
-  it('records the guest\'s packages, sorted', async () => {
+  it("records the guest's packages, sorted", async () => {
     const h = stepContext();
-    h.ctx.state.ssh = new FakeSsh(() => ({ exitCode: 0, stdout: '#dpkg\nzlib1g\t1:1.2.13\tamd64\nbash\t5.2\tamd64\n' })).session;
+    h.ctx.state.ssh = new FakeSsh(() => ({
+      exitCode: 0,
+      stdout: '#dpkg\nzlib1g\t1:1.2.13\tamd64\nbash\t5.2\tamd64\n',
+    })).session;
     expect((await runStep(sbomStep, h.ctx)).error).toBeUndefined();
-    expect(h.ctx.state.sbom).toEqual({ recordedAt: expect.any(String), kilnVersion: expect.any(String), manager: 'dpkg', packages: [{ name: 'bash', version: '5.2', arch: 'amd64' }, { name: 'zlib1g', version: '1:1.2.13', arch: 'amd64' }] });
+    expect(h.ctx.state.sbom).toEqual({
+      recordedAt: expect.any(String),
+      kilnVersion: expect.any(String),
+      manager: 'dpkg',
+      packages: [
+        { name: 'bash', version: '5.2', arch: 'amd64' },
+        { name: 'zlib1g', version: '1:1.2.13', arch: 'amd64' },
+      ],
+    });
     expect(h.driver.calls).toEqual([]);
   });
 

@@ -22,7 +22,10 @@ async function running(o: Parameters<typeof stepContext>[0] = {}) {
 describe('shut down', () => {
   it('runs poweroff over SSH (as root: no sudo) and waits for QEMU to exit', async () => {
     const { h, vm, qmp } = await running();
-    const ssh = new FakeSsh((cmd) => { if (cmd === 'poweroff') setTimeout(() => vm.exit(0), 1); return { exitCode: null }; });
+    const ssh = new FakeSsh((cmd) => {
+      if (cmd === 'poweroff') setTimeout(() => vm.exit(0), 1);
+      return { exitCode: null };
+    });
     h.ctx.state.ssh = ssh.session;
     expect((await runStep(shutdownStep, h.ctx)).error).toBeUndefined();
     expect(ssh.commands.map((c) => c.command)).toEqual(['poweroff']);
@@ -33,14 +36,22 @@ describe('shut down', () => {
   });
 
   it('a user who is not root powers off through sudo -n; a shutdown_command is run as written', async () => {
-    const { h, vm } = await running({ source: { communicator: { username: 'debian', password: 'pw', trust_on_first_use: true } } });
-    const ssh = new FakeSsh(() => { vm.exit(0); return { exitCode: 0 }; });
+    const { h, vm } = await running({
+      source: { communicator: { username: 'debian', password: 'pw', trust_on_first_use: true } },
+    });
+    const ssh = new FakeSsh(() => {
+      vm.exit(0);
+      return { exitCode: 0 };
+    });
     h.ctx.state.ssh = ssh.session;
     await runStep(shutdownStep, h.ctx);
     expect(ssh.commands[0]!.command).toBe("sudo -n sh -c 'poweroff'");
 
     const custom = await running({ source: { shutdown_command: 'shutdown -P now' } });
-    const ssh2 = new FakeSsh(() => { custom.vm.exit(0); return { exitCode: 0 }; });
+    const ssh2 = new FakeSsh(() => {
+      custom.vm.exit(0);
+      return { exitCode: 0 };
+    });
     custom.h.ctx.state.ssh = ssh2.session;
     await runStep(shutdownStep, custom.h.ctx);
     expect(ssh2.commands[0]!.command).toBe('shutdown -P now');
@@ -58,18 +69,24 @@ describe('shut down', () => {
     h.driver.powerOffOnAcpi = false;
     h.ctx.state.ssh = new FakeSsh(() => ({ exitCode: null })).session;
     const { error } = await runStep(shutdownStep, h.ctx);
-    expect(error).toBe('the guest did not power off within 1s; QEMU was killed and the disk is not captured\n  fix: check shutdown_command, or raise shutdown_timeout');
+    expect(error).toBe(
+      'the guest did not power off within 1s; QEMU was killed and the disk is not captured\n  fix: check shutdown_command, or raise shutdown_timeout',
+    );
     expect(h.said('warn')).toEqual(['guest still running; sending ACPI power-down']);
     expect(qmp.commands.map((c) => c.command)).toEqual(['system_powerdown']);
     expect(vm.killed).toEqual([2000]);
   });
 
   it('a shutdown command that fails while the guest keeps running: QEMU killed, the error names the command, its output and the sudo fix', async () => {
-    const { h, vm } = await running({ source: { communicator: { username: 'debian', password: 'pw', trust_on_first_use: true } } });
+    const { h, vm } = await running({
+      source: { communicator: { username: 'debian', password: 'pw', trust_on_first_use: true } },
+    });
     h.driver.waitCapMs = 5;
     h.ctx.state.ssh = new FakeSsh(() => ({ exitCode: 1, stderr: 'sudo: a password is required\n' })).session;
     const { error } = await runStep(shutdownStep, h.ctx);
-    expect(error).toContain(`the shutdown command "sudo -n sh -c 'poweroff'" (kiln's default for "debian") exited with 1 and the guest kept running; QEMU was killed`);
+    expect(error).toContain(
+      `the shutdown command "sudo -n sh -c 'poweroff'" (kiln's default for "debian") exited with 1 and the guest kept running; QEMU was killed`,
+    );
     expect(error).toContain('  sudo: a password is required');
     expect(error).toMatch(/fix: run it through "sudo -n", and give "debian" passwordless sudo/);
     expect(vm.killed).toEqual([2000]);
@@ -87,18 +104,37 @@ describe('shut down', () => {
       const last = 'c'.repeat(64);
       const finalKey = 'f'.repeat(64);
       let release!: () => void;
-      const earlier = new Promise<void>((resolve) => { release = resolve; });
-      h.ctx.state.layers = { store, rootKey: 'r'.repeat(64), plan: [{ index: 0, description: 'shell', key: last }], cachedCount: 1, rootBacking: null, finalKey, publishing: earlier };
-      h.ctx.state.ssh = new FakeSsh(() => { vm.exit(0); return { exitCode: null }; }).session;
+      const earlier = new Promise<void>((resolve) => {
+        release = resolve;
+      });
+      h.ctx.state.layers = {
+        store,
+        rootKey: 'r'.repeat(64),
+        plan: [{ index: 0, description: 'shell', key: last }],
+        cachedCount: 1,
+        rootBacking: null,
+        finalKey,
+        publishing: earlier,
+      };
+      h.ctx.state.ssh = new FakeSsh(() => {
+        vm.exit(0);
+        return { exitCode: null };
+      }).session;
       expect((await runStep(shutdownStep, h.ctx)).error).toBeUndefined();
       // The step did not wait for the save (queued behind an earlier one still running).
       expect(store.meta(finalKey)).toBeUndefined();
       release();
       await h.ctx.state.layers.publishing;
       const meta = store.meta(finalKey)!;
-      expect(meta).toMatchObject({ parent: last, backing: `${last}.qcow2`, provisioner: 0, final: { sbom: { manager: 'none', packages: [] }, compaction: { beforeBytes: 10, afterBytes: 4 } } });
+      expect(meta).toMatchObject({
+        parent: last,
+        backing: `${last}.qcow2`,
+        provisioner: 0,
+        final: { sbom: { manager: 'none', packages: [] }, compaction: { beforeBytes: 10, afterBytes: 4 } },
+      });
       expect(readFileSync(store.layerFile(finalKey), 'utf8')).toBe('the finished disk');
-      const saved = h.events.find((e) => e.type === 'layer-saved') as { final?: boolean; ms: number; index: number } | undefined;
+      const saved = h.events.find((e) => e.type === 'layer-saved') as
+        { final?: boolean; ms: number; index: number } | undefined;
       expect(saved).toMatchObject({ final: true, index: -1 });
       expect(h.ctx.state.timings['layer capture (background)']).toBeGreaterThanOrEqual(0);
       // A VHD output may grow the conversion's input: it gets an overlay, the file being copied stays as it is.
@@ -108,7 +144,10 @@ describe('shut down', () => {
 
   it('without the layer cache, or converting from the final layer, saves nothing', async () => {
     const { h, vm } = await running();
-    h.ctx.state.ssh = new FakeSsh(() => { vm.exit(0); return { exitCode: null }; }).session;
+    h.ctx.state.ssh = new FakeSsh(() => {
+      vm.exit(0);
+      return { exitCode: null };
+    }).session;
     expect((await runStep(shutdownStep, h.ctx)).error).toBeUndefined();
     expect(h.events.some((e) => e.type === 'layer-saved')).toBe(false);
   });

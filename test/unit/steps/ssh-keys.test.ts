@@ -8,7 +8,7 @@ import { removeStepDirs, runStep, stepContext } from '../../helpers/step-context
 afterAll(removeStepDirs);
 
 describe('generate SSH keys', () => {
-  it('a build key whose comment marks it as kiln\'s, no host key without cloud-init; secrets are masked', async () => {
+  it("a build key whose comment marks it as kiln's, no host key without cloud-init; secrets are masked", async () => {
     const h = stepContext();
     expect((await runStep(sshKeysStep, h.ctx)).error).toBeUndefined();
     const key = h.ctx.state.buildKey!;

@@ -8,7 +8,15 @@ import { removeStepDirs, runStep, stepContext } from '../../helpers/step-context
 afterAll(removeStepDirs);
 
 function installing() {
-  const h = stepContext({ source: { base_image: undefined, iso: '$base', disk_size: '1G', communicator: { type: 'none' }, install_timeout: '1s' } });
+  const h = stepContext({
+    source: {
+      base_image: undefined,
+      iso: '$base',
+      disk_size: '1G',
+      communicator: { type: 'none' },
+      install_timeout: '1s',
+    },
+  });
   const vm = h.driver.startVm([], {});
   h.ctx.state.qemu = vm;
   h.ctx.state.installing = true;
@@ -32,13 +40,17 @@ describe('wait for installer', () => {
 
   it('an installer still running at install_timeout fails with the end of its console', async () => {
     const { h } = installing();
-    expect((await runStep(waitInstallStep, h.ctx)).error).toBe('the installer did not finish within 1s\n--- last lines of the serial console ---\nBooting installer\nPartitioning');
+    expect((await runStep(waitInstallStep, h.ctx)).error).toBe(
+      'the installer did not finish within 1s\n--- last lines of the serial console ---\nBooting installer\nPartitioning',
+    );
   });
 
   it('QEMU failing during the install fails the step with its exit and message', async () => {
     const { h, vm } = installing();
     vm.exit(1, null, 'qemu: disk full');
-    expect((await runStep(waitInstallStep, h.ctx)).error).toBe('QEMU exited with 1 during the install: qemu: disk full');
+    expect((await runStep(waitInstallStep, h.ctx)).error).toBe(
+      'QEMU exited with 1 during the install: qemu: disk full',
+    );
     expect(h.ctx.state.installing).toBe(true);
   });
 });

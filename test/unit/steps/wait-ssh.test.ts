@@ -22,7 +22,19 @@ async function closedPort(): Promise<number> {
 }
 
 async function booting(o: Parameters<typeof stepContext>[0] = {}) {
-  const h = stepContext({ ...o, source: { ...o.source, communicator: { username: 'root', password: 'pw', trust_on_first_use: true, timeout: '5s', ...(o.source?.communicator as object) } } });
+  const h = stepContext({
+    ...o,
+    source: {
+      ...o.source,
+      communicator: {
+        username: 'root',
+        password: 'pw',
+        trust_on_first_use: true,
+        timeout: '5s',
+        ...(o.source?.communicator as object),
+      },
+    },
+  });
   const st = h.ctx.state;
   st.disk = { path: path.join(st.workDir, 'disk.qcow2'), format: 'qcow2', virtualSize: 1 << 30 };
   st.accelerator = 'tcg';
@@ -35,7 +47,9 @@ async function booting(o: Parameters<typeof stepContext>[0] = {}) {
 describe('wait for SSH', () => {
   it('no way to verify the host key is an error with the three fixes', async () => {
     const h = await booting({ source: { communicator: { trust_on_first_use: false } } });
-    expect((await runStep(waitSshStep, h.ctx)).error).toBe("no way to verify the guest's host key\n  fix: enable cloud_init (kiln injects one), set communicator.host_key_fingerprint, or set communicator.trust_on_first_use: true");
+    expect((await runStep(waitSshStep, h.ctx)).error).toBe(
+      "no way to verify the guest's host key\n  fix: enable cloud_init (kiln injects one), set communicator.host_key_fingerprint, or set communicator.trust_on_first_use: true",
+    );
   });
 
   it('QEMU exiting before SSH came up ends the wait with its message, the console tail and the QEMU command', async () => {
@@ -44,7 +58,9 @@ describe('wait for SSH', () => {
     h.ctx.state.qemu = vm;
     setTimeout(() => vm.exit(1, null, 'qemu: guest crashed'), 50);
     const { error } = await runStep(waitSshStep, h.ctx);
-    expect(error).toBe(`QEMU exited before SSH came up: qemu: guest crashed\n--- last lines of the serial console (${h.ctx.state.serialLog}) ---\nBooting Linux\nKernel panic - not syncing: VFS\n--- QEMU command ---\nqemu-system-x86_64 -name unit`);
+    expect(error).toBe(
+      `QEMU exited before SSH came up: qemu: guest crashed\n--- last lines of the serial console (${h.ctx.state.serialLog}) ---\nBooting Linux\nKernel panic - not syncing: VFS\n--- QEMU command ---\nqemu-system-x86_64 -name unit`,
+    );
     expect(h.ctx.state.ssh).toBeUndefined();
   });
 
@@ -57,7 +73,13 @@ describe('wait for SSH', () => {
     // The installed system then fails to boot, which ends the test's wait.
     h.driver.vmScript = () => ({ exitAtStart: undefined });
     setTimeout(() => installer.exit(0), 50);
-    const failBoot = setInterval(() => { const vm = h.driver.vms[1]; if (vm) { vm.exit(1, null, 'no bootable device'); clearInterval(failBoot); } }, 20);
+    const failBoot = setInterval(() => {
+      const vm = h.driver.vms[1];
+      if (vm) {
+        vm.exit(1, null, 'no bootable device');
+        clearInterval(failBoot);
+      }
+    }, 20);
     const { error } = await runStep(waitSshStep, h.ctx);
     clearInterval(failBoot);
     expect(h.said('info')[0]).toMatch(/^installer finished after .+; booting the installed disk$/);
@@ -70,14 +92,19 @@ describe('wait for SSH', () => {
 });
 
 describe("after the login: cloud-init's later stages", () => {
-  const cloudInitSource = (wait?: boolean) => ({ cloud_init: wait === undefined ? {} : { wait }, communicator: { username: 'kiln', trust_on_first_use: true } });
+  const cloudInitSource = (wait?: boolean) => ({
+    cloud_init: wait === undefined ? {} : { wait },
+    communicator: { username: 'kiln', trust_on_first_use: true },
+  });
 
   it('cloud_init.wait false: provisioning starts at once, nothing is asked of the guest', async () => {
     const h = stepContext({ source: cloudInitSource(false) });
     const ssh = new FakeSsh(() => ({ exitCode: 0 }));
     await waitForCloudInit(h.ctx, ssh.session, performance.now());
     expect(ssh.commands).toEqual([]);
-    expect(h.said('debug')).toContain("not waiting for cloud-init's later stages (cloud_init.wait: false): provisioning starts now");
+    expect(h.said('debug')).toContain(
+      "not waiting for cloud-init's later stages (cloud_init.wait: false): provisioning starts now",
+    );
   });
 
   it('cloud_init.wait true (the default): `cloud-init status --wait` through sudo, then its errors decide', async () => {
@@ -86,16 +113,29 @@ describe("after the login: cloud-init's later stages", () => {
     const ssh = new FakeSsh(() => ({ exitCode: 0, stdout: 'status: done\n' }));
     await waitForCloudInit(h.ctx, ssh.session, performance.now());
     expect(ssh.commands).toHaveLength(1);
-    expect(ssh.commands[0]!.command).toMatch(/^sudo -n sh -c '.*cloud-init status --wait >\/dev\/null; cloud-init status --long'$/);
+    expect(ssh.commands[0]!.command).toMatch(
+      /^sudo -n sh -c '.*cloud-init status --wait >\/dev\/null; cloud-init status --long'$/,
+    );
     expect(h.said('debug').at(-1)).toMatch(/^cloud-init done after /);
 
     const recoverable = stepContext({ source: cloudInitSource(true) });
-    await waitForCloudInit(recoverable.ctx, new FakeSsh(() => ({ exitCode: 2, stdout: 'status: done\nerrors: [x]\n' })).session, performance.now());
-    expect(recoverable.said('warn')).toEqual(['cloud-init finished with recoverable errors:\nstatus: done\nerrors: [x]']);
+    await waitForCloudInit(
+      recoverable.ctx,
+      new FakeSsh(() => ({ exitCode: 2, stdout: 'status: done\nerrors: [x]\n' })).session,
+      performance.now(),
+    );
+    expect(recoverable.said('warn')).toEqual([
+      'cloud-init finished with recoverable errors:\nstatus: done\nerrors: [x]',
+    ]);
 
     const failed = stepContext({ source: cloudInitSource(true) });
-    await expect(waitForCloudInit(failed.ctx, new FakeSsh(() => ({ exitCode: 1, stdout: 'status: error\n' })).session, performance.now()))
-      .rejects.toThrow('cloud-init failed in the guest (exit 1):\nstatus: error');
+    await expect(
+      waitForCloudInit(
+        failed.ctx,
+        new FakeSsh(() => ({ exitCode: 1, stdout: 'status: error\n' })).session,
+        performance.now(),
+      ),
+    ).rejects.toThrow('cloud-init failed in the guest (exit 1):\nstatus: error');
   });
 
   it('cloud_init false: no cloud-init to wait for', async () => {

@@ -21,7 +21,13 @@ writeFileSync(path.join(dir, 'install.iso'), 'not really an ISO');
 let n = 0;
 function load(source: string, media = 'base_image: base.qcow2') {
   const file = path.join(dir, `t${n++}.yaml`);
-  writeFileSync(file, `builds:\n  - name: f\n    source:\n      ${media}\n      checksum: none\n${source.split('\n').map((l) => `      ${l}`).join('\n')}\n`);
+  writeFileSync(
+    file,
+    `builds:\n  - name: f\n    source:\n      ${media}\n      checksum: none\n${source
+      .split('\n')
+      .map((l) => `      ${l}`)
+      .join('\n')}\n`,
+  );
   return loadTemplate(file, { vars: [], varFiles: [], env: {} });
 }
 const keyOf = (source: string) => sourceKey(load(source).template.builds[0]!, 'a'.repeat(64));
@@ -51,7 +57,7 @@ describe('resolved values', () => {
   });
 });
 
-describe('the layer key, from the fields\' cache roles', () => {
+describe("the layer key, from the fields' cache roles", () => {
   it('disk_size: 20G and 20480M give one layer key; 21G another', async () => {
     const k20g = await keyOf('disk_size: 20G');
     expect(await keyOf('disk_size: 20480M')).toBe(k20g);
@@ -68,9 +74,23 @@ describe('the layer key, from the fields\' cache roles', () => {
   });
 
   it('every field has a role, and the runtime ones are the ones the cache used to ignore', () => {
-    expect([...fieldsWithRole(sourceFields, 'runtime')].sort()).toEqual(['accelerator', 'boot_key_interval', 'cpu_model', 'cpus', 'headless', 'install_timeout', 'memory', 'shutdown_timeout']);
+    expect([...fieldsWithRole(sourceFields, 'runtime')].sort()).toEqual([
+      'accelerator',
+      'boot_key_interval',
+      'cpu_model',
+      'cpus',
+      'headless',
+      'install_timeout',
+      'memory',
+      'shutdown_timeout',
+    ]);
     expect([...fieldsWithRole(sourceFields, 'base')].sort()).toEqual(['base_image', 'checksum', 'iso']);
-    expect([...fieldsWithRole(sshCommunicatorFields, 'runtime')].sort()).toEqual(['host_key_fingerprint', 'private_key_file', 'timeout', 'trust_on_first_use']);
+    expect([...fieldsWithRole(sshCommunicatorFields, 'runtime')].sort()).toEqual([
+      'host_key_fingerprint',
+      'private_key_file',
+      'timeout',
+      'trust_on_first_use',
+    ]);
   });
 
   it('a field without a cache role does not compile', () => {

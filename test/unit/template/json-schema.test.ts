@@ -69,7 +69,13 @@ const semantic: Record<string, string> = {
   'var-default-wrong-type.yaml': 'a default compared with its declared type',
 };
 /** Files that are not YAML or JSON at all: no schema is reached. */
-const syntax = new Set(['yaml-bad-indentation.yaml', 'yaml-tab.yaml', 'yaml-unclosed-quote.yaml', 'yaml-duplicate-key.yaml', 'json-syntax.json']);
+const syntax = new Set([
+  'yaml-bad-indentation.yaml',
+  'yaml-tab.yaml',
+  'yaml-unclosed-quote.yaml',
+  'yaml-duplicate-key.yaml',
+  'json-syntax.json',
+]);
 
 describe('kiln schema', () => {
   const examples = readdirSync(path.join(repoRoot, 'examples')).filter((f) => /\.ya?ml$/.test(f));
@@ -92,8 +98,17 @@ describe('kiln schema', () => {
   });
 
   it('gives editors the doc line and the default of a field', () => {
-    const source = (templateJsonSchema() as { properties: { builds: { items: { properties: { source: { properties: Record<string, { description?: string; default?: unknown }> } } } } } })
-      .properties.builds.items.properties.source.properties;
+    const source = (
+      templateJsonSchema() as {
+        properties: {
+          builds: {
+            items: {
+              properties: { source: { properties: Record<string, { description?: string; default?: unknown }> } };
+            };
+          };
+        };
+      }
+    ).properties.builds.items.properties.source.properties;
     expect(source.disk_size?.description).toMatch(/disk's size/);
     expect(source.shutdown_timeout?.default).toBe('5m');
     expect(source.memory?.default).toBe(1024);

@@ -9,8 +9,15 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import {
-  describeProvisioner, kindOf, provisionerKinds, provisionerSchema, provisionerTypes, withoutCommunicatorProblems,
-  type Provisioner, type ProvisionerOf, type ProvisionerType,
+  describeProvisioner,
+  kindOf,
+  provisionerKinds,
+  provisionerSchema,
+  provisionerTypes,
+  withoutCommunicatorProblems,
+  type Provisioner,
+  type ProvisionerOf,
+  type ProvisionerType,
 } from '../../../src/template/provisioner-kinds/index.js';
 import { defineKind, type HostInput } from '../../../src/template/provisioner-kinds/kind.js';
 import { kindObject } from '../../../src/template/provisioner-kinds/common.js';
@@ -32,7 +39,15 @@ const parsed = (t: ProvisionerType): Provisioner => provisionerSchema.parse(exam
 
 describe('provisioner kinds', () => {
   it('lists every kind kiln has, each with its own schema, summary and facts', () => {
-    expect(provisionerTypes).toEqual(['shell', 'file', 'shell-local', 'breakpoint', 'ansible', 'ansible-local', 'puppet-masterless']);
+    expect(provisionerTypes).toEqual([
+      'shell',
+      'file',
+      'shell-local',
+      'breakpoint',
+      'ansible',
+      'ansible-local',
+      'puppet-masterless',
+    ]);
     for (const t of provisionerTypes) {
       const p = parsed(t);
       expect(p.type).toBe(t);
@@ -50,41 +65,81 @@ describe('provisioner kinds', () => {
   });
 
   it('gives runners typed values: durations in ms, sizes in bytes', () => {
-    const p = provisionerSchema.parse({ type: 'file', direction: 'download', source: '/x', destination: 'x', max_size: '20G', timeout: '5m', pause_before: '1m30s' }) as ProvisionerOf<'file'>;
+    const p = provisionerSchema.parse({
+      type: 'file',
+      direction: 'download',
+      source: '/x',
+      destination: 'x',
+      max_size: '20G',
+      timeout: '5m',
+      pause_before: '1m30s',
+    }) as ProvisionerOf<'file'>;
     expect([p.max_size, p.timeout, p.pause_before]).toEqual([20 * 2 ** 30, 300_000, 90_000]);
-    expect(provisionerSchema.safeParse({ type: 'shell', inline: ['x'], timeout: 'soon' }).error?.issues[0]?.message).toBe('"soon" is not a duration');
+    expect(
+      provisionerSchema.safeParse({ type: 'shell', inline: ['x'], timeout: 'soon' }).error?.issues[0]?.message,
+    ).toBe('"soon" is not a duration');
   });
 
   it('describes one provisioner in a line, as before the kinds were modules', () => {
     expect(provisionerTypes.map((t) => describeProvisioner(parsed(t)))).toEqual([
-      'shell (a.sh, b.sh)', 'file (motd -> /etc/motd)', 'shell-local (inline)', 'breakpoint (look)',
-      'ansible (site.yml)', 'ansible-local (site.yml)', 'puppet-masterless (manifests)',
+      'shell (a.sh, b.sh)',
+      'file (motd -> /etc/motd)',
+      'shell-local (inline)',
+      'breakpoint (look)',
+      'ansible (site.yml)',
+      'ansible-local (site.yml)',
+      'puppet-masterless (manifests)',
     ]);
-    expect(describeProvisioner(provisionerSchema.parse({ type: 'shell', inline: ['a'] }))).toBe('shell (1 inline line)');
-    expect(describeProvisioner(provisionerSchema.parse({ type: 'file', direction: 'download', source: '/var/log/x', destination: 'x' }))).toBe('file (download /var/log/x)');
+    expect(describeProvisioner(provisionerSchema.parse({ type: 'shell', inline: ['a'] }))).toBe(
+      'shell (1 inline line)',
+    );
+    expect(
+      describeProvisioner(
+        provisionerSchema.parse({ type: 'file', direction: 'download', source: '/var/log/x', destination: 'x' }),
+      ),
+    ).toBe('file (download /var/log/x)');
   });
 
-  it('resolves each kind\'s paths against the template folder and names the field of a missing one', () => {
+  it("resolves each kind's paths against the template folder and names the field of a missing one", () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-kinds-'));
-    for (const d of ['play', 'req', 'roles/web', 'manifests', 'hiera']) mkdirSync(path.join(dir, d), { recursive: true });
-    for (const f of ['a.sh', 'motd', 'play/site.yml', 'req/requirements.yml', 'hiera/hiera.yaml']) writeFileSync(path.join(dir, f), '');
+    for (const d of ['play', 'req', 'roles/web', 'manifests', 'hiera'])
+      mkdirSync(path.join(dir, d), { recursive: true });
+    for (const f of ['a.sh', 'motd', 'play/site.yml', 'req/requirements.yml', 'hiera/hiera.yaml'])
+      writeFileSync(path.join(dir, f), '');
     const missing: string[] = [];
     const paths = {
-      existing: (written: string, field: (string | number)[]) => { if (written === 'b.sh') missing.push(field.join('.')); return path.resolve(dir, written); },
+      existing: (written: string, field: (string | number)[]) => {
+        if (written === 'b.sh') missing.push(field.join('.'));
+        return path.resolve(dir, written);
+      },
       resolve: (written: string) => path.resolve(dir, written),
     };
-    const all = provisionerTypes.map((t) => { const p = parsed(t); kindOf(p).resolvePaths(p, paths); return p; });
+    const all = provisionerTypes.map((t) => {
+      const p = parsed(t);
+      kindOf(p).resolvePaths(p, paths);
+      return p;
+    });
     expect(missing).toEqual(['scripts.1']);
     expect((all[0] as ProvisionerOf<'shell'>).scripts).toEqual([path.join(dir, 'a.sh'), path.join(dir, 'b.sh')]);
     expect((all[4] as ProvisionerOf<'ansible'>).galaxy_file).toBe(path.join(dir, 'req/requirements.yml'));
-    const download = provisionerSchema.parse({ type: 'file', direction: 'download', source: '/etc/hostname', destination: 'out/hostname' });
+    const download = provisionerSchema.parse({
+      type: 'file',
+      direction: 'download',
+      source: '/etc/hostname',
+      destination: 'out/hostname',
+    });
     kindOf(download).resolvePaths(download, paths);
     expect((download as ProvisionerOf<'file'>).destination).toBe(path.join(dir, 'out/hostname'));
   });
 
   it('moves what a kind writes on the host, not what it reads, when an offline bundle is unpacked elsewhere', () => {
     const tree = '/unpacked/tree';
-    const download = provisionerSchema.parse({ type: 'file', direction: 'download', source: '/etc/os-release', destination: `${tree}/proj/out/os-release` });
+    const download = provisionerSchema.parse({
+      type: 'file',
+      direction: 'download',
+      source: '/etc/os-release',
+      destination: `${tree}/proj/out/os-release`,
+    });
     const upload = provisionerSchema.parse({ type: 'file', source: `${tree}/proj/motd`, destination: '/etc/motd' });
     const t = { template: { builds: [{ outputs: [], provisioners: [download, upload] }] } };
     relocateOutputs(t as never, { template: `${tree}/proj/kiln.yaml`, treeRoot: tree }, '/work');
@@ -92,8 +147,11 @@ describe('provisioner kinds', () => {
     expect((upload as ProvisionerOf<'file'>).source).toBe(`${tree}/proj/motd`);
   });
 
-  it('lists the host inputs of each kind for its layer key: files as they are, a playbook\'s folder as a tree', () => {
-    const inputs = (t: ProvisionerType) => kindOf(parsed(t)).hostInputs(parsed(t)).map((i: HostInput) => `${i.digest}:${i.path}`);
+  it("lists the host inputs of each kind for its layer key: files as they are, a playbook's folder as a tree", () => {
+    const inputs = (t: ProvisionerType) =>
+      kindOf(parsed(t))
+        .hostInputs(parsed(t))
+        .map((i: HostInput) => `${i.digest}:${i.path}`);
     expect(inputs('shell')).toEqual(['path:a.sh', 'path:b.sh']);
     expect(inputs('file')).toEqual(['path:motd']);
     expect(inputs('shell-local')).toEqual([]);
@@ -108,14 +166,26 @@ describe('provisioner kinds', () => {
   it('leaves out of the cache by default only what acts on the host', () => {
     const reasons = provisionerTypes.map((t) => uncacheableReason(parsed(t)));
     expect(reasons.map((r, i) => (r ? provisionerTypes[i] : undefined)).filter(Boolean)).toEqual(['shell-local']);
-    expect(uncacheableReason(provisionerSchema.parse({ type: 'file', direction: 'download', source: '/x', destination: 'x' }))).toMatch(/writes to the host/);
-    expect(uncacheableReason(provisionerSchema.parse({ type: 'shell-local', inline: ['true'], cache: true }))).toBeUndefined();
+    expect(
+      uncacheableReason(
+        provisionerSchema.parse({ type: 'file', direction: 'download', source: '/x', destination: 'x' }),
+      ),
+    ).toMatch(/writes to the host/);
+    expect(
+      uncacheableReason(provisionerSchema.parse({ type: 'shell-local', inline: ['true'], cache: true })),
+    ).toBeUndefined();
   });
 
   it('knows which uploads a guest resumed from a layer no longer has (folders emptied at boot)', () => {
     const upload = (destination: string) => provisionerSchema.parse({ type: 'file', content: 'x', destination });
     const volatile = (p: Provisioner) => kindOf(p).bootVolatile?.(p) ?? false;
-    expect(['/tmp/x', '/run/a/b', '/tmp', '/var/run/x', '/etc/../tmp/y'].map((d) => volatile(upload(d)))).toEqual([true, true, true, true, true]);
+    expect(['/tmp/x', '/run/a/b', '/tmp', '/var/run/x', '/etc/../tmp/y'].map((d) => volatile(upload(d)))).toEqual([
+      true,
+      true,
+      true,
+      true,
+      true,
+    ]);
     expect(['/etc/motd', '/tmpfoo', '/var/tmp/x'].map((d) => volatile(upload(d)))).toEqual([false, false, false]);
     expect(provisionerTypes.filter((t) => volatile(parsed(t)))).toEqual([]);
   });
@@ -136,7 +206,9 @@ describe('provisioner kinds', () => {
       resolvePaths() {},
       hostInputs: () => [],
       needs: 'communicator',
-      fromPacker(m) { m.r.name = m.str('name'); },
+      fromPacker(m) {
+        m.r.name = m.str('name');
+      },
     });
     const p = greet.schema.parse({ type: 'greet', name: 'world', timeout: '5m' });
     expect(greet.describe(p)).toBe('greet (world)');

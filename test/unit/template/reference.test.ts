@@ -10,7 +10,10 @@ describe('docs/template-reference.md', () => {
   it('is what `kiln schema --markdown` prints now', () => {
     const committed = readFileSync(path.join(repoRoot, 'docs/template-reference.md'), 'utf8');
     // On failure: npx tsc -p tsconfig.json && node bin/kiln.js schema --markdown > docs/template-reference.md
-    expect(committed, 'docs/template-reference.md is stale: regenerate it with `node bin/kiln.js schema --markdown > docs/template-reference.md`').toBe(templateReference());
+    expect(
+      committed,
+      'docs/template-reference.md is stale: regenerate it with `node bin/kiln.js schema --markdown > docs/template-reference.md`',
+    ).toBe(templateReference());
   });
 
   it('lists every source field with its cache role and a Packer name where one renames it', () => {
