@@ -11,6 +11,7 @@ import type { AddressInfo } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import ssh2 from 'ssh2';
+import { generateKeyPair } from '../../src/communicator/keys.js';
 import { connectOnce, type SshSession } from '../../src/communicator/ssh.js';
 
 type Style = 'openssh' | 'dropbear';
@@ -53,7 +54,7 @@ let port = 0;
 const sessions: SshSession[] = [];
 
 beforeAll(async () => {
-  const hostKey = ssh2.utils.generateKeyPairSync('ed25519').private;
+  const hostKey = generateKeyPair('test-host-key').privateKey;
   let style: Style = 'openssh';
   server = new ssh2.Server({ hostKeys: [hostKey] }, (client) => {
     client.on('authentication', (auth) => {

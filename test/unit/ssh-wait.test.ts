@@ -242,7 +242,7 @@ describe('shutdownCommandFailure', () => {
 });
 
 describe('waitForSsh against a real SSH server', () => {
-  const hostKey = ssh2.utils.generateKeyPairSync('ed25519').private;
+  const hostKey = generateKeyPair('test-host-key').privateKey;
   let refusing: ssh2.Server;
   let refusingPort = 0;
   let hangingUp: net.Server;
