@@ -156,4 +156,33 @@ describe('Packer qemuargs', () => {
       expect.stringMatching(/unused\.pkr\.hcl:\d+: iso_target_path: ignored: kiln keeps downloads in its own cache/),
     ]);
   });
+
+  it("a template's own -netdev user,id=net0 without a forward: with communicator none it is kiln's user network (Packer adds none of its own); with SSH Packer could not connect, refused", () => {
+    const own = `  qemuargs = [["-device", "e1000,netdev=net0"], ["-netdev", "user,id=net0"], ["-device", "qemu-xhci"]]`;
+    const t = load(write('own-net-none.pkr.hcl', `  communicator = "none"\n${own}`));
+    const s = t.template.builds[0]!.source;
+    expect(s.qemu_args).toEqual([['-device', 'qemu-xhci']]);
+    expect(s.net_device).toBe('e1000');
+    expect((t.notes ?? []).join('\n')).toMatch(
+      /own-net-none\.pkr\.hcl:\d+: qemuargs: -netdev user,id=net0: ignored: kiln makes the guest's user network/,
+    );
+    expect(() => load(write('own-net-ssh.pkr.hcl', own))).toThrow(
+      /own-net-ssh\.pkr\.hcl:\d+: qemu\.a: qemuargs: -netdev user,id=net0: Packer adds no network of its own when qemuargs give a -netdev, and this one forwards no port to the guest's SSH: Packer could not connect either[\s\S]*hostfwd=tcp::\{\{ \.SSHHostPort \}\}-:22/,
+    );
+  });
+
+  it('cdrom_interface: a no-op when qemuargs give their own -drive (Packer then adds no ISO drive to shape); refused otherwise', () => {
+    const t = load(
+      write(
+        'cdrom-own.pkr.hcl',
+        `  cdrom_interface = "virtio-scsi"\n  qemuargs = [["-drive", "file={{ .OutputDir }}/{{ .Name }},if=virtio"]]`,
+      ),
+    );
+    expect((t.notes ?? []).join('\n')).toMatch(
+      /cdrom-own\.pkr\.hcl:\d+: cdrom_interface: ignored: qemuargs give their own -drive, so Packer attaches no install ISO drive/,
+    );
+    expect(() => load(write('cdrom-alone.pkr.hcl', '  cdrom_interface = "virtio-scsi"'))).toThrow(
+      /cdrom-alone\.pkr\.hcl:\d+: qemu\.a: cdrom_interface: kiln has no equivalent/,
+    );
+  });
 });

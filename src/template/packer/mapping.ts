@@ -371,7 +371,7 @@ function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], ou
         'pick one of those',
       );
   }
-  const qemuArgs = mapQemuArgs({ take, str, runtime, problem, notes: out.notes });
+  const qemuArgs = mapQemuArgs({ take, str, runtime, problem, notes: out.notes, communicator: str('communicator') });
   // The topology goes to QEMU as Packer gives it, unless the template's own qemuargs -smp wins (Packer's rule).
   if (smp && !qemuArgs.args.some((a) => a[0] === '-smp') && qemuArgs.sourceFields.cpus === undefined)
     qemuArgs.args.push(['-smp', smp]);
@@ -460,6 +460,13 @@ function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], ou
   ]) {
     const f = take(k);
     if (f && isNoOpValue(f.value)) out.notes.push(noOpNote(f, k));
+    // cdrom_interface shapes the ISO -drive Packer adds, which it adds only when qemuargs give no -drive.
+    else if (f && k === 'cdrom_interface' && qemuArgs.args.some((a) => a[0] === '-drive'))
+      note(
+        f,
+        k,
+        'qemuargs give their own -drive, so Packer attaches no install ISO drive of its own to shape (nor does kiln)',
+      );
     else if (f)
       problem(
         f,

@@ -21,6 +21,8 @@ export interface QemuArgsMappingContext {
   runtime: (v: Value, f: Field | undefined, field: string) => Value;
   problem: (f: Field | undefined, field: string, message: string, fix?: string) => void;
   notes: string[];
+  /** The template's communicator (ssh when unset). */
+  communicator?: string;
 }
 
 export interface MappedQemuArgs {
@@ -86,7 +88,14 @@ function smpOf(v: string): { cpus: number; plain: boolean } | undefined {
   return { cpus, plain: items.length === 1 && (first !== undefined || opt('cpus') !== undefined) };
 }
 
-export function mapQemuArgs({ take, str, runtime, problem, notes }: QemuArgsMappingContext): MappedQemuArgs {
+export function mapQemuArgs({
+  take,
+  str,
+  runtime,
+  problem,
+  notes,
+  communicator,
+}: QemuArgsMappingContext): MappedQemuArgs {
   const sourceFields: Record<string, unknown> = {};
   const cpuModel = str('cpu_model');
   if (cpuModel) sourceFields.cpu_model = cpuModel;
@@ -127,6 +136,22 @@ export function mapQemuArgs({ take, str, runtime, problem, notes }: QemuArgsMapp
   for (const a of argv)
     if (a[0] === '-netdev' && /^user,/.test(a[1] ?? '') && /hostfwd=.*:22\b|\$\{build\.ssh_port\}/.test(a[1] ?? ''))
       netIds.add(/id=([^,]+)/.exec(a[1]!)?.[1] ?? '');
+  // A template's own -netdev makes Packer add none (step_run.go), so a plain user network without a
+  // forward is the guest's only network: with communicator none, kiln's user network is that network
+  // (its unused SSH forward aside); with SSH, Packer itself could not reach the guest.
+  const comm = communicator ?? 'ssh';
+  for (const a of argv) {
+    if (a[0] !== '-netdev' || !/^user,id=[^,]+$/.test(a[1] ?? '')) continue;
+    const id = a[1]!.slice('user,id='.length);
+    if (comm === 'none') netIds.add(id);
+    else if (comm === 'ssh')
+      problem(
+        qa,
+        'qemuargs',
+        `${a.join(' ')}: Packer adds no network of its own when qemuargs give a -netdev, and this one forwards no port to the guest's SSH: Packer could not connect either`,
+        `add the forward Packer documents: ["-netdev", "user,id=${id},hostfwd=tcp::{{ .SSHHostPort }}-:22"] (kiln then makes that network itself), or set communicator = "none"`,
+      );
+  }
   // Without a -netdev of its own, a card on user.0 is on Packer's default network: kiln's, in kiln.
   const ids = (flag: string) => new Set(argv.filter((a) => a[0] === flag).map((a) => option(a[1] ?? '', 'id')));
   if (!ids('-netdev').has('user.0')) netIds.add('user.0');
