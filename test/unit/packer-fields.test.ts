@@ -324,3 +324,35 @@ describe('Windows', () => {
     expect(t.template.builds[0]!.provisioners.map((p) => p.type)).toEqual(['file', 'shell']);
   });
 });
+
+describe('iso_urls', () => {
+  it('skips local entries that do not exist, as Packer moves on to the next entry; keeps an existing one', () => {
+    const hcl = (urls: string) => `
+source "qemu" "a" {
+  iso_urls     = [${urls}]
+  iso_checksum = "none"
+  ssh_username = "root"
+  ssh_password = "root"
+}
+build {
+  sources = ["source.qemu.a"]
+}
+`;
+    const missing = path.join(tmp, 'cache/missing.iso');
+    const t = load(write('urls-missing.pkr.hcl', hcl(`"${missing}", "https://example.com/a.iso"`)));
+    expect(t.template.builds[0]!.source.iso).toBe('https://example.com/a.iso');
+    expect(t.notes).toContainEqual(
+      expect.stringMatching(
+        /urls-missing\.pkr\.hcl:\d+: iso_urls: \S*cache\/missing\.iso: not found on this machine, so kiln uses https:\/\/example\.com\/a\.iso \(Packer tries the entries in order\)/,
+      ),
+    );
+    const present = write('here.iso', 'x');
+    const u = load(write('urls-present.pkr.hcl', hcl(`"${present}", "https://example.com/a.iso"`)));
+    expect(u.template.builds[0]!.source.iso).toBe(present);
+    expect(u.notes).toContainEqual(
+      expect.stringMatching(
+        /iso_urls: kiln uses \S*here\.iso; the entries after it are not tried if that download fails/,
+      ),
+    );
+  });
+});

@@ -3,7 +3,7 @@
  * Packer field is either mapped, reported as a one-line note (purely cosmetic: VNC, display...), or an
  * error naming file:line, the field and what kiln does instead. Nothing is dropped silently.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { isObject, type Value } from './eval.js';
 import { GoTemplateError, hclBuildContext, renderGoTemplate } from './gotemplate.js';
@@ -195,11 +195,22 @@ function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], ou
 
   // The image to start from.
   const isoUrls = list('iso_urls');
-  let isoUrl = str('iso_url') ?? isoUrls?.[0];
-  if (isoUrls && isoUrls.length > 1)
-    out.notes.push(
-      `${fields.get('iso_urls')!.at.file}:${fields.get('iso_urls')!.at.line}: iso_urls: kiln uses the first URL (${isoUrls[0]}); the others are not tried`,
-    );
+  // Packer tries iso_urls in order: a local path that does not exist fails and the next entry is tried
+  // (templates list a local cache first, a mirror last). kiln takes the first entry that can succeed.
+  const usable = (u: string) =>
+    hasUrlScheme(u) && !u.startsWith('file://') ? true : existsSync(abs(u.replace(/^file:\/\//, '')));
+  const firstUsable = isoUrls?.findIndex(usable) ?? -1;
+  const pick = firstUsable < 0 ? 0 : firstUsable;
+  let isoUrl = str('iso_url') ?? isoUrls?.[pick];
+  if (isoUrls && !fields.has('iso_url') && isoUrls.length > 1) {
+    const at = `${fields.get('iso_urls')!.at.file}:${fields.get('iso_urls')!.at.line}: iso_urls`;
+    if (pick > 0)
+      out.notes.push(
+        `${at}: ${isoUrls.slice(0, pick).join(', ')}: not found on this machine, so kiln uses ${isoUrls[pick]} (Packer tries the entries in order)`,
+      );
+    if (pick < isoUrls.length - 1)
+      out.notes.push(`${at}: kiln uses ${isoUrls[pick]}; the entries after it are not tried if that download fails`);
+  }
   const diskImage = bool('disk_image') ?? false;
   if (isoUrl === undefined)
     problem(
