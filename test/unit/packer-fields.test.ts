@@ -16,7 +16,7 @@ import type { ProvisionerContext } from '../../src/provisioners/context.js';
 
 const fixtures = path.resolve('test/fixtures/packer/fields');
 const fixture = (name: string) => path.join(fixtures, name);
-const load = (file: string) => loadTemplate(file, { env: {} });
+const load = (file: string, only?: string[]) => loadTemplate(file, { env: {} }, { only });
 const tmp = mkdtempSync(path.join(os.tmpdir(), 'kiln-packer-fields-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 const write = (name: string, text: string) => {
@@ -307,6 +307,20 @@ describe('null builds', () => {
       /null-build\.pkr\.hcl:\d+: null\.local: the "null" builder makes no machine \(it only runs shell-local steps\), and a kiln build is a VM image/,
     );
     expect(m.split('\n')).toHaveLength(2); // the line and its fix
+  });
+  it('reads "sources.TYPE.NAME" by its last two words as Packer does, and refuses a "file" build in one line saying why', () => {
+    const qemu = write('refs.pkr.hcl', `${source('')}\nbuild {\n  sources = ["sources.qemu.a"]\n}\n`);
+    expect(load(qemu).template.builds.map((b) => b.name)).toEqual(['qemu.a']);
+    const file = write(
+      'file-build.pkr.hcl',
+      `source "file" "user_data" {\n  content = "x"\n  target  = "seed/user-data"\n}\nbuild {\n  sources = ["sources.file.user_data"]\n}\n${source('')}\nbuild {\n  sources = ["source.qemu.a"]\n}\n`,
+    );
+    const m = errorOf(() => load(file));
+    expect(m).toMatch(
+      /file-build\.pkr\.hcl:1: file\.user_data: the "file" builder writes a file on this machine \(its content to its target\) and makes no machine[\s\S]*fix: write that file before running kiln, and build the QEMU sources only: -only=qemu\.a/,
+    );
+    expect(m.split('\n')).toHaveLength(2);
+    expect(load(file, ['qemu.a']).template.builds.map((b) => b.name)).toEqual(['qemu.a']);
   });
 });
 

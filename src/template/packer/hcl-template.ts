@@ -641,7 +641,9 @@ export function loadHclTemplate(target: string, inputs: PackerInputs, secrets: P
       for (const sb of blocksOf(b.body, 'source'))
         refs.push({ ref: sb.labels[0] ?? '', overrides: sb, at: where(f.file, sb.pos.line) });
       for (const r of refs) {
-        const key = r.ref.replace(/^source\./, '');
+        // Packer reads a reference by its last two words, so "sources.file.x" (boxcutter's spelling) is source.file.x.
+        const words = r.ref.split('.');
+        const key = words.length === 3 ? words.slice(1).join('.') : r.ref.replace(/^source\./, '');
         const src = sources.get(key);
         if (!src) {
           problems.push({

@@ -193,12 +193,17 @@ export function readPackerTemplate(
             r.type === 'null'
               ? // issue 25: a null build makes no machine, and everything a kiln build is (layers, artifacts, manifest) describes one.
                 'the "null" builder makes no machine (it only runs shell-local steps), and a kiln build is a VM image: there is nothing for kiln to build'
-              : `kiln builds with QEMU only; the "${r.type}" builder is not supported`,
+              : r.type === 'file'
+                ? // Same reason: it writes one file on this machine (content or source to target), no VM image.
+                  'the "file" builder writes a file on this machine (its content to its target) and makes no machine, and a kiln build is a VM image: there is nothing for kiln to build'
+                : `kiln builds with QEMU only; the "${r.type}" builder is not supported`,
           fix: qemu.length
-            ? `build the QEMU sources only: -only=${qemu.join(',')}`
+            ? `${r.type === 'file' ? 'write that file before running kiln, and ' : ''}build the QEMU sources only: -only=${qemu.join(',')}`
             : r.type === 'null'
               ? 'run those commands without kiln (or as a shell-local post-processor of a QEMU build)'
-              : 'kiln runs the qemu builder; this template has none',
+              : r.type === 'file'
+                ? 'write that file without kiln (e.g. in the script or Makefile that runs kiln)'
+                : 'kiln runs the qemu builder; this template has none',
         })),
       ]);
     }
