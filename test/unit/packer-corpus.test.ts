@@ -185,6 +185,14 @@ const issue25Cases: Case[] = [
     error: /ubuntu-cloudimg\.pkr\.hcl:31: cloudimg\.deps\.null\.dependencies: the "null" builder makes no machine/,
   },
   {
+    name: "maas-ubuntu-cloudimg -only='cloudimg.image.*': the QEMU build alone, its customize_script default /dev/null left out as an empty script",
+    cwd: 'packer-maas/ubuntu',
+    template: '.',
+    only: ['cloudimg.image.*'],
+    vars: ['ubuntu_series=noble', 'architecture=amd64', 'host_is_arm=false', 'ovmf_suffix=_4M', 'timeout=1h'],
+    builds: ['cloudimg.image.qemu.cloudimg'],
+  },
+  {
     name: 'maas-ubuntu-flat: canonical/packer-maas ubuntu/ with -only=qemu.flat (own UEFI -drives, file sources list)',
     cwd: 'packer-maas/ubuntu',
     template: '.',

@@ -300,6 +300,25 @@ describe('post-processors', () => {
   });
 });
 
+describe('empty scripts', () => {
+  it('leaves out a /dev/null script (an empty script, a no-op in Packer), and the provisioner when nothing else is left', () => {
+    const f = write(
+      'devnull.pkr.hcl',
+      `${source('')}\nbuild {\n  sources = ["source.qemu.a"]\n  provisioner "shell" {\n    scripts = ["/dev/null"]\n  }\n  provisioner "shell" {\n    inline = ["true"]\n  }\n  provisioner "shell-local" {\n    script = "/dev/null"\n  }\n}\n`,
+    );
+    const t = load(f);
+    expect(t.template.builds[0]!.provisioners).toEqual([expect.objectContaining({ type: 'shell', inline: ['true'] })]);
+    expect(t.notes).toContainEqual(
+      expect.stringMatching(
+        /devnull\.pkr\.hcl:\d+: provisioner "shell"\.scripts: \/dev\/null is an empty script \(running it does nothing, in Packer too\): this provisioner is left out/,
+      ),
+    );
+    expect(t.notes).toContainEqual(
+      expect.stringMatching(/provisioner "shell-local"\.script: \/dev\/null is an empty script/),
+    );
+  });
+});
+
 describe('null builds', () => {
   it('refuses a "null" build in one line saying why (it makes no machine, and a kiln build is a VM image)', () => {
     const m = errorOf(() => load(fixture('null-build.pkr.hcl')));

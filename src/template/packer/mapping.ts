@@ -962,6 +962,27 @@ function mapStep(
     else if (isNoOpValue(f.value)) out.notes.push(noOpNote(f, `${label}.${k}`));
     else problem(k, `kiln does not know the ${p.type} ${kind} field "${k}"`, "remove it, or see kiln's docs/packer.md");
   }
+  // A script that is /dev/null (packer-maas's default "no customisation") is an empty script: Packer
+  // uploads and runs it, which does nothing. kiln leaves it out, and the step when nothing else is left.
+  const empty = (x: unknown) => x === '/dev/null';
+  const emptied: string[] = [];
+  if (empty(r.script)) {
+    emptied.push('script');
+    delete r.script;
+  }
+  if (Array.isArray(r.scripts) && r.scripts.some(empty)) {
+    emptied.push('scripts');
+    r.scripts = r.scripts.filter((x) => !empty(x));
+    if (!(r.scripts as unknown[]).length) delete r.scripts;
+  }
+  if (emptied.length) {
+    const f = fields.get(emptied[0]!)!;
+    const gone = r.script === undefined && r.scripts === undefined && r.inline === undefined && r.command === undefined;
+    out.notes.push(
+      `${f.at.file}:${f.at.line}: ${label}.${emptied[0]}: /dev/null is an empty script (running it does nothing, in Packer too): ${gone ? `this ${kind} is left out` : 'left out'}`,
+    );
+    if (gone && !more.length) return [];
+  }
   const steps = [r, ...more];
   steps.forEach((s, i) => {
     for (const k of Object.keys(s)) if (s[k] === undefined) delete s[k];
