@@ -18,7 +18,11 @@ import { kiln, outputLines, spawnKiln } from '../helpers/kiln.js';
 import { writeFiles } from '../helpers/files.js';
 import { kilnWorkDirs, processesMentioning, type ProcessInfo } from '../helpers/process-audit.js';
 import { ed25519PublicPattern, privateKeyPattern, searchDisk } from '../helpers/disk-search.js';
-import { cycloneDxSchemaErrors, spdxLicenceProblems, spdxSchemaErrors } from '../unit/supply-chain-schemas.js';
+import {
+  cycloneDxSchemaErrors,
+  spdxLicenceProblems,
+  spdxSchemaErrors,
+} from '../unit/artifacts/supply-chain-schemas.js';
 
 const sha256 = (file: string) => createHash('sha256').update(readFileSync(file)).digest('hex');
 /** Every regular file under `root`, depth first. */

@@ -18,7 +18,7 @@ import { execa } from 'execa';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Guest, insecureKey, overlayOf, repoRoot, tinySourceYaml } from '../helpers/guest.js';
 import { kiln } from '../helpers/kiln.js';
-import { cycloneDxSchemaErrors, spdxSchemaErrors } from '../unit/supply-chain-schemas.js';
+import { cycloneDxSchemaErrors, spdxSchemaErrors } from '../unit/artifacts/supply-chain-schemas.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-e2e-build-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

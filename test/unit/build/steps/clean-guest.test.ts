@@ -1,0 +1,34 @@
+// The step that takes kiln's access out of the guest, over a fake SSH session: the script goes in on
+// stdin (nothing secret on a command line), through sudo -n for a user who is not root; a failure names its output.
+import { afterAll, describe, expect, it } from 'vitest';
+import { cleanGuestStep } from '../../../../src/build/steps/clean-guest.js';
+import { removeStepDirs, runStep, stepContext } from '../../../helpers/step-context.js';
+import { FakeSsh } from '../../../helpers/fake-ssh.js';
+
+afterAll(removeStepDirs);
+
+describe('remove build access', () => {
+  it('runs the clean-up script on stdin, as root directly', async () => {
+    const h = stepContext();
+    const ssh = new FakeSsh();
+    h.ctx.state.ssh = ssh.session;
+    expect((await runStep(cleanGuestStep, h.ctx)).error).toBeUndefined();
+    expect(ssh.commands).toHaveLength(1);
+    expect(ssh.commands[0]!.command).toBe('sh -s');
+    expect(ssh.commands[0]!.stdin).toContain("KEY_PREFIX='kiln-build-'"); // the comment kiln's build keys carry
+    // cloud_init: false here: no cloud-init state to remove.
+    expect(ssh.commands[0]!.stdin).not.toContain('/var/lib/cloud');
+  });
+
+  it('through sudo -n for another user; a failure names the exit and the end of its output', async () => {
+    const h = stepContext({
+      source: { communicator: { username: 'debian', password: 'pw', trust_on_first_use: true } },
+    });
+    const ssh = new FakeSsh(() => ({ exitCode: 1, stderr: 'sudo: a password is required\n' }));
+    h.ctx.state.ssh = ssh.session;
+    expect((await runStep(cleanGuestStep, h.ctx)).error).toBe(
+      "removing kiln's keys from the guest failed (exit 1): sudo: a password is required",
+    );
+    expect(ssh.commands[0]!.command).toBe('sudo -n sh -s');
+  });
+});

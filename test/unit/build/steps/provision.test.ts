@@ -1,0 +1,89 @@
+// The provision step with the layer cache, against the fake driver: cached provisioners are skipped
+// with an event, a new cacheable one is run and its disk frozen live through the driver (after a sync
+// in the guest) and queued for the store, and a retried step resumes after the provisioners done.
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { provisionStep } from '../../../../src/build/steps/provision.js';
+import { removeStepDirs, runStep, stepContext } from '../../../helpers/step-context.js';
+import { FakeSsh } from '../../../helpers/fake-ssh.js';
+
+afterAll(removeStepDirs);
+
+function provisioning(cachedCount: number) {
+  const h = stepContext({
+    build: {
+      provisioners: [
+        { type: 'shell-local', inline: ['echo first'] },
+        { type: 'shell-local', inline: ['echo second'] },
+      ],
+    },
+  });
+  const published: unknown[][] = [];
+  const store = {
+    publish: async (...a: unknown[]) => {
+      published.push(a.slice(0, 3));
+      return { size: 42 };
+    },
+  };
+  h.ctx.state.layers = {
+    store: store as never,
+    rootKey: 'root',
+    cachedCount,
+    rootBacking: { name: 'base-abc.qcow2', format: 'qcow2' },
+    publishing: Promise.resolve(),
+    plan: [
+      { index: 0, key: 'k1', description: 'shell-local' },
+      { index: 1, key: 'k2', description: 'shell-local' },
+    ] as never,
+  };
+  h.ctx.state.disk = { path: path.join(h.ctx.state.workDir, 'disk.qcow2'), format: 'qcow2', virtualSize: 1 << 30 };
+  h.ctx.state.qmp = { execute: async <T>() => ({}) as T, close: () => undefined };
+  const ssh = new FakeSsh();
+  h.ctx.state.ssh = ssh.session;
+  return { h, ssh, published };
+}
+
+describe('provision', () => {
+  it('skips the cached provisioner, runs the next, freezes its disk through the driver and queues the layer', async () => {
+    const { h, ssh, published } = provisioning(1);
+    const first = h.ctx.state.disk!.path;
+    expect((await runStep(provisionStep, h.ctx)).error).toBeUndefined();
+    expect(h.events.map((e) => e.type).filter((t) => t.startsWith('provisioner'))).toEqual([
+      'provisioner-cached',
+      'provisioner-start',
+      'provisioner-end',
+    ]);
+    expect(ssh.commands.map((c) => c.command)).toEqual(['sync']);
+    const overlay = path.join(h.ctx.state.workDir, 'disk-2.qcow2');
+    expect(h.driver.callsTo('snapshotActiveDisk')).toEqual([[first, overlay, 1 << 30, 'kiln-layer-2']]);
+    expect(h.ctx.state.disk!.path).toBe(overlay);
+    await h.ctx.state.layers!.publishing;
+    expect(published).toEqual([['k2', first, { name: 'k1.qcow2', format: 'qcow2' }]]);
+    expect(h.events.find((e) => e.type === 'layer-saved')).toMatchObject({ key: 'k2', size: 42 });
+    expect(h.ctx.state.provisionersDone).toBe(2);
+  });
+
+  it('a retried step resumes after the provisioners already done', async () => {
+    const { h } = provisioning(0);
+    h.ctx.state.provisionersDone = 1;
+    await runStep(provisionStep, h.ctx);
+    expect(h.events.filter((e) => e.type === 'provisioner-start').map((e) => (e as { index: number }).index)).toEqual([
+      1,
+    ]);
+  });
+
+  it('a failed snapshot fails the step and the disk stays the one QEMU writes', async () => {
+    const { h } = provisioning(1);
+    const disk = h.ctx.state.disk!.path;
+    h.driver.fail('snapshotActiveDisk', new Error('QMP blockdev-snapshot: GenericError: locked'));
+    expect((await runStep(provisionStep, h.ctx)).error).toBe('QMP blockdev-snapshot: GenericError: locked');
+    expect(h.ctx.state.disk!.path).toBe(disk);
+    expect(h.ctx.state.provisionersDone).toBe(1);
+  });
+
+  it('a failing provisioner fails the step with its label and exit', async () => {
+    const h = stepContext({ build: { provisioners: [{ type: 'shell-local', inline: ['exit 3'] }] } });
+    expect((await runStep(provisionStep, h.ctx)).error).toMatch(/exited with 3/);
+    expect(h.driver.callsTo('snapshotActiveDisk')).toEqual([]);
+  });
+});
