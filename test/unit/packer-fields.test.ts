@@ -2,7 +2,7 @@
 // takes them. Each fixture in test/fixtures/packer/fields/ failed (or lost a setting) before, and maps
 // here to what Packer does (packer-plugin-qemu's source, Packer 1.6.6).
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -297,6 +297,25 @@ describe('post-processors', () => {
     expect(m).toMatch(/vagrantfile_template: cannot read .*Vagrantfile\.tpl: ENOENT/);
     expect(m).toMatch(/include: kiln's box holds metadata\.json, its Vagrantfile and box\.img only/);
     expect(m).toMatch(/a vagrant post-processor before this one writes .*packer_a_libvirt\.box too/);
+  });
+});
+
+describe('cd_files globs', () => {
+  it("expands *, ? and [...] within a folder as Go's filepath.Glob does for Packer, sorted; a pattern matching nothing is a warning", () => {
+    const drv = path.join(tmp, 'drivers/amd64');
+    mkdirSync(drv, { recursive: true });
+    for (const n of ['b.cat', 'a.cat', '.h.cat', 'a.inf', 'c.sys']) writeFileSync(path.join(drv, n), n);
+    const f = write(
+      'cd-glob.pkr.hcl',
+      `${source(`  cd_files = ["${tmp}/drivers/*/*.cat", "${drv}/?.inf", "${drv}/[c-d].sys", "${drv}/*.exe"]`)}build {\n  sources = ["source.qemu.a"]\n}\n`,
+    );
+    const t = load(f);
+    expect(t.template.builds[0]!.source.cd_files).toEqual(
+      ['.h.cat', 'a.cat', 'b.cat', 'a.inf', 'c.sys'].map((n) => path.join(drv, n)),
+    );
+    expect(t.notes).toContainEqual(
+      expect.stringMatching(/cd-glob\.pkr\.hcl:\d+: cd_files: warning: \S*amd64\/\*\.exe matches no file/),
+    );
   });
 });
 

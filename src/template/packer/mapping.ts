@@ -10,6 +10,7 @@ import { GoTemplateError, hclBuildContext, renderGoTemplate } from './gotemplate
 import type { Field, PackerBuild, PackerProblem, PackerStep, PackerTemplate, Where } from './model.js';
 import { hasUrlScheme } from '../../util/url.js';
 import { mapQemuArgs } from './qemu-args-mapping.js';
+import { goGlob, hasGlobMeta } from './go-glob.js';
 import { packerNameOf } from '../fields/field.js';
 import { sourceFields } from '../fields/source.js';
 import { sshCommunicatorFields } from '../fields/communicator.js';
@@ -436,8 +437,17 @@ function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], ou
   set('boot_command', bootSteps ?? list('boot_command'), bootSteps ? 'boot_steps' : 'boot_command');
   set('boot_wait', str('boot_wait') ?? '10s', 'boot_wait');
   renamed('boot_key_interval');
-  const cdFiles = list('cd_files');
-  if (cdFiles) set('cd_files', cdFiles.map(abs), 'cd_files');
+  // Packer expands glob patterns in cd_files (Go's filepath.Glob); each match goes on the CD by its name.
+  const cdFiles = list('cd_files')?.flatMap((p) => {
+    if (!hasGlobMeta(p)) return [abs(p)];
+    const matches = goGlob(abs(p));
+    if (!matches.length)
+      out.notes.push(
+        `${fields.get('cd_files')!.at.file}:${fields.get('cd_files')!.at.line}: cd_files: warning: ${p} matches no file: nothing of it goes on the CD`,
+      );
+    return matches;
+  });
+  if (cdFiles) set('cd_files', cdFiles, 'cd_files');
   const cdc = take('cd_content');
   if (cdc && isObject(cdc.value))
     set(
