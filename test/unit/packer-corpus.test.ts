@@ -158,10 +158,9 @@ describe('vendored public Packer templates', () => {
 
 // Issue 25's corpus: 23 templates from 8 more repositories (MAAS images, Vagrant box factories, Windows and
 // BSD boxes, image-builder's raw build), each run as its README or Makefile runs Packer. Expected outcomes as
-// of main at 03:40 UTC on 2026-12-03; RESULTS-before.md has what kiln said before the fixes and why each
-// refusal below is intended (Windows guests, the null builder, goss, a variable Packer 1.6.6 also requires)
-// or still open (a template's own -netdev user,id=net0, cdrom_interface, "sources.file.x" and the file
-// builder, iso_urls that start with a missing local cache path).
+// of main at 07:10 UTC on 2026-12-03 (14 valid, 9 refused); RESULTS-before.md has what kiln said before the
+// fixes and why each refusal below is intended (Windows guests, the null and file builders, goss, a variable
+// Packer 1.6.6 also requires).
 const ibConfig = [
   'kubernetes',
   'cni',
