@@ -166,6 +166,17 @@ describe('Packer qemuargs', () => {
     expect((t.notes ?? []).join('\n')).toMatch(
       /own-net-none\.pkr\.hcl:\d+: qemuargs: -netdev user,id=net0: ignored: kiln makes the guest's user network/,
     );
+    // A second, plain network beside the SSH one: Packer connects through the forward; it passes through.
+    const two = load(
+      write(
+        'own-net-two.pkr.hcl',
+        `  qemuargs = [["-netdev", "user,id=user.0,hostfwd=tcp::{{ .SSHHostPort }}-:22"], ["-device", "virtio-net,netdev=user.0"], ["-netdev", "user,id=lan"], ["-device", "e1000,netdev=lan"]]`,
+      ),
+    );
+    expect(two.template.builds[0]!.source.qemu_args).toEqual([
+      ['-netdev', 'user,id=lan'],
+      ['-device', 'e1000,netdev=lan'],
+    ]);
     expect(() => load(write('own-net-ssh.pkr.hcl', own))).toThrow(
       /own-net-ssh\.pkr\.hcl:\d+: qemu\.a: qemuargs: -netdev user,id=net0: Packer adds no network of its own when qemuargs give a -netdev, and this one forwards no port to the guest's SSH: Packer could not connect either[\s\S]*hostfwd=tcp::\{\{ \.SSHHostPort \}\}-:22/,
     );

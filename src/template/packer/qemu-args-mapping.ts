@@ -138,10 +138,12 @@ export function mapQemuArgs({
       netIds.add(/id=([^,]+)/.exec(a[1]!)?.[1] ?? '');
   // A template's own -netdev makes Packer add none (step_run.go), so a plain user network without a
   // forward is the guest's only network: with communicator none, kiln's user network is that network
-  // (its unused SSH forward aside); with SSH, Packer itself could not reach the guest.
+  // (its unused SSH forward aside); with SSH, Packer itself could not reach the guest. Only when it is the
+  // template's one network and none forwards SSH: a second network passes through as before.
   const comm = communicator ?? 'ssh';
-  for (const a of argv) {
-    if (a[0] !== '-netdev' || !/^user,id=[^,]+$/.test(a[1] ?? '')) continue;
+  const netdevs = argv.filter((a) => a[0] === '-netdev');
+  for (const a of netdevs.length === 1 && netIds.size === 0 ? netdevs : []) {
+    if (!/^user,id=[^,]+$/.test(a[1] ?? '')) continue;
     const id = a[1]!.slice('user,id='.length);
     if (comm === 'none') netIds.add(id);
     else if (comm === 'ssh')
