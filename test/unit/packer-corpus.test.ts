@@ -237,6 +237,22 @@ const issue25Cases: Case[] = [
     error: /debian-cloudimg\.pkr\.hcl:22: cloudimg\.deps\.null\.dependencies: the "null" builder makes no machine/,
   },
   {
+    name: "maas-debian -only='cloudimg.image.*': the QEMU build alone, its /dev/null customize script left out",
+    cwd: 'packer-maas/debian',
+    template: '.',
+    only: ['cloudimg.image.*'],
+    vars: [
+      'debian_series=bullseye',
+      'debian_version=11',
+      'architecture=amd64',
+      'ovmf_suffix=_4M',
+      'boot_mode=uefi',
+      'host_is_arm=false',
+      'timeout=1h',
+    ],
+    builds: ['cloudimg.image.qemu.cloudimg'],
+  },
+  {
     name: 'maas-rocky9: canonical/packer-maas rocky9 (communicator none, its own -netdev user,id=net0: the only network, as kiln makes it)',
     cwd: 'packer-maas/rocky9',
     template: 'rocky9.pkr.hcl',
