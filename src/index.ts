@@ -27,6 +27,7 @@ export { loadTemplate, type LoadedTemplate, type LoadOptions } from './template/
 export type { VariableInputs, ResolvedVariables } from './template/variables.js';
 export { TemplateError } from './template/errors.js';
 export { VariableError } from './template/variables.js';
+export { KilnError } from './util/errors.js';
 export type { Template, BuildConfig, OutputConfig, Provisioner } from './template/schema.js';
 export type { BuildResult } from './build/build.js';
 export { AirgapUsageError, type AirgapOptions } from './airgap/run.js';

@@ -6,8 +6,9 @@
  */
 import { KILN_MEMBER, PACKAGES_INDEX_MEMBER, blobMember, type BundleManifest } from './bundle-format.js';
 import { SHA256_HEX } from './store.js';
+import { KilnError } from '../util/errors.js';
 
-export class BundleError extends Error {}
+export class BundleError extends KilnError {}
 
 /** The only member names a bundle holds besides its manifest. */
 export function isSafeMemberName(name: string): boolean {
@@ -30,9 +31,9 @@ export function unsafeRelativePath(p: unknown): string | undefined {
 /** Throws a BundleError naming the field and the bundle when the manifest could read or serve anything outside the bundle. */
 export function checkManifest(m: unknown, file: string): BundleManifest {
   const bad = (field: string, why: string) =>
-    new BundleError(
-      `${file}: manifest.json's ${field} ${why}: the bundle was altered or is not kiln's\n  fix: use the bundle as kiln bundle wrote it (or write it again)`,
-    );
+    new BundleError(`${file}: manifest.json's ${field} ${why}: the bundle was altered or is not kiln's`, {
+      fix: `use the bundle as kiln bundle wrote it (or write it again)`,
+    });
   if (!m || typeof m !== 'object') throw bad('top level', 'is not an object');
   const o = m as Record<string, unknown>;
   if (o.kind !== 'kiln-bundle' || (o.version !== 1 && o.version !== 2))

@@ -83,18 +83,20 @@ async function fileSha256(file: string): Promise<string> {
 /** Verifies `file` (against `o.sha256` when given) and unpacks it into `<cacheDir>/airgap/bundles/<sha256>/`, or reuses that copy. */
 export async function openBundle(file: string, cacheDir: string, o: OpenBundleOptions = {}): Promise<OpenedBundle> {
   const st = statSync(file, { throwIfNoEntry: false });
-  if (!st) throw new BundleError(`bundle ${file} does not exist\n  fix: give the path of a tar written by kiln bundle`);
+  if (!st)
+    throw new BundleError(`bundle ${file} does not exist`, { fix: `give the path of a tar written by kiln bundle` });
   if (!st.isFile())
-    throw new BundleError(`bundle ${file} is not a file\n  fix: give the path of a tar written by kiln bundle`);
+    throw new BundleError(`bundle ${file} is not a file`, { fix: `give the path of a tar written by kiln bundle` });
   const pin = o.sha256?.toLowerCase();
   if (pin !== undefined && !SHA256_HEX.test(pin))
-    throw new BundleError(
-      `--sha256 "${o.sha256}" is not a SHA-256 (64 hex digits)\n  fix: give the digest kiln bundle printed (also in ${path.basename(file)}.sha256 beside the bundle)`,
-    );
+    throw new BundleError(`--sha256 "${o.sha256}" is not a SHA-256 (64 hex digits)`, {
+      fix: `give the digest kiln bundle printed (also in ${path.basename(file)}.sha256 beside the bundle)`,
+    });
   const sha256 = await fileSha256(file);
   if (pin !== undefined && pin !== sha256) {
     throw new BundleError(
-      `bundle ${file} has sha256 ${sha256}, not ${pin} as --sha256 says: it is not the bundle you pinned (changed, damaged or another one); nothing in it was used\n  fix: get the bundle again from where it was written and compare with the sha256 kiln bundle printed there`,
+      `bundle ${file} has sha256 ${sha256}, not ${pin} as --sha256 says: it is not the bundle you pinned (changed, damaged or another one); nothing in it was used`,
+      { fix: `get the bundle again from where it was written and compare with the sha256 kiln bundle printed there` },
     );
   }
   const bundlesDir = path.join(cacheDir, 'airgap', 'bundles');
@@ -113,9 +115,9 @@ export async function openBundle(file: string, cacheDir: string, o: OpenBundleOp
       const code = (e as NodeJS.ErrnoException).code;
       if (!((code === 'ENOTEMPTY' || code === 'EEXIST') && existsSync(path.join(dir, COMPLETE)))) {
         if (e instanceof BundleError) throw e;
-        throw new BundleError(
-          `${file}: cannot read the bundle: ${(e as Error).message}\n  fix: copy it again (a truncated or damaged tar)`,
-        );
+        throw new BundleError(`${file}: cannot read the bundle: ${(e as Error).message}`, {
+          fix: `copy it again (a truncated or damaged tar)`,
+        });
       }
     }
   }
@@ -128,9 +130,9 @@ export async function openBundle(file: string, cacheDir: string, o: OpenBundleOp
     manifest = checkManifest(JSON.parse(readFileSync(path.join(dir, MANIFEST_MEMBER), 'utf8')), file);
   } catch (e) {
     // Only a copy changed in the cache after it was verified gets here.
-    throw new BundleError(
-      `${file}: the unpacked copy in ${dir} is damaged (${(e as Error).message.split('\n')[0]})\n  fix: remove it (kiln cache prune, or delete that directory), then build again`,
-    );
+    throw new BundleError(`${file}: the unpacked copy in ${dir} is damaged (${(e as Error).message.split('\n')[0]})`, {
+      fix: `remove it (kiln cache prune, or delete that directory), then build again`,
+    });
   }
   const treeRoot = path.join(dir, 'tree');
   const inTree = (field: string, rel: string) => {
@@ -144,7 +146,8 @@ export async function openBundle(file: string, cacheDir: string, o: OpenBundleOp
     }
     if (!inside)
       throw new BundleError(
-        `${file}: manifest.json's ${field} "${rel}" is not a file inside the unpacked tree ${treeRoot}\n  fix: kiln cache prune removes unpacked bundles; then build again`,
+        `${file}: manifest.json's ${field} "${rel}" is not a file inside the unpacked tree ${treeRoot}`,
+        { fix: `kiln cache prune removes unpacked bundles; then build again` },
       );
     return p;
   };
@@ -177,14 +180,15 @@ async function unpack(file: string, staging: string): Promise<void> {
     const shown = JSON.stringify(name).slice(0, 300);
     if (type !== 'file') {
       throw new BundleError(
-        `${file}: member ${shown} is a ${type}${entry.header.linkname ? ` (-> ${JSON.stringify(entry.header.linkname).slice(0, 300)})` : ''}: a kiln bundle holds regular files only, so the bundle was altered\n  fix: use the bundle as kiln bundle wrote it (or write it again)`,
+        `${file}: member ${shown} is a ${type}${entry.header.linkname ? ` (-> ${JSON.stringify(entry.header.linkname).slice(0, 300)})` : ''}: a kiln bundle holds regular files only, so the bundle was altered`,
+        { fix: `use the bundle as kiln bundle wrote it (or write it again)` },
       );
     }
     if (!manifest) {
       if (name !== MANIFEST_MEMBER)
-        throw new BundleError(
-          `${file}: the first member is ${shown}, not ${MANIFEST_MEMBER}: not a kiln bundle\n  fix: give a tar written by kiln bundle`,
-        );
+        throw new BundleError(`${file}: the first member is ${shown}, not ${MANIFEST_MEMBER}: not a kiln bundle`, {
+          fix: `give a tar written by kiln bundle`,
+        });
       if ((entry.header.size ?? 0) > MAX_MANIFEST_BYTES)
         throw new BundleError(
           `${file}: ${MANIFEST_MEMBER} is ${entry.header.size} bytes, more than a kiln manifest: not a kiln bundle`,
@@ -196,9 +200,9 @@ async function unpack(file: string, staging: string): Promise<void> {
       try {
         parsed = JSON.parse(bytes.toString('utf8'));
       } catch (e) {
-        throw new BundleError(
-          `${file}: ${MANIFEST_MEMBER} is not JSON (${(e as Error).message})\n  fix: the bundle is damaged; copy it again`,
-        );
+        throw new BundleError(`${file}: ${MANIFEST_MEMBER} is not JSON (${(e as Error).message})`, {
+          fix: `the bundle is damaged; copy it again`,
+        });
       }
       manifest = checkManifest(parsed, file);
       writeFileSync(path.join(staging, MANIFEST_MEMBER), bytes, { mode: 0o444 });
@@ -208,7 +212,8 @@ async function unpack(file: string, staging: string): Promise<void> {
     const want = expected.get(name);
     if (!want || !isSafeMemberName(name) || seen.has(name)) {
       throw new BundleError(
-        `${file}: member ${shown} is not listed in the bundle's manifest${seen.has(name) ? ' (it appears twice)' : ''}: the bundle was altered\n  fix: use the bundle as kiln bundle wrote it (or write it again)`,
+        `${file}: member ${shown} is not listed in the bundle's manifest${seen.has(name) ? ' (it appears twice)' : ''}: the bundle was altered`,
+        { fix: `use the bundle as kiln bundle wrote it (or write it again)` },
       );
     }
     seen.add(name);
@@ -231,7 +236,8 @@ async function unpack(file: string, staging: string): Promise<void> {
     const got = hash.digest('hex');
     if (got !== want.sha256 || size !== want.size) {
       throw new BundleError(
-        `${file}: member "${name}" is tampered or damaged: sha256 ${got} (${size} bytes), the manifest says ${want.sha256} (${want.size} bytes)\n  fix: copy the bundle again from where it was written, or write it again with kiln bundle`,
+        `${file}: member "${name}" is tampered or damaged: sha256 ${got} (${size} bytes), the manifest says ${want.sha256} (${want.size} bytes)`,
+        { fix: `copy the bundle again from where it was written, or write it again with kiln bundle` },
       );
     }
   }
@@ -239,7 +245,8 @@ async function unpack(file: string, staging: string): Promise<void> {
   const missing = [...expected.keys()].filter((n) => !seen.has(n));
   if (missing.length)
     throw new BundleError(
-      `${file}: member${missing.length > 1 ? 's' : ''} ${missing.map((m) => `"${m}"`).join(', ')} listed in the manifest ${missing.length > 1 ? 'are' : 'is'} missing (a truncated copy?)\n  fix: copy the bundle again`,
+      `${file}: member${missing.length > 1 ? 's' : ''} ${missing.map((m) => `"${m}"`).join(', ')} listed in the manifest ${missing.length > 1 ? 'are' : 'is'} missing (a truncated copy?)`,
+      { fix: `copy the bundle again` },
     );
   if (expected.has(PACKAGES_INDEX_MEMBER)) checkPackages(file, staging, expected);
   else if (manifest.packages)
@@ -280,7 +287,8 @@ function checkPackages(file: string, staging: string, members: Map<string, { sha
     const blob = members.get(blobMember(r.sha256));
     if (!blob || blob.size !== r.size) {
       throw new BundleError(
-        `${where}: responses[${i}] (${JSON.stringify(r.url).slice(0, 200)}) names blobs/${r.sha256} (${r.size} bytes), which ${blob ? `holds ${blob.size} bytes` : 'is not a member'}: the bundle was altered\n  fix: use the bundle as kiln bundle wrote it (or write it again)`,
+        `${where}: responses[${i}] (${JSON.stringify(r.url).slice(0, 200)}) names blobs/${r.sha256} (${r.size} bytes), which ${blob ? `holds ${blob.size} bytes` : 'is not a member'}: the bundle was altered`,
+        { fix: `use the bundle as kiln bundle wrote it (or write it again)` },
       );
     }
   });

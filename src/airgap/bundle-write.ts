@@ -23,6 +23,7 @@ import {
   blobMember,
   type BundleManifest,
 } from './bundle-format.js';
+import { KilnError } from '../util/errors.js';
 
 export interface WriteBundleOptions {
   template: LoadedTemplate;
@@ -57,7 +58,7 @@ const sha256Of = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 export async function writeBundle(o: WriteBundleOptions): Promise<WrittenBundle> {
   const output = path.resolve(o.output);
   if (existsSync(output) && !o.force)
-    throw new Error(`${o.output} exists\n  fix: give another -o, or --force to replace it`);
+    throw new KilnError(`${o.output} exists`, { fix: `give another -o, or --force to replace it` });
   const inputs = templateInputs(o.template, o.varFiles ?? []);
   const root = commonRoot(inputs.map((i) => i.abs));
   const members = new Map<string, Source>();
@@ -196,8 +197,9 @@ async function writeTar(file: string, sources: Source[]): Promise<{ sha256: stri
     });
     const got = s.size === 0 ? sha256Of(Buffer.alloc(0)) : hash.digest('hex');
     if (seen !== s.size || got !== s.sha256) {
-      throw new Error(
-        `${s.file} changed while the bundle was written (expected sha256 ${s.sha256}, ${s.size} bytes; read ${got}, ${seen} bytes)\n  fix: let whatever writes it finish, then bundle again`,
+      throw new KilnError(
+        `${s.file} changed while the bundle was written (expected sha256 ${s.sha256}, ${s.size} bytes; read ${got}, ${seen} bytes)`,
+        { fix: `let whatever writes it finish, then bundle again` },
       );
     }
   }

@@ -8,6 +8,7 @@ import path from 'node:path';
 import type { LoadedTemplate } from '../template/load.js';
 import { isHttpUrl } from '../util/url.js';
 import { downloadUrlKey } from '../cache/download.js';
+import { KilnError } from '../util/errors.js';
 
 /** The pieces of a QEMU argument that can be a path: the whole, each comma-separated option, each option's value. */
 function pathPieces(arg: string): string[] {
@@ -98,8 +99,11 @@ export function templateDownloads(t: LoadedTemplate, cacheDir: string, templateN
       if (url === undefined || !isHttpUrl(url)) continue;
       const hit = cachedDownload(url, cacheDir, b.source.checksum);
       if (!hit) {
-        throw new Error(
-          `${t.file}: builds[${i}].source.${field} ${url} is not in the download cache (${path.join(cacheDir, 'downloads')}), so the bundle cannot carry it\n  fix: run the recording build first (kiln build --record ${templateName}), which downloads it, with the same KILN_CACHE_DIR`,
+        throw new KilnError(
+          `${t.file}: builds[${i}].source.${field} ${url} is not in the download cache (${path.join(cacheDir, 'downloads')}), so the bundle cannot carry it`,
+          {
+            fix: `run the recording build first (kiln build --record ${templateName}), which downloads it, with the same KILN_CACHE_DIR`,
+          },
         );
       }
       out.set(url, { url, sha256: hit.sha256, size: statSync(hit.file).size, file: hit.file });

@@ -18,6 +18,7 @@ import {
 import path from 'node:path';
 import { execa } from 'execa';
 import { packageRoot } from '../version.js';
+import { KilnError } from '../util/errors.js';
 
 interface PackageJson {
   name: string;
@@ -34,7 +35,7 @@ interface PackageJson {
 export async function packKiln(cacheDir: string, root = packageRoot): Promise<string> {
   const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as PackageJson;
   if (!existsSync(path.join(root, 'dist', 'cli', 'main.js')))
-    throw new Error(`${root}/dist is not built\n  fix: run make build (tsc) first`);
+    throw new KilnError(`${root}/dist is not built`, { fix: `run make build (tsc) first` });
   const ls = await execa('npm', ['ls', '--omit=dev', '--all', '--parseable'], { cwd: root, reject: false });
   // npm may print real paths (node_modules can be a link): compare real paths.
   const modules = realpathSync(path.join(root, 'node_modules'));
@@ -46,9 +47,9 @@ export async function packKiln(cacheDir: string, root = packageRoot): Promise<st
     .filter((l) => l.startsWith(modules + path.sep))
     .sort();
   if (!deps.length)
-    throw new Error(
-      `npm ls found no production dependencies under ${root}/node_modules\n  fix: run make setup (npm ci) first`,
-    );
+    throw new KilnError(`npm ls found no production dependencies under ${root}/node_modules`, {
+      fix: `run make setup (npm ci) first`,
+    });
   const work = path.join(cacheDir, 'airgap');
   mkdirSync(work, { recursive: true });
   const staging = mkdtempSync(path.join(work, 'pack-'));

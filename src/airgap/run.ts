@@ -10,6 +10,7 @@ import type { LoadedTemplate } from '../template/load.js';
 import { startAirgapSession, type AirgapSession } from './session.js';
 import { recordingDirFor } from './store.js';
 import type { LoadedBundle } from './load-bundle.js';
+import { KilnError } from '../util/errors.js';
 
 export interface AirgapOptions {
   /**
@@ -24,20 +25,21 @@ export interface AirgapOptions {
   offline?: boolean;
 }
 
-export class AirgapUsageError extends Error {}
+export class AirgapUsageError extends KilnError {}
 
 export const isAirgapped = (o: AirgapOptions): boolean => Boolean(o.record || o.bundle || o.offline);
 
 /** Throws AirgapUsageError for options that do not go together. */
 export function checkAirgapOptions(t: LoadedTemplate, o: AirgapOptions): void {
   if (o.record && (o.bundle || o.offline)) {
-    throw new AirgapUsageError(
-      'record fetches through the network and cannot be combined with a bundle or offline\n  fix: record on a connected machine (kiln build --record TEMPLATE), then bundle and build offline from the bundle',
-    );
+    throw new AirgapUsageError('record fetches through the network and cannot be combined with a bundle or offline', {
+      fix: 'record on a connected machine (kiln build --record TEMPLATE), then bundle and build offline from the bundle',
+    });
   }
   if (o.bundle && o.bundle.template !== t) {
     throw new AirgapUsageError(
-      `the template given is not the bundle's (${o.bundle.file}): a bundle builds its own template\n  fix: build loadBundle()'s template (kiln build --bundle FILE, without a template)`,
+      `the template given is not the bundle's (${o.bundle.file}): a bundle builds its own template`,
+      { fix: `build loadBundle()'s template (kiln build --bundle FILE, without a template)` },
     );
   }
 }

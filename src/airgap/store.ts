@@ -8,6 +8,7 @@ import { createWriteStream, existsSync, mkdirSync, readFileSync, renameSync, rmS
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { Transform, type Readable } from 'node:stream';
+import { KilnError } from '../util/errors.js';
 
 export interface RecordedResponse {
   url: string;
@@ -40,7 +41,7 @@ export const SHA256_HEX = /^[0-9a-f]{64}$/;
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9a-z-]+$/;
 const HEADER_VALUE = /^[^\u0000-\u0008\u000a-\u001f\u007f]*$/;
 
-export class IndexError extends Error {}
+export class IndexError extends KilnError {}
 
 /**
  * Checks an index.json read from disk or from a bundle before anything is served from it: each entry's
@@ -49,9 +50,9 @@ export class IndexError extends Error {}
  */
 export function validateIndex(parsed: unknown, where: string): RecordingIndex {
   const bad = (what: string) =>
-    new IndexError(
-      `${where}: ${what}\n  fix: the recording is damaged or was altered; record the build again (kiln build --record) and write the bundle again`,
-    );
+    new IndexError(`${where}: ${what}`, {
+      fix: `the recording is damaged or was altered; record the build again (kiln build --record) and write the bundle again`,
+    });
   if (
     !parsed ||
     typeof parsed !== 'object' ||
@@ -107,9 +108,9 @@ export class PackageStore {
       try {
         parsed = JSON.parse(readFileSync(index, 'utf8'));
       } catch (e) {
-        throw new IndexError(
-          `${index}: not JSON (${(e as Error).message})\n  fix: the recording is damaged; record the build again (kiln build --record)`,
-        );
+        throw new IndexError(`${index}: not JSON (${(e as Error).message})`, {
+          fix: `the recording is damaged; record the build again (kiln build --record)`,
+        });
       }
       for (const r of validateIndex(parsed, index).responses) this.byUrl.set(r.url, r);
     }

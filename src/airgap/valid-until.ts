@@ -9,6 +9,7 @@
 import { gunzipSync } from 'node:zlib';
 import { readFileSync } from 'node:fs';
 import type { PackageStore, RecordedResponse } from './store.js';
+import { KilnError } from '../util/errors.js';
 
 export interface ReleaseValidity {
   url: string;
@@ -46,7 +47,7 @@ export function releaseValidity(store: PackageStore): ReleaseValidity[] {
   return out.sort((a, b) => a.validUntil.getTime() - b.validUntil.getTime());
 }
 
-export class ExpiredRecordingError extends Error {}
+export class ExpiredRecordingError extends KilnError {}
 
 /** Throws ExpiredRecordingError when a recorded Release file is past its Valid-Until at `now`. */
 export function checkValidUntil(store: PackageStore, template: string, now = new Date()): ReleaseValidity[] {
@@ -55,7 +56,10 @@ export function checkValidUntil(store: PackageStore, template: string, now = new
   if (expired.length) {
     const first = expired[0]!;
     throw new ExpiredRecordingError(
-      `the recording is older than its mirror allows: ${first.url} says Valid-Until ${first.validUntil.toUTCString()}${expired.length > 1 ? ` (and ${expired.length - 1} more Release file${expired.length > 2 ? 's' : ''})` : ''}, and apt in the offline guest would refuse it as expired\n  fix: record again (kiln build --record ${template}), then bundle; a site whose guests set Acquire::Check-Valid-Until "false" (its own choice, not kiln's) can bundle it anyway with --allow-expired`,
+      `the recording is older than its mirror allows: ${first.url} says Valid-Until ${first.validUntil.toUTCString()}${expired.length > 1 ? ` (and ${expired.length - 1} more Release file${expired.length > 2 ? 's' : ''})` : ''}, and apt in the offline guest would refuse it as expired`,
+      {
+        fix: `record again (kiln build --record ${template}), then bundle; a site whose guests set Acquire::Check-Valid-Until "false" (its own choice, not kiln's) can bundle it anyway with --allow-expired`,
+      },
     );
   }
   return all;

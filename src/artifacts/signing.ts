@@ -7,11 +7,12 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { execa } from 'execa';
+import { KilnError } from '../util/errors.js';
 
 export const SIGNATURE_NAMESPACE = 'kiln';
 export const signatureFile = (file: string) => `${file}.sig`;
 
-export class SigningError extends Error {}
+export class SigningError extends KilnError {}
 
 /** Reads SSH wire strings (uint32 length + bytes) from a buffer. */
 class Reader {
@@ -47,9 +48,9 @@ export function describePrivateKey(keyFile: string): { type: string; fingerprint
   try {
     text = readFileSync(keyFile, 'utf8');
   } catch (e) {
-    throw new SigningError(
-      `sign.key ${keyFile} cannot be read: ${(e as Error).message}\n  fix: point sign.key at an ed25519 private key (ssh-keygen -t ed25519 -f FILE)`,
-    );
+    throw new SigningError(`sign.key ${keyFile} cannot be read: ${(e as Error).message}`, {
+      fix: `point sign.key at an ed25519 private key (ssh-keygen -t ed25519 -f FILE)`,
+    });
   }
   try {
     const r = new Reader(armored(text, 'OPENSSH PRIVATE KEY'));
@@ -61,9 +62,9 @@ export function describePrivateKey(keyFile: string): { type: string; fingerprint
     const pub = r.string();
     return { type: keyTypeOf(pub), fingerprint: fingerprintOfBlob(pub), encrypted: cipher !== 'none' };
   } catch (e) {
-    throw new SigningError(
-      `sign.key ${keyFile} is not an OpenSSH private key (${(e as Error).message})\n  fix: make one with ssh-keygen -t ed25519 -f FILE, and point sign.key at FILE (not FILE.pub)`,
-    );
+    throw new SigningError(`sign.key ${keyFile} is not an OpenSSH private key (${(e as Error).message})`, {
+      fix: `make one with ssh-keygen -t ed25519 -f FILE, and point sign.key at FILE (not FILE.pub)`,
+    });
   }
 }
 
@@ -71,13 +72,13 @@ export function describePrivateKey(keyFile: string): { type: string; fingerprint
 export function checkSigningKey(keyFile: string): { fingerprint: string } {
   const k = describePrivateKey(keyFile);
   if (k.type !== 'ssh-ed25519')
-    throw new SigningError(
-      `sign.key ${keyFile} is a ${k.type} key; kiln signs with ed25519 keys\n  fix: make one with ssh-keygen -t ed25519 -f FILE`,
-    );
+    throw new SigningError(`sign.key ${keyFile} is a ${k.type} key; kiln signs with ed25519 keys`, {
+      fix: `make one with ssh-keygen -t ed25519 -f FILE`,
+    });
   if (k.encrypted)
-    throw new SigningError(
-      `sign.key ${keyFile} is protected by a passphrase, which nobody can type during a build\n  fix: use a key without a passphrase, kept where only the builder can read it (ssh-keygen -t ed25519 -N '' -f FILE)`,
-    );
+    throw new SigningError(`sign.key ${keyFile} is protected by a passphrase, which nobody can type during a build`, {
+      fix: `use a key without a passphrase, kept where only the builder can read it (ssh-keygen -t ed25519 -N '' -f FILE)`,
+    });
   return { fingerprint: k.fingerprint };
 }
 
@@ -92,13 +93,14 @@ export async function signFile(keyFile: string, file: string, signal?: AbortSign
   });
   signal?.throwIfAborted();
   if (r.exitCode === undefined && /ENOENT/.test(String((r as { message?: string }).message))) {
-    throw new SigningError(
-      "ssh-keygen was not found, and sign: needs it\n  fix: install OpenSSH's client tools (apt-get install openssh-client)",
-    );
+    throw new SigningError('ssh-keygen was not found, and sign: needs it', {
+      fix: "install OpenSSH's client tools (apt-get install openssh-client)",
+    });
   }
   if (r.exitCode !== 0)
     throw new SigningError(
-      `signing ${file} with sign.key ${keyFile} failed: ssh-keygen -Y sign exited ${r.exitCode}: ${String(r.all ?? '').trim()}\n  fix: check that sign.key is an unencrypted ed25519 private key readable by this user`,
+      `signing ${file} with sign.key ${keyFile} failed: ssh-keygen -Y sign exited ${r.exitCode}: ${String(r.all ?? '').trim()}`,
+      { fix: `check that sign.key is an unencrypted ed25519 private key readable by this user` },
     );
   return signatureFile(file);
 }

@@ -12,6 +12,7 @@ import { checksumFiles, type Manifest } from './manifest.js';
 import { diskFormat } from '../template/output-formats.js';
 import { signatureFile, verifySignature } from './signing.js';
 import { supplyChainNames } from './supply-chain.js';
+import { KilnError } from '../util/errors.js';
 
 export interface VerifyResult {
   name: string;
@@ -48,9 +49,9 @@ async function checkSignatures(
   results: VerifyResult[],
 ): Promise<SignedDigests | undefined> {
   if (!existsSync(trustedKeys))
-    throw new Error(
-      `--trusted-keys ${trustedKeys} does not exist\n  fix: give an allowed_signers file: lines of "<principal> namespaces=\\"kiln\\" ssh-ed25519 AAAA..." (see ssh-keygen(1), ALLOWED SIGNERS)`,
-    );
+    throw new KilnError(`--trusted-keys ${trustedKeys} does not exist`, {
+      fix: `give an allowed_signers file: lines of "<principal> namespaces=\\"kiln\\" ssh-ed25519 AAAA..." (see ssh-keygen(1), ALLOWED SIGNERS)`,
+    });
   // Which files must be signed is not taken from the manifest (anyone may edit it): the checksum files
   // present and the build's provenance and SBOMs, by their fixed names.
   const names = supplyChainNames(String(manifest.build));

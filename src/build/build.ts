@@ -23,6 +23,7 @@ import { defaultCacheDir } from '../util/cache-dir.js';
 import { shellQuote } from '../qemu/argv.js';
 import { globToRegExp, isGlob } from '../util/glob.js';
 import { createDriver, type Driver, type DriverOptions } from '../qemu/driver.js';
+import { fixOf } from '../util/errors.js';
 
 export interface BuildResult {
   build: string;
@@ -101,6 +102,7 @@ export async function runBuild(
       ok: result.ok,
       ms: performance.now() - started,
       error: error ? (result.failedStep ? `${result.failedStep}: ${error.message}` : error.message) : undefined,
+      fix: fixOf(error),
       outputDirectory: result.ok ? build.output_directory : undefined,
       peakRssBytes: process.resourceUsage().maxRSS * 1024,
     });

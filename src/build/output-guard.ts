@@ -6,6 +6,7 @@
 import { existsSync, lstatSync } from 'node:fs';
 import path from 'node:path';
 import { outputOwnership, type Ownership } from '../artifacts/manifest.js';
+import { KilnError } from '../util/errors.js';
 
 export function claimFileOf(outputDir: string): string {
   return path.join(path.dirname(outputDir), `.${path.basename(outputDir)}.kiln-lock`);
@@ -32,9 +33,9 @@ export function checkExistingOutput(outputDir: string, force: boolean): void {
   const ownership = outputOwnership(outputDir);
   if (ownership.foreign.length) throw foreignOutputError(outputDir, ownership);
   if (!force)
-    throw new Error(
-      `output directory ${outputDir} already exists\n  fix: remove it, pick another output_directory, or run with --force (kiln wrote it: it is replaced once the new build has succeeded)`,
-    );
+    throw new KilnError(`output directory ${outputDir} already exists`, {
+      fix: `remove it, pick another output_directory, or run with --force (kiln wrote it: it is replaced once the new build has succeeded)`,
+    });
 }
 
 /**
@@ -49,11 +50,11 @@ export function checkElsewhereTarget(target: string, force: boolean): void {
     return;
   }
   if (st.isDirectory())
-    throw new Error(
-      `${target} is a directory, where kiln would write the artifact ${path.basename(target)}\n  fix: move it away, or give the output another "name" or "directory"`,
-    );
+    throw new KilnError(`${target} is a directory, where kiln would write the artifact ${path.basename(target)}`, {
+      fix: `move it away, or give the output another "name" or "directory"`,
+    });
   if (!force)
-    throw new Error(
-      `${target} already exists\n  fix: remove it, or run with --force (which replaces that one file once the build has succeeded)`,
-    );
+    throw new KilnError(`${target} already exists`, {
+      fix: `remove it, or run with --force (which replaces that one file once the build has succeeded)`,
+    });
 }

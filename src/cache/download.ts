@@ -20,6 +20,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { withLock } from './lock.js';
 import { formatBytes } from '../template/units.js';
+import { KilnError } from '../util/errors.js';
 
 /** md5 and sha1 only come from Packer templates (which allow them; kiln warns that they are weak). */
 export interface Expected {
@@ -27,7 +28,7 @@ export interface Expected {
   hex: string;
 }
 
-export class ChecksumMismatchError extends Error {}
+export class ChecksumMismatchError extends KilnError {}
 
 const stallTimeoutMs = 60_000;
 
@@ -52,14 +53,14 @@ export async function fetchChecksumFile(url: string, signal?: AbortSignal): Prom
     text = await res.text();
   } catch (e) {
     signal?.throwIfAborted();
-    throw new Error(
-      `could not fetch checksum file ${url}: ${reason(e)}\n  fix: check the URL and that the server is reachable`,
-    );
+    throw new KilnError(`could not fetch checksum file ${url}: ${reason(e)}`, {
+      fix: `check the URL and that the server is reachable`,
+    });
   }
   if (!res.ok)
-    throw new Error(
-      `could not fetch checksum file ${url}: HTTP ${res.status} ${res.statusText}\n  fix: correct the URL in "checksum" (file:<url of a SHA256SUMS-style list>), or give the digest itself (sha256:<hex>)`,
-    );
+    throw new KilnError(`could not fetch checksum file ${url}: HTTP ${res.status} ${res.statusText}`, {
+      fix: `correct the URL in "checksum" (file:<url of a SHA256SUMS-style list>), or give the digest itself (sha256:<hex>)`,
+    });
   return text;
 }
 
@@ -121,9 +122,9 @@ export async function fetchToCache(
           res = await fetch(url, { signal: stop });
         } catch (e) {
           signal?.throwIfAborted();
-          throw new Error(
-            `downloading ${url} failed: ${reason(e)}\n  fix: check the URL and that the server is reachable`,
-          );
+          throw new KilnError(`downloading ${url} failed: ${reason(e)}`, {
+            fix: `check the URL and that the server is reachable`,
+          });
         }
         if (!res.ok || !res.body) throw new Error(`downloading ${url} failed: HTTP ${res.status} ${res.statusText}`);
         total = Number(res.headers.get('content-length') ?? 0);
@@ -139,14 +140,15 @@ export async function fetchToCache(
           await pipeline(body, createWriteStream(part), { signal: stop });
         } catch (e) {
           signal?.throwIfAborted();
-          throw new Error(
-            `downloading ${url} was interrupted after ${formatBytes(done)}${total ? ` of ${formatBytes(total)}` : ''}: ${reason(e)}; nothing was cached\n  fix: run the build again (the download starts over)`,
+          throw new KilnError(
+            `downloading ${url} was interrupted after ${formatBytes(done)}${total ? ` of ${formatBytes(total)}` : ''}: ${reason(e)}; nothing was cached`,
+            { fix: `run the build again (the download starts over)` },
           );
         }
         if (total && statSync(part).size !== total)
-          throw new Error(
-            `downloading ${url}: got ${done} of ${total} bytes; nothing was cached\n  fix: run the build again (the download starts over)`,
-          );
+          throw new KilnError(`downloading ${url}: got ${done} of ${total} bytes; nothing was cached`, {
+            fix: `run the build again (the download starts over)`,
+          });
         signal?.throwIfAborted();
       } catch (e) {
         rmSync(part, { force: true });
@@ -159,7 +161,8 @@ export async function fetchToCache(
       if (expected && got !== expected.hex.toLowerCase()) {
         rmSync(part, { force: true });
         throw new ChecksumMismatchError(
-          `checksum mismatch for ${url}: expected ${expected.algorithm}:${expected.hex.toLowerCase()}, got ${expected.algorithm}:${got}; nothing was cached\n  fix: the server sent a different file or the checksum is wrong; correct "checksum" or use "none"`,
+          `checksum mismatch for ${url}: expected ${expected.algorithm}:${expected.hex.toLowerCase()}, got ${expected.algorithm}:${got}; nothing was cached`,
+          { fix: `the server sent a different file or the checksum is wrong; correct "checksum" or use "none"` },
         );
       }
       const final = path.join(dir, `sha256-${hex}`);

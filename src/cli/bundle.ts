@@ -41,18 +41,22 @@ export interface PreparedAirgap {
 /** The flags as build()'s options; a bundle is verified, unpacked and its template loaded. undefined: a normal build. */
 export async function prepareAirgap(a: AirgapBuildArgs, cacheDir: string): Promise<PreparedAirgap | undefined> {
   if (a.sha256 !== undefined && !a.bundle)
-    throw new AirgapUsageError(
-      '--sha256 pins the bundle given with --bundle\n  fix: kiln build --bundle FILE --sha256 HEX',
-    );
+    throw new AirgapUsageError('--sha256 pins the bundle given with --bundle', {
+      fix: 'kiln build --bundle FILE --sha256 HEX',
+    });
   if (!a.record && !a.bundle && !a.offline) return undefined;
   if (a.record && (a.bundle || a.offline)) {
     throw new AirgapUsageError(
-      '--record fetches through the network and cannot be combined with --bundle or --offline\n  fix: record on a connected machine (kiln build --record TEMPLATE), then bundle and build offline from the bundle',
+      '--record fetches through the network and cannot be combined with --bundle or --offline',
+      {
+        fix: 'record on a connected machine (kiln build --record TEMPLATE), then bundle and build offline from the bundle',
+      },
     );
   }
   if (a.bundle && a.template) {
     throw new AirgapUsageError(
-      `give a template or --bundle, not both: the bundle carries its own template, so ${a.template} would be ignored\n  fix: kiln build --bundle ${a.bundle} (or kiln build ${a.template} without --bundle)`,
+      `give a template or --bundle, not both: the bundle carries its own template, so ${a.template} would be ignored`,
+      { fix: `kiln build --bundle ${a.bundle} (or kiln build ${a.template} without --bundle)` },
     );
   }
   const options: AirgapOptions = { record: a.record ? (a.recording ?? true) : undefined, offline: a.offline };

@@ -8,6 +8,7 @@ import { LayerStore, type LayerMeta } from '../cache/layers.js';
 import { listUnpackedBundles, pruneUnpackedBundles, type UnpackedBundle } from '../airgap/unpacked.js';
 import { formatBytes, parseDuration, parseSize } from '../util/units.js'; // a CLI flag's value, not a template field
 import { openRemoteCache } from './remote-cache.js';
+import { KilnError } from '../util/errors.js';
 
 export interface CacheArgs {
   action: 'ls' | 'prune' | 'rm' | 'flush';
@@ -41,9 +42,9 @@ async function remoteCacheCommand(args: CacheArgs, out: (s: string) => void): Pr
     return 0;
   }
   if (args.action !== 'prune')
-    throw new Error(
-      `kiln cache ${args.action} does not take --remote\n  fix: kiln cache prune --remote URL, or kiln cache flush --remote URL`,
-    );
+    throw new KilnError(`kiln cache ${args.action} does not take --remote`, {
+      fix: `kiln cache prune --remote URL, or kiln cache flush --remote URL`,
+    });
   const r = await remote.prune({
     graceMs: durationMs('grace', args.grace ?? '1h'),
     olderThanMs: args['older-than'] ? durationMs('older-than', args['older-than']) : undefined,
@@ -69,15 +70,16 @@ function age(d: Date): string {
 /** A layer named by a unique prefix of its key (at least 6 characters), as `ls` prints them. */
 function resolveKey(store: LayerStore, prefix: string): LayerMeta {
   if (!/^[0-9a-f]{6,64}$/.test(prefix))
-    throw new Error(
-      `"${prefix}" is not a layer key\n  fix: give at least 6 hex characters of a KEY that "kiln cache ls" shows`,
-    );
+    throw new KilnError(`"${prefix}" is not a layer key`, {
+      fix: `give at least 6 hex characters of a KEY that "kiln cache ls" shows`,
+    });
   const matches = store.list().filter((m) => m.key.startsWith(prefix));
   if (matches.length === 0)
-    throw new Error(`no layer ${prefix} in ${store.dir}\n  fix: "kiln cache ls" lists the layers`);
+    throw new KilnError(`no layer ${prefix} in ${store.dir}`, { fix: `"kiln cache ls" lists the layers` });
   if (matches.length > 1)
-    throw new Error(
-      `"${prefix}" matches ${matches.length} layers (${matches.map((m) => m.key.slice(0, 16)).join(', ')})\n  fix: give more of the key`,
+    throw new KilnError(
+      `"${prefix}" matches ${matches.length} layers (${matches.map((m) => m.key.slice(0, 16)).join(', ')})`,
+      { fix: `give more of the key` },
     );
   return matches[0]!;
 }
@@ -99,9 +101,9 @@ export async function cacheCommand(args: CacheArgs): Promise<number> {
   const out = (s: string) => process.stdout.write(s);
   if (args.remote || args.action === 'flush') {
     if (!args.remote)
-      throw new Error(
-        'kiln cache flush needs --remote s3://bucket/prefix\n  fix: the local cache has no epoch; "kiln cache prune --keep-size 0" empties it',
-      );
+      throw new KilnError('kiln cache flush needs --remote s3://bucket/prefix', {
+        fix: 'the local cache has no epoch; "kiln cache prune --keep-size 0" empties it',
+      });
     try {
       return await remoteCacheCommand(args, out);
     } catch (e) {
@@ -119,9 +121,9 @@ export async function cacheCommand(args: CacheArgs): Promise<number> {
       } catch {
         /* printed as given */
       }
-      throw new Error(
-        `remote cache ${args.remote}: ${message}\n  fix: check the endpoint (${endpoint ? `AWS_ENDPOINT_URL=${endpoint}` : 'AWS S3; set AWS_ENDPOINT_URL for another store'}), AWS_REGION, the bucket's name and the credentials the AWS SDK finds (AWS_PROFILE, ~/.aws, AWS_ACCESS_KEY_ID)`,
-      );
+      throw new KilnError(`remote cache ${args.remote}: ${message}`, {
+        fix: `check the endpoint (${endpoint ? `AWS_ENDPOINT_URL=${endpoint}` : 'AWS S3; set AWS_ENDPOINT_URL for another store'}), AWS_REGION, the bucket's name and the credentials the AWS SDK finds (AWS_PROFILE, ~/.aws, AWS_ACCESS_KEY_ID)`,
+      });
     }
   }
   switch (args.action) {
@@ -177,12 +179,14 @@ export async function cacheCommand(args: CacheArgs): Promise<number> {
     }
     case 'rm': {
       if (!args.key)
-        throw new Error(
-          'kiln cache rm needs a KEY\n  fix: "kiln cache ls" lists them; "kiln cache prune --keep-size 0" empties the cache',
-        );
+        throw new KilnError('kiln cache rm needs a KEY', {
+          fix: '"kiln cache ls" lists them; "kiln cache prune --keep-size 0" empties the cache',
+        });
       const layer = resolveKey(store, args.key);
       if (store.inUse().has(layer.key))
-        throw new Error(`layer ${layer.key.slice(0, 12)} is in use by a running build\n  fix: wait for it to finish`);
+        throw new KilnError(`layer ${layer.key.slice(0, 12)} is in use by a running build`, {
+          fix: `wait for it to finish`,
+        });
       const removed = store.remove(layer.key);
       store.removeUnusedBases();
       out(
@@ -192,9 +196,9 @@ export async function cacheCommand(args: CacheArgs): Promise<number> {
     }
     case 'prune': {
       if (args['keep-size'] === undefined)
-        throw new Error(
-          'kiln cache prune needs --keep-size\n  fix: e.g. kiln cache prune --keep-size 20G (least recently used layers go first)',
-        );
+        throw new KilnError('kiln cache prune needs --keep-size', {
+          fix: 'e.g. kiln cache prune --keep-size 20G (least recently used layers go first)',
+        });
       let keep: number;
       try {
         keep = parseSize(args['keep-size']);

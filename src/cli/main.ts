@@ -33,6 +33,7 @@ import { listOf, namesOf } from './flag-lists.js';
 import { planCommand } from './plan.js';
 import { slurmCommand, type SlurmArgs } from './slurm.js';
 import { summaryLine } from '../scale/follow.js';
+import { KilnError } from '../util/errors.js';
 
 class UsageError extends Error {}
 
@@ -241,9 +242,9 @@ async function slurmBuild(
 ): Promise<number> {
   const emit = argv.emit === undefined ? undefined : listOf(argv.emit as string | string[]);
   if (emit && (emit[0] !== 'slurm' || !emit[1]))
-    throw new Error(
-      `--emit ${emit.join(' ')}: kiln build writes "--emit slurm DIR" (a Slurm run directory)\n  fix: kiln build --emit slurm ./run TEMPLATE (kiln plan --emit github-matrix|gitlab-matrix writes CI matrices)`,
-    );
+    throw new KilnError(`--emit ${emit.join(' ')}: kiln build writes "--emit slurm DIR" (a Slurm run directory)`, {
+      fix: `kiln build --emit slurm ./run TEMPLATE (kiln plan --emit github-matrix|gitlab-matrix writes CI matrices)`,
+    });
   const controller = new AbortController();
   let interrupted: NodeJS.Signals | undefined;
   const onSignal = (sig: NodeJS.Signals) => {

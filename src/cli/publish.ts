@@ -10,6 +10,7 @@ import { publishedEvent, publishedLine } from '../publish/runner.js';
 import type { BuildEvent } from '../ui/events.js';
 import { jsonRenderer } from '../ui/render.js';
 import { cacheDirFromEnv } from './env.js';
+import { fixOf } from '../util/errors.js';
 
 export interface PublishArgs {
   manifest: string;
@@ -40,8 +41,15 @@ export async function publishCommand(argv: PublishArgs): Promise<number> {
   const json = argv.events === 'json' ? jsonRenderer(process.stdout) : undefined;
   const build = json ? buildOf(argv.manifest) : '';
   const emit = (e: BuildEvent) => json?.({ ...e, time: new Date().toISOString() });
-  const end = (ok: boolean, error?: string) =>
-    emit({ type: 'publish-end', build, ok, ms: Math.round(performance.now() - started), ...(error ? { error } : {}) });
+  const end = (ok: boolean, error?: string, fix?: string) =>
+    emit({
+      type: 'publish-end',
+      build,
+      ok,
+      ms: Math.round(performance.now() - started),
+      ...(error ? { error } : {}),
+      ...(fix === undefined ? {} : { fix }),
+    });
   const log = (m: string) => {
     process.stderr.write(`${m}\n`);
     emit({ type: 'log', build, level: m.startsWith('warning:') ? 'warn' : 'info', message: m });
@@ -89,7 +97,7 @@ export async function publishCommand(argv: PublishArgs): Promise<number> {
     process.stderr.write(
       `error: ${e instanceof PublishFailed ? message.replace(/\n(?!  fix:)/g, '\nerror: ') : message}\n`,
     );
-    end(false, message);
+    end(false, message, fixOf(e));
     return 1;
   } finally {
     process.off('SIGINT', onSignal);

@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import { RemoteCache, type RemoteLog } from '../cache/remote/protocol.js';
 import { S3ObjectStore } from '../cache/remote/s3.js';
 import { kilnVersion } from '../version.js';
+import { KilnError } from '../util/errors.js';
 
 export interface RemoteCacheArgs {
   'cache-remote'?: string;
@@ -54,14 +55,15 @@ export function openRemoteCache(a: RemoteCacheArgs, log?: RemoteLog): RemoteCach
     try {
       secret = readFileSync(file, 'utf8').trim();
     } catch (e) {
-      throw new Error(
-        `--cache-remote-secret-file ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}\n  fix: give every builder the same file with one secret line, readable only by the builder`,
+      throw new KilnError(
+        `--cache-remote-secret-file ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`,
+        { fix: `give every builder the same file with one secret line, readable only by the builder` },
       );
     }
     if (!secret)
-      throw new Error(
-        `--cache-remote-secret-file ${file} is empty\n  fix: write one secret line into it (e.g. openssl rand -hex 32)`,
-      );
+      throw new KilnError(`--cache-remote-secret-file ${file} is empty`, {
+        fix: `write one secret line into it (e.g. openssl rand -hex 32)`,
+      });
   }
   return new RemoteCache(
     new S3ObjectStore(url),

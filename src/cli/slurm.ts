@@ -16,6 +16,7 @@ import { cancel, submit, writeRunDir } from '../scale/run-dir.js';
 import { followRun, summaryLine, worstCode } from '../scale/follow.js';
 import { cacheDirFromEnv } from './env.js';
 import { listOf } from './flag-lists.js';
+import { KilnError } from '../util/errors.js';
 
 export interface SlurmArgs {
   on?: 'slurm';
@@ -41,8 +42,11 @@ function taskBuildArgs(a: SlurmArgs, t: LoadedTemplate): string[] {
   for (const v of listOf(a.var)) {
     const value = v.slice(v.indexOf('=') + 1);
     if (t.variables.secrets.includes(value)) {
-      throw new Error(
-        `--var ${v.slice(0, v.indexOf('='))}=... sets a sensitive variable: it would be written into the job script, which slurmctld keeps in its state directory\n  fix: put it in a --var-file that exists on every node (or KILN_VAR_ in the node env file, ${a['slurm-node-env']})`,
+      throw new KilnError(
+        `--var ${v.slice(0, v.indexOf('='))}=... sets a sensitive variable: it would be written into the job script, which slurmctld keeps in its state directory`,
+        {
+          fix: `put it in a --var-file that exists on every node (or KILN_VAR_ in the node env file, ${a['slurm-node-env']})`,
+        },
       );
     }
     args.push('--var', v);

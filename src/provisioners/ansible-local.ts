@@ -35,9 +35,9 @@ async function placeInStaging(
 }
 
 function notInstalled(command: string, label: string): ProvisionerError {
-  return new ProvisionerError(
-    `${label}: ${command} is not installed in the guest\n  fix: install it first, e.g. a shell provisioner running "sudo apt-get install -y ansible-core" (after apt-get update)`,
-  );
+  return new ProvisionerError(`${label}: ${command} is not installed in the guest`, {
+    fix: `install it first, e.g. a shell provisioner running "sudo apt-get install -y ansible-core" (after apt-get update)`,
+  });
 }
 
 /** Runs the playbook in the guest; `signal` (the build's interrupt or the provisioner's timeout) kills it there. */

@@ -139,9 +139,9 @@ export function sibling(command: string, name: string): string {
 }
 
 function notInstalled(label: string, command: string): ProvisionerError {
-  return new ProvisionerError(
-    `${label}: ${command} is not installed on this machine\n  fix: install Debian's ansible-core package (apt-get install ansible-core), or set "command" to the path of ansible-playbook`,
-  );
+  return new ProvisionerError(`${label}: ${command} is not installed on this machine`, {
+    fix: `install Debian's ansible-core package (apt-get install ansible-core), or set "command" to the path of ansible-playbook`,
+  });
 }
 
 /**

@@ -16,10 +16,11 @@ import { ConnectionLostError } from '../communicator/ssh.js';
 import { shellQuote, shellWord } from '../communicator/remote-command.js';
 import { guestProxyEnv, guestProxyFor } from './guest-proxy.js';
 import { ProxyBypassWatch } from './proxy-bypass.js';
+import { KilnError } from '../util/errors.js';
 
 type Shell = Extract<Provisioner, { type: 'shell' }>;
 
-export class ProvisionerError extends Error {}
+export class ProvisionerError extends KilnError {}
 
 /**
  * The command line that runs the uploaded script: execute_command with {{path}} and {{vars}} replaced

@@ -67,7 +67,8 @@ async function azureAccess(target: AzureTarget, env: NodeJS.ProcessEnv, name: st
       conn = (await readFile(target.credentials_file, 'utf8')).trim();
     } catch (e) {
       throw new PublishError(
-        `publish target "${name}": cannot read credentials_file ${target.credentials_file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})\n  fix: point it at a file holding the storage account's connection string`,
+        `publish target "${name}": cannot read credentials_file ${target.credentials_file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+        { fix: `point it at a file holding the storage account's connection string` },
       );
     }
     from = `credentials_file ${target.credentials_file}`;
@@ -96,7 +97,8 @@ async function azureAccess(target: AzureTarget, env: NodeJS.ProcessEnv, name: st
       return { service: BlobServiceClient.fromConnectionString(conn), from };
     } catch (e) {
       throw new PublishError(
-        `publish target "${name}": ${from} is not a storage connection string (${(e as Error).message.split('\n')[0]})\n  fix: copy it from the storage account's "Access keys" page`,
+        `publish target "${name}": ${from} is not a storage connection string (${(e as Error).message.split('\n')[0]})`,
+        { fix: `copy it from the storage account's "Access keys" page` },
       );
     }
   }
@@ -110,15 +112,16 @@ async function azureAccess(target: AzureTarget, env: NodeJS.ProcessEnv, name: st
       from: 'AZURE_STORAGE_ACCOUNT / AZURE_STORAGE_KEY',
     };
   }
-  throw new PublishError(
-    `publish target "${name}": AZURE_STORAGE_CONNECTION_STRING is not set\n  fix: export it (or AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY), or set credentials_file: in the target`,
-  );
+  throw new PublishError(`publish target "${name}": AZURE_STORAGE_CONNECTION_STRING is not set`, {
+    fix: `export it (or AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY), or set credentials_file: in the target`,
+  });
 }
 
 function explain(e: unknown, name: string, from: string, service: string): unknown {
   if (e instanceof RestError && (e.statusCode === 403 || e.statusCode === 401)) {
     return new PublishError(
-      `publish target "${name}": the storage account refused the key from ${from} (${e.code ?? `HTTP ${e.statusCode}`})\n  fix: check the account name and key (the storage account's "Access keys" page)`,
+      `publish target "${name}": the storage account refused the key from ${from} (${e.code ?? `HTTP ${e.statusCode}`})`,
+      { fix: `check the account name and key (the storage account's "Access keys" page)` },
     );
   }
   if (e instanceof RestError) {
@@ -169,7 +172,8 @@ export const publishAzure: Publisher<AzureTarget> = async (target, artifact, ctx
   const name = target.name ?? 'azure';
   if (artifact.size % sector !== 0) {
     throw new PublishError(
-      `publish target "${name}": ${artifact.name} is ${artifact.size} bytes, not a whole number of 512-byte sectors, so it is not a fixed VHD\n  fix: use an output with format: vhd (kiln writes it fixed)`,
+      `publish target "${name}": ${artifact.name} is ${artifact.size} bytes, not a whole number of 512-byte sectors, so it is not a fixed VHD`,
+      { fix: `use an output with format: vhd (kiln writes it fixed)` },
     );
   }
   const { service, from } = await azureAccess(target, ctx.env, name);

@@ -24,6 +24,7 @@ import {
   type Publisher,
   withRetries,
 } from './target.js';
+import { KilnError } from '../util/errors.js';
 
 type GlanceTarget = z.output<typeof glanceTarget>;
 
@@ -60,9 +61,9 @@ async function keystone(
   const authUrl = env.OS_AUTH_URL!.replace(/\/+$/, '');
   for (const v of ['OS_USERNAME', 'OS_PASSWORD', 'OS_PROJECT_NAME']) {
     if (!env[v])
-      throw new PublishError(
-        `publish target "${name}": OS_AUTH_URL is set but ${v} is not\n  fix: source your OpenStack RC file (openrc), or unset OS_AUTH_URL and give endpoint: for a Glance without Keystone`,
-      );
+      throw new PublishError(`publish target "${name}": OS_AUTH_URL is set but ${v} is not`, {
+        fix: `source your OpenStack RC file (openrc), or unset OS_AUTH_URL and give endpoint: for a Glance without Keystone`,
+      });
   }
   const body = {
     auth: {
@@ -83,9 +84,9 @@ async function keystone(
   try {
     new URL(url);
   } catch {
-    throw new PublishError(
-      `publish target "${name}": OS_AUTH_URL is not a URL\n  fix: set it to Keystone's identity endpoint, e.g. https://keystone.lab:5000/v3`,
-    );
+    throw new PublishError(`publish target "${name}": OS_AUTH_URL is not a URL`, {
+      fix: `set it to Keystone's identity endpoint, e.g. https://keystone.lab:5000/v3`,
+    });
   }
   ctx.credentialsTo({ kind: 'Keystone', url, from: 'OS_USERNAME / OS_PASSWORD', hostFromSettings: false });
   const res = await request(url, {
@@ -98,13 +99,15 @@ async function keystone(
   if (res.status === 401 || res.status === 403) {
     await res.body?.cancel();
     throw new PublishError(
-      `publish target "${name}": Keystone at OS_AUTH_URL refused OS_USERNAME / OS_PASSWORD (HTTP ${res.status})\n  fix: check OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME and the domains`,
+      `publish target "${name}": Keystone at OS_AUTH_URL refused OS_USERNAME / OS_PASSWORD (HTTP ${res.status})`,
+      { fix: `check OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME and the domains` },
     );
   }
   if (res.status === 404) {
     const said = serverSaid(await textOf(res));
     throw new PublishError(
-      `publish target "${name}": ${safeUrl(url)} is not a Keystone v3 token endpoint (HTTP 404${said ? `; ${said}` : ''})\n  fix: set OS_AUTH_URL to Keystone's identity endpoint, e.g. https://keystone.lab:5000/v3`,
+      `publish target "${name}": ${safeUrl(url)} is not a Keystone v3 token endpoint (HTTP 404${said ? `; ${said}` : ''})`,
+      { fix: `set OS_AUTH_URL to Keystone's identity endpoint, e.g. https://keystone.lab:5000/v3` },
     );
   }
   if (!res.ok) {
@@ -132,7 +135,8 @@ async function keystone(
     );
     if (!ep || typeof ep.url !== 'string')
       throw new PublishError(
-        `publish target "${name}": the Keystone catalog has no ${env.OS_INTERFACE ?? 'public'} image endpoint${env.OS_REGION_NAME ? ` in region OS_REGION_NAME=${env.OS_REGION_NAME}` : ''}\n  fix: set endpoint: to Glance's URL, or OS_REGION_NAME / OS_INTERFACE`,
+        `publish target "${name}": the Keystone catalog has no ${env.OS_INTERFACE ?? 'public'} image endpoint${env.OS_REGION_NAME ? ` in region OS_REGION_NAME=${env.OS_REGION_NAME}` : ''}`,
+        { fix: `set endpoint: to Glance's URL, or OS_REGION_NAME / OS_INTERFACE` },
       );
     endpoint = ep.url;
   }
@@ -150,9 +154,9 @@ async function keystone(
 async function access(target: GlanceTarget, ctx: PublishContext, name: string): Promise<GlanceAccess> {
   if (ctx.env.OS_AUTH_URL) return keystone(ctx.env, target, name, ctx);
   if (!target.endpoint)
-    throw new PublishError(
-      `publish target "${name}": OS_AUTH_URL is not set and the target has no endpoint:\n  fix: source your OpenStack RC file (openrc), or give endpoint: for a Glance without Keystone`,
-    );
+    throw new PublishError(`publish target "${name}": OS_AUTH_URL is not set and the target has no endpoint:`, {
+      fix: `source your OpenStack RC file (openrc), or give endpoint: for a Glance without Keystone`,
+    });
   return { endpoint: target.endpoint.replace(/\/+$/, ''), from: 'no authentication (endpoint:)' };
 }
 
@@ -212,9 +216,9 @@ export const publishGlance: Publisher<GlanceTarget> = async (target, artifact, c
     });
     if (res.status === 401 || res.status === 403) {
       await res.body?.cancel();
-      throw new PublishError(
-        `publish target "${name}": Glance refused ${acc.from} (HTTP ${res.status})\n  fix: check OS_USERNAME, OS_PASSWORD and OS_PROJECT_NAME, and that the project may create images`,
-      );
+      throw new PublishError(`publish target "${name}": Glance refused ${acc.from} (HTTP ${res.status})`, {
+        fix: `check OS_USERNAME, OS_PASSWORD and OS_PROJECT_NAME, and that the project may create images`,
+      });
     }
     if (!ok.includes(res.status)) {
       const said = serverSaid(await textOf(res));
@@ -279,9 +283,9 @@ export const publishGlance: Publisher<GlanceTarget> = async (target, artifact, c
       if (['killed', 'deleted', 'deactivated'].includes(current.status))
         throw new Error(`Glance marked image ${image.id} ${current.status} after the upload`);
       if (Date.now() > deadline)
-        throw new Error(
-          `image ${image.id} is still ${current.status} after ${target.timeout_seconds} s\n  fix: raise timeout_seconds:`,
-        );
+        throw new KilnError(`image ${image.id} is still ${current.status} after ${target.timeout_seconds} s`, {
+          fix: `raise timeout_seconds:`,
+        });
       await new Promise((r) => setTimeout(r, 250));
       ctx.signal.throwIfAborted();
     }

@@ -26,7 +26,8 @@ export function checkSize(artifact: PublishArtifact): void {
     size = statSync(artifact.path).size;
   } catch (e) {
     throw new PublishError(
-      `${artifact.path}: cannot read the artifact (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})\n  fix: rebuild it (kiln build), or publish from the output directory the manifest lists`,
+      `${artifact.path}: cannot read the artifact (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+      { fix: `rebuild it (kiln build), or publish from the output directory the manifest lists` },
     );
   }
   if (size !== artifact.size) throw changed(artifact, `it is ${size} bytes, manifest.json records ${artifact.size}`);

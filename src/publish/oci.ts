@@ -88,7 +88,8 @@ export function registryAuth(target: OciTarget, env: NodeJS.ProcessEnv, name: st
   if (env.KILN_REGISTRY_USERNAME || env.KILN_REGISTRY_PASSWORD) {
     if (!env.KILN_REGISTRY_USERNAME || !env.KILN_REGISTRY_PASSWORD) {
       throw new PublishError(
-        `publish target "${name}": ${env.KILN_REGISTRY_USERNAME ? 'KILN_REGISTRY_PASSWORD' : 'KILN_REGISTRY_USERNAME'} is not set\n  fix: set both KILN_REGISTRY_USERNAME and KILN_REGISTRY_PASSWORD, or neither to use a docker config.json`,
+        `publish target "${name}": ${env.KILN_REGISTRY_USERNAME ? 'KILN_REGISTRY_PASSWORD' : 'KILN_REGISTRY_USERNAME'} is not set`,
+        { fix: `set both KILN_REGISTRY_USERNAME and KILN_REGISTRY_PASSWORD, or neither to use a docker config.json` },
       );
     }
     return {
@@ -105,7 +106,8 @@ export function registryAuth(target: OciTarget, env: NodeJS.ProcessEnv, name: st
   } catch (e) {
     if (target.credentials_file) {
       throw new PublishError(
-        `publish target "${name}": cannot read credentials_file ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})\n  fix: point it at a docker config.json (docker login writes one)`,
+        `publish target "${name}": cannot read credentials_file ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+        { fix: `point it at a docker config.json (docker login writes one)` },
       );
     }
     return { from: 'no credentials (anonymous)' };
@@ -221,7 +223,10 @@ export class Registry {
 
   private refused(status: number): PublishError {
     return new PublishError(
-      `publish target "${this.name}": the registry refused ${this.auth.basic ? `the credentials from ${this.auth.from}` : 'anonymous access'} (HTTP ${status})\n  fix: ${this.auth.basic ? 'check the user name and password' : 'set KILN_REGISTRY_USERNAME and KILN_REGISTRY_PASSWORD, or docker login to the registry'}`,
+      `publish target "${this.name}": the registry refused ${this.auth.basic ? `the credentials from ${this.auth.from}` : 'anonymous access'} (HTTP ${status})`,
+      {
+        fix: `${this.auth.basic ? 'check the user name and password' : 'set KILN_REGISTRY_USERNAME and KILN_REGISTRY_PASSWORD, or docker login to the registry'}`,
+      },
     );
   }
 
@@ -236,9 +241,9 @@ export class Registry {
     if (this.auth.basic) {
       const problem = realmProblem(this.base, params.realm);
       if (problem)
-        throw new PublishError(
-          `publish target "${this.name}": ${problem}; kiln did not send ${this.auth.from} there\n  fix: check the registry's token configuration (its auth.token.realm must be https), or use a docker config.json for it`,
-        );
+        throw new PublishError(`publish target "${this.name}": ${problem}; kiln did not send ${this.auth.from} there`, {
+          fix: `check the registry's token configuration (its auth.token.realm must be https), or use a docker config.json for it`,
+        });
       this.credentialsTo({
         kind: "the registry's token service",
         url: params.realm,

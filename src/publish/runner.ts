@@ -19,6 +19,7 @@ import {
 } from '../template/schema-publish.js';
 import { checkSize } from './integrity.js';
 import { cleartextWarning, safeUrl, scrubUrls } from './redact.js';
+import { KilnError, fixOf } from '../util/errors.js';
 import {
   PublishError,
   type CredentialDestination,
@@ -66,7 +67,8 @@ export interface PublishOptions {
   allowHosts?: string[];
 }
 
-export class PublishFailed extends Error {}
+/** Every failed target's line (with its fix); `fix` is set when one target failed with a fix. */
+export class PublishFailed extends KilnError {}
 
 /** A target's record as the `published` event `kiln build` and `kiln publish --events=json` emit: no credentials, no settings. */
 export function publishedEvent(build: string, r: PublishedRecord): Extract<BuildEvent, { type: 'published' }> {
@@ -97,12 +99,14 @@ export function artifactFor(manifest: Manifest, target: PublishTarget, manifestF
   const a = candidates.find((c) => !c.compression) ?? candidates[0];
   if (!a) {
     throw new PublishError(
-      `publish target "${publishTargetName(target)}" needs a ${target.format} artifact, and ${manifestFile} lists ${manifest.artifacts.map((x) => x.format).join(', ') || 'none'}\n  fix: add "- format: ${target.format}" under the build's outputs`,
+      `publish target "${publishTargetName(target)}" needs a ${target.format} artifact, and ${manifestFile} lists ${manifest.artifacts.map((x) => x.format).join(', ') || 'none'}`,
+      { fix: `add "- format: ${target.format}" under the build's outputs` },
     );
   }
   if (a.compression) {
     throw new PublishError(
-      `publish target "${publishTargetName(target)}": the ${target.format} artifact ${a.name} is ${a.compression}-compressed, and the target needs the image itself\n  fix: set keep_input: true on the compress post-processor, or list formats: without ${target.format}`,
+      `publish target "${publishTargetName(target)}": the ${target.format} artifact ${a.name} is ${a.compression}-compressed, and the target needs the image itself`,
+      { fix: `set keep_input: true on the compress post-processor, or list formats: without ${target.format}` },
     );
   }
   return {
@@ -168,9 +172,9 @@ function cachedManifestWriter(
 export function recordedTargets(manifestFile: string): PublishTarget[] {
   const m = readManifest(manifestFile);
   if (!m.published?.length) {
-    throw new PublishError(
-      `${manifestFile} records no publish targets (its build had no publish: list)\n  fix: add a publish: list to the build in ${m.template?.file ?? 'its template'} and build it again`,
-    );
+    throw new PublishError(`${manifestFile} records no publish targets (its build had no publish: list)`, {
+      fix: `add a publish: list to the build in ${m.template?.file ?? 'its template'} and build it again`,
+    });
   }
   return m.published.map((r, i) => {
     const parsed = publishTargetSchema.safeParse(r.config);
@@ -178,9 +182,9 @@ export function recordedTargets(manifestFile: string): PublishTarget[] {
     // One line per problem, naming the field; the value is never repeated (it may hold a password).
     const issue = parsed.error.issues[0]!;
     const fix = (issue as { params?: { fix?: unknown } }).params?.fix;
-    throw new PublishError(
-      `${manifestFile}: published[${i}].config.${issue.path.join('.')}: ${issue.message}\n  fix: ${typeof fix === 'string' ? fix : "correct it in the template and build again (a manifest records the template's publish settings)"}`,
-    );
+    throw new PublishError(`${manifestFile}: published[${i}].config.${issue.path.join('.')}: ${issue.message}`, {
+      fix: `${typeof fix === 'string' ? fix : "correct it in the template and build again (a manifest records the template's publish settings)"}`,
+    });
   });
 }
 
@@ -263,7 +267,8 @@ function credentialGate(
     }
     if (opts.allowHosts && d.hostFromSettings && !hostAllowed(d.url, opts.allowHosts)) {
       throw new PublishError(
-        `publish target "${name}": ${manifestFile} names ${d.kind} at ${host}, and kiln publish sends ${d.from} only to a host you confirm (a manifest is a file anyone who can write it may have edited)\n  fix: check the host is yours, then run kiln publish --allow-host ${host} ${manifestFile}`,
+        `publish target "${name}": ${manifestFile} names ${d.kind} at ${host}, and kiln publish sends ${d.from} only to a host you confirm (a manifest is a file anyone who can write it may have edited)`,
+        { fix: `check the host is yours, then run kiln publish --allow-host ${host} ${manifestFile}` },
       );
     }
     opts.log(`publish ${name}: sending credentials from ${d.from} to ${d.kind} at ${host}`);
@@ -292,7 +297,8 @@ export async function publishManifest(
     const unknown = opts.only.filter((o) => !names.includes(o));
     if (unknown.length)
       throw new PublishError(
-        `--only ${unknown.join(',')}: no such publish target in ${manifestFile} (it has ${names.join(', ')})\n  fix: name one of those`,
+        `--only ${unknown.join(',')}: no such publish target in ${manifestFile} (it has ${names.join(', ')})`,
+        { fix: `name one of those` },
       );
   }
   const records: PublishedRecord[] = targets.map((t) => {
@@ -312,6 +318,7 @@ export async function publishManifest(
   const uefi = opts.uefi ?? manifest.published?.some((r) => r.uefi) ?? false;
   const cached = cachedManifestWriter(manifestFile, manifest, opts.cacheDir);
   const failures: string[] = [];
+  const fixes: (string | undefined)[] = [];
   const warned = new Set<string>();
   // Whatever a target or its SDK says goes through here: no URL's query (a SAS token) or userinfo.
   const log = (m: string) => opts.log(scrubUrls(m));
@@ -366,6 +373,8 @@ export async function publishManifest(
       const line = scrubUrls((e as Error).message);
       records[i] = { ...records[i]!, status: 'failed', error: line.split('\n')[0]! };
       failures.push(line.startsWith('publish target "') ? line : `publish target "${name}": ${line}`);
+      const fix = fixOf(e);
+      fixes.push(fix === undefined ? undefined : scrubUrls(fix));
     }
     manifest.published = records;
     cached.write(manifest);
@@ -375,6 +384,8 @@ export async function publishManifest(
     manifest.published = records;
     cached.write(manifest);
   }
+  if (failures.length === 1 && fixes[0] !== undefined && failures[0]!.endsWith(`\n  fix: ${fixes[0]}`))
+    throw new PublishFailed(failures[0]!.slice(0, -`\n  fix: ${fixes[0]}`.length), { fix: fixes[0] });
   if (failures.length) throw new PublishFailed(failures.join('\n'));
   return records;
 }

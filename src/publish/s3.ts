@@ -67,13 +67,17 @@ export function s3Credentials(target: S3Target, env: NodeJS.ProcessEnv, name: st
       text = readFileSync(target.credentials_file, 'utf8');
     } catch (e) {
       throw new PublishError(
-        `publish target "${name}": cannot read credentials_file ${target.credentials_file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})\n  fix: point credentials_file at an AWS credentials file, or remove it and set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY`,
+        `publish target "${name}": cannot read credentials_file ${target.credentials_file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+        {
+          fix: `point credentials_file at an AWS credentials file, or remove it and set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY`,
+        },
       );
     }
     const c = parseAwsCredentialsFile(text, target.profile);
     if (!c.accessKeyId || !c.secretAccessKey) {
       throw new PublishError(
-        `publish target "${name}": credentials_file ${target.credentials_file} has no aws_access_key_id and aws_secret_access_key under [${target.profile}]\n  fix: add them, or set profile: to the section that has them`,
+        `publish target "${name}": credentials_file ${target.credentials_file} has no aws_access_key_id and aws_secret_access_key under [${target.profile}]`,
+        { fix: `add them, or set profile: to the section that has them` },
       );
     }
     return {
@@ -87,7 +91,8 @@ export function s3Credentials(target: S3Target, env: NodeJS.ProcessEnv, name: st
     secret = env.AWS_SECRET_ACCESS_KEY;
   if (!id || !secret) {
     throw new PublishError(
-      `publish target "${name}": ${!id ? 'AWS_ACCESS_KEY_ID' : 'AWS_SECRET_ACCESS_KEY'} is not set\n  fix: export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or set credentials_file: in the target`,
+      `publish target "${name}": ${!id ? 'AWS_ACCESS_KEY_ID' : 'AWS_SECRET_ACCESS_KEY'} is not set`,
+      { fix: `export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or set credentials_file: in the target` },
     );
   }
   return {
@@ -130,14 +135,14 @@ export function explainS3(
   if (e instanceof S3ServiceException) {
     const status = e.$metadata?.httpStatusCode;
     if (credentialErrors.has(e.name) || status === 403) {
-      return new PublishError(
-        `publish target "${name}": the server refused the credentials from ${from} (${e.name})\n  fix: check the access key and secret, and that they may write to bucket ${bucket}`,
-      );
+      return new PublishError(`publish target "${name}": the server refused the credentials from ${from} (${e.name})`, {
+        fix: `check the access key and secret, and that they may write to bucket ${bucket}`,
+      });
     }
     if (e.name === 'NoSuchBucket')
-      return new PublishError(
-        `publish target "${name}": bucket ${bucket} does not exist\n  fix: create it, or correct bucket:`,
-      );
+      return new PublishError(`publish target "${name}": bucket ${bucket} does not exist`, {
+        fix: `create it, or correct bucket:`,
+      });
     // The SDK names a body it could not parse "UnknownError" (or "Unknown" for a HEAD, which has none).
     const known = !!e.name && !['UnknownError', 'Unknown', 'Error'].includes(e.name);
     const said = e.message && e.message !== e.name && !/^Unknown(Error)?$/.test(e.message) ? serverSaid(e.message) : '';
@@ -151,7 +156,8 @@ export function explainS3(
     const connect = /establish a connection/.test(err.message);
     const ms = connect ? timeouts.connectMs : timeouts.idleMs;
     return new PublishError(
-      `publish target "${name}": S3 at ${where} ${connect ? `did not accept a connection within ${ms / 1000} s (timeout.connect)` : `stopped answering: no bytes moved for ${ms / 1000} s (timeout.idle)`}\n  fix: check the endpoint and that the server is up; raise timeout: in the target if it is just slow`,
+      `publish target "${name}": S3 at ${where} ${connect ? `did not accept a connection within ${ms / 1000} s (timeout.connect)` : `stopped answering: no bytes moved for ${ms / 1000} s (timeout.idle)`}`,
+      { fix: `check the endpoint and that the server is up; raise timeout: in the target if it is just slow` },
     );
   }
   const code = err?.code ?? (err as { cause?: { code?: string } })?.cause?.code;

@@ -6,6 +6,7 @@
 import type { PublishTarget } from '../template/schema-publish.js';
 import type { Timeouts } from './http.js';
 import type { GuestArch } from '../qemu/arch.js';
+import { KilnError } from '../util/errors.js';
 
 export interface PublishArtifact {
   name: string;
@@ -66,7 +67,7 @@ export interface PublishResult {
 }
 
 /** A failure whose message is already the one clear line for the user (bad credentials, missing variable). */
-export class PublishError extends Error {
+export class PublishError extends KilnError {
   override name = 'PublishError';
 }
 

@@ -21,6 +21,7 @@ import {
   probeSpeedMarker,
   probeSuccessMarker,
 } from './accel-probe-image.js';
+import { KilnError } from '../util/errors.js';
 
 export interface ProbeResult {
   accelerator: Accelerator;
@@ -165,9 +166,9 @@ export async function chooseAccelerator(
   const { qemuBinary, forcedSetting } = settings;
   const forced = wanted === 'auto' ? settings.forced || undefined : undefined;
   if (forced && !(accelerators as readonly string[]).includes(forced)) {
-    throw new Error(
-      `${forcedSetting}=${forced} is not an accelerator\n  fix: set it to one of ${accelerators.join(', ')}, or unset it`,
-    );
+    throw new KilnError(`${forcedSetting}=${forced} is not an accelerator`, {
+      fix: `set it to one of ${accelerators.join(', ')}, or unset it`,
+    });
   }
   if (forced) wanted = forced as Accelerator;
   if (wanted === 'tcg') return 'tcg';
@@ -180,8 +181,9 @@ export async function chooseAccelerator(
       warn(`${forcedSetting}=${forced} cannot run this ${guest} guest on a ${host} host; using TCG software emulation`);
       return 'tcg';
     }
-    throw new Error(
-      `accelerator "${wanted}" cannot run an ${guest} guest on this ${host} host: a hardware accelerator runs only the host's own architecture\n  fix: set accelerator: auto or tcg (software emulation) in the template, or build on an ${guest} host`,
+    throw new KilnError(
+      `accelerator "${wanted}" cannot run an ${guest} guest on this ${host} host: a hardware accelerator runs only the host's own architecture`,
+      { fix: `set accelerator: auto or tcg (software emulation) in the template, or build on an ${guest} host` },
     );
   }
   // The probe guest is x86 code: an arm64 guest on an arm64 host is trusted to the accelerator the host offers (untested here).
@@ -217,8 +219,9 @@ export async function chooseAccelerator(
       const fix = forced
         ? `unset ${forcedSetting}, or set it to tcg`
         : 'set accelerator: auto (falls back to tcg) or accelerator: tcg in the template';
-      throw new Error(
-        `accelerator "${accel}"${forced ? ` (from ${forcedSetting})` : ''} does not work on this host: ${result.reason}\n  fix: ${fix}`,
+      throw new KilnError(
+        `accelerator "${accel}"${forced ? ` (from ${forcedSetting})` : ''} does not work on this host: ${result.reason}`,
+        { fix },
       );
     }
     warn(`${accel} is not usable (${result.reason}); falling back to TCG software emulation, which is much slower`);

@@ -10,6 +10,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { archProfiles, type GuestArch } from './arch.js';
+import { KilnError } from '../util/errors.js';
 
 /** What a template asks for: plain UEFI, UEFI with Secure Boot on and the usual keys enrolled, or one descriptor file. */
 export type FirmwareRequest = { kind: 'uefi' } | { kind: 'uefi-secure' } | { kind: 'descriptor'; file: string };
@@ -73,9 +74,9 @@ export function listDescriptors(dirs: readonly string[]): string[] {
 }
 
 function fail(file: string, field: string, why: string): never {
-  throw new Error(
-    `${file}: ${field}: ${why}\n  fix: this is not a QEMU firmware descriptor kiln can use; point firmware: at a descriptor with interface-types, mapping.executable.filename and targets (see /usr/share/qemu/firmware/*.json)`,
-  );
+  throw new KilnError(`${file}: ${field}: ${why}`, {
+    fix: `this is not a QEMU firmware descriptor kiln can use; point firmware: at a descriptor with interface-types, mapping.executable.filename and targets (see /usr/share/qemu/firmware/*.json)`,
+  });
 }
 
 export function parseDescriptor(file: string, text: string): FirmwareDescriptor {
@@ -188,8 +189,11 @@ export function resolveFirmware(req: FirmwareRequest, o: ResolveOptions): Resolv
         text = read(file);
       } catch (e) {
         if (req.kind === 'descriptor')
-          throw new Error(
-            `firmware: ${file}: cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})\n  fix: give the path of a QEMU firmware descriptor (JSON), or firmware: uefi to let kiln pick one from ${dirs.join(', ')}`,
+          throw new KilnError(
+            `firmware: ${file}: cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+            {
+              fix: `give the path of a QEMU firmware descriptor (JSON), or firmware: uefi to let kiln pick one from ${dirs.join(', ')}`,
+            },
           );
         continue;
       }
@@ -220,7 +224,10 @@ export function resolveFirmware(req: FirmwareRequest, o: ResolveOptions): Resolv
         ? 'UEFI without Secure Boot'
         : 'UEFI with Secure Boot and enrolled keys';
   const where = req.kind === 'descriptor' ? '' : ` in ${dirs.join(', ')}`;
-  throw new Error(
-    `firmware: ${req.kind === 'descriptor' ? req.file : req.kind}: no QEMU firmware descriptor${where} offers ${asked} for ${o.arch} machine ${o.machine}${why.length ? `:\n    ${why.join('\n    ')}` : ' (none found)'}\n  fix: apt-get install ${archProfiles[o.arch as GuestArch]?.firmwarePackage ?? 'ovmf'} (it ships the descriptors; make setup does it), set machine: q35 for a firmware that needs SMM, or point firmware: at a descriptor file`,
+  throw new KilnError(
+    `firmware: ${req.kind === 'descriptor' ? req.file : req.kind}: no QEMU firmware descriptor${where} offers ${asked} for ${o.arch} machine ${o.machine}${why.length ? `:\n    ${why.join('\n    ')}` : ' (none found)'}`,
+    {
+      fix: `apt-get install ${archProfiles[o.arch as GuestArch]?.firmwarePackage ?? 'ovmf'} (it ships the descriptors; make setup does it), set machine: q35 for a firmware that needs SMM, or point firmware: at a descriptor file`,
+    },
   );
 }

@@ -7,8 +7,9 @@
 import { closeSync, openSync, readSync, statSync } from 'node:fs';
 import { QemuImg, QemuImgError } from './qemu-img.js';
 import { formatBytes } from '../template/units.js';
+import { KilnError } from '../util/errors.js';
 
-export class BaseImageError extends Error {}
+export class BaseImageError extends KilnError {}
 
 export interface CheckedBaseImage {
   format: string;
@@ -24,9 +25,9 @@ const headBytes = 0x8006;
 const singleFileFormats = new Set(['qcow2', 'qed', 'vdi', 'vhdx', 'vpc']);
 
 const notBootable = (file: string, why: string, fix: string) =>
-  new BaseImageError(`base image ${file} is not a bootable disk image: ${why}\n  fix: ${fix}`);
+  new BaseImageError(`base image ${file} is not a bootable disk image: ${why}`, { fix });
 const damaged = (file: string, what: string, fix: string) =>
-  new BaseImageError(`base image ${file} is damaged: ${what}\n  fix: ${fix}`);
+  new BaseImageError(`base image ${file} is damaged: ${what}`, { fix });
 const fetchAgain =
   'copy or download it again (an interrupted copy or download leaves a short file), and check it against its published checksum';
 
@@ -92,7 +93,8 @@ export async function checkBaseImage(
     // QEMU's image locking: another VM or qemu-img has it open for writing; the file may be sound.
     if (/Failed to get .* lock/.test(e.detail)) {
       throw new BaseImageError(
-        `base image ${file} is in use by another process: ${qemuImgReason(e.detail).split('\n')[0]}\n  fix: stop the VM or program that has it open for writing, or give kiln a copy`,
+        `base image ${file} is in use by another process: ${qemuImgReason(e.detail).split('\n')[0]}`,
+        { fix: `stop the VM or program that has it open for writing, or give kiln a copy` },
       );
     }
     throw damaged(file, `qemu-img cannot open it: ${qemuImgReason(e.detail)}`, fetchAgain);
@@ -114,7 +116,8 @@ export async function checkBaseImage(
   }
   if (info.backingFile) {
     throw new BaseImageError(
-      `base image ${file} has a backing file (${info.backingFile}), which kiln does not follow\n  fix: give kiln a self-contained image: qemu-img convert -O ${info.format} ${file} <new file>`,
+      `base image ${file} has a backing file (${info.backingFile}), which kiln does not follow`,
+      { fix: `give kiln a self-contained image: qemu-img convert -O ${info.format} ${file} <new file>` },
     );
   }
   if (info.dirty) {

@@ -1,5 +1,6 @@
 /** Host ports for a VM's forwards on loopback: a free one from the kernel, or one of a pinned range. */
 import net from 'node:net';
+import { KilnError } from '../util/errors.js';
 
 /** A port the kernel just handed out on loopback; QEMU binds it a moment later (retried on a clash). */
 export function freePort(): Promise<number> {
@@ -19,9 +20,9 @@ export function pinnedSshPorts(spec: string, setting = 'KILN_SSH_HOST_PORTS'): n
   const lo = Number(m?.[1]);
   const hi = Number(m?.[2] ?? m?.[1]);
   if (!m || lo < 1 || hi > 65535 || lo > hi) {
-    throw new Error(
-      `${setting}=${spec} is not a port or a range of ports\n  fix: give one port (2222) or a range (2222-2230), or unset it to let kiln pick a free port`,
-    );
+    throw new KilnError(`${setting}=${spec} is not a port or a range of ports`, {
+      fix: `give one port (2222) or a range (2222-2230), or unset it to let kiln pick a free port`,
+    });
   }
   return Array.from({ length: hi - lo + 1 }, (_, i) => lo + i);
 }

@@ -5,6 +5,7 @@
 import { execa, type ResultPromise } from 'execa';
 import { accessSync, constants, existsSync, statSync } from 'node:fs';
 import path from 'node:path';
+import { KilnError } from '../util/errors.js';
 
 /** The QEMU kiln runs unless told otherwise (DriverOptions.qemuBinary; the CLI's KILN_QEMU). */
 export const defaultQemuBinary = 'qemu-system-x86_64';
@@ -49,9 +50,9 @@ export function requireExecutable(tool: ToolSetting): void {
   const problem = tool.setBySetting
     ? `${tool.name} not found: ${tool.binary} (set by ${tool.setting}) does not exist or is not executable`
     : `${tool.name} not found: ${tool.binary} is not on PATH`;
-  throw new Error(
-    `${problem}\n  fix: apt-get install ${tool.aptPackage} (make setup does it), or set ${tool.setting} to the path of ${tool.name}`,
-  );
+  throw new KilnError(`${problem}`, {
+    fix: `apt-get install ${tool.aptPackage} (make setup does it), or set ${tool.setting} to the path of ${tool.name}`,
+  });
 }
 
 /**

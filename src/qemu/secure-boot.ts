@@ -16,6 +16,7 @@ import {
   x509SignatureLists,
   type EfiVariable,
 } from './secure-boot-vars.js';
+import { KilnError } from '../util/errors.js';
 
 /** The template's secure_boot.keys: certificate files (PEM or DER), one PK, one or more KEK and db. */
 export interface SecureBootKeyFiles {
@@ -43,8 +44,9 @@ export function readCertificate(file: string, field: string): Buffer {
   try {
     raw = readFileSync(file);
   } catch (e) {
-    throw new Error(
-      `${field}: ${file} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})\n  fix: point it at an X.509 certificate file (PEM or DER)`,
+    throw new KilnError(
+      `${field}: ${file} cannot be read (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`,
+      { fix: `point it at an X.509 certificate file (PEM or DER)` },
     );
   }
   try {
@@ -53,9 +55,9 @@ export function readCertificate(file: string, field: string): Buffer {
     const what = raw.includes('PRIVATE KEY')
       ? 'a private key, not a certificate (the firmware needs only the certificate; keep the key to sign with)'
       : `not an X.509 certificate (${(e as Error).message})`;
-    throw new Error(
-      `${field}: ${file} is ${what}\n  fix: give the certificate, PEM (-----BEGIN CERTIFICATE-----) or DER, e.g. openssl req -x509 -newkey rsa:2048 -keyout db.key -out db.crt -subj /CN=my-db/ -days 3650 -nodes`,
-    );
+    throw new KilnError(`${field}: ${file} is ${what}`, {
+      fix: `give the certificate, PEM (-----BEGIN CERTIFICATE-----) or DER, e.g. openssl req -x509 -newkey rsa:2048 -keyout db.key -out db.crt -subj /CN=my-db/ -days 3650 -nodes`,
+    });
   }
 }
 

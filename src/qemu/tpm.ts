@@ -7,6 +7,7 @@ import { execa } from 'execa';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { diesWithKiln, requireExecutable } from './process.js';
+import { KilnError } from '../util/errors.js';
 
 export interface TpmPaths {
   stateDir: string;
@@ -88,8 +89,9 @@ export async function startTpm(workDir: string, binary = 'swtpm', signal?: Abort
       child.kill('SIGKILL');
       await done;
       if (signal?.aborted) signal.throwIfAborted();
-      throw new Error(
-        `swtpm did not start${exited ? ' (it exited)' : ' within 10 s'}: ${stderr.trim() || `see ${p.log}`}\n  command: ${binary} ${swtpmArgs(p).join(' ')}\n  fix: check that swtpm works here (apt-get install swtpm swtpm-tools), or remove tpm: true`,
+      throw new KilnError(
+        `swtpm did not start${exited ? ' (it exited)' : ' within 10 s'}: ${stderr.trim() || `see ${p.log}`}\n  command: ${binary} ${swtpmArgs(p).join(' ')}`,
+        { fix: `check that swtpm works here (apt-get install swtpm swtpm-tools), or remove tpm: true` },
       );
     }
     await new Promise((r) => setTimeout(r, 20));

@@ -20,6 +20,7 @@ import { execa } from 'execa';
 import type { KilnPlan } from './plan-shape.js';
 import { jobScript, submissions, tasksDir, type SlurmJobOptions, type Submission } from './sbatch.js';
 import { shellWord } from './matrix.js';
+import { KilnError } from '../util/errors.js';
 
 export interface RunDir {
   dir: string;
@@ -35,18 +36,19 @@ export function writeRunDir(plan: KilnPlan, o: SlurmJobOptions & { singleton: bo
     ['the working directory', o.cwd],
   ] as const) {
     if (/\s/.test(p))
-      throw new Error(
-        `${what} ${JSON.stringify(p)} has white space, which #SBATCH --output/--chdir lines cannot hold\n  fix: use a path without spaces (--slurm-dir DIR, or run kiln from another directory)`,
+      throw new KilnError(
+        `${what} ${JSON.stringify(p)} has white space, which #SBATCH --output/--chdir lines cannot hold`,
+        { fix: `use a path without spaces (--slurm-dir DIR, or run kiln from another directory)` },
       );
   }
   if (!Number.isInteger(o.throttle) || o.throttle < 1)
-    throw new Error(
-      `--slurm-throttle ${o.throttle}: must be a whole number of tasks, 1 or more\n  fix: e.g. --slurm-throttle 4`,
-    );
+    throw new KilnError(`--slurm-throttle ${o.throttle}: must be a whole number of tasks, 1 or more`, {
+      fix: `e.g. --slurm-throttle 4`,
+    });
   if (existsSync(dir) && readdirSync(dir).length > 0) {
-    throw new Error(
-      `${dir} is not empty: kiln writes a run directory only into a new or empty one\n  fix: give another directory (or remove that one if it is an old run)`,
-    );
+    throw new KilnError(`${dir} is not empty: kiln writes a run directory only into a new or empty one`, {
+      fix: `give another directory (or remove that one if it is an old run)`,
+    });
   }
   const parent = path.dirname(dir);
   mkdirSync(parent, { recursive: true });
@@ -89,8 +91,9 @@ export async function submit(subs: Submission[]): Promise<string[]> {
         r.exitCode === undefined || (r as { code?: string }).code === 'ENOENT'
           ? 'sbatch is not installed here'
           : String(r.stderr).trim() || `exit code ${r.exitCode}`;
-      throw new Error(
-        `sbatch failed for ${s.builds.join(', ')}: ${cause}${ids.length ? ` (cancelled jobs ${ids.join(', ')} this run had submitted)` : ''}\n  fix: run kiln on a Slurm submit host (sbatch, squeue on PATH, SLURM_CONF set if the cluster needs it)`,
+      throw new KilnError(
+        `sbatch failed for ${s.builds.join(', ')}: ${cause}${ids.length ? ` (cancelled jobs ${ids.join(', ')} this run had submitted)` : ''}`,
+        { fix: `run kiln on a Slurm submit host (sbatch, squeue on PATH, SLURM_CONF set if the cluster needs it)` },
       );
     }
     ids.push(String(r.stdout).trim().split(';')[0]!);

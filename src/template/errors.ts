@@ -1,5 +1,6 @@
 /** Template errors that name the file, the field (with its line), the problem and the fix. */
 import type { z } from 'zod';
+import { KilnError } from '../util/errors.js';
 
 export interface FieldProblem {
   path: (string | number)[];
@@ -8,25 +9,38 @@ export interface FieldProblem {
   line?: number;
 }
 
-export class TemplateError extends Error {
+export class TemplateError extends KilnError {
   constructor(
     readonly file: string,
     readonly problems: FieldProblem[],
   ) {
-    super(problems.map((p) => formatProblem(file, p)).join('\n'));
+    super(
+      ...problemsAsError(
+        problems,
+        (p) => `${p.line ? `${file}:${p.line}` : file}: ${formatPath(p.path)}: ${p.message}`,
+      ),
+    );
     this.name = 'TemplateError';
   }
+}
+
+/**
+ * KilnError's (what, {fix}) for a list of problems, whose message is each problem's text with its fix
+ * line: one problem's fix is the error's `fix`; several keep theirs inline (and in `problems`).
+ */
+export function problemsAsError(
+  problems: readonly FieldProblem[],
+  text: (p: FieldProblem) => string,
+): [string, { fix?: string }] {
+  const withFix = (p: FieldProblem) => `${text(p)}${p.fix ? `\n  fix: ${p.fix}` : ''}`;
+  if (problems.length === 1 && problems[0]!.fix) return [text(problems[0]!), { fix: problems[0]!.fix }];
+  return [problems.map(withFix).join('\n'), {}];
 }
 
 export function formatPath(path: (string | number)[]): string {
   let out = '';
   for (const part of path) out += typeof part === 'number' ? `[${part}]` : out ? `.${part}` : part;
   return out || '(top level)';
-}
-
-function formatProblem(file: string, p: FieldProblem): string {
-  const where = p.line ? `${file}:${p.line}` : file;
-  return `${where}: ${formatPath(p.path)}: ${p.message}${p.fix ? `\n  fix: ${p.fix}` : ''}`;
 }
 
 /**

@@ -8,7 +8,8 @@ import path from 'node:path';
 import YAML from 'yaml';
 import type { VariableDef } from './schema.js';
 import { interpolateString, type Scalar } from './interpolate.js';
-import { TemplateError, closest, formatPath, type FieldProblem } from './errors.js';
+import { TemplateError, closest, formatPath, problemsAsError, type FieldProblem } from './errors.js';
+import { KilnError } from '../util/errors.js';
 
 export interface VariableInputs {
   vars?: string[]; // "name=value"
@@ -26,16 +27,12 @@ export interface ResolvedVariables {
 }
 
 /** A problem with a value given from outside the template: a --var, a --var-file, a KILN_VAR_ variable. */
-export class VariableError extends Error {
+export class VariableError extends KilnError {
   constructor(
     readonly source: string,
     readonly problems: FieldProblem[],
   ) {
-    super(
-      problems
-        .map((p) => `${source}: ${formatPath(p.path)}: ${p.message}${p.fix ? `\n  fix: ${p.fix}` : ''}`)
-        .join('\n'),
-    );
+    super(...problemsAsError(problems, (p) => `${source}: ${formatPath(p.path)}: ${p.message}`));
     this.name = 'VariableError';
   }
 }

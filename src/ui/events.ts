@@ -78,8 +78,8 @@ export type BuildEvent =
       ms?: number;
       error?: string;
     }
-  /** `kiln publish`'s outcome once every selected target ran (each also has its `published` event); `error` as printed. */
-  | { type: 'publish-end'; build: string; ok: boolean; ms: number; error?: string }
+  /** `kiln publish`'s outcome once every selected target ran (each also has its `published` event); `error` as printed, `fix` (also its last line) on its own when kiln knows one. */
+  | { type: 'publish-end'; build: string; ok: boolean; ms: number; error?: string; fix?: string }
   /** `peakRssBytes`: the peak resident memory of the process running the build (kiln's own, not QEMU's or qemu-img's). */
   | {
       type: 'build-end';
@@ -87,6 +87,8 @@ export type BuildEvent =
       ok: boolean;
       ms: number;
       error?: string;
+      /** How to fix `error` (which also ends with it, as printed), when kiln knows. */
+      fix?: string;
       outputDirectory?: string;
       peakRssBytes: number;
     };

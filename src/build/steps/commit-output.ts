@@ -23,6 +23,7 @@ import {
 import { writeSupplyChain } from '../../artifacts/supply-chain.js';
 import { kilnVersion } from '../../version.js';
 import { checkElsewhereTarget, foreignOutputError } from '../output-guard.js';
+import { KilnError } from '../../util/errors.js';
 
 const elsewherePattern = /^\.elsewhere-(\d+)$/;
 
@@ -81,9 +82,9 @@ export const commitOutputStep: Step = {
     const moves = elsewhereMoves(ctx, staging);
     for (const { to } of moves) checkElsewhereTarget(to, ctx.options.force);
     if (existsSync(out) && !ctx.options.force) {
-      throw new Error(
-        `output directory ${out} appeared during the build, and is left as it is\n  fix: remove it, or run with --force (which replaces it if kiln wrote it)`,
-      );
+      throw new KilnError(`output directory ${out} appeared during the build, and is left as it is`, {
+        fix: `remove it, or run with --force (which replaces it if kiln wrote it)`,
+      });
     }
     const trash = `${staging}.old`;
     let replacing = false;

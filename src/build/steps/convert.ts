@@ -12,6 +12,7 @@ import { writePackage } from '../../artifacts/packages.js';
 import { fileDigests } from '../../cache/digest.js';
 import { formatBytes } from '../../template/units.js';
 import { usesUefi, type OutputConfig } from '../../template/schema.js';
+import { KilnError } from '../../util/errors.js';
 
 /** Where an output is staged: outputs bound for another directory get a sub-folder of their own. */
 export function stagedPath(stagingDir: string, index: number, name: string, elsewhere: boolean): string {
@@ -141,9 +142,9 @@ export const convertStep: Step = {
     for (const o of outputs) {
       const key = `${o.directory ?? ''}/${artifactName(ctx.build.name, o)}`;
       if (names.has(key))
-        throw new Error(
-          `two outputs would both write ${artifactName(ctx.build.name, o)}\n  fix: give one of them a different "name"`,
-        );
+        throw new KilnError(`two outputs would both write ${artifactName(ctx.build.name, o)}`, {
+          fix: `give one of them a different "name"`,
+        });
       names.add(key);
     }
     if (outputs.some((o) => o.format === 'vhd')) {

@@ -6,6 +6,7 @@ import path from 'node:path';
 import type { Step } from '../step.js';
 import { need } from '../state.js';
 import { formatBytes } from '../../template/units.js';
+import { KilnError } from '../../util/errors.js';
 
 export const createDiskStep: Step = {
   name: 'create disk',
@@ -35,8 +36,9 @@ export const createDiskStep: Step = {
     const baseInfo = await ctx.driver.imageInfo(base.path, base.format);
     const wanted = ctx.build.source.disk_size;
     if (wanted !== undefined && wanted < baseInfo.virtualSize) {
-      throw new Error(
-        `disk_size ${formatBytes(wanted)} is smaller than the base image (${formatBytes(baseInfo.virtualSize)}); shrinking would destroy data\n  fix: set disk_size to at least ${formatBytes(baseInfo.virtualSize)} or leave it out`,
+      throw new KilnError(
+        `disk_size ${formatBytes(wanted)} is smaller than the base image (${formatBytes(baseInfo.virtualSize)}); shrinking would destroy data`,
+        { fix: `set disk_size to at least ${formatBytes(baseInfo.virtualSize)} or leave it out` },
       );
     }
     const grown = wanted && wanted > baseInfo.virtualSize ? wanted : undefined;

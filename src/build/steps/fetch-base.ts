@@ -63,7 +63,8 @@ export const fetchBaseStep: Step = {
         const got = expected.algorithm === 'sha256' ? sha256 : await fileDigest(file, expected.algorithm);
         if (got !== expected.hex) {
           throw new ChecksumMismatchError(
-            `checksum mismatch for ${file}: expected ${expected.algorithm}:${expected.hex}, got ${expected.algorithm}:${got}\n  fix: the file changed or the checksum is wrong; correct "checksum" or use "none"`,
+            `checksum mismatch for ${file}: expected ${expected.algorithm}:${expected.hex}, got ${expected.algorithm}:${got}`,
+            { fix: `the file changed or the checksum is wrong; correct "checksum" or use "none"` },
           );
         }
       }

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import type { Step } from '../step.js';
 import { interpolateString } from '../../template/interpolate.js';
+import { KilnError } from '../../util/errors.js';
 
 async function tool(cmd: string, args: string[], what: string): Promise<void> {
   const r = await execa(cmd, args, { reject: false, all: true });
@@ -25,9 +26,9 @@ const inside = (root: string, p: string) => p.startsWith(root + path.sep);
  */
 function cdContentPath(dir: string, name: string): string {
   const refuse = (why: string) =>
-    new Error(
-      `cd_content "${name}" ${why}, outside the CD\n  fix: write it relative to the CD's root, e.g. ks.cfg or kickstart/ks.cfg`,
-    );
+    new KilnError(`cd_content "${name}" ${why}, outside the CD`, {
+      fix: `write it relative to the CD's root, e.g. ks.cfg or kickstart/ks.cfg`,
+    });
   const dst = path.resolve(dir, name);
   if (path.isAbsolute(name) || !inside(dir, dst)) throw refuse(`names ${dst}`);
   let existing = path.dirname(dst);

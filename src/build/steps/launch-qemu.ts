@@ -10,6 +10,7 @@ import { efiVarsFile, firmwareFor, startVm, stopTpm } from '../vm.js';
 import { restoreVm } from '../vm-state.js';
 import { archOf, archProfile } from '../../qemu/arch.js';
 import { variableStoreFor } from '../../qemu/secure-boot.js';
+import { KilnError } from '../../util/errors.js';
 
 /** Test helpers took the free-port helper from here; it lives in qemu/ports.ts. */
 
@@ -21,8 +22,9 @@ export const launchQemuStep: Step = {
     ctx.driver.requireQemu(archOf(src));
     const clash = st.seed?.kind === 'http' ? smbiosType1Switch(src.qemu_args) : undefined;
     if (clash) {
-      throw new Error(
-        `qemu_args ${clash.join(' ')} sets SMBIOS type 1 fields, where cloud_init delivery http gives the guest its seed URL in a type 1 table of kiln's, and QEMU takes one or the other\n  fix: set cloud_init: { delivery: cdrom }, or drop that -smbios switch`,
+      throw new KilnError(
+        `qemu_args ${clash.join(' ')} sets SMBIOS type 1 fields, where cloud_init delivery http gives the guest its seed URL in a type 1 table of kiln's, and QEMU takes one or the other`,
+        { fix: `set cloud_init: { delivery: cdrom }, or drop that -smbios switch` },
       );
     }
     st.accelerator = await ctx.driver.chooseAccelerator(
@@ -36,14 +38,15 @@ export const launchQemuStep: Step = {
     if (fw) {
       for (const f of [fw.code, fw.varsTemplate]) {
         if (!existsSync(f))
-          throw new Error(
-            `firmware: ${src.firmware}: ${fw.descriptor} names ${f}, which does not exist\n  fix: apt-get install --reinstall ${archProfile(archOf(src)).firmwarePackage} (make setup installs it), or point firmware: at a descriptor whose files exist`,
-          );
+          throw new KilnError(`firmware: ${src.firmware}: ${fw.descriptor} names ${f}, which does not exist`, {
+            fix: `apt-get install --reinstall ${archProfile(archOf(src)).firmwarePackage} (make setup installs it), or point firmware: at a descriptor whose files exist`,
+          });
       }
       const keys = src.secure_boot?.keys;
       if (keys && !fw.secureBoot) {
-        throw new Error(
-          `secure_boot.keys: firmware: ${src.firmware} (${path.basename(fw.descriptor)}) has Secure Boot off, so the keys would not be checked\n  fix: set firmware: uefi-secure, or a descriptor with the secure-boot feature`,
+        throw new KilnError(
+          `secure_boot.keys: firmware: ${src.firmware} (${path.basename(fw.descriptor)}) has Secure Boot off, so the keys would not be checked`,
+          { fix: `set firmware: uefi-secure, or a descriptor with the secure-boot feature` },
         );
       }
       // The VM's own copy of the store, with the template's keys enrolled (PK, KEK, db; dbx kept).

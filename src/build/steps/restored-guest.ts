@@ -7,6 +7,7 @@ import type { Step } from '../step.js';
 import { need } from '../state.js';
 import { asRoot } from '../../communicator/as-root.js';
 import { restoredGuestScript } from '../vm-state.js';
+import { KilnError } from '../../util/errors.js';
 
 export const restoredGuestStep: Step = {
   name: 'set the restored guest clock',
@@ -30,9 +31,9 @@ export const restoredGuestStep: Step = {
       },
     );
     if (r.exitCode !== 0)
-      throw new Error(
-        `could not set the restored guest's clock (exit ${r.exitCode}): ${out.trim()}\n  fix: the SSH user needs root or passwordless sudo for date(1); or remove cache.vm_state`,
-      );
+      throw new KilnError(`could not set the restored guest's clock (exit ${r.exitCode}): ${out.trim()}`, {
+        fix: `the SSH user needs root or passwordless sudo for date(1); or remove cache.vm_state`,
+      });
     ctx.log(
       `restored guest: clock set to the host's, random pool ${/reseeded/.test(out) ? 'reseeded' : 'mixed with host randomness (no perl/python3 in the guest to force a reseed)'}`,
       'debug',

@@ -11,6 +11,7 @@ import { convertsFromCache, need } from '../state.js';
 import { queueLayerSave } from '../layer-capture.js';
 import { durationSetting, formatDuration } from '../../template/units.js';
 import { asRoot } from '../../communicator/as-root.js';
+import { KilnError } from '../../util/errors.js';
 
 /**
  * How long a shutdown command that exited non-zero gets to show that the guest is going down anyway
@@ -64,8 +65,9 @@ export const shutdownStep: Step = {
       await st.qmp?.execute('system_powerdown').catch(() => undefined);
       if (!(await qemu.waitForExit(timeoutMs / 2))) {
         await qemu.kill(2000);
-        throw new Error(
-          `the guest did not power off within ${durationSetting(ctx.build.source.shutdown_timeout)}; QEMU was killed and the disk is not captured\n  fix: check shutdown_command, or raise shutdown_timeout`,
+        throw new KilnError(
+          `the guest did not power off within ${durationSetting(ctx.build.source.shutdown_timeout)}; QEMU was killed and the disk is not captured`,
+          { fix: `check shutdown_command, or raise shutdown_timeout` },
         );
       }
     }

@@ -13,6 +13,7 @@ import { asRoot } from '../../communicator/as-root.js';
 import { plainConsole, serialTail } from '../../util/serial-log.js';
 import { cpuTooSmallCause } from '../../qemu/cpu-needs.js';
 import { secureBootRefusalCause } from '../../qemu/secure-boot.js';
+import { KilnError } from '../../util/errors.js';
 
 function fileSize(file: string): number {
   try {
@@ -222,9 +223,9 @@ export const waitSshStep: Step = {
     const expectedHostKey = st.hostKey?.fingerprint ?? comm.host_key_fingerprint;
     if (!expectedHostKey) {
       if (!comm.trust_on_first_use)
-        throw new Error(
-          "no way to verify the guest's host key\n  fix: enable cloud_init (kiln injects one), set communicator.host_key_fingerprint, or set communicator.trust_on_first_use: true",
-        );
+        throw new KilnError("no way to verify the guest's host key", {
+          fix: 'enable cloud_init (kiln injects one), set communicator.host_key_fingerprint, or set communicator.trust_on_first_use: true',
+        });
       ctx.log('trusting the first SSH host key the guest shows (trust_on_first_use)', 'warn');
     }
     const target: SshTarget = {

@@ -25,6 +25,7 @@ import { Transform, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { NotImplementedByStore, PreconditionFailed, type ObjectStore } from './object-store.js';
 import type { FinalLayerRecord } from '../layers.js';
+import { KilnError } from '../../util/errors.js';
 
 export const REMOTE_SCHEMA = 1;
 
@@ -153,9 +154,9 @@ export class RemoteCache {
         if (typeof n === 'number' && Number.isInteger(n) && n >= 0) epoch = n;
         else throw new Error('no whole number "epoch"');
       } catch (e) {
-        throw new Error(
-          `${this.location}/epoch.json is not {"epoch": N}: ${(e as Error).message}\n  fix: kiln cache flush --remote ${this.location} writes a new one`,
-        );
+        throw new KilnError(`${this.location}/epoch.json is not {"epoch": N}: ${(e as Error).message}`, {
+          fix: `kiln cache flush --remote ${this.location} writes a new one`,
+        });
       }
     }
     this.epochValue = epoch;

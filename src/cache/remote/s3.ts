@@ -17,14 +17,15 @@ import {
 import { Upload } from '@aws-sdk/lib-storage';
 import type { Readable } from 'node:stream';
 import { NotImplementedByStore, PreconditionFailed, type ObjectStore, type StoredObject } from './object-store.js';
+import { KilnError } from '../../util/errors.js';
 
 /** `s3://bucket/prefix` -> its parts; the error names the flag and the form. */
 export function parseRemoteUrl(url: string, setting = '--cache-remote'): { bucket: string; prefix: string } {
   const m = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:\/(.*))?$/.exec(url);
   if (!m)
-    throw new Error(
-      `${setting}: "${url}" is not s3://BUCKET[/PREFIX]\n  fix: name the bucket (lower case, 3-63 characters) and an optional prefix, e.g. s3://builds/kiln-cache; the endpoint comes from AWS_ENDPOINT_URL`,
-    );
+    throw new KilnError(`${setting}: "${url}" is not s3://BUCKET[/PREFIX]`, {
+      fix: `name the bucket (lower case, 3-63 characters) and an optional prefix, e.g. s3://builds/kiln-cache; the endpoint comes from AWS_ENDPOINT_URL`,
+    });
   const prefix = (m[2] ?? '').replace(/^\/+|\/+$/g, '');
   return { bucket: m[1]!, prefix: prefix ? `${prefix}/` : '' };
 }
