@@ -15,6 +15,7 @@ import type { Step } from '../step.js';
 import { onCachedLayer, type BuildContext } from '../state.js';
 import { sshSession } from '../../provisioners/context.js';
 import { guestProxyFor, installGuestProxyScript, removeGuestProxyScript } from '../../provisioners/guest-proxy.js';
+import { KilnError } from '../../util/errors.js';
 
 /** The build's guest proxy, when it has one (kiln's HTTP server's guest address goes into no_proxy). */
 export const buildGuestProxy = (ctx: BuildContext) => guestProxyFor(ctx.options.airgap, ctx.state.http?.ip);
@@ -43,11 +44,15 @@ export const guestProxyStep: Step = {
     });
     const said = err.trim().split('\n').filter(Boolean).slice(-5).join('\n');
     if (r.exitCode !== 0) {
-      throw new Error(
-        proxy
-          ? `making kiln's package proxy (${proxy.url}) the guest's system proxy failed (exit ${r.exitCode}): ${said || 'no message'}\n  fix: the build user needs root (root, or sudo without a password), and /etc must be writable`
-          : `taking an earlier --record/--offline build's proxy settings out of the guest (a cached layer) failed (exit ${r.exitCode}): ${said || 'no message'}\n  fix: the build user needs root (root, or sudo without a password); or build with --no-cache`,
-      );
+      throw proxy
+        ? new KilnError(
+            `making kiln's package proxy (${proxy.url}) the guest's system proxy failed (exit ${r.exitCode}): ${said || 'no message'}`,
+            { fix: 'the build user needs root (root, or sudo without a password), and /etc must be writable' },
+          )
+        : new KilnError(
+            `taking an earlier --record/--offline build's proxy settings out of the guest (a cached layer) failed (exit ${r.exitCode}): ${said || 'no message'}`,
+            { fix: 'the build user needs root (root, or sudo without a password); or build with --no-cache' },
+          );
     }
     if (said) ctx.log(`guest proxy: ${said}`, 'warn');
     ctx.log(

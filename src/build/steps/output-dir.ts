@@ -14,6 +14,7 @@ import { recordBesideOutput, removeStaleStaging } from '../stale.js';
 import { describeHolder, lockNow, releaseLock } from '../../cache/lock.js';
 import { artifactName } from '../../template/output-formats.js';
 import { checkElsewhereTarget, checkExistingOutput, claimFileOf, stagingDirOf } from '../output-guard.js';
+import { KilnError } from '../../util/errors.js';
 
 /** Creates `dir` and whichever of its parents are missing; returns those it created, deepest first. */
 function makeDirs(dir: string): string[] {
@@ -54,11 +55,11 @@ export const outputDirStep: Step = {
       const attempt = await lockNow(claim);
       claimed = attempt.acquired;
       if (!attempt.acquired) {
-        throw new Error(
-          attempt.pid !== undefined && !attempt.changingHands
-            ? `output directory ${out} is being built by another kiln right now (pid ${attempt.pid})\n  fix: wait for it to finish, or give this build another output_directory`
-            : `output directory ${out} is claimed by ${describeHolder(claim, attempt)}`,
-        );
+        if (attempt.pid !== undefined && !attempt.changingHands)
+          throw new KilnError(`output directory ${out} is being built by another kiln right now (pid ${attempt.pid})`, {
+            fix: 'wait for it to finish, or give this build another output_directory',
+          });
+        throw new Error(`output directory ${out} is claimed by ${describeHolder(claim, attempt)}`);
       }
       checkExistingOutput(out, ctx.options.force);
       for (const o of ctx.build.outputs)
