@@ -3,7 +3,7 @@
  * separators): `*` is any run of characters, dots included (`*.debian` matches `qemu.debian` and
  * `named.qemu.debian`), `?` one character, `[abc]`/`[a-z]`/`[!abc]` a class, `{a,b}` alternatives
  * (unusable on a command line, where commas separate names), `\` escapes the next character.
- * Packer checked on a template of `null` sources: see test/unit/packer-cli.test.ts.
+ * Packer checked on a template of `null` sources: see test/unit/template/packer/cli.test.ts.
  */
 export class GlobError extends Error {}
 

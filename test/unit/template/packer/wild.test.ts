@@ -3,11 +3,11 @@
 // checked with Packer 1.6.6 (`packer validate`, `packer console`) on the same fixtures.
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { repoRoot } from '../helpers/guest.js';
-import { loadTemplate } from '../../src/template/load.js';
-import { TemplateError } from '../../src/template/errors.js';
-import { selectBuilds } from '../../src/build/build.js';
-import { renderGoTemplate } from '../../src/template/packer/gotemplate.js';
+import { repoRoot } from '../../../helpers/guest.js';
+import { loadTemplate } from '../../../../src/template/load.js';
+import { TemplateError } from '../../../../src/template/errors.js';
+import { selectBuilds } from '../../../../src/build/build.js';
+import { renderGoTemplate } from '../../../../src/template/packer/gotemplate.js';
 
 const wild = path.join(repoRoot, 'test/fixtures/packer/wild');
 const home = process.cwd();
@@ -175,7 +175,7 @@ describe("$${...}, HCL's escape for a literal ${...}", () => {
 
 describe("kiln's own checks on a Packer template", () => {
   it('a kiln field with no Packer field of its own (builds[0].outputs[2]) is named by its Packer build and source line', async () => {
-    const { packerLines, readPackerTemplate } = await import('../../src/template/packer/index.js');
+    const { packerLines, readPackerTemplate } = await import('../../../../src/template/packer/index.js');
     const p = readPackerTemplate('builder-name.json', { env: {} });
     const [problem] = packerLines(
       p.mapped,

@@ -1,6 +1,6 @@
 // Packer users' command lines: single-dash long flags, flags before the template, comma-separated -only.
 import { describe, expect, it } from 'vitest';
-import { main, normalizePackerFlags } from '../../src/cli/main.js';
+import { main, normalizePackerFlags } from '../../../../src/cli/main.js';
 
 async function run(args: string[]): Promise<{ code: number; out: string; err: string }> {
   let out = '';

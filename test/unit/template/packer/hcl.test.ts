@@ -5,11 +5,11 @@ import os from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
-import { loadTemplate } from '../../src/template/load.js';
-import { TemplateError } from '../../src/template/errors.js';
-import { VariableError } from '../../src/template/variables.js';
-import { HclError, blocksOf, parseHcl, parseHclExpression, type Body } from '../../src/template/packer/hcl.js';
-import { evaluate, type EvalContext, type Value } from '../../src/template/packer/eval.js';
+import { loadTemplate } from '../../../../src/template/load.js';
+import { TemplateError } from '../../../../src/template/errors.js';
+import { VariableError } from '../../../../src/template/variables.js';
+import { HclError, blocksOf, parseHcl, parseHclExpression, type Body } from '../../../../src/template/packer/hcl.js';
+import { evaluate, type EvalContext, type Value } from '../../../../src/template/packer/eval.js';
 
 const ctx = (scope: Record<string, Value> = {}): EvalContext => ({
   file: 't.pkr.hcl',
@@ -171,7 +171,7 @@ build {
   it('fuzz: a mutated Packer template loads or fails with a TemplateError, never a crash', () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-hcl-fuzz-'));
     afterAll(() => rmSync(dir, { recursive: true, force: true }));
-    const seedText = readFileSync(path.join(__dirname, '../fixtures/packer/tiny/tiny.pkr.hcl'), 'utf8');
+    const seedText = readFileSync(path.join(__dirname, '../../../fixtures/packer/tiny/tiny.pkr.hcl'), 'utf8');
     const file = path.join(dir, 'fuzz.pkr.hcl');
     const alphabet = fc.constantFrom(
       ...'"${}[]()%~<>=!?:,.*#-\n 0aZ'.split(''),

@@ -4,9 +4,9 @@
 // says to run Packer from.
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { repoRoot } from '../helpers/guest.js';
-import { loadTemplate } from '../../src/template/load.js';
-import { TemplateError } from '../../src/template/errors.js';
+import { repoRoot } from '../../../helpers/guest.js';
+import { loadTemplate } from '../../../../src/template/load.js';
+import { TemplateError } from '../../../../src/template/errors.js';
 
 const corpus = path.join(repoRoot, 'test/fixtures/packer/corpus');
 const home = process.cwd();

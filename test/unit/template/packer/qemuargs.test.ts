@@ -6,9 +6,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { loadTemplate } from '../../src/template/load.js';
-import { inspectTemplate } from '../../src/cli/inspect.js';
-import { repoRoot } from '../helpers/guest.js';
+import { loadTemplate } from '../../../../src/template/load.js';
+import { inspectTemplate } from '../../../../src/cli/inspect.js';
+import { repoRoot } from '../../../helpers/guest.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-packer-qemuargs-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

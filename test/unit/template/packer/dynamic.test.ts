@@ -4,7 +4,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { loadTemplate } from '../../src/template/load.js';
+import { loadTemplate } from '../../../../src/template/load.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-packer-dyn-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -6,13 +6,13 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { loadTemplate } from '../../src/template/load.js';
-import { buildQemuArgGroups, type VmSpec } from '../../src/qemu/argv.js';
-import { expectedChecksum } from '../../src/build/steps/fetch-base.js';
-import { fileDigest } from '../../src/cache/digest.js';
-import { runHostCommand } from '../../src/provisioners/shell-local.js';
-import { boxVagrantfile } from '../../src/artifacts/vagrant.js';
-import type { ProvisionerContext } from '../../src/provisioners/context.js';
+import { loadTemplate } from '../../../../src/template/load.js';
+import { buildQemuArgGroups, type VmSpec } from '../../../../src/qemu/argv.js';
+import { expectedChecksum } from '../../../../src/build/steps/fetch-base.js';
+import { fileDigest } from '../../../../src/cache/digest.js';
+import { runHostCommand } from '../../../../src/provisioners/shell-local.js';
+import { boxVagrantfile } from '../../../../src/artifacts/vagrant.js';
+import type { ProvisionerContext } from '../../../../src/provisioners/context.js';
 
 const fixtures = path.resolve('test/fixtures/packer/fields');
 const fixture = (name: string) => path.join(fixtures, name);

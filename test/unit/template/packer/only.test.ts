@@ -7,9 +7,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { globMatch, globToRegExp, GlobError } from '../../src/util/glob.js';
-import { loadTemplate } from '../../src/template/load.js';
-import { selectBuilds } from '../../src/build/build.js';
+import { globMatch, globToRegExp, GlobError } from '../../../../src/util/glob.js';
+import { loadTemplate } from '../../../../src/template/load.js';
+import { selectBuilds } from '../../../../src/build/build.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-packer-only-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

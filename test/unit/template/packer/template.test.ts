@@ -4,9 +4,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { loadTemplate } from '../../src/template/load.js';
-import { TemplateError } from '../../src/template/errors.js';
-import { importTemplate } from '../../src/cli/import.js';
+import { loadTemplate } from '../../../../src/template/load.js';
+import { TemplateError } from '../../../../src/template/errors.js';
+import { importTemplate } from '../../../../src/cli/import.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-packer-unit-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -124,7 +124,7 @@ build {
     expect(load(ok).notes).toEqual([
       expect.stringMatching(/cosmetic\.pkr\.hcl:\d+: vnc_port_min: ignored: kiln starts no VNC server/),
     ]);
-    // md5/sha1 are verified (issue 25, test/unit/packer-fields.test.ts); an unknown kind is still refused.
+    // md5/sha1 are verified (issue 25, test/unit/template/packer/fields.test.ts); an unknown kind is still refused.
     const md5 = write(
       'md5.pkr.hcl',
       vars + source().replace('"none"', '"crc32:01234567"') + 'build {\n  sources = ["source.qemu.a"]\n}\n',
