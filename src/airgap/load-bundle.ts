@@ -8,6 +8,7 @@
 import { existsSync, lstatSync, realpathSync } from 'node:fs';
 import path from 'node:path';
 import { loadTemplate, type LoadedTemplate } from '../template/load.js';
+import { mediaOf } from '../template/schema.js';
 import { openBundle, type OpenedBundle } from './bundle-read.js';
 import { mapQemuArgPaths } from './carried.js';
 import { kindOf } from '../template/provisioner-kinds/index.js';
@@ -99,6 +100,9 @@ function useCarriedDownloads(t: LoadedTemplate, b: OpenedBundle): void {
       // The recording machine checked the download against "checksum"; the bundle carries it by SHA-256.
       s.checksum = `sha256:${d.sha256}`;
     }
+    // What the build boots is read from media (fetch base image, layer keys): it must name the bundle's copy too,
+    // or an offline build goes back to the URL.
+    s.media = mediaOf(s);
   }
 }
 
