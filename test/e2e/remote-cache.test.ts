@@ -2,7 +2,8 @@
 // and Debian's Swift with s3api for multipart uploads): a cold builder shares its final disk; a second
 // builder with an empty local cache pulls it and converts without booting, and its artifact passes
 // kiln verify; a blob overwritten in the bucket is caught by its digest and rebuilt; a deleted blob is a
-// miss; a read-only builder uploads nothing; SIGTERM during an upload leaves no record and no
+// miss; a read-only builder uploads nothing; a cold builder of a template sharing provisioner 1 pulls that
+// intermediate layer by digest and runs only the rest on it; SIGTERM during an upload leaves no record and no
 // multipart upload. Facts come from events, the bucket and the files, never from timing.
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
@@ -18,9 +19,10 @@ import {
   PutObjectCommand,
   S3Client,
 } from '@aws-sdk/client-s3';
+import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tinySourceYaml } from '../helpers/guest.js';
-import { kiln, spawnKiln, type KilnRun } from '../helpers/kiln.js';
+import { kiln, outputLines, spawnKiln, type KilnRun } from '../helpers/kiln.js';
 import { startS3, startSwift, type RunningServer } from '../helpers/servers/index.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-e2e-remote-'));
@@ -221,6 +223,60 @@ describe('remote layer cache (tiny guest, s3rver and Swift s3api)', () => {
     expect(stepsStarted(readonly)).toContain('launch QEMU');
     expect(await keys(client, 'c/')).toEqual(before);
     expect(logs(readonly).some((m) => m.includes('sharing the final disk'))).toBe(false);
+  }, 300_000);
+
+  it('a cold builder of a template sharing provisioner 1 pulls that shared layer by digest and resumes on it', async () => {
+    // The same build with a second provisioner: layer 1's key is the one builder "three" shared above
+    // (with --cache-remote-intermediate); a cold builder pulls it, checks it by digest, and runs only
+    // provisioner 2, on top of what provisioner 1 wrote on the other machine.
+    const chained = path.join(dir, 'chained.yaml');
+    writeFileSync(
+      chained,
+      readFileSync(template, 'utf8').replace(
+        "'echo shared > /root/marker']",
+        "'echo shared > /root/marker']\n      - type: shell\n        inline: ['echo \"under: $(cat /root/marker)\"']",
+      ),
+    );
+    const shared = (
+      await Promise.all(
+        (await keys(client, 'b/layers/')).map(
+          async (k) =>
+            JSON.parse(
+              (
+                await bytesOf((await client.send(new GetObjectCommand({ Bucket: bucket, Key: k }))).Body as Readable)
+              ).toString(),
+            ) as { kind: string; parent: string | null; digest: string; base: string },
+        ),
+      )
+    ).find((r) => r.kind === 'layer')!;
+    const r = await kiln(
+      [
+        'build',
+        '--events=json',
+        '--progress=never',
+        '--var',
+        `out=${path.join(dir, 'out', 'chain')}`,
+        '--cache-remote',
+        `s3://${bucket}/b`,
+        '--cache-remote-intermediate',
+        chained,
+      ],
+      envFor(s3, 'chain'),
+    );
+    expect(r.exitCode, r.stderr.slice(-2000)).toBe(0);
+    const pulled = logs(r).find((m) => m.startsWith('remote cache: pulled the layers of provisioners 1-1 '));
+    expect(pulled, logs(r).join('\n')).toContain(`(${shared.digest.slice(0, 12)})`);
+    expect(r.events.filter((e) => e.type === 'provisioner-cached').map((e) => e.index)).toEqual([0]);
+    expect(r.events.filter((e) => e.type === 'provisioner-start').map((e) => e.index)).toEqual([1]);
+    expect(outputLines(r.events, 'provisioner 2')).toContain('under: shared');
+    // The pulled layer backs onto the base image this build used (the record names it by digest).
+    const manifest = JSON.parse(readFileSync(path.join(dir, 'out', 'chain', 'manifest.json'), 'utf8')) as {
+      base_image: { sha256: string };
+    };
+    expect(shared.parent).toBeNull();
+    expect(shared.base).toBe(manifest.base_image.sha256);
+    const disk = path.join(dir, 'out', 'chain', 'remote.qcow2');
+    expect((await execa('qemu-img', ['check', disk], { reject: false })).exitCode).toBe(0);
   }, 300_000);
 
   it('SIGTERM during an upload to Swift s3api: no record, no multipart upload left, exit 143', async () => {
