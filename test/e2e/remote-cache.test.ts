@@ -83,6 +83,18 @@ const logs = (r: KilnRun, level?: string) =>
   r.events.filter((e) => e.type === 'log' && (!level || e.level === level)).map((e) => String(e.message));
 const buildMs = (r: KilnRun) => Number(r.events.find((e) => e.type === 'build-end')?.ms);
 const bytesOf = async (body: Readable) => Buffer.concat((await body.toArray()) as Buffer[]);
+/** The remote cache's records under a prefix, as the bucket holds them. */
+const recordsUnder = async (prefix: string) =>
+  Promise.all(
+    (await keys(client, prefix)).map(
+      async (k) =>
+        JSON.parse(
+          (
+            await bytesOf((await client.send(new GetObjectCommand({ Bucket: bucket, Key: k }))).Body as Readable)
+          ).toString(),
+        ) as { kind: string; parent: string | null; digest: string; base: string },
+    ),
+  );
 
 beforeAll(async () => {
   swift = startSwift();
@@ -197,16 +209,7 @@ describe('remote layer cache (tiny guest, s3rver and Swift s3api)', () => {
     expect(stepsStarted(damaged)).toContain('launch QEMU');
     // It shared its own final disk beside the damaged one and, asked to, the layer after provisioner 1,
     // which backs onto the base: three records, each naming its own blob.
-    const records = await Promise.all(
-      (await keys(client, 'b/layers/')).map(
-        async (k) =>
-          JSON.parse(
-            (
-              await bytesOf((await client.send(new GetObjectCommand({ Bucket: bucket, Key: k }))).Body as Readable)
-            ).toString(),
-          ) as { kind: string; parent: string | null; digest: string },
-      ),
-    );
+    const records = await recordsUnder('b/layers/');
     expect(records.map((r) => r.kind).sort()).toEqual(['final', 'final', 'layer']);
     expect(records.find((r) => r.kind === 'layer')!.parent).toBeNull();
     for (const r of records) expect(await keys(client, `b/blobs/sha256/${r.digest}`)).toHaveLength(1);
@@ -237,18 +240,7 @@ describe('remote layer cache (tiny guest, s3rver and Swift s3api)', () => {
         "'echo shared > /root/marker']\n      - type: shell\n        inline: ['echo \"under: $(cat /root/marker)\"']",
       ),
     );
-    const shared = (
-      await Promise.all(
-        (await keys(client, 'b/layers/')).map(
-          async (k) =>
-            JSON.parse(
-              (
-                await bytesOf((await client.send(new GetObjectCommand({ Bucket: bucket, Key: k }))).Body as Readable)
-              ).toString(),
-            ) as { kind: string; parent: string | null; digest: string; base: string },
-        ),
-      )
-    ).find((r) => r.kind === 'layer')!;
+    const shared = (await recordsUnder('b/layers/')).find((r) => r.kind === 'layer')!;
     const r = await kiln(
       [
         'build',
