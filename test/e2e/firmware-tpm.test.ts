@@ -2,19 +2,38 @@
 // booted by kiln through OVMF and GRUB, sees EFI and a TPM; after kiln exits no swtpm is left.
 // firmware: uefi-secure: the tiny guest boots Debian's signed shim -> GRUB -> kernel with Microsoft's keys
 // and sees Secure Boot on; the variable store is an artifact, signed with the rest. secure_boot.keys: a
-// db without the certificate shim is signed with makes OVMF refuse it, and the build says so.
+// db without the certificate shim is signed with makes OVMF refuse it, and the build says so; a db that also
+// holds Microsoft's UEFI CA boots it, and the guest reads the site's own PK back from its efivars.
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { X509Certificate, createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { tinySourceYaml } from '../helpers/guest.js';
 import { kiln } from '../helpers/kiln.js';
-import { enrolledCertificates } from '../../src/qemu/secure-boot.js';
+import { certFingerprint, enrolledCertificates } from '../../src/qemu/secure-boot.js';
+import { EFI_CERT_X509, guidBytes } from '../../src/qemu/secure-boot-vars.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-e2e-fw-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
+/** A self-signed certificate made with openssl (its key beside it): the PEM certificate's path. */
+const selfSigned = (name: string): string => {
+  const crt = path.join(dir, `${name}.crt`);
+  if (existsSync(crt)) return crt;
+  execFileSync(
+    'openssl',
+    ['req', '-x509', '-newkey', 'rsa:2048', '-keyout', path.join(dir, `${name}.key`), '-out', crt].concat([
+      '-subj',
+      `/CN=kiln e2e ${name}/`,
+      '-days',
+      '30',
+      '-nodes',
+    ]),
+    { stdio: 'ignore' },
+  );
+  return crt;
+};
 const alive = (pid: number) => {
   try {
     process.kill(pid, 0);
@@ -126,29 +145,7 @@ ${tinySourceYaml('    ', { bootloader: true }).replace('memory: 256', 'memory: 5
   }, 300_000);
 
   it('secure_boot.keys: a db without the certificate shim is signed with enrolls, and the firmware refuses the chain: the build fails naming it', async () => {
-    const certs: Record<string, string> = {};
-    for (const k of ['pk', 'kek', 'db']) {
-      certs[k] = path.join(dir, `${k}.crt`);
-      execFileSync(
-        'openssl',
-        [
-          'req',
-          '-x509',
-          '-newkey',
-          'rsa:2048',
-          '-keyout',
-          path.join(dir, `${k}.key`),
-          '-out',
-          certs[k]!,
-          '-subj',
-          `/CN=kiln e2e ${k}/`,
-          '-days',
-          '30',
-          '-nodes',
-        ],
-        { stdio: 'ignore' },
-      );
-    }
+    const certs = { pk: selfSigned('pk'), kek: selfSigned('kek'), db: selfSigned('db') };
     const file = path.join(dir, 'custom.yaml');
     const out = path.join(dir, 'out-custom');
     writeFileSync(
@@ -176,5 +173,61 @@ ${tinySourceYaml('    ', { bootloader: true })}
     expect(existsSync(out)).toBe(false);
     const logs = r.events.filter((e) => e.type === 'log').map((e) => String(e.message));
     expect(logs.find((m) => m.startsWith('firmware: '))).toMatch(/Secure Boot keys from secure_boot\.keys/);
+  }, 300_000);
+
+  it("secure_boot.keys with Microsoft's UEFI CA in db: the shim chain boots with Secure Boot on, and the guest's PK efivar holds the site's own PK", async () => {
+    // Microsoft Corporation UEFI CA 2011, which signs Debian's shim, read out of Debian's MS-enrolled store.
+    const msUefiCa = enrolledCertificates(readFileSync('/usr/share/OVMF/OVMF_VARS_4M.ms.fd'), 'ms.fd').db.find((c) =>
+      new X509Certificate(c).subject.includes('CN=Microsoft Corporation UEFI CA 2011'),
+    )!;
+    expect(msUefiCa).toBeDefined();
+    const msFile = path.join(dir, 'ms-uefi-ca.der');
+    writeFileSync(msFile, msUefiCa);
+    const [pk, kek, db] = [selfSigned('pk'), selfSigned('kek'), selfSigned('db')];
+    const der = (f: string) => new X509Certificate(readFileSync(f)).raw;
+    const efivar = (name: string) => `/sys/firmware/efi/efivars/${name}`;
+    const file = path.join(dir, 'custom-ok.yaml');
+    const out = path.join(dir, 'out-custom-ok');
+    writeFileSync(
+      file,
+      `
+builds:
+  - name: custom-ok
+    output_directory: ${out}
+${tinySourceYaml('    ', { bootloader: true }).replace('memory: 256', 'memory: 512')}
+      firmware: uefi-secure
+      secure_boot: { keys: { pk: ${pk}, kek: [${kek}], db: [${db}, ${msFile}] } }
+    provisioners:
+      - type: shell
+        inline:
+          - echo "secureboot=$(od -An -tu1 ${efivar('SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c')} | awk '{print $NF}')"
+          - echo "pk=$(od -An -tx1 -v ${efivar('PK-8be4df61-93ca-11d2-aa0d-00e098032b8c')} | tr -d ' \\n')"
+          - echo "db=$(od -An -tx1 -v ${efivar('db-d719b2cb-3d3a-4596-a3bc-dad00e67656f')} | tr -d ' \\n')"
+    outputs:
+      - format: qcow2
+`,
+    );
+    const r = await kiln(['build', file, '--events=json']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const lines = r.events.filter((e) => e.type === 'output').map((e) => String(e.line));
+    expect(lines).toContain('secureboot=1');
+    // The guest's PK efivar: attributes (4 bytes), one EFI_SIGNATURE_LIST of type X.509 (28-byte header),
+    // kiln's owner GUID (16 bytes), then the certificate's DER bytes: exactly the site's PK.
+    const pkHex = lines.find((l) => l.startsWith('pk='))!.slice(3);
+    expect(pkHex.slice(8, 40)).toBe(guidBytes(EFI_CERT_X509).toString('hex'));
+    expect(pkHex.slice(2 * (4 + 28 + 16))).toBe(der(pk).toString('hex'));
+    // db holds both certificates, the site's and Microsoft's.
+    const dbHex = lines.find((l) => l.startsWith('db='))!.slice(3);
+    expect(dbHex).toContain(der(db).toString('hex'));
+    expect(dbHex).toContain(msUefiCa.toString('hex'));
+    const manifest = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8')) as {
+      platform: { secure_boot: boolean; custom_keys: { pk: string[]; kek: string[]; db: string[] } };
+    };
+    expect(manifest.platform.secure_boot).toBe(true);
+    expect(manifest.platform.custom_keys).toEqual({
+      pk: [certFingerprint(der(pk))],
+      kek: [certFingerprint(der(kek))],
+      db: [certFingerprint(der(db)), certFingerprint(msUefiCa)],
+    });
   }, 300_000);
 });
