@@ -12,6 +12,11 @@
  *  - guest OS "other 64-bit Linux": CIM OS type 101 / vmw:osType otherLinux64Guest. kiln does not know
  *    the guest's distribution; 96 / debian10_64Guest would only change VMware's defaults and the
  *    VirtualBox icon;
+ *  - an arm64 guest (arch: aarch64) says so where VMware looks for it: vmw:osType arm-other5xlinux-64
+ *    (VMware's "Other 5.x or later Linux 64-bit Arm", what Fusion on Apple silicon and ESXi-Arm call
+ *    it) on hardware version vmx-20, the first Fusion runs Arm guests on, and always EFI firmware. The
+ *    CIM OS type stays 101: DSP0243's OperatingSystemSection takes CIM_OperatingSystem.OSType, which has
+ *    no per-architecture Linux value, and VirtualSystemType names a hardware family, not a CPU;
  *  - the disk on a SATA AHCI controller ("vmware.sata.ahci", which current VirtualBox reads as AHCI). Every
  *    Linux initramfs has `ahci`, and unlike LSI Logic SCSI it boots under UEFI in VirtualBox too.
  *    (Old VirtualBox releases accepted only the subtype "AHCI" and reject this item.);
@@ -27,6 +32,7 @@ import { createHash } from 'node:crypto';
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import type { ImageTool } from '../qemu/image-tool.js';
+import { archProfile, type GuestArch } from '../qemu/arch.js';
 import { archiveBaseName, progressScale, step, writeAtomically, writeTar } from './tar.js';
 
 export interface OvaOptions {
@@ -37,6 +43,8 @@ export interface OvaOptions {
   cpus: number;
   memoryMiB: number;
   firmware: 'bios' | 'uefi';
+  /** The guest's architecture (default x86_64): the OVF's guest OS type and hardware version follow it. */
+  arch?: GuestArch;
   onProgress?: (pct: number) => void;
   /** Stops the packaging: its tools are killed, its partial output removed. */
   signal?: AbortSignal;
@@ -44,8 +52,21 @@ export interface OvaOptions {
   qemuImg: Pick<ImageTool, 'convert' | 'imageInfo' | 'resize'>;
 }
 
-/** The guest OS: CIM_OperatingSystem OsType (DSP1001) "Linux 64-Bit" and VMware's matching guest id. */
-const guestOs = { cimId: 101, vmwOsType: 'otherLinux64Guest', description: 'Linux 64-Bit' } as const;
+/**
+ * Per architecture: the guest OS (CIM_OperatingSystem OsType "Linux 64-Bit" and VMware's matching guest
+ * id) and the VMware hardware version (vssd:VirtualSystemType) that runs it.
+ */
+const ovfGuests: Readonly<
+  Record<GuestArch, { cimId: number; vmwOsType: string; description: string; virtualSystemType: string }>
+> = {
+  x86_64: { cimId: 101, vmwOsType: 'otherLinux64Guest', description: 'Linux 64-Bit', virtualSystemType: 'vmx-14' },
+  aarch64: {
+    cimId: 101,
+    vmwOsType: 'arm-other5xlinux-64',
+    description: 'Linux 64-Bit (Arm)',
+    virtualSystemType: 'vmx-20',
+  },
+};
 
 export const STREAM_OPTIMIZED_VMDK = 'http://www.vmware.com/interfaces/specifications/vmdk.html#streamOptimized';
 
@@ -54,6 +75,7 @@ export interface OvfSpec {
   cpus: number;
   memoryMiB: number;
   firmware: 'bios' | 'uefi';
+  arch?: GuestArch; // default x86_64
   diskFile: string; // href of the VMDK inside the package
   diskFileSize: number; // its size in bytes
   capacity: number; // the disk's virtual size in bytes
@@ -69,7 +91,9 @@ const xml = (s: string | number) =>
 
 /** The OVF 1.0 descriptor of a one-disk, one-NIC virtual machine. */
 export function ovfDescriptor(spec: OvfSpec): string {
-  const os = guestOs;
+  const os = ovfGuests[spec.arch ?? 'x86_64'];
+  // An architecture without BIOS (arm64) boots EFI whatever the source said.
+  const efi = spec.firmware === 'uefi' || archProfile(spec.arch).uefiOnly;
   const n = xml(spec.name);
   const id = xml(archiveBaseName(spec.name)); // ovf:id is an identifier: no spaces or markup
   const network = 'VM Network';
@@ -110,7 +134,7 @@ export function ovfDescriptor(spec: OvfSpec): string {
         <vssd:ElementName>Virtual Hardware Family</vssd:ElementName>
         <vssd:InstanceID>0</vssd:InstanceID>
         <vssd:VirtualSystemIdentifier>${id}</vssd:VirtualSystemIdentifier>
-        <vssd:VirtualSystemType>vmx-14</vssd:VirtualSystemType>
+        <vssd:VirtualSystemType>${os.virtualSystemType}</vssd:VirtualSystemType>
       </System>
 ${[
   item([
@@ -154,9 +178,7 @@ ${[
     ['ResourceSubType', 'E1000'],
     ['ResourceType', 10],
   ]),
-].join(
-  '\n',
-)}${spec.firmware === 'uefi' ? '\n      <vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="efi"/>' : ''}
+].join('\n')}${efi ? '\n      <vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="efi"/>' : ''}
     </VirtualHardwareSection>
   </VirtualSystem>
 </Envelope>
@@ -192,6 +214,7 @@ export async function writeOva(opts: OvaOptions): Promise<{ size: number }> {
       cpus: opts.cpus,
       memoryMiB: opts.memoryMiB,
       firmware: opts.firmware,
+      arch: opts.arch,
       diskFile: vmdkName,
       diskFileSize: vmdkSize,
       capacity: virtualSize,

@@ -107,6 +107,7 @@ async function write(ctx: BuildContext, o: OutputConfig, index: number, name: st
       cpus: src.cpus,
       memoryMiB: src.memory,
       firmware: usesUefi(src.firmware) ? 'uefi' : 'bios',
+      arch: src.arch,
       onProgress,
       signal: ctx.signal,
       qemuImg: ctx.driver,

@@ -178,6 +178,21 @@ describe('OVA', () => {
     const vssd = [...ovf.matchAll(/<vssd:(\w+)>/g)].map((m) => m[1]!);
     expect(vssd).toEqual([...vssd].sort());
   });
+
+  it('carries the architecture: x86_64 is otherLinux64Guest on vmx-14; aarch64 is arm-other5xlinux-64 on vmx-20 with EFI', () => {
+    const spec = { name: 'a', cpus: 1, memoryMiB: 256, diskFile: 'x.vmdk', diskFileSize: 10, capacity: GiB } as const;
+    const x86 = ovfDescriptor({ ...spec, firmware: 'bios' });
+    expect(x86).toContain('<OperatingSystemSection ovf:id="101" vmw:osType="otherLinux64Guest">');
+    expect(x86).toContain('<vssd:VirtualSystemType>vmx-14</vssd:VirtualSystemType>');
+    expect(x86).not.toContain('vmw:key="firmware"');
+    expect(ovfDescriptor({ ...spec, firmware: 'bios', arch: 'x86_64' })).toBe(x86);
+    // arm64 has no BIOS: EFI even if the caller said bios.
+    const arm = ovfDescriptor({ ...spec, firmware: 'bios', arch: 'aarch64' });
+    expect(arm).toContain('<OperatingSystemSection ovf:id="101" vmw:osType="arm-other5xlinux-64">');
+    expect(arm).toContain('<Description>Linux 64-Bit (Arm)</Description>');
+    expect(arm).toContain('<vssd:VirtualSystemType>vmx-20</vssd:VirtualSystemType>');
+    expect(arm).toContain('<vmw:Config ovf:required="false" vmw:key="firmware" vmw:value="efi"/>');
+  });
 });
 
 describe('Vagrant box', () => {
