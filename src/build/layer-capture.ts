@@ -27,10 +27,22 @@ export interface LayerSave {
 export function queueLayerSave(ctx: BuildContext, save: LayerSave): void {
   const layers = need(ctx.state, 'layers');
   const queued = performance.now();
+  const frozenAt = Date.now();
   layers.publishing = layers.publishing.then(async () => {
+    if (layers.foreignParent) {
+      ctx.log(
+        `layer cache: not saving ${save.what}: it would back onto layer ${layers.foreignParent.slice(0, 12)}, which another build saved at the same time from a disk that differs from this build's`,
+        'debug',
+      );
+      return;
+    }
     const started = performance.now();
     try {
       const meta = await layers.store.publish(save.key, save.frozen, save.backing, save.meta, ctx.signal, save.sshKey);
+      // Another build published this warm base first: a guest booted on its own writes its disk in other
+      // blocks (logs, seeds, the journal), and this build's next layers are deltas against its own copy,
+      // so those are not saved (the next build makes them on the published one).
+      if (save.meta.warmBase && Date.parse(meta.created) < frozenAt - 1000) layers.foreignParent = save.key;
       const ms = performance.now() - started;
       ctx.state.timings[layerCaptureTiming] = (ctx.state.timings[layerCaptureTiming] ?? 0) + ms;
       ctx.state.layerSaves = (ctx.state.layerSaves ?? 0) + 1;
@@ -43,6 +55,7 @@ export function queueLayerSave(ctx: BuildContext, save: LayerSave): void {
         ms,
         queuedMs: started - queued,
         ...(save.meta.final ? { final: true } : {}),
+        ...(save.meta.warmBase ? { warmBase: true } : {}),
       });
       await layers.afterSave?.(meta);
     } catch (e) {

@@ -105,7 +105,7 @@ export interface BuildState {
   /** Layers this build saved into the store (their time is timings['layer capture (background)']). */
   layerSaves?: number;
   /** The VM was restored from the state saved with this layer instead of booting (src/build/vm-state.ts). */
-  restoredVm?: { key: string; ms: number };
+  restoredVm?: { key: string; ms: number; warmBase?: boolean };
 }
 
 export interface LayerPlan {
@@ -124,10 +124,24 @@ export interface LayerPlan {
    * it has none (a provisioner not cached, no communicator). Saved by the shut-down step.
    */
   finalKey?: string;
+  /**
+   * A layer this build froze that another build had published first (the store keeps theirs): this
+   * build's later layers are deltas against its own copy, so they are not saved.
+   */
+  foreignParent?: string;
   /** Layers being copied into the store in the background while the next provisioner runs. */
   publishing: Promise<void>;
   /** cache.vm_state: each captured layer also saves the running VM beside it. */
   vmState?: boolean;
+  /**
+   * cache.boot_snapshot, for a build that starts fresh: launch restores the warm base under `key` when
+   * the store holds it (`restored`), else the guest boots and is saved as one before provisioning.
+   */
+  warmBase?: { key?: string; restored?: boolean };
+  /** Ends this build's claim on the warm base it restored (the layer-cache step's cleanup calls it). */
+  releaseWarmBase?: () => void;
+  /** The layer the first new layer backs onto when it is not the base: the warm base. */
+  rootParent?: string;
   /** The key of the cached layer whose saved VM launch tries to restore (the last cached one). */
   restoreFrom?: string;
   /** Runs in the save queue after each layer is saved (sharing the final disk with a remote cache). */

@@ -92,8 +92,8 @@ export function vmSpecFor(ctx: BuildContext, sshHostPort: number | undefined, wi
     qmpSocket: path.join(st.workDir, 'qmp.sock'),
     serial: { socket: path.join(st.workDir, 'serial.sock'), log: path.join(st.workDir, 'serial.log') },
     headless: src.headless,
-    // cache.vm_state: the device a restored VM is started with too (states load only into the same devices).
-    vmgenid: ctx.state.layers?.vmState === true || undefined,
+    // cache.vm_state / boot_snapshot: the device a restored VM is started with too (states load only into the same devices).
+    vmgenid: ctx.state.layers?.vmState === true || ctx.state.layers?.warmBase !== undefined || undefined,
     // ${build.http_ip}/${build.http_port} (Packer's {{ .HTTPIP }}:{{ .HTTPPort }}, e.g. a NoCloud-Net seed URL) are known now.
     extraArgs: src.qemu_args.map((group) =>
       group.map((arg) => String(interpolateString(arg, { build: ctx.buildValues() }, () => {}, 'build'))),

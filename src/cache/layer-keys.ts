@@ -193,3 +193,29 @@ export function finalLayerKey(
     scripts: finishingScripts.map((s) => digestOf(s)),
   });
 }
+
+/** Bumped when what a warm base holds, or when it is taken, changes. */
+export const WARM_BASE_SCHEMA = 1;
+
+/**
+ * The key of a warm base (cache.boot_snapshot): the disk and the running VM of a build whose guest has
+ * just booted and is ready for provisioning. So it is the root key (base digest, disk-shaping source
+ * settings, the build's name, which is the guest's hostname, and the seed's files) plus what decides
+ * the state the guest is in at that moment and whether a QEMU can load it: whether kiln waited for
+ * cloud-init's last stage, the QEMU binary's version and the VM's command line (machine, CPU model,
+ * memory, devices; vmStateShape, with per-build paths and ports normalised out). Provisioners are not
+ * in it: every template with the same base and source settings shares one.
+ */
+export function warmBaseKey(
+  rootKey: string,
+  vm: { cloudInitWait: boolean; qemuVersion: string; shape: readonly string[] },
+): string {
+  return digestOf({
+    schema: LAYER_SCHEMA,
+    warm: WARM_BASE_SCHEMA,
+    root: rootKey,
+    cloudInitWait: vm.cloudInitWait,
+    qemu: vm.qemuVersion,
+    shape: vm.shape,
+  });
+}

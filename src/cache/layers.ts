@@ -49,6 +49,8 @@ export interface LayerMeta {
    * those steps recorded, so a build made from it writes the manifest a booted build would.
    */
   final?: FinalLayerRecord;
+  /** The disk of a guest booted and ready for provisioning, saved with its VM (cache.boot_snapshot; provisioner 0). */
+  warmBase?: boolean;
   /** The running VM saved with this layer (cache.vm_state; src/cache/vm-states.ts), read from its own file. */
   vmState?: VmStateSummary;
 }

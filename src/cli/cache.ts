@@ -164,7 +164,7 @@ export async function cacheCommand(args: CacheArgs): Promise<number> {
             ? ` + VM ${formatBytes(m.vmState.size)} (saved in ${(m.vmState.saveMs / 1000).toFixed(2)} s)`
             : ''),
         age(store.lastUsed(m.key)),
-        `${m.build} ${m.final ? 'final' : `#${m.provisioner}`}`,
+        `${m.build} ${m.final ? 'final' : m.warmBase ? 'warm base' : `#${m.provisioner}`}`,
         m.description,
       ]);
       const head = ['KEY', 'PARENT', 'SIZE', 'LAST USED', 'BUILD', 'PROVISIONER'];

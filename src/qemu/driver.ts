@@ -10,6 +10,7 @@
  * the accelerator probe's answers are kept and pinned SSH ports are options; driverOptionsFromEnv()
  * turns the CLI's KILN_* variables into them, at build time.
  */
+import { execa } from 'execa';
 import type { Accelerator } from './argv.js';
 import { chooseAccelerator, defaultAcceleratorMemoDir } from './accel.js';
 import { archProfile, type GuestArch } from './arch.js';
@@ -80,6 +81,8 @@ export interface Hypervisor {
   portInUse(port: number): Promise<boolean>;
   /** Starts the QEMU of the guest's architecture (default x86_64) with `argv` (from buildQemuArgs); it dies with kiln. */
   startVm(argv: string[], opts: { cwd?: string; arch?: GuestArch }): QemuProcess;
+  /** The first line of `<qemu> --version` for the guest's architecture (default x86_64), memoised: part of a warm base's key. */
+  qemuVersion(arch?: GuestArch): Promise<string>;
   /** Connects to a starting QEMU's QMP socket (retried until it exists, or `timeoutMs`). */
   connectQmp(socketPath: string, timeoutMs: number): Promise<QmpClient>;
   /** Freezes the running VM's disk: a new overlay `overlay` on top of `active` (QMP blockdev-snapshot), no reboot. */
@@ -116,6 +119,7 @@ export function createDriver(opts: DriverOptions = {}): Driver {
     forced: opts.accelerator,
     forcedSetting: settingName(opts, 'accelerator'),
   };
+  const versions = new Map<string, Promise<string>>();
   return {
     requireQemu: (arch = 'x86_64') =>
       requireExecutable({
@@ -142,6 +146,15 @@ export function createDriver(opts: DriverOptions = {}): Driver {
     freePort,
     portInUse,
     startVm: (argv, o) => startQemu(binaryFor(o.arch), argv, { cwd: o.cwd }),
+    qemuVersion(arch = 'x86_64') {
+      const binary = binaryFor(arch);
+      let v = versions.get(binary);
+      if (!v) {
+        v = execa(binary, ['--version']).then((r) => r.stdout.split('\n')[0]!.trim());
+        versions.set(binary, v);
+      }
+      return v;
+    },
     connectQmp: (socketPath, timeoutMs) => QmpClient.connect(socketPath, timeoutMs),
     async snapshotActiveDisk(qmp, active, overlay, virtualSize, nodeName) {
       await qemuImg.createOverlayUnsafe(active, overlay, virtualSize);

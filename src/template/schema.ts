@@ -147,6 +147,12 @@ export const buildFields = {
           .describe(
             'Also save the running VM (RAM, devices) with each layer, so a rebuild restores it instead of booting.',
           ),
+        boot_snapshot: z
+          .boolean()
+          .default(true)
+          .describe(
+            'Save the VM once it is ready for provisioning (the warm base); later builds on the same base and source settings restore it instead of booting.',
+          ),
       })
       .optional(),
     cache: 'runtime',

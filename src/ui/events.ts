@@ -40,6 +40,8 @@ export type BuildEvent =
       ms: number;
       queuedMs?: number;
       final?: boolean;
+      /** The warm base (cache.boot_snapshot): the disk of the guest ready for provisioning. */
+      warmBase?: boolean;
     }
   /**
    * At the end of a build that saved layers: their saves took `ms` in all, in the background; the build
@@ -48,7 +50,8 @@ export type BuildEvent =
   | { type: 'layer-capture'; build: string; layers: number; ms: number; waitedMs: number }
   /**
    * cache.vm_state: the running VM saved beside layer `key` (`size` bytes of RAM and device state);
-   * `pausedMs` the guest was paused for it, `ms` the digest and rename in the background.
+   * `pausedMs` the guest was paused for it, `ms` the digest and rename in the background. `warmBase`:
+   * the state of the guest ready for provisioning (cache.boot_snapshot; `index` -1).
    */
   | {
       type: 'vm-state-saved';
@@ -59,9 +62,22 @@ export type BuildEvent =
       pausedMs: number;
       ms: number;
       vmgenid?: string;
+      warmBase?: boolean;
     }
-  /** The VM saved with layer `key` was loaded instead of booting (`ms` from QEMU's start to the guest running). */
-  | { type: 'vm-restored'; build: string; key: string; provisioner: number; size: number; ms: number; vmgenid?: string }
+  /**
+   * The VM saved with layer `key` was loaded instead of booting (`ms` from QEMU's start to the guest
+   * running): the one saved after provisioner `provisioner`, or the warm base (`warmBase`, provisioner 0).
+   */
+  | {
+      type: 'vm-restored';
+      build: string;
+      key: string;
+      provisioner: number;
+      size: number;
+      ms: number;
+      vmgenid?: string;
+      warmBase?: boolean;
+    }
   | { type: 'artifact'; build: string; path: string; format: string; size: number; sha256: string; reused?: boolean }
   /** A publish target's outcome (no credentials: where the image lives, its digest, bytes sent). */
   | {

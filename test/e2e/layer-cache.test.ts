@@ -51,7 +51,8 @@ const build = (...args: string[]) => kiln(['build', template, '--events=json', .
 /** Provisioner indexes (0-based) that ran, and those the cache covered. */
 const ran = (r: KilnRun) => r.events.filter((e) => e.type === 'provisioner-start').map((e) => e.index);
 const cached = (r: KilnRun) => r.events.filter((e) => e.type === 'provisioner-cached').map((e) => e.index);
-const saved = (r: KilnRun) => r.events.filter((e) => e.type === 'layer-saved' && !e.final).map((e) => e.index);
+const saved = (r: KilnRun) =>
+  r.events.filter((e) => e.type === 'layer-saved' && !e.final && !e.warmBase).map((e) => e.index);
 const savedFinal = (r: KilnRun) => r.events.filter((e) => e.type === 'layer-saved' && e.final);
 const steps = (r: KilnRun) => r.events.filter((e) => e.type === 'step-start').map((e) => e.step);
 const logs = (r: KilnRun) =>
@@ -83,7 +84,8 @@ describe('layer cache (tiny guest)', () => {
     expect(saved(first)).toEqual([0, 1, 2]);
     // And the final disk (cleaned, trimmed), in the background like the others.
     expect(savedFinal(first)).toHaveLength(1);
-    expect(layerFiles()).toHaveLength(4);
+    // And the warm base (cache.boot_snapshot, on by default), which provisioner 1's layer backs onto.
+    expect(layerFiles()).toHaveLength(5);
     // Layers back onto each other by names relative to the store, so the store can move as a whole.
     for (const f of layerFiles()) {
       const info = JSON.parse(
@@ -235,7 +237,9 @@ ${tinySourceYaml()}
     const files = readdirSync(path.join(shared, 'layers'));
     expect(files.filter((f) => /\.(tmp-\d+|lock)$/.test(f))).toEqual([]);
     const layers = files.filter((f) => /^[0-9a-f]{64}\.qcow2$/.test(f));
-    expect(layers).toHaveLength(3); // two provisioners' and the final disk
+    // The warm base, two provisioners' and the final disk: one build's chain, as the other's disk differs
+    // from the warm base the first published, so it saves nothing on top of it.
+    expect(layers).toHaveLength(4);
     for (const f of layers)
       expect((await execa('qemu-img', ['check', path.join(shared, 'layers', f)], { reject: false })).exitCode).toBe(0);
     expect(readdirSync(path.join(shared, 'layers', 'inuse'))).toEqual([]);
@@ -332,7 +336,7 @@ ${tinySourceYaml().replace('memory: 256', `memory: ${memory}`)}
     return kiln(['build', file, '--events=json', ...args], { KILN_CACHE_DIR: vmCache });
   };
   const restored = (r: KilnRun) => r.events.filter((e) => e.type === 'vm-restored');
-  const statesSaved = (r: KilnRun) => r.events.filter((e) => e.type === 'vm-state-saved');
+  const statesSaved = (r: KilnRun) => r.events.filter((e) => e.type === 'vm-state-saved' && !e.warmBase);
 
   async function artifactFiles(): Promise<string> {
     const disk = await overlayOf(path.join(vmOut, 'vmstate.qcow2'), vmDir, `boot-${Date.now()}.qcow2`);
@@ -403,5 +407,119 @@ ${tinySourceYaml().replace('memory: 256', `memory: ${memory}`)}
     );
     // What the restore refused stays for builds that match it; this build saves its own for provisioner 3.
     expect(statesSaved(r).map((e) => e.index)).toEqual([2]);
+  }, 300_000);
+});
+
+// cache.boot_snapshot (on by default): the first build on a base saves the guest as it is once ready for
+// provisioning, and a build of another template on the same base and source settings restores it
+// instead of booting. Its own cache.
+describe('warm base (tiny guest)', () => {
+  const warmDir = path.join(dir, 'warm');
+  const warmCache = path.join(warmDir, 'cache');
+  const warmBuild = (name: string, inline: string[], ...args: string[]) => {
+    const file = path.join(warmDir, `${name}.yaml`);
+    writeFileSync(
+      file,
+      `
+builds:
+  - name: warm
+    output_directory: ${path.join(warmDir, 'out', name)}
+${tinySourceYaml()}
+    provisioners:
+      - type: shell
+        inline: [${inline.map((l) => `'${l}'`).join(', ')}]
+`,
+    );
+    return kiln(['build', file, '--events=json', ...args], { KILN_CACHE_DIR: warmCache });
+  };
+  const restored = (r: KilnRun) => r.events.filter((e) => e.type === 'vm-restored');
+  const warmSaved = (r: KilnRun) => r.events.filter((e) => e.type === 'vm-state-saved' && e.warmBase);
+
+  async function artifactFiles(name: string, files: string): Promise<string> {
+    const disk = await overlayOf(path.join(warmDir, 'out', name, 'warm.qcow2'), warmDir, `boot-${Date.now()}.qcow2`);
+    const guest = await Guest.boot({ disk, memoryMiB: 256, cpus: 1 });
+    try {
+      const ssh = await guest.ssh('root', insecureKey);
+      const text = await ssh.run(`cat ${files}; ls /root; grep -c kiln-build /root/.ssh/authorized_keys || true`);
+      await guest.poweroff(ssh);
+      return text;
+    } finally {
+      await guest.destroy();
+      rmSync(disk, { force: true });
+    }
+  }
+
+  it('the first build saves the warm base; a build of another template on the base restores it (no boot) and its artifact holds only its own work', async () => {
+    mkdirSync(warmDir, { recursive: true });
+    const first = await warmBuild('a', ['echo a > /root/a', 'cat /proc/sys/kernel/random/boot_id > /root/boot-a']);
+    expect(first.exitCode, first.stderr.slice(-2000)).toBe(0);
+    expect(restored(first)).toEqual([]);
+    const [state] = warmSaved(first);
+    expect(state, logs(first)).toBeDefined();
+    expect(state!.index).toBe(-1);
+    expect(statSync(path.join(warmCache, 'layers', `${state!.key}.vmstate`)).mode & 0o777).toBe(0o600);
+    expect(first.events.filter((e) => e.type === 'layer-saved' && e.warmBase).map((e) => e.key)).toEqual([state!.key]);
+    // Provisioner 1's layer backs onto the warm base.
+    const listed = JSON.parse((await kiln(['cache', 'ls', '--json'], { KILN_CACHE_DIR: warmCache })).stdout).layers as {
+      key: string;
+      parent: string | null;
+      provisioner: number;
+      warmBase?: boolean;
+      vmState?: { size: number };
+    }[];
+    const warm = listed.find((l) => l.key === state!.key)!;
+    expect(warm.warmBase).toBe(true);
+    expect(warm.vmState!.size).toBe(state!.size);
+    expect(listed.find((l) => l.provisioner === 1)!.parent).toBe(state!.key);
+
+    const started = Date.now();
+    const second = await warmBuild('b', [
+      'echo b > /root/b',
+      'cat /proc/sys/kernel/random/boot_id > /root/boot-b',
+      'date +%s > /root/date-b',
+    ]);
+    expect(second.exitCode, second.stderr.slice(-2000)).toBe(0);
+    const [r] = restored(second);
+    expect(r, logs(second)).toBeDefined();
+    expect(r!.warmBase).toBe(true);
+    expect(r!.key).toBe(state!.key);
+    expect(r!.provisioner).toBe(0);
+    expect(r!.vmgenid).toMatch(/^[0-9a-f-]{36}$/);
+    expect(r!.vmgenid).not.toBe(state!.vmgenid);
+    expect(logs(second)).toMatch(
+      /warm base: restored the booted guest \(layer [0-9a-f]{12}, [\d.]+ MiB\) in [\d.]+m?s: no boot/,
+    );
+    expect(warmSaved(second)).toEqual([]);
+
+    // b's artifact: its own file, not a's; the host's clock; no kiln key. Nothing booted, yet b's boot_id is
+    // not a's: the kernel draws it at its first read, which on the tiny guest comes after the warm base was
+    // saved, and b's guest had drawn other random numbers by then (its new SSH session) than a's.
+    const [bootA] = (await artifactFiles('a', '/root/boot-a')).trim().split('\n');
+    const lines = (await artifactFiles('b', '/root/b /root/boot-b /root/date-b')).trim().split('\n');
+    const [b, bootB, dateB] = lines;
+    expect(b).toBe('b');
+    expect(lines).not.toContain('a');
+    expect(lines.at(-1)).toBe('0');
+    expect(bootB).toMatch(/^[0-9a-f-]{36}$/);
+    expect(bootB).not.toBe(bootA);
+    expect(Number(dateB)).toBeGreaterThanOrEqual(Math.floor(started / 1000) - 1);
+    expect(Number(dateB)).toBeLessThanOrEqual(Math.ceil(Date.now() / 1000));
+  }, 400_000);
+
+  it('a damaged warm-base state is removed and the build boots instead, saying why', async () => {
+    const stateFile = readdirSync(path.join(warmCache, 'layers')).find((f) => f.endsWith('.vmstate'))!;
+    const file = path.join(warmCache, 'layers', stateFile);
+    const bytes = readFileSync(file);
+    const mid = bytes.length >> 1;
+    bytes.writeUInt8(bytes[mid]! ^ 0xff, mid);
+    writeFileSync(file, bytes);
+    const r = await warmBuild('c', ['echo c > /root/c']);
+    expect(r.exitCode, r.stderr.slice(-2000)).toBe(0);
+    expect(restored(r)).toEqual([]);
+    expect(logs(r)).toMatch(
+      /warm base: booting instead of restoring the VM saved with layer [0-9a-f]{12}: the state file is damaged/,
+    );
+    expect(existsSync(file)).toBe(false);
+    expect((await artifactFiles('c', '/root/c')).trim().split('\n')[0]).toBe('c');
   }, 300_000);
 });

@@ -146,6 +146,11 @@ export class FakeDriver implements Driver {
     this.record('requireQemu', []);
   }
 
+  async qemuVersion(): Promise<string> {
+    this.record('qemuVersion', []);
+    return 'QEMU emulator version 0.0.0 (fake driver)';
+  }
+
   async chooseAccelerator(
     wanted: Accelerator | 'auto',
     probeImageDir: string,

@@ -19,6 +19,7 @@ import { bootCommandStep } from './boot-command.js';
 import { waitInstallStep } from './wait-install.js';
 import { waitSshStep } from './wait-ssh.js';
 import { restoredGuestStep } from './restored-guest.js';
+import { warmBaseStep } from './warm-base.js';
 import { provisionStep } from './provision.js';
 import { guestProxyStep } from './guest-proxy.js';
 import { proxyBypassCheckStep } from './proxy-bypass-check.js';
@@ -54,6 +55,7 @@ export const guestSteps: Step[] = [
   waitInstallStep,
   waitSshStep,
   restoredGuestStep,
+  warmBaseStep,
   // --record / --offline: kiln's package proxy is the guest's system proxy before any provisioner.
   guestProxyStep,
   provisionStep,

@@ -1,13 +1,14 @@
 /**
  * Step: pick the accelerator and a free SSH port, start QEMU, connect to QMP. With cache.vm_state and
- * a VM saved with the cached layer, QEMU loads that VM instead of booting (src/build/vm-state.ts).
+ * a VM saved with the cached layer, or cache.boot_snapshot and a warm base saved for this base, QEMU
+ * loads that VM instead of booting (src/build/vm-state.ts).
  */
 import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Step } from '../step.js';
 import { smbiosType1Switch } from '../../template/qemu-args.js';
 import { efiVarsFile, firmwareFor, startVm, stopTpm } from '../vm.js';
-import { restoreVm } from '../vm-state.js';
+import { restoreVm, restoreWarmBase } from '../vm-state.js';
 import { archOf, archProfile } from '../../qemu/arch.js';
 import { variableStoreFor } from '../../qemu/secure-boot.js';
 import { KilnError } from '../../util/errors.js';
@@ -65,7 +66,7 @@ export const launchQemuStep: Step = {
       }
     };
     try {
-      if (!(await restoreVm(ctx))) await startVm(ctx, true);
+      if (!(await restoreVm(ctx)) && !(await restoreWarmBase(ctx))) await startVm(ctx, true);
     } catch (e) {
       await stopTpm(ctx);
       throw e;

@@ -142,8 +142,9 @@ export const layerCacheStepFor = (finishingScripts: (ctx: BuildContext) => strin
     // The first new layer (a provisioner's, or the final disk's when there is no provisioner) backs onto the base.
     const willPublish =
       planned.slice(cachedCount).some((l) => l.key) || (planned.length === 0 && finalKey !== undefined);
+    const warmBase = plan.resume.kind === 'fresh' && usesWarmBase(ctx, remote) ? {} : undefined;
     const rootBacking =
-      willPublish && cachedCount === 0 && base.kind === 'disk'
+      (willPublish || warmBase) && cachedCount === 0 && base.kind === 'disk'
         ? { name: await store.ensureBase(base.path, base.sha256, base.format), format: base.format }
         : null;
     const restoreFrom = plan.resume.kind === 'resume' && plan.resume.restoreVm ? plan.resume.key : undefined;
@@ -158,6 +159,7 @@ export const layerCacheStepFor = (finishingScripts: (ctx: BuildContext) => strin
       publishing: Promise.resolve(),
       vmState,
       restoreFrom,
+      warmBase,
       ...(remote && !remote.readonly
         ? { afterSave: (meta: LayerMeta) => pushToRemote(ctx, store, remote, meta, base) }
         : {}),
@@ -165,6 +167,7 @@ export const layerCacheStepFor = (finishingScripts: (ctx: BuildContext) => strin
     ctx.state.layers = layers;
     return async () => {
       await waitForSaves(ctx, layers);
+      layers.releaseWarmBase?.();
       release();
     };
   },
@@ -200,6 +203,34 @@ function savesVmState(ctx: BuildContext): boolean {
         ? 'a --record/--offline build'
         : undefined;
   if (why) ctx.log(`layer cache: cache.vm_state is not used for ${why}; layers hold disks only`, 'warn');
+  return !why;
+}
+
+/**
+ * cache.boot_snapshot (on unless set false) for a build that starts fresh from a disk image and logs in
+ * over SSH: where a saved VM loads again as it was (not with UEFI, a TPM or --record/--offline, as for
+ * vm_state), where the warm base would not break sharing intermediate layers with a remote cache (their
+ * chains back onto the base), and where the seed holds nothing that changes each run (\${build.*} in
+ * user_data or meta_data: ports, addresses, the build key).
+ */
+function usesWarmBase(ctx: BuildContext, remote: ReturnType<typeof remoteFor>): boolean {
+  const setting = ctx.build.cache?.boot_snapshot;
+  if (setting === false) return false;
+  const src = ctx.build.source;
+  if (ctx.state.base?.kind !== 'disk' || src.communicator.type !== 'ssh') return false;
+  const ci = src.cloud_init;
+  const why = usesUefi(src.firmware)
+    ? `firmware: ${src.firmware}`
+    : src.tpm
+      ? 'tpm: true'
+      : ctx.options.airgap
+        ? 'a --record/--offline build'
+        : remote && sharesIntermediate(ctx, remote)
+          ? 'a build sharing intermediate layers with a remote cache'
+          : ci !== false && JSON.stringify([ci.user_data, ci.meta_data]).includes('${build.')
+            ? 'cloud_init user_data or meta_data using ${build.*} values, which change every run'
+            : undefined;
+  if (why) ctx.log(`layer cache: no warm base (cache.boot_snapshot) for ${why}; the guest boots every build`);
   return !why;
 }
 

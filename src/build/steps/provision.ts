@@ -50,8 +50,8 @@ async function captureLayer(ctx: BuildContext, position: number): Promise<void> 
   );
   ctx.state.disk = { ...disk, path: overlay };
 
-  const parentKey = position > 0 ? layers.plan[position - 1]!.key! : undefined;
-  const backing = parentKey ? { name: `${parentKey}.qcow2`, format: 'qcow2' } : layers.rootBacking;
+  const parentKey = position > 0 ? layers.plan[position - 1]!.key! : layers.rootParent;
+  const backing = position > 0 ? { name: `${parentKey}.qcow2`, format: 'qcow2' } : layers.rootBacking;
   queueLayerSave(ctx, {
     key: planned.key!,
     frozen,

@@ -1,6 +1,7 @@
 /**
- * Step: a guest restored from a saved VM state (cache.vm_state) first gets the host's time (its clock
- * stood still while the state was stored) and fresh randomness, before any provisioner runs.
+ * Step: a guest restored from a saved VM state (cache.vm_state, or a warm base: cache.boot_snapshot)
+ * first gets the host's time (its clock stood still while the state was stored) and fresh randomness,
+ * before any provisioner runs.
  */
 import { randomBytes } from 'node:crypto';
 import type { Step } from '../step.js';
@@ -12,7 +13,9 @@ import { KilnError } from '../../util/errors.js';
 export const restoredGuestStep: Step = {
   name: 'set the restored guest clock',
   // Known before the build starts only as "maybe": run() does nothing unless launch restored a VM.
-  enabled: (ctx) => ctx.build.cache?.vm_state === true && ctx.build.source.communicator.type === 'ssh',
+  enabled: (ctx) =>
+    (ctx.build.cache?.vm_state === true || ctx.build.cache?.boot_snapshot !== false) &&
+    ctx.build.source.communicator.type === 'ssh',
   async run(ctx) {
     if (!ctx.state.restoredVm) return;
     const comm = ctx.build.source.communicator;
@@ -32,7 +35,7 @@ export const restoredGuestStep: Step = {
     );
     if (r.exitCode !== 0)
       throw new KilnError(`could not set the restored guest's clock (exit ${r.exitCode}): ${out.trim()}`, {
-        fix: `the SSH user needs root or passwordless sudo for date(1); or remove cache.vm_state`,
+        fix: `the SSH user needs root or passwordless sudo for date(1); or set cache: { vm_state: false, boot_snapshot: false }`,
       });
     ctx.log(
       `restored guest: clock set to the host's, random pool ${/reseeded/.test(out) ? 'reseeded' : 'mixed with host randomness (no perl/python3 in the guest to force a reseed)'}`,

@@ -95,7 +95,7 @@ async function saveFinalDisk(ctx: BuildContext): Promise<void> {
     what: 'the final disk',
     backing: last ? { name: `${last}.qcow2`, format: 'qcow2' } : layers.rootBacking,
     meta: {
-      parent: last ?? null,
+      parent: last ?? layers.rootParent ?? null,
       build: ctx.build.name,
       template: ctx.template.file,
       provisioner: 0,

@@ -1,0 +1,27 @@
+/**
+ * Step: cache.boot_snapshot. Once the guest of a build that started fresh is ready for provisioning
+ * (SSH up, cloud-init done as the build waits for it), its disk is frozen into a layer and its VM saved
+ * beside it, the warm base: a later build on the same base and source settings, of this template or
+ * another, restores it at launch instead of booting (src/build/vm-state.ts).
+ */
+import type { Step } from '../step.js';
+import { need } from '../state.js';
+import { sshSession } from '../../provisioners/context.js';
+import { saveWarmBase } from '../vm-state.js';
+
+export const warmBaseStep: Step = {
+  name: 'save the warm base',
+  // Known before the build starts only as "maybe": the layer-cache step decides (warmBase in the plan).
+  enabled: (ctx) => ctx.build.cache?.boot_snapshot !== false && ctx.build.source.communicator.type === 'ssh',
+  async run(ctx) {
+    const layers = ctx.state.layers;
+    const warm = layers?.warmBase;
+    if (!layers || !warm?.key || warm.restored || layers.store.meta(warm.key)) return;
+    // What the guest still holds in its page cache would be missing from the frozen disk.
+    await (await sshSession(ctx)).run('sync', ctx.signal);
+    const disk = need(ctx.state, 'disk');
+    await saveWarmBase(ctx, (overlay) =>
+      ctx.driver.snapshotActiveDisk(need(ctx.state, 'qmp'), disk.path, overlay, disk.virtualSize, 'kiln-warm-base'),
+    );
+  },
+};
