@@ -8,7 +8,8 @@
 // model, Packer's (qemu64, as QEMU picks with no -cpu); BENCH_PACKER_EQUAL_CPU=1 adds a Packer row given
 // kiln's TCG model ("equal CPU"). Rounds alternate which tool goes first; each kiln round is a cold build
 // (fresh cache), then (BENCH_REBUILDS=0 skips them) a no-change rebuild, a last-provisioner-changed
-// rebuild and one into a new output directory on that cache. BENCH_LOAD=1 runs every build beside a
+// rebuild, one into a new output directory on that cache, and a second template on the same base (its
+// first provisioner differs: the warm base, cache.boot_snapshot, instead of a boot). BENCH_LOAD=1 runs every build beside a
 // fixed background load (bench/load.mjs, stress-ng), BENCH_LOAD=both runs each round quiet and loaded,
 // alternating, and prints how much the load slowed each tool. Prints per-phase medians, CPU-seconds
 // (the tool and its children: QEMU, qemu-img), the load average at each build's start, and the ratios
@@ -73,6 +74,14 @@ export async function sideBySide(rounds = Number(process.env.BENCH_ROUNDS ?? 3))
         '    cache: { vm_state: true }\n    provisioners:',
       ),
     );
+  // A second template on the same base: the same work, its first provisioner's definition differs.
+  writeFileSync(
+    secondTemplate,
+    readFileSync(vmState ? vmStateTemplate : path.join(dir, 'kiln.yaml'), 'utf8').replace(
+      'sudo {{path}}',
+      'sudo env TEMPLATE=second {{path}}',
+    ),
+  );
   const work = mkdtempSync(path.join(os.tmpdir(), 'kiln-bench-sbs-'));
   const upload = path.join(work, 'upload.bin');
   {
@@ -104,7 +113,7 @@ export async function sideBySide(rounds = Number(process.env.BENCH_ROUNDS ?? 3))
   const kilnOut = path.join(work, 'kiln-out');
   const packerOut = path.join(work, 'packer-out');
   const rows = Object.fromEntries(
-    conditions.map((c) => [c, { kiln: [], packer: [], packerEq: [], same: [], changed: [], moved: [] }]),
+    conditions.map((c) => [c, { kiln: [], packer: [], packerEq: [], same: [], changed: [], moved: [], warm: [] }]),
   );
   const argvs = {};
   const packerRun = (cpu) => async () => {
@@ -134,6 +143,11 @@ export async function sideBySide(rounds = Number(process.env.BENCH_ROUNDS ?? 3))
               await kilnBuild(cache, `${kilnOut}-${r}`, upload, ['--var', `note=round ${r}`], path.join(work, 'time')),
             );
             rmSync(`${kilnOut}-${r}`, { recursive: true, force: true });
+            // Another template on the same base (its first provisioner differs): the warm base, not a layer.
+            set.warm.push(
+              await kilnBuild(cache, `${kilnOut}-second`, upload, [], path.join(work, 'time'), secondTemplate),
+            );
+            rmSync(`${kilnOut}-second`, { recursive: true, force: true });
           };
           const packer = async () => {
             set.packer.push(await packerRun('qemu64')());
@@ -152,6 +166,7 @@ export async function sideBySide(rounds = Number(process.env.BENCH_ROUNDS ?? 3))
   } finally {
     rmSync(work, { recursive: true, force: true });
     rmSync(vmStateTemplate, { force: true });
+    rmSync(secondTemplate, { force: true });
   }
   // The raw rows, for a closer look (BENCH_ROWS_FILE=path).
   if (process.env.BENCH_ROWS_FILE) writeFileSync(process.env.BENCH_ROWS_FILE, JSON.stringify(rows, null, 1));
@@ -202,16 +217,19 @@ export async function sideBySide(rounds = Number(process.env.BENCH_ROUNDS ?? 3))
       console.log(
         `  ${'kiln last provisioner changed'.padEnd(28)} ${fmt(med(set.changed, 'total')).padStart(9)}${ratio(set.changed)}${set.changed.some((x) => x.restored) ? ` (VM restored in ${fmt(med(set.changed, 'restored'))}, no boot)` : ''}`,
       );
-      if (vmState) console.log(`  ${'kiln VM states saved'.padEnd(28)} ${set.kiln.map((x) => x.vmStates).join('; ')}`);
+      console.log(`  ${'kiln VM states saved (cold)'.padEnd(28)} ${set.kiln.map((x) => x.vmStates).join('; ')}`);
       console.log(
         `  ${'kiln new output directory'.padEnd(28)} ${fmt(med(set.moved, 'total')).padStart(9)}${ratio(set.moved)}${set.moved.some((x) => x['boot to SSH']) ? ' (booted)' : ' (no boot)'}`,
+      );
+      console.log(
+        `  ${'kiln new template, same base'.padEnd(28)} ${fmt(med(set.warm, 'total')).padStart(9)}${ratio(set.warm)}${set.warm.every((x) => x.restored !== undefined) ? ` (warm base restored in ${fmt(med(set.warm, 'restored'))}, no boot)` : ' (booted)'}`,
       );
     }
     console.log(
       `  ratios: cold total ${(med(set.kiln, 'total') / pk).toFixed(2)}x, total - boot ${(med(set.kiln, 'total - boot') / med(set.packer, 'total - boot')).toFixed(2)}x, ` +
         `CPU-seconds ${(med(set.kiln, 'CPU-seconds') / med(set.packer, 'CPU-seconds')).toFixed(2)}x` +
         (rebuilds
-          ? `, no-change ${fmt(med(set.same, 'total'))}, last changed ${(med(set.changed, 'total') / pk).toFixed(2)}x`
+          ? `, no-change ${fmt(med(set.same, 'total'))}, last changed ${(med(set.changed, 'total') / pk).toFixed(2)}x, new template on a built base ${(med(set.warm, 'total') / pk).toFixed(2)}x`
           : ''),
     );
   }
@@ -224,14 +242,16 @@ export async function sideBySide(rounds = Number(process.env.BENCH_ROUNDS ?? 3))
   }
   for (const [who, argv] of Object.entries(argvs)) if (argv) console.log(`  ${who} ran: ${argv}`);
   console.log(
-    '  targets: cold total <= 0.85x with no added load and <= 1.0x under the load, total - boot <= 0.8x, no-change rebuild < 2 s, last changed <= 0.3x of Packer',
+    '  targets: cold total <= 0.85x with no added load and <= 1.0x under the load, total - boot <= 0.8x, no-change rebuild < 2 s, last changed <= 0.3x, new template on a built base <= 0.5x of Packer',
   );
 }
 
 /** BENCH_VM_STATE=1: kiln.yaml with cache.vm_state, beside it (its paths are relative to it); removed at the end. */
 const vmStateTemplate = path.join(dir, '.kiln-vm-state.yaml');
+/** The second template on the same base (the warm-base row), beside it; removed at the end. */
+const secondTemplate = path.join(dir, '.kiln-second.yaml');
 
-async function kilnBuild(cache, out, upload, extra, timeFile) {
+async function kilnBuild(cache, out, upload, extra, timeFile, template) {
   const load = load1();
   const started = performance.now();
   const r = await timed(
@@ -239,7 +259,7 @@ async function kilnBuild(cache, out, upload, extra, timeFile) {
     [
       path.join(root, 'bin/kiln.js'),
       'build',
-      process.env.BENCH_VM_STATE === '1' ? vmStateTemplate : path.join(dir, 'kiln.yaml'),
+      template ?? (process.env.BENCH_VM_STATE === '1' ? vmStateTemplate : path.join(dir, 'kiln.yaml')),
       '--force',
       '--events=json',
       '--var',

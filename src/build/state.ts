@@ -131,8 +131,10 @@ export interface LayerPlan {
   foreignParent?: string;
   /** Layers being copied into the store in the background while the next provisioner runs. */
   publishing: Promise<void>;
-  /** cache.vm_state: each captured layer also saves the running VM beside it. */
+  /** cache.vm_state: captured layers also save the running VM beside them (all, or only the one before the last provisioner). */
   vmState?: boolean;
+  /** cache.vm_state: before-last (the default): only the layer before the last provisioner saves its VM. */
+  vmStateBeforeLastOnly?: boolean;
   /**
    * cache.boot_snapshot, for a build that starts fresh: launch restores the warm base under `key` when
    * the store holds it (`restored`), else the guest boots and is saved as one before provisioning.

@@ -154,7 +154,10 @@ export async function freezeLayer(
   freeze: () => Promise<void>,
 ): Promise<() => void> {
   const layers = ctx.state.layers;
-  if (!layers?.vmState || !ctx.state.qmp || !ctx.state.qemu) {
+  const position = layers?.plan.findIndex((l) => l.key === key) ?? -1;
+  // The default keeps one state per chain: the one a rebuild after changing the last provisioner resumes from.
+  const wanted = layers?.vmState && (!layers.vmStateBeforeLastOnly || position === layers.plan.length - 2);
+  if (!wanted || !ctx.state.qmp || !ctx.state.qemu) {
     await freeze();
     return () => {};
   }

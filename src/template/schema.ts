@@ -142,10 +142,10 @@ export const buildFields = {
     schema: z
       .strictObject({
         vm_state: z
-          .boolean()
-          .default(false)
+          .union([z.boolean(), z.literal('before-last')])
+          .default('before-last')
           .describe(
-            'Also save the running VM (RAM, devices) with each layer, so a rebuild restores it instead of booting.',
+            'Also save the running VM (RAM, devices) with each layer (true), or only with the layer before the last provisioner (before-last, the default: where a rebuild after changing the last provisioner resumes), so a rebuild restores it instead of booting.',
           ),
         boot_snapshot: z
           .boolean()

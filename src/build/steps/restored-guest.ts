@@ -14,7 +14,7 @@ export const restoredGuestStep: Step = {
   name: 'set the restored guest clock',
   // Known before the build starts only as "maybe": run() does nothing unless launch restored a VM.
   enabled: (ctx) =>
-    (ctx.build.cache?.vm_state === true || ctx.build.cache?.boot_snapshot !== false) &&
+    (ctx.build.cache?.vm_state !== false || ctx.build.cache?.boot_snapshot !== false) &&
     ctx.build.source.communicator.type === 'ssh',
   async run(ctx) {
     if (!ctx.state.restoredVm) return;
