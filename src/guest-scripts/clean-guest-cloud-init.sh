@@ -1,6 +1,7 @@
 # shellcheck shell=sh
 # The guest clean-up, part 2, on cloud-init guests (src/build/steps/clean-guest.ts): the host keys kiln
-# injected, cloud-init's state (its copies of the user-data hold the injected private key) and its logs.
+# injected, cloud-init's state (its copies of the user-data hold the injected private key), its logs
+# and the machine-id.
 # Files that can hold a secret are overwritten with zeros in place, on the disk (an fdatasync each)
 # before any is deleted: a trim cannot free a qcow2 cluster other data still uses. One find hands them
 # all to one zeroing process, then one rm. Not zeroed: cloud-init's semaphores (timestamps), empty
@@ -22,4 +23,7 @@ if command -v cloud-init >/dev/null 2>&1; then
   set --
   for d in "$state"/* "$state"/.[!.]*; do [ "$d" = "$state/seed" ] || [ ! -e "$d" ] || set -- "$@" "$d"; done
   rm -rf -- "$@" "$R/var/log/cloud-init.log" "$R/var/log/cloud-init-output.log" "$R"/etc/ssh/ssh_host_*
+  # The machine-id the build's boot made (builds restored from one warm base share it): emptied, as
+  # systemd expects of an image, so every instance makes its own at its first boot.
+  if [ -s "$R/etc/machine-id" ]; then : > "$R/etc/machine-id"; fi
 fi

@@ -40,7 +40,7 @@ const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-e2e-debian-build-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('kiln build (debian-12-cloud fixture)', () => {
-  it('builds qcow2 + vmdk; a rebuild after a change to the last provisioner starts from the cached layer; the artifact boots, carries every change, and keeps no build key or host key', async () => {
+  it('builds qcow2 + vmdk; a rebuild after a change to the last provisioner restores the VM saved with the cached layer (no boot); the artifact boots, carries every change, and keeps no build key or host key', async () => {
     const file = path.join(dir, 'debian.yaml');
     const env = { KILN_CACHE_DIR: path.join(dir, 'cache') };
     // The upload: app.conf and Debian's jq packages (fetched on the host, as the fixture's own packages
@@ -178,12 +178,20 @@ builds:
     for (const text of [first.stdout, first.stderr, firstManifest]) expect(text).not.toContain(secret);
     expect(JSON.parse(firstManifest).variables.token).toBe('<sensitive>');
 
-    // Only the last provisioner changed: the first two come from their layers; the upload into /tmp (emptied
-    // when the cached layer boots) runs again with it. The guest accepts this build's fresh key.
+    // Only the last provisioner changed: the first three come from their layers, and the VM saved with the
+    // third (cache.vm_state's default keeps the one before the last provisioner) is restored: no boot, so
+    // the upload into /tmp is still there. The guest in that state trusts the first build's key and shows
+    // its host key.
     const run = await kiln(['build', file, '--events=json', '--force', '--var', 'note=second'], env);
     expect(run.exitCode, run.stderr.slice(-3000)).toBe(0);
-    expect(run.events.filter((e) => e.type === 'provisioner-cached').map((e) => e.index)).toEqual([0, 1]);
-    expect(run.events.filter((e) => e.type === 'provisioner-start').map((e) => e.index)).toEqual([2, 3]);
+    expect(run.events.filter((e) => e.type === 'provisioner-cached').map((e) => e.index)).toEqual([0, 1, 2]);
+    expect(run.events.filter((e) => e.type === 'provisioner-start').map((e) => e.index)).toEqual([3]);
+    const restoredVm = run.events.find((e) => e.type === 'vm-restored');
+    expect(restoredVm).toMatchObject({ provisioner: 3 });
+    expect(first.events.find((e) => e.type === 'vm-state-saved' && !e.warmBase)).toMatchObject({
+      index: 2,
+      key: restoredVm!.key,
+    });
     const out = path.join(dir, 'out');
     const manifest = JSON.parse(readFileSync(path.join(out, 'manifest.json'), 'utf8'));
     expect(manifest.artifacts.map((a: { format: string }) => a.format)).toEqual(['qcow2', 'vmdk']);
@@ -196,7 +204,7 @@ builds:
       )?.[1];
     const injectedHostKey = hostKeyOf(run);
     expect(injectedHostKey).toBeDefined();
-    expect(hostKeyOf(first)).not.toBe(injectedHostKey);
+    expect(hostKeyOf(first)).toBe(injectedHostKey);
 
     // The SBOMs: valid against the official schemas; jq (installed by the last provisioner) as a purl
     // with the licences its copyright file states; the uploaded files with their digests.

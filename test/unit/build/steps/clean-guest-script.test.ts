@@ -52,6 +52,7 @@ function fakeGuest() {
   file('etc/ssh/ssh_host_ed25519_key', 'PRIVATE HOST KEY\n');
   file('etc/ssh/ssh_host_ed25519_key.pub', 'ssh-ed25519 AAAAhost root@deb\n');
   file('etc/ssh/sshd_config', 'Include /etc/ssh/sshd_config.d/*.conf\n');
+  file('etc/machine-id', '0123456789abcdef0123456789abcdef\n');
   file('etc/ssh/sshd_config.d/50-cloud-init.conf', 'PasswordAuthentication no\n');
   file(`var/lib/cloud/instances/${id}/user-data.txt`, `#cloud-config\n${secret}\n`);
   file(`var/lib/cloud/instances/${id}/cloud-config.txt`, `${secret}\n`);
@@ -153,6 +154,8 @@ describe('the clean-up script on a guest-like tree', () => {
     expect(g.read('var/lib/cloud/seed/nocloud/user-data')).toBe("#cloud-config\n# the image's own seed\n");
     expect(g.read('etc/ssh/sshd_config')).toContain('Include');
     expect(g.read('var/log/syslog')).toBe('kept\n');
+    // Emptied, not deleted: systemd makes a new one at each instance's first boot.
+    expect(g.read('etc/machine-id')).toBe('');
   });
 
   it('shred -n0 -z, as the script calls it, leaves zeros in the same file (same inode, not truncated)', () => {
