@@ -162,7 +162,11 @@ builds:
     expect(first.stdout, 'events').not.toContain(token);
     expect(first.stderr, 'human log').not.toContain(token);
     expect(kilnWorkDirs(tmp, 'deb')).toEqual([]);
-    expect(first.events.filter((e) => e.type === 'layer-saved' && !e.final).map((e) => e.index)).toEqual([0, 1, 2, 3]);
+    // -1: the warm base (the booted guest, before provisioner 1), then one layer per provisioner.
+    expect(first.events.filter((e) => e.type === 'layer-saved' && !e.final).map((e) => e.index)).toEqual([
+      -1, 0, 1, 2, 3,
+    ]);
+    expect(first.events.find((e) => e.type === 'layer-saved' && e.index === -1)).toMatchObject({ warmBase: true });
     // Ansible's output streamed as line events of its provisioner, the handler ran, the token is masked
     // everywhere; kiln's known_hosts already held the guest's key: OpenSSH added nothing, asked nothing.
     const ansible = outputLines(first.events, 'provisioner 2');
