@@ -129,6 +129,8 @@ export interface LayerPlan {
    * build's later layers are deltas against its own copy, so they are not saved.
    */
   foreignParent?: string;
+  /** Temporary VM state files this build had QEMU write (removed at the end; a published one is renamed away). */
+  stateTemps?: Set<string>;
   /** Layers being copied into the store in the background while the next provisioner runs. */
   publishing: Promise<void>;
   /** cache.vm_state: captured layers also save the running VM beside them (all, or only the one before the last provisioner). */

@@ -59,6 +59,9 @@ async function pauseFreezeSave(
   const qmp = need(ctx.state, 'qmp');
   const started = performance.now();
   const frozenAt = Date.now();
+  // QEMU's `cat` may create the file after an interrupted save gave up on it: the layer-cache step's
+  // cleanup removes it once QEMU is gone.
+  (need(ctx.state, 'layers').stateTemps ??= new Set()).add(tmp);
   await qmp.execute('stop');
   let saved = false;
   try {

@@ -100,8 +100,14 @@ export async function saveVmState(qmp: QmpClient, file: string, signal?: AbortSi
   // The default limit (128 MiB/s) is for live migration over a network; a paused VM to a file has no reason to wait.
   await qmp.execute('migrate-set-parameters', { 'max-bandwidth': 64 * 1024 ** 3 });
   await qmp.execute('migrate', { uri: `exec:cat > ${shellQuoteOne(file)}` });
-  const info = await migrationDone(qmp, 'saving the VM state', signal);
-  return { bytes: info.ram?.transferred ?? 0 };
+  try {
+    const info = await migrationDone(qmp, 'saving the VM state', signal);
+    return { bytes: info.ram?.transferred ?? 0 };
+  } catch (e) {
+    // Interrupted or failed: the VM must not stay mid-migration (its cat may still be writing the file).
+    await qmp.execute('migrate_cancel').catch(() => undefined);
+    throw e;
+  }
 }
 
 /** Loads a state file into a QEMU started with `-incoming defer`; the VM is left paused (it was saved paused). */

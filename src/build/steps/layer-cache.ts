@@ -4,7 +4,7 @@
  * when the finished artifacts of an identical build are still in place, in which case the build is up
  * to date and nothing boots. Its cleanup waits for layers still being copied into the store.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import type { Step } from '../step.js';
 import type { BuildContext } from '../state.js';
@@ -168,6 +168,8 @@ export const layerCacheStepFor = (finishingScripts: (ctx: BuildContext) => strin
     ctx.state.layers = layers;
     return async () => {
       await waitForSaves(ctx, layers);
+      // After launch QEMU's cleanup (cleanups run in reverse), so no QEMU writes them any more.
+      for (const tmp of layers.stateTemps ?? []) rmSync(tmp, { force: true });
       layers.releaseWarmBase?.();
       release();
     };
