@@ -62,12 +62,13 @@ const logs = (r: KilnRun) =>
     .join('\n');
 const layerFiles = () => readdirSync(path.join(cacheDir, 'layers')).filter((f) => /^[0-9a-f]{64}\.qcow2$/.test(f));
 
-async function guestFiles(): Promise<string> {
-  const disk = await overlayOf(path.join(out, 'layers.qcow2'), dir, `boot-${Date.now()}.qcow2`);
+/** Boots an artifact (on an overlay in `workDir`) as the tiny guest and returns what `command` prints. */
+async function runInArtifact(artifact: string, workDir: string, command: string): Promise<string> {
+  const disk = await overlayOf(artifact, workDir, `boot-${Date.now()}.qcow2`);
   const guest = await Guest.boot({ disk, memoryMiB: 256, cpus: 1 });
   try {
     const ssh = await guest.ssh('root', insecureKey);
-    const text = await ssh.run('cat /root/one /root/two /root/three /root/runs');
+    const text = await ssh.run(command);
     await guest.poweroff(ssh);
     return text;
   } finally {
@@ -75,6 +76,9 @@ async function guestFiles(): Promise<string> {
     rmSync(disk, { force: true });
   }
 }
+
+const guestFiles = () =>
+  runInArtifact(path.join(out, 'layers.qcow2'), dir, 'cat /root/one /root/two /root/three /root/runs');
 
 describe('layer cache (tiny guest)', () => {
   it('saves a layer after each provisioner; an unchanged rebuild reuses the artifact without booting', async () => {
@@ -338,21 +342,12 @@ ${tinySourceYaml().replace('memory: 256', `memory: ${memory}`)}
   const restored = (r: KilnRun) => r.events.filter((e) => e.type === 'vm-restored');
   const statesSaved = (r: KilnRun) => r.events.filter((e) => e.type === 'vm-state-saved' && !e.warmBase);
 
-  async function artifactFiles(): Promise<string> {
-    const disk = await overlayOf(path.join(vmOut, 'vmstate.qcow2'), vmDir, `boot-${Date.now()}.qcow2`);
-    const guest = await Guest.boot({ disk, memoryMiB: 256, cpus: 1 });
-    try {
-      const ssh = await guest.ssh('root', insecureKey);
-      const text = await ssh.run(
-        'cat /root/one /root/two /root/three /root/boot1 /root/boot3 /root/date3; grep -c kiln-build /root/.ssh/authorized_keys || true',
-      );
-      await guest.poweroff(ssh);
-      return text;
-    } finally {
-      await guest.destroy();
-      rmSync(disk, { force: true });
-    }
-  }
+  const artifactFiles = () =>
+    runInArtifact(
+      path.join(vmOut, 'vmstate.qcow2'),
+      vmDir,
+      'cat /root/one /root/two /root/three /root/boot1 /root/boot3 /root/date3; grep -c kiln-build /root/.ssh/authorized_keys || true',
+    );
 
   it('saves the VM with each layer; a rebuild with the last provisioner changed restores it (no boot), its clock set, a new vmgenid', async () => {
     mkdirSync(vmDir, { recursive: true });
@@ -435,19 +430,12 @@ ${tinySourceYaml()}
   const restored = (r: KilnRun) => r.events.filter((e) => e.type === 'vm-restored');
   const warmSaved = (r: KilnRun) => r.events.filter((e) => e.type === 'vm-state-saved' && e.warmBase);
 
-  async function artifactFiles(name: string, files: string): Promise<string> {
-    const disk = await overlayOf(path.join(warmDir, 'out', name, 'warm.qcow2'), warmDir, `boot-${Date.now()}.qcow2`);
-    const guest = await Guest.boot({ disk, memoryMiB: 256, cpus: 1 });
-    try {
-      const ssh = await guest.ssh('root', insecureKey);
-      const text = await ssh.run(`cat ${files}; ls /root; grep -c kiln-build /root/.ssh/authorized_keys || true`);
-      await guest.poweroff(ssh);
-      return text;
-    } finally {
-      await guest.destroy();
-      rmSync(disk, { force: true });
-    }
-  }
+  const artifactFiles = (name: string, files: string) =>
+    runInArtifact(
+      path.join(warmDir, 'out', name, 'warm.qcow2'),
+      warmDir,
+      `cat ${files}; ls /root; grep -c kiln-build /root/.ssh/authorized_keys || true`,
+    );
 
   it('the first build saves the warm base; a build of another template on the base restores it (no boot) and its artifact holds only its own work', async () => {
     mkdirSync(warmDir, { recursive: true });
