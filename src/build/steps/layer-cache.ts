@@ -192,6 +192,18 @@ function forgetDamaged(ctx: BuildContext, store: LayerStore, plan: BuildPlan): v
 }
 
 /**
+ * Why a VM saved by this build could not be loaded as it was, or undefined: the UEFI variable store and
+ * the TPM's state are files outside the VM state, and --record/--offline's guest forwards are sockets.
+ */
+function savedVmUnloadable(ctx: BuildContext): string | undefined {
+  const src = ctx.build.source;
+  if (usesUefi(src.firmware)) return `firmware: ${src.firmware}`;
+  if (src.tpm) return 'tpm: true';
+  if (ctx.options.airgap) return 'a --record/--offline build';
+  return undefined;
+}
+
+/**
  * cache.vm_state, where a saved VM can be loaded again as it was: not with UEFI (the firmware's variable
  * store is a file outside the state) nor on --record/--offline's network (its guest forwards are sockets
  * the state would have to match).
@@ -199,13 +211,7 @@ function forgetDamaged(ctx: BuildContext, store: LayerStore, plan: BuildPlan): v
 function savesVmState(ctx: BuildContext): boolean {
   const setting = ctx.build.cache?.vm_state ?? 'before-last';
   if (setting === false) return false;
-  const why = usesUefi(ctx.build.source.firmware)
-    ? `firmware: ${ctx.build.source.firmware}`
-    : ctx.build.source.tpm
-      ? 'tpm: true'
-      : ctx.options.airgap
-        ? 'a --record/--offline build'
-        : undefined;
+  const why = savedVmUnloadable(ctx);
   // Asked for in the template: a warning; the default: one line in the debug log.
   if (why)
     ctx.log(
@@ -228,17 +234,13 @@ function usesWarmBase(ctx: BuildContext, remote: ReturnType<typeof remoteFor>): 
   const src = ctx.build.source;
   if (ctx.state.base?.kind !== 'disk' || src.communicator.type !== 'ssh') return false;
   const ci = src.cloud_init;
-  const why = usesUefi(src.firmware)
-    ? `firmware: ${src.firmware}`
-    : src.tpm
-      ? 'tpm: true'
-      : ctx.options.airgap
-        ? 'a --record/--offline build'
-        : remote && sharesIntermediate(ctx, remote)
-          ? 'a build sharing intermediate layers with a remote cache'
-          : ci !== false && JSON.stringify([ci.user_data, ci.meta_data]).includes('${build.')
-            ? 'cloud_init user_data or meta_data using ${build.*} values, which change every run'
-            : undefined;
+  const why =
+    savedVmUnloadable(ctx) ??
+    (remote && sharesIntermediate(ctx, remote)
+      ? 'a build sharing intermediate layers with a remote cache'
+      : ci !== false && JSON.stringify([ci.user_data, ci.meta_data]).includes('${build.')
+        ? 'cloud_init user_data or meta_data using ${build.*} values, which change every run'
+        : undefined);
   if (why) ctx.log(`layer cache: no warm base (cache.boot_snapshot) for ${why}; the guest boots every build`);
   return !why;
 }
