@@ -7,6 +7,7 @@ import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import net from 'node:net';
+import { createRequire } from 'node:module';
 import ssh2 from 'ssh2';
 import type { ClientChannel, ConnectConfig, SFTPWrapper } from 'ssh2';
 import { fingerprintOf } from './keys.js';
@@ -83,6 +84,8 @@ export class SshSession {
   constructor(
     private readonly client: ssh2.Client,
     readonly hostKey: string,
+    /** The cipher negotiated from kiln to the guest (for the log). */
+    readonly cipher?: string,
   ) {
     this.closed = new Promise((resolve) =>
       client.once('close', () => {
@@ -650,6 +653,33 @@ export function waitForBanner(host: string, port: number, timeoutMs: number): Pr
   });
 }
 
+const chacha = 'chacha20-poly1305@openssh.com';
+
+/**
+ * The ciphers offered, in order: ssh2's defaults with ChaCha20-Poly1305 first when ssh2 has its native
+ * binding (without it, ssh2's ChaCha is slow on kiln's side and its default order stands). The guest's
+ * end is the slow one: a TCG guest's CPU has no AES-NI, and OpenSSL in the Debian guest under TCG did
+ * 51 MB/s of chacha20-poly1305 against 26 MB/s of aes-128-gcm; a 64 MiB upload took 6.9 s against
+ * 7.5-8.5 s. A KVM guest has AES-NI and either is far above the link's speed.
+ */
+export function preferredCiphers(defaults: readonly string[], bindingAvailable: boolean): string[] {
+  if (!bindingAvailable || !defaults.includes(chacha)) return [...defaults];
+  return [chacha, ...defaults.filter((c) => c !== chacha)];
+}
+
+/** ssh2's default cipher list and whether its native crypto binding loaded (undefined: keep ssh2's order). */
+const cipherOrder: string[] | undefined = (() => {
+  try {
+    const require = createRequire(import.meta.url);
+    const { DEFAULT_CIPHER } = require('ssh2/lib/protocol/constants.js') as { DEFAULT_CIPHER: string[] };
+    const { bindingAvailable } = require('ssh2/lib/protocol/crypto.js') as { bindingAvailable: boolean };
+    return preferredCiphers(DEFAULT_CIPHER, bindingAvailable);
+  } catch {
+    // Another ssh2 layout: its own order is sound, only slower for a TCG guest.
+    return undefined;
+  }
+})();
+
 /** One SSH login over a fresh connection, or over `sock` if one is already open. */
 export function connectOnce(target: SshTarget, readyTimeoutMs: number, sock?: net.Socket): Promise<SshSession> {
   return new Promise((resolve, reject) => {
@@ -666,6 +696,9 @@ export function connectOnce(target: SshTarget, readyTimeoutMs: number, sock?: ne
       readyTimeout: readyTimeoutMs,
       keepaliveInterval: 5000,
       keepaliveCountMax: 6,
+      ...(cipherOrder
+        ? { algorithms: { cipher: cipherOrder as NonNullable<ConnectConfig['algorithms']>['cipher'] } }
+        : {}),
       tryKeyboard: false,
       hostVerifier: (key: Buffer) => {
         hostKey = fingerprintOf(key);
@@ -677,9 +710,13 @@ export function connectOnce(target: SshTarget, readyTimeoutMs: number, sock?: ne
       },
     };
     let settled = false;
+    let cipher: string | undefined;
+    client.once('handshake', (negotiated: { cs?: { cipher?: string } }) => {
+      cipher = negotiated.cs?.cipher;
+    });
     client.once('ready', () => {
       settled = true;
-      resolve(new SshSession(client, hostKey));
+      resolve(new SshSession(client, hostKey, cipher));
     });
     // ssh2 can emit more than one error for a failed attempt; keep a listener for the client's life.
     client.on('error', (e: Error) => {

@@ -322,7 +322,9 @@ export const waitSshStep: Step = {
     st.installing = false;
     st.sshTarget = target;
     st.timings['boot to SSH'] = performance.now() - started;
-    ctx.log(`SSH up after ${formatDuration(performance.now() - started)} (host key ${st.ssh.hostKey})`);
+    ctx.log(
+      `SSH up after ${formatDuration(performance.now() - started)} (host key ${st.ssh.hostKey}${st.ssh.cipher ? `, cipher ${st.ssh.cipher}` : ''})`,
+    );
     const ssh = st.ssh;
     // An interrupt closes the connection, so what runs over it ends: cloud-init can take minutes under TCG.
     const closeOnAbort = () => ssh.close();
