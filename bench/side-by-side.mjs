@@ -174,8 +174,12 @@ export async function sideBySide(rounds = Number(process.env.BENCH_ROUNDS ?? 3))
   const packerVersion = spawnSync('packer', ['version'], { encoding: 'utf8' }).stdout.trim();
   const phases = [
     'boot to SSH',
+    'warm base save',
     'provisioning',
+    '  of which layer captures',
+    'package list',
     'clean-up',
+    'trim',
     'shutdown',
     'conversion',
     'total',
@@ -292,7 +296,16 @@ async function kilnBuild(cache, out, upload, extra, timeFile, template) {
   return {
     'boot to SSH': boot,
     provisioning: step['provision'],
+    // kiln's own steps after boot, each visible (Packer does none of them).
+    'warm base save': step['save the warm base'],
+    // Provisioning's time outside the provisioners: the sync, freeze and (before the last) VM state save of each layer.
+    '  of which layer captures':
+      step['provision'] === undefined
+        ? undefined
+        : step['provision'] - events.filter((e) => e.type === 'provisioner-end').reduce((n, e) => n + e.ms, 0),
+    'package list': step['list guest packages'],
     'clean-up': step['remove build access'],
+    trim: step['trim free space'],
     shutdown: step['shut down'],
     conversion: step['convert disk'],
     total,

@@ -4,6 +4,7 @@
  * layer over it (argv, signals, prompts, rendering, environment variables, sweeping what a killed
  * kiln left in the temp directory).
  */
+import { savedVmUnloadable, vmStateSetting, warmBaseUnusable } from './saved-vm-rules.js';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -143,7 +144,10 @@ export function stepsFor(ctx: Pick<BuildContext, 'state'>): Step[] {
  * the finishing steps' scripts (part of the final disk's key).
  */
 export function planFor(build: BuildConfig, options: Omit<PlanOptions, 'finishingScripts'>): Promise<BuildPlan> {
-  return planBuild(build, { ...options, finishingScripts: finishingScripts({ build }) });
+  // As a build on this machine would decide (src/build/saved-vm-rules.ts); not for --record/--offline.
+  const vmState = vmStateSetting(build) !== false && !savedVmUnloadable(build, false);
+  const warmBase = !warmBaseUnusable(build, { airgap: false, sharesIntermediate: options.remoteIntermediate === true });
+  return planBuild(build, { vmState, warmBase, ...options, finishingScripts: finishingScripts({ build }) });
 }
 export type { BuildPlan, PlanLayer, PlanOptions, Resume, RemoteLookup } from '../cache/plan.js';
 

@@ -200,6 +200,7 @@ export async function saveWarmBase(ctx: BuildContext, freeze: (overlay: string) 
       provisioner: 0,
       description: 'warm base (booted, ready for provisioning)',
       warmBase: true,
+      rootKey: layers.rootKey,
     },
   });
   layers.rootBacking = { name: `${key}.qcow2`, format: 'qcow2' };

@@ -51,6 +51,8 @@ export interface LayerMeta {
   final?: FinalLayerRecord;
   /** The disk of a guest booted and ready for provisioning, saved with its VM (cache.boot_snapshot; provisioner 0). */
   warmBase?: boolean;
+  /** A warm base's root key (the base and the settings that shape its disk): what `kiln plan` finds it by. */
+  rootKey?: string;
   /** The running VM saved with this layer (cache.vm_state; src/cache/vm-states.ts), read from its own file. */
   vmState?: VmStateSummary;
 }

@@ -75,6 +75,11 @@ export interface BuildPlan {
   damaged: { key: string; problem: string; final?: boolean }[];
   /** Why the plan resumes earlier than the deepest cached layer, in words. */
   notes: string[];
+  /**
+   * With `warmBase` asked for and a fresh start: the newest warm base saved for this root key with its
+   * VM (restored instead of booting when QEMU and the VM's shape still match), or null when none is.
+   */
+  warmBase?: { key: string; vmBytes: number; created: string } | null;
 }
 
 export interface PlanOptions {
@@ -93,6 +98,11 @@ export interface PlanOptions {
   verify?: boolean;
   /** cache.vm_state is usable for this build: a layer with a saved VM resumes without booting. */
   vmState?: boolean;
+  /**
+   * cache.boot_snapshot applies to this build: report the warm base the store holds for its root key
+   * (`kiln plan`; a build finds its own by the exact key, which needs the VM's command line).
+   */
+  warmBase?: boolean;
   /** Look at intermediate layers in the remote cache too (only final disks are shared by default). */
   remoteIntermediate?: boolean;
   /** Ask the remote cache for the final disk (default true; false after pulling it failed). */
@@ -151,6 +161,17 @@ async function verifyChain(
   }
 }
 
+/** The newest warm base in the store saved for `rootKey` with its VM, or null. */
+function warmBaseFor(store: LayerStore, rootKey: string): NonNullable<BuildPlan['warmBase']> | null {
+  const saved = store
+    .list()
+    .filter((m) => m.warmBase && m.rootKey === rootKey)
+    .map((m) => ({ m, vm: readVmStateMeta(store.dir, m.key) }))
+    .filter((w) => w.vm !== undefined)
+    .sort((a, b) => Date.parse(b.m.created) - Date.parse(a.m.created))[0];
+  return saved ? { key: saved.m.key, vmBytes: saved.vm!.size, created: saved.m.created } : null;
+}
+
 /** What building `build` would do with what the caches hold; reads, never writes. */
 export async function planBuild(build: BuildConfig, options: PlanOptions): Promise<BuildPlan> {
   const store = options.store ?? new LayerStore(options.cacheDir);
@@ -185,6 +206,12 @@ export async function planBuild(build: BuildConfig, options: PlanOptions): Promi
     upToDate: resume.kind === 'upToDate',
     damaged,
     notes,
+  });
+
+  /** A fresh start, with the warm base it would restore when asked for. */
+  const freshPlan = (): BuildPlan => ({
+    ...plan(fresh, final),
+    ...(options.warmBase ? { warmBase: warmBaseFor(store, rootKey) } : {}),
   });
 
   if (outputKey && upToDate(build, store, outputKey)) return plan({ kind: 'upToDate', artifactKey: outputKey });
@@ -247,7 +274,7 @@ export async function planBuild(build: BuildConfig, options: PlanOptions): Promi
 
   const source: LayerSource = remoteCount > cachedCount ? 'remote' : 'local';
   const count = Math.max(cachedCount, remoteCount);
-  if (count === 0) return plan(fresh, final);
+  if (count === 0) return freshPlan();
   // A VM restored from its saved state did not boot: what a provisioner left in /tmp is still there.
   const restoreVm =
     source === 'local' && options.vmState === true && readVmStateMeta(store.dir, layers[count - 1]!.key!) !== undefined;
@@ -261,6 +288,6 @@ export async function planBuild(build: BuildConfig, options: PlanOptions): Promi
       `provisioner ${again} runs again: it uploads into a directory the guest empties at boot, and a later provisioner may need the file`,
     );
   }
-  if (at === 0) return plan(fresh, final);
+  if (at === 0) return freshPlan();
   return plan({ kind: 'resume', at, key: layers[at - 1]!.key!, source, ...(restoreVm ? { restoreVm } : {}) }, final);
 }

@@ -73,6 +73,13 @@ export function normalizePackerFlags(args: string[]): string[] {
   return out;
 }
 
+/** --only/--except: which of the template's builds a command acts on, each repeatable or comma-separated. */
+const buildSelection = (only: string, except: string) =>
+  ({
+    only: { type: 'string', requiresArg: true, describe: only },
+    except: { type: 'string', requiresArg: true, describe: except },
+  }) as const;
+
 function load(argv: Common, only?: string[], except?: string[]): LoadedTemplate {
   const inputs: VariableInputs = { vars: listOf(argv.var), varFiles: listOf(argv['var-file']), env: process.env };
   const t = loadTemplate(argv.template, inputs, { only, except, cacheDir: cacheDirFromEnv() });
@@ -322,16 +329,12 @@ export async function main(args: string[]): Promise<number> {
               "with --bundle: the bundle's SHA-256 as kiln bundle printed it; a different bundle is refused before anything in it is read",
           })
           .option('force', { type: 'boolean', default: false, describe: 'replace existing output directories' })
-          .option('only', {
-            type: 'string',
-            requiresArg: true,
-            describe: 'run only these builds (repeatable, or comma-separated as in Packer)',
-          })
-          .option('except', {
-            type: 'string',
-            requiresArg: true,
-            describe: 'skip these builds (repeatable, or comma-separated)',
-          })
+          .options(
+            buildSelection(
+              'run only these builds (repeatable, or comma-separated as in Packer)',
+              'skip these builds (repeatable, or comma-separated)',
+            ),
+          )
           .option('on-error', {
             choices: ['cleanup', 'abort', 'ask'] as const,
             default: 'cleanup' as OnError,
@@ -412,12 +415,9 @@ export async function main(args: string[]): Promise<number> {
             describe: 'print a CI matrix: one job per build (GitHub Actions JSON, or a GitLab child pipeline)',
           })
           .options(remoteCacheOptions)
-          .option('only', {
-            type: 'string',
-            requiresArg: true,
-            describe: 'plan only these builds (repeatable, or comma-separated)',
-          })
-          .option('except', { type: 'string', requiresArg: true, describe: 'plan all builds but these' }),
+          .options(
+            buildSelection('plan only these builds (repeatable, or comma-separated)', 'plan all builds but these'),
+          ),
       async (argv) => {
         try {
           const { t, builds } = loadSelected(argv);
@@ -476,17 +476,12 @@ export async function main(args: string[]): Promise<number> {
       'validate <template>',
       'check a template and report every problem',
       (y) =>
-        withTemplate(y as never)
-          .option('only', {
-            type: 'string',
-            requiresArg: true,
-            describe: "check only these builds (a Packer template's other builders are then not refused)",
-          })
-          .option('except', {
-            type: 'string',
-            requiresArg: true,
-            describe: 'check all builds but these (repeatable, or comma-separated)',
-          }),
+        withTemplate(y as never).options(
+          buildSelection(
+            "check only these builds (a Packer template's other builders are then not refused)",
+            'check all builds but these (repeatable, or comma-separated)',
+          ),
+        ),
       (argv) => {
         try {
           // The builds as build selects them: a name or glob that matches none fails here too.
@@ -505,12 +500,12 @@ export async function main(args: string[]): Promise<number> {
       (y) =>
         withTemplate(y as never)
           .option('json', { type: 'boolean', default: false, describe: 'print JSON' })
-          .option('only', {
-            type: 'string',
-            requiresArg: true,
-            describe: "the builds to show (a Packer template's other builders are then not refused)",
-          })
-          .option('except', { type: 'string', requiresArg: true, describe: 'show all builds but these' }),
+          .options(
+            buildSelection(
+              "the builds to show (a Packer template's other builders are then not refused)",
+              'show all builds but these',
+            ),
+          ),
       (argv) => {
         try {
           const { t, builds } = loadSelected(argv);
@@ -545,16 +540,12 @@ export async function main(args: string[]): Promise<number> {
             describe: 'the YAML file to write (default: print it)',
           })
           .option('force', { type: 'boolean', default: false, describe: 'replace an existing output file' })
-          .option('only', {
-            type: 'string',
-            requiresArg: true,
-            describe: "the builds to import (Packer's globs over full build names; repeatable, or comma-separated)",
-          })
-          .option('except', {
-            type: 'string',
-            requiresArg: true,
-            describe: 'the builds to leave out (globs, as -only)',
-          }),
+          .options(
+            buildSelection(
+              "the builds to import (Packer's globs over full build names; repeatable, or comma-separated)",
+              'the builds to leave out (globs, as -only)',
+            ),
+          ),
       (argv) => {
         try {
           const a = argv as unknown as Common & {

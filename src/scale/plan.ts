@@ -23,6 +23,22 @@ const resumeKinds = {
   fresh: 'fresh',
 } as const;
 
+/** What a build would restore instead of booting (cache.vm_state, cache.boot_snapshot), in words. */
+function savedVmNotes(p: CachePlan): string[] {
+  const r = p.resume;
+  const ifSame = 'if QEMU and the VM (machine, CPU, memory, devices) are as they were; otherwise it boots, saying why';
+  if (r.kind === 'resume' && r.restoreVm)
+    return [`the VM saved with cached layer ${r.at} is restored instead of booting it (cache.vm_state), ${ifSame}`];
+  if (r.kind !== 'fresh' || p.warmBase === undefined) return [];
+  if (p.warmBase === null)
+    return [
+      'no warm base for this base image and source settings yet: the build saves one once its guest is ready for provisioning (cache.boot_snapshot)',
+    ];
+  return [
+    `the warm base saved ${p.warmBase.created} for this base image and source settings (layer ${p.warmBase.key.slice(0, 12)}, VM ${(p.warmBase.vmBytes / 2 ** 20).toFixed(0)} MiB) is restored instead of booting (cache.boot_snapshot), ${ifSame}`,
+  ];
+}
+
 /** One build's cache plan in the plan's shape. */
 export function toBuildPlan(build: BuildConfig, p: CachePlan, remoteAsked: boolean): BuildPlan {
   const r = p.resume;
@@ -53,6 +69,7 @@ export function toBuildPlan(build: BuildConfig, p: CachePlan, remoteAsked: boole
     up_to_date: all,
     notes: [
       ...p.notes,
+      ...savedVmNotes(p),
       ...p.damaged.map(
         (d) => `cached layer ${d.key.slice(0, 12)} is damaged (${d.problem}): the build removes it and rebuilds`,
       ),

@@ -411,7 +411,7 @@ ${tinySourceYaml().replace('memory: 256', `memory: ${memory}`)}
 describe('warm base (tiny guest)', () => {
   const warmDir = path.join(dir, 'warm');
   const warmCache = path.join(warmDir, 'cache');
-  const warmBuild = (name: string, inline: string[], ...args: string[]) => {
+  const warmTemplate = (name: string, inline: string[]) => {
     const file = path.join(warmDir, `${name}.yaml`);
     writeFileSync(
       file,
@@ -425,8 +425,12 @@ ${tinySourceYaml()}
         inline: [${inline.map((l) => `'${l}'`).join(', ')}]
 `,
     );
-    return kiln(['build', file, '--events=json', ...args], { KILN_CACHE_DIR: warmCache });
+    return file;
   };
+  const warmBuild = (name: string, inline: string[], ...args: string[]) =>
+    kiln(['build', warmTemplate(name, inline), '--events=json', ...args], { KILN_CACHE_DIR: warmCache });
+  const warmPlan = (name: string, inline: string[]) =>
+    kiln(['plan', warmTemplate(name, inline)], { KILN_CACHE_DIR: warmCache });
   const restored = (r: KilnRun) => r.events.filter((e) => e.type === 'vm-restored');
   const warmSaved = (r: KilnRun) => r.events.filter((e) => e.type === 'vm-state-saved' && e.warmBase);
 
@@ -439,7 +443,11 @@ ${tinySourceYaml()}
 
   it('the first build saves the warm base; a build of another template on the base restores it (no boot) and its artifact holds only its own work', async () => {
     mkdirSync(warmDir, { recursive: true });
-    const first = await warmBuild('a', ['echo a > /root/a', 'cat /proc/sys/kernel/random/boot_id > /root/boot-a']);
+    const inlineA = ['echo a > /root/a', 'cat /proc/sys/kernel/random/boot_id > /root/boot-a'];
+    expect((await warmPlan('a', inlineA)).stdout).toMatch(
+      /note: no warm base for this base image and source settings yet/,
+    );
+    const first = await warmBuild('a', inlineA);
     expect(first.exitCode, first.stderr.slice(-2000)).toBe(0);
     expect(restored(first)).toEqual([]);
     const [state] = warmSaved(first);
@@ -460,6 +468,12 @@ ${tinySourceYaml()}
     expect(warm.vmState!.size).toBe(state!.size);
     expect(listed.find((l) => l.provisioner === 1)!.parent).toBe(state!.key);
 
+    // kiln plan, before the second template's build: it names the warm base it would restore.
+    const planned = await warmPlan('b', ['echo b > /root/b']);
+    expect(planned.exitCode, planned.stderr).toBe(0);
+    expect(planned.stdout).toContain(
+      `(layer ${String(state!.key).slice(0, 12)}, VM ${(Number(state!.size) / 2 ** 20).toFixed(0)} MiB) is restored instead of booting (cache.boot_snapshot)`,
+    );
     const started = Date.now();
     const second = await warmBuild('b', [
       'echo b > /root/b',

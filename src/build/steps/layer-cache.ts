@@ -17,7 +17,7 @@ import { describeProvisioner } from '../../template/provisioner-kinds/index.js';
 import { layerCaptureTiming } from '../layer-capture.js';
 import { pullFromRemote, pushToRemote, remoteFor, sharesIntermediate } from '../remote-cache.js';
 import type { LayerPlan } from '../state.js';
-import { usesUefi } from '../../template/schema.js';
+import { savedVmUnloadable, vmStateSetting, warmBaseUnusable } from '../saved-vm-rules.js';
 import { networkFileSystem } from '../../cache/network-fs.js';
 
 const short = (key: string) => key.slice(0, 12);
@@ -192,26 +192,13 @@ function forgetDamaged(ctx: BuildContext, store: LayerStore, plan: BuildPlan): v
 }
 
 /**
- * Why a VM saved by this build could not be loaded as it was, or undefined: the UEFI variable store and
- * the TPM's state are files outside the VM state, and --record/--offline's guest forwards are sockets.
- */
-function savedVmUnloadable(ctx: BuildContext): string | undefined {
-  const src = ctx.build.source;
-  if (usesUefi(src.firmware)) return `firmware: ${src.firmware}`;
-  if (src.tpm) return 'tpm: true';
-  if (ctx.options.airgap) return 'a --record/--offline build';
-  return undefined;
-}
-
-/**
- * cache.vm_state, where a saved VM can be loaded again as it was: not with UEFI (the firmware's variable
- * store is a file outside the state) nor on --record/--offline's network (its guest forwards are sockets
- * the state would have to match).
+ * cache.vm_state, where a saved VM can be loaded again as it was (src/build/saved-vm-rules.ts): not with
+ * UEFI or a TPM (files outside the state) nor on --record/--offline's network (its forwards are sockets).
  */
 function savesVmState(ctx: BuildContext): boolean {
-  const setting = ctx.build.cache?.vm_state ?? 'before-last';
+  const setting = vmStateSetting(ctx.build);
   if (setting === false) return false;
-  const why = savedVmUnloadable(ctx);
+  const why = savedVmUnloadable(ctx.build, Boolean(ctx.options.airgap));
   // Asked for in the template: a warning; the default: one line in the debug log.
   if (why)
     ctx.log(
@@ -221,28 +208,16 @@ function savesVmState(ctx: BuildContext): boolean {
   return !why;
 }
 
-/**
- * cache.boot_snapshot (on unless set false) for a build that starts fresh from a disk image and logs in
- * over SSH: where a saved VM loads again as it was (not with UEFI, a TPM or --record/--offline, as for
- * vm_state), where the warm base would not break sharing intermediate layers with a remote cache (their
- * chains back onto the base), and where the seed holds nothing that changes each run (\${build.*} in
- * user_data or meta_data: ports, addresses, the build key).
- */
+/** cache.boot_snapshot for a build that starts fresh: whether it has a warm base (saved-vm-rules.ts says when). */
 function usesWarmBase(ctx: BuildContext, remote: ReturnType<typeof remoteFor>): boolean {
-  const setting = ctx.build.cache?.boot_snapshot;
-  if (setting === false) return false;
-  const src = ctx.build.source;
-  if (ctx.state.base?.kind !== 'disk' || src.communicator.type !== 'ssh') return false;
-  const ci = src.cloud_init;
-  const why =
-    savedVmUnloadable(ctx) ??
-    (remote && sharesIntermediate(ctx, remote)
-      ? 'a build sharing intermediate layers with a remote cache'
-      : ci !== false && JSON.stringify([ci.user_data, ci.meta_data]).includes('${build.')
-        ? 'cloud_init user_data or meta_data using ${build.*} values, which change every run'
-        : undefined);
-  if (why) ctx.log(`layer cache: no warm base (cache.boot_snapshot) for ${why}; the guest boots every build`);
-  return !why;
+  if (ctx.state.base?.kind !== 'disk') return false;
+  const unusable = warmBaseUnusable(ctx.build, {
+    airgap: Boolean(ctx.options.airgap),
+    sharesIntermediate: remote !== undefined && sharesIntermediate(ctx, remote),
+  });
+  if (unusable && !unusable.quiet)
+    ctx.log(`layer cache: no warm base (cache.boot_snapshot) for ${unusable.why}; the guest boots every build`);
+  return !unusable;
 }
 
 /** Without the finishing scripts in the final layer's key (the step tests; steps/index.ts passes them). */

@@ -10,6 +10,8 @@ import { loadTemplate } from '../../../src/template/load.js';
 import { planBuild, type RemoteLookup } from '../../../src/cache/plan.js';
 import { LayerStore } from '../../../src/cache/layers.js';
 import { networkFileSystem } from '../../../src/cache/network-fs.js';
+import { publishVmState, vmStateTemp } from '../../../src/cache/vm-states.js';
+import { toBuildPlan } from '../../../src/scale/plan.js';
 import { FakeDriver } from '../../helpers/fake-driver.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-unit-plan-'));
@@ -198,6 +200,76 @@ describe('planBuild', () => {
     expect(plan.resume).toEqual({ kind: 'fresh' });
     expect(plan.layers).toEqual([]);
     expect(plan.unknown).toMatch(/is not downloaded yet/);
+  });
+
+  it('a warm base for this root key, with its VM: named for a fresh start when asked (kiln plan); none yet: null; another root key is not it', async () => {
+    const b = buildOf();
+    const { cacheDir, store } = await storeWith([]);
+    const fresh = await planBuild(b, { cacheDir, store, warmBase: true });
+    expect(fresh.warmBase).toBeNull();
+    expect(toBuildPlan(b, fresh, false).notes).toEqual([
+      expect.stringMatching(/^no warm base for this base image .* yet/),
+    ]);
+    // Not asked for (the build finds its own by the exact key): no field at all.
+    expect((await planBuild(b, { cacheDir, store })).warmBase).toBeUndefined();
+
+    const frozen = path.join(cacheDir, 'frozen');
+    const rootName = await store.ensureBase(base, 'b'.repeat(64), 'qcow2');
+    const saveWarm = async (key: string, rootKey: string, withVm: boolean) => {
+      const meta = {
+        build: 'p',
+        template: 't',
+        description: 'warm base',
+        parent: null,
+        provisioner: 0,
+        warmBase: true,
+      };
+      writeFileSync(frozen, 'a booted disk');
+      const layer = await store.publish(key, frozen, { name: rootName, format: 'qcow2' }, { ...meta, rootKey });
+      if (!withVm) return;
+      const tmp = vmStateTemp(store.dir, key);
+      writeFileSync(tmp, Buffer.alloc(3 * 2 ** 20));
+      await publishVmState(store.dir, tmp, {
+        key,
+        qemuVersion: '7.2.0',
+        shape: [],
+        saveMs: 1,
+        layerSha256: layer.sha256,
+      });
+    };
+    await saveWarm('1'.repeat(64), 'f'.repeat(64), true); // another base or settings
+    await saveWarm('2'.repeat(64), fresh.rootKey!, false); // its VM state is gone
+    expect((await planBuild(b, { cacheDir, store, warmBase: true })).warmBase).toBeNull();
+    await saveWarm('3'.repeat(64), fresh.rootKey!, true);
+    const warm = await planBuild(b, { cacheDir, store, warmBase: true });
+    expect(warm.resume).toEqual({ kind: 'fresh' });
+    expect(warm.warmBase).toMatchObject({ key: '3'.repeat(64), vmBytes: 3 * 2 ** 20 });
+    expect(toBuildPlan(b, warm, false).notes).toEqual([
+      expect.stringMatching(/^the warm base saved .* \(layer 333333333333, VM 3 MiB\) is restored instead of booting/),
+    ]);
+  });
+
+  it('a layer saved with its VM: the resume restores it (cache.vm_state), and the plan says so', async () => {
+    const b = buildOf();
+    const keys = (await planBuild(b, { cacheDir: dir })).layers.map((l) => l.key!);
+    const { cacheDir, store } = await storeWith([keys[0]]);
+    const tmp = vmStateTemp(store.dir, keys[0]!);
+    writeFileSync(tmp, 'a saved VM');
+    await publishVmState(store.dir, tmp, {
+      key: keys[0]!,
+      qemuVersion: '7.2.0',
+      shape: [],
+      saveMs: 1,
+      layerSha256: store.meta(keys[0]!)!.sha256,
+    });
+    const booted = await planBuild(b, { cacheDir, store });
+    expect(booted.resume).toEqual({ kind: 'resume', at: 1, key: keys[0], source: 'local' });
+    expect(toBuildPlan(b, booted, false).notes).toEqual([]);
+    const restored = await planBuild(b, { cacheDir, store, vmState: true });
+    expect(restored.resume).toEqual({ kind: 'resume', at: 1, key: keys[0], source: 'local', restoreVm: true });
+    expect(toBuildPlan(b, restored, false).notes).toEqual([
+      expect.stringMatching(/^the VM saved with cached layer 1 is restored instead of booting it \(cache.vm_state\)/),
+    ]);
   });
 
   it('an uncached provisioner: no final disk, the chain stops there', async () => {
