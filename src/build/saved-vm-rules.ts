@@ -21,6 +21,9 @@ export function savedVmUnloadable(build: BuildConfig, airgap: boolean): string |
 /** cache.vm_state's setting, the default keeping the VM of the layer before the last provisioner only. */
 export const vmStateSetting = (build: BuildConfig): boolean | 'before-last' => build.cache?.vm_state ?? 'before-last';
 
+/** cache.boot_snapshot's setting: on unless set false (whether the build has a warm base is warmBaseUnusable's). */
+export const bootSnapshotSetting = (build: BuildConfig): boolean => build.cache?.boot_snapshot !== false;
+
 /**
  * Why cache.boot_snapshot (on unless set false) gives `build` no warm base, or undefined when it does.
  * Only a build that boots a disk image and logs in over SSH has one; then not where a saved VM cannot
@@ -33,7 +36,7 @@ export function warmBaseUnusable(
   o: { airgap: boolean; sharesIntermediate: boolean },
 ): { why: string; quiet?: boolean } | undefined {
   const src = build.source;
-  if (build.cache?.boot_snapshot === false) return { why: 'cache.boot_snapshot: false', quiet: true };
+  if (!bootSnapshotSetting(build)) return { why: 'cache.boot_snapshot: false', quiet: true };
   if (!src.base_image || src.communicator.type !== 'ssh')
     return { why: 'a build that does not boot a disk image over SSH', quiet: true };
   const unloadable = savedVmUnloadable(build, o.airgap);

@@ -158,7 +158,7 @@ export const layerCacheStepFor = (finishingScripts: (ctx: BuildContext) => strin
       finalKey,
       publishing: Promise.resolve(),
       vmState,
-      vmStateBeforeLastOnly: vmState && ctx.build.cache?.vm_state !== true,
+      vmStateBeforeLastOnly: vmState && vmStateSetting(ctx.build) === 'before-last',
       restoreFrom,
       warmBase,
       ...(remote && !remote.readonly

@@ -8,13 +8,14 @@ import type { Step } from '../step.js';
 import { need } from '../state.js';
 import { asRoot } from '../../communicator/as-root.js';
 import { restoredGuestScript } from '../vm-state.js';
+import { bootSnapshotSetting, vmStateSetting } from '../saved-vm-rules.js';
 import { KilnError } from '../../util/errors.js';
 
 export const restoredGuestStep: Step = {
   name: 'set the restored guest clock',
   // Known before the build starts only as "maybe": run() does nothing unless launch restored a VM.
   enabled: (ctx) =>
-    (ctx.build.cache?.vm_state !== false || ctx.build.cache?.boot_snapshot !== false) &&
+    (vmStateSetting(ctx.build) !== false || bootSnapshotSetting(ctx.build)) &&
     ctx.build.source.communicator.type === 'ssh',
   async run(ctx) {
     if (!ctx.state.restoredVm) return;

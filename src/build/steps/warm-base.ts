@@ -7,11 +7,12 @@
 import type { Step } from '../step.js';
 import { need } from '../state.js';
 import { saveWarmBase } from '../vm-state.js';
+import { bootSnapshotSetting } from '../saved-vm-rules.js';
 
 export const warmBaseStep: Step = {
   name: 'save the warm base',
   // Known before the build starts only as "maybe": the layer-cache step decides (warmBase in the plan).
-  enabled: (ctx) => ctx.build.cache?.boot_snapshot !== false && ctx.build.source.communicator.type === 'ssh',
+  enabled: (ctx) => bootSnapshotSetting(ctx.build) && ctx.build.source.communicator.type === 'ssh',
   async run(ctx) {
     // saveWarmBase does nothing unless this build has a warm base to save.
     if (!ctx.state.layers?.warmBase) return;

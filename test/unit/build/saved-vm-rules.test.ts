@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadTemplate } from '../../../src/template/load.js';
-import { savedVmUnloadable, vmStateSetting, warmBaseUnusable } from '../../../src/build/saved-vm-rules.js';
+import { bootSnapshotSetting, savedVmUnloadable, vmStateSetting, warmBaseUnusable } from '../../../src/build/saved-vm-rules.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-unit-saved-vm-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -36,6 +36,9 @@ describe('saved VM rules', () => {
     expect(savedVmUnloadable(b, false)).toBeUndefined();
     expect(warmBaseUnusable(b, noShares)).toBeUndefined();
     expect(vmStateSetting(b)).toBe('before-last');
+    expect(bootSnapshotSetting(b)).toBe(true);
+    expect(vmStateSetting(buildOf(disk, '    cache: { vm_state: true }'))).toBe(true);
+    expect(bootSnapshotSetting(buildOf(disk, '    cache: { boot_snapshot: false }'))).toBe(false);
   });
 
   it('UEFI, a TPM or --record/--offline: no saved VM can load, so neither vm_state nor a warm base, saying why', () => {
