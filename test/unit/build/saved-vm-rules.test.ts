@@ -3,7 +3,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadTemplate } from '../../../src/template/load.js';
-import { bootSnapshotSetting, savedVmUnloadable, vmStateSetting, warmBaseUnusable } from '../../../src/build/saved-vm-rules.js';
+import {
+  bootSnapshotSetting,
+  savedVmUnloadable,
+  vmStateSetting,
+  warmBaseUnusable,
+} from '../../../src/build/saved-vm-rules.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-unit-saved-vm-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
