@@ -430,6 +430,7 @@ export async function main(args: string[]): Promise<number> {
               json: Boolean(argv.json),
               emit: argv.emit,
               cacheRemote: (argv as RemoteCacheArgs)['cache-remote'],
+              remoteIntermediate: (argv as RemoteCacheArgs)['cache-remote-intermediate'] === true,
               remote,
             }),
           );

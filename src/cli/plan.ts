@@ -14,6 +14,8 @@ export interface PlanArgs {
   json: boolean;
   emit?: MatrixKind;
   cacheRemote?: string;
+  /** --cache-remote-intermediate: the remote cache's intermediate layers are asked too. */
+  remoteIntermediate?: boolean;
   remote?: RemoteLookup;
 }
 
@@ -73,6 +75,7 @@ export async function planCommand(
     cacheDir: cacheDirFromEnv(),
     remote: args.remote,
     cacheRemote: args.cacheRemote,
+    remoteIntermediate: args.remoteIntermediate,
   });
   if (args.emit) return emitters[args.emit](plan, templateArg);
   return args.json ? JSON.stringify(plan, null, 2) + '\n' : planText(plan);

@@ -32,12 +32,13 @@ export interface SlurmArgs {
   cache: boolean;
   'cache-remote'?: string;
   'cache-remote-readonly'?: boolean;
+  'cache-remote-intermediate'?: boolean;
   /** A path: the file must exist on every node (the secret itself never goes into the job). */
   'cache-remote-secret-file'?: string;
 }
 
 /** `kiln build` arguments each task gets: never a sensitive value (the job script is kept by slurmctld). */
-function taskBuildArgs(a: SlurmArgs, t: LoadedTemplate): string[] {
+export function taskBuildArgs(a: SlurmArgs, t: Pick<LoadedTemplate, 'variables'>): string[] {
   const args: string[] = [];
   for (const v of listOf(a.var)) {
     const value = v.slice(v.indexOf('=') + 1);
@@ -56,6 +57,7 @@ function taskBuildArgs(a: SlurmArgs, t: LoadedTemplate): string[] {
   if (!a.cache) args.push('--no-cache');
   if (a['cache-remote']) args.push('--cache-remote', a['cache-remote']);
   if (a['cache-remote-readonly']) args.push('--cache-remote-readonly');
+  if (a['cache-remote-intermediate']) args.push('--cache-remote-intermediate');
   if (a['cache-remote-secret-file'])
     args.push('--cache-remote-secret-file', path.resolve(a['cache-remote-secret-file']));
   return args;
@@ -92,6 +94,7 @@ export async function slurmCommand(
     cacheDir: cacheDirFromEnv(),
     remote: o.remote,
     cacheRemote: a['cache-remote'],
+    remoteIntermediate: a['cache-remote-intermediate'] === true,
   });
   if (!a['cache-remote'])
     note('no --cache-remote: each node builds from its own cache only (nothing is shared between nodes)');

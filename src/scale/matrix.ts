@@ -42,7 +42,9 @@ export const shellWord = (s: string): string =>
  */
 export function gitlabMatrix(plan: KilnPlan, templateArg: string): string {
   const rows = matrixRows(plan);
-  const remote = plan.cache_remote ? ` --cache-remote ${shellWord(plan.cache_remote)}` : '';
+  const remote = plan.cache_remote
+    ? ` --cache-remote ${shellWord(plan.cache_remote)}${plan.cache_remote_intermediate ? ' --cache-remote-intermediate' : ''}`
+    : '';
   const lines = [
     `# Written by kiln plan --emit gitlab-matrix: one job per build of ${templateArg}; run it as a child pipeline.`,
     'kiln-build:',

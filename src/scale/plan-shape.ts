@@ -65,6 +65,8 @@ export interface KilnPlan {
   template: string;
   /** The remote cache asked, e.g. s3://bucket/prefix; null for the local cache only. */
   cache_remote: string | null;
+  /** Present when the remote cache's intermediate layers were asked too (--cache-remote-intermediate). */
+  cache_remote_intermediate?: true;
   builds: BuildPlan[];
   groups: PlanGroup[];
 }
@@ -120,6 +122,11 @@ export function checkPlan(value: unknown): string[] {
   );
   need(typeof p.template === 'string', 'template', 'must be a string');
   need(p.cache_remote === null || typeof p.cache_remote === 'string', 'cache_remote', 'must be a string or null');
+  need(
+    p.cache_remote_intermediate === undefined || (p.cache_remote_intermediate === true && p.cache_remote !== null),
+    'cache_remote_intermediate',
+    'must be true, with cache_remote set, or absent',
+  );
   if (!Array.isArray(p.builds)) {
     problems.push('builds: must be a list');
     return problems;

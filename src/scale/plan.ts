@@ -92,6 +92,7 @@ export async function makePlan(templatePath: string, builds: BuildConfig[], o: M
     schema: PLAN_SCHEMA,
     template: templatePath,
     cache_remote: o.cacheRemote ?? null,
+    ...(o.cacheRemote && o.remoteIntermediate ? { cache_remote_intermediate: true as const } : {}),
     builds: planned,
     groups: groupBuilds(planned),
   };

@@ -10,6 +10,7 @@ import { githubMatrix, gitlabMatrix } from '../../../src/scale/matrix.js';
 import { jobScript, submissions, type SlurmJobOptions } from '../../../src/scale/sbatch.js';
 import { followRun, LineTail, parseEventLine, summaryLine, worstCode } from '../../../src/scale/follow.js';
 import { kiln } from '../../helpers/kiln.js';
+import { taskBuildArgs, type SlurmArgs } from '../../../src/cli/slurm.js';
 
 const k = (c: string) => c.repeat(64);
 function build(name: string, root: string, keys: (string | null)[], over: Partial<BuildPlan> = {}): BuildPlan {
@@ -76,6 +77,13 @@ describe('plan shape', () => {
       ]),
     );
     expect(checkPlan([])).toEqual(['(top level): must be an object']);
+    // --cache-remote-intermediate is recorded only beside a remote cache.
+    expect(
+      checkPlan({ ...JSON.parse(JSON.stringify(good)), cache_remote: 's3://c/k', cache_remote_intermediate: true }),
+    ).toEqual([]);
+    expect(checkPlan({ ...JSON.parse(JSON.stringify(good)), cache_remote_intermediate: true })).toEqual([
+      'cache_remote_intermediate: must be true, with cache_remote set, or absent',
+    ]);
   });
 });
 
@@ -100,6 +108,10 @@ describe('CI matrices', () => {
     expect(text).toContain('      - KILN_BUILD: "db it"\n');
     expect(text).toContain(`        KILN_GROUP: "kiln-${'b'.repeat(16)}"\n`);
     expect(text).toContain(`    - "kiln build --only \\"$KILN_BUILD\\" --cache-remote s3://cache/kiln site.yaml"\n`);
+    // A plan made with --cache-remote-intermediate: each job pulls the intermediate layers too.
+    expect(gitlabMatrix({ ...p, cache_remote_intermediate: true }, 'site.yaml')).toContain(
+      `--cache-remote s3://cache/kiln --cache-remote-intermediate site.yaml"\n`,
+    );
   });
 });
 
@@ -298,6 +310,28 @@ builds:
       ['b', 'fresh', [true, false]],
     ]);
     expect(p.builds[1]!.layers[1]!.uncacheable).toMatch(/shell-local/);
+  });
+  it("each Slurm task's kiln build gets the remote cache flags it was submitted with", () => {
+    const args = taskBuildArgs(
+      {
+        'slurm-node-env': '/etc/kiln/node.env',
+        force: false,
+        cache: true,
+        'cache-remote': 's3://cache/kiln',
+        'cache-remote-readonly': true,
+        'cache-remote-intermediate': true,
+        'cache-remote-secret-file': '/etc/kiln/s3.secret',
+      } as SlurmArgs,
+      { variables: { secrets: [] } } as never,
+    );
+    expect(args).toEqual([
+      '--cache-remote',
+      's3://cache/kiln',
+      '--cache-remote-readonly',
+      '--cache-remote-intermediate',
+      '--cache-remote-secret-file',
+      '/etc/kiln/s3.secret',
+    ]);
   });
   it('--emit slurm DIR writes plan.json, job.sbatch and submit.sh; a sensitive --var is refused', async () => {
     const run = path.join(dir, 'run');
