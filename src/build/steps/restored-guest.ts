@@ -1,9 +1,9 @@
 /**
  * Step: a guest restored from a saved VM state (cache.vm_state, or a warm base: cache.boot_snapshot)
- * first gets the host's time (its clock stood still while the state was stored) and fresh randomness,
- * before any provisioner runs.
+ * first gets the host's time (its clock stood still while the state was stored), fresh randomness and
+ * a new boot ID, before any provisioner runs.
  */
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import type { Step } from '../step.js';
 import { need } from '../state.js';
 import { asRoot } from '../../communicator/as-root.js';
@@ -24,7 +24,7 @@ export const restoredGuestStep: Step = {
     const before = Math.round(Date.now() / 1000);
     let out = '';
     const r = await need(ctx.state, 'ssh').exec(
-      asRoot(comm.username, restoredGuestScript(before, randomBytes(64).toString('hex'))),
+      asRoot(comm.username, restoredGuestScript(before, randomBytes(64).toString('hex'), randomUUID())),
       {
         stdout: (s) => {
           out += s;
@@ -39,7 +39,7 @@ export const restoredGuestStep: Step = {
         fix: `the SSH user needs root or passwordless sudo for date(1); or set cache: { vm_state: false, boot_snapshot: false }`,
       });
     ctx.log(
-      `restored guest: clock set to the host's, random pool ${/reseeded/.test(out) ? 'reseeded' : 'mixed with host randomness (no perl/python3 in the guest to force a reseed)'}`,
+      `restored guest: clock set to the host's, random pool ${/reseeded/.test(out) ? 'reseeded' : 'mixed with host randomness (no perl/python3 in the guest to force a reseed)'}, ${/new-boot-id/.test(out) ? 'a new boot ID' : 'the boot ID of the saved guest (no /run or no mount in the guest)'}`,
       'debug',
     );
   },

@@ -1,7 +1,8 @@
 // Saved VM states (cache.vm_state): what makes a state loadable, the QMP exchange that saves and
 // loads one (against a scripted QMP client), and the store's files: 0600, digest-checked, gone with
 // their layer, counted by the store's size.
-import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -113,10 +114,45 @@ describe('saving and loading over QMP', () => {
 
 describe("the restored guest's first command", () => {
   it('sets the clock to the given time and mixes in the given randomness, reseeding where perl or python3 can', () => {
-    const s = restoredGuestScript(1796265394, 'ab'.repeat(64));
+    const s = restoredGuestScript(1796265394, 'ab'.repeat(64), '0b6f3f0e-4f47-4c1c-9a57-2a0c1f1d7a11');
     expect(s).toContain('date -u -s @1796265394');
     expect(s).toContain(`printf %s ${'ab'.repeat(64)} > /dev/urandom`);
     expect(s).toMatch(/ioctl\(\$f, 0x5207, 0\)/);
+  });
+
+  it("binds a file holding the new boot ID over the kernel's, once: a guest restored again rewrites the file", async () => {
+    // Run for real against a tree of its own: /run and /proc/mounts replaced, mount(8) a recording stub.
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-bootid-'));
+    try {
+      const id = '0b6f3f0e-4f47-4c1c-9a57-2a0c1f1d7a11';
+      const script = restoredGuestScript(1, 'ab', id)
+        .split('\n')
+        .filter((l) => !/date -u|urandom|reseeded/.test(l))
+        .join('\n')
+        .replaceAll('/run/', `${dir}/run/`)
+        .replace('[ -d /run ]', `[ -d ${dir}/run ]`)
+        .replace('< /proc/mounts', `< ${dir}/mounts`);
+      mkdirSync(path.join(dir, 'run'));
+      mkdirSync(path.join(dir, 'bin'));
+      writeFileSync(path.join(dir, 'bin', 'mount'), `#!/bin/sh\necho "$@" >> ${dir}/mount-calls\n`, { mode: 0o755 });
+      writeFileSync(path.join(dir, 'mounts'), 'proc /proc proc rw 0 0\n');
+      const run = () =>
+        execFileSync('sh', ['-c', script], { env: { PATH: `${dir}/bin:/usr/bin:/bin` }, encoding: 'utf8' });
+      expect(run()).toBe('new-boot-id\n');
+      expect(readFileSync(path.join(dir, 'run', 'kiln-boot-id'), 'utf8')).toBe(`${id}\n`);
+      expect(statSync(path.join(dir, 'run', 'kiln-boot-id')).mode & 0o777).toBe(0o444);
+      expect(readFileSync(path.join(dir, 'mount-calls'), 'utf8')).toBe(
+        `-o bind ${dir}/run/kiln-boot-id /proc/sys/kernel/random/boot_id\n`,
+      );
+      // Restored again from a state saved after this: the bind is there, the file takes the next ID.
+      writeFileSync(path.join(dir, 'mounts'), 'tmpfs /proc/sys/kernel/random/boot_id tmpfs ro 0 0\n');
+      rmSync(path.join(dir, 'run', 'kiln-boot-id'));
+      expect(run()).toBe('new-boot-id\n');
+      expect(readFileSync(path.join(dir, 'mount-calls'), 'utf8').split('\n').filter(Boolean)).toHaveLength(1);
+      expect(readFileSync(path.join(dir, 'run', 'kiln-boot-id'), 'utf8')).toBe(`${id}\n`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
