@@ -97,8 +97,13 @@ export interface BuildState {
   artifacts: ArtifactRecord[];
   timings: Record<string, number>;
   cloudInitInstanceId?: string;
-  /** Packages installed in the guest (dpkg or rpm) with their licences, read at the end of provisioning. */
+  /** Packages installed in the guest (dpkg or rpm) with their licences, read after the clean-up. */
   sbom?: GuestPackages;
+  /**
+   * Reads of the guest that run beside the steps after them (the package list beside the trim); they
+   * never reject (each reports its own failure). The shut-down step waits for them: they need the guest.
+   */
+  besideGuest?: Promise<void>[];
   /** Actual size of the captured disk before and after trimming free space. */
   compaction?: { beforeBytes: number; afterBytes: number };
   seed?: { kind: 'http'; url: string } | { kind: 'cdrom'; iso: string };
@@ -178,3 +183,8 @@ export interface BuildContext {
 }
 
 export { need } from '../util/need.js';
+
+/** Waits for the guest reads still running beside the steps (BuildState.besideGuest). */
+export async function guestReadsDone(state: Pick<BuildState, 'besideGuest'>): Promise<void> {
+  await Promise.all(state.besideGuest ?? []);
+}

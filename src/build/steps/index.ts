@@ -60,9 +60,10 @@ export const guestSteps: Step[] = [
   guestProxyStep,
   provisionStep,
   proxyBypassCheckStep,
-  sbomStep,
   // Access comes out before the trim, so the blocks of what it deletes are trimmed too.
   cleanGuestStep,
+  // The package list runs beside the trim (the shut-down step waits for it).
+  sbomStep,
   compactStep,
   shutdownStep,
 ];

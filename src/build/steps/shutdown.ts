@@ -7,7 +7,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Step } from '../step.js';
 import type { BuildContext } from '../state.js';
-import { convertsFromCache, need } from '../state.js';
+import { convertsFromCache, guestReadsDone, need } from '../state.js';
 import { queueLayerSave } from '../layer-capture.js';
 import { durationSetting, formatDuration } from '../../template/units.js';
 import { asRoot } from '../../communicator/as-root.js';
@@ -26,6 +26,7 @@ export const shutdownStep: Step = {
     const qemu = need(st, 'qemu');
     const comm = ctx.build.source.communicator;
     const timeoutMs = ctx.build.source.shutdown_timeout;
+    await guestReadsDone(st);
     const started = performance.now();
     if (comm.type === 'ssh' && st.ssh?.connected) {
       const ssh = st.ssh;

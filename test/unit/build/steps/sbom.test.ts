@@ -1,6 +1,8 @@
-// The package-list step over a fake SSH session: dpkg's list parsed into the state; a failure is a warning.
+// The package-list step over a fake SSH session: dpkg's list parsed into the state; a failure is a warning;
+// the list runs beside the steps after it, and the build waits for it before the guest shuts down.
 import { afterAll, describe, expect, it } from 'vitest';
 import { sbomStep } from '../../../../src/build/steps/sbom.js';
+import { guestReadsDone } from '../../../../src/build/state.js';
 import { removeStepDirs, runStep, stepContext } from '../../../helpers/step-context.js';
 import { FakeSsh } from '../../../helpers/fake-ssh.js';
 
@@ -14,6 +16,7 @@ describe('list guest packages', () => {
       stdout: '#dpkg\nzlib1g\t1:1.2.13\tamd64\nbash\t5.2\tamd64\n',
     })).session;
     expect((await runStep(sbomStep, h.ctx)).error).toBeUndefined();
+    await guestReadsDone(h.ctx.state);
     expect(h.ctx.state.sbom).toEqual({
       recordedAt: expect.any(String),
       kilnVersion: expect.any(String),
@@ -30,8 +33,39 @@ describe('list guest packages', () => {
     const h = stepContext();
     h.ctx.state.ssh = new FakeSsh(() => ({ exitCode: 127 })).session;
     expect((await runStep(sbomStep, h.ctx)).error).toBeUndefined();
+    await guestReadsDone(h.ctx.state);
     expect(h.ctx.state.sbom).toBeUndefined();
     expect(h.said('warn')[0]).toMatch(/^could not list the guest's packages: .+exited with 127$/);
+  });
+
+  it('returns while the guest lists its packages; the wait before shut-down and its clean-up end when the list is in', async () => {
+    const h = stepContext();
+    let answer!: () => void;
+    const answered = new Promise<void>((resolve) => (answer = resolve));
+    h.ctx.state.ssh = new FakeSsh(async () => {
+      await answered;
+      return { exitCode: 0, stdout: '#dpkg\nbash\t5.2\tamd64\tinstalled\n' };
+    }).session;
+    const { error, cleanup } = await runStep(sbomStep, h.ctx);
+    expect(error).toBeUndefined();
+    expect(h.ctx.state.sbom).toBeUndefined();
+    const done = guestReadsDone(h.ctx.state);
+    answer();
+    await done;
+    expect(h.ctx.state.sbom?.packages).toEqual([{ name: 'bash', version: '5.2', arch: 'amd64' }]);
+    expect(h.ctx.state.timings['package list (beside the trim)']).toBeGreaterThanOrEqual(0);
+    await cleanup?.();
+  });
+
+  it('an interrupted list says nothing and the wait ends', async () => {
+    const h = stepContext();
+    h.ctx.state.ssh = new FakeSsh(() => {
+      h.abort.abort();
+      throw new Error('interrupted');
+    }).session;
+    await runStep(sbomStep, h.ctx);
+    await guestReadsDone(h.ctx.state);
+    expect(h.said('warn')).toEqual([]);
   });
 
   it('applies to SSH builds only', () => {
