@@ -179,7 +179,7 @@ export async function sideBySide(rounds = Number(process.env.BENCH_ROUNDS ?? 3))
     '  of which layer captures',
     'clean-up',
     'trim',
-    'package list (beside the trim)',
+    'package list, beside trim',
     'shutdown',
     'conversion',
     'total',
@@ -307,7 +307,7 @@ async function kilnBuild(cache, out, upload, extra, timeFile, template) {
         ? undefined
         : step['provision'] - events.filter((e) => e.type === 'provisioner-end').reduce((n, e) => n + e.ms, 0),
     // It runs beside the trim: its own time, not added to the build's.
-    'package list (beside the trim)': packageList,
+    'package list, beside trim': packageList,
     'clean-up': step['remove build access'],
     trim: step['trim free space'],
     shutdown: step['shut down'],

@@ -55,6 +55,11 @@ export interface LayerMeta {
   rootKey?: string;
   /** The running VM saved with this layer (cache.vm_state; src/cache/vm-states.ts), read from its own file. */
   vmState?: VmStateSummary;
+  /**
+   * Whether the guest on this layer holds kiln's package proxy settings (saved by a --record/--offline
+   * build: true; by an ordinary build: false). Absent in layers saved before kiln recorded it: unknown.
+   */
+  guestProxy?: boolean;
 }
 
 /** What the finishing steps of the build that saved a final layer found. */

@@ -7,7 +7,8 @@
  *
  * An ordinary build that boots a cached layer a --record or --offline build saved (layer keys do not
  * depend on the mode) would find that layer's proxy settings pointing at a proxy that is not there:
- * it takes them out before its provisioners run.
+ * it takes them out before its provisioners run, unless the layer's record says an ordinary build
+ * saved it (no settings to take out: that saves a root shell in the guest, 0.4-0.5 s under TCG).
  *
  * The script goes in on stdin as root (sudo -n for another user), like the clean-up's.
  */
@@ -19,6 +20,14 @@ import { KilnError } from '../../util/errors.js';
 
 /** The build's guest proxy, when it has one (kiln's HTTP server's guest address goes into no_proxy). */
 export const buildGuestProxy = (ctx: BuildContext) => guestProxyFor(ctx.options.airgap, ctx.state.http?.ip);
+
+/** The cached layer the guest runs on was saved by an ordinary build: it holds no proxy settings of kiln's. */
+function savedWithoutProxy(ctx: BuildContext): boolean {
+  const layers = ctx.state.layers;
+  if (!layers || layers.cachedCount === 0) return false;
+  const top = layers.plan[layers.cachedCount - 1]?.key;
+  return top !== undefined && top !== null && layers.store.meta(top)?.guestProxy === false;
+}
 
 export const guestProxyStep: Step = {
   name: 'set the guest proxy',
@@ -32,6 +41,10 @@ export const guestProxyStep: Step = {
     const comm = ctx.build.source.communicator;
     if (comm.type !== 'ssh' || (!ctx.options.airgap && !onCachedLayer(ctx.state))) return;
     const proxy = buildGuestProxy(ctx);
+    if (!proxy && savedWithoutProxy(ctx)) {
+      ctx.log('guest proxy: none (the cached layer was saved by a build without one)', 'debug');
+      return;
+    }
     const ssh = await sshSession(ctx);
     let err = '';
     const script = proxy ? installGuestProxyScript(proxy) : removeGuestProxyScript();

@@ -65,6 +65,9 @@ async function captureLayer(ctx: BuildContext, position: number): Promise<void> 
       template: ctx.template.file,
       provisioner: planned.index + 1,
       description: planned.description,
+      // The guest-proxy step put them in before the first provisioner of a --record/--offline build,
+      // and took any a cached layer held out before an ordinary build's.
+      guestProxy: Boolean(ctx.options.airgap),
     },
   });
   queueVmState();

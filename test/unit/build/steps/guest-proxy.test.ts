@@ -104,6 +104,29 @@ describe('set the guest proxy', () => {
     expect(script).not.toContain('http_proxy=');
     expect(script).toContain('rm -rf "$S"');
   });
+
+  it('an ordinary build on a layer an ordinary build saved starts no root shell; a layer whose record does not say so, or says a proxy is in it, gets the clean-up', async () => {
+    const onLayer = (guestProxy: boolean | undefined) => {
+      const h = stepContext({ options: { noCache: false }, state: { ...planOf('resume'), http } });
+      h.ctx.state.layers = {
+        cachedCount: 1,
+        plan: [{ key: 'a'.repeat(64) }],
+        store: { meta: (key: string) => (key === 'a'.repeat(64) ? { guestProxy } : undefined) },
+      } as never;
+      const ssh = new FakeSsh();
+      h.ctx.state.ssh = ssh.session;
+      return { h, ssh };
+    };
+    const clean = onLayer(false);
+    expect((await runStep(guestProxyStep, clean.h.ctx)).error).toBeUndefined();
+    expect(clean.ssh.commands).toEqual([]);
+    expect(clean.h.said('debug')).toContain('guest proxy: none (the cached layer was saved by a build without one)');
+    for (const record of [undefined, true]) {
+      const other = onLayer(record);
+      expect((await runStep(guestProxyStep, other.h.ctx)).error).toBeUndefined();
+      expect(other.ssh.commands.map((c) => c.command)).toEqual(['sh -s']);
+    }
+  });
 });
 
 describe("the VM's network in --record and --offline builds", () => {
