@@ -9,8 +9,9 @@ import { FakeSsh } from '../../../helpers/fake-ssh.js';
 
 afterAll(removeStepDirs);
 
-function provisioning(cachedCount: number) {
+function provisioning(cachedCount: number, options: Parameters<typeof stepContext>[0] = {}) {
   const h = stepContext({
+    ...options,
     build: {
       provisioners: [
         { type: 'shell-local', inline: ['echo first'] },
@@ -19,9 +20,11 @@ function provisioning(cachedCount: number) {
     },
   });
   const published: unknown[][] = [];
+  const metas: { guestProxy?: boolean }[] = [];
   const store = {
     publish: async (...a: unknown[]) => {
       published.push(a.slice(0, 3));
+      metas.push(a[3] as { guestProxy?: boolean });
       return { size: 42 };
     },
   };
@@ -40,12 +43,12 @@ function provisioning(cachedCount: number) {
   h.ctx.state.qmp = { execute: async <T>() => ({}) as T, close: () => undefined };
   const ssh = new FakeSsh();
   h.ctx.state.ssh = ssh.session;
-  return { h, ssh, published };
+  return { h, ssh, published, metas };
 }
 
 describe('provision', () => {
   it('skips the cached provisioner, runs the next, freezes its disk through the driver and queues the layer', async () => {
-    const { h, ssh, published } = provisioning(1);
+    const { h, ssh, published, metas } = provisioning(1);
     const first = h.ctx.state.disk!.path;
     expect((await runStep(provisionStep, h.ctx)).error).toBeUndefined();
     expect(h.events.map((e) => e.type).filter((t) => t.startsWith('provisioner'))).toEqual([
@@ -59,8 +62,26 @@ describe('provision', () => {
     expect(h.ctx.state.disk!.path).toBe(overlay);
     await h.ctx.state.layers!.publishing;
     expect(published).toEqual([['k2', first, { name: 'k1.qcow2', format: 'qcow2' }]]);
+    // An ordinary build's layer holds no package proxy of kiln's: a rebuild on it skips taking one out.
+    expect(metas.map((m) => m.guestProxy)).toEqual([false]);
     expect(h.events.find((e) => e.type === 'layer-saved')).toMatchObject({ key: 'k2', size: 42 });
     expect(h.ctx.state.provisionersDone).toBe(2);
+  });
+
+  it("a --record/--offline build's layers say their guest holds kiln's package proxy", async () => {
+    const { h, metas } = provisioning(1, {
+      options: {
+        airgap: {
+          proxyHostPort: 40123,
+          guestProxy: { ip: '10.0.2.100', port: 3128 },
+          offline: false,
+          httpIp: '10.0.2.101',
+        },
+      },
+    });
+    expect((await runStep(provisionStep, h.ctx)).error).toBeUndefined();
+    await h.ctx.state.layers!.publishing;
+    expect(metas.map((m) => m.guestProxy)).toEqual([true]);
   });
 
   it('a retried step resumes after the provisioners already done', async () => {
