@@ -29,6 +29,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectOnce, type SshSession } from '../../../src/communicator/ssh.js';
 import { generateKeyPair } from '../../../src/communicator/keys.js';
 import { DownloadLimitError } from '../../../src/communicator/download-guard.js';
+import { uploadRequestSize } from '../../../src/communicator/sftp-parallel.js';
 
 const { STATUS_CODE, OPEN_MODE } = ssh2.utils.sftp;
 const dir = mkdtempSync(path.join(os.tmpdir(), 'sftp-parallel-'));
@@ -39,6 +40,8 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 /** Set by a test: write requests are held (never answered) while true. */
 let holdWrites = false;
 let writesSeen = 0;
+/** The largest write request the servers received. */
+let largestWrite = 0;
 
 /**
  * The size the server reports: the truth, except for "grows-*" (half: the file grew since it was
@@ -50,8 +53,9 @@ function reportedSize(p: string, real: number): number {
   return name.startsWith('nosize-') ? 0 : real;
 }
 
-function startServer(hostKey: string): Promise<ssh2.Server> {
-  const server = new ssh2.Server({ hostKeys: [hostKey] }, (client) => {
+/** `ident` as an SSH server names itself ("OpenSSH_9.2p1": ssh2 then sends writes as large as OpenSSH takes). */
+function startServer(hostKey: string, ident?: string): Promise<ssh2.Server> {
+  const server = new ssh2.Server({ hostKeys: [hostKey], ...(ident ? { ident } : {}) }, (client) => {
     client.on('error', () => undefined);
     client.on('authentication', (auth) => auth.accept());
     client.on('ready', () =>
@@ -81,6 +85,7 @@ function startServer(hostKey: string): Promise<ssh2.Server> {
           });
           sftp.on('WRITE', (id, h, offset, data) => {
             writesSeen++;
+            largestWrite = Math.max(largestWrite, data.length);
             if (holdWrites) return;
             writeSync(fd(h)!, data, 0, data.length, offset);
             sftp.status(id, STATUS_CODE.OK);
@@ -168,6 +173,41 @@ describe('parallel SFTP transfers', () => {
       expect(readFileSync(back).equals(readFileSync(src))).toBe(true);
       expect(received).toBe(size);
       expect(readdirSync(dir).filter((n) => n.includes('kiln-partial'))).toEqual([]);
+    }
+  });
+
+  it('writes as much a request as the server takes, up to 128 KiB, never split in two (ssh2 alone: 31952 bytes; OpenSSH: 128 KiB)', async () => {
+    const size = 2 ** 20 + 4321;
+    const src = path.join(dir, 'src-writes');
+    writeFileSync(src, randomBytes(size));
+    const upload = async (session: SshSession, remote: string) => {
+      largestWrite = 0;
+      writesSeen = 0;
+      await session.uploadFile(src, remote);
+      expect(readFileSync(path.join(served, remote)).equals(readFileSync(src))).toBe(true);
+      expect(writesSeen).toBe(Math.ceil(size / largestWrite));
+      return largestWrite;
+    };
+    // ssh2's limit for a server that is not OpenSSH: 34000 bytes a packet, less the request's own fields.
+    expect(await upload(ssh, '/writes-small')).toBe(31952);
+
+    const hostKey = generateKeyPair('test-host-openssh');
+    const openssh = await startServer(hostKey.privateKey, 'OpenSSH_9.2p1');
+    const session = await connectOnce(
+      {
+        host: '127.0.0.1',
+        port: (openssh.address() as AddressInfo).port,
+        username: 'u',
+        password: 'p',
+        hostKeyFingerprint: hostKey.fingerprint,
+      },
+      5000,
+    );
+    try {
+      expect(await upload(session, '/writes-large')).toBe(uploadRequestSize);
+    } finally {
+      session.close();
+      openssh.close();
     }
   });
 
