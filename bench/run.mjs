@@ -53,7 +53,7 @@ async function buildExample(file) {
     ['boot -> SSH', bootToSsh],
     ['cloud-init wait', (step['wait for SSH'] ?? 0) - (bootToSsh ?? 0)],
     ...provs.map((p) => [`  provisioner ${p.index + 1}: ${p.provisioner}`, p.ms]),
-    ['remove build access', step['remove build access']],
+    ['remove build access + trim', step['remove build access']],
     ['shutdown', step['shut down']],
     ['convert + check + sha256', step['convert disk']],
     ['manifest + commit', step['write manifest and commit output']],

@@ -106,6 +106,8 @@ export interface BuildState {
   besideGuest?: Promise<void>[];
   /** Actual size of the captured disk before and after trimming free space. */
   compaction?: { beforeBytes: number; afterBytes: number };
+  /** The trim the clean-up's root shell ran after it (steps/compact.ts reports it): overlay size before, fstrim's status and output. */
+  trimmedWithCleanUp?: { beforeBytes: number; exitCode: number; output: string };
   seed?: { kind: 'http'; url: string } | { kind: 'cdrom'; iso: string };
   /** Layers this build saved into the store (their time is timings['layer capture (background)']). */
   layerSaves?: number;

@@ -6,17 +6,14 @@
 # before any is deleted: a trim cannot free a qcow2 cluster other data still uses. One find hands them
 # all to one zeroing process, then one rm. Not zeroed: cloud-init's semaphores (timestamps), empty
 # files, and the image's own seed under /var/lib/cloud/seed, kept as `cloud-init clean` keeps it.
-# Set by kiln before this text: R (the root: '' in the guest) and WAIT_SECONDS.
+# Set by kiln before this text: R (the root: '' in the guest) and WAIT_SECONDS, and cloud-init-final-wait.sh.
 : "${R?}" "${WAIT_SECONDS:?}"
 state="$R/var/lib/cloud"
 if command -v cloud-init >/dev/null 2>&1; then
   # With cloud_init.wait false the provisioners may have finished before cloud-init's later stages:
-  # what those write must not come back after the wipe. The test `cloud-init status --wait` makes,
-  # without its Python start; bounded, so a last stage that never ends fails the build here.
-  n=0; while [ -e "$R/run/cloud-init/status.json" ] && [ ! -e "$R/run/cloud-init/result.json" ]; do
-    [ "$n" -lt "$WAIT_SECONDS" ] || { echo "cloud-init's last stage (modules-final) had not finished $WAIT_SECONDS s after provisioning (no /run/cloud-init/result.json): not wiping its state while it still writes; check the guest's cloud-final.service, or set cloud_init.wait: true" >&2; exit 3; }
-    n=$((n + 1)); sleep 1
-  done
+  # what those write must not come back after the wipe (cloud-init-final-wait.sh, bounded, so a last
+  # stage that never ends fails the build here).
+  cloud_init_final_wait || { echo "cloud-init's last stage (modules-final) had not finished $WAIT_SECONDS s after provisioning (no /run/cloud-init/result.json): not wiping its state while it still writes; check the guest's cloud-final.service, or set cloud_init.wait: true" >&2; exit 3; }
   find "$R/etc/ssh" "$state" "$R/var/log/cloud-init.log" "$R/var/log/cloud-init-output.log" \( -path "$state/seed" -o -type d -name sem \) -prune -o \
     -type f ! -empty \( ! -path "$R/etc/ssh/*" -o -name 'ssh_host_*' \) -exec shred -n0 -z -- {} + 2>/dev/null
   # What `cloud-init clean --logs` removes (everything under /var/lib/cloud but its seed), without its Python start.

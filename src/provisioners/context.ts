@@ -18,6 +18,20 @@ export interface ProvisionerState {
   hostKey?: KeyPair;
   qemu?: QemuProcess;
   serialLog?: string;
+  /**
+   * Files a provisioner put in the guest for itself (the shell provisioner's scripts), removed by the
+   * next command kiln runs there: under TCG each command costs a process start or two (0.2-0.5 s, several
+   * seconds on a busy host), so after a successful run the removal rides on the `sync` before a layer is
+   * frozen, or goes alone when no layer follows (guestLeftoversCommand).
+   */
+  guestLeftovers?: string[];
+}
+
+/** The command removing the guest leftovers recorded so far (and forgetting them), or undefined. */
+export function takeGuestLeftovers(st: ProvisionerState): string | undefined {
+  const files = st.guestLeftovers ?? [];
+  st.guestLeftovers = [];
+  return files.length ? `rm -f ${files.map(shellQuote).join(' ')}` : undefined;
 }
 
 /**

@@ -60,6 +60,7 @@ export async function runShell(ctx: ProvisionerContext, p: Shell, label: string,
     const command = executeCommand(p.execute_command, remote, env);
     // The last lines go into the error message, so a failure explains itself without scrolling back.
     const output = streamedOutput(ctx, label, (line) => bypass.observe(line));
+    let succeeded = false;
     try {
       await ssh.uploadContent(script.body, remote, 0o700, signal);
       const r = await ssh
@@ -89,10 +90,13 @@ export async function runShell(ctx: ProvisionerContext, p: Shell, label: string,
       }
       const around = bypass.failure();
       if (around) throw new ProvisionerError(`${label}: script "${script.name}" succeeded, but ${around}`);
+      succeeded = true;
     } finally {
       // The script stays out of the image whether it succeeded, failed or timed out (a retry uploads
-      // its own); an interrupted build's disk is discarded anyway.
-      if (!ctx.signal.aborted && ssh.connected)
+      // its own); an interrupted build's disk is discarded anyway. After a success its removal goes with
+      // kiln's next command in the guest (before any layer is frozen); after a failure, now.
+      if (succeeded) (ctx.state.guestLeftovers ??= []).push(remote);
+      else if (!ctx.signal.aborted && ssh.connected)
         await ssh.exec(`rm -f ${shellQuote(remote)}`, { timeoutMs: 10_000 }).catch(() => undefined);
     }
   }

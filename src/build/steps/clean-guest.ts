@@ -16,7 +16,8 @@
  * dozen small files, not every dirty page in the guest), one rm; authorized_keys is edited with shell
  * builtins. Not zeroed: cloud-init's semaphores (timestamps only), empty files, and the image's own
  * seed under /var/lib/cloud/seed, which is kept as `cloud-init clean` keeps it. There is no global
- * sync: the trim step that follows starts with one, which also makes the deletions durable.
+ * sync: the trim that follows in the same root shell (guest-finishing.ts's trimShell) starts with one, which
+ * also makes the deletions durable.
  *
  * The script goes in on stdin, so no key material or pattern lands in sudo's log of the command line.
  */
@@ -25,9 +26,7 @@ import { sshSession } from '../../provisioners/context.js';
 import { buildKeyCommentPrefix } from '../../communicator/build-key.js';
 import { removeGuestProxyScript } from '../../provisioners/guest-proxy.js';
 import { guestScript, guestScriptVars } from '../../util/guest-scripts.js';
-
-/** How long the clean-up waits for cloud-init's last stage (with cloud_init.wait: false it may still run). */
-const cloudInitFinishWaitSeconds = 600;
+import { cloudInitFinishWaitSeconds, overlayBytes, trimResult, trimShell, trims } from '../guest-finishing.js';
 
 /**
  * The clean-up script: src/guest-scripts/clean-guest-keys.sh, the build proxy's removal, and on
@@ -43,8 +42,17 @@ export function cleanGuestScript(cloudInit: boolean, root = ''): string {
     guestScript('clean-guest-keys').trimEnd(),
     removeGuestProxyScript(root).trimEnd(),
   ];
-  if (cloudInit) lines.push(guestScript('clean-guest-cloud-init').trimEnd());
+  if (cloudInit)
+    lines.push(guestScript('cloud-init-final-wait').trimEnd(), guestScript('clean-guest-cloud-init').trimEnd());
   return lines.join('\n') + '\n';
+}
+
+/**
+ * The clean-up script followed by the trim in the same root shell: the trim runs only when the clean-up
+ * ended well, and the shell's status is then the clean-up's (its last command's, as when it ran alone).
+ */
+export function cleanUpThenTrim(cleanUp: string): string {
+  return `${cleanUp}rc=$?; [ "$rc" = 0 ] || exit "$rc"\n${trimShell}\n`;
 }
 
 export const cleanGuestStep: Step = {
@@ -53,11 +61,20 @@ export const cleanGuestStep: Step = {
   async run(ctx) {
     const comm = ctx.build.source.communicator;
     if (comm.type !== 'ssh') return;
+    // The trim follows in the same root shell (one command in the guest instead of two), only once
+    // the clean-up ended well: its status is the clean-up's last command's, as when it ran alone.
+    const trim = trims(ctx);
+    const beforeBytes = trim ? await overlayBytes(ctx) : 0;
     const ssh = await sshSession(ctx);
     const shell = comm.username === 'root' ? 'sh -s' : 'sudo -n sh -s';
+    let out = '';
     let err = '';
+    const script = cleanGuestScript(ctx.build.source.cloud_init !== false);
     const r = await ssh.exec(shell, {
-      stdin: cleanGuestScript(ctx.build.source.cloud_init !== false),
+      stdin: trim ? cleanUpThenTrim(script) : script,
+      stdout: (s) => {
+        out += s;
+      },
       stderr: (s) => {
         err += s;
       },
@@ -67,5 +84,8 @@ export const cleanGuestStep: Step = {
       throw new Error(
         `removing kiln's keys from the guest failed (exit ${r.exitCode}): ${err.trim().split('\n').slice(-5).join('\n')}`,
       );
+    const trimmed = trim ? trimResult(out) : undefined;
+    // Without its marker (a clean-up part that ended the shell early) the trim step runs it alone.
+    if (trimmed) ctx.state.trimmedWithCleanUp = { beforeBytes, ...trimmed };
   },
 };

@@ -60,10 +60,11 @@ export const guestSteps: Step[] = [
   guestProxyStep,
   provisionStep,
   proxyBypassCheckStep,
-  // Access comes out before the trim, so the blocks of what it deletes are trimmed too.
-  cleanGuestStep,
-  // The package list runs beside the trim (the shut-down step waits for it).
+  // The package list runs beside the clean-up and the trim (the shut-down step waits for it).
   sbomStep,
+  // Access comes out before the trim, so the blocks of what it deletes are trimmed too; the trim runs
+  // in the clean-up's root shell, and its step reports it.
+  cleanGuestStep,
   compactStep,
   shutdownStep,
 ];

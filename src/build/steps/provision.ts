@@ -8,7 +8,7 @@ import type { Step } from '../step.js';
 import type { BuildContext } from '../state.js';
 import { need } from '../state.js';
 import { appliesTo, describeProvisioner, runProvisioner } from '../../provisioners/index.js';
-import { sshSession } from '../../provisioners/context.js';
+import { sshSession, takeGuestLeftovers } from '../../provisioners/context.js';
 import { queueLayerSave } from '../layer-capture.js';
 import { freezeLayer } from '../vm-state.js';
 
@@ -20,6 +20,13 @@ function keyToKeepWithLayer(ctx: BuildContext): string | undefined {
   const comm = ctx.build.source.communicator;
   if (comm.type !== 'ssh' || comm.private_key_file || ctx.build.source.cloud_init !== false) return undefined;
   return ctx.state.buildKey?.privateKey;
+}
+
+/** Removes what the last provisioner left for kiln's next command when no layer capture took it along. */
+async function removeGuestLeftovers(ctx: BuildContext): Promise<void> {
+  const leftovers = takeGuestLeftovers(ctx.state);
+  const ssh = ctx.state.ssh;
+  if (leftovers && ssh?.connected) await ssh.exec(leftovers, { timeoutMs: 10_000 }).catch(() => undefined);
 }
 
 /** Freezes the disk as it is after plan[position] and queues its copy into the layer store. */
@@ -34,8 +41,10 @@ async function captureLayer(ctx: BuildContext, position: number): Promise<void> 
     );
     return;
   }
-  // Data the guest still holds in its page cache would be missing from the frozen image.
-  await (await sshSession(ctx)).run('sync', ctx.signal);
+  // Data the guest still holds in its page cache would be missing from the frozen image. The
+  // provisioner's own files leave first, in the same command (one process start instead of two).
+  const leftovers = takeGuestLeftovers(ctx.state);
+  await (await sshSession(ctx)).run(leftovers ? `${leftovers}; sync` : 'sync', ctx.signal);
   const frozen = disk.path;
   const overlay = path.join(ctx.state.workDir, `disk-${position + 1}.qcow2`);
   // With cache.vm_state the guest is paused around the freeze and saved beside the layer (build/vm-state.ts).
@@ -118,6 +127,7 @@ export const provisionStep: Step = {
         ms,
       });
       if (planned?.key) await captureLayer(ctx, position);
+      await removeGuestLeftovers(ctx);
       ctx.state.provisionersDone = ++position;
     }
   },

@@ -7,14 +7,33 @@ import type { BuildContext } from '../state.js';
 import { sshSession } from '../../provisioners/context.js';
 import type { GuestPackages } from '../../artifacts/guest-packages.js';
 import { kilnVersion } from '../../version.js';
-import { guestScript } from '../../util/guest-scripts.js';
+import { guestScript, guestScriptVars } from '../../util/guest-scripts.js';
+import { cloudInitFinishWaitSeconds } from '../guest-finishing.js';
+
+/**
+ * What lists the packages: list-packages.sh, on a cloud-init guest after cloud-init's last stage
+ * ended (it may install packages; the list runs beside the clean-up, which waits for it too).
+ */
+export function listPackagesScript(cloudInit: boolean): string {
+  if (!cloudInit) return guestScript('list-packages');
+  return (
+    guestScriptVars({ R: '', WAIT_SECONDS: cloudInitFinishWaitSeconds }) +
+    guestScript('cloud-init-final-wait') +
+    'cloud_init_final_wait || true\n' +
+    guestScript('list-packages')
+  );
+}
 
 /** The package list, read by src/guest-scripts/list-packages.sh (sections marked by "#" lines), given to sh on stdin. */
-async function listPackages(ssh: Awaited<ReturnType<typeof sshSession>>, signal: AbortSignal): Promise<string> {
+async function listPackages(
+  ssh: Awaited<ReturnType<typeof sshSession>>,
+  cloudInit: boolean,
+  signal: AbortSignal,
+): Promise<string> {
   let out = '';
   let err = '';
   const r = await ssh.exec('sh -s', {
-    stdin: guestScript('list-packages'),
+    stdin: listPackagesScript(cloudInit),
     stdout: (s) => {
       out += s;
     },
@@ -90,7 +109,7 @@ async function recordPackages(ctx: BuildContext): Promise<void> {
     const ssh = await sshSession(ctx);
     // When and by which kiln: a later build converted from this disk in the layer cache says so.
     ctx.state.sbom = {
-      ...parsePackageList(await listPackages(ssh, ctx.signal)),
+      ...parsePackageList(await listPackages(ssh, ctx.build.source.cloud_init !== false, ctx.signal)),
       recordedAt: new Date().toISOString(),
       kilnVersion,
     };
@@ -98,7 +117,7 @@ async function recordPackages(ctx: BuildContext): Promise<void> {
     if (!ctx.signal.aborted) ctx.log(`could not list the guest's packages: ${(e as Error).message}`, 'warn');
     return;
   }
-  ctx.state.timings['package list (beside the trim)'] = performance.now() - started;
+  ctx.state.timings['package list (beside the clean-up and trim)'] = performance.now() - started;
   const withLicence = ctx.state.sbom.packages.filter((p) => p.licenses).length;
   ctx.log(
     `${ctx.state.sbom.packages.length} packages (${ctx.state.sbom.manager}; ${withLicence} stating their licence) recorded for the manifest and SBOM`,
@@ -110,9 +129,9 @@ export const sbomStep: Step = {
   name: 'list guest packages',
   enabled: (ctx) => ctx.build.source.communicator.type === 'ssh',
   run(ctx) {
-    // After the clean-up, which waits for cloud-init's last stage (it may install packages), and beside
-    // the trim: under TCG the list takes about 1 s of the guest's CPU, the trim mostly the host's I/O.
-    // The shut-down step waits for it; so does this step's clean-up, before the SSH session closes.
+    // Beside the clean-up and the trim (the script waits for cloud-init's last stage first, as the
+    // clean-up does): under TCG the list takes about 1 s of the guest's CPU, the trim mostly the host's
+    // I/O. The shut-down step waits for it; so does this step's clean-up, before the SSH session closes.
     const listing = recordPackages(ctx);
     (ctx.state.besideGuest ??= []).push(listing);
     return Promise.resolve(() => listing);

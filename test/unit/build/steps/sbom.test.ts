@@ -1,7 +1,9 @@
 // The package-list step over a fake SSH session: dpkg's list parsed into the state; a failure is a warning;
 // the list runs beside the steps after it, and the build waits for it before the guest shuts down.
 import { afterAll, describe, expect, it } from 'vitest';
-import { sbomStep } from '../../../../src/build/steps/sbom.js';
+import { spawnSync } from 'node:child_process';
+import { listPackagesScript, sbomStep } from '../../../../src/build/steps/sbom.js';
+import { guestScript } from '../../../../src/util/guest-scripts.js';
 import { guestReadsDone } from '../../../../src/build/state.js';
 import { removeStepDirs, runStep, stepContext } from '../../../helpers/step-context.js';
 import { FakeSsh } from '../../../helpers/fake-ssh.js';
@@ -53,7 +55,7 @@ describe('list guest packages', () => {
     answer();
     await done;
     expect(h.ctx.state.sbom?.packages).toEqual([{ name: 'bash', version: '5.2', arch: 'amd64' }]);
-    expect(h.ctx.state.timings['package list (beside the trim)']).toBeGreaterThanOrEqual(0);
+    expect(h.ctx.state.timings['package list (beside the clean-up and trim)']).toBeGreaterThanOrEqual(0);
     await cleanup?.();
   });
 
@@ -70,5 +72,15 @@ describe('list guest packages', () => {
 
   it('applies to SSH builds only', () => {
     expect(sbomStep.enabled!(stepContext({ source: { communicator: { type: 'none' } } }).ctx)).toBe(false);
+  });
+
+  it("on a cloud-init guest the list first waits for cloud-init's last stage (it runs beside the clean-up)", () => {
+    const withWait = listPackagesScript(true);
+    expect(spawnSync('sh', ['-n'], { input: withWait }).status).toBe(0);
+    expect(withWait.indexOf('cloud_init_final_wait || true')).toBeGreaterThan(
+      withWait.indexOf('cloud_init_final_wait() {'),
+    );
+    expect(withWait.endsWith(guestScript('list-packages'))).toBe(true);
+    expect(listPackagesScript(false)).toBe(guestScript('list-packages'));
   });
 });

@@ -1,0 +1,39 @@
+/**
+ * What the steps that finish the guest after provisioning share (steps/clean-guest.ts, sbom.ts and
+ * compact.ts; a step does not import another): how long they wait for cloud-init's last stage, and the
+ * trim as shell text that can follow the clean-up in its root shell.
+ */
+import type { BuildContext } from './state.js';
+import { need } from './state.js';
+
+/** How long the clean-up waits for cloud-init's last stage (with cloud_init.wait: false it may still run). */
+export const cloudInitFinishWaitSeconds = 600;
+
+const exitMarker = 'kiln-trim-exit=';
+
+/**
+ * The trim as root shell text: a sync first (the clean-up deletes without one), `fstrim -a` (busybox's
+ * has no -a: the root file system then), a sync after; its output on stdout, its status last as a
+ * marker line, so it can follow another script in one shell without deciding that shell's exit.
+ */
+export const trimShell =
+  'sync; if ! command -v fstrim >/dev/null 2>&1; then echo "no fstrim in the guest"; rc=0; ' +
+  'else fstrim -av 2>/dev/null || fstrim -v / 2>&1; rc=$?; fi; sync; echo "' +
+  exitMarker +
+  '$rc"';
+
+/** What a trim printed, split into its status (from the marker) and the rest; undefined without a marker. */
+export function trimResult(stdout: string): { exitCode: number; output: string } | undefined {
+  const m = new RegExp(`^${exitMarker}(\\d+)$`, 'm').exec(stdout);
+  if (!m) return undefined;
+  return { exitCode: Number(m[1]), output: stdout.slice(0, m.index) };
+}
+
+/** Whether the build trims: the guest must be reachable to run fstrim. */
+export const trims = (ctx: BuildContext) => ctx.build.source.communicator.type === 'ssh';
+
+/** The build overlay's allocated bytes (read shared: QEMU holds it). */
+export async function overlayBytes(ctx: BuildContext): Promise<number> {
+  const disk = need(ctx.state, 'disk');
+  return (await ctx.driver.imageInfo(disk.path, disk.format, true, ctx.signal)).actualSize;
+}
