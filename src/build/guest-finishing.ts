@@ -6,7 +6,7 @@
 import type { BuildContext } from './state.js';
 import { need } from './state.js';
 
-/** How long the clean-up waits for cloud-init's last stage (with cloud_init.wait: false it may still run). */
+/** How long the clean-up and the package list wait for cloud-init's last stage (with cloud_init.wait: false it may still run). */
 export const cloudInitFinishWaitSeconds = 600;
 
 const exitMarker = 'kiln-trim-exit=';
@@ -28,9 +28,6 @@ export function trimResult(stdout: string): { exitCode: number; output: string }
   if (!m) return undefined;
   return { exitCode: Number(m[1]), output: stdout.slice(0, m.index) };
 }
-
-/** Whether the build trims: the guest must be reachable to run fstrim. */
-export const trims = (ctx: BuildContext) => ctx.build.source.communicator.type === 'ssh';
 
 /** The build overlay's allocated bytes (read shared: QEMU holds it). */
 export async function overlayBytes(ctx: BuildContext): Promise<number> {

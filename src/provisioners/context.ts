@@ -22,7 +22,8 @@ export interface ProvisionerState {
    * Files a provisioner put in the guest for itself (the shell provisioner's scripts), removed by the
    * next command kiln runs there: under TCG each command costs a process start or two (0.2-0.5 s, several
    * seconds on a busy host), so after a successful run the removal rides on the `sync` before a layer is
-   * frozen, or goes alone when no layer follows (guestLeftoversCommand).
+   * frozen (takeGuestLeftovers), or goes alone (removeGuestLeftovers) after a failure or when no layer
+   * follows.
    */
   guestLeftovers?: string[];
 }
@@ -32,6 +33,14 @@ export function takeGuestLeftovers(st: ProvisionerState): string | undefined {
   const files = st.guestLeftovers ?? [];
   st.guestLeftovers = [];
   return files.length ? `rm -f ${files.map(shellQuote).join(' ')}` : undefined;
+}
+
+/** Removes the guest leftovers now, in a command of their own; a guest gone or an interrupt leaves them. */
+export async function removeGuestLeftovers(ctx: ProvisionerContext): Promise<void> {
+  const command = takeGuestLeftovers(ctx.state);
+  const ssh = ctx.state.ssh;
+  if (command && !ctx.signal.aborted && ssh?.connected)
+    await ssh.exec(command, { timeoutMs: 10_000 }).catch(() => undefined);
 }
 
 /**

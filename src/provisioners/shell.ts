@@ -10,10 +10,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import type { ProvisionerContext } from './context.js';
 import type { Provisioner } from '../template/schema.js';
 import { interpolateString, interpolateTree } from '../template/interpolate.js';
-import { shellEnv, sshSession } from './context.js';
+import { removeGuestLeftovers, shellEnv, sshSession } from './context.js';
 import { lastOutput, streamedOutput } from './streamed-output.js';
 import { ConnectionLostError } from '../communicator/ssh.js';
-import { shellQuote, shellWord } from '../communicator/remote-command.js';
+import { shellWord } from '../communicator/remote-command.js';
 import { guestProxyEnv, guestProxyFor } from './guest-proxy.js';
 import { ProxyBypassWatch } from './proxy-bypass.js';
 import { KilnError } from '../util/errors.js';
@@ -95,9 +95,8 @@ export async function runShell(ctx: ProvisionerContext, p: Shell, label: string,
       // The script stays out of the image whether it succeeded, failed or timed out (a retry uploads
       // its own); an interrupted build's disk is discarded anyway. After a success its removal goes with
       // kiln's next command in the guest (before any layer is frozen); after a failure, now.
-      if (succeeded) (ctx.state.guestLeftovers ??= []).push(remote);
-      else if (!ctx.signal.aborted && ssh.connected)
-        await ssh.exec(`rm -f ${shellQuote(remote)}`, { timeoutMs: 10_000 }).catch(() => undefined);
+      (ctx.state.guestLeftovers ??= []).push(remote);
+      if (!succeeded) await removeGuestLeftovers(ctx);
     }
   }
 }

@@ -26,7 +26,7 @@ import { sshSession } from '../../provisioners/context.js';
 import { buildKeyCommentPrefix } from '../../communicator/build-key.js';
 import { removeGuestProxyScript } from '../../provisioners/guest-proxy.js';
 import { guestScript, guestScriptVars } from '../../util/guest-scripts.js';
-import { cloudInitFinishWaitSeconds, overlayBytes, trimResult, trimShell, trims } from '../guest-finishing.js';
+import { cloudInitFinishWaitSeconds, overlayBytes, trimResult, trimShell } from '../guest-finishing.js';
 
 /**
  * The clean-up script: src/guest-scripts/clean-guest-keys.sh, the build proxy's removal, and on
@@ -61,17 +61,14 @@ export const cleanGuestStep: Step = {
   async run(ctx) {
     const comm = ctx.build.source.communicator;
     if (comm.type !== 'ssh') return;
-    // The trim follows in the same root shell (one command in the guest instead of two), only once
-    // the clean-up ended well: its status is the clean-up's last command's, as when it ran alone.
-    const trim = trims(ctx);
-    const beforeBytes = trim ? await overlayBytes(ctx) : 0;
+    // The trim follows in the same root shell: one command in the guest instead of two.
+    const beforeBytes = await overlayBytes(ctx);
     const ssh = await sshSession(ctx);
     const shell = comm.username === 'root' ? 'sh -s' : 'sudo -n sh -s';
     let out = '';
     let err = '';
-    const script = cleanGuestScript(ctx.build.source.cloud_init !== false);
     const r = await ssh.exec(shell, {
-      stdin: trim ? cleanUpThenTrim(script) : script,
+      stdin: cleanUpThenTrim(cleanGuestScript(ctx.build.source.cloud_init !== false)),
       stdout: (s) => {
         out += s;
       },
@@ -84,7 +81,7 @@ export const cleanGuestStep: Step = {
       throw new Error(
         `removing kiln's keys from the guest failed (exit ${r.exitCode}): ${err.trim().split('\n').slice(-5).join('\n')}`,
       );
-    const trimmed = trim ? trimResult(out) : undefined;
+    const trimmed = trimResult(out);
     // Without its marker (a clean-up part that ended the shell early) the trim step runs it alone.
     if (trimmed) ctx.state.trimmedWithCleanUp = { beforeBytes, ...trimmed };
   },

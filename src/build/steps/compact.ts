@@ -12,11 +12,11 @@ import type { Step } from '../step.js';
 import { sshSession } from '../../provisioners/context.js';
 import { formatBytes } from '../../template/units.js';
 import { asRoot } from '../../communicator/as-root.js';
-import { overlayBytes, trimResult, trimShell, trims } from '../guest-finishing.js';
+import { overlayBytes, trimResult, trimShell } from '../guest-finishing.js';
 
 export const compactStep: Step = {
   name: 'trim free space',
-  enabled: trims,
+  enabled: (ctx) => ctx.build.source.communicator.type === 'ssh',
   async run(ctx) {
     const comm = ctx.build.source.communicator;
     if (comm.type !== 'ssh') return;

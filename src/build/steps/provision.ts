@@ -8,7 +8,7 @@ import type { Step } from '../step.js';
 import type { BuildContext } from '../state.js';
 import { need } from '../state.js';
 import { appliesTo, describeProvisioner, runProvisioner } from '../../provisioners/index.js';
-import { sshSession, takeGuestLeftovers } from '../../provisioners/context.js';
+import { removeGuestLeftovers, sshSession, takeGuestLeftovers } from '../../provisioners/context.js';
 import { queueLayerSave } from '../layer-capture.js';
 import { freezeLayer } from '../vm-state.js';
 
@@ -20,13 +20,6 @@ function keyToKeepWithLayer(ctx: BuildContext): string | undefined {
   const comm = ctx.build.source.communicator;
   if (comm.type !== 'ssh' || comm.private_key_file || ctx.build.source.cloud_init !== false) return undefined;
   return ctx.state.buildKey?.privateKey;
-}
-
-/** Removes what the last provisioner left for kiln's next command when no layer capture took it along. */
-async function removeGuestLeftovers(ctx: BuildContext): Promise<void> {
-  const leftovers = takeGuestLeftovers(ctx.state);
-  const ssh = ctx.state.ssh;
-  if (leftovers && ssh?.connected) await ssh.exec(leftovers, { timeoutMs: 10_000 }).catch(() => undefined);
 }
 
 /** Freezes the disk as it is after plan[position] and queues its copy into the layer store. */
@@ -127,6 +120,7 @@ export const provisionStep: Step = {
         ms,
       });
       if (planned?.key) await captureLayer(ctx, position);
+      // What the provisioner left for kiln's next command, when no layer capture took it along.
       await removeGuestLeftovers(ctx);
       ctx.state.provisionersDone = ++position;
     }
