@@ -20,6 +20,16 @@ if command -v cloud-init >/dev/null 2>&1; then
   set --
   for d in "$state"/* "$state"/.[!.]*; do [ "$d" = "$state/seed" ] || [ ! -e "$d" ] || set -- "$@" "$d"; done
   rm -rf -- "$@" "$R/var/log/cloud-init.log" "$R/var/log/cloud-init-output.log" "$R"/etc/ssh/ssh_host_*
+  # What rm could not delete (an immutable file, a read-only mount) would ship in the image: the
+  # injected host key every machine made from it would share, the seed's copies. Named, and the build stops.
+  left=''
+  for f in "$R"/etc/ssh/ssh_host_* "$state"/* "$state"/.[!.]* "$R/var/log/cloud-init.log" "$R/var/log/cloud-init-output.log"; do
+    [ "$f" = "$state/seed" ] || [ ! -e "$f" ] || left="$left ${f#"$R"}"
+  done
+  if [ -n "$left" ]; then
+    echo "could not delete$left: they hold the host key kiln injected or cloud-init's copy of the seed, and would ship in the image. Fix: leave them deletable by root until the build ends (no chattr +i or read-only mount over them in a provisioner)" >&2
+    exit 5
+  fi
   # The machine-id the build's boot made (builds restored from one warm base share it): emptied, as
   # systemd expects of an image, so every instance makes its own at its first boot.
   if [ -s "$R/etc/machine-id" ]; then : > "$R/etc/machine-id"; fi

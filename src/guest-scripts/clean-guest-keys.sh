@@ -3,11 +3,18 @@
 # authorized_keys files, with shell builtins only (under TCG each process the guest starts costs
 # 0.1-0.2 s). A file is rewritten in place (owner, mode and SELinux label kept), and only when it had
 # such a line; it holds public keys only, so it is not zeroed first.
+# The files looked at: every account's ~/.ssh/authorized_keys and authorized_keys2 (homes from
+# /etc/passwd, plus /home/* and /root), and every AuthorizedKeysFile named in sshd's configuration
+# (cloud-init writes the key where sshd reads it: an image may say /etc/ssh/authorized_keys/%u).
+# A file that cannot be rewritten (immutable, read-only mount, full disk) ends the script with status
+# 4 and its name: the image would still let the build key in.
 # Set by kiln before this text: R (the root every path is under: '' in the guest, a tree in tests) and
 # KEY_PREFIX (the comment every key kiln generates starts with).
 : "${R?}" "${KEY_PREFIX:?}"
-for f in "$R"/root/.ssh/authorized_keys "$R"/home/*/.ssh/authorized_keys; do
-  [ -f "$f" ] || continue
+
+# Removes the build key lines from one file ($1, a path under $R); returns 1 when it could not.
+drop_build_keys() {
+  [ -f "$1" ] || return 0
   keep=''; drop=0
   while IFS= read -r line || [ -n "$line" ]; do
     c=${line##* }
@@ -15,6 +22,69 @@ for f in "$R"/root/.ssh/authorized_keys "$R"/home/*/.ssh/authorized_keys; do
     case $line in *" $KEY_PREFIX"*) case ${c#"$KEY_PREFIX"} in "$c"|*[!A-Za-z0-9_.-]*) ;; *) drop=1; continue ;; esac ;; esac
     keep="$keep$line
 "
-  done < "$f"
-  [ "$drop" = 0 ] || printf '%s' "$keep" > "$f"
+  done < "$1"
+  [ "$drop" = 0 ] && return 0
+  { printf '%s' "$keep" > "$1"; } 2>/dev/null || return 1
+}
+
+# An AuthorizedKeysFile pattern ($1) for one account ($2 name, $3 home, $4 uid) as a guest path, in
+# $keys_file (a variable, not output: a command substitution forks, and this runs per account):
+# sshd's %h %u %U %% expanded, a relative path taken from the home directory.
+expand_keys_file() {
+  p=$1; keys_file=''
+  while [ -n "$p" ]; do
+    case $p in
+      %h*) keys_file="$keys_file$3"; p=${p#%h} ;;
+      %u*) keys_file="$keys_file$2"; p=${p#%u} ;;
+      %U*) keys_file="$keys_file$4"; p=${p#%U} ;;
+      %%*) keys_file="$keys_file%"; p=${p#%%} ;;
+      *) rest=${p#?}; keys_file="$keys_file${p%"$rest"}"; p=$rest ;;
+    esac
+  done
+  case $keys_file in /*) ;; *) keys_file="$3/$keys_file" ;; esac
+}
+
+# sshd's default, then every AuthorizedKeysFile value in its configuration (all of them, Match blocks
+# included: a file looked at once too often costs a read, one missed leaves the key in the image).
+patterns='.ssh/authorized_keys .ssh/authorized_keys2'
+for conf in "$R"/etc/ssh/sshd_config "$R"/etc/ssh/sshd_config.d/*.conf; do
+  [ -f "$conf" ] || continue
+  while read -r word value; do
+    case $word in
+      [Aa][Uu][Tt][Hh][Oo][Rr][Ii][Zz][Ee][Dd][Kk][Ee][Yy][Ss][Ff][Ii][Ll][Ee]) ;;
+      *) continue ;;
+    esac
+    # shellcheck disable=SC2086
+    for v in $value; do
+      v=${v#\"}; v=${v%\"}
+      case $v in none | '') ;; *) patterns="$patterns $v" ;; esac
+    done
+  done < "$conf"
 done
+
+stuck=''
+# One account ($1 name, $2 home, $3 uid): each pattern's file.
+clean_account() {
+  # The patterns are words (sshd splits them on spaces too).
+  # shellcheck disable=SC2086
+  set -- "$1" "$2" "$3" $patterns
+  name=$1 home=$2 uid=$3
+  shift 3
+  for pattern; do
+    expand_keys_file "$pattern" "$name" "$home" "$uid"
+    drop_build_keys "$R$keys_file" || stuck="$stuck $keys_file"
+  done
+}
+if [ -f "$R/etc/passwd" ]; then
+  while IFS=: read -r name _ uid _ _ home _; do
+    [ -z "$home" ] || clean_account "$name" "$home" "$uid"
+  done < "$R/etc/passwd"
+fi
+# Homes /etc/passwd does not list (a directory service's users): the name is the directory's.
+for home in "$R"/root "$R"/home/*; do
+  [ ! -d "$home" ] || clean_account "${home##*/}" "${home#"$R"}" ''
+done
+if [ -n "$stuck" ]; then
+  echo "kiln's build key is still authorized in$stuck: the file could not be rewritten (immutable? read-only mount? disk full?), and an image made now would let the build key in. Fix: leave the file writable to root until the build ends (set chattr +i or read-only mounts in the image's first boot, not in a provisioner)" >&2
+  exit 4
+fi

@@ -103,6 +103,9 @@ builds:
           - echo "$WHO ran as $(id -un) on \${build.name}" > /etc/kiln-marker
           - cat /sys/class/dmi/id/product_serial
           - df -B1 --output=size / | tail -1 > /etc/kiln-rootsize
+          # CIS-style hardening: keys also kept outside the homes (the clean-up must find the build key there)
+          - mkdir -p /etc/ssh/authorized_keys && cp /home/kiln/.ssh/authorized_keys /etc/ssh/authorized_keys/kiln
+          - echo 'AuthorizedKeysFile .ssh/authorized_keys /etc/ssh/authorized_keys/%u' > /etc/ssh/sshd_config.d/10-keys.conf
       - type: ansible
         playbook_file: ansible/site.yml
         groups: [web]
@@ -422,6 +425,8 @@ builds:
       // kiln took its access back out: the build user has no key left (neither this build's nor the
       // first build's, which the cached layer carried), kiln's host key is gone.
       expect((await ssh.run('sudo -n cat /home/kiln/.ssh/authorized_keys 2>/dev/null || true')).trim()).toBe('');
+      // ...nor where the image's sshd configuration keeps keys (AuthorizedKeysFile /etc/ssh/authorized_keys/%u)
+      expect(await ssh.run('sudo -n cat /etc/ssh/authorized_keys/kiln')).toBe('');
       const hostKeys = (await ssh.run('sudo -n cat /etc/ssh/ssh_host_*_key.pub'))
         .trim()
         .split('\n')

@@ -32,15 +32,15 @@ describe('cleanGuestScript', () => {
     });
   }
 
-  it('without cloud-init only authorized_keys is touched', () => {
+  it("without cloud-init only authorized_keys is touched (sshd's configuration is only read)", () => {
     expect(cleanGuestScript(false).replace(removeGuestProxyScript().trimEnd(), '')).not.toMatch(
-      /\/var\/lib\/cloud|\/etc\/ssh/,
+      /\/var\/lib\/cloud|ssh_host_|machine-id/,
     );
   });
 });
 
 /** A guest-like tree, and wrappers on PATH that log each call of shred and rm, then run the real one. */
-function fakeGuest() {
+function fakeGuest(opts: { rmFails?: boolean } = {}) {
   const root = mkdtempSync(path.join(os.tmpdir(), 'kiln-clean-guest-'));
   dirs.push(root);
   const file = (p: string, content: string) => {
@@ -86,13 +86,20 @@ function fakeGuest() {
     'shred',
     `[ -e ${root}/run/cloud-init/result.json ] && done=finished || done=running; echo "shred cloud-init:$done $*" >> ${log}; exec ${spawnSync('sh', ['-c', 'command -v shred']).stdout.toString().trim()} "$@"`,
   );
-  wrap('rm', `echo "rm $*" >> ${log}; exec ${spawnSync('sh', ['-c', 'command -v rm']).stdout.toString().trim()} "$@"`);
+  // rmFails: an rm that deletes nothing and fails, as on an immutable file or a read-only mount.
+  wrap(
+    'rm',
+    opts.rmFails
+      ? `echo "rm $*" >> ${log}; echo "rm: cannot remove: Operation not permitted" >&2; exit 1`
+      : `echo "rm $*" >> ${log}; exec ${spawnSync('sh', ['-c', 'command -v rm']).stdout.toString().trim()} "$@"`,
+  );
   const env = { ...process.env, PATH: `${bin}:${process.env.PATH}` };
   return {
     root,
     id,
     log,
     env,
+    file,
     read: (p: string) => readFileSync(path.join(root, p), 'utf8'),
     exists: (p: string) => existsSync(path.join(root, p)),
   };
@@ -186,5 +193,59 @@ describe('the clean-up script on a guest-like tree', () => {
     expect(await exited).toBe(0);
     expect(readFileSync(g.log, 'utf8')).toMatch(/^shred cloud-init:finished /);
     expect(g.exists('var/lib/cloud/instances')).toBe(false);
+  });
+
+  it('finds the build key wherever sshd reads keys: homes from /etc/passwd, AuthorizedKeysFile patterns', () => {
+    const g = fakeGuest();
+    g.file(
+      'etc/passwd',
+      'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/nonexistent:/usr/sbin/nologin\n' +
+        'deploy:x:1001:1001::/var/lib/deploy:/bin/sh\nkiln:x:1000:1000::/home/kiln:/bin/sh\n',
+    );
+    // An image that keeps keys outside the homes, quoted and lower-case as sshd accepts it.
+    g.file(
+      'etc/ssh/sshd_config.d/10-keys.conf',
+      '  authorizedkeysfile "/etc/ssh/keys/%u" .ssh/authorized_keys\nMatch User deploy\n  AuthorizedKeysFile /srv/keys/%U-%%\n',
+    );
+    g.file('etc/ssh/keys/kiln', 'ssh-ed25519 AAAAbuild kiln-build-abc\nssh-ed25519 AAAAops ops@desk\n');
+    g.file('srv/keys/1001-%', 'ssh-ed25519 AAAAbuild kiln-build-abc\n');
+    g.file(
+      'var/lib/deploy/.ssh/authorized_keys2',
+      'ssh-ed25519 AAAAbuild kiln-build-abc\nssh-ed25519 AAAAd deploy@ci\n',
+    );
+    const r = spawnSync('sh', ['-s'], { input: cleanGuestScript(false, g.root), env: g.env });
+    expect(r.stderr.toString()).toBe('');
+    expect(r.status).toBe(0);
+    expect(g.read('etc/ssh/keys/kiln')).toBe('ssh-ed25519 AAAAops ops@desk\n');
+    expect(g.read('srv/keys/1001-%')).toBe('');
+    expect(g.read('var/lib/deploy/.ssh/authorized_keys2')).toBe('ssh-ed25519 AAAAd deploy@ci\n');
+    expect(g.read('home/kiln/.ssh/authorized_keys')).not.toContain('kiln-build-abc');
+  });
+
+  it('stops with the file named when a key file cannot be rewritten: the image would let the build key in', () => {
+    const g = fakeGuest();
+    // As root no mode stops a write: a file size limit of 0 makes the rewrite fail as a full disk would.
+    const r = spawnSync('sh', ['-s'], {
+      input: `trap '' XFSZ; ulimit -f 0\n${cleanGuestScript(false, g.root)}`,
+      env: g.env,
+    });
+    expect(r.status).toBe(4);
+    expect(r.stderr.toString()).toMatch(
+      /build key is still authorized in \/home\/kiln\/\.ssh\/authorized_keys: .*Fix: /,
+    );
+  });
+
+  it('stops with the files named when the host keys or the seed copies could not be deleted', () => {
+    const g = fakeGuest({ rmFails: true });
+    writeFileSync(path.join(g.root, 'etc/machine-id'), 'kept\n');
+    mkdirSync(path.join(g.root, 'run/cloud-init'), { recursive: true });
+    writeFileSync(path.join(g.root, 'run/cloud-init/result.json'), '{}');
+    const r = spawnSync('sh', ['-s'], { input: cleanGuestScript(true, g.root), env: g.env });
+    expect(r.status).toBe(5);
+    const err = r.stderr.toString();
+    expect(err).toContain('could not delete /etc/ssh/ssh_host_ed25519_key /etc/ssh/ssh_host_ed25519_key.pub');
+    expect(err).toContain('/var/lib/cloud/instances');
+    expect(err).not.toContain('/var/lib/cloud/seed');
+    expect(err).toMatch(/Fix: /);
   });
 });
