@@ -76,6 +76,8 @@ export async function buildInputFiles(build: BuildConfig): Promise<InputFile[]> 
   if (s?.http_directory) wanted.push({ role: 'http_directory', host: s.http_directory, follow: true });
   for (const f of s?.cd_files ?? []) wanted.push({ role: 'cd_files', host: f, follow: true });
   for (const f of s?.floppy_files ?? []) wanted.push({ role: 'floppy_files', host: f, follow: true });
+  for (const o of build.outputs ?? [])
+    for (const f of o.include ?? []) wanted.push({ role: 'vagrant include', host: f, follow: true });
   (build.provisioners ?? []).forEach((p, i) => {
     if (!appliesTo(p, build.name)) return;
     for (const w of provisionerFiles(p)) wanted.push({ ...w, provisioner: i + 1 });

@@ -4,7 +4,7 @@ import { writeVagrantBox } from './vagrant.js';
 import { writeGceTarball } from './gce.js';
 
 /** What every packaged format takes (the OVA's inputs are the fullest set). */
-export type PackageInput = OvaOptions & { tarBinary?: string; vagrantfileExtra?: string };
+export type PackageInput = OvaOptions & { tarBinary?: string; vagrantfileExtra?: string; include?: string[] };
 
 export async function writePackage(format: 'ova' | 'vagrant' | 'gce', input: PackageInput): Promise<void> {
   switch (format) {

@@ -4,6 +4,7 @@
  *   metadata.json  {"provider":"libvirt","format":"qcow2","virtual_size":<GiB, rounded up>}
  *   Vagrantfile    provider defaults: KVM, memory, CPUs and, for UEFI, the OVMF loader
  *   box.img        the disk as qcow2 (compat 1.1)
+ *   ...            the output's `include` files, by their base names (Packer's include)
  *
  * Logging in: kiln leaves SSH keys alone, so `vagrant up` uses Vagrant's defaults: user "vagrant" with
  * Vagrant's well-known insecure key, which it swaps for a fresh key on first boot. For that to work the
@@ -16,8 +17,8 @@ import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { GiB, progressScale, step, writeAtomically, writeTar } from './tar.js';
 
-/** The same inputs as an OVA, and Ruby of the template's own for the box's Vagrantfile. */
-export type VagrantBoxOptions = OvaOptions & { vagrantfileExtra?: string };
+/** The same inputs as an OVA, Ruby of the template's own for the box's Vagrantfile, and files to add. */
+export type VagrantBoxOptions = OvaOptions & { vagrantfileExtra?: string; include?: string[] };
 
 /**
  * The UEFI loader on the machine running `vagrant up` (not the build host): the 4 MiB OVMF build that
@@ -98,6 +99,8 @@ export async function writeVagrantBox(opts: VagrantBoxOptions): Promise<{ size: 
               packing((100 * packed) / Math.max(1, imgSize));
             },
           },
+          // The template's checks keep these names apart from each other and from the entries above.
+          ...(opts.include ?? []).map((file) => ({ name: path.basename(file), file })),
         ],
         { gzip: true, signal: opts.signal },
       ),

@@ -146,11 +146,16 @@ export async function artifactKey(
   if (plan.some((l) => !l.key)) return undefined;
   if (build.post_processors.some((p) => p.type === 'shell-local')) return undefined;
   const last = plan.length ? plan[plan.length - 1]!.key! : rootKey;
+  // Files an output copies in (a box's include) by content: an edited file makes a new artifact.
+  const included = await Promise.all(
+    build.outputs.map((o) => Promise.all((o.include ?? []).map((f) => fileDigest(f)))),
+  );
   return digestOf({
     schema: LAYER_SCHEMA,
     kiln: kilnVersion,
     last,
     outputs: build.outputs,
+    ...(included.some((l) => l.length) ? { included } : {}),
     checksums: build.checksums,
     post_processors: build.post_processors,
     output_directory: build.output_directory,

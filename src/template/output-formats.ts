@@ -17,6 +17,9 @@ export const diskFormats = {
 
 export type DiskFormat = keyof typeof diskFormats;
 
+/** What a Vagrant box holds of kiln's own (src/artifacts/vagrant.ts); `include` adds files beside them. */
+export const vagrantBoxEntries = ['metadata.json', 'Vagrantfile', 'box.img'] as const;
+
 /** The table's entry for a format name read back from a manifest; undefined for a packaged format. */
 export function diskFormat(format: string): (typeof diskFormats)[DiskFormat] | undefined {
   return Object.hasOwn(diskFormats, format) ? diskFormats[format as DiskFormat] : undefined;

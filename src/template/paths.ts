@@ -60,7 +60,10 @@ export function resolveBuildPaths(
 
   if (b.sign) b.sign.key = existing(b.sign.key, ['sign', 'key'], 'file');
   b.output_directory = resolve(b.output_directory ?? `output/${b.name}`);
-  for (const o of b.outputs) if (o.directory) o.directory = resolve(o.directory);
+  b.outputs.forEach((o, j) => {
+    if (o.directory) o.directory = resolve(o.directory);
+    if (o.include) o.include = o.include.map((f, k) => existing(f, ['outputs', j, 'include', k], 'file'));
+  });
   b.provisioners.forEach((p, j) =>
     kindOf(p).resolvePaths(p, {
       existing: (written, field, kind) => existing(written, ['provisioners', j, ...field], kind),

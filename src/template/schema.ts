@@ -2,6 +2,7 @@
  * The template schema. Every object is strict, so a misspelt key is an error with a "did you mean"
  * (see errors.ts) instead of being silently ignored — the most common way a Packer template goes wrong.
  */
+import path from 'node:path';
 import { z } from 'zod';
 import { provisionerSchema } from './provisioner-kinds/index.js';
 import { envMap } from './provisioner-kinds/common.js';
@@ -12,6 +13,7 @@ import { sourceFields, sourceSchema } from './fields/source.js';
 import { sshCommunicatorFields, type sshCommunicator } from './fields/communicator.js';
 import type { cloudInit } from './fields/cloud-init.js';
 import { because } from './fields/types.js';
+import { vagrantBoxEntries } from './output-formats.js';
 
 export { sourceSchema };
 
@@ -73,6 +75,12 @@ export const outputSchema = z
       .describe(
         "vagrant only: Ruby appended to the box's Vagrantfile, after kiln's provider defaults (Packer's vagrantfile_template).",
       ),
+    include: z
+      .array(z.string())
+      .optional()
+      .describe(
+        "vagrant only: files copied into the box's top folder beside box.img, by their base names, for its Vagrantfile to use (Packer's include).",
+      ),
   })
   .refine(
     (o) => o.format === 'vmdk' || (o.subformat === undefined && o.adapter_type === undefined),
@@ -81,7 +89,35 @@ export const outputSchema = z
   .refine(
     (o) => o.format === 'vagrant' || o.vagrantfile_extra === undefined,
     because('"vagrantfile_extra" only applies to format: vagrant', 'remove it, or set format: vagrant'),
-  );
+  )
+  .refine(
+    (o) => o.format === 'vagrant' || o.include === undefined,
+    because('"include" only applies to format: vagrant', 'remove it, or set format: vagrant'),
+  )
+  .superRefine((o, ctx) => {
+    // Each file lands at the box's top by its base name: two with one name, or one named as kiln's own
+    // entries, would leave the box with one of them only.
+    const seen = new Map<string, number>();
+    (o.include ?? []).forEach((f, i) => {
+      const name = path.basename(f);
+      const earlier = seen.get(name);
+      if ((vagrantBoxEntries as readonly string[]).includes(name))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['include', i],
+          message: `${f}: the box's own ${name} has that name (the box holds ${vagrantBoxEntries.join(', ')})`,
+          params: { fix: `rename the file; to add to the box's Vagrantfile, use vagrantfile_extra` },
+        });
+      else if (earlier !== undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['include', i],
+          message: `${f} and include[${earlier}] (${o.include![earlier]}) would both be ${name} in the box`,
+          params: { fix: 'rename one of them: the box keeps files by their base names only' },
+        });
+      else seen.set(name, i);
+    });
+  });
 
 export const postProcessorSchema = z.discriminatedUnion('type', [
   z.strictObject({

@@ -17,6 +17,7 @@ describe('artifacts: every format from one build', () => {
   const out = path.join(dir, 'out');
   it('builds qcow2, raw, vmdk, vhdx, vhd, ova, vagrant and gce with SHA256SUMS, SHA512SUMS and a manifest', async () => {
     const file = path.join(dir, 'all.yaml');
+    writeFileSync(path.join(dir, 'info.json'), '{"author":"ops"}\n');
     writeFileSync(
       file,
       `
@@ -35,7 +36,7 @@ ${tinySourceYaml()}
       - { format: vhdx }
       - { format: vhd }
       - { format: ova }
-      - { format: vagrant }
+      - { format: vagrant, include: [info.json] }
       - { format: gce }
 `,
     );
@@ -63,6 +64,8 @@ ${tinySourceYaml()}
     expect(manifest.artifacts).toHaveLength(8);
     expect(manifest.tools.qemu_img).toMatch(/^\d+\.\d+/);
     expect(manifest.sbom).toEqual({ manager: 'none', packages: [] }); // busybox guest: no dpkg or rpm
+    // The box's include file is an input of the build, in its provenance by digest.
+    expect(readFileSync(path.join(out, 'all.provenance.json'), 'utf8')).toContain(sha256(path.join(dir, 'info.json')));
     // Progress events came from qemu-img's own progress output.
     expect(run.events.some((e) => e.type === 'progress' && e.task === 'convert all.vhdx')).toBe(true);
 
@@ -126,11 +129,12 @@ ${tinySourceYaml()}
     ).toBe(0);
   });
 
-  it('the Vagrant box unpacks: libvirt metadata, Vagrantfile, and a qcow2 identical to the artifact', async () => {
+  it('the Vagrant box unpacks: libvirt metadata, Vagrantfile, the included file, and a qcow2 identical to the artifact', async () => {
     const x = path.join(dir, 'box');
     mkdirSync(x);
     await execa('tar', ['-xzf', path.join(out, 'all.box'), '-C', x]);
-    expect(readdirSync(x).sort()).toEqual(['Vagrantfile', 'box.img', 'metadata.json']);
+    expect(readdirSync(x).sort()).toEqual(['Vagrantfile', 'box.img', 'info.json', 'metadata.json']);
+    expect(readFileSync(path.join(x, 'info.json'), 'utf8')).toBe('{"author":"ops"}\n');
     expect(JSON.parse(readFileSync(path.join(x, 'metadata.json'), 'utf8'))).toEqual({
       provider: 'libvirt',
       format: 'qcow2',

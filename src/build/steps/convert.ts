@@ -113,6 +113,7 @@ async function write(ctx: BuildContext, o: OutputConfig, index: number, name: st
       qemuImg: ctx.driver,
       tarBinary: ctx.options.tarBinary, // KILN_QEMU_IMG / KILN_TAR reach packaging too
       vagrantfileExtra: o.vagrantfile_extra,
+      include: o.include,
     });
     [virtualSize, digests] = await Promise.all([
       ctx.driver.imageInfo(disk.path, disk.format, false, ctx.signal).then((i) => i.virtualSize),

@@ -791,13 +791,17 @@ function mapBuild(t: PackerTemplate, b: PackerBuild, at: (string | number)[], ou
             out.notes.push(
               `${p.at.file}:${p.at.line}: vagrant compression_level: ignored: kiln gzips the box at gzip's default level`,
             );
+          // Packer copies each file to the box's top folder; its paths are relative to where it runs.
           const inc = f('include');
-          if (inc && !isNoOpValue(inc.value))
-            out.problems.push({
-              ...pAt('include'),
-              message: "kiln's box holds metadata.json, its Vagrantfile and box.img only; it adds no other files",
-              fix: 'remove include; ship such files beside the box (or put their content in vagrantfile_template)',
-            });
+          if (inc && !isNoOpValue(inc.value)) {
+            if (Array.isArray(inc.value)) box.include = inc.value.map((v) => abs(String(runtime(v, inc, 'include'))));
+            else
+              out.problems.push({
+                ...pAt('include'),
+                message: `include is a list of file paths, not ${JSON.stringify(inc.value)}`,
+                fix: 'write include = ["info.json"]',
+              });
+          }
           break;
         }
         default:

@@ -3,6 +3,7 @@ import {
   createReadStream,
   createWriteStream,
   existsSync,
+  mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
@@ -233,6 +234,37 @@ describe('Vagrant box', () => {
     expect(info['format-specific']?.data?.compat).toBe('1.1');
     const cmp = await compare(source, 'qcow2', path.join(x, 'box.img'), 'qcow2');
     expect(cmp.stdout).toContain('Images are identical');
+  });
+
+  it("adds the output's include files at the box's top, by their base names, beside kiln's entries", async () => {
+    const outDir = mkdtempSync(path.join(dir, 'box-inc-'));
+    const out = path.join(outDir, 'web.box');
+    const extra = mkdtempSync(path.join(dir, 'box-files-'));
+    mkdirSync(path.join(extra, 'docs'));
+    writeFileSync(path.join(extra, 'info.json'), '{"author":"ops"}\n');
+    writeFileSync(path.join(extra, 'docs', 'README.md'), '# the web box\n');
+    await writeVagrantBox({
+      source,
+      sourceFormat: 'qcow2',
+      out,
+      name: 'web',
+      cpus: 1,
+      memoryMiB: 512,
+      firmware: 'bios',
+      qemuImg,
+      include: [path.join(extra, 'info.json'), path.join(extra, 'docs', 'README.md')],
+    });
+    const x = mkdtempSync(path.join(dir, 'box-inc-x-'));
+    const entries = await untar(out, x, true);
+    expect(entries.map((e) => e.name).sort()).toEqual([
+      'README.md',
+      'Vagrantfile',
+      'box.img',
+      'info.json',
+      'metadata.json',
+    ]);
+    expect(readFileSync(path.join(x, 'info.json'), 'utf8')).toBe('{"author":"ops"}\n');
+    expect(readFileSync(path.join(x, 'README.md'), 'utf8')).toBe('# the web box\n');
   });
 
   it('sets the OVMF loader for UEFI', () => {

@@ -153,6 +153,18 @@ builds:
     expect(b.artifact).not.toBe(a.artifact);
   });
 
+  it("artifact key follows the content of a box's include files; layer keys do not", async () => {
+    const info = path.join(dir, 'info.json');
+    const box = { outputs: '      - { format: vagrant, include: [info.json] }' };
+    writeFileSync(info, '{"v":1}\n');
+    const a = await keysOf(box);
+    expect((await keysOf(box)).artifact).toBe(a.artifact);
+    writeFileSync(info, '{"v":2}\n');
+    const b = await keysOf(box);
+    expect(b.keys).toEqual(a.keys);
+    expect(b.artifact).not.toBe(a.artifact);
+  });
+
   it('resume before an upload into /tmp, which the resumed guest has lost at boot', async () => {
     const { plan } = await keysOf({
       provisioners: `      - { type: shell, inline: [apt-get install -y jq] }

@@ -200,6 +200,19 @@ const corpus: Record<string, Expectation> = {
   'subformat-not-vmdk.yaml': {
     expect: ['builds[0].outputs[0]', '"subformat" and "adapter_type" only apply to format: vmdk', 'fix: remove them'],
   },
+  'include-not-vagrant.yaml': {
+    expect: ['builds[0].outputs[0]', '"include" only applies to format: vagrant', 'fix: remove it'],
+  },
+  'vagrant-include-clash.yaml': {
+    expect: [
+      'builds[0].outputs[0].include[0]',
+      "support/Vagrantfile: the box's own Vagrantfile has that name",
+      'fix: rename the file',
+    ],
+  },
+  'vagrant-include-missing.yaml': {
+    expect: ['builds[0].outputs[0].include[0]', 'path support/info.json does not exist', 'fix: correct the path'],
+  },
   'cloud-init-false-no-key.yaml': {
     expect: [
       'builds[0].source.cloud_init',

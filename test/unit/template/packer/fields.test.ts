@@ -270,7 +270,28 @@ describe('post-processors', () => {
     expect(boxVagrantfile({ name: 'b', cpus: 2, memoryMiB: 1024, firmware: 'bios' })).toMatch(/\nend\n$/);
   });
 
-  it('refuses what kiln cannot honour, with the reason: a tar, include, two boxes of one name; a vagrantfile_template it cannot read', () => {
+  it("copies include's files into the box (relative to where kiln runs, as in Packer); a file that is not there is named", () => {
+    const info = path.join(tmp, 'info.json');
+    writeFileSync(info, '{"author":"ops"}\n');
+    const box = (include: string) =>
+      write(
+        'inc.pkr.hcl',
+        `${source('')}build {
+  sources = ["source.qemu.a"]
+  post-processor "vagrant" {
+    include = ${include}
+  }
+}
+`,
+      );
+    const b = load(box(`["${path.relative(process.cwd(), info)}"]`)).template.builds[0]!;
+    expect(b.outputs.find((o) => o.format === 'vagrant')!.include).toEqual([info]);
+    expect(errorOf(() => load(box('["no-such-info.json"]')))).toMatch(
+      /include\[0\].*path .*no-such-info\.json does not exist/s,
+    );
+  });
+
+  it('refuses what kiln cannot honour, with the reason: a tar, two boxes of one name; a vagrantfile_template it cannot read', () => {
     const f = write(
       'pp.pkr.hcl',
       `${source('')}build {
@@ -281,7 +302,6 @@ describe('post-processors', () => {
   post-processors {
     post-processor "vagrant" {
       vagrantfile_template = "Vagrantfile.tpl"
-      include              = ["info.json"]
     }
   }
   post-processors {
@@ -295,7 +315,6 @@ describe('post-processors', () => {
       /Packer writes a tar archive of the build's files to .*a\.tar\.gz; kiln compresses the disk image on its own/,
     );
     expect(m).toMatch(/vagrantfile_template: cannot read .*Vagrantfile\.tpl: ENOENT/);
-    expect(m).toMatch(/include: kiln's box holds metadata\.json, its Vagrantfile and box\.img only/);
     expect(m).toMatch(/a vagrant post-processor before this one writes .*packer_a_libvirt\.box too/);
   });
 });
