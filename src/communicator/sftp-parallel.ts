@@ -26,16 +26,28 @@ export const requestSize = 32 * 1024;
  */
 export const uploadRequestSize = 128 * 1024;
 /**
- * The write size for `sftp`'s server: uploadRequestSize where its limits allow it (OpenSSH's
- * sftp-server answers ssh2's limits@openssh.com with 255 KiB), else requestSize or the server's own
- * limit if lower: ssh2 sends a write larger than the server takes as pieces one after another, which
- * would undo the parallel lanes. ssh2 keeps the limit in a field of its own; a layout without it gets
- * requestSize, what ssh2 sent before.
+ * A request's size within one of the server's limits: uploadRequestSize where it allows that
+ * (OpenSSH's sftp-server answers ssh2's limits@openssh.com with 255 KiB both ways), else requestSize
+ * or the limit if lower: ssh2 sends a request larger than the server takes as pieces one after
+ * another, which would undo the parallel lanes. ssh2 keeps the limits in fields of its own; a layout
+ * without them gets requestSize, what ssh2 sent before.
  */
-export function uploadWriteSize(sftp: SFTPWrapper): number {
-  const max = (sftp as unknown as { _maxWriteLen?: unknown })._maxWriteLen;
+function requestSizeWithin(max: unknown): number {
   if (typeof max !== 'number' || max <= 0) return requestSize;
   return max >= uploadRequestSize ? uploadRequestSize : Math.min(requestSize, max);
+}
+
+/** The write size for `sftp`'s server (see requestSizeWithin). */
+export function uploadWriteSize(sftp: SFTPWrapper): number {
+  return requestSizeWithin((sftp as unknown as { _maxWriteLen?: unknown })._maxWriteLen);
+}
+
+/**
+ * The read size for `sftp`'s server: as large as writes, for the same reason (each request costs the
+ * TCG guest's sftp-server a read, a send and a reply), with as many bytes outstanding.
+ */
+export function downloadReadSize(sftp: SFTPWrapper): number {
+  return requestSizeWithin((sftp as unknown as { _maxReadLen?: unknown })._maxReadLen);
 }
 
 /** Files of a directory upload written at once: small files cost a round trip or three each (open, write, close). */
@@ -182,10 +194,12 @@ export async function parallelGet(
       if (data.length > 0) await file.write(data, 0, data.length, position);
       onBytes(data.length, size || undefined);
     };
-    await lanes(Math.min(requestsInFlight, Math.max(1, Math.ceil(size / requestSize))), halt, () => {
+    const readSize = downloadReadSize(sftp);
+    const inFlight = Math.floor((requestsInFlight * requestSize) / readSize);
+    await lanes(Math.min(inFlight, Math.max(1, Math.ceil(size / readSize))), halt, () => {
       if (offset >= size || short !== undefined) return false;
       const position = offset;
-      const length = Math.min(requestSize, size - position);
+      const length = Math.min(readSize, size - position);
       offset += length;
       return (async () => {
         // A server may answer with less than asked: read the rest of this piece before moving on.
@@ -207,7 +221,7 @@ export async function parallelGet(
     }
     for (let position = size; ;) {
       halt.throwIfAborted();
-      const data = await readAt(position, requestSize);
+      const data = await readAt(position, readSize);
       if (data.length === 0) break;
       if (size > 0)
         throw new DownloadRefusedError(

@@ -40,8 +40,10 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 /** Set by a test: write requests are held (never answered) while true. */
 let holdWrites = false;
 let writesSeen = 0;
-/** The largest write request the servers received. */
+/** The largest write and read requests the servers received. */
 let largestWrite = 0;
+let largestRead = 0;
+let readsSeen = 0;
 
 /**
  * The size the server reports: the truth, except for "grows-*" (half: the file grew since it was
@@ -91,6 +93,8 @@ function startServer(hostKey: string, ident?: string): Promise<ssh2.Server> {
             sftp.status(id, STATUS_CODE.OK);
           });
           sftp.on('READ', (id, h, offset, length) => {
+            readsSeen++;
+            largestRead = Math.max(largestRead, length);
             const buf = Buffer.alloc(length);
             const n = readSync(fd(h)!, buf, 0, length, offset);
             if (n === 0) sftp.status(id, STATUS_CODE.EOF);
@@ -176,7 +180,7 @@ describe('parallel SFTP transfers', () => {
     }
   });
 
-  it('writes as much a request as the server takes, up to 128 KiB, never split in two (ssh2 alone: 31952 bytes; OpenSSH: 128 KiB)', async () => {
+  it('writes and reads as much a request as the server takes, up to 128 KiB, never split in two (ssh2 alone: 31952 bytes; OpenSSH: 128 KiB)', async () => {
     const size = 2 ** 20 + 4321;
     const src = path.join(dir, 'src-writes');
     writeFileSync(src, randomBytes(size));
@@ -188,8 +192,19 @@ describe('parallel SFTP transfers', () => {
       expect(writesSeen).toBe(Math.ceil(size / largestWrite));
       return largestWrite;
     };
+    const download = async (session: SshSession, remote: string) => {
+      largestRead = 0;
+      readsSeen = 0;
+      const back = path.join(dir, `back${remote}`);
+      await session.download(remote, back);
+      expect(readFileSync(back).equals(readFileSync(src))).toBe(true);
+      // Every piece asked for once, then the one read that finds the end.
+      expect(readsSeen).toBe(Math.ceil(size / largestRead) + 1);
+      return largestRead;
+    };
     // ssh2's limit for a server that is not OpenSSH: 34000 bytes a packet, less the request's own fields.
     expect(await upload(ssh, '/writes-small')).toBe(31952);
+    expect(await download(ssh, '/writes-small')).toBe(31952);
 
     const hostKey = generateKeyPair('test-host-openssh');
     const openssh = await startServer(hostKey.privateKey, 'OpenSSH_9.2p1');
@@ -205,6 +220,7 @@ describe('parallel SFTP transfers', () => {
     );
     try {
       expect(await upload(session, '/writes-large')).toBe(uploadRequestSize);
+      expect(await download(session, '/writes-large')).toBe(uploadRequestSize);
     } finally {
       session.close();
       openssh.close();
