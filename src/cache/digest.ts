@@ -1,25 +1,60 @@
 /** Streaming digests (never a whole file in memory) with a stat-keyed memo for large local images. */
 import { createHash } from 'node:crypto';
-import { createReadStream, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import path from 'node:path';
+
+/**
+ * Reads `file` from its start to its end in chunks, into two buffers used in turn: the next read runs
+ * (in libuv's thread pool) while `onChunk` handles the last one. `onChunk` must be done with its chunk
+ * when it returns (a hash's update is): the buffer is read into again. createReadStream allocates a new
+ * buffer for every chunk instead, and touching that fresh memory is what a digest's time was: 0.78-0.92 s
+ * for the 406 MiB Debian fixture against 0.34-0.42 s with one reused buffer (SHA-256 alone runs at
+ * 1.5 GB/s here, with the CPU's SHA extensions).
+ */
+export async function forEachChunk(file: string, onChunk: (chunk: Buffer) => void, chunkSize = 1 << 20): Promise<void> {
+  const handle = await open(file, 'r');
+  const buffers = [Buffer.allocUnsafe(chunkSize), Buffer.allocUnsafe(chunkSize)] as const;
+  let pending: Promise<{ bytesRead: number }> | undefined;
+  try {
+    let position = 0;
+    let turn = 0;
+    pending = handle.read(buffers[0], 0, chunkSize, position);
+    for (;;) {
+      const { bytesRead } = await pending;
+      pending = undefined;
+      if (bytesRead === 0) return;
+      position += bytesRead;
+      const chunk = buffers[turn]!.subarray(0, bytesRead);
+      turn ^= 1;
+      pending = handle.read(buffers[turn]!, 0, chunkSize, position);
+      onChunk(chunk);
+    }
+  } finally {
+    // A read still in flight (onChunk threw) finishes before its file is closed under it.
+    await pending?.catch(() => undefined);
+    await handle.close();
+  }
+}
 
 export async function fileDigest(
   file: string,
   algorithm: 'sha256' | 'sha512' | 'md5' | 'sha1' = 'sha256',
 ): Promise<string> {
   const hash = createHash(algorithm);
-  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 })) hash.update(chunk as Buffer);
+  await forEachChunk(file, (chunk) => hash.update(chunk));
   return hash.digest('hex');
 }
 
-/** Several digests of one file in a single streamed read. */
+/** Several digests of one file in a single read. */
 export async function fileDigests<A extends 'sha256' | 'sha512' | 'sha1'>(
   file: string,
   algorithms: readonly A[],
 ): Promise<Record<A, string>> {
   const hashes = algorithms.map((a) => [a, createHash(a)] as const);
-  for await (const chunk of createReadStream(file, { highWaterMark: 1 << 20 }))
-    for (const [, h] of hashes) h.update(chunk as Buffer);
+  await forEachChunk(file, (chunk) => {
+    for (const [, h] of hashes) h.update(chunk);
+  });
   return Object.fromEntries(hashes.map(([a, h]) => [a, h.digest('hex')])) as Record<A, string>;
 }
 
