@@ -195,7 +195,7 @@ describe('the clean-up script on a guest-like tree', () => {
     expect(g.exists('var/lib/cloud/instances')).toBe(false);
   });
 
-  it('finds the build key wherever sshd reads keys: homes from /etc/passwd, AuthorizedKeysFile patterns', () => {
+  it('finds the build key wherever sshd reads keys: homes from /etc/passwd, AuthorizedKeysFile patterns, included files', () => {
     const g = fakeGuest();
     g.file(
       'etc/passwd',
@@ -205,8 +205,11 @@ describe('the clean-up script on a guest-like tree', () => {
     // An image that keeps keys outside the homes, quoted and lower-case as sshd accepts it.
     g.file(
       'etc/ssh/sshd_config.d/10-keys.conf',
-      '  authorizedkeysfile "/etc/ssh/keys/%u" .ssh/authorized_keys\nMatch User deploy\n  AuthorizedKeysFile /srv/keys/%U-%%\n',
+      '  authorizedkeysfile "/etc/ssh/keys/%u" .ssh/authorized_keys\nInclude extra/*.conf\nMatch User deploy\n  AuthorizedKeysFile /srv/keys/%U-%%\n',
     );
+    // Included relative to /etc/ssh; keyword=value with a ~, and no newline after the last line.
+    g.file('etc/ssh/extra/more.conf', 'AuthorizedKeysFile=~/.ssh/more_keys');
+    g.file('home/kiln/.ssh/more_keys', 'ssh-ed25519 AAAAbuild kiln-build-abc\nssh-ed25519 AAAAk kiln@laptop\n');
     g.file('etc/ssh/keys/kiln', 'ssh-ed25519 AAAAbuild kiln-build-abc\nssh-ed25519 AAAAops ops@desk\n');
     g.file('srv/keys/1001-%', 'ssh-ed25519 AAAAbuild kiln-build-abc\n');
     g.file(
@@ -220,6 +223,7 @@ describe('the clean-up script on a guest-like tree', () => {
     expect(g.read('srv/keys/1001-%')).toBe('');
     expect(g.read('var/lib/deploy/.ssh/authorized_keys2')).toBe('ssh-ed25519 AAAAd deploy@ci\n');
     expect(g.read('home/kiln/.ssh/authorized_keys')).not.toContain('kiln-build-abc');
+    expect(g.read('home/kiln/.ssh/more_keys')).toBe('ssh-ed25519 AAAAk kiln@laptop\n');
   });
 
   it('stops with the file named when a key file cannot be rewritten: the image would let the build key in', () => {
@@ -231,7 +235,7 @@ describe('the clean-up script on a guest-like tree', () => {
     });
     expect(r.status).toBe(4);
     expect(r.stderr.toString()).toMatch(
-      /build key is still authorized in \/home\/kiln\/\.ssh\/authorized_keys: .*Fix: /,
+      /could not take kiln's build key out of \/home\/kiln\/\.ssh\/authorized_keys: .*Fix: /,
     );
   });
 
