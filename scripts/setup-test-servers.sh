@@ -11,6 +11,7 @@ TEST_PACKAGES=(
   docker-registry skopeo                   # publish tests: OCI registry (CNCF distribution) and skopeo to read back
   swift swift-proxy swift-account swift-container swift-object memcached  # publish tests: Swift with s3api (aborted multipart uploads; s3api's multipart needs memcached)
   shellcheck                               # make lint-shell: the guest shell scripts
+  openssh-sftp-server                      # unit tests: kiln's SFTP client against OpenSSH's own sftp-server (its limits@openssh.com), no sshd
   stress-ng                                # make bench BENCH_LOAD: the fixed background load beside kiln and Packer
   time                                     # make bench: /usr/bin/time counts each tool's CPU-seconds
   slurmctld slurmd slurm-client munge      # many-machines e2e: a two-node Slurm cluster in a temp dir (test/helpers/servers/slurm.ts)

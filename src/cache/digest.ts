@@ -13,8 +13,8 @@ import path from 'node:path';
  * 1.5 GB/s here, with the CPU's SHA extensions).
  */
 export async function forEachChunk(file: string, onChunk: (chunk: Buffer) => void, chunkSize = 1 << 20): Promise<void> {
-  const handle = await open(file, 'r');
   const buffers = [Buffer.allocUnsafe(chunkSize), Buffer.allocUnsafe(chunkSize)] as const;
+  const handle = await open(file, 'r');
   let pending: Promise<{ bytesRead: number }> | undefined;
   try {
     let position = 0;

@@ -44,10 +44,20 @@ export function uploadWriteSize(sftp: SFTPWrapper): number {
 
 /**
  * The read size for `sftp`'s server: as large as writes, for the same reason (each request costs the
- * TCG guest's sftp-server a read, a send and a reply), with as many bytes outstanding.
+ * TCG guest's sftp-server a read, a send and a reply), with as many bytes outstanding, where the
+ * server states its limit (limits@openssh.com, OpenSSH 8.6 and later). Without it ssh2 assumes
+ * 254 KiB of any OpenSSH, whose older sftp-server answers at most 64 KiB a read: a 128 KiB request
+ * would come back half full and need a second one. Those servers keep requestSize.
  */
 export function downloadReadSize(sftp: SFTPWrapper): number {
-  return requestSizeWithin((sftp as unknown as { _maxReadLen?: unknown })._maxReadLen);
+  const s = sftp as unknown as { _maxReadLen?: unknown; _extensions?: Record<string, string> };
+  if (s._extensions?.['limits@openssh.com'] !== '1') return Math.min(requestSize, requestSizeWithin(s._maxReadLen));
+  return requestSizeWithin(s._maxReadLen);
+}
+
+/** Requests in flight for `size` a request: the same bytes outstanding, at most requestsInFlight requests. */
+export function lanesFor(size: number): number {
+  return Math.max(1, Math.min(requestsInFlight, Math.floor((requestsInFlight * requestSize) / size)));
 }
 
 /** Files of a directory upload written at once: small files cost a round trip or three each (open, write, close). */
@@ -120,8 +130,7 @@ export async function parallelPut(
       return b;
     };
     let offset = 0;
-    const inFlight = Math.floor((requestsInFlight * requestSize) / writeSize);
-    await lanes(Math.min(inFlight, Math.max(1, Math.ceil(size / writeSize))), halt, () => {
+    await lanes(Math.min(lanesFor(writeSize), Math.max(1, Math.ceil(size / writeSize))), halt, () => {
       if (offset >= size) return false;
       const position = offset;
       const length = Math.min(writeSize, size - position);
@@ -195,8 +204,7 @@ export async function parallelGet(
       onBytes(data.length, size || undefined);
     };
     const readSize = downloadReadSize(sftp);
-    const inFlight = Math.floor((requestsInFlight * requestSize) / readSize);
-    await lanes(Math.min(inFlight, Math.max(1, Math.ceil(size / readSize))), halt, () => {
+    await lanes(Math.min(lanesFor(readSize), Math.max(1, Math.ceil(size / readSize))), halt, () => {
       if (offset >= size || short !== undefined) return false;
       const position = offset;
       const length = Math.min(readSize, size - position);

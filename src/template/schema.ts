@@ -97,25 +97,34 @@ export const outputSchema = z
   .superRefine((o, ctx) => {
     // Each file lands at the box's top by its base name: two with one name, or one named as kiln's own
     // entries, would leave the box with one of them only.
+    // Compared without case: a box unpacked on macOS or Windows would make one file of Info.json and info.json.
     const seen = new Map<string, number>();
     (o.include ?? []).forEach((f, i) => {
       const name = path.basename(f);
-      const earlier = seen.get(name);
-      if ((vagrantBoxEntries as readonly string[]).includes(name))
+      const folded = name.toLowerCase();
+      const earlier = seen.get(folded);
+      if (/^[a-z][a-z0-9+.-]*:\/\//i.test(f))
         ctx.addIssue({
           code: 'custom',
           path: ['include', i],
-          message: `${f}: the box's own ${name} has that name (the box holds ${vagrantBoxEntries.join(', ')})`,
+          message: `${f}: include takes local files, not URLs`,
+          params: { fix: 'download the file first (a shell-local step or your pipeline), then include its path' },
+        });
+      else if (vagrantBoxEntries.some((e) => e.toLowerCase() === folded))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['include', i],
+          message: `${f}: the box's own ${vagrantBoxEntries.find((e) => e.toLowerCase() === folded)} has that name (the box holds ${vagrantBoxEntries.join(', ')})`,
           params: { fix: `rename the file; to add to the box's Vagrantfile, use vagrantfile_extra` },
         });
       else if (earlier !== undefined)
         ctx.addIssue({
           code: 'custom',
           path: ['include', i],
-          message: `${f} and include[${earlier}] (${o.include![earlier]}) would both be ${name} in the box`,
+          message: `${f} and include[${earlier}] (${o.include![earlier]}) would be one file, ${name}, in the box (names compared without case, as macOS and Windows do)`,
           params: { fix: 'rename one of them: the box keeps files by their base names only' },
         });
-      else seen.set(name, i);
+      else seen.set(folded, i);
     });
   });
 

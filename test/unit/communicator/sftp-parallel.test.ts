@@ -3,6 +3,7 @@
 // many small files), progress adds up, and an abort stops an upload whose server has stopped answering.
 // A hostile guest is played by the server: a link to /dev/zero, a file that grows while read, one
 // that reports no size; a download stops at its limit and leaves the host as it was.
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   chmodSync,
@@ -32,6 +33,8 @@ import { DownloadLimitError } from '../../../src/communicator/download-guard.js'
 import { uploadRequestSize } from '../../../src/communicator/sftp-parallel.js';
 
 const { STATUS_CODE, OPEN_MODE } = ssh2.utils.sftp;
+/** OpenSSH's SFTP server, as Debian guests run it (package openssh-sftp-server, scripts/setup-test-servers.sh). */
+const sftpServerBinary = '/usr/lib/openssh/sftp-server';
 const dir = mkdtempSync(path.join(os.tmpdir(), 'sftp-parallel-'));
 const served = path.join(dir, 'served');
 mkdirSync(served);
@@ -180,7 +183,7 @@ describe('parallel SFTP transfers', () => {
     }
   });
 
-  it('writes and reads as much a request as the server takes, up to 128 KiB, never split in two (ssh2 alone: 31952 bytes; OpenSSH: 128 KiB)', async () => {
+  it("writes and reads as much a request as the server takes, up to 128 KiB, never split in two (ssh2 alone: 31952 bytes; OpenSSH's name without its limits: 128 KiB writes, 32 KiB reads)", async () => {
     const size = 2 ** 20 + 4321;
     const src = path.join(dir, 'src-writes');
     writeFileSync(src, randomBytes(size));
@@ -220,10 +223,73 @@ describe('parallel SFTP transfers', () => {
     );
     try {
       expect(await upload(session, '/writes-large')).toBe(uploadRequestSize);
-      expect(await download(session, '/writes-large')).toBe(uploadRequestSize);
+      // No limits@openssh.com (ssh2's server states none): an sftp-server before OpenSSH 8.6 answers
+      // at most 64 KiB a read, so reads stay at 32 KiB, whole.
+      expect(await download(session, '/writes-large')).toBe(32 * 1024);
     } finally {
       session.close();
       openssh.close();
+    }
+  });
+
+  it("reads and writes 128 KiB a request against OpenSSH's own sftp-server, which states its limits", async () => {
+    // The guest's side for real: ssh2 carries the session, OpenSSH's sftp-server (what Debian guests
+    // run) serves the subsystem and logs every request it is sent.
+    const hostKey = generateKeyPair('test-host-sftp-server');
+    const log: string[] = [];
+    const real = new ssh2.Server({ hostKeys: [hostKey.privateKey], ident: 'OpenSSH_9.2p1' }, (client) => {
+      client.on('error', () => undefined);
+      client.on('authentication', (auth) => auth.accept());
+      client.on('ready', () =>
+        client.on('session', (accept) => {
+          accept().on('subsystem', (acceptSubsystem, reject, info) => {
+            if (info.name !== 'sftp') return reject();
+            const channel = acceptSubsystem();
+            const child = spawn(sftpServerBinary, ['-e', '-l', 'DEBUG1'], { stdio: ['pipe', 'pipe', 'pipe'] });
+            channel.pipe(child.stdin);
+            child.stdout.pipe(channel);
+            child.stderr.on('data', (d: Buffer) => log.push(...d.toString().split('\n')));
+            child.on('exit', () => channel.end());
+            channel.on('close', () => child.kill());
+          });
+        }),
+      );
+    });
+    await new Promise<void>((resolve) => real.listen(0, '127.0.0.1', resolve));
+    const session = await connectOnce(
+      {
+        host: '127.0.0.1',
+        port: (real.address() as AddressInfo).port,
+        username: 'u',
+        password: 'p',
+        hostKeyFingerprint: hostKey.fingerprint,
+      },
+      5000,
+    );
+    const sizes = (what: 'read' | 'write') =>
+      log.flatMap((l) => {
+        const m = new RegExp(`request \\d+: ${what} ".*" \\(handle \\d+\\) off \\d+ len (\\d+)`).exec(l);
+        return m ? [Number(m[1])] : [];
+      });
+    try {
+      const size = 2 ** 20 + 4321;
+      const src = path.join(dir, 'src-real');
+      writeFileSync(src, randomBytes(size));
+      const remote = path.join(served, 'real.bin');
+      await session.uploadFile(src, remote);
+      expect(readFileSync(remote).equals(readFileSync(src))).toBe(true);
+      const back = path.join(dir, 'back-real');
+      await session.download(remote, back);
+      expect(readFileSync(back).equals(readFileSync(src))).toBe(true);
+      const whole = Math.floor(size / uploadRequestSize);
+      // Every piece once at 128 KiB and the last one's rest; a read also asks once past the end.
+      expect(sizes('write')).toEqual(expect.arrayContaining(Array(whole).fill(uploadRequestSize)));
+      expect(sizes('write')).toHaveLength(whole + 1);
+      expect(Math.max(...sizes('read'))).toBe(uploadRequestSize);
+      expect(sizes('read')).toHaveLength(whole + 2);
+    } finally {
+      session.close();
+      real.close();
     }
   });
 

@@ -210,6 +210,16 @@ const corpus: Record<string, Expectation> = {
       'fix: rename the file',
     ],
   },
+  'vagrant-include-case.yaml': {
+    expect: [
+      'builds[0].outputs[0].include[1]',
+      'would be one file, Info.json, in the box (names compared without case',
+      'fix: rename one of them',
+    ],
+  },
+  'vagrant-include-url.yaml': {
+    expect: ['builds[0].outputs[0].include[0]', 'include takes local files, not URLs', 'fix: download the file first'],
+  },
   'vagrant-include-missing.yaml': {
     expect: ['builds[0].outputs[0].include[0]', 'path support/info.json does not exist', 'fix: correct the path'],
   },

@@ -47,6 +47,8 @@ const semantic: Record<string, string> = {
   'include-not-vagrant.yaml': 'a field allowed only with a given format',
   'vagrant-include-clash.yaml': 'base names compared with each other and the box',
   'vagrant-include-missing.yaml': 'where a file is on the file system',
+  'vagrant-include-case.yaml': 'base names compared with each other and the box',
+  'vagrant-include-url.yaml': 'a pattern checked in code',
   'cloud-init-false-no-key.yaml': 'cloud_init off needs a key or password',
   'cloud-init-enabled-false-no-key.yaml': 'cloud_init off needs a key or password',
   'communicator-none-with-shell.yaml': 'provisioners that need a communicator',
