@@ -235,6 +235,8 @@ describe('parallel SFTP transfers', () => {
   it("reads and writes 128 KiB a request against OpenSSH's own sftp-server, which states its limits", async () => {
     // The guest's side for real: ssh2 carries the session, OpenSSH's sftp-server (what Debian guests
     // run) serves the subsystem and logs every request it is sent.
+    if (!existsSync(sftpServerBinary))
+      throw new Error(`${sftpServerBinary} is missing: run make setup-test (it installs openssh-sftp-server)`);
     const hostKey = generateKeyPair('test-host-sftp-server');
     const log: string[] = [];
     const real = new ssh2.Server({ hostKeys: [hostKey.privateKey], ident: 'OpenSSH_9.2p1' }, (client) => {
