@@ -142,22 +142,26 @@ function startServer(hostKey: string, ident?: string): Promise<ssh2.Server> {
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
 }
 
+/** A session with a test server on loopback (any user and password are let in). */
+const connectTo = (server: ssh2.Server, hostKeyFingerprint: string) =>
+  connectOnce(
+    {
+      host: '127.0.0.1',
+      port: (server.address() as AddressInfo).port,
+      username: 'u',
+      password: 'p',
+      hostKeyFingerprint,
+    },
+    5000,
+  );
+
 describe('parallel SFTP transfers', () => {
   let server: ssh2.Server;
   let ssh: SshSession;
   beforeAll(async () => {
     const hostKey = generateKeyPair('test-host');
     server = await startServer(hostKey.privateKey);
-    ssh = await connectOnce(
-      {
-        host: '127.0.0.1',
-        port: (server.address() as AddressInfo).port,
-        username: 'u',
-        password: 'p',
-        hostKeyFingerprint: hostKey.fingerprint,
-      },
-      5000,
-    );
+    ssh = await connectTo(server, hostKey.fingerprint);
   });
   afterAll(() => {
     ssh?.close();
@@ -211,16 +215,7 @@ describe('parallel SFTP transfers', () => {
 
     const hostKey = generateKeyPair('test-host-openssh');
     const openssh = await startServer(hostKey.privateKey, 'OpenSSH_9.2p1');
-    const session = await connectOnce(
-      {
-        host: '127.0.0.1',
-        port: (openssh.address() as AddressInfo).port,
-        username: 'u',
-        password: 'p',
-        hostKeyFingerprint: hostKey.fingerprint,
-      },
-      5000,
-    );
+    const session = await connectTo(openssh, hostKey.fingerprint);
     try {
       expect(await upload(session, '/writes-large')).toBe(uploadRequestSize);
       // No limits@openssh.com (ssh2's server states none): an sftp-server before OpenSSH 8.6 answers
@@ -258,16 +253,7 @@ describe('parallel SFTP transfers', () => {
       );
     });
     await new Promise<void>((resolve) => real.listen(0, '127.0.0.1', resolve));
-    const session = await connectOnce(
-      {
-        host: '127.0.0.1',
-        port: (real.address() as AddressInfo).port,
-        username: 'u',
-        password: 'p',
-        hostKeyFingerprint: hostKey.fingerprint,
-      },
-      5000,
-    );
+    const session = await connectTo(real, hostKey.fingerprint);
     const sizes = (what: 'read' | 'write') =>
       log.flatMap((l) => {
         const m = new RegExp(`request \\d+: ${what} ".*" \\(handle \\d+\\) off \\d+ len (\\d+)`).exec(l);
