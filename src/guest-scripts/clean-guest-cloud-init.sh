@@ -22,9 +22,10 @@ if command -v cloud-init >/dev/null 2>&1; then
   rm -rf -- "$@" "$R/var/log/cloud-init.log" "$R/var/log/cloud-init-output.log" "$R"/etc/ssh/ssh_host_*
   # What rm could not delete (an immutable file, a read-only mount) would ship in the image: the
   # injected host key every machine made from it would share, the seed's copies. Named, and the build stops.
+  # "$@" still holds the entries of $state that rm was given (the seed left out).
   left=''
-  for f in "$R"/etc/ssh/ssh_host_* "$state"/* "$state"/.[!.]* "$R/var/log/cloud-init.log" "$R/var/log/cloud-init-output.log"; do
-    [ "$f" = "$state/seed" ] || [ ! -e "$f" ] || left="$left ${f#"$R"}"
+  for f in "$R"/etc/ssh/ssh_host_* "$@" "$R/var/log/cloud-init.log" "$R/var/log/cloud-init-output.log"; do
+    [ ! -e "$f" ] || left="$left ${f#"$R"}"
   done
   if [ -n "$left" ]; then
     echo "could not delete$left: they hold the host key kiln injected or cloud-init's copy of the seed, and would ship in the image. Fix: leave them deletable by root until the build ends (no chattr +i or read-only mount over them in a provisioner)" >&2

@@ -14,6 +14,7 @@ import { sshCommunicatorFields, type sshCommunicator } from './fields/communicat
 import type { cloudInit } from './fields/cloud-init.js';
 import { because } from './fields/types.js';
 import { vagrantBoxEntries } from './output-formats.js';
+import { hasUrlScheme } from '../util/url.js';
 
 export { sourceSchema };
 
@@ -103,18 +104,19 @@ export const outputSchema = z
       const name = path.basename(f);
       const folded = name.toLowerCase();
       const earlier = seen.get(folded);
-      if (/^[a-z][a-z0-9+.-]*:\/\//i.test(f))
+      const own = vagrantBoxEntries.find((e) => e.toLowerCase() === folded);
+      if (hasUrlScheme(f))
         ctx.addIssue({
           code: 'custom',
           path: ['include', i],
           message: `${f}: include takes local files, not URLs`,
           params: { fix: 'download the file first (a shell-local step or your pipeline), then include its path' },
         });
-      else if (vagrantBoxEntries.some((e) => e.toLowerCase() === folded))
+      else if (own)
         ctx.addIssue({
           code: 'custom',
           path: ['include', i],
-          message: `${f}: the box's own ${vagrantBoxEntries.find((e) => e.toLowerCase() === folded)} has that name (the box holds ${vagrantBoxEntries.join(', ')})`,
+          message: `${f}: the box's own ${own} has that name (the box holds ${vagrantBoxEntries.join(', ')})`,
           params: { fix: `rename the file; to add to the box's Vagrantfile, use vagrantfile_extra` },
         });
       else if (earlier !== undefined)
