@@ -12,6 +12,7 @@ import type { Manifest, PublishedRecord } from '../artifacts/manifest.js';
 import { LayerStore } from '../cache/layers.js';
 import type { BuildEvent } from '../ui/events.js';
 import {
+  EFI_VARS_FORMAT,
   publishTargetName,
   publishTargetSchema,
   publishTimeouts,
@@ -100,7 +101,12 @@ export function artifactFor(manifest: Manifest, target: PublishTarget, manifestF
   if (!a) {
     throw new PublishError(
       `publish target "${publishTargetName(target)}" needs a ${target.format} artifact, and ${manifestFile} lists ${manifest.artifacts.map((x) => x.format).join(', ') || 'none'}`,
-      { fix: `add "- format: ${target.format}" under the build's outputs` },
+      {
+        fix:
+          target.format === EFI_VARS_FORMAT
+            ? 'the UEFI variable store comes from a UEFI build: set firmware: uefi in its source and build again'
+            : `add "- format: ${target.format}" under the build's outputs`,
+      },
     );
   }
   if (a.compression) {

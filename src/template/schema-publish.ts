@@ -89,6 +89,7 @@ const credentialsFile = z.string().optional();
 export const s3Target = z.strictObject({
   type: z.literal('s3'),
   name: targetName,
+  /** Any artifact of the build's: an output format, or efi-vars (the UEFI variable store of a UEFI build). */
   format: z.string().default('qcow2'),
   bucket: z.string().min(3),
   /** Object key; default: the artifact's file name. `${build.name}` works like anywhere else. */
@@ -204,11 +205,20 @@ export function publishTimeouts(t: PublishTarget): { connectMs: number; idleMs: 
   return { connectMs: parseDuration(t.timeout.connect), idleMs: parseDuration(t.timeout.idle) };
 }
 
+/** The format of the UEFI variable store every UEFI build writes beside its disk (`<build>.efivars.fd`). */
+export const EFI_VARS_FORMAT = 'efi-vars';
+
+/** What a build produces that a target can upload: its outputs' formats, and efi-vars when it boots UEFI. */
+export interface BuildProducts {
+  outputs: string[];
+  uefi: boolean;
+}
+
 /**
- * Checks a build's publish list against what it produces: each target's format among the outputs,
- * names unique. `outputs` are the build's output formats; `path` where issues go.
+ * Checks a build's publish list against what it produces: each target's format among the outputs (or
+ * the UEFI variable store of a UEFI build), names unique.
  */
-export function checkPublishTargets(targets: PublishTarget[], outputFormats: string[], ctx: z.RefinementCtx): void {
+export function checkPublishTargets(targets: PublishTarget[], products: BuildProducts, ctx: z.RefinementCtx): void {
   const seen = new Set<string>();
   for (const [i, t] of targets.entries()) {
     const name = publishTargetName(t);
@@ -220,12 +230,25 @@ export function checkPublishTargets(targets: PublishTarget[], outputFormats: str
       });
     }
     seen.add(name);
-    if (!outputFormats.includes(t.format)) {
+    if (t.format === EFI_VARS_FORMAT) {
+      // Only S3 takes any file; the other targets' format enums refuse efi-vars before this.
+      if (!products.uefi)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['publish', i, 'format'],
+          ...because(
+            `publish target "${name}" uploads the UEFI variable store (efi-vars), which only a UEFI build writes, and this build boots with firmware: bios`,
+            'set firmware: uefi (or uefi-secure) in the source, or remove this target',
+          ),
+        });
+      continue;
+    }
+    if (!products.outputs.includes(t.format)) {
       ctx.addIssue({
         code: 'custom',
         path: ['publish', i, 'format'],
         ...because(
-          `publish target "${name}" uploads a ${t.format} artifact, which this build does not produce (outputs: ${outputFormats.join(', ')})`,
+          `publish target "${name}" uploads a ${t.format} artifact, which this build does not produce (outputs: ${products.outputs.join(', ')}${products.uefi ? `, and ${EFI_VARS_FORMAT}` : ''})`,
           `add "- format: ${t.format}" under outputs${t.type === 'azure' ? ' (a fixed VHD, as Azure needs)' : ''}`,
         ),
       });

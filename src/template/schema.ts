@@ -238,13 +238,11 @@ export const buildFields = {
   },
 } as const satisfies Fields;
 
-export const buildSchema = z.strictObject(shapeOf(buildFields)).superRefine((b, ctx) =>
-  checkPublishTargets(
-    b.publish,
-    b.outputs.map((o) => o.format),
-    ctx,
-  ),
-);
+export const buildSchema = z
+  .strictObject(shapeOf(buildFields))
+  .superRefine((b, ctx) =>
+    checkPublishTargets(b.publish, { outputs: b.outputs.map((o) => o.format), uefi: usesUefi(b.source.firmware) }, ctx),
+  );
 
 export const templateSchema = z.strictObject({
   description: z.string().optional(),

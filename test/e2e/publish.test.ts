@@ -1,6 +1,7 @@
 // kiln build with a publish: list to four real servers on loopback (s3rver, Azurite, Debian's
 // docker-registry and Glance without Keystone), started in parallel once for this file: every image
-// is read back through the server's API and compared by digest; `kiln publish` again sends nothing;
+// is read back through the server's API and compared by digest (the build boots UEFI: its variable
+// store goes to S3 beside the disk); `kiln publish` again sends nothing;
 // an upload interrupted half way leaves nothing on the remote side; wrong credentials give one line.
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
@@ -111,7 +112,8 @@ beforeAll(async () => {
 builds:
   - name: pub
     output_directory: ${out}
-${tinySourceYaml()}
+${tinySourceYaml('    ', { bootloader: true })}
+      firmware: uefi
     provisioners:
       - type: shell
         inline: ['echo published > /root/marker']
@@ -235,6 +237,7 @@ describe('publish to four local servers', () => {
       disk_format: 'qcow2',
       os_distro: 'debian',
       hw_disk_bus: 'virtio',
+      hw_firmware_type: 'uefi',
       kiln_sha256: artifact('qcow2').sha256,
     });
     const data = Buffer.from(await (await fetch(`${glance.url}/v2/images/${record('glance').id}/file`)).arrayBuffer());
@@ -295,7 +298,8 @@ describe('publish to four local servers', () => {
       templateFile,
       templateText.replace(
         '    publish:\n',
-        `    publish:\n      - type: s3\n        name: s3-copy\n        bucket: images\n        key: tiny/copy.qcow2\n        endpoint: ${s3.url}\n        force_path_style: true\n`,
+        `    publish:\n      - type: s3\n        name: s3-copy\n        bucket: images\n        key: tiny/copy.qcow2\n        endpoint: ${s3.url}\n        force_path_style: true\n` +
+          `      - type: s3\n        name: vars\n        format: efi-vars\n        bucket: images\n        endpoint: ${s3.url}\n        force_path_style: true\n`,
       ),
     );
     const added = await kiln(['build', '--events', 'json', templateFile], env);
@@ -304,14 +308,22 @@ describe('publish to four local servers', () => {
     const events = publishedEvents(added);
     expect(events.map((e) => [e.target, e.ok, e.unchanged])).toEqual([
       ['s3-copy', true, false],
+      ['vars', true, false],
       ...['s3', 'azure', 'oci', 'glance'].map((t) => [t, true, true]),
     ]);
     expect(events[0]!.bytesSent).toBe(artifact('qcow2').size);
     expect(events[0]!.location).toBe('s3://images/tiny/copy.qcow2');
     expect(record('s3-copy')).toMatchObject({ status: 'published', unchanged: false });
+    // The UEFI build's variable store goes beside its disk, under its own file name by default.
+    const vars = artifact('efi-vars');
+    expect(vars.name).toBe('pub.efivars.fd');
+    expect(events[1]!.bytesSent).toBe(vars.size);
+    expect(events[1]!.location).toBe('s3://images/pub.efivars.fd');
     const client = s3Client();
     const got = await client.send(new GetObjectCommand({ Bucket: 'images', Key: 'tiny/copy.qcow2' }));
     expect(sha256(await bytesOf(got.Body as Readable))).toBe(artifact('qcow2').sha256);
+    const store = await client.send(new GetObjectCommand({ Bucket: 'images', Key: 'pub.efivars.fd' }));
+    expect(sha256(await bytesOf(store.Body as Readable))).toBe(vars.sha256);
     client.destroy();
     // Events and output carry no credential.
     for (const r of [same, added]) {
@@ -503,7 +515,11 @@ describe('publish to four local servers', () => {
     }
     const client = s3Client();
     const listed = await client.send(new ListObjectsV2Command({ Bucket: 'images' }));
-    expect((listed.Contents ?? []).map((o) => o.Key).sort()).toEqual(['tiny/copy.qcow2', 'tiny/pub.qcow2']);
+    expect((listed.Contents ?? []).map((o) => o.Key).sort()).toEqual([
+      'pub.efivars.fd',
+      'tiny/copy.qcow2',
+      'tiny/pub.qcow2',
+    ]);
     client.destroy();
     const blobs: string[] = [];
     for await (const b of BlobServiceClient.fromConnectionString(azure.connectionString)

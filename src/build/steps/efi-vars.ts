@@ -10,11 +10,11 @@ import path from 'node:path';
 import type { Step } from '../step.js';
 import { need } from '../state.js';
 import { usesUefi } from '../../template/schema.js';
+import { EFI_VARS_FORMAT } from '../../template/schema-publish.js';
 import { fileDigests } from '../../cache/digest.js';
 import { efiVarsFile, firmwareFor } from '../vm.js';
 import { variableStoreFor } from '../../qemu/secure-boot.js';
 
-export const EFI_VARS_FORMAT = 'efi-vars';
 export const efiVarsArtifactName = (build: string) => `${build}.efivars.fd`;
 
 export const efiVarsArtifactStep: Step = {

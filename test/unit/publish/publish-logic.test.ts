@@ -115,4 +115,33 @@ describe('publish: in a template', () => {
     });
     expect(r.publish.map((p) => p.format)).toEqual(['qcow2', 'vhd', 'qcow2', 'qcow2']);
   });
+  it('takes the UEFI variable store (format: efi-vars) to S3 from a UEFI build, and names the firmware fix for a BIOS one', () => {
+    const vars = { type: 's3', name: 'vars', bucket: 'images', format: 'efi-vars' };
+    const uefi = buildSchema.safeParse({
+      ...base,
+      source: { ...base.source, firmware: 'uefi' },
+      publish: [{ type: 's3', bucket: 'images' }, vars],
+    });
+    expect(uefi.success).toBe(true);
+    const bios = buildSchema.safeParse({ ...base, publish: [vars] });
+    expect(bios.success).toBe(false);
+    const issue = bios.error!.issues[0]!;
+    expect(issue.path).toEqual(['publish', 0, 'format']);
+    expect(issue.message).toMatch(/uploads the UEFI variable store \(efi-vars\), which only a UEFI build writes/);
+    expect((issue as { params?: { fix?: string } }).params?.fix).toMatch(/firmware: uefi/);
+    // The other targets take disks only: their format lists refuse it.
+    const glance = buildSchema.safeParse({
+      ...base,
+      source: { ...base.source, firmware: 'uefi' },
+      publish: [{ type: 'glance', endpoint: 'http://127.0.0.1:9292', format: 'efi-vars' }],
+    });
+    expect(glance.success).toBe(false);
+    // A UEFI build's message lists the store among what it produces.
+    const missing = buildSchema.safeParse({
+      ...base,
+      source: { ...base.source, firmware: 'uefi' },
+      publish: [{ type: 'azure', container: 'vhds' }],
+    });
+    expect(missing.error!.issues[0]!.message).toMatch(/\(outputs: qcow2, and efi-vars\)/);
+  });
 });
