@@ -1,7 +1,8 @@
 /**
  * The layer-cache step's use of a shared remote cache (src/cache/remote): pulling a build's final disk
  * (checked by digest, then published into the local store like any layer) and sharing the final disk
- * this build saved, made self-contained on the base image (a copy rebased onto it). Intermediate
+ * this build saved, made self-contained on the base image (a copy rebased onto it), or for an ISO
+ * build, which has no base image, on nothing (its chain flattened by qemu-img convert). Intermediate
  * layers are disks before kiln's clean-up (what the provisioners wrote is in them): they are shared
  * and pulled only with --cache-remote-intermediate, as a chain whose records name their parents by
  * digest, and never for a guest that only kiln's generated key logs into (that key stays here). VM
@@ -13,7 +14,7 @@ import { execa } from 'execa';
 import type { BuildContext } from './state.js';
 import type { LayerMeta, LayerStore } from '../cache/layers.js';
 import type { BuildPlan } from '../cache/plan.js';
-import type { RemoteCache } from '../cache/remote/protocol.js';
+import { SELF_CONTAINED, type RemoteCache } from '../cache/remote/protocol.js';
 import { diesWithKiln } from '../qemu/process.js';
 import { formatBytes, formatDuration } from '../template/units.js';
 
@@ -50,7 +51,7 @@ export async function pullFromRemote(
   base: Base,
 ): Promise<boolean> {
   if (plan.resume.kind === 'resume') return pullChain(ctx, store, remote, plan, plan.resume.at, base);
-  if (plan.resume.kind !== 'fromFinalLayer' || !plan.final || base.kind !== 'disk') return false;
+  if (plan.resume.kind !== 'fromFinalLayer' || !plan.final) return false;
   const started = performance.now();
   const finalKey = plan.final.key;
   const pulled = await remote.pullChain(
@@ -68,11 +69,23 @@ export async function pullFromRemote(
   }
   const { record, file } = pulled[0]!;
   try {
-    const baseName = await store.ensureBase(base.path, base.sha256, base.format);
+    // An ISO build's final disk was shared flattened: it must back onto nothing (a backing file name
+    // would point into this store at whatever happens to carry that name).
+    if (base.kind === 'iso' && !(await selfContained(ctx, file, record.baseFormat))) {
+      ctx.log(
+        `remote cache: the final disk ${short(finalKey)} in ${remote.location} is not a self-contained disk, as an ISO build's must be; building it here`,
+        'warn',
+      );
+      return false;
+    }
+    const backing =
+      base.kind === 'iso'
+        ? null
+        : { name: await store.ensureBase(base.path, base.sha256, base.format), format: base.format };
     await store.publish(
       finalKey,
       file,
-      { name: baseName, format: base.format },
+      backing,
       {
         parent: null,
         build: ctx.build.name,
@@ -116,10 +129,6 @@ export async function pushToRemote(
     });
     return;
   }
-  if (base.kind !== 'disk') {
-    ctx.log('remote cache: the final disk of an ISO build is not shared (it has no base image to back onto)', 'debug');
-    return;
-  }
   if (!(await remote.lacks(meta.key, 'final', ctx.signal))) {
     ctx.log(`remote cache: ${remote.location} holds the final disk ${short(meta.key)} already`, 'debug');
     return;
@@ -128,19 +137,31 @@ export async function pushToRemote(
   // In the store, so the layer's store-relative backing names resolve; swept as .tmp-<pid> if kiln dies.
   const tmp = path.join(store.dir, `${meta.key}.remote.tmp-${process.pid}`);
   try {
-    await execa(...diesWithKiln('cp', ['--sparse=always', '--reflink=auto', store.layerFile(meta.key), tmp]), {
-      cancelSignal: ctx.signal,
-    });
-    const baseName = await store.ensureBase(base.path, base.sha256, base.format);
-    await ctx.driver.rebase(tmp, { name: baseName, format: base.format }, ctx.signal);
+    if (base.kind === 'iso') {
+      // An installed disk backs onto no image another builder has: its whole chain, flattened.
+      await ctx.driver.convert(store.layerFile(meta.key), 'qcow2', tmp, 'qcow2', { signal: ctx.signal });
+    } else {
+      await execa(...diesWithKiln('cp', ['--sparse=always', '--reflink=auto', store.layerFile(meta.key), tmp]), {
+        cancelSignal: ctx.signal,
+      });
+      const baseName = await store.ensureBase(base.path, base.sha256, base.format);
+      await ctx.driver.rebase(tmp, { name: baseName, format: base.format }, ctx.signal);
+    }
     ctx.log(
-      `remote cache: sharing the final disk ${short(meta.key)} (${formatBytes(statSync(tmp).size)}, self-contained on the base image) to ${remote.location}`,
+      `remote cache: sharing the final disk ${short(meta.key)} (${formatBytes(statSync(tmp).size)}, ${base.kind === 'iso' ? 'the installed disk and all, self-contained' : 'self-contained on the base image'}) to ${remote.location}`,
     );
     const record = await remote.push(
       meta.key,
       'final',
       tmp,
-      { parent: null, base: base.sha256, baseFormat: base.format, final: meta.final, description: meta.description },
+      {
+        parent: null,
+        // An ISO build's record names the ISO, which its key already digests; its blob backs onto nothing.
+        base: base.sha256,
+        baseFormat: base.kind === 'iso' ? SELF_CONTAINED : base.format,
+        final: meta.final,
+        description: meta.description,
+      },
       ctx.signal,
     );
     const ms = performance.now() - started;
@@ -158,6 +179,13 @@ export async function pushToRemote(
   } finally {
     rmSync(tmp, { force: true });
   }
+}
+
+/** Whether a pulled blob backs onto nothing, as its record says (`SELF_CONTAINED`) and the file confirms. */
+async function selfContained(ctx: BuildContext, file: string, baseFormat: string): Promise<boolean> {
+  if (baseFormat !== SELF_CONTAINED) return false;
+  const info = await ctx.driver.imageInfo(file, 'qcow2', false, ctx.signal).catch(() => undefined);
+  return info !== undefined && !info.backingFile;
 }
 
 /**

@@ -31,6 +31,9 @@ export const REMOTE_SCHEMA = 1;
 
 export type RemoteKind = 'layer' | 'final';
 
+/** The `baseFormat` of a blob that backs onto nothing: an ISO build's final disk, flattened (`base` names the ISO). */
+export const SELF_CONTAINED = 'none';
+
 export interface RemoteRecord {
   schema: number;
   kind: RemoteKind;
@@ -41,7 +44,7 @@ export interface RemoteRecord {
   parent: string | null;
   /** The base image's sha256 (every layer of a chain names the same one). */
   base: string;
-  /** The base's format, as the blob's backing file names it (base-<sha256>.<format>). */
+  /** The base's format, as the blob's backing file names it (base-<sha256>.<format>), or SELF_CONTAINED. */
   baseFormat: string;
   epoch: number;
   kiln: string;
