@@ -73,6 +73,8 @@ export interface BuildState {
   floppyImage?: string;
   /** The active (top) image QEMU writes; it changes each time a layer is frozen below it. */
   disk?: { path: string; format: 'qcow2'; virtualSize: number };
+  /** create-disk grew the base's root partition to disk_size on the host: the seed turns cloud-init's growpart off. */
+  rootPartitionGrown?: boolean;
   layers?: LayerPlan;
   /**
    * What the layer cache decided (src/cache/plan.ts): up to date, converted from the final disk,

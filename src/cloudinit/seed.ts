@@ -28,6 +28,11 @@ export interface SeedInput {
    * `package_update` in the final stage, and the template's bootcmd after it, fetch through the proxy.
    */
   guestProxyScript?: string;
+  /**
+   * kiln grew the root partition to the disk's size on the host (src/qemu/gpt.ts): cloud-init's
+   * growpart has nothing to do, and its check alone costs seconds of the boot under TCG.
+   */
+  rootPartitionGrown?: boolean;
 }
 
 export interface Seed {
@@ -51,6 +56,16 @@ function parseUserData(userData: Record<string, unknown> | string): Record<strin
   if (typeof parsed !== 'object' || Array.isArray(parsed))
     throw new SeedError('cloud_init.user_data must be a map of cloud-config keys');
   return parsed as Record<string, unknown>;
+}
+
+/** Whether the template's user-data configures cloud-init's growpart itself (kiln then leaves the partitions to it). */
+export function userDataConfiguresGrowpart(userData: Record<string, unknown> | string): boolean {
+  try {
+    return 'growpart' in parseUserData(userData);
+  } catch {
+    // Not kiln's to judge here: rendering the seed reports it.
+    return true;
+  }
 }
 
 /** Deep merge where lists concatenate (users, runcmd, packages...) and the template's scalars win. */
@@ -89,6 +104,8 @@ export function renderSeed(input: SeedInput): Seed {
     ssh: { emit_keys_to_console: false },
     no_ssh_fingerprints: true,
   };
+  // The filesystem is still cloud-init's to grow (resizefs); only the partition table was written.
+  if (input.rootPartitionGrown) kilnConfig.growpart = { mode: 'off' };
   // Password logins need sshd to allow them. Without a password kiln logs in with its key and leaves
   // sshd's setting as the image has it: `ssh_pwauth: false` made cloud-init's set-passwords module
   // restart sshd after SSH was up (2.5 s; a login attempt during the restart is refused).

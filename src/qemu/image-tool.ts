@@ -27,6 +27,10 @@ export interface ImageTool {
   /** Rebases a qcow2 onto `backing` keeping its content (the remote cache's self-contained final disk). */
   rebase(file: string, backing: { name: string; format: string }, signal?: AbortSignal): Promise<void>;
   qemuImgVersion(signal?: AbortSignal): Promise<string>;
+  /** The first `bytes` of the guest's view of an image (a partition table). */
+  readStart(file: string, format: string, bytes: number, signal?: AbortSignal): Promise<Buffer>;
+  /** Writes bytes into the guest's view of an image no QEMU has open (a grown partition table). */
+  writeAt(file: string, format: string, offset: number, data: Buffer, signal?: AbortSignal): Promise<void>;
 }
 
 /** The real image tool: `qemuImg` run as child processes that die with kiln. */
@@ -43,5 +47,7 @@ export function imageToolOf(qemuImg: QemuImg): ImageTool {
     rebaseUnsafe: (...a) => qemuImg.rebaseUnsafe(...a),
     rebase: (...a) => qemuImg.rebase(...a),
     qemuImgVersion: (...a) => qemuImg.qemuImgVersion(...a),
+    readStart: (...a) => qemuImg.readStart(...a),
+    writeAt: (...a) => qemuImg.writeAt(...a),
   };
 }

@@ -1,4 +1,7 @@
 /** qemu-img, wrapped: every disk operation kiln performs goes through here (a QemuImg, held by the build's Driver). */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { execa } from 'execa';
 import { diesWithKiln, requireExecutable, type ToolSetting } from './process.js';
 
@@ -220,6 +223,44 @@ export class QemuImg {
         `converting to ${dstFormat} failed: ${detail}\n  command: ${this.binary} ${args.join(' ')}`,
         detail ?? '',
       );
+    }
+  }
+
+  /** The first `bytes` of what the guest sees of an image (qemu-img dd; a multiple of 512). */
+  async readStart(file: string, format: string, bytes: number, signal?: AbortSignal): Promise<Buffer> {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-read-'));
+    try {
+      const out = path.join(dir, 'start.raw');
+      await this.run(
+        ['dd', '-f', format, '-O', 'raw', 'bs=512', `count=${Math.ceil(bytes / 512)}`, `if=${file}`, `of=${out}`],
+        `reading the start of ${file}`,
+        signal,
+      );
+      return readFileSync(out);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  /** Writes `data` at `offset` of what the guest sees of an image no QEMU has open (qemu-io, beside qemu-img). */
+  async writeAt(file: string, format: string, offset: number, data: Buffer, signal?: AbortSignal): Promise<void> {
+    this.require();
+    const io = path.isAbsolute(this.binary) ? path.join(path.dirname(this.binary), 'qemu-io') : 'qemu-io';
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-write-'));
+    try {
+      const src = path.join(dir, 'data');
+      writeFileSync(src, data, { mode: 0o600 });
+      const r = await execa(
+        ...diesWithKiln(io, ['-f', format, '-c', `write -q -s ${src} ${offset} ${data.length}`, file]),
+        { reject: false, all: true, stdin: 'ignore', cancelSignal: signal },
+      );
+      throwIfCanceled(r, signal);
+      // qemu-io reports a failed command on its output and still exits 0.
+      const said = String(r.all ?? '').trim();
+      if (r.failed || said)
+        throw new QemuImgError(`writing ${data.length} bytes into ${file} failed: ${said || r.message}`, said);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   }
 

@@ -103,6 +103,8 @@ builds:
           - echo "$WHO ran as $(id -un) on \${build.name}" > /etc/kiln-marker
           - cat /sys/class/dmi/id/product_serial
           - df -B1 --output=size / | tail -1 > /etc/kiln-rootsize
+          # kiln grew the root partition on the host: cloud-init's growpart was off, resizefs grew the filesystem
+          - "grep -c 'growpart disabled: mode=off' /var/log/cloud-init.log > /etc/kiln-growpart-off || true"
           # CIS-style hardening: keys also kept outside the homes (the clean-up must find the build key there)
           - mkdir -p /etc/ssh/authorized_keys && cp /home/kiln/.ssh/authorized_keys /etc/ssh/authorized_keys/kiln
           - echo 'AuthorizedKeysFile .ssh/authorized_keys /etc/ssh/authorized_keys/%u' > /etc/ssh/sshd_config.d/10-keys.conf
@@ -156,6 +158,9 @@ builds:
     // request log shows it, masked); the provisioner's cat of the serial prints it masked too.
     expect(first.events.filter((e) => e.type === 'log').map((e) => String(e.message))).toContain(
       'http: GET /kiln-seed-<sensitive>/user-data -> 200',
+    );
+    expect(first.events.filter((e) => e.type === 'log').map((e) => String(e.message))).toContain(
+      "disk: grew partition 3 to the end of the 3.0 GiB disk (cloud-init's growpart is turned off for the build; resizefs grows the filesystem)",
     );
     const lines = first.events.filter((e) => e.type === 'output').map((e) => String(e.line));
     expect(
@@ -414,6 +419,9 @@ builds:
         'provisioner ran as root on deb\nsetting=1\nfrom user_data\nsecond\n',
       );
       expect(Number(await ssh.run('cat /etc/kiln-rootsize'))).toBeGreaterThan(2.5 * 2 ** 30); // grown to disk_size
+      expect((await ssh.run('cat /etc/kiln-growpart-off')).trim()).toBe('1');
+      // The table kiln wrote is one sfdisk finds sound (both copies, no free space left at the end).
+      expect(await ssh.run('sudo -n sfdisk --verify /dev/vda 2>&1 | tail -1')).toMatch(/A total of 0 free sectors/);
       expect(await ssh.run('sudo -n cat /etc/kiln-site.conf /etc/kiln-handler')).toBe(
         `title=From kiln\nport=8081\nuser=root\ntoken_length=${secret.length}\nhandler ran for deb\n`,
       );

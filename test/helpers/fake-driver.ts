@@ -282,4 +282,14 @@ export class FakeDriver implements Driver {
     this.record('qemuImgVersion', []);
     return this.version;
   }
+
+  /** A disk with no partition table (zeros): create-disk leaves such a disk to cloud-init. */
+  async readStart(file: string, format: string, bytes: number): Promise<Buffer> {
+    this.record('readStart', [file, format, bytes]);
+    return Buffer.alloc(bytes);
+  }
+
+  async writeAt(file: string, format: string, offset: number, data: Buffer): Promise<void> {
+    this.record('writeAt', [file, format, offset, data.length]);
+  }
 }

@@ -27,6 +27,7 @@ export const cloudInitSeedStep: Step = {
       userData: interpolateTree(ci.user_data, { build: ctx.buildValues() }),
       metaData: interpolateTree(ci.meta_data, { build: ctx.buildValues() }),
       wipeOldHostKeys: onCachedLayer(ctx.state),
+      rootPartitionGrown: ctx.state.rootPartitionGrown,
       // --record / --offline: the guest's system proxy from the first boot on (cloud-init's packages:
       // too); only with SSH, through which the guest clean-up takes it out again.
       guestProxyScript:

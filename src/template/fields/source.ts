@@ -140,7 +140,7 @@ export const sourceFields = {
     schema: size.optional(),
     cache: 'disk',
     packer: ['disk_size'],
-    doc: 'The disk\'s size ("20G", "20480M", bytes): a blank disk for an ISO install (required), or the image grown to it.',
+    doc: 'The disk\'s size ("20G", "20480M", bytes): a blank disk for an ISO install (required), or the image grown to it (with its root partition, on a GPT cloud image).',
   },
   cpus: {
     schema: z.number().int().min(1).max(256).default(2),

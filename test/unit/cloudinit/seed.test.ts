@@ -1,6 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import YAML from 'yaml';
-import { mergeCloudConfig, renderSeed } from '../../../src/cloudinit/seed.js';
+import {
+  mergeCloudConfig,
+  renderSeed,
+  userDataConfiguresGrowpart,
+  type SeedInput,
+} from '../../../src/cloudinit/seed.js';
 import { generateKeyPair, fingerprintOf, publicKeyOf } from '../../../src/communicator/keys.js';
 
 describe('cloud-init seed', () => {
@@ -15,6 +20,20 @@ describe('cloud-init seed', () => {
     metaData: { 'availability-zone': 'lab' },
   });
   const ud = YAML.parse(seed.userData, { version: '1.1' }) as Record<string, unknown>;
+  /** The user-data of a seed with nothing but kiln's own settings and `extra`, parsed. */
+  const userDataOf = (extra: Partial<SeedInput> = {}) =>
+    YAML.parse(
+      renderSeed({
+        hostname: 'h',
+        username: 'u',
+        authorizedKey: build.publicKey,
+        hostKey: host,
+        metaData: {},
+        userData: {},
+        ...extra,
+      }).userData,
+      { version: '1.1' },
+    ) as Record<string, unknown>;
 
   it('starts with #cloud-config and authorizes the build key for the build user', () => {
     expect(seed.userData.startsWith('#cloud-config\n')).toBe(true);
@@ -76,50 +95,25 @@ describe('cloud-init seed', () => {
     expect(ud.bootcmd).toBeUndefined();
     expect(ud.ssh).toEqual({ emit_keys_to_console: false });
     expect(ud.no_ssh_fingerprints).toBe(true);
-    const keyOnly = YAML.parse(
-      renderSeed({
-        hostname: 'h',
-        username: 'u',
-        authorizedKey: build.publicKey,
-        hostKey: host,
-        userData: {},
-        metaData: {},
-      }).userData,
-    );
+    const keyOnly = userDataOf();
     // ssh_pwauth makes set-passwords rewrite sshd's config and restart it after SSH is up
     expect(keyOnly).not.toHaveProperty('ssh_pwauth');
     expect(keyOnly).not.toHaveProperty('cloud_init_modules');
     expect(keyOnly).not.toHaveProperty('cloud_config_modules');
     expect(keyOnly).not.toHaveProperty('cloud_final_modules');
-    const withPassword = YAML.parse(
-      renderSeed({
-        hostname: 'h',
-        username: 'u',
-        authorizedKey: build.publicKey,
-        password: 'pw',
-        hostKey: host,
-        userData: {},
-        metaData: {},
-      }).userData,
-    );
+    const withPassword = userDataOf({ password: 'pw' });
     expect(withPassword.ssh_pwauth).toBe(true);
-    expect(withPassword.users[1]).toMatchObject({ lock_passwd: false, plain_text_passwd: 'pw' });
+    expect((withPassword.users as unknown[])[1]).toMatchObject({ lock_passwd: false, plain_text_passwd: 'pw' });
   });
   it("a cached layer's disk gets the bootcmd that overwrites an earlier build's host keys; the template's own bootcmd and settings stay", () => {
-    const layer = YAML.parse(
-      renderSeed({
-        hostname: 'h',
-        username: 'u',
-        authorizedKey: build.publicKey,
-        hostKey: host,
-        metaData: {},
-        wipeOldHostKeys: true,
-        userData: { bootcmd: ['echo mine'], ssh: { emit_keys_to_console: true } },
-      }).userData,
-    );
-    expect(layer.bootcmd).toHaveLength(2);
-    expect(layer.bootcmd[0]).toMatch(/^cloud-init-per instance kiln-wipe-host-keys sh -c .*shred -n1 -z "\$f"/);
-    expect(layer.bootcmd[1]).toBe('echo mine');
+    const layer = userDataOf({
+      wipeOldHostKeys: true,
+      userData: { bootcmd: ['echo mine'], ssh: { emit_keys_to_console: true } },
+    });
+    const bootcmd = layer.bootcmd as string[];
+    expect(bootcmd).toHaveLength(2);
+    expect(bootcmd[0]).toMatch(/^cloud-init-per instance kiln-wipe-host-keys sh -c .*shred -n1 -z "\$f"/);
+    expect(bootcmd[1]).toBe('echo mine');
     expect(layer.ssh).toEqual({ emit_keys_to_console: true });
   });
   it("--record/--offline: the guest proxy script runs as a bootcmd (before cloud-init's packages:), first, as one sh -c argument, whatever it quotes", () => {
@@ -137,23 +131,20 @@ describe('cloud-init seed', () => {
     expect(ud2.bootcmd).toEqual([['sh', '-c', script], 'echo mine']);
     expect(ud2.packages).toEqual(['tree']);
     // and none without it
-    expect(
-      YAML.parse(
-        renderSeed({
-          hostname: 'h',
-          username: 'u',
-          authorizedKey: build.publicKey,
-          hostKey: host,
-          userData: {},
-          metaData: {},
-        }).userData,
-      ).bootcmd,
-    ).toBeUndefined();
+    expect(userDataOf().bootcmd).toBeUndefined();
   });
   it('merges nested maps', () => {
     expect(mergeCloudConfig({ a: { b: 1, c: [1] } }, { a: { c: [2], d: 3 } })).toEqual({
       a: { b: 1, c: [1, 2], d: 3 },
     });
+  });
+  it("turns cloud-init's growpart off only when kiln grew the root partition, and says when the template configures growpart itself", () => {
+    expect(userDataOf({ rootPartitionGrown: true }).growpart).toEqual({ mode: 'off' });
+    expect(userDataOf().growpart).toBeUndefined();
+    expect(userDataConfiguresGrowpart({ growpart: { devices: ['/', '/var'] } })).toBe(true);
+    expect(userDataConfiguresGrowpart('#cloud-config\ngrowpart:\n  mode: growpart\n')).toBe(true);
+    expect(userDataConfiguresGrowpart({ packages: ['curl'], resize_rootfs: true })).toBe(false);
+    expect(userDataConfiguresGrowpart('')).toBe(false);
   });
   it('derives public keys and fingerprints like ssh-keygen', () => {
     expect(publicKeyOf(build.privateKey)).toBe(build.publicKey.split(' ').slice(0, 2).join(' '));

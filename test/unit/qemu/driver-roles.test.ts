@@ -23,6 +23,8 @@ const imageMethods = [
   'rebaseUnsafe',
   'rebase',
   'qemuImgVersion',
+  'readStart',
+  'writeAt',
 ];
 const dirs: string[] = [];
 afterAll(() => {
