@@ -32,7 +32,7 @@ export const gptHeadBytes = SECTOR * 34;
 export interface GrownGpt {
   /** The partition grown (1-based, as the guest numbers it). */
   partition: number;
-  oldEndLba: number;
+  /** The grown partition's new last sector (the disk's last usable one). */
   newEndLba: number;
   /** Writes that make the grown table: the new start of the disk, and the backup table at its end. */
   writes: { offset: number; data: Buffer }[];
@@ -112,7 +112,6 @@ export function growRootPartition(
   return {
     grown: {
       partition: last + 1,
-      oldEndLba: lastEnd,
       newEndLba: newLastUsable,
       writes: [
         { offset: 0, data: Buffer.concat([mbr, header(1, newLast, 2), entries]) },

@@ -29,8 +29,13 @@ export interface ImageTool {
   qemuImgVersion(signal?: AbortSignal): Promise<string>;
   /** The first `bytes` of the guest's view of an image (a partition table). */
   readStart(file: string, format: string, bytes: number, signal?: AbortSignal): Promise<Buffer>;
-  /** Writes bytes into the guest's view of an image no QEMU has open (a grown partition table). */
-  writeAt(file: string, format: string, offset: number, data: Buffer, signal?: AbortSignal): Promise<void>;
+  /** Writes pieces, in order, into the guest's view of an image no QEMU has open (a grown partition table). */
+  writeBytes(
+    file: string,
+    format: string,
+    writes: readonly { offset: number; data: Buffer }[],
+    signal?: AbortSignal,
+  ): Promise<void>;
 }
 
 /** The real image tool: `qemuImg` run as child processes that die with kiln. */
@@ -48,6 +53,6 @@ export function imageToolOf(qemuImg: QemuImg): ImageTool {
     rebase: (...a) => qemuImg.rebase(...a),
     qemuImgVersion: (...a) => qemuImg.qemuImgVersion(...a),
     readStart: (...a) => qemuImg.readStart(...a),
-    writeAt: (...a) => qemuImg.writeAt(...a),
+    writeBytes: (...a) => qemuImg.writeBytes(...a),
   };
 }

@@ -62,6 +62,16 @@ export interface CheckReport {
   messages: string[];
 }
 
+/** Runs `fn` in a fresh private directory under the system's temp directory, removed afterwards. */
+async function inTempDir<T>(prefix: string, fn: (dir: string) => Promise<T>): Promise<T> {
+  const dir = mkdtempSync(path.join(os.tmpdir(), prefix));
+  try {
+    return await fn(dir);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
 /**
  * One qemu-img: every disk operation kiln performs goes through here. Each run dies with kiln and stops
  * when its `signal` aborts: an interrupted build must not leave a convert writing on after its
@@ -228,8 +238,7 @@ export class QemuImg {
 
   /** The first `bytes` of what the guest sees of an image (qemu-img dd; a multiple of 512). */
   async readStart(file: string, format: string, bytes: number, signal?: AbortSignal): Promise<Buffer> {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-read-'));
-    try {
+    return inTempDir('kiln-read-', async (dir) => {
       const out = path.join(dir, 'start.raw');
       await this.run(
         ['dd', '-f', format, '-O', 'raw', 'bs=512', `count=${Math.ceil(bytes / 512)}`, `if=${file}`, `of=${out}`],
@@ -237,31 +246,43 @@ export class QemuImg {
         signal,
       );
       return readFileSync(out);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+    });
   }
 
-  /** Writes `data` at `offset` of what the guest sees of an image no QEMU has open (qemu-io, beside qemu-img). */
-  async writeAt(file: string, format: string, offset: number, data: Buffer, signal?: AbortSignal): Promise<void> {
+  /**
+   * Writes each of `writes` (in order) into what the guest sees of an image no QEMU has open: one
+   * qemu-io, beside qemu-img, with one `write -s` per piece. qemu-io splits its commands at spaces,
+   * so the pieces are named relative to its working directory, never by a path that could hold one.
+   */
+  async writeBytes(
+    file: string,
+    format: string,
+    writes: readonly { offset: number; data: Buffer }[],
+    signal?: AbortSignal,
+  ): Promise<void> {
     this.require();
     const io = path.isAbsolute(this.binary) ? path.join(path.dirname(this.binary), 'qemu-io') : 'qemu-io';
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-write-'));
-    try {
-      const src = path.join(dir, 'data');
-      writeFileSync(src, data, { mode: 0o600 });
-      const r = await execa(
-        ...diesWithKiln(io, ['-f', format, '-c', `write -q -s ${src} ${offset} ${data.length}`, file]),
-        { reject: false, all: true, stdin: 'ignore', cancelSignal: signal },
-      );
+    await inTempDir('kiln-write-', async (dir) => {
+      const commands = writes.flatMap((w, i) => {
+        writeFileSync(path.join(dir, `piece-${i}`), w.data, { mode: 0o600 });
+        return ['-c', `write -q -s piece-${i} ${w.offset} ${w.data.length}`];
+      });
+      const r = await execa(...diesWithKiln(io, ['-f', format, ...commands, path.resolve(file)]), {
+        reject: false,
+        all: true,
+        stdin: 'ignore',
+        cwd: dir,
+        cancelSignal: signal,
+      });
       throwIfCanceled(r, signal);
       // qemu-io reports a failed command on its output and still exits 0.
       const said = String(r.all ?? '').trim();
       if (r.failed || said)
-        throw new QemuImgError(`writing ${data.length} bytes into ${file} failed: ${said || r.message}`, said);
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
-    }
+        throw new QemuImgError(
+          `writing ${writes.reduce((n, w) => n + w.data.length, 0)} bytes into ${file} failed: ${said || r.message}`,
+          said,
+        );
+    });
   }
 
   /** `qemu-img check`; formats without checks (raw) count as passing. */

@@ -9,19 +9,13 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Guest, imagesDir, insecureKey, insecurePublicKey, installerSourceYaml, overlayOf } from '../helpers/guest.js';
 import { kiln } from '../helpers/kiln.js';
-import { startS3, type RunningServer } from '../helpers/servers/index.js';
+import { awsEnvFor, startS3, type RunningServer } from '../helpers/servers/index.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-e2e-iso-build-'));
 let s3: RunningServer & { accessKeyId: string; secretAccessKey: string };
 const remote = 's3://cache/iso';
 /** A builder of its own (local cache `name`) that shares final disks through the s3rver bucket. */
-const remoteEnv = (name: string) => ({
-  AWS_ENDPOINT_URL: s3.url,
-  AWS_REGION: 'us-east-1',
-  AWS_ACCESS_KEY_ID: s3.accessKeyId,
-  AWS_SECRET_ACCESS_KEY: s3.secretAccessKey,
-  KILN_CACHE_DIR: path.join(dir, `cache-${name}`),
-});
+const remoteEnv = (name: string) => ({ ...awsEnvFor(s3), KILN_CACHE_DIR: path.join(dir, `cache-${name}`) });
 beforeAll(async () => {
   s3 = await startS3('cache');
 }, 60_000);

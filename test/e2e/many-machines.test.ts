@@ -20,7 +20,7 @@ import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { repoRoot, tinySourceYaml } from '../helpers/guest.js';
 import { kiln } from '../helpers/kiln.js';
-import { startS3, type RunningServer } from '../helpers/servers/index.js';
+import { awsEnvFor, startS3, type RunningServer } from '../helpers/servers/index.js';
 import { startSlurm, type SlurmCluster } from '../helpers/servers/slurm.js';
 import { checkPlan, type KilnPlan } from '../../src/scale/plan-shape.js';
 
@@ -220,12 +220,7 @@ describe('many machines: Slurm jobs and a remote layer cache', () => {
         `out=${path.join(dir, 'out-three')}`,
         template,
       ],
-      {
-        AWS_ENDPOINT_URL: s3.url,
-        AWS_REGION: 'us-east-1',
-        AWS_ACCESS_KEY_ID: s3.accessKeyId,
-        AWS_SECRET_ACCESS_KEY: s3.secretAccessKey,
-      },
+      awsEnvFor(s3),
     );
     expect(planned.exitCode, planned.stderr).toBe(0);
     const p = JSON.parse(planned.stdout) as KilnPlan;

@@ -23,7 +23,7 @@ import { execa } from 'execa';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tinySourceYaml } from '../helpers/guest.js';
 import { kiln, outputLines, spawnKiln, type KilnRun } from '../helpers/kiln.js';
-import { startS3, startSwift, type RunningServer } from '../helpers/servers/index.js';
+import { awsEnvFor, startS3, startSwift, type RunningServer } from '../helpers/servers/index.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-e2e-remote-'));
 const template = path.join(dir, 'remote.yaml');
@@ -52,10 +52,7 @@ let client: S3Client;
 const bucket = 'cache';
 
 const envFor = (server: S3Server, name: string) => ({
-  AWS_ENDPOINT_URL: server.url,
-  AWS_REGION: 'us-east-1',
-  AWS_ACCESS_KEY_ID: server.accessKeyId,
-  AWS_SECRET_ACCESS_KEY: server.secretAccessKey,
+  ...awsEnvFor(server),
   KILN_CACHE_DIR: path.join(dir, `cache-${name}`),
 });
 const build = (server: S3Server, name: string, remote: string, extra: string[] = []) =>

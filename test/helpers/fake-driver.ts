@@ -289,7 +289,7 @@ export class FakeDriver implements Driver {
     return Buffer.alloc(bytes);
   }
 
-  async writeAt(file: string, format: string, offset: number, data: Buffer): Promise<void> {
-    this.record('writeAt', [file, format, offset, data.length]);
+  async writeBytes(file: string, format: string, writes: readonly { offset: number; data: Buffer }[]): Promise<void> {
+    this.record('writeBytes', [file, format, writes.map((w) => [w.offset, w.data.length])]);
   }
 }

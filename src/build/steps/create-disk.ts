@@ -66,7 +66,7 @@ async function growRootOnHost(ctx: BuildContext, disk: string, oldSize: number, 
     return;
   }
   // Backup table first: until the primary is rewritten the disk still reads as the base's.
-  for (const w of [...r.grown.writes].reverse()) await ctx.driver.writeAt(disk, 'qcow2', w.offset, w.data, ctx.signal);
+  await ctx.driver.writeBytes(disk, 'qcow2', [...r.grown.writes].reverse(), ctx.signal);
   ctx.state.rootPartitionGrown = true;
   ctx.log(
     `disk: grew partition ${r.grown.partition} to the end of the ${formatBytes(newSize)} disk (cloud-init's growpart is turned off for the build; resizefs grows the filesystem)`,

@@ -74,6 +74,20 @@ function running(child: ResultPromise, dir: string, url: string): RunningServer 
 
 const bin = (name: string) => path.join(repoRoot, 'node_modules/.bin', name);
 
+/** The environment the AWS SDK (and so kiln's --cache-remote) reads to reach a test S3 server. */
+export function awsEnvFor(server: {
+  url: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+}): Record<string, string> {
+  return {
+    AWS_ENDPOINT_URL: server.url,
+    AWS_REGION: 'us-east-1',
+    AWS_ACCESS_KEY_ID: server.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: server.secretAccessKey,
+  };
+}
+
 /** s3rver with a bucket `images`; its access key and secret are both S3RVER. */
 export async function startS3(
   bucket = 'images',

@@ -24,7 +24,7 @@ const imageMethods = [
   'rebase',
   'qemuImgVersion',
   'readStart',
-  'writeAt',
+  'writeBytes',
 ];
 const dirs: string[] = [];
 afterAll(() => {
