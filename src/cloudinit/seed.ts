@@ -8,6 +8,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import YAML from 'yaml';
+import { guestScript, guestScriptVars } from '../util/guest-scripts.js';
 
 export interface SeedInput {
   hostname: string;
@@ -33,12 +34,19 @@ export interface SeedInput {
    * growpart has nothing to do, and its check alone costs seconds of the boot under TCG.
    */
   rootPartitionGrown?: boolean;
+  /**
+   * cloud_init.later_stages: 'auto' skips cloud-init's config and final stages when the seed gives them
+   * nothing to do; 'always' leaves them to run.
+   */
+  laterStages?: 'auto' | 'always';
 }
 
 export interface Seed {
   userData: string;
   metaData: string;
   instanceId: string;
+  /** Whether the seed skips cloud-init's config and final stages, and if not, why they run. */
+  laterStages: { skipped: true } | { skipped: false; because: string };
 }
 
 export class SeedError extends Error {}
@@ -66,6 +74,74 @@ export function userDataConfiguresGrowpart(userData: Record<string, unknown> | s
     // Not kiln's to judge here: rendering the seed reports it.
     return true;
   }
+}
+
+/**
+ * Top-level cloud-config keys whose modules run in cloud-init's init stage (cloud_init_modules in every
+ * upstream cloud.cfg: bootcmd, write-files, growpart, resizefs, disk_setup, mounts, set_hostname,
+ * update_hostname, update_etc_hosts, users-groups, ssh, seed_random), plus keys that only quieten the
+ * final stage's console output and merge directives. Any other key may be work for the config or final
+ * stage (runcmd, packages, apt, ntp, timezone, chpasswd, ssh_pwauth...): those stages then run.
+ */
+const INIT_STAGE_KEYS = new Set([
+  'bootcmd',
+  'write_files',
+  'growpart',
+  'resize_rootfs',
+  'disk_setup',
+  'fs_setup',
+  'device_aliases',
+  'mounts',
+  'mount_default_fields',
+  'swap',
+  'hostname',
+  'fqdn',
+  'prefer_fqdn_over_hostname',
+  'preserve_hostname',
+  'create_hostname_file',
+  'manage_etc_hosts',
+  'users',
+  'groups',
+  'user',
+  'disable_root',
+  'disable_root_opts',
+  'ssh_authorized_keys',
+  'ssh_keys',
+  'ssh_deletekeys',
+  'ssh_genkeytypes',
+  'ssh_quiet_keygen',
+  'ssh_publish_hostkeys',
+  'allow_public_ssh_keys',
+  'random_seed',
+  // Read by the final stage's keys-to-console and ssh-authkey-fingerprints, which only print.
+  'ssh',
+  'no_ssh_fingerprints',
+  'ssh_fp_console_blacklist',
+  'ssh_key_console_blacklist',
+  'merge_how',
+  'merge_type',
+]);
+
+/**
+ * The first key of a #cloud-config that gives cloud-init's config or final stage work (described for a
+ * log line), or undefined when the init stage does all it asks.
+ */
+export function laterStageWork(config: Record<string, unknown>): string | undefined {
+  for (const [k, v] of Object.entries(config)) {
+    if (!INIT_STAGE_KEYS.has(k)) return k;
+    // write-files-deferred writes these in the final stage.
+    if (k === 'write_files' && Array.isArray(v) && v.some((f) => (f as { defer?: unknown } | null)?.defer === true))
+      return 'write_files with defer: true';
+  }
+  return undefined;
+}
+
+/**
+ * The bootcmd that skips the config and final stages (src/guest-scripts/cloud-init-skip-later-stages.sh).
+ * `root` prefixes every guest path (tests run it on a tree of their own); the guest's is ''.
+ */
+export function skipLaterStagesScript(root = ''): string {
+  return guestScriptVars({ R: root }) + guestScript('cloud-init-skip-later-stages');
 }
 
 /** Deep merge where lists concatenate (users, runcmd, packages...) and the template's scalars win. */
@@ -122,13 +198,19 @@ export function renderSeed(input: SeedInput): Seed {
   // A list item runs as an argv, not through a shell: the script is one argument of sh -c.
   if (input.guestProxyScript)
     kilnConfig.bootcmd = [...((kilnConfig.bootcmd as unknown[]) ?? []), ['sh', '-c', input.guestProxyScript]];
-  const merged = mergeCloudConfig(kilnConfig, parseUserData(input.userData));
+  let merged = mergeCloudConfig(kilnConfig, parseUserData(input.userData));
+  const work = input.laterStages === 'always' ? 'cloud_init.later_stages: always' : laterStageWork(merged);
+  if (work === undefined)
+    merged = mergeCloudConfig(merged, {
+      bootcmd: [['sh', '-c', skipLaterStagesScript()]],
+    });
   const instanceId = `kiln-${randomBytes(8).toString('hex')}`;
   const meta = { 'instance-id': instanceId, 'local-hostname': input.hostname, ...input.metaData };
   return {
     userData: `#cloud-config\n${YAML.stringify(merged, { version: '1.1', lineWidth: 0 })}`,
     metaData: YAML.stringify(meta, { version: '1.1' }),
     instanceId,
+    laterStages: work === undefined ? { skipped: true } : { skipped: false, because: work },
   };
 }
 

@@ -105,6 +105,8 @@ builds:
           - df -B1 --output=size / | tail -1 > /etc/kiln-rootsize
           # kiln grew the root partition on the host: cloud-init's growpart was off, resizefs grew the filesystem
           - "grep -c 'growpart disabled: mode=off' /var/log/cloud-init.log > /etc/kiln-growpart-off || true"
+          # kiln's seed (write_files is init-stage work) skipped the config and final stages; the wait saw the marker
+          - "{ systemctl is-active cloud-config.service cloud-final.service; cat /var/lib/cloud/instance/boot-finished; } > /etc/kiln-later-stages || true"
           # CIS-style hardening: keys also kept outside the homes (the clean-up must find the build key there)
           - mkdir -p /etc/ssh/authorized_keys && cp /home/kiln/.ssh/authorized_keys /etc/ssh/authorized_keys/kiln
           - echo 'AuthorizedKeysFile .ssh/authorized_keys /etc/ssh/authorized_keys/%u' > /etc/ssh/sshd_config.d/10-keys.conf
@@ -161,6 +163,9 @@ builds:
     );
     expect(first.events.filter((e) => e.type === 'log').map((e) => String(e.message))).toContain(
       "disk: grew partition 3 to the end of the 3.0 GiB disk (cloud-init's growpart is turned off for the build; resizefs grows the filesystem)",
+    );
+    expect(first.events.filter((e) => e.type === 'log').map((e) => String(e.message))).toContain(
+      "cloud-init: its config and final stages are skipped for the build (the seed gives them nothing to do; the image's first boot runs them); cloud_init.later_stages: always runs them",
     );
     const lines = first.events.filter((e) => e.type === 'output').map((e) => String(e.line));
     expect(
@@ -396,7 +401,7 @@ builds:
     // Boot the VMDK as a new instance with a fresh seed on a cidata ISO, under UEFI (the build booted
     // BIOS): what a user of the image would do, and the fixture's other boot path, checked here
     // rather than by a Debian boot of its own.
-    const seed = testSeed('user2');
+    const seed = testSeed('user2', {}, 'always');
     const iso = path.join(dir, 'seed.iso');
     await writeSeedIso(seed.seed, dir, iso);
     const disk = await overlayOf(path.join(out, 'deb.vmdk'), dir, 'boot.qcow2', 'vmdk');
@@ -420,6 +425,15 @@ builds:
       );
       expect(Number(await ssh.run('cat /etc/kiln-rootsize'))).toBeGreaterThan(2.5 * 2 ** 30); // grown to disk_size
       expect((await ssh.run('cat /etc/kiln-growpart-off')).trim()).toBe('1');
+      // In the build the later stages never started and kiln's unit wrote boot-finished; this first boot
+      // of the image (its own seed) ran them as cloud-init does: nothing of the skip reached the image.
+      expect(await ssh.run('cat /etc/kiln-later-stages')).toMatch(
+        /^inactive\ninactive\n[\d.]+ - kiln skipped cloud-init's config and final stages \(nothing to do for the build\)\n$/,
+      );
+      expect((await ssh.run('systemctl is-active cloud-config.service cloud-final.service')).trim()).toBe(
+        'active\nactive',
+      );
+      expect(await ssh.run('cat /var/lib/cloud/instance/boot-finished')).not.toContain('kiln');
       // The table kiln wrote is one sfdisk finds sound (both copies, no free space left at the end).
       expect(await ssh.run('sudo -n sfdisk --verify /dev/vda 2>&1 | tail -1')).toMatch(/A total of 0 free sectors/);
       expect(await ssh.run('sudo -n cat /etc/kiln-site.conf /etc/kiln-handler')).toBe(

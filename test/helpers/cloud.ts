@@ -9,7 +9,15 @@ export interface TestSeed {
   username: string;
 }
 
-export function testSeed(username = 'tester', userData: Record<string, unknown> = {}): TestSeed {
+/**
+ * A seed from kiln's own renderer; `laterStages: 'always'` keeps cloud-init's config and final stages, as
+ * a user's own seed would (kiln's skips them when they have nothing to do).
+ */
+export function testSeed(
+  username = 'tester',
+  userData: Record<string, unknown> = {},
+  laterStages: 'auto' | 'always' = 'auto',
+): TestSeed {
   const userKey = generateKeyPair('test-user');
   const hostKey = generateKeyPair('test-host');
   const seed = renderSeed({
@@ -19,6 +27,7 @@ export function testSeed(username = 'tester', userData: Record<string, unknown> 
     hostKey,
     userData,
     metaData: {},
+    laterStages,
   });
   return { seed, userKey, hostKey, username };
 }

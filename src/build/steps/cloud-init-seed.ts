@@ -28,12 +28,18 @@ export const cloudInitSeedStep: Step = {
       metaData: interpolateTree(ci.meta_data, { build: ctx.buildValues() }),
       wipeOldHostKeys: onCachedLayer(ctx.state),
       rootPartitionGrown: ctx.state.rootPartitionGrown,
+      laterStages: ci.later_stages,
       // --record / --offline: the guest's system proxy from the first boot on (cloud-init's packages:
       // too); only with SSH, through which the guest clean-up takes it out again.
       guestProxyScript:
         comm.type === 'ssh' ? proxyScript(guestProxyFor(ctx.options.airgap, ctx.state.http?.ip)) : undefined,
     });
     ctx.state.cloudInitInstanceId = seed.instanceId;
+    if (seed.laterStages.skipped)
+      ctx.log(
+        "cloud-init: its config and final stages are skipped for the build (the seed gives them nothing to do; the image's first boot runs them); cloud_init.later_stages: always runs them",
+      );
+    else ctx.log(`cloud-init: its config and final stages run (${seed.laterStages.because})`, 'debug');
     if (ci.delivery === 'http') {
       // The seed holds the injected host private key and any password, and other local users can
       // reach a loopback port: only this secret prefix keeps them from it. It reaches the guest in

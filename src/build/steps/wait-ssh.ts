@@ -23,8 +23,12 @@ function fileSize(file: string): number {
   }
 }
 
-/** The line cloud-init's final_message module prints when it is done ("Cloud-init v. 22.4.2 finished at ..."). */
-const cloudInitFinishedLine = /Cloud-init v\. \S+ finished at [^\n]*/;
+/**
+ * The line cloud-init's final_message module prints when it is done ("Cloud-init v. 22.4.2 finished at
+ * ..."), or the one kiln's seed prints where it skipped the config and final stages (cloudinit/seed.ts).
+ */
+const cloudInitFinishedLine =
+  /Cloud-init v\. \S+ finished at [^\n]*|kiln: cloud-init's config and final stages skipped [^\n]*/;
 
 /**
  * Follows the serial log for cloud-init's closing line, from `offset` (where this VM's output starts:
@@ -196,7 +200,8 @@ export async function waitForCloudInit(ctx: BuildContext, ssh: SshSession, start
   const r = await ssh.exec(
     asRoot(
       comm.username,
-      'command -v cloud-init >/dev/null || exit 0; cloud-init status --wait >/dev/null; cloud-init status --long',
+      // One command, one Python start (2-3 s under TCG); --wait prints a dot a second until it is done.
+      'command -v cloud-init >/dev/null || exit 0; cloud-init status --wait --long',
     ),
     {
       stdout: (s) => {
@@ -208,6 +213,7 @@ export async function waitForCloudInit(ctx: BuildContext, ssh: SshSession, start
     },
   );
   ctx.signal.throwIfAborted();
+  out = out.replace(/^\.+\n?/, '');
   if (r.exitCode === 2) ctx.log(`cloud-init finished with recoverable errors:\n${out.trim()}`, 'warn');
   else if (r.exitCode !== 0) throw new Error(`cloud-init failed in the guest (exit ${r.exitCode}):\n${out.trim()}`);
   ctx.log(`cloud-init done after ${formatDuration(performance.now() - started)}`, 'debug');

@@ -24,6 +24,11 @@ export const cloudInitFields = {
     cache: 'disk',
     doc: 'Wait for `cloud-init status --wait` before provisioning.',
   },
+  later_stages: {
+    schema: z.enum(['auto', 'always']).default('auto'),
+    cache: 'disk',
+    doc: "cloud-init's config and final stages during the build: `auto` skips them when the seed gives them nothing to do (no runcmd, packages, apt...; the image's first boot still runs them), `always` runs them (an image whose own cloud.cfg.d the build needs applied).",
+  },
 } as const satisfies Fields;
 
 export const cloudInit = z.strictObject(shapeOf(cloudInitFields));

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import YAML from 'yaml';
 import {
+  laterStageWork,
   mergeCloudConfig,
   renderSeed,
   userDataConfiguresGrowpart,
@@ -93,6 +94,7 @@ describe('cloud-init seed', () => {
   });
   it('asks cloud-init for nothing kiln does not need on a fresh base: no bootcmd, no key printing, no sshd restart', () => {
     expect(ud.bootcmd).toBeUndefined();
+    expect(userDataOf({ laterStages: 'always' }).bootcmd).toBeUndefined();
     expect(ud.ssh).toEqual({ emit_keys_to_console: false });
     expect(ud.no_ssh_fingerprints).toBe(true);
     const keyOnly = userDataOf();
@@ -108,6 +110,7 @@ describe('cloud-init seed', () => {
   it("a cached layer's disk gets the bootcmd that overwrites an earlier build's host keys; the template's own bootcmd and settings stay", () => {
     const layer = userDataOf({
       wipeOldHostKeys: true,
+      laterStages: 'always',
       userData: { bootcmd: ['echo mine'], ssh: { emit_keys_to_console: true } },
     });
     const bootcmd = layer.bootcmd as string[];
@@ -131,7 +134,73 @@ describe('cloud-init seed', () => {
     expect(ud2.bootcmd).toEqual([['sh', '-c', script], 'echo mine']);
     expect(ud2.packages).toEqual(['tree']);
     // and none without it
-    expect(userDataOf().bootcmd).toBeUndefined();
+    expect(userDataOf({ laterStages: 'always' }).bootcmd).toBeUndefined();
+  });
+  it("skips cloud-init's config and final stages (a last bootcmd) when kiln's seed and the template's user_data are init-stage work only", () => {
+    const skip = [
+      'sh',
+      '-c',
+      expect.stringContaining('systemctl stop --no-block cloud-config.service cloud-final.service'),
+    ];
+    const alone = renderSeed({
+      hostname: 'h',
+      username: 'u',
+      authorizedKey: build.publicKey,
+      hostKey: host,
+      metaData: {},
+      rootPartitionGrown: true,
+      userData: '#cloud-config\nhostname: web\nwrite_files: [{path: /etc/x, content: x}]\nbootcmd: [echo mine]\n',
+    });
+    expect(alone.laterStages).toEqual({ skipped: true });
+    const parsed = YAML.parse(alone.userData, { version: '1.1' }) as Record<string, unknown>;
+    expect(parsed.bootcmd).toEqual(['echo mine', skip]);
+    // The script sets its root and is one sh -c argument: cloud-init quotes each item of a list.
+    expect(((parsed.bootcmd as unknown[])[1] as string[])[2]).toMatch(/^R=''\n/);
+    expect(userDataOf({ wipeOldHostKeys: true }).bootcmd).toEqual([expect.stringMatching(/^cloud-init-per /), skip]);
+    // The template's work for the later stages, a password (set-passwords) or `always` keep them.
+    for (const [userData, because] of [
+      [{ runcmd: ['touch /x'] }, 'runcmd'],
+      [{ packages: ['curl'] }, 'packages'],
+      [{ apt: { proxy: 'http://p:3128' } }, 'apt'],
+      [{ write_files: [{ path: '/x', content: 'x', defer: true }] }, 'write_files with defer: true'],
+    ] as const) {
+      const seed = renderSeed({
+        hostname: 'h',
+        username: 'u',
+        authorizedKey: build.publicKey,
+        hostKey: host,
+        metaData: {},
+        userData,
+      });
+      expect(seed.laterStages).toEqual({ skipped: false, because });
+      expect(seed.userData).not.toContain('cloud-final.service');
+    }
+    expect(
+      renderSeed({
+        hostname: 'h',
+        username: 'u',
+        authorizedKey: build.publicKey,
+        hostKey: host,
+        metaData: {},
+        userData: {},
+        password: 'pw',
+      }).laterStages,
+    ).toEqual({ skipped: false, because: 'ssh_pwauth' });
+    expect(
+      renderSeed({
+        hostname: 'h',
+        username: 'u',
+        authorizedKey: build.publicKey,
+        hostKey: host,
+        metaData: {},
+        userData: {},
+        laterStages: 'always',
+      }).laterStages,
+    ).toEqual({ skipped: false, because: 'cloud_init.later_stages: always' });
+    expect(
+      laterStageWork({ users: ['default'], ssh_keys: {}, growpart: { mode: 'off' }, merge_how: 'x' }),
+    ).toBeUndefined();
+    expect(laterStageWork({ timezone: 'UTC' })).toBe('timezone');
   });
   it('merges nested maps', () => {
     expect(mergeCloudConfig({ a: { b: 1, c: [1] } }, { a: { c: [2], d: 3 } })).toEqual({

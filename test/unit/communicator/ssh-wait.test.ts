@@ -227,6 +227,16 @@ describe('CloudInitConsoleWatch', () => {
     expect(watch.finished()).toBe('Cloud-init v. 22.4.2 finished at Mon, 01 Jan 2024 00:00:00 +0000. Up 41.20 seconds');
     expect(new CloudInitConsoleWatch(path.join(dir, 'missing.log')).finished()).toBeUndefined();
   });
+  it("takes the line kiln's seed prints where it skipped the config and final stages as the closing line", () => {
+    const log = path.join(dir, 'serial-skipped.log');
+    writeFileSync(
+      log,
+      "[  OK  ] Started ssh.service\r\nkiln: cloud-init's config and final stages skipped (nothing to do for the build)\r\n",
+    );
+    expect(new CloudInitConsoleWatch(log).finished()).toBe(
+      "kiln: cloud-init's config and final stages skipped (nothing to do for the build)",
+    );
+  });
 });
 
 describe('shutdownCommandFailure', () => {
