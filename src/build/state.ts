@@ -99,6 +99,8 @@ export interface BuildState {
   artifacts: ArtifactRecord[];
   timings: Record<string, number>;
   cloudInitInstanceId?: string;
+  /** The seed skips cloud-init's config and final stages (cloud_init.later_stages: auto, nothing for them). */
+  cloudInitLaterStagesSkipped?: boolean;
   /** Packages installed in the guest (dpkg or rpm) with their licences, read after the clean-up. */
   sbom?: GuestPackages;
   /**

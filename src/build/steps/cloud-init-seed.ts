@@ -35,6 +35,7 @@ export const cloudInitSeedStep: Step = {
         comm.type === 'ssh' ? proxyScript(guestProxyFor(ctx.options.airgap, ctx.state.http?.ip)) : undefined,
     });
     ctx.state.cloudInitInstanceId = seed.instanceId;
+    ctx.state.cloudInitLaterStagesSkipped = seed.laterStages.skipped;
     if (seed.laterStages.skipped)
       ctx.log(
         "cloud-init: its config and final stages are skipped for the build (the seed gives them nothing to do; the image's first boot runs them); cloud_init.later_stages: always runs them",

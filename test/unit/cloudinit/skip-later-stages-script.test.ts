@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { skipLaterStagesScript } from '../../../src/cloudinit/seed.js';
+import { guestScript, guestScriptVars } from '../../../src/util/guest-scripts.js';
 
 const dirs: string[] = [];
 afterAll(() => {
@@ -95,5 +96,51 @@ describe('the bootcmd that skips the config and final stages', () => {
     ]);
     expect(g.calls[2]).toBe('systemctl start --no-block cloud-config.service cloud-final.service');
     expect(g.read('run/cloud-init/result.json')).toBeUndefined();
+  });
+});
+
+describe("cloud_init.wait's shell where the later stages were skipped (cloud-init-init-stage-wait.sh)", () => {
+  /** Runs the wait on a tree holding `files`, with a `cloud-init` on PATH that says what it was asked. */
+  const waitOn = (files: Record<string, string>) => {
+    const top = mkdtempSync(path.join(os.tmpdir(), 'kiln init-wait-'));
+    dirs.push(top);
+    const root = path.join(top, 'root');
+    for (const [p, content] of Object.entries(files)) {
+      mkdirSync(path.dirname(path.join(root, p)), { recursive: true });
+      writeFileSync(path.join(root, p), content);
+    }
+    mkdirSync(path.join(top, 'bin'));
+    writeFileSync(path.join(top, 'bin', 'cloud-init'), '#!/bin/sh\necho "cloud-init $*: status: error"\n');
+    chmodSync(path.join(top, 'bin', 'cloud-init'), 0o755);
+    const script =
+      guestScriptVars({ R: root, WAIT_SECONDS: 1 }) +
+      guestScript('cloud-init-final-wait') +
+      guestScript('cloud-init-init-stage-wait');
+    return spawnSync('sh', ['-c', script], {
+      env: { ...process.env, PATH: `${path.join(top, 'bin')}:${process.env.PATH}` },
+      encoding: 'utf8',
+    });
+  };
+  // As cloud-init 22.4 writes it (json.dumps, indent=1).
+  const status = (errors: string) =>
+    `{\n "v1": {\n  "datasource": "DataSourceNoCloudNet",\n  "init": {\n   "errors": ${errors},\n   "finished": 12.5,\n   "start": 10.1\n  },\n  "init-local": {\n   "errors": [],\n   "finished": 8.2,\n   "start": 6.0\n  },\n  "stage": null\n }\n}\n`;
+
+  it('done once result.json is there and no stage lists an error, without asking cloud-init', () => {
+    const r = waitOn({ 'run/cloud-init/status.json': status('[]'), 'run/cloud-init/result.json': '{}' });
+    expect([r.status, r.stdout]).toEqual([0, 'status: done\n']);
+  });
+  it("a stage's errors: cloud-init's own account of them, and exit 1", () => {
+    const r = waitOn({
+      'run/cloud-init/status.json': status('[\n    "boom"\n   ]'),
+      'run/cloud-init/result.json': '{}',
+    });
+    expect([r.status, r.stdout]).toEqual([1, 'cloud-init status --long: status: error\n']);
+  });
+  it('an init stage that never ends is named after WAIT_SECONDS', () => {
+    const r = waitOn({ 'run/cloud-init/status.json': status('[]') });
+    expect(r.status).toBe(1);
+    expect(r.stdout).toMatch(
+      /^cloud-init's init stage had not ended after 1 s \(no .*\/run\/cloud-init\/result\.json\)\n$/,
+    );
   });
 });

@@ -113,8 +113,19 @@ describe("after the login: cloud-init's later stages", () => {
     const ssh = new FakeSsh(() => ({ exitCode: 0, stdout: 'status: done\n' }));
     await waitForCloudInit(h.ctx, ssh.session, performance.now());
     expect(ssh.commands).toHaveLength(1);
-    expect(ssh.commands[0]!.command).toMatch(/^sudo -n sh -c '.*; cloud-init status --wait --long'$/);
+    expect(ssh.commands[0]!.command).toBe(
+      "sudo -n sh -c 'command -v cloud-init >/dev/null || exit 0\ncloud-init status --wait --long'",
+    );
     expect(h.said('debug').at(-1)).toMatch(/^cloud-init done after /);
+
+    // Where kiln's seed skipped the later stages: a shell waits for the init stage's end, no Python.
+    const skipped = stepContext({ source: cloudInitSource() });
+    skipped.ctx.state.cloudInitLaterStagesSkipped = true;
+    const skippedSsh = new FakeSsh(() => ({ exitCode: 0, stdout: 'status: done\n' }));
+    await waitForCloudInit(skipped.ctx, skippedSsh.session, performance.now());
+    expect(skippedSsh.commands).toHaveLength(1);
+    expect(skippedSsh.commands[0]!.command).toContain('cloud_init_final_wait ||');
+    expect(skippedSsh.commands[0]!.command).not.toContain('status --wait');
 
     const recoverable = stepContext({ source: cloudInitSource(true) });
     await waitForCloudInit(
