@@ -21,20 +21,20 @@ describe('cloud-init seed', () => {
     metaData: { 'availability-zone': 'lab' },
   });
   const ud = YAML.parse(seed.userData, { version: '1.1' }) as Record<string, unknown>;
-  /** The user-data of a seed with nothing but kiln's own settings and `extra`, parsed. */
+  /** A seed with nothing but kiln's own settings and `extra`. */
+  const seedOf = (extra: Partial<SeedInput> = {}) =>
+    renderSeed({
+      hostname: 'h',
+      username: 'u',
+      authorizedKey: build.publicKey,
+      hostKey: host,
+      metaData: {},
+      userData: {},
+      ...extra,
+    });
+  /** The user-data of seedOf(extra), parsed. */
   const userDataOf = (extra: Partial<SeedInput> = {}) =>
-    YAML.parse(
-      renderSeed({
-        hostname: 'h',
-        username: 'u',
-        authorizedKey: build.publicKey,
-        hostKey: host,
-        metaData: {},
-        userData: {},
-        ...extra,
-      }).userData,
-      { version: '1.1' },
-    ) as Record<string, unknown>;
+    YAML.parse(seedOf(extra).userData, { version: '1.1' }) as Record<string, unknown>;
 
   it('starts with #cloud-config and authorizes the build key for the build user', () => {
     expect(seed.userData.startsWith('#cloud-config\n')).toBe(true);
@@ -142,12 +142,7 @@ describe('cloud-init seed', () => {
       '-c',
       expect.stringContaining('systemctl stop --no-block cloud-config.service cloud-final.service'),
     ];
-    const alone = renderSeed({
-      hostname: 'h',
-      username: 'u',
-      authorizedKey: build.publicKey,
-      hostKey: host,
-      metaData: {},
+    const alone = seedOf({
       rootPartitionGrown: true,
       userData: '#cloud-config\nhostname: web\nwrite_files: [{path: /etc/x, content: x}]\nbootcmd: [echo mine]\n',
     });
@@ -164,39 +159,15 @@ describe('cloud-init seed', () => {
       [{ apt: { proxy: 'http://p:3128' } }, 'apt'],
       [{ write_files: [{ path: '/x', content: 'x', defer: true }] }, 'write_files with defer: true'],
     ] as const) {
-      const seed = renderSeed({
-        hostname: 'h',
-        username: 'u',
-        authorizedKey: build.publicKey,
-        hostKey: host,
-        metaData: {},
-        userData,
-      });
+      const seed = seedOf({ userData });
       expect(seed.laterStages).toEqual({ skipped: false, because });
       expect(seed.userData).not.toContain('cloud-final.service');
     }
-    expect(
-      renderSeed({
-        hostname: 'h',
-        username: 'u',
-        authorizedKey: build.publicKey,
-        hostKey: host,
-        metaData: {},
-        userData: {},
-        password: 'pw',
-      }).laterStages,
-    ).toEqual({ skipped: false, because: 'ssh_pwauth' });
-    expect(
-      renderSeed({
-        hostname: 'h',
-        username: 'u',
-        authorizedKey: build.publicKey,
-        hostKey: host,
-        metaData: {},
-        userData: {},
-        laterStages: 'always',
-      }).laterStages,
-    ).toEqual({ skipped: false, because: 'cloud_init.later_stages: always' });
+    expect(seedOf({ password: 'pw' }).laterStages).toEqual({ skipped: false, because: 'ssh_pwauth' });
+    expect(seedOf({ laterStages: 'always' }).laterStages).toEqual({
+      skipped: false,
+      because: 'cloud_init.later_stages: always',
+    });
     expect(
       laterStageWork({ users: ['default'], ssh_keys: {}, growpart: { mode: 'off' }, merge_how: 'x' }),
     ).toBeUndefined();
