@@ -5,9 +5,19 @@
  */
 import type { BuildContext } from './state.js';
 import { need } from './state.js';
+import { guestScript, guestScriptVars } from '../util/guest-scripts.js';
 
 /** How long the clean-up and the package list wait for cloud-init's last stage (with cloud_init.wait: false it may still run). */
 export const cloudInitFinishWaitSeconds = 600;
+
+/**
+ * Root shell text defining `cloud_init_final_wait` (src/guest-scripts/cloud-init-final-wait.sh) in the
+ * guest, bounded by cloudInitFinishWaitSeconds: for the package list, and for cloud_init.wait where
+ * the seed skipped the later stages.
+ */
+export function cloudInitFinalWaitShell(): string {
+  return guestScriptVars({ R: '', WAIT_SECONDS: cloudInitFinishWaitSeconds }) + guestScript('cloud-init-final-wait');
+}
 
 const exitMarker = 'kiln-trim-exit=';
 

@@ -7,8 +7,8 @@ import type { BuildContext } from '../state.js';
 import { sshSession } from '../../provisioners/context.js';
 import type { GuestPackages } from '../../artifacts/guest-packages.js';
 import { kilnVersion } from '../../version.js';
-import { guestScript, guestScriptVars } from '../../util/guest-scripts.js';
-import { cloudInitFinishWaitSeconds } from '../guest-finishing.js';
+import { guestScript } from '../../util/guest-scripts.js';
+import { cloudInitFinalWaitShell } from '../guest-finishing.js';
 
 /**
  * What lists the packages: list-packages.sh, on a cloud-init guest after cloud-init's last stage
@@ -16,12 +16,7 @@ import { cloudInitFinishWaitSeconds } from '../guest-finishing.js';
  */
 export function listPackagesScript(cloudInit: boolean): string {
   if (!cloudInit) return guestScript('list-packages');
-  return (
-    guestScriptVars({ R: '', WAIT_SECONDS: cloudInitFinishWaitSeconds }) +
-    guestScript('cloud-init-final-wait') +
-    'cloud_init_final_wait || true\n' +
-    guestScript('list-packages')
-  );
+  return cloudInitFinalWaitShell() + 'cloud_init_final_wait || true\n' + guestScript('list-packages');
 }
 
 /** The package list, read by src/guest-scripts/list-packages.sh (sections marked by "#" lines), given to sh on stdin. */

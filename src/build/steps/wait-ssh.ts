@@ -14,8 +14,8 @@ import { plainConsole, serialTail } from '../../util/serial-log.js';
 import { cpuTooSmallCause } from '../../qemu/cpu-needs.js';
 import { secureBootRefusalCause } from '../../qemu/secure-boot.js';
 import { KilnError } from '../../util/errors.js';
-import { guestScript, guestScriptVars } from '../../util/guest-scripts.js';
-import { cloudInitFinishWaitSeconds } from '../guest-finishing.js';
+import { guestScript } from '../../util/guest-scripts.js';
+import { cloudInitFinalWaitShell } from '../guest-finishing.js';
 
 function fileSize(file: string): number {
   try {
@@ -202,9 +202,7 @@ export async function waitForCloudInit(ctx: BuildContext, ssh: SshSession, start
   // With the later stages skipped, a shell waits for the init stage's end (cloud-init-init-stage-wait.sh);
   // otherwise one command, one Python start (2-3 s under TCG); --wait prints a dot a second until done.
   const wait = ctx.state.cloudInitLaterStagesSkipped
-    ? guestScriptVars({ R: '', WAIT_SECONDS: cloudInitFinishWaitSeconds }) +
-      guestScript('cloud-init-final-wait') +
-      guestScript('cloud-init-init-stage-wait')
+    ? cloudInitFinalWaitShell() + guestScript('cloud-init-init-stage-wait')
     : 'cloud-init status --wait --long';
   const r = await ssh.exec(asRoot(comm.username, `command -v cloud-init >/dev/null || exit 0\n${wait}`), {
     stdout: (s) => {
