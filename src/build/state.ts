@@ -92,6 +92,8 @@ export interface BuildState {
   accelerator?: Accelerator;
   /** The -cpu model QEMU ran with (the template's cpu_model or qemu_args, else the accelerator's default). */
   cpuModel?: string;
+  /** source.memory_prealloc as decided once for this build (auto looks at the host's free memory then). */
+  memoryPrealloc?: boolean;
   qemu?: QemuProcess;
   qmp?: QmpClient;
   serialLog?: string;

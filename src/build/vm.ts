@@ -16,6 +16,7 @@ import { resolveFirmware, type FirmwareRequest, type ResolvedFirmware } from '..
 import { removeTpmState, startTpm, tpmPaths, type RunningTpm } from '../qemu/tpm.js';
 import { usesUefi } from '../template/schema.js';
 import { archOf } from '../qemu/arch.js';
+import { preallocDecision } from '../qemu/memory.js';
 
 /** The build's firmware, resolved once from QEMU's descriptors (src/qemu/firmware.ts). */
 const firmwares = new WeakMap<BuildContext, ResolvedFirmware>();
@@ -75,6 +76,7 @@ export function vmSpecFor(ctx: BuildContext, sshHostPort: number | undefined, wi
     accelerator: need(st, 'accelerator'),
     cpus: src.cpus,
     memoryMiB: src.memory,
+    preallocMemory: memoryPreallocFor(ctx),
     machine: fw?.machine ?? src.machine,
     cpuModel: src.cpu_model,
     firmware: fw ? { type: 'uefi', code: fw.code, vars: efiVarsFile(st.workDir), smm: fw.smm } : { type: 'bios' },
@@ -100,6 +102,19 @@ export function vmSpecFor(ctx: BuildContext, sshHostPort: number | undefined, wi
     ),
     extraArgsReplace: src.qemu_args_replace,
   };
+}
+
+/**
+ * source.memory_prealloc, decided at the build's first QEMU start and kept, so a QEMU started again
+ * (the installed disk after its installer, a restore that fell back to a boot) has the same memory.
+ */
+function memoryPreallocFor(ctx: BuildContext): boolean {
+  if (ctx.state.memoryPrealloc === undefined) {
+    const decision = preallocDecision(ctx.build.source.memory_prealloc, ctx.build.source.memory);
+    if (decision.why) ctx.log(decision.why);
+    ctx.state.memoryPrealloc = decision.prealloc;
+  }
+  return ctx.state.memoryPrealloc;
 }
 
 /**
@@ -203,7 +218,7 @@ export async function startVm(ctx: BuildContext, withInstallMedia: boolean): Pro
     st.cpuModel = cpuModelOf(qemu.argv);
     st.installing = withInstallMedia && st.base?.kind === 'iso' && !onCachedLayer(st);
     ctx.log(
-      `QEMU started (${st.accelerator}, CPU model ${st.cpuModel}, ${src.cpus} vCPU, ${spec.memoryMiB} MiB${st.installing ? ', booting the installer ISO' : ''}${port ? `, ssh on 127.0.0.1:${port}` : ''})`,
+      `QEMU started (${st.accelerator}, CPU model ${st.cpuModel}, ${src.cpus} vCPU, ${spec.memoryMiB} MiB${spec.preallocMemory ? ' allocated up front' : ''}${st.installing ? ', booting the installer ISO' : ''}${port ? `, ssh on 127.0.0.1:${port}` : ''})`,
     );
     return;
   }

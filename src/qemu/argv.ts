@@ -25,6 +25,8 @@ export interface VmSpec {
   accelerator: Accelerator;
   cpus: number;
   memoryMiB: number;
+  /** -mem-prealloc: all of memoryMiB is allocated at start, not page by page as the guest touches it. */
+  preallocMemory?: boolean;
   machine: string;
   /** QEMU's -cpu value; undefined: defaultCpuModel(accelerator). */
   cpuModel?: string;
@@ -201,6 +203,7 @@ export function buildQemuArgGroups(vm: VmSpec): string[][] {
   g.push(['-cpu', vm.cpuModel ?? archCpuModel(vm.arch, vm.accelerator) ?? defaultCpuModel(vm.accelerator)]);
   g.push(['-smp', String(vm.cpus)]);
   g.push(['-m', `${vm.memoryMiB}M`]);
+  if (vm.preallocMemory) g.push(['-mem-prealloc']);
   if (vm.firmware.type === 'uefi') {
     g.push(['-drive', `if=pflash,format=raw,unit=0,readonly=on,file=${escapeOption(vm.firmware.code)}`]);
     g.push(['-drive', `if=pflash,format=raw,unit=1,file=${escapeOption(vm.firmware.vars)}`]);

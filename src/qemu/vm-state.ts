@@ -19,7 +19,8 @@ export async function qemuVersionOf(qmp: QmpClient): Promise<string> {
 
 /**
  * The command line as far as loading a state cares: everything but the values that change each
- * build (the work directory, the SSH forward's and guest forwards' host ports) and -incoming.
+ * build (the work directory, the SSH forward's and guest forwards' host ports), -incoming and
+ * -mem-prealloc (source.memory_prealloc: auto decides by the host's free memory at each start).
  */
 export function vmStateShape(argv: readonly string[], workDir: string): string[] {
   const shape: string[] = [];
@@ -29,6 +30,8 @@ export function vmStateShape(argv: readonly string[], workDir: string): string[]
       i++;
       continue;
     }
+    // Whether RAM was allocated up front is the host's business: a state loads either way.
+    if (argv[i] === '-mem-prealloc') continue;
     shape.push(
       argv[i]!.split(workDir)
         .join('$WORK')

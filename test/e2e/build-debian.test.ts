@@ -90,6 +90,7 @@ builds:
       checksum: none
       disk_size: 3G
       memory: 1024
+      memory_prealloc: true
       cloud_init:
         user_data:
           write_files:
@@ -175,6 +176,12 @@ builds:
     expect(first.stdout, 'events').not.toContain(token);
     expect(first.stderr, 'human log').not.toContain(token);
     expect(kilnWorkDirs(tmp, 'deb')).toEqual([]);
+    // memory_prealloc: QEMU took the guest's RAM at start, and the states saved from it load below.
+    expect(
+      first.events.some(
+        (e) => e.type === 'log' && /^QEMU started \(.*, 1024 MiB allocated up front, /.test(String(e.message)),
+      ),
+    ).toBe(true);
     // -1: the warm base (the booted guest, before provisioner 1), then one layer per provisioner.
     expect(first.events.filter((e) => e.type === 'layer-saved' && !e.final).map((e) => e.index)).toEqual([
       -1, 0, 1, 2, 3,

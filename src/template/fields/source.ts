@@ -154,6 +154,11 @@ export const sourceFields = {
     packer: ['memory'],
     doc: 'Guest RAM: MiB as a number (2048) or a size ("2G"); at least 64 MiB.',
   },
+  memory_prealloc: {
+    schema: z.union([z.boolean(), z.literal('auto')]).default('auto'),
+    cache: 'runtime',
+    doc: "Give the guest all its RAM when QEMU starts (-mem-prealloc) instead of page by page as it touches it: the boot is not slowed by the host's page faults and the warm base saves in a fraction of the time. auto: when the host has the guest's memory free and 1 GiB to spare; false: never (the guest's untouched memory stays the host's).",
+  },
   accelerator: {
     schema: z.enum(['auto', 'kvm', 'tcg', 'hvf', 'whpx']).default('auto'),
     cache: 'runtime',

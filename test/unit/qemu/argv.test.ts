@@ -42,6 +42,11 @@ describe('buildQemuArgs', () => {
     expect(value(a, '-display')).toEqual(['none']);
     expect(a).toContain('virtio-rng-pci');
   });
+  it('allocates the guest memory up front only when asked (-mem-prealloc beside -m)', () => {
+    expect(buildQemuArgs(vm)).not.toContain('-mem-prealloc');
+    const a = buildQemuArgs({ ...vm, preallocMemory: true });
+    expect(a.slice(a.indexOf('-m'), a.indexOf('-m') + 3)).toEqual(['-m', '1024M', '-mem-prealloc']);
+  });
   it('uses host CPU under KVM', () => {
     const a = buildQemuArgs({ ...vm, accelerator: 'kvm' });
     expect(value(a, '-accel')).toEqual(['kvm']);

@@ -8,11 +8,29 @@ import { repoRoot } from '../../helpers/guest.js';
 import { loadTemplate } from '../../../src/template/load.js';
 import { TemplateError } from '../../../src/template/errors.js';
 import { formatBytes } from '../../../src/template/units.js';
-import { memoryFit } from '../../../src/qemu/memory.js';
+import { memoryFit, preallocDecision } from '../../../src/qemu/memory.js';
 
 const GiB = 2 ** 30;
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-memory-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('preallocDecision (memory_prealloc, pure)', () => {
+  const host = { totalBytes: 8 * GiB, freeBytes: 3 * GiB };
+  it("auto allocates up front when the guest's memory and 1 GiB more are free now", () => {
+    expect(preallocDecision('auto', 2048, host)).toEqual({ prealloc: true });
+  });
+  it('auto declines past that, saying how much is free and that the guest gets pages as it touches them', () => {
+    const r = preallocDecision('auto', 2049, host);
+    expect(r.prealloc).toBe(false);
+    expect(r.why).toMatch(
+      /^not giving the guest its 2049 MiB up front \(memory_prealloc: auto\): the host has 3\.0 GiB free, .*it gets pages as it touches them$/,
+    );
+  });
+  it("true and false are the template's call, whatever is free", () => {
+    expect(preallocDecision(true, 4096, host)).toEqual({ prealloc: true });
+    expect(preallocDecision(false, 64, host)).toEqual({ prealloc: false });
+  });
+});
 
 describe('memoryFit (pure)', () => {
   const host = { totalBytes: 8 * GiB, freeBytes: 3 * GiB };

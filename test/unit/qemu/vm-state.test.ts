@@ -48,6 +48,14 @@ describe('what makes a saved VM loadable', () => {
     expect(loadMismatch({ qemuVersion: '7.2.22', shape: a }, { qemuVersion: '7.2.22', shape: b })).toBeUndefined();
   });
 
+  it('memory allocated up front or not is the same shape: memory_prealloc auto may decide either way', () => {
+    const w = '/tmp/kiln-b-X';
+    const without = vmStateShape(buildQemuArgs(spec(w, 1)), w);
+    const up = vmStateShape(buildQemuArgs(spec(w, 1, { preallocMemory: true })), w);
+    expect(buildQemuArgs(spec(w, 1, { preallocMemory: true }))).toContain('-mem-prealloc');
+    expect(up).toEqual(without);
+  });
+
   it('another memory size, CPU model or device is refused, naming the switch', () => {
     const w = '/tmp/kiln-b-X';
     const saved = { qemuVersion: '7.2.22', shape: vmStateShape(buildQemuArgs(spec(w, 1)), w) };

@@ -82,6 +82,7 @@ describe("the layer key, from the fields' cache roles", () => {
       'headless',
       'install_timeout',
       'memory',
+      'memory_prealloc',
       'shutdown_timeout',
     ]);
     expect([...fieldsWithRole(sourceFields, 'base')].sort()).toEqual(['base_image', 'checksum', 'iso']);

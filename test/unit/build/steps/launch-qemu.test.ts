@@ -20,7 +20,8 @@ const hostfwd = (argv: unknown) => (argv as string[]).find((a) => a.includes('ho
 
 describe('launch QEMU', () => {
   it('checks QEMU, picks the accelerator and a free port, starts QEMU and connects QMP', async () => {
-    const h = harness();
+    // memory_prealloc's auto looks at this host's free memory: the test says what it wants.
+    const h = harness({ source: { memory_prealloc: false } });
     const { error, cleanup } = await runStep(launchQemuStep, h.ctx);
     expect(error).toBeUndefined();
     expect(h.driver.methods()).toEqual([
@@ -53,6 +54,17 @@ describe('launch QEMU', () => {
     await cleanup!();
     expect(h.driver.qmps[0]!.closed).toBe(true);
     expect(h.driver.vms[0]!.killed).toEqual([3000]);
+  });
+
+  it('memory_prealloc: true starts QEMU with -mem-prealloc and says so; the decision holds for the build', async () => {
+    const h = harness({ source: { memory_prealloc: true } });
+    const { error, cleanup } = await runStep(launchQemuStep, h.ctx);
+    expect(error).toBeUndefined();
+    const [argv] = h.driver.callsTo('startVm')[0]!;
+    expect(argv as string[]).toContain('-mem-prealloc');
+    expect(h.said('info').at(-1)).toMatch(/, 2 vCPU, 1024 MiB allocated up front, ssh on /);
+    expect(h.ctx.state.memoryPrealloc).toBe(true);
+    await cleanup!();
   });
 
   it('a QEMU that exits at start fails the step with its message and command line; nothing is left running', async () => {
