@@ -175,7 +175,11 @@ export async function freezeLayer(
  * beside it, so the next build on this base and these source settings restores it instead of booting.
  * The first provisioner's layer then backs onto it. Does nothing when the store has it already.
  */
-export async function saveWarmBase(ctx: BuildContext, freeze: (overlay: string) => Promise<void>): Promise<void> {
+export async function saveWarmBase(
+  ctx: BuildContext,
+  createOverlay: (overlay: string) => Promise<void>,
+  freeze: (overlay: string) => Promise<void>,
+): Promise<void> {
   const layers = need(ctx.state, 'layers');
   const warm = layers.warmBase;
   // rootBacking is the base in the store (layer-cache sets it for a build that may save a warm base).
@@ -184,6 +188,8 @@ export async function saveWarmBase(ctx: BuildContext, freeze: (overlay: string) 
   const disk = need(ctx.state, 'disk');
   const tmp = vmStateTemp(layers.store.dir, key);
   const overlay = path.join(ctx.state.workDir, 'disk-0.qcow2');
+  // Made before the pause: the guest is stopped only for the switch to it and the RAM.
+  await createOverlay(overlay);
   const save = await pauseFreezeSave(ctx, tmp, 'the warm base', () => freeze(overlay));
   ctx.state.disk = { ...disk, path: overlay };
   const backing = layers.rootBacking;

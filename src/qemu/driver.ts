@@ -85,14 +85,14 @@ export interface Hypervisor {
   qemuVersion(arch?: GuestArch): Promise<string>;
   /** Connects to a starting QEMU's QMP socket (retried until it exists, or `timeoutMs`). */
   connectQmp(socketPath: string, timeoutMs: number): Promise<QmpClient>;
-  /** Freezes the running VM's disk: a new overlay `overlay` on top of `active` (QMP blockdev-snapshot), no reboot. */
-  snapshotActiveDisk(
-    qmp: QmpClient,
-    active: string,
-    overlay: string,
-    virtualSize: number,
-    nodeName: string,
-  ): Promise<void>;
+  /**
+   * Writes the empty qcow2 `overlay` on top of `active`, the image a running QEMU writes (qemu-img -u: it
+   * is not opened), for snapshotActiveDisk. A process start of its own: callers do it while the guest
+   * still works (beside its sync), not in the instant the guest is paused for.
+   */
+  createSnapshotOverlay(active: string, overlay: string, virtualSize: number, signal?: AbortSignal): Promise<void>;
+  /** Freezes the running VM's disk: QEMU writes to `overlay` (made by createSnapshotOverlay) from now on (QMP blockdev-snapshot), no reboot. */
+  snapshotActiveDisk(qmp: QmpClient, overlay: string, nodeName: string): Promise<void>;
 }
 
 /** What a build holds: the hypervisor and the image tool. */
@@ -156,8 +156,9 @@ export function createDriver(opts: DriverOptions = {}): Driver {
       return v;
     },
     connectQmp: (socketPath, timeoutMs) => QmpClient.connect(socketPath, timeoutMs),
-    async snapshotActiveDisk(qmp, active, overlay, virtualSize, nodeName) {
-      await qemuImg.createOverlayUnsafe(active, overlay, virtualSize);
+    createSnapshotOverlay: (active, overlay, virtualSize, signal) =>
+      qemuImg.createOverlayUnsafe(active, overlay, virtualSize, signal),
+    async snapshotActiveDisk(qmp, overlay, nodeName) {
       // The overlay keeps the build disk's discard/zero handling, or fstrim later would not shrink it.
       await qmp.execute('blockdev-add', {
         driver: 'qcow2',

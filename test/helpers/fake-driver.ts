@@ -196,14 +196,18 @@ export class FakeDriver implements Driver {
     return qmp;
   }
 
-  async snapshotActiveDisk(
-    qmp: QmpClient,
+  async createSnapshotOverlay(
     active: string,
     overlay: string,
     virtualSize: number,
-    nodeName: string,
+    signal?: AbortSignal,
   ): Promise<void> {
-    this.record('snapshotActiveDisk', [active, overlay, virtualSize, nodeName]);
+    this.record('createSnapshotOverlay', [active, overlay, virtualSize]);
+    signal?.throwIfAborted();
+  }
+
+  async snapshotActiveDisk(qmp: QmpClient, overlay: string, nodeName: string): Promise<void> {
+    this.record('snapshotActiveDisk', [overlay, nodeName]);
     void qmp;
   }
 

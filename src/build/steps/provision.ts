@@ -37,18 +37,18 @@ async function captureLayer(ctx: BuildContext, position: number): Promise<void> 
   // Data the guest still holds in its page cache would be missing from the frozen image. The
   // provisioner's own files leave first, in the same command (one process start instead of two).
   const leftovers = takeGuestLeftovers(ctx.state);
-  await (await sshSession(ctx)).run(leftovers ? `${leftovers}; sync` : 'sync', ctx.signal);
   const frozen = disk.path;
   const overlay = path.join(ctx.state.workDir, `disk-${position + 1}.qcow2`);
+  // The overlay the guest's writes go to next is made while the guest syncs (its own process start).
+  const created = ctx.driver.createSnapshotOverlay(frozen, overlay, disk.virtualSize, ctx.signal);
+  const synced = sshSession(ctx).then((ssh) => ssh.run(leftovers ? `${leftovers}; sync` : 'sync', ctx.signal));
+  // Both settle before anything goes on: no qemu-img left writing into a work directory being removed.
+  const [made, flushed] = await Promise.allSettled([created, synced]);
+  if (flushed.status === 'rejected') throw flushed.reason;
+  if (made.status === 'rejected') throw made.reason;
   // With cache.vm_state the guest is paused around the freeze and saved beside the layer (build/vm-state.ts).
   const queueVmState = await freezeLayer(ctx, planned.key!, planned.index, () =>
-    ctx.driver.snapshotActiveDisk(
-      need(ctx.state, 'qmp'),
-      frozen,
-      overlay,
-      disk.virtualSize,
-      `kiln-layer-${position + 1}`,
-    ),
+    ctx.driver.snapshotActiveDisk(need(ctx.state, 'qmp'), overlay, `kiln-layer-${position + 1}`),
   );
   ctx.state.disk = { ...disk, path: overlay };
 

@@ -20,8 +20,10 @@ export const warmBaseStep: Step = {
     // only ever used with the RAM saved at the same instant (a restore) or below provisioner 1's layer,
     // which is captured after a sync and so holds whatever the page cache held dirty here.
     const disk = need(ctx.state, 'disk');
-    await saveWarmBase(ctx, (overlay) =>
-      ctx.driver.snapshotActiveDisk(need(ctx.state, 'qmp'), disk.path, overlay, disk.virtualSize, 'kiln-warm-base'),
+    await saveWarmBase(
+      ctx,
+      (overlay) => ctx.driver.createSnapshotOverlay(disk.path, overlay, disk.virtualSize, ctx.signal),
+      (overlay) => ctx.driver.snapshotActiveDisk(need(ctx.state, 'qmp'), overlay, 'kiln-warm-base'),
     );
   },
 };

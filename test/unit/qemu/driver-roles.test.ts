@@ -38,7 +38,14 @@ describe('driver roles', () => {
     ).toEqual([...imageMethods].sort());
     const driver = createDriver({ qemuImgBinary: '/nonexistent/qemu-img' });
     expect(Object.keys(driver)).toEqual(
-      expect.arrayContaining([...imageMethods, 'startVm', 'connectQmp', 'chooseAccelerator', 'snapshotActiveDisk']),
+      expect.arrayContaining([
+        ...imageMethods,
+        'startVm',
+        'connectQmp',
+        'chooseAccelerator',
+        'createSnapshotOverlay',
+        'snapshotActiveDisk',
+      ]),
     );
   });
 

@@ -58,7 +58,9 @@ describe('provision', () => {
     ]);
     expect(ssh.commands.map((c) => c.command)).toEqual(['sync']);
     const overlay = path.join(h.ctx.state.workDir, 'disk-2.qcow2');
-    expect(h.driver.callsTo('snapshotActiveDisk')).toEqual([[first, overlay, 1 << 30, 'kiln-layer-2']]);
+    // The overlay is made beside the guest's sync; the switch to it is QMP alone.
+    expect(h.driver.callsTo('createSnapshotOverlay')).toEqual([[first, overlay, 1 << 30]]);
+    expect(h.driver.callsTo('snapshotActiveDisk')).toEqual([[overlay, 'kiln-layer-2']]);
     expect(h.ctx.state.disk!.path).toBe(overlay);
     await h.ctx.state.layers!.publishing;
     expect(published).toEqual([['k2', first, { name: 'k1.qcow2', format: 'qcow2' }]]);
@@ -100,6 +102,16 @@ describe('provision', () => {
     expect((await runStep(provisionStep, h.ctx)).error).toBe('QMP blockdev-snapshot: GenericError: locked');
     expect(h.ctx.state.disk!.path).toBe(disk);
     expect(h.ctx.state.provisionersDone).toBe(1);
+  });
+
+  it("an overlay qemu-img could not make fails the step after the guest's sync ended; nothing is frozen", async () => {
+    const { h, ssh } = provisioning(1);
+    const disk = h.ctx.state.disk!.path;
+    h.driver.fail('createSnapshotOverlay', new Error('qemu-img create: No space left on device'));
+    expect((await runStep(provisionStep, h.ctx)).error).toBe('qemu-img create: No space left on device');
+    expect(ssh.commands.map((c) => c.command)).toEqual(['sync']);
+    expect(h.driver.callsTo('snapshotActiveDisk')).toEqual([]);
+    expect(h.ctx.state.disk!.path).toBe(disk);
   });
 
   it('a failing provisioner fails the step with its label and exit', async () => {
