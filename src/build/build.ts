@@ -96,6 +96,8 @@ export async function runBuild(
   } catch (e) {
     result = { ok: false, kept: false, error: e as Error };
   } finally {
+    // A build that ended before its QEMU took the memory it was promised gives the promise back.
+    state.preallocTaken?.();
     const error = result.error;
     events.emit({
       type: 'build-end',

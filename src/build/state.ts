@@ -94,6 +94,8 @@ export interface BuildState {
   cpuModel?: string;
   /** source.memory_prealloc as decided once for this build (auto looks at the host's free memory then). */
   memoryPrealloc?: boolean;
+  /** Ends this build's promise of memory to allocate up front (src/qemu/memory.ts): once its QEMU holds it, or at the build's end. */
+  preallocTaken?: () => void;
   qemu?: QemuProcess;
   qmp?: QmpClient;
   serialLog?: string;

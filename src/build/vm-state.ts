@@ -260,6 +260,7 @@ async function loadSavedVm(ctx: BuildContext, key: string): Promise<LoadOutcome>
   let vmgenid: string | undefined;
   try {
     qmp = await abortable(Promise.race([ctx.driver.connectQmp(spec.qmpSocket, 15_000), exited]), ctx.signal);
+    st.preallocTaken?.();
     const version = await qemuVersionOf(qmp);
     const mismatch = loadMismatch(check.meta, { qemuVersion: version, shape: check.meta.shape });
     if (mismatch) throw new Error(mismatch);

@@ -16,7 +16,7 @@ import { resolveFirmware, type FirmwareRequest, type ResolvedFirmware } from '..
 import { removeTpmState, startTpm, tpmPaths, type RunningTpm } from '../qemu/tpm.js';
 import { usesUefi } from '../template/schema.js';
 import { archOf } from '../qemu/arch.js';
-import { preallocDecision } from '../qemu/memory.js';
+import { preallocDecision, promisePrealloc } from '../qemu/memory.js';
 
 /** The build's firmware, resolved once from QEMU's descriptors (src/qemu/firmware.ts). */
 const firmwares = new WeakMap<BuildContext, ResolvedFirmware>();
@@ -113,6 +113,7 @@ function memoryPreallocFor(ctx: BuildContext): boolean {
     const decision = preallocDecision(ctx.build.source.memory_prealloc, ctx.build.source.memory);
     if (decision.why) ctx.log(decision.why);
     ctx.state.memoryPrealloc = decision.prealloc;
+    if (decision.prealloc) ctx.state.preallocTaken = promisePrealloc(ctx.build.source.memory);
   }
   return ctx.state.memoryPrealloc;
 }
@@ -202,6 +203,8 @@ export async function startVm(ctx: BuildContext, withInstallMedia: boolean): Pro
         ]),
         ctx.signal,
       );
+      // QEMU answers QMP once its memory is allocated: the host's free memory shows it from now on.
+      st.preallocTaken?.();
     } catch (e) {
       await qemu.kill(500);
       if (ctx.signal.aborted) throw e;

@@ -54,12 +54,33 @@ export function preallocDecision(
   setting: boolean | 'auto',
   mib: number,
   host: HostMemory = hostMemory(),
+  promisedMiB = preallocPromisedMiB(),
 ): { prealloc: boolean; why?: string } {
   if (setting !== 'auto') return { prealloc: setting };
-  const needed = (mib + preallocHeadroomMiB) * 2 ** 20;
+  const needed = (mib + preallocHeadroomMiB + promisedMiB) * 2 ** 20;
   if (host.freeBytes >= needed) return { prealloc: true };
+  const others = promisedMiB > 0 ? `, of which ${promisedMiB} MiB is promised to other builds' starting VMs` : '';
   return {
     prealloc: false,
-    why: `not giving the guest its ${mib} MiB up front (memory_prealloc: auto): the host has ${formatBytes(host.freeBytes)} free, less than that and ${preallocHeadroomMiB} MiB to spare; it gets pages as it touches them`,
+    why: `not giving the guest its ${mib} MiB up front (memory_prealloc: auto): the host has ${formatBytes(host.freeBytes)} free${others}, less than that and ${preallocHeadroomMiB} MiB to spare; it gets pages as it touches them`,
+  };
+}
+
+/**
+ * Memory that builds in this process (--parallel-builds) decided to allocate up front and whose QEMU
+ * has not taken it yet: the host's free memory does not show it, so builds starting together would
+ * each count the same free memory.
+ */
+let promised = 0;
+export const preallocPromisedMiB = (): number => promised;
+
+/** Counts `mib` as promised until the returned function is called (once QEMU took it, or the build ended); calling it again does nothing. */
+export function promisePrealloc(mib: number): () => void {
+  promised += mib;
+  let kept = false;
+  return () => {
+    if (kept) return;
+    kept = true;
+    promised -= mib;
   };
 }

@@ -8,7 +8,7 @@ import { repoRoot } from '../../helpers/guest.js';
 import { loadTemplate } from '../../../src/template/load.js';
 import { TemplateError } from '../../../src/template/errors.js';
 import { formatBytes } from '../../../src/template/units.js';
-import { memoryFit, preallocDecision } from '../../../src/qemu/memory.js';
+import { memoryFit, preallocDecision, preallocPromisedMiB, promisePrealloc } from '../../../src/qemu/memory.js';
 
 const GiB = 2 ** 30;
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-memory-'));
@@ -25,6 +25,18 @@ describe('preallocDecision (memory_prealloc, pure)', () => {
     expect(r.why).toMatch(
       /^not giving the guest its 2049 MiB up front \(memory_prealloc: auto\): the host has 3\.0 GiB free, .*it gets pages as it touches them$/,
     );
+  });
+  it("counts memory promised to other builds' starting VMs as taken, until each promise is kept", () => {
+    expect(preallocDecision('auto', 2048, host, 0)).toEqual({ prealloc: true });
+    const r = preallocDecision('auto', 2048, host, 1024);
+    expect(r.prealloc).toBe(false);
+    expect(r.why).toMatch(/3\.0 GiB free, of which 1024 MiB is promised to other builds' starting VMs, less than/);
+    const before = preallocPromisedMiB();
+    const keep = promisePrealloc(512);
+    expect(preallocPromisedMiB()).toBe(before + 512);
+    keep();
+    keep();
+    expect(preallocPromisedMiB()).toBe(before);
   });
   it("true and false are the template's call, whatever is free", () => {
     expect(preallocDecision(true, 4096, host)).toEqual({ prealloc: true });
