@@ -37,8 +37,11 @@ export async function startLoad() {
     ...diesWithKiln('stress-ng', [...loadSpec, '--temp-path', dir, '--timeout', `${maxS}s`, '--quiet']),
     { reject: false, stdin: 'ignore', stdout: 'ignore', stderr: 'pipe' },
   );
-  // Let the workers start (stress-ng forks them) before the first build is timed.
-  await new Promise((r) => setTimeout(r, 3000));
+  // Let the workers start (stress-ng forks them) and reach their steady state (the I/O worker's files
+  // in the page cache, the memory worker's pages taken) before a build is timed: a build that starts
+  // with the load measured the load's start-up too (2026-12-04: kiln's first loaded round booted in
+  // 179 s against 90-110 s in the others). BENCH_LOAD_SETTLE_S, 20 s unless set.
+  await new Promise((r) => setTimeout(r, Number(process.env.BENCH_LOAD_SETTLE_S ?? 20) * 1000));
   if (child.exitCode !== null) throw new Error(`stress-ng exited at start: ${(await child).stderr}`);
   let stopped;
   return () =>
