@@ -33,7 +33,7 @@ function durationMs(flag: string, value: string): number {
 
 /** prune --remote: records first, then blobs no record names; flush: a new epoch. */
 async function remoteCacheCommand(args: CacheArgs, out: (s: string) => void): Promise<number> {
-  const remote = openRemoteCache({ 'cache-remote': args.remote }, (m) => process.stderr.write(`${m}\n`))!;
+  const remote = (await openRemoteCache({ 'cache-remote': args.remote }, (m) => process.stderr.write(`${m}\n`)))!;
   if (args.action === 'flush') {
     const epoch = await remote.flush();
     out(

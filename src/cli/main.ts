@@ -216,7 +216,7 @@ async function buildCommand(
       cacheDir: cacheDirFromEnv(),
       noCache: !argv.cache,
       prompt,
-      remoteCache: argv.cache ? openRemoteCache(argv) : undefined,
+      remoteCache: argv.cache ? await openRemoteCache(argv) : undefined,
       qemu: qemuOptionsFromEnv(),
       tarBinary: tarBinaryFromEnv(),
       parallel: argv['parallel-builds'],
@@ -422,7 +422,7 @@ export async function main(args: string[]): Promise<number> {
         try {
           const { t, builds } = loadSelected(argv);
           // With --cache-remote, the remote cache is asked about the keys the local store lacks.
-          const remote = openRemoteCache(argv as RemoteCacheArgs, (m, level) => {
+          const remote = await openRemoteCache(argv as RemoteCacheArgs, (m, level) => {
             if (level === 'warn') process.stderr.write(`warning: ${m}\n`);
           });
           process.stdout.write(

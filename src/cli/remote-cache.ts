@@ -5,7 +5,6 @@
  */
 import { readFileSync } from 'node:fs';
 import { RemoteCache, type RemoteLog } from '../cache/remote/protocol.js';
-import { S3ObjectStore } from '../cache/remote/s3.js';
 import { kilnVersion } from '../version.js';
 import { KilnError } from '../util/errors.js';
 
@@ -39,8 +38,11 @@ export const remoteCacheOptions = {
   },
 } as const;
 
-/** The remote cache the arguments name, or undefined without --cache-remote. */
-export function openRemoteCache(a: RemoteCacheArgs, log?: RemoteLog): RemoteCache | undefined {
+/**
+ * The remote cache the arguments name, or undefined without --cache-remote. The S3 SDK is loaded only
+ * then: importing it took 0.4 s, which every kiln command paid at its start.
+ */
+export async function openRemoteCache(a: RemoteCacheArgs, log?: RemoteLog): Promise<RemoteCache | undefined> {
   const url = a['cache-remote'];
   if (!url) {
     if (a['cache-remote-readonly'] || a['cache-remote-secret-file'] || a['cache-remote-intermediate'])
@@ -65,6 +67,7 @@ export function openRemoteCache(a: RemoteCacheArgs, log?: RemoteLog): RemoteCach
         fix: `write one secret line into it (e.g. openssl rand -hex 32)`,
       });
   }
+  const { S3ObjectStore } = await import('../cache/remote/s3.js');
   return new RemoteCache(
     new S3ObjectStore(url),
     {
