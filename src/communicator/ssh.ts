@@ -76,13 +76,6 @@ export interface ExecResult {
   disconnected: boolean;
 }
 
-/** The error of a command that exited non-zero: its stderr, or its stdout when it printed nothing there. */
-export function commandFailed(command: string, r: ExecResult, stdout: string, stderr: string): Error {
-  return new Error(
-    `"${command}" exited ${r.exitCode ?? r.signal ?? 'without status'}: ${stderr.trim() || stdout.trim()}`,
-  );
-}
-
 export class SshSession {
   private sftpHandle?: Promise<SFTPWrapper>;
   readonly closed: Promise<void>;
@@ -237,7 +230,8 @@ export class SshSession {
       },
       signal,
     });
-    if (r.exitCode !== 0) throw commandFailed(command, r, out, err);
+    if (r.exitCode !== 0)
+      throw new Error(`"${command}" exited ${r.exitCode ?? r.signal ?? 'without status'}: ${err.trim() || out.trim()}`);
     return out;
   }
 

@@ -5,8 +5,6 @@ export interface FakeReply {
   exitCode: number | null;
   stdout?: string;
   stderr?: string;
-  /** With a stream for stdin: answer at once, leaving the stream unread (its shell went away: a reboot). */
-  early?: boolean;
 }
 
 export class FakeSsh {
@@ -24,25 +22,13 @@ export class FakeSsh {
     command: string,
     io: {
       stdin?: string | Buffer;
-      /** A stream (a ready shell's script): recorded as stdin once it ends, and the reply given then. */
-      input?: AsyncIterable<Buffer | string>;
       stdout?: (s: string) => void;
       stderr?: (s: string) => void;
       signal?: AbortSignal;
     } = {},
   ): Promise<{ exitCode: number | null }> {
     if (!this.connected) throw new Error('SSH connection is closed');
-    let stdin = io.stdin?.toString();
-    const early = io.input ? await this.reply(command) : undefined;
-    if (early?.early) {
-      this.commands.push({ command });
-      return { exitCode: early.exitCode };
-    }
-    if (io.input) {
-      stdin = '';
-      for await (const chunk of io.input) stdin += chunk.toString();
-    }
-    this.commands.push({ command, stdin });
+    this.commands.push({ command, stdin: io.stdin?.toString() });
     const r = await this.reply(command);
     if (r.stdout) io.stdout?.(r.stdout);
     if (r.stderr) io.stderr?.(r.stderr);

@@ -11,7 +11,6 @@ import { appliesTo, describeProvisioner, runProvisioner } from '../../provisione
 import { removeGuestLeftovers, sshSession, takeGuestLeftovers } from '../../provisioners/context.js';
 import { queueLayerSave } from '../layer-capture.js';
 import { freezeLayer } from '../vm-state.js';
-import { ReadyShell } from '../../communicator/ready-shell.js';
 
 /**
  * A guest without cloud-init cannot take a new key when a later build boots this layer, so a key kiln
@@ -23,11 +22,8 @@ function keyToKeepWithLayer(ctx: BuildContext): string | undefined {
   return ctx.state.buildKey?.privateKey;
 }
 
-/**
- * Freezes the disk as it is after plan[position] and queues its copy into the layer store. `flushShell`,
- * started beside the provisioner, runs the guest's flush when it is still there.
- */
-async function captureLayer(ctx: BuildContext, position: number, flushShell?: ReadyShell): Promise<void> {
+/** Freezes the disk as it is after plan[position] and queues its copy into the layer store. */
+async function captureLayer(ctx: BuildContext, position: number): Promise<void> {
   const layers = need(ctx.state, 'layers');
   const planned = layers.plan[position]!;
   const disk = need(ctx.state, 'disk');
@@ -45,13 +41,7 @@ async function captureLayer(ctx: BuildContext, position: number, flushShell?: Re
   const overlay = path.join(ctx.state.workDir, `disk-${position + 1}.qcow2`);
   // The overlay the guest's writes go to next is made while the guest syncs (its own process start).
   const created = ctx.driver.createSnapshotOverlay(frozen, overlay, disk.virtualSize, ctx.signal);
-  const flush = leftovers ? `${leftovers}; sync` : 'sync';
-  const synced = flushShell?.usable
-    ? flushShell.run(flush)
-    : sshSession(ctx).then((ssh) => {
-        flushShell?.cancel();
-        return ssh.run(flush, ctx.signal);
-      });
+  const synced = sshSession(ctx).then((ssh) => ssh.run(leftovers ? `${leftovers}; sync` : 'sync', ctx.signal));
   // Both settle before anything goes on: no qemu-img left writing into a work directory being removed.
   const [made, flushed] = await Promise.allSettled([created, synced]);
   if (flushed.status === 'rejected') throw flushed.reason;
@@ -119,17 +109,7 @@ export const provisionStep: Step = {
         index: i,
         provisioner: describeProvisioner(p),
       });
-      // The shell that flushes the guest for the layer capture starts now: its start costs the capture nothing.
-      const flushShell =
-        planned?.key && ctx.build.source.communicator.type !== 'none' && ctx.state.ssh?.connected
-          ? new ReadyShell(ctx.state.ssh, ctx.signal)
-          : undefined;
-      try {
-        await runProvisioner(ctx, p, i);
-      } catch (e) {
-        flushShell?.cancel();
-        throw e;
-      }
+      await runProvisioner(ctx, p, i);
       const ms = performance.now() - started;
       ctx.state.timings[`provisioner ${i + 1}`] = ms;
       ctx.events.emit({
@@ -139,7 +119,7 @@ export const provisionStep: Step = {
         provisioner: describeProvisioner(p),
         ms,
       });
-      if (planned?.key) await captureLayer(ctx, position, flushShell);
+      if (planned?.key) await captureLayer(ctx, position);
       // What the provisioner left for kiln's next command, when no layer capture took it along.
       await removeGuestLeftovers(ctx);
       ctx.state.provisionersDone = ++position;

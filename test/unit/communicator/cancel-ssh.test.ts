@@ -13,7 +13,6 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import ssh2 from 'ssh2';
 import { generateKeyPair } from '../../../src/communicator/keys.js';
 import { connectOnce, type SshSession } from '../../../src/communicator/ssh.js';
-import { ReadyShell } from '../../../src/communicator/ready-shell.js';
 
 type Style = 'openssh' | 'dropbear';
 
@@ -167,45 +166,6 @@ describe.each(['openssh', 'dropbear'] as const)('SshSession against a %s-style s
       expect(await ssh.run('echo still here')).toBe('still here\n');
     });
   }
-
-  it('a ready shell started before its command runs it when given: stdout, stdin at end of file, the exit status as an error with stderr', async () => {
-    const ssh = await login(style);
-    const started = path.join(dir, `${style}-ready.pid`);
-    const ready = new ReadyShell(ssh);
-    // Started before any command is given: its shell is there, waiting.
-    const waiting = new ReadyShell(ssh);
-    await ssh.run(`true`);
-    expect(ready.usable).toBe(true);
-    expect(await ready.run(`echo $$ > ${started}; cat; echo ran`)).toBe('ran\n');
-    expect(ready.usable).toBe(false);
-    await expect(ready.run('true')).rejects.toThrow(/one command/);
-    await expect(waiting.run('echo to-stderr >&2; exit 4')).rejects.toThrow(
-      /"echo to-stderr >&2; exit 4" exited 4: to-stderr/,
-    );
-    expect(isRunning(Number(readFileSync(started, 'utf8')))).toBe(false);
-  });
-
-  it('a ready shell cancelled runs nothing and exits; one stopped by its signal is killed and run() rejects', async () => {
-    const ssh = await login(style);
-    const cancelled = new ReadyShell(ssh);
-    cancelled.cancel();
-    // Its shell reads end of file and exits: done() would not settle while it waited.
-    await cancelled.done();
-    expect(cancelled.usable).toBe(false);
-    await expect(cancelled.run('true')).rejects.toThrow(/one command/);
-
-    const pids = path.join(dir, `${style}-ready-abort.pids`);
-    const stop = new AbortController();
-    const reason = new Error('stopped by the test');
-    const ready = new ReadyShell(ssh, stop.signal);
-    const running = ready.run(`sleep 600 & echo "$$ $!" > ${pids}; wait`);
-    running.catch(() => undefined);
-    await until('the command to start', () => existsSync(pids) && readFileSync(pids, 'utf8').endsWith('\n'));
-    const [shell, child] = readFileSync(pids, 'utf8').trim().split(' ').map(Number) as [number, number];
-    stop.abort(reason);
-    await expect(running).rejects.toThrow(reason.message);
-    expect({ shell: isRunning(shell), child: isRunning(child) }).toEqual({ shell: false, child: false });
-  });
 });
 
 describe('SFTP transfers stopped by their signal', () => {
