@@ -24,6 +24,7 @@ import readline from 'node:readline';
 import { debianFixture, root } from './debian-guest.mjs';
 import { generateKeyPair } from '../dist/communicator/keys.js';
 import { TCG_DEFAULT_CPU_MODEL } from '../dist/qemu/argv.js';
+import { defaultQemuBinary } from '../dist/qemu/process.js';
 import { haveStressNg, loadDescription, startLoad } from './load.mjs';
 
 const dir = path.join(root, 'bench/side-by-side');
@@ -124,7 +125,12 @@ export async function sideBySide(rounds = Number(process.env.BENCH_ROUNDS ?? 3))
   };
   // The first build of a run would read the base image and QEMU from the disk and every later one
   // from the page cache: read them once, untimed, so round 1's first tool pays no more than the others.
-  for (const f of [debianFixture, spawnSync('sh', ['-c', 'command -v qemu-system-x86_64']).stdout.toString().trim()])
+  for (const f of [
+    debianFixture,
+    spawnSync('sh', ['-c', `command -v ${defaultQemuBinary}`])
+      .stdout.toString()
+      .trim(),
+  ])
     if (f) spawnSync('cat', [f], { stdio: ['ignore', 'ignore', 'inherit'] });
   try {
     for (let r = 0; r < rounds; r++) {
