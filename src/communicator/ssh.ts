@@ -80,6 +80,11 @@ export class SshSession {
   private sftpHandle?: Promise<SFTPWrapper>;
   readonly closed: Promise<void>;
   private isClosed = false;
+  /**
+   * Whether a command has run to its exit on this connection: the guest has set up its side of the
+   * login (on systemd guests the user's service manager starts with the first command, ~2 s under TCG).
+   */
+  commandHasRun = false;
 
   constructor(
     private readonly client: ssh2.Client,
@@ -177,6 +182,7 @@ export class SshSession {
         stream.on('exit', (code: number | null, sig?: string) => {
           exitCode = code;
           signal = sig;
+          if (code !== null) this.commandHasRun = true;
         });
         if (io.output) {
           // The output's own failure (an unsafe tar entry) stops the command like an abort.

@@ -124,6 +124,8 @@ async function login(style: Style): Promise<SshSession> {
 describe.each(['openssh', 'dropbear'] as const)('SshSession against a %s-style server', (style) => {
   it('exec passes the exit code, stderr and stdin through unchanged', async () => {
     const ssh = await login(style);
+    // Nothing has run on a new connection (the warm base runs one command before it saves the guest).
+    expect(ssh.commandHasRun).toBe(false);
     let err = '';
     const r = await ssh.exec('echo to-stderr >&2; exit 3', {
       stderr: (s) => {
@@ -131,6 +133,7 @@ describe.each(['openssh', 'dropbear'] as const)('SshSession against a %s-style s
       },
     });
     expect(r).toMatchObject({ exitCode: 3, disconnected: false });
+    expect(ssh.commandHasRun).toBe(true);
     expect(err).toBe('to-stderr\n');
     let out = '';
     await ssh.exec('cat', {
