@@ -80,11 +80,7 @@ export class SshSession {
   private sftpHandle?: Promise<SFTPWrapper>;
   readonly closed: Promise<void>;
   private isClosed = false;
-  /**
-   * Whether a command has run to its exit on this connection: the guest has set up its side of the
-   * login (on systemd guests the user's service manager starts with the first command, ~2 s under TCG).
-   */
-  commandHasRun = false;
+  private ranCommand = false;
 
   constructor(
     private readonly client: ssh2.Client,
@@ -105,6 +101,14 @@ export class SshSession {
 
   get connected(): boolean {
     return !this.isClosed;
+  }
+
+  /**
+   * Whether a command has run to its exit on this connection: the guest has set up its side of the
+   * login (on systemd guests the user's service manager starts with the first command, ~2 s under TCG).
+   */
+  get commandHasRun(): boolean {
+    return this.ranCommand;
   }
 
   /**
@@ -182,7 +186,7 @@ export class SshSession {
         stream.on('exit', (code: number | null, sig?: string) => {
           exitCode = code;
           signal = sig;
-          if (code !== null) this.commandHasRun = true;
+          if (code !== null) this.ranCommand = true;
         });
         if (io.output) {
           // The output's own failure (an unsafe tar entry) stops the command like an abort.

@@ -11,6 +11,7 @@ import { appliesTo, describeProvisioner, runProvisioner } from '../../provisione
 import { removeGuestLeftovers, sshSession, takeGuestLeftovers } from '../../provisioners/context.js';
 import { queueLayerSave } from '../layer-capture.js';
 import { freezeLayer } from '../vm-state.js';
+import { settleAll } from '../../util/settle.js';
 
 /**
  * A guest without cloud-init cannot take a new key when a later build boots this layer, so a key kiln
@@ -42,10 +43,8 @@ async function captureLayer(ctx: BuildContext, position: number): Promise<void> 
   // The overlay the guest's writes go to next is made while the guest syncs (its own process start).
   const created = ctx.driver.createSnapshotOverlay(frozen, overlay, disk.virtualSize, ctx.signal);
   const synced = sshSession(ctx).then((ssh) => ssh.run(leftovers ? `${leftovers}; sync` : 'sync', ctx.signal));
-  // Both settle before anything goes on: no qemu-img left writing into a work directory being removed.
-  const [made, flushed] = await Promise.allSettled([created, synced]);
-  if (flushed.status === 'rejected') throw flushed.reason;
-  if (made.status === 'rejected') throw made.reason;
+  // Both settle before anything goes on; the guest's failure is the one reported when both fail.
+  await settleAll([synced, created]);
   // With cache.vm_state the guest is paused around the freeze and saved beside the layer (build/vm-state.ts).
   const queueVmState = await freezeLayer(ctx, planned.key!, planned.index, () =>
     ctx.driver.snapshotActiveDisk(need(ctx.state, 'qmp'), overlay, `kiln-layer-${position + 1}`),

@@ -8,6 +8,7 @@ import type { Step } from '../step.js';
 import { need } from '../state.js';
 import { saveWarmBase } from '../vm-state.js';
 import { bootSnapshotSetting } from '../saved-vm-rules.js';
+import { settleAll } from '../../util/settle.js';
 
 export const warmBaseStep: Step = {
   name: 'save the warm base',
@@ -27,11 +28,10 @@ export const warmBaseStep: Step = {
         // With cloud_init.wait: false no command has run yet, and the guest sets up its side of the
         // login at the first one (systemd's user manager, ~2 s under TCG): done once here, while the
         // overlay is made, it is in the saved state instead of in every build that restores it.
-        const created = ctx.driver.createSnapshotOverlay(disk.path, overlay, disk.virtualSize, ctx.signal);
-        const loggedIn = ssh.commandHasRun ? undefined : ssh.run('true', ctx.signal);
-        const [made, login] = await Promise.allSettled([created, loggedIn]);
-        if (made.status === 'rejected') throw made.reason;
-        if (login.status === 'rejected') throw login.reason;
+        await settleAll([
+          ctx.driver.createSnapshotOverlay(disk.path, overlay, disk.virtualSize, ctx.signal),
+          ssh.commandHasRun ? undefined : ssh.run('true', ctx.signal),
+        ]);
       },
       (overlay) => ctx.driver.snapshotActiveDisk(need(ctx.state, 'qmp'), overlay, 'kiln-warm-base'),
     );
