@@ -1,6 +1,7 @@
 /** Compression post-processor: multi-threaded zstd/xz (gzip single-threaded, or pigz when present). */
 import { existsSync, rmSync, renameSync } from 'node:fs';
 import { execa } from 'execa';
+import { diesWithKiln } from '../util/dies-with-kiln.js';
 
 export const compressionExtension = { gzip: 'gz', zstd: 'zst', xz: 'xz' } as const;
 export type Compression = keyof typeof compressionExtension;
@@ -25,7 +26,7 @@ export async function compressFile(
 ): Promise<void> {
   const [tool, args] = command(algorithm);
   const partial = `${out}.partial`;
-  const r = await execa(tool, [...args, file], {
+  const r = await execa(...diesWithKiln(tool, [...args, file]), {
     stdout: { file: partial },
     stderr: 'pipe',
     reject: false,

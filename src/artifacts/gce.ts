@@ -14,6 +14,7 @@
 import { stat } from 'node:fs/promises';
 import path from 'node:path';
 import { execa } from 'execa';
+import { diesWithKiln } from '../util/dies-with-kiln.js';
 import type { ImageTool } from '../qemu/image-tool.js';
 import { GiB, progressScale, step, writeAtomically } from './tar.js';
 
@@ -78,12 +79,17 @@ export async function writeGceTarball(opts: GceTarballOptions): Promise<{ size: 
     progress.phase(0, 100)(65);
     const args = gceTarArgs(path.resolve(partial));
     await step(what, opts.out, 'writing the archive (GNU tar --format=oldgnu -Sz)', async () => {
-      const r = await execa(tarBinary, args, { cwd: workDir, reject: false, all: true, cancelSignal: opts.signal });
+      const r = await execa(...diesWithKiln(tarBinary, args), {
+        cwd: workDir,
+        reject: false,
+        all: true,
+        cancelSignal: opts.signal,
+      });
       if (r.isCanceled) throw opts.signal!.reason;
       if (r.failed) {
         const detail = String(r.all ?? '').trim() || r.message;
         const hint =
-          r.code === 'ENOENT'
+          r.code === 'ENOENT' || r.exitCode === 127
             ? `\n  fix: install GNU tar (apt-get install tar gzip), or give its path (kiln: KILN_TAR)`
             : '';
         throw new Error(`${detail}\n  command: ${tarBinary} ${args.join(' ')}${hint}`);

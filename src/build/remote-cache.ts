@@ -15,7 +15,7 @@ import type { BuildContext } from './state.js';
 import type { LayerMeta, LayerStore } from '../cache/layers.js';
 import type { BuildPlan } from '../cache/plan.js';
 import { SELF_CONTAINED, type RemoteCache } from '../cache/remote/protocol.js';
-import { diesWithKiln } from '../qemu/process.js';
+import { diesWithKiln } from '../util/dies-with-kiln.js';
 import { formatBytes, formatDuration } from '../template/units.js';
 
 type Base = NonNullable<BuildContext['state']['base']>;

@@ -23,7 +23,7 @@ import {
 import path from 'node:path';
 import { execa } from 'execa';
 import type { ImageTool } from '../qemu/image-tool.js';
-import { diesWithKiln } from '../qemu/process.js';
+import { diesWithKiln } from '../util/dies-with-kiln.js';
 import { fileDigest } from './digest.js';
 import { withLock } from './lock.js';
 import { isAlive } from '../util/pid.js';

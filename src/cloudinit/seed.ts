@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
+import { diesWithKiln } from '../util/dies-with-kiln.js';
 import YAML from 'yaml';
 import { guestScript, guestScriptVars } from '../util/guest-scripts.js';
 
@@ -220,10 +221,13 @@ export async function writeSeedIso(seed: Seed, workDir: string, isoPath: string)
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   writeFileSync(path.join(dir, 'user-data'), seed.userData, { mode: 0o600 });
   writeFileSync(path.join(dir, 'meta-data'), seed.metaData, { mode: 0o600 });
-  const r = await execa('xorriso', ['-as', 'mkisofs', '-quiet', '-V', 'cidata', '-J', '-R', '-o', isoPath, dir], {
-    reject: false,
-    all: true,
-  });
+  const r = await execa(
+    ...diesWithKiln('xorriso', ['-as', 'mkisofs', '-quiet', '-V', 'cidata', '-J', '-R', '-o', isoPath, dir]),
+    {
+      reject: false,
+      all: true,
+    },
+  );
   if (r.failed)
     throw new SeedError(
       `making the cidata ISO failed: ${String(r.all ?? r.message).trim()} (is xorriso installed? run make setup)`,

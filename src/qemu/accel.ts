@@ -11,7 +11,7 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { execa } from 'execa';
 import type { Accelerator } from './argv.js';
-import { diesWithKiln } from './process.js';
+import { diesWithKiln } from '../util/dies-with-kiln.js';
 import { acceleratorFits, hostArch, type GuestArch } from './arch.js';
 import {
   probeBootSector,

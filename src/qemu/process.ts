@@ -6,6 +6,7 @@ import { execa, type ResultPromise } from 'execa';
 import { accessSync, constants, existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { KilnError } from '../util/errors.js';
+import { diesWithKiln } from '../util/dies-with-kiln.js';
 
 /** The QEMU kiln runs unless told otherwise (DriverOptions.qemuBinary; the CLI's KILN_QEMU). */
 export const defaultQemuBinary = 'qemu-system-x86_64';
@@ -53,18 +54,6 @@ export function requireExecutable(tool: ToolSetting): void {
   throw new KilnError(`${problem}`, {
     fix: `apt-get install ${tool.aptPackage} (make setup does it), or set ${tool.setting} to the path of ${tool.name}`,
   });
-}
-
-/**
- * setpriv --pdeathsig makes the kernel SIGKILL a child when kiln's process dies, however it dies, so
- * an interrupted or killed build never leaves a VM (or a qemu-img writing on) behind. setpriv execs
- * the program, so the child's pid is the program's. Where setpriv is missing we still run.
- */
-const setpriv = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
-
-/** The command that runs `file args` so that it dies with kiln: pass it to execa as `execa(...diesWithKiln(f, a), opts)`. */
-export function diesWithKiln(file: string, args: string[]): [string, string[]] {
-  return setpriv ? [setpriv, ['--pdeathsig', 'SIGKILL', '--', file, ...args]] : [file, args];
 }
 
 export interface QemuExit {

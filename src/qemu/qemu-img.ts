@@ -3,7 +3,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
-import { diesWithKiln, requireExecutable, type ToolSetting } from './process.js';
+import { requireExecutable, type ToolSetting } from './process.js';
+import { diesWithKiln } from '../util/dies-with-kiln.js';
 
 /** The qemu-img kiln runs unless told otherwise (DriverOptions.qemuImgBinary; the CLI's KILN_QEMU_IMG). */
 export const defaultQemuImgBinary = 'qemu-img';

@@ -6,7 +6,8 @@
 import { execa } from 'execa';
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { diesWithKiln, requireExecutable } from './process.js';
+import { requireExecutable } from './process.js';
+import { diesWithKiln } from '../util/dies-with-kiln.js';
 import { KilnError } from '../util/errors.js';
 
 export interface TpmPaths {

@@ -1,5 +1,4 @@
 import { describe, expect, it } from 'vitest';
-import { existsSync } from 'node:fs';
 import {
   buildQemuArgs,
   buildQemuArgGroups,
@@ -9,7 +8,6 @@ import {
   TCG_DEFAULT_CPU_MODEL,
   type VmSpec,
 } from '../../../src/qemu/argv.js';
-import { diesWithKiln } from '../../../src/qemu/process.js';
 
 const vm: VmSpec = {
   name: 'tiny',
@@ -220,17 +218,5 @@ describe('buildQemuArgs', () => {
   });
   it('quotes for copy-paste', () => {
     expect(shellQuote(['qemu', '-name', 'a b', "it's"])).toBe(`qemu -name 'a b' 'it'\\''s'`);
-  });
-});
-
-describe('diesWithKiln', () => {
-  it('runs the program under setpriv --pdeathsig SIGKILL, unchanged after "--"', () => {
-    const [file, args] = diesWithKiln('qemu-img', ['convert', '-p', 'a b']);
-    if (!existsSync('/usr/bin/setpriv') && !existsSync('/bin/setpriv')) {
-      expect([file, args]).toEqual(['qemu-img', ['convert', '-p', 'a b']]);
-      return;
-    }
-    expect(file).toMatch(/\/setpriv$/);
-    expect(args).toEqual(['--pdeathsig', 'SIGKILL', '--', 'qemu-img', 'convert', '-p', 'a b']);
   });
 });
