@@ -12,6 +12,7 @@ import { ownerFile } from '../../../src/build/stale.js';
 import { loadTemplate } from '../../../src/template/load.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-cli-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 writeFileSync(path.join(dir, 'base.qcow2'), 'x');
 const template = path.join(dir, 't.yaml');
 writeFileSync(

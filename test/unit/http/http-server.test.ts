@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -22,6 +22,7 @@ function get(port: number, rawPath: string): Promise<{ status: number; body: str
 
 describe('BootConfigServer', () => {
   const root = mkdtempSync(path.join(os.tmpdir(), 'kiln-http-'));
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
   const served = path.join(root, 'www');
   mkdirSync(path.join(served, 'sub'), { recursive: true });
   writeFileSync(path.join(served, 'preseed.cfg'), 'd-i x\n');

@@ -1,9 +1,9 @@
 // Guest architectures (src/qemu/arch.ts): the arm64 row's QEMU argv, accelerator choice, firmware from
 // descriptors, the template defaults it fills in, and the labels publish targets give the image.
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import {
   acceleratorFits,
   applyArchDefaults,
@@ -23,6 +23,17 @@ import { TemplateError } from '../../../src/template/errors.js';
 import { sourceKey } from '../../../src/cache/layer-keys.js';
 import { buildManifest } from '../../../src/artifacts/manifest.js';
 import { inspectTemplate } from '../../../src/cli/inspect.js';
+
+const dirs: string[] = [];
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+/** A fresh folder in the system temp dir, removed after the file's tests. */
+const tempDir = (prefix: string) => {
+  const d = mkdtempSync(path.join(os.tmpdir(), prefix));
+  dirs.push(d);
+  return d;
+};
 
 const vm = (over: Partial<VmSpec> = {}): VmSpec => ({
   name: 'arm',
@@ -83,7 +94,7 @@ describe('aarch64 QEMU command line', () => {
 describe('accelerator for a guest of another architecture', () => {
   const settings = (over: object = {}) => ({
     qemuBinary: '/nonexistent/qemu-system-aarch64',
-    memoDir: mkdtempSync(path.join(os.tmpdir(), 'kiln-arch-')),
+    memoDir: tempDir('kiln-arch-'),
     forcedSetting: 'KILN_ACCELERATOR',
     guestArch: 'aarch64' as const,
     hostArch: 'x86_64' as const,
@@ -133,7 +144,7 @@ describe('aarch64 firmware and QEMU binary', () => {
   });
 
   it('no aarch64 descriptor: the error names the package that ships them', () => {
-    const empty = mkdtempSync(path.join(os.tmpdir(), 'kiln-fw-'));
+    const empty = tempDir('kiln-fw-');
     expect(() => resolveFirmware({ kind: 'uefi' }, { arch: 'aarch64', machine: 'virt', dirs: [empty] })).toThrow(
       /for aarch64 machine virt[^]*apt-get install qemu-efi-aarch64/,
     );
@@ -210,7 +221,7 @@ describe('publish labels', () => {
 });
 
 describe('arch in templates, layer keys and the manifest', () => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-arch-tpl-'));
+  const dir = tempDir('kiln-arch-tpl-');
   const image = path.join(dir, 'base.qcow2');
   writeFileSync(image, '');
   const write = (name: string, sourceExtra: string) => {

@@ -1,16 +1,27 @@
 // kiln plan's shape, the CI matrices and the Slurm job script (src/scale/): pure functions, plus one
 // run of the compiled CLI for `kiln plan --json` and `--emit slurm` on a template with two builds.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { checkPlan, groupBuilds, PLAN_SCHEMA, type BuildPlan, type KilnPlan } from '../../../src/scale/plan-shape.js';
 import { githubMatrix, gitlabMatrix } from '../../../src/scale/matrix.js';
 import { jobScript, submissions, type SlurmJobOptions } from '../../../src/scale/sbatch.js';
 import { followRun, LineTail, parseEventLine, summaryLine, worstCode } from '../../../src/scale/follow.js';
 import { kiln } from '../../helpers/kiln.js';
 import { taskBuildArgs, type SlurmArgs } from '../../../src/cli/slurm.js';
+
+const dirs: string[] = [];
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+/** A fresh folder in the system temp dir, removed after the file's tests. */
+const tempDir = (prefix: string) => {
+  const d = mkdtempSync(path.join(os.tmpdir(), prefix));
+  dirs.push(d);
+  return d;
+};
 
 const k = (c: string) => c.repeat(64);
 function build(name: string, root: string, keys: (string | null)[], over: Partial<BuildPlan> = {}): BuildPlan {
@@ -149,7 +160,7 @@ describe('Slurm job script', () => {
   });
 
   it('is valid sh that runs the chosen build and records its exit code; a SIGTERM reaches kiln and its code is still recorded', () => {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-sbatch-'));
+    const dir = tempDir('kiln-sbatch-');
     const fakeKiln = path.join(dir, 'fake-kiln.sh');
     // Stands in for kiln: prints its argv, then exits 7 (or 143 on SIGTERM, as kiln after cleaning up).
     writeFileSync(
@@ -223,7 +234,7 @@ describe('Slurm job script', () => {
 
 describe('following tasks', () => {
   it('reads appended lines only once, keeps a partial line, skips what is not an event', () => {
-    const f = path.join(mkdtempSync(path.join(os.tmpdir(), 'kiln-tail-')), 'e.jsonl');
+    const f = path.join(tempDir('kiln-tail-'), 'e.jsonl');
     const tail = new LineTail(f);
     expect(tail.read()).toEqual([]);
     writeFileSync(
@@ -241,7 +252,7 @@ describe('following tasks', () => {
     expect(tail.read().map((l) => parseEventLine(l)?.type)).toEqual(['build-end']);
   });
   it("hands on each task's events and ends with their codes; a task Slurm ended without a code failed", async () => {
-    const run = mkdtempSync(path.join(os.tmpdir(), 'kiln-follow-'));
+    const run = tempDir('kiln-follow-');
     mkdirSync(path.join(run, 'tasks'));
     writeFileSync(
       path.join(run, 'tasks/0.events.jsonl'),
@@ -284,7 +295,7 @@ describe('following tasks', () => {
 });
 
 describe('kiln plan and --emit slurm (the compiled CLI)', { timeout: 60_000 }, () => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-plan-'));
+  const dir = tempDir('kiln-plan-');
   writeFileSync(path.join(dir, 'base.qcow2'), 'not really a disk');
   writeFileSync(
     path.join(dir, 't.yaml'),

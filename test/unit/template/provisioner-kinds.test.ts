@@ -3,10 +3,10 @@
  * schema, paths, layer-key inputs, cacheability and Packer mapping of each kind, and the runners'
  * table (src/provisioners/index.ts) must name the same kinds, which the compiler checks.
  */
-import { mkdtempSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import {
   describeProvisioner,
@@ -24,6 +24,11 @@ import { kindObject } from '../../../src/template/provisioner-kinds/common.js';
 import { runners } from '../../../src/provisioners/index.js';
 import { uncacheableReason } from '../../../src/cache/layer-keys.js';
 import { relocateOutputs } from '../../../src/airgap/load-bundle.js';
+
+const dirs: string[] = [];
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
 
 /** One valid provisioner of each kind, as a template would hold it. */
 const examples: { [T in ProvisionerType]: Record<string, unknown> } = {
@@ -102,6 +107,7 @@ describe('provisioner kinds', () => {
 
   it("resolves each kind's paths against the template folder and names the field of a missing one", () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-kinds-'));
+    dirs.push(dir);
     for (const d of ['play', 'req', 'roles/web', 'manifests', 'hiera'])
       mkdirSync(path.join(dir, d), { recursive: true });
     for (const f of ['a.sh', 'motd', 'play/site.yml', 'req/requirements.yml', 'hiera/hiera.yaml'])

@@ -1,14 +1,15 @@
 // Mistakes that used to pass `kiln validate` and fail only once the VM was built, or worse: an output
 // named "..", a compress step for a format no output writes, a relative guest path for an upload,
 // cd_content names that climb out of the CD, env names sh cannot export, cloud_init: { enabled: false }.
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { loadTemplate } from '../../../src/template/load.js';
 import { TemplateError } from '../../../src/template/errors.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-validate-late-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 writeFileSync(path.join(dir, 'base.qcow2'), 'x');
 writeFileSync(path.join(dir, 'installer.iso'), 'x');
 writeFileSync(path.join(dir, 'key'), 'x');

@@ -1,16 +1,17 @@
 // A variable's value may refer to other variables: `${var.other}` in a default (or a --var-file,
 // KILN_VAR_ or --var value) is filled in at load time, types kept, escapes kept, loops refused with
 // their chain. Before, such a default reached the guest as the literal text "${var.other}".
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { loadTemplate } from '../../../src/template/load.js';
 import { TemplateError } from '../../../src/template/errors.js';
 import { interpolateString } from '../../../src/template/interpolate.js';
 import { VariableError, type VariableInputs } from '../../../src/template/variables.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-validate-vars-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 writeFileSync(path.join(dir, 'base.qcow2'), 'x');
 let n = 0;
 

@@ -4,7 +4,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import fc from 'fast-check';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { loadTemplate } from '../../../../src/template/load.js';
 import { TemplateError } from '../../../../src/template/errors.js';
 import { VariableError } from '../../../../src/template/variables.js';
@@ -170,7 +170,7 @@ build {
 
   it('fuzz: a mutated Packer template loads or fails with a TemplateError, never a crash', () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-hcl-fuzz-'));
-    afterAll(() => rmSync(dir, { recursive: true, force: true }));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
     const seedText = readFileSync(path.join(__dirname, '../../../fixtures/packer/tiny/tiny.pkr.hcl'), 'utf8');
     const file = path.join(dir, 'fuzz.pkr.hcl');
     const alphabet = fc.constantFrom(
