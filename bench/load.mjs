@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { diesWithKiln } from '../dist/qemu/process.js';
+import { diesWithKiln } from '../dist/util/dies-with-kiln.js';
 
 export const loadSpec = [
   '--cpu',
