@@ -15,6 +15,7 @@ import { kilnVersion } from '../version.js';
 import { fieldsWithRole } from '../template/fields/field.js';
 import { sourceFields } from '../template/fields/source.js';
 import { sshCommunicatorFields } from '../template/fields/communicator.js';
+import { resolveSeedDelivery } from '../cloudinit/delivery.js';
 
 /** Bumped when the layout of a layer or the meaning of a key changes: old layers then never match. */
 export const LAYER_SCHEMA = 1;
@@ -62,6 +63,13 @@ export async function sourceKey(build: BuildConfig, baseSha256: string): Promise
   const { communicator, ...rest } = build.source;
   // Resolved values (disk_size in bytes): "20G" and "20480M" are one key.
   const shaping = Object.fromEntries(Object.entries(rest).filter(([k]) => DISK_SOURCE_FIELDS.has(k)));
+  // The seed's way in, as kiln resolves it: a template saying cdrom and one leaving it to kiln on a
+  // host with xorriso make the same disk.
+  if (rest.cloud_init !== false)
+    shaping.cloud_init = {
+      ...rest.cloud_init,
+      delivery: resolveSeedDelivery(rest.cloud_init.delivery, rest.qemu_args).delivery,
+    };
   const comm = Object.fromEntries(Object.entries(communicator).filter(([k]) => DISK_COMMUNICATOR_FIELDS.has(k)));
   const files: Record<string, string> = {};
   for (const f of [

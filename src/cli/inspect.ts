@@ -3,6 +3,7 @@ import type { LoadedTemplate } from '../template/load.js';
 import { describeProvisioner } from '../template/provisioner-kinds/index.js';
 import { artifactName } from '../template/output-formats.js';
 import { maskSecrets } from '../ui/events.js';
+import { resolveSeedDelivery } from '../cloudinit/delivery.js';
 import { durationSetting, formatBytes } from '../util/units.js';
 
 export function inspectTemplate(t: LoadedTemplate, json: boolean): string {
@@ -27,7 +28,7 @@ export function inspectTemplate(t: LoadedTemplate, json: boolean): string {
       `build "${b.name}":`,
       `  ${s.media.kind === 'iso' ? 'installer ISO' : 'base image'}: ${s.media.location} (checksum ${s.checksum === 'none' ? 'not verified' : s.checksum.slice(0, 20) + '...'})`,
       `  machine: ${s.machine}${s.arch ? ` (${s.arch})` : ''}, ${s.cpus} vCPU, ${s.memory} MiB, firmware ${s.firmware}, accelerator ${s.accelerator}${s.disk_size !== undefined ? `, disk ${formatBytes(s.disk_size)}` : ''}`,
-      `  cloud-init: ${s.cloud_init === false ? 'off' : `on (${s.cloud_init.delivery})`}`,
+      `  cloud-init: ${s.cloud_init === false ? 'off' : `on (${s.cloud_init.delivery ?? resolveSeedDelivery(undefined, s.qemu_args).delivery + ", kiln's choice"})`}`,
       `  communicator: ${s.communicator.type === 'ssh' ? `ssh as ${s.communicator.username}, timeout ${durationSetting(s.communicator.timeout)}` : 'none'}`,
       '  provisioners:',
     );

@@ -4,7 +4,7 @@
  * cloud-init treats every build (and every boot of a cached layer) as a new instance.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
 import { diesWithKiln } from '../util/dies-with-kiln.js';
@@ -232,4 +232,6 @@ export async function writeSeedIso(seed: Seed, workDir: string, isoPath: string)
     throw new SeedError(
       `making the cidata ISO failed: ${String(r.all ?? r.message).trim()} (is xorriso installed? run make setup)`,
     );
+  // The ISO holds the host private key kiln injects (and any password): only kiln's user reads it.
+  chmodSync(isoPath, 0o600);
 }

@@ -434,7 +434,7 @@ function checkResolved(
       });
     }
     const smbiosClash =
-      s.cloud_init !== false && s.cloud_init.delivery === 'http' ? smbiosType1Switch(s.qemu_args) : undefined;
+      s.cloud_init !== false && s.cloud_init.delivery === 'http' ? smbiosType1Switch(s.qemu_args) : undefined; // unset: kiln picks the CD
     if (smbiosClash) {
       problems.push({
         path: [...at, 'qemu_args', s.qemu_args.findIndex((a) => a === smbiosClash)],

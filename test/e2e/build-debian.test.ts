@@ -92,6 +92,7 @@ builds:
       memory: 1024
       memory_prealloc: true
       cloud_init:
+        delivery: http # the seed URL's secrecy is checked below (unset, kiln would attach a cidata CD)
         user_data:
           write_files:
             - path: /etc/kiln-seeded

@@ -4,6 +4,7 @@ import path from 'node:path';
 import type { Step } from '../step.js';
 import { need, onCachedLayer } from '../state.js';
 import { renderSeed, writeSeedIso } from '../../cloudinit/seed.js';
+import { resolveSeedDelivery } from '../../cloudinit/delivery.js';
 import { interpolateTree } from '../../template/interpolate.js';
 import { guestProxyFor, installGuestProxyScript } from '../../provisioners/guest-proxy.js';
 
@@ -41,7 +42,10 @@ export const cloudInitSeedStep: Step = {
         "cloud-init: its config and final stages are skipped for the build (the seed gives them nothing to do; the image's first boot runs them); cloud_init.later_stages: always runs them",
       );
     else ctx.log(`cloud-init: its config and final stages run (${seed.laterStages.because})`, 'debug');
-    if (ci.delivery === 'http') {
+    const { delivery, chosen } = resolveSeedDelivery(ci.delivery, ctx.build.source.qemu_args);
+    if (chosen)
+      ctx.log(`cloud-init: the seed reaches the guest through ${chosen}`, delivery === 'http' ? 'info' : 'debug');
+    if (delivery === 'http') {
       // The seed holds the injected host private key and any password, and other local users can
       // reach a loopback port: only this secret prefix keeps them from it. It reaches the guest in
       // an SMBIOS table file (launch-qemu), never QEMU's command line; kiln masks it wherever it

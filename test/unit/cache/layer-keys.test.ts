@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadTemplate } from '../../../src/template/load.js';
+import { findExecutable } from '../../../src/qemu/process.js';
 import { artifactKey, canonicalJson, planLayers, resumePoint, sourceKey } from '../../../src/cache/layer-keys.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-unit-keys-'));
@@ -76,6 +77,15 @@ describe('layer keys', () => {
     const other = await keysOf({}, 'b'.repeat(64));
     const bigger = await keysOf({ source: '      firmware: uefi' });
     for (const k of [...other.keys, ...bigger.keys]) expect(a.keys).not.toContain(k);
+  });
+
+  it("follow the seed's way in as kiln resolves it: a CD asked for and a CD chosen are one key, HTTP another", async () => {
+    const unset = await keysOf();
+    const cdrom = await keysOf({ source: '      cloud_init: { delivery: cdrom }' });
+    const http = await keysOf({ source: '      cloud_init: { delivery: http }' });
+    // make setup installs xorriso, so kiln's choice here is the CD; without it, HTTP.
+    expect(unset.root).toBe(findExecutable('xorriso') ? cdrom.root : http.root);
+    expect(http.root).not.toBe(cdrom.root);
   });
 
   it('keep earlier layers when only a later provisioner changes', async () => {

@@ -1,9 +1,9 @@
 // Guest architectures (src/qemu/arch.ts): the arm64 row's QEMU argv, accelerator choice, firmware from
 // descriptors, the template defaults it fills in, and the labels publish targets give the image.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   acceleratorFits,
   applyArchDefaults,
@@ -23,17 +23,10 @@ import { TemplateError } from '../../../src/template/errors.js';
 import { sourceKey } from '../../../src/cache/layer-keys.js';
 import { buildManifest } from '../../../src/artifacts/manifest.js';
 import { inspectTemplate } from '../../../src/cli/inspect.js';
+import { tempDirMaker } from '../../helpers/temp-dirs.js';
 
-const dirs: string[] = [];
-afterAll(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
 /** A fresh folder in the system temp dir, removed after the file's tests. */
-const tempDir = (prefix: string) => {
-  const d = mkdtempSync(path.join(os.tmpdir(), prefix));
-  dirs.push(d);
-  return d;
-};
+const tempDir = tempDirMaker();
 
 const vm = (over: Partial<VmSpec> = {}): VmSpec => ({
   name: 'arm',

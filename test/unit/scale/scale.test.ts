@@ -1,27 +1,19 @@
 // kiln plan's shape, the CI matrices and the Slurm job script (src/scale/): pure functions, plus one
 // run of the compiled CLI for `kiln plan --json` and `--emit slurm` on a template with two builds.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { checkPlan, groupBuilds, PLAN_SCHEMA, type BuildPlan, type KilnPlan } from '../../../src/scale/plan-shape.js';
 import { githubMatrix, gitlabMatrix } from '../../../src/scale/matrix.js';
 import { jobScript, submissions, type SlurmJobOptions } from '../../../src/scale/sbatch.js';
 import { followRun, LineTail, parseEventLine, summaryLine, worstCode } from '../../../src/scale/follow.js';
 import { kiln } from '../../helpers/kiln.js';
 import { taskBuildArgs, type SlurmArgs } from '../../../src/cli/slurm.js';
+import { tempDirMaker } from '../../helpers/temp-dirs.js';
 
-const dirs: string[] = [];
-afterAll(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
 /** A fresh folder in the system temp dir, removed after the file's tests. */
-const tempDir = (prefix: string) => {
-  const d = mkdtempSync(path.join(os.tmpdir(), prefix));
-  dirs.push(d);
-  return d;
-};
+const tempDir = tempDirMaker();
 
 const k = (c: string) => c.repeat(64);
 function build(name: string, root: string, keys: (string | null)[], over: Partial<BuildPlan> = {}): BuildPlan {

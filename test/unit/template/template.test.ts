@@ -1,12 +1,13 @@
-import { mkdtempSync, writeFileSync, readdirSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { loadTemplate } from '../../../src/template/load.js';
 import { TemplateError } from '../../../src/template/errors.js';
 import { VariableError } from '../../../src/template/variables.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-template-test-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 writeFileSync(path.join(dir, 'base.qcow2'), 'not really an image');
 writeFileSync(path.join(dir, 'setup.sh'), 'echo hi\n');
 
@@ -51,7 +52,9 @@ describe('loadTemplate', () => {
     const b = t.template.builds[0]!;
     expect(b.source.cpus).toBe(2);
     expect(b.source.communicator).toMatchObject({ type: 'ssh', username: 'debian', port: 22 });
-    expect(b.source.cloud_init).toMatchObject({ enabled: true, delivery: 'http' });
+    expect(b.source.cloud_init).toMatchObject({ enabled: true });
+    // Unset: kiln resolves it per host at the seed step (src/cloudinit/delivery.ts).
+    expect(b.source.cloud_init).not.toHaveProperty('delivery');
     expect(b.source.base_image).toBe(path.join(dir, 'base.qcow2'));
     expect(b.output_directory).toBe(path.join(dir, 'output', 'one'));
     expect(b.outputs).toEqual([{ format: 'qcow2', compress: false }]);

@@ -1,13 +1,18 @@
 // qemu_args may add to kiln's QEMU command line, never take away the controls kiln steers the VM
 // with (QMP, the serial console, the user network with the SSH forward, QEMU as a child that exits
 // on power-off). Each refusal names the switch, why kiln needs what it takes, and what to write.
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { loadTemplate } from '../../../src/template/load.js';
 import { TemplateError } from '../../../src/template/errors.js';
 import { qemuArgsProblems } from '../../../src/template/qemu-args.js';
+
+const dirs: string[] = [];
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
 
 const problemsOf = (args: string[][]) => qemuArgsProblems(args, ['qemu_args'], 22);
 
@@ -114,6 +119,7 @@ describe("qemu_args that take kiln's controls away", () => {
 
   it('is part of loading: the problem has the file, line, field and fix', () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-validate-qemu-'));
+    dirs.push(dir);
     writeFileSync(path.join(dir, 'base.qcow2'), 'x');
     const file = path.join(dir, 't.yaml');
     writeFileSync(
@@ -133,13 +139,14 @@ describe("qemu_args that take kiln's controls away", () => {
     expect(message).toContain('\n  fix: remove it');
   });
 
-  it("refuses SMBIOS type 1 fields when the seed URL goes in kiln's type 1 table (delivery http), accepts them with a cidata ISO", () => {
+  it("refuses SMBIOS type 1 fields when the seed URL goes in kiln's type 1 table (delivery http), accepts them with a cidata ISO, asked for or kiln's choice", () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-validate-qemu-'));
+    dirs.push(dir);
     writeFileSync(path.join(dir, 'base.qcow2'), 'x');
     const file = path.join(dir, 't.yaml');
     const template = (cloudInit: string) =>
       `builds:\n  - name: q\n    source:\n      base_image: base.qcow2\n      checksum: none\n${cloudInit}      qemu_args:\n        - [-cpu, max]\n        - [-smbios, "type=1,serial=ABC"]\n`;
-    writeFileSync(file, template(''));
+    writeFileSync(file, template('      cloud_init: { delivery: http }\n'));
     let message = '';
     try {
       loadTemplate(file);
@@ -148,18 +155,21 @@ describe("qemu_args that take kiln's controls away", () => {
       else throw e;
     }
     expect(message).toContain(
-      `${file}:8: builds[0].source.qemu_args[1]: -smbios type=1,serial=ABC sets SMBIOS type 1 fields`,
+      `${file}:9: builds[0].source.qemu_args[1]: -smbios type=1,serial=ABC sets SMBIOS type 1 fields`,
     );
     expect(message).toContain('\n  fix: set cloud_init: { delivery: cdrom }, or drop that -smbios switch');
-    writeFileSync(file, template('      cloud_init: { delivery: cdrom }\n'));
-    expect(loadTemplate(file).template.builds[0]!.source.qemu_args).toEqual([
-      ['-cpu', 'max'],
-      ['-smbios', 'type=1,serial=ABC'],
-    ]);
+    for (const cloudInit of ['      cloud_init: { delivery: cdrom }\n', '']) {
+      writeFileSync(file, template(cloudInit));
+      expect(loadTemplate(file).template.builds[0]!.source.qemu_args).toEqual([
+        ['-cpu', 'max'],
+        ['-smbios', 'type=1,serial=ABC'],
+      ]);
+    }
   });
 
   it("takes qemu_args_replace (Packer's rule) with ${build.disk} and ${build.iso} naming kiln's disk and ISO; a misspelt one is named", () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-validate-qemu-'));
+    dirs.push(dir);
     writeFileSync(path.join(dir, 'base.qcow2'), 'x');
     const file = path.join(dir, 't.yaml');
     const template = (disk: string) =>

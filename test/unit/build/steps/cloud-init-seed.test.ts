@@ -1,5 +1,5 @@
 // The cloud-init seed step: over HTTP under a secret prefix (masked in events), or as a cidata ISO.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { cloudInitSeedStep } from '../../../../src/build/steps/cloud-init-seed.js';
@@ -7,6 +7,7 @@ import { httpServerStep } from '../../../../src/build/steps/http-server.js';
 import { sshKeysStep } from '../../../../src/build/steps/ssh-keys.js';
 import { removeStepDirs, runStep, stepContext } from '../../../helpers/step-context.js';
 import { planOf } from '../../../helpers/plan.js';
+import { findExecutable } from '../../../../src/qemu/process.js';
 
 afterAll(removeStepDirs);
 
@@ -43,6 +44,22 @@ describe('render cloud-init seed', () => {
     expect(error).toBeUndefined();
     expect(h.ctx.state.seed).toEqual({ kind: 'cdrom', iso: path.join(h.ctx.state.workDir, 'cidata.iso') });
     expect(existsSync(path.join(h.ctx.state.workDir, 'cidata.iso'))).toBe(true);
+    // It holds the host private key kiln injects: only kiln's user reads it.
+    expect(statSync(path.join(h.ctx.state.workDir, 'cidata.iso')).mode & 0o777).toBe(0o600);
+  });
+
+  it("delivery unset: kiln's choice (a cidata CD where xorriso is installed), said in one line", async () => {
+    const h = stepContext({ source: { cloud_init: {} } });
+    await runStep(sshKeysStep, h.ctx);
+    const { cleanup } = await runStep(httpServerStep, h.ctx);
+    try {
+      expect((await runStep(cloudInitSeedStep, h.ctx)).error).toBeUndefined();
+      const expected = findExecutable('xorriso') ? 'cdrom' : 'http';
+      expect(h.ctx.state.seed!.kind).toBe(expected);
+      expect(h.said().filter((l) => /the seed reaches the guest through/.test(l))).toHaveLength(1);
+    } finally {
+      await cleanup!();
+    }
   });
 });
 
