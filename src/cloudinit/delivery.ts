@@ -1,8 +1,8 @@
 /**
  * How the seed reaches the guest. A template may say (cloud_init.delivery); where it does not, kiln
  * attaches a cidata CD when xorriso is there to make one: cloud-init's local stage then finds the
- * seed and its network stage does not search for one over HTTP (8 paired bench builds of the Debian
- * fixture under TCG: SSH up a median 2.4 s sooner, docs/benchmarks.md). Without xorriso kiln serves
+ * seed and its network stage does not search for one over HTTP (8 pairs of bench builds of the Debian
+ * fixture run side by side under TCG: SSH up a median 2.7 s sooner, docs/benchmarks.md). Without xorriso kiln serves
  * the seed over HTTP, which needs nothing on the host. A -smbios type=1 switch of the template's takes
  * the SMBIOS table the HTTP seed's URL would ride in, so that also means the CD.
  */
