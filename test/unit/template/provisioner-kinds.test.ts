@@ -3,10 +3,9 @@
  * schema, paths, layer-key inputs, cacheability and Packer mapping of each kind, and the runners'
  * table (src/provisioners/index.ts) must name the same kinds, which the compiler checks.
  */
-import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import {
   describeProvisioner,
@@ -24,11 +23,10 @@ import { kindObject } from '../../../src/template/provisioner-kinds/common.js';
 import { runners } from '../../../src/provisioners/index.js';
 import { uncacheableReason } from '../../../src/cache/layer-keys.js';
 import { relocateOutputs } from '../../../src/airgap/load-bundle.js';
+import { tempDirMaker } from '../../helpers/temp-dirs.js';
 
-const dirs: string[] = [];
-afterAll(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
+/** A fresh folder in the system temp dir, removed after the file's tests. */
+const tempDir = tempDirMaker();
 
 /** One valid provisioner of each kind, as a template would hold it. */
 const examples: { [T in ProvisionerType]: Record<string, unknown> } = {
@@ -106,8 +104,7 @@ describe('provisioner kinds', () => {
   });
 
   it("resolves each kind's paths against the template folder and names the field of a missing one", () => {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-kinds-'));
-    dirs.push(dir);
+    const dir = tempDir('kiln-kinds-');
     for (const d of ['play', 'req', 'roles/web', 'manifests', 'hiera'])
       mkdirSync(path.join(dir, d), { recursive: true });
     for (const f of ['a.sh', 'motd', 'play/site.yml', 'req/requirements.yml', 'hiera/hiera.yaml'])

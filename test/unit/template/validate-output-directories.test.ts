@@ -1,24 +1,22 @@
 // Output directories kiln must never be given: kiln build --force replaces an output directory and
 // everything in it, so loading refuses one that is or holds the template's folder, the current
 // directory, $HOME, /, kiln's cache or anything the build reads, however the path is spelt.
-import { mkdirSync, mkdtempSync, realpathSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, realpathSync, symlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { loadTemplate, type LoadOptions } from '../../../src/template/load.js';
 import { TemplateError } from '../../../src/template/errors.js';
 import type { VariableInputs } from '../../../src/template/variables.js';
 import { cacheDirFromEnv } from '../../../src/cli/env.js';
+import { tempDirMaker } from '../../helpers/temp-dirs.js';
 
-const dirs: string[] = [];
-afterAll(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
+/** A fresh folder in the system temp dir, removed after the file's tests. */
+const tempDir = tempDirMaker();
 
 /** A fresh folder holding a template (and the base image it names), plus a private cache directory. */
 function setup(build: string, files: Record<string, string> = {}) {
-  const root = realpathSync(mkdtempSync(path.join(os.tmpdir(), 'kiln-validate-out-')));
-  dirs.push(root);
+  const root = realpathSync(tempDir('kiln-validate-out-'));
   const dir = path.join(root, 'tpl');
   mkdirSync(dir);
   for (const [name, text] of Object.entries({ 'base.qcow2': 'not really an image', ...files })) {
@@ -83,8 +81,7 @@ describe('output directories that would replace what kiln did not write', () => 
   });
   it('refuses a folder holding $HOME', () => {
     const saved = process.env.HOME;
-    const home = path.join(realpathSync(mkdtempSync(path.join(os.tmpdir(), 'kiln-validate-home-'))), 'me');
-    dirs.push(path.dirname(home));
+    const home = path.join(realpathSync(tempDir('kiln-validate-home-')), 'me');
     mkdirSync(home);
     process.env.HOME = home; // os.homedir() reads it
     try {

@@ -1,18 +1,16 @@
 // qemu_args may add to kiln's QEMU command line, never take away the controls kiln steers the VM
 // with (QMP, the serial console, the user network with the SSH forward, QEMU as a child that exits
 // on power-off). Each refusal names the switch, why kiln needs what it takes, and what to write.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { loadTemplate } from '../../../src/template/load.js';
 import { TemplateError } from '../../../src/template/errors.js';
 import { qemuArgsProblems } from '../../../src/template/qemu-args.js';
+import { tempDirMaker } from '../../helpers/temp-dirs.js';
 
-const dirs: string[] = [];
-afterAll(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
+/** A fresh folder in the system temp dir, removed after the file's tests. */
+const tempDir = tempDirMaker();
 
 const problemsOf = (args: string[][]) => qemuArgsProblems(args, ['qemu_args'], 22);
 
@@ -118,8 +116,7 @@ describe("qemu_args that take kiln's controls away", () => {
   });
 
   it('is part of loading: the problem has the file, line, field and fix', () => {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-validate-qemu-'));
-    dirs.push(dir);
+    const dir = tempDir('kiln-validate-qemu-');
     writeFileSync(path.join(dir, 'base.qcow2'), 'x');
     const file = path.join(dir, 't.yaml');
     writeFileSync(
@@ -140,8 +137,7 @@ describe("qemu_args that take kiln's controls away", () => {
   });
 
   it("refuses SMBIOS type 1 fields when the seed URL goes in kiln's type 1 table (delivery http), accepts them with a cidata ISO, asked for or kiln's choice", () => {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-validate-qemu-'));
-    dirs.push(dir);
+    const dir = tempDir('kiln-validate-qemu-');
     writeFileSync(path.join(dir, 'base.qcow2'), 'x');
     const file = path.join(dir, 't.yaml');
     const template = (cloudInit: string) =>
@@ -168,8 +164,7 @@ describe("qemu_args that take kiln's controls away", () => {
   });
 
   it("takes qemu_args_replace (Packer's rule) with ${build.disk} and ${build.iso} naming kiln's disk and ISO; a misspelt one is named", () => {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'kiln-validate-qemu-'));
-    dirs.push(dir);
+    const dir = tempDir('kiln-validate-qemu-');
     writeFileSync(path.join(dir, 'base.qcow2'), 'x');
     const file = path.join(dir, 't.yaml');
     const template = (disk: string) =>
