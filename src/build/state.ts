@@ -9,7 +9,7 @@ import type { Accelerator } from '../qemu/argv.js';
 import type { Driver, QemuProcess, QmpClient } from '../qemu/driver.js';
 import type { BootConfigServer } from '../http/server.js';
 import type { KeyPair } from '../communicator/keys.js';
-import type { SshSession, SshTarget } from '../communicator/ssh.js';
+import type { ExecResult, SshSession, SshTarget } from '../communicator/ssh.js';
 import type { Scalar } from '../template/interpolate.js';
 import type { LayerMeta, LayerStore } from '../cache/layers.js';
 import type { RemoteCache } from '../cache/remote/protocol.js';
@@ -112,6 +112,12 @@ export interface BuildState {
    * never reject (each reports its own failure). The shut-down step waits for them: they need the guest.
    */
   besideGuest?: Promise<void>[];
+  /**
+   * The clean-up's root shell, still open after the clean-up and the trim when kiln powers the guest off
+   * itself (no shutdown_command): the shut-down step sends it \`poweroff\` instead of starting another
+   * session and sudo in the guest for it (src/build/steps/clean-guest.ts).
+   */
+  rootShell?: OpenRootShell;
   /** Actual size of the captured disk before and after trimming free space. */
   compaction?: { beforeBytes: number; afterBytes: number };
   /** The trim the clean-up's root shell ran after it (steps/compact.ts reports it): overlay size before, fstrim's status and output. */
@@ -121,6 +127,16 @@ export interface BuildState {
   layerSaves?: number;
   /** The VM was restored from the state saved with this layer instead of booting (src/build/vm-state.ts). */
   restoredVm?: { key: string; ms: number; warmBase?: boolean };
+}
+
+/** A root shell in the guest reading its commands from kiln, between two steps (BuildState.rootShell). */
+export interface OpenRootShell {
+  /** Sends the shell its last command and ends its input. */
+  finish(command: string): void;
+  /** The shell's end: its status, or undefined when the command failed to run at all; never rejects. */
+  ended: Promise<ExecResult | undefined>;
+  /** What the shell printed (stdout and stderr) since it was left open. */
+  output(): string;
 }
 
 export interface LayerPlan {

@@ -1,10 +1,16 @@
 /** A fake SSH session for step tests: records commands (and their stdin), answers from a script. */
+import type { Readable } from 'node:stream';
 import type { SshSession } from '../../src/communicator/ssh.js';
 
 export interface FakeReply {
   exitCode: number | null;
   stdout?: string;
   stderr?: string;
+  /**
+   * A command fed through `input` (a shell reading its commands) that stays open: stdout and stderr
+   * above come once its first input arrived, then it waits for the input's end and answers this.
+   */
+  untilInputEnds?: FakeReply;
 }
 
 export class FakeSsh {
@@ -22,16 +28,36 @@ export class FakeSsh {
     command: string,
     io: {
       stdin?: string | Buffer;
+      input?: Readable;
       stdout?: (s: string) => void;
       stderr?: (s: string) => void;
       signal?: AbortSignal;
     } = {},
   ): Promise<{ exitCode: number | null }> {
     if (!this.connected) throw new Error('SSH connection is closed');
-    this.commands.push({ command, stdin: io.stdin?.toString() });
+    const record: { command: string; stdin?: string } = { command, stdin: io.stdin?.toString() };
+    this.commands.push(record);
+    let inputEnded: Promise<void> | undefined;
+    if (io.input) {
+      const input = io.input;
+      record.stdin = '';
+      inputEnded = new Promise((resolve) => input.once('end', () => resolve()));
+      const first = new Promise<void>((resolve) => input.once('data', () => resolve()));
+      input.on('data', (d: Buffer) => {
+        record.stdin += d.toString();
+      });
+      await first;
+    }
     const r = await this.reply(command);
     if (r.stdout) io.stdout?.(r.stdout);
     if (r.stderr) io.stderr?.(r.stderr);
+    if (r.untilInputEnds && inputEnded) {
+      await inputEnded;
+      const last = r.untilInputEnds;
+      if (last.stdout) io.stdout?.(last.stdout);
+      if (last.stderr) io.stderr?.(last.stderr);
+      return { exitCode: last.exitCode };
+    }
     return { exitCode: r.exitCode };
   }
 

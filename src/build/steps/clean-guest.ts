@@ -21,8 +21,9 @@
  *
  * The script goes in on stdin, so no key material or pattern lands in sudo's log of the command line.
  */
+import { PassThrough } from 'node:stream';
 import type { Step } from '../step.js';
-import { sshSession } from '../../provisioners/context.js';
+import { sshSession, takeGuestLeftovers } from '../../provisioners/context.js';
 import { buildKeyCommentPrefix } from '../../communicator/build-key.js';
 import { removeGuestProxyScript } from '../../provisioners/guest-proxy.js';
 import { guestScript, guestScriptVars } from '../../util/guest-scripts.js';
@@ -55,6 +56,12 @@ export function cleanUpThenTrim(cleanUp: string): string {
   return `${cleanUp}rc=$?; [ "$rc" = 0 ] || exit "$rc"\n${trimShell}\n`;
 }
 
+/** The trim's marker line, whole: the clean-up and the trim are done once the shell printed it. */
+function trimMarkerPrinted(stdout: string): boolean {
+  const t = trimResult(stdout);
+  return t !== undefined && stdout.indexOf('\n', t.output.length) !== -1;
+}
+
 export const cleanGuestStep: Step = {
   name: 'remove build access',
   enabled: (ctx) => ctx.build.source.communicator.type === 'ssh',
@@ -65,18 +72,50 @@ export const cleanGuestStep: Step = {
     const beforeBytes = await overlayBytes(ctx);
     const ssh = await sshSession(ctx);
     const shell = comm.username === 'root' ? 'sh -s' : 'sudo -n sh -s';
+    // The last provisioner's leftovers (its script) go first, in this shell (provision.ts leaves them).
+    const leftovers = takeGuestLeftovers(ctx.state);
+    const script = `${leftovers ? `${leftovers}\n` : ''}${cleanUpThenTrim(cleanGuestScript(ctx.build.source.cloud_init !== false))}`;
+    // Without a shutdown_command the shell stays open after the trim and powers the guest off when the
+    // shut-down step says so: one session and one sudo fewer in the guest (0.1-0.2 s each under TCG).
+    const input = ctx.build.source.shutdown_command === undefined ? new PassThrough() : undefined;
     let out = '';
     let err = '';
-    const r = await ssh.exec(shell, {
-      stdin: cleanUpThenTrim(cleanGuestScript(ctx.build.source.cloud_init !== false)),
+    let after = '';
+    let cleanedUp: (() => void) | undefined;
+    const trimmedMarker = new Promise<void>((resolve) => {
+      cleanedUp = resolve;
+    });
+    const exec = ssh.exec(shell, {
+      ...(input ? { input } : { stdin: script }),
       stdout: (s) => {
-        out += s;
+        if (cleanedUp === undefined) after += s;
+        else {
+          out += s;
+          if (input && trimMarkerPrinted(out)) {
+            cleanedUp();
+            cleanedUp = undefined;
+          }
+        }
       },
       stderr: (s) => {
-        err += s;
+        if (cleanedUp === undefined) after += s;
+        else err += s;
       },
       signal: ctx.signal,
     });
+    input?.write(script);
+    const r = await Promise.race([exec, trimmedMarker.then(() => undefined)]);
+    if (r === undefined) {
+      // Left open for the shut-down step: its end is awaited there (or the build's end closes SSH).
+      const ended = exec.catch(() => undefined);
+      ctx.state.rootShell = { finish: (command) => input!.end(`${command}\n`), ended, output: () => after };
+      ctx.state.trimmedWithCleanUp = { beforeBytes, ...trimResult(out)! };
+      return () => {
+        // A build that stopped before its shut-down: the shell ends with its input.
+        if (ctx.state.rootShell) input!.end();
+        ctx.state.rootShell = undefined;
+      };
+    }
     if (r.exitCode !== 0)
       throw new Error(
         `removing kiln's keys from the guest failed (exit ${r.exitCode}): ${err.trim().split('\n').slice(-5).join('\n')}`,

@@ -74,6 +74,11 @@ async function captureLayer(ctx: BuildContext, position: number): Promise<void> 
   queueVmState();
 }
 
+/** Whether provisioner `i` is the last one that applies to this build. */
+function isLast(ctx: BuildContext, i: number): boolean {
+  return !ctx.build.provisioners.slice(i + 1).some((p) => appliesTo(p, ctx.build.name));
+}
+
 export const provisionStep: Step = {
   name: 'provision',
   enabled: (ctx) => ctx.build.provisioners.some((p) => appliesTo(p, ctx.build.name)),
@@ -119,8 +124,9 @@ export const provisionStep: Step = {
         ms,
       });
       if (planned?.key) await captureLayer(ctx, position);
-      // What the provisioner left for kiln's next command, when no layer capture took it along.
-      await removeGuestLeftovers(ctx);
+      // What the provisioner left for kiln's next command, when no layer capture took it along; after
+      // the last one over SSH, the clean-up's root shell removes it (one guest command fewer).
+      if (!(isLast(ctx, i) && ctx.build.source.communicator.type === 'ssh')) await removeGuestLeftovers(ctx);
       ctx.state.provisionersDone = ++position;
     }
   },

@@ -19,6 +19,13 @@ import { KilnError } from '../../util/errors.js';
  */
 const goingDownGraceMs = 3000;
 
+/**
+ * `poweroff` for the clean-up's root shell, by its path first: that shell is the image's `sh`, and a
+ * busybox ash runs its own applet for a bare `poweroff` (a signal to init that systemd does not take as one).
+ */
+export const rootShellPoweroff =
+  'for p in /sbin/poweroff /usr/sbin/poweroff /bin/poweroff /usr/bin/poweroff; do [ -x "$p" ] && exec "$p"; done; exec poweroff';
+
 export const shutdownStep: Step = {
   name: 'shut down',
   async run(ctx) {
@@ -30,17 +37,34 @@ export const shutdownStep: Step = {
     const started = performance.now();
     if (comm.type === 'ssh' && st.ssh?.connected) {
       const ssh = st.ssh;
-      const command = ctx.build.source.shutdown_command ?? asRoot(comm.username, 'poweroff');
-      ctx.log(`shutting down: ${command}`, 'debug');
+      // The clean-up's root shell, left open for this when there is no shutdown_command (clean-guest.ts):
+      // no new session or sudo in the guest.
+      const rootShell = ctx.build.source.shutdown_command === undefined ? st.rootShell : undefined;
+      st.rootShell = undefined;
+      const command = ctx.build.source.shutdown_command ?? (rootShell ? 'poweroff' : asRoot(comm.username, 'poweroff'));
+      ctx.log(`shutting down: ${command}${rootShell ? " (in the clean-up's root shell)" : ''}`, 'debug');
       let output = '';
       const collect = (s: string) => {
         output += s;
       };
       // The connection usually drops as the guest goes down; that is success here, and so is a command
       // that does not return (the wait below tells whether the guest stopped).
-      const result = await ssh
-        .exec(command, { timeoutMs: 15_000, stdout: collect, stderr: collect })
-        .catch(() => undefined);
+      let result;
+      if (rootShell) {
+        rootShell.finish(rootShellPoweroff);
+        // Its status, or the guest gone (the connection drops, QEMU exits), or 15 s as for a command.
+        result = await Promise.race([
+          rootShell.ended,
+          ssh.closed.then(() => undefined),
+          qemu.exited.then(() => undefined),
+          sleep(15_000, undefined, { ref: false }),
+        ]);
+        output = rootShell.output();
+      } else {
+        result = await ssh
+          .exec(command, { timeoutMs: 15_000, stdout: collect, stderr: collect })
+          .catch(() => undefined);
+      }
       if (result && result.exitCode !== null && result.exitCode !== 0) {
         await Promise.race([ssh.closed, qemu.exited, sleep(goingDownGraceMs)]);
         if (ssh.connected && !qemu.hasExited) {

@@ -55,4 +55,50 @@ describe('remove build access', () => {
     expect((await runStep(cleanGuestStep, h.ctx)).error).toBeUndefined();
     expect(h.ctx.state.trimmedWithCleanUp).toBeUndefined();
   });
+
+  it('without a shutdown_command the root shell stays open after the trim, for the poweroff; its later output is kept', async () => {
+    const h = stepContext({ state: { disk } });
+    const ssh = new FakeSsh(() => ({
+      exitCode: null,
+      stdout: 'kiln-trim-exit=0\n',
+      untilInputEnds: { exitCode: 0, stdout: 'going down\n' },
+    }));
+    h.ctx.state.ssh = ssh.session;
+    const { error, cleanup } = await runStep(cleanGuestStep, h.ctx);
+    expect(error).toBeUndefined();
+    expect(ssh.commands[0]!.stdin).toBe(cleanUpThenTrim(cleanGuestScript(false)));
+    expect(h.ctx.state.trimmedWithCleanUp).toMatchObject({ exitCode: 0, output: '' });
+    const shell = h.ctx.state.rootShell!;
+    shell.finish('poweroff');
+    expect(await shell.ended).toEqual({ exitCode: 0 });
+    expect(ssh.commands[0]!.stdin).toBe(`${cleanUpThenTrim(cleanGuestScript(false))}poweroff\n`);
+    expect(shell.output()).toBe('going down\n');
+    await cleanup?.();
+    expect(h.ctx.state.rootShell).toBeUndefined();
+  });
+
+  it('a build that stops before its shut-down ends the open shell with its input', async () => {
+    const h = stepContext({ state: { disk } });
+    const ssh = new FakeSsh(() => ({
+      exitCode: null,
+      stdout: 'kiln-trim-exit=0\n',
+      untilInputEnds: { exitCode: 0 },
+    }));
+    h.ctx.state.ssh = ssh.session;
+    const { cleanup } = await runStep(cleanGuestStep, h.ctx);
+    const ended = h.ctx.state.rootShell!.ended;
+    await cleanup?.();
+    expect(await ended).toEqual({ exitCode: 0 });
+    expect(ssh.commands[0]!.stdin).toBe(cleanUpThenTrim(cleanGuestScript(false)));
+  });
+
+  it('with a shutdown_command the script goes in whole and the shell ends with it', async () => {
+    const h = stepContext({ source: { shutdown_command: 'shutdown -P now' }, state: { disk } });
+    const ssh = new FakeSsh(() => ({ exitCode: 0, stdout: 'kiln-trim-exit=0\n' }));
+    h.ctx.state.ssh = ssh.session;
+    expect((await runStep(cleanGuestStep, h.ctx)).error).toBeUndefined();
+    expect(ssh.commands[0]!.stdin).toBe(cleanUpThenTrim(cleanGuestScript(false)));
+    expect(h.ctx.state.rootShell).toBeUndefined();
+    expect(h.ctx.state.trimmedWithCleanUp).toMatchObject({ exitCode: 0 });
+  });
 });

@@ -4,6 +4,7 @@
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { provisionStep } from '../../../../src/build/steps/provision.js';
+import { cleanGuestStep } from '../../../../src/build/steps/clean-guest.js';
 import { removeStepDirs, runStep, stepContext } from '../../../helpers/step-context.js';
 import { FakeSsh } from '../../../helpers/fake-ssh.js';
 
@@ -47,6 +48,28 @@ function provisioning(cachedCount: number, options: Parameters<typeof stepContex
 }
 
 describe('provision', () => {
+  it("leaves the last provisioner's leftovers to the clean-up's root shell; earlier ones go at once", async () => {
+    const { h, ssh } = provisioning(0);
+    h.ctx.state.layers = undefined;
+    // The shell provisioner's record of what it left in the guest (ProvisionerState).
+    const st = h.ctx.state as typeof h.ctx.state & { guestLeftovers?: string[] };
+    st.guestLeftovers = ['/tmp/kiln-1.sh'];
+    // The second provisioner's script, recorded as the first one's leftovers go.
+    const reply = ssh as unknown as { commands: { command: string }[] };
+    const original = ssh.session.exec.bind(ssh.session);
+    (ssh.session as { exec: typeof original }).exec = async (command, io) => {
+      if (command === "rm -f '/tmp/kiln-1.sh'") st.guestLeftovers = ['/tmp/kiln-2.sh'];
+      return original(command, io);
+    };
+    expect((await runStep(provisionStep, h.ctx)).error).toBeUndefined();
+    expect(reply.commands.map((c) => c.command)).toEqual(["rm -f '/tmp/kiln-1.sh'"]);
+    expect(st.guestLeftovers).toEqual(['/tmp/kiln-2.sh']);
+    h.ctx.build.source.shutdown_command = 'poweroff'; // the clean-up's shell then ends with its script
+    expect((await runStep(cleanGuestStep, h.ctx)).error).toBeUndefined();
+    expect(ssh.commands[1]!.stdin).toMatch(/^rm -f '\/tmp\/kiln-2.sh'\nset -u\n/);
+    expect(st.guestLeftovers).toEqual([]);
+  });
+
   it('skips the cached provisioner, runs the next, freezes its disk through the driver and queues the layer', async () => {
     const { h, ssh, published, metas } = provisioning(1);
     const first = h.ctx.state.disk!.path;

@@ -1,10 +1,12 @@
 // The shutdown step against the fake driver and a fake SSH session: the shutdown command, ACPI through
 // QMP when there is no session, the ACPI nudge, and a guest that will not stop (killed, build fails).
-import { readFileSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { LayerStore } from '../../../../src/cache/layers.js';
-import { shutdownStep } from '../../../../src/build/steps/shutdown.js';
+import { rootShellPoweroff, shutdownStep } from '../../../../src/build/steps/shutdown.js';
 import { removeStepDirs, runStep, stepContext } from '../../../helpers/step-context.js';
 import { FakeSsh } from '../../../helpers/fake-ssh.js';
 
@@ -55,6 +57,73 @@ describe('shut down', () => {
     custom.h.ctx.state.ssh = ssh2.session;
     await runStep(shutdownStep, custom.h.ctx);
     expect(ssh2.commands[0]!.command).toBe('shutdown -P now');
+  });
+
+  it("powers off through the clean-up's root shell when it was left open: no new session, no sudo", async () => {
+    const { h, vm } = await running({
+      source: { communicator: { username: 'debian', password: 'pw', trust_on_first_use: true } },
+    });
+    const ssh = new FakeSsh();
+    h.ctx.state.ssh = ssh.session;
+    const sent: string[] = [];
+    h.ctx.state.rootShell = {
+      finish: (command) => {
+        sent.push(command);
+        setTimeout(() => vm.exit(0), 1);
+      },
+      ended: new Promise(() => undefined), // the connection drops as the guest goes down: no status
+      output: () => '',
+    };
+    expect((await runStep(shutdownStep, h.ctx)).error).toBeUndefined();
+    expect(sent).toEqual([rootShellPoweroff]);
+    expect(ssh.commands).toEqual([]);
+    expect(h.ctx.state.rootShell).toBeUndefined();
+    expect(vm.killed).toEqual([]);
+  });
+
+  it('a poweroff that fails in the root shell names its output; a shutdown_command is run as written instead', async () => {
+    const { h } = await running();
+    h.ctx.state.ssh = new FakeSsh().session;
+    h.ctx.state.rootShell = {
+      finish: () => undefined,
+      ended: Promise.resolve({ exitCode: 1, disconnected: false }),
+      output: () => 'Failed to connect to bus\n',
+    };
+    const { error } = await runStep(shutdownStep, h.ctx);
+    expect(error).toContain(`the shutdown command "poweroff" (kiln's default for "root") exited with 1`);
+    expect(error).toContain('  Failed to connect to bus');
+
+    const custom = await running({ source: { shutdown_command: 'shutdown -P now' } });
+    const ssh = new FakeSsh(() => {
+      custom.vm.exit(0);
+      return { exitCode: 0 };
+    });
+    custom.h.ctx.state.ssh = ssh.session;
+    let finished = false;
+    custom.h.ctx.state.rootShell = {
+      finish: () => (finished = true),
+      ended: Promise.resolve(undefined),
+      output: () => '',
+    };
+    expect((await runStep(shutdownStep, custom.h.ctx)).error).toBeUndefined();
+    expect(ssh.commands.map((c) => c.command)).toEqual(['shutdown -P now']);
+    expect(finished).toBe(false);
+  });
+
+  it('the root shell powers off by path first (a busybox sh would run its own applet for a bare poweroff)', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'poweroff-'));
+    try {
+      writeFileSync(path.join(dir, 'poweroff'), '#!/bin/sh\necho "ran $0"\n', { mode: 0o755 });
+      const paths = '/sbin/poweroff /usr/sbin/poweroff /bin/poweroff /usr/bin/poweroff';
+      expect(rootShellPoweroff).toContain(paths);
+      const snippet = rootShellPoweroff
+        .replace(paths, `${dir}/missing ${dir}/poweroff`)
+        .replace(/exec poweroff$/, 'echo bare');
+      const r = spawnSync('/bin/sh', ['-c', snippet], { encoding: 'utf8' });
+      expect(r.stdout).toBe(`ran ${dir}/poweroff\n`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('without a session, asks for an ACPI power-down through QMP', async () => {
