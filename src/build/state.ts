@@ -114,7 +114,7 @@ export interface BuildState {
   besideGuest?: Promise<void>[];
   /**
    * The clean-up's root shell, still open after the clean-up and the trim when kiln powers the guest off
-   * itself (no shutdown_command): the shut-down step sends it \`poweroff\` instead of starting another
+   * itself (no shutdown_command): the shut-down step sends it `poweroff` instead of starting another
    * session and sudo in the guest for it (src/build/steps/clean-guest.ts).
    */
   rootShell?: OpenRootShell;

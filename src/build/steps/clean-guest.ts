@@ -20,6 +20,8 @@
  * also makes the deletions durable.
  *
  * The script goes in on stdin, so no key material or pattern lands in sudo's log of the command line.
+ * Without a shutdown_command that input stays open after the trim: the shut-down step sends the same
+ * root shell its `poweroff`, and the last provisioner's script is removed in it too (provision.ts).
  */
 import { PassThrough } from 'node:stream';
 import type { Step } from '../step.js';
