@@ -11,7 +11,6 @@ import { appliesTo, describeProvisioner, runProvisioner } from '../../provisione
 import { removeGuestLeftovers, sshSession, takeGuestLeftovers } from '../../provisioners/context.js';
 import { queueLayerSave } from '../layer-capture.js';
 import { freezeLayer } from '../vm-state.js';
-import { cleanGuestStep } from './clean-guest.js';
 import { settleAll } from '../../util/settle.js';
 
 /**
@@ -126,8 +125,8 @@ export const provisionStep: Step = {
       });
       if (planned?.key) await captureLayer(ctx, position);
       // What the provisioner left for kiln's next command, when no layer capture took it along; after
-      // the last one, the clean-up's root shell removes it where that step runs (one guest command fewer).
-      if (!(isLast(ctx, i) && cleanGuestStep.enabled!(ctx))) await removeGuestLeftovers(ctx);
+      // the last one over SSH, the clean-up's root shell removes it (one guest command fewer).
+      if (!(isLast(ctx, i) && ctx.build.source.communicator.type === 'ssh')) await removeGuestLeftovers(ctx);
       ctx.state.provisionersDone = ++position;
     }
   },
