@@ -1,11 +1,19 @@
 /**
  * What the steps that finish the guest after provisioning share (steps/clean-guest.ts, sbom.ts and
- * compact.ts; a step does not import another): how long they wait for cloud-init's last stage, and the
- * trim as shell text that can follow the clean-up in its root shell.
+ * compact.ts; a step does not import another): whether the clean-up runs (provision.ts asks too), how
+ * long they wait for cloud-init's last stage, and the trim as shell text that can follow the clean-up
+ * in its root shell.
  */
 import type { BuildContext } from './state.js';
 import { need } from './state.js';
 import { guestScript, guestScriptVars } from '../util/guest-scripts.js';
+
+/**
+ * Whether the clean-up step runs (steps/clean-guest.ts: it needs SSH). The provision step asks too: it
+ * leaves the last provisioner's leftovers to the clean-up's root shell only when that shell will run.
+ */
+export const guestCleanUpRuns = (ctx: Pick<BuildContext, 'build'>): boolean =>
+  ctx.build.source.communicator.type === 'ssh';
 
 /** How long the clean-up and the package list wait for cloud-init's last stage (with cloud_init.wait: false it may still run). */
 export const cloudInitFinishWaitSeconds = 600;

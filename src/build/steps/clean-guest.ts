@@ -29,7 +29,13 @@ import { sshSession, takeGuestLeftovers } from '../../provisioners/context.js';
 import { buildKeyCommentPrefix } from '../../communicator/build-key.js';
 import { removeGuestProxyScript } from '../../provisioners/guest-proxy.js';
 import { guestScript, guestScriptVars } from '../../util/guest-scripts.js';
-import { cloudInitFinishWaitSeconds, overlayBytes, trimResult, trimShell } from '../guest-finishing.js';
+import {
+  cloudInitFinishWaitSeconds,
+  guestCleanUpRuns,
+  overlayBytes,
+  trimResult,
+  trimShell,
+} from '../guest-finishing.js';
 
 /**
  * The clean-up script: src/guest-scripts/clean-guest-keys.sh, the build proxy's removal, and on
@@ -66,7 +72,7 @@ function trimMarkerPrinted(stdout: string): boolean {
 
 export const cleanGuestStep: Step = {
   name: 'remove build access',
-  enabled: (ctx) => ctx.build.source.communicator.type === 'ssh',
+  enabled: guestCleanUpRuns,
   async run(ctx) {
     const comm = ctx.build.source.communicator;
     if (comm.type !== 'ssh') return;

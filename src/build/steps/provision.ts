@@ -12,6 +12,7 @@ import { removeGuestLeftovers, sshSession, takeGuestLeftovers } from '../../prov
 import { queueLayerSave } from '../layer-capture.js';
 import { freezeLayer } from '../vm-state.js';
 import { settleAll } from '../../util/settle.js';
+import { guestCleanUpRuns } from '../guest-finishing.js';
 
 /**
  * A guest without cloud-init cannot take a new key when a later build boots this layer, so a key kiln
@@ -125,8 +126,8 @@ export const provisionStep: Step = {
       });
       if (planned?.key) await captureLayer(ctx, position);
       // What the provisioner left for kiln's next command, when no layer capture took it along; after
-      // the last one over SSH, the clean-up's root shell removes it (one guest command fewer).
-      if (!(isLast(ctx, i) && ctx.build.source.communicator.type === 'ssh')) await removeGuestLeftovers(ctx);
+      // the last one, the clean-up's root shell removes it when the clean-up runs (one guest command fewer).
+      if (!(isLast(ctx, i) && guestCleanUpRuns(ctx))) await removeGuestLeftovers(ctx);
       ctx.state.provisionersDone = ++position;
     }
   },
