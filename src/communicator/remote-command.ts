@@ -42,7 +42,8 @@ export const processGroupMarker = 'kiln-process-group ';
  */
 export function inOwnProcessGroup(command: string): string {
   const quoted = shellQuote(command);
-  const reportAndRun = `echo ${processGroupMarker}$$ >&2; exec "\${SHELL:-/bin/sh}" -c ${quoted}`;
+  const report = `echo ${processGroupMarker}$$ >&2`;
+  const reportAndRun = `${report}; exec "\${SHELL:-/bin/sh}" -c ${quoted}`;
   // The group is the third field after the ") " that ends the process's name in /proc/$$/stat, read
   // with builtins: each process a command starts costs 50-100 ms in a guest under TCG, and this runs
   // before every command (it was a $(cut) subshell and a /bin/sh in between: 0.06 s more per command).
@@ -50,7 +51,7 @@ export function inOwnProcessGroup(command: string): string {
   return (
     'g=; if read -r s < /proc/$$/stat; then s=${s##*) }; set -- $s; g=$3; fi 2>/dev/null; ' +
     `if [ "$g" != "$$" ] && command -v setsid >/dev/null 2>&1; then exec setsid /bin/sh -c ${shellQuote(reportAndRun)}; fi; ` +
-    `echo ${processGroupMarker}$$ >&2; set --; unset g s; eval ${quoted}`
+    `${report}; set --; unset g s; eval ${quoted}`
   );
 }
 
