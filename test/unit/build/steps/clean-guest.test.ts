@@ -4,11 +4,15 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { cleanGuestScript, cleanGuestStep, cleanUpThenTrim } from '../../../../src/build/steps/clean-guest.js';
 import { removeStepDirs, runStep, stepContext } from '../../../helpers/step-context.js';
-import { FakeSsh } from '../../../helpers/fake-ssh.js';
+import { FakeSsh, type FakeReply } from '../../../helpers/fake-ssh.js';
 
 afterAll(removeStepDirs);
 
 const disk = { path: '/w/disk.qcow2', format: 'qcow2' as const, virtualSize: 1 << 30 };
+
+/** A root shell that printed the trim's marker and stays open until its input ends, then answers `last`. */
+const openRootShell = (last: FakeReply) =>
+  new FakeSsh(() => ({ exitCode: null, stdout: 'kiln-trim-exit=0\n', untilInputEnds: last }));
 
 describe('remove build access', () => {
   it('runs the clean-up script on stdin, as root directly', async () => {
@@ -58,11 +62,7 @@ describe('remove build access', () => {
 
   it('without a shutdown_command the root shell stays open after the trim, for the poweroff; its later output is kept', async () => {
     const h = stepContext({ state: { disk } });
-    const ssh = new FakeSsh(() => ({
-      exitCode: null,
-      stdout: 'kiln-trim-exit=0\n',
-      untilInputEnds: { exitCode: 0, stdout: 'going down\n' },
-    }));
+    const ssh = openRootShell({ exitCode: 0, stdout: 'going down\n' });
     h.ctx.state.ssh = ssh.session;
     const { error, cleanup } = await runStep(cleanGuestStep, h.ctx);
     expect(error).toBeUndefined();
@@ -79,11 +79,7 @@ describe('remove build access', () => {
 
   it('a build that stops before its shut-down ends the open shell with its input', async () => {
     const h = stepContext({ state: { disk } });
-    const ssh = new FakeSsh(() => ({
-      exitCode: null,
-      stdout: 'kiln-trim-exit=0\n',
-      untilInputEnds: { exitCode: 0 },
-    }));
+    const ssh = openRootShell({ exitCode: 0 });
     h.ctx.state.ssh = ssh.session;
     const { cleanup } = await runStep(cleanGuestStep, h.ctx);
     const ended = h.ctx.state.rootShell!.ended;
