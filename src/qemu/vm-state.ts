@@ -96,6 +96,32 @@ async function migrationDone(
 }
 
 /**
+ * Waits for QEMU to leave the runstate a finished migration passes through. QEMU 7.2 reports
+ * "completed" from its migration thread and only then, in a bottom half, moves the source from
+ * finish-migrate to postmigrate (where `cont` is refused until then: "Migration is not finalized
+ * yet") and the destination from inmigrate to paused (where `cont` would only arm autostart).
+ */
+async function runstateLeft(
+  qmp: QmpClient,
+  transient: string,
+  what: string,
+  signal?: AbortSignal,
+  timeoutMs = 30_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    signal?.throwIfAborted();
+    const { status } = await qmp.execute<{ status?: string }>('query-status');
+    if (status !== transient) return;
+    if (Date.now() > deadline)
+      throw new Error(
+        `${what}: QEMU stayed in runstate ${transient} for ${timeoutMs / 1000} s after the migration completed`,
+      );
+    await sleep(10);
+  }
+}
+
+/**
  * Writes the state of a VM that is stopped (QMP `stop`) to `file`. The VM stays stopped (runstate
  * postmigrate) until `cont`; its disks are not in the file. Returns the bytes QEMU wrote.
  */
@@ -105,10 +131,13 @@ export async function saveVmState(qmp: QmpClient, file: string, signal?: AbortSi
   await qmp.execute('migrate', { uri: `exec:cat > ${shellQuoteOne(file)}` });
   try {
     const info = await migrationDone(qmp, 'saving the VM state', signal);
+    await runstateLeft(qmp, 'finish-migrate', 'saving the VM state', signal);
     return { bytes: info.ram?.transferred ?? 0 };
   } catch (e) {
     // Interrupted or failed: the VM must not stay mid-migration (its cat may still be writing the file).
     await qmp.execute('migrate_cancel').catch(() => undefined);
+    // A failed migration passes through finish-migrate too; the caller's `cont` follows.
+    await runstateLeft(qmp, 'finish-migrate', 'saving the VM state', undefined, 5_000).catch(() => undefined);
     throw e;
   }
 }
@@ -117,6 +146,7 @@ export async function saveVmState(qmp: QmpClient, file: string, signal?: AbortSi
 export async function loadVmState(qmp: QmpClient, file: string, signal?: AbortSignal): Promise<void> {
   await qmp.execute('migrate-incoming', { uri: `exec:cat ${shellQuoteOne(file)}` });
   await migrationDone(qmp, 'loading the VM state', signal);
+  await runstateLeft(qmp, 'inmigrate', 'loading the VM state', signal);
 }
 
 /** The VM generation ID the guest sees now (QEMU's vmgenid device), to show that a restored VM got a new one. */

@@ -109,6 +109,31 @@ describe('saving and loading over QMP', () => {
     });
   });
 
+  it('sends nothing after a completed save until QEMU has left finish-migrate (cont would be refused there)', async () => {
+    const qmp = scriptedQmp({
+      'query-migrate': [{ status: 'completed', ram: { transferred: 1 } }],
+      'query-status': [{ status: 'finish-migrate' }, { status: 'finish-migrate' }, { status: 'postmigrate' }],
+    });
+    await saveVmState(qmp, '/x.vmstate');
+    expect(qmp.asked.filter((a) => a.command === 'query-status')).toHaveLength(3);
+    expect(qmp.asked.at(-1)!.command).toBe('query-status');
+  });
+
+  it("a completed load returns once QEMU has left inmigrate, so the caller's cont resumes a paused VM", async () => {
+    const qmp = scriptedQmp({
+      'query-migrate': [{ status: 'active' }, { status: 'completed' }],
+      'query-status': [{ status: 'inmigrate' }, { status: 'paused' }],
+    });
+    await loadVmState(qmp, '/x.vmstate');
+    expect(qmp.asked.map((a) => a.command)).toEqual([
+      'migrate-incoming',
+      'query-migrate',
+      'query-migrate',
+      'query-status',
+      'query-status',
+    ]);
+  });
+
   it("a failed load is an error carrying QEMU's reason", async () => {
     const qmp = scriptedQmp({
       'query-migrate': [{ status: 'failed', 'error-desc': 'load of migration failed: Invalid argument' }],
