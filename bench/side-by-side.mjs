@@ -6,7 +6,8 @@
 // 1024 MiB, TCG, the same provisioning (a script writing 100 files and a 64 MiB blob, a 16 MiB file
 // upload, a sha256sum of it) and one uncompressed qcow2. Each tool runs with its defaults: kiln's CPU
 // model, Packer's (qemu64, as QEMU picks with no -cpu); BENCH_PACKER_EQUAL_CPU=1 adds a Packer row given
-// kiln's TCG model ("equal CPU"). Rounds alternate which tool goes first; each kiln round is a cold build
+// kiln's TCG model ("equal CPU"); BENCH_NO_CACHE=1 adds a kiln row built with --no-cache (no layers, no
+// saved VMs: what a pipeline that throws its machine away after one build pays). Rounds alternate which tool goes first; each kiln round is a cold build
 // (fresh cache), then (BENCH_REBUILDS=0 skips them) a no-change rebuild, a last-provisioner-changed
 // rebuild, one into a new output directory on that cache, and a second template on the same base (its
 // first provisioner differs: the warm base, cache.boot_snapshot, instead of a boot). BENCH_LOAD=1 runs every build beside a
@@ -64,6 +65,8 @@ export async function sideBySide(rounds = Number(process.env.BENCH_ROUNDS ?? 3))
   }
   const conditions = loadMode === 'both' ? ['quiet', 'loaded'] : loadMode ? ['loaded'] : ['quiet'];
   const equalCpu = process.env.BENCH_PACKER_EQUAL_CPU === '1';
+  // Beside kiln's default (never instead of it): the cold build without the layer cache's captures and saves.
+  const noCache = process.env.BENCH_NO_CACHE === '1';
   const rebuilds = process.env.BENCH_REBUILDS !== '0';
   // BENCH_VM_STATE=1: kiln's builds save the VM with each layer (cache.vm_state), so the last-changed rebuild restores instead of booting.
   const vmState = process.env.BENCH_VM_STATE === '1';
@@ -114,7 +117,10 @@ export async function sideBySide(rounds = Number(process.env.BENCH_ROUNDS ?? 3))
   const kilnOut = path.join(work, 'kiln-out');
   const packerOut = path.join(work, 'packer-out');
   const rows = Object.fromEntries(
-    conditions.map((c) => [c, { kiln: [], packer: [], packerEq: [], same: [], changed: [], moved: [], warm: [] }]),
+    conditions.map((c) => [
+      c,
+      { kiln: [], kilnNoCache: [], packer: [], packerEq: [], same: [], changed: [], moved: [], warm: [] },
+    ]),
   );
   const argvs = {};
   const packerRun = (cpu) => async () => {
@@ -165,7 +171,13 @@ export async function sideBySide(rounds = Number(process.env.BENCH_ROUNDS ?? 3))
           const packerEq = async () => {
             set.packerEq.push(await packerRun(TCG_DEFAULT_CPU_MODEL)());
           };
-          const order = [kiln, packer, ...(equalCpu ? [packerEq] : [])];
+          const kilnNoCache = async () => {
+            set.kilnNoCache.push(
+              await kilnBuild(`${cache}-none`, kilnOut, upload, ['--no-cache'], path.join(work, 'time')),
+            );
+            rmSync(`${cache}-none`, { recursive: true, force: true });
+          };
+          const order = [kiln, packer, ...(equalCpu ? [packerEq] : []), ...(noCache ? [kilnNoCache] : [])];
           for (const run of r % 2 === 0 ? order : [...order].reverse()) await run();
           rmSync(cache, { recursive: true, force: true });
         } finally {
@@ -205,13 +217,14 @@ export async function sideBySide(rounds = Number(process.env.BENCH_ROUNDS ?? 3))
       `\nkiln${vmState ? ' (cache.vm_state)' : ''} vs ${packerVersion} (qemu builder), bench/side-by-side, ${cond === 'loaded' ? `beside ${loadDescription}` : 'no added load'}, medians of ${rounds} round(s), TCG, each tool with its defaults`,
     );
     console.log(
-      `  ${'phase'.padEnd(28)} ${'kiln'.padStart(9)} ${'Packer'.padStart(9)} ${'ratio'.padStart(7)}${equalCpu ? `  ${'Packer, equal CPU'.padStart(17)} ${'ratio'.padStart(7)}` : ''}`,
+      `  ${'phase'.padEnd(28)} ${'kiln'.padStart(9)} ${'Packer'.padStart(9)} ${'ratio'.padStart(7)}${equalCpu ? `  ${'Packer, equal CPU'.padStart(17)} ${'ratio'.padStart(7)}` : ''}${noCache ? `  ${'kiln --no-cache'.padStart(15)} ${'/Packer'.padStart(7)}` : ''}`,
     );
     console.log("  (boot to SSH: from the VM's start, QEMU's launch included for both tools, to the first SSH login)");
     for (const p of phases) {
       const k = med(set.kiln, p);
       const q = med(set.packer, p);
       const e = med(set.packerEq, p);
+      const n = med(set.kilnNoCache, p);
       const show =
         p === 'peak RSS (MiB)' || p === 'CPU-seconds'
           ? (v) => (v === undefined ? '-' : v.toFixed(0))
@@ -220,7 +233,7 @@ export async function sideBySide(rounds = Number(process.env.BENCH_ROUNDS ?? 3))
             : fmt;
       const ratio = (a, b) => (a !== undefined && b ? (a / b).toFixed(2) : '-');
       console.log(
-        `  ${p.padEnd(28)} ${show(k).padStart(9)} ${show(q).padStart(9)} ${ratio(k, q).padStart(7)}${equalCpu ? `  ${show(e).padStart(17)} ${ratio(k, e).padStart(7)}` : ''}`,
+        `  ${p.padEnd(28)} ${show(k).padStart(9)} ${show(q).padStart(9)} ${ratio(k, q).padStart(7)}${equalCpu ? `  ${show(e).padStart(17)} ${ratio(k, e).padStart(7)}` : ''}${noCache ? `  ${show(n).padStart(15)} ${ratio(n, q).padStart(7)}` : ''}`,
       );
     }
     const pk = med(set.packer, 'total');
@@ -245,6 +258,9 @@ export async function sideBySide(rounds = Number(process.env.BENCH_ROUNDS ?? 3))
         `CPU-seconds ${(med(set.kiln, 'CPU-seconds') / med(set.packer, 'CPU-seconds')).toFixed(2)}x` +
         (rebuilds
           ? `, no-change ${fmt(med(set.same, 'total'))}, last changed ${(med(set.changed, 'total') / pk).toFixed(2)}x, new template on a built base ${(med(set.warm, 'total') / pk).toFixed(2)}x`
+          : '') +
+        (noCache
+          ? `; kiln --no-cache: cold total ${(med(set.kilnNoCache, 'total') / pk).toFixed(2)}x, total - boot ${(med(set.kilnNoCache, 'total - boot') / med(set.packer, 'total - boot')).toFixed(2)}x`
           : ''),
     );
   }
