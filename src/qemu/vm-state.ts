@@ -75,24 +75,42 @@ interface MigrateInfo {
   ram?: { transferred?: number };
 }
 
-/** Polls query-migrate (events need a capability) until the migration completed or failed. */
-async function migrationDone(
+/**
+ * Asks QEMU `command` every `everyMs` until `done` accepts its answer (which it returns), or throws
+ * `tooLong(answer)` past `timeoutMs`. Polled rather than awaited as events: QEMU sends the MIGRATION
+ * event only with the `events` migration capability turned on, and a query every few ms costs nothing
+ * beside a save of a second or so.
+ */
+async function pollQmp<T>(
   qmp: QmpClient,
-  what: string,
-  signal?: AbortSignal,
-  timeoutMs = 10 * 60_000,
-): Promise<MigrateInfo> {
-  const deadline = Date.now() + timeoutMs;
+  command: string,
+  done: (answer: T) => boolean,
+  tooLong: (answer: T) => string,
+  opts: { timeoutMs: number; everyMs: number; signal?: AbortSignal },
+): Promise<T> {
+  const deadline = Date.now() + opts.timeoutMs;
   for (;;) {
-    signal?.throwIfAborted();
-    const info = await qmp.execute<MigrateInfo>('query-migrate');
-    if (info.status === 'completed') return info;
-    if (info.status === 'failed' || info.status === 'cancelled')
-      throw new Error(`${what} ${info.status}${info['error-desc'] ? `: ${info['error-desc']}` : ''}`);
-    if (Date.now() > deadline)
-      throw new Error(`${what} did not finish in ${timeoutMs / 1000} s (status ${info.status ?? 'none'})`);
-    await sleep(20);
+    opts.signal?.throwIfAborted();
+    const answer = await qmp.execute<T>(command);
+    if (done(answer)) return answer;
+    if (Date.now() > deadline) throw new Error(tooLong(answer));
+    await sleep(opts.everyMs);
   }
+}
+
+/** Polls query-migrate until the migration completed or failed. */
+function migrationDone(qmp: QmpClient, what: string, signal?: AbortSignal, timeoutMs = 10 * 60_000) {
+  return pollQmp<MigrateInfo>(
+    qmp,
+    'query-migrate',
+    (info) => {
+      if (info.status === 'failed' || info.status === 'cancelled')
+        throw new Error(`${what} ${info.status}${info['error-desc'] ? `: ${info['error-desc']}` : ''}`);
+      return info.status === 'completed';
+    },
+    (info) => `${what} did not finish in ${timeoutMs / 1000} s (status ${info.status ?? 'none'})`,
+    { timeoutMs, everyMs: 20, signal },
+  );
 }
 
 /**
@@ -108,17 +126,13 @@ async function runstateLeft(
   signal?: AbortSignal,
   timeoutMs = 30_000,
 ): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    signal?.throwIfAborted();
-    const { status } = await qmp.execute<{ status?: string }>('query-status');
-    if (status !== transient) return;
-    if (Date.now() > deadline)
-      throw new Error(
-        `${what}: QEMU stayed in runstate ${transient} for ${timeoutMs / 1000} s after the migration completed`,
-      );
-    await sleep(10);
-  }
+  await pollQmp<{ status?: string }>(
+    qmp,
+    'query-status',
+    ({ status }) => status !== transient,
+    () => `${what}: QEMU stayed in runstate ${transient} for ${timeoutMs / 1000} s after the migration completed`,
+    { timeoutMs, everyMs: 10, signal },
+  );
 }
 
 /**
