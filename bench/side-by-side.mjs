@@ -7,10 +7,11 @@
 // upload, a sha256sum of it) and one uncompressed qcow2. Each tool runs with its defaults: kiln's CPU
 // model, Packer's (qemu64, as QEMU picks with no -cpu); BENCH_PACKER_EQUAL_CPU=1 adds a Packer row given
 // kiln's TCG model ("equal CPU"); BENCH_NO_CACHE=1 adds a kiln row built with --no-cache (no layers, no
-// saved VMs: what a pipeline that throws its machine away after one build pays). Rounds alternate which tool goes first; each kiln round is a cold build
-// (fresh cache), then (BENCH_REBUILDS=0 skips them) a no-change rebuild, a last-provisioner-changed
-// rebuild, one into a new output directory on that cache, and a second template on the same base (its
-// first provisioner differs: the warm base, cache.boot_snapshot, instead of a boot). BENCH_LOAD=1 runs every build beside a
+// saved VMs: what a pipeline that throws its machine away after one build pays). Rounds alternate
+// which tool goes first; each kiln round is a cold build (fresh cache), then (BENCH_REBUILDS=0 skips
+// them) a no-change rebuild, a last-provisioner-changed rebuild, one into a new output directory on
+// that cache, and a second template on the same base (its first provisioner differs: the warm base,
+// cache.boot_snapshot, instead of a boot). BENCH_LOAD=1 runs every build beside a
 // fixed background load (bench/load.mjs, stress-ng), BENCH_LOAD=both runs each round quiet and loaded,
 // alternating, and prints how much the load slowed each tool. Prints per-phase medians, CPU-seconds
 // (the tool and its children: QEMU, qemu-img), the load average at each build's start, and the ratios
