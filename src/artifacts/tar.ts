@@ -11,6 +11,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGzip } from 'node:zlib';
 import tarStream from 'tar-stream';
+import { risingPercent } from '../util/progress.js';
 
 /** A packaging step failed; the message says which output, which step and which tool. */
 export class PackageError extends Error {}
@@ -169,14 +170,7 @@ function drained(w: EntrySink): Promise<void> {
 
 /** Maps fractions of each phase onto one 0-100 scale that never goes backwards. */
 export function progressScale(onProgress: ((pct: number) => void) | undefined) {
-  let last = -1;
-  const emit = (pct: number) => {
-    const p = Math.min(100, Math.max(0, Math.round(pct * 10) / 10));
-    if (p > last) {
-      last = p;
-      onProgress?.(p);
-    }
-  };
+  const emit = onProgress ? risingPercent(onProgress) : () => undefined;
   return {
     /** A callback for a phase spanning [from, to] of the whole, fed 0-100. */
     phase: (from: number, to: number) => (pct: number) => emit(from + ((to - from) * pct) / 100),

@@ -21,6 +21,7 @@ import { pipeline } from 'node:stream/promises';
 import { withLock } from './lock.js';
 import { formatBytes } from '../template/units.js';
 import { KilnError } from '../util/errors.js';
+import { risingPercent } from '../util/progress.js';
 
 /** md5 and sha1 only come from Packer templates (which allow them; kiln warns that they are weak). */
 export interface Expected {
@@ -116,6 +117,7 @@ export async function fetchToCache(
       const stop = signal ? AbortSignal.any([stalled.signal, signal]) : stalled.signal;
       let total = 0;
       let done = 0;
+      const progress = onProgress && risingPercent(onProgress);
       try {
         let res: Response;
         try {
@@ -134,7 +136,7 @@ export async function fetchToCache(
           sha256.update(c);
           other?.update(c);
           done += c.length;
-          if (total && onProgress) onProgress((done / total) * 100);
+          if (total) progress?.((done / total) * 100);
         });
         try {
           await pipeline(body, createWriteStream(part), { signal: stop });

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { execa } from 'execa';
 import { requireExecutable, type ToolSetting } from './process.js';
 import { diesWithKiln } from '../util/dies-with-kiln.js';
+import { qemuImgProgressReader } from '../util/progress.js';
 
 /** The qemu-img kiln runs unless told otherwise (DriverOptions.qemuImgBinary; the CLI's KILN_QEMU_IMG). */
 export const defaultQemuImgBinary = 'qemu-img';
@@ -219,12 +220,8 @@ export class QemuImg {
     args.push(src, dst);
     const child = this.spawn(args, opts.signal, { buffer: true });
     if (opts.onProgress) {
-      let partial = '';
-      child.stdout?.on('data', (b: Buffer) => {
-        partial += b.toString();
-        for (const m of partial.matchAll(/\((\d+(?:\.\d+)?)\/100%\)/g)) opts.onProgress!(Number(m[1]));
-        partial = partial.slice(-32);
-      });
+      const read = qemuImgProgressReader(opts.onProgress);
+      child.stdout?.on('data', (b: Buffer) => read(b.toString()));
     }
     const r = await child;
     throwIfCanceled(r, opts.signal);

@@ -66,8 +66,22 @@ ${tinySourceYaml()}
     expect(manifest.sbom).toEqual({ manager: 'none', packages: [] }); // busybox guest: no dpkg or rpm
     // The box's include file is an input of the build, in its provenance by digest.
     expect(readFileSync(path.join(out, 'all.provenance.json'), 'utf8')).toContain(sha256(path.join(dir, 'info.json')));
-    // Progress events came from qemu-img's own progress output.
-    expect(run.events.some((e) => e.type === 'progress' && e.task === 'convert all.vhdx')).toBe(true);
+    // Progress events came from qemu-img's own progress output: each figure once, rising, up to 100.
+    const progress = new Map<string, number[]>();
+    for (const e of run.events)
+      if (e.type === 'progress') {
+        const task = String(e.task);
+        progress.set(task, [...(progress.get(task) ?? []), Number(e.percent)]);
+      }
+    const vhdx = progress.get('convert all.vhdx') ?? [];
+    expect(vhdx.at(-1)).toBe(100);
+    for (const [task, figures] of progress) {
+      expect(
+        figures.every((p, i) => i === 0 || p > figures[i - 1]!),
+        `${task}: ${figures.join(' ')}`,
+      ).toBe(true);
+      expect(figures.length, task).toBeLessThanOrEqual(101);
+    }
 
     // Each disk format is what it says, and the vhd is fixed-size on a whole MiB (Azure).
     for (const [name, format] of [
