@@ -40,6 +40,11 @@ export interface SeedInput {
    * nothing to do; 'always' leaves them to run.
    */
   laterStages?: 'auto' | 'always';
+  /**
+   * kiln logs in as `username` over SSH: its systemd user manager is started as the init stage ends
+   * (src/guest-scripts/start-user-manager.sh) rather than inside the first login.
+   */
+  startUserManager?: boolean;
 }
 
 export interface Seed {
@@ -145,6 +150,14 @@ export function skipLaterStagesScript(root = ''): string {
   return guestScriptVars({ R: root }) + guestScript('cloud-init-skip-later-stages');
 }
 
+/**
+ * The bootcmd that starts the build user's systemd user manager once the init stage has made the user.
+ * `root` prefixes the guest path it checks (tests run it on a tree of their own); the guest's is ''.
+ */
+export function startUserManagerScript(username: string, root = ''): string {
+  return guestScriptVars({ R: root, U: username }) + guestScript('start-user-manager');
+}
+
 /** Deep merge where lists concatenate (users, runcmd, packages...) and the template's scalars win. */
 export function mergeCloudConfig(
   base: Record<string, unknown>,
@@ -199,6 +212,11 @@ export function renderSeed(input: SeedInput): Seed {
   // A list item runs as an argv, not through a shell: the script is one argument of sh -c.
   if (input.guestProxyScript)
     kilnConfig.bootcmd = [...((kilnConfig.bootcmd as unknown[]) ?? []), ['sh', '-c', input.guestProxyScript]];
+  if (input.startUserManager)
+    kilnConfig.bootcmd = [
+      ...((kilnConfig.bootcmd as unknown[]) ?? []),
+      ['sh', '-c', startUserManagerScript(input.username)],
+    ];
   let merged = mergeCloudConfig(kilnConfig, parseUserData(input.userData));
   const work = input.laterStages === 'always' ? 'cloud_init.later_stages: always' : laterStageWork(merged);
   if (work === undefined)

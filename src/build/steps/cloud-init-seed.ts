@@ -30,6 +30,7 @@ export const cloudInitSeedStep: Step = {
       wipeOldHostKeys: onCachedLayer(ctx.state),
       rootPartitionGrown: ctx.state.rootPartitionGrown,
       laterStages: ci.later_stages,
+      startUserManager: comm.type === 'ssh',
       // --record / --offline: the guest's system proxy from the first boot on (cloud-init's packages:
       // too); only with SSH, through which the guest clean-up takes it out again.
       guestProxyScript:

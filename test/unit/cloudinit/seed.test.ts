@@ -136,6 +136,26 @@ describe('cloud-init seed', () => {
     // and none without it
     expect(userDataOf({ laterStages: 'always' }).bootcmd).toBeUndefined();
   });
+  it("an SSH build starts its user's systemd manager from a bootcmd, after kiln's others and before the template's", () => {
+    const text = renderSeed({
+      hostname: 'h',
+      username: 'builder',
+      authorizedKey: build.publicKey,
+      hostKey: host,
+      metaData: {},
+      wipeOldHostKeys: true,
+      startUserManager: true,
+      laterStages: 'always',
+      userData: { bootcmd: ['echo mine'] },
+    }).userData;
+    const bootcmd = YAML.parse(text, { version: '1.1' }).bootcmd as unknown[];
+    expect(bootcmd).toHaveLength(3);
+    expect(bootcmd[0]).toMatch(/^cloud-init-per instance kiln-wipe-host-keys /);
+    expect(bootcmd[1]).toEqual(['sh', '-c', expect.stringMatching(/^R=''\nU='builder'\n[^]*--unit=kiln-user-manager/)]);
+    expect(bootcmd[2]).toBe('echo mine');
+    // Its own bootcmd does not make the later stages run.
+    expect(seedOf({ startUserManager: true, rootPartitionGrown: true }).laterStages).toEqual({ skipped: true });
+  });
   it("skips cloud-init's config and final stages (a last bootcmd) when kiln's seed and the template's user_data are init-stage work only", () => {
     const skip = [
       'sh',

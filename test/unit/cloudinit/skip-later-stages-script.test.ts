@@ -11,6 +11,7 @@ import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { skipLaterStagesScript } from '../../../src/cloudinit/seed.js';
 import { guestScript, guestScriptVars } from '../../../src/util/guest-scripts.js';
+import { systemdWrappers } from '../../helpers/systemd-wrappers.js';
 
 const dirs: string[] = [];
 afterAll(() => {
@@ -27,33 +28,15 @@ function fakeGuest(opts: { systemd?: boolean; mainService?: boolean; systemdRunF
   if (opts.systemd !== false) mkdirSync(path.join(root, 'run/systemd/system'), { recursive: true });
   if (opts.mainService) writeFileSync(path.join(root, 'lib/systemd/system/cloud-init-main.service'), '');
   writeFileSync(path.join(root, 'proc/uptime'), '21.37 30.02\n');
-  const bin = path.join(top, 'bin');
-  mkdirSync(bin);
-  const log = path.join(top, 'calls');
-  const wrapper = (name: string, body: string) => {
-    // One line per call: the newlines of an argument (the unit's script) logged as "~".
-    writeFileSync(
-      path.join(bin, name),
-      `#!/bin/sh\nprintf '%s' "${name} $*" | tr '\\n' '~' >> "${log}"; echo >> "${log}"\n${body}\n`,
-    );
-    chmodSync(path.join(bin, name), 0o755);
-  };
-  wrapper('systemctl', 'exit 0');
-  wrapper(
-    'systemd-run',
-    opts.systemdRunFails
-      ? 'exit 1'
-      : // Drop the options up to the command, then run it.
-        'while [ "$1" != sh ]; do shift; done; "$@"',
-  );
+  const systemd = systemdWrappers(top, opts);
   const r = spawnSync('sh', ['-c', skipLaterStagesScript(root)], {
-    env: { ...process.env, PATH: `${bin}:${process.env.PATH}` },
+    env: systemd.env,
     encoding: 'utf8',
   });
   const read = (p: string) => (existsSync(path.join(root, p)) ? readFileSync(path.join(root, p), 'utf8') : undefined);
   return {
     r,
-    calls: existsSync(log) ? readFileSync(log, 'utf8').trim().split('\n') : [],
+    calls: systemd.calls(),
     read,
   };
 }
