@@ -7,8 +7,8 @@ export function risingPercent(onProgress: (pct: number) => void): (pct: number) 
   let last = -1;
   return (pct) => {
     const p = Math.min(100, Math.max(0, pct));
-    // A new whole percent, or the end (100 after 99.5 still counts).
-    if (Math.floor(p) > Math.floor(last) || (p === 100 && last < 100)) {
+    // A new whole percent (so 100 after 99.5 still counts).
+    if (Math.floor(p) > Math.floor(last)) {
       last = p;
       onProgress(Math.round(p * 100) / 100);
     }
