@@ -200,23 +200,20 @@ export function renderSeed(input: SeedInput): Seed {
   // sshd's setting as the image has it: `ssh_pwauth: false` made cloud-init's set-passwords module
   // restart sshd after SSH was up (2.5 s; a login attempt during the restart is refused).
   if (input.password !== undefined) kilnConfig.ssh_pwauth = true;
-  if (input.wipeOldHostKeys) {
+  // kiln's own bootcmds, in this order, before the template's. A list item runs as an argv, not
+  // through a shell: each script is one argument of sh -c.
+  const bootcmd: unknown[] = [];
+  if (input.wipeOldHostKeys)
     // A disk that already ran cloud-init (a cached layer of an earlier build) holds that build's
     // injected host keys; cloud-init deletes them before writing this one, which leaves their bytes
     // on the disk. bootcmd runs before the ssh module: overwrite them once per instance first.
-    // A fresh base holds no key of kiln's: no bootcmd (a shell, cloud-init-per and shred: 1 s under TCG).
-    kilnConfig.bootcmd = [
+    // A fresh base holds no key of kiln's: no such bootcmd (a shell, cloud-init-per and shred: 1 s under TCG).
+    bootcmd.push(
       `cloud-init-per instance kiln-wipe-host-keys sh -c 'for f in /etc/ssh/ssh_host_*; do [ -f "$f" ] && shred -n1 -z "$f"; done; true'`,
-    ];
-  }
-  // A list item runs as an argv, not through a shell: the script is one argument of sh -c.
-  if (input.guestProxyScript)
-    kilnConfig.bootcmd = [...((kilnConfig.bootcmd as unknown[]) ?? []), ['sh', '-c', input.guestProxyScript]];
-  if (input.startUserManager)
-    kilnConfig.bootcmd = [
-      ...((kilnConfig.bootcmd as unknown[]) ?? []),
-      ['sh', '-c', startUserManagerScript(input.username)],
-    ];
+    );
+  if (input.guestProxyScript) bootcmd.push(['sh', '-c', input.guestProxyScript]);
+  if (input.startUserManager) bootcmd.push(['sh', '-c', startUserManagerScript(input.username)]);
+  if (bootcmd.length) kilnConfig.bootcmd = bootcmd;
   let merged = mergeCloudConfig(kilnConfig, parseUserData(input.userData));
   const work = input.laterStages === 'always' ? 'cloud_init.later_stages: always' : laterStageWork(merged);
   if (work === undefined)
