@@ -109,6 +109,8 @@ builds:
           - "grep -c 'growpart disabled: mode=off' /var/log/cloud-init.log > /etc/kiln-growpart-off || true"
           # kiln's seed (write_files is init-stage work) skipped the config and final stages; the wait saw the marker
           - "{ systemctl is-active cloud-config.service cloud-final.service; cat /var/lib/cloud/instance/boot-finished; } > /etc/kiln-later-stages || true"
+          # kiln's seed started the build user's service manager as the init stage ended, not kiln's first login
+          - "journalctl -b -o cat --no-pager | grep -m2 -E '^Starting user@[0-9]+[.]service|^Accepted publickey for kiln ' > /etc/kiln-first-login || true"
           # CIS-style hardening: keys also kept outside the homes (the clean-up must find the build key there)
           - mkdir -p /etc/ssh/authorized_keys && cp /home/kiln/.ssh/authorized_keys /etc/ssh/authorized_keys/kiln
           - echo 'AuthorizedKeysFile .ssh/authorized_keys /etc/ssh/authorized_keys/%u' > /etc/ssh/sshd_config.d/10-keys.conf
@@ -441,6 +443,13 @@ builds:
       expect((await ssh.run('systemctl is-active cloud-config.service cloud-final.service')).trim()).toBe(
         'active\nactive',
       );
+      // The guest's journal from the build: the build user's manager was starting (kiln's seed queued it after
+      // cloud-init's init stage, beside sshd's start) before kiln's first login, which would otherwise wait for it.
+      expect((await ssh.run('cat /etc/kiln-first-login')).split('\n')).toEqual([
+        expect.stringMatching(/^Starting user@\d+\.service/),
+        expect.stringMatching(/^Accepted publickey for kiln /),
+        '',
+      ]);
       expect(await ssh.run('cat /var/lib/cloud/instance/boot-finished')).not.toContain('kiln');
       // The table kiln wrote is one sfdisk finds sound (both copies, no free space left at the end).
       expect(await ssh.run('sudo -n sfdisk --verify /dev/vda 2>&1 | tail -1')).toMatch(/A total of 0 free sectors/);
